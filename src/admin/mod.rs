@@ -1,0 +1,74 @@
+//! The admin listener (loopback by default, separate from traffic listeners): `GET /healthz` and
+//! Prometheus `GET /metrics`, the latter behind a bearer token when `admin.token` is set.
+//! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
+//! do not need axum yet.
+
+use crate::body::ResponseBody;
+use crate::pipeline::Shared;
+use crate::respond::problem::Reject;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(&shared, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
+    if req.method() != Method::GET {
+        return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin");
+    }
+    match req.uri().path() {
+        "/healthz" => json("{\"status\":\"ok\"}"),
+        "/metrics" => {
+            let rt = shared.runtime.load();
+            if let Some(token) = rt.admin.as_ref().and_then(|a| a.token.as_ref()) {
+                let given = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                    .unwrap_or_default();
+                if !same(given, token.expose().as_bytes()) {
+                    return Reject::Unauthorized { challenge: "Bearer realm=\"portcullis-admin\"" }
+                        .into_response("admin");
+                }
+            }
+            let mut resp = Response::new(ResponseBody::full(shared.metrics.encode().into()));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        _ => Reject::NotFound.into_response("admin"),
+    }
+}
+
+fn json(body: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(bytes::Bytes::from_static(body.as_bytes())));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

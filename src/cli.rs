@@ -1,0 +1,146 @@
+//! The `portcullis` command: `run`, `check`, `quickstart`.
+//!
+//! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
+//! 70 the server failed while running.
+
+use crate::config::{self, ConfigError};
+use crate::observe::metrics::Metrics;
+use crate::pipeline::Shared;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A security-first API gateway.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway on a config file.
+    Run {
+        /// The config file (YAML or JSON).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print its compiled route table (exit 1 on error), like `nginx -t`.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run on the built-in quickstart config: HTTPS :8443, HTTP :8080 (redirect), admin :9901, demo API.
+    Quickstart,
+}
+
+pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match config::load(&config) {
+            Ok((cfg, _)) => serve(cfg, Some(config), false),
+            Err(e) => usage(&e),
+        },
+        Command::Quickstart => match config::parse(QUICKSTART, Path::new("examples/quickstart.yaml (built in)")) {
+            Ok(cfg) => serve(cfg, None, true),
+            Err(e) => usage(&e),
+        },
+    }
+}
+
+fn usage(e: &ConfigError) -> ExitCode {
+    eprintln!("portcullis: {e}");
+    ExitCode::from(64)
+}
+
+fn check(path: &Path) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    match config::load_and_compile(path, &metrics, None) {
+        Ok(rt) => {
+            println!("{}: configuration is valid", path.display());
+            for l in &rt.listeners {
+                println!(
+                    "listener {} on {} ({})",
+                    l.name,
+                    l.address,
+                    if l.tls.is_some() {
+                        "TLS"
+                    } else if l.redirect_https_port.is_some() {
+                        "plain, redirects to HTTPS"
+                    } else {
+                        "plain"
+                    }
+                );
+            }
+            print!("{}", rt.describe_routes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let text_path = path.clone().unwrap_or_else(|| PathBuf::from("examples/quickstart.yaml (built in)"));
+    let runtime = match config::compile::compile(&cfg, &metrics, None) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let text = path
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_else(|| super::cli::QUICKSTART.to_owned());
+            return usage(&e.locate(&text, &text_path));
+        }
+    };
+    let _log = crate::observe::init_logging(&runtime.log_level);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(w) = runtime.workers {
+        builder.worker_threads(w);
+    }
+    let tokio_rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    if quickstart {
+        print_quickstart();
+    }
+    let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), metrics });
+    match tokio_rt.block_on(crate::server::run(shared, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway failed");
+            eprintln!("portcullis: {e}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn print_quickstart() {
+    println!(
+        "\nPortcullis quickstart\n\
+         \n  HTTPS  https://127.0.0.1:8443   (self-signed certificate, generated now)\
+         \n  HTTP   http://127.0.0.1:8080    (redirects to HTTPS)\
+         \n  admin  http://127.0.0.1:9901    (/metrics, /healthz)\
+         \n\nTry:\
+         \n  curl -k https://127.0.0.1:8443/echo/hello\
+         \n  curl -k --http2 -X POST -H 'content-type: application/json' -d '{{\"hi\":1}}' https://127.0.0.1:8443/echo/post\
+         \n  curl -k https://127.0.0.1:8443/users/42\
+         \n  curl -k -i https://127.0.0.1:8443/nowhere          # 404 problem+json\
+         \n  curl -k -i 'https://127.0.0.1:8443/echo/%2e%2e/x'   # 400: dot segments refused\
+         \n  curl -i http://127.0.0.1:8080/echo/hello           # 308 to HTTPS\
+         \n  curl -s http://127.0.0.1:9901/metrics | head\
+         \n\nThe same config is examples/quickstart.yaml: `portcullis run -c examples/quickstart.yaml`.\n"
+    );
+}

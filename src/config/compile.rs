@@ -1,0 +1,394 @@
+//! Compiles a parsed [`FileConfig`] into the immutable [`Runtime`] the server runs on: addresses, CIDRs,
+//! TLS configs, route tables and upstream pools are built once here, never per request. A reload
+//! compiles a new `Runtime` beside the running one and reuses unchanged upstreams (their pools and
+//! health state).
+
+use super::file::{self, FileConfig};
+use super::ConfigError;
+use crate::authn::Authn;
+use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::Route;
+use crate::proxy::upstream::{Upstream, UpstreamTls};
+use crate::respond::cors::Cors;
+use crate::route::{HostPattern, Matcher, PathPattern, RouteTable};
+use crate::validate::Limits;
+use http::header::HeaderValue;
+use http::Method;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Runtime {
+    pub listeners: Vec<ListenerRt>,
+    pub limits: ServerLimits,
+    pub trusted_proxies: Vec<IpNet>,
+    pub routes: RouteTable<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub access_log: bool,
+    pub log_level: String,
+    pub unmatched: Arc<RouteMetrics>,
+    pub metrics: Arc<Metrics>,
+    pub admin: Option<AdminRt>,
+    pub demo_upstream: Option<SocketAddr>,
+    pub workers: Option<usize>,
+}
+
+pub struct ListenerRt {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub http2: bool,
+    pub redirect_https_port: Option<u16>,
+    pub hsts: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub request: Limits,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_concurrent_streams: u32,
+    pub shutdown_timeout: Duration,
+}
+
+pub struct AdminRt {
+    pub address: SocketAddr,
+    pub token: Option<super::secret::Secret>,
+}
+
+/// A semantic error, located afterwards by finding `key: value` in the file text.
+#[derive(Debug)]
+pub struct CompileError {
+    pub message: String,
+    pub key: &'static str,
+    pub value: String,
+}
+
+impl CompileError {
+    fn new(key: &'static str, value: impl Into<String>, message: impl Into<String>) -> Self {
+        CompileError { message: message.into(), key, value: value.into() }
+    }
+
+    /// Finds the first line holding `key:` followed by the value; falls back to line 1.
+    pub fn locate(self, text: &str, file: &Path) -> ConfigError {
+        let (mut line, mut column) = (1, 1);
+        for (i, l) in text.lines().enumerate() {
+            let Some(k) = l.find(&format!("{}:", self.key)) else { continue };
+            let rest = &l[k..];
+            if self.value.is_empty() || rest.contains(self.value.as_str()) {
+                line = i + 1;
+                column =
+                    if self.value.is_empty() { k + 1 } else { k + rest.find(self.value.as_str()).unwrap_or(0) + 1 };
+                break;
+            }
+        }
+        ConfigError { file: file.to_owned(), line, column, message: self.message }
+    }
+}
+
+type Result<T> = std::result::Result<T, CompileError>;
+
+fn addr(key: &'static str, text: &str) -> Result<SocketAddr> {
+    text.parse().map_err(|_| CompileError::new(key, text, format!("`{text}` is not an IP:port address")))
+}
+
+fn limits(l: &file::Limits) -> Result<ServerLimits> {
+    let bad = |key: &'static str, msg: &str| Err(CompileError::new(key, "", format!("limits.{key}: {msg}")));
+    if !(1024..=1024 * 1024).contains(&l.max_header_bytes.0) {
+        return bad("max_header_bytes", "must be between 1KiB and 1MiB");
+    }
+    if !(256..=64 * 1024).contains(&l.max_url_bytes.0) {
+        return bad("max_url_bytes", "must be between 256 and 64KiB");
+    }
+    if !(1..=1000).contains(&l.max_headers) {
+        return bad("max_headers", "must be between 1 and 1000");
+    }
+    if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_concurrent_streams == 0 {
+        return bad("max_connections", "connection and stream limits must be at least 1");
+    }
+    if l.header_read_timeout.0.is_zero() || l.idle_timeout.0.is_zero() {
+        return bad("header_read_timeout", "timeouts must be positive");
+    }
+    Ok(ServerLimits {
+        request: Limits {
+            max_header_bytes: l.max_header_bytes.0 as usize,
+            max_headers: l.max_headers,
+            max_url_bytes: l.max_url_bytes.0 as usize,
+            max_body_bytes: l.max_body_bytes.0,
+        },
+        header_read_timeout: l.header_read_timeout.0,
+        idle_timeout: l.idle_timeout.0,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        max_concurrent_streams: l.max_concurrent_streams,
+        shutdown_timeout: l.shutdown_timeout.0,
+    })
+}
+
+fn listener(l: &file::Listener) -> Result<ListenerRt> {
+    let address = addr("address", &l.address)?;
+    let err = |m: String| CompileError::new("name", l.name.clone(), format!("listener `{}`: {m}", l.name));
+    let (tls, http2, hsts) = match &l.tls {
+        Some(t) => {
+            if l.redirect_https_port.is_some() {
+                return Err(err("redirect_https_port is for plain listeners only".into()));
+            }
+            let http2 = l.http2.unwrap_or(true);
+            let config = crate::server::tls::server_config(t, http2).map_err(err)?;
+            let hsts = t.hsts.then(|| HeaderValue::from(t.hsts_max_age.0.as_secs())).map(|age| {
+                let v = format!("max-age={}", age.to_str().unwrap_or("31536000"));
+                HeaderValue::try_from(v).unwrap_or(HeaderValue::from_static("max-age=31536000"))
+            });
+            (Some(config), http2, hsts)
+        }
+        None => (None, l.http2.unwrap_or(false), None),
+    };
+    Ok(ListenerRt { name: l.name.clone(), address, tls, http2, redirect_https_port: l.redirect_https_port, hsts })
+}
+
+fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
+    let err = |m: String| CompileError::new("ca", t.ca.clone(), format!("upstream `{name}` tls: {m}"));
+    let roots = crate::tls::load_roots(&t.ca).map_err(err)?;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::VERSIONS)
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(crate::tls::load_certs(c).map_err(err)?, crate::tls::load_key(k).map_err(err)?)
+            .map_err(|e| err(format!("client certificate: {e}")))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(err("client_cert and client_key go together".into())),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = match &t.server_name {
+        Some(n) => Some(
+            rustls_pki_types::ServerName::try_from(n.clone())
+                .map_err(|_| err(format!("`{n}` is not a server name")))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
+}
+
+fn route(
+    r: &file::Route,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    l: &ServerLimits,
+    metrics: &Metrics,
+) -> Result<(Matcher, Arc<Route>)> {
+    let err =
+        |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
+    let upstream = upstreams
+        .get(&r.upstream)
+        .ok_or_else(|| err("upstream", &r.upstream, format!("upstream `{}` is not defined", r.upstream)))?
+        .clone();
+    let hosts = r
+        .matcher
+        .hosts
+        .iter()
+        .map(|h| HostPattern::parse(h).map_err(|m| err("hosts", h, m)))
+        .collect::<Result<Vec<_>>>()?;
+    let path = match &r.matcher.path {
+        file::PathMatch { exact: Some(p), prefix: None, template: None } => {
+            PathPattern::exact(p).map_err(|m| err("exact", p, m))?
+        }
+        file::PathMatch { exact: None, prefix: Some(p), template: None } => {
+            PathPattern::prefix(p).map_err(|m| err("prefix", p, m))?
+        }
+        file::PathMatch { exact: None, prefix: None, template: Some(p) } => {
+            PathPattern::template(p).map_err(|m| err("template", p, m))?
+        }
+        _ => return Err(err("path", "", "match.path needs exactly one of `exact`, `prefix` or `template`".into())),
+    };
+    let methods = r
+        .matcher
+        .methods
+        .iter()
+        .map(|m| match Method::from_bytes(m.as_bytes()) {
+            Ok(method) if m.bytes().all(|b| b.is_ascii_uppercase()) => Ok(method),
+            _ => Err(err("methods", m, format!("`{m}` is not an HTTP method (upper case)"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cors = r.cors.as_ref().map(Cors::compile).transpose().map_err(|m| err("cors", "", m))?;
+    let compiled = Route {
+        name: r.name.as_str().into(),
+        upstream,
+        authn: Authn::compile(&r.auth),
+        cors,
+        max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
+        metrics: Arc::new(metrics.route(&r.name)),
+    };
+    Ok((Matcher { hosts, path, methods }, Arc::new(compiled)))
+}
+
+/// Compiles the config. `previous` lends unchanged upstreams to the new runtime.
+pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runtime>) -> Result<Runtime> {
+    if cfg.listeners.is_empty() {
+        return Err(CompileError::new("listeners", "", "at least one listener is required"));
+    }
+    if let Some(w) = cfg.workers {
+        if !(1..=1024).contains(&w) {
+            return Err(CompileError::new("workers", w.to_string(), "workers must be between 1 and 1024"));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for l in &cfg.listeners {
+        if !names.insert(l.name.as_str()) {
+            return Err(CompileError::new("name", l.name.clone(), format!("listener name `{}` is used twice", l.name)));
+        }
+    }
+    let listeners = cfg.listeners.iter().map(listener).collect::<Result<Vec<_>>>()?;
+    let limits = limits(&cfg.limits)?;
+    let trusted_proxies = cfg
+        .trusted_proxies
+        .iter()
+        .map(|c| {
+            c.parse::<IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                CompileError::new("trusted_proxies", c.clone(), format!("`{c}` is not a CIDR or IP address"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &cfg.upstreams {
+        let reused = previous.and_then(|p| p.upstreams.get(name)).filter(|p| p.source == *u);
+        let up = match reused {
+            Some(p) => p.clone(),
+            None => {
+                let tls = u.tls.as_ref().map(|t| upstream_tls(name, t)).transpose()?;
+                if let Some(hc) = &u.health_check {
+                    if !hc.path.starts_with('/') || hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                        return Err(CompileError::new("path", hc.path.clone(), format!("upstream `{name}`: health_check needs a path starting with / and thresholds of at least 1")));
+                    }
+                }
+                Arc::new(Upstream::new(name, u, tls, metrics).map_err(|m| CompileError::new("address", "", m))?)
+            }
+        };
+        upstreams.insert(name.clone(), up);
+    }
+    let mut route_names = std::collections::HashSet::new();
+    let mut entries = Vec::new();
+    for r in &cfg.routes {
+        if !route_names.insert(r.name.as_str()) {
+            return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
+        }
+        entries.push(route(r, &upstreams, &limits, metrics)?);
+    }
+    let admin = match &cfg.admin {
+        None => None,
+        Some(a) => {
+            let address = addr("address", &a.address)?;
+            if !address.ip().is_loopback() && a.token.is_none() {
+                return Err(CompileError::new(
+                    "address",
+                    a.address.clone(),
+                    "admin: a non-loopback admin address needs a `token`",
+                ));
+            }
+            Some(AdminRt { address, token: a.token.clone() })
+        }
+    };
+    let demo_upstream = cfg.demo_upstream.as_ref().map(|d| addr("address", &d.address)).transpose()?;
+    if cfg.logging.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+        return Err(CompileError::new(
+            "level",
+            cfg.logging.level.clone(),
+            "logging.level is not a valid filter (try `info`)",
+        ));
+    }
+    Ok(Runtime {
+        listeners,
+        limits,
+        trusted_proxies,
+        routes: RouteTable::new(entries),
+        upstreams,
+        access_log: cfg.logging.access_log,
+        log_level: cfg.logging.level.clone(),
+        unmatched: Arc::new(metrics.route("-")),
+        metrics: metrics.clone(),
+        admin,
+        demo_upstream,
+        workers: cfg.workers,
+    })
+}
+
+impl Runtime {
+    /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
+    pub fn start(&self) {
+        for (name, up) in &self.upstreams {
+            if let Some(hc) = &up.source.health_check {
+                if up.start_once() {
+                    tracing::debug!(upstream = name.as_str(), "starting health checks");
+                    crate::proxy::health::spawn(up, hc.clone());
+                }
+            }
+        }
+    }
+
+    /// Refuses a reload that would need new sockets or threads.
+    pub fn reloadable_from(&self, old: &Runtime) -> std::result::Result<(), String> {
+        let addrs =
+            |r: &Runtime| r.listeners.iter().map(|l| (l.name.clone(), l.address, l.tls.is_some())).collect::<Vec<_>>();
+        if addrs(self) != addrs(old) {
+            return Err("listener names, addresses or TLS on/off changed; these need a restart".into());
+        }
+        if self.admin.as_ref().map(|a| a.address) != old.admin.as_ref().map(|a| a.address) {
+            return Err("the admin address changed; this needs a restart".into());
+        }
+        if self.workers != old.workers || self.demo_upstream != old.demo_upstream {
+            return Err("workers or demo_upstream changed; these need a restart".into());
+        }
+        Ok(())
+    }
+
+    /// The compiled route table as `check` prints it.
+    pub fn describe_routes(&self) -> String {
+        let mut out = String::from("order  route                 hosts                 path                           methods        upstream     auth\n");
+        for (i, (m, r)) in self.routes.iter().enumerate() {
+            let hosts = if m.hosts.is_empty() {
+                "*".to_string()
+            } else {
+                m.hosts
+                    .iter()
+                    .map(|h| match h {
+                        HostPattern::Exact(e) => e.clone(),
+                        HostPattern::Suffix(s) => format!("*{s}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let path = match &m.path {
+                PathPattern::Exact(p) => format!("= {p}"),
+                PathPattern::Prefix(p) => format!("{p}*"),
+                PathPattern::Template(segs) => segs
+                    .iter()
+                    .map(|s| match s {
+                        crate::route::Segment::Literal(l) => format!("/{l}"),
+                        crate::route::Segment::Param(p) => format!("/{{{p}}}"),
+                    })
+                    .collect(),
+            };
+            let methods = if m.methods.is_empty() {
+                "any".into()
+            } else {
+                m.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+            };
+            out.push_str(&format!(
+                "{:<6} {:<21} {:<21} {:<30} {:<14} {:<12} {}\n",
+                i + 1,
+                &*r.name,
+                hosts,
+                path,
+                methods,
+                &*r.upstream.name,
+                r.authn.describe()
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,17 @@
+//! Portcullis: a security-first API gateway. The module layout follows the request pipeline of
+//! `docs/pipeline.md`; see the README for the user's manual.
+
+pub mod admin;
+pub mod authn;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod observe;
+pub mod pipeline;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod tls;
+pub mod validate;

@@ -1,0 +1,117 @@
+//! Prometheus metrics. Label sets are resolved once when a route or upstream is compiled, so the request
+//! path only touches atomics.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    rejections: Family<Labels, Counter>,
+    upstream_healthy: Family<Labels, Gauge>,
+    pub active_connections: Gauge,
+    pub rejected_connections: Family<Labels, Counter>,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+}
+
+/// Handles for one route: counters per status class and a latency histogram.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<Labels, Counter>::default();
+        let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let rejections = Family::<Labels, Counter>::default();
+        let upstream_healthy = Family::<Labels, Gauge>::default();
+        let active_connections = Gauge::default();
+        let rejected_connections = Family::<Labels, Counter>::default();
+        let reloads = Counter::default();
+        let reload_failures = Counter::default();
+        registry.register("requests", "Requests by route and status class", requests.clone());
+        registry.register("request_duration_seconds", "Request latency by route", duration.clone());
+        registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
+        registry.register("upstream_healthy", "1 if the upstream target is in rotation", upstream_healthy.clone());
+        registry.register("active_connections", "Open client connections", active_connections.clone());
+        registry.register(
+            "rejected_connections",
+            "Connections refused by connection limits",
+            rejected_connections.clone(),
+        );
+        registry.register("reloads", "Successful configuration reloads", reloads.clone());
+        registry.register("reload_failures", "Refused configuration reloads", reload_failures.clone());
+        Metrics {
+            registry,
+            requests,
+            duration,
+            rejections,
+            upstream_healthy,
+            active_connections,
+            rejected_connections,
+            reloads,
+            reload_failures,
+        }
+    }
+
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let by_class = classes.map(|c| {
+            self.requests.get_or_create(&vec![("route".into(), route.into()), ("status".into(), c.into())]).clone()
+        });
+        let duration = self.duration.get_or_create(&vec![("route".into(), route.into())]).clone();
+        RouteMetrics { by_class, duration }
+    }
+
+    pub fn rejection(&self, slug: &str) -> Counter {
+        self.rejections.get_or_create(&vec![("type".into(), slug.into())]).clone()
+    }
+
+    pub fn upstream_target(&self, upstream: &str, target: &str) -> Gauge {
+        self.upstream_healthy
+            .get_or_create(&vec![("upstream".into(), upstream.into()), ("target".into(), target.into())])
+            .clone()
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.rejected_connections.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,88 @@
+//! Observability: structured JSON logs, the per-request access log line, and metrics.
+//!
+//! Log lines are written by a background thread behind a bounded queue (lossy: a full queue drops lines
+//! rather than stalling requests). Secrets and query values never reach a log line.
+
+pub mod metrics;
+
+use http::Method;
+use metrics::{Metrics, RouteMetrics};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
+
+pub use tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the JSON log subscriber. Keep the guard alive for the life of the process.
+pub fn init_logging(level: &str) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .lossy(true)
+        .finish(std::io::stdout());
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init();
+    guard
+}
+
+/// What is known about one request when its response has been sent. Dropping it writes the access log
+/// line and updates the metrics, so a client that goes away mid-body is still accounted for.
+pub struct Completion {
+    pub started: Instant,
+    pub request_id: Box<str>,
+    pub client_ip: IpAddr,
+    pub method: Method,
+    pub host: Box<str>,
+    pub path: Box<str>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_duration: Option<Duration>,
+    pub tls_version: Option<&'static str>,
+    pub problem: Option<(&'static str, &'static str)>,
+    pub aborted: bool,
+    pub access_log: bool,
+    pub route_metrics: Arc<RouteMetrics>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        self.route_metrics.observe(self.status, elapsed.as_secs_f64());
+        if let Some((slug, _)) = self.problem {
+            self.metrics.rejection(slug).inc();
+        }
+        if !self.access_log {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            request_id = &*self.request_id,
+            client_ip = %self.client_ip,
+            method = self.method.as_str(),
+            host = &*self.host,
+            path = &*self.path,
+            status = self.status,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            route = self.route.as_deref(),
+            upstream = self.upstream.as_deref(),
+            upstream_ms = self.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+            tls = self.tls_version,
+            problem = self.problem.map(|p| p.0),
+            reason = self.problem.map(|p| p.1),
+            aborted = self.aborted,
+        );
+    }
+}

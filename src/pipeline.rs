@@ -1,0 +1,275 @@
+//! One request's way through the gateway: the [`Exchange`] (its context) and the ordered stages of a
+//! route. Stages never call each other; [`handle`] calls them in order, and turns the first
+//! [`Reject`] into the response. See `docs/pipeline.md` for the chart.
+//!
+//! Order: redirect listener → size limits (414/431) → framing (400) → path normalisation (400) →
+//! route match (404/405) → CORS (preflight answered here, 403) → authentication (401) → body limit
+//! (413) → header hygiene → forward (502/503/504) → response headers → access log and metrics.
+
+use crate::authn::{Authn, Principal};
+use crate::body::ResponseBody;
+use crate::config::compile::{ListenerRt, Runtime};
+use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::observe::Completion;
+use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
+use crate::proxy::upstream::Upstream;
+use crate::respond::cors::Cors;
+use crate::respond::problem::Reject;
+use crate::route::{Found, Params};
+use crate::validate::body::LimitedBody;
+use crate::validate::{self, path};
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, HOST, LOCATION, STRICT_TRANSPORT_SECURITY};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use rustls_pki_types::CertificateDer;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A compiled route: what a matched request goes through.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub authn: Authn,
+    pub cors: Option<Cors>,
+    pub max_body_bytes: u64,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// What the gateway knows about the client connection.
+pub struct ConnInfo {
+    pub listener: usize,
+    pub peer: SocketAddr,
+    pub tls: Option<TlsInfo>,
+}
+
+pub struct TlsInfo {
+    pub version: Option<&'static str>,
+    pub sni: Option<String>,
+    /// The verified client certificate chain, leaf first, when one was presented.
+    pub client_chain: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// The process-wide state shared by every connection.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One request's context as it moves through the stages.
+pub struct Exchange<'a> {
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    pub conn: &'a ConnInfo,
+    pub route: Option<Arc<Route>>,
+    pub params: Params,
+    pub principal: Option<Principal>,
+}
+
+fn host_of(parts: &http::request::Parts) -> Option<&str> {
+    let raw = parts.uri.authority().map(Authority::as_str).or_else(|| parts.headers.get(HOST)?.to_str().ok())?;
+    strip_port(raw)
+}
+
+/// The host part of an authority (`name`, `name:port`, `[v6]:port`), if well-formed.
+fn strip_port(raw: &str) -> Option<&str> {
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))) {
+            return None;
+        }
+        v6
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+    ok.then_some(host)
+}
+
+/// Serves one request on `conn`. Never fails: every outcome is a response.
+pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let rt = shared.runtime.load_full();
+    let listener = &rt.listeners[conn.listener];
+    let (mut parts, body) = req.into_parts();
+    let request_id: Box<str> = match parts.headers.get(&X_REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v) => v.to_str().unwrap_or_default().into(),
+        _ => headers::new_request_id().into(),
+    };
+    let client_ip = headers::client_ip(conn.peer.ip(), &parts.headers, &rt.trusted_proxies);
+    let mut ex =
+        Exchange { request_id: &request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut upstream_duration = None;
+    let mut cors_origin = None;
+    let result =
+        run(&rt, listener, &mut ex, &mut parts, body, &bytes_in, &mut upstream_duration, &mut cors_origin).await;
+    let route = ex.route.take();
+    let (mut resp, problem) = match result {
+        Ok(resp) => (resp, None),
+        Err(reject) => {
+            let kind = (reject.kind().0, reject.detail());
+            tracing::debug!(request_id = &*request_id, problem = kind.0, reason = kind.1, "request refused");
+            (reject.into_response(&request_id), Some(kind))
+        }
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert(&X_REQUEST_ID, v);
+    }
+    if let Some(hsts) = &listener.hsts {
+        h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
+    }
+    if let (Some(origin), Some(cors)) = (&cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
+        cors.origin_headers(origin, h);
+    }
+    let completion = Completion {
+        started,
+        request_id,
+        client_ip,
+        method: parts.method,
+        host: host_of_str(&parts.uri, &parts.headers).into(),
+        path: parts.uri.path().into(),
+        status: resp.status().as_u16(),
+        bytes_in: bytes_in.load(Ordering::Relaxed),
+        bytes_out: 0,
+        route: route.as_ref().map(|r| r.name.clone()),
+        upstream: route.as_ref().map(|r| r.upstream.name.clone()),
+        upstream_duration,
+        tls_version: conn.tls.as_ref().and_then(|t| t.version),
+        problem,
+        aborted: false,
+        access_log: rt.access_log,
+        route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
+        metrics: shared.metrics.clone(),
+    };
+    resp.body_mut().set_completion(Box::new(completion));
+    resp
+}
+
+fn host_of_str<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
+    uri.authority().map(Authority::as_str).or_else(|| headers.get(HOST)?.to_str().ok()).unwrap_or("")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    rt: &Runtime,
+    listener: &ListenerRt,
+    ex: &mut Exchange<'_>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    bytes_in: &Arc<AtomicU64>,
+    upstream_duration: &mut Option<std::time::Duration>,
+    cors_origin: &mut Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Reject> {
+    validate::check_sizes(parts, &rt.limits.request)?;
+    validate::check_framing(parts)?;
+    if let Some(port) = listener.redirect_https_port {
+        return redirect(parts, port);
+    }
+    let normalized = path::normalize(parts.uri.path()).map_err(Reject::InvalidPath)?;
+    let host = host_of(parts);
+    let preflight = Cors::is_preflight(&parts.method, &parts.headers);
+    let match_method = if preflight {
+        parts
+            .headers
+            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(http::Method::OPTIONS)
+    } else {
+        parts.method.clone()
+    };
+    let route = match rt.routes.find(host, &normalized, &match_method) {
+        Found::Route(route, params) => {
+            ex.params = params;
+            route.clone()
+        }
+        Found::MethodNotAllowed(allow) => return Err(Reject::MethodNotAllowed(allow)),
+        Found::NotFound => return Err(Reject::NotFound),
+    };
+    ex.route = Some(route.clone());
+    if let Some(cors) = &route.cors {
+        if preflight {
+            return cors.preflight(&parts.headers);
+        }
+        *cors_origin = cors.check(&parts.headers)?;
+    }
+    route.authn.authenticate(ex, parts).await?;
+    if validate::content_length(parts).is_some_and(|n| n > route.max_body_bytes) {
+        return Err(Reject::PayloadTooLarge);
+    }
+    let upstream_req = upstream_request(rt, ex, parts, &normalized, body, route.max_body_bytes, bytes_in)?;
+    let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
+    *upstream_duration = Some(took);
+    headers::clean_response(resp.headers_mut());
+    Ok(resp.map(ResponseBody::upstream))
+}
+
+/// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers.
+fn upstream_request(
+    rt: &Runtime,
+    ex: &Exchange<'_>,
+    parts: &http::request::Parts,
+    normalized: &str,
+    body: Incoming,
+    max_body: u64,
+    bytes_in: &Arc<AtomicU64>,
+) -> Result<Request<LimitedBody>, Reject> {
+    let target: PathAndQuery = match parts.uri.query() {
+        None if normalized == parts.uri.path() => {
+            parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+        }
+        None => normalized.parse().map_err(|_| Reject::BadRequest("unparseable path"))?,
+        Some(q) => format!("{normalized}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target"))?,
+    };
+    let mut headers = parts.headers.clone();
+    headers::strip_hop_by_hop(&mut headers);
+    let host = host_of_str(&parts.uri, &parts.headers);
+    if !headers.contains_key(HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(HOST, v);
+        }
+    }
+    let peer = ex.conn.peer.ip();
+    let fwd = Forwarding {
+        peer,
+        peer_trusted: headers::is_trusted(peer, &rt.trusted_proxies),
+        proto: if ex.conn.tls.is_some() { "https" } else { "http" },
+        host: (!host.is_empty()).then_some(host),
+    };
+    headers::set_forwarded(&mut headers, &fwd);
+    if let Ok(v) = HeaderValue::from_str(ex.request_id) {
+        headers.insert(&X_REQUEST_ID, v);
+    }
+    let body = if http_body::Body::is_end_stream(&body) {
+        LimitedBody::empty()
+    } else {
+        LimitedBody::new(body, max_body, bytes_in.clone())
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from(target);
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+fn redirect(parts: &http::request::Parts, port: u16) -> Result<Response<ResponseBody>, Reject> {
+    let host = host_of(parts).ok_or(Reject::BadRequest("missing or invalid host"))?;
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut()
+        .insert(LOCATION, HeaderValue::try_from(location).map_err(|_| Reject::BadRequest("unredirectable target"))?);
+    Ok(resp)
+}

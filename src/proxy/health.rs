@@ -1,0 +1,40 @@
+//! Active health checks: one task per upstream probes every target at its interval and flips the
+//! target in or out of rotation after the configured number of consecutive results. The task holds only
+//! a weak reference, so it ends when a reload drops the upstream.
+
+use super::upstream::Upstream;
+use crate::config::file::HealthCheck;
+use std::sync::{Arc, Weak};
+
+pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {
+    let weak: Weak<Upstream> = Arc::downgrade(upstream);
+    let n = upstream.targets.len();
+    tokio::spawn(async move {
+        let mut ok_streak = vec![0u32; n];
+        let mut bad_streak = vec![0u32; n];
+        let mut tick = tokio::time::interval(check.interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(up) = weak.upgrade() else { return };
+            for (i, target) in up.targets.iter().enumerate() {
+                let healthy = super::probe(&up, target, &check.path, check.timeout.0).await;
+                if healthy {
+                    ok_streak[i] += 1;
+                    bad_streak[i] = 0;
+                    if !target.is_healthy() && ok_streak[i] >= check.healthy_threshold {
+                        target.set_healthy(true);
+                        tracing::info!(upstream = &*up.name, target = %target.address, "upstream target healthy");
+                    }
+                } else {
+                    bad_streak[i] += 1;
+                    ok_streak[i] = 0;
+                    if target.is_healthy() && bad_streak[i] >= check.unhealthy_threshold {
+                        target.set_healthy(false);
+                        tracing::warn!(upstream = &*up.name, target = %target.address, "upstream target unhealthy");
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,254 @@
+//! Listeners and connections: accept with connection limits, TLS handshake (rustls), HTTP/1.1 and
+//! HTTP/2 serving (hyper), idle and header-read timeouts, and graceful shutdown on SIGTERM/SIGINT
+//! (stop accepting, let in-flight requests finish up to `limits.shutdown_timeout`, then close).
+
+pub mod conn;
+pub mod reload;
+pub mod tls;
+
+use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
+use conn::{Activity, ConnLimits, TrackedIo};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// h1, or h2 with prior knowledge (h2c).
+    Auto,
+}
+
+/// Runs the gateway until SIGTERM or SIGINT. `config_path` enables reloads (SIGHUP, file changes).
+pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<(), String> {
+    let rt = shared.runtime.load_full();
+    rt.start();
+    let mut bound = Vec::new();
+    for (i, l) in rt.listeners.iter().enumerate() {
+        let listener = TcpListener::bind(l.address)
+            .await
+            .map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.address))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(listener = l.name.as_str(), address = %local, tls = l.tls.is_some(), "listening");
+        bound.push((i, listener));
+    }
+    if let Some(admin) = &rt.admin {
+        let listener =
+            TcpListener::bind(admin.address).await.map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(listener = "admin", address = %local, tls = false, "listening");
+        tokio::spawn(crate::admin::serve(listener, shared.clone()));
+    }
+    if let Some(addr) = rt.demo_upstream {
+        let listener = TcpListener::bind(addr).await.map_err(|e| format!("demo upstream cannot bind {addr}: {e}"))?;
+        tokio::spawn(crate::demo::serve(listener));
+    }
+    drop(rt);
+    reload::spawn(shared.clone(), config_path);
+
+    let graceful = Arc::new(GracefulShutdown::new());
+    let limits = Arc::new(ConnLimits::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accept_tasks = Vec::new();
+    for (i, listener) in bound {
+        accept_tasks.push(tokio::spawn(accept_loop(
+            i,
+            listener,
+            shared.clone(),
+            limits.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    let deadline = shared.runtime.load().limits.shutdown_timeout;
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return Err("internal: connections still being accepted during shutdown".into());
+    };
+    match tokio::time::timeout(deadline, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn accept_loop(
+    index: usize,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Arc<ConnLimits>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (max_total, max_per_ip) = {
+            let l = &shared.runtime.load().limits;
+            (l.max_connections, l.max_connections_per_ip)
+        };
+        let guard = match limits.try_acquire(peer.ip(), max_total, max_per_ip) {
+            Ok(g) => g,
+            Err(reason) => {
+                shared.metrics.connection_refused(reason);
+                tracing::debug!(client_ip = %peer.ip(), reason, "connection refused");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            shared.metrics.active_connections.inc();
+            serve_connection(index, stream, peer, shared.clone(), watcher).await;
+            shared.metrics.active_connections.dec();
+            drop(guard);
+        });
+    }
+}
+
+async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, watcher: Watcher) {
+    let _ = stream.set_nodelay(true);
+    let rt = shared.runtime.load_full();
+    let listener = &rt.listeners[index];
+    let activity = Arc::new(Activity::default());
+    let io = TrackedIo::new(stream, activity.clone());
+    match &listener.tls {
+        None => {
+            let proto = if listener.http2 { Protocol::Auto } else { Protocol::Http1 };
+            let info = ConnInfo { listener: index, peer, tls: None };
+            drop(rt);
+            serve_http(io, info, proto, shared, activity, watcher).await;
+        }
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            let timeout = rt.limits.header_read_timeout;
+            drop(rt);
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(client_ip = %peer.ip(), error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client_ip = %peer.ip(), "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, session) = tls.get_ref();
+            let proto = if session.alpn_protocol() == Some(b"h2") { Protocol::Http2 } else { Protocol::Http1 };
+            let info = ConnInfo {
+                listener: index,
+                peer,
+                tls: Some(TlsInfo {
+                    version: crate::tls::version_name(session.protocol_version()),
+                    sni: session.server_name().map(str::to_owned),
+                    client_chain: session
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+                }),
+            };
+            serve_http(tls, info, proto, shared, activity, watcher).await;
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    info: ConnInfo,
+    proto: Protocol,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (limits, idle) = {
+        let rt = shared.runtime.load();
+        (rt.limits.clone(), rt.limits.idle_timeout)
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
+        .max_buf_size((limits.request.max_header_bytes + limits.request.max_url_bytes + 4096).max(8192))
+        .max_headers(limits.request.max_headers + 1);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size((limits.request.max_header_bytes + limits.request.max_url_bytes) as u32)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(idle / 2))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    let builder = match proto {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Auto => builder,
+    };
+    let info = Arc::new(info);
+    let act = activity.clone();
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let info = info.clone();
+        let act = act.clone();
+        async move {
+            act.in_flight.fetch_add(1, Ordering::Relaxed);
+            let resp = pipeline::handle(&shared, &info, req).await;
+            act.in_flight.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = watcher.watch(conn);
+    tokio::select! {
+        res = conn => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = activity.idle(idle) => {
+            tracing::debug!("idle connection closed");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Reload: SIGHUP or a change of the config file (debounced) compiles a new runtime beside the running
+//! one and swaps it in atomically. A config that fails to load or compile is refused, logged and
+//! counted, and the running one keeps serving. In-flight requests keep the runtime they started with.
+
+use crate::pipeline::Shared;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Reloads once from `path`. Returns the error text when refused.
+pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
+    let old = shared.runtime.load_full();
+    let result = crate::config::load_and_compile(path, &shared.metrics, Some(&old))
+        .map_err(|e| e.to_string())
+        .and_then(|new| new.reloadable_from(&old).map(|()| new));
+    match result {
+        Ok(new) => {
+            new.start();
+            shared.runtime.store(Arc::new(new));
+            shared.metrics.reloads.inc();
+            tracing::info!("configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            shared.metrics.reload_failures.inc();
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            Err(e)
+        }
+    }
+}
+
+/// Starts the SIGHUP handler and the file watcher.
+pub fn spawn(shared: Arc<Shared>, path: Option<PathBuf>) {
+    let Some(path) = path else { return };
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let sighup_tx = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received");
+            let _ = sighup_tx.send(());
+        }
+    });
+    let watcher = watch_file(&path, tx);
+    tokio::spawn(async move {
+        let _watcher = watcher; // kept alive for as long as reloads are handled
+        let mut last = std::fs::read(&path).ok();
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let now = std::fs::read(&path).ok();
+            if now.is_some() && now == last {
+                tracing::debug!("config file unchanged; reload skipped");
+                continue;
+            }
+            if reload(&shared, &path).is_ok() {
+                last = now;
+            }
+        }
+    });
+}
+
+fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    // Watch the directory: editors and config managers replace files by renaming over them.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let name = path.file_name()?.to_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(ev) = event {
+            if ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) && !ev.kind.is_access() {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "config file watching unavailable; SIGHUP still reloads"))
+    .ok()?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "config file watching unavailable; SIGHUP still reloads"))
+        .ok()?;
+    Some(watcher)
+}

@@ -1,0 +1,90 @@
+//! Listener TLS: rustls `ServerConfig` from the config file, with certificates chosen by SNI and
+//! optional or required client certificates verified against a CA.
+
+use crate::config::file::{Certificate, ClientAuthMode, ListenerTls};
+use crate::tls::{load_certs, load_key, load_roots, provider, VERSIONS};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Chooses the first certificate valid for the client's SNI name; the first certificate otherwise.
+#[derive(Debug)]
+struct SniResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name().and_then(|n| ServerName::try_from(n).ok()) {
+            for key in &self.keys {
+                let valid = key
+                    .end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok());
+                if valid {
+                    return Some(key.clone());
+                }
+            }
+        }
+        self.keys.first().cloned()
+    }
+}
+
+/// Generated self-signed certificates by their names: (certificate, PKCS#8 key).
+type SelfSignedCache = Mutex<HashMap<Vec<String>, (CertificateDer<'static>, Vec<u8>)>>;
+
+/// Self-signed certificates are generated once per set of names and kept across reloads.
+fn self_signed(names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    static CACHE: OnceLock<SelfSignedCache> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((cert, key)) = cache.get(names) {
+        return Ok((vec![cert.clone()], PrivatePkcs8KeyDer::from(key.clone()).into()));
+    }
+    let generated = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+    let cert = generated.cert.der().clone();
+    let key = generated.signing_key.serialize_der();
+    cache.insert(names.to_vec(), (cert.clone(), key.clone()));
+    Ok((vec![cert], PrivatePkcs8KeyDer::from(key).into()))
+}
+
+fn certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, String> {
+    let (chain, key) = match (&c.cert, &c.key, &c.self_signed) {
+        (Some(cert), Some(key), None) => (load_certs(cert)?, load_key(key)?),
+        (None, None, Some(names)) if !names.is_empty() => self_signed(names)?,
+        _ => return Err("a certificate needs either `cert` and `key`, or `self_signed: [names]`".into()),
+    };
+    let signing = provider().key_provider.load_private_key(key).map_err(|e| format!("unusable private key: {e}"))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|_| "the private key does not match the certificate".to_string())?;
+    Ok(Arc::new(ck))
+}
+
+pub fn server_config(tls: &ListenerTls, http2: bool) -> Result<Arc<ServerConfig>, String> {
+    if tls.certificates.is_empty() {
+        return Err("tls needs at least one certificate".into());
+    }
+    let keys = tls.certificates.iter().map(certified_key).collect::<Result<Vec<_>, _>>()?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS).map_err(|e| e.to_string())?;
+    let builder = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(load_roots(&ca.ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match ca.mode {
+                ClientAuthMode::Required => verifier,
+                ClientAuthMode::Optional => verifier.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client_auth: {e}"))?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { keys }));
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}

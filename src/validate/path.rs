@@ -1,0 +1,137 @@
+//! Request-target normalisation, done once before routing so that every later stage and the upstream
+//! see one spelling of a path.
+//!
+//! Percent-encoded unreserved characters (`%41` → `A`) are decoded, other escapes are kept with
+//! upper-case hex. Refused outright (400): anything that could make the gateway and the upstream
+//! disagree about which resource is meant — dot segments (`.`, `..`, also encoded), encoded `/`, `\`
+//! or NUL, a raw backslash, control characters, malformed escapes, and escapes that decode to invalid
+//! UTF-8.
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with /")]
+    NotAbsolute,
+    #[error("malformed percent-encoding")]
+    BadEscape,
+    #[error("encoded slash, backslash or NUL")]
+    EncodedSeparator,
+    #[error("dot segment")]
+    DotSegment,
+    #[error("control character or backslash")]
+    BadCharacter,
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Normalises a path (without query). Borrows when nothing changes, which is the common case.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut decoded_utf8: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            else {
+                return Err(PathError::BadEscape);
+            };
+            let v = h << 4 | l;
+            if matches!(v, b'/' | b'\\' | 0) {
+                return Err(PathError::EncodedSeparator);
+            }
+            if v >= 0x80 {
+                decoded_utf8.push(v);
+            }
+            let buf = out.get_or_insert_with(|| bytes[..i].to_vec());
+            if unreserved(v) {
+                buf.push(v);
+            } else {
+                buf.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
+            }
+            i += 3;
+            continue;
+        }
+        if b < 0x20 || b == 0x7f || b == b'\\' {
+            return Err(PathError::BadCharacter);
+        }
+        if b >= 0x80 {
+            decoded_utf8.push(b);
+        }
+        if let Some(buf) = out.as_mut() {
+            buf.push(b);
+        }
+        i += 1;
+    }
+    // Non-ASCII bytes, raw or escaped, must form valid UTF-8 when decoded.
+    if !decoded_utf8.is_empty() {
+        let decoded = percent_encoding::percent_decode(out.as_deref().unwrap_or(bytes));
+        if std::str::from_utf8(&decoded.collect::<Vec<u8>>()).is_err() {
+            return Err(PathError::InvalidUtf8);
+        }
+    }
+    let result: Cow<'_, str> = match out {
+        None => Cow::Borrowed(path),
+        Some(buf) => Cow::Owned(String::from_utf8(buf).map_err(|_| PathError::InvalidUtf8)?),
+    };
+    if result.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(PathError::DotSegment);
+    }
+    Ok(result)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_plain_paths_borrowed() {
+        assert!(matches!(normalize("/api/users/42"), Ok(Cow::Borrowed("/api/users/42"))));
+    }
+
+    #[test]
+    fn decodes_unreserved_and_uppercases_others() {
+        assert_eq!(normalize("/%61pi/%7euser").unwrap(), "/api/~user");
+        assert_eq!(normalize("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a%20b%3a").unwrap(), "/a%20b%3A");
+        assert_eq!(normalize("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn refuses_ambiguous_paths() {
+        assert_eq!(normalize("/a/../admin"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/a/%2e%2e/admin"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/a/.%2E"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/a/./b"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a\\b"), Err(PathError::BadCharacter));
+        assert_eq!(normalize("/a%00"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%4"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/caf%C3"), Err(PathError::InvalidUtf8));
+        assert_eq!(normalize("/%ff%fe"), Err(PathError::InvalidUtf8));
+        assert_eq!(normalize("api"), Err(PathError::NotAbsolute));
+        // dots inside names are fine
+        assert!(normalize("/v1.2/file.json").is_ok());
+    }
+}
