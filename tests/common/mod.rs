@@ -1,0 +1,393 @@
+//! The integration test harness: starts the real `portcullis` binary on a config written to a
+//! temporary directory (listeners on port 0, real addresses read from its `listening` log lines),
+//! real test upstreams on free loopback ports, and cleans everything up on drop.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "portcullis-test-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            nanos
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+    addrs: HashMap<String, SocketAddr>,
+}
+
+impl Gateway {
+    /// Starts the gateway on `yaml` and waits until every listener (and admin) reports its address.
+    pub fn start(yaml: &str) -> Gateway {
+        Self::start_in(TempDir::new(), yaml)
+    }
+
+    pub fn start_in(dir: TempDir, yaml: &str) -> Gateway {
+        let config = dir.write("portcullis.yaml", yaml);
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portcullis");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let expected = yaml.matches("- name:").count(); // upper bound; we wait for "listening" lines to settle
+        let mut gw = Gateway { child, dir, config, lines, addrs: HashMap::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            gw.scan_addrs();
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("portcullis exited early ({status}):\n{}", gw.logs().join("\n"));
+            }
+            let want_admin = yaml.contains("admin:");
+            let have_listeners = gw.addrs.keys().filter(|k| *k != "admin").count();
+            let listeners_in_yaml = count_listeners(yaml);
+            if have_listeners >= listeners_in_yaml && (!want_admin || gw.addrs.contains_key("admin")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not start (expected {expected}):\n{}", gw.logs().join("\n"));
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        gw
+    }
+
+    fn scan_addrs(&mut self) {
+        for line in self.lines.lock().unwrap().iter() {
+            if !line.contains("\"listening\"") {
+                continue;
+            }
+            let v: serde_json::Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if let (Some(name), Some(addr)) = (v["listener"].as_str(), v["address"].as_str()) {
+                self.addrs.insert(name.to_owned(), addr.parse().unwrap());
+            }
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        *self.addrs.get(listener).unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and waits for exit (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+fn count_listeners(yaml: &str) -> usize {
+    // Listener entries are the `- name:` items before the first top-level key after `listeners:`.
+    let mut in_listeners = false;
+    let mut n = 0;
+    for line in yaml.lines() {
+        if line.starts_with("listeners:") {
+            in_listeners = true;
+            continue;
+        }
+        if in_listeners && !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() {
+            break;
+        }
+        if in_listeners && line.trim_start().starts_with("- name:") {
+            n += 1;
+        }
+    }
+    n
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request as the test upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP/1.1 upstream on a free loopback port, on its own thread and runtime. It records every
+/// request. Paths: `/status/NNN` answers that status; `/sleep/MS` waits first; `/big/N` sends N bytes;
+/// everything else answers 200 with a small JSON body naming `name`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start(name: &'static str) -> Upstream {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                        _ = &mut stop_rx => return,
+                    };
+                    let seen = seen2.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move { Ok::<_, std::convert::Infallible>(answer(name, &seen, req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    });
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Upstream { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Option<Seen> {
+        self.seen.lock().unwrap().last().cloned()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn answer(name: &str, seen: &Mutex<Vec<Seen>>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: pq.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.clone(),
+    });
+    let path = parts.uri.path();
+    if let Some(ms) = path.strip_prefix("/sleep/").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut status = 200;
+    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+        status = code;
+    }
+    let payload = if let Some(n) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
+        vec![b'x'; n]
+    } else {
+        format!("{{\"upstream\":\"{name}\",\"path\":\"{path}\",\"body_bytes\":{}}}", body.len()).into_bytes()
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("server", "test-upstream/1.0")
+        .header("x-powered-by", "secrets")
+        .body(Full::new(Bytes::from(payload)))
+        .unwrap()
+}
+
+/// Runs curl; returns (status code, headers text, body).
+pub fn curl(args: &[&str]) -> (u16, String, String) {
+    let dir = TempDir::new();
+    let headers = dir.path("headers");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "-", "-D"])
+        .arg(&headers)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", "0"));
+    let headers = std::fs::read_to_string(&headers).unwrap_or_default();
+    (code.trim().parse().unwrap_or(0), headers, body.to_owned())
+}
+
+/// Sends raw bytes on a new connection and returns everything read until close or `timeout`.
+pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // Stop after one complete response with a body length we can see.
+                if response_complete(&out) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let Some(end) = text.find("\r\n\r\n") else { return false };
+    let head = text[..end].to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+    match len {
+        Some(n) => buf.len() >= end + 4 + n,
+        None => false,
+    }
+}
+
+/// Status code of a raw HTTP/1.1 response text (0 if none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A minimal config around the given upstream address and extra YAML.
+pub fn basic_config(upstream: SocketAddr, extra_routes: &str) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {upstream}
+routes:
+  - name: app
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: none
+{extra_routes}
+logging:
+  level: info
+admin:
+  address: 127.0.0.1:0
+"#
+    )
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
