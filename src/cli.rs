@@ -34,6 +34,16 @@ enum Command {
     },
     /// Run on the built-in quickstart config: HTTPS :8443, HTTP :8080 (redirect), admin :9901, demo API.
     Quickstart,
+    /// Manage API keys in the store of an `api_key` authenticator of the config.
+    Keys {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The authenticator's name, when the config has several api_key authenticators.
+        #[arg(long)]
+        authenticator: Option<String>,
+        #[command(subcommand)]
+        command: crate::authn::api_key::cli::KeysCommand,
+    },
 }
 
 pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
@@ -46,6 +56,15 @@ pub fn main() -> ExitCode {
             Ok((cfg, _)) => serve(cfg, Some(config), false),
             Err(e) => usage(&e),
         },
+        Command::Keys { config, authenticator, command } => {
+            match crate::authn::api_key::cli::run(&config, authenticator.as_deref(), command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis keys: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Quickstart => match config::parse(QUICKSTART, Path::new("examples/quickstart.yaml (built in)")) {
             Ok(cfg) => serve(cfg, None, true),
             Err(e) => usage(&e),

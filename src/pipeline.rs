@@ -66,7 +66,7 @@ pub struct Exchange<'a> {
     pub conn: &'a ConnInfo,
     pub route: Option<Arc<Route>>,
     pub params: Params,
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
 }
 
 fn host_of(parts: &http::request::Parts) -> Option<&str> {

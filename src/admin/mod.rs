@@ -52,8 +52,10 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
                     .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
                     .unwrap_or_default();
                 if !same(given, token.expose().as_bytes()) {
-                    return Reject::Unauthorized { challenge: "Bearer realm=\"portcullis-admin\"" }
-                        .into_response("admin");
+                    return Reject::Unauthorized {
+                        challenge: HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+                    }
+                    .into_response("admin");
                 }
             }
             let mut resp = Response::new(ResponseBody::full(shared.metrics.encode().into()));

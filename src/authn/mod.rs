@@ -1,67 +1,356 @@
 //! Authentication: turns a request's credentials into a [`Principal`].
 //!
-//! Every route must say how callers authenticate (deny by default); `auth: none` marks a public route.
-//! The methods themselves (API keys, JWT, introspection, mutual TLS, signed requests) plug in here as
-//! further variants of [`AuthConfig`] and [`Authn`].
+//! Methods are declared once, by name, under the top-level `authenticators:` section (so their caches,
+//! such as JWKS or key stores, are shared by every route using them) and each route says which it
+//! accepts:
+//!
+//! ```yaml
+//! auth: none                      # a public route (deny by default: `auth` is required)
+//! auth: partner-keys              # one method
+//! auth: { any_of: [keys, sso] }   # the first method whose credentials are present decides
+//! auth: { all_of: [mtls, sso] }   # every method must pass (e.g. client certificate and JWT)
+//! ```
+//!
+//! A method that finds no credentials of its kind says [`Verdict::Absent`]; one that finds bad
+//! credentials says [`Verdict::Invalid`] with a reason code for logs and metrics. The client only ever
+//! sees a 401 with `WWW-Authenticate` challenges (RFC 6750 `error="invalid_token"` when a bearer token
+//! was refused), never which check failed.
 
-use serde::Deserialize;
+pub mod api_key;
 
-/// The `auth:` section of a route.
+use crate::observe::metrics::Metrics;
+use crate::pipeline::{ConnInfo, Exchange};
+use crate::respond::problem::Reject;
+use http::header::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One named entry of `authenticators:`: exactly one method.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorConfig {
+    #[serde(default)]
+    pub api_key: Option<api_key::ApiKeyConfig>,
+}
+
+/// The `auth:` of a route.
+#[derive(Debug, Clone, PartialEq)]
 pub enum AuthConfig {
     /// A public route: no credentials asked for, the principal is anonymous.
     None,
+    AnyOf(Vec<String>),
+    AllOf(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Combination {
+    #[serde(default)]
+    any_of: Option<Vec<String>>,
+    #[serde(default)]
+    all_of: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = AuthConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`none`, an authenticator name, or { any_of: [names] } / { all_of: [names] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthConfig, E> {
+                match v {
+                    "none" => Ok(AuthConfig::None),
+                    "" => Err(E::custom("auth cannot be empty; write `none` for a public route")),
+                    name => Ok(AuthConfig::AnyOf(vec![name.to_owned()])),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+                let c = Combination::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (c.any_of, c.all_of) {
+                    (Some(names), None) if !names.is_empty() => Ok(AuthConfig::AnyOf(names)),
+                    (None, Some(names)) if !names.is_empty() => Ok(AuthConfig::AllOf(names)),
+                    _ => Err(de::Error::custom("auth needs exactly one non-empty `any_of` or `all_of` list")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Who made the request, as established by authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     pub id: String,
     pub kind: PrincipalKind,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
+    /// Verified claims (JWT, introspection), for authorization rules and logs.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
-    Anonymous,
+    ApiKey,
+    Jwt,
+    Introspection,
+    ClientCertificate,
+    Signature,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::ApiKey => "api_key",
+            PrincipalKind::Jwt => "jwt",
+            PrincipalKind::Introspection => "introspection",
+            PrincipalKind::ClientCertificate => "mtls",
+            PrincipalKind::Signature => "signature",
+        }
+    }
+}
+
+/// What one method concluded about a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// No credentials of this kind in the request.
+    Absent,
+    Valid(Arc<Principal>),
+    /// Credentials present but refused; the reason code goes to logs and metrics only.
+    Invalid(&'static str),
+}
+
+/// What a method may look at.
+pub struct AuthRequest<'a> {
+    pub parts: &'a http::request::Parts,
+    pub conn: &'a ConnInfo,
+    pub client_ip: IpAddr,
+}
+
+/// A compiled authentication method.
+pub enum Method {
+    ApiKey(api_key::ApiKeyAuth),
+}
+
+impl Method {
+    fn compile(name: &str, cfg: &AuthenticatorConfig) -> Result<Method, String> {
+        match cfg {
+            AuthenticatorConfig { api_key: Some(c) } => api_key::ApiKeyAuth::new(name, c).map(Method::ApiKey),
+            AuthenticatorConfig { api_key: None } => {
+                Err(format!("authenticator `{name}` needs exactly one method (api_key, jwt, ...)"))
+            }
+        }
+    }
+
+    async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+        match self {
+            Method::ApiKey(m) => m.check(req),
+        }
+    }
+
+    /// Label for metrics and logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            Method::ApiKey(_) => "api_key",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for this method; `invalid` adds RFC 6750's error code.
+    fn challenge(&self, invalid: bool) -> String {
+        match self {
+            Method::ApiKey(m) => m.challenge(invalid),
+        }
+    }
+
+    /// Starts background work (store refresh, JWKS refresh). Needs a tokio runtime.
+    fn start(self: &Arc<Self>) {
+        match &**self {
+            Method::ApiKey(m) => m.start(),
+        }
+    }
+}
+
+/// The named methods of a runtime, compiled once and reused by a reload when unchanged.
+pub struct Authenticators {
+    methods: BTreeMap<String, (AuthenticatorConfig, Arc<Method>)>,
+}
+
+impl Authenticators {
+    pub fn compile(
+        cfg: &BTreeMap<String, AuthenticatorConfig>,
+        previous: Option<&Authenticators>,
+    ) -> Result<Authenticators, (String, String)> {
+        let mut methods = BTreeMap::new();
+        for (name, c) in cfg {
+            let reused = previous.and_then(|p| p.methods.get(name)).filter(|(old, _)| old == c);
+            let method = match reused {
+                Some((_, m)) => m.clone(),
+                None => Arc::new(Method::compile(name, c).map_err(|e| (name.clone(), e))?),
+            };
+            methods.insert(name.clone(), (c.clone(), method));
+        }
+        Ok(Authenticators { methods })
+    }
+
+    pub fn start(&self) {
+        for (_, m) in self.methods.values() {
+            m.start();
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Method>> {
+        self.methods.get(name).map(|(_, m)| m.clone())
+    }
 }
 
 /// The compiled authentication stage of a route.
-#[derive(Debug)]
-pub enum Authn {
+pub struct Authn {
+    mode: Mode,
+    failures: Family<Vec<(String, String)>, Counter>,
+}
+
+enum Mode {
     None,
+    AnyOf(Vec<(String, Arc<Method>)>),
+    AllOf(Vec<(String, Arc<Method>)>),
 }
 
 impl Authn {
-    pub fn compile(config: &AuthConfig) -> Authn {
-        match config {
-            AuthConfig::None => Authn::None,
+    pub fn compile(config: &AuthConfig, all: &Authenticators, metrics: &Metrics) -> Result<Authn, String> {
+        let resolve = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| {
+                    all.get(n).map(|m| (n.clone(), m)).ok_or_else(|| format!("authenticator `{n}` is not defined"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mode = match config {
+            AuthConfig::None => Mode::None,
+            AuthConfig::AnyOf(names) => Mode::AnyOf(resolve(names)?),
+            AuthConfig::AllOf(names) => Mode::AllOf(resolve(names)?),
+        };
+        Ok(Authn { mode, failures: metrics.authn_failures.clone() })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.mode {
+            Mode::None => "none".into(),
+            Mode::AnyOf(m) if m.len() == 1 => m[0].0.clone(),
+            Mode::AnyOf(m) => format!("any_of({})", m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")),
+            Mode::AllOf(m) => format!("all_of({})", m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")),
         }
     }
 
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Authn::None => "none",
-        }
-    }
-}
-
-impl Authn {
     /// Establishes the principal, or refuses with 401.
-    pub async fn authenticate(
-        &self,
-        ex: &mut crate::pipeline::Exchange<'_>,
-        _parts: &http::request::Parts,
-    ) -> Result<(), crate::respond::problem::Reject> {
-        match self {
+    pub async fn authenticate(&self, ex: &mut Exchange<'_>, parts: &http::request::Parts) -> Result<(), Reject> {
+        let methods = match &self.mode {
             // Public route: the principal stays `None` (anonymous); nothing to allocate.
-            Authn::None => {
-                ex.principal = None;
-                Ok(())
+            Mode::None => return Ok(()),
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip };
+        let all = matches!(self.mode, Mode::AllOf(_));
+        let mut merged: Option<Arc<Principal>> = None;
+        for (name, method) in methods {
+            match method.check(&req).await {
+                Verdict::Valid(p) if !all => {
+                    ex.principal = Some(p);
+                    return Ok(());
+                }
+                Verdict::Valid(p) => merged = Some(merge(merged, p)),
+                Verdict::Absent if !all => continue,
+                Verdict::Absent => return Err(self.refuse(ex, name, method, "missing_credentials", false)),
+                Verdict::Invalid(reason) => return Err(self.refuse(ex, name, method, reason, true)),
             }
         }
+        match merged {
+            Some(p) => {
+                ex.principal = Some(p);
+                Ok(())
+            }
+            None => {
+                let (name, method) = &methods[0];
+                Err(self.refuse(ex, name, method, "missing_credentials", false))
+            }
+        }
+    }
+
+    fn refuse(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str, invalid: bool) -> Reject {
+        self.failures
+            .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
+            .inc();
+        tracing::info!(
+            request_id = ex.request_id,
+            client_ip = %ex.client_ip,
+            authenticator = name,
+            method = method.kind(),
+            reason,
+            "authentication failed"
+        );
+        let methods = match &self.mode {
+            Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        let challenge = methods
+            .iter()
+            .map(|(_, m)| m.challenge(invalid && std::ptr::eq(&**m, method)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Reject::Unauthorized {
+            challenge: HeaderValue::try_from(challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+        }
+    }
+}
+
+/// `all_of`: the first method's identity, the union of roles and scopes, the first claims and tenant.
+fn merge(acc: Option<Arc<Principal>>, next: Arc<Principal>) -> Arc<Principal> {
+    let Some(acc) = acc else { return next };
+    let mut p = (*acc).clone();
+    let next = (*next).clone();
+    for r in next.roles {
+        if !p.roles.contains(&r) {
+            p.roles.push(r);
+        }
+    }
+    for s in next.scopes {
+        if !p.scopes.contains(&s) {
+            p.scopes.push(s);
+        }
+    }
+    p.claims = p.claims.or(next.claims);
+    p.tenant = p.tenant.or(next.tenant);
+    Arc::new(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct R {
+        auth: AuthConfig,
+    }
+
+    fn parse(y: &str) -> Result<AuthConfig, String> {
+        serde_yaml_ng::from_str::<R>(y).map(|r| r.auth).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn route_auth_forms() {
+        assert_eq!(parse("auth: none"), Ok(AuthConfig::None));
+        assert_eq!(parse("auth: keys"), Ok(AuthConfig::AnyOf(vec!["keys".into()])));
+        assert_eq!(parse("auth: { any_of: [a, b] }"), Ok(AuthConfig::AnyOf(vec!["a".into(), "b".into()])));
+        assert_eq!(parse("auth: { all_of: [a, b] }"), Ok(AuthConfig::AllOf(vec!["a".into(), "b".into()])));
+        assert!(parse("auth: { any_of: [] }").is_err());
+        assert!(parse("auth: { any_of: [a], all_of: [b] }").is_err());
+        assert!(parse("auth: { one_of: [a] }").is_err());
     }
 }

@@ -5,7 +5,7 @@
 
 use super::file::{self, FileConfig};
 use super::ConfigError;
-use crate::authn::Authn;
+use crate::authn::{Authenticators, Authn};
 use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::Route;
 use crate::proxy::upstream::{Upstream, UpstreamTls};
@@ -27,6 +27,7 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     pub routes: RouteTable<Arc<Route>>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub authenticators: Authenticators,
     pub access_log: bool,
     pub log_level: String,
     pub unmatched: Arc<RouteMetrics>,
@@ -179,6 +180,7 @@ fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
 fn route(
     r: &file::Route,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
+    authenticators: &Authenticators,
     l: &ServerLimits,
     metrics: &Metrics,
 ) -> Result<(Matcher, Arc<Route>)> {
@@ -219,7 +221,7 @@ fn route(
     let compiled = Route {
         name: r.name.as_str().into(),
         upstream,
-        authn: Authn::compile(&r.auth),
+        authn: Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?,
         cors,
         max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
         metrics: Arc::new(metrics.route(&r.name)),
@@ -271,13 +273,15 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
         };
         upstreams.insert(name.clone(), up);
     }
+    let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators))
+        .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &limits, metrics)?);
+        entries.push(route(r, &upstreams, &authenticators, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,
@@ -307,6 +311,7 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
         trusted_proxies,
         routes: RouteTable::new(entries),
         upstreams,
+        authenticators,
         access_log: cfg.logging.access_log,
         log_level: cfg.logging.level.clone(),
         unmatched: Arc::new(metrics.route("-")),
@@ -320,6 +325,7 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
 impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
     pub fn start(&self) {
+        self.authenticators.start();
         for (name, up) in &self.upstreams {
             if let Some(hc) = &up.source.health_check {
                 if up.start_once() {

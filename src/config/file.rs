@@ -21,6 +21,9 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Named authentication methods that routes refer to in `auth:`.
+    #[serde(default)]
+    pub authenticators: BTreeMap<String, crate::authn::AuthenticatorConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub rejected_connections: Family<Labels, Counter>,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    pub authn_failures: Family<Labels, Counter>,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -60,6 +61,8 @@ impl Metrics {
         let rejected_connections = Family::<Labels, Counter>::default();
         let reloads = Counter::default();
         let reload_failures = Counter::default();
+        let authn_failures = Family::<Labels, Counter>::default();
+        registry.register("authn_failures", "Refused authentications by method and reason", authn_failures.clone());
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -82,6 +85,7 @@ impl Metrics {
             rejected_connections,
             reloads,
             reload_failures,
+            authn_failures,
         }
     }
 

@@ -21,7 +21,7 @@ pub enum Reject {
     UriTooLong,
     HeadersTooLarge,
     Unauthorized {
-        challenge: &'static str,
+        challenge: HeaderValue,
     },
     CorsForbidden,
     /// Upstream answered badly or could not be reached.
@@ -113,7 +113,7 @@ impl Reject {
                 }
             }
             Reject::Unauthorized { challenge } => {
-                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                h.insert(WWW_AUTHENTICATE, challenge);
             }
             _ => {}
         }
@@ -147,7 +147,7 @@ mod tests {
             Reject::PayloadTooLarge,
             Reject::UriTooLong,
             Reject::HeadersTooLarge,
-            Reject::Unauthorized { challenge: "Bearer" },
+            Reject::Unauthorized { challenge: HeaderValue::from_static("Bearer") },
             Reject::CorsForbidden,
             Reject::BadGateway("x"),
             Reject::NoHealthyUpstream,

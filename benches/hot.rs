@@ -1,0 +1,147 @@
+//! Criterion micro-benchmarks of per-request hot functions: path normalisation, route lookup and
+//! header hygiene. Run briefly with
+//! `cargo bench --bench hot -- --warm-up-time 1 --measurement-time 2`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use ipnet::IpNet;
+use portcullis::proxy::headers::{client_ip, set_forwarded, strip_hop_by_hop, Forwarding};
+use portcullis::route::{Found, HostPattern, Matcher, PathPattern, RouteTable};
+use portcullis::validate::path::normalize;
+use std::hint::black_box;
+use std::net::IpAddr;
+
+fn bench_normalize(c: &mut Criterion) {
+    let mut g = c.benchmark_group("normalize");
+    let typical = "/api/v1/users/12345/orders/67890";
+    let encoded = "/api/v1/%7Ejohn/caf%C3%A9/files/report%20final%2Epdf";
+    g.bench_function("typical", |b| b.iter(|| normalize(black_box(typical)).unwrap()));
+    g.bench_function("encoded", |b| b.iter(|| normalize(black_box(encoded)).unwrap()));
+    g.finish();
+}
+
+fn matcher(hosts: &[&str], path: PathPattern, methods: &[Method]) -> Matcher {
+    Matcher { hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(), path, methods: methods.to_vec() }
+}
+
+/// About 50 routes of the mix a gateway sees: exact health paths, per-service prefixes, templated
+/// resources with method lists, some host-restricted ones and a catch-all.
+fn route_table() -> RouteTable<usize> {
+    let mut entries = Vec::new();
+    let services = ["users", "orders", "billing", "search", "catalog", "inventory", "reports", "auth"];
+    for (i, s) in services.iter().enumerate() {
+        entries.push(matcher(&[], PathPattern::prefix(&format!("/api/v1/{s}")).unwrap(), &[]));
+        entries.push(matcher(
+            &[],
+            PathPattern::template(&format!("/api/v1/{s}/{{id}}")).unwrap(),
+            &[Method::GET, Method::PUT, Method::DELETE],
+        ));
+        entries.push(matcher(
+            &[],
+            PathPattern::template(&format!("/api/v1/{s}/{{id}}/items/{{item}}")).unwrap(),
+            &[Method::GET],
+        ));
+        entries.push(matcher(&[], PathPattern::exact(&format!("/api/v1/{s}/health")).unwrap(), &[Method::GET]));
+        entries.push(matcher(
+            &[&format!("{s}.example.com")],
+            PathPattern::prefix(&format!("/v{}", i + 1)).unwrap(),
+            &[],
+        ));
+        entries.push(matcher(&["*.internal.example.com"], PathPattern::prefix(&format!("/{s}")).unwrap(), &[]));
+    }
+    entries.push(matcher(&[], PathPattern::exact("/healthz").unwrap(), &[Method::GET]));
+    entries.push(matcher(&[], PathPattern::prefix("/static").unwrap(), &[Method::GET, Method::HEAD]));
+    entries.push(matcher(&[], PathPattern::prefix("/").unwrap(), &[]));
+    RouteTable::new(entries.into_iter().enumerate().map(|(i, m)| (m, i)).collect())
+}
+
+fn bench_route(c: &mut Criterion) {
+    let table = route_table();
+    assert!(table.iter().count() >= 50);
+    let mut g = c.benchmark_group("route_find");
+    let cases: [(&str, Option<&str>, &str, Method); 5] = [
+        ("template_hit", Some("api.example.com"), "/api/v1/reports/42/items/7", Method::GET),
+        ("exact_hit", Some("api.example.com"), "/api/v1/auth/health", Method::GET),
+        ("host_prefix_hit", Some("billing.example.com"), "/v3/invoices", Method::POST),
+        ("catch_all", None, "/unknown/path/here", Method::GET),
+        ("method_not_allowed_falls_back", Some("api.example.com"), "/api/v1/users/42", Method::PATCH),
+    ];
+    for (name, host, path, method) in cases {
+        assert!(matches!(table.find(host, path, &method), Found::Route(..)), "{name} should match");
+        g.bench_function(name, |b| {
+            b.iter(|| match table.find(black_box(host), black_box(path), black_box(&method)) {
+                Found::Route(r, p) => (*r, p.len()),
+                _ => (usize::MAX, 0),
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The headers of a typical browser/API-client request arriving at the gateway.
+fn request_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let pairs = [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"),
+        ("cookie", "session=abc123; theme=dark"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.2"),
+        ("x-request-id", "3f2b8c1e9a7d4f60b1c2d3e4f5a6b7c8"),
+    ];
+    for (k, v) in pairs {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn bench_headers(c: &mut Criterion) {
+    let base = request_headers();
+    let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let untrusted_peer: IpAddr = "198.51.100.20".parse().unwrap();
+    let trusted_peer: IpAddr = "10.0.0.9".parse().unwrap();
+    let mut g = c.benchmark_group("headers");
+    g.bench_function("clone_map", |b| b.iter(|| black_box(&base).clone()));
+    g.bench_function("strip_hop_by_hop", |b| {
+        b.iter_batched_ref(|| base.clone(), |h| strip_hop_by_hop(h), BatchSize::SmallInput)
+    });
+    g.bench_function("set_forwarded_untrusted", |b| {
+        let f = Forwarding { peer: untrusted_peer, peer_trusted: false, proto: "http", host: Some("api.example.com") };
+        b.iter_batched_ref(|| base.clone(), |h| set_forwarded(h, &f), BatchSize::SmallInput)
+    });
+    g.bench_function("set_forwarded_trusted", |b| {
+        let f = Forwarding { peer: trusted_peer, peer_trusted: true, proto: "https", host: Some("api.example.com") };
+        b.iter_batched_ref(|| base.clone(), |h| set_forwarded(h, &f), BatchSize::SmallInput)
+    });
+    g.bench_function("client_ip_untrusted_peer", |b| {
+        b.iter(|| client_ip(black_box(untrusted_peer), black_box(&base), black_box(&trusted)))
+    });
+    g.bench_function("client_ip_trusted_peer", |b| {
+        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&trusted)))
+    });
+    g.bench_function("client_ip_no_trusted_proxies", |b| {
+        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&[])))
+    });
+    // The whole upstream-header step of the pipeline on one map: clone, strip, forward.
+    g.bench_function("clone_strip_forward", |b| {
+        let f = Forwarding { peer: untrusted_peer, peer_trusted: false, proto: "http", host: Some("api.example.com") };
+        b.iter(|| {
+            let mut h = black_box(&base).clone();
+            strip_hop_by_hop(&mut h);
+            set_forwarded(&mut h, &f);
+            h
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_normalize, bench_route, bench_headers);
+criterion_main!(benches);

@@ -1,0 +1,350 @@
+//! API keys.
+//!
+//! Keys look like `pcs_<id>_<secret><check>`: a recognisable prefix (so secret scanners can find a leaked
+//! key), a public 8-character id (safe to log, used to list, rotate and revoke), 32 characters of
+//! secret (160 random bits), and a 7-character checksum so a mistyped key is refused before any lookup.
+//! Only a keyed hash is kept: HMAC-SHA-256 of the whole key under the server's `hmac_secret`. A request's
+//! key is hashed the same way and looked up by that digest, so the time taken says nothing about stored
+//! secrets. Keys live in an embedded SQLite store (managed with `portcullis keys ...`, polled so a running
+//! gateway sees changes within `refresh_interval`) and/or are declared in the config file as hashes.
+
+use super::{AuthRequest, Principal, PrincipalKind, Verdict};
+use crate::config::secret::Secret;
+use crate::config::units::Dur;
+use arc_swap::ArcSwap;
+use aws_lc_rs::{digest, hmac, rand};
+use http::header::{HeaderName, AUTHORIZATION};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod cli;
+pub mod store;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Server secret for the keyed hashes (at least 32 bytes); use `${env:NAME}` or `${file:PATH}`.
+    pub hmac_secret: Secret,
+    /// SQLite file managed by `portcullis keys`; created if missing.
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default = "default_refresh")]
+    pub refresh_interval: Dur,
+    /// Header carrying the bare key.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// `Authorization: <scheme> <key>` is accepted too.
+    #[serde(default = "default_scheme")]
+    pub authorization_scheme: String,
+    /// Off by default: keys in URLs end up in logs, caches and browser history.
+    #[serde(default)]
+    pub query_param: Option<String>,
+    /// Keys declared in the config file, by hash (`portcullis keys hash` prints one).
+    #[serde(default)]
+    pub keys: Vec<DeclaredKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredKey {
+    pub id: String,
+    /// Hex HMAC-SHA-256 of the key under `hmac_secret`.
+    pub hash: String,
+    pub principal: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Unix time after which the key is refused.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+}
+
+fn default_refresh() -> Dur {
+    Dur::secs(2)
+}
+fn default_header() -> String {
+    "x-api-key".into()
+}
+fn default_scheme() -> String {
+    "ApiKey".into()
+}
+
+/// One key as the gateway holds it in memory.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: String,
+    pub principal: Arc<Principal>,
+    pub expires_at: Option<i64>,
+    /// End of the grace period of a rotated key.
+    pub grace_until: Option<i64>,
+    pub revoked: bool,
+    pub allowed: Vec<IpNet>,
+}
+
+pub type Digest = [u8; 32];
+pub type KeyMap = HashMap<Digest, Arc<KeyRecord>>;
+
+pub const PREFIX: &str = "pcs_";
+const ID_LEN: usize = 8;
+const SECRET_LEN: usize = 32;
+const CHECK_LEN: usize = 7;
+const KEY_LEN: usize = PREFIX.len() + ID_LEN + 1 + SECRET_LEN + CHECK_LEN;
+const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+fn base32(bytes: &[u8], len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let (mut acc, mut bits) = (0u64, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 && out.len() < len {
+            bits -= 5;
+            out.push(B32[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 && out.len() < len {
+        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn checksum(body: &str) -> String {
+    base32(&digest::digest(&digest::SHA256, body.as_bytes()).as_ref()[..4], CHECK_LEN)
+}
+
+/// Makes a new key: `(id, full key)`. The key is shown once and never stored.
+pub fn generate() -> Result<(String, String), String> {
+    let rng = rand::SystemRandom::new();
+    let mut raw = [0u8; 25];
+    rand::SecureRandom::fill(&rng, &mut raw).map_err(|_| "the system random generator failed".to_string())?;
+    let id = base32(&raw[..5], ID_LEN);
+    let secret = base32(&raw[5..], SECRET_LEN);
+    let body = format!("{PREFIX}{id}_{secret}");
+    let key = format!("{body}{}", checksum(&body));
+    Ok((id, key))
+}
+
+/// Checks the shape and checksum of a presented key; returns its id.
+pub fn parse(key: &str) -> Option<&str> {
+    if key.len() != KEY_LEN || !key.starts_with(PREFIX) || !key.is_ascii() {
+        return None;
+    }
+    let id = &key[PREFIX.len()..PREFIX.len() + ID_LEN];
+    if key.as_bytes()[PREFIX.len() + ID_LEN] != b'_' {
+        return None;
+    }
+    let (body, check) = key.split_at(KEY_LEN - CHECK_LEN);
+    (checksum(body) == check).then_some(id)
+}
+
+/// The keyed hash a key is stored and looked up by.
+pub fn hash(secret: &hmac::Key, key: &str) -> Digest {
+    let tag = hmac::sign(secret, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+pub fn hmac_key(secret: &Secret) -> Result<hmac::Key, String> {
+    if secret.expose().len() < 32 {
+        return Err("api_key.hmac_secret must be at least 32 bytes".into());
+    }
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()))
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn principal(id: &str, roles: Vec<String>, scopes: Vec<String>) -> Arc<Principal> {
+    Arc::new(Principal { id: id.to_owned(), kind: PrincipalKind::ApiKey, roles, scopes, claims: None, tenant: None })
+}
+
+pub struct ApiKeyAuth {
+    name: String,
+    secret: hmac::Key,
+    header: HeaderName,
+    scheme: String,
+    query_param: Option<String>,
+    declared: KeyMap,
+    keys: Arc<ArcSwap<KeyMap>>,
+    store: Option<String>,
+    refresh: Duration,
+}
+
+fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{c}` is not a CIDR"))
+        })
+        .collect()
+}
+
+fn decode_hex(s: &str) -> Option<Digest> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl ApiKeyAuth {
+    pub fn new(name: &str, c: &ApiKeyConfig) -> Result<ApiKeyAuth, String> {
+        let secret = hmac_key(&c.hmac_secret)?;
+        let header =
+            HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| format!("`{}` is not a header name", c.header))?;
+        if let Some(q) = &c.query_param {
+            tracing::warn!(
+                authenticator = name,
+                param = q.as_str(),
+                "API keys accepted in the query string: they will leak into logs and caches"
+            );
+        }
+        let mut declared = KeyMap::new();
+        for k in &c.keys {
+            let digest = decode_hex(&k.hash).ok_or_else(|| format!("key `{}`: hash must be 64 hex digits", k.id))?;
+            let record = KeyRecord {
+                id: k.id.clone(),
+                principal: principal(&k.principal, k.roles.clone(), k.scopes.clone()),
+                expires_at: k.expires_at,
+                grace_until: None,
+                revoked: false,
+                allowed: parse_cidrs(&k.allowed_cidrs).map_err(|e| format!("key `{}`: {e}", k.id))?,
+            };
+            declared.insert(digest, Arc::new(record));
+        }
+        let mut initial = declared.clone();
+        if let Some(path) = &c.store {
+            let loaded =
+                store::Store::open(path).and_then(|s| s.load()).map_err(|e| format!("key store `{path}`: {e}"))?;
+            initial.extend(loaded);
+        }
+        Ok(ApiKeyAuth {
+            name: name.to_owned(),
+            secret,
+            header,
+            scheme: c.authorization_scheme.clone(),
+            query_param: c.query_param.clone(),
+            declared,
+            keys: Arc::new(ArcSwap::from_pointee(initial)),
+            store: c.store.clone(),
+            refresh: c.refresh_interval.0,
+        })
+    }
+
+    fn presented<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
+        if let Some(v) = parts.headers.get(&self.header) {
+            return v.to_str().ok().map(str::trim);
+        }
+        if let Some(v) = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            if let Some((scheme, rest)) = v.split_once(' ') {
+                if scheme.eq_ignore_ascii_case(&self.scheme) {
+                    return Some(rest.trim());
+                }
+            }
+        }
+        let param = self.query_param.as_deref()?;
+        parts.uri.query()?.split('&').find_map(|kv| kv.strip_prefix(param)?.strip_prefix('='))
+    }
+
+    pub fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+        let Some(key) = self.presented(req.parts) else { return Verdict::Absent };
+        let Some(id) = parse(key) else { return Verdict::Invalid("malformed_key") };
+        let digest = hash(&self.secret, key);
+        let keys = self.keys.load();
+        let Some(record) = keys.get(&digest) else { return Verdict::Invalid("unknown_key") };
+        if record.id != id {
+            return Verdict::Invalid("unknown_key");
+        }
+        let now = now();
+        if record.revoked {
+            return Verdict::Invalid("revoked_key");
+        }
+        if record.expires_at.is_some_and(|t| now >= t) {
+            return Verdict::Invalid("expired_key");
+        }
+        if record.grace_until.is_some_and(|t| now >= t) {
+            return Verdict::Invalid("rotated_key");
+        }
+        if !record.allowed.is_empty() && !record.allowed.iter().any(|n| n.contains(&req.client_ip)) {
+            return Verdict::Invalid("address_not_allowed");
+        }
+        Verdict::Valid(record.principal.clone())
+    }
+
+    pub fn challenge(&self, _invalid: bool) -> String {
+        format!("{} realm=\"portcullis\"", self.scheme)
+    }
+
+    /// Polls the store and swaps in its keys when another process changed it.
+    pub fn start(&self) {
+        let Some(path) = self.store.clone() else { return };
+        let keys = self.keys.clone();
+        let declared = self.declared.clone();
+        let every = self.refresh;
+        let name = self.name.clone();
+        let weak = Arc::downgrade(&keys);
+        drop(keys);
+        tokio::spawn(async move {
+            let mut version = None;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(keys) = weak.upgrade() else { return };
+                let p = path.clone();
+                let last = version;
+                let polled = tokio::task::spawn_blocking(move || store::Store::open(&p)?.load_if_changed(last)).await;
+                match polled {
+                    Ok(Ok(Some((v, loaded)))) => {
+                        let mut map = declared.clone();
+                        map.extend(loaded);
+                        keys.store(Arc::new(map));
+                        version = Some(v);
+                        tracing::debug!(authenticator = name.as_str(), "API key store reloaded");
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(authenticator = name.as_str(), error = %e, "API key store unreadable; keeping the keys in memory")
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_typos_do_not() {
+        let (id, key) = generate().unwrap();
+        assert_eq!(key.len(), KEY_LEN);
+        assert_eq!(parse(&key), Some(id.as_str()));
+        let mut typo = key.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        assert_eq!(parse(std::str::from_utf8(&typo).unwrap()), None);
+        assert_eq!(parse("pcs_short"), None);
+        assert_ne!(generate().unwrap().1, key);
+    }
+
+    #[test]
+    fn hash_depends_on_server_secret() {
+        let (_, key) = generate().unwrap();
+        let a = hmac::Key::new(hmac::HMAC_SHA256, b"0123456789abcdef0123456789abcdef");
+        let b = hmac::Key::new(hmac::HMAC_SHA256, b"fedcba9876543210fedcba9876543210");
+        assert_ne!(hash(&a, &key), hash(&b, &key));
+        assert_eq!(hash(&a, &key), hash(&a, &key));
+    }
+}

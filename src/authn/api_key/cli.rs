@@ -1,0 +1,153 @@
+//! `portcullis keys ...`: create, list, rotate and revoke API keys in the store named by the config.
+
+use super::store::{KeyInfo, Store};
+use super::{generate, hash, hmac_key, now, ApiKeyConfig};
+use crate::config::units::parse_duration;
+use clap::Subcommand;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it once on stdout (it is never stored or shown again).
+    Create {
+        #[arg(long)]
+        principal: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 90d.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Only accept the key from these networks.
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+    },
+    /// List keys (ids and attributes, never secrets).
+    List,
+    /// Issue a replacement key; the old one stays valid for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
+    /// Print the keyed hash of a key read from stdin, for declaring it in the config file.
+    Hash,
+}
+
+fn find(cfg: &crate::config::file::FileConfig, name: Option<&str>) -> Result<(String, ApiKeyConfig), String> {
+    let candidates: Vec<_> = cfg
+        .authenticators
+        .iter()
+        .filter_map(|(n, a)| a.api_key.as_ref().map(|k| (n.clone(), k.clone())))
+        .filter(|(n, _)| name.is_none_or(|want| want == n))
+        .collect();
+    match candidates.len() {
+        1 => candidates.into_iter().next().ok_or_else(String::new),
+        0 => Err("no api_key authenticator found in the config".into()),
+        _ => Err("several api_key authenticators: choose one with --authenticator".into()),
+    }
+}
+
+pub fn run(config: &Path, authenticator: Option<&str>, cmd: KeysCommand) -> Result<(), String> {
+    let (cfg, _) = crate::config::load(config).map_err(|e| e.to_string())?;
+    let (name, c) = find(&cfg, authenticator)?;
+    let secret = hmac_key(&c.hmac_secret)?;
+    if let KeysCommand::Hash = cmd {
+        let mut key = String::new();
+        std::io::stdin().read_to_string(&mut key).map_err(|e| e.to_string())?;
+        let key = key.trim();
+        super::parse(key).ok_or("that is not a well-formed key")?;
+        let digest = hash(&secret, key);
+        println!("{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        return Ok(());
+    }
+    let path = c.store.as_deref().ok_or_else(|| format!("authenticator `{name}` has no `store`"))?;
+    let store = Store::open(path)?;
+    match cmd {
+        KeysCommand::Create { principal, roles, scopes, expires, cidrs } => {
+            for c in &cidrs {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{c}` is not a CIDR"))?;
+            }
+            let expires_at = expires.map(|e| parse_duration(&e).map(|d| now() + d.as_secs() as i64)).transpose()?;
+            let info = KeyInfo {
+                id: String::new(),
+                principal,
+                roles,
+                scopes,
+                allowed_cidrs: cidrs,
+                created_at: now(),
+                expires_at,
+                revoked_at: None,
+                grace_until: None,
+                rotated_to: None,
+            };
+            let (id, key) = create(&store, &secret, &info)?;
+            eprintln!("created key {id} for {} (shown once: store it now)", info.principal);
+            println!("{key}");
+        }
+        KeysCommand::List => {
+            println!("{:<10} {:<20} {:<20} {:<20} {:<10} expires", "id", "principal", "roles", "scopes", "status");
+            let t = now();
+            for k in store.list()? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| t >= e) {
+                    "expired"
+                } else if k.grace_until.is_some_and(|g| t >= g) {
+                    "rotated"
+                } else if k.grace_until.is_some() {
+                    "grace"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<10} {:<20} {:<20} {:<20} {:<10} {}",
+                    k.id,
+                    k.principal,
+                    k.roles.join(","),
+                    k.scopes.join(","),
+                    status,
+                    k.expires_at.map_or("never".to_string(), |e| e.to_string())
+                );
+            }
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let old = store.get(&id)?.ok_or_else(|| format!("no key `{id}`"))?;
+            if old.revoked_at.is_some() {
+                return Err(format!("key `{id}` is revoked"));
+            }
+            let grace = parse_duration(&grace)?;
+            let info = KeyInfo { created_at: now(), ..old };
+            let (new_id, key) = create(&store, &secret, &info)?;
+            store.mark_rotated(&id, &new_id, now() + grace.as_secs() as i64)?;
+            eprintln!("key {id} rotated to {new_id}; the old key stays valid for {grace:?}");
+            println!("{key}");
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke(&id, now())? {
+                return Err(format!("no active key `{id}`"));
+            }
+            eprintln!("key {id} revoked");
+        }
+        KeysCommand::Hash => {}
+    }
+    Ok(())
+}
+
+fn create(store: &Store, secret: &aws_lc_rs::hmac::Key, info: &KeyInfo) -> Result<(String, String), String> {
+    // Ids are 40 random bits; retry the (unlikely) collision.
+    for _ in 0..5 {
+        let (id, key) = generate()?;
+        if !store.exists(&id)? {
+            store.insert(&id, &hash(secret, &key), info)?;
+            return Ok((id, key));
+        }
+    }
+    Err("could not allocate a key id".into())
+}

@@ -1,0 +1,202 @@
+//! The embedded SQLite key store. It holds only keyed hashes and key attributes, never a key. Every
+//! write bumps a generation counter, which running gateways poll to reload within seconds.
+
+use super::{principal, Digest, KeyMap, KeyRecord};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::Arc;
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// A key's attributes as listed by `portcullis keys list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub principal: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub allowed_cidrs: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub grace_until: Option<i64>,
+    pub rotated_to: Option<String>,
+}
+
+fn err(e: rusqlite::Error) -> String {
+    e.to_string()
+}
+
+fn list_to_json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn json_to_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl Store {
+    pub fn open(path: &str) -> Result<Store, String> {
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS api_keys (
+               id TEXT PRIMARY KEY,
+               hash BLOB NOT NULL UNIQUE,
+               principal TEXT NOT NULL,
+               roles TEXT NOT NULL DEFAULT '[]',
+               scopes TEXT NOT NULL DEFAULT '[]',
+               allowed_cidrs TEXT NOT NULL DEFAULT '[]',
+               created_at INTEGER NOT NULL,
+               expires_at INTEGER,
+               revoked_at INTEGER,
+               grace_until INTEGER,
+               rotated_to TEXT
+             );
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+             INSERT OR IGNORE INTO meta (k, v) VALUES ('generation', 0);",
+        )
+        .map_err(err)?;
+        Ok(Store { conn })
+    }
+
+    fn generation(&self) -> Result<i64, String> {
+        self.conn.query_row("SELECT v FROM meta WHERE k = 'generation'", [], |r| r.get(0)).map_err(err)
+    }
+
+    fn bump(&self) -> Result<(), String> {
+        self.conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", []).map(|_| ()).map_err(err)
+    }
+
+    /// All keys, by hash, as the gateway holds them.
+    pub fn load(&self) -> Result<KeyMap, String> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash, id, principal, roles, scopes, allowed_cidrs, expires_at, revoked_at, grace_until FROM api_keys")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut map = KeyMap::new();
+        for row in rows {
+            let (hash, id, who, roles, scopes, cidrs, expires_at, revoked_at, grace_until) = row.map_err(err)?;
+            let Ok(digest) = <Digest>::try_from(hash.as_slice()) else { continue };
+            let allowed = json_to_list(&cidrs).iter().filter_map(|c| c.parse().ok()).collect();
+            map.insert(
+                digest,
+                Arc::new(KeyRecord {
+                    id,
+                    principal: principal(&who, json_to_list(&roles), json_to_list(&scopes)),
+                    expires_at,
+                    grace_until,
+                    revoked: revoked_at.is_some(),
+                    allowed,
+                }),
+            );
+        }
+        Ok(map)
+    }
+
+    /// The keys and the generation they were read at, if the generation differs from `last`.
+    pub fn load_if_changed(&self, last: Option<i64>) -> Result<Option<(i64, KeyMap)>, String> {
+        let g = self.generation()?;
+        if Some(g) == last {
+            return Ok(None);
+        }
+        Ok(Some((g, self.load()?)))
+    }
+
+    pub fn insert(&self, id: &str, hash: &Digest, info: &KeyInfo) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT INTO api_keys (id, hash, principal, roles, scopes, allowed_cidrs, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    hash.as_slice(),
+                    info.principal,
+                    list_to_json(&info.roles),
+                    list_to_json(&info.scopes),
+                    list_to_json(&info.allowed_cidrs),
+                    info.created_at,
+                    info.expires_at
+                ],
+            )
+            .map_err(err)?;
+        self.bump()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<KeyInfo>, String> {
+        Ok(self.list()?.into_iter().find(|k| k.id == id))
+    }
+
+    pub fn list(&self) -> Result<Vec<KeyInfo>, String> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, principal, roles, scopes, allowed_cidrs, created_at, expires_at, revoked_at, grace_until, rotated_to
+                 FROM api_keys ORDER BY created_at, id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(KeyInfo {
+                    id: r.get(0)?,
+                    principal: r.get(1)?,
+                    roles: json_to_list(&r.get::<_, String>(2)?),
+                    scopes: json_to_list(&r.get::<_, String>(3)?),
+                    allowed_cidrs: json_to_list(&r.get::<_, String>(4)?),
+                    created_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                    grace_until: r.get(8)?,
+                    rotated_to: r.get(9)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Revokes at once. False if there is no such key.
+    pub fn revoke(&self, id: &str, now: i64) -> Result<bool, String> {
+        let n = self
+            .conn
+            .execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])
+            .map_err(err)?;
+        self.bump()?;
+        Ok(n > 0)
+    }
+
+    /// Marks `old` as rotated to `new`, valid until `grace_until`.
+    pub fn mark_rotated(&self, old: &str, new: &str, grace_until: i64) -> Result<(), String> {
+        self.conn
+            .execute(
+                "UPDATE api_keys SET grace_until = ?2, rotated_to = ?3 WHERE id = ?1",
+                params![old, grace_until, new],
+            )
+            .map_err(err)?;
+        self.bump()
+    }
+
+    pub fn exists(&self, id: &str) -> Result<bool, String> {
+        self.conn
+            .query_row("SELECT 1 FROM api_keys WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(err)
+    }
+}
