@@ -202,15 +202,31 @@ async fn run(
         }
         *cors_origin = cors.check(&parts.headers)?;
     }
-    route.authn.authenticate(ex, parts).await?;
     if validate::content_length(parts).is_some_and(|n| n > route.max_body_bytes) {
         return Err(Reject::PayloadTooLarge);
     }
+    let body = if route.authn.needs_body() {
+        let timeout = route.upstream.response_timeout;
+        Body::Buffered(validate::body::read_all(body, route.max_body_bytes, bytes_in, timeout).await?)
+    } else {
+        Body::Streaming(body)
+    };
+    let buffered = match &body {
+        Body::Buffered(b) => Some(b),
+        Body::Streaming(_) => None,
+    };
+    route.authn.authenticate(ex, parts, buffered).await?;
     let upstream_req = upstream_request(rt, ex, parts, &normalized, body, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
     Ok(resp.map(ResponseBody::upstream))
+}
+
+/// The request body on its way upstream: streamed with its limit, or already read for authentication.
+enum Body {
+    Streaming(Incoming),
+    Buffered(bytes::Bytes),
 }
 
 /// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers.
@@ -219,7 +235,7 @@ fn upstream_request(
     ex: &Exchange<'_>,
     parts: &http::request::Parts,
     normalized: &str,
-    body: Incoming,
+    body: Body,
     max_body: u64,
     bytes_in: &Arc<AtomicU64>,
 ) -> Result<Request<LimitedBody>, Reject> {
@@ -249,10 +265,10 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(ex.request_id) {
         headers.insert(&X_REQUEST_ID, v);
     }
-    let body = if http_body::Body::is_end_stream(&body) {
-        LimitedBody::empty()
-    } else {
-        LimitedBody::new(body, max_body, bytes_in.clone())
+    let body = match body {
+        Body::Buffered(bytes) => LimitedBody::full(bytes),
+        Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
+        Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.clone()),
     };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();

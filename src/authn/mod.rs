@@ -17,6 +17,10 @@
 //! was refused), never which check failed.
 
 pub mod api_key;
+pub mod introspection;
+pub mod jwt;
+pub mod mtls;
+pub mod signature;
 
 use crate::observe::metrics::Metrics;
 use crate::pipeline::{ConnInfo, Exchange};
@@ -36,6 +40,14 @@ use std::sync::Arc;
 pub struct AuthenticatorConfig {
     #[serde(default)]
     pub api_key: Option<api_key::ApiKeyConfig>,
+    #[serde(default)]
+    pub jwt: Option<jwt::JwtConfig>,
+    #[serde(default)]
+    pub introspection: Option<introspection::IntrospectionConfig>,
+    #[serde(default)]
+    pub mtls: Option<mtls::MtlsConfig>,
+    #[serde(default)]
+    pub signature: Option<signature::SignatureConfig>,
 }
 
 /// The `auth:` of a route.
@@ -132,26 +144,63 @@ pub struct AuthRequest<'a> {
     pub parts: &'a http::request::Parts,
     pub conn: &'a ConnInfo,
     pub client_ip: IpAddr,
+    /// The whole request body, buffered (within the route's body limit) only for routes whose methods
+    /// need it ([`Authn::needs_body`]: signed requests with `Content-Digest`).
+    pub body: Option<&'a bytes::Bytes>,
+}
+
+/// RFC 8705 thumbprint of the verified client certificate: base64url(SHA-256(DER)), no padding.
+pub fn cert_thumbprint(conn: &ConnInfo) -> Option<String> {
+    use base64::Engine;
+    let leaf = conn.tls.as_ref()?.client_chain.as_ref()?.first()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
 }
 
 /// A compiled authentication method.
 pub enum Method {
     ApiKey(api_key::ApiKeyAuth),
+    Jwt(jwt::JwtAuth),
+    Introspection(introspection::IntrospectionAuth),
+    Mtls(mtls::MtlsAuth),
+    Signature(signature::SignatureAuth),
 }
 
 impl Method {
     fn compile(name: &str, cfg: &AuthenticatorConfig) -> Result<Method, String> {
-        match cfg {
-            AuthenticatorConfig { api_key: Some(c) } => api_key::ApiKeyAuth::new(name, c).map(Method::ApiKey),
-            AuthenticatorConfig { api_key: None } => {
-                Err(format!("authenticator `{name}` needs exactly one method (api_key, jwt, ...)"))
-            }
+        let c = cfg;
+        let set =
+            [c.api_key.is_some(), c.jwt.is_some(), c.introspection.is_some(), c.mtls.is_some(), c.signature.is_some()];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(format!(
+                "authenticator `{name}` needs exactly one of api_key, jwt, introspection, mtls, signature"
+            ));
+        }
+        if let Some(m) = &c.api_key {
+            return api_key::ApiKeyAuth::new(name, m).map(Method::ApiKey);
+        }
+        if let Some(m) = &c.jwt {
+            return jwt::JwtAuth::new(name, m).map(Method::Jwt);
+        }
+        if let Some(m) = &c.introspection {
+            return introspection::IntrospectionAuth::new(name, m).map(Method::Introspection);
+        }
+        if let Some(m) = &c.mtls {
+            return mtls::MtlsAuth::new(name, m).map(Method::Mtls);
+        }
+        match &c.signature {
+            Some(m) => signature::SignatureAuth::new(name, m).map(Method::Signature),
+            None => Err(format!("authenticator `{name}` has no method")),
         }
     }
 
     async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
         match self {
             Method::ApiKey(m) => m.check(req),
+            Method::Jwt(m) => m.check(req).await,
+            Method::Introspection(m) => m.check(req).await,
+            Method::Mtls(m) => m.check(req).await,
+            Method::Signature(m) => m.check(req).await,
         }
     }
 
@@ -159,6 +208,10 @@ impl Method {
     fn kind(&self) -> &'static str {
         match self {
             Method::ApiKey(_) => "api_key",
+            Method::Jwt(_) => "jwt",
+            Method::Introspection(_) => "introspection",
+            Method::Mtls(_) => "mtls",
+            Method::Signature(_) => "signature",
         }
     }
 
@@ -166,6 +219,10 @@ impl Method {
     fn challenge(&self, invalid: bool) -> String {
         match self {
             Method::ApiKey(m) => m.challenge(invalid),
+            Method::Jwt(m) => m.challenge(invalid),
+            Method::Introspection(m) => m.challenge(invalid),
+            Method::Mtls(m) => m.challenge(invalid),
+            Method::Signature(m) => m.challenge(invalid),
         }
     }
 
@@ -173,6 +230,10 @@ impl Method {
     fn start(self: &Arc<Self>) {
         match &**self {
             Method::ApiKey(m) => m.start(),
+            Method::Jwt(m) => m.start(),
+            Method::Introspection(m) => m.start(),
+            Method::Mtls(m) => m.start(),
+            Method::Signature(m) => m.start(),
         }
     }
 }
@@ -249,14 +310,27 @@ impl Authn {
         }
     }
 
+    /// True if a method of this route must see the whole request body (signed requests).
+    pub fn needs_body(&self) -> bool {
+        match &self.mode {
+            Mode::None => false,
+            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().any(|(_, m)| matches!(**m, Method::Signature(_))),
+        }
+    }
+
     /// Establishes the principal, or refuses with 401.
-    pub async fn authenticate(&self, ex: &mut Exchange<'_>, parts: &http::request::Parts) -> Result<(), Reject> {
+    pub async fn authenticate(
+        &self,
+        ex: &mut Exchange<'_>,
+        parts: &http::request::Parts,
+        body: Option<&bytes::Bytes>,
+    ) -> Result<(), Reject> {
         let methods = match &self.mode {
             // Public route: the principal stays `None` (anonymous); nothing to allocate.
             Mode::None => return Ok(()),
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
         };
-        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip };
+        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip, body };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
         for (name, method) in methods {

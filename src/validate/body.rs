@@ -16,6 +16,8 @@ pub struct BodyTooLarge;
 
 pub struct LimitedBody {
     inner: Option<Incoming>,
+    /// A body already read in full (routes whose authentication needs it), sent as one frame.
+    buffered: Option<Bytes>,
     remaining: u64,
     /// Bytes received so far, shared with the access log record.
     seen: Option<Arc<AtomicU64>>,
@@ -23,11 +25,15 @@ pub struct LimitedBody {
 
 impl LimitedBody {
     pub fn empty() -> Self {
-        LimitedBody { inner: None, remaining: 0, seen: None }
+        LimitedBody { inner: None, buffered: None, remaining: 0, seen: None }
     }
 
     pub fn new(inner: Incoming, limit: u64, seen: Arc<AtomicU64>) -> Self {
-        LimitedBody { inner: Some(inner), remaining: limit, seen: Some(seen) }
+        LimitedBody { inner: Some(inner), buffered: None, remaining: limit, seen: Some(seen) }
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        LimitedBody { inner: None, buffered: (!bytes.is_empty()).then_some(bytes), remaining: 0, seen: None }
     }
 }
 
@@ -49,6 +55,9 @@ impl Body for LimitedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(bytes) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -72,10 +81,36 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint())
+        match (&self.buffered, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(inner)) => inner.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Reads a whole request body, refusing it past `limit` (413) or when the client stalls (400).
+pub async fn read_all(
+    body: Incoming,
+    limit: u64,
+    seen: &AtomicU64,
+    timeout: std::time::Duration,
+) -> Result<Bytes, crate::respond::problem::Reject> {
+    use crate::respond::problem::Reject;
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(Reject::BadRequest("request body read timed out")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Reject::PayloadTooLarge),
+        Ok(Err(_)) => Err(Reject::BadRequest("request body read failed")),
+        Ok(Ok(collected)) => {
+            let bytes = collected.to_bytes();
+            seen.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(bytes)
+        }
     }
 }
