@@ -1,0 +1,26 @@
+//! Route matching never panics on any host or path, including odd UTF-8.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use portcullis::route::{HostPattern, Matcher, PathPattern, RouteTable};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (host, path) = text.split_once('\n').unwrap_or(("", text));
+    if !path.starts_with('/') {
+        return;
+    }
+    let table = RouteTable::new(vec![
+        (
+            Matcher {
+                hosts: vec![HostPattern::parse("*.example.com").expect("valid")],
+                path: PathPattern::template("/users/{id}/orders/{order}").expect("valid"),
+                methods: vec![http::Method::GET],
+            },
+            1,
+        ),
+        (Matcher { hosts: vec![], path: PathPattern::prefix("/api").expect("valid"), methods: vec![] }, 2),
+        (Matcher { hosts: vec![], path: PathPattern::exact("/").expect("valid"), methods: vec![] }, 3),
+    ]);
+    let _ = table.find(Some(host), path, &http::Method::GET);
+    let _ = table.find(None, path, &http::Method::POST);
+});
