@@ -134,4 +134,23 @@ mod tests {
         // dots inside names are fine
         assert!(normalize("/v1.2/file.json").is_ok());
     }
+
+    fn decoded(p: &str) -> Vec<u8> {
+        percent_encoding::percent_decode_str(p).collect()
+    }
+
+    proptest::proptest! {
+        /// Accepted paths normalise to themselves, mean the same bytes, and hold no dot segment.
+        #[test]
+        fn normalisation_is_idempotent_and_meaning_preserving(
+            segs in proptest::collection::vec("([a-zA-Z0-9._~-]|%[0-9a-fA-F]{2}|[!$&'()*+,;=:@]){0,6}", 1..6)
+        ) {
+            let path = format!("/{}", segs.join("/"));
+            if let Ok(once) = normalize(&path) {
+                proptest::prop_assert_eq!(normalize(&once).unwrap(), once.clone());
+                proptest::prop_assert_eq!(decoded(&once), decoded(&path));
+                proptest::prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+            }
+        }
+    }
 }
