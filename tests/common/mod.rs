@@ -77,10 +77,9 @@ impl Gateway {
             .spawn()
             .expect("start portcullis");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
+        for stream in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -102,7 +101,11 @@ impl Gateway {
             if have_listeners >= listeners_in_yaml && (!want_admin || gw.addrs.contains_key("admin")) {
                 break;
             }
-            assert!(Instant::now() < deadline, "gateway did not start (expected {expected}):\n{}", gw.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start (expected {expected}):\n{}",
+                gw.logs().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
         gw
@@ -239,7 +242,9 @@ impl Upstream {
                             let seen = seen.clone();
                             async move { Ok::<_, std::convert::Infallible>(answer(name, &seen, req).await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                 }
             });
@@ -268,7 +273,11 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(name: &str, seen: &Mutex<Vec<Seen>>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    seen: &Mutex<Vec<Seen>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -349,9 +358,8 @@ fn response_complete(buf: &[u8]) -> bool {
     let text = String::from_utf8_lossy(buf);
     let Some(end) = text.find("\r\n\r\n") else { return false };
     let head = text[..end].to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+    let len =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
     match len {
         Some(n) => buf.len() >= end + 4 + n,
         None => false,
@@ -390,4 +398,298 @@ admin:
 
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers added for the hostile-input, proxy and lifecycle suites (append-only).
+// ---------------------------------------------------------------------------------------------------
+
+impl Gateway {
+    /// Like [`Gateway::start`], with extra environment variables for the child (secrets in `${env:NAME}`).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new();
+        let config = dir.write("portcullis.yaml", yaml);
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "-c"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start portcullis");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut gw = Gateway { child, dir, config, lines, addrs: HashMap::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            gw.scan_addrs();
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("portcullis exited early ({status}):\n{}", gw.logs().join("\n"));
+            }
+            let have_listeners = gw.addrs.keys().filter(|k| *k != "admin").count();
+            if have_listeners >= count_listeners(yaml) && (!yaml.contains("admin:") || gw.addrs.contains_key("admin")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gw.logs().join("\n"));
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        gw
+    }
+
+    /// Replaces the config file atomically (write beside it, then rename over it, like editors do).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let tmp = self.dir.path("portcullis.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Waits for the process to exit on its own (at most `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The admin `/metrics` text (no token).
+    pub fn metrics(&self) -> String {
+        let (code, _, body) = curl(&[&format!("http://{}/metrics", self.addr("admin"))]);
+        assert_eq!(code, 200, "metrics: {body}");
+        body
+    }
+
+    /// The parsed JSON access log lines (target `access`).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+
+    /// Waits until `n` access log lines have been written; returns them.
+    pub fn wait_access_log(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The value of the Prometheus sample whose name-and-labels text starts with `series` (e.g.
+/// `portcullis_reloads_total` or `portcullis_upstream_healthy{upstream="app",target="127.0.0.1:1"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The `type` of a problem+json body ("" if the body is not one).
+pub fn problem_type(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The problem `type` URI for a slug.
+pub fn problem(slug: &str) -> String {
+    format!("urn:portcullis:problem:{slug}")
+}
+
+/// A header of a raw HTTP/1.1 response or of curl's header dump (case-insensitive name, first one).
+pub fn header_of(resp: &str, name: &str) -> Option<String> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// The body of a raw HTTP/1.1 response (after the first blank line).
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it or `timeout` passes.
+/// Returns what was read and whether the server closed the connection.
+pub fn raw_until_close(addr: SocketAddr, request: &[u8], timeout: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
+    read_until_close(&mut s, timeout)
+}
+
+/// Reads from `s` until EOF (true) or `timeout` (false).
+pub fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (String, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+            Err(_) => break true, // reset by peer
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// A keep-alive HTTP/1.1 client on one raw connection.
+pub struct RawConn {
+    pub stream: TcpStream,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawConn { stream }
+    }
+
+    /// The local port of this connection.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
+    }
+
+    /// Sends `request` and reads one response with a `content-length` (or until close). Returns "" when
+    /// nothing came back within `timeout`.
+    pub fn send(&mut self, request: &[u8], timeout: Duration) -> String {
+        if self.stream.write_all(request).is_err() {
+            return String::new();
+        }
+        self.read_response(timeout)
+    }
+
+    pub fn read_response(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !response_complete(&out) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A simple GET on this connection.
+    pub fn get(&mut self, path: &str, timeout: Duration) -> String {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n").as_bytes(), timeout)
+    }
+
+    /// True when the server has closed this connection (EOF or reset), waiting at most `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        read_until_close(&mut self.stream, timeout).1
+    }
+}
+
+/// Options for [`Upstream::start_with`].
+#[derive(Clone, Default)]
+pub struct UpstreamOptions {
+    /// Delay before every answer (on top of `/sleep/MS`).
+    pub delay: Duration,
+    /// Filled with the peer address of every accepted connection.
+    pub peers: Option<Arc<Mutex<Vec<SocketAddr>>>>,
+}
+
+impl Upstream {
+    /// Like [`Upstream::start`], with a fixed answer delay and a record of accepted connections.
+    pub fn start_with(name: &'static str, opts: UpstreamOptions) -> Upstream {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                        _ = &mut stop_rx => return,
+                    };
+                    if let Some(peers) = &opts.peers {
+                        peers.lock().unwrap().push(peer);
+                    }
+                    let seen = seen2.clone();
+                    let delay = opts.delay;
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                tokio::time::sleep(delay).await;
+                                Ok::<_, std::convert::Infallible>(answer(name, &seen, req).await)
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Upstream { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// Every request this upstream has seen.
+    pub fn all_seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A loopback port that nothing listens on (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Runs the `portcullis` binary with `args` and extra environment; returns (exit code, stdout, stderr).
+pub fn portcullis(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run portcullis");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
