@@ -105,6 +105,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         _ => headers::new_request_id().into(),
     };
     let client_ip = headers::client_ip(conn.peer.ip(), &parts.headers, &rt.trusted_proxies);
+    // Only the access log needs these copies; the request's own headers go upstream without a clone.
+    let (log_host, log_path): (Box<str>, Box<str>) = if rt.access_log {
+        (host_of_str(&parts.uri, &parts.headers).into(), parts.uri.path().into())
+    } else {
+        (Box::default(), Box::default())
+    };
     let mut ex =
         Exchange { request_id: &request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
     let bytes_in = Arc::new(AtomicU64::new(0));
@@ -136,8 +142,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         request_id,
         client_ip,
         method: parts.method,
-        host: host_of_str(&parts.uri, &parts.headers).into(),
-        path: parts.uri.path().into(),
+        host: log_host,
+        path: log_path,
         status: resp.status().as_u16(),
         bytes_in: bytes_in.load(Ordering::Relaxed),
         bytes_out: 0,
@@ -216,7 +222,8 @@ async fn run(
         Body::Streaming(_) => None,
     };
     route.authn.authenticate(ex, parts, buffered).await?;
-    let upstream_req = upstream_request(rt, ex, parts, &normalized, body, route.max_body_bytes, bytes_in)?;
+    let headers = std::mem::take(&mut parts.headers);
+    let upstream_req = upstream_request(rt, ex, parts, headers, &normalized, body, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
@@ -234,6 +241,7 @@ fn upstream_request(
     rt: &Runtime,
     ex: &Exchange<'_>,
     parts: &http::request::Parts,
+    mut headers: http::HeaderMap,
     normalized: &str,
     body: Body,
     max_body: u64,
@@ -246,11 +254,10 @@ fn upstream_request(
         None => normalized.parse().map_err(|_| Reject::BadRequest("unparseable path"))?,
         Some(q) => format!("{normalized}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target"))?,
     };
-    let mut headers = parts.headers.clone();
     headers::strip_hop_by_hop(&mut headers);
-    let host = host_of_str(&parts.uri, &parts.headers);
+    let host = host_of_str(&parts.uri, &headers).to_owned();
     if !headers.contains_key(HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
+        if let Ok(v) = HeaderValue::from_str(&host) {
             headers.insert(HOST, v);
         }
     }
@@ -259,7 +266,7 @@ fn upstream_request(
         peer,
         peer_trusted: headers::is_trusted(peer, &rt.trusted_proxies),
         proto: if ex.conn.tls.is_some() { "https" } else { "http" },
-        host: (!host.is_empty()).then_some(host),
+        host: (!host.is_empty()).then_some(host.as_str()),
     };
     headers::set_forwarded(&mut headers, &fwd);
     if let Ok(v) = HeaderValue::from_str(ex.request_id) {
