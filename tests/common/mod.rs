@@ -624,6 +624,8 @@ pub struct UpstreamOptions {
     pub delay: Duration,
     /// Filled with the peer address of every accepted connection.
     pub peers: Option<Arc<Mutex<Vec<SocketAddr>>>>,
+    /// Extra response headers on every answer.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Upstream {
@@ -648,12 +650,18 @@ impl Upstream {
                     }
                     let seen = seen2.clone();
                     let delay = opts.delay;
+                    let extra = opts.headers.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let seen = seen.clone();
+                            let extra = extra.clone();
                             async move {
                                 tokio::time::sleep(delay).await;
-                                Ok::<_, std::convert::Infallible>(answer(name, &seen, req).await)
+                                let mut resp = answer(name, &seen, req).await;
+                                for (k, v) in extra.iter() {
+                                    resp.headers_mut().append(*k, hyper::header::HeaderValue::from_static(v));
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
