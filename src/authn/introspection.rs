@@ -1,26 +1,313 @@
-//! Introspection authentication (being implemented; refuses to compile a config until then).
+//! OAuth 2.0 token introspection (RFC 7662) for opaque access tokens.
+//!
+//! The gateway asks the configured endpoint about each token it has not seen recently, authenticating
+//! as a client (`basic`: HTTP Basic, RFC 6749 §2.3.1, or `post`: credentials in the form body). Only
+//! `"active": true` passes; `active: false`, an error status, a malformed answer, a timeout or an
+//! unreachable endpoint are 401, never a pass. Active answers are cached by SHA-256 of the token until
+//! the earlier of their `exp` and `cache_ttl`; inactive ones for `negative_cache_ttl`. The RFC 8705
+//! certificate binding (`cnf.x5t#S256`) is checked on every request, cached or not. At most
+//! `max_concurrent` introspection calls are in flight, so a flood of made-up tokens cannot turn into a
+//! flood on the identity provider.
 
-use super::{AuthRequest, Verdict};
+use super::jwt::cache::{self, TokenCache};
+use super::jwt::claims::{self, Claims, Mapping, Presented, Verified};
+use super::jwt::{bearer_challenge, bind, check_token_source, presented, unix_now};
+use super::{AuthRequest, PrincipalKind, Verdict};
+use crate::client::{form_encode, Client, Url};
+use crate::config::secret::Secret;
+use crate::config::units::{Bytes, Dur};
+use base64::Engine;
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct IntrospectionConfig {}
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub auth_method: ClientAuth,
+    #[serde(default = "default_ttl")]
+    pub cache_ttl: Dur,
+    #[serde(default = "default_negative_ttl")]
+    pub negative_cache_ttl: Dur,
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// PEM file of the CAs trusted for the endpoint (instead of the system trust store).
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent: usize,
+    /// When set, the answer's `aud` must contain one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// When set, the answer's `iss` must be exactly this.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: Bytes,
+}
 
-pub struct IntrospectionAuth {}
+/// How the gateway authenticates to the introspection endpoint.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Basic,
+    Post,
+}
+
+fn default_ttl() -> Dur {
+    Dur::secs(60)
+}
+fn default_negative_ttl() -> Dur {
+    Dur::secs(5)
+}
+fn default_cache_size() -> usize {
+    10_000
+}
+fn default_timeout() -> Dur {
+    Dur::secs(5)
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn default_max_token() -> Bytes {
+    Bytes(8 * 1024)
+}
+
+/// Bound of an introspection answer.
+const MAX_ANSWER: usize = 64 * 1024;
+
+pub struct IntrospectionAuth {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    name: String,
+    endpoint: Url,
+    client: Client,
+    /// `Authorization: Basic ...` for `basic`, nothing for `post`.
+    authorization: Option<HeaderValue>,
+    /// `&client_id=...&client_secret=...` for `post`.
+    form_credentials: String,
+    ttl: i64,
+    negative_ttl: i64,
+    /// `None` caches an inactive token.
+    cache: TokenCache<Option<Verified>>,
+    permits: tokio::sync::Semaphore,
+    audiences: Vec<String>,
+    issuer: Option<String>,
+    mapping: Mapping,
+    cookie: Option<String>,
+    max_token: usize,
+}
 
 impl IntrospectionAuth {
-    pub fn new(name: &str, _c: &IntrospectionConfig) -> Result<IntrospectionAuth, String> {
-        Err(format!("authenticator `{name}`: introspection is not available yet"))
+    pub fn new(name: &str, c: &IntrospectionConfig) -> Result<IntrospectionAuth, String> {
+        let endpoint = Url::parse(&c.endpoint).map_err(|e| format!("endpoint: {e}"))?;
+        if c.client_id.is_empty() {
+            return Err("introspection needs a client_id".into());
+        }
+        if c.max_concurrent == 0 || c.timeout.0.is_zero() {
+            return Err("max_concurrent and timeout must be positive".into());
+        }
+        let max_token = check_token_source(c.cookie.as_deref(), c.max_token_bytes)?;
+        let (authorization, form_credentials) = match c.auth_method {
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: each part form-encoded before Basic encoding.
+                let pair = format!("{}:{}", form_encode(&c.client_id), form_encode(c.client_secret.expose()));
+                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                let mut header = HeaderValue::from_str(&value).map_err(|_| "client credentials are not encodable")?;
+                header.set_sensitive(true);
+                (Some(header), String::new())
+            }
+            ClientAuth::Post => (
+                None,
+                format!(
+                    "&client_id={}&client_secret={}",
+                    form_encode(&c.client_id),
+                    form_encode(c.client_secret.expose())
+                ),
+            ),
+        };
+        Ok(IntrospectionAuth {
+            inner: Box::new(Inner {
+                name: name.to_owned(),
+                client: Client::new(c.ca.as_deref(), endpoint.https, c.timeout.0, MAX_ANSWER)?,
+                endpoint,
+                authorization,
+                form_credentials,
+                ttl: c.cache_ttl.0.as_secs() as i64,
+                negative_ttl: c.negative_cache_ttl.0.as_secs() as i64,
+                cache: TokenCache::new(c.cache_size),
+                permits: tokio::sync::Semaphore::new(c.max_concurrent),
+                audiences: c.audiences.clone(),
+                issuer: c.issuer.clone(),
+                mapping: Mapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() },
+                cookie: c.cookie.clone(),
+                max_token,
+            }),
+        })
     }
 
-    pub async fn check(&self, _req: &AuthRequest<'_>) -> Verdict {
-        Verdict::Invalid("unavailable")
+    pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+        self.inner.check(req).await
     }
 
-    pub fn challenge(&self, _invalid: bool) -> String {
-        "Introspection".into()
+    pub fn challenge(&self, invalid: bool) -> String {
+        bearer_challenge(invalid)
     }
 
     pub fn start(&self) {}
+}
+
+impl Inner {
+    async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+        let token = match presented(req.parts, self.cookie.as_deref()) {
+            Presented::Absent => return Verdict::Absent,
+            Presented::Malformed => return Verdict::Invalid("malformed_token"),
+            Presented::Token(t) => t,
+        };
+        if token.len() > self.max_token {
+            return Verdict::Invalid("token_too_large");
+        }
+        let now = unix_now();
+        let digest = cache::digest(token);
+        match self.cache.get(&digest, now) {
+            Some(Some(v)) => return bind(v, req),
+            Some(None) => return Verdict::Invalid("inactive_token"),
+            None => {}
+        }
+        match self.introspect(token, now).await {
+            Ok(Some((v, until))) => {
+                self.cache.insert(digest, Some(v.clone()), until, now);
+                bind(v, req)
+            }
+            Ok(None) => {
+                self.cache.insert(digest, None, now.saturating_add(self.negative_ttl), now);
+                Verdict::Invalid("inactive_token")
+            }
+            // Not cached: the next request asks again.
+            Err(reason) => Verdict::Invalid(reason),
+        }
+    }
+
+    /// Asks the endpoint. `Ok(None)`: the token is not active (or not acceptable to us).
+    async fn introspect(&self, token: &str, now: i64) -> Result<Option<(Verified, i64)>, &'static str> {
+        let Ok(_permit) = self.permits.acquire().await else { return Err("introspection_unavailable") };
+        let mut headers = HeaderMap::new();
+        if let Some(a) = &self.authorization {
+            headers.insert(AUTHORIZATION, a.clone());
+        }
+        let form = format!("token={}&token_type_hint=access_token{}", form_encode(token), self.form_credentials);
+        let resp = match self.client.post_form(&self.endpoint, headers, form).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(authenticator = self.name.as_str(), endpoint = %self.endpoint.redacted(), error = %e, "token introspection failed");
+                return Err("introspection_unavailable");
+            }
+        };
+        if !resp.status.is_success() {
+            tracing::warn!(authenticator = self.name.as_str(), endpoint = %self.endpoint.redacted(), status = resp.status.as_u16(), "token introspection refused");
+            return Err("introspection_unavailable");
+        }
+        let Ok(answer) = serde_json::from_slice::<Claims>(&resp.body) else {
+            tracing::warn!(authenticator = self.name.as_str(), "token introspection answer is not a JSON object");
+            return Err("introspection_unavailable");
+        };
+        self.accept(answer, now)
+    }
+
+    /// Reads an introspection answer.
+    fn accept(&self, answer: Claims, now: i64) -> Result<Option<(Verified, i64)>, &'static str> {
+        if answer.get("active") != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        let exp = claims::numeric_date(answer.get("exp")).map_err(|_| "malformed_introspection")?;
+        if exp.is_some_and(|exp| now >= exp) {
+            return Ok(None);
+        }
+        if let Some(iss) = &self.issuer {
+            if answer.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+                return Err("wrong_issuer");
+            }
+        }
+        if !self.audiences.is_empty() {
+            let auds = claims::strings(answer.get("aud"));
+            if !auds.iter().any(|a| self.audiences.contains(a)) {
+                return Err("wrong_audience");
+            }
+        }
+        let x5t = claims::cnf_thumbprint(&answer)?;
+        let principal = self.mapping.principal(PrincipalKind::Introspection, answer)?;
+        let mut until = now.saturating_add(self.ttl);
+        if let Some(exp) = exp {
+            until = until.min(exp);
+        }
+        Ok(Some((Verified { principal: Arc::new(principal), x5t }, until)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn auth(extra: &str) -> Inner {
+        let yaml = format!("endpoint: http://127.0.0.1:9/introspect\nclient_id: gw\nclient_secret: s3cret\n{extra}");
+        let cfg: IntrospectionConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+        *IntrospectionAuth::new("t", &cfg).unwrap().inner
+    }
+
+    fn obj(v: Value) -> Claims {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn reads_answers() {
+        let a = auth("audiences: [api]\nissuer: https://idp\n");
+        let now = 1000;
+        assert!(matches!(a.accept(obj(json!({"active": false})), now), Ok(None)));
+        assert!(matches!(a.accept(obj(json!({"active": "true"})), now), Ok(None)), "only the boolean true");
+        let ok = json!({"active": true, "client_id": "app", "exp": 1030, "aud": ["api"], "iss": "https://idp", "scope": "a b"});
+        let (v, until) = a.accept(obj(ok.clone()), now).unwrap().unwrap();
+        assert_eq!((v.principal.id.as_str(), until), ("app", 1030), "cached until exp when sooner than the TTL");
+        assert_eq!(v.principal.scopes, ["a", "b"]);
+        let mut late = obj(ok.clone());
+        late.insert("exp".into(), json!(999_999));
+        assert_eq!(a.accept(late, now).unwrap().unwrap().1, 1060, "never past the TTL");
+        let mut expired = obj(ok.clone());
+        expired.insert("exp".into(), json!(1000));
+        assert!(matches!(a.accept(expired, now), Ok(None)));
+        let mut aud = obj(ok.clone());
+        aud.insert("aud".into(), json!("other"));
+        assert_eq!(a.accept(aud, now).unwrap_err(), "wrong_audience");
+        let mut iss = obj(ok);
+        iss.insert("iss".into(), json!("https://evil"));
+        assert_eq!(a.accept(iss, now).unwrap_err(), "wrong_issuer");
+    }
+
+    #[test]
+    fn config_checks() {
+        let bad = |y: &str| {
+            let cfg: IntrospectionConfig = serde_yaml_ng::from_str(y).unwrap();
+            IntrospectionAuth::new("t", &cfg).is_err()
+        };
+        assert!(bad("endpoint: http://idp.example.com/i\nclient_id: gw\nclient_secret: s"));
+        assert!(bad("endpoint: https://idp.example.com/i\nclient_id: gw\nclient_secret: s\ncookie: 'a b'"));
+        let y = "endpoint: http://127.0.0.1/i\nclient_id: gw\nclient_secret: s\nauth_method: digest";
+        assert!(serde_yaml_ng::from_str::<IntrospectionConfig>(y).is_err());
+    }
 }

@@ -1,0 +1,122 @@
+//! Criterion benchmarks of JWT authentication: the verified-token cache hit (the hot path: SHA-256 of
+//! the token, one map lookup, the RFC 8705 binding check) against full verification (header and claims
+//! parsing plus the signature) for RS256, ES256, EdDSA and HS256. Run briefly with
+//! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 2`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, KeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use portcullis::authn::jwt::{JwtAuth, JwtConfig};
+use portcullis::authn::{AuthRequest, Verdict};
+use portcullis::pipeline::ConnInfo;
+use serde_json::json;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+const SECRET: &str = "bench-secret-0123456789abcdefghijklmnop";
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn signing_input(alg: &str, kid: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
+    let claims = json!({
+        "iss": "https://idp.bench", "aud": "orders-api", "sub": "user-42", "client_id": "app",
+        "iat": now, "exp": now + 3600, "scope": "orders:read orders:write",
+        "realm_access": {"roles": ["reader", "writer"]}, "jti": "b3f1c0de"
+    });
+    format!("{}.{}", b64(&serde_json::to_vec(&header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()))
+}
+
+/// Keys of every kind, their JWKS, and one token signed by each.
+struct Minted {
+    jwks: serde_json::Value,
+    tokens: Vec<(&'static str, String)>,
+}
+
+fn mint() -> Minted {
+    let rng = SystemRandom::new();
+    let rsa = sig::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let comps = sig::RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let ec = sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let ec_pub = ec.public_key().as_ref().to_vec();
+    let ed = sig::Ed25519KeyPair::generate().unwrap();
+
+    let input = signing_input("RS256", "rsa-1");
+    let mut rs = vec![0u8; rsa.public_modulus_len()];
+    rsa.sign(&sig::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut rs).unwrap();
+    let rs256 = format!("{input}.{}", b64(&rs));
+
+    let input = signing_input("ES256", "ec-1");
+    let es256 = format!("{input}.{}", b64(ec.sign(&rng, input.as_bytes()).unwrap().as_ref()));
+
+    let input = signing_input("EdDSA", "ed-1");
+    let eddsa = format!("{input}.{}", b64(ed.sign(input.as_bytes()).as_ref()));
+
+    let input = signing_input("HS256", "hs");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let hs256 = format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()));
+
+    let jwks = json!({"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig", "n": b64(&comps.n), "e": b64(&comps.e)},
+        {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64(&ec_pub[1..33]), "y": b64(&ec_pub[33..])},
+        {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": b64(ed.public_key().as_ref())},
+    ]});
+    Minted { jwks, tokens: vec![("rs256", rs256), ("es256", es256), ("eddsa", eddsa), ("hs256", hs256)] }
+}
+
+fn auth(jwks_file: &str, cache_size: usize) -> JwtAuth {
+    let yaml = format!(
+        "issuer: https://idp.bench\naudiences: [orders-api]\nalgorithms: [RS256, ES256, EdDSA, HS256]\n\
+         jwks_file: {jwks_file}\nhmac_secret: {SECRET}\nroles_claim: realm_access.roles\ncache_size: {cache_size}\n"
+    );
+    let cfg: JwtConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    JwtAuth::new("bench", &cfg).unwrap()
+}
+
+/// `check` never waits on these paths (keys are local), so one poll finishes it.
+fn check(auth: &JwtAuth, req: &AuthRequest<'_>) -> bool {
+    let mut fut = pin!(auth.check(req));
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Verdict::Valid(p)) => !p.id.is_empty(),
+        Poll::Ready(other) => panic!("refused: {other:?}"),
+        Poll::Pending => panic!("check waited"),
+    }
+}
+
+fn bench_jwt(c: &mut Criterion) {
+    let minted = mint();
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, minted.jwks.to_string()).unwrap();
+    let cached = auth(&file.to_string_lossy(), 10_000);
+    let uncached = auth(&file.to_string_lossy(), 0);
+    let conn = ConnInfo { listener: 0, peer: "127.0.0.1:40000".parse().unwrap(), tls: None };
+
+    let mut g = c.benchmark_group("jwt");
+    for (name, token) in &minted.tokens {
+        let parts = http::Request::get("/orders/42")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
+        assert!(check(&cached, &req));
+        g.bench_function(format!("cache_hit_{name}"), |b| b.iter(|| check(&cached, black_box(&req))));
+        g.bench_function(format!("verify_{name}"), |b| b.iter(|| check(&uncached, black_box(&req))));
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench_jwt);
+criterion_main!(benches);

@@ -1,0 +1,226 @@
+//! What JWT and introspection share: finding the presented token (RFC 6750 `Authorization: Bearer`, or
+//! a named cookie), reading claims (dotted paths, `scope` / `scp`, RFC 8705 `cnf`), and building the
+//! principal.
+
+use crate::authn::{Principal, PrincipalKind};
+use crate::pipeline::ConnInfo;
+use http::header::{AUTHORIZATION, COOKIE};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+pub type Claims = Map<String, Value>;
+
+/// The token a request presents, if any.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Absent,
+    Token(&'a str),
+    /// Malformed or ambiguous (two `Authorization` headers, two cookies of the name, bad characters).
+    Malformed,
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// `Authorization: Bearer <token>`. Another scheme means no bearer token (another method's credential).
+pub fn bearer(parts: &http::request::Parts) -> Presented<'_> {
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Presented::Absent };
+    let Ok(text) = value.to_str() else { return Presented::Malformed };
+    let Some((scheme, rest)) = text.trim().split_once(' ') else { return Presented::Absent };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Absent;
+    }
+    if values.next().is_some() {
+        return Presented::Malformed;
+    }
+    let token = rest.trim();
+    if is_b64token(token) {
+        Presented::Token(token)
+    } else {
+        Presented::Malformed
+    }
+}
+
+/// The cookie `name` (RFC 6265 `Cookie:` pairs, in one or several headers).
+pub fn cookie<'a>(parts: &'a http::request::Parts, name: &str) -> Presented<'a> {
+    let mut found = None;
+    for value in parts.headers.get_all(COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else { continue };
+            if k == name {
+                if found.is_some() {
+                    return Presented::Malformed;
+                }
+                found = Some(v.trim_matches('"'));
+            }
+        }
+    }
+    match found {
+        None => Presented::Absent,
+        Some(t) if is_b64token(t) => Presented::Token(t),
+        Some(_) => Presented::Malformed,
+    }
+}
+
+/// A claim by dotted path: `realm_access.roles`.
+pub fn path<'a>(claims: &'a Claims, dotted: &str) -> Option<&'a Value> {
+    let mut parts = dotted.split('.');
+    let mut v = claims.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
+/// An array of strings, or one space-separated string.
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Scopes from `scope` (RFC 8693 / RFC 9068: space separated) and `scp` (an array, as Azure AD and Okta
+/// write them), without duplicates.
+pub fn scopes(claims: &Claims) -> Vec<String> {
+    let mut out = strings(claims.get("scope"));
+    for s in strings(claims.get("scp")) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// A NumericDate (RFC 7519 §2): seconds since the epoch, possibly fractional; truncated.
+pub fn numeric_date(v: Option<&Value>) -> Result<Option<i64>, &'static str> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(f)) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f as i64)),
+            _ => Err("malformed_date"),
+        },
+        Some(_) => Err("malformed_date"),
+    }
+}
+
+/// RFC 8705 `cnf`: the certificate thumbprint the token is bound to. A confirmation method we cannot
+/// enforce (for example DPoP's `jkt`) refuses the token rather than ignoring its binding.
+pub fn cnf_thumbprint(claims: &Claims) -> Result<Option<Arc<str>>, &'static str> {
+    let Some(cnf) = claims.get("cnf") else { return Ok(None) };
+    let Some(cnf) = cnf.as_object() else { return Err("malformed_cnf") };
+    let mut thumbprint = None;
+    for (k, v) in cnf {
+        match (k.as_str(), v) {
+            ("x5t#S256", Value::String(t)) => thumbprint = Some(Arc::from(t.as_str())),
+            _ => return Err("unsupported_cnf"),
+        }
+    }
+    Ok(thumbprint)
+}
+
+/// True when the token is not certificate-bound, or bound to the certificate this connection presented.
+pub fn binding_holds(bound: Option<&str>, conn: &ConnInfo) -> bool {
+    match bound {
+        None => true,
+        Some(t) => crate::authn::cert_thumbprint(conn).is_some_and(|presented| presented == t),
+    }
+}
+
+/// How claims become a principal.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    pub roles_claim: Option<String>,
+    pub tenant_claim: Option<String>,
+}
+
+impl Mapping {
+    /// `sub`, or `client_id` for a client's own token (client credentials grant, which has no user).
+    pub fn principal(&self, kind: PrincipalKind, claims: Claims) -> Result<Principal, &'static str> {
+        let id = match (claims.get("sub"), claims.get("client_id")) {
+            (Some(Value::String(s)), _) if !s.is_empty() => s.clone(),
+            (None, Some(Value::String(c))) if !c.is_empty() => c.clone(),
+            _ => return Err("missing_subject"),
+        };
+        let roles = self.roles_claim.as_deref().map(|p| strings(path(&claims, p))).unwrap_or_default();
+        let tenant = self.tenant_claim.as_deref().and_then(|p| path(&claims, p)?.as_str().map(str::to_owned));
+        Ok(Principal { id, kind, roles, scopes: scopes(&claims), claims: Some(Arc::new(claims)), tenant })
+    }
+}
+
+/// One verified token as cached: its principal and the certificate it is bound to, if any.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub principal: Arc<Principal>,
+    pub x5t: Option<Arc<str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder();
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn finds_bearer_tokens() {
+        assert_eq!(bearer(&parts(&[])), Presented::Absent);
+        assert_eq!(bearer(&parts(&[("authorization", "Bearer a.b.c")])), Presented::Token("a.b.c"));
+        assert_eq!(bearer(&parts(&[("authorization", "bearer  abc==")])), Presented::Token("abc=="));
+        assert_eq!(bearer(&parts(&[("authorization", "Basic dXNlcjpwdw==")])), Presented::Absent);
+        assert_eq!(bearer(&parts(&[("authorization", "Bearer a b")])), Presented::Malformed);
+        assert_eq!(bearer(&parts(&[("authorization", "Bearer ")])), Presented::Absent);
+        let two = parts(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")]);
+        assert_eq!(bearer(&two), Presented::Malformed);
+    }
+
+    #[test]
+    fn finds_cookies() {
+        let p = parts(&[("cookie", "theme=dark; session=a.b.c"), ("cookie", "x=1")]);
+        assert_eq!(cookie(&p, "session"), Presented::Token("a.b.c"));
+        assert_eq!(cookie(&p, "other"), Presented::Absent);
+        let dup = parts(&[("cookie", "session=a.b.c; session=d.e.f")]);
+        assert_eq!(cookie(&dup, "session"), Presented::Malformed);
+    }
+
+    #[test]
+    fn maps_claims() {
+        let claims = json!({
+            "sub": "alice", "scope": "read write", "scp": ["write", "admin"],
+            "realm_access": {"roles": ["reader"]}, "org": {"id": "acme"}
+        });
+        let Value::Object(claims) = claims else { unreachable!() };
+        let m = Mapping { roles_claim: Some("realm_access.roles".into()), tenant_claim: Some("org.id".into()) };
+        let p = m.principal(PrincipalKind::Jwt, claims).unwrap();
+        assert_eq!(p.id, "alice");
+        assert_eq!(p.roles, ["reader"]);
+        assert_eq!(p.scopes, ["read", "write", "admin"]);
+        assert_eq!(p.tenant.as_deref(), Some("acme"));
+        let Value::Object(client) = json!({"client_id": "svc"}) else { unreachable!() };
+        assert_eq!(Mapping::default().principal(PrincipalKind::Jwt, client).unwrap().id, "svc");
+        let Value::Object(nobody) = json!({"sub": 5}) else { unreachable!() };
+        assert!(Mapping::default().principal(PrincipalKind::Jwt, nobody).is_err());
+    }
+
+    #[test]
+    fn cnf_forms() {
+        let c = |v: Value| cnf_thumbprint(v.as_object().unwrap());
+        assert_eq!(c(json!({})), Ok(None));
+        assert_eq!(c(json!({"cnf": {"x5t#S256": "abc"}})), Ok(Some(Arc::from("abc"))));
+        assert_eq!(c(json!({"cnf": {"jkt": "abc"}})), Err("unsupported_cnf"));
+        assert_eq!(c(json!({"cnf": "x"})), Err("malformed_cnf"));
+    }
+}
