@@ -156,6 +156,8 @@ fn print_quickstart() {
          \n  curl -k https://127.0.0.1:8443/echo/hello\
          \n  curl -k --http2 -X POST -H 'content-type: application/json' -d '{{\"hi\":1}}' https://127.0.0.1:8443/echo/post\
          \n  curl -k https://127.0.0.1:8443/users/42\
+         \n  curl -k -i https://127.0.0.1:8443/private/data         # 401: needs an API key\
+         \n  curl -k -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/private/data\
          \n  curl -k -i https://127.0.0.1:8443/nowhere          # 404 problem+json\
          \n  curl -k -i 'https://127.0.0.1:8443/echo/%2e%2e/x'   # 400: dot segments refused\
          \n  curl -i http://127.0.0.1:8080/echo/hello           # 308 to HTTPS\
