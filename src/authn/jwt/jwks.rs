@@ -228,7 +228,10 @@ pub struct Timing {
 
 #[derive(Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// The last fetch made because of an unknown `kid` (the rate-limited kind).
+    last_on_demand: Option<Instant>,
+    /// When the last fetch of any kind finished.
+    last_done: Option<Instant>,
     /// From discovery, until a fetch from it fails.
     discovered: Option<Url>,
 }
@@ -293,12 +296,18 @@ impl Jwks {
         !matches!(self.source, Source::None)
     }
 
-    /// After a token named an unknown key: fetch once if nobody did within `unknown_kid_refresh_interval`
-    /// (waiting for a fetch already under way), then return the keys in force.
+    /// After a token named an unknown key: fetch, unless a fetch finished while we waited for the lock
+    /// (single flight) or an unknown `kid` already caused one within `unknown_kid_refresh_interval`;
+    /// then return the keys in force. Scheduled refreshes do not count against the interval: a key
+    /// published just after one must still be found when its first token arrives.
     pub async fn refresh_on_miss(&self) -> Arc<KeySet> {
         if matches!(self.source, Source::Uri(_) | Source::Discovery(_)) {
+            let asked = Instant::now();
             let mut st = self.fetch.lock().await;
-            if st.last_attempt.is_none_or(|t| t.elapsed() >= self.timing.unknown_kid) {
+            let fetched_meanwhile = st.last_done.is_some_and(|t| t >= asked);
+            let allowed = st.last_on_demand.is_none_or(|t| t.elapsed() >= self.timing.unknown_kid);
+            if !fetched_meanwhile && allowed {
+                st.last_on_demand = Some(Instant::now());
                 self.refresh_locked(&mut st).await;
             }
         }
@@ -312,9 +321,10 @@ impl Jwks {
     }
 
     async fn refresh_locked(&self, st: &mut FetchState) -> Duration {
-        st.last_attempt = Some(Instant::now());
         let floor = self.timing.unknown_kid.min(self.timing.refresh);
-        match self.load(st).await {
+        let loaded = self.load(st).await;
+        st.last_done = Some(Instant::now());
+        match loaded {
             Ok((keys, max_age)) => {
                 let remote = !matches!(self.source, Source::File(_));
                 self.install(keys, remote);
