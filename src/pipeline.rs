@@ -119,6 +119,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let result =
         run(&rt, listener, &mut ex, &mut parts, body, &bytes_in, &mut upstream_duration, &mut cors_origin).await;
     let route = ex.route.take();
+    let principal = ex.principal.take();
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, None),
         Err(reject) => {
@@ -148,6 +149,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         bytes_in: bytes_in.load(Ordering::Relaxed),
         bytes_out: 0,
         route: route.as_ref().map(|r| r.name.clone()),
+        principal,
         upstream: route.as_ref().map(|r| r.upstream.name.clone()),
         upstream_duration,
         tls_version: conn.tls.as_ref().and_then(|t| t.version),
@@ -272,6 +274,7 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(ex.request_id) {
         headers.insert(&X_REQUEST_ID, v);
     }
+    identity_headers(&mut headers, ex.principal.as_deref());
     let body = match body {
         Body::Buffered(bytes) => LimitedBody::full(bytes),
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
@@ -283,6 +286,34 @@ fn upstream_request(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// Tells the upstream who the caller is: `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma
+/// separated), `-Scopes` (space separated), `-Tenant`. Any `X-Portcullis-*` header a client sent is
+/// removed first, so these can be trusted by the upstream.
+fn identity_headers(headers: &mut http::HeaderMap, principal: Option<&Principal>) {
+    let spoofed: Vec<http::HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("x-portcullis-")).cloned().collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    let Some(p) = principal else { return };
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(http::HeaderName::from_static(name), v);
+        }
+    };
+    set("x-portcullis-principal", &p.id);
+    set("x-portcullis-auth-method", p.kind.as_str());
+    if !p.roles.is_empty() {
+        set("x-portcullis-roles", &p.roles.join(","));
+    }
+    if !p.scopes.is_empty() {
+        set("x-portcullis-scopes", &p.scopes.join(" "));
+    }
+    if let Some(t) = &p.tenant {
+        set("x-portcullis-tenant", t);
+    }
 }
 
 fn redirect(parts: &http::request::Parts, port: u16) -> Result<Response<ResponseBody>, Reject> {

@@ -11,8 +11,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn quickstart_config_serves_what_the_readme_shows() {
+fn start_quickstart() -> Gateway {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml")).unwrap();
     let echo = free_port();
     let yaml = text
@@ -20,7 +19,12 @@ fn quickstart_config_serves_what_the_readme_shows() {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
         .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"));
-    let gw = Gateway::start(&yaml);
+    Gateway::start(&yaml)
+}
+
+#[test]
+fn quickstart_config_serves_what_the_readme_shows() {
+    let gw = start_quickstart();
     let https = gw.addr("https");
     let (code, headers, body) = curl(&["-k", &format!("https://{https}/echo/hello")]);
     assert_eq!(code, 200, "{headers}{body}");
@@ -59,4 +63,28 @@ fn quickstart_config_passes_check() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("private-echo") && table.contains("demo-keys"), "{table}");
+}
+
+#[test]
+fn upstream_learns_the_principal_and_clients_cannot_spoof_it() {
+    let gw = start_quickstart();
+    let https = gw.addr("https");
+    let spoof = ["-H", "X-Portcullis-Principal: admin", "-H", "X-Portcullis-Roles: admin"];
+    let (code, _, body) = curl(
+        &[&["-k", "-H", &format!("X-API-Key: {DEMO_KEY}")], &spoof[..], &[&format!("https://{https}/private/x")]]
+            .concat(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["headers"]["x-portcullis-principal"], "quickstart-demo");
+    assert_eq!(echo["headers"]["x-portcullis-roles"], "reader");
+    assert_eq!(echo["headers"]["x-portcullis-auth-method"], "api_key");
+    // A public route forwards no identity, and drops the client's attempt to claim one.
+    let (code, _, body) = curl(&[&["-k"], &spoof[..], &[&format!("https://{https}/echo/x")]].concat());
+    assert_eq!(code, 200);
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(echo["headers"].get("x-portcullis-principal").is_none(), "{body}");
+    assert!(echo["headers"].get("x-portcullis-roles").is_none(), "{body}");
+    let lines = gw.wait_access_log(2, std::time::Duration::from_secs(3));
+    assert!(lines.iter().any(|l| l["principal"] == "quickstart-demo"), "{lines:?}");
 }
