@@ -133,6 +133,32 @@ mod tests {
         assert_eq!(s.len(), 4);
     }
 
+    proptest::proptest! {
+        /// Whatever the sequence of calls: the store never holds more than its capacity, and a nonce
+        /// accepted at `t` with expiry `u` is refused at every later time before `u`.
+        #[test]
+        fn bounded_and_never_accepts_a_live_nonce_twice(
+            calls in proptest::collection::vec((0u8..12, 0i64..40, 1i64..30), 1..200),
+            capacity in 1usize..8,
+        ) {
+            let s = ReplayStore::new(capacity);
+            let mut accepted: Vec<(u8, i64)> = Vec::new(); // (nonce, until)
+            let mut now = 0;
+            for (nonce, step, ttl) in calls {
+                now += step % 5;
+                let live = accepted.iter().any(|(n, until)| *n == nonce && *until > now);
+                let result = s.remember("k", &nonce.to_string(), now + ttl, now);
+                if live {
+                    proptest::prop_assert_eq!(result, Err(Refused::Replayed));
+                }
+                if result.is_ok() {
+                    accepted.push((nonce, now + ttl));
+                }
+                proptest::prop_assert!(s.len() <= capacity);
+            }
+        }
+    }
+
     #[test]
     fn adopted_across_reloads() {
         let a = ReplayStore::for_authenticator("replay-test-auth", 5);
