@@ -224,7 +224,8 @@ async fn run(
         Body::Streaming(_) => None,
     };
     route.authn.authenticate(ex, parts, buffered).await?;
-    let headers = std::mem::take(&mut parts.headers);
+    let mut headers = std::mem::take(&mut parts.headers);
+    route.authn.strip_credentials(&mut headers);
     let upstream_req = upstream_request(rt, ex, parts, headers, &normalized, body, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
     *upstream_duration = Some(took);
@@ -239,6 +240,7 @@ enum Body {
 }
 
 /// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers.
+#[allow(clippy::too_many_arguments)] // each is one piece of the request being assembled
 fn upstream_request(
     rt: &Runtime,
     ex: &Exchange<'_>,

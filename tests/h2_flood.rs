@@ -2,6 +2,7 @@
 //! as it can must not exhaust the gateway: other clients keep being served, and the flood's connection
 //! is cut off or throttled rather than allowed to run unbounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(unreachable_pub)]
 mod common;
 
 use common::*;

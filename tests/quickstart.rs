@@ -1,6 +1,7 @@
 //! The quickstart config (examples/quickstart.yaml, also built into `portcullis quickstart`) works as
 //! documented: run here on free ports instead of its fixed ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(unreachable_pub)]
 mod common;
 
 use common::*;
@@ -79,6 +80,7 @@ fn upstream_learns_the_principal_and_clients_cannot_spoof_it() {
     assert_eq!(echo["headers"]["x-portcullis-principal"], "quickstart-demo");
     assert_eq!(echo["headers"]["x-portcullis-roles"], "reader");
     assert_eq!(echo["headers"]["x-portcullis-auth-method"], "api_key");
+    assert!(echo["headers"].get("x-api-key").is_none(), "the API key must not reach the upstream: {body}");
     // A public route forwards no identity, and drops the client's attempt to claim one.
     let (code, _, body) = curl(&[&["-k"], &spoof[..], &[&format!("https://{https}/echo/x")]].concat());
     assert_eq!(code, 200);

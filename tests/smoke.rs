@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(unreachable_pub)]
 mod common;
 
 use common::*;
@@ -8,7 +9,8 @@ fn proxies_a_request_and_cleans_headers() {
     let up = Upstream::start("a");
     let gw = Gateway::start(&basic_config(up.addr, ""));
     let url = format!("http://{}/hello?x=1", gw.addr("main"));
-    let (code, headers, body) = curl(&[&url, "-H", "X-Forwarded-For: 6.6.6.6", "-H", "Connection: x-drop", "-H", "x-drop: 1"]);
+    let (code, headers, body) =
+        curl(&[&url, "-H", "X-Forwarded-For: 6.6.6.6", "-H", "Connection: x-drop", "-H", "x-drop: 1"]);
     assert_eq!(code, 200, "{headers}{body}");
     assert!(body.contains("\"upstream\":\"a\""));
     let seen = up.last().unwrap();

@@ -283,6 +283,19 @@ impl ApiKeyAuth {
         Verdict::Valid(record.principal.clone())
     }
 
+    /// Removes this method's key header, and `Authorization` when it carries this method's scheme.
+    pub fn strip(&self, headers: &mut http::HeaderMap) {
+        headers.remove(&self.header);
+        let ours = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(&self.scheme));
+        if ours {
+            headers.remove(AUTHORIZATION);
+        }
+    }
+
     pub fn challenge(&self, _invalid: bool) -> String {
         format!("{} realm=\"portcullis\"", self.scheme)
     }

@@ -159,7 +159,8 @@ pub fn cert_thumbprint(conn: &ConnInfo) -> Option<String> {
 
 /// A compiled authentication method.
 pub enum Method {
-    ApiKey(api_key::ApiKeyAuth),
+    // Boxed: the HMAC key state is large and the enum is matched per request.
+    ApiKey(Box<api_key::ApiKeyAuth>),
     Jwt(jwt::JwtAuth),
     Introspection(introspection::IntrospectionAuth),
     Mtls(mtls::MtlsAuth),
@@ -177,7 +178,7 @@ impl Method {
             ));
         }
         if let Some(m) = &c.api_key {
-            return api_key::ApiKeyAuth::new(name, m).map(Method::ApiKey);
+            return api_key::ApiKeyAuth::new(name, m).map(|a| Method::ApiKey(Box::new(a)));
         }
         if let Some(m) = &c.jwt {
             return jwt::JwtAuth::new(name, m).map(Method::Jwt);
@@ -307,6 +308,21 @@ impl Authn {
             Mode::AnyOf(m) if m.len() == 1 => m[0].0.clone(),
             Mode::AnyOf(m) => format!("any_of({})", m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")),
             Mode::AllOf(m) => format!("all_of({})", m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")),
+        }
+    }
+
+    /// Removes the API keys this route accepts from the headers going upstream: a key is the caller's
+    /// secret for the gateway, and would otherwise end up in the upstream's logs. Bearer tokens are kept
+    /// (upstreams commonly re-check or forward them).
+    pub fn strip_credentials(&self, headers: &mut http::HeaderMap) {
+        let methods = match &self.mode {
+            Mode::None => return,
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        for (_, m) in methods {
+            if let Method::ApiKey(k) = &**m {
+                k.strip(headers);
+            }
         }
     }
 
