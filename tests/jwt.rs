@@ -577,3 +577,120 @@ fn config_errors_are_reported() {
         assert!(!format!("{out}{err}").contains(SECRET));
     }
 }
+
+/// Runs `openssl` in `dir`; panics with its output on failure.
+fn openssl(dir: &TempDir, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(&dir.0).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and two client certificates (`a`, `b`) in `dir`.
+fn certificates(dir: &TempDir) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        dir,
+        &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca"]]
+            .concat(),
+    );
+    dir.write("server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+    dir.write("client.ext", "extendedKeyUsage=clientAuth\n");
+    for (name, ext) in [("server", "server.ext"), ("a", "client.ext"), ("b", "client.ext")] {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+}
+
+/// RFC 8705 thumbprint of a PEM certificate: base64url(SHA-256(DER)).
+fn thumbprint(pem_path: &std::path::Path) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(pem_path).unwrap();
+    b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref()).as_ref())
+}
+
+#[test]
+fn certificate_bound_tokens_need_their_certificate() {
+    let dir = TempDir::new();
+    certificates(&dir);
+    let rsa = Signer::rsa("rsa-1");
+    let keys = dir.write("jwks.json", &jwks(&[&rsa]).to_string());
+    let up = Upstream::start("app");
+    let p = |n: &str| path_str(&dir.path(n));
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - cert: {}
+          key: {}
+      client_auth:
+        ca: {}
+        mode: optional
+upstreams:
+  app:
+    targets:
+      - address: {}
+authenticators:
+  sso:
+    jwt:
+      issuer: {ISSUER}
+      audiences: [orders-api]
+      algorithms: [RS256]
+      jwks_file: {}
+routes:
+  - name: app
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: sso
+logging:
+  level: info
+"#,
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem"),
+        up.addr,
+        path_str(&keys)
+    );
+    let gw = Gateway::start(&yaml);
+    let url = format!("https://127.0.0.1:{}/orders", gw.addr("main").port());
+    let bound = rsa.token(&with(claims(), "cnf", json!({"x5t#S256": thumbprint(&dir.path("a.pem"))})));
+    let call = |cert: Option<&str>, token: &str| {
+        let auth = format!("Authorization: Bearer {token}");
+        let mut args: Vec<&str> = Vec::new();
+        let ca = p("ca.pem");
+        let (cert_path, key_path) = cert.map(|c| (p(&format!("{c}.pem")), p(&format!("{c}.key")))).unzip();
+        args.extend([url.as_str(), "--cacert", ca.as_str(), "-H", auth.as_str()]);
+        if let (Some(c), Some(k)) = (&cert_path, &key_path) {
+            args.extend(["--cert", c.as_str(), "--key", k.as_str()]);
+        }
+        curl(&args)
+    };
+    let (code, h, b) = call(Some("a"), &bound);
+    assert_eq!(code, 200, "{h}{b}");
+    assert_eq!(call(Some("a"), &bound).0, 200, "cached, same certificate");
+    assert_refused(&call(Some("b"), &bound), "cached token, another certificate", true);
+    assert_refused(&call(None, &bound), "no certificate", true);
+    assert_eq!(call(Some("b"), &rsa.token(&claims())).0, 200, "an unbound token with any certificate");
+    assert_eq!(up.hits(), 3);
+}
