@@ -311,42 +311,4 @@ pub fn form_encode(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let u = Url::parse("https://idp.example.com/realms/a/protocol?x=1").unwrap();
-        assert!(u.https);
-        assert_eq!((u.host.as_str(), u.port), ("idp.example.com", 443));
-        assert_eq!(u.path(), "/realms/a/protocol");
-        assert_eq!(u.redacted(), "https://idp.example.com/realms/a/protocol");
-        let l = Url::parse("http://127.0.0.1:8080/jwks").unwrap();
-        assert_eq!((l.host.as_str(), l.port, l.https), ("127.0.0.1", 8080, false));
-        assert!(Url::parse("http://[::1]:9/x").is_ok());
-        assert!(Url::parse("http://idp.example.com/jwks").is_err(), "clear text off loopback");
-        assert!(Url::parse("https://user:pw@idp.example.com/").is_err());
-        assert!(Url::parse("ftp://idp.example.com/").is_err());
-        assert!(Url::parse("/relative").is_err());
-        assert_eq!(l.with_path("/.well-known/openid-configuration").path(), "/.well-known/openid-configuration");
-    }
-
-    #[test]
-    fn cache_control() {
-        let resp = |v: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
-            Response { status: StatusCode::OK, headers, body: Bytes::new() }
-        };
-        assert_eq!(resp("public, max-age=300").max_age(), Some(Duration::from_secs(300)));
-        assert_eq!(resp("max-age=300, s-maxage=60").max_age(), Some(Duration::from_secs(60)));
-        assert_eq!(resp("no-store").max_age(), Some(Duration::ZERO));
-        assert_eq!(resp("public").max_age(), None);
-    }
-
-    #[test]
-    fn form_encoding() {
-        assert_eq!(form_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(form_encode("abc-._*"), "abc-._*");
-    }
-}
+mod tests;

@@ -104,6 +104,7 @@ struct Inner {
     form_credentials: String,
     ttl: i64,
     negative_ttl: i64,
+    timeout: std::time::Duration,
     /// `None` caches an inactive token.
     cache: TokenCache<Option<Verified>>,
     permits: tokio::sync::Semaphore,
@@ -151,6 +152,7 @@ impl IntrospectionAuth {
                 form_credentials,
                 ttl: c.cache_ttl.0.as_secs() as i64,
                 negative_ttl: c.negative_cache_ttl.0.as_secs() as i64,
+                timeout: c.timeout.0,
                 cache: TokenCache::new(c.cache_size),
                 permits: tokio::sync::Semaphore::new(c.max_concurrent),
                 audiences: c.audiences.clone(),
@@ -206,7 +208,11 @@ impl Inner {
 
     /// Asks the endpoint. `Ok(None)`: the token is not active (or not acceptable to us).
     async fn introspect(&self, token: &str, now: i64) -> Result<Option<(Verified, i64)>, &'static str> {
-        let Ok(_permit) = self.permits.acquire().await else { return Err("introspection_unavailable") };
+        // Waiting for a free slot counts against the same bound as the call itself.
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.permits.acquire()).await else {
+            tracing::warn!(authenticator = self.name.as_str(), "token introspection: too many calls in flight");
+            return Err("introspection_unavailable");
+        };
         let mut headers = HeaderMap::new();
         if let Some(a) = &self.authorization {
             headers.insert(AUTHORIZATION, a.clone());
