@@ -633,6 +633,10 @@ fn certificate_bound_tokens_need_their_certificate() {
     certificates(&dir);
     let rsa = Signer::rsa("rsa-1");
     let keys = dir.write("jwks.json", &jwks(&[&rsa]).to_string());
+    // An introspection endpoint whose answers are bound to certificate `a` too.
+    let answer = json!({"active": true, "client_id": "svc", "exp": now() + 600,
+                        "cnf": {"x5t#S256": thumbprint(&dir.path("a.pem"))}});
+    let introspection = KeyServer::start(answer);
     let up = Upstream::start("app");
     let p = |n: &str| path_str(&dir.path(n));
     let yaml = format!(
@@ -657,7 +661,17 @@ authenticators:
       audiences: [orders-api]
       algorithms: [RS256]
       jwks_file: {}
+  opaque:
+    introspection:
+      endpoint: http://{}/introspect
+      client_id: gateway
+      client_secret: gateway-secret
 routes:
+  - name: opaque
+    match:
+      path: {{ prefix: /opaque }}
+    upstream: app
+    auth: opaque
   - name: app
     match:
       path: {{ prefix: / }}
@@ -670,27 +684,35 @@ logging:
         p("server.key"),
         p("ca.pem"),
         up.addr,
-        path_str(&keys)
+        path_str(&keys),
+        introspection.addr
     );
     let gw = Gateway::start(&yaml);
     let url = format!("https://127.0.0.1:{}/orders", gw.addr("main").port());
     let bound = rsa.token(&with(claims(), "cnf", json!({"x5t#S256": thumbprint(&dir.path("a.pem"))})));
-    let call = |cert: Option<&str>, token: &str| {
+    let opaque_url = format!("https://127.0.0.1:{}/opaque/1", gw.addr("main").port());
+    let call_at = |url: &str, cert: Option<&str>, token: &str| {
         let auth = format!("Authorization: Bearer {token}");
         let mut args: Vec<&str> = Vec::new();
         let ca = p("ca.pem");
         let (cert_path, key_path) = cert.map(|c| (p(&format!("{c}.pem")), p(&format!("{c}.key")))).unzip();
-        args.extend([url.as_str(), "--cacert", ca.as_str(), "-H", auth.as_str()]);
+        args.extend([url, "--cacert", ca.as_str(), "-H", auth.as_str()]);
         if let (Some(c), Some(k)) = (&cert_path, &key_path) {
             args.extend(["--cert", c.as_str(), "--key", k.as_str()]);
         }
         curl(&args)
     };
+    let call = |cert: Option<&str>, token: &str| call_at(&url, cert, token);
     let (code, h, b) = call(Some("a"), &bound);
     assert_eq!(code, 200, "{h}{b}");
     assert_eq!(call(Some("a"), &bound).0, 200, "cached, same certificate");
     assert_refused(&call(Some("b"), &bound), "cached token, another certificate", true);
     assert_refused(&call(None, &bound), "no certificate", true);
     assert_eq!(call(Some("b"), &rsa.token(&claims())).0, 200, "an unbound token with any certificate");
-    assert_eq!(up.hits(), 3);
+    // The same binding for an introspected opaque token, cached after the first answer.
+    assert_eq!(call_at(&opaque_url, Some("a"), "opaque-token-0123").0, 200);
+    assert_refused(&call_at(&opaque_url, Some("b"), "opaque-token-0123"), "introspected, another certificate", true);
+    assert_refused(&call_at(&opaque_url, None, "opaque-token-0123"), "introspected, no certificate", true);
+    assert_eq!(introspection.hits(), 1, "one introspection call, then the cache");
+    assert_eq!(up.hits(), 4);
 }
