@@ -716,3 +716,57 @@ logging:
     assert_eq!(introspection.hits(), 1, "one introspection call, then the cache");
     assert_eq!(up.hits(), 4);
 }
+
+#[test]
+fn discovery_document_must_name_our_issuer() {
+    let rsa = Signer::rsa("rsa-1");
+    // One document served at every path: discovery (issuer, jwks_uri) and key set (keys) at once.
+    let server = KeyServer::start(json!({}));
+    let issuer = format!("http://{}/realms/main", server.addr);
+    let doc = |iss: &str| {
+        json!({"issuer": iss, "jwks_uri": format!("http://{}/realms/main/jwks", server.addr), "keys": [rsa.jwk()]})
+            .to_string()
+    };
+    server.set(200, &doc("https://evil.test/realms/main"));
+    let up = Upstream::start("app");
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {}
+authenticators:
+  sso:
+    jwt:
+      issuer: {issuer}
+      audiences: [orders-api]
+      algorithms: [RS256]
+      discovery: true
+      unknown_kid_refresh_interval: 1s
+routes:
+  - name: app
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: sso
+logging:
+  level: info
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let token = rsa.token(&with(claims(), "iss", json!(issuer)));
+    assert_refused(&get(&gw, "/orders", &token), "discovery names another issuer", true);
+    assert!(gw.wait_log("is not `", Duration::from_secs(5)), "the mismatch is logged");
+    server.set(200, &doc(&issuer));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&gw, "/orders", &token).0 != 200 {
+        assert!(Instant::now() < deadline, "keys never fetched after discovery was fixed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|p| p == "/realms/main/.well-known/openid-configuration"), "{seen:?}");
+    assert!(seen.iter().any(|p| p == "/realms/main/jwks"), "{seen:?}");
+}
