@@ -293,6 +293,10 @@ fn valid_tokens_of_every_key_type_pass() {
         let (code, h, b) = get(&s.gw, "/orders", &signer.token(&claims()));
         assert_eq!(code, 200, "{}: {h}{b}", signer.alg());
     }
+    let seen = s.up.last().unwrap();
+    assert_eq!(seen.header("x-portcullis-principal"), Some("alice"));
+    assert_eq!(seen.header("x-portcullis-roles"), Some("reader"));
+    assert_eq!(seen.header("x-portcullis-scopes"), Some("orders:read"));
     let ps = s.rsa.token_with(json!({"alg": "PS256"}), &claims());
     assert_eq!(get(&s.gw, "/orders", &ps).0, 200, "PS256 with the same RSA key");
     assert_eq!(s.up.hits(), 4);

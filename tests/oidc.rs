@@ -188,6 +188,7 @@ authenticators:
       negative_cache_ttl: 1s
       issuer: {issuer}
       audiences: [opaque-api]
+      roles_claim: realm_access.roles
   opaque-post:
     introspection:
       endpoint: {issuer}/token/introspection
@@ -265,6 +266,12 @@ fn provider_tokens_pass_with_discovery_and_jwks_uri() {
     let token = s.idp.jwt();
     assert_eq!(token.matches('.').count(), 2, "a JWT access token");
     assert_eq!(status(&s.gw, "/jwt/orders", &token), 200);
+    // The principal the upstream is told about: the provider's claims, mapped.
+    let seen = s.up.last().unwrap();
+    assert_eq!(seen.header("x-portcullis-principal"), Some("app"), "sub of a client credentials token");
+    assert_eq!(seen.header("x-portcullis-auth-method"), Some("jwt"));
+    assert_eq!(seen.header("x-portcullis-roles"), Some("reader,auditor"), "from realm_access.roles");
+    assert_eq!(seen.header("x-portcullis-scopes"), Some("orders:read"));
     assert_eq!(status(&s.gw, "/uri/orders", &token), 200);
     assert_eq!(status(&s.gw, "/either/orders", &token), 200);
     assert_eq!(s.up.hits(), 3);
@@ -345,6 +352,11 @@ fn introspection_of_active_revoked_and_unknown_tokens() {
     let active = s.idp.opaque();
     assert!(!active.contains('.'), "an opaque token");
     assert_eq!(status(&s.gw, "/opaque/a", &active), 200, "active (client auth: basic)");
+    let seen = s.up.last().unwrap();
+    assert_eq!(seen.header("x-portcullis-principal"), Some("app"), "client_id: no sub in the answer");
+    assert_eq!(seen.header("x-portcullis-auth-method"), Some("introspection"));
+    assert_eq!(seen.header("x-portcullis-roles"), Some("reader,auditor"));
+    assert_eq!(seen.header("x-portcullis-scopes"), Some("orders:read"));
     assert_eq!(status(&s.gw, "/post/a", &active), 200, "active (client auth: post)");
     assert_eq!(status(&s.gw, "/either/a", &active), 200, "any_of: the JWT method passes an opaque token on");
     // Cached: a second request within cache_ttl does not ask the provider again.
