@@ -30,7 +30,26 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
+/// True when a configured path is really text: PEM (or other key material) pasted where a file path
+/// belongs. Such a value is never echoed in messages, since it may be a private key.
+fn holds_text(path: &str) -> bool {
+    let base64ish = path.len() >= 64
+        && !path.contains('.')
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    path.contains("-----") || path.contains('\n') || path.contains('\r') || path.len() > 4096 || base64ish
+}
+
+fn check_path(path: &str, what: &str) -> Result<(), String> {
+    if holds_text(path) {
+        return Err(format!(
+            "the {what} setting holds text, not a file path (its value is not shown); put the PEM in a file and give its path"
+        ));
+    }
+    Ok(())
+}
+
 pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    check_path(path, "certificate")?;
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read certificates from `{path}`: {e}"))?
         .collect::<Result<Vec<_>, _>>()
@@ -41,16 +60,30 @@ pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// True when the file holds a password-protected key (PKCS#8 `ENCRYPTED PRIVATE KEY`, or the legacy
+/// OpenSSL `Proc-Type: 4,ENCRYPTED` header), which rustls cannot use.
+fn encrypted_key(path: &str) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| {
+        let text = String::from_utf8_lossy(&bytes);
+        text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED")
+    })
+}
+
 pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    // Never include key material in the message.
+    // Never include key material in the message: not the file's content, nor a key pasted as the path.
+    check_path(path, "private key")?;
     PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => format!("no private key (PKCS#8, RSA or EC) found in `{path}`"),
         rustls_pki_types::pem::Error::Io(io) => format!("cannot read private key `{path}`: {}", io.kind()),
+        _ if encrypted_key(path) => {
+            format!("the private key in `{path}` is encrypted; give an unencrypted key (readable only by the gateway)")
+        }
+        rustls_pki_types::pem::Error::NoItemsFound => format!("no private key (PKCS#8, RSA or EC) found in `{path}`"),
         _ => format!("bad PEM private key in `{path}`"),
     })
 }
 
 pub fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
+    check_path(path, "CA")?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|e| format!("bad CA certificate in `{path}`: {e}"))?;

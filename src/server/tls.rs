@@ -10,27 +10,34 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Chooses the first certificate valid for the client's SNI name; the first certificate otherwise.
+/// Chooses a certificate for the client's SNI name: among the certificates valid for the name (all of
+/// them when none is, or without SNI), the first one whose key can sign with a scheme the client
+/// offers, else the first. So one name can have an ECDSA and an RSA certificate, in any order, and a
+/// client that only does RSA (a TLS 1.2 client offering only ECDHE-RSA suites) still gets the RSA one.
 #[derive(Debug)]
 struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
 }
 
+fn valid_for(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .is_some_and(|ee| ee.verify_is_valid_for_subject_name(name).is_ok())
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = hello.server_name().and_then(|n| ServerName::try_from(n).ok()) {
-            for key in &self.keys {
-                let valid = key
-                    .end_entity_cert()
-                    .ok()
-                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
-                    .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok());
-                if valid {
-                    return Some(key.clone());
-                }
-            }
+        let mut candidates: Vec<&Arc<CertifiedKey>> =
+            match hello.server_name().and_then(|n| ServerName::try_from(n).ok()) {
+                Some(name) => self.keys.iter().filter(|k| valid_for(k, &name)).collect(),
+                None => Vec::new(),
+            };
+        if candidates.is_empty() {
+            candidates = self.keys.iter().collect();
         }
-        self.keys.first().cloned()
+        let schemes = hello.signature_schemes();
+        candidates.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(candidates.first()).map(|k| (*k).clone())
     }
 }
 
