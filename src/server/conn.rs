@@ -1,5 +1,7 @@
-//! Per-connection guards: connection limits (overall and per client IP) and the idle watchdog.
+//! Per-connection guards: connection limits (overall and per client IP), the idle watchdog, and the raw
+//! request-head scanner in front of hyper's HTTP/1 parser.
 
+use crate::validate::head::HeadScanner;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -127,6 +129,65 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.activity.touched.store(true, Ordering::Relaxed);
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Shows every byte read from an HTTP/1 connection to a [`HeadScanner`] before hyper parses it; the
+/// server takes one verdict per request from [`ScannedIo::verdicts`].
+pub struct ScannedIo<T> {
+    inner: T,
+    scanner: Arc<Mutex<HeadScanner>>,
+}
+
+impl<T> ScannedIo<T> {
+    /// `scan`: false for connections that speak HTTP/2 only.
+    pub fn new(inner: T, scan: bool) -> Self {
+        let scanner = if scan { HeadScanner::new() } else { HeadScanner::disabled() };
+        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)) }
+    }
+
+    pub fn verdicts(&self) -> Arc<Mutex<HeadScanner>> {
+        self.scanner.clone()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ScannedIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let mut scanner = self.scanner.lock().unwrap_or_else(|e| e.into_inner());
+            if !scanner.is_off() {
+                scanner.feed(&buf.filled()[before..]);
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

@@ -7,7 +7,10 @@ pub mod reload;
 pub mod tls;
 
 use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
-use conn::{Activity, ConnLimits, TrackedIo};
+use crate::validate::head::RawHeadProblem;
+use conn::{Activity, ConnLimits, ScannedIo, TrackedIo};
+use http::header::{HeaderValue, CONNECTION};
+use http::{StatusCode, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -190,6 +193,18 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
     }
 }
 
+/// After these refusals the rest of the connection cannot be trusted (its framing was ambiguous, or a
+/// body was left unread): the response closes it, so no bytes after it are read as a next request.
+fn closes_connection(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    )
+}
+
 async fn serve_http<I>(
     io: I,
     info: ConnInfo,
@@ -228,14 +243,27 @@ async fn serve_http<I>(
     };
     let info = Arc::new(info);
     let act = activity.clone();
-    let service = service_fn(move |req| {
+    let io = ScannedIo::new(io, proto != Protocol::Http2);
+    let heads = io.verdicts();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         let info = info.clone();
         let act = act.clone();
+        let http1 = req.version() < Version::HTTP_2;
+        if http1 {
+            // One verdict per HTTP/1 request, in order: hyper parses heads in the order they were read.
+            let verdict = heads.lock().unwrap_or_else(|e| e.into_inner()).next_verdict();
+            if let Some(Some(reason)) = verdict {
+                req.extensions_mut().insert(RawHeadProblem(reason));
+            }
+        }
         async move {
             act.in_flight.fetch_add(1, Ordering::Relaxed);
-            let resp = pipeline::handle(&shared, &info, req).await;
+            let mut resp = pipeline::handle(&shared, &info, req).await;
             act.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if http1 && closes_connection(resp.status()) {
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(resp)
         }
     });

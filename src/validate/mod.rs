@@ -1,9 +1,13 @@
 //! Request validation that needs no route: URL and header size limits, and the framing checks against
 //! request smuggling. hyper's parser already refuses most malformed messages (obsolete line folding,
 //! bad chunk sizes, conflicting lengths) with a bare 400 before we see them; these checks are the
-//! gateway's own, stricter rule on top, so nothing ambiguous is ever forwarded.
+//! gateway's own, stricter rule on top, so nothing ambiguous is ever forwarded. What hyper accepts but
+//! normalises away before we could see it (a duplicate `Content-Length`, one next to
+//! `Transfer-Encoding`, bare LF line ends) is found in the raw bytes by [`head`] and arrives here as a
+//! [`head::RawHeadProblem`] on the request.
 
 pub mod body;
+pub mod head;
 pub mod path;
 
 use crate::respond::problem::Reject;
@@ -38,8 +42,12 @@ pub fn check_sizes(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
 }
 
 /// Message framing must be unambiguous: one well-formed `Content-Length`, or `Transfer-Encoding: chunked`
-/// alone (HTTP/1.1), never both, never another coding, and one `Host`.
+/// alone (HTTP/1.1), never both, never another coding; and the target host too: one well-formed `Host`
+/// (required in HTTP/1.1), agreeing with the authority of the request target when that has one.
 pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
+    if let Some(head::RawHeadProblem(reason)) = parts.extensions.get::<head::RawHeadProblem>() {
+        return Err(Reject::AmbiguousFraming(reason));
+    }
     let h = &parts.headers;
     let mut lengths = h.get_all(CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
@@ -64,10 +72,60 @@ pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
         }
     }
     let mut hosts = h.get_all(HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
+    let host = hosts.next();
+    if hosts.next().is_some() {
         return Err(Reject::BadRequest("several host headers"));
     }
-    Ok(())
+    check_host(parts, host.map(http::HeaderValue::as_bytes))
+}
+
+/// RFC 9112 3.2: an HTTP/1.1 request without `Host`, or with an invalid one, is a 400. When the target
+/// carries an authority too (absolute form, HTTP/2 `:authority`), routing uses the authority while the
+/// upstream would see `Host`: if they differ, which host was meant is ambiguous, so the request is refused.
+fn check_host(parts: &Parts, host: Option<&[u8]>) -> Result<(), Reject> {
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    if let Some(a) = authority {
+        if !valid_authority(a) {
+            return Err(Reject::BadRequest("invalid authority in the request target"));
+        }
+    }
+    match (host, authority) {
+        (Some(h), _) if !valid_authority(h) => Err(Reject::BadRequest("invalid host header")),
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            Err(Reject::BadRequest("host header disagrees with the request target"))
+        }
+        (None, None) if parts.version == Version::HTTP_11 => Err(Reject::BadRequest("missing host header")),
+        _ => Ok(()),
+    }
+}
+
+/// `host[:port]` with a DNS-style name, an IPv4 address or a bracketed IPv6 address; no userinfo, no
+/// path, no empty host.
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (name, rest) = match v.strip_prefix(b"[") {
+        Some(r) => {
+            let Some(end) = r.iter().position(|&b| b == b']') else { return false };
+            let inner = &r[..end];
+            if inner.is_empty() || !inner.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')) {
+                return false;
+            }
+            (None, &r[end + 1..])
+        }
+        None => {
+            let i = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            (Some(&v[..i]), &v[i..])
+        }
+    };
+    if let Some(n) = name {
+        if n.is_empty() || !n.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+            return false;
+        }
+    }
+    match rest {
+        [] => true,
+        [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
 }
 
 /// The declared body length, if any (already validated by [`check_framing`]).
@@ -80,8 +138,12 @@ mod tests {
     use super::*;
     use http::Request;
 
+    /// An HTTP/1.1 request with these headers (and `Host: a` unless one is given).
     fn parts(headers: &[(&str, &str)]) -> Parts {
         let mut b = Request::builder().uri("/x").version(Version::HTTP_11);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("host", "a");
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -98,6 +160,41 @@ mod tests {
         assert!(check_framing(&parts(&[("transfer-encoding", "gzip, chunked")])).is_err());
         assert!(check_framing(&parts(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")])).is_err());
         assert!(check_framing(&parts(&[("host", "a"), ("host", "b")])).is_err());
+    }
+
+    #[test]
+    fn host() {
+        for good in ["a", "a.example:8080", "127.0.0.1", "[::1]:443", "xn--bcher-kva.example", "a_b.internal", "a:"] {
+            assert!(check_framing(&parts(&[("host", good)])).is_ok(), "{good}");
+        }
+        for bad in ["", "a/b", "user@a", "a:b", "a:123456", "[::1", "[]", "a b", "a:1:2", "[::1]x"] {
+            assert!(check_framing(&parts(&[("host", bad)])).is_err(), "{bad}");
+        }
+        // Required in HTTP/1.1, not in HTTP/1.0.
+        let no_host = Request::builder().uri("/x").version(Version::HTTP_11).body(()).unwrap().into_parts().0;
+        assert_eq!(check_framing(&no_host), Err(Reject::BadRequest("missing host header")));
+        let old = Request::builder().uri("/x").version(Version::HTTP_10).body(()).unwrap().into_parts().0;
+        assert!(check_framing(&old).is_ok());
+        // An absolute-form target needs no Host, but one that is there must agree.
+        let abs = |host: Option<&str>| {
+            let mut b = Request::builder().uri("http://a.example/x").version(Version::HTTP_11);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            check_framing(&b.body(()).unwrap().into_parts().0)
+        };
+        assert!(abs(None).is_ok());
+        assert!(abs(Some("A.example")).is_ok());
+        assert!(abs(Some("b.example")).is_err());
+        let userinfo = Request::builder().uri("http://u@a.example/x").body(()).unwrap().into_parts().0;
+        assert!(check_framing(&userinfo).is_err());
+    }
+
+    #[test]
+    fn raw_head_problems_are_refused() {
+        let mut p = parts(&[("host", "a")]);
+        p.extensions.insert(head::RawHeadProblem("bare LF"));
+        assert_eq!(check_framing(&p), Err(Reject::AmbiguousFraming("bare LF")));
     }
 
     #[test]
