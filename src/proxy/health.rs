@@ -24,14 +24,14 @@ pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {
                     bad_streak[i] = 0;
                     if !target.is_healthy() && ok_streak[i] >= check.healthy_threshold {
                         target.set_healthy(true);
-                        tracing::info!(upstream = &*up.name, target = %target.address, "upstream target healthy");
+                        tracing::info!(upstream = &*up.name, address = %target.address, "upstream target healthy");
                     }
                 } else {
                     bad_streak[i] += 1;
                     ok_streak[i] = 0;
                     if target.is_healthy() && bad_streak[i] >= check.unhealthy_threshold {
                         target.set_healthy(false);
-                        tracing::warn!(upstream = &*up.name, target = %target.address, "upstream target unhealthy");
+                        tracing::warn!(upstream = &*up.name, address = %target.address, "upstream target unhealthy");
                     }
                 }
             }

@@ -11,7 +11,7 @@ pub mod health;
 pub mod upstream;
 
 use crate::respond::problem::Reject;
-use crate::validate::body::{is_too_large, LimitedBody};
+use crate::validate::body::{is_client_body_error, is_too_large, LimitedBody};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -50,7 +50,7 @@ async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Connect
                     }
                 };
                 let stream = tls.connector.connect(name, tcp).await.map_err(|e| {
-                    tracing::warn!(upstream = &*upstream.name, target = %target.address, error = %e, "upstream TLS handshake failed");
+                    tracing::warn!(upstream = &*upstream.name, address = %target.address, error = %e, "upstream TLS handshake failed");
                     ConnectError::Failed
                 })?;
                 Box::new(stream)
@@ -82,8 +82,13 @@ pub async fn forward(
     let mut exclude = None;
     let mut attempts = 0;
     let mut stale = 0;
+    // When a retry finds no other target, the client hears why the last attempt failed (502/504), not
+    // that the pool is empty (503): the target that failed is still in rotation.
+    let mut failed: Option<Reject> = None;
     loop {
-        let idx = upstream.pick(exclude).ok_or(Reject::NoHealthyUpstream)?;
+        let Some(idx) = upstream.pick(exclude) else {
+            return Err(failed.unwrap_or(Reject::NoHealthyUpstream));
+        };
         let target = &upstream.targets[idx];
         let outstanding = Outstanding::new(target.clone());
         let pooled = target.checkout(upstream.pool_idle_timeout);
@@ -97,16 +102,18 @@ pub async fn forward(
                 }
                 Err(e) => {
                     target.connect_failed(&upstream.passive);
-                    tracing::warn!(upstream = &*upstream.name, target = %target.address, error = ?e, "upstream connect failed");
+                    tracing::warn!(upstream = &*upstream.name, address = %target.address, error = ?e, "upstream connect failed");
+                    let reject = match e {
+                        ConnectError::Timeout => Reject::GatewayTimeout("upstream connect timeout"),
+                        ConnectError::Failed => Reject::BadGateway("upstream connect failed"),
+                    };
                     if retry_ok && attempts < upstream.retries {
                         attempts += 1;
                         exclude = Some(idx);
+                        failed = Some(reject);
                         continue;
                     }
-                    return Err(match e {
-                        ConnectError::Timeout => Reject::GatewayTimeout("upstream connect timeout"),
-                        ConnectError::Failed => Reject::BadGateway("upstream connect failed"),
-                    });
+                    return Err(reject);
                 }
             },
         };
@@ -139,7 +146,13 @@ pub async fn forward(
                 if is_too_large(&e) {
                     return Err(Reject::PayloadTooLarge);
                 }
-                tracing::warn!(upstream = &*upstream.name, target = %target.address, error = %e, "upstream request failed");
+                if is_client_body_error(&e) {
+                    // The client's body was malformed (bad chunk framing) or cut off: its fault, not the
+                    // upstream's.
+                    tracing::debug!(upstream = &*upstream.name, error = %e, "request body failed while forwarding");
+                    return Err(Reject::BadRequest("malformed or incomplete request body"));
+                }
+                tracing::warn!(upstream = &*upstream.name, address = %target.address, error = %e, "upstream request failed");
                 return Err(Reject::BadGateway("upstream request failed"));
             }
         }

@@ -104,7 +104,7 @@ impl Target {
         if n >= passive.consecutive_failures {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             self.ejected_until_ms.store(now_ms() + passive.ejection_time.0.as_millis() as u64, Ordering::Relaxed);
-            tracing::warn!(target = %self.address, "upstream target ejected after consecutive connection failures");
+            tracing::warn!(address = %self.address, "upstream target ejected after consecutive connection failures");
         }
     }
 

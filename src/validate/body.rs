@@ -37,6 +37,23 @@ impl LimitedBody {
     }
 }
 
+/// Reading the client's body failed (malformed chunked framing, or the client went away mid-body).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body failed: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+/// True if `err` (from the upstream client) was caused by reading the client's body.
+pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// True if `err` (from the upstream client) was caused by the body limit.
 pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
@@ -74,7 +91,7 @@ impl Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
