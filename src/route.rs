@@ -7,6 +7,10 @@
 //! segments first) > prefix (longer first); then a route listing methods > one accepting any; then file
 //! order. A path that matches but with the wrong method gives 405 with the allowed methods.
 //!
+//! A route that lists no methods accepts the [`STANDARD_METHODS`] only. `TRACE` (it reflects the request,
+//! credentials included), `CONNECT` (a tunnel, never proxied) and extension methods reach an upstream
+//! only through a route that names them.
+//!
 //! Matching sees the path after [`crate::validate::path::normalize`], so encoded and dot-segment
 //! variants of a path cannot reach a less protected route.
 
@@ -39,6 +43,28 @@ pub struct Matcher {
     pub path: PathPattern,
     /// Empty: any method.
     pub methods: Vec<Method>,
+}
+
+/// What a route without a `methods` list accepts.
+pub const STANDARD_METHODS: [Method; 7] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS];
+
+impl Matcher {
+    fn accepts(&self, method: &Method) -> bool {
+        if self.methods.is_empty() {
+            STANDARD_METHODS.contains(method)
+        } else {
+            self.methods.contains(method)
+        }
+    }
+
+    fn allowed(&self) -> &[Method] {
+        if self.methods.is_empty() {
+            &STANDARD_METHODS
+        } else {
+            &self.methods
+        }
+    }
 }
 
 /// Path parameters captured by a template, percent-decoded.
@@ -214,10 +240,10 @@ impl<T> RouteTable<T> {
             if !m.path.matches(path, &mut params) {
                 continue;
             }
-            if m.methods.is_empty() || m.methods.contains(method) {
+            if m.accepts(method) {
                 best = Some((host_rank, i, std::mem::take(&mut params)));
             } else {
-                for am in &m.methods {
+                for am in m.allowed() {
                     if !allow.contains(am) {
                         allow.push(am.clone());
                     }
@@ -295,6 +321,22 @@ mod tests {
             _ => panic!("expected 405"),
         }
         assert_eq!(name(t.find(Some("h.example"), "/p", &Method::GET)), "h");
+    }
+
+    #[test]
+    fn routes_without_methods_accept_standard_methods_only() {
+        let t = RouteTable::new(vec![(m(&[], PathPattern::prefix("/").unwrap(), &[]), "any")]);
+        for method in STANDARD_METHODS {
+            assert_eq!(name(t.find(None, "/x", &method)), "any");
+        }
+        for method in [Method::TRACE, Method::CONNECT, Method::from_bytes(b"PROPFIND").unwrap()] {
+            match t.find(None, "/x", &method) {
+                Found::MethodNotAllowed(allow) => assert_eq!(allow, STANDARD_METHODS.to_vec()),
+                _ => panic!("{method} accepted"),
+            }
+        }
+        let listed = RouteTable::new(vec![(m(&[], PathPattern::prefix("/").unwrap(), &[Method::TRACE]), "trace")]);
+        assert_eq!(name(listed.find(None, "/x", &Method::TRACE)), "trace");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Percent-encoded unreserved characters (`%41` → `A`) are decoded, other escapes are kept with
 //! upper-case hex. Refused outright (400): anything that could make the gateway and the upstream
 //! disagree about which resource is meant — dot segments (`.`, `..`, also encoded), encoded `/`, `\`
-//! or NUL, a raw backslash, control characters, malformed escapes, and escapes that decode to invalid
-//! UTF-8.
+//! or NUL, a raw backslash, control characters (raw or encoded), malformed escapes, and escapes that
+//! decode to invalid UTF-8.
 
 use std::borrow::Cow;
 
@@ -57,6 +57,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             let v = h << 4 | l;
             if matches!(v, b'/' | b'\\' | 0) {
                 return Err(PathError::EncodedSeparator);
+            }
+            // Encoded controls are refused like raw ones: `%0D%0A` decoded by an upstream into a log line,
+            // a redirect or a header is an injection.
+            if v < 0x20 || v == 0x7f {
+                return Err(PathError::BadCharacter);
             }
             if v >= 0x80 {
                 decoded_utf8.push(v);
@@ -126,6 +131,9 @@ mod tests {
         assert_eq!(normalize("/a%5cb"), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("/a\\b"), Err(PathError::BadCharacter));
         assert_eq!(normalize("/a%00"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a%0d%0aSet-Cookie:x"), Err(PathError::BadCharacter));
+        assert_eq!(normalize("/a%09b"), Err(PathError::BadCharacter));
+        assert_eq!(normalize("/a%7F"), Err(PathError::BadCharacter));
         assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(normalize("/a%4"), Err(PathError::BadEscape));
         assert_eq!(normalize("/caf%C3"), Err(PathError::InvalidUtf8));
