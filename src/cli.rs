@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// A security-first API gateway.
 #[derive(Parser)]
-#[command(name = "portcullis", version, about)]
+#[command(name = "portcullis", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1123,7 +1123,6 @@ fn upstream_tls_pins_the_configured_ca_and_checks_the_name() {
 /// With the default `retries: 1`, a single target whose handshake fails is excluded for the retry,
 /// no target is left, and the client gets 503 no-healthy-upstream instead of the 502 the failure is.
 #[test]
-#[ignore = "needs fix: src/proxy/mod.rs forward() answers 503 instead of 502 when the only target fails to connect and a retry is allowed"]
 fn upstream_tls_failure_with_retries_is_bad_gateway() {
     let dir = TempDir::new();
     let up_ca = Ca::new(&dir.0, "upstream");
@@ -1446,7 +1445,6 @@ fn certificates_rotate_on_reload() {
 /// `certbot renew --deploy-hook 'kill -HUP ...'` and the like replace only the certificate files and
 /// send SIGHUP; the config file is unchanged.
 #[test]
-#[ignore = "needs fix: src/server/reload.rs skips a SIGHUP reload when the config file is unchanged, so rotated certificate files are never loaded"]
 fn sighup_alone_reloads_rotated_certificates() {
     let (gw, _up, _old, new, _stray, live) = rotation_gateway();
     assert_eq!(subject_of(&gw), "CN = old.rot.test");

@@ -389,11 +389,19 @@ impl Authn {
             Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
         };
-        let challenge = methods
-            .iter()
-            .map(|(_, m)| m.challenge(invalid && std::ptr::eq(&**m, method)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut challenges: Vec<String> = Vec::with_capacity(methods.len());
+        for (_, m) in methods {
+            let c = m.challenge(invalid && std::ptr::eq(&**m, method));
+            // Two bearer methods (JWT and introspection) would otherwise repeat the same challenge;
+            // keep the one that carries the error code.
+            let scheme = c.split(' ').next().unwrap_or_default().to_owned();
+            match challenges.iter().position(|x| x.split(' ').next() == Some(scheme.as_str())) {
+                Some(i) if c.len() > challenges[i].len() => challenges[i] = c,
+                Some(_) => {}
+                None => challenges.push(c),
+            }
+        }
+        let challenge = challenges.join(", ");
         Reject::Unauthorized {
             challenge: HeaderValue::try_from(challenge).unwrap_or(HeaderValue::from_static("Bearer")),
         }

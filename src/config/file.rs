@@ -231,7 +231,7 @@ pub struct RouteMatch {
     #[serde(default)]
     pub hosts: Vec<String>,
     pub path: PathMatch,
-    /// Empty means any method.
+    /// Empty means the standard methods (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS).
     #[serde(default)]
     pub methods: Vec<String>,
 }

@@ -39,12 +39,22 @@ pub fn resolve(text: &str) -> Result<String, String> {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        let value = resolve(&raw).map_err(de::Error::custom)?;
-        if value.is_empty() {
-            return Err(de::Error::custom("a secret cannot be empty"));
+        // A visitor, so the error is raised while the parser is at this value (correct line/column).
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a secret: ${env:NAME}, ${file:/path} or a literal")
+            }
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<Secret, E> {
+                let value = resolve(raw).map_err(E::custom)?;
+                if value.is_empty() {
+                    return Err(E::custom("a secret cannot be empty"));
+                }
+                Ok(Secret(value))
+            }
         }
-        Ok(Secret(value))
+        d.deserialize_str(V)
     }
 }
 

@@ -36,25 +36,29 @@ pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
 /// Starts the SIGHUP handler and the file watcher.
 pub fn spawn(shared: Arc<Shared>, path: Option<PathBuf>) {
     let Some(path) = path else { return };
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // `true` = SIGHUP (always reload: certificate files may have changed), `false` = file event.
+    let (tx, mut rx) = mpsc::unbounded_channel::<bool>();
     let sighup_tx = tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received");
-            let _ = sighup_tx.send(());
+            let _ = sighup_tx.send(true);
         }
     });
     let watcher = watch_file(&path, tx);
     tokio::spawn(async move {
         let _watcher = watcher; // kept alive for as long as reloads are handled
         let mut last = std::fs::read(&path).ok();
-        while rx.recv().await.is_some() {
+        while let Some(first) = rx.recv().await {
             tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
+            let mut hup = first;
+            while let Ok(h) = rx.try_recv() {
+                hup |= h;
+            }
             let now = std::fs::read(&path).ok();
-            if now.is_some() && now == last {
+            if !hup && now.is_some() && now == last {
                 tracing::debug!("config file unchanged; reload skipped");
                 continue;
             }
@@ -65,14 +69,14 @@ pub fn spawn(shared: Arc<Shared>, path: Option<PathBuf>) {
     });
 }
 
-fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+fn watch_file(path: &Path, tx: mpsc::UnboundedSender<bool>) -> Option<notify::RecommendedWatcher> {
     // Watch the directory: editors and config managers replace files by renaming over them.
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let name = path.file_name()?.to_owned();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(ev) = event {
             if ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) && !ev.kind.is_access() {
-                let _ = tx.send(());
+                let _ = tx.send(false);
             }
         }
     })
