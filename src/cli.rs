@@ -120,11 +120,19 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
         }
     };
     let _log = crate::observe::init_logging(&runtime.log_level);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime runs every task on the main thread, without the
+    // work-stealing scheduler's cross-thread wake-ups (the accept loop would otherwise sit on a second
+    // thread). Blocking work (SQLite, file reads) still goes to the blocking pool either way.
+    let mut builder = match runtime.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(w) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(w);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(w) = runtime.workers {
-        builder.worker_threads(w);
-    }
     let tokio_rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
