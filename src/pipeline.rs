@@ -24,6 +24,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -226,7 +227,9 @@ async fn run(
     route.authn.authenticate(ex, parts, buffered).await?;
     let mut headers = std::mem::take(&mut parts.headers);
     route.authn.strip_credentials(&mut headers);
-    let upstream_req = upstream_request(rt, ex, parts, headers, &normalized, body, route.max_body_bytes, bytes_in)?;
+    let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
+    let target = upstream_target(parts, &normalized, query.as_deref())?;
+    let upstream_req = upstream_request(rt, ex, parts, headers, target, body, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
@@ -239,6 +242,20 @@ enum Body {
     Buffered(bytes::Bytes),
 }
 
+/// The origin-form target sent upstream: the normalised path and the query (less any API key in it).
+fn upstream_target(
+    parts: &http::request::Parts,
+    normalized: &str,
+    query: Option<&str>,
+) -> Result<PathAndQuery, Reject> {
+    let unchanged = normalized == parts.uri.path() && query == parts.uri.query();
+    match query {
+        _ if unchanged => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        None | Some("") => normalized.parse().map_err(|_| Reject::BadRequest("unparseable path")),
+        Some(q) => format!("{normalized}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target")),
+    }
+}
+
 /// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers.
 #[allow(clippy::too_many_arguments)] // each is one piece of the request being assembled
 fn upstream_request(
@@ -246,18 +263,11 @@ fn upstream_request(
     ex: &Exchange<'_>,
     parts: &http::request::Parts,
     mut headers: http::HeaderMap,
-    normalized: &str,
+    target: PathAndQuery,
     body: Body,
     max_body: u64,
     bytes_in: &Arc<AtomicU64>,
 ) -> Result<Request<LimitedBody>, Reject> {
-    let target: PathAndQuery = match parts.uri.query() {
-        None if normalized == parts.uri.path() => {
-            parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
-        }
-        None => normalized.parse().map_err(|_| Reject::BadRequest("unparseable path"))?,
-        Some(q) => format!("{normalized}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target"))?,
-    };
     headers::strip_hop_by_hop(&mut headers);
     let host = host_of_str(&parts.uri, &headers).to_owned();
     if !headers.contains_key(HOST) {

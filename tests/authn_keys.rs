@@ -257,6 +257,12 @@ fn query_string_keys_only_when_configured() {
     );
     let (_, key) = create(&gw, &[]);
     assert!(eventually(Duration::from_secs(5), 200, || get(&gw, &format!("/data?x=1&api_key={key}"), &[]).0));
+    // The key is the caller's secret for the gateway: the upstream gets the query without it.
+    assert_eq!(up.last().expect("forwarded").path_and_query, "/data?x=1");
+    assert_eq!(get(&gw, &format!("/data?api_key={key}&y=2&api_key=again"), &[]).0, 200);
+    assert_eq!(up.last().expect("forwarded").path_and_query, "/data?y=2");
+    assert_eq!(get(&gw, &format!("/data?api_key={key}"), &[]).0, 200);
+    assert_eq!(up.last().expect("forwarded").path_and_query, "/data");
     let hits = up.hits();
     assert_unauthorized(&get(&gw, "/data?api_key=pcs_nope", &[]), &up, hits);
     assert_unauthorized(&get(&gw, &format!("/data?other_api_key={key}"), &[]), &up, hits);

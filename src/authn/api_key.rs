@@ -296,6 +296,11 @@ impl ApiKeyAuth {
         }
     }
 
+    /// The query parameter this method reads keys from, when one is configured.
+    pub fn query_param(&self) -> Option<&str> {
+        self.query_param.as_deref()
+    }
+
     pub fn challenge(&self, _invalid: bool) -> String {
         format!("{} realm=\"portcullis\"", self.scheme)
     }

@@ -326,6 +326,30 @@ impl Authn {
         }
     }
 
+    /// The query string to send upstream: without the parameters this route reads API keys from (only
+    /// when `query_param` is configured). `None` when there is nothing to remove.
+    pub fn strip_query(&self, query: &str) -> Option<String> {
+        let methods = match &self.mode {
+            Mode::None => return None,
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        let params: Vec<&str> = methods
+            .iter()
+            .filter_map(|(_, m)| match &**m {
+                Method::ApiKey(k) => k.query_param(),
+                _ => None,
+            })
+            .collect();
+        if params.is_empty() {
+            return None;
+        }
+        let is_key = |pair: &str| params.iter().any(|p| pair.split('=').next() == Some(*p));
+        if !query.split('&').any(is_key) {
+            return None;
+        }
+        Some(query.split('&').filter(|pair| !is_key(pair)).collect::<Vec<_>>().join("&"))
+    }
+
     /// True if a method of this route must see the whole request body (signed requests).
     pub fn needs_body(&self) -> bool {
         match &self.mode {
