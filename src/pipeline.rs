@@ -143,7 +143,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         started,
         request_id,
         client_ip,
-        method: parts.method,
+        method: Some(parts.method),
         host: log_host,
         path: log_path,
         status: resp.status().as_u16(),

@@ -58,7 +58,8 @@ fn start(limits: &str) -> (Upstream, Gateway) {
 enum Expect {
     /// The gateway's own problem+json with this status and slug.
     Problem(u16, &'static str),
-    /// hyper's parser refuses it before the gateway sees it: this status, no problem body, connection closed.
+    /// hyper's parser refuses it before any route sees it; the gateway still answers with its own
+    /// problem+json for this status (400 bad-request, 414 uri-too-long, 431 headers-too-large).
     Parser(u16),
 }
 
@@ -72,7 +73,17 @@ fn check(addr: SocketAddr, name: &str, request: &[u8], expect: Expect) -> Option
         Expect::Problem(code, slug) => {
             status != code || ctype != "application/problem+json" || problem_type(body_of(&resp)) != problem(slug)
         }
-        Expect::Parser(code) => status != code || ctype == "application/problem+json",
+        Expect::Parser(code) => {
+            let slug = match code {
+                414 => "uri-too-long",
+                431 => "headers-too-large",
+                _ => "bad-request",
+            };
+            status != code
+                || ctype != "application/problem+json"
+                || problem_type(body_of(&resp)) != problem(slug)
+                || header_of(&resp, "x-request-id").is_none()
+        }
     };
     if wrong || responses != 1 || !closed {
         return Some(format!(
@@ -299,8 +310,15 @@ fn url_far_over_the_limit_is_refused_and_not_forwarded() {
     let huge_url = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
     let (resp, closed) = raw_until_close(gw.addr("main"), huge_url.as_bytes(), T);
     assert!(matches!(status_of(&resp), 414 | 431), "{resp}");
+    assert_eq!(header_of(&resp, "content-type").as_deref(), Some("application/problem+json"), "{resp}");
     assert!(closed);
     assert_eq!(up.hits(), 0);
+    // Logged and counted like every other refusal, under the id the client was given.
+    let id = header_of(&resp, "x-request-id").expect("request id");
+    let lines = gw.wait_access_log(1, Duration::from_secs(5));
+    let line = lines.iter().find(|l| l["request_id"] == id.as_str()).expect("access log line");
+    assert_eq!(line["status"].as_u64(), Some(u64::from(status_of(&resp))));
+    assert!(line["problem"].is_string(), "{line}");
 }
 
 #[test]

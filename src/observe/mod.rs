@@ -38,7 +38,8 @@ pub struct Completion {
     pub started: Instant,
     pub request_id: Box<str>,
     pub client_ip: IpAddr,
-    pub method: Method,
+    /// `None` when the request line could not be parsed.
+    pub method: Option<Method>,
     pub host: Box<str>,
     pub path: Box<str>,
     pub status: u16,
@@ -70,7 +71,7 @@ impl Drop for Completion {
             target: "access",
             request_id = &*self.request_id,
             client_ip = %self.client_ip,
-            method = self.method.as_str(),
+            method = self.method.as_ref().map(Method::as_str),
             host = &*self.host,
             path = &*self.path,
             status = self.status,

@@ -92,14 +92,42 @@ impl Reject {
         }
     }
 
-    /// Renders the problem document. `request_id` is always a validated token (no JSON escaping needed).
+    /// The problem document. `request_id` is always a validated token (no JSON escaping needed).
+    fn document(&self, request_id: &str) -> String {
+        let (slug, title) = self.kind();
+        format!(
+            "{{\"type\":\"{TYPE_PREFIX}{slug}\",\"title\":\"{title}\",\"status\":{},\"request_id\":\"{request_id}\"}}",
+            self.status().as_u16()
+        )
+    }
+
+    /// The whole HTTP/1.1 response, bytes ready for the wire, closing the connection: for the answers to
+    /// request heads hyper's parser refused, which never reach a service (see `server::conn::ScannedIo`).
+    pub fn http1_closing(&self, request_id: &str, hsts: Option<&HeaderValue>) -> Vec<u8> {
+        let status = self.status();
+        let body = self.document(request_id);
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\n\
+             content-length: {}\r\nconnection: close\r\nx-request-id: {request_id}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        if let Some(v) = hsts {
+            out.extend_from_slice(b"strict-transport-security: ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    /// Renders the problem document as a response.
     pub fn into_response(self, request_id: &str) -> Response<ResponseBody> {
         let status = self.status();
-        let (slug, title) = self.kind();
-        let body = format!(
-            "{{\"type\":\"{TYPE_PREFIX}{slug}\",\"title\":\"{title}\",\"status\":{},\"request_id\":\"{request_id}\"}}",
-            status.as_u16()
-        );
+        let body = self.document(request_id);
         let mut resp = Response::new(ResponseBody::full(body.into()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();

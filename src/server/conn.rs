@@ -147,20 +147,75 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 
 /// Shows every byte read from an HTTP/1 connection to a [`HeadScanner`] before hyper parses it; the
 /// server takes one verdict per request from [`ScannedIo::verdicts`].
+///
+/// It also stands in for hyper where hyper answers by itself: a request head its parser refuses (bad
+/// syntax, a head over its buffer, too many headers) never reaches a service, and hyper writes a bare
+/// `400`/`414`/`431` with no body. Those writes are recognised (a 4xx head with an empty body and no
+/// `x-request-id`, which every gateway response carries) and replaced with the gateway's own
+/// problem+json answer from `refuse`, which also logs and counts the refusal.
 pub struct ScannedIo<T> {
     inner: T,
     scanner: Arc<Mutex<HeadScanner>>,
+    refuse: Option<Refuse>,
+    /// The replacement being written: its bytes, how many are out, and the length hyper asked to write.
+    pending: Option<(Vec<u8>, usize, usize)>,
 }
+
+/// Renders the answer to a head hyper's parser refused with this status.
+pub type Refuse = Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>;
 
 impl<T> ScannedIo<T> {
     /// `scan`: false for connections that speak HTTP/2 only.
-    pub fn new(inner: T, scan: bool) -> Self {
+    pub fn new(inner: T, scan: bool, refuse: Option<Refuse>) -> Self {
         let scanner = if scan { HeadScanner::new() } else { HeadScanner::disabled() };
-        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)) }
+        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)), refuse, pending: None }
     }
 
     pub fn verdicts(&self) -> Arc<Mutex<HeadScanner>> {
         self.scanner.clone()
+    }
+}
+
+/// The status of hyper's automatic answer to an unparseable head, if `head` is one.
+fn automatic_refusal(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
+    let status = match rest.get(..4)? {
+        b"400 " => 400,
+        b"414 " => 414,
+        b"431 " => 431,
+        _ => return None,
+    };
+    let lower = head.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    let ours = has(b"\r\nx-request-id:");
+    (head.ends_with(b"\r\n\r\n") && has(b"\r\ncontent-length: 0\r\n") && !ours).then_some(status)
+}
+
+impl<T: AsyncWrite + Unpin> ScannedIo<T> {
+    /// Starts replacing `head` if it is hyper's automatic refusal.
+    fn intercept(&mut self, head: &[u8], total: usize) {
+        if self.pending.is_some() || head.len() != total {
+            return;
+        }
+        if let (Some(refuse), Some(status)) = (&self.refuse, automatic_refusal(head)) {
+            self.pending = Some((refuse(status), 0, total));
+        }
+    }
+
+    /// Writes the replacement; reports hyper's own length once all of it is out.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some((bytes, written, claimed)) = &mut self.pending else { return Poll::Ready(Ok(0)) };
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let claimed = *claimed;
+        self.pending = None;
+        Poll::Ready(Ok(claimed))
     }
 }
 
@@ -180,7 +235,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScannedIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        this.intercept(buf, buf.len());
+        if this.pending.is_some() {
+            return this.drive(cx);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -188,7 +248,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.intercept(first, bufs.iter().map(|b| b.len()).sum());
+        }
+        if this.pending.is_some() {
+            return this.drive(cx);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -207,6 +274,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_only_hypers_bare_refusals() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(automatic_refusal(bare), Some(431));
+        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(automatic_refusal(bare), Some(400));
+        // The gateway's own answers carry a request id; other statuses and bodies are never touched.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nX-Request-Id: abc\r\n\r\n";
+        assert_eq!(automatic_refusal(ours), None);
+        assert_eq!(automatic_refusal(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), None);
+        assert_eq!(automatic_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 10\r\n\r\n"), None);
+        assert_eq!(automatic_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"), None);
+        assert_eq!(automatic_refusal(b"hello"), None);
+    }
+
+    #[tokio::test]
+    async fn replaces_the_refusal_whole_even_through_short_writes() {
+        let (client, mut server) = tokio::io::duplex(7); // 7-byte pipe: every write is short
+        let refuse: Refuse = Box::new(|status| format!("REPLACED {status} with a longer answer").into_bytes());
+        let mut io = ScannedIo::new(client, true, Some(refuse));
+        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out).await.unwrap();
+            out
+        });
+        let n = tokio::io::AsyncWriteExt::write(&mut io, bare).await.unwrap();
+        assert_eq!(n, bare.len(), "hyper is told its own bytes went out");
+        tokio::io::AsyncWriteExt::write_all(&mut io, b"|next").await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut io).await.unwrap();
+        drop(io);
+        assert_eq!(reader.await.unwrap(), b"REPLACED 400 with a longer answer|next");
+    }
 
     #[test]
     fn limits_release_on_drop() {

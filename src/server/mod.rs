@@ -6,7 +6,10 @@ pub mod conn;
 pub mod reload;
 pub mod tls;
 
+use crate::observe::Completion;
 use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
+use crate::proxy::headers::new_request_id;
+use crate::respond::problem::Reject;
 use crate::validate::head::RawHeadProblem;
 use conn::{Activity, ConnLimits, ScannedIo, TrackedIo};
 use http::header::{HeaderValue, CONNECTION};
@@ -205,6 +208,49 @@ fn closes_connection(status: StatusCode) -> bool {
     )
 }
 
+/// Answers, logs and counts a request head hyper's parser refused (see [`ScannedIo`]): the same
+/// problem+json, access log line and metrics as every other refusal, with what is known of the request.
+fn parser_refusals(shared: &Arc<Shared>, info: &ConnInfo) -> conn::Refuse {
+    let shared = shared.clone();
+    let (listener, client_ip) = (info.listener, info.peer.ip());
+    let tls_version = info.tls.as_ref().and_then(|t| t.version);
+    Box::new(move |status| {
+        let started = std::time::Instant::now();
+        let reject = match status {
+            414 => Reject::UriTooLong,
+            431 => Reject::HeadersTooLarge,
+            _ => Reject::BadRequest("unparseable request head"),
+        };
+        let request_id = new_request_id();
+        let rt = shared.runtime.load();
+        let hsts = rt.listeners.get(listener).and_then(|l| l.hsts.as_ref());
+        let bytes = reject.http1_closing(&request_id, hsts);
+        tracing::debug!(request_id = &*request_id, problem = reject.kind().0, "request head refused by the parser");
+        drop(Completion {
+            started,
+            request_id: request_id.into(),
+            client_ip,
+            method: None,
+            host: Box::default(),
+            path: Box::default(),
+            status,
+            bytes_in: 0,
+            bytes_out: bytes.len() as u64,
+            route: None,
+            principal: None,
+            upstream: None,
+            upstream_duration: None,
+            tls_version,
+            problem: Some((reject.kind().0, reject.detail())),
+            aborted: false,
+            access_log: rt.access_log,
+            route_metrics: rt.unmatched.clone(),
+            metrics: shared.metrics.clone(),
+        });
+        bytes
+    })
+}
+
 async fn serve_http<I>(
     io: I,
     info: ConnInfo,
@@ -243,7 +289,7 @@ async fn serve_http<I>(
     };
     let info = Arc::new(info);
     let act = activity.clone();
-    let io = ScannedIo::new(io, proto != Protocol::Http2);
+    let io = ScannedIo::new(io, proto != Protocol::Http2, Some(parser_refusals(&shared, &info)));
     let heads = io.verdicts();
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
