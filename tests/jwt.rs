@@ -774,3 +774,76 @@ logging:
     assert!(seen.iter().any(|p| p == "/realms/main/.well-known/openid-configuration"), "{seen:?}");
     assert!(seen.iter().any(|p| p == "/realms/main/jwks"), "{seen:?}");
 }
+
+#[test]
+fn any_of_two_issuers_accepts_each_and_neither_consults_the_others_keys() {
+    // Two identity providers, each with its own key server; a route accepting tokens of either.
+    let (a, b) = (Signer::rsa("shared-kid"), Signer::ec("shared-kid"));
+    let (keys_a, keys_b) = (KeyServer::start(jwks(&[&a])), KeyServer::start(jwks(&[&b])));
+    let up = Upstream::start("app");
+    let issuer_b = "https://partner-idp.test";
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {}
+authenticators:
+  staff:
+    jwt:
+      issuer: {ISSUER}
+      audiences: [orders-api]
+      algorithms: [RS256]
+      jwks_uri: {}
+      unknown_kid_refresh_interval: 1s
+  partners:
+    jwt:
+      issuer: {issuer_b}
+      audiences: [orders-api]
+      algorithms: [ES256]
+      jwks_uri: {}
+      unknown_kid_refresh_interval: 1s
+routes:
+  - name: app
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: {{ any_of: [staff, partners] }}
+"#,
+        up.addr,
+        keys_a.url(),
+        keys_b.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let staff = a.token(&claims());
+    let partner = b.token(&with(with(claims(), "iss", json!(issuer_b)), "sub", json!("bob")));
+    assert_eq!(get(&gw, "/orders", &staff).0, 200);
+    assert_eq!(up.last().unwrap().header("x-portcullis-principal"), Some("alice"));
+    assert_eq!(get(&gw, "/orders", &partner).0, 200);
+    assert_eq!(up.last().unwrap().header("x-portcullis-principal"), Some("bob"));
+    let (hits_a, hits_b) = (keys_a.hits(), keys_b.hits());
+
+    // Each issuer's tokens are checked only against that issuer's keys: a partner token signed with the
+    // staff key (same kid) or claiming the staff issuer with the partner key is refused, and no key
+    // server is asked for anything (no refresh on an unknown kid for a token that is not its issuer's).
+    let forged_a = a.token(&with(claims(), "iss", json!(issuer_b)));
+    let forged_b = b.token(&claims());
+    let stranger = Signer::rsa("shared-kid").token(&claims());
+    for (what, t) in
+        [("partner iss, staff key", &forged_a), ("staff iss, partner key", &forged_b), ("stranger", &stranger)]
+    {
+        assert_refused(&get(&gw, "/orders", t), what, true);
+    }
+    let other_issuer = a.token(&with(claims(), "iss", json!("https://evil.test")));
+    assert_refused(&get(&gw, "/orders", &other_issuer), "unknown issuer", true);
+    for i in 0..10 {
+        let t = a.token_with(json!({"kid": format!("random-{i}")}), &with(claims(), "iss", json!("https://evil.test")));
+        assert_refused(&get(&gw, "/orders", &t), "unknown issuer, random kid", true);
+    }
+    assert_eq!(keys_b.hits(), hits_b, "the partner key server was asked about tokens that are not its issuer's");
+    assert!(keys_a.hits() <= hits_a + 2, "the staff key server was asked {} times", keys_a.hits() - hits_a);
+    assert_eq!(up.hits(), 2);
+    assert_refused(&get(&gw, "/orders", ""), "no token", false);
+}

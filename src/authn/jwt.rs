@@ -323,6 +323,14 @@ impl Inner {
     /// The full check of an uncached token; returns the verified principal and its cache end time.
     async fn verify(&self, token: &str, now: i64) -> Result<(Verified, i64), &'static str> {
         let jws = token::parse(token, &self.pinned)?;
+        // The claims are read before the signature is checked, but only to see whose token this is: a
+        // token of another issuer (one of several on an `any_of` route) is refused here without a key
+        // lookup, so it can never trigger this issuer's refresh on an unknown `kid`. Nothing in them
+        // counts until the signature is verified.
+        let claims = token::claims(jws.payload)?;
+        if !self.rules.is_issuer(&claims) {
+            return Err("wrong_issuer");
+        }
         let secret = self.jwks.secret.as_ref();
         let mut outcome = self.jwks.current().verify(&jws, secret);
         if outcome == Outcome::UnknownKey {
@@ -337,7 +345,6 @@ impl Inner {
             Outcome::UnknownKey => return Err("unknown_kid"),
             Outcome::Refused(reason) => return Err(reason),
         }
-        let claims = token::claims(jws.payload)?;
         let until = self.rules.check(&claims, now)?;
         let x5t = claims::cnf_thumbprint(&claims)?;
         let principal = self.mapping.principal(PrincipalKind::Jwt, claims)?;

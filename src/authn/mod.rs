@@ -373,6 +373,9 @@ impl Authn {
         let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip, body };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
+        // `any_of`: a credential one method refuses may be another's (two JWT issuers, say); the first
+        // refusal is reported only if no method accepts the request.
+        let mut refused: Option<(&str, &Method, &'static str)> = None;
         for (name, method) in methods {
             match method.check(&req).await {
                 Verdict::Valid(p) if !all => {
@@ -382,15 +385,19 @@ impl Authn {
                 Verdict::Valid(p) => merged = Some(merge(merged, p)),
                 Verdict::Absent if !all => continue,
                 Verdict::Absent => return Err(self.refuse(ex, name, method, "missing_credentials", false)),
+                Verdict::Invalid(reason) if !all => {
+                    refused.get_or_insert((name, method, reason));
+                }
                 Verdict::Invalid(reason) => return Err(self.refuse(ex, name, method, reason, true)),
             }
         }
-        match merged {
-            Some(p) => {
+        match (merged, refused) {
+            (Some(p), _) => {
                 ex.principal = Some(p);
                 Ok(())
             }
-            None => {
+            (None, Some((name, method, reason))) => Err(self.refuse(ex, name, method, reason, true)),
+            (None, None) => {
                 let (name, method) = &methods[0];
                 Err(self.refuse(ex, name, method, "missing_credentials", false))
             }

@@ -113,12 +113,16 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// `iss` is exactly this issuer.
+    pub fn is_issuer(&self, c: &Claims) -> bool {
+        matches!(c.get("iss"), Some(Value::String(iss)) if *iss == self.issuer)
+    }
+
     /// Checks the claims at `now`; returns when a verified token stops being servable from the cache
     /// (its `exp`, or `iat + max_age` when sooner).
     pub fn check(&self, c: &Claims, now: i64) -> Result<i64, &'static str> {
-        match c.get("iss") {
-            Some(Value::String(iss)) if *iss == self.issuer => {}
-            _ => return Err("wrong_issuer"),
+        if !self.is_issuer(c) {
+            return Err("wrong_issuer");
         }
         let aud_ok = match c.get("aud") {
             Some(Value::String(a)) => self.audiences.contains(a),
