@@ -494,6 +494,12 @@ fn key_server_outage_keeps_keys_until_max_stale() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(s.gw.logs().iter().any(|l| l.contains("JWKS refresh failed")));
+    // Counted, for alerting: failures during the outage, successes before and after it.
+    let m = s.gw.metrics();
+    let failed = metric(&m, r#"portcullis_jwks_refreshes_total{authenticator="sso",result="failed"}"#);
+    let ok = metric(&m, r#"portcullis_jwks_refreshes_total{authenticator="sso",result="ok"}"#);
+    assert!(failed.is_some_and(|n| n >= 2.0), "{m}");
+    assert!(ok.is_some_and(|n| n >= 2.0), "{m}");
 }
 
 #[test]

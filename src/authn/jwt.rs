@@ -21,6 +21,7 @@ use super::{AuthRequest, PrincipalKind, Verdict};
 use crate::client::{Client, Url};
 use crate::config::secret::Secret;
 use crate::config::units::{Bytes, Dur};
+use crate::observe::metrics::Metrics;
 use claims::{Mapping, Presented, Verified};
 use jsonwebtoken::Algorithm;
 use jwks::{Jwks, Key, Outcome, Source, Timing};
@@ -194,6 +195,11 @@ fn key_source(c: &JwtConfig) -> Result<Source, String> {
 
 impl JwtAuth {
     pub fn new(name: &str, c: &JwtConfig) -> Result<JwtAuth, String> {
+        Self::with_metrics(name, c, None)
+    }
+
+    /// As [`JwtAuth::new`], counting key refreshes in `metrics` (`portcullis_jwks_refreshes_total`).
+    pub fn with_metrics(name: &str, c: &JwtConfig, metrics: Option<&Metrics>) -> Result<JwtAuth, String> {
         if c.issuer.is_empty() || c.audiences.is_empty() || c.audiences.iter().any(String::is_empty) {
             return Err("jwt needs an `issuer` and at least one non-empty audience in `audiences`".into());
         }
@@ -240,7 +246,8 @@ impl JwtAuth {
             }
             Source::None | Source::File(_) => None,
         };
-        let jwks = Jwks::new(name, &c.issuer, source, pinned.clone(), secret, client, t)?;
+        let refreshed = metrics.map(|m| m.jwks_refreshes(name)).unwrap_or_default();
+        let jwks = Jwks::new(name, &c.issuer, source, pinned.clone(), secret, client, t, refreshed)?;
         let rules = token::Rules {
             issuer: c.issuer.clone(),
             audiences: c.audiences.clone(),

@@ -168,7 +168,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn compile(name: &str, cfg: &AuthenticatorConfig) -> Result<Method, String> {
+    fn compile(name: &str, cfg: &AuthenticatorConfig, metrics: &Metrics) -> Result<Method, String> {
         let c = cfg;
         let set =
             [c.api_key.is_some(), c.jwt.is_some(), c.introspection.is_some(), c.mtls.is_some(), c.signature.is_some()];
@@ -181,7 +181,7 @@ impl Method {
             return api_key::ApiKeyAuth::new(name, m).map(|a| Method::ApiKey(Box::new(a)));
         }
         if let Some(m) = &c.jwt {
-            return jwt::JwtAuth::new(name, m).map(Method::Jwt);
+            return jwt::JwtAuth::with_metrics(name, m, Some(metrics)).map(Method::Jwt);
         }
         if let Some(m) = &c.introspection {
             return introspection::IntrospectionAuth::new(name, m).map(Method::Introspection);
@@ -248,13 +248,14 @@ impl Authenticators {
     pub fn compile(
         cfg: &BTreeMap<String, AuthenticatorConfig>,
         previous: Option<&Authenticators>,
+        metrics: &Metrics,
     ) -> Result<Authenticators, (String, String)> {
         let mut methods = BTreeMap::new();
         for (name, c) in cfg {
             let reused = previous.and_then(|p| p.methods.get(name)).filter(|(old, _)| old == c);
             let method = match reused {
                 Some((_, m)) => m.clone(),
-                None => Arc::new(Method::compile(name, c).map_err(|e| (name.clone(), e))?),
+                None => Arc::new(Method::compile(name, c, metrics).map_err(|e| (name.clone(), e))?),
             };
             methods.insert(name.clone(), (c.clone(), method));
         }

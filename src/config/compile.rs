@@ -273,7 +273,7 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
         };
         upstreams.insert(name.clone(), up);
     }
-    let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators))
+    let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), metrics)
         .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();

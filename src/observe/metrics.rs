@@ -25,6 +25,7 @@ pub struct Metrics {
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub authn_failures: Family<Labels, Counter>,
+    jwks_refreshes: Family<Labels, Counter>,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -63,6 +64,12 @@ impl Metrics {
         let reload_failures = Counter::default();
         let authn_failures = Family::<Labels, Counter>::default();
         registry.register("authn_failures", "Refused authentications by method and reason", authn_failures.clone());
+        let jwks_refreshes = Family::<Labels, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "Fetches or re-reads of JWT signing keys by authenticator and result (ok, failed)",
+            jwks_refreshes.clone(),
+        );
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -86,7 +93,18 @@ impl Metrics {
             reloads,
             reload_failures,
             authn_failures,
+            jwks_refreshes,
         }
+    }
+
+    /// Counters of one JWT authenticator's key refreshes: `(ok, failed)`.
+    pub fn jwks_refreshes(&self, authenticator: &str) -> (Counter, Counter) {
+        let get = |result: &str| {
+            self.jwks_refreshes
+                .get_or_create(&vec![("authenticator".into(), authenticator.into()), ("result".into(), result.into())])
+                .clone()
+        };
+        (get("ok"), get("failed"))
     }
 
     pub fn route(&self, route: &str) -> RouteMetrics {

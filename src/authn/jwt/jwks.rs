@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -248,9 +249,12 @@ pub struct Jwks {
     client: Option<Client>,
     fetch: tokio::sync::Mutex<FetchState>,
     timing: Timing,
+    /// Refreshes that installed keys, and refreshes that failed (the keys in force are kept).
+    pub refreshed: (Counter, Counter),
 }
 
 impl Jwks {
+    #[allow(clippy::too_many_arguments)] // each is one setting of the key source, compiled by `JwtAuth`
     pub fn new(
         name: &str,
         issuer: &str,
@@ -259,6 +263,7 @@ impl Jwks {
         secret: Option<Key>,
         client: Option<Client>,
         timing: Timing,
+        refreshed: (Counter, Counter),
     ) -> Result<Jwks, String> {
         let mut initial = KeySet::default();
         if let Source::File(path) = &source {
@@ -280,6 +285,7 @@ impl Jwks {
             client,
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             timing,
+            refreshed,
         })
     }
 
@@ -328,9 +334,11 @@ impl Jwks {
             Ok((keys, max_age)) => {
                 let remote = !matches!(self.source, Source::File(_));
                 self.install(keys, remote);
+                self.refreshed.0.inc();
                 max_age.map_or(self.timing.refresh, |a| a.clamp(floor, self.timing.refresh))
             }
             Err(e) => {
+                self.refreshed.1.inc();
                 tracing::warn!(authenticator = self.name.as_str(), error = %e, "JWKS refresh failed; keeping the keys we have");
                 floor
             }
