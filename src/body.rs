@@ -6,6 +6,7 @@
 
 use crate::observe::Completion;
 use crate::proxy::UpstreamBody;
+use crate::server::conn::InFlight;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
@@ -16,6 +17,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ResponseBody {
     kind: Kind,
     completion: Option<Box<Completion>>,
+    /// Keeps the request counted as in flight on its connection until the body is done.
+    in_flight: Option<InFlight>,
 }
 
 enum Kind {
@@ -26,19 +29,23 @@ enum Kind {
 
 impl ResponseBody {
     pub fn empty() -> Self {
-        ResponseBody { kind: Kind::Empty, completion: None }
+        ResponseBody { kind: Kind::Empty, completion: None, in_flight: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { kind: Kind::Full(Some(bytes)), completion: None }
+        ResponseBody { kind: Kind::Full(Some(bytes)), completion: None, in_flight: None }
     }
 
     pub fn upstream(body: UpstreamBody) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), completion: None }
+        ResponseBody { kind: Kind::Upstream(body), completion: None, in_flight: None }
     }
 
     pub fn set_completion(&mut self, completion: Box<Completion>) {
         self.completion = Some(completion);
+    }
+
+    pub fn set_in_flight(&mut self, guard: InFlight) {
+        self.in_flight = Some(guard);
     }
 
     fn count(&mut self, n: usize) {

@@ -497,6 +497,23 @@ fn idle_keep_alive_connection_is_closed_but_a_slow_response_is_not_cut() {
 }
 
 #[test]
+fn kept_alive_connections_wait_for_idle_timeout_not_header_read_timeout() {
+    let (up, gw) = start("  header_read_timeout: 1s\n  idle_timeout: 4s");
+    let mut conn = RawConn::connect(gw.addr("main"));
+    assert_eq!(status_of(&conn.get("/a", T)), 200);
+    // Waiting for the next request is idleness (4 s allowed), not a slow head (1 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(status_of(&conn.get("/b", T)), 200, "the kept-alive connection was closed");
+    // A head that starts on the kept-alive connection and stalls is still cut off after 1 s.
+    conn.stream.write_all(b"GET /c HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let started = Instant::now();
+    assert!(conn.closed_within(Duration::from_secs(3)), "stalled head not cut off");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2000), "closed after {took:?}");
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
 fn connections_over_the_per_ip_limit_are_closed_without_service() {
     let (up, gw) = start("  max_connections_per_ip: 2");
     let addr = gw.addr("main");

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Counts open connections, overall and per peer IP.
@@ -63,14 +63,56 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Activity of one connection, read by its idle watchdog.
-#[derive(Default)]
+/// Activity of one connection, read by its watchdogs.
 pub struct Activity {
     touched: AtomicBool,
     pub in_flight: AtomicU32,
+    /// When the first byte of a request head not yet handed to the service was read, in milliseconds
+    /// since `born`, plus one; 0 while no head is being read.
+    head_since: AtomicU64,
+    born: Instant,
+    /// Set on the first HTTP/2 request of an h2c connection: its frames between requests are no heads.
+    http2: AtomicBool,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            touched: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            head_since: AtomicU64::new(0),
+            born: Instant::now(),
+            http2: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Bytes arrived: with no request in flight, they start the next request head.
+    fn read(&self) {
+        self.touched.store(true, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
+            self.head_since.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A request reached the service: its head is complete. It stays in flight until the guard (kept
+    /// by the response body) is dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// The connection turned out to speak HTTP/2 (h2c prior knowledge on a plain listener).
+    pub fn mark_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
     /// Waits until the connection has seen no I/O and no request for at least `idle` (and at most 1.5x).
     pub async fn idle(&self, idle: Duration) {
         let half = idle / 2;
@@ -87,6 +129,34 @@ impl Activity {
                 }
             }
         }
+    }
+
+    /// Waits until a request head has been arriving for longer than `limit` (checked every quarter of
+    /// it, so at most 1.25x). HTTP/1 only: the clock runs from a head's first byte (or the first TLS
+    /// byte) to the request reaching the service, never while a kept-alive connection waits for its next
+    /// request, which is `idle`'s business. Trickling bytes do not extend it.
+    pub async fn head_timeout(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.http2.load(Ordering::Relaxed) {
+                return std::future::pending().await;
+            }
+            let since = self.head_since.load(Ordering::Relaxed);
+            if since != 0 && self.now_ms().saturating_sub(since) >= limit_ms {
+                return;
+            }
+        }
+    }
+}
+
+/// One request in flight on a connection; see [`Activity::request_started`].
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -111,7 +181,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touched.store(true, Ordering::Relaxed);
+            self.activity.read();
         }
         r
     }

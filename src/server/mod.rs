@@ -21,7 +21,6 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -269,7 +268,9 @@ async fn serve_http<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Ours instead (`Activity::head_timeout`): hyper's also runs while a kept-alive connection waits
+        // for its next request, which would cut keep-alive to `header_read_timeout`.
+        .header_read_timeout(None)
         // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
         .max_buf_size((limits.request.max_header_bytes + limits.request.max_url_bytes + 4096).max(8192))
         .max_headers(limits.request.max_headers + 1);
@@ -296,6 +297,9 @@ async fn serve_http<I>(
         let info = info.clone();
         let act = act.clone();
         let http1 = req.version() < Version::HTTP_2;
+        if !http1 {
+            act.mark_http2();
+        }
         if http1 {
             // One verdict per HTTP/1 request, in order: hyper parses heads in the order they were read.
             let verdict = heads.lock().unwrap_or_else(|e| e.into_inner()).next_verdict();
@@ -304,9 +308,9 @@ async fn serve_http<I>(
             }
         }
         async move {
-            act.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = act.request_started();
             let mut resp = pipeline::handle(&shared, &info, req).await;
-            act.in_flight.fetch_sub(1, Ordering::Relaxed);
+            resp.body_mut().set_in_flight(in_flight);
             if http1 && closes_connection(resp.status()) {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -323,6 +327,9 @@ async fn serve_http<I>(
         }
         _ = activity.idle(idle) => {
             tracing::debug!("idle connection closed");
+        }
+        _ = activity.head_timeout(limits.header_read_timeout), if proto != Protocol::Http2 => {
+            tracing::debug!("request head not received within header_read_timeout; connection closed");
         }
     }
 }
