@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
         t.to_owned()
     } else {
         let mut parts = rest.splitn(3, |b| *b == b'\n');
-        let (h, c, s) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let (h, c, s) =
+            (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
         format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(c), URL_SAFE_NO_PAD.encode(s))
     };
 

@@ -68,6 +68,17 @@ pub fn parse<'a>(token: &'a str, pinned: &[Algorithm]) -> Result<Jws<'a>, &'stat
         return Err("malformed_token");
     }
     let raw = URL_SAFE_NO_PAD.decode(h).map_err(|_| "malformed_token")?;
+    // Read as a whole object first: serde passes over the members a struct does not name without
+    // checking them (invalid UTF-8, lone surrogates), reads a JSON array as a struct, and takes
+    // `"crit": null` for no `crit` at all. Other JWT libraries refuse all three.
+    let object: serde_json::Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| "malformed_header")?;
+    if object.contains_key("crit") {
+        return Err("unsupported_crit");
+    }
+    if object.contains_key("enc") || object.contains_key("zip") {
+        return Err("malformed_header");
+    }
+    // Then by name, which also refuses a repeated member (the object above keeps the last one).
     let header: RawHeader = serde_json::from_slice(&raw).map_err(|_| "malformed_header")?;
     if header.crit.is_some() {
         // We implement no header extension, so every `crit` names one we do not understand (RFC 7515
@@ -193,6 +204,20 @@ mod tests {
         assert_eq!(parse(&token(json!({"kid": "x"})), &pinned).unwrap_err(), "malformed_header");
         let dup = format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"none"}"#), b64(&json!({})));
         assert_eq!(parse(&dup, &pinned).unwrap_err(), "malformed_header");
+        // Found by the jwt_token fuzz target: members we do not read must still be valid JSON text, the
+        // header must be an object, and a `crit` (or `enc`, `zip`) refuses even when null.
+        let raw = |h: &[u8]| format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode(h), b64(&json!({})));
+        for bad in [
+            &b"{\"alg\":\"RS256\",\"typ\":\"\xff\xfe\"}"[..],
+            br#"{"alg":"RS256","typ":"\ud800"}"#,
+            br#"["RS256",null,null,null,null,null]"#,
+            br#"{"alg":"RS256","enc":null}"#,
+            br#"{"alg":"RS256","zip":null}"#,
+        ] {
+            assert_eq!(parse(&raw(bad), &pinned).unwrap_err(), "malformed_header", "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse(&raw(br#"{"alg":"RS256","crit":null}"#), &pinned).unwrap_err(), "unsupported_crit");
+        assert!(parse(&raw(br#"{"alg":"RS256","typ":"JWT","x":"\ud83d\ude00"}"#), &pinned).is_ok());
         assert_eq!(parse("a.b", &pinned).unwrap_err(), "malformed_token");
         assert_eq!(parse("a.b.c.d.e", &pinned).unwrap_err(), "malformed_token");
         assert_eq!(parse("a.b.", &pinned).unwrap_err(), "malformed_token");
