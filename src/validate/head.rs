@@ -119,12 +119,57 @@ impl HeadScanner {
                         (_, l) => State::ChunkData(l),
                     };
                 }
+                // The ordinary bytes of a head line, up to its CR or LF, in one step (the same as one by
+                // one: only CR and LF, and the byte after a CR, need the byte-wise path).
+                State::Head if !self.head.prev_cr => match memchr::memchr2(b'\r', b'\n', bytes) {
+                    Some(0) => {
+                        self.head_byte(bytes[0]);
+                        bytes = &bytes[1..];
+                    }
+                    found => {
+                        let n = found.unwrap_or(bytes.len());
+                        self.head_span(&bytes[..n]);
+                        bytes = &bytes[n..];
+                    }
+                },
                 _ => {
                     self.byte(bytes[0]);
                     bytes = &bytes[1..];
                 }
             }
         }
+    }
+
+    /// `feed` without the line fast path: every head byte one by one. The reference it is tested against.
+    #[cfg(test)]
+    fn feed_bytewise(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return,
+                // Body bytes are skipped the same way in both paths.
+                State::Fixed(_) | State::ChunkData(_) => {
+                    self.feed(&bytes[..1]);
+                    bytes = &bytes[1..];
+                }
+                _ => {
+                    self.byte(bytes[0]);
+                    bytes = &bytes[1..];
+                }
+            }
+        }
+    }
+
+    /// Bytes of a head line that contain no CR or LF, with no CR before them.
+    fn head_span(&mut self, span: &[u8]) {
+        let h = &mut self.head;
+        h.len += span.len();
+        if h.len > MAX_HEAD {
+            self.state = State::Off;
+            return;
+        }
+        let room = MAX_LINE.saturating_sub(h.line.len()).min(span.len());
+        h.line.extend_from_slice(&span[..room]);
+        h.line_len += span.len();
     }
 
     fn byte(&mut self, b: u8) {
@@ -336,6 +381,32 @@ mod tests {
             assert_eq!(verdicts(input, step), whole, "split {step}");
         }
         whole
+    }
+
+    proptest::proptest! {
+        /// The line fast path changes nothing: verdicts and state match the byte-by-byte reading for
+        /// heads built from framing-relevant pieces, fed in arbitrary chunks.
+        #[test]
+        fn fast_path_matches_bytewise(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "GET / HTTP/1.1", "POST /x HTTP/1.1", "PRI * HTTP/2.0", "CONNECT a:1 HTTP/1.1", "Host: a",
+                "Content-Length: 3", "content-length:0", "Transfer-Encoding: chunked", "transfer-encoding: gzip, chunked",
+                " folded", "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "\r\n", "\n", "\r", "\r\n\r\n", "abc", "3\r\nabc\r\n0\r\n\r\n", "5;x=y\r\nhello\r\n", ":",
+            ]), 0..24),
+            step in 1usize..64,
+        ) {
+            let input: Vec<u8> = pieces.concat().into_bytes();
+            let (mut fast, mut slow) = (HeadScanner::new(), HeadScanner::new());
+            for chunk in input.chunks(step) {
+                fast.feed(chunk);
+                slow.feed_bytewise(chunk);
+            }
+            proptest::prop_assert_eq!(fast.state, slow.state);
+            proptest::prop_assert_eq!(&fast.verdicts, &slow.verdicts);
+            proptest::prop_assert_eq!(fast.head.len, slow.head.len);
+            proptest::prop_assert_eq!(&fast.head.line, &slow.head.line);
+        }
     }
 
     #[test]
