@@ -6,7 +6,7 @@
 
 use crate::observe::Completion;
 use crate::proxy::UpstreamBody;
-use crate::server::conn::InFlight;
+use crate::server::conn::Responding;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
@@ -18,7 +18,7 @@ pub struct ResponseBody {
     kind: Kind,
     completion: Option<Box<Completion>>,
     /// Keeps the request counted as in flight on its connection until the body is done.
-    in_flight: Option<InFlight>,
+    in_flight: Option<Responding>,
 }
 
 enum Kind {
@@ -44,7 +44,7 @@ impl ResponseBody {
         self.completion = Some(completion);
     }
 
-    pub fn set_in_flight(&mut self, guard: InFlight) {
+    pub fn set_in_flight(&mut self, guard: Responding) {
         self.in_flight = Some(guard);
     }
 

@@ -775,3 +775,74 @@ fn absolute_form_targets_never_reach_another_host() {
     assert_eq!(evil.hits(), 0, "the gateway connected to the host named in the request target");
     assert!(up.all_seen().iter().all(|s| !s.path_and_query.starts_with("http")), "{:?}", up.all_seen());
 }
+
+/// A raw upstream: answers each connection's first request with `head`, then after `pause` writes
+/// `body` (or nothing), then holds the connection open for `hold`.
+fn raw_upstream(head: &'static [u8], pause: Duration, body: &'static [u8], hold: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(head);
+                std::thread::sleep(pause);
+                let _ = s.write_all(body);
+                std::thread::sleep(hold);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_body_that_looks_like_a_refusal_is_passed_through_untouched() {
+    // The body arrives after the head was sent, so it is written on its own; it reads exactly like the
+    // bare 400 hyper writes for an unparseable head, which the gateway replaces. It must not be.
+    const BODY: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 47\r\n\r\n",
+        Duration::from_millis(300),
+        BODY,
+        Duration::ZERO,
+    );
+    assert_eq!(BODY.len(), 47);
+    let gw = Gateway::start(&config(up, ""));
+    let mut conn = RawConn::connect(gw.addr("main"));
+    conn.stream.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (resp, _) = read_until_close(&mut conn.stream, Duration::from_secs(2));
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert_eq!(body_of(&resp).as_bytes(), BODY, "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 2, "one response whose body holds the look-alike: {resp}");
+    assert!(!resp.contains("problem+json"), "{resp}");
+}
+
+#[test]
+fn a_stalled_upstream_body_does_not_hold_the_client_connection_forever() {
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+        Duration::ZERO,
+        b"hello",
+        Duration::from_secs(20),
+    );
+    let gw = Gateway::start(&config(up, "  idle_timeout: 1s"));
+    let mut conn = RawConn::connect(gw.addr("main"));
+    conn.stream.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut conn.stream, Duration::from_secs(5));
+    assert!(closed, "still open after {:?}: {resp}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert!(resp.ends_with("hello"), "{resp}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
+    let (_up, gw) = start("  header_read_timeout: 1s\n  idle_timeout: 30s");
+    let mut silent = RawConn::connect(gw.addr("main"));
+    let started = Instant::now();
+    assert!(silent.closed_within(Duration::from_secs(4)), "silent connection still open");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2000), "closed after {took:?}");
+}

@@ -329,15 +329,17 @@ impl JwtAuth {
 impl Inner {
     /// The full check of an uncached token; returns the verified principal and its cache end time.
     async fn verify(&self, token: &str, now: i64) -> Result<(Verified, i64), &'static str> {
-        let jws = token::parse(token, &self.pinned)?;
-        // The claims are read before the signature is checked, but only to see whose token this is: a
-        // token of another issuer (one of several on an `any_of` route) is refused here without a key
-        // lookup, so it can never trigger this issuer's refresh on an unknown `kid`. Nothing in them
-        // counts until the signature is verified.
-        let claims = token::claims(jws.payload)?;
+        // The claims are read before the header and the signature are checked, but only to see whose
+        // token this is: a token of another issuer (one of several on an `any_of` route) is refused here,
+        // before its `alg` is held against this issuer's pins and without a key lookup, so it can never
+        // trigger this issuer's refresh on an unknown `kid`. Nothing in them counts until the signature
+        // is verified.
+        let payload = token.split('.').nth(1).ok_or("malformed_token")?;
+        let claims = token::claims(payload)?;
         if !self.rules.is_issuer(&claims) {
-            return Err("wrong_issuer");
+            return Err(super::NOT_MINE);
         }
+        let jws = token::parse(token, &self.pinned)?;
         let secret = self.jwks.secret.as_ref();
         let mut outcome = self.jwks.current().verify(&jws, secret);
         if outcome == Outcome::UnknownKey {

@@ -374,8 +374,10 @@ impl Authn {
         let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip, body };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
-        // `any_of`: a credential one method refuses may be another's (two JWT issuers, say); the first
-        // refusal is reported only if no method accepts the request.
+        // `any_of`: a token of another issuer is not this method's to judge (two JWT issuers on one
+        // route); it goes on to the next method and is reported only if none accepts. Any other refusal
+        // of a presented credential is final, so a valid credential never covers for guessed or
+        // tampered ones, and a token one party refused is not shown to another's endpoint.
         let mut refused: Option<(&str, &Method, &'static str)> = None;
         for (name, method) in methods {
             match method.check(&req).await {
@@ -386,7 +388,7 @@ impl Authn {
                 Verdict::Valid(p) => merged = Some(merge(merged, p)),
                 Verdict::Absent if !all => continue,
                 Verdict::Absent => return Err(self.refuse(ex, name, method, "missing_credentials", false)),
-                Verdict::Invalid(reason) if !all => {
+                Verdict::Invalid(reason @ NOT_MINE) if !all => {
                     refused.get_or_insert((name, method, reason));
                 }
                 Verdict::Invalid(reason) => return Err(self.refuse(ex, name, method, reason, true)),
@@ -439,6 +441,9 @@ impl Authn {
         }
     }
 }
+
+/// The refusal that means "a credential of this kind, but for another authenticator of it".
+pub const NOT_MINE: &str = "wrong_issuer";
 
 /// `all_of`: the first method's identity, the union of roles and scopes, the first claims and tenant.
 fn merge(acc: Option<Arc<Principal>>, next: Arc<Principal>) -> Arc<Principal> {

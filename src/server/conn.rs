@@ -63,13 +63,19 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Activity of one connection, read by its watchdogs.
+/// Activity of one connection, read by its watchdogs and by [`ScannedIo`].
 pub struct Activity {
     touched: AtomicBool,
-    pub in_flight: AtomicU32,
-    /// When the first byte of a request head not yet handed to the service was read, in milliseconds
-    /// since `born`, plus one; 0 while no head is being read.
+    /// Requests whose handler is running (waiting for the upstream is not idleness).
+    handling: AtomicU32,
+    /// Requests whose response is not yet all handed to hyper (their body is still streaming).
+    responding: AtomicU32,
+    /// When the request head being awaited started arriving, in milliseconds since `born`, plus one;
+    /// 0 while no head is awaited. Set when the connection is served (the first head is awaited from
+    /// the start), then kept by [`ScannedIo`] from the raw bytes, which tell heads from bodies.
     head_since: AtomicU64,
+    /// Request-head bytes were read since the last request reached the service.
+    head_bytes: AtomicBool,
     born: Instant,
     /// Set on the first HTTP/2 request of an h2c connection: its frames between requests are no heads.
     http2: AtomicBool,
@@ -79,8 +85,10 @@ impl Default for Activity {
     fn default() -> Self {
         Activity {
             touched: AtomicBool::new(false),
-            in_flight: AtomicU32::new(0),
+            handling: AtomicU32::new(0),
+            responding: AtomicU32::new(0),
             head_since: AtomicU64::new(0),
+            head_bytes: AtomicBool::new(false),
             born: Instant::now(),
             http2: AtomicBool::new(false),
         }
@@ -92,20 +100,36 @@ impl Activity {
         self.born.elapsed().as_millis() as u64 + 1
     }
 
-    /// Bytes arrived: with no request in flight, they start the next request head.
-    fn read(&self) {
-        self.touched.store(true, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
+    /// The first request head is awaited from now (after the TLS handshake, which has its own limit).
+    pub fn await_first_head(&self) {
+        self.head_since.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes of a request head arrived; `partial`: the head is not complete yet.
+    fn head_read(&self, partial: bool) {
+        self.head_bytes.store(true, Ordering::Relaxed);
+        if !partial {
+            self.head_since.store(0, Ordering::Relaxed);
+        } else if self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
-    /// A request reached the service: its head is complete. It stays in flight until the guard (kept
-    /// by the response body) is dropped.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(0, Ordering::Relaxed);
-        InFlight(self.clone())
+    /// A request reached the service. The first guard ends with its handler, the second (kept by the
+    /// response body) when the response is all handed to hyper.
+    pub fn request_started(self: &Arc<Self>) -> (Handling, Responding) {
+        self.handling.fetch_add(1, Ordering::Relaxed);
+        self.responding.fetch_add(1, Ordering::Relaxed);
+        self.head_bytes.store(false, Ordering::Relaxed);
+        (Handling(self.clone()), Responding(self.clone()))
+    }
+
+    /// Could hyper be answering a head it refused? Only between responses, after head bytes arrived.
+    fn may_refuse(&self) -> bool {
+        !self.http2.load(Ordering::Relaxed)
+            && self.head_bytes.load(Ordering::Relaxed)
+            && self.handling.load(Ordering::Relaxed) == 0
+            && self.responding.load(Ordering::Relaxed) == 0
     }
 
     /// The connection turned out to speak HTTP/2 (h2c prior knowledge on a plain listener).
@@ -113,14 +137,15 @@ impl Activity {
         self.http2.store(true, Ordering::Relaxed);
     }
 
-    /// Waits until the connection has seen no I/O and no request for at least `idle` (and at most 1.5x).
+    /// Waits until the connection has seen no I/O and no running handler for at least `idle` (and at
+    /// most 1.5x). A response body that stalls (the upstream stopped sending) is idleness.
     pub async fn idle(&self, idle: Duration) {
         let half = idle / 2;
         let mut quiet_ticks = 0;
         loop {
             tokio::time::sleep(half).await;
             let touched = self.touched.swap(false, Ordering::Relaxed);
-            if touched || self.in_flight.load(Ordering::Relaxed) > 0 {
+            if touched || self.handling.load(Ordering::Relaxed) > 0 {
                 quiet_ticks = 0;
             } else {
                 quiet_ticks += 1;
@@ -131,10 +156,10 @@ impl Activity {
         }
     }
 
-    /// Waits until a request head has been arriving for longer than `limit` (checked every quarter of
-    /// it, so at most 1.25x). HTTP/1 only: the clock runs from a head's first byte (or the first TLS
-    /// byte) to the request reaching the service, never while a kept-alive connection waits for its next
-    /// request, which is `idle`'s business. Trickling bytes do not extend it.
+    /// Waits until a request head has been awaited or arriving for longer than `limit` (checked every
+    /// quarter of it, so at most 1.25x): from the start of the connection for the first request, from
+    /// its first byte for the next ones. Trickling bytes do not extend it; a kept-alive connection
+    /// waiting for its next request is `idle`'s business. HTTP/1 only.
     pub async fn head_timeout(&self, limit: Duration) {
         let limit_ms = limit.as_millis() as u64;
         let tick = (limit / 4).max(Duration::from_millis(10));
@@ -151,12 +176,21 @@ impl Activity {
     }
 }
 
-/// One request in flight on a connection; see [`Activity::request_started`].
-pub struct InFlight(Arc<Activity>);
+/// A request's handler is running; see [`Activity::request_started`].
+pub struct Handling(Arc<Activity>);
 
-impl Drop for InFlight {
+impl Drop for Handling {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request's response is still being handed to hyper; see [`Activity::request_started`].
+pub struct Responding(Arc<Activity>);
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        self.0.responding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -176,12 +210,22 @@ impl<T> TrackedIo<T> {
     }
 }
 
+impl<T> TrackedIo<T> {
+    /// Only bytes that went out count as activity: a client that reads nothing keeps writes pending,
+    /// and retried writes must not keep its connection alive.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touched.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.read();
+            self.activity.touched.store(true, Ordering::Relaxed);
         }
         r
     }
@@ -189,8 +233,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.activity.touched.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -198,8 +243,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.activity.touched.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -226,6 +272,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 pub struct ScannedIo<T> {
     inner: T,
     scanner: Arc<Mutex<HeadScanner>>,
+    activity: Arc<Activity>,
     refuse: Option<Refuse>,
     /// The replacement being written: its bytes, how many are out, and the length hyper asked to write.
     pending: Option<(Vec<u8>, usize, usize)>,
@@ -235,10 +282,10 @@ pub struct ScannedIo<T> {
 pub type Refuse = Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>;
 
 impl<T> ScannedIo<T> {
-    /// `scan`: false for connections that speak HTTP/2 only.
-    pub fn new(inner: T, scan: bool, refuse: Option<Refuse>) -> Self {
+    /// `scan`: false for connections that speak HTTP/2 only (which also get no `refuse`).
+    pub fn new(inner: T, scan: bool, activity: Arc<Activity>, refuse: Option<Refuse>) -> Self {
         let scanner = if scan { HeadScanner::new() } else { HeadScanner::disabled() };
-        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)), refuse, pending: None }
+        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)), activity, refuse, pending: None }
     }
 
     pub fn verdicts(&self) -> Arc<Mutex<HeadScanner>> {
@@ -264,7 +311,9 @@ fn automatic_refusal(head: &[u8]) -> Option<u16> {
 impl<T: AsyncWrite + Unpin> ScannedIo<T> {
     /// Starts replacing `head` if it is hyper's automatic refusal.
     fn intercept(&mut self, head: &[u8], total: usize) {
-        if self.pending.is_some() || head.len() != total {
+        // hyper answers a refused head only between responses (never inside a response body, whose
+        // bytes could read like anything), after head bytes arrived; the whole write is that answer.
+        if self.pending.is_some() || head.len() != total || !self.activity.may_refuse() {
             return;
         }
         if let (Some(refuse), Some(status)) = (&self.refuse, automatic_refusal(head)) {
@@ -296,7 +345,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScannedIo<T> {
         if buf.filled().len() > before {
             let mut scanner = self.scanner.lock().unwrap_or_else(|e| e.into_inner());
             if !scanner.is_off() {
+                let seen = scanner.head_bytes();
                 scanner.feed(&buf.filled()[before..]);
+                if scanner.head_bytes() != seen {
+                    self.activity.head_read(scanner.mid_head());
+                }
             }
         }
         r
@@ -345,6 +398,29 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn never_rewrites_inside_a_response() {
+        // A response body chunk that reads like hyper's refusal, written while a response is being sent.
+        let (client, mut server) = tokio::io::duplex(4096);
+        let refuse: Refuse = Box::new(|_| b"REPLACED".to_vec());
+        let activity = Arc::new(Activity::default());
+        let mut io = ScannedIo::new(client, true, activity.clone(), Some(refuse));
+        let chunk = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let (handling, responding) = activity.request_started();
+        activity.head_bytes.store(true, Ordering::Relaxed); // the next request's head is arriving
+        drop(handling);
+        tokio::io::AsyncWriteExt::write_all(&mut io, chunk).await.unwrap();
+        drop(responding);
+        // After the response, with no head bytes since the last request: still not hyper's refusal.
+        activity.head_bytes.store(false, Ordering::Relaxed);
+        tokio::io::AsyncWriteExt::write_all(&mut io, chunk).await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut io).await.unwrap();
+        drop(io);
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out).await.unwrap();
+        assert_eq!(out, [&chunk[..], &chunk[..]].concat());
+    }
+
     #[test]
     fn recognises_only_hypers_bare_refusals() {
         let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
@@ -364,7 +440,9 @@ mod tests {
     async fn replaces_the_refusal_whole_even_through_short_writes() {
         let (client, mut server) = tokio::io::duplex(7); // 7-byte pipe: every write is short
         let refuse: Refuse = Box::new(|status| format!("REPLACED {status} with a longer answer").into_bytes());
-        let mut io = ScannedIo::new(client, true, Some(refuse));
+        let activity = Arc::new(Activity::default());
+        activity.head_bytes.store(true, Ordering::Relaxed); // a head arrived; no request reached the service
+        let mut io = ScannedIo::new(client, true, activity, Some(refuse));
         let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
         let reader = tokio::spawn(async move {
             let mut out = Vec::new();

@@ -290,7 +290,10 @@ async fn serve_http<I>(
     };
     let info = Arc::new(info);
     let act = activity.clone();
-    let io = ScannedIo::new(io, proto != Protocol::Http2, Some(parser_refusals(&shared, &info)));
+    let http1 = proto != Protocol::Http2;
+    let refuse = http1.then(|| parser_refusals(&shared, &info));
+    activity.await_first_head();
+    let io = ScannedIo::new(io, http1, activity.clone(), refuse);
     let heads = io.verdicts();
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
@@ -308,9 +311,10 @@ async fn serve_http<I>(
             }
         }
         async move {
-            let in_flight = act.request_started();
+            let (handling, responding) = act.request_started();
             let mut resp = pipeline::handle(&shared, &info, req).await;
-            resp.body_mut().set_in_flight(in_flight);
+            drop(handling);
+            resp.body_mut().set_in_flight(responding);
             if http1 && closes_connection(resp.status()) {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }

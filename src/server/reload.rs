@@ -50,19 +50,26 @@ pub fn spawn(shared: Arc<Shared>, path: Option<PathBuf>) {
     let watcher = watch_file(&path, tx);
     tokio::spawn(async move {
         let _watcher = watcher; // kept alive for as long as reloads are handled
-        let mut last = std::fs::read(&path).ok();
+        let mut last = tokio::fs::read(&path).await.ok();
         while let Some(first) = rx.recv().await {
             tokio::time::sleep(DEBOUNCE).await;
             let mut hup = first;
             while let Ok(h) = rx.try_recv() {
                 hup |= h;
             }
-            let now = std::fs::read(&path).ok();
-            if !hup && now.is_some() && now == last {
-                tracing::debug!("config file unchanged; reload skipped");
-                continue;
-            }
-            if reload(&shared, &path).is_ok() {
+            // Reading and compiling (files, certificates, the key store) block: off the runtime's
+            // threads, which with `workers: 1` is the one thread serving every connection.
+            let (shared2, path2, seen) = (shared.clone(), path.clone(), last.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                let now = std::fs::read(&path2).ok();
+                if !hup && now.is_some() && now == seen {
+                    tracing::debug!("config file unchanged; reload skipped");
+                    return None;
+                }
+                reload(&shared2, &path2).is_ok().then_some(now)
+            })
+            .await;
+            if let Ok(Some(now)) = outcome {
                 last = now;
             }
         }

@@ -73,6 +73,8 @@ struct Head {
 pub struct HeadScanner {
     state: State,
     head: Head,
+    /// Bytes of the heads already complete.
+    head_total: u64,
     trailers: usize,
     verdicts: VecDeque<Option<&'static str>>,
 }
@@ -85,7 +87,7 @@ impl Default for HeadScanner {
 
 impl HeadScanner {
     pub fn new() -> Self {
-        HeadScanner { state: State::Head, head: Head::default(), trailers: 0, verdicts: VecDeque::new() }
+        HeadScanner { state: State::Head, head: Head::default(), head_total: 0, trailers: 0, verdicts: VecDeque::new() }
     }
 
     /// A scanner that follows nothing (HTTP/2 connections).
@@ -101,6 +103,16 @@ impl HeadScanner {
 
     pub fn is_off(&self) -> bool {
         self.state == State::Off
+    }
+
+    /// How many request-head bytes were followed so far (never body bytes).
+    pub fn head_bytes(&self) -> u64 {
+        self.head_total + self.head.len as u64
+    }
+
+    /// A request head has started and is not complete.
+    pub fn mid_head(&self) -> bool {
+        self.state == State::Head && self.head.len > 0
     }
 
     /// Follows `bytes`, the next bytes the client sent.
@@ -318,6 +330,7 @@ impl HeadScanner {
 
     fn end_head(&mut self) {
         let h = std::mem::take(&mut self.head);
+        self.head_total += h.len as u64;
         if h.preface || h.bare_cr || h.folded || h.unreadable {
             // h2c, or a head hyper refuses by itself, or one we could not read whole: stop following.
             self.state = State::Off;
