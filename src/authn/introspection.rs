@@ -192,7 +192,8 @@ impl Inner {
             Some(None) => return Verdict::Invalid("inactive_token"),
             None => {}
         }
-        match self.introspect(token, now).await {
+        // Boxed: the HTTP exchange is a large future that cache hits should not carry.
+        match Box::pin(self.introspect(token, now)).await {
             Ok(Some((v, until))) => {
                 self.cache.insert(digest, Some(v.clone()), until, now);
                 bind(v, req)

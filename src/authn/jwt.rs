@@ -343,7 +343,9 @@ impl Inner {
         let secret = self.jwks.secret.as_ref();
         let mut outcome = self.jwks.current().verify(&jws, secret);
         if outcome == Outcome::UnknownKey {
-            let keys = self.jwks.refresh_on_miss().await;
+            // Boxed: the fetch is a large future, and it would otherwise be carried (and copied) by every
+            // request's future although almost none gets here.
+            let keys = Box::pin(self.jwks.refresh_on_miss()).await;
             outcome = match keys.verify(&jws, secret) {
                 Outcome::UnknownKey if keys.stale() => Outcome::Refused("keys_stale"),
                 other => other,

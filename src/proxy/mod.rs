@@ -95,7 +95,9 @@ pub async fn forward(
         let from_pool = pooled.is_some();
         let mut sender = match pooled {
             Some(s) => s,
-            None => match connect(upstream, target).await {
+            // Boxed: a new connection (TCP, TLS, handshake) is a large future that the pooled path,
+            // every request's, should not carry.
+            None => match Box::pin(connect(upstream, target)).await {
                 Ok(s) => {
                     target.connect_succeeded();
                     s
