@@ -391,6 +391,18 @@ for s in order:
                                 [("throughput", "rps"), ("cpu_per_request", "cpu_us_per_req"), ("p99", "p99_ms")]}
         if s != "portcullis":
             summary["ratios"][s]["throughput_vs_plain_portcullis"] = ratio(s, "portcullis", "rps")
+# Paired: the median over rounds of each round's ratio (scenarios of one round ran back to back, so a
+# slow stretch of the machine cancels out); a second view beside the ratio of medians above.
+def paired(a, b, key):
+    ra = {r["round"]: r for r in sc.get(a, {}).get("runs", [])}
+    rb = {r["round"]: r for r in sc.get(b, {}).get("runs", [])}
+    xs = [ra[k][key] / rb[k][key] for k in ra if k in rb and ra[k][key] and rb[k][key]]
+    return statistics.median(xs) if xs else None
+for s in summary["ratios"]:
+    summary["ratios"][s]["paired_throughput"] = paired(s, "nginx", "rps")
+    summary["ratios"][s]["paired_cpu_per_request"] = paired(s, "nginx", "cpu_us_per_req")
+    if s != "portcullis":
+        summary["ratios"][s]["paired_throughput_vs_plain_portcullis"] = paired(s, "portcullis", "rps")
 json.dump(summary, open(out_path, "w"), indent=2)
 
 def f(x, fmt):
@@ -412,6 +424,10 @@ for s, rt in summary["ratios"].items():
           s, f(rt["throughput"], "%.2f"), f(rt["cpu_per_request"], "%.2f"), f(rt["p99"], "%.2f"), s,
           f(rt.get("throughput_vs_plain_portcullis"), "%.2f")))
 rt = summary["ratios"].get("portcullis", {})
+for s, rt2 in summary["ratios"].items():
+    print("%s/nginx paired by round: throughput %s, cpu-per-request %s%s" % (s, f(rt2["paired_throughput"], "%.2f"),
+          f(rt2["paired_cpu_per_request"], "%.2f"),
+          "" if s == "portcullis" else "; vs portcullis throughput %s" % f(rt2["paired_throughput_vs_plain_portcullis"], "%.2f")))
 print("portcullis/nginx throughput ratio: %s" % f(rt.get("throughput"), "%.2f"))
 print("portcullis/nginx cpu-per-request ratio: %s" % f(rt.get("cpu_per_request"), "%.2f"))
 print("portcullis/nginx p99 ratio: %s" % f(rt.get("p99"), "%.2f"))
