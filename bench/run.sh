@@ -4,7 +4,8 @@
 #   bench/run.sh                      # default: 5 interleaved rounds of 5 s per scenario
 #   ROUNDS=2 DURATION=2 bench/run.sh  # quick run
 #
-# Scenarios (each round runs them in this order, so slow drifts of the machine hit all alike):
+# Scenarios (each round runs all of them, starting one later each round, so slow drifts of the machine and
+# the place in a round hit all alike):
 #   direct      wrk -> upstream NGINX
 #   nginx       wrk -> NGINX reverse proxy (1 worker, keepalive upstream pool) -> upstream
 #   portcullis  wrk -> Portcullis (workers: 1, bench/configs/plain.yaml) -> upstream
@@ -333,9 +334,12 @@ EOF
 }
 
 log "scenarios: ${SCENARIOS[*]}; $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warmup), wrk -t$THREADS -c$CONNECTIONS; proxy on CPU $PROXY_CPU, wrk+upstream on CPU $LOAD_CPU"
+# Each round starts one scenario later than the previous one (direct, nginx, portcullis, ...; then nginx,
+# portcullis, ..., direct), so no scenario always runs in the same place of a round.
+n=${#SCENARIOS[@]}
 for round in $(seq 1 "$ROUNDS"); do
-  for s in "${SCENARIOS[@]}"; do
-    measure "$s" "$round"
+  for i in $(seq 0 $((n - 1))); do
+    measure "${SCENARIOS[$(((i + round - 1) % n))]}" "$round"
   done
 done
 
