@@ -18,7 +18,7 @@ pub struct ResponseBody {
     kind: Kind,
     completion: Option<Box<Completion>>,
     /// Keeps the request counted as in flight on its connection until the body is done.
-    in_flight: Option<Responding>,
+    responding: Option<Responding>,
 }
 
 enum Kind {
@@ -29,23 +29,23 @@ enum Kind {
 
 impl ResponseBody {
     pub fn empty() -> Self {
-        ResponseBody { kind: Kind::Empty, completion: None, in_flight: None }
+        ResponseBody { kind: Kind::Empty, completion: None, responding: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { kind: Kind::Full(Some(bytes)), completion: None, in_flight: None }
+        ResponseBody { kind: Kind::Full(Some(bytes)), completion: None, responding: None }
     }
 
     pub fn upstream(body: UpstreamBody) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), completion: None, in_flight: None }
+        ResponseBody { kind: Kind::Upstream(body), completion: None, responding: None }
     }
 
     pub fn set_completion(&mut self, completion: Box<Completion>) {
         self.completion = Some(completion);
     }
 
-    pub fn set_in_flight(&mut self, guard: Responding) {
-        self.in_flight = Some(guard);
+    pub fn set_responding(&mut self, guard: Responding) {
+        self.responding = Some(guard);
     }
 
     fn count(&mut self, n: usize) {

@@ -314,7 +314,7 @@ async fn serve_http<I>(
             let (handling, responding) = act.request_started();
             let mut resp = pipeline::handle(&shared, &info, req).await;
             drop(handling);
-            resp.body_mut().set_in_flight(responding);
+            resp.body_mut().set_responding(responding);
             if http1 && closes_connection(resp.status()) {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }

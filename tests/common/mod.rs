@@ -222,35 +222,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &'static str) -> Upstream {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let seen2 = seen.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                        _ = &mut stop_rx => return,
-                    };
-                    let seen = seen2.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let seen = seen.clone();
-                            async move { Ok::<_, std::convert::Infallible>(answer(name, &seen, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Upstream { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+        Self::start_with(name, UpstreamOptions::default())
     }
 
     pub fn hits(&self) -> usize {
@@ -656,7 +628,9 @@ impl Upstream {
                             let seen = seen.clone();
                             let extra = extra.clone();
                             async move {
-                                tokio::time::sleep(delay).await;
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
                                 let mut resp = answer(name, &seen, req).await;
                                 for (k, v) in extra.iter() {
                                     resp.headers_mut().append(*k, hyper::header::HeaderValue::from_static(v));
