@@ -28,7 +28,7 @@ fn bench_api_key(c: &mut Criterion) {
     }
     let cfg: ApiKeyConfig = serde_yaml_ng::from_str(&yaml).unwrap();
     let auth = ApiKeyAuth::new("bench", &cfg).unwrap();
-    let conn = ConnInfo { listener: 0, peer: "127.0.0.1:40000".parse().unwrap(), tls: None };
+    let conn = ConnInfo::new(0, "127.0.0.1:40000".parse().unwrap(), None);
     let parts = |key: &str| http::Request::get("/orders/42").header("x-api-key", key).body(()).unwrap().into_parts().0;
 
     let valid = parts(&presented);

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
-use portcullis::proxy::headers::{client_ip, set_forwarded, strip_hop_by_hop, Forwarding};
+use portcullis::proxy::headers::{client_ip, scan, set_forwarded, strip_hop_by_hop, Forwarding, Peer};
 use portcullis::route::{Found, HostPattern, Matcher, PathPattern, RouteTable};
 use portcullis::validate::path::normalize;
 use std::hint::black_box;
@@ -108,18 +108,34 @@ fn bench_headers(c: &mut Criterion) {
     let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
     let untrusted_peer: IpAddr = "198.51.100.20".parse().unwrap();
     let trusted_peer: IpAddr = "10.0.0.9".parse().unwrap();
+    let host = HeaderValue::from_static("api.example.com");
+    let (untrusted, trusted_p) = (Peer::new(untrusted_peer), Peer::new(trusted_peer));
     let mut g = c.benchmark_group("headers");
     g.bench_function("clone_map", |b| b.iter(|| black_box(&base).clone()));
     g.bench_function("strip_hop_by_hop", |b| {
         b.iter_batched_ref(|| base.clone(), strip_hop_by_hop, BatchSize::SmallInput)
     });
     g.bench_function("set_forwarded_untrusted", |b| {
-        let f = Forwarding { peer: untrusted_peer, peer_trusted: false, proto: "http", host: Some("api.example.com") };
-        b.iter_batched_ref(|| base.clone(), |h| set_forwarded(h, &f), BatchSize::SmallInput)
+        let f = Forwarding { peer: &untrusted, peer_trusted: false, proto: "http", host: Some(&host) };
+        b.iter_batched_ref(
+            || base.clone(),
+            |h| {
+                let found = scan(h);
+                set_forwarded(h, &f, found)
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("set_forwarded_trusted", |b| {
-        let f = Forwarding { peer: trusted_peer, peer_trusted: true, proto: "https", host: Some("api.example.com") };
-        b.iter_batched_ref(|| base.clone(), |h| set_forwarded(h, &f), BatchSize::SmallInput)
+        let f = Forwarding { peer: &trusted_p, peer_trusted: true, proto: "https", host: Some(&host) };
+        b.iter_batched_ref(
+            || base.clone(),
+            |h| {
+                let found = scan(h);
+                set_forwarded(h, &f, found)
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("client_ip_untrusted_peer", |b| {
         b.iter(|| client_ip(black_box(untrusted_peer), black_box(&base), black_box(&trusted)))
@@ -132,11 +148,12 @@ fn bench_headers(c: &mut Criterion) {
     });
     // The whole upstream-header step of the pipeline on one map: clone, strip, forward.
     g.bench_function("clone_strip_forward", |b| {
-        let f = Forwarding { peer: untrusted_peer, peer_trusted: false, proto: "http", host: Some("api.example.com") };
+        let f = Forwarding { peer: &untrusted, peer_trusted: false, proto: "http", host: Some(&host) };
         b.iter(|| {
             let mut h = black_box(&base).clone();
-            strip_hop_by_hop(&mut h);
-            set_forwarded(&mut h, &f);
+            let found = scan(&h);
+            portcullis::proxy::headers::strip_found(&mut h, found);
+            set_forwarded(&mut h, &f, found);
             h
         })
     });

@@ -100,7 +100,7 @@ fn bench_jwt(c: &mut Criterion) {
     std::fs::write(&file, minted.jwks.to_string()).unwrap();
     let cached = auth(&file.to_string_lossy(), 10_000);
     let uncached = auth(&file.to_string_lossy(), 0);
-    let conn = ConnInfo { listener: 0, peer: "127.0.0.1:40000".parse().unwrap(), tls: None };
+    let conn = ConnInfo::new(0, "127.0.0.1:40000".parse().unwrap(), None);
 
     let mut g = c.benchmark_group("jwt");
     for (name, token) in &minted.tokens {

@@ -45,6 +45,14 @@ pub struct ConnInfo {
     pub listener: usize,
     pub peer: SocketAddr,
     pub tls: Option<TlsInfo>,
+    /// The peer as forwarding headers name it, worked out once per connection.
+    pub forwarded_peer: headers::Peer,
+}
+
+impl ConnInfo {
+    pub fn new(listener: usize, peer: SocketAddr, tls: Option<TlsInfo>) -> ConnInfo {
+        ConnInfo { listener, peer, tls, forwarded_peer: headers::Peer::new(peer.ip()) }
+    }
 }
 
 pub struct TlsInfo {
@@ -101,10 +109,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let rt = shared.runtime.load_full();
     let listener = &rt.listeners[conn.listener];
     let (mut parts, body) = req.into_parts();
-    let request_id: Box<str> = match parts.headers.get(&X_REQUEST_ID) {
-        Some(v) if headers::valid_request_id(v) => v.to_str().unwrap_or_default().into(),
-        _ => headers::new_request_id().into(),
+    let request_id_header = match parts.headers.get(&X_REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v) => v.clone(),
+        _ => headers::new_request_id(),
     };
+    // Valid request ids are visible ASCII, so this always succeeds.
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let client_ip = headers::client_ip(conn.peer.ip(), &parts.headers, &rt.trusted_proxies);
     // Only the access log needs these copies; the request's own headers go upstream without a clone.
     let (log_host, log_path): (Box<str>, Box<str>) = if rt.access_log {
@@ -112,27 +122,34 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     } else {
         (Box::default(), Box::default())
     };
-    let mut ex =
-        Exchange { request_id: &request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
+    let mut ex = Exchange { request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut upstream_duration = None;
     let mut cors_origin = None;
-    let result =
-        run(&rt, listener, &mut ex, &mut parts, body, &bytes_in, &mut upstream_duration, &mut cors_origin).await;
+    let result = run(
+        &rt,
+        listener,
+        &mut ex,
+        &mut parts,
+        body,
+        &request_id_header,
+        &bytes_in,
+        &mut upstream_duration,
+        &mut cors_origin,
+    )
+    .await;
     let route = ex.route.take();
     let principal = ex.principal.take();
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, None),
         Err(reject) => {
             let kind = (reject.kind().0, reject.detail());
-            tracing::debug!(request_id = &*request_id, problem = kind.0, reason = kind.1, "request refused");
-            (reject.into_response(&request_id), Some(kind))
+            tracing::debug!(request_id, problem = kind.0, reason = kind.1, "request refused");
+            (reject.into_response(request_id), Some(kind))
         }
     };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert(&X_REQUEST_ID, v);
-    }
+    h.insert(&X_REQUEST_ID, request_id_header.clone());
     if let Some(hsts) = &listener.hsts {
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
@@ -141,7 +158,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
     let completion = Completion {
         started,
-        request_id,
+        request_id: request_id_header,
         client_ip,
         method: Some(parts.method),
         host: log_host,
@@ -175,6 +192,7 @@ async fn run(
     ex: &mut Exchange<'_>,
     parts: &mut http::request::Parts,
     body: Incoming,
+    request_id: &HeaderValue,
     bytes_in: &Arc<AtomicU64>,
     upstream_duration: &mut Option<std::time::Duration>,
     cors_origin: &mut Option<HeaderValue>,
@@ -229,7 +247,8 @@ async fn run(
     route.authn.strip_credentials(&mut headers);
     let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
     let target = upstream_target(parts, &normalized, query.as_deref())?;
-    let upstream_req = upstream_request(rt, ex, parts, headers, target, body, route.max_body_bytes, bytes_in)?;
+    let upstream_req =
+        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
@@ -265,26 +284,35 @@ fn upstream_request(
     mut headers: http::HeaderMap,
     target: PathAndQuery,
     body: Body,
+    request_id: &HeaderValue,
     max_body: u64,
     bytes_in: &Arc<AtomicU64>,
 ) -> Result<Request<LimitedBody>, Reject> {
-    headers::strip_hop_by_hop(&mut headers);
-    let host = host_of_str(&parts.uri, &headers).to_owned();
-    if !headers.contains_key(HOST) {
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            headers.insert(HOST, v);
+    // One walk over the names says what hygiene has to touch; most requests need no removal at all.
+    let found = headers::scan(&headers);
+    headers::strip_found(&mut headers, found);
+    let host = match headers.get(HOST) {
+        Some(v) => Some(v.clone()),
+        // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.
+        None => {
+            let v = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(v) = &v {
+                headers.insert(HOST, v.clone());
+            }
+            v
         }
-    }
+    };
     let peer = ex.conn.peer.ip();
     let fwd = Forwarding {
-        peer,
+        peer: &ex.conn.forwarded_peer,
         peer_trusted: headers::is_trusted(peer, &rt.trusted_proxies),
         proto: if ex.conn.tls.is_some() { "https" } else { "http" },
-        host: (!host.is_empty()).then_some(host.as_str()),
+        host: host.as_ref(),
     };
-    headers::set_forwarded(&mut headers, &fwd);
-    if let Ok(v) = HeaderValue::from_str(ex.request_id) {
-        headers.insert(&X_REQUEST_ID, v);
+    headers::set_forwarded(&mut headers, &fwd, found);
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+    if found.has(headers::Found::IDENTITY) {
+        remove_identity_headers(&mut headers);
     }
     identity_headers(&mut headers, ex.principal.as_deref());
     let body = match body {
@@ -300,15 +328,19 @@ fn upstream_request(
     Ok(req)
 }
 
-/// Tells the upstream who the caller is: `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma
-/// separated), `-Scopes` (space separated), `-Tenant`. Any `X-Portcullis-*` header a client sent is
-/// removed first, so these can be trusted by the upstream.
-fn identity_headers(headers: &mut http::HeaderMap, principal: Option<&Principal>) {
+/// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.
+fn remove_identity_headers(headers: &mut http::HeaderMap) {
     let spoofed: Vec<http::HeaderName> =
         headers.keys().filter(|k| k.as_str().starts_with("x-portcullis-")).cloned().collect();
     for name in spoofed {
         headers.remove(name);
     }
+}
+
+/// Tells the upstream who the caller is: `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma
+/// separated), `-Scopes` (space separated), `-Tenant`. Client-sent ones are removed first
+/// ([`remove_identity_headers`]), so these can be trusted by the upstream.
+fn identity_headers(headers: &mut http::HeaderMap, principal: Option<&Principal>) {
     let Some(p) = principal else { return };
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {

@@ -620,3 +620,151 @@ fn keep_alive_connections_to_the_upstream_are_reused() {
     let distinct: std::collections::HashSet<SocketAddr> = peers.lock().unwrap().iter().copied().collect();
     assert!(distinct.len() <= 2, "{} upstream connections for 40 sequential requests", distinct.len());
 }
+
+/// What a scripted upstream does with a request head.
+enum Answer {
+    Reply(&'static [u8]),
+    ReplyAndClose(&'static [u8]),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// A scripted HTTP/1.1 upstream on raw sockets: `answer(i)` says what to do with the `i`-th request
+/// head read on a connection. Also returns the number of connections accepted.
+fn scripted_upstream(answer: fn(usize) -> Answer) -> (SocketAddr, Arc<Mutex<usize>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0));
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut s) = stream else { continue };
+            *count.lock().unwrap() += 1;
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut pending = Vec::new();
+                for i in 0.. {
+                    let mut buf = [0u8; 4096];
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    pending.drain(..end);
+                    match answer(i) {
+                        Answer::Reply(bytes) => {
+                            if s.write_all(bytes).is_err() {
+                                return;
+                            }
+                        }
+                        Answer::ReplyAndClose(bytes) => {
+                            let _ = s.write_all(bytes);
+                            return;
+                        }
+                        Answer::Close => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+fn one_target(addr: SocketAddr) -> String {
+    format!("  app:\n    targets:\n      - address: {addr}\n")
+}
+
+#[test]
+fn request_bodies_of_every_framing_reach_the_upstream_intact() {
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&one_target(up.addr), &catch_all("app"), ""));
+    let addr = gw.addr("main");
+    // Chunked, several chunks: re-chunked upstream, same bytes.
+    let chunked = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+    let resp = raw(addr, chunked, T);
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert_eq!(up.last().unwrap().body, b"hello world");
+    // A large body with a length: streamed, not coalesced with the head.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut req = format!("PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+    req.extend_from_slice(&big);
+    let resp = raw(addr, &req, T);
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = up.last().unwrap();
+    assert_eq!(seen.body.len(), big.len());
+    assert!(seen.body == big, "the large body arrived altered");
+    assert_eq!(seen.header("content-length"), Some("300000"));
+    // A small body with a length, and an empty POST.
+    let resp = raw(addr, b"POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", T);
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(up.last().unwrap().body, b"abc");
+    let resp = raw(addr, b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", T);
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(up.last().unwrap().header("content-length"), Some("0"));
+}
+
+#[test]
+fn upstream_chunked_and_close_delimited_responses_reach_the_client_intact() {
+    let (chunked, _) = scripted_upstream(|_| {
+        Answer::Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6;x=y\r\nhello \r\n5\r\nworld\r\n0\r\nx-t: 1\r\n\r\n")
+    });
+    let (close, _) = scripted_upstream(|_| Answer::ReplyAndClose(b"HTTP/1.1 200 OK\r\n\r\nread until close"));
+    let ups = format!("{}  other:\n    targets:\n      - address: {close}\n", one_target(chunked));
+    let routes = format!(
+        "  - name: close\n    match:\n      path: {{ prefix: /close }}\n    upstream: other\n    auth: none\n{}",
+        catch_all("app")
+    );
+    let gw = Gateway::start(&config(&ups, &routes, ""));
+    let addr = gw.addr("main");
+    // Three requests on one client connection (curl reuses it), each answered chunked upstream.
+    let url = format!("http://{addr}/chunks");
+    let (code, _, body) = curl(&["-s", &url, &url, &url]);
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("hello world").count(), 3, "{body}");
+    let (code, _, body) = curl(&["-s", &format!("http://{addr}/close")]);
+    assert_eq!((code, body.as_str()), (200, "read until close"));
+}
+
+#[test]
+fn an_ambiguous_or_broken_upstream_response_is_a_502() {
+    let answers: [fn(usize) -> Answer; 3] = [
+        |_| Answer::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        |_| Answer::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"),
+        |_| Answer::Reply(b"garbage\r\n\r\n"),
+    ];
+    for answer in answers {
+        let (bad, _) = scripted_upstream(answer);
+        let gw = Gateway::start(&config(&one_target(bad), &catch_all("app"), ""));
+        let resp = raw(gw.addr("main"), b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", T);
+        assert_eq!(status_of(&resp), 502, "{resp}");
+        assert_eq!(problem_type(body_of(&resp)), problem("bad-gateway"));
+    }
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_dropped_is_replaced_without_a_failure() {
+    // Each upstream connection answers one request (keep-alive framing), then closes on the next head
+    // without answering: the race of an upstream closing an idle connection as a request arrives.
+    let (addr, connections) = scripted_upstream(|i| match i {
+        0 => Answer::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        _ => Answer::Close,
+    });
+    let gw = Gateway::start(&config(&one_target(addr), &catch_all("app"), ""));
+    let gw_addr = gw.addr("main");
+    let mut conn = RawConn::connect(gw_addr);
+    for i in 0..4 {
+        let resp = get(&mut conn, &format!("/r/{i}"));
+        assert_eq!(status_of(&resp), 200, "request {i}: {resp}");
+    }
+    assert!(*connections.lock().unwrap() >= 4, "each request needed a fresh upstream connection");
+    // A POST that may have reached the upstream is never sent twice: it fails instead.
+    let mut conn = RawConn::connect(gw_addr);
+    assert_eq!(status_of(&get(&mut conn, "/warm")), 200);
+    let before = *connections.lock().unwrap();
+    let resp = conn.send(b"POST /once HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", T);
+    assert_eq!(status_of(&resp), 502, "{resp}");
+    assert_eq!(*connections.lock().unwrap(), before, "the POST was sent again on a new connection");
+}

@@ -36,7 +36,7 @@ pub fn init_logging(level: &str) -> WorkerGuard {
 /// line and updates the metrics, so a client that goes away mid-body is still accounted for.
 pub struct Completion {
     pub started: Instant,
-    pub request_id: Box<str>,
+    pub request_id: http::HeaderValue,
     pub client_ip: IpAddr,
     /// `None` when the request line could not be parsed.
     pub method: Option<Method>,
@@ -69,7 +69,7 @@ impl Drop for Completion {
         }
         tracing::info!(
             target: "access",
-            request_id = &*self.request_id,
+            request_id = self.request_id.to_str().unwrap_or_default(),
             client_ip = %self.client_ip,
             method = self.method.as_ref().map(Method::as_str),
             host = &*self.host,

@@ -6,6 +6,7 @@
 //! `X-Request-Id` is always present. Toward the client: hop-by-hop headers, `Server` and `X-Powered-By`
 //! are removed.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -21,12 +22,97 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 
+/// The header names hygiene cares about that a single pass over a header map found. Requests and
+/// responses usually carry none of them, so hygiene costs one walk over the names and no map lookups.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Found(u16);
+
+impl Found {
+    pub const CONNECTION: u16 = 1;
+    /// `keep-alive`, `proxy-connection`, `proxy-authenticate`, `proxy-authorization`, `te`, `trailer`,
+    /// `transfer-encoding`, `upgrade`.
+    pub const HOP: u16 = 1 << 1;
+    pub const FORWARDED: u16 = 1 << 2;
+    pub const X_FORWARDED_FOR: u16 = 1 << 3;
+    pub const X_FORWARDED_PROTO: u16 = 1 << 4;
+    pub const X_FORWARDED_HOST: u16 = 1 << 5;
+    /// `x-portcullis-*`: the identity headers only the gateway may set.
+    pub const IDENTITY: u16 = 1 << 6;
+    /// `server`, `x-powered-by`.
+    pub const SERVER: u16 = 1 << 7;
+    const ANY_FORWARDED: u16 =
+        Self::FORWARDED | Self::X_FORWARDED_FOR | Self::X_FORWARDED_PROTO | Self::X_FORWARDED_HOST;
+
+    pub fn has(self, bits: u16) -> bool {
+        self.0 & bits != 0
+    }
+}
+
+fn classify(name: &str) -> u16 {
+    match name {
+        "connection" => Found::CONNECTION,
+        "keep-alive"
+        | "proxy-connection"
+        | "proxy-authenticate"
+        | "proxy-authorization"
+        | "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "upgrade" => Found::HOP,
+        "forwarded" => Found::FORWARDED,
+        "x-forwarded-for" => Found::X_FORWARDED_FOR,
+        "x-forwarded-proto" => Found::X_FORWARDED_PROTO,
+        "x-forwarded-host" => Found::X_FORWARDED_HOST,
+        "server" | "x-powered-by" => Found::SERVER,
+        n if n.starts_with("x-portcullis-") => Found::IDENTITY,
+        _ => 0,
+    }
+}
+
+/// One pass over the names of `headers`.
+pub fn scan(headers: &HeaderMap) -> Found {
+    Found(headers.keys().fold(0, |acc, name| acc | classify(name.as_str())))
+}
+
+/// True for a response header name (any case) the gateway never passes back to clients, unless it is
+/// `Connection` naming further headers (then [`clean_response`] removes those too).
+pub fn dropped_from_responses(name: &[u8]) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        6 => is("server"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("keep-alive"),
+        12 => is("x-powered-by"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
+}
+
+/// True when a `Connection` value names only connection options (`close`, `keep-alive`), no headers.
+pub fn connection_names_no_headers(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+    let found = scan(headers);
+    strip_found(headers, found);
+}
+
+/// [`strip_hop_by_hop`] with the result of a [`scan`] already in hand.
+pub fn strip_found(headers: &mut HeaderMap, found: Found) {
+    if found.has(Found::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
+            .filter(|v| !connection_names_no_headers(v.as_bytes()))
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
@@ -36,13 +122,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &PROXY_AUTHENTICATE, &PROXY_AUTHORIZATION] {
-        headers.remove(name);
+    if found.has(Found::HOP) {
+        for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &PROXY_AUTHENTICATE, &PROXY_AUTHORIZATION] {
+            headers.remove(name);
+        }
+        headers.remove(TE);
+        headers.remove(TRAILER);
+        headers.remove(TRANSFER_ENCODING);
+        headers.remove(UPGRADE);
     }
-    headers.remove(TE);
-    headers.remove(TRAILER);
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -72,60 +160,95 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     leftmost.unwrap_or(peer)
 }
 
-pub struct Forwarding<'a> {
-    pub peer: IpAddr,
-    pub peer_trusted: bool,
-    pub proto: &'static str,
-    pub host: Option<&'a str>,
+/// The peer of a client connection as forwarding headers name it, worked out once per connection.
+pub struct Peer {
+    pub ip: IpAddr,
+    /// `X-Forwarded-For` element: `192.0.2.1`, `2001:db8::1`.
+    pub xff: HeaderValue,
+    /// `Forwarded` node (RFC 7239): `192.0.2.1`, `"[2001:db8::1]"`.
+    pub node: Box<str>,
 }
 
-/// Sets `Forwarded` and `X-Forwarded-*` for the upstream.
-pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    if !f.peer_trusted {
+impl Peer {
+    pub fn new(ip: IpAddr) -> Peer {
+        let text = ip.to_string();
+        let node = if ip.is_ipv6() { format!("\"[{text}]\"").into() } else { text.as_str().into() };
+        // An IP address in text is always a valid header value.
+        let xff = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { ip, xff, node }
+    }
+}
+
+pub struct Forwarding<'a> {
+    pub peer: &'a Peer,
+    pub peer_trusted: bool,
+    pub proto: &'static str,
+    /// The host the request named (already validated: no quotes, no spaces).
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets `Forwarded` and `X-Forwarded-*` for the upstream. `found`: a [`scan`] of `headers`.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found) {
+    let keep = f.peer_trusted;
+    if !keep && found.has(Found::ANY_FORWARDED) {
         headers.remove(&FORWARDED);
         headers.remove(&X_FORWARDED_FOR);
         headers.remove(&X_FORWARDED_PROTO);
         headers.remove(&X_FORWARDED_HOST);
     }
-    let peer = f.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer.clone(),
+    let prev = |headers: &HeaderMap, name: &HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
     };
-    insert(headers, &X_FORWARDED_FOR, xff);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    let xff = match (keep && found.has(Found::X_FORWARDED_FOR)).then(|| prev(headers, &X_FORWARDED_FOR)).flatten() {
+        Some(prev) => value(format!("{prev}, {}", f.peer.xff.to_str().unwrap_or_default())),
+        None => Some(f.peer.xff.clone()),
+    };
+    if let Some(v) = xff {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if !(keep && found.has(Found::X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     }
     if let Some(host) = f.host {
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            insert(headers, &X_FORWARDED_HOST, host.to_owned());
+        if !(keep && found.has(Found::X_FORWARDED_HOST)) {
+            headers.insert(&X_FORWARDED_HOST, host.clone());
         }
     }
-    let node = if f.peer.is_ipv6() { format!("\"[{peer}]\"") } else { peer };
-    let mut element = format!("for={node};proto={}", f.proto);
-    if let Some(host) = f.host {
-        element.push_str(";host=\"");
-        element.push_str(host);
-        element.push('"');
+    let earlier = (keep && found.has(Found::FORWARDED)).then(|| prev(headers, &FORWARDED)).flatten();
+    let host = f.host.map_or(&b""[..], HeaderValue::as_bytes);
+    let mut element =
+        BytesMut::with_capacity(earlier.as_ref().map_or(0, |e| e.len() + 2) + f.peer.node.len() + host.len() + 24);
+    if let Some(e) = &earlier {
+        element.extend_from_slice(e.as_bytes());
+        element.extend_from_slice(b", ");
     }
-    let forwarded = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {element}"),
-        None => element,
-    };
-    insert(headers, &FORWARDED, forwarded);
+    element.extend_from_slice(b"for=");
+    element.extend_from_slice(f.peer.node.as_bytes());
+    element.extend_from_slice(b";proto=");
+    element.extend_from_slice(f.proto.as_bytes());
+    if !host.is_empty() {
+        element.extend_from_slice(b";host=\"");
+        element.extend_from_slice(host);
+        element.put_u8(b'"');
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(element.freeze()) {
+        headers.insert(&FORWARDED, v);
+    }
 }
 
-fn insert(headers: &mut HeaderMap, name: &HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::try_from(value) {
-        headers.insert(name.clone(), v);
-    }
+fn value(s: String) -> Option<HeaderValue> {
+    HeaderValue::try_from(s).ok()
 }
 
-/// Headers the gateway never passes back to clients.
+/// Headers the gateway never passes back to clients. The upstream client already leaves most of them
+/// out while parsing (see [`dropped_from_responses`]); this catches the rest.
 pub fn clean_response(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    headers.remove(http::header::SERVER);
-    headers.remove(&X_POWERED_BY);
+    let found = scan(headers);
+    strip_found(headers, found);
+    if found.has(Found::SERVER) {
+        headers.remove(http::header::SERVER);
+        headers.remove(&X_POWERED_BY);
+    }
 }
 
 /// A client-supplied request id is kept if it is 1-128 characters of `[A-Za-z0-9._-]`.
@@ -134,9 +257,15 @@ pub fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// A new random request id (32 hex digits).
-pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+/// A new random request id (32 hex digits), as the header value it is sent in.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, byte) in fastrand::u128(..).to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(byte >> 4)];
+        out[2 * i + 1] = HEX[usize::from(byte & 15)];
+    }
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -172,16 +301,55 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(&FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
-        let f = Forwarding {
-            peer: "127.0.0.1".parse().unwrap(),
-            peer_trusted: false,
-            proto: "https",
-            host: Some("a.example"),
-        };
-        set_forwarded(&mut h, &f);
+        let peer = Peer::new("127.0.0.1".parse().unwrap());
+        let host = HeaderValue::from_static("a.example");
+        let f = Forwarding { peer: &peer, peer_trusted: false, proto: "https", host: Some(&host) };
+        let found = scan(&h);
+        set_forwarded(&mut h, &f, found);
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&FORWARDED], "for=127.0.0.1;proto=https;host=\"a.example\"");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn forwarding_from_a_trusted_proxy_is_appended_to() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&FORWARDED, HeaderValue::from_static("for=203.0.113.7"));
+        let peer = Peer::new("2001:db8::1".parse().unwrap());
+        let f = Forwarding { peer: &peer, peer_trusted: true, proto: "http", host: None };
+        let found = scan(&h);
+        set_forwarded(&mut h, &f, found);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 2001:db8::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https", "a trusted proxy's scheme is kept");
+        assert_eq!(h[&FORWARDED], "for=203.0.113.7, for=\"[2001:db8::1]\";proto=http");
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn scan_finds_what_hygiene_touches() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert_eq!(scan(&h), Found::default());
+        h.insert("x-portcullis-roles", HeaderValue::from_static("admin"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        let f = scan(&h);
+        assert!(f.has(Found::IDENTITY) && f.has(Found::HOP) && !f.has(Found::CONNECTION));
+    }
+
+    #[test]
+    fn response_headers_dropped_at_parse_time() {
+        for name in ["Server", "X-Powered-By", "Keep-Alive", "TE", "Transfer-Encoding", "Upgrade", "trailer"] {
+            assert!(dropped_from_responses(name.as_bytes()), "{name}");
+        }
+        for name in ["content-length", "date", "set-cookie", "connection", "servers"] {
+            assert!(!dropped_from_responses(name.as_bytes()), "{name}");
+        }
+        assert!(connection_names_no_headers(b"keep-alive"));
+        assert!(connection_names_no_headers(b"Close , keep-alive"));
+        assert!(!connection_names_no_headers(b"close, x-internal"));
     }
 
     #[test]
@@ -189,6 +357,9 @@ mod tests {
         assert!(valid_request_id(&HeaderValue::from_static("abc-123_x.y")));
         assert!(!valid_request_id(&HeaderValue::from_static("a b")));
         assert!(!valid_request_id(&HeaderValue::from_static("\"}")));
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(valid_request_id(&id));
+        assert_ne!(id, new_request_id());
     }
 }

@@ -6,28 +6,24 @@
 //! time → 504, broken response → 502, no available target → 503. A request body over its limit while
 //! streaming → 413.
 
+pub mod h1;
 pub mod headers;
 pub mod health;
 pub mod upstream;
 
 use crate::respond::problem::Reject;
-use crate::validate::body::{is_client_body_error, is_too_large, LimitedBody};
+use crate::validate::body::LimitedBody;
 use bytes::Bytes;
+use h1::Conn;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-pub use upstream::{Sender, Target, Upstream};
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub use upstream::{Target, Upstream};
 
 #[derive(Debug)]
 enum ConnectError {
@@ -35,12 +31,12 @@ enum ConnectError {
     Failed,
 }
 
-/// Opens a new connection to `target` and starts its HTTP/1.1 client task.
-async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, ConnectError> {
+/// Opens a new connection to `target` (TCP, then TLS when the upstream has it).
+async fn connect(upstream: &Upstream, target: &Target) -> Result<Conn, ConnectError> {
     let fut = async {
         let tcp = TcpStream::connect(target.address.as_str()).await.map_err(|_| ConnectError::Failed)?;
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match &upstream.tls {
+        let io: Box<dyn h1::Io> = match &upstream.tls {
             None => Box::new(tcp),
             Some(tls) => {
                 let name = match &tls.server_name {
@@ -56,14 +52,7 @@ async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Connect
                 Box::new(stream)
             }
         };
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake::<_, LimitedBody>(TokioIo::new(io))
-            .await
-            .map_err(|_| ConnectError::Failed)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn::new(io))
     };
     tokio::time::timeout(upstream.connect_timeout, fut).await.map_err(|_| ConnectError::Timeout)?
 }
@@ -72,13 +61,18 @@ fn idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// Sends `req` to a target of `upstream`. Returns the response, the time spent upstream and its target.
+/// How many times a request is sent again because a pooled connection turned out to be closed.
+const MAX_STALE: u32 = 3;
+
+/// Sends `req` to a target of `upstream`. Returns the response and the time spent upstream.
 pub async fn forward(
     upstream: &Upstream,
-    mut req: Request<LimitedBody>,
+    req: Request<LimitedBody>,
 ) -> Result<(Response<UpstreamBody>, Duration), Reject> {
     let started = Instant::now();
-    let retry_ok = idempotent(req.method());
+    let (parts, mut body) = req.into_parts();
+    let retry_ok = idempotent(&parts.method);
+    let target_str = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut exclude = None;
     let mut attempts = 0;
     let mut stale = 0;
@@ -93,14 +87,14 @@ pub async fn forward(
         let outstanding = Outstanding::new(target.clone());
         let pooled = target.checkout(upstream.pool_idle_timeout);
         let from_pool = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            // Boxed: a new connection (TCP, TLS, handshake) is a large future that the pooled path,
-            // every request's, should not carry.
+        let mut conn = match pooled {
+            Some(c) => c,
+            // Boxed: a new connection (TCP, TLS) is a large future that the pooled path, every
+            // request's, should not carry.
             None => match Box::pin(connect(upstream, target)).await {
-                Ok(s) => {
+                Ok(c) => {
                     target.connect_succeeded();
-                    s
+                    c
                 }
                 Err(e) => {
                     target.connect_failed(&upstream.passive);
@@ -119,41 +113,37 @@ pub async fn forward(
                 }
             },
         };
-        if sender.ready().await.is_err() {
-            // A pooled connection closed under us: nothing was sent, try another.
-            stale += 1;
-            if stale > 3 {
-                return Err(Reject::BadGateway("upstream connections closing"));
-            }
-            continue;
-        }
-        let send = sender.try_send_request(req);
-        match tokio::time::timeout(upstream.response_timeout, send).await {
+        let replay = if from_pool { body.replay() } else { None };
+        let exchange = conn.exchange(&parts.method, target_str, &parts.headers, &mut body);
+        match tokio::time::timeout(upstream.response_timeout, exchange).await {
             Err(_) => return Err(Reject::GatewayTimeout("upstream response timeout")),
-            Ok(Ok(resp)) => {
+            Ok(Ok(head)) => {
                 let elapsed = started.elapsed();
-                let ret = Checkin { sender, target: target.clone(), max_idle: upstream.max_idle };
-                return Ok((resp.map(|b| UpstreamBody::new(b, ret, outstanding)), elapsed));
+                let checkin = Checkin { target: target.clone(), max_idle: upstream.max_idle };
+                let inner = h1::ResponseBody::new(conn, &head, checkin);
+                let mut resp = Response::new(UpstreamBody { inner, _outstanding: outstanding });
+                *resp.status_mut() = head.status;
+                *resp.headers_mut() = head.headers;
+                return Ok((resp, elapsed));
             }
-            Ok(Err(mut err)) => {
-                if let Some(back) = err.take_message() {
-                    // Never sent (the pooled connection was closed by the upstream): safe to resend.
-                    req = back;
+            Ok(Err(h1::Error::Closed { sent })) if from_pool && (retry_ok || !sent) && stale < MAX_STALE => {
+                // A pooled connection the upstream had closed: the request did not get through.
+                if let Some(again) = replay {
+                    body = again;
                     stale += 1;
-                    if from_pool && stale <= 3 {
-                        continue;
-                    }
+                    continue;
                 }
-                let e = err.into_error();
-                if is_too_large(&e) {
-                    return Err(Reject::PayloadTooLarge);
-                }
-                if is_client_body_error(&e) {
-                    // The client's body was malformed (bad chunk framing) or cut off: its fault, not the
-                    // upstream's.
-                    tracing::debug!(upstream = &*upstream.name, error = %e, "request body failed while forwarding");
-                    return Err(Reject::BadRequest("malformed or incomplete request body"));
-                }
+                tracing::warn!(upstream = &*upstream.name, address = %target.address, "pooled upstream connection closed under a streamed request");
+                return Err(Reject::BadGateway("upstream request failed"));
+            }
+            Ok(Err(h1::Error::BodyTooLarge)) => return Err(Reject::PayloadTooLarge),
+            Ok(Err(h1::Error::ClientBody)) => {
+                // The client's body was malformed (bad chunk framing) or cut off: its fault, not the
+                // upstream's.
+                tracing::debug!(upstream = &*upstream.name, "request body failed while forwarding");
+                return Err(Reject::BadRequest("malformed or incomplete request body"));
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(upstream = &*upstream.name, address = %target.address, error = %e, "upstream request failed");
                 return Err(Reject::BadGateway("upstream request failed"));
             }
@@ -177,34 +167,24 @@ impl Drop for Outstanding {
     }
 }
 
-struct Checkin {
-    sender: Sender,
+/// Returns a connection whose response was read to the end to its target's pool.
+pub struct Checkin {
     target: Arc<Target>,
     max_idle: usize,
 }
 
-/// An upstream response body. When it has been read to the end, its connection goes back to the pool;
-/// if it is dropped early, the connection is closed instead (never reused mid-message).
-pub struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<Checkin>,
-    _outstanding: Outstanding,
+impl h1::Release for Checkin {
+    fn release(self, conn: Conn) {
+        self.target.checkin(conn, self.max_idle);
+    }
 }
 
-impl UpstreamBody {
-    fn new(inner: Incoming, checkin: Checkin, outstanding: Outstanding) -> Self {
-        let mut body = UpstreamBody { inner, checkin: Some(checkin), _outstanding: outstanding };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some(c) = self.checkin.take() {
-            c.target.checkin(c.sender, c.max_idle);
-        }
-    }
+/// An upstream response body, read from its connection as the client takes it. When it has been read
+/// to the end, its connection goes back to the pool; if it is dropped early, the connection is closed
+/// instead (never reused mid-message).
+pub struct UpstreamBody {
+    inner: h1::ResponseBody<Checkin>,
+    _outstanding: Outstanding,
 }
 
 impl Body for UpstreamBody {
@@ -212,24 +192,7 @@ impl Body for UpstreamBody {
     type Error = crate::body::BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    this.release();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.checkin = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -244,14 +207,12 @@ impl Body for UpstreamBody {
 /// A GET to a target for health checking: 2xx within `timeout` is healthy. Uses its own connection.
 pub async fn probe(upstream: &Upstream, target: &Target, path: &str, timeout: Duration) -> bool {
     let fut = async {
-        let mut sender = connect(upstream, target).await.ok()?;
-        let req = Request::get(path)
-            .header(http::header::HOST, target.host.as_str())
-            .header(http::header::USER_AGENT, "portcullis-health-check")
-            .body(LimitedBody::empty())
-            .ok()?;
-        let resp = sender.send_request(req).await.ok()?;
-        Some(resp.status().is_success())
+        let mut conn = connect(upstream, target).await.ok()?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, http::HeaderValue::from_str(&target.address).ok()?);
+        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("portcullis-health-check"));
+        let head = conn.exchange(&Method::GET, path, &headers, &mut LimitedBody::empty()).await.ok()?;
+        Some(head.status.is_success())
     };
     matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
 }

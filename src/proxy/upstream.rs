@@ -2,17 +2,14 @@
 //! requests by power of two choices), passive ejection after consecutive connection failures, and a
 //! per-target pool of idle keep-alive HTTP/1.1 connections.
 
+use super::h1::Conn;
 use crate::config::file;
 use crate::observe::metrics::Metrics;
-use crate::validate::body::LimitedBody;
-use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::gauge::Gauge;
 use rustls_pki_types::ServerName;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-pub type Sender = SendRequest<LimitedBody>;
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -46,7 +43,7 @@ pub struct Target {
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
     pub outstanding: AtomicUsize,
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
     gauge: Gauge,
 }
 
@@ -115,23 +112,20 @@ impl Target {
     }
 
     /// An idle pooled connection, if one is still open and young enough.
-    pub fn checkout(&self, max_age: Duration) -> Option<Sender> {
+    pub fn checkout(&self, max_age: Duration) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < max_age {
-                return Some(sender);
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() < max_age && conn.reusable() {
+                return Some(conn);
             }
         }
         None
     }
 
-    pub fn checkin(&self, sender: Sender, max_idle: usize) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn checkin(&self, conn: Conn, max_idle: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push((conn, Instant::now()));
         }
     }
 }

@@ -22,6 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -158,7 +159,7 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
     match &listener.tls {
         None => {
             let proto = if listener.http2 { Protocol::Auto } else { Protocol::Http1 };
-            let info = ConnInfo { listener: index, peer, tls: None };
+            let info = ConnInfo::new(index, peer, None);
             drop(rt);
             serve_http(io, info, proto, shared, activity, watcher).await;
         }
@@ -179,17 +180,17 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
             };
             let (_, session) = tls.get_ref();
             let proto = if session.alpn_protocol() == Some(b"h2") { Protocol::Http2 } else { Protocol::Http1 };
-            let info = ConnInfo {
-                listener: index,
+            let info = ConnInfo::new(
+                index,
                 peer,
-                tls: Some(TlsInfo {
+                Some(TlsInfo {
                     version: crate::tls::version_name(session.protocol_version()),
                     sni: session.server_name().map(str::to_owned),
                     client_chain: session
                         .peer_certificates()
                         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                 }),
-            };
+            );
             serve_http(tls, info, proto, shared, activity, watcher).await;
         }
     }
@@ -223,11 +224,12 @@ fn parser_refusals(shared: &Arc<Shared>, info: &ConnInfo) -> conn::Refuse {
         let request_id = new_request_id();
         let rt = shared.runtime.load();
         let hsts = rt.listeners.get(listener).and_then(|l| l.hsts.as_ref());
-        let bytes = reject.http1_closing(&request_id, hsts);
-        tracing::debug!(request_id = &*request_id, problem = reject.kind().0, "request head refused by the parser");
+        let id = request_id.to_str().unwrap_or_default();
+        let bytes = reject.http1_closing(id, hsts);
+        tracing::debug!(request_id = id, problem = reject.kind().0, "request head refused by the parser");
         drop(Completion {
             started,
-            request_id: request_id.into(),
+            request_id,
             client_ip,
             method: None,
             host: Box::default(),
@@ -264,30 +266,6 @@ async fn serve_http<I>(
         let rt = shared.runtime.load();
         (rt.limits.clone(), rt.limits.idle_timeout)
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Ours instead (`Activity::head_timeout`): hyper's also runs while a kept-alive connection waits
-        // for its next request, which would cut keep-alive to `header_read_timeout`.
-        .header_read_timeout(None)
-        // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
-        .max_buf_size((limits.request.max_header_bytes + limits.request.max_url_bytes + 4096).max(8192))
-        .max_headers(limits.request.max_headers + 1);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size((limits.request.max_header_bytes + limits.request.max_url_bytes) as u32)
-        .max_pending_accept_reset_streams(Some(32))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Some(idle / 2))
-        .keep_alive_timeout(std::time::Duration::from_secs(20));
-    let builder = match proto {
-        Protocol::Http1 => builder.http1_only(),
-        Protocol::Http2 => builder.http2_only(),
-        Protocol::Auto => builder,
-    };
     let info = Arc::new(info);
     let act = activity.clone();
     let http1 = proto != Protocol::Http2;
@@ -321,8 +299,51 @@ async fn serve_http<I>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    let conn = watcher.watch(conn);
+    let io = TokioIo::new(io);
+    let max_buf = (limits.request.max_header_bytes + limits.request.max_url_bytes + 4096).max(8192);
+    if proto == Protocol::Http1 {
+        // HTTP/1 only: hyper's own connection, without the version sniffing (and its extra buffer
+        // layer on every read) that serving h2c by prior knowledge needs.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // Ours instead (`Activity::head_timeout`): hyper's also runs while a kept-alive connection
+            // waits for its next request, which would cut keep-alive to `header_read_timeout`.
+            .header_read_timeout(None)
+            // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
+            .max_buf_size(max_buf)
+            .max_headers(limits.request.max_headers + 1);
+        let conn = watcher.watch(builder.serve_connection(io, service));
+        drive(conn, &activity, idle, limits.header_read_timeout, true).await;
+        return;
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(max_buf)
+        .max_headers(limits.request.max_headers + 1);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size((limits.request.max_header_bytes + limits.request.max_url_bytes) as u32)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(idle / 2))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    let builder = if proto == Protocol::Http2 { builder.http2_only() } else { builder };
+    let conn = watcher.watch(builder.serve_connection(io, service));
+    drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2).await;
+}
+
+/// Runs a served connection until it ends, goes idle, or (HTTP/1) a request head takes too long.
+async fn drive<C, E>(conn: C, activity: &Activity, idle: Duration, header_timeout: Duration, http1: bool)
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::select! {
         res = conn => {
             if let Err(e) = res {
@@ -332,7 +353,7 @@ async fn serve_http<I>(
         _ = activity.idle(idle) => {
             tracing::debug!("idle connection closed");
         }
-        _ = activity.head_timeout(limits.header_read_timeout), if proto != Protocol::Http2 => {
+        _ = activity.head_timeout(header_timeout), if http1 => {
             tracing::debug!("request head not received within header_read_timeout; connection closed");
         }
     }

@@ -35,36 +35,27 @@ impl LimitedBody {
     pub fn full(bytes: Bytes) -> Self {
         LimitedBody { inner: None, buffered: (!bytes.is_empty()).then_some(bytes), remaining: 0, seen: None }
     }
+
+    /// The whole body, when it was read before forwarding.
+    pub fn take_buffered(&mut self) -> Option<Bytes> {
+        self.buffered.take()
+    }
+
+    /// A second copy of a body that can be sent again (empty or buffered); `None` for a streamed one.
+    pub fn replay(&self) -> Option<LimitedBody> {
+        match (&self.inner, &self.buffered) {
+            (None, Some(b)) => Some(LimitedBody::full(b.clone())),
+            (None, None) => Some(LimitedBody::empty()),
+            (Some(inner), None) if inner.is_end_stream() => Some(LimitedBody::empty()),
+            _ => None,
+        }
+    }
 }
 
 /// Reading the client's body failed (malformed chunked framing, or the client went away mid-body).
 #[derive(Debug, thiserror::Error)]
 #[error("reading the request body failed: {0}")]
 pub struct ClientBodyError(#[source] hyper::Error);
-
-/// True if `err` (from the upstream client) was caused by reading the client's body.
-pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<ClientBodyError>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
-/// True if `err` (from the upstream client) was caused by the body limit.
-pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<BodyTooLarge>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
 
 impl Body for LimitedBody {
     type Data = Bytes;

@@ -48,10 +48,22 @@ pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
     if let Some(head::RawHeadProblem(reason)) = parts.extensions.get::<head::RawHeadProblem>() {
         return Err(Reject::AmbiguousFraming(reason));
     }
-    let h = &parts.headers;
-    let mut lengths = h.get_all(CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
-        if lengths.next().is_some() {
+    // One walk over the fields instead of a map lookup per name: most requests carry only `Host`.
+    let (mut length, mut lengths, mut coding, mut codings, mut host, mut hosts) = (None, 0, None, 0, None, 0);
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH {
+            lengths += 1;
+            length = Some(value);
+        } else if name == TRANSFER_ENCODING {
+            codings += 1;
+            coding = Some(value);
+        } else if name == HOST {
+            hosts += 1;
+            host = Some(value);
+        }
+    }
+    if let Some(first) = length {
+        if lengths > 1 {
             return Err(Reject::AmbiguousFraming("several content-length headers"));
         }
         let v = first.as_bytes();
@@ -59,21 +71,18 @@ pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
             return Err(Reject::AmbiguousFraming("invalid content-length"));
         }
     }
-    let mut codings = h.get_all(TRANSFER_ENCODING).iter();
-    if let Some(te) = codings.next() {
+    if let Some(te) = coding {
         if parts.version != Version::HTTP_11 {
             return Err(Reject::AmbiguousFraming("transfer-encoding outside HTTP/1.1"));
         }
-        if codings.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        if codings > 1 || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
             return Err(Reject::AmbiguousFraming("transfer coding other than chunked"));
         }
-        if h.contains_key(CONTENT_LENGTH) {
+        if lengths > 0 {
             return Err(Reject::AmbiguousFraming("both content-length and transfer-encoding"));
         }
     }
-    let mut hosts = h.get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+    if hosts > 1 {
         return Err(Reject::BadRequest("several host headers"));
     }
     check_host(parts, host.map(http::HeaderValue::as_bytes))

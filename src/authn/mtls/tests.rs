@@ -28,11 +28,11 @@ fn auth(yaml: &str) -> Result<MtlsAuth, String> {
 }
 
 fn check(a: &MtlsAuth, chain: Option<Vec<CertificateDer<'static>>>) -> Verdict {
-    let conn = ConnInfo {
-        listener: 0,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        tls: Some(TlsInfo { version: None, sni: None, client_chain: chain }),
-    };
+    let conn = ConnInfo::new(
+        0,
+        "127.0.0.1:1".parse().unwrap(),
+        Some(TlsInfo { version: None, sni: None, client_chain: chain }),
+    );
     let (parts, ()) = http::Request::new(()).into_parts();
     let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

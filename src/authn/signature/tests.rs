@@ -148,7 +148,7 @@ fn params(nonce: &str) -> String {
 }
 
 fn run(a: &SignatureAuth, s: &Signed, now: i64) -> Result<Arc<Principal>, &'static str> {
-    let conn = ConnInfo { listener: 0, peer: "127.0.0.1:1".parse().unwrap(), tls: None };
+    let conn = ConnInfo::new(0, "127.0.0.1:1".parse().unwrap(), None);
     let req = AuthRequest { parts: &s.parts, conn: &conn, client_ip: conn.peer.ip(), body: Some(&s.body) };
     let headers = &s.parts.headers;
     let (input, sig) = (joined(headers, "signature-input").unwrap(), joined(headers, "signature").unwrap());
@@ -212,7 +212,7 @@ fn label_and_tag_select_the_signature() {
 #[test]
 fn headers_decide_absent_or_invalid() {
     let a = auth("");
-    let conn = ConnInfo { listener: 0, peer: "127.0.0.1:1".parse().unwrap(), tls: None };
+    let conn = ConnInfo::new(0, "127.0.0.1:1".parse().unwrap(), None);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let verdict = |parts: &http::request::Parts| {
         let req = AuthRequest { parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
