@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
-use portcullis::proxy::headers::{client_ip, scan, set_forwarded, strip_hop_by_hop, Forwarding, Peer};
+use portcullis::proxy::headers::{client_ip, scan, set_forwarded, strip_hop_by_hop, Added, Forwarding, Peer};
 use portcullis::route::{Found, HostPattern, Matcher, PathPattern, RouteTable};
 use portcullis::validate::path::normalize;
 use std::hint::black_box;
@@ -121,7 +121,9 @@ fn bench_headers(c: &mut Criterion) {
             || base.clone(),
             |h| {
                 let found = scan(h);
-                set_forwarded(h, &f, found)
+                let mut added = Added::default();
+                set_forwarded(h, &f, found, &mut added);
+                added
             },
             BatchSize::SmallInput,
         )
@@ -132,7 +134,9 @@ fn bench_headers(c: &mut Criterion) {
             || base.clone(),
             |h| {
                 let found = scan(h);
-                set_forwarded(h, &f, found)
+                let mut added = Added::default();
+                set_forwarded(h, &f, found, &mut added);
+                added
             },
             BatchSize::SmallInput,
         )
@@ -153,8 +157,9 @@ fn bench_headers(c: &mut Criterion) {
             let mut h = black_box(&base).clone();
             let found = scan(&h);
             portcullis::proxy::headers::strip_found(&mut h, found);
-            set_forwarded(&mut h, &f, found);
-            h
+            let mut added = Added::default();
+            set_forwarded(&mut h, &f, found, &mut added);
+            (h, added)
         })
     });
     g.finish();

@@ -249,7 +249,8 @@ async fn run(
     let target = upstream_target(parts, &normalized, query.as_deref())?;
     let upstream_req =
         upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in)?;
-    let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req).await?;
+    let (upstream_req, added) = upstream_req;
+    let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req, &added).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
     Ok(resp.map(ResponseBody::upstream))
@@ -275,7 +276,8 @@ fn upstream_target(
     }
 }
 
-/// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers.
+/// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers, and the header
+/// fields the gateway adds to them (forwarding, request id, identity).
 #[allow(clippy::too_many_arguments)] // each is one piece of the request being assembled
 fn upstream_request(
     rt: &Runtime,
@@ -287,7 +289,7 @@ fn upstream_request(
     request_id: &HeaderValue,
     max_body: u64,
     bytes_in: &Arc<AtomicU64>,
-) -> Result<Request<LimitedBody>, Reject> {
+) -> Result<(Request<LimitedBody>, headers::Added), Reject> {
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
     headers::strip_found(&mut headers, found);
@@ -309,12 +311,16 @@ fn upstream_request(
         proto: if ex.conn.tls.is_some() { "https" } else { "http" },
         host: host.as_ref(),
     };
-    headers::set_forwarded(&mut headers, &fwd, found);
-    headers.insert(&X_REQUEST_ID, request_id.clone());
+    let mut added = headers::Added::default();
+    headers::set_forwarded(&mut headers, &fwd, found, &mut added);
+    if found.has(headers::Found::X_REQUEST_ID) {
+        headers.remove(&X_REQUEST_ID);
+    }
+    added.push("x-request-id", request_id.clone());
     if found.has(headers::Found::IDENTITY) {
         remove_identity_headers(&mut headers);
     }
-    identity_headers(&mut headers, ex.principal.as_deref());
+    identity_headers(&mut added, ex.principal.as_deref());
     let body = match body {
         Body::Buffered(bytes) => LimitedBody::full(bytes),
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
@@ -325,7 +331,7 @@ fn upstream_request(
     *req.uri_mut() = Uri::from(target);
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Ok(req)
+    Ok((req, added))
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.
@@ -340,11 +346,12 @@ fn remove_identity_headers(headers: &mut http::HeaderMap) {
 /// Tells the upstream who the caller is: `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma
 /// separated), `-Scopes` (space separated), `-Tenant`. Client-sent ones are removed first
 /// ([`remove_identity_headers`]), so these can be trusted by the upstream.
-fn identity_headers(headers: &mut http::HeaderMap, principal: Option<&Principal>) {
+fn identity_headers(added: &mut headers::Added, principal: Option<&Principal>) {
     let Some(p) = principal else { return };
     let mut set = |name: &'static str, value: &str| {
+        // A value that is not a valid field value (a control character) is left out, never sent raw.
         if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(http::HeaderName::from_static(name), v);
+            added.push(name, v);
         }
     };
     set("x-portcullis-principal", &p.id);

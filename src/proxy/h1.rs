@@ -29,8 +29,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Largest response head accepted (status line and header fields).
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted (status line and header fields); offsets into it fit in a `u16`.
+const MAX_HEAD: usize = 64 * 1024 - 1;
 /// Most header fields in a response head (and in a trailer section).
 const MAX_HEADERS: usize = 128;
 /// Room made in the read buffer before each read.
@@ -128,14 +128,16 @@ impl Conn {
     }
 
     /// Sends one request and reads the head of its response (interim 1xx responses are skipped).
+    /// `added`: fields written after `headers` (none of their names are in `headers`).
     pub async fn exchange(
         &mut self,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        added: &headers::Added,
         body: &mut LimitedBody,
     ) -> Result<Head, Error> {
-        let sent = match self.send(method, target, headers, body).await {
+        let sent = match self.send(method, target, headers, added, body).await {
             Ok(()) => true,
             Err(SendError::Body(e)) => return Err(e),
             Err(SendError::Io { e, any_sent }) => {
@@ -157,6 +159,7 @@ impl Conn {
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        added: &headers::Added,
         body: &mut LimitedBody,
     ) -> Result<(), SendError> {
         let framing = request_framing(method, headers, body);
@@ -184,6 +187,12 @@ impl Conn {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in added.iter() {
+            out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -374,14 +383,18 @@ enum Parsed {
 
 /// Parses one response head from the front of `buf`, consuming it when complete.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Uninitialised field slots: nothing is written to the ones a head does not use.
+    let mut fields = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::Protocol("too many response header fields")),
         Err(_) => return Err(Error::Protocol("malformed response head")),
     };
+    if len > MAX_HEAD {
+        return Err(Error::Protocol("response head too large"));
+    }
     let code = resp.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| Error::Protocol("invalid status code"))?;
     if status.is_informational() {
@@ -394,7 +407,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let http11 = resp.version == Some(1);
     // Where each field lies in the head, so the values can share its memory once it is frozen.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Offsets fit in 16 bits: a head is at most `MAX_HEAD` bytes.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let mut length: Option<u64> = None;
     let mut lengths = 0;
     let mut codings = 0;
@@ -409,7 +423,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
         let keep = !(headers::dropped_from_responses(name) || only_options);
         if keep {
             let (n_off, v_off) = (name.as_ptr() as usize - base, f.value.as_ptr() as usize - base);
-            spans[kept] = (n_off as u32, name.len() as u32, v_off as u32, f.value.len() as u32);
+            spans[kept] = (n_off as u16, name.len() as u16, v_off as u16, f.value.len() as u16);
             kept += 1;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -450,7 +464,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
         Framing::Close
     };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(kept);
+    // Room for the fields the gateway adds to the response (request id, HSTS) without growing.
+    let mut headers = HeaderMap::with_capacity(kept + 2);
     for &(n_off, n_len, v_off, v_len) in &spans[..kept] {
         let (n_off, v_off) = (n_off as usize, v_off as usize);
         let name = HeaderName::from_bytes(&head[n_off..n_off + n_len as usize])

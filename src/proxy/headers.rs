@@ -40,8 +40,7 @@ impl Found {
     pub const IDENTITY: u16 = 1 << 6;
     /// `server`, `x-powered-by`.
     pub const SERVER: u16 = 1 << 7;
-    const ANY_FORWARDED: u16 =
-        Self::FORWARDED | Self::X_FORWARDED_FOR | Self::X_FORWARDED_PROTO | Self::X_FORWARDED_HOST;
+    pub const X_REQUEST_ID: u16 = 1 << 8;
 
     pub fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
@@ -64,6 +63,7 @@ fn classify(name: &str) -> u16 {
         "x-forwarded-proto" => Found::X_FORWARDED_PROTO,
         "x-forwarded-host" => Found::X_FORWARDED_HOST,
         "server" | "x-powered-by" => Found::SERVER,
+        "x-request-id" => Found::X_REQUEST_ID,
         n if n.starts_with("x-portcullis-") => Found::IDENTITY,
         _ => 0,
     }
@@ -187,38 +187,79 @@ pub struct Forwarding<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-/// Sets `Forwarded` and `X-Forwarded-*` for the upstream. `found`: a [`scan`] of `headers`.
-pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found) {
-    let keep = f.peer_trusted;
-    if !keep && found.has(Found::ANY_FORWARDED) {
-        headers.remove(&FORWARDED);
-        headers.remove(&X_FORWARDED_FOR);
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
+/// Header fields the gateway adds to a request on its way upstream. They are written after the
+/// client's own fields (from which any of the same names were removed), so adding them costs no map
+/// insertion. At most [`Added::CAPACITY`]: the forwarding headers, the request id and the identity
+/// headers.
+pub struct Added {
+    items: [Option<(&'static str, HeaderValue)>; Added::CAPACITY],
+    len: usize,
+}
+
+impl Default for Added {
+    fn default() -> Self {
+        Added { items: Default::default(), len: 0 }
     }
-    let prev = |headers: &HeaderMap, name: &HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
+}
+
+impl Added {
+    pub const CAPACITY: usize = 10;
+
+    /// `name` must be a lowercase field name.
+    pub fn push(&mut self, name: &'static str, value: HeaderValue) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some((name, value));
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        self.items[..self.len].iter().flatten().map(|(n, v)| (*n, v))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// Sets `Forwarded` and `X-Forwarded-*` for the upstream: into `added`, after taking out of `headers`
+/// any the client sent (kept and extended only from a trusted proxy). `found`: a [`scan`] of `headers`.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found, added: &mut Added) {
+    let keep = f.peer_trusted;
+    let mut take = |name: &HeaderName, bit: u16| -> Option<String> {
+        if !found.has(bit) {
+            return None;
+        }
+        let prev = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+        headers.remove(name);
+        (keep && !prev.is_empty()).then_some(prev)
     };
-    let xff = match (keep && found.has(Found::X_FORWARDED_FOR)).then(|| prev(headers, &X_FORWARDED_FOR)).flatten() {
+    let (xff_prev, proto_prev, host_prev, fwd_prev) = (
+        take(&X_FORWARDED_FOR, Found::X_FORWARDED_FOR),
+        take(&X_FORWARDED_PROTO, Found::X_FORWARDED_PROTO),
+        take(&X_FORWARDED_HOST, Found::X_FORWARDED_HOST),
+        take(&FORWARDED, Found::FORWARDED),
+    );
+    let xff = match xff_prev {
         Some(prev) => value(format!("{prev}, {}", f.peer.xff.to_str().unwrap_or_default())),
         None => Some(f.peer.xff.clone()),
     };
     if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
+        added.push("x-forwarded-for", v);
     }
-    if !(keep && found.has(Found::X_FORWARDED_PROTO)) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    match proto_prev.and_then(value) {
+        Some(v) => added.push("x-forwarded-proto", v),
+        None => added.push("x-forwarded-proto", HeaderValue::from_static(f.proto)),
     }
-    if let Some(host) = f.host {
-        if !(keep && found.has(Found::X_FORWARDED_HOST)) {
-            headers.insert(&X_FORWARDED_HOST, host.clone());
-        }
+    match (host_prev.and_then(value), f.host) {
+        (Some(v), _) => added.push("x-forwarded-host", v),
+        (None, Some(host)) => added.push("x-forwarded-host", host.clone()),
+        (None, None) => {}
     }
-    let earlier = (keep && found.has(Found::FORWARDED)).then(|| prev(headers, &FORWARDED)).flatten();
     let host = f.host.map_or(&b""[..], HeaderValue::as_bytes);
     let mut element =
-        BytesMut::with_capacity(earlier.as_ref().map_or(0, |e| e.len() + 2) + f.peer.node.len() + host.len() + 24);
-    if let Some(e) = &earlier {
+        BytesMut::with_capacity(fwd_prev.as_ref().map_or(0, |e| e.len() + 2) + f.peer.node.len() + host.len() + 24);
+    if let Some(e) = &fwd_prev {
         element.extend_from_slice(e.as_bytes());
         element.extend_from_slice(b", ");
     }
@@ -232,7 +273,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found) 
         element.put_u8(b'"');
     }
     if let Ok(v) = HeaderValue::from_maybe_shared(element.freeze()) {
-        headers.insert(&FORWARDED, v);
+        added.push("forwarded", v);
     }
 }
 
@@ -305,10 +346,13 @@ mod tests {
         let host = HeaderValue::from_static("a.example");
         let f = Forwarding { peer: &peer, peer_trusted: false, proto: "https", host: Some(&host) };
         let found = scan(&h);
-        set_forwarded(&mut h, &f, found);
-        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
-        assert_eq!(h[&FORWARDED], "for=127.0.0.1;proto=https;host=\"a.example\"");
-        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        let mut added = Added::default();
+        set_forwarded(&mut h, &f, found, &mut added);
+        assert!(h.is_empty(), "the client's forwarding headers are gone: {h:?}");
+        assert_eq!(added.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(added.get("forwarded").unwrap(), "for=127.0.0.1;proto=https;host=\"a.example\"");
+        assert_eq!(added.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(added.get("x-forwarded-host").unwrap(), "a.example");
     }
 
     #[test]
@@ -320,11 +364,22 @@ mod tests {
         let peer = Peer::new("2001:db8::1".parse().unwrap());
         let f = Forwarding { peer: &peer, peer_trusted: true, proto: "http", host: None };
         let found = scan(&h);
-        set_forwarded(&mut h, &f, found);
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 2001:db8::1");
-        assert_eq!(h[&X_FORWARDED_PROTO], "https", "a trusted proxy's scheme is kept");
-        assert_eq!(h[&FORWARDED], "for=203.0.113.7, for=\"[2001:db8::1]\";proto=http");
-        assert!(!h.contains_key(&X_FORWARDED_HOST));
+        let mut added = Added::default();
+        set_forwarded(&mut h, &f, found, &mut added);
+        assert!(h.is_empty(), "{h:?}");
+        assert_eq!(added.get("x-forwarded-for").unwrap(), "203.0.113.7, 2001:db8::1");
+        assert_eq!(added.get("x-forwarded-proto").unwrap(), "https", "a trusted proxy's scheme is kept");
+        assert_eq!(added.get("forwarded").unwrap(), "for=203.0.113.7, for=\"[2001:db8::1]\";proto=http");
+        assert!(added.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn added_fields_are_bounded() {
+        let mut added = Added::default();
+        for _ in 0..Added::CAPACITY + 3 {
+            added.push("x-a", HeaderValue::from_static("1"));
+        }
+        assert_eq!(added.iter().count(), Added::CAPACITY);
     }
 
     #[test]

@@ -64,10 +64,12 @@ fn idempotent(method: &Method) -> bool {
 /// How many times a request is sent again because a pooled connection turned out to be closed.
 const MAX_STALE: u32 = 3;
 
-/// Sends `req` to a target of `upstream`. Returns the response and the time spent upstream.
+/// Sends `req`, with the gateway's `added` header fields, to a target of `upstream`. Returns the
+/// response and the time spent upstream.
 pub async fn forward(
     upstream: &Upstream,
     req: Request<LimitedBody>,
+    added: &headers::Added,
 ) -> Result<(Response<UpstreamBody>, Duration), Reject> {
     let started = Instant::now();
     let (parts, mut body) = req.into_parts();
@@ -114,7 +116,7 @@ pub async fn forward(
             },
         };
         let replay = if from_pool { body.replay() } else { None };
-        let exchange = conn.exchange(&parts.method, target_str, &parts.headers, &mut body);
+        let exchange = conn.exchange(&parts.method, target_str, &parts.headers, added, &mut body);
         match tokio::time::timeout(upstream.response_timeout, exchange).await {
             Err(_) => return Err(Reject::GatewayTimeout("upstream response timeout")),
             Ok(Ok(head)) => {
@@ -211,7 +213,8 @@ pub async fn probe(upstream: &Upstream, target: &Target, path: &str, timeout: Du
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, http::HeaderValue::from_str(&target.address).ok()?);
         headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("portcullis-health-check"));
-        let head = conn.exchange(&Method::GET, path, &headers, &mut LimitedBody::empty()).await.ok()?;
+        let none = headers::Added::default();
+        let head = conn.exchange(&Method::GET, path, &headers, &none, &mut LimitedBody::empty()).await.ok()?;
         Some(head.status.is_success())
     };
     matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))

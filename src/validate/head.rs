@@ -295,41 +295,40 @@ impl HeadScanner {
 
     fn end_line(&mut self) {
         let h = &mut self.head;
-        let line = std::mem::take(&mut h.line);
-        let truncated = h.line_len > line.len();
+        let truncated = h.line_len > h.line.len();
         let empty = h.line_len == 0;
         h.line_len = 0;
         h.lines += 1;
         if h.lines == 1 {
-            h.preface = line.starts_with(b"PRI ");
-            h.connect = line.starts_with(b"CONNECT ");
-            return;
-        }
-        if empty {
+            h.preface = h.line.starts_with(b"PRI ");
+            h.connect = h.line.starts_with(b"CONNECT ");
+        } else if empty {
             return self.end_head();
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
+        } else if matches!(h.line.first(), Some(b' ' | b'\t')) {
             h.folded = true;
-            return;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else { return };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            h.lengths += 1;
-            h.unreadable |= truncated;
-            if h.length.is_none() {
-                h.length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if let Some(colon) = h.line.iter().position(|&b| b == b':') {
+            let (name, value) = (&h.line[..colon], trim(&h.line[colon + 1..]));
+            if name.eq_ignore_ascii_case(b"content-length") {
+                h.lengths += 1;
+                h.unreadable |= truncated;
+                if h.length.is_none() {
+                    h.length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                h.codings += 1;
+                h.unreadable |= truncated;
+                let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or_default();
+                h.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            h.codings += 1;
-            h.unreadable |= truncated;
-            let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or_default();
-            h.chunked_last = last.eq_ignore_ascii_case(b"chunked");
         }
+        // The line buffer is kept for the next line (and head): no allocation per line.
+        h.line.clear();
     }
 
     fn end_head(&mut self) {
-        let h = std::mem::take(&mut self.head);
+        let mut h = std::mem::take(&mut self.head);
+        self.head.line = std::mem::take(&mut h.line);
+        self.head.line.clear();
         self.head_total += h.len as u64;
         if h.preface || h.bare_cr || h.folded || h.unreadable {
             // h2c, or a head hyper refuses by itself, or one we could not read whole: stop following.

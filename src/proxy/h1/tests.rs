@@ -1,4 +1,5 @@
 use super::*;
+use crate::proxy::headers::Added;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,7 +49,7 @@ async fn run(
             Some(upstream)
         }
     });
-    let head = conn.exchange(&method, "/x", &get_headers(), &mut LimitedBody::empty()).await;
+    let head = conn.exchange(&method, "/x", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
     let head = match head {
         Ok(h) => h,
         Err(e) => return Err(e),
@@ -96,13 +97,15 @@ async fn request_is_written_in_origin_form_with_framing() {
     headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
     headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     let mut body = LimitedBody::full(Bytes::from_static(b"body!"));
-    let head = conn.exchange(&Method::POST, "/p?q=1", &headers, &mut body).await.unwrap();
+    let mut added = Added::default();
+    added.push("x-request-id", HeaderValue::from_static("abc"));
+    let head = conn.exchange(&Method::POST, "/p?q=1", &headers, &added, &mut body).await.unwrap();
     assert_eq!(head.status, 204);
     assert_eq!(head.framing, Framing::Empty);
     let (got, _up) = reader.await.unwrap();
     assert_eq!(
         String::from_utf8(got).unwrap(),
-        "POST /p?q=1 HTTP/1.1\r\nhost: up.example\r\ncontent-length: 5\r\n\r\nbody!"
+        "POST /p?q=1 HTTP/1.1\r\nhost: up.example\r\nx-request-id: abc\r\ncontent-length: 5\r\n\r\nbody!"
     );
 }
 
@@ -120,7 +123,7 @@ async fn empty_post_says_content_length_zero_and_get_says_nothing() {
             upstream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
             (got, upstream)
         });
-        conn.exchange(&method, "/", &get_headers(), &mut LimitedBody::empty()).await.unwrap();
+        conn.exchange(&method, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await.unwrap();
         let (got, _up) = reader.await.unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), format!("{method} / HTTP/1.1\r\nhost: up.example\r\n{expect}\r\n"));
     }
@@ -239,7 +242,7 @@ async fn oversized_heads_and_chunk_lines_are_refused() {
 async fn a_closed_connection_is_reported_as_closed() {
     let (mut conn, upstream) = pair();
     drop(upstream);
-    let r = conn.exchange(&Method::GET, "/", &get_headers(), &mut LimitedBody::empty()).await;
+    let r = conn.exchange(&Method::GET, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
     assert!(matches!(r, Err(Error::Closed { .. })), "{r:?}");
 
     let (mut conn, mut upstream) = pair();
@@ -248,7 +251,7 @@ async fn a_closed_connection_is_reported_as_closed() {
         let _ = upstream.read(&mut buf).await;
         // reads the request, then closes without answering
     });
-    let r = conn.exchange(&Method::GET, "/", &get_headers(), &mut LimitedBody::empty()).await;
+    let r = conn.exchange(&Method::GET, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
     t.await.unwrap();
     assert!(matches!(r, Err(Error::Closed { sent: true })), "{r:?}");
 }
