@@ -191,15 +191,10 @@ pub struct Forwarding<'a> {
 /// client's own fields (from which any of the same names were removed), so adding them costs no map
 /// insertion. At most [`Added::CAPACITY`]: the forwarding headers, the request id and the identity
 /// headers.
+#[derive(Default)]
 pub struct Added {
     items: [Option<(&'static str, HeaderValue)>; Added::CAPACITY],
     len: usize,
-}
-
-impl Default for Added {
-    fn default() -> Self {
-        Added { items: Default::default(), len: 0 }
-    }
 }
 
 impl Added {
