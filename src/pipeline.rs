@@ -13,6 +13,7 @@ use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::observe::Completion;
 use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::proxy::upstream::Upstream;
+use crate::proxy::Outgoing;
 use crate::respond::cors::Cors;
 use crate::respond::problem::Reject;
 use crate::route::{Found, Params};
@@ -21,7 +22,7 @@ use crate::validate::{self, path};
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
 use std::borrow::Cow;
@@ -126,7 +127,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut upstream_duration = None;
     let mut cors_origin = None;
-    let result = run(
+    // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
+    // allocation costs less than copying kilobytes of state on the way.
+    let result = Box::pin(run(
         &rt,
         listener,
         &mut ex,
@@ -136,7 +139,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         &bytes_in,
         &mut upstream_duration,
         &mut cors_origin,
-    )
+    ))
     .await;
     let route = ex.route.take();
     let principal = ex.principal.take();
@@ -247,10 +250,9 @@ async fn run(
     route.authn.strip_credentials(&mut headers);
     let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
     let target = upstream_target(parts, &normalized, query.as_deref())?;
-    let upstream_req =
-        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in)?;
-    let (upstream_req, added) = upstream_req;
-    let (mut resp, took) = crate::proxy::forward(&route.upstream, upstream_req, &added).await?;
+    let (out, body) =
+        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in);
+    let (mut resp, took) = crate::proxy::forward(&route.upstream, &out, body).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
     Ok(resp.map(ResponseBody::upstream))
@@ -289,7 +291,7 @@ fn upstream_request(
     request_id: &HeaderValue,
     max_body: u64,
     bytes_in: &Arc<AtomicU64>,
-) -> Result<(Request<LimitedBody>, headers::Added), Reject> {
+) -> (Outgoing, LimitedBody) {
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
     headers::strip_found(&mut headers, found);
@@ -326,12 +328,7 @@ fn upstream_request(
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
         Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.clone()),
     };
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = Uri::from(target);
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Ok((req, added))
+    (Outgoing { method: parts.method.clone(), target, headers, added }, body)
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.

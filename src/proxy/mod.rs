@@ -15,7 +15,8 @@ use crate::respond::problem::Reject;
 use crate::validate::body::LimitedBody;
 use bytes::Bytes;
 use h1::Conn;
-use http::{Method, Request, Response};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -64,17 +65,25 @@ fn idempotent(method: &Method) -> bool {
 /// How many times a request is sent again because a pooled connection turned out to be closed.
 const MAX_STALE: u32 = 3;
 
-/// Sends `req`, with the gateway's `added` header fields, to a target of `upstream`. Returns the
-/// response and the time spent upstream.
+/// A request on its way upstream, less its body: method, origin-form target, the client's (hygienic)
+/// header fields and the gateway's own.
+pub struct Outgoing {
+    pub method: Method,
+    pub target: PathAndQuery,
+    pub headers: HeaderMap,
+    pub added: headers::Added,
+}
+
+/// Sends `out` with `body` to a target of `upstream`. Returns the response and the time spent upstream.
+/// Takes the request by reference: the future stays small (it is moved into its caller's).
 pub async fn forward(
     upstream: &Upstream,
-    req: Request<LimitedBody>,
-    added: &headers::Added,
+    out: &Outgoing,
+    mut body: LimitedBody,
 ) -> Result<(Response<UpstreamBody>, Duration), Reject> {
     let started = Instant::now();
-    let (parts, mut body) = req.into_parts();
-    let retry_ok = idempotent(&parts.method);
-    let target_str = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let retry_ok = idempotent(&out.method);
+    let target_str = out.target.as_str();
     let mut exclude = None;
     let mut attempts = 0;
     let mut stale = 0;
@@ -116,7 +125,7 @@ pub async fn forward(
             },
         };
         let replay = if from_pool { body.replay() } else { None };
-        let exchange = conn.exchange(&parts.method, target_str, &parts.headers, added, &mut body);
+        let exchange = conn.exchange(&out.method, target_str, &out.headers, &out.added, &mut body);
         match tokio::time::timeout(upstream.response_timeout, exchange).await {
             Err(_) => return Err(Reject::GatewayTimeout("upstream response timeout")),
             Ok(Ok(head)) => {
