@@ -137,43 +137,47 @@ impl Activity {
         self.http2.store(true, Ordering::Relaxed);
     }
 
-    /// Waits until the connection has seen no I/O and no running handler for at least `idle` (and at
-    /// most 1.5x). A response body that stalls (the upstream stopped sending) is idleness.
-    pub async fn idle(&self, idle: Duration) {
-        let half = idle / 2;
-        let mut quiet_ticks = 0;
+    /// Watches the connection from a task of its own, so the connection's own task is not woken (nor
+    /// its timers polled) for it on every request. Returns why the connection should be closed:
+    /// - `Idle`: no I/O and no running handler for at least `idle` (a response body that stalls, the
+    ///   upstream having stopped sending, is idleness);
+    /// - `HeadTimeout` (HTTP/1 only, `head_limit` given): a request head has been awaited or arriving for longer than
+    ///   `head_limit`, from the start of the connection for the first request, from its first byte for
+    ///   the next ones. Trickling bytes do not extend it; a kept-alive connection waiting for its next
+    ///   request is `idle`'s business.
+    ///
+    /// Checked every quarter of the shorter limit (at least 10 ms), so either fires within 1.25x of it.
+    pub async fn watch(&self, idle: Duration, head_limit: Option<Duration>) -> Expired {
+        let limit_ms = head_limit.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+        let tick = (head_limit.map_or(idle, |l| idle.min(l)) / 4).max(Duration::from_millis(10));
+        let mut quiet_since: Option<Instant> = None;
         loop {
-            tokio::time::sleep(half).await;
+            tokio::time::sleep(tick).await;
             let touched = self.touched.swap(false, Ordering::Relaxed);
             if touched || self.handling.load(Ordering::Relaxed) > 0 {
-                quiet_ticks = 0;
+                quiet_since = None;
             } else {
-                quiet_ticks += 1;
-                if quiet_ticks >= 2 {
-                    return;
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                // The tick before this one saw no activity either: the quiet started at most a tick ago.
+                if since.elapsed() + tick >= idle {
+                    return Expired::Idle;
+                }
+            }
+            if let (Some(limit_ms), false) = (limit_ms, self.http2.load(Ordering::Relaxed)) {
+                let since = self.head_since.load(Ordering::Relaxed);
+                if since != 0 && self.now_ms().saturating_sub(since) >= limit_ms {
+                    return Expired::HeadTimeout;
                 }
             }
         }
     }
+}
 
-    /// Waits until a request head has been awaited or arriving for longer than `limit` (checked every
-    /// quarter of it, so at most 1.25x): from the start of the connection for the first request, from
-    /// its first byte for the next ones. Trickling bytes do not extend it; a kept-alive connection
-    /// waiting for its next request is `idle`'s business. HTTP/1 only.
-    pub async fn head_timeout(&self, limit: Duration) {
-        let limit_ms = limit.as_millis() as u64;
-        let tick = (limit / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::time::sleep(tick).await;
-            if self.http2.load(Ordering::Relaxed) {
-                return std::future::pending().await;
-            }
-            let since = self.head_since.load(Ordering::Relaxed);
-            if since != 0 && self.now_ms().saturating_sub(since) >= limit_ms {
-                return;
-            }
-        }
-    }
+/// Why a connection's watchdog closed it; see [`Activity::watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Idle,
+    HeadTimeout,
 }
 
 /// A request's handler is running; see [`Activity::request_started`].

@@ -338,23 +338,44 @@ async fn serve_http<I>(
     drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2).await;
 }
 
-/// Runs a served connection until it ends, goes idle, or (HTTP/1) a request head takes too long.
-async fn drive<C, E>(conn: C, activity: &Activity, idle: Duration, header_timeout: Duration, http1: bool)
+/// Runs a served connection until it ends, goes idle, or (HTTP/1) a request head takes too long. The
+/// watchdog runs in a task of its own and tells this one through a oneshot channel: polling it costs
+/// an atomic load when the connection's task wakes for a request, where timers would be polled again.
+async fn drive<C, E>(conn: C, activity: &Arc<Activity>, idle: Duration, header_timeout: Duration, http1: bool)
 where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    // HTTP/2 connections have no head timeout of their own (hyper's keep-alive pings watch them).
+    let head_limit = http1.then_some(header_timeout);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let watched = activity.clone();
+    // Ended with the connection, however this future ends (dropped at shutdown too).
+    let _watchdog = AbortOnDrop(tokio::spawn(async move {
+        let _ = tx.send(watched.watch(idle, head_limit).await);
+    }));
+    tokio::pin!(conn);
     tokio::select! {
-        res = conn => {
+        biased;
+        res = &mut conn => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
-        _ = activity.idle(idle) => {
-            tracing::debug!("idle connection closed");
-        }
-        _ = activity.head_timeout(header_timeout), if http1 => {
-            tracing::debug!("request head not received within header_read_timeout; connection closed");
-        }
+        expired = rx => match expired {
+            Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
+            Ok(conn::Expired::HeadTimeout) => {
+                tracing::debug!("request head not received within header_read_timeout; connection closed")
+            }
+            Err(_) => {}
+        },
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
