@@ -132,24 +132,47 @@ impl HeadScanner {
                     };
                 }
                 // The ordinary bytes of a head line, up to its CR or LF, in one step (the same as one by
-                // one: only CR and LF, and the byte after a CR, need the byte-wise path).
-                State::Head if !self.head.prev_cr => match memchr::memchr2(b'\r', b'\n', bytes) {
-                    Some(0) => {
-                        self.head_byte(bytes[0]);
-                        bytes = &bytes[1..];
+                // one: only CR and LF, and the byte after a CR, need the byte-wise path). A whole line at
+                // the start of the input is judged in place, not copied.
+                State::Head if !self.head.prev_cr => {
+                    if self.head.line_len == 0 {
+                        if let Some((end, cr)) = Self::whole_line_at(bytes, self.head.lines) {
+                            let content = &bytes[..end];
+                            bytes = &bytes[end + usize::from(cr) + 1..];
+                            self.whole_line(content, cr);
+                            continue;
+                        }
                     }
-                    found => {
-                        let n = found.unwrap_or(bytes.len());
-                        self.head_span(&bytes[..n]);
-                        bytes = &bytes[n..];
+                    match memchr::memchr2(b'\r', b'\n', bytes) {
+                        Some(0) => {
+                            self.head_byte(bytes[0]);
+                            bytes = &bytes[1..];
+                        }
+                        found => {
+                            let n = found.unwrap_or(bytes.len());
+                            self.head_span(&bytes[..n]);
+                            bytes = &bytes[n..];
+                        }
                     }
-                },
+                }
                 _ => {
                     self.byte(bytes[0]);
                     bytes = &bytes[1..];
                 }
             }
         }
+    }
+
+    /// Where the line at the start of `bytes` ends, if it ends in `bytes` with no CR inside it: the length
+    /// of its content, and whether a CR precedes its LF. `lines`: head lines already complete.
+    fn whole_line_at(bytes: &[u8], lines: usize) -> Option<(usize, bool)> {
+        let lf = memchr::memchr(b'\n', bytes)?;
+        let cr = lf > 0 && bytes[lf - 1] == b'\r';
+        let end = lf - usize::from(cr);
+        if (lines == 0 && end == 0) || memchr::memchr(b'\r', &bytes[..end]).is_some() {
+            return None;
+        }
+        Some((end, cr))
     }
 
     /// `feed` without the line fast path: every head byte one by one. The reference it is tested against.
@@ -293,21 +316,50 @@ impl HeadScanner {
         }
     }
 
+    /// The end of a line gathered byte by byte (or across reads) in `head.line`.
     fn end_line(&mut self) {
+        let mut line = std::mem::take(&mut self.head.line);
+        let truncated = self.head.line_len > line.len();
+        self.line_done(&line, truncated);
+        // The line buffer is kept for the next line (and head): no allocation per line.
+        line.clear();
+        self.head.line = line;
+    }
+
+    /// A whole head line found in one read, `content` without its line end (`cr`: CRLF, else a bare
+    /// LF), containing no CR: judged in place, without copying it. The same as feeding it byte by byte.
+    fn whole_line(&mut self, content: &[u8], cr: bool) {
         let h = &mut self.head;
-        let truncated = h.line_len > h.line.len();
+        for step in [content.len(), usize::from(cr), 1] {
+            h.len += step;
+            if h.len > MAX_HEAD {
+                self.state = State::Off;
+                return;
+            }
+        }
+        if !cr {
+            h.bare_lf = true;
+        }
+        h.line_len = content.len();
+        let kept = &content[..content.len().min(MAX_LINE)];
+        self.line_done(kept, content.len() > MAX_LINE);
+    }
+
+    /// One complete head line (its first `MAX_LINE` bytes; `truncated` if there were more).
+    fn line_done(&mut self, line: &[u8], truncated: bool) {
+        let h = &mut self.head;
         let empty = h.line_len == 0;
         h.line_len = 0;
         h.lines += 1;
         if h.lines == 1 {
-            h.preface = h.line.starts_with(b"PRI ");
-            h.connect = h.line.starts_with(b"CONNECT ");
+            h.preface = line.starts_with(b"PRI ");
+            h.connect = line.starts_with(b"CONNECT ");
         } else if empty {
-            return self.end_head();
-        } else if matches!(h.line.first(), Some(b' ' | b'\t')) {
+            self.end_head();
+        } else if matches!(line.first(), Some(b' ' | b'\t')) {
             h.folded = true;
-        } else if let Some(colon) = h.line.iter().position(|&b| b == b':') {
-            let (name, value) = (&h.line[..colon], trim(&h.line[colon + 1..]));
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
             if name.eq_ignore_ascii_case(b"content-length") {
                 h.lengths += 1;
                 h.unreadable |= truncated;
@@ -321,8 +373,6 @@ impl HeadScanner {
                 h.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
         }
-        // The line buffer is kept for the next line (and head): no allocation per line.
-        h.line.clear();
     }
 
     fn end_head(&mut self) {
@@ -404,6 +454,8 @@ mod tests {
                 "GET / HTTP/1.1", "POST /x HTTP/1.1", "PRI * HTTP/2.0", "CONNECT a:1 HTTP/1.1", "Host: a",
                 "Content-Length: 3", "content-length:0", "Transfer-Encoding: chunked", "transfer-encoding: gzip, chunked",
                 " folded", "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                // Over the kept line length: truncated the same way on both paths.
+                "Content-Length: 00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000007",
                 "\r\n", "\n", "\r", "\r\n\r\n", "abc", "3\r\nabc\r\n0\r\n\r\n", "5;x=y\r\nhello\r\n", ":",
             ]), 0..24),
             step in 1usize..64,
@@ -418,6 +470,9 @@ mod tests {
             proptest::prop_assert_eq!(&fast.verdicts, &slow.verdicts);
             proptest::prop_assert_eq!(fast.head.len, slow.head.len);
             proptest::prop_assert_eq!(&fast.head.line, &slow.head.line);
+            proptest::prop_assert_eq!(fast.head.lines, slow.head.lines);
+            proptest::prop_assert_eq!(fast.head.line_len, slow.head.line_len);
+            proptest::prop_assert_eq!(fast.head_bytes(), slow.head_bytes());
         }
     }
 
