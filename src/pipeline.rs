@@ -124,7 +124,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         (Box::default(), Box::default())
     };
     let mut ex = Exchange { request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
-    let bytes_in = Arc::new(AtomicU64::new(0));
+    // Request body bytes: counted by the streamed body (shared with it), so only allocated for one.
+    let mut bytes_in: Option<Arc<AtomicU64>> = None;
     let mut upstream_duration = None;
     let mut cors_origin = None;
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
@@ -136,7 +137,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         &mut parts,
         body,
         &request_id_header,
-        &bytes_in,
+        &mut bytes_in,
         &mut upstream_duration,
         &mut cors_origin,
     ))
@@ -167,7 +168,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         host: log_host,
         path: log_path,
         status: resp.status().as_u16(),
-        bytes_in: bytes_in.load(Ordering::Relaxed),
+        bytes_in: bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
         bytes_out: 0,
         route: route.as_ref().map(|r| r.name.clone()),
         principal,
@@ -196,7 +197,7 @@ async fn run(
     parts: &mut http::request::Parts,
     body: Incoming,
     request_id: &HeaderValue,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &mut Option<Arc<AtomicU64>>,
     upstream_duration: &mut Option<std::time::Duration>,
     cors_origin: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Reject> {
@@ -237,7 +238,8 @@ async fn run(
     }
     let body = if route.authn.needs_body() {
         let timeout = route.upstream.response_timeout;
-        Body::Buffered(validate::body::read_all(body, route.max_body_bytes, bytes_in, timeout).await?)
+        let seen = bytes_in.get_or_insert_with(Arc::default);
+        Body::Buffered(validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?)
     } else {
         Body::Streaming(body)
     };
@@ -290,7 +292,7 @@ fn upstream_request(
     body: Body,
     request_id: &HeaderValue,
     max_body: u64,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &mut Option<Arc<AtomicU64>>,
 ) -> (Outgoing, LimitedBody) {
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
@@ -326,7 +328,7 @@ fn upstream_request(
     let body = match body {
         Body::Buffered(bytes) => LimitedBody::full(bytes),
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
-        Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.clone()),
+        Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.get_or_insert_with(Arc::default).clone()),
     };
     (Outgoing { method: parts.method.clone(), target, headers, added }, body)
 }
