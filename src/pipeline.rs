@@ -342,27 +342,12 @@ fn remove_identity_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Tells the upstream who the caller is: `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma
-/// separated), `-Scopes` (space separated), `-Tenant`. Client-sent ones are removed first
-/// ([`remove_identity_headers`]), so these can be trusted by the upstream.
+/// Tells the upstream who the caller is ([`Principal::identity_headers`]). Client-sent `X-Portcullis-*`
+/// headers are removed first ([`remove_identity_headers`]), so these can be trusted by the upstream.
 fn identity_headers(added: &mut headers::Added, principal: Option<&Principal>) {
     let Some(p) = principal else { return };
-    let mut set = |name: &'static str, value: &str| {
-        // A value that is not a valid field value (a control character) is left out, never sent raw.
-        if let Ok(v) = HeaderValue::from_str(value) {
-            added.push(name, v);
-        }
-    };
-    set("x-portcullis-principal", &p.id);
-    set("x-portcullis-auth-method", p.kind.as_str());
-    if !p.roles.is_empty() {
-        set("x-portcullis-roles", &p.roles.join(","));
-    }
-    if !p.scopes.is_empty() {
-        set("x-portcullis-scopes", &p.scopes.join(" "));
-    }
-    if let Some(t) = &p.tenant {
-        set("x-portcullis-tenant", t);
+    for (name, value) in p.identity_headers() {
+        added.push(name, value.clone());
     }
 }
 

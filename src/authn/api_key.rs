@@ -163,7 +163,15 @@ pub fn now() -> i64 {
 }
 
 pub fn principal(id: &str, roles: Vec<String>, scopes: Vec<String>) -> Arc<Principal> {
-    Arc::new(Principal { id: id.to_owned(), kind: PrincipalKind::ApiKey, roles, scopes, claims: None, tenant: None })
+    Arc::new(Principal {
+        id: id.to_owned(),
+        kind: PrincipalKind::ApiKey,
+        roles,
+        scopes,
+        claims: None,
+        tenant: None,
+        identity: Default::default(),
+    })
 }
 
 pub struct ApiKeyAuth {

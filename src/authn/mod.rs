@@ -106,6 +106,53 @@ pub struct Principal {
     /// Verified claims (JWT, introspection), for authorization rules and logs.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     pub tenant: Option<String>,
+    /// The `X-Portcullis-*` headers telling the upstream who this is, built on first use: principals
+    /// are cached per key and per verified token, so each is built once, not per request.
+    pub identity: IdentityHeaders,
+}
+
+/// See [`Principal::identity_headers`]. Never part of a principal's equality.
+#[derive(Default, Clone)]
+pub struct IdentityHeaders(std::sync::OnceLock<Box<[(&'static str, http::HeaderValue)]>>);
+
+impl PartialEq for IdentityHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for IdentityHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityHeaders")
+    }
+}
+
+impl Principal {
+    /// `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma separated), `-Scopes` (space separated),
+    /// `-Tenant`. A value that is not a valid field value (a control character) is left out, never
+    /// sent raw.
+    pub fn identity_headers(&self) -> &[(&'static str, http::HeaderValue)] {
+        self.identity.0.get_or_init(|| {
+            let mut out = Vec::with_capacity(5);
+            let mut set = |name: &'static str, value: &str| {
+                if let Ok(v) = http::HeaderValue::from_str(value) {
+                    out.push((name, v));
+                }
+            };
+            set("x-portcullis-principal", &self.id);
+            set("x-portcullis-auth-method", self.kind.as_str());
+            if !self.roles.is_empty() {
+                set("x-portcullis-roles", &self.roles.join(","));
+            }
+            if !self.scopes.is_empty() {
+                set("x-portcullis-scopes", &self.scopes.join(" "));
+            }
+            if let Some(t) = &self.tenant {
+                set("x-portcullis-tenant", t);
+            }
+            out.into_boxed_slice()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +496,8 @@ pub const NOT_MINE: &str = "wrong_issuer";
 fn merge(acc: Option<Arc<Principal>>, next: Arc<Principal>) -> Arc<Principal> {
     let Some(acc) = acc else { return next };
     let mut p = (*acc).clone();
+    // The merged principal's headers differ from the first method's.
+    p.identity = IdentityHeaders::default();
     let next = (*next).clone();
     for r in next.roles {
         if !p.roles.contains(&r) {
@@ -476,6 +525,32 @@ mod tests {
 
     fn parse(y: &str) -> Result<AuthConfig, String> {
         serde_yaml_ng::from_str::<R>(y).map(|r| r.auth).map_err(|e| e.to_string())
+    }
+
+    fn who(id: &str, kind: PrincipalKind, roles: &[&str]) -> Arc<Principal> {
+        Arc::new(Principal {
+            id: id.into(),
+            kind,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scopes: vec![],
+            claims: None,
+            tenant: None,
+            identity: IdentityHeaders::default(),
+        })
+    }
+
+    #[test]
+    fn identity_headers_are_built_once_and_rebuilt_for_a_merged_principal() {
+        let first = who("alice", PrincipalKind::ClientCertificate, &["a"]);
+        let h = first.identity_headers();
+        assert_eq!(h[0], ("x-portcullis-principal", http::HeaderValue::from_static("alice")));
+        assert_eq!(h[1].1, "mtls");
+        assert_eq!(h[2], ("x-portcullis-roles", http::HeaderValue::from_static("a")));
+        assert!(std::ptr::eq(h, first.identity_headers()), "built once");
+        let merged = merge(Some(first.clone()), who("bob", PrincipalKind::Jwt, &["b"]));
+        assert_eq!(merged.identity_headers()[2].1, "a,b", "the merged roles, not the first method's");
+        let bad = who("evil\r\nx-injected: 1", PrincipalKind::Jwt, &[]);
+        assert!(bad.identity_headers().iter().all(|(n, _)| *n != "x-portcullis-principal"));
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl MtlsAuth {
                     scopes: Vec::new(),
                     claims: None,
                     tenant: None,
+                    identity: Default::default(),
                 }))
             }
             Err(reason) => Verdict::Invalid(reason),

@@ -161,6 +161,7 @@ impl Key {
             scopes: c.scopes.clone(),
             claims: None,
             tenant: None,
+            identity: Default::default(),
         };
         Ok(Key { alg: c.alg, verifier, principal: Arc::new(principal) })
     }

@@ -164,7 +164,15 @@ impl Mapping {
         };
         let roles = self.roles_claim.as_deref().map(|p| strings(path(&claims, p))).unwrap_or_default();
         let tenant = self.tenant_claim.as_deref().and_then(|p| path(&claims, p)?.as_str().map(str::to_owned));
-        Ok(Principal { id, kind, roles, scopes: scopes(&claims), claims: Some(Arc::new(claims)), tenant })
+        Ok(Principal {
+            id,
+            kind,
+            roles,
+            scopes: scopes(&claims),
+            claims: Some(Arc::new(claims)),
+            tenant,
+            identity: Default::default(),
+        })
     }
 }
 

@@ -106,6 +106,7 @@ fn principal(id: &str) -> Principal {
         scopes: vec![],
         claims: None,
         tenant: None,
+        identity: Default::default(),
     }
 }
 
