@@ -126,7 +126,8 @@ pub async fn forward(
         };
         let replay = if from_pool { body.replay() } else { None };
         let exchange = conn.exchange(&out.method, target_str, &out.headers, &out.added, &mut body);
-        match tokio::time::timeout(upstream.response_timeout, exchange).await {
+        // From the request's start (a clock read saved), which also bounds retries on stale connections.
+        match tokio::time::timeout_at((started + upstream.response_timeout).into(), exchange).await {
             Err(_) => return Err(Reject::GatewayTimeout("upstream response timeout")),
             Ok(Ok(head)) => {
                 let elapsed = started.elapsed();

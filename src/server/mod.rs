@@ -266,20 +266,18 @@ async fn serve_http<I>(
         let rt = shared.runtime.load();
         (rt.limits.clone(), rt.limits.idle_timeout)
     };
-    let info = Arc::new(info);
-    let act = activity.clone();
     let http1 = proto != Protocol::Http2;
     let refuse = http1.then(|| parser_refusals(&shared, &info));
     activity.await_first_head();
     let io = ScannedIo::new(io, http1, activity.clone(), refuse);
     let heads = io.verdicts();
+    // One shared bundle per connection: each request clones one `Arc`, not three.
+    let served = Arc::new(Served { shared, info, activity: activity.clone() });
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let shared = shared.clone();
-        let info = info.clone();
-        let act = act.clone();
+        let served = served.clone();
         let http1 = req.version() < Version::HTTP_2;
         if !http1 {
-            act.mark_http2();
+            served.activity.mark_http2();
         }
         if http1 {
             // One verdict per HTTP/1 request, in order: hyper parses heads in the order they were read.
@@ -289,8 +287,8 @@ async fn serve_http<I>(
             }
         }
         async move {
-            let (handling, responding) = act.request_started();
-            let mut resp = pipeline::handle(&shared, &info, req).await;
+            let (handling, responding) = served.activity.request_started();
+            let mut resp = pipeline::handle(&served.shared, &served.info, req).await;
             drop(handling);
             resp.body_mut().set_responding(responding);
             if http1 && closes_connection(resp.status()) {
@@ -336,6 +334,13 @@ async fn serve_http<I>(
     let builder = if proto == Protocol::Http2 { builder.http2_only() } else { builder };
     let conn = watcher.watch(builder.serve_connection(io, service));
     drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2).await;
+}
+
+/// What every request of one connection shares.
+struct Served {
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    activity: Arc<Activity>,
 }
 
 /// Runs a served connection until it ends, goes idle, or (HTTP/1) a request head takes too long. The
