@@ -3,7 +3,7 @@
 //! The gateway asks the configured endpoint about each token it has not seen recently, authenticating
 //! as a client (`basic`: HTTP Basic, RFC 6749 §2.3.1, or `post`: credentials in the form body). Only
 //! `"active": true` passes; `active: false`, an error status, a malformed answer, a timeout or an
-//! unreachable endpoint are 401, never a pass. Active answers are cached by SHA-256 of the token until
+//! unreachable endpoint are 401, never a pass. Active answers are cached by a keyed hash of the token until
 //! the earlier of their `exp` and `cache_ttl`; inactive ones for `negative_cache_ttl`. The RFC 8705
 //! certificate binding (`cnf.x5t#S256`) is checked on every request, cached or not. At most
 //! `max_concurrent` introspection calls are in flight, so a flood of made-up tokens cannot turn into a

@@ -6,7 +6,7 @@
 //! token's `jku`, `x5u`, `jwk` or `x5c`. Claims: `iss` exact, `aud` containing a configured audience,
 //! `exp` required, `nbf` / `iat` with bounded leeway, optional maximum age and required claims.
 //!
-//! Verified tokens are cached by SHA-256 of the token (bounded, never past `exp`), so the hot path is a
+//! Verified tokens are cached by a keyed hash of the token (bounded, never past `exp`), so the hot path is a
 //! hash and a map lookup; the RFC 8705 certificate binding (`cnf.x5t#S256`) is still checked on every
 //! request, since the same token may arrive over another connection.
 //!
