@@ -64,6 +64,9 @@ pub struct TokenCache<V> {
 impl<V: Clone> TokenCache<V> {
     /// A cache of at most about `capacity` entries; 0 disables it.
     pub fn new(capacity: usize) -> Self {
+        // Draw the process key now (seeding the system generator can take a while), not on the first
+        // request.
+        process_key();
         let per_shard = capacity.div_ceil(SHARDS);
         TokenCache { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), per_shard }
     }
