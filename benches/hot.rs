@@ -115,32 +115,23 @@ fn bench_headers(c: &mut Criterion) {
     g.bench_function("strip_hop_by_hop", |b| {
         b.iter_batched_ref(|| base.clone(), strip_hop_by_hop, BatchSize::SmallInput)
     });
-    g.bench_function("set_forwarded_untrusted", |b| {
-        let f = Forwarding { peer: &untrusted, peer_trusted: false, proto: "http", host: Some(&host) };
-        b.iter_batched_ref(
-            || base.clone(),
-            |h| {
-                let found = scan(h);
-                let mut added = Added::default();
-                set_forwarded(h, &f, found, &mut added);
-                added
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function("set_forwarded_trusted", |b| {
-        let f = Forwarding { peer: &trusted_p, peer_trusted: true, proto: "https", host: Some(&host) };
-        b.iter_batched_ref(
-            || base.clone(),
-            |h| {
-                let found = scan(h);
-                let mut added = Added::default();
-                set_forwarded(h, &f, found, &mut added);
-                added
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, peer, trusted, proto) in
+        [("set_forwarded_untrusted", &untrusted, false, "http"), ("set_forwarded_trusted", &trusted_p, true, "https")]
+    {
+        g.bench_function(name, |b| {
+            let f = Forwarding { peer, peer_trusted: trusted, proto, host: Some(&host) };
+            b.iter_batched_ref(
+                || base.clone(),
+                |h| {
+                    let found = scan(h);
+                    let mut added = Added::default();
+                    set_forwarded(h, &f, found, &mut added);
+                    added
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.bench_function("client_ip_untrusted_peer", |b| {
         b.iter(|| client_ip(black_box(untrusted_peer), black_box(&base), black_box(&trusted)))
     });
