@@ -137,7 +137,7 @@ impl Conn {
         added: &headers::Added,
         body: &mut LimitedBody,
     ) -> Result<Head, Error> {
-        let sent = match self.send(method, target, headers, added, body).await {
+        let whole = match self.send(method, target, headers, added, body).await {
             Ok(()) => true,
             Err(SendError::Body(e)) => return Err(e),
             Err(SendError::Io { e, any_sent }) => {
@@ -148,10 +148,13 @@ impl Conn {
                     return Err(Error::Closed { sent: false });
                 }
                 // The upstream may have answered before closing (an early 413, say): read what it sent.
-                true
+                false
             }
         };
-        self.read_head(*method == Method::HEAD, sent).await
+        let mut head = self.read_head(*method == Method::HEAD, true).await?;
+        // A connection whose request could not be written whole is never reused.
+        head.keep_alive &= whole;
+        Ok(head)
     }
 
     async fn send(
