@@ -107,11 +107,42 @@ pub struct Conn {
     buf: BytesMut,
     /// The request head being written (reused across requests).
     out: Vec<u8>,
+    /// The deadline of [`Conn::exchange_until`]: one timer per connection, moved later for each request
+    /// (which the runtime does without touching its timer wheel while the timer has not fired), rather
+    /// than a timer registered and removed per request.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
     pub fn new(io: Box<dyn Io>) -> Conn {
-        Conn { io, buf: BytesMut::with_capacity(READ_SIZE), out: Vec::with_capacity(1024) }
+        Conn { io, buf: BytesMut::with_capacity(READ_SIZE), out: Vec::with_capacity(1024), timer: None }
+    }
+
+    /// [`Conn::exchange`], given up at `deadline`: `None` when the deadline came first (the connection is
+    /// then mid-exchange and must not be reused).
+    pub async fn exchange_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        added: &headers::Added,
+        body: &mut LimitedBody,
+    ) -> Option<Result<Head, Error>> {
+        let mut timer = match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let result = tokio::select! {
+            biased;
+            r = self.exchange(method, target, headers, added, body) => Some(r),
+            () = timer.as_mut() => None,
+        };
+        self.timer = Some(timer);
+        result
     }
 
     /// An idle connection may be used again: nothing is buffered and the upstream has neither closed it

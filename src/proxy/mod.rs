@@ -125,11 +125,12 @@ pub async fn forward(
             },
         };
         let replay = if from_pool { body.replay() } else { None };
-        let exchange = conn.exchange(&out.method, target_str, &out.headers, &out.added, &mut body);
         // From the request's start (a clock read saved), which also bounds retries on stale connections.
-        match tokio::time::timeout_at((started + upstream.response_timeout).into(), exchange).await {
-            Err(_) => return Err(Reject::GatewayTimeout("upstream response timeout")),
-            Ok(Ok(head)) => {
+        let deadline = (started + upstream.response_timeout).into();
+        let exchange = conn.exchange_until(deadline, &out.method, target_str, &out.headers, &out.added, &mut body);
+        match exchange.await {
+            None => return Err(Reject::GatewayTimeout("upstream response timeout")),
+            Some(Ok(head)) => {
                 let elapsed = started.elapsed();
                 let checkin = Checkin { target: target.clone(), max_idle: upstream.max_idle };
                 let inner = h1::ResponseBody::new(conn, &head, checkin);
@@ -138,7 +139,7 @@ pub async fn forward(
                 *resp.headers_mut() = head.headers;
                 return Ok((resp, elapsed));
             }
-            Ok(Err(h1::Error::Closed { sent })) if from_pool && (retry_ok || !sent) && stale < MAX_STALE => {
+            Some(Err(h1::Error::Closed { sent })) if from_pool && (retry_ok || !sent) && stale < MAX_STALE => {
                 // A pooled connection the upstream had closed: the request did not get through.
                 if let Some(again) = replay {
                     body = again;
@@ -148,14 +149,14 @@ pub async fn forward(
                 tracing::warn!(upstream = &*upstream.name, address = %target.address, "pooled upstream connection closed under a streamed request");
                 return Err(Reject::BadGateway("upstream request failed"));
             }
-            Ok(Err(h1::Error::BodyTooLarge)) => return Err(Reject::PayloadTooLarge),
-            Ok(Err(h1::Error::ClientBody)) => {
+            Some(Err(h1::Error::BodyTooLarge)) => return Err(Reject::PayloadTooLarge),
+            Some(Err(h1::Error::ClientBody)) => {
                 // The client's body was malformed (bad chunk framing) or cut off: its fault, not the
                 // upstream's.
                 tracing::debug!(upstream = &*upstream.name, "request body failed while forwarding");
                 return Err(Reject::BadRequest("malformed or incomplete request body"));
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::warn!(upstream = &*upstream.name, address = %target.address, error = %e, "upstream request failed");
                 return Err(Reject::BadGateway("upstream request failed"));
             }

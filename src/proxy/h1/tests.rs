@@ -300,3 +300,29 @@ proptest! {
         prop_assert!(pooled);
     }
 }
+
+#[tokio::test]
+async fn exchange_until_gives_up_at_the_deadline_and_reuses_its_timer() {
+    let (mut conn, mut upstream) = pair();
+    let answered = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        // The first request is answered; the second never is.
+        let _ = upstream.read(&mut buf).await;
+        upstream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        let _ = upstream.read(&mut buf).await;
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        drop(upstream);
+    });
+    let soon = |ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let none = Added::default();
+    let first =
+        conn.exchange_until(soon(2000), &Method::GET, "/", &get_headers(), &none, &mut LimitedBody::empty()).await;
+    assert_eq!(first.unwrap().unwrap().status, 204);
+    let started = std::time::Instant::now();
+    let second =
+        conn.exchange_until(soon(100), &Method::GET, "/", &get_headers(), &none, &mut LimitedBody::empty()).await;
+    assert!(second.is_none(), "the deadline came first");
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(90) && waited < std::time::Duration::from_secs(2), "{waited:?}");
+    answered.abort();
+}
