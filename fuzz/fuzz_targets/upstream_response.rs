@@ -10,7 +10,9 @@ use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use portcullis::proxy::h1::{Conn, Framing, Release, ResponseBody};
+use http::uri::PathAndQuery;
 use portcullis::proxy::headers::Added;
+use portcullis::proxy::Outgoing;
 use portcullis::validate::body::LimitedBody;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
             // Dropped: the upstream closes, so a body that waits for more ends.
         });
         let mut conn = Conn::new(Box::new(ours));
-        let head = conn.exchange(&method, "/", &HeaderMap::new(), &Added::default(), &mut LimitedBody::empty()).await;
+        let out = Outgoing { method, target: PathAndQuery::from_static("/"), headers: HeaderMap::new(), added: Added::default() };
+        let head = conn.exchange(&out, &mut LimitedBody::empty()).await;
         let Ok(head) = head else {
             let _ = upstream.await;
             return;

@@ -14,7 +14,7 @@
 //! hyper still serves clients, and hyper's client still fetches JWKS, discovery and introspection.
 
 use crate::body::BoxError;
-use crate::proxy::headers;
+use crate::proxy::{headers, Outgoing};
 use crate::validate::body::{BodyTooLarge, LimitedBody};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -123,10 +123,7 @@ impl Conn {
     pub async fn exchange_until(
         &mut self,
         deadline: tokio::time::Instant,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
-        added: &headers::Added,
+        out: &Outgoing,
         body: &mut LimitedBody,
     ) -> Option<Result<Head, Error>> {
         let mut timer = match self.timer.take() {
@@ -138,7 +135,7 @@ impl Conn {
         };
         let result = tokio::select! {
             biased;
-            r = self.exchange(method, target, headers, added, body) => Some(r),
+            r = self.exchange(out, body) => Some(r),
             () = timer.as_mut() => None,
         };
         self.timer = Some(timer);
@@ -159,16 +156,8 @@ impl Conn {
     }
 
     /// Sends one request and reads the head of its response (interim 1xx responses are skipped).
-    /// `added`: fields written after `headers` (none of their names are in `headers`).
-    pub async fn exchange(
-        &mut self,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
-        added: &headers::Added,
-        body: &mut LimitedBody,
-    ) -> Result<Head, Error> {
-        let whole = match self.send(method, target, headers, added, body).await {
+    pub async fn exchange(&mut self, out: &Outgoing, body: &mut LimitedBody) -> Result<Head, Error> {
+        let whole = match self.send(out, body).await {
             Ok(()) => true,
             Err(SendError::Body(e)) => return Err(e),
             Err(SendError::Io { e, any_sent }) => {
@@ -182,20 +171,15 @@ impl Conn {
                 false
             }
         };
-        let mut head = self.read_head(*method == Method::HEAD, true).await?;
+        let mut head = self.read_head(out.method == Method::HEAD).await?;
         // A connection whose request could not be written whole is never reused.
         head.keep_alive &= whole;
         Ok(head)
     }
 
-    async fn send(
-        &mut self,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
-        added: &headers::Added,
-        body: &mut LimitedBody,
-    ) -> Result<(), SendError> {
+    /// Writes the request: `out.added` after `out.headers` (none of their names are in `out.headers`).
+    async fn send(&mut self, out: &Outgoing, body: &mut LimitedBody) -> Result<(), SendError> {
+        let (method, target, headers, added) = (&out.method, out.target.as_str(), &out.headers, &out.added);
         let framing = request_framing(method, headers, body);
         // The first piece of the body is awaited before anything is written: a body refused at once
         // (over its limit, a malformed first chunk) never lets its head reach the upstream, and a small
@@ -292,7 +276,9 @@ impl Conn {
         w.flush().await
     }
 
-    async fn read_head(&mut self, head_request: bool, sent: bool) -> Result<Head, Error> {
+    /// Reads a response head. The request was (at least partly) sent: a close before any byte of it
+    /// is `Closed { sent: true }`.
+    async fn read_head(&mut self, head_request: bool) -> Result<Head, Error> {
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
@@ -308,10 +294,10 @@ impl Conn {
             }
             self.buf.reserve(READ_SIZE);
             match self.io.read_buf(&mut self.buf).await {
-                Ok(0) if !received => return Err(Error::Closed { sent }),
+                Ok(0) if !received => return Err(Error::Closed { sent: true }),
                 Ok(0) => return Err(Error::Protocol("connection closed inside the response head")),
                 Ok(_) => {}
-                Err(e) if !received && closed_kind(&e) => return Err(Error::Closed { sent }),
+                Err(e) if !received && closed_kind(&e) => return Err(Error::Closed { sent: true }),
                 Err(e) => return Err(Error::Io(e)),
             }
         }

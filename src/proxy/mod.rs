@@ -83,7 +83,6 @@ pub async fn forward(
 ) -> Result<(Response<UpstreamBody>, Duration), Reject> {
     let started = Instant::now();
     let retry_ok = idempotent(&out.method);
-    let target_str = out.target.as_str();
     let mut exclude = None;
     let mut attempts = 0;
     let mut stale = 0;
@@ -127,7 +126,7 @@ pub async fn forward(
         let replay = if from_pool { body.replay() } else { None };
         // From the request's start (a clock read saved), which also bounds retries on stale connections.
         let deadline = (started + upstream.response_timeout).into();
-        let exchange = conn.exchange_until(deadline, &out.method, target_str, &out.headers, &out.added, &mut body);
+        let exchange = conn.exchange_until(deadline, out, &mut body);
         match exchange.await {
             None => return Err(Reject::GatewayTimeout("upstream response timeout")),
             Some(Ok(head)) => {
@@ -224,8 +223,9 @@ pub async fn probe(upstream: &Upstream, target: &Target, path: &str, timeout: Du
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, http::HeaderValue::from_str(&target.address).ok()?);
         headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("portcullis-health-check"));
-        let none = headers::Added::default();
-        let head = conn.exchange(&Method::GET, path, &headers, &none, &mut LimitedBody::empty()).await.ok()?;
+        let out =
+            Outgoing { method: Method::GET, target: path.parse().ok()?, headers, added: headers::Added::default() };
+        let head = conn.exchange(&out, &mut LimitedBody::empty()).await.ok()?;
         Some(head.status.is_success())
     };
     matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))

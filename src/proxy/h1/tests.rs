@@ -20,6 +20,11 @@ fn pair() -> (Conn, DuplexStream) {
     (Conn::new(Box::new(a)), b)
 }
 
+/// A request of `method` for `target`, with `Host` and the gateway's `added` fields.
+fn outgoing(method: Method, target: &str, headers: HeaderMap, added: Added) -> crate::proxy::Outgoing {
+    crate::proxy::Outgoing { method, target: target.parse().unwrap(), headers, added }
+}
+
 fn get_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(http::header::HOST, HeaderValue::from_static("up.example"));
@@ -49,7 +54,9 @@ async fn run(
             Some(upstream)
         }
     });
-    let head = conn.exchange(&method, "/x", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
+    let head = conn
+        .exchange(&outgoing(method.clone(), "/x", get_headers(), Added::default()), &mut LimitedBody::empty())
+        .await;
     let head = match head {
         Ok(h) => h,
         Err(e) => return Err(e),
@@ -99,7 +106,7 @@ async fn request_is_written_in_origin_form_with_framing() {
     let mut body = LimitedBody::full(Bytes::from_static(b"body!"));
     let mut added = Added::default();
     added.push("x-request-id", HeaderValue::from_static("abc"));
-    let head = conn.exchange(&Method::POST, "/p?q=1", &headers, &added, &mut body).await.unwrap();
+    let head = conn.exchange(&outgoing(Method::POST, "/p?q=1", headers, added), &mut body).await.unwrap();
     assert_eq!(head.status, 204);
     assert_eq!(head.framing, Framing::Empty);
     let (got, _up) = reader.await.unwrap();
@@ -123,7 +130,9 @@ async fn empty_post_says_content_length_zero_and_get_says_nothing() {
             upstream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
             (got, upstream)
         });
-        conn.exchange(&method, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await.unwrap();
+        conn.exchange(&outgoing(method.clone(), "/", get_headers(), Added::default()), &mut LimitedBody::empty())
+            .await
+            .unwrap();
         let (got, _up) = reader.await.unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), format!("{method} / HTTP/1.1\r\nhost: up.example\r\n{expect}\r\n"));
     }
@@ -242,7 +251,8 @@ async fn oversized_heads_and_chunk_lines_are_refused() {
 async fn a_closed_connection_is_reported_as_closed() {
     let (mut conn, upstream) = pair();
     drop(upstream);
-    let r = conn.exchange(&Method::GET, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
+    let r =
+        conn.exchange(&outgoing(Method::GET, "/", get_headers(), Added::default()), &mut LimitedBody::empty()).await;
     assert!(matches!(r, Err(Error::Closed { .. })), "{r:?}");
 
     let (mut conn, mut upstream) = pair();
@@ -251,7 +261,8 @@ async fn a_closed_connection_is_reported_as_closed() {
         let _ = upstream.read(&mut buf).await;
         // reads the request, then closes without answering
     });
-    let r = conn.exchange(&Method::GET, "/", &get_headers(), &Added::default(), &mut LimitedBody::empty()).await;
+    let r =
+        conn.exchange(&outgoing(Method::GET, "/", get_headers(), Added::default()), &mut LimitedBody::empty()).await;
     t.await.unwrap();
     assert!(matches!(r, Err(Error::Closed { sent: true })), "{r:?}");
 }
@@ -314,13 +325,11 @@ async fn exchange_until_gives_up_at_the_deadline_and_reuses_its_timer() {
         drop(upstream);
     });
     let soon = |ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
-    let none = Added::default();
-    let first =
-        conn.exchange_until(soon(2000), &Method::GET, "/", &get_headers(), &none, &mut LimitedBody::empty()).await;
+    let get = outgoing(Method::GET, "/", get_headers(), Added::default());
+    let first = conn.exchange_until(soon(2000), &get, &mut LimitedBody::empty()).await;
     assert_eq!(first.unwrap().unwrap().status, 204);
     let started = std::time::Instant::now();
-    let second =
-        conn.exchange_until(soon(100), &Method::GET, "/", &get_headers(), &none, &mut LimitedBody::empty()).await;
+    let second = conn.exchange_until(soon(100), &get, &mut LimitedBody::empty()).await;
     assert!(second.is_none(), "the deadline came first");
     let waited = started.elapsed();
     assert!(waited >= std::time::Duration::from_millis(90) && waited < std::time::Duration::from_secs(2), "{waited:?}");
