@@ -1,5 +1,7 @@
+mod alloc;
+
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: alloc::MiMalloc = alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     portcullis::cli::main()

@@ -209,12 +209,7 @@ impl Conn {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        for (name, value) in added.iter() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        added.write(out);
         match framing {
             ReqFraming::None => {}
             ReqFraming::Length(n) => {
@@ -488,14 +483,40 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let mut headers = HeaderMap::with_capacity(kept + 2);
     for &(n_off, n_len, v_off, v_len) in &spans[..kept] {
         let (n_off, v_off) = (n_off as usize, v_off as usize);
-        let name = HeaderName::from_bytes(&head[n_off..n_off + n_len as usize])
-            .map_err(|_| Error::Protocol("invalid header name"))?;
+        let raw = &head[n_off..n_off + n_len as usize];
+        let name = match common_response_name(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw).map_err(|_| Error::Protocol("invalid header name"))?,
+        };
         let value = HeaderValue::from_maybe_shared(head.slice(v_off..v_off + v_len as usize))
             .map_err(|_| Error::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
     let keep_alive = !close && framing != Framing::Close;
     Ok(Parsed::Final(Head { status, headers, framing, keep_alive }))
+}
+
+/// The field names most responses carry, recognised without `HeaderName::from_bytes` (which copies
+/// the name to lower-case it and then matches it against every standard name; about 150 instructions).
+fn common_response_name(name: &[u8]) -> Option<HeaderName> {
+    use http::header::{
+        CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, DATE, ETAG, LAST_MODIFIED, LOCATION, SET_COOKIE, VARY,
+    };
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let found = match name.len() {
+        4 if is("date") => DATE,
+        4 if is("etag") => ETAG,
+        4 if is("vary") => VARY,
+        8 if is("location") => LOCATION,
+        10 if is("set-cookie") => SET_COOKIE,
+        12 if is("content-type") => CONTENT_TYPE,
+        13 if is("cache-control") => CACHE_CONTROL,
+        13 if is("last-modified") => LAST_MODIFIED,
+        14 if is("content-length") => CONTENT_LENGTH,
+        16 if is("content-encoding") => CONTENT_ENCODING,
+        _ => return None,
+    };
+    Some(found)
 }
 
 /// Where a chunked body is.

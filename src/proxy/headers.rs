@@ -6,7 +6,7 @@
 //! `X-Request-Id` is always present. Toward the client: hop-by-hop headers, `Server` and `X-Powered-By`
 //! are removed.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -94,6 +94,10 @@ pub fn dropped_from_responses(name: &[u8]) -> bool {
 
 /// True when a `Connection` value names only connection options (`close`, `keep-alive`), no headers.
 pub fn connection_names_no_headers(value: &[u8]) -> bool {
+    // The usual values, without splitting.
+    if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+        return true;
+    }
     value.split(|&b| b == b',').all(|t| {
         let t = t.trim_ascii();
         t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")
@@ -166,15 +170,17 @@ pub struct Peer {
     /// `X-Forwarded-For` element: `192.0.2.1`, `2001:db8::1`.
     pub xff: HeaderValue,
     /// `Forwarded` node (RFC 7239): `192.0.2.1`, `"[2001:db8::1]"`.
-    pub node: Box<str>,
+    pub node: HeaderValue,
 }
 
 impl Peer {
     pub fn new(ip: IpAddr) -> Peer {
         let text = ip.to_string();
-        let node = if ip.is_ipv6() { format!("\"[{text}]\"").into() } else { text.as_str().into() };
+        let node = if ip.is_ipv6() { format!("\"[{text}]\"") } else { text.clone() };
         // An IP address in text is always a valid header value.
-        let xff = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let unknown = || HeaderValue::from_static("unknown");
+        let xff = HeaderValue::from_str(&text).unwrap_or_else(|_| unknown());
+        let node = HeaderValue::try_from(node).unwrap_or_else(|_| unknown());
         Peer { ip, xff, node }
     }
 }
@@ -195,6 +201,36 @@ pub struct Forwarding<'a> {
 pub struct Added {
     items: [Option<(&'static str, HeaderValue)>; Added::CAPACITY],
     len: usize,
+    forwarded: Option<ForwardedParts>,
+}
+
+/// The `Forwarded` field (RFC 7239) the gateway sends, kept as its parts and written out by the upstream
+/// client: the elements a trusted proxy sent, then `for=NODE;proto=PROTO[;host="HOST"]`. Joining them
+/// into one header value would cost an allocation and a byte-by-byte validation on every request; each
+/// part is already a valid header value, and the separators are visible ASCII.
+pub struct ForwardedParts {
+    prev: Option<HeaderValue>,
+    node: HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+}
+
+impl ForwardedParts {
+    fn write(&self, out: &mut Vec<u8>) {
+        if let Some(prev) = &self.prev {
+            out.extend_from_slice(prev.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"for=");
+        out.extend_from_slice(self.node.as_bytes());
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(self.proto.as_bytes());
+        if let Some(host) = &self.host {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(host.as_bytes());
+            out.push(b'"');
+        }
+    }
 }
 
 impl Added {
@@ -208,12 +244,34 @@ impl Added {
         }
     }
 
+    /// Writes every added field as `name: value\r\n`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.iter() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(f) = &self.forwarded {
+            out.extend_from_slice(b"forwarded: ");
+            f.write(out);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The fields pushed whole (not `Forwarded`).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
         self.items[..self.len].iter().flatten().map(|(n, v)| (*n, v))
     }
 
-    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    /// The value of an added field, `Forwarded` included (for tests and diagnostics: it allocates).
+    pub fn get(&self, name: &str) -> Option<HeaderValue> {
+        if name == "forwarded" {
+            let mut v = Vec::new();
+            self.forwarded.as_ref()?.write(&mut v);
+            return HeaderValue::from_bytes(&v).ok();
+        }
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
     }
 }
 
@@ -251,25 +309,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found, 
         (None, Some(host)) => added.push("x-forwarded-host", host.clone()),
         (None, None) => {}
     }
-    let host = f.host.map_or(&b""[..], HeaderValue::as_bytes);
-    let mut element =
-        BytesMut::with_capacity(fwd_prev.as_ref().map_or(0, |e| e.len() + 2) + f.peer.node.len() + host.len() + 24);
-    if let Some(e) = &fwd_prev {
-        element.extend_from_slice(e.as_bytes());
-        element.extend_from_slice(b", ");
-    }
-    element.extend_from_slice(b"for=");
-    element.extend_from_slice(f.peer.node.as_bytes());
-    element.extend_from_slice(b";proto=");
-    element.extend_from_slice(f.proto.as_bytes());
-    if !host.is_empty() {
-        element.extend_from_slice(b";host=\"");
-        element.extend_from_slice(host);
-        element.put_u8(b'"');
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(element.freeze()) {
-        added.push("forwarded", v);
-    }
+    // A trusted proxy's elements that are not a valid header value are dropped, not forwarded.
+    added.forwarded = Some(ForwardedParts {
+        prev: fwd_prev.and_then(value),
+        node: f.peer.node.clone(),
+        proto: f.proto,
+        host: f.host.filter(|h| !h.is_empty()).cloned(),
+    });
 }
 
 fn value(s: String) -> Option<HeaderValue> {

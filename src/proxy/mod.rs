@@ -95,7 +95,7 @@ pub async fn forward(
         };
         let target = &upstream.targets[idx];
         let outstanding = Outstanding::new(target.clone());
-        let pooled = target.checkout(upstream.pool_idle_timeout);
+        let pooled = target.checkout(upstream.pool_idle_timeout, started);
         let from_pool = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,

@@ -80,7 +80,9 @@ impl Target {
     }
 
     pub fn available(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+        // The clock is read only for a target that has been ejected at some point.
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        self.healthy.load(Ordering::Relaxed) && (until == 0 || until <= now_ms())
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -111,11 +113,11 @@ impl Target {
         }
     }
 
-    /// An idle pooled connection, if one is still open and young enough.
-    pub fn checkout(&self, max_age: Duration) -> Option<Conn> {
+    /// An idle pooled connection, if one is still open and young enough at `now`.
+    pub fn checkout(&self, max_age: Duration, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < max_age && conn.reusable() {
+            if now.saturating_duration_since(since) < max_age && conn.reusable() {
                 return Some(conn);
             }
         }

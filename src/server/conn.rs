@@ -178,6 +178,8 @@ impl Activity {
 pub enum Expired {
     Idle,
     HeadTimeout,
+    /// Not a timeout: the gateway is shutting down (see `server::drive`).
+    Shutdown,
 }
 
 /// A request's handler is running; see [`Activity::request_started`].

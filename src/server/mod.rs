@@ -17,7 +17,7 @@ use http::{StatusCode, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -62,9 +62,11 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     drop(rt);
     reload::spawn(shared.clone(), config_path);
 
-    let graceful = Arc::new(GracefulShutdown::new());
     let limits = Arc::new(ConnLimits::default());
+    // `stop` tells accept loops and connections to wind down; every connection holds a `Drain`
+    // sender, so the receiver sees the end of the stream once the last connection has closed.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain, mut drained) = mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();
     for (i, listener) in bound {
         accept_tasks.push(tokio::spawn(accept_loop(
@@ -72,10 +74,10 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
             listener,
             shared.clone(),
             limits.clone(),
-            graceful.clone(),
-            stop_rx.clone(),
+            Stop { stop: stop_rx.clone(), _drain: drain.clone() },
         )));
     }
+    drop(drain);
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
@@ -83,11 +85,9 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
         let _ = t.await;
     }
     let deadline = shared.runtime.load().limits.shutdown_timeout;
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return Err("internal: connections still being accepted during shutdown".into());
-    };
-    match tokio::time::timeout(deadline, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
+    match tokio::time::timeout(deadline, drained.recv()).await {
+        // Nothing is ever sent: `recv` ends when the last connection drops its sender.
+        Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
     }
     Ok(())
@@ -110,13 +110,12 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limits: Arc<ConnLimits>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.changed() => return,
+            _ = stop.stop.changed() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -140,17 +139,24 @@ async fn accept_loop(
             }
         };
         let shared = shared.clone();
-        let watcher = graceful.watcher();
+        let stop = stop.clone();
         tokio::spawn(async move {
             shared.metrics.active_connections.inc();
-            serve_connection(index, stream, peer, shared.clone(), watcher).await;
+            serve_connection(index, stream, peer, shared.clone(), stop).await;
             shared.metrics.active_connections.dec();
             drop(guard);
         });
     }
 }
 
-async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, watcher: Watcher) {
+/// Shutdown as a connection sees it: the signal to finish up, and its place in the drain count.
+#[derive(Clone)]
+struct Stop {
+    stop: watch::Receiver<bool>,
+    _drain: mpsc::Sender<()>,
+}
+
+async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: Stop) {
     let _ = stream.set_nodelay(true);
     let rt = shared.runtime.load_full();
     let listener = &rt.listeners[index];
@@ -161,7 +167,7 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
             let proto = if listener.http2 { Protocol::Auto } else { Protocol::Http1 };
             let info = ConnInfo::new(index, peer, None);
             drop(rt);
-            serve_http(io, info, proto, shared, activity, watcher).await;
+            serve_http(io, info, proto, shared, activity, stop).await;
         }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
@@ -191,7 +197,7 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
                         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                 }),
             );
-            serve_http(tls, info, proto, shared, activity, watcher).await;
+            serve_http(tls, info, proto, shared, activity, stop).await;
         }
     }
 }
@@ -252,14 +258,8 @@ fn parser_refusals(shared: &Arc<Shared>, info: &ConnInfo) -> conn::Refuse {
     })
 }
 
-async fn serve_http<I>(
-    io: I,
-    info: ConnInfo,
-    proto: Protocol,
-    shared: Arc<Shared>,
-    activity: Arc<Activity>,
-    watcher: Watcher,
-) where
+async fn serve_http<I>(io: I, info: ConnInfo, proto: Protocol, shared: Arc<Shared>, activity: Arc<Activity>, stop: Stop)
+where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (limits, idle) = {
@@ -311,8 +311,8 @@ async fn serve_http<I>(
             // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
             .max_buf_size(max_buf)
             .max_headers(limits.request.max_headers + 1);
-        let conn = watcher.watch(builder.serve_connection(io, service));
-        drive(conn, &activity, idle, limits.header_read_timeout, true).await;
+        let conn = builder.serve_connection(io, service);
+        drive(conn, &activity, idle, limits.header_read_timeout, true, stop).await;
         return;
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -332,8 +332,8 @@ async fn serve_http<I>(
         .keep_alive_interval(Some(idle / 2))
         .keep_alive_timeout(std::time::Duration::from_secs(20));
     let builder = if proto == Protocol::Http2 { builder.http2_only() } else { builder };
-    let conn = watcher.watch(builder.serve_connection(io, service));
-    drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2).await;
+    let conn = builder.serve_connection(io, service);
+    drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2, stop).await;
 }
 
 /// What every request of one connection shares.
@@ -343,37 +343,54 @@ struct Served {
     activity: Arc<Activity>,
 }
 
-/// Runs a served connection until it ends, goes idle, or (HTTP/1) a request head takes too long. The
-/// watchdog runs in a task of its own and tells this one through a oneshot channel: polling it costs
-/// an atomic load when the connection's task wakes for a request, where timers would be polled again.
-async fn drive<C, E>(conn: C, activity: &Arc<Activity>, idle: Duration, header_timeout: Duration, http1: bool)
+/// Runs a served connection until it ends, goes idle, (HTTP/1) a request head takes too long, or the
+/// gateway shuts down. The watchdog runs in a task of its own and tells this one through a oneshot
+/// channel: polling it costs an atomic load when the connection's task wakes for a request, where
+/// timers (and a shutdown signal) would be polled again on every wake.
+async fn drive<C>(conn: C, activity: &Arc<Activity>, idle: Duration, header_timeout: Duration, http1: bool, stop: Stop)
 where
-    C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
 {
     // HTTP/2 connections have no head timeout of their own (hyper's keep-alive pings watch them).
     let head_limit = http1.then_some(header_timeout);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let watched = activity.clone();
+    // `_drain` is held until this connection is done: the shutdown waits for it.
+    let Stop { stop: mut signal, _drain } = stop;
     // Ended with the connection, however this future ends (dropped at shutdown too).
     let _watchdog = AbortOnDrop(tokio::spawn(async move {
-        let _ = tx.send(watched.watch(idle, head_limit).await);
+        let expired = tokio::select! {
+            e = watched.watch(idle, head_limit) => e,
+            _ = signal.wait_for(|stopping| *stopping) => conn::Expired::Shutdown,
+        };
+        let _ = tx.send(expired);
     }));
     tokio::pin!(conn);
-    tokio::select! {
+    let expired = tokio::select! {
         biased;
         res = &mut conn => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            return;
         }
-        expired = rx => match expired {
-            Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
-            Ok(conn::Expired::HeadTimeout) => {
-                tracing::debug!("request head not received within header_read_timeout; connection closed")
+        expired = rx => expired,
+    };
+    match expired {
+        // Finish the request in flight (HTTP/1) or the open streams (HTTP/2, after GOAWAY), then close;
+        // an idle connection closes at once. The shutdown deadline bounds the wait.
+        Ok(conn::Expired::Shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error during shutdown");
             }
-            Err(_) => {}
-        },
+        }
+        Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
+        Ok(conn::Expired::HeadTimeout) => {
+            tracing::debug!("request head not received within header_read_timeout; connection closed")
+        }
+        Err(_) => {}
     }
 }
 

@@ -335,3 +335,27 @@ async fn exchange_until_gives_up_at_the_deadline_and_reuses_its_timer() {
     assert!(waited >= std::time::Duration::from_millis(90) && waited < std::time::Duration::from_secs(2), "{waited:?}");
     answered.abort();
 }
+
+/// The fast path for common response field names gives what `HeaderName::from_bytes` gives, whatever
+/// the case, and leaves every other name to it.
+#[test]
+fn common_response_names_match_the_general_parser() {
+    for name in [
+        "Date",
+        "ETAG",
+        "vary",
+        "Location",
+        "Set-Cookie",
+        "content-type",
+        "Cache-Control",
+        "Last-Modified",
+        "Content-Length",
+        "CONTENT-ENCODING",
+    ] {
+        let fast = common_response_name(name.as_bytes()).expect(name);
+        assert_eq!(fast, HeaderName::from_bytes(name.as_bytes()).unwrap(), "{name}");
+    }
+    for other in ["dates", "x-date", "content-typ", "server", "", "content_length"] {
+        assert!(common_response_name(other.as_bytes()).is_none(), "{other}");
+    }
+}
