@@ -324,7 +324,11 @@ fn upstream_request(
     if found.has(headers::Found::IDENTITY) {
         remove_identity_headers(&mut headers);
     }
-    identity_headers(&mut added, ex.principal.as_deref());
+    // Who the caller is ([`Principal::identity_headers`]): client-sent `X-Portcullis-*` fields were
+    // removed above, so the upstream can trust these.
+    if let Some(p) = &ex.principal {
+        added.identify(p.clone());
+    }
     let body = match body {
         Body::Buffered(bytes) => LimitedBody::full(bytes),
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
@@ -339,15 +343,6 @@ fn remove_identity_headers(headers: &mut http::HeaderMap) {
         headers.keys().filter(|k| k.as_str().starts_with("x-portcullis-")).cloned().collect();
     for name in spoofed {
         headers.remove(name);
-    }
-}
-
-/// Tells the upstream who the caller is ([`Principal::identity_headers`]). Client-sent `X-Portcullis-*`
-/// headers are removed first ([`remove_identity_headers`]), so these can be trusted by the upstream.
-fn identity_headers(added: &mut headers::Added, principal: Option<&Principal>) {
-    let Some(p) = principal else { return };
-    for (name, value) in p.identity_headers() {
-        added.push(name, value.clone());
     }
 }
 

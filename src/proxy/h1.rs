@@ -424,6 +424,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let base = buf.as_ptr() as usize;
     // Offsets fit in 16 bits: a head is at most `MAX_HEAD` bytes.
     let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    // What `classify` made of each kept name (zero-filled like `spans`: no per-slot initialisation).
+    let mut fields = [0u8; MAX_HEADERS];
     let mut length: Option<u64> = None;
     let mut lengths = 0;
     let mut codings = 0;
@@ -432,32 +434,43 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let mut kept = 0;
     for f in resp.headers.iter() {
         let name = f.name.as_bytes();
+        let field = classify(name);
         // Hop-by-hop fields and `Server`/`X-Powered-By` never reach the client: they are not even
         // copied (a `Connection` naming further fields is kept for `headers::clean_response`).
-        let only_options = name.eq_ignore_ascii_case(b"connection") && headers::connection_names_no_headers(f.value);
-        let keep = !(headers::dropped_from_responses(name) || only_options);
+        let keep = match field {
+            Field::TransferEncoding => false,
+            Field::Connection => !headers::connection_names_no_headers(f.value),
+            Field::Other => !headers::dropped_from_responses(name),
+            Field::ContentLength | Field::Known(_) => true,
+        };
         if keep {
             let (n_off, v_off) = (name.as_ptr() as usize - base, f.value.as_ptr() as usize - base);
             spans[kept] = (n_off as u16, name.len() as u16, v_off as u16, f.value.len() as u16);
+            fields[kept] = field.code();
             kept += 1;
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            let v = f.value;
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                return Err(Error::Protocol("invalid content-length"));
+        match field {
+            Field::ContentLength => {
+                lengths += 1;
+                let v = f.value;
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(Error::Protocol("invalid content-length"));
+                }
+                let n = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
+                length = Some(n.ok_or(Error::Protocol("invalid content-length"))?);
             }
-            let n = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
-            length = Some(n.ok_or(Error::Protocol("invalid content-length"))?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings += 1;
-            chunked = f.value.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in f.value.split(|&b| b == b',') {
-                if token.trim_ascii().eq_ignore_ascii_case(b"close") {
-                    close = true;
+            Field::TransferEncoding => {
+                codings += 1;
+                chunked = f.value.eq_ignore_ascii_case(b"chunked");
+            }
+            Field::Connection => {
+                for token in f.value.split(|&b| b == b',') {
+                    if token.trim_ascii().eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    }
                 }
             }
+            Field::Known(_) | Field::Other => {}
         }
     }
     let no_body = head_request || code == 204 || code == 304;
@@ -481,13 +494,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let head = buf.split_to(len).freeze();
     // Room for the fields the gateway adds to the response (request id, HSTS) without growing.
     let mut headers = HeaderMap::with_capacity(kept + 2);
-    for &(n_off, n_len, v_off, v_len) in &spans[..kept] {
+    for (&(n_off, n_len, v_off, v_len), &code) in spans[..kept].iter().zip(&fields[..kept]) {
         let (n_off, v_off) = (n_off as usize, v_off as usize);
-        let raw = &head[n_off..n_off + n_len as usize];
-        let name = match common_response_name(raw) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(raw).map_err(|_| Error::Protocol("invalid header name"))?,
-        };
+        let name = field_name(Field::from_code(code), &head[n_off..n_off + n_len as usize])?;
         let value = HeaderValue::from_maybe_shared(head.slice(v_off..v_off + v_len as usize))
             .map_err(|_| Error::Protocol("invalid header value"))?;
         headers.append(name, value);
@@ -496,27 +505,77 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     Ok(Parsed::Final(Head { status, headers, framing, keep_alive }))
 }
 
-/// The field names most responses carry, recognised without `HeaderName::from_bytes` (which copies
-/// the name to lower-case it and then matches it against every standard name; about 150 instructions).
-fn common_response_name(name: &[u8]) -> Option<HeaderName> {
+/// Field names a response head parser recognises with one comparison: the ones that frame the body or
+/// the connection, and those most responses carry ([`KNOWN`]), which then skip
+/// `HeaderName::from_bytes` (it copies the name to lower-case it and matches it against every
+/// standard name: about 150 instructions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `KNOWN[i]`.
+    Known(u8),
+    Other,
+}
+
+const KNOWN: [HeaderName; 9] = {
     use http::header::{
         CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, DATE, ETAG, LAST_MODIFIED, LOCATION, SET_COOKIE, VARY,
     };
+    [DATE, ETAG, VARY, LOCATION, SET_COOKIE, CONTENT_TYPE, CACHE_CONTROL, LAST_MODIFIED, CONTENT_ENCODING]
+};
+
+impl Field {
+    fn code(self) -> u8 {
+        match self {
+            Field::Other => 0,
+            Field::ContentLength => 1,
+            Field::TransferEncoding => 2,
+            Field::Connection => 3,
+            Field::Known(i) => 4 + i,
+        }
+    }
+
+    fn from_code(code: u8) -> Field {
+        match code {
+            1 => Field::ContentLength,
+            2 => Field::TransferEncoding,
+            3 => Field::Connection,
+            c if c >= 4 && usize::from(c - 4) < KNOWN.len() => Field::Known(c - 4),
+            _ => Field::Other,
+        }
+    }
+}
+
+fn classify(name: &[u8]) -> Field {
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    let found = match name.len() {
-        4 if is("date") => DATE,
-        4 if is("etag") => ETAG,
-        4 if is("vary") => VARY,
-        8 if is("location") => LOCATION,
-        10 if is("set-cookie") => SET_COOKIE,
-        12 if is("content-type") => CONTENT_TYPE,
-        13 if is("cache-control") => CACHE_CONTROL,
-        13 if is("last-modified") => LAST_MODIFIED,
-        14 if is("content-length") => CONTENT_LENGTH,
-        16 if is("content-encoding") => CONTENT_ENCODING,
-        _ => return None,
-    };
-    Some(found)
+    match name.len() {
+        4 if is("date") => Field::Known(0),
+        4 if is("etag") => Field::Known(1),
+        4 if is("vary") => Field::Known(2),
+        8 if is("location") => Field::Known(3),
+        10 if is("connection") => Field::Connection,
+        10 if is("set-cookie") => Field::Known(4),
+        12 if is("content-type") => Field::Known(5),
+        13 if is("cache-control") => Field::Known(6),
+        13 if is("last-modified") => Field::Known(7),
+        14 if is("content-length") => Field::ContentLength,
+        16 if is("content-encoding") => Field::Known(8),
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        _ => Field::Other,
+    }
+}
+
+/// A kept field's name, by what [`classify`] made of it.
+fn field_name(field: Field, raw: &[u8]) -> Result<HeaderName, Error> {
+    match field {
+        Field::Known(i) => Ok(KNOWN[usize::from(i)].clone()),
+        Field::ContentLength => Ok(CONTENT_LENGTH),
+        Field::Connection => Ok(http::header::CONNECTION),
+        Field::TransferEncoding => Ok(TRANSFER_ENCODING),
+        Field::Other => HeaderName::from_bytes(raw).map_err(|_| Error::Protocol("invalid header name")),
+    }
 }
 
 /// Where a chunked body is.

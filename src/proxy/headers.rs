@@ -6,10 +6,12 @@
 //! `X-Request-Id` is always present. Toward the client: hop-by-hop headers, `Server` and `X-Powered-By`
 //! are removed.
 
+use crate::authn::Principal;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -195,13 +197,15 @@ pub struct Forwarding<'a> {
 
 /// Header fields the gateway adds to a request on its way upstream. They are written after the
 /// client's own fields (from which any of the same names were removed), so adding them costs no map
-/// insertion. At most [`Added::CAPACITY`]: the forwarding headers, the request id and the identity
-/// headers.
+/// insertion. At most [`Added::CAPACITY`] single fields (the `X-Forwarded-*` ones and the request id),
+/// `Forwarded` (kept as its parts), and the identity fields of the authenticated principal, written from
+/// the list the principal built once ([`Principal::identity_headers`]) rather than copied per request.
 #[derive(Default)]
 pub struct Added {
     items: [Option<(&'static str, HeaderValue)>; Added::CAPACITY],
     len: usize,
     forwarded: Option<ForwardedParts>,
+    identity: Option<Arc<Principal>>,
 }
 
 /// The `Forwarded` field (RFC 7239) the gateway sends, kept as its parts and written out by the upstream
@@ -234,7 +238,7 @@ impl ForwardedParts {
 }
 
 impl Added {
-    pub const CAPACITY: usize = 10;
+    pub const CAPACITY: usize = 4;
 
     /// `name` must be a lowercase field name.
     pub fn push(&mut self, name: &'static str, value: HeaderValue) {
@@ -257,6 +261,21 @@ impl Added {
             f.write(out);
             out.extend_from_slice(b"\r\n");
         }
+        for (name, value) in self.identity_fields() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Tells the upstream who the caller is: `principal`'s identity fields go out with the request.
+    pub fn identify(&mut self, principal: Arc<Principal>) {
+        self.identity = Some(principal);
+    }
+
+    fn identity_fields(&self) -> &[(&'static str, HeaderValue)] {
+        self.identity.as_deref().map_or(&[], Principal::identity_headers)
     }
 
     /// The fields pushed whole (not `Forwarded`).
@@ -271,7 +290,10 @@ impl Added {
             self.forwarded.as_ref()?.write(&mut v);
             return HeaderValue::from_bytes(&v).ok();
         }
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        self.iter()
+            .chain(self.identity_fields().iter().map(|(n, v)| (*n, v)))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
