@@ -79,31 +79,6 @@ pub struct Exchange<'a> {
     pub principal: Option<Arc<Principal>>,
 }
 
-fn host_of(parts: &http::request::Parts) -> Option<&str> {
-    let raw = parts.uri.authority().map(Authority::as_str).or_else(|| parts.headers.get(HOST)?.to_str().ok())?;
-    strip_port(raw)
-}
-
-/// The host part of an authority (`name`, `name:port`, `[v6]:port`), if well-formed.
-fn strip_port(raw: &str) -> Option<&str> {
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']')?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))) {
-            return None;
-        }
-        v6
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            Some(_) => return None,
-            None => raw,
-        }
-    };
-    let ok =
-        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
-    ok.then_some(host)
-}
-
 /// Serves one request on `conn`. Never fails: every outcome is a response.
 pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -202,12 +177,11 @@ async fn run(
     cors_origin: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Reject> {
     validate::check_sizes(parts, &rt.limits.request)?;
-    validate::check_framing(parts)?;
+    let host = validate::check_framing(parts)?;
     if let Some(port) = listener.redirect_https_port {
-        return redirect(parts, port);
+        return redirect(parts, host, port);
     }
     let normalized = path::normalize(parts.uri.path()).map_err(Reject::InvalidPath)?;
-    let host = host_of(parts);
     let preflight = Cors::is_preflight(&parts.method, &parts.headers);
     let match_method = if preflight {
         parts
@@ -346,8 +320,8 @@ fn remove_identity_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-fn redirect(parts: &http::request::Parts, port: u16) -> Result<Response<ResponseBody>, Reject> {
-    let host = host_of(parts).ok_or(Reject::BadRequest("missing or invalid host"))?;
+fn redirect(parts: &http::request::Parts, host: Option<&str>, port: u16) -> Result<Response<ResponseBody>, Reject> {
+    let host = host.ok_or(Reject::BadRequest("missing or invalid host"))?;
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
     let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };

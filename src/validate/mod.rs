@@ -44,7 +44,11 @@ pub fn check_sizes(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
 /// Message framing must be unambiguous: one well-formed `Content-Length`, or `Transfer-Encoding: chunked`
 /// alone (HTTP/1.1), never both, never another coding; and the target host too: one well-formed `Host`
 /// (required in HTTP/1.1), agreeing with the authority of the request target when that has one.
-pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
+///
+/// Returns the host the request names, as routing matches it: from the target's authority when it has
+/// one, else from `Host`; without the port, and an IPv6 literal without its brackets. `None` only for an
+/// HTTP/1.0 request that names no host.
+pub fn check_framing(parts: &Parts) -> Result<Option<&str>, Reject> {
     if let Some(head::RawHeadProblem(reason)) = parts.extensions.get::<head::RawHeadProblem>() {
         return Err(Reject::AmbiguousFraming(reason));
     }
@@ -91,50 +95,69 @@ pub fn check_framing(parts: &Parts) -> Result<(), Reject> {
 /// RFC 9112 3.2: an HTTP/1.1 request without `Host`, or with an invalid one, is a 400. When the target
 /// carries an authority too (absolute form, HTTP/2 `:authority`), routing uses the authority while the
 /// upstream would see `Host`: if they differ, which host was meant is ambiguous, so the request is refused.
-fn check_host(parts: &Parts, host: Option<&[u8]>) -> Result<(), Reject> {
+/// Returns the routing host (see [`check_framing`]).
+fn check_host<'a>(parts: &'a Parts, host: Option<&'a [u8]>) -> Result<Option<&'a str>, Reject> {
     let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
-    if let Some(a) = authority {
-        if !valid_authority(a) {
-            return Err(Reject::BadRequest("invalid authority in the request target"));
+    let routing = match authority {
+        Some(a) => Some(authority_host(a).ok_or(Reject::BadRequest("invalid authority in the request target"))?),
+        None => None,
+    };
+    let Some(h) = host else {
+        if authority.is_none() && parts.version == Version::HTTP_11 {
+            return Err(Reject::BadRequest("missing host header"));
         }
-    }
-    match (host, authority) {
-        (Some(h), _) if !valid_authority(h) => Err(Reject::BadRequest("invalid host header")),
-        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+        return Ok(routing);
+    };
+    let from_host = authority_host(h).ok_or(Reject::BadRequest("invalid host header"))?;
+    match authority {
+        Some(a) if !h.eq_ignore_ascii_case(a) => {
             Err(Reject::BadRequest("host header disagrees with the request target"))
         }
-        (None, None) if parts.version == Version::HTTP_11 => Err(Reject::BadRequest("missing host header")),
-        _ => Ok(()),
+        Some(_) => Ok(routing),
+        None => Ok(Some(from_host)),
     }
 }
 
 /// `host[:port]` with a DNS-style name, an IPv4 address or a bracketed IPv6 address; no userinfo, no
 /// path, no empty host.
 pub fn valid_authority(v: &[u8]) -> bool {
-    let (name, rest) = match v.strip_prefix(b"[") {
+    authority_host(v).is_some()
+}
+
+/// The host of a valid authority (see [`valid_authority`]): without the port, an IPv6 literal without its
+/// brackets. `None` when the authority is not valid.
+pub fn authority_host(v: &[u8]) -> Option<&str> {
+    let (host, rest) = match v.strip_prefix(b"[") {
         Some(r) => {
-            let Some(end) = r.iter().position(|&b| b == b']') else { return false };
+            let end = r.iter().position(|&b| b == b']')?;
             let inner = &r[..end];
             if inner.is_empty() || !inner.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')) {
-                return false;
+                return None;
             }
-            (None, &r[end + 1..])
+            (inner, &r[end + 1..])
         }
         None => {
-            let i = v.iter().position(|&b| b == b':').unwrap_or(v.len());
-            (Some(&v[..i]), &v[i..])
+            // The name up to the port, checked in the same pass that finds its end.
+            let mut i = 0;
+            while let Some(&b) = v.get(i).filter(|&&b| b != b':') {
+                if !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+                    return None;
+                }
+                i += 1;
+            }
+            if i == 0 {
+                return None;
+            }
+            (&v[..i], &v[i..])
         }
     };
-    if let Some(n) = name {
-        if n.is_empty() || !n.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
-            return false;
-        }
-    }
-    match rest {
+    let port_ok = match rest {
         [] => true,
         [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
         _ => false,
-    }
+    };
+    // Only ASCII got this far.
+    port_ok.then(|| std::str::from_utf8(host).ok()).flatten()
 }
 
 /// The declared body length, if any (already validated by [`check_framing`]).
@@ -190,13 +213,61 @@ mod tests {
             if let Some(h) = host {
                 b = b.header("host", h);
             }
-            check_framing(&b.body(()).unwrap().into_parts().0)
+            check_framing(&b.body(()).unwrap().into_parts().0).map(|h| h.map(str::to_owned))
         };
         assert!(abs(None).is_ok());
         assert!(abs(Some("A.example")).is_ok());
         assert!(abs(Some("b.example")).is_err());
         let userinfo = Request::builder().uri("http://u@a.example/x").body(()).unwrap().into_parts().0;
         assert!(check_framing(&userinfo).is_err());
+    }
+
+    /// The host routing sees: the authority's when the target has one, else `Host`'s, without the port.
+    #[test]
+    fn routing_host() {
+        for (host, want) in [
+            ("a", "a"),
+            ("a.example:8080", "a.example"),
+            ("127.0.0.1:9", "127.0.0.1"),
+            ("[::1]:443", "::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("a:", "a"),
+        ] {
+            assert_eq!(check_framing(&parts(&[("host", host)])), Ok(Some(want)), "{host}");
+        }
+        let abs = Request::builder().uri("http://b.example:81/x").version(Version::HTTP_11).body(()).unwrap();
+        assert_eq!(check_framing(&abs.into_parts().0), Ok(Some("b.example")));
+        let old = Request::builder().uri("/x").version(Version::HTTP_10).body(()).unwrap().into_parts().0;
+        assert_eq!(check_framing(&old), Ok(None));
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, an accepted authority is exactly its host, then nothing or `:` and at most
+        /// five digits; and every well-formed name with an optional port is accepted, as its name.
+        #[test]
+        fn authority_host_returns_the_host_it_accepted(v in proptest::collection::vec(proptest::num::u8::ANY, 0..24)) {
+            if let Some(h) = authority_host(&v) {
+                let rest = if v.first() == Some(&b'[') {
+                    proptest::prop_assert!(v[1..].starts_with(h.as_bytes()) && v.get(h.len() + 1) == Some(&b']'));
+                    &v[h.len() + 2..]
+                } else {
+                    proptest::prop_assert!(v.starts_with(h.as_bytes()) && !h.is_empty());
+                    &v[h.len()..]
+                };
+                proptest::prop_assert!(
+                    rest.is_empty() || (rest[0] == b':' && rest.len() <= 6 && rest[1..].iter().all(u8::is_ascii_digit))
+                );
+            }
+        }
+
+        #[test]
+        fn well_formed_authorities_are_accepted(name in "[a-z0-9._-]{1,20}", port in proptest::option::of(0u32..65536)) {
+            let v = match port {
+                Some(p) => format!("{name}:{p}"),
+                None => name.clone(),
+            };
+            proptest::prop_assert_eq!(authority_host(v.as_bytes()), Some(name.as_str()));
+        }
     }
 
     #[test]
