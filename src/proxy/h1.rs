@@ -204,10 +204,7 @@ impl Conn {
             if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
                 continue;
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            headers::write_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         added.write(out);
         match framing {

@@ -208,6 +208,14 @@ pub struct Added {
     identity: Option<Arc<Principal>>,
 }
 
+/// One header line of an HTTP/1.1 head: `name: value\r\n`.
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The `Forwarded` field (RFC 7239) the gateway sends, kept as its parts and written out by the upstream
 /// client: the elements a trusted proxy sent, then `for=NODE;proto=PROTO[;host="HOST"]`. Joining them
 /// into one header value would cost an allocation and a byte-by-byte validation on every request; each
@@ -251,10 +259,7 @@ impl Added {
     /// Writes every added field as `name: value\r\n`.
     pub fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.iter() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_field(out, name.as_bytes(), value.as_bytes());
         }
         if let Some(f) = &self.forwarded {
             out.extend_from_slice(b"forwarded: ");
@@ -262,10 +267,7 @@ impl Added {
             out.extend_from_slice(b"\r\n");
         }
         for (name, value) in self.identity_fields() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_field(out, name.as_bytes(), value.as_bytes());
         }
     }
 

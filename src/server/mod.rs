@@ -63,8 +63,8 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     reload::spawn(shared.clone(), config_path);
 
     let limits = Arc::new(ConnLimits::default());
-    // `stop` tells accept loops and connections to wind down; every connection holds a `Drain`
-    // sender, so the receiver sees the end of the stream once the last connection has closed.
+    // `stop` tells accept loops and connections to wind down; each of them holds a `drain` sender
+    // (in its `Stop`), so `drained` sees the end of the stream once the last connection has closed.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain, mut drained) = mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();

@@ -118,13 +118,8 @@ fn check_host<'a>(parts: &'a Parts, host: Option<&'a [u8]>) -> Result<Option<&'a
     }
 }
 
-/// `host[:port]` with a DNS-style name, an IPv4 address or a bracketed IPv6 address; no userinfo, no
-/// path, no empty host.
-pub fn valid_authority(v: &[u8]) -> bool {
-    authority_host(v).is_some()
-}
-
-/// The host of a valid authority (see [`valid_authority`]): without the port, an IPv6 literal without its
+/// The host of a valid authority, `host[:port]` with a DNS-style name, an IPv4 address or a bracketed
+/// IPv6 address (no userinfo, no path, no empty host): without the port, an IPv6 literal without its
 /// brackets. `None` when the authority is not valid.
 pub fn authority_host(v: &[u8]) -> Option<&str> {
     let (host, rest) = match v.strip_prefix(b"[") {

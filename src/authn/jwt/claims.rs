@@ -39,16 +39,15 @@ pub fn bearer(parts: &http::request::Parts) -> Presented<'_> {
     let Some(value) = values.next() else { return Presented::Absent };
     // Read as bytes: a valid token is ASCII, so only the token is checked, once.
     let v = value.as_bytes().trim_ascii();
-    let scheme_end = v.iter().position(|&b| b == b' ');
-    let bearer = scheme_end.is_some_and(|i| v[..i].eq_ignore_ascii_case(b"bearer"));
-    if !bearer {
+    let scheme_end = v.iter().position(|&b| b == b' ').filter(|&i| v[..i].eq_ignore_ascii_case(b"bearer"));
+    let Some(scheme_end) = scheme_end else {
         // Not ours; a value that is not visible ASCII is malformed whatever its scheme.
         return if value.to_str().is_ok() { Presented::Absent } else { Presented::Malformed };
-    }
+    };
     if values.next().is_some() {
         return Presented::Malformed;
     }
-    let token = v[scheme_end.unwrap_or(0) + 1..].trim_ascii();
+    let token = v[scheme_end + 1..].trim_ascii();
     match std::str::from_utf8(token) {
         Ok(token) if is_b64token(token.as_bytes()) => Presented::Token(token),
         _ => Presented::Malformed,
