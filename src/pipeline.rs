@@ -91,7 +91,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     };
     // Valid request ids are visible ASCII, so this always succeeds.
     let request_id = request_id_header.to_str().unwrap_or_default();
-    let client_ip = headers::client_ip(conn.peer.ip(), &parts.headers, &rt.trusted_proxies);
+    let client_ip =
+        crate::proxy::client_ip::client_ip(conn.peer.ip(), &parts.headers, &rt.trusted_proxies, rt.client_ip_header);
     // Only the access log needs these copies; the request's own headers go upstream without a clone.
     let (log_host, log_path): (Box<str>, Box<str>) = if rt.access_log {
         (host_of_str(&parts.uri, &parts.headers).into(), parts.uri.path().into())
@@ -178,8 +179,8 @@ async fn run(
 ) -> Result<Response<ResponseBody>, Reject> {
     validate::check_sizes(parts, &rt.limits.request)?;
     let host = validate::check_framing(parts)?;
-    if let Some(port) = listener.redirect_https_port {
-        return redirect(parts, host, port);
+    if listener.redirect_https_port.is_some() || listener.refuse_plain {
+        return redirect(listener, parts, host, ex.client_ip);
     }
     let normalized = path::normalize(parts.uri.path()).map_err(Reject::InvalidPath)?;
     let preflight = Cors::is_preflight(&parts.method, &parts.headers);
@@ -227,7 +228,7 @@ async fn run(
     let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
     let target = upstream_target(parts, &normalized, query.as_deref())?;
     let (out, body) =
-        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in);
+        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &out, body).await?;
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
@@ -267,10 +268,11 @@ fn upstream_request(
     request_id: &HeaderValue,
     max_body: u64,
     bytes_in: &mut Option<Arc<AtomicU64>>,
-) -> (Outgoing, LimitedBody) {
+) -> Result<(Outgoing, LimitedBody), Reject> {
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
-    headers::strip_found(&mut headers, found);
+    let underscores = rt.listeners.get(ex.conn.listener).is_some_and(|l| l.underscores_in_headers);
+    headers::clean_request(&mut headers, found, underscores)?;
     let host = match headers.get(HOST) {
         Some(v) => Some(v.clone()),
         // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.
@@ -308,7 +310,7 @@ fn upstream_request(
         Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
         Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.get_or_insert_with(Arc::default).clone()),
     };
-    (Outgoing { method: parts.method.clone(), target, headers, added }, body)
+    Ok((Outgoing { method: parts.method.clone(), target, headers, added }, body))
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.
@@ -320,7 +322,21 @@ fn remove_identity_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-fn redirect(parts: &http::request::Parts, host: Option<&str>, port: u16) -> Result<Response<ResponseBody>, Reject> {
+/// A plain listener that does not serve routes: `refuse` answers 403 to everything; `redirect` sends
+/// 308 to HTTPS, except for a request that carries a credential, which is refused (403) instead.
+fn redirect(
+    listener: &ListenerRt,
+    parts: &http::request::Parts,
+    host: Option<&str>,
+    client_ip: IpAddr,
+) -> Result<Response<ResponseBody>, Reject> {
+    let port = match listener.redirect_https_port {
+        Some(port) if !listener.credentials.present(parts) => port,
+        _ => {
+            tracing::info!(listener = %listener.name, %client_ip, "plain-HTTP request refused");
+            return Err(Reject::InsecureTransport);
+        }
+    };
     let host = host.ok_or(Reject::BadRequest("missing or invalid host"))?;
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
     let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);

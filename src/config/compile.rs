@@ -25,6 +25,7 @@ pub struct Runtime {
     pub listeners: Vec<ListenerRt>,
     pub limits: ServerLimits,
     pub trusted_proxies: Vec<IpNet>,
+    pub client_ip_header: crate::proxy::client_ip::ChainHeader,
     pub routes: RouteTable<Arc<Route>>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub authenticators: Authenticators,
@@ -42,8 +43,52 @@ pub struct ListenerRt {
     pub address: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub http2: bool,
+    /// Set when the listener redirects plain HTTP to HTTPS on this port.
     pub redirect_https_port: Option<u16>,
+    /// `plain_http: refuse`: every request gets 403 `insecure-transport`.
+    pub refuse_plain: bool,
+    /// Credential carriers that a redirecting listener refuses instead of redirecting (the request has
+    /// already sent them in clear; a redirect would teach the client to keep doing it).
+    pub credentials: Credentials,
+    pub underscores_in_headers: bool,
     pub hsts: Option<HeaderValue>,
+}
+
+/// Where requests carry credentials: header names and query parameter names (of `api_key`
+/// authenticators), besides `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key`.
+#[derive(Default)]
+pub struct Credentials {
+    pub headers: Vec<http::HeaderName>,
+    pub query_params: Vec<String>,
+}
+
+impl Credentials {
+    fn of(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>) -> Credentials {
+        let mut c = Credentials::default();
+        for name in ["authorization", "proxy-authorization", "cookie", "x-api-key"] {
+            c.headers.push(http::HeaderName::from_static(name));
+        }
+        for k in authenticators.values().filter_map(|a| a.api_key.as_ref()) {
+            if let Ok(h) = http::HeaderName::from_bytes(k.header.as_bytes()) {
+                if !c.headers.contains(&h) {
+                    c.headers.push(h);
+                }
+            }
+            c.query_params.extend(k.query_param.iter().cloned());
+        }
+        c
+    }
+
+    /// True when `parts` carries any credential this listener knows of.
+    pub fn present(&self, parts: &http::request::Parts) -> bool {
+        self.headers.iter().any(|h| parts.headers.contains_key(h))
+            || parts.uri.query().is_some_and(|q| {
+                q.split('&').any(|kv| {
+                    let k = kv.split('=').next().unwrap_or("");
+                    self.query_params.iter().any(|p| p == k)
+                })
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,13 +176,38 @@ fn limits(l: &file::Limits) -> Result<ServerLimits> {
     })
 }
 
-fn listener(l: &file::Listener) -> Result<ListenerRt> {
+fn listener(
+    l: &file::Listener,
+    authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>,
+) -> Result<ListenerRt> {
     let address = addr("address", &l.address)?;
     let err = |m: String| CompileError::new("name", l.name.clone(), format!("listener `{}`: {m}", l.name));
+    let plain_value = match l.plain_http {
+        Some(file::PlainHttp::Redirect) => "redirect",
+        Some(file::PlainHttp::Refuse) => "refuse",
+        None => "",
+    };
+    let plain_err = |m: &str| CompileError::new("plain_http", plain_value, format!("listener `{}`: {m}", l.name));
+    let (redirect_https_port, refuse_plain) = match (l.plain_http, l.redirect_https_port) {
+        (None, port) => (port, false),
+        (Some(file::PlainHttp::Redirect), Some(port)) => (Some(port), false),
+        (Some(file::PlainHttp::Redirect), None) => {
+            return Err(plain_err("`plain_http: redirect` needs `redirect_https_port`"));
+        }
+        (Some(file::PlainHttp::Refuse), None) => (None, true),
+        (Some(file::PlainHttp::Refuse), Some(_)) => {
+            return Err(plain_err("`plain_http: refuse` and `redirect_https_port` contradict each other"));
+        }
+    };
+    let credentials =
+        if redirect_https_port.is_some() { Credentials::of(authenticators) } else { Credentials::default() };
     let (tls, http2, hsts) = match &l.tls {
         Some(t) => {
             if l.redirect_https_port.is_some() {
                 return Err(err("redirect_https_port is for plain listeners only".into()));
+            }
+            if l.plain_http.is_some() {
+                return Err(plain_err("plain_http is for plain listeners only"));
             }
             let http2 = l.http2.unwrap_or(true);
             let config = crate::server::tls::server_config(t, http2).map_err(err)?;
@@ -149,7 +219,17 @@ fn listener(l: &file::Listener) -> Result<ListenerRt> {
         }
         None => (None, l.http2.unwrap_or(false), None),
     };
-    Ok(ListenerRt { name: l.name.clone(), address, tls, http2, redirect_https_port: l.redirect_https_port, hsts })
+    Ok(ListenerRt {
+        name: l.name.clone(),
+        address,
+        tls,
+        http2,
+        redirect_https_port,
+        refuse_plain,
+        credentials,
+        underscores_in_headers: l.underscores_in_headers,
+        hsts,
+    })
 }
 
 fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
@@ -245,7 +325,7 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
             return Err(CompileError::new("name", l.name.clone(), format!("listener name `{}` is used twice", l.name)));
         }
     }
-    let listeners = cfg.listeners.iter().map(listener).collect::<Result<Vec<_>>>()?;
+    let listeners = cfg.listeners.iter().map(|l| listener(l, &cfg.authenticators)).collect::<Result<Vec<_>>>()?;
     let limits = limits(&cfg.limits)?;
     let trusted_proxies = cfg
         .trusted_proxies
@@ -309,6 +389,10 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
         listeners,
         limits,
         trusted_proxies,
+        client_ip_header: match cfg.client_ip_header {
+            file::ClientIpHeader::XForwardedFor => crate::proxy::client_ip::ChainHeader::XForwardedFor,
+            file::ClientIpHeader::Forwarded => crate::proxy::client_ip::ChainHeader::Forwarded,
+        },
         routes: RouteTable::new(entries),
         upstreams,
         authenticators,

@@ -19,6 +19,10 @@ pub struct FileConfig {
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies write the client chain into: `x-forwarded-for` (default) or
+    /// `forwarded`. Only that one is read for the client address.
+    #[serde(default)]
+    pub client_ip_header: ClientIpHeader,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
     /// Named authentication methods that routes refer to in `auth:`.
@@ -45,9 +49,25 @@ pub struct Listener {
     /// HTTP/2: via ALPN on TLS listeners (default on), h2c prior knowledge on plain ones (default off).
     #[serde(default)]
     pub http2: Option<bool>,
-    /// Plain listeners only: answer every request with a 308 redirect to HTTPS on this port.
+    /// Plain listeners only: answer requests with a 308 redirect to HTTPS on this port (those that
+    /// carry credentials get a 403 instead). Setting it alone means `plain_http: redirect`.
     #[serde(default)]
     pub redirect_https_port: Option<u16>,
+    /// Plain listeners only: `redirect` (needs `redirect_https_port`) or `refuse` (403 to every
+    /// request). Unset: redirect if `redirect_https_port` is set, otherwise serve routes.
+    #[serde(default)]
+    pub plain_http: Option<PlainHttp>,
+    /// Forward request header names containing `_` (dropped by default, as NGINX does). Names that
+    /// fold onto a forwarding or `X-Portcullis-*` field are dropped regardless.
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlainHttp {
+    Redirect,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -155,6 +175,14 @@ pub struct Target {
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

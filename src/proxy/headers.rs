@@ -7,6 +7,7 @@
 //! are removed.
 
 use crate::authn::Principal;
+use crate::respond::problem::Reject;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;
@@ -43,6 +44,10 @@ impl Found {
     /// `server`, `x-powered-by`.
     pub const SERVER: u16 = 1 << 7;
     pub const X_REQUEST_ID: u16 = 1 << 8;
+    /// `expect`: answered at the gateway, never forwarded.
+    pub const EXPECT: u16 = 1 << 9;
+    /// A name with `_` in it (CGI-style servers read `X_Foo` as `X-Foo`).
+    pub const UNDERSCORE: u16 = 1 << 10;
 
     pub fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
@@ -66,7 +71,9 @@ fn classify(name: &str) -> u16 {
         "x-forwarded-host" => Found::X_FORWARDED_HOST,
         "server" | "x-powered-by" => Found::SERVER,
         "x-request-id" => Found::X_REQUEST_ID,
+        "expect" => Found::EXPECT,
         n if n.starts_with("x-portcullis-") => Found::IDENTITY,
+        n if n.as_bytes().contains(&b'_') => Found::UNDERSCORE,
         _ => 0,
     }
 }
@@ -139,31 +146,77 @@ pub fn strip_found(headers: &mut HeaderMap, found: Found) {
     }
 }
 
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
-    !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
+/// True for a field the gateway decided on (routing, framing, credentials, client identity,
+/// correlation), which `Connection` may not name: removing it after the decision would send the
+/// upstream another request than the one judged. Hop-by-hop names (`te`, `keep-alive`, `upgrade`, ...)
+/// may be listed; `TE` must be (RFC 9110, 10.1.4).
+pub fn protected_from_connection(name: &str) -> bool {
+    let n = name.trim();
+    let is = |p: &str| n.eq_ignore_ascii_case(p);
+    is("host")
+        || is("content-length")
+        || is("authorization")
+        || is("cookie")
+        || is("x-api-key")
+        || is("forwarded")
+        || is("x-real-ip")
+        || is("x-request-id")
+        || n.get(..12).is_some_and(|p| p.eq_ignore_ascii_case("x-forwarded-"))
+        || n.get(..13).is_some_and(|p| p.eq_ignore_ascii_case("x-portcullis-"))
 }
 
-/// The client's address: the peer, unless the peer is a trusted proxy, in which case the rightmost
-/// `X-Forwarded-For` entry that is not itself a trusted proxy (or the leftmost, if all are trusted).
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    if !is_trusted(peer, trusted) {
-        return peer;
+/// True for a header name with `_` that, read the CGI way (case folded, `_` as `-`), is a field only
+/// the gateway may set or one it decided on: dropped even where underscores are allowed.
+pub fn folds_onto_protected(name: &str) -> bool {
+    let mut buf = [0u8; 64];
+    let Some(folded) = buf.get_mut(..name.len()) else {
+        // Longer than any protected name except `x-portcullis-*` and `x-forwarded-*` ones.
+        return protected_from_connection(&name.replace('_', "-"));
+    };
+    for (o, b) in folded.iter_mut().zip(name.bytes()) {
+        *o = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
     }
-    let mut leftmost = None;
-    let hops: Vec<IpAddr> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map_while(|s| s.trim().parse::<IpAddr>().ok())
-        .collect();
-    for ip in hops.iter().rev() {
-        leftmost = Some(*ip);
-        if !is_trusted(*ip, trusted) {
-            return *ip;
+    let folded = std::str::from_utf8(folded).unwrap_or("");
+    protected_from_connection(folded) || classify(folded) & !Found::UNDERSCORE != 0
+}
+
+/// Request hygiene on the way upstream, with a [`scan`] of `headers` in hand: refuses a `Connection`
+/// that names a protected field (400) and an expectation other than `100-continue` (417); removes
+/// hop-by-hop fields, `Expect` (the gateway answered it: hyper sends `100 Continue` only when the body
+/// is first read, after every check passed), and names with `_` (all of them unless `underscores` is
+/// on; those that fold onto a protected name always).
+pub fn clean_request(headers: &mut HeaderMap, found: Found, underscores: bool) -> Result<(), Reject> {
+    if found.has(Found::CONNECTION) {
+        for v in headers.get_all(CONNECTION) {
+            if v.to_str().map_or(true, |v| v.split(',').any(protected_from_connection)) {
+                return Err(Reject::BadRequest("Connection names an end-to-end field the gateway relies on"));
+            }
         }
     }
-    leftmost.unwrap_or(peer)
+    if found.has(Found::EXPECT) {
+        for v in headers.get_all(http::header::EXPECT) {
+            if !v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Err(Reject::ExpectationFailed);
+            }
+        }
+        headers.remove(http::header::EXPECT);
+    }
+    strip_found(headers, found);
+    if found.has(Found::UNDERSCORE) {
+        let dropped: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_') && (!underscores || folds_onto_protected(k.as_str())))
+            .cloned()
+            .collect();
+        for name in dropped {
+            headers.remove(name);
+        }
+    }
+    Ok(())
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
 }
 
 /// The peer of a client connection as forwarding headers name it, worked out once per connection.
@@ -388,18 +441,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn client_ip_trusts_only_configured_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"));
-        let ext: IpAddr = "9.9.9.9".parse().unwrap();
-        assert_eq!(client_ip(ext, &h, &trusted), ext);
-        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! time → 504, broken response → 502, no available target → 503. A request body over its limit while
 //! streaming → 413.
 
+pub mod client_ip;
 pub mod h1;
 pub mod headers;
 pub mod health;

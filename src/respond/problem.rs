@@ -24,6 +24,10 @@ pub enum Reject {
         challenge: HeaderValue,
     },
     CorsForbidden,
+    /// A credential (or any request, with `plain_http: refuse`) on a plain-HTTP listener.
+    InsecureTransport,
+    /// An `Expect` other than `100-continue`.
+    ExpectationFailed,
     /// Upstream answered badly or could not be reached.
     BadGateway(&'static str),
     NoHealthyUpstream,
@@ -42,7 +46,8 @@ impl Reject {
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden => StatusCode::FORBIDDEN,
+            Reject::CorsForbidden | Reject::InsecureTransport => StatusCode::FORBIDDEN,
+            Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -64,6 +69,8 @@ impl Reject {
             Reject::HeadersTooLarge => ("headers-too-large", "The request headers are too large"),
             Reject::Unauthorized { .. } => ("unauthorized", "Authentication is required"),
             Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
+            Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
+            Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
