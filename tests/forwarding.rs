@@ -273,6 +273,18 @@ fn expect_is_answered_at_the_gateway_after_the_checks() {
     let resp = c.send(b"POST /keyed HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", T);
     assert_eq!(status_of(&resp), 401, "{resp}");
     assert!(!resp.contains("100 Continue"), "{resp}");
+    // A client that sends the body anyway: it is skipped as a body, never read as a request.
+    let body = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let req = format!(
+        "POST /keyed HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (resp, _) = raw_until_close(addr, req.as_bytes(), T);
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(!resp.contains("100 Continue"), "{resp}");
+    let paths: Vec<String> = s.up.all_seen().into_iter().map(|r| r.path_and_query).collect();
+    assert!(!paths.iter().any(|p| p == "/smuggled"), "{paths:?}");
     // Accepted: `100 Continue`, then the body goes through; the upstream never sees `Expect`.
     let mut c = RawConn::connect(addr);
     c.stream.write_all(b"POST /open HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
@@ -293,4 +305,17 @@ fn expect_is_answered_at_the_gateway_after_the_checks() {
         assert_eq!(problem_type(body_of(&resp)), problem("expectation-failed"));
     }
     assert_eq!(s.up.hits(), hits);
+    // HTTP/2 alike: the expectation is judged here, and `Expect` never goes upstream.
+    let h2 = start("    http2: true", "");
+    let url = format!("http://{}/open", h2.gw.addr("main"));
+    // (No request body: a refusal sent before the body was read resets the stream, which curl may
+    // report as an error when its upload is still under way.)
+    let (code, _, body) = curl(&["--http2-prior-knowledge", "-H", "Expect: foo", &url]);
+    assert_eq!(code, 417, "{body}");
+    assert_eq!(h2.up.hits(), 0);
+    let (code, _, body) = curl(&["--http2-prior-knowledge", "-H", "Expect: 100-continue", "-d", "hello", &url]);
+    assert_eq!(code, 200, "{body}");
+    let seen = h2.up.last().unwrap();
+    assert_eq!(seen.body, b"hello");
+    assert!(seen.header("expect").is_none(), "{:?}", seen.headers);
 }
