@@ -7,7 +7,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
-use portcullis::proxy::headers::{client_ip, scan, set_forwarded, strip_hop_by_hop, Added, Forwarding, Peer};
+use portcullis::proxy::client_ip::{client_ip, ChainHeader};
+use portcullis::proxy::headers::{scan, set_forwarded, strip_hop_by_hop, Added, Forwarding, Peer};
 use portcullis::route::{Found, HostPattern, Matcher, PathPattern, RouteTable};
 use portcullis::validate::path::normalize;
 use std::hint::black_box;
@@ -133,13 +134,15 @@ fn bench_headers(c: &mut Criterion) {
         });
     }
     g.bench_function("client_ip_untrusted_peer", |b| {
-        b.iter(|| client_ip(black_box(untrusted_peer), black_box(&base), black_box(&trusted)))
+        b.iter(|| {
+            client_ip(black_box(untrusted_peer), black_box(&base), black_box(&trusted), ChainHeader::XForwardedFor)
+        })
     });
     g.bench_function("client_ip_trusted_peer", |b| {
-        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&trusted)))
+        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&trusted), ChainHeader::XForwardedFor))
     });
     g.bench_function("client_ip_no_trusted_proxies", |b| {
-        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&[])))
+        b.iter(|| client_ip(black_box(trusted_peer), black_box(&base), black_box(&[]), ChainHeader::XForwardedFor))
     });
     // The whole upstream-header step of the pipeline on one map: clone, strip, forward.
     g.bench_function("clone_strip_forward", |b| {
