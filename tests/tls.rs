@@ -1238,7 +1238,9 @@ fn handshake_garbage_does_not_hurt_the_gateway() {
         let r = curl_name(&addr, "a.test", "/", &ca, &[]);
         assert_eq!(r.status, 200, "after {what}: {}", r.describe());
     };
-    let wait = Duration::from_secs(5);
+    // Long enough for a loaded machine; the idle timeout (60s) is far longer, so a connection that is
+    // closed within it was closed by the handshake or header timeout.
+    let wait = Duration::from_secs(15);
 
     // Plain HTTP on the TLS port: one fatal alert, then the connection is closed; no HTTP answer.
     let (got, closed) = exchange(addr, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", false, wait);
@@ -1274,15 +1276,16 @@ fn handshake_garbage_does_not_hurt_the_gateway() {
     });
     assert_eq!(pending.0, Vec::<u8>::new(), "an answer to half a ClientHello");
     let closed = pending.1.expect("a truncated handshake was never closed");
-    assert!(closed >= Duration::from_millis(900) && closed < Duration::from_secs(4), "closed after {closed:?}");
+    // Closed by the timeout, not before it; how late on a loaded machine is not the point (`wait`
+    // bounds it, and without the timeout the connection would stay open far longer).
+    assert!(closed >= Duration::from_millis(900), "closed after {closed:?}");
 
     // A truncated ClientHello and then EOF; a silent connection.
     let (got, closed) = exchange(addr, half, true, wait);
     assert!(closed.is_some() && !got.starts_with(b"HTTP/"), "truncated + EOF: {got:02x?}");
     let (got, closed) = exchange(addr, b"", false, wait);
     assert_eq!(got, Vec::<u8>::new());
-    let closed = closed.expect("a silent connection was never closed");
-    assert!(closed < Duration::from_secs(4), "silent connection closed after {closed:?}");
+    closed.expect("a silent connection was never closed");
 
     // Many failed handshakes give back their connection slots (the per-IP limit is 8).
     for i in 0..30 {
