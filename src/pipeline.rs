@@ -271,7 +271,10 @@ fn upstream_request(
 ) -> Result<(Outgoing, LimitedBody), Reject> {
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
-    let underscores = rt.listeners.get(ex.conn.listener).is_some_and(|l| l.underscores_in_headers);
+    let underscores = match rt.listeners.get(ex.conn.listener) {
+        Some(l) => headers::Underscores { allowed: l.underscores_in_headers, protected: &l.credentials.headers },
+        None => headers::Underscores { allowed: false, protected: &[] },
+    };
     headers::clean_request(&mut headers, found, underscores)?;
     let host = match headers.get(HOST) {
         Some(v) => Some(v.clone()),

@@ -47,8 +47,9 @@ pub struct ListenerRt {
     pub redirect_https_port: Option<u16>,
     /// `plain_http: refuse`: every request gets 403 `insecure-transport`.
     pub refuse_plain: bool,
-    /// Credential carriers that a redirecting listener refuses instead of redirecting (the request has
-    /// already sent them in clear; a redirect would teach the client to keep doing it).
+    /// Credential carriers: a redirecting listener refuses a request carrying one instead of
+    /// redirecting it (the credential already crossed the network in clear; a redirect would teach the
+    /// client to keep doing it), and a header name with `_` that folds onto one is never forwarded.
     pub credentials: Credentials,
     pub underscores_in_headers: bool,
     pub hsts: Option<HeaderValue>,
@@ -199,8 +200,7 @@ fn listener(
             return Err(plain_err("`plain_http: refuse` and `redirect_https_port` contradict each other"));
         }
     };
-    let credentials =
-        if redirect_https_port.is_some() { Credentials::of(authenticators) } else { Credentials::default() };
+    let credentials = Credentials::of(authenticators);
     let (tls, http2, hsts) = match &l.tls {
         Some(t) => {
             if l.redirect_https_port.is_some() {

@@ -166,18 +166,22 @@ pub fn protected_from_connection(name: &str) -> bool {
 }
 
 /// True for a header name with `_` that, read the CGI way (case folded, `_` as `-`), is a field only
-/// the gateway may set or one it decided on: dropped even where underscores are allowed.
-pub fn folds_onto_protected(name: &str) -> bool {
-    let mut buf = [0u8; 64];
-    let Some(folded) = buf.get_mut(..name.len()) else {
-        // Longer than any protected name except `x-portcullis-*` and `x-forwarded-*` ones.
-        return protected_from_connection(&name.replace('_', "-"));
-    };
-    for (o, b) in folded.iter_mut().zip(name.bytes()) {
-        *o = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
-    }
-    let folded = std::str::from_utf8(folded).unwrap_or("");
-    protected_from_connection(folded) || classify(folded) & !Found::UNDERSCORE != 0
+/// the gateway may set or one it decided on (`also`: the configured credential headers): dropped even
+/// where underscores are allowed.
+pub fn folds_onto_protected(name: &str, also: &[HeaderName]) -> bool {
+    let folded = name.to_ascii_lowercase().replace('_', "-");
+    protected_from_connection(&folded)
+        || classify(&folded) & !Found::UNDERSCORE != 0
+        || also.iter().any(|h| h.as_str() == folded)
+}
+
+/// What happens to request header names with `_` on a listener.
+#[derive(Clone, Copy)]
+pub struct Underscores<'a> {
+    /// `underscores_in_headers`: forward them, except those folding onto a protected name.
+    pub allowed: bool,
+    /// Further protected names (the credential headers of the configured authenticators).
+    pub protected: &'a [HeaderName],
 }
 
 /// Request hygiene on the way upstream, with a [`scan`] of `headers` in hand: refuses a `Connection`
@@ -185,7 +189,7 @@ pub fn folds_onto_protected(name: &str) -> bool {
 /// hop-by-hop fields, `Expect` (the gateway answered it: hyper sends `100 Continue` only when the body
 /// is first read, after every check passed), and names with `_` (all of them unless `underscores` is
 /// on; those that fold onto a protected name always).
-pub fn clean_request(headers: &mut HeaderMap, found: Found, underscores: bool) -> Result<(), Reject> {
+pub fn clean_request(headers: &mut HeaderMap, found: Found, underscores: Underscores<'_>) -> Result<(), Reject> {
     if found.has(Found::CONNECTION) {
         for v in headers.get_all(CONNECTION) {
             if v.to_str().map_or(true, |v| v.split(',').any(protected_from_connection)) {
@@ -205,7 +209,10 @@ pub fn clean_request(headers: &mut HeaderMap, found: Found, underscores: bool) -
     if found.has(Found::UNDERSCORE) {
         let dropped: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().contains('_') && (!underscores || folds_onto_protected(k.as_str())))
+            .filter(|k| {
+                k.as_str().contains('_')
+                    && (!underscores.allowed || folds_onto_protected(k.as_str(), underscores.protected))
+            })
             .cloned()
             .collect();
         for name in dropped {
@@ -511,6 +518,65 @@ mod tests {
         assert!(connection_names_no_headers(b"keep-alive"));
         assert!(connection_names_no_headers(b"Close , keep-alive"));
         assert!(!connection_names_no_headers(b"close, x-internal"));
+    }
+
+    fn request(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in fields {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const DROP: Underscores<'static> = Underscores { allowed: false, protected: &[] };
+
+    fn clean(h: &mut HeaderMap, u: Underscores<'_>) -> Result<(), Reject> {
+        let found = scan(h);
+        clean_request(h, found, u)
+    }
+
+    #[test]
+    fn connection_may_not_name_what_the_gateway_relied_on() {
+        for named in ["host", "Content-Length", "authorization", "cookie", "x-forwarded-host", "x-portcullis-roles"] {
+            let mut h = request(&[("connection", &format!("close, {named}")), ("host", "a")]);
+            assert!(clean(&mut h, DROP).is_err(), "{named}");
+        }
+        let mut h = request(&[("connection", "te, keep-alive, x-hop"), ("te", "trailers"), ("x-hop", "1")]);
+        assert_eq!(clean(&mut h, DROP), Ok(()));
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn expect_is_judged_and_removed() {
+        let mut h = request(&[("expect", "100-Continue")]);
+        assert_eq!(clean(&mut h, DROP), Ok(()));
+        assert!(h.is_empty());
+        let mut h = request(&[("expect", "100-continue"), ("expect", "x")]);
+        assert_eq!(clean(&mut h, DROP), Err(Reject::ExpectationFailed));
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_or_kept_unless_protected() {
+        let fields = [
+            ("x_portcullis_roles", "admin"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-real_ip", "1.2.3.4"),
+            ("x_request_id", "r"),
+            ("content_length", "5"),
+            ("x_shop_key", "k"),
+            ("x_custom", "1"),
+            ("x-plain", "1"),
+        ];
+        let mut h = request(&fields);
+        assert_eq!(clean(&mut h, DROP), Ok(()));
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-plain"]);
+        let shop = [HeaderName::from_static("x-shop-key")];
+        let mut h = request(&fields);
+        let allowed = Underscores { allowed: true, protected: &shop };
+        assert_eq!(clean(&mut h, allowed), Ok(()));
+        let mut kept = h.keys().map(HeaderName::as_str).collect::<Vec<_>>();
+        kept.sort_unstable();
+        assert_eq!(kept, ["x-plain", "x_custom"]);
     }
 
     #[test]
