@@ -90,7 +90,9 @@ fn check(path: &Path) -> ExitCode {
                     if l.tls.is_some() {
                         "TLS"
                     } else if l.redirect_https_port.is_some() {
-                        "plain, redirects to HTTPS"
+                        "plain, redirects to HTTPS, refuses credentials"
+                    } else if l.refuse_plain {
+                        "plain, refuses every request"
                     } else {
                         "plain"
                     }

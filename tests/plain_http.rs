@@ -133,6 +133,9 @@ fn a_refusing_listener_answers_403_to_everything() {
     assert_eq!(code, 403, "{body}");
     assert_eq!(rejections(&gw), 4.0);
     assert_eq!(up.hits(), 0);
+    let (code, stdout, stderr) = portcullis(&["check", "-c", &path_str(&gw.config)], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("listener plain on 127.0.0.1:0 (plain, refuses every request)"), "{stdout}");
 }
 
 #[test]
