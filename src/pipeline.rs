@@ -38,6 +38,8 @@ pub struct Route {
     pub authn: Authn,
     pub cors: Option<Cors>,
     pub max_body_bytes: u64,
+    /// `;` parameters in path segments are forwarded (otherwise 400).
+    pub matrix_params: bool,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -182,27 +184,15 @@ async fn run(
         return redirect(parts, host, port);
     }
     let normalized = path::normalize(parts.uri.path()).map_err(Reject::InvalidPath)?;
-    let preflight = Cors::is_preflight(&parts.method, &parts.headers);
-    let match_method = if preflight {
-        parts
-            .headers
-            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(http::Method::OPTIONS)
-    } else {
-        parts.method.clone()
-    };
-    let route = match rt.routes.find(host, &normalized, &match_method) {
-        Found::Route(route, params) => {
-            ex.params = params;
-            route.clone()
-        }
-        Found::MethodNotAllowed(allow) => return Err(Reject::MethodNotAllowed(allow)),
-        Found::NotFound => return Err(Reject::NotFound),
-    };
+    // Routes are matched on the path as matrix-parameter servers read it (`/admin;x` is `/admin`).
+    let route_path = path::without_matrix_params(&normalized);
+    let (route, answer_preflight) = match_route(&rt.routes, host, &route_path, parts, ex)?;
     ex.route = Some(route.clone());
+    if !route.matrix_params && path::has_matrix_params(&normalized) {
+        return Err(Reject::InvalidPath(path::PathError::MatrixParams));
+    }
     if let Some(cors) = &route.cors {
-        if preflight {
+        if answer_preflight {
             return cors.preflight(&parts.headers);
         }
         *cors_origin = cors.check(&parts.headers)?;
@@ -232,6 +222,43 @@ async fn run(
     *upstream_duration = Some(took);
     headers::clean_response(resp.headers_mut());
     Ok(resp.map(ResponseBody::upstream))
+}
+
+/// The route for this request, and whether it is a CORS preflight that route answers itself.
+///
+/// A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is matched as the request it
+/// announces; the route found answers it only if it has CORS. Otherwise the `OPTIONS` request is
+/// routed as itself, under the same most-specific-route rule, so it never reaches an upstream
+/// through another route's authentication.
+fn match_route(
+    routes: &crate::route::RouteTable<Arc<Route>>,
+    host: Option<&str>,
+    path: &str,
+    parts: &http::request::Parts,
+    ex: &mut Exchange<'_>,
+) -> Result<(Arc<Route>, bool), Reject> {
+    if Cors::is_preflight(&parts.method, &parts.headers) {
+        let announced = parts
+            .headers
+            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+        if let Some(method) = announced {
+            if let Found::Route(route, params) = routes.find(host, path, &method) {
+                if route.cors.is_some() {
+                    ex.params = params;
+                    return Ok((route.clone(), true));
+                }
+            }
+        }
+    }
+    match routes.find(host, path, &parts.method) {
+        Found::Route(route, params) => {
+            ex.params = params;
+            Ok((route.clone(), false))
+        }
+        Found::MethodNotAllowed(allow) => Err(Reject::MethodNotAllowed(allow)),
+        Found::NotFound => Err(Reject::NotFound),
+    }
 }
 
 /// The request body on its way upstream: streamed with its limit, or already read for authentication.
