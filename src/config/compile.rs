@@ -7,6 +7,7 @@ use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::authn::{Authenticators, Authn};
 use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::chain::{Chain, Stage};
 use crate::pipeline::Route;
 use crate::proxy::upstream::{Upstream, UpstreamTls};
 use crate::respond::cors::Cors;
@@ -218,10 +219,16 @@ fn route(
         })
         .collect::<Result<Vec<_>>>()?;
     let cors = r.cors.as_ref().map(Cors::compile).transpose().map_err(|m| err("cors", "", m))?;
+    // The route's own stages; `Chain::new` puts them in their fixed places.
+    let mut stages = Vec::new();
+    let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
+    if !authn.is_public() {
+        stages.push(Stage::Authentication(authn));
+    }
     let compiled = Route {
         name: r.name.as_str().into(),
         upstream,
-        authn: Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?,
+        chain: Chain::new(stages),
         cors,
         max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
         matrix_params: r.matcher.matrix_params,
@@ -380,6 +387,11 @@ impl Runtime {
             out.push_str(&format!("routes for {title}, most specific first:\n"));
             out.push_str(&self.describe_order(host.as_deref()));
         }
+        out.push_str("chains (request side, proxy, response side):\n");
+        for (_, r) in self.routes.iter() {
+            let hsts = self.listeners.iter().any(|l| l.hsts.is_some());
+            out.push_str(&format!("  {}: {}\n", r.name, r.describe_chain(hsts)));
+        }
         out
     }
 
@@ -422,7 +434,11 @@ impl Runtime {
                 path,
                 methods,
                 &*r.upstream.name,
-                r.authn.describe()
+                r.chain
+                    .stages()
+                    .iter()
+                    .find(|s| s.place() == crate::exchange::Place::Authentication)
+                    .map_or_else(|| "none".into(), |s| s.describe())
             ));
         }
         out
