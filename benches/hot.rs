@@ -24,7 +24,7 @@ fn bench_normalize(c: &mut Criterion) {
 }
 
 fn matcher(hosts: &[&str], path: PathPattern, methods: &[Method]) -> Matcher {
-    Matcher { hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(), path, methods: methods.to_vec() }
+    Matcher::new(hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(), path, methods.to_vec())
 }
 
 /// About 50 routes of the mix a gateway sees: exact health paths, per-service prefixes, templated

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod exchange;
 pub mod observe;
 pub mod pipeline;
 pub mod proxy;

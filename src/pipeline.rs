@@ -1,14 +1,14 @@
-//! One request's way through the gateway: the [`Exchange`] (its context) and the ordered stages of a
-//! route. Stages never call each other; [`handle`] calls them in order, and turns the first
-//! [`Reject`] into the response. See `docs/pipeline.md` for the chart.
-//!
-//! Order: redirect listener → size limits (414/431) → framing (400) → path normalisation (400) →
-//! route match (404/405) → CORS (preflight answered here, 403) → authentication (401) → body limit
-//! (413) → header hygiene → forward (502/503/504) → response headers → access log and metrics.
+//! One request's way through the gateway. [`handle`] gives the request its [`Exchange`], runs the
+//! global stages (head limits, framing, route match) and the route's compiled [`Chain`] in the fixed
+//! [`Place`] order, forwards what survives, then runs the response side (security headers, record).
+//! Stages never call each other, and the first [`Reject`] becomes the response. See
+//! `docs/pipeline.md` for the chart and how to add a stage.
 
-use crate::authn::{Authn, Principal};
+pub mod chain;
+
 use crate::body::ResponseBody;
 use crate::config::compile::{ListenerRt, Runtime};
+use crate::exchange::{Place, RequestBody};
 use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::observe::Completion;
 use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
@@ -16,51 +16,64 @@ use crate::proxy::upstream::Upstream;
 use crate::proxy::Outgoing;
 use crate::respond::cors::Cors;
 use crate::respond::problem::Reject;
-use crate::route::{Found, Params};
+use crate::route::{Found, RouteTable};
 use crate::validate::body::LimitedBody;
 use crate::validate::{self, path};
 use arc_swap::ArcSwap;
+use chain::Chain;
 use http::header::{HeaderValue, HOST, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use rustls_pki_types::CertificateDer;
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use crate::exchange::{ConnInfo, Exchange, TlsInfo};
 
 /// A compiled route: what a matched request goes through.
 pub struct Route {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
-    pub authn: Authn,
+    /// The route's own stages (authentication, and later authorization, limits, inspection).
+    pub chain: Chain,
+    /// Route match place: the route's CORS answer and origin check.
     pub cors: Option<Cors>,
     pub max_body_bytes: u64,
+    /// `;` parameters in path segments are forwarded (otherwise 400).
+    pub matrix_params: bool,
     pub metrics: Arc<RouteMetrics>,
 }
 
-/// What the gateway knows about the client connection.
-pub struct ConnInfo {
-    pub listener: usize,
-    pub peer: SocketAddr,
-    pub tls: Option<TlsInfo>,
-    /// The peer as forwarding headers name it, worked out once per connection.
-    pub forwarded_peer: headers::Peer,
-}
-
-impl ConnInfo {
-    pub fn new(listener: usize, peer: SocketAddr, tls: Option<TlsInfo>) -> ConnInfo {
-        ConnInfo { listener, peer, tls, forwarded_peer: headers::Peer::new(peer.ip()) }
+impl Route {
+    /// The route's effective chain, as `check` prints it: every stage it runs, in order.
+    pub fn describe_chain(&self, listener_hsts: bool) -> String {
+        let mut out: Vec<String> = vec!["head-limits".into()];
+        let mut matching = vec![];
+        if self.cors.is_some() {
+            matching.push("cors".to_string());
+        }
+        matching.push(format!("max_body {}", self.max_body_bytes));
+        if self.matrix_params {
+            matching.push("matrix_params".into());
+        }
+        out.push(format!("route-match[{}]", matching.join(", ")));
+        for stage in self.chain.stages() {
+            out.push(format!("{}[{}]", stage.place().as_str(), stage.describe()));
+        }
+        out.push(format!("proxy[{}]", self.upstream.name));
+        let mut security = vec!["request-id"];
+        if listener_hsts {
+            security.push("hsts");
+        }
+        if self.cors.is_some() {
+            security.push("cors");
+        }
+        out.push(format!("{}[{}]", Place::SecurityHeaders.as_str(), security.join(", ")));
+        out.push(Place::Record.as_str().into());
+        out.join(" -> ")
     }
-}
-
-pub struct TlsInfo {
-    pub version: Option<&'static str>,
-    pub sni: Option<String>,
-    /// The verified client certificate chain, leaf first, when one was presented.
-    pub client_chain: Option<Vec<CertificateDer<'static>>>,
 }
 
 /// The process-wide state shared by every connection.
@@ -69,22 +82,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
-/// One request's context as it moves through the stages.
-pub struct Exchange<'a> {
-    pub request_id: &'a str,
-    pub client_ip: IpAddr,
-    pub conn: &'a ConnInfo,
-    pub route: Option<Arc<Route>>,
-    pub params: Params,
-    pub principal: Option<Arc<Principal>>,
-}
-
 /// Serves one request on `conn`. Never fails: every outcome is a response.
 pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let rt = shared.runtime.load_full();
     let listener = &rt.listeners[conn.listener];
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let request_id_header = match parts.headers.get(&X_REQUEST_ID) {
         Some(v) if headers::valid_request_id(v) => v.clone(),
         _ => headers::new_request_id(),
@@ -99,41 +102,29 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     } else {
         (Box::default(), Box::default())
     };
-    let mut ex = Exchange { request_id, client_ip, conn, route: None, params: Params::new(), principal: None };
-    // Request body bytes: counted by the streamed body (shared with it), so only allocated for one.
-    let mut bytes_in: Option<Arc<AtomicU64>> = None;
-    let mut upstream_duration = None;
-    let mut cors_origin = None;
+    let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
+    let mut out = Outcome::default();
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
     // allocation costs less than copying kilobytes of state on the way.
-    let result = Box::pin(run(
-        &rt,
-        listener,
-        &mut ex,
-        &mut parts,
-        body,
-        &request_id_header,
-        &mut bytes_in,
-        &mut upstream_duration,
-        &mut cors_origin,
-    ))
-    .await;
-    let route = ex.route.take();
-    let principal = ex.principal.take();
+    let result = Box::pin(run(&rt, listener, &mut ex, &request_id_header, &mut out)).await;
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, None),
         Err(reject) => {
             let kind = (reject.kind().0, reject.detail());
-            tracing::debug!(request_id, problem = kind.0, reason = kind.1, "request refused");
+            let place = ex.refused_at.map(Place::as_str);
+            tracing::debug!(request_id, problem = kind.0, reason = kind.1, stage = place, "request refused");
             (reject.into_response(request_id), Some(kind))
         }
     };
+    // Response side: security headers, then record.
     let h = resp.headers_mut();
     h.insert(&X_REQUEST_ID, request_id_header.clone());
     if let Some(hsts) = &listener.hsts {
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
-    if let (Some(origin), Some(cors)) = (&cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
+    let route = out.route;
+    let Exchange { parts, route: route_name, principal, upstream_duration, .. } = ex;
+    if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
     let completion = Completion {
@@ -144,9 +135,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         host: log_host,
         path: log_path,
         status: resp.status().as_u16(),
-        bytes_in: bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
+        bytes_in: out.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
         bytes_out: 0,
-        route: route.as_ref().map(|r| r.name.clone()),
+        route: route_name,
         principal,
         upstream: route.as_ref().map(|r| r.upstream.name.clone()),
         upstream_duration,
@@ -161,114 +152,149 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     resp
 }
 
+/// What the request side hands the response side besides the exchange.
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<Route>>,
+    /// Request body bytes: counted by the streamed body (shared with it), so only allocated for one.
+    bytes_in: Option<Arc<AtomicU64>>,
+    /// An allowed `Origin` on a CORS route, answered with CORS headers.
+    cors_origin: Option<HeaderValue>,
+}
+
 fn host_of_str<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
     uri.authority().map(Authority::as_str).or_else(|| headers.get(HOST)?.to_str().ok()).unwrap_or("")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The request side, in [`Place`] order: head limits and framing, route match, the route's chain, proxy.
 async fn run(
     rt: &Runtime,
     listener: &ListenerRt,
     ex: &mut Exchange<'_>,
-    parts: &mut http::request::Parts,
-    body: Incoming,
     request_id: &HeaderValue,
-    bytes_in: &mut Option<Arc<AtomicU64>>,
-    upstream_duration: &mut Option<std::time::Duration>,
-    cors_origin: &mut Option<HeaderValue>,
+    out: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Reject> {
-    validate::check_sizes(parts, &rt.limits.request)?;
-    let host = validate::check_framing(parts)?;
-    if listener.redirect_https_port.is_some() || listener.refuse_plain {
-        return redirect(listener, parts, host, ex.client_ip);
-    }
-    let normalized = path::normalize(parts.uri.path()).map_err(Reject::InvalidPath)?;
-    let preflight = Cors::is_preflight(&parts.method, &parts.headers);
-    let match_method = if preflight {
-        parts
-            .headers
-            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(http::Method::OPTIONS)
-    } else {
-        parts.method.clone()
-    };
-    let route = match rt.routes.find(host, &normalized, &match_method) {
-        Found::Route(route, params) => {
-            ex.params = params;
-            route.clone()
+    ex.refused_at = Some(Place::HeadLimits);
+    validate::check_sizes(&ex.parts, &rt.limits.request)?;
+    let matched = {
+        let host = validate::check_framing(&ex.parts)?;
+        if listener.redirect_https_port.is_some() || listener.refuse_plain {
+            return redirect(listener, &ex.parts, host, ex.client_ip);
         }
-        Found::MethodNotAllowed(allow) => return Err(Reject::MethodNotAllowed(allow)),
-        Found::NotFound => return Err(Reject::NotFound),
+        ex.refused_at = Some(Place::RouteMatch);
+        let normalized = path::normalize(ex.parts.uri.path()).map_err(Reject::InvalidPath)?;
+        let matrix = path::has_matrix_params(&normalized);
+        // Routes are matched on the path as matrix-parameter servers read it (`/admin;x` is `/admin`).
+        let matched = match_route(&rt.routes, host, &path::without_matrix_params(&normalized), &ex.parts)?;
+        if matrix && !matched.route.matrix_params {
+            return Err(Reject::InvalidPath(path::PathError::MatrixParams));
+        }
+        ex.set_normalized(owned(normalized));
+        matched
     };
-    ex.route = Some(route.clone());
+    let route = matched.route;
+    ex.params = matched.params;
+    ex.route = Some(route.name.clone());
+    out.route = Some(route.clone());
     if let Some(cors) = &route.cors {
-        if preflight {
-            return cors.preflight(&parts.headers);
+        if matched.preflight {
+            return cors.preflight(&ex.parts.headers);
         }
-        *cors_origin = cors.check(&parts.headers)?;
+        out.cors_origin = cors.check(&ex.parts.headers)?;
     }
-    if validate::content_length(parts).is_some_and(|n| n > route.max_body_bytes) {
+    if validate::content_length(&ex.parts).is_some_and(|n| n > route.max_body_bytes) {
         return Err(Reject::PayloadTooLarge);
     }
-    let body = if route.authn.needs_body() {
+    if route.chain.needs_body() {
         let timeout = route.upstream.response_timeout;
-        let seen = bytes_in.get_or_insert_with(Arc::default);
-        Body::Buffered(validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?)
-    } else {
-        Body::Streaming(body)
-    };
-    let buffered = match &body {
-        Body::Buffered(b) => Some(b),
-        Body::Streaming(_) => None,
-    };
-    route.authn.authenticate(ex, parts, buffered).await?;
-    let mut headers = std::mem::take(&mut parts.headers);
-    route.authn.strip_credentials(&mut headers);
-    let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
-    let target = upstream_target(parts, &normalized, query.as_deref())?;
-    let (out, body) =
-        upstream_request(rt, ex, parts, headers, target, body, request_id, route.max_body_bytes, bytes_in)?;
-    let (mut resp, took) = crate::proxy::forward(&route.upstream, &out, body).await?;
-    *upstream_duration = Some(took);
+        let seen = out.bytes_in.get_or_insert_with(Arc::default);
+        if let RequestBody::Streaming(body) =
+            std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new()))
+        {
+            ex.body = RequestBody::Buffered(validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?);
+        }
+    }
+    ex.refused_at = None;
+    route.chain.run(ex).await?;
+    ex.refused_at = Some(Place::Proxy);
+    let (outgoing, body) = upstream_request(rt, ex, request_id, route.max_body_bytes, &mut out.bytes_in)?;
+    let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
+    ex.upstream_duration = Some(took);
+    ex.refused_at = None;
     headers::clean_response(resp.headers_mut());
     Ok(resp.map(ResponseBody::upstream))
 }
 
-/// The request body on its way upstream: streamed with its limit, or already read for authentication.
-enum Body {
-    Streaming(Incoming),
-    Buffered(bytes::Bytes),
-}
-
-/// The origin-form target sent upstream: the normalised path and the query (less any API key in it).
-fn upstream_target(
-    parts: &http::request::Parts,
-    normalized: &str,
-    query: Option<&str>,
-) -> Result<PathAndQuery, Reject> {
-    let unchanged = normalized == parts.uri.path() && query == parts.uri.query();
-    match query {
-        _ if unchanged => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
-        None | Some("") => normalized.parse().map_err(|_| Reject::BadRequest("unparseable path")),
-        Some(q) => format!("{normalized}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target")),
+/// A normalised path kept only when it differs from the target's.
+fn owned(path: Cow<'_, str>) -> Option<String> {
+    match path {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(p) => Some(p),
     }
 }
 
-/// Builds the request sent upstream: origin-form target, HTTP/1.1, hygienic headers, and the header
-/// fields the gateway adds to them (forwarding, request id, identity).
-#[allow(clippy::too_many_arguments)] // each is one piece of the request being assembled
+/// The route a request matched.
+struct Matched {
+    route: Arc<Route>,
+    params: crate::exchange::Params,
+    /// A CORS preflight that this route answers itself.
+    preflight: bool,
+}
+
+/// The route for this request.
+///
+/// A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is matched as the request it
+/// announces; the route found answers it only if it has CORS. Otherwise the `OPTIONS` request is
+/// routed as itself, under the same most-specific-route rule, so it never reaches an upstream
+/// through another route's authentication.
+fn match_route(
+    routes: &RouteTable<Arc<Route>>,
+    host: Option<&str>,
+    path: &str,
+    parts: &http::request::Parts,
+) -> Result<Matched, Reject> {
+    if Cors::is_preflight(&parts.method, &parts.headers) {
+        let announced = parts
+            .headers
+            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+        if let Some(method) = announced {
+            if let Found::Route(route, params) = routes.find(host, path, &method) {
+                if route.cors.is_some() {
+                    return Ok(Matched { route: route.clone(), params, preflight: true });
+                }
+            }
+        }
+    }
+    match routes.find(host, path, &parts.method) {
+        Found::Route(route, params) => Ok(Matched { route: route.clone(), params, preflight: false }),
+        Found::MethodNotAllowed(allow) => Err(Reject::MethodNotAllowed(allow)),
+        Found::NotFound => Err(Reject::NotFound),
+    }
+}
+
+/// The origin-form target sent upstream: the normalised path and the query.
+fn upstream_target(ex: &Exchange<'_>) -> Result<PathAndQuery, Reject> {
+    let uri = &ex.parts.uri;
+    let path = ex.path();
+    match uri.query() {
+        _ if path == uri.path() => Ok(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        None | Some("") => path.parse().map_err(|_| Reject::BadRequest("unparseable path")),
+        Some(q) => format!("{path}?{q}").parse().map_err(|_| Reject::BadRequest("unparseable target")),
+    }
+}
+
+/// Builds the request sent upstream from the exchange: origin-form target, HTTP/1.1, hygienic headers,
+/// and the header fields the gateway adds to them (forwarding, request id, identity).
 fn upstream_request(
     rt: &Runtime,
-    ex: &Exchange<'_>,
-    parts: &http::request::Parts,
-    mut headers: http::HeaderMap,
-    target: PathAndQuery,
-    body: Body,
+    ex: &mut Exchange<'_>,
     request_id: &HeaderValue,
     max_body: u64,
     bytes_in: &mut Option<Arc<AtomicU64>>,
 ) -> Result<(Outgoing, LimitedBody), Reject> {
+    let target = upstream_target(ex)?;
+    let mut headers = std::mem::take(&mut ex.parts.headers);
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&headers);
     let underscores = match rt.listeners.get(ex.conn.listener) {
@@ -280,7 +306,7 @@ fn upstream_request(
         Some(v) => Some(v.clone()),
         // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.
         None => {
-            let v = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            let v = ex.parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
             if let Some(v) = &v {
                 headers.insert(HOST, v.clone());
             }
@@ -308,12 +334,14 @@ fn upstream_request(
     if let Some(p) = &ex.principal {
         added.identify(p.clone());
     }
-    let body = match body {
-        Body::Buffered(bytes) => LimitedBody::full(bytes),
-        Body::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
-        Body::Streaming(body) => LimitedBody::new(body, max_body, bytes_in.get_or_insert_with(Arc::default).clone()),
+    let body = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
+        RequestBody::Buffered(bytes) => LimitedBody::full(bytes),
+        RequestBody::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
+        RequestBody::Streaming(body) => {
+            LimitedBody::new(body, max_body, bytes_in.get_or_insert_with(Arc::default).clone())
+        }
     };
-    Ok((Outgoing { method: parts.method.clone(), target, headers, added }, body))
+    Ok((Outgoing { method: ex.parts.method.clone(), target, headers, added }, body))
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.
@@ -331,7 +359,7 @@ fn redirect(
     listener: &ListenerRt,
     parts: &http::request::Parts,
     host: Option<&str>,
-    client_ip: IpAddr,
+    client_ip: std::net::IpAddr,
 ) -> Result<Response<ResponseBody>, Reject> {
     let port = match listener.redirect_https_port {
         Some(port) if !listener.credentials.present(parts) => port,

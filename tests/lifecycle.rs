@@ -122,13 +122,23 @@ fn check_accepts_a_good_file_and_prints_the_route_table() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("{file}: configuration is valid")), "{out}");
     assert!(out.contains("listener main on 127.0.0.1:0 (plain)"), "{out}");
-    let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("order")).collect();
-    assert_eq!(table.len(), 3, "{out}");
-    // Most specific first.
-    assert!(table[1].contains("users") && table[1].contains("api.example.com") && table[1].contains("/users/{id}"));
-    assert!(table[1].contains("GET") && table[1].contains("app") && table[1].contains("none"));
-    assert!(table[2].contains("rest") && table[2].contains("/*") && table[2].contains("any"));
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("routes for host api.example.com"))
+        .take_while(|l| !l.starts_with("chains"))
+        .collect();
+    assert_eq!(table.len(), 7, "{out}");
+    // Per host, most specific first.
+    assert!(table[1].starts_with("order"), "{out}");
+    assert!(table[2].contains("users") && table[2].contains("api.example.com") && table[2].contains("/users/{id}"));
+    assert!(table[2].contains("GET") && table[2].contains("app") && table[2].contains("none"));
+    assert!(table[3].contains("rest") && table[3].contains("/*") && table[3].contains("any"));
+    assert!(table[4].starts_with("routes for any other host"), "{out}");
+    assert!(table[6].contains("rest") && !out.contains("2      users"), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    // each route's effective chain, in the fixed order
+    assert!(out.contains("  users: head-limits -> route-match[max_body"), "{out}");
+    assert!(out.contains("-> proxy[app] -> security-headers[request-id] -> record"), "{out}");
 }
 
 /// A broken variant of GOOD: (what, broken yaml, the text on the offending line, what the message says).

@@ -11,15 +11,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let table = RouteTable::new(vec![
         (
-            Matcher {
-                hosts: vec![HostPattern::parse("*.example.com").expect("valid")],
-                path: PathPattern::template("/users/{id}/orders/{order}").expect("valid"),
-                methods: vec![http::Method::GET],
-            },
+            Matcher::new(
+                vec![HostPattern::parse("*.example.com").expect("valid")],
+                PathPattern::template("/users/{id}/orders/{order}").expect("valid"),
+                vec![http::Method::GET],
+            ),
             1,
         ),
-        (Matcher { hosts: vec![], path: PathPattern::prefix("/api").expect("valid"), methods: vec![] }, 2),
-        (Matcher { hosts: vec![], path: PathPattern::exact("/").expect("valid"), methods: vec![] }, 3),
+        (Matcher::new(vec![], PathPattern::prefix("/api").expect("valid"), vec![]), 2),
+        (Matcher::new(vec![], PathPattern::exact("/").expect("valid"), vec![]), 3),
     ]);
     let _ = table.find(Some(host), path, &http::Method::GET);
     let _ = table.find(None, path, &http::Method::POST);

@@ -22,8 +22,8 @@ pub mod jwt;
 pub mod mtls;
 pub mod signature;
 
+use crate::exchange::{ConnInfo, Exchange, RequestBody};
 use crate::observe::metrics::Metrics;
-use crate::pipeline::{ConnInfo, Exchange};
 use crate::respond::problem::Reject;
 use http::header::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
@@ -96,85 +96,7 @@ impl<'de> Deserialize<'de> for AuthConfig {
     }
 }
 
-/// Who made the request, as established by authentication.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Principal {
-    pub id: String,
-    pub kind: PrincipalKind,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
-    /// Verified claims (JWT, introspection), for authorization rules and logs.
-    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
-    pub tenant: Option<String>,
-    /// The `X-Portcullis-*` headers telling the upstream who this is, built on first use: principals
-    /// are cached per key and per verified token, so each is built once, not per request.
-    pub identity: IdentityHeaders,
-}
-
-/// See [`Principal::identity_headers`]. Never part of a principal's equality.
-#[derive(Default, Clone)]
-pub struct IdentityHeaders(std::sync::OnceLock<Box<[(&'static str, http::HeaderValue)]>>);
-
-impl PartialEq for IdentityHeaders {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for IdentityHeaders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdentityHeaders")
-    }
-}
-
-impl Principal {
-    /// `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma separated), `-Scopes` (space separated),
-    /// `-Tenant`. A value that is not a valid field value (a control character) is left out, never
-    /// sent raw.
-    pub fn identity_headers(&self) -> &[(&'static str, http::HeaderValue)] {
-        self.identity.0.get_or_init(|| {
-            let mut out = Vec::with_capacity(5);
-            let mut set = |name: &'static str, value: &str| {
-                if let Ok(v) = http::HeaderValue::from_str(value) {
-                    out.push((name, v));
-                }
-            };
-            set("x-portcullis-principal", &self.id);
-            set("x-portcullis-auth-method", self.kind.as_str());
-            if !self.roles.is_empty() {
-                set("x-portcullis-roles", &self.roles.join(","));
-            }
-            if !self.scopes.is_empty() {
-                set("x-portcullis-scopes", &self.scopes.join(" "));
-            }
-            if let Some(t) = &self.tenant {
-                set("x-portcullis-tenant", t);
-            }
-            out.into_boxed_slice()
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrincipalKind {
-    ApiKey,
-    Jwt,
-    Introspection,
-    ClientCertificate,
-    Signature,
-}
-
-impl PrincipalKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PrincipalKind::ApiKey => "api_key",
-            PrincipalKind::Jwt => "jwt",
-            PrincipalKind::Introspection => "introspection",
-            PrincipalKind::ClientCertificate => "mtls",
-            PrincipalKind::Signature => "signature",
-        }
-    }
-}
+pub use crate::exchange::{IdentityHeaders, Principal, PrincipalKind};
 
 /// What one method concluded about a request.
 #[derive(Debug)]
@@ -398,6 +320,11 @@ impl Authn {
         Some(query.split('&').filter(|pair| !is_key(pair)).collect::<Vec<_>>().join("&"))
     }
 
+    /// True for a public route (`auth: none`): nothing to check, no stage in the chain.
+    pub fn is_public(&self) -> bool {
+        matches!(self.mode, Mode::None)
+    }
+
     /// True if a method of this route must see the whole request body (signed requests).
     pub fn needs_body(&self) -> bool {
         match &self.mode {
@@ -407,18 +334,17 @@ impl Authn {
     }
 
     /// Establishes the principal, or refuses with 401.
-    pub async fn authenticate(
-        &self,
-        ex: &mut Exchange<'_>,
-        parts: &http::request::Parts,
-        body: Option<&bytes::Bytes>,
-    ) -> Result<(), Reject> {
+    pub async fn authenticate(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         let methods = match &self.mode {
             // Public route: the principal stays `None` (anonymous); nothing to allocate.
             Mode::None => return Ok(()),
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
         };
-        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip, body };
+        let body = match &ex.body {
+            RequestBody::Buffered(b) => Some(b),
+            RequestBody::Streaming(_) => None,
+        };
+        let req = AuthRequest { parts: &ex.parts, conn: ex.conn, client_ip: ex.client_ip, body };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
         // `any_of`: a token of another issuer is not this method's to judge (two JWT issuers on one

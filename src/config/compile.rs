@@ -7,10 +7,11 @@ use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::authn::{Authenticators, Authn};
 use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::chain::{Chain, Stage};
 use crate::pipeline::Route;
 use crate::proxy::upstream::{Upstream, UpstreamTls};
 use crate::respond::cors::Cors;
-use crate::route::{HostPattern, Matcher, PathPattern, RouteTable};
+use crate::route::{HostPattern, Matcher, PathOptions, PathPattern, RouteTable};
 use crate::validate::Limits;
 use http::header::HeaderValue;
 use http::Method;
@@ -298,15 +299,26 @@ fn route(
         })
         .collect::<Result<Vec<_>>>()?;
     let cors = r.cors.as_ref().map(Cors::compile).transpose().map_err(|m| err("cors", "", m))?;
+    // The route's own stages; `Chain::new` puts them in their fixed places.
+    let mut stages = Vec::new();
+    let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
+    if !authn.is_public() {
+        stages.push(Stage::Authentication(authn));
+    }
     let compiled = Route {
         name: r.name.as_str().into(),
         upstream,
-        authn: Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?,
+        chain: Chain::new(stages),
         cors,
         max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
+        matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
     };
-    Ok((Matcher { hosts, path, methods }, Arc::new(compiled)))
+    let options = PathOptions {
+        case_sensitive: r.matcher.case_sensitive,
+        strict_trailing_slash: r.matcher.trailing_slash == file::TrailingSlash::Strict,
+    };
+    Ok((Matcher { hosts, path, methods, options }, Arc::new(compiled)))
 }
 
 /// Compiles the config. `previous` lends unchanged upstreams to the new runtime.
@@ -436,10 +448,40 @@ impl Runtime {
         Ok(())
     }
 
-    /// The compiled route table as `check` prints it.
+    /// The compiled route table as `check` prints it: for each host named in a route (and for any other
+    /// host), the routes a request can reach, in the order `find` ranks them for that host.
     pub fn describe_routes(&self) -> String {
+        let mut groups: Vec<(String, Option<String>)> = Vec::new();
+        for (m, _) in self.routes.iter() {
+            for h in &m.hosts {
+                let shown = match h {
+                    HostPattern::Exact(e) => e.clone(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                };
+                if !groups.iter().any(|(_, g)| g.as_deref() == Some(shown.as_str())) {
+                    // `*.example.com` is not a valid host, but as a stand-in it matches exactly the
+                    // patterns that match every name under it.
+                    groups.push((format!("host {shown}"), Some(shown)));
+                }
+            }
+        }
+        groups.push((if groups.is_empty() { "any host" } else { "any other host" }.into(), None));
+        let mut out = String::new();
+        for (title, host) in &groups {
+            out.push_str(&format!("routes for {title}, most specific first:\n"));
+            out.push_str(&self.describe_order(host.as_deref()));
+        }
+        out.push_str("chains (request side, proxy, response side):\n");
+        for (_, r) in self.routes.iter() {
+            let hsts = self.listeners.iter().any(|l| l.hsts.is_some());
+            out.push_str(&format!("  {}: {}\n", r.name, r.describe_chain(hsts)));
+        }
+        out
+    }
+
+    fn describe_order(&self, host: Option<&str>) -> String {
         let mut out = String::from("order  route                 hosts                 path                           methods        upstream     auth\n");
-        for (i, (m, r)) in self.routes.iter().enumerate() {
+        for (i, (m, r)) in self.routes.order_for(host).into_iter().enumerate() {
             let hosts = if m.hosts.is_empty() {
                 "*".to_string()
             } else {
@@ -476,7 +518,11 @@ impl Runtime {
                 path,
                 methods,
                 &*r.upstream.name,
-                r.authn.describe()
+                r.chain
+                    .stages()
+                    .iter()
+                    .find(|s| s.place() == crate::exchange::Place::Authentication)
+                    .map_or_else(|| "none".into(), |s| s.describe())
             ));
         }
         out

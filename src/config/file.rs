@@ -262,6 +262,24 @@ pub struct RouteMatch {
     /// Empty means the standard methods (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS).
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Default false: `/ADMIN` matches the `/admin` route (upstreams that ignore case see one resource).
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// Default `ignore`: `/admin/` matches the `/admin` route; `strict` tells them apart.
+    #[serde(default)]
+    pub trailing_slash: TrailingSlash,
+    /// Default false: a `;` (or `%3B`) in a path segment is refused with 400, since Tomcat, Jetty and
+    /// Spring read `/a;x/b` as `/a/b`. True: allowed, and routes are matched without the parameters.
+    #[serde(default)]
+    pub matrix_params: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TrailingSlash {
+    #[default]
+    Ignore,
+    Strict,
 }
 
 /// Exactly one of `exact`, `prefix` or `template`.

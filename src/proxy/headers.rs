@@ -226,26 +226,7 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// The peer of a client connection as forwarding headers name it, worked out once per connection.
-pub struct Peer {
-    pub ip: IpAddr,
-    /// `X-Forwarded-For` element: `192.0.2.1`, `2001:db8::1`.
-    pub xff: HeaderValue,
-    /// `Forwarded` node (RFC 7239): `192.0.2.1`, `"[2001:db8::1]"`.
-    pub node: HeaderValue,
-}
-
-impl Peer {
-    pub fn new(ip: IpAddr) -> Peer {
-        let text = ip.to_string();
-        let node = if ip.is_ipv6() { format!("\"[{text}]\"") } else { text.clone() };
-        // An IP address in text is always a valid header value.
-        let unknown = || HeaderValue::from_static("unknown");
-        let xff = HeaderValue::from_str(&text).unwrap_or_else(|_| unknown());
-        let node = HeaderValue::try_from(node).unwrap_or_else(|_| unknown());
-        Peer { ip, xff, node }
-    }
-}
+pub use crate::exchange::Peer;
 
 pub struct Forwarding<'a> {
     pub peer: &'a Peer,

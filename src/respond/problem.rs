@@ -94,6 +94,7 @@ impl Reject {
                 crate::validate::path::PathError::DotSegment => "dot segment",
                 crate::validate::path::PathError::BadCharacter => "bad character",
                 crate::validate::path::PathError::InvalidUtf8 => "invalid utf-8",
+                crate::validate::path::PathError::MatrixParams => "matrix parameters",
             },
             _ => self.kind().0,
         }

@@ -5,7 +5,13 @@
 //! upper-case hex. Refused outright (400): anything that could make the gateway and the upstream
 //! disagree about which resource is meant — dot segments (`.`, `..`, also encoded), encoded `/`, `\`
 //! or NUL, a raw backslash, control characters (raw or encoded), malformed escapes, and escapes that
-//! decode to invalid UTF-8.
+//! decode to invalid UTF-8. A dot segment followed by matrix parameters (`..;x`, `.%3B`) is a dot
+//! segment: Tomcat, Jetty and Spring drop the parameters and then resolve it.
+//!
+//! Empty segments are merged (`//admin` is `/admin`, as NGINX's `merge_slashes` does), and the merged
+//! path is what the upstream receives, so the gateway and the upstream name one resource.
+//! Matrix parameters (`;` in a segment) are kept here; [`without_matrix_params`] gives the spelling
+//! routes are matched on, and a route refuses them unless it opts in.
 
 use std::borrow::Cow;
 
@@ -23,6 +29,8 @@ pub enum PathError {
     BadCharacter,
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    #[error("matrix parameters (`;`) on a route that does not allow them")]
+    MatrixParams,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -78,6 +86,17 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         if b < 0x20 || b == 0x7f || b == b'\\' {
             return Err(PathError::BadCharacter);
         }
+        if b == b'/' {
+            let after_slash = match &out {
+                Some(buf) => buf.last() == Some(&b'/'),
+                None => i > 0 && bytes[i - 1] == b'/',
+            };
+            if after_slash {
+                out.get_or_insert_with(|| bytes[..i].to_vec());
+                i += 1;
+                continue;
+            }
+        }
         if b >= 0x80 {
             decoded_utf8.push(b);
         }
@@ -97,10 +116,35 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         None => Cow::Borrowed(path),
         Some(buf) => Cow::Owned(String::from_utf8(buf).map_err(|_| PathError::InvalidUtf8)?),
     };
-    if result.split('/').any(|seg| seg == "." || seg == "..") {
+    if result.split('/').any(|seg| {
+        let base = seg.split(';').next().unwrap_or(seg);
+        let base = base.split("%3B").next().unwrap_or(base);
+        base == "." || base == ".."
+    }) {
         return Err(PathError::DotSegment);
     }
     Ok(result)
+}
+
+/// Whether a normalised path carries matrix parameters (`;`, raw or encoded, in a segment).
+pub fn has_matrix_params(path: &str) -> bool {
+    path.contains(';') || path.contains("%3B")
+}
+
+/// The path as Tomcat, Jetty and Spring resolve it: each segment without its `;` parameters, empty
+/// segments merged. Routes are matched on this spelling, so `/admin;x/users` meets `/admin`'s checks.
+pub fn without_matrix_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').skip(1) {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(seg.split(';').next().unwrap_or(seg));
+    }
+    Cow::Owned(out)
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -141,6 +185,34 @@ mod tests {
         assert_eq!(normalize("api"), Err(PathError::NotAbsolute));
         // dots inside names are fine
         assert!(normalize("/v1.2/file.json").is_ok());
+        // a dot segment with matrix parameters is still one (Tomcat: `/echo/..;/x` is `/x`)
+        assert_eq!(normalize("/echo/..;/private/data"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/echo/.;x/data"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/echo/..%3b/data"), Err(PathError::DotSegment));
+        assert_eq!(normalize("/echo/%2e%2e;a=b/data"), Err(PathError::DotSegment));
+        assert!(normalize("/a;b=c/d").is_ok());
+    }
+
+    #[test]
+    fn merges_empty_segments() {
+        assert_eq!(normalize("//admin").unwrap(), "/admin");
+        assert_eq!(normalize("/a//b///c/").unwrap(), "/a/b/c/");
+        assert_eq!(normalize("/a/%41//b").unwrap(), "/a/A/b");
+        assert_eq!(normalize("//").unwrap(), "/");
+        assert_eq!(normalize("//..//x"), Err(PathError::DotSegment));
+    }
+
+    #[test]
+    fn matrix_parameters() {
+        assert!(has_matrix_params("/a;b"));
+        assert!(has_matrix_params("/a%3Bb"));
+        assert!(!has_matrix_params("/a/b"));
+        assert_eq!(without_matrix_params("/admin;x/users"), "/admin/users");
+        assert_eq!(without_matrix_params("/;x/admin"), "/admin");
+        assert_eq!(without_matrix_params("/a;x"), "/a");
+        assert_eq!(without_matrix_params("/a;x/"), "/a/");
+        assert_eq!(without_matrix_params("/;x"), "/");
+        assert!(matches!(without_matrix_params("/plain"), Cow::Borrowed("/plain")));
     }
 
     fn decoded(p: &str) -> Vec<u8> {
@@ -156,8 +228,11 @@ mod tests {
             let path = format!("/{}", segs.join("/"));
             if let Ok(once) = normalize(&path) {
                 proptest::prop_assert_eq!(normalize(&once).unwrap(), once.clone());
-                proptest::prop_assert_eq!(decoded(&once), decoded(&path));
+                let mut merged = decoded(&path);
+                merged.dedup_by(|a, b| *a == b'/' && *b == b'/');
+                proptest::prop_assert_eq!(decoded(&once), merged);
                 proptest::prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+                proptest::prop_assert!(!once.contains("//"));
             }
         }
     }

@@ -1,0 +1,306 @@
+//! The leaf types every stage shares: one request's [`Exchange`], who made it ([`Principal`]), what is
+//! known of its connection ([`ConnInfo`]), and the one order in which stages run ([`Place`]).
+//!
+//! This module imports nothing of the gateway. Stages (`authn`, later `authz`, `ratelimit`, `inspect`,
+//! ...) depend on it and never on each other; `pipeline` runs them in [`Place`] order.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use hyper::body::Incoming;
+use rustls_pki_types::CertificateDer;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a stage runs. The order is fixed for every route: the request side top to bottom, the
+/// proxy, then the response side. A stage may be global or per route, but never changes its place;
+/// each later stage takes the place its issue names. `portcullis check` prints each route's chain in
+/// this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Place {
+    /// IP allow and deny lists, bans, connection limits (at accept).
+    ConnectionGuards,
+    /// Head size limits and framing (400/414/431), before any route is known.
+    HeadLimits,
+    /// Host, path and method (404/405); the route's CORS answer and its declared body size (413).
+    RouteMatch,
+    /// Limits before credentials are checked: per client IP, per login field.
+    PreAuthLimits,
+    /// Credentials to a [`Principal`] (401), with proof-of-possession and revocation checks.
+    Authentication,
+    /// Roles, scopes, object- and property-level rules (403).
+    Authorization,
+    /// Per-principal rate limits and quotas (429).
+    PrincipalLimits,
+    /// Shape limits, content types, OpenAPI and JSON Schema (400/413/415/422).
+    Validation,
+    /// Injection and malicious-payload detection (403).
+    Inspection,
+    /// Rewrites of the request before it leaves (tokenization).
+    RequestTransforms,
+    /// Header hygiene and forwarding to the upstream (502/503/504).
+    Proxy,
+    /// Ownership checks on what the upstream answered.
+    ResponseAuthorization,
+    Detokenization,
+    ResponseSchema,
+    DataLossMasking,
+    ErrorScrubbing,
+    /// HSTS, CORS response headers, request id.
+    SecurityHeaders,
+    /// Access log, metrics, security events, audit, anomaly feed.
+    Record,
+}
+
+impl Place {
+    /// Every place, in order.
+    pub const ALL: [Place; 18] = [
+        Place::ConnectionGuards,
+        Place::HeadLimits,
+        Place::RouteMatch,
+        Place::PreAuthLimits,
+        Place::Authentication,
+        Place::Authorization,
+        Place::PrincipalLimits,
+        Place::Validation,
+        Place::Inspection,
+        Place::RequestTransforms,
+        Place::Proxy,
+        Place::ResponseAuthorization,
+        Place::Detokenization,
+        Place::ResponseSchema,
+        Place::DataLossMasking,
+        Place::ErrorScrubbing,
+        Place::SecurityHeaders,
+        Place::Record,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Place::ConnectionGuards => "connection-guards",
+            Place::HeadLimits => "head-limits",
+            Place::RouteMatch => "route-match",
+            Place::PreAuthLimits => "pre-auth-limits",
+            Place::Authentication => "authentication",
+            Place::Authorization => "authorization",
+            Place::PrincipalLimits => "principal-limits",
+            Place::Validation => "validation",
+            Place::Inspection => "inspection",
+            Place::RequestTransforms => "request-transforms",
+            Place::Proxy => "proxy",
+            Place::ResponseAuthorization => "response-authorization",
+            Place::Detokenization => "detokenization",
+            Place::ResponseSchema => "response-schema",
+            Place::DataLossMasking => "data-loss-masking",
+            Place::ErrorScrubbing => "error-scrubbing",
+            Place::SecurityHeaders => "security-headers",
+            Place::Record => "record",
+        }
+    }
+
+    /// Response-side places come after the proxy.
+    pub fn is_response_side(self) -> bool {
+        self > Place::Proxy
+    }
+}
+
+/// Path parameters captured by a template route, percent-decoded.
+pub type Params = Vec<(String, String)>;
+
+/// The request body as the stages see it.
+pub enum RequestBody {
+    /// Not read: streamed to the upstream with its limit enforced.
+    Streaming(Incoming),
+    /// Read whole (within the route's limit) because a stage of the chain needs it.
+    Buffered(Bytes),
+}
+
+/// One request's home while it moves through the stages: everything a stage may read or decide.
+pub struct Exchange<'a> {
+    pub request_id: &'a str,
+    /// The client as the trusted-proxy rules decided (the peer unless a trusted proxy forwarded it).
+    pub client_ip: IpAddr,
+    pub conn: &'a ConnInfo,
+    /// The request head as the parser of record read it. Stages may remove or add fields.
+    pub parts: http::request::Parts,
+    /// The normalised path, when it differs from the target's (see [`Exchange::path`]).
+    normalized: Option<String>,
+    /// The matched route's name.
+    pub route: Option<Arc<str>>,
+    pub params: Params,
+    /// `None` until authentication establishes one (and on public routes).
+    pub principal: Option<Arc<Principal>>,
+    pub body: RequestBody,
+    /// The place of the stage that refused the request, if one did (logs and events).
+    pub refused_at: Option<Place>,
+    pub started: Instant,
+    /// Time to the upstream's response head.
+    pub upstream_duration: Option<Duration>,
+}
+
+impl<'a> Exchange<'a> {
+    pub fn new(
+        request_id: &'a str,
+        client_ip: IpAddr,
+        conn: &'a ConnInfo,
+        parts: http::request::Parts,
+        body: Incoming,
+        started: Instant,
+    ) -> Exchange<'a> {
+        Exchange {
+            request_id,
+            client_ip,
+            conn,
+            parts,
+            normalized: None,
+            route: None,
+            params: Params::new(),
+            principal: None,
+            body: RequestBody::Streaming(body),
+            refused_at: None,
+            started,
+            upstream_duration: None,
+        }
+    }
+
+    /// The normalised path: what routes matched and what the upstream receives.
+    pub fn path(&self) -> &str {
+        self.normalized.as_deref().unwrap_or_else(|| self.parts.uri.path())
+    }
+
+    /// Records the normalised path; `None` means the target's own path is already normal.
+    pub fn set_normalized(&mut self, path: Option<String>) {
+        self.normalized = path;
+    }
+
+    /// The body, when a stage had it read.
+    pub fn buffered_body(&self) -> Option<&Bytes> {
+        match &self.body {
+            RequestBody::Buffered(b) => Some(b),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+}
+
+/// What the gateway knows about the client connection.
+pub struct ConnInfo {
+    pub listener: usize,
+    pub peer: SocketAddr,
+    pub tls: Option<TlsInfo>,
+    /// The peer as forwarding headers name it, worked out once per connection.
+    pub forwarded_peer: Peer,
+}
+
+impl ConnInfo {
+    pub fn new(listener: usize, peer: SocketAddr, tls: Option<TlsInfo>) -> ConnInfo {
+        ConnInfo { listener, peer, tls, forwarded_peer: Peer::new(peer.ip()) }
+    }
+}
+
+pub struct TlsInfo {
+    pub version: Option<&'static str>,
+    pub sni: Option<String>,
+    /// The verified client certificate chain, leaf first, when one was presented.
+    pub client_chain: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// The peer of a client connection as forwarding headers name it, worked out once per connection.
+pub struct Peer {
+    pub ip: IpAddr,
+    /// `X-Forwarded-For` element: `192.0.2.1`, `2001:db8::1`.
+    pub xff: HeaderValue,
+    /// `Forwarded` node (RFC 7239): `192.0.2.1`, `"[2001:db8::1]"`.
+    pub node: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Peer {
+        let text = ip.to_string();
+        let node = if ip.is_ipv6() { format!("\"[{text}]\"") } else { text.clone() };
+        // An IP address in text is always a valid header value.
+        let unknown = || HeaderValue::from_static("unknown");
+        let xff = HeaderValue::from_str(&text).unwrap_or_else(|_| unknown());
+        let node = HeaderValue::try_from(node).unwrap_or_else(|_| unknown());
+        Peer { ip, xff, node }
+    }
+}
+
+/// Who made the request, as established by authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub id: String,
+    pub kind: PrincipalKind,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Verified claims (JWT, introspection), for authorization rules and logs.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    pub tenant: Option<String>,
+    /// The `X-Portcullis-*` headers telling the upstream who this is, built on first use: principals
+    /// are cached per key and per verified token, so each is built once, not per request.
+    pub identity: IdentityHeaders,
+}
+
+/// See [`Principal::identity_headers`]. Never part of a principal's equality.
+#[derive(Default, Clone)]
+pub struct IdentityHeaders(std::sync::OnceLock<Box<[(&'static str, http::HeaderValue)]>>);
+
+impl PartialEq for IdentityHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for IdentityHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityHeaders")
+    }
+}
+
+impl Principal {
+    /// `X-Portcullis-Principal`, `-Auth-Method`, `-Roles` (comma separated), `-Scopes` (space separated),
+    /// `-Tenant`. A value that is not a valid field value (a control character) is left out, never
+    /// sent raw.
+    pub fn identity_headers(&self) -> &[(&'static str, http::HeaderValue)] {
+        self.identity.0.get_or_init(|| {
+            let mut out = Vec::with_capacity(5);
+            let mut set = |name: &'static str, value: &str| {
+                if let Ok(v) = http::HeaderValue::from_str(value) {
+                    out.push((name, v));
+                }
+            };
+            set("x-portcullis-principal", &self.id);
+            set("x-portcullis-auth-method", self.kind.as_str());
+            if !self.roles.is_empty() {
+                set("x-portcullis-roles", &self.roles.join(","));
+            }
+            if !self.scopes.is_empty() {
+                set("x-portcullis-scopes", &self.scopes.join(" "));
+            }
+            if let Some(t) = &self.tenant {
+                set("x-portcullis-tenant", t);
+            }
+            out.into_boxed_slice()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    ApiKey,
+    Jwt,
+    Introspection,
+    ClientCertificate,
+    Signature,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::ApiKey => "api_key",
+            PrincipalKind::Jwt => "jwt",
+            PrincipalKind::Introspection => "introspection",
+            PrincipalKind::ClientCertificate => "mtls",
+            PrincipalKind::Signature => "signature",
+        }
+    }
+}
