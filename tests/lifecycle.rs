@@ -397,9 +397,12 @@ fn ten_reloads_under_load_drop_no_request() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     let up = Upstream::start("app");
-    let mut gw = Gateway::start(&config(up.addr, "", ""));
+    // A drain deadline far beyond every wait below: exiting within them shows the drain ended when the
+    // request did, not at the deadline, without reading a clock that a loaded machine could stretch.
+    let yaml = config(up.addr, "  shutdown_timeout: 60s", "").replace("  shutdown_timeout: 5s\n", "");
+    let mut gw = Gateway::start(&yaml);
     let addr = gw.addr("main");
-    let url = format!("http://{addr}/sleep/1500");
+    let url = format!("http://{addr}/sleep/3000");
     let slow = std::thread::spawn(move || curl(&[&url]));
     assert!(eventually(T, || up.hits() == 1), "the slow request did not arrive");
     // An idle keep-alive connection is closed at once, not held until the deadline.
@@ -408,17 +411,17 @@ fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     let signalled = Instant::now();
     gw.signal("TERM");
     assert!(gw.wait_log("shutting down", T));
-    assert!(idle.closed_within(Duration::from_secs(1)), "idle connection kept open during the drain");
+    assert!(idle.closed_within(Duration::from_secs(10)), "idle connection kept open during the drain");
     assert!(
-        eventually(Duration::from_millis(500), || TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_millis(200))
             .is_err()),
         "new connections still accepted after SIGTERM"
     );
     let (code, _, body) = slow.join().unwrap();
     assert_eq!(code, 200, "in-flight request cut: {body}");
-    let status = gw.wait_exit(Duration::from_secs(5)).expect("did not exit within shutdown_timeout");
+    let status = gw.wait_exit(Duration::from_secs(20)).expect("did not exit once the in-flight request ended");
     assert_eq!(status.code(), Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(4), "{:?}", signalled.elapsed());
+    assert!(signalled.elapsed() < Duration::from_secs(20), "{:?}", signalled.elapsed());
     assert!(gw.logs().iter().any(|l| l.contains("all connections closed")));
 }
 
@@ -426,14 +429,16 @@ fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
 fn shutdown_timeout_bounds_the_drain() {
     let up = Upstream::start("app");
     let mut gw = Gateway::start(&config(up.addr, "  shutdown_timeout: 1s", "").replace("  shutdown_timeout: 5s\n", ""));
-    let url = format!("http://{}/sleep/6000", gw.addr("main"));
+    // The upstream would answer after a minute and curl gives up after ten seconds: an exit well before
+    // that can only be the 1 s deadline (the upper bound leaves a loaded machine seconds of slack).
+    let url = format!("http://{}/sleep/60000", gw.addr("main"));
     let slow = std::thread::spawn(move || curl(&[&url]));
     assert!(eventually(T, || up.hits() == 1));
     let signalled = Instant::now();
-    let status = gw.terminate(Duration::from_secs(4)).expect("did not exit after shutdown_timeout");
+    let status = gw.terminate(Duration::from_secs(8)).expect("did not exit after shutdown_timeout");
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(0));
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(gw.logs().iter().any(|l| l.contains("shutdown deadline reached")));
     let (code, _, _) = slow.join().unwrap();
     assert_ne!(code, 200);
