@@ -413,8 +413,7 @@ fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     assert!(gw.wait_log("shutting down", T));
     assert!(idle.closed_within(Duration::from_secs(10)), "idle connection kept open during the drain");
     assert!(
-        eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .is_err()),
+        eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()),
         "new connections still accepted after SIGTERM"
     );
     let (code, _, body) = slow.join().unwrap();

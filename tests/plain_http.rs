@@ -145,6 +145,7 @@ fn contradictory_or_unknown_plain_http_settings_are_config_errors() {
     let cases = [
         ("    plain_http: refuse\n    redirect_https_port: 8443", "contradict"),
         ("    plain_http: redirect", "needs `redirect_https_port`"),
+        ("    redirect_https_port: 0", "port 0"),
         ("    plain_http: serve", "plain_http"),
         ("    plain_http: Refuse", "plain_http"),
         (

@@ -201,6 +201,13 @@ fn listener(
             return Err(plain_err("`plain_http: refuse` and `redirect_https_port` contradict each other"));
         }
     };
+    if redirect_https_port == Some(0) {
+        return Err(CompileError::new(
+            "redirect_https_port",
+            "0",
+            format!("listener `{}`: port 0 cannot be redirected to", l.name),
+        ));
+    }
     let credentials = Credentials::of(authenticators);
     let (tls, http2, hsts) = match &l.tls {
         Some(t) => {

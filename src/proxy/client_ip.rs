@@ -106,8 +106,14 @@ pub fn forwarded_hop(element: &str) -> Hop {
 }
 
 /// `IPv4`, `IPv4:port`, `[IPv6]`, `[IPv6]:port`; a bare IPv6 (as X-Forwarded-For writes it) too. A port
-/// may be obfuscated (`_p1`), as RFC 7239 allows.
+/// may be obfuscated (`_p1`), as RFC 7239 allows. An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as
+/// dual-stack proxies write their IPv4 peers) is read as the IPv4 address it is, so that
+/// `trusted_proxies` and key CIDRs written for IPv4 apply to it.
 fn node(s: &str) -> Option<IpAddr> {
+    node_as_written(s).map(|ip| ip.to_canonical())
+}
+
+fn node_as_written(s: &str) -> Option<IpAddr> {
     if let Some(rest) = s.strip_prefix('[') {
         let (addr, after) = rest.split_once(']')?;
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(port)) {

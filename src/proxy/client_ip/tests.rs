@@ -84,6 +84,10 @@ fn xff_entries_may_carry_ports_and_brackets() {
     assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["[2001:db8::1]:443"]), &t, XFF), ip("2001:db8::1"));
     assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["2001:db8::1"]), &t, XFF), ip("2001:db8::1"));
     assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["192.0.2.1:99999"]), &t, XFF), ip("10.1.1.1"));
+    // IPv4-mapped addresses are the IPv4 addresses they carry: trusted as such, reported as such.
+    let h = xff(&["192.0.2.9, ::ffff:10.0.0.7"]);
+    assert_eq!(client_ip(ip("10.1.1.1"), &h, &t, XFF), ip("192.0.2.9"));
+    assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["[::ffff:192.0.2.9]:80"]), &t, XFF), ip("192.0.2.9"));
     assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["2001:db8::1:80:x"]), &t, XFF), ip("10.1.1.1"));
 }
 
