@@ -399,7 +399,6 @@ fn routes_are_chosen_by_host_then_path_specificity_then_method() {
         ("GET", "a.b.example.com", "/users/1", "wildcard"),
         ("GET", "other.test", "/users/me", "users-me"),
         ("GET", "other.test", "/users/42", "user"),
-        ("DELETE", "other.test", "/users/42", "users"),
         ("GET", "other.test", "/users", "users"),
         ("GET", "other.test", "/users/42/more", "users"),
         ("POST", "other.test", "/submit", "submit"),
@@ -435,7 +434,11 @@ fn unmatched_paths_are_404_and_wrong_methods_405_with_allow() {
         ("GET", "other.test", "/orders//items/9", 404, None),
         ("GET", "other.test", "/submit", 405, Some("POST, PUT")),
         ("DELETE", "other.test", "/submit", 405, Some("POST, PUT")),
-        ("POST", "other.test", "/users/42", 405, Some("GET, DELETE")),
+        // the template is the most specific match for /users/42: its methods decide (issue 9, item 2),
+        // the GET/DELETE prefix behind it never takes the request
+        ("POST", "other.test", "/users/42", 405, Some("GET")),
+        ("DELETE", "other.test", "/users/42", 405, Some("GET")),
+        ("POST", "other.test", "/users", 405, Some("GET, DELETE")),
     ];
     let mut failures = Vec::new();
     for (method, host, path, code, allow) in cases {

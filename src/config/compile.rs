@@ -6,7 +6,7 @@
 use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::authn::{Authenticators, Authn};
-use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::observe::metrics::Metrics;
 use crate::pipeline::chain::{Chain, Stage};
 use crate::pipeline::Route;
 use crate::proxy::upstream::{Upstream, UpstreamTls};
@@ -20,48 +20,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub struct Runtime {
-    pub listeners: Vec<ListenerRt>,
-    pub limits: ServerLimits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub routes: RouteTable<Arc<Route>>,
-    pub upstreams: BTreeMap<String, Arc<Upstream>>,
-    pub authenticators: Authenticators,
-    pub access_log: bool,
-    pub log_level: String,
-    pub unmatched: Arc<RouteMetrics>,
-    pub metrics: Arc<Metrics>,
-    pub admin: Option<AdminRt>,
-    pub demo_upstream: Option<SocketAddr>,
-    pub workers: Option<usize>,
-}
-
-pub struct ListenerRt {
-    pub name: String,
-    pub address: SocketAddr,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub http2: bool,
-    pub redirect_https_port: Option<u16>,
-    pub hsts: Option<HeaderValue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerLimits {
-    pub request: Limits,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_concurrent_streams: u32,
-    pub shutdown_timeout: Duration,
-}
-
-pub struct AdminRt {
-    pub address: SocketAddr,
-    pub token: Option<super::secret::Secret>,
-}
+pub use crate::pipeline::runtime::{AdminRt, ListenerRt, Runtime, ServerLimits};
 
 /// A semantic error, located afterwards by finding `key: value` in the file text.
 #[derive(Debug)]
@@ -141,7 +101,7 @@ fn listener(l: &file::Listener) -> Result<ListenerRt> {
                 return Err(err("redirect_https_port is for plain listeners only".into()));
             }
             let http2 = l.http2.unwrap_or(true);
-            let config = crate::server::tls::server_config(t, http2).map_err(err)?;
+            let config = crate::tls::server::server_config(t, http2).map_err(err)?;
             let hsts = t.hsts.then(|| HeaderValue::from(t.hsts_max_age.0.as_secs())).map(|age| {
                 let v = format!("max-age={}", age.to_str().unwrap_or("31536000"));
                 HeaderValue::try_from(v).unwrap_or(HeaderValue::from_static("max-age=31536000"))
