@@ -6,13 +6,34 @@
 
 use crate::observe::Completion;
 use crate::proxy::UpstreamBody;
-use crate::server::conn::Responding;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::exchange::BoxError;
+
+/// What holds a request as in flight on its connection until its response body is done (the server's
+/// connection activity). A trait, so the body needs nothing of the server.
+pub trait InFlight: Send + Sync {
+    /// The response body was sent whole, or dropped.
+    fn responded(&self);
+}
+
+/// Keeps the request counted as in flight until dropped with the body.
+pub struct Responding(std::sync::Arc<dyn InFlight>);
+
+impl Responding {
+    pub fn new(on: std::sync::Arc<dyn InFlight>) -> Responding {
+        Responding(on)
+    }
+}
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        self.0.responded();
+    }
+}
 
 pub struct ResponseBody {
     kind: Kind,

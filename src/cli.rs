@@ -57,7 +57,10 @@ pub fn main() -> ExitCode {
             Err(e) => usage(&e),
         },
         Command::Keys { config, authenticator, command } => {
-            match crate::authn::api_key::cli::run(&config, authenticator.as_deref(), command) {
+            let found = config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|(cfg, _)| find_api_key(&cfg, authenticator.as_deref()));
+            match found.and_then(|(name, c)| crate::authn::api_key::cli::run(&name, &c, command)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis keys: {e}");
@@ -69,6 +72,24 @@ pub fn main() -> ExitCode {
             Ok(cfg) => serve(cfg, None, true),
             Err(e) => usage(&e),
         },
+    }
+}
+
+/// The api_key authenticator `keys` works on: the one named, or the only one.
+fn find_api_key(
+    cfg: &config::file::FileConfig,
+    name: Option<&str>,
+) -> Result<(String, crate::authn::api_key::ApiKeyConfig), String> {
+    let candidates: Vec<_> = cfg
+        .authenticators
+        .iter()
+        .filter_map(|(n, a)| a.api_key.as_ref().map(|k| (n.clone(), k.clone())))
+        .filter(|(n, _)| name.is_none_or(|want| want == n))
+        .collect();
+    match candidates.len() {
+        1 => candidates.into_iter().next().ok_or_else(String::new),
+        0 => Err("no api_key authenticator found in the config".into()),
+        _ => Err("several api_key authenticators: choose one with --authenticator".into()),
     }
 }
 

@@ -14,6 +14,8 @@ pub mod pipeline;
 pub mod proxy;
 pub mod respond;
 pub mod route;
+pub mod secret;
 pub mod server;
 pub mod tls;
+pub mod units;
 pub mod validate;

@@ -5,9 +5,10 @@
 //! `docs/pipeline.md` for the chart and how to add a stage.
 
 pub mod chain;
+pub mod runtime;
 
 use crate::body::ResponseBody;
-use crate::config::compile::{ListenerRt, Runtime};
+use crate::exchange::Reject;
 use crate::exchange::{Place, RequestBody};
 use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::observe::Completion;
@@ -15,7 +16,6 @@ use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::Outgoing;
 use crate::respond::cors::Cors;
-use crate::respond::problem::Reject;
 use crate::route::{Found, RouteTable};
 use crate::validate::body::LimitedBody;
 use crate::validate::{self, path};
@@ -25,6 +25,7 @@ use http::header::{HeaderValue, HOST, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use runtime::{ListenerRt, Runtime};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -182,12 +183,12 @@ async fn run(
             return redirect(listener, &ex.parts, host, ex.client_ip);
         }
         ex.refused_at = Some(Place::RouteMatch);
-        let normalized = path::normalize(ex.parts.uri.path()).map_err(Reject::InvalidPath)?;
+        let normalized = path::normalize(ex.parts.uri.path()).map_err(|e| Reject::InvalidPath(e.reason()))?;
         let matrix = path::has_matrix_params(&normalized);
         // Routes are matched on the path as matrix-parameter servers read it (`/admin;x` is `/admin`).
         let matched = match_route(&rt.routes, host, &path::without_matrix_params(&normalized), &ex.parts)?;
         if matrix && !matched.route.matrix_params {
-            return Err(Reject::InvalidPath(path::PathError::MatrixParams));
+            return Err(Reject::InvalidPath(path::PathError::MatrixParams.reason()));
         }
         ex.set_normalized(owned(normalized));
         matched

@@ -512,9 +512,11 @@ fn unmatched_paths_are_404_and_wrong_methods_405_with_allow() {
         ("GET", "other.test", "/orders//items/9", 404, None),
         ("GET", "other.test", "/submit", 405, Some("POST, PUT")),
         ("DELETE", "other.test", "/submit", 405, Some("POST, PUT")),
-        // The most specific match decides its methods: no fall-through to the weaker `/users` prefix.
+        // the template is the most specific match for /users/42: its methods decide (issue 9, item 2),
+        // the GET/DELETE prefix behind it never takes the request
         ("POST", "other.test", "/users/42", 405, Some("GET")),
         ("DELETE", "other.test", "/users/42", 405, Some("GET")),
+        ("POST", "other.test", "/users", 405, Some("GET, DELETE")),
     ];
     let mut failures = Vec::new();
     for (method, host, path, code, allow) in cases {

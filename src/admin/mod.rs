@@ -4,8 +4,8 @@
 //! do not need axum yet.
 
 use crate::body::ResponseBody;
+use crate::exchange::Reject;
 use crate::pipeline::Shared;
-use crate::respond::problem::Reject;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;

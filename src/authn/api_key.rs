@@ -17,8 +17,8 @@
 
 use super::jwt::cache::{self, TokenCache};
 use super::{AuthRequest, Principal, PrincipalKind, Verdict};
-use crate::config::secret::Secret;
-use crate::config::units::Dur;
+use crate::secret::Secret;
+use crate::units::Dur;
 use arc_swap::ArcSwap;
 use aws_lc_rs::{digest, hmac, rand};
 use http::header::{HeaderName, AUTHORIZATION};
@@ -407,7 +407,7 @@ mod tests {
         }))
         .unwrap();
         let auth = ApiKeyAuth::new("k", &cfg).unwrap();
-        let conn = crate::pipeline::ConnInfo::new(0, "127.0.0.1:9".parse().unwrap(), None);
+        let conn = crate::exchange::ConnInfo::new(0, "127.0.0.1:9".parse().unwrap(), None);
         let check = |presented: &str| {
             let req = http::Request::builder().header("x-api-key", presented).body(()).unwrap();
             let parts = req.into_parts().0;

@@ -19,9 +19,9 @@ pub mod token;
 
 use super::{AuthRequest, PrincipalKind, Verdict};
 use crate::client::{Client, Url};
-use crate::config::secret::Secret;
-use crate::config::units::{Bytes, Dur};
 use crate::observe::metrics::Metrics;
+use crate::secret::Secret;
+use crate::units::{Bytes, Dur};
 use claims::{Mapping, Presented, Verified};
 use jsonwebtoken::Algorithm;
 use jwks::{Jwks, Key, Outcome, Source, Timing};

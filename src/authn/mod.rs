@@ -22,9 +22,9 @@ pub mod jwt;
 pub mod mtls;
 pub mod signature;
 
+use crate::exchange::Reject;
 use crate::exchange::{ConnInfo, Exchange, RequestBody};
 use crate::observe::metrics::Metrics;
-use crate::respond::problem::Reject;
 use http::header::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

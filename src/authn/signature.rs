@@ -32,8 +32,8 @@ pub mod fields;
 pub mod replay;
 
 use super::{AuthRequest, Principal, PrincipalKind, Verdict};
-use crate::config::secret::Secret;
-use crate::config::units::Dur;
+use crate::secret::Secret;
+use crate::units::Dur;
 use aws_lc_rs::{constant_time, digest, hmac, signature as sig};
 use base::{Component, Message};
 use base64::Engine;

@@ -6,7 +6,7 @@
 use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::authn::{Authenticators, Authn};
-use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::observe::metrics::Metrics;
 use crate::pipeline::chain::{Chain, Stage};
 use crate::pipeline::Route;
 use crate::proxy::upstream::{Upstream, UpstreamTls};
@@ -20,93 +20,25 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub struct Runtime {
-    pub listeners: Vec<ListenerRt>,
-    pub limits: ServerLimits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub client_ip_header: crate::proxy::client_ip::ChainHeader,
-    pub routes: RouteTable<Arc<Route>>,
-    pub upstreams: BTreeMap<String, Arc<Upstream>>,
-    pub authenticators: Authenticators,
-    pub access_log: bool,
-    pub log_level: String,
-    pub unmatched: Arc<RouteMetrics>,
-    pub metrics: Arc<Metrics>,
-    pub admin: Option<AdminRt>,
-    pub demo_upstream: Option<SocketAddr>,
-    pub workers: Option<usize>,
-}
+pub use crate::pipeline::runtime::{AdminRt, Credentials, ListenerRt, Runtime, ServerLimits};
 
-pub struct ListenerRt {
-    pub name: String,
-    pub address: SocketAddr,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub http2: bool,
-    /// Set when the listener redirects plain HTTP to HTTPS on this port.
-    pub redirect_https_port: Option<u16>,
-    /// `plain_http: refuse`: every request gets 403 `insecure-transport`.
-    pub refuse_plain: bool,
-    /// Credential carriers: a redirecting listener refuses a request carrying one instead of
-    /// redirecting it (the credential already crossed the network in clear; a redirect would teach the
-    /// client to keep doing it), and a header name with `_` that folds onto one is never forwarded.
-    pub credentials: Credentials,
-    pub underscores_in_headers: bool,
-    pub hsts: Option<HeaderValue>,
-}
-
-/// Where requests carry credentials: header names and query parameter names (of `api_key`
-/// authenticators), besides `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key`.
-#[derive(Default)]
-pub struct Credentials {
-    pub headers: Vec<http::HeaderName>,
-    pub query_params: Vec<String>,
-}
-
-impl Credentials {
-    fn of(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>) -> Credentials {
-        let mut c = Credentials::default();
-        for name in ["authorization", "proxy-authorization", "cookie", "x-api-key"] {
-            c.headers.push(http::HeaderName::from_static(name));
-        }
-        for k in authenticators.values().filter_map(|a| a.api_key.as_ref()) {
-            if let Ok(h) = http::HeaderName::from_bytes(k.header.as_bytes()) {
-                if !c.headers.contains(&h) {
-                    c.headers.push(h);
-                }
+/// Where requests carry credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and
+/// the header and query parameter of every `api_key` authenticator.
+fn credentials(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>) -> Credentials {
+    let mut c = Credentials::default();
+    for name in ["authorization", "proxy-authorization", "cookie", "x-api-key"] {
+        c.headers.push(http::HeaderName::from_static(name));
+    }
+    for k in authenticators.values().filter_map(|a| a.api_key.as_ref()) {
+        if let Ok(h) = http::HeaderName::from_bytes(k.header.as_bytes()) {
+            if !c.headers.contains(&h) {
+                c.headers.push(h);
             }
-            c.query_params.extend(k.query_param.iter().cloned());
         }
-        c
+        c.query_params.extend(k.query_param.iter().cloned());
     }
-
-    /// True when `parts` carries any credential this listener knows of.
-    pub fn present(&self, parts: &http::request::Parts) -> bool {
-        self.headers.iter().any(|h| parts.headers.contains_key(h))
-            || parts.uri.query().is_some_and(|q| {
-                q.split('&').any(|kv| {
-                    let k = kv.split('=').next().unwrap_or("");
-                    self.query_params.iter().any(|p| p == k)
-                })
-            })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerLimits {
-    pub request: Limits,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_concurrent_streams: u32,
-    pub shutdown_timeout: Duration,
-}
-
-pub struct AdminRt {
-    pub address: SocketAddr,
-    pub token: Option<super::secret::Secret>,
+    c
 }
 
 /// A semantic error, located afterwards by finding `key: value` in the file text.
@@ -208,7 +140,7 @@ fn listener(
             format!("listener `{}`: port 0 cannot be redirected to", l.name),
         ));
     }
-    let credentials = Credentials::of(authenticators);
+    let credentials = credentials(authenticators);
     let (tls, http2, hsts) = match &l.tls {
         Some(t) => {
             if l.redirect_https_port.is_some() {
@@ -218,7 +150,7 @@ fn listener(
                 return Err(plain_err("plain_http is for plain listeners only"));
             }
             let http2 = l.http2.unwrap_or(true);
-            let config = crate::server::tls::server_config(t, http2).map_err(err)?;
+            let config = crate::tls::server::server_config(t, http2).map_err(err)?;
             let hsts = t.hsts.then(|| HeaderValue::from(t.hsts_max_age.0.as_secs())).map(|age| {
                 let v = format!("max-age={}", age.to_str().unwrap_or("31536000"));
                 HeaderValue::try_from(v).unwrap_or(HeaderValue::from_static("max-age=31536000"))

@@ -1,9 +1,12 @@
 //! The config file's schema: serde types only, `deny_unknown_fields` everywhere, no logic.
 //! [`super::compile`] turns these into the typed runtime structures the stages use.
 
-use super::secret::Secret;
-use super::units::{Bytes, Dur};
 use crate::authn::AuthConfig;
+pub use crate::proxy::section::{Balance, HealthCheck, Passive, Target, Upstream, UpstreamTls};
+pub use crate::respond::cors::CorsConfig as Cors;
+use crate::secret::Secret;
+pub use crate::tls::server::{Certificate, ClientAuth, ClientAuthMode, ListenerTls};
+use crate::units::{Bytes, Dur};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -70,45 +73,12 @@ pub enum PlainHttp {
     Refuse,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub certificates: Vec<Certificate>,
-    #[serde(default)]
-    pub client_auth: Option<ClientAuth>,
-    #[serde(default = "default_true")]
-    pub hsts: bool,
-    #[serde(default = "default_hsts_max_age")]
-    pub hsts_max_age: Dur,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Certificate {
-    /// PEM chain, leaf first.
-    #[serde(default)]
-    pub cert: Option<String>,
-    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Generate a self-signed certificate for these names at start (quickstart, tests).
-    #[serde(default)]
-    pub self_signed: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClientAuth {
-    /// PEM file of the CA certificates that client certificates must chain to.
-    pub ca: String,
-    pub mode: ClientAuthMode,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthMode {
-    Required,
-    Optional,
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -141,99 +111,6 @@ impl Default for Limits {
             shutdown_timeout: Dur::secs(30),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Upstream {
-    pub targets: Vec<Target>,
-    #[serde(default)]
-    pub balance: Balance,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-    #[serde(default = "default_response_timeout")]
-    pub response_timeout: Dur,
-    /// Extra attempts on another target, for idempotent requests whose connection failed.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    #[serde(default = "default_max_idle")]
-    pub max_idle_per_target: usize,
-    #[serde(default = "default_pool_idle")]
-    pub pool_idle_timeout: Dur,
-    #[serde(default)]
-    pub health_check: Option<HealthCheck>,
-    #[serde(default)]
-    pub passive: Passive,
-    #[serde(default)]
-    pub tls: Option<UpstreamTls>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// `host:port`
-    pub address: String,
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientIpHeader {
-    #[default]
-    XForwardedFor,
-    Forwarded,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    #[default]
-    RoundRobin,
-    LeastRequest,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    pub path: String,
-    #[serde(default = "default_hc_interval")]
-    pub interval: Dur,
-    #[serde(default = "default_hc_timeout")]
-    pub timeout: Dur,
-    #[serde(default = "default_healthy")]
-    pub healthy_threshold: u32,
-    #[serde(default = "default_unhealthy")]
-    pub unhealthy_threshold: u32,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Passive {
-    /// Consecutive connection failures that eject a target; 0 turns passive ejection off.
-    pub consecutive_failures: u32,
-    pub ejection_time: Dur,
-}
-
-impl Default for Passive {
-    fn default() -> Self {
-        Passive { consecutive_failures: 3, ejection_time: Dur::secs(30) }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTls {
-    /// PEM file of the only CAs trusted for this upstream (pinning; the system store is never used).
-    pub ca: String,
-    /// Name checked against the upstream certificate; default: the target's host.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Client certificate and key for mutual TLS to the upstream.
-    #[serde(default)]
-    pub client_cert: Option<String>,
-    #[serde(default)]
-    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -295,22 +172,6 @@ pub struct PathMatch {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Cors {
-    pub allow_origins: Vec<String>,
-    #[serde(default)]
-    pub allow_methods: Vec<String>,
-    #[serde(default)]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    #[serde(default)]
-    pub allow_credentials: bool,
-    #[serde(default)]
-    pub max_age: Option<Dur>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {
     /// tracing filter, e.g. `info` or `portcullis=debug`.
@@ -340,42 +201,6 @@ pub struct DemoUpstream {
     pub address: String,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_hsts_max_age() -> Dur {
-    Dur::secs(365 * 86_400)
-}
-fn default_connect_timeout() -> Dur {
-    Dur::secs(2)
-}
-fn default_response_timeout() -> Dur {
-    Dur::secs(30)
-}
-fn default_retries() -> u32 {
-    1
-}
-fn default_max_idle() -> usize {
-    64
-}
-fn default_pool_idle() -> Dur {
-    Dur::secs(60)
-}
-fn default_weight() -> u32 {
-    1
-}
-fn default_hc_interval() -> Dur {
-    Dur::secs(5)
-}
-fn default_hc_timeout() -> Dur {
-    Dur::secs(2)
-}
-fn default_healthy() -> u32 {
-    2
-}
-fn default_unhealthy() -> u32 {
-    3
-}
 fn default_admin_address() -> String {
     "127.0.0.1:9901".into()
 }

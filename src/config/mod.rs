@@ -6,8 +6,8 @@
 
 pub mod compile;
 pub mod file;
-pub mod secret;
-pub mod units;
+// The value types of the file format live in leaf modules every section can use.
+pub use crate::{secret, units};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -46,7 +46,7 @@ pub struct Completion {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub route: Option<Arc<str>>,
-    pub principal: Option<Arc<crate::authn::Principal>>,
+    pub principal: Option<Arc<crate::exchange::Principal>>,
     pub upstream: Option<Arc<str>>,
     pub upstream_duration: Option<Duration>,
     pub tls_version: Option<&'static str>,

@@ -11,8 +11,8 @@
 //! `config::compile::route` that pushes it.
 
 use crate::authn::Authn;
+use crate::exchange::Reject;
 use crate::exchange::{Exchange, Place};
-use crate::respond::problem::Reject;
 
 /// One per-route request stage.
 pub enum Stage {

@@ -13,7 +13,7 @@
 //! after a response is refused (502) or never reused, so an upstream cannot desynchronise a connection.
 //! hyper still serves clients, and hyper's client still fetches JWKS, discovery and introspection.
 
-use crate::body::BoxError;
+use crate::exchange::BoxError;
 use crate::proxy::{headers, Outgoing};
 use crate::validate::body::{BodyTooLarge, LimitedBody};
 use bytes::{Buf, Bytes, BytesMut};

@@ -6,8 +6,7 @@
 //! `X-Request-Id` is always present. Toward the client: hop-by-hop headers, `Server` and `X-Powered-By`
 //! are removed.
 
-use crate::authn::Principal;
-use crate::respond::problem::Reject;
+use crate::exchange::{Principal, Reject};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;

@@ -2,8 +2,8 @@
 //! target in or out of rotation after the configured number of consecutive results. The task holds only
 //! a weak reference, so it ends when a reload drops the upstream.
 
+use super::section::HealthCheck;
 use super::upstream::Upstream;
-use crate::config::file::HealthCheck;
 use std::sync::{Arc, Weak};
 
 pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {

@@ -10,9 +10,10 @@ pub mod client_ip;
 pub mod h1;
 pub mod headers;
 pub mod health;
+pub mod section;
 pub mod upstream;
 
-use crate::respond::problem::Reject;
+use crate::exchange::Reject;
 use crate::validate::body::LimitedBody;
 use bytes::Bytes;
 use h1::Conn;
@@ -202,7 +203,7 @@ pub struct UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = crate::exchange::BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)

@@ -3,7 +3,7 @@
 //! per-target pool of idle keep-alive HTTP/1.1 connections.
 
 use super::h1::Conn;
-use crate::config::file;
+use super::section as file;
 use crate::observe::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use rustls_pki_types::ServerName;
@@ -211,7 +211,7 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::Dur;
+    use crate::units::Dur;
 
     fn upstream(weights: &[u32], balance: file::Balance) -> Upstream {
         let cfg = file::Upstream {

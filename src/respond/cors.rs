@@ -5,10 +5,28 @@
 //! than forwarded without CORS headers, so a cross-site form post cannot cause side effects either.
 //! `*` is accepted only without credentials (a config error otherwise).
 
-use crate::config::file;
-use crate::respond::problem::Reject;
+use crate::exchange::Reject;
+use crate::units::Dur;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+
+/// A route's `cors:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+}
 
 #[derive(Debug)]
 pub struct Cors {
@@ -31,7 +49,7 @@ fn join(items: &[String]) -> Result<Option<HeaderValue>, String> {
 }
 
 impl Cors {
-    pub fn compile(c: &file::Cors) -> Result<Cors, String> {
+    pub fn compile(c: &CorsConfig) -> Result<Cors, String> {
         let any_origin = c.allow_origins.iter().any(|o| o == "*");
         if any_origin && c.allow_credentials {
             return Err("cors: `*` origin cannot be combined with allow_credentials".into());
@@ -151,7 +169,7 @@ mod tests {
     use super::*;
 
     fn cors(origins: &[&str], credentials: bool) -> Result<Cors, String> {
-        Cors::compile(&file::Cors {
+        Cors::compile(&CorsConfig {
             allow_origins: origins.iter().map(|s| s.to_string()).collect(),
             allow_methods: vec!["GET".into(), "PUT".into()],
             allow_headers: vec!["Content-Type".into()],

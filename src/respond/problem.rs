@@ -6,100 +6,11 @@
 
 use crate::body::ResponseBody;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reject {
-    /// Malformed request, with a short internal reason for the logs.
-    BadRequest(&'static str),
-    /// Framing that two parsers could read differently (request smuggling).
-    AmbiguousFraming(&'static str),
-    InvalidPath(crate::validate::path::PathError),
-    NotFound,
-    MethodNotAllowed(Vec<Method>),
-    PayloadTooLarge,
-    UriTooLong,
-    HeadersTooLarge,
-    Unauthorized {
-        challenge: HeaderValue,
-    },
-    CorsForbidden,
-    /// A credential (or any request, with `plain_http: refuse`) on a plain-HTTP listener.
-    InsecureTransport,
-    /// An `Expect` other than `100-continue`.
-    ExpectationFailed,
-    /// Upstream answered badly or could not be reached.
-    BadGateway(&'static str),
-    NoHealthyUpstream,
-    GatewayTimeout(&'static str),
-    TooManyRequests,
-    Internal(&'static str),
-}
+pub use crate::exchange::Reject;
 
 impl Reject {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Reject::BadRequest(_) | Reject::AmbiguousFraming(_) | Reject::InvalidPath(_) => StatusCode::BAD_REQUEST,
-            Reject::NotFound => StatusCode::NOT_FOUND,
-            Reject::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Reject::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Reject::UriTooLong => StatusCode::URI_TOO_LONG,
-            Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden | Reject::InsecureTransport => StatusCode::FORBIDDEN,
-            Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
-            Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Reject::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The stable problem type slug (the last part of the `type` URI) and its public title.
-    pub fn kind(&self) -> (&'static str, &'static str) {
-        match self {
-            Reject::BadRequest(_) => ("bad-request", "The request is malformed"),
-            Reject::AmbiguousFraming(_) => ("ambiguous-framing", "The request framing is ambiguous"),
-            Reject::InvalidPath(_) => ("invalid-path", "The request path is not acceptable"),
-            Reject::NotFound => ("not-found", "No route matches the request"),
-            Reject::MethodNotAllowed(_) => ("method-not-allowed", "The method is not allowed on this route"),
-            Reject::PayloadTooLarge => ("payload-too-large", "The request body is too large"),
-            Reject::UriTooLong => ("uri-too-long", "The request URI is too long"),
-            Reject::HeadersTooLarge => ("headers-too-large", "The request headers are too large"),
-            Reject::Unauthorized { .. } => ("unauthorized", "Authentication is required"),
-            Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
-            Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
-            Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
-            Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
-            Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
-            Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
-            Reject::TooManyRequests => ("too-many-requests", "Too many requests"),
-            Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
-        }
-    }
-
-    /// The internal reason, for logs only.
-    pub fn detail(&self) -> &'static str {
-        match self {
-            Reject::BadRequest(r)
-            | Reject::AmbiguousFraming(r)
-            | Reject::BadGateway(r)
-            | Reject::GatewayTimeout(r)
-            | Reject::Internal(r) => r,
-            Reject::InvalidPath(e) => match e {
-                crate::validate::path::PathError::NotAbsolute => "path not absolute",
-                crate::validate::path::PathError::BadEscape => "bad percent-encoding",
-                crate::validate::path::PathError::EncodedSeparator => "encoded separator",
-                crate::validate::path::PathError::DotSegment => "dot segment",
-                crate::validate::path::PathError::BadCharacter => "bad character",
-                crate::validate::path::PathError::InvalidUtf8 => "invalid utf-8",
-                crate::validate::path::PathError::MatrixParams => "matrix parameters",
-            },
-            _ => self.kind().0,
-        }
-    }
-
     /// The problem document. `request_id` is always a validated token (no JSON escaping needed).
     fn document(&self, request_id: &str) -> String {
         let (slug, title) = self.kind();
@@ -177,7 +88,7 @@ mod tests {
         let all = [
             Reject::BadRequest("x"),
             Reject::AmbiguousFraming("x"),
-            Reject::InvalidPath(crate::validate::path::PathError::DotSegment),
+            Reject::InvalidPath("dot segment"),
             Reject::NotFound,
             Reject::MethodNotAllowed(vec![]),
             Reject::PayloadTooLarge,

@@ -1,6 +1,7 @@
 //! Per-connection guards: connection limits (overall and per client IP), the idle watchdog, and the raw
 //! request-head scanner in front of hyper's HTTP/1 parser.
 
+use crate::body::{InFlight, Responding};
 use crate::validate::head::HeadScanner;
 use std::collections::HashMap;
 use std::io;
@@ -121,7 +122,7 @@ impl Activity {
         self.handling.fetch_add(1, Ordering::Relaxed);
         self.responding.fetch_add(1, Ordering::Relaxed);
         self.head_bytes.store(false, Ordering::Relaxed);
-        (Handling(self.clone()), Responding(self.clone()))
+        (Handling(self.clone()), Responding::new(self.clone()))
     }
 
     /// Could hyper be answering a head it refused? Only between responses, after head bytes arrived.
@@ -192,11 +193,9 @@ impl Drop for Handling {
 }
 
 /// A request's response is still being handed to hyper; see [`Activity::request_started`].
-pub struct Responding(Arc<Activity>);
-
-impl Drop for Responding {
-    fn drop(&mut self) {
-        self.0.responding.fetch_sub(1, Ordering::Relaxed);
+impl InFlight for Activity {
+    fn responded(&self) {
+        self.responding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

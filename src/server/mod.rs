@@ -4,12 +4,11 @@
 
 pub mod conn;
 pub mod reload;
-pub mod tls;
 
+use crate::exchange::Reject;
 use crate::observe::Completion;
 use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
 use crate::proxy::headers::new_request_id;
-use crate::respond::problem::Reject;
 use crate::validate::head::RawHeadProblem;
 use conn::{Activity, ConnLimits, ScannedIo, TrackedIo};
 use http::header::{HeaderValue, CONNECTION};

@@ -1,7 +1,7 @@
 //! The request body as forwarded upstream, with its size limit enforced while streaming: the body is
 //! never buffered, and the stream fails with [`BodyTooLarge`] at the first byte past the limit.
 
-use crate::body::BoxError;
+use crate::exchange::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -107,8 +107,8 @@ pub async fn read_all(
     limit: u64,
     seen: &AtomicU64,
     timeout: std::time::Duration,
-) -> Result<Bytes, crate::respond::problem::Reject> {
-    use crate::respond::problem::Reject;
+) -> Result<Bytes, crate::exchange::Reject> {
+    use crate::exchange::Reject;
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(timeout, limited.collect()).await {

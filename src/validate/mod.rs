@@ -10,7 +10,7 @@ pub mod body;
 pub mod head;
 pub mod path;
 
-use crate::respond::problem::Reject;
+use crate::exchange::Reject;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{request::Parts, Version};
 

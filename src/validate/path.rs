@@ -33,6 +33,21 @@ pub enum PathError {
     MatrixParams,
 }
 
+impl PathError {
+    /// The reason for logs and metrics (the client sees only the problem type).
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path not absolute",
+            PathError::BadEscape => "bad percent-encoding",
+            PathError::EncodedSeparator => "encoded separator",
+            PathError::DotSegment => "dot segment",
+            PathError::BadCharacter => "bad character",
+            PathError::InvalidUtf8 => "invalid utf-8",
+            PathError::MatrixParams => "matrix parameters",
+        }
+    }
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

@@ -2,10 +2,9 @@
 
 use super::store::{KeyInfo, Store};
 use super::{generate, hash, hmac_key, now, ApiKeyConfig};
-use crate::config::units::parse_duration;
+use crate::units::parse_duration;
 use clap::Subcommand;
 use std::io::Read;
-use std::path::Path;
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -38,23 +37,8 @@ pub enum KeysCommand {
     Hash,
 }
 
-fn find(cfg: &crate::config::file::FileConfig, name: Option<&str>) -> Result<(String, ApiKeyConfig), String> {
-    let candidates: Vec<_> = cfg
-        .authenticators
-        .iter()
-        .filter_map(|(n, a)| a.api_key.as_ref().map(|k| (n.clone(), k.clone())))
-        .filter(|(n, _)| name.is_none_or(|want| want == n))
-        .collect();
-    match candidates.len() {
-        1 => candidates.into_iter().next().ok_or_else(String::new),
-        0 => Err("no api_key authenticator found in the config".into()),
-        _ => Err("several api_key authenticators: choose one with --authenticator".into()),
-    }
-}
-
-pub fn run(config: &Path, authenticator: Option<&str>, cmd: KeysCommand) -> Result<(), String> {
-    let (cfg, _) = crate::config::load(config).map_err(|e| e.to_string())?;
-    let (name, c) = find(&cfg, authenticator)?;
+/// Runs `cmd` against the api_key authenticator `name` (found in the config by `cli`).
+pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String> {
     let secret = hmac_key(&c.hmac_secret)?;
     if let KeysCommand::Hash = cmd {
         let mut key = String::new();

@@ -2,8 +2,8 @@
 //! a named cookie), reading claims (dotted paths, `scope` / `scp`, RFC 8705 `cnf`), and building the
 //! principal.
 
-use crate::authn::{Principal, PrincipalKind};
-use crate::pipeline::ConnInfo;
+use crate::exchange::ConnInfo;
+use crate::exchange::{Principal, PrincipalKind};
 use http::header::{AUTHORIZATION, COOKIE};
 use serde_json::{Map, Value};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::pipeline::{ConnInfo, TlsInfo};
+use crate::exchange::{ConnInfo, TlsInfo};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls_pki_types::CertificateDer;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::pipeline::ConnInfo;
+use crate::exchange::ConnInfo;
 
 /// RFC 9421 Appendix B.1.5.
 const RFC_SHARED_SECRET: &str =

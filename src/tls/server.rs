@@ -1,14 +1,65 @@
 //! Listener TLS: rustls `ServerConfig` from the config file, with certificates chosen by SNI and
 //! optional or required client certificates verified against a CA.
 
-use crate::config::file::{Certificate, ClientAuthMode, ListenerTls};
 use crate::tls::{load_certs, load_key, load_roots, provider, VERSIONS};
+use crate::units::Dur;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+
+// The `tls:` section of a listener in the config file.
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<Certificate>,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    #[serde(default = "default_true")]
+    pub hsts: bool,
+    #[serde(default = "default_hsts_max_age")]
+    pub hsts_max_age: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM chain, leaf first.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Generate a self-signed certificate for these names at start (quickstart, tests).
+    #[serde(default)]
+    pub self_signed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates that client certificates must chain to.
+    pub ca: String,
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    Required,
+    Optional,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_hsts_max_age() -> Dur {
+    Dur::secs(365 * 86_400)
+}
 
 /// Chooses a certificate for the client's SNI name: among the certificates valid for the name (all of
 /// them when none is, or without SNI), the first one whose key can sign with a scheme the client

@@ -2,6 +2,8 @@
 //! AEAD suites only (rustls implements no CBC or static-RSA suites), ECDHE over X25519 (also in its
 //! post-quantum hybrid X25519MLKEM768) or P-256; plus PEM loading helpers.
 
+pub mod server;
+
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};

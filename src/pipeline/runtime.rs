@@ -1,0 +1,86 @@
+//! The running configuration: what `config::compile` builds from the file and the pipeline and server
+//! read. Immutable; a reload builds a new one beside it and swaps it in.
+
+use super::Route;
+use crate::authn::Authenticators;
+use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::proxy::upstream::Upstream;
+use crate::route::RouteTable;
+use crate::validate::Limits;
+use http::header::HeaderValue;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Runtime {
+    pub listeners: Vec<ListenerRt>,
+    pub limits: ServerLimits,
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header trusted proxies write the client chain into.
+    pub client_ip_header: crate::proxy::client_ip::ChainHeader,
+    pub routes: RouteTable<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub authenticators: Authenticators,
+    pub access_log: bool,
+    pub log_level: String,
+    pub unmatched: Arc<RouteMetrics>,
+    pub metrics: Arc<Metrics>,
+    pub admin: Option<AdminRt>,
+    pub demo_upstream: Option<SocketAddr>,
+    pub workers: Option<usize>,
+}
+
+pub struct ListenerRt {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub http2: bool,
+    /// Set when the listener redirects plain HTTP to HTTPS on this port.
+    pub redirect_https_port: Option<u16>,
+    /// `plain_http: refuse`: every request gets 403 `insecure-transport`.
+    pub refuse_plain: bool,
+    /// Credential carriers: a redirecting listener refuses a request carrying one instead of
+    /// redirecting it (the credential already crossed the network in clear; a redirect would teach the
+    /// client to keep doing it), and a header name with `_` that folds onto one is never forwarded.
+    pub credentials: Credentials,
+    pub underscores_in_headers: bool,
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Where requests carry credentials: header names and query parameter names.
+#[derive(Default)]
+pub struct Credentials {
+    pub headers: Vec<http::HeaderName>,
+    pub query_params: Vec<String>,
+}
+
+impl Credentials {
+    /// True when `parts` carries any of these credentials.
+    pub fn present(&self, parts: &http::request::Parts) -> bool {
+        self.headers.iter().any(|h| parts.headers.contains_key(h))
+            || parts.uri.query().is_some_and(|q| {
+                q.split('&').any(|kv| {
+                    let k = kv.split('=').next().unwrap_or("");
+                    self.query_params.iter().any(|p| p == k)
+                })
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub request: Limits,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_concurrent_streams: u32,
+    pub shutdown_timeout: Duration,
+}
+
+pub struct AdminRt {
+    pub address: SocketAddr,
+    pub token: Option<crate::secret::Secret>,
+}

@@ -1,0 +1,151 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The module graph the design promises (`docs/pipeline.md`): `exchange` imports nothing of the
+//! gateway, stages never import each other, the server or the proxy, and no import circle joins the
+//! top-level modules. Read from the source itself (every `crate::module` path, in `use` lines and in
+//! code), so a new import that breaks the layering fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Top-level module -> the top-level modules its files name.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    let top: BTreeSet<String> =
+        files.iter().map(|f| module_of(&src, f)).filter(|m| !matches!(m.as_str(), "lib" | "main")).collect();
+    let mut g: BTreeMap<String, BTreeSet<String>> = top.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
+    for f in &files {
+        let from = module_of(&src, f);
+        if !top.contains(&from) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        for to in referenced(&text) {
+            if to != from && top.contains(&to) {
+                g.get_mut(&from).unwrap().insert(to);
+            }
+        }
+    }
+    g
+}
+
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+/// Top-level modules named by `crate::x` paths and `use crate::{x, y::z}` groups, outside comments.
+fn referenced(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                for item in group[..end].split(',') {
+                    let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if !name.is_empty() {
+                        out.insert(name);
+                    }
+                }
+            } else {
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// The strongly connected components with more than one module (Tarjan).
+fn circles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct T<'a> {
+        g: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on: BTreeSet<&'a str>,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(t: &mut T<'a>, v: &'a str) {
+        let i = t.index.len();
+        t.index.insert(v, i);
+        t.low.insert(v, i);
+        t.stack.push(v);
+        t.on.insert(v);
+        for w in &t.g[v] {
+            let w = w.as_str();
+            if !t.index.contains_key(w) {
+                visit(t, w);
+                let lw = t.low[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(lw);
+            } else if t.on.contains(w) {
+                let iw = t.index[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(iw);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut comp = Vec::new();
+            loop {
+                let w = t.stack.pop().unwrap();
+                t.on.remove(w);
+                comp.push(w.to_owned());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                t.out.push(comp);
+            }
+        }
+    }
+    let mut t =
+        T { g, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on: BTreeSet::new(), out: Vec::new() };
+    for v in g.keys() {
+        if !t.index.contains_key(v.as_str()) {
+            visit(&mut t, v);
+        }
+    }
+    t.out
+}
+
+#[test]
+fn exchange_is_a_leaf() {
+    let g = graph();
+    assert!(g["exchange"].is_empty(), "exchange imports {:?}", g["exchange"]);
+}
+
+#[test]
+fn stages_never_import_the_server_the_proxy_or_the_pipeline() {
+    let g = graph();
+    for stage in ["authn", "validate", "route"] {
+        for forbidden in ["server", "proxy", "pipeline", "config", "admin", "cli"] {
+            assert!(!g[stage].contains(forbidden), "{stage} imports {forbidden}: {:?}", g[stage]);
+        }
+    }
+}
+
+#[test]
+fn no_import_circle_across_top_level_modules() {
+    let g = graph();
+    let found = circles(&g);
+    let edges: Vec<String> = g.iter().map(|(k, v)| format!("{k} -> {v:?}")).collect();
+    assert!(found.is_empty(), "import circles: {found:?}\n{}", edges.join("\n"));
+}
