@@ -69,11 +69,15 @@ pub fn run(config: &Path, authenticator: Option<&str>, cmd: KeysCommand) -> Resu
     let store = Store::open(path)?;
     match cmd {
         KeysCommand::Create { principal, roles, scopes, expires, cidrs } => {
-            for c in &cidrs {
-                c.parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("`{c}` is not a CIDR"))?;
-            }
+            // Stored in canonical form: a bare address becomes `/32` or `/128`.
+            let cidrs = cidrs
+                .iter()
+                .map(|c| {
+                    super::parse_cidr(c)
+                        .map(|n| n.to_string())
+                        .ok_or_else(|| format!("`{c}` is not a CIDR or an address"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let expires_at = expires.map(|e| parse_duration(&e).map(|d| now() + d.as_secs() as i64)).transpose()?;
             let info = KeyInfo {
                 id: String::new(),
