@@ -210,20 +210,20 @@ async fn run(
     if validate::content_length(parts).is_some_and(|n| n > route.max_body_bytes) {
         return Err(Reject::PayloadTooLarge);
     }
-    let body = if route.authn.needs_body() {
+    // Credentials are judged on the head alone; the body is read only when an accepted signature still
+    // has to be checked against it.
+    let accepted = route.authn.authenticate(ex, parts).await?;
+    let body = if accepted.needs_body() {
         let timeout = route.upstream.response_timeout;
         let seen = bytes_in.get_or_insert_with(Arc::default);
-        Body::Buffered(validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?)
+        let bytes = validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?;
+        route.authn.check_body(ex, &accepted, &bytes)?;
+        Body::Buffered(bytes)
     } else {
         Body::Streaming(body)
     };
-    let buffered = match &body {
-        Body::Buffered(b) => Some(b),
-        Body::Streaming(_) => None,
-    };
-    route.authn.authenticate(ex, parts, buffered).await?;
     let mut headers = std::mem::take(&mut parts.headers);
-    route.authn.strip_credentials(&mut headers);
+    route.authn.strip_credentials(&mut headers, &accepted);
     let query = parts.uri.query().map(|q| route.authn.strip_query(q).map_or(Cow::Borrowed(q), Cow::Owned));
     let target = upstream_target(parts, &normalized, query.as_deref())?;
     let (out, body) =

@@ -330,17 +330,9 @@ impl ApiKeyAuth {
         Verdict::Valid(record.principal.clone())
     }
 
-    /// Removes this method's key header, and `Authorization` when it carries this method's scheme.
-    pub fn strip(&self, headers: &mut http::HeaderMap) {
-        headers.remove(&self.header);
-        let ours = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(&self.scheme));
-        if ours {
-            headers.remove(AUTHORIZATION);
-        }
+    /// The header this method reads keys from, and its `Authorization` scheme.
+    pub fn sources(&self) -> (&http::HeaderName, &str) {
+        (&self.header, &self.scheme)
     }
 
     /// The query parameter this method reads keys from, when one is configured.
@@ -422,7 +414,7 @@ mod tests {
         let check = |presented: &str| {
             let req = http::Request::builder().header("x-api-key", presented).body(()).unwrap();
             let parts = req.into_parts().0;
-            match auth.check(&AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None }) {
+            match auth.check(&AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip() }) {
                 Verdict::Valid(p) => Ok(p.id.clone()),
                 Verdict::Invalid(why) => Err(why),
                 _ => Err("absent"),

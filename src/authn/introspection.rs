@@ -57,6 +57,9 @@ pub struct IntrospectionConfig {
     pub cookie: Option<String>,
     #[serde(default = "default_max_token")]
     pub max_token_bytes: Bytes,
+    /// Send the accepted token upstream (off: it is removed, like every other credential).
+    #[serde(default)]
+    pub forward_credential: bool,
 }
 
 /// How the gateway authenticates to the introspection endpoint.
@@ -91,6 +94,7 @@ fn default_max_token() -> Bytes {
 const MAX_ANSWER: usize = 64 * 1024;
 
 pub struct IntrospectionAuth {
+    pub forward_credential: bool,
     inner: Box<Inner>,
 }
 
@@ -144,6 +148,7 @@ impl IntrospectionAuth {
             ),
         };
         Ok(IntrospectionAuth {
+            forward_credential: c.forward_credential,
             inner: Box::new(Inner {
                 name: name.to_owned(),
                 client: Client::new(c.ca.as_deref(), endpoint.https, c.timeout.0, MAX_ANSWER)?,
@@ -173,6 +178,11 @@ impl IntrospectionAuth {
     }
 
     pub fn start(&self) {}
+
+    /// The cookie tokens are read from, when configured.
+    pub fn cookie(&self) -> Option<&str> {
+        self.inner.cookie.as_deref()
+    }
 }
 
 impl Inner {

@@ -21,11 +21,12 @@ pub mod introspection;
 pub mod jwt;
 pub mod mtls;
 pub mod signature;
+pub mod strip;
 
 use crate::observe::metrics::Metrics;
 use crate::pipeline::{ConnInfo, Exchange};
 use crate::respond::problem::Reject;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{de, Deserialize, Deserializer};
@@ -191,9 +192,6 @@ pub struct AuthRequest<'a> {
     pub parts: &'a http::request::Parts,
     pub conn: &'a ConnInfo,
     pub client_ip: IpAddr,
-    /// The whole request body, buffered (within the route's body limit) only for routes whose methods
-    /// need it ([`Authn::needs_body`]: signed requests with `Content-Digest`).
-    pub body: Option<&'a bytes::Bytes>,
 }
 
 /// RFC 8705 thumbprint of the verified client certificate: base64url(SHA-256(DER)), no padding.
@@ -242,13 +240,37 @@ impl Method {
         }
     }
 
-    async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+    /// The verdict on the request's head, and what remains to check of its body (signed requests).
+    async fn check(&self, req: &AuthRequest<'_>) -> (Verdict, Option<signature::BodyDue>) {
         match self {
-            Method::ApiKey(m) => m.check(req),
-            Method::Jwt(m) => m.check(req).await,
-            Method::Introspection(m) => m.check(req).await,
-            Method::Mtls(m) => m.check(req).await,
+            Method::ApiKey(m) => (m.check(req), None),
+            Method::Jwt(m) => (m.check(req).await, None),
+            Method::Introspection(m) => (m.check(req).await, None),
+            Method::Mtls(m) => (m.check(req).await, None),
             Method::Signature(m) => m.check(req).await,
+        }
+    }
+
+    /// Where this method reads credentials from (see [`strip`]), and whether an accepted one is forwarded.
+    fn credentials(&self) -> (Box<[strip::Credential]>, bool) {
+        use strip::Credential;
+        let bearer = |cookie: Option<&str>| {
+            let mut c = vec![Credential::scheme("Bearer")];
+            c.extend(cookie.map(|n| Credential::Cookie(n.into())));
+            c.into_boxed_slice()
+        };
+        match self {
+            Method::ApiKey(m) => {
+                let (header, scheme) = m.sources();
+                (Box::new([Credential::Header(header.clone()), Credential::scheme(scheme)]), false)
+            }
+            Method::Jwt(m) => (bearer(m.cookie()), m.forward_credential),
+            Method::Introspection(m) => (bearer(m.cookie()), m.forward_credential),
+            Method::Mtls(_) => (Box::new([]), false),
+            Method::Signature(m) => {
+                let fields = ["signature", "signature-input"].map(|n| Credential::Header(HeaderName::from_static(n)));
+                (Box::new(fields), m.forward_credential)
+            }
         }
     }
 
@@ -323,7 +345,33 @@ impl Authenticators {
 /// The compiled authentication stage of a route.
 pub struct Authn {
     mode: Mode,
+    /// Per method of `mode`, in order: where it reads credentials, and whether it forwards an accepted one.
+    credentials: Vec<(Box<[strip::Credential]>, bool)>,
     failures: Family<Vec<(String, String)>, Counter>,
+}
+
+/// Most methods one route may list (they are numbered in a bit set).
+const MAX_METHODS: usize = 64;
+
+/// What authentication decided besides the principal: whose credentials may go upstream, and the checks
+/// still due on the body.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Bit `i`: method `i` of the route accepted the request and forwards its credential.
+    forward: u64,
+    body: Vec<(usize, signature::BodyDue)>,
+}
+
+impl Accepted {
+    /// True when the body must be read (within the route's limit) and given to [`Authn::check_body`]
+    /// before anything is forwarded: only after a signature over the request's head has verified.
+    pub fn needs_body(&self) -> bool {
+        !self.body.is_empty()
+    }
+
+    fn forwards(&self, i: usize) -> bool {
+        self.forward & (1 << i) != 0
+    }
 }
 
 enum Mode {
@@ -347,7 +395,14 @@ impl Authn {
             AuthConfig::AnyOf(names) => Mode::AnyOf(resolve(names)?),
             AuthConfig::AllOf(names) => Mode::AllOf(resolve(names)?),
         };
-        Ok(Authn { mode, failures: metrics.authn_failures.clone() })
+        let credentials = match &mode {
+            Mode::None => Vec::new(),
+            Mode::AnyOf(m) | Mode::AllOf(m) if m.len() > MAX_METHODS => {
+                return Err(format!("a route lists at most {MAX_METHODS} authenticators"))
+            }
+            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().map(|(_, m)| m.credentials()).collect(),
+        };
+        Ok(Authn { mode, credentials, failures: metrics.authn_failures.clone() })
     }
 
     pub fn describe(&self) -> String {
@@ -359,17 +414,20 @@ impl Authn {
         }
     }
 
-    /// Removes the API keys this route accepts from the headers going upstream: a key is the caller's
-    /// secret for the gateway, and would otherwise end up in the upstream's logs. Bearer tokens are kept
-    /// (upstreams commonly re-check or forward them).
-    pub fn strip_credentials(&self, headers: &mut http::HeaderMap) {
-        let methods = match &self.mode {
-            Mode::None => return,
-            Mode::AnyOf(m) | Mode::AllOf(m) => m,
-        };
-        for (_, m) in methods {
-            if let Method::ApiKey(k) = &**m {
-                k.strip(headers);
+    /// Removes from the headers going upstream every credential a method of this route reads, except
+    /// the credential of a method that accepted the request and is configured to forward it (see
+    /// [`strip`]). API keys are never forwarded: a key is the caller's secret for the gateway.
+    pub fn strip_credentials(&self, headers: &mut http::HeaderMap, accepted: &Accepted) {
+        for (i, (credentials, _)) in self.credentials.iter().enumerate() {
+            if accepted.forwards(i) {
+                continue;
+            }
+            for c in credentials.iter() {
+                let kept =
+                    self.credentials.iter().enumerate().any(|(j, (cs, _))| accepted.forwards(j) && cs.contains(c));
+                if !kept {
+                    c.remove(headers);
+                }
             }
         }
     }
@@ -398,39 +456,35 @@ impl Authn {
         Some(query.split('&').filter(|pair| !is_key(pair)).collect::<Vec<_>>().join("&"))
     }
 
-    /// True if a method of this route must see the whole request body (signed requests).
-    pub fn needs_body(&self) -> bool {
-        match &self.mode {
-            Mode::None => false,
-            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().any(|(_, m)| matches!(**m, Method::Signature(_))),
-        }
-    }
-
-    /// Establishes the principal, or refuses with 401.
-    pub async fn authenticate(
-        &self,
-        ex: &mut Exchange<'_>,
-        parts: &http::request::Parts,
-        body: Option<&bytes::Bytes>,
-    ) -> Result<(), Reject> {
+    /// Establishes the principal from the request's head, or refuses with 401. The body is not read
+    /// here: when a signature still has to be checked against it, [`Accepted::needs_body`] says so.
+    pub async fn authenticate(&self, ex: &mut Exchange<'_>, parts: &http::request::Parts) -> Result<Accepted, Reject> {
         let methods = match &self.mode {
             // Public route: the principal stays `None` (anonymous); nothing to allocate.
-            Mode::None => return Ok(()),
+            Mode::None => return Ok(Accepted::default()),
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
         };
-        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip, body };
+        let req = AuthRequest { parts, conn: ex.conn, client_ip: ex.client_ip };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
+        let mut accepted = Accepted::default();
         // `any_of`: a token of another issuer is not this method's to judge (two JWT issuers on one
         // route); it goes on to the next method and is reported only if none accepts. Any other refusal
         // of a presented credential is final, so a valid credential never covers for guessed or
         // tampered ones, and a token one party refused is not shown to another's endpoint.
         let mut refused: Option<(&str, &Method, &'static str)> = None;
-        for (name, method) in methods {
-            match method.check(&req).await {
+        for (i, (name, method)) in methods.iter().enumerate() {
+            let (verdict, due) = method.check(&req).await;
+            if let (Verdict::Valid(_), Some(due)) = (&verdict, due) {
+                accepted.body.push((i, due));
+            }
+            if matches!(verdict, Verdict::Valid(_)) && self.credentials[i].1 {
+                accepted.forward |= 1 << i;
+            }
+            match verdict {
                 Verdict::Valid(p) if !all => {
                     ex.principal = Some(p);
-                    return Ok(());
+                    return Ok(accepted);
                 }
                 Verdict::Valid(p) => merged = Some(merge(merged, p)),
                 Verdict::Absent if !all => continue,
@@ -444,7 +498,7 @@ impl Authn {
         match (merged, refused) {
             (Some(p), _) => {
                 ex.principal = Some(p);
-                Ok(())
+                Ok(accepted)
             }
             (None, Some((name, method, reason))) => Err(self.refuse(ex, name, method, reason, true)),
             (None, None) => {
@@ -452,6 +506,24 @@ impl Authn {
                 Err(self.refuse(ex, name, method, "missing_credentials", false))
             }
         }
+    }
+
+    /// The checks [`Authn::authenticate`] left for the body (`Content-Digest`), once it has been read.
+    pub fn check_body(&self, ex: &mut Exchange<'_>, accepted: &Accepted, body: &[u8]) -> Result<(), Reject> {
+        let methods = match &self.mode {
+            Mode::None => return Ok(()),
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        for (i, due) in &accepted.body {
+            let Some((name, method)) = methods.get(*i) else { continue };
+            if let Method::Signature(s) = &**method {
+                if let Err(reason) = s.check_body(due, body) {
+                    ex.principal = None;
+                    return Err(self.refuse(ex, name, method, reason, true));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn refuse(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str, invalid: bool) -> Reject {

@@ -1,0 +1,169 @@
+//! What of the client's credentials reaches the upstream.
+//!
+//! Every credential any method of a route reads (an API key header, `Authorization` under a method's
+//! scheme, a token cookie, the signature fields) is removed before forwarding, whichever method decided
+//! and whether or not the others looked at theirs: an `any_of` route stops at the first method that
+//! accepts, so a credential sent beside the accepted one was never verified and must not reach the
+//! upstream as if it had been. The one exception is the credential of a method that accepted the request
+//! and says `forward_credential: true`.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
+
+/// One place a method reads its credential from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A field that carries the credential whole (`x-api-key`, `signature`, `signature-input`).
+    Header(HeaderName),
+    /// `Authorization: <scheme> ...`; the scheme in lowercase (schemes are case-insensitive).
+    Scheme(Box<str>),
+    /// One cookie pair, by its (case-sensitive) name.
+    Cookie(Box<str>),
+}
+
+impl Credential {
+    pub fn scheme(scheme: &str) -> Credential {
+        Credential::Scheme(scheme.to_ascii_lowercase().into())
+    }
+
+    /// Removes this credential from `headers`: every line of the field, every `Authorization` line of
+    /// the scheme, every pair of the cookie (in every `Cookie` line). Other content is left as it was.
+    pub fn remove(&self, headers: &mut HeaderMap) {
+        match self {
+            Credential::Header(name) => {
+                headers.remove(name);
+            }
+            Credential::Scheme(scheme) => {
+                edit(
+                    headers,
+                    &AUTHORIZATION,
+                    |v| {
+                        if has_scheme(v.as_bytes(), scheme) {
+                            Edit::Drop
+                        } else {
+                            Edit::Keep
+                        }
+                    },
+                )
+            }
+            Credential::Cookie(name) => edit(headers, &COOKIE, |v| without_cookie(v.as_bytes(), name)),
+        }
+    }
+}
+
+/// The scheme is the value's first word (up to a space or tab), compared case-insensitively, so `Bearer`,
+/// `bearer` and `BEARER\t...` are all the same scheme.
+fn has_scheme(value: &[u8], scheme: &str) -> bool {
+    let v = value.trim_ascii_start();
+    let end = v.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(v.len());
+    v[..end].eq_ignore_ascii_case(scheme.as_bytes())
+}
+
+enum Edit {
+    Keep,
+    Drop,
+    Replace(HeaderValue),
+}
+
+/// A `Cookie` line without the pairs named `name` (spaces around the name ignored, as lenient upstream
+/// parsers do). Read as bytes: a line the gateway could not read as text is still cleaned.
+fn without_cookie(line: &[u8], name: &str) -> Edit {
+    let named = |pair: &[u8]| {
+        let pair = pair.trim_ascii();
+        let key = pair.iter().position(|&b| b == b'=').map_or(pair, |i| &pair[..i]);
+        key.trim_ascii() == name.as_bytes()
+    };
+    if !line.split(|&b| b == b';').any(named) {
+        return Edit::Keep;
+    }
+    let kept: Vec<&[u8]> = line.split(|&b| b == b';').filter(|p| !named(p)).map(<[u8]>::trim_ascii).collect();
+    let kept: Vec<&[u8]> = kept.into_iter().filter(|p| !p.is_empty()).collect();
+    if kept.is_empty() {
+        return Edit::Drop;
+    }
+    match HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+        Ok(v) => Edit::Replace(v),
+        Err(_) => Edit::Drop,
+    }
+}
+
+/// Applies `f` to every line of `name`; allocates only when a line is kept beside one that changes.
+fn edit(headers: &mut HeaderMap, name: &HeaderName, f: impl Fn(&HeaderValue) -> Edit) {
+    let (mut lines, mut dropped, mut changed) = (0, 0, false);
+    for v in headers.get_all(name) {
+        lines += 1;
+        match f(v) {
+            Edit::Keep => {}
+            Edit::Drop => (dropped, changed) = (dropped + 1, true),
+            Edit::Replace(_) => changed = true,
+        }
+    }
+    if !changed {
+        return;
+    }
+    let old: Vec<HeaderValue> =
+        if dropped == lines { Vec::new() } else { headers.get_all(name).iter().cloned().collect() };
+    headers.remove(name);
+    for value in old {
+        match f(&value) {
+            Edit::Keep => headers.append(name.clone(), value),
+            Edit::Replace(v) => headers.append(name.clone(), v),
+            Edit::Drop => false,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(lines: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in lines {
+            h.append(*n, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    fn values(h: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+        h.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn schemes_in_any_case_and_spacing() {
+        let mut h = map(&[
+            ("authorization", b"Bearer a.b.c"),
+            ("authorization", b"Basic dXNlcjpwdw=="),
+            ("authorization", b"  bEaReR\tjunk"),
+            ("authorization", b"BEARER"),
+        ]);
+        Credential::scheme("Bearer").remove(&mut h);
+        assert_eq!(values(&h, "authorization"), [b"Basic dXNlcjpwdw==".to_vec()]);
+        Credential::scheme("basic").remove(&mut h);
+        assert!(h.get("authorization").is_none());
+        let mut h = map(&[("authorization", b"Bearerish x")]);
+        Credential::scheme("Bearer").remove(&mut h);
+        assert_eq!(values(&h, "authorization").len(), 1, "another scheme");
+    }
+
+    #[test]
+    fn cookies_are_removed_pair_by_pair() {
+        let mut h =
+            map(&[("cookie", b"a=1; at=tok; b=2"), ("cookie", b" at = other "), ("cookie", b"c=3;at=x;\xff=y")]);
+        Credential::Cookie("at".into()).remove(&mut h);
+        assert_eq!(values(&h, "cookie"), [b"a=1; b=2".to_vec(), b"c=3; \xff=y".to_vec()]);
+        let mut h = map(&[("cookie", b"at=tok")]);
+        Credential::Cookie("at".into()).remove(&mut h);
+        assert!(h.get("cookie").is_none());
+        let mut h = map(&[("cookie", b"At=tok; att=1")]);
+        Credential::Cookie("at".into()).remove(&mut h);
+        assert_eq!(values(&h, "cookie"), [b"At=tok; att=1".to_vec()], "names are case-sensitive and exact");
+    }
+
+    #[test]
+    fn whole_fields() {
+        let mut h = map(&[("signature", b"sig1=:AA==:"), ("signature", b"sig2=:AA==:"), ("x-other", b"1")]);
+        Credential::Header(HeaderName::from_static("signature")).remove(&mut h);
+        assert!(h.get("signature").is_none());
+        assert_eq!(h.len(), 1);
+    }
+}
