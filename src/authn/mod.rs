@@ -185,6 +185,9 @@ pub enum Verdict {
     Valid(Arc<Principal>),
     /// Credentials present but refused; the reason code goes to logs and metrics only.
     Invalid(&'static str),
+    /// Credentials present but not judged now: the client's share of a bounded resource (introspection
+    /// calls) is spent. Refused with 429; the reason code goes to logs and metrics.
+    Busy(&'static str),
 }
 
 /// What a method may look at.
@@ -493,6 +496,10 @@ impl Authn {
                     refused.get_or_insert((name, method, reason));
                 }
                 Verdict::Invalid(reason) => return Err(self.refuse(ex, name, method, reason, true)),
+                Verdict::Busy(reason) => {
+                    self.count(ex, name, method, reason);
+                    return Err(Reject::TooManyRequests);
+                }
             }
         }
         match (merged, refused) {
@@ -527,17 +534,7 @@ impl Authn {
     }
 
     fn refuse(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str, invalid: bool) -> Reject {
-        self.failures
-            .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
-            .inc();
-        tracing::info!(
-            request_id = ex.request_id,
-            client_ip = %ex.client_ip,
-            authenticator = name,
-            method = method.kind(),
-            reason,
-            "authentication failed"
-        );
+        self.count(ex, name, method, reason);
         let methods = match &self.mode {
             Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
@@ -558,6 +555,23 @@ impl Authn {
         Reject::Unauthorized {
             challenge: HeaderValue::try_from(challenge).unwrap_or(HeaderValue::from_static("Bearer")),
         }
+    }
+}
+
+impl Authn {
+    /// Counts and logs a refusal (`authentication failed`, with the reason code).
+    fn count(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str) {
+        self.failures
+            .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
+            .inc();
+        tracing::info!(
+            request_id = ex.request_id,
+            client_ip = %ex.client_ip,
+            authenticator = name,
+            method = method.kind(),
+            reason,
+            "authentication failed"
+        );
     }
 }
 
