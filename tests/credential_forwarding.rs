@@ -43,6 +43,8 @@ authenticators:
 {sso_fwd}
   sso-cookie:
 {sso_cookie}
+  sso-cookie-fwd:
+{sso_cookie_fwd}
   signed:
     signature:
       keys:
@@ -60,6 +62,10 @@ routes:
     match: {{ path: {{ prefix: /fwd }} }}
     upstream: app
     auth: {{ any_of: [keys, sso-fwd] }}
+  - name: cookie-fwd
+    match: {{ path: {{ prefix: /cookie-fwd }} }}
+    upstream: app
+    auth: {{ any_of: [keys, sso-cookie-fwd] }}
   - name: cookie
     match: {{ path: {{ prefix: /cookie }} }}
     upstream: app
@@ -71,6 +77,7 @@ logging:
         sso = jwt(""),
         sso_fwd = jwt("      forward_credential: true\n"),
         sso_cookie = jwt("      cookie: at\n"),
+        sso_cookie_fwd = jwt("      cookie: at\n      forward_credential: true\n"),
     )
 }
 
@@ -138,6 +145,14 @@ fn any_of_forwards_no_credential_beside_the_accepted_one() {
     for name in ["x-api-key", "authorization", "signature", "signature-input"] {
         assert!(lines(&seen, name).is_empty(), "{name} reached the upstream: {:?}", seen.headers);
     }
+    // Names that fold onto a credential field for CGI-style upstreams are that field.
+    let folded =
+        [key.clone(), "X_Api_Key: pcs_other".into(), "X-Api_Key: pcs_other".into(), "Signature_Input: x".into()];
+    let seen = send(&s, "/any", &folded, 200).unwrap();
+    let names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
+    for name in ["x_api_key", "x-api_key", "signature_input"] {
+        assert!(!names.contains(&name), "{name} reached the upstream: {names:?}");
+    }
     // Other spellings of the scheme, and several lines: every line of a known scheme goes; a scheme no
     // method of the route reads (Basic, for the upstream's own use) stays.
     let spelled = [key.clone(), "authorization: bEaReR\tjunk".into(), "Authorization: Basic dTpw".into()];
@@ -190,4 +205,11 @@ fn token_cookies_are_removed_pair_by_pair() {
     let seen = send(&s, "/cookie", &[format!("Cookie: at={}; theme=dark", jwt())], 200).unwrap();
     assert_eq!(seen.header("x-portcullis-auth-method"), Some("jwt"));
     assert_eq!(lines(&seen, "cookie"), ["theme=dark"]);
+    // Forwarding the accepted cookie does not forward a bearer token beside it (the method reads the
+    // cookie, not `Authorization`).
+    let token = jwt();
+    let headers = [format!("Cookie: at={token}"), "Authorization: Bearer junk".into()];
+    let seen = send(&s, "/cookie-fwd", &headers, 200).unwrap();
+    assert_eq!(lines(&seen, "cookie"), [format!("at={token}")]);
+    assert!(lines(&seen, "authorization").is_empty());
 }

@@ -255,24 +255,29 @@ impl Method {
     }
 
     /// Where this method reads credentials from (see [`strip`]), and whether an accepted one is forwarded.
-    fn credentials(&self) -> (Box<[strip::Credential]>, bool) {
+    fn sources(&self) -> Sources {
         use strip::Credential;
-        let bearer = |cookie: Option<&str>| {
-            let mut c = vec![Credential::scheme("Bearer")];
-            c.extend(cookie.map(|n| Credential::Cookie(n.into())));
-            c.into_boxed_slice()
+        let bearer = Credential::scheme("Bearer");
+        let token = |cookie: Option<&str>, forward| match cookie {
+            // A cookie method does not read `Authorization: Bearer`, but a bearer token sent to it is
+            // still a credential of its kind: removed, never forwarded.
+            Some(name) => {
+                Sources { read: Box::new([Credential::Cookie(name.into())]), also: Some(bearer.clone()), forward }
+            }
+            None => Sources { read: Box::new([bearer.clone()]), also: None, forward },
         };
         match self {
             Method::ApiKey(m) => {
                 let (header, scheme) = m.sources();
-                (Box::new([Credential::Header(header.clone()), Credential::scheme(scheme)]), false)
+                let read = Box::new([Credential::Header(header.clone()), Credential::scheme(scheme)]);
+                Sources { read, also: None, forward: false }
             }
-            Method::Jwt(m) => (bearer(m.cookie()), m.forward_credential),
-            Method::Introspection(m) => (bearer(m.cookie()), m.forward_credential),
-            Method::Mtls(_) => (Box::new([]), false),
+            Method::Jwt(m) => token(m.cookie(), m.forward_credential),
+            Method::Introspection(m) => token(m.cookie(), m.forward_credential),
+            Method::Mtls(_) => Sources { read: Box::new([]), also: None, forward: false },
             Method::Signature(m) => {
                 let fields = ["signature", "signature-input"].map(|n| Credential::Header(HeaderName::from_static(n)));
-                (Box::new(fields), m.forward_credential)
+                Sources { read: Box::new(fields), also: None, forward: m.forward_credential }
             }
         }
     }
@@ -349,8 +354,23 @@ impl Authenticators {
 pub struct Authn {
     mode: Mode,
     /// Per method of `mode`, in order: where it reads credentials, and whether it forwards an accepted one.
-    credentials: Vec<(Box<[strip::Credential]>, bool)>,
+    sources: Vec<Sources>,
     failures: Family<Vec<(String, String)>, Counter>,
+}
+
+/// Where one method of a route reads its credentials.
+struct Sources {
+    read: Box<[strip::Credential]>,
+    /// Also removed, never forwarded: a credential of the method's kind it does not read.
+    also: Option<strip::Credential>,
+    /// `forward_credential`: an accepted credential (of `read`) goes upstream.
+    forward: bool,
+}
+
+impl Sources {
+    fn all(&self) -> impl Iterator<Item = &strip::Credential> {
+        self.read.iter().chain(&self.also)
+    }
 }
 
 /// Most methods one route may list (they are numbered in a bit set).
@@ -398,14 +418,14 @@ impl Authn {
             AuthConfig::AnyOf(names) => Mode::AnyOf(resolve(names)?),
             AuthConfig::AllOf(names) => Mode::AllOf(resolve(names)?),
         };
-        let credentials = match &mode {
+        let sources = match &mode {
             Mode::None => Vec::new(),
             Mode::AnyOf(m) | Mode::AllOf(m) if m.len() > MAX_METHODS => {
                 return Err(format!("a route lists at most {MAX_METHODS} authenticators"))
             }
-            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().map(|(_, m)| m.credentials()).collect(),
+            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().map(|(_, m)| m.sources()).collect(),
         };
-        Ok(Authn { mode, credentials, failures: metrics.authn_failures.clone() })
+        Ok(Authn { mode, sources, failures: metrics.authn_failures.clone() })
     }
 
     pub fn describe(&self) -> String {
@@ -421,18 +441,20 @@ impl Authn {
     /// the credential of a method that accepted the request and is configured to forward it (see
     /// [`strip`]). API keys are never forwarded: a key is the caller's secret for the gateway.
     pub fn strip_credentials(&self, headers: &mut http::HeaderMap, accepted: &Accepted) {
-        for (i, (credentials, _)) in self.credentials.iter().enumerate() {
-            if accepted.forwards(i) {
-                continue;
-            }
-            for c in credentials.iter() {
-                let kept =
-                    self.credentials.iter().enumerate().any(|(j, (cs, _))| accepted.forwards(j) && cs.contains(c));
-                if !kept {
-                    c.remove(headers);
-                }
+        for c in self.sources.iter().flat_map(Sources::all) {
+            if !self.kept(c, accepted) {
+                c.remove(headers);
             }
         }
+        strip::remove_folded(headers, |name| {
+            let c = strip::Credential::Header(name.clone());
+            self.sources.iter().any(|s| s.all().any(|x| *x == c)) && !self.kept(&c, accepted)
+        });
+    }
+
+    /// True when `c` is where a method that accepted the request, and forwards it, read its credential.
+    fn kept(&self, c: &strip::Credential, accepted: &Accepted) -> bool {
+        self.sources.iter().enumerate().any(|(i, s)| accepted.forwards(i) && s.read.contains(c))
     }
 
     /// The query string to send upstream: without the parameters this route reads API keys from (only
@@ -481,7 +503,7 @@ impl Authn {
             if let (Verdict::Valid(_), Some(due)) = (&verdict, due) {
                 accepted.body.push((i, due));
             }
-            if matches!(verdict, Verdict::Valid(_)) && self.credentials[i].1 {
+            if matches!(verdict, Verdict::Valid(_)) && self.sources[i].forward {
                 accepted.forward |= 1 << i;
             }
             match verdict {

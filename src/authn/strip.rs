@@ -50,6 +50,24 @@ impl Credential {
     }
 }
 
+/// Removes the fields whose names fold onto a credential field: a CGI-style upstream reads `X_Api_Key`
+/// (or `X-Api_Key`) as `X-Api-Key`, so any `_` spelling of a credential field is that field. Costs one
+/// look at the names when none has a `_` (the usual case).
+pub fn remove_folded(headers: &mut HeaderMap, is_credential: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let folded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| HeaderName::from_bytes(k.as_str().replace('_', "-").as_bytes()).is_ok_and(|n| is_credential(&n)))
+        .cloned()
+        .collect();
+    for name in folded {
+        headers.remove(&name);
+    }
+}
+
 /// The scheme is the value's first word (up to a space or tab), compared case-insensitively, so `Bearer`,
 /// `bearer` and `BEARER\t...` are all the same scheme.
 fn has_scheme(value: &[u8], scheme: &str) -> bool {
@@ -157,6 +175,15 @@ mod tests {
         let mut h = map(&[("cookie", b"At=tok; att=1")]);
         Credential::Cookie("at".into()).remove(&mut h);
         assert_eq!(values(&h, "cookie"), [b"At=tok; att=1".to_vec()], "names are case-sensitive and exact");
+    }
+
+    #[test]
+    fn folded_spellings_are_the_same_field() {
+        let mut h = map(&[("x_api_key", b"k2"), ("x-api_key", b"k3"), ("x_other", b"1"), ("x-other", b"2")]);
+        remove_folded(&mut h, |n| n == "x-api-key");
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-other", "x_other"]);
     }
 
     #[test]
