@@ -27,6 +27,7 @@ fn config(up: std::net::SocketAddr, store: &std::path::Path) -> String {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    http2: true
 upstreams:
   app:
     targets:
@@ -111,9 +112,14 @@ fn start() -> Setup {
 
 /// Sends `path` with `headers`; expects `status`; returns what the upstream saw (when it was reached).
 fn send(s: &Setup, path: &str, headers: &[String], status: u16) -> Option<Seen> {
+    send_with(s, &[], path, headers, status)
+}
+
+fn send_with(s: &Setup, curl_args: &[&str], path: &str, headers: &[String], status: u16) -> Option<Seen> {
     let hits = s.up.hits();
     let url = format!("http://{}{path}", s.gw.addr("main"));
-    let mut args = vec![url.as_str()];
+    let mut args = curl_args.to_vec();
+    args.push(url.as_str());
     for h in headers {
         args.extend_from_slice(&["-H", h]);
     }
@@ -162,6 +168,19 @@ fn any_of_forwards_no_credential_beside_the_accepted_one() {
     let seen = send(&s, &format!("/any?x=1&api_key={}", s.key), &["Authorization: Bearer junk".into()], 200).unwrap();
     assert_eq!(seen.path_and_query, "/any?x=1");
     assert!(lines(&seen, "authorization").is_empty());
+    // A percent-encoded spelling of the parameter's name beside the key is removed too.
+    let seen = send(&s, &format!("/any?api%5Fkey=pcs_other&x=1&api_key={}", s.key), &[], 200).unwrap();
+    assert_eq!(seen.path_and_query, "/any?x=1");
+    // HTTP/2, HEAD included: the same.
+    for method in ["GET", "HEAD"] {
+        let h2 = ["--http2-prior-knowledge", "-X", method];
+        let junk = [key.clone(), "Authorization: Bearer junk".into(), "Cookie: a=1".into(), SIGNATURE.into()];
+        let seen = send_with(&s, &h2, "/any", &junk, 200).unwrap();
+        assert_eq!(seen.method, method);
+        for name in ["x-api-key", "authorization", "signature"] {
+            assert!(lines(&seen, name).is_empty(), "{name} reached the upstream over HTTP/2");
+        }
+    }
     // A JWT decides: the token itself is not forwarded either (no `forward_credential`).
     let seen = send(&s, "/any", &[format!("Authorization: Bearer {}", jwt())], 200).unwrap();
     assert_eq!(seen.header("x-portcullis-auth-method"), Some("jwt"));

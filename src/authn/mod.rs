@@ -474,7 +474,12 @@ impl Authn {
         if params.is_empty() {
             return None;
         }
-        let is_key = |pair: &str| params.iter().any(|p| pair.split('=').next() == Some(*p));
+        // A percent-encoded name (`api%5Fkey`) is the same parameter to an upstream that decodes names.
+        let is_key = |pair: &str| {
+            let name = pair.split('=').next().unwrap_or(pair);
+            let decoded = || percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            params.iter().any(|p| name == *p || (name.contains('%') && decoded() == *p))
+        };
         if !query.split('&').any(is_key) {
             return None;
         }
