@@ -143,6 +143,7 @@ fn start() -> Setup {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    http2: true
 upstreams:
   app:
     targets:
@@ -387,4 +388,34 @@ fn refusals_come_before_the_body_is_read() {
     tampered.body = br#"{"x":1}"#.to_vec();
     refused(&s, &tampered, "digest_mismatch");
     accepted(&s, &good);
+}
+
+/// The same over HTTP/2: the request's HEADERS announce 5 MiB and no DATA frame follows; the 401 comes
+/// back on the open stream (HEAD too).
+#[test]
+fn refusals_come_before_the_body_is_read_over_http2() {
+    let s = start();
+    let hmac = Signer::Hmac(SECRET);
+    let addr = s.gw.addr("main");
+    let bad_key = Req::new("POST", "/orders", b"{}").sign(COVERED, &params("nobody", now(), &nonce()), &hmac);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (method, req) in [("POST", Req::new("POST", "/orders", b"{}")), ("POST", bad_key.clone()), ("HEAD", bad_key)] {
+        let hits = s.up.hits();
+        let status = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(conn);
+            let mut client = client.ready().await.unwrap();
+            let mut builder = http::Request::builder().method(method).uri(format!("http://{HOST}{}", req.path_query));
+            for (k, v) in &req.headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let request = builder.header("content-length", 5u32 << 20).body(()).unwrap();
+            let (response, _body_stream) = client.send_request(request, false).unwrap();
+            let response = tokio::time::timeout(Duration::from_secs(10), response).await;
+            response.expect("no prompt answer").unwrap().status().as_u16()
+        });
+        assert_eq!(status, 401, "{method}");
+        assert_eq!(s.up.hits(), hits, "reached the upstream");
+    }
 }
