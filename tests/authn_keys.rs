@@ -235,6 +235,27 @@ fn key_declared_by_hash_in_the_config() {
     let other = keys_cli(&scratch, &["create", "--principal", "other"]);
     assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {other}")]), &up, hits);
     assert_not_logged(&gw, &[&key, &other]);
+    drop(gw);
+
+    // A declared key's `allowed_cidrs`: a bare address is that address alone; an entry that cannot be
+    // read fails the load (with its place in the file), never lifting the restriction.
+    let restricted = |cidrs: &str| format!("{declared}\n          allowed_cidrs: [{cidrs}]");
+    let gw = Gateway::start_with_env(
+        &config(up.addr, &dir.path("keys.db"), &restricted("\"203.0.113.5\"")),
+        &[(HMAC_ENV, HMAC)],
+    );
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {key}")]), &up, up.hits());
+    drop(gw);
+    let gw = Gateway::start_with_env(
+        &config(up.addr, &dir.path("keys.db"), &restricted("\"127.0.0.1\", \"::1\"")),
+        &[(HMAC_ENV, HMAC)],
+    );
+    assert_eq!(with_key(&gw, &key), 200);
+    drop(gw);
+    let bad = dir.write("bad.yaml", &config(up.addr, &dir.path("keys.db"), &restricted("\"127.0.0.1/40\"")));
+    let (code, _, stderr) = portcullis(&["check", "-c", bad.to_str().unwrap()], &[(HMAC_ENV, HMAC)]);
+    assert_ne!(code, 0, "an unreadable restriction was accepted");
+    assert!(stderr.contains("127.0.0.1/40"), "{stderr}");
 }
 
 #[test]
