@@ -14,7 +14,12 @@
 //! A method that finds no credentials of its kind says [`Verdict::Absent`]; one that finds bad
 //! credentials says [`Verdict::Invalid`] with a reason code for logs and metrics. The client only ever
 //! sees a 401 with `WWW-Authenticate` challenges (RFC 6750 `error="invalid_token"` when a bearer token
-//! was refused), never which check failed.
+//! was refused), never which check failed; or a 429 when its share of introspection calls is spent.
+//!
+//! Methods judge the request's head only ([`Authn::authenticate`]); a signature whose `Content-Digest`
+//! must be held against the body says so in [`Accepted`], and the pipeline reads the body only then.
+//! Before forwarding, every credential the route's methods read is removed ([`strip`]), except an
+//! accepted one whose method is configured to forward it.
 
 pub mod api_key;
 pub mod introspection;

@@ -23,9 +23,11 @@
 //! signature whose `keyid` is configured (and whose label and `tag` match, when configured) is checked, in
 //! this order: the key's configured algorithm decides (a request's `alg` must match it, never choose it);
 //! `created` is required and within `max_skew`; `expires`, when present, has not passed; a `nonce` is
-//! required; the required components are covered; the signature verifies (constant time) over the
-//! signature base rebuilt from the request; a `Content-Digest` field, when present, matches the received
-//! body; and only then is the nonce recorded, so unsigned garbage cannot fill the replay store.
+//! required and not already used; the required components are covered; the signature verifies
+//! (constant time) over the signature base rebuilt from the request. All of that reads the head only, so
+//! a request that cannot pass is refused before any of its body is read. Then, only when needed, the body
+//! is read and checked ([`SignatureAuth::check_body`]): a `Content-Digest` field, when present, matches
+//! it; and only then is the nonce recorded, so unsigned garbage cannot fill the replay store.
 
 pub mod base;
 pub mod fields;
