@@ -133,6 +133,7 @@ fn edit(headers: &mut HeaderMap, name: &HeaderName, f: impl Fn(&HeaderValue) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authn::jwt::claims::{bearer, cookie, Presented};
 
     fn map(lines: &[(&'static str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -184,6 +185,69 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["x-other", "x_other"]);
+    }
+
+    fn parts(h: HeaderMap) -> http::request::Parts {
+        let mut p = http::Request::new(()).into_parts().0;
+        p.headers = h;
+        p
+    }
+
+    proptest::proptest! {
+        /// Whatever the bearer reader would take a token from, the stripping removes.
+        #[test]
+        fn a_bearer_token_the_gateway_reads_never_survives(
+            scheme in "(Bearer|bearer|BEARER|Basic|Bearerx|ApiKey|)",
+            sep in "( |  |\t|)",
+            token in proptest::collection::vec(proptest::sample::select(b"aZ09-._~+/= \t\x80\xff!;".to_vec()), 0..30),
+            other in proptest::option::of("(Basic dTpw|Digest x)"),
+        ) {
+            let mut raw = scheme.into_bytes();
+            raw.extend_from_slice(sep.as_bytes());
+            raw.extend_from_slice(&token);
+            let Ok(value) = HeaderValue::from_bytes(&raw) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.append(AUTHORIZATION, value);
+            if let Some(o) = &other {
+                h.append(AUTHORIZATION, HeaderValue::from_str(o).unwrap());
+            }
+            Credential::scheme("Bearer").remove(&mut h);
+            proptest::prop_assert!(!matches!(bearer(&parts(h.clone())), Presented::Token(_)));
+            proptest::prop_assert!(h.get_all(AUTHORIZATION).iter().all(|v| !has_scheme(v.as_bytes(), "bearer")));
+            // Lines of other schemes stay.
+            let kept: Vec<_> = h.get_all(AUTHORIZATION).iter().map(|v| v.as_bytes().to_vec()).collect();
+            if let Some(o) = &other {
+                proptest::prop_assert!(kept.contains(&o.as_bytes().to_vec()));
+            }
+        }
+
+        /// Whatever cookie the cookie reader would take a token from, the stripping removes; the other
+        /// pairs stay, in order.
+        #[test]
+        fn a_token_cookie_the_gateway_reads_never_survives(
+            pairs in proptest::collection::vec(("(at|At|a|at |b)", "[a-z0-9.\"]{0,8}"), 0..6),
+            sep in "(;|; |;  )",
+        ) {
+            let line = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(&sep);
+            let Ok(value) = HeaderValue::from_str(&line) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.append(COOKIE, value);
+            Credential::Cookie("at".into()).remove(&mut h);
+            let left = parts(h.clone());
+            proptest::prop_assert_eq!(cookie(&left, "at"), Presented::Absent);
+            let want: Vec<String> =
+                pairs.iter().filter(|(k, _)| k.trim() != "at").map(|(k, v)| format!("{}={v}", k.trim())).collect();
+            let got: Vec<String> = h
+                .get_all(COOKIE)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(';').map(|p| p.trim().to_owned()).collect::<Vec<_>>())
+                .filter(|p| !p.is_empty())
+                .collect();
+            let untouched = pairs.iter().all(|(k, _)| k.trim() != "at");
+            if !untouched {
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]
