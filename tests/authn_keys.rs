@@ -334,6 +334,18 @@ fn bare_addresses_restrict_and_unreadable_restrictions_refuse_the_key() {
     store_cidrs(&store, &broken_id, r#"["127.0.0.0/8", "127.0.0.1/99"]"#);
     assert!(eventually(Duration::from_secs(5), 401, || with_key(&gw, &broken)), "a damaged restriction lifted");
     assert!(gw.wait_log("address restriction cannot be read", Duration::from_secs(5)));
+    // Rotating it would copy the restriction to the new key: refused rather than made unrestricted.
+    let config = gw.config.to_str().unwrap();
+    let (code, stdout, stderr) = portcullis(&["keys", "-c", config, "rotate", &broken_id], &[(HMAC_ENV, HMAC)]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stderr.contains("cannot be read"), "{stderr}");
+    // A readable one is carried over in canonical form.
+    let rotated = keys_cli(&gw.config, &["rotate", &here_id]);
+    let db = rusqlite::Connection::open(&store).unwrap();
+    let carried: String =
+        db.query_row("SELECT allowed_cidrs FROM api_keys WHERE id = ?1", [key_id(&rotated)], |r| r.get(0)).unwrap();
+    assert_eq!(carried, r#"["127.0.0.1/32"]"#);
+    drop(db);
     let hits = up.hits();
     assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {broken}")]), &up, hits);
     assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {v6}")]), &up, hits);

@@ -127,7 +127,8 @@ pub fn run(config: &Path, authenticator: Option<&str>, cmd: KeysCommand) -> Resu
                 return Err(format!("key `{id}` is revoked"));
             }
             let grace = parse_duration(&grace)?;
-            let info = KeyInfo { created_at: now(), ..old };
+            let allowed_cidrs = store.restriction_of(&id)?;
+            let info = KeyInfo { created_at: now(), allowed_cidrs, ..old };
             let (new_id, key) = create(&store, &secret, &info)?;
             store.mark_rotated(&id, &new_id, now() + grace.as_secs() as i64)?;
             eprintln!("key {id} rotated to {new_id}; the old key stays valid for {grace:?}");

@@ -158,6 +158,17 @@ impl Store {
         self.bump()
     }
 
+    /// A key's address restriction in canonical form, or an error when it cannot be read: a rotation
+    /// copies it to the new key and must never turn it into "anywhere".
+    pub fn restriction_of(&self, id: &str) -> Result<Vec<String>, String> {
+        let column: String =
+            self.conn.query_row("SELECT allowed_cidrs FROM api_keys WHERE id = ?1", [id], |r| r.get(0)).map_err(err)?;
+        let nets = restriction(&column).map_err(|entry| {
+            format!("key `{id}`: its address restriction cannot be read (`{entry}`); fix or revoke the key")
+        })?;
+        Ok(nets.iter().map(ToString::to_string).collect())
+    }
+
     pub fn get(&self, id: &str) -> Result<Option<KeyInfo>, String> {
         Ok(self.list()?.into_iter().find(|k| k.id == id))
     }
