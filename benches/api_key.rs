@@ -32,13 +32,13 @@ fn bench_api_key(c: &mut Criterion) {
     let parts = |key: &str| http::Request::get("/orders/42").header("x-api-key", key).body(()).unwrap().into_parts().0;
 
     let valid = parts(&presented);
-    let req = AuthRequest { parts: &valid, conn: &conn, client_ip: conn.peer.ip(), body: None };
+    let req = AuthRequest { parts: &valid, conn: &conn, client_ip: conn.peer.ip() };
     assert!(matches!(auth.check(&req), Verdict::Valid(_)));
     // One character changed: the checksum no longer matches.
     let mut typo = presented.clone().into_bytes();
     typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
     let typo = parts(std::str::from_utf8(&typo).unwrap());
-    let bad = AuthRequest { parts: &typo, conn: &conn, client_ip: conn.peer.ip(), body: None };
+    let bad = AuthRequest { parts: &typo, conn: &conn, client_ip: conn.peer.ip() };
     assert!(matches!(auth.check(&bad), Verdict::Invalid(_)));
 
     let mut g = c.benchmark_group("api_key");

@@ -110,7 +110,7 @@ fn bench_jwt(c: &mut Criterion) {
             .unwrap()
             .into_parts()
             .0;
-        let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
+        let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip() };
         assert!(check(&cached, &req));
         g.bench_function(format!("cache_hit_{name}"), |b| b.iter(|| check(&cached, black_box(&req))));
         g.bench_function(format!("verify_{name}"), |b| b.iter(|| check(&uncached, black_box(&req))));

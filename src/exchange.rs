@@ -9,6 +9,7 @@ use http::{HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,13 @@ pub struct Exchange<'a> {
     /// `None` until authentication establishes one (and on public routes).
     pub principal: Option<Arc<Principal>>,
     pub body: RequestBody,
+    /// The route's body limit, and how long reading a body whole may take (the route's upstream
+    /// response timeout).
+    pub body_limit: u64,
+    pub body_timeout: Duration,
+    /// Request body bytes: counted by the body as it is read or streamed (shared with it), so only
+    /// allocated for a request that has one.
+    pub bytes_in: Option<Arc<AtomicU64>>,
     /// The place of the stage that refused the request, if one did (logs and events).
     pub refused_at: Option<Place>,
     pub started: Instant,
@@ -157,6 +165,9 @@ impl<'a> Exchange<'a> {
             params: Params::new(),
             principal: None,
             body: RequestBody::Streaming(body),
+            body_limit: 0,
+            body_timeout: Duration::ZERO,
+            bytes_in: None,
             refused_at: None,
             started,
             upstream_duration: None,

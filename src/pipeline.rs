@@ -27,7 +27,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use runtime::{ListenerRt, Runtime};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,7 +61,8 @@ impl Route {
         }
         out.push(format!("route-match[{}]", matching.join(", ")));
         for stage in self.chain.stages() {
-            out.push(format!("{}[{}]", stage.place().as_str(), stage.describe()));
+            let body = if stage.may_read_body() { "; may read the body" } else { "" };
+            out.push(format!("{}[{}{body}]", stage.place().as_str(), stage.describe()));
         }
         out.push(format!("proxy[{}]", self.upstream.name));
         let mut security = vec!["request-id"];
@@ -124,7 +125,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
     let route = out.route;
-    let Exchange { parts, route: route_name, principal, upstream_duration, .. } = ex;
+    let Exchange { parts, route: route_name, principal, upstream_duration, bytes_in, .. } = ex;
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
@@ -136,7 +137,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         host: log_host,
         path: log_path,
         status: resp.status().as_u16(),
-        bytes_in: out.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
+        bytes_in: bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
         bytes_out: 0,
         route: route_name,
         principal,
@@ -157,8 +158,6 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 #[derive(Default)]
 struct Outcome {
     route: Option<Arc<Route>>,
-    /// Request body bytes: counted by the streamed body (shared with it), so only allocated for one.
-    bytes_in: Option<Arc<AtomicU64>>,
     /// An allowed `Origin` on a CORS route, answered with CORS headers.
     cors_origin: Option<HeaderValue>,
 }
@@ -206,19 +205,12 @@ async fn run(
     if validate::content_length(&ex.parts).is_some_and(|n| n > route.max_body_bytes) {
         return Err(Reject::PayloadTooLarge);
     }
-    if route.chain.needs_body() {
-        let timeout = route.upstream.response_timeout;
-        let seen = out.bytes_in.get_or_insert_with(Arc::default);
-        if let RequestBody::Streaming(body) =
-            std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new()))
-        {
-            ex.body = RequestBody::Buffered(validate::body::read_all(body, route.max_body_bytes, seen, timeout).await?);
-        }
-    }
+    ex.body_limit = route.max_body_bytes;
+    ex.body_timeout = route.upstream.response_timeout;
     ex.refused_at = None;
     route.chain.run(ex).await?;
     ex.refused_at = Some(Place::Proxy);
-    let (outgoing, body) = upstream_request(rt, ex, request_id, route.max_body_bytes, &mut out.bytes_in)?;
+    let (outgoing, body) = upstream_request(rt, ex, request_id)?;
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
@@ -291,8 +283,6 @@ fn upstream_request(
     rt: &Runtime,
     ex: &mut Exchange<'_>,
     request_id: &HeaderValue,
-    max_body: u64,
-    bytes_in: &mut Option<Arc<AtomicU64>>,
 ) -> Result<(Outgoing, LimitedBody), Reject> {
     let target = upstream_target(ex)?;
     let mut headers = std::mem::take(&mut ex.parts.headers);
@@ -339,7 +329,7 @@ fn upstream_request(
         RequestBody::Buffered(bytes) => LimitedBody::full(bytes),
         RequestBody::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
         RequestBody::Streaming(body) => {
-            LimitedBody::new(body, max_body, bytes_in.get_or_insert_with(Arc::default).clone())
+            LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone())
         }
     };
     Ok((Outgoing { method: ex.parts.method.clone(), target, headers, added }, body))

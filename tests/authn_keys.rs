@@ -235,6 +235,27 @@ fn key_declared_by_hash_in_the_config() {
     let other = keys_cli(&scratch, &["create", "--principal", "other"]);
     assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {other}")]), &up, hits);
     assert_not_logged(&gw, &[&key, &other]);
+    drop(gw);
+
+    // A declared key's `allowed_cidrs`: a bare address is that address alone; an entry that cannot be
+    // read fails the load (with its place in the file), never lifting the restriction.
+    let restricted = |cidrs: &str| format!("{declared}\n          allowed_cidrs: [{cidrs}]");
+    let gw = Gateway::start_with_env(
+        &config(up.addr, &dir.path("keys.db"), &restricted("\"203.0.113.5\"")),
+        &[(HMAC_ENV, HMAC)],
+    );
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {key}")]), &up, up.hits());
+    drop(gw);
+    let gw = Gateway::start_with_env(
+        &config(up.addr, &dir.path("keys.db"), &restricted("\"127.0.0.1\", \"::1\"")),
+        &[(HMAC_ENV, HMAC)],
+    );
+    assert_eq!(with_key(&gw, &key), 200);
+    drop(gw);
+    let bad = dir.write("bad.yaml", &config(up.addr, &dir.path("keys.db"), &restricted("\"127.0.0.1/40\"")));
+    let (code, _, stderr) = portcullis(&["check", "-c", bad.to_str().unwrap()], &[(HMAC_ENV, HMAC)]);
+    assert_ne!(code, 0, "an unreadable restriction was accepted");
+    assert!(stderr.contains("127.0.0.1/40"), "{stderr}");
 }
 
 #[test]
@@ -267,4 +288,74 @@ fn query_string_keys_only_when_configured() {
     assert_unauthorized(&get(&gw, "/data?api_key=pcs_nope", &[]), &up, hits);
     assert_unauthorized(&get(&gw, &format!("/data?other_api_key={key}"), &[]), &up, hits);
     assert_not_logged(&gw, &[&key]);
+}
+
+/// Writes `allowed_cidrs` of key `id` straight into the store (as a hand edit, an older release or a
+/// damaged file could leave it) and bumps the generation so running gateways reload.
+fn store_cidrs(store: &Path, id: &str, column: &str) {
+    let db = rusqlite::Connection::open(store).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = db.execute("UPDATE api_keys SET allowed_cidrs = ?2 WHERE id = ?1", [id, column]).unwrap();
+    assert_eq!(n, 1);
+    db.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", []).unwrap();
+}
+
+/// A bare address restricts a key to that address alone, and a restriction the loader cannot read makes
+/// the key unusable: it never lifts the restriction.
+#[test]
+fn bare_addresses_restrict_and_unreadable_restrictions_refuse_the_key() {
+    let Setup { up, gw, _dir } = start("");
+    let store = _dir.path("keys.db");
+    let (_, elsewhere) = create(&gw, &["--cidr", "203.0.113.5"]);
+    let (here_id, here) = create(&gw, &["--cidr", "127.0.0.1"]);
+    let (v6_id, v6) = create(&gw, &["--cidr", "::1"]);
+    let (broken_id, broken) = create(&gw, &["--cidr", "127.0.0.0/8"]);
+    assert!(eventually(Duration::from_secs(5), 200, || with_key(&gw, &broken)), "key never accepted");
+    assert_eq!(with_key(&gw, &here), 200, "127.0.0.1 is the client's address");
+    let hits = up.hits();
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {elsewhere}")]), &up, hits);
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {v6}")]), &up, hits);
+    // The CLI refuses what it cannot read, and stores addresses in canonical form.
+    let (code, _, stderr) = portcullis(
+        &["keys", "-c", gw.config.to_str().unwrap(), "create", "--principal", "x", "--cidr", "127.0.0.1/33"],
+        &[(HMAC_ENV, HMAC)],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    let db = rusqlite::Connection::open(&store).unwrap();
+    let stored: String =
+        db.query_row("SELECT allowed_cidrs FROM api_keys WHERE id = ?1", [&here_id], |r| r.get(0)).unwrap();
+    assert_eq!(stored, r#"["127.0.0.1/32"]"#);
+    drop(db);
+
+    // Entries as an older release stored them (bare) are read the same way.
+    store_cidrs(&store, &v6_id, r#"["203.0.113.5"]"#);
+    store_cidrs(&store, &here_id, r#"["127.0.0.1"]"#);
+    // Damaged entries: the key is refused, and the log says why.
+    store_cidrs(&store, &broken_id, r#"["127.0.0.0/8", "127.0.0.1/99"]"#);
+    assert!(eventually(Duration::from_secs(5), 401, || with_key(&gw, &broken)), "a damaged restriction lifted");
+    assert!(gw.wait_log("address restriction cannot be read", Duration::from_secs(5)));
+    // Rotating it would copy the restriction to the new key: refused rather than made unrestricted.
+    let config = gw.config.to_str().unwrap();
+    let (code, stdout, stderr) = portcullis(&["keys", "-c", config, "rotate", &broken_id], &[(HMAC_ENV, HMAC)]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stderr.contains("cannot be read"), "{stderr}");
+    // A readable one is carried over in canonical form.
+    let rotated = keys_cli(&gw.config, &["rotate", &here_id]);
+    let db = rusqlite::Connection::open(&store).unwrap();
+    let carried: String =
+        db.query_row("SELECT allowed_cidrs FROM api_keys WHERE id = ?1", [key_id(&rotated)], |r| r.get(0)).unwrap();
+    assert_eq!(carried, r#"["127.0.0.1/32"]"#);
+    drop(db);
+    let hits = up.hits();
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {broken}")]), &up, hits);
+    assert_unauthorized(&get(&gw, "/data", &[&format!("X-API-Key: {v6}")]), &up, hits);
+    assert_eq!(with_key(&gw, &here), 200);
+    for column in ["not json", "null", "[1]", r#"["10.0.0.0/8,127.0.0.1/32"]"#] {
+        // Readable first (so the next 401 is this column's), then damaged.
+        store_cidrs(&store, &broken_id, r#"["127.0.0.1"]"#);
+        assert!(eventually(Duration::from_secs(5), 200, || with_key(&gw, &broken)), "{column}");
+        store_cidrs(&store, &broken_id, column);
+        assert!(eventually(Duration::from_secs(5), 401, || with_key(&gw, &broken)), "{column}");
+    }
+    assert_not_logged(&gw, &[&elsewhere, &here, &broken, &v6]);
 }

@@ -472,6 +472,30 @@ fn new_key_is_fetched_on_unknown_kid_and_removed_key_stops_working() {
     assert_eq!(get(&s.gw, "/orders", &fresh).0, 200);
 }
 
+/// A provider that replaces the key under an existing `kid` (new material, same name): tokens signed with
+/// the old material, cached or not, stop passing once the gateway has fetched the new set.
+#[test]
+fn a_key_replaced_under_the_same_kid_stops_verifying_cached_tokens() {
+    let s = setup("      jwks_refresh_interval: 1s\n      max_stale: 1h\n");
+    let old = s.rsa.token(&claims());
+    assert_eq!(get(&s.gw, "/orders", &old).0, 200);
+    assert_eq!(get(&s.gw, "/orders", &old).0, 200, "served from the verified-token cache");
+    let replacement = Signer::rsa("rsa-1");
+    s.keys.set(200, &jwks(&[&replacement, &s.ec, &s.ed]).to_string());
+    let fresh = replacement.token(&claims());
+    // Poll (to a deadline) until the refresh has installed the new material under the same kid.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&s.gw, "/orders", &fresh).0 != 200 {
+        assert!(Instant::now() < deadline, "the replacement key was never fetched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hits = s.up.hits();
+    assert_refused(&get(&s.gw, "/orders", &old), "token of the replaced key material", true);
+    assert_eq!(s.up.hits(), hits, "nothing reached the upstream");
+    assert_eq!(get(&s.gw, "/orders", &fresh).0, 200);
+    assert_eq!(get(&s.gw, "/orders", &s.ec.token(&claims())).0, 200, "the other keys still verify");
+}
+
 #[test]
 fn key_server_outage_keeps_keys_until_max_stale() {
     let s = setup("      jwks_refresh_interval: 1s\n      max_stale: 4s\n");

@@ -143,6 +143,7 @@ fn start() -> Setup {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    http2: true
 upstreams:
   app:
     targets:
@@ -327,4 +328,94 @@ fn every_tampering_is_refused() {
     refused(&s, &r, "unsupported_component");
 
     assert!(!s.gw.logs().iter().any(|l| l.contains(SECRET)), "the shared secret was logged");
+}
+
+impl Req {
+    /// Sends only the head, announcing a `length`-byte body that never comes; returns what came back
+    /// within `timeout` ("" if nothing).
+    fn send_head(&self, gw: &Gateway, length: usize, timeout: Duration) -> String {
+        let mut head = format!("{} {} HTTP/1.1\r\nhost: {HOST}\r\n", self.method, self.path_query);
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {length}\r\n\r\n"));
+        RawConn::connect(gw.addr("main")).send(head.as_bytes(), timeout)
+    }
+}
+
+/// Credentials are judged on the request's head: a request whose signature cannot pass is refused at once,
+/// before any of its body is read. Each request announces 5 MiB (within the route's 10 MiB limit) and
+/// sends none of it: the 401 must come back while the gateway would otherwise still be waiting for the
+/// body (its body timeout is the upstream's 30s response timeout; we wait at most 10s).
+#[test]
+fn refusals_come_before_the_body_is_read() {
+    let s = start();
+    let hmac = Signer::Hmac(SECRET);
+    let big = 5 << 20;
+    let fresh = || params("hmac-1", now(), &nonce());
+    let signed = |p: &str| Req::new("POST", "/orders", b"{}").sign(COVERED, p, &hmac);
+    let used = signed(&fresh());
+    accepted(&s, &used);
+    let wrong_secret = Signer::Hmac("another-secret-of-sufficient-length-123");
+    let cases = [
+        ("missing_credentials", Req::new("POST", "/orders", b"{}")),
+        ("unknown_key", signed(&params("nobody", now(), &nonce()))),
+        ("stale_signature", signed(&params("hmac-1", now() - 600, &nonce()))),
+        ("missing_nonce", signed(&format!(";created={};keyid=\"hmac-1\"", now()))),
+        ("bad_signature", Req::new("POST", "/orders", b"{}").sign(COVERED, &fresh(), &wrong_secret)),
+        ("replayed_nonce", used),
+        // A body is announced but `content-digest` is not covered.
+        ("missing_component", Req::new("POST", "/orders", b"").sign(&["@method", "@target-uri"], &fresh(), &hmac)),
+    ];
+    for (reason, req) in cases {
+        let needle = format!("\"reason\":\"{reason}\"");
+        let logged_before = s.gw.count_log(&needle);
+        let hits = s.up.hits();
+        let resp = req.send_head(&s.gw, big, Duration::from_secs(10));
+        assert_eq!(status_of(&resp), 401, "{reason}: no prompt 401:\n{resp}");
+        assert_eq!(problem_type(body_of(&resp)), problem("unauthorized"), "{resp}");
+        assert_eq!(s.up.hits(), hits, "{reason}: reached the upstream");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.gw.count_log(&needle) == logged_before {
+            assert!(std::time::Instant::now() < deadline, "no `{reason}` logged");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // A head that passes is followed by reading the body, which is then held against its digest (and the
+    // nonce of a refused body is not consumed: the same signed head with the right body passes).
+    let good = signed(&fresh());
+    let mut tampered = good.clone();
+    tampered.body = br#"{"x":1}"#.to_vec();
+    refused(&s, &tampered, "digest_mismatch");
+    accepted(&s, &good);
+}
+
+/// The same over HTTP/2: the request's HEADERS announce 5 MiB and no DATA frame follows; the 401 comes
+/// back on the open stream (HEAD too).
+#[test]
+fn refusals_come_before_the_body_is_read_over_http2() {
+    let s = start();
+    let hmac = Signer::Hmac(SECRET);
+    let addr = s.gw.addr("main");
+    let bad_key = Req::new("POST", "/orders", b"{}").sign(COVERED, &params("nobody", now(), &nonce()), &hmac);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (method, req) in [("POST", Req::new("POST", "/orders", b"{}")), ("POST", bad_key.clone()), ("HEAD", bad_key)] {
+        let hits = s.up.hits();
+        let status = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(conn);
+            let mut client = client.ready().await.unwrap();
+            let mut builder = http::Request::builder().method(method).uri(format!("http://{HOST}{}", req.path_query));
+            for (k, v) in &req.headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let request = builder.header("content-length", 5u32 << 20).body(()).unwrap();
+            let (response, _body_stream) = client.send_request(request, false).unwrap();
+            let response = tokio::time::timeout(Duration::from_secs(10), response).await;
+            response.expect("no prompt answer").unwrap().status().as_u16()
+        });
+        assert_eq!(status, 401, "{method}");
+        assert_eq!(s.up.hits(), hits, "reached the upstream");
+    }
 }

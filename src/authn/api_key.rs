@@ -93,6 +93,9 @@ pub struct KeyRecord {
     pub grace_until: Option<i64>,
     pub revoked: bool,
     pub allowed: Vec<IpNet>,
+    /// The stored restriction could not be read: the key is refused everywhere (a restriction is never
+    /// dropped, which would let the key in from anywhere).
+    pub unusable: bool,
 }
 
 pub type Digest = [u8; 32];
@@ -199,14 +202,16 @@ pub struct ApiKeyAuth {
 /// How many presented keys [`ApiKeyAuth`] remembers the digests of.
 const HASHED_CACHE: usize = 10_000;
 
+/// One entry of a key's address restriction: a network (`10.0.0.0/8`, `2001:db8::/32`) or a bare
+/// address, which means that address alone (`/32` or `/128`). Surrounding spaces are ignored; anything
+/// else is `None`. The CLI, the config file and the store loader all read entries with this.
+pub fn parse_cidr(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    entry.parse::<IpNet>().ok().or_else(|| entry.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
 fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
-    list.iter()
-        .map(|c| {
-            c.parse::<IpNet>()
-                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("`{c}` is not a CIDR"))
-        })
-        .collect()
+    list.iter().map(|c| parse_cidr(c).ok_or_else(|| format!("`{c}` is not a CIDR or an address"))).collect()
 }
 
 fn decode_hex(s: &str) -> Option<Digest> {
@@ -241,6 +246,7 @@ impl ApiKeyAuth {
                 expires_at: k.expires_at,
                 grace_until: None,
                 revoked: false,
+                unusable: false,
                 allowed: parse_cidrs(&k.allowed_cidrs).map_err(|e| format!("key `{}`: {e}", k.id))?,
             };
             declared.insert(digest, Arc::new(record));
@@ -304,6 +310,9 @@ impl ApiKeyAuth {
         if remembered.is_none() {
             self.hashed.insert(seen, digest, i64::MAX, now);
         }
+        if record.unusable {
+            return Verdict::Invalid("unreadable_restriction");
+        }
         if record.revoked {
             return Verdict::Invalid("revoked_key");
         }
@@ -313,23 +322,17 @@ impl ApiKeyAuth {
         if record.grace_until.is_some_and(|t| now >= t) {
             return Verdict::Invalid("rotated_key");
         }
-        if !record.allowed.is_empty() && !record.allowed.iter().any(|n| n.contains(&req.client_ip)) {
+        // An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`: judged as the IPv4 address.
+        let ip = req.client_ip.to_canonical();
+        if !record.allowed.is_empty() && !record.allowed.iter().any(|n| n.contains(&ip)) {
             return Verdict::Invalid("address_not_allowed");
         }
         Verdict::Valid(record.principal.clone())
     }
 
-    /// Removes this method's key header, and `Authorization` when it carries this method's scheme.
-    pub fn strip(&self, headers: &mut http::HeaderMap) {
-        headers.remove(&self.header);
-        let ours = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(&self.scheme));
-        if ours {
-            headers.remove(AUTHORIZATION);
-        }
+    /// The header this method reads keys from, and its `Authorization` scheme.
+    pub fn sources(&self) -> (&http::HeaderName, &str) {
+        (&self.header, &self.scheme)
     }
 
     /// The query parameter this method reads keys from, when one is configured.
@@ -411,7 +414,7 @@ mod tests {
         let check = |presented: &str| {
             let req = http::Request::builder().header("x-api-key", presented).body(()).unwrap();
             let parts = req.into_parts().0;
-            match auth.check(&AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None }) {
+            match auth.check(&AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip() }) {
                 Verdict::Valid(p) => Ok(p.id.clone()),
                 Verdict::Invalid(why) => Err(why),
                 _ => Err("absent"),
@@ -431,6 +434,16 @@ mod tests {
         assert_eq!(check(&key), Err("revoked_key"));
         auth.keys.store(Arc::new(KeyMap::new()));
         assert_eq!(check(&key), Err("unknown_key"));
+    }
+
+    #[test]
+    fn a_bare_address_is_that_address_alone() {
+        assert_eq!(parse_cidr("203.0.113.5").unwrap().to_string(), "203.0.113.5/32");
+        assert_eq!(parse_cidr(" 2001:db8::1 ").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        for bad in ["", "10.0.0.0/33", "203.0.113.5/", "localhost", "10.0.0.0/8,10.1.0.0/16", "::ffff:1.2.3.4/129"] {
+            assert_eq!(parse_cidr(bad), None, "{bad}");
+        }
     }
 
     #[test]

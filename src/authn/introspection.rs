@@ -7,7 +7,11 @@
 //! the earlier of their `exp` and `cache_ttl`; inactive ones for `negative_cache_ttl`. The RFC 8705
 //! certificate binding (`cnf.x5t#S256`) is checked on every request, cached or not. At most
 //! `max_concurrent` introspection calls are in flight, so a flood of made-up tokens cannot turn into a
-//! flood on the identity provider.
+//! flood on the identity provider; inactive answers are cached apart from active ones (a flood of them
+//! never evicts an active answer), and each client address has a small budget of calls about tokens in
+//! neither cache ([`budget`]), beyond which its requests get 429 without a call.
+
+pub mod budget;
 
 use super::jwt::cache::{self, TokenCache};
 use super::jwt::claims::{self, Claims, Mapping, Presented, Verified};
@@ -36,6 +40,16 @@ pub struct IntrospectionConfig {
     pub negative_cache_ttl: Dur,
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
+    /// Inactive answers kept, apart from the active ones (0 turns this cache off).
+    #[serde(default = "default_cache_size")]
+    pub negative_cache_size: usize,
+    /// Introspections of tokens not in either cache, in flight at once per client address (per /64 for
+    /// IPv6); more are refused with 429 without asking the endpoint.
+    #[serde(default = "default_per_ip_concurrent")]
+    pub per_ip_concurrent: u32,
+    /// Introspections of tokens not in either cache started per client address per minute.
+    #[serde(default = "default_per_ip_per_minute")]
+    pub per_ip_per_minute: u32,
     /// PEM file of the CAs trusted for the endpoint (instead of the system trust store).
     #[serde(default)]
     pub ca: Option<String>,
@@ -57,6 +71,9 @@ pub struct IntrospectionConfig {
     pub cookie: Option<String>,
     #[serde(default = "default_max_token")]
     pub max_token_bytes: Bytes,
+    /// Send the accepted token upstream (off: it is removed, like every other credential).
+    #[serde(default)]
+    pub forward_credential: bool,
 }
 
 /// How the gateway authenticates to the introspection endpoint.
@@ -77,6 +94,12 @@ fn default_negative_ttl() -> Dur {
 fn default_cache_size() -> usize {
     10_000
 }
+fn default_per_ip_concurrent() -> u32 {
+    4
+}
+fn default_per_ip_per_minute() -> u32 {
+    120
+}
 fn default_timeout() -> Dur {
     Dur::secs(5)
 }
@@ -91,6 +114,7 @@ fn default_max_token() -> Bytes {
 const MAX_ANSWER: usize = 64 * 1024;
 
 pub struct IntrospectionAuth {
+    pub forward_credential: bool,
     inner: Box<Inner>,
 }
 
@@ -105,9 +129,13 @@ struct Inner {
     ttl: i64,
     negative_ttl: i64,
     timeout: std::time::Duration,
-    /// `None` caches an inactive token.
-    cache: TokenCache<Option<Verified>>,
+    /// Active answers.
+    cache: TokenCache<Verified>,
+    /// Inactive answers, kept apart so a flood of made-up tokens can never evict an active one.
+    negative: TokenCache<()>,
     permits: tokio::sync::Semaphore,
+    /// Per client address: introspections of tokens in neither cache.
+    budget: budget::Budget,
     audiences: Vec<String>,
     issuer: Option<String>,
     mapping: Mapping,
@@ -123,6 +151,9 @@ impl IntrospectionAuth {
         }
         if c.max_concurrent == 0 || c.timeout.0.is_zero() {
             return Err("max_concurrent and timeout must be positive".into());
+        }
+        if c.per_ip_concurrent == 0 || c.per_ip_per_minute == 0 {
+            return Err("per_ip_concurrent and per_ip_per_minute must be positive".into());
         }
         let max_token = check_token_source(c.cookie.as_deref(), c.max_token_bytes)?;
         let (authorization, form_credentials) = match c.auth_method {
@@ -144,6 +175,7 @@ impl IntrospectionAuth {
             ),
         };
         Ok(IntrospectionAuth {
+            forward_credential: c.forward_credential,
             inner: Box::new(Inner {
                 name: name.to_owned(),
                 client: Client::new(c.ca.as_deref(), endpoint.https, c.timeout.0, MAX_ANSWER)?,
@@ -154,7 +186,9 @@ impl IntrospectionAuth {
                 negative_ttl: c.negative_cache_ttl.0.as_secs() as i64,
                 timeout: c.timeout.0,
                 cache: TokenCache::new(c.cache_size),
+                negative: TokenCache::new(c.negative_cache_size),
                 permits: tokio::sync::Semaphore::new(c.max_concurrent),
+                budget: budget::Budget::new(c.per_ip_concurrent, c.per_ip_per_minute),
                 audiences: c.audiences.clone(),
                 issuer: c.issuer.clone(),
                 mapping: Mapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() },
@@ -173,6 +207,11 @@ impl IntrospectionAuth {
     }
 
     pub fn start(&self) {}
+
+    /// The cookie tokens are read from, when configured.
+    pub fn cookie(&self) -> Option<&str> {
+        self.inner.cookie.as_deref()
+    }
 }
 
 impl Inner {
@@ -187,23 +226,46 @@ impl Inner {
         }
         let now = unix_now();
         let digest = cache::digest(token);
-        match self.cache.get(&digest, now) {
+        match self.lookup(&digest, now) {
             Some(Some(v)) => return bind(v, req),
             Some(None) => return Verdict::Invalid("inactive_token"),
             None => {}
         }
+        // A token in neither cache costs a call to the endpoint: bounded per client address, so one
+        // client cannot take the endpoint's permits (or its answers fill the caches) for everyone.
+        let Some(_ticket) = self.budget.take(req.client_ip, now) else {
+            return Verdict::Busy("introspection_budget");
+        };
         // Boxed: the HTTP exchange is a large future that cache hits should not carry.
-        match Box::pin(self.introspect(token, now)).await {
-            Ok(Some((v, until))) => {
-                self.cache.insert(digest, Some(v.clone()), until, now);
-                bind(v, req)
-            }
-            Ok(None) => {
-                self.cache.insert(digest, None, now.saturating_add(self.negative_ttl), now);
-                Verdict::Invalid("inactive_token")
+        let answer = Box::pin(self.introspect(token, now)).await;
+        match answer {
+            Ok(answer) => {
+                let verdict = match &answer {
+                    Some((v, _)) => bind(v.clone(), req),
+                    None => Verdict::Invalid("inactive_token"),
+                };
+                self.remember(digest, answer, now);
+                verdict
             }
             // Not cached: the next request asks again.
             Err(reason) => Verdict::Invalid(reason),
+        }
+    }
+
+    /// A cached answer: `Some(None)` for an inactive token.
+    fn lookup(&self, digest: &cache::Digest, now: i64) -> Option<Option<Verified>> {
+        if let Some(v) = self.cache.get(digest, now) {
+            return Some(Some(v));
+        }
+        self.negative.get(digest, now).map(|()| None)
+    }
+
+    /// Caches an answer: an active one until its end, an inactive one for `negative_cache_ttl`, each in
+    /// its own bounded cache.
+    fn remember(&self, digest: cache::Digest, answer: Option<(Verified, i64)>, now: i64) {
+        match answer {
+            Some((v, until)) => self.cache.insert(digest, v, until, now),
+            None => self.negative.insert(digest, (), now.saturating_add(self.negative_ttl), now),
         }
     }
 
@@ -304,6 +366,33 @@ mod tests {
         let mut iss = obj(ok);
         iss.insert("iss".into(), json!("https://evil"));
         assert_eq!(a.accept(iss, now).unwrap_err(), "wrong_issuer");
+    }
+
+    /// A flood of made-up tokens (each an inactive answer) never evicts an active answer: the two are
+    /// cached apart, and the inactive ones stay within their own bound.
+    #[test]
+    fn inactive_answers_never_evict_active_ones() {
+        let a = auth("cache_size: 1024\nnegative_cache_size: 64\n");
+        let now = 1000;
+        let active = a.accept(obj(json!({"active": true, "sub": "alice"})), now).unwrap().unwrap();
+        let good: Vec<_> = (0..32).map(|i| cache::digest(&format!("good-{i}"))).collect();
+        for d in &good {
+            a.remember(*d, Some(active.clone()), now);
+        }
+        for i in 0..50_000 {
+            a.remember(cache::digest(&format!("made-up-{i}")), None, now);
+        }
+        for d in &good {
+            assert!(
+                matches!(a.lookup(d, now + 1), Some(Some(v)) if v.principal.id == "alice"),
+                "an active answer evicted"
+            );
+        }
+        assert!(a.negative.len() <= 64, "inactive answers bounded: {}", a.negative.len());
+        assert_eq!(a.cache.len(), 32);
+        let last = cache::digest("made-up-49999");
+        assert!(matches!(a.lookup(&last, now + 1), Some(None)), "the latest inactive answer is kept");
+        assert!(a.lookup(&last, now + 5).is_none(), "for negative_cache_ttl only");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct JwtConfig {
     pub cache_size: usize,
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout: Dur,
+    /// Send the accepted token upstream (off: it is removed, like every other credential).
+    #[serde(default)]
+    pub forward_credential: bool,
 }
 
 /// A pinned algorithm, checked while the file is read.
@@ -174,6 +177,7 @@ struct Inner {
 }
 
 pub struct JwtAuth {
+    pub forward_credential: bool,
     inner: Arc<Inner>,
     started: AtomicBool,
 }
@@ -265,7 +269,11 @@ impl JwtAuth {
             max_token,
             cache: cache::TokenCache::new(c.cache_size),
         };
-        Ok(JwtAuth { inner: Arc::new(inner), started: AtomicBool::new(false) })
+        Ok(JwtAuth {
+            forward_credential: c.forward_credential,
+            inner: Arc::new(inner),
+            started: AtomicBool::new(false),
+        })
     }
 
     pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
@@ -318,6 +326,11 @@ impl JwtAuth {
                 tokio::time::sleep(wait).await;
             }
         });
+    }
+
+    /// The cookie tokens are read from, when configured.
+    pub fn cookie(&self) -> Option<&str> {
+        self.inner.cookie.as_deref()
     }
 
     /// Number of cached verified tokens (for tests and metrics).

@@ -14,18 +14,24 @@
 //! A method that finds no credentials of its kind says [`Verdict::Absent`]; one that finds bad
 //! credentials says [`Verdict::Invalid`] with a reason code for logs and metrics. The client only ever
 //! sees a 401 with `WWW-Authenticate` challenges (RFC 6750 `error="invalid_token"` when a bearer token
-//! was refused), never which check failed.
+//! was refused), never which check failed; or a 429 when its share of introspection calls is spent.
+//!
+//! Methods judge the request's head only ([`Authn::authenticate`]); a signature whose `Content-Digest`
+//! must be held against the body says so in [`Accepted`], and the pipeline reads the body only then.
+//! Before forwarding, every credential the route's methods read is removed ([`strip`]), except an
+//! accepted one whose method is configured to forward it.
 
 pub mod api_key;
 pub mod introspection;
 pub mod jwt;
 pub mod mtls;
 pub mod signature;
+pub mod strip;
 
 use crate::exchange::Reject;
-use crate::exchange::{ConnInfo, Exchange, RequestBody};
+use crate::exchange::{ConnInfo, Exchange};
 use crate::observe::metrics::Metrics;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{de, Deserialize, Deserializer};
@@ -106,6 +112,9 @@ pub enum Verdict {
     Valid(Arc<Principal>),
     /// Credentials present but refused; the reason code goes to logs and metrics only.
     Invalid(&'static str),
+    /// Credentials present but not judged now: the client's share of a bounded resource (introspection
+    /// calls) is spent. Refused with 429; the reason code goes to logs and metrics.
+    Busy(&'static str),
 }
 
 /// What a method may look at.
@@ -113,9 +122,6 @@ pub struct AuthRequest<'a> {
     pub parts: &'a http::request::Parts,
     pub conn: &'a ConnInfo,
     pub client_ip: IpAddr,
-    /// The whole request body, buffered (within the route's body limit) only for routes whose methods
-    /// need it ([`Authn::needs_body`]: signed requests with `Content-Digest`).
-    pub body: Option<&'a bytes::Bytes>,
 }
 
 /// RFC 8705 thumbprint of the verified client certificate: base64url(SHA-256(DER)), no padding.
@@ -164,13 +170,42 @@ impl Method {
         }
     }
 
-    async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+    /// The verdict on the request's head, and what remains to check of its body (signed requests).
+    async fn check(&self, req: &AuthRequest<'_>) -> (Verdict, Option<signature::BodyDue>) {
         match self {
-            Method::ApiKey(m) => m.check(req),
-            Method::Jwt(m) => m.check(req).await,
-            Method::Introspection(m) => m.check(req).await,
-            Method::Mtls(m) => m.check(req).await,
+            Method::ApiKey(m) => (m.check(req), None),
+            Method::Jwt(m) => (m.check(req).await, None),
+            Method::Introspection(m) => (m.check(req).await, None),
+            Method::Mtls(m) => (m.check(req).await, None),
             Method::Signature(m) => m.check(req).await,
+        }
+    }
+
+    /// Where this method reads credentials from (see [`strip`]), and whether an accepted one is forwarded.
+    fn sources(&self) -> Sources {
+        use strip::Credential;
+        let bearer = Credential::scheme("Bearer");
+        let token = |cookie: Option<&str>, forward| match cookie {
+            // A cookie method does not read `Authorization: Bearer`, but a bearer token sent to it is
+            // still a credential of its kind: removed, never forwarded.
+            Some(name) => {
+                Sources { read: Box::new([Credential::Cookie(name.into())]), also: Some(bearer.clone()), forward }
+            }
+            None => Sources { read: Box::new([bearer.clone()]), also: None, forward },
+        };
+        match self {
+            Method::ApiKey(m) => {
+                let (header, scheme) = m.sources();
+                let read = Box::new([Credential::Header(header.clone()), Credential::scheme(scheme)]);
+                Sources { read, also: None, forward: false }
+            }
+            Method::Jwt(m) => token(m.cookie(), m.forward_credential),
+            Method::Introspection(m) => token(m.cookie(), m.forward_credential),
+            Method::Mtls(_) => Sources { read: Box::new([]), also: None, forward: false },
+            Method::Signature(m) => {
+                let fields = ["signature", "signature-input"].map(|n| Credential::Header(HeaderName::from_static(n)));
+                Sources { read: Box::new(fields), also: None, forward: m.forward_credential }
+            }
         }
     }
 
@@ -245,7 +280,48 @@ impl Authenticators {
 /// The compiled authentication stage of a route.
 pub struct Authn {
     mode: Mode,
+    /// Per method of `mode`, in order: where it reads credentials, and whether it forwards an accepted one.
+    sources: Vec<Sources>,
     failures: Family<Vec<(String, String)>, Counter>,
+}
+
+/// Where one method of a route reads its credentials.
+struct Sources {
+    read: Box<[strip::Credential]>,
+    /// Also removed, never forwarded: a credential of the method's kind it does not read.
+    also: Option<strip::Credential>,
+    /// `forward_credential`: an accepted credential (of `read`) goes upstream.
+    forward: bool,
+}
+
+impl Sources {
+    fn all(&self) -> impl Iterator<Item = &strip::Credential> {
+        self.read.iter().chain(&self.also)
+    }
+}
+
+/// Most methods one route may list (they are numbered in a bit set).
+const MAX_METHODS: usize = 64;
+
+/// What authentication decided besides the principal: whose credentials may go upstream, and the checks
+/// still due on the body.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Bit `i`: method `i` of the route accepted the request and forwards its credential.
+    forward: u64,
+    body: Vec<(usize, signature::BodyDue)>,
+}
+
+impl Accepted {
+    /// True when the body must be read (within the route's limit) and given to [`Authn::check_body`]
+    /// before anything is forwarded: only after a signature over the request's head has verified.
+    pub fn needs_body(&self) -> bool {
+        !self.body.is_empty()
+    }
+
+    fn forwards(&self, i: usize) -> bool {
+        self.forward & (1 << i) != 0
+    }
 }
 
 enum Mode {
@@ -269,7 +345,14 @@ impl Authn {
             AuthConfig::AnyOf(names) => Mode::AnyOf(resolve(names)?),
             AuthConfig::AllOf(names) => Mode::AllOf(resolve(names)?),
         };
-        Ok(Authn { mode, failures: metrics.authn_failures.clone() })
+        let sources = match &mode {
+            Mode::None => Vec::new(),
+            Mode::AnyOf(m) | Mode::AllOf(m) if m.len() > MAX_METHODS => {
+                return Err(format!("a route lists at most {MAX_METHODS} authenticators"))
+            }
+            Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().map(|(_, m)| m.sources()).collect(),
+        };
+        Ok(Authn { mode, sources, failures: metrics.authn_failures.clone() })
     }
 
     pub fn describe(&self) -> String {
@@ -281,19 +364,24 @@ impl Authn {
         }
     }
 
-    /// Removes the API keys this route accepts from the headers going upstream: a key is the caller's
-    /// secret for the gateway, and would otherwise end up in the upstream's logs. Bearer tokens are kept
-    /// (upstreams commonly re-check or forward them).
-    pub fn strip_credentials(&self, headers: &mut http::HeaderMap) {
-        let methods = match &self.mode {
-            Mode::None => return,
-            Mode::AnyOf(m) | Mode::AllOf(m) => m,
-        };
-        for (_, m) in methods {
-            if let Method::ApiKey(k) = &**m {
-                k.strip(headers);
+    /// Removes from the headers going upstream every credential a method of this route reads, except
+    /// the credential of a method that accepted the request and is configured to forward it (see
+    /// [`strip`]). API keys are never forwarded: a key is the caller's secret for the gateway.
+    pub fn strip_credentials(&self, headers: &mut http::HeaderMap, accepted: &Accepted) {
+        for c in self.sources.iter().flat_map(Sources::all) {
+            if !self.kept(c, accepted) {
+                c.remove(headers);
             }
         }
+        strip::remove_folded(headers, |name| {
+            let c = strip::Credential::Header(name.clone());
+            self.sources.iter().any(|s| s.all().any(|x| *x == c)) && !self.kept(&c, accepted)
+        });
+    }
+
+    /// True when `c` is where a method that accepted the request, and forwards it, read its credential.
+    fn kept(&self, c: &strip::Credential, accepted: &Accepted) -> bool {
+        self.sources.iter().enumerate().any(|(i, s)| accepted.forwards(i) && s.read.contains(c))
     }
 
     /// The query string to send upstream: without the parameters this route reads API keys from (only
@@ -313,7 +401,12 @@ impl Authn {
         if params.is_empty() {
             return None;
         }
-        let is_key = |pair: &str| params.iter().any(|p| pair.split('=').next() == Some(*p));
+        // A percent-encoded name (`api%5Fkey`) is the same parameter to an upstream that decodes names.
+        let is_key = |pair: &str| {
+            let name = pair.split('=').next().unwrap_or(pair);
+            let decoded = || percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            params.iter().any(|p| name == *p || (name.contains('%') && decoded() == *p))
+        };
         if !query.split('&').any(is_key) {
             return None;
         }
@@ -325,38 +418,44 @@ impl Authn {
         matches!(self.mode, Mode::None)
     }
 
-    /// True if a method of this route must see the whole request body (signed requests).
-    pub fn needs_body(&self) -> bool {
+    /// True if a method of this route may have to read the body (a signature covering
+    /// `Content-Digest`); it is read only once the head has been accepted ([`Accepted::needs_body`]).
+    pub fn may_read_body(&self) -> bool {
         match &self.mode {
             Mode::None => false,
             Mode::AnyOf(m) | Mode::AllOf(m) => m.iter().any(|(_, m)| matches!(**m, Method::Signature(_))),
         }
     }
 
-    /// Establishes the principal, or refuses with 401.
-    pub async fn authenticate(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+    /// Establishes the principal from the request's head, or refuses with 401. The body is not read
+    /// here: when a signature still has to be checked against it, [`Accepted::needs_body`] says so.
+    pub async fn authenticate(&self, ex: &mut Exchange<'_>) -> Result<Accepted, Reject> {
         let methods = match &self.mode {
             // Public route: the principal stays `None` (anonymous); nothing to allocate.
-            Mode::None => return Ok(()),
+            Mode::None => return Ok(Accepted::default()),
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
         };
-        let body = match &ex.body {
-            RequestBody::Buffered(b) => Some(b),
-            RequestBody::Streaming(_) => None,
-        };
-        let req = AuthRequest { parts: &ex.parts, conn: ex.conn, client_ip: ex.client_ip, body };
+        let req = AuthRequest { parts: &ex.parts, conn: ex.conn, client_ip: ex.client_ip };
         let all = matches!(self.mode, Mode::AllOf(_));
         let mut merged: Option<Arc<Principal>> = None;
+        let mut accepted = Accepted::default();
         // `any_of`: a token of another issuer is not this method's to judge (two JWT issuers on one
         // route); it goes on to the next method and is reported only if none accepts. Any other refusal
         // of a presented credential is final, so a valid credential never covers for guessed or
         // tampered ones, and a token one party refused is not shown to another's endpoint.
         let mut refused: Option<(&str, &Method, &'static str)> = None;
-        for (name, method) in methods {
-            match method.check(&req).await {
+        for (i, (name, method)) in methods.iter().enumerate() {
+            let (verdict, due) = method.check(&req).await;
+            if let (Verdict::Valid(_), Some(due)) = (&verdict, due) {
+                accepted.body.push((i, due));
+            }
+            if matches!(verdict, Verdict::Valid(_)) && self.sources[i].forward {
+                accepted.forward |= 1 << i;
+            }
+            match verdict {
                 Verdict::Valid(p) if !all => {
                     ex.principal = Some(p);
-                    return Ok(());
+                    return Ok(accepted);
                 }
                 Verdict::Valid(p) => merged = Some(merge(merged, p)),
                 Verdict::Absent if !all => continue,
@@ -365,12 +464,16 @@ impl Authn {
                     refused.get_or_insert((name, method, reason));
                 }
                 Verdict::Invalid(reason) => return Err(self.refuse(ex, name, method, reason, true)),
+                Verdict::Busy(reason) => {
+                    self.count(ex, name, method, reason);
+                    return Err(Reject::TooManyRequests);
+                }
             }
         }
         match (merged, refused) {
             (Some(p), _) => {
                 ex.principal = Some(p);
-                Ok(())
+                Ok(accepted)
             }
             (None, Some((name, method, reason))) => Err(self.refuse(ex, name, method, reason, true)),
             (None, None) => {
@@ -380,18 +483,26 @@ impl Authn {
         }
     }
 
+    /// The checks [`Authn::authenticate`] left for the body (`Content-Digest`), once it has been read.
+    pub fn check_body(&self, ex: &mut Exchange<'_>, accepted: &Accepted, body: &[u8]) -> Result<(), Reject> {
+        let methods = match &self.mode {
+            Mode::None => return Ok(()),
+            Mode::AnyOf(m) | Mode::AllOf(m) => m,
+        };
+        for (i, due) in &accepted.body {
+            let Some((name, method)) = methods.get(*i) else { continue };
+            if let Method::Signature(s) = &**method {
+                if let Err(reason) = s.check_body(due, body) {
+                    ex.principal = None;
+                    return Err(self.refuse(ex, name, method, reason, true));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn refuse(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str, invalid: bool) -> Reject {
-        self.failures
-            .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
-            .inc();
-        tracing::info!(
-            request_id = ex.request_id,
-            client_ip = %ex.client_ip,
-            authenticator = name,
-            method = method.kind(),
-            reason,
-            "authentication failed"
-        );
+        self.count(ex, name, method, reason);
         let methods = match &self.mode {
             Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
@@ -412,6 +523,23 @@ impl Authn {
         Reject::Unauthorized {
             challenge: HeaderValue::try_from(challenge).unwrap_or(HeaderValue::from_static("Bearer")),
         }
+    }
+}
+
+impl Authn {
+    /// Counts and logs a refusal (`authentication failed`, with the reason code).
+    fn count(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str) {
+        self.failures
+            .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
+            .inc();
+        tracing::info!(
+            request_id = ex.request_id,
+            client_ip = %ex.client_ip,
+            authenticator = name,
+            method = method.kind(),
+            reason,
+            "authentication failed"
+        );
     }
 }
 

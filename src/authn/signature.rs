@@ -23,9 +23,11 @@
 //! signature whose `keyid` is configured (and whose label and `tag` match, when configured) is checked, in
 //! this order: the key's configured algorithm decides (a request's `alg` must match it, never choose it);
 //! `created` is required and within `max_skew`; `expires`, when present, has not passed; a `nonce` is
-//! required; the required components are covered; the signature verifies (constant time) over the
-//! signature base rebuilt from the request; a `Content-Digest` field, when present, matches the received
-//! body; and only then is the nonce recorded, so unsigned garbage cannot fill the replay store.
+//! required and not already used; the required components are covered; the signature verifies
+//! (constant time) over the signature base rebuilt from the request. All of that reads the head only, so
+//! a request that cannot pass is refused before any of its body is read. Then, only when needed, the body
+//! is read and checked ([`SignatureAuth::check_body`]): a `Content-Digest` field, when present, matches
+//! it; and only then is the nonce recorded, so unsigned garbage cannot fill the replay store.
 
 pub mod base;
 pub mod fields;
@@ -38,7 +40,7 @@ use aws_lc_rs::{constant_time, digest, hmac, signature as sig};
 use base::{Component, Message};
 use base64::Engine;
 use fields::{DigestAlg, SignatureInput};
-use replay::ReplayStore;
+use replay::{Refused, ReplayStore};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,6 +69,9 @@ pub struct SignatureConfig {
     /// Most nonces remembered at once; beyond it new signatures are refused until old nonces expire.
     #[serde(default = "default_capacity")]
     pub replay_capacity: usize,
+    /// Send the accepted `Signature` and `Signature-Input` fields upstream (off: they are removed).
+    #[serde(default)]
+    pub forward_credential: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -199,6 +204,7 @@ fn ed25519_key(text: &[u8]) -> Result<[u8; 32], String> {
 }
 
 pub struct SignatureAuth {
+    pub forward_credential: bool,
     keys: BTreeMap<String, Key>,
     skew: i64,
     required: Vec<Component>,
@@ -234,6 +240,7 @@ impl SignatureAuth {
             return Err(err("signature.replay_capacity must be at least 1".into()));
         }
         Ok(SignatureAuth {
+            forward_credential: c.forward_credential,
             keys,
             skew: skew as i64,
             required,
@@ -244,43 +251,70 @@ impl SignatureAuth {
         })
     }
 
-    pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+    /// Everything a request's head can prove, before any of its body is read: the fields parse, a key is
+    /// known, the time window, the nonce is unused, the coverage, and the signature itself (it covers the
+    /// `Content-Digest` field, not the body). When the body must still be checked, the returned
+    /// [`BodyDue`] says how; then the nonce is recorded only once the body has passed.
+    pub async fn check(&self, req: &AuthRequest<'_>) -> (Verdict, Option<BodyDue>) {
         let headers = &req.parts.headers;
         match (joined(headers, "signature-input"), joined(headers, "signature")) {
-            (None, None) => Verdict::Absent,
-            (Some(input), Some(signature)) => match self.verify(req, &input, &signature, now()) {
-                Ok(p) => Verdict::Valid(p),
-                Err(reason) => Verdict::Invalid(reason),
+            (None, None) => (Verdict::Absent, None),
+            (Some(input), Some(signature)) => match self.verify_head(req, &input, &signature, now()) {
+                Ok((p, due)) => (Verdict::Valid(p), due),
+                Err(reason) => (Verdict::Invalid(reason), None),
             },
-            _ => Verdict::Invalid("malformed_signature"),
+            _ => (Verdict::Invalid("malformed_signature"), None),
         }
     }
 
-    fn verify(
+    fn verify_head(
         &self,
         req: &AuthRequest<'_>,
         input: &str,
         signature: &str,
         now: i64,
-    ) -> Result<Arc<Principal>, &'static str> {
+    ) -> Result<(Arc<Principal>, Option<BodyDue>), &'static str> {
         let inputs = fields::parse_inputs(input)?;
         let (si, key) = self.select(&inputs)?;
         let nonce = self.check_params(si, key, now)?;
-        self.check_coverage(si, req.body)?;
+        let keyid = si.keyid.as_deref().unwrap_or_default();
+        if self.replay.contains(keyid, nonce, now) {
+            return Err(Refused::Replayed.reason());
+        }
+        let body = declared_body(req.parts);
+        let covered = self.check_coverage(si, body)?;
         let signature = fields::parse_signatures(signature)?.remove(&si.label).ok_or("malformed_signature")?;
         let scheme = req.parts.uri.scheme_str().unwrap_or(if req.conn.tls.is_some() { "https" } else { "http" });
         let base = base::signature_base(&Message { parts: req.parts, scheme }, &si.components, &si.params_line)?;
         if !key.verify(&base, &signature) {
             return Err("bad_signature");
         }
-        if let Some(value) = joined(&req.parts.headers, "content-digest") {
-            check_digest(&value, req.body.map(|b| &b[..]))?;
-        }
         let created = si.created.unwrap_or(now);
         let until = created.saturating_add(self.skew).saturating_add(1).min(si.expires.unwrap_or(i64::MAX));
-        let keyid = si.keyid.as_deref().unwrap_or_default();
-        self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason())?;
-        Ok(key.principal.clone())
+        let digest = joined(&req.parts.headers, "content-digest");
+        let must_be_empty = self.require_digest && !covered && body != Declared::Empty;
+        if digest.is_none() && !must_be_empty {
+            self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason())?;
+            return Ok((key.principal.clone(), None));
+        }
+        let due = BodyDue { digest, must_be_empty, keyid: keyid.to_owned(), nonce: nonce.to_owned(), until };
+        Ok((key.principal.clone(), Some(due)))
+    }
+
+    /// The checks of a request's body, once read: its `Content-Digest`, or that it is empty when a body
+    /// had to be covered and was not; then the nonce is recorded.
+    pub fn check_body(&self, due: &BodyDue, body: &[u8]) -> Result<(), &'static str> {
+        self.check_body_at(due, body, now())
+    }
+
+    fn check_body_at(&self, due: &BodyDue, body: &[u8], now: i64) -> Result<(), &'static str> {
+        if due.must_be_empty && !body.is_empty() {
+            return Err("missing_component");
+        }
+        if let Some(value) = &due.digest {
+            check_digest(value, Some(body))?;
+        }
+        self.replay.remember(&due.keyid, &due.nonce, due.until, now).map_err(|r| r.reason())
     }
 
     /// The first signature meant for us: label and tag as configured, keyid known.
@@ -319,16 +353,17 @@ impl SignatureAuth {
         }
     }
 
-    /// The configured components, and `content-digest` when there is a body.
-    fn check_coverage(&self, si: &SignatureInput, body: Option<&bytes::Bytes>) -> Result<(), &'static str> {
+    /// The configured components, and `content-digest` when the request declares a body; returns
+    /// whether `content-digest` is covered.
+    fn check_coverage(&self, si: &SignatureInput, body: Declared) -> Result<bool, &'static str> {
         if self.required.iter().any(|c| !si.components.contains(c)) {
             return Err("missing_component");
         }
-        let digest = Component::Field("content-digest".into());
-        if self.require_digest && body.is_some_and(|b| !b.is_empty()) && !si.components.contains(&digest) {
+        let covered = si.components.contains(&Component::Field("content-digest".into()));
+        if self.require_digest && body == Declared::NonEmpty && !covered {
             return Err("missing_component");
         }
-        Ok(())
+        Ok(covered)
     }
 
     /// There is no registered HTTP authentication scheme for RFC 9421; `Signature` is what clients of
@@ -339,6 +374,42 @@ impl SignatureAuth {
     }
 
     pub fn start(&self) {}
+}
+
+/// What remains to check of a request whose head passed: see [`SignatureAuth::check_body`].
+#[derive(Debug)]
+pub struct BodyDue {
+    /// The `Content-Digest` field, which the body must match.
+    digest: Option<String>,
+    /// `content-digest` was required but not covered, and the head did not say the body is empty.
+    must_be_empty: bool,
+    keyid: String,
+    nonce: String,
+    until: i64,
+}
+
+/// What a request's head says of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Empty,
+    NonEmpty,
+    /// HTTP/1 chunked, or HTTP/2 without `Content-Length`: known only once read.
+    Unknown,
+}
+
+fn declared_body(parts: &http::request::Parts) -> Declared {
+    let length =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    match length {
+        Some(0) => Declared::Empty,
+        Some(_) => Declared::NonEmpty,
+        None if parts.version < http::Version::HTTP_2
+            && !parts.headers.contains_key(http::header::TRANSFER_ENCODING) =>
+        {
+            Declared::Empty
+        }
+        None => Declared::Unknown,
+    }
 }
 
 /// Every `Content-Digest` algorithm we know must match the received body; at least one must be present.

@@ -12,7 +12,7 @@
 
 use crate::authn::Authn;
 use crate::exchange::Reject;
-use crate::exchange::{Exchange, Place};
+use crate::exchange::{Exchange, Place, RequestBody};
 
 /// One per-route request stage.
 pub enum Stage {
@@ -34,18 +34,24 @@ impl Stage {
         }
     }
 
-    /// True if this stage must see the whole request body (read within the route's body limit).
-    fn needs_body(&self) -> bool {
+    /// True if this stage may read the whole request body (within the route's body limit).
+    pub fn may_read_body(&self) -> bool {
         match self {
-            Stage::Authentication(a) => a.needs_body(),
+            Stage::Authentication(a) => a.may_read_body(),
         }
     }
 
     async fn run(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         match self {
             Stage::Authentication(a) => {
-                a.authenticate(ex).await?;
-                a.strip_credentials(&mut ex.parts.headers);
+                // Judged on the head alone; the body is read only when an accepted signature still has
+                // to be checked against it.
+                let accepted = a.authenticate(ex).await?;
+                if accepted.needs_body() {
+                    let body = read_body(ex).await?;
+                    a.check_body(ex, &accepted, &body)?;
+                }
+                a.strip_credentials(&mut ex.parts.headers, &accepted);
                 if let Some(kept) = ex.parts.uri.query().and_then(|q| a.strip_query(q)) {
                     replace_query(&mut ex.parts.uri, &kept)?;
                 }
@@ -58,7 +64,7 @@ impl Stage {
 /// The ordered per-route stages of one route.
 pub struct Chain {
     stages: Box<[Stage]>,
-    needs_body: bool,
+    may_read_body: bool,
 }
 
 impl Chain {
@@ -66,13 +72,14 @@ impl Chain {
     /// config gave them).
     pub fn new(mut stages: Vec<Stage>) -> Chain {
         stages.sort_by_key(Stage::place);
-        let needs_body = stages.iter().any(Stage::needs_body);
-        Chain { stages: stages.into_boxed_slice(), needs_body }
+        let may_read_body = stages.iter().any(Stage::may_read_body);
+        Chain { stages: stages.into_boxed_slice(), may_read_body }
     }
 
-    /// True if the body must be read (within the route's limit) before the stages run.
-    pub fn needs_body(&self) -> bool {
-        self.needs_body
+    /// True if a stage may read the body whole (within the route's limit); otherwise it is always
+    /// streamed to the upstream, never buffered.
+    pub fn may_read_body(&self) -> bool {
+        self.may_read_body
     }
 
     pub fn stages(&self) -> &[Stage] {
@@ -89,6 +96,21 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// The body, read whole within the route's limit (once; later callers get the same bytes), for a stage
+/// that must see it. Read on demand, so a request refused on its head is refused before any body byte
+/// is read.
+async fn read_body(ex: &mut Exchange<'_>) -> Result<bytes::Bytes, Reject> {
+    let bytes = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
+        RequestBody::Buffered(bytes) => bytes,
+        RequestBody::Streaming(body) => {
+            let seen = ex.bytes_in.get_or_insert_with(Default::default);
+            crate::validate::body::read_all(body, ex.body_limit, seen, ex.body_timeout).await?
+        }
+    };
+    ex.body = RequestBody::Buffered(bytes.clone());
+    Ok(bytes)
 }
 
 /// The target with its query replaced (an empty one removed). Only for the rare request that carries a

@@ -53,11 +53,15 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String>
     let store = Store::open(path)?;
     match cmd {
         KeysCommand::Create { principal, roles, scopes, expires, cidrs } => {
-            for c in &cidrs {
-                c.parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("`{c}` is not a CIDR"))?;
-            }
+            // Stored in canonical form: a bare address becomes `/32` or `/128`.
+            let cidrs = cidrs
+                .iter()
+                .map(|c| {
+                    super::parse_cidr(c)
+                        .map(|n| n.to_string())
+                        .ok_or_else(|| format!("`{c}` is not a CIDR or an address"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let expires_at = expires.map(|e| parse_duration(&e).map(|d| now() + d.as_secs() as i64)).transpose()?;
             let info = KeyInfo {
                 id: String::new(),
@@ -107,7 +111,8 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String>
                 return Err(format!("key `{id}` is revoked"));
             }
             let grace = parse_duration(&grace)?;
-            let info = KeyInfo { created_at: now(), ..old };
+            let allowed_cidrs = store.restriction_of(&id)?;
+            let info = KeyInfo { created_at: now(), allowed_cidrs, ..old };
             let (new_id, key) = create(&store, &secret, &info)?;
             store.mark_rotated(&id, &new_id, now() + grace.as_secs() as i64)?;
             eprintln!("key {id} rotated to {new_id}; the old key stays valid for {grace:?}");

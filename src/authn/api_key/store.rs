@@ -36,6 +36,13 @@ fn json_to_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
+/// A stored `allowed_cidrs` column: every entry parsed, or the first one that cannot be (the whole
+/// column when it is not a JSON list of strings).
+fn restriction(column: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let entries: Vec<String> = serde_json::from_str(column).map_err(|_| column.chars().take(64).collect::<String>())?;
+    entries.iter().map(|e| super::parse_cidr(e).ok_or_else(|| e.chars().take(64).collect())).collect()
+}
+
 impl Store {
     pub fn open(path: &str) -> Result<Store, String> {
         let conn = Connection::open(path).map_err(err)?;
@@ -95,7 +102,17 @@ impl Store {
         for row in rows {
             let (hash, id, who, roles, scopes, cidrs, expires_at, revoked_at, grace_until) = row.map_err(err)?;
             let Ok(digest) = <Digest>::try_from(hash.as_slice()) else { continue };
-            let allowed = json_to_list(&cidrs).iter().filter_map(|c| c.parse().ok()).collect();
+            let (allowed, unusable) = match restriction(&cidrs) {
+                Ok(nets) => (nets, false),
+                Err(entry) => {
+                    tracing::warn!(
+                        key = id.as_str(),
+                        entry = entry.as_str(),
+                        "API key refused: its address restriction cannot be read"
+                    );
+                    (Vec::new(), true)
+                }
+            };
             map.insert(
                 digest,
                 Arc::new(KeyRecord {
@@ -105,6 +122,7 @@ impl Store {
                     grace_until,
                     revoked: revoked_at.is_some(),
                     allowed,
+                    unusable,
                 }),
             );
         }
@@ -138,6 +156,17 @@ impl Store {
             )
             .map_err(err)?;
         self.bump()
+    }
+
+    /// A key's address restriction in canonical form, or an error when it cannot be read: a rotation
+    /// copies it to the new key and must never turn it into "anywhere".
+    pub fn restriction_of(&self, id: &str) -> Result<Vec<String>, String> {
+        let column: String =
+            self.conn.query_row("SELECT allowed_cidrs FROM api_keys WHERE id = ?1", [id], |r| r.get(0)).map_err(err)?;
+        let nets = restriction(&column).map_err(|entry| {
+            format!("key `{id}`: its address restriction cannot be read (`{entry}`); fix or revoke the key")
+        })?;
+        Ok(nets.iter().map(ToString::to_string).collect())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<KeyInfo>, String> {
@@ -198,5 +227,21 @@ impl Store {
             .optional()
             .map(|r| r.is_some())
             .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restriction;
+
+    #[test]
+    fn an_unreadable_restriction_is_an_error_never_an_empty_list() {
+        assert_eq!(restriction("[]").unwrap(), vec![]);
+        let nets = restriction(r#"["203.0.113.5", "10.0.0.0/8"]"#).unwrap();
+        assert_eq!(nets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["203.0.113.5/32", "10.0.0.0/8"]);
+        assert_eq!(restriction(r#"["10.0.0.0/8", "not-an-address"]"#).unwrap_err(), "not-an-address");
+        assert!(restriction("not json").is_err());
+        assert!(restriction(r#"[1, 2]"#).is_err());
+        assert!(restriction("null").is_err());
     }
 }

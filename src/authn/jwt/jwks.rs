@@ -33,6 +33,8 @@ pub struct Key {
     pub kid: Option<String>,
     pub algs: Vec<Algorithm>,
     key: DecodingKey,
+    /// SHA-256 of the key type and public material: tells a key replaced under the same `kid` apart.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Key {
@@ -45,7 +47,7 @@ impl Key {
     /// A configured HMAC secret, for the pinned HS* algorithms.
     pub fn secret(secret: &[u8], pinned: &[Algorithm]) -> Key {
         let algs = pinned.iter().copied().filter(|a| hs_len(*a).is_some()).collect();
-        Key { kid: None, algs, key: DecodingKey::from_secret(secret) }
+        Key { kid: None, algs, key: DecodingKey::from_secret(secret), fingerprint: fingerprint(&[b"oct", secret]) }
     }
 }
 
@@ -70,6 +72,18 @@ fn member<'a>(jwk: &'a Value, name: &str) -> Result<&'a str, String> {
     jwk.get(name).and_then(Value::as_str).ok_or_else(|| format!("missing `{name}`"))
 }
 
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        // Length-prefixed, so the parts cannot run into each other.
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// One JWK as a verification key; `Ok(None)` for a key we do not use (encryption key, `oct`, an
 /// algorithm that is not pinned).
 pub fn parse_jwk(jwk: &Value, pinned: &[Algorithm]) -> Result<Option<Key>, String> {
@@ -86,18 +100,20 @@ pub fn parse_jwk(jwk: &Value, pinned: &[Algorithm]) -> Result<Option<Key>, Strin
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err("`kid` is not a string".into()),
     };
-    let (family, key): (&[Algorithm], DecodingKey) = match member(jwk, "kty")? {
+    let (family, key, material): (&[Algorithm], DecodingKey, [u8; 32]) = match member(jwk, "kty")? {
         "RSA" => {
             let (n, e) = (member(jwk, "n")?, member(jwk, "e")?);
             if b64_len(n, "n")? < 256 {
                 return Err("RSA keys shorter than 2048 bits are refused".into());
             }
             b64_len(e, "e")?;
-            (&RSA_ALGS, DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?)
+            let key = DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?;
+            (&RSA_ALGS, key, fingerprint(&[b"RSA", n.as_bytes(), e.as_bytes()]))
         }
         "EC" => {
             let (x, y) = (member(jwk, "x")?, member(jwk, "y")?);
-            let (alg, len) = match member(jwk, "crv")? {
+            let crv = member(jwk, "crv")?;
+            let (alg, len) = match crv {
                 "P-256" => (&[Algorithm::ES256], 32),
                 "P-384" => (&[Algorithm::ES384], 48),
                 _ => return Ok(None),
@@ -105,14 +121,16 @@ pub fn parse_jwk(jwk: &Value, pinned: &[Algorithm]) -> Result<Option<Key>, Strin
             if b64_len(x, "x")? != len || b64_len(y, "y")? != len {
                 return Err("EC coordinates do not match the curve".into());
             }
-            (alg, DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?)
+            let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
+            (alg, key, fingerprint(&[b"EC", crv.as_bytes(), x.as_bytes(), y.as_bytes()]))
         }
         "OKP" if member(jwk, "crv")? == "Ed25519" => {
             let x = member(jwk, "x")?;
             if b64_len(x, "x")? != 32 {
                 return Err("an Ed25519 key is 32 bytes".into());
             }
-            (&[Algorithm::EdDSA], DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?)
+            let key = DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?;
+            (&[Algorithm::EdDSA], key, fingerprint(&[b"OKP", b"Ed25519", x.as_bytes()]))
         }
         // `oct` (shared secrets) never come from a key set; other types are not JWS signature keys.
         _ => return Ok(None),
@@ -130,7 +148,7 @@ pub fn parse_jwk(jwk: &Value, pinned: &[Algorithm]) -> Result<Option<Key>, Strin
     if algs.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Key { kid, algs, key }))
+    Ok(Some(Key { kid, algs, key, fingerprint: material }))
 }
 
 /// A JWKS document (`{"keys": [...]}`): the usable keys. A key that cannot be read is skipped (and
@@ -244,7 +262,8 @@ pub struct Jwks {
     pinned: Vec<Algorithm>,
     pub secret: Option<Key>,
     current: ArcSwap<KeySet>,
-    /// Incremented whenever a key disappears, so tokens verified with it stop being served from cache.
+    /// Incremented whenever a key disappears or changes (new material or algorithms under the same `kid`),
+    /// so tokens verified with it stop being served from cache.
     generation: AtomicU64,
     client: Option<Client>,
     fetch: tokio::sync::Mutex<FetchState>,
@@ -294,7 +313,7 @@ impl Jwks {
     }
 
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.load(Ordering::Acquire)
     }
 
     /// True when keys are fetched or re-read in the background.
@@ -408,24 +427,51 @@ impl Jwks {
     }
 
     fn install(&self, keys: Vec<Key>, remote: bool) {
-        let old = self.current.load();
-        let removed = old.keys.iter().any(|o| !keys.iter().any(|k| k.kid == o.kid));
+        let old = self.current.load_full();
+        let withdrawn = withdrawn(&old.keys, &keys);
         let set = KeySet { keys, usable_until: remote.then(|| Instant::now() + self.timing.max_stale) };
-        if removed {
-            self.generation.fetch_add(1, Ordering::Relaxed);
-        }
         let (before, after) = (old.kids().join(","), set.kids().join(","));
-        if before != after {
+        if before != after || withdrawn {
             tracing::info!(authenticator = self.name.as_str(), kids = after.as_str(), "JWKS keys updated");
         }
+        // The new keys first, then the generation: a request that reads the new generation verifies with
+        // the new keys, so nothing verified with a withdrawn key is cached under the new generation.
         self.current.store(Arc::new(set));
+        if withdrawn {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
+}
+
+/// True when a key of `old` is not in `new` with the same `kid`, material and algorithms: tokens it
+/// verified must be verified again.
+fn withdrawn(old: &[Key], new: &[Key]) -> bool {
+    old.iter().any(|o| !new.iter().any(|k| k.kid == o.kid && k.fingerprint == o.fingerprint && k.algs == o.algs))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_key_replaced_under_the_same_kid_is_withdrawn() {
+        let all = [Algorithm::RS256, Algorithm::ES256];
+        let key = |v: Value| parse_jwk(&v, &all).unwrap().unwrap();
+        let n1 = URL_SAFE_NO_PAD.encode([7u8; 256]);
+        let n2 = URL_SAFE_NO_PAD.encode([9u8; 256]);
+        let a = || key(json!({"kty": "RSA", "kid": "k", "n": n1, "e": "AQAB"}));
+        let b = || key(json!({"kty": "RSA", "kid": "k", "n": n2, "e": "AQAB"}));
+        let other = || key(json!({"kty": "EC", "kid": "e", "crv": "P-256", "x": b64(32), "y": b64(32)}));
+        assert!(!withdrawn(&[a()], &[a()]), "unchanged");
+        assert!(!withdrawn(&[a()], &[other(), a()]), "a key added");
+        assert!(withdrawn(&[a(), other()], &[other()]), "a key removed");
+        assert!(withdrawn(&[a()], &[b()]), "new material under the same kid");
+        let narrowed = key(json!({"kty": "RSA", "kid": "k", "alg": "RS256", "n": n1, "e": "AQAB"}));
+        let wide = [Algorithm::RS256, Algorithm::PS256];
+        let widened = parse_jwk(&json!({"kty": "RSA", "kid": "k", "n": n1, "e": "AQAB"}), &wide).unwrap().unwrap();
+        assert!(withdrawn(&[widened], &[narrowed]), "an algorithm withdrawn");
+    }
 
     fn b64(n: usize) -> String {
         URL_SAFE_NO_PAD.encode(vec![7u8; n])

@@ -34,7 +34,7 @@ fn check(a: &MtlsAuth, chain: Option<Vec<CertificateDer<'static>>>) -> Verdict {
         Some(TlsInfo { version: None, sni: None, client_chain: chain }),
     );
     let (parts, ()) = http::Request::new(()).into_parts();
-    let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
+    let req = AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip() };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(a.check(&req))
 }

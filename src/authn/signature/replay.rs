@@ -76,6 +76,13 @@ impl ReplayStore {
         Ok(())
     }
 
+    /// True if `(keyid, nonce)` is recorded and still live: a request carrying it would be refused.
+    pub fn contains(&self, keyid: &str, nonce: &str, now: i64) -> bool {
+        let key = format!("{keyid}\n{nonce}");
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.until.get(&key).is_some_and(|until| *until > now)
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).until.len()
     }

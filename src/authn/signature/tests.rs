@@ -126,6 +126,7 @@ fn signed(components: &str, params: &str, secret: &str, body: &[u8]) -> Signed {
     let digest = digest::digest(&digest::SHA256, body);
     let mut parts = http::Request::post("/orders?id=7")
         .header("host", "api.example")
+        .header("content-length", body.len())
         .header("content-digest", format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(digest)))
         .body(())
         .unwrap()
@@ -150,10 +151,14 @@ fn params(nonce: &str) -> String {
 
 fn run(a: &SignatureAuth, s: &Signed, now: i64) -> Result<Arc<Principal>, &'static str> {
     let conn = ConnInfo::new(0, "127.0.0.1:1".parse().unwrap(), None);
-    let req = AuthRequest { parts: &s.parts, conn: &conn, client_ip: conn.peer.ip(), body: Some(&s.body) };
+    let req = AuthRequest { parts: &s.parts, conn: &conn, client_ip: conn.peer.ip() };
     let headers = &s.parts.headers;
     let (input, sig) = (joined(headers, "signature-input").unwrap(), joined(headers, "signature").unwrap());
-    a.verify(&req, &input, &sig, now)
+    let (p, due) = a.verify_head(&req, &input, &sig, now)?;
+    if let Some(due) = due {
+        a.check_body_at(&due, &s.body, now)?;
+    }
+    Ok(p)
 }
 
 #[test]
@@ -216,8 +221,8 @@ fn headers_decide_absent_or_invalid() {
     let conn = ConnInfo::new(0, "127.0.0.1:1".parse().unwrap(), None);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let verdict = |parts: &http::request::Parts| {
-        let req = AuthRequest { parts, conn: &conn, client_ip: conn.peer.ip(), body: None };
-        rt.block_on(a.check(&req))
+        let req = AuthRequest { parts, conn: &conn, client_ip: conn.peer.ip() };
+        rt.block_on(a.check(&req)).0
     };
     let bare = http::Request::get("/").body(()).unwrap().into_parts().0;
     assert!(matches!(verdict(&bare), Verdict::Absent));
