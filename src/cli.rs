@@ -5,6 +5,7 @@
 
 use crate::config::{self, ConfigError};
 use crate::observe::metrics::Metrics;
+use crate::pipeline::runtime::Lasting;
 use crate::pipeline::Shared;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -99,8 +100,7 @@ fn usage(e: &ConfigError) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let metrics = Arc::new(Metrics::new());
-    match config::load_and_compile(path, &metrics, None) {
+    match config::load_and_compile(path, &Lasting::default(), None) {
         Ok(rt) => {
             println!("{}: configuration is valid", path.display());
             for l in &rt.listeners {
@@ -130,9 +130,9 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool) -> ExitCode {
-    let metrics = Arc::new(Metrics::new());
+    let lasting = Lasting { metrics: Arc::new(Metrics::new()), ..Lasting::default() };
     let text_path = path.clone().unwrap_or_else(|| PathBuf::from("examples/quickstart.yaml (built in)"));
-    let runtime = match config::compile::compile(&cfg, &metrics, None) {
+    let runtime = match config::compile::compile(&cfg, &lasting, None) {
         Ok(rt) => rt,
         Err(e) => {
             let text = path
@@ -166,7 +166,7 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
     if quickstart {
         print_quickstart();
     }
-    let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), metrics });
+    let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), lasting });
     match tokio_rt.block_on(crate::server::run(shared, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -316,6 +316,34 @@ impl PrincipalKind {
     }
 }
 
+/// State that outlives a reload, kept by name: a reload's compile gets back the entry the running config
+/// uses (while anything still holds it) instead of starting empty. It lives on the process's lasting
+/// state, handed to every compile, never in a static.
+pub struct Registry<T> {
+    entries: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<T>>>,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry { entries: Default::default() }
+    }
+}
+
+impl<T> Registry<T> {
+    /// The live entry named `name`, adjusted by `adopt`, or a new one from `make`.
+    pub fn get_or_insert(&self, name: &str, adopt: impl FnOnce(&T), make: impl FnOnce() -> T) -> Arc<T> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, w| w.strong_count() > 0);
+        if let Some(live) = entries.get(name).and_then(std::sync::Weak::upgrade) {
+            adopt(&live);
+            return live;
+        }
+        let new = Arc::new(make());
+        entries.insert(name.to_owned(), Arc::downgrade(&new));
+        new
+    }
+}
+
 /// The error type of every body the gateway streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

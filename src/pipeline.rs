@@ -10,7 +10,7 @@ pub mod runtime;
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
 use crate::exchange::{Place, RequestBody};
-use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::observe::metrics::RouteMetrics;
 use crate::observe::Completion;
 use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::proxy::upstream::Upstream;
@@ -81,7 +81,8 @@ impl Route {
 /// The process-wide state shared by every connection.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
-    pub metrics: Arc<Metrics>,
+    /// What outlives every reload: metrics, and state stages keep by name.
+    pub lasting: runtime::Lasting,
 }
 
 /// Serves one request on `conn`. Never fails: every outcome is a response.
@@ -148,7 +149,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         aborted: false,
         access_log: rt.access_log,
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
-        metrics: shared.metrics.clone(),
+        metrics: shared.lasting.metrics.clone(),
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp

@@ -58,7 +58,7 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
                     .into_response("admin");
                 }
             }
-            let mut resp = Response::new(ResponseBody::full(shared.metrics.encode().into()));
+            let mut resp = Response::new(ResponseBody::full(shared.lasting.metrics.encode().into()));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -143,7 +143,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn compile(name: &str, cfg: &AuthenticatorConfig, metrics: &Metrics) -> Result<Method, String> {
+    fn compile(name: &str, cfg: &AuthenticatorConfig, metrics: &Metrics, kept: &Kept) -> Result<Method, String> {
         let c = cfg;
         let set =
             [c.api_key.is_some(), c.jwt.is_some(), c.introspection.is_some(), c.mtls.is_some(), c.signature.is_some()];
@@ -165,7 +165,7 @@ impl Method {
             return mtls::MtlsAuth::new(name, m).map(Method::Mtls);
         }
         match &c.signature {
-            Some(m) => signature::SignatureAuth::new(name, m).map(Method::Signature),
+            Some(m) => signature::SignatureAuth::new(name, m, &kept.replay).map(Method::Signature),
             None => Err(format!("authenticator `{name}` has no method")),
         }
     }
@@ -243,6 +243,13 @@ impl Method {
     }
 }
 
+/// Authentication state that must outlive a reload, kept on the process's lasting state (handed to every
+/// compile; never a static): the replay caches of signature authenticators, by name.
+#[derive(Default)]
+pub struct Kept {
+    pub replay: crate::exchange::Registry<signature::replay::ReplayStore>,
+}
+
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
 pub struct Authenticators {
     methods: BTreeMap<String, (AuthenticatorConfig, Arc<Method>)>,
@@ -253,13 +260,14 @@ impl Authenticators {
         cfg: &BTreeMap<String, AuthenticatorConfig>,
         previous: Option<&Authenticators>,
         metrics: &Metrics,
+        kept: &Kept,
     ) -> Result<Authenticators, (String, String)> {
         let mut methods = BTreeMap::new();
         for (name, c) in cfg {
             let reused = previous.and_then(|p| p.methods.get(name)).filter(|(old, _)| old == c);
             let method = match reused {
                 Some((_, m)) => m.clone(),
-                None => Arc::new(Method::compile(name, c, metrics).map_err(|e| (name.clone(), e))?),
+                None => Arc::new(Method::compile(name, c, metrics, kept).map_err(|e| (name.clone(), e))?),
             };
             methods.insert(name.clone(), (c.clone(), method));
         }

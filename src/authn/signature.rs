@@ -34,6 +34,7 @@ pub mod fields;
 pub mod replay;
 
 use super::{AuthRequest, Principal, PrincipalKind, Verdict};
+use crate::exchange::Registry;
 use crate::secret::Secret;
 use crate::units::Dur;
 use aws_lc_rs::{constant_time, digest, hmac, signature as sig};
@@ -215,7 +216,8 @@ pub struct SignatureAuth {
 }
 
 impl SignatureAuth {
-    pub fn new(name: &str, c: &SignatureConfig) -> Result<SignatureAuth, String> {
+    /// `stores`: the replay caches that outlive reloads (see [`crate::authn::Kept`]).
+    pub fn new(name: &str, c: &SignatureConfig, stores: &Registry<ReplayStore>) -> Result<SignatureAuth, String> {
         let err = |e: String| format!("authenticator `{name}`: {e}");
         if c.keys.is_empty() {
             return Err(err("signature.keys cannot be empty".into()));
@@ -247,7 +249,7 @@ impl SignatureAuth {
             require_digest: c.require_content_digest,
             label: c.label.clone(),
             tag: c.tag.clone(),
-            replay: ReplayStore::for_authenticator(name, c.replay_capacity),
+            replay: ReplayStore::for_authenticator(stores, name, c.replay_capacity),
         })
     }
 

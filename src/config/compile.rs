@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use crate::pipeline::runtime::{AdminRt, Credentials, ListenerRt, Runtime, ServerLimits};
+pub use crate::pipeline::runtime::{AdminRt, Credentials, Lasting, ListenerRt, Runtime, ServerLimits};
 
 /// Where requests carry credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and
 /// the header and query parameter of every `api_key` authenticator.
@@ -113,6 +113,7 @@ fn limits(l: &file::Limits) -> Result<ServerLimits> {
 fn listener(
     l: &file::Listener,
     authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>,
+    self_signed: &crate::tls::server::SelfSignedCache,
 ) -> Result<ListenerRt> {
     let address = addr("address", &l.address)?;
     let err = |m: String| CompileError::new("name", l.name.clone(), format!("listener `{}`: {m}", l.name));
@@ -150,7 +151,7 @@ fn listener(
                 return Err(plain_err("plain_http is for plain listeners only"));
             }
             let http2 = l.http2.unwrap_or(true);
-            let config = crate::tls::server::server_config(t, http2).map_err(err)?;
+            let config = crate::tls::server::server_config(t, http2, self_signed).map_err(err)?;
             let hsts = t.hsts.then(|| HeaderValue::from(t.hsts_max_age.0.as_secs())).map(|age| {
                 let v = format!("max-age={}", age.to_str().unwrap_or("31536000"));
                 HeaderValue::try_from(v).unwrap_or(HeaderValue::from_static("max-age=31536000"))
@@ -261,7 +262,9 @@ fn route(
 }
 
 /// Compiles the config. `previous` lends unchanged upstreams to the new runtime.
-pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runtime>) -> Result<Runtime> {
+/// `lasting` is the state that outlives reloads (metrics, what stages keep by name).
+pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) -> Result<Runtime> {
+    let metrics = &lasting.metrics;
     if cfg.listeners.is_empty() {
         return Err(CompileError::new("listeners", "", "at least one listener is required"));
     }
@@ -276,7 +279,11 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
             return Err(CompileError::new("name", l.name.clone(), format!("listener name `{}` is used twice", l.name)));
         }
     }
-    let listeners = cfg.listeners.iter().map(|l| listener(l, &cfg.authenticators)).collect::<Result<Vec<_>>>()?;
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| listener(l, &cfg.authenticators, &lasting.self_signed))
+        .collect::<Result<Vec<_>>>()?;
     let limits = limits(&cfg.limits)?;
     let trusted_proxies = cfg
         .trusted_proxies
@@ -304,8 +311,9 @@ pub fn compile(cfg: &FileConfig, metrics: &Arc<Metrics>, previous: Option<&Runti
         };
         upstreams.insert(name.clone(), up);
     }
-    let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), metrics)
-        .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
+    let authenticators =
+        Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), metrics, &lasting.authn)
+            .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {

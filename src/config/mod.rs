@@ -56,11 +56,11 @@ pub fn load(path: &Path) -> Result<(file::FileConfig, String), ConfigError> {
 /// Reads, parses and compiles: what `check` and a reload do.
 pub fn load_and_compile(
     path: &Path,
-    metrics: &std::sync::Arc<crate::observe::metrics::Metrics>,
+    lasting: &crate::pipeline::runtime::Lasting,
     previous: Option<&compile::Runtime>,
 ) -> Result<compile::Runtime, ConfigError> {
     let (cfg, text) = load(path)?;
-    compile::compile(&cfg, metrics, previous).map_err(|e| e.locate(&text, path))
+    compile::compile(&cfg, lasting, previous).map_err(|e| e.locate(&text, path))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::Route;
 use crate::authn::Authenticators;
+use crate::authn::Kept;
 use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::proxy::upstream::Upstream;
 use crate::route::RouteTable;
@@ -83,4 +84,14 @@ pub struct ServerLimits {
 pub struct AdminRt {
     pub address: SocketAddr,
     pub token: Option<crate::secret::Secret>,
+}
+
+/// State that must outlive a reload, owned once by the process and handed to every compile (never in a
+/// static): the metrics registry, and what stages keep by name across reloads. Reloads also adopt
+/// unchanged upstreams (pools, health) and authenticators (caches) from the running [`Runtime`].
+#[derive(Default)]
+pub struct Lasting {
+    pub metrics: Arc<Metrics>,
+    pub authn: Kept,
+    pub self_signed: crate::tls::server::SelfSignedCache,
 }

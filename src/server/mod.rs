@@ -132,7 +132,7 @@ async fn accept_loop(
         let guard = match limits.try_acquire(peer.ip(), max_total, max_per_ip) {
             Ok(g) => g,
             Err(reason) => {
-                shared.metrics.connection_refused(reason);
+                shared.lasting.metrics.connection_refused(reason);
                 tracing::debug!(client_ip = %peer.ip(), reason, "connection refused");
                 continue;
             }
@@ -140,9 +140,9 @@ async fn accept_loop(
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            shared.metrics.active_connections.inc();
+            shared.lasting.metrics.active_connections.inc();
             serve_connection(index, stream, peer, shared.clone(), stop).await;
-            shared.metrics.active_connections.dec();
+            shared.lasting.metrics.active_connections.dec();
             drop(guard);
         });
     }
@@ -251,7 +251,7 @@ fn parser_refusals(shared: &Arc<Shared>, info: &ConnInfo) -> conn::Refuse {
             aborted: false,
             access_log: rt.access_log,
             route_metrics: rt.unmatched.clone(),
-            metrics: shared.metrics.clone(),
+            metrics: shared.lasting.metrics.clone(),
         });
         bytes
     })

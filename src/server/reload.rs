@@ -14,19 +14,19 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Reloads once from `path`. Returns the error text when refused.
 pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
     let old = shared.runtime.load_full();
-    let result = crate::config::load_and_compile(path, &shared.metrics, Some(&old))
+    let result = crate::config::load_and_compile(path, &shared.lasting, Some(&old))
         .map_err(|e| e.to_string())
         .and_then(|new| new.reloadable_from(&old).map(|()| new));
     match result {
         Ok(new) => {
             new.start();
             shared.runtime.store(Arc::new(new));
-            shared.metrics.reloads.inc();
+            shared.lasting.metrics.reloads.inc();
             tracing::info!("configuration reloaded");
             Ok(())
         }
         Err(e) => {
-            shared.metrics.reload_failures.inc();
+            shared.lasting.metrics.reload_failures.inc();
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
             Err(e)
         }

@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 // The `tls:` section of a listener in the config file.
 
@@ -92,13 +92,20 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Generated self-signed certificates by their names: (certificate, PKCS#8 key).
-type SelfSignedCache = Mutex<HashMap<Vec<String>, (CertificateDer<'static>, Vec<u8>)>>;
+/// Generated self-signed certificates by their names: (certificate, PKCS#8 key). Kept on the process's
+/// lasting state, so a reload serves the same certificate.
+#[derive(Default)]
+pub struct SelfSignedCache(Mutex<HashMap<Vec<String>, Generated>>);
+
+/// A generated certificate and its PKCS#8 key.
+type Generated = (CertificateDer<'static>, Vec<u8>);
 
 /// Self-signed certificates are generated once per set of names and kept across reloads.
-fn self_signed(names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    static CACHE: OnceLock<SelfSignedCache> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+fn self_signed(
+    names: &[String],
+    cache: &SelfSignedCache,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let mut cache = cache.0.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((cert, key)) = cache.get(names) {
         return Ok((vec![cert.clone()], PrivatePkcs8KeyDer::from(key.clone()).into()));
     }
@@ -110,10 +117,10 @@ fn self_signed(names: &[String]) -> Result<(Vec<CertificateDer<'static>>, Privat
     Ok((vec![cert], PrivatePkcs8KeyDer::from(key).into()))
 }
 
-fn certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, String> {
+fn certified_key(c: &Certificate, cache: &SelfSignedCache) -> Result<Arc<CertifiedKey>, String> {
     let (chain, key) = match (&c.cert, &c.key, &c.self_signed) {
         (Some(cert), Some(key), None) => (load_certs(cert)?, load_key(key)?),
-        (None, None, Some(names)) if !names.is_empty() => self_signed(names)?,
+        (None, None, Some(names)) if !names.is_empty() => self_signed(names, cache)?,
         _ => return Err("a certificate needs either `cert` and `key`, or `self_signed: [names]`".into()),
     };
     let signing = provider().key_provider.load_private_key(key).map_err(|e| format!("unusable private key: {e}"))?;
@@ -122,11 +129,12 @@ fn certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, String> {
     Ok(Arc::new(ck))
 }
 
-pub fn server_config(tls: &ListenerTls, http2: bool) -> Result<Arc<ServerConfig>, String> {
+/// `cache`: self-signed certificates generated earlier (reloads keep serving the same one).
+pub fn server_config(tls: &ListenerTls, http2: bool, cache: &SelfSignedCache) -> Result<Arc<ServerConfig>, String> {
     if tls.certificates.is_empty() {
         return Err("tls needs at least one certificate".into());
     }
-    let keys = tls.certificates.iter().map(certified_key).collect::<Result<Vec<_>, _>>()?;
+    let keys = tls.certificates.iter().map(|c| certified_key(c, cache)).collect::<Result<Vec<_>, _>>()?;
     let builder =
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS).map_err(|e| e.to_string())?;
     let builder = match &tls.client_auth {

@@ -6,10 +6,11 @@
 //! One store per authenticator name, kept across reloads so a reload does not forget the nonces.
 //! A cluster-wide store (Redis, when the cluster store arrives) will implement the same `remember`.
 
+use crate::exchange::Registry;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 
 pub struct ReplayStore {
     capacity: AtomicUsize,
@@ -47,17 +48,12 @@ impl ReplayStore {
     }
 
     /// The store of authenticator `name`: the one a previous runtime used if it is still alive.
-    pub fn for_authenticator(name: &str, capacity: usize) -> Arc<ReplayStore> {
-        static STORES: OnceLock<Mutex<HashMap<String, Weak<ReplayStore>>>> = OnceLock::new();
-        let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        stores.retain(|_, w| w.strong_count() > 0);
-        if let Some(store) = stores.get(name).and_then(Weak::upgrade) {
-            store.capacity.store(capacity, Ordering::Relaxed);
-            return store;
-        }
-        let store = Arc::new(ReplayStore::new(capacity));
-        stores.insert(name.to_owned(), Arc::downgrade(&store));
-        store
+    pub fn for_authenticator(stores: &Registry<ReplayStore>, name: &str, capacity: usize) -> Arc<ReplayStore> {
+        stores.get_or_insert(
+            name,
+            |store| store.capacity.store(capacity, Ordering::Relaxed),
+            || ReplayStore::new(capacity),
+        )
     }
 
     /// Records `(keyid, nonce)` until `until` (unix seconds), or refuses if it is already recorded.
@@ -168,12 +164,13 @@ mod tests {
 
     #[test]
     fn adopted_across_reloads() {
-        let a = ReplayStore::for_authenticator("replay-test-auth", 5);
+        let stores = Registry::default();
+        let a = ReplayStore::for_authenticator(&stores, "replay-test-auth", 5);
         a.remember("k", "n", i64::MAX, 0).unwrap();
-        let b = ReplayStore::for_authenticator("replay-test-auth", 7);
+        let b = ReplayStore::for_authenticator(&stores, "replay-test-auth", 7);
         assert_eq!(b.remember("k", "n", i64::MAX, 0), Err(Refused::Replayed));
         drop((a, b));
-        let c = ReplayStore::for_authenticator("replay-test-auth", 5);
+        let c = ReplayStore::for_authenticator(&stores, "replay-test-auth", 5);
         assert!(c.is_empty());
     }
 }

@@ -113,7 +113,10 @@ fn principal(id: &str) -> Principal {
 fn auth(extra: &str) -> SignatureAuth {
     let yaml = format!("keys:\n  k1: {{ alg: hmac-sha256, secret: {SECRET}, roles: [r1], principal: svc }}\n{extra}");
     let c: SignatureConfig = serde_yaml_ng::from_str(&yaml).unwrap();
-    SignatureAuth { replay: Arc::new(ReplayStore::new(100)), ..SignatureAuth::new("unit", &c).unwrap() }
+    SignatureAuth {
+        replay: Arc::new(ReplayStore::new(100)),
+        ..SignatureAuth::new("unit", &c, &Default::default()).unwrap()
+    }
 }
 
 struct Signed {
@@ -239,7 +242,7 @@ fn config_errors() {
     let compile = |yaml: &str| {
         serde_yaml_ng::from_str::<SignatureConfig>(yaml)
             .map_err(|e| e.to_string())
-            .and_then(|c| SignatureAuth::new("cfg", &c).map(|_| ()))
+            .and_then(|c| SignatureAuth::new("cfg", &c, &Default::default()).map(|_| ()))
     };
     assert!(compile("keys: {}").is_err());
     assert!(compile("keys: { a: { alg: hmac-sha256, secret: short } }").is_err());
