@@ -133,9 +133,9 @@ count() { # name pid port -> prints per-window figures and the median
   local -a per=()
   python3 "$WORK/load.py" "$port" 300 "$HEADER" # warm-up: pools, caches
   for w in $(seq 1 "$WINDOWS"); do
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     python3 "$WORK/load.py" "$port" "$REQUESTS" "$HEADER"
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     local dump
     dump=$(ls -t "$WORK"/cg."$pid".* 2>/dev/null | head -n 1)
     total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")

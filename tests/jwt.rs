@@ -498,18 +498,47 @@ fn a_key_replaced_under_the_same_kid_stops_verifying_cached_tokens() {
 
 #[test]
 fn key_server_outage_keeps_keys_until_max_stale() {
-    let s = setup("      jwks_refresh_interval: 1s\n      max_stale: 4s\n");
+    let s = setup("      jwks_refresh_interval: 1s\n      max_stale: 8s\n");
     assert_eq!(get(&s.gw, "/orders", &s.rsa.token(&claims())).0, 200);
-    // Down, then garbage: the gateway keeps serving with the keys it has, and does not crash.
+    let failures = |gw: &Gateway| {
+        metric(&gw.metrics(), r#"portcullis_jwks_refreshes_total{authenticator="sso",result="failed"}"#).unwrap_or(0.0)
+    };
+    // Waits (to a generous deadline) until the gateway has tried and failed to refresh once more.
+    let failed_once_more = |gw: &Gateway| {
+        let before = failures(gw);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while failures(gw) <= before {
+            assert!(Instant::now() < deadline, "no refresh attempt during the outage");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Down, then garbage: the gateway keeps serving with the keys it has, and does not crash. The last
+    // good fetch was at most a refresh interval before `outage`; the keys are kept for max_stale after it.
+    let outage = Instant::now();
     s.keys.set(503, "{}");
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(get(&s.gw, "/orders", &s.ec.token(&claims())).0, 200, "cached keys during the outage");
+    failed_once_more(&s.gw);
+    let fresh = |what: &str| {
+        // Only meaningful while the keys cannot be stale yet; a machine stalled for seconds skips it.
+        if outage.elapsed() < Duration::from_secs(6) {
+            assert_eq!(get(&s.gw, "/orders", &s.ec.token(&claims())).0, 200, "{what}");
+        }
+    };
+    fresh("cached keys during the outage");
     s.keys.set(200, "{\"keys\": [{\"kty\": 42}");
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(get(&s.gw, "/orders", &s.ed.token(&claims())).0, 200, "cached keys despite garbage");
-    // Past max_stale the keys are no longer trusted: 401, not a pass.
-    std::thread::sleep(Duration::from_millis(2200));
-    assert_refused(&get(&s.gw, "/orders", &s.rsa.token(&claims())), "stale keys", true);
+    failed_once_more(&s.gw);
+    fresh("cached keys despite garbage");
+    // Past max_stale the keys are no longer trusted: 401, not a pass; and never before max_stale.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = get(&s.gw, "/orders", &s.rsa.token(&claims()));
+        if r.0 == 401 {
+            assert_refused(&r, "stale keys", true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "keys still trusted long past max_stale");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(outage.elapsed() >= Duration::from_secs(7), "keys dropped before max_stale: {:?}", outage.elapsed());
     // The provider comes back: keys are fetched again.
     s.keys.set(200, &jwks(&[&s.rsa, &s.ec, &s.ed]).to_string());
     let deadline = Instant::now() + Duration::from_secs(10);
