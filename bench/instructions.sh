@@ -6,6 +6,7 @@
 #   WINDOWS=7 REQUESTS=4000 bench/instructions.sh
 #   CONFIG=bench/configs/apikey.yaml HEADER='X-API-Key: ...' bench/instructions.sh
 #   WITH_NGINX=1 bench/instructions.sh          # also count an NGINX reverse proxy over the same upstream
+#   KEEP_DUMPS=/tmp/cg bench/instructions.sh    # keep each window's callgrind dump (callgrind_annotate)
 #
 # Portcullis runs under `valgrind --tool=callgrind` in front of an NGINX upstream (`return 200`, 128
 # bytes). After a warm-up, each window zeroes the counters, sends REQUESTS keep-alive requests from one
@@ -140,6 +141,7 @@ count() { # name pid port -> prints per-window figures and the median
     dump=$(ls -t "$WORK"/cg."$pid".* 2>/dev/null | head -n 1)
     total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
     per+=($((total / REQUESTS)))
+    if [ -n "${KEEP_DUMPS:-}" ]; then mkdir -p "$KEEP_DUMPS" && cp "$dump" "$KEEP_DUMPS/$name.$w.out"; fi
     rm -f "$dump"
   done
   printf '%s: instructions per request by window: %s\n' "$name" "${per[*]}"

@@ -126,7 +126,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
     let route = out.route;
-    let Exchange { parts, route: route_name, principal, upstream_duration, bytes_in, .. } = ex;
+    // Taken field by field: moving the request head out whole would copy it for its method alone.
+    let (route_name, principal, bytes_in) = (ex.route.take(), ex.principal.take(), ex.bytes_in.take());
+    let (method, upstream_duration) = (ex.parts.method.clone(), ex.upstream_duration);
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
@@ -134,7 +136,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         started,
         request_id: request_id_header,
         client_ip,
-        method: Some(parts.method),
+        method: Some(method),
         host: log_host,
         path: log_path,
         status: resp.status().as_u16(),
@@ -211,7 +213,15 @@ async fn run(
     ex.refused_at = None;
     route.chain.run(ex).await?;
     ex.refused_at = Some(Place::Proxy);
-    let (outgoing, body) = upstream_request(rt, ex, request_id)?;
+    let target = upstream_target(ex)?;
+    // One walk over the names says what hygiene has to touch; most requests need no removal at all.
+    let found = headers::scan(&ex.parts.headers);
+    let underscores = match rt.listeners.get(ex.conn.listener) {
+        Some(l) => headers::Underscores { allowed: l.underscores_in_headers, protected: &l.credentials.headers },
+        None => headers::Underscores { allowed: false, protected: &[] },
+    };
+    headers::clean_request(&mut ex.parts.headers, found, underscores)?;
+    let (outgoing, body) = upstream_request(rt, ex, found, target, request_id);
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
@@ -283,17 +293,11 @@ fn upstream_target(ex: &Exchange<'_>) -> Result<PathAndQuery, Reject> {
 fn upstream_request(
     rt: &Runtime,
     ex: &mut Exchange<'_>,
+    found: headers::Found,
+    target: PathAndQuery,
     request_id: &HeaderValue,
-) -> Result<(Outgoing, LimitedBody), Reject> {
-    let target = upstream_target(ex)?;
+) -> (Outgoing, LimitedBody) {
     let mut headers = std::mem::take(&mut ex.parts.headers);
-    // One walk over the names says what hygiene has to touch; most requests need no removal at all.
-    let found = headers::scan(&headers);
-    let underscores = match rt.listeners.get(ex.conn.listener) {
-        Some(l) => headers::Underscores { allowed: l.underscores_in_headers, protected: &l.credentials.headers },
-        None => headers::Underscores { allowed: false, protected: &[] },
-    };
-    headers::clean_request(&mut headers, found, underscores)?;
     let host = match headers.get(HOST) {
         Some(v) => Some(v.clone()),
         // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.
@@ -333,7 +337,7 @@ fn upstream_request(
             LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone())
         }
     };
-    Ok((Outgoing { method: ex.parts.method.clone(), target, headers, added }, body))
+    (Outgoing { method: ex.parts.method.clone(), target, headers, added }, body)
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.

@@ -131,25 +131,31 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         None => Cow::Borrowed(path),
         Some(buf) => Cow::Owned(String::from_utf8(buf).map_err(|_| PathError::InvalidUtf8)?),
     };
-    if result.split('/').any(|seg| {
-        let base = seg.split(';').next().unwrap_or(seg);
-        let base = base.split("%3B").next().unwrap_or(base);
-        base == "." || base == ".."
-    }) {
+    // Only a path with a `.` can hold a dot segment: most have none, and skip the walk.
+    if memchr::memchr(b'.', result.as_bytes()).is_some() && result.split('/').any(is_dot_segment) {
         return Err(PathError::DotSegment);
     }
     Ok(result)
 }
 
+/// `.` or `..`, also with matrix parameters after it (`..;x`, `.%3B`): Tomcat, Jetty and Spring drop the
+/// parameters and then resolve the dot segment.
+fn is_dot_segment(seg: &str) -> bool {
+    let seg = seg.as_bytes();
+    let dots = seg.iter().take_while(|&&b| b == b'.').count();
+    (dots == 1 || dots == 2) && (seg.len() == dots || seg[dots] == b';' || seg[dots..].starts_with(b"%3B"))
+}
+
 /// Whether a normalised path carries matrix parameters (`;`, raw or encoded, in a segment).
 pub fn has_matrix_params(path: &str) -> bool {
-    path.contains(';') || path.contains("%3B")
+    let b = path.as_bytes();
+    memchr::memchr(b';', b).is_some() || memchr::memchr_iter(b'%', b).any(|i| b[i + 1..].starts_with(b"3B"))
 }
 
 /// The path as Tomcat, Jetty and Spring resolve it: each segment without its `;` parameters, empty
 /// segments merged. Routes are matched on this spelling, so `/admin;x/users` meets `/admin`'s checks.
 pub fn without_matrix_params(path: &str) -> Cow<'_, str> {
-    if !path.contains(';') {
+    if memchr::memchr(b';', path.as_bytes()).is_none() {
         return Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
