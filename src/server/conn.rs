@@ -25,14 +25,31 @@ pub struct ConnGuard {
     ip: IpAddr,
 }
 
+/// The key a client is counted under: an IPv4 address (also when written as IPv4-mapped IPv6) as it is,
+/// an IPv6 address cut to its first `v6_prefix` bits. One IPv6 host usually holds a whole /64, so
+/// counting single addresses would let it open 2^64 times the limit.
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
 impl ConnLimits {
-    /// Takes a place for `ip`, or says which limit refused it.
+    /// Takes a place for the client `ip` (counted by [`client_key`] with `v6_prefix`), or says which
+    /// limit refused it.
     pub fn try_acquire(
         self: &Arc<Self>,
         ip: IpAddr,
+        v6_prefix: u8,
         max_total: usize,
         max_per_ip: usize,
     ) -> Result<ConnGuard, &'static str> {
+        let ip = client_key(ip, v6_prefix);
         if self.total.fetch_add(1, Ordering::AcqRel) >= max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("max_connections");
@@ -132,6 +149,10 @@ impl Activity {
             && self.responding.load(Ordering::Relaxed) == 0
     }
 
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
     /// The connection turned out to speak HTTP/2 (h2c prior knowledge on a plain listener).
     pub fn mark_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
@@ -139,8 +160,9 @@ impl Activity {
 
     /// Watches the connection from a task of its own, so the connection's own task is not woken (nor
     /// its timers polled) for it on every request. Returns why the connection should be closed:
-    /// - `Idle`: no I/O and no running handler for at least `idle` (a response body that stalls, the
-    ///   upstream having stopped sending, is idleness);
+    /// - `Idle`: HTTP/1, no I/O and no running handler for at least `idle` (a response body that
+    ///   stalls, the upstream having stopped sending, is idleness); HTTP/2, no open stream (no running
+    ///   handler, no response being sent) for at least `idle`, whatever frames go back and forth;
     /// - `HeadTimeout` (HTTP/1 only, `head_limit` given): a request head has been awaited or arriving for longer than
     ///   `head_limit`, from the start of the connection for the first request, from its first byte for
     ///   the next ones. Trickling bytes do not extend it; a kept-alive connection waiting for its next
@@ -154,7 +176,14 @@ impl Activity {
         loop {
             tokio::time::sleep(tick).await;
             let touched = self.touched.swap(false, Ordering::Relaxed);
-            if touched || self.handling.load(Ordering::Relaxed) > 0 {
+            // HTTP/2: bytes are no sign of use (the server's own keep-alive PINGs, and the client's
+            // answers, go both ways on an unused connection); an open stream is.
+            let busy = if self.http2.load(Ordering::Relaxed) {
+                self.handling.load(Ordering::Relaxed) > 0 || self.responding.load(Ordering::Relaxed) > 0
+            } else {
+                touched || self.handling.load(Ordering::Relaxed) > 0
+            };
+            if busy {
                 quiet_since = None;
             } else {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -468,12 +497,32 @@ mod tests {
         let l = Arc::new(ConnLimits::default());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        let a = l.try_acquire(ip, 3, 2).unwrap();
-        let _b = l.try_acquire(ip, 3, 2).unwrap();
-        assert_eq!(l.try_acquire(ip, 3, 2).err(), Some("max_connections_per_ip"));
-        let _c = l.try_acquire(other, 3, 2).unwrap();
-        assert_eq!(l.try_acquire(other, 3, 2).err(), Some("max_connections"));
+        let a = l.try_acquire(ip, 64, 3, 2).unwrap();
+        let _b = l.try_acquire(ip, 64, 3, 2).unwrap();
+        assert_eq!(l.try_acquire(ip, 64, 3, 2).err(), Some("max_connections_per_ip"));
+        let _c = l.try_acquire(other, 64, 3, 2).unwrap();
+        assert_eq!(l.try_acquire(other, 64, 3, 2).err(), Some("max_connections"));
         drop(a);
-        assert!(l.try_acquire(ip, 3, 2).is_ok());
+        assert!(l.try_acquire(ip, 64, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_prefix() {
+        let l = Arc::new(ConnLimits::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = l.try_acquire(a, 64, 10, 2).unwrap();
+        let _b = l.try_acquire(b, 64, 10, 2).unwrap();
+        assert_eq!(l.try_acquire("2001:db8:1:2::77".parse().unwrap(), 64, 10, 2).err(), Some("max_connections_per_ip"));
+        assert!(l.try_acquire(other_net, 64, 10, 2).is_ok());
+        // With /128 every address is its own client again.
+        assert!(l.try_acquire("2001:db8:1:2::77".parse().unwrap(), 128, 10, 2).is_ok());
+        // IPv4-mapped addresses count as the IPv4 address.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap(), 64), v4);
+        assert_eq!(client_key(v4, 0), v4);
+        assert_eq!(client_key(a, 0), IpAddr::V6(0.into()));
+        assert_eq!(client_key(a, 48), "2001:db8:1::".parse::<IpAddr>().unwrap());
     }
 }

@@ -12,8 +12,8 @@ use crate::proxy::headers::new_request_id;
 use crate::respond::problem::Reject;
 use crate::validate::head::RawHeadProblem;
 use conn::{Activity, ConnLimits, ScannedIo, TrackedIo};
-use http::header::{HeaderValue, CONNECTION};
-use http::{StatusCode, Version};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, StatusCode, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -120,17 +120,15 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                accept_failed(&e).await;
                 continue;
             }
         };
-        let (max_total, max_per_ip) = {
+        let (max_total, max_per_ip, v6_prefix) = {
             let l = &shared.runtime.load().limits;
-            (l.max_connections, l.max_connections_per_ip)
+            (l.max_connections, l.max_connections_per_ip, l.connection_ipv6_prefix)
         };
-        let guard = match limits.try_acquire(peer.ip(), max_total, max_per_ip) {
+        let guard = match limits.try_acquire(peer.ip(), v6_prefix, max_total, max_per_ip) {
             Ok(g) => g,
             Err(reason) => {
                 shared.metrics.connection_refused(reason);
@@ -147,6 +145,14 @@ async fn accept_loop(
             drop(guard);
         });
     }
+}
+
+/// After a failed `accept` (out of file descriptors, out of memory, a connection reset before it was
+/// taken): log it and back off, so a listener never spins on an error that persists (EMFILE). Every
+/// listener's accept loop, the admin listener's too, goes through here.
+pub async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed; backing off");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Shutdown as a connection sees it: the signal to finish up, and its place in the drain count.
@@ -267,6 +273,9 @@ where
         (rt.limits.clone(), rt.limits.idle_timeout)
     };
     let http1 = proto != Protocol::Http2;
+    if !http1 {
+        activity.mark_http2();
+    }
     let refuse = http1.then(|| parser_refusals(&shared, &info));
     activity.await_first_head();
     let io = ScannedIo::new(io, http1, activity.clone(), refuse);
@@ -276,6 +285,7 @@ where
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let served = served.clone();
         let http1 = req.version() < Version::HTTP_2;
+        let head = req.method() == Method::HEAD;
         if !http1 {
             served.activity.mark_http2();
         }
@@ -291,6 +301,11 @@ where
             let mut resp = pipeline::handle(&served.shared, &served.info, req).await;
             drop(handling);
             resp.body_mut().set_responding(responding);
+            if head {
+                if let Some(len) = resp.body_mut().drop_for_head() {
+                    resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+                }
+            }
             if http1 && closes_connection(resp.status()) {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -385,6 +400,12 @@ where
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error during shutdown");
             }
+        }
+        Ok(conn::Expired::Idle) if activity.is_http2() => {
+            // No stream is open: GOAWAY, then close (bounded, should the client hold on).
+            tracing::debug!("idle HTTP/2 connection closed");
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
         Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
         Ok(conn::Expired::HeadTimeout) => {
