@@ -754,7 +754,7 @@ mod tests {
             let method = if good == "*" { "OPTIONS" } else { "GET" };
             assert!(request_line(format!("{method} {good} HTTP/1.1").as_bytes(), 512).is_ok(), "{good}");
         }
-        for good in ["/a\"b", "/a{b}", "/a|b", "/a\\b", "/a^b", "/caf\u{e9}", "/a?b={}`^>"] {
+        for good in ["/a\"b", "/a{b}", "/a|b", "/a\\b", "/a^b", "/caf\u{e9}", "/a?b={}`^"] {
             assert!(request_line(format!("GET {good} HTTP/1.1").as_bytes(), 512).is_ok(), "{good}");
         }
         for bad in ["", "a", "//a b", "/a<b", "/a`b", "/a?\"", "/a#b", "http://a b/", "ftp://a/x", "a:b", "http://a/<"] {
