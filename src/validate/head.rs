@@ -201,6 +201,11 @@ impl Framer {
                             self.head.len += rest.len();
                         }
                         self.line.extend_from_slice(rest);
+                        if !in_head {
+                            // A chunk line or trailer is held too until it is judged whole.
+                            fed.pass = i;
+                            return fed;
+                        }
                         i = bytes.len();
                         break;
                     };
@@ -762,7 +767,81 @@ mod tests {
         }
     }
 
+    /// The differential check (also the `request_head` fuzz target's): fed byte by byte, the framer's
+    /// first accepted head ends exactly where hyper's parser (httparse, then http's method and URI
+    /// parsers, as hyper uses them) finds a complete, valid head; and no byte of a refused head passes.
+    fn agrees_with_hyper(data: &[u8]) -> Result<(), String> {
+        let mut f = Framer::new(limits(), false);
+        for i in 0..data.len() {
+            let fed = f.feed(&data[i..=i]);
+            if fed.refused.is_some() {
+                return Ok(());
+            }
+            if fed.heads == 1 {
+                let end = i + 1;
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&data[..end]) {
+                    Ok(httparse::Status::Complete(n)) if n == end => {}
+                    other => return Err(format!("framer accepted {end} bytes, httparse: {other:?}")),
+                }
+                let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes());
+                let uri = http::Uri::try_from(req.path.unwrap_or(""));
+                if method.is_err() || uri.is_err() {
+                    return Err(format!("accepted, but hyper refuses: {method:?} {uri:?}"));
+                }
+                return Ok(());
+            }
+            if fed.pass != 0 {
+                return Err(format!("byte {i} of an incomplete head passed"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn accepted_heads_are_heads_for_hyper_too() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"\r\n\r\nPOST /a?b HTTP/1.0\r\nContent-Length: 0\r\nX:\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"GET http://a:1/b?c HTTP/1.1\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nX: \xff\r\n\r\n",
+        ] {
+            agrees_with_hyper(input).unwrap();
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn accepted_heads_agree_with_hyper(
+            method in proptest::sample::select(vec!["GET", "POST", "OPTIONS", "CONNECT", "G\x00T", "", "M\u{e9}"]),
+            sep in proptest::sample::select(vec![" ", "  ", "\t", ""]),
+            target in proptest::sample::select(vec![
+                "/", "/a?b", "*", "http://a", "https://[::1]:8/x", "a:1", "a", "/a#f", "/%zz", "/\u{e9}", "/\u{80}x",
+                "/a\"b", "/a?\"", "/{}|\\^", "/a`", "/a?`", "/<", "http://u@a/", "http://a:99999/", "//a", "/a b",
+            ]),
+            version in proptest::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "http/1.1", "HTTP/1.1 "]),
+            eol in proptest::sample::select(vec!["\r\n", "\n", "\r", "\r\r\n"]),
+            fields in proptest::collection::vec((
+                proptest::sample::select(vec!["Host", "X", "Content-Length", "Transfer-Encoding", "X Y", "X\x00", "", " X"]),
+                proptest::sample::select(vec![":", " :", "\t:", ""]),
+                proptest::sample::select(vec![" a", "", " 5", "\tchunked ", " \x0b", " a\x00", " \u{e9}", " \x7f", " a\rb"]),
+                proptest::sample::select(vec!["\r\n", "\n"]),
+            ), 0..4),
+            end in proptest::sample::select(vec!["\r\n", "\n", ""]),
+        ) {
+            let mut input = format!("{method}{sep}{target}{sep}{version}{eol}");
+            for (name, colon, value, eol) in fields {
+                input.push_str(&format!("{name}{colon}{value}{eol}"));
+            }
+            input.push_str(end);
+            if let Err(e) = agrees_with_hyper(input.as_bytes()) {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{e}: {input:?}")));
+            }
+        }
+
         /// Whatever the bytes and however they are split into reads, the framer passes the same prefix,
         /// accepts the same heads and refuses the same way; and what it accepts, httparse reads as the
         /// same number of complete heads.
