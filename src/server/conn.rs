@@ -450,7 +450,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
                 // The end of input; an incomplete head held back is dropped with the connection.
                 return Poll::Ready(Ok(()));
             }
-            this.activity.touched.store(true, Ordering::Relaxed);
             let new = &buf.filled()[before..];
             let Some(framer) = this.framer.as_mut() else { return Poll::Ready(Ok(())) };
             let fed = framer.feed(new);
