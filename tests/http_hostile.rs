@@ -1000,7 +1000,8 @@ fn ipv6_clients_are_limited_by_prefix() {
         return;
     }
     let up = Upstream::start("app");
-    let yaml = config(up.addr, "  max_connections_per_ip: 2").replace("address: 127.0.0.1:0\nlimits", "address: \"[::1]:0\"\nlimits");
+    let yaml = config(up.addr, "  max_connections_per_ip: 2")
+        .replace("address: 127.0.0.1:0\nlimits", "address: \"[::1]:0\"\nlimits");
     let gw = Gateway::start(&yaml);
     let addr = gw.addr("main");
     assert!(addr.is_ipv6(), "{addr}");

@@ -160,7 +160,11 @@ fn cases() -> Vec<(&'static str, String, Want)> {
         c("TE form feed", &format!("Transfer-Encoding: \x0cchunked\r\n\r\n{body}"), Refused),
         c("TE xchunked", &format!("Transfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\n{body}"), Refused),
         c("TE chunkedx", &format!("Transfer-Encoding: chunkedx\r\n\r\n{body}"), Refused),
-        c("TE chunked twice", &format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n{body}"), Refused),
+        c(
+            "TE chunked twice",
+            &format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n{body}"),
+            Refused,
+        ),
         c("TE chunked then x", &format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n{body}"), Refused),
         c("TE list chunked, chunked", &format!("Transfer-Encoding: chunked, chunked\r\n\r\n{body}"), Refused),
         c("TE list identity, chunked", &format!("Transfer-Encoding: identity, chunked\r\n\r\n{body}"), Refused),
@@ -172,15 +176,27 @@ fn cases() -> Vec<(&'static str, String, Want)> {
         c("TE empty with CL", "Transfer-Encoding:\r\nContent-Length: 5\r\n\r\nhello", Refused),
         c("TE OWS", &format!("Transfer-Encoding: \t chunked \t\r\n\r\n{body}"), Forwarded(b"hello")),
         c("TE upper case", &format!("TRANSFER-ENCODING: CHUNKED\r\n\r\n{body}"), Forwarded(b"hello")),
-        c("TE with 300 spaces", &format!("Transfer-Encoding:{}chunked\r\n\r\n{body}", " ".repeat(300)), Forwarded(b"hello")),
-        c("Transfer_Encoding is not TE", "Transfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", Forwarded(b"hello")),
+        c(
+            "TE with 300 spaces",
+            &format!("Transfer-Encoding:{}chunked\r\n\r\n{body}", " ".repeat(300)),
+            Forwarded(b"hello"),
+        ),
+        c(
+            "Transfer_Encoding is not TE",
+            "Transfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+            Forwarded(b"hello"),
+        ),
         raw(
             "TE in HTTP/1.0",
             &format!("POST {{P}}/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}"),
             Refused,
         ),
         // Chunk sizes.
-        c("chunk size leading zeros", "Transfer-Encoding: chunked\r\n\r\n0005\r\nhello\r\n0000\r\n\r\n", Forwarded(b"hello")),
+        c(
+            "chunk size leading zeros",
+            "Transfer-Encoding: chunked\r\n\r\n0005\r\nhello\r\n0000\r\n\r\n",
+            Forwarded(b"hello"),
+        ),
         c("chunk extension", "Transfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0;c\r\n\r\n", Forwarded(b"hello")),
         c("chunk size +5", "Transfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", Refused),
         c("chunk size -5", "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", Refused),
@@ -191,7 +207,11 @@ fn cases() -> Vec<(&'static str, String, Want)> {
         c("chunk size overflow", "Transfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n", Refused),
         // (A chunk declared as large as 16 hex digits allow is valid framing: the gateway waits for its
         // data, as any reader would. Data past the body limit is refused.)
-        c("chunk past the body limit", &format!("Transfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n", "a".repeat(2000)), Refused),
+        c(
+            "chunk past the body limit",
+            &format!("Transfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n", "a".repeat(2000)),
+            Refused,
+        ),
         c("chunk size empty", "Transfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n", Refused),
         c("chunk longer than its size", "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", Refused),
         c("chunk without its CRLF", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello0\r\n\r\n", Refused),
@@ -281,7 +301,9 @@ fn statuses(resp: &[u8]) -> Vec<u16> {
 fn run_case(addr: SocketAddr, log: &Mutex<Log>, n: usize, name: &str, bytes: &str, want: Want) -> Option<String> {
     let prefix = format!("/c{n}");
     let mut req = bytes.replace("{P}", &prefix).into_bytes();
-    req.extend_from_slice(format!("GET {prefix}/pipelined HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes());
+    req.extend_from_slice(
+        format!("GET {prefix}/pipelined HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     let mut s = TcpStream::connect(addr).unwrap();
     let _ = s.write_all(&req);
     let (resp, closed) = read_until_close(&mut s, Duration::from_secs(10));
@@ -301,7 +323,8 @@ fn run_case(addr: SocketAddr, log: &Mutex<Log>, n: usize, name: &str, bytes: &st
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let fail = |why: &str| Some(format!("{name}: {why}; answers {got:?}, closed={closed}, upstream saw {seen:?}\n{resp}"));
+    let fail =
+        |why: &str| Some(format!("{name}: {why}; answers {got:?}, closed={closed}, upstream saw {seen:?}\n{resp}"));
     if !closed {
         return fail("the connection was not closed");
     }

@@ -6,11 +6,11 @@
 use crate::body::ResponseBody;
 use crate::pipeline::Shared;
 use crate::respond::problem::Reject;
+use crate::server::conn::{Activity, ConnLimits, TrackedIo};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use crate::server::conn::{Activity, ConnLimits, TrackedIo};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -542,7 +542,9 @@ mod tests {
         let mut out = Vec::new();
         let mut buf = [0u8; 16];
         loop {
-            let read = tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut io, &mut buf)).await;
+            let read =
+                tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut io, &mut buf))
+                    .await;
             match read {
                 Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                 Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
