@@ -373,3 +373,28 @@ fn every_smuggling_family_is_refused_or_forwarded_exactly_once() {
     assert!(stray.is_empty(), "{stray:?}");
     eprintln!("{} cases; upstream requests abandoned midway by the gateway: {:?}", cases.len(), log.incomplete);
 }
+
+/// A refused head after good pipelined requests: the good ones are served first, in order, then the
+/// refusal's answer, and nothing after it.
+#[test]
+fn a_refused_head_is_answered_after_the_pipelined_requests_before_it() {
+    let (up, log) = recorder();
+    let gw = Gateway::start(&config(up));
+    let req = b"GET /p/1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /p/2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+        GET /p/3 HTTP/1.1\nHost: a\n\nGET /p/4 HTTP/1.1\r\nHost: a\r\n\r\n";
+    for step in [req.len(), 7, 1] {
+        let mut s = TcpStream::connect(gw.addr("main")).unwrap();
+        s.set_nodelay(true).unwrap();
+        for chunk in req.chunks(step) {
+            let _ = s.write_all(chunk);
+        }
+        let (resp, closed) = read_until_close(&mut s, Duration::from_secs(10));
+        assert!(closed, "step {step}: {resp}");
+        assert_eq!(statuses(resp.as_bytes()), [200, 200, 400], "step {step}: {resp}");
+        assert!(resp.contains("application/problem+json"), "{resp}");
+    }
+    let log = log.lock().unwrap();
+    let targets: Vec<&str> = log.complete.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/p/1", "/p/2", "/p/1", "/p/2", "/p/1", "/p/2"]);
+    assert!(log.complete.iter().filter(|r| r.target == "/p/2").all(|r| r.body == b"hello"));
+}
