@@ -1,5 +1,5 @@
-//! Criterion micro-benchmarks of per-request hot functions: path normalisation, route lookup and
-//! header hygiene. Run briefly with
+//! Criterion micro-benchmarks of per-request hot functions: path normalisation, route lookup, header
+//! hygiene and the HTTP/1 framer. Run briefly with
 //! `cargo bench --bench hot -- --warm-up-time 1 --measurement-time 2`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +104,18 @@ fn request_headers() -> HeaderMap {
     h
 }
 
+/// The framer (the HTTP/1 parser of record) on a typical request head read whole, as most are.
+fn bench_framer(c: &mut Criterion) {
+    use portcullis::validate::head::{Framer, HeadLimits};
+    let head = b"GET /api/v1/orders/12345?expand=items HTTP/1.1\r\nHost: api.example.com\r\n\
+        User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0\r\n\
+        Accept: application/json, text/plain, */*\r\nAccept-Language: en-US,en;q=0.9\r\n\
+        Accept-Encoding: gzip, deflate, br\r\nAuthorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl\r\n\
+        Cookie: session=abc123; theme=dark\r\nX-Request-Id: 3f2b8c1e9a7d4f60b1c2d3e4f5a6b7c8\r\n\r\n";
+    let mut framer = Framer::new(HeadLimits::new(16 * 1024, 100, 8 * 1024), false);
+    c.bench_function("framer/typical_head", |b| b.iter(|| black_box(framer.feed(black_box(head)))));
+}
+
 fn bench_headers(c: &mut Criterion) {
     let base = request_headers();
     let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
@@ -159,5 +171,5 @@ fn bench_headers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_normalize, bench_route, bench_headers);
+criterion_group!(benches, bench_normalize, bench_route, bench_headers, bench_framer);
 criterion_main!(benches);

@@ -69,6 +69,22 @@ impl ResponseBody {
         self.responding = Some(guard);
     }
 
+    /// The answer to a `HEAD` request: the same head (with the length the body would have had), no
+    /// body. hyper drops bodies of HEAD responses over HTTP/1 by itself, but over HTTP/2 it would send
+    /// them as DATA frames, which ends the stream with PROTOCOL_ERROR at the client. Only the
+    /// gateway's own bodies are dropped here; an upstream's answer to HEAD has none to begin with.
+    /// Returns the dropped body's length.
+    pub fn drop_for_head(&mut self) -> Option<u64> {
+        match &mut self.kind {
+            Kind::Full(data) => {
+                let n = data.take().map_or(0, |d| d.len() as u64);
+                self.kind = Kind::Empty;
+                Some(n)
+            }
+            Kind::Empty | Kind::Upstream(_) => None,
+        }
+    }
+
     fn count(&mut self, n: usize) {
         if let Some(c) = self.completion.as_mut() {
             c.bytes_out += n as u64;

@@ -7,7 +7,6 @@ pub mod body;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod demo;
 pub mod exchange;
 pub mod observe;
 pub mod pipeline;

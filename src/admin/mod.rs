@@ -1,5 +1,5 @@
-//! The admin listener (loopback by default, separate from traffic listeners): `GET /healthz` and
-//! Prometheus `GET /metrics`, the latter behind a bearer token when `admin.token` is set.
+//! The admin API (served on its own listener by `server::admin`, loopback by default): `GET /healthz`
+//! and Prometheus `GET /metrics`, the latter behind a bearer token when `admin.token` is set.
 //! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
 //! do not need axum yet.
 
@@ -9,25 +9,6 @@ use crate::pipeline::Shared;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
-use std::sync::Arc;
-use tokio::net::TcpListener;
-
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -37,7 +18,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
+/// Answers one admin request (the listener, its limits and timeouts are `server::admin`'s).
+pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
     if req.method() != Method::GET {
         return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin");
     }

@@ -91,6 +91,9 @@ fn limits(l: &file::Limits) -> Result<ServerLimits> {
     if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_concurrent_streams == 0 {
         return bad("max_connections", "connection and stream limits must be at least 1");
     }
+    if l.connection_ipv6_prefix > 128 {
+        return bad("connection_ipv6_prefix", "must be between 0 and 128");
+    }
     if l.header_read_timeout.0.is_zero() || l.idle_timeout.0.is_zero() {
         return bad("header_read_timeout", "timeouts must be positive");
     }
@@ -105,6 +108,7 @@ fn limits(l: &file::Limits) -> Result<ServerLimits> {
         idle_timeout: l.idle_timeout.0,
         max_connections: l.max_connections,
         max_connections_per_ip: l.max_connections_per_ip,
+        connection_ipv6_prefix: l.connection_ipv6_prefix,
         max_concurrent_streams: l.max_concurrent_streams,
         shutdown_timeout: l.shutdown_timeout.0,
     })

@@ -92,6 +92,8 @@ pub struct Limits {
     pub idle_timeout: Dur,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted by this prefix for `max_connections_per_ip` (one host usually owns a /64).
+    pub connection_ipv6_prefix: u8,
     pub max_concurrent_streams: u32,
     pub shutdown_timeout: Dur,
 }
@@ -107,6 +109,7 @@ impl Default for Limits {
             idle_timeout: Dur::secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            connection_ipv6_prefix: 64,
             max_concurrent_streams: 100,
             shutdown_timeout: Dur::secs(30),
         }

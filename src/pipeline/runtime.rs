@@ -77,6 +77,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per prefix of this length for `max_connections_per_ip`.
+    pub connection_ipv6_prefix: u8,
     pub max_concurrent_streams: u32,
     pub shutdown_timeout: Duration,
 }

@@ -1,8 +1,9 @@
-//! Per-connection guards: connection limits (overall and per client IP), the idle watchdog, and the raw
-//! request-head scanner in front of hyper's HTTP/1 parser.
+//! Per-connection guards: connection limits (overall and per client IP or IPv6 prefix), the idle and
+//! head-deadline watchdog, and the request-framing gate in front of hyper's HTTP/1 parser.
 
 use crate::body::{InFlight, Responding};
-use crate::validate::head::HeadScanner;
+use crate::exchange::Reject;
+use crate::validate::head::{Framer, HeadLimits, Refusal};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -26,14 +27,31 @@ pub struct ConnGuard {
     ip: IpAddr,
 }
 
+/// The key a client is counted under: an IPv4 address (also when written as IPv4-mapped IPv6) as it is,
+/// an IPv6 address cut to its first `v6_prefix` bits. One IPv6 host usually holds a whole /64, so
+/// counting single addresses would let it open 2^64 times the limit.
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
 impl ConnLimits {
-    /// Takes a place for `ip`, or says which limit refused it.
+    /// Takes a place for the client `ip` (counted by [`client_key`] with `v6_prefix`), or says which
+    /// limit refused it.
     pub fn try_acquire(
         self: &Arc<Self>,
         ip: IpAddr,
+        v6_prefix: u8,
         max_total: usize,
         max_per_ip: usize,
     ) -> Result<ConnGuard, &'static str> {
+        let ip = client_key(ip, v6_prefix);
         if self.total.fetch_add(1, Ordering::AcqRel) >= max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("max_connections");
@@ -64,7 +82,7 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Activity of one connection, read by its watchdogs and by [`ScannedIo`].
+/// Activity of one connection, read by its watchdogs and kept by [`TrackedIo`] and [`GatedIo`].
 pub struct Activity {
     touched: AtomicBool,
     /// Requests whose handler is running (waiting for the upstream is not idleness).
@@ -73,10 +91,8 @@ pub struct Activity {
     responding: AtomicU32,
     /// When the request head being awaited started arriving, in milliseconds since `born`, plus one;
     /// 0 while no head is awaited. Set when the connection is served (the first head is awaited from
-    /// the start), then kept by [`ScannedIo`] from the raw bytes, which tell heads from bodies.
+    /// the start), then kept by [`GatedIo`] from its framer, which tells heads from bodies.
     head_since: AtomicU64,
-    /// Request-head bytes were read since the last request reached the service.
-    head_bytes: AtomicBool,
     born: Instant,
     /// Set on the first HTTP/2 request of an h2c connection: its frames between requests are no heads.
     http2: AtomicBool,
@@ -89,7 +105,6 @@ impl Default for Activity {
             handling: AtomicU32::new(0),
             responding: AtomicU32::new(0),
             head_since: AtomicU64::new(0),
-            head_bytes: AtomicBool::new(false),
             born: Instant::now(),
             http2: AtomicBool::new(false),
         }
@@ -106,10 +121,10 @@ impl Activity {
         self.head_since.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Bytes of a request head arrived; `partial`: the head is not complete yet.
-    fn head_read(&self, partial: bool) {
-        self.head_bytes.store(true, Ordering::Relaxed);
-        if !partial {
+    /// After each read: whether a request head has started and is not complete. Its deadline runs from
+    /// its first byte (or, for the first head, from the start of the connection).
+    fn head_state(&self, mid_head: bool) {
+        if !mid_head {
             self.head_since.store(0, Ordering::Relaxed);
         } else if self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(self.now_ms(), Ordering::Relaxed);
@@ -121,16 +136,11 @@ impl Activity {
     pub fn request_started(self: &Arc<Self>) -> (Handling, Responding) {
         self.handling.fetch_add(1, Ordering::Relaxed);
         self.responding.fetch_add(1, Ordering::Relaxed);
-        self.head_bytes.store(false, Ordering::Relaxed);
         (Handling(self.clone()), Responding::new(self.clone()))
     }
 
-    /// Could hyper be answering a head it refused? Only between responses, after head bytes arrived.
-    fn may_refuse(&self) -> bool {
-        !self.http2.load(Ordering::Relaxed)
-            && self.head_bytes.load(Ordering::Relaxed)
-            && self.handling.load(Ordering::Relaxed) == 0
-            && self.responding.load(Ordering::Relaxed) == 0
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// The connection turned out to speak HTTP/2 (h2c prior knowledge on a plain listener).
@@ -140,8 +150,9 @@ impl Activity {
 
     /// Watches the connection from a task of its own, so the connection's own task is not woken (nor
     /// its timers polled) for it on every request. Returns why the connection should be closed:
-    /// - `Idle`: no I/O and no running handler for at least `idle` (a response body that stalls, the
-    ///   upstream having stopped sending, is idleness);
+    /// - `Idle`: HTTP/1, no I/O and no running handler for at least `idle` (a response body that
+    ///   stalls, the upstream having stopped sending, is idleness); HTTP/2, no open stream (no running
+    ///   handler, no response being sent) for at least `idle`, whatever frames go back and forth;
     /// - `HeadTimeout` (HTTP/1 only, `head_limit` given): a request head has been awaited or arriving for longer than
     ///   `head_limit`, from the start of the connection for the first request, from its first byte for
     ///   the next ones. Trickling bytes do not extend it; a kept-alive connection waiting for its next
@@ -155,7 +166,14 @@ impl Activity {
         loop {
             tokio::time::sleep(tick).await;
             let touched = self.touched.swap(false, Ordering::Relaxed);
-            if touched || self.handling.load(Ordering::Relaxed) > 0 {
+            // HTTP/2: bytes are no sign of use (the server's own keep-alive PINGs, and the client's
+            // answers, go both ways on an unused connection); an open stream is.
+            let busy = if self.http2.load(Ordering::Relaxed) {
+                self.handling.load(Ordering::Relaxed) > 0 || self.responding.load(Ordering::Relaxed) > 0
+            } else {
+                touched || self.handling.load(Ordering::Relaxed) > 0
+            };
+            if busy {
                 quiet_since = None;
             } else {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -266,109 +284,219 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 }
 
-/// Shows every byte read from an HTTP/1 connection to a [`HeadScanner`] before hyper parses it; the
-/// server takes one verdict per request from [`ScannedIo::verdicts`].
-///
-/// It also stands in for hyper where hyper answers by itself: a request head its parser refuses (bad
-/// syntax, a head over its buffer, too many headers) never reaches a service, and hyper writes a bare
-/// `400`/`414`/`431` with no body. Those writes are recognised (a 4xx head with an empty body and no
-/// `x-request-id`, which every gateway response carries) and replaced with the gateway's own
-/// problem+json answer from `refuse`, which also logs and counts the refusal.
-pub struct ScannedIo<T> {
+/// The request-framing gate of an HTTP/1 connection: every byte the client sends goes through a
+/// [`Framer`], the parser of record, before hyper reads it, and hyper only ever receives what the framer
+/// accepted (see `docs/parser.md`):
+/// - the bytes of a request head are held back until the whole head is accepted (in the common case,
+///   a head and its body in one read, nothing is copied: the read is handed on as it is);
+/// - a refused head never reaches hyper: in its place hyper reads a fixed, valid request head, and the
+///   service, recognising that request by its place on the connection ([`Gate::take_refusal`]),
+///   answers it with the refusal's problem+json and closes the connection; what the client sends after
+///   it is read and thrown away (bounded) so that the answer is not lost to a reset;
+/// - a refused body (bad chunk framing) ends hyper's reading with an error, as hyper's own chunk decoder
+///   would: the request's handler answers 400 and the connection closes;
+/// - after an h2c preface the connection is HTTP/2 and bytes pass untouched.
+pub struct GatedIo<T> {
     inner: T,
-    scanner: Arc<Mutex<HeadScanner>>,
+    /// `None` on connections that speak HTTP/2 only (ALPN h2).
+    framer: Option<Framer>,
     activity: Arc<Activity>,
-    refuse: Option<Refuse>,
-    /// The replacement being written: its bytes, how many are out, and the length hyper asked to write.
-    pending: Option<(Vec<u8>, usize, usize)>,
+    gate: Arc<Gate>,
+    /// Bytes of a head not yet complete.
+    held: Vec<u8>,
+    /// Accepted bytes that did not fit the reader's buffer yet, and how many of them went out.
+    release: Vec<u8>,
+    released: usize,
+    phase: Phase,
 }
 
-/// Renders the answer to a head hyper's parser refused with this status.
-pub type Refuse = Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>;
-
-impl<T> ScannedIo<T> {
-    /// `scan`: false for connections that speak HTTP/2 only (which also get no `refuse`).
-    pub fn new(inner: T, scan: bool, activity: Arc<Activity>, refuse: Option<Refuse>) -> Self {
-        let scanner = if scan { HeadScanner::new() } else { HeadScanner::disabled() };
-        ScannedIo { inner, scanner: Arc::new(Mutex::new(scanner)), activity, refuse, pending: None }
-    }
-
-    pub fn verdicts(&self) -> Arc<Mutex<HeadScanner>> {
-        self.scanner.clone()
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Framing,
+    /// HTTP/2 by prior knowledge: no more framing.
+    Passthrough,
+    /// A head was refused: hyper reads [`STAND_IN`] (this many bytes of it out so far).
+    StandIn(usize),
+    /// Then whatever the client sends is discarded (this many bytes so far).
+    Drain(usize),
+    /// A body was refused: reading fails.
+    BodyError(&'static str),
 }
 
-/// The status of hyper's automatic answer to an unparseable head, if `head` is one.
-fn automatic_refusal(head: &[u8]) -> Option<u16> {
-    let rest = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
-    let status = match rest.get(..4)? {
-        b"400 " => 400,
-        b"414 " => 414,
-        b"431 " => 431,
-        _ => return None,
-    };
-    let lower = head.to_ascii_lowercase();
-    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
-    let ours = has(b"\r\nx-request-id:");
-    (head.ends_with(b"\r\n\r\n") && has(b"\r\ncontent-length: 0\r\n") && !ours).then_some(status)
+/// The request hyper reads in place of a refused head; answered by the gateway, never routed.
+const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+/// After a refusal, at most this much more is read (and discarded) while the answer goes out.
+const MAX_DRAIN: usize = 64 * 1024;
+
+/// What the gate tells the connection's service: which request (by its place on the connection)
+/// stands for a refused head, and the refusal.
+#[derive(Default)]
+pub struct Gate {
+    /// Heads handed to hyper so far.
+    heads: AtomicU64,
+    /// HTTP/1 requests that reached the service so far.
+    served: AtomicU64,
+    /// The place of the stand-in request, plus one; 0 while there is none.
+    refused_at: AtomicU64,
+    refusal: std::sync::OnceLock<Reject>,
 }
 
-impl<T: AsyncWrite + Unpin> ScannedIo<T> {
-    /// Starts replacing `head` if it is hyper's automatic refusal.
-    fn intercept(&mut self, head: &[u8], total: usize) {
-        // hyper answers a refused head only between responses (never inside a response body, whose
-        // bytes could read like anything), after head bytes arrived; the whole write is that answer.
-        if self.pending.is_some() || head.len() != total || !self.activity.may_refuse() {
-            return;
+impl Gate {
+    /// Called once per HTTP/1 request, in order: the refusal, if this request is the stand-in.
+    pub fn take_refusal(&self) -> Option<Reject> {
+        let place = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.refused_at.load(Ordering::Acquire) == place {
+            return self.refusal.get().cloned();
         }
-        if let (Some(refuse), Some(status)) = (&self.refuse, automatic_refusal(head)) {
-            self.pending = Some((refuse(status), 0, total));
+        None
+    }
+
+    fn refuse(&self, reject: Reject) {
+        let place = self.heads.load(Ordering::Relaxed) + 1;
+        if self.refusal.set(reject).is_ok() {
+            self.refused_at.store(place, Ordering::Release);
+        }
+    }
+}
+
+impl<T> GatedIo<T> {
+    /// `limits`: `None` for connections that speak HTTP/2 only; `h2c`: an HTTP/2 preface may open it.
+    pub fn new(inner: T, limits: Option<HeadLimits>, h2c: bool, activity: Arc<Activity>) -> Self {
+        GatedIo {
+            inner,
+            framer: limits.map(|l| Framer::new(l, h2c)),
+            activity,
+            gate: Arc::default(),
+            held: Vec::new(),
+            release: Vec::new(),
+            released: 0,
+            phase: Phase::Framing,
         }
     }
 
-    /// Writes the replacement; reports hyper's own length once all of it is out.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some((bytes, written, claimed)) = &mut self.pending else { return Poll::Ready(Ok(0)) };
-        while *written < bytes.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => *written += n,
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
+    /// Hands out accepted bytes that are waiting; true if any went out.
+    fn give_released(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.released >= self.release.len() {
+            return false;
+        }
+        let n = (self.release.len() - self.released).min(buf.remaining());
+        buf.put_slice(&self.release[self.released..self.released + n]);
+        self.released += n;
+        if self.released == self.release.len() {
+            self.release.clear();
+            self.released = 0;
+        }
+        n > 0
+    }
+}
+
+impl<T: AsyncRead + Unpin> GatedIo<T> {
+    fn drain(&mut self, cx: &mut Context<'_>, mut discarded: usize) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 2048];
+        loop {
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                // The client closed its side: hyper finishes the answer and closes the connection.
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    discarded += rb.filled().len();
+                    self.phase = Phase::Drain(discarded);
+                    if discarded > MAX_DRAIN {
+                        // Enough: the end of input for hyper, which closes after its answer.
+                        return Poll::Ready(Ok(()));
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let claimed = *claimed;
-        self.pending = None;
-        Poll::Ready(Ok(claimed))
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for ScannedIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let mut scanner = self.scanner.lock().unwrap_or_else(|e| e.into_inner());
-            if !scanner.is_off() {
-                let seen = scanner.head_bytes();
-                scanner.feed(&buf.filled()[before..]);
-                if scanner.head_bytes() != seen {
-                    self.activity.head_read(scanner.mid_head());
+        let this = &mut *self;
+        if this.give_released(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        match this.phase {
+            Phase::Framing => {}
+            Phase::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::StandIn(out) => {
+                let n = (STAND_IN.len() - out).min(buf.remaining());
+                buf.put_slice(&STAND_IN[out..out + n]);
+                this.phase = if out + n == STAND_IN.len() { Phase::Drain(0) } else { Phase::StandIn(out + n) };
+                return Poll::Ready(Ok(()));
+            }
+            Phase::Drain(discarded) => return this.drain(cx, discarded),
+            Phase::BodyError(reason) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, reason))),
+        }
+        if this.framer.is_none() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let read = buf.filled().len() - before;
+            if read == 0 {
+                // The end of input; an incomplete head held back is dropped with the connection.
+                return Poll::Ready(Ok(()));
+            }
+            let new = &buf.filled()[before..];
+            let Some(framer) = this.framer.as_mut() else { return Poll::Ready(Ok(())) };
+            let fed = framer.feed(new);
+            let http2 = framer.is_http2();
+            this.gate.heads.fetch_add(u64::from(fed.heads), Ordering::Relaxed);
+            this.activity.head_state(framer.mid_head());
+            // Out now: what was held, then this read's accepted prefix; held: the rest.
+            if fed.pass > 0 && !this.held.is_empty() {
+                this.release.append(&mut this.held);
+                this.release.extend_from_slice(&new[..fed.pass]);
+            }
+            if fed.refused.is_none() {
+                this.held.extend_from_slice(&new[fed.pass..]);
+            } else {
+                this.held.clear();
+            }
+            let keep = if this.release.is_empty() { fed.pass } else { 0 };
+            buf.set_filled(before + keep);
+            match fed.refused {
+                None if http2 => {
+                    this.activity.mark_http2();
+                    this.phase = Phase::Passthrough;
+                }
+                None => {}
+                Some(Refusal::Head(reject)) => {
+                    tracing::debug!(problem = reject.kind().0, reason = reject.detail(), "request head refused");
+                    this.gate.refuse(reject);
+                    this.phase = Phase::StandIn(0);
+                }
+                Some(Refusal::Body(reject)) => {
+                    tracing::debug!(reason = reject.detail(), "request body framing refused");
+                    this.phase = Phase::BodyError(reject.detail());
                 }
             }
+            if keep > 0 || this.give_released(buf) {
+                return Poll::Ready(Ok(()));
+            }
+            if this.phase != Phase::Framing {
+                // Nothing accepted in this read: go straight to what follows the refusal.
+                return Pin::new(this).poll_read(cx, buf);
+            }
         }
-        r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        this.intercept(buf, buf.len());
-        if this.pending.is_some() {
-            return this.drive(cx);
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -376,14 +504,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            this.intercept(first, bufs.iter().map(|b| b.len()).sum());
-        }
-        if this.pending.is_some() {
-            return this.drive(cx);
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -403,63 +524,59 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScannedIo<T> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn never_rewrites_inside_a_response() {
-        // A response body chunk that reads like hyper's refusal, written while a response is being sent.
-        let (client, mut server) = tokio::io::duplex(4096);
-        let refuse: Refuse = Box::new(|_| b"REPLACED".to_vec());
+    /// Reads everything hyper would read from `GatedIo` over `input`, written in pieces of `step`.
+    async fn through_gate(input: &[u8], step: usize) -> (Vec<u8>, Arc<Gate>) {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
         let activity = Arc::new(Activity::default());
-        let mut io = ScannedIo::new(client, true, activity.clone(), Some(refuse));
-        let chunk = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        let (handling, responding) = activity.request_started();
-        activity.head_bytes.store(true, Ordering::Relaxed); // the next request's head is arriving
-        drop(handling);
-        tokio::io::AsyncWriteExt::write_all(&mut io, chunk).await.unwrap();
-        drop(responding);
-        // After the response, with no head bytes since the last request: still not hyper's refusal.
-        activity.head_bytes.store(false, Ordering::Relaxed);
-        tokio::io::AsyncWriteExt::write_all(&mut io, chunk).await.unwrap();
-        tokio::io::AsyncWriteExt::shutdown(&mut io).await.unwrap();
-        drop(io);
-        let mut out = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out).await.unwrap();
-        assert_eq!(out, [&chunk[..], &chunk[..]].concat());
-    }
-
-    #[test]
-    fn recognises_only_hypers_bare_refusals() {
-        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
-        assert_eq!(automatic_refusal(bare), Some(431));
-        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(automatic_refusal(bare), Some(400));
-        // The gateway's own answers carry a request id; other statuses and bodies are never touched.
-        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nX-Request-Id: abc\r\n\r\n";
-        assert_eq!(automatic_refusal(ours), None);
-        assert_eq!(automatic_refusal(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), None);
-        assert_eq!(automatic_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 10\r\n\r\n"), None);
-        assert_eq!(automatic_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"), None);
-        assert_eq!(automatic_refusal(b"hello"), None);
-    }
-
-    #[tokio::test]
-    async fn replaces_the_refusal_whole_even_through_short_writes() {
-        let (client, mut server) = tokio::io::duplex(7); // 7-byte pipe: every write is short
-        let refuse: Refuse = Box::new(|status| format!("REPLACED {status} with a longer answer").into_bytes());
-        let activity = Arc::new(Activity::default());
-        activity.head_bytes.store(true, Ordering::Relaxed); // a head arrived; no request reached the service
-        let mut io = ScannedIo::new(client, true, activity, Some(refuse));
-        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        let reader = tokio::spawn(async move {
-            let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out).await.unwrap();
-            out
+        let mut io = GatedIo::new(server, Some(HeadLimits::new(2048, 20, 512)), false, activity);
+        let gate = io.gate();
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move {
+            for chunk in input.chunks(step) {
+                tokio::io::AsyncWriteExt::write_all(&mut client, chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
         });
-        let n = tokio::io::AsyncWriteExt::write(&mut io, bare).await.unwrap();
-        assert_eq!(n, bare.len(), "hyper is told its own bytes went out");
-        tokio::io::AsyncWriteExt::write_all(&mut io, b"|next").await.unwrap();
-        tokio::io::AsyncWriteExt::shutdown(&mut io).await.unwrap();
-        drop(io);
-        assert_eq!(reader.await.unwrap(), b"REPLACED 400 with a longer answer|next");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16];
+        loop {
+            let read =
+                tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut io, &mut buf))
+                    .await;
+            match read {
+                Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        drop(writer.await.unwrap());
+        (out, gate)
+    }
+
+    #[tokio::test]
+    async fn hyper_reads_accepted_bytes_only_and_a_stand_in_for_a_refused_head() {
+        let good = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let bad = b"GET /bare HTTP/1.1\nHost: x\n\n";
+        for step in [1, 5, 300] {
+            let (out, gate) = through_gate(&[&good[..], &bad[..]].concat(), step).await;
+            assert_eq!(out, [&good[..], STAND_IN].concat(), "step {step}");
+            assert_eq!(gate.take_refusal(), None);
+            assert_eq!(gate.take_refusal(), None);
+            assert!(matches!(gate.take_refusal(), Some(Reject::AmbiguousFraming(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bare_lf_after_a_chunked_trailer_is_a_body_error() {
+        // Issue 9, item 9: the bare-LF request after the trailer is never read as a request.
+        let input = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\nGET /bare HTTP/1.1\nHost: x\n\n";
+        let (out, gate) = through_gate(input, 7).await;
+        // hyper may read the trailer line up to its bare LF, never the LF nor anything after it.
+        let bare_lf = input.windows(2).position(|w| w == b"y\n").unwrap() + 1;
+        assert!(out.len() <= bare_lf && out == input[..out.len()], "{}", String::from_utf8_lossy(&out));
+        assert!(!out.windows(5).any(|w| w == b"/bare"));
+        assert_eq!(gate.take_refusal(), None);
+        assert_eq!(gate.take_refusal(), None);
     }
 
     #[test]
@@ -467,12 +584,32 @@ mod tests {
         let l = Arc::new(ConnLimits::default());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        let a = l.try_acquire(ip, 3, 2).unwrap();
-        let _b = l.try_acquire(ip, 3, 2).unwrap();
-        assert_eq!(l.try_acquire(ip, 3, 2).err(), Some("max_connections_per_ip"));
-        let _c = l.try_acquire(other, 3, 2).unwrap();
-        assert_eq!(l.try_acquire(other, 3, 2).err(), Some("max_connections"));
+        let a = l.try_acquire(ip, 64, 3, 2).unwrap();
+        let _b = l.try_acquire(ip, 64, 3, 2).unwrap();
+        assert_eq!(l.try_acquire(ip, 64, 3, 2).err(), Some("max_connections_per_ip"));
+        let _c = l.try_acquire(other, 64, 3, 2).unwrap();
+        assert_eq!(l.try_acquire(other, 64, 3, 2).err(), Some("max_connections"));
         drop(a);
-        assert!(l.try_acquire(ip, 3, 2).is_ok());
+        assert!(l.try_acquire(ip, 64, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_prefix() {
+        let l = Arc::new(ConnLimits::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = l.try_acquire(a, 64, 10, 2).unwrap();
+        let _b = l.try_acquire(b, 64, 10, 2).unwrap();
+        assert_eq!(l.try_acquire("2001:db8:1:2::77".parse().unwrap(), 64, 10, 2).err(), Some("max_connections_per_ip"));
+        assert!(l.try_acquire(other_net, 64, 10, 2).is_ok());
+        // With /128 every address is its own client again.
+        assert!(l.try_acquire("2001:db8:1:2::77".parse().unwrap(), 128, 10, 2).is_ok());
+        // IPv4-mapped addresses count as the IPv4 address.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap(), 64), v4);
+        assert_eq!(client_key(v4, 0), v4);
+        assert_eq!(client_key(a, 0), IpAddr::V6(0.into()));
+        assert_eq!(client_key(a, 48), "2001:db8:1::".parse::<IpAddr>().unwrap());
     }
 }

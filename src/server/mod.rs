@@ -2,17 +2,19 @@
 //! HTTP/2 serving (hyper), idle and header-read timeouts, and graceful shutdown on SIGTERM/SIGINT
 //! (stop accepting, let in-flight requests finish up to `limits.shutdown_timeout`, then close).
 
+pub mod admin;
 pub mod conn;
+pub mod demo;
 pub mod reload;
 
 use crate::exchange::Reject;
 use crate::observe::Completion;
 use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
 use crate::proxy::headers::new_request_id;
-use crate::validate::head::RawHeadProblem;
-use conn::{Activity, ConnLimits, ScannedIo, TrackedIo};
-use http::header::{HeaderValue, CONNECTION};
-use http::{StatusCode, Version};
+use crate::validate::head::HeadLimits;
+use conn::{Activity, ConnLimits, GatedIo, TrackedIo};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, StatusCode, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -52,11 +54,11 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
             TcpListener::bind(admin.address).await.map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(listener = "admin", address = %local, tls = false, "listening");
-        tokio::spawn(crate::admin::serve(listener, shared.clone()));
+        tokio::spawn(admin::serve(listener, shared.clone()));
     }
     if let Some(addr) = rt.demo_upstream {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("demo upstream cannot bind {addr}: {e}"))?;
-        tokio::spawn(crate::demo::serve(listener));
+        tokio::spawn(demo::serve(listener));
     }
     drop(rt);
     reload::spawn(shared.clone(), config_path);
@@ -119,17 +121,15 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                accept_failed(&e).await;
                 continue;
             }
         };
-        let (max_total, max_per_ip) = {
+        let (max_total, max_per_ip, v6_prefix) = {
             let l = &shared.runtime.load().limits;
-            (l.max_connections, l.max_connections_per_ip)
+            (l.max_connections, l.max_connections_per_ip, l.connection_ipv6_prefix)
         };
-        let guard = match limits.try_acquire(peer.ip(), max_total, max_per_ip) {
+        let guard = match limits.try_acquire(peer.ip(), v6_prefix, max_total, max_per_ip) {
             Ok(g) => g,
             Err(reason) => {
                 shared.lasting.metrics.connection_refused(reason);
@@ -146,6 +146,14 @@ async fn accept_loop(
             drop(guard);
         });
     }
+}
+
+/// After a failed `accept` (out of file descriptors, out of memory, a connection reset before it was
+/// taken): log it and back off, so a listener never spins on an error that persists (EMFILE). Every
+/// listener's accept loop, the admin listener's too, goes through here.
+pub async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed; backing off");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Shutdown as a connection sees it: the signal to finish up, and its place in the drain count.
@@ -213,48 +221,46 @@ fn closes_connection(status: StatusCode) -> bool {
     )
 }
 
-/// Answers, logs and counts a request head hyper's parser refused (see [`ScannedIo`]): the same
-/// problem+json, access log line and metrics as every other refusal, with what is known of the request.
-fn parser_refusals(shared: &Arc<Shared>, info: &ConnInfo) -> conn::Refuse {
-    let shared = shared.clone();
-    let (listener, client_ip) = (info.listener, info.peer.ip());
-    let tls_version = info.tls.as_ref().and_then(|t| t.version);
-    Box::new(move |status| {
-        let started = std::time::Instant::now();
-        let reject = match status {
-            414 => Reject::UriTooLong,
-            431 => Reject::HeadersTooLarge,
-            _ => Reject::BadRequest("unparseable request head"),
-        };
-        let request_id = new_request_id();
-        let rt = shared.runtime.load();
-        let hsts = rt.listeners.get(listener).and_then(|l| l.hsts.as_ref());
-        let id = request_id.to_str().unwrap_or_default();
-        let bytes = reject.http1_closing(id, hsts);
-        tracing::debug!(request_id = id, problem = reject.kind().0, "request head refused by the parser");
-        drop(Completion {
-            started,
-            request_id,
-            client_ip,
-            method: None,
-            host: Box::default(),
-            path: Box::default(),
-            status,
-            bytes_in: 0,
-            bytes_out: bytes.len() as u64,
-            route: None,
-            principal: None,
-            upstream: None,
-            upstream_duration: None,
-            tls_version,
-            problem: Some((reject.kind().0, reject.detail())),
-            aborted: false,
-            access_log: rt.access_log,
-            route_metrics: rt.unmatched.clone(),
-            metrics: shared.lasting.metrics.clone(),
-        });
-        bytes
-    })
+/// Answers, logs and counts a request head the framer refused (see [`conn::GatedIo`]): the stand-in
+/// request hyper read in its place gets the refusal's problem+json, closing the connection, with the
+/// same access log line and metrics as every other refusal (no method, host or path: none was accepted).
+fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Response<crate::body::ResponseBody> {
+    let started = std::time::Instant::now();
+    let request_id = new_request_id();
+    let rt = shared.runtime.load();
+    let id = request_id.to_str().unwrap_or_default();
+    let problem = (reject.kind().0, reject.detail());
+    tracing::debug!(request_id = id, problem = problem.0, reason = problem.1, "request head refused");
+    let mut resp = reject.into_response(id);
+    let h = resp.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    h.insert(crate::proxy::headers::X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(hsts) = rt.listeners.get(info.listener).and_then(|l| l.hsts.as_ref()) {
+        h.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    let completion = Completion {
+        started,
+        request_id,
+        client_ip: info.peer.ip(),
+        method: None,
+        host: Box::default(),
+        path: Box::default(),
+        status: resp.status().as_u16(),
+        bytes_in: 0,
+        bytes_out: 0,
+        route: None,
+        principal: None,
+        upstream: None,
+        upstream_duration: None,
+        tls_version: info.tls.as_ref().and_then(|t| t.version),
+        problem: Some(problem),
+        aborted: false,
+        access_log: rt.access_log,
+        route_metrics: rt.unmatched.clone(),
+        metrics: shared.lasting.metrics.clone(),
+    };
+    resp.body_mut().set_completion(Box::new(completion));
+    resp
 }
 
 async fn serve_http<I>(io: I, info: ConnInfo, proto: Protocol, shared: Arc<Shared>, activity: Arc<Activity>, stop: Stop)
@@ -266,30 +272,40 @@ where
         (rt.limits.clone(), rt.limits.idle_timeout)
     };
     let http1 = proto != Protocol::Http2;
-    let refuse = http1.then(|| parser_refusals(&shared, &info));
+    if !http1 {
+        activity.mark_http2();
+    }
     activity.await_first_head();
-    let io = ScannedIo::new(io, http1, activity.clone(), refuse);
-    let heads = io.verdicts();
+    let head_limits = http1.then(|| {
+        HeadLimits::new(limits.request.max_header_bytes, limits.request.max_headers, limits.request.max_url_bytes)
+    });
+    let io = GatedIo::new(io, head_limits, proto == Protocol::Auto, activity.clone());
+    let gate = io.gate();
     // One shared bundle per connection: each request clones one `Arc`, not three.
     let served = Arc::new(Served { shared, info, activity: activity.clone() });
-    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let served = served.clone();
         let http1 = req.version() < Version::HTTP_2;
+        let head = req.method() == Method::HEAD;
         if !http1 {
             served.activity.mark_http2();
         }
-        if http1 {
-            // One verdict per HTTP/1 request, in order: hyper parses heads in the order they were read.
-            let verdict = heads.lock().unwrap_or_else(|e| e.into_inner()).next_verdict();
-            if let Some(Some(reason)) = verdict {
-                req.extensions_mut().insert(RawHeadProblem(reason));
-            }
-        }
+        // HTTP/1 requests reach the service in the order their heads were read: the framer's refusal
+        // belongs to the stand-in request at its place.
+        let refusal = if http1 { gate.take_refusal() } else { None };
         async move {
             let (handling, responding) = served.activity.request_started();
-            let mut resp = pipeline::handle(&served.shared, &served.info, req).await;
+            let mut resp = match refusal {
+                Some(reject) => head_refusal(&served.shared, &served.info, reject),
+                None => pipeline::handle(&served.shared, &served.info, req).await,
+            };
             drop(handling);
             resp.body_mut().set_responding(responding);
+            if head {
+                if let Some(len) = resp.body_mut().drop_for_head() {
+                    resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+                }
+            }
             if http1 && closes_connection(resp.status()) {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -297,7 +313,9 @@ where
         }
     });
     let io = TokioIo::new(io);
-    let max_buf = (limits.request.max_header_bytes + limits.request.max_url_bytes + 4096).max(8192);
+    // hyper's own ceilings sit above the framer's, which answers first (and hyper only reads heads the
+    // framer accepted): room for a whole accepted head and pipelined bytes after it.
+    let max_buf = head_limits.map_or(0, |l| l.max_head).saturating_add(16 * 1024).max(64 * 1024);
     if proto == Protocol::Http1 {
         // HTTP/1 only: hyper's own connection, without the version sniffing (and its extra buffer
         // layer on every read) that serving h2c by prior knowledge needs.
@@ -307,7 +325,6 @@ where
             // Ours instead (`Activity::head_timeout`): hyper's also runs while a kept-alive connection
             // waits for its next request, which would cut keep-alive to `header_read_timeout`.
             .header_read_timeout(None)
-            // hyper's own ceiling sits above ours, so our limits answer first with problem+json.
             .max_buf_size(max_buf)
             .max_headers(limits.request.max_headers + 1);
         let conn = builder.serve_connection(io, service);
@@ -384,6 +401,12 @@ where
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error during shutdown");
             }
+        }
+        Ok(conn::Expired::Idle) if activity.is_http2() => {
+            // No stream is open: GOAWAY, then close (bounded, should the client hold on).
+            tracing::debug!("idle HTTP/2 connection closed");
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
         Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
         Ok(conn::Expired::HeadTimeout) => {

@@ -1,10 +1,8 @@
 //! Request validation that needs no route: URL and header size limits, and the framing checks against
-//! request smuggling. hyper's parser already refuses most malformed messages (obsolete line folding,
-//! bad chunk sizes, conflicting lengths) with a bare 400 before we see them; these checks are the
-//! gateway's own, stricter rule on top, so nothing ambiguous is ever forwarded. What hyper accepts but
-//! normalises away before we could see it (a duplicate `Content-Length`, one next to
-//! `Transfer-Encoding`, bare LF line ends) is found in the raw bytes by [`head`] and arrives here as a
-//! [`head::RawHeadProblem`] on the request.
+//! request smuggling. For HTTP/1, [`head::Framer`] is the parser of record: it has already refused
+//! every head and body that is not in one canonical form before hyper sees a byte of it, so these
+//! checks read hyper's parse of canonical bytes. They are kept for HTTP/2 (whose framing hyper and h2
+//! check) and as a second, cheap line of defence.
 
 pub mod body;
 pub mod head;
@@ -49,9 +47,6 @@ pub fn check_sizes(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
 /// one, else from `Host`; without the port, and an IPv6 literal without its brackets. `None` only for an
 /// HTTP/1.0 request that names no host.
 pub fn check_framing(parts: &Parts) -> Result<Option<&str>, Reject> {
-    if let Some(head::RawHeadProblem(reason)) = parts.extensions.get::<head::RawHeadProblem>() {
-        return Err(Reject::AmbiguousFraming(reason));
-    }
     // One walk over the fields instead of a map lookup per name: most requests carry only `Host`.
     let (mut length, mut lengths, mut coding, mut codings, mut host, mut hosts) = (None, 0, None, 0, None, 0);
     for (name, value) in &parts.headers {
@@ -263,13 +258,6 @@ mod tests {
             };
             proptest::prop_assert_eq!(authority_host(v.as_bytes()), Some(name.as_str()));
         }
-    }
-
-    #[test]
-    fn raw_head_problems_are_refused() {
-        let mut p = parts(&[("host", "a")]);
-        p.extensions.insert(head::RawHeadProblem("bare LF"));
-        assert_eq!(check_framing(&p), Err(Reject::AmbiguousFraming("bare LF")));
     }
 
     #[test]
