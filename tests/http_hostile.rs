@@ -330,7 +330,8 @@ fn body_with_content_length_over_the_limit_is_refused_before_forwarding() {
     let started = Instant::now();
     let (resp, closed) = raw_until_close(addr, head_only, T);
     assert_eq!(status_of(&resp), 413, "{resp}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Answered from the declared length (waiting for the body would end only at the read timeout).
+    assert!(started.elapsed() < T);
     assert_eq!(problem_type(body_of(&resp)), problem("payload-too-large"));
     assert_eq!(header_of(&resp, "content-type").as_deref(), Some("application/problem+json"));
     assert!(closed, "the unread body must not be parsed as a next request");
@@ -452,7 +453,7 @@ fn a_client_stalling_in_its_headers_is_cut_off_while_others_are_served() {
     trickle.write_all(b"GET /x HTTP/1.1\r\n").unwrap();
     let trickler = std::thread::spawn(move || {
         let t0 = Instant::now();
-        for _ in 0..20 {
+        for _ in 0..60 {
             std::thread::sleep(Duration::from_millis(200));
             if trickle.write_all(b"a").is_err() {
                 break;
@@ -466,29 +467,32 @@ fn a_client_stalling_in_its_headers_is_cut_off_while_others_are_served() {
         let (code, _, body) = curl(&[&format!("http://{addr}/other/{i}")]);
         assert_eq!(code, 200, "{body}");
     }
-    let (resp, closed) = read_until_close(&mut stalled, Duration::from_secs(4));
+    // Bounds far from the 1 s deadline on both sides that still tell it from idle_timeout (30 s) and from
+    // a deadline the trickle extends (it keeps sending for 12 s): a loaded machine cannot break them.
+    let (resp, closed) = read_until_close(&mut stalled, Duration::from_secs(10));
     let took = started.elapsed();
     assert!(closed, "the stalled connection was not closed");
     assert!(!resp.contains("200 OK"), "{resp}");
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "closed after {took:?}");
     let (trickle_closed, trickle_took) = trickler.join().unwrap();
     assert!(trickle_closed, "the trickling connection was not closed");
-    assert!(trickle_took < Duration::from_millis(2500), "trickler closed after {trickle_took:?}");
+    assert!(trickle_took < Duration::from_secs(10), "trickler closed after {trickle_took:?}");
     assert_eq!(up.hits(), 5);
 }
 
 #[test]
 fn idle_keep_alive_connection_is_closed_but_a_slow_response_is_not_cut() {
     let up = Upstream::start("app");
-    let gw = Gateway::start(&config(up.addr, "  header_read_timeout: 5s\n  idle_timeout: 1s"));
+    let gw = Gateway::start(&config(up.addr, "  header_read_timeout: 20s\n  idle_timeout: 1s"));
     let addr = gw.addr("main");
     let mut conn = RawConn::connect(addr);
     let resp = conn.get("/first", T);
     assert_eq!(status_of(&resp), 200, "{resp}");
     let started = Instant::now();
-    assert!(conn.closed_within(Duration::from_secs(3)), "idle connection still open");
+    assert!(conn.closed_within(Duration::from_secs(15)), "idle connection still open");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2100), "closed after {took:?}");
+    // idle_timeout (1 s), not header_read_timeout (20 s)
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(15), "closed after {took:?}");
     // A request in flight longer than idle_timeout is not idle.
     let mut conn = RawConn::connect(addr);
     let resp = conn.get("/sleep/1600", Duration::from_secs(5));
@@ -498,18 +502,19 @@ fn idle_keep_alive_connection_is_closed_but_a_slow_response_is_not_cut() {
 
 #[test]
 fn kept_alive_connections_wait_for_idle_timeout_not_header_read_timeout() {
-    let (up, gw) = start("  header_read_timeout: 1s\n  idle_timeout: 4s");
+    let (up, gw) = start("  header_read_timeout: 1s\n  idle_timeout: 20s");
     let mut conn = RawConn::connect(gw.addr("main"));
     assert_eq!(status_of(&conn.get("/a", T)), 200);
-    // Waiting for the next request is idleness (4 s allowed), not a slow head (1 s).
+    // Waiting for the next request is idleness (20 s allowed), not a slow head (1 s).
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(status_of(&conn.get("/b", T)), 200, "the kept-alive connection was closed");
     // A head that starts on the kept-alive connection and stalls is still cut off after 1 s.
     conn.stream.write_all(b"GET /c HTTP/1.1\r\nHost: a\r\n").unwrap();
     let started = Instant::now();
-    assert!(conn.closed_within(Duration::from_secs(3)), "stalled head not cut off");
+    assert!(conn.closed_within(Duration::from_secs(15)), "stalled head not cut off");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2000), "closed after {took:?}");
+    // header_read_timeout (1 s), not idle_timeout (20 s)
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(15), "closed after {took:?}");
     assert_eq!(up.hits(), 2);
 }
 
@@ -831,9 +836,10 @@ fn a_stalled_upstream_body_does_not_hold_the_client_connection_forever() {
     let mut conn = RawConn::connect(gw.addr("main"));
     conn.stream.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let started = Instant::now();
-    let (resp, closed) = read_until_close(&mut conn.stream, Duration::from_secs(5));
+    // idle_timeout is 1 s; the stalled upstream would hold it for 20 s.
+    let (resp, closed) = read_until_close(&mut conn.stream, Duration::from_secs(15));
     assert!(closed, "still open after {:?}: {resp}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(15), "closed after {:?}", started.elapsed());
     assert!(resp.ends_with("hello"), "{resp}");
 }
 
@@ -842,9 +848,10 @@ fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
     let (_up, gw) = start("  header_read_timeout: 1s\n  idle_timeout: 30s");
     let mut silent = RawConn::connect(gw.addr("main"));
     let started = Instant::now();
-    assert!(silent.closed_within(Duration::from_secs(4)), "silent connection still open");
+    assert!(silent.closed_within(Duration::from_secs(15)), "silent connection still open");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2000), "closed after {took:?}");
+    // header_read_timeout (1 s), not idle_timeout (30 s)
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(15), "closed after {took:?}");
 }
 
 /// Issue 9, item 8: a long framing line used to stop the raw-head scanner, and with it the head
