@@ -84,6 +84,44 @@ fn logged(gw: &Gateway, id: &str) -> serde_json::Value {
     }
 }
 
+/// Found by fuzzing the walk: bytes that are not visible ASCII anywhere in the line used to make the whole
+/// line unreadable, so the client became the trusted proxy itself, an address a key may well allow.
+#[test]
+fn a_non_ascii_entry_does_not_make_the_client_the_proxy() {
+    let s = start("", "trusted_proxies: [127.0.0.1/32]");
+    let key = {
+        let config = s.gw.config.to_str().unwrap().to_owned();
+        let args = ["keys", "-c", &config, "create", "--principal", "lb", "--cidr", "127.0.0.1"];
+        let (code, out, err) = portcullis(&args, &[(HMAC_ENV, HMAC)]);
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_owned()
+    };
+    let keyed = |xff: &[u8], id: &str| {
+        let mut req =
+            format!("GET /keyed HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\nX-Request-Id: {id}\r\n").into_bytes();
+        req.extend_from_slice(xff);
+        req.extend_from_slice(b"\r\n");
+        raw(s.gw.addr("main"), &req, T)
+    };
+    // From the proxy itself (no chain), the key works once the store is read.
+    let deadline = Instant::now() + T;
+    while status_of(&keyed(b"", "warm")) != 200 {
+        assert!(Instant::now() < deadline, "the key never worked from the proxy's address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hits = s.up.hits();
+    for (n, xff) in [&b"X-Forwarded-For: \xcf\x90, 203.0.113.9\r\n"[..], b"X-Forwarded-For: ee\xff-,203.0.113.9\r\n"]
+        .iter()
+        .enumerate()
+    {
+        let resp = keyed(xff, &format!("obs{n}"));
+        assert_eq!(status_of(&resp), 401, "{resp}");
+        assert_eq!(logged(&s.gw, &format!("obs{n}"))["client_ip"], "203.0.113.9");
+    }
+    assert_eq!(s.up.hits(), hits, "a refused request reached the upstream");
+    drop(s.dir);
+}
+
 #[test]
 fn the_client_is_read_from_the_right_of_the_chain() {
     let s = start("", "trusted_proxies: [127.0.0.1/32]");

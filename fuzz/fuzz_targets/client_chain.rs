@@ -26,8 +26,10 @@ fuzz_target!(|data: &[u8]| {
         // The reference: every entry, rightmost first, judged one by one.
         let mut expected = peer;
         'walk: for line in lines.iter().rev() {
-            let text = std::str::from_utf8(line).unwrap_or("\u{0}");
-            for entry in text.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let entries = line.split(|&b| b == b',').rev().map(<[u8]>::trim_ascii).filter(|e| !e.is_empty());
+            for entry in entries {
+                // An entry that is not visible ASCII is unreadable where it stands.
+                let entry = std::str::from_utf8(entry).ok().filter(|e| e.is_ascii()).unwrap_or("\u{0}");
                 match hop(entry) {
                     Hop::Unreadable => break 'walk,
                     Hop::Addr(ip) if trusted.iter().any(|n| n.contains(&ip)) => expected = ip,

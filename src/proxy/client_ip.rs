@@ -59,15 +59,16 @@ pub fn walk(peer: IpAddr, trusted: &[IpNet], hops: impl Iterator<Item = Hop>) ->
     last_trusted
 }
 
-/// The non-empty list elements of every `name` line, rightmost first. A value that is not visible
-/// ASCII yields one unreadable element (`""` never comes out otherwise).
+/// The non-empty list elements of every `name` line, rightmost first. Lines are split as bytes, so an
+/// element that is not visible ASCII is one unreadable element (`"\0"`) where it stands: it ends the walk
+/// there, and never hides the readable hops a trusted proxy appended to its right.
 fn entries<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
         .rev()
-        .flat_map(|v| v.to_str().unwrap_or("\u{0}").rsplit(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','))
+        .map(|e| std::str::from_utf8(e.trim_ascii()).ok().filter(|e| e.is_ascii()).unwrap_or("\u{0}"))
         .filter(|e| !e.is_empty())
 }
 

@@ -65,6 +65,24 @@ fn a_malformed_entry_ends_trust_at_the_hop_that_wrote_it() {
     assert_eq!(client_ip(ip("10.1.1.1"), &xff(&["1.1.1.1 2.2.2.2"]), &t, XFF), ip("10.1.1.1"));
 }
 
+/// Found by the `client_chain` fuzz target: a line with bytes that are not visible ASCII used to be
+/// unreadable as a whole, so a client sending `X-Forwarded-For: \xcf\x90` through a trusted proxy that
+/// appended the client's real address was judged to be the proxy itself (an address inside the
+/// trusted, often allow-listed, network).
+#[test]
+fn a_non_ascii_entry_does_not_hide_the_hop_appended_to_its_right() {
+    let t = nets(&["10.0.0.0/8"]);
+    for line in [&b"ee\xcf\x90-, 77::7"[..], b"\xff, 77::7", b"\xcf\x90,77::7"] {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(line).unwrap());
+        assert_eq!(client_ip(ip("10.9.9.9"), &h, &t, XFF), ip("77::7"), "{line:?}");
+        // and a non-ASCII entry right of the client still ends trust where it stands
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(b"77::7, \xcf\x90").unwrap());
+        assert_eq!(client_ip(ip("10.9.9.9"), &h, &t, XFF), ip("10.9.9.9"));
+    }
+}
+
 #[test]
 fn several_lines_are_one_list_in_order() {
     let t = nets(&["10.0.0.0/8"]);
