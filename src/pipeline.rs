@@ -216,10 +216,8 @@ async fn run(
     let target = upstream_target(ex)?;
     // One walk over the names says what hygiene has to touch; most requests need no removal at all.
     let found = headers::scan(&ex.parts.headers);
-    let underscores = match rt.listeners.get(ex.conn.listener) {
-        Some(l) => headers::Underscores { allowed: l.underscores_in_headers, protected: &l.credentials.headers },
-        None => headers::Underscores { allowed: false, protected: &[] },
-    };
+    let underscores =
+        headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
     let (outgoing, body) = upstream_request(rt, ex, found, target, request_id);
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
