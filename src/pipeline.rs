@@ -188,7 +188,8 @@ async fn run(
         let normalized = path::normalize(ex.parts.uri.path()).map_err(|e| Reject::InvalidPath(e.reason()))?;
         let matrix = path::has_matrix_params(&normalized);
         // Routes are matched on the path as matrix-parameter servers read it (`/admin;x` is `/admin`).
-        let matched = match_route(&rt.routes, host, &path::without_matrix_params(&normalized), &ex.parts)?;
+        let routed = if matrix { path::without_matrix_params(&normalized) } else { Cow::Borrowed(&*normalized) };
+        let matched = match_route(&rt.routes, host, &routed, &ex.parts)?;
         if matrix && !matched.route.matrix_params {
             return Err(Reject::InvalidPath(path::PathError::MatrixParams.reason()));
         }

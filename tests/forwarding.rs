@@ -194,6 +194,32 @@ fn forwarded_is_read_when_configured_and_only_then() {
     assert!(err.contains("bad.yaml:"), "{err}");
 }
 
+/// Found in review after issue 9: `X-Real-IP` (which the underscore and `Connection` rules already treat
+/// as a field only the gateway may decide on) and the `X-Forwarded-*` fields other than `-For`,
+/// `-Proto` and `-Host` (`-Prefix`, `-Port`, `-Scheme`, ...) went upstream from any client, so an
+/// upstream that reads them took the client's word for its address, scheme and path prefix.
+const CLAIMS: &str = "X-Real-IP: 1.2.3.4\r\nX-Forwarded-Prefix: /admin\r\nX-Forwarded-Port: 443\r\n\
+    X-Forwarded-Scheme: https\r\nX-Forwarded-Ssl: on\r\n";
+
+#[test]
+fn client_claims_are_dropped_unless_a_trusted_proxy_sent_them() {
+    let s = start("", "");
+    let resp = send(&s.gw, &format!("GET /open HTTP/1.1\r\nHost: a\r\n{CLAIMS}\r\n"));
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = s.up.last().unwrap();
+    for name in ["x-real-ip", "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-ssl"] {
+        assert!(seen.header(name).is_none(), "{name} reached the upstream: {:?}", seen.headers);
+    }
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    // From a trusted proxy they are its word, and kept.
+    let t = start("", "trusted_proxies: [127.0.0.1/32]");
+    let resp = send(&t.gw, &format!("GET /open HTTP/1.1\r\nHost: a\r\n{CLAIMS}\r\n"));
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = t.up.last().unwrap();
+    assert_eq!(seen.header("x-real-ip"), Some("1.2.3.4"));
+    assert_eq!(seen.header("x-forwarded-prefix"), Some("/admin"));
+}
+
 const UNDERSCORED: &str = "X_Portcullis_Roles: admin\r\nX_Forwarded_For: 1.2.3.4\r\nx_real_ip: 1.2.3.4\r\n\
     X_Request_Id: abc\r\nTransfer_Encoding: chunked\r\nX-Portcullis_Principal: root\r\nX_Custom: kept?\r\n";
 

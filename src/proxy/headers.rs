@@ -2,7 +2,8 @@
 //!
 //! Toward the upstream: hop-by-hop headers and every header named in `Connection` are removed;
 //! `Forwarded` (RFC 7239) and `X-Forwarded-For/-Proto/-Host` are set, and incoming ones are kept only
-//! when the peer is a configured trusted proxy (which is also how the client IP is decided);
+//! when the peer is a configured trusted proxy (which is also how the client IP is decided), and so are
+//! `X-Real-IP` and the other `X-Forwarded-*` fields;
 //! `X-Request-Id` is always present. Toward the client: hop-by-hop headers, `Server` and `X-Powered-By`
 //! are removed.
 
@@ -47,6 +48,10 @@ impl Found {
     pub const EXPECT: u16 = 1 << 9;
     /// A name with `_` in it (CGI-style servers read `X_Foo` as `X-Foo`).
     pub const UNDERSCORE: u16 = 1 << 10;
+    /// `x-real-ip` and the `x-forwarded-*` fields other than `-for`, `-proto` and `-host`
+    /// (`-port`, `-prefix`, `-scheme`, `-ssl`, ...): claims about the client or the original request
+    /// that upstream frameworks believe, kept only from a trusted proxy.
+    pub const CLIENT_CLAIM: u16 = 1 << 11;
 
     pub fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
@@ -71,6 +76,8 @@ fn classify(name: &str) -> u16 {
         "server" | "x-powered-by" => Found::SERVER,
         "x-request-id" => Found::X_REQUEST_ID,
         "expect" => Found::EXPECT,
+        "x-real-ip" => Found::CLIENT_CLAIM,
+        n if n.starts_with("x-forwarded-") => Found::CLIENT_CLAIM,
         n if n.starts_with("x-portcullis-") => Found::IDENTITY,
         _ => 0,
     }
@@ -368,6 +375,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found, 
         take(&X_FORWARDED_HOST, Found::X_FORWARDED_HOST),
         take(&FORWARDED, Found::FORWARDED),
     );
+    // `X-Real-IP`, `X-Forwarded-Port`, `-Prefix`, `-Scheme`, ...: what a client says of itself is not
+    // believed; only a trusted proxy's are passed on.
+    if found.has(Found::CLIENT_CLAIM) && !keep {
+        let claims: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str() == "x-real-ip" || k.as_str().starts_with("x-forwarded-"))
+            .cloned()
+            .collect();
+        for name in claims {
+            headers.remove(name);
+        }
+    }
     let xff = match xff_prev {
         Some(prev) => value(format!("{prev}, {}", f.peer.xff.to_str().unwrap_or_default())),
         None => Some(f.peer.xff.clone()),

@@ -149,13 +149,16 @@ fn is_dot_segment(seg: &str) -> bool {
 /// Whether a normalised path carries matrix parameters (`;`, raw or encoded, in a segment).
 pub fn has_matrix_params(path: &str) -> bool {
     let b = path.as_bytes();
-    memchr::memchr(b';', b).is_some() || memchr::memchr_iter(b'%', b).any(|i| b[i + 1..].starts_with(b"3B"))
+    memchr::memchr(b';', b).is_some()
+        || memchr::memchr_iter(b'%', b).any(|i| b[i + 1..].get(..2).is_some_and(|h| h.eq_ignore_ascii_case(b"3B")))
 }
 
-/// The path as Tomcat, Jetty and Spring resolve it: each segment without its `;` parameters, empty
-/// segments merged. Routes are matched on this spelling, so `/admin;x/users` meets `/admin`'s checks.
+/// The path as Tomcat, Jetty and Spring resolve it: each segment without its `;` parameters (raw or
+/// encoded as `%3B`, which some servers decode before they strip parameters), empty segments merged.
+/// Routes are matched on this spelling, so `/admin;x/users` and `/admin%3Bx/users` meet `/admin`'s
+/// checks.
 pub fn without_matrix_params(path: &str) -> Cow<'_, str> {
-    if memchr::memchr(b';', path.as_bytes()).is_none() {
+    if !has_matrix_params(path) {
         return Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
@@ -163,7 +166,13 @@ pub fn without_matrix_params(path: &str) -> Cow<'_, str> {
         if !out.ends_with('/') {
             out.push('/');
         }
-        out.push_str(seg.split(';').next().unwrap_or(seg));
+        let b = seg.as_bytes();
+        let cut = (0..b.len())
+            .find(|&i| {
+                b[i] == b';' || (b[i] == b'%' && b[i + 1..].get(..2).is_some_and(|h| h.eq_ignore_ascii_case(b"3B")))
+            })
+            .unwrap_or(b.len());
+        out.push_str(&seg[..cut]);
     }
     Cow::Owned(out)
 }
@@ -233,6 +242,11 @@ mod tests {
         assert_eq!(without_matrix_params("/a;x"), "/a");
         assert_eq!(without_matrix_params("/a;x/"), "/a/");
         assert_eq!(without_matrix_params("/;x"), "/");
+        // Encoded `;` too: routes see `/admin%3Bx/users` as `/admin/users`.
+        assert_eq!(without_matrix_params("/admin%3Bx/users"), "/admin/users");
+        assert_eq!(without_matrix_params("/admin%3bx"), "/admin");
+        assert_eq!(without_matrix_params("/a%3A%3Bx/b;y"), "/a%3A/b");
+        assert!(matches!(without_matrix_params("/a%20b"), Cow::Borrowed("/a%20b")));
         assert!(matches!(without_matrix_params("/plain"), Cow::Borrowed("/plain")));
     }
 
