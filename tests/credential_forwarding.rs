@@ -159,11 +159,11 @@ fn any_of_forwards_no_credential_beside_the_accepted_one() {
     for name in ["x_api_key", "x-api_key", "signature_input"] {
         assert!(!names.contains(&name), "{name} reached the upstream: {names:?}");
     }
-    // Other spellings of the scheme, and several lines: every line of a known scheme goes; a scheme no
-    // method of the route reads (Basic, for the upstream's own use) stays.
+    // Other spellings of the scheme, and several lines: every line goes, of a known scheme and of one no
+    // method of the route reads (Basic): nobody judged it (see an_authorization_scheme_no_method_reads...).
     let spelled = [key.clone(), "authorization: bEaReR\tjunk".into(), "Authorization: Basic dTpw".into()];
     let seen = send(&s, "/any", &spelled, 200).unwrap();
-    assert_eq!(lines(&seen, "authorization"), ["Basic dTpw"]);
+    assert!(lines(&seen, "authorization").is_empty(), "{:?}", seen.headers);
     // The key in the query string, a bearer token beside it.
     let seen = send(&s, &format!("/any?x=1&api_key={}", s.key), &["Authorization: Bearer junk".into()], 200).unwrap();
     assert_eq!(seen.path_and_query, "/any?x=1");
@@ -187,6 +187,29 @@ fn any_of_forwards_no_credential_beside_the_accepted_one() {
     assert!(lines(&seen, "authorization").is_empty());
     // A bad credential beside a good one is still refused (checked before the JWT).
     send(&s, "/any", &["X-API-Key: pcs_nope".into(), format!("Authorization: Bearer {}", jwt())], 401);
+}
+
+/// Found in review: on a route whose methods read no `Basic` (or, for the API key route, no `Bearer`),
+/// such a line was judged by nobody, yet reached the upstream beside the gateway's identity fields.
+#[test]
+fn an_authorization_scheme_no_method_reads_is_not_forwarded() {
+    let s = start();
+    let key = format!("X-API-Key: {}", s.key);
+    for (path, extra) in [
+        ("/any", "Authorization: Basic ZXZpbDpldmls"),
+        ("/fwd", "Authorization: Basic ZXZpbDpldmls"),
+        ("/cookie", "Authorization: Basic ZXZpbDpldmls"),
+        ("/cookie", "Authorization: Bearer not.judged.here"),
+    ] {
+        let headers = vec![key.clone(), extra.to_owned()];
+        let seen = send(&s, path, &headers, 200).unwrap();
+        assert!(lines(&seen, "authorization").is_empty(), "{path}: {:?}", seen.headers);
+    }
+    // A method that forwards keeps its own scheme (two Authorization lines beside a bearer token are
+    // refused by the JWT method itself: which one would it be?).
+    let seen = send(&s, "/fwd", &[format!("Authorization: Bearer {}", jwt())], 200).unwrap();
+    assert_eq!(lines(&seen, "authorization").len(), 1, "{:?}", seen.headers);
+    send(&s, "/fwd", &[format!("Authorization: Bearer {}", jwt()), "Authorization: Basic eA==".into()], 401);
 }
 
 #[test]

@@ -199,7 +199,9 @@ fn forwarded_is_read_when_configured_and_only_then() {
 /// `-Proto` and `-Host` (`-Prefix`, `-Port`, `-Scheme`, ...) went upstream from any client, so an
 /// upstream that reads them took the client's word for its address, scheme and path prefix.
 const CLAIMS: &str = "X-Real-IP: 1.2.3.4\r\nX-Forwarded-Prefix: /admin\r\nX-Forwarded-Port: 443\r\n\
-    X-Forwarded-Scheme: https\r\nX-Forwarded-Ssl: on\r\n";
+    X-Forwarded-Scheme: https\r\nX-Forwarded-Ssl: on\r\nTrue-Client-IP: 1.2.3.4\r\nX-Client-IP: 1.2.3.4\r\n\
+    CF-Connecting-IP: 1.2.3.4\r\nX-Cluster-Client-IP: 1.2.3.4\r\nForwarded-For: 1.2.3.4\r\n\
+    X-Original-Forwarded-For: 1.2.3.4\r\n";
 
 #[test]
 fn client_claims_are_dropped_unless_a_trusted_proxy_sent_them() {
@@ -207,7 +209,19 @@ fn client_claims_are_dropped_unless_a_trusted_proxy_sent_them() {
     let resp = send(&s.gw, &format!("GET /open HTTP/1.1\r\nHost: a\r\n{CLAIMS}\r\n"));
     assert_eq!(status_of(&resp), 200, "{resp}");
     let seen = s.up.last().unwrap();
-    for name in ["x-real-ip", "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-ssl"] {
+    for name in [
+        "x-real-ip",
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
+        "forwarded-for",
+        "x-original-forwarded-for",
+    ] {
         assert!(seen.header(name).is_none(), "{name} reached the upstream: {:?}", seen.headers);
     }
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
@@ -218,6 +232,46 @@ fn client_claims_are_dropped_unless_a_trusted_proxy_sent_them() {
     let seen = t.up.last().unwrap();
     assert_eq!(seen.header("x-real-ip"), Some("1.2.3.4"));
     assert_eq!(seen.header("x-forwarded-prefix"), Some("/admin"));
+}
+
+/// Found in review: frameworks that route or act on these instead of the request line (Symfony and IIS
+/// on `X-Original-URL` / `X-Rewrite-URL`, method-override middleware) would run a path or method the
+/// gateway never judged. They never go upstream, from anyone.
+#[test]
+fn path_and_method_overrides_never_reach_the_upstream() {
+    for trusted in ["", "trusted_proxies: [127.0.0.1/32]"] {
+        let s = start("", trusted);
+        let overrides = "X-Original-URL: /admin/x\r\nX-Rewrite-URL: /admin/x\r\nX-HTTP-Method-Override: DELETE\r\n\
+            X-HTTP-Method: DELETE\r\nX-Method-Override: DELETE\r\nx-original-url: /admin/y\r\n";
+        let resp = send(&s.gw, &format!("GET /open HTTP/1.1\r\nHost: a\r\n{overrides}\r\n"));
+        assert_eq!(status_of(&resp), 200, "{resp}");
+        let seen = s.up.last().unwrap();
+        for name in ["x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override"]
+        {
+            assert!(seen.header(name).is_none(), "{name} reached the upstream: {:?}", seen.headers);
+        }
+    }
+}
+
+/// Found in review: an HTTP/1.0 request without `Host` skipped every host-bound route and went upstream
+/// as HTTP/1.1 without a host; a host with an empty label (`a..`) matched only routes for any host.
+#[test]
+fn requests_without_a_usable_host_are_refused() {
+    let s = start("", "");
+    let hits = s.up.hits();
+    for req in [
+        "GET /open HTTP/1.0\r\n\r\n",
+        "GET /open HTTP/1.1\r\nHost: a..\r\n\r\n",
+        "GET /open HTTP/1.1\r\nHost: .a\r\n\r\n",
+        "GET /open HTTP/1.1\r\nHost: a..b:80\r\n\r\n",
+    ] {
+        let resp = send(&s.gw, req);
+        assert_eq!(status_of(&resp), 400, "{req:?}: {resp}");
+        assert_eq!(problem_type(body_of(&resp)), problem("bad-request"), "{resp}");
+    }
+    assert_eq!(s.up.hits(), hits, "a refused request reached the upstream");
+    let resp = send(&s.gw, "GET /open HTTP/1.0\r\nHost: a.\r\n\r\n");
+    assert_eq!(status_of(&resp), 200, "{resp}");
 }
 
 const UNDERSCORED: &str = "X_Portcullis_Roles: admin\r\nX_Forwarded_For: 1.2.3.4\r\nx_real_ip: 1.2.3.4\r\n\

@@ -385,6 +385,20 @@ impl Authn {
             let c = strip::Credential::Header(name.clone());
             self.sources.iter().any(|s| s.all().any(|x| *x == c)) && !self.kept(&c, accepted)
         });
+        // `Authorization` under a scheme none of the methods reads (`Basic`, or `Bearer` on an API key
+        // route) was judged by nobody: it goes only where an accepted method forwards its own scheme.
+        let mut forwarded: [&str; 4] = [""; 4];
+        let mut n = 0;
+        for (i, s) in self.sources.iter().enumerate() {
+            for c in s.read.iter() {
+                if let (true, strip::Credential::Scheme(scheme), true) = (accepted.forwards(i), c, n < forwarded.len())
+                {
+                    forwarded[n] = scheme;
+                    n += 1;
+                }
+            }
+        }
+        strip::keep_only_schemes(headers, &forwarded[..n]);
     }
 
     /// True when `c` is where a method that accepted the request, and forwards it, read its credential.

@@ -50,6 +50,22 @@ impl Credential {
     }
 }
 
+/// Removes every `Authorization` line whose scheme is not one of `kept` (lowercase): on a route that
+/// authenticates, a credential no method judged (`Basic ...` beside an accepted API key) never reaches
+/// the upstream next to the gateway's identity fields.
+pub fn keep_only_schemes(headers: &mut HeaderMap, kept: &[&str]) {
+    if !headers.contains_key(AUTHORIZATION) {
+        return;
+    }
+    edit(headers, &AUTHORIZATION, |v| {
+        if kept.iter().any(|s| has_scheme(v.as_bytes(), s)) {
+            Edit::Keep
+        } else {
+            Edit::Drop
+        }
+    })
+}
+
 /// Removes the fields whose names fold onto a credential field: a CGI-style upstream reads `X_Api_Key`
 /// (or `X-Api_Key`) as `X-Api-Key`, so any `_` spelling of a credential field is that field. Costs one
 /// look at the names when none has a `_` (the usual case).
@@ -147,6 +163,15 @@ mod tests {
 
     fn values(h: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
         h.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn only_the_forwarded_schemes_stay() {
+        let mut h = map(&[("authorization", b"Bearer a.b.c"), ("authorization", b"Basic dXNlcjpwdw==")]);
+        keep_only_schemes(&mut h, &["bearer"]);
+        assert_eq!(h.get_all(AUTHORIZATION).iter().collect::<Vec<_>>(), ["Bearer a.b.c"]);
+        keep_only_schemes(&mut h, &[]);
+        assert!(!h.contains_key(AUTHORIZATION));
     }
 
     #[test]

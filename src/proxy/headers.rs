@@ -52,6 +52,10 @@ impl Found {
     /// (`-port`, `-prefix`, `-scheme`, `-ssl`, ...): claims about the client or the original request
     /// that upstream frameworks believe, kept only from a trusted proxy.
     pub const CLIENT_CLAIM: u16 = 1 << 11;
+    /// `X-Original-URL`, `X-Rewrite-URL` and the method-override fields: some frameworks route or act
+    /// on them instead of the request line (Symfony, IIS, method-override middleware), so a client
+    /// could name a path or method the gateway never judged. Always removed.
+    pub const OVERRIDE: u16 = 1 << 12;
 
     pub fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
@@ -76,7 +80,18 @@ fn classify(name: &str) -> u16 {
         "server" | "x-powered-by" => Found::SERVER,
         "x-request-id" => Found::X_REQUEST_ID,
         "expect" => Found::EXPECT,
-        "x-real-ip" => Found::CLIENT_CLAIM,
+        "x-real-ip"
+        | "true-client-ip"
+        | "x-client-ip"
+        | "cf-connecting-ip"
+        | "fastly-client-ip"
+        | "x-cluster-client-ip"
+        | "x-originating-ip"
+        | "forwarded-for"
+        | "x-original-forwarded-for" => Found::CLIENT_CLAIM,
+        "x-original-url" | "x-rewrite-url" | "x-http-method-override" | "x-http-method" | "x-method-override" => {
+            Found::OVERRIDE
+        }
         n if n.starts_with("x-forwarded-") => Found::CLIENT_CLAIM,
         n if n.starts_with("x-portcullis-") => Found::IDENTITY,
         _ => 0,
@@ -223,6 +238,13 @@ pub fn clean_request(headers: &mut HeaderMap, found: Found, underscores: Undersc
         headers.remove(http::header::EXPECT);
     }
     strip_found(headers, found);
+    if found.has(Found::OVERRIDE) {
+        let overrides: Vec<HeaderName> =
+            headers.keys().filter(|k| classify(k.as_str()) == Found::OVERRIDE).cloned().collect();
+        for name in overrides {
+            headers.remove(name);
+        }
+    }
     if found.has(Found::UNDERSCORE) {
         let dropped: Vec<HeaderName> = headers
             .keys()
@@ -378,11 +400,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>, found: Found, 
     // `X-Real-IP`, `X-Forwarded-Port`, `-Prefix`, `-Scheme`, ...: what a client says of itself is not
     // believed; only a trusted proxy's are passed on.
     if found.has(Found::CLIENT_CLAIM) && !keep {
-        let claims: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str() == "x-real-ip" || k.as_str().starts_with("x-forwarded-"))
-            .cloned()
-            .collect();
+        let claims: Vec<HeaderName> =
+            headers.keys().filter(|k| classify(k.as_str()) == Found::CLIENT_CLAIM).cloned().collect();
         for name in claims {
             headers.remove(name);
         }
