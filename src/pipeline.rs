@@ -297,6 +297,7 @@ fn upstream_request(
     request_id: &HeaderValue,
 ) -> (Outgoing, LimitedBody) {
     let mut headers = std::mem::take(&mut ex.parts.headers);
+    join_cookies(&mut headers);
     let host = match headers.get(HOST) {
         Some(v) => Some(v.clone()),
         // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.
@@ -337,6 +338,28 @@ fn upstream_request(
         }
     };
     (Outgoing { method: ex.parts.method.clone(), target, headers, added }, body)
+}
+
+/// Several `Cookie` lines become one, joined with `; `: HTTP/2 clients (browsers) send each cookie as its
+/// own field, and RFC 9113 8.2.3 requires them to be concatenated before they go on in HTTP/1.1, where
+/// a second `Cookie` line is not allowed (RFC 6265 5.4) and servers keep only one of them or join them
+/// with `,` (found in review). One lookup when there is at most one line (the usual case).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut lines = headers.get_all(http::header::COOKIE).iter();
+    if lines.next().is_none() || lines.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(http::header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Every part was a valid value, and so is `; `: this cannot fail.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
 }
 
 /// Any `X-Portcullis-*` header a client sent: only the gateway may tell the upstream who the caller is.

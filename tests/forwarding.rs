@@ -437,3 +437,27 @@ fn expect_is_answered_at_the_gateway_after_the_checks() {
     assert_eq!(seen.body, b"hello");
     assert!(seen.header("expect").is_none(), "{:?}", seen.headers);
 }
+
+/// HTTP/2 clients (browsers) send each cookie as its own `cookie` field; RFC 9113 8.2.3 requires them
+/// joined with `; ` before they go on in HTTP/1.1, where servers keep only one `Cookie` line or join
+/// them with `,` (found in review: both lines went upstream as they came).
+#[test]
+fn cookie_lines_reach_the_upstream_as_one() {
+    let s = start("    http2: true", "");
+    let url = format!("http://{}/open", s.gw.addr("main"));
+    let (code, _, body) = curl(&["--http2-prior-knowledge", &url, "-H", "Cookie: a=1", "-H", "Cookie: b=2; c=3"]);
+    assert_eq!(code, 200, "{body}");
+    let seen = s.up.last().unwrap();
+    let cookies: Vec<_> = seen.headers.iter().filter(|(k, _)| k == "cookie").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"], "{:?}", seen.headers);
+    // HTTP/1.1 clients must not send two, but one that does gets the same treatment.
+    let resp = send(&s.gw, "GET /open HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = s.up.last().unwrap();
+    let cookies: Vec<_> = seen.headers.iter().filter(|(k, _)| k == "cookie").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(cookies, ["a=1; b=2"], "{:?}", seen.headers);
+    // One line is left alone.
+    let (code, _, _) = curl(&["--http2-prior-knowledge", &url, "-H", "Cookie: x=1"]);
+    assert_eq!(code, 200);
+    assert_eq!(s.up.last().unwrap().header("cookie"), Some("x=1"));
+}
