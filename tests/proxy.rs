@@ -608,6 +608,17 @@ fn cors_actual_requests_from_allowed_origins_only() {
     assert_eq!(problem_type(&body), problem("cors-forbidden"));
     assert!(header_of(&headers, "access-control-allow-origin").is_none());
     assert_eq!(up.hits(), 2);
+    // Two Origin lines, the allowed one first: the gateway judged the first and the upstream got both
+    // (found in review). Refused, for actual requests and preflights alike.
+    let two = ["-H", "Origin: https://app.example", "-H", "Origin: https://evil.example"];
+    let (code, headers, body) = curl(&[&[url.as_str(), "-X", "POST", "-d", "a=1"][..], &two[..]].concat());
+    assert_eq!(code, 403, "{headers}{body}");
+    assert_eq!(problem_type(&body), problem("cors-forbidden"));
+    let preflight = [url.as_str(), "-X", "OPTIONS", "-H", "Access-Control-Request-Method: GET"];
+    let (code, headers, body) = curl(&[&preflight[..], &two[..]].concat());
+    assert_eq!(code, 403, "{headers}{body}");
+    assert!(header_of(&headers, "access-control-allow-origin").is_none());
+    assert_eq!(up.hits(), 2);
 }
 
 #[test]

@@ -105,7 +105,7 @@ impl Cors {
 
     /// Answers a preflight: 204 with the allowed methods and headers, or 403.
     pub fn preflight(&self, headers: &HeaderMap) -> Result<Response<crate::body::ResponseBody>, Reject> {
-        let origin = headers.get(header::ORIGIN).ok_or(Reject::CorsForbidden)?;
+        let origin = one_origin(headers)?.ok_or(Reject::CorsForbidden)?;
         if !self.allowed(origin) {
             return Err(Reject::CorsForbidden);
         }
@@ -140,7 +140,7 @@ impl Cors {
 
     /// Checks the `Origin` of an actual request; `Ok(Some(origin))` when CORS headers must be added.
     pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, Reject> {
-        match headers.get(header::ORIGIN) {
+        match one_origin(headers)? {
             None => Ok(None),
             Some(o) if self.allowed(o) => Ok(Some(o.clone())),
             Some(_) => Err(Reject::CorsForbidden),
@@ -162,6 +162,18 @@ impl Cors {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
         }
     }
+}
+
+/// The request's `Origin`, if any. A browser sends at most one (RFC 6454 7.3); with two, the gateway
+/// would judge the first while the upstream, which receives both, may read the other (found in review),
+/// so two are refused.
+fn one_origin(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reject> {
+    let mut all = headers.get_all(header::ORIGIN).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Reject::CorsForbidden);
+    }
+    Ok(first)
 }
 
 #[cfg(test)]
