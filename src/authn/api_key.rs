@@ -271,23 +271,41 @@ impl ApiKeyAuth {
         })
     }
 
-    fn presented<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
-        if let Some(v) = parts.headers.get(&self.header) {
-            return v.to_str().ok().map(str::trim);
+    /// The key the request presents: in the header, an `Authorization` line with the scheme, or the query
+    /// parameter. `Err` when it presents more than one (two lines, two places, the parameter twice):
+    /// which was meant is ambiguous, and judging the first while ignoring the rest hid a bad key behind a
+    /// good one (found in review), so such a request is refused as RFC 6750 2 asks of bearer tokens.
+    fn presented<'a>(&self, parts: &'a http::request::Parts) -> Result<Option<&'a str>, ()> {
+        let mut found = None;
+        let mut take = |key: &'a str| match found.replace(key) {
+            None => Ok(()),
+            Some(_) => Err(()),
+        };
+        for v in parts.headers.get_all(&self.header) {
+            // A value that is not text is a malformed key, judged as such.
+            take(v.to_str().unwrap_or_default().trim())?;
         }
-        if let Some(v) = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-            if let Some((scheme, rest)) = v.split_once(' ') {
+        for v in parts.headers.get_all(AUTHORIZATION) {
+            if let Some((scheme, rest)) = v.to_str().ok().and_then(|v| v.split_once(' ')) {
                 if scheme.eq_ignore_ascii_case(&self.scheme) {
-                    return Some(rest.trim());
+                    take(rest.trim())?;
                 }
             }
         }
-        let param = self.query_param.as_deref()?;
-        parts.uri.query()?.split('&').find_map(|kv| kv.strip_prefix(param)?.strip_prefix('='))
+        if let (Some(param), Some(query)) = (self.query_param.as_deref(), parts.uri.query()) {
+            for key in query.split('&').filter_map(|kv| kv.strip_prefix(param)?.strip_prefix('=')) {
+                take(key)?;
+            }
+        }
+        Ok(found)
     }
 
     pub fn check(&self, req: &AuthRequest<'_>) -> Verdict {
-        let Some(key) = self.presented(req.parts) else { return Verdict::Absent };
+        let key = match self.presented(req.parts) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Verdict::Absent,
+            Err(()) => return Verdict::Invalid("ambiguous_key"),
+        };
         let now = now();
         let seen = cache::digest(key);
         let remembered = self.hashed.get(&seen, now);
