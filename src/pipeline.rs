@@ -297,7 +297,9 @@ fn upstream_request(
     request_id: &HeaderValue,
 ) -> (Outgoing, LimitedBody) {
     let mut headers = std::mem::take(&mut ex.parts.headers);
-    join_cookies(&mut headers);
+    if found.has(headers::Found::COOKIE) {
+        join_cookies(&mut headers);
+    }
     let host = match headers.get(HOST) {
         Some(v) => Some(v.clone()),
         // HTTP/2 (and absolute-form) requests name the host in the target: the upstream gets it as `Host`.

@@ -56,6 +56,8 @@ impl Found {
     /// on them instead of the request line (Symfony, IIS, method-override middleware), so a client
     /// could name a path or method the gateway never judged. Always removed.
     pub const OVERRIDE: u16 = 1 << 12;
+    /// `cookie`: several lines (HTTP/2 sends one per cookie) are joined before the request leaves.
+    pub const COOKIE: u16 = 1 << 13;
 
     pub fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
@@ -80,6 +82,7 @@ fn classify(name: &str) -> u16 {
         "server" | "x-powered-by" => Found::SERVER,
         "x-request-id" => Found::X_REQUEST_ID,
         "expect" => Found::EXPECT,
+        "cookie" => Found::COOKIE,
         "x-real-ip"
         | "true-client-ip"
         | "x-client-ip"
