@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::authn::api_key::{self, ApiKeyAuth, ApiKeyConfig};
 use portcullis::authn::{AuthRequest, Verdict};
-use portcullis::pipeline::ConnInfo;
+use portcullis::exchange::ConnInfo;
 use std::fmt::Write;
 use std::hint::black_box;
 

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::authn::jwt::cache::digest;
 use portcullis::authn::jwt::{JwtAuth, JwtConfig};
 use portcullis::authn::{AuthRequest, Verdict};
-use portcullis::pipeline::ConnInfo;
+use portcullis::exchange::ConnInfo;
 use serde_json::json;
 use std::future::Future;
 use std::hint::black_box;

@@ -54,28 +54,6 @@ pub enum Place {
 }
 
 impl Place {
-    /// Every place, in order.
-    pub const ALL: [Place; 18] = [
-        Place::ConnectionGuards,
-        Place::HeadLimits,
-        Place::RouteMatch,
-        Place::PreAuthLimits,
-        Place::Authentication,
-        Place::Authorization,
-        Place::PrincipalLimits,
-        Place::Validation,
-        Place::Inspection,
-        Place::RequestTransforms,
-        Place::Proxy,
-        Place::ResponseAuthorization,
-        Place::Detokenization,
-        Place::ResponseSchema,
-        Place::DataLossMasking,
-        Place::ErrorScrubbing,
-        Place::SecurityHeaders,
-        Place::Record,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Place::ConnectionGuards => "connection-guards",
@@ -97,11 +75,6 @@ impl Place {
             Place::SecurityHeaders => "security-headers",
             Place::Record => "record",
         }
-    }
-
-    /// Response-side places come after the proxy.
-    pub fn is_response_side(self) -> bool {
-        self > Place::Proxy
     }
 }
 
@@ -182,14 +155,6 @@ impl<'a> Exchange<'a> {
     /// Records the normalised path; `None` means the target's own path is already normal.
     pub fn set_normalized(&mut self, path: Option<String>) {
         self.normalized = path;
-    }
-
-    /// The body, when a stage had it read.
-    pub fn buffered_body(&self) -> Option<&Bytes> {
-        match &self.body {
-            RequestBody::Buffered(b) => Some(b),
-            RequestBody::Streaming(_) => None,
-        }
     }
 }
 

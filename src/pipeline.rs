@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::exchange::{ConnInfo, Exchange, TlsInfo};
+use crate::exchange::{ConnInfo, Exchange};
 
 /// A compiled route: what a matched request goes through.
 pub struct Route {

@@ -1,13 +1,11 @@
-//! Configuration: the file format ([`file`]), typed scalars ([`units`]), secret references
-//! ([`secret`]), loading with `file:line:column` errors, and compilation into a [`compile::Runtime`].
+//! Configuration: the file format ([`file`]; its typed scalars and secret references are the leaf
+//! modules `crate::units` and `crate::secret`), loading with `file:line:column` errors, and compilation into a [`compile::Runtime`].
 //!
 //! YAML is read with serde (JSON is valid YAML, so JSON files work too). Error messages quote no
 //! config text beyond the offending key or name, so secrets never leak through them.
 
 pub mod compile;
 pub mod file;
-// The value types of the file format live in leaf modules every section can use.
-pub use crate::{secret, units};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

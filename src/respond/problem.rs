@@ -8,7 +8,7 @@ use crate::body::ResponseBody;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Response};
 
-pub use crate::exchange::Reject;
+use crate::exchange::Reject;
 
 impl Reject {
     /// The problem document. `request_id` is always a validated token (no JSON escaping needed).

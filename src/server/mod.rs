@@ -8,8 +8,9 @@ pub mod demo;
 pub mod reload;
 
 use crate::exchange::Reject;
+use crate::exchange::{ConnInfo, TlsInfo};
 use crate::observe::Completion;
-use crate::pipeline::{self, ConnInfo, Shared, TlsInfo};
+use crate::pipeline::{self, Shared};
 use crate::proxy::headers::new_request_id;
 use crate::validate::head::HeadLimits;
 use conn::{Activity, ConnLimits, GatedIo, TrackedIo};
