@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -96,7 +96,18 @@ pub struct Activity {
     born: Instant,
     /// Set on the first HTTP/2 request of an h2c connection: its frames between requests are no heads.
     http2: AtomicBool,
+    /// What [`GatedIo`] saw last (`READ_PENDING`, `FLUSHED`, `AT_REST` bits): with no request in flight,
+    /// all three mean hyper's HTTP/1 connection is waiting for a next request with nothing buffered, and
+    /// may be taken apart (see [`Activity::parkable`]).
+    io: AtomicU8,
 }
+
+/// hyper's last read of the connection found nothing to read.
+const READ_PENDING: u8 = 1;
+/// hyper's last write-side call was a flush that completed: nothing it wrote is still buffered.
+const FLUSHED: u8 = 2;
+/// The framer is between messages with no byte of the next one read, and nothing is held back.
+const AT_REST: u8 = 4;
 
 impl Default for Activity {
     fn default() -> Self {
@@ -107,6 +118,7 @@ impl Default for Activity {
             head_since: AtomicU64::new(0),
             born: Instant::now(),
             http2: AtomicBool::new(false),
+            io: AtomicU8::new(0),
         }
     }
 }
@@ -146,6 +158,33 @@ impl Activity {
     /// The connection turned out to speak HTTP/2 (h2c prior knowledge on a plain listener).
     pub fn mark_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// An HTTP/1 connection whose hyper connection has answered everything, flushed it, and waits for
+    /// a next request of which no byte has arrived: hyper holds nothing that is not in its initial
+    /// state, so it may be dropped (its read and write buffers with it) and built anew when bytes come.
+    pub fn parkable(&self) -> bool {
+        self.io.load(Ordering::Relaxed) == READ_PENDING | FLUSHED | AT_REST
+            && self.handling.load(Ordering::Relaxed) == 0
+            && self.responding.load(Ordering::Relaxed) == 0
+            && !self.http2.load(Ordering::Relaxed)
+    }
+
+    /// When the request head being awaited started arriving, if one is.
+    pub fn head_started(&self) -> Option<Instant> {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.born + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// Whether the connection saw I/O since the last call (and forgets it).
+    pub fn take_touched(&self) -> bool {
+        self.touched.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn is_handling(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) > 0
     }
 
     /// Watches the connection from a task of its own, so the connection's own task is not woken (nor
@@ -284,6 +323,141 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 }
 
+/// The socket under a connection's layers (TLS, activity tracking), for waiting on readiness while the
+/// connection is parked: no layer reads, so no layer needs a buffer.
+pub trait Socket {
+    fn socket(&self) -> &tokio::net::TcpStream;
+
+    /// Whether a layer may hold bytes already taken from the socket when it is first served: TLS,
+    /// whose handshake may have read the first request with its last flight. Such a connection is
+    /// served at once, not parked until the socket turns readable (it may never do so again).
+    fn may_hold_bytes(&self) -> bool {
+        false
+    }
+}
+
+impl Socket for TrackedIo<tokio::net::TcpStream> {
+    fn socket(&self) -> &tokio::net::TcpStream {
+        &self.inner
+    }
+}
+
+impl<T: Socket> Socket for tokio_rustls::server::TlsStream<T> {
+    fn socket(&self) -> &tokio::net::TcpStream {
+        self.get_ref().0.socket()
+    }
+
+    fn may_hold_bytes(&self) -> bool {
+        true
+    }
+}
+
+/// The one timer of a parkable HTTP/1 connection, and when it is due. Deadlines are checked lazily:
+/// the timer is armed once and, when it fires, looks at what the connection did since and re-arms for
+/// the next deadline that can still hold. Requests on a busy connection never touch the timer (no
+/// reset per request, no scan every second); the only reset that pulls it earlier is a head that
+/// arrives in pieces, whose `header_read_timeout` is shorter than what is armed.
+pub struct Deadlines {
+    idle: Duration,
+    head: Duration,
+    /// When the timer is due.
+    pub armed: tokio::time::Instant,
+    started: tokio::time::Instant,
+    parked: Option<Parked>,
+    /// Active: when the connection was first seen quiet (no I/O, no running handler).
+    quiet_since: Option<tokio::time::Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Parked {
+    since: tokio::time::Instant,
+    /// No request yet: `header_read_timeout` from the start of the connection applies, not `idle`.
+    first: bool,
+}
+
+impl Deadlines {
+    /// A connection starts parked, awaiting its first request head.
+    pub fn new(idle: Duration, head: Duration, now: tokio::time::Instant) -> Self {
+        Deadlines {
+            idle,
+            head,
+            armed: now + head,
+            started: now,
+            parked: Some(Parked { since: now, first: true }),
+            quiet_since: None,
+        }
+    }
+
+    /// The connection is parked at `now`; `served`: a request reached the service (until then the
+    /// first head is still awaited, and its deadline runs from the start). Returns a new due time when
+    /// the armed one is too late (only when `idle_timeout` is below `header_read_timeout`).
+    pub fn park(&mut self, now: tokio::time::Instant, served: bool) -> Option<tokio::time::Instant> {
+        if !served {
+            // Woken without a request (readiness with no bytes): the first head's deadline still
+            // runs from the start.
+            self.parked = Some(Parked { since: self.started, first: true });
+            return None;
+        }
+        self.parked = Some(Parked { since: now, first: false });
+        let due = now + self.idle;
+        (due < self.armed).then(|| {
+            self.armed = due;
+            due
+        })
+    }
+
+    pub fn unpark(&mut self) {
+        self.parked = None;
+        self.quiet_since = None;
+    }
+
+    /// While active: the deadline of a request head arriving in pieces, if it is before the armed
+    /// time (the caller then resets the timer to it).
+    pub fn head_due(&mut self, activity: &Activity) -> Option<tokio::time::Instant> {
+        let due = tokio::time::Instant::from_std(activity.head_started()? + self.head);
+        (due < self.armed).then(|| {
+            self.armed = due;
+            due
+        })
+    }
+
+    /// The timer fired at `now`: why the connection must close, or `None` with `armed` set anew.
+    /// Parked, a connection closes `idle` after it parked (`header_read_timeout` after it started, before its
+    /// first request). Active, it closes when a head has been arriving for `header_read_timeout`, or
+    /// when it has had no I/O and no running handler for `idle` (checked every quarter of `idle`, so
+    /// within 1.25 times of it; only a connection active that long pays those checks).
+    pub fn fired(&mut self, now: tokio::time::Instant, activity: &Activity) -> Option<Expired> {
+        if let Some(p) = self.parked {
+            let (limit, why) = if p.first { (self.head, Expired::HeadTimeout) } else { (self.idle, Expired::Idle) };
+            if now >= p.since + limit {
+                return Some(why);
+            }
+            self.armed = p.since + limit;
+            return None;
+        }
+        if let Some(started) = activity.head_started() {
+            if now >= tokio::time::Instant::from_std(started) + self.head {
+                return Some(Expired::HeadTimeout);
+            }
+        }
+        let tick = (self.idle / 4).max(Duration::from_millis(10));
+        if activity.take_touched() || activity.is_handling() {
+            self.quiet_since = None;
+        } else {
+            let since = *self.quiet_since.get_or_insert(now);
+            // The check before this one saw activity at most a tick ago.
+            if now.duration_since(since) + tick >= self.idle {
+                return Some(Expired::Idle);
+            }
+        }
+        self.armed = now + tick;
+        if let Some(started) = activity.head_started() {
+            self.armed = self.armed.min(tokio::time::Instant::from_std(started) + self.head);
+        }
+        None
+    }
+}
+
 /// The request-framing gate of an HTTP/1 connection: every byte the client sends goes through a
 /// [`Framer`], the parser of record, before hyper reads it, and hyper only ever receives what the framer
 /// accepted (see `docs/parser.md`):
@@ -374,6 +548,11 @@ impl<T> GatedIo<T> {
         }
     }
 
+    /// Whether any HTTP/1 request of this connection has reached the service.
+    pub fn served_any(&self) -> bool {
+        self.gate.served.load(Ordering::Relaxed) > 0
+    }
+
     pub fn gate(&self) -> Arc<Gate> {
         self.gate.clone()
     }
@@ -419,6 +598,60 @@ impl<T: AsyncRead + Unpin> GatedIo<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let r = self.as_mut().read_gated(cx, buf);
+        let this = &*self;
+        let mut io = this.activity.io.load(Ordering::Relaxed) & FLUSHED;
+        if r.is_pending() {
+            io |= READ_PENDING;
+        }
+        if this.at_rest() {
+            io |= AT_REST;
+        }
+        this.activity.io.store(io, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T> GatedIo<T> {
+    /// The framer is between messages, nothing is held back or waiting to go out, no refusal is
+    /// being answered.
+    fn at_rest(&self) -> bool {
+        self.phase == Phase::Framing
+            && self.held.is_empty()
+            && self.release.is_empty()
+            && self.framer.as_ref().is_some_and(Framer::at_rest)
+    }
+
+    /// A parked connection keeps no buffer: the framer's and the gate's are given back.
+    pub fn shed(&mut self) {
+        self.held = Vec::new();
+        self.release = Vec::new();
+        self.released = 0;
+        if let Some(f) = self.framer.as_mut() {
+            f.shed();
+        }
+        self.activity.io.store(0, Ordering::Relaxed);
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Only the connection's own task writes these bits (and reads them back): a load and a store,
+    /// no read-modify-write.
+    fn wrote(&self) {
+        let io = &self.activity.io;
+        io.store(io.load(Ordering::Relaxed) & !FLUSHED, Ordering::Relaxed);
+    }
+
+    fn flushed(&self) {
+        let io = &self.activity.io;
+        io.store(io.load(Ordering::Relaxed) | FLUSHED, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> GatedIo<T> {
+    fn read_gated(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.give_released(buf) {
             return Poll::Ready(Ok(()));
@@ -488,7 +721,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
             }
             if this.phase != Phase::Framing {
                 // Nothing accepted in this read: go straight to what follows the refusal.
-                return Pin::new(this).poll_read(cx, buf);
+                return Pin::new(this).read_gated(cx, buf);
             }
         }
     }
@@ -496,6 +729,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.wrote();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -504,6 +738,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.wrote();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -512,7 +747,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.flushed();
+        } else {
+            self.wrote();
+        }
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

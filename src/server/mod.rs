@@ -13,7 +13,7 @@ use crate::observe::Completion;
 use crate::pipeline::{self, Shared};
 use crate::proxy::headers::new_request_id;
 use crate::validate::head::HeadLimits;
-use conn::{Activity, ConnLimits, GatedIo, TrackedIo};
+use conn::{Activity, ConnLimits, GatedIo, Socket, TrackedIo};
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, StatusCode, Version};
 use hyper::service::service_fn;
@@ -181,7 +181,9 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let timeout = rt.limits.header_read_timeout;
             drop(rt);
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+            // Boxed, as the TLS connection's serving below: a plain connection's task is not sized
+            // for rustls' state.
+            let tls = match tokio::time::timeout(timeout, Box::pin(acceptor.accept(io))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(client_ip = %peer.ip(), error = %e, "TLS handshake failed");
@@ -205,7 +207,7 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
                         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                 }),
             );
-            serve_http(tls, info, proto, shared, activity, stop).await;
+            Box::pin(serve_http(tls, info, proto, shared, activity, stop)).await;
         }
     }
 }
@@ -266,7 +268,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
 
 async fn serve_http<I>(io: I, info: ConnInfo, proto: Protocol, shared: Arc<Shared>, activity: Arc<Activity>, stop: Stop)
 where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
 {
     let (limits, idle) = {
         let rt = shared.runtime.load();
@@ -276,7 +278,6 @@ where
     if !http1 {
         activity.mark_http2();
     }
-    activity.await_first_head();
     let head_limits = http1.then(|| {
         HeadLimits::new(limits.request.max_header_bytes, limits.request.max_headers, limits.request.max_url_bytes)
     });
@@ -328,10 +329,10 @@ where
             .header_read_timeout(None)
             .max_buf_size(max_buf)
             .max_headers(limits.request.max_headers + 1);
-        let conn = builder.serve_connection(io, service);
-        drive(conn, &activity, idle, limits.header_read_timeout, true, stop).await;
+        serve_h1(io.into_inner(), service, builder, &activity, idle, limits.header_read_timeout, stop).await;
         return;
     }
+    activity.await_first_head();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -349,8 +350,141 @@ where
         .keep_alive_interval(Some(idle / 2))
         .keep_alive_timeout(std::time::Duration::from_secs(20));
     let builder = if proto == Protocol::Http2 { builder.http2_only() } else { builder };
-    let conn = builder.serve_connection(io, service);
+    // Boxed: an HTTP/1 connection's task is not sized for the HTTP/2 state.
+    let conn = Box::pin(builder.serve_connection(io, service));
     drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2, stop).await;
+}
+
+/// Serves an HTTP/1 connection (plain, or TLS without ALPN h2) so that while it waits for a next
+/// request it holds no buffer: once hyper has answered everything, flushed it, and found nothing more
+/// to read ([`Activity::parkable`]), its connection is taken apart and dropped (its 8 KiB read and 8
+/// KiB write buffers, its request state), leaving the socket, the framer's few words of state and
+/// one timer. When the socket turns readable a new hyper connection is built on the same I/O. NGINX
+/// frees a kept-alive connection's buffers the same way; see `docs/performance.md`, Connection scale.
+///
+/// Timeouts are [`conn::Deadlines`]: one timer, checked lazily, armed at most once per idle period on
+/// a busy connection (no separate watchdog task, no per-request timer work).
+async fn serve_h1<I, S>(
+    mut io: GatedIo<I>,
+    mut service: S,
+    builder: hyper::server::conn::http1::Builder,
+    activity: &Arc<Activity>,
+    idle: Duration,
+    header_timeout: Duration,
+    stop: Stop,
+) where
+    I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::ResponseBody> + Unpin,
+    S::Future: Send + 'static,
+{
+    use std::future::Future;
+    use std::task::Poll;
+    let Stop { stop: mut signal, _drain } = stop;
+    let stopping = signal.wait_for(|stopping| *stopping);
+    tokio::pin!(stopping);
+    let mut deadlines = conn::Deadlines::new(idle, header_timeout, tokio::time::Instant::now());
+    let timer = tokio::time::sleep_until(deadlines.armed);
+    tokio::pin!(timer);
+    // Later parks come only after hyper found nothing more to read (TLS: nothing in rustls either).
+    let mut parked = !io.get_ref().may_hold_bytes();
+    loop {
+        // Parked: the socket, the timer and the shutdown signal; nothing is read.
+        let woke = if !parked {
+            Ok(None)
+        } else {
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = io.get_ref().socket().poll_read_ready(cx) {
+                    return Poll::Ready(r.map(|()| None));
+                }
+                while timer.as_mut().poll(cx).is_ready() {
+                    if let Some(expired) = deadlines.fired(tokio::time::Instant::now(), activity) {
+                        return Poll::Ready(Ok(Some(expired)));
+                    }
+                    timer.as_mut().reset(deadlines.armed);
+                }
+                if stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Some(conn::Expired::Shutdown)));
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        parked = true;
+        match woke {
+            Ok(None) => {}
+            Ok(Some(expired)) => return log_expired(expired),
+            Err(e) => return tracing::debug!(error = %e, "connection ended with an error"),
+        }
+        deadlines.unpark();
+        // Active: hyper serves requests until the connection ends or can be parked again.
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+        let active = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Active::Ended(r));
+            }
+            if activity.parkable() {
+                return Poll::Ready(Active::Park);
+            }
+            if let Some(due) = deadlines.head_due(activity) {
+                timer.as_mut().reset(due);
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if let Some(expired) = deadlines.fired(tokio::time::Instant::now(), activity) {
+                    return Poll::Ready(Active::Expired(expired));
+                }
+                timer.as_mut().reset(deadlines.armed);
+            }
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Active::Expired(conn::Expired::Shutdown));
+            }
+            Poll::Pending
+        })
+        .await;
+        match active {
+            Active::Ended(Ok(())) => return,
+            Active::Ended(Err(e)) => return tracing::debug!(error = %e, "connection ended with an error"),
+            Active::Park => {
+                let parts = std::pin::Pin::into_inner(conn).into_parts();
+                if !parts.read_buf.is_empty() {
+                    // Never expected (the framer is between messages and hyper found nothing more to
+                    // read); bytes hyper holds cannot be handed to a new connection as a new message.
+                    return tracing::debug!(bytes = parts.read_buf.len(), "unread bytes at rest; connection closed");
+                }
+                io = parts.io.into_inner();
+                io.shed();
+                service = parts.service;
+                if let Some(due) = deadlines.park(tokio::time::Instant::now(), io.served_any()) {
+                    timer.as_mut().reset(due);
+                }
+            }
+            Active::Expired(conn::Expired::Shutdown) => {
+                // Finish the request in flight, then close; the shutdown deadline bounds the wait.
+                conn.as_mut().graceful_shutdown();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error during shutdown");
+                }
+                return;
+            }
+            Active::Expired(expired) => return log_expired(expired),
+        }
+    }
+}
+
+/// How an active HTTP/1 connection stopped being served by its hyper connection.
+enum Active {
+    Ended(hyper::Result<()>),
+    Park,
+    Expired(conn::Expired),
+}
+
+fn log_expired(expired: conn::Expired) {
+    match expired {
+        conn::Expired::Idle => tracing::debug!("idle connection closed"),
+        conn::Expired::HeadTimeout => {
+            tracing::debug!("request head not received within header_read_timeout; connection closed")
+        }
+        conn::Expired::Shutdown => tracing::debug!("connection closed at shutdown"),
+    }
 }
 
 /// What every request of one connection shares.
@@ -364,8 +498,14 @@ struct Served {
 /// gateway shuts down. The watchdog runs in a task of its own and tells this one through a oneshot
 /// channel: polling it costs an atomic load when the connection's task wakes for a request, where
 /// timers (and a shutdown signal) would be polled again on every wake.
-async fn drive<C>(conn: C, activity: &Arc<Activity>, idle: Duration, header_timeout: Duration, http1: bool, stop: Stop)
-where
+async fn drive<C>(
+    mut conn: std::pin::Pin<Box<C>>,
+    activity: &Arc<Activity>,
+    idle: Duration,
+    header_timeout: Duration,
+    http1: bool,
+    stop: Stop,
+) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
@@ -383,7 +523,6 @@ where
         };
         let _ = tx.send(expired);
     }));
-    tokio::pin!(conn);
     let expired = tokio::select! {
         biased;
         res = &mut conn => {
@@ -409,10 +548,7 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
-        Ok(conn::Expired::Idle) => tracing::debug!("idle connection closed"),
-        Ok(conn::Expired::HeadTimeout) => {
-            tracing::debug!("request head not received within header_read_timeout; connection closed")
-        }
+        Ok(expired) => log_expired(expired),
         Err(_) => {}
     }
 }

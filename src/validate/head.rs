@@ -137,6 +137,17 @@ impl Framer {
         matches!(self.state, State::Head | State::Preface(_)) && (self.head.len > 0 || !self.line.is_empty())
     }
 
+    /// Between two messages with no byte of the next one read: the connection may be parked, its
+    /// buffers released (see `server::conn`).
+    pub fn at_rest(&self) -> bool {
+        self.state == State::Head && self.head.len == 0 && self.line.is_empty()
+    }
+
+    /// Gives back the memory of the split-line buffer (kept between reads otherwise).
+    pub fn shed(&mut self) {
+        self.line = Vec::new();
+    }
+
     /// The connection turned out to be HTTP/2 (an h2c preface): nothing of it is HTTP/1 any more.
     pub fn is_http2(&self) -> bool {
         self.state == State::Off
