@@ -5,11 +5,13 @@
 pub mod admin;
 pub mod conn;
 pub mod demo;
+mod h1;
 pub mod reload;
 
 use crate::exchange::Reject;
 use crate::exchange::{ConnInfo, TlsInfo};
 use crate::observe::Completion;
+use crate::pipeline::runtime::ServerLimits;
 use crate::pipeline::{self, Shared};
 use crate::proxy::headers::new_request_id;
 use crate::validate::head::HeadLimits;
@@ -138,15 +140,65 @@ async fn accept_loop(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shared.lasting.metrics.active_connections.inc();
-            serve_connection(index, stream, peer, shared.clone(), stop).await;
-            shared.lasting.metrics.active_connections.dec();
-            drop(guard);
-        });
+        shared.lasting.metrics.active_connections.inc();
+        let count = Count { metrics: shared.lasting.metrics.clone(), _guard: guard };
+        let plain_h1 = {
+            let rt = shared.runtime.load();
+            rt.listeners.get(index).is_some_and(|l| l.tls.is_none() && !l.http2)
+        };
+        if plain_h1 {
+            // The common case, spawned as it is: the task holds a parked connection and nothing more.
+            let fut = plain_h1_connection(index, stream, peer, shared.clone(), stop.clone());
+            tokio::spawn(Counted { fut, _count: count });
+        } else {
+            let fut = Box::pin(serve_connection(index, stream, peer, shared.clone(), stop.clone()));
+            tokio::spawn(Counted { fut, _count: count });
+        }
     }
+}
+
+/// A connection's place in `portcullis_active_connections` and in the connection limits, given back
+/// when its task ends.
+struct Count {
+    metrics: Arc<crate::observe::metrics::Metrics>,
+    _guard: conn::ConnGuard,
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.metrics.active_connections.dec();
+    }
+}
+
+/// A connection's future with its [`Count`].
+struct Counted<F> {
+    fut: F,
+    _count: Count,
+}
+
+impl<F: std::future::Future<Output = ()> + Unpin> std::future::Future for Counted<F> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.fut).poll(cx)
+    }
+}
+
+/// A plain HTTP/1 listener's connection, set up without awaiting anything (see [`h1::Parkable`]).
+fn plain_h1_connection(
+    index: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Stop,
+) -> h1::Parkable<TrackedIo<TcpStream>, impl ConnService> {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::default());
+    let io = TrackedIo::new(stream, activity.clone());
+    let info = ConnInfo::new(index, peer, None);
+    let (io, service, limits) = prepare(io, info, Protocol::Http1, shared, &activity);
+    let (idle, head) = (limits.idle_timeout, limits.header_read_timeout);
+    h1::Parkable::new(io, service, h1_builder(&limits), activity, idle, head, stop)
 }
 
 /// After a failed `accept` (out of file descriptors, out of memory, a connection reset before it was
@@ -270,10 +322,27 @@ async fn serve_http<I>(io: I, info: ConnInfo, proto: Protocol, shared: Arc<Share
 where
     I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
 {
-    let (limits, idle) = {
-        let rt = shared.runtime.load();
-        (rt.limits.clone(), rt.limits.idle_timeout)
-    };
+    let (io, service, limits) = prepare(io, info, proto, shared, &activity);
+    if proto == Protocol::Http1 {
+        let (idle, head) = (limits.idle_timeout, limits.header_read_timeout);
+        return h1::Parkable::new(io, service, h1_builder(&limits), activity, idle, head, stop).await;
+    }
+    // Boxed: an HTTP/1 connection's task is not sized for the HTTP/2 state.
+    Box::pin(serve_auto(io, service, limits, proto, activity, stop)).await
+}
+
+/// The framing gate, the connection's service and the limits it is served under.
+fn prepare<I>(
+    io: I,
+    info: ConnInfo,
+    proto: Protocol,
+    shared: Arc<Shared>,
+    activity: &Arc<Activity>,
+) -> (GatedIo<I>, impl ConnService, ServerLimits)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let limits = shared.runtime.load().limits.clone();
     let http1 = proto != Protocol::Http2;
     if !http1 {
         activity.mark_http2();
@@ -314,31 +383,79 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let io = TokioIo::new(io);
-    // hyper's own ceilings sit above the framer's, which answers first (and hyper only reads heads the
-    // framer accepted): room for a whole accepted head and pipelined bytes after it.
-    let max_buf = head_limits.map_or(0, |l| l.max_head).saturating_add(16 * 1024).max(64 * 1024);
-    if proto == Protocol::Http1 {
-        // HTTP/1 only: hyper's own connection, without the version sniffing (and its extra buffer
-        // layer on every read) that serving h2c by prior knowledge needs.
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            // Ours instead (`Activity::head_timeout`): hyper's also runs while a kept-alive connection
-            // waits for its next request, which would cut keep-alive to `header_read_timeout`.
-            .header_read_timeout(None)
-            .max_buf_size(max_buf)
-            .max_headers(limits.request.max_headers + 1);
-        serve_h1(io.into_inner(), service, builder, &activity, idle, limits.header_read_timeout, stop).await;
-        return;
-    }
+    (io, service, limits)
+}
+
+/// What serves a connection's requests (`prepare`'s service), as hyper's builders want it.
+pub trait ConnService:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::body::ResponseBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ResponseBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// hyper's own ceilings sit above the framer's, which answers first (and hyper only reads heads the
+/// framer accepted): room for a whole accepted head and pipelined bytes after it.
+fn max_buf(limits: &ServerLimits) -> usize {
+    let head =
+        HeadLimits::new(limits.request.max_header_bytes, limits.request.max_headers, limits.request.max_url_bytes);
+    head.max_head.saturating_add(16 * 1024).max(64 * 1024)
+}
+
+/// HTTP/1 only: hyper's own connection, without the version sniffing (and its extra buffer layer on
+/// every read) that serving h2c by prior knowledge needs.
+fn h1_builder(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Ours instead (`conn::Deadlines`): hyper's also runs while a kept-alive connection waits for
+        // its next request, which would cut keep-alive to `header_read_timeout`.
+        .header_read_timeout(None)
+        .max_buf_size(max_buf(limits))
+        .max_headers(limits.request.max_headers + 1);
+    builder
+}
+
+/// HTTP/2 (ALPN h2), or a plain listener that also takes h2c by prior knowledge: hyper-util's
+/// version-sniffing connection, watched by [`drive`].
+async fn serve_auto<I, S>(
+    io: GatedIo<I>,
+    service: S,
+    limits: ServerLimits,
+    proto: Protocol,
+    activity: Arc<Activity>,
+    stop: Stop,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: ConnService,
+{
+    let idle = limits.idle_timeout;
     activity.await_first_head();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(max_buf)
+        .max_buf_size(max_buf(&limits))
         .max_headers(limits.request.max_headers + 1);
     builder
         .http2()
@@ -350,134 +467,11 @@ where
         .keep_alive_interval(Some(idle / 2))
         .keep_alive_timeout(std::time::Duration::from_secs(20));
     let builder = if proto == Protocol::Http2 { builder.http2_only() } else { builder };
-    // Boxed: an HTTP/1 connection's task is not sized for the HTTP/2 state.
-    let conn = Box::pin(builder.serve_connection(io, service));
+    let conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     drive(conn, &activity, idle, limits.header_read_timeout, proto != Protocol::Http2, stop).await;
 }
 
-/// Serves an HTTP/1 connection (plain, or TLS without ALPN h2) so that while it waits for a next
-/// request it holds no buffer: once hyper has answered everything, flushed it, and found nothing more
-/// to read ([`Activity::parkable`]), its connection is taken apart and dropped (its 8 KiB read and 8
-/// KiB write buffers, its request state), leaving the socket, the framer's few words of state and
-/// one timer. When the socket turns readable a new hyper connection is built on the same I/O. NGINX
-/// frees a kept-alive connection's buffers the same way; see `docs/performance.md`, Connection scale.
-///
-/// Timeouts are [`conn::Deadlines`]: one timer, checked lazily, armed at most once per idle period on
-/// a busy connection (no separate watchdog task, no per-request timer work).
-async fn serve_h1<I, S>(
-    mut io: GatedIo<I>,
-    mut service: S,
-    builder: hyper::server::conn::http1::Builder,
-    activity: &Arc<Activity>,
-    idle: Duration,
-    header_timeout: Duration,
-    stop: Stop,
-) where
-    I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::ResponseBody> + Unpin,
-    S::Future: Send + 'static,
-{
-    use std::future::Future;
-    use std::task::Poll;
-    let Stop { stop: mut signal, _drain } = stop;
-    let stopping = signal.wait_for(|stopping| *stopping);
-    tokio::pin!(stopping);
-    let mut deadlines = conn::Deadlines::new(idle, header_timeout, tokio::time::Instant::now());
-    let timer = tokio::time::sleep_until(deadlines.armed);
-    tokio::pin!(timer);
-    // Later parks come only after hyper found nothing more to read (TLS: nothing in rustls either).
-    let mut parked = !io.get_ref().may_hold_bytes();
-    loop {
-        // Parked: the socket, the timer and the shutdown signal; nothing is read.
-        let woke = if !parked {
-            Ok(None)
-        } else {
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = io.get_ref().socket().poll_read_ready(cx) {
-                    return Poll::Ready(r.map(|()| None));
-                }
-                while timer.as_mut().poll(cx).is_ready() {
-                    if let Some(expired) = deadlines.fired(tokio::time::Instant::now(), activity) {
-                        return Poll::Ready(Ok(Some(expired)));
-                    }
-                    timer.as_mut().reset(deadlines.armed);
-                }
-                if stopping.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Ok(Some(conn::Expired::Shutdown)));
-                }
-                Poll::Pending
-            })
-            .await
-        };
-        parked = true;
-        match woke {
-            Ok(None) => {}
-            Ok(Some(expired)) => return log_expired(expired),
-            Err(e) => return tracing::debug!(error = %e, "connection ended with an error"),
-        }
-        deadlines.unpark();
-        // Active: hyper serves requests until the connection ends or can be parked again.
-        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-        let active = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Active::Ended(r));
-            }
-            if activity.parkable() {
-                return Poll::Ready(Active::Park);
-            }
-            if let Some(due) = deadlines.head_due(activity) {
-                timer.as_mut().reset(due);
-            }
-            while timer.as_mut().poll(cx).is_ready() {
-                if let Some(expired) = deadlines.fired(tokio::time::Instant::now(), activity) {
-                    return Poll::Ready(Active::Expired(expired));
-                }
-                timer.as_mut().reset(deadlines.armed);
-            }
-            if stopping.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Active::Expired(conn::Expired::Shutdown));
-            }
-            Poll::Pending
-        })
-        .await;
-        match active {
-            Active::Ended(Ok(())) => return,
-            Active::Ended(Err(e)) => return tracing::debug!(error = %e, "connection ended with an error"),
-            Active::Park => {
-                let parts = std::pin::Pin::into_inner(conn).into_parts();
-                if !parts.read_buf.is_empty() {
-                    // Never expected (the framer is between messages and hyper found nothing more to
-                    // read); bytes hyper holds cannot be handed to a new connection as a new message.
-                    return tracing::debug!(bytes = parts.read_buf.len(), "unread bytes at rest; connection closed");
-                }
-                io = parts.io.into_inner();
-                io.shed();
-                service = parts.service;
-                if let Some(due) = deadlines.park(tokio::time::Instant::now(), io.served_any()) {
-                    timer.as_mut().reset(due);
-                }
-            }
-            Active::Expired(conn::Expired::Shutdown) => {
-                // Finish the request in flight, then close; the shutdown deadline bounds the wait.
-                conn.as_mut().graceful_shutdown();
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error during shutdown");
-                }
-                return;
-            }
-            Active::Expired(expired) => return log_expired(expired),
-        }
-    }
-}
-
-/// How an active HTTP/1 connection stopped being served by its hyper connection.
-enum Active {
-    Ended(hyper::Result<()>),
-    Park,
-    Expired(conn::Expired),
-}
-
-fn log_expired(expired: conn::Expired) {
+pub(crate) fn log_expired(expired: conn::Expired) {
     match expired {
         conn::Expired::Idle => tracing::debug!("idle connection closed"),
         conn::Expired::HeadTimeout => {

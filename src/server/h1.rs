@@ -1,0 +1,211 @@
+//! A parkable HTTP/1 connection: while it waits for its next request it holds no buffer.
+//!
+//! hyper's HTTP/1 server connection keeps an 8 KiB read buffer (reserved before every read, so also
+//! while nothing arrives) and an 8 KiB write buffer for its whole life. Kept alive, that is most of
+//! an idle connection's cost. So once hyper has answered everything, flushed it, and found nothing
+//! more to read ([`Activity::parkable`]), its connection is taken apart ([`Connection::into_parts`])
+//! and dropped, leaving the socket, the framer's few words of state and one timer. When the socket
+//! turns readable a new hyper connection is built on the same I/O, with the same service. NGINX frees
+//! a kept-alive connection's buffers the same way (see `docs/performance.md`, Connection scale).
+//!
+//! The connection is a hand-written future, not an `async fn`: the task of a parked connection holds
+//! exactly the fields below (an `async fn` would also keep copies of its arguments and the largest of
+//! its await points' states). Its timeouts are [`Deadlines`]: one timer, checked lazily, armed at
+//! most once per idle period on a busy connection (no watchdog task, no per-request timer work).
+
+use super::conn::{Activity, Deadlines, Expired, GatedIo, Socket};
+use super::{log_expired, ConnService, Stop};
+use hyper::server::conn::http1::{Builder, Connection};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+
+type Conn<I, S> = Connection<TokioIo<GatedIo<I>>, S>;
+
+/// Serves one HTTP/1 connection until it closes; see the module documentation.
+pub(super) struct Parkable<I, S: ConnService> {
+    state: State<I, S>,
+    /// The service, while parked (hyper's connection holds it while active).
+    service: Option<S>,
+    builder: Builder,
+    activity: Arc<Activity>,
+    deadlines: Deadlines,
+    timer: Pin<Box<Sleep>>,
+    /// Resolves when the gateway shuts down.
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Held until the connection is done: the shutdown waits for it.
+    _drain: tokio::sync::mpsc::Sender<()>,
+}
+
+enum State<I, S: ConnService> {
+    /// Waiting for the socket to turn readable; nothing is read, nothing is buffered.
+    Parked(GatedIo<I>),
+    Active(Pin<Box<Conn<I, S>>>),
+    /// The gateway is shutting down: the request in flight finishes, then the connection closes.
+    Closing(Pin<Box<Conn<I, S>>>),
+    Done,
+}
+
+impl<I, S> Parkable<I, S>
+where
+    I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
+    S: ConnService,
+{
+    pub(super) fn new(
+        io: GatedIo<I>,
+        service: S,
+        builder: Builder,
+        activity: Arc<Activity>,
+        idle: Duration,
+        head: Duration,
+        stop: Stop,
+    ) -> Self {
+        let deadlines = Deadlines::new(idle, head, Instant::now());
+        let timer = Box::pin(tokio::time::sleep_until(deadlines.armed));
+        let Stop { stop: mut signal, _drain } = stop;
+        let stopping = Box::pin(async move {
+            let _ = signal.wait_for(|stopping| *stopping).await;
+        });
+        // TLS may hold the first request already (read with the handshake's last flight): served at
+        // once. Later parks come only after hyper found nothing more to read, in TLS' buffers either.
+        let may_hold_bytes = io.get_ref().may_hold_bytes();
+        let mut this = Parkable {
+            state: State::Parked(io),
+            service: Some(service),
+            builder,
+            activity,
+            deadlines,
+            timer,
+            stopping,
+            _drain,
+        };
+        if may_hold_bytes {
+            this.unpark();
+        }
+        this
+    }
+
+    /// Builds a hyper connection on the parked I/O.
+    fn unpark(&mut self) {
+        let (State::Parked(io), Some(service)) = (std::mem::replace(&mut self.state, State::Done), self.service.take())
+        else {
+            return;
+        };
+        self.deadlines.unpark();
+        self.state = State::Active(Box::pin(self.builder.serve_connection(TokioIo::new(io), service)));
+    }
+
+    /// Takes the hyper connection apart and keeps its I/O and service; false if it cannot be.
+    fn park(&mut self, conn: Pin<Box<Conn<I, S>>>) -> bool {
+        let parts = Pin::into_inner(conn).into_parts();
+        if !parts.read_buf.is_empty() {
+            // Never expected (the framer is between messages and hyper found nothing more to read);
+            // bytes hyper holds cannot be handed to a new connection as a new message.
+            tracing::debug!(bytes = parts.read_buf.len(), "unread bytes at rest; connection closed");
+            return false;
+        }
+        let mut io = parts.io.into_inner();
+        io.shed();
+        if let Some(due) = self.deadlines.park(Instant::now(), io.served_any()) {
+            self.timer.as_mut().reset(due);
+        }
+        self.service = Some(parts.service);
+        self.state = State::Parked(io);
+        true
+    }
+
+    /// Polls the timer; a deadline that passed, if any (re-arming it otherwise).
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if let Some(expired) = self.deadlines.fired(Instant::now(), &self.activity) {
+                return Some(expired);
+            }
+            self.timer.as_mut().reset(self.deadlines.armed);
+        }
+        None
+    }
+}
+
+impl<I, S> Future for Parkable<I, S>
+where
+    I: AsyncRead + AsyncWrite + Socket + Send + Unpin + 'static,
+    S: ConnService,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Parked(io) => {
+                    match io.get_ref().socket().poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            this.unpark();
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                            return Poll::Ready(());
+                        }
+                        Poll::Pending => {}
+                    }
+                    if let Some(expired) = this.expired(cx) {
+                        log_expired(expired);
+                        return Poll::Ready(());
+                    }
+                    // Parked, a connection has nothing in flight: it closes at once.
+                    if this.stopping.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
+                }
+                State::Active(conn) => {
+                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        return Poll::Ready(());
+                    }
+                    if this.activity.parkable() {
+                        let State::Active(conn) = std::mem::replace(&mut this.state, State::Done) else {
+                            return Poll::Ready(());
+                        };
+                        if this.park(conn) {
+                            continue;
+                        }
+                        return Poll::Ready(());
+                    }
+                    if let Some(due) = this.deadlines.head_due(&this.activity) {
+                        this.timer.as_mut().reset(due);
+                    }
+                    if let Some(expired) = this.expired(cx) {
+                        log_expired(expired);
+                        return Poll::Ready(());
+                    }
+                    if this.stopping.as_mut().poll(cx).is_ready() {
+                        let State::Active(mut conn) = std::mem::replace(&mut this.state, State::Done) else {
+                            return Poll::Ready(());
+                        };
+                        conn.as_mut().graceful_shutdown();
+                        this.state = State::Closing(conn);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                State::Closing(conn) => {
+                    // The shutdown deadline (in `server::run`) bounds this wait.
+                    if let Err(e) = std::task::ready!(conn.as_mut().poll(cx)) {
+                        tracing::debug!(error = %e, "connection ended with an error during shutdown");
+                    }
+                    return Poll::Ready(());
+                }
+                State::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
