@@ -13,7 +13,7 @@
 //! its await points' states). Its timeouts are [`Deadlines`]: one timer, checked lazily, armed at
 //! most once per idle period on a busy connection (no watchdog task, no per-request timer work).
 
-use super::conn::{Activity, Deadlines, Expired, GatedIo, Socket};
+use super::conn::{Activity, Deadlines, Expired, Gate, GatedIo, Socket, Sweeper};
 use super::{log_expired, ConnService, Stop};
 use hyper::server::conn::http1::{Builder, Connection};
 use hyper_util::rt::TokioIo;
@@ -36,6 +36,11 @@ pub(super) struct Parkable<I, S: ConnService> {
     activity: Arc<Activity>,
     deadlines: Deadlines,
     timer: Pin<Box<Sleep>>,
+    /// Parking is deferred to the next sweep (see [`Sweeper`]); `enlisted`: the sweep epoch and the
+    /// requests served when this connection enlisted.
+    sweeper: Arc<Sweeper>,
+    enlisted: Option<(u64, u64)>,
+    gate: Arc<Gate>,
     /// Resolves when the gateway shuts down.
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Held until the connection is done: the shutdown waits for it.
@@ -70,14 +75,18 @@ where
     ) -> Self {
         let deadlines = Deadlines::new(idle, head, Instant::now());
         let timer = Box::pin(tokio::time::sleep_until(deadlines.armed));
-        let Stop { stop: mut signal, _drain } = stop;
+        let Stop { stop: mut signal, _drain, sweeper } = stop;
         let stopping = Box::pin(async move {
             let _ = signal.wait_for(|stopping| *stopping).await;
         });
         // TLS may hold the first request already (read with the handshake's last flight): served at
         // once. Later parks come only after hyper found nothing more to read, in TLS' buffers either.
         let may_hold_bytes = io.get_ref().may_hold_bytes();
+        let gate = io.gate();
         let mut this = Parkable {
+            sweeper,
+            enlisted: None,
+            gate,
             state: State::Parked(io),
             service: Some(service),
             builder,
@@ -120,6 +129,24 @@ where
         self.service = Some(parts.service);
         self.state = State::Parked(io);
         true
+    }
+
+    /// At rest now: whether it has been since before the last sweep with no request in between (then
+    /// it parks); otherwise it enlists for the next sweep, once.
+    fn at_rest_since_sweep(&mut self, cx: &mut Context<'_>) -> bool {
+        let served = self.gate.served();
+        match self.enlisted {
+            Some((epoch, at)) if at == served && self.sweeper.epoch() > epoch => {
+                self.enlisted = None;
+                true
+            }
+            Some((_, at)) if at == served => false,
+            _ => {
+                self.enlisted = Some((self.sweeper.epoch(), served));
+                self.sweeper.enlist(cx.waker());
+                false
+            }
+        }
     }
 
     /// Polls the timer; a deadline that passed, if any (re-arming it otherwise).
@@ -174,7 +201,7 @@ where
                         }
                         return Poll::Ready(());
                     }
-                    if this.activity.parkable() {
+                    if this.activity.parkable() && this.at_rest_since_sweep(cx) {
                         let State::Active(conn) = std::mem::replace(&mut this.state, State::Done) else {
                             return Poll::Ready(());
                         };

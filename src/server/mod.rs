@@ -67,6 +67,8 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     reload::spawn(shared.clone(), config_path);
 
     let limits = Arc::new(ConnLimits::default());
+    let sweeper = Arc::new(conn::Sweeper::default());
+    tokio::spawn(sweeper.clone().run());
     // `stop` tells accept loops and connections to wind down; each of them holds a `drain` sender
     // (in its `Stop`), so `drained` sees the end of the stream once the last connection has closed.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -78,7 +80,7 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
             listener,
             shared.clone(),
             limits.clone(),
-            Stop { stop: stop_rx.clone(), _drain: drain.clone() },
+            Stop { stop: stop_rx.clone(), _drain: drain.clone(), sweeper: sweeper.clone() },
         )));
     }
     drop(drain);
@@ -214,6 +216,8 @@ pub async fn accept_failed(e: &std::io::Error) {
 struct Stop {
     stop: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
+    /// Parks HTTP/1 connections that stay at rest (see [`conn::Sweeper`]).
+    sweeper: Arc<conn::Sweeper>,
 }
 
 async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: Stop) {
@@ -508,7 +512,7 @@ async fn drive<C>(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let watched = activity.clone();
     // `_drain` is held until this connection is done: the shutdown waits for it.
-    let Stop { stop: mut signal, _drain } = stop;
+    let Stop { stop: mut signal, _drain, sweeper: _ } = stop;
     // Ended with the connection, however this future ends (dropped at shutdown too).
     let _watchdog = AbortOnDrop(tokio::spawn(async move {
         let expired = tokio::select! {
