@@ -41,6 +41,13 @@ pub(super) struct Parkable<I, S: ConnService> {
     sweeper: Arc<Sweeper>,
     enlisted: Option<(u64, u64)>,
     gate: Arc<Gate>,
+    /// The timer has been polled since it was last reset (its waker is registered): until it fires,
+    /// a wake needs only `is_elapsed`, a load, not a poll.
+    timer_polled: bool,
+    /// `stopping` has been polled once (its waker then stays registered): after that only `signal`
+    /// is looked at (a load), not the channel's waiter list (a lock) on every wake.
+    stop_polled: bool,
+    signal: tokio::sync::watch::Receiver<bool>,
     /// Resolves when the gateway shuts down.
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Held until the connection is done: the shutdown waits for it.
@@ -75,9 +82,10 @@ where
     ) -> Self {
         let deadlines = Deadlines::new(idle, head, Instant::now());
         let timer = Box::pin(tokio::time::sleep_until(deadlines.armed));
-        let Stop { stop: mut signal, _drain, sweeper } = stop;
+        let Stop { stop: signal, _drain, sweeper } = stop;
+        let mut waiting = signal.clone();
         let stopping = Box::pin(async move {
-            let _ = signal.wait_for(|stopping| *stopping).await;
+            let _ = waiting.wait_for(|stopping| *stopping).await;
         });
         // TLS may hold the first request already (read with the handshake's last flight): served at
         // once. Later parks come only after hyper found nothing more to read, in TLS' buffers either.
@@ -93,6 +101,9 @@ where
             activity,
             deadlines,
             timer,
+            timer_polled: false,
+            stop_polled: false,
+            signal,
             stopping,
             _drain,
         };
@@ -125,6 +136,7 @@ where
         io.shed();
         if let Some(due) = self.deadlines.park(Instant::now(), io.served_any()) {
             self.timer.as_mut().reset(due);
+            self.timer_polled = false;
         }
         self.service = Some(parts.service);
         self.state = State::Parked(io);
@@ -135,14 +147,20 @@ where
     /// it parks); otherwise it enlists for the next sweep, once.
     fn at_rest_since_sweep(&mut self, cx: &mut Context<'_>) -> bool {
         let served = self.gate.served();
+        let now = self.sweeper.epoch();
         match self.enlisted {
-            Some((epoch, at)) if at == served && self.sweeper.epoch() > epoch => {
+            // Swept since it enlisted, and no request since it was last seen at rest: parks.
+            Some((epoch, at)) if now > epoch && at == served => {
                 self.enlisted = None;
                 true
             }
-            Some((_, at)) if at == served => false,
+            // Enlisted for the coming sweep already (one waker per sweep, not one per request).
+            Some((epoch, _)) if now == epoch => {
+                self.enlisted = Some((epoch, served));
+                false
+            }
             _ => {
-                self.enlisted = Some((self.sweeper.epoch(), served));
+                self.enlisted = Some((now, served));
                 self.sweeper.enlist(cx.waker());
                 false
             }
@@ -151,13 +169,26 @@ where
 
     /// Polls the timer; a deadline that passed, if any (re-arming it otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
+        if self.timer_polled && !self.timer.is_elapsed() {
+            return None;
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
             if let Some(expired) = self.deadlines.fired(Instant::now(), &self.activity) {
                 return Some(expired);
             }
             self.timer.as_mut().reset(self.deadlines.armed);
         }
+        self.timer_polled = true;
         None
+    }
+
+    /// Whether the gateway is shutting down.
+    fn stopping(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop_polled && !self.signal.has_changed().unwrap_or(false) {
+            return false;
+        }
+        self.stop_polled = true;
+        self.stopping.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -189,7 +220,7 @@ where
                         return Poll::Ready(());
                     }
                     // Parked, a connection has nothing in flight: it closes at once.
-                    if this.stopping.as_mut().poll(cx).is_ready() {
+                    if this.stopping(cx) {
                         return Poll::Ready(());
                     }
                     return Poll::Pending;
@@ -212,12 +243,13 @@ where
                     }
                     if let Some(due) = this.deadlines.head_due(&this.activity) {
                         this.timer.as_mut().reset(due);
+                        this.timer_polled = false;
                     }
                     if let Some(expired) = this.expired(cx) {
                         log_expired(expired);
                         return Poll::Ready(());
                     }
-                    if this.stopping.as_mut().poll(cx).is_ready() {
+                    if this.stopping(cx) {
                         let State::Active(mut conn) = std::mem::replace(&mut this.state, State::Done) else {
                             return Poll::Ready(());
                         };
