@@ -150,6 +150,14 @@ cpu_ticks() {
   echo "$user $sys"
 }
 
+# The kernel's count of connections dropped at a full accept queue (TcpExt ListenDrops, the whole machine,
+# so other processes' drops count too): a server with a short listen backlog (Portcullis listens with 128)
+# drops SYNs when many clients connect at once, and they retry after 1 s, which shows in latency.
+listen_drops() {
+  awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "ListenDrops") c = i; n = 1 } else print $c }' \
+    /proc/net/netstat 2>/dev/null || echo 0
+}
+
 status_kib() { # pid field (VmRSS, VmHWM)
   awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 }
@@ -263,22 +271,22 @@ nginx_proxy_location() {
 EOF
 }
 
-nginx_upstream_block() {
+nginx_upstream_block() { # [idle keep-alive connections kept, 64]
   cat <<EOF
     upstream up {
         server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 64;
+        keepalive ${1:-64};
         keepalive_requests 1000000;
         keepalive_timeout 60s;
     }
 EOF
 }
 
-add_nginx() { # name [group tool conns]
+add_nginx() { # name [group tool conns upstream-keepalive]
   local name=$1 port
   port=$(free_port)
   start_nginx "$name" "$PROXY_CPU" "
-$(nginx_upstream_block)
+$(nginx_upstream_block "${5:-64}")
     server {
         listen 127.0.0.1:$port backlog=4096;
 $(nginx_proxy_location)
@@ -406,10 +414,12 @@ if [ "$HTTPS" = 1 ] || [ "$H2" = 1 ] || [ "$HANDSHAKE" = 1 ]; then
     alias_scenario "portcullis-$g2" "portcullis-$g" "$g2" "$t2" "$c2"
   done
 fi
-# 1,000 connections, plain HTTP: the same NGINX as `nginx` (worker_connections 4096); Portcullis with the
-# per-client-IP connection limit raised (bench/configs/c1000.yaml).
+# 1,000 connections, plain HTTP: NGINX and Portcullis as in the plain scenario, but both keep up to 1,024
+# idle upstream connections (instead of 64), so that, once warm, the upstream side is not opened and closed
+# per request and the figures are about the 1,000 client connections; Portcullis also has the per-client-IP
+# connection limit raised (bench/configs/c1000.yaml). NGINX: worker_connections 4096.
 if [ "$C1000" = 1 ]; then
-  alias_scenario nginx-c1000 nginx c1000 wrk "$C1000_CONNECTIONS"
+  add_nginx nginx-c1000 c1000 wrk "$C1000_CONNECTIONS" 1024
   add_portcullis portcullis-c1000 "$ROOT/bench/configs/c1000.yaml" http
   set_load portcullis-c1000 c1000 wrk "$C1000_CONNECTIONS"
 fi
@@ -440,7 +450,7 @@ tls_probe() { # port [extra s_client args...]
   local port=$1
   shift
   (printf 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'; sleep 0.3) |
-    timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost "$@" 2>&1 || true
+    timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost "$@" 2>&1 | tr -d '\000' || true
 }
 for s in "${SCENARIOS[@]}"; do
   case ${S_URL[$s]} in https://*) ;; *) continue ;; esac
@@ -496,7 +506,7 @@ run_handshake() { # scenario seconds output-file
 }
 
 measure() { # scenario round
-  local s=$1 round=$2 before after t0 t1 out="$WORK/out-$1-$2.txt" run=run_wrk
+  local s=$1 round=$2 before after t0 t1 drops0 drops1 out="$WORK/out-$1-$2.txt" run=run_wrk
   case ${S_TOOL[$s]} in
     h2load) run=run_h2load ;;
     handshake) run=run_handshake ;;
@@ -504,15 +514,17 @@ measure() { # scenario round
   "$run" "$s" "$WARMUP" "$WORK/warmup.txt"
   # shellcheck disable=SC2086
   before=$(cpu_ticks ${S_CPU_PIDS[$s]})
+  drops0=$(listen_drops)
   t0=$(date +%s%N)
   "$run" "$s" "$DURATION" "$out"
   t1=$(date +%s%N)
+  drops1=$(listen_drops)
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${S_CPU_PIDS[$s]})
   python3 - "$s" "$round" "$before" "$after" "$CLK_TCK" "$out" "${S_TOOL[$s]}" "$(( (t1 - t0) / 1000 ))" \
-    "${S_GROUP[$s]}" >>"$RESULTS" <<'EOF'
+    "${S_GROUP[$s]}" "$((drops1 - drops0))" >>"$RESULTS" <<'EOF'
 import json, os, re, statistics, sys
-name, rnd, before, after, clk, path, tool, wall_us, group = sys.argv[1:10]
+name, rnd, before, after, clk, path, tool, wall_us, group, drops = sys.argv[1:11]
 rnd, clk, wall_s = int(rnd), int(clk), int(wall_us) / 1e6
 (u0, s0), (u1, s1) = (map(int, before.split())), (map(int, after.split()))
 utime, stime = u1 - u0, s1 - s0
@@ -566,9 +578,9 @@ print(json.dumps({"scenario": name, "group": group, "tool": tool, "round": rnd, 
                   "user_us_per_req": per_req(utime), "sys_us_per_req": per_req(stime),
                   "cpu_ticks": ticks, "user_ticks": utime, "sys_ticks": stime, "wall_s": wall_s,
                   "proxy_cpu_busy": ticks / clk / wall_s if wall_s else None,
-                  "non_2xx": bad, "socket_errors": sock}))
+                  "non_2xx": bad, "socket_errors": sock, "listen_drops": int(drops)}))
 EOF
-  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req (user %6.2f, kernel %6.2f; busy %3.0f%%)%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, r["user_us_per_req"] or 0, r["sys_us_per_req"] or 0, 100 * (r["proxy_cpu_busy"] or 0), "  (non-2xx %d, socket errors %d)" % (r["non_2xx"], r["socket_errors"]) if r["non_2xx"] or r["socket_errors"] else ""))' >&2
+  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req (user %6.2f, kernel %6.2f; busy %3.0f%%)%s%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, r["user_us_per_req"] or 0, r["sys_us_per_req"] or 0, 100 * (r["proxy_cpu_busy"] or 0), "  (non-2xx %d, socket errors %d)" % (r["non_2xx"], r["socket_errors"]) if r["non_2xx"] or r["socket_errors"] else "", "  (machine-wide listen drops: %d)" % r["listen_drops"] if r["listen_drops"] else ""))' >&2
 }
 
 log "scenarios: ${SCENARIOS[*]}; $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warmup), wrk -t$THREADS -c$CONNECTIONS; proxy on CPU $PROXY_CPU, wrk+upstream on CPU $LOAD_CPU"
@@ -633,6 +645,7 @@ for s in order:
         "idle_rss_mib": None if mem[s]["idle_rss_kib"] is None else mem[s]["idle_rss_kib"] / 1024,
         "non_2xx": sum(r["non_2xx"] for r in rs),
         "socket_errors": sum(r["socket_errors"] for r in rs),
+        "listen_drops": sum(r["listen_drops"] for r in rs),
         "runs": rs,
     }
 sc = summary["scenarios"]
@@ -693,6 +706,9 @@ for s in order:
           f(r["peak_rss_mib"], "%.1f"), f(r["idle_rss_mib"], "%.1f")))
     if r["non_2xx"] or r["socket_errors"]:
         print("  warning: %s had %d non-2xx responses and %d socket errors" % (s, r["non_2xx"], r["socket_errors"]))
+    if r["listen_drops"]:
+        print("  note: during %s, %d connections were dropped at a full accept queue on this machine (TcpExt"
+              " ListenDrops, any process; over all rounds; the client retries after 1 s)" % (s, r["listen_drops"]))
 print("(medians of %d rounds of %d s; cpu (user + kernel) and peak RSS are the proxy process's, the upstream's for direct;"
       % (rounds, duration))
 print(" busy: the proxy's CPU time over the run's wall time, below 100% means the load generator, not the proxy, was")
