@@ -30,7 +30,8 @@
 # PROXY_CPU (0), LOAD_CPU (1), SKIP_BUILD=1 (use the existing release binary), PORTCULLIS (binary path),
 # COMPARE_BIN (a second Portcullis binary, measured as scenario portcullis-compare, for A/B of a change),
 # H2_CONNECTIONS (32), H2_STREAMS (8), HANDSHAKE_BATCH (100 new connections per h2load burst),
-# C1000_CONNECTIONS (1000), NOFILE (open-file limit to raise to, 65536, capped by the hard limit).
+# C1000_CONNECTIONS (1000), NOFILE (open-file limit to raise to, 65536, capped by the hard limit),
+# KEEP_WORK=1 (keep the temp dir: configs, server logs, each run's wrk/h2load output).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -117,7 +118,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK (configs, logs, load tool output)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -304,12 +305,15 @@ $(nginx_proxy_location)
 
 # add_nginx_tls NAME GROUP TOOL CONNS: NGINX as the same reverse proxy behind a TLS 1.3 listener with h2
 # (ALPN), the run's certificate, the cipher suite and HSTS header Portcullis uses, and no session
-# resumption (no cache, no tickets), so every new connection is a full handshake.
+# resumption (no cache, no tickets), so every new connection is a full handshake. Up to 1,024 idle upstream
+# connections are kept (as Portcullis in configs/tls.yaml): h2 has 256 requests in flight, and with a pool
+# of 64 both proxies opened and closed upstream connections by the thousand per second, filling the
+# machine with TIME_WAIT sockets towards the one upstream port.
 add_nginx_tls() {
   local name=$1 port
   port=$(free_port)
   start_nginx "$name" "$PROXY_CPU" "
-$(nginx_upstream_block)
+$(nginx_upstream_block 1024)
     server {
         listen 127.0.0.1:$port ssl http2 backlog=4096;
         ssl_certificate $WORK/tls/cert.pem;
@@ -525,6 +529,7 @@ measure() { # scenario round
     "${S_GROUP[$s]}" "$((drops1 - drops0))" >>"$RESULTS" <<'EOF'
 import json, os, re, statistics, sys
 name, rnd, before, after, clk, path, tool, wall_us, group, drops = sys.argv[1:11]
+status = None
 rnd, clk, wall_s = int(rnd), int(clk), int(wall_us) / 1e6
 (u0, s0), (u1, s1) = (map(int, before.split())), (map(int, after.split()))
 utime, stime = u1 - u0, s1 - s0
@@ -558,6 +563,7 @@ else:
     codes = re.findall(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
     reqs = sum(int(c[0]) for c in codes)
     bad = sum(int(c[1]) + int(c[2]) + int(c[3]) for c in codes)
+    status = {k: sum(int(c[i]) for c in codes) for i, k in enumerate(["2xx", "3xx", "4xx", "5xx"])}
     sock = sum(int(r[0]) - int(r[3]) for r in req_lines) + text.count("burst failed or timed out")
     if tool == "h2load":
         rps = fins[-1][1] if fins else 0.0
@@ -578,9 +584,9 @@ print(json.dumps({"scenario": name, "group": group, "tool": tool, "round": rnd, 
                   "user_us_per_req": per_req(utime), "sys_us_per_req": per_req(stime),
                   "cpu_ticks": ticks, "user_ticks": utime, "sys_ticks": stime, "wall_s": wall_s,
                   "proxy_cpu_busy": ticks / clk / wall_s if wall_s else None,
-                  "non_2xx": bad, "socket_errors": sock, "listen_drops": int(drops)}))
+                  "non_2xx": bad, "socket_errors": sock, "listen_drops": int(drops), "status": status}))
 EOF
-  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req (user %6.2f, kernel %6.2f; busy %3.0f%%)%s%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, r["user_us_per_req"] or 0, r["sys_us_per_req"] or 0, 100 * (r["proxy_cpu_busy"] or 0), "  (non-2xx %d, socket errors %d)" % (r["non_2xx"], r["socket_errors"]) if r["non_2xx"] or r["socket_errors"] else "", "  (machine-wide listen drops: %d)" % r["listen_drops"] if r["listen_drops"] else ""))' >&2
+  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req (user %6.2f, kernel %6.2f; busy %3.0f%%)%s%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, r["user_us_per_req"] or 0, r["sys_us_per_req"] or 0, 100 * (r["proxy_cpu_busy"] or 0), "  (non-2xx %d, socket errors %d%s)" % (r["non_2xx"], r["socket_errors"], "; %s" % r["status"] if r["status"] else "") if r["non_2xx"] or r["socket_errors"] else "", "  (machine-wide listen drops: %d)" % r["listen_drops"] if r["listen_drops"] else ""))' >&2
 }
 
 log "scenarios: ${SCENARIOS[*]}; $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warmup), wrk -t$THREADS -c$CONNECTIONS; proxy on CPU $PROXY_CPU, wrk+upstream on CPU $LOAD_CPU"
