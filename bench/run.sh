@@ -12,16 +12,26 @@
 #   portcullis-apikey      the same with an API key (X-API-Key, declared by hash in bench/configs/apikey.yaml)
 #   portcullis-jwt-es256   the same with a JWT bearer token, ES256, keys from a JWKS file (bench/mint.py)
 #   portcullis-jwt-rs256   the same with RS256
-# (AUTH_SCENARIOS=0 leaves the authenticated ones out.) More are one `add_portcullis` line each.
+#   nginx-tls, portcullis-tls              wrk https://, HTTP/1.1 keep-alive, TLS 1.3, same ECDSA P-256 cert
+#   nginx-h2, portcullis-h2                h2load, HTTP/2 over TLS (ALPN h2), -c32 -m8, same servers
+#   nginx-handshake, portcullis-handshake  full TLS 1.3 handshakes: bursts of h2load --h1 -c B -n B (one
+#                                          request per new connection, no session offered), same servers
+#   nginx-c1000, portcullis-c1000          wrk -c1000, plain HTTP (Portcullis: bench/configs/c1000.yaml)
+# (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
+# HANDSHAKE=0, C1000=0 one group each.) More are one `add_portcullis` line each.
 #
-# The proxy under test runs on CPU $PROXY_CPU, wrk and the upstream on CPU $LOAD_CPU. Per scenario it
+# The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
 # proxy process (utime+stime of all its threads from /proc/PID/stat, over the measured run, divided by
-# the requests wrk counted), peak RSS (VmHWM), and Portcullis' idle RSS. Results: target/bench/summary.json.
+# the requests counted), split into user and kernel microseconds per request, peak RSS (VmHWM), and
+# Portcullis' idle RSS. Results: target/bench/summary.json.
 #
 # Environment: ROUNDS (5), DURATION (seconds, 5), WARMUP (seconds, 1), CONNECTIONS (32), THREADS (1),
 # PROXY_CPU (0), LOAD_CPU (1), SKIP_BUILD=1 (use the existing release binary), PORTCULLIS (binary path),
-# COMPARE_BIN (a second Portcullis binary, measured as scenario portcullis-compare, for A/B of a change).
+# COMPARE_BIN (a second Portcullis binary, measured as scenario portcullis-compare, for A/B of a change),
+# H2_CONNECTIONS (32), H2_STREAMS (8), HANDSHAKE_BATCH (100 new connections per h2load burst),
+# C1000_CONNECTIONS (1000), NOFILE (open-file limit to raise to, 65536, capped by the hard limit),
+# KEEP_WORK=1 (keep the temp dir: configs, server logs, each run's wrk/h2load output).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +42,18 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+AUTH_SCENARIOS=${AUTH_SCENARIOS:-1}
+TLS_SCENARIOS=${TLS_SCENARIOS:-1}
+HTTPS=${HTTPS:-1}
+H2=${H2:-1}
+HANDSHAKE=${HANDSHAKE:-1}
+C1000=${C1000:-1}
+if [ "$TLS_SCENARIOS" != 1 ]; then HTTPS=0 H2=0 HANDSHAKE=0; fi
+H2_CONNECTIONS=${H2_CONNECTIONS:-32}
+H2_STREAMS=${H2_STREAMS:-8}
+HANDSHAKE_BATCH=${HANDSHAKE_BATCH:-100}
+C1000_CONNECTIONS=${C1000_CONNECTIONS:-1000}
+NOFILE=${NOFILE:-65536}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTCULLIS=${PORTCULLIS:-$TARGET_DIR/release/portcullis}
 OUT_DIR=$ROOT/target/bench
@@ -44,6 +66,9 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+if [ "$H2" = 1 ] || [ "$HANDSHAKE" = 1 ]; then
+  command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq
@@ -52,6 +77,17 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v python3 >/dev/null 2>&1 || die "python3 is needed"
 command -v taskset >/dev/null 2>&1 || die "taskset (util-linux) is needed"
+if [ "$HTTPS" = 1 ] || [ "$H2" = 1 ] || [ "$HANDSHAKE" = 1 ]; then
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS scenarios (TLS_SCENARIOS=0 leaves them out)"
+fi
+# Open files: 1,000 client connections plus as many upstream ones, in one process each (children inherit).
+hard_nofile=$(ulimit -Hn)
+if [ "$hard_nofile" != unlimited ] && [ "$hard_nofile" -lt "$NOFILE" ]; then NOFILE=$hard_nofile; fi
+soft_nofile=$(ulimit -n)
+if [ "$soft_nofile" != unlimited ] && [ "$soft_nofile" -lt "$NOFILE" ]; then
+  ulimit -n "$NOFILE" || log "could not raise the open-file limit"
+fi
+log "open-file limit (ulimit -n): $(ulimit -n)"
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 if [ "$NCPU" -lt 2 ]; then
@@ -82,7 +118,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK (configs, logs, load tool output)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -101,17 +137,26 @@ wait_port() { # port [seconds]
   return 1
 }
 
-# CPU ticks (utime+stime) of the given PIDs; /proc/PID/stat covers all threads of the process.
+# CPU ticks of the given PIDs as "utime stime"; /proc/PID/stat covers all threads of the process.
 cpu_ticks() {
-  local total=0 pid line rest
+  local user=0 sys=0 pid line rest
   for pid in "$@"; do
     line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
     rest=${line##*) }             # fields after "(comm) ", starting at field 3 (state)
     # shellcheck disable=SC2086
     set -- $rest
-    total=$((total + ${12} + ${13})) # fields 14 and 15: utime, stime
+    user=$((user + ${12}))        # field 14: utime
+    sys=$((sys + ${13}))          # field 15: stime
   done
-  echo "$total"
+  echo "$user $sys"
+}
+
+# The kernel's count of connections dropped at a full accept queue (TcpExt ListenDrops, the whole machine,
+# so other processes' drops count too): a server with a short listen backlog (Portcullis listens with 128)
+# drops SYNs when many clients connect at once, and they retry after 1 s, which shows in latency.
+listen_drops() {
+  awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "ListenDrops") c = i; n = 1 } else print $c }' \
+    /proc/net/netstat 2>/dev/null || echo 0
 }
 
 status_kib() { # pid field (VmRSS, VmHWM)
@@ -168,8 +213,28 @@ start_nginx() { # name cpu conf-body... ; sets NGINX_MASTER, NGINX_WORKERS
 
 # ---------------------------------------------------------------------------------------------------
 # Scenario registry
+# Per scenario: URL, proxy PIDs, KIND (upstream, nginx, portcullis), GROUP (the scenarios compared with
+# each other: plain, tls, h2, handshake, c1000), TOOL (wrk, h2load, handshake) and CONNS (connections).
 SCENARIOS=()
-declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB
+declare -A TLS_PROBED
+declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS
+
+# alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
+# process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
+alias_scenario() {
+  local new=$1 old=$2
+  SCENARIOS+=("$new")
+  S_KIND[$new]=${S_KIND[$old]}
+  S_URL[$new]=${S_URL[$old]}
+  [ -n "${6:-}" ] && S_URL[$new]="$6://${S_URL[$old]#*://}"
+  S_CPU_PIDS[$new]=${S_CPU_PIDS[$old]}
+  S_RSS_PID[$new]=${S_RSS_PID[$old]}
+  S_IDLE_KIB[$new]=${S_IDLE_KIB[$old]:-}
+  S_HEADERS[$new]=${S_HEADERS[$old]:-}
+  S_GROUP[$new]=$3
+  S_TOOL[$new]=$4
+  S_CONNS[$new]=$5
+}
 
 UPSTREAM_PORT=$(free_port)
 start_nginx upstream "$LOAD_CPU" "
@@ -184,32 +249,48 @@ wait_port "$UPSTREAM_PORT" || die "upstream did not listen"
 UPSTREAM_PIDS="$NGINX_MASTER $NGINX_WORKERS"
 SCENARIOS+=(direct)
 S_KIND[direct]=upstream
+S_GROUP[direct]=plain
+S_TOOL[direct]=wrk
+S_CONNS[direct]=$CONNECTIONS
 S_URL[direct]="http://127.0.0.1:$UPSTREAM_PORT/"
 S_CPU_PIDS[direct]=$UPSTREAM_PIDS
 S_RSS_PID[direct]=${NGINX_WORKERS%% *}
 
-add_nginx() { # name
-  local name=$1 port
-  port=$(free_port)
-  start_nginx "$name" "$PROXY_CPU" "
-    upstream up {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 60s;
-    }
-    server {
-        listen 127.0.0.1:$port backlog=4096;
+# The proxy locations of the NGINX reverse proxy (plain and TLS servers alike).
+nginx_proxy_location() {
+  cat <<EOF
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
+            proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Request-Id \$request_id;
-            proxy_buffering on;
+            proxy_buffering on;${1:-}
         }
+EOF
+}
+
+nginx_upstream_block() { # [idle keep-alive connections kept, 64]
+  cat <<EOF
+    upstream up {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive ${1:-64};
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+EOF
+}
+
+add_nginx() { # name [group tool conns upstream-keepalive]
+  local name=$1 port
+  port=$(free_port)
+  start_nginx "$name" "$PROXY_CPU" "
+$(nginx_upstream_block "${5:-64}")
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+$(nginx_proxy_location)
     }"
   wait_port "$port" || die "nginx $name did not listen"
   SCENARIOS+=("$name")
@@ -217,6 +298,43 @@ add_nginx() { # name
   S_URL[$name]="http://127.0.0.1:$port/"
   S_CPU_PIDS[$name]="$NGINX_MASTER $NGINX_WORKERS"
   S_RSS_PID[$name]=${NGINX_WORKERS%% *}
+  S_GROUP[$name]=${2:-plain}
+  S_TOOL[$name]=${3:-wrk}
+  S_CONNS[$name]=${4:-$CONNECTIONS}
+}
+
+# add_nginx_tls NAME GROUP TOOL CONNS: NGINX as the same reverse proxy behind a TLS 1.3 listener with h2
+# (ALPN), the run's certificate, the cipher suite and HSTS header Portcullis uses, and no session
+# resumption (no cache, no tickets), so every new connection is a full handshake. Up to 1,024 idle upstream
+# connections are kept (as Portcullis in configs/tls.yaml): h2 has 256 requests in flight, and with a pool
+# of 64 both proxies opened and closed upstream connections by the thousand per second, filling the
+# machine with TIME_WAIT sockets towards the one upstream port.
+add_nginx_tls() {
+  local name=$1 port
+  port=$(free_port)
+  start_nginx "$name" "$PROXY_CPU" "
+$(nginx_upstream_block 1024)
+    server {
+        listen 127.0.0.1:$port ssl http2 backlog=4096;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+$(nginx_proxy_location "
+            add_header Strict-Transport-Security \"max-age=31536000\" always;")
+    }"
+  wait_port "$port" || die "nginx $name did not listen"
+  SCENARIOS+=("$name")
+  S_KIND[$name]=nginx
+  S_URL[$name]="https://127.0.0.1:$port/"
+  S_CPU_PIDS[$name]="$NGINX_MASTER $NGINX_WORKERS"
+  S_RSS_PID[$name]=${NGINX_WORKERS%% *}
+  S_GROUP[$name]=$2
+  S_TOOL[$name]=$3
+  S_CONNS[$name]=$4
 }
 
 # add_portcullis NAME CONFIG_TEMPLATE [SCHEME] [WRK_HEADER...]
@@ -246,6 +364,22 @@ add_portcullis() {
   local h headers=""
   for h in "$@"; do headers+="$h"$'\n'; done
   S_HEADERS[$name]=$headers
+  set_load "$name" plain wrk "$CONNECTIONS"
+}
+
+set_load() { # scenario group tool connections
+  S_GROUP[$1]=$2
+  S_TOOL[$1]=$3
+  S_CONNS[$1]=$4
+}
+
+# The run's certificate for both TLS servers: ECDSA P-256, self-signed for localhost and 127.0.0.1, in the
+# temp dir (removed on exit). Key as PKCS#8, which both read.
+make_cert() {
+  mkdir -p "$WORK/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 || die "openssl could not make the certificate"
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,6 +399,33 @@ fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
   BIN=$COMPARE_BIN add_portcullis portcullis-compare "$ROOT/bench/configs/plain.yaml" http
+fi
+# TLS: one NGINX and one Portcullis TLS server, each measured three ways (HTTPS/1.1 with wrk, h2 with
+# h2load, new connections with full handshakes); the scenario of the first enabled way starts the server.
+if [ "$HTTPS" = 1 ] || [ "$H2" = 1 ] || [ "$HANDSHAKE" = 1 ]; then
+  make_cert
+  tls_ways=()
+  [ "$HTTPS" = 1 ] && tls_ways+=("tls wrk $CONNECTIONS")
+  [ "$H2" = 1 ] && tls_ways+=("h2 h2load $H2_CONNECTIONS")
+  [ "$HANDSHAKE" = 1 ] && tls_ways+=("handshake handshake $HANDSHAKE_BATCH")
+  read -r g t c <<<"${tls_ways[0]}"
+  add_nginx_tls "nginx-$g" "$g" "$t" "$c"
+  add_portcullis "portcullis-$g" "$ROOT/bench/configs/tls.yaml" https
+  set_load "portcullis-$g" "$g" "$t" "$c"
+  for way in "${tls_ways[@]:1}"; do
+    read -r g2 t2 c2 <<<"$way"
+    alias_scenario "nginx-$g2" "nginx-$g" "$g2" "$t2" "$c2"
+    alias_scenario "portcullis-$g2" "portcullis-$g" "$g2" "$t2" "$c2"
+  done
+fi
+# 1,000 connections, plain HTTP: NGINX and Portcullis as in the plain scenario, but both keep up to 1,024
+# idle upstream connections (instead of 64), so that, once warm, the upstream side is not opened and closed
+# per request and the figures are about the 1,000 client connections; Portcullis also has the per-client-IP
+# connection limit raised (bench/configs/c1000.yaml). NGINX: worker_connections 4096.
+if [ "$C1000" = 1 ]; then
+  add_nginx nginx-c1000 c1000 wrk "$C1000_CONNECTIONS" 1024
+  add_portcullis portcullis-c1000 "$ROOT/bench/configs/c1000.yaml" http
+  set_load portcullis-c1000 c1000 wrk "$C1000_CONNECTIONS"
 fi
 
 # Every scenario answers 200 before anything is measured.
@@ -286,6 +447,32 @@ EOF
   [ "$code" = 200 ] || die "$s answered $code, not 200"
 done
 
+# TLS servers: both must negotiate TLS 1.3 with the same suite and group, and offer h2 by ALPN. Whether a
+# server resumes a session when a client offers one is printed (the handshake scenario offers none: every
+# h2load client of a burst connects once, with a fresh process and context).
+tls_probe() { # port [extra s_client args...]
+  local port=$1
+  shift
+  (printf 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'; sleep 0.3) |
+    timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost "$@" 2>&1 | tr -d '\000' || true
+}
+for s in "${SCENARIOS[@]}"; do
+  case ${S_URL[$s]} in https://*) ;; *) continue ;; esac
+  port=${S_URL[$s]##*:}
+  port=${port%/}
+  [ -z "${TLS_PROBED[$port]:-}" ] || continue
+  TLS_PROBED[$port]=1
+  out=$(tls_probe "$port" -alpn h2,http/1.1 -sess_out "$WORK/tls/sess-$port.pem")
+  proto=$(grep -oE '^New, TLSv[0-9.]+, Cipher is [A-Z0-9_]+' <<<"$out" | head -1)
+  temp=$(grep -oE '^Server Temp Key: [^,]+' <<<"$out" | head -1)
+  alpn=$(grep -oE '^ALPN protocol: .*' <<<"$out" | head -1)
+  [[ $proto == "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256" ]] || die "$s negotiated '$proto', not TLS 1.3 with TLS_AES_128_GCM_SHA256"
+  [[ $temp == "Server Temp Key: X25519" ]] || die "$s key exchange: '$temp'"
+  if [ "$H2" = 1 ] && [[ $alpn != "ALPN protocol: h2" ]]; then die "$s did not choose h2 by ALPN ($alpn)"; fi
+  again=$(tls_probe "$port" -sess_in "$WORK/tls/sess-$port.pem" | grep -oE '^(New|Reused), TLSv[0-9.]+' | head -1)
+  log "${S_KIND[$s]} TLS on port $port: ${proto#New, }, X25519, ${alpn:-no ALPN}; a client offering its previous session: ${again%%,*}"
+done
+
 # ---------------------------------------------------------------------------------------------------
 # Measurement
 RESULTS=$WORK/results.jsonl
@@ -296,44 +483,116 @@ run_wrk() { # scenario seconds output-file
   while IFS= read -r h; do
     [ -n "$h" ] && args+=(-H "$h")
   done <<<"${S_HEADERS[$s]:-}"
-  timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2"s --timeout 2s --latency \
+  timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"${S_CONNS[$s]}" -d"$2"s --timeout 2s --latency \
     "${args[@]}" "${S_URL[$s]}" >"$3" 2>&1 || true
 }
 
+# h2 over TLS: h2load, one thread, S_CONNS connections with H2_STREAMS concurrent streams each, for the
+# given seconds (-D); per-request times go to a log file for the percentiles.
+run_h2load() { # scenario seconds output-file
+  local s=$1
+  timeout $(($2 + 15)) taskset -c "$LOAD_CPU" h2load -t1 -c"${S_CONNS[$s]}" -m"$H2_STREAMS" -D "$2" \
+    --log-file="$3.log" "${S_URL[$s]}" >"$3" 2>&1 || true
+}
+
+# Full handshakes: bursts of h2load --h1 with as many clients as requests (-c B -n B), so each client opens
+# one new connection, does its TLS 1.3 handshake and one request, and closes; a new h2load process per burst
+# has no session to offer. Bursts follow each other until the given seconds are over (each bounded by
+# `timeout`). B stays below Portcullis' listen backlog (128), so no SYN is dropped and retried after 1 s.
+run_handshake() { # scenario seconds output-file
+  local s=$1 end
+  end=$(( $(date +%s%N) + $2 * 1000000000 ))
+  : >"$3"
+  while [ "$(date +%s%N)" -lt "$end" ]; do
+    timeout 10 taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"${S_CONNS[$s]}" -n"${S_CONNS[$s]}" "${S_URL[$s]}" \
+      >>"$3" 2>&1 || echo "burst failed or timed out" >>"$3"
+  done
+}
+
 measure() { # scenario round
-  local s=$1 round=$2 before after out="$WORK/wrk-$1-$2.txt"
-  run_wrk "$s" "$WARMUP" /dev/null
+  local s=$1 round=$2 before after t0 t1 drops0 drops1 out="$WORK/out-$1-$2.txt" run=run_wrk
+  case ${S_TOOL[$s]} in
+    h2load) run=run_h2load ;;
+    handshake) run=run_handshake ;;
+  esac
+  "$run" "$s" "$WARMUP" "$WORK/warmup.txt"
   # shellcheck disable=SC2086
   before=$(cpu_ticks ${S_CPU_PIDS[$s]})
-  run_wrk "$s" "$DURATION" "$out"
+  drops0=$(listen_drops)
+  t0=$(date +%s%N)
+  "$run" "$s" "$DURATION" "$out"
+  t1=$(date +%s%N)
+  drops1=$(listen_drops)
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${S_CPU_PIDS[$s]})
-  python3 - "$s" "$round" "$((after - before))" "$CLK_TCK" "$out" >>"$RESULTS" <<'EOF'
-import json, re, sys
-name, rnd, ticks, clk, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+  python3 - "$s" "$round" "$before" "$after" "$CLK_TCK" "$out" "${S_TOOL[$s]}" "$(( (t1 - t0) / 1000 ))" \
+    "${S_GROUP[$s]}" "$((drops1 - drops0))" >>"$RESULTS" <<'EOF'
+import json, os, re, statistics, sys
+name, rnd, before, after, clk, path, tool, wall_us, group, drops = sys.argv[1:11]
+status = None
+rnd, clk, wall_s = int(rnd), int(clk), int(wall_us) / 1e6
+(u0, s0), (u1, s1) = (map(int, before.split())), (map(int, after.split()))
+utime, stime = u1 - u0, s1 - s0
+ticks = utime + stime
 text = open(path).read()
-def lat(p):
-    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, text, re.M)
-    if not m:
-        return None
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-m = re.search(r"(\d+) requests in", text)
-reqs = int(m.group(1)) if m else 0
-m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-rps = float(m.group(1)) if m else 0.0
-m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-bad = int(m.group(1)) if m else 0
-m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-sock = sum(int(x) for x in m.groups()) if m else 0
-cpu_us = ticks * 1e6 / clk / reqs if reqs else None
-print(json.dumps({"scenario": name, "round": rnd, "requests": reqs, "rps": rps, "p50_ms": lat(50),
-                  "p99_ms": lat(99), "cpu_us_per_req": cpu_us, "cpu_ticks": ticks,
-                  "non_2xx": bad, "socket_errors": sock}))
+p50 = p99 = None
+def seconds(v, unit):
+    return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+if tool == "wrk":
+    def lat(p):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, text, re.M)
+        return seconds(*m.groups()) * 1000 if m else None
+    p50, p99 = lat(50), lat(99)
+    m = re.search(r"(\d+) requests in", text)
+    reqs = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    rps = float(m.group(1)) if m else 0.0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    bad = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sock = sum(int(x) for x in m.groups()) if m else 0
+else:
+    # h2load: "finished in 3.01s, 11479.00 req/s", "requests: N total, N started, N done, N succeeded,
+    # N failed, N errored, N timeout", "status codes: N 2xx, N 3xx, N 4xx, N 5xx"; handshake: one such
+    # report per burst, and requests/s is the requests over the bursts' own durations (not the gaps between
+    # h2load processes).
+    fins = [(seconds(v, u), float(r)) for v, u, r in
+            re.findall(r"^finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", text, re.M)]
+    req_lines = re.findall(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                           r"(\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.findall(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    reqs = sum(int(c[0]) for c in codes)
+    bad = sum(int(c[1]) + int(c[2]) + int(c[3]) for c in codes)
+    status = {k: sum(int(c[i]) for c in codes) for i, k in enumerate(["2xx", "3xx", "4xx", "5xx"])}
+    sock = sum(int(r[0]) - int(r[3]) for r in req_lines) + text.count("burst failed or timed out")
+    if tool == "h2load":
+        rps = fins[-1][1] if fins else 0.0
+        try:
+            times = sorted(int(l.split("\t")[2]) / 1000.0 for l in open(path + ".log") if l.count("\t") >= 2)
+        except OSError:
+            times = []
+        if times:
+            p50 = times[int(0.50 * (len(times) - 1))]
+            p99 = times[int(0.99 * (len(times) - 1))]
+    else:
+        busy = sum(f for f, _ in fins)
+        rps = reqs / busy if busy else 0.0
+def per_req(t):
+    return t * 1e6 / clk / reqs if reqs else None
+print(json.dumps({"scenario": name, "group": group, "tool": tool, "round": rnd, "requests": reqs, "rps": rps,
+                  "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": per_req(ticks),
+                  "user_us_per_req": per_req(utime), "sys_us_per_req": per_req(stime),
+                  "cpu_ticks": ticks, "user_ticks": utime, "sys_ticks": stime, "wall_s": wall_s,
+                  "proxy_cpu_busy": ticks / clk / wall_s if wall_s else None,
+                  "non_2xx": bad, "socket_errors": sock, "listen_drops": int(drops), "status": status}))
 EOF
-  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, "  (non-2xx %d, socket errors %d)" % (r["non_2xx"], r["socket_errors"]) if r["non_2xx"] or r["socket_errors"] else ""))' >&2
+  tail -n1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %-22s round %d: %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %6.2f us/req (user %6.2f, kernel %6.2f; busy %3.0f%%)%s%s" % (r["scenario"], r["round"], r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["cpu_us_per_req"] or 0, r["user_us_per_req"] or 0, r["sys_us_per_req"] or 0, 100 * (r["proxy_cpu_busy"] or 0), "  (non-2xx %d, socket errors %d%s)" % (r["non_2xx"], r["socket_errors"], "; %s" % r["status"] if r["status"] else "") if r["non_2xx"] or r["socket_errors"] else "", "  (machine-wide listen drops: %d)" % r["listen_drops"] if r["listen_drops"] else ""))' >&2
 }
 
 log "scenarios: ${SCENARIOS[*]}; $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warmup), wrk -t$THREADS -c$CONNECTIONS; proxy on CPU $PROXY_CPU, wrk+upstream on CPU $LOAD_CPU"
+[ "$H2" = 1 ] && log "h2: h2load -t1 -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION"
+[ "$HANDSHAKE" = 1 ] && log "handshakes: bursts of h2load --h1 -t1 -c$HANDSHAKE_BATCH -n$HANDSHAKE_BATCH (one request per new connection) for ${DURATION}s"
+[ "$C1000" = 1 ] && log "c1000: wrk -t$THREADS -c$C1000_CONNECTIONS"
 # Each round starts one scenario later than the previous one (direct, nginx, portcullis, ...; then nginx,
 # portcullis, ..., direct), so no scenario always runs in the same place of a round.
 n=${#SCENARIOS[@]}
@@ -351,39 +610,56 @@ MEM=$WORK/mem.json
   for s in "${SCENARIOS[@]}"; do
     [ $first = 1 ] || echo ","
     first=0
-    printf '"%s": {"kind": "%s", "peak_rss_kib": %s, "idle_rss_kib": %s}' "$s" "${S_KIND[$s]}" \
+    printf '"%s": {"kind": "%s", "group": "%s", "tool": "%s", "connections": %s, "peak_rss_kib": %s, "idle_rss_kib": %s}' \
+      "$s" "${S_KIND[$s]}" "${S_GROUP[$s]}" "${S_TOOL[$s]}" "${S_CONNS[$s]}" \
       "$(status_kib "${S_RSS_PID[$s]}" VmHWM)" "${S_IDLE_KIB[$s]:-null}"
   done
   echo "}"
 } >"$MEM"
 
 mkdir -p "$OUT_DIR"
-python3 - "$RESULTS" "$MEM" "$OUT_DIR/summary.json" "$ROUNDS" "$DURATION" "$CONNECTIONS" <<'EOF'
+python3 - "$RESULTS" "$MEM" "$OUT_DIR/summary.json" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$(ulimit -n)" \
+  "$H2_CONNECTIONS" "$H2_STREAMS" "$HANDSHAKE_BATCH" <<'EOF'
 import json, statistics, sys
 results_path, mem_path, out_path = sys.argv[1:4]
-rounds, duration, conns = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rounds, duration, conns, nofile = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+h2_conns, h2_streams, hs_batch = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
 rows = [json.loads(l) for l in open(results_path) if l.strip()]
 mem = json.load(open(mem_path))
 order = list(mem.keys())
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
-summary = {"rounds": rounds, "duration_s": duration, "connections": conns, "scenarios": {}}
+summary = {"rounds": rounds, "duration_s": duration, "connections": conns, "open_file_limit": nofile,
+           "h2_connections": h2_conns, "h2_streams_per_connection": h2_streams, "handshake_batch": hs_batch,
+           "scenarios": {}}
 for s in order:
     rs = [r for r in rows if r["scenario"] == s]
     summary["scenarios"][s] = {
         "kind": mem[s]["kind"],
+        "group": mem[s]["group"],
+        "tool": mem[s]["tool"],
+        "connections": mem[s]["connections"],
         "rps": med([r["rps"] for r in rs]),
         "p50_ms": med([r["p50_ms"] for r in rs]),
         "p99_ms": med([r["p99_ms"] for r in rs]),
         "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
+        "user_us_per_req": med([r["user_us_per_req"] for r in rs]),
+        "sys_us_per_req": med([r["sys_us_per_req"] for r in rs]),
+        "proxy_cpu_busy": med([r["proxy_cpu_busy"] for r in rs]),
         "peak_rss_mib": mem[s]["peak_rss_kib"] / 1024,
         "idle_rss_mib": None if mem[s]["idle_rss_kib"] is None else mem[s]["idle_rss_kib"] / 1024,
         "non_2xx": sum(r["non_2xx"] for r in rs),
         "socket_errors": sum(r["socket_errors"] for r in rs),
+        "listen_drops": sum(r["listen_drops"] for r in rs),
         "runs": rs,
     }
 sc = summary["scenarios"]
+# Each Portcullis scenario is compared with the NGINX scenario of its group (plain: `nginx`).
+peer = {}
+for s in order:
+    if sc[s]["kind"] == "portcullis":
+        peer[s] = next((n for n in order if sc[n]["kind"] == "nginx" and sc[n]["group"] == sc[s]["group"]), None)
 def ratio(a, b, key):
     if a not in sc or b not in sc or not sc[a][key] or not sc[b][key]:
         return None
@@ -391,8 +667,12 @@ def ratio(a, b, key):
 summary["ratios"] = {}
 for s in order:
     if sc[s]["kind"] == "portcullis":
-        summary["ratios"][s] = {k: ratio(s, "nginx", key) for k, key in
-                                [("throughput", "rps"), ("cpu_per_request", "cpu_us_per_req"), ("p99", "p99_ms")]}
+        n = peer[s]
+        summary["ratios"][s] = {"against": n}
+        summary["ratios"][s].update({k: ratio(s, n, key) for k, key in
+                                [("throughput", "rps"), ("cpu_per_request", "cpu_us_per_req"), ("p99", "p99_ms"),
+                                 ("user_time_per_request", "user_us_per_req"),
+                                 ("kernel_time_per_request", "sys_us_per_req")]})
         if s != "portcullis":
             summary["ratios"][s]["throughput_vs_plain_portcullis"] = ratio(s, "portcullis", "rps")
 # Paired: the median over rounds of each round's ratio (scenarios of one round ran back to back, so a
@@ -403,8 +683,8 @@ def paired(a, b, key):
     xs = [ra[k][key] / rb[k][key] for k in ra if k in rb and ra[k][key] and rb[k][key]]
     return statistics.median(xs) if xs else None
 for s in summary["ratios"]:
-    summary["ratios"][s]["paired_throughput"] = paired(s, "nginx", "rps")
-    summary["ratios"][s]["paired_cpu_per_request"] = paired(s, "nginx", "cpu_us_per_req")
+    summary["ratios"][s]["paired_throughput"] = paired(s, peer[s], "rps")
+    summary["ratios"][s]["paired_cpu_per_request"] = paired(s, peer[s], "cpu_us_per_req")
     if s != "portcullis":
         summary["ratios"][s]["paired_throughput_vs_plain_portcullis"] = paired(s, "portcullis", "rps")
 # Best round: the least CPU per request and the most requests/s a scenario reached in any round. On a
@@ -413,8 +693,8 @@ def best(s, key, pick):
     xs = [r[key] for r in sc.get(s, {}).get("runs", []) if r[key]]
     return pick(xs) if xs else None
 for s in summary["ratios"]:
-    b_cpu, n_cpu = best(s, "cpu_us_per_req", min), best("nginx", "cpu_us_per_req", min)
-    b_rps, n_rps = best(s, "rps", max), best("nginx", "rps", max)
+    b_cpu, n_cpu = best(s, "cpu_us_per_req", min), best(peer[s], "cpu_us_per_req", min)
+    b_rps, n_rps = best(s, "rps", max), best(peer[s], "rps", max)
     summary["ratios"][s]["best_round_cpu_per_request"] = b_cpu / n_cpu if b_cpu and n_cpu else None
     summary["ratios"][s]["best_round_throughput"] = b_rps / n_rps if b_rps and n_rps else None
 json.dump(summary, open(out_path, "w"), indent=2)
@@ -422,29 +702,70 @@ json.dump(summary, open(out_path, "w"), indent=2)
 def f(x, fmt):
     return "-" if x is None else fmt % x
 print()
-print("%-22s %10s %9s %9s %11s %10s %10s" % ("scenario", "req/s", "p50 ms", "p99 ms", "cpu us/req", "peak MiB", "idle MiB"))
+print("%-22s %10s %9s %9s %11s %10s %10s %6s %10s %10s" % ("scenario", "req/s", "p50 ms", "p99 ms", "cpu us/req",
+      "user us", "kernel us", "busy", "peak MiB", "idle MiB"))
 for s in order:
     r = sc[s]
-    print("%-22s %10s %9s %9s %11s %10s %10s" % (s, f(r["rps"], "%.0f"), f(r["p50_ms"], "%.3f"), f(r["p99_ms"], "%.3f"),
-          f(r["cpu_us_per_req"], "%.2f"), f(r["peak_rss_mib"], "%.1f"), f(r["idle_rss_mib"], "%.1f")))
+    print("%-22s %10s %9s %9s %11s %10s %10s %6s %10s %10s" % (s, f(r["rps"], "%.0f"), f(r["p50_ms"], "%.3f"),
+          f(r["p99_ms"], "%.3f"), f(r["cpu_us_per_req"], "%.2f"), f(r["user_us_per_req"], "%.2f"),
+          f(r["sys_us_per_req"], "%.2f"), f(None if r["proxy_cpu_busy"] is None else 100 * r["proxy_cpu_busy"], "%.0f%%"),
+          f(r["peak_rss_mib"], "%.1f"), f(r["idle_rss_mib"], "%.1f")))
     if r["non_2xx"] or r["socket_errors"]:
         print("  warning: %s had %d non-2xx responses and %d socket errors" % (s, r["non_2xx"], r["socket_errors"]))
-print("(medians of %d rounds of %d s; cpu and peak RSS are the proxy process's, the upstream's for direct)" % (rounds, duration))
+    if r["listen_drops"]:
+        print("  note: during %s, %d connections were dropped at a full accept queue on this machine (TcpExt"
+              " ListenDrops, any process; over all rounds; the client retries after 1 s)" % (s, r["listen_drops"]))
+print("(medians of %d rounds of %d s; cpu (user + kernel) and peak RSS are the proxy process's, the upstream's for direct;"
+      % (rounds, duration))
+print(" busy: the proxy's CPU time over the run's wall time, below 100% means the load generator, not the proxy, was")
+print(" the limit; the -tls, -h2 and -handshake scenarios share one server each, so their RSS is that server's;")
+print(" handshake: req/s is new TLS connections (one request each) per second, p50/p99 not taken)")
 print("summary: %s" % out_path)
 for s, rt in summary["ratios"].items():
-    if s == "portcullis":
+    if s == "portcullis" or sc[s]["group"] != "plain":
         continue
     print("%s/nginx: throughput %s, cpu-per-request %s, p99 %s; %s/portcullis throughput %s" % (
           s, f(rt["throughput"], "%.2f"), f(rt["cpu_per_request"], "%.2f"), f(rt["p99"], "%.2f"), s,
           f(rt.get("throughput_vs_plain_portcullis"), "%.2f")))
+for s, rt in summary["ratios"].items():
+    if sc[s]["group"] == "plain":
+        continue
+    print("%s/%s: throughput %s, cpu-per-request %s (user %s, kernel %s), p99 %s" % (
+          s, rt["against"], f(rt["throughput"], "%.2f"), f(rt["cpu_per_request"], "%.2f"),
+          f(rt["user_time_per_request"], "%.2f"), f(rt["kernel_time_per_request"], "%.2f"), f(rt["p99"], "%.2f")))
 rt = summary["ratios"].get("portcullis", {})
 for s, rt2 in summary["ratios"].items():
-    print("%s/nginx paired by round: throughput %s, cpu-per-request %s%s" % (s, f(rt2["paired_throughput"], "%.2f"),
+    print("%s/%s paired by round: throughput %s, cpu-per-request %s%s" % (s, rt2["against"], f(rt2["paired_throughput"], "%.2f"),
           f(rt2["paired_cpu_per_request"], "%.2f"),
-          "" if s == "portcullis" else "; vs portcullis throughput %s" % f(rt2["paired_throughput_vs_plain_portcullis"], "%.2f")))
+          "" if s == "portcullis" or sc[s]["group"] != "plain" else
+          "; vs portcullis throughput %s" % f(rt2["paired_throughput_vs_plain_portcullis"], "%.2f")))
 for s, rt2 in summary["ratios"].items():
-    print("%s/nginx best round: throughput %s, cpu-per-request %s" % (s, f(rt2["best_round_throughput"], "%.2f"),
+    print("%s/%s best round: throughput %s, cpu-per-request %s" % (s, rt2["against"], f(rt2["best_round_throughput"], "%.2f"),
           f(rt2["best_round_cpu_per_request"], "%.2f")))
+# New groups' ratio lines first, so the last three lines stay the plain scenario's, as before.
+def group_ratio(name, key):
+    return summary["ratios"].get(name, {}).get(key)
+print("portcullis/nginx user-time-per-request ratio: %s" % f(rt.get("user_time_per_request"), "%.2f"))
+print("portcullis/nginx kernel-time-per-request ratio: %s" % f(rt.get("kernel_time_per_request"), "%.2f"))
+if "portcullis-tls" in summary["ratios"]:
+    print("portcullis/nginx tls throughput ratio: %s" % f(group_ratio("portcullis-tls", "throughput"), "%.2f"))
+    print("portcullis/nginx tls cpu-per-request ratio: %s" % f(group_ratio("portcullis-tls", "cpu_per_request"), "%.2f"))
+    print("portcullis/nginx tls p99 ratio: %s" % f(group_ratio("portcullis-tls", "p99"), "%.2f"))
+if "portcullis-h2" in summary["ratios"]:
+    print("portcullis/nginx h2 throughput ratio: %s" % f(group_ratio("portcullis-h2", "throughput"), "%.2f"))
+    print("portcullis/nginx h2 cpu-per-request ratio: %s" % f(group_ratio("portcullis-h2", "cpu_per_request"), "%.2f"))
+    print("portcullis/nginx h2 p99 ratio: %s" % f(group_ratio("portcullis-h2", "p99"), "%.2f"))
+if "portcullis-handshake" in summary["ratios"]:
+    print("portcullis/nginx handshake ratio: %s" % f(group_ratio("portcullis-handshake", "throughput"), "%.2f"))
+    print("portcullis/nginx handshake cpu-per-handshake ratio: %s" % f(group_ratio("portcullis-handshake", "cpu_per_request"), "%.2f"))
+    busy = [sc[n]["proxy_cpu_busy"] for n in ("portcullis-handshake", peer["portcullis-handshake"]) if n in sc]
+    if busy and all(b is not None and b < 0.9 for b in busy):
+        print("  (handshakes: the proxies were busy %s of the time: the load generator was the limit, the "
+              "cpu-per-handshake ratio is the one to read)" % " and ".join("%.0f%%" % (100 * b) for b in busy))
+if "portcullis-c1000" in summary["ratios"]:
+    print("portcullis/nginx c1000 throughput ratio: %s" % f(group_ratio("portcullis-c1000", "throughput"), "%.2f"))
+    print("portcullis/nginx c1000 cpu-per-request ratio: %s" % f(group_ratio("portcullis-c1000", "cpu_per_request"), "%.2f"))
+    print("portcullis/nginx c1000 p99 ratio: %s" % f(group_ratio("portcullis-c1000", "p99"), "%.2f"))
 print("portcullis/nginx throughput ratio: %s" % f(rt.get("throughput"), "%.2f"))
 print("portcullis/nginx cpu-per-request ratio: %s" % f(rt.get("cpu_per_request"), "%.2f"))
 print("portcullis/nginx p99 ratio: %s" % f(rt.get("p99"), "%.2f"))
