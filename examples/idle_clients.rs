@@ -12,6 +12,9 @@
 //!     --source-base 127.1.0.1   bind each socket to a loopback source address before connecting; connection i
 //!     --per-source 20000        uses source-base + i / per-source (spreads over 127.x.y.z so the ephemeral
 //!                               port range of one address is never exhausted)
+//!     --rate 0                  at most this many new connections per second (0: no limit); silent
+//!                               connections hold no permit once connected, so they need a rate to keep
+//!                               the server's accept queue from overflowing
 //!     --ca FILE --server-name localhost   trust anchor and SNI for tls/h2
 //!     --open-timeout 120        seconds for the whole opening phase; --conn-timeout 10 per connection
 //! ```
@@ -51,6 +54,7 @@ struct Args {
     n: usize,
     mode: Mode,
     concurrency: usize,
+    rate: u64,
     source_base: Option<Ipv4Addr>,
     per_source: usize,
     ca: Option<String>,
@@ -63,7 +67,7 @@ struct Args {
 fn usage(msg: &str) -> ! {
     eprintln!("idle_clients: {msg}");
     eprintln!(
-        "usage: idle_clients --addr IP:PORT --n N --mode h1|tls|h2|h2c|silent [--concurrency 500] \
+        "usage: idle_clients --addr IP:PORT --n N --mode h1|tls|h2|h2c|silent [--concurrency 500] [--rate 0] \
          [--source-base 127.1.0.1 --per-source 20000] [--ca FILE] [--server-name localhost] [--path /] \
          [--open-timeout 120] [--conn-timeout 10]"
     );
@@ -76,6 +80,7 @@ fn parse_args() -> Args {
         n: 10_000,
         mode: Mode::H1,
         concurrency: 500,
+        rate: 0,
         source_base: None,
         per_source: 20_000,
         ca: None,
@@ -102,6 +107,7 @@ fn parse_args() -> Args {
                 }
             }
             "--concurrency" => a.concurrency = num(&v).max(1) as usize,
+            "--rate" => a.rate = num(&v),
             "--source-base" => a.source_base = Some(v.parse().unwrap_or_else(|_| usage("--source-base: IPv4"))),
             "--per-source" => a.per_source = num(&v).max(1) as usize,
             "--ca" => a.ca = Some(v),
@@ -381,7 +387,11 @@ async fn main() {
         tokio::spawn(async move {
             let sem = Arc::new(Semaphore::new(ctx.args.concurrency));
             let pending = Arc::new(AtomicUsize::new(ctx.args.n));
+            let t0 = tokio::time::Instant::now();
             for i in 0..ctx.args.n {
+                if ctx.args.rate > 0 {
+                    tokio::time::sleep_until(t0 + Duration::from_secs_f64(i as f64 / ctx.args.rate as f64)).await;
+                }
                 let Ok(permit) = sem.clone().acquire_owned().await else { break };
                 ctx.counters.attempted.fetch_add(1, Ordering::Relaxed);
                 let ctx = ctx.clone();
