@@ -593,6 +593,11 @@ if [ -s "$RESULTS" ]; then
 fi
 [ ! -s "$CHECKS" ] || { echo; cat "$CHECKS"; }
 echo "run time: $(( $(date +%s) - T0 )) s; N=$N; results: $OUT_DIR/idle.tsv"
+if [ "$CHECK" = only ]; then
+  [ "$FAILURES" = 0 ] || echo "WARNING: $FAILURES check(s) failed"
+  [ "$FAILURES" = 0 ]
+  exit
+fi
 per_conn() { # kind mode
   awk -F'\t' -v k="$1" -v m="$2" '$1 == k && $2 == m { printf "%.1f", $3 ? ($6 - $5) / $3 : 0; found = 1 } END { if (!found) printf "-" }' "$RESULTS"
 }
