@@ -82,16 +82,21 @@ fi
 WORK=$(mktemp -d /tmp/portcullis-idle.XXXXXX)
 PIDS=()
 SYSCTL_RESTORE=()
+restore_sysctls() {
+  local kv
+  for kv in "${SYSCTL_RESTORE[@]}"; do
+    sysctl -q -w "$kv" >/dev/null 2>&1 && log "restored $kv" || log "could not restore $kv"
+  done
+  SYSCTL_RESTORE=()
+}
 cleanup() {
-  local pid kv
+  local pid
   { exec 7>&-; } 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 0.3
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for kv in "${SYSCTL_RESTORE[@]}"; do
-    sysctl -q -w "$kv" >/dev/null 2>&1 && log "restored $kv" || log "could not restore $kv"
-  done
+  restore_sysctls
   [ "${KEEP_WORK:-0}" = 1 ] && log "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -147,6 +152,8 @@ if [ "$HARD" != unlimited ] && [ "$HARD" -lt "$FD_NEED" ]; then
   [ "$N" -le "$fit" ] || N=$fit
   [ "$CHECK_N" -le $((fit - 100)) ] || CHECK_N=$((fit - 100))
   FD_NEED=$HARD
+  big=$N
+  [ "$CHECK" = 0 ] || [ $((CHECK_N + 100)) -le "$big" ] || big=$((CHECK_N + 100))
 fi
 ulimit -Sn "$FD_NEED"
 FD_LIMIT=$(ulimit -Sn)
@@ -587,7 +594,8 @@ if [ "$CHECK" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------------
-# Report
+# Report (every server and client has been stopped by now)
+restore_sysctls
 mkdir -p "$OUT_DIR"
 cp "$RESULTS" "$OUT_DIR/idle.tsv"
 echo
