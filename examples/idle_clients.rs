@@ -200,7 +200,8 @@ async fn connect(ctx: &Ctx, i: usize) -> Result<TcpStream, BoxError> {
 
 /// One HTTP/1.1 GET on a kept-alive connection; the whole response is read (Content-Length or chunked).
 async fn get_h1<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, ctx: &Ctx) -> Result<(), BoxError> {
-    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: idle_clients\r\n\r\n", ctx.args.path, ctx.args.server_name);
+    let req =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: idle_clients\r\n\r\n", ctx.args.path, ctx.args.server_name);
     s.write_all(req.as_bytes()).await?;
     s.flush().await?;
     let mut buf = Vec::with_capacity(1024);
@@ -269,7 +270,11 @@ async fn wait_closed<S: AsyncRead + Unpin>(mut s: S) {
 
 /// HTTP/2 on an established stream (TLS with ALPN h2, or plain for h2c): one GET, body drained; then the
 /// connection is held by keeping its `SendRequest` until the connection task ends (server closed it).
-async fn h2_open<S>(io: S, ctx: &Ctx, scheme: &str) -> Result<(tokio::task::JoinHandle<()>, h2::client::SendRequest<Bytes>), BoxError>
+async fn h2_open<S>(
+    io: S,
+    ctx: &Ctx,
+    scheme: &str,
+) -> Result<(tokio::task::JoinHandle<()>, h2::client::SendRequest<Bytes>), BoxError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
