@@ -129,6 +129,25 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// Raises the soft open-file limit to the hard one: every connection is a file descriptor, and a soft
+/// default of 1024 would refuse connections far below `max_connections`. Logs the limit, and warns
+/// when it is below `max_connections` (plus room for upstream connections, files and listeners).
+fn raise_open_file_limit(max_connections: usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let wanted = (max_connections as u64).saturating_add(256);
+    if limit < wanted {
+        tracing::warn!(limit, max_connections, "the open-file limit is below what max_connections may need");
+    } else {
+        tracing::info!(limit, "open-file limit");
+    }
+}
+
 fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool) -> ExitCode {
     let lasting = Lasting { metrics: Arc::new(Metrics::new()), ..Lasting::default() };
     let text_path = path.clone().unwrap_or_else(|| PathBuf::from("examples/quickstart.yaml (built in)"));
@@ -143,6 +162,7 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
         }
     };
     let _log = crate::observe::init_logging(&runtime.log_level);
+    raise_open_file_limit(runtime.limits.max_connections);
     // One worker: a current-thread runtime runs every task on the main thread, without the
     // work-stealing scheduler's cross-thread wake-ups (the accept loop would otherwise sit on a second
     // thread). Blocking work (SQLite, file reads) still goes to the blocking pool either way.

@@ -45,8 +45,7 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     rt.start();
     let mut bound = Vec::new();
     for (i, l) in rt.listeners.iter().enumerate() {
-        let listener = TcpListener::bind(l.address)
-            .await
+        let listener = listen(l.address)
             .map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(listener = l.name.as_str(), address = %local, tls = l.tls.is_some(), "listening");
@@ -54,7 +53,7 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     }
     if let Some(admin) = &rt.admin {
         let listener =
-            TcpListener::bind(admin.address).await.map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
+            listen(admin.address).map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(listener = "admin", address = %local, tls = false, "listening");
         tokio::spawn(admin::serve(listener, shared.clone()));
@@ -201,6 +200,20 @@ fn plain_h1_connection(
     let (io, service, limits) = prepare(io, info, Protocol::Http1, shared, &activity);
     let (idle, head) = (limits.idle_timeout, limits.header_read_timeout);
     h1::Parkable::new(io, service, h1_builder(&limits), activity, idle, head, stop)
+}
+
+/// Connections the kernel may queue for a listener before they are accepted. tokio's `bind` asks for
+/// 128: a burst of new clients (a thousand at once, a reconnect storm after a deploy) overflowed it and
+/// the kernel dropped connections, whose clients retried a second or more later. The kernel caps the
+/// figure at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket (address reuse on, as `TcpListener::bind` does) with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// After a failed `accept` (out of file descriptors, out of memory, a connection reset before it was
