@@ -45,15 +45,14 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     rt.start();
     let mut bound = Vec::new();
     for (i, l) in rt.listeners.iter().enumerate() {
-        let listener = listen(l.address)
-            .map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.address))?;
+        let listener =
+            listen(l.address).map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(listener = l.name.as_str(), address = %local, tls = l.tls.is_some(), "listening");
         bound.push((i, listener));
     }
     if let Some(admin) = &rt.admin {
-        let listener =
-            listen(admin.address).map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
+        let listener = listen(admin.address).map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(listener = "admin", address = %local, tls = false, "listening");
         tokio::spawn(admin::serve(listener, shared.clone()));
