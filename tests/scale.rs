@@ -1,7 +1,9 @@
 //! Connection scale (issue 10), at a size CI can afford: thousands of idle connections cost a few KiB
 //! each, and the connection limits and timeouts hold for all of them. `bench/idle.sh` measures the
 //! same at 10,000 and more, against NGINX.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(unreachable_pub)]
 mod common;
 
 use common::*;
