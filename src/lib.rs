@@ -18,3 +18,8 @@ pub mod server;
 pub mod tls;
 pub mod units;
 pub mod validate;
+
+/// "Give freed memory back to the operating system now", from the process allocator. Set by the
+/// binary, whose global allocator it is (`src/alloc.rs`); the connection sweeper calls it after
+/// connections park (`server::conn::Sweeper`). A process-wide fact, like the allocator itself.
+pub static RELEASE_FREED_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();

@@ -378,16 +378,28 @@ impl Sweeper {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(waker.clone());
     }
 
-    /// Sweeps every [`Sweeper::PERIOD`], for the life of the process.
+    /// Sweeps every [`Sweeper::PERIOD`], for the life of the process. While connections park, and for
+    /// a few seconds after (the allocator keeps freed pages for a purge delay of a second), it asks the
+    /// allocator to give freed memory back: an idle process would otherwise keep it.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Self::PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut release = 0u32;
         loop {
             tick.tick().await;
             self.epoch.fetch_add(1, Ordering::AcqRel);
             let woken = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            if !woken.is_empty() {
+                release = 12;
+            }
             for w in woken {
                 w.wake();
+            }
+            if release > 0 {
+                release -= 1;
+                if let Some(f) = crate::RELEASE_FREED_MEMORY.get() {
+                    f();
+                }
             }
         }
     }
