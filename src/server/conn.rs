@@ -892,6 +892,87 @@ mod tests {
         assert!(l.try_acquire(ip, 64, 3, 2).is_ok());
     }
 
+    fn at(t0: tokio::time::Instant, ms: u64) -> tokio::time::Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn deadlines_of_a_parked_connection_are_checked_lazily() {
+        let activity = Activity::default();
+        let t0 = tokio::time::Instant::now();
+        let (idle, head) = (Duration::from_secs(60), Duration::from_secs(10));
+        let mut d = Deadlines::new(idle, head, t0);
+        // A new connection waits for its first head from the start.
+        assert_eq!(d.armed, at(t0, 10_000));
+        assert_eq!(d.fired(at(t0, 10_000), &activity), Some(Expired::HeadTimeout));
+        // Woken without a request (readiness, no bytes): still the first head's deadline.
+        let mut d = Deadlines::new(idle, head, t0);
+        d.unpark();
+        assert_eq!(d.park(at(t0, 3_000), false), None);
+        assert_eq!(d.fired(at(t0, 10_000), &activity), Some(Expired::HeadTimeout));
+        // Served and parked at 1 s: the first-head timer fires at 10 s and re-arms for 61 s, once.
+        let mut d = Deadlines::new(idle, head, t0);
+        d.unpark();
+        assert_eq!(d.park(at(t0, 1_000), true), None, "idle ends after the armed time: no reset");
+        assert_eq!(d.fired(at(t0, 10_000), &activity), None);
+        assert_eq!(d.armed, at(t0, 61_000));
+        // Requests at 20 s and 30 s touch no timer; the fire at 61 s re-arms for the last park.
+        d.unpark();
+        d.park(at(t0, 20_000), true);
+        d.unpark();
+        d.park(at(t0, 30_000), true);
+        assert_eq!(d.fired(at(t0, 61_000), &activity), None);
+        assert_eq!(d.armed, at(t0, 90_000));
+        assert_eq!(d.fired(at(t0, 90_000), &activity), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn a_short_idle_timeout_pulls_the_timer_in_and_a_head_in_pieces_too() {
+        let activity = Activity::default();
+        let t0 = tokio::time::Instant::now();
+        let mut d = Deadlines::new(Duration::from_secs(1), Duration::from_secs(20), t0);
+        d.unpark();
+        // idle_timeout below header_read_timeout: parking moves the timer earlier.
+        assert_eq!(d.park(at(t0, 500), true), Some(at(t0, 1_500)));
+        assert_eq!(d.fired(at(t0, 1_500), &activity), Some(Expired::Idle));
+        // Active, a head arriving in pieces: its deadline is pulled in, and holds whatever the I/O.
+        let mut d = Deadlines::new(Duration::from_secs(60), Duration::from_millis(200), t0);
+        d.unpark();
+        assert_eq!(d.park(at(t0, 1), true), None);
+        assert_eq!(d.fired(at(t0, 200), &activity), None);
+        assert_eq!(d.armed, at(t0, 60_001));
+        d.unpark();
+        assert_eq!(d.head_due(&activity), None, "no head is arriving");
+        activity.head_state(true);
+        let due = d.head_due(&activity).expect("a head is arriving");
+        assert!(due <= tokio::time::Instant::now() + Duration::from_millis(200));
+        assert_eq!(d.head_due(&activity), None, "pulled in once");
+        activity.touched.store(true, Ordering::Relaxed);
+        assert_eq!(d.fired(due + Duration::from_millis(1), &activity), Some(Expired::HeadTimeout));
+    }
+
+    #[test]
+    fn an_active_connection_is_idle_only_without_io_and_without_a_handler() {
+        let activity = Arc::new(Activity::default());
+        let t0 = tokio::time::Instant::now();
+        let idle = Duration::from_secs(4);
+        let mut d = Deadlines::new(idle, Duration::from_secs(10), t0);
+        d.unpark();
+        // Checked every quarter of idle_timeout while active.
+        activity.touched.store(true, Ordering::Relaxed);
+        assert_eq!(d.fired(at(t0, 1_000), &activity), None);
+        assert_eq!(d.armed, at(t0, 2_000));
+        let (handling, _responding) = activity.request_started();
+        for s in 2..10 {
+            assert_eq!(d.fired(at(t0, s * 1_000), &activity), None, "a running handler is not idleness");
+        }
+        drop(handling);
+        assert_eq!(d.fired(at(t0, 10_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 11_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 12_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 13_000), &activity), Some(Expired::Idle));
+    }
+
     #[test]
     fn ipv6_clients_are_counted_by_prefix() {
         let l = Arc::new(ConnLimits::default());
