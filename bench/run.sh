@@ -152,8 +152,8 @@ cpu_ticks() {
 }
 
 # The kernel's count of connections dropped at a full accept queue (TcpExt ListenDrops, the whole machine,
-# so other processes' drops count too): a server with a short listen backlog (Portcullis listens with 128)
-# drops SYNs when many clients connect at once, and they retry after 1 s, which shows in latency.
+# so other processes' drops count too): a server with a short listen backlog (Portcullis listened with 128
+# before issue 10) drops SYNs when many clients connect at once, and they retry after 1 s, which shows in latency.
 listen_drops() {
   awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "ListenDrops") c = i; n = 1 } else print $c }' \
     /proc/net/netstat 2>/dev/null || echo 0
@@ -498,7 +498,7 @@ run_h2load() { # scenario seconds output-file
 # Full handshakes: bursts of h2load --h1 with as many clients as requests (-c B -n B), so each client opens
 # one new connection, does its TLS 1.3 handshake and one request, and closes; a new h2load process per burst
 # has no session to offer. Bursts follow each other until the given seconds are over (each bounded by
-# `timeout`). B stays below Portcullis' listen backlog (128), so no SYN is dropped and retried after 1 s.
+# `timeout`). B stays far below the listen backlogs (4096), so no SYN is dropped and retried after 1 s.
 run_handshake() { # scenario seconds output-file
   local s=$1 end
   end=$(( $(date +%s%N) + $2 * 1000000000 ))
