@@ -89,6 +89,13 @@ pub enum RequestBody {
     Buffered(Bytes),
 }
 
+/// An authorization decision and the rule that made it (for the access log and metrics).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rule: Arc<str>,
+}
+
 /// One request's home while it moves through the stages: everything a stage may read or decide.
 pub struct Exchange<'a> {
     pub request_id: &'a str,
@@ -114,6 +121,8 @@ pub struct Exchange<'a> {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// The place of the stage that refused the request, if one did (logs and events).
     pub refused_at: Option<Place>,
+    /// The authorization decision and the rule that made it (access log).
+    pub authz: Option<Decision>,
     pub started: Instant,
     /// Time to the upstream's response head.
     pub upstream_duration: Option<Duration>,
@@ -142,6 +151,7 @@ impl<'a> Exchange<'a> {
             body_timeout: Duration::ZERO,
             bytes_in: None,
             refused_at: None,
+            authz: None,
             started,
             upstream_duration: None,
         }
@@ -331,6 +341,9 @@ pub enum Reject {
         challenge: HeaderValue,
     },
     CorsForbidden,
+    /// Authorization refused the principal (which rule did is in the exchange's decision, never in the
+    /// answer).
+    Forbidden,
     /// A credential (or any request, with `plain_http: refuse`) on a plain-HTTP listener.
     InsecureTransport,
     /// An `Expect` other than `100-continue`.
@@ -353,7 +366,7 @@ impl Reject {
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden | Reject::InsecureTransport => StatusCode::FORBIDDEN,
+            Reject::CorsForbidden | Reject::InsecureTransport | Reject::Forbidden => StatusCode::FORBIDDEN,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -376,6 +389,7 @@ impl Reject {
             Reject::HeadersTooLarge => ("headers-too-large", "The request headers are too large"),
             Reject::Unauthorized { .. } => ("unauthorized", "Authentication is required"),
             Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
+            Reject::Forbidden => ("forbidden", "The request is not allowed"),
             Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
             Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),

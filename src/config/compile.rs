@@ -206,6 +206,7 @@ fn route(
     r: &file::Route,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     authenticators: &Authenticators,
+    roles: &Arc<crate::authz::Roles>,
     l: &ServerLimits,
     metrics: &Metrics,
 ) -> Result<(Matcher, Arc<Route>)> {
@@ -246,8 +247,21 @@ fn route(
     // The route's own stages; `Chain::new` puts them in their fixed places.
     let mut stages = Vec::new();
     let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
-    if !authn.is_public() {
+    let public = authn.is_public();
+    if !public {
         stages.push(Stage::Authentication(authn));
+    }
+    if let Some(a) = &r.authorize {
+        if public {
+            return Err(err(
+                "authorize",
+                "",
+                "`authorize` needs an `auth` method: a public route has no principal".into(),
+            ));
+        }
+        let authz = crate::authz::Authz::compile(a, roles, &r.name, metrics.authz_decisions())
+            .map_err(|m| err("authorize", "", m))?;
+        stages.push(Stage::Authorization(authz));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -318,13 +332,16 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     let authenticators =
         Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), metrics, &lasting.authn)
             .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
+    let roles = Arc::new(
+        crate::authz::Roles::compile(&cfg.roles, &cfg.principals).map_err(|m| CompileError::new("roles", "", m))?,
+    );
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &authenticators, &limits, metrics)?);
+        entries.push(route(r, &upstreams, &authenticators, &roles, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,

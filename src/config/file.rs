@@ -31,6 +31,12 @@ pub struct FileConfig {
     /// Named authentication methods that routes refer to in `auth:`.
     #[serde(default)]
     pub authenticators: BTreeMap<String, crate::authn::AuthenticatorConfig>,
+    /// Roles and what each includes (`admin: { includes: [editor] }`), for routes' `authorize`.
+    #[serde(default)]
+    pub roles: BTreeMap<String, crate::authz::RoleConfig>,
+    /// Roles granted by config to principal ids, beside those authentication gives.
+    #[serde(default)]
+    pub principals: BTreeMap<String, crate::authz::PrincipalConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,
@@ -125,6 +131,10 @@ pub struct Route {
     pub upstream: String,
     /// Required: how callers authenticate. A public route says `auth: none`.
     pub auth: AuthConfig,
+    /// What the authenticated principal must have: `authenticated`, or roles, scopes and per-method
+    /// requirements (see `authz`).
+    #[serde(default)]
+    pub authorize: Option<crate::authz::AuthorizeConfig>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.

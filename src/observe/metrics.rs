@@ -25,6 +25,7 @@ pub struct Metrics {
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub authn_failures: Family<Labels, Counter>,
+    authz_decisions: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
 }
 
@@ -64,6 +65,12 @@ impl Metrics {
         let reload_failures = Counter::default();
         let authn_failures = Family::<Labels, Counter>::default();
         registry.register("authn_failures", "Refused authentications by method and reason", authn_failures.clone());
+        let authz_decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions by route, decision (allow, deny) and the rule that decided",
+            authz_decisions.clone(),
+        );
         let jwks_refreshes = Family::<Labels, Counter>::default();
         registry.register(
             "jwks_refreshes",
@@ -93,8 +100,15 @@ impl Metrics {
             reloads,
             reload_failures,
             authn_failures,
+            authz_decisions,
             jwks_refreshes,
         }
+    }
+
+    /// `portcullis_authz_decisions_total{route,decision,rule}`: each route's counters are made when it
+    /// is compiled.
+    pub fn authz_decisions(&self) -> &Family<Labels, Counter> {
+        &self.authz_decisions
     }
 
     /// Counters of one JWT authenticator's key refreshes: `(ok, failed)`.

@@ -51,6 +51,8 @@ pub struct Completion {
     pub upstream_duration: Option<Duration>,
     pub tls_version: Option<&'static str>,
     pub problem: Option<(&'static str, &'static str)>,
+    /// The authorization decision and the rule that made it, on routes that authorize.
+    pub authz: Option<crate::exchange::Decision>,
     pub aborted: bool,
     pub access_log: bool,
     pub route_metrics: Arc<RouteMetrics>,
@@ -86,6 +88,8 @@ impl Drop for Completion {
             tls = self.tls_version,
             problem = self.problem.map(|p| p.0),
             reason = self.problem.map(|p| p.1),
+            authz = self.authz.as_ref().map(|d| if d.allowed { "allow" } else { "deny" }),
+            authz_rule = self.authz.as_ref().map(|d| &*d.rule),
             aborted = self.aborted,
         );
     }

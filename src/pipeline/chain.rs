@@ -11,6 +11,7 @@
 //! `config::compile::route` that pushes it.
 
 use crate::authn::Authn;
+use crate::authz::Authz;
 use crate::exchange::Reject;
 use crate::exchange::{Exchange, Place, RequestBody};
 
@@ -18,12 +19,15 @@ use crate::exchange::{Exchange, Place, RequestBody};
 pub enum Stage {
     /// Credentials to a principal (401); removes the credentials it read before the request leaves.
     Authentication(Authn),
+    /// Roles and scopes of the principal against the route's `authorize` (403).
+    Authorization(Authz),
 }
 
 impl Stage {
     pub fn place(&self) -> Place {
         match self {
             Stage::Authentication(_) => Place::Authentication,
+            Stage::Authorization(_) => Place::Authorization,
         }
     }
 
@@ -31,6 +35,7 @@ impl Stage {
     pub fn describe(&self) -> String {
         match self {
             Stage::Authentication(a) => a.describe(),
+            Stage::Authorization(a) => a.describe(),
         }
     }
 
@@ -38,6 +43,7 @@ impl Stage {
     pub fn may_read_body(&self) -> bool {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
+            Stage::Authorization(_) => false,
         }
     }
 
@@ -57,6 +63,7 @@ impl Stage {
                 }
                 Ok(())
             }
+            Stage::Authorization(a) => a.authorize(ex),
         }
     }
 }

@@ -325,6 +325,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
         upstream_duration: None,
         tls_version: info.tls.as_ref().and_then(|t| t.version),
         problem: Some(problem),
+        authz: None,
         aborted: false,
         access_log: rt.access_log,
         route_metrics: rt.unmatched.clone(),

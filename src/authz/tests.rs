@@ -1,0 +1,135 @@
+use super::*;
+use crate::exchange::{IdentityHeaders, PrincipalKind};
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml_ng::from_str(text).unwrap()
+}
+
+fn roles() -> Arc<Roles> {
+    let r: BTreeMap<String, RoleConfig> = yaml(
+        "reader: {}\neditor: { includes: [reader] }\nadmin: { includes: [editor] }\nauditor: { includes: [reader] }\n",
+    );
+    let p: BTreeMap<String, PrincipalConfig> = yaml("granted-admin: { roles: [admin] }\n");
+    Arc::new(Roles::compile(&r, &p).unwrap())
+}
+
+fn principal(id: &str, roles: &[&str], scopes: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        kind: PrincipalKind::ApiKey,
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        claims: None,
+        tenant: None,
+        identity: IdentityHeaders::default(),
+    }
+}
+
+fn authz(text: &str) -> Authz {
+    let family = Family::default();
+    Authz::compile(&yaml(text), &roles(), "r", &family).unwrap()
+}
+
+fn decide(a: &Authz, p: &Principal, method: Method) -> (bool, String) {
+    let d = a.decide(Some(p), &method);
+    (d.allowed, d.rule.to_string())
+}
+
+#[test]
+fn roles_are_inherited_and_granted_by_config() {
+    let a = authz("roles: [reader]");
+    for role in ["reader", "editor", "admin", "auditor"] {
+        assert_eq!(decide(&a, &principal("p", &[role], &[]), Method::GET), (true, "authorize".into()), "{role}");
+    }
+    assert_eq!(decide(&a, &principal("p", &[], &[]), Method::GET), (false, "authorize.roles".into()));
+    assert!(!decide(&a, &principal("p", &["undeclared"], &[]), Method::GET).0);
+    assert!(decide(&a, &principal("granted-admin", &[], &[]), Method::GET).0);
+    let a = authz("roles: [editor]");
+    assert!(!decide(&a, &principal("p", &["reader"], &[]), Method::GET).0, "inheritance goes down, not up");
+    assert!(!decide(&a, &principal("p", &["auditor"], &[]), Method::GET).0);
+    assert!(decide(&a, &principal("p", &["admin"], &[]), Method::GET).0);
+}
+
+#[test]
+fn scopes_any_and_all_and_nested_requirements() {
+    let a = authz("scopes: { all_of: [orders:read, orders:write] }");
+    assert!(decide(&a, &principal("p", &[], &["orders:write", "orders:read"]), Method::GET).0);
+    assert_eq!(
+        decide(&a, &principal("p", &[], &["orders:read"]), Method::GET),
+        (false, "authorize.scopes.all_of".into())
+    );
+    let a = authz("any_of: [ { roles: [admin] }, { scopes: { any_of: [orders:admin, support] } } ]");
+    assert!(decide(&a, &principal("p", &["admin"], &[]), Method::GET).0);
+    assert!(decide(&a, &principal("p", &[], &["support"]), Method::GET).0);
+    assert_eq!(decide(&a, &principal("p", &["editor"], &["x"]), Method::GET), (false, "authorize.any_of".into()));
+    let a = authz("roles: [reader]\nall_of: [ { scopes: { all_of: [a] } }, { scopes: { all_of: [b] } } ]");
+    assert!(decide(&a, &principal("p", &["reader"], &["a", "b"]), Method::GET).0);
+    assert!(!decide(&a, &principal("p", &["reader"], &["a"]), Method::GET).0);
+    assert!(!decide(&a, &principal("p", &[], &["a", "b"]), Method::GET).0);
+}
+
+#[test]
+fn methods_carry_their_own_requirement_and_unlisted_ones_are_denied() {
+    let a = authz("methods: { GET: { roles: [reader] }, DELETE: { roles: [admin] } }");
+    let reader = principal("p", &["reader"], &[]);
+    let admin = principal("p", &["admin"], &[]);
+    assert_eq!(decide(&a, &reader, Method::GET), (true, "authorize.methods.GET".into()));
+    assert_eq!(decide(&a, &reader, Method::DELETE), (false, "authorize.methods.DELETE.roles".into()));
+    assert!(decide(&a, &admin, Method::DELETE).0);
+    assert_eq!(decide(&a, &admin, Method::POST), (false, "authorize.methods (method not listed)".into()));
+    // With a route-level requirement, unlisted methods fall back to it.
+    let a = authz("roles: [reader]\nmethods: { DELETE: { roles: [admin] } }");
+    assert!(decide(&a, &reader, Method::POST).0);
+    assert!(!decide(&a, &reader, Method::DELETE).0);
+    let a = authz("authenticated");
+    assert_eq!(decide(&a, &principal("anyone", &[], &[]), Method::PATCH), (true, "authenticated".into()));
+    assert!(!a.decide(None, &Method::GET).allowed, "no principal, no access");
+}
+
+#[test]
+fn config_mistakes_are_refused() {
+    let family = Family::default();
+    let bad = |text: &str| Authz::compile(&yaml(text), &roles(), "r", &family).unwrap_err();
+    assert!(bad("roles: [writer]").contains("not declared"));
+    assert!(bad("roles: []").contains("empty"));
+    assert!(bad("scopes: {}").contains("neither"));
+    assert!(bad("any_of: [ { methods: { GET: authenticated } } ]").contains("only at the top"));
+    assert!(bad("methods: { get: authenticated }").contains("not an HTTP method"));
+    assert!(bad("{}").contains("authorize: authenticated"));
+    assert!(serde_yaml_ng::from_str::<AuthorizeConfig>("rolez: [reader]").is_err(), "unknown keys are errors");
+    let cycle: BTreeMap<String, RoleConfig> =
+        yaml("a: { includes: [b] }\nb: { includes: [c] }\nc: { includes: [a] }\n");
+    assert!(Roles::compile(&cycle, &BTreeMap::new()).unwrap_err().contains("cycle"));
+    let undeclared: BTreeMap<String, RoleConfig> = yaml("a: { includes: [z] }\n");
+    assert!(Roles::compile(&undeclared, &BTreeMap::new()).unwrap_err().contains("not declared"));
+    let grants: BTreeMap<String, PrincipalConfig> = yaml("p: { roles: [nope] }\n");
+    assert!(Roles::compile(&BTreeMap::new(), &grants).unwrap_err().contains("not declared"));
+}
+
+#[test]
+fn decisions_are_counted_per_rule() {
+    let family = Family::default();
+    let a = Authz::compile(&yaml("roles: [admin]"), &roles(), "orders", &family).unwrap();
+    let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET);
+    assert!(a.counters.contains_key(&(Arc::from("authorize"), true)));
+    assert!(a.counters.contains_key(&(Arc::from("authorize.roles"), false)));
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// With no role granted, no requirement on roles lets anyone through, whatever the method.
+        #[test]
+        fn no_roles_no_access(method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+                              role in prop::sample::select(vec!["reader", "editor", "admin", "auditor"]),
+                              per_method in any::<bool>()) {
+            let text = if per_method { format!("methods: {{ {method}: {{ roles: [{role}] }} }}") } else { format!("roles: [{role}]") };
+            let a = authz(&text);
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            prop_assert!(!a.decide(Some(&principal("nobody", &[], &["scope"])), &m).allowed);
+            prop_assert!(!a.decide(None, &m).allowed);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Authorization through the real gateway: a table of principals x routes x methods with the expected
+//! allow or deny, inherited roles, roles granted by config, scopes, per-method rules, `authenticated`,
+//! other spellings of the same path, and that nothing denied reaches the upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(unreachable_pub)]
+mod common;
+
+use common::*;
+
+const SECRET: &str = "authz-test-server-secret-0123456789abcdef";
+
+/// A real API key and its keyed hash (hex), as `portcullis keys` would make them.
+fn key() -> (String, String, String) {
+    let (id, key) = portcullis::authn::api_key::generate().unwrap();
+    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&k, key.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    (id, key, hex)
+}
+
+struct Setup {
+    up: Upstream,
+    gw: Gateway,
+    keys: std::collections::HashMap<&'static str, String>,
+}
+
+fn setup() -> Setup {
+    let up = Upstream::start("app");
+    // principal, roles, scopes
+    let people: [(&str, &str, &str); 6] = [
+        ("alice", "[reader]", "[]"),
+        ("bob", "[editor]", "[]"),
+        ("carol", "[admin]", "[]"),
+        ("dave", "[]", "[orders:write, orders:read]"),
+        ("erin", "[]", "[]"),
+        ("frank", "[unknown-role]", "[orders:read]"),
+    ];
+    let mut keys = std::collections::HashMap::new();
+    let mut entries = String::new();
+    for (who, roles, scopes) in people {
+        let (id, key, hash) = key();
+        entries.push_str(&format!(
+            "        - id: {id}\n          hash: {hash}\n          principal: {who}\n          roles: {roles}\n          scopes: {scopes}\n"
+        ));
+        keys.insert(who, key);
+    }
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {up}
+authenticators:
+  keys:
+    api_key:
+      hmac_secret: {SECRET}
+      keys:
+{entries}roles:
+  reader: {{}}
+  editor: {{ includes: [reader] }}
+  admin: {{ includes: [editor] }}
+principals:
+  erin: {{ roles: [admin] }}
+routes:
+  - name: docs
+    match:
+      path: {{ prefix: /docs }}
+    upstream: app
+    auth: keys
+    authorize:
+      methods:
+        GET: {{ roles: [reader] }}
+        PUT: {{ roles: [editor] }}
+        DELETE: {{ roles: [admin] }}
+  - name: orders
+    match:
+      path: {{ prefix: /orders }}
+    upstream: app
+    auth: keys
+    authorize:
+      any_of:
+        - {{ roles: [admin] }}
+        - {{ scopes: {{ all_of: [orders:write, orders:read] }} }}
+  - name: any
+    match:
+      path: {{ prefix: /any }}
+    upstream: app
+    auth: keys
+    authorize: authenticated
+logging:
+  level: info
+  access_log: true
+admin:
+  address: 127.0.0.1:0
+"#,
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml);
+    Setup { up, gw, keys }
+}
+
+fn send(s: &Setup, who: Option<&str>, method: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", s.gw.addr("main"));
+    let mut args = vec!["--path-as-is", "-X", method];
+    let header;
+    if let Some(who) = who {
+        header = format!("X-API-Key: {}", s.keys[who]);
+        args.extend(["-H", &header]);
+    }
+    args.push(&url);
+    let (code, _, body) = curl(&args);
+    (code, body)
+}
+
+#[test]
+fn the_matrix_of_principals_routes_and_methods() {
+    let s = setup();
+    let cases: &[(Option<&str>, &str, &str, u16)] = &[
+        // Per-method rules, with inherited roles.
+        (Some("alice"), "GET", "/docs/a", 200),
+        (Some("alice"), "PUT", "/docs/a", 403),
+        (Some("alice"), "DELETE", "/docs/a", 403),
+        (Some("alice"), "POST", "/docs/a", 403), // no rule for POST: denied
+        (Some("bob"), "GET", "/docs/a", 200),
+        (Some("bob"), "PUT", "/docs/a", 200),
+        (Some("bob"), "DELETE", "/docs/a", 403),
+        (Some("carol"), "DELETE", "/docs/a", 200),
+        (Some("carol"), "PUT", "/docs/a", 200),
+        // Roles granted by config (`principals:`), whatever the key says.
+        (Some("erin"), "DELETE", "/docs/a", 200),
+        // Scopes, and a role nobody declared counting for nothing.
+        (Some("dave"), "GET", "/orders/1", 200),
+        (Some("dave"), "GET", "/docs/a", 403),
+        (Some("frank"), "GET", "/orders/1", 403),
+        (Some("frank"), "GET", "/docs/a", 403),
+        (Some("alice"), "GET", "/orders/1", 403),
+        (Some("carol"), "GET", "/orders/1", 200),
+        // `authenticated`: anyone with a valid key, nobody without.
+        (Some("frank"), "PATCH", "/any/x", 200),
+        (None, "GET", "/any/x", 401),
+        (None, "GET", "/docs/a", 401),
+        // Other spellings of the same route are the same route, with the same rules (0: refused, as
+        // 403 by the rule or as 400 by the path rules, never let through).
+        (Some("alice"), "DELETE", "/DOCS/a", 403),
+        (Some("alice"), "DELETE", "/docs/./a", 0),
+        (Some("alice"), "DELETE", "/docs//a", 0),
+        (Some("alice"), "DELETE", "/%64ocs/a", 403),
+        (Some("alice"), "DELETE", "/docs/x/../a", 0),
+        (Some("bob"), "DELETE", "/Docs/a/", 403),
+        (Some("bob"), "DELETE", "/docs%2fa", 0),
+    ];
+    let mut allowed = 0;
+    for (who, method, path, want) in cases {
+        let before = s.up.hits();
+        let (code, body) = send(&s, *who, method, path);
+        if *want == 0 {
+            assert!(code == 400 || code == 403 || code == 404, "{who:?} {method} {path}: {code} {body}");
+        } else {
+            assert_eq!(code, *want, "{who:?} {method} {path}: {body}");
+        }
+        if code == 403 {
+            assert_eq!(problem_type(&body), problem("forbidden"), "{body}");
+            assert!(!body.contains("role") && !body.contains("authorize"), "no hint of the rule: {body}");
+        }
+        if code == 200 {
+            allowed += 1;
+        } else {
+            assert_eq!(s.up.hits(), before, "{who:?} {method} {path} reached the upstream");
+        }
+    }
+    assert_eq!(s.up.hits(), allowed);
+}
+
+#[test]
+fn every_decision_names_its_rule_in_the_access_log_and_the_metrics() {
+    let s = setup();
+    assert_eq!(send(&s, Some("alice"), "DELETE", "/docs/a").0, 403);
+    assert_eq!(send(&s, Some("bob"), "PUT", "/docs/a").0, 200);
+    let log = s.gw.wait_access_log(2, std::time::Duration::from_secs(10));
+    let deny = log.iter().find(|l| l["status"] == 403).expect("the denial is logged");
+    assert_eq!(deny["authz"], "deny");
+    assert_eq!(deny["authz_rule"], "authorize.methods.DELETE.roles");
+    assert_eq!(deny["principal"], "alice");
+    assert_eq!(deny["problem"], "forbidden");
+    let allow = log.iter().find(|l| l["status"] == 200).expect("the allowed request is logged");
+    assert_eq!(allow["authz"], "allow");
+    assert_eq!(allow["authz_rule"], "authorize.methods.PUT");
+    let m = s.gw.metrics();
+    let series = |decision: &str, rule: &str| {
+        metric(
+            &m,
+            &format!("portcullis_authz_decisions_total{{route=\"docs\",decision=\"{decision}\",rule=\"{rule}\"}}"),
+        )
+    };
+    assert_eq!(series("deny", "authorize.methods.DELETE.roles"), Some(1.0), "{m}");
+    assert_eq!(series("allow", "authorize.methods.PUT"), Some(1.0), "{m}");
+    assert_eq!(series("allow", "authorize.methods.GET"), Some(0.0), "{m}");
+}
+
+#[test]
+fn check_refuses_mistakes_in_authorization() {
+    let up = closed_port();
+    let base = basic_config(up, "");
+    let with_route = |authorize: &str, extra: &str| {
+        base.replace("    auth: none\n", &format!("    auth: keys\n    authorize: {authorize}\n")).replace(
+            "routes:\n",
+            &format!(
+                "authenticators:\n  keys:\n    api_key:\n      hmac_secret: {SECRET}\n      keys: []\n{extra}routes:\n"
+            ),
+        )
+    };
+    let dir = TempDir::new();
+    let cases = [
+        (with_route("{ roles: [writer] }", "roles:\n  reader: {}\n"), "`writer` is not declared"),
+        (
+            with_route("{ roles: [reader] }", "roles:\n  a: { includes: [b] }\n  b: { includes: [a] }\n  reader: {}\n"),
+            "cycle",
+        ),
+        (with_route("{ rolez: [reader] }", "roles:\n  reader: {}\n"), ""),
+        (with_route("{}", ""), "authorize: authenticated"),
+        (base.replace("    auth: none\n", "    auth: none\n    authorize: authenticated\n"), "needs an `auth` method"),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let path = dir.write(&format!("c{i}.yaml"), yaml);
+        let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+        assert_ne!(code, 0, "case {i} passed check:\n{out}");
+        assert!(err.contains(want), "case {i}: {err}");
+    }
+    // And a good one passes, with the stage in the printed chain.
+    let path = dir.write("good.yaml", &with_route("{ roles: [reader] }", "roles:\n  reader: {}\n"));
+    let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authorization[roles any of reader]"), "{out}");
+}
