@@ -233,6 +233,20 @@ impl PathPattern {
         Ok(PathPattern::Template(segments))
     }
 
+    /// The parameters a template captures (none for exact and prefix patterns).
+    pub fn param_names(&self) -> Vec<&str> {
+        match self {
+            PathPattern::Template(segments) => segments
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Param(name) => Some(name.as_str()),
+                    Segment::Literal(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether `path` (normalised: no dot or empty segments) is this pattern under `options`.
     pub fn matches(&self, path: &str, options: PathOptions, params: &mut Params) -> bool {
         let cs = options.case_sensitive;

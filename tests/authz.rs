@@ -83,6 +83,21 @@ routes:
       any_of:
         - {{ roles: [admin] }}
         - {{ scopes: {{ all_of: [orders:write, orders:read] }} }}
+  - name: user-orders
+    match:
+      path: {{ template: "/users/{{id}}/orders" }}
+    upstream: app
+    auth: keys
+    authorize:
+      owner: {{ param: id, principal: id, override: [admin] }}
+  - name: reports
+    match:
+      path: {{ prefix: /reports }}
+    upstream: app
+    auth: keys
+    authorize:
+      roles: [reader]
+      owner: {{ query: owner, principal: id }}
   - name: any
     match:
       path: {{ prefix: /any }}
@@ -150,6 +165,25 @@ fn the_matrix_of_principals_routes_and_methods() {
         (Some("alice"), "DELETE", "/docs/x/../a", 0),
         (Some("bob"), "DELETE", "/Docs/a/", 403),
         (Some("bob"), "DELETE", "/docs%2fa", 0),
+        // Ownership: the object the path names is the principal's, or an override role.
+        (Some("alice"), "GET", "/users/alice/orders", 200),
+        (Some("alice"), "GET", "/users/bob/orders", 403),
+        (Some("bob"), "GET", "/users/alice/orders", 403),
+        (Some("carol"), "GET", "/users/bob/orders", 200),
+        (Some("erin"), "GET", "/users/bob/orders", 200),
+        (Some("alice"), "GET", "/users/ALICE/orders", 403),
+        (Some("alice"), "GET", "/users/al%69ce/orders", 200),
+        (Some("alice"), "GET", "/users/bob%2f..%2falice/orders", 0),
+        (Some("alice"), "GET", "/users/alice/../bob/orders", 0),
+        (Some("alice"), "GET", "/users/bob;alice/orders", 0),
+        // By query parameter, beside a role; named twice is refused whichever comes first.
+        (Some("alice"), "GET", "/reports?owner=alice", 200),
+        (Some("alice"), "GET", "/reports?owner=bob", 403),
+        (Some("alice"), "GET", "/reports?owner=alice&owner=bob", 403),
+        (Some("alice"), "GET", "/reports?owner=bob&owner=alice", 403),
+        (Some("alice"), "GET", "/reports?%6fwner=bob&owner=alice", 403),
+        (Some("alice"), "GET", "/reports", 403),
+        (Some("dave"), "GET", "/reports?owner=dave", 403),
     ];
     let mut allowed = 0;
     for (who, method, path, want) in cases {

@@ -63,10 +63,39 @@ pub struct RuleConfig {
     /// Every one of these requirements holds.
     #[serde(default)]
     pub all_of: Option<Vec<AuthorizeConfig>>,
+    /// Object-level: the object the request names belongs to the principal.
+    #[serde(default)]
+    pub owner: Option<OwnerConfig>,
     /// Per method, a requirement that replaces this one (top level only). With `methods` and no other
     /// condition, a method not listed is denied.
     #[serde(default)]
     pub methods: Option<BTreeMap<String, AuthorizeConfig>>,
+}
+
+/// `owner: { param: id, principal: id }`, `owner: { query: user, claim: sub, override: [admin] }`: the
+/// value the request names (a path template parameter or a query parameter) must equal the principal's
+/// id or one of its claims; a principal with an override role gets through either way.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    #[serde(default)]
+    pub param: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    /// `id`: the principal's id (every authentication method has one).
+    #[serde(default)]
+    pub principal: Option<PrincipalField>,
+    /// A verified claim (JWT, introspection) holding a string.
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default, rename = "override")]
+    pub override_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalField {
+    Id,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -184,6 +213,29 @@ enum Condition {
     ScopesAny(Box<[String]>),
     AnyOf(Vec<Rule>),
     AllOf(Vec<Rule>),
+    Owner(Owner),
+}
+
+#[derive(Debug)]
+struct Owner {
+    source: Source,
+    /// `None`: the principal's id; otherwise this claim.
+    claim: Option<String>,
+    override_mask: u128,
+}
+
+#[derive(Debug)]
+enum Source {
+    Param(String),
+    Query(String),
+}
+
+/// What a decision looks at.
+struct Ctx<'a> {
+    p: &'a Principal,
+    mask: u128,
+    params: &'a [(String, String)],
+    query: Option<&'a str>,
 }
 
 /// A route's authorization stage.
@@ -206,9 +258,12 @@ impl Authz {
         config: &AuthorizeConfig,
         roles: &Arc<Roles>,
         route: &str,
+        path_params: &[&str],
         decisions: &Family<Vec<(String, String)>, Counter>,
     ) -> Result<Authz, String> {
         let mut ids = Vec::new();
+        let env = Env { roles, path_params };
+        let roles = &env;
         let (default, methods) = match config {
             AuthorizeConfig::Keyword(Keyword::Authenticated) => {
                 let id: Arc<str> = "authenticated".into();
@@ -227,7 +282,11 @@ impl Authz {
                     ids.push(id.clone());
                     methods.push((method, rule, id));
                 }
-                let has_default = r.roles.is_some() || r.scopes.is_some() || r.any_of.is_some() || r.all_of.is_some();
+                let has_default = r.roles.is_some()
+                    || r.scopes.is_some()
+                    || r.any_of.is_some()
+                    || r.all_of.is_some()
+                    || r.owner.is_some();
                 let default = if has_default {
                     let plain = RuleConfig { methods: None, ..(**r).clone() };
                     let id: Arc<str> = "authorize".into();
@@ -256,7 +315,7 @@ impl Authz {
             }
         }
         let description = describe(config);
-        Ok(Authz { roles: roles.clone(), default, methods, counters, unlisted, description })
+        Ok(Authz { roles: env.roles.clone(), default, methods, counters, unlisted, description })
     }
 
     pub fn describe(&self) -> String {
@@ -265,7 +324,8 @@ impl Authz {
 
     /// Decides for the exchange's principal and method; refuses with 403 (no hint of the rule).
     pub fn authorize(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
-        let decision = self.decide(ex.principal.as_deref(), &ex.parts.method);
+        let query = ex.parts.uri.query();
+        let decision = self.decide(ex.principal.as_deref(), &ex.parts.method, &ex.params, query);
         if let Some(c) = self.counters.get(&(decision.rule.clone(), decision.allowed)) {
             c.inc();
         }
@@ -278,7 +338,13 @@ impl Authz {
         }
     }
 
-    fn decide(&self, principal: Option<&Principal>, method: &Method) -> Decision {
+    fn decide(
+        &self,
+        principal: Option<&Principal>,
+        method: &Method,
+        params: &[(String, String)],
+        query: Option<&str>,
+    ) -> Decision {
         let chosen = self.methods.iter().find(|(m, _, _)| m == method).map(|(_, r, id)| (r, id));
         let Some((rule, id)) = chosen.or(self.default.as_ref().map(|(r, id)| (r, id))) else {
             return Decision { allowed: false, rule: self.unlisted.clone() };
@@ -287,8 +353,8 @@ impl Authz {
             // Authentication runs first; a route without a principal has nothing to authorize.
             return Decision { allowed: false, rule: id.clone() };
         };
-        let mask = self.roles.of(principal);
-        match failing(rule, principal, mask) {
+        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query };
+        match failing(rule, &ctx) {
             None => Decision { allowed: true, rule: id.clone() },
             Some(rule) => Decision { allowed: false, rule },
         }
@@ -296,15 +362,17 @@ impl Authz {
 }
 
 /// The id of the first condition that fails, or `None` if the rule holds.
-fn failing(rule: &Rule, p: &Principal, mask: u128) -> Option<Arc<str>> {
+fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
     let Rule::All(conditions) = rule else { return None };
+    let p = ctx.p;
     for (c, id) in conditions {
         let holds = match c {
-            Condition::Roles(want) => mask & want != 0,
+            Condition::Roles(want) => ctx.mask & want != 0,
             Condition::ScopesAll(s) => s.iter().all(|s| p.scopes.iter().any(|have| have == s)),
             Condition::ScopesAny(s) => s.iter().any(|s| p.scopes.iter().any(|have| have == s)),
-            Condition::AnyOf(rules) => rules.iter().any(|r| failing(r, p, mask).is_none()),
-            Condition::AllOf(rules) => rules.iter().all(|r| failing(r, p, mask).is_none()),
+            Condition::AnyOf(rules) => rules.iter().any(|r| failing(r, ctx).is_none()),
+            Condition::AllOf(rules) => rules.iter().all(|r| failing(r, ctx).is_none()),
+            Condition::Owner(o) => ctx.mask & o.override_mask != 0 || owns(o, ctx),
         };
         if !holds {
             return Some(id.clone());
@@ -313,9 +381,69 @@ fn failing(rule: &Rule, p: &Principal, mask: u128) -> Option<Arc<str>> {
     None
 }
 
+/// Whether the object the request names is the principal's. Any doubt is a no: the value missing,
+/// named twice, not valid UTF-8 once decoded, or the claim missing or not a string.
+fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
+    let named: Option<std::borrow::Cow<'_, str>> = match &o.source {
+        Source::Param(name) => {
+            let mut found = ctx.params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            match (found.next(), found.next()) {
+                (Some(v), None) => Some(v.into()),
+                _ => None,
+            }
+        }
+        Source::Query(name) => query_value(ctx.query.unwrap_or(""), name),
+    };
+    let Some(named) = named else { return false };
+    if named.is_empty() || named.contains('\u{fffd}') {
+        return false;
+    }
+    match &o.claim {
+        None => *named == *ctx.p.id,
+        Some(claim) => match ctx.p.claims.as_ref().and_then(|c| c.get(claim)) {
+            Some(serde_json::Value::String(s)) => *named == **s,
+            _ => false,
+        },
+    }
+}
+
+/// The one value of query parameter `name` (form decoding: `+` is a space, then percent-decoding);
+/// `None` when it is absent, given more than once, or not UTF-8.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    let decode = |s: &'q str| -> Option<std::borrow::Cow<'q, str>> {
+        let spaced: std::borrow::Cow<'q, str> = if s.contains('+') { s.replace('+', " ").into() } else { s.into() };
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+        String::from_utf8(bytes).ok().map(Into::into)
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(k)?.as_ref() == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(decode(v)?);
+        }
+    }
+    found
+}
+
+/// What compiling a route's requirement needs to know.
+struct Env<'a> {
+    roles: &'a Arc<Roles>,
+    /// The parameters the route's path template captures.
+    path_params: &'a [&'a str],
+}
+
+impl Env<'_> {
+    fn mask_of(&self, role: &str) -> Option<u128> {
+        self.roles.mask_of(role)
+    }
+}
+
 fn compile_rule(
     config: &AuthorizeConfig,
-    roles: &Roles,
+    roles: &Env<'_>,
     id: &str,
     ids: &mut Vec<Arc<str>>,
     nested: bool,
@@ -354,6 +482,28 @@ fn compile_rule(
         if !s.any_of.is_empty() {
             push(Condition::ScopesAny(s.any_of.clone().into()), format!("{id}.scopes.any_of"), ids);
         }
+    }
+    if let Some(o) = &r.owner {
+        let source = match (&o.param, &o.query) {
+            (Some(p), None) if roles.path_params.contains(&p.as_str()) => Source::Param(p.clone()),
+            (Some(p), None) => {
+                return Err(format!("{id}.owner.param: the route's path captures no `{{{p}}}` (use a path template)"))
+            }
+            (None, Some(q)) if !q.is_empty() => Source::Query(q.clone()),
+            _ => return Err(format!("{id}.owner needs exactly one of `param` or `query`")),
+        };
+        let claim = match (&o.principal, &o.claim) {
+            (Some(PrincipalField::Id), None) => None,
+            (None, Some(c)) if !c.is_empty() => Some(c.clone()),
+            _ => return Err(format!("{id}.owner needs exactly one of `principal: id` or `claim`")),
+        };
+        let mut override_mask = 0;
+        for role in &o.override_roles {
+            override_mask |= roles
+                .mask_of(role)
+                .ok_or_else(|| format!("{id}.owner.override: `{role}` is not declared under `roles`"))?;
+        }
+        push(Condition::Owner(Owner { source, claim, override_mask }), format!("{id}.owner"), ids);
     }
     for (list, any) in [(&r.any_of, true), (&r.all_of, false)] {
         let Some(list) = list else { continue };
@@ -395,6 +545,19 @@ fn describe(config: &AuthorizeConfig) -> String {
             }
             if let Some(a) = &r.all_of {
                 parts.push(format!("all of ({})", a.iter().map(describe).collect::<Vec<_>>().join("; ")));
+            }
+            if let Some(o) = &r.owner {
+                let named = o
+                    .param
+                    .as_ref()
+                    .map_or_else(|| format!("query {}", o.query.as_deref().unwrap_or("")), |p| format!("{{{p}}}"));
+                let whose = o.claim.as_ref().map_or_else(|| "principal id".to_owned(), |c| format!("claim {c}"));
+                let over = if o.override_roles.is_empty() {
+                    String::new()
+                } else {
+                    format!(" unless {}", o.override_roles.join("|"))
+                };
+                parts.push(format!("owner {named} = {whose}{over}"));
             }
             for (m, c) in r.methods.iter().flatten() {
                 parts.push(format!("{m}: {}", describe(c)));

@@ -27,11 +27,11 @@ fn principal(id: &str, roles: &[&str], scopes: &[&str]) -> Principal {
 
 fn authz(text: &str) -> Authz {
     let family = Family::default();
-    Authz::compile(&yaml(text), &roles(), "r", &family).unwrap()
+    Authz::compile(&yaml(text), &roles(), "r", &["id"], &family).unwrap()
 }
 
 fn decide(a: &Authz, p: &Principal, method: Method) -> (bool, String) {
-    let d = a.decide(Some(p), &method);
+    let d = a.decide(Some(p), &method, &[], None);
     (d.allowed, d.rule.to_string())
 }
 
@@ -83,13 +83,13 @@ fn methods_carry_their_own_requirement_and_unlisted_ones_are_denied() {
     assert!(!decide(&a, &reader, Method::DELETE).0);
     let a = authz("authenticated");
     assert_eq!(decide(&a, &principal("anyone", &[], &[]), Method::PATCH), (true, "authenticated".into()));
-    assert!(!a.decide(None, &Method::GET).allowed, "no principal, no access");
+    assert!(!a.decide(None, &Method::GET, &[], None).allowed, "no principal, no access");
 }
 
 #[test]
 fn config_mistakes_are_refused() {
     let family = Family::default();
-    let bad = |text: &str| Authz::compile(&yaml(text), &roles(), "r", &family).unwrap_err();
+    let bad = |text: &str| Authz::compile(&yaml(text), &roles(), "r", &["id"], &family).unwrap_err();
     assert!(bad("roles: [writer]").contains("not declared"));
     assert!(bad("roles: []").contains("empty"));
     assert!(bad("scopes: {}").contains("neither"));
@@ -109,8 +109,8 @@ fn config_mistakes_are_refused() {
 #[test]
 fn decisions_are_counted_per_rule() {
     let family = Family::default();
-    let a = Authz::compile(&yaml("roles: [admin]"), &roles(), "orders", &family).unwrap();
-    let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET);
+    let a = Authz::compile(&yaml("roles: [admin]"), &roles(), "orders", &[], &family).unwrap();
+    let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET, &[], None);
     assert!(a.counters.contains_key(&(Arc::from("authorize"), true)));
     assert!(a.counters.contains_key(&(Arc::from("authorize.roles"), false)));
 }
@@ -128,8 +128,50 @@ mod props {
             let text = if per_method { format!("methods: {{ {method}: {{ roles: [{role}] }} }}") } else { format!("roles: [{role}]") };
             let a = authz(&text);
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            prop_assert!(!a.decide(Some(&principal("nobody", &[], &["scope"])), &m).allowed);
-            prop_assert!(!a.decide(None, &m).allowed);
+            prop_assert!(!a.decide(Some(&principal("nobody", &[], &["scope"])), &m, &[], None).allowed);
+            prop_assert!(!a.decide(None, &m, &[], None).allowed);
         }
     }
+}
+
+#[test]
+fn owners_by_path_or_query_against_the_id_or_a_claim_with_an_override_role() {
+    let by_id = authz("owner: { param: id, principal: id, override: [admin] }");
+    let alice = principal("alice", &[], &[]);
+    let params = |v: &str| vec![("id".to_owned(), v.to_owned())];
+    let d = |a: &Authz, p: &Principal, params: &[(String, String)], q: Option<&str>| {
+        a.decide(Some(p), &Method::GET, params, q).allowed
+    };
+    assert!(d(&by_id, &alice, &params("alice"), None));
+    assert!(!d(&by_id, &alice, &params("bob"), None));
+    assert!(!d(&by_id, &alice, &params("Alice"), None), "ids compare exactly");
+    assert!(!d(&by_id, &alice, &params("alice\u{fffd}"), None));
+    assert!(!d(&by_id, &alice, &[], None), "no value, no ownership");
+    let twice = [("id".to_owned(), "alice".to_owned()), ("id".to_owned(), "bob".to_owned())];
+    assert!(!d(&by_id, &alice, &twice, None));
+    assert!(d(&by_id, &principal("root", &["admin"], &[]), &params("bob"), None), "override role");
+    assert!(!d(&by_id, &principal("ed", &["editor"], &[]), &params("bob"), None));
+
+    let by_claim = authz("owner: { query: user, claim: sub }");
+    let mut carol = principal("key-17", &[], &[]);
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"sub":"carol smith","n":5}"#).unwrap();
+    carol.claims = Some(Arc::new(claims));
+    assert!(d(&by_claim, &carol, &[], Some("user=carol+smith")));
+    assert!(d(&by_claim, &carol, &[], Some("a=1&user=carol%20smith")));
+    assert!(!d(&by_claim, &carol, &[], Some("user=carol+smith&user=dave")), "named twice");
+    assert!(!d(&by_claim, &carol, &[], Some("user=carol+smith&%75ser=dave")), "named twice, once encoded");
+    assert!(!d(&by_claim, &carol, &[], Some("user=dave")));
+    assert!(!d(&by_claim, &carol, &[], Some("user=%ff")));
+    assert!(!d(&by_claim, &carol, &[], None));
+    assert!(!d(&by_claim, &principal("key-18", &[], &[]), &[], Some("user=carol+smith")), "no claims");
+    let by_number = authz("owner: { query: n, claim: n }");
+    assert!(!d(&by_number, &carol, &[], Some("n=5")), "only string claims are owners");
+
+    let family = Family::default();
+    let bad = |text: &str| Authz::compile(&yaml(text), &roles(), "r", &["id"], &family).unwrap_err();
+    assert!(bad("owner: { param: user, principal: id }").contains("captures no `{user}`"));
+    assert!(bad("owner: { param: id, query: id, principal: id }").contains("exactly one of `param`"));
+    assert!(bad("owner: { param: id }").contains("exactly one of `principal: id`"));
+    assert!(bad("owner: { param: id, principal: id, override: [root] }").contains("not declared"));
 }

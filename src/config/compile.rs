@@ -259,7 +259,7 @@ fn route(
                 "`authorize` needs an `auth` method: a public route has no principal".into(),
             ));
         }
-        let authz = crate::authz::Authz::compile(a, roles, &r.name, metrics.authz_decisions())
+        let authz = crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), metrics.authz_decisions())
             .map_err(|m| err("authorize", "", m))?;
         stages.push(Stage::Authorization(authz));
     }
