@@ -209,6 +209,10 @@ fn print_quickstart() {
          \n  curl -k https://127.0.0.1:8443/users/42\
          \n  curl -k -i https://127.0.0.1:8443/private/data         # 401: needs an API key\
          \n  curl -k -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/private/data\
+         \n  curl -k -i -X DELETE -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/private/data  # 403: needs admin\
+         \n  curl -k -X DELETE -H 'X-API-Key: pcs_lkxqo2sd_dxpgsvs7zhxelocag2yx37sgxjglhgmpp6il2sa' https://127.0.0.1:8443/private/data  # the admin key\
+         \n  curl -k -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/quickstart-demo/profile\
+         \n  curl -k -i -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/someone-else/profile  # 403\
          \n  curl -k -i https://127.0.0.1:8443/nowhere          # 404 problem+json\
          \n  curl -k -i 'https://127.0.0.1:8443/echo/%2e%2e/x'   # 400: dot segments refused\
          \n  curl -i http://127.0.0.1:8080/echo/hello           # 308 to HTTPS\

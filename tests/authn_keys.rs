@@ -34,6 +34,7 @@ routes:
       path: {{ prefix: / }}
     upstream: app
     auth: keys
+    authorize: authenticated
 logging:
   level: info
   access_log: true

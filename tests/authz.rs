@@ -255,6 +255,16 @@ fn check_refuses_mistakes_in_authorization() {
         (with_route("{ rolez: [reader] }", "roles:\n  reader: {}\n"), ""),
         (with_route("{}", ""), "authorize: authenticated"),
         (base.replace("    auth: none\n", "    auth: none\n    authorize: authenticated\n"), "needs an `auth` method"),
+        // Authentication without authorization is a decision someone must write down.
+        (
+            with_route("authenticated", "").replace("    authorize: authenticated\n", ""),
+            "says nothing of what they may do: add `authorize: authenticated`",
+        ),
+        // A sensitive route cannot be entered with an API key alone.
+        (
+            with_route("authenticated", "").replace("    auth: keys\n", "    auth: keys\n    sensitive: true\n"),
+            "API key alone",
+        ),
     ];
     for (i, (yaml, want)) in cases.iter().enumerate() {
         let path = dir.write(&format!("c{i}.yaml"), yaml);

@@ -55,22 +55,27 @@ routes:
     match: {{ path: {{ prefix: /any }} }}
     upstream: app
     auth: {{ any_of: [keys, sso, signed] }}
+    authorize: authenticated
   - name: all
     match: {{ path: {{ prefix: /all }} }}
     upstream: app
     auth: {{ all_of: [keys, sso] }}
+    authorize: authenticated
   - name: fwd
     match: {{ path: {{ prefix: /fwd }} }}
     upstream: app
     auth: {{ any_of: [keys, sso-fwd] }}
+    authorize: authenticated
   - name: cookie-fwd
     match: {{ path: {{ prefix: /cookie-fwd }} }}
     upstream: app
     auth: {{ any_of: [keys, sso-cookie-fwd] }}
+    authorize: authenticated
   - name: cookie
     match: {{ path: {{ prefix: /cookie }} }}
     upstream: app
     auth: {{ any_of: [keys, sso-cookie] }}
+    authorize: authenticated
 logging:
   level: info
 "#,

@@ -40,6 +40,7 @@ routes:
       path: {{ prefix: /keyed }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: open
     match:
       path: {{ prefix: / }}

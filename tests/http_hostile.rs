@@ -938,6 +938,7 @@ routes:
       path: {{ prefix: /keyed }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: ro
     match:
       path: {{ prefix: /ro }}

@@ -112,10 +112,12 @@ routes:
     match: {{ path: {{ prefix: /tight }} }}
     upstream: app
     auth: tight
+    authorize: authenticated
   - name: wide
     match: {{ path: {{ prefix: /wide }} }}
     upstream: app
     auth: wide
+    authorize: authenticated
 logging:
   level: info
 "#,

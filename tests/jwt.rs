@@ -236,11 +236,13 @@ routes:
       path: {{ prefix: /mixed }}
     upstream: app
     auth: mixed
+    authorize: authenticated
   - name: app
     match:
       path: {{ prefix: / }}
     upstream: app
     auth: sso
+    authorize: authenticated
 logging:
   level: info
 admin:
@@ -586,6 +588,7 @@ routes:
       path: {{ prefix: / }}
     upstream: app
     auth: web
+    authorize: authenticated
 logging:
   level: info
 "#,
@@ -631,7 +634,7 @@ fn config_errors_are_reported() {
         let yaml = format!(
             "listeners:\n  - name: main\n    address: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - address: 127.0.0.1:9\n\
              authenticators:\n  sso:\n    jwt:\n      issuer: https://idp.test\n      audiences: [api]\n      {snippet}\n\
-             routes:\n  - name: app\n    match:\n      path: {{ prefix: / }}\n    upstream: app\n    auth: sso\n"
+             routes:\n  - name: app\n    match:\n      path: {{ prefix: / }}\n    upstream: app\n    auth: sso\n    authorize: authenticated\n"
         );
         let path = dir.write("bad.yaml", &yaml);
         let (code, out, err) = portcullis(&["check", "-c", &path_str(&path)], &[]);
@@ -735,11 +738,13 @@ routes:
       path: {{ prefix: /opaque }}
     upstream: app
     auth: opaque
+    authorize: authenticated
   - name: app
     match:
       path: {{ prefix: / }}
     upstream: app
     auth: sso
+    authorize: authenticated
 logging:
   level: info
 "#,
@@ -814,6 +819,7 @@ routes:
       path: {{ prefix: / }}
     upstream: app
     auth: sso
+    authorize: authenticated
 logging:
   level: info
 "#,
@@ -870,6 +876,7 @@ routes:
       path: {{ prefix: / }}
     upstream: app
     auth: {{ any_of: [staff, partners] }}
+    authorize: authenticated
 "#,
         up.addr,
         keys_a.url(),

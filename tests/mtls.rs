@@ -129,7 +129,8 @@ struct Setup {
 }
 
 fn route(name: &str, auth: &str) -> String {
-    format!("  - name: {name}\n    match:\n      path: {{ prefix: /{name} }}\n    upstream: app\n    auth: {auth}\n")
+    let authorize = if auth == "none" { "" } else { "    authorize: authenticated\n" };
+    format!("  - name: {name}\n    match:\n      path: {{ prefix: /{name} }}\n    upstream: app\n    auth: {auth}\n{authorize}")
 }
 
 fn start() -> Setup {

@@ -202,26 +202,31 @@ routes:
       path: {{ prefix: /jwt }}
     upstream: app
     auth: sso
+    authorize: authenticated
   - name: jwt-uri
     match:
       path: {{ prefix: /uri }}
     upstream: app
     auth: sso-uri
+    authorize: authenticated
   - name: opaque
     match:
       path: {{ prefix: /opaque }}
     upstream: app
     auth: opaque
+    authorize: authenticated
   - name: post
     match:
       path: {{ prefix: /post }}
     upstream: app
     auth: opaque-post
+    authorize: authenticated
   - name: either
     match:
       path: {{ prefix: /either }}
     upstream: app
     auth: {{ any_of: [sso, opaque] }}
+    authorize: authenticated
 logging:
   level: info
 "#

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 
 const DEMO_KEY: &str = "pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva";
+const ADMIN_KEY: &str = "pcs_lkxqo2sd_dxpgsvs7zhxelocag2yx37sgxjglhgmpp6il2sa";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -41,6 +42,22 @@ fn quickstart_config_serves_what_the_readme_shows() {
     let (code, _, body) =
         curl(&["-k", "-H", &format!("X-API-Key: {DEMO_KEY}"), &format!("https://{https}/private/data")]);
     assert_eq!(code, 200, "{body}");
+    // Authorization: the demo key is a reader; deleting needs the admin key.
+    let with = |key: &str, method: &str, path: &str| {
+        let (code, _, body) =
+            curl(&["-k", "-X", method, "-H", &format!("X-API-Key: {key}"), &format!("https://{https}{path}")]);
+        (code, body)
+    };
+    let (code, body) = with(DEMO_KEY, "DELETE", "/private/data");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("urn:portcullis:problem:forbidden"), "{body}");
+    assert_eq!(with(ADMIN_KEY, "DELETE", "/private/data").0, 200);
+    assert_eq!(with(ADMIN_KEY, "GET", "/private/data").0, 200, "admin includes reader");
+    // Ownership: each principal sees its own profile.
+    assert_eq!(with(DEMO_KEY, "GET", "/users/quickstart-demo/profile").0, 200);
+    assert_eq!(with(DEMO_KEY, "GET", "/users/quickstart-admin/profile").0, 403);
+    assert_eq!(with(DEMO_KEY, "GET", "/users/Quickstart-Demo/profile").0, 403);
+    assert_eq!(with(ADMIN_KEY, "GET", "/users/quickstart-demo/profile").0, 200, "override role");
 
     let (code, _, body) = curl(&["-k", &format!("https://{https}/nowhere")]);
     assert_eq!(code, 404);

@@ -42,6 +42,7 @@ routes:
       path: {{ prefix: /admin }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: ro
     match:
       hosts: [ro.io]
@@ -49,6 +50,7 @@ routes:
       methods: [GET]
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: ro-public
     match:
       hosts: [ro.io]
@@ -61,6 +63,7 @@ routes:
       path: {{ prefix: /app }}
     upstream: app
     auth: keys
+    authorize: authenticated
     cors:
       allow_origins: [https://app.example.com]
       allow_methods: [GET, POST]
@@ -69,11 +72,13 @@ routes:
       path: {{ exact: /settings }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: user
     match:
       path: {{ template: "/users/{{id}}" }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: matrix
     match:
       path: {{ prefix: /legacy }}
@@ -85,6 +90,7 @@ routes:
       path: {{ prefix: /legacy/admin }}
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: strict
     match:
       path: {{ exact: /Strict }}
@@ -92,6 +98,7 @@ routes:
       trailing_slash: strict
     upstream: app
     auth: keys
+    authorize: authenticated
   - name: public
     match:
       path: {{ prefix: / }}

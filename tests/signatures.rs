@@ -170,6 +170,7 @@ routes:
       path: {{ prefix: / }}
     upstream: app
     auth: signed
+    authorize: authenticated
 logging:
   level: info
 admin:

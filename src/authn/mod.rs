@@ -436,6 +436,17 @@ impl Authn {
     }
 
     /// True for a public route (`auth: none`): nothing to check, no stage in the chain.
+    /// True if a caller could get in with an API key and nothing else: one of `any_of` is an API key,
+    /// or every one of `all_of` is.
+    pub fn api_key_alone(&self) -> bool {
+        let key = |m: &Arc<Method>| matches!(**m, Method::ApiKey(_));
+        match &self.mode {
+            Mode::None => false,
+            Mode::AnyOf(m) => m.iter().any(|(_, m)| key(m)),
+            Mode::AllOf(m) => m.iter().all(|(_, m)| key(m)),
+        }
+    }
+
     pub fn is_public(&self) -> bool {
         matches!(self.mode, Mode::None)
     }

@@ -248,8 +248,27 @@ fn route(
     let mut stages = Vec::new();
     let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
     let public = authn.is_public();
+    let api_key_alone = authn.api_key_alone();
     if !public {
         stages.push(Stage::Authentication(authn));
+    }
+    if r.sensitive && api_key_alone {
+        return Err(err(
+            "sensitive",
+            "true",
+            "a sensitive route cannot be entered with an API key alone: use a JWT, introspection, mutual TLS \
+             or signed requests, or `auth: { all_of: [<api key>, <another method>] }`"
+                .into(),
+        ));
+    }
+    if r.authorize.is_none() && !public {
+        return Err(err(
+            "authorize",
+            "",
+            "the route authenticates callers but says nothing of what they may do: add `authorize: authenticated` \
+             (any authenticated caller) or a requirement such as `authorize: { roles: [reader] }`"
+                .into(),
+        ));
     }
     if let Some(a) = &r.authorize {
         if public {

@@ -135,6 +135,9 @@ pub struct Route {
     /// requirements (see `authz`).
     #[serde(default)]
     pub authorize: Option<crate::authz::AuthorizeConfig>,
+    /// An API key alone is not enough for this route (`check` refuses an `auth` that allows it).
+    #[serde(default)]
+    pub sensitive: bool,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.
