@@ -344,6 +344,16 @@ pub enum Reject {
     /// Authorization refused the principal (which rule did is in the exchange's decision, never in the
     /// answer).
     Forbidden,
+    /// The body sets a field (this JSON pointer) none of the principal's roles may set. The pointer is
+    /// named in the answer; the value never is.
+    ForbiddenProperty(Box<str>),
+    /// A JSON body that cannot be read (or has a duplicate key): where, and why (for the logs).
+    MalformedJson {
+        offset: u64,
+        reason: &'static str,
+    },
+    /// A body of a media type the route cannot judge (a route with property rules reads JSON only).
+    UnsupportedMediaType,
     /// A credential (or any request, with `plain_http: refuse`) on a plain-HTTP listener.
     InsecureTransport,
     /// An `Expect` other than `100-continue`.
@@ -366,7 +376,11 @@ impl Reject {
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden | Reject::InsecureTransport | Reject::Forbidden => StatusCode::FORBIDDEN,
+            Reject::CorsForbidden | Reject::InsecureTransport | Reject::Forbidden | Reject::ForbiddenProperty(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Reject::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -390,6 +404,9 @@ impl Reject {
             Reject::Unauthorized { .. } => ("unauthorized", "Authentication is required"),
             Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
             Reject::Forbidden => ("forbidden", "The request is not allowed"),
+            Reject::ForbiddenProperty(_) => ("forbidden-property", "The request sets a field it may not set"),
+            Reject::MalformedJson { .. } => ("malformed-json", "The request body is not valid JSON"),
+            Reject::UnsupportedMediaType => ("unsupported-media-type", "The request body's media type is not accepted"),
             Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
             Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
@@ -408,7 +425,8 @@ impl Reject {
             | Reject::BadGateway(r)
             | Reject::GatewayTimeout(r)
             | Reject::InvalidPath(r)
-            | Reject::Internal(r) => r,
+            | Reject::Internal(r)
+            | Reject::MalformedJson { reason: r, .. } => r,
             _ => self.kind().0,
         }
     }

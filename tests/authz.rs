@@ -98,6 +98,16 @@ routes:
     authorize:
       roles: [reader]
       owner: {{ query: owner, principal: id }}
+  - name: profile
+    match:
+      path: {{ prefix: /profile }}
+    upstream: app
+    auth: keys
+    authorize:
+      roles: [reader]
+      properties:
+        reader: [/name, /address/city, /tags/*]
+        admin: [/role]
   - name: any
     match:
       path: {{ prefix: /any }}
@@ -277,4 +287,70 @@ fn check_refuses_mistakes_in_authorization() {
     let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("authorization[roles any of reader]"), "{out}");
+}
+
+fn send_body(s: &Setup, who: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", s.gw.addr("main"));
+    let key = format!("X-API-Key: {}", s.keys[who]);
+    let ct = format!("Content-Type: {content_type}");
+    let (code, _, body) = curl(&["-X", method, "-H", &key, "-H", &ct, "--data-binary", body, &url]);
+    (code, body)
+}
+
+#[test]
+fn mass_assignment_is_refused_field_by_field() {
+    let s = setup();
+    let json = "application/json";
+    // (who, method, content type, body, status, problem slug, pointer)
+    let cases: &[(&str, &str, &str, &str, u16, &str, &str)] = &[
+        ("alice", "PATCH", json, r#"{"name":"x"}"#, 200, "", ""),
+        ("alice", "PATCH", json, r#"{"role":"admin"}"#, 403, "forbidden-property", "/role"),
+        ("alice", "PUT", json, r#"{"name":"x","role":"admin"}"#, 403, "forbidden-property", "/role"),
+        (
+            "alice",
+            "POST",
+            "application/merge-patch+json",
+            r#"{"r\u006fle":"admin"}"#,
+            403,
+            "forbidden-property",
+            "/role",
+        ),
+        ("alice", "PATCH", json, r#"{"address":{"city":"c","zip":"1"}}"#, 403, "forbidden-property", "/address/zip"),
+        ("alice", "PATCH", json, r#"{"address":{"city":"c"},"tags":["a",{"x":1}]}"#, 200, "", ""),
+        ("alice", "PATCH", json, r#"{"address":{}}"#, 403, "forbidden-property", "/address"),
+        ("alice", "PATCH", json, r#"[{"role":"admin"}]"#, 403, "forbidden-property", "/0/role"),
+        // Parsers disagree on which of two keys wins: refused, as malformed.
+        ("alice", "PATCH", json, r#"{"name":"a","name":"b"}"#, 400, "malformed-json", ""),
+        ("alice", "PATCH", json, r#"{"role":"x","role":"y"}"#, 400, "malformed-json", ""),
+        ("alice", "PATCH", json, r#"{"name": "#, 400, "malformed-json", ""),
+        ("alice", "PATCH", json, r#"{"name":"x"} {"role":"admin"}"#, 400, "malformed-json", ""),
+        // A body the gateway cannot judge does not pass as if it were empty.
+        ("alice", "POST", "application/x-www-form-urlencoded", "role=admin", 415, "unsupported-media-type", ""),
+        ("alice", "PATCH", "text/plain", r#"{"role":"admin"}"#, 415, "unsupported-media-type", ""),
+        // Roles add up: an admin is a reader too.
+        ("carol", "PATCH", json, r#"{"name":"y","role":"x"}"#, 200, "", ""),
+        ("dave", "PATCH", json, r#"{"name":"y"}"#, 403, "forbidden", ""),
+    ];
+    for (who, method, ct, body, want, slug, pointer) in cases {
+        let before = s.up.hits();
+        let (code, answer) = send_body(&s, who, method, "/profile/me", ct, body);
+        assert_eq!(code, *want, "{who} {method} {ct} {body}: {answer}");
+        if code == 200 {
+            assert_eq!(s.up.hits(), before + 1);
+            assert_eq!(s.up.last().unwrap().body, body.as_bytes(), "the body goes upstream as sent");
+            continue;
+        }
+        assert_eq!(s.up.hits(), before, "{who} {method} {body} reached the upstream");
+        assert_eq!(problem_type(&answer), problem(slug), "{answer}");
+        let doc: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        if !pointer.is_empty() {
+            assert_eq!(doc["pointer"], *pointer, "{answer}");
+            assert!(!answer.contains("admin\""), "the value is never echoed: {answer}");
+        }
+        if *slug == "malformed-json" {
+            assert!(doc["offset"].as_u64().is_some_and(|o| o as usize <= body.len()), "{answer}");
+        }
+    }
+    // A GET reads no body and is judged on the head alone.
+    assert_eq!(send(&s, Some("alice"), "GET", "/profile/me").0, 200);
 }

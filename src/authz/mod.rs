@@ -10,6 +10,8 @@
 //! includes, transitively. A principal's roles (from authentication and from `principals:`) are looked
 //! up once per request and or-ed together; a requirement on roles is one AND of masks.
 
+mod properties;
+
 use crate::exchange::{Decision, Exchange, Principal, Reject};
 use http::Method;
 use prometheus_client::metrics::counter::Counter;
@@ -70,6 +72,10 @@ pub struct RuleConfig {
     /// condition, a method not listed is denied.
     #[serde(default)]
     pub methods: Option<BTreeMap<String, AuthorizeConfig>>,
+    /// Property level (top level only): per role, the JSON pointers of the body fields a POST, PUT or
+    /// PATCH may set (`*` matches one segment; a pointer allows what is under it). Any other field: 403.
+    #[serde(default)]
+    pub properties: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// `owner: { param: id, principal: id }`, `owner: { query: user, claim: sub, override: [admin] }`: the
@@ -248,6 +254,9 @@ pub struct Authz {
     counters: HashMap<(Arc<str>, bool), Counter>,
     /// The rule id of a method with no requirement (when only `methods` is given).
     unlisted: Arc<str>,
+    /// Per role bit, the body fields it may set; `None` when the route has no property rules.
+    properties: Option<Vec<(u128, Vec<properties::Pattern>)>>,
+    properties_rule: Arc<str>,
     description: String,
 }
 
@@ -262,6 +271,7 @@ impl Authz {
         decisions: &Family<Vec<(String, String)>, Counter>,
     ) -> Result<Authz, String> {
         let mut ids = Vec::new();
+        let mut property_rules = None;
         let env = Env { roles, path_params };
         let roles = &env;
         let (default, methods) = match config {
@@ -278,9 +288,25 @@ impl Authz {
                         _ => return Err(format!("authorize.methods: `{m}` is not an HTTP method (upper case)")),
                     };
                     let id: Arc<str> = format!("authorize.methods.{m}").into();
-                    let rule = compile_rule(c, roles, &id, &mut ids, false)?;
+                    let rule = compile_rule(c, roles, &id, &mut ids, true)?;
                     ids.push(id.clone());
                     methods.push((method, rule, id));
+                }
+                if let Some(props) = &r.properties {
+                    let mut compiled = Vec::new();
+                    for (role, pointers) in props {
+                        let bit = env
+                            .mask_of(role)
+                            .ok_or_else(|| format!("authorize.properties: `{role}` is not declared under `roles`"))?;
+                        let patterns = pointers
+                            .iter()
+                            .map(|p| {
+                                properties::Pattern::parse(p).map_err(|m| format!("authorize.properties.{role}: {m}"))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        compiled.push((bit, patterns));
+                    }
+                    property_rules = Some(compiled);
                 }
                 let has_default = r.roles.is_some()
                     || r.scopes.is_some()
@@ -288,7 +314,7 @@ impl Authz {
                     || r.all_of.is_some()
                     || r.owner.is_some();
                 let default = if has_default {
-                    let plain = RuleConfig { methods: None, ..(**r).clone() };
+                    let plain = RuleConfig { methods: None, properties: None, ..(**r).clone() };
                     let id: Arc<str> = "authorize".into();
                     let rule = compile_rule(&AuthorizeConfig::Rule(Box::new(plain)), roles, &id, &mut ids, false)?;
                     ids.push(id.clone());
@@ -303,6 +329,8 @@ impl Authz {
         };
         let unlisted: Arc<str> = "authorize.methods (method not listed)".into();
         ids.push(unlisted.clone());
+        let properties_rule: Arc<str> = "authorize.properties".into();
+        ids.push(properties_rule.clone());
         let mut counters = HashMap::new();
         for id in ids {
             for allowed in [true, false] {
@@ -315,11 +343,65 @@ impl Authz {
             }
         }
         let description = describe(config);
-        Ok(Authz { roles: env.roles.clone(), default, methods, counters, unlisted, description })
+        Ok(Authz {
+            roles: env.roles.clone(),
+            default,
+            methods,
+            counters,
+            unlisted,
+            properties: property_rules,
+            properties_rule,
+            description,
+        })
     }
 
     pub fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    /// True if the route has property rules: the body of a POST, PUT or PATCH is then read whole.
+    pub fn may_read_body(&self) -> bool {
+        self.properties.is_some()
+    }
+
+    /// True if this request's body must be checked against the property rules.
+    pub fn needs_body(&self, method: &Method) -> bool {
+        self.properties.is_some() && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    }
+
+    /// The property rules against the body (read whole): the fields it sets must all be allowed to one
+    /// of the principal's roles. A body that is not JSON is 415, malformed JSON or a duplicate key 400
+    /// (with the byte offset), a field no role of the principal may set 403 naming its pointer.
+    pub fn check_properties(&self, ex: &mut Exchange<'_>, body: &[u8]) -> Result<(), Reject> {
+        let Some(rules) = &self.properties else { return Ok(()) };
+        if body.is_empty() {
+            return Ok(());
+        }
+        let json = ex
+            .parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        if !json {
+            return Err(Reject::UnsupportedMediaType);
+        }
+        let leaves = properties::leaves(body).map_err(|m| Reject::MalformedJson {
+            offset: m.offset,
+            reason: if m.duplicate_key { "duplicate key" } else { "malformed JSON" },
+        })?;
+        let mask = ex.principal.as_deref().map_or(0, |p| self.roles.of(p));
+        let allowed: Vec<&properties::Pattern> =
+            rules.iter().filter(|(bit, _)| mask & bit != 0).flat_map(|(_, p)| p.iter()).collect();
+        if let Some(leaf) = leaves.iter().find(|l| !allowed.iter().any(|p| p.allows(l))) {
+            if let Some(c) = self.counters.get(&(self.properties_rule.clone(), false)) {
+                c.inc();
+            }
+            ex.authz = Some(Decision { allowed: false, rule: self.properties_rule.clone() });
+            return Err(Reject::ForbiddenProperty(leaf.as_str().into()));
+        }
+        Ok(())
     }
 
     /// Decides for the exchange's principal and method; refuses with 403 (no hint of the rule).
@@ -452,8 +534,8 @@ fn compile_rule(
         AuthorizeConfig::Keyword(Keyword::Authenticated) => return Ok(Rule::Authenticated),
         AuthorizeConfig::Rule(r) => r,
     };
-    if nested && r.methods.is_some() {
-        return Err(format!("{id}: `methods` is allowed only at the top of `authorize`"));
+    if nested && (r.methods.is_some() || r.properties.is_some()) {
+        return Err(format!("{id}: `methods` and `properties` are allowed only at the top of `authorize`"));
     }
     let mut conditions = Vec::new();
     let mut push = |c: Condition, name: String, ids: &mut Vec<Arc<str>>| {

@@ -43,7 +43,7 @@ impl Stage {
     pub fn may_read_body(&self) -> bool {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
-            Stage::Authorization(_) => false,
+            Stage::Authorization(a) => a.may_read_body(),
         }
     }
 
@@ -63,7 +63,14 @@ impl Stage {
                 }
                 Ok(())
             }
-            Stage::Authorization(a) => a.authorize(ex),
+            Stage::Authorization(a) => {
+                a.authorize(ex)?;
+                if a.needs_body(&ex.parts.method) {
+                    let body = read_body(ex).await?;
+                    a.check_properties(ex, &body)?;
+                }
+                Ok(())
+            }
         }
     }
 }

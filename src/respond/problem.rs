@@ -14,8 +14,16 @@ impl Reject {
     /// The problem document. `request_id` is always a validated token (no JSON escaping needed).
     fn document(&self, request_id: &str) -> String {
         let (slug, title) = self.kind();
+        // RFC 9457 extension members: where in the body the problem is (never a value from it).
+        let extension = match self {
+            Reject::ForbiddenProperty(pointer) => {
+                format!(",\"pointer\":{}", serde_json::Value::String(pointer.to_string()))
+            }
+            Reject::MalformedJson { offset, .. } => format!(",\"offset\":{offset}"),
+            _ => String::new(),
+        };
         format!(
-            "{{\"type\":\"{TYPE_PREFIX}{slug}\",\"title\":\"{title}\",\"status\":{},\"request_id\":\"{request_id}\"}}",
+            "{{\"type\":\"{TYPE_PREFIX}{slug}\",\"title\":\"{title}\",\"status\":{},\"request_id\":\"{request_id}\"{extension}}}",
             self.status().as_u16()
         )
     }
