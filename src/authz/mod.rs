@@ -420,7 +420,9 @@ impl Authz {
         }
     }
 
-    fn decide(
+    /// The decision for `principal` (`None`: not authenticated) taking `method` on the route, with the
+    /// path parameters and the query the request named.
+    pub fn decide(
         &self,
         principal: Option<&Principal>,
         method: &Method,
