@@ -354,3 +354,103 @@ fn mass_assignment_is_refused_field_by_field() {
     // A GET reads no body and is judged on the head alone.
     assert_eq!(send(&s, Some("alice"), "GET", "/profile/me").0, 200);
 }
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An HS256 token with these claims, as an identity provider sharing `secret` would sign it.
+fn hs256(secret: &str, claims: &serde_json::Value) -> String {
+    let input = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+}
+
+#[test]
+fn tenants_from_the_path_or_the_host_must_be_the_principals() {
+    let up = Upstream::start("app");
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {up}
+authenticators:
+  sso:
+    jwt:
+      issuer: https://idp.test
+      audiences: [api]
+      algorithms: [HS256]
+      hmac_secret: {SECRET}
+      tenant_claim: org.tenant
+routes:
+  - name: by-path
+    match:
+      path: {{ template: "/t/{{tenant}}/items" }}
+    upstream: app
+    auth: sso
+    authorize:
+      tenant: {{ param: tenant }}
+  - name: by-host
+    match:
+      hosts: ["*.api.test"]
+      path: {{ prefix: /h }}
+    upstream: app
+    auth: sso
+    authorize:
+      tenant: {{ host: "{{tenant}}.api.test" }}
+logging:
+  level: info
+"#,
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = |org: serde_json::Value| {
+        hs256(
+            SECRET,
+            &serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": "u1", "iat": now, "exp": now + 600, "org": org}),
+        )
+    };
+    let acme = token(serde_json::json!({"tenant": "acme"}));
+    let none = token(serde_json::json!({}));
+    let addr = gw.addr("main");
+    let get = |token: &str, host: &str, path: &str| {
+        let (code, _, body) = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{addr}{path}"),
+        ]);
+        (code, body)
+    };
+    let cases: &[(&str, &str, &str, u16)] = &[
+        (&acme, "a", "/t/acme/items", 200),
+        (&acme, "a", "/t/globex/items", 403),
+        (&acme, "a", "/t/ACME/items", 403),
+        (&acme, "a", "/t/ac%6de/items", 200),
+        (&none, "a", "/t/acme/items", 403),
+        (&acme, "acme.api.test", "/h/x", 200),
+        (&acme, "ACME.Api.Test:8443", "/h/x", 200),
+        (&acme, "globex.api.test", "/h/x", 403),
+        (&acme, "acme.globex.api.test", "/h/x", 403),
+        (&none, "acme.api.test", "/h/x", 403),
+    ];
+    let mut allowed = 0;
+    for (token, host, path, want) in cases {
+        let before = up.hits();
+        let (code, body) = get(token, host, path);
+        assert_eq!(code, *want, "{host} {path}: {body}");
+        if code == 200 {
+            allowed += 1;
+        } else {
+            assert_eq!(up.hits(), before, "{host} {path} reached the upstream");
+            assert_eq!(problem_type(&body), problem("forbidden"), "{body}");
+        }
+    }
+    assert_eq!(up.hits(), allowed);
+}

@@ -68,6 +68,9 @@ pub struct RuleConfig {
     /// Object-level: the object the request names belongs to the principal.
     #[serde(default)]
     pub owner: Option<OwnerConfig>,
+    /// Tenant isolation: the principal's tenant is the one the request names.
+    #[serde(default)]
+    pub tenant: Option<TenantConfig>,
     /// Per method, a requirement that replaces this one (top level only). With `methods` and no other
     /// condition, a method not listed is denied.
     #[serde(default)]
@@ -102,6 +105,17 @@ pub struct OwnerConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalField {
     Id,
+}
+
+/// `tenant: { param: tenant }` (a path template parameter) or `tenant: { host: "{tenant}.api.example.com" }`
+/// (a label of the request's host, compared without regard to case, as host names are).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    pub param: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -220,6 +234,14 @@ enum Condition {
     AnyOf(Vec<Rule>),
     AllOf(Vec<Rule>),
     Owner(Owner),
+    Tenant(TenantSource),
+}
+
+#[derive(Debug)]
+enum TenantSource {
+    Param(String),
+    /// The host's labels, lower case; `None` is the tenant's.
+    Host(Vec<Option<String>>),
 }
 
 #[derive(Debug)]
@@ -242,6 +264,7 @@ struct Ctx<'a> {
     mask: u128,
     params: &'a [(String, String)],
     query: Option<&'a str>,
+    host: Option<&'a str>,
 }
 
 /// A route's authorization stage.
@@ -312,7 +335,8 @@ impl Authz {
                     || r.scopes.is_some()
                     || r.any_of.is_some()
                     || r.all_of.is_some()
-                    || r.owner.is_some();
+                    || r.owner.is_some()
+                    || r.tenant.is_some();
                 let default = if has_default {
                     let plain = RuleConfig { methods: None, properties: None, ..(**r).clone() };
                     let id: Arc<str> = "authorize".into();
@@ -407,7 +431,8 @@ impl Authz {
     /// Decides for the exchange's principal and method; refuses with 403 (no hint of the rule).
     pub fn authorize(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         let query = ex.parts.uri.query();
-        let decision = self.decide(ex.principal.as_deref(), &ex.parts.method, &ex.params, query);
+        let host = request_host(&ex.parts);
+        let decision = self.decide_at(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host);
         if let Some(c) = self.counters.get(&(decision.rule.clone(), decision.allowed)) {
             c.inc();
         }
@@ -429,6 +454,18 @@ impl Authz {
         params: &[(String, String)],
         query: Option<&str>,
     ) -> Decision {
+        self.decide_at(principal, method, params, query, None)
+    }
+
+    /// As [`Authz::decide`], with the request's host (for tenants taken from it).
+    pub fn decide_at(
+        &self,
+        principal: Option<&Principal>,
+        method: &Method,
+        params: &[(String, String)],
+        query: Option<&str>,
+        host: Option<&str>,
+    ) -> Decision {
         let chosen = self.methods.iter().find(|(m, _, _)| m == method).map(|(_, r, id)| (r, id));
         let Some((rule, id)) = chosen.or(self.default.as_ref().map(|(r, id)| (r, id))) else {
             return Decision { allowed: false, rule: self.unlisted.clone() };
@@ -437,7 +474,7 @@ impl Authz {
             // Authentication runs first; a route without a principal has nothing to authorize.
             return Decision { allowed: false, rule: id.clone() };
         };
-        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query };
+        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query, host };
         match failing(rule, &ctx) {
             None => Decision { allowed: true, rule: id.clone() },
             Some(rule) => Decision { allowed: false, rule },
@@ -457,6 +494,7 @@ fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
             Condition::AnyOf(rules) => rules.iter().any(|r| failing(r, ctx).is_none()),
             Condition::AllOf(rules) => rules.iter().all(|r| failing(r, ctx).is_none()),
             Condition::Owner(o) => ctx.mask & o.override_mask != 0 || owns(o, ctx),
+            Condition::Tenant(t) => same_tenant(t, ctx),
         };
         if !holds {
             return Some(id.clone());
@@ -489,6 +527,45 @@ fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
             _ => false,
         },
     }
+}
+
+/// Whether the tenant the request names is the principal's. A principal with no tenant, a request
+/// naming none (or one twice), never match.
+fn same_tenant(t: &TenantSource, ctx: &Ctx<'_>) -> bool {
+    let Some(mine) = ctx.p.tenant.as_deref() else { return false };
+    match t {
+        TenantSource::Param(name) => {
+            let mut found = ctx.params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            matches!((found.next(), found.next()), (Some(v), None) if !v.is_empty() && v == mine)
+        }
+        TenantSource::Host(pattern) => {
+            let Some(host) = ctx.host else { return false };
+            let labels: Vec<&str> = host.split('.').collect();
+            if labels.len() != pattern.len() {
+                return false;
+            }
+            labels.iter().zip(pattern).all(|(label, p)| match p {
+                Some(literal) => label.eq_ignore_ascii_case(literal),
+                None => !label.is_empty() && label.eq_ignore_ascii_case(mine),
+            })
+        }
+    }
+}
+
+/// The request's host name: the target's authority or the `Host` field, without its port or a final dot.
+fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    let raw = match parts.uri.host() {
+        Some(h) => h,
+        None => {
+            let v = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+            // A bracketed IPv6 literal has no tenant label; otherwise the port goes.
+            if v.starts_with('[') {
+                return None;
+            }
+            v.rsplit_once(':').map_or(v, |(h, _)| h)
+        }
+    };
+    Some(raw.strip_suffix('.').unwrap_or(raw))
 }
 
 /// The one value of query parameter `name` (form decoding: `+` is a space, then percent-decoding);
@@ -589,6 +666,27 @@ fn compile_rule(
         }
         push(Condition::Owner(Owner { source, claim, override_mask }), format!("{id}.owner"), ids);
     }
+    if let Some(t) = &r.tenant {
+        let source = match (&t.param, &t.host) {
+            (Some(p), None) if roles.path_params.contains(&p.as_str()) => TenantSource::Param(p.clone()),
+            (Some(p), None) => {
+                return Err(format!("{id}.tenant.param: the route's path captures no `{{{p}}}` (use a path template)"))
+            }
+            (None, Some(h)) => {
+                let labels: Vec<Option<String>> =
+                    h.split('.').map(|l| if l == "{tenant}" { None } else { Some(l.to_ascii_lowercase()) }).collect();
+                let holes = labels.iter().filter(|l| l.is_none()).count();
+                if holes != 1 || labels.iter().flatten().any(|l| l.is_empty() || l.contains(['{', '}', '*'])) {
+                    return Err(format!(
+                        "{id}.tenant.host: `{h}` needs exactly one `{{tenant}}` label and plain labels otherwise"
+                    ));
+                }
+                TenantSource::Host(labels)
+            }
+            _ => return Err(format!("{id}.tenant needs exactly one of `param` or `host`")),
+        };
+        push(Condition::Tenant(source), format!("{id}.tenant"), ids);
+    }
     for (list, any) in [(&r.any_of, true), (&r.all_of, false)] {
         let Some(list) = list else { continue };
         let key = if any { "any_of" } else { "all_of" };
@@ -642,6 +740,13 @@ fn describe(config: &AuthorizeConfig) -> String {
                     format!(" unless {}", o.override_roles.join("|"))
                 };
                 parts.push(format!("owner {named} = {whose}{over}"));
+            }
+            if let Some(t) = &r.tenant {
+                let from = t
+                    .param
+                    .as_ref()
+                    .map_or_else(|| format!("host {}", t.host.as_deref().unwrap_or("")), |p| format!("{{{p}}}"));
+                parts.push(format!("tenant = {from}"));
             }
             for (m, c) in r.methods.iter().flatten() {
                 parts.push(format!("{m}: {}", describe(c)));

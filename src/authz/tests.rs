@@ -174,4 +174,9 @@ fn owners_by_path_or_query_against_the_id_or_a_claim_with_an_override_role() {
     assert!(bad("owner: { param: id, query: id, principal: id }").contains("exactly one of `param`"));
     assert!(bad("owner: { param: id }").contains("exactly one of `principal: id`"));
     assert!(bad("owner: { param: id, principal: id, override: [root] }").contains("not declared"));
+    assert!(bad("tenant: { param: org }").contains("captures no `{org}`"));
+    assert!(bad("tenant: { host: \"api.example.com\" }").contains("exactly one `{tenant}`"));
+    assert!(bad("tenant: { host: \"{tenant}.{tenant}.example.com\" }").contains("exactly one `{tenant}`"));
+    assert!(bad("tenant: { host: \"{tenant}.*.example.com\" }").contains("plain labels"));
+    assert!(bad("tenant: {}").contains("exactly one of `param` or `host`"));
 }
