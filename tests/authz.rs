@@ -108,6 +108,14 @@ routes:
       properties:
         reader: [/name, /address/city, /tags/*]
         admin: [/role]
+  - name: payments
+    match:
+      path: {{ prefix: /payments }}
+    upstream: app
+    auth: keys
+    authorize:
+      roles: [reader]
+      owner: {{ body: /account/owner, principal: id, override: [admin] }}
   - name: any
     match:
       path: {{ prefix: /any }}
@@ -453,4 +461,34 @@ logging:
         }
     }
     assert_eq!(up.hits(), allowed);
+}
+
+#[test]
+fn an_owner_named_in_the_json_body() {
+    let s = setup();
+    let json = "application/json";
+    let cases: &[(&str, &str, &str, u16)] = &[
+        ("alice", json, r#"{"account":{"owner":"alice"},"amount":5}"#, 200),
+        ("alice", json, r#"{"account":{"owner":"bob"},"amount":5}"#, 403),
+        ("alice", json, r#"{"account":{"owner":"al\u0069ce"}}"#, 200),
+        ("alice", json, r#"{"account":{"owner":["alice"]}}"#, 403),
+        ("alice", json, r#"{"account":{}}"#, 403),
+        ("alice", json, "", 403),
+        // The gateway and the upstream must read the same owner: a duplicate key is refused.
+        ("alice", json, r#"{"account":{"owner":"alice","owner":"bob"}}"#, 400),
+        ("alice", json, r#"{"account":{"owner":"bob"},"account":{"owner":"alice"}}"#, 400),
+        ("alice", "text/plain", r#"{"account":{"owner":"alice"}}"#, 415),
+        ("carol", json, r#"{"account":{"owner":"bob"}}"#, 200),
+        ("dave", json, r#"{"account":{"owner":"dave"}}"#, 403),
+    ];
+    for (who, ct, body, want) in cases {
+        let before = s.up.hits();
+        let (code, answer) = send_body(&s, who, "POST", "/payments", ct, body);
+        assert_eq!(code, *want, "{who} {body}: {answer}");
+        if code == 200 {
+            assert_eq!(s.up.last().unwrap().body, body.as_bytes());
+        } else {
+            assert_eq!(s.up.hits(), before, "{who} {body} reached the upstream");
+        }
+    }
 }

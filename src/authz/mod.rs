@@ -91,6 +91,9 @@ pub struct OwnerConfig {
     pub param: Option<String>,
     #[serde(default)]
     pub query: Option<String>,
+    /// A field of the JSON request body, by JSON pointer (`/customer/id`); the body is then read.
+    #[serde(default)]
+    pub body: Option<String>,
     /// `id`: the principal's id (every authentication method has one).
     #[serde(default)]
     pub principal: Option<PrincipalField>,
@@ -256,6 +259,7 @@ struct Owner {
 enum Source {
     Param(String),
     Query(String),
+    Body(String),
 }
 
 /// What a decision looks at.
@@ -265,6 +269,8 @@ struct Ctx<'a> {
     params: &'a [(String, String)],
     query: Option<&'a str>,
     host: Option<&'a str>,
+    /// The JSON request body, on routes whose owner is a body field.
+    body: Option<&'a serde_json::Value>,
 }
 
 /// A route's authorization stage.
@@ -280,6 +286,8 @@ pub struct Authz {
     /// Per role bit, the body fields it may set; `None` when the route has no property rules.
     properties: Option<Vec<(u128, Vec<properties::Pattern>)>>,
     properties_rule: Arc<str>,
+    /// A requirement names a body field as owner: every request's body is read (and must be JSON).
+    body_owner: bool,
     description: String,
 }
 
@@ -367,7 +375,9 @@ impl Authz {
             }
         }
         let description = describe(config);
+        let body_owner = uses_body(config);
         Ok(Authz {
+            body_owner,
             roles: env.roles.clone(),
             default,
             methods,
@@ -383,38 +393,58 @@ impl Authz {
         self.description.clone()
     }
 
-    /// True if the route has property rules: the body of a POST, PUT or PATCH is then read whole.
+    /// True if the route has property rules or a body field as owner: bodies are then read whole.
     pub fn may_read_body(&self) -> bool {
-        self.properties.is_some()
+        self.properties.is_some() || self.body_owner
     }
 
-    /// True if this request's body must be checked against the property rules.
+    /// True if this request's body must be read before deciding: property rules judge the body of a
+    /// POST, PUT or PATCH; a body field as owner, every request's.
     pub fn needs_body(&self, method: &Method) -> bool {
-        self.properties.is_some() && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        self.body_owner || (self.properties.is_some() && matches!(*method, Method::POST | Method::PUT | Method::PATCH))
+    }
+
+    /// True if the decision itself needs the body (a body field as owner); otherwise the requirement is
+    /// decided on the head, before any body byte is read.
+    pub fn decides_on_body(&self) -> bool {
+        self.body_owner
+    }
+
+    /// Judges the body read whole when [`Authz::needs_body`] said so (after [`Authz::authorize`] unless
+    /// [`Authz::decides_on_body`]): not JSON 415, malformed or with a duplicate key 400 with the byte
+    /// offset; then the requirement if it needs the body, then the property rules.
+    pub fn judge_body(&self, ex: &mut Exchange<'_>, body: &[u8]) -> Result<(), Reject> {
+        let mut leaves = None;
+        let mut value = None;
+        if !body.is_empty() {
+            if !is_json(&ex.parts.headers) {
+                return Err(Reject::UnsupportedMediaType);
+            }
+            leaves = Some(properties::leaves(body).map_err(|m| Reject::MalformedJson {
+                offset: m.offset,
+                reason: if m.duplicate_key { "duplicate key" } else { "malformed JSON" },
+            })?);
+            if self.body_owner {
+                // No duplicate keys (just checked), so this value is the one the upstream will read.
+                value = serde_json::from_slice::<serde_json::Value>(body).ok();
+            }
+        }
+        if self.body_owner {
+            self.authorize_ctx(ex, value.as_ref())?;
+        }
+        if matches!(ex.parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            if let Some(leaves) = &leaves {
+                self.check_leaves(ex, leaves)?;
+            }
+        }
+        Ok(())
     }
 
     /// The property rules against the body (read whole): the fields it sets must all be allowed to one
     /// of the principal's roles. A body that is not JSON is 415, malformed JSON or a duplicate key 400
     /// (with the byte offset), a field no role of the principal may set 403 naming its pointer.
-    pub fn check_properties(&self, ex: &mut Exchange<'_>, body: &[u8]) -> Result<(), Reject> {
+    fn check_leaves(&self, ex: &mut Exchange<'_>, leaves: &[String]) -> Result<(), Reject> {
         let Some(rules) = &self.properties else { return Ok(()) };
-        if body.is_empty() {
-            return Ok(());
-        }
-        let json = ex
-            .parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
-        if !json {
-            return Err(Reject::UnsupportedMediaType);
-        }
-        let leaves = properties::leaves(body).map_err(|m| Reject::MalformedJson {
-            offset: m.offset,
-            reason: if m.duplicate_key { "duplicate key" } else { "malformed JSON" },
-        })?;
         let mask = ex.principal.as_deref().map_or(0, |p| self.roles.of(p));
         let allowed: Vec<&properties::Pattern> =
             rules.iter().filter(|(bit, _)| mask & bit != 0).flat_map(|(_, p)| p.iter()).collect();
@@ -430,9 +460,13 @@ impl Authz {
 
     /// Decides for the exchange's principal and method; refuses with 403 (no hint of the rule).
     pub fn authorize(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        self.authorize_ctx(ex, None)
+    }
+
+    fn authorize_ctx(&self, ex: &mut Exchange<'_>, body: Option<&serde_json::Value>) -> Result<(), Reject> {
         let query = ex.parts.uri.query();
         let host = request_host(&ex.parts);
-        let decision = self.decide_at(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host);
+        let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host, body);
         if let Some(c) = self.counters.get(&(decision.rule.clone(), decision.allowed)) {
             c.inc();
         }
@@ -466,6 +500,18 @@ impl Authz {
         query: Option<&str>,
         host: Option<&str>,
     ) -> Decision {
+        self.decide_in(principal, method, params, query, host, None)
+    }
+
+    fn decide_in(
+        &self,
+        principal: Option<&Principal>,
+        method: &Method,
+        params: &[(String, String)],
+        query: Option<&str>,
+        host: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Decision {
         let chosen = self.methods.iter().find(|(m, _, _)| m == method).map(|(_, r, id)| (r, id));
         let Some((rule, id)) = chosen.or(self.default.as_ref().map(|(r, id)| (r, id))) else {
             return Decision { allowed: false, rule: self.unlisted.clone() };
@@ -474,7 +520,7 @@ impl Authz {
             // Authentication runs first; a route without a principal has nothing to authorize.
             return Decision { allowed: false, rule: id.clone() };
         };
-        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query, host };
+        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query, host, body };
         match failing(rule, &ctx) {
             None => Decision { allowed: true, rule: id.clone() },
             Some(rule) => Decision { allowed: false, rule },
@@ -515,6 +561,10 @@ fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
             }
         }
         Source::Query(name) => query_value(ctx.query.unwrap_or(""), name),
+        Source::Body(pointer) => match ctx.body.and_then(|b| b.pointer(pointer)) {
+            Some(serde_json::Value::String(s)) => Some(s.as_str().into()),
+            _ => None,
+        },
     };
     let Some(named) = named else { return false };
     if named.is_empty() || named.contains('\u{fffd}') {
@@ -527,6 +577,23 @@ fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
             _ => false,
         },
     }
+}
+
+/// Whether a requirement anywhere in `config` names a body field as owner.
+fn uses_body(config: &AuthorizeConfig) -> bool {
+    let AuthorizeConfig::Rule(r) = config else { return false };
+    r.owner.as_ref().is_some_and(|o| o.body.is_some())
+        || r.any_of.iter().chain(r.all_of.iter()).flatten().any(uses_body)
+        || r.methods.iter().flat_map(|m| m.values()).any(uses_body)
+}
+
+/// `application/json` or `application/*+json`.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")))
 }
 
 /// Whether the tenant the request names is the principal's. A principal with no tenant, a request
@@ -645,13 +712,17 @@ fn compile_rule(
         }
     }
     if let Some(o) = &r.owner {
-        let source = match (&o.param, &o.query) {
-            (Some(p), None) if roles.path_params.contains(&p.as_str()) => Source::Param(p.clone()),
-            (Some(p), None) => {
+        let source = match (&o.param, &o.query, &o.body) {
+            (Some(p), None, None) if roles.path_params.contains(&p.as_str()) => Source::Param(p.clone()),
+            (Some(p), None, None) => {
                 return Err(format!("{id}.owner.param: the route's path captures no `{{{p}}}` (use a path template)"))
             }
-            (None, Some(q)) if !q.is_empty() => Source::Query(q.clone()),
-            _ => return Err(format!("{id}.owner needs exactly one of `param` or `query`")),
+            (None, Some(q), None) if !q.is_empty() => Source::Query(q.clone()),
+            (None, None, Some(b)) if b.starts_with('/') => Source::Body(b.clone()),
+            (None, None, Some(b)) => {
+                return Err(format!("{id}.owner.body: `{b}` is not a JSON pointer (it must start with `/`)"))
+            }
+            _ => return Err(format!("{id}.owner needs exactly one of `param`, `query` or `body`")),
         };
         let claim = match (&o.principal, &o.claim) {
             (Some(PrincipalField::Id), None) => None,

@@ -172,6 +172,7 @@ fn owners_by_path_or_query_against_the_id_or_a_claim_with_an_override_role() {
     let bad = |text: &str| Authz::compile(&yaml(text), &roles(), "r", &["id"], &family).unwrap_err();
     assert!(bad("owner: { param: user, principal: id }").contains("captures no `{user}`"));
     assert!(bad("owner: { param: id, query: id, principal: id }").contains("exactly one of `param`"));
+    assert!(bad("owner: { body: owner, principal: id }").contains("not a JSON pointer"));
     assert!(bad("owner: { param: id }").contains("exactly one of `principal: id`"));
     assert!(bad("owner: { param: id, principal: id, override: [root] }").contains("not declared"));
     assert!(bad("tenant: { param: org }").contains("captures no `{org}`"));

@@ -64,10 +64,13 @@ impl Stage {
                 Ok(())
             }
             Stage::Authorization(a) => {
-                a.authorize(ex)?;
+                if !a.decides_on_body() {
+                    // Decided on the head: a refused request is refused before any body byte is read.
+                    a.authorize(ex)?;
+                }
                 if a.needs_body(&ex.parts.method) {
                     let body = read_body(ex).await?;
-                    a.check_properties(ex, &body)?;
+                    a.judge_body(ex, &body)?;
                 }
                 Ok(())
             }
