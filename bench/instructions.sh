@@ -5,6 +5,7 @@
 #   bench/instructions.sh                       # public route (bench/configs/plain.yaml), 5 windows
 #   WINDOWS=7 REQUESTS=4000 bench/instructions.sh
 #   CONFIG=bench/configs/apikey.yaml HEADER='X-API-Key: ...' bench/instructions.sh
+#   REQ_PATH=/users/user-0/orders/1 ...          # the request's path (default /)
 #   WITH_NGINX=1 bench/instructions.sh          # also count an NGINX reverse proxy over the same upstream
 #   KEEP_DUMPS=/tmp/cg bench/instructions.sh    # keep each window's callgrind dump (callgrind_annotate)
 #
@@ -21,6 +22,7 @@ WINDOWS=${WINDOWS:-5}
 REQUESTS=${REQUESTS:-3000}
 CONFIG=${CONFIG:-$ROOT/bench/configs/plain.yaml}
 HEADER=${HEADER:-}
+REQ_PATH=${REQ_PATH:-/}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTCULLIS=${PORTCULLIS:-$TARGET_DIR/release/portcullis}
 
@@ -97,9 +99,9 @@ wait_port "$UP_PORT" 10 || die "upstream did not listen"
 # A keep-alive client that sends exactly N requests over 8 connections and checks every answer is 200.
 cat >"$WORK/load.py" <<'EOF'
 import socket, sys, threading
-port, total, header = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, total, header, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 extra = (header + "\r\n") if header else ""
-req = ("GET / HTTP/1.1\r\nHost: bench\r\n" + extra + "\r\n").encode()
+req = ("GET " + path + " HTTP/1.1\r\nHost: bench\r\n" + extra + "\r\n").encode()
 bad = []
 def worker(n):
     s = socket.create_connection(("127.0.0.1", port))
@@ -132,10 +134,10 @@ EOF
 count() { # name pid port -> prints per-window figures and the median
   local name=$1 pid=$2 port=$3 w total
   local -a per=()
-  python3 "$WORK/load.py" "$port" 300 "$HEADER" # warm-up: pools, caches
+  python3 "$WORK/load.py" "$port" 300 "$HEADER" "$REQ_PATH" # warm-up: pools, caches
   for w in $(seq 1 "$WINDOWS"); do
     callgrind_control -z "$pid" >/dev/null 2>&1
-    python3 "$WORK/load.py" "$port" "$REQUESTS" "$HEADER"
+    python3 "$WORK/load.py" "$port" "$REQUESTS" "$HEADER" "$REQ_PATH"
     callgrind_control -d "$pid" >/dev/null 2>&1
     local dump
     dump=$(ls -t "$WORK"/cg."$pid".* 2>/dev/null | head -n 1)

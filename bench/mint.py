@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Key pairs, JWKS files and signed tokens for the JWT bench scenarios (stdlib + the openssl CLI).
 
-    bench/mint.py DIR    writes DIR/{rs256,es256}.{pem,jwks.json,token}
+    bench/mint.py DIR    writes DIR/{rs256,es256}.{pem,jwks.json,token}, and DIR/es256.tokens: one
+                         ES256 token per line for subjects user-0 .. user-255 (the authz scenario)
 
-The tokens are valid for a day, for issuer https://idp.bench and audience bench-api.
+The tokens are valid for a day, for issuer https://idp.bench and audience bench-api, with role reader.
 """
 import base64
 import json
@@ -51,10 +52,18 @@ def mint(directory: str, alg: str) -> None:
     with open(os.path.join(directory, f"{alg.lower()}.jwks.json"), "w") as f:
         json.dump({"keys": [jwk]}, f)
 
+    with open(os.path.join(directory, f"{alg.lower()}.token"), "w") as f:
+        f.write(token(pem, alg, kid, "user-42"))
+    if alg == "ES256":
+        with open(os.path.join(directory, "es256.tokens"), "w") as f:
+            f.write("".join(token(pem, alg, kid, f"user-{i}") + "\n" for i in range(256)))
+
+
+def token(pem: str, alg: str, kid: str, sub: str) -> str:
     now = int(time.time())
     header = b64(json.dumps({"alg": alg, "typ": "JWT", "kid": kid}).encode())
     claims = b64(json.dumps({
-        "iss": "https://idp.bench", "aud": "bench-api", "sub": "user-42", "client_id": "bench-client",
+        "iss": "https://idp.bench", "aud": "bench-api", "sub": sub, "client_id": "bench-client",
         "iat": now, "exp": now + 86400, "scope": "orders:read orders:write",
         "realm_access": {"roles": ["reader"]},
     }).encode())
@@ -62,8 +71,7 @@ def mint(directory: str, alg: str) -> None:
     sig = openssl("dgst", "-sha256", "-sign", pem, data=signing_input)
     if alg == "ES256":
         sig = der_ecdsa_to_raw(sig, 32)
-    with open(os.path.join(directory, f"{alg.lower()}.token"), "w") as f:
-        f.write(f"{header}.{claims}.{b64(sig)}")
+    return f"{header}.{claims}.{b64(sig)}"
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ start_nginx() { # name cpu conf-body... ; sets NGINX_MASTER, NGINX_WORKERS
 # each other: plain, tls, h2, handshake, c1000), TOOL (wrk, h2load, handshake) and CONNS (connections).
 SCENARIOS=()
 declare -A TLS_PROBED
-declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS
+declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS S_SCRIPT S_SCRIPT_ARGS
 
 # alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
 # process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
@@ -395,6 +395,12 @@ if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
     "Authorization: Bearer $(cat "$WORK/es256.token")"
   add_portcullis portcullis-jwt-rs256 "$ROOT/bench/configs/jwt-rs256.yaml" http \
     "Authorization: Bearer $(cat "$WORK/rs256.token")"
+  # JWT ES256 plus a role and an ownership rule, over 256 principals and random object ids (bench/authz.lua).
+  add_portcullis portcullis-authz "$ROOT/bench/configs/authz.yaml" http \
+    "Authorization: Bearer $(head -1 "$WORK/es256.tokens")"
+  S_URL[portcullis-authz]="${S_URL[portcullis-authz]}users/user-0/orders/1"
+  S_SCRIPT[portcullis-authz]="$ROOT/bench/authz.lua"
+  S_SCRIPT_ARGS[portcullis-authz]="$WORK/es256.tokens"
 fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
@@ -479,12 +485,18 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
 run_wrk() { # scenario seconds output-file
-  local s=$1 args=() h
-  while IFS= read -r h; do
-    [ -n "$h" ] && args+=(-H "$h")
-  done <<<"${S_HEADERS[$s]:-}"
+  local s=$1 args=() tail=() h
+  if [ -n "${S_SCRIPT[$s]:-}" ]; then
+    # The script makes every request itself (path and headers).
+    args+=(-s "${S_SCRIPT[$s]}")
+    tail=(-- "${S_SCRIPT_ARGS[$s]}")
+  else
+    while IFS= read -r h; do
+      [ -n "$h" ] && args+=(-H "$h")
+    done <<<"${S_HEADERS[$s]:-}"
+  fi
   timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"${S_CONNS[$s]}" -d"$2"s --timeout 2s --latency \
-    "${args[@]}" "${S_URL[$s]}" >"$3" 2>&1 || true
+    "${args[@]}" "${S_URL[$s]}" "${tail[@]}" >"$3" 2>&1 || true
 }
 
 # h2 over TLS: h2load, one thread, S_CONNS connections with H2_STREAMS concurrent streams each, for the
@@ -747,6 +759,9 @@ def group_ratio(name, key):
     return summary["ratios"].get(name, {}).get(key)
 print("portcullis/nginx user-time-per-request ratio: %s" % f(rt.get("user_time_per_request"), "%.2f"))
 print("portcullis/nginx kernel-time-per-request ratio: %s" % f(rt.get("kernel_time_per_request"), "%.2f"))
+if "portcullis-authz" in sc and "portcullis-jwt-es256" in sc and sc["portcullis-jwt-es256"]["rps"]:
+    print("portcullis-authz/portcullis-jwt-es256 throughput ratio: %s" % f(
+          None if sc["portcullis-authz"]["rps"] is None else sc["portcullis-authz"]["rps"] / sc["portcullis-jwt-es256"]["rps"], "%.2f"))
 if "portcullis-tls" in summary["ratios"]:
     print("portcullis/nginx tls throughput ratio: %s" % f(group_ratio("portcullis-tls", "throughput"), "%.2f"))
     print("portcullis/nginx tls cpu-per-request ratio: %s" % f(group_ratio("portcullis-tls", "cpu_per_request"), "%.2f"))
