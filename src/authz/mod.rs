@@ -141,6 +141,8 @@ pub struct Roles {
     /// Principal id to the mask of the roles `principals:` grants it.
     granted: HashMap<String, u128>,
     names: Vec<String>,
+    /// `masks` by the role's index in `names`.
+    by_index: Vec<u128>,
 }
 
 impl Roles {
@@ -201,17 +203,27 @@ impl Roles {
             }
             granted.insert(id.clone(), m);
         }
-        Ok(Roles { masks, granted, names })
+        let by_index = names.iter().map(|n| masks[n]).collect();
+        Ok(Roles { masks, granted, names, by_index })
     }
 
     /// The mask of every role `principal` has: those authentication gave (roles not declared under
     /// `roles:` count for nothing), those `principals:` grants its id, and all they include.
     pub fn of(&self, principal: &Principal) -> u128 {
-        let mut m = self.granted.get(&principal.id).copied().unwrap_or(0);
+        let mut m = if self.granted.is_empty() { 0 } else { self.granted.get(&principal.id).copied().unwrap_or(0) };
         for role in &principal.roles {
-            m |= self.masks.get(role).copied().unwrap_or(0);
+            m |= self.mask_with(role);
         }
         m
+    }
+
+    /// The mask of a role and all it includes (0 if undeclared). A few roles are scanned, more hashed.
+    fn mask_with(&self, role: &str) -> u128 {
+        if self.names.len() <= 16 {
+            self.names.iter().position(|n| n == role).map_or(0, |i| self.by_index[i])
+        } else {
+            self.masks.get(role).copied().unwrap_or(0)
+        }
     }
 
     fn mask_of(&self, role: &str) -> Option<u128> {
@@ -279,8 +291,11 @@ pub struct Authz {
     roles: Arc<Roles>,
     default: Option<(Rule, Arc<str>)>,
     methods: Vec<(Method, Rule, Arc<str>)>,
-    /// The decision counters, per rule id and decision.
-    counters: HashMap<(Arc<str>, bool), Counter>,
+    /// The decision counters: per rule id (by the address of its one `Arc`, so a decision neither hashes
+    /// nor clones the name) and decision. A route has a handful: a scan beats a hash.
+    counters: Vec<(usize, bool, Counter)>,
+    /// A requirement takes the tenant from the host (only then is the host looked up).
+    needs_host: bool,
     /// The rule id of a method with no requirement (when only `methods` is given).
     unlisted: Arc<str>,
     /// Per role bit, the body fields it may set; `None` when the route has no property rules.
@@ -363,7 +378,7 @@ impl Authz {
         ids.push(unlisted.clone());
         let properties_rule: Arc<str> = "authorize.properties".into();
         ids.push(properties_rule.clone());
-        let mut counters = HashMap::new();
+        let mut counters = Vec::new();
         for id in ids {
             for allowed in [true, false] {
                 let labels = vec![
@@ -371,13 +386,15 @@ impl Authz {
                     ("decision".to_owned(), if allowed { "allow" } else { "deny" }.to_owned()),
                     ("rule".to_owned(), id.to_string()),
                 ];
-                counters.insert((id.clone(), allowed), decisions.get_or_create(&labels).clone());
+                counters.push((key(&id), allowed, decisions.get_or_create(&labels).clone()));
             }
         }
         let description = describe(config);
         let body_owner = uses_body(config);
+        let needs_host = uses_host(config);
         Ok(Authz {
             body_owner,
+            needs_host,
             roles: env.roles.clone(),
             default,
             methods,
@@ -449,9 +466,7 @@ impl Authz {
         let allowed: Vec<&properties::Pattern> =
             rules.iter().filter(|(bit, _)| mask & bit != 0).flat_map(|(_, p)| p.iter()).collect();
         if let Some(leaf) = leaves.iter().find(|l| !allowed.iter().any(|p| p.allows(l))) {
-            if let Some(c) = self.counters.get(&(self.properties_rule.clone(), false)) {
-                c.inc();
-            }
+            self.count(&self.properties_rule, false);
             ex.authz = Some(Decision { allowed: false, rule: self.properties_rule.clone() });
             return Err(Reject::ForbiddenProperty(leaf.as_str().into()));
         }
@@ -463,13 +478,18 @@ impl Authz {
         self.authorize_ctx(ex, None)
     }
 
-    fn authorize_ctx(&self, ex: &mut Exchange<'_>, body: Option<&serde_json::Value>) -> Result<(), Reject> {
-        let query = ex.parts.uri.query();
-        let host = request_host(&ex.parts);
-        let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host, body);
-        if let Some(c) = self.counters.get(&(decision.rule.clone(), decision.allowed)) {
+    fn count(&self, rule: &Arc<str>, allowed: bool) {
+        let k = key(rule);
+        if let Some((_, _, c)) = self.counters.iter().find(|(id, a, _)| *id == k && *a == allowed) {
             c.inc();
         }
+    }
+
+    fn authorize_ctx(&self, ex: &mut Exchange<'_>, body: Option<&serde_json::Value>) -> Result<(), Reject> {
+        let query = ex.parts.uri.query();
+        let host = if self.needs_host { request_host(&ex.parts) } else { None };
+        let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host, body);
+        self.count(&decision.rule, decision.allowed);
         let allowed = decision.allowed;
         ex.authz = Some(decision);
         if allowed {
@@ -585,6 +605,19 @@ fn uses_body(config: &AuthorizeConfig) -> bool {
     r.owner.as_ref().is_some_and(|o| o.body.is_some())
         || r.any_of.iter().chain(r.all_of.iter()).flatten().any(uses_body)
         || r.methods.iter().flat_map(|m| m.values()).any(uses_body)
+}
+
+/// Whether a requirement anywhere in `config` takes the tenant from the host.
+fn uses_host(config: &AuthorizeConfig) -> bool {
+    let AuthorizeConfig::Rule(r) = config else { return false };
+    r.tenant.as_ref().is_some_and(|t| t.host.is_some())
+        || r.any_of.iter().chain(r.all_of.iter()).flatten().any(uses_host)
+        || r.methods.iter().flat_map(|m| m.values()).any(uses_host)
+}
+
+/// A rule id's identity: the address of its one shared name.
+fn key(id: &Arc<str>) -> usize {
+    Arc::as_ptr(id).cast::<u8>() as usize
 }
 
 /// `application/json` or `application/*+json`.
