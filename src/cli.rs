@@ -120,6 +120,11 @@ fn check(path: &Path) -> ExitCode {
                 );
             }
             print!("{}", rt.describe_routes());
+            if let Ok((cfg, _)) = config::load(path) {
+                for warning in config::lint::lints(&cfg) {
+                    println!("warning: {warning}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -291,10 +291,32 @@ fn check_refuses_mistakes_in_authorization() {
         assert!(err.contains(want), "case {i}: {err}");
     }
     // And a good one passes, with the stage in the printed chain.
-    let path = dir.write("good.yaml", &with_route("{ roles: [reader] }", "roles:\n  reader: {}\n"));
+    let path = dir.write(
+        "good.yaml",
+        &with_route("{ roles: [reader] }", "roles:\n  reader: {}\nprincipals:\n  bob: { roles: [reader] }\n"),
+    );
     let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("authorization[roles any of reader]"), "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    // Lints: valid, but a role nobody can get and a method nobody can use are pointed out.
+    let path = dir.write(
+        "lint.yaml",
+        &with_route(
+            "{ roles: [reader], methods: { DELETE: { roles: [admin] } } }",
+            "roles:\n  reader: {}\n  admin: { includes: [reader] }\nprincipals:\n  bob: { roles: [reader] }\n",
+        ),
+    );
+    let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("warning: role `admin` is declared but no principal can get it"), "{out}");
+    assert!(!out.contains("role `reader` is declared"), "{out}");
+    assert!(
+        out.contains(
+            "warning: route `app`: no principal can have any of the roles `authorize.methods.DELETE` requires"
+        ),
+        "{out}"
+    );
 }
 
 fn send_body(s: &Setup, who: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {

@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod file;
+pub mod lint;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,87 @@
+//! `portcullis check`'s warnings: what is valid but cannot do what it says. They do not fail `check`
+//! (a config may be ahead of its principals), but they are printed, so nobody ships one by accident.
+
+use super::file::FileConfig;
+use crate::authz::{AuthorizeConfig, RuleConfig};
+use std::collections::BTreeSet;
+
+/// Roles no principal can get, and routes (or methods of routes) whose requirement asks for roles no
+/// principal can have. Silent when roles can come from somewhere `check` cannot see (a JWT or
+/// introspection `roles_claim`, an API key store).
+pub fn lints(cfg: &FileConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.roles.is_empty() {
+        return out;
+    }
+    let mut open_ended = false;
+    let mut given: BTreeSet<String> = BTreeSet::new();
+    for p in cfg.principals.values() {
+        given.extend(p.roles.iter().cloned());
+    }
+    for a in cfg.authenticators.values() {
+        if let Some(k) = &a.api_key {
+            open_ended |= k.store.is_some();
+            for key in &k.keys {
+                given.extend(key.roles.iter().cloned());
+            }
+        }
+        open_ended |= a.jwt.as_ref().is_some_and(|j| j.roles_claim.is_some());
+        open_ended |= a.introspection.as_ref().is_some_and(|i| i.roles_claim.is_some());
+        if let Some(m) = &a.mtls {
+            given.extend(m.roles.values().flatten().cloned());
+            given.extend(m.default_roles.iter().cloned());
+        }
+        if let Some(s) = &a.signature {
+            for key in s.keys.values() {
+                given.extend(key.roles.iter().cloned());
+            }
+        }
+    }
+    if open_ended {
+        return out;
+    }
+    // What a given role includes is had too.
+    let mut had = given;
+    loop {
+        let more: Vec<String> = had
+            .iter()
+            .filter_map(|r| cfg.roles.get(r))
+            .flat_map(|r| r.includes.iter().cloned())
+            .filter(|r| !had.contains(r))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        had.extend(more);
+    }
+    for name in cfg.roles.keys().filter(|r| !had.contains(*r)) {
+        out.push(format!(
+            "role `{name}` is declared but no principal can get it (no `principals:` grant, key, certificate mapping or role including it gives it)"
+        ));
+    }
+    for route in &cfg.routes {
+        let Some(AuthorizeConfig::Rule(r)) = &route.authorize else { continue };
+        if unreachable(r, &had) {
+            out.push(format!(
+                "route `{}`: no principal can have any of the roles its `authorize` requires",
+                route.name
+            ));
+        }
+        for (method, m) in r.methods.iter().flatten() {
+            if let AuthorizeConfig::Rule(m) = m {
+                if unreachable(m, &had) {
+                    out.push(format!(
+                        "route `{}`: no principal can have any of the roles `authorize.methods.{method}` requires",
+                        route.name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A requirement whose own `roles` list (all its conditions must hold) names only roles nobody has.
+fn unreachable(r: &RuleConfig, had: &BTreeSet<String>) -> bool {
+    r.roles.as_ref().is_some_and(|roles| !roles.is_empty() && roles.iter().all(|role| !had.contains(role)))
+}
