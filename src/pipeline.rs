@@ -227,7 +227,58 @@ async fn run(
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
     headers::clean_response(resp.headers_mut());
+    if let Some(authz) = route.chain.authz().filter(|a| a.response_owner().is_some()) {
+        if resp.status().is_success() {
+            return owned_response(authz, ex, resp, route.upstream.response_timeout).await;
+        }
+    }
     Ok(resp.map(ResponseBody::upstream))
+}
+
+/// `owner_in_response`: the upstream's answer is read whole (within the bound and the response timeout)
+/// and judged before any of it is released; refused, it is discarded and the client gets 403, and a
+/// BOLA event is logged (target `security`).
+async fn owned_response(
+    authz: &crate::authz::Authz,
+    ex: &mut Exchange<'_>,
+    resp: Response<crate::proxy::UpstreamBody>,
+    timeout: std::time::Duration,
+) -> Result<Response<ResponseBody>, Reject> {
+    use http_body_util::BodyExt;
+    let max = authz.response_owner().map_or(0, |o| o.max_bytes);
+    let (mut head, body) = resp.into_parts();
+    let read = tokio::time::timeout(timeout, http_body_util::Limited::new(body, max as usize).collect()).await;
+    let verdict = match read {
+        Ok(Ok(collected)) => {
+            let bytes = collected.to_bytes();
+            authz.judge_response(ex, &bytes).map(|kept| kept.map_or(bytes, Into::into))
+        }
+        Ok(Err(_)) => {
+            authz.withheld(ex);
+            Err("the answer is over the bound or broke off")
+        }
+        Err(_) => return Err(Reject::GatewayTimeout("the upstream's answer did not arrive whole in time")),
+    };
+    match verdict {
+        Ok(bytes) => {
+            head.headers.remove(http::header::CONTENT_LENGTH);
+            head.headers.remove(http::header::TRANSFER_ENCODING);
+            Ok(Response::from_parts(head, ResponseBody::full(bytes)))
+        }
+        Err(reason) => {
+            ex.refused_at = Some(Place::ResponseAuthorization);
+            tracing::warn!(
+                target: "security",
+                event = "bola",
+                request_id = ex.request_id,
+                route = ex.route.as_deref(),
+                principal = ex.principal.as_ref().map(|p| p.id.as_str()),
+                reason,
+                "upstream answer withheld: not the principal's object"
+            );
+            Err(Reject::Forbidden)
+        }
+    }
 }
 
 /// A normalised path kept only when it differs from the target's.

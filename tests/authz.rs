@@ -24,8 +24,75 @@ struct Setup {
     keys: std::collections::HashMap<&'static str, String>,
 }
 
+/// An upstream that answers JSON objects owned by various principals (the gateway cannot know whose an
+/// object is until it sees the answer), on keep-alive connections.
+fn json_upstream() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let big: String = (0..200).map(|i| format!("{{\"owner\":\"alice\",\"t\":{i}}},")).collect();
+                    let (status, ctype, body) = match path.as_str() {
+                        "/books/mine" => {
+                            (200, "application/json", r#"{"title":"mine","owner":"alice","secret":"s1"}"#.to_owned())
+                        }
+                        "/books/theirs" => {
+                            (200, "application/json", r#"{"title":"theirs","owner":"bob","secret":"s2"}"#.to_owned())
+                        }
+                        "/books/noowner" => (200, "application/json", r#"{"title":"x","secret":"s3"}"#.to_owned()),
+                        "/books/nested" => {
+                            (200, "application/json", r#"{"owner":{"id":"alice"},"secret":"s4"}"#.to_owned())
+                        }
+                        "/books/dup" => {
+                            (200, "application/json", r#"{"owner":"bob","owner":"alice","secret":"s5"}"#.to_owned())
+                        }
+                        "/books/text" => (200, "text/plain", "owner: alice, secret s6".to_owned()),
+                        "/books/gone" => (404, "application/json", r#"{"error":"no such book"}"#.to_owned()),
+                        "/shelf" => (
+                            200,
+                            "application/json",
+                            r#"[{"owner":"alice","t":1},{"owner":"bob","t":2,"secret":"s7"},{"owner":"alice","t":3}]"#
+                                .to_owned(),
+                        ),
+                        "/shelf?size=big" => (200, "application/json", format!("[{}{{\"owner\":\"alice\"}}]", big)),
+                        "/shelf?odd=1" => {
+                            (200, "application/json", r#"[{"owner":"alice"},{"t":2,"secret":"s8"}]"#.to_owned())
+                        }
+                        _ => (200, "application/json", "{}".to_owned()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if out.write_all(head.as_bytes()).and_then(|()| out.write_all(body.as_bytes())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn setup() -> Setup {
     let up = Upstream::start("app");
+    let json = json_upstream();
     // principal, roles, scopes
     let people: [(&str, &str, &str); 6] = [
         ("alice", "[reader]", "[]"),
@@ -52,6 +119,9 @@ upstreams:
   app:
     targets:
       - address: {up}
+  json:
+    targets:
+      - address: {json}
 authenticators:
   keys:
     api_key:
@@ -116,6 +186,22 @@ routes:
     authorize:
       roles: [reader]
       owner: {{ body: /account/owner, principal: id, override: [admin] }}
+  - name: books
+    match:
+      path: {{ template: "/books/{{title}}" }}
+    upstream: json
+    auth: keys
+    authorize:
+      roles: [reader]
+      owner_in_response: {{ pointer: /owner, principal: id, override: [admin] }}
+  - name: shelf
+    match:
+      path: {{ exact: /shelf }}
+    upstream: json
+    auth: keys
+    authorize:
+      roles: [reader]
+      owner_in_response: {{ pointer: /owner, principal: id, filter: true, max_bytes: 2KiB }}
   - name: any
     match:
       path: {{ prefix: /any }}
@@ -128,7 +214,8 @@ logging:
 admin:
   address: 127.0.0.1:0
 "#,
-        up = up.addr
+        up = up.addr,
+        json = json
     );
     let gw = Gateway::start(&yaml);
     Setup { up, gw, keys }
@@ -513,4 +600,39 @@ fn an_owner_named_in_the_json_body() {
             assert_eq!(s.up.hits(), before, "{who} {body} reached the upstream");
         }
     }
+}
+
+#[test]
+fn ownership_known_only_to_the_upstream_is_checked_before_any_byte_is_released() {
+    let s = setup();
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("alice", "/books/mine", 200, "s1"),
+        ("bob", "/books/theirs", 200, "s2"),
+        ("carol", "/books/theirs", 200, "s2"), // override role
+        ("alice", "/books/theirs", 403, ""),
+        ("alice", "/books/noowner", 403, ""),
+        ("alice", "/books/nested", 403, ""),
+        ("alice", "/books/dup", 403, ""),
+        ("alice", "/books/text", 403, ""),
+        ("alice", "/books/gone", 404, "no such book"),
+        ("alice", "/shelf?size=big", 403, ""),
+        ("alice", "/shelf?odd=1", 403, ""),
+    ];
+    for (who, path, want, shows) in cases {
+        let (code, body) = send(&s, Some(who), "GET", path);
+        assert_eq!(code, *want, "{who} {path}: {body}");
+        if code == 403 {
+            assert_eq!(problem_type(&body), problem("forbidden"), "{body}");
+            assert!(!body.contains("secret") && !body.contains("owner"), "nothing of the answer leaks: {body}");
+        } else {
+            assert!(body.contains(shows), "{who} {path}: {body}");
+        }
+    }
+    // A collection: the items that are not the principal's are dropped.
+    let (code, body) = send(&s, Some("alice"), "GET", "/shelf");
+    assert_eq!(code, 200, "{body}");
+    let items: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(items, serde_json::json!([{"owner":"alice","t":1},{"owner":"alice","t":3}]));
+    let log = s.gw.logs().join("\n");
+    assert!(log.contains("\"event\":\"bola\""), "a BOLA event is logged: {log}");
 }

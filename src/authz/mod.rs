@@ -75,6 +75,9 @@ pub struct RuleConfig {
     /// condition, a method not listed is denied.
     #[serde(default)]
     pub methods: Option<BTreeMap<String, AuthorizeConfig>>,
+    /// Object level, when only the upstream knows the owner (top level only): a field of its JSON answer.
+    #[serde(default)]
+    pub owner_in_response: Option<ResponseOwnerConfig>,
     /// Property level (top level only): per role, the JSON pointers of the body fields a POST, PUT or
     /// PATCH may set (`*` matches one segment; a pointer allows what is under it). Any other field: 403.
     #[serde(default)]
@@ -108,6 +111,36 @@ pub struct OwnerConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalField {
     Id,
+}
+
+/// `owner_in_response: { pointer: /owner, claim: sub }`: the upstream's JSON answer (2xx) is read whole
+/// (at most `max_bytes`, default 1 MiB) before any of it is released, and its field at `pointer` must be
+/// the principal's (id or claim), else 403 and nothing of it leaves. With `filter: true` the answer is a
+/// JSON array and the items that are not the principal's are dropped instead.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseOwnerConfig {
+    pub pointer: String,
+    #[serde(default)]
+    pub principal: Option<PrincipalField>,
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default, rename = "override")]
+    pub override_roles: Vec<String>,
+    #[serde(default)]
+    pub filter: bool,
+    #[serde(default)]
+    pub max_bytes: Option<crate::units::Bytes>,
+}
+
+/// A compiled `owner_in_response`.
+#[derive(Debug)]
+pub struct ResponseOwner {
+    pointer: String,
+    claim: Option<String>,
+    override_mask: u128,
+    filter: bool,
+    pub max_bytes: u64,
 }
 
 /// `tenant: { param: tenant }` (a path template parameter) or `tenant: { host: "{tenant}.api.example.com" }`
@@ -303,6 +336,8 @@ pub struct Authz {
     properties_rule: Arc<str>,
     /// A requirement names a body field as owner: every request's body is read (and must be JSON).
     body_owner: bool,
+    response_owner: Option<ResponseOwner>,
+    response_rule: Arc<str>,
     description: String,
 }
 
@@ -318,6 +353,7 @@ impl Authz {
     ) -> Result<Authz, String> {
         let mut ids = Vec::new();
         let mut property_rules = None;
+        let mut response_owner = None;
         let env = Env { roles, path_params };
         let roles = &env;
         let (default, methods) = match config {
@@ -337,6 +373,36 @@ impl Authz {
                     let rule = compile_rule(c, roles, &id, &mut ids, true)?;
                     ids.push(id.clone());
                     methods.push((method, rule, id));
+                }
+                if let Some(o) = &r.owner_in_response {
+                    if !o.pointer.starts_with('/') {
+                        return Err(format!(
+                            "authorize.owner_in_response.pointer: `{}` is not a JSON pointer",
+                            o.pointer
+                        ));
+                    }
+                    let claim = match (&o.principal, &o.claim) {
+                        (Some(PrincipalField::Id), None) => None,
+                        (None, Some(c)) if !c.is_empty() => Some(c.clone()),
+                        _ => {
+                            return Err(
+                                "authorize.owner_in_response needs exactly one of `principal: id` or `claim`".into()
+                            )
+                        }
+                    };
+                    let mut override_mask = 0;
+                    for role in &o.override_roles {
+                        override_mask |= env.mask_of(role).ok_or_else(|| {
+                            format!("authorize.owner_in_response.override: `{role}` is not declared under `roles`")
+                        })?;
+                    }
+                    response_owner = Some(ResponseOwner {
+                        pointer: o.pointer.clone(),
+                        claim,
+                        override_mask,
+                        filter: o.filter,
+                        max_bytes: o.max_bytes.map_or(1 << 20, |b| b.0),
+                    });
                 }
                 if let Some(props) = &r.properties {
                     let mut compiled = Vec::new();
@@ -359,9 +425,11 @@ impl Authz {
                     || r.any_of.is_some()
                     || r.all_of.is_some()
                     || r.owner.is_some()
-                    || r.tenant.is_some();
+                    || r.tenant.is_some()
+                    || r.owner_in_response.is_some();
                 let default = if has_default {
-                    let plain = RuleConfig { methods: None, properties: None, ..(**r).clone() };
+                    let plain =
+                        RuleConfig { methods: None, properties: None, owner_in_response: None, ..(**r).clone() };
                     let id: Arc<str> = "authorize".into();
                     let rule = compile_rule(&AuthorizeConfig::Rule(Box::new(plain)), roles, &id, &mut ids, false)?;
                     ids.push(id.clone());
@@ -378,6 +446,8 @@ impl Authz {
         ids.push(unlisted.clone());
         let properties_rule: Arc<str> = "authorize.properties".into();
         ids.push(properties_rule.clone());
+        let response_rule: Arc<str> = "authorize.owner_in_response".into();
+        ids.push(response_rule.clone());
         let mut counters = Vec::new();
         for id in ids {
             for allowed in [true, false] {
@@ -393,6 +463,8 @@ impl Authz {
         let body_owner = uses_body(config);
         let needs_host = uses_host(config);
         Ok(Authz {
+            response_owner,
+            response_rule,
             body_owner,
             needs_host,
             roles: env.roles.clone(),
@@ -419,6 +491,72 @@ impl Authz {
     /// POST, PUT or PATCH; a body field as owner, every request's.
     pub fn needs_body(&self, method: &Method) -> bool {
         self.body_owner || (self.properties.is_some() && matches!(*method, Method::POST | Method::PUT | Method::PATCH))
+    }
+
+    /// The route's `owner_in_response`, if any: the upstream's 2xx answers are judged before release.
+    pub fn response_owner(&self) -> Option<&ResponseOwner> {
+        self.response_owner.as_ref()
+    }
+
+    /// Judges an upstream's JSON answer read whole: `Ok(None)` releases it as it is, `Ok(Some(bytes))`
+    /// releases these instead (the principal's items of a filtered collection), `Err(reason)` refuses
+    /// it (recorded on the exchange and counted). Any doubt refuses: a body that is not JSON or has a
+    /// duplicate key, a missing or non-scalar owner, an item without one.
+    pub fn judge_response(&self, ex: &mut Exchange<'_>, body: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+        let Some(o) = &self.response_owner else { return Ok(None) };
+        let verdict = self.response_verdict(o, ex.principal.as_deref(), body);
+        if verdict.is_err() {
+            self.withheld(ex);
+        }
+        verdict
+    }
+
+    /// Records an upstream answer withheld by `owner_in_response` (also when it could not be read whole).
+    pub fn withheld(&self, ex: &mut Exchange<'_>) {
+        self.count(&self.response_rule, false);
+        ex.authz = Some(Decision { allowed: false, rule: self.response_rule.clone() });
+    }
+
+    fn response_verdict(
+        &self,
+        o: &ResponseOwner,
+        principal: Option<&Principal>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, &'static str> {
+        let Some(p) = principal else { return Err("no principal") };
+        if self.roles.of(p) & o.override_mask != 0 {
+            return Ok(None);
+        }
+        // Parsers disagree on duplicate keys: the client's parser must see the owner judged here.
+        properties::leaves(body).map_err(|_| "the answer is not JSON, or has a duplicate key")?;
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
+        let mine = match &o.claim {
+            None => Some(p.id.as_str()),
+            Some(c) => p.claims.as_ref().and_then(|m| m.get(c)).and_then(|v| v.as_str()),
+        };
+        let Some(mine) = mine else { return Err("the principal has no such claim") };
+        let owned = |item: &serde_json::Value| match item.pointer(&o.pointer) {
+            Some(serde_json::Value::String(s)) => Some(s == mine),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string() == mine),
+            _ => None,
+        };
+        if !o.filter {
+            return match owned(&value) {
+                Some(true) => Ok(None),
+                Some(false) => Err("the object is not the principal's"),
+                None => Err("the answer has no scalar owner field"),
+            };
+        }
+        let serde_json::Value::Array(items) = value else { return Err("a filtered answer is not a JSON array") };
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items {
+            match owned(&item) {
+                Some(true) => kept.push(item),
+                Some(false) => {}
+                None => return Err("an item has no scalar owner field"),
+            }
+        }
+        serde_json::to_vec(&kept).map(Some).map_err(|_| "the filtered answer cannot be written")
     }
 
     /// True if the decision itself needs the body (a body field as owner); otherwise the requirement is
@@ -713,8 +851,10 @@ fn compile_rule(
         AuthorizeConfig::Keyword(Keyword::Authenticated) => return Ok(Rule::Authenticated),
         AuthorizeConfig::Rule(r) => r,
     };
-    if nested && (r.methods.is_some() || r.properties.is_some()) {
-        return Err(format!("{id}: `methods` and `properties` are allowed only at the top of `authorize`"));
+    if nested && (r.methods.is_some() || r.properties.is_some() || r.owner_in_response.is_some()) {
+        return Err(format!(
+            "{id}: `methods`, `properties` and `owner_in_response` are allowed only at the top of `authorize`"
+        ));
     }
     let mut conditions = Vec::new();
     let mut push = |c: Condition, name: String, ids: &mut Vec<Arc<str>>| {

@@ -111,9 +111,9 @@ fn decisions_are_counted_per_rule() {
     let family = Family::default();
     let a = Authz::compile(&yaml("roles: [admin]"), &roles(), "orders", &[], &family).unwrap();
     let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET, &[], None);
-    // Two decisions (allow, deny) for each rule id: authorize, authorize.roles, the unlisted-method and
-    // property ids.
-    assert_eq!(a.counters.len(), 8);
+    // Two decisions (allow, deny) for each rule id: authorize, authorize.roles, and the unlisted-method,
+    // property and response-owner ids.
+    assert_eq!(a.counters.len(), 10);
 }
 
 mod props {

@@ -280,7 +280,7 @@ fn route(
         }
         let authz = crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), metrics.authz_decisions())
             .map_err(|m| err("authorize", "", m))?;
-        stages.push(Stage::Authorization(authz));
+        stages.push(Stage::Authorization(Box::new(authz)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),

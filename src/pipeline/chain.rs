@@ -20,7 +20,8 @@ pub enum Stage {
     /// Credentials to a principal (401); removes the credentials it read before the request leaves.
     Authentication(Authn),
     /// Roles and scopes of the principal against the route's `authorize` (403).
-    Authorization(Authz),
+    /// Boxed: larger than the other stages, and a route has one.
+    Authorization(Box<Authz>),
 }
 
 impl Stage {
@@ -101,6 +102,14 @@ impl Chain {
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// The route's authorization stage, if it has one.
+    pub fn authz(&self) -> Option<&Authz> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Authorization(a) => Some(&**a),
+            _ => None,
+        })
     }
 
     /// Runs the stages in order; the first refusal ends the request (and is recorded on the exchange).
