@@ -18,8 +18,11 @@ fn bench_rbac(c: &mut Criterion) {
         let includes = if i == 0 { vec![] } else { vec![format!("role{}", i - 1)] };
         roles.insert(format!("role{i}"), RoleConfig { includes });
     }
-    let principals: BTreeMap<String, PrincipalConfig> =
-        (0..1000).map(|i| (format!("user{i}"), PrincipalConfig { roles: vec![format!("role{}", i % 20)] })).collect();
+    let principals: BTreeMap<String, PrincipalConfig> = (0..1000)
+        .map(|i| {
+            (format!("user{i}"), PrincipalConfig { roles: vec![format!("role{}", i % 20)], via: vec!["jwt".into()] })
+        })
+        .collect();
     let roles = Arc::new(Roles::compile(&roles, &principals).unwrap());
     let family = Family::default();
     let config: AuthorizeConfig = serde_yaml_ng::from_str(

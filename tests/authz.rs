@@ -132,7 +132,7 @@ authenticators:
   editor: {{ includes: [reader] }}
   admin: {{ includes: [editor] }}
 principals:
-  erin: {{ roles: [admin] }}
+  erin: {{ roles: [admin], via: [api_key] }}
 routes:
   - name: docs
     match:
@@ -380,7 +380,10 @@ fn check_refuses_mistakes_in_authorization() {
     // And a good one passes, with the stage in the printed chain.
     let path = dir.write(
         "good.yaml",
-        &with_route("{ roles: [reader] }", "roles:\n  reader: {}\nprincipals:\n  bob: { roles: [reader] }\n"),
+        &with_route(
+            "{ roles: [reader] }",
+            "roles:\n  reader: {}\nprincipals:\n  bob: { roles: [reader], via: [api_key] }\n",
+        ),
     );
     let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{err}");
@@ -391,7 +394,7 @@ fn check_refuses_mistakes_in_authorization() {
         "lint.yaml",
         &with_route(
             "{ roles: [reader], methods: { DELETE: { roles: [admin] } } }",
-            "roles:\n  reader: {}\n  admin: { includes: [reader] }\nprincipals:\n  bob: { roles: [reader] }\n",
+            "roles:\n  reader: {}\n  admin: { includes: [reader] }\nprincipals:\n  bob: { roles: [reader], via: [api_key] }\n",
         ),
     );
     let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);

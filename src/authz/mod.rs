@@ -28,12 +28,24 @@ pub struct RoleConfig {
     pub includes: Vec<String>,
 }
 
-/// `principals:`: roles granted by config to a principal id, whichever way it authenticates.
+/// `principals:`: roles granted by config to a principal id, for the authentication methods named in
+/// `via` (required: ids are not unique across methods, and a token whose `sub` is `ci-bot` must not get
+/// the roles granted to the API key principal `ci-bot`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalConfig {
     #[serde(default)]
     pub roles: Vec<String>,
+    /// `api_key`, `jwt`, `introspection`, `mtls`, `signature`.
+    #[serde(default)]
+    pub via: Vec<String>,
+}
+
+/// The authentication kinds `via` may name, in the order of [`kind_index`].
+const KINDS: [&str; 5] = ["api_key", "jwt", "introspection", "mtls", "signature"];
+
+fn kind_index(kind: crate::exchange::PrincipalKind) -> usize {
+    KINDS.iter().position(|k| *k == kind.as_str()).unwrap_or(0)
 }
 
 /// A route's `authorize:`: `authenticated` (any authenticated principal), or a requirement.
@@ -171,8 +183,8 @@ const MAX_ROLES: usize = 128;
 pub struct Roles {
     /// Role name to the mask of itself and every role it includes.
     masks: HashMap<String, u128>,
-    /// Principal id to the mask of the roles `principals:` grants it.
-    granted: HashMap<String, u128>,
+    /// Principal id to the mask of the roles `principals:` grants it, per authentication kind.
+    granted: HashMap<String, [u128; KINDS.len()]>,
     names: Vec<String>,
     /// `masks` by the role's index in `names`.
     by_index: Vec<u128>,
@@ -234,7 +246,21 @@ impl Roles {
                     format!("principal `{id}` is granted `{role}`, which is not declared under `roles`")
                 })?;
             }
-            granted.insert(id.clone(), m);
+            if p.via.is_empty() {
+                return Err(format!(
+                    "principal `{id}`: say which authentication methods the grant is for, e.g. `via: [api_key]` \
+                     (ids are not unique across methods: a token whose subject is `{id}` is another principal)"
+                ));
+            }
+            let mut by_kind = [0u128; KINDS.len()];
+            for kind in &p.via {
+                let i = KINDS
+                    .iter()
+                    .position(|k| k == kind)
+                    .ok_or_else(|| format!("principal `{id}`: `via: {kind}` is not one of {}", KINDS.join(", ")))?;
+                by_kind[i] = m;
+            }
+            granted.insert(id.clone(), by_kind);
         }
         let by_index = names.iter().map(|n| masks[n]).collect();
         Ok(Roles { masks, granted, names, by_index })
@@ -243,7 +269,11 @@ impl Roles {
     /// The mask of every role `principal` has: those authentication gave (roles not declared under
     /// `roles:` count for nothing), those `principals:` grants its id, and all they include.
     pub fn of(&self, principal: &Principal) -> u128 {
-        let mut m = if self.granted.is_empty() { 0 } else { self.granted.get(&principal.id).copied().unwrap_or(0) };
+        let mut m = if self.granted.is_empty() {
+            0
+        } else {
+            self.granted.get(&principal.id).map_or(0, |by_kind| by_kind[kind_index(principal.kind)])
+        };
         for role in &principal.roles {
             m |= self.mask_with(role);
         }

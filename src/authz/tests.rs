@@ -9,7 +9,7 @@ fn roles() -> Arc<Roles> {
     let r: BTreeMap<String, RoleConfig> = yaml(
         "reader: {}\neditor: { includes: [reader] }\nadmin: { includes: [editor] }\nauditor: { includes: [reader] }\n",
     );
-    let p: BTreeMap<String, PrincipalConfig> = yaml("granted-admin: { roles: [admin] }\n");
+    let p: BTreeMap<String, PrincipalConfig> = yaml("granted-admin: { roles: [admin], via: [api_key] }\n");
     Arc::new(Roles::compile(&r, &p).unwrap())
 }
 
@@ -44,6 +44,10 @@ fn roles_are_inherited_and_granted_by_config() {
     assert_eq!(decide(&a, &principal("p", &[], &[]), Method::GET), (false, "authorize.roles".into()));
     assert!(!decide(&a, &principal("p", &["undeclared"], &[]), Method::GET).0);
     assert!(decide(&a, &principal("granted-admin", &[], &[]), Method::GET).0);
+    // The same id through another method is another principal: no grant.
+    let mut token = principal("granted-admin", &[], &[]);
+    token.kind = PrincipalKind::Jwt;
+    assert!(!decide(&a, &token, Method::GET).0);
     let a = authz("roles: [editor]");
     assert!(!decide(&a, &principal("p", &["reader"], &[]), Method::GET).0, "inheritance goes down, not up");
     assert!(!decide(&a, &principal("p", &["auditor"], &[]), Method::GET).0);
@@ -102,8 +106,13 @@ fn config_mistakes_are_refused() {
     assert!(Roles::compile(&cycle, &BTreeMap::new()).unwrap_err().contains("cycle"));
     let undeclared: BTreeMap<String, RoleConfig> = yaml("a: { includes: [z] }\n");
     assert!(Roles::compile(&undeclared, &BTreeMap::new()).unwrap_err().contains("not declared"));
-    let grants: BTreeMap<String, PrincipalConfig> = yaml("p: { roles: [nope] }\n");
+    let grants: BTreeMap<String, PrincipalConfig> = yaml("p: { roles: [nope], via: [jwt] }\n");
     assert!(Roles::compile(&BTreeMap::new(), &grants).unwrap_err().contains("not declared"));
+    let r: BTreeMap<String, RoleConfig> = yaml("a: {}\n");
+    let no_via: BTreeMap<String, PrincipalConfig> = yaml("p: { roles: [a] }\n");
+    assert!(Roles::compile(&r, &no_via).unwrap_err().contains("via: [api_key]"));
+    let bad_via: BTreeMap<String, PrincipalConfig> = yaml("p: { roles: [a], via: [saml] }\n");
+    assert!(Roles::compile(&r, &bad_via).unwrap_err().contains("is not one of"));
 }
 
 #[test]
