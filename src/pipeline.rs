@@ -263,6 +263,16 @@ async fn owned_response(
         Ok(bytes) => {
             head.headers.remove(http::header::CONTENT_LENGTH);
             head.headers.remove(http::header::TRANSFER_ENCODING);
+            if authz.response_owner().is_some_and(|o| o.filter) {
+                // What the upstream said of its whole answer is not true of this one, and this one is
+                // the caller's alone: no shared cache may serve it to another.
+                for name in
+                    ["etag", "last-modified", "content-range", "content-md5", "digest", "content-digest", "repr-digest"]
+                {
+                    head.headers.remove(name);
+                }
+                head.headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, no-store"));
+            }
             Ok(Response::from_parts(head, ResponseBody::full(bytes)))
         }
         Err(reason) => {

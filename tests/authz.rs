@@ -189,6 +189,7 @@ routes:
   - name: books
     match:
       path: {{ template: "/books/{{title}}" }}
+      methods: [GET]
     upstream: json
     auth: keys
     authorize:
@@ -197,6 +198,7 @@ routes:
   - name: shelf
     match:
       path: {{ exact: /shelf }}
+      methods: [GET]
     upstream: json
     auth: keys
     authorize:
@@ -289,6 +291,13 @@ fn the_matrix_of_principals_routes_and_methods() {
         (Some("alice"), "GET", "/reports?%6fwner=bob&owner=alice", 403),
         (Some("alice"), "GET", "/reports", 403),
         (Some("dave"), "GET", "/reports?owner=dave", 403),
+        // Spellings other frameworks read as the same parameter, or as another parameter.
+        (Some("alice"), "GET", "/reports?owner=alice&Owner=bob", 403),
+        (Some("alice"), "GET", "/reports?owner%5B%5D=bob&owner=alice", 403),
+        (Some("alice"), "GET", "/reports?owner=alice;owner=bob", 403),
+        // A method override in the query where methods have rules of their own.
+        (Some("alice"), "GET", "/docs/a?_method=DELETE", 403),
+        (Some("alice"), "GET", "/docs/a?_METHOD=DELETE", 403),
     ];
     let mut allowed = 0;
     for (who, method, path, want) in cases {
@@ -365,6 +374,8 @@ fn check_refuses_mistakes_in_authorization() {
             with_route("authenticated", "").replace("    authorize: authenticated\n", ""),
             "says nothing of what they may do: add `authorize: authenticated`",
         ),
+        // owner_in_response judges answers after the upstream acted: reads only.
+        (with_route("{ owner_in_response: { pointer: /owner, principal: id } }", ""), "limit the route to reads"),
         // A sensitive route cannot be entered with an API key alone.
         (
             with_route("authenticated", "").replace("    auth: keys\n", "    auth: keys\n    sensitive: true\n"),
@@ -441,7 +452,10 @@ fn mass_assignment_is_refused_field_by_field() {
         ("alice", "PATCH", json, r#"[{"role":"admin"}]"#, 403, "forbidden-property", "/0/role"),
         // Parsers disagree on which of two keys wins: refused, as malformed.
         ("alice", "PATCH", json, r#"{"name":"a","name":"b"}"#, 400, "malformed-json", ""),
-        ("alice", "PATCH", json, r#"{"role":"x","role":"y"}"#, 400, "malformed-json", ""),
+        // (the walk stops at the first field it refuses, before it meets the duplicate)
+        ("alice", "PATCH", json, r#"{"role":"x","role":"y"}"#, 403, "forbidden-property", "/role"),
+        // Keys that differ only in case are one key to case-insensitive parsers.
+        ("alice", "PATCH", json, r#"{"name":"x","Name":"y"}"#, 400, "malformed-json", ""),
         ("alice", "PATCH", json, r#"{"name": "#, 400, "malformed-json", ""),
         ("alice", "PATCH", json, r#"{"name":"x"} {"role":"admin"}"#, 400, "malformed-json", ""),
         // A body the gateway cannot judge does not pass as if it were empty.
@@ -473,6 +487,27 @@ fn mass_assignment_is_refused_field_by_field() {
     }
     // A GET reads no body and is judged on the head alone.
     assert_eq!(send(&s, Some("alice"), "GET", "/profile/me").0, 200);
+    // Two media types: the upstream might read the body as the other one.
+    let url = format!("http://{}/profile/me", s.gw.addr("main"));
+    let key = format!("X-API-Key: {}", s.keys["alice"]);
+    let (code, _, _) = curl(&[
+        "-X",
+        "PATCH",
+        "-H",
+        &key,
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+        "--data-binary",
+        r#"{"name":"x"}"#,
+        &url,
+    ]);
+    assert_eq!(code, 415);
+    // The work a body causes is bounded: a long key over many leaves is refused, not walked.
+    let hostile = format!("{{\"{}\":[{}0]}}", "k".repeat(5000), "0,".repeat(2000));
+    let (code, answer) = send_body(&s, "alice", "PATCH", "/profile/me", "application/json", &hostile);
+    assert_eq!(code, 400, "{answer}");
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -589,6 +624,8 @@ fn an_owner_named_in_the_json_body() {
         // The gateway and the upstream must read the same owner: a duplicate key is refused.
         ("alice", json, r#"{"account":{"owner":"alice","owner":"bob"}}"#, 400),
         ("alice", json, r#"{"account":{"owner":"bob"},"account":{"owner":"alice"}}"#, 400),
+        ("alice", json, r#"{"account":{"owner":"alice"},"Account":{"owner":"bob"}}"#, 400),
+        ("alice", json, r#"{"account":{"owner":"alice","OWNER":"bob"}}"#, 400),
         ("alice", "text/plain", r#"{"account":{"owner":"alice"}}"#, 415),
         ("carol", json, r#"{"account":{"owner":"bob"}}"#, 200),
         ("dave", json, r#"{"account":{"owner":"dave"}}"#, 403),
@@ -638,4 +675,8 @@ fn ownership_known_only_to_the_upstream_is_checked_before_any_byte_is_released()
     assert_eq!(items, serde_json::json!([{"owner":"alice","t":1},{"owner":"alice","t":3}]));
     let log = s.gw.logs().join("\n");
     assert!(log.contains("\"event\":\"bola\""), "a BOLA event is logged: {log}");
+    // A filtered answer is the caller's alone: no shared cache may keep it.
+    let url = format!("http://{}/shelf", s.gw.addr("main"));
+    let (_, headers, _) = curl(&["-H", &format!("X-API-Key: {}", s.keys["alice"]), &url]);
+    assert!(headers.to_ascii_lowercase().contains("cache-control: private"), "{headers}");
 }

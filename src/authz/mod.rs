@@ -151,7 +151,7 @@ pub struct ResponseOwner {
     pointer: String,
     claim: Option<String>,
     override_mask: u128,
-    filter: bool,
+    pub filter: bool,
     pub max_bytes: u64,
 }
 
@@ -558,7 +558,7 @@ impl Authz {
             return Ok(None);
         }
         // Parsers disagree on duplicate keys: the client's parser must see the owner judged here.
-        properties::leaves(body).map_err(|_| "the answer is not JSON, or has a duplicate key")?;
+        properties::walk(body, false, &mut |_| true).map_err(|_| "the answer is not JSON, or has a duplicate key")?;
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
         let mine = match &o.claim {
             None => Some(p.id.as_str()),
@@ -599,44 +599,42 @@ impl Authz {
     /// [`Authz::decides_on_body`]): not JSON 415, malformed or with a duplicate key 400 with the byte
     /// offset; then the requirement if it needs the body, then the property rules.
     pub fn judge_body(&self, ex: &mut Exchange<'_>, body: &[u8]) -> Result<(), Reject> {
-        let mut leaves = None;
-        let mut value = None;
-        if !body.is_empty() {
-            if !is_json(&ex.parts.headers) {
-                return Err(Reject::UnsupportedMediaType);
-            }
-            leaves = Some(properties::leaves(body).map_err(|m| Reject::MalformedJson {
-                offset: m.offset,
-                reason: if m.duplicate_key { "duplicate key" } else { "malformed JSON" },
-            })?);
+        if body.is_empty() {
             if self.body_owner {
-                // No duplicate keys (just checked), so this value is the one the upstream will read.
-                value = serde_json::from_slice::<serde_json::Value>(body).ok();
+                self.authorize_ctx(ex, None)?;
             }
+            return Ok(());
         }
+        // One media type: with two, the upstream may read the body as the other.
+        if ex.parts.headers.get_all(http::header::CONTENT_TYPE).iter().count() != 1 || !is_json(&ex.parts.headers) {
+            return Err(Reject::UnsupportedMediaType);
+        }
+        // The property rules judge each field as the walk finds it: nothing is kept but the path.
+        let judged = matches!(ex.parts.method, Method::POST | Method::PUT | Method::PATCH);
+        let allowed: Vec<&properties::Pattern> = match (&self.properties, judged) {
+            (Some(rules), true) => {
+                let mask = ex.principal.as_deref().map_or(0, |p| self.roles.of(p));
+                rules.iter().filter(|(bit, _)| mask & bit != 0).flat_map(|(_, p)| p.iter()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let judge = self.properties.is_some() && judged;
+        let refused =
+            properties::walk(body, judge, &mut |leaf| allowed.iter().any(|p| p.allows(leaf))).map_err(|m| {
+                Reject::MalformedJson {
+                    offset: m.offset,
+                    reason: if m.duplicate_key { "duplicate key" } else { "malformed JSON or too many fields" },
+                }
+            })?;
         if self.body_owner {
+            // No duplicate keys (just checked), so this value is the one the upstream will read.
+            let value = serde_json::from_slice::<serde_json::Value>(body).ok();
             self.authorize_ctx(ex, value.as_ref())?;
         }
-        if matches!(ex.parts.method, Method::POST | Method::PUT | Method::PATCH) {
-            if let Some(leaves) = &leaves {
-                self.check_leaves(ex, leaves)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The property rules against the body (read whole): the fields it sets must all be allowed to one
-    /// of the principal's roles. A body that is not JSON is 415, malformed JSON or a duplicate key 400
-    /// (with the byte offset), a field no role of the principal may set 403 naming its pointer.
-    fn check_leaves(&self, ex: &mut Exchange<'_>, leaves: &[String]) -> Result<(), Reject> {
-        let Some(rules) = &self.properties else { return Ok(()) };
-        let mask = ex.principal.as_deref().map_or(0, |p| self.roles.of(p));
-        let allowed: Vec<&properties::Pattern> =
-            rules.iter().filter(|(bit, _)| mask & bit != 0).flat_map(|(_, p)| p.iter()).collect();
-        if let Some(leaf) = leaves.iter().find(|l| !allowed.iter().any(|p| p.allows(l))) {
+        if let Some(pointer) = refused {
             self.count(&self.properties_rule, false);
             ex.authz = Some(Decision { allowed: false, rule: self.properties_rule.clone() });
-            return Err(Reject::ForbiddenProperty(leaf.as_str().into()));
+            return Err(Reject::ForbiddenProperty(pointer.into()));
         }
         Ok(())
     }
@@ -655,6 +653,17 @@ impl Authz {
 
     fn authorize_ctx(&self, ex: &mut Exchange<'_>, body: Option<&serde_json::Value>) -> Result<(), Reject> {
         let query = ex.parts.uri.query();
+        // Per-method rules judge the method the request names; frameworks that take `_method` from the
+        // query (Laravel, Symfony, Rails) would act on another one. Denied where methods have rules.
+        if !self.methods.is_empty()
+            && query.is_some_and(|q| {
+                q.split(['&', ';']).any(|p| loose_name(p.split('=').next().unwrap_or("")) == "_method")
+            })
+        {
+            self.count(&self.unlisted, false);
+            ex.authz = Some(Decision { allowed: false, rule: self.unlisted.clone() });
+            return Err(Reject::Forbidden);
+        }
         let host = if self.needs_host { request_host(&ex.parts) } else { None };
         let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host, body);
         self.count(&decision.rule, decision.allowed);
@@ -839,22 +848,38 @@ fn request_host(parts: &http::request::Parts) -> Option<&str> {
 /// The one value of query parameter `name` (form decoding: `+` is a space, then percent-decoding);
 /// `None` when it is absent, given more than once, or not UTF-8.
 fn query_value<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    // Some upstreams also split on `;` (and would see another parameter there).
+    if query.contains(';') {
+        return None;
+    }
     let decode = |s: &'q str| -> Option<std::borrow::Cow<'q, str>> {
         let spaced: std::borrow::Cow<'q, str> = if s.contains('+') { s.replace('+', " ").into() } else { s.into() };
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
         String::from_utf8(bytes).ok().map(Into::into)
     };
+    let wanted = loose_name(name);
     let mut found = None;
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(k)?.as_ref() == name {
+        let k = decode(k)?;
+        if k.as_ref() == name {
             if found.is_some() {
                 return None;
             }
             found = Some(decode(v)?);
+        } else if loose_name(&k) == wanted {
+            // Another spelling some framework reads as the same parameter (`User`, `user[]`, `user.x`).
+            return None;
         }
     }
     found
+}
+
+/// A parameter name as the loosest common framework reads it: case ignored (ASP.NET), `.` and space as
+/// `_` and what follows a `[` dropped (PHP).
+fn loose_name(name: &str) -> String {
+    let base = name.split('[').next().unwrap_or(name);
+    base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c }).collect::<String>().to_lowercase()
 }
 
 /// What compiling a route's requirement needs to know.

@@ -16,14 +16,24 @@ pub(super) struct Malformed {
     pub(super) duplicate_key: bool,
 }
 
-/// Every leaf's JSON pointer (escaped per RFC 6901), in document order.
-pub(super) fn leaves(body: &[u8]) -> Result<Vec<String>, Malformed> {
-    let mut out = Vec::new();
-    let mut path = String::new();
+/// The most leaves a body may have, and the longest pointer: each leaf is checked against the
+/// patterns by its pointer, so both bound the work a body can cause (a long key over many leaves
+/// would otherwise cost its length once per leaf).
+pub(super) const MAX_LEAVES: usize = 10_000;
+pub(super) const MAX_POINTER: usize = 4096;
+
+/// Walks a JSON document once, refusing duplicate keys (also keys that differ only in case: many
+/// frameworks match keys without regard to case and would read the other one), and calls `leaf` with
+/// each leaf's JSON pointer (escaped per RFC 6901); it stops at the first leaf `leaf` refuses and
+/// returns that pointer. No pointer is kept: memory is the path being walked.
+/// `judge: false` only checks for duplicates (no pointer is built, no bound on leaves).
+pub(super) fn walk(body: &[u8], judge: bool, leaf: &mut dyn FnMut(&str) -> bool) -> Result<Option<String>, Malformed> {
+    let mut state = State { path: String::new(), judge, leaves: 0, refused: None, leaf };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let walked = Walker { path: &mut path, out: &mut out }.deserialize(&mut de).and_then(|()| de.end());
+    let walked = Walker { state: &mut state }.deserialize(&mut de).and_then(|()| de.end());
     match walked {
-        Ok(()) => Ok(out),
+        Ok(()) => Ok(None),
+        Err(_) if state.refused.is_some() => Ok(state.refused),
         Err(e) => Err(Malformed {
             offset: offset_of(body, e.line(), e.column()),
             duplicate_key: e.to_string().starts_with(DUPLICATE),
@@ -31,7 +41,19 @@ pub(super) fn leaves(body: &[u8]) -> Result<Vec<String>, Malformed> {
     }
 }
 
+/// Every leaf's pointer (tests only: the gateway never keeps them).
+#[cfg(test)]
+pub(super) fn leaves(body: &[u8]) -> Result<Vec<String>, Malformed> {
+    let mut out = Vec::new();
+    walk(body, true, &mut |p| {
+        out.push(p.to_owned());
+        true
+    })?;
+    Ok(out)
+}
+
 const DUPLICATE: &str = "duplicate key";
+const REFUSED: &str = "refused";
 
 /// serde_json reports a 1-based line and a column counted in bytes; the offset is what a client can
 /// seek to.
@@ -46,12 +68,19 @@ fn offset_of(body: &[u8], line: usize, column: usize) -> u64 {
     (start + column.saturating_sub(1)).min(body.len()) as u64
 }
 
-struct Walker<'a> {
-    path: &'a mut String,
-    out: &'a mut Vec<String>,
+struct State<'f> {
+    path: String,
+    judge: bool,
+    leaves: usize,
+    refused: Option<String>,
+    leaf: &'f mut dyn FnMut(&str) -> bool,
 }
 
-impl<'de> DeserializeSeed<'de> for Walker<'_> {
+struct Walker<'a, 'f> {
+    state: &'a mut State<'f>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walker<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -59,78 +88,98 @@ impl<'de> DeserializeSeed<'de> for Walker<'_> {
     }
 }
 
-impl Walker<'_> {
-    fn leaf<E>(self) -> Result<(), E> {
-        self.out.push(self.path.clone());
+impl Walker<'_, '_> {
+    fn leaf<E: de::Error>(self) -> Result<(), E> {
+        let s = &mut *self.state;
+        if !s.judge {
+            return Ok(());
+        }
+        s.leaves += 1;
+        if s.leaves > MAX_LEAVES {
+            return Err(E::custom("too many fields"));
+        }
+        if !(s.leaf)(&s.path) {
+            s.refused = Some(s.path.clone());
+            return Err(E::custom(REFUSED));
+        }
         Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for Walker<'_> {
+impl<'de> Visitor<'de> for Walker<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
         self.leaf()
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
         self.leaf()
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
         self.leaf()
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
         self.leaf()
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
         self.leaf()
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.leaf()
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let base = self.path.len();
+        let base = self.state.path.len();
         let mut i = 0usize;
         loop {
-            self.path.push('/');
-            self.path.push_str(itoa::Buffer::new().format(i));
-            let more = seq.next_element_seed(Walker { path: self.path, out: self.out })?;
-            self.path.truncate(base);
+            if self.state.judge {
+                self.state.path.push('/');
+                self.state.path.push_str(itoa::Buffer::new().format(i));
+            }
+            let more = seq.next_element_seed(Walker { state: self.state })?;
+            self.state.path.truncate(base);
             if more.is_none() {
                 break;
             }
             i += 1;
         }
         if i == 0 {
-            self.out.push(self.path.clone());
+            return self.leaf();
         }
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let base = self.path.len();
+        let base = self.state.path.len();
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !seen.insert(key.clone().into_owned()) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE} at {}", self.path)));
+            // Folded: `Id` and `ID`, `s` and `ſ`, `k` and the Kelvin sign are one key to some parser.
+            if !seen.insert(key.to_uppercase().to_lowercase()) {
+                return Err(de::Error::custom(DUPLICATE));
             }
-            self.path.push('/');
-            for c in key.chars() {
-                match c {
-                    '~' => self.path.push_str("~0"),
-                    '/' => self.path.push_str("~1"),
-                    c => self.path.push(c),
+            if self.state.judge {
+                let path = &mut self.state.path;
+                path.push('/');
+                for c in key.chars() {
+                    match c {
+                        '~' => path.push_str("~0"),
+                        '/' => path.push_str("~1"),
+                        c => path.push(c),
+                    }
+                }
+                if path.len() > MAX_POINTER {
+                    return Err(de::Error::custom("a field's pointer is too long"));
                 }
             }
-            map.next_value_seed(Walker { path: self.path, out: self.out })?;
-            self.path.truncate(base);
+            map.next_value_seed(Walker { state: self.state })?;
+            self.state.path.truncate(base);
         }
         if seen.is_empty() {
-            self.out.push(self.path.clone());
+            return self.leaf();
         }
         Ok(())
     }
@@ -175,6 +224,8 @@ mod tests {
 
     #[test]
     fn duplicates_and_malformed_bodies_give_their_offset() {
+        assert_eq!(walk(br#"{"a":{"b":1},"c":2}"#, true, &mut |p| p != "/a/b"), Ok(Some("/a/b".to_owned())));
+        assert!(walk(br#"{"a":1,"a":2}"#, false, &mut |_| false).unwrap_err().duplicate_key);
         let e = leaves(br#"{"a":1,"b":{"c":1,"c":2}}"#).unwrap_err();
         assert!(e.duplicate_key);
         assert!((18..=21).contains(&e.offset), "at the second `\"c\"`: {e:?}");
@@ -188,6 +239,18 @@ mod tests {
         assert!(leaves(b"{\"a\":1} x").is_err(), "trailing bytes");
         assert!(leaves(b"").is_err());
         assert!(leaves(&[b'['; 200]).is_err(), "nesting is bounded");
+        // Keys that differ only in case are one key to case-insensitive parsers.
+        assert!(leaves(br#"{"id":"me","ID":"victim"}"#).unwrap_err().duplicate_key);
+        assert!(leaves(br#"{"customer":1,"Customer":2}"#).unwrap_err().duplicate_key);
+        assert!(leaves("{\"s\":1,\"\u{17f}\":2}".as_bytes()).unwrap_err().duplicate_key);
+        assert!(leaves("{\"k\":1,\"\u{212a}\":2}".as_bytes()).unwrap_err().duplicate_key);
+        // The work a body can cause is bounded: a long key over many leaves, or many leaves.
+        let long_key = format!("{{\"{}\":[{}0]}}", "k".repeat(5000), "0,".repeat(10));
+        assert!(leaves(long_key.as_bytes()).is_err());
+        let many = format!("[{}0]", "0,".repeat(MAX_LEAVES));
+        assert!(leaves(many.as_bytes()).is_err());
+        let fine = format!("[{}0]", "0,".repeat(MAX_LEAVES - 1));
+        assert_eq!(leaves(fine.as_bytes()).unwrap().len(), MAX_LEAVES);
     }
 
     #[test]

@@ -278,6 +278,17 @@ fn route(
                 "`authorize` needs an `auth` method: a public route has no principal".into(),
             ));
         }
+        let in_response = matches!(a, crate::authz::AuthorizeConfig::Rule(rule) if rule.owner_in_response.is_some());
+        let reads_only = !methods.is_empty() && methods.iter().all(|m| *m == Method::GET || *m == Method::HEAD);
+        if in_response && !reads_only {
+            return Err(err(
+                "owner_in_response",
+                "",
+                "owner_in_response judges the upstream's answer after it acted: limit the route to reads \
+                 (`match: { methods: [GET] }`) and give writes a route of their own with an `owner` rule"
+                    .into(),
+            ));
+        }
         let authz = crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), metrics.authz_decisions())
             .map_err(|m| err("authorize", "", m))?;
         stages.push(Stage::Authorization(Box::new(authz)));

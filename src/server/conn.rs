@@ -466,8 +466,11 @@ impl Deadlines {
 
     /// While active: the deadline of a request head arriving in pieces, if it is before the armed
     /// time (the caller then resets the timer to it).
-    pub fn head_due(&mut self, activity: &Activity) -> Option<tokio::time::Instant> {
-        let due = tokio::time::Instant::from_std(activity.head_started()? + self.head);
+    /// `served`: a request of the connection reached the service; until then the first head's deadline
+    /// runs from the start of the connection, however its bytes trickle in.
+    pub fn head_due(&mut self, activity: &Activity, served: bool) -> Option<tokio::time::Instant> {
+        let started = if served { tokio::time::Instant::from_std(activity.head_started()?) } else { self.started };
+        let due = started + self.head;
         (due < self.armed).then(|| {
             self.armed = due;
             due
@@ -479,7 +482,7 @@ impl Deadlines {
     /// first request). Active, it closes when a head has been arriving for `header_read_timeout`, or
     /// when it has had no I/O and no running handler for `idle` (checked every quarter of `idle`, so
     /// within 1.25 times of it; only a connection active that long pays those checks).
-    pub fn fired(&mut self, now: tokio::time::Instant, activity: &Activity) -> Option<Expired> {
+    pub fn fired(&mut self, now: tokio::time::Instant, activity: &Activity, served: bool) -> Option<Expired> {
         if let Some(p) = self.parked {
             let (limit, why) = if p.first { (self.head, Expired::HeadTimeout) } else { (self.idle, Expired::Idle) };
             if now >= p.since + limit {
@@ -488,8 +491,10 @@ impl Deadlines {
             self.armed = p.since + limit;
             return None;
         }
-        if let Some(started) = activity.head_started() {
-            if now >= tokio::time::Instant::from_std(started) + self.head {
+        let head_from =
+            if served { activity.head_started().map(tokio::time::Instant::from_std) } else { Some(self.started) };
+        if let Some(from) = head_from {
+            if now >= from + self.head {
                 return Some(Expired::HeadTimeout);
             }
         }
@@ -504,8 +509,8 @@ impl Deadlines {
             }
         }
         self.armed = now + tick;
-        if let Some(started) = activity.head_started() {
-            self.armed = self.armed.min(tokio::time::Instant::from_std(started) + self.head);
+        if let Some(from) = head_from {
+            self.armed = self.armed.min(from + self.head);
         }
         None
     }
@@ -904,26 +909,26 @@ mod tests {
         let mut d = Deadlines::new(idle, head, t0);
         // A new connection waits for its first head from the start.
         assert_eq!(d.armed, at(t0, 10_000));
-        assert_eq!(d.fired(at(t0, 10_000), &activity), Some(Expired::HeadTimeout));
+        assert_eq!(d.fired(at(t0, 10_000), &activity, true), Some(Expired::HeadTimeout));
         // Woken without a request (readiness, no bytes): still the first head's deadline.
         let mut d = Deadlines::new(idle, head, t0);
         d.unpark();
         assert_eq!(d.park(at(t0, 3_000), false), None);
-        assert_eq!(d.fired(at(t0, 10_000), &activity), Some(Expired::HeadTimeout));
+        assert_eq!(d.fired(at(t0, 10_000), &activity, true), Some(Expired::HeadTimeout));
         // Served and parked at 1 s: the first-head timer fires at 10 s and re-arms for 61 s, once.
         let mut d = Deadlines::new(idle, head, t0);
         d.unpark();
         assert_eq!(d.park(at(t0, 1_000), true), None, "idle ends after the armed time: no reset");
-        assert_eq!(d.fired(at(t0, 10_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 10_000), &activity, true), None);
         assert_eq!(d.armed, at(t0, 61_000));
         // Requests at 20 s and 30 s touch no timer; the fire at 61 s re-arms for the last park.
         d.unpark();
         d.park(at(t0, 20_000), true);
         d.unpark();
         d.park(at(t0, 30_000), true);
-        assert_eq!(d.fired(at(t0, 61_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 61_000), &activity, true), None);
         assert_eq!(d.armed, at(t0, 90_000));
-        assert_eq!(d.fired(at(t0, 90_000), &activity), Some(Expired::Idle));
+        assert_eq!(d.fired(at(t0, 90_000), &activity, true), Some(Expired::Idle));
     }
 
     #[test]
@@ -934,21 +939,41 @@ mod tests {
         d.unpark();
         // idle_timeout below header_read_timeout: parking moves the timer earlier.
         assert_eq!(d.park(at(t0, 500), true), Some(at(t0, 1_500)));
-        assert_eq!(d.fired(at(t0, 1_500), &activity), Some(Expired::Idle));
+        assert_eq!(d.fired(at(t0, 1_500), &activity, true), Some(Expired::Idle));
         // Active, a head arriving in pieces: its deadline is pulled in, and holds whatever the I/O.
         let mut d = Deadlines::new(Duration::from_secs(60), Duration::from_millis(200), t0);
         d.unpark();
         assert_eq!(d.park(at(t0, 1), true), None);
-        assert_eq!(d.fired(at(t0, 200), &activity), None);
+        assert_eq!(d.fired(at(t0, 200), &activity, true), None);
         assert_eq!(d.armed, at(t0, 60_001));
         d.unpark();
-        assert_eq!(d.head_due(&activity), None, "no head is arriving");
+        assert_eq!(d.head_due(&activity, true), None, "no head is arriving");
         activity.head_state(true);
-        let due = d.head_due(&activity).expect("a head is arriving");
+        let due = d.head_due(&activity, true).expect("a head is arriving");
         assert!(due <= tokio::time::Instant::now() + Duration::from_millis(200));
-        assert_eq!(d.head_due(&activity), None, "pulled in once");
+        assert_eq!(d.head_due(&activity, true), None, "pulled in once");
         activity.touched.store(true, Ordering::Relaxed);
-        assert_eq!(d.fired(due + Duration::from_millis(1), &activity), Some(Expired::HeadTimeout));
+        assert_eq!(d.fired(due + Duration::from_millis(1), &activity, true), Some(Expired::HeadTimeout));
+    }
+
+    #[test]
+    fn the_first_head_runs_from_the_start_however_its_bytes_trickle() {
+        let activity = Activity::default();
+        let t0 = tokio::time::Instant::now();
+        let mut d = Deadlines::new(Duration::from_secs(60), Duration::from_secs(10), t0);
+        // A byte just before the deadline wakes the connection; its head started later, but it is the
+        // first head: the deadline stays 10 s from the start.
+        d.unpark();
+        activity.head_state(true);
+        assert_eq!(d.head_due(&activity, false), None, "already armed for the start's deadline");
+        activity.touched.store(true, Ordering::Relaxed);
+        assert_eq!(d.fired(at(t0, 10_000), &activity, false), Some(Expired::HeadTimeout));
+        // Active with no plaintext at all (TLS records only): the same.
+        let mut d = Deadlines::new(Duration::from_secs(60), Duration::from_secs(10), t0);
+        d.unpark();
+        let quiet = Activity::default();
+        quiet.touched.store(true, Ordering::Relaxed);
+        assert_eq!(d.fired(at(t0, 10_000), &quiet, false), Some(Expired::HeadTimeout));
     }
 
     #[test]
@@ -960,17 +985,17 @@ mod tests {
         d.unpark();
         // Checked every quarter of idle_timeout while active.
         activity.touched.store(true, Ordering::Relaxed);
-        assert_eq!(d.fired(at(t0, 1_000), &activity), None);
+        assert_eq!(d.fired(at(t0, 1_000), &activity, true), None);
         assert_eq!(d.armed, at(t0, 2_000));
         let (handling, _responding) = activity.request_started();
         for s in 2..10 {
-            assert_eq!(d.fired(at(t0, s * 1_000), &activity), None, "a running handler is not idleness");
+            assert_eq!(d.fired(at(t0, s * 1_000), &activity, true), None, "a running handler is not idleness");
         }
         drop(handling);
-        assert_eq!(d.fired(at(t0, 10_000), &activity), None);
-        assert_eq!(d.fired(at(t0, 11_000), &activity), None);
-        assert_eq!(d.fired(at(t0, 12_000), &activity), None);
-        assert_eq!(d.fired(at(t0, 13_000), &activity), Some(Expired::Idle));
+        assert_eq!(d.fired(at(t0, 10_000), &activity, true), None);
+        assert_eq!(d.fired(at(t0, 11_000), &activity, true), None);
+        assert_eq!(d.fired(at(t0, 12_000), &activity, true), None);
+        assert_eq!(d.fired(at(t0, 13_000), &activity, true), Some(Expired::Idle));
     }
 
     #[test]

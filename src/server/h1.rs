@@ -173,7 +173,8 @@ where
             return None;
         }
         while self.timer.as_mut().poll(cx).is_ready() {
-            if let Some(expired) = self.deadlines.fired(Instant::now(), &self.activity) {
+            let served = self.gate.served() > 0;
+            if let Some(expired) = self.deadlines.fired(Instant::now(), &self.activity, served) {
                 return Some(expired);
             }
             self.timer.as_mut().reset(self.deadlines.armed);
@@ -241,7 +242,7 @@ where
                         }
                         return Poll::Ready(());
                     }
-                    if let Some(due) = this.deadlines.head_due(&this.activity) {
+                    if let Some(due) = this.deadlines.head_due(&this.activity, this.gate.served() > 0) {
                         this.timer.as_mut().reset(due);
                         this.timer_polled = false;
                     }
