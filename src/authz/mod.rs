@@ -1,10 +1,12 @@
 //! Authorization (issue 11): may this principal take this action on this route? Deny by default, and
 //! every decision names the rule that made it.
 //!
-//! This first part is role-based: roles with inheritance (`roles:`), roles granted to principal ids by
-//! config (`principals:`) beside those authentication gives, and what a route requires (`authorize:`):
-//! roles, scopes, `any_of` / `all_of` of such requirements, and per-method requirements. Object-level
-//! (ownership, tenants), property-level (mass assignment) and policy rules (Cedar) are still to come.
+//! Roles with inheritance (`roles:`), roles granted to principal ids by config (`principals:`, per
+//! authentication method) beside those authentication gives, and what a route requires (`authorize:`):
+//! roles, scopes, `any_of` / `all_of`, per-method requirements, object-level rules (an owner named by a
+//! path, query or JSON body field; a tenant from the path or host; an owner in the upstream's answer,
+//! judged in `pipeline::owned_response`) and property-level rules (which JSON fields each role may set,
+//! `properties.rs`). Policy rules (Cedar) are still to come.
 //!
 //! Roles are bits: each declared role is one bit, and a role's mask holds the bits of every role it
 //! includes, transitively. A principal's roles (from authentication and from `principals:`) are looked
@@ -411,21 +413,8 @@ impl Authz {
                             o.pointer
                         ));
                     }
-                    let claim = match (&o.principal, &o.claim) {
-                        (Some(PrincipalField::Id), None) => None,
-                        (None, Some(c)) if !c.is_empty() => Some(c.clone()),
-                        _ => {
-                            return Err(
-                                "authorize.owner_in_response needs exactly one of `principal: id` or `claim`".into()
-                            )
-                        }
-                    };
-                    let mut override_mask = 0;
-                    for role in &o.override_roles {
-                        override_mask |= env.mask_of(role).ok_or_else(|| {
-                            format!("authorize.owner_in_response.override: `{role}` is not declared under `roles`")
-                        })?;
-                    }
+                    let claim = whose(o.principal, &o.claim, "authorize.owner_in_response")?;
+                    let override_mask = env.override_mask(&o.override_roles, "authorize.owner_in_response")?;
                     response_owner = Some(ResponseOwner {
                         pointer: o.pointer.clone(),
                         claim,
@@ -490,8 +479,9 @@ impl Authz {
             }
         }
         let description = describe(config);
-        let body_owner = uses_body(config);
-        let needs_host = uses_host(config);
+        // A body field as owner: the body is read first; a tenant from the host: the host is looked up.
+        let body_owner = any_rule(config, &|r| r.owner.as_ref().is_some_and(|o| o.body.is_some()));
+        let needs_host = any_rule(config, &|r| r.tenant.as_ref().is_some_and(|t| t.host.is_some()));
         Ok(Authz {
             response_owner,
             response_rule,
@@ -560,11 +550,7 @@ impl Authz {
         // Parsers disagree on duplicate keys: the client's parser must see the owner judged here.
         properties::walk(body, false, &mut |_| true).map_err(|_| "the answer is not JSON, or has a duplicate key")?;
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
-        let mine = match &o.claim {
-            None => Some(p.id.as_str()),
-            Some(c) => p.claims.as_ref().and_then(|m| m.get(c)).and_then(|v| v.as_str()),
-        };
-        let Some(mine) = mine else { return Err("the principal has no such claim") };
+        let Some(mine) = principal_value(p, o.claim.as_deref()) else { return Err("the principal has no such claim") };
         let owned = |item: &serde_json::Value| match item.pointer(&o.pointer) {
             Some(serde_json::Value::String(s)) => Some(s == mine),
             Some(serde_json::Value::Number(n)) => Some(n.to_string() == mine),
@@ -685,19 +671,7 @@ impl Authz {
         params: &[(String, String)],
         query: Option<&str>,
     ) -> Decision {
-        self.decide_at(principal, method, params, query, None)
-    }
-
-    /// As [`Authz::decide`], with the request's host (for tenants taken from it).
-    pub fn decide_at(
-        &self,
-        principal: Option<&Principal>,
-        method: &Method,
-        params: &[(String, String)],
-        query: Option<&str>,
-        host: Option<&str>,
-    ) -> Decision {
-        self.decide_in(principal, method, params, query, host, None)
+        self.decide_in(principal, method, params, query, None, None)
     }
 
     fn decide_in(
@@ -750,13 +724,7 @@ fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
 /// named twice, not valid UTF-8 once decoded, or the claim missing or not a string.
 fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
     let named: Option<std::borrow::Cow<'_, str>> = match &o.source {
-        Source::Param(name) => {
-            let mut found = ctx.params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
-            match (found.next(), found.next()) {
-                (Some(v), None) => Some(v.into()),
-                _ => None,
-            }
-        }
+        Source::Param(name) => one_param(ctx.params, name).map(Into::into),
         Source::Query(name) => query_value(ctx.query.unwrap_or(""), name),
         Source::Body(pointer) => match ctx.body.and_then(|b| b.pointer(pointer)) {
             Some(serde_json::Value::String(s)) => Some(s.as_str().into()),
@@ -767,29 +735,15 @@ fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
     if named.is_empty() || named.contains('\u{fffd}') {
         return false;
     }
-    match &o.claim {
-        None => *named == *ctx.p.id,
-        Some(claim) => match ctx.p.claims.as_ref().and_then(|c| c.get(claim)) {
-            Some(serde_json::Value::String(s)) => *named == **s,
-            _ => false,
-        },
-    }
+    principal_value(ctx.p, o.claim.as_deref()) == Some(&*named)
 }
 
-/// Whether a requirement anywhere in `config` names a body field as owner.
-fn uses_body(config: &AuthorizeConfig) -> bool {
+/// Whether a requirement anywhere in `config` (nested, per method) satisfies `test`.
+fn any_rule(config: &AuthorizeConfig, test: &dyn Fn(&RuleConfig) -> bool) -> bool {
     let AuthorizeConfig::Rule(r) = config else { return false };
-    r.owner.as_ref().is_some_and(|o| o.body.is_some())
-        || r.any_of.iter().chain(r.all_of.iter()).flatten().any(uses_body)
-        || r.methods.iter().flat_map(|m| m.values()).any(uses_body)
-}
-
-/// Whether a requirement anywhere in `config` takes the tenant from the host.
-fn uses_host(config: &AuthorizeConfig) -> bool {
-    let AuthorizeConfig::Rule(r) = config else { return false };
-    r.tenant.as_ref().is_some_and(|t| t.host.is_some())
-        || r.any_of.iter().chain(r.all_of.iter()).flatten().any(uses_host)
-        || r.methods.iter().flat_map(|m| m.values()).any(uses_host)
+    test(r)
+        || r.any_of.iter().chain(r.all_of.iter()).flatten().any(|c| any_rule(c, test))
+        || r.methods.iter().flat_map(|m| m.values()).any(|c| any_rule(c, test))
 }
 
 /// A rule id's identity: the address of its one shared name.
@@ -811,10 +765,7 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 fn same_tenant(t: &TenantSource, ctx: &Ctx<'_>) -> bool {
     let Some(mine) = ctx.p.tenant.as_deref() else { return false };
     match t {
-        TenantSource::Param(name) => {
-            let mut found = ctx.params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
-            matches!((found.next(), found.next()), (Some(v), None) if !v.is_empty() && v == mine)
-        }
+        TenantSource::Param(name) => one_param(ctx.params, name).is_some_and(|v| !v.is_empty() && v == mine),
         TenantSource::Host(pattern) => {
             let Some(host) = ctx.host else { return false };
             let labels: Vec<&str> = host.split('.').collect();
@@ -893,6 +844,41 @@ impl Env<'_> {
     fn mask_of(&self, role: &str) -> Option<u128> {
         self.roles.mask_of(role)
     }
+
+    /// The bits of an `override` list; `at` names the rule in errors.
+    fn override_mask(&self, roles: &[String], at: &str) -> Result<u128, String> {
+        roles.iter().try_fold(0, |m, role| {
+            self.mask_of(role)
+                .map(|bit| m | bit)
+                .ok_or_else(|| format!("{at}.override: `{role}` is not declared under `roles`"))
+        })
+    }
+}
+
+/// Whose value an owner is compared with: `None` the principal's id, or a claim. Exactly one is named.
+fn whose(principal: Option<PrincipalField>, claim: &Option<String>, at: &str) -> Result<Option<String>, String> {
+    match (principal, claim) {
+        (Some(PrincipalField::Id), None) => Ok(None),
+        (None, Some(c)) if !c.is_empty() => Ok(Some(c.clone())),
+        _ => Err(format!("{at} needs exactly one of `principal: id` or `claim`")),
+    }
+}
+
+/// The principal's id (`claim: None`) or the string value of one of its claims.
+fn principal_value<'p>(p: &'p Principal, claim: Option<&str>) -> Option<&'p str> {
+    match claim {
+        None => Some(&p.id),
+        Some(c) => p.claims.as_ref()?.get(c)?.as_str(),
+    }
+}
+
+/// The one value of path parameter `name`; `None` when it is absent or captured twice.
+fn one_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let mut found = params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    match (found.next(), found.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
 }
 
 fn compile_rule(
@@ -952,17 +938,8 @@ fn compile_rule(
             }
             _ => return Err(format!("{id}.owner needs exactly one of `param`, `query` or `body`")),
         };
-        let claim = match (&o.principal, &o.claim) {
-            (Some(PrincipalField::Id), None) => None,
-            (None, Some(c)) if !c.is_empty() => Some(c.clone()),
-            _ => return Err(format!("{id}.owner needs exactly one of `principal: id` or `claim`")),
-        };
-        let mut override_mask = 0;
-        for role in &o.override_roles {
-            override_mask |= roles
-                .mask_of(role)
-                .ok_or_else(|| format!("{id}.owner.override: `{role}` is not declared under `roles`"))?;
-        }
+        let claim = whose(o.principal, &o.claim, &format!("{id}.owner"))?;
+        let override_mask = roles.override_mask(&o.override_roles, &format!("{id}.owner"))?;
         push(Condition::Owner(Owner { source, claim, override_mask }), format!("{id}.owner"), ids);
     }
     if let Some(t) = &r.tenant {
