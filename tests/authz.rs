@@ -115,6 +115,7 @@ fn setup() -> Setup {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    http2: true
 upstreams:
   app:
     targets:
@@ -224,8 +225,14 @@ admin:
 }
 
 fn send(s: &Setup, who: Option<&str>, method: &str, path: &str) -> (u16, String) {
+    send_as(s, who, method, path, &[])
+}
+
+/// As [`send`], with more curl arguments (`--http2-prior-knowledge`, `-I` for HEAD).
+fn send_as(s: &Setup, who: Option<&str>, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
     let url = format!("http://{}{path}", s.gw.addr("main"));
     let mut args = vec!["--path-as-is", "-X", method];
+    args.extend_from_slice(extra);
     let header;
     if let Some(who) = who {
         header = format!("X-API-Key: {}", s.keys[who]);
@@ -679,4 +686,35 @@ fn ownership_known_only_to_the_upstream_is_checked_before_any_byte_is_released()
     let url = format!("http://{}/shelf", s.gw.addr("main"));
     let (_, headers, _) = curl(&["-H", &format!("X-API-Key: {}", s.keys["alice"]), &url]);
     assert!(headers.to_ascii_lowercase().contains("cache-control: private"), "{headers}");
+}
+
+#[test]
+fn the_same_rules_hold_over_http2_and_for_head() {
+    let s = setup();
+    let h2 = ["--http2-prior-knowledge"];
+    let cases: &[(&str, &str, &str, &[&str], u16)] = &[
+        ("alice", "GET", "/docs/a", &h2, 200),
+        ("alice", "DELETE", "/docs/a", &h2, 403),
+        ("alice", "DELETE", "/DOCS/a", &h2, 403),
+        ("alice", "GET", "/users/bob/orders", &h2, 403),
+        ("alice", "GET", "/users/alice/orders", &h2, 200),
+        ("alice", "GET", "/reports?owner=alice&owner=bob", &h2, 403),
+        ("carol", "DELETE", "/docs/a", &h2, 200),
+        // HEAD has no rule of its own under `methods:`: denied, not taken for GET.
+        ("alice", "HEAD", "/docs/a", &["-I"], 403),
+        ("alice", "HEAD", "/docs/a", &["-I", "--http2-prior-knowledge"], 403),
+        // Where the route's own requirement applies, HEAD is judged like any method.
+        ("alice", "HEAD", "/users/bob/orders", &["-I"], 403),
+        ("alice", "HEAD", "/users/alice/orders", &["-I"], 200),
+        // A route that judges answers is GET-only here: HEAD is not a way around it.
+        ("alice", "HEAD", "/books/mine", &["-I"], 405),
+    ];
+    for (who, method, path, extra, want) in cases {
+        let before = s.up.hits();
+        let (code, body) = send_as(&s, Some(who), method, path, extra);
+        assert_eq!(code, *want, "{who} {method} {path} {extra:?}: {body}");
+        if code != 200 && !path.starts_with("/books") {
+            assert_eq!(s.up.hits(), before, "{who} {method} {path} reached the upstream");
+        }
+    }
 }
