@@ -718,3 +718,174 @@ fn the_same_rules_hold_over_http2_and_for_head() {
         }
     }
 }
+
+use std::time::Duration;
+
+/// Polls `f` until it holds (at most `timeout`).
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// An RFC 3339 UTC time `offset` seconds from now (for policies' `datetime` windows).
+fn utc(offset: i64) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + offset;
+    let out =
+        std::process::Command::new("date").args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"]).output();
+    String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn cedar_policies_decide_through_the_gateway_and_a_broken_one_is_refused_at_reload() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    // Open now (an hour either side), from one CIDR, for finance readers with an id in the path.
+    let office = format!(
+        r#"@id("office")
+permit(principal in Portcullis::Role::"reader", action == Portcullis::Action::"GET", resource == Portcullis::Route::"reports")
+when {{
+  context.ip.isInRange(ip("10.20.0.0/16")) &&
+  context.time >= datetime("{from}") && context.time < datetime("{to}") &&
+  principal.claims has dept && principal.claims.dept == "finance" &&
+  resource.params has id && resource.params.id != "locked"
+}};
+@id("closed")
+permit(principal, action, resource == Portcullis::Route::"archive") when {{ context.time < datetime("{past}") }};
+@id("no-contractors")
+forbid(principal, action, resource) when {{ principal.claims has dept && principal.claims.dept == "contractors" }};
+"#,
+        from = utc(-3600),
+        to = utc(3600),
+        past = utc(-7200),
+    );
+    let policy_file = dir.write("office.cedar", &office);
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+trusted_proxies: [127.0.0.1/32]
+upstreams:
+  app:
+    targets:
+      - address: {up}
+authenticators:
+  sso:
+    jwt:
+      issuer: https://idp.test
+      audiences: [api]
+      algorithms: [HS256]
+      hmac_secret: {SECRET}
+      roles_claim: roles
+roles:
+  reader: {{}}
+policies:
+  office:
+    file: {file}
+    claims: {{ dept: String }}
+routes:
+  - name: reports
+    match:
+      path: {{ template: "/reports/{{id}}" }}
+      methods: [GET, DELETE]
+    upstream: app
+    auth: sso
+    authorize: {{ roles: [reader], policy: office }}
+  - name: archive
+    match:
+      path: {{ prefix: /archive }}
+    upstream: app
+    auth: sso
+    authorize: {{ policy: office }}
+logging:
+  level: info
+  access_log: true
+admin:
+  address: 127.0.0.1:0
+"#,
+        up = up.addr,
+        file = path_str(&policy_file),
+    );
+    let gw = Gateway::start_in(dir, &yaml);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = |dept: &str, roles: &[&str]| {
+        hs256(
+            SECRET,
+            &serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": "u1", "iat": now, "exp": now + 600,
+                                "dept": dept, "roles": roles}),
+        )
+    };
+    let finance = token("finance", &["reader"]);
+    let addr = gw.addr("main");
+    let get = |token: &str, from: &str, method: &str, path: &str| {
+        let (code, _, body) = curl(&[
+            "--path-as-is",
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            &format!("X-Forwarded-For: {from}"),
+            &format!("http://{addr}{path}"),
+        ]);
+        (code, body)
+    };
+    let cases: &[(&str, &str, &str, &str, u16)] = &[
+        (&finance, "10.20.3.4", "GET", "/reports/7", 200),
+        (&finance, "10.20.255.255", "GET", "/reports/%37", 200),
+        (&finance, "10.21.3.4", "GET", "/reports/7", 403),
+        (&finance, "192.0.2.1", "GET", "/reports/7", 403),
+        // The last hop is the client: a spoofed first element does not count.
+        (&finance, "10.20.3.4, 192.0.2.1", "GET", "/reports/7", 403),
+        (&finance, "10.20.3.4", "DELETE", "/reports/7", 403),
+        (&finance, "10.20.3.4", "GET", "/reports/locked", 403),
+        (&token("sales", &["reader"]), "10.20.3.4", "GET", "/reports/7", 403),
+        (&token("finance", &[]), "10.20.3.4", "GET", "/reports/7", 403),
+        (&token("contractors", &["reader"]), "10.20.3.4", "GET", "/archive/x", 403),
+        (&finance, "10.20.3.4", "GET", "/archive/x", 403),
+    ];
+    let mut allowed = 0;
+    for (token, from, method, path, want) in cases {
+        let before = up.hits();
+        let (code, body) = get(token, from, method, path);
+        assert_eq!(code, *want, "{from} {method} {path}: {body}");
+        if code == 200 {
+            allowed += 1;
+        } else {
+            assert_eq!(up.hits(), before, "{from} {method} {path} reached the upstream");
+            assert_eq!(problem_type(&body), problem("forbidden"), "{body}");
+            assert!(!body.contains("office") && !body.contains("10.20"), "no hint of the policy: {body}");
+        }
+    }
+    assert_eq!(up.hits(), allowed);
+    // Each decision names the policy that made it.
+    let rules: Vec<String> = gw
+        .wait_access_log(cases.len(), Duration::from_secs(5))
+        .iter()
+        .map(|l| l["authz_rule"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(rules.iter().any(|r| r == "authorize.policy:office/no-permit"), "{rules:?}");
+    assert!(rules.iter().any(|r| r == "authorize.roles"), "{rules:?}");
+    let m = gw.metrics();
+    let series = r#"portcullis_authz_decisions_total{route="archive",decision="deny",rule="authorize.policy:office/no-contractors"}"#;
+    assert_eq!(metric(&m, series), Some(1.0), "{m}");
+
+    // A malformed policy is refused at reload, and the old set keeps serving.
+    std::fs::write(&policy_file, "permit(principal, action, resource) when { principal.nickname == \"x\" };").unwrap();
+    gw.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || gw.count_log("reload refused") >= 1), "{}", gw.logs().join("\n"));
+    let refused = gw.logs().into_iter().find(|l| l.contains("reload refused")).unwrap();
+    assert!(refused.contains("office"), "{refused}");
+    assert_eq!(get(&finance, "10.20.3.4", "GET", "/reports/7").0, 200);
+    assert_eq!(get(&finance, "192.0.2.1", "GET", "/reports/7").0, 403);
+    // A valid change applies.
+    std::fs::write(&policy_file, office.replace("10.20.0.0/16", "192.0.2.0/24")).unwrap();
+    gw.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || get(&finance, "192.0.2.1", "GET", "/reports/7").0 == 200));
+    assert_eq!(get(&finance, "10.20.3.4", "GET", "/reports/7").0, 403);
+}

@@ -6,12 +6,13 @@
 //! roles, scopes, `any_of` / `all_of`, per-method requirements, object-level rules (an owner named by a
 //! path, query or JSON body field; a tenant from the path or host; an owner in the upstream's answer,
 //! judged in `pipeline::owned_response`) and property-level rules (which JSON fields each role may set,
-//! `properties.rs`). Policy rules (Cedar) are still to come.
+//! `properties.rs`) and policy as code: a Cedar policy set the route requires (`cedar.rs`).
 //!
 //! Roles are bits: each declared role is one bit, and a role's mask holds the bits of every role it
 //! includes, transitively. A principal's roles (from authentication and from `principals:`) are looked
 //! up once per request and or-ed together; a requirement on roles is one AND of masks.
 
+pub mod cedar;
 mod properties;
 
 use crate::exchange::{Decision, Exchange, Principal, Reject};
@@ -96,6 +97,9 @@ pub struct RuleConfig {
     /// PATCH may set (`*` matches one segment; a pointer allows what is under it). Any other field: 403.
     #[serde(default)]
     pub properties: Option<BTreeMap<String, Vec<String>>>,
+    /// A Cedar policy set declared under `policies:` must allow the request.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// `owner: { param: id, principal: id }`, `owner: { query: user, claim: sub, override: [admin] }`: the
@@ -315,6 +319,17 @@ enum Condition {
     AllOf(Vec<Rule>),
     Owner(Owner),
     Tenant(TenantSource),
+    Policy(Box<PolicyCheck>),
+}
+
+/// A Cedar policy set the request must satisfy, with the rule id each outcome is recorded under.
+#[derive(Debug)]
+struct PolicyCheck {
+    set: Arc<cedar::PolicySet>,
+    /// Per policy (source order): denied by it.
+    by_policy: Vec<Arc<str>>,
+    no_permit: Arc<str>,
+    error: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -343,6 +358,10 @@ enum Source {
 struct Ctx<'a> {
     p: &'a Principal,
     mask: u128,
+    roles: &'a Roles,
+    method: &'a Method,
+    /// What policy sets read beside the principal and the route.
+    facts: &'a cedar::Facts<'a>,
     params: &'a [(String, String)],
     query: Option<&'a str>,
     host: Option<&'a str>,
@@ -361,6 +380,8 @@ pub struct Authz {
     counters: Vec<(usize, bool, Counter)>,
     /// A requirement takes the tenant from the host (only then is the host looked up).
     needs_host: bool,
+    /// A requirement asks a policy set (only then are the clock, the client and TLS facts gathered).
+    needs_facts: bool,
     /// The rule id of a method with no requirement (when only `methods` is given).
     unlisted: Arc<str>,
     /// Per role bit, the body fields it may set; `None` when the route has no property rules.
@@ -381,12 +402,13 @@ impl Authz {
         roles: &Arc<Roles>,
         route: &str,
         path_params: &[&str],
+        policies: &Policies,
         decisions: &Family<Vec<(String, String)>, Counter>,
     ) -> Result<Authz, String> {
         let mut ids = Vec::new();
         let mut property_rules = None;
         let mut response_owner = None;
-        let env = Env { roles, path_params };
+        let env = Env { roles, policies, path_params };
         let roles = &env;
         let (default, methods) = match config {
             AuthorizeConfig::Keyword(Keyword::Authenticated) => {
@@ -445,6 +467,7 @@ impl Authz {
                     || r.all_of.is_some()
                     || r.owner.is_some()
                     || r.tenant.is_some()
+                    || r.policy.is_some()
                     || r.owner_in_response.is_some();
                 let default = if has_default {
                     let plain =
@@ -482,7 +505,9 @@ impl Authz {
         // A body field as owner: the body is read first; a tenant from the host: the host is looked up.
         let body_owner = any_rule(config, &|r| r.owner.as_ref().is_some_and(|o| o.body.is_some()));
         let needs_host = any_rule(config, &|r| r.tenant.as_ref().is_some_and(|t| t.host.is_some()));
+        let needs_facts = any_rule(config, &|r| r.policy.is_some());
         Ok(Authz {
+            needs_facts,
             response_owner,
             response_rule,
             body_owner,
@@ -651,7 +676,22 @@ impl Authz {
             return Err(Reject::Forbidden);
         }
         let host = if self.needs_host { request_host(&ex.parts) } else { None };
-        let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &ex.params, query, host, body);
+        let facts = if self.needs_facts {
+            let tls = ex.conn.tls.as_ref();
+            cedar::Facts {
+                route: ex.route.as_deref().unwrap_or(""),
+                path: ex.path(),
+                ip: ex.client_ip,
+                now: std::time::SystemTime::now(),
+                tls_version: tls.and_then(|t| t.version),
+                tls: tls.is_some(),
+                client_cert: tls.is_some_and(|t| t.client_chain.is_some()),
+            }
+        } else {
+            cedar::Facts { now: std::time::UNIX_EPOCH, ..cedar::Facts::default() }
+        };
+        let at = Inputs { params: &ex.params, query, host, body, facts: &facts };
+        let decision = self.decide_in(ex.principal.as_deref(), &ex.parts.method, &at);
         self.count(&decision.rule, decision.allowed);
         let allowed = decision.allowed;
         ex.authz = Some(decision);
@@ -671,18 +711,22 @@ impl Authz {
         params: &[(String, String)],
         query: Option<&str>,
     ) -> Decision {
-        self.decide_in(principal, method, params, query, None, None)
+        self.decide_at(principal, method, params, query, &cedar::Facts::default())
     }
 
-    fn decide_in(
+    /// [`Authz::decide`] with the facts policy sets read (the route, the client, the clock, TLS).
+    pub fn decide_at(
         &self,
         principal: Option<&Principal>,
         method: &Method,
         params: &[(String, String)],
         query: Option<&str>,
-        host: Option<&str>,
-        body: Option<&serde_json::Value>,
+        facts: &cedar::Facts<'_>,
     ) -> Decision {
+        self.decide_in(principal, method, &Inputs { params, query, host: None, body: None, facts })
+    }
+
+    fn decide_in(&self, principal: Option<&Principal>, method: &Method, at: &Inputs<'_>) -> Decision {
         let chosen = self.methods.iter().find(|(m, _, _)| m == method).map(|(_, r, id)| (r, id));
         let Some((rule, id)) = chosen.or(self.default.as_ref().map(|(r, id)| (r, id))) else {
             return Decision { allowed: false, rule: self.unlisted.clone() };
@@ -691,7 +735,17 @@ impl Authz {
             // Authentication runs first; a route without a principal has nothing to authorize.
             return Decision { allowed: false, rule: id.clone() };
         };
-        let ctx = Ctx { p: principal, mask: self.roles.of(principal), params, query, host, body };
+        let ctx = Ctx {
+            p: principal,
+            mask: self.roles.of(principal),
+            roles: &self.roles,
+            method,
+            facts: at.facts,
+            params: at.params,
+            query: at.query,
+            host: at.host,
+            body: at.body,
+        };
         match failing(rule, &ctx) {
             None => Decision { allowed: true, rule: id.clone() },
             Some(rule) => Decision { allowed: false, rule },
@@ -705,6 +759,15 @@ fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
     let p = ctx.p;
     for (c, id) in conditions {
         let holds = match c {
+            Condition::Policy(check) => {
+                let roles = ctx.p_roles();
+                match check.set.decide(p, roles, ctx.method, ctx.params, ctx.facts) {
+                    cedar::Verdict::Allow => true,
+                    cedar::Verdict::Forbidden(i) => return Some(check.by_policy[i].clone()),
+                    cedar::Verdict::NoPermit => return Some(check.no_permit.clone()),
+                    cedar::Verdict::Error => return Some(check.error.clone()),
+                }
+            }
             Condition::Roles(want) => ctx.mask & want != 0,
             Condition::ScopesAll(s) => s.iter().all(|s| p.scopes.iter().any(|have| have == s)),
             Condition::ScopesAny(s) => s.iter().any(|s| p.scopes.iter().any(|have| have == s)),
@@ -719,6 +782,27 @@ fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
     }
     None
 }
+
+/// The request facts a decision reads beside the principal and the method.
+struct Inputs<'a> {
+    params: &'a [(String, String)],
+    query: Option<&'a str>,
+    host: Option<&'a str>,
+    body: Option<&'a serde_json::Value>,
+    facts: &'a cedar::Facts<'a>,
+}
+
+impl<'a> Ctx<'a> {
+    /// The names of the roles the principal has (inherited and granted ones included).
+    fn p_roles(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let roles: &'a Roles = self.roles;
+        let mask = self.mask;
+        roles.names.iter().enumerate().filter(move |(i, _)| mask & (1u128 << i) != 0).map(|(_, n)| n.as_str())
+    }
+}
+
+/// The policy sets declared under `policies:`, by name.
+pub type Policies = BTreeMap<String, Arc<cedar::PolicySet>>;
 
 /// Whether the object the request names is the principal's. Any doubt is a no: the value missing,
 /// named twice, not valid UTF-8 once decoded, or the claim missing or not a string.
@@ -744,6 +828,23 @@ fn any_rule(config: &AuthorizeConfig, test: &dyn Fn(&RuleConfig) -> bool) -> boo
     test(r)
         || r.any_of.iter().chain(r.all_of.iter()).flatten().any(|c| any_rule(c, test))
         || r.methods.iter().flat_map(|m| m.values()).any(|c| any_rule(c, test))
+}
+
+/// The policy sets `config` requires anywhere (nested, per method).
+pub fn policy_names(config: &AuthorizeConfig) -> Vec<&str> {
+    let mut out = Vec::new();
+    fn walk<'c>(c: &'c AuthorizeConfig, out: &mut Vec<&'c str>) {
+        let AuthorizeConfig::Rule(r) = c else { return };
+        out.extend(r.policy.as_deref());
+        for sub in r.any_of.iter().chain(r.all_of.iter()).flatten() {
+            walk(sub, out);
+        }
+        for sub in r.methods.iter().flat_map(|m| m.values()) {
+            walk(sub, out);
+        }
+    }
+    walk(config, &mut out);
+    out
 }
 
 /// A rule id's identity: the address of its one shared name.
@@ -836,6 +937,7 @@ fn loose_name(name: &str) -> String {
 /// What compiling a route's requirement needs to know.
 struct Env<'a> {
     roles: &'a Arc<Roles>,
+    policies: &'a Policies,
     /// The parameters the route's path template captures.
     path_params: &'a [&'a str],
 }
@@ -963,6 +1065,21 @@ fn compile_rule(
         };
         push(Condition::Tenant(source), format!("{id}.tenant"), ids);
     }
+    if let Some(name) = &r.policy {
+        let set = roles
+            .policies
+            .get(name)
+            .ok_or_else(|| format!("{id}.policy: `{name}` is not declared under `policies`"))?;
+        let at = format!("{id}.policy:{name}");
+        let mut rule = |what: &str| -> Arc<str> {
+            let rid: Arc<str> = format!("{at}/{what}").into();
+            ids.push(rid.clone());
+            rid
+        };
+        let by_policy = set.names().map(&mut rule).collect();
+        let check = PolicyCheck { set: set.clone(), by_policy, no_permit: rule("no-permit"), error: rule("error") };
+        push(Condition::Policy(Box::new(check)), at, ids);
+    }
     for (list, any) in [(&r.any_of, true), (&r.all_of, false)] {
         let Some(list) = list else { continue };
         let key = if any { "any_of" } else { "all_of" };
@@ -1023,6 +1140,9 @@ fn describe(config: &AuthorizeConfig) -> String {
                     .as_ref()
                     .map_or_else(|| format!("host {}", t.host.as_deref().unwrap_or("")), |p| format!("{{{p}}}"));
                 parts.push(format!("tenant = {from}"));
+            }
+            if let Some(p) = &r.policy {
+                parts.push(format!("policy {p}"));
             }
             for (m, c) in r.methods.iter().flatten() {
                 parts.push(format!("{m}: {}", describe(c)));

@@ -207,6 +207,7 @@ fn route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     authenticators: &Authenticators,
     roles: &Arc<crate::authz::Roles>,
+    policies: &crate::authz::Policies,
     l: &ServerLimits,
     metrics: &Metrics,
 ) -> Result<(Matcher, Arc<Route>)> {
@@ -289,8 +290,9 @@ fn route(
                     .into(),
             ));
         }
-        let authz = crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), metrics.authz_decisions())
-            .map_err(|m| err("authorize", "", m))?;
+        let authz =
+            crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), policies, metrics.authz_decisions())
+                .map_err(|m| err("authorize", "", m))?;
         stages.push(Stage::Authorization(Box::new(authz)));
     }
     let compiled = Route {
@@ -307,6 +309,43 @@ fn route(
         strict_trailing_slash: r.matcher.trailing_slash == file::TrailingSlash::Strict,
     };
     Ok((Matcher { hosts, path, methods, options }, Arc::new(compiled)))
+}
+
+/// What the routes requiring each policy set tell its schema: their names, path parameters and methods.
+pub fn policy_uses(cfg: &FileConfig) -> BTreeMap<&str, crate::authz::cedar::Uses> {
+    const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    let mut uses: BTreeMap<&str, crate::authz::cedar::Uses> = BTreeMap::new();
+    for r in &cfg.routes {
+        let Some(a) = &r.authorize else { continue };
+        for name in crate::authz::policy_names(a) {
+            let u = uses.entry(name).or_default();
+            u.routes.insert(r.name.clone());
+            if let Some(t) = &r.matcher.path.template {
+                if let Ok(p) = PathPattern::template(t) {
+                    u.params.extend(p.param_names().into_iter().map(str::to_owned));
+                }
+            }
+            if r.matcher.methods.is_empty() {
+                u.methods.extend(STANDARD.iter().map(|m| (*m).to_owned()));
+            } else {
+                u.methods.extend(r.matcher.methods.iter().cloned());
+            }
+        }
+    }
+    uses
+}
+
+/// Reads, parses and validates every policy set (an error names the set and the policy).
+fn policy_sets(cfg: &FileConfig) -> Result<crate::authz::Policies> {
+    let uses = policy_uses(cfg);
+    let mut sets = BTreeMap::new();
+    for (name, p) in &cfg.policies {
+        let u = uses.get(name.as_str()).cloned().unwrap_or_default();
+        let set = crate::authz::cedar::PolicySet::compile(name, p, &u)
+            .map_err(|m| CompileError::new("policies", name.clone(), m))?;
+        sets.insert(name.clone(), Arc::new(set));
+    }
+    Ok(sets)
 }
 
 /// Compiles the config. `previous` lends unchanged upstreams to the new runtime.
@@ -365,13 +404,14 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     let roles = Arc::new(
         crate::authz::Roles::compile(&cfg.roles, &cfg.principals).map_err(|m| CompileError::new("roles", "", m))?,
     );
+    let policies = policy_sets(cfg)?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &authenticators, &roles, &limits, metrics)?);
+        entries.push(route(r, &upstreams, &authenticators, &roles, &policies, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,

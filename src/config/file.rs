@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// Roles granted by config to principal ids, beside those authentication gives.
     #[serde(default)]
     pub principals: BTreeMap<String, crate::authz::PrincipalConfig>,
+    /// Cedar policy sets that routes' `authorize` may require (`policy: NAME`).
+    #[serde(default)]
+    pub policies: BTreeMap<String, crate::authz::cedar::PolicyConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,

@@ -5,11 +5,31 @@ use super::file::FileConfig;
 use crate::authz::{AuthorizeConfig, RuleConfig};
 use std::collections::BTreeSet;
 
+/// Cedar policies that can never apply: Cedar's validator finds them impossible, or their scope names
+/// methods or routes that no route requiring the set has; and sets no route requires.
+fn policy_lints(cfg: &FileConfig) -> Vec<String> {
+    let uses = super::compile::policy_uses(cfg);
+    let mut out = Vec::new();
+    for (name, p) in &cfg.policies {
+        match uses.get(name.as_str()) {
+            None => out.push(format!(
+                "policy set `{name}` is declared but no route requires it (`authorize: {{ policy: {name} }}`)"
+            )),
+            Some(u) => {
+                if let Ok(set) = crate::authz::cedar::PolicySet::compile(name, p, u) {
+                    out.extend(set.never);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Roles no principal can get, and routes (or methods of routes) whose requirement asks for roles no
 /// principal can have. Silent when roles can come from somewhere `check` cannot see (a JWT or
 /// introspection `roles_claim`, an API key store).
 pub fn lints(cfg: &FileConfig) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = policy_lints(cfg);
     if cfg.roles.is_empty() {
         return out;
     }
