@@ -425,6 +425,33 @@ fn check_refuses_mistakes_in_authorization() {
         ),
         "{out}"
     );
+    // Cedar: a policy error fails check (naming the set), and a policy that can never apply is pointed out.
+    let policies = |text: &str| {
+        format!(
+            "roles:\n  reader: {{}}\nprincipals:\n  bob: {{ roles: [reader], via: [api_key] }}\npolicies:\n  p:\n    cedar: |\n      {text}\n  unused:\n    cedar: 'permit(principal, action, resource);'\n"
+        )
+    };
+    for (i, (text, want)) in [
+        ("permit(principal, action, resource) when { principal.nick == 1 };", "policies.p does not validate"),
+        ("permit(principal, action, resource", "policies.p"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.write(&format!("cedar{i}.yaml"), &with_route("{ policy: p }", &policies(text)));
+        let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+        assert_ne!(code, 0, "cedar case {i} passed check:\n{out}");
+        assert!(err.contains(want), "cedar case {i}: {err}");
+    }
+    let never = "permit(principal, action == Portcullis::Action::\"PATCH\", resource); permit(principal, action, resource) when { false };";
+    let path = dir.write("cedar-lint.yaml", &with_route("{ roles: [reader], policy: p }", &policies(never)));
+    let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authorization[roles any of reader, policy p]"), "{out}");
+    assert!(out.contains("warning: policies.p: policy `policy1` can never apply"), "{out}");
+    assert!(out.contains("warning: policy set `unused` is declared but no route requires it"), "{out}");
+    // The route serves PATCH (no `methods` listed: the standard ones), so policy0 may apply.
+    assert!(!out.contains("`policy0`"), "{out}");
 }
 
 fn send_body(s: &Setup, who: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
