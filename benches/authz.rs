@@ -56,24 +56,33 @@ fn bench_rbac(c: &mut Criterion) {
     g.finish();
 }
 
-/// A Cedar decision on a set of 20 policies (issue 11: at most 20 µs): 18 permits scoped to other
-/// routes or methods, one that applies (role, CIDR, hours, a claim, a path parameter) and one forbid.
-fn bench_cedar(c: &mut Criterion) {
+/// A 20-policy Cedar set on route `orders`: 18 permits scoped to other methods, one that applies (a
+/// role, a CIDR, hours, a claim, a path parameter) and one forbid. Roles are tested as entity
+/// membership (`principal in Portcullis::Role::"r"`) or as the `roles` attribute.
+fn cedar_authz(membership: bool) -> Authz {
+    let role = |r: &str| {
+        if membership {
+            format!("principal in Portcullis::Role::\"{r}\"")
+        } else {
+            format!("principal.roles.contains(\"{r}\")")
+        }
+    };
     let mut text = String::new();
     for i in 0..18 {
         let method = ["PUT", "POST", "PATCH"][i % 3];
         text.push_str(&format!(
-            "@id(\"p{i}\") permit(principal in Portcullis::Role::\"role{}\", action == Portcullis::Action::\"{method}\", \
-             resource) when {{ resource.params has id && resource.params.id == \"{i}\" }};\n",
-            i % 20
+            "@id(\"p{i}\") permit(principal, action == Portcullis::Action::\"{method}\", resource) \
+             when {{ {} && resource.params has id && resource.params.id == \"{i}\" }};\n",
+            role(&format!("role{}", i % 20))
         ));
     }
-    text.push_str(
-        "@id(\"office\") permit(principal in Portcullis::Role::\"role5\", action == Portcullis::Action::\"GET\", resource) \
-         when { context.ip.isInRange(ip(\"10.0.0.0/8\")) && context.hour >= 0 && context.hour < 24 && \
-         principal.claims has dept && principal.claims.dept == \"finance\" && resource.params has id };\n\
-         @id(\"banned\") forbid(principal, action, resource) when { principal.scopes.contains(\"banned\") };\n",
-    );
+    text.push_str(&format!(
+        "@id(\"office\") permit(principal, action == Portcullis::Action::\"GET\", resource) \
+         when {{ {} && context.ip.isInRange(ip(\"10.0.0.0/8\")) && context.hour >= 0 && context.hour < 24 && \
+         principal.claims has dept && principal.claims.dept == \"finance\" && resource.params has id }};\n\
+         @id(\"banned\") forbid(principal, action, resource) when {{ principal.scopes.contains(\"banned\") }};\n",
+        role("role5")
+    ));
     let config =
         PolicyConfig { cedar: Some(text), claims: [("dept".to_owned(), ClaimType::String)].into(), file: None };
     let uses = Uses {
@@ -90,9 +99,12 @@ fn bench_cedar(c: &mut Criterion) {
     }
     let roles = Arc::new(Roles::compile(&roles, &BTreeMap::new()).unwrap());
     let policies: Policies = [("bench".to_owned(), set)].into();
-    let family = Family::default();
     let config: AuthorizeConfig = serde_yaml_ng::from_str("policy: bench").unwrap();
-    let authz = Authz::compile(&config, &roles, "orders", &["id"], &policies, &family).unwrap();
+    Authz::compile(&config, &roles, "orders", &["id"], &policies, &Family::default()).unwrap()
+}
+
+/// A Cedar decision on a set of 20 policies (issue 11: at most 20 µs).
+fn bench_cedar(c: &mut Criterion) {
     let principal = Principal {
         id: "user777".into(),
         kind: PrincipalKind::Jwt,
@@ -104,27 +116,30 @@ fn bench_cedar(c: &mut Criterion) {
     };
     let params = vec![("id".to_owned(), "42".to_owned())];
     let facts = Facts { route: "orders", path: "/orders/42", ip: "10.1.2.3".parse().unwrap(), ..Facts::default() };
-    let mut g = c.benchmark_group("authz");
-    g.bench_function("cedar 20 policies allow", |b| {
-        b.iter(|| {
-            let d = authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &facts);
-            assert!(d.allowed);
-        })
-    });
-    // Each decision from another client: no context is reused.
-    let mut n = 0u32;
-    g.bench_function("cedar 20 policies allow, a new client each time", |b| {
-        b.iter(|| {
-            n = n.wrapping_add(1);
-            let f =
-                Facts { ip: std::net::IpAddr::from((10u32 << 24 | (n & 0xff_ffff)).to_be_bytes()), ..facts.clone() };
-            authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &f)
-        })
-    });
     let outside = Facts { ip: "192.0.2.1".parse().unwrap(), ..facts.clone() };
-    g.bench_function("cedar 20 policies deny", |b| {
-        b.iter(|| authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &outside))
-    });
+    let mut g = c.benchmark_group("authz");
+    for (membership, form) in [(false, "roles attribute"), (true, "role membership")] {
+        let authz = cedar_authz(membership);
+        g.bench_function(format!("cedar 20 policies, {form}, allow"), |b| {
+            b.iter(|| {
+                let d = authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &facts);
+                assert!(d.allowed);
+            })
+        });
+        // Each decision from another client: no context is reused.
+        let mut n = 0u32;
+        g.bench_function(format!("cedar 20 policies, {form}, allow, a new client each time"), |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                let ip = std::net::IpAddr::from((10u32 << 24 | (n & 0xff_ffff)).to_be_bytes());
+                let f = Facts { ip, ..facts.clone() };
+                authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &f)
+            })
+        });
+        g.bench_function(format!("cedar 20 policies, {form}, deny"), |b| {
+            b.iter(|| authz.decide_at(Some(black_box(&principal)), &Method::GET, black_box(&params), None, &outside))
+        });
+    }
     g.finish();
 }
 
