@@ -89,6 +89,28 @@ pub enum RequestBody {
     Buffered(Bytes),
 }
 
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft), and `Retry-After` when a
+/// limit refused the request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LimitHeaders {
+    pub policy: String,
+    pub state: String,
+    pub retry_after: Option<u64>,
+}
+
+impl LimitHeaders {
+    /// Adds one limit: its policy item and its state now (`"name";r=remaining;t=seconds to full`).
+    pub fn add(&mut self, policy: &str, name: &str, remaining: u32, reset: u64) {
+        use std::fmt::Write as _;
+        if !self.policy.is_empty() {
+            self.policy.push_str(", ");
+            self.state.push_str(", ");
+        }
+        self.policy.push_str(policy);
+        let _ = write!(self.state, "{name};r={remaining};t={reset}");
+    }
+}
+
 /// An authorization decision and the rule that made it (for the access log and metrics).
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -123,6 +145,8 @@ pub struct Exchange<'a> {
     pub refused_at: Option<Place>,
     /// The authorization decision and the rule that made it (access log).
     pub authz: Option<Decision>,
+    /// The rate-limit headers of the route's limits, for the answer (whatever it is).
+    pub limit_headers: Option<Box<LimitHeaders>>,
     pub started: Instant,
     /// Time to the upstream's response head.
     pub upstream_duration: Option<Duration>,
@@ -152,6 +176,7 @@ impl<'a> Exchange<'a> {
             bytes_in: None,
             refused_at: None,
             authz: None,
+            limit_headers: None,
             started,
             upstream_duration: None,
         }
@@ -363,6 +388,8 @@ pub enum Reject {
     NoHealthyUpstream,
     GatewayTimeout(&'static str),
     TooManyRequests,
+    /// A rate limit refused the request (its headers are on the exchange).
+    RateLimited,
     Internal(&'static str),
 }
 
@@ -385,7 +412,7 @@ impl Reject {
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Reject::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -412,7 +439,7 @@ impl Reject {
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
-            Reject::TooManyRequests => ("too-many-requests", "Too many requests"),
+            Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
         }
     }

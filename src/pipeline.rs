@@ -125,6 +125,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let Some(hsts) = &listener.hsts {
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
+    if let Some(l) = ex.limit_headers.take() {
+        limit_headers(h, &l);
+    }
     let route = out.route;
     // Taken field by field: moving the request head out whole would copy it for its method alone.
     let (route_name, principal, bytes_in) = (ex.route.take(), ex.principal.take(), ex.bytes_in.take());
@@ -157,6 +160,17 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp
+}
+
+/// `RateLimit-Policy`, `RateLimit` and, on a refusal, `Retry-After`.
+fn limit_headers(h: &mut http::HeaderMap, l: &crate::exchange::LimitHeaders) {
+    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&l.policy), HeaderValue::from_str(&l.state)) {
+        h.insert(http::HeaderName::from_static("ratelimit-policy"), policy);
+        h.insert(http::HeaderName::from_static("ratelimit"), state);
+    }
+    if let Some(secs) = l.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
 }
 
 /// What the request side hands the response side besides the exchange.

@@ -208,6 +208,7 @@ fn route(
     authenticators: &Authenticators,
     roles: &Arc<crate::authz::Roles>,
     policies: &crate::authz::Policies,
+    limiters: &BTreeMap<String, Arc<crate::limit::Limiter>>,
     l: &ServerLimits,
     metrics: &Metrics,
 ) -> Result<(Matcher, Arc<Route>)> {
@@ -294,6 +295,20 @@ fn route(
             crate::authz::Authz::compile(a, roles, &r.name, &path.param_names(), policies, metrics.authz_decisions())
                 .map_err(|m| err("authorize", "", m))?;
         stages.push(Stage::Authorization(Box::new(authz)));
+    }
+    let mut by_place: BTreeMap<crate::exchange::Place, Vec<Arc<crate::limit::Limiter>>> = BTreeMap::new();
+    for (i, name) in r.rate_limits.iter().enumerate() {
+        let l = limiters.get(name).ok_or_else(|| {
+            err("rate_limits", name, format!("rate limit `{name}` is not declared under `rate_limits`"))
+        })?;
+        if r.rate_limits[..i].contains(name) {
+            return Err(err("rate_limits", name, format!("rate limit `{name}` is named twice")));
+        }
+        by_place.entry(l.place()).or_default().push(l.clone());
+    }
+    for (place, list) in by_place {
+        let refused = list.iter().map(|l| metrics.rate_limited(&r.name, l.name())).collect();
+        stages.push(Stage::Limits(crate::limit::Limits::new(list, place, refused)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -405,13 +420,22 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         crate::authz::Roles::compile(&cfg.roles, &cfg.principals).map_err(|m| CompileError::new("roles", "", m))?,
     );
     let policies = policy_sets(cfg)?;
+    let limiters = cfg
+        .rate_limits
+        .iter()
+        .map(|(name, c)| {
+            crate::limit::Limiter::compile(name, c, &lasting.limits)
+                .map(|l| (name.clone(), Arc::new(l)))
+                .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &authenticators, &roles, &policies, &limits, metrics)?);
+        entries.push(route(r, &upstreams, &authenticators, &roles, &policies, &limiters, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,

@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// Cedar policy sets that routes' `authorize` may require (`policy: NAME`).
     #[serde(default)]
     pub policies: BTreeMap<String, crate::authz::cedar::PolicyConfig>,
+    /// Named rate limits that routes apply (`rate_limits: [name, ...]`).
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, crate::limit::LimitConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,
@@ -141,6 +144,9 @@ pub struct Route {
     /// An API key alone is not enough for this route (`check` refuses an `auth` that allows it).
     #[serde(default)]
     pub sensitive: bool,
+    /// The named rate limits (`rate_limits:`) this route applies, all of them.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.

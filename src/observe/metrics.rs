@@ -26,6 +26,7 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub authn_failures: Family<Labels, Counter>,
     authz_decisions: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
 }
 
@@ -71,6 +72,8 @@ impl Metrics {
             "Authorization decisions by route, decision (allow, deny) and the rule that decided",
             authz_decisions.clone(),
         );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register("rate_limited", "Requests refused by a rate limit, by route and limit", rate_limited.clone());
         let jwks_refreshes = Family::<Labels, Counter>::default();
         registry.register(
             "jwks_refreshes",
@@ -101,6 +104,7 @@ impl Metrics {
             reload_failures,
             authn_failures,
             authz_decisions,
+            rate_limited,
             jwks_refreshes,
         }
     }
@@ -109,6 +113,11 @@ impl Metrics {
     /// is compiled.
     pub fn authz_decisions(&self) -> &Family<Labels, Counter> {
         &self.authz_decisions
+    }
+
+    /// `portcullis_rate_limited_total{route,limit}`.
+    pub fn rate_limited(&self, route: &str, limit: &str) -> Counter {
+        self.rate_limited.get_or_create(&vec![("route".into(), route.into()), ("limit".into(), limit.into())]).clone()
     }
 
     /// Counters of one JWT authenticator's key refreshes: `(ok, failed)`.

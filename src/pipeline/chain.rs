@@ -14,6 +14,7 @@ use crate::authn::Authn;
 use crate::authz::Authz;
 use crate::exchange::Reject;
 use crate::exchange::{Exchange, Place, RequestBody};
+use crate::limit::Limits;
 
 /// One per-route request stage.
 pub enum Stage {
@@ -22,6 +23,9 @@ pub enum Stage {
     /// Roles and scopes of the principal against the route's `authorize` (403).
     /// Boxed: larger than the other stages, and a route has one.
     Authorization(Box<Authz>),
+    /// Rate limits before authentication (by client IP, route, header) or after authorization (by
+    /// principal, claim, tier) (429).
+    Limits(Limits),
 }
 
 impl Stage {
@@ -29,6 +33,7 @@ impl Stage {
         match self {
             Stage::Authentication(_) => Place::Authentication,
             Stage::Authorization(_) => Place::Authorization,
+            Stage::Limits(l) => l.place(),
         }
     }
 
@@ -37,6 +42,7 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.describe(),
             Stage::Authorization(a) => a.describe(),
+            Stage::Limits(l) => l.describe(),
         }
     }
 
@@ -45,6 +51,7 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
+            Stage::Limits(_) => false,
         }
     }
 
@@ -75,6 +82,7 @@ impl Stage {
                 }
                 Ok(())
             }
+            Stage::Limits(l) => l.check(ex),
         }
     }
 }

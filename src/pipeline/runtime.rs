@@ -95,5 +95,6 @@ pub struct AdminRt {
 pub struct Lasting {
     pub metrics: Arc<Metrics>,
     pub authn: Kept,
+    pub limits: crate::limit::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
 }

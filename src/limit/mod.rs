@@ -1,0 +1,384 @@
+//! Rate limits (issue 12): named GCRA limits (`rate_limits:`) that routes apply (`route.rate_limits`),
+//! keyed by the client IP (IPv6 by prefix), the route, a header, the principal or one of its claims, or
+//! a combination. Several may apply to one route; each keeps its own state, shared by every route that
+//! names it and kept across reloads.
+//!
+//! Where a limit runs follows from its key: one that needs no principal (client IP, route, header) runs
+//! before authentication, so a flood of bad credentials is cut off before any signature or token work
+//! is done for it; one keyed by the principal or a claim, or with per-role tiers, runs after
+//! authorization. A refused request is 429 `too-many-requests` with `Retry-After`; every answer on a
+//! limited route carries `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft).
+
+pub mod gcra;
+
+use crate::exchange::{Exchange, Place, Principal, Reject};
+use gcra::{Backoff, Clock, LocalStore, Outcome, Rate};
+use http::HeaderName;
+use prometheus_client::metrics::counter::Counter;
+use serde::{de, Deserialize, Deserializer};
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+/// `rate_limits.NAME`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// `10/s`, `600/m`, `1000/h`, `20000/d`.
+    pub rate: RateSpec,
+    /// Requests allowed at once; default: the rate's count (`10/s`: 10).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// What one bucket is: `client_ip` (default), `route`, `principal`, `header:NAME`, `claim:NAME`;
+    /// several make one key together.
+    #[serde(default = "default_key")]
+    pub key: Vec<KeyPart>,
+    /// IPv6 clients are counted by this prefix (default 64): one host's addresses are one client.
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+    /// Per role: another rate (the most generous of the principal's roles applies).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+    /// Escalating refusals: each refusal in a row doubles `Retry-After`, up to `max`.
+    #[serde(default)]
+    pub backoff: Option<BackoffConfig>,
+    /// The most keys kept in memory (default 1,000,000); idle keys are dropped first.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+}
+
+fn default_key() -> Vec<KeyPart> {
+    vec![KeyPart::ClientIp]
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub rate: RateSpec,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    pub max: crate::units::Dur,
+}
+
+/// `N/s`, `N/m`, `N/h`, `N/d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u64,
+    pub per_secs: u64,
+}
+
+impl RateSpec {
+    fn parse(text: &str) -> Result<RateSpec, String> {
+        let bad = || format!("`{text}` is not a rate: write for example 10/s, 600/m, 1000/h or 20000/d");
+        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        let per_secs = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        if count == 0 || count > 1_000_000_000 {
+            return Err(format!("`{text}`: the count must be between 1 and 1,000,000,000"));
+        }
+        Ok(RateSpec { count, per_secs })
+    }
+}
+
+impl<'de> Deserialize<'de> for RateSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = RateSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a rate such as 10/s, 600/m or 1000/h")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RateSpec, E> {
+                RateSpec::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// One part of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    ClientIp,
+    Route,
+    Principal,
+    Header(HeaderName),
+    Claim(String),
+}
+
+impl KeyPart {
+    fn needs_principal(&self) -> bool {
+        matches!(self, KeyPart::Principal | KeyPart::Claim(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyPart {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let part = match s.as_str() {
+            "client_ip" => KeyPart::ClientIp,
+            "route" => KeyPart::Route,
+            "principal" => KeyPart::Principal,
+            _ => match s.split_once(':') {
+                Some(("header", name)) => KeyPart::Header(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| de::Error::custom(format!("`{name}` is not a header name")))?,
+                ),
+                Some(("claim", name)) if !name.is_empty() => KeyPart::Claim(name.to_owned()),
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "`{s}` is not a key part: use client_ip, route, principal, header:NAME or claim:NAME"
+                    )))
+                }
+            },
+        };
+        Ok(part)
+    }
+}
+
+/// What outlives a reload: the state of every named limit (by name) and the clock they read.
+pub struct Kept {
+    pub stores: crate::exchange::Registry<LocalStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept { stores: Default::default(), clock: Arc::new(gcra::Monotonic::default()) }
+    }
+}
+
+/// One compiled named limit.
+pub struct Limiter {
+    name: Arc<str>,
+    key: Vec<KeyPart>,
+    ipv6_prefix: u8,
+    rate: Rate,
+    /// Per role, its rate; the most generous of the principal's applies.
+    tiers: Vec<(String, Rate)>,
+    backoff: Option<Backoff>,
+    store: Arc<LocalStore>,
+    clock: Arc<dyn Clock>,
+    /// `"name";q=..;w=..` per rate (the default first, then the tiers').
+    policies: Vec<String>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    pub fn compile(name: &str, c: &LimitConfig, kept: &Kept) -> Result<Limiter, String> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(format!("rate_limits: `{name}`: names are letters, digits, `-`, `_` and `.`"));
+        }
+        if c.key.is_empty() {
+            return Err(format!("rate_limits.{name}.key is empty"));
+        }
+        let prefix = c.ipv6_prefix.unwrap_or(64);
+        if !(1..=128).contains(&prefix) {
+            return Err(format!("rate_limits.{name}.ipv6_prefix must be between 1 and 128"));
+        }
+        let rate_of = |spec: RateSpec, burst: Option<u32>, at: &str| -> Result<Rate, String> {
+            let burst = burst.unwrap_or(spec.count.min(u64::from(u32::MAX)) as u32);
+            if burst == 0 {
+                return Err(format!("{at}.burst must be at least 1"));
+            }
+            Ok(Rate::new(spec.count, spec.per_secs * 1_000_000_000, burst))
+        };
+        let rate = rate_of(c.rate, c.burst, &format!("rate_limits.{name}"))?;
+        let mut tiers = Vec::new();
+        let mut policies = vec![policy_item(name, rate)];
+        for (role, t) in &c.tiers {
+            let r = rate_of(t.rate, t.burst, &format!("rate_limits.{name}.tiers.{role}"))?;
+            tiers.push((role.clone(), r));
+            policies.push(policy_item(&format!("{name}.{role}"), r));
+        }
+        let max_keys = c.max_keys.unwrap_or(1_000_000);
+        if max_keys == 0 {
+            return Err(format!("rate_limits.{name}.max_keys must be at least 1"));
+        }
+        let store = kept.stores.get_or_insert(name, |_| {}, || LocalStore::new(max_keys));
+        Ok(Limiter {
+            name: name.into(),
+            key: c.key.clone(),
+            ipv6_prefix: prefix,
+            rate,
+            tiers,
+            backoff: c.backoff.as_ref().map(|b| Backoff { max: b.max.0.as_nanos() as u64 }),
+            store,
+            clock: kept.clock.clone(),
+            policies,
+        })
+    }
+
+    /// Where the limit runs: before authentication when its key and rate need no principal.
+    pub fn place(&self) -> Place {
+        if self.tiers.is_empty() && !self.key.iter().any(KeyPart::needs_principal) {
+            Place::PreAuthLimits
+        } else {
+            Place::PrincipalLimits
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The request's key: a keyed 128-bit hash of its parts (a part the request lacks, such as a
+    /// missing header or claim, or no principal on a public route, counts as the client's address).
+    fn key_of(&self, ex: &Exchange<'_>) -> u128 {
+        let mut h = SipHasher13::new_with_key(process_key());
+        for part in &self.key {
+            match part {
+                KeyPart::ClientIp => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                KeyPart::Route => write_part(&mut h, b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
+                KeyPart::Header(name) => match ex.parts.headers.get(name) {
+                    Some(v) => write_part(&mut h, b'h', v.as_bytes()),
+                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                },
+                KeyPart::Principal => match ex.principal.as_deref() {
+                    Some(p) => {
+                        write_part(&mut h, b'k', p.kind.as_str().as_bytes());
+                        write_part(&mut h, b'p', p.id.as_bytes());
+                    }
+                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                },
+                KeyPart::Claim(name) => match claim_of(ex.principal.as_deref(), name) {
+                    Some(v) => write_part(&mut h, b'c', v.as_bytes()),
+                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                },
+            }
+        }
+        h.finish128().as_u128()
+    }
+
+    /// The rate for this principal (index 0 the default, else 1 + the tier's).
+    fn rate_for(&self, p: Option<&Principal>) -> (usize, Rate) {
+        let mut best = (0, self.rate);
+        if let Some(p) = p {
+            for (i, (role, r)) in self.tiers.iter().enumerate() {
+                if p.roles.iter().any(|have| have == role) && r.interval < best.1.interval {
+                    best = (i + 1, *r);
+                }
+            }
+        }
+        best
+    }
+
+    fn check(&self, ex: &Exchange<'_>) -> (usize, Outcome) {
+        let (which, rate) = self.rate_for(ex.principal.as_deref());
+        (which, self.store.check(self.key_of(ex), self.clock.now(), rate, self.backoff))
+    }
+}
+
+/// `"name";q=burst;w=seconds to refill it` (the draft's quota policy for a GCRA rate).
+fn policy_item(name: &str, rate: Rate) -> String {
+    let window = (rate.interval.saturating_mul(u64::from(rate.burst))).div_ceil(1_000_000_000).max(1);
+    format!("\"{name}\";q={};w={window}", rate.burst)
+}
+
+fn write_part(h: &mut SipHasher13, tag: u8, bytes: &[u8]) {
+    h.write_u8(tag);
+    h.write_usize(bytes.len());
+    h.write(bytes);
+}
+
+/// An IPv4 address whole (an IPv4-mapped IPv6 address is its IPv4 address); IPv6 by its prefix.
+fn write_ip(h: &mut SipHasher13, ip: IpAddr, prefix: u8) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => write_part(h, b'4', &v4.octets()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let masked = if prefix >= 128 { bits } else { bits & !(u128::MAX >> prefix) };
+            write_part(h, b'6', &masked.to_be_bytes());
+        }
+    }
+}
+
+fn claim_of<'p>(p: Option<&'p Principal>, name: &str) -> Option<std::borrow::Cow<'p, str>> {
+    match p?.claims.as_ref()?.get(name)? {
+        serde_json::Value::String(s) => Some(s.as_str().into()),
+        serde_json::Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+fn process_key() -> &'static [u8; 16] {
+    static KEY: OnceLock<[u8; 16]> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 16];
+        if aws_lc_rs::rand::fill(&mut key).is_err() {
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            key = seed.as_nanos().to_le_bytes();
+        }
+        key
+    })
+}
+
+/// A route's limits at one place of its chain.
+#[derive(Debug)]
+pub struct Limits {
+    limiters: Vec<Arc<Limiter>>,
+    place: Place,
+    /// Refusals per limit (`portcullis_rate_limited_total{route,limit}`), in `limiters` order.
+    refused: Vec<Counter>,
+}
+
+impl Limits {
+    pub fn new(limiters: Vec<Arc<Limiter>>, place: Place, refused: Vec<Counter>) -> Limits {
+        Limits { limiters, place, refused }
+    }
+
+    pub fn place(&self) -> Place {
+        self.place
+    }
+
+    pub fn describe(&self) -> String {
+        self.limiters.iter().map(|l| l.name().to_owned()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checks every limit and writes the headers. Each limit that allows the request counts it, even
+    /// when another refuses it (as Envoy's descriptors do); a refusal is 429 with the longest wait.
+    pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        let mut wait: Option<u64> = None;
+        let mut h = ex.limit_headers.take().unwrap_or_default();
+        for (i, l) in self.limiters.iter().enumerate() {
+            let (which, o) = l.check(ex);
+            let policy = &l.policies[which];
+            let name = &policy[..policy.find(';').unwrap_or(policy.len())];
+            h.add(policy, name, o.remaining, secs_up(o.reset));
+            if !o.allowed {
+                self.refused[i].inc();
+                wait = Some(wait.unwrap_or(0).max(o.retry_after));
+            }
+        }
+        if let Some(w) = wait {
+            h.retry_after = Some(h.retry_after.unwrap_or(0).max(secs_up(w).max(1)));
+        }
+        ex.limit_headers = Some(h);
+        match wait {
+            None => Ok(()),
+            Some(_) => Err(Reject::RateLimited),
+        }
+    }
+}
+
+fn secs_up(nanos: u64) -> u64 {
+    nanos.div_ceil(1_000_000_000)
+}
