@@ -268,12 +268,15 @@ impl Limiter {
         h.finish128().as_u128()
     }
 
-    /// The rate for this principal (index 0 the default, else 1 + the tier's).
+    /// The rate for this principal (index 0 the default, else 1 + the tier's): the most generous of
+    /// the tiers of the roles authentication gave it (the highest rate, then the largest burst).
     fn rate_for(&self, p: Option<&Principal>) -> (usize, Rate) {
         let mut best = (0, self.rate);
         if let Some(p) = p {
             for (i, (role, r)) in self.tiers.iter().enumerate() {
-                if p.roles.iter().any(|have| have == role) && r.interval < best.1.interval {
+                let more =
+                    (r.interval, std::cmp::Reverse(r.burst)) < (best.1.interval, std::cmp::Reverse(best.1.burst));
+                if more && p.roles.iter().any(|have| have == role) {
                     best = (i + 1, *r);
                 }
             }
