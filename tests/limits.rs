@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(5);
@@ -275,4 +276,69 @@ fn a_reload_keeps_the_state_and_mistakes_are_refused() {
     let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pre-auth-limits[a]") && out.contains("principal-limits[b]"), "{out}");
+}
+
+#[test]
+fn concurrency_limits_hold_a_place_until_the_answer_is_done() {
+    let up = Upstream::start("app");
+    let routes = "  - name: slow\n    match:\n      path: { prefix: /sleep }\n    upstream: app\n    auth: none\n    concurrency: { max: 2 }\n  - name: mine\n    match:\n      hosts: [mine.test]\n      path: { prefix: /sleep }\n    upstream: app\n    auth: sso\n    authorize: authenticated\n    concurrency: { max: 1, per: principal }\n";
+    let gw = Gateway::start(&config(up.addr, "  unused: { rate: 1/s }", routes));
+    let addr = gw.addr("main");
+    // Two slow requests fill the route.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = RawConn::connect(addr);
+                status_of(&c.get("/sleep/1500", Duration::from_secs(10)))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + T;
+    while up.hits() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(up.hits(), 2);
+    let (code, headers, body) = get(&gw, "/sleep/1", &[]);
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(header(&headers, "retry-after").as_deref(), Some("1"));
+    assert_eq!(problem_type(&body), problem("too-many-requests"));
+    assert_eq!(up.hits(), 2, "the refused request never reached the upstream");
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(get(&gw, "/sleep/1", &[]).0, 200, "places are given back");
+    // A client that goes away gives its place back too.
+    let mut gone = RawConn::connect(addr);
+    gone.stream.write_all(b"GET /sleep/20000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut gone2 = RawConn::connect(addr);
+    gone2.stream.write_all(b"GET /sleep/20000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let deadline = Instant::now() + T;
+    while up.hits() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(get(&gw, "/sleep/1", &[]).0, 429);
+    drop(gone);
+    let deadline = Instant::now() + T;
+    let mut code = 0;
+    while code != 200 && Instant::now() < deadline {
+        code = get(&gw, "/sleep/1", &[]).0;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(code, 200, "the place of a client that left is free before its upstream answered");
+    drop(gone2);
+    // Per principal: one each (the route for host mine.test).
+    let (alice, bob) = (token("alice", &[]), token("bob", &[]));
+    let before = up.hits();
+    let mut held = RawConn::connect(addr);
+    let slow = format!("GET /sleep/20000 HTTP/1.1\r\nHost: mine.test\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    held.stream.write_all(slow.as_bytes()).unwrap();
+    let deadline = Instant::now() + T;
+    while up.hits() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mine =
+        |t: &str| get(&gw, "/sleep/1", &["-H", "Host: mine.test", "-H", &format!("Authorization: Bearer {t}")]).0;
+    assert_eq!(mine(&alice), 429);
+    assert_eq!(mine(&bob), 200);
+    drop(held);
 }

@@ -306,6 +306,10 @@ fn route(
         }
         by_place.entry(l.place()).or_default().push(l.clone());
     }
+    if let Some(c) = &r.concurrency {
+        let c = crate::limit::concurrency::Concurrency::compile(c).map_err(|m| err("concurrency", "", m))?;
+        stages.push(Stage::Concurrency(c));
+    }
     for (place, list) in by_place {
         let refused = list.iter().map(|l| metrics.rate_limited(&r.name, l.name())).collect();
         stages.push(Stage::Limits(crate::limit::Limits::new(list, place, refused)));

@@ -9,6 +9,7 @@
 //! authorization. A refused request is 429 `too-many-requests` with `Retry-After`; every answer on a
 //! limited route carries `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft).
 
+pub mod concurrency;
 pub mod gcra;
 
 use crate::exchange::{Exchange, Place, Principal, Reject};
@@ -322,7 +323,7 @@ fn claim_of<'p>(p: Option<&'p Principal>, name: &str) -> Option<std::borrow::Cow
     }
 }
 
-fn process_key() -> &'static [u8; 16] {
+pub(crate) fn process_key() -> &'static [u8; 16] {
     static KEY: OnceLock<[u8; 16]> = OnceLock::new();
     KEY.get_or_init(|| {
         let mut key = [0u8; 16];
