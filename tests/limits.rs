@@ -170,17 +170,10 @@ fn ipv6_clients_are_counted_by_prefix_and_headers_and_mapped_addresses_by_what_t
     assert_eq!(from("/c", "198.51.100.1"), 429);
 }
 
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn token(sub: &str, roles: &[&str]) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": sub, "iat": now, "exp": now + 600, "roles": roles});
-    let input = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
-    format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+    hs256(SECRET, &claims)
 }
 
 #[test]

@@ -202,16 +202,17 @@ fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
     Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
 }
 
-fn route(
-    r: &file::Route,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    authenticators: &Authenticators,
-    roles: &Arc<crate::authz::Roles>,
-    policies: &crate::authz::Policies,
-    limiters: &BTreeMap<String, Arc<crate::limit::Limiter>>,
-    l: &ServerLimits,
-    metrics: &Metrics,
-) -> Result<(Matcher, Arc<Route>)> {
+/// What routes name: compiled once per config, looked up by each route.
+struct Named<'a> {
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    authenticators: &'a Authenticators,
+    roles: &'a Arc<crate::authz::Roles>,
+    policies: &'a crate::authz::Policies,
+    limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
+}
+
+fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics) -> Result<(Matcher, Arc<Route>)> {
+    let Named { upstreams, authenticators, roles, policies, limiters } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -433,13 +434,20 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let named = Named {
+        upstreams: &upstreams,
+        authenticators: &authenticators,
+        roles: &roles,
+        policies: &policies,
+        limiters: &limiters,
+    };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &authenticators, &roles, &policies, &limiters, &limits, metrics)?);
+        entries.push(route(r, &named, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,
