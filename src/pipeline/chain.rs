@@ -14,7 +14,9 @@ use crate::authn::Authn;
 use crate::authz::Authz;
 use crate::exchange::Reject;
 use crate::exchange::{Exchange, Place, RequestBody};
+use crate::guard::{bans::Bans, filter::IpFilter};
 use crate::limit::Limits;
+use std::sync::Arc;
 
 /// One per-route request stage.
 pub enum Stage {
@@ -26,6 +28,10 @@ pub enum Stage {
     /// Rate limits before authentication (by client IP, route, header) or after authorization (by
     /// principal, claim, tier) (429).
     Limits(Limits),
+    /// The route's own IP allow and deny lists (403 `ip-denied`), before anything else of the route.
+    IpFilter(Arc<IpFilter>),
+    /// Banned principals, right after authentication (403 `banned`).
+    PrincipalBans(Arc<Bans>),
 }
 
 impl Stage {
@@ -34,6 +40,8 @@ impl Stage {
             Stage::Authentication(_) => Place::Authentication,
             Stage::Authorization(_) => Place::Authorization,
             Stage::Limits(l) => l.place(),
+            Stage::IpFilter(_) => Place::ConnectionGuards,
+            Stage::PrincipalBans(_) => Place::Authentication,
         }
     }
 
@@ -43,6 +51,8 @@ impl Stage {
             Stage::Authentication(a) => a.describe(),
             Stage::Authorization(a) => a.describe(),
             Stage::Limits(l) => l.describe(),
+            Stage::IpFilter(f) => f.describe(),
+            Stage::PrincipalBans(_) => "banned principals".into(),
         }
     }
 
@@ -51,7 +61,7 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
-            Stage::Limits(_) => false,
+            Stage::Limits(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
         }
     }
 
@@ -83,6 +93,8 @@ impl Stage {
                 Ok(())
             }
             Stage::Limits(l) => l.check(ex),
+            Stage::IpFilter(f) => crate::guard::check_route(f, ex),
+            Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
         }
     }
 }
