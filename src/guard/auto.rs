@@ -45,9 +45,12 @@ fn default_statuses() -> Vec<u16> {
 
 const SHARDS: usize = 16;
 
+/// One shard: per address key, the times (ms) of its counted answers in the window, oldest first.
+type Shard = Mutex<HashMap<u128, VecDeque<u64>>>;
+
 /// The per-address counts, kept across reloads.
 pub struct Tracker {
-    shards: Box<[Mutex<HashMap<u128, VecDeque<u64>>>]>,
+    shards: Box<[Shard]>,
     per_shard: usize,
     epoch: Instant,
 }
