@@ -220,7 +220,7 @@ fn bans_from_the_cli_apply_to_a_running_gateway_expire_and_lift() {
     let state = TempDir::new();
     let gw = Gateway::start(&config(up.addr, &store_top(&state, ""), PUBLIC));
     passes(&up, get(&gw, "/a", Some("192.0.2.1"), &[]));
-    let (code, id, err) = bans(&gw, &["add", "--ip", "192.0.2.1", "--for", "2s", "--reason", "test ban"]);
+    let (code, id, err) = bans(&gw, &["add", "--ip", "192.0.2.1", "--for", "3s", "--reason", "test ban"]);
     assert_eq!(code, 0, "{err}");
     assert!(id.trim().parse::<i64>().is_ok(), "{id}");
     assert!(until(5, || get(&gw, "/a", Some("192.0.2.1"), &[]).0 == 403), "the ban never applied");

@@ -382,6 +382,8 @@ impl Bans {
         state.next_id += 1;
         let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
         if self.store.is_none() {
+            // Expired bans go here (nothing else prunes memory-only bans).
+            state.bans.retain(|b| b.expires_at > now);
             let id = state.next_id;
             state.bans.push(Ban { id, ..ban });
             self.rebuild(&state);

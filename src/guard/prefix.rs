@@ -5,8 +5,10 @@
 //! CIDR blocks either nest or are disjoint, so building is a sort and one sweep with a stack of open
 //! blocks: each elementary range gets the combination (`max` for ban expiries) of every block covering
 //! it, and neighbours with the same value merge. Large tables (over [`INDEXED`] ranges) also get a
-//! direct index on the top 16 bits of the key, which narrows the search to one bucket: a million
-//! entries cost two or three cache misses per lookup rather than twenty steps.
+//! direct index of 65,536 buckets over the span their ranges cover (the 16 bits right below the
+//! prefix all their starts share, so a list clustered in `2001:db8::/32` is spread as well as one
+//! spread over the whole space), which narrows the search to one small bucket: a million entries
+//! cost two or three cache misses per lookup rather than twenty steps.
 //!
 //! IPv4 clients that arrive as IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, from a dual-stack
 //! listener or a proxy) are looked up as IPv4, and an entry written in the mapped form
@@ -17,6 +19,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
 /// Tables with more ranges than this get the 16-bit bucket index (256 KiB).
+const BUCKETS: usize = 1 << 16;
 const INDEXED: usize = 4096;
 
 /// An address-range key: `u32` for IPv4, `u128` for IPv6.
@@ -24,8 +27,9 @@ pub trait Key: Copy + Ord + std::fmt::Debug {
     fn succ(self) -> Option<Self>;
     /// `self - 1`; never called on zero.
     fn pred(self) -> Self;
-    /// The top 16 bits.
-    fn bucket(self) -> usize;
+    /// `self - base`, widened (`self >= base`).
+    fn offset(self, base: Self) -> u128;
+    const BITS: u32;
 }
 
 impl Key for u32 {
@@ -35,9 +39,10 @@ impl Key for u32 {
     fn pred(self) -> u32 {
         self.saturating_sub(1)
     }
-    fn bucket(self) -> usize {
-        (self >> 16) as usize
+    fn offset(self, base: u32) -> u128 {
+        u128::from(self - base)
     }
+    const BITS: u32 = 32;
 }
 
 impl Key for u128 {
@@ -47,9 +52,10 @@ impl Key for u128 {
     fn pred(self) -> u128 {
         self.saturating_sub(1)
     }
-    fn bucket(self) -> usize {
-        (self >> 112) as usize
+    fn offset(self, base: u128) -> u128 {
+        self - base
     }
+    const BITS: u32 = 128;
 }
 
 /// Sorted, disjoint, inclusive ranges of keys, each with a value.
@@ -58,8 +64,10 @@ pub struct Ranges<K, V> {
     starts: Vec<K>,
     ends: Vec<K>,
     values: Vec<V>,
-    /// `index[b]`: the first range whose start is in bucket `b` or later (65,537 entries), or empty.
+    /// `index[b]`: the first range whose start is in bucket `b` or later (65,538 entries, the last
+    /// two the length), or empty for a small table. A key's bucket is `(key - starts[0]) >> shift`.
     index: Box<[u32]>,
+    shift: u32,
 }
 
 impl<K: Key, V: Copy + PartialEq> Ranges<K, V> {
@@ -68,7 +76,8 @@ impl<K: Key, V: Copy + PartialEq> Ranges<K, V> {
     pub fn build(mut blocks: Vec<(K, K, V)>, combine: impl Fn(V, V) -> V) -> Ranges<K, V> {
         // Outer blocks first: by start, then the longest.
         blocks.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        let mut out = Ranges { starts: Vec::new(), ends: Vec::new(), values: Vec::new(), index: Box::new([]) };
+        let mut out =
+            Ranges { starts: Vec::new(), ends: Vec::new(), values: Vec::new(), index: Box::new([]), shift: 0 };
         // The open blocks, innermost last, each with the combined value of it and its parents; `pos` is
         // the first key not yet emitted (None: past the end of the key space).
         let mut open: Vec<(K, V)> = Vec::new();
@@ -122,13 +131,17 @@ impl<K: Key, V: Copy + PartialEq> Ranges<K, V> {
     }
 
     fn build_index(&mut self) {
+        let (Some(&base), Some(&last)) = (self.starts.first(), self.starts.last()) else { return };
         if self.starts.len() <= INDEXED {
             return;
         }
-        let mut index = vec![0u32; (1 << 16) + 1];
+        // The fewest bits that hold every start's offset, less 16: every start's bucket is below 2^16.
+        let span_bits = 128 - last.offset(base).leading_zeros();
+        self.shift = span_bits.saturating_sub(16).min(K::BITS);
+        let mut index = vec![0u32; BUCKETS + 2];
         let mut i = 0;
         for (b, slot) in index.iter_mut().enumerate() {
-            while i < self.starts.len() && self.starts[i].bucket() < b {
+            while i < self.starts.len() && self.bucket(self.starts[i]) < b {
                 i += 1;
             }
             *slot = i as u32;
@@ -136,13 +149,21 @@ impl<K: Key, V: Copy + PartialEq> Ranges<K, V> {
         self.index = index.into_boxed_slice();
     }
 
+    /// The bucket of a key at or above the first start: at most [`BUCKETS`] (past every start).
+    #[inline]
+    fn bucket(&self, key: K) -> usize {
+        (key.offset(self.starts[0]) >> self.shift).min(BUCKETS as u128) as usize
+    }
+
     /// The value of the range holding `key`.
     #[inline]
     pub fn get(&self, key: K) -> Option<V> {
         let p = if self.index.is_empty() {
             self.starts.partition_point(|s| *s <= key)
+        } else if key < self.starts[0] {
+            return None;
         } else {
-            let b = key.bucket();
+            let b = self.bucket(key);
             let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
             lo + self.starts[lo..hi].partition_point(|s| *s <= key)
         };
