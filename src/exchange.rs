@@ -393,6 +393,10 @@ pub enum Reject {
     TooManyRequests,
     /// A rate limit refused the request (its headers are on the exchange).
     RateLimited,
+    /// The client address is on a deny list, or not on an allow list (`ip_filter`).
+    IpDenied,
+    /// The client address, its prefix or the principal is banned (`portcullis bans`, `auto_ban`).
+    Banned,
     Internal(&'static str),
 }
 
@@ -406,9 +410,12 @@ impl Reject {
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden | Reject::InsecureTransport | Reject::Forbidden | Reject::ForbiddenProperty(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Reject::CorsForbidden
+            | Reject::InsecureTransport
+            | Reject::Forbidden
+            | Reject::ForbiddenProperty(_)
+            | Reject::IpDenied
+            | Reject::Banned => StatusCode::FORBIDDEN,
             Reject::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
@@ -444,6 +451,8 @@ impl Reject {
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
+            Reject::IpDenied => ("ip-denied", "The client address is not allowed"),
+            Reject::Banned => ("banned", "The client is banned"),
         }
     }
 

@@ -211,7 +211,13 @@ struct Named<'a> {
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
 }
 
-fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics) -> Result<(Matcher, Arc<Route>)> {
+fn route(
+    r: &file::Route,
+    named: &Named<'_>,
+    l: &ServerLimits,
+    metrics: &Metrics,
+    guards: &mut crate::guard::RouteGuards,
+) -> Result<(Matcher, Arc<Route>)> {
     let Named { upstreams, authenticators, roles, policies, limiters } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
@@ -249,11 +255,21 @@ fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics
     let cors = r.cors.as_ref().map(Cors::compile).transpose().map_err(|m| err("cors", "", m))?;
     // The route's own stages; `Chain::new` puts them in their fixed places.
     let mut stages = Vec::new();
+    if let Some(f) = &r.ip_filter {
+        let name = format!("route `{}` ip_filter", r.name);
+        let filter = Arc::new(crate::guard::filter::IpFilter::compile(&name, f).map_err(|m| err("ip_filter", "", m))?);
+        if filter.has_files() {
+            guards.watched.push(filter.clone());
+        }
+        stages.push(Stage::IpFilter(filter));
+    }
     let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
     let public = authn.is_public();
     let api_key_alone = authn.api_key_alone();
     if !public {
         stages.push(Stage::Authentication(authn));
+        // Right after authentication (a stable sort keeps it behind): banned principals.
+        stages.push(Stage::PrincipalBans(guards.bans.clone()));
     }
     if r.sensitive && api_key_alone {
         return Err(err(
@@ -441,14 +457,27 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         policies: &policies,
         limiters: &limiters,
     };
+    let bans = lasting.guard.bans(cfg.store.as_ref()).map_err(|m| CompileError::new("sqlite", "", m))?;
+    let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &named, &limits, metrics)?);
+        entries.push(route(r, &named, &limits, metrics, &mut guards)?);
     }
+    let guard = crate::guard::Guard::compile(
+        cfg.ip_filter.as_ref(),
+        cfg.auto_ban.as_ref(),
+        guards,
+        &lasting.guard,
+        (metrics.auto_bans.clone(), metrics.ip_list_failures.clone()),
+    )
+    .map_err(|m| {
+        let key = if m.starts_with("auto_ban") { "auto_ban" } else { "ip_filter" };
+        CompileError::new(key, "", m)
+    })?;
     let admin = match &cfg.admin {
         None => None,
         Some(a) => {
@@ -489,6 +518,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         admin,
         demo_upstream,
         workers: cfg.workers,
+        guard: Arc::new(guard),
     })
 }
 
@@ -496,6 +526,7 @@ impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
     pub fn start(&self) {
         self.authenticators.start();
+        self.guard.start();
         for (name, up) in &self.upstreams {
             if let Some(hc) = &up.source.health_check {
                 if up.start_once() {

@@ -43,6 +43,15 @@ pub struct FileConfig {
     /// Named rate limits that routes apply (`rate_limits: [name, ...]`).
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::limit::LimitConfig>,
+    /// The node's persistent state (an SQLite file): bans. Without it, bans live in memory only.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreConfig>,
+    /// IP allow and deny lists for every route (CIDRs, and list files re-read when they change).
+    #[serde(default)]
+    pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,
+    /// Automatic bans: N answers of the given statuses to one client address within a window.
+    #[serde(default)]
+    pub auto_ban: Option<crate::guard::auto::AutoBanConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,
@@ -150,6 +159,9 @@ pub struct Route {
     /// At most this many requests in flight on the route, per route, client address or principal.
     #[serde(default)]
     pub concurrency: Option<crate::limit::concurrency::ConcurrencyConfig>,
+    /// IP allow and deny lists for this route, in addition to the global `ip_filter`.
+    #[serde(default)]
+    pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.

@@ -28,6 +28,9 @@ pub struct Metrics {
     authz_decisions: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
+    /// Connection guards: automatic bans made, and list files refused on re-read.
+    pub auto_bans: Counter,
+    pub ip_list_failures: Counter,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -80,6 +83,13 @@ impl Metrics {
             "Fetches or re-reads of JWT signing keys by authenticator and result (ok, failed)",
             jwks_refreshes.clone(),
         );
+        let (auto_bans, ip_list_failures) = (Counter::default(), Counter::default());
+        registry.register("auto_bans", "Client addresses banned by auto_ban", auto_bans.clone());
+        registry.register(
+            "ip_list_failures",
+            "IP list files refused on re-read (the lists in force stayed)",
+            ip_list_failures.clone(),
+        );
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -106,6 +116,8 @@ impl Metrics {
             authz_decisions,
             rate_limited,
             jwks_refreshes,
+            auto_bans,
+            ip_list_failures,
         }
     }
 
