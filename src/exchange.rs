@@ -345,6 +345,12 @@ impl<T> Registry<T> {
         entries.insert(name.to_owned(), Arc::downgrade(&new));
         new
     }
+
+    /// Every live entry.
+    pub fn live(&self) -> Vec<Arc<T>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.values().filter_map(std::sync::Weak::upgrade).collect()
+    }
 }
 
 /// The error type of every body the gateway streams.

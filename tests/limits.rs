@@ -335,3 +335,59 @@ fn concurrency_limits_hold_a_place_until_the_answer_is_done() {
     assert_eq!(mine(&bob), 200);
     drop(held);
 }
+
+#[test]
+fn quotas_per_principal_survive_a_restart_and_tiers_get_more() {
+    let up = Upstream::start("app");
+    let state_dir = TempDir::new();
+    let db = state_dir.path("state.db");
+    let yaml = config(up.addr, "  unused: { rate: 1/s }", &route("api", "/api", "sso", "unused"))
+        .replace("rate_limits: [unused]", "quotas: [daily]")
+        .replace(
+            "routes:\n",
+            &format!(
+                "store:\n  sqlite: {}\nquotas:\n  daily: {{ limit: 3, period: day, tiers: {{ pro: 5 }} }}\nroutes:\n",
+                path_str(&db)
+            ),
+        );
+    let mut gw = Gateway::start(&yaml);
+    let (alice, carol) = (token("alice", &[]), token("carol", &["pro"]));
+    let call = |gw: &Gateway, tok: &str| get(gw, "/api/x", &["-H", &format!("Authorization: Bearer {tok}")]);
+    let (code, headers, _) = call(&gw, &alice);
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "ratelimit-policy").unwrap(), "\"daily\";q=3;w=86400");
+    let state = header(&headers, "ratelimit").unwrap();
+    assert!(state.starts_with("\"daily\";r=2;t="), "{state}");
+    assert_eq!(call(&gw, &alice).0, 200);
+    // A restart (graceful) keeps what was counted.
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    let gw = Gateway::start(&yaml);
+    assert_eq!(call(&gw, &alice).0, 200, "the third of three");
+    let (code, headers, body) = call(&gw, &alice);
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(problem_type(&body), problem("too-many-requests"));
+    let wait: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let midnight = (now / 86_400 + 1) * 86_400;
+    assert!((wait - (midnight - now)).abs() <= 2, "Retry-After {wait} runs to the end of the UTC day");
+    // A pro principal gets five; others their own three.
+    let codes: Vec<u16> = (0..6).map(|_| call(&gw, &carol).0).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 200, 429]);
+    assert_eq!(call(&gw, &token("dave", &[])).0, 200);
+    assert_eq!(up.hits(), 3 + 5 + 1, "nothing refused reached the upstream");
+    let dir = TempDir::new();
+    for (i, (from, to, want)) in [
+        ("limit: 3,", "limit: 0,", "at least 1"),
+        ("quotas: [daily]", "quotas: [weekly]", "`weekly` is not declared"),
+        ("period: day", "period: week", "unknown variant"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.write(&format!("q{i}.yaml"), &yaml.replace(from, to));
+        let (code, _, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+        assert_ne!(code, 0, "case {i}");
+        assert!(err.contains(want), "case {i}: {err}");
+    }
+}

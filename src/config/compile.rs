@@ -209,6 +209,7 @@ struct Named<'a> {
     roles: &'a Arc<crate::authz::Roles>,
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
+    quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
 }
 
 fn route(
@@ -218,7 +219,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -323,6 +324,16 @@ fn route(
         }
         by_place.entry(l.place()).or_default().push(l.clone());
     }
+    let mut quotas_at: BTreeMap<crate::exchange::Place, Vec<Arc<crate::limit::quota::Quota>>> = BTreeMap::new();
+    for (i, name) in r.quotas.iter().enumerate() {
+        let q = quotas
+            .get(name)
+            .ok_or_else(|| err("quotas", name, format!("quota `{name}` is not declared under `quotas`")))?;
+        if r.quotas[..i].contains(name) {
+            return Err(err("quotas", name, format!("quota `{name}` is named twice")));
+        }
+        quotas_at.entry(q.place()).or_default().push(q.clone());
+    }
     if let Some(c) = &r.concurrency {
         let c = crate::limit::concurrency::Concurrency::compile(c).map_err(|m| err("concurrency", "", m))?;
         stages.push(Stage::Concurrency(c));
@@ -330,6 +341,10 @@ fn route(
     for (place, list) in by_place {
         let refused = list.iter().map(|l| metrics.rate_limited(&r.name, l.name())).collect();
         stages.push(Stage::Limits(crate::limit::Limits::new(list, place, refused)));
+    }
+    // After the rate limits of the same place: a request they refuse uses none of the quota.
+    for (place, list) in quotas_at {
+        stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -450,12 +465,23 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let store = cfg.store.as_ref().map(|s| &s.sqlite);
+    let quotas = cfg
+        .quotas
+        .iter()
+        .map(|(name, c)| {
+            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas)
+                .map(|q| (name.clone(), Arc::new(q)))
+                .map_err(|m| CompileError::new("quotas", name.clone(), m))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
         roles: &roles,
         policies: &policies,
         limiters: &limiters,
+        quotas: &quotas,
     };
     let bans = lasting.guard.bans(cfg.store.as_ref()).map_err(|m| CompileError::new("sqlite", "", m))?;
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };

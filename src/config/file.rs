@@ -43,6 +43,9 @@ pub struct FileConfig {
     /// Named rate limits that routes apply (`rate_limits: [name, ...]`).
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::limit::LimitConfig>,
+    /// Named quotas per calendar day or month that routes apply (`quotas: [name, ...]`).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, crate::limit::quota::QuotaConfig>,
     /// The node's persistent state (an SQLite file): bans. Without it, bans live in memory only.
     #[serde(default)]
     pub store: Option<crate::store::StoreConfig>,
@@ -156,6 +159,9 @@ pub struct Route {
     /// The named rate limits (`rate_limits:`) this route applies, all of them.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// The named quotas (`quotas:`) this route applies.
+    #[serde(default)]
+    pub quotas: Vec<String>,
     /// At most this many requests in flight on the route, per route, client address or principal.
     #[serde(default)]
     pub concurrency: Option<crate::limit::concurrency::ConcurrencyConfig>,

@@ -11,6 +11,7 @@
 
 pub mod concurrency;
 pub mod gcra;
+pub mod quota;
 
 use crate::exchange::{Exchange, Place, Principal, Reject};
 use gcra::{Backoff, Clock, LocalStore, Outcome, Rate};
@@ -154,11 +155,12 @@ impl<'de> Deserialize<'de> for KeyPart {
 pub struct Kept {
     pub stores: crate::exchange::Registry<LocalStore>,
     pub clock: Arc<dyn Clock>,
+    pub quotas: quota::Kept,
 }
 
 impl Default for Kept {
     fn default() -> Self {
-        Kept { stores: Default::default(), clock: Arc::new(gcra::Monotonic::default()) }
+        Kept { stores: Default::default(), clock: Arc::new(gcra::Monotonic::default()), quotas: Default::default() }
     }
 }
 
