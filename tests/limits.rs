@@ -107,18 +107,22 @@ fn twice_the_rate_admits_the_configured_amount() {
     let up = Upstream::start("app");
     let gw = Gateway::start(&config(
         up.addr,
-        "  fast: { rate: 200/s, burst: 20 }",
+        "  fast: { rate: 200/s, burst: 200 }",
         &route("limited", "/limited", "none", "fast"),
     ));
     // Offer about 400/s on one connection for about 3 s (paced by counts; never judged by sleeps).
     let mut conn = RawConn::connect(gw.addr("main"));
     let start = Instant::now();
     let (mut allowed, mut sent) = (0u64, 0u64);
+    let (mut last, mut longest_gap) = (start, Duration::ZERO);
     while sent < 1200 {
         let due = start + Duration::from_micros(sent * 2500);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        let now = Instant::now();
+        longest_gap = longest_gap.max(now - last);
+        last = now;
         if status_of(&conn.get("/limited/x", T)) == 200 {
             allowed += 1;
         }
@@ -126,12 +130,12 @@ fn twice_the_rate_admits_the_configured_amount() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     // What the limit admits over the time the requests took: the burst plus the rate.
-    let want = 20.0 + 200.0 * elapsed;
-    let offered = sent as f64 / elapsed;
-    assert!(offered > 300.0 || allowed as f64 <= want * 1.02, "only {offered:.0}/s offered");
-    if offered > 300.0 {
-        let err = (allowed as f64 - want).abs() / want;
-        assert!(err <= 0.02, "{allowed} admitted, {want:.0} configured over {elapsed:.2}s ({offered:.0}/s offered)");
+    let want = 200.0 + 200.0 * elapsed;
+    assert!(allowed as f64 <= want * 1.02, "{allowed} admitted, at most {want:.0} configured over {elapsed:.2}s");
+    // The lower bound holds when the client kept the bucket drained: no pause longer than the burst
+    // takes to refill (1 s; a busy machine can stall a client, and a limiter only counts what comes).
+    if longest_gap < Duration::from_millis(900) && sent as f64 / elapsed > 300.0 {
+        assert!(allowed as f64 >= want * 0.98, "{allowed} admitted, {want:.0} configured over {elapsed:.2}s");
     }
     assert_eq!(up.hits() as u64, allowed);
 }
