@@ -156,6 +156,9 @@ pub struct Route {
     /// The named rate limits (`rate_limits:`) this route applies, all of them.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// At most this many requests in flight on the route, per route, client address or principal.
+    #[serde(default)]
+    pub concurrency: Option<crate::limit::concurrency::ConcurrencyConfig>,
     /// IP allow and deny lists for this route, in addition to the global `ip_filter`.
     #[serde(default)]
     pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,

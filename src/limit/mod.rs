@@ -9,6 +9,7 @@
 //! authorization. A refused request is 429 `too-many-requests` with `Retry-After`; every answer on a
 //! limited route carries `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft).
 
+pub mod concurrency;
 pub mod gcra;
 
 use crate::exchange::{Exchange, Place, Principal, Reject};
@@ -268,12 +269,15 @@ impl Limiter {
         h.finish128().as_u128()
     }
 
-    /// The rate for this principal (index 0 the default, else 1 + the tier's).
+    /// The rate for this principal (index 0 the default, else 1 + the tier's): the most generous of
+    /// the tiers of the roles authentication gave it (the highest rate, then the largest burst).
     fn rate_for(&self, p: Option<&Principal>) -> (usize, Rate) {
         let mut best = (0, self.rate);
         if let Some(p) = p {
             for (i, (role, r)) in self.tiers.iter().enumerate() {
-                if p.roles.iter().any(|have| have == role) && r.interval < best.1.interval {
+                let more =
+                    (r.interval, std::cmp::Reverse(r.burst)) < (best.1.interval, std::cmp::Reverse(best.1.burst));
+                if more && p.roles.iter().any(|have| have == role) {
                     best = (i + 1, *r);
                 }
             }
@@ -319,7 +323,7 @@ fn claim_of<'p>(p: Option<&'p Principal>, name: &str) -> Option<std::borrow::Cow
     }
 }
 
-fn process_key() -> &'static [u8; 16] {
+pub(crate) fn process_key() -> &'static [u8; 16] {
     static KEY: OnceLock<[u8; 16]> = OnceLock::new();
     KEY.get_or_init(|| {
         let mut key = [0u8; 16];

@@ -28,6 +28,8 @@ pub enum Stage {
     /// Rate limits before authentication (by client IP, route, header) or after authorization (by
     /// principal, claim, tier) (429).
     Limits(Limits),
+    /// At most N requests in flight (429).
+    Concurrency(crate::limit::concurrency::Concurrency),
     /// The route's own IP allow and deny lists (403 `ip-denied`), before anything else of the route.
     IpFilter(Arc<IpFilter>),
     /// Banned principals, right after authentication (403 `banned`).
@@ -40,6 +42,7 @@ impl Stage {
             Stage::Authentication(_) => Place::Authentication,
             Stage::Authorization(_) => Place::Authorization,
             Stage::Limits(l) => l.place(),
+            Stage::Concurrency(c) => c.place(),
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
         }
@@ -51,6 +54,7 @@ impl Stage {
             Stage::Authentication(a) => a.describe(),
             Stage::Authorization(a) => a.describe(),
             Stage::Limits(l) => l.describe(),
+            Stage::Concurrency(c) => c.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
         }
@@ -61,7 +65,7 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
-            Stage::Limits(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
+            Stage::Limits(_) | Stage::Concurrency(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
         }
     }
 
@@ -93,6 +97,7 @@ impl Stage {
                 Ok(())
             }
             Stage::Limits(l) => l.check(ex),
+            Stage::Concurrency(c) => c.enter(ex),
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
         }
