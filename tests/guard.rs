@@ -370,3 +370,33 @@ fn check_refuses_bad_lists_and_warns_without_a_store() {
     assert_eq!(code, 1);
     assert!(err.contains("no `store:`"), "{err}");
 }
+
+#[test]
+fn automatic_bans_count_upstream_answers_and_work_without_a_store() {
+    let up = Upstream::start("app");
+    let top = "trusted_proxies: [127.0.0.1/32]
+auto_ban: { after: 2, statuses: [429], within: 1m, ban_for: 1h, ignore: [192.0.2.60] }
+";
+    let gw = Gateway::start(&config(up.addr, top, PUBLIC));
+    // The upstream's own 429s count (a login endpoint the gateway does not own).
+    for _ in 0..2 {
+        assert_eq!(get(&gw, "/status/429", Some("192.0.2.50"), &[]).0, 429);
+    }
+    assert_eq!(up.hits(), 2);
+    refused(&up, get(&gw, "/a", Some("192.0.2.50"), &[]), 403, "banned");
+    refused(&up, get(&gw, "/a", Some("::ffff:192.0.2.50"), &["--http2-prior-knowledge"]), 403, "banned");
+    passes(&up, get(&gw, "/a", Some("192.0.2.51"), &[]));
+    // Other statuses do not count, and an ignored address is never banned.
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/status/401", Some("192.0.2.52"), &[]).0, 401);
+        assert_eq!(get(&gw, "/status/429", Some("192.0.2.60"), &[]).0, 429);
+    }
+    passes(&up, get(&gw, "/a", Some("192.0.2.52"), &[]));
+    passes(&up, get(&gw, "/a", Some("192.0.2.60"), &[]));
+    assert_eq!(metric(&gw.metrics(), "portcullis_auto_bans_total"), Some(1.0));
+    // Kept across a reload (in memory: no store).
+    let yaml = std::fs::read_to_string(&gw.config).unwrap();
+    gw.rewrite_config(&yaml.replace("level: info", "level: debug"));
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(10)), "{:?}", gw.logs());
+    refused(&up, get(&gw, "/a", Some("192.0.2.50"), &[]), 403, "banned");
+}
