@@ -390,6 +390,8 @@ pub enum Reject {
     TooManyRequests,
     /// A rate limit refused the request (its headers are on the exchange).
     RateLimited,
+    /// Shared state (Redis) could not be reached and the limit or replay store fails closed.
+    StoreUnavailable,
     Internal(&'static str),
 }
 
@@ -410,7 +412,7 @@ impl Reject {
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoHealthyUpstream | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -440,6 +442,7 @@ impl Reject {
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),
+            Reject::StoreUnavailable => ("store-unavailable", "The gateway cannot reach its shared state"),
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
         }
     }

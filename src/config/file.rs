@@ -43,6 +43,10 @@ pub struct FileConfig {
     /// Named rate limits that routes apply (`rate_limits: [name, ...]`).
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::limit::LimitConfig>,
+    /// Redis for a fleet: limits with `store: redis` and the signed-request replay store are shared
+    /// through it.
+    #[serde(default)]
+    pub redis: Option<crate::fleet::RedisConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,

@@ -96,5 +96,6 @@ pub struct Lasting {
     pub metrics: Arc<Metrics>,
     pub authn: Kept,
     pub limits: crate::limit::Kept,
+    pub fleet: crate::fleet::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
 }
