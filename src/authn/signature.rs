@@ -386,7 +386,14 @@ impl SignatureAuth {
         let key = format!("{}{}", shared.prefix, crate::fleet::hex(h.finish().as_ref()));
         let ttl_ms = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1).saturating_mul(1000);
         let set = |mut conn: redis::aio::ConnectionManager| async move {
-            redis::cmd("SET").arg(&key).arg(1u8).arg("NX").arg("PX").arg(ttl_ms).query_async::<Option<String>>(&mut conn).await
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1u8)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<Option<String>>(&mut conn)
+                .await
         };
         match shared.fleet.call("replay", set).await {
             Ok(Some(_)) => Ok(()),

@@ -202,6 +202,8 @@ fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
     Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
 }
 
+// Each argument is one compiled section a route refers to by name.
+#[allow(clippy::too_many_arguments)]
 fn route(
     r: &file::Route,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
