@@ -167,6 +167,26 @@ fn headers_are_present_and_correct() {
 }
 
 #[test]
+fn backoff_escalates_as_on_one_node() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let limits = "  shared:\n    rate: 1/s\n    burst: 1\n    backoff: { max: 8s }\n    store: redis\n    \
+                  on_store_failure: fail_closed\n";
+    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "shared")));
+    let mut conn = None;
+    assert_eq!(status_of(&get(&mut conn, gw.addr("main"), "/x")), 200);
+    let waits: Vec<String> = (0..4)
+        .map(|_| {
+            let resp = get(&mut conn, gw.addr("main"), "/x");
+            assert_eq!(status_of(&resp), 429, "{resp}");
+            header_of(&resp, "retry-after").unwrap()
+        })
+        .collect();
+    assert_eq!(waits, ["2", "4", "8", "8"], "each refusal in a row doubles the wait, up to the cap");
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
 fn redis_killed_mid_run_fails_open_or_closed_then_resumes() {
     let mut redis = RedisServer::start();
     let up = Upstream::start("app");

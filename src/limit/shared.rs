@@ -97,3 +97,25 @@ pub fn outcome(values: &[i64], i: usize) -> Option<Outcome> {
         retry_after: ns(v[3]),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_and_answers() {
+        // 2/s with a burst of 5 and a backoff cap of 8 s, in microseconds.
+        let rate = Rate::new(2, 1_000_000_000, 5);
+        assert_eq!(args(rate, Some(Backoff { max: 8_000_000_000 })), [500_000.0, 2_000_000.0, 8_000_000.0]);
+        assert_eq!(args(rate, None)[2], 0.0, "0: no backoff");
+        let values = [1, 4, 500_000, 0, 0, 0, 2_500_000, 500_000];
+        let second = outcome(&values, 1);
+        assert_eq!(
+            second,
+            Some(Outcome { allowed: false, remaining: 0, reset: 2_500_000_000, retry_after: 500_000_000 })
+        );
+        assert_eq!(outcome(&values, 0).map(|o| (o.allowed, o.remaining)), Some((true, 4)));
+        assert_eq!(outcome(&values, 2), None, "a short answer is no answer");
+        assert_eq!(outcome(&[1, -3, -1, 0], 0).map(|o| (o.remaining, o.reset)), Some((0, 0)));
+    }
+}
