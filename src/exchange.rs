@@ -147,6 +147,8 @@ pub struct Exchange<'a> {
     pub authz: Option<Decision>,
     /// The rate-limit headers of the route's limits, for the answer (whatever it is).
     pub limit_headers: Option<Box<LimitHeaders>>,
+    /// What a stage holds until the answer has been sent (a concurrency limit's place).
+    pub held: Vec<Box<dyn std::any::Any + Send + Sync>>,
     pub started: Instant,
     /// Time to the upstream's response head.
     pub upstream_duration: Option<Duration>,
@@ -177,6 +179,7 @@ impl<'a> Exchange<'a> {
             refused_at: None,
             authz: None,
             limit_headers: None,
+            held: Vec::new(),
             started,
             upstream_duration: None,
         }

@@ -132,6 +132,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     // Taken field by field: moving the request head out whole would copy it for its method alone.
     let (route_name, principal, bytes_in) = (ex.route.take(), ex.principal.take(), ex.bytes_in.take());
     let authz = ex.authz.take();
+    let held = std::mem::take(&mut ex.held);
     let (method, upstream_duration) = (ex.parts.method.clone(), ex.upstream_duration);
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
@@ -154,6 +155,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         problem,
         authz,
         aborted: false,
+        held,
         access_log: rt.access_log,
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
         metrics: shared.lasting.metrics.clone(),

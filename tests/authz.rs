@@ -544,18 +544,6 @@ fn mass_assignment_is_refused_field_by_field() {
     assert_eq!(code, 400, "{answer}");
 }
 
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// An HS256 token with these claims, as an identity provider sharing `secret` would sign it.
-fn hs256(secret: &str, claims: &serde_json::Value) -> String {
-    let input = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
-    format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
-}
-
 #[test]
 fn tenants_from_the_path_or_the_host_must_be_the_principals() {
     let up = Upstream::start("app");

@@ -202,18 +202,17 @@ fn upstream_tls(name: &str, t: &file::UpstreamTls) -> Result<UpstreamTls> {
     Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
 }
 
-// Each argument is one compiled section a route refers to by name.
-#[allow(clippy::too_many_arguments)]
-fn route(
-    r: &file::Route,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    authenticators: &Authenticators,
-    roles: &Arc<crate::authz::Roles>,
-    policies: &crate::authz::Policies,
-    limiters: &BTreeMap<String, Arc<crate::limit::Limiter>>,
-    l: &ServerLimits,
-    metrics: &Metrics,
-) -> Result<(Matcher, Arc<Route>)> {
+/// What routes name: compiled once per config, looked up by each route.
+struct Named<'a> {
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    authenticators: &'a Authenticators,
+    roles: &'a Arc<crate::authz::Roles>,
+    policies: &'a crate::authz::Policies,
+    limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
+}
+
+fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics) -> Result<(Matcher, Arc<Route>)> {
+    let Named { upstreams, authenticators, roles, policies, limiters } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -307,6 +306,10 @@ fn route(
             return Err(err("rate_limits", name, format!("rate limit `{name}` is named twice")));
         }
         by_place.entry(l.place()).or_default().push(l.clone());
+    }
+    if let Some(c) = &r.concurrency {
+        let c = crate::limit::concurrency::Concurrency::compile(c).map_err(|m| err("concurrency", "", m))?;
+        stages.push(Stage::Concurrency(c));
     }
     for (place, list) in by_place {
         let refused = list.iter().map(|l| metrics.rate_limited(&r.name, l.name())).collect();
@@ -436,13 +439,20 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let named = Named {
+        upstreams: &upstreams,
+        authenticators: &authenticators,
+        roles: &roles,
+        policies: &policies,
+        limiters: &limiters,
+    };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &upstreams, &authenticators, &roles, &policies, &limiters, &limits, metrics)?);
+        entries.push(route(r, &named, &limits, metrics)?);
     }
     let admin = match &cfg.admin {
         None => None,

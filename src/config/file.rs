@@ -151,6 +151,9 @@ pub struct Route {
     /// The named rate limits (`rate_limits:`) this route applies, all of them.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// At most this many requests in flight on the route, per route, client address or principal.
+    #[serde(default)]
+    pub concurrency: Option<crate::limit::concurrency::ConcurrencyConfig>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.

@@ -15,6 +15,7 @@
 //! fail_open` decides on this node's own copy of the limit, `fail_closed` refuses with 503; both are
 //! logged and counted, and shared limiting resumes by itself when Redis is back.
 
+pub mod concurrency;
 pub mod gcra;
 pub mod shared;
 
@@ -329,12 +330,15 @@ impl Limiter {
         }
     }
 
-    /// The rate for this principal (index 0 the default, else 1 + the tier's).
+    /// The rate for this principal (index 0 the default, else 1 + the tier's): the most generous of
+    /// the tiers of the roles authentication gave it (the highest rate, then the largest burst).
     fn rate_for(&self, p: Option<&Principal>) -> (usize, Rate) {
         let mut best = (0, self.rate);
         if let Some(p) = p {
             for (i, (role, r)) in self.tiers.iter().enumerate() {
-                if p.roles.iter().any(|have| have == role) && r.interval < best.1.interval {
+                let more =
+                    (r.interval, std::cmp::Reverse(r.burst)) < (best.1.interval, std::cmp::Reverse(best.1.burst));
+                if more && p.roles.iter().any(|have| have == role) {
                     best = (i + 1, *r);
                 }
             }
@@ -423,7 +427,7 @@ fn claim_of<'p>(p: Option<&'p Principal>, name: &str) -> Option<std::borrow::Cow
     }
 }
 
-fn process_key() -> &'static [u8; 16] {
+pub(crate) fn process_key() -> &'static [u8; 16] {
     static KEY: OnceLock<[u8; 16]> = OnceLock::new();
     KEY.get_or_init(|| {
         let mut key = [0u8; 16];

@@ -54,6 +54,8 @@ pub struct Completion {
     /// The authorization decision and the rule that made it, on routes that authorize.
     pub authz: Option<crate::exchange::Decision>,
     pub aborted: bool,
+    /// Held until the answer is done (concurrency limits' places), then given back.
+    pub held: Vec<Box<dyn std::any::Any + Send + Sync>>,
     pub access_log: bool,
     pub route_metrics: Arc<RouteMetrics>,
     pub metrics: Arc<Metrics>,

@@ -26,6 +26,8 @@ pub enum Stage {
     /// Rate limits before authentication (by client IP, route, header) or after authorization (by
     /// principal, claim, tier) (429).
     Limits(Limits),
+    /// At most N requests in flight (429).
+    Concurrency(crate::limit::concurrency::Concurrency),
 }
 
 impl Stage {
@@ -34,6 +36,7 @@ impl Stage {
             Stage::Authentication(_) => Place::Authentication,
             Stage::Authorization(_) => Place::Authorization,
             Stage::Limits(l) => l.place(),
+            Stage::Concurrency(c) => c.place(),
         }
     }
 
@@ -43,6 +46,7 @@ impl Stage {
             Stage::Authentication(a) => a.describe(),
             Stage::Authorization(a) => a.describe(),
             Stage::Limits(l) => l.describe(),
+            Stage::Concurrency(c) => c.describe(),
         }
     }
 
@@ -51,7 +55,7 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
-            Stage::Limits(_) => false,
+            Stage::Limits(_) | Stage::Concurrency(_) => false,
         }
     }
 
@@ -83,6 +87,7 @@ impl Stage {
                 Ok(())
             }
             Stage::Limits(l) => l.check(ex).await,
+            Stage::Concurrency(c) => c.enter(ex),
         }
     }
 }

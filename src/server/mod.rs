@@ -327,6 +327,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
         problem: Some(problem),
         authz: None,
         aborted: false,
+        held: Vec::new(),
         access_log: rt.access_log,
         route_metrics: rt.unmatched.clone(),
         metrics: shared.lasting.metrics.clone(),

@@ -676,6 +676,18 @@ pub fn portcullis(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
+/// base64url without padding (JWT segments).
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An HS256 token with these claims, as an identity provider sharing `secret` would sign it.
+pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
+    let input = format!("{}.{}", b64url(br#"{"alg":"HS256","typ":"JWT"}"#), b64url(claims.to_string().as_bytes()));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("{input}.{}", b64url(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+
 // ---------------------------------------------------------------------------------------------------
 // Redis for the fleet tests (tests/limits_redis.rs): one `redis-server` per test on a free loopback
 // port, nothing saved to disk, killed by PID on drop. (One block; append others after it.)
