@@ -18,6 +18,10 @@
 //! time ([`QUIET`]), so an outage costs requests nothing but the fallback; the first call after it
 //! probes again, and shared state resumes by itself once Redis answers. Failures are logged at most
 //! once per [`LOG_EVERY`], with how many there were.
+//!
+//! Calls of one multi-key script that arrive together are sent as one ([`Batched`]): the requests a
+//! worker thread handles in one turn share one command, one write and one read, and Redis runs the
+//! script once for all of them (still atomically, key by key, in arrival order).
 
 use crate::secret::Secret;
 use crate::units::Dur;
@@ -26,7 +30,8 @@ use redis::IntoConnectionInfo;
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// The `redis:` section.
@@ -97,6 +102,8 @@ pub struct Fleet {
     logged_at: AtomicU64,
     /// Failures since the last log line.
     unlogged: AtomicU64,
+    /// The batched scripts, by SHA-1 (see [`Fleet::batched`]).
+    batched: Mutex<HashMap<String, Weak<Batched>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -150,7 +157,23 @@ impl Fleet {
             quiet_until: AtomicU64::new(0),
             logged_at: AtomicU64::new(0),
             unlogged: AtomicU64::new(0),
+            batched: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The one batcher of `script` on this fleet (shared by every caller that asks for it while any
+    /// holds it), for a script that answers `width` integers per key.
+    pub fn batched(self: &Arc<Self>, what: &'static str, script: &str, width: usize) -> Arc<Batched> {
+        let script = redis::Script::new(script);
+        let mut all = self.batched.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, b| b.strong_count() > 0);
+        if let Some(b) = all.get(script.get_hash()).and_then(Weak::upgrade) {
+            return b;
+        }
+        let hash = script.get_hash().to_owned();
+        let b = Arc::new(Batched { fleet: self.clone(), what, script, width, queue: Mutex::new(Vec::new()) });
+        all.insert(hash, Arc::downgrade(&b));
+        b
     }
 
     fn now(&self) -> u64 {
@@ -220,6 +243,90 @@ impl Kept {
         let fleet = Arc::new(Fleet::new(c)?);
         *kept = Some((c.clone(), fleet.clone()));
         Ok(fleet)
+    }
+}
+
+/// Most callers' keys in one script call.
+const MAX_BATCH: usize = 256;
+
+/// One multi-key script whose calls are gathered: the first caller of a turn spawns the sender, which
+/// yields once (so the other requests of this turn can join) and then sends every waiting caller's keys
+/// and arguments in one call. The script must answer `width` integers per key, in key order.
+pub struct Batched {
+    fleet: Arc<Fleet>,
+    what: &'static str,
+    script: redis::Script,
+    width: usize,
+    queue: Mutex<Vec<Waiting>>,
+}
+
+impl std::fmt::Debug for Batched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").field("what", &self.what).finish_non_exhaustive()
+    }
+}
+
+struct Waiting {
+    keys: Vec<String>,
+    args: Vec<f64>,
+    answer: tokio::sync::oneshot::Sender<Result<Vec<i64>, Unavailable>>,
+}
+
+impl Batched {
+    /// The script's answer for `keys` (with their `args`), `width` integers per key.
+    pub async fn eval(self: &Arc<Self>, keys: Vec<String>, args: Vec<f64>) -> Result<Vec<i64>, Unavailable> {
+        let (answer, wait) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(Waiting { keys, args, answer });
+            q.len() == 1
+        };
+        if first {
+            Self::spawn_send(self.clone());
+        }
+        wait.await.unwrap_or(Err(Unavailable))
+    }
+
+    /// A task of its own: the call goes out even if the request that started it is dropped meanwhile.
+    fn spawn_send(me: Arc<Self>) {
+        let send: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(me.send());
+        tokio::spawn(send);
+    }
+
+    async fn send(self: Arc<Self>) {
+        tokio::task::yield_now().await;
+        let batch: Vec<Waiting> = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.len().min(MAX_BATCH);
+            let batch = q.drain(..n).collect();
+            if !q.is_empty() {
+                Self::spawn_send(self.clone());
+            }
+            batch
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let mut call = self.script.prepare_invoke();
+        for w in &batch {
+            for k in &w.keys {
+                call.key(k);
+            }
+            for a in &w.args {
+                call.arg(a);
+            }
+        }
+        let answer = self.fleet.call(self.what, |mut c| async move { call.invoke_async::<Vec<i64>>(&mut c).await }).await;
+        let mut at = 0;
+        for w in batch {
+            let n = w.keys.len() * self.width;
+            let part = match &answer {
+                Ok(v) => v.get(at..at + n).map(<[i64]>::to_vec).ok_or(Unavailable),
+                Err(e) => Err(*e),
+            };
+            at += n;
+            let _ = w.answer.send(part);
+        }
     }
 }
 

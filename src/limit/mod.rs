@@ -446,8 +446,8 @@ pub struct Limits {
     place: Place,
     /// Refusals per limit (`portcullis_rate_limited_total{route,limit}`), in `limiters` order.
     refused: Vec<Counter>,
-    /// The GCRA script, when a limit here is `store: redis`, and the fleet they share.
-    fleet: Option<(redis::Script, Arc<Fleet>)>,
+    /// The fleet's GCRA script calls, when a limit here is `store: redis`.
+    fleet: Option<Arc<crate::fleet::Batched>>,
 }
 
 impl Limits {
@@ -455,7 +455,7 @@ impl Limits {
         let fleet = limiters
             .iter()
             .find_map(|l| l.shared.as_ref())
-            .map(|s| (redis::Script::new(shared::GCRA_LUA), s.fleet.clone()));
+            .map(|s| s.fleet.batched("rate_limit", shared::GCRA_LUA, 4));
         Limits { limiters, place, refused, fleet }
     }
 
@@ -474,7 +474,7 @@ impl Limits {
     pub async fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         let answer = match &self.fleet {
             None => None,
-            Some((script, fleet)) => Some(self.ask_fleet(script, fleet, ex).await),
+            Some(batched) => Some(self.ask_fleet(batched, ex).await),
         };
         let mut wait: Option<u64> = None;
         let mut h = ex.limit_headers.take().unwrap_or_default();
@@ -518,23 +518,22 @@ impl Limits {
     }
 
     /// One script call for every `store: redis` limit here: four integers per limit, in order.
+    /// Requests arriving together share one call (see [`crate::fleet::Batched`]).
     async fn ask_fleet(
         &self,
-        script: &redis::Script,
-        fleet: &Fleet,
+        batched: &Arc<crate::fleet::Batched>,
         ex: &Exchange<'_>,
     ) -> Result<Vec<i64>, crate::fleet::Unavailable> {
-        let mut call = script.prepare_invoke();
+        let mut keys = Vec::with_capacity(1);
+        let mut args = Vec::with_capacity(3);
         for l in &self.limiters {
             if let Some(s) = &l.shared {
                 let (_, rate) = l.rate_for(ex.principal.as_deref());
-                call.key(l.shared_key_of(&s.prefix, ex));
-                for a in shared::args(rate, l.backoff) {
-                    call.arg(a);
-                }
+                keys.push(l.shared_key_of(&s.prefix, ex));
+                args.extend(shared::args(rate, l.backoff));
             }
         }
-        fleet.call("rate_limit", |mut conn| async move { call.invoke_async::<Vec<i64>>(&mut conn).await }).await
+        batched.eval(keys, args).await
     }
 }
 

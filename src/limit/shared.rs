@@ -3,7 +3,8 @@
 //! The decision is the same GCRA step as [`super::gcra`], made atomically in one Lua script (loaded
 //! once, called by its SHA-1: redis-rs sends EVALSHA and loads the script on NOSCRIPT) against Redis's
 //! own clock (`TIME`), so nodes whose clocks disagree still share one timeline. All the `store: redis`
-//! limits of a route's stage go in one script call: one round trip per request. A key expires
+//! limits of a route's stage go in one script call: one round trip per request at most, and requests
+//! arriving together share one call ([`crate::fleet::Batched`]). A key expires
 //! (`PEXPIRE` through `SET .. PX`) when its TAT has passed, which is exactly when it is the same as a
 //! key never seen.
 //!

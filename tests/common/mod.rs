@@ -687,6 +687,7 @@ pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
     let input = format!("{}.{}", b64url(br#"{"alg":"HS256","typ":"JWT"}"#), b64url(claims.to_string().as_bytes()));
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
     format!("{input}.{}", b64url(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Redis for the fleet tests (tests/limits_redis.rs): one `redis-server` per test on a free loopback
