@@ -28,9 +28,9 @@ use crate::units::Dur;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -316,7 +316,8 @@ impl Batched {
                 call.arg(a);
             }
         }
-        let answer = self.fleet.call(self.what, |mut c| async move { call.invoke_async::<Vec<i64>>(&mut c).await }).await;
+        let answer =
+            self.fleet.call(self.what, |mut c| async move { call.invoke_async::<Vec<i64>>(&mut c).await }).await;
         let mut at = 0;
         for w in batch {
             let n = w.keys.len() * self.width;

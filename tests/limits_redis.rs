@@ -187,6 +187,32 @@ fn backoff_escalates_as_on_one_node() {
 }
 
 #[test]
+fn concurrent_requests_and_two_limits_on_one_route_count_exactly() {
+    // Requests arriving together share one script call; each still gets its own answer for each limit.
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let limits = "  a:\n    rate: 1/m\n    burst: 40\n    store: redis\n    on_store_failure: fail_closed\n  \
+                  b:\n    rate: 1/m\n    burst: 1000\n    key: [route]\n    store: redis\n    on_store_failure: fail_closed\n";
+    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "a, b")));
+    let addr = gw.addr("main");
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = None;
+                (0..10).filter(|_| status_of(&get(&mut conn, addr, "/x")) == 200).count()
+            })
+        })
+        .collect();
+    let allowed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(allowed, 40, "limit a's burst, exactly");
+    assert_eq!(up.hits(), 40);
+    let last = get(&mut None, addr, "/x");
+    assert_eq!(status_of(&last), 429);
+    let state = header_of(&last, "ratelimit").unwrap();
+    assert!(state.starts_with("\"a\";r=0;t=") && state.contains(", \"b\";r=919;t="), "{state}");
+}
+
+#[test]
 fn redis_killed_mid_run_fails_open_or_closed_then_resumes() {
     let mut redis = RedisServer::start();
     let up = Upstream::start("app");

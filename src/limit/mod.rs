@@ -452,10 +452,8 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(limiters: Vec<Arc<Limiter>>, place: Place, refused: Vec<Counter>) -> Limits {
-        let fleet = limiters
-            .iter()
-            .find_map(|l| l.shared.as_ref())
-            .map(|s| s.fleet.batched("rate_limit", shared::GCRA_LUA, 4));
+        let fleet =
+            limiters.iter().find_map(|l| l.shared.as_ref()).map(|s| s.fleet.batched("rate_limit", shared::GCRA_LUA, 4));
         Limits { limiters, place, refused, fleet }
     }
 
