@@ -65,39 +65,87 @@ fn get(conn: &mut Option<RawConn>, addr: SocketAddr, path: &str) -> String {
     panic!("no answer from {addr}");
 }
 
-/// Offers `rate_per_sec` requests a second to `path` for `secs`; returns (allowed, refused, the
-/// measured span from the first request sent to the last answer).
-fn offer(addr: SocketAddr, path: &str, rate_per_sec: u64, secs: u64) -> (u64, u64, Duration) {
-    let mut conn = None;
-    let (mut allowed, mut refused) = (0, 0);
-    let gap = Duration::from_nanos(1_000_000_000 / rate_per_sec);
+/// What [`offer`] saw.
+struct Offered {
+    /// Per address offered to.
+    allowed: Vec<u64>,
+    refused: u64,
+    /// From the first request sent to the last answer.
+    span: Duration,
+    /// When each answer came, from the start.
+    answers: Vec<Duration>,
+}
+
+/// Offers `rate_per_client` requests a second to `path` from `clients` clients per address (each on
+/// its own keep-alive connection, paced to its own schedule) for `secs`. Several clients, so one slow
+/// answer does not hold the offered load back.
+fn offer(addrs: &[SocketAddr], path: &'static str, clients: usize, rate_per_client: u64, secs: u64) -> Offered {
     let start = Instant::now();
-    for i in 0..rate_per_sec * secs {
-        // Paced to a schedule (behind it, the next request goes at once): the offered rate, not a wait
-        // that any assertion depends on.
-        let due = start + gap * u32::try_from(i).unwrap();
-        if let Some(d) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        let resp = get(&mut conn, addr, path);
-        match status_of(&resp) {
-            200 => allowed += 1,
-            429 => {
-                assert!(header_of(&resp, "retry-after").is_some(), "429 without Retry-After:\n{resp}");
-                refused += 1;
-            }
-            other => panic!("unexpected {other}:\n{resp}"),
-        }
+    let gap = Duration::from_nanos(1_000_000_000 / rate_per_client);
+    let threads: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .flat_map(|(n, addr)| (0..clients).map(move |c| (n, c, *addr)))
+        .map(|(n, c, addr)| {
+            std::thread::spawn(move || {
+                let mut conn = None;
+                let (mut allowed, mut refused, mut answers) = (0, 0, Vec::new());
+                // Clients of one address spread over one gap, so together they are evenly paced.
+                let offset = gap * u32::try_from(c).unwrap() / u32::try_from(clients).unwrap();
+                for i in 0..rate_per_client * secs {
+                    // Paced to a schedule (behind it, the next request goes at once): the offered
+                    // rate, not a wait that any assertion depends on.
+                    let due = start + offset + gap * u32::try_from(i).unwrap();
+                    if let Some(d) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    let resp = get(&mut conn, addr, path);
+                    match status_of(&resp) {
+                        200 => allowed += 1,
+                        429 => {
+                            assert!(header_of(&resp, "retry-after").is_some(), "429 without Retry-After:\n{resp}");
+                            refused += 1;
+                        }
+                        other => panic!("unexpected {other}:\n{resp}"),
+                    }
+                    answers.push(start.elapsed());
+                }
+                (n, allowed, refused, answers)
+            })
+        })
+        .collect();
+    let mut o = Offered { allowed: vec![0; addrs.len()], refused: 0, span: Duration::ZERO, answers: Vec::new() };
+    for t in threads {
+        let (n, allowed, refused, answers) = t.join().unwrap();
+        o.allowed[n] += allowed;
+        o.refused += refused;
+        o.answers.extend(answers);
     }
-    (allowed, refused, start.elapsed())
+    o.span = start.elapsed();
+    o.answers.sort();
+    o
 }
 
 /// A limit of `rate`/s with `burst` admits at most `burst + rate * span` (plus the request at the
-/// edge), and, offered enough, at least that less `pct`.
-fn assert_accurate(allowed: u64, rate: u64, burst: u64, span: Duration, pct: f64) {
-    let configured = burst as f64 + rate as f64 * span.as_secs_f64();
-    eprintln!("{allowed} admitted, {configured:.1} configured over {span:?}");
+/// edge), and, offered more than the rate all along, at least that less `pct`. "All along" is a
+/// premise about the machine, not the limiter: if it stalled the clients so that fewer requests than
+/// the rate came in some stretch of half the burst's worth of time, capacity may have gone unused,
+/// and only the upper bound is judged.
+fn assert_accurate(o: &Offered, rate: u64, burst: u64, pct: f64) {
+    let allowed: u64 = o.allowed.iter().sum();
+    let configured = burst as f64 + rate as f64 * o.span.as_secs_f64();
+    eprintln!("{allowed} admitted, {configured:.1} configured over {:?}", o.span);
     assert!(allowed as f64 <= configured + 1.0, "{allowed} admitted, at most {configured:.1} configured");
+    let window = Duration::from_secs_f64(burst as f64 / rate as f64 / 2.0);
+    let mut from = Duration::ZERO;
+    while from + window <= o.span {
+        let n = o.answers.iter().filter(|t| **t >= from && **t < from + window).count();
+        if (n as f64) < rate as f64 * window.as_secs_f64() {
+            eprintln!("only {n} answers in {window:?} from {from:?}: the machine held the load back");
+            return;
+        }
+        from += window;
+    }
     assert!(
         allowed as f64 >= configured * (1.0 - pct / 100.0),
         "{allowed} admitted, {configured:.1} configured (-{pct}%)"
@@ -109,11 +157,11 @@ fn twice_the_limit_admits_the_configured_amount() {
     let redis = RedisServer::start();
     let up = Upstream::start("app");
     let limits = "  shared:\n    rate: 100/s\n    burst: 50\n    store: redis\n    on_store_failure: fail_closed\n";
-    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "shared")));
-    let (allowed, refused, span) = offer(gw.addr("main"), "/a", 200, 4);
-    assert!(refused > 0);
-    assert_accurate(allowed, 100, 50, span, 2.0);
-    assert_eq!(up.hits() as u64, allowed, "a refused request reached the upstream");
+    let gw = Gateway::start(&config(up.addr, &redis, "5s", limits, &route("app", "/", "shared")));
+    let o = offer(&[gw.addr("main")], "/a", 4, 50, 4);
+    assert!(o.refused > 0);
+    assert_accurate(&o, 100, 50, 2.0);
+    assert_eq!(up.hits() as u64, o.allowed[0], "a refused request reached the upstream");
     let keys = redis.keys("portcullis:rl:shared:*");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0].len(), "portcullis:rl:shared:".len() + 64, "SHA-256 hex: {keys:?}");
@@ -126,18 +174,13 @@ fn two_gateways_share_one_budget() {
     let redis = RedisServer::start();
     let up = Upstream::start("app");
     let limits = "  shared:\n    rate: 50/s\n    burst: 25\n    store: redis\n    on_store_failure: fail_closed\n";
-    let yaml = config(up.addr, &redis, "1s", limits, &route("app", "/", "shared"));
+    let yaml = config(up.addr, &redis, "5s", limits, &route("app", "/", "shared"));
     let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
-    let (addr_a, addr_b) = (a.addr("main"), b.addr("main"));
-    let started = Instant::now();
-    // Each node is offered the whole limit (twice it together); both clients are 127.0.0.1: one key.
-    let other = std::thread::spawn(move || offer(addr_b, "/b", 50, 4));
-    let (allowed_a, _, _) = offer(addr_a, "/a", 50, 4);
-    let (allowed_b, _, _) = other.join().unwrap();
-    let span = started.elapsed();
-    assert!(allowed_a > 0 && allowed_b > 0, "both nodes admit: {allowed_a} and {allowed_b}");
-    assert_accurate(allowed_a + allowed_b, 50, 25, span, 3.0);
-    assert_eq!(up.hits() as u64, allowed_a + allowed_b);
+    // Each node is offered the whole limit (twice it together); all clients are 127.0.0.1: one key.
+    let o = offer(&[a.addr("main"), b.addr("main")], "/a", 2, 25, 4);
+    assert!(o.allowed.iter().all(|n| *n > 0), "both nodes admit: {:?}", o.allowed);
+    assert_accurate(&o, 50, 25, 3.0);
+    assert_eq!(up.hits() as u64, o.allowed.iter().sum::<u64>());
 }
 
 #[test]
@@ -145,7 +188,7 @@ fn headers_are_present_and_correct() {
     let redis = RedisServer::start();
     let up = Upstream::start("app");
     let limits = "  shared:\n    rate: 1/m\n    burst: 3\n    store: redis\n    on_store_failure: fail_closed\n";
-    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "shared")));
+    let gw = Gateway::start(&config(up.addr, &redis, "5s", limits, &route("app", "/", "shared")));
     let mut conn = None;
     let first = get(&mut conn, gw.addr("main"), "/x");
     assert_eq!(status_of(&first), 200, "{first}");
@@ -172,7 +215,7 @@ fn backoff_escalates_as_on_one_node() {
     let up = Upstream::start("app");
     let limits = "  shared:\n    rate: 1/s\n    burst: 1\n    backoff: { max: 8s }\n    store: redis\n    \
                   on_store_failure: fail_closed\n";
-    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "shared")));
+    let gw = Gateway::start(&config(up.addr, &redis, "5s", limits, &route("app", "/", "shared")));
     let mut conn = None;
     assert_eq!(status_of(&get(&mut conn, gw.addr("main"), "/x")), 200);
     let waits: Vec<String> = (0..4)
@@ -193,7 +236,7 @@ fn concurrent_requests_and_two_limits_on_one_route_count_exactly() {
     let up = Upstream::start("app");
     let limits = "  a:\n    rate: 1/m\n    burst: 40\n    store: redis\n    on_store_failure: fail_closed\n  \
                   b:\n    rate: 1/m\n    burst: 1000\n    key: [route]\n    store: redis\n    on_store_failure: fail_closed\n";
-    let gw = Gateway::start(&config(up.addr, &redis, "1s", limits, &route("app", "/", "a, b")));
+    let gw = Gateway::start(&config(up.addr, &redis, "5s", limits, &route("app", "/", "a, b")));
     let addr = gw.addr("main");
     let clients: Vec<_> = (0..8)
         .map(|_| {
@@ -219,7 +262,7 @@ fn redis_killed_mid_run_fails_open_or_closed_then_resumes() {
     let limits = "  open:\n    rate: 1/m\n    burst: 3\n    store: redis\n    on_store_failure: fail_open\n  \
                   closed:\n    rate: 1/m\n    burst: 3\n    store: redis\n    on_store_failure: fail_closed\n";
     let routes = format!("{}{}", route("open", "/open", "open"), route("closed", "/closed", "closed"));
-    let gw = Gateway::start(&config(up.addr, &redis, "100ms", limits, &routes));
+    let gw = Gateway::start(&config(up.addr, &redis, "250ms", limits, &routes));
     let addr = gw.addr("main");
     let mut conn = None;
     let statuses = |conn: &mut Option<RawConn>, path: &str, n: usize| -> Vec<u16> {
@@ -298,7 +341,7 @@ upstreams:
       - address: {up}
 redis:
   url: {url}
-  command_timeout: 100ms
+  command_timeout: 250ms
   connect_timeout: 200ms
 authenticators:
   partners:
