@@ -114,6 +114,7 @@ fn twice_the_rate_admits_the_configured_amount() {
     let mut conn = RawConn::connect(gw.addr("main"));
     let start = Instant::now();
     let (mut allowed, mut sent) = (0u64, 0u64);
+    let mut answers = Vec::new();
     while sent < 1200 {
         let due = start + Duration::from_micros(sent * 2500);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -122,14 +123,22 @@ fn twice_the_rate_admits_the_configured_amount() {
         if status_of(&conn.get("/limited/x", T)) == 200 {
             allowed += 1;
         }
+        answers.push(start.elapsed());
         sent += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
     // What the limit admits over the time the requests took: the burst plus the rate.
     let want = 20.0 + 200.0 * elapsed;
     let offered = sent as f64 / elapsed;
-    assert!(offered > 300.0 || allowed as f64 <= want * 1.02, "only {offered:.0}/s offered");
-    if offered > 300.0 {
+    assert!(allowed as f64 <= want + 1.0, "{allowed} admitted, at most {want:.0} configured");
+    // The lower bound holds only if the load kept above the rate all along: a stretch of half the
+    // burst's worth of time (50 ms) with fewer answers than the rate (a busy machine holding the client
+    // back) lets the bucket fill and capacity go unused, which is the machine's doing, not the limiter's.
+    let held = (0..(elapsed / 0.05) as u32).all(|w| {
+        let (from, to) = (Duration::from_millis(50) * w, Duration::from_millis(50) * (w + 1));
+        answers.iter().filter(|t| **t >= from && **t < to).count() >= 10
+    });
+    if offered > 300.0 && held {
         let err = (allowed as f64 - want).abs() / want;
         assert!(err <= 0.02, "{allowed} admitted, {want:.0} configured over {elapsed:.2}s ({offered:.0}/s offered)");
     }
