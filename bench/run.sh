@@ -17,8 +17,11 @@
 #   nginx-handshake, portcullis-handshake  full TLS 1.3 handshakes: bursts of h2load --h1 -c B -n B (one
 #                                          request per new connection, no session offered), same servers
 #   nginx-c1000, portcullis-c1000          wrk -c1000, plain HTTP (Portcullis: bench/configs/c1000.yaml)
+#   portcullis-limit-local  the plain route with a rate limit by client IP that never refuses, in memory
+#   portcullis-limit-redis  the same limit with `store: redis`, against a redis-server this script starts
+#                           (on a free loopback port, pinned with the upstream, stopped on exit)
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
-# HANDSHAKE=0, C1000=0 one group each.) More are one `add_portcullis` line each.
+# HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
@@ -48,6 +51,7 @@ HTTPS=${HTTPS:-1}
 H2=${H2:-1}
 HANDSHAKE=${HANDSHAKE:-1}
 C1000=${C1000:-1}
+LIMIT_SCENARIOS=${LIMIT_SCENARIOS:-1}
 if [ "$TLS_SCENARIOS" != 1 ]; then HTTPS=0 H2=0 HANDSHAKE=0; fi
 H2_CONNECTIONS=${H2_CONNECTIONS:-32}
 H2_STREAMS=${H2_STREAMS:-8}
@@ -68,6 +72,9 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ "$H2" = 1 ] || [ "$HANDSHAKE" = 1 ]; then
   command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+fi
+if [ "$LIMIT_SCENARIOS" = 1 ]; then
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
@@ -218,6 +225,8 @@ start_nginx() { # name cpu conf-body... ; sets NGINX_MASTER, NGINX_WORKERS
 SCENARIOS=()
 declare -A TLS_PROBED
 declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS S_SCRIPT S_SCRIPT_ARGS
+# S_EXTRA_PIDS: processes a scenario depends on besides the proxy (redis-server), whose CPU is reported apart.
+declare -A S_EXTRA_PIDS
 
 # alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
 # process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
@@ -348,7 +357,7 @@ add_portcullis() {
   port=$(free_port)
   conf="$WORK/$name.yaml"
   sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" -e "s|@WORK@|$WORK|g" \
-    "$template" >"$conf"
+    -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" "$template" >"$conf"
   taskset -c "$PROXY_CPU" "${BIN:-$PORTCULLIS}" run -c "$conf" >"$WORK/$name.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -401,6 +410,19 @@ if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
   S_URL[portcullis-authz]="${S_URL[portcullis-authz]}users/user-0/orders/1"
   S_SCRIPT[portcullis-authz]="$ROOT/bench/authz.lua"
   S_SCRIPT_ARGS[portcullis-authz]="$WORK/es256.tokens"
+fi
+# Rate limits that never refuse (keyed by client IP): in memory, and in a redis-server started here on a
+# free loopback port, pinned to the load CPU like the upstream, and stopped on exit with the rest.
+if [ "$LIMIT_SCENARIOS" = 1 ]; then
+  add_portcullis portcullis-limit-local "$ROOT/bench/configs/limit-local.yaml" http
+  REDIS_PORT=$(free_port)
+  taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --protected-mode no >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_port "$REDIS_PORT" || die "redis-server did not listen: $(tail -5 "$WORK/redis.log")"
+  add_portcullis portcullis-limit-redis "$ROOT/bench/configs/limit-redis.yaml" http
+  S_EXTRA_PIDS[portcullis-limit-redis]=$REDIS_PID
 fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
@@ -530,6 +552,8 @@ measure() { # scenario round
   "$run" "$s" "$WARMUP" "$WORK/warmup.txt"
   # shellcheck disable=SC2086
   before=$(cpu_ticks ${S_CPU_PIDS[$s]})
+  # shellcheck disable=SC2086
+  extra0=$(cpu_ticks ${S_EXTRA_PIDS[$s]:-})
   drops0=$(listen_drops)
   t0=$(date +%s%N)
   "$run" "$s" "$DURATION" "$out"
@@ -537,10 +561,13 @@ measure() { # scenario round
   drops1=$(listen_drops)
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${S_CPU_PIDS[$s]})
+  # shellcheck disable=SC2086
+  extra1=$(cpu_ticks ${S_EXTRA_PIDS[$s]:-})
   python3 - "$s" "$round" "$before" "$after" "$CLK_TCK" "$out" "${S_TOOL[$s]}" "$(( (t1 - t0) / 1000 ))" \
-    "${S_GROUP[$s]}" "$((drops1 - drops0))" >>"$RESULTS" <<'EOF'
+    "${S_GROUP[$s]}" "$((drops1 - drops0))" "$extra0" "$extra1" >>"$RESULTS" <<'EOF'
 import json, os, re, statistics, sys
-name, rnd, before, after, clk, path, tool, wall_us, group, drops = sys.argv[1:11]
+name, rnd, before, after, clk, path, tool, wall_us, group, drops, extra0, extra1 = sys.argv[1:13]
+extra_ticks = sum(map(int, extra1.split())) - sum(map(int, extra0.split()))
 status = None
 rnd, clk, wall_s = int(rnd), int(clk), int(wall_us) / 1e6
 (u0, s0), (u1, s1) = (map(int, before.split())), (map(int, after.split()))
@@ -595,6 +622,7 @@ print(json.dumps({"scenario": name, "group": group, "tool": tool, "round": rnd, 
                   "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": per_req(ticks),
                   "user_us_per_req": per_req(utime), "sys_us_per_req": per_req(stime),
                   "cpu_ticks": ticks, "user_ticks": utime, "sys_ticks": stime, "wall_s": wall_s,
+                  "extra_cpu_us_per_req": per_req(extra_ticks),
                   "proxy_cpu_busy": ticks / clk / wall_s if wall_s else None,
                   "non_2xx": bad, "socket_errors": sock, "listen_drops": int(drops), "status": status}))
 EOF
@@ -658,6 +686,7 @@ for s in order:
         "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
         "user_us_per_req": med([r["user_us_per_req"] for r in rs]),
         "sys_us_per_req": med([r["sys_us_per_req"] for r in rs]),
+        "extra_cpu_us_per_req": med([r.get("extra_cpu_us_per_req") for r in rs]),
         "proxy_cpu_busy": med([r["proxy_cpu_busy"] for r in rs]),
         "peak_rss_mib": mem[s]["peak_rss_kib"] / 1024,
         "idle_rss_mib": None if mem[s]["idle_rss_kib"] is None else mem[s]["idle_rss_kib"] / 1024,
@@ -757,6 +786,23 @@ for s, rt2 in summary["ratios"].items():
 # New groups' ratio lines first, so the last three lines stay the plain scenario's, as before.
 def group_ratio(name, key):
     return summary["ratios"].get(name, {}).get(key)
+# Rate limits: against plain Portcullis in the same run (targets: local >= 0.97x throughput; redis CPU per
+# request <= 1.3x the local limiter's), and redis-server's own CPU per request apart.
+if "portcullis-limit-local" in sc:
+    print("portcullis-limit-local/portcullis throughput ratio: %s (paired by round %s), cpu-per-request ratio: %s" % (
+          f(ratio("portcullis-limit-local", "portcullis", "rps"), "%.2f"),
+          f(paired("portcullis-limit-local", "portcullis", "rps"), "%.2f"),
+          f(ratio("portcullis-limit-local", "portcullis", "cpu_us_per_req"), "%.2f")))
+if "portcullis-limit-redis" in sc:
+    print("portcullis-limit-redis/portcullis throughput ratio: %s, cpu-per-request ratio: %s" % (
+          f(ratio("portcullis-limit-redis", "portcullis", "rps"), "%.2f"),
+          f(ratio("portcullis-limit-redis", "portcullis", "cpu_us_per_req"), "%.2f")))
+if "portcullis-limit-redis" in sc and "portcullis-limit-local" in sc:
+    extra = sc["portcullis-limit-redis"]["extra_cpu_us_per_req"]
+    print("portcullis-limit-redis/portcullis-limit-local cpu-per-request ratio: %s (paired by round %s); "
+          "redis-server's own cpu per request: %s us" % (
+          f(ratio("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"),
+          f(paired("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"), f(extra, "%.2f")))
 print("portcullis/nginx user-time-per-request ratio: %s" % f(rt.get("user_time_per_request"), "%.2f"))
 print("portcullis/nginx kernel-time-per-request ratio: %s" % f(rt.get("kernel_time_per_request"), "%.2f"))
 if "portcullis-authz" in sc and "portcullis-jwt-es256" in sc and sc["portcullis-jwt-es256"]["rps"]:

@@ -403,6 +403,8 @@ pub enum Reject {
     IpDenied,
     /// The client address, its prefix or the principal is banned (`portcullis bans`, `auto_ban`).
     Banned,
+    /// Shared state (Redis) could not be reached and the limit or replay store fails closed.
+    StoreUnavailable,
     Internal(&'static str),
 }
 
@@ -426,7 +428,7 @@ impl Reject {
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Reject::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoHealthyUpstream | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -456,6 +458,7 @@ impl Reject {
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),
+            Reject::StoreUnavailable => ("store-unavailable", "The gateway cannot reach its shared state"),
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
             Reject::IpDenied => ("ip-denied", "The client address is not allowed"),
             Reject::Banned => ("banned", "The client is banned"),

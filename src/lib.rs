@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exchange;
+pub mod fleet;
 pub mod guard;
 pub mod limit;
 pub mod observe;

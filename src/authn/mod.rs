@@ -115,6 +115,9 @@ pub enum Verdict {
     /// Credentials present but not judged now: the client's share of a bounded resource (introspection
     /// calls) is spent. Refused with 429; the reason code goes to logs and metrics.
     Busy(&'static str),
+    /// Credentials that cannot be judged now: shared state (the fleet's replay store) did not answer
+    /// and fails closed. Refused with 503; the reason code goes to logs and metrics.
+    Unavailable(&'static str),
 }
 
 /// What a method may look at.
@@ -143,7 +146,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn compile(name: &str, cfg: &AuthenticatorConfig, metrics: &Metrics, kept: &Kept) -> Result<Method, String> {
+    fn compile(name: &str, cfg: &AuthenticatorConfig, cx: &Context<'_>) -> Result<Method, String> {
+        let metrics = cx.metrics;
         let c = cfg;
         let set =
             [c.api_key.is_some(), c.jwt.is_some(), c.introspection.is_some(), c.mtls.is_some(), c.signature.is_some()];
@@ -165,7 +169,8 @@ impl Method {
             return mtls::MtlsAuth::new(name, m).map(Method::Mtls);
         }
         match &c.signature {
-            Some(m) => signature::SignatureAuth::new(name, m, &kept.replay).map(Method::Signature),
+            Some(m) => signature::SignatureAuth::new(name, m, &cx.kept.replay, cx.fleet.map(|f| (f, metrics)))
+                .map(Method::Signature),
             None => Err(format!("authenticator `{name}` has no method")),
         }
     }
@@ -250,28 +255,43 @@ pub struct Kept {
     pub replay: crate::exchange::Registry<signature::replay::ReplayStore>,
 }
 
+/// What compiling the methods needs besides their section.
+pub struct Context<'a> {
+    pub kept: &'a Kept,
+    /// The `redis:` section's connection: signature replay stores are then shared through it.
+    pub fleet: Option<&'a Arc<crate::fleet::Fleet>>,
+    pub metrics: &'a Metrics,
+}
+
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
 pub struct Authenticators {
     methods: BTreeMap<String, (AuthenticatorConfig, Arc<Method>)>,
+    /// The fleet they were compiled with (a method is reused only with the same one).
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Authenticators {
     pub fn compile(
         cfg: &BTreeMap<String, AuthenticatorConfig>,
         previous: Option<&Authenticators>,
-        metrics: &Metrics,
-        kept: &Kept,
+        cx: &Context<'_>,
     ) -> Result<Authenticators, (String, String)> {
+        let same_fleet = |p: &&Authenticators| match (&p.fleet, cx.fleet) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let previous = previous.filter(same_fleet);
         let mut methods = BTreeMap::new();
         for (name, c) in cfg {
             let reused = previous.and_then(|p| p.methods.get(name)).filter(|(old, _)| old == c);
             let method = match reused {
                 Some((_, m)) => m.clone(),
-                None => Arc::new(Method::compile(name, c, metrics, kept).map_err(|e| (name.clone(), e))?),
+                None => Arc::new(Method::compile(name, c, cx).map_err(|e| (name.clone(), e))?),
             };
             methods.insert(name.clone(), (c.clone(), method));
         }
-        Ok(Authenticators { methods })
+        Ok(Authenticators { methods, fleet: cx.fleet.cloned() })
     }
 
     pub fn start(&self) {
@@ -501,6 +521,10 @@ impl Authn {
                     self.count(ex, name, method, reason);
                     return Err(Reject::TooManyRequests);
                 }
+                Verdict::Unavailable(reason) => {
+                    self.count(ex, name, method, reason);
+                    return Err(Reject::StoreUnavailable);
+                }
             }
         }
         match (merged, refused) {
@@ -517,7 +541,7 @@ impl Authn {
     }
 
     /// The checks [`Authn::authenticate`] left for the body (`Content-Digest`), once it has been read.
-    pub fn check_body(&self, ex: &mut Exchange<'_>, accepted: &Accepted, body: &[u8]) -> Result<(), Reject> {
+    pub async fn check_body(&self, ex: &mut Exchange<'_>, accepted: &Accepted, body: &[u8]) -> Result<(), Reject> {
         let methods = match &self.mode {
             Mode::None => return Ok(()),
             Mode::AnyOf(m) | Mode::AllOf(m) => m,
@@ -525,8 +549,12 @@ impl Authn {
         for (i, due) in &accepted.body {
             let Some((name, method)) = methods.get(*i) else { continue };
             if let Method::Signature(s) = &**method {
-                if let Err(reason) = s.check_body(due, body) {
+                if let Err(reason) = s.check_body(due, body).await {
                     ex.principal = None;
+                    if reason == signature::STORE_UNAVAILABLE {
+                        self.count(ex, name, method, reason);
+                        return Err(Reject::StoreUnavailable);
+                    }
                     return Err(self.refuse(ex, name, method, reason, true));
                 }
             }

@@ -28,6 +28,12 @@
 //! a request that cannot pass is refused before any of its body is read. Then, only when needed, the body
 //! is read and checked ([`SignatureAuth::check_body`]): a `Content-Digest` field, when present, matches
 //! it; and only then is the nonce recorded, so unsigned garbage cannot fill the replay store.
+//!
+//! Nonces are remembered in this node's memory ([`replay`]), or, with the top-level `redis:` section,
+//! in Redis (`SET NX PX`), so a request accepted by one node of a fleet is refused by every other. If
+//! Redis cannot answer in time, `on_replay_store_failure` decides: `fail_closed` (the default: 503,
+//! since accepting could accept a replay) or `fail_open` (this node's own store decides, so a replay
+//! to another node could pass while Redis is down).
 
 pub mod base;
 pub mod fields;
@@ -35,6 +41,7 @@ pub mod replay;
 
 use super::{AuthRequest, Principal, PrincipalKind, Verdict};
 use crate::exchange::Registry;
+use crate::fleet::{Fleet, OnFailure};
 use crate::secret::Secret;
 use crate::units::Dur;
 use aws_lc_rs::{constant_time, digest, hmac, signature as sig};
@@ -73,6 +80,10 @@ pub struct SignatureConfig {
     /// Send the accepted `Signature` and `Signature-Input` fields upstream (off: they are removed).
     #[serde(default)]
     pub forward_credential: bool,
+    /// With `redis:`, when Redis cannot record a nonce in time: `fail_closed` (default, 503) or
+    /// `fail_open` (this node's own replay store decides).
+    #[serde(default)]
+    pub on_replay_store_failure: Option<OnFailure>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -213,12 +224,47 @@ pub struct SignatureAuth {
     label: Option<String>,
     tag: Option<String>,
     replay: Arc<ReplayStore>,
+    /// With `redis:`: the fleet's replay store (the local one is then the `fail_open` fallback).
+    shared: Option<SharedReplay>,
 }
 
+/// The fleet-wide replay store: `portcullis:replay:<authenticator>:<hex SHA-256 of keyid and nonce>`.
+pub struct SharedReplay {
+    pub fleet: Arc<Fleet>,
+    pub on_failure: OnFailure,
+    pub prefix: String,
+    /// `portcullis_replay_store_failures_total{authenticator,mode}`.
+    pub failures: prometheus_client::metrics::counter::Counter,
+}
+
+/// The refusal reason when the shared replay store cannot answer and fails closed (503, not 401).
+pub const STORE_UNAVAILABLE: &str = "replay_store_unavailable";
+
 impl SignatureAuth {
-    /// `stores`: the replay caches that outlive reloads (see [`crate::authn::Kept`]).
-    pub fn new(name: &str, c: &SignatureConfig, stores: &Registry<ReplayStore>) -> Result<SignatureAuth, String> {
+    /// `stores`: the replay caches that outlive reloads (see [`crate::authn::Kept`]); `fleet`: the
+    /// `redis:` section's connection and the failure counter's metrics, when there is one.
+    pub fn new(
+        name: &str,
+        c: &SignatureConfig,
+        stores: &Registry<ReplayStore>,
+        fleet: Option<(&Arc<Fleet>, &crate::observe::metrics::Metrics)>,
+    ) -> Result<SignatureAuth, String> {
         let err = |e: String| format!("authenticator `{name}`: {e}");
+        let shared = match (fleet, c.on_replay_store_failure) {
+            (None, Some(_)) => {
+                return Err(err("signature.on_replay_store_failure applies only with the `redis:` section".into()))
+            }
+            (None, None) => None,
+            (Some((fleet, metrics)), mode) => {
+                let on_failure = mode.unwrap_or(OnFailure::FailClosed);
+                Some(SharedReplay {
+                    fleet: fleet.clone(),
+                    on_failure,
+                    prefix: format!("portcullis:replay:{name}:"),
+                    failures: metrics.replay_store_failures(name, on_failure.as_str()),
+                })
+            }
+        };
         if c.keys.is_empty() {
             return Err(err("signature.keys cannot be empty".into()));
         }
@@ -250,6 +296,7 @@ impl SignatureAuth {
             label: c.label.clone(),
             tag: c.tag.clone(),
             replay: ReplayStore::for_authenticator(stores, name, c.replay_capacity),
+            shared,
         })
     }
 
@@ -261,10 +308,18 @@ impl SignatureAuth {
         let headers = &req.parts.headers;
         match (joined(headers, "signature-input"), joined(headers, "signature")) {
             (None, None) => (Verdict::Absent, None),
-            (Some(input), Some(signature)) => match self.verify_head(req, &input, &signature, now()) {
-                Ok((p, due)) => (Verdict::Valid(p), due),
-                Err(reason) => (Verdict::Invalid(reason), None),
-            },
+            (Some(input), Some(signature)) => {
+                let now = now();
+                match self.verify_head(req, &input, &signature, now) {
+                    Ok((p, due)) if due.needs_body() => (Verdict::Valid(p), Some(due)),
+                    Ok((p, due)) => match self.finish(&due, None, now).await {
+                        Ok(()) => (Verdict::Valid(p), None),
+                        Err(STORE_UNAVAILABLE) => (Verdict::Unavailable(STORE_UNAVAILABLE), None),
+                        Err(reason) => (Verdict::Invalid(reason), None),
+                    },
+                    Err(reason) => (Verdict::Invalid(reason), None),
+                }
+            }
             _ => (Verdict::Invalid("malformed_signature"), None),
         }
     }
@@ -275,7 +330,7 @@ impl SignatureAuth {
         input: &str,
         signature: &str,
         now: i64,
-    ) -> Result<(Arc<Principal>, Option<BodyDue>), &'static str> {
+    ) -> Result<(Arc<Principal>, BodyDue), &'static str> {
         let inputs = fields::parse_inputs(input)?;
         let (si, key) = self.select(&inputs)?;
         let nonce = self.check_params(si, key, now)?;
@@ -295,28 +350,62 @@ impl SignatureAuth {
         let until = created.saturating_add(self.skew).saturating_add(1).min(si.expires.unwrap_or(i64::MAX));
         let digest = joined(&req.parts.headers, "content-digest");
         let must_be_empty = self.require_digest && !covered && body != Declared::Empty;
-        if digest.is_none() && !must_be_empty {
-            self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason())?;
-            return Ok((key.principal.clone(), None));
-        }
         let due = BodyDue { digest, must_be_empty, keyid: keyid.to_owned(), nonce: nonce.to_owned(), until };
-        Ok((key.principal.clone(), Some(due)))
+        Ok((key.principal.clone(), due))
     }
 
     /// The checks of a request's body, once read: its `Content-Digest`, or that it is empty when a body
     /// had to be covered and was not; then the nonce is recorded.
-    pub fn check_body(&self, due: &BodyDue, body: &[u8]) -> Result<(), &'static str> {
-        self.check_body_at(due, body, now())
+    pub async fn check_body(&self, due: &BodyDue, body: &[u8]) -> Result<(), &'static str> {
+        self.finish(due, Some(body), now()).await
     }
 
-    fn check_body_at(&self, due: &BodyDue, body: &[u8], now: i64) -> Result<(), &'static str> {
-        if due.must_be_empty && !body.is_empty() {
-            return Err("missing_component");
+    /// The body's checks (when it had to be read), then the nonce is recorded.
+    async fn finish(&self, due: &BodyDue, body: Option<&[u8]>, now: i64) -> Result<(), &'static str> {
+        if let Some(body) = body {
+            if due.must_be_empty && !body.is_empty() {
+                return Err("missing_component");
+            }
+            if let Some(value) = &due.digest {
+                check_digest(value, Some(body))?;
+            }
         }
-        if let Some(value) = &due.digest {
-            check_digest(value, Some(body))?;
+        self.record(&due.keyid, &due.nonce, due.until, now).await
+    }
+
+    /// Records the nonce until `until` (unix seconds), in Redis when shared, or refuses a replay.
+    async fn record(&self, keyid: &str, nonce: &str, until: i64, now: i64) -> Result<(), &'static str> {
+        let Some(shared) = &self.shared else {
+            return self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason());
+        };
+        let mut h = digest::Context::new(&digest::SHA256);
+        for part in [keyid, nonce] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
         }
-        self.replay.remember(&due.keyid, &due.nonce, due.until, now).map_err(|r| r.reason())
+        let key = format!("{}{}", shared.prefix, crate::fleet::hex(h.finish().as_ref()));
+        let ttl_ms = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1).saturating_mul(1000);
+        let set = |mut conn: redis::aio::ConnectionManager| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1u8)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        match shared.fleet.call("replay", set).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Refused::Replayed.reason()),
+            Err(_) => {
+                shared.failures.inc();
+                match shared.on_failure {
+                    OnFailure::FailClosed => Err(STORE_UNAVAILABLE),
+                    OnFailure::FailOpen => self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason()),
+                }
+            }
+        }
     }
 
     /// The first signature meant for us: label and tag as configured, keyid known.
@@ -378,7 +467,8 @@ impl SignatureAuth {
     pub fn start(&self) {}
 }
 
-/// What remains to check of a request whose head passed: see [`SignatureAuth::check_body`].
+/// What remains of a request whose head passed: the body's checks (see [`SignatureAuth::check_body`]),
+/// if any, then recording its nonce.
 #[derive(Debug)]
 pub struct BodyDue {
     /// The `Content-Digest` field, which the body must match.
@@ -388,6 +478,13 @@ pub struct BodyDue {
     keyid: String,
     nonce: String,
     until: i64,
+}
+
+impl BodyDue {
+    /// True when the body must be read and checked before the nonce is recorded.
+    fn needs_body(&self) -> bool {
+        self.digest.is_some() || self.must_be_empty
+    }
 }
 
 /// What a request's head says of its body.

@@ -449,9 +449,14 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         };
         upstreams.insert(name.clone(), up);
     }
-    let authenticators =
-        Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), metrics, &lasting.authn)
-            .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
+    let fleet = cfg
+        .redis
+        .as_ref()
+        .map(|r| lasting.fleet.fleet(r).map_err(|m| CompileError::new("redis", "", m)))
+        .transpose()?;
+    let shared = crate::authn::Context { kept: &lasting.authn, fleet: fleet.as_ref(), metrics };
+    let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), &shared)
+        .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let roles = Arc::new(
         crate::authz::Roles::compile(&cfg.roles, &cfg.principals).map_err(|m| CompileError::new("roles", "", m))?,
     );
@@ -460,7 +465,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .rate_limits
         .iter()
         .map(|(name, c)| {
-            crate::limit::Limiter::compile(name, c, &lasting.limits)
+            crate::limit::Limiter::compile(name, c, &lasting.limits, fleet.as_ref(), metrics)
                 .map(|l| (name.clone(), Arc::new(l)))
                 .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
         })

@@ -55,6 +55,10 @@ pub struct FileConfig {
     /// Automatic bans: N answers of the given statuses to one client address within a window.
     #[serde(default)]
     pub auto_ban: Option<crate::guard::auto::AutoBanConfig>,
+    /// Redis for a fleet: limits with `store: redis` and the signed-request replay store are shared
+    /// through it.
+    #[serde(default)]
+    pub redis: Option<crate::fleet::RedisConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,

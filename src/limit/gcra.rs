@@ -50,7 +50,8 @@ impl Rate {
         Rate { interval: (per / count.max(1)).max(1), burst: burst.max(1) }
     }
 
-    fn tau(self) -> u64 {
+    /// The tolerance: how far ahead of now a key's TAT may be (`interval * (burst - 1)`).
+    pub fn tau(self) -> u64 {
         self.interval.saturating_mul(u64::from(self.burst) - 1)
     }
 }

@@ -8,16 +8,26 @@
 //! is done for it; one keyed by the principal or a claim, or with per-role tiers, runs after
 //! authorization. A refused request is 429 `too-many-requests` with `Retry-After`; every answer on a
 //! limited route carries `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers draft).
+//!
+//! A limit's state lives in this node's memory (`store: local`, the default) or, for a fleet, in Redis
+//! (`store: redis`, see [`shared`]), where every node shares one budget per key. A `store: redis` limit
+//! says what happens when Redis cannot answer within `redis.command_timeout`: `on_store_failure:
+//! fail_open` decides on this node's own copy of the limit, `fail_closed` refuses with 503; both are
+//! logged and counted, and shared limiting resumes by itself when Redis is back.
 
 pub mod concurrency;
 pub mod gcra;
 pub mod quota;
+pub mod shared;
 
 use crate::exchange::{Exchange, Place, Principal, Reject};
+use crate::fleet::{Fleet, OnFailure};
+use crate::observe::metrics::Metrics;
 use gcra::{Backoff, Clock, LocalStore, Outcome, Rate};
 use http::HeaderName;
 use prometheus_client::metrics::counter::Counter;
 use serde::{de, Deserialize, Deserializer};
+use shared::SharedStore;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::BTreeMap;
 use std::hash::Hasher;
@@ -49,6 +59,22 @@ pub struct LimitConfig {
     /// The most keys kept in memory (default 1,000,000); idle keys are dropped first.
     #[serde(default)]
     pub max_keys: Option<usize>,
+    /// Where the state lives: `local` (default: this node's memory) or `redis` (shared by the fleet;
+    /// needs the top-level `redis:` section).
+    #[serde(default)]
+    pub store: Store,
+    /// Required with `store: redis`: `fail_open` (decide locally) or `fail_closed` (503) when Redis
+    /// cannot answer in time.
+    #[serde(default)]
+    pub on_store_failure: Option<OnFailure>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    #[default]
+    Local,
+    Redis,
 }
 
 fn default_key() -> Vec<KeyPart> {
@@ -177,6 +203,8 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     /// `"name";q=..;w=..` per rate (the default first, then the tiers').
     policies: Vec<String>,
+    /// `store: redis`: the fleet's Redis (the local store is then the `fail_open` fallback).
+    shared: Option<SharedStore>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -186,7 +214,14 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
-    pub fn compile(name: &str, c: &LimitConfig, kept: &Kept) -> Result<Limiter, String> {
+    /// `fleet`: the `redis:` section's connection, when there is one.
+    pub fn compile(
+        name: &str,
+        c: &LimitConfig,
+        kept: &Kept,
+        fleet: Option<&Arc<Fleet>>,
+        metrics: &Metrics,
+    ) -> Result<Limiter, String> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             return Err(format!("rate_limits: `{name}`: names are letters, digits, `-`, `_` and `.`"));
         }
@@ -217,6 +252,15 @@ impl Limiter {
             return Err(format!("rate_limits.{name}.max_keys must be at least 1"));
         }
         let store = kept.stores.get_or_insert(name, |_| {}, || LocalStore::new(max_keys));
+        let shared = shared_store(name, c, fleet, metrics)?;
+        if shared.is_some() {
+            let fastest = tiers.iter().map(|(_, r)| r.interval).fold(rate.interval, u64::min);
+            if fastest < shared::MIN_INTERVAL_NS {
+                return Err(format!(
+                    "rate_limits.{name}: a store: redis limit allows at most 1000000 requests a second"
+                ));
+            }
+        }
         Ok(Limiter {
             name: name.into(),
             key: c.key.clone(),
@@ -227,6 +271,7 @@ impl Limiter {
             store,
             clock: kept.clock.clone(),
             policies,
+            shared,
         })
     }
 
@@ -243,32 +288,48 @@ impl Limiter {
         &self.name
     }
 
-    /// The request's key: a keyed 128-bit hash of its parts (a part the request lacks, such as a
-    /// missing header or claim, or no principal on a public route, counts as the client's address).
+    /// The request's key in this node's store: a keyed 128-bit hash of its parts.
     fn key_of(&self, ex: &Exchange<'_>) -> u128 {
         let mut h = SipHasher13::new_with_key(process_key());
+        self.write_key(ex, &mut h);
+        h.finish128().as_u128()
+    }
+
+    /// The request's key in Redis, the same on every node: `portcullis:rl:<limit>:<hex SHA-256 of the
+    /// parts>`.
+    fn shared_key_of(&self, prefix: &str, ex: &Exchange<'_>) -> String {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        self.write_key(ex, &mut h);
+        let mut key = String::with_capacity(prefix.len() + 64);
+        key.push_str(prefix);
+        key.push_str(&crate::fleet::hex(h.finish().as_ref()));
+        key
+    }
+
+    /// Writes the key's parts, each tagged and length-prefixed (a part the request lacks, such as a
+    /// missing header or claim, or no principal on a public route, counts as the client's address).
+    fn write_key(&self, ex: &Exchange<'_>, h: &mut impl KeySink) {
         for part in &self.key {
             match part {
-                KeyPart::ClientIp => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
-                KeyPart::Route => write_part(&mut h, b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
+                KeyPart::ClientIp => write_ip(h, ex.client_ip, self.ipv6_prefix),
+                KeyPart::Route => h.part(b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
                 KeyPart::Header(name) => match ex.parts.headers.get(name) {
-                    Some(v) => write_part(&mut h, b'h', v.as_bytes()),
-                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                    Some(v) => h.part(b'h', v.as_bytes()),
+                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
                 },
                 KeyPart::Principal => match ex.principal.as_deref() {
                     Some(p) => {
-                        write_part(&mut h, b'k', p.kind.as_str().as_bytes());
-                        write_part(&mut h, b'p', p.id.as_bytes());
+                        h.part(b'k', p.kind.as_str().as_bytes());
+                        h.part(b'p', p.id.as_bytes());
                     }
-                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
                 },
                 KeyPart::Claim(name) => match claim_of(ex.principal.as_deref(), name) {
-                    Some(v) => write_part(&mut h, b'c', v.as_bytes()),
-                    None => write_ip(&mut h, ex.client_ip, self.ipv6_prefix),
+                    Some(v) => h.part(b'c', v.as_bytes()),
+                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
                 },
             }
         }
-        h.finish128().as_u128()
     }
 
     /// The rate for this principal (index 0 the default, else 1 + the tier's): the most generous of
@@ -287,9 +348,9 @@ impl Limiter {
         best
     }
 
-    fn check(&self, ex: &Exchange<'_>) -> (usize, Outcome) {
-        let (which, rate) = self.rate_for(ex.principal.as_deref());
-        (which, self.store.check(self.key_of(ex), self.clock.now(), rate, self.backoff))
+    /// The decision of this node's store.
+    fn check_local(&self, ex: &Exchange<'_>, rate: Rate) -> Outcome {
+        self.store.check(self.key_of(ex), self.clock.now(), rate, self.backoff)
     }
 }
 
@@ -299,21 +360,64 @@ fn policy_item(name: &str, rate: Rate) -> String {
     format!("\"{name}\";q={};w={window}", rate.burst)
 }
 
-fn write_part(h: &mut SipHasher13, tag: u8, bytes: &[u8]) {
-    h.write_u8(tag);
-    h.write_usize(bytes.len());
-    h.write(bytes);
+/// Where a key's parts go: the local store's keyed hash, or SHA-256 for Redis.
+trait KeySink {
+    fn part(&mut self, tag: u8, bytes: &[u8]);
+}
+
+impl KeySink for SipHasher13 {
+    fn part(&mut self, tag: u8, bytes: &[u8]) {
+        self.write_u8(tag);
+        self.write_usize(bytes.len());
+        self.write(bytes);
+    }
+}
+
+impl KeySink for aws_lc_rs::digest::Context {
+    fn part(&mut self, tag: u8, bytes: &[u8]) {
+        self.update(&[tag]);
+        self.update(&(bytes.len() as u64).to_be_bytes());
+        self.update(bytes);
+    }
 }
 
 /// An IPv4 address whole (an IPv4-mapped IPv6 address is its IPv4 address); IPv6 by its prefix.
-fn write_ip(h: &mut SipHasher13, ip: IpAddr, prefix: u8) {
+fn write_ip(h: &mut impl KeySink, ip: IpAddr, prefix: u8) {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => write_part(h, b'4', &v4.octets()),
+        IpAddr::V4(v4) => h.part(b'4', &v4.octets()),
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
             let masked = if prefix >= 128 { bits } else { bits & !(u128::MAX >> prefix) };
-            write_part(h, b'6', &masked.to_be_bytes());
+            h.part(b'6', &masked.to_be_bytes());
         }
+    }
+}
+
+/// `store:` and `on_store_failure` of one limit.
+fn shared_store(
+    name: &str,
+    c: &LimitConfig,
+    fleet: Option<&Arc<Fleet>>,
+    metrics: &Metrics,
+) -> Result<Option<SharedStore>, String> {
+    match (c.store, c.on_store_failure, fleet) {
+        (Store::Local, None, _) => Ok(None),
+        (Store::Local, Some(_), _) => {
+            Err(format!("rate_limits.{name}.on_store_failure applies only with `store: redis`"))
+        }
+        (Store::Redis, _, None) => {
+            Err(format!("rate_limits.{name}: `store: redis` needs the top-level `redis:` section"))
+        }
+        (Store::Redis, None, Some(_)) => Err(format!(
+            "rate_limits.{name}: `store: redis` needs `on_store_failure: fail_open` (decide locally) or \
+             `fail_closed` (503) for when Redis cannot answer"
+        )),
+        (Store::Redis, Some(on_failure), Some(fleet)) => Ok(Some(SharedStore {
+            fleet: fleet.clone(),
+            on_failure,
+            prefix: format!("portcullis:rl:{name}:"),
+            failures: metrics.rate_limit_store_failures(name, on_failure.as_str()),
+        })),
     }
 }
 
@@ -344,11 +448,15 @@ pub struct Limits {
     place: Place,
     /// Refusals per limit (`portcullis_rate_limited_total{route,limit}`), in `limiters` order.
     refused: Vec<Counter>,
+    /// The fleet's GCRA script calls, when a limit here is `store: redis`.
+    fleet: Option<Arc<crate::fleet::Batched>>,
 }
 
 impl Limits {
     pub fn new(limiters: Vec<Arc<Limiter>>, place: Place, refused: Vec<Counter>) -> Limits {
-        Limits { limiters, place, refused }
+        let fleet =
+            limiters.iter().find_map(|l| l.shared.as_ref()).map(|s| s.fleet.batched("rate_limit", shared::GCRA_LUA, 4));
+        Limits { limiters, place, refused, fleet }
     }
 
     pub fn place(&self) -> Place {
@@ -360,12 +468,37 @@ impl Limits {
     }
 
     /// Checks every limit and writes the headers. Each limit that allows the request counts it, even
-    /// when another refuses it (as Envoy's descriptors do); a refusal is 429 with the longest wait.
-    pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+    /// when another refuses it (as Envoy's descriptors do); a refusal is 429 with the longest wait. The
+    /// `store: redis` limits are decided together in one round trip; when Redis cannot answer, a
+    /// `fail_closed` limit makes it 503 and a `fail_open` one decides on this node's store.
+    pub async fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        let answer = match &self.fleet {
+            None => None,
+            Some(batched) => Some(self.ask_fleet(batched, ex).await),
+        };
         let mut wait: Option<u64> = None;
         let mut h = ex.limit_headers.take().unwrap_or_default();
+        let mut nth_shared = 0;
         for (i, l) in self.limiters.iter().enumerate() {
-            let (which, o) = l.check(ex);
+            let (which, rate) = l.rate_for(ex.principal.as_deref());
+            let o = match (&l.shared, &answer) {
+                (Some(s), Some(answer)) => {
+                    let o = answer.as_ref().ok().and_then(|v| shared::outcome(v, nth_shared));
+                    nth_shared += 1;
+                    match (o, s.on_failure) {
+                        (Some(o), _) => o,
+                        (None, OnFailure::FailOpen) => {
+                            s.failures.inc();
+                            l.check_local(ex, rate)
+                        }
+                        (None, OnFailure::FailClosed) => {
+                            s.failures.inc();
+                            return Err(Reject::StoreUnavailable);
+                        }
+                    }
+                }
+                _ => l.check_local(ex, rate),
+            };
             let policy = &l.policies[which];
             let name = &policy[..policy.find(';').unwrap_or(policy.len())];
             h.add(policy, name, o.remaining, secs_up(o.reset));
@@ -382,6 +515,25 @@ impl Limits {
             None => Ok(()),
             Some(_) => Err(Reject::RateLimited),
         }
+    }
+
+    /// One script call for every `store: redis` limit here: four integers per limit, in order.
+    /// Requests arriving together share one call (see [`crate::fleet::Batched`]).
+    async fn ask_fleet(
+        &self,
+        batched: &Arc<crate::fleet::Batched>,
+        ex: &Exchange<'_>,
+    ) -> Result<Vec<i64>, crate::fleet::Unavailable> {
+        let mut keys = Vec::with_capacity(1);
+        let mut args = Vec::with_capacity(3);
+        for l in &self.limiters {
+            if let Some(s) = &l.shared {
+                let (_, rate) = l.rate_for(ex.principal.as_deref());
+                keys.push(l.shared_key_of(&s.prefix, ex));
+                args.extend(shared::args(rate, l.backoff));
+            }
+        }
+        batched.eval(keys, args).await
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub authn_failures: Family<Labels, Counter>,
     authz_decisions: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
+    rate_limit_store_failures: Family<Labels, Counter>,
+    replay_store_failures: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
     /// Connection guards: automatic bans made, and list files refused on re-read.
     pub auto_bans: Counter,
@@ -77,6 +79,18 @@ impl Metrics {
         );
         let rate_limited = Family::<Labels, Counter>::default();
         registry.register("rate_limited", "Requests refused by a rate limit, by route and limit", rate_limited.clone());
+        let rate_limit_store_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limit_store_failures",
+            "Rate limit decisions Redis could not make in time, by limit and on_store_failure mode",
+            rate_limit_store_failures.clone(),
+        );
+        let replay_store_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "replay_store_failures",
+            "Signed-request nonces Redis could not record in time, by authenticator and mode",
+            replay_store_failures.clone(),
+        );
         let jwks_refreshes = Family::<Labels, Counter>::default();
         registry.register(
             "jwks_refreshes",
@@ -115,6 +129,8 @@ impl Metrics {
             authn_failures,
             authz_decisions,
             rate_limited,
+            rate_limit_store_failures,
+            replay_store_failures,
             jwks_refreshes,
             auto_bans,
             ip_list_failures,
@@ -125,6 +141,18 @@ impl Metrics {
     /// is compiled.
     pub fn authz_decisions(&self) -> &Family<Labels, Counter> {
         &self.authz_decisions
+    }
+
+    /// `portcullis_rate_limit_store_failures_total{limit,mode}`.
+    pub fn rate_limit_store_failures(&self, limit: &str, mode: &str) -> Counter {
+        let labels = vec![("limit".into(), limit.into()), ("mode".into(), mode.into())];
+        self.rate_limit_store_failures.get_or_create(&labels).clone()
+    }
+
+    /// `portcullis_replay_store_failures_total{authenticator,mode}`.
+    pub fn replay_store_failures(&self, authenticator: &str, mode: &str) -> Counter {
+        let labels = vec![("authenticator".into(), authenticator.into()), ("mode".into(), mode.into())];
+        self.replay_store_failures.get_or_create(&labels).clone()
     }
 
     /// `portcullis_rate_limited_total{route,limit}`.

@@ -85,7 +85,7 @@ impl Stage {
                 let accepted = a.authenticate(ex).await?;
                 if accepted.needs_body() {
                     let body = read_body(ex).await?;
-                    a.check_body(ex, &accepted, &body)?;
+                    a.check_body(ex, &accepted, &body).await?;
                 }
                 a.strip_credentials(&mut ex.parts.headers, &accepted);
                 if let Some(kept) = ex.parts.uri.query().and_then(|q| a.strip_query(q)) {
@@ -104,7 +104,7 @@ impl Stage {
                 }
                 Ok(())
             }
-            Stage::Limits(l) => l.check(ex),
+            Stage::Limits(l) => l.check(ex).await,
             Stage::Concurrency(c) => c.enter(ex),
             Stage::Quotas(q) => q.check(ex),
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),

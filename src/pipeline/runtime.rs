@@ -99,5 +99,6 @@ pub struct Lasting {
     pub authn: Kept,
     pub limits: crate::limit::Kept,
     pub guard: crate::guard::Kept,
+    pub fleet: crate::fleet::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
 }

@@ -108,6 +108,7 @@ mod tests {
             Reject::NoHealthyUpstream,
             Reject::GatewayTimeout("x"),
             Reject::TooManyRequests,
+            Reject::StoreUnavailable,
             Reject::Internal("x"),
         ];
         let mut slugs: Vec<_> = all.iter().map(|r| r.kind().0).collect();

@@ -688,3 +688,104 @@ pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
     format!("{input}.{}", b64url(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Redis for the fleet tests (tests/limits_redis.rs): one `redis-server` per test on a free loopback
+// port, nothing saved to disk, killed by PID on drop. (One block; append others after it.)
+// ---------------------------------------------------------------------------------------------------
+
+/// A `redis-server` child on 127.0.0.1. `kill` and `restart` (on the same port) simulate an outage.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let port = closed_port().port();
+        let mut r = RedisServer { port, child: None };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+                .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server (scripts/test.sh installs it)");
+            while Instant::now() < deadline {
+                if self.ping() {
+                    self.child = Some(child);
+                    return;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was not free yet (a restart right after a kill): try again
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        self.try_command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one command (RESP) and returns the raw reply text.
+    pub fn command(&self, args: &[&str]) -> String {
+        self.try_command(args).expect("redis answers")
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// The keys matching `pattern` (KEYS; tests hold a handful).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let reply = self.command(&["KEYS", pattern]);
+        reply.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')).map(str::to_owned).collect()
+    }
+
+    /// Kills the server (SIGKILL, by PID): an outage.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

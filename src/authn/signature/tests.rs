@@ -115,7 +115,7 @@ fn auth(extra: &str) -> SignatureAuth {
     let c: SignatureConfig = serde_yaml_ng::from_str(&yaml).unwrap();
     SignatureAuth {
         replay: Arc::new(ReplayStore::new(100)),
-        ..SignatureAuth::new("unit", &c, &Default::default()).unwrap()
+        ..SignatureAuth::new("unit", &c, &Default::default(), None).unwrap()
     }
 }
 
@@ -158,9 +158,8 @@ fn run(a: &SignatureAuth, s: &Signed, now: i64) -> Result<Arc<Principal>, &'stat
     let headers = &s.parts.headers;
     let (input, sig) = (joined(headers, "signature-input").unwrap(), joined(headers, "signature").unwrap());
     let (p, due) = a.verify_head(&req, &input, &sig, now)?;
-    if let Some(due) = due {
-        a.check_body_at(&due, &s.body, now)?;
-    }
+    let body = due.needs_body().then_some(&s.body[..]);
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(a.finish(&due, body, now))?;
     Ok(p)
 }
 
@@ -242,7 +241,7 @@ fn config_errors() {
     let compile = |yaml: &str| {
         serde_yaml_ng::from_str::<SignatureConfig>(yaml)
             .map_err(|e| e.to_string())
-            .and_then(|c| SignatureAuth::new("cfg", &c, &Default::default()).map(|_| ()))
+            .and_then(|c| SignatureAuth::new("cfg", &c, &Default::default(), None).map(|_| ()))
     };
     assert!(compile("keys: {}").is_err());
     assert!(compile("keys: { a: { alg: hmac-sha256, secret: short } }").is_err());
