@@ -395,3 +395,57 @@ fn quotas_per_principal_survive_a_restart_and_tiers_get_more() {
         assert!(err.contains(want), "case {i}: {err}");
     }
 }
+
+#[test]
+fn a_login_field_limits_password_spraying_from_any_address_and_ambiguous_bodies_are_refused() {
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(
+        up.addr,
+        "  per-account: { rate: 1/m, burst: 2, key: [\"body:/username\"] }",
+        &route("login", "/login", "none", "per-account"),
+    ));
+    let post = |ip: &str, ct: &str, body: &str| {
+        let (code, _, resp) = get(
+            &gw,
+            "/login",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("X-Forwarded-For: {ip}"),
+                "-H",
+                &format!("Content-Type: {ct}"),
+                "--data-binary",
+                body,
+            ],
+        );
+        (code, resp)
+    };
+    let json = "application/json";
+    assert_eq!(post("192.0.2.1", json, r#"{"username":"victim","password":"a"}"#).0, 200);
+    assert_eq!(post("192.0.2.2", "application/x-www-form-urlencoded", "username=victim&password=b").0, 200);
+    let (code, body) = post("192.0.2.3", json, r#"{"username":"victim","password":"c"}"#);
+    assert_eq!(code, 429, "a third address, the same account: {body}");
+    assert_eq!(post("192.0.2.3", json, r#"{"username":"someone-else","password":"c"}"#).0, 200);
+    let before = up.hits();
+    // The same name twice (in any case), malformed JSON, another media type: refused, never counted
+    // under another account.
+    for (ct, body, want) in [
+        (json, r#"{"username":"x","username":"victim"}"#, 400),
+        (json, r#"{"username":"x","UserName":"victim"}"#, 400),
+        (json, r#"{"username":"x""#, 400),
+        ("application/x-www-form-urlencoded", "username=x&username=victim", 400),
+        ("text/plain", "username=victim", 415),
+    ] {
+        let (code, resp) = post("198.51.100.7", ct, body);
+        assert_eq!(code, want, "{ct} {body}: {resp}");
+    }
+    assert_eq!(up.hits(), before, "nothing refused reached the upstream");
+    // A body over the bound of a login form: 413.
+    let big = format!("{{\"username\":\"a\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    assert_eq!(post("198.51.100.8", json, &big).0, 413);
+    // Without the field, the key is the client's address.
+    assert_eq!(post("203.0.113.1", json, r#"{"password":"a"}"#).0, 200);
+    assert_eq!(post("203.0.113.1", json, r#"{"password":"a"}"#).0, 200);
+    assert_eq!(post("203.0.113.1", json, r#"{"password":"a"}"#).0, 429);
+}

@@ -15,6 +15,7 @@
 //! fail_open` decides on this node's own copy of the limit, `fail_closed` refuses with 503; both are
 //! logged and counted, and shared limiting resumes by itself when Redis is back.
 
+pub mod body;
 pub mod concurrency;
 pub mod gcra;
 pub mod quota;
@@ -145,6 +146,9 @@ pub enum KeyPart {
     Principal,
     Header(HeaderName),
     Claim(String),
+    /// A field of the request body by JSON pointer (`body:/username`): a JSON body, or a form body
+    /// (`/name` is the form field `name`).
+    Body(String),
 }
 
 impl KeyPart {
@@ -166,9 +170,12 @@ impl<'de> Deserialize<'de> for KeyPart {
                         .map_err(|_| de::Error::custom(format!("`{name}` is not a header name")))?,
                 ),
                 Some(("claim", name)) if !name.is_empty() => KeyPart::Claim(name.to_owned()),
+                Some(("body", pointer)) if pointer.starts_with('/') && pointer.len() > 1 => {
+                    KeyPart::Body(pointer.to_owned())
+                }
                 _ => {
                     return Err(de::Error::custom(format!(
-                        "`{s}` is not a key part: use client_ip, route, principal, header:NAME or claim:NAME"
+                        "`{s}` is not a key part: use client_ip, route, principal, header:NAME, claim:NAME or body:/POINTER"
                     )))
                 }
             },
@@ -289,47 +296,21 @@ impl Limiter {
     }
 
     /// The request's key in this node's store: a keyed 128-bit hash of its parts.
-    fn key_of(&self, ex: &Exchange<'_>) -> u128 {
+    fn key_of(&self, ex: &Exchange<'_>, body: Option<&body::Fields>) -> u128 {
         let mut h = SipHasher13::new_with_key(process_key());
-        self.write_key(ex, &mut h);
+        write_parts(&self.key, self.ipv6_prefix, ex, body, &mut h);
         h.finish128().as_u128()
     }
 
     /// The request's key in Redis, the same on every node: `portcullis:rl:<limit>:<hex SHA-256 of the
     /// parts>`.
-    fn shared_key_of(&self, prefix: &str, ex: &Exchange<'_>) -> String {
+    fn shared_key_of(&self, prefix: &str, ex: &Exchange<'_>, body: Option<&body::Fields>) -> String {
         let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        self.write_key(ex, &mut h);
+        write_parts(&self.key, self.ipv6_prefix, ex, body, &mut h);
         let mut key = String::with_capacity(prefix.len() + 64);
         key.push_str(prefix);
         key.push_str(&crate::fleet::hex(h.finish().as_ref()));
         key
-    }
-
-    /// Writes the key's parts, each tagged and length-prefixed (a part the request lacks, such as a
-    /// missing header or claim, or no principal on a public route, counts as the client's address).
-    fn write_key(&self, ex: &Exchange<'_>, h: &mut impl KeySink) {
-        for part in &self.key {
-            match part {
-                KeyPart::ClientIp => write_ip(h, ex.client_ip, self.ipv6_prefix),
-                KeyPart::Route => h.part(b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
-                KeyPart::Header(name) => match ex.parts.headers.get(name) {
-                    Some(v) => h.part(b'h', v.as_bytes()),
-                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
-                },
-                KeyPart::Principal => match ex.principal.as_deref() {
-                    Some(p) => {
-                        h.part(b'k', p.kind.as_str().as_bytes());
-                        h.part(b'p', p.id.as_bytes());
-                    }
-                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
-                },
-                KeyPart::Claim(name) => match claim_of(ex.principal.as_deref(), name) {
-                    Some(v) => h.part(b'c', v.as_bytes()),
-                    None => write_ip(h, ex.client_ip, self.ipv6_prefix),
-                },
-            }
-        }
     }
 
     /// The rate for this principal (index 0 the default, else 1 + the tier's): the most generous of
@@ -349,8 +330,16 @@ impl Limiter {
     }
 
     /// The decision of this node's store.
-    fn check_local(&self, ex: &Exchange<'_>, rate: Rate) -> Outcome {
-        self.store.check(self.key_of(ex), self.clock.now(), rate, self.backoff)
+    fn check_local(&self, ex: &Exchange<'_>, body: Option<&body::Fields>, rate: Rate) -> Outcome {
+        self.store.check(self.key_of(ex, body), self.clock.now(), rate, self.backoff)
+    }
+
+    /// The body fields its key reads.
+    fn body_pointers(&self) -> impl Iterator<Item = &str> {
+        self.key.iter().filter_map(|k| match k {
+            KeyPart::Body(p) => Some(p.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -358,6 +347,42 @@ impl Limiter {
 fn policy_item(name: &str, rate: Rate) -> String {
     let window = (rate.interval.saturating_mul(u64::from(rate.burst))).div_ceil(1_000_000_000).max(1);
     format!("\"{name}\";q={};w={window}", rate.burst)
+}
+
+/// Writes a key's parts, each tagged and length-prefixed (a part the request lacks, such as a missing
+/// header, claim or body field, or no principal on a public route, counts as the client's address).
+fn write_parts(
+    parts: &[KeyPart],
+    ipv6_prefix: u8,
+    ex: &Exchange<'_>,
+    body: Option<&body::Fields>,
+    h: &mut impl KeySink,
+) {
+    for part in parts {
+        match part {
+            KeyPart::ClientIp => write_ip(h, ex.client_ip, ipv6_prefix),
+            KeyPart::Route => h.part(b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
+            KeyPart::Header(name) => match ex.parts.headers.get(name) {
+                Some(v) => h.part(b'h', v.as_bytes()),
+                None => write_ip(h, ex.client_ip, ipv6_prefix),
+            },
+            KeyPart::Principal => match ex.principal.as_deref() {
+                Some(p) => {
+                    h.part(b'k', p.kind.as_str().as_bytes());
+                    h.part(b'p', p.id.as_bytes());
+                }
+                None => write_ip(h, ex.client_ip, ipv6_prefix),
+            },
+            KeyPart::Claim(name) => match claim_of(ex.principal.as_deref(), name) {
+                Some(v) => h.part(b'c', v.as_bytes()),
+                None => write_ip(h, ex.client_ip, ipv6_prefix),
+            },
+            KeyPart::Body(pointer) => match body.and_then(|b| b.get(pointer)) {
+                Some(v) => h.part(b'b', v.as_bytes()),
+                None => write_ip(h, ex.client_ip, ipv6_prefix),
+            },
+        }
+    }
 }
 
 /// Where a key's parts go: the local store's keyed hash, or SHA-256 for Redis.
@@ -467,14 +492,28 @@ impl Limits {
         self.limiters.iter().map(|l| l.name().to_owned()).collect::<Vec<_>>().join(", ")
     }
 
+    /// True if a key here reads a body field: the body is then read (under [`body::MAX_BYTES`]) first.
+    pub fn needs_body(&self) -> bool {
+        self.limiters.iter().any(|l| l.body_pointers().next().is_some())
+    }
+
+    /// The body fields the keys here read.
+    pub fn body_fields(&self, ex: &Exchange<'_>, bytes: &[u8]) -> Result<body::Fields, Reject> {
+        let ct = ex.parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if ex.parts.headers.get_all(http::header::CONTENT_TYPE).iter().count() > 1 {
+            return Err(Reject::UnsupportedMediaType);
+        }
+        body::Fields::read(ct, bytes, self.limiters.iter().flat_map(|l| l.body_pointers()))
+    }
+
     /// Checks every limit and writes the headers. Each limit that allows the request counts it, even
     /// when another refuses it (as Envoy's descriptors do); a refusal is 429 with the longest wait. The
     /// `store: redis` limits are decided together in one round trip; when Redis cannot answer, a
     /// `fail_closed` limit makes it 503 and a `fail_open` one decides on this node's store.
-    pub async fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+    pub async fn check(&self, ex: &mut Exchange<'_>, body: Option<&body::Fields>) -> Result<(), Reject> {
         let answer = match &self.fleet {
             None => None,
-            Some(batched) => Some(self.ask_fleet(batched, ex).await),
+            Some(batched) => Some(self.ask_fleet(batched, ex, body).await),
         };
         let mut wait: Option<u64> = None;
         let mut h = ex.limit_headers.take().unwrap_or_default();
@@ -489,7 +528,7 @@ impl Limits {
                         (Some(o), _) => o,
                         (None, OnFailure::FailOpen) => {
                             s.failures.inc();
-                            l.check_local(ex, rate)
+                            l.check_local(ex, body, rate)
                         }
                         (None, OnFailure::FailClosed) => {
                             s.failures.inc();
@@ -497,7 +536,7 @@ impl Limits {
                         }
                     }
                 }
-                _ => l.check_local(ex, rate),
+                _ => l.check_local(ex, body, rate),
             };
             let policy = &l.policies[which];
             let name = &policy[..policy.find(';').unwrap_or(policy.len())];
@@ -523,13 +562,14 @@ impl Limits {
         &self,
         batched: &Arc<crate::fleet::Batched>,
         ex: &Exchange<'_>,
+        body: Option<&body::Fields>,
     ) -> Result<Vec<i64>, crate::fleet::Unavailable> {
         let mut keys = Vec::with_capacity(1);
         let mut args = Vec::with_capacity(3);
         for l in &self.limiters {
             if let Some(s) = &l.shared {
                 let (_, rate) = l.rate_for(ex.principal.as_deref());
-                keys.push(l.shared_key_of(&s.prefix, ex));
+                keys.push(l.shared_key_of(&s.prefix, ex, body));
                 args.extend(shared::args(rate, l.backoff));
             }
         }

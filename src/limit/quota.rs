@@ -19,7 +19,6 @@ use crate::store::{Store, StoreError};
 use rusqlite::params;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -285,6 +284,9 @@ impl Quota {
         if c.key.is_empty() {
             return Err(format!("quotas.{name}.key is empty"));
         }
+        if c.key.iter().any(|k| matches!(k, KeyPart::Body(_))) {
+            return Err(format!("quotas.{name}.key: a quota cannot be keyed by a body field"));
+        }
         // One state per name and store file: a quota moved to another store starts from that store.
         let id = format!("{name}\u{0}{}", store.map(|p| p.display().to_string()).unwrap_or_default());
         let id = format!("{id}\u{0}{:?}", c.period);
@@ -343,37 +345,7 @@ impl Quota {
     /// A SHA-256 digest (first 16 bytes) of what identifies the caller: the same on every start.
     fn key_of(&self, ex: &Exchange<'_>) -> Key {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut part = |tag: u8, bytes: &[u8]| {
-            ctx.update(&[tag]);
-            ctx.update(&(bytes.len() as u64).to_be_bytes());
-            ctx.update(bytes);
-        };
-        let ip = |part: &mut dyn FnMut(u8, &[u8]), ip: IpAddr| match ip.to_canonical() {
-            IpAddr::V4(v4) => part(b'4', &v4.octets()),
-            IpAddr::V6(v6) => part(b'6', &(u128::from(v6) & !(u128::MAX >> 64)).to_be_bytes()),
-        };
-        for k in &self.key {
-            match k {
-                KeyPart::ClientIp => ip(&mut part, ex.client_ip),
-                KeyPart::Route => part(b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
-                KeyPart::Header(name) => match ex.parts.headers.get(name) {
-                    Some(v) => part(b'h', v.as_bytes()),
-                    None => ip(&mut part, ex.client_ip),
-                },
-                KeyPart::Principal => match ex.principal.as_deref() {
-                    Some(p) => {
-                        part(b'k', p.kind.as_str().as_bytes());
-                        part(b'p', p.id.as_bytes());
-                    }
-                    None => ip(&mut part, ex.client_ip),
-                },
-                KeyPart::Claim(name) => match ex.principal.as_deref().and_then(|p| p.claims.as_ref()?.get(name)) {
-                    Some(serde_json::Value::String(s)) => part(b'c', s.as_bytes()),
-                    Some(serde_json::Value::Number(n)) => part(b'c', n.to_string().as_bytes()),
-                    _ => ip(&mut part, ex.client_ip),
-                },
-            }
-        }
+        super::write_parts(&self.key, 64, ex, None, &mut ctx);
         let digest = ctx.finish();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest.as_ref()[..16]);

@@ -69,11 +69,8 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
-            Stage::Limits(_)
-            | Stage::Concurrency(_)
-            | Stage::Quotas(_)
-            | Stage::IpFilter(_)
-            | Stage::PrincipalBans(_) => false,
+            Stage::Limits(l) => l.needs_body(),
+            Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
         }
     }
 
@@ -104,7 +101,19 @@ impl Stage {
                 }
                 Ok(())
             }
-            Stage::Limits(l) => l.check(ex).await,
+            Stage::Limits(l) => {
+                let fields = if l.needs_body() {
+                    // Read under a small bound (a login form), whatever the route allows.
+                    let route_limit = ex.body_limit;
+                    ex.body_limit = route_limit.min(crate::limit::body::MAX_BYTES);
+                    let body = read_body(ex).await;
+                    ex.body_limit = route_limit;
+                    Some(l.body_fields(ex, &body?)?)
+                } else {
+                    None
+                };
+                l.check(ex, fields.as_ref()).await
+            }
             Stage::Concurrency(c) => c.enter(ex),
             Stage::Quotas(q) => q.check(ex),
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
