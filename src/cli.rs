@@ -1,4 +1,4 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
@@ -45,6 +45,14 @@ enum Command {
         #[command(subcommand)]
         command: crate::authn::api_key::cli::KeysCommand,
     },
+    /// Ban addresses, prefixes and principals for a while, in the config's `store:` (a running gateway
+    /// sees changes within about a second).
+    Bans {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::guard::cli::BansCommand,
+    },
 }
 
 pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
@@ -65,6 +73,18 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis keys: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Bans { config, command } => {
+            let done = config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|(cfg, _)| crate::guard::cli::run(cfg.store.as_ref(), command));
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis bans: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -119,6 +139,7 @@ fn check(path: &Path) -> ExitCode {
                     }
                 );
             }
+            println!("connection guards: {}", rt.guard.describe());
             print!("{}", rt.describe_routes());
             if let Ok((cfg, _)) = config::load(path) {
                 for warning in config::lint::lints(&cfg) {

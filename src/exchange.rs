@@ -345,6 +345,12 @@ impl<T> Registry<T> {
         entries.insert(name.to_owned(), Arc::downgrade(&new));
         new
     }
+
+    /// Every live entry.
+    pub fn live(&self) -> Vec<Arc<T>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.values().filter_map(std::sync::Weak::upgrade).collect()
+    }
 }
 
 /// The error type of every body the gateway streams.
@@ -393,6 +399,10 @@ pub enum Reject {
     TooManyRequests,
     /// A rate limit refused the request (its headers are on the exchange).
     RateLimited,
+    /// The client address is on a deny list, or not on an allow list (`ip_filter`).
+    IpDenied,
+    /// The client address, its prefix or the principal is banned (`portcullis bans`, `auto_ban`).
+    Banned,
     /// Shared state (Redis) could not be reached and the limit or replay store fails closed.
     StoreUnavailable,
     Internal(&'static str),
@@ -408,9 +418,12 @@ impl Reject {
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Reject::CorsForbidden | Reject::InsecureTransport | Reject::Forbidden | Reject::ForbiddenProperty(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Reject::CorsForbidden
+            | Reject::InsecureTransport
+            | Reject::Forbidden
+            | Reject::ForbiddenProperty(_)
+            | Reject::IpDenied
+            | Reject::Banned => StatusCode::FORBIDDEN,
             Reject::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
@@ -447,6 +460,8 @@ impl Reject {
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),
             Reject::StoreUnavailable => ("store-unavailable", "The gateway cannot reach its shared state"),
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
+            Reject::IpDenied => ("ip-denied", "The client address is not allowed"),
+            Reject::Banned => ("banned", "The client is banned"),
         }
     }
 

@@ -119,6 +119,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             (reject.into_response(request_id), Some(kind))
         }
     };
+    rt.guard.observe(client_ip, resp.status().as_u16());
     // Response side: security headers, then record.
     let h = resp.headers_mut();
     h.insert(&X_REQUEST_ID, request_id_header.clone());
@@ -195,6 +196,8 @@ async fn run(
     request_id: &HeaderValue,
     out: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Reject> {
+    ex.refused_at = Some(Place::ConnectionGuards);
+    rt.guard.check(ex.client_ip)?;
     ex.refused_at = Some(Place::HeadLimits);
     validate::check_sizes(&ex.parts, &rt.limits.request)?;
     let matched = {

@@ -107,40 +107,35 @@ fn twice_the_rate_admits_the_configured_amount() {
     let up = Upstream::start("app");
     let gw = Gateway::start(&config(
         up.addr,
-        "  fast: { rate: 200/s, burst: 20 }",
+        "  fast: { rate: 200/s, burst: 200 }",
         &route("limited", "/limited", "none", "fast"),
     ));
     // Offer about 400/s on one connection for about 3 s (paced by counts; never judged by sleeps).
     let mut conn = RawConn::connect(gw.addr("main"));
     let start = Instant::now();
     let (mut allowed, mut sent) = (0u64, 0u64);
-    let mut answers = Vec::new();
+    let (mut last, mut longest_gap) = (start, Duration::ZERO);
     while sent < 1200 {
         let due = start + Duration::from_micros(sent * 2500);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        let now = Instant::now();
+        longest_gap = longest_gap.max(now - last);
+        last = now;
         if status_of(&conn.get("/limited/x", T)) == 200 {
             allowed += 1;
         }
-        answers.push(start.elapsed());
         sent += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
     // What the limit admits over the time the requests took: the burst plus the rate.
-    let want = 20.0 + 200.0 * elapsed;
-    let offered = sent as f64 / elapsed;
-    assert!(allowed as f64 <= want + 1.0, "{allowed} admitted, at most {want:.0} configured");
-    // The lower bound holds only if the load kept above the rate all along: a stretch of half the
-    // burst's worth of time (50 ms) with fewer answers than the rate (a busy machine holding the client
-    // back) lets the bucket fill and capacity go unused, which is the machine's doing, not the limiter's.
-    let held = (0..(elapsed / 0.05) as u32).all(|w| {
-        let (from, to) = (Duration::from_millis(50) * w, Duration::from_millis(50) * (w + 1));
-        answers.iter().filter(|t| **t >= from && **t < to).count() >= 10
-    });
-    if offered > 300.0 && held {
-        let err = (allowed as f64 - want).abs() / want;
-        assert!(err <= 0.02, "{allowed} admitted, {want:.0} configured over {elapsed:.2}s ({offered:.0}/s offered)");
+    let want = 200.0 + 200.0 * elapsed;
+    assert!(allowed as f64 <= want * 1.02, "{allowed} admitted, at most {want:.0} configured over {elapsed:.2}s");
+    // The lower bound holds when the client kept the bucket drained: no pause longer than the burst
+    // takes to refill (1 s; a busy machine can stall a client, and a limiter only counts what comes).
+    if longest_gap < Duration::from_millis(900) && sent as f64 / elapsed > 300.0 {
+        assert!(allowed as f64 >= want * 0.98, "{allowed} admitted, {want:.0} configured over {elapsed:.2}s");
     }
     assert_eq!(up.hits() as u64, allowed);
 }
@@ -343,4 +338,60 @@ fn concurrency_limits_hold_a_place_until_the_answer_is_done() {
     assert_eq!(mine(&alice), 429);
     assert_eq!(mine(&bob), 200);
     drop(held);
+}
+
+#[test]
+fn quotas_per_principal_survive_a_restart_and_tiers_get_more() {
+    let up = Upstream::start("app");
+    let state_dir = TempDir::new();
+    let db = state_dir.path("state.db");
+    let yaml = config(up.addr, "  unused: { rate: 1/s }", &route("api", "/api", "sso", "unused"))
+        .replace("rate_limits: [unused]", "quotas: [daily]")
+        .replace(
+            "routes:\n",
+            &format!(
+                "store:\n  sqlite: {}\nquotas:\n  daily: {{ limit: 3, period: day, tiers: {{ pro: 5 }} }}\nroutes:\n",
+                path_str(&db)
+            ),
+        );
+    let mut gw = Gateway::start(&yaml);
+    let (alice, carol) = (token("alice", &[]), token("carol", &["pro"]));
+    let call = |gw: &Gateway, tok: &str| get(gw, "/api/x", &["-H", &format!("Authorization: Bearer {tok}")]);
+    let (code, headers, _) = call(&gw, &alice);
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "ratelimit-policy").unwrap(), "\"daily\";q=3;w=86400");
+    let state = header(&headers, "ratelimit").unwrap();
+    assert!(state.starts_with("\"daily\";r=2;t="), "{state}");
+    assert_eq!(call(&gw, &alice).0, 200);
+    // A restart (graceful) keeps what was counted.
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    let gw = Gateway::start(&yaml);
+    assert_eq!(call(&gw, &alice).0, 200, "the third of three");
+    let (code, headers, body) = call(&gw, &alice);
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(problem_type(&body), problem("too-many-requests"));
+    let wait: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let midnight = (now / 86_400 + 1) * 86_400;
+    assert!((wait - (midnight - now)).abs() <= 2, "Retry-After {wait} runs to the end of the UTC day");
+    // A pro principal gets five; others their own three.
+    let codes: Vec<u16> = (0..6).map(|_| call(&gw, &carol).0).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 200, 429]);
+    assert_eq!(call(&gw, &token("dave", &[])).0, 200);
+    assert_eq!(up.hits(), 3 + 5 + 1, "nothing refused reached the upstream");
+    let dir = TempDir::new();
+    for (i, (from, to, want)) in [
+        ("limit: 3,", "limit: 0,", "at least 1"),
+        ("quotas: [daily]", "quotas: [weekly]", "`weekly` is not declared"),
+        ("period: day", "period: week", "unknown variant"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.write(&format!("q{i}.yaml"), &yaml.replace(from, to));
+        let (code, _, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+        assert_ne!(code, 0, "case {i}");
+        assert!(err.contains(want), "case {i}: {err}");
+    }
 }

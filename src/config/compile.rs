@@ -209,10 +209,17 @@ struct Named<'a> {
     roles: &'a Arc<crate::authz::Roles>,
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
+    quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
 }
 
-fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters } = *named;
+fn route(
+    r: &file::Route,
+    named: &Named<'_>,
+    l: &ServerLimits,
+    metrics: &Metrics,
+    guards: &mut crate::guard::RouteGuards,
+) -> Result<(Matcher, Arc<Route>)> {
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -249,11 +256,21 @@ fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics
     let cors = r.cors.as_ref().map(Cors::compile).transpose().map_err(|m| err("cors", "", m))?;
     // The route's own stages; `Chain::new` puts them in their fixed places.
     let mut stages = Vec::new();
+    if let Some(f) = &r.ip_filter {
+        let name = format!("route `{}` ip_filter", r.name);
+        let filter = Arc::new(crate::guard::filter::IpFilter::compile(&name, f).map_err(|m| err("ip_filter", "", m))?);
+        if filter.has_files() {
+            guards.watched.push(filter.clone());
+        }
+        stages.push(Stage::IpFilter(filter));
+    }
     let authn = Authn::compile(&r.auth, authenticators, metrics).map_err(|m| err("auth", "", m))?;
     let public = authn.is_public();
     let api_key_alone = authn.api_key_alone();
     if !public {
         stages.push(Stage::Authentication(authn));
+        // Right after authentication (a stable sort keeps it behind): banned principals.
+        stages.push(Stage::PrincipalBans(guards.bans.clone()));
     }
     if r.sensitive && api_key_alone {
         return Err(err(
@@ -307,6 +324,16 @@ fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics
         }
         by_place.entry(l.place()).or_default().push(l.clone());
     }
+    let mut quotas_at: BTreeMap<crate::exchange::Place, Vec<Arc<crate::limit::quota::Quota>>> = BTreeMap::new();
+    for (i, name) in r.quotas.iter().enumerate() {
+        let q = quotas
+            .get(name)
+            .ok_or_else(|| err("quotas", name, format!("quota `{name}` is not declared under `quotas`")))?;
+        if r.quotas[..i].contains(name) {
+            return Err(err("quotas", name, format!("quota `{name}` is named twice")));
+        }
+        quotas_at.entry(q.place()).or_default().push(q.clone());
+    }
     if let Some(c) = &r.concurrency {
         let c = crate::limit::concurrency::Concurrency::compile(c).map_err(|m| err("concurrency", "", m))?;
         stages.push(Stage::Concurrency(c));
@@ -314,6 +341,10 @@ fn route(r: &file::Route, named: &Named<'_>, l: &ServerLimits, metrics: &Metrics
     for (place, list) in by_place {
         let refused = list.iter().map(|l| metrics.rate_limited(&r.name, l.name())).collect();
         stages.push(Stage::Limits(crate::limit::Limits::new(list, place, refused)));
+    }
+    // After the rate limits of the same place: a request they refuse uses none of the quota.
+    for (place, list) in quotas_at {
+        stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -439,21 +470,45 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("rate_limits", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let store = cfg.store.as_ref().map(|s| &s.sqlite);
+    let quotas = cfg
+        .quotas
+        .iter()
+        .map(|(name, c)| {
+            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas)
+                .map(|q| (name.clone(), Arc::new(q)))
+                .map_err(|m| CompileError::new("quotas", name.clone(), m))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
         roles: &roles,
         policies: &policies,
         limiters: &limiters,
+        quotas: &quotas,
     };
+    let bans = lasting.guard.bans(cfg.store.as_ref()).map_err(|m| CompileError::new("sqlite", "", m))?;
+    let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {
         if !route_names.insert(r.name.as_str()) {
             return Err(CompileError::new("name", r.name.clone(), format!("route name `{}` is used twice", r.name)));
         }
-        entries.push(route(r, &named, &limits, metrics)?);
+        entries.push(route(r, &named, &limits, metrics, &mut guards)?);
     }
+    let guard = crate::guard::Guard::compile(
+        cfg.ip_filter.as_ref(),
+        cfg.auto_ban.as_ref(),
+        guards,
+        &lasting.guard,
+        (metrics.auto_bans.clone(), metrics.ip_list_failures.clone()),
+    )
+    .map_err(|m| {
+        let key = if m.starts_with("auto_ban") { "auto_ban" } else { "ip_filter" };
+        CompileError::new(key, "", m)
+    })?;
     let admin = match &cfg.admin {
         None => None,
         Some(a) => {
@@ -494,6 +549,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         admin,
         demo_upstream,
         workers: cfg.workers,
+        guard: Arc::new(guard),
     })
 }
 
@@ -501,6 +557,7 @@ impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
     pub fn start(&self) {
         self.authenticators.start();
+        self.guard.start();
         for (name, up) in &self.upstreams {
             if let Some(hc) = &up.source.health_check {
                 if up.start_once() {

@@ -43,6 +43,18 @@ pub struct FileConfig {
     /// Named rate limits that routes apply (`rate_limits: [name, ...]`).
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::limit::LimitConfig>,
+    /// Named quotas per calendar day or month that routes apply (`quotas: [name, ...]`).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, crate::limit::quota::QuotaConfig>,
+    /// The node's persistent state (an SQLite file): bans. Without it, bans live in memory only.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreConfig>,
+    /// IP allow and deny lists for every route (CIDRs, and list files re-read when they change).
+    #[serde(default)]
+    pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,
+    /// Automatic bans: N answers of the given statuses to one client address within a window.
+    #[serde(default)]
+    pub auto_ban: Option<crate::guard::auto::AutoBanConfig>,
     /// Redis for a fleet: limits with `store: redis` and the signed-request replay store are shared
     /// through it.
     #[serde(default)]
@@ -151,9 +163,15 @@ pub struct Route {
     /// The named rate limits (`rate_limits:`) this route applies, all of them.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// The named quotas (`quotas:`) this route applies.
+    #[serde(default)]
+    pub quotas: Vec<String>,
     /// At most this many requests in flight on the route, per route, client address or principal.
     #[serde(default)]
     pub concurrency: Option<crate::limit::concurrency::ConcurrencyConfig>,
+    /// IP allow and deny lists for this route, in addition to the global `ip_filter`.
+    #[serde(default)]
+    pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Overrides `limits.max_body_bytes` for this route.

@@ -17,6 +17,7 @@
 
 pub mod concurrency;
 pub mod gcra;
+pub mod quota;
 pub mod shared;
 
 use crate::exchange::{Exchange, Place, Principal, Reject};
@@ -180,11 +181,12 @@ impl<'de> Deserialize<'de> for KeyPart {
 pub struct Kept {
     pub stores: crate::exchange::Registry<LocalStore>,
     pub clock: Arc<dyn Clock>,
+    pub quotas: quota::Kept,
 }
 
 impl Default for Kept {
     fn default() -> Self {
-        Kept { stores: Default::default(), clock: Arc::new(gcra::Monotonic::default()) }
+        Kept { stores: Default::default(), clock: Arc::new(gcra::Monotonic::default()), quotas: Default::default() }
     }
 }
 

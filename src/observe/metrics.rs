@@ -30,6 +30,9 @@ pub struct Metrics {
     rate_limit_store_failures: Family<Labels, Counter>,
     replay_store_failures: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
+    /// Connection guards: automatic bans made, and list files refused on re-read.
+    pub auto_bans: Counter,
+    pub ip_list_failures: Counter,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -94,6 +97,13 @@ impl Metrics {
             "Fetches or re-reads of JWT signing keys by authenticator and result (ok, failed)",
             jwks_refreshes.clone(),
         );
+        let (auto_bans, ip_list_failures) = (Counter::default(), Counter::default());
+        registry.register("auto_bans", "Client addresses banned by auto_ban", auto_bans.clone());
+        registry.register(
+            "ip_list_failures",
+            "IP list files refused on re-read (the lists in force stayed)",
+            ip_list_failures.clone(),
+        );
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -122,6 +132,8 @@ impl Metrics {
             rate_limit_store_failures,
             replay_store_failures,
             jwks_refreshes,
+            auto_bans,
+            ip_list_failures,
         }
     }
 

@@ -14,7 +14,9 @@ use crate::authn::Authn;
 use crate::authz::Authz;
 use crate::exchange::Reject;
 use crate::exchange::{Exchange, Place, RequestBody};
+use crate::guard::{bans::Bans, filter::IpFilter};
 use crate::limit::Limits;
+use std::sync::Arc;
 
 /// One per-route request stage.
 pub enum Stage {
@@ -28,6 +30,12 @@ pub enum Stage {
     Limits(Limits),
     /// At most N requests in flight (429).
     Concurrency(crate::limit::concurrency::Concurrency),
+    /// Requests per calendar day or month (429).
+    Quotas(crate::limit::quota::Quotas),
+    /// The route's own IP allow and deny lists (403 `ip-denied`), before anything else of the route.
+    IpFilter(Arc<IpFilter>),
+    /// Banned principals, right after authentication (403 `banned`).
+    PrincipalBans(Arc<Bans>),
 }
 
 impl Stage {
@@ -37,6 +45,9 @@ impl Stage {
             Stage::Authorization(_) => Place::Authorization,
             Stage::Limits(l) => l.place(),
             Stage::Concurrency(c) => c.place(),
+            Stage::Quotas(q) => q.place(),
+            Stage::IpFilter(_) => Place::ConnectionGuards,
+            Stage::PrincipalBans(_) => Place::Authentication,
         }
     }
 
@@ -47,6 +58,9 @@ impl Stage {
             Stage::Authorization(a) => a.describe(),
             Stage::Limits(l) => l.describe(),
             Stage::Concurrency(c) => c.describe(),
+            Stage::Quotas(q) => q.describe(),
+            Stage::IpFilter(f) => f.describe(),
+            Stage::PrincipalBans(_) => "banned principals".into(),
         }
     }
 
@@ -55,7 +69,11 @@ impl Stage {
         match self {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
-            Stage::Limits(_) | Stage::Concurrency(_) => false,
+            Stage::Limits(_)
+            | Stage::Concurrency(_)
+            | Stage::Quotas(_)
+            | Stage::IpFilter(_)
+            | Stage::PrincipalBans(_) => false,
         }
     }
 
@@ -88,6 +106,9 @@ impl Stage {
             }
             Stage::Limits(l) => l.check(ex).await,
             Stage::Concurrency(c) => c.enter(ex),
+            Stage::Quotas(q) => q.check(ex),
+            Stage::IpFilter(f) => crate::guard::check_route(f, ex),
+            Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Runtime {
     pub admin: Option<AdminRt>,
     pub demo_upstream: Option<SocketAddr>,
     pub workers: Option<usize>,
+    /// The global IP lists, the node's bans and automatic bans.
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 pub struct ListenerRt {
@@ -96,6 +98,7 @@ pub struct Lasting {
     pub metrics: Arc<Metrics>,
     pub authn: Kept,
     pub limits: crate::limit::Kept,
+    pub guard: crate::guard::Kept,
     pub fleet: crate::fleet::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
 }

@@ -94,6 +94,8 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
         Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
     }
+    // What was counted since the last write, so a restart does not reset a quota.
+    shared.lasting.limits.quotas.flush();
     Ok(())
 }
 

@@ -1,0 +1,505 @@
+//! Temporary bans of an address, a prefix or a principal, each with an expiry and a reason.
+//!
+//! With `store:` they live in the SQLite store (table `bans`), where `portcullis bans add|list|remove`
+//! writes them and every change bumps the `bans` counter; a running gateway polls that counter every
+//! half second and reloads the active bans when it moves, so a ban added or removed by the CLI applies
+//! within about a second. Without `store:` they live in this process only (automatic bans), and are
+//! lost on restart.
+//!
+//! Active bans are held as a prefix structure of expiries (the latest expiry of every ban covering an
+//! address) and a map of principals, swapped whole on change; a lookup compares the expiry with the
+//! clock, so an expired ban stops applying by itself, and expired entries are dropped at the next poll.
+
+use super::prefix::{parse_entry, IpSet};
+use crate::store::{Store, StoreError};
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use rusqlite::params;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The store component and its migration steps (append only).
+const COMPONENT: &str = "bans";
+const STEPS: &[&str] = &["CREATE TABLE bans (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       kind TEXT NOT NULL CHECK (kind IN ('ip', 'prefix', 'principal')),
+       target TEXT NOT NULL,
+       reason TEXT NOT NULL DEFAULT '',
+       source TEXT NOT NULL DEFAULT 'manual',
+       created_at INTEGER NOT NULL,
+       expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX bans_by_expiry ON bans (expires_at);"];
+
+/// How often a running gateway looks at the store's `bans` counter.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// Milliseconds since the Unix epoch (bans are stored with wall-clock times: they outlive the process).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Who a ban is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One address (stored as its /32 or /128).
+    Ip(IpAddr),
+    Prefix(IpNet),
+    /// `<method>:<id>`, e.g. `jwt:alice`, `api_key:ci-bot`.
+    Principal(String),
+}
+
+impl Target {
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Ip(_) => "ip",
+            Target::Prefix(_) => "prefix",
+            Target::Principal(_) => "principal",
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Target::Ip(ip) => ip.to_canonical().to_string(),
+            Target::Prefix(n) => n.to_string(),
+            Target::Principal(p) => p.clone(),
+        }
+    }
+
+    /// Parses a stored or typed target of `kind`.
+    pub fn parse(kind: &str, text: &str) -> Result<Target, String> {
+        match kind {
+            "ip" => text
+                .trim()
+                .parse::<IpAddr>()
+                .map(|ip| Target::Ip(ip.to_canonical()))
+                .map_err(|_| format!("`{text}` is not an IP address")),
+            "prefix" => parse_entry(text).map(Target::Prefix).ok_or_else(|| format!("`{text}` is not a CIDR prefix")),
+            "principal" => match text.split_once(':') {
+                Some((method, id)) if !method.is_empty() && !id.is_empty() => Ok(Target::Principal(text.to_owned())),
+                _ => Err(format!("`{text}` is not a principal: write <method>:<id>, e.g. jwt:alice or api_key:ci-bot")),
+            },
+            _ => Err(format!("`{kind}` is not a kind of ban")),
+        }
+    }
+
+    fn net(&self) -> Option<IpNet> {
+        match self {
+            Target::Ip(ip) => Some(IpNet::from(*ip)),
+            Target::Prefix(n) => Some(*n),
+            Target::Principal(_) => None,
+        }
+    }
+}
+
+/// One ban as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub id: i64,
+    pub target: Target,
+    pub reason: String,
+    /// `manual` or `auto`.
+    pub source: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The bans table of an open store.
+pub struct BanStore {
+    store: Store,
+}
+
+impl BanStore {
+    pub fn open(path: &Path) -> Result<BanStore, StoreError> {
+        let mut store = Store::open(path)?;
+        store.migrate(COMPONENT, STEPS)?;
+        Ok(BanStore { store })
+    }
+
+    /// The `bans` change counter.
+    pub fn version(&self) -> Result<i64, StoreError> {
+        self.store.counter(COMPONENT)
+    }
+
+    /// Adds a ban; returns its id. Bans that expired more than a day ago are purged on the way.
+    pub fn add(&mut self, target: &Target, until: i64, reason: &str, source: &str) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let result = (|| {
+            let tx = self.store.conn().transaction()?;
+            tx.execute("DELETE FROM bans WHERE expires_at < ?1", [now - 86_400_000])?;
+            tx.execute(
+                "INSERT INTO bans (kind, target, reason, source, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![target.kind(), target.text(), reason, source, now, until],
+            )?;
+            let id = tx.last_insert_rowid();
+            Store::bump(&tx, COMPONENT)?;
+            tx.commit()?;
+            Ok(id)
+        })();
+        result.map_err(|e| self.store.error(e))
+    }
+
+    /// Lifts a ban now. False if there is no such ban.
+    pub fn remove(&mut self, id: i64) -> Result<bool, StoreError> {
+        let result = (|| {
+            let tx = self.store.conn().transaction()?;
+            let n = tx.execute("DELETE FROM bans WHERE id = ?1", [id])?;
+            Store::bump(&tx, COMPONENT)?;
+            tx.commit()?;
+            Ok(n > 0)
+        })();
+        result.map_err(|e| self.store.error(e))
+    }
+
+    /// Bans that have not expired at `now` (or all kept ones), oldest first. A row that cannot be read
+    /// (a target edited by hand into nonsense) is skipped and logged.
+    pub fn list(&mut self, now: Option<i64>) -> Result<Vec<Ban>, StoreError> {
+        let result = (|| {
+            let conn = self.store.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, kind, target, reason, source, created_at, expires_at FROM bans
+                 WHERE expires_at > ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([now.unwrap_or(i64::MIN)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, target, reason, source, created_at, expires_at) = row?;
+                match Target::parse(&kind, &target) {
+                    Ok(target) => out.push(Ban { id, target, reason, source, created_at, expires_at }),
+                    Err(e) => tracing::warn!(target: "security", ban = id, error = %e, "unreadable ban skipped"),
+                }
+            }
+            Ok(out)
+        })();
+        result.map_err(|e: rusqlite::Error| self.store.error(e))
+    }
+}
+
+/// The active bans as one lookup structure.
+#[derive(Default)]
+pub struct BanSet {
+    nets: IpSet<i64>,
+    principals: HashMap<String, i64>,
+    /// The earliest expiry held (`i64::MAX` when empty): the set is rebuilt after it.
+    next_expiry: i64,
+}
+
+impl BanSet {
+    fn build<'a>(bans: impl Iterator<Item = &'a Ban> + Clone, now: i64) -> BanSet {
+        let live = bans.filter(|b| b.expires_at > now);
+        let nets = IpSet::build(live.clone().filter_map(|b| Some((b.target.net()?, b.expires_at))), i64::max);
+        let mut principals = HashMap::new();
+        let mut next_expiry = i64::MAX;
+        for b in live {
+            next_expiry = next_expiry.min(b.expires_at);
+            if let Target::Principal(p) = &b.target {
+                let e = principals.entry(p.clone()).or_insert(b.expires_at);
+                *e = (*e).max(b.expires_at);
+            }
+        }
+        BanSet { nets, principals, next_expiry }
+    }
+}
+
+/// What the gateway's bans are, as the poll loop and automatic bans keep them.
+#[derive(Default)]
+struct State {
+    /// Bans read from the store (or, without one, every ban).
+    bans: Vec<Ban>,
+    /// Automatic bans not yet written to the store.
+    pending: Vec<Ban>,
+    /// The store's counter when `bans` was read.
+    version: Option<i64>,
+    /// Ids of in-memory bans (no store).
+    next_id: i64,
+}
+
+/// The node's bans: shared by the global guard and every route, kept across reloads.
+pub struct Bans {
+    set: ArcSwap<BanSet>,
+    state: Mutex<State>,
+    store: Option<(PathBuf, Mutex<Option<BanStore>>)>,
+    started: AtomicBool,
+}
+
+impl Bans {
+    /// Opens the store (creating its table) and reads the active bans, or starts empty in memory.
+    pub fn open(store: Option<&Path>) -> Result<Bans, String> {
+        let bans = Bans::empty(store);
+        if store.is_some() {
+            bans.poll().map_err(|e| e.to_string())?;
+        }
+        Ok(bans)
+    }
+
+    /// No bans yet, and the store (if any) not read.
+    pub fn empty(store: Option<&Path>) -> Bans {
+        Bans {
+            set: ArcSwap::from_pointee(BanSet { next_expiry: i64::MAX, ..Default::default() }),
+            state: Mutex::new(State::default()),
+            store: store.map(|p| (p.to_owned(), Mutex::new(None))),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// True when bans persist (a `store:` is configured).
+    pub fn persistent(&self) -> bool {
+        self.store.is_some()
+    }
+
+    pub fn store_path(&self) -> Option<&Path> {
+        self.store.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// The expiry of an active ban covering `ip`.
+    #[inline]
+    pub fn ip_banned(&self, ip: IpAddr) -> Option<i64> {
+        let set = self.set.load();
+        if set.nets.is_empty() {
+            return None;
+        }
+        set.nets.get(ip).filter(|until| *until > now_ms())
+    }
+
+    /// The expiry of an active ban of this principal (`<method>:<id>`).
+    pub fn principal_banned(&self, method: &str, id: &str) -> Option<i64> {
+        let set = self.set.load();
+        if set.principals.is_empty() {
+            return None;
+        }
+        let key = format!("{method}:{id}");
+        set.principals.get(&key).copied().filter(|until| *until > now_ms())
+    }
+
+    fn rebuild(&self, state: &State) {
+        let now = now_ms();
+        self.set.store(Arc::new(BanSet::build(state.bans.iter().chain(&state.pending), now)));
+    }
+
+    /// Reads the store if its counter moved, and drops expired bans; blocking (SQLite).
+    pub fn poll(&self) -> Result<bool, StoreError> {
+        let Some((path, conn)) = &self.store else {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if self.set.load().next_expiry <= now_ms() {
+                self.rebuild(&state);
+            }
+            return Ok(false);
+        };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.is_none() {
+            *conn = Some(BanStore::open(path)?);
+        }
+        let Some(store) = conn.as_mut() else { return Ok(false) };
+        let read = (|| {
+            let version = store.version()?;
+            let last = self.state.lock().unwrap_or_else(|e| e.into_inner()).version;
+            if last == Some(version) {
+                return Ok(None);
+            }
+            Ok(Some((version, store.list(Some(now_ms()))?)))
+        })();
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                // Reopened next time: the file may have been replaced.
+                *conn = None;
+                return Err(e);
+            }
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Some((version, bans)) => {
+                state.bans = bans;
+                state.version = Some(version);
+                self.rebuild(&state);
+                Ok(true)
+            }
+            None => {
+                if self.set.load().next_expiry <= now_ms() {
+                    self.rebuild(&state);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Starts the poll loop once (it ends when the last runtime using these bans is gone).
+    pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(POLL).await;
+                let Some(bans) = weak.upgrade() else { return };
+                match tokio::task::spawn_blocking(move || bans.poll()).await {
+                    Ok(Ok(changed)) => {
+                        if changed {
+                            tracing::debug!("bans reloaded from the store");
+                        }
+                        failing = false;
+                    }
+                    Ok(Err(e)) => {
+                        if !failing {
+                            tracing::error!(error = %e, "bans cannot be read from the store; the bans in force stay");
+                        }
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Bans `target` until `until` from this process (an automatic ban): in force at once, and written
+    /// to the store in the background when there is one. Returns false when it was already banned.
+    pub fn add_here(self: &Arc<Self>, target: Target, until: i64, reason: String) -> bool {
+        let now = now_ms();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let already = match &target {
+            Target::Principal(p) => self.set.load().principals.get(p).is_some_and(|u| *u >= until),
+            t => t.net().is_some_and(|n| self.set.load().nets.get(n.network()).is_some_and(|u| u >= until)),
+        };
+        if already {
+            return false;
+        }
+        state.next_id += 1;
+        let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
+        if self.store.is_none() {
+            // Expired bans go here (nothing else prunes memory-only bans).
+            state.bans.retain(|b| b.expires_at > now);
+            let id = state.next_id;
+            state.bans.push(Ban { id, ..ban });
+            self.rebuild(&state);
+            return true;
+        }
+        state.pending.push(ban.clone());
+        self.rebuild(&state);
+        drop(state);
+        let this = self.clone();
+        let write = move || {
+            let Some((path, conn)) = &this.store else { return };
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let written = (|| {
+                if conn.is_none() {
+                    *conn = Some(BanStore::open(path)?);
+                }
+                match conn.as_mut() {
+                    Some(s) => s.add(&ban.target, ban.expires_at, &ban.reason, "auto").map(Some),
+                    None => Ok(None),
+                }
+            })();
+            let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.pending.retain(|p| p.id != ban.id);
+            match written {
+                Ok(Some(id)) => state.bans.push(Ban { id, ..ban }),
+                // Kept in memory: it still applies here, though the store does not know it.
+                Ok(None) => state.bans.push(ban),
+                Err(e) => {
+                    tracing::error!(error = %e, "automatic ban not stored; it applies in this process only");
+                    *conn = None;
+                    state.bans.push(ban);
+                }
+            }
+            this.rebuild(&state);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(write);
+            }
+            Err(_) => write(),
+        }
+        true
+    }
+
+    /// The bans in force in this process (for tests and the memory-only case).
+    pub fn active(&self) -> Vec<Ban> {
+        let now = now_ms();
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bans.iter().chain(&state.pending).filter(|b| b.expires_at > now).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portcullis-bans-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("state.db")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(Target::parse("ip", "::ffff:192.0.2.1").unwrap(), Target::Ip(ip("192.0.2.1")));
+        assert_eq!(Target::parse("prefix", "2001:db8::1/48").unwrap().text(), "2001:db8::/48");
+        assert!(Target::parse("principal", "alice").is_err());
+        assert!(Target::parse("principal", "jwt:").is_err());
+        assert!(Target::parse("ip", "10.0.0.0/8").is_err());
+    }
+
+    #[test]
+    fn the_store_round_trips_and_the_gateway_sees_changes() {
+        let path = temp("store");
+        let bans = Bans::open(Some(&path)).unwrap();
+        assert_eq!(bans.ip_banned(ip("192.0.2.1")), None);
+        let mut s = BanStore::open(&path).unwrap();
+        let until = now_ms() + 60_000;
+        let a = s.add(&Target::Ip(ip("192.0.2.1")), until, "test", "manual").unwrap();
+        s.add(&Target::Prefix("2001:db8::/48".parse().unwrap()), until, "", "manual").unwrap();
+        s.add(&Target::Principal("jwt:alice".into()), until, "", "manual").unwrap();
+        s.add(&Target::Ip(ip("198.51.100.1")), now_ms() - 1, "expired", "manual").unwrap();
+        assert_eq!(s.list(Some(now_ms())).unwrap().len(), 3);
+        assert!(bans.poll().unwrap());
+        assert_eq!(bans.ip_banned(ip("192.0.2.1")), Some(until));
+        assert_eq!(bans.ip_banned(ip("::ffff:192.0.2.1")), Some(until));
+        assert!(bans.ip_banned(ip("2001:db8:0:ffff::1")).is_some());
+        assert!(bans.ip_banned(ip("2001:db9::1")).is_none());
+        assert!(bans.ip_banned(ip("198.51.100.1")).is_none(), "expired");
+        assert!(bans.principal_banned("jwt", "alice").is_some());
+        assert!(bans.principal_banned("api_key", "alice").is_none());
+        assert!(!bans.poll().unwrap(), "nothing changed");
+        assert!(s.remove(a).unwrap());
+        assert!(!s.remove(a).unwrap());
+        assert!(bans.poll().unwrap());
+        assert_eq!(bans.ip_banned(ip("192.0.2.1")), None);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn in_memory_bans_apply_at_once_and_expire() {
+        let bans = Arc::new(Bans::open(None).unwrap());
+        let until = now_ms() + 60_000;
+        assert!(bans.add_here(Target::Ip(ip("192.0.2.1")), until, "auto".into()));
+        assert!(!bans.add_here(Target::Ip(ip("192.0.2.1")), until, "auto".into()), "already banned");
+        assert_eq!(bans.ip_banned(ip("192.0.2.1")), Some(until));
+        assert!(bans.add_here(Target::Ip(ip("192.0.2.2")), now_ms() + 1, "auto".into()));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(bans.ip_banned(ip("192.0.2.2")), None, "expired by itself");
+        bans.poll().unwrap();
+        assert_eq!(bans.active().len(), 1);
+    }
+}
