@@ -705,11 +705,13 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         let port = closed_port().port();
         let mut r = RedisServer { port, child: None };
-        r.spawn();
+        r.spawn(false);
         r
     }
 
-    fn spawn(&mut self) {
+    /// `same_port`: a restart keeps its port (waiting for it to be free); a first start takes another
+    /// free port if this one was taken meanwhile.
+    fn spawn(&mut self, same_port: bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let mut child = Command::new("redis-server")
@@ -720,12 +722,17 @@ impl RedisServer {
                 .spawn()
                 .expect("start redis-server (scripts/test.sh installs it)");
             while Instant::now() < deadline {
-                if self.ping() {
+                // Ours answers (not another test's on a port taken meanwhile: ours would have exited).
+                if self.ping() && matches!(child.try_wait(), Ok(None)) {
                     self.child = Some(child);
                     return;
                 }
                 if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was not free yet (a restart right after a kill): try again
+                    // The port was taken (by another test, or not yet free after a kill): try again.
+                    if !same_port {
+                        self.port = closed_port().port();
+                    }
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -780,7 +787,7 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn(true);
     }
 }
 
