@@ -59,6 +59,20 @@ fn quickstart_config_serves_what_the_readme_shows() {
     assert_eq!(with(DEMO_KEY, "GET", "/users/Quickstart-Demo/profile").0, 403);
     assert_eq!(with(ADMIN_KEY, "GET", "/users/quickstart-demo/profile").0, 200, "override role");
 
+    // Rate limit: one connection, twenty requests, as the README's curl does (2/s, burst 5).
+    let url = format!("https://{https}/limited/[1-20]");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-", "-w", "CODE %{http_code}\n", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let codes: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("code ")).collect();
+    assert_eq!(codes.len(), 20, "{text}");
+    assert!(codes.iter().filter(|c| **c == "200").count() >= 5, "{codes:?}");
+    assert!(codes.contains(&"429"), "{codes:?}");
+    assert_eq!(text.matches("ratelimit: \"per-client\";r=").count(), 20, "every answer has RateLimit: {text}");
+    assert!(text.contains("retry-after: "), "{text}");
+
     let (code, _, body) = curl(&["-k", &format!("https://{https}/nowhere")]);
     assert_eq!(code, 404);
     assert!(body.contains("urn:portcullis:problem:not-found"));
