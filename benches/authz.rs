@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use portcullis::authz::cedar::{ClaimType, Facts, PolicyConfig, PolicySet, Uses};
 use portcullis::authz::{AuthorizeConfig, Authz, Policies, PrincipalConfig, RoleConfig, Roles};
-use portcullis::exchange::{IdentityHeaders, Principal, PrincipalKind};
+use portcullis::exchange::{IdentityHeaders, Params, Principal, PrincipalKind};
 use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -41,7 +41,7 @@ fn bench_rbac(c: &mut Criterion) {
         tenant: None,
         identity: IdentityHeaders::default(),
     };
-    let params = vec![("id".to_owned(), "user777".to_owned())];
+    let params: Params = [("id", "user777")].into_iter().collect();
     let mut g = c.benchmark_group("authz");
     g.bench_function("rbac+owner allow", |b| {
         b.iter(|| {
@@ -49,7 +49,7 @@ fn bench_rbac(c: &mut Criterion) {
             assert!(d.allowed);
         })
     });
-    let other = vec![("id".to_owned(), "user778".to_owned())];
+    let other: Params = [("id", "user778")].into_iter().collect();
     g.bench_function("rbac+owner deny", |b| {
         b.iter(|| authz.decide(Some(black_box(&principal)), &Method::GET, black_box(&other), None))
     });
@@ -114,7 +114,7 @@ fn bench_cedar(c: &mut Criterion) {
         tenant: None,
         identity: IdentityHeaders::default(),
     };
-    let params = vec![("id".to_owned(), "42".to_owned())];
+    let params: Params = [("id", "42")].into_iter().collect();
     let facts = Facts { route: "orders", path: "/orders/42", ip: "10.1.2.3".parse().unwrap(), ..Facts::default() };
     let outside = Facts { ip: "192.0.2.1".parse().unwrap(), ..facts.clone() };
     let mut g = c.benchmark_group("authz");

@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
+use portcullis::exchange::Params;
 use portcullis::proxy::client_ip::{client_ip, ChainHeader};
 use portcullis::proxy::headers::{scan, set_forwarded, strip_hop_by_hop, Added, Forwarding, Peer};
 use portcullis::route::{Found, HostPattern, Matcher, PathPattern, RouteTable};
@@ -70,10 +71,11 @@ fn bench_route(c: &mut Criterion) {
         ("method_not_allowed_falls_back", Some("api.example.com"), "/api/v1/users/42", Method::PATCH),
     ];
     for (name, host, path, method) in cases {
-        assert!(matches!(table.find(host, path, &method), Found::Route(..)), "{name} should match");
+        let mut params = Params::new();
+        assert!(matches!(table.find(host, path, &method, &mut params), Found::Route(..)), "{name} should match");
         g.bench_function(name, |b| {
-            b.iter(|| match table.find(black_box(host), black_box(path), black_box(&method)) {
-                Found::Route(r, p) => (*r, p.len()),
+            b.iter(|| match table.find(black_box(host), black_box(path), black_box(&method), &mut params) {
+                Found::Route(r) => (*r, params.len()),
                 _ => (usize::MAX, 0),
             })
         });

@@ -78,8 +78,8 @@ impl Place {
     }
 }
 
-/// Path parameters captured by a template route, percent-decoded.
-pub type Params = Vec<(String, String)>;
+mod params;
+pub use params::Params;
 
 /// The request body as the stages see it.
 pub enum RequestBody {

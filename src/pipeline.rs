@@ -8,8 +8,7 @@ pub mod chain;
 pub mod runtime;
 
 use crate::body::ResponseBody;
-use crate::exchange::Reject;
-use crate::exchange::{Place, RequestBody};
+use crate::exchange::{Params, Place, Reject, RequestBody};
 use crate::observe::metrics::RouteMetrics;
 use crate::observe::Completion;
 use crate::proxy::headers::{self, Forwarding, X_REQUEST_ID};
@@ -210,7 +209,7 @@ async fn run(
         let matrix = path::has_matrix_params(&normalized);
         // Routes are matched on the path as matrix-parameter servers read it (`/admin;x` is `/admin`).
         let routed = if matrix { path::without_matrix_params(&normalized) } else { Cow::Borrowed(&*normalized) };
-        let matched = match_route(&rt.routes, host, &routed, &ex.parts)?;
+        let matched = match_route(&rt.routes, host, &routed, &ex.parts, &mut ex.params)?;
         if matrix && !matched.route.matrix_params {
             return Err(Reject::InvalidPath(path::PathError::MatrixParams.reason()));
         }
@@ -218,7 +217,6 @@ async fn run(
         matched
     };
     let route = matched.route;
-    ex.params = matched.params;
     ex.route = Some(route.name.clone());
     out.route = Some(route.clone());
     if let Some(cors) = &route.cors {
@@ -321,7 +319,6 @@ fn owned(path: Cow<'_, str>) -> Option<String> {
 /// The route a request matched.
 struct Matched {
     route: Arc<Route>,
-    params: crate::exchange::Params,
     /// A CORS preflight that this route answers itself.
     preflight: bool,
 }
@@ -331,12 +328,13 @@ struct Matched {
 /// A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is matched as the request it
 /// announces; the route found answers it only if it has CORS. Otherwise the `OPTIONS` request is
 /// routed as itself, under the same most-specific-route rule, so it never reaches an upstream
-/// through another route's authentication.
+/// through another route's authentication. The route's path parameters are left in `params`.
 fn match_route(
     routes: &RouteTable<Arc<Route>>,
     host: Option<&str>,
     path: &str,
     parts: &http::request::Parts,
+    params: &mut Params,
 ) -> Result<Matched, Reject> {
     if Cors::is_preflight(&parts.method, &parts.headers) {
         let announced = parts
@@ -344,15 +342,15 @@ fn match_route(
             .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
             .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
         if let Some(method) = announced {
-            if let Found::Route(route, params) = routes.find(host, path, &method) {
+            if let Found::Route(route) = routes.find(host, path, &method, params) {
                 if route.cors.is_some() {
-                    return Ok(Matched { route: route.clone(), params, preflight: true });
+                    return Ok(Matched { route: route.clone(), preflight: true });
                 }
             }
         }
     }
-    match routes.find(host, path, &parts.method) {
-        Found::Route(route, params) => Ok(Matched { route: route.clone(), params, preflight: false }),
+    match routes.find(host, path, &parts.method, params) {
+        Found::Route(route) => Ok(Matched { route: route.clone(), preflight: false }),
         Found::MethodNotAllowed(allow) => Err(Reject::MethodNotAllowed(allow)),
         Found::NotFound => Err(Reject::NotFound),
     }

@@ -14,8 +14,11 @@
 //! Matching sees the path after [`crate::validate::path::normalize`], so encoded and dot-segment
 //! variants of a path cannot reach a less protected route.
 
+use crate::exchange::Params;
 use http::Method;
+use std::borrow::Cow;
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
@@ -34,7 +37,8 @@ pub enum PathPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Literal(String),
-    Param(String),
+    /// The name is shared with the [`Params`] of every request the template matches.
+    Param(Arc<str>),
 }
 
 /// How a route reads the spelling of a path. The defaults are the safe ones: a route's protection covers
@@ -104,11 +108,9 @@ pub type HostRank = (u8, usize);
 /// Path specificity: exact (3) > template (2, more literal segments first) > prefix (1, longer first).
 pub type PathRank = (u8, usize, usize);
 
-/// Path parameters captured by a template, percent-decoded.
-pub type Params = Vec<(String, String)>;
-
 pub enum Found<'a, T> {
-    Route(&'a T, Params),
+    /// The route; its path parameters are in the `params` given to [`RouteTable::find`].
+    Route(&'a T),
     MethodNotAllowed(Vec<Method>),
     NotFound,
 }
@@ -180,12 +182,10 @@ fn trim_slash(path: &str) -> &str {
     }
 }
 
+/// Whether two pieces of path text are the same under the route's case rule. Exact equality first:
+/// most requests spell a path as the route does, and comparing bytes is cheaper than folding them.
 fn same(a: &str, b: &str, case_sensitive: bool) -> bool {
-    if case_sensitive {
-        a == b
-    } else {
-        a.eq_ignore_ascii_case(b)
-    }
+    a == b || (!case_sensitive && a.eq_ignore_ascii_case(b))
 }
 
 fn has_prefix(path: &str, prefix: &str, case_sensitive: bool) -> bool {
@@ -221,7 +221,7 @@ impl PathPattern {
                         return Err(format!("template `{path}` repeats parameter `{name}`"));
                     }
                     names.push(name);
-                    Ok(Segment::Param(name.to_owned()))
+                    Ok(Segment::Param(name.into()))
                 }
                 Some(_) => Err(format!("template `{path}` has a bad parameter name in `{seg}`")),
                 None if seg.contains(['{', '}']) => {
@@ -239,7 +239,7 @@ impl PathPattern {
             PathPattern::Template(segments) => segments
                 .iter()
                 .filter_map(|s| match s {
-                    Segment::Param(name) => Some(name.as_str()),
+                    Segment::Param(name) => Some(&**name),
                     Segment::Literal(_) => None,
                 })
                 .collect(),
@@ -247,7 +247,8 @@ impl PathPattern {
         }
     }
 
-    /// Whether `path` (normalised: no dot or empty segments) is this pattern under `options`.
+    /// Whether `path` (normalised: no dot or empty segments) is this pattern under `options`. A
+    /// template appends what it captures to `params` (also on a miss, up to the segment that missed).
     pub fn matches(&self, path: &str, options: PathOptions, params: &mut Params) -> bool {
         let cs = options.case_sensitive;
         let loose = !options.strict_trailing_slash;
@@ -270,20 +271,17 @@ impl PathPattern {
                 } else {
                     (path, &segments[..])
                 };
-                let mut parts = path[1..].split('/');
+                let mut rest = Some(&path[1..]);
                 for seg in segments {
-                    let Some(part) = parts.next() else { return false };
+                    let Some(part) = next_segment(&mut rest) else { return false };
                     match seg {
                         Segment::Literal(l) if same(l, part, cs) => {}
                         Segment::Literal(_) => return false,
                         Segment::Param(_) if part.is_empty() => return false,
-                        Segment::Param(name) => {
-                            let value = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
-                            params.push((name.clone(), value.into_owned()));
-                        }
+                        Segment::Param(name) => params.push(name.clone(), &decoded(part)),
                     }
                 }
-                parts.next().is_none()
+                rest.is_none()
             }
         }
     }
@@ -297,6 +295,32 @@ impl PathPattern {
             }
             PathPattern::Prefix(p) => (1, p.len(), 0),
         }
+    }
+}
+
+/// The next `/`-separated segment of `rest` (`None` once the last one was taken), as `str::split`
+/// would give it. A byte scan: segments are short, and the searcher behind `split` costs more to set
+/// up than to run on them.
+fn next_segment<'p>(rest: &mut Option<&'p str>) -> Option<&'p str> {
+    let text = (*rest)?;
+    match text.bytes().position(|b| b == b'/') {
+        Some(i) => {
+            *rest = Some(&text[i + 1..]);
+            Some(&text[..i])
+        }
+        None => {
+            *rest = None;
+            Some(text)
+        }
+    }
+}
+
+/// A parameter's value: its segment, percent-decoded (invalid UTF-8 replaced) only if it has a `%`.
+fn decoded(part: &str) -> Cow<'_, str> {
+    if part.as_bytes().contains(&b'%') {
+        percent_encoding::percent_decode_str(part).decode_utf8_lossy()
+    } else {
+        Cow::Borrowed(part)
     }
 }
 
@@ -347,18 +371,22 @@ impl<T> RouteTable<T> {
         reachable.into_iter().map(|(e, _)| (&e.matcher, &e.value)).collect()
     }
 
-    /// `host` without port (a trailing dot is ignored), `path` normalised, without query.
+    /// `host` without port (a trailing dot is ignored), `path` normalised, without query. The chosen
+    /// route's path parameters are left in `params` (cleared first; a buffer the caller keeps, so a
+    /// match allocates nothing).
     ///
     /// The most specific match for this host and path decides: the highest (host rank, path rank)
     /// among the routes whose host and path match. Among the routes at that rank, one accepting the
     /// method is chosen (a route listing methods first, then file order); when none accepts it the
     /// answer is 405 with their methods, never a less specific route.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Found<'_, T> {
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method, params: &mut Params) -> Found<'_, T> {
         let host = host.map(|h| h.strip_suffix('.').unwrap_or(h));
         let mut top: Option<(HostRank, PathRank)> = None;
-        let mut chosen: Option<(usize, Params)> = None;
+        let mut chosen: Option<usize> = None;
         let mut allow: Vec<Method> = Vec::new();
-        let mut params = Params::new();
+        // The entry whose captures `params` holds: the last one tried.
+        let mut captured = None;
+        params.clear();
         for (i, e) in self.entries.iter().enumerate() {
             if top.is_some_and(|t| e.bound < t) {
                 break;
@@ -369,7 +397,8 @@ impl<T> RouteTable<T> {
                 continue;
             }
             params.clear();
-            if !e.matcher.path.matches(path, e.matcher.options, &mut params) {
+            captured = Some(i);
+            if !e.matcher.path.matches(path, e.matcher.options, params) {
                 continue;
             }
             if top.is_none_or(|t| key > t) {
@@ -378,8 +407,8 @@ impl<T> RouteTable<T> {
                 allow.clear();
             }
             if e.matcher.accepts(method) {
-                if chosen.as_ref().is_none_or(|(c, _)| e.preference() < self.entries[*c].preference()) {
-                    chosen = Some((i, std::mem::take(&mut params)));
+                if chosen.is_none_or(|c| e.preference() < self.entries[c].preference()) {
+                    chosen = Some(i);
                 }
             } else {
                 for am in e.matcher.allowed() {
@@ -389,8 +418,16 @@ impl<T> RouteTable<T> {
                 }
             }
         }
+        if captured != chosen {
+            // Another entry was tried after the chosen one (or none was chosen): the chosen one's
+            // captures again, which match as they did.
+            params.clear();
+            if let Some(e) = chosen.map(|c| &self.entries[c]) {
+                e.matcher.path.matches(path, e.matcher.options, params);
+            }
+        }
         match (chosen, top) {
-            (Some((i, params)), _) => Found::Route(&self.entries[i].value, params),
+            (Some(i), _) => Found::Route(&self.entries[i].value),
             (None, Some(_)) => Found::MethodNotAllowed(allow),
             (None, None) => Found::NotFound,
         }
@@ -407,7 +444,7 @@ mod tests {
 
     fn name<'a>(f: Found<'a, &'static str>) -> &'static str {
         match f {
-            Found::Route(n, _) => n,
+            Found::Route(n) => n,
             Found::MethodNotAllowed(_) => "405",
             Found::NotFound => "404",
         }
@@ -424,25 +461,43 @@ mod tests {
             (m(&["a.example.com"], PathPattern::prefix("/").unwrap(), &[]), "exact-host"),
             (m(&[], PathPattern::exact("/only-post").unwrap(), &[Method::POST]), "post"),
         ]);
-        assert_eq!(name(t.find(None, "/x", &Method::GET)), "root");
-        assert_eq!(name(t.find(None, "/api", &Method::GET)), "api");
-        assert_eq!(name(t.find(None, "/apix", &Method::GET)), "root");
-        assert_eq!(name(t.find(None, "/api/users/7", &Method::GET)), "user");
+        assert_eq!(name(t.find(None, "/x", &Method::GET, &mut Params::new())), "root");
+        assert_eq!(name(t.find(None, "/api", &Method::GET, &mut Params::new())), "api");
+        assert_eq!(name(t.find(None, "/apix", &Method::GET, &mut Params::new())), "root");
+        assert_eq!(name(t.find(None, "/api/users/7", &Method::GET, &mut Params::new())), "user");
         // the template is the most specific match and takes GET only: 405, never the weaker prefix
-        assert_eq!(name(t.find(None, "/api/users/7", &Method::POST)), "405");
-        assert_eq!(name(t.find(None, "/api/users/me", &Method::GET)), "me");
-        assert_eq!(name(t.find(Some("b.example.com"), "/api", &Method::GET)), "wild");
-        assert_eq!(name(t.find(Some("a.example.com"), "/api", &Method::GET)), "exact-host");
-        assert_eq!(name(t.find(Some("example.com"), "/api", &Method::GET)), "api");
-        match t.find(None, "/only-post", &Method::GET) {
+        assert_eq!(name(t.find(None, "/api/users/7", &Method::POST, &mut Params::new())), "405");
+        assert_eq!(name(t.find(None, "/api/users/me", &Method::GET, &mut Params::new())), "me");
+        assert_eq!(name(t.find(Some("b.example.com"), "/api", &Method::GET, &mut Params::new())), "wild");
+        assert_eq!(name(t.find(Some("a.example.com"), "/api", &Method::GET, &mut Params::new())), "exact-host");
+        assert_eq!(name(t.find(Some("example.com"), "/api", &Method::GET, &mut Params::new())), "api");
+        match t.find(None, "/only-post", &Method::GET, &mut Params::new()) {
             Found::MethodNotAllowed(allow) => assert_eq!(allow, vec![Method::POST]),
             _ => panic!("the exact route decides: 405, not the root prefix"),
         }
-        if let Found::Route(_, params) = t.find(None, "/api/users/a%20b", &Method::GET) {
-            assert_eq!(params, vec![("id".to_string(), "a b".to_string())]);
-        } else {
-            panic!("template should match");
-        }
+        let mut params = Params::new();
+        assert_eq!(name(t.find(None, "/api/users/a%20b", &Method::GET, &mut params)), "user");
+        assert_eq!(params.iter().collect::<Vec<_>>(), [("id", "a b")]);
+        assert_eq!(name(t.find(None, "/x", &Method::GET, &mut params)), "root");
+        assert!(params.is_empty(), "a route without parameters leaves none from the last request");
+    }
+
+    /// The parameters are the chosen route's, even when an equally specific route is tried after it.
+    #[test]
+    fn params_are_the_chosen_routes() {
+        let t = RouteTable::new(vec![
+            (m(&[], PathPattern::template("/a/{q}").unwrap(), &[]), "any-method"),
+            (m(&[], PathPattern::template("/{p}/x").unwrap(), &[Method::GET]), "get"),
+        ]);
+        let mut params = Params::new();
+        assert_eq!(name(t.find(None, "/a/x", &Method::GET, &mut params)), "get", "listing methods wins");
+        assert_eq!(params.iter().collect::<Vec<_>>(), [("p", "a")]);
+        assert_eq!(name(t.find(None, "/a/x", &Method::POST, &mut params)), "any-method");
+        assert_eq!(params.iter().collect::<Vec<_>>(), [("q", "x")]);
+        assert_eq!(name(t.find(None, "/b/y", &Method::GET, &mut params)), "404");
+        assert!(params.is_empty());
+        assert_eq!(name(t.find(None, "/b/x", &Method::DELETE, &mut params)), "405");
+        assert!(params.is_empty(), "no route, no parameters");
     }
 
     #[test]
@@ -451,12 +506,12 @@ mod tests {
             (m(&[], PathPattern::exact("/p").unwrap(), &[Method::POST, Method::PUT]), "p"),
             (m(&["h.example"], PathPattern::prefix("/").unwrap(), &[]), "h"),
         ]);
-        assert_eq!(name(t.find(None, "/q", &Method::GET)), "404");
-        match t.find(None, "/p", &Method::GET) {
+        assert_eq!(name(t.find(None, "/q", &Method::GET, &mut Params::new())), "404");
+        match t.find(None, "/p", &Method::GET, &mut Params::new()) {
             Found::MethodNotAllowed(allow) => assert_eq!(allow, vec![Method::POST, Method::PUT]),
             _ => panic!("expected 405"),
         }
-        assert_eq!(name(t.find(Some("h.example"), "/p", &Method::GET)), "h");
+        assert_eq!(name(t.find(Some("h.example"), "/p", &Method::GET, &mut Params::new())), "h");
     }
 
     /// Issue 9, item 1: a route listing several hosts ranks by the host that matched, not its weakest.
@@ -466,11 +521,11 @@ mod tests {
             (m(&["api.example.com"], PathPattern::prefix("/").unwrap(), &[]), "site"),
             (m(&["api.example.com", "admin.io"], PathPattern::prefix("/admin").unwrap(), &[]), "admin"),
         ]);
-        assert_eq!(name(t.find(Some("api.example.com"), "/admin/x", &Method::GET)), "admin");
-        assert_eq!(name(t.find(Some("admin.io"), "/admin/x", &Method::GET)), "admin");
-        assert_eq!(name(t.find(Some("api.example.com."), "/admin/x", &Method::GET)), "admin");
-        assert_eq!(name(t.find(Some("API.Example.COM"), "/admin", &Method::GET)), "admin");
-        assert_eq!(name(t.find(Some("api.example.com"), "/x", &Method::GET)), "site");
+        assert_eq!(name(t.find(Some("api.example.com"), "/admin/x", &Method::GET, &mut Params::new())), "admin");
+        assert_eq!(name(t.find(Some("admin.io"), "/admin/x", &Method::GET, &mut Params::new())), "admin");
+        assert_eq!(name(t.find(Some("api.example.com."), "/admin/x", &Method::GET, &mut Params::new())), "admin");
+        assert_eq!(name(t.find(Some("API.Example.COM"), "/admin", &Method::GET, &mut Params::new())), "admin");
+        assert_eq!(name(t.find(Some("api.example.com"), "/x", &Method::GET, &mut Params::new())), "site");
         let order: Vec<_> = t.order_for(Some("api.example.com")).into_iter().map(|(_, n)| *n).collect();
         assert_eq!(order, ["admin", "site"]);
     }
@@ -484,15 +539,15 @@ mod tests {
             (m(&[], PathPattern::exact("/p").unwrap(), &[Method::GET]), "p-get"),
             (m(&[], PathPattern::exact("/p").unwrap(), &[Method::POST]), "p-post"),
         ]);
-        match t.find(Some("ro.io"), "/data/x", &Method::DELETE) {
+        match t.find(Some("ro.io"), "/data/x", &Method::DELETE, &mut Params::new()) {
             Found::MethodNotAllowed(allow) => assert_eq!(allow, vec![Method::GET]),
             _ => panic!("DELETE must be 405"),
         }
-        assert_eq!(name(t.find(Some("ro.io"), "/data/x", &Method::GET)), "ro");
+        assert_eq!(name(t.find(Some("ro.io"), "/data/x", &Method::GET, &mut Params::new())), "ro");
         // equally specific routes share the path: the method picks among them
-        assert_eq!(name(t.find(None, "/p", &Method::POST)), "p-post");
-        assert_eq!(name(t.find(None, "/p", &Method::GET)), "p-get");
-        match t.find(None, "/p", &Method::PUT) {
+        assert_eq!(name(t.find(None, "/p", &Method::POST, &mut Params::new())), "p-post");
+        assert_eq!(name(t.find(None, "/p", &Method::GET, &mut Params::new())), "p-get");
+        match t.find(None, "/p", &Method::PUT, &mut Params::new()) {
             Found::MethodNotAllowed(allow) => assert_eq!(allow, vec![Method::GET, Method::POST]),
             _ => panic!("PUT must be 405"),
         }
@@ -525,29 +580,27 @@ mod tests {
             ("/Strict/", "root"),
             ("/users", "root"),
         ] {
-            assert_eq!(name(t.find(None, path, &Method::GET)), want, "{path}");
+            assert_eq!(name(t.find(None, path, &Method::GET, &mut Params::new())), want, "{path}");
         }
-        if let Found::Route(_, params) = t.find(None, "/USERS/AbC/", &Method::GET) {
-            assert_eq!(params, vec![("id".to_string(), "AbC".to_string())]);
-        } else {
-            panic!("template should match");
-        }
+        let mut params = Params::new();
+        assert_eq!(name(t.find(None, "/USERS/AbC/", &Method::GET, &mut params)), "user");
+        assert_eq!(params.iter().collect::<Vec<_>>(), [("id", "AbC")]);
     }
 
     #[test]
     fn routes_without_methods_accept_standard_methods_only() {
         let t = RouteTable::new(vec![(m(&[], PathPattern::prefix("/").unwrap(), &[]), "any")]);
         for method in STANDARD_METHODS {
-            assert_eq!(name(t.find(None, "/x", &method)), "any");
+            assert_eq!(name(t.find(None, "/x", &method, &mut Params::new())), "any");
         }
         for method in [Method::TRACE, Method::CONNECT, Method::from_bytes(b"PROPFIND").unwrap()] {
-            match t.find(None, "/x", &method) {
+            match t.find(None, "/x", &method, &mut Params::new()) {
                 Found::MethodNotAllowed(allow) => assert_eq!(allow, STANDARD_METHODS.to_vec()),
                 _ => panic!("{method} accepted"),
             }
         }
         let listed = RouteTable::new(vec![(m(&[], PathPattern::prefix("/").unwrap(), &[Method::TRACE]), "trace")]);
-        assert_eq!(name(listed.find(None, "/x", &Method::TRACE)), "trace");
+        assert_eq!(name(listed.find(None, "/x", &Method::TRACE, &mut Params::new())), "trace");
     }
 
     #[test]
@@ -656,8 +709,15 @@ mod tests {
                 path.push('/');
             }
             let table = RouteTable::new(routes.iter().cloned().enumerate().map(|(i, m)| (m, i)).collect());
-            let got = match table.find(host, &path, &method) {
-                Found::Route(i, _) => Ok(*i),
+            let mut params = Params::new();
+            let got = match table.find(host, &path, &method, &mut params) {
+                Found::Route(&i) => {
+                    // The chosen route's own captures, whatever else was tried after it.
+                    let mut own = Params::new();
+                    routes[i].path.matches(&path, routes[i].options, &mut own);
+                    proptest::prop_assert_eq!(params.iter().collect::<Vec<_>>(), own.iter().collect::<Vec<_>>());
+                    Ok(i)
+                }
                 Found::MethodNotAllowed(mut allow) => {
                     allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
                     Err(allow)

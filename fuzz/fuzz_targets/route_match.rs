@@ -1,6 +1,7 @@
 //! Route matching never panics on any host or path, including odd UTF-8.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use portcullis::exchange::Params;
 use portcullis::route::{HostPattern, Matcher, PathPattern, RouteTable};
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         (Matcher::new(vec![], PathPattern::prefix("/api").expect("valid"), vec![]), 2),
         (Matcher::new(vec![], PathPattern::exact("/").expect("valid"), vec![]), 3),
     ]);
-    let _ = table.find(Some(host), path, &http::Method::GET);
-    let _ = table.find(None, path, &http::Method::POST);
+    let mut params = Params::new();
+    let _ = table.find(Some(host), path, &http::Method::GET, &mut params);
+    let _ = table.find(None, path, &http::Method::POST, &mut params);
 });

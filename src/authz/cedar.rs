@@ -22,7 +22,7 @@
 //! `forbid` would let through what it was written to stop, so an evaluation error in a `forbid` denies
 //! (and a failing `permit` simply does not permit). Each decision names the policy that made it.
 
-use crate::exchange::Principal;
+use crate::exchange::{Params, Principal};
 use cedar_policy as cedar;
 use http::Method;
 use serde::Deserialize;
@@ -250,7 +250,7 @@ impl PolicySet {
         p: &Principal,
         roles: impl Iterator<Item = &'r str>,
         method: &Method,
-        params: &[(String, String)],
+        params: &Params,
         facts: &Facts<'_>,
     ) -> Verdict {
         match self.evaluate(p, roles, method, params, facts) {
@@ -264,7 +264,7 @@ impl PolicySet {
         p: &Principal,
         roles: impl Iterator<Item = &'r str>,
         method: &Method,
-        params: &[(String, String)],
+        params: &Params,
         facts: &Facts<'_>,
     ) -> Result<Verdict, String> {
         use cedar::RestrictedExpression as X;
@@ -317,8 +317,8 @@ impl PolicySet {
         let route_uid = uid(&self.route_type, facts.route);
         // A parameter captured twice (never by one template) counts as absent.
         let mut captured: BTreeMap<&str, Option<&str>> = BTreeMap::new();
-        for (n, v) in params {
-            captured.entry(n.as_str()).and_modify(|e| *e = None).or_insert(Some(v.as_str()));
+        for (n, v) in params.iter() {
+            captured.entry(n).and_modify(|e| *e = None).or_insert(Some(v));
         }
         let params = captured.into_iter().filter_map(|(n, v)| Some((n.to_owned(), X::new_string(v?.to_owned()))));
         let route_attrs = std::collections::HashMap::from([

@@ -15,7 +15,7 @@
 pub mod cedar;
 mod properties;
 
-use crate::exchange::{Decision, Exchange, Principal, Reject};
+use crate::exchange::{Decision, Exchange, Params, Principal, Reject};
 use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -362,7 +362,7 @@ struct Ctx<'a> {
     method: &'a Method,
     /// What policy sets read beside the principal and the route.
     facts: &'a cedar::Facts<'a>,
-    params: &'a [(String, String)],
+    params: &'a Params,
     query: Option<&'a str>,
     host: Option<&'a str>,
     /// The JSON request body, on routes whose owner is a body field.
@@ -708,7 +708,7 @@ impl Authz {
         &self,
         principal: Option<&Principal>,
         method: &Method,
-        params: &[(String, String)],
+        params: &Params,
         query: Option<&str>,
     ) -> Decision {
         self.decide_at(principal, method, params, query, &cedar::Facts::default())
@@ -719,7 +719,7 @@ impl Authz {
         &self,
         principal: Option<&Principal>,
         method: &Method,
-        params: &[(String, String)],
+        params: &Params,
         query: Option<&str>,
         facts: &cedar::Facts<'_>,
     ) -> Decision {
@@ -785,7 +785,7 @@ fn failing(rule: &Rule, ctx: &Ctx<'_>) -> Option<Arc<str>> {
 
 /// The request facts a decision reads beside the principal and the method.
 struct Inputs<'a> {
-    params: &'a [(String, String)],
+    params: &'a Params,
     query: Option<&'a str>,
     host: Option<&'a str>,
     body: Option<&'a serde_json::Value>,
@@ -816,7 +816,8 @@ fn owns(o: &Owner, ctx: &Ctx<'_>) -> bool {
         },
     };
     let Some(named) = named else { return false };
-    if named.is_empty() || named.contains('\u{fffd}') {
+    // A scan: `contains` with a non-ASCII `char` runs a substring search, costly for short values.
+    if named.is_empty() || named.chars().any(|c| c == char::REPLACEMENT_CHARACTER) {
         return false;
     }
     principal_value(ctx.p, o.claim.as_deref()) == Some(&*named)
@@ -975,12 +976,8 @@ fn principal_value<'p>(p: &'p Principal, claim: Option<&str>) -> Option<&'p str>
 }
 
 /// The one value of path parameter `name`; `None` when it is absent or captured twice.
-fn one_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    let mut found = params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    match (found.next(), found.next()) {
-        (Some(v), None) => Some(v),
-        _ => None,
-    }
+fn one_param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params.get(name).filter(|_| params.count(name) == 1)
 }
 
 fn compile_rule(

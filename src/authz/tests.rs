@@ -32,7 +32,7 @@ fn authz(text: &str) -> Authz {
 }
 
 fn decide(a: &Authz, p: &Principal, method: Method) -> (bool, String) {
-    let d = a.decide(Some(p), &method, &[], None);
+    let d = a.decide(Some(p), &method, &Params::new(), None);
     (d.allowed, d.rule.to_string())
 }
 
@@ -88,7 +88,7 @@ fn methods_carry_their_own_requirement_and_unlisted_ones_are_denied() {
     assert!(!decide(&a, &reader, Method::DELETE).0);
     let a = authz("authenticated");
     assert_eq!(decide(&a, &principal("anyone", &[], &[]), Method::PATCH), (true, "authenticated".into()));
-    assert!(!a.decide(None, &Method::GET, &[], None).allowed, "no principal, no access");
+    assert!(!a.decide(None, &Method::GET, &Params::new(), None).allowed, "no principal, no access");
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn config_mistakes_are_refused() {
 fn decisions_are_counted_per_rule() {
     let family = Family::default();
     let a = Authz::compile(&yaml("roles: [admin]"), &roles(), "orders", &[], &Policies::new(), &family).unwrap();
-    let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET, &[], None);
+    let _ = a.decide(Some(&principal("p", &["admin"], &[])), &Method::GET, &Params::new(), None);
     // Two decisions (allow, deny) for each rule id: authorize, authorize.roles, and the unlisted-method,
     // property and response-owner ids.
     assert_eq!(a.counters.len(), 10);
@@ -139,8 +139,8 @@ mod props {
             let text = if per_method { format!("methods: {{ {method}: {{ roles: [{role}] }} }}") } else { format!("roles: [{role}]") };
             let a = authz(&text);
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            prop_assert!(!a.decide(Some(&principal("nobody", &[], &["scope"])), &m, &[], None).allowed);
-            prop_assert!(!a.decide(None, &m, &[], None).allowed);
+            prop_assert!(!a.decide(Some(&principal("nobody", &[], &["scope"])), &m, &Params::new(), None).allowed);
+            prop_assert!(!a.decide(None, &m, &Params::new(), None).allowed);
         }
     }
 }
@@ -151,7 +151,8 @@ fn owners_by_path_or_query_against_the_id_or_a_claim_with_an_override_role() {
     let alice = principal("alice", &[], &[]);
     let params = |v: &str| vec![("id".to_owned(), v.to_owned())];
     let d = |a: &Authz, p: &Principal, params: &[(String, String)], q: Option<&str>| {
-        a.decide(Some(p), &Method::GET, params, q).allowed
+        let params: Params = params.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        a.decide(Some(p), &Method::GET, &params, q).allowed
     };
     assert!(d(&by_id, &alice, &params("alice"), None));
     assert!(!d(&by_id, &alice, &params("bob"), None));
@@ -219,7 +220,7 @@ fn monday_at(hh: u64, mm: u64) -> std::time::SystemTime {
 fn at_time(a: &Authz, p: &Principal, method: Method, now: std::time::SystemTime, ip: &str, id: &str) -> (bool, String) {
     let facts =
         cedar::Facts { route: "reports", path: "/reports/x", ip: ip.parse().unwrap(), now, ..Default::default() };
-    let params = vec![("id".to_owned(), id.to_owned())];
+    let params: Params = [("id", id)].into_iter().collect();
     let d = a.decide_at(Some(p), &method, &params, None, &facts);
     (d.allowed, d.rule.to_string())
 }
