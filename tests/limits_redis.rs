@@ -467,3 +467,83 @@ fn config_errors_are_refused_by_check() {
     let (code, out, err) = portcullis(&["check", "-c", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A route `/` (prefix `prefix`) to `app` counted by the named quotas.
+fn quota_route(name: &str, prefix: &str, quotas: &str) -> String {
+    format!(
+        "  - name: {name}\n    match:\n      path: {{ prefix: {prefix} }}\n    upstream: app\n    auth: none\n    quotas: [{quotas}]\n"
+    )
+}
+
+/// `rate_limits:` needs an entry; the quotas follow it as their own section.
+fn with_quotas(quotas: &str) -> String {
+    format!("  unused:\n    rate: 1000/s\nquotas:\n{quotas}")
+}
+
+#[test]
+fn two_gateways_share_one_quota_exactly() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let quotas =
+        with_quotas("  daily:\n    limit: 5\n    period: day\n    store: redis\n    on_store_failure: fail_closed\n");
+    let yaml = config(up.addr, &redis, "5s", &quotas, &quota_route("app", "/", "daily"));
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    let nodes = [a.addr("main"), b.addr("main")];
+    let mut conns = [None, None];
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let resp = get(&mut conns[i % 2], nodes[i % 2], "/x");
+        if status_of(&resp) == 429 {
+            assert!(header_of(&resp, "retry-after").is_some(), "{resp}");
+            assert_eq!(problem_type(body_of(&resp)), problem("too-many-requests"), "{resp}");
+        }
+        statuses.push(status_of(&resp));
+    }
+    assert_eq!(statuses[..5], [200; 5], "one combined quota: {statuses:?}");
+    assert_eq!(statuses[5..], [429; 7], "then refused on both nodes: {statuses:?}");
+    assert_eq!(up.hits(), 5, "a refused request reached the upstream");
+    let keys = redis.keys("portcullis:q:daily:*");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let day = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    assert!(keys[0].starts_with(&format!("portcullis:q:daily:{day}:")), "{keys:?}");
+    assert_eq!(keys[0].len(), format!("portcullis:q:daily:{day}:").len() + 64, "SHA-256 hex: {keys:?}");
+    let count = redis.command(&["GET", &keys[0]]);
+    assert!(count.contains('5'), "refusals undo their count: {count}");
+    let ttl: i64 = redis.command(&["TTL", &keys[0]]).trim_start_matches(':').trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "the key expires at the day's end: {ttl} s");
+}
+
+#[test]
+fn a_stopped_redis_makes_a_quota_fail_closed_or_count_locally() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let quotas = with_quotas(
+        "  open:\n    limit: 2\n    period: month\n    store: redis\n    on_store_failure: fail_open\n  \
+         closed:\n    limit: 2\n    period: day\n    store: redis\n    on_store_failure: fail_closed\n",
+    );
+    let routes = format!("{}{}", quota_route("open", "/open", "open"), quota_route("closed", "/closed", "closed"));
+    let gw = Gateway::start(&config(up.addr, &redis, "250ms", &quotas, &routes));
+    let addr = gw.addr("main");
+    let mut conn = None;
+    let statuses = |conn: &mut Option<RawConn>, path: &str, n: usize| -> Vec<u16> {
+        (0..n).map(|_| status_of(&get(conn, addr, path))).collect()
+    };
+    assert_eq!(statuses(&mut conn, "/open", 3), [200, 200, 429]);
+    assert_eq!(statuses(&mut conn, "/closed", 3), [200, 200, 429]);
+    assert_eq!(redis.keys("portcullis:q:*").len(), 2);
+    assert_eq!(up.hits(), 4);
+
+    redis.kill();
+    for _ in 0..5 {
+        let resp = get(&mut conn, addr, "/closed");
+        assert_eq!(status_of(&resp), 503, "{resp}");
+        assert_eq!(problem_type(body_of(&resp)), problem("store-unavailable"), "{resp}");
+    }
+    assert_eq!(up.hits(), 4, "a fail_closed request reached the upstream");
+    // fail_open: this node's own count decides (it saw none of this period: the limit, then 429).
+    assert_eq!(statuses(&mut conn, "/open", 4), [200, 200, 429, 429]);
+    assert_eq!(up.hits(), 6);
+    let m = gw.metrics();
+    let failed = metric(&m, "portcullis_rate_limit_store_failures_total{limit=\"quota:closed\",mode=\"fail_closed\"}");
+    assert_eq!(failed, Some(5.0), "{m}");
+}

@@ -475,7 +475,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .quotas
         .iter()
         .map(|(name, c)| {
-            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas)
+            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas, fleet.as_ref(), metrics)
                 .map(|q| (name.clone(), Arc::new(q)))
                 .map_err(|m| CompileError::new("quotas", name.clone(), m))
         })
