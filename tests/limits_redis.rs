@@ -446,6 +446,7 @@ fn config_errors_are_refused_by_check() {
         )
     };
     let redis = "redis:\n  url: redis://127.0.0.1:1/0\n";
+    let q = "quotas:\n  q:\n    limit: 5\n    period: day\n";
     let cases = [
         (base("", "    store: redis\n    on_store_failure: fail_open\n"), "needs the top-level `redis:`"),
         (base(redis, "    store: redis\n"), "on_store_failure"),
@@ -454,6 +455,12 @@ fn config_errors_are_refused_by_check() {
         (base("redis:\n  url: redis://:hunter2secret@127.0.0.1:1/0\n", ""), "must not hold a password"),
         (base("redis:\n  url: http://127.0.0.1:1/\n", ""), "redis.url"),
         (base("redis:\n  url: redis://127.0.0.1:1/0\n  command_timeout: 0s\n", ""), "command_timeout"),
+        (
+            base("", &format!("{q}    store: redis\n    on_store_failure: fail_open\n")),
+            "quotas.q: `store: redis` needs",
+        ),
+        (base(redis, &format!("{q}    store: redis\n")), "quotas.q: `store: redis` needs `on_store_failure"),
+        (base(redis, &format!("{q}    on_store_failure: fail_open\n")), "only with `store: redis`"),
     ];
     for (yaml, want) in cases {
         let path = dir.write("c.yaml", &yaml);
