@@ -554,3 +554,83 @@ fn a_stopped_redis_makes_a_quota_fail_closed_or_count_locally() {
     let failed = metric(&m, "portcullis_rate_limit_store_failures_total{limit=\"quota:closed\",mode=\"fail_closed\"}");
     assert_eq!(failed, Some(5.0), "{m}");
 }
+
+/// Two gateways sharing bans through one Redis (`redis.share_bans: true`); `top` follows the limits.
+fn shared_bans_config(up: SocketAddr, redis: &RedisServer, rate: &str, extra: &str) -> String {
+    let limits = format!("  strict:\n    rate: {rate}\n    burst: 1\n{extra}");
+    config(up, redis, "5s", &limits, &route("app", "/", "strict"))
+        .replace("  connect_timeout: 200ms\n", "  connect_timeout: 200ms\n  share_bans: true\n")
+}
+
+/// Polls `addr` until it answers `want` (to a deadline); returns the last answer.
+fn until_status(addr: SocketAddr, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = get(&mut None, addr, path);
+        if status_of(&resp) == want {
+            return resp;
+        }
+        assert!(Instant::now() < deadline, "{addr} never answered {want}; last:\n{resp}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_ban_set_through_the_cli_applies_on_every_node() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let yaml = shared_bans_config(up.addr, &redis, "1000/s", "");
+    let dir = TempDir::new();
+    let path = dir.write("c.yaml", &yaml);
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    let (code, out, err) =
+        portcullis(&["bans", "-c", &path_str(&path), "add", "--ip", "127.0.0.1", "--for", "1h", "--reason", "t"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.trim().to_owned();
+    assert_eq!(redis.command(&["HLEN", "portcullis:bans"]).trim_start_matches(':').trim(), "1");
+    for node in [a.addr("main"), b.addr("main")] {
+        until_status(node, "/x", 403);
+    }
+    let hits = up.hits();
+    for node in [a.addr("main"), b.addr("main")] {
+        let resp = get(&mut None, node, "/x");
+        assert_eq!(status_of(&resp), 403, "{resp}");
+    }
+    assert_eq!(up.hits(), hits, "a banned request reached the upstream");
+    let (code, out, err) = portcullis(&["bans", "-c", &path_str(&path), "list"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("127.0.0.1") && out.contains("manual"), "{out}");
+    let (code, out, err) = portcullis(&["bans", "-c", &path_str(&path), "remove", &id], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for node in [a.addr("main"), b.addr("main")] {
+        until_status(node, "/x", 200);
+    }
+}
+
+#[test]
+fn an_automatic_ban_on_one_node_applies_on_the_other() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let yaml = shared_bans_config(
+        up.addr,
+        &redis,
+        "1/m",
+        "auto_ban: { after: 2, statuses: [429], within: 1m, ban_for: 1h }\n",
+    );
+    // B bans nobody itself (no auto_ban): a 403 from it is A's ban, read from Redis.
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&shared_bans_config(up.addr, &redis, "1/m", "")));
+    let mut conn = None;
+    let statuses: Vec<u16> = (0..3).map(|_| status_of(&get(&mut conn, a.addr("main"), "/x"))).collect();
+    assert_eq!(statuses, [200, 429, 429]);
+    assert_eq!(up.hits(), 1);
+    until_status(a.addr("main"), "/x", 403);
+    until_status(b.addr("main"), "/x", 403);
+    let hits = up.hits();
+    for node in [a.addr("main"), b.addr("main")] {
+        let resp = get(&mut None, node, "/x");
+        assert_eq!(status_of(&resp), 403, "{resp}");
+    }
+    assert_eq!(up.hits(), hits, "a banned request reached the upstream");
+    let stored = redis.command(&["HGETALL", "portcullis:bans"]);
+    assert!(stored.contains("127.0.0.1") && stored.contains("auto"), "{stored}");
+}

@@ -488,7 +488,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         limiters: &limiters,
         quotas: &quotas,
     };
-    let bans = lasting.guard.bans(cfg.store.as_ref()).map_err(|m| CompileError::new("sqlite", "", m))?;
+    let bans = lasting
+        .guard
+        .bans(cfg.store.as_ref(), fleet.as_ref().filter(|_| cfg.redis.as_ref().is_some_and(|r| r.share_bans)))
+        .map_err(|m| CompileError::new("sqlite", "", m))?;
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
