@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
         Command::Bans { config, command } => {
             let done = config::load(&config)
                 .map_err(|e| e.to_string())
-                .and_then(|(cfg, _)| crate::guard::cli::run(cfg.store.as_ref(), command));
+                .and_then(|(cfg, _)| crate::guard::cli::run(cfg.store.as_ref(), cfg.redis.as_ref(), command));
             match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

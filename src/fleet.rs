@@ -10,6 +10,7 @@
 //!   password: ${env:REDIS_PASSWORD}         # a secret reference; never inside the URL
 //!   command_timeout: 50ms                   # the most a request waits for Redis
 //!   connect_timeout: 1s
+//!   share_bans: true                        # bans live here, for every node (default: `store:`)
 //! ```
 //!
 //! One multiplexed connection (redis-rs's connection manager, which reconnects by itself) carries
@@ -50,6 +51,9 @@ pub struct RedisConfig {
     /// The most one connection attempt may take; default 1s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
+    /// `true`: bans (`portcullis bans`, automatic bans) live in this Redis and apply on every node.
+    #[serde(default)]
+    pub share_bans: bool,
 }
 
 fn default_command_timeout() -> Dur {
@@ -174,6 +178,16 @@ impl Fleet {
         let b = Arc::new(Batched { fleet: self.clone(), what, script, width, queue: Mutex::new(Vec::new()) });
         all.insert(hash, Arc::downgrade(&b));
         b
+    }
+
+    /// A client of this Redis (for blocking calls off the request path, such as the ban poll).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
+    /// `redis.command_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn now(&self) -> u64 {
@@ -354,6 +368,7 @@ mod tests {
             password: None,
             command_timeout: default_command_timeout(),
             connect_timeout: default_connect_timeout(),
+            share_bans: false,
         }
     }
 

@@ -446,6 +446,7 @@ fn config_errors_are_refused_by_check() {
         )
     };
     let redis = "redis:\n  url: redis://127.0.0.1:1/0\n";
+    let q = "quotas:\n  q:\n    limit: 5\n    period: day\n";
     let cases = [
         (base("", "    store: redis\n    on_store_failure: fail_open\n"), "needs the top-level `redis:`"),
         (base(redis, "    store: redis\n"), "on_store_failure"),
@@ -454,6 +455,12 @@ fn config_errors_are_refused_by_check() {
         (base("redis:\n  url: redis://:hunter2secret@127.0.0.1:1/0\n", ""), "must not hold a password"),
         (base("redis:\n  url: http://127.0.0.1:1/\n", ""), "redis.url"),
         (base("redis:\n  url: redis://127.0.0.1:1/0\n  command_timeout: 0s\n", ""), "command_timeout"),
+        (
+            base("", &format!("{q}    store: redis\n    on_store_failure: fail_open\n")),
+            "quotas.q: `store: redis` needs",
+        ),
+        (base(redis, &format!("{q}    store: redis\n")), "quotas.q: `store: redis` needs `on_store_failure"),
+        (base(redis, &format!("{q}    on_store_failure: fail_open\n")), "only with `store: redis`"),
     ];
     for (yaml, want) in cases {
         let path = dir.write("c.yaml", &yaml);
@@ -466,4 +473,164 @@ fn config_errors_are_refused_by_check() {
     let path = dir.write("c.yaml", &base(redis, "    store: redis\n    on_store_failure: fail_closed\n"));
     let (code, out, err) = portcullis(&["check", "-c", &path_str(&path)], &[]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A route `/` (prefix `prefix`) to `app` counted by the named quotas.
+fn quota_route(name: &str, prefix: &str, quotas: &str) -> String {
+    format!(
+        "  - name: {name}\n    match:\n      path: {{ prefix: {prefix} }}\n    upstream: app\n    auth: none\n    quotas: [{quotas}]\n"
+    )
+}
+
+/// `rate_limits:` needs an entry; the quotas follow it as their own section.
+fn with_quotas(quotas: &str) -> String {
+    format!("  unused:\n    rate: 1000/s\nquotas:\n{quotas}")
+}
+
+#[test]
+fn two_gateways_share_one_quota_exactly() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let quotas =
+        with_quotas("  daily:\n    limit: 5\n    period: day\n    store: redis\n    on_store_failure: fail_closed\n");
+    let yaml = config(up.addr, &redis, "5s", &quotas, &quota_route("app", "/", "daily"));
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    let nodes = [a.addr("main"), b.addr("main")];
+    let mut conns = [None, None];
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let resp = get(&mut conns[i % 2], nodes[i % 2], "/x");
+        if status_of(&resp) == 429 {
+            assert!(header_of(&resp, "retry-after").is_some(), "{resp}");
+            assert_eq!(problem_type(body_of(&resp)), problem("too-many-requests"), "{resp}");
+        }
+        statuses.push(status_of(&resp));
+    }
+    assert_eq!(statuses[..5], [200; 5], "one combined quota: {statuses:?}");
+    assert_eq!(statuses[5..], [429; 7], "then refused on both nodes: {statuses:?}");
+    assert_eq!(up.hits(), 5, "a refused request reached the upstream");
+    let keys = redis.keys("portcullis:q:daily:*");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let day = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    assert!(keys[0].starts_with(&format!("portcullis:q:daily:{day}:")), "{keys:?}");
+    assert_eq!(keys[0].len(), format!("portcullis:q:daily:{day}:").len() + 64, "SHA-256 hex: {keys:?}");
+    let count = redis.command(&["GET", &keys[0]]);
+    assert!(count.contains('5'), "refusals undo their count: {count}");
+    let ttl: i64 = redis.command(&["TTL", &keys[0]]).trim_start_matches(':').trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "the key expires at the day's end: {ttl} s");
+}
+
+#[test]
+fn a_stopped_redis_makes_a_quota_fail_closed_or_count_locally() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let quotas = with_quotas(
+        "  open:\n    limit: 2\n    period: month\n    store: redis\n    on_store_failure: fail_open\n  \
+         closed:\n    limit: 2\n    period: day\n    store: redis\n    on_store_failure: fail_closed\n",
+    );
+    let routes = format!("{}{}", quota_route("open", "/open", "open"), quota_route("closed", "/closed", "closed"));
+    let gw = Gateway::start(&config(up.addr, &redis, "250ms", &quotas, &routes));
+    let addr = gw.addr("main");
+    let mut conn = None;
+    let statuses = |conn: &mut Option<RawConn>, path: &str, n: usize| -> Vec<u16> {
+        (0..n).map(|_| status_of(&get(conn, addr, path))).collect()
+    };
+    assert_eq!(statuses(&mut conn, "/open", 3), [200, 200, 429]);
+    assert_eq!(statuses(&mut conn, "/closed", 3), [200, 200, 429]);
+    assert_eq!(redis.keys("portcullis:q:*").len(), 2);
+    assert_eq!(up.hits(), 4);
+
+    redis.kill();
+    for _ in 0..5 {
+        let resp = get(&mut conn, addr, "/closed");
+        assert_eq!(status_of(&resp), 503, "{resp}");
+        assert_eq!(problem_type(body_of(&resp)), problem("store-unavailable"), "{resp}");
+    }
+    assert_eq!(up.hits(), 4, "a fail_closed request reached the upstream");
+    // fail_open: this node's own count decides (it saw none of this period: the limit, then 429).
+    assert_eq!(statuses(&mut conn, "/open", 4), [200, 200, 429, 429]);
+    assert_eq!(up.hits(), 6);
+    let m = gw.metrics();
+    let failed = metric(&m, "portcullis_rate_limit_store_failures_total{limit=\"quota:closed\",mode=\"fail_closed\"}");
+    assert_eq!(failed, Some(5.0), "{m}");
+}
+
+/// Two gateways sharing bans through one Redis (`redis.share_bans: true`); `top` follows the limits.
+fn shared_bans_config(up: SocketAddr, redis: &RedisServer, rate: &str, extra: &str) -> String {
+    let limits = format!("  strict:\n    rate: {rate}\n    burst: 1\n{extra}");
+    config(up, redis, "5s", &limits, &route("app", "/", "strict"))
+        .replace("  connect_timeout: 200ms\n", "  connect_timeout: 200ms\n  share_bans: true\n")
+}
+
+/// Polls `addr` until it answers `want` (to a deadline); returns the last answer.
+fn until_status(addr: SocketAddr, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = get(&mut None, addr, path);
+        if status_of(&resp) == want {
+            return resp;
+        }
+        assert!(Instant::now() < deadline, "{addr} never answered {want}; last:\n{resp}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_ban_set_through_the_cli_applies_on_every_node() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let yaml = shared_bans_config(up.addr, &redis, "1000/s", "");
+    let dir = TempDir::new();
+    let path = dir.write("c.yaml", &yaml);
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    let (code, out, err) =
+        portcullis(&["bans", "-c", &path_str(&path), "add", "--ip", "127.0.0.1", "--for", "1h", "--reason", "t"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.trim().to_owned();
+    assert_eq!(redis.command(&["HLEN", "portcullis:bans"]).trim_start_matches(':').trim(), "1");
+    for node in [a.addr("main"), b.addr("main")] {
+        until_status(node, "/x", 403);
+    }
+    let hits = up.hits();
+    for node in [a.addr("main"), b.addr("main")] {
+        let resp = get(&mut None, node, "/x");
+        assert_eq!(status_of(&resp), 403, "{resp}");
+    }
+    assert_eq!(up.hits(), hits, "a banned request reached the upstream");
+    let (code, out, err) = portcullis(&["bans", "-c", &path_str(&path), "list"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("127.0.0.1") && out.contains("manual"), "{out}");
+    let (code, out, err) = portcullis(&["bans", "-c", &path_str(&path), "remove", &id], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for node in [a.addr("main"), b.addr("main")] {
+        until_status(node, "/x", 200);
+    }
+}
+
+#[test]
+fn an_automatic_ban_on_one_node_applies_on_the_other() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let yaml = shared_bans_config(
+        up.addr,
+        &redis,
+        "1/m",
+        "auto_ban: { after: 2, statuses: [429], within: 1m, ban_for: 1h }\n",
+    );
+    // B bans nobody itself (no auto_ban): a 403 from it is A's ban, read from Redis.
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&shared_bans_config(up.addr, &redis, "1/m", "")));
+    let mut conn = None;
+    let statuses: Vec<u16> = (0..3).map(|_| status_of(&get(&mut conn, a.addr("main"), "/x"))).collect();
+    assert_eq!(statuses, [200, 429, 429]);
+    assert_eq!(up.hits(), 1);
+    until_status(a.addr("main"), "/x", 403);
+    until_status(b.addr("main"), "/x", 403);
+    let hits = up.hits();
+    for node in [a.addr("main"), b.addr("main")] {
+        let resp = get(&mut None, node, "/x");
+        assert_eq!(status_of(&resp), 403, "{resp}");
+    }
+    assert_eq!(up.hits(), hits, "a banned request reached the upstream");
+    let stored = redis.command(&["HGETALL", "portcullis:bans"]);
+    assert!(stored.contains("127.0.0.1") && stored.contains("auto"), "{stored}");
 }

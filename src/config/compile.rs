@@ -475,7 +475,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .quotas
         .iter()
         .map(|(name, c)| {
-            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas)
+            crate::limit::quota::Quota::compile(name, c, store, &lasting.limits.quotas, fleet.as_ref(), metrics)
                 .map(|q| (name.clone(), Arc::new(q)))
                 .map_err(|m| CompileError::new("quotas", name.clone(), m))
         })
@@ -488,7 +488,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         limiters: &limiters,
         quotas: &quotas,
     };
-    let bans = lasting.guard.bans(cfg.store.as_ref()).map_err(|m| CompileError::new("sqlite", "", m))?;
+    let bans = lasting
+        .guard
+        .bans(cfg.store.as_ref(), fleet.as_ref().filter(|_| cfg.redis.as_ref().is_some_and(|r| r.share_bans)))
+        .map_err(|m| CompileError::new("sqlite", "", m))?;
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();

@@ -30,7 +30,8 @@ fn policy_lints(cfg: &FileConfig) -> Vec<String> {
 /// introspection `roles_claim`, an API key store).
 pub fn lints(cfg: &FileConfig) -> Vec<String> {
     let mut out = policy_lints(cfg);
-    if cfg.store.is_none() && cfg.auto_ban.is_some() {
+    let shared_bans = cfg.redis.as_ref().is_some_and(|r| r.share_bans);
+    if cfg.store.is_none() && !shared_bans && cfg.auto_ban.is_some() {
         out.push(
             "no `store:`: automatic bans are kept in memory only (lost on restart, not shown by `portcullis bans`); \
              add `store: { sqlite: PATH }`"

@@ -6,6 +6,10 @@
 //! within about a second. Without `store:` they live in this process only (automatic bans), and are
 //! lost on restart.
 //!
+//! With `redis:` and `redis.share_bans: true` they live in the fleet's Redis instead ([`RedisBans`]):
+//! the CLI writes there, automatic bans are written there, and every node polls the version key
+//! every half second, so a ban set on one node applies on every node within about a second.
+//!
 //! Active bans are held as a prefix structure of expiries (the latest expiry of every ban covering an
 //! address) and a map of principals, swapped whole on change; a lookup compares the expiry with the
 //! clock, so an expired ban stops applying by itself, and expired entries are dropped at the next poll.
@@ -189,6 +193,99 @@ impl BanStore {
     }
 }
 
+/// Bans in the fleet's Redis (`redis.share_bans: true`): the hash `portcullis:bans` (id to
+/// `kind \t target \t expires_at \t created_at \t source \t reason`), ids from `portcullis:bans:id`,
+/// and `portcullis:bans:version`, bumped on every change and polled by every node. Blocking calls.
+pub struct RedisBans {
+    client: redis::Client,
+    timeout: Duration,
+    conn: Option<redis::Connection>,
+}
+
+const HASH: &str = "portcullis:bans";
+const IDS: &str = "portcullis:bans:id";
+const VERSION: &str = "portcullis:bans:version";
+
+impl RedisBans {
+    pub fn new(fleet: &crate::fleet::Fleet) -> RedisBans {
+        RedisBans { client: fleet.client(), timeout: fleet.timeout().max(Duration::from_secs(1)), conn: None }
+    }
+
+    fn with<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
+        if self.conn.is_none() {
+            let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| format!("redis: {e}"))?;
+            c.set_read_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
+            c.set_write_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
+            self.conn = Some(c);
+        }
+        let Some(c) = self.conn.as_mut() else { return Err("redis: no connection".into()) };
+        f(c).map_err(|e| {
+            self.conn = None;
+            format!("redis: {e}")
+        })
+    }
+
+    /// The change counter (0 before any change).
+    pub fn version(&mut self) -> Result<i64, String> {
+        self.with(|c| redis::cmd("GET").arg(VERSION).query::<Option<i64>>(c)).map(|v| v.unwrap_or(0))
+    }
+
+    /// Adds a ban; returns its id.
+    pub fn add(&mut self, target: &Target, until: i64, reason: &str, source: &str) -> Result<i64, String> {
+        let now = now_ms();
+        let reason = reason.replace(['\t', '\n'], " ");
+        let value = format!("{}\t{}\t{until}\t{now}\t{source}\t{reason}", target.kind(), target.text());
+        self.with(|c| {
+            let id: i64 = redis::cmd("INCR").arg(IDS).query(c)?;
+            redis::pipe().atomic().hset(HASH, id, &value).ignore().incr(VERSION, 1).ignore().query::<()>(c)?;
+            Ok(id)
+        })
+    }
+
+    /// Lifts a ban now. False if there is no such ban.
+    pub fn remove(&mut self, id: i64) -> Result<bool, String> {
+        self.with(|c| {
+            let (n,): (i64,) = redis::pipe().atomic().hdel(HASH, id).incr(VERSION, 1).ignore().query(c)?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Bans that have not expired at `now` (or all), oldest first. Bans expired over a day ago are
+    /// dropped from the hash on the way.
+    pub fn list(&mut self, now: Option<i64>) -> Result<Vec<Ban>, String> {
+        let all: HashMap<i64, String> = self.with(|c| redis::cmd("HGETALL").arg(HASH).query(c))?;
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for (id, v) in all {
+            let f: Vec<&str> = v.splitn(6, '\t').collect();
+            let parsed = match f.as_slice() {
+                [kind, target, expires, created, source, reason] => Target::parse(kind, target).ok().and_then(|t| {
+                    Some(Ban {
+                        id,
+                        target: t,
+                        reason: (*reason).to_owned(),
+                        source: (*source).to_owned(),
+                        created_at: created.parse().ok()?,
+                        expires_at: expires.parse().ok()?,
+                    })
+                }),
+                _ => None,
+            };
+            match parsed {
+                Some(b) if b.expires_at < now_ms() - 86_400_000 => stale.push(id),
+                Some(b) if b.expires_at > now.unwrap_or(i64::MIN) => out.push(b),
+                Some(_) => {}
+                None => tracing::warn!(target: "security", ban = id, "unreadable ban in redis skipped"),
+            }
+        }
+        if !stale.is_empty() {
+            self.with(|c| redis::cmd("HDEL").arg(HASH).arg(&stale).query::<()>(c))?;
+        }
+        out.sort_by_key(|b| b.id);
+        Ok(out)
+    }
+}
+
 /// The active bans as one lookup structure.
 #[derive(Default)]
 pub struct BanSet {
@@ -233,6 +330,8 @@ pub struct Bans {
     set: ArcSwap<BanSet>,
     state: Mutex<State>,
     store: Option<(PathBuf, Mutex<Option<BanStore>>)>,
+    /// With `redis.share_bans`: the fleet's bans (instead of `store`).
+    redis: Option<Mutex<RedisBans>>,
     started: AtomicBool,
 }
 
@@ -241,7 +340,7 @@ impl Bans {
     pub fn open(store: Option<&Path>) -> Result<Bans, String> {
         let bans = Bans::empty(store);
         if store.is_some() {
-            bans.poll().map_err(|e| e.to_string())?;
+            bans.poll()?;
         }
         Ok(bans)
     }
@@ -252,13 +351,28 @@ impl Bans {
             set: ArcSwap::from_pointee(BanSet { next_expiry: i64::MAX, ..Default::default() }),
             state: Mutex::new(State::default()),
             store: store.map(|p| (p.to_owned(), Mutex::new(None))),
+            redis: None,
             started: AtomicBool::new(false),
         }
     }
 
+    /// The fleet's bans in Redis, read at once (a node starts while Redis is down, with none).
+    pub fn redis(fleet: &crate::fleet::Fleet) -> Bans {
+        let bans = Bans { redis: Some(Mutex::new(RedisBans::new(fleet))), ..Bans::empty(None) };
+        if let Err(e) = bans.poll() {
+            tracing::error!(error = %e, "bans cannot be read from redis yet; polling");
+        }
+        bans
+    }
+
     /// True when bans persist (a `store:` is configured).
     pub fn persistent(&self) -> bool {
-        self.store.is_some()
+        self.store.is_some() || self.redis.is_some()
+    }
+
+    /// True when bans live in the fleet's Redis.
+    pub fn shared(&self) -> bool {
+        self.redis.is_some()
     }
 
     pub fn store_path(&self) -> Option<&Path> {
@@ -291,7 +405,40 @@ impl Bans {
     }
 
     /// Reads the store if its counter moved, and drops expired bans; blocking (SQLite).
-    pub fn poll(&self) -> Result<bool, StoreError> {
+    pub fn poll(&self) -> Result<bool, String> {
+        if let Some(r) = &self.redis {
+            let read = {
+                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+                let last = self.state.lock().unwrap_or_else(|e| e.into_inner()).version;
+                match r.version()? {
+                    v if Some(v) == last => None,
+                    v => Some((v, r.list(Some(now_ms()))?)),
+                }
+            };
+            return Ok(self.apply(read));
+        }
+        self.poll_store().map_err(|e| e.to_string())
+    }
+
+    fn apply(&self, read: Option<(i64, Vec<Ban>)>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Some((version, bans)) => {
+                state.bans = bans;
+                state.version = Some(version);
+                self.rebuild(&state);
+                true
+            }
+            None => {
+                if self.set.load().next_expiry <= now_ms() {
+                    self.rebuild(&state);
+                }
+                false
+            }
+        }
+    }
+
+    fn poll_store(&self) -> Result<bool, StoreError> {
         let Some((path, conn)) = &self.store else {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if self.set.load().next_expiry <= now_ms() {
@@ -381,7 +528,7 @@ impl Bans {
         }
         state.next_id += 1;
         let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
-        if self.store.is_none() {
+        if self.store.is_none() && self.redis.is_none() {
             // Expired bans go here (nothing else prunes memory-only bans).
             state.bans.retain(|b| b.expires_at > now);
             let id = state.next_id;
@@ -394,6 +541,22 @@ impl Bans {
         drop(state);
         let this = self.clone();
         let write = move || {
+            if let Some(r) = &this.redis {
+                let written =
+                    r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto");
+                let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.pending.retain(|p| p.id != ban.id);
+                match written {
+                    // The next poll reads it back with the others.
+                    Ok(id) => state.bans.push(Ban { id, ..ban }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "automatic ban not stored in redis; it applies in this process only");
+                        state.bans.push(ban);
+                    }
+                }
+                this.rebuild(&state);
+                return;
+            }
             let Some((path, conn)) = &this.store else { return };
             let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
             let written = (|| {

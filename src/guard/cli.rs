@@ -1,7 +1,8 @@
 //! `portcullis bans -c CONFIG add|list|remove`: bans in the config's `store:` file. A running gateway
 //! on the same store picks changes up within about a second.
 
-use super::bans::{now_ms, BanStore, Target};
+use super::bans::{now_ms, BanStore, RedisBans, Target};
+use crate::fleet::{Fleet, RedisConfig};
 use crate::store::StoreConfig;
 use crate::units::parse_duration;
 use clap::{ArgGroup, Subcommand};
@@ -36,12 +37,47 @@ pub enum BansCommand {
     Remove { id: i64 },
 }
 
-/// Runs `cmd` on the config's store.
-pub fn run(store: Option<&StoreConfig>, cmd: BansCommand) -> Result<(), String> {
-    let store = store.ok_or(
-        "the config has no `store:`, so bans live in the gateway's memory only; add `store: { sqlite: PATH }`",
-    )?;
-    let mut bans = BanStore::open(&store.sqlite).map_err(|e| e.to_string())?;
+/// Where the CLI writes: the fleet's Redis (`redis.share_bans: true`) or the `store:` file.
+enum Backend {
+    Sqlite(BanStore),
+    Redis(Box<RedisBans>),
+}
+
+impl Backend {
+    fn add(&mut self, target: &Target, until: i64, reason: &str) -> Result<i64, String> {
+        match self {
+            Backend::Sqlite(s) => s.add(target, until, reason, "manual").map_err(|e| e.to_string()),
+            Backend::Redis(r) => r.add(target, until, reason, "manual"),
+        }
+    }
+
+    fn list(&mut self, now: Option<i64>) -> Result<Vec<super::bans::Ban>, String> {
+        match self {
+            Backend::Sqlite(s) => s.list(now).map_err(|e| e.to_string()),
+            Backend::Redis(r) => r.list(now),
+        }
+    }
+
+    fn remove(&mut self, id: i64) -> Result<bool, String> {
+        match self {
+            Backend::Sqlite(s) => s.remove(id).map_err(|e| e.to_string()),
+            Backend::Redis(r) => r.remove(id),
+        }
+    }
+}
+
+/// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store.
+pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCommand) -> Result<(), String> {
+    let mut bans = match redis.filter(|r| r.share_bans) {
+        Some(r) => Backend::Redis(Box::new(RedisBans::new(&Fleet::new(r)?))),
+        None => {
+            let store = store.ok_or(
+                "the config has no `store:`, so bans live in the gateway's memory only; add `store: { sqlite: PATH }` \
+                 (or `redis:` with `share_bans: true`)",
+            )?;
+            Backend::Sqlite(BanStore::open(&store.sqlite).map_err(|e| e.to_string())?)
+        }
+    };
     match cmd {
         BansCommand::Add { ip, prefix, principal, duration, reason } => {
             let target = match (ip, prefix, principal) {
@@ -55,13 +91,13 @@ pub fn run(store: Option<&StoreConfig>, cmd: BansCommand) -> Result<(), String> 
                 return Err("--for must be positive".into());
             }
             let until = now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
-            let id = bans.add(&target, until, &reason, "manual").map_err(|e| e.to_string())?;
+            let id = bans.add(&target, until, &reason)?;
             eprintln!("banned until {}", utc(until));
             println!("{id}");
         }
         BansCommand::List { all } => {
             let now = now_ms();
-            let list = bans.list(if all { None } else { Some(now) }).map_err(|e| e.to_string())?;
+            let list = bans.list(if all { None } else { Some(now) })?;
             println!(
                 "{:<6} {:<10} {:<40} {:<21} {:<10} {:<7} reason",
                 "id", "kind", "target", "expires (UTC)", "left", "source"
@@ -86,7 +122,7 @@ pub fn run(store: Option<&StoreConfig>, cmd: BansCommand) -> Result<(), String> 
             }
         }
         BansCommand::Remove { id } => {
-            if !bans.remove(id).map_err(|e| e.to_string())? {
+            if !bans.remove(id)? {
                 return Err(format!("no ban {id}"));
             }
             eprintln!("ban {id} lifted");

@@ -38,7 +38,15 @@ pub struct Kept {
 
 impl Kept {
     /// The node's bans for this `store:` (in memory without one), opened once and kept across reloads.
-    pub fn bans(&self, store: Option<&crate::store::StoreConfig>) -> Result<Arc<Bans>, String> {
+    pub fn bans(
+        &self,
+        store: Option<&crate::store::StoreConfig>,
+        fleet: Option<&Arc<crate::fleet::Fleet>>,
+    ) -> Result<Arc<Bans>, String> {
+        if let Some(fleet) = fleet {
+            let key = format!("redis:{:p}", Arc::as_ptr(fleet));
+            return Ok(self.bans.get_or_insert(&key, |_| {}, || Bans::redis(fleet)));
+        }
         let key = store.map_or_else(|| "memory".to_owned(), |s| format!("sqlite:{}", s.sqlite.display()));
         let mut failed = None;
         let bans = self.bans.get_or_insert(
@@ -173,6 +181,7 @@ impl Guard {
             parts.push(f.describe());
         }
         parts.push(match self.bans.store_path() {
+            _ if self.bans.shared() => "bans: redis".into(),
             Some(p) => format!("bans: {}", p.display()),
             None => "bans: in memory".into(),
         });

@@ -9,13 +9,20 @@
 //! are SHA-256 digests of what identifies the caller (never the principal's id itself) and stay the
 //! same across restarts.
 //!
+//! With `store: redis` a quota is counted once for the fleet: [`QUOTA_LUA`] increments
+//! `portcullis:q:<quota>:<period index>:<hex SHA-256 of the key parts>`, expires it at the period's
+//! end, and undoes the increment over the limit. When Redis cannot answer, `on_store_failure:
+//! fail_open` counts on this node (as a `store: local` quota does) and `fail_closed` answers 503.
+//!
 //! A refusal is 429 with `Retry-After` until the period ends; every answer carries the quota in
 //! `RateLimit-Policy` (`q` the quota, `w` the period's length) and `RateLimit` (`r` what is left, `t`
 //! seconds until the period ends).
 
 use super::KeyPart;
 use crate::exchange::{Exchange, Place, Reject};
+use crate::fleet::{Batched, Fleet, OnFailure};
 use crate::store::{Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
 use rusqlite::params;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +42,14 @@ pub struct QuotaConfig {
     /// Per role (from authentication), another amount; the largest of the principal's applies.
     #[serde(default)]
     pub tiers: BTreeMap<String, u64>,
+    /// Where the counts live: `local` (default: this node's memory and `store:`) or `redis` (one
+    /// count for the fleet; needs the top-level `redis:` section).
+    #[serde(default)]
+    pub store: super::Store,
+    /// Required with `store: redis`: `fail_open` (count on this node) or `fail_closed` (503) when
+    /// Redis cannot answer in time.
+    #[serde(default)]
+    pub on_store_failure: Option<OnFailure>,
 }
 
 fn default_key() -> Vec<KeyPart> {
@@ -257,6 +272,40 @@ impl Kept {
     }
 }
 
+/// The count of each `KEYS[i]` (`ARGV`, two per key: the limit, the Unix second the period ends):
+/// INCR, EXPIREAT the period's end on first use, and over the limit the INCR is undone. Returns two
+/// integers per key: allowed (1 or 0), used (after).
+pub const QUOTA_LUA: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local ends = math.floor(tonumber(ARGV[2 * i]))
+  local n = redis.call('INCR', key)
+  if n == 1 then
+    redis.call('EXPIREAT', key, ends)
+  end
+  if n > limit then
+    redis.call('DECR', key)
+    out[#out + 1] = 0
+    out[#out + 1] = n - 1
+  else
+    out[#out + 1] = 1
+    out[#out + 1] = n
+  end
+end
+return out
+"#;
+
+/// A `store: redis` quota's link to the fleet's Redis.
+struct SharedQuota {
+    batched: Arc<Batched>,
+    on_failure: OnFailure,
+    /// `portcullis:q:<quota>:`
+    prefix: String,
+    /// `portcullis_rate_limit_store_failures_total{limit="quota:<name>",mode}`.
+    failures: Counter,
+}
+
 /// A compiled quota.
 pub struct Quota {
     name: String,
@@ -265,6 +314,7 @@ pub struct Quota {
     key: Vec<KeyPart>,
     tiers: Vec<(String, u64)>,
     state: Arc<QuotaState>,
+    shared: Option<SharedQuota>,
 }
 
 impl std::fmt::Debug for Quota {
@@ -274,7 +324,14 @@ impl std::fmt::Debug for Quota {
 }
 
 impl Quota {
-    pub fn compile(name: &str, c: &QuotaConfig, store: Option<&PathBuf>, kept: &Kept) -> Result<Quota, String> {
+    pub fn compile(
+        name: &str,
+        c: &QuotaConfig,
+        store: Option<&PathBuf>,
+        kept: &Kept,
+        fleet: Option<&Arc<Fleet>>,
+        metrics: &crate::observe::metrics::Metrics,
+    ) -> Result<Quota, String> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             return Err(format!("quotas: `{name}`: names are letters, digits, `-`, `_` and `.`"));
         }
@@ -287,6 +344,27 @@ impl Quota {
         if c.key.iter().any(|k| matches!(k, KeyPart::Body(_))) {
             return Err(format!("quotas.{name}.key: a quota cannot be keyed by a body field"));
         }
+        let shared = match (c.store, c.on_store_failure, fleet) {
+            (super::Store::Local, None, _) => None,
+            (super::Store::Local, Some(_), _) => {
+                return Err(format!("quotas.{name}.on_store_failure applies only with `store: redis`"))
+            }
+            (super::Store::Redis, _, None) => {
+                return Err(format!("quotas.{name}: `store: redis` needs the top-level `redis:` section"))
+            }
+            (super::Store::Redis, None, Some(_)) => {
+                return Err(format!(
+                    "quotas.{name}: `store: redis` needs `on_store_failure: fail_open` (count on this node) \
+                     or `fail_closed` (503) for when Redis cannot answer"
+                ))
+            }
+            (super::Store::Redis, Some(on_failure), Some(fleet)) => Some(SharedQuota {
+                batched: fleet.batched("quota", QUOTA_LUA, 2),
+                on_failure,
+                prefix: format!("portcullis:q:{name}:"),
+                failures: metrics.rate_limit_store_failures(&format!("quota:{name}"), on_failure.as_str()),
+            }),
+        };
         // One state per name and store file: a quota moved to another store starts from that store.
         let id = format!("{name}\u{0}{}", store.map(|p| p.display().to_string()).unwrap_or_default());
         let id = format!("{id}\u{0}{:?}", c.period);
@@ -313,6 +391,7 @@ impl Quota {
             key: c.key.clone(),
             tiers: c.tiers.iter().map(|(r, n)| (r.clone(), *n)).collect(),
             state,
+            shared,
         })
     }
 
@@ -352,12 +431,42 @@ impl Quota {
         key
     }
 
-    /// Counts the request against the quota (429 once it is used up) and writes the headers.
-    pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+    /// The caller's count in Redis, the same on every node: `portcullis:q:<quota>:<period index>:<hex
+    /// SHA-256 of the key parts>`.
+    fn shared_key_of(&self, prefix: &str, period: i64, ex: &Exchange<'_>) -> String {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        super::write_parts(&self.key, 64, ex, None, &mut ctx);
+        format!("{prefix}{period}:{}", crate::fleet::hex(ctx.finish().as_ref()))
+    }
+
+    /// Counts the request against the quota (429 once it is used up) and writes the headers. A
+    /// `store: redis` quota counts in Redis; when Redis cannot answer, `fail_open` counts on this node
+    /// and `fail_closed` refuses with 503.
+    pub async fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         let now = unix_now();
         let (period, start, end) = self.period.at(now);
         let (tier, limit) = self.limit_for(ex);
-        let (allowed, used) = self.state.take(self.key_of(ex), period, limit);
+        let answer = match &self.shared {
+            None => None,
+            Some(s) => {
+                let key = self.shared_key_of(&s.prefix, period, ex);
+                let v = s.batched.eval(vec![key], vec![limit as f64, end as f64]).await;
+                match v.ok().filter(|v| v.len() == 2) {
+                    Some(v) => Some((v[0] == 1, u64::try_from(v[1]).unwrap_or(0))),
+                    None => {
+                        s.failures.inc();
+                        if s.on_failure == OnFailure::FailClosed {
+                            return Err(Reject::StoreUnavailable);
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let (allowed, used) = match answer {
+            Some(a) => a,
+            None => self.state.take(self.key_of(ex), period, limit),
+        };
         let left = (end - now).max(1) as u64;
         let name = match tier {
             Some(role) => format!("\"{}.{role}\"", self.name),
@@ -395,8 +504,11 @@ impl Quotas {
     }
 
     /// Each quota in turn; the first used up refuses (later ones are not counted).
-    pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
-        self.quotas.iter().try_for_each(|q| q.check(ex))
+    pub async fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        for q in &self.quotas {
+            q.check(ex).await?;
+        }
+        Ok(())
     }
 }
 

@@ -115,7 +115,7 @@ impl Stage {
                 l.check(ex, fields.as_ref()).await
             }
             Stage::Concurrency(c) => c.enter(ex),
-            Stage::Quotas(q) => q.check(ex),
+            Stage::Quotas(q) => q.check(ex).await,
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
         }
