@@ -173,6 +173,18 @@ fn ipv6_clients_are_counted_by_prefix_and_headers_and_mapped_addresses_by_what_t
     assert_eq!(tenant("acme", "192.0.2.1"), 200);
     assert_eq!(tenant("acme", "192.0.2.2"), 429);
     assert_eq!(tenant("globex", "192.0.2.2"), 200);
+    // The header twice (the upstream may read either one): counted by the address, so a fresh second
+    // value per request is not a fresh bucket.
+    let twice = |second: &str| {
+        get(
+            &gw,
+            "/c",
+            &["-H", "X-Tenant: acme", "-H", &format!("X-Tenant: {second}"), "-H", "X-Forwarded-For: 198.51.100.9"],
+        )
+        .0
+    };
+    assert_eq!(twice("r1"), 200);
+    assert_eq!(twice("r2"), 429);
     // A request without the header is counted by its address, not in one shared bucket.
     assert_eq!(from("/c", "198.51.100.1"), 200);
     assert_eq!(from("/c", "198.51.100.2"), 200);

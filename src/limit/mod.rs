@@ -362,7 +362,9 @@ fn write_parts(
         match part {
             KeyPart::ClientIp => write_ip(h, ex.client_ip, ipv6_prefix),
             KeyPart::Route => h.part(b'r', ex.route.as_deref().unwrap_or("").as_bytes()),
-            KeyPart::Header(name) => match ex.parts.headers.get(name) {
+            // A header given twice counts as the client's address: the upstream may read the other one,
+            // and a fresh second value per request would otherwise be a fresh bucket each time.
+            KeyPart::Header(name) => match one_header(&ex.parts.headers, name) {
                 Some(v) => h.part(b'h', v.as_bytes()),
                 None => write_ip(h, ex.client_ip, ipv6_prefix),
             },
@@ -382,6 +384,15 @@ fn write_parts(
                 None => write_ip(h, ex.client_ip, ipv6_prefix),
             },
         }
+    }
+}
+
+/// The one value of header `name`; `None` when it is absent or given more than once.
+fn one_header<'h>(headers: &'h http::HeaderMap, name: &HeaderName) -> Option<&'h http::HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
     }
 }
 
