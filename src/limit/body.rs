@@ -58,7 +58,7 @@ impl Fields {
             let mut seen = HashSet::new();
             let mut pairs = Vec::new();
             for (k, v) in form_pairs(body) {
-                if !seen.insert(k.to_lowercase()) {
+                if !seen.insert(fold(&k)) {
                     return Err(Reject::BadRequest("a form field is given twice"));
                 }
                 pairs.push((k, v));
@@ -75,6 +75,12 @@ impl Fields {
         }
         Err(Reject::UnsupportedMediaType)
     }
+}
+
+/// A name as case-insensitive parsers compare it: upper then lower case, so `ſ` is `s` and the Kelvin
+/// sign is `k` (.NET's ordinal ignore-case, Go's `EqualFold`).
+fn fold(name: &str) -> String {
+    name.to_uppercase().to_lowercase()
 }
 
 /// `application/x-www-form-urlencoded` pairs: `+` is a space, then percent-decoding (lossy UTF-8).
@@ -153,7 +159,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = serde_json::Map::new();
         let mut seen = HashSet::new();
         while let Some(k) = map.next_key::<String>()? {
-            if !seen.insert(k.to_lowercase()) {
+            if !seen.insert(fold(&k)) {
                 return Err(de::Error::custom("a name is given twice"));
             }
             let Strict(v) = map.next_value()?;
@@ -185,6 +191,7 @@ mod tests {
         for (ct, body) in [
             ("application/json", r#"{"user":"victim","user":"me"}"#),
             ("application/json", r#"{"user":"victim","User":"me"}"#),
+            ("application/json", "{\"user\":\"victim\",\"u\u{17f}er\":\"me\"}"),
             ("application/json", r#"{"a":{"b":1,"B":2},"user":"x"}"#),
             ("application/json", r#"{"user":"x""#),
             ("application/x-www-form-urlencoded", "user=victim&user=me"),
