@@ -6,12 +6,11 @@
 //! Places are counted per key in a sharded map that only holds keys with a request in flight, so its
 //! size is bounded by the requests in flight.
 
+use super::KeyPart;
 use crate::exchange::{Exchange, Place, Reject};
 use serde::Deserialize;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::HashMap;
-use std::hash::Hasher;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// `route.concurrency`.
@@ -123,21 +122,15 @@ impl Concurrency {
         Ok(())
     }
 
+    /// The key parts of `per` (a principal missing on a public route counts as its address).
     fn key_of(&self, ex: &Exchange<'_>) -> u128 {
+        let parts: &[KeyPart] = match self.per {
+            Per::Route => &[],
+            Per::ClientIp => &[KeyPart::ClientIp],
+            Per::Principal => &[KeyPart::Principal],
+        };
         let mut h = SipHasher13::new_with_key(super::process_key());
-        match (self.per, ex.principal.as_deref()) {
-            (Per::Route, _) => {}
-            (Per::Principal, Some(p)) => {
-                h.write(p.kind.as_str().as_bytes());
-                h.write_u8(0);
-                h.write(p.id.as_bytes());
-            }
-            // No principal (a public route): its client address.
-            (Per::ClientIp | Per::Principal, _) => match ex.client_ip.to_canonical() {
-                IpAddr::V4(v4) => h.write(&v4.octets()),
-                IpAddr::V6(v6) => h.write(&(u128::from(v6) & !(u128::MAX >> 64)).to_be_bytes()),
-            },
-        }
+        super::write_parts(parts, 64, ex, None, &mut h);
         h.finish128().as_u128()
     }
 

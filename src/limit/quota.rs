@@ -22,6 +22,7 @@ use super::KeyPart;
 use crate::exchange::{Exchange, Place, Reject};
 use crate::fleet::{Batched, Fleet, OnFailure};
 use crate::store::{Store, StoreError};
+use crate::units::{civil_from_days, days_from_civil};
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::params;
 use serde::Deserialize;
@@ -70,7 +71,7 @@ impl Period {
         match self {
             Period::Day => (days, days * 86_400, (days + 1) * 86_400),
             Period::Month => {
-                let (y, m, _) = civil(days);
+                let (y, m, _) = civil_from_days(days);
                 let index = y * 12 + (m - 1);
                 let start = days_from_civil(y, m, 1) * 86_400;
                 let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
@@ -78,30 +79,6 @@ impl Period {
             }
         }
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 const COMPONENT: &str = "quotas";
@@ -530,7 +507,7 @@ mod tests {
         let (_, start, end) = Period::Month.at(days_from_civil(2026, 12, 31) * 86_400 + 5);
         assert_eq!((start, end), (days_from_civil(2026, 12, 1) * 86_400, days_from_civil(2027, 1, 1) * 86_400));
         for d in [-1000, 0, 59, 10_957, 20_000, 40_000] {
-            let (y, m, dd) = civil(d);
+            let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);
         }
     }
