@@ -303,7 +303,7 @@ fn concurrency_limits_hold_a_place_until_the_answer_is_done() {
         .map(|_| {
             std::thread::spawn(move || {
                 let mut c = RawConn::connect(addr);
-                status_of(&c.get("/sleep/1500", Duration::from_secs(10)))
+                status_of(&c.get("/sleep/4000", Duration::from_secs(20)))
             })
         })
         .collect();
