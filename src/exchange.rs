@@ -405,7 +405,32 @@ pub enum Reject {
     Banned,
     /// Shared state (Redis) could not be reached and the limit or replay store fails closed.
     StoreUnavailable,
+    /// The request breaks the route's declared shape or its OpenAPI document (400 or 422): each error
+    /// names where (a JSON pointer or a parameter) and a code, never a value from the request.
+    Invalid(Box<Invalid>),
+    /// Inspection found an attack (the rules are in the logs, never in the answer).
+    RequestBlocked,
     Internal(&'static str),
+}
+
+/// A validation refusal: its status (400 or 422), the reason for the logs, and the errors listed in
+/// the problem document's `errors` extension member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub errors: Vec<FieldError>,
+}
+
+/// One error of a refused request: where (`in` is `body`, `query`, `header`, `path` or `cookie`;
+/// `pointer` a JSON pointer into the body or a parameter's name; `offset` a byte offset into the
+/// body) and a stable code (`type`, `required`, `pattern`, `max-depth`, ...). Never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub location: &'static str,
+    pub pointer: Box<str>,
+    pub code: &'static str,
+    pub offset: Option<u64>,
 }
 
 impl Reject {
@@ -431,6 +456,8 @@ impl Reject {
             Reject::NoHealthyUpstream | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reject::Invalid(i) => i.status,
+            Reject::RequestBlocked => StatusCode::FORBIDDEN,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -462,6 +489,8 @@ impl Reject {
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
             Reject::IpDenied => ("ip-denied", "The client address is not allowed"),
             Reject::Banned => ("banned", "The client is banned"),
+            Reject::Invalid(_) => ("invalid-request", "The request does not match what the API accepts"),
+            Reject::RequestBlocked => ("request-blocked", "The request was blocked by inspection"),
         }
     }
 
@@ -475,6 +504,7 @@ impl Reject {
             | Reject::InvalidPath(r)
             | Reject::Internal(r)
             | Reject::MalformedJson { reason: r, .. } => r,
+            Reject::Invalid(i) => i.reason,
             _ => self.kind().0,
         }
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod exchange;
 pub mod fleet;
 pub mod guard;
+pub mod inspect;
 pub mod limit;
 pub mod observe;
 pub mod pipeline;

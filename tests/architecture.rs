@@ -135,7 +135,7 @@ fn exchange_is_a_leaf() {
 #[test]
 fn stages_never_import_the_server_the_proxy_or_the_pipeline() {
     let g = graph();
-    for stage in ["authn", "authz", "limit", "guard", "validate", "route"] {
+    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect"] {
         for forbidden in ["server", "proxy", "pipeline", "config", "admin", "cli"] {
             assert!(!g[stage].contains(forbidden), "{stage} imports {forbidden}: {:?}", g[stage]);
         }

@@ -20,6 +20,7 @@ impl Reject {
                 format!(",\"pointer\":{}", serde_json::Value::String(pointer.to_string()))
             }
             Reject::MalformedJson { offset, .. } => format!(",\"offset\":{offset}"),
+            Reject::Invalid(i) => errors_member(&i.errors),
             _ => String::new(),
         };
         format!(
@@ -74,6 +75,24 @@ impl Reject {
         }
         resp
     }
+}
+
+/// The `errors` extension member: where and which check, never a value from the request.
+fn errors_member(errors: &[crate::exchange::FieldError]) -> String {
+    let list: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|e| {
+            let mut m = serde_json::Map::new();
+            m.insert("in".into(), e.location.into());
+            m.insert("pointer".into(), e.pointer.as_ref().into());
+            m.insert("code".into(), e.code.into());
+            if let Some(o) = e.offset {
+                m.insert("offset".into(), o.into());
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    format!(",\"errors\":{}", serde_json::Value::Array(list))
 }
 
 /// Every problem `type` is this prefix plus the slug, e.g. `urn:portcullis:problem:not-found`.
