@@ -8,6 +8,7 @@ pub mod body;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod content;
 pub mod exchange;
 pub mod fleet;
 pub mod guard;

@@ -110,3 +110,5 @@ impl Hits {
         }
     }
 }
+
+pub mod others;
