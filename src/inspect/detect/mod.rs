@@ -1,5 +1,5 @@
 //! The detectors. Each is a module with one entry point,
-//! `pub(crate) fn scan(v: &View<'_>, hits: &mut Hits)`, that reads one normalised value and reports
+//! `pub fn scan(v: &View<'_>, hits: &mut Hits)`, that reads one normalised value and reports
 //! the rules it matched. Detectors match with `regex`, `aho-corasick`, `memchr` or hand-written
 //! scanners only (linear time: no input can make them backtrack), and count their work in
 //! [`Hits::work`] (bytes looked at), so a test can assert the work stays linear in the input without

@@ -4,4 +4,4 @@
 use super::{Hits, View};
 
 /// Runs every detector of this module on one value.
-pub(crate) fn scan(_v: &View<'_>, _hits: &mut Hits) {}
+pub fn scan(_v: &View<'_>, _hits: &mut Hits) {}
