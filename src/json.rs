@@ -6,6 +6,7 @@
 //! value. The pointer is the one place a key of the body appears, as the `errors` contract allows.
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// serde_json refuses nesting deeper than 128 on its own; a configured depth stays below it.
@@ -62,6 +63,22 @@ pub fn check(body: &[u8], shape: &Shape) -> Result<(), ShapeError> {
     }
 }
 
+/// The longest pointer an error carries: past it, the pointer is cut (at a character boundary), so
+/// an answer never grows with a hostile key's length.
+pub const MAX_POINTER: usize = 256;
+
+/// `pointer` cut to [`MAX_POINTER`] bytes.
+pub fn capped(pointer: &str) -> &str {
+    if pointer.len() <= MAX_POINTER {
+        return pointer;
+    }
+    let mut end = MAX_POINTER;
+    while !pointer.is_char_boundary(end) {
+        end -= 1;
+    }
+    &pointer[..end]
+}
+
 /// serde_json reports a 1-based line and a column counted in bytes; the offset is what a client can
 /// seek to.
 pub fn offset_of(body: &[u8], line: usize, column: usize) -> u64 {
@@ -84,7 +101,7 @@ struct State<'s> {
 
 impl State<'_> {
     fn refuse<E: de::Error>(&mut self, code: &'static str) -> E {
-        self.refused = Some((self.path.clone(), code));
+        self.refused = Some((capped(&self.path).to_owned(), code));
         E::custom(code)
     }
 
@@ -131,15 +148,15 @@ impl Walker<'_, '_> {
 
 /// A key as case-insensitive parsers see it: ASCII folded cheaply, other text through Unicode case
 /// folding (`s` and `ſ`, `k` and the Kelvin sign are one key to some parser).
-fn folded(key: &str) -> std::borrow::Cow<'_, str> {
+fn folded(key: &str) -> Cow<'_, str> {
     if key.is_ascii() {
         if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(key.to_ascii_lowercase())
+            Cow::Owned(key.to_ascii_lowercase())
         } else {
-            std::borrow::Cow::Borrowed(key)
+            Cow::Borrowed(key)
         }
     } else {
-        std::borrow::Cow::Owned(key.to_uppercase().to_lowercase())
+        Cow::Owned(key.to_uppercase().to_lowercase())
     }
 }
 
@@ -201,10 +218,12 @@ impl<'de> Visitor<'de> for Walker<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         self.enter()?;
         let base = self.state.path.len();
-        let mut seen: Vec<String> = Vec::new();
-        let mut set: Option<std::collections::HashSet<String>> = None;
+        // Folded keys seen so far: borrowed from the body when it spells them plainly (the usual
+        // case), so a small object costs one short list and no key copies.
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        let mut set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
         let mut count = 0u32;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             count += 1;
             if count > self.state.shape.max_keys {
                 return Err(self.state.refuse("max-keys"));
@@ -212,7 +231,13 @@ impl<'de> Visitor<'de> for Walker<'_, '_> {
             self.state.push_key(&key);
             self.state.string(key.len())?;
             if self.state.shape.refuse_duplicate_keys {
-                let k = folded(&key).into_owned();
+                let k = match key {
+                    Cow::Borrowed(b) => match folded(b) {
+                        Cow::Borrowed(_) => Cow::Borrowed(b),
+                        Cow::Owned(o) => Cow::Owned(o),
+                    },
+                    Cow::Owned(o) => Cow::Owned(folded(&o).into_owned()),
+                };
                 // Small objects (the common case) scan a short list; large ones use a set.
                 let fresh = match &mut set {
                     Some(set) => set.insert(k),
@@ -222,7 +247,7 @@ impl<'de> Visitor<'de> for Walker<'_, '_> {
                         fresh
                     }
                     None => {
-                        let mut s: std::collections::HashSet<String> = seen.drain(..).collect();
+                        let mut s: std::collections::HashSet<Cow<'de, str>> = seen.drain(..).collect();
                         let fresh = s.insert(k);
                         set = Some(s);
                         fresh

@@ -316,6 +316,13 @@ fn openapi_types_and_strict_operations() {
     assert_eq!((status, body["type"].as_str()), (405, Some(problem("method-not-allowed").as_str())), "{body}");
     // other spellings of a declared path are still validated, not let through as undeclared
     assert_invalid(&post_json(&gw, "/V1/PETS/", r#"{"name":1,"species":"dog"}"#), "body", "/name", "type");
+    // a body the operation does not declare
+    assert_invalid(
+        &send(&gw, "GET", "/v1/pets/7", &[("Content-Type", "application/json")], b"{}"),
+        "body",
+        "",
+        "undeclared",
+    );
     // a type the operation does not declare
     let (status, _) = send(&gw, "POST", "/v1/pets", &[("Content-Type", "text/plain")], b"hi");
     assert_eq!(status, 415);
@@ -438,4 +445,51 @@ fn openapi_import_prints_routes_that_compile_once_auth_is_chosen() {
     let (code, _, stderr) = portcullis(&["openapi", "import", "/nonexistent.yaml"], &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot be read"), "{stderr}");
+}
+
+#[test]
+fn chunked_and_http2_bodies_are_judged_the_same() {
+    let up = Upstream::start("app");
+    let h2 = config(up.addr, "", SHAPED).replace("address: 127.0.0.1:0\n", "address: 127.0.0.1:0\n    http2: true\n");
+    let gw = Gateway::start(&h2);
+    // HTTP/1.1 chunked: the body is split over chunks, the duplicate key still seen.
+    let body = br#"{"a":1,"A":2}"#;
+    let mut req =
+        b"POST /shaped HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for part in body.chunks(4) {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let resp = RawConn::connect(gw.addr("main")).send(&req, T);
+    assert_eq!(status_of(&resp), 400, "{resp}");
+    assert!(body_of(&resp).contains("duplicate-key"), "{resp}");
+    // HTTP/2 (h2c prior knowledge): the same refusals.
+    let url = format!("http://{}/shaped", gw.addr("main"));
+    let (code, _, out) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        r#"{"a":[[[1]]]}"#,
+        &url,
+    ]);
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains("max-depth"), "{out}");
+    let (code, _, out) =
+        curl(&["--http2-prior-knowledge", "-H", "content-type: text/html", "--data-binary", "<b>", &url]);
+    assert_eq!(code, 415, "{out}");
+    assert_eq!(up.hits(), 0);
+    let (code, _, out) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        r#"{"a":[1]}"#,
+        &url,
+    ]);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(up.hits(), 1);
 }

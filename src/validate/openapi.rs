@@ -427,10 +427,11 @@ impl Operation {
         if strict {
             for (k, _) in &query_pairs {
                 let declared = self.params.iter().any(|p| p.location == In::Query && p.name == *k);
-                if !declared && !errors.iter().any(|e| e.location == "query" && *e.pointer == **k) {
+                let pointer = crate::json::capped(k);
+                if !declared && !errors.iter().any(|e| e.location == "query" && *e.pointer == *pointer) {
                     errors.push(FieldError {
                         location: "query",
-                        pointer: k.as_str().into(),
+                        pointer: pointer.into(),
                         code: "undeclared",
                         offset: None,
                     });
@@ -517,7 +518,7 @@ impl Operation {
             }
             errors.push(FieldError {
                 location: "body",
-                pointer: pointer.into(),
+                pointer: crate::json::capped(&pointer).into(),
                 code: keyword_code(e.kind().keyword()),
                 offset: None,
             });

@@ -263,6 +263,10 @@ impl Validate {
             }
             return Ok(());
         }
+        if op.is_some_and(|o| !o.has_body()) && self.openapi.as_ref().is_some_and(|d| d.strict()) {
+            // A strict document is the whole contract: a body the operation does not declare is refused.
+            return Err(one("body", "", "undeclared"));
+        }
         let Some(media) = media else { return Err(Reject::UnsupportedMediaType) };
         let allowed = match op.and_then(|o| o.accepts(&media.essence)) {
             Some(declared) => declared,
