@@ -134,6 +134,10 @@ pub struct Exchange<'a> {
     /// `None` until authentication establishes one (and on public routes).
     pub principal: Option<Arc<Principal>>,
     pub body: RequestBody,
+    /// The body decoded from its `Content-Encoding` (gzip, deflate), when validation decoded one: what
+    /// inspection should read. `None` when the body had no coding (read `body`) or was not decoded.
+    /// The upstream always receives the original bytes.
+    pub decoded_body: Option<Bytes>,
     /// The route's body limit, and how long reading a body whole may take (the route's upstream
     /// response timeout).
     pub body_limit: u64,
@@ -173,6 +177,7 @@ impl<'a> Exchange<'a> {
             params: Params::new(),
             principal: None,
             body: RequestBody::Streaming(body),
+            decoded_body: None,
             body_limit: 0,
             body_timeout: Duration::ZERO,
             bytes_in: None,

@@ -210,6 +210,7 @@ struct Named<'a> {
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
+    openapi: &'a crate::validate::openapi::Documents,
 }
 
 fn route(
@@ -219,7 +220,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -346,12 +347,18 @@ fn route(
     for (place, list) in quotas_at {
         stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
     }
+    let max_body_bytes = r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0);
+    if let Some(v) = &r.validate {
+        let v = crate::validate::shape::Validate::compile(v, max_body_bytes, l.request.max_headers, openapi)
+            .map_err(|m| err("validate", "", m))?;
+        stages.push(Stage::Validation(Box::new(v)));
+    }
     let compiled = Route {
         name: r.name.as_str().into(),
         upstream,
         chain: Chain::new(stages),
         cors,
-        max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
+        max_body_bytes,
         matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
     };
@@ -480,6 +487,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("quotas", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let openapi = crate::validate::openapi::compile_all(&cfg.openapi)
+        .map_err(|(name, m)| CompileError::new("openapi", name, m))?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -487,6 +496,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         policies: &policies,
         limiters: &limiters,
         quotas: &quotas,
+        openapi: &openapi,
     };
     let bans = lasting
         .guard

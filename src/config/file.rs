@@ -59,6 +59,9 @@ pub struct FileConfig {
     /// through it.
     #[serde(default)]
     pub redis: Option<crate::fleet::RedisConfig>,
+    /// OpenAPI documents that routes validate requests against (`validate: { openapi: NAME }`).
+    #[serde(default)]
+    pub openapi: BTreeMap<String, crate::validate::openapi::OpenApiConfig>,
     pub routes: Vec<Route>,
     #[serde(default)]
     pub logging: Logging,
@@ -177,6 +180,9 @@ pub struct Route {
     /// Overrides `limits.max_body_bytes` for this route.
     #[serde(default)]
     pub max_body_bytes: Option<Bytes>,
+    /// What a request may look like: shape limits, content types, an OpenAPI document.
+    #[serde(default)]
+    pub validate: Option<crate::validate::shape::ValidateConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

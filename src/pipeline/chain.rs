@@ -36,6 +36,8 @@ pub enum Stage {
     IpFilter(Arc<IpFilter>),
     /// Banned principals, right after authentication (403 `banned`).
     PrincipalBans(Arc<Bans>),
+    /// The route's `validate:`: shape limits, content types, OpenAPI (400/413/415/431, 404/405 strict).
+    Validation(Box<crate::validate::shape::Validate>),
 }
 
 impl Stage {
@@ -48,6 +50,7 @@ impl Stage {
             Stage::Quotas(q) => q.place(),
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
+            Stage::Validation(_) => Place::Validation,
         }
     }
 
@@ -61,6 +64,7 @@ impl Stage {
             Stage::Quotas(q) => q.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
+            Stage::Validation(v) => v.describe(),
         }
     }
 
@@ -71,6 +75,7 @@ impl Stage {
             Stage::Authorization(a) => a.may_read_body(),
             Stage::Limits(l) => l.needs_body(),
             Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
+            Stage::Validation(_) => true,
         }
     }
 
@@ -118,6 +123,12 @@ impl Stage {
             Stage::Quotas(q) => q.check(ex).await,
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
+            Stage::Validation(v) => {
+                // The head first: a request refused on it is refused before any body byte is read.
+                let operation = v.check_head(ex)?;
+                let body = read_body(ex).await?;
+                v.check_body(ex, &body, operation)
+            }
         }
     }
 }
