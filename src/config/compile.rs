@@ -210,6 +210,7 @@ struct Named<'a> {
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
+    respond: &'a crate::respond::protect::Defaults,
 }
 
 fn route(
@@ -219,7 +220,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, respond } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -354,6 +355,8 @@ fn route(
         max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
         matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
+        protect: crate::respond::protect::Protect::compile(respond, r.respond.as_ref())
+            .map_err(|m| err("respond", "", m))?,
     };
     let options = PathOptions {
         case_sensitive: r.matcher.case_sensitive,
@@ -480,6 +483,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("quotas", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
+        .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -487,6 +492,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         policies: &policies,
         limiters: &limiters,
         quotas: &quotas,
+        respond: &respond,
     };
     let bans = lasting
         .guard
@@ -553,6 +559,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         demo_upstream,
         workers: cfg.workers,
         guard: Arc::new(guard),
+        security_headers: respond.headers,
     })
 }
 

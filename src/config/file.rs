@@ -60,6 +60,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub redis: Option<crate::fleet::RedisConfig>,
     pub routes: Vec<Route>,
+    /// Response protection for every route (security headers, error scrubbing, JSON-only, masking);
+    /// a route's own `respond:` overrides it key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
     #[serde(default)]
     pub logging: Logging,
     #[serde(default)]
@@ -177,6 +181,9 @@ pub struct Route {
     /// Overrides `limits.max_body_bytes` for this route.
     #[serde(default)]
     pub max_body_bytes: Option<Bytes>,
+    /// Response protection, over the top-level `respond:` key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
