@@ -399,6 +399,8 @@ pub enum Reject {
     ExpectationFailed,
     /// Upstream answered badly or could not be reached.
     BadGateway(&'static str),
+    /// The upstream answered this 5xx status; its answer was replaced (`respond.scrub_errors`).
+    UpstreamError(StatusCode),
     NoHealthyUpstream,
     GatewayTimeout(&'static str),
     TooManyRequests,
@@ -458,6 +460,7 @@ impl Reject {
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamError(status) => *status,
             Reject::NoHealthyUpstream | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -487,6 +490,7 @@ impl Reject {
             Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
             Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
+            Reject::UpstreamError(_) => ("upstream-error", "The upstream service failed to handle the request"),
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),

@@ -211,6 +211,7 @@ struct Named<'a> {
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
     openapi: &'a crate::validate::openapi::Documents,
+    respond: &'a crate::respond::protect::Defaults,
 }
 
 fn route(
@@ -220,7 +221,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -361,6 +362,8 @@ fn route(
         max_body_bytes,
         matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
+        protect: crate::respond::protect::Protect::compile(respond, r.respond.as_ref())
+            .map_err(|m| err("respond", "", m))?,
     };
     let options = PathOptions {
         case_sensitive: r.matcher.case_sensitive,
@@ -489,6 +492,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .collect::<Result<BTreeMap<_, _>>>()?;
     let openapi = crate::validate::openapi::compile_all(&cfg.openapi)
         .map_err(|(name, m)| CompileError::new("openapi", name, m))?;
+    let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
+        .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -497,6 +502,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         limiters: &limiters,
         quotas: &quotas,
         openapi: &openapi,
+        respond: &respond,
     };
     let bans = lasting
         .guard
@@ -563,6 +569,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         demo_upstream,
         workers: cfg.workers,
         guard: Arc::new(guard),
+        security_headers: respond.headers,
     })
 }
 

@@ -63,6 +63,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub openapi: BTreeMap<String, crate::validate::openapi::OpenApiConfig>,
     pub routes: Vec<Route>,
+    /// Response protection for every route (security headers, error scrubbing, JSON-only, masking);
+    /// a route's own `respond:` overrides it key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
     #[serde(default)]
     pub logging: Logging,
     #[serde(default)]
@@ -183,6 +187,9 @@ pub struct Route {
     /// What a request may look like: shape limits, content types, an OpenAPI document.
     #[serde(default)]
     pub validate: Option<crate::validate::shape::ValidateConfig>,
+    /// Response protection, over the top-level `respond:` key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
