@@ -210,6 +210,7 @@ struct Named<'a> {
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
+    inspect: Option<&'a crate::inspect::InspectConfig>,
 }
 
 fn route(
@@ -219,7 +220,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, inspect } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -345,6 +346,11 @@ fn route(
     // After the rate limits of the same place: a request they refuse uses none of the quota.
     for (place, list) in quotas_at {
         stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
+    }
+    if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
+        let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
+        let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
+        stages.push(Stage::Inspection(Box::new(inspection)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -487,6 +493,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         policies: &policies,
         limiters: &limiters,
         quotas: &quotas,
+        inspect: cfg.inspect.as_ref(),
     };
     let bans = lasting
         .guard

@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub logging: Logging,
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// Threat inspection for every route (a route's own `inspect` replaces it, `inspect: off` removes it).
+    #[serde(default)]
+    pub inspect: Option<crate::inspect::InspectConfig>,
     /// A built-in echo JSON API on loopback, for the quickstart and demos.
     #[serde(default)]
     pub demo_upstream: Option<DemoUpstream>,
@@ -177,6 +180,9 @@ pub struct Route {
     /// Overrides `limits.max_body_bytes` for this route.
     #[serde(default)]
     pub max_body_bytes: Option<Bytes>,
+    /// Threat inspection: `off`, or a section replacing the top-level `inspect` whole.
+    #[serde(default)]
+    pub inspect: Option<crate::inspect::RouteInspect>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -36,6 +36,8 @@ pub enum Stage {
     IpFilter(Arc<IpFilter>),
     /// Banned principals, right after authentication (403 `banned`).
     PrincipalBans(Arc<Bans>),
+    /// Threat inspection of the head and body (403 `request-blocked`).
+    Inspection(Box<crate::inspect::Inspection>),
 }
 
 impl Stage {
@@ -48,6 +50,7 @@ impl Stage {
             Stage::Quotas(q) => q.place(),
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
+            Stage::Inspection(_) => Place::Inspection,
         }
     }
 
@@ -61,6 +64,7 @@ impl Stage {
             Stage::Quotas(q) => q.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
+            Stage::Inspection(i) => i.describe(),
         }
     }
 
@@ -71,6 +75,7 @@ impl Stage {
             Stage::Authorization(a) => a.may_read_body(),
             Stage::Limits(l) => l.needs_body(),
             Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
+            Stage::Inspection(_) => true,
         }
     }
 
@@ -118,6 +123,10 @@ impl Stage {
             Stage::Quotas(q) => q.check(ex).await,
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
+            Stage::Inspection(i) => {
+                let body = if has_body(ex) { Some(read_body(ex).await?) } else { None };
+                i.check(ex, body.as_deref())
+            }
         }
     }
 }
@@ -180,6 +189,14 @@ async fn read_body(ex: &mut Exchange<'_>) -> Result<bytes::Bytes, Reject> {
     };
     ex.body = RequestBody::Buffered(bytes.clone());
     Ok(bytes)
+}
+
+/// True if the request carries a body (one already read, or a stream not at its end).
+fn has_body(ex: &Exchange<'_>) -> bool {
+    match &ex.body {
+        RequestBody::Buffered(b) => !b.is_empty(),
+        RequestBody::Streaming(b) => !http_body::Body::is_end_stream(b),
+    }
 }
 
 /// The target with its query replaced (an empty one removed). Only for the rare request that carries a
