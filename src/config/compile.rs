@@ -212,6 +212,7 @@ struct Named<'a> {
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
     openapi: &'a crate::validate::openapi::Documents,
     respond: &'a crate::respond::protect::Defaults,
+    inspect: Option<&'a crate::inspect::InspectConfig>,
 }
 
 fn route(
@@ -221,7 +222,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -353,6 +354,11 @@ fn route(
         let v = crate::validate::shape::Validate::compile(v, max_body_bytes, l.request.max_headers, openapi)
             .map_err(|m| err("validate", "", m))?;
         stages.push(Stage::Validation(Box::new(v)));
+    }
+    if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
+        let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
+        let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
+        stages.push(Stage::Inspection(Box::new(inspection)));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -503,6 +509,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         quotas: &quotas,
         openapi: &openapi,
         respond: &respond,
+        inspect: cfg.inspect.as_ref(),
     };
     let bans = lasting
         .guard

@@ -71,6 +71,9 @@ pub struct FileConfig {
     pub logging: Logging,
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// Threat inspection for every route (a route's own `inspect` replaces it, `inspect: off` removes it).
+    #[serde(default)]
+    pub inspect: Option<crate::inspect::InspectConfig>,
     /// A built-in echo JSON API on loopback, for the quickstart and demos.
     #[serde(default)]
     pub demo_upstream: Option<DemoUpstream>,
@@ -190,6 +193,9 @@ pub struct Route {
     /// Response protection, over the top-level `respond:` key by key.
     #[serde(default)]
     pub respond: Option<crate::respond::protect::RespondConfig>,
+    /// Threat inspection: `off`, or a section replacing the top-level `inspect` whole.
+    #[serde(default)]
+    pub inspect: Option<crate::inspect::RouteInspect>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

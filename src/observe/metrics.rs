@@ -30,6 +30,7 @@ pub struct Metrics {
     rate_limit_store_failures: Family<Labels, Counter>,
     replay_store_failures: Family<Labels, Counter>,
     jwks_refreshes: Family<Labels, Counter>,
+    inspect_detections: Family<Labels, Counter>,
     /// Connection guards: automatic bans made, and list files refused on re-read.
     pub auto_bans: Counter,
     pub ip_list_failures: Counter,
@@ -97,6 +98,12 @@ impl Metrics {
             "Fetches or re-reads of JWT signing keys by authenticator and result (ok, failed)",
             jwks_refreshes.clone(),
         );
+        let inspect_detections = Family::<Labels, Counter>::default();
+        registry.register(
+            "inspect_detections",
+            "Inspection rule matches by category and action (block, detect, log)",
+            inspect_detections.clone(),
+        );
         let (auto_bans, ip_list_failures) = (Counter::default(), Counter::default());
         registry.register("auto_bans", "Client addresses banned by auto_ban", auto_bans.clone());
         registry.register(
@@ -132,6 +139,7 @@ impl Metrics {
             rate_limit_store_failures,
             replay_store_failures,
             jwks_refreshes,
+            inspect_detections,
             auto_bans,
             ip_list_failures,
         }
@@ -141,6 +149,11 @@ impl Metrics {
     /// is compiled.
     pub fn authz_decisions(&self) -> &Family<Labels, Counter> {
         &self.authz_decisions
+    }
+
+    /// `portcullis_inspect_detections_total{category,action}`, counted by the routes' inspection stages.
+    pub fn inspect_detections(&self) -> &Family<Labels, Counter> {
+        &self.inspect_detections
     }
 
     /// `portcullis_rate_limit_store_failures_total{limit,mode}`.

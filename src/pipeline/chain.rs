@@ -38,6 +38,8 @@ pub enum Stage {
     PrincipalBans(Arc<Bans>),
     /// The route's `validate:`: shape limits, content types, OpenAPI (400/413/415/431, 404/405 strict).
     Validation(Box<crate::validate::shape::Validate>),
+    /// Threat inspection of the head and body (403 `request-blocked`).
+    Inspection(Box<crate::inspect::Inspection>),
 }
 
 impl Stage {
@@ -51,6 +53,7 @@ impl Stage {
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
             Stage::Validation(_) => Place::Validation,
+            Stage::Inspection(_) => Place::Inspection,
         }
     }
 
@@ -65,6 +68,7 @@ impl Stage {
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
             Stage::Validation(v) => v.describe(),
+            Stage::Inspection(i) => i.describe(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Stage {
             Stage::Limits(l) => l.needs_body(),
             Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
             Stage::Validation(_) => true,
+            Stage::Inspection(_) => true,
         }
     }
 
@@ -128,6 +133,10 @@ impl Stage {
                 let operation = v.check_head(ex)?;
                 let body = read_body(ex).await?;
                 v.check_body(ex, &body, operation)
+            }
+            Stage::Inspection(i) => {
+                let body = if has_body(ex) { Some(read_body(ex).await?) } else { None };
+                i.check(ex, body.as_deref())
             }
         }
     }
@@ -191,6 +200,14 @@ async fn read_body(ex: &mut Exchange<'_>) -> Result<bytes::Bytes, Reject> {
     };
     ex.body = RequestBody::Buffered(bytes.clone());
     Ok(bytes)
+}
+
+/// True if the request carries a body (one already read, or a stream not at its end).
+fn has_body(ex: &Exchange<'_>) -> bool {
+    match &ex.body {
+        RequestBody::Buffered(b) => !b.is_empty(),
+        RequestBody::Streaming(b) => !http_body::Body::is_end_stream(b),
+    }
 }
 
 /// The target with its query replaced (an empty one removed). Only for the rare request that carries a

@@ -112,3 +112,6 @@ impl Hits {
 }
 
 pub mod others;
+pub mod protocol;
+pub mod sqli;
+pub mod xss;
