@@ -397,7 +397,7 @@ TRICKY = [
     "O'Brien", "D'Angelo", "it's", "don't", "'quoted'", "\"double quoted\"", "5' 11\"", "6'2\"", "Rock 'n' Roll",
     "1 OR 2", "1-2", "1--2", "-1", "--", "#1 best seller", "#hashtag", "100% pure", "a=b", "x==y", "1=1", "2>1",
     "a;b;c", "a|b|c", "a&b&c", "a && b", "a || b", "(a)", "[a]", "{a}", "<a>", "a<b>c", "<3", "</3", ":-)", ";-)",
-    "...", "../", "./", "~/", "/", "\\", "C:\\", "%", "%20", "100%25 sure", "50%off", "&amp;", "&lt;", "&#39;",
+    "...", "./", "~/", "/", "\\", "C:\\", "%", "%20", "100%25 sure", "50%off", "&amp;", "&lt;", "&#39;",
     "javascript", "script", "alert", "onload", "onerror", "union", "select", "drop table", "sleep", "exec", "eval",
     "cmd", "bash", "etc", "passwd", "root", "admin", "null", "undefined", "NaN", "true", "false", "0", "-0", "1e10",
     "Select all that apply", "Union Station, Chicago", "Drop-off at 5pm; pickup at 6", "Order #1234 -- thanks!",
