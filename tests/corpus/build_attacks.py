@@ -162,9 +162,13 @@ def sqli(rng):
             if "\t" in l and f.endswith("SQL-Injection"):
                 l = l.split("\t")[0]  # that list annotates with a tab
             l = decode_once(l).strip()
-            if len(l) < 5 or l.startswith("#") and " " not in l:
+            if len(l) < 6 or l.startswith("# "):  # that list has comment lines
                 continue
             if not SQL_SIGNAL.search(l):
+                continue
+            # A bare statement (`select @@version`) breaks out of no context: it is not an injection by
+            # itself, and the benign corpus has SQL code snippets.
+            if re.match(r"(?i)select\s", l) and not re.search(r"(?i)(sleep|benchmark|waitfor|union|#|--|/\*)", l):
                 continue
             lines.append(l)
     # Dedupe by skeleton first, then sample.
@@ -248,6 +252,13 @@ XSS_SIGNAL = re.compile(
 )
 
 
+# Something that runs script (a plain link such as `<A HREF="http://www.google.com">XSS</A>` does not).
+XSS_EXEC = re.compile(
+    r"(?i)(on[a-z]+\s*=|javascript|vbscript|livescript|<\s*script|data:|expression\s*\(|srcdoc|behavior\s*:|"
+    r"<\s*(iframe|frame|object|embed|applet|base|meta|link|svg|math|style|xml|import|form)|alert|prompt|confirm|eval|&#)"
+)
+
+
 def xss(rng):
     bag = Bag("xss")
     files = [
@@ -268,7 +279,7 @@ def xss(rng):
             if len(l) < 8 or "+ADw-" in l or "+AD4-" in l or "%(" in l:  # UTF-7 only matters to a browser guessing charset
                 continue
             d = decode_once(l)
-            if not XSS_SIGNAL.search(d):
+            if not XSS_SIGNAL.search(d) or not XSS_EXEC.search(d):
                 continue
             lines.append(d)
     by_skel = {}
