@@ -83,7 +83,7 @@ def request(i, case):
     if place == "xml":
         return post("/echo/x", "application/xml", p.encode())
     if place == "multipart_file":
-        if any(c in p for c in '"\r\n') or BOUNDARY in p or any(ord(c) < 0x20 or ord(c) == 0x7F for c in p):
+        if any(c in p for c in '"\r\n') or BOUNDARY in p or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in p):
             return None
         body = (f"--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{p}\"\r\n"
                 f"content-type: application/octet-stream\r\n\r\nhello\r\n--{BOUNDARY}--\r\n").encode()
