@@ -736,19 +736,35 @@ def xxe(rng):
     return bag
 
 
+def xml_wrap(p, i):
+    text = p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    attr = text.replace('"', "&quot;")
+    forms = [
+        '<?xml version="1.0"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+        f'<GetOrder><id>{text}</id></GetOrder></soap:Body></soap:Envelope>',
+        f'<?xml version="1.0" encoding="UTF-8"?><search><query>{text}</query><page>1</page></search>',
+        f'<profile><name lang="en">x</name><bio>{text}</bio></profile>',
+        f'<item id="{attr}"><title>x</title></item>',
+    ]
+    return forms[i % len(forms)]
+
+
 def main():
     if not GIT:
         sys.exit(__doc__)
     counts = {}
+    xml_wrapped = {"sqli": 14, "xss": 14, "cmdi": 8, "traversal": 8, "ssrf": 6, "template": 6, "ldap": 6}
     for name, fn in [("sqli", sqli), ("xss", xss), ("cmdi", cmdi), ("traversal", traversal), ("ssrf", ssrf),
                      ("template", template), ("nosql", nosql), ("xpath", xpath), ("ldap", ldap),
                      ("deserialization", deserialization), ("xxe", xxe)]:
         rng = random.Random(f"{SEED}-{name}")
         bag = fn(rng)
         # Places the replay does not have (xml_text) become an XML body with the payload as element text.
-        for it in bag.items:
-            if it["place"] == "xml_text":
-                it["place"] = "json"
+        # Some payloads again as the text or an attribute of an XML body (SOAP included): XML is a target too.
+        n = xml_wrapped.get(name, 0)
+        pool = [it["payload"] for it in bag.items if it["place"] != "xml" and "\x00" not in it["payload"]]
+        for i, p in enumerate(rng.sample(pool, n) if n else []):
+            bag.add(xml_wrap(p, i), "xml")
         counts[name] = bag.write()
     for k, v in counts.items():
         print(f"{k:16} {v}")
