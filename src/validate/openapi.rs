@@ -26,7 +26,11 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct OpenApiConfig {
     /// The document (YAML or JSON), read at load and at each reload.
-    pub file: String,
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The document itself, as text (instead of `file`; the built-in quickstart uses it).
+    #[serde(default)]
+    pub inline: Option<String>,
     /// Refuse operations the document does not declare (404 for an unknown path, 405 for an
     /// undeclared method) and query parameters it does not declare (400). Default false: undeclared
     /// operations pass unvalidated.
@@ -168,10 +172,17 @@ const MAX_REF_HOPS: usize = 16;
 
 impl Document {
     fn load(name: &str, c: &OpenApiConfig) -> Result<Document, String> {
-        let text = std::fs::read_to_string(&c.file)
-            .map_err(|e| format!("openapi.{name}.file `{}` cannot be read: {}", c.file, e.kind()))?;
+        let (text, source) = match (&c.file, &c.inline) {
+            (Some(file), None) => (
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("openapi.{name}.file `{file}` cannot be read: {}", e.kind()))?,
+                format!("`{file}`"),
+            ),
+            (None, Some(text)) => (text.clone(), "inline".to_owned()),
+            _ => return Err(format!("openapi.{name} needs exactly one of `file` or `inline`")),
+        };
         Document::parse(name, &text, c.strict, c.base_path.as_deref())
-            .map_err(|m| format!("openapi.{name} (`{}`): {m}", c.file))
+            .map_err(|m| format!("openapi.{name} ({source}): {m}"))
     }
 
     /// Parses and compiles a document's text (YAML, of which JSON is a subset).
@@ -426,7 +437,7 @@ impl Operation {
         };
         if strict {
             for (k, _) in &query_pairs {
-                let declared = self.params.iter().any(|p| p.location == In::Query && p.name == *k);
+                let declared = self.params.iter().any(|p| p.location == In::Query && p.name.eq_ignore_ascii_case(k));
                 let pointer = crate::json::capped(k);
                 if !declared && !errors.iter().any(|e| e.location == "query" && *e.pointer == *pointer) {
                     errors.push(FieldError {
@@ -441,7 +452,13 @@ impl Operation {
         for p in &self.params {
             let values: Vec<&str> = match p.location {
                 In::Path => m.path_params.iter().filter(|(n, _)| *n == p.name).map(|(_, v)| v.as_str()).collect(),
-                In::Query => query_pairs.iter().filter(|(k, _)| *k == p.name).map(|(_, v)| v.as_str()).collect(),
+                // Names compare without regard to ASCII case: frameworks that read `LIMIT` as `limit`
+                // must not get an unvalidated value (and `limit=1&LIMIT=x` is a repeated parameter).
+                In::Query => query_pairs
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(&p.name))
+                    .map(|(_, v)| v.as_str())
+                    .collect(),
                 In::Header => parts.headers.get_all(p.name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect(),
                 In::Cookie => parts
                     .headers
@@ -1151,6 +1168,9 @@ components:
         assert_eq!(check("/v1/pets?limit=five"), vec![("query", "limit".into(), "type")]);
         assert_eq!(check("/v1/pets?limit=500"), vec![("query", "limit".into(), "maximum")]);
         assert_eq!(check("/v1/pets?limit=1&limit=2"), vec![("query", "limit".into(), "repeated")]);
+        assert_eq!(check("/v1/pets?LIMIT=five"), vec![("query", "limit".into(), "type")]);
+        assert_eq!(check("/v1/pets?limit=1&Limit=x"), vec![("query", "limit".into(), "repeated")]);
+        assert_eq!(check("/v1/pets?li%6Dit=x"), vec![("query", "limit".into(), "type")]);
         assert_eq!(check("/v1/pets?tag=cow"), vec![("query", "tag".into(), "enum")]);
         assert_eq!(check("/v1/pets?debug=1"), vec![("query", "debug".into(), "undeclared")]);
         assert_eq!(check("/v1/pets/x"), vec![("path", "id".into(), "type")]);
