@@ -1194,6 +1194,32 @@ components:
     }
 
     #[test]
+    fn json_documents_and_3_1_type_lists() {
+        let text = r#"{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{"/a/{id}.json":{"post":{
+            "parameters":[{"name":"id","in":"path","required":true,"schema":{"type":"integer"}},
+                          {"name":"X-Trace","in":"header","required":true,"schema":{"type":"string","pattern":"^[a-f0-9]{8}$"}}],
+            "requestBody":{"content":{"application/json":{"schema":{"type":"object","properties":{"n":{"type":["string","null"]}}}}}},
+            "responses":{"200":{"description":"ok"}}}}}}"#;
+        let d = Document::parse("j", text, true, None).unwrap();
+        let m = d.find(&Method::POST, "/a/7.json").unwrap().unwrap();
+        let mut errors = Vec::new();
+        m.operation.check_body("application/json", &serde_json::json!({"n": null}), &mut errors);
+        m.operation.check_body("application/json", &serde_json::json!({"n": "x"}), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        m.operation.check_body("application/json", &serde_json::json!({"n": 1}), &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(d.find(&Method::POST, "/a/x.json").is_ok());
+        assert_eq!(d.find(&Method::POST, "/a/7.xml").unwrap_err(), Reject::NotFound);
+        let req = http::Request::post("/a/x.json").header("x-trace", "nothex!!").body(()).unwrap();
+        let (parts, ()) = req.into_parts();
+        let m = d.find(&parts.method, parts.uri.path()).unwrap().unwrap();
+        let mut errors = Vec::new();
+        m.operation.check_params(&m, &parts, true, &mut errors);
+        let got: Vec<_> = errors.iter().map(|e| (e.location, &*e.pointer, e.code)).collect();
+        assert_eq!(got, vec![("path", "id", "type"), ("header", "x-trace", "pattern")]);
+    }
+
+    #[test]
     fn import_prints_one_route_per_path() {
         let yaml = import("pets.yaml", PETS, "pets", "backend").unwrap();
         let v: Value = serde_yaml_ng::from_str(&yaml).unwrap();
