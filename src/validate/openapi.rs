@@ -306,7 +306,8 @@ impl Document {
     /// `operation` for `status` does not declare (excessive data exposure, OWASP API3), recursively
     /// through `properties`, `items`, `allOf`/`anyOf`/`oneOf` (a property any branch declares is
     /// kept) and local `$ref`s. An object schema that declares no properties, or allows
-    /// `additionalProperties` (true or a schema), keeps what it has. Returns true if anything was
+    /// `additionalProperties` (true or a schema), keeps what it has; a `writeOnly` property is always
+    /// removed. Returns true if anything was
     /// removed. A status the document does not describe (and no `default`) leaves the body as it is.
     pub fn filter_response(&self, operation: usize, status: u16, body: &mut Value) -> bool {
         let Some(op) = self.operations.get(operation) else { return false };
@@ -343,7 +344,9 @@ impl Document {
         }
         let mut closed = false;
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            out.extend(props.iter().map(|(k, v)| (k.as_str(), v)));
+            // A `writeOnly` property (a password) is never part of a response.
+            let readable = |v: &Value| self.deref(v).is_none_or(|v| v.get("writeOnly") != Some(&Value::Bool(true)));
+            out.extend(props.iter().filter(|(_, v)| readable(v)).map(|(k, v)| (k.as_str(), v)));
             closed = true;
         }
         for key in ["allOf", "anyOf", "oneOf"] {
@@ -1098,6 +1101,7 @@ components:
         name: { type: string, pattern: "^[A-Za-z ]+$", maxLength: 20 }
         email: { type: string, format: email }
         nickname: { type: string, nullable: true }
+        password: { type: string, writeOnly: true }
     Pet:
       allOf:
         - $ref: "#/components/schemas/NewPet"
@@ -1236,6 +1240,39 @@ components:
         assert_eq!(list.pointer("/match/path/exact"), Some(&Value::from("/v1/pets")));
         assert_eq!(list.pointer("/match/methods"), Some(&serde_json::json!(["GET", "POST"])));
         assert!(import("x", "openapi: 3.0.0\n", "x", "y").is_err());
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf =
+            prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), "[a-z]{0,4}".prop_map(Value::from)];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("id".to_owned()), Just("name".to_owned()), Just("owner".to_owned()), "[a-z]{1,3}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any path finds at most an operation, never a panic; filtering is idempotent and only removes.
+        #[test]
+        fn any_path_and_any_response(path in "(/[a-zA-Z0-9%é.{}]{0,6}){0,4}", body in json_value()) {
+            let d = doc(true);
+            let _ = d.find(&Method::GET, &path);
+            for index in 0..d.operation_count() {
+                let mut once = body.clone();
+                d.filter_response(index, 200, &mut once);
+                let mut twice = once.clone();
+                proptest::prop_assert!(!d.filter_response(index, 200, &mut twice));
+                proptest::prop_assert_eq!(&once, &twice);
+            }
+        }
     }
 
     #[test]
