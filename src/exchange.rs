@@ -138,6 +138,9 @@ pub struct Exchange<'a> {
     /// inspection should read. `None` when the body had no coding (read `body`) or was not decoded.
     /// The upstream always receives the original bytes.
     pub decoded_body: Option<Bytes>,
+    /// The OpenAPI operation validation matched (an index into the route's document, for response
+    /// schema filtering: `validate::openapi::Document::filter_response`).
+    pub operation: Option<usize>,
     /// The route's body limit, and how long reading a body whole may take (the route's upstream
     /// response timeout).
     pub body_limit: u64,
@@ -178,6 +181,7 @@ impl<'a> Exchange<'a> {
             principal: None,
             body: RequestBody::Streaming(body),
             decoded_body: None,
+            operation: None,
             body_limit: 0,
             body_timeout: Duration::ZERO,
             bytes_in: None,

@@ -114,6 +114,10 @@ impl State<'_> {
 
     fn push_key(&mut self, key: &str) {
         self.path.push('/');
+        if !key.bytes().any(|b| b == b'~' || b == b'/') {
+            self.path.push_str(key);
+            return;
+        }
         for c in key.chars() {
             match c {
                 '~' => self.path.push_str("~0"),

@@ -132,7 +132,9 @@ impl Stage {
                 // The head first: a request refused on it is refused before any body byte is read.
                 let operation = v.check_head(ex)?;
                 let body = read_body(ex).await?;
-                v.check_body(ex, &body, operation)
+                v.check_body(ex, &body, operation)?;
+                ex.operation = operation;
+                Ok(())
             }
             Stage::Inspection(i) => {
                 let body = if has_body(ex) { Some(read_body(ex).await?) } else { None };
@@ -165,6 +167,14 @@ impl Chain {
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// The route's validation stage, if it has one (its OpenAPI document filters responses).
+    pub fn validation(&self) -> Option<&crate::validate::shape::Validate> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Validation(v) => Some(&**v),
+            _ => None,
+        })
     }
 
     /// The route's authorization stage, if it has one.

@@ -26,7 +26,11 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct OpenApiConfig {
     /// The document (YAML or JSON), read at load and at each reload.
-    pub file: String,
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The document itself, as text (instead of `file`; the built-in quickstart uses it).
+    #[serde(default)]
+    pub inline: Option<String>,
     /// Refuse operations the document does not declare (404 for an unknown path, 405 for an
     /// undeclared method) and query parameters it does not declare (400). Default false: undeclared
     /// operations pass unvalidated.
@@ -168,10 +172,17 @@ const MAX_REF_HOPS: usize = 16;
 
 impl Document {
     fn load(name: &str, c: &OpenApiConfig) -> Result<Document, String> {
-        let text = std::fs::read_to_string(&c.file)
-            .map_err(|e| format!("openapi.{name}.file `{}` cannot be read: {}", c.file, e.kind()))?;
+        let (text, source) = match (&c.file, &c.inline) {
+            (Some(file), None) => (
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("openapi.{name}.file `{file}` cannot be read: {}", e.kind()))?,
+                format!("`{file}`"),
+            ),
+            (None, Some(text)) => (text.clone(), "inline".to_owned()),
+            _ => return Err(format!("openapi.{name} needs exactly one of `file` or `inline`")),
+        };
         Document::parse(name, &text, c.strict, c.base_path.as_deref())
-            .map_err(|m| format!("openapi.{name} (`{}`): {m}", c.file))
+            .map_err(|m| format!("openapi.{name} ({source}): {m}"))
     }
 
     /// Parses and compiles a document's text (YAML, of which JSON is a subset).
@@ -295,7 +306,8 @@ impl Document {
     /// `operation` for `status` does not declare (excessive data exposure, OWASP API3), recursively
     /// through `properties`, `items`, `allOf`/`anyOf`/`oneOf` (a property any branch declares is
     /// kept) and local `$ref`s. An object schema that declares no properties, or allows
-    /// `additionalProperties` (true or a schema), keeps what it has. Returns true if anything was
+    /// `additionalProperties` (true or a schema), keeps what it has; a `writeOnly` property is always
+    /// removed. Returns true if anything was
     /// removed. A status the document does not describe (and no `default`) leaves the body as it is.
     pub fn filter_response(&self, operation: usize, status: u16, body: &mut Value) -> bool {
         let Some(op) = self.operations.get(operation) else { return false };
@@ -332,7 +344,9 @@ impl Document {
         }
         let mut closed = false;
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            out.extend(props.iter().map(|(k, v)| (k.as_str(), v)));
+            // A `writeOnly` property (a password) is never part of a response.
+            let readable = |v: &Value| self.deref(v).is_none_or(|v| v.get("writeOnly") != Some(&Value::Bool(true)));
+            out.extend(props.iter().filter(|(_, v)| readable(v)).map(|(k, v)| (k.as_str(), v)));
             closed = true;
         }
         for key in ["allOf", "anyOf", "oneOf"] {
@@ -426,7 +440,7 @@ impl Operation {
         };
         if strict {
             for (k, _) in &query_pairs {
-                let declared = self.params.iter().any(|p| p.location == In::Query && p.name == *k);
+                let declared = self.params.iter().any(|p| p.location == In::Query && p.name.eq_ignore_ascii_case(k));
                 let pointer = crate::json::capped(k);
                 if !declared && !errors.iter().any(|e| e.location == "query" && *e.pointer == *pointer) {
                     errors.push(FieldError {
@@ -441,7 +455,13 @@ impl Operation {
         for p in &self.params {
             let values: Vec<&str> = match p.location {
                 In::Path => m.path_params.iter().filter(|(n, _)| *n == p.name).map(|(_, v)| v.as_str()).collect(),
-                In::Query => query_pairs.iter().filter(|(k, _)| *k == p.name).map(|(_, v)| v.as_str()).collect(),
+                // Names compare without regard to ASCII case: frameworks that read `LIMIT` as `limit`
+                // must not get an unvalidated value (and `limit=1&LIMIT=x` is a repeated parameter).
+                In::Query => query_pairs
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(&p.name))
+                    .map(|(_, v)| v.as_str())
+                    .collect(),
                 In::Header => parts.headers.get_all(p.name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect(),
                 In::Cookie => parts
                     .headers
@@ -1081,6 +1101,7 @@ components:
         name: { type: string, pattern: "^[A-Za-z ]+$", maxLength: 20 }
         email: { type: string, format: email }
         nickname: { type: string, nullable: true }
+        password: { type: string, writeOnly: true }
     Pet:
       allOf:
         - $ref: "#/components/schemas/NewPet"
@@ -1151,6 +1172,9 @@ components:
         assert_eq!(check("/v1/pets?limit=five"), vec![("query", "limit".into(), "type")]);
         assert_eq!(check("/v1/pets?limit=500"), vec![("query", "limit".into(), "maximum")]);
         assert_eq!(check("/v1/pets?limit=1&limit=2"), vec![("query", "limit".into(), "repeated")]);
+        assert_eq!(check("/v1/pets?LIMIT=five"), vec![("query", "limit".into(), "type")]);
+        assert_eq!(check("/v1/pets?limit=1&Limit=x"), vec![("query", "limit".into(), "repeated")]);
+        assert_eq!(check("/v1/pets?li%6Dit=x"), vec![("query", "limit".into(), "type")]);
         assert_eq!(check("/v1/pets?tag=cow"), vec![("query", "tag".into(), "enum")]);
         assert_eq!(check("/v1/pets?debug=1"), vec![("query", "debug".into(), "undeclared")]);
         assert_eq!(check("/v1/pets/x"), vec![("path", "id".into(), "type")]);
@@ -1174,6 +1198,32 @@ components:
     }
 
     #[test]
+    fn json_documents_and_3_1_type_lists() {
+        let text = r#"{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{"/a/{id}.json":{"post":{
+            "parameters":[{"name":"id","in":"path","required":true,"schema":{"type":"integer"}},
+                          {"name":"X-Trace","in":"header","required":true,"schema":{"type":"string","pattern":"^[a-f0-9]{8}$"}}],
+            "requestBody":{"content":{"application/json":{"schema":{"type":"object","properties":{"n":{"type":["string","null"]}}}}}},
+            "responses":{"200":{"description":"ok"}}}}}}"#;
+        let d = Document::parse("j", text, true, None).unwrap();
+        let m = d.find(&Method::POST, "/a/7.json").unwrap().unwrap();
+        let mut errors = Vec::new();
+        m.operation.check_body("application/json", &serde_json::json!({"n": null}), &mut errors);
+        m.operation.check_body("application/json", &serde_json::json!({"n": "x"}), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        m.operation.check_body("application/json", &serde_json::json!({"n": 1}), &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(d.find(&Method::POST, "/a/x.json").is_ok());
+        assert_eq!(d.find(&Method::POST, "/a/7.xml").unwrap_err(), Reject::NotFound);
+        let req = http::Request::post("/a/x.json").header("x-trace", "nothex!!").body(()).unwrap();
+        let (parts, ()) = req.into_parts();
+        let m = d.find(&parts.method, parts.uri.path()).unwrap().unwrap();
+        let mut errors = Vec::new();
+        m.operation.check_params(&m, &parts, true, &mut errors);
+        let got: Vec<_> = errors.iter().map(|e| (e.location, &*e.pointer, e.code)).collect();
+        assert_eq!(got, vec![("path", "id", "type"), ("header", "x-trace", "pattern")]);
+    }
+
+    #[test]
     fn import_prints_one_route_per_path() {
         let yaml = import("pets.yaml", PETS, "pets", "backend").unwrap();
         let v: Value = serde_yaml_ng::from_str(&yaml).unwrap();
@@ -1190,6 +1240,39 @@ components:
         assert_eq!(list.pointer("/match/path/exact"), Some(&Value::from("/v1/pets")));
         assert_eq!(list.pointer("/match/methods"), Some(&serde_json::json!(["GET", "POST"])));
         assert!(import("x", "openapi: 3.0.0\n", "x", "y").is_err());
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf =
+            prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), "[a-z]{0,4}".prop_map(Value::from)];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("id".to_owned()), Just("name".to_owned()), Just("owner".to_owned()), "[a-z]{1,3}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any path finds at most an operation, never a panic; filtering is idempotent and only removes.
+        #[test]
+        fn any_path_and_any_response(path in "(/[a-zA-Z0-9%é.{}]{0,6}){0,4}", body in json_value()) {
+            let d = doc(true);
+            let _ = d.find(&Method::GET, &path);
+            for index in 0..d.operation_count() {
+                let mut once = body.clone();
+                d.filter_response(index, 200, &mut once);
+                let mut twice = once.clone();
+                proptest::prop_assert!(!d.filter_response(index, 200, &mut twice));
+                proptest::prop_assert_eq!(&once, &twice);
+            }
+        }
     }
 
     #[test]

@@ -196,6 +196,11 @@ impl Validate {
         })
     }
 
+    /// The route's OpenAPI document (for response schema filtering with `Exchange::operation`).
+    pub fn document(&self) -> Option<&Arc<Document>> {
+        self.openapi.as_ref()
+    }
+
     /// What `check` prints.
     pub fn describe(&self) -> String {
         let mut s = format!(
