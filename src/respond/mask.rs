@@ -171,6 +171,10 @@ fn ssns(cur: &mut Cow<'_, [u8]>) -> usize {
     let mut i = 0;
     while i + 11 <= cur.len() {
         let b: &[u8] = cur;
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
         let w = &b[i..i + 11];
         let shape = w.iter().enumerate().all(|(k, &c)| if k == 3 || k == 6 { c == b'-' } else { c.is_ascii_digit() });
         let bounded = starts_word(b, i)
@@ -497,6 +501,46 @@ mod tests {
         #[test]
         fn digit_soup_never_panics(s in "[0-9 A-Z-]{0,300}") {
             let _ = mask(s.as_bytes(), ALL);
+        }
+
+        /// Any Luhn-valid number of a card's length and first digit, between words, is masked to its
+        /// last 4 digits; the words around it are kept.
+        #[test]
+        fn every_valid_card_is_masked(first in 2u8..=6, body in proptest::collection::vec(0u8..10, 11..=17), pre in "[a-z ]{0,8}") {
+            let mut digits: Vec<u8> = std::iter::once(first).chain(body).collect();
+            // The check digit that makes it Luhn-valid.
+            let check = (0..10u8).find(|c| {
+                let mut d = digits.clone();
+                d.push(*c);
+                luhn(d.iter().map(|x| x + b'0'))
+            }).unwrap();
+            digits.push(check);
+            let card: String = digits.iter().map(|d| char::from(d + b'0')).collect();
+            let text = format!("{pre} {card} end");
+            let out = masked(&text);
+            let n = card.len();
+            proptest::prop_assert_eq!(out, format!("{pre} {}{} end", "*".repeat(n - 4), &card[n - 4..]));
+        }
+
+        /// Any IBAN with valid check digits is masked; one with a changed check digit is not.
+        #[test]
+        fn every_valid_iban_is_masked(bban in "[0-9]{18}") {
+            let check = 98 - {
+                let probe = format!("DE00{bban}");
+                let mut rem = 0u32;
+                for c in probe[4..].bytes().chain(probe[..4].bytes()) {
+                    rem = match c {
+                        b'0'..=b'9' => (rem * 10 + u32::from(c - b'0')) % 97,
+                        _ => (rem * 100 + u32::from(c - b'A') + 10) % 97,
+                    };
+                }
+                rem
+            };
+            let iban = format!("DE{check:02}{bban}");
+            proptest::prop_assert!(iban_valid(iban.as_bytes()));
+            proptest::prop_assert_eq!(masked(&iban), format!("DE{}{}", "*".repeat(16), &iban[18..]));
+            let wrong = format!("DE{:02}{bban}", (check + 1) % 100);
+            proptest::prop_assert_eq!(masked(&wrong), wrong.clone());
         }
     }
 }
