@@ -313,6 +313,13 @@ fn security_headers_overridden_per_route_and_globally() {
     let file = dir.write("bad.yaml", &bad);
     let (code, _, err) = portcullis(&["check", "-c", &path_str(&file)], &[]);
     assert_ne!(code, 0, "{err}");
+    // Masking without `json: true` is valid, and warned about; `check` prints the response side.
+    let lax = config(up.addr, "").replace("      json: true\n      max_body_bytes", "      max_body_bytes");
+    let file = dir.write("lax.yaml", &lax);
+    let (code, out, err) = portcullis(&["check", "-c", &path_str(&file)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("route `masked` masks JSON answers but does not say"), "{out}{err}");
+    assert!(out.contains("-> data-loss-masking[cards, ssn, iban, private_keys, cloud_keys] -> error-scrubbing[5xx]"), "{out}");
 }
 
 #[test]

@@ -446,6 +446,27 @@ impl Protect {
     }
 }
 
+/// `check`'s warnings: a route that masks JSON answers without `json: true` lets a non-JSON answer
+/// through unmasked.
+pub fn lints<'a>(
+    top: Option<&RespondConfig>,
+    routes: impl Iterator<Item = (&'a str, Option<&'a RespondConfig>)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, r) in routes {
+        let mask = r.and_then(|r| r.mask.as_ref()).or(top.and_then(|t| t.mask.as_ref()));
+        let masks = mask.is_some_and(|m| m.cards || m.ssn || m.iban || m.private_keys || m.cloud_keys);
+        let json = r.and_then(|r| r.json).or(top.and_then(|t| t.json)).unwrap_or(false);
+        if masks && !json {
+            out.push(format!(
+                "route `{name}` masks JSON answers but does not say `respond: {{ json: true }}`: an answer of \
+                 another media type would pass unmasked"
+            ));
+        }
+    }
+    out
+}
+
 /// An answer with a body to judge: not to HEAD, not 1xx, 204 or 304, and not declared empty.
 fn has_body(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
     !(method == Method::HEAD
@@ -594,6 +615,16 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<RespondConfig>("{ masks: {} }").is_err());
         let bad: RespondConfig = serde_yaml_ng::from_str("{ mask: { cards: true, allow: [x] } }").unwrap();
         assert!(Defaults::compile(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn masking_without_json_only_is_a_lint() {
+        let masked: RespondConfig = serde_yaml_ng::from_str("{ mask: { ssn: true } }").unwrap();
+        let json: RespondConfig = serde_yaml_ng::from_str("{ json: true }").unwrap();
+        let l = lints(Some(&masked), [("a", None), ("b", Some(&json))].into_iter());
+        assert_eq!(l.len(), 1);
+        assert!(l[0].contains("route `a`"), "{l:?}");
+        assert!(lints(None, [("a", Some(&json))].into_iter()).is_empty());
     }
 
     #[test]
