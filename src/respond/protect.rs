@@ -16,7 +16,7 @@
 //!   the same status (`upstream-error`); only its `Retry-After` is kept. Its body is never read.
 //! - `json: true`: an answer that is not `application/json` or `application/*+json` (problem+json is
 //!   JSON) is replaced by 502 `bad-gateway`, logged. Answers without a body (204, 304, a length of 0)
-//!   pass.
+//!   pass; a redirect (3xx with `Location`) keeps its head and loses a body that is not JSON.
 //! - `mask`: the answer is read whole within `max_body_bytes` and the route's response timeout;
 //!   over the bound it is refused (502), never released unmasked. Masked routes ask the upstream for
 //!   `identity` (no `Accept-Encoding`, no `Range`); a compressed or partial answer is refused (502).
@@ -340,6 +340,18 @@ impl Protect {
         if self.scrub_errors && status.is_server_error() {
             tracing::debug!(request_id = ex.request_id, status = status.as_u16(), "upstream error answer scrubbed");
             return Ok(scrubbed(status, resp.headers(), ex.request_id));
+        }
+        if self.json_only && status.is_redirection() && resp.headers().contains_key(header::LOCATION) {
+            // A redirect's body is never rendered where it has a Location to follow; one that is not
+            // JSON is dropped, the redirect kept.
+            if !is_json(resp.headers()) && has_body(&Method::GET, status, resp.headers()) {
+                let (mut head, _) = resp.into_parts();
+                head.headers.remove(header::CONTENT_TYPE);
+                head.headers.remove(header::TRANSFER_ENCODING);
+                head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                return Ok(Response::from_parts(head, ResponseBody::empty()));
+            }
+            return Ok(resp);
         }
         if self.json_only && has_body(&Method::GET, status, resp.headers()) && !is_json(resp.headers()) {
             ex.refused_at = Some(Place::ErrorScrubbing);
