@@ -164,6 +164,9 @@ impl SecurityHeaders {
             Setting::Inherit => Ok(current.clone()),
             Setting::Default => Ok(Some(default)),
             Setting::Off => Ok(None),
+            Setting::Value(v) if v.trim().is_empty() => {
+                Err(format!("security_headers.{name}: an empty value; write null to not send the header"))
+            }
             Setting::Value(v) => HeaderValue::from_str(v)
                 .map(Some)
                 .map_err(|_| format!("security_headers.{name}: `{v}` is not a valid header value")),
@@ -606,6 +609,9 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<SecurityHeadersConfig>("{ referer_policy: x }").is_err());
         let bad: SecurityHeadersConfig = serde_yaml_ng::from_str("{ referrer_policy: \"a\\nb\" }").unwrap();
         assert!(SecurityHeaders::default().with(&bad).is_err());
+        let empty: SecurityHeadersConfig = serde_yaml_ng::from_str("{ referrer_policy: \"\" }").unwrap();
+        assert!(SecurityHeaders::default().with(&empty).is_err());
+        assert!(serde_yaml_ng::from_str::<SecurityHeadersConfig>("{ referrer_policy: 5 }").is_err());
     }
 
     #[test]
