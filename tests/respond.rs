@@ -142,6 +142,12 @@ fn answer(name: &str, head: bool) -> Vec<u8> {
             all.push("\"}");
             chunked(&all)
         }
+        "redirect" => reply(
+            "303 See Other",
+            &[("location", "/json/json"), ("content-type", "text/html")],
+            b"<a href=x>x</a>",
+            head,
+        ),
         "gzip" => reply("200 OK", &[JSON, ("content-encoding", "gzip")], b"\x1f\x8b\x08\x00garbage", head),
         "malformed" => reply("200 OK", &[JSON], br#"{"card":"4111111111111111""#, head),
         "debug" => {
@@ -313,6 +319,16 @@ fn security_headers_overridden_per_route_and_globally() {
     let file = dir.write("bad.yaml", &bad);
     let (code, _, err) = portcullis(&["check", "-c", &path_str(&file)], &[]);
     assert_ne!(code, 0, "{err}");
+    // Masking without `json: true` is valid, and warned about; `check` prints the response side.
+    let lax = config(up.addr, "").replace("      json: true\n      max_body_bytes", "      max_body_bytes");
+    let file = dir.write("lax.yaml", &lax);
+    let (code, out, err) = portcullis(&["check", "-c", &path_str(&file)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("route `masked` masks JSON answers but does not say"), "{out}{err}");
+    assert!(
+        out.contains("-> data-loss-masking[cards, ssn, iban, private_keys, cloud_keys] -> error-scrubbing[5xx]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -377,6 +393,10 @@ fn json_routes_stay_json() {
     assert!(has(&h, "content-type: application/problem+json"), "{h}");
     let (code, _, body) = get(&gw, "/json/nocontent", &[]);
     assert_eq!((code, body.as_str()), (204, ""));
+    // A redirect stays a redirect; its HTML body is dropped.
+    let (code, h, body) = get(&gw, "/json/redirect", &[]);
+    assert_eq!((code, body.as_str()), (303, ""));
+    assert!(has(&h, "location: /json/json") && has(&h, "content-length: 0") && !h.contains("text/html"), "{h}");
     // A route that does not say it is JSON passes HTML through (with nosniff and the CSP).
     let (code, h, body) = get(&gw, "/plain/html", &[]);
     assert_eq!(code, 200);

@@ -168,17 +168,24 @@ fn cards(cur: &mut Cow<'_, [u8]>) -> usize {
 /// else. Numbers the SSA never issues (area 000, 666, 900-999; group 00; serial 0000) are left alone.
 fn ssns(cur: &mut Cow<'_, [u8]>) -> usize {
     let mut found = 0;
-    let mut i = 0;
-    while i + 11 <= cur.len() {
+    // Candidates are found by their first dash (SIMD search): text without one costs one pass.
+    let mut from = 3;
+    while from < cur.len() {
+        let Some(p) = memchr::memchr(b'-', &cur[from..]) else { break };
+        let i = from + p - 3;
+        from += p + 1;
+        if i + 11 > cur.len() {
+            break;
+        }
         let b: &[u8] = cur;
         let w = &b[i..i + 11];
         let shape = w.iter().enumerate().all(|(k, &c)| if k == 3 || k == 6 { c == b'-' } else { c.is_ascii_digit() });
-        let bounded = starts_word(b, i)
-            && (i == 0 || b[i - 1] != b'-')
-            && ends_word(b, i + 11)
-            && b.get(i + 11).is_none_or(|&c| c != b'-');
-        if !shape || !bounded {
-            i += 1;
+        if !shape
+            || !starts_word(b, i)
+            || (i > 0 && b[i - 1] == b'-')
+            || !ends_word(b, i + 11)
+            || b.get(i + 11).is_some_and(|&c| c == b'-')
+        {
             continue;
         }
         let area = &w[0..3];
@@ -187,7 +194,7 @@ fn ssns(cur: &mut Cow<'_, [u8]>) -> usize {
             star(cur, [i, i + 1, i + 2, i + 4, i + 5].into_iter());
             found += 1;
         }
-        i += 11;
+        from = i + 11;
     }
     found
 }
@@ -324,8 +331,11 @@ fn cloud_keys(cur: &mut Cow<'_, [u8]>) -> usize {
     let mut found = 0;
     let mut i = 0;
     while i < cur.len() {
+        // Every key starts with `A` or `S` (SIMD search to the next one).
+        let Some(p) = memchr::memchr2(b'A', b'S', &cur[i..]) else { break };
+        i += p;
         let b: &[u8] = cur;
-        if !matches!(b[i], b'A' | b'S') || !starts_word(b, i) {
+        if !starts_word(b, i) {
             i += 1;
             continue;
         }
@@ -497,6 +507,46 @@ mod tests {
         #[test]
         fn digit_soup_never_panics(s in "[0-9 A-Z-]{0,300}") {
             let _ = mask(s.as_bytes(), ALL);
+        }
+
+        /// Any Luhn-valid number of a card's length and first digit, between words, is masked to its
+        /// last 4 digits; the words around it are kept.
+        #[test]
+        fn every_valid_card_is_masked(first in 2u8..=6, body in proptest::collection::vec(0u8..10, 11..=17), pre in "[a-z ]{0,8}") {
+            let mut digits: Vec<u8> = std::iter::once(first).chain(body).collect();
+            // The check digit that makes it Luhn-valid.
+            let check = (0..10u8).find(|c| {
+                let mut d = digits.clone();
+                d.push(*c);
+                luhn(d.iter().map(|x| x + b'0'))
+            }).unwrap();
+            digits.push(check);
+            let card: String = digits.iter().map(|d| char::from(d + b'0')).collect();
+            let text = format!("{pre} {card} end");
+            let out = masked(&text);
+            let n = card.len();
+            proptest::prop_assert_eq!(out, format!("{pre} {}{} end", "*".repeat(n - 4), &card[n - 4..]));
+        }
+
+        /// Any IBAN with valid check digits is masked; one with a changed check digit is not.
+        #[test]
+        fn every_valid_iban_is_masked(bban in "[0-9]{18}") {
+            let check = 98 - {
+                let probe = format!("DE00{bban}");
+                let mut rem = 0u32;
+                for c in probe[4..].bytes().chain(probe[..4].bytes()) {
+                    rem = match c {
+                        b'0'..=b'9' => (rem * 10 + u32::from(c - b'0')) % 97,
+                        _ => (rem * 100 + u32::from(c - b'A') + 10) % 97,
+                    };
+                }
+                rem
+            };
+            let iban = format!("DE{check:02}{bban}");
+            proptest::prop_assert!(iban_valid(iban.as_bytes()));
+            proptest::prop_assert_eq!(masked(&iban), format!("DE{}{}", "*".repeat(16), &iban[18..]));
+            let wrong = format!("DE{:02}{bban}", (check + 1) % 100);
+            proptest::prop_assert_eq!(masked(&wrong), wrong.clone());
         }
     }
 }

@@ -16,7 +16,7 @@
 //!   the same status (`upstream-error`); only its `Retry-After` is kept. Its body is never read.
 //! - `json: true`: an answer that is not `application/json` or `application/*+json` (problem+json is
 //!   JSON) is replaced by 502 `bad-gateway`, logged. Answers without a body (204, 304, a length of 0)
-//!   pass.
+//!   pass; a redirect (3xx with `Location`) keeps its head and loses a body that is not JSON.
 //! - `mask`: the answer is read whole within `max_body_bytes` and the route's response timeout;
 //!   over the bound it is refused (502), never released unmasked. Masked routes ask the upstream for
 //!   `identity` (no `Accept-Encoding`, no `Range`); a compressed or partial answer is refused (502).
@@ -164,6 +164,9 @@ impl SecurityHeaders {
             Setting::Inherit => Ok(current.clone()),
             Setting::Default => Ok(Some(default)),
             Setting::Off => Ok(None),
+            Setting::Value(v) if v.trim().is_empty() => {
+                Err(format!("security_headers.{name}: an empty value; write null to not send the header"))
+            }
             Setting::Value(v) => HeaderValue::from_str(v)
                 .map(Some)
                 .map_err(|_| format!("security_headers.{name}: `{v}` is not a valid header value")),
@@ -341,6 +344,18 @@ impl Protect {
             tracing::debug!(request_id = ex.request_id, status = status.as_u16(), "upstream error answer scrubbed");
             return Ok(scrubbed(status, resp.headers(), ex.request_id));
         }
+        if self.json_only && status.is_redirection() && resp.headers().contains_key(header::LOCATION) {
+            // A redirect's body is never rendered where it has a Location to follow; one that is not
+            // JSON is dropped, the redirect kept.
+            if !is_json(resp.headers()) && has_body(&Method::GET, status, resp.headers()) {
+                let (mut head, _) = resp.into_parts();
+                head.headers.remove(header::CONTENT_TYPE);
+                head.headers.remove(header::TRANSFER_ENCODING);
+                head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                return Ok(Response::from_parts(head, ResponseBody::empty()));
+            }
+            return Ok(resp);
+        }
         if self.json_only && has_body(&Method::GET, status, resp.headers()) && !is_json(resp.headers()) {
             ex.refused_at = Some(Place::ErrorScrubbing);
             tracing::warn!(
@@ -402,12 +417,9 @@ impl Protect {
             Ok(Err(_)) => return Err(Reject::BadGateway("the upstream's answer broke off")),
             Err(_) => return Err(Reject::GatewayTimeout("the upstream's answer did not arrive whole in time")),
         };
-        let masked = match &self.mask {
-            Some(m) if !bytes.iter().all(u8::is_ascii_whitespace) => match m.apply(&bytes) {
-                Ok(masked) => masked,
-                Err(_) => return refuse(ex, "the answer is not well-formed JSON"),
-            },
-            _ => None,
+        let masked = match self.rewrite_json(&bytes) {
+            Ok(masked) => masked,
+            Err(reason) => return refuse(ex, reason),
         };
         let body = match masked {
             None => bytes,
@@ -431,6 +443,43 @@ impl Protect {
         head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         Ok(Response::from_parts(head, ResponseBody::full(body)))
     }
+}
+
+impl Protect {
+    /// The rewrites of a whole JSON answer, in place order. `Ok(None)`: the bytes stay as they are.
+    ///
+    /// Response schema filtering (place 14) plugs in here, before masking: when the route has a
+    /// filter, parse `body` into a `serde_json::Value`, call `filter_response(&mut value)`, serialize
+    /// it, and mask those bytes instead (and make [`Protect::needs_body`] true for such a route).
+    fn rewrite_json(&self, body: &[u8]) -> Result<Option<super::json_mask::Masked>, &'static str> {
+        match &self.mask {
+            Some(m) if !body.iter().all(u8::is_ascii_whitespace) => {
+                m.apply(body).map_err(|_| "the answer is not well-formed JSON")
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `check`'s warnings: a route that masks JSON answers without `json: true` lets a non-JSON answer
+/// through unmasked.
+pub fn lints<'a>(
+    top: Option<&RespondConfig>,
+    routes: impl Iterator<Item = (&'a str, Option<&'a RespondConfig>)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, r) in routes {
+        let mask = r.and_then(|r| r.mask.as_ref()).or(top.and_then(|t| t.mask.as_ref()));
+        let masks = mask.is_some_and(|m| m.cards || m.ssn || m.iban || m.private_keys || m.cloud_keys);
+        let json = r.and_then(|r| r.json).or(top.and_then(|t| t.json)).unwrap_or(false);
+        if masks && !json {
+            out.push(format!(
+                "route `{name}` masks JSON answers but does not say `respond: {{ json: true }}`: an answer of \
+                 another media type would pass unmasked"
+            ));
+        }
+    }
+    out
 }
 
 /// An answer with a body to judge: not to HEAD, not 1xx, 204 or 304, and not declared empty.
@@ -560,6 +609,9 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<SecurityHeadersConfig>("{ referer_policy: x }").is_err());
         let bad: SecurityHeadersConfig = serde_yaml_ng::from_str("{ referrer_policy: \"a\\nb\" }").unwrap();
         assert!(SecurityHeaders::default().with(&bad).is_err());
+        let empty: SecurityHeadersConfig = serde_yaml_ng::from_str("{ referrer_policy: \"\" }").unwrap();
+        assert!(SecurityHeaders::default().with(&empty).is_err());
+        assert!(serde_yaml_ng::from_str::<SecurityHeadersConfig>("{ referrer_policy: 5 }").is_err());
     }
 
     #[test]
@@ -581,6 +633,16 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<RespondConfig>("{ masks: {} }").is_err());
         let bad: RespondConfig = serde_yaml_ng::from_str("{ mask: { cards: true, allow: [x] } }").unwrap();
         assert!(Defaults::compile(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn masking_without_json_only_is_a_lint() {
+        let masked: RespondConfig = serde_yaml_ng::from_str("{ mask: { ssn: true } }").unwrap();
+        let json: RespondConfig = serde_yaml_ng::from_str("{ json: true }").unwrap();
+        let l = lints(Some(&masked), [("a", None), ("b", Some(&json))].into_iter());
+        assert_eq!(l.len(), 1);
+        assert!(l[0].contains("route `a`"), "{l:?}");
+        assert!(lints(None, [("a", Some(&json))].into_iter()).is_empty());
     }
 
     #[test]
