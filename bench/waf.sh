@@ -23,7 +23,11 @@
 #   portcullis detection: X.X% fp: X.X%
 #   modsecurity detection: X.X% fp: X.X%
 #
-# Environment: PROXY_CPU (0), LOAD_CPU (1), PASSES (1), SKIP_BUILD=1, PORTCULLIS (binary path), MODSEC_ONLY=1,
+# With BASELINE=1 (the default) the corpus also goes through the same NGINX without ModSecurity (nginx-plain) and
+# Portcullis without inspection (portcullis-plain, bench/configs/plain.yaml), so the WAF's own cost shows apart
+# from proxying: the line before the last three gives each WAF's CPU per request over its plain proxy.
+#
+# Environment: PROXY_CPU (0), LOAD_CPU (1), PASSES (1), BASELINE (1), SKIP_BUILD=1, PORTCULLIS (binary path), MODSEC_ONLY=1,
 # KEEP_WORK=1 (keep the temp dir: configs, logs, the ModSecurity audit log, per-line statuses).
 set -euo pipefail
 
@@ -32,6 +36,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PASSES=${PASSES:-1}
 MODSEC_ONLY=${MODSEC_ONLY:-0}
+BASELINE=${BASELINE:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTCULLIS=${PORTCULLIS:-$TARGET_DIR/release/portcullis}
 CORPUS=$ROOT/tests/corpus
@@ -193,7 +198,39 @@ start_nginx modsecurity "$PROXY_CPU" "load_module $MODSEC_MODULE;" "
 MODSEC_PIDS=$NGINX_PIDS
 wait_port "$MODSEC_PORT" 30 || die "nginx + modsecurity did not listen: $(tail -5 "$WORK/modsecurity/error.log")"
 
+# Baselines (BASELINE=1, the default): the same NGINX without ModSecurity, and Portcullis without inspection,
+# so that the cost of the WAF itself shows apart from the cost of proxying.
+if [ "$BASELINE" = 1 ]; then
+  NGINX_PLAIN_PORT=$(free_port)
+  start_nginx nginx-plain "$PROXY_CPU" "" "
+    upstream up {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 16;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PLAIN_PORT;
+        client_max_body_size 1m;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+        }
+    }"
+  NGINX_PLAIN_PIDS=$NGINX_PIDS
+  wait_port "$NGINX_PLAIN_PORT" || die "plain nginx did not listen"
+fi
+
 if [ "$MODSEC_ONLY" != 1 ]; then
+  if [ "$BASELINE" = 1 ]; then
+    PLAIN_PORT=$(free_port)
+    sed -e "s|@LISTEN@|127.0.0.1:$PLAIN_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" \
+      "$ROOT/bench/configs/plain.yaml" >"$WORK/portcullis-plain.yaml"
+    taskset -c "$PROXY_CPU" "$PORTCULLIS" run -c "$WORK/portcullis-plain.yaml" >"$WORK/portcullis-plain.log" 2>&1 &
+    PLAIN_PID=$!
+    PIDS+=("$PLAIN_PID")
+    wait_port "$PLAIN_PORT" || die "portcullis (plain) did not listen: $(tail -5 "$WORK/portcullis-plain.log")"
+  fi
   PORTCULLIS_PORT=$(free_port)
   sed -e "s|@LISTEN@|127.0.0.1:$PORTCULLIS_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" \
     "$ROOT/bench/configs/waf.yaml" >"$WORK/portcullis.yaml"
@@ -226,14 +263,25 @@ replay() {
 }
 
 args=()
+if [ "$MODSEC_ONLY" != 1 ]; then
+  log "replaying the corpus through portcullis"
+  PORTCULLIS_CPU=$(replay portcullis "$PORTCULLIS_PORT" "$PORTCULLIS_PID")
+  args+=("portcullis=$WORK/portcullis.json:$PORTCULLIS_CPU")
+fi
 log "replaying the corpus through nginx + modsecurity + crs"
 # shellcheck disable=SC2086
 MODSEC_CPU=$(replay modsecurity "$MODSEC_PORT" $MODSEC_PIDS)
 args+=("modsecurity=$WORK/modsecurity.json:$MODSEC_CPU")
-if [ "$MODSEC_ONLY" != 1 ]; then
-  log "replaying the corpus through portcullis"
-  PORTCULLIS_CPU=$(replay portcullis "$PORTCULLIS_PORT" "$PORTCULLIS_PID")
-  args=("portcullis=$WORK/portcullis.json:$PORTCULLIS_CPU" "${args[@]}")
+if [ "$BASELINE" = 1 ]; then
+  if [ "$MODSEC_ONLY" != 1 ]; then
+    log "replaying the corpus through portcullis without inspection"
+    PLAIN_CPU=$(replay portcullis-plain "$PLAIN_PORT" "$PLAIN_PID")
+    args+=("portcullis-plain=$WORK/portcullis-plain.json:$PLAIN_CPU")
+  fi
+  log "replaying the corpus through nginx without modsecurity"
+  # shellcheck disable=SC2086
+  NGINX_PLAIN_CPU=$(replay nginx-plain "$NGINX_PLAIN_PORT" $NGINX_PLAIN_PIDS)
+  args+=("nginx-plain=$WORK/nginx-plain.json:$NGINX_PLAIN_CPU")
 fi
 
 echo

@@ -221,6 +221,12 @@ def report(args):
           "".join("  %22s" % ("%.1f" % cpu if cpu is not None else "-") for _, _, cpu in runs))
     byname = {n: cpu for n, _, cpu in runs}
     print()
+    extra = []
+    for waf, plain in (("portcullis", "portcullis-plain"), ("modsecurity", "nginx-plain")):
+        if byname.get(waf) is not None and byname.get(plain) is not None:
+            extra.append("%s %.1f" % (waf, byname[waf] - byname[plain]))
+    if extra:
+        print("waf cpu us/request over the same proxy without it: " + ", ".join(extra))
     if byname.get("portcullis") and byname.get("modsecurity"):
         print("portcullis/modsecurity cpu-per-request ratio: %.3f" % (byname["portcullis"] / byname["modsecurity"]))
     else:

@@ -11,6 +11,9 @@
 //! of that category's detection rate. A benign value is a false positive when it does not reach the
 //! upstream with a 2xx, whatever refused it. A payload its place cannot carry (CR/LF in a header, a `"`
 //! in a multipart file name) is skipped and counted.
+//!
+//! `WAF_CORPUS_MISSES=FILE` writes every missed attack and every false positive to FILE (the report shows
+//! the first 15 of each category).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #[allow(unreachable_pub)]
 mod common;
@@ -307,6 +310,12 @@ logging:
         }
     }
     eprintln!("{report}");
+    // For tuning: WAF_CORPUS_MISSES=/some/file writes every miss and false positive there, one per line.
+    if let Some(path) = std::env::var_os("WAF_CORPUS_MISSES") {
+        let all: Vec<String> =
+            misses.iter().flat_map(|(cat, list)| list.iter().map(move |m| format!("{cat} {m}"))).collect();
+        std::fs::write(path, all.join("\n") + "\n").expect("write WAF_CORPUS_MISSES");
+    }
     assert!(leaks.is_empty(), "refused requests reached the upstream: {leaks:#?}");
     assert!(failures.is_empty(), "targets missed: {failures:?} (the table is above)");
 }
