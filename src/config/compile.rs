@@ -350,15 +350,22 @@ fn route(
         stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
     }
     let max_body_bytes = r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0);
+    let mut validation_document = None;
     if let Some(v) = &r.validate {
         let v = crate::validate::shape::Validate::compile(v, max_body_bytes, l.request.max_headers, openapi)
             .map_err(|m| err("validate", "", m))?;
+        validation_document = v.document().cloned();
         stages.push(Stage::Validation(Box::new(v)));
     }
     if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
         let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
         let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
         stages.push(Stage::Inspection(Box::new(inspection)));
+    }
+    let mut protect =
+        crate::respond::protect::Protect::compile(respond, r.respond.as_ref()).map_err(|m| err("respond", "", m))?;
+    if let Some(doc) = r.validate.as_ref().and(validation_document.as_ref()) {
+        protect.set_response_schema(Arc::new(OpenApiResponses(doc.clone())));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -368,8 +375,7 @@ fn route(
         max_body_bytes,
         matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
-        protect: crate::respond::protect::Protect::compile(respond, r.respond.as_ref())
-            .map_err(|m| err("respond", "", m))?,
+        protect,
     };
     let options = PathOptions {
         case_sensitive: r.matcher.case_sensitive,
@@ -689,5 +695,19 @@ impl Runtime {
             ));
         }
         out
+    }
+}
+
+/// Response schema filtering (place 14) over a route's OpenAPI document: the response side asks by the
+/// operation validation matched.
+#[derive(Debug)]
+struct OpenApiResponses(Arc<crate::validate::openapi::Document>);
+
+impl crate::respond::protect::ResponseSchema for OpenApiResponses {
+    fn filters(&self, operation: usize, status: u16) -> bool {
+        self.0.filters_response(operation, status)
+    }
+    fn filter(&self, operation: usize, status: u16, body: &mut serde_json::Value) -> bool {
+        self.0.filter_response(operation, status, body)
     }
 }

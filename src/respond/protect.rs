@@ -33,6 +33,7 @@ use http::{Method, Response, StatusCode};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The `respond:` section, at the top level and on routes.
@@ -240,6 +241,17 @@ pub struct Protect {
     json_only: bool,
     mask: Option<JsonMask>,
     max_body_bytes: u64,
+    /// Response schema filtering (place 14), from the route's OpenAPI document.
+    schema: Option<Arc<dyn ResponseSchema>>,
+}
+
+/// Response schema filtering (place 14): what the answer to an operation may carry. Implemented over
+/// the route's OpenAPI document by `config` (this module does not know the validation stage).
+pub trait ResponseSchema: Send + Sync + fmt::Debug {
+    /// True if answers to `operation` (the index validation matched) with `status` are filtered.
+    fn filters(&self, operation: usize, status: u16) -> bool;
+    /// Removes what the schema does not declare; true if anything was removed.
+    fn filter(&self, operation: usize, status: u16, body: &mut serde_json::Value) -> bool;
 }
 
 impl Default for Protect {
@@ -250,6 +262,7 @@ impl Default for Protect {
             json_only: false,
             mask: None,
             max_body_bytes: DEFAULT_MAX_BODY,
+            schema: None,
         }
     }
 }
@@ -287,6 +300,7 @@ impl Protect {
             json_only: r.json.or(g.json).unwrap_or(false),
             mask,
             max_body_bytes,
+            schema: None,
         })
     }
 
@@ -324,10 +338,21 @@ impl Protect {
         }
     }
 
-    /// True when the answer must be read whole before any of it is released (a hook for response
-    /// schema filtering too).
-    pub fn needs_body(&self, method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
-        self.mask.is_some() && has_body(method, status, h) && is_json(h)
+    /// Filters this route's JSON answers by the response schemas of its OpenAPI document.
+    pub fn set_response_schema(&mut self, schema: Arc<dyn ResponseSchema>) {
+        self.schema = Some(schema);
+    }
+
+    /// The operation whose response schema applies to this answer, if one does.
+    fn schema_for(&self, operation: Option<usize>, status: StatusCode) -> Option<usize> {
+        let (schema, op) = (self.schema.as_ref()?, operation?);
+        schema.filters(op, status.as_u16()).then_some(op)
+    }
+
+    /// True when the answer must be read whole before any of it is released: it is JSON and is
+    /// masked, or filtered by a response schema.
+    pub fn needs_body(&self, method: &Method, status: StatusCode, h: &HeaderMap, operation: Option<usize>) -> bool {
+        (self.mask.is_some() || self.schema_for(operation, status).is_some()) && has_body(method, status, h) && is_json(h)
     }
 
     /// The response side for an upstream's answer: leaking headers dropped, then error scrubbing,
@@ -369,7 +394,7 @@ impl Protect {
             );
             return Err(Reject::BadGateway("a JSON route's upstream answered another media type"));
         }
-        if !self.needs_body(&ex.parts.method, status, resp.headers()) {
+        if !self.needs_body(&ex.parts.method, status, resp.headers(), ex.operation) {
             return Ok(resp);
         }
         self.rewrite(ex, resp, timeout).await
@@ -417,21 +442,33 @@ impl Protect {
             Ok(Err(_)) => return Err(Reject::BadGateway("the upstream's answer broke off")),
             Err(_) => return Err(Reject::GatewayTimeout("the upstream's answer did not arrive whole in time")),
         };
-        let masked = match self.rewrite_json(&bytes) {
+        let filter = self.schema_for(ex.operation, head.status).map(|op| (op, head.status.as_u16()));
+        let masked = match self.rewrite_json(&bytes, filter) {
             Ok(masked) => masked,
             Err(reason) => return refuse(ex, reason),
         };
         let body = match masked {
             None => bytes,
             Some(m) => {
-                tracing::info!(
-                    target: "security",
-                    event = "dlp_masked",
-                    request_id = ex.request_id,
-                    route = ex.route.as_deref(),
-                    found = m.found,
-                    "sensitive data masked in the upstream's answer"
-                );
+                if m.found > 0 {
+                    tracing::info!(
+                        target: "security",
+                        event = "dlp_masked",
+                        request_id = ex.request_id,
+                        route = ex.route.as_deref(),
+                        found = m.found,
+                        "sensitive data masked in the upstream's answer"
+                    );
+                }
+                if m.filtered {
+                    tracing::info!(
+                        target: "security",
+                        event = "response_filtered",
+                        request_id = ex.request_id,
+                        route = ex.route.as_deref(),
+                        "properties the response schema does not declare removed from the upstream's answer"
+                    );
+                }
                 // What the upstream said of its own bytes is not true of these.
                 for name in ["etag", "content-md5", "digest", "content-digest", "repr-digest"] {
                     head.headers.remove(name);
@@ -451,14 +488,48 @@ impl Protect {
     /// Response schema filtering (place 14) plugs in here, before masking: when the route has a
     /// filter, parse `body` into a `serde_json::Value`, call `filter_response(&mut value)`, serialize
     /// it, and mask those bytes instead (and make [`Protect::needs_body`] true for such a route).
-    fn rewrite_json(&self, body: &[u8]) -> Result<Option<super::json_mask::Masked>, &'static str> {
-        match &self.mask {
-            Some(m) if !body.iter().all(u8::is_ascii_whitespace) => {
-                m.apply(body).map_err(|_| "the answer is not well-formed JSON")
-            }
-            _ => Ok(None),
+    fn rewrite_json(
+        &self,
+        body: &[u8],
+        filter: Option<(usize, u16)>,
+    ) -> Result<Option<Rewritten>, &'static str> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
         }
+        // Filtered first (a removed property is not masked, it is gone), then masked.
+        let filtered = match (filter, &self.schema) {
+            (Some((op, status)), Some(schema)) => {
+                let mut value: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|_| "the answer is not well-formed JSON")?;
+                if schema.filter(op, status, &mut value) {
+                    Some(serde_json::to_vec(&value).map_err(|_| "the answer cannot be written back")?)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let masked = match (&self.mask, &filtered) {
+            (Some(m), Some(f)) => m.apply(f).map_err(|_| "the answer is not well-formed JSON")?,
+            (Some(m), None) => m.apply(body).map_err(|_| "the answer is not well-formed JSON")?,
+            (None, _) => None,
+        };
+        let was_filtered = filtered.is_some();
+        Ok(match (masked, filtered) {
+            (Some(m), _) => Some(Rewritten { body: m.body, found: m.found, filtered: was_filtered }),
+            (None, Some(f)) => Some(Rewritten { body: f, found: 0, filtered: true }),
+            (None, None) => None,
+        })
     }
+}
+
+/// A JSON answer as the response side rewrote it: filtered by its schema, masked, or both.
+struct Rewritten {
+    body: Vec<u8>,
+    /// Values masked.
+    found: usize,
+    /// Properties the response schema does not declare were removed.
+    filtered: bool,
 }
 
 /// `check`'s warnings: a route that masks JSON answers without `json: true` lets a non-JSON answer

@@ -40,6 +40,15 @@ pub struct OpenApiConfig {
     /// the document's first `servers` URL (`https://api.example.com/v1` gives `/v1`), else none.
     #[serde(default)]
     pub base_path: Option<String>,
+    /// Remove from JSON answers the properties the operation's response schema does not declare
+    /// (excessive data exposure, OWASP API3). Default true: a route that validates against the
+    /// document filters what the upstream answers by it.
+    #[serde(default = "yes")]
+    pub filter_responses: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The compiled documents, by name.
@@ -62,6 +71,8 @@ pub struct Document {
     operations: Vec<Operation>,
     /// The document as parsed (3.0's `nullable` rewritten), for response filtering's `$ref`s.
     root: Value,
+    /// `filter_responses` (see [`OpenApiConfig`]).
+    filter_responses: bool,
 }
 
 impl std::fmt::Debug for Document {
@@ -181,8 +192,10 @@ impl Document {
             (None, Some(text)) => (text.clone(), "inline".to_owned()),
             _ => return Err(format!("openapi.{name} needs exactly one of `file` or `inline`")),
         };
-        Document::parse(name, &text, c.strict, c.base_path.as_deref())
-            .map_err(|m| format!("openapi.{name} ({source}): {m}"))
+        let mut doc = Document::parse(name, &text, c.strict, c.base_path.as_deref())
+            .map_err(|m| format!("openapi.{name} ({source}): {m}"))?;
+        doc.filter_responses = c.filter_responses;
+        Ok(doc)
     }
 
     /// Parses and compiles a document's text (YAML, of which JSON is a subset).
@@ -243,7 +256,7 @@ impl Document {
         }
         // Concrete paths before templated ones (OpenAPI: `/pets/mine` wins over `/pets/{id}`).
         paths.sort_by_key(|a| specificity(&a.segments));
-        Ok(Document { name: name.to_owned(), strict, base_path, paths, operations, root })
+        Ok(Document { name: name.to_owned(), strict, base_path, paths, operations, root, filter_responses: true })
     }
 
     pub fn name(&self) -> &str {
@@ -310,19 +323,34 @@ impl Document {
     /// removed. Returns true if anything was
     /// removed. A status the document does not describe (and no `default`) leaves the body as it is.
     pub fn filter_response(&self, operation: usize, status: u16, body: &mut Value) -> bool {
-        let Some(op) = self.operations.get(operation) else { return false };
-        let code = status.to_string();
-        let range = format!("{}XX", status / 100);
-        let schema = op
-            .responses
-            .iter()
-            .find(|(k, _)| *k == code)
-            .or_else(|| op.responses.iter().find(|(k, _)| k.eq_ignore_ascii_case(&range)))
-            .or_else(|| op.responses.iter().find(|(k, _)| k == "default"));
-        match schema {
-            Some((_, s)) => self.filter(s, body, 0),
+        match self.response_schema(operation, status) {
+            Some(schema) => self.filter(schema, body, 0),
             None => false,
         }
+    }
+
+    /// True if answers to operation `operation` with `status` are filtered: the document says
+    /// `filter_responses` and describes a JSON answer for that status (or a range or `default`).
+    pub fn filters_response(&self, operation: usize, status: u16) -> bool {
+        self.filter_responses && self.response_schema(operation, status).is_some()
+    }
+
+    /// The JSON response schema of an operation for a status: the exact code, then `4XX`-style
+    /// ranges, then `default`.
+    fn response_schema(&self, operation: usize, status: u16) -> Option<&Value> {
+        let op = self.operations.get(operation)?;
+        // Compared without formatting the status: this runs for every answer on a validated route.
+        let exact = |k: &str| k.parse::<u16>().ok() == Some(status);
+        let range = |k: &str| {
+            let b = k.as_bytes();
+            b.len() == 3 && u16::from(b[0]) == u16::from(b'0') + status / 100 && b[1..].eq_ignore_ascii_case(b"XX")
+        };
+        op.responses
+            .iter()
+            .find(|(k, _)| exact(k))
+            .or_else(|| op.responses.iter().find(|(k, _)| range(k)))
+            .or_else(|| op.responses.iter().find(|(k, _)| k == "default"))
+            .map(|(_, s)| s)
     }
 
     fn deref<'a>(&'a self, mut schema: &'a Value) -> Option<&'a Value> {
