@@ -282,6 +282,9 @@ fn print_quickstart() {
          \n  curl -k -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/quickstart-demo/profile\
          \n  curl -k -i -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/someone-else/profile  # 403\
          \n  curl -sk -o /dev/null -w '%{{http_code}} ' 'https://127.0.0.1:8443/limited/[1-20]'  # 2/s, burst 5: then 429s\
+         \n  curl -k \"https://127.0.0.1:8443/echo/search?q=1'%20OR%20'1'='1\"  # 403: SQL injection blocked\
+         \n  curl -k \"https://127.0.0.1:8443/echo/search?q=O'Brien\"  # 200: not an attack\
+         \n  curl -k -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":\"two\"}}' https://127.0.0.1:8443/orders  # 400: OpenAPI\
          \n  curl -k -i https://127.0.0.1:8443/nowhere          # 404 problem+json\
          \n  curl -k -i 'https://127.0.0.1:8443/echo/%2e%2e/x'   # 400: dot segments refused\
          \n  curl -i http://127.0.0.1:8080/echo/hello           # 308 to HTTPS\
