@@ -35,8 +35,10 @@ def source(path):
 
 def skeleton(p):
     s = re.sub(r"\d+", "0", re.sub(r"\s+", " ", p.strip().lower()))
-    # Column-count probes differ only in how many columns they list: `,2,3,4` and `,null,null` fold to one.
-    return re.sub(r"(,\s*(0|null|'0'))+", ",0", s)
+    # Column-count probes differ only in how many columns they list: `,2,3,4` and `,null,null` fold to one;
+    # so do payloads that repeat a group (`+CHAR(73)+CHAR(78)+...`, `../../../`).
+    s = re.sub(r"(,\s*(0|null|'0'))+", ",0", s)
+    return re.sub(r"(.{2,16}?)\1{2,}", r"\1", s)
 
 
 class Bag:
@@ -162,7 +164,11 @@ def sqli(rng):
             if "\t" in l and f.endswith("SQL-Injection"):
                 l = l.split("\t")[0]  # that list annotates with a tab
             l = decode_once(l).strip()
-            if len(l) < 6 or l.startswith("# "):  # that list has comment lines
+            if len(l) < 6 or l.startswith("# ") or l == "-- or #":  # that list has comment lines
+                continue
+            # Copies from web pages with typographic dashes and quotes (`or 1=1–`, `'1′='1`) or typos
+            # (`waifor`) are not SQL any more.
+            if re.search("[\u2013\u2014\u2018\u2019\u201c\u201d\u2032]", l) or "waifor" in l:
                 continue
             if not SQL_SIGNAL.search(l):
                 continue
@@ -355,7 +361,9 @@ def cmdi(rng):
                 continue  # SSI, another category
             if len(l) < 4 or not CMD_WORD.search(l) or not CMD_SEP.search(l):
                 continue
-            lines.append(decode_once(l))
+            if re.search(r"\b(system|exec|eval|passthru)\s*\(", l):
+                continue  # PHP code injection, not a shell command
+            lines.append(decode_once(l).replace("\\n", "\n"))
     by_skel = {}
     for l in lines:
         by_skel.setdefault(skeleton(l), l)
