@@ -35,8 +35,10 @@ def source(path):
 
 def skeleton(p):
     s = re.sub(r"\d+", "0", re.sub(r"\s+", " ", p.strip().lower()))
-    # Column-count probes differ only in how many columns they list: `,2,3,4` and `,null,null` fold to one.
-    return re.sub(r"(,\s*(0|null|'0'))+", ",0", s)
+    # Column-count probes differ only in how many columns they list: `,2,3,4` and `,null,null` fold to one;
+    # so do payloads that repeat a group (`+CHAR(73)+CHAR(78)+...`, `../../../`).
+    s = re.sub(r"(,\s*(0|null|'0'))+", ",0", s)
+    return re.sub(r"(.{2,16}?)\1{2,}", r"\1", s)
 
 
 class Bag:
@@ -162,7 +164,11 @@ def sqli(rng):
             if "\t" in l and f.endswith("SQL-Injection"):
                 l = l.split("\t")[0]  # that list annotates with a tab
             l = decode_once(l).strip()
-            if len(l) < 6 or l.startswith("# "):  # that list has comment lines
+            if len(l) < 6 or l.startswith("# ") or l == "-- or #":  # that list has comment lines
+                continue
+            # Copies from web pages with typographic dashes and quotes (`or 1=1–`, `'1′='1`) or typos
+            # (`waifor`) are not SQL any more.
+            if re.search("[\u2013\u2014\u2018\u2019\u201c\u201d\u2032]", l) or "waifor" in l:
                 continue
             if not SQL_SIGNAL.search(l):
                 continue
@@ -355,7 +361,9 @@ def cmdi(rng):
                 continue  # SSI, another category
             if len(l) < 4 or not CMD_WORD.search(l) or not CMD_SEP.search(l):
                 continue
-            lines.append(decode_once(l))
+            if re.search(r"\b(system|exec|eval|passthru)\s*\(", l):
+                continue  # PHP code injection, not a shell command
+            lines.append(decode_once(l).replace("\\n", "\n"))
     by_skel = {}
     for l in lines:
         by_skel.setdefault(skeleton(l), l)
@@ -404,13 +412,16 @@ def traversal(rng):
             if "{FILE}" in l:
                 l = l.replace("{FILE}", rng.choice(FILES_UNIX))
             low = l.lower()
-            if not re.search(r"(\.\.[/\\%]|[/\\]\.\.|%2e%2e|%252e|%c0%ae|%c0%af|%c1%9c|%u002e|0x2e0x2e|/etc/|"
+            if not re.search(r"(\.\.[/\\%]|[/\\]\.\.|%2e%2e|%252e|%c0%ae|%c0%af|%c1%9c|%u002e|/etc/|"
                              r"win\.ini|boot\.ini|php://|file://)", low):
                 continue
             if len(l) < 6 or len(l) > 300 or "AAAAAAAA" in l or not printable(l):
                 continue
+            if "0x2e" in low or "&apos;" in low:  # `0x2e` for a dot is a fuzzer's spelling no server decodes
+                continue
             lines.append(l)
-    exotic = [l for l in source("Directory Traversal/Intruder/traversals-8-deep-exotic-encoding.txt") if "{FILE}" in l]
+    exotic = [l for l in source("Directory Traversal/Intruder/traversals-8-deep-exotic-encoding.txt")
+              if "{FILE}" in l and "0x2e" not in l.lower()]
     by_skel = {}
     for l in lines:
         by_skel.setdefault(skeleton(l), l)
@@ -545,7 +556,8 @@ def nosql(rng):
     bag = Bag("nosql")
     for l in source("NoSQL Injection/Intruder/NoSQL.txt") + source("NoSQL Injection/Intruder/MongoDB.txt"):
         l = decode_once(l.strip())
-        if len(l) < 5:
+        # The list splits one payload over two lines (`' } ], $comment:...` is the tail) and misspells `$exists`.
+        if len(l) < 5 or l.startswith("' } ]") or "&exists" in l:
             continue
         bag.add(l, rotate(rng, l, ["query", "json", "form"]))
     ops = ["$ne", "$gt", "$gte", "$lt", "$lte", "$regex", "$where", "$exists", "$nin", "$in", "$or", "$and", "$nor",
