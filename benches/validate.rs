@@ -104,5 +104,43 @@ fn bench(c: &mut Criterion) {
     c.bench_function("validate/gunzip_2k", |b| b.iter(|| decode_body(&headers, black_box(&gz), &bound).unwrap().len()));
 }
 
-criterion_group!(benches, bench);
+/// A document of 250 paths (500 operations, each with a path and a query parameter and a body
+/// referring to one of 100 component schemas): what a load or reload compiles.
+fn big_document() -> String {
+    let mut text = String::from("openapi: 3.0.3\ninfo: { title: big, version: \"1\" }\npaths:\n");
+    for i in 0..250 {
+        text.push_str(&format!(
+            "  /r{i}/{{id}}:\n    parameters:\n      - {{ name: id, in: path, required: true, schema: {{ type: integer }} }}\n\
+             \x20   get:\n      parameters:\n        - {{ name: q, in: query, schema: {{ type: string, maxLength: 50 }} }}\n\
+             \x20     responses: {{ \"200\": {{ description: ok }} }}\n\
+             \x20   put:\n      requestBody:\n        content:\n          application/json:\n\
+             \x20           schema: {{ $ref: \"#/components/schemas/S{}\" }}\n      responses: {{ \"200\": {{ description: ok }} }}\n",
+            i % 100
+        ));
+    }
+    text.push_str("components:\n  schemas:\n");
+    for i in 0..100 {
+        text.push_str(&format!(
+            "    S{i}:\n      type: object\n      additionalProperties: false\n      required: [name]\n      properties:\n\
+             \x20       name: {{ type: string, pattern: \"^[a-z]+$\" }}\n        email: {{ type: string, format: email }}\n\
+             \x20       next: {{ $ref: \"#/components/schemas/S{}\" }}\n",
+            (i + 1) % 100
+        ));
+    }
+    text
+}
+
+fn load(c: &mut Criterion) {
+    let text = big_document();
+    let doc = Document::parse("big", &text, true, None).unwrap();
+    assert_eq!(doc.operation_count(), 500);
+    let mut g = c.benchmark_group("validate");
+    g.sample_size(10);
+    g.bench_function("openapi_load_500_operations", |b| {
+        b.iter(|| Document::parse("big", black_box(&text), true, None).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, load);
 criterion_main!(benches);

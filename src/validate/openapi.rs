@@ -144,7 +144,7 @@ struct Param {
     required: bool,
     kind: Kind,
     explode: bool,
-    schema: Option<jsonschema::Validator>,
+    schema: Option<Arc<jsonschema::Validator>>,
 }
 
 /// One operation (a method on a path template).
@@ -160,7 +160,7 @@ pub struct Operation {
 struct RequestBody {
     required: bool,
     /// Media ranges the operation accepts (lower-case, `*` allowed), each with its schema if JSON.
-    content: Vec<(String, Option<jsonschema::Validator>)>,
+    content: Vec<(String, Option<Arc<jsonschema::Validator>>)>,
 }
 
 impl std::fmt::Debug for Matched<'_> {
@@ -222,8 +222,7 @@ impl Document {
             Some(b) => b.trim_end_matches('/').to_owned(),
             None => default_base_path(&root),
         };
-        let components = root.get("components").cloned().unwrap_or(Value::Object(Map::new()));
-        let compiler = Compiler { root: &root, components: &components, draft };
+        let compiler = Compiler { root: &root, draft, compiled: Default::default() };
         let mut paths = Vec::new();
         let mut operations = Vec::new();
         let Some(path_map) = root.get("paths").and_then(Value::as_object) else {
@@ -761,6 +760,34 @@ fn match_template<'t>(template: &'t [Seg], segments: &[&str]) -> Option<Vec<(&'t
     Some(params)
 }
 
+/// Every local `$ref` (`#/...`, as a JSON pointer) in a schema, bounded in depth.
+fn local_refs<'v>(v: &'v Value, out: &mut Vec<&'v str>, depth: usize) {
+    if depth > 256 {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                match (k.as_str(), child) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(p) = r.strip_prefix('#') {
+                            out.push(p);
+                        }
+                    }
+                    _ => local_refs(child, out, depth + 1),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|c| local_refs(c, out, depth + 1)),
+        _ => {}
+    }
+}
+
+/// One JSON pointer segment, unescaped (`~1` is `/`, `~0` is `~`), after percent-decoding.
+fn unescape_segment(seg: &str) -> String {
+    percent_encoding::percent_decode_str(seg).decode_utf8_lossy().replace("~1", "/").replace("~0", "~")
+}
+
 fn unescape_ref(pointer: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(pointer).decode_utf8_lossy();
     decoded.into_owned()
@@ -798,8 +825,10 @@ fn nullable_to_type(v: &mut Value, depth: usize) {
 }
 
 struct Compiler<'a> {
+    /// Validators by their schema's text: a schema used by many operations (`{ $ref: Order }`,
+    /// `{ type: integer }`) is compiled once.
+    compiled: std::cell::RefCell<std::collections::HashMap<String, Arc<jsonschema::Validator>>>,
     root: &'a Value,
-    components: &'a Value,
     draft: jsonschema::Draft,
 }
 
@@ -823,21 +852,62 @@ impl Compiler<'_> {
         Err("`$ref` chain too long (or a cycle)".into())
     }
 
-    /// A validator for one schema of the document: the schema under `allOf`, beside the document's
-    /// `components`, so `#/components/...` references resolve against them.
-    fn validator(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+    /// A validator for one schema of the document: the schema under `allOf`, beside a copy of just the
+    /// parts of the document its local `$ref`s reach (transitively), at the same places, so
+    /// `#/components/...` references resolve and a large document is not copied per schema.
+    fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+        let key = schema.to_string();
+        if let Some(v) = self.compiled.borrow().get(&key) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(self.build(schema)?);
+        self.compiled.borrow_mut().insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn build(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
         let mut wrapped = Map::new();
         wrapped.insert("allOf".into(), Value::Array(vec![schema.clone()]));
-        wrapped.insert("components".into(), self.components.clone());
+        let mut reached = Value::Object(Map::new());
+        let mut pending: Vec<&Value> = vec![schema];
+        let mut copied = std::collections::HashSet::new();
+        while let Some(v) = pending.pop() {
+            let mut refs = Vec::new();
+            local_refs(v, &mut refs, 0);
+            for r in refs {
+                // The entry a reference lands in: its first three segments (`components/schemas/Pet`).
+                let entry: Vec<&str> = r.split('/').skip(1).take(3).collect();
+                if entry.first().is_none_or(|s| *s == "allOf") || !copied.insert(entry.join("/")) {
+                    continue;
+                }
+                let pointer = format!("/{}", entry.join("/"));
+                let Some(target) = self.root.pointer(&unescape_ref(&pointer)) else { continue };
+                let mut at = &mut reached;
+                for seg in &entry {
+                    let key = unescape_segment(seg);
+                    let Value::Object(map) = at else { break };
+                    at = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+                }
+                *at = target.clone();
+                pending.push(target);
+            }
+        }
+        if let Value::Object(top) = reached {
+            wrapped.extend(top);
+        }
         jsonschema::options()
             .with_draft(self.draft)
             .should_validate_formats(true)
             .with_pattern_options(jsonschema::PatternOptions::regex())
             .build(&Value::Object(wrapped))
             .map_err(|e| {
-                let at = e.schema_path().as_str().strip_prefix("/allOf/0").unwrap_or(e.schema_path().as_str()).to_owned();
+                let at =
+                    e.schema_path().as_str().strip_prefix("/allOf/0").unwrap_or(e.schema_path().as_str()).to_owned();
                 let at = if at.is_empty() { String::new() } else { format!(" at schema `{at}`") };
-                format!("schema{at} cannot be compiled: {e} (patterns must compile on the linear-time `regex` engine: no backreferences or lookaround)")
+                format!(
+                    "schema{at} cannot be compiled: {e} (patterns must compile on the linear-time `regex` engine: \
+                     no backreferences or lookaround)"
+                )
             })
     }
 
@@ -1249,6 +1319,36 @@ components:
         m.operation.check_params(&m, &parts, true, &mut errors);
         let got: Vec<_> = errors.iter().map(|e| (e.location, &*e.pointer, e.code)).collect();
         assert_eq!(got, vec![("path", "id", "type"), ("header", "x-trace", "pattern")]);
+    }
+
+    #[test]
+    fn recursive_and_chained_references_resolve() {
+        let text = r##"
+openapi: 3.0.3
+info: { title: t, version: "1" }
+paths:
+  /tree:
+    post:
+      requestBody:
+        content: { application/json: { schema: { $ref: "#/components/schemas/Node" } } }
+      responses: { "200": { description: ok } }
+components:
+  schemas:
+    Node:
+      type: object
+      properties:
+        label: { $ref: "#/components/schemas/Label" }
+        children: { type: array, items: { $ref: "#/components/schemas/Node" } }
+    Label: { type: string, maxLength: 3 }
+    Unused: { type: string, pattern: "^(a)$" }
+"##;
+        let d = Document::parse("t", text, true, None).unwrap();
+        let m = d.find(&Method::POST, "/tree").unwrap().unwrap();
+        let mut errors = Vec::new();
+        let body = serde_json::json!({"label": "a", "children": [{"label": "b", "children": [{"label": "long"}]}]});
+        m.operation.check_body("application/json", &body, &mut errors);
+        let got: Vec<_> = errors.iter().map(|e| (&*e.pointer, e.code)).collect();
+        assert_eq!(got, vec![("/children/0/children/0/label", "maxLength")]);
     }
 
     #[test]

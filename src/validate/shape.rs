@@ -109,6 +109,7 @@ impl Default for DecodingConfig {
 const CHARSETS: [&str; 3] = ["utf-8", "us-ascii", "iso-8859-1"];
 
 /// The compiled stage.
+#[derive(Debug)]
 pub struct Validate {
     content_types: Vec<String>,
     charsets: Vec<String>,
@@ -385,4 +386,42 @@ fn one(location: &'static str, pointer: &str, code: &'static str) -> Reject {
         "request breaks the route's shape limits",
         vec![FieldError { location, pointer: pointer.into(), code, offset: None }],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(yaml: &str) -> Result<Validate, String> {
+        let c: ValidateConfig = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        Validate::compile(&c, 1 << 20, 100, &Documents::new())
+    }
+
+    #[test]
+    fn config_has_secure_defaults_and_refuses_what_it_cannot_do() {
+        let v = compile("{}").unwrap();
+        assert_eq!(v.content_types, ["application/json"]);
+        assert_eq!(v.charsets, ["utf-8"]);
+        assert_eq!(v.shape, Shape::default());
+        assert_eq!((v.max_query_params, v.max_headers, v.max_cookies), (100, 100, 50));
+        assert_eq!(v.decoding, Decoding { max_bytes: 1 << 20, max_ratio: 100 });
+        assert!(compile("content_types: [Text/*, '*/*', application/problem+json]").is_ok());
+        assert!(compile("content_types: [json]").unwrap_err().contains("json"));
+        assert!(compile("content_types: ['application/json; charset=utf-8']").is_err());
+        assert!(compile("charsets: [utf-16]").unwrap_err().contains("utf-16"));
+        assert!(compile("json: { max_depth: 101 }").is_err());
+        assert!(compile("json: { max_depth: 0 }").is_err());
+        assert!(compile("decoding: { max_ratio: 0 }").is_err());
+        assert!(compile("openapi: nope").unwrap_err().contains("nope"));
+        assert!(compile("bogus: 1").is_err(), "unknown keys are refused");
+        assert!(compile("json: { bogus: 1 }").is_err());
+    }
+
+    #[test]
+    fn percent_encoding_is_well_formed_or_not() {
+        assert!(well_formed_percent(b"a=%41%42&b=c"));
+        assert!(!well_formed_percent(b"a=%4"));
+        assert!(!well_formed_percent(b"a=%zz"));
+        assert!(!well_formed_percent(b"%"));
+    }
 }
