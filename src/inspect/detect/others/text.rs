@@ -1,6 +1,6 @@
 //! Small byte helpers and a `regex` set with one rule per pattern, shared by the detectors.
 
-use regex::RegexSet;
+use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::super::Rule;
 use super::Out;
@@ -21,7 +21,8 @@ pub(super) fn before(b: &[u8], i: usize) -> Option<u8> {
 }
 
 /// Patterns compiled once into one `RegexSet` (one linear pass reports every pattern that matches),
-/// each reporting its rule.
+/// each reporting its rule. The patterns are ASCII and compiled without Unicode classes (`\b`, `\w`,
+/// `\s` and case folding are ASCII), so the lazy DFA never has to give up on a non-ASCII value.
 pub(super) struct RuleSet {
     set: Option<RegexSet>,
     rules: Vec<&'static Rule>,
@@ -29,7 +30,7 @@ pub(super) struct RuleSet {
 
 impl RuleSet {
     pub(super) fn new(patterns: &[(&str, &'static Rule)]) -> RuleSet {
-        let set = RegexSet::new(patterns.iter().map(|(p, _)| *p)).ok();
+        let set = RegexSetBuilder::new(patterns.iter().map(|(p, _)| *p)).unicode(false).build().ok();
         RuleSet { set, rules: patterns.iter().map(|(_, r)| *r).collect() }
     }
 
@@ -43,7 +44,7 @@ impl RuleSet {
         let Some(set) = &self.set else { return };
         let text = out.v.decoded;
         out.work(text.len());
-        let matches = set.matches(text);
+        let matches = set.matches(text.as_bytes());
         if !matches.matched_any() {
             return;
         }

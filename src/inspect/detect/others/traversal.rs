@@ -41,6 +41,13 @@ static SENSITIVE_PROSE: Rule = Rule {
     score: 3,
     name: "sensitive system file named in prose",
 };
+static SYSTEM_VALUE: Rule = Rule {
+    id: 4005,
+    category: Category::Traversal,
+    paranoia: 1,
+    score: 5,
+    name: "value that is a path into /etc, /proc, /sys, /root or /boot",
+};
 static SYSTEM_PATH: Rule = Rule {
     id: 4201,
     category: Category::Traversal,
@@ -51,8 +58,17 @@ static SYSTEM_PATH: Rule = Rule {
 
 pub(super) const TRIGGERS: &[&str] = &[
     "..",
-    "/etc/",
-    "/proc/",
+    "%2e",
+    "0x2e",
+    "%c0",
+    "%c1",
+    "%e0%80",
+    "%uff0e",
+    "%u002e",
+    "\u{ff0e}",
+    "\u{fffd}",
+    "etc/",
+    "proc/",
     "/var/",
     "/root/",
     "/home/",
@@ -97,35 +113,37 @@ pub(super) const TRIGGERS: &[&str] = &[
 
 /// Sensitive names and the level they count at when not written in prose.
 const SENSITIVE_NAMES: &[(&str, u8)] = &[
-    ("/etc/passwd", 1),
-    ("/etc/shadow", 1),
-    ("/etc/group", 1),
-    ("/etc/gshadow", 1),
-    ("/etc/sudoers", 1),
-    ("/etc/issue", 1),
-    ("/etc/crontab", 1),
-    ("/etc/ssh/", 1),
-    ("/etc/security/", 1),
-    ("/etc/master.passwd", 1),
-    ("/etc/apache2/", 1),
-    ("/etc/httpd/", 1),
-    ("/etc/nginx/", 1),
-    ("/etc/mysql/", 1),
-    ("/etc/php", 1),
-    ("/etc/environment", 1),
-    ("/etc/profile", 1),
-    ("/etc/fstab", 1),
-    ("/etc/hosts", 2),
-    ("/etc/hostname", 2),
-    ("/etc/resolv.conf", 2),
-    ("/etc/motd", 2),
-    ("/proc/self/", 1),
-    ("/proc/version", 1),
-    ("/proc/cmdline", 1),
-    ("/proc/mounts", 1),
-    ("/proc/net/", 1),
-    ("/proc/sched_debug", 1),
-    ("/proc/1/", 1),
+    ("etc/passwd", 1),
+    ("etc/shadow", 1),
+    ("etc/group", 1),
+    ("etc/gshadow", 1),
+    ("etc/sudoers", 1),
+    ("etc/issue", 1),
+    ("etc/crontab", 1),
+    ("etc/ssh/", 1),
+    ("etc/security/", 1),
+    ("etc/master.passwd", 1),
+    ("etc/apache2/", 1),
+    ("etc/httpd/", 1),
+    ("etc/nginx/", 1),
+    ("etc/mysql/", 1),
+    ("etc/php", 1),
+    ("etc/environment", 1),
+    ("etc/profile", 1),
+    ("etc/fstab", 1),
+    ("etc/hosts", 1),
+    ("etc/hostname", 1),
+    ("/repair/sam", 1),
+    ("\\repair\\sam", 1),
+    ("etc/resolv.conf", 2),
+    ("etc/motd", 2),
+    ("proc/self/", 1),
+    ("proc/version", 1),
+    ("proc/cmdline", 1),
+    ("proc/mounts", 1),
+    ("proc/net/", 1),
+    ("proc/sched_debug", 1),
+    ("proc/1/", 1),
     ("/var/log/", 1),
     ("/var/run/secrets", 1),
     ("/var/www/", 2),
@@ -191,6 +209,7 @@ static PATTERNS: LazyLock<RuleSet> = LazyLock::new(|| {
         ),
         (r"(?i)\bjar:(?:file|https?):", &WRAPPER),
         (r"(?i)(?:^|[^a-z0-9])file:[/\\]", &WRAPPER),
+        (r"(?i)^\s*/+(?:etc|proc|sys|root|boot)/+[\w.-]", &SYSTEM_VALUE),
         (
             r"(?i)(?:^|[\s=:'\x22])(?:/(?:etc|proc|var|root|usr|boot|sys|dev)/|[a-z]:\\(?:windows|winnt|users)\\)",
             &SYSTEM_PATH,
@@ -217,7 +236,9 @@ pub(super) fn scan(out: &mut Out<'_, '_>) {
             if last.is_some_and(is_word) && b.get(m.end()).copied().is_some_and(is_word) {
                 continue;
             }
-            let prose = prev.is_some_and(|c| c.is_ascii_whitespace());
+            // Prose names a file after a blank: `the file /etc/hosts`.
+            let path_start = if matches!(prev, Some(b'/' | b'\\')) { m.start() - 1 } else { m.start() };
+            let prose = before(b, path_start).is_some_and(|c| c.is_ascii_whitespace());
             let rule = match (level, prose) {
                 (1, false) => &SENSITIVE,
                 _ => &SENSITIVE_PROSE,
@@ -227,50 +248,98 @@ pub(super) fn scan(out: &mut Out<'_, '_>) {
     }
 }
 
-/// Finds `..` steps and reports chains, leading steps and single steps.
+/// Finds `..` steps (dots in any spelling a decoder may have left) and reports chains, leading
+/// steps and single steps.
 fn dot_dot(b: &[u8], out: &mut Out<'_, '_>) {
     out.work(b.len());
     let mut i = 0;
-    while let Some(p) = memchr::memmem::find(b.get(i..).unwrap_or_default(), b"..") {
-        let pos = i + p;
-        let (steps, end) = chain(b, pos);
+    while i < b.len() {
+        if dot(b, i) == 0 && fffd_pairs(b, i).0 < 2 {
+            i += 1;
+            continue;
+        }
+        let (steps, end) = chain(b, i);
         if steps >= 2 {
             out.hit(&CHAIN);
         } else if steps == 1 {
-            let lead = b.get(..pos).is_some_and(|s| s.iter().all(|&c| matches!(c, b'/' | b'\\' | b' ' | b'.')));
-            if lead || out.v.kind == TargetKind::FileName || matches!(before(b, pos), Some(b'=' | b'\'' | b'"')) {
+            let lead = b.get(..i).is_some_and(|s| s.iter().all(|&c| matches!(c, b'/' | b'\\' | b' ' | b'.')));
+            if lead || out.v.kind == TargetKind::FileName || matches!(before(b, i), Some(b'=' | b'\'' | b'"')) {
                 out.hit(&LEADING_STEP);
             } else {
                 out.hit(&STEP);
             }
         }
-        i = end.max(pos + 2);
+        i = end.max(i + 1);
     }
 }
 
-/// Counts the `..` steps of a chain starting at `pos`; returns them and the index after the chain.
+/// The length of a dot at `i`: `.`, or an encoding of it a decoder left behind (`%2e`, `0x2e`,
+/// overlong `%c0%2e` / `%c0%ae`, `%uff0e`, the full-width dot). 0 if none.
+fn dot(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(b'.') => 1,
+        Some(b'%') if at_ci(b, i, b"%2e") => 3,
+        Some(b'%') if at_ci(b, i, b"%c0%2e") || at_ci(b, i, b"%c0%ae") || at_ci(b, i, b"%c1%ae") => 6,
+        Some(b'%') if at_ci(b, i, b"%uff0e") || at_ci(b, i, b"%u002e") => 6,
+        Some(b'%') if at_ci(b, i, b"%e0%80%ae") => 9,
+        Some(b'0') if at_ci(b, i, b"0x2e") => 4,
+        Some(0xef) if b.get(i..i + 3) == Some("\u{ff0e}".as_bytes()) => 3,
+        // An overlong dot that a lossy decoder turned into U+FFFD and its trailing byte (`%c0%2e`
+        // is "\u{fffd}.").
+        Some(0xef) if b.get(i..i + 3) == Some("\u{fffd}".as_bytes()) && b.get(i + 3) == Some(&b'.') => 4,
+        _ => 0,
+    }
+}
+
+/// The number of consecutive pairs of U+FFFD at `i` and the index after them.
+fn fffd_pairs(b: &[u8], i: usize) -> (usize, usize) {
+    const PAIR: &[u8] = "\u{fffd}\u{fffd}".as_bytes();
+    let n = b.get(i..).unwrap_or_default().chunks_exact(PAIR.len()).take_while(|c| *c == PAIR).count();
+    (n, i + n * PAIR.len())
+}
+
+/// The number of consecutive dots at `i` and the index after them.
+fn dots(b: &[u8], mut i: usize) -> (usize, usize) {
+    let mut n = 0;
+    loop {
+        let len = dot(b, i);
+        if len == 0 {
+            return (n, i);
+        }
+        n += 1;
+        i += len;
+    }
+}
+
+/// Counts the `..` steps of a chain starting at `i`; returns them and the index after the chain.
 fn chain(b: &[u8], mut i: usize) -> (u32, usize) {
     let mut steps = 0;
     loop {
-        let dots = b.get(i..).unwrap_or_default().iter().take_while(|&&c| c == b'.').count();
-        if dots >= 2 {
-            match separators(b, i + dots) {
-                Some(next) => {
-                    steps += 1;
-                    i = next;
-                    continue;
+        let (n, after) = dots(b, i);
+        if n == 0 {
+            // Overlong dots and slashes (`%c0%ae`, `%c0%af`) that a lossy decoder turned into pairs
+            // of U+FFFD: each dot-dot-slash is three pairs, or two before a real separator.
+            let (k, end) = fffd_pairs(b, i);
+            if k >= 2 {
+                let sep = separators(b, end);
+                steps += u32::try_from(k / 3).unwrap_or(u32::MAX) + u32::from(k % 3 == 2 && sep.is_some());
+                match sep {
+                    Some(next) => {
+                        i = next;
+                        continue;
+                    }
+                    None => return (steps, end),
                 }
-                None => return (steps, i + dots),
             }
         }
-        if dots == 1 {
-            // `./` between steps (`..././`) changes nothing.
-            if let Some(next) = separators(b, i + 1) {
-                i = next;
-                continue;
-            }
+        let Some(next) = separators(b, after).filter(|_| n >= 1) else {
+            return (steps, after.max(i + 1));
+        };
+        // `./` between steps (`..././`) changes nothing.
+        if n >= 2 {
+            steps += 1;
         }
-        return (steps, i + dots);
+        i = next;
     }
 }
 
@@ -284,7 +353,10 @@ fn separators(b: &[u8], mut i: usize) -> Option<usize> {
             Some(b';') if matches!(b.get(i + 1), Some(b'/' | b'\\')) => 2,
             Some(b'%') if at_ci(b, i, b"%2f") || at_ci(b, i, b"%5c") => 3,
             Some(b'%') if at_ci(b, i, b"%c0%af") || at_ci(b, i, b"%c1%9c") || at_ci(b, i, b"%c0%2f") => 6,
+            Some(b'%') if at_ci(b, i, b"%c0%5c") || at_ci(b, i, b"%u2215") || at_ci(b, i, b"%u2216") => 6,
+            Some(b'%') if at_ci(b, i, b"%uf025") || at_ci(b, i, b"%uefc8") || at_ci(b, i, b"%uff0f") => 6,
             Some(b'%') if at_ci(b, i, b"%e0%80%af") => 9,
+            Some(b'0') if at_ci(b, i, b"0x2f") || at_ci(b, i, b"0x5c") => 4,
             Some(0xef) if b.get(i..i + 3) == Some("\u{fffd}".as_bytes()) => 3,
             Some(0xe2) if b.get(i..i + 3) == Some("\u{2215}".as_bytes()) => 3,
             Some(0xef) if b.get(i..i + 3) == Some("\u{ff0f}".as_bytes()) => 3,
@@ -296,76 +368,4 @@ fn separators(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::testing::{blocks, ids, ids_at};
-    use crate::inspect::detect::TargetKind;
-
-    #[test]
-    fn patterns_compile() {
-        assert!(super::PATTERNS.compiled());
-        assert!(super::NAMES.is_some());
-    }
-
-    #[test]
-    fn traversals_are_detected_at_level_1() {
-        for p in [
-            "../../../../etc/passwd",
-            "..\\..\\..\\windows\\win.ini",
-            "....//....//....//etc/passwd",
-            "..././..././etc/passwd",
-            "../config.php",
-            "/static/../../../etc/shadow",
-            "..;/..;/WEB-INF/web.xml",
-            "/etc/passwd",
-            "/etc/passwd\0.png",
-            "/proc/self/environ",
-            "C:\\boot.ini",
-            "c:/windows/win.ini",
-            "WEB-INF/web.xml",
-            "php://filter/convert.base64-encode/resource=index.php",
-            "php://input",
-            "file:///etc/passwd",
-            "file:/etc/passwd",
-            "zip://uploads/a.zip#shell.php",
-            "phar://uploads/a.jpg/x",
-            "expect://id",
-            "data://text/plain;base64,PD9waHAgcGhwaW5mbygpOyA/Pg==",
-            "..%2f..%2fetc%2fpasswd",
-            "..%c0%af..%c0%afetc/passwd",
-            "/var/log/apache2/access.log",
-            "/.git/config",
-            "~/.ssh/id_rsa",
-            "/.env",
-        ] {
-            assert!(blocks(p, TargetKind::QueryValue), "{p:?}: {:?}", ids_at(p, TargetKind::QueryValue, 4));
-        }
-        assert!(blocks("../secret.txt", TargetKind::FileName));
-        assert!(blocks("a/../../b", TargetKind::FileName));
-    }
-
-    #[test]
-    fn benign_look_alikes_pass_at_level_1() {
-        for p in [
-            "See the [docs](../docs/setup.md) for more.",
-            "Wait... what?",
-            "and so on..",
-            "process.env.NODE_ENV",
-            "The file /etc/hosts maps names to addresses",
-            "Edit your hosts file",
-            "version 1.2..1.4",
-            "https://example.com/a/b",
-            "C:\\Users\\me\\Documents\\report.docx",
-            "win.initial",
-            "profile_id_rsa_key_name",
-        ] {
-            assert!(!blocks(p, TargetKind::JsonString), "{p:?}: {:?}", ids(p));
-        }
-    }
-
-    #[test]
-    fn looser_levels_catch_more() {
-        assert!(ids_at("See [docs](../docs/setup.md)", TargetKind::JsonString, 2).contains(&4101));
-        assert!(ids_at("the file /etc/hosts", TargetKind::JsonString, 2).contains(&4102));
-        assert!(ids_at("path=/usr/local", TargetKind::JsonString, 3).contains(&4201));
-    }
-}
+mod tests;
