@@ -45,7 +45,7 @@ impl Scratch {
             self.decoded.clear();
             to_utf8(&self.bytes, &mut self.decoded, &mut flags);
         }
-        if self.decoded.contains('\0') {
+        if memchr::memchr(0, self.decoded.as_bytes()).is_some() {
             flags.nul = true;
         }
         flags.work += self.decoded.len() as u64;
@@ -75,10 +75,19 @@ fn push_char(out: &mut Vec<u8>, c: u32) {
 
 /// One decoding pass of `input` into `out`; false if nothing was decoded (the value is stable).
 fn decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(first) = memchr::memchr3(b'%', b'\\', b'&', input) else { return false };
     let mut changed = false;
-    let mut i = 0;
+    out.extend_from_slice(&input[..first]);
+    let mut i = first;
     while i < input.len() {
         let b = input[i];
+        if !matches!(b, b'%' | b'\\' | b'&') {
+            // Copy up to the next byte that may start an escape.
+            let next = memchr::memchr3(b'%', b'\\', b'&', &input[i..]).map_or(input.len(), |n| i + n);
+            out.extend_from_slice(&input[i..next]);
+            i = next;
+            continue;
+        }
         let rest = &input[i..];
         match b {
             b'%' => {

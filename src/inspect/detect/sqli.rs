@@ -358,8 +358,21 @@ fn is_function(w: &[u8]) -> bool {
 
 /// Work through the value's tokens in chunks; the first rule found wins.
 fn analyse(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64) -> Option<&'static Rule> {
+    thread_local! {
+        // One token buffer per thread, reused: tokenizing a value allocates nothing.
+        static BUF: std::cell::RefCell<Vec<Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            analyse_in(s, ctx, paranoia, work, &mut buf)
+        }
+        Err(_) => analyse_in(s, ctx, paranoia, work, &mut Vec::new()),
+    })
+}
+
+fn analyse_in(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64, buf: &mut Vec<Tok>) -> Option<&'static Rule> {
     let mut tz = Tokenizer { s, pos: 0, ctx };
-    let mut buf: Vec<Tok> = Vec::new();
     // Absolute index of buf[0].
     let mut base = 0usize;
     let mut done = false;
