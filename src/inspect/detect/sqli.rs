@@ -386,7 +386,7 @@ fn analyse_in(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64, buf: &mut Vec<Tok
         }
         let upto = if done { buf.len() } else { buf.len() - LOOK };
         if base == 0 && ctx != 0 {
-            if let Some(r) = after_break(s, &buf, paranoia) {
+            if let Some(r) = after_break(s, buf, paranoia) {
                 return Some(r);
             }
         }
@@ -397,8 +397,7 @@ fn analyse_in(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64, buf: &mut Vec<Tok
             // or be followed by a comment to count.
             let prose_break =
                 ctx != 0 && base + i == 1 && buf[i].c == b'&' && buf[0].c == b's' && text(s, &buf[0]).contains(&b' ');
-            if let Some(r) =
-                at(s, &buf, i, p, base + i == 0, paranoia).filter(|_| !prose_break || ends_query(s, &buf, i))
+            if let Some(r) = at(s, buf, i, p, base + i == 0, paranoia).filter(|_| !prose_break || ends_query(s, buf, i))
             {
                 return Some(r);
             }
