@@ -293,6 +293,14 @@ fn fold(decoded: &str, out: &mut String) {
             push_space(out, &mut space);
             continue;
         }
+        if plain(c) {
+            // A run of bytes that fold to themselves, copied at once.
+            let run = b[i..].iter().position(|&x| !plain(x)).map_or(b.len(), |n| i + n);
+            out.push_str(&decoded[i..run]);
+            space = false;
+            i = run;
+            continue;
+        }
         if c.is_ascii() {
             i += 1;
             if c.is_ascii_whitespace() || c == 0x0b {
@@ -312,6 +320,11 @@ fn fold(decoded: &str, out: &mut String) {
             space = false;
         }
     }
+}
+
+/// ASCII that folding leaves as it is (not upper case, whitespace, NUL, `/` or `*`).
+fn plain(b: u8) -> bool {
+    b.is_ascii() && !b.is_ascii_uppercase() && !b.is_ascii_whitespace() && !matches!(b, 0 | 0x0b | b'/' | b'*')
 }
 
 fn push_space(out: &mut String, space: &mut bool) {

@@ -34,30 +34,26 @@ rule!(STATEMENT, 1011, 2, "a whole SQL statement as a value");
 const LOOK: usize = 48;
 const CHUNK: usize = 2048;
 
-/// Bytes that make a value worth tokenizing (quote, comment, operator, parenthesis ...); a value with
-/// none of them needs a SQL keyword to be.
+/// Bytes that make a value worth tokenizing (quote, statement end, parenthesis, comparison, comment,
+/// logic operator); a value with none of them needs a SQL keyword (`union`, `select`, `by`), a
+/// `--` comment or a `/*` to be.
 fn special(b: u8) -> bool {
-    matches!(
-        b,
-        b'\''
-            | b'"'
-            | b'`'
-            | b';'
-            | b'('
-            | b')'
-            | b'='
-            | b'<'
-            | b'>'
-            | b'#'
-            | b'-'
-            | b'|'
-            | b'&'
-            | b'@'
-            | b','
-            | b'*'
-            | b'/'
-            | b'!'
-    )
+    matches!(b, b'\'' | b'"' | b'`' | b';' | b'(' | b')' | b'=' | b'<' | b'>' | b'#' | b'|' | b'&')
+}
+
+fn keyword_finders() -> &'static [memchr::memmem::Finder<'static>; 6] {
+    static F: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 6]> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        use memchr::memmem::Finder;
+        [
+            Finder::new("union"),
+            Finder::new("select"),
+            Finder::new(" by "),
+            Finder::new("--"),
+            Finder::new("/*"),
+            Finder::new("@@"),
+        ]
+    })
 }
 
 pub fn scan(v: &View<'_>, hits: &mut Hits) {
@@ -66,11 +62,8 @@ pub fn scan(v: &View<'_>, hits: &mut Hits) {
     if s.len() < 2 {
         return;
     }
-    if !s.iter().any(|&b| special(b)) {
-        let f = memchr::memmem::find;
-        if f(s, b"union").is_none() && f(s, b"select").is_none() && f(s, b" by ").is_none() {
-            return;
-        }
+    if !s.iter().any(|&b| special(b)) && !keyword_finders().iter().any(|f| f.find(s).is_some()) {
+        return;
     }
     let before = hits.matched.len();
     let mut found: Option<&'static Rule> = None;
@@ -251,13 +244,8 @@ fn classify(w: &[u8]) -> u8 {
         | b"dumpfile" | b"values" | b"set" | b"table" | b"database" | b"case" | b"when" | b"then" | b"else"
         | b"end" | b"as" | b"join" | b"procedure" | b"distinct" | b"all" | b"top" | b"delay" | b"time" => b'k',
         b"null" | b"true" | b"false" => b'1',
-        _ => {
-            if is_function(w) {
-                b'f'
-            } else {
-                b'n'
-            }
-        }
+        // A function only when a `(` follows (the tokenizer checks `is_function` then).
+        _ => b'n',
     }
 }
 
