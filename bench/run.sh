@@ -231,6 +231,8 @@ declare -A TLS_PROBED
 declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS S_SCRIPT S_SCRIPT_ARGS
 # S_EXTRA_PIDS: processes a scenario depends on besides the proxy (redis-server), whose CPU is reported apart.
 declare -A S_EXTRA_PIDS
+# S_BODY: for a scenario that POSTs, a file whose first line is the body its 200 check sends.
+declare -A S_BODY
 
 # alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
 # process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
@@ -419,11 +421,15 @@ if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
   # (bench/full.lua); compared with NGINX proxying the same load with no checks at all (nginx-full).
   if [ "$FULL_SCENARIO" = 1 ]; then
     python3 "$ROOT/bench/bodies.py" "$WORK/bodies.jsonl" 256 || die "could not write the bench bodies"
-    add_portcullis portcullis-full "$ROOT/bench/configs/full.yaml" http
+    add_portcullis portcullis-full "$ROOT/bench/configs/full.yaml" http \
+      "Authorization: Bearer $(head -1 "$WORK/es256.tokens")" "Content-Type: application/json"
+    S_URL[portcullis-full]="${S_URL[portcullis-full]}orders"
+    S_BODY[portcullis-full]="$WORK/bodies.jsonl"
     set_load portcullis-full full wrk "$CONNECTIONS"
     S_SCRIPT[portcullis-full]="$ROOT/bench/full.lua"
     S_SCRIPT_ARGS[portcullis-full]="$WORK"
     alias_scenario nginx-full nginx full wrk "$CONNECTIONS"
+    S_BODY[nginx-full]="$WORK/bodies.jsonl"
     S_SCRIPT[nginx-full]="$ROOT/bench/full.lua"
     S_SCRIPT_ARGS[nginx-full]="$WORK"
   fi
@@ -475,10 +481,12 @@ fi
 
 # Every scenario answers 200 before anything is measured.
 for s in "${SCENARIOS[@]}"; do
-  code=$(python3 - "${S_URL[$s]}" "${S_HEADERS[$s]:-}" <<'EOF'
+  code=$(python3 - "${S_URL[$s]}" "${S_HEADERS[$s]:-}" "${S_BODY[$s]:-}" <<'EOF'
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-req = urllib.request.Request(sys.argv[1])
+# A scenario that POSTs (S_BODY: a file of bodies, one per line) is checked with its first body.
+body = open(sys.argv[3], "rb").readline().rstrip(b"\n") if sys.argv[3] else None
+req = urllib.request.Request(sys.argv[1], data=body)
 for line in sys.argv[2].splitlines():
     if line:
         name, value = line.split(":", 1)

@@ -83,6 +83,10 @@ fn sqli_in_query_is_blocked_and_obrien_passes() {
     let (up, gw) = start();
     assert_blocked(&up, 0, get(&gw, "/search?q=1'%20OR%20'1'='1"));
     assert_blocked(&up, 0, get(&gw, "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--"));
+    // HTTP/2 (h2c prior knowledge) is inspected the same way.
+    let url = format!("http://{}/search?q=1%27%20or%201=1--", gw.addr("main"));
+    let (code, _, body) = curl(&["--http2-prior-knowledge", &url]);
+    assert_blocked(&up, 0, (code, body));
     let (code, body) = get(&gw, "/search?q=O'Brien");
     assert_eq!(code, 200, "{body}");
     assert_eq!(up.last().unwrap().path_and_query, "/search?q=O'Brien");

@@ -45,7 +45,7 @@ impl Scratch {
             self.decoded.clear();
             to_utf8(&self.bytes, &mut self.decoded, &mut flags);
         }
-        if self.decoded.contains('\0') {
+        if memchr::memchr(0, self.decoded.as_bytes()).is_some() {
             flags.nul = true;
         }
         flags.work += self.decoded.len() as u64;
@@ -75,10 +75,19 @@ fn push_char(out: &mut Vec<u8>, c: u32) {
 
 /// One decoding pass of `input` into `out`; false if nothing was decoded (the value is stable).
 fn decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(first) = memchr::memchr3(b'%', b'\\', b'&', input) else { return false };
     let mut changed = false;
-    let mut i = 0;
+    out.extend_from_slice(&input[..first]);
+    let mut i = first;
     while i < input.len() {
         let b = input[i];
+        if !matches!(b, b'%' | b'\\' | b'&') {
+            // Copy up to the next byte that may start an escape.
+            let next = memchr::memchr3(b'%', b'\\', b'&', &input[i..]).map_or(input.len(), |n| i + n);
+            out.extend_from_slice(&input[i..next]);
+            i = next;
+            continue;
+        }
         let rest = &input[i..];
         match b {
             b'%' => {
@@ -284,6 +293,14 @@ fn fold(decoded: &str, out: &mut String) {
             push_space(out, &mut space);
             continue;
         }
+        if plain(c) {
+            // A run of bytes that fold to themselves, copied at once.
+            let run = b[i..].iter().position(|&x| !plain(x)).map_or(b.len(), |n| i + n);
+            out.push_str(&decoded[i..run]);
+            space = false;
+            i = run;
+            continue;
+        }
         if c.is_ascii() {
             i += 1;
             if c.is_ascii_whitespace() || c == 0x0b {
@@ -303,6 +320,11 @@ fn fold(decoded: &str, out: &mut String) {
             space = false;
         }
     }
+}
+
+/// ASCII that folding leaves as it is (not upper case, whitespace, NUL, `/` or `*`).
+fn plain(b: u8) -> bool {
+    b.is_ascii() && !b.is_ascii_uppercase() && !b.is_ascii_whitespace() && !matches!(b, 0 | 0x0b | b'/' | b'*')
 }
 
 fn push_space(out: &mut String, space: &mut bool) {

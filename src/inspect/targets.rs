@@ -309,14 +309,11 @@ pub fn multipart(w: &mut Walker<'_>, body: &[u8], boundary: Option<&str>) -> Res
             let Some((k, v)) = line.split_once(':') else { continue };
             let k = k.trim();
             if k.eq_ignore_ascii_case("content-disposition") {
-                for p in v.split(';').skip(1) {
-                    if let Some((pk, pv)) = p.split_once('=') {
-                        let pv = pv.trim().trim_matches('"').to_owned();
-                        match pk.trim().to_ascii_lowercase().as_str() {
-                            "name" => name = pv,
-                            "filename" => filename = Some(pv),
-                            _ => {}
-                        }
+                for (pk, pv) in disposition_params(v) {
+                    match pk.to_ascii_lowercase().as_str() {
+                        "name" => name = pv,
+                        "filename" => filename = Some(pv),
+                        _ => {}
                     }
                 }
             } else if k.eq_ignore_ascii_case("content-type") {
@@ -338,6 +335,47 @@ pub fn multipart(w: &mut Walker<'_>, body: &[u8], boundary: Option<&str>) -> Res
     }
 }
 
+/// The `key=value` parameters of a `Content-Disposition` value (after its type); a quoted value may
+/// hold `;` and `\"`.
+fn disposition_params(v: &str) -> Vec<(String, String)> {
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = b.iter().position(|&c| c == b';').map_or(b.len(), |p| p + 1);
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b';' || b[i] == b'\t') {
+            i += 1;
+        }
+        let k0 = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b';' {
+            i += 1;
+        }
+        let key = v[k0..i].trim().to_owned();
+        if i >= b.len() || b[i] == b';' {
+            continue;
+        }
+        i += 1;
+        let mut value = Vec::new();
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            while i < b.len() && b[i] != b';' {
+                value.push(b[i]);
+                i += 1;
+            }
+        }
+        out.push((key, String::from_utf8_lossy(&value).trim().to_owned()));
+    }
+    out
+}
+
 /// XML text and attribute values, read with quick-xml (non-validating, entities never resolved: a
 /// DTD is refused before anything else, and only the five predefined entities and character
 /// references are decoded).
@@ -348,17 +386,23 @@ pub fn xml(w: &mut Walker<'_>, body: &[u8]) -> Result<(), Reject> {
     reader.config_mut().check_end_names = true;
     let mut path = String::new();
     let mut lens: Vec<usize> = Vec::new();
+    // An element's text arrives in pieces (text, references, CDATA): it is inspected whole.
+    let mut text = String::new();
     loop {
-        match reader.read_event() {
-            Err(_) => return Err(bad),
-            Ok(Event::Eof) => {
+        let event = reader.read_event().map_err(|_| bad.clone())?;
+        if matches!(event, Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Eof) && flush(w, &mut text, &path)
+        {
+            return Ok(());
+        }
+        match event {
+            Event::Eof => {
                 return if lens.is_empty() { Ok(()) } else { Err(bad) };
             }
-            Ok(Event::DocType(_)) => {
+            Event::DocType(_) => {
                 w.protocol(&protocol::XML_DTD, "xml", "");
                 return Ok(());
             }
-            Ok(Event::Start(e)) => {
+            Event::Start(e) => {
                 lens.push(path.len());
                 path.push('/');
                 path.push_str(&String::from_utf8_lossy(e.name().as_ref()));
@@ -369,7 +413,7 @@ pub fn xml(w: &mut Walker<'_>, body: &[u8]) -> Result<(), Reject> {
                     return Err(bad);
                 }
             }
-            Ok(Event::Empty(e)) => {
+            Event::Empty(e) => {
                 let len = path.len();
                 path.push('/');
                 path.push_str(&String::from_utf8_lossy(e.name().as_ref()));
@@ -378,37 +422,29 @@ pub fn xml(w: &mut Walker<'_>, body: &[u8]) -> Result<(), Reject> {
                 }
                 path.truncate(len);
             }
-            Ok(Event::End(_)) => {
+            Event::End(_) => {
                 let len = lens.pop().ok_or(bad.clone())?;
                 path.truncate(len);
             }
-            Ok(Event::Text(t)) => {
-                let raw = String::from_utf8_lossy(t.as_ref());
-                if raw.trim().is_empty() {
-                    continue;
-                }
-                let text = quick_xml::escape::unescape(&raw).map_err(|_| bad.clone())?;
-                if w.value(TargetKind::XmlText, "xml", &path, &text) {
-                    return Ok(());
-                }
+            Event::Text(t) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
+            Event::GeneralRef(r) => {
+                // Only character references and the five predefined entities exist without a DTD.
+                let name = String::from_utf8_lossy(r.as_ref());
+                let reference = format!("&{name};");
+                let resolved = quick_xml::escape::unescape(&reference).map_err(|_| bad.clone())?;
+                text.push_str(&resolved);
             }
-            Ok(Event::CData(t)) => {
-                let text = String::from_utf8_lossy(t.as_ref());
-                if w.value(TargetKind::XmlText, "xml", &path, &text) {
-                    return Ok(());
-                }
-            }
-            Ok(Event::GeneralRef(r)) => {
-                // `&name;` in text: only character references and the predefined five are read.
-                let name = String::from_utf8_lossy(r.as_ref()).into_owned();
-                let resolved = quick_xml::escape::unescape(&format!("&{name};")).map_err(|_| bad.clone())?.into_owned();
-                if w.value(TargetKind::XmlText, "xml", &path, &resolved) {
-                    return Ok(());
-                }
-            }
-            Ok(_) => {}
+            _ => {}
         }
     }
+}
+
+/// Inspects the text gathered so far (if any) and empties it; true when inspection stops.
+fn flush(w: &mut Walker<'_>, text: &mut String, path: &str) -> bool {
+    let stop = !text.trim().is_empty() && w.value(TargetKind::XmlText, "xml", path, text);
+    text.clear();
+    stop
 }
 
 fn attrs(w: &mut Walker<'_>, e: &quick_xml::events::BytesStart<'_>, path: &str) -> Result<bool, Reject> {

@@ -148,3 +148,18 @@ fn work_is_linear_on_pathological_input() {
     let r = e.inspect(&json, Some(deep.as_bytes()));
     assert!(r.malformed.is_some());
 }
+
+proptest::proptest! {
+    /// Any value, in a query or a JSON body, is inspected without a panic and with work bounded by a
+    /// constant times its length.
+    #[test]
+    fn any_value_is_inspected_in_bounded_work(v in "[ -~<>'\"%&#;()=/*\\\\a-zA-Z0-9\u{e9}\u{0}-\u{1f}]{0,200}") {
+        let e = engine("{ mode: detect, paranoia: 4 }");
+        let json = parts("/c", &[("content-type", "application/json")]);
+        let body = serde_json::to_vec(&serde_json::json!({ "k": v })).unwrap();
+        let r = e.inspect(&json, Some(&body));
+        proptest::prop_assert!(r.work <= 64 * (body.len() as u64 + 16), "work {} for {} bytes", r.work, body.len());
+        let q: String = percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let _ = e.inspect(&parts(&format!("/s?q={q}"), &[]), None);
+    }
+}

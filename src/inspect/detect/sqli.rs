@@ -34,30 +34,26 @@ rule!(STATEMENT, 1011, 2, "a whole SQL statement as a value");
 const LOOK: usize = 48;
 const CHUNK: usize = 2048;
 
-/// Bytes that make a value worth tokenizing (quote, comment, operator, parenthesis ...); a value with
-/// none of them needs a SQL keyword to be.
+/// Bytes that make a value worth tokenizing (quote, statement end, parenthesis, comparison, comment,
+/// logic operator); a value with none of them needs a SQL keyword (`union`, `select`, `by`), a
+/// `--` comment or a `/*` to be.
 fn special(b: u8) -> bool {
-    matches!(
-        b,
-        b'\''
-            | b'"'
-            | b'`'
-            | b';'
-            | b'('
-            | b')'
-            | b'='
-            | b'<'
-            | b'>'
-            | b'#'
-            | b'-'
-            | b'|'
-            | b'&'
-            | b'@'
-            | b','
-            | b'*'
-            | b'/'
-            | b'!'
-    )
+    matches!(b, b'\'' | b'"' | b'`' | b';' | b'(' | b')' | b'=' | b'<' | b'>' | b'#' | b'|' | b'&')
+}
+
+fn keyword_finders() -> &'static [memchr::memmem::Finder<'static>; 6] {
+    static F: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 6]> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        use memchr::memmem::Finder;
+        [
+            Finder::new("union"),
+            Finder::new("select"),
+            Finder::new(" by "),
+            Finder::new("--"),
+            Finder::new("/*"),
+            Finder::new("@@"),
+        ]
+    })
 }
 
 pub fn scan(v: &View<'_>, hits: &mut Hits) {
@@ -66,11 +62,8 @@ pub fn scan(v: &View<'_>, hits: &mut Hits) {
     if s.len() < 2 {
         return;
     }
-    if !s.iter().any(|&b| special(b)) {
-        let f = memchr::memmem::find;
-        if f(s, b"union").is_none() && f(s, b"select").is_none() && f(s, b" by ").is_none() {
-            return;
-        }
+    if !s.iter().any(|&b| special(b)) && !keyword_finders().iter().any(|f| f.find(s).is_some()) {
+        return;
     }
     let before = hits.matched.len();
     let mut found: Option<&'static Rule> = None;
@@ -251,13 +244,8 @@ fn classify(w: &[u8]) -> u8 {
         | b"dumpfile" | b"values" | b"set" | b"table" | b"database" | b"case" | b"when" | b"then" | b"else"
         | b"end" | b"as" | b"join" | b"procedure" | b"distinct" | b"all" | b"top" | b"delay" | b"time" => b'k',
         b"null" | b"true" | b"false" => b'1',
-        _ => {
-            if is_function(w) {
-                b'f'
-            } else {
-                b'n'
-            }
-        }
+        // A function only when a `(` follows (the tokenizer checks `is_function` then).
+        _ => b'n',
     }
 }
 
@@ -358,8 +346,21 @@ fn is_function(w: &[u8]) -> bool {
 
 /// Work through the value's tokens in chunks; the first rule found wins.
 fn analyse(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64) -> Option<&'static Rule> {
+    thread_local! {
+        // One token buffer per thread, reused: tokenizing a value allocates nothing.
+        static BUF: std::cell::RefCell<Vec<Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            analyse_in(s, ctx, paranoia, work, &mut buf)
+        }
+        Err(_) => analyse_in(s, ctx, paranoia, work, &mut Vec::new()),
+    })
+}
+
+fn analyse_in(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64, buf: &mut Vec<Tok>) -> Option<&'static Rule> {
     let mut tz = Tokenizer { s, pos: 0, ctx };
-    let mut buf: Vec<Tok> = Vec::new();
     // Absolute index of buf[0].
     let mut base = 0usize;
     let mut done = false;
@@ -373,14 +374,19 @@ fn analyse(s: &[u8], ctx: u8, paranoia: u8, work: &mut u64) -> Option<&'static R
         }
         let upto = if done { buf.len() } else { buf.len() - LOOK };
         if base == 0 && ctx != 0 {
-            if let Some(r) = after_break(s, &buf, paranoia) {
+            if let Some(r) = after_break(s, buf, paranoia) {
                 return Some(r);
             }
         }
         for i in 0..upto {
             *work += 1;
             let p = if i == 0 { prev } else { Some(buf[i - 1]) };
-            if let Some(r) = at(s, &buf, i, p, base + i == 0, paranoia) {
+            // After a break following prose (`... like ' or 1=1 is ...`), a tautology must end the value
+            // or be followed by a comment to count.
+            let prose_break =
+                ctx != 0 && base + i == 1 && buf[i].c == b'&' && buf[0].c == b's' && text(s, &buf[0]).contains(&b' ');
+            if let Some(r) = at(s, buf, i, p, base + i == 0, paranoia).filter(|_| !prose_break || ends_query(s, buf, i))
+            {
                 return Some(r);
             }
         }
@@ -451,7 +457,10 @@ fn tautology(s: &[u8], t: &[Tok], amp: usize) -> bool {
     while t.get(k).is_some_and(|x| x.c == b'(') && k < amp + 8 {
         k += 1;
     }
-    let Some(a_end) = operand(s, t, k) else { return false };
+    let Some(mut a_end) = operand(s, t, k) else { return false };
+    while t.get(a_end).is_some_and(|x| x.c == b')') && a_end < k + 8 {
+        a_end += 1;
+    }
     let Some(op) = t.get(a_end) else { return false };
     if op.c != b'o' {
         return false;
@@ -462,6 +471,27 @@ fn tautology(s: &[u8], t: &[Tok], amp: usize) -> bool {
         return false;
     }
     (literal(a.c) && literal(b.c)) || (a.c == b'n' && b.c == b'n' && text(s, &a) == text(s, &b))
+}
+
+/// The comparison after the logic operator at `i` ends the value or is followed by a comment or `;`.
+fn ends_query(s: &[u8], t: &[Tok], i: usize) -> bool {
+    let mut k = i + 1;
+    while t.get(k).is_some_and(|x| x.c == b'(') && k < i + 8 {
+        k += 1;
+    }
+    match comparison(s, t, k - 1) {
+        Some(e) => t.get(e).is_none_or(|x| matches!(x.c, b'c' | b';')),
+        None => false,
+    }
+}
+
+/// `& operand op operand` of any operands: the index after it.
+fn comparison(s: &[u8], t: &[Tok], amp: usize) -> Option<usize> {
+    let a_end = operand(s, t, amp + 1)?;
+    if t.get(a_end)?.c != b'o' {
+        return None;
+    }
+    operand(s, t, a_end + 1)
 }
 
 /// A statement keyword at `i` followed by what makes it a statement (not an English word).
@@ -489,20 +519,45 @@ fn statement(s: &[u8], t: &[Tok], i: usize) -> bool {
     }
 }
 
-/// `select` followed by a select list: `*`, a literal, a function, a variable, `(`, or a name then
-/// `from` or `,`.
+/// `select` followed by a select list (`*`, literals, names, variables, function calls, subqueries,
+/// separated by commas) and then the end of the value, a comment, `)`, `;`, `union` or a clause
+/// (`from`, `into`, `where` ...): `select 'withdraw', and follow` and `select a plan` are prose.
 fn select_expr(s: &[u8], t: &[Tok], i: usize) -> bool {
     let mut j = i + 1;
     if t.get(j).is_some_and(|n| n.c == b'k' && matches!(text(s, n), b"all" | b"distinct" | b"top")) {
         j += 1;
     }
-    let Some(n) = t.get(j) else { return false };
-    match n.c {
-        b'1' | b'f' | b'v' | b'(' => true,
-        b's' => !n.open || t.get(j + 1).is_some(),
-        b'o' => text(s, n) == b"*",
-        b'n' => t.get(j + 1).is_some_and(|m| m.c == b',' || (m.c == b'k' && matches!(text(s, m), b"from" | b"into"))),
-        _ => false,
+    let mut items = 0;
+    while items < 16 {
+        let Some(n) = t.get(j) else { return false };
+        j = if n.c == b'o' && text(s, n) == b"*" {
+            j + 1
+        } else if n.c == b'n'
+            && t.get(j + 1).is_some_and(|m| m.c == b'n')
+            && t.get(j + 2).is_some_and(|m| m.c == b',' || (m.c == b'k' && text(s, m) == b"from"))
+        {
+            // An alias: `select password p from`.
+            j + 2
+        } else {
+            match operand(s, t, j) {
+                Some(e) => e,
+                None => return false,
+            }
+        };
+        items += 1;
+        if t.get(j).is_some_and(|m| m.c == b',') {
+            j += 1;
+            continue;
+        }
+        break;
+    }
+    match t.get(j) {
+        None => t.get(j - 1).is_some_and(|p| p.c != b's' || !p.open || items > 1),
+        Some(m) => match m.c {
+            b'c' | b';' | b')' | b'U' => true,
+            b'k' => matches!(text(s, m), b"from" | b"into" | b"where" | b"limit" | b"order" | b"group" | b"having"),
+            _ => false,
+        },
     }
 }
 
@@ -513,7 +568,6 @@ fn after_break(s: &[u8], t: &[Tok], paranoia: u8) -> Option<&'static Rule> {
         return None;
     }
     let prefix = text(s, first);
-    let prefix = prefix.strip_suffix(b" ").unwrap_or(prefix);
     let short = prefix.len() <= 64 && !prefix.contains(&b' ');
     if !short && paranoia < 2 {
         return None;
@@ -538,7 +592,11 @@ fn after_break(s: &[u8], t: &[Tok], paranoia: u8) -> Option<&'static Rule> {
                     // `' or name like '%x` / `' and email is null`
                     return Some(&TAUTOLOGY);
                 }
-                if a.c == b's' && end.is_some_and(|x| matches!(x.c, b'c' | b';' | b'&')) {
+                if a.c == b's' && end.is_some_and(|x| matches!(x.c, b'c' | b';')) {
+                    return Some(&TAUTOLOGY);
+                }
+                if a.c == b's' && a.open && end.is_none() && a.end - a.start <= 8 {
+                    // `' or '1`: the server's own closing quote ends the string.
                     return Some(&TAUTOLOGY);
                 }
             }
@@ -548,15 +606,8 @@ fn after_break(s: &[u8], t: &[Tok], paranoia: u8) -> Option<&'static Rule> {
         }
         b'c' => return Some(&TRUNCATION),
         b';' if t.get(i + 1).is_none_or(|x| x.c == b'c') || statement(s, t, i + 1) => return Some(&STACKED),
-        b'U' => return Some(&UNION),
         b'E' if statement(s, t, i) => return Some(&STACKED),
-        b'k' if matches!(
-            text(s, next),
-            b"having" | b"where" | b"order" | b"group" | b"limit" | b"procedure" | b"into"
-        ) && t.get(i + 1).is_some() =>
-        {
-            return Some(&PROBE);
-        }
+        b'k' if probe(s, t, i) => return Some(&PROBE),
         b'o' if t.get(i + 1).is_some_and(|x| matches!(x.c, b'f' | b'(' | b'1' | b's')) => {
             if matches!(text(s, next), b"=" | b"-" | b"+" | b"*" | b"||" | b"<" | b">" | b"like" | b"rlike") {
                 let rest = t.get(i + 2);
@@ -568,6 +619,22 @@ fn after_break(s: &[u8], t: &[Tok], paranoia: u8) -> Option<&'static Rule> {
         _ => {}
     }
     None
+}
+
+/// A clause right after a break that probes the query: `' having 1=1`, `' order by 3`, `' limit 1`,
+/// `' procedure analyse(`, `' into outfile`.
+fn probe(s: &[u8], t: &[Tok], i: usize) -> bool {
+    let next = t.get(i + 1);
+    match text(s, &t[i]) {
+        b"having" | b"where" => tautology(s, t, i),
+        b"order" | b"group" => {
+            is(s, next, b'k', b"by") && t.get(i + 2).is_some_and(|n| matches!(n.c, b'1' | b'f' | b'('))
+        }
+        b"limit" => next.is_some_and(|n| n.c == b'1'),
+        b"procedure" => next.is_some_and(|n| n.c == b'f'),
+        b"into" => next.is_some_and(|n| matches!(text(s, n), b"outfile" | b"dumpfile")),
+        _ => false,
+    }
 }
 
 /// Rules anchored at token `i` anywhere in the value.
@@ -588,6 +655,15 @@ fn at(s: &[u8], t: &[Tok], i: usize, prev: Option<Tok>, first: bool, paranoia: u
             }
         }
         b';' if statement(s, t, i + 1) => return Some(&STACKED),
+        b'E' if matches!(text(s, &tok), b"exec" | b"execute")
+            && next.is_some_and(|n| {
+                let w = text(s, n);
+                let w = w.rsplit(|&b| b == b'.').next().unwrap_or(w);
+                w.starts_with(b"xp_") || w.starts_with(b"sp_")
+            }) =>
+        {
+            return Some(&DANGEROUS_FN)
+        }
         b'E' => {
             let after = prev.is_none_or(|p| matches!(p.c, b'(' | b'&' | b'o' | b'U' | b';' | b',' | b'k'));
             if text(s, &tok) == b"select" && after && !(first && paranoia < 2) && select_expr(s, t, i) {
@@ -628,7 +704,15 @@ fn at(s: &[u8], t: &[Tok], i: usize, prev: Option<Tok>, first: bool, paranoia: u
             }
         }
         b'&' => {
-            let before = prev.is_some_and(|p| matches!(p.c, b'1' | b's' | b'n' | b')'));
+            let before = prev.is_none_or(|p| matches!(p.c, b'1' | b's' | b'n' | b')'));
+            if before && comparison(s, t, i).is_some_and(|e| t.get(e).is_some_and(|x| x.c == b'c')) {
+                // `or x=y#`: a comparison, then the rest of the query commented out.
+                return Some(&TAUTOLOGY);
+            }
+            if before && t.get(i + 1).is_some_and(|x| x.c == b'1') && t.get(i + 2).is_some_and(|x| x.c == b'c') {
+                // `1 or true--`
+                return Some(&TAUTOLOGY);
+            }
             if before && tautology(s, t, i) {
                 // `1 or 1=1`, `x) and (2>1` ... but not `price >= 10 and price <= 20`.
                 let a = t[i + 1];
@@ -665,10 +749,12 @@ fn at(s: &[u8], t: &[Tok], i: usize, prev: Option<Tok>, first: bool, paranoia: u
         }
         b'k' if matches!(text(s, &tok), b"order" | b"group") && is(s, next, b'k', b"by") => {
             let n = t.get(i + 2);
-            if prev.is_some_and(|p| matches!(p.c, b'1' | b')')) && n.is_some_and(|n| n.c == b'1') {
+            let commented = t.get(i + 3).is_some_and(|c| c.c == b'c');
+            if (prev.is_some_and(|p| matches!(p.c, b'1' | b')')) || commented) && n.is_some_and(|n| n.c == b'1') {
                 return Some(&PROBE);
             }
         }
+        b'k' if text(s, &tok) == b"having" && tautology(s, t, i) => return Some(&PROBE),
         _ => {}
     }
     None
@@ -712,6 +798,11 @@ mod tests {
             "' HAVING 1=1--",
             "1 /*!50000UNION*/ /*!50000SELECT*/ 1,2",
             "1';WAITFOR DELAY '0:0:5'--",
+            "hello world' or 1=1--",
+            "some words' union select password from users",
+            "or 1=1--",
+            "' GROUP BY columnnames having 1=1 --",
+            "exec master..xp_cmdshell 'ping'",
         ] {
             assert!(sqli(a, 1).is_some(), "missed {a:?}");
         }
@@ -739,8 +830,29 @@ mod tests {
             "-- signature",
             "1; 2; 3",
             "Robert'); is a famous xkcd name",
+            "SQL injection happens when input like ' OR 1=1 is concatenated into queries.",
         ] {
             assert_eq!(sqli(b, 1), None, "false positive on {b:?}");
+        }
+    }
+}
+#[cfg(test)]
+mod debug {
+    use super::*;
+    #[test]
+    fn dump() {
+        let Ok(v) = std::env::var("SQLI_DUMP") else { return };
+        let mut sc = crate::inspect::normalize::Scratch::default();
+        sc.normalize(&v);
+        let s = sc.folded.as_bytes();
+        for ctx in [0u8, b'\'', b'"'] {
+            let mut tz = Tokenizer { s, pos: 0, ctx };
+            let mut out = String::new();
+            while let Some(t) = tz.next() {
+                out.push_str(&format!("{}[{}] ", t.c as char, String::from_utf8_lossy(text(s, &t))));
+            }
+            let mut w = 0;
+            println!("ctx {:?}: {out} => {:?}", ctx as char, analyse(s, ctx, 1, &mut w).map(|r| r.id));
         }
     }
 }

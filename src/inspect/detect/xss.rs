@@ -31,13 +31,23 @@ pub fn scan(v: &View<'_>, hits: &mut Hits) {
     if !s.iter().any(|&b| matches!(b, b'<' | b':' | b'=' | b'(' | b'`')) {
         return;
     }
-    if let Some(rule) = tags(s, v.paranoia, &mut hits.work)
-        .or_else(|| script_urls(s, &mut hits.work))
-        .or_else(|| attribute_break(s, &mut hits.work))
-        .or_else(|| js_break(s, v.paranoia, &mut hits.work))
-    {
+    let mut found = judge(s, v.paranoia, &mut hits.work);
+    if found.is_none() && memchr::memmem::find(v.decoded.as_bytes(), b"/*").is_some() {
+        // The folded value collapsed `/* ... */` as SQL comments; HTML does not: `<script>/*</script><svg
+        // onload=...>*/` is read again without that.
+        let lower = v.decoded.to_lowercase();
+        found = judge(lower.as_bytes(), v.paranoia, &mut hits.work);
+    }
+    if let Some(rule) = found {
         hits.hit(rule, v);
     }
+}
+
+fn judge(s: &[u8], paranoia: u8, work: &mut u64) -> Option<&'static Rule> {
+    tags(s, paranoia, work)
+        .or_else(|| script_urls(s, work))
+        .or_else(|| attribute_break(s, work))
+        .or_else(|| js_break(s, paranoia, work))
 }
 
 fn name_byte(b: u8) -> bool {
@@ -76,21 +86,32 @@ fn tags(s: &[u8], paranoia: u8, work: &mut u64) -> Option<&'static Rule> {
                     let body_end = memchr::memchr(b'<', &s[end..]).map_or(s.len(), |e| end + e);
                     let body = &s[end..body_end];
                     *work += body.len() as u64;
-                    let code = body.iter().any(|&b| matches!(b, b'(' | b'=' | b'`'))
+                    let code = (body.iter().any(|&b| matches!(b, b'(' | b'=' | b'`'))
+                        || [&b"msgbox"[..], b"alert", b"eval", b"document.", b"window."]
+                            .iter()
+                            .any(|k| contains(body, k)))
                         && s.get(end.saturating_sub(1)) == Some(&b'>');
-                    if code
-                        || memchr::memmem::find(&s[end..], b"</script").is_some_and(|e| e == body.len())
-                            && !body.is_empty()
-                    {
+                    if code || (s[body_end..].starts_with(b"</script") && !body.trim_ascii().is_empty()) {
                         return Some(&SCRIPT_TAG);
                     }
                     if paranoia >= 2 {
                         weak = Some(&DANGEROUS_TAG);
                     }
                 }
+                b"style" => {
+                    let body_end = memchr::memchr(b'<', &s[end..]).map_or(s.len(), |e| end + e);
+                    let body = &s[end..body_end];
+                    *work += body.len() as u64;
+                    if dangerous_css(body) {
+                        return Some(&CSS_EXPRESSION);
+                    }
+                    if paranoia >= 2 {
+                        weak = Some(&DANGEROUS_TAG);
+                    }
+                }
                 b"iframe" | b"frame" | b"frameset" | b"object" | b"embed" | b"applet" | b"svg" | b"math" | b"meta"
-                | b"base" | b"link" | b"style" | b"xml" | b"import" | b"layer" | b"ilayer" | b"bgsound"
-                | b"isindex" | b"template"
+                | b"base" | b"link" | b"xml" | b"import" | b"layer" | b"ilayer" | b"bgsound" | b"isindex"
+                | b"template"
                     if paranoia >= 2 =>
                 {
                     weak = Some(&DANGEROUS_TAG);
@@ -162,7 +183,7 @@ fn judge_attribute(tag: &[u8], attr: &[u8], value: &[u8]) -> Option<&'static Rul
         return Some(&SCRIPT_URL_ATTR);
     }
     if attr == b"style" {
-        if contains(value, b"expression(") || script_scheme(value) || contains(value, b"-moz-binding") {
+        if dangerous_css(value) {
             return Some(&CSS_EXPRESSION);
         }
         return None;
@@ -210,12 +231,22 @@ fn judge_attribute(tag: &[u8], attr: &[u8], value: &[u8]) -> Option<&'static Rul
                     | b"layer"
                     | b"ilayer"
                     | b"import"
+                    | b"link"
             )
         {
             return Some(if tag == b"script" { &SCRIPT_TAG } else { &EMBED_TAG });
         }
     }
     None
+}
+
+/// CSS that runs script or loads behaviour: `expression(`, `-moz-binding`, `behavior:`, script URLs.
+fn dangerous_css(v: &[u8]) -> bool {
+    contains(v, b"expression(")
+        || contains(v, b"-moz-binding")
+        || contains(v, b"behavior:")
+        || contains(v, b"behavior :")
+        || script_scheme(v)
 }
 
 fn contains(h: &[u8], n: &[u8]) -> bool {
@@ -312,8 +343,24 @@ fn script_urls(s: &[u8], work: &mut u64) -> Option<&'static Rule> {
     None
 }
 
-/// `"` or `'` closing an attribute value, then an event handler: `" onmouseover="alert(1)`.
+/// `"` or `'` closing an attribute value, then an event handler: `" onmouseover="alert(1)`; or a value
+/// that is itself a handler with code (`onmouseover="document.cookie=1"`).
 fn attribute_break(s: &[u8], work: &mut u64) -> Option<&'static Rule> {
+    if s.starts_with(b"on") {
+        let n = s.iter().skip(2).take_while(|b| b.is_ascii_alphabetic()).count();
+        let rest = &s[2 + n..];
+        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+        if n >= 3
+            && rest.starts_with(b"=")
+            && rest.iter().take(256).any(|&b| matches!(b, b'(' | b'=' | b'`' | b';'))
+            && rest.len() > 1
+        {
+            let code = &rest[1..];
+            if code.iter().take(256).any(|&b| matches!(b, b'(' | b'=' | b'`')) {
+                return Some(&EVENT_HANDLER);
+            }
+        }
+    }
     for q in memchr::memchr2_iter(b'"', b'\'', s) {
         let mut i = q + 1;
         let mut steps = 0;
@@ -360,6 +407,14 @@ fn attribute_break(s: &[u8], work: &mut u64) -> Option<&'static Rule> {
 /// A JavaScript string or expression break into a sink: `';alert(1)//`, `"-alert(1)-"`,
 /// `</script>`-less payloads such as `'+eval(name)+'`.
 fn js_break(s: &[u8], paranoia: u8, work: &mut u64) -> Option<&'static Rule> {
+    if let Some(close) = memchr::memmem::find(s, b"</script") {
+        // Code that closes a script element: `alert(1)</script>`.
+        let head = &s[..close];
+        *work += head.len() as u64;
+        if [&b"alert("[..], b"prompt(", b"confirm(", b"eval(", b"msgbox"].iter().any(|k| contains(head, k)) {
+            return Some(&JS_BREAK);
+        }
+    }
     const SINKS: [&[u8]; 9] =
         [b"alert", b"prompt", b"confirm", b"eval", b"settimeout", b"setinterval", b"function", b"fetch", b"import"];
     for paren in memchr::memchr2_iter(b'(', b'`', s) {
