@@ -23,8 +23,9 @@ fn ids(r: &Report) -> Vec<u32> {
 fn query_values_each_inspected() {
     let e = engine("mode: detect");
     let r = e.inspect(&parts("/s?q=hello&q=1%27%20OR%20%271%27%3D%271", &[]), None);
-    assert_eq!(ids(&r), vec![1002]);
-    assert_eq!(r.detections[0].target, "query:q");
+    // The same string is an XPath tautology too (8004): both are reported, the SQL one first.
+    assert_eq!(ids(&r)[0], 1002, "{:?}", ids(&r));
+    assert!(r.detections.iter().all(|d| d.target == "query:q"));
     assert!(r.detections[0].fragment.chars().count() <= 25);
     let r = e.inspect(&parts("/s?q=O%27Brien", &[]), None);
     assert!(r.detections.is_empty());
