@@ -20,8 +20,11 @@
 #   portcullis-limit-local  the plain route with a rate limit by client IP that never refuses, in memory
 #   portcullis-limit-redis  the same limit with `store: redis`, against a redis-server this script starts
 #                           (on a free loopback port, pinned with the upstream, stopped on exit)
+#   nginx-full, portcullis-full            POST /orders, ~2 KiB JSON bodies and ES256 tokens rotating
+#                           (bench/full.lua): NGINX proxies it with no checks; Portcullis runs JWT, a role,
+#                           a rate limit, OpenAPI validation and inspection on it (bench/configs/full.yaml)
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
-# HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones.) More are one `add_portcullis` line each.
+# HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
@@ -52,6 +55,7 @@ H2=${H2:-1}
 HANDSHAKE=${HANDSHAKE:-1}
 C1000=${C1000:-1}
 LIMIT_SCENARIOS=${LIMIT_SCENARIOS:-1}
+FULL_SCENARIO=${FULL_SCENARIO:-1}
 if [ "$TLS_SCENARIOS" != 1 ]; then HTTPS=0 H2=0 HANDSHAKE=0; fi
 H2_CONNECTIONS=${H2_CONNECTIONS:-32}
 H2_STREAMS=${H2_STREAMS:-8}
@@ -227,6 +231,8 @@ declare -A TLS_PROBED
 declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL S_CONNS S_SCRIPT S_SCRIPT_ARGS
 # S_EXTRA_PIDS: processes a scenario depends on besides the proxy (redis-server), whose CPU is reported apart.
 declare -A S_EXTRA_PIDS
+# S_BODY: for a scenario that POSTs, a file whose first line is the body its 200 check sends.
+declare -A S_BODY
 
 # alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
 # process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
@@ -357,7 +363,7 @@ add_portcullis() {
   port=$(free_port)
   conf="$WORK/$name.yaml"
   sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" -e "s|@WORK@|$WORK|g" \
-    -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" "$template" >"$conf"
+    -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" -e "s|@ROOT@|$ROOT|g" "$template" >"$conf"
   taskset -c "$PROXY_CPU" "${BIN:-$PORTCULLIS}" run -c "$conf" >"$WORK/$name.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -410,6 +416,23 @@ if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
   S_URL[portcullis-authz]="${S_URL[portcullis-authz]}users/user-0/orders/1"
   S_SCRIPT[portcullis-authz]="$ROOT/bench/authz.lua"
   S_SCRIPT_ARGS[portcullis-authz]="$WORK/es256.tokens"
+  # All of the security on one route (issue 13): JWT ES256, a role, a local rate limit, OpenAPI validation
+  # and inspection, on POST /orders with ~2 KiB JSON bodies rotating over 256 documents and 256 tokens
+  # (bench/full.lua); compared with NGINX proxying the same load with no checks at all (nginx-full).
+  if [ "$FULL_SCENARIO" = 1 ]; then
+    python3 "$ROOT/bench/bodies.py" "$WORK/bodies.jsonl" 256 || die "could not write the bench bodies"
+    add_portcullis portcullis-full "$ROOT/bench/configs/full.yaml" http \
+      "Authorization: Bearer $(head -1 "$WORK/es256.tokens")" "Content-Type: application/json"
+    S_URL[portcullis-full]="${S_URL[portcullis-full]}orders"
+    S_BODY[portcullis-full]="$WORK/bodies.jsonl"
+    set_load portcullis-full full wrk "$CONNECTIONS"
+    S_SCRIPT[portcullis-full]="$ROOT/bench/full.lua"
+    S_SCRIPT_ARGS[portcullis-full]="$WORK"
+    alias_scenario nginx-full nginx full wrk "$CONNECTIONS"
+    S_BODY[nginx-full]="$WORK/bodies.jsonl"
+    S_SCRIPT[nginx-full]="$ROOT/bench/full.lua"
+    S_SCRIPT_ARGS[nginx-full]="$WORK"
+  fi
 fi
 # Rate limits that never refuse (keyed by client IP): in memory, and in a redis-server started here on a
 # free loopback port, pinned to the load CPU like the upstream, and stopped on exit with the rest.
@@ -458,10 +481,12 @@ fi
 
 # Every scenario answers 200 before anything is measured.
 for s in "${SCENARIOS[@]}"; do
-  code=$(python3 - "${S_URL[$s]}" "${S_HEADERS[$s]:-}" <<'EOF'
+  code=$(python3 - "${S_URL[$s]}" "${S_HEADERS[$s]:-}" "${S_BODY[$s]:-}" <<'EOF'
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-req = urllib.request.Request(sys.argv[1])
+# A scenario that POSTs (S_BODY: a file of bodies, one per line) is checked with its first body.
+body = open(sys.argv[3], "rb").readline().rstrip(b"\n") if sys.argv[3] else None
+req = urllib.request.Request(sys.argv[1], data=body)
 for line in sys.argv[2].splitlines():
     if line:
         name, value = line.split(":", 1)
@@ -803,6 +828,13 @@ if "portcullis-limit-redis" in sc and "portcullis-limit-local" in sc:
           "redis-server's own cpu per request: %s us" % (
           f(ratio("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"),
           f(paired("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"), f(extra, "%.2f")))
+# All of the security (JWT, role, rate limit, OpenAPI validation, inspection) against NGINX proxying the same
+# POSTs with none of it (target: at most 1.0x CPU per request).
+if "portcullis-full" in sc and "nginx-full" in sc:
+    print("portcullis-full/nginx-full cpu-per-request ratio: %s (paired by round %s), throughput ratio: %s" % (
+          f(ratio("portcullis-full", "nginx-full", "cpu_us_per_req"), "%.2f"),
+          f(paired("portcullis-full", "nginx-full", "cpu_us_per_req"), "%.2f"),
+          f(ratio("portcullis-full", "nginx-full", "rps"), "%.2f")))
 print("portcullis/nginx user-time-per-request ratio: %s" % f(rt.get("user_time_per_request"), "%.2f"))
 print("portcullis/nginx kernel-time-per-request ratio: %s" % f(rt.get("kernel_time_per_request"), "%.2f"))
 if "portcullis-authz" in sc and "portcullis-jwt-es256" in sc and sc["portcullis-jwt-es256"]["rps"]:

@@ -1,4 +1,4 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `openapi import`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
@@ -53,6 +53,28 @@ enum Command {
         #[command(subcommand)]
         command: crate::guard::cli::BansCommand,
     },
+    /// Work with OpenAPI documents.
+    Openapi {
+        #[command(subcommand)]
+        command: OpenapiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpenapiCommand {
+    /// Print the config sections (`openapi:` and `routes:`) an OpenAPI document implies: one route per
+    /// path template, validated against the document. Each route's `auth` is a placeholder that does
+    /// not compile until you choose.
+    Import {
+        /// The OpenAPI 3.0 or 3.1 document (YAML or JSON).
+        file: PathBuf,
+        /// The document's name in the config (default `api`).
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// The upstream the routes send to (default: the document's name).
+        #[arg(long)]
+        upstream: Option<String>,
+    },
 }
 
 pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
@@ -85,6 +107,26 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis bans: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("portcullis openapi import: `{}` cannot be read: {}", file.display(), e.kind());
+                    return ExitCode::from(1);
+                }
+            };
+            let upstream = upstream.unwrap_or_else(|| name.clone());
+            match crate::validate::openapi::import(&file.display().to_string(), &text, &name, &upstream) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis openapi import: `{}`: {e}", file.display());
                     ExitCode::from(1)
                 }
             }
@@ -240,6 +282,9 @@ fn print_quickstart() {
          \n  curl -k -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/quickstart-demo/profile\
          \n  curl -k -i -H 'X-API-Key: pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva' https://127.0.0.1:8443/users/someone-else/profile  # 403\
          \n  curl -sk -o /dev/null -w '%{{http_code}} ' 'https://127.0.0.1:8443/limited/[1-20]'  # 2/s, burst 5: then 429s\
+         \n  curl -k \"https://127.0.0.1:8443/echo/search?q=1'%20OR%20'1'='1\"  # 403: SQL injection blocked\
+         \n  curl -k \"https://127.0.0.1:8443/echo/search?q=O'Brien\"  # 200: not an attack\
+         \n  curl -k -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":\"two\"}}' https://127.0.0.1:8443/orders  # 400: OpenAPI\
          \n  curl -k -i https://127.0.0.1:8443/nowhere          # 404 problem+json\
          \n  curl -k -i 'https://127.0.0.1:8443/echo/%2e%2e/x'   # 400: dot segments refused\
          \n  curl -i http://127.0.0.1:8080/echo/hello           # 308 to HTTPS\

@@ -134,6 +134,13 @@ pub struct Exchange<'a> {
     /// `None` until authentication establishes one (and on public routes).
     pub principal: Option<Arc<Principal>>,
     pub body: RequestBody,
+    /// The body decoded from its `Content-Encoding` (gzip, deflate), when validation decoded one: what
+    /// inspection should read. `None` when the body had no coding (read `body`) or was not decoded.
+    /// The upstream always receives the original bytes.
+    pub decoded_body: Option<Bytes>,
+    /// The OpenAPI operation validation matched (an index into the route's document, for response
+    /// schema filtering: `validate::openapi::Document::filter_response`).
+    pub operation: Option<usize>,
     /// The route's body limit, and how long reading a body whole may take (the route's upstream
     /// response timeout).
     pub body_limit: u64,
@@ -173,6 +180,8 @@ impl<'a> Exchange<'a> {
             params: Params::new(),
             principal: None,
             body: RequestBody::Streaming(body),
+            decoded_body: None,
+            operation: None,
             body_limit: 0,
             body_timeout: Duration::ZERO,
             bytes_in: None,
@@ -394,6 +403,8 @@ pub enum Reject {
     ExpectationFailed,
     /// Upstream answered badly or could not be reached.
     BadGateway(&'static str),
+    /// The upstream answered this 5xx status; its answer was replaced (`respond.scrub_errors`).
+    UpstreamError(StatusCode),
     NoHealthyUpstream,
     GatewayTimeout(&'static str),
     TooManyRequests,
@@ -453,6 +464,7 @@ impl Reject {
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Reject::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamError(status) => *status,
             Reject::NoHealthyUpstream | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Reject::TooManyRequests | Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -482,6 +494,7 @@ impl Reject {
             Reject::InsecureTransport => ("insecure-transport", "The request must use HTTPS"),
             Reject::ExpectationFailed => ("expectation-failed", "The expectation cannot be met"),
             Reject::BadGateway(_) => ("bad-gateway", "The upstream service failed"),
+            Reject::UpstreamError(_) => ("upstream-error", "The upstream service failed to handle the request"),
             Reject::NoHealthyUpstream => ("no-healthy-upstream", "No upstream service is available"),
             Reject::GatewayTimeout(_) => ("gateway-timeout", "The upstream service timed out"),
             Reject::TooManyRequests | Reject::RateLimited => ("too-many-requests", "Too many requests"),

@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod fleet;
 pub mod guard;
 pub mod inspect;
+pub mod json;
 pub mod limit;
 pub mod observe;
 pub mod pipeline;

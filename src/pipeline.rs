@@ -44,6 +44,8 @@ pub struct Route {
     /// `;` parameters in path segments are forwarded (otherwise 400).
     pub matrix_params: bool,
     pub metrics: Arc<RouteMetrics>,
+    /// The response side: security headers, error scrubbing, JSON-only, masking (`src/respond`).
+    pub protect: crate::respond::protect::Protect,
 }
 
 impl Route {
@@ -64,7 +66,9 @@ impl Route {
             out.push(format!("{}[{}{body}]", stage.place().as_str(), stage.describe()));
         }
         out.push(format!("proxy[{}]", self.upstream.name));
+        out.extend(self.protect.describe());
         let mut security = vec!["request-id"];
+        security.extend(self.protect.header_names());
         if listener_hsts {
             security.push("hsts");
         }
@@ -125,6 +129,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let Some(hsts) = &listener.hsts {
         h.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
     }
+    out.route.as_ref().map_or(&rt.security_headers, |r| &r.protect.headers).apply(h, ex.principal.is_some());
     if let Some(l) = ex.limit_headers.take() {
         limit_headers(h, &l);
     }
@@ -239,17 +244,18 @@ async fn run(
     let underscores =
         headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
+    route.protect.prepare_request(&mut ex.parts.headers);
     let (outgoing, body) = upstream_request(rt, ex, found, target, request_id);
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
     headers::clean_response(resp.headers_mut());
-    if let Some(authz) = route.chain.authz().filter(|a| a.response_owner().is_some()) {
-        if resp.status().is_success() {
-            return owned_response(authz, ex, resp, route.upstream.response_timeout).await;
-        }
-    }
-    Ok(resp.map(ResponseBody::upstream))
+    let timeout = route.upstream.response_timeout;
+    let resp = match route.chain.authz().filter(|a| a.response_owner().is_some()) {
+        Some(authz) if resp.status().is_success() => owned_response(authz, ex, resp, timeout).await?,
+        _ => resp.map(ResponseBody::upstream),
+    };
+    route.protect.response(ex, resp, timeout).await
 }
 
 /// `owner_in_response`: the upstream's answer is read whole (within the bound and the response timeout)

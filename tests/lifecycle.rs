@@ -138,7 +138,13 @@ fn check_accepts_a_good_file_and_prints_the_route_table() {
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
     // each route's effective chain, in the fixed order
     assert!(out.contains("  users: head-limits -> route-match[max_body"), "{out}");
-    assert!(out.contains("-> proxy[app] -> security-headers[request-id] -> record"), "{out}");
+    assert!(
+        out.contains(
+            "-> proxy[app] -> error-scrubbing[5xx] -> security-headers[request-id, nosniff, csp, referrer-policy, \
+             cache-control] -> record"
+        ),
+        "{out}"
+    );
 }
 
 /// A broken variant of GOOD: (what, broken yaml, the text on the offending line, what the message says).

@@ -210,6 +210,8 @@ struct Named<'a> {
     policies: &'a crate::authz::Policies,
     limiters: &'a BTreeMap<String, Arc<crate::limit::Limiter>>,
     quotas: &'a BTreeMap<String, Arc<crate::limit::quota::Quota>>,
+    openapi: &'a crate::validate::openapi::Documents,
+    respond: &'a crate::respond::protect::Defaults,
     inspect: Option<&'a crate::inspect::InspectConfig>,
 }
 
@@ -220,7 +222,7 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, inspect } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -347,19 +349,33 @@ fn route(
     for (place, list) in quotas_at {
         stages.push(Stage::Quotas(crate::limit::quota::Quotas::new(list, place)));
     }
+    let max_body_bytes = r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0);
+    let mut validation_document = None;
+    if let Some(v) = &r.validate {
+        let v = crate::validate::shape::Validate::compile(v, max_body_bytes, l.request.max_headers, openapi)
+            .map_err(|m| err("validate", "", m))?;
+        validation_document = v.document().cloned();
+        stages.push(Stage::Validation(Box::new(v)));
+    }
     if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
         let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
         let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
         stages.push(Stage::Inspection(Box::new(inspection)));
+    }
+    let mut protect =
+        crate::respond::protect::Protect::compile(respond, r.respond.as_ref()).map_err(|m| err("respond", "", m))?;
+    if let Some(doc) = r.validate.as_ref().and(validation_document.as_ref()) {
+        protect.set_response_schema(Arc::new(OpenApiResponses(doc.clone())));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
         upstream,
         chain: Chain::new(stages),
         cors,
-        max_body_bytes: r.max_body_bytes.map_or(l.request.max_body_bytes, |b| b.0),
+        max_body_bytes,
         matrix_params: r.matcher.matrix_params,
         metrics: Arc::new(metrics.route(&r.name)),
+        protect,
     };
     let options = PathOptions {
         case_sensitive: r.matcher.case_sensitive,
@@ -486,6 +502,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .map_err(|m| CompileError::new("quotas", name.clone(), m))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    let openapi = crate::validate::openapi::compile_all(&cfg.openapi)
+        .map_err(|(name, m)| CompileError::new("openapi", name, m))?;
+    let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
+        .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -493,6 +513,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         policies: &policies,
         limiters: &limiters,
         quotas: &quotas,
+        openapi: &openapi,
+        respond: &respond,
         inspect: cfg.inspect.as_ref(),
     };
     let bans = lasting
@@ -560,6 +582,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         demo_upstream,
         workers: cfg.workers,
         guard: Arc::new(guard),
+        security_headers: respond.headers,
     })
 }
 
@@ -672,5 +695,19 @@ impl Runtime {
             ));
         }
         out
+    }
+}
+
+/// Response schema filtering (place 14) over a route's OpenAPI document: the response side asks by the
+/// operation validation matched.
+#[derive(Debug)]
+struct OpenApiResponses(Arc<crate::validate::openapi::Document>);
+
+impl crate::respond::protect::ResponseSchema for OpenApiResponses {
+    fn filters(&self, operation: usize, status: u16) -> bool {
+        self.0.filters_response(operation, status)
+    }
+    fn filter(&self, operation: usize, status: u16, body: &mut serde_json::Value) -> bool {
+        self.0.filter_response(operation, status, body)
     }
 }

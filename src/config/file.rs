@@ -59,7 +59,14 @@ pub struct FileConfig {
     /// through it.
     #[serde(default)]
     pub redis: Option<crate::fleet::RedisConfig>,
+    /// OpenAPI documents that routes validate requests against (`validate: { openapi: NAME }`).
+    #[serde(default)]
+    pub openapi: BTreeMap<String, crate::validate::openapi::OpenApiConfig>,
     pub routes: Vec<Route>,
+    /// Response protection for every route (security headers, error scrubbing, JSON-only, masking);
+    /// a route's own `respond:` overrides it key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
     #[serde(default)]
     pub logging: Logging,
     #[serde(default)]
@@ -180,6 +187,12 @@ pub struct Route {
     /// Overrides `limits.max_body_bytes` for this route.
     #[serde(default)]
     pub max_body_bytes: Option<Bytes>,
+    /// What a request may look like: shape limits, content types, an OpenAPI document.
+    #[serde(default)]
+    pub validate: Option<crate::validate::shape::ValidateConfig>,
+    /// Response protection, over the top-level `respond:` key by key.
+    #[serde(default)]
+    pub respond: Option<crate::respond::protect::RespondConfig>,
     /// Threat inspection: `off`, or a section replacing the top-level `inspect` whole.
     #[serde(default)]
     pub inspect: Option<crate::inspect::RouteInspect>,

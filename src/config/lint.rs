@@ -30,6 +30,10 @@ fn policy_lints(cfg: &FileConfig) -> Vec<String> {
 /// introspection `roles_claim`, an API key store).
 pub fn lints(cfg: &FileConfig) -> Vec<String> {
     let mut out = policy_lints(cfg);
+    out.extend(crate::respond::protect::lints(
+        cfg.respond.as_ref(),
+        cfg.routes.iter().map(|r| (r.name.as_str(), r.respond.as_ref())),
+    ));
     let shared_bans = cfg.redis.as_ref().is_some_and(|r| r.share_bans);
     if cfg.store.is_none() && !shared_bans && cfg.auto_ban.is_some() {
         out.push(

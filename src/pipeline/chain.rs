@@ -36,6 +36,8 @@ pub enum Stage {
     IpFilter(Arc<IpFilter>),
     /// Banned principals, right after authentication (403 `banned`).
     PrincipalBans(Arc<Bans>),
+    /// The route's `validate:`: shape limits, content types, OpenAPI (400/413/415/431, 404/405 strict).
+    Validation(Box<crate::validate::shape::Validate>),
     /// Threat inspection of the head and body (403 `request-blocked`).
     Inspection(Box<crate::inspect::Inspection>),
 }
@@ -50,6 +52,7 @@ impl Stage {
             Stage::Quotas(q) => q.place(),
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
+            Stage::Validation(_) => Place::Validation,
             Stage::Inspection(_) => Place::Inspection,
         }
     }
@@ -64,6 +67,7 @@ impl Stage {
             Stage::Quotas(q) => q.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
+            Stage::Validation(v) => v.describe(),
             Stage::Inspection(i) => i.describe(),
         }
     }
@@ -75,6 +79,7 @@ impl Stage {
             Stage::Authorization(a) => a.may_read_body(),
             Stage::Limits(l) => l.needs_body(),
             Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
+            Stage::Validation(_) => true,
             Stage::Inspection(_) => true,
         }
     }
@@ -123,6 +128,14 @@ impl Stage {
             Stage::Quotas(q) => q.check(ex).await,
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
+            Stage::Validation(v) => {
+                // The head first: a request refused on it is refused before any body byte is read.
+                let operation = v.check_head(ex)?;
+                let body = read_body(ex).await?;
+                v.check_body(ex, &body, operation)?;
+                ex.operation = operation;
+                Ok(())
+            }
             Stage::Inspection(i) => {
                 let body = if has_body(ex) { Some(read_body(ex).await?) } else { None };
                 i.check(ex, body.as_deref())
@@ -154,6 +167,14 @@ impl Chain {
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// The route's validation stage, if it has one (its OpenAPI document filters responses).
+    pub fn validation(&self) -> Option<&crate::validate::shape::Validate> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Validation(v) => Some(&**v),
+            _ => None,
+        })
     }
 
     /// The route's authorization stage, if it has one.

@@ -33,6 +33,8 @@ pub struct Runtime {
     pub workers: Option<usize>,
     /// The global IP lists, the node's bans and automatic bans.
     pub guard: Arc<crate::guard::Guard>,
+    /// The top-level `respond.security_headers`: on answers no route's own settings cover.
+    pub security_headers: crate::respond::protect::SecurityHeaders,
 }
 
 pub struct ListenerRt {

@@ -124,6 +124,7 @@ mod tests {
             Reject::Unauthorized { challenge: HeaderValue::from_static("Bearer") },
             Reject::CorsForbidden,
             Reject::BadGateway("x"),
+            Reject::UpstreamError(http::StatusCode::INTERNAL_SERVER_ERROR),
             Reject::NoHealthyUpstream,
             Reject::GatewayTimeout("x"),
             Reject::TooManyRequests,

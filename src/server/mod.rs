@@ -311,6 +311,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
     if let Some(hsts) = rt.listeners.get(info.listener).and_then(|l| l.hsts.as_ref()) {
         h.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+    rt.security_headers.apply(h, false);
     let completion = Completion {
         started,
         request_id,

@@ -6,7 +6,9 @@
 
 pub mod body;
 pub mod head;
+pub mod openapi;
 pub mod path;
+pub mod shape;
 
 use crate::exchange::Reject;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
