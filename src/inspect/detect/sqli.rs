@@ -56,13 +56,36 @@ fn keyword_finders() -> &'static [memchr::memmem::Finder<'static>; 6] {
     })
 }
 
+/// One pass over the bytes; the keyword searches run only on values with a space (a single word
+/// cannot be an injection without one of the special bytes).
+fn worth_tokenizing(s: &[u8]) -> bool {
+    let (mut space, mut dash, mut slash, mut at) = (false, false, false, false);
+    for &b in s {
+        if special(b) {
+            return true;
+        }
+        match b {
+            b' ' => space = true,
+            b'-' => dash = true,
+            b'/' => slash = true,
+            b'@' => at = true,
+            _ => {}
+        }
+    }
+    let [union, select, by, comment, inline, var] = keyword_finders();
+    (dash && comment.find(s).is_some())
+        || (slash && inline.find(s).is_some())
+        || (at && var.find(s).is_some())
+        || (space && [union, select, by].iter().any(|f| f.find(s).is_some()))
+}
+
 pub fn scan(v: &View<'_>, hits: &mut Hits) {
     let s = v.folded.as_bytes();
     hits.work += s.len() as u64;
     if s.len() < 2 {
         return;
     }
-    if !s.iter().any(|&b| special(b)) && !keyword_finders().iter().any(|f| f.find(s).is_some()) {
+    if !worth_tokenizing(s) {
         return;
     }
     let before = hits.matched.len();
