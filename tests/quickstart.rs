@@ -153,9 +153,8 @@ fn quickstart_blocks_attacks_and_validates_orders() {
     assert!(body.contains("O'Brien") || body.contains("O%27Brien"), "{body}");
 
     let orders = format!("https://{https}/orders");
-    let post = |json: &str| {
-        curl(&["-k", "-H", "content-type: application/json", "--data-binary", json, orders.as_str()])
-    };
+    let post =
+        |json: &str| curl(&["-k", "-H", "content-type: application/json", "--data-binary", json, orders.as_str()]);
     let (code, _, body) = post(r#"{"item":"tea","quantity":2}"#);
     assert_eq!(code, 200, "{body}");
     let (code, _, body) = post(r#"{"item":"tea","quantity":"two hundred"}"#);

@@ -352,7 +352,9 @@ impl Protect {
     /// True when the answer must be read whole before any of it is released: it is JSON and is
     /// masked, or filtered by a response schema.
     pub fn needs_body(&self, method: &Method, status: StatusCode, h: &HeaderMap, operation: Option<usize>) -> bool {
-        (self.mask.is_some() || self.schema_for(operation, status).is_some()) && has_body(method, status, h) && is_json(h)
+        (self.mask.is_some() || self.schema_for(operation, status).is_some())
+            && has_body(method, status, h)
+            && is_json(h)
     }
 
     /// The response side for an upstream's answer: leaking headers dropped, then error scrubbing,
@@ -488,11 +490,7 @@ impl Protect {
     /// Response schema filtering (place 14) plugs in here, before masking: when the route has a
     /// filter, parse `body` into a `serde_json::Value`, call `filter_response(&mut value)`, serialize
     /// it, and mask those bytes instead (and make [`Protect::needs_body`] true for such a route).
-    fn rewrite_json(
-        &self,
-        body: &[u8],
-        filter: Option<(usize, u16)>,
-    ) -> Result<Option<Rewritten>, &'static str> {
+    fn rewrite_json(&self, body: &[u8], filter: Option<(usize, u16)>) -> Result<Option<Rewritten>, &'static str> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
