@@ -166,9 +166,9 @@ fn malformed_declared_body_is_refused() {
     let (code, body) = post(&gw, "/c", "application/xml", "<a><b></a>");
     assert_eq!(code, 400, "{body}");
     assert_eq!(up.hits(), 0);
-    // Binary bodies are not read as text.
+    // Text under a binary type is read as text (see declared_types_cannot_hide_a_payload).
     let (code, _) = post(&gw, "/c", "application/octet-stream", "' or 1=1--");
-    assert_eq!(code, 200);
+    assert_eq!(code, 403);
 }
 
 #[test]
@@ -177,4 +177,48 @@ fn inspect_off_route_is_not_inspected() {
     let (code, _) = get(&gw, "/off?q=1'%20or%201=1--");
     assert_eq!(code, 200);
     assert_eq!(up.hits(), 1);
+}
+
+/// The body's declared type cannot hide it: JSON sent as `application/octet-stream` (or `image/png`)
+/// to an upstream that parses it anyway is read as text; a multipart part declared `image/png` whose
+/// bytes are text is inspected; two `Content-Type` fields (which one would the upstream read?) are
+/// refused; real binary bodies still pass.
+#[test]
+fn declared_types_cannot_hide_a_payload() {
+    let (up, gw) = start();
+    let json = r#"{"q":"1' UNION SELECT password FROM users--"}"#;
+    for ct in ["application/octet-stream", "image/png", "application/x-custom"] {
+        assert_blocked(&up, 0, post(&gw, "/api", ct, json));
+    }
+    let multipart = "--xyz\r\nContent-Disposition: form-data; name=\"avatar\"\r\nContent-Type: image/png\r\n\r\n\
+                     <script>alert(document.cookie)</script>\r\n--xyz--\r\n";
+    assert_blocked(&up, 0, post(&gw, "/api", "multipart/form-data; boundary=\"xyz\"", multipart));
+    let url = format!("http://{}/api", gw.addr("main"));
+    let (code, _, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: text/plain",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"a":1}"#,
+        &url,
+    ]);
+    assert_eq!(code, 415, "{body}");
+    assert_eq!(up.hits(), 0);
+    // Binary bytes (not UTF-8) under a binary type are not text: they pass.
+    let dir = TempDir::new();
+    let file = dir.path("blob.bin");
+    std::fs::write(&file, [0x89u8, b'P', b'N', b'G', 0xff, 0xfe, b'\'', b' ', b'O', b'R', 0x00, 0xc3]).unwrap();
+    let (code, _, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: image/png",
+        "--data-binary",
+        &format!("@{}", path_str(&file)),
+        &url,
+    ]);
+    assert_eq!(code, 200, "{body}");
 }

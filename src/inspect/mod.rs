@@ -302,9 +302,18 @@ impl Engine {
                 return;
             }
         };
-        let ct = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let (media, boundary) = targets::media_type(ct);
-        let result = match targets::body_kind(&media, &body) {
+        // The one parser of record for Content-Type (the validation stage reads it the same way): two
+        // fields, or one that does not parse, are refused rather than guessed at.
+        let media = match crate::content::request_media_type(&parts.headers) {
+            Ok(m) => m,
+            Err(r) => {
+                w.report.malformed = Some(r);
+                return;
+            }
+        };
+        let boundary = media.as_ref().and_then(|m| m.boundary.as_deref());
+        let essence = media.as_ref().map_or("", |m| &*m.essence);
+        let result = match targets::body_kind(essence, &body) {
             targets::BodyKind::Json => targets::json(w, &body),
             targets::BodyKind::Xml => targets::xml(w, &body),
             targets::BodyKind::Form => {
@@ -317,7 +326,14 @@ impl Engine {
                 w.value(TargetKind::FormValue, "body", "", &text);
                 Ok(())
             }
-            targets::BodyKind::Opaque => Ok(()),
+            targets::BodyKind::Opaque => {
+                // A declared binary type whose bytes are text anyway (JSON sent as octet-stream to an
+                // upstream that parses it regardless) is read as text; real binary is not.
+                if let Ok(text) = std::str::from_utf8(&body) {
+                    w.value(TargetKind::FormValue, "body", "", text);
+                }
+                Ok(())
+            }
         };
         if let Err(r) = result {
             w.report.malformed = Some(r);

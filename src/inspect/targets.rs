@@ -104,17 +104,6 @@ pub fn cookies(w: &mut Walker<'_>, header: &[u8]) -> bool {
     false
 }
 
-/// The media type of a `Content-Type` (lower case, without parameters) and its `boundary`.
-pub fn media_type(ct: &str) -> (String, Option<&str>) {
-    let mut parts = ct.split(';');
-    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let boundary = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"'))
-    });
-    (media, boundary)
-}
-
 /// What the body is, judged by its declared media type.
 pub enum BodyKind {
     Json,
@@ -317,8 +306,10 @@ pub fn multipart(w: &mut Walker<'_>, body: &[u8], boundary: Option<&str>) -> Res
                     }
                 }
             } else if k.eq_ignore_ascii_case("content-type") {
-                let (m, _) = media_type(v);
-                text = m.starts_with("text/") || m == "application/json" || m == "application/x-www-form-urlencoded";
+                // A part whose type does not parse is read as text (never skipped on a guess).
+                text = crate::content::media_type(v).is_none_or(|m| {
+                    m.top() == "text" || m.is_json() || m.is_form() || m.is_xml() || !is_binary(content)
+                });
             }
         }
         if let Some(f) = &filename {
@@ -459,4 +450,9 @@ fn attrs(w: &mut Walker<'_>, e: &quick_xml::events::BytesStart<'_>, path: &str) 
         }
     }
     Ok(false)
+}
+
+/// Bytes that are not UTF-8 text (a file's content): not inspected as text.
+fn is_binary(content: &[u8]) -> bool {
+    std::str::from_utf8(content).is_err()
 }
