@@ -207,6 +207,15 @@ fn declared_types_cannot_hide_a_payload() {
     ]);
     assert_eq!(code, 415, "{body}");
     assert_eq!(up.hits(), 0);
+    // A charset the detectors cannot read would hide the payload from them, not from the upstream.
+    let utf16: String = "' OR 1=1--".chars().flat_map(|c| [c, '\0']).collect();
+    for ct in ["text/plain; charset=utf-16le", "application/json; charset=UTF-7", "text/plain; charset=ibm037"] {
+        let (code, body) = post(&gw, "/api", ct, &utf16.replace('\0', ""));
+        assert_eq!(code, 415, "{ct}: {body}");
+    }
+    assert_eq!(up.hits(), 0);
+    let (code, body) = post(&gw, "/api", "text/plain; charset=ISO-8859-1", "caf\u{e9} au lait");
+    assert_eq!(code, 200, "{body}");
     // Binary bytes (not UTF-8) under a binary type are not text: they pass.
     let dir = TempDir::new();
     let file = dir.path("blob.bin");

@@ -311,6 +311,13 @@ impl Engine {
                 return;
             }
         };
+        // A charset the detectors cannot read (UTF-16, UTF-7, EBCDIC ...) would hide a payload from them
+        // and not from an upstream that decodes it: refused (415), as ModSecurity's CRS restricts them.
+        let readable = |c: &str| matches!(c, "utf-8" | "utf8" | "us-ascii" | "ascii" | "iso-8859-1" | "latin1");
+        if media.as_ref().and_then(|m| m.charset.as_deref()).is_some_and(|c| !readable(c)) {
+            w.report.malformed = Some(Reject::UnsupportedMediaType);
+            return;
+        }
         let boundary = media.as_ref().and_then(|m| m.boundary.as_deref());
         let essence = media.as_ref().map_or("", |m| &*m.essence);
         let result = match targets::body_kind(essence, &body) {
