@@ -220,14 +220,7 @@ fn declared_types_cannot_hide_a_payload() {
     let dir = TempDir::new();
     let file = dir.path("blob.bin");
     std::fs::write(&file, [0x89u8, b'P', b'N', b'G', 0xff, 0xfe, b'\'', b' ', b'O', b'R', 0x00, 0xc3]).unwrap();
-    let (code, _, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: image/png",
-        "--data-binary",
-        &format!("@{}", path_str(&file)),
-        &url,
-    ]);
+    let (code, _, body) =
+        curl(&["-X", "POST", "-H", "Content-Type: image/png", "--data-binary", &format!("@{}", path_str(&file)), &url]);
     assert_eq!(code, 200, "{body}");
 }
