@@ -97,10 +97,15 @@ fn form_multipart_cookies_headers() {
 }
 
 #[test]
-fn binary_bodies_are_not_text() {
+fn binary_bodies_are_not_text_but_text_under_a_binary_type_is() {
     let e = engine("{}");
     let p = parts("/u", &[("content-type", "application/octet-stream")]);
-    assert!(e.inspect(&p, Some(b"' or 1=1-- <script>alert(1)</script>")).detections.is_empty());
+    // Not UTF-8: real binary is not read as text.
+    let mut binary = vec![0x89u8, 0xff, 0xfe];
+    binary.extend_from_slice(b"' or 1=1-- <script>alert(1)</script>");
+    assert!(e.inspect(&p, Some(&binary)).detections.is_empty());
+    // Text declared binary is read (an upstream may parse it regardless of the declared type).
+    assert!(!e.inspect(&p, Some(b"' or 1=1-- <script>alert(1)</script>")).detections.is_empty());
 }
 
 #[test]
