@@ -324,8 +324,20 @@ fn fold(decoded: &str, out: &mut String) {
 
 /// ASCII that folding leaves as it is (not upper case, whitespace, NUL, `/` or `*`).
 fn plain(b: u8) -> bool {
-    b.is_ascii() && !b.is_ascii_uppercase() && !b.is_ascii_whitespace() && !matches!(b, 0 | 0x0b | b'/' | b'*')
+    PLAIN[usize::from(b)]
 }
+
+/// [`plain`] as a table: the fold loop asks it of every byte.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = !b.is_ascii_uppercase() && !b.is_ascii_whitespace() && !matches!(b, 0 | 0x0b | b'/' | b'*');
+        i += 1;
+    }
+    t
+};
 
 fn push_space(out: &mut String, space: &mut bool) {
     if !*space {

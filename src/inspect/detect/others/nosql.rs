@@ -107,7 +107,11 @@ pub(super) fn scan(out: &mut Out<'_, '_>) {
         TargetKind::JsonKey | TargetKind::QueryName | TargetKind::FormName => key(out),
         _ => {}
     }
-    VALUE_RULES.scan(out);
+    // Every value rule needs one of these bytes (an operator's `$`, a `||`/`&&`, a `;` or a call's
+    // `(`; the quote-led ones also need one of the first three): without one, the regex set cannot match.
+    if out.v.decoded.bytes().any(|b| matches!(b, b'$' | b'|' | b'&' | b';' | b'(')) {
+        VALUE_RULES.scan(out);
+    }
 }
 
 /// A key or name: `$op` itself, or `[$op]` inside it (`user[$ne]`, `filter[name][$regex]`).

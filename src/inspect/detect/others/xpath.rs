@@ -61,7 +61,25 @@ static RULES: LazyLock<RuleSet> = LazyLock::new(|| {
 });
 
 pub(super) fn scan(out: &mut Out<'_, '_>) {
-    RULES.scan(out);
+    if may_match(out.v.decoded.as_bytes()) {
+        RULES.scan(out);
+    }
+}
+
+/// A necessary condition of the rules above, checked in one pass: a `|`, `(` or `::`; or a quote with
+/// a `/` or `=`; or `=` with ` or ` (the unquoted `x or 1=1`).
+fn may_match(b: &[u8]) -> bool {
+    let (mut quote, mut slash, mut eq) = (false, false, false);
+    for &c in b {
+        match c {
+            b'|' | b'(' | b':' => return true,
+            b'\'' | b'"' => quote = true,
+            b'/' => slash = true,
+            b'=' => eq = true,
+            _ => {}
+        }
+    }
+    (quote && (slash || eq)) || (eq && b.windows(2).any(|w| w.eq_ignore_ascii_case(b"or")))
 }
 
 #[cfg(test)]
