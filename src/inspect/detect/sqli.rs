@@ -575,7 +575,9 @@ fn select_expr(s: &[u8], t: &[Tok], i: usize) -> bool {
         break;
     }
     match t.get(j) {
-        None => t.get(j - 1).is_some_and(|p| p.c != b's' || !p.open || items > 1),
+        // At the end of the value: one bare word after SELECT is prose ("... by select twelve"), not a
+        // query; several items, a literal, a function or `*` are.
+        None => items > 1 || t.get(j - 1).is_some_and(|p| p.c != b'n' && (p.c != b's' || !p.open)),
         Some(m) => match m.c {
             b'c' | b';' | b')' | b'U' => true,
             b'k' => matches!(text(s, m), b"from" | b"into" | b"where" | b"limit" | b"order" | b"group" | b"having"),
