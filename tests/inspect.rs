@@ -47,6 +47,11 @@ const ROUTES: &str = r#"  - name: detect
     upstream: app
     auth: none
     inspect: off
+  - name: validated
+    match: { path: { prefix: /validated } }
+    upstream: app
+    auth: none
+    validate: {}
   - name: api
     match: { path: { prefix: / } }
     upstream: app
@@ -223,4 +228,37 @@ fn declared_types_cannot_hide_a_payload() {
     let (code, _, body) =
         curl(&["-X", "POST", "-H", "Content-Type: image/png", "--data-binary", &format!("@{}", path_str(&file)), &url]);
     assert_eq!(code, 200, "{body}");
+}
+
+/// A gzip body is inspected decoded, whether inspection decodes it itself or the route's validation
+/// stage already did (then it is not decoded twice).
+#[test]
+fn gzip_bodies_are_inspected_decoded() {
+    let (up, gw) = start();
+    let dir = TempDir::new();
+    let file = dir.path("body.gz");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' '{{\"q\":\"1 UNION SELECT password FROM users--\"}}' | gzip -c > {}",
+            path_str(&file)
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for path in ["/api", "/validated"] {
+        let url = format!("http://{}{path}", gw.addr("main"));
+        let (code, _, body) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            &format!("@{}", path_str(&file)),
+            &url,
+        ]);
+        assert_blocked(&up, 0, (code, body));
+    }
 }

@@ -265,13 +265,17 @@ impl Engine {
     /// Inspects a request head and, if given, its body (as received: `Content-Encoding` is decoded
     /// here under the bound of [`Decoding`]).
     pub fn inspect(&self, parts: &http::request::Parts, body: Option<&[u8]>) -> Report {
+        self.inspect_body(parts, body.map(Body::Received))
+    }
+
+    fn inspect_body(&self, parts: &http::request::Parts, body: Option<Body<'_>>) -> Report {
         let mut w = Walker::new(self);
         self.walk(&mut w, parts, body);
         w.report.work += w.hits.work;
         w.report
     }
 
-    fn walk(&self, w: &mut Walker<'_>, parts: &http::request::Parts, body: Option<&[u8]>) {
+    fn walk(&self, w: &mut Walker<'_>, parts: &http::request::Parts, body: Option<Body<'_>>) {
         if targets::path(w, parts.uri.path()) {
             return;
         }
@@ -294,13 +298,18 @@ impl Engine {
                 }
             }
         }
-        let Some(body) = body.filter(|b| !b.is_empty()) else { return };
-        let body = match crate::content::decode_body(&parts.headers, body, &self.decoding) {
-            Ok(b) => b,
-            Err(r) => {
-                w.report.malformed = Some(r);
-                return;
-            }
+        let body = match body {
+            None => return,
+            Some(Body::Received(b) | Body::Decoded(b)) if b.is_empty() => return,
+            // Validation decoded it already (under its own bound): not decoded twice.
+            Some(Body::Decoded(b)) => std::borrow::Cow::Borrowed(b),
+            Some(Body::Received(b)) => match crate::content::decode_body(&parts.headers, b, &self.decoding) {
+                Ok(b) => b,
+                Err(r) => {
+                    w.report.malformed = Some(r);
+                    return;
+                }
+            },
         };
         // The one parser of record for Content-Type (the validation stage reads it the same way): two
         // fields, or one that does not parse, are refused rather than guessed at.
@@ -464,6 +473,15 @@ fn fragment(value: &str, kind: TargetKind) -> String {
     out
 }
 
+/// A request body as inspection gets it.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// As received: its `Content-Encoding` is still to be decoded.
+    Received(&'a [u8]),
+    /// Already decoded from its `Content-Encoding` (by the validation stage).
+    Decoded(&'a [u8]),
+}
+
 /// The compiled stage: an engine and its counters.
 pub struct Inspection {
     engine: Engine,
@@ -482,7 +500,11 @@ impl Inspection {
 
     /// Inspects the exchange's head and `body` (read by the chain when the request has one).
     pub fn check(&self, ex: &Exchange<'_>, body: Option<&[u8]>) -> Result<(), Reject> {
-        let report = self.engine.inspect(&ex.parts, body);
+        let body = match (&ex.decoded_body, body) {
+            (Some(decoded), Some(_)) => Some(Body::Decoded(decoded)),
+            (_, body) => body.map(Body::Received),
+        };
+        let report = self.engine.inspect_body(&ex.parts, body);
         let block = self.engine.mode == Mode::Block && (report.score >= self.engine.threshold || report.must_refuse());
         for d in &report.detections {
             let action = if d.rule.score == 0 {
