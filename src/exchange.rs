@@ -159,6 +159,9 @@ pub struct Exchange<'a> {
     pub started: Instant,
     /// Time to the upstream's response head.
     pub upstream_duration: Option<Duration>,
+    /// Security events stages noted (`Exchange::event`); the pipeline adds the request's context and
+    /// emits them when the request is recorded. Empty (unallocated) for most requests.
+    pub events: Vec<crate::events::Noted>,
 }
 
 impl<'a> Exchange<'a> {
@@ -189,9 +192,16 @@ impl<'a> Exchange<'a> {
             authz: None,
             limit_headers: None,
             held: Vec::new(),
+            events: Vec::new(),
             started,
             upstream_duration: None,
         }
+    }
+
+    /// Notes a security event about this request: what kind, why, which rule. The one interface stages
+    /// emit through; the pipeline completes and sends it (see `crate::events`).
+    pub fn event(&mut self, noted: crate::events::Noted) {
+        self.events.push(noted);
     }
 
     /// The normalised path: what routes matched and what the upstream receives.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod content;
+pub mod events;
 pub mod exchange;
 pub mod fleet;
 pub mod guard;

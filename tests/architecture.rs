@@ -129,7 +129,10 @@ fn circles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 #[test]
 fn exchange_is_a_leaf() {
     let g = graph();
-    assert!(g["exchange"].is_empty(), "exchange imports {:?}", g["exchange"]);
+    // `events` is the one module exchange may name: the schema of what stages note, itself a leaf.
+    let beyond: Vec<_> = g["exchange"].iter().filter(|m| *m != "events").collect();
+    assert!(beyond.is_empty(), "exchange imports {beyond:?}");
+    assert!(g["events"].is_empty(), "events imports {:?}", g["events"]);
 }
 
 #[test]

@@ -563,6 +563,16 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
             "logging.level is not a valid filter (try `info`)",
         ));
     }
+    let privacy = crate::observe::privacy::Privacy::new(
+        cfg.logging.client_ip,
+        cfg.logging.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+    );
+    let audit = lasting.audit.trail(cfg.audit.as_ref()).map_err(|e| CompileError::new("audit", "", e))?;
+    let audit_security = cfg.audit.as_ref().is_some_and(|a| a.security_events);
+    let events = lasting
+        .events
+        .emitter(cfg.events.as_ref(), audit, audit_security, &privacy, metrics)
+        .map_err(|e| CompileError::new("events", "", e))?;
     Ok(Runtime {
         listeners,
         limits,
@@ -583,6 +593,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         workers: cfg.workers,
         guard: Arc::new(guard),
         security_headers: respond.headers,
+        events,
+        privacy,
     })
 }
 

@@ -69,6 +69,12 @@ pub struct FileConfig {
     pub respond: Option<crate::respond::protect::RespondConfig>,
     #[serde(default)]
     pub logging: Logging,
+    /// Security events: where they go (`docs/events.md`).
+    #[serde(default)]
+    pub events: Option<crate::observe::events::EventsConfig>,
+    /// The tamper-evident audit trail.
+    #[serde(default)]
+    pub audit: Option<crate::observe::audit::AuditConfig>,
     #[serde(default)]
     pub admin: Option<Admin>,
     /// Threat inspection for every route (a route's own `inspect` replaces it, `inspect: off` removes it).
@@ -246,11 +252,26 @@ pub struct Logging {
     /// tracing filter, e.g. `info` or `portcullis=debug`.
     pub level: String,
     pub access_log: bool,
+    /// Client addresses in the access log, events and the audit trail: `full`, `truncate` (IPv4 /24,
+    /// IPv6 /48) or `hash` (keyed with `hash_key`).
+    pub client_ip: crate::observe::privacy::ClientIpMode,
+    /// The key of client address hashes and of the access log's body hashes (a secret reference);
+    /// without one, a random key per process.
+    pub hash_key: Option<crate::secret::Secret>,
+    /// Query parameters and JSON fields whose values are never written anywhere (beside the built-in
+    /// `password`, `secret`, `token`, `api_key` and card numbers, and every configured credential).
+    pub redact: Vec<String>,
 }
 
 impl Default for Logging {
     fn default() -> Self {
-        Logging { level: "info".into(), access_log: true }
+        Logging {
+            level: "info".into(),
+            access_log: true,
+            client_ip: crate::observe::privacy::ClientIpMode::Full,
+            hash_key: None,
+            redact: Vec::new(),
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Connection guards: automatic bans made, and list files refused on re-read.
     pub auto_bans: Counter,
     pub ip_list_failures: Counter,
+    events: Family<Labels, Counter>,
+    exporter_events: Family<Labels, Counter>,
+    exporter_queue: Family<Labels, Gauge>,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -111,6 +114,16 @@ impl Metrics {
             "IP list files refused on re-read (the lists in force stayed)",
             ip_list_failures.clone(),
         );
+        let events = Family::<Labels, Counter>::default();
+        registry.register("security_events", "Security events emitted, by type", events.clone());
+        let exporter_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "exporter_events",
+            "Events handled by each event output, by result (sent, retried, dropped)",
+            exporter_events.clone(),
+        );
+        let exporter_queue = Family::<Labels, Gauge>::default();
+        registry.register("exporter_queue_depth", "Events waiting in each event output's queue", exporter_queue.clone());
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -142,6 +155,9 @@ impl Metrics {
             inspect_detections,
             auto_bans,
             ip_list_failures,
+            events,
+            exporter_events,
+            exporter_queue,
         }
     }
 
@@ -181,6 +197,27 @@ impl Metrics {
                 .clone()
         };
         (get("ok"), get("failed"))
+    }
+
+    /// `portcullis_security_events_total{type}`.
+    pub fn events(&self, kind: &str) -> Counter {
+        self.events.get_or_create(&vec![("type".into(), kind.into())]).clone()
+    }
+
+    /// `portcullis_exporter_events_total{exporter,result}` for `result` = sent, retried or dropped.
+    pub fn exporter_events(&self, exporter: &str, result: &str) -> Counter {
+        self.exporter_events
+            .get_or_create(&vec![("exporter".into(), exporter.into()), ("result".into(), result.into())])
+            .clone()
+    }
+
+    pub fn exporter_dropped(&self, exporter: &str) -> Counter {
+        self.exporter_events(exporter, "dropped")
+    }
+
+    /// `portcullis_exporter_queue_depth{exporter}`.
+    pub fn exporter_queue_depth(&self, exporter: &str) -> Gauge {
+        self.exporter_queue.get_or_create(&vec![("exporter".into(), exporter.into())]).clone()
     }
 
     pub fn route(&self, route: &str) -> RouteMetrics {

@@ -3,7 +3,10 @@
 //! Log lines are written by a background thread behind a bounded queue (lossy: a full queue drops lines
 //! rather than stalling requests). Secrets and query values never reach a log line.
 
+pub mod audit;
+pub mod events;
 pub mod metrics;
+pub mod privacy;
 
 use http::Method;
 use metrics::{Metrics, RouteMetrics};

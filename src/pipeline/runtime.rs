@@ -35,6 +35,10 @@ pub struct Runtime {
     pub guard: Arc<crate::guard::Guard>,
     /// The top-level `respond.security_headers`: on answers no route's own settings cover.
     pub security_headers: crate::respond::protect::SecurityHeaders,
+    /// Where security events go (`events:`, `audit:`); the pipeline emits what stages noted.
+    pub events: crate::events::Emitter,
+    /// `logging.client_ip` and the log key.
+    pub privacy: crate::observe::privacy::Privacy,
 }
 
 pub struct ListenerRt {
@@ -103,4 +107,6 @@ pub struct Lasting {
     pub guard: crate::guard::Kept,
     pub fleet: crate::fleet::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
+    pub events: crate::observe::events::Kept,
+    pub audit: crate::observe::audit::Kept,
 }

@@ -1,0 +1,118 @@
+//! The configured outputs of security events (`events:`): JSON lines on stdout, exporters (syslog,
+//! HTTP collectors), and the audit trail. [`Hub`] is the [`Sink`] behind every [`Emitter`]: it counts
+//! each event, writes client addresses as `logging.client_ip` says, and offers the event to each output's
+//! bounded queue. A full queue drops the event and counts the drop; emitting never blocks.
+
+use crate::events::{Emitter, Event, Kind, Sink};
+use crate::observe::metrics::Metrics;
+use crate::observe::privacy::Privacy;
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// The top-level `events:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Every event as one JSON line on stdout (beside the logs).
+    #[serde(default)]
+    pub stdout: bool,
+}
+
+/// Events to stdout: a bounded queue and one writer thread.
+struct Stdout {
+    tx: SyncSender<Arc<Event>>,
+    dropped: Counter,
+}
+
+impl Stdout {
+    fn spawn(dropped: Counter) -> std::io::Result<Stdout> {
+        let (tx, rx) = sync_channel::<Arc<Event>>(8192);
+        std::thread::Builder::new().name("events-stdout".into()).spawn(move || {
+            use std::io::Write;
+            while let Ok(e) = rx.recv() {
+                let mut line = e.to_json();
+                line.push('\n');
+                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            }
+        })?;
+        Ok(Stdout { tx, dropped })
+    }
+
+    fn offer(&self, e: &Arc<Event>) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e.clone()) {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// The sink every emitter of one configuration sends to.
+pub struct Hub {
+    privacy: Privacy,
+    by_kind: Vec<Counter>,
+    stdout: Option<Stdout>,
+    audit: Option<Arc<dyn Sink>>,
+    audit_security: bool,
+}
+
+impl Sink for Hub {
+    fn emit(&self, mut event: Event) {
+        if let Some(c) = self.by_kind.get(event.kind as usize) {
+            c.inc();
+        }
+        if let Some(ip) = event.client_ip.take() {
+            (event.client_ip, event.client_ip_hash) = self.privacy.client_ip(ip);
+        }
+        if let Some(audit) = &self.audit {
+            if self.audit_security || event.kind.is_audited() {
+                audit.emit(event.clone());
+            }
+        }
+        let event = Arc::new(event);
+        if let Some(s) = &self.stdout {
+            s.offer(&event);
+        }
+    }
+}
+
+/// The hub across reloads: rebuilt only when its configuration changes.
+#[derive(Default)]
+pub struct Kept {
+    current: Mutex<Option<(EventsConfig, Emitter)>>,
+}
+
+impl Kept {
+    /// The emitter for `cfg`: the running one when nothing changed, else a new hub. `audit` is the
+    /// audit trail's sink (which takes the audited kinds, and every kind when `audit_security`).
+    pub fn emitter(
+        &self,
+        cfg: Option<&EventsConfig>,
+        audit: Option<Arc<dyn Sink>>,
+        audit_security: bool,
+        privacy: &Privacy,
+        metrics: &Metrics,
+    ) -> Result<Emitter, String> {
+        let cfg = cfg.cloned().unwrap_or_default();
+        let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((old, emitter)) = cur.as_ref() {
+            if *old == cfg && audit.is_none() {
+                return Ok(emitter.clone());
+            }
+        }
+        let stdout = if cfg.stdout {
+            Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| format!("events: {e}"))?)
+        } else {
+            None
+        };
+        if stdout.is_none() && audit.is_none() {
+            *cur = Some((cfg, Emitter::none()));
+            return Ok(Emitter::none());
+        }
+        let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
+        let hub = Hub { privacy: privacy.clone(), by_kind, stdout, audit, audit_security };
+        let emitter = Emitter::new(Arc::new(hub));
+        *cur = Some((cfg, emitter.clone()));
+        Ok(emitter)
+    }
+}
