@@ -2,6 +2,17 @@
 //! HTTP collectors), and the audit trail. [`Hub`] is the [`Sink`] behind every [`Emitter`]: it counts
 //! each event, writes client addresses as `logging.client_ip` says, and offers the event to each output's
 //! bounded queue. A full queue drops the event and counts the drop; emitting never blocks.
+//!
+//! Exporters (`events.exporters`): [`exporter`] compiles each into an outlet (filters and a bounded queue
+//! the hub offers to) and a worker that [`queue`] runs on the `events-export` thread, sending in
+//! [`format`] (JSON, CEF, [`ocsf`]) over [`syslog`] or [`http`].
+
+pub mod exporter;
+pub mod format;
+pub mod http;
+pub mod ocsf;
+pub mod queue;
+pub mod syslog;
 
 use crate::events::{Emitter, Event, Kind, Sink};
 use crate::observe::metrics::Metrics;
@@ -18,6 +29,9 @@ pub struct EventsConfig {
     /// Every event as one JSON line on stdout (beside the logs).
     #[serde(default)]
     pub stdout: bool,
+    /// SIEM exporters: syslog (UDP, TCP, TLS) and HTTP collectors (webhook, Splunk HEC, `_bulk`).
+    #[serde(default)]
+    pub exporters: Vec<exporter::ExporterConfig>,
 }
 
 /// Events to stdout: a bounded queue and one writer thread.
@@ -52,6 +66,7 @@ pub struct Hub {
     privacy: Privacy,
     by_kind: Vec<Counter>,
     stdout: Option<Stdout>,
+    exporters: Vec<exporter::Outlet>,
     audit: Option<Arc<dyn Sink>>,
     audit_security: bool,
 }
@@ -73,6 +88,9 @@ impl Sink for Hub {
         if let Some(s) = &self.stdout {
             s.offer(&event);
         }
+        for x in &self.exporters {
+            x.offer(&event);
+        }
     }
 }
 
@@ -92,7 +110,7 @@ impl Kept {
         audit_security: bool,
         privacy: &Privacy,
         metrics: &Metrics,
-    ) -> Result<Emitter, String> {
+    ) -> Result<Emitter, exporter::Fault> {
         let cfg = cfg.cloned().unwrap_or_default();
         let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((old, emitter)) = cur.as_ref() {
@@ -101,18 +119,46 @@ impl Kept {
             }
         }
         let stdout = if cfg.stdout {
-            Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| format!("events: {e}"))?)
+            Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| thread_fault(&e))?)
         } else {
             None
         };
-        if stdout.is_none() && audit.is_none() {
+        let (exporters, workers) = compile_exporters(&cfg.exporters, metrics)?;
+        if stdout.is_none() && audit.is_none() && exporters.is_empty() {
             *cur = Some((cfg, Emitter::none()));
             return Ok(Emitter::none());
         }
         let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
-        let hub = Hub { privacy: privacy.clone(), by_kind, stdout, audit, audit_security };
+        queue::spawn(workers).map_err(|e| thread_fault(&e))?;
+        let hub = Hub { privacy: privacy.clone(), by_kind, stdout, exporters, audit, audit_security };
         let emitter = Emitter::new(Arc::new(hub));
         *cur = Some((cfg, emitter.clone()));
         Ok(emitter)
     }
+}
+
+fn thread_fault(e: &std::io::Error) -> exporter::Fault {
+    exporter::Fault::new("events", "", format!("events: cannot start a thread: {e}"))
+}
+
+/// Every exporter, or the first mistake. Names must be unique (they label the metrics).
+fn compile_exporters(
+    list: &[exporter::ExporterConfig],
+    metrics: &Metrics,
+) -> Result<(Vec<exporter::Outlet>, Vec<queue::Worker>), exporter::Fault> {
+    let mut names = std::collections::HashSet::new();
+    let (mut outlets, mut workers) = (Vec::new(), Vec::new());
+    for c in list {
+        if !names.insert(c.name.as_str()) || c.name == "stdout" {
+            return Err(exporter::Fault::new(
+                "name",
+                c.name.clone(),
+                format!("events.exporters: the name `{}` is used twice (or is `stdout`, which is taken)", c.name),
+            ));
+        }
+        let (outlet, worker) = exporter::compile(c, metrics)?;
+        outlets.push(outlet);
+        workers.push(worker);
+    }
+    Ok((outlets, workers))
 }
