@@ -539,3 +539,106 @@ fn check_compiles_exporters_without_sending_and_refuses_mistakes() {
         assert!(format!("{out}{err}").contains(expected), "{events}: {out}{err}");
     }
 }
+
+/// A plain TCP syslog collector (RFC 6587 octet counting) that numbers its connections: messages are
+/// kept as (connection, message), and a connection's end as (connection, None).
+struct TcpCollector {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(usize, Option<String>)>>>,
+}
+
+impl TcpCollector {
+    fn start() -> TcpCollector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<(usize, Option<String>)>>> = Arc::default();
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(conn) = conn else { return };
+                let seen = seen2.clone();
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, BufReader, Read};
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut len = Vec::new();
+                        if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        let Ok(n_bytes) = String::from_utf8_lossy(&len).trim().parse::<usize>() else { break };
+                        let mut msg = vec![0; n_bytes];
+                        if r.read_exact(&mut msg).is_err() {
+                            break;
+                        }
+                        seen.lock().unwrap().push((n, Some(String::from_utf8_lossy(&msg).into_owned())));
+                    }
+                    seen.lock().unwrap().push((n, None));
+                });
+            }
+        });
+        TcpCollector { addr, seen }
+    }
+
+    fn snapshot(&self) -> Vec<(usize, Option<String>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+#[test]
+fn a_reload_keeps_unchanged_exporters_and_replaces_changed_ones() {
+    let col = TcpCollector::start();
+    let events = |app: &str| {
+        format!(
+            "  exporters:\n    - name: siem\n      syslog: {{ address: \"{}\", transport: tcp, format: json, app_name: {app} }}\n      \
+             types: [authn.failure]\n",
+            col.addr
+        )
+    };
+    let store = TempDir::new();
+    let up = Upstream::start("app");
+    let yaml = config(up.addr, &store.path("keys.db"), &events("first"));
+    let gw = Gateway::start_with_env(&yaml, &[(HMAC_ENV, HMAC)]);
+    let count =
+        |needle: &str| col.snapshot().iter().filter(|(_, m)| m.as_deref().is_some_and(|m| m.contains(needle))).count();
+    refused(&gw, "/one");
+    assert!(eventually(Duration::from_secs(10), || count("\"/one\"") == 1), "{:?}", col.snapshot());
+
+    // Unchanged `events:` (another setting changed): the same exporter, on the same connection.
+    gw.rewrite_config(&yaml.replace("level: info", "level: debug"));
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || gw.count_log("configuration reloaded") >= 1),
+        "{}",
+        gw.logs().join("\n")
+    );
+    refused(&gw, "/two");
+    assert!(eventually(Duration::from_secs(10), || count("\"/two\"") == 1), "{:?}", col.snapshot());
+    assert!(col.snapshot().iter().all(|(conn, m)| *conn == 0 && m.is_some()), "{:?}", col.snapshot());
+
+    // A changed exporter: a new one (new connection, new app-name); the old one stops and closes.
+    let before = gw.count_log("configuration reloaded");
+    gw.rewrite_config(&config(up.addr, &store.path("keys.db"), &events("second")));
+    gw.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || gw.count_log("configuration reloaded") > before));
+    refused(&gw, "/three");
+    assert!(eventually(Duration::from_secs(10), || count("\"/three\"") == 1), "{:?}", col.snapshot());
+    let snap = col.snapshot();
+    let three = snap.iter().find(|(_, m)| m.as_deref().is_some_and(|m| m.contains("\"/three\""))).unwrap();
+    assert!(three.0 >= 1 && three.1.as_deref().unwrap().contains(" second "), "{snap:?}");
+    assert!(
+        eventually(Duration::from_secs(15), || col.snapshot().contains(&(0, None))),
+        "the replaced exporter stopped: {:?}",
+        col.snapshot()
+    );
+}

@@ -61,12 +61,19 @@ impl Stdout {
     }
 }
 
-/// The sink every emitter of one configuration sends to.
+/// The outputs of one `events:` section: kept across reloads that leave the section unchanged, and
+/// stopped (after draining) when the last hub holding them goes.
+struct Outputs {
+    stdout: Option<Stdout>,
+    exporters: Vec<exporter::Outlet>,
+}
+
+/// The sink every emitter of one configuration sends to. Rebuilt on every reload (it is cheap), so the
+/// privacy and audit settings are always the current ones; the outputs behind it are kept.
 pub struct Hub {
     privacy: Privacy,
     by_kind: Vec<Counter>,
-    stdout: Option<Stdout>,
-    exporters: Vec<exporter::Outlet>,
+    outputs: Arc<Outputs>,
     audit: Option<Arc<dyn Sink>>,
     audit_security: bool,
 }
@@ -84,25 +91,30 @@ impl Sink for Hub {
                 audit.emit(event.clone());
             }
         }
+        if self.outputs.stdout.is_none() && self.outputs.exporters.is_empty() {
+            return;
+        }
         let event = Arc::new(event);
-        if let Some(s) = &self.stdout {
+        if let Some(s) = &self.outputs.stdout {
             s.offer(&event);
         }
-        for x in &self.exporters {
+        for x in &self.outputs.exporters {
             x.offer(&event);
         }
     }
 }
 
-/// The hub across reloads: rebuilt only when its configuration changes.
+/// The outputs across reloads: rebuilt only when the `events:` section changes.
 #[derive(Default)]
 pub struct Kept {
-    current: Mutex<Option<(EventsConfig, Emitter)>>,
+    current: Mutex<Option<(EventsConfig, Arc<Outputs>)>>,
 }
 
 impl Kept {
-    /// The emitter for `cfg`: the running one when nothing changed, else a new hub. `audit` is the
+    /// The emitter for `cfg`: a hub over the running outputs when the section did not change, else over
+    /// new ones (the old ones drain and stop when the last runtime using them goes). `audit` is the
     /// audit trail's sink (which takes the audited kinds, and every kind when `audit_security`).
+    /// Nothing is sent here: exporters connect when they first have events.
     pub fn emitter(
         &self,
         cfg: Option<&EventsConfig>,
@@ -113,27 +125,27 @@ impl Kept {
     ) -> Result<Emitter, exporter::Fault> {
         let cfg = cfg.cloned().unwrap_or_default();
         let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((old, emitter)) = cur.as_ref() {
-            if *old == cfg && audit.is_none() {
-                return Ok(emitter.clone());
+        let outputs = match cur.as_ref() {
+            Some((old, outputs)) if *old == cfg => outputs.clone(),
+            _ => {
+                let (exporters, workers) = compile_exporters(&cfg.exporters, metrics)?;
+                let stdout = if cfg.stdout {
+                    Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| thread_fault(&e))?)
+                } else {
+                    None
+                };
+                queue::spawn(workers).map_err(|e| thread_fault(&e))?;
+                let outputs = Arc::new(Outputs { stdout, exporters });
+                *cur = Some((cfg, outputs.clone()));
+                outputs
             }
-        }
-        let stdout = if cfg.stdout {
-            Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| thread_fault(&e))?)
-        } else {
-            None
         };
-        let (exporters, workers) = compile_exporters(&cfg.exporters, metrics)?;
-        if stdout.is_none() && audit.is_none() && exporters.is_empty() {
-            *cur = Some((cfg, Emitter::none()));
+        if outputs.stdout.is_none() && outputs.exporters.is_empty() && audit.is_none() {
             return Ok(Emitter::none());
         }
         let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
-        queue::spawn(workers).map_err(|e| thread_fault(&e))?;
-        let hub = Hub { privacy: privacy.clone(), by_kind, stdout, exporters, audit, audit_security };
-        let emitter = Emitter::new(Arc::new(hub));
-        *cur = Some((cfg, emitter.clone()));
-        Ok(emitter)
+        let hub = Hub { privacy: privacy.clone(), by_kind, outputs, audit, audit_security };
+        Ok(Emitter::new(Arc::new(hub)))
     }
 }
 
