@@ -540,18 +540,21 @@ fn check_compiles_exporters_without_sending_and_refuses_mistakes() {
     }
 }
 
+/// Messages by connection number; `None` marks the connection's end.
+type Seen = Arc<Mutex<Vec<(usize, Option<String>)>>>;
+
 /// A plain TCP syslog collector (RFC 6587 octet counting) that numbers its connections: messages are
 /// kept as (connection, message), and a connection's end as (connection, None).
 struct TcpCollector {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(usize, Option<String>)>>>,
+    seen: Seen,
 }
 
 impl TcpCollector {
     fn start() -> TcpCollector {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(usize, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let seen2 = seen.clone();
         std::thread::spawn(move || {
             for (n, conn) in listener.incoming().enumerate() {
