@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// A UDP datagram carries at most this many bytes of message; longer messages are cut (at a character
@@ -120,7 +120,35 @@ pub struct Syslog {
 
 enum Conn {
     Udp(UdpSocket),
-    Stream(Box<dyn AsyncWrite + Send + Sync + Unpin>),
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Whether the collector closed the connection while it sat idle. A write to such a socket would
+    /// still succeed (into the kernel's buffer) and the batch would be lost to the reset that follows;
+    /// looking first finds the end. A zero timeout polls once: ready means end of stream (0 bytes) or
+    /// an error; pending means the connection is open and quiet. Plain TCP is peeked (nothing is
+    /// consumed); TLS is read through rustls (which also takes in session tickets; a collector sends
+    /// no data of its own).
+    async fn peer_closed(&mut self) -> bool {
+        let mut buf = [0u8; 512];
+        match self {
+            Conn::Udp(_) => false,
+            Conn::Tcp(t) => {
+                matches!(tokio::time::timeout(Duration::ZERO, t.peek(&mut buf[..1])).await, Ok(Ok(0) | Err(_)))
+            }
+            Conn::Tls(t) => matches!(tokio::time::timeout(Duration::ZERO, t.read(&mut buf)).await, Ok(Ok(0) | Err(_))),
+        }
+    }
+
+    fn writer(&mut self) -> Option<&mut (dyn AsyncWrite + Send + Unpin)> {
+        match self {
+            Conn::Udp(_) => None,
+            Conn::Tcp(t) => Some(t),
+            Conn::Tls(t) => Some(&mut **t),
+        }
+    }
 }
 
 /// `host:port` or `[v6]:port`.
@@ -183,35 +211,38 @@ impl Syslog {
     }
 
     async fn try_send(&mut self, batch: &[Arc<Event>]) -> Result<(), String> {
+        if let Some(conn) = &mut self.conn {
+            if conn.peer_closed().await {
+                self.conn = None;
+            }
+        }
         if self.conn.is_none() {
             self.conn =
                 Some(tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await.map_err(|_| "connect timed out")??);
         }
         let Some(conn) = self.conn.as_mut() else { return Err("not connected".into()) };
-        match conn {
-            Conn::Udp(sock) => {
-                for e in batch {
-                    let mut m = self.header.message(e, &self.format.render(e));
-                    truncate(&mut m, MAX_DATAGRAM);
-                    sock.send(m.as_bytes()).await.map_err(|e| format!("send: {}", e.kind()))?;
-                }
+        if let Conn::Udp(sock) = conn {
+            for e in batch {
+                let mut m = self.header.message(e, &self.format.render(e));
+                truncate(&mut m, MAX_DATAGRAM);
+                sock.send(m.as_bytes()).await.map_err(|e| format!("send: {}", e.kind()))?;
             }
-            Conn::Stream(w) => {
-                let mut buf = String::new();
-                for e in batch {
-                    let m = self.header.message(e, &self.format.render(e));
-                    let _ = write!(buf, "{} ", m.len());
-                    buf.push_str(&m);
-                }
-                let write = async {
-                    w.write_all(buf.as_bytes()).await?;
-                    w.flush().await
-                };
-                tokio::time::timeout(WRITE_TIMEOUT, write)
-                    .await
-                    .map_err(|_| "write timed out".to_owned())?
-                    .map_err(|e| format!("write: {}", e.kind()))?;
+        }
+        if let Some(w) = conn.writer() {
+            let mut buf = String::new();
+            for e in batch {
+                let m = self.header.message(e, &self.format.render(e));
+                let _ = write!(buf, "{} ", m.len());
+                buf.push_str(&m);
             }
+            let write = async {
+                w.write_all(buf.as_bytes()).await?;
+                w.flush().await
+            };
+            tokio::time::timeout(WRITE_TIMEOUT, write)
+                .await
+                .map_err(|_| "write timed out".to_owned())?
+                .map_err(|e| format!("write: {}", e.kind()))?;
         }
         Ok(())
     }
@@ -234,10 +265,10 @@ impl Syslog {
                 let tcp = TcpStream::connect(target).await.map_err(|e| format!("connect: {}", e.kind()))?;
                 let _ = tcp.set_nodelay(true);
                 match &self.tls {
-                    None => Ok(Conn::Stream(Box::new(tcp))),
+                    None => Ok(Conn::Tcp(tcp)),
                     Some((connector, name)) => {
                         let tls = connector.connect(name.clone(), tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                        Ok(Conn::Stream(Box::new(tls)))
+                        Ok(Conn::Tls(Box::new(tls)))
                     }
                 }
             }
@@ -338,5 +369,40 @@ mod tests {
         let (len2, msg2) = second.split_once(' ').unwrap();
         assert_eq!(msg2.len(), len2.parse::<usize>().unwrap());
         assert!(msg2.contains(" ban.expired - "));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closed_by_the_collector_is_opened_again() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = SyslogConfig {
+            address: listener.local_addr().unwrap().to_string(),
+            transport: Transport::Tcp,
+            format: Format::Cef,
+            ca: None,
+            server_name: None,
+            app_name: None,
+            facility: None,
+        };
+        let mut s = Syslog::compile(&cfg).unwrap();
+        let batch = vec![Arc::new(Event::new(Kind::AuthnFailure, "first"))];
+        let (sent, accepted) = tokio::join!(s.send(&batch), listener.accept());
+        assert!(matches!(sent, Outcome::Sent));
+        let mut first = accepted.unwrap().0;
+        let mut buf = vec![0u8; 4096];
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("cs3=first"));
+        drop(first); // the collector restarts
+        let closed = async {
+            while !s.conn.as_mut().unwrap().peer_closed().await {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed).await.unwrap();
+        let batch = vec![Arc::new(Event::new(Kind::AuthnFailure, "second"))];
+        let (sent, accepted) = tokio::join!(s.send(&batch), listener.accept());
+        assert!(matches!(sent, Outcome::Sent));
+        let n = accepted.unwrap().0.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("cs3=second"));
     }
 }
