@@ -270,6 +270,52 @@ fn syslog_in_every_format_over_udp_tcp_and_tls() {
     }
 }
 
+/// Serves one collector connection (see [`Collector`] for the answers).
+async fn serve<I>(io: I, seen: Arc<Mutex<Vec<Received>>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let body = String::from_utf8_lossy(&req.into_body().collect().await.unwrap().to_bytes()).into_owned();
+            let n_before = seen.lock().unwrap().iter().filter(|r: &&Received| r.path == path).count();
+            let lines = body.lines().count() / 2;
+            seen.lock().unwrap().push(Received { path: path.clone(), headers, body });
+            let (status, answer) = match path.as_str() {
+                "/fail400" => (400, r#"{"error":"bad"}"#.to_owned()),
+                "/flaky" if n_before == 0 => (503, String::new()),
+                "/_bulk" => {
+                    let items: Vec<String> = (0..lines)
+                        .map(|i| {
+                            let status = if n_before == 0 && i == 0 { 429 } else { 201 };
+                            format!(r#"{{"create":{{"status":{status}}}}}"#)
+                        })
+                        .collect();
+                    (200, format!(r#"{{"errors":{},"items":[{}]}}"#, n_before == 0, items.join(",")))
+                }
+                _ => (200, r#"{"text":"Success","code":0}"#.to_owned()),
+            };
+            Ok::<_, std::convert::Infallible>(
+                hyper::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(bytes::Bytes::from(answer)))
+                    .unwrap(),
+            )
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
+}
+
 /// One request the collector received.
 #[derive(Clone, Debug)]
 struct Received {
@@ -289,8 +335,28 @@ struct Collector {
 
 impl Collector {
     fn start() -> Collector {
-        use http_body_util::{BodyExt, Full};
-        use hyper::service::service_fn;
+        Self::start_with(None)
+    }
+
+    /// The collector over HTTPS with `dir`'s `server.pem` / `server.key` (see [`certificates`]).
+    fn start_tls(dir: &TempDir) -> Collector {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.path("server.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.path("server.key")).unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Collector {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -299,48 +365,16 @@ impl Collector {
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
-                let seen = seen2.clone();
+                let (seen, tls) = (seen2.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                                .collect();
-                            let body = String::from_utf8_lossy(&req.into_body().collect().await.unwrap().to_bytes())
-                                .into_owned();
-                            let n_before = seen.lock().unwrap().iter().filter(|r: &&Received| r.path == path).count();
-                            let lines = body.lines().count() / 2;
-                            seen.lock().unwrap().push(Received { path: path.clone(), headers, body });
-                            let (status, answer) = match path.as_str() {
-                                "/fail400" => (400, r#"{"error":"bad"}"#.to_owned()),
-                                "/flaky" if n_before == 0 => (503, String::new()),
-                                "/_bulk" => {
-                                    let items: Vec<String> = (0..lines)
-                                        .map(|i| {
-                                            let status = if n_before == 0 && i == 0 { 429 } else { 201 };
-                                            format!(r#"{{"create":{{"status":{status}}}}}"#)
-                                        })
-                                        .collect();
-                                    (200, format!(r#"{{"errors":{},"items":[{}]}}"#, n_before == 0, items.join(",")))
-                                }
-                                _ => (200, r#"{"text":"Success","code":0}"#.to_owned()),
-                            };
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(bytes::Bytes::from(answer)))
-                                    .unwrap(),
-                            )
+                    match tls {
+                        None => serve(tcp, seen).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve(stream, seen).await;
+                            }
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
+                    }
                 });
             }
         });
@@ -644,4 +678,62 @@ fn a_reload_keeps_unchanged_exporters_and_replaces_changed_ones() {
         "the replaced exporter stopped: {:?}",
         col.snapshot()
     );
+}
+
+#[test]
+fn https_collectors_need_a_trusted_certificate() {
+    let dir = TempDir::new();
+    certificates(&dir);
+    let col = Collector::start_tls(&dir);
+    let port = col.addr.port();
+    let ca = path_str(&dir.path("ca.pem"));
+    // `localhost` is a loopback name, so plain http:// would be allowed too; here TLS is verified.
+    let events = format!(
+        "  exporters:\n    - name: trusted\n      http: {{ url: \"https://localhost:{port}/trusted\", ca: {ca} }}\n      \
+         flush_interval: 50ms\n    - name: untrusted\n      http: {{ url: \"https://localhost:{port}/untrusted\", ca: {ca_other} }}\n      \
+         flush_interval: 50ms\n",
+        ca_other = path_str(&dir.path("other-ca.pem"))
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other-ca.key",
+            "-out",
+            "other-ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other-ca",
+        ],
+    );
+    let store = TempDir::new();
+    let up = Upstream::start("app");
+    let gw = Gateway::start_with_env(&config(up.addr, &store.path("keys.db"), &events), &[(HMAC_ENV, HMAC)]);
+    refused(&gw, "/tls");
+    let total = |m: &str, name: &str, result: &str| {
+        metric(m, &format!("portcullis_exporter_events_total{{exporter=\"{name}\",result=\"{result}\"}}"))
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = gw.metrics();
+        if total(&m, "trusted", "sent") >= 1.0 && total(&m, "untrusted", "retried") >= 1.0 {
+            assert_eq!(total(&m, "untrusted", "sent"), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}\n{}", gw.logs().join("\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = col.at("/trusted");
+    let v: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(v[0]["path"], "/tls");
+    assert!(col.at("/untrusted").is_empty(), "nothing reaches a collector whose certificate is not trusted");
 }
