@@ -128,7 +128,7 @@ pub fn compile(c: &ExporterConfig, metrics: &Metrics) -> Result<(Outlet, Worker)
     let counters = Counters::new(metrics, name);
     let outlet =
         Outlet { min_severity: c.min_severity.unwrap_or(Severity::Info), kinds, tx, counters: counters.clone() };
-    let worker = Worker { name: name.to_owned(), rx, transport, batch, flush, counters };
+    let worker = Worker { name: name.to_owned(), rx, transport, batch, flush, counters, problem: None };
     Ok((outlet, worker))
 }
 

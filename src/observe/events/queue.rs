@@ -84,6 +84,8 @@ pub struct Worker {
     pub batch: usize,
     pub flush: Duration,
     pub counters: Counters,
+    /// The problem last logged (`None` while sending works).
+    pub problem: Option<String>,
 }
 
 /// Starts the exporters' thread. Returns at once; the thread ends when every worker has stopped.
@@ -131,6 +133,16 @@ impl Worker {
             if drain_until.is_none() && self.rx.is_closed() {
                 drain_until = Some(Instant::now() + DRAIN);
             }
+            if drain_until.is_some_and(|until| Instant::now() >= until) {
+                // Replaced, and the drain time is over: what is left is dropped without more tries.
+                let mut left = batch.len();
+                while self.rx.try_recv().is_ok() {
+                    self.counters.depth.dec();
+                    left += 1;
+                }
+                count(&self.counters.dropped, left);
+                break;
+            }
             self.deliver(batch, &mut drain_until).await;
         }
         tracing::debug!(exporter = self.name.as_str(), "event exporter stopped");
@@ -166,6 +178,14 @@ impl Worker {
         batch
     }
 
+    /// Logs a problem when it starts or changes (not once per batch while it lasts).
+    fn trouble(&mut self, why: String, what: &'static str) {
+        if self.problem.as_deref() != Some(why.as_str()) {
+            tracing::warn!(exporter = self.name.as_str(), error = why.as_str(), "{what}");
+            self.problem = Some(why);
+        }
+    }
+
     /// Sends one batch until it is accepted or refused for good (or the drain time is over).
     async fn deliver(&mut self, mut batch: Vec<Arc<Event>>, drain_until: &mut Option<Instant>) {
         let mut attempt = 0u32;
@@ -173,45 +193,28 @@ impl Worker {
             match self.transport.send(&batch).await {
                 Outcome::Sent => {
                     count(&self.counters.sent, batch.len());
-                    if attempt > 0 {
-                        tracing::info!(exporter = self.name.as_str(), "event exporter recovered");
+                    if self.problem.take().is_some() {
+                        tracing::info!(exporter = self.name.as_str(), "event exporter sends again");
                     }
                     return;
                 }
                 Outcome::Drop(why) => {
                     count(&self.counters.dropped, batch.len());
-                    tracing::warn!(
-                        exporter = self.name.as_str(),
-                        error = why.as_str(),
-                        events = batch.len(),
-                        "event collector refused a batch; dropped"
-                    );
+                    self.trouble(why, "event collector refuses batches; they are dropped");
                     return;
                 }
                 Outcome::Partial { dropped, retry } => {
                     count(&self.counters.dropped, dropped);
                     count(&self.counters.sent, batch.len().saturating_sub(dropped + retry.len()));
                     if dropped > 0 {
-                        tracing::warn!(
-                            exporter = self.name.as_str(),
-                            events = dropped,
-                            "event collector refused some events; dropped"
-                        );
+                        self.trouble("items refused".into(), "event collector refuses some events; they are dropped");
                     }
                     batch = retry.into_iter().filter_map(|i| batch.get(i).cloned()).collect();
                     if batch.is_empty() {
                         return;
                     }
                 }
-                Outcome::Retry(why) => {
-                    if attempt == 0 {
-                        tracing::warn!(
-                            exporter = self.name.as_str(),
-                            error = why.as_str(),
-                            "event exporter cannot send; retrying with backoff"
-                        );
-                    }
-                }
+                Outcome::Retry(why) => self.trouble(why, "event exporter cannot send; retrying with backoff"),
             }
             if drain_until.is_none() && self.rx.is_closed() {
                 *drain_until = Some(Instant::now() + DRAIN);
