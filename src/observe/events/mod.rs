@@ -5,7 +5,9 @@
 //!
 //! Exporters (`events.exporters`): [`exporter`] compiles each into an outlet (filters and a bounded queue
 //! the hub offers to) and a worker that [`queue`] runs on the `events-export` thread, sending in
-//! [`format`] (JSON, CEF, [`ocsf`]) over [`syslog`] or [`http`].
+//! [`format`] (JSON, CEF, [`ocsf`]) over [`syslog`] or [`http`]. Compiling sends nothing: exporters
+//! connect when they first have events. When a reload replaces the outputs, the old exporters drain
+//! their queues (for a bounded time) and stop.
 
 pub mod exporter;
 pub mod format;
@@ -61,15 +63,28 @@ impl Stdout {
     }
 }
 
-/// The outputs of one `events:` section: kept across reloads that leave the section unchanged, and
-/// stopped (after draining) when the last hub holding them goes.
+/// The outputs an `events:` section configures; kept across reloads that leave it unchanged.
 struct Outputs {
     stdout: Option<Stdout>,
     exporters: Vec<exporter::Outlet>,
 }
 
-/// The sink every emitter of one configuration sends to. Rebuilt on every reload (it is cheap), so the
-/// privacy and audit settings are always the current ones; the outputs behind it are kept.
+impl Outputs {
+    fn is_empty(&self) -> bool {
+        self.stdout.is_none() && self.exporters.is_empty()
+    }
+
+    fn offer(&self, event: &Arc<Event>) {
+        if let Some(s) = &self.stdout {
+            s.offer(event);
+        }
+        for x in &self.exporters {
+            x.offer(event);
+        }
+    }
+}
+
+/// The sink every emitter of one configuration sends to.
 pub struct Hub {
     privacy: Privacy,
     by_kind: Vec<Counter>,
@@ -91,30 +106,44 @@ impl Sink for Hub {
                 audit.emit(event.clone());
             }
         }
-        if self.outputs.stdout.is_none() && self.outputs.exporters.is_empty() {
-            return;
-        }
-        let event = Arc::new(event);
-        if let Some(s) = &self.outputs.stdout {
-            s.offer(&event);
-        }
-        for x in &self.outputs.exporters {
-            x.offer(&event);
+        if !self.outputs.is_empty() {
+            self.outputs.offer(&Arc::new(event));
         }
     }
 }
 
-/// The outputs across reloads: rebuilt only when the `events:` section changes.
+/// The one emitter of the process: what holds it (health checks, guards) across reloads always sends to
+/// the hub of the configuration in force.
+#[derive(Default)]
+struct Switch(arc_swap::ArcSwapOption<Hub>);
+
+impl Sink for Switch {
+    fn emit(&self, event: Event) {
+        if let Some(hub) = &*self.0.load() {
+            hub.emit(event);
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.0.load().is_some()
+    }
+}
+
+/// The hub across reloads: rebuilt only when its configuration changes.
 #[derive(Default)]
 pub struct Kept {
     current: Mutex<Option<(EventsConfig, Arc<Outputs>)>>,
+    switch: Arc<Switch>,
 }
 
 impl Kept {
-    /// The emitter for `cfg`: a hub over the running outputs when the section did not change, else over
-    /// new ones (the old ones drain and stop when the last runtime using them goes). `audit` is the
+    /// The process's emitter (whatever configuration is in force), for parts that outlive reloads.
+    pub fn handle(&self) -> Emitter {
+        Emitter::new(self.switch.clone())
+    }
+
+    /// The emitter for `cfg`: the running one when nothing changed, else a new hub. `audit` is the
     /// audit trail's sink (which takes the audited kinds, and every kind when `audit_security`).
-    /// Nothing is sent here: exporters connect when they first have events.
     pub fn emitter(
         &self,
         cfg: Option<&EventsConfig>,
@@ -135,17 +164,18 @@ impl Kept {
                     None
                 };
                 queue::spawn(workers).map_err(|e| thread_fault(&e))?;
-                let outputs = Arc::new(Outputs { stdout, exporters });
-                *cur = Some((cfg, outputs.clone()));
-                outputs
+                Arc::new(Outputs { stdout, exporters })
             }
         };
-        if outputs.stdout.is_none() && outputs.exporters.is_empty() && audit.is_none() {
-            return Ok(Emitter::none());
-        }
-        let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
-        let hub = Hub { privacy: privacy.clone(), by_kind, outputs, audit, audit_security };
-        Ok(Emitter::new(Arc::new(hub)))
+        let hub = if outputs.is_empty() && audit.is_none() {
+            None
+        } else {
+            let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
+            Some(Arc::new(Hub { privacy: privacy.clone(), by_kind, outputs: outputs.clone(), audit, audit_security }))
+        };
+        self.switch.0.store(hub);
+        *cur = Some((cfg, outputs));
+        Ok(Emitter::new(self.switch.clone()))
     }
 }
 
@@ -173,4 +203,26 @@ fn compile_exporters(
         workers.push(worker);
     }
     Ok((outlets, workers))
+}
+
+/// Lets one event a second through, and says how many it held back since the last.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    second: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl Sampler {
+    /// `Some(held back since the last one)` when this one may go out.
+    pub fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.second.load(Relaxed);
+        if last != now && self.second.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            Some(self.held.swap(0, Relaxed))
+        } else {
+            self.held.fetch_add(1, Relaxed);
+            None
+        }
+    }
 }
