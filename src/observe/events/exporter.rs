@@ -132,6 +132,26 @@ pub fn compile(c: &ExporterConfig, metrics: &Metrics) -> Result<(Outlet, Worker)
     Ok((outlet, worker))
 }
 
+/// `portcullis check` warnings: syslog in clear text (UDP or TCP) to a host that is not loopback. Events
+/// name principals, client addresses and paths; `transport: tls` protects them on the way.
+pub fn lints(list: &[ExporterConfig]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in list {
+        let Some(s) = &c.syslog else { continue };
+        let loopback = super::syslog::split_address(&s.address).is_ok_and(|(host, _)| {
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if s.transport != super::syslog::Transport::Tls && !loopback {
+            out.push(format!(
+                "events exporter `{}` sends events in clear text to {} (principals, client addresses, paths); \
+                 use `transport: tls`",
+                c.name, s.address
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -166,6 +186,20 @@ mod tests {
         assert!(fault("name: 'a b'\nsyslog: {address: '127.0.0.1:1'}").contains("name"));
         assert!(serde_yaml_ng::from_str::<ExporterConfig>("name: a\nsyslg: {}").is_err());
         assert!(serde_yaml_ng::from_str::<ExporterConfig>("name: a\nsyslog: {address: x, colour: red}").is_err());
+    }
+
+    #[test]
+    fn clear_text_syslog_off_loopback_is_a_warning() {
+        let list: Vec<ExporterConfig> = serde_yaml_ng::from_str(
+            "- {name: a, syslog: {address: '10.0.0.5:514', transport: udp}}\n\
+             - {name: b, syslog: {address: '127.0.0.1:514', transport: tcp}}\n\
+             - {name: c, syslog: {address: 'siem.example:6514', transport: tls}}\n\
+             - {name: d, syslog: {address: 'siem.example:601'}}",
+        )
+        .unwrap();
+        let warnings = lints(&list);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("`a`") && warnings[1].contains("`d`"));
     }
 
     #[tokio::test]
