@@ -114,6 +114,9 @@ pub fn compile(c: &ExporterConfig, metrics: &Metrics) -> Result<(Outlet, Worker)
     let mut kinds = 0u32;
     match &c.types {
         None => kinds = u32::MAX,
+        Some(types) if types.is_empty() => {
+            return Err(fault("types", "", "`types: []` exports nothing; name types or leave `types` out".into()));
+        }
         Some(types) => {
             for t in types {
                 let k = Kind::parse(t).ok_or_else(|| {
@@ -181,6 +184,7 @@ mod tests {
         assert!(fault("name: a\nhttp: {url: 'http://127.0.0.1:1/', format: cef}").contains("cef"));
         assert!(fault("name: a\nsyslog: {address: '127.0.0.1:1'}\ntypes: [authn.nope]").contains("authn.nope"));
         assert!(fault("name: a\nsyslog: {address: '127.0.0.1:1'}\nqueue: 0").contains("queue"));
+        assert!(fault("name: a\nsyslog: {address: '127.0.0.1:1'}\ntypes: []").contains("exports nothing"));
         assert!(fault("name: a\nsyslog: {address: '127.0.0.1:1', facility: mars}").contains("facility"));
         assert!(fault("name: a\nsyslog: {address: 'nowhere'}").contains("host:port"));
         assert!(fault("name: 'a b'\nsyslog: {address: '127.0.0.1:1'}").contains("name"));
