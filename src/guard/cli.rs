@@ -2,6 +2,7 @@
 //! on the same store picks changes up within about a second.
 
 use super::bans::{now_ms, BanStore, RedisBans, Target};
+use crate::events::{Emitter, Event, Kind};
 use crate::fleet::{Fleet, RedisConfig};
 use crate::store::StoreConfig;
 use crate::units::parse_duration;
@@ -66,8 +67,19 @@ impl Backend {
     }
 }
 
-/// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store.
-pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCommand) -> Result<(), String> {
+/// A ban event for the audit trail, by the command's actor.
+fn ban_event(kind: Kind, reason: &'static str, id: i64) -> Event {
+    Event::new(kind, reason).rule(id.to_string()).principal(crate::observe::audit::actor()).attr("via", "cli")
+}
+
+/// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store; changes are emitted to
+/// `audit` (the config's audit trail, or nothing).
+pub fn run(
+    store: Option<&StoreConfig>,
+    redis: Option<&RedisConfig>,
+    cmd: BansCommand,
+    audit: &Emitter,
+) -> Result<(), String> {
     let mut bans = match redis.filter(|r| r.share_bans) {
         Some(r) => Backend::Redis(Box::new(RedisBans::new(&Fleet::new(r)?))),
         None => {
@@ -92,6 +104,16 @@ pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCo
             }
             let until = now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
             let id = bans.add(&target, until, &reason)?;
+            let mut event = ban_event(Kind::BanSet, "manual", id).attr("until", crate::events::rfc3339_ms(until));
+            event = match &target {
+                Target::Ip(ip) => event.client_ip(*ip),
+                Target::Prefix(n) => event.attr("prefix", n.to_string()),
+                Target::Principal(p) => event.attr("target_principal", p.clone()),
+            };
+            if !reason.is_empty() {
+                event = event.attr("ban_reason", reason.clone());
+            }
+            audit.emit(event);
             eprintln!("banned until {}", utc(until));
             println!("{id}");
         }
@@ -125,6 +147,7 @@ pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCo
             if !bans.remove(id)? {
                 return Err(format!("no ban {id}"));
             }
+            audit.emit(ban_event(Kind::BanExpired, "lifted", id));
             eprintln!("ban {id} lifted");
         }
     }
