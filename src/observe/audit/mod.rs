@@ -23,7 +23,7 @@ use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use serde::{de, Deserialize, Deserializer};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use writer::Writer;
 
@@ -108,15 +108,33 @@ fn writer_for(cfg: &AuditConfig) -> Result<Writer, String> {
     }
     let interval_ms = u64::try_from(cfg.checkpoint_interval.0.as_millis()).unwrap_or(u64::MAX);
     let signer = Signer::new(signing_key(&cfg.signing_key)?, cfg.checkpoint_every, interval_ms);
-    let mut w = Writer::new(cfg.file.clone(), signer, cfg.checkpoint_every, cfg.rotate_bytes.map(|b| b.0));
-    // Opens (or creates, with its signed start) the file now, so a bad path fails the config.
-    w.checkpoint().map_err(|e| format!("`{}`: {e}", cfg.file.display()))?;
-    Ok(w)
+    probe(&cfg.file).map_err(|e| format!("`{}`: {e}", cfg.file.display()))?;
+    Ok(Writer::new(cfg.file.clone(), signer, cfg.checkpoint_every, cfg.rotate_bytes.map(|b| b.0)))
 }
 
-/// The gateway's trail: a queue and a writer thread.
+/// Whether the trail's file can be appended to (or created), without writing: `check` and a reload
+/// that is then refused must leave the file alone.
+fn probe(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if std::fs::metadata(dir)?.is_dir() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("its directory is not a directory"))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The gateway's trail: a queue and a writer thread, started by the first event (so `check`, or a
+/// config built and then refused, never touches the file).
 pub struct Trail {
     queue: Arc<Queue>,
+    run: Mutex<Option<Run>>,
+    started: OnceLock<()>,
 }
 
 struct Queue {
@@ -170,6 +188,13 @@ impl Queue {
 
 impl Sink for Trail {
     fn emit(&self, event: Event) {
+        self.started.get_or_init(|| {
+            if let Some(run) = self.run.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                if let Err(e) = std::thread::Builder::new().name("audit".into()).spawn(move || run.run()) {
+                    tracing::error!(error = %e, "audit trail: cannot start its writer thread");
+                }
+            }
+        });
         self.queue.push(event);
     }
 }
@@ -193,8 +218,7 @@ impl Trail {
         });
         let counts = (metrics.exporter_events("audit", "sent"), metrics.exporter_events("audit", "failed"));
         let run = Run { writer, queue: queue.clone(), interval: cfg.checkpoint_interval.0, fsync: cfg.fsync, counts };
-        std::thread::Builder::new().name("audit".into()).spawn(move || run.run()).map_err(|e| e.to_string())?;
-        Ok(Trail { queue })
+        Ok(Trail { queue, run: Mutex::new(Some(run)), started: OnceLock::new() })
     }
 }
 
