@@ -330,3 +330,25 @@ fn a_bad_signing_key_is_a_config_error_that_never_shows_the_key() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("fsync"), "{err}");
 }
+
+#[test]
+fn a_graceful_stop_anchors_the_tail() {
+    let dir = TempDir::new();
+    let (private, public) = keygen(&dir, "audit");
+    let up = Upstream::start("audit");
+    let yaml = config(up.addr, &dir, &private, "  checkpoint_every: 1000\n  checkpoint_interval: 1h");
+    let mut gw = Gateway::start(&yaml);
+    let trail = dir.path("audit.log");
+    for _ in 0..3 {
+        unauthorized(&gw);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while types(&lines(&trail)).len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", lines(&trail));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gw.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let (code, out, err) = verify(std::slice::from_ref(&trail), &public);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 record(s)") && out.contains(" 0 unanchored"), "{out}{err}");
+}

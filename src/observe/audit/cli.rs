@@ -20,9 +20,10 @@ pub enum AuditCommand {
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// The public key: SPKI PEM (`-----BEGIN PUBLIC KEY-----`) or the raw 32 bytes in base64.
-        #[arg(long)]
-        key: PathBuf,
+        /// A file with the public key: SPKI PEM (`-----BEGIN PUBLIC KEY-----`) or the raw 32 bytes in
+        /// base64. Repeat for a trail whose signing key was replaced.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
     },
     /// Make an Ed25519 signing key: the private key (PKCS#8 PEM, mode 0600) goes to `--out`, the
     /// public key (SPKI PEM) to stdout and to `--public-out` when given.
@@ -50,17 +51,18 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
     }
 }
 
-fn verify_files(files: &[PathBuf], key: &Path) -> ExitCode {
-    let public = match std::fs::read(key)
-        .map_err(|e| e.kind().to_string())
-        .and_then(|t| crate::authn::signature::ed25519_key(&t))
-    {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("portcullis audit verify: key `{}`: {e}", key.display());
-            return ExitCode::from(2);
+fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> ExitCode {
+    let mut public = Vec::new();
+    for key in keys {
+        let read = std::fs::read(key).map_err(|e| e.kind().to_string());
+        match read.and_then(|t| crate::authn::signature::ed25519_key(&t)) {
+            Ok(k) => public.push(k),
+            Err(e) => {
+                eprintln!("portcullis audit verify: key `{}`: {e}", key.display());
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     let mut contents = Vec::new();
     for f in files {
         match std::fs::read(f) {

@@ -135,6 +135,8 @@ pub struct Trail {
     queue: Arc<Queue>,
     run: Mutex<Option<Run>>,
     started: OnceLock<()>,
+    /// Signalled (by disconnecting) when the writer thread has finished.
+    finished: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 struct Queue {
@@ -190,8 +192,14 @@ impl Sink for Trail {
     fn emit(&self, event: Event) {
         self.started.get_or_init(|| {
             if let Some(run) = self.run.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                if let Err(e) = std::thread::Builder::new().name("audit".into()).spawn(move || run.run()) {
-                    tracing::error!(error = %e, "audit trail: cannot start its writer thread");
+                let (done, finished) = std::sync::mpsc::channel::<()>();
+                let spawned = std::thread::Builder::new().name("audit".into()).spawn(move || {
+                    run.run();
+                    drop(done);
+                });
+                match spawned {
+                    Ok(_) => *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = Some(finished),
+                    Err(e) => tracing::error!(error = %e, "audit trail: cannot start its writer thread"),
                 }
             }
         });
@@ -201,9 +209,16 @@ impl Sink for Trail {
 
 impl Drop for Trail {
     fn drop(&mut self) {
-        let mut p = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
-        p.closed = true;
-        self.queue.ready.notify_one();
+        {
+            let mut p = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
+            p.closed = true;
+            self.queue.ready.notify_one();
+        }
+        // Give the writer a moment to write what is queued and a last checkpoint (at shutdown, and
+        // when a reload replaced the trail); bounded, should the disk hang.
+        if let Some(finished) = self.finished.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = finished.recv_timeout(Duration::from_secs(2));
+        }
     }
 }
 
@@ -218,7 +233,7 @@ impl Trail {
         });
         let counts = (metrics.exporter_events("audit", "sent"), metrics.exporter_events("audit", "failed"));
         let run = Run { writer, queue: queue.clone(), interval: cfg.checkpoint_interval.0, fsync: cfg.fsync, counts };
-        Ok(Trail { queue, run: Mutex::new(Some(run)), started: OnceLock::new() })
+        Ok(Trail { queue, run: Mutex::new(Some(run)), started: OnceLock::new(), finished: Mutex::new(None) })
     }
 }
 

@@ -33,7 +33,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 fn check(bytes: &[u8]) -> Result<Report, super::verify::Bad> {
-    verify(&[Input { name: "t", bytes }], &public())
+    verify(&[Input { name: "t", bytes }], &[public()])
 }
 
 /// Start (1) + 10 records with a checkpoint after each 4: lines 1 S, 2-5 R, 6 C, 7-10 R, 11 C, 12-13 R.
@@ -69,8 +69,11 @@ fn an_intact_trail_verifies_with_its_tail() {
     assert_eq!(check(&torn).unwrap().torn_line, Some(14));
     // The wrong key fails at the first signed line.
     let other = Ed25519KeyPair::from_seed_unchecked(&[8u8; 32]).unwrap();
-    let bad = verify(&[Input { name: "t", bytes: &bytes }], &other.public_key().as_ref().try_into().unwrap());
+    let other: [u8; 32] = other.public_key().as_ref().try_into().unwrap();
+    let bad = verify(&[Input { name: "t", bytes: &bytes }], &[other]);
     assert_eq!(bad.unwrap_err().line, 1);
+    // Among several keys, the one each checkpoint names is used.
+    assert!(verify(&[Input { name: "t", bytes: &bytes }], &[other, public()]).is_ok());
 }
 
 #[test]
@@ -146,13 +149,13 @@ fn rotation_keeps_the_chain_across_files() {
     let contents: Vec<(String, Vec<u8>)> =
         files.iter().map(|p| (p.display().to_string(), std::fs::read(p).unwrap())).collect();
     let inputs: Vec<Input<'_>> = contents.iter().map(|(n, b)| Input { name: n, bytes: b }).collect();
-    let r = verify(&inputs, &public()).unwrap();
+    let r = verify(&inputs, &[public()]).unwrap();
     assert_eq!(r.records, 30);
     // The live file alone continues a file not given; dropping a middle file breaks the chain.
-    assert!(verify(&inputs[inputs.len() - 1..], &public()).unwrap().continues.is_some());
+    assert!(verify(&inputs[inputs.len() - 1..], &[public()]).unwrap().continues.is_some());
     let mut gap: Vec<Input<'_>> = contents.iter().map(|(n, b)| Input { name: n, bytes: b }).collect();
     gap.remove(1);
-    assert!(verify(&gap, &public()).is_err());
+    assert!(verify(&gap, &[public()]).is_err());
 }
 
 proptest! {

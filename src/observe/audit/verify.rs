@@ -1,7 +1,7 @@
 //! `portcullis audit verify`: walks one trail (its files in chain order) and checks every line's
 //! sequence number, its `prev` hash and every signature, and bounds the unanchored tail.
 
-use super::chain::{hash_line, hex, parse_hex, signature_valid, Hash, Line, GENESIS};
+use super::chain::{hash_line, hex, key_id, parse_hex, signature_valid, Hash, Line, GENESIS};
 
 /// One file's name and bytes.
 pub struct Input<'a> {
@@ -49,8 +49,11 @@ struct Walk {
     checkpoints: u64,
 }
 
-/// Verifies `files` (in chain order: rotated files oldest first, the live file last) against `public`.
-pub fn verify(files: &[Input<'_>], public: &[u8; 32]) -> Result<Report, Bad> {
+/// Verifies `files` (in chain order: rotated files oldest first, the live file last) against the
+/// public keys `keys` (each checkpoint names the id of the key that signed it; several keys verify a
+/// trail whose signing key was replaced).
+pub fn verify(files: &[Input<'_>], keys: &[[u8; 32]]) -> Result<Report, Bad> {
+    let keys: Vec<(String, &[u8; 32])> = keys.iter().map(|k| (key_id(k), k)).collect();
     let mut w = Walk { seq: None, last: None, every: 0, since_signed: 0, records: 0, checkpoints: 0 };
     let mut report = Report { records: 0, checkpoints: 0, unanchored: 0, torn_line: None, continues: None };
     for (i, file) in files.iter().enumerate() {
@@ -95,15 +98,16 @@ pub fn verify(files: &[Input<'_>], public: &[u8; 32]) -> Result<Report, Bad> {
                 }
             })?;
             if let Some(cp) = &line.checkpoint {
+                let Some((_, public)) = keys.iter().find(|(id, _)| *id == cp.key) else {
+                    let why = format!(
+                        "signed by key id {}, not a key given with --key: its signature cannot be checked",
+                        cp.key
+                    );
+                    return Err(bad(line_no, seq, why));
+                };
                 if !signature_valid(bytes, public) {
-                    return Err(bad(
-                        line_no,
-                        seq,
-                        format!(
-                            "bad signature (key id {}): a signed record was changed or the key is not the trail's",
-                            cp.key
-                        ),
-                    ));
+                    let why = format!("bad signature (key id {}): this signed record was changed", cp.key);
+                    return Err(bad(line_no, seq, why));
                 }
                 w.every = u64::from(cp.every.max(1));
                 w.since_signed = 0;
