@@ -104,8 +104,9 @@ fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// Writes a new private key to `out` (never over an existing file) and returns the public key's PEM.
-fn keygen(out: &Path, public_out: Option<&Path>) -> Result<String, String> {
+/// Writes a new private key to `out` (never over an existing file) and returns the public key's PEM
+/// (also written to `public_out`). The quickstart may call it to make a key for its trail.
+pub fn keygen(out: &Path, public_out: Option<&Path>) -> Result<String, String> {
     let pair = Ed25519KeyPair::generate().map_err(|_| "cannot generate a key".to_string())?;
     let pkcs8 = pair.to_pkcs8v1().map_err(|_| "cannot encode the key".to_string())?;
     let spki = pair.public_key().as_der().map_err(|_| "cannot encode the public key".to_string())?;

@@ -248,6 +248,7 @@ struct Run {
 impl Run {
     fn run(mut self) {
         let mut dirty_since: Option<Instant> = None;
+        let mut failures: u64 = 0;
         loop {
             let checkpoint_at = self.writer.unanchored_since.map(|t| t + self.interval);
             let sync_at = match self.fsync {
@@ -264,14 +265,26 @@ impl Run {
                     }
                     Err(e) => {
                         self.counts.1.inc_by(n);
-                        tracing::error!(error = %e, records = n, "audit trail: cannot append");
+                        failures += 1;
+                        // Logged at the first failure and then at powers of two: a trail that cannot
+                        // be written must not flood the log too.
+                        if failures.is_power_of_two() {
+                            tracing::error!(error = %e, records = n, failures, "audit trail: cannot append");
+                        }
                     }
                 }
             }
             let now = Instant::now();
             if closed || checkpoint_at.is_some_and(|t| t <= now) {
                 if let Err(e) = self.writer.checkpoint() {
-                    tracing::error!(error = %e, "audit trail: cannot write a checkpoint");
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        tracing::error!(error = %e, failures, "audit trail: cannot write a checkpoint");
+                    }
+                    // Try again an interval later, not in a busy loop.
+                    if self.writer.unanchored_since.is_some() {
+                        self.writer.unanchored_since = Some(now);
+                    }
                 }
             }
             if self.writer.dirty {

@@ -40,114 +40,156 @@ impl std::fmt::Display for Bad {
     }
 }
 
-struct Walk {
+struct Walk<'k> {
+    keys: Vec<(String, &'k [u8; 32])>,
     seq: Option<u64>,
-    last: Option<(Hash, usize, u64)>,
+    /// The last line's hash, line number and sequence number, and whether it was a signed line.
+    last: Option<(Hash, usize, u64, bool)>,
     every: u64,
     since_signed: u64,
-    records: u64,
-    checkpoints: u64,
+    report: Report,
 }
+
+/// A bad line: its number, its sequence number when readable, and why.
+type Fault = (usize, Option<u64>, String);
 
 /// Verifies `files` (in chain order: rotated files oldest first, the live file last) against the
 /// public keys `keys` (each checkpoint names the id of the key that signed it; several keys verify a
 /// trail whose signing key was replaced).
 pub fn verify(files: &[Input<'_>], keys: &[[u8; 32]]) -> Result<Report, Bad> {
-    let keys: Vec<(String, &[u8; 32])> = keys.iter().map(|k| (key_id(k), k)).collect();
-    let mut w = Walk { seq: None, last: None, every: 0, since_signed: 0, records: 0, checkpoints: 0 };
-    let mut report = Report { records: 0, checkpoints: 0, unanchored: 0, torn_line: None, continues: None };
+    let mut w = Walk {
+        keys: keys.iter().map(|k| (key_id(k), k)).collect(),
+        seq: None,
+        last: None,
+        every: 0,
+        since_signed: 0,
+        report: Report { records: 0, checkpoints: 0, unanchored: 0, torn_line: None, continues: None },
+    };
     for (i, file) in files.iter().enumerate() {
-        let is_last = i + 1 == files.len();
-        let bad = |line: usize, seq: Option<u64>, why: String| Bad { file: file.name.to_owned(), line, seq, why };
-        let (complete, torn) = match file.bytes.iter().rposition(|&b| b == b'\n') {
-            Some(end) => (&file.bytes[..end], &file.bytes[end + 1..]),
-            None => (&file.bytes[..0], file.bytes),
-        };
-        let lines: Vec<&[u8]> = if complete.is_empty() && file.bytes.first() != Some(&b'\n') {
-            Vec::new()
-        } else {
-            complete.split(|&b| b == b'\n').collect()
-        };
+        w.file(i, file, i + 1 == files.len()).map_err(|(line, seq, why)| Bad {
+            file: file.name.to_owned(),
+            line,
+            seq,
+            why,
+        })?;
+    }
+    w.report.unanchored = w.since_signed;
+    Ok(w.report)
+}
+
+/// The complete lines of a file, and what follows the last newline (a torn write, or nothing).
+fn split(bytes: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => (bytes[..end].split(|&b| b == b'\n').collect(), &bytes[end + 1..]),
+        None => (Vec::new(), bytes),
+    }
+}
+
+impl Walk<'_> {
+    fn file(&mut self, index: usize, file: &Input<'_>, is_last: bool) -> Result<(), Fault> {
+        let (lines, torn) = split(file.bytes);
         if lines.is_empty() {
-            return Err(bad(
-                1,
-                None,
-                "the file has no complete record (a trail file begins with a signed start)".into(),
-            ));
+            return Err((1, None, "the file has no complete record (a trail file begins with a signed start)".into()));
         }
         for (n, bytes) in lines.iter().enumerate() {
-            let line_no = n + 1;
-            let Some(line) = Line::parse(bytes) else {
-                return Err(bad(line_no, seq_of(bytes), "not a well-formed record".into()));
-            };
-            let seq = Some(line.seq);
-            if n == 0 {
-                if line.start.is_none() {
-                    return Err(bad(line_no, seq, "a trail file must begin with a signed start record".into()));
-                }
-            } else if line.start.is_some() {
-                return Err(bad(line_no, seq, "a start record in the middle of a file".into()));
-            }
-            check_link(&w, &line, i, &mut report, file.name).map_err(|why| {
-                // A broken link usually means the line before was changed: name it when it exists.
-                match (&why, w.last) {
-                    (Link::Hash, Some((_, prev_line, prev_seq))) if n > 0 => bad(prev_line, Some(prev_seq), format!(
-                        "does not match the hash in the next record (line {line_no}): this record, or the next one's `prev`, was changed"
-                    )),
-                    _ => bad(line_no, seq, why.to_string()),
-                }
-            })?;
-            if let Some(cp) = &line.checkpoint {
-                let Some((_, public)) = keys.iter().find(|(id, _)| *id == cp.key) else {
-                    let why = format!(
-                        "signed by key id {}, not a key given with --key: its signature cannot be checked",
-                        cp.key
-                    );
-                    return Err(bad(line_no, seq, why));
-                };
-                if !signature_valid(bytes, public) {
-                    let why = format!("bad signature (key id {}): this signed record was changed", cp.key);
-                    return Err(bad(line_no, seq, why));
-                }
-                w.every = u64::from(cp.every.max(1));
-                w.since_signed = 0;
-                w.checkpoints += 1;
-            } else {
-                w.since_signed += 1;
-                w.records += 1;
-                if w.since_signed > w.every {
-                    return Err(bad(
-                        line_no,
-                        seq,
-                        format!(
-                        "more than {} records after a checkpoint: a checkpoint was due before this record (removed?)",
-                        w.every
-                    ),
-                    ));
-                }
-            }
-            w.seq = Some(line.seq);
-            w.last = Some((hash_line(bytes), line_no, line.seq));
+            self.line(n + 1, bytes, index, file.name)?;
         }
         if !torn.is_empty() {
             if !is_last {
-                return Err(bad(lines.len() + 1, None, "an incomplete line in a rotated file".into()));
+                return Err((lines.len() + 1, None, "an incomplete line in a rotated file".into()));
             }
-            report.torn_line = Some(lines.len() + 1);
+            self.report.torn_line = Some(lines.len() + 1);
         }
-        if !is_last && w.since_signed > 0 {
-            let (line, seq) = w.last.map_or((lines.len(), None), |(_, l, s)| (l, Some(s)));
-            return Err(bad(
+        if !is_last && self.since_signed > 0 {
+            let (line, seq) = self.last.map_or((lines.len(), None), |(_, l, s, _)| (l, Some(s)));
+            return Err((
                 line,
                 seq,
                 "a rotated file must end with a checkpoint (records were cut from its end)".into(),
             ));
         }
+        Ok(())
     }
-    report.records = w.records;
-    report.checkpoints = w.checkpoints;
-    report.unanchored = w.since_signed;
-    Ok(report)
+
+    fn line(&mut self, line_no: usize, bytes: &[u8], file_index: usize, name: &str) -> Result<(), Fault> {
+        let Some(line) = Line::parse(bytes) else {
+            return Err((line_no, seq_of(bytes), "not a well-formed record".into()));
+        };
+        let seq = Some(line.seq);
+        if line_no == 1 && line.start.is_none() {
+            return Err((line_no, seq, "a trail file must begin with a signed start record".into()));
+        }
+        if line_no > 1 && line.start.is_some() {
+            return Err((line_no, seq, "a start record in the middle of a file".into()));
+        }
+        self.link(&line, file_index, name).map_err(|why| match (&why, self.last) {
+            // A broken link usually means the line before was changed: name it, unless its
+            // signature vouches for it (or it is in another file).
+            (Link::Hash, Some((_, prev_line, prev_seq, false))) if line_no > 1 => (
+                prev_line,
+                Some(prev_seq),
+                format!("does not match the hash in the next record (line {line_no}): this record, or the next one's `prev`, was changed"),
+            ),
+            _ => (line_no, seq, why.to_string()),
+        })?;
+        let signed = line.checkpoint.is_some();
+        if let Some(cp) = &line.checkpoint {
+            let Some((_, public)) = self.keys.iter().find(|(id, _)| *id == cp.key) else {
+                let why =
+                    format!("signed by key id {}, not a key given with --key: its signature cannot be checked", cp.key);
+                return Err((line_no, seq, why));
+            };
+            if !signature_valid(bytes, public) {
+                return Err((
+                    line_no,
+                    seq,
+                    format!("bad signature (key id {}): this signed record was changed", cp.key),
+                ));
+            }
+            self.every = u64::from(cp.every.max(1));
+            self.since_signed = 0;
+            self.report.checkpoints += 1;
+        } else {
+            self.since_signed += 1;
+            self.report.records += 1;
+            if self.since_signed > self.every {
+                let why = format!(
+                    "more than {} records after a checkpoint: a checkpoint was due before this record (removed?)",
+                    self.every
+                );
+                return Err((line_no, seq, why));
+            }
+        }
+        self.seq = Some(line.seq);
+        self.last = Some((hash_line(bytes), line_no, line.seq, signed));
+        Ok(())
+    }
+
+    /// The line's place in the chain: the sequence number after the last, and `prev` = its hash.
+    fn link(&mut self, line: &Line, file_index: usize, name: &str) -> Result<(), Link> {
+        let prev = parse_hex(&line.prev).ok_or(Link::BadPrev)?;
+        match (self.seq, self.last) {
+            (Some(seq), Some((hash, ..))) => {
+                if line.seq != seq + 1 {
+                    return Err(Link::Seq(seq + 1, line.seq));
+                }
+                if prev != hash {
+                    return Err(Link::Hash);
+                }
+            }
+            _ if line.seq == 1 && prev != GENESIS => return Err(Link::Genesis),
+            _ if line.seq == 1 => {}
+            _ if file_index == 0 => {
+                self.report.continues = Some(format!(
+                    "{name} continues an earlier file ({}, ending with hash {}) that was not given",
+                    line.start.as_ref().and_then(|s| s.previous_file.clone()).unwrap_or_default(),
+                    hex(&prev)
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 enum Link {
@@ -171,37 +213,6 @@ impl std::fmt::Display for Link {
             Link::BadPrev => f.write_str("`prev` is not a SHA-256 in lowercase hex"),
         }
     }
-}
-
-/// The line's place in the chain: the sequence number after the last, and `prev` = the last's hash.
-fn check_link(w: &Walk, line: &Line, file_index: usize, report: &mut Report, name: &str) -> Result<(), Link> {
-    let prev = parse_hex(&line.prev).ok_or(Link::BadPrev)?;
-    match (w.seq, w.last) {
-        (Some(seq), Some((hash, _, _))) => {
-            if line.seq != seq + 1 {
-                return Err(Link::Seq(seq + 1, line.seq));
-            }
-            if prev != hash {
-                return Err(Link::Hash);
-            }
-        }
-        _ if line.seq == 1 => {
-            if prev != GENESIS {
-                return Err(Link::Genesis);
-            }
-        }
-        _ => {
-            // The first file given continues one that was not given.
-            if file_index == 0 {
-                report.continues = Some(format!(
-                    "{name} continues an earlier file ({}, ending with hash {}) that was not given",
-                    line.start.as_ref().and_then(|s| s.previous_file.clone()).unwrap_or_default(),
-                    hex(&prev)
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The sequence number of a line too damaged to parse, when it can still be read.

@@ -207,7 +207,13 @@ impl Writer {
         }
         file.sync_data()?;
         let rotated = rotated_name(&self.path, self.seq);
-        std::fs::hard_link(&self.path, &rotated)?;
+        match std::fs::hard_link(&self.path, &rotated) {
+            // Left by a rotation cut short by a crash: the same file under its rotated name.
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && std::fs::metadata(&rotated)?.ino() == file.metadata()?.ino() => {}
+            other => other?,
+        }
         let mut tmp_name = self.path.clone().into_os_string();
         tmp_name.push(".new");
         let tmp = PathBuf::from(tmp_name);
