@@ -24,6 +24,10 @@ pub enum AuditCommand {
         /// base64. Repeat for a trail whose signing key was replaced.
         #[arg(long, required = true)]
         key: Vec<PathBuf>,
+        /// A checkpoint the trail must still hold, as `SEQ:SHA256` from the gateway's `audit
+        /// checkpoint` log line (kept off the host): detects the file's end cut back past it.
+        #[arg(long, value_name = "SEQ:SHA256")]
+        expect: Option<super::verify::Expect>,
     },
     /// Make an Ed25519 signing key: the private key (PKCS#8 PEM, mode 0600) goes to `--out`, the
     /// public key (SPKI PEM) to stdout and to `--public-out` when given.
@@ -37,7 +41,7 @@ pub enum AuditCommand {
 
 pub fn run(cmd: AuditCommand) -> ExitCode {
     match cmd {
-        AuditCommand::Verify { files, key } => verify_files(&files, &key),
+        AuditCommand::Verify { files, key, expect } => verify_files(&files, &key, expect),
         AuditCommand::Keygen { out, public_out } => match keygen(&out, public_out.as_deref()) {
             Ok(public) => {
                 print!("{public}");
@@ -51,7 +55,7 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
     }
 }
 
-fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> ExitCode {
+fn verify_files(files: &[PathBuf], keys: &[PathBuf], expect: Option<super::verify::Expect>) -> ExitCode {
     let mut public = Vec::new();
     for key in keys {
         let read = std::fs::read(key).map_err(|e| e.kind().to_string());
@@ -74,7 +78,7 @@ fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> ExitCode {
         }
     }
     let inputs: Vec<Input<'_>> = contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
-    match verify(&inputs, &public) {
+    match verify(&inputs, &public, expect) {
         Ok(r) => {
             if let Some(note) = &r.continues {
                 eprintln!("note: {note}");

@@ -33,7 +33,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 fn check(bytes: &[u8]) -> Result<Report, super::verify::Bad> {
-    verify(&[Input { name: "t", bytes }], &[public()])
+    verify(&[Input { name: "t", bytes }], &[public()], None)
 }
 
 /// Start (1) + 10 records with a checkpoint after each 4: lines 1 S, 2-5 R, 6 C, 7-10 R, 11 C, 12-13 R.
@@ -70,10 +70,10 @@ fn an_intact_trail_verifies_with_its_tail() {
     // The wrong key fails at the first signed line.
     let other = Ed25519KeyPair::from_seed_unchecked(&[8u8; 32]).unwrap();
     let other: [u8; 32] = other.public_key().as_ref().try_into().unwrap();
-    let bad = verify(&[Input { name: "t", bytes: &bytes }], &[other]);
+    let bad = verify(&[Input { name: "t", bytes: &bytes }], &[other], None);
     assert_eq!(bad.unwrap_err().line, 1);
     // Among several keys, the one each checkpoint names is used.
-    assert!(verify(&[Input { name: "t", bytes: &bytes }], &[other, public()]).is_ok());
+    assert!(verify(&[Input { name: "t", bytes: &bytes }], &[other, public()], None).is_ok());
 }
 
 #[test]
@@ -149,13 +149,13 @@ fn rotation_keeps_the_chain_across_files() {
     let contents: Vec<(String, Vec<u8>)> =
         files.iter().map(|p| (p.display().to_string(), std::fs::read(p).unwrap())).collect();
     let inputs: Vec<Input<'_>> = contents.iter().map(|(n, b)| Input { name: n, bytes: b }).collect();
-    let r = verify(&inputs, &[public()]).unwrap();
+    let r = verify(&inputs, &[public()], None).unwrap();
     assert_eq!(r.records, 30);
     // The live file alone continues a file not given; dropping a middle file breaks the chain.
-    assert!(verify(&inputs[inputs.len() - 1..], &[public()]).unwrap().continues.is_some());
+    assert!(verify(&inputs[inputs.len() - 1..], &[public()], None).unwrap().continues.is_some());
     let mut gap: Vec<Input<'_>> = contents.iter().map(|(n, b)| Input { name: n, bytes: b }).collect();
     gap.remove(1);
-    assert!(verify(&gap, &[public()]).is_err());
+    assert!(verify(&gap, &[public()], None).is_err());
 }
 
 proptest! {
@@ -172,4 +172,32 @@ proptest! {
         t[pos] = byte;
         prop_assert!(check(&t).is_err());
     }
+}
+
+#[test]
+fn cutting_the_end_is_caught_by_an_expected_checkpoint_and_by_a_running_writer() {
+    use super::chain::{hash_line, hex};
+    use super::verify::Expect;
+    let bytes = sample("cut");
+    let l = lines(&bytes);
+    let expect: Expect = format!("11:{}", hex(&hash_line(&l[10]))).parse().unwrap();
+    assert!(verify(&[Input { name: "t", bytes: &bytes }], &[public()], Some(expect)).is_ok());
+    // Cut back to the checkpoint at line 6: intact on its own, not against the expected checkpoint.
+    let cut = join(&l[..6]);
+    assert!(check(&cut).is_ok());
+    let bad = verify(&[Input { name: "t", bytes: &cut }], &[public()], Some(expect)).unwrap_err();
+    assert_eq!((bad.line, bad.seq), (7, Some(7)));
+    let wrong: Expect = format!("6:{}", hex(&hash_line(&l[10]))).parse().unwrap();
+    assert_eq!(verify(&[Input { name: "t", bytes: &bytes }], &[public()], Some(wrong)).unwrap_err().line, 6);
+
+    // A writer that finds the file shorter than it left it says so in the trail.
+    let path = temp("cut-live").join("audit.log");
+    let mut w = writer(path.clone(), 4, None);
+    w.append(&events(10)).unwrap();
+    std::fs::write(&path, join(&lines(&std::fs::read(&path).unwrap())[..6])).unwrap();
+    w.append(&events(1)).unwrap();
+    let after = std::fs::read(&path).unwrap();
+    assert!(check(&after).is_ok());
+    let text = String::from_utf8(after).unwrap();
+    assert!(text.contains("\"reason\":\"audit_trail_cut\""), "{text}");
 }

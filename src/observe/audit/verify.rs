@@ -40,8 +40,28 @@ impl std::fmt::Display for Bad {
     }
 }
 
+/// A checkpoint known from outside the file (the gateway logs each one): its seq and line hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+impl std::str::FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Expect, String> {
+        let (seq, hash) = s.split_once(':').ok_or("write SEQ:SHA256 (from the `audit checkpoint` log line)")?;
+        Ok(Expect {
+            seq: seq.parse().map_err(|_| format!("`{seq}` is not a sequence number"))?,
+            hash: parse_hex(hash).ok_or("the hash is 64 lowercase hex digits")?,
+        })
+    }
+}
+
 struct Walk<'k> {
     keys: Vec<(String, &'k [u8; 32])>,
+    expect: Option<Expect>,
+    expect_seen: bool,
     seq: Option<u64>,
     /// The last line's hash, line number and sequence number, and whether it was a signed line.
     last: Option<(Hash, usize, u64, bool)>,
@@ -56,9 +76,13 @@ type Fault = (usize, Option<u64>, String);
 /// Verifies `files` (in chain order: rotated files oldest first, the live file last) against the
 /// public keys `keys` (each checkpoint names the id of the key that signed it; several keys verify a
 /// trail whose signing key was replaced).
-pub fn verify(files: &[Input<'_>], keys: &[[u8; 32]]) -> Result<Report, Bad> {
+///
+/// With `expect`, the trail must still hold that checkpoint: cutting the file's end back past it fails.
+pub fn verify(files: &[Input<'_>], keys: &[[u8; 32]], expect: Option<Expect>) -> Result<Report, Bad> {
     let mut w = Walk {
         keys: keys.iter().map(|k| (key_id(k), k)).collect(),
+        expect,
+        expect_seen: false,
         seq: None,
         last: None,
         every: 0,
@@ -72,6 +96,12 @@ pub fn verify(files: &[Input<'_>], keys: &[[u8; 32]]) -> Result<Report, Bad> {
             seq,
             why,
         })?;
+    }
+    if let (Some(e), false) = (expect, w.expect_seen) {
+        let (line, seq) = w.last.map_or((1, None), |(_, l, s, _)| (l + 1, s.checked_add(1)));
+        let name = files.last().map_or("", |f| f.name);
+        let why = format!("the trail ends before the expected checkpoint (seq {}): records were cut", e.seq);
+        return Err(Bad { file: name.to_owned(), line, seq, why });
     }
     w.report.unanchored = w.since_signed;
     Ok(w.report)
@@ -160,8 +190,15 @@ impl Walk<'_> {
                 return Err((line_no, seq, why));
             }
         }
+        let hash = hash_line(bytes);
+        if let Some(e) = self.expect.filter(|e| e.seq == line.seq) {
+            if !signed || e.hash != hash {
+                return Err((line_no, seq, "not the expected checkpoint (its hash differs)".into()));
+            }
+            self.expect_seen = true;
+        }
         self.seq = Some(line.seq);
-        self.last = Some((hash_line(bytes), line_no, line.seq, signed));
+        self.last = Some((hash, line_no, line.seq, signed));
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! A torn last line (a crash in the middle of a write) is cut off before appending: it was never
 //! chained into anything, and appending after it would merge two records into one bad line.
 
-use super::chain::{hash_line, Hash, Line, Signer, Start, GENESIS};
+use super::chain::{hash_line, hex, Hash, Line, Signer, Start, GENESIS};
 use crate::events::Event;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,6 +32,8 @@ pub(super) struct Writer {
     pub(super) unanchored_since: Option<Instant>,
     /// Written but not yet fsynced.
     pub(super) dirty: bool,
+    /// The checkpoint in the buffer being written, logged once it is.
+    logged_checkpoint: Option<(u64, Hash)>,
 }
 
 fn now_ms() -> i64 {
@@ -52,6 +54,7 @@ impl Writer {
             unanchored: 0,
             unanchored_since: None,
             dirty: false,
+            logged_checkpoint: None,
         }
     }
 
@@ -103,6 +106,7 @@ impl Writer {
         self.push_line(buf, |s, seq, prev| s.signed_line(seq, now_ms(), prev, None));
         self.unanchored = 0;
         self.unanchored_since = None;
+        self.logged_checkpoint = Some((self.seq, self.last));
     }
 
     fn write(&mut self, file: &mut File, buf: &[u8]) -> io::Result<()> {
@@ -111,6 +115,10 @@ impl Writer {
         }
         file.write_all(buf)?;
         self.dirty = true;
+        // Each checkpoint goes to the log too: a copy outside the file, for `verify --expect`.
+        if let Some((seq, hash)) = self.logged_checkpoint.take() {
+            tracing::info!(file = %self.path.display(), seq, sha256 = %hex(&hash), "audit checkpoint");
+        }
         let meta = file.metadata()?;
         self.known = Some((meta.ino(), meta.len()));
         Ok(())
@@ -161,6 +169,10 @@ impl Writer {
         if self.known == Some((meta.ino(), meta.len())) {
             return Ok(());
         }
+        // Writers only append (a torn line is only ever cut by the writer that finds it, and a line
+        // this writer wrote is complete): a file shorter than this writer left it was cut.
+        let shrank =
+            self.known.filter(|&(ino, len)| ino == meta.ino() && meta.len() < len).map(|(_, len)| (len, self.seq));
         let mut len = meta.len();
         let mut tail = read_tail(file, len)?;
         // Cut a torn last line (a crash mid-write); it was never part of the chain.
@@ -194,6 +206,20 @@ impl Writer {
         self.unanchored = if after == lines.len() && len > tail.len() as u64 { self.every } else { after as u32 };
         self.unanchored_since = (self.unanchored > 0).then(Instant::now);
         self.known = Some((meta.ino(), len));
+        if let Some((was_len, was_seq)) = shrank {
+            tracing::error!(file = %self.path.display(), was_len, len, was_seq, seq = self.seq, "audit trail: the file was cut");
+            // Said in the trail itself too, anchored by the next checkpoint.
+            let event = Event::new(crate::events::Kind::AdminAction, "audit_trail_cut")
+                .severity(crate::events::Severity::Critical)
+                .attr("bytes_before", was_len)
+                .attr("bytes_after", len)
+                .attr("seq_before", was_seq)
+                .attr("seq_after", self.seq);
+            let mut buf = Vec::new();
+            self.push_line(&mut buf, |s, seq, prev| s.event_line(seq, now_ms(), prev, &event));
+            self.push_checkpoint(&mut buf);
+            self.write(file, &buf)?;
+        }
         Ok(())
     }
 
