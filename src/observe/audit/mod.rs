@@ -165,7 +165,11 @@ impl Queue {
         p.optional += usize::from(!audited);
         p.events.push_back(event);
         self.depth.set(i64::try_from(p.events.len()).unwrap_or(i64::MAX));
-        self.ready.notify_one();
+        // The writer only waits on an empty queue: a push onto a non-empty one needs no wake-up (and
+        // no futex call on the request path).
+        if p.events.len() == 1 {
+            self.ready.notify_one();
+        }
     }
 
     /// What is queued, waiting until something is or `deadline` passes; and whether the queue closed.
@@ -295,7 +299,10 @@ impl Run {
                 };
                 if due {
                     if let Err(e) = self.writer.sync() {
-                        tracing::error!(error = %e, "audit trail: fsync failed");
+                        failures += 1;
+                        if failures.is_power_of_two() {
+                            tracing::error!(error = %e, failures, "audit trail: fsync failed");
+                        }
                     }
                     dirty_since = None;
                 }
