@@ -173,9 +173,10 @@ fn command_trail(cfg: &config::file::FileConfig) -> Result<CommandTrail, String>
     let Some(audit) = &cfg.audit else {
         return Ok(CommandTrail(None));
     };
+    let process_key = crate::observe::privacy::ProcessKey::default();
     let privacy = crate::observe::privacy::Privacy::new(
         cfg.logging.client_ip,
-        cfg.logging.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+        cfg.logging.hash_key.as_ref().map_or(&process_key.0[..], |k| k.expose().as_bytes()),
     );
     crate::observe::audit::CliTrail::open(audit, privacy)
         .map(|t| CommandTrail(Some(Arc::new(t))))

@@ -171,7 +171,7 @@ fn commands_and_gateway_share_one_trail_that_verifies_and_every_tampering_is_nam
         assert!(kinds.iter().any(|t| t == k), "{k} missing: {kinds:?}");
     }
     let text = all.join("\n");
-    assert!(text.contains(&format!("\"key_id\":\"{key_id}\"")), "{text}");
+    assert!(text.contains(&format!("\"rule\":\"{key_id}\"")), "{text}");
     assert!(!text.contains(key.trim()) && !text.contains(HMAC), "a secret reached the trail");
     assert!(!text.contains("PRIVATE KEY"));
     let (code, out, err) = verify(std::slice::from_ref(&trail), &public);

@@ -1,7 +1,7 @@
 //! `portcullis bans -c CONFIG add|list|remove`: bans in the config's `store:` file. A running gateway
 //! on the same store picks changes up within about a second.
 
-use super::bans::{now_ms, BanStore, RedisBans, Target};
+use super::bans::{now_ms, Ban, BanStore, Bans, RedisBans, Target};
 use crate::events::{Emitter, Event, Kind};
 use crate::fleet::{Fleet, RedisConfig};
 use crate::store::StoreConfig;
@@ -67,9 +67,14 @@ impl Backend {
     }
 }
 
-/// A ban event for the audit trail, by the command's actor.
-fn ban_event(kind: Kind, reason: &'static str, id: i64) -> Event {
-    Event::new(kind, reason).rule(id.to_string()).principal(crate::observe::audit::actor()).attr("via", "cli")
+/// A ban event (as the gateway writes them) marked as the command's: who ran it, and why.
+fn by_command(event: Event, why: &str) -> Event {
+    let event = event.attr("actor", crate::observe::audit::actor()).attr("via", "cli");
+    if why.is_empty() {
+        event
+    } else {
+        event.attr("ban_reason", why.to_owned())
+    }
 }
 
 /// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store; changes are emitted to
@@ -104,16 +109,8 @@ pub fn run(
             }
             let until = now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
             let id = bans.add(&target, until, &reason)?;
-            let mut event = ban_event(Kind::BanSet, "manual", id).attr("until", crate::events::rfc3339_ms(until));
-            event = match &target {
-                Target::Ip(ip) => event.client_ip(*ip),
-                Target::Prefix(n) => event.attr("prefix", n.to_string()),
-                Target::Principal(p) => event.attr("target_principal", p.clone()),
-            };
-            if !reason.is_empty() {
-                event = event.attr("ban_reason", reason.clone());
-            }
-            audit.emit(event);
+            let ban = Ban { id, target, reason, source: "manual".into(), created_at: now_ms(), expires_at: until };
+            audit.emit(by_command(Bans::ban_event(Kind::BanSet, "command", &ban), &ban.reason));
             eprintln!("banned until {}", utc(until));
             println!("{id}");
         }
@@ -144,10 +141,15 @@ pub fn run(
             }
         }
         BansCommand::Remove { id } => {
+            let ban = bans.list(None)?.into_iter().find(|b| b.id == id);
             if !bans.remove(id)? {
                 return Err(format!("no ban {id}"));
             }
-            audit.emit(ban_event(Kind::BanExpired, "lifted", id));
+            let event = match &ban {
+                Some(b) => Bans::ban_event(Kind::BanExpired, "lifted", b),
+                None => Event::new(Kind::BanExpired, "lifted").rule(id.to_string()),
+            };
+            audit.emit(by_command(event, ""));
             eprintln!("ban {id} lifted");
         }
     }

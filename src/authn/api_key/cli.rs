@@ -38,12 +38,13 @@ pub enum KeysCommand {
     Hash,
 }
 
-/// A `key.lifecycle` event for the audit trail: the key's id and principal, never the key.
+/// A `key.lifecycle` event for the audit trail: the key's id (as `rule`) and principal, by the OS user
+/// who ran the command (`principal`); never the key.
 fn lifecycle(authenticator: &str, action: &'static str, id: &str, principal: &str) -> Event {
     Event::new(Kind::KeyLifecycle, action)
+        .rule(id.to_owned())
         .principal(crate::observe::audit::actor())
         .attr("authenticator", authenticator.to_owned())
-        .attr("key_id", id.to_owned())
         .attr("key_principal", principal.to_owned())
         .attr("via", "cli")
 }
