@@ -160,6 +160,21 @@ fn rotation_keeps_the_chain_across_files() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The verifier refuses, never panics on, any bytes: cut, spliced or random (what the fuzz target
+    /// `audit_verify` does at length).
+    #[test]
+    fn any_input_is_refused_or_accepted_without_panic(cut in 0usize..4000, junk in prop::collection::vec(any::<u8>(), 0..64)) {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let bytes = BYTES.get_or_init(|| sample("junk"));
+        let cut = cut % bytes.len();
+        let mut t = bytes[..cut].to_vec();
+        t.extend_from_slice(&junk);
+        t.extend_from_slice(&bytes[cut..]);
+        let _ = check(&t);
+        let _ = check(&junk);
+        let _ = check(&bytes[..cut]);
+    }
+
     /// Any change of one byte in the anchored part (through the last checkpoint) is detected.
     #[test]
     fn any_byte_changed_in_the_anchored_part_is_detected(pos in 0usize..10_000, byte in any::<u8>()) {
