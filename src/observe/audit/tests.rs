@@ -215,4 +215,11 @@ fn cutting_the_end_is_caught_by_an_expected_checkpoint_and_by_a_running_writer()
     assert!(check(&after).is_ok());
     let text = String::from_utf8(after).unwrap();
     assert!(text.contains("\"reason\":\"audit_trail_cut\""), "{text}");
+    // Cut to nothing: a new trail, which begins by saying so.
+    std::fs::write(&path, b"").unwrap();
+    w.append(&events(1)).unwrap();
+    let after = std::fs::read(&path).unwrap();
+    assert!(check(&after).is_ok());
+    let second = String::from_utf8(lines(&after)[1].clone()).unwrap();
+    assert!(second.contains("\"reason\":\"audit_trail_cut\""), "{second}");
 }

@@ -187,25 +187,18 @@ impl Writer {
             len = keep;
         }
         if len == 0 {
+            // A new trail (or one cut to nothing: said below).
             self.seq = 0;
             self.last = GENESIS;
             let mut buf = Vec::new();
             self.push_line(&mut buf, |s, seq, prev| s.signed_line(seq, now_ms(), prev, Some(&Start::default())));
             self.unanchored = 0;
             self.unanchored_since = None;
-            return self.write(file, &buf);
+            self.write(file, &buf)?;
+        } else {
+            self.continue_from(&tail, len)?;
+            self.known = Some((meta.ino(), len));
         }
-        let lines: Vec<&[u8]> = tail.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        let last = lines.last().copied().unwrap_or_default();
-        let parsed = Line::parse(last)
-            .ok_or_else(|| io::Error::other("the audit file's last line is not a record; refusing to append"))?;
-        self.seq = parsed.seq;
-        self.last = hash_line(last);
-        let after = lines.iter().rev().take_while(|l| !Line::parse(l).is_some_and(|p| p.is_signed())).count();
-        // No checkpoint within the window: anchor at the next append.
-        self.unanchored = if after == lines.len() && len > tail.len() as u64 { self.every } else { after as u32 };
-        self.unanchored_since = (self.unanchored > 0).then(Instant::now);
-        self.known = Some((meta.ino(), len));
         if let Some((was_len, was_seq)) = shrank {
             tracing::error!(file = %self.path.display(), was_len, len, was_seq, seq = self.seq, "audit trail: the file was cut");
             // Said in the trail itself too, anchored by the next checkpoint.
@@ -220,6 +213,21 @@ impl Writer {
             self.push_checkpoint(&mut buf);
             self.write(file, &buf)?;
         }
+        Ok(())
+    }
+
+    /// The chain state from the file's last lines (`tail`, the end of a file of `len` bytes).
+    fn continue_from(&mut self, tail: &[u8], len: u64) -> io::Result<()> {
+        let lines: Vec<&[u8]> = tail.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let last = lines.last().copied().unwrap_or_default();
+        let parsed = Line::parse(last)
+            .ok_or_else(|| io::Error::other("the audit file's last line is not a record; refusing to append"))?;
+        self.seq = parsed.seq;
+        self.last = hash_line(last);
+        let after = lines.iter().rev().take_while(|l| !Line::parse(l).is_some_and(|p| p.is_signed())).count();
+        // No checkpoint within the window: anchor at the next append.
+        self.unanchored = if after == lines.len() && len > tail.len() as u64 { self.every } else { after as u32 };
+        self.unanchored_since = (self.unanchored > 0).then(Instant::now);
         Ok(())
     }
 
