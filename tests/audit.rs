@@ -163,6 +163,9 @@ fn commands_and_gateway_share_one_trail_that_verifies_and_every_tampering_is_nam
         assert!(Instant::now() < deadline, "no `audit checkpoint` log line for seq {last_seq}");
         std::thread::sleep(Duration::from_millis(20));
     };
+    let metrics = gw.metrics();
+    let sent = metric(&metrics, r#"portcullis_exporter_events_total{exporter="audit",result="sent"}"#);
+    assert!(sent.is_some_and(|n| n >= 13.0), "{metrics}");
     drop(gw);
 
     let all = lines(&trail);

@@ -223,3 +223,25 @@ fn cutting_the_end_is_caught_by_an_expected_checkpoint_and_by_a_running_writer()
     let second = String::from_utf8(lines(&after)[1].clone()).unwrap();
     assert!(second.contains("\"reason\":\"audit_trail_cut\""), "{second}");
 }
+
+#[test]
+fn a_full_queue_drops_security_events_but_keeps_audited_ones() {
+    use super::{Pending, Queue, QUEUE};
+    let q = Queue {
+        state: std::sync::Mutex::new(Pending::default()),
+        ready: std::sync::Condvar::new(),
+        dropped: Default::default(),
+        depth: Default::default(),
+    };
+    for _ in 0..QUEUE + 10 {
+        q.push(Event::new(Kind::AuthnFailure, "missing_credentials"));
+    }
+    assert_eq!(q.dropped.get(), 10);
+    for _ in 0..5 {
+        q.push(Event::new(Kind::BanSet, "command"));
+    }
+    assert_eq!(q.dropped.get(), 10);
+    let (batch, closed) = q.take(Some(std::time::Instant::now()));
+    assert_eq!((batch.len(), closed), (QUEUE + 5, false));
+    assert_eq!(q.depth.get(), 0);
+}
