@@ -582,7 +582,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         cfg.logging.client_ip,
         cfg.logging.hash_key.as_ref().map_or(&lasting.log_key.0[..], |k| k.expose().as_bytes()),
     );
-    let audit = lasting.audit.trail(cfg.audit.as_ref()).map_err(|e| CompileError::new("audit", "", e))?;
+    let audit = lasting.audit.trail(cfg.audit.as_ref(), metrics).map_err(|e| CompileError::new("audit", "", e))?;
     let audit_security = cfg.audit.as_ref().is_some_and(|a| a.security_events);
     let (events, events_activation) = lasting
         .events
