@@ -145,7 +145,13 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Quickstart => match config::parse(QUICKSTART, Path::new("examples/quickstart.yaml (built in)")) {
-            Ok(cfg) => serve(cfg, None, true),
+            Ok(mut cfg) => match quickstart_audit(&mut cfg) {
+                Ok(()) => serve(cfg, None, true),
+                Err(e) => {
+                    eprintln!("portcullis: quickstart audit trail: {e}");
+                    ExitCode::from(70)
+                }
+            },
             Err(e) => usage(&e),
         },
     }
@@ -298,6 +304,16 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
     };
     if quickstart {
         print_quickstart();
+        if let Some(a) = &cfg.audit {
+            let public = a.file.with_file_name("audit.pub");
+            println!(
+                "Audit trail (signed, hash-chained; every security event too): {}\nVerify it with:\n  \
+                 portcullis audit verify {} --key {}\n",
+                a.file.display(),
+                a.file.display(),
+                public.display()
+            );
+        }
     }
     let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), lasting });
     match tokio_rt.block_on(crate::server::run(shared, path)) {
@@ -308,6 +324,25 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
             ExitCode::from(70)
         }
     }
+}
+
+/// The quickstart's audit trail: a new directory under the temporary directory, with a signing key made
+/// now (`audit.key`, its public half `audit.pub`) and the trail `audit.log`, named when the gateway
+/// starts along with the command that verifies it.
+fn quickstart_audit(cfg: &mut config::file::FileConfig) -> Result<(), String> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let dir = std::env::temp_dir().join(format!("portcullis-quickstart-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    let key = dir.join("audit.key");
+    crate::observe::audit::cli::keygen(&key, Some(&dir.join("audit.pub")))?;
+    let yaml = format!(
+        "file: {}\nsigning_key: ${{file:{}}}\ncheckpoint_every: 20\ncheckpoint_interval: 5s\nsecurity_events: true\n",
+        dir.join("audit.log").display(),
+        key.display()
+    );
+    let audit: crate::observe::audit::AuditConfig = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
+    cfg.audit = Some(audit);
+    Ok(())
 }
 
 fn print_quickstart() {
