@@ -69,7 +69,7 @@ impl Backend {
 
 /// A ban event (as the gateway writes them) marked as the command's: who ran it, and why.
 fn by_command(event: Event, why: &str) -> Event {
-    let event = event.attr("actor", crate::observe::audit::actor()).attr("via", "cli");
+    let event = event.attr("actor", crate::events::actor()).attr("via", "cli");
     if why.is_empty() {
         event
     } else {

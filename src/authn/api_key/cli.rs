@@ -43,7 +43,7 @@ pub enum KeysCommand {
 fn lifecycle(authenticator: &str, action: &'static str, id: &str, principal: &str) -> Event {
     Event::new(Kind::KeyLifecycle, action)
         .rule(id.to_owned())
-        .principal(crate::observe::audit::actor())
+        .principal(crate::events::actor())
         .attr("authenticator", authenticator.to_owned())
         .attr("key_principal", principal.to_owned())
         .attr("via", "cli")

@@ -59,7 +59,7 @@ fn verify_files(files: &[PathBuf], keys: &[PathBuf], expect: Option<super::verif
     let mut public = Vec::new();
     for key in keys {
         let read = std::fs::read(key).map_err(|e| e.kind().to_string());
-        match read.and_then(|t| crate::authn::signature::ed25519_key(&t)) {
+        match read.and_then(|t| crate::secret::ed25519_public_key(&t)) {
             Ok(k) => public.push(k),
             Err(e) => {
                 eprintln!("portcullis audit verify: key `{}`: {e}", key.display());

@@ -371,13 +371,7 @@ impl Sink for CliTrail {
     }
 }
 
-/// Who runs a command: the OS user, or `cli`.
-pub fn actor() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "cli".to_owned())
-}
+pub use crate::events::actor;
 
 #[cfg(test)]
 mod tests;
