@@ -119,9 +119,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             let kind = (reject.kind().0, reject.detail());
             let place = ex.refused_at.map(Place::as_str);
             tracing::debug!(request_id, problem = kind.0, reason = kind.1, stage = place, "request refused");
+            if rt.events.is_enabled() {
+                derived_event(&mut ex, &reject);
+            }
             (reject.into_response(request_id), Some(kind))
         }
     };
+    if !ex.events.is_empty() {
+        emit_events(&rt.events, &mut ex, resp.status().as_u16());
+    }
     rt.guard.observe(client_ip, resp.status().as_u16());
     // Response side: security headers, then record.
     let h = resp.headers_mut();
@@ -167,6 +173,48 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp
+}
+
+/// Adds the event a refusal is when no stage noted one of its kind (head limits, route match and the
+/// guards refuse without noting; an authorization denial names the rule that decided).
+fn derived_event(ex: &mut Exchange<'_>, reject: &Reject) {
+    use crate::events::Kind;
+    let Some(mut noted) = reject.event() else { return };
+    let covered = ex
+        .events
+        .iter()
+        .any(|n| n.kind == noted.kind || (noted.kind == Kind::RateLimited && n.kind == Kind::QuotaExceeded));
+    if covered {
+        return;
+    }
+    if noted.kind == Kind::AuthzDenied {
+        if let Some(d) = ex.authz.as_ref().filter(|d| !d.allowed) {
+            noted.rule = Some(d.rule.to_string().into());
+        }
+    }
+    if let Some(place) = ex.refused_at {
+        noted = noted.attr("stage", place.as_str());
+    }
+    ex.events.push(noted);
+}
+
+/// Completes what stages noted with the request's context and sends it (`crate::events`).
+fn emit_events(emitter: &crate::events::Emitter, ex: &mut Exchange<'_>, status: u16) {
+    let noted = std::mem::take(&mut ex.events);
+    if !emitter.is_enabled() {
+        return;
+    }
+    for n in noted {
+        let mut e = crate::events::Event::from_noted(n);
+        e.request_id = Some(ex.request_id.into());
+        e.principal = ex.principal.as_ref().map(|p| p.id.as_str().into());
+        e.client_ip = Some(ex.client_ip);
+        e.route = ex.route.clone();
+        e.method = Some(ex.parts.method.as_str().into());
+        e.path = Some(ex.path().into());
+        e.status = Some(status);
+        emitter.emit(e);
+    }
 }
 
 /// `RateLimit-Policy`, `RateLimit` and, on a refusal, `Retry-After`.

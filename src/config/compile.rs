@@ -25,6 +25,15 @@ pub use crate::pipeline::runtime::{AdminRt, Credentials, Lasting, ListenerRt, Ru
 
 /// Where requests carry credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and
 /// the header and query parameter of every `api_key` authenticator.
+/// What logs never quote: `logging.redact`, and the header and query parameter of every credential.
+fn redactor(cfg: &FileConfig) -> crate::observe::redact::Redactor {
+    let c = credentials(&cfg.authenticators);
+    let names = cfg.logging.redact.iter().map(String::as_str);
+    crate::observe::redact::Redactor::new(
+        names.chain(c.headers.iter().map(http::HeaderName::as_str)).chain(c.query_params.iter().map(String::as_str)),
+    )
+}
+
 fn credentials(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>) -> Credentials {
     let mut c = Credentials::default();
     for name in ["authorization", "proxy-authorization", "cookie", "x-api-key"] {
@@ -213,6 +222,7 @@ struct Named<'a> {
     openapi: &'a crate::validate::openapi::Documents,
     respond: &'a crate::respond::protect::Defaults,
     inspect: Option<&'a crate::inspect::InspectConfig>,
+    redactor: &'a Arc<crate::observe::redact::Redactor>,
 }
 
 fn route(
@@ -222,7 +232,8 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect, redactor } =
+        *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -359,7 +370,8 @@ fn route(
     }
     if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
         let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
-        let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
+        let inspection =
+            crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone(), redactor.clone());
         stages.push(Stage::Inspection(Box::new(inspection)));
     }
     let mut protect =
@@ -506,6 +518,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .map_err(|(name, m)| CompileError::new("openapi", name, m))?;
     let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
         .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
+    let redactor = Arc::new(redactor(cfg));
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -516,6 +529,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         openapi: &openapi,
         respond: &respond,
         inspect: cfg.inspect.as_ref(),
+        redactor: &redactor,
     };
     let bans = lasting
         .guard

@@ -8,6 +8,7 @@ pub mod events;
 pub mod logfile;
 pub mod metrics;
 pub mod privacy;
+pub mod redact;
 
 use http::Method;
 use metrics::{Metrics, RouteMetrics};

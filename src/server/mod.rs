@@ -304,6 +304,13 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
     let id = request_id.to_str().unwrap_or_default();
     let problem = (reject.kind().0, reject.detail());
     tracing::debug!(request_id = id, problem = problem.0, reason = problem.1, "request head refused");
+    if let Some(noted) = reject.event().filter(|_| rt.events.is_enabled()) {
+        let mut e = crate::events::Event::from_noted(noted.attr("stage", crate::exchange::Place::HeadLimits.as_str()));
+        e.request_id = Some(id.into());
+        e.client_ip = Some(info.peer.ip());
+        e.status = Some(reject.status().as_u16());
+        rt.events.emit(e);
+    }
     let mut resp = reject.into_response(id);
     let h = resp.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("close"));
