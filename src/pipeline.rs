@@ -108,8 +108,24 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     } else {
         (Box::default(), Box::default())
     };
-    let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
     let mut out = Outcome::default();
+    // The access log's request facts: the user agent and, for a request with a body, its summary.
+    let mut user_agent = None;
+    let mut content_type = None;
+    if rt.access_log {
+        user_agent = parts.headers.get(http::header::USER_AGENT).map(|v| log_text(v.as_bytes(), 256));
+        if !http_body::Body::is_end_stream(&body) {
+            let media = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::content::media_type);
+            let json = media.as_ref().is_some_and(crate::content::MediaType::is_json);
+            content_type = media.map(|m| log_text(m.essence.as_bytes(), 128));
+            out.tap = Some(crate::observe::payload::Tap::shared(&rt.privacy, json));
+        }
+    }
+    let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
     // allocation costs less than copying kilobytes of state on the way.
     let result = Box::pin(run(&rt, listener, &mut ex, &request_id_header, &mut out)).await;
@@ -127,6 +143,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     };
     if !ex.events.is_empty() {
         emit_events(&rt.events, &mut ex, resp.status().as_u16());
+    }
+    // A body a stage read whole and that was refused never passed the upstream's tap.
+    if let (Some(tap), RequestBody::Buffered(b)) = (&out.tap, &ex.body) {
+        crate::observe::payload::feed(tap, b);
     }
     rt.guard.observe(client_ip, resp.status().as_u16());
     // Response side: security headers, then record.
@@ -167,6 +187,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         authz,
         aborted: false,
         held,
+        user_agent,
+        content_type,
+        payload: out.tap.take(),
+        privacy: rt.privacy.clone(),
         access_log: rt.access_log,
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
         metrics: shared.lasting.metrics.clone(),
@@ -234,6 +258,14 @@ struct Outcome {
     route: Option<Arc<Route>>,
     /// An allowed `Origin` on a CORS route, answered with CORS headers.
     cors_origin: Option<HeaderValue>,
+    /// The access log's payload summary of the request body.
+    tap: Option<crate::observe::payload::SharedTap>,
+}
+
+/// Bytes a client sent, fit for a log field: at most `max` bytes, lossy UTF-8, control characters as `?`.
+fn log_text(bytes: &[u8], max: usize) -> Box<str> {
+    let cut = &bytes[..bytes.len().min(max)];
+    String::from_utf8_lossy(cut).chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn host_of_str<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
@@ -293,7 +325,7 @@ async fn run(
         headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
     route.protect.prepare_request(&mut ex.parts.headers);
-    let (outgoing, body) = upstream_request(rt, ex, found, target, request_id);
+    let (outgoing, body) = upstream_request(rt, ex, found, target, request_id, out.tap.clone());
     let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
@@ -429,6 +461,7 @@ fn upstream_request(
     found: headers::Found,
     target: PathAndQuery,
     request_id: &HeaderValue,
+    tap: Option<crate::observe::payload::SharedTap>,
 ) -> (Outgoing, LimitedBody) {
     let mut headers = std::mem::take(&mut ex.parts.headers);
     if found.has(headers::Found::COOKIE) {
@@ -467,10 +500,15 @@ fn upstream_request(
         added.identify(p.clone());
     }
     let body = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
-        RequestBody::Buffered(bytes) => LimitedBody::full(bytes),
+        RequestBody::Buffered(bytes) => {
+            if let Some(tap) = &tap {
+                crate::observe::payload::feed(tap, &bytes);
+            }
+            LimitedBody::full(bytes)
+        }
         RequestBody::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
         RequestBody::Streaming(body) => {
-            LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone())
+            LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone()).with_tap(tap)
         }
     };
     (Outgoing { method: ex.parts.method.clone(), target, headers, added }, body)

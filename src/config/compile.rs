@@ -535,6 +535,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .guard
         .bans(cfg.store.as_ref(), fleet.as_ref().filter(|_| cfg.redis.as_ref().is_some_and(|r| r.share_bans)))
         .map_err(|m| CompileError::new("sqlite", "", m))?;
+    bans.set_events(lasting.events.handle());
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
@@ -579,7 +580,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     }
     let privacy = crate::observe::privacy::Privacy::new(
         cfg.logging.client_ip,
-        cfg.logging.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+        cfg.logging.hash_key.as_ref().map_or(&lasting.log_key.0[..], |k| k.expose().as_bytes()),
     );
     let audit = lasting.audit.trail(cfg.audit.as_ref()).map_err(|e| CompileError::new("audit", "", e))?;
     let audit_security = cfg.audit.as_ref().is_some_and(|a| a.security_events);
@@ -608,7 +609,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         guard: Arc::new(guard),
         security_headers: respond.headers,
         events,
-        privacy,
+        privacy: Arc::new(privacy),
     })
 }
 
@@ -621,7 +622,7 @@ impl Runtime {
             if let Some(hc) = &up.source.health_check {
                 if up.start_once() {
                     tracing::debug!(upstream = name.as_str(), "starting health checks");
-                    crate::proxy::health::spawn(up, hc.clone());
+                    crate::proxy::health::spawn(up, hc.clone(), self.events.clone());
                 }
             }
         }
