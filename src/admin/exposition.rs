@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn prometheus_text_names_counters_by_their_series() {
         let m = Metrics::new();
-        m.route("app").observe(200, 0.01);
+        m.route("app").observe(200, 0.01, None);
         m.reloads.inc();
         let om = m.encode();
         assert!(om.contains("# TYPE portcullis_reloads counter\n") && om.ends_with("# EOF\n"), "{om}");
