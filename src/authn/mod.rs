@@ -602,8 +602,8 @@ impl Authn {
             .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
             .inc();
         tracing::info!(
+            // The client address is in the access log line and the event, as `logging.client_ip` says.
             request_id = ex.request_id,
-            client_ip = %ex.client_ip,
             authenticator = name,
             method = method.kind(),
             reason,

@@ -251,8 +251,8 @@ impl AutoBan {
             self.counted.inc();
             tracing::warn!(
                 target: "security",
+                // The address is in the `ban.set` event (as `logging.client_ip` says) and `bans list`.
                 event = "auto_ban",
-                client = %block,
                 last_status = status,
                 answers = self.after,
                 within_ms = self.within_ms,
