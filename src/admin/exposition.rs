@@ -32,10 +32,10 @@ pub(super) fn wants_openmetrics(accept: &str) -> bool {
     openmetrics > 0.0 && openmetrics >= text
 }
 
-/// The Prometheus text format (version 0.0.4) of an OpenMetrics text from [`crate::observe::metrics::Metrics::encode`], for
-/// scrapers that do not ask for OpenMetrics. The samples are the same; what differs is metadata: a
-/// counter's `# HELP`/`# TYPE` name its `_total` series, an info metric is a gauge named `_info`, there
-/// is no `# UNIT`, `# EOF` or exemplar.
+/// The Prometheus text format (version 0.0.4) of an OpenMetrics text from
+/// [`crate::observe::metrics::Metrics::encode`], for scrapers that do not ask for OpenMetrics. The
+/// samples are the same; what differs is metadata: a counter's `# HELP`/`# TYPE` name its `_total`
+/// series, an info metric is a gauge named `_info`, there is no `# UNIT`, `# EOF` or exemplar.
 pub(super) fn to_prometheus_text(openmetrics: &str) -> String {
     let types: std::collections::HashMap<&str, &str> =
         openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' ')).collect();
