@@ -9,6 +9,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # the fleet tests (tests/limits_redis.rs) start their own redis-server per test on a free loopback port
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# the SIEM export tests (tests/events_export.rs) start their own rsyslogd with UDP, TCP and TLS (gtls) inputs
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need_apt+=(rsyslog-gnutls)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   apt-get update -qq

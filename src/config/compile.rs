@@ -587,7 +587,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     let events = lasting
         .events
         .emitter(cfg.events.as_ref(), audit, audit_security, &privacy, metrics)
-        .map_err(|e| CompileError::new("events", "", e))?;
+        .map_err(|f| CompileError::new(f.key, f.value, f.message))?;
     Ok(Runtime {
         listeners,
         limits,
