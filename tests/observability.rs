@@ -22,7 +22,8 @@ fn deploy(path: &str) -> String {
 }
 
 /// A gateway with one route per kind of decision the dashboard shows.
-fn config(upstream: std::net::SocketAddr, jwks: std::net::SocketAddr) -> String {
+/// `siem` is a loopback port nothing listens on: the exporter's small queue fills and drops.
+fn config(upstream: std::net::SocketAddr, jwks: std::net::SocketAddr, siem: std::net::SocketAddr) -> String {
     format!(
         r#"listeners:
   - name: main
@@ -58,6 +59,10 @@ inspect:
   paranoia: 1
 events:
   stdout: true
+  exporters:
+    - name: siem
+      syslog: {{ address: "{siem}", transport: tcp, format: cef }}
+      queue: 2
 routes:
   - name: private
     match:
@@ -283,7 +288,7 @@ fn wait_metric(gw: &Gateway, name: &str, labels: &[&str], min: f64) -> String {
 fn metrics_cover_the_dashboard_and_the_alerts_after_real_traffic() {
     let up = Upstream::start("app");
     let jwks = closed_port(); // the JWT authenticator's key server is down: refreshes fail
-    let yaml = config(up.addr, jwks);
+    let yaml = config(up.addr, jwks, closed_port());
     let gw = Gateway::start(&yaml);
     let base = format!("http://{}", gw.addr("main"));
     let get = |path: &str, extra: &[&str]| {
@@ -312,6 +317,9 @@ fn metrics_cover_the_dashboard_and_the_alerts_after_real_traffic() {
     gw.signal("HUP");
     wait_metric(&gw, "portcullis_reload_failures_total", &[], 1.0);
 
+    // The dead collector: more events than its queue holds were dropped, none sent.
+    wait_metric(&gw, "portcullis_exporter_events_total", &["exporter=\"siem\"", "result=\"dropped\""], 1.0);
+
     // Each of the issue's metrics, with the labels the dashboard and the alerts group by.
     let text =
         wait_metric(&gw, "portcullis_jwks_refreshes_total", &["authenticator=\"sso\"", "result=\"failed\""], 1.0);
@@ -333,6 +341,8 @@ fn metrics_cover_the_dashboard_and_the_alerts_after_real_traffic() {
     at_least("portcullis_security_events_total", &["type=\"authn.failure\""], 3.0);
     at_least("portcullis_rejections_total", &[], 5.0);
     at_least("portcullis_exporter_events_total", &["exporter=\"stdout\"", "result=\"dropped\""], 0.0);
+    at_least("portcullis_exporter_queue_depth", &["exporter=\"siem\""], 0.0);
+    at_least("portcullis_exporter_events_total", &["exporter=\"siem\"", "result=\"sent\""], 0.0);
     at_least("portcullis_active_connections", &[], 0.0);
     at_least("portcullis_upstream_duration_seconds_count", &["route=\"open\""], 4.0);
 
