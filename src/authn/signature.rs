@@ -193,7 +193,7 @@ impl Key {
 }
 
 /// An Ed25519 public key from base64 (raw 32 bytes) or an SPKI PEM block.
-fn ed25519_key(text: &[u8]) -> Result<[u8; 32], String> {
+pub(crate) fn ed25519_key(text: &[u8]) -> Result<[u8; 32], String> {
     let text = text.trim_ascii();
     let raw = if text.starts_with(b"-----BEGIN") {
         use x509_parser::prelude::FromDer;

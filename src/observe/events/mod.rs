@@ -151,7 +151,7 @@ impl Kept {
         audit_security: bool,
         privacy: &Privacy,
         metrics: &Metrics,
-    ) -> Result<Emitter, exporter::Fault> {
+    ) -> Result<(Emitter, Activation), exporter::Fault> {
         let cfg = cfg.cloned().unwrap_or_default();
         let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = match cur.as_ref() {
@@ -173,9 +173,25 @@ impl Kept {
             let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
             Some(Arc::new(Hub { privacy: privacy.clone(), by_kind, outputs: outputs.clone(), audit, audit_security }))
         };
-        self.switch.0.store(hub);
         *cur = Some((cfg, outputs));
-        Ok(Emitter::new(self.switch.clone()))
+        let activation = Activation { switch: self.switch.clone(), hub: Mutex::new(Some(hub)) };
+        Ok((Emitter::new(self.switch.clone()), activation))
+    }
+}
+
+/// A compiled configuration's hub, put in force when its runtime starts (`Runtime::start`): a reload
+/// refused after compiling leaves the running configuration's outputs in force.
+pub struct Activation {
+    switch: Arc<Switch>,
+    hub: Mutex<Option<Option<Arc<Hub>>>>,
+}
+
+impl Activation {
+    /// Sends the process's events to this configuration's outputs (once; later calls do nothing).
+    pub fn activate(&self) {
+        if let Some(hub) = self.hub.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            self.switch.0.store(hub);
+        }
     }
 }
 
