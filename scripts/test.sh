@@ -29,6 +29,13 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 
+# The alert rules' structure and metric names are checked by tests/observability.rs; promtool (Debian's
+# large `prometheus` package, not installed for this) also checks their PromQL when it is on the PATH.
+if command -v promtool >/dev/null 2>&1; then
+  echo "== promtool check rules"
+  promtool check rules deploy/prometheus/alerts.yml
+fi
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast --test-threads 4

@@ -280,7 +280,13 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
             return usage(&e.locate(&text, &text_path));
         }
     };
-    let _log = crate::observe::init_logging(&runtime.log_level);
+    let _log = match crate::observe::init_logging(&runtime.log_level, cfg.logging.access_log_file.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("portcullis: logging.access_log_file: cannot open it: {e}");
+            return ExitCode::from(64);
+        }
+    };
     raise_open_file_limit(runtime.limits.max_connections);
     // One worker: a current-thread runtime runs every task on the main thread, without the
     // work-stealing scheduler's cross-thread wake-ups (the accept loop would otherwise sit on a second
