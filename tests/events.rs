@@ -370,3 +370,96 @@ fn secrets_never_reach_logs_or_events() {
     }
     assert!(out.contains("****1111"), "card numbers in fragments are masked, not dropped");
 }
+
+/// Events from outside requests: an automatic ban set and expired, an upstream target leaving
+/// rotation, and a failed TLS handshake (counted, and an event).
+#[test]
+fn bans_upstream_health_and_tls_handshakes_are_events() {
+    use std::io::{Read, Write};
+    let up = Upstream::start("events-outside");
+    let dead = closed_port();
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - self_signed: [localhost]
+upstreams:
+  app:
+    targets:
+      - address: {up}
+      - address: {dead}
+    health_check:
+      path: /health
+      interval: 200ms
+      timeout: 200ms
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+authenticators:
+  jwt:
+    jwt:
+      issuer: https://issuer.test
+      audiences: [events]
+      algorithms: [HS256]
+      hmac_secret: {SECRET}
+auto_ban: {{ after: 3, statuses: [401], within: 1m, ban_for: 2s }}
+routes:
+  - name: app
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: jwt
+    authorize: authenticated
+events:
+  stdout: true
+logging:
+  level: info
+admin:
+  address: 127.0.0.1:0
+"#,
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml);
+    // The dead target leaves rotation.
+    let e = wait_event(&gw, |e| e["type"] == "upstream.health");
+    assert_eq!(e["reason"], "unhealthy");
+    assert_eq!(e["severity"], "medium");
+    assert_eq!(e["attrs"]["upstream"], "app");
+    assert_eq!(e["attrs"]["target"], dead.to_string());
+    assert_eq!(e["attrs"]["healthy"], false);
+
+    // Three 401s: banned; the fourth request is refused as banned.
+    for _ in 0..3 {
+        assert_eq!(curl(&[&url(&gw, "/x")]).0, 401);
+    }
+    let set = wait_event(&gw, |e| e["type"] == "ban.set");
+    assert_eq!(set["reason"], "auto_ban");
+    assert_eq!(set["severity"], "high");
+    assert_eq!(set["client_ip"], "127.0.0.1");
+    assert_eq!(set["attrs"]["source"], "auto");
+    assert_eq!(curl(&["-H", "X-Request-Id: req-banned-1", &url(&gw, "/x")]).0, 403);
+    let blocked = wait_event(&gw, |e| e["request_id"] == "req-banned-1");
+    assert_eq!(blocked["type"], "guard.blocked");
+    assert_eq!(blocked["reason"], "banned");
+    // Two seconds later the ban runs out; the poll loop notices.
+    let expired = wait_event(&gw, |e| e["type"] == "ban.expired");
+    assert_eq!(expired["rule"], set["rule"]);
+    assert_eq!(expired["reason"], "expired");
+
+    // Plain text to the TLS listener: the handshake fails, is counted, and is an event.
+    let mut s = std::net::TcpStream::connect(gw.addr("tls")).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read(&mut [0u8; 256]);
+    let e = wait_event(&gw, |e| e["type"] == "tls.handshake_failure");
+    assert_eq!(e["attrs"]["listener"], "tls");
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    let reason = e["reason"].as_str().unwrap().to_owned();
+    assert!(["invalid_message", "peer_misbehaved", "incompatible", "other"].contains(&reason.as_str()), "{e}");
+    let m = gw.metrics();
+    let series = format!(r#"portcullis_tls_handshake_failures_total{{listener="tls",reason="{reason}"}}"#);
+    assert_eq!(metric(&m, &series), Some(1.0), "{m}");
+}

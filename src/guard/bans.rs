@@ -368,6 +368,11 @@ impl Bans {
         let _ = self.events.set(events);
     }
 
+    /// `ban.set` for an automatic ban, once its id is final (the store's, when there is one).
+    fn emit_set(&self, ban: &Ban) {
+        self.emit(Bans::ban_event(Kind::BanSet, "auto_ban", ban).severity(crate::events::Severity::High));
+    }
+
     fn emit(&self, event: Event) {
         if let Some(e) = self.events.get() {
             e.emit(event);
@@ -564,12 +569,13 @@ impl Bans {
         }
         state.next_id += 1;
         let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
-        self.emit(Bans::ban_event(Kind::BanSet, "auto_ban", &ban).severity(crate::events::Severity::High));
         if self.store.is_none() && self.redis.is_none() {
             // Expired bans go here (nothing else prunes memory-only bans).
             state.bans.retain(|b| b.expires_at > now);
             let id = state.next_id;
-            state.bans.push(Ban { id, ..ban });
+            let ban = Ban { id, ..ban };
+            self.emit_set(&ban);
+            state.bans.push(ban);
             self.rebuild(&state);
             return true;
         }
@@ -583,14 +589,16 @@ impl Bans {
                     r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto");
                 let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.pending.retain(|p| p.id != ban.id);
-                match written {
+                let ban = match written {
                     // The next poll reads it back with the others.
-                    Ok(id) => state.bans.push(Ban { id, ..ban }),
+                    Ok(id) => Ban { id, ..ban },
                     Err(e) => {
                         tracing::error!(error = %e, "automatic ban not stored in redis; it applies in this process only");
-                        state.bans.push(ban);
+                        ban
                     }
-                }
+                };
+                this.emit_set(&ban);
+                state.bans.push(ban);
                 this.rebuild(&state);
                 return;
             }
@@ -607,16 +615,18 @@ impl Bans {
             })();
             let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
             state.pending.retain(|p| p.id != ban.id);
-            match written {
-                Ok(Some(id)) => state.bans.push(Ban { id, ..ban }),
+            let ban = match written {
+                Ok(Some(id)) => Ban { id, ..ban },
                 // Kept in memory: it still applies here, though the store does not know it.
-                Ok(None) => state.bans.push(ban),
+                Ok(None) => ban,
                 Err(e) => {
                     tracing::error!(error = %e, "automatic ban not stored; it applies in this process only");
                     *conn = None;
-                    state.bans.push(ban);
+                    ban
                 }
-            }
+            };
+            this.emit_set(&ban);
+            state.bans.push(ban);
             this.rebuild(&state);
         };
         match tokio::runtime::Handle::try_current() {
