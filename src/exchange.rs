@@ -162,6 +162,8 @@ pub struct Exchange<'a> {
     /// Security events stages noted (`Exchange::event`); the pipeline adds the request's context and
     /// emits them when the request is recorded. Empty (unallocated) for most requests.
     pub events: Vec<crate::events::Noted>,
+    /// The request's trace (`traces:`); `None` when tracing is off, so it costs nothing then.
+    pub trace: Option<Box<crate::observe::trace::Trace>>,
 }
 
 impl<'a> Exchange<'a> {
@@ -193,6 +195,7 @@ impl<'a> Exchange<'a> {
             limit_headers: None,
             held: Vec::new(),
             events: Vec::new(),
+            trace: None,
             started,
             upstream_duration: None,
         }

@@ -109,6 +109,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         (Box::default(), Box::default())
     };
     let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
+    if let Some(tracer) = &rt.tracer {
+        let trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
+        ex.trace = Some(tracer.start(trusted, &ex.parts.headers, started));
+    }
     let mut out = Outcome::default();
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
     // allocation costs less than copying kilobytes of state on the way.
@@ -122,6 +126,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             (reject.into_response(request_id), Some(kind))
         }
     };
+    if let Some(trace) = ex.trace.take() {
+        trace.finish(&ex, resp.status().as_u16(), problem.map(|p| p.0));
+    }
     rt.guard.observe(client_ip, resp.status().as_u16());
     // Response side: security headers, then record.
     let h = resp.headers_mut();
@@ -245,8 +252,15 @@ async fn run(
         headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
     route.protect.prepare_request(&mut ex.parts.headers);
-    let (outgoing, body) = upstream_request(rt, ex, found, target, request_id);
-    let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
+    let (mut outgoing, body) = upstream_request(rt, ex, found, target, request_id);
+    if let Some(trace) = ex.trace.as_deref_mut() {
+        trace.upstream_start(&mut outgoing.headers);
+    }
+    let forwarded = crate::proxy::forward(&route.upstream, &outgoing, body).await;
+    if let Some(trace) = ex.trace.as_deref_mut() {
+        trace.upstream_end(&route.upstream, &forwarded);
+    }
+    let (mut resp, took) = forwarded?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
     headers::clean_response(resp.headers_mut());

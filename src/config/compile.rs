@@ -573,6 +573,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .events
         .emitter(cfg.events.as_ref(), audit, audit_security, &privacy, metrics)
         .map_err(|e| CompileError::new("events", "", e))?;
+    let tracer = lasting
+        .traces
+        .tracer(cfg.traces.as_ref(), &privacy, metrics)
+        .map_err(|e| CompileError::new("traces", "", e))?;
     Ok(Runtime {
         listeners,
         limits,
@@ -595,6 +599,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         security_headers: respond.headers,
         events,
         privacy,
+        tracer,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod events;
 pub mod metrics;
 pub mod privacy;
+pub mod trace;
 
 use http::Method;
 use metrics::{Metrics, RouteMetrics};

@@ -39,6 +39,8 @@ pub struct Runtime {
     pub events: crate::events::Emitter,
     /// `logging.client_ip` and the log key.
     pub privacy: crate::observe::privacy::Privacy,
+    /// `traces:`: OpenTelemetry spans and W3C trace context; `None` when off.
+    pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
 
 pub struct ListenerRt {
@@ -109,4 +111,5 @@ pub struct Lasting {
     pub self_signed: crate::tls::server::SelfSignedCache,
     pub events: crate::observe::events::Kept,
     pub audit: crate::observe::audit::Kept,
+    pub traces: crate::observe::trace::Kept,
 }

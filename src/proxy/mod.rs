@@ -201,6 +201,13 @@ pub struct UpstreamBody {
     _outstanding: Outstanding,
 }
 
+impl UpstreamBody {
+    /// The target that answered (for traces).
+    pub fn target(&self) -> &Target {
+        &self._outstanding.0
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = crate::exchange::BoxError;

@@ -1,0 +1,204 @@
+//! The spans of one request, as the pipeline reports them: [`Tracer::start`] when the request arrives,
+//! [`Trace::stage`] after each stage of the route's chain, [`Trace::upstream_start`] and
+//! [`Trace::upstream_end`] around the upstream call, and [`Trace::finish`] when the answer is known. An
+//! unsampled trace records nothing (no clock reads) and only propagates its context.
+
+use super::context::{self, SpanId, TraceId, TRACEPARENT, TRACESTATE};
+use super::export::{ClientSpan, Exporter, Finished, StageSpan};
+use super::TracesConfig;
+use crate::exchange::{Exchange, Place};
+use crate::observe::metrics::Metrics;
+use crate::observe::privacy::Privacy;
+use crate::proxy::{Upstream, UpstreamBody};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The compiled `traces:` section: sampling, and the exporter spans go to.
+pub struct Tracer {
+    threshold: u64,
+    exporter: Arc<Exporter>,
+    privacy: Arc<Privacy>,
+}
+
+impl Tracer {
+    /// Begins the trace of a request that arrived at `started`. The incoming `traceparent` is continued
+    /// (its trace id, parent span and sampled flag) only when `peer_trusted`; from any other peer it is
+    /// ignored and a new trace starts, sampled at `sample_ratio`.
+    pub fn start(self: &Arc<Self>, peer_trusted: bool, headers: &HeaderMap, started: Instant) -> Box<Trace> {
+        let parent = if peer_trusted { context::incoming(headers) } else { None };
+        let (trace_id, parent_span, sampled, state) = match parent {
+            Some(p) => (p.trace_id, Some(p.span_id), p.sampled, p.state),
+            None => {
+                let id = context::new_trace_id();
+                (id, None, context::sampled_by_ratio(&id, self.threshold), None)
+            }
+        };
+        let (start_unix_ns, host) = if sampled {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let host = headers.get(http::header::HOST).cloned();
+            (nanos(now.saturating_sub(started.elapsed())), host)
+        } else {
+            (0, None)
+        };
+        Box::new(Trace {
+            trace_id,
+            span_id: context::new_span_id(),
+            parent_span,
+            sampled,
+            state,
+            started,
+            start_unix_ns,
+            host,
+            stages: Vec::new(),
+            upstream: None,
+            tracer: self.clone(),
+        })
+    }
+}
+
+/// What `proxy::forward` returns.
+type Forwarded = Result<(http::Response<UpstreamBody>, Duration), crate::exchange::Reject>;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One request's trace context and, when sampled, its spans so far.
+pub struct Trace {
+    trace_id: TraceId,
+    /// The server span: the gateway's handling of the request.
+    span_id: SpanId,
+    parent_span: Option<SpanId>,
+    sampled: bool,
+    state: Option<HeaderValue>,
+    started: Instant,
+    start_unix_ns: u64,
+    /// The request's `Host` (for `server.address`), kept before the headers go upstream.
+    host: Option<HeaderValue>,
+    stages: Vec<StageSpan>,
+    upstream: Option<ClientSpan>,
+    tracer: Arc<Tracer>,
+}
+
+impl Trace {
+    /// True when this request's spans are recorded and exported (the caller reads the clock for them).
+    pub fn recording(&self) -> bool {
+        self.sampled
+    }
+
+    /// A stage of the route's chain ran from `began` to now; `refused` when it ended the request.
+    pub fn stage(&mut self, place: Place, began: Instant, refused: bool) {
+        if self.sampled {
+            let start = began.saturating_duration_since(self.started);
+            let end = self.started.elapsed();
+            self.stages.push(StageSpan { place, span_id: context::new_span_id(), start, end, refused });
+        }
+    }
+
+    /// The upstream call begins: its client span's context replaces any `traceparent` and `tracestate`
+    /// in `headers` (the outgoing request's), so the upstream's spans are children of the gateway's.
+    pub fn upstream_start(&mut self, headers: &mut HeaderMap) {
+        let span_id = context::new_span_id();
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        headers
+            .insert(HeaderName::from_static(TRACEPARENT), context::traceparent(&self.trace_id, &span_id, self.sampled));
+        if let Some(state) = &self.state {
+            headers.insert(HeaderName::from_static(TRACESTATE), state.clone());
+        }
+        let start = if self.sampled { self.started.elapsed() } else { Duration::ZERO };
+        self.upstream =
+            Some(ClientSpan { span_id, start, end: start, upstream: None, address: None, outcome: Err("unfinished") });
+    }
+
+    /// The upstream call ended with `result` (what `proxy::forward` returned): the target that answered
+    /// and its status, or why it failed (the target named only when the upstream has one).
+    pub fn upstream_end(&mut self, upstream: &Upstream, result: &Forwarded) {
+        if !self.sampled {
+            return;
+        }
+        let end = self.started.elapsed();
+        if let Some(span) = &mut self.upstream {
+            span.end = end;
+            span.upstream = Some(upstream.name.clone());
+            let (address, outcome) = match result {
+                Ok((resp, _)) => (Some(resp.body().target().address.as_str()), Ok(resp.status().as_u16())),
+                Err(reject) => {
+                    let only = match upstream.targets.as_slice() {
+                        [one] => Some(one.address.as_str()),
+                        _ => None,
+                    };
+                    (only, Err(reject.kind().0))
+                }
+            };
+            span.address = address.map(Box::from);
+            span.outcome = outcome;
+        }
+    }
+
+    /// The answer is known: the trace is handed to the exporter (when sampled). `problem` is the
+    /// refusal's slug, if the gateway refused the request.
+    pub fn finish(self: Box<Self>, ex: &Exchange<'_>, status: u16, problem: Option<&'static str>) {
+        if !self.sampled {
+            return;
+        }
+        let t = *self;
+        let finished = Finished {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            parent_span: t.parent_span,
+            state: t.state,
+            start_unix_ns: t.start_unix_ns,
+            end: t.started.elapsed(),
+            method: ex.parts.method.clone(),
+            path: ex.parts.uri.path().into(),
+            route: ex.route.clone(),
+            status,
+            problem,
+            refused_at: problem.and(ex.refused_at),
+            client_ip: ex.client_ip,
+            host: t.host,
+            request_id: ex.request_id.into(),
+            stages: t.stages,
+            upstream: t.upstream,
+            privacy: t.tracer.privacy.clone(),
+        };
+        t.tracer.exporter.offer(finished);
+    }
+}
+
+/// The tracer across reloads: the exporter (its thread, queue and connection) is kept while the
+/// settings it uses are unchanged; sampling and privacy follow each reload.
+#[derive(Default)]
+pub struct Kept {
+    current: Mutex<Option<(TracesConfig, Arc<Exporter>)>>,
+}
+
+impl Kept {
+    /// The tracer for `cfg` (`None` without a `traces:` section).
+    pub fn tracer(
+        &self,
+        cfg: Option<&TracesConfig>,
+        privacy: &Privacy,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<Tracer>>, String> {
+        let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(cfg) = cfg else {
+            *cur = None;
+            return Ok(None);
+        };
+        cfg.validate()?;
+        let key = TracesConfig { sample_ratio: 0.0, ..cfg.clone() };
+        let exporter = match cur.as_ref() {
+            Some((old, exporter)) if *old == key => exporter.clone(),
+            _ => {
+                let exporter = Arc::new(Exporter::spawn(cfg, metrics)?);
+                *cur = Some((key, exporter.clone()));
+                exporter
+            }
+        };
+        let threshold = context::threshold(cfg.sample_ratio);
+        Ok(Some(Arc::new(Tracer { threshold, exporter, privacy: Arc::new(privacy.clone()) })))
+    }
+}
