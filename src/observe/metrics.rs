@@ -123,11 +123,7 @@ impl Metrics {
             exporter_events.clone(),
         );
         let exporter_queue = Family::<Labels, Gauge>::default();
-        registry.register(
-            "exporter_queue_depth",
-            "Events waiting in each event output's queue",
-            exporter_queue.clone(),
-        );
+        registry.register("exporter_queue_depth", "Events waiting in each event output's queue", exporter_queue.clone());
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
