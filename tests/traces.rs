@@ -33,7 +33,8 @@ struct Collector {
 impl Collector {
     fn start() -> Collector {
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-        let (services, faults): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) = (Arc::default(), Arc::default());
+        let services: Arc<Mutex<Vec<String>>> = Arc::default();
+        let faults: Arc<Mutex<Vec<String>>> = Arc::default();
         let (s, v, f) = (Arc::clone(&spans), Arc::clone(&services), Arc::clone(&faults));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
