@@ -36,6 +36,8 @@ impl Trace {
     ) {
         match *self {}
     }
+    // The same signature as the real one (which moves the trace out of its box).
+    #[allow(clippy::boxed_local)]
     pub fn finish(self: Box<Self>, _: &Exchange<'_>, _: u16, _: Option<&'static str>) {
         match *self {}
     }
@@ -52,5 +54,19 @@ impl Kept {
                             `otel`); remove the `traces:` section or use a build with the feature"
                 .into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traces_section_is_refused() {
+        let cfg: TracesConfig = serde_yaml_ng::from_str("endpoint: http://127.0.0.1:4318").unwrap();
+        let privacy = Privacy::new(Default::default(), None);
+        let err = Kept::default().tracer(Some(&cfg), &privacy, &Metrics::new()).err().unwrap();
+        assert!(err.contains("cargo feature `otel`"), "{err}");
+        assert!(Kept::default().tracer(None, &privacy, &Metrics::new()).unwrap().is_none());
     }
 }
