@@ -111,7 +111,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
     if let Some(tracer) = &rt.tracer {
         let trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
-        ex.trace = Some(tracer.start(trusted, &ex.parts.headers, started));
+        ex.trace = Some(tracer.start(trusted, &ex.parts, started));
     }
     let mut out = Outcome::default();
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one

@@ -234,10 +234,8 @@ fn spans_of_proxied_and_refused_requests_and_the_traceparent_upstream() {
     let gw = Gateway::start(&config(collector.addr, up.addr, "  flush_interval: 50ms"));
 
     // An untrusted client's traceparent is not continued: the gateway starts its own trace.
-    assert_eq!(
-        get(&gw, "127.0.0.1", "/orders/7?card=4111111111111111", &[&format!("traceparent: {TRUSTED_PARENT}")]),
-        200
-    );
+    let sent = [format!("traceparent: {TRUSTED_PARENT}"), "tracestate: vendor=from-anyone".into()];
+    assert_eq!(get(&gw, "127.0.0.1", "/orders/7?card=4111111111111111", &[&sent[0], &sent[1]]), 200);
     let seen = up.last().unwrap();
     let (trace_id, parent, flags) = parts_of(seen.header("traceparent").expect("traceparent upstream"));
     assert_ne!(hex(&trace_id), "0af7651916cd43dd8448eb211c80319c");
@@ -252,6 +250,7 @@ fn spans_of_proxied_and_refused_requests_and_the_traceparent_upstream() {
     let a = &server.attributes;
     assert_eq!(string_attr(a, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(string_attr(a, "url.path").as_deref(), Some("/orders/7"));
+    assert_eq!(string_attr(a, "url.scheme").as_deref(), Some("http"));
     assert_eq!(string_attr(a, "http.route").as_deref(), Some("pub"));
     assert_eq!(int_attr(a, "http.response.status_code"), Some(200));
     assert_eq!(string_attr(a, "client.address").as_deref(), Some("127.0.0.1"));

@@ -64,6 +64,8 @@ pub(super) struct Finished {
     pub(super) start_unix_ns: u64,
     pub(super) end: Duration,
     pub(super) method: Method,
+    pub(super) scheme: &'static str,
+    pub(super) version: &'static str,
     pub(super) path: Box<str>,
     pub(super) route: Option<Arc<str>>,
     pub(super) status: u16,
@@ -416,6 +418,8 @@ fn to_spans(f: Finished, out: &mut Vec<Span>) {
     let mut attributes = vec![
         kv("http.request.method", method),
         kv("url.path", &*f.path),
+        kv("url.scheme", f.scheme),
+        kv("network.protocol.version", f.version),
         kv("http.response.status_code", i64::from(f.status)),
         kv("portcullis.request_id", &*f.request_id),
     ];

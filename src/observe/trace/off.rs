@@ -12,7 +12,7 @@ use std::time::Instant;
 pub enum Tracer {}
 
 impl Tracer {
-    pub fn start(self: &Arc<Self>, _: bool, _: &HeaderMap, _: Instant) -> Box<Trace> {
+    pub fn start(self: &Arc<Self>, _: bool, _: &http::request::Parts, _: Instant) -> Box<Trace> {
         match **self {}
     }
 }

@@ -25,8 +25,8 @@ impl Tracer {
     /// Begins the trace of a request that arrived at `started`. The incoming `traceparent` is continued
     /// (its trace id, parent span and sampled flag) only when `peer_trusted`; from any other peer it is
     /// ignored and a new trace starts, sampled at `sample_ratio`.
-    pub fn start(self: &Arc<Self>, peer_trusted: bool, headers: &HeaderMap, started: Instant) -> Box<Trace> {
-        let parent = if peer_trusted { context::incoming(headers) } else { None };
+    pub fn start(self: &Arc<Self>, peer_trusted: bool, req: &http::request::Parts, started: Instant) -> Box<Trace> {
+        let parent = if peer_trusted { context::incoming(&req.headers) } else { None };
         let (trace_id, parent_span, sampled, state) = match parent {
             Some(p) => (p.trace_id, Some(p.span_id), p.sampled, p.state),
             None => {
@@ -36,7 +36,12 @@ impl Tracer {
         };
         let (start_unix_ns, host) = if sampled {
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            let host = headers.get(http::header::HOST).cloned();
+            // `Host`, or the target's authority (HTTP/2).
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .cloned()
+                .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
             (nanos(now.saturating_sub(started.elapsed())), host)
         } else {
             (0, None)
@@ -152,6 +157,12 @@ impl Trace {
             start_unix_ns: t.start_unix_ns,
             end: t.started.elapsed(),
             method: ex.parts.method.clone(),
+            scheme: if ex.conn.tls.is_some() { "https" } else { "http" },
+            version: match ex.parts.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
             path: ex.parts.uri.path().into(),
             route: ex.route.clone(),
             status,
@@ -200,5 +211,63 @@ impl Kept {
         };
         let threshold = context::threshold(cfg.sample_ratio);
         Ok(Some(Arc::new(Tracer { threshold, exporter, privacy: Arc::new(privacy.clone()) })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(endpoint: &str, ratio: f64) -> TracesConfig {
+        serde_yaml_ng::from_str(&format!("endpoint: {endpoint}\nsample_ratio: {ratio}")).unwrap()
+    }
+
+    fn tracer(kept: &Kept, c: &TracesConfig) -> Result<Option<Arc<Tracer>>, String> {
+        kept.tracer(Some(c), &Privacy::new(Default::default(), None), &Metrics::new())
+    }
+
+    #[test]
+    fn reloads_keep_the_exporter_while_its_settings_hold() {
+        let kept = Kept::default();
+        let a = tracer(&kept, &cfg("http://127.0.0.1:9", 1.0)).unwrap().unwrap();
+        let b = tracer(&kept, &cfg("http://127.0.0.1:9", 0.5)).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a.exporter, &b.exporter), "sampling alone changed");
+        let c = tracer(&kept, &cfg("http://127.0.0.1:10", 0.5)).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&b.exporter, &c.exporter));
+        assert!(tracer(&kept, &cfg("https://collector:4318", 1.0)).is_err());
+        let privacy = Privacy::new(Default::default(), None);
+        assert!(kept.tracer(None, &privacy, &Metrics::new()).unwrap().is_none());
+    }
+
+    fn request(headers: &[(&'static str, &'static str)]) -> http::request::Parts {
+        let mut req = http::Request::builder().uri("/x");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn context_is_continued_only_from_a_trusted_peer() {
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let t = tracer(&Kept::default(), &cfg("http://127.0.0.1:9", 0.0)).unwrap().unwrap();
+        let req = request(&[("traceparent", PARENT), ("tracestate", "a=1")]);
+        let mut out = req.headers.clone();
+
+        let mut untrusted = t.start(false, &req, Instant::now());
+        assert!(!untrusted.recording(), "ratio 0");
+        untrusted.upstream_start(&mut out);
+        let sent = out.get(TRACEPARENT).unwrap().to_str().unwrap().to_owned();
+        assert!(!sent.contains("0af7651916cd43dd8448eb211c80319c") && sent.ends_with("-00"), "{sent}");
+        assert!(out.get(TRACESTATE).is_none());
+
+        let mut trusted = t.start(true, &req, Instant::now());
+        assert!(trusted.recording(), "the parent's sampled flag decides");
+        trusted.upstream_start(&mut out);
+        let sent = out.get(TRACEPARENT).unwrap().to_str().unwrap();
+        assert!(sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && sent.ends_with("-01"), "{sent}");
+        assert!(!sent.contains("b7ad6b7169203331"), "the gateway's span is the upstream's parent");
+        assert_eq!(out.get(TRACESTATE).unwrap(), "a=1");
+        assert_eq!(out.get_all(TRACEPARENT).iter().count(), 1);
     }
 }
