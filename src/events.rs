@@ -437,6 +437,11 @@ impl Serialize for Attrs<'_> {
 pub trait Sink: Send + Sync + 'static {
     /// Takes one event. Must not block: a full queue drops (and counts) rather than waits.
     fn emit(&self, event: Event);
+
+    /// False when events would go nowhere (so emitters may skip building them).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// A cheap, cloneable handle to the configured event outputs (or to none).
@@ -454,7 +459,7 @@ impl Emitter {
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.0.is_some()
+        self.0.as_ref().is_some_and(|s| s.enabled())
     }
 
     pub fn emit(&self, event: Event) {

@@ -520,6 +520,50 @@ impl Reject {
         }
     }
 
+    /// The security event this refusal is, when no stage noted a more precise one: its kind and reason
+    /// code. Refusals that are not security facts (404, 405, upstream failures) are none.
+    pub fn event(&self) -> Option<crate::events::Noted> {
+        use crate::events::{Kind, Noted};
+        let kind = match self {
+            Reject::Unauthorized { .. } | Reject::InsecureTransport => Kind::AuthnFailure,
+            Reject::Forbidden | Reject::ForbiddenProperty(_) | Reject::CorsForbidden => Kind::AuthzDenied,
+            Reject::TooManyRequests | Reject::RateLimited => Kind::RateLimited,
+            Reject::IpDenied | Reject::Banned => Kind::GuardBlocked,
+            Reject::RequestBlocked => Kind::InspectDetection,
+            Reject::BadRequest(_)
+            | Reject::AmbiguousFraming(_)
+            | Reject::InvalidPath(_)
+            | Reject::PayloadTooLarge
+            | Reject::UriTooLong
+            | Reject::HeadersTooLarge
+            | Reject::MalformedJson { .. }
+            | Reject::UnsupportedMediaType
+            | Reject::ExpectationFailed
+            | Reject::Invalid(_) => Kind::ValidationFailed,
+            Reject::NotFound
+            | Reject::MethodNotAllowed(_)
+            | Reject::BadGateway(_)
+            | Reject::UpstreamError(_)
+            | Reject::NoHealthyUpstream
+            | Reject::GatewayTimeout(_)
+            | Reject::StoreUnavailable
+            | Reject::Internal(_) => return None,
+        };
+        let mut n = Noted::new(kind, self.detail());
+        if matches!(self, Reject::AmbiguousFraming(_)) {
+            n = n.severity(crate::events::Severity::Medium);
+        }
+        if let Reject::ForbiddenProperty(pointer) = self {
+            n = n.attr("pointer", pointer.to_string());
+        }
+        if let Reject::Invalid(i) = self {
+            if let Some(first) = i.errors.first() {
+                n = n.attr("pointer", first.pointer.to_string()).attr("code", first.code);
+            }
+        }
+        Some(n.attr("problem", self.kind().0))
+    }
+
     /// The internal reason, for logs only.
     pub fn detail(&self) -> &'static str {
         match self {

@@ -108,12 +108,28 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     } else {
         (Box::default(), Box::default())
     };
+    let mut out = Outcome::default();
+    // The access log's request facts: the user agent and, for a request with a body, its summary.
+    let mut user_agent = None;
+    let mut content_type = None;
+    if rt.access_log {
+        user_agent = parts.headers.get(http::header::USER_AGENT).map(|v| log_text(v.as_bytes(), 256));
+        if !http_body::Body::is_end_stream(&body) {
+            let media = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::content::media_type);
+            let json = media.as_ref().is_some_and(crate::content::MediaType::is_json);
+            content_type = media.map(|m| log_text(m.essence.as_bytes(), 128));
+            out.tap = Some(crate::observe::payload::Tap::shared(&rt.privacy, json));
+        }
+    }
     let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
     if let Some(tracer) = &rt.tracer {
         let trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
         ex.trace = Some(tracer.start(trusted, &ex.parts, started));
     }
-    let mut out = Outcome::default();
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
     // allocation costs less than copying kilobytes of state on the way.
     let result = Box::pin(run(&rt, listener, &mut ex, &request_id_header, &mut out)).await;
@@ -123,11 +139,21 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             let kind = (reject.kind().0, reject.detail());
             let place = ex.refused_at.map(Place::as_str);
             tracing::debug!(request_id, problem = kind.0, reason = kind.1, stage = place, "request refused");
+            if rt.events.is_enabled() {
+                derived_event(&mut ex, &reject);
+            }
             (reject.into_response(request_id), Some(kind))
         }
     };
     if let Some(trace) = ex.trace.take() {
         trace.finish(&ex, resp.status().as_u16(), problem.map(|p| p.0));
+    }
+    if !ex.events.is_empty() {
+        emit_events(&rt.events, &mut ex, resp.status().as_u16());
+    }
+    // A body a stage read whole and that was refused never passed the upstream's tap.
+    if let (Some(tap), RequestBody::Buffered(b)) = (&out.tap, &ex.body) {
+        crate::observe::payload::feed(tap, b);
     }
     rt.guard.observe(client_ip, resp.status().as_u16());
     // Response side: security headers, then record.
@@ -168,12 +194,58 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         authz,
         aborted: false,
         held,
+        user_agent,
+        content_type,
+        payload: out.tap.take(),
+        privacy: rt.privacy.clone(),
         access_log: rt.access_log,
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
         metrics: shared.lasting.metrics.clone(),
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp
+}
+
+/// Adds the event a refusal is when no stage noted one of its kind (head limits, route match and the
+/// guards refuse without noting; an authorization denial names the rule that decided).
+fn derived_event(ex: &mut Exchange<'_>, reject: &Reject) {
+    use crate::events::Kind;
+    let Some(mut noted) = reject.event() else { return };
+    let covered = ex
+        .events
+        .iter()
+        .any(|n| n.kind == noted.kind || (noted.kind == Kind::RateLimited && n.kind == Kind::QuotaExceeded));
+    if covered {
+        return;
+    }
+    if noted.kind == Kind::AuthzDenied {
+        if let Some(d) = ex.authz.as_ref().filter(|d| !d.allowed) {
+            noted.rule = Some(d.rule.to_string().into());
+        }
+    }
+    if let Some(place) = ex.refused_at {
+        noted = noted.attr("stage", place.as_str());
+    }
+    ex.events.push(noted);
+}
+
+/// Completes what stages noted with the request's context and sends it (`crate::events`).
+fn emit_events(emitter: &crate::events::Emitter, ex: &mut Exchange<'_>, status: u16) {
+    let noted = std::mem::take(&mut ex.events);
+    if !emitter.is_enabled() {
+        return;
+    }
+    for n in noted {
+        let mut e = crate::events::Event::from_noted(n);
+        e.request_id = Some(ex.request_id.into());
+        e.principal = ex.principal.as_ref().map(|p| p.id.as_str().into());
+        e.client_ip = Some(ex.client_ip);
+        e.route = ex.route.clone();
+        e.method = Some(ex.parts.method.as_str().into());
+        e.path = Some(ex.path().into());
+        e.status = Some(status);
+        emitter.emit(e);
+    }
 }
 
 /// `RateLimit-Policy`, `RateLimit` and, on a refusal, `Retry-After`.
@@ -193,6 +265,14 @@ struct Outcome {
     route: Option<Arc<Route>>,
     /// An allowed `Origin` on a CORS route, answered with CORS headers.
     cors_origin: Option<HeaderValue>,
+    /// The access log's payload summary of the request body.
+    tap: Option<crate::observe::payload::SharedTap>,
+}
+
+/// Bytes a client sent, fit for a log field: at most `max` bytes, lossy UTF-8, control characters as `?`.
+fn log_text(bytes: &[u8], max: usize) -> Box<str> {
+    let cut = &bytes[..bytes.len().min(max)];
+    String::from_utf8_lossy(cut).chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn host_of_str<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
@@ -252,7 +332,7 @@ async fn run(
         headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
     route.protect.prepare_request(&mut ex.parts.headers);
-    let (mut outgoing, body) = upstream_request(rt, ex, found, target, request_id);
+    let (mut outgoing, body) = upstream_request(rt, ex, found, target, request_id, out.tap.clone());
     if let Some(trace) = ex.trace.as_deref_mut() {
         trace.upstream_start(&mut outgoing.headers);
     }
@@ -395,6 +475,7 @@ fn upstream_request(
     found: headers::Found,
     target: PathAndQuery,
     request_id: &HeaderValue,
+    tap: Option<crate::observe::payload::SharedTap>,
 ) -> (Outgoing, LimitedBody) {
     let mut headers = std::mem::take(&mut ex.parts.headers);
     if found.has(headers::Found::COOKIE) {
@@ -433,10 +514,15 @@ fn upstream_request(
         added.identify(p.clone());
     }
     let body = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
-        RequestBody::Buffered(bytes) => LimitedBody::full(bytes),
+        RequestBody::Buffered(bytes) => {
+            if let Some(tap) = &tap {
+                crate::observe::payload::feed(tap, &bytes);
+            }
+            LimitedBody::full(bytes)
+        }
         RequestBody::Streaming(body) if http_body::Body::is_end_stream(&body) => LimitedBody::empty(),
         RequestBody::Streaming(body) => {
-            LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone())
+            LimitedBody::new(body, ex.body_limit, ex.bytes_in.get_or_insert_with(Arc::default).clone()).with_tap(tap)
         }
     };
     (Outgoing { method: ex.parts.method.clone(), target, headers, added }, body)

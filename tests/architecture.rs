@@ -152,3 +152,32 @@ fn no_import_circle_across_top_level_modules() {
     let edges: Vec<String> = g.iter().map(|(k, v)| format!("{k} -> {v:?}")).collect();
     assert!(found.is_empty(), "import circles: {found:?}\n{}", edges.join("\n"));
 }
+
+/// Stages emit security events through `crate::events` (`Exchange::event`, `Emitter`) and never name
+/// the outputs (`observe::events`, `observe::audit`): they cannot know which exporters are configured.
+#[test]
+fn stages_never_name_the_event_outputs() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect"] {
+        let mut stack = vec![src.join(stage)];
+        if src.join(format!("{stage}.rs")).exists() {
+            stack.push(src.join(format!("{stage}.rs")));
+        }
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if p.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                for output in ["observe::events", "observe::audit", "observe::{events", "observe::{audit"] {
+                    assert!(!code.contains(output), "{} names {output}: {line}", p.display());
+                }
+            }
+        }
+    }
+}

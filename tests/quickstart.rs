@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 const DEMO_KEY: &str = "pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva";
 const ADMIN_KEY: &str = "pcs_lkxqo2sd_dxpgsvs7zhxelocag2yx37sgxjglhgmpp6il2sa";
@@ -36,9 +37,16 @@ fn quickstart_config_serves_what_the_readme_shows() {
     let (code, _, _) = curl(&["-k", "--http2", &format!("https://{https}/users/42")]);
     assert_eq!(code, 200);
 
-    let (code, headers, body) = curl(&["-k", &format!("https://{https}/private/data")]);
+    let (code, headers, body) =
+        curl(&["-k", "-H", "X-Request-Id: quickstart-401", &format!("https://{https}/private/data")]);
     assert_eq!(code, 401, "{body}");
     assert!(headers.to_ascii_lowercase().contains("www-authenticate: apikey"), "{headers}");
+    // The 401 is a security event on stdout (docs/events.md).
+    assert!(
+        gw.wait_log(r#""type":"authn.failure","severity":"low","request_id":"quickstart-401""#, Duration::from_secs(5)),
+        "{:#?}",
+        gw.logs()
+    );
     let (code, _, body) =
         curl(&["-k", "-H", &format!("X-API-Key: {DEMO_KEY}"), &format!("https://{https}/private/data")]);
     assert_eq!(code, 200, "{body}");

@@ -28,6 +28,7 @@ pub mod mtls;
 pub mod signature;
 pub mod strip;
 
+use crate::events::{Kind, Noted};
 use crate::exchange::Reject;
 use crate::exchange::{ConnInfo, Exchange};
 use crate::observe::metrics::Metrics;
@@ -562,7 +563,14 @@ impl Authn {
         Ok(())
     }
 
-    fn refuse(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str, invalid: bool) -> Reject {
+    fn refuse(
+        &self,
+        ex: &mut Exchange<'_>,
+        name: &str,
+        method: &Method,
+        reason: &'static str,
+        invalid: bool,
+    ) -> Reject {
         self.count(ex, name, method, reason);
         let methods = match &self.mode {
             Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
@@ -589,17 +597,23 @@ impl Authn {
 
 impl Authn {
     /// Counts and logs a refusal (`authentication failed`, with the reason code).
-    fn count(&self, ex: &Exchange<'_>, name: &str, method: &Method, reason: &'static str) {
+    fn count(&self, ex: &mut Exchange<'_>, name: &str, method: &Method, reason: &'static str) {
         self.failures
             .get_or_create(&vec![("method".into(), method.kind().into()), ("reason".into(), reason.into())])
             .inc();
         tracing::info!(
+            // The client address is in the access log line and the event, as `logging.client_ip` says.
             request_id = ex.request_id,
-            client_ip = %ex.client_ip,
             authenticator = name,
             method = method.kind(),
             reason,
             "authentication failed"
+        );
+        ex.event(
+            Noted::new(Kind::AuthnFailure, reason)
+                .rule(name.to_owned())
+                .attr("authenticator", name.to_owned())
+                .attr("method", method.kind()),
         );
     }
 }

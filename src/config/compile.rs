@@ -25,6 +25,15 @@ pub use crate::pipeline::runtime::{AdminRt, Credentials, Lasting, ListenerRt, Ru
 
 /// Where requests carry credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`, and
 /// the header and query parameter of every `api_key` authenticator.
+/// What logs never quote: `logging.redact`, and the header and query parameter of every credential.
+fn redactor(cfg: &FileConfig) -> crate::observe::redact::Redactor {
+    let c = credentials(&cfg.authenticators);
+    let names = cfg.logging.redact.iter().map(String::as_str);
+    crate::observe::redact::Redactor::new(
+        names.chain(c.headers.iter().map(http::HeaderName::as_str)).chain(c.query_params.iter().map(String::as_str)),
+    )
+}
+
 fn credentials(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConfig>) -> Credentials {
     let mut c = Credentials::default();
     for name in ["authorization", "proxy-authorization", "cookie", "x-api-key"] {
@@ -213,6 +222,7 @@ struct Named<'a> {
     openapi: &'a crate::validate::openapi::Documents,
     respond: &'a crate::respond::protect::Defaults,
     inspect: Option<&'a crate::inspect::InspectConfig>,
+    redactor: &'a Arc<crate::observe::redact::Redactor>,
 }
 
 fn route(
@@ -222,7 +232,8 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect } = *named;
+    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect, redactor } =
+        *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -359,7 +370,8 @@ fn route(
     }
     if let Some(c) = crate::inspect::effective(r.inspect.as_ref(), inspect) {
         let engine = crate::inspect::Engine::compile(c).map_err(|m| err("inspect", "", m))?;
-        let inspection = crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone());
+        let inspection =
+            crate::inspect::Inspection::new(engine, metrics.inspect_detections().clone(), redactor.clone());
         stages.push(Stage::Inspection(Box::new(inspection)));
     }
     let mut protect =
@@ -506,6 +518,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .map_err(|(name, m)| CompileError::new("openapi", name, m))?;
     let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
         .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
+    let redactor = Arc::new(redactor(cfg));
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -516,11 +529,13 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         openapi: &openapi,
         respond: &respond,
         inspect: cfg.inspect.as_ref(),
+        redactor: &redactor,
     };
     let bans = lasting
         .guard
         .bans(cfg.store.as_ref(), fleet.as_ref().filter(|_| cfg.redis.as_ref().is_some_and(|r| r.share_bans)))
         .map_err(|m| CompileError::new("sqlite", "", m))?;
+    bans.set_events(lasting.events.handle());
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
@@ -565,7 +580,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     }
     let privacy = crate::observe::privacy::Privacy::new(
         cfg.logging.client_ip,
-        cfg.logging.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+        cfg.logging.hash_key.as_ref().map_or(&lasting.log_key.0[..], |k| k.expose().as_bytes()),
     );
     let audit = lasting.audit.trail(cfg.audit.as_ref()).map_err(|e| CompileError::new("audit", "", e))?;
     let audit_security = cfg.audit.as_ref().is_some_and(|a| a.security_events);
@@ -598,7 +613,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         guard: Arc::new(guard),
         security_headers: respond.headers,
         events,
-        privacy,
+        privacy: Arc::new(privacy),
         tracer,
     })
 }
@@ -612,7 +627,7 @@ impl Runtime {
             if let Some(hc) = &up.source.health_check {
                 if up.start_once() {
                     tracing::debug!(upstream = name.as_str(), "starting health checks");
-                    crate::proxy::health::spawn(up, hc.clone());
+                    crate::proxy::health::spawn(up, hc.clone(), self.events.clone());
                 }
             }
         }

@@ -15,6 +15,7 @@
 //! clock, so an expired ban stops applying by itself, and expired entries are dropped at the next poll.
 
 use super::prefix::{parse_entry, IpSet};
+use crate::events::{Emitter, Event, Kind};
 use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -333,6 +334,10 @@ pub struct Bans {
     /// With `redis.share_bans`: the fleet's bans (instead of `store`).
     redis: Option<Mutex<RedisBans>>,
     started: AtomicBool,
+    /// Where `ban.set` (automatic bans) and `ban.expired` events go, once the config gives it.
+    events: std::sync::OnceLock<Emitter>,
+    /// Bans expiring up to this time (ms) have had their `ban.expired` event.
+    expired_upto: std::sync::atomic::AtomicI64,
 }
 
 impl Bans {
@@ -353,6 +358,31 @@ impl Bans {
             store: store.map(|p| (p.to_owned(), Mutex::new(None))),
             redis: None,
             started: AtomicBool::new(false),
+            events: std::sync::OnceLock::new(),
+            expired_upto: std::sync::atomic::AtomicI64::new(now_ms()),
+        }
+    }
+
+    /// Sends this process's ban events to `events` (the process's one emitter; set once).
+    pub fn set_events(&self, events: Emitter) {
+        let _ = self.events.set(events);
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(e) = self.events.get() {
+            e.emit(event);
+        }
+    }
+
+    /// The event of one ban: the target as a client address when it is one (so `logging.client_ip`
+    /// applies), else as an attribute.
+    fn ban_event(kind: Kind, reason: &'static str, ban: &Ban) -> Event {
+        let e = Event::new(kind, reason).rule(ban.id.to_string()).attr("source", ban.source.clone());
+        let e = e.attr("until_ms", ban.expires_at).attr("target_kind", ban.target.kind());
+        match &ban.target {
+            Target::Ip(ip) => e.client_ip(*ip),
+            Target::Prefix(n) => e.client_ip(n.network()).attr("prefix_len", u64::from(n.prefix_len())),
+            Target::Principal(p) => e.principal(p.as_str()),
         }
     }
 
@@ -401,6 +431,12 @@ impl Bans {
 
     fn rebuild(&self, state: &State) {
         let now = now_ms();
+        let from = self.expired_upto.swap(now, Ordering::Relaxed);
+        if self.events.get().is_some_and(Emitter::is_enabled) {
+            for b in state.bans.iter().chain(&state.pending).filter(|b| b.expires_at > from && b.expires_at <= now) {
+                self.emit(Bans::ban_event(Kind::BanExpired, "expired", b));
+            }
+        }
         self.set.store(Arc::new(BanSet::build(state.bans.iter().chain(&state.pending), now)));
     }
 
@@ -528,6 +564,7 @@ impl Bans {
         }
         state.next_id += 1;
         let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
+        self.emit(Bans::ban_event(Kind::BanSet, "auto_ban", &ban).severity(crate::events::Severity::High));
         if self.store.is_none() && self.redis.is_none() {
             // Expired bans go here (nothing else prunes memory-only bans).
             state.bans.retain(|b| b.expires_at > now);

@@ -144,9 +144,8 @@ impl Guard {
     /// Starts the ban poll loop (once per store) and the list-file watch for this runtime's filters
     /// (ends when the runtime is dropped). Needs a tokio runtime.
     pub fn start(self: &Arc<Self>) {
-        if self.bans.persistent() {
-            self.bans.start();
-        }
+        // Also for bans in memory only: the poll loop is what notices expiries (`ban.expired`).
+        self.bans.start();
         if self.watched.is_empty() {
             return;
         }
@@ -252,8 +251,8 @@ impl AutoBan {
             self.counted.inc();
             tracing::warn!(
                 target: "security",
+                // The address is in the `ban.set` event (as `logging.client_ip` says) and `bans list`.
                 event = "auto_ban",
-                client = %block,
                 last_status = status,
                 answers = self.after,
                 within_ms = self.within_ms,

@@ -14,10 +14,13 @@ pub mod normalize;
 pub mod targets;
 
 use crate::content::Decoding;
+use crate::events::{Kind, Noted, Severity};
 use crate::exchange::{Exchange, Reject};
+use crate::observe::redact::Redactor;
 use detect::{Category, Hits, Rule, TargetKind, View};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use serde::{Deserialize, Deserializer};
+use std::sync::Arc;
 
 /// `block` refuses a request whose score reaches the threshold; `detect` only logs and counts.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -473,6 +476,18 @@ fn fragment(value: &str, kind: TargetKind) -> String {
     out
 }
 
+impl Inspection {
+    /// The fragment a log may quote: withheld under a secret name, in a header or a cookie; card
+    /// numbers masked.
+    fn fragment<'d>(&self, d: &'d Detection) -> std::borrow::Cow<'d, str> {
+        let (kind, name) = d.target.split_once(':').unwrap_or((d.target.as_str(), ""));
+        if matches!(kind, "header" | "cookie") || self.redactor.is_secret(name) {
+            return std::borrow::Cow::Borrowed("[redacted]");
+        }
+        crate::observe::redact::mask_cards(&d.fragment)
+    }
+}
+
 /// A request body as inspection gets it.
 #[derive(Clone, Copy)]
 enum Body<'a> {
@@ -487,11 +502,17 @@ pub struct Inspection {
     engine: Engine,
     /// `portcullis_inspect_detections_total{category,action}`.
     detections: Family<Vec<(String, String)>, Counter>,
+    /// Which targets' fragments the logs withhold.
+    redactor: Arc<Redactor>,
 }
 
 impl Inspection {
-    pub fn new(engine: Engine, detections: Family<Vec<(String, String)>, Counter>) -> Inspection {
-        Inspection { engine, detections }
+    pub fn new(
+        engine: Engine,
+        detections: Family<Vec<(String, String)>, Counter>,
+        redactor: Arc<Redactor>,
+    ) -> Inspection {
+        Inspection { engine, detections, redactor }
     }
 
     pub fn describe(&self) -> String {
@@ -499,7 +520,7 @@ impl Inspection {
     }
 
     /// Inspects the exchange's head and `body` (read by the chain when the request has one).
-    pub fn check(&self, ex: &Exchange<'_>, body: Option<&[u8]>) -> Result<(), Reject> {
+    pub fn check(&self, ex: &mut Exchange<'_>, body: Option<&[u8]>) -> Result<(), Reject> {
         let body = match (&ex.decoded_body, body) {
             (Some(decoded), Some(_)) => Some(Body::Decoded(decoded)),
             (_, body) => body.map(Body::Received),
@@ -521,7 +542,7 @@ impl Inspection {
                 rule = d.rule.id,
                 category = d.rule.category.as_str(),
                 target_name = d.target.as_str(),
-                fragment = d.fragment.as_str(),
+                fragment = &*self.fragment(d),
                 action,
                 score = report.score,
                 "inspection: {}",
@@ -533,6 +554,19 @@ impl Inspection {
                     ("action".into(), action.into()),
                 ])
                 .inc();
+        }
+        if let Some(top) = report.detections.iter().filter(|d| d.rule.score > 0).max_by_key(|d| d.rule.score) {
+            let rules: Vec<String> = report.detections.iter().map(|d| d.rule.id.to_string()).collect();
+            ex.event(
+                Noted::new(Kind::InspectDetection, top.rule.category.as_str())
+                    .rule(top.rule.id.to_string())
+                    .severity(if block { Severity::High } else { Severity::Medium })
+                    .attr("category", top.rule.category.as_str())
+                    .attr("action", if block { "block" } else { "detect" })
+                    .attr("score", u64::from(report.score))
+                    .attr("target", top.target.clone())
+                    .attr("rules", rules.join(",")),
+            );
         }
         if block {
             return Err(Reject::RequestBlocked);

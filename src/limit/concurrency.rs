@@ -114,6 +114,10 @@ impl Concurrency {
             if *n >= self.max {
                 let h = ex.limit_headers.get_or_insert_with(Box::default);
                 h.retry_after = Some(h.retry_after.unwrap_or(0).max(1));
+                ex.event(
+                    crate::events::Noted::new(crate::events::Kind::RateLimited, "concurrency")
+                        .attr("max", self.max as u64),
+                );
                 return Err(Reject::RateLimited);
             }
             *n += 1;

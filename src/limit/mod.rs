@@ -554,6 +554,10 @@ impl Limits {
             h.add(policy, name, o.remaining, secs_up(o.reset));
             if !o.allowed {
                 self.refused[i].inc();
+                ex.event(
+                    crate::events::Noted::new(crate::events::Kind::RateLimited, "rate_limit")
+                        .rule(name.trim_matches('"').to_owned()),
+                );
                 wait = Some(wait.unwrap_or(0).max(o.retry_after));
             }
         }

@@ -455,6 +455,12 @@ impl Quota {
             Ok(())
         } else {
             h.retry_after = Some(h.retry_after.unwrap_or(0).max(left));
+            ex.event(
+                crate::events::Noted::new(crate::events::Kind::QuotaExceeded, "quota")
+                    .rule(self.name.to_string())
+                    .attr("limit", limit)
+                    .attr("used", used),
+            );
             Err(Reject::RateLimited)
         }
     }

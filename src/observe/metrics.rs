@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<Labels, Histogram, fn() -> Histogram>,
     rejections: Family<Labels, Counter>,
     upstream_healthy: Family<Labels, Gauge>,
     pub active_connections: Gauge,
@@ -35,6 +36,7 @@ pub struct Metrics {
     pub auto_bans: Counter,
     pub ip_list_failures: Counter,
     events: Family<Labels, Counter>,
+    tls_handshake_failures: Family<Labels, Counter>,
     exporter_events: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
 }
@@ -44,13 +46,18 @@ pub struct Metrics {
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: Histogram,
+    upstream: Histogram,
 }
 
 impl RouteMetrics {
-    pub fn observe(&self, status: u16, seconds: f64) {
+    /// One answered request: its status, total time, and the upstream's time to its response head.
+    pub fn observe(&self, status: u16, seconds: f64, upstream: Option<std::time::Duration>) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.by_class[class].inc();
         self.duration.observe(seconds);
+        if let Some(u) = upstream {
+            self.upstream.observe(u.as_secs_f64());
+        }
     }
 }
 
@@ -66,6 +73,14 @@ impl Metrics {
         let requests = Family::<Labels, Counter>::default();
         let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
+        );
+        let upstream_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, by route",
+            upstream_duration.clone(),
         );
         let rejections = Family::<Labels, Counter>::default();
         let upstream_healthy = Family::<Labels, Gauge>::default();
@@ -116,6 +131,12 @@ impl Metrics {
         );
         let events = Family::<Labels, Counter>::default();
         registry.register("security_events", "Security events emitted, by type", events.clone());
+        let tls_handshake_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes by listener and reason",
+            tls_handshake_failures.clone(),
+        );
         let exporter_events = Family::<Labels, Counter>::default();
         registry.register(
             "exporter_events",
@@ -123,7 +144,11 @@ impl Metrics {
             exporter_events.clone(),
         );
         let exporter_queue = Family::<Labels, Gauge>::default();
-        registry.register("exporter_queue_depth", "Events waiting in each event output's queue", exporter_queue.clone());
+        registry.register(
+            "exporter_queue_depth",
+            "Events waiting in each event output's queue",
+            exporter_queue.clone(),
+        );
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -140,6 +165,7 @@ impl Metrics {
             registry,
             requests,
             duration,
+            upstream_duration,
             rejections,
             upstream_healthy,
             active_connections,
@@ -156,6 +182,7 @@ impl Metrics {
             auto_bans,
             ip_list_failures,
             events,
+            tls_handshake_failures,
             exporter_events,
             exporter_queue,
         }
@@ -204,6 +231,13 @@ impl Metrics {
         self.events.get_or_create(&vec![("type".into(), kind.into())]).clone()
     }
 
+    /// `portcullis_tls_handshake_failures_total{listener,reason}`.
+    pub fn tls_handshake_failure(&self, listener: &str, reason: &str) {
+        self.tls_handshake_failures
+            .get_or_create(&vec![("listener".into(), listener.into()), ("reason".into(), reason.into())])
+            .inc();
+    }
+
     /// `portcullis_exporter_events_total{exporter,result}` for `result` = sent, retried or dropped.
     pub fn exporter_events(&self, exporter: &str, result: &str) -> Counter {
         self.exporter_events
@@ -226,7 +260,8 @@ impl Metrics {
             self.requests.get_or_create(&vec![("route".into(), route.into()), ("status".into(), c.into())]).clone()
         });
         let duration = self.duration.get_or_create(&vec![("route".into(), route.into())]).clone();
-        RouteMetrics { by_class, duration }
+        let upstream = self.upstream_duration.get_or_create(&vec![("route".into(), route.into())]).clone();
+        RouteMetrics { by_class, duration, upstream }
     }
 
     pub fn rejection(&self, slug: &str) -> Counter {

@@ -6,7 +6,9 @@
 pub mod audit;
 pub mod events;
 pub mod metrics;
+pub mod payload;
 pub mod privacy;
+pub mod redact;
 pub mod trace;
 
 use http::Method;
@@ -60,6 +62,14 @@ pub struct Completion {
     pub aborted: bool,
     /// Held until the answer is done (concurrency limits' places), then given back.
     pub held: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// The request's `User-Agent` (cut and cleaned for the log).
+    pub user_agent: Option<Box<str>>,
+    /// The request body's media type (essence only), when it had a body.
+    pub content_type: Option<Box<str>>,
+    /// The request body's summary: keyed hash and JSON top-level key names.
+    pub payload: Option<payload::SharedTap>,
+    /// How the client address is written (`logging.client_ip`).
+    pub privacy: Arc<privacy::Privacy>,
     pub access_log: bool,
     pub route_metrics: Arc<RouteMetrics>,
     pub metrics: Arc<Metrics>,
@@ -68,17 +78,21 @@ pub struct Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        self.route_metrics.observe(self.status, elapsed.as_secs_f64());
+        self.route_metrics.observe(self.status, elapsed.as_secs_f64(), self.upstream_duration);
         if let Some((slug, _)) = self.problem {
             self.metrics.rejection(slug).inc();
         }
         if !self.access_log {
             return;
         }
+        let (body_hmac, json_keys) = match &self.payload {
+            Some(tap) => tap.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish(),
+            None => (None, None),
+        };
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or_default(),
-            client_ip = %self.client_ip,
+            client_ip = %ClientIp(self.client_ip, &self.privacy),
             method = self.method.as_ref().map(Method::as_str),
             host = &*self.host,
             path = &*self.path,
@@ -97,6 +111,22 @@ impl Drop for Completion {
             authz = self.authz.as_ref().map(|d| if d.allowed { "allow" } else { "deny" }),
             authz_rule = self.authz.as_ref().map(|d| &*d.rule),
             aborted = self.aborted,
+            user_agent = self.user_agent.as_deref(),
+            content_type = self.content_type.as_deref(),
+            body_hmac = body_hmac.as_deref(),
+            json_keys = json_keys.as_deref(),
         );
+    }
+}
+
+/// A client address as `logging.client_ip` says to write it.
+struct ClientIp<'a>(IpAddr, &'a privacy::Privacy);
+
+impl std::fmt::Display for ClientIp<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1.mode {
+            privacy::ClientIpMode::Full => write!(f, "{}", self.0),
+            _ => f.write_str(&self.1.client_ip_str(self.0)),
+        }
     }
 }

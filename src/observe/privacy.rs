@@ -19,6 +19,19 @@ pub enum ClientIpMode {
     Hash,
 }
 
+/// A random log key for this process, used when `logging.hash_key` is not set (hashes then join
+/// within one run, across reloads).
+pub struct ProcessKey(pub [u8; 32]);
+
+impl Default for ProcessKey {
+    fn default() -> Self {
+        let mut k = [0u8; 32];
+        // The system RNG does not fail on Linux; a zero key would only weaken joins, not leak.
+        let _ = aws_lc_rs::rand::fill(&mut k);
+        ProcessKey(k)
+    }
+}
+
 /// How client addresses and bodies are written: the mode and the log key.
 #[derive(Clone)]
 pub struct Privacy {
@@ -33,19 +46,9 @@ impl std::fmt::Debug for Privacy {
 }
 
 impl Privacy {
-    /// `key`: the configured `logging.hash_key` bytes, or `None` for a random key for this process
-    /// (hashes then join within one run only).
-    pub fn new(mode: ClientIpMode, key: Option<&[u8]>) -> Privacy {
-        let key = match key {
-            Some(k) => hmac::Key::new(hmac::HMAC_SHA256, k),
-            None => {
-                let mut k = [0u8; 32];
-                // The system RNG does not fail on Linux; a zero key would only weaken joins, not leak.
-                let _ = aws_lc_rs::rand::fill(&mut k);
-                hmac::Key::new(hmac::HMAC_SHA256, &k)
-            }
-        };
-        Privacy { mode, key }
+    /// `key`: the configured `logging.hash_key` bytes, or the process's random key.
+    pub fn new(mode: ClientIpMode, key: &[u8]) -> Privacy {
+        Privacy { mode, key: hmac::Key::new(hmac::HMAC_SHA256, key) }
     }
 
     /// The address to write, and the hash to write instead when the mode is `hash`.
@@ -83,7 +86,7 @@ impl Privacy {
 
 impl Default for Privacy {
     fn default() -> Self {
-        Privacy::new(ClientIpMode::Full, None)
+        Privacy::new(ClientIpMode::Full, &ProcessKey::default().0)
     }
 }
 
@@ -124,8 +127,8 @@ mod tests {
 
     #[test]
     fn hashes_are_keyed_and_stable() {
-        let a = Privacy::new(ClientIpMode::Hash, Some(b"k1"));
-        let b = Privacy::new(ClientIpMode::Hash, Some(b"k2"));
+        let a = Privacy::new(ClientIpMode::Hash, b"k1");
+        let b = Privacy::new(ClientIpMode::Hash, b"k2");
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(a.client_ip_str(ip), a.client_ip_str(ip));
         assert_ne!(a.client_ip_str(ip), b.client_ip_str(ip));

@@ -38,7 +38,7 @@ pub struct Runtime {
     /// Where security events go (`events:`, `audit:`); the pipeline emits what stages noted.
     pub events: crate::events::Emitter,
     /// `logging.client_ip` and the log key.
-    pub privacy: crate::observe::privacy::Privacy,
+    pub privacy: Arc<crate::observe::privacy::Privacy>,
     /// `traces:`: OpenTelemetry spans and W3C trace context; `None` when off.
     pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
@@ -110,6 +110,9 @@ pub struct Lasting {
     pub fleet: crate::fleet::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
     pub events: crate::observe::events::Kept,
+    /// TLS handshake failures are counted always and sampled into events (one a second).
+    pub tls_sampler: crate::observe::events::Sampler,
+    pub log_key: crate::observe::privacy::ProcessKey,
     pub audit: crate::observe::audit::Kept,
     pub traces: crate::observe::trace::Kept,
 }

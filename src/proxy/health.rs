@@ -4,9 +4,10 @@
 
 use super::section::HealthCheck;
 use super::upstream::Upstream;
+use crate::events::{Emitter, Event, Kind, Severity};
 use std::sync::{Arc, Weak};
 
-pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {
+pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck, events: Emitter) {
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
     let n = upstream.targets.len();
     tokio::spawn(async move {
@@ -25,6 +26,7 @@ pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {
                     if !target.is_healthy() && ok_streak[i] >= check.healthy_threshold {
                         target.set_healthy(true);
                         tracing::info!(upstream = &*up.name, address = %target.address, "upstream target healthy");
+                        events.emit(health_event(&up, &target.address.to_string(), true));
                     }
                 } else {
                     bad_streak[i] += 1;
@@ -32,9 +34,23 @@ pub fn spawn(upstream: &Arc<Upstream>, check: HealthCheck) {
                     if target.is_healthy() && bad_streak[i] >= check.unhealthy_threshold {
                         target.set_healthy(false);
                         tracing::warn!(upstream = &*up.name, address = %target.address, "upstream target unhealthy");
+                        events.emit(health_event(&up, &target.address.to_string(), false));
                     }
                 }
             }
         }
     });
+}
+
+/// `upstream.health`: a target went in (`healthy`, info) or out (`unhealthy`, medium) of rotation.
+fn health_event(up: &Upstream, target: &str, healthy: bool) -> Event {
+    let e = Event::new(Kind::UpstreamHealth, if healthy { "healthy" } else { "unhealthy" })
+        .attr("upstream", &up.name)
+        .attr("target", target.to_owned())
+        .attr("healthy", healthy);
+    if healthy {
+        e.severity(Severity::Info)
+    } else {
+        e
+    }
 }

@@ -225,6 +225,39 @@ pub async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// Why a handshake failed, as a reason code (never the peer's bytes).
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(E::PeerIncompatible(_)) => "incompatible",
+        Some(E::NoCertificatesPresented) => "no_client_certificate",
+        Some(E::InvalidCertificate(_)) => "bad_certificate",
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. }) => {
+            "invalid_message"
+        }
+        Some(E::AlertReceived(_)) => "alert_received",
+        Some(E::PeerMisbehaved(_)) => "peer_misbehaved",
+        Some(_) => "other",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "closed",
+        None => "io",
+    }
+}
+
+/// Counts a failed handshake and, at most once a second, makes it an event (with how many were
+/// counted but not sent since the last one).
+fn handshake_failed(shared: &Shared, listener: usize, peer: SocketAddr, reason: &'static str) {
+    let rt = shared.runtime.load();
+    let name = rt.listeners.get(listener).map_or("", |l| l.name.as_str());
+    shared.lasting.metrics.tls_handshake_failure(name, reason);
+    if let Some(suppressed) = shared.lasting.tls_sampler.admit() {
+        let e = crate::events::Event::new(crate::events::Kind::TlsHandshakeFailure, reason)
+            .client_ip(peer.ip())
+            .attr("listener", name.to_owned())
+            .attr("suppressed", suppressed);
+        rt.events.emit(e);
+    }
+}
+
 /// Shutdown as a connection sees it: the signal to finish up, and its place in the drain count.
 #[derive(Clone)]
 struct Stop {
@@ -257,10 +290,12 @@ async fn serve_connection(index: usize, stream: TcpStream, peer: SocketAddr, sha
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(client_ip = %peer.ip(), error = %e, "TLS handshake failed");
+                    handshake_failed(&shared, index, peer, handshake_reason(&e));
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(client_ip = %peer.ip(), "TLS handshake timed out");
+                    handshake_failed(&shared, index, peer, "timeout");
                     return;
                 }
             };
@@ -304,6 +339,13 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
     let id = request_id.to_str().unwrap_or_default();
     let problem = (reject.kind().0, reject.detail());
     tracing::debug!(request_id = id, problem = problem.0, reason = problem.1, "request head refused");
+    if let Some(noted) = reject.event().filter(|_| rt.events.is_enabled()) {
+        let mut e = crate::events::Event::from_noted(noted.attr("stage", crate::exchange::Place::HeadLimits.as_str()));
+        e.request_id = Some(id.into());
+        e.client_ip = Some(info.peer.ip());
+        e.status = Some(reject.status().as_u16());
+        rt.events.emit(e);
+    }
     let mut resp = reject.into_response(id);
     let h = resp.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -331,6 +373,10 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
         authz: None,
         aborted: false,
         held: Vec::new(),
+        user_agent: None,
+        content_type: None,
+        payload: None,
+        privacy: rt.privacy.clone(),
         access_log: rt.access_log,
         route_metrics: rt.unmatched.clone(),
         metrics: shared.lasting.metrics.clone(),

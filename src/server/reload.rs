@@ -2,6 +2,7 @@
 //! one and swaps it in atomically. A config that fails to load or compile is refused, logged and
 //! counted, and the running one keeps serving. In-flight requests keep the runtime they started with.
 
+use crate::events::{Event, Kind};
 use crate::pipeline::Shared;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
@@ -17,20 +18,38 @@ pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
     let result = crate::config::load_and_compile(path, &shared.lasting, Some(&old))
         .map_err(|e| e.to_string())
         .and_then(|new| new.reloadable_from(&old).map(|()| new));
+    let digest = std::fs::read(path).ok().map(|b| {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b);
+        crate::observe::privacy::hex(d.as_ref())
+    });
     match result {
         Ok(new) => {
             new.start();
+            let events = new.events.clone();
             shared.runtime.store(Arc::new(new));
             shared.lasting.metrics.reloads.inc();
             tracing::info!("configuration reloaded");
+            events.emit(reload_event(Kind::ConfigReload, "reloaded", path, digest));
             Ok(())
         }
         Err(e) => {
             shared.lasting.metrics.reload_failures.inc();
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            let mut event = reload_event(Kind::ConfigReloadFailed, "refused", path, digest);
+            event = event.attr("error", e.chars().take(512).collect::<String>());
+            old.events.emit(event);
             Err(e)
         }
     }
+}
+
+/// A reload's event: the file and the SHA-256 of what was read (which version was tried).
+fn reload_event(kind: Kind, reason: &'static str, path: &Path, digest: Option<String>) -> Event {
+    let mut e = Event::new(kind, reason).attr("file", path.display().to_string());
+    if let Some(d) = digest {
+        e = e.attr("config_sha256", d);
+    }
+    e
 }
 
 /// Starts the SIGHUP handler and the file watcher.

@@ -21,19 +21,27 @@ pub struct LimitedBody {
     remaining: u64,
     /// Bytes received so far, shared with the access log record.
     seen: Option<Arc<AtomicU64>>,
+    /// The access log's payload summary, fed as the bytes pass.
+    tap: Option<crate::observe::payload::SharedTap>,
 }
 
 impl LimitedBody {
     pub fn empty() -> Self {
-        LimitedBody { inner: None, buffered: None, remaining: 0, seen: None }
+        LimitedBody { inner: None, buffered: None, remaining: 0, seen: None, tap: None }
+    }
+
+    /// Feeds `tap` with the bytes as they are sent on.
+    pub fn with_tap(mut self, tap: Option<crate::observe::payload::SharedTap>) -> Self {
+        self.tap = tap;
+        self
     }
 
     pub fn new(inner: Incoming, limit: u64, seen: Arc<AtomicU64>) -> Self {
-        LimitedBody { inner: Some(inner), buffered: None, remaining: limit, seen: Some(seen) }
+        LimitedBody { inner: Some(inner), buffered: None, remaining: limit, seen: Some(seen), tap: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        LimitedBody { inner: None, buffered: (!bytes.is_empty()).then_some(bytes), remaining: 0, seen: None }
+        LimitedBody { inner: None, buffered: (!bytes.is_empty()).then_some(bytes), remaining: 0, seen: None, tap: None }
     }
 
     /// The whole body, when it was read before forwarding.
@@ -79,6 +87,9 @@ impl Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= n;
+                    if let Some(tap) = &this.tap {
+                        crate::observe::payload::feed(tap, data);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

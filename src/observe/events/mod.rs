@@ -47,11 +47,28 @@ impl Stdout {
     }
 }
 
+/// The outputs an `events:` section configures; kept across reloads that leave it unchanged.
+struct Outputs {
+    stdout: Option<Stdout>,
+}
+
+impl Outputs {
+    fn is_empty(&self) -> bool {
+        self.stdout.is_none()
+    }
+
+    fn offer(&self, event: &Arc<Event>) {
+        if let Some(s) = &self.stdout {
+            s.offer(event);
+        }
+    }
+}
+
 /// The sink every emitter of one configuration sends to.
 pub struct Hub {
     privacy: Privacy,
     by_kind: Vec<Counter>,
-    stdout: Option<Stdout>,
+    outputs: Arc<Outputs>,
     audit: Option<Arc<dyn Sink>>,
     audit_security: bool,
 }
@@ -69,20 +86,40 @@ impl Sink for Hub {
                 audit.emit(event.clone());
             }
         }
-        let event = Arc::new(event);
-        if let Some(s) = &self.stdout {
-            s.offer(&event);
+        self.outputs.offer(&Arc::new(event));
+    }
+}
+
+/// The one emitter of the process: what holds it (health checks, guards) across reloads always sends to
+/// the hub of the configuration in force.
+#[derive(Default)]
+struct Switch(arc_swap::ArcSwapOption<Hub>);
+
+impl Sink for Switch {
+    fn emit(&self, event: Event) {
+        if let Some(hub) = &*self.0.load() {
+            hub.emit(event);
         }
+    }
+
+    fn enabled(&self) -> bool {
+        self.0.load().is_some()
     }
 }
 
 /// The hub across reloads: rebuilt only when its configuration changes.
 #[derive(Default)]
 pub struct Kept {
-    current: Mutex<Option<(EventsConfig, Emitter)>>,
+    current: Mutex<Option<(EventsConfig, Arc<Outputs>)>>,
+    switch: Arc<Switch>,
 }
 
 impl Kept {
+    /// The process's emitter (whatever configuration is in force), for parts that outlive reloads.
+    pub fn handle(&self) -> Emitter {
+        Emitter::new(self.switch.clone())
+    }
+
     /// The emitter for `cfg`: the running one when nothing changed, else a new hub. `audit` is the
     /// audit trail's sink (which takes the audited kinds, and every kind when `audit_security`).
     pub fn emitter(
@@ -95,24 +132,47 @@ impl Kept {
     ) -> Result<Emitter, String> {
         let cfg = cfg.cloned().unwrap_or_default();
         let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((old, emitter)) = cur.as_ref() {
-            if *old == cfg && audit.is_none() {
-                return Ok(emitter.clone());
+        let outputs = match cur.as_ref() {
+            Some((old, outputs)) if *old == cfg => outputs.clone(),
+            _ => {
+                let stdout = if cfg.stdout {
+                    Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| format!("events: {e}"))?)
+                } else {
+                    None
+                };
+                Arc::new(Outputs { stdout })
             }
-        }
-        let stdout = if cfg.stdout {
-            Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| format!("events: {e}"))?)
-        } else {
-            None
         };
-        if stdout.is_none() && audit.is_none() {
-            *cur = Some((cfg, Emitter::none()));
-            return Ok(Emitter::none());
+        let hub = if outputs.is_empty() && audit.is_none() {
+            None
+        } else {
+            let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
+            Some(Arc::new(Hub { privacy: privacy.clone(), by_kind, outputs: outputs.clone(), audit, audit_security }))
+        };
+        self.switch.0.store(hub);
+        *cur = Some((cfg, outputs));
+        Ok(Emitter::new(self.switch.clone()))
+    }
+}
+
+/// Lets one event a second through, and says how many it held back since the last.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    second: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl Sampler {
+    /// `Some(held back since the last one)` when this one may go out.
+    pub fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.second.load(Relaxed);
+        if last != now && self.second.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            Some(self.held.swap(0, Relaxed))
+        } else {
+            self.held.fetch_add(1, Relaxed);
+            None
         }
-        let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
-        let hub = Hub { privacy: privacy.clone(), by_kind, stdout, audit, audit_security };
-        let emitter = Emitter::new(Arc::new(hub));
-        *cur = Some((cfg, emitter.clone()));
-        Ok(emitter)
     }
 }

@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn a_traces_section_is_refused() {
         let cfg: TracesConfig = serde_yaml_ng::from_str("endpoint: http://127.0.0.1:4318").unwrap();
-        let privacy = Privacy::new(Default::default(), None);
+        let privacy = Privacy::new(Default::default(), b"test key");
         let err = Kept::default().tracer(Some(&cfg), &privacy, &Metrics::new()).err().unwrap();
         assert!(err.contains("cargo feature `otel`"), "{err}");
         assert!(Kept::default().tracer(None, &privacy, &Metrics::new()).unwrap().is_none());

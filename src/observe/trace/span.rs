@@ -223,7 +223,7 @@ mod tests {
     }
 
     fn tracer(kept: &Kept, c: &TracesConfig) -> Result<Option<Arc<Tracer>>, String> {
-        kept.tracer(Some(c), &Privacy::new(Default::default(), None), &Metrics::new())
+        kept.tracer(Some(c), &Privacy::new(Default::default(), b"test key"), &Metrics::new())
     }
 
     #[test]
@@ -235,7 +235,7 @@ mod tests {
         let c = tracer(&kept, &cfg("http://127.0.0.1:10", 0.5)).unwrap().unwrap();
         assert!(!Arc::ptr_eq(&b.exporter, &c.exporter));
         assert!(tracer(&kept, &cfg("https://collector:4318", 1.0)).is_err());
-        let privacy = Privacy::new(Default::default(), None);
+        let privacy = Privacy::new(Default::default(), b"test key");
         assert!(kept.tracer(None, &privacy, &Metrics::new()).unwrap().is_none());
     }
 
