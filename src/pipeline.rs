@@ -338,7 +338,8 @@ async fn run(
     }
     let forwarded = crate::proxy::forward(&route.upstream, &outgoing, body).await;
     if let Some(trace) = ex.trace.as_deref_mut() {
-        trace.upstream_end(&route.upstream, &forwarded);
+        let (address, outcome) = crate::proxy::outcome(&route.upstream, &forwarded);
+        trace.upstream_end(&route.upstream.name, address, outcome);
     }
     let (mut resp, took) = forwarded?;
     ex.upstream_duration = Some(took);

@@ -7,8 +7,9 @@
 //! export. Never: blocks or slows a request on the collector (a full queue drops spans and counts them),
 //! exports a query string, a header value or a body, or fails a request over a malformed `traceparent`.
 //!
-//! Behind the cargo feature `otel` (on by default). Without it, [`Trace`] and [`Tracer`] are empty
-//! types that cannot be made, and a `traces:` section is a config error.
+//! The pipeline reports to a request's trace through [`crate::exchange::Trace`]. Behind the cargo
+//! feature `otel` (on by default); without it, [`Tracer`] is an empty type that cannot be made, and a
+//! `traces:` section is a config error.
 
 mod config;
 pub use config::TracesConfig;
@@ -20,9 +21,9 @@ mod export;
 #[cfg(feature = "otel")]
 mod span;
 #[cfg(feature = "otel")]
-pub use span::{Kept, Trace, Tracer};
+pub use span::{Kept, Tracer};
 
 #[cfg(not(feature = "otel"))]
 mod off;
 #[cfg(not(feature = "otel"))]
-pub use off::{Kept, Trace, Tracer};
+pub use off::{Kept, Tracer};

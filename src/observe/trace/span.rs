@@ -1,15 +1,14 @@
-//! The spans of one request, as the pipeline reports them: [`Tracer::start`] when the request arrives,
-//! [`Trace::stage`] after each stage of the route's chain, [`Trace::upstream_start`] and
-//! [`Trace::upstream_end`] around the upstream call, and [`Trace::finish`] when the answer is known. An
-//! unsampled trace records nothing (no clock reads) and only propagates its context.
+//! The spans of one request, as the pipeline reports them through [`crate::exchange::Trace`]:
+//! [`Tracer::start`] when the request arrives, `stage` after each stage of the route's chain,
+//! `upstream_start` and `upstream_end` around the upstream call, and `finish` when the answer is known.
+//! An unsampled trace records nothing (no clock reads) and only propagates its context.
 
 use super::context::{self, SpanId, TraceId, TRACEPARENT, TRACESTATE};
 use super::export::{ClientSpan, Exporter, Finished, StageSpan};
 use super::TracesConfig;
-use crate::exchange::{Exchange, Place};
+use crate::exchange::{Exchange, Place, Trace};
 use crate::observe::metrics::Metrics;
 use crate::observe::privacy::Privacy;
-use crate::proxy::{Upstream, UpstreamBody};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +24,7 @@ impl Tracer {
     /// Begins the trace of a request that arrived at `started`. The incoming `traceparent` is continued
     /// (its trace id, parent span and sampled flag) only when `peer_trusted`; from any other peer it is
     /// ignored and a new trace starts, sampled at `sample_ratio`.
-    pub fn start(self: &Arc<Self>, peer_trusted: bool, req: &http::request::Parts, started: Instant) -> Box<Trace> {
+    pub fn start(self: &Arc<Self>, peer_trusted: bool, req: &http::request::Parts, started: Instant) -> Box<dyn Trace> {
         let parent = if peer_trusted { context::incoming(&req.headers) } else { None };
         let (trace_id, parent_span, sampled, state) = match parent {
             Some(p) => (p.trace_id, Some(p.span_id), p.sampled, p.state),
@@ -46,7 +45,7 @@ impl Tracer {
         } else {
             (0, None)
         };
-        Box::new(Trace {
+        Box::new(RequestTrace {
             trace_id,
             span_id: context::new_span_id(),
             parent_span,
@@ -62,15 +61,12 @@ impl Tracer {
     }
 }
 
-/// What `proxy::forward` returns.
-type Forwarded = Result<(http::Response<UpstreamBody>, Duration), crate::exchange::Reject>;
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One request's trace context and, when sampled, its spans so far.
-pub struct Trace {
+struct RequestTrace {
     trace_id: TraceId,
     /// The server span: the gateway's handling of the request.
     span_id: SpanId,
@@ -86,14 +82,12 @@ pub struct Trace {
     tracer: Arc<Tracer>,
 }
 
-impl Trace {
-    /// True when this request's spans are recorded and exported (the caller reads the clock for them).
-    pub fn recording(&self) -> bool {
+impl Trace for RequestTrace {
+    fn recording(&self) -> bool {
         self.sampled
     }
 
-    /// A stage of the route's chain ran from `began` to now; `refused` when it ended the request.
-    pub fn stage(&mut self, place: Place, began: Instant, refused: bool) {
+    fn stage(&mut self, place: Place, began: Instant, refused: bool) {
         if self.sampled {
             let start = began.saturating_duration_since(self.started);
             let end = self.started.elapsed();
@@ -101,9 +95,9 @@ impl Trace {
         }
     }
 
-    /// The upstream call begins: its client span's context replaces any `traceparent` and `tracestate`
-    /// in `headers` (the outgoing request's), so the upstream's spans are children of the gateway's.
-    pub fn upstream_start(&mut self, headers: &mut HeaderMap) {
+    /// Its client span's context replaces any `traceparent` and `tracestate` in `headers` (the outgoing
+    /// request's), so the upstream's spans are children of the gateway's.
+    fn upstream_start(&mut self, headers: &mut HeaderMap) {
         let span_id = context::new_span_id();
         headers.remove(TRACEPARENT);
         headers.remove(TRACESTATE);
@@ -117,34 +111,21 @@ impl Trace {
             Some(ClientSpan { span_id, start, end: start, upstream: None, address: None, outcome: Err("unfinished") });
     }
 
-    /// The upstream call ended with `result` (what `proxy::forward` returned): the target that answered
-    /// and its status, or why it failed (the target named only when the upstream has one).
-    pub fn upstream_end(&mut self, upstream: &Upstream, result: &Forwarded) {
+    fn upstream_end(&mut self, upstream: &Arc<str>, address: Option<&str>, outcome: Result<u16, &'static str>) {
         if !self.sampled {
             return;
         }
         let end = self.started.elapsed();
         if let Some(span) = &mut self.upstream {
             span.end = end;
-            span.upstream = Some(upstream.name.clone());
-            let (address, outcome) = match result {
-                Ok((resp, _)) => (Some(resp.body().target().address.as_str()), Ok(resp.status().as_u16())),
-                Err(reject) => {
-                    let only = match upstream.targets.as_slice() {
-                        [one] => Some(one.address.as_str()),
-                        _ => None,
-                    };
-                    (only, Err(reject.kind().0))
-                }
-            };
+            span.upstream = Some(upstream.clone());
             span.address = address.map(Box::from);
             span.outcome = outcome;
         }
     }
 
-    /// The answer is known: the trace is handed to the exporter (when sampled). `problem` is the
-    /// refusal's slug, if the gateway refused the request.
-    pub fn finish(self: Box<Self>, ex: &Exchange<'_>, status: u16, problem: Option<&'static str>) {
+    /// Hands the trace to the exporter (when sampled).
+    fn finish(self: Box<Self>, ex: &Exchange<'_>, status: u16, problem: Option<&'static str>) {
         if !self.sampled {
             return;
         }
