@@ -121,6 +121,7 @@ impl Exporter {
             flush_interval: cfg.flush_interval.0,
             resource: resource(&cfg.service_name),
             client: Client { endpoint, timeout: cfg.timeout.0, conn: None },
+            failing: false,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -158,6 +159,8 @@ struct Worker {
     flush_interval: Duration,
     resource: Resource,
     client: Client,
+    /// The last export failed (for logging only the change).
+    failing: bool,
 }
 
 impl Worker {
@@ -231,13 +234,21 @@ impl Worker {
                 Err(e) => break Err(e),
             }
         };
+        // One warning when exports start failing and one line when they work again, not one per batch.
         match result {
             Ok(()) => {
                 self.counters.sent.inc_by(n as u64);
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(exporter = EXPORTER, "trace export works again");
+                }
             }
             Err(error) => {
                 self.counters.dropped.inc_by(n as u64);
-                tracing::warn!(exporter = EXPORTER, spans = n, error, "trace export failed; spans dropped");
+                if std::mem::replace(&mut self.failing, true) {
+                    tracing::debug!(exporter = EXPORTER, spans = n, error, "trace export failed; spans dropped");
+                } else {
+                    tracing::warn!(exporter = EXPORTER, spans = n, error, "trace export failed; spans dropped");
+                }
             }
         }
         self.queued.fetch_sub(n, Ordering::Relaxed);
