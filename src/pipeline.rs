@@ -113,7 +113,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let mut user_agent = None;
     let mut content_type = None;
     if rt.access_log {
-        user_agent = parts.headers.get(http::header::USER_AGENT).map(|v| log_text(v.as_bytes(), 256));
+        // A clone of the field's shared bytes; cleaned and cut only when the line is written.
+        user_agent = parts.headers.get(http::header::USER_AGENT).cloned();
         if !http_body::Body::is_end_stream(&body) {
             let media = parts
                 .headers

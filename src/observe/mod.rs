@@ -62,8 +62,8 @@ pub struct Completion {
     pub aborted: bool,
     /// Held until the answer is done (concurrency limits' places), then given back.
     pub held: Vec<Box<dyn std::any::Any + Send + Sync>>,
-    /// The request's `User-Agent` (cut and cleaned for the log).
-    pub user_agent: Option<Box<str>>,
+    /// The request's `User-Agent` (cut to 256 bytes and cleaned when the line is written).
+    pub user_agent: Option<http::HeaderValue>,
     /// The request body's media type (essence only), when it had a body.
     pub content_type: Option<Box<str>>,
     /// The request body's summary: keyed hash and JSON top-level key names.
@@ -111,7 +111,7 @@ impl Drop for Completion {
             authz = self.authz.as_ref().map(|d| if d.allowed { "allow" } else { "deny" }),
             authz_rule = self.authz.as_ref().map(|d| &*d.rule),
             aborted = self.aborted,
-            user_agent = self.user_agent.as_deref(),
+            user_agent = self.user_agent.as_ref().map(|v| LogText(v.as_bytes(), 256)).map(tracing::field::display),
             content_type = self.content_type.as_deref(),
             body_hmac = body_hmac.as_deref(),
             json_keys = json_keys.as_deref(),
@@ -128,5 +128,19 @@ impl std::fmt::Display for ClientIp<'_> {
             privacy::ClientIpMode::Full => write!(f, "{}", self.0),
             _ => f.write_str(&self.1.client_ip_str(self.0)),
         }
+    }
+}
+
+/// Bytes a client sent, fit for a log field: at most `.1` bytes, lossy UTF-8, control characters as `?`.
+struct LogText<'a>(&'a [u8], usize);
+
+impl std::fmt::Display for LogText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let cut = &self.0[..self.0.len().min(self.1)];
+        for c in String::from_utf8_lossy(cut).chars() {
+            f.write_char(if c.is_control() { '?' } else { c })?;
+        }
+        Ok(())
     }
 }
