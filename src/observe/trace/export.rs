@@ -27,7 +27,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 
 const EXPORTER: &str = "otlp";
 /// Export attempts after the first one fails.
@@ -99,6 +101,9 @@ pub(super) struct Exporter {
     /// Spans offered and not yet sent or dropped (queued, batched or in flight).
     queued: Arc<AtomicUsize>,
     bound: usize,
+    batch: usize,
+    /// Wakes the exporter when a batch's worth is queued.
+    nudge: Arc<Notify>,
     counters: Arc<Counters>,
 }
 
@@ -113,8 +118,10 @@ impl Exporter {
         });
         let (tx, rx) = unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let nudge = Arc::new(Notify::new());
         let worker = Worker {
             rx,
+            nudge: nudge.clone(),
             queued: queued.clone(),
             counters: counters.clone(),
             batch: cfg.batch,
@@ -131,7 +138,7 @@ impl Exporter {
             .name("otlp-export".into())
             .spawn(move || runtime.block_on(worker.run()))
             .map_err(|e| format!("traces: cannot start the exporter: {e}"))?;
-        Ok(Exporter { tx, queued, bound: cfg.queue, counters })
+        Ok(Exporter { tx, queued, bound: cfg.queue, batch: cfg.batch, nudge, counters })
     }
 
     /// Queues a trace's spans, or drops and counts them when the queue is full. Never waits.
@@ -146,6 +153,8 @@ impl Exporter {
         if self.tx.send(finished).is_err() {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.counters.dropped.inc_by(n as u64);
+        } else if before < self.batch && before + n >= self.batch {
+            self.nudge.notify_one();
         }
     }
 }
@@ -153,6 +162,7 @@ impl Exporter {
 /// The exporter's thread: batches, encodes and sends.
 struct Worker {
     rx: UnboundedReceiver<Finished>,
+    nudge: Arc<Notify>,
     queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     batch: usize,
@@ -164,35 +174,33 @@ struct Worker {
 }
 
 impl Worker {
+    /// Waits for a batch's worth of spans (a producer's nudge) or the flush interval, then takes what
+    /// is queued. Producers never wake this thread per trace: on a busy gateway that would cost a
+    /// context switch per request.
     async fn run(mut self) {
         let mut spans: Vec<Span> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let next = match deadline {
-                Some(at) => tokio::time::timeout_at(at, self.rx.recv()).await.ok(),
-                None => Some(self.rx.recv().await),
-            };
-            match next {
-                Some(Some(finished)) => {
-                    self.depth();
-                    to_spans(finished, &mut spans);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.flush_interval);
-                    if spans.len() >= self.batch {
+            if self.queued.load(Ordering::Relaxed) < self.batch {
+                let _ = tokio::time::timeout(self.flush_interval, self.nudge.notified()).await;
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(finished) => {
+                        to_spans(finished, &mut spans);
+                        if spans.len() >= self.batch {
+                            self.export(&mut spans).await;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // Every producer is gone (a reload replaced this exporter, or shutdown).
+                    Err(TryRecvError::Disconnected) => {
                         self.export(&mut spans).await;
-                        deadline = None;
+                        return;
                     }
                 }
-                // The flush interval passed.
-                None => {
-                    self.export(&mut spans).await;
-                    deadline = None;
-                }
-                // Every producer is gone (a reload replaced this exporter, or shutdown).
-                Some(None) => {
-                    self.export(&mut spans).await;
-                    return;
-                }
             }
+            self.export(&mut spans).await;
+            self.depth();
         }
     }
 
