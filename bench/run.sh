@@ -24,8 +24,12 @@
 #   nginx-full, portcullis-full            POST /orders, ~2 KiB JSON bodies and ES256 tokens rotating
 #                           (bench/full.lua): NGINX proxies it with no checks; Portcullis runs JWT, a role,
 #                           a rate limit, OpenAPI validation and inspection on it (bench/configs/full.yaml)
+#   portcullis-events-off, portcullis-events   the API key route with 10% of requests refused (401, no key;
+#                           bench/events.lua): without, then with security events exported to an unreachable
+#                           syslog collector and the audit trail recording them (bench/configs/events*.yaml)
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
-# HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one; TRACE_SCENARIO=0 the traced one.) More are one `add_portcullis` line each.
+# HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one;
+# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
@@ -57,6 +61,7 @@ HANDSHAKE=${HANDSHAKE:-1}
 C1000=${C1000:-1}
 LIMIT_SCENARIOS=${LIMIT_SCENARIOS:-1}
 FULL_SCENARIO=${FULL_SCENARIO:-1}
+EVENTS_SCENARIO=${EVENTS_SCENARIO:-1}
 if [ "$TLS_SCENARIOS" != 1 ]; then HTTPS=0 H2=0 HANDSHAKE=0; fi
 H2_CONNECTIONS=${H2_CONNECTIONS:-32}
 H2_STREAMS=${H2_STREAMS:-8}
@@ -364,7 +369,8 @@ add_portcullis() {
   port=$(free_port)
   conf="$WORK/$name.yaml"
   sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" -e "s|@WORK@|$WORK|g" \
-    -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" -e "s|@ROOT@|$ROOT|g" "$template" >"$conf"
+    -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" -e "s|@ROOT@|$ROOT|g" -e "s|@CLOSED@|127.0.0.1:${CLOSED_PORT:-0}|g" \
+    "$template" >"$conf"
   taskset -c "$PROXY_CPU" "${BIN:-$PORTCULLIS}" run -c "$conf" >"$WORK/$name.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -439,6 +445,21 @@ if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
     S_SCRIPT[nginx-full]="$ROOT/bench/full.lua"
     S_SCRIPT_ARGS[nginx-full]="$WORK"
   fi
+fi
+# Security events (issue 14): the same mix, 10% refused with 401 (bench/events.lua: every 10th request has no
+# API key), without and with security events, an exporter to a syslog collector that is not there (TCP to a
+# free loopback port nothing listens on) and the audit trail recording security events. Target: the events
+# scenario keeps at least 0.97x the throughput of the other, in the same run.
+if [ "$EVENTS_SCENARIO" = 1 ]; then
+  EVENTS_KEY=pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva
+  CLOSED_PORT=$(free_port)
+  "${BIN:-$PORTCULLIS}" audit keygen --out "$WORK/audit.key" >"$WORK/audit-keygen.log" 2>&1 ||
+    die "portcullis audit keygen failed (EVENTS_SCENARIO=0 leaves the events scenarios out): $(tail -3 "$WORK/audit-keygen.log")"
+  for s in portcullis-events-off portcullis-events; do
+    add_portcullis "$s" "$ROOT/bench/configs/${s#portcullis-}.yaml" http "X-API-Key: $EVENTS_KEY"
+    S_SCRIPT[$s]="$ROOT/bench/events.lua"
+    S_SCRIPT_ARGS[$s]=$EVENTS_KEY
+  done
 fi
 # Rate limits that never refuse (keyed by client IP): in memory, and in a redis-server started here on a
 # free loopback port, pinned to the load CPU like the upstream, and stopped on exit with the rest.
@@ -834,6 +855,15 @@ if "portcullis-limit-redis" in sc and "portcullis-limit-local" in sc:
           "redis-server's own cpu per request: %s us" % (
           f(ratio("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"),
           f(paired("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"), f(extra, "%.2f")))
+# Security events, the audit trail and an unreachable exporter, against the same 401 mix without them (target:
+# at least 0.97x the throughput). 10% of each run's requests are 401s by design (wrk's "non-2xx" count).
+if "portcullis-events" in sc and "portcullis-events-off" in sc:
+    print("portcullis-events/portcullis-events-off throughput ratio: %s (paired by round %s; target >= 0.97), "
+          "cpu-per-request ratio: %s (paired by round %s)" % (
+          f(ratio("portcullis-events", "portcullis-events-off", "rps"), "%.2f"),
+          f(paired("portcullis-events", "portcullis-events-off", "rps"), "%.2f"),
+          f(ratio("portcullis-events", "portcullis-events-off", "cpu_us_per_req"), "%.2f"),
+          f(paired("portcullis-events", "portcullis-events-off", "cpu_us_per_req"), "%.2f")))
 # All of the security (JWT, role, rate limit, OpenAPI validation, inspection) against NGINX proxying the same
 # POSTs with none of it (target: at most 1.0x CPU per request).
 if "portcullis-full" in sc and "nginx-full" in sc:

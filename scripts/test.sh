@@ -9,6 +9,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # the fleet tests (tests/limits_redis.rs) start their own redis-server per test on a free loopback port
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# the SIEM export tests (tests/events_export.rs) start their own rsyslogd with UDP, TCP and TLS (gtls) inputs
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need_apt+=(rsyslog-gnutls)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   apt-get update -qq
@@ -27,6 +30,13 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+
+# The alert rules' structure and metric names are checked by tests/observability.rs; promtool (Debian's
+# large `prometheus` package, not installed for this) also checks their PromQL when it is on the PATH.
+if command -v promtool >/dev/null 2>&1; then
+  echo "== promtool check rules"
+  promtool check rules deploy/prometheus/alerts.yml
+fi
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,4 +1,4 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `openapi import`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `audit`, `openapi import`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::guard::cli::BansCommand,
     },
+    /// Verify an audit trail, or make its signing key.
+    Audit {
+        #[command(subcommand)]
+        command: crate::observe::audit::cli::AuditCommand,
+    },
     /// Work with OpenAPI documents.
     Openapi {
         #[command(subcommand)]
@@ -88,10 +93,15 @@ pub fn main() -> ExitCode {
             Err(e) => usage(&e),
         },
         Command::Keys { config, authenticator, command } => {
-            let found = config::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|(cfg, _)| find_api_key(&cfg, authenticator.as_deref()));
-            match found.and_then(|(name, c)| crate::authn::api_key::cli::run(&name, &c, command)) {
+            let found = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
+                let trail = command_trail(&cfg)?;
+                find_api_key(&cfg, authenticator.as_deref()).map(|k| (k, trail))
+            });
+            let done = found.and_then(|((name, c), trail)| {
+                crate::authn::api_key::cli::run(&name, &c, command, &trail.emitter())?;
+                trail.check()
+            });
+            match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis keys: {e}");
@@ -100,9 +110,11 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Bans { config, command } => {
-            let done = config::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|(cfg, _)| crate::guard::cli::run(cfg.store.as_ref(), cfg.redis.as_ref(), command));
+            let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
+                let trail = command_trail(&cfg)?;
+                crate::guard::cli::run(cfg.store.as_ref(), cfg.redis.as_ref(), command, &trail.emitter())?;
+                trail.check()
+            });
             match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -111,6 +123,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit { command } => crate::observe::audit::cli::run(command),
         Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -132,10 +145,48 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Quickstart => match config::parse(QUICKSTART, Path::new("examples/quickstart.yaml (built in)")) {
-            Ok(cfg) => serve(cfg, None, true),
+            Ok(mut cfg) => match quickstart_audit(&mut cfg) {
+                Ok(()) => serve(cfg, None, true),
+                Err(e) => {
+                    eprintln!("portcullis: quickstart audit trail: {e}");
+                    ExitCode::from(70)
+                }
+            },
             Err(e) => usage(&e),
         },
     }
+}
+
+/// The audit trail a command appends to (when the config has `audit:`), opened before the command
+/// changes anything, so an unwritable trail refuses the change.
+struct CommandTrail(Option<Arc<crate::observe::audit::CliTrail>>);
+
+impl CommandTrail {
+    fn emitter(&self) -> crate::events::Emitter {
+        self.0.as_ref().map_or_else(crate::events::Emitter::none, |t| crate::events::Emitter::new(t.clone()))
+    }
+
+    /// An error when a record could not be appended (the change itself was made).
+    fn check(&self) -> Result<(), String> {
+        match self.0.as_ref().and_then(|t| t.failure()) {
+            Some(e) => Err(format!("done, but the audit record could not be written: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn command_trail(cfg: &config::file::FileConfig) -> Result<CommandTrail, String> {
+    let Some(audit) = &cfg.audit else {
+        return Ok(CommandTrail(None));
+    };
+    let process_key = crate::observe::privacy::ProcessKey::default();
+    let privacy = crate::observe::privacy::Privacy::new(
+        cfg.logging.client_ip,
+        cfg.logging.hash_key.as_ref().map_or(&process_key.0[..], |k| k.expose().as_bytes()),
+    );
+    crate::observe::audit::CliTrail::open(audit, privacy)
+        .map(|t| CommandTrail(Some(Arc::new(t))))
+        .map_err(|e| format!("audit: {e}"))
 }
 
 /// The api_key authenticator `keys` works on: the one named, or the only one.
@@ -229,7 +280,13 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
             return usage(&e.locate(&text, &text_path));
         }
     };
-    let _log = crate::observe::init_logging(&runtime.log_level);
+    let _log = match crate::observe::init_logging(&runtime.log_level, cfg.logging.access_log_file.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("portcullis: logging.access_log_file: cannot open it: {e}");
+            return ExitCode::from(64);
+        }
+    };
     raise_open_file_limit(runtime.limits.max_connections);
     // One worker: a current-thread runtime runs every task on the main thread, without the
     // work-stealing scheduler's cross-thread wake-ups (the accept loop would otherwise sit on a second
@@ -253,6 +310,16 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
     };
     if quickstart {
         print_quickstart();
+        if let Some(a) = &cfg.audit {
+            let public = a.file.with_file_name("audit.pub");
+            println!(
+                "Audit trail (signed, hash-chained; every security event too): {}\nVerify it with:\n  \
+                 portcullis audit verify {} --key {}\n",
+                a.file.display(),
+                a.file.display(),
+                public.display()
+            );
+        }
     }
     let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), lasting });
     match tokio_rt.block_on(crate::server::run(shared, path)) {
@@ -263,6 +330,25 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
             ExitCode::from(70)
         }
     }
+}
+
+/// The quickstart's audit trail: a new directory under the temporary directory, with a signing key made
+/// now (`audit.key`, its public half `audit.pub`) and the trail `audit.log`, named when the gateway
+/// starts along with the command that verifies it.
+fn quickstart_audit(cfg: &mut config::file::FileConfig) -> Result<(), String> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let dir = std::env::temp_dir().join(format!("portcullis-quickstart-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    let key = dir.join("audit.key");
+    crate::observe::audit::cli::keygen(&key, Some(&dir.join("audit.pub")))?;
+    let yaml = format!(
+        "file: {}\nsigning_key: ${{file:{}}}\ncheckpoint_every: 20\ncheckpoint_interval: 5s\nsecurity_events: true\n",
+        dir.join("audit.log").display(),
+        key.display()
+    );
+    let audit: crate::observe::audit::AuditConfig = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
+    cfg.audit = Some(audit);
+    Ok(())
 }
 
 fn print_quickstart() {

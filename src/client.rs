@@ -154,20 +154,7 @@ impl Client {
     /// `https` says whether TLS trust is needed at all (any configured URL is https://); `ca` is a PEM
     /// file of trusted CAs, used instead of the system's trust store.
     pub fn new(ca: Option<&str>, https: bool, timeout: Duration, max_body: usize) -> Result<Client, String> {
-        let tls = if https || ca.is_some() {
-            let roots = match ca {
-                Some(path) => Arc::new(crate::tls::load_roots(path)?),
-                None => system_roots()?,
-            };
-            let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_protocol_versions(crate::tls::VERSIONS)
-                .map_err(|e| format!("TLS client configuration: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
-        } else {
-            None
-        };
+        let tls = if https || ca.is_some() { Some(tokio_rustls::TlsConnector::from(tls_config(ca)?)) } else { None };
         Ok(Client { tls, timeout, max_body, idle: Mutex::new(Vec::new()) })
     }
 
@@ -179,6 +166,11 @@ impl Client {
     pub async fn post_form(&self, url: &Url, mut headers: HeaderMap, form: String) -> Result<Response, FetchError> {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
         self.send(Method::POST, url, headers, Bytes::from(form)).await
+    }
+
+    /// POSTs `body` with the given headers (`Content-Type` among them).
+    pub async fn post(&self, url: &Url, headers: HeaderMap, body: Bytes) -> Result<Response, FetchError> {
+        self.send(Method::POST, url, headers, body).await
     }
 
     async fn send(&self, method: Method, url: &Url, headers: HeaderMap, body: Bytes) -> Result<Response, FetchError> {
@@ -285,6 +277,21 @@ impl Client {
             idle.push((origin, sender, Instant::now()));
         }
     }
+}
+
+/// The gateway's TLS client policy: the CAs of the PEM file `ca` when given (and only those), else the
+/// system's trust store; TLS 1.2 and 1.3 on aws-lc-rs.
+pub fn tls_config(ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = match ca {
+        Some(path) => Arc::new(crate::tls::load_roots(path)?),
+        None => system_roots()?,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::VERSIONS)
+        .map_err(|e| format!("TLS client configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The system trust store, loaded once per process.

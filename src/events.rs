@@ -475,6 +475,14 @@ impl std::fmt::Debug for Emitter {
     }
 }
 
+/// Who runs a command (the `principal` of its events): the OS user, or `cli`. Not authenticated.
+pub fn actor() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".to_owned())
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the epoch (proleptic Gregorian, UTC).
 pub fn rfc3339_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

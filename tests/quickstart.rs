@@ -184,3 +184,87 @@ fn quickstart_blocks_attacks_and_validates_orders() {
     assert_eq!(forwarded.len(), 2, "O'Brien and the valid order only: {lines:?}");
     assert!(forwarded.iter().all(|l| l["status"] == 200), "{lines:?}");
 }
+
+/// The real `portcullis quickstart` (its fixed ports, so in a network namespace of its own): it names its
+/// audit trail and the command that verifies it; the 401 of the private route is an `authn.failure`
+/// event on stdout and a record of the trail, and the printed command verifies the trail.
+#[test]
+fn quickstart_prints_its_audit_trail_and_the_command_that_verifies_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh", "-c", r#"ip link set lo up && exec "$0" quickstart"#, bin()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux) runs the quickstart in its own network namespace");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let mut wait_for = |pred: &dyn Fn(&str) -> bool| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("not printed; stdout so far: {lines:#?}"),
+            }
+        }
+    };
+    let verify = wait_for(&|l| l.trim_start().starts_with("portcullis audit verify "));
+    let words: Vec<&str> = verify.split_whitespace().collect();
+    assert_eq!(&words[..3], ["portcullis", "audit", "verify"]);
+    assert_eq!(words[4], "--key");
+    let (trail, key) = (words[3].to_owned(), words[5].to_owned());
+    // In the quickstart's namespace: poll until it serves, then the 401.
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("nsenter")
+            .args([
+                ns.as_str(),
+                "curl",
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "X-Request-Id: qs-audit-401",
+            ])
+            .arg("https://127.0.0.1:8443/private/data")
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "401" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the quickstart never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(&|l| l.contains(r#""type":"authn.failure""#) && l.contains("qs-audit-401"));
+    // A graceful stop signs the tail; the printed command then verifies the whole trail.
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the quickstart did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(bin()).args(["audit", "verify", &trail, "--key", &key]).output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(text.contains("authn.failure") && text.contains("qs-audit-401"), "{text}");
+    // The trail is the quickstart's own directory under the temporary directory.
+    let dir = std::path::Path::new(&trail).parent().unwrap();
+    assert!(dir.file_name().unwrap().to_string_lossy().starts_with("portcullis-quickstart-"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

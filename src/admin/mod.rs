@@ -3,10 +3,12 @@
 //! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
 //! do not need axum yet.
 
+mod exposition;
+
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
 use crate::pipeline::Shared;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, VARY};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
@@ -40,11 +42,16 @@ pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBod
                     .into_response("admin");
                 }
             }
-            let mut resp = Response::new(ResponseBody::full(shared.lasting.metrics.encode().into()));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
+            let openmetrics = shared.lasting.metrics.encode();
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let (body, media) = if exposition::wants_openmetrics(accept) {
+                (openmetrics, exposition::OPENMETRICS)
+            } else {
+                (exposition::to_prometheus_text(&openmetrics), exposition::PROMETHEUS_TEXT)
+            };
+            let mut resp = Response::new(ResponseBody::full(body.into()));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(media));
+            resp.headers_mut().insert(VARY, HeaderValue::from_static("accept"));
             resp
         }
         _ => Reject::NotFound.into_response("admin"),

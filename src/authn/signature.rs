@@ -46,7 +46,6 @@ use crate::secret::Secret;
 use crate::units::Dur;
 use aws_lc_rs::{constant_time, digest, hmac, signature as sig};
 use base::{Component, Message};
-use base64::Engine;
 use fields::{DigestAlg, SignatureInput};
 use replay::{Refused, ReplayStore};
 use serde::Deserialize;
@@ -192,28 +191,7 @@ impl Key {
     }
 }
 
-/// An Ed25519 public key from base64 (raw 32 bytes) or an SPKI PEM block.
-fn ed25519_key(text: &[u8]) -> Result<[u8; 32], String> {
-    let text = text.trim_ascii();
-    let raw = if text.starts_with(b"-----BEGIN") {
-        use x509_parser::prelude::FromDer;
-        let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|_| "not a PEM block".to_string())?;
-        if pem.label != "PUBLIC KEY" {
-            return Err(format!("a `{}` PEM block is not a public key", pem.label));
-        }
-        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&pem.contents)
-            .map_err(|_| "not a SubjectPublicKeyInfo".to_string())?;
-        if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
-            return Err("not an Ed25519 public key".into());
-        }
-        spki.subject_public_key.data.to_vec()
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| "public_key is neither base64 nor PEM".to_string())?
-    };
-    raw.try_into().map_err(|_| "an Ed25519 public key is 32 bytes".to_string())
-}
+pub(crate) use crate::secret::ed25519_public_key as ed25519_key;
 
 pub struct SignatureAuth {
     pub forward_credential: bool,

@@ -582,12 +582,12 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         cfg.logging.client_ip,
         cfg.logging.hash_key.as_ref().map_or(&lasting.log_key.0[..], |k| k.expose().as_bytes()),
     );
-    let audit = lasting.audit.trail(cfg.audit.as_ref()).map_err(|e| CompileError::new("audit", "", e))?;
+    let audit = lasting.audit.trail(cfg.audit.as_ref(), metrics).map_err(|e| CompileError::new("audit", "", e))?;
     let audit_security = cfg.audit.as_ref().is_some_and(|a| a.security_events);
-    let events = lasting
+    let (events, events_activation) = lasting
         .events
         .emitter(cfg.events.as_ref(), audit, audit_security, &privacy, metrics)
-        .map_err(|e| CompileError::new("events", "", e))?;
+        .map_err(|f| CompileError::new(f.key, f.value, f.message))?;
     let tracer = lasting
         .traces
         .tracer(cfg.traces.as_ref(), &privacy, metrics)
@@ -613,6 +613,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         guard: Arc::new(guard),
         security_headers: respond.headers,
         events,
+        events_activation,
         privacy: Arc::new(privacy),
         tracer,
     })
@@ -621,6 +622,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
 impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
     pub fn start(&self) {
+        self.events_activation.activate();
         self.authenticators.start();
         self.guard.start();
         for (name, up) in &self.upstreams {

@@ -264,6 +264,8 @@ pub struct Logging {
     /// Query parameters and JSON fields whose values are never written anywhere (beside the built-in
     /// `password`, `secret`, `token`, `api_key` and card numbers, and every configured credential).
     pub redact: Vec<String>,
+    /// Access log lines to this file instead of stdout, reopened on SIGUSR1 (logrotate); read at start.
+    pub access_log_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Logging {
@@ -274,6 +276,7 @@ impl Default for Logging {
             client_ip: crate::observe::privacy::ClientIpMode::Full,
             hash_key: None,
             redact: Vec::new(),
+            access_log_file: None,
         }
     }
 }

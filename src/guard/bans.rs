@@ -376,7 +376,7 @@ impl Bans {
 
     /// The event of one ban: the target as a client address when it is one (so `logging.client_ip`
     /// applies), else as an attribute.
-    fn ban_event(kind: Kind, reason: &'static str, ban: &Ban) -> Event {
+    pub(crate) fn ban_event(kind: Kind, reason: &'static str, ban: &Ban) -> Event {
         let e = Event::new(kind, reason).rule(ban.id.to_string()).attr("source", ban.source.clone());
         let e = e.attr("until_ms", ban.expires_at).attr("target_kind", ban.target.kind());
         match &ban.target {

@@ -1,7 +1,8 @@
 //! `portcullis bans -c CONFIG add|list|remove`: bans in the config's `store:` file. A running gateway
 //! on the same store picks changes up within about a second.
 
-use super::bans::{now_ms, BanStore, RedisBans, Target};
+use super::bans::{now_ms, Ban, BanStore, Bans, RedisBans, Target};
+use crate::events::{Emitter, Event, Kind};
 use crate::fleet::{Fleet, RedisConfig};
 use crate::store::StoreConfig;
 use crate::units::parse_duration;
@@ -66,8 +67,24 @@ impl Backend {
     }
 }
 
-/// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store.
-pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCommand) -> Result<(), String> {
+/// A ban event (as the gateway writes them) marked as the command's: who ran it, and why.
+fn by_command(event: Event, why: &str) -> Event {
+    let event = event.attr("actor", crate::events::actor()).attr("via", "cli");
+    if why.is_empty() {
+        event
+    } else {
+        event.attr("ban_reason", why.to_owned())
+    }
+}
+
+/// Runs `cmd` on the config's Redis (with `redis.share_bans: true`) or store; changes are emitted to
+/// `audit` (the config's audit trail, or nothing).
+pub fn run(
+    store: Option<&StoreConfig>,
+    redis: Option<&RedisConfig>,
+    cmd: BansCommand,
+    audit: &Emitter,
+) -> Result<(), String> {
     let mut bans = match redis.filter(|r| r.share_bans) {
         Some(r) => Backend::Redis(Box::new(RedisBans::new(&Fleet::new(r)?))),
         None => {
@@ -92,6 +109,8 @@ pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCo
             }
             let until = now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
             let id = bans.add(&target, until, &reason)?;
+            let ban = Ban { id, target, reason, source: "manual".into(), created_at: now_ms(), expires_at: until };
+            audit.emit(by_command(Bans::ban_event(Kind::BanSet, "command", &ban), &ban.reason));
             eprintln!("banned until {}", utc(until));
             println!("{id}");
         }
@@ -122,9 +141,15 @@ pub fn run(store: Option<&StoreConfig>, redis: Option<&RedisConfig>, cmd: BansCo
             }
         }
         BansCommand::Remove { id } => {
+            let ban = bans.list(None)?.into_iter().find(|b| b.id == id);
             if !bans.remove(id)? {
                 return Err(format!("no ban {id}"));
             }
+            let event = match &ban {
+                Some(b) => Bans::ban_event(Kind::BanExpired, "lifted", b),
+                None => Event::new(Kind::BanExpired, "lifted").rule(id.to_string()),
+            };
+            audit.emit(by_command(event, ""));
             eprintln!("ban {id} lifted");
         }
     }

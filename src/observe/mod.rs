@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod logfile;
 pub mod metrics;
 pub mod payload;
 pub mod privacy;
@@ -20,12 +21,27 @@ use tracing_subscriber::EnvFilter;
 
 pub use tracing_appender::non_blocking::WorkerGuard;
 
-/// Installs the JSON log subscriber. Keep the guard alive for the life of the process.
-pub fn init_logging(level: &str) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        .lossy(true)
-        .finish(std::io::stdout());
+/// Installs the JSON log subscriber. Keep the guard alive for the life of the process. With
+/// `access_log_file`, access log lines (target `access`) go to that file, through their own bounded
+/// lossy queue and writer thread, and the file is reopened on SIGUSR1; every other line stays on stdout.
+/// Fails only when that file cannot be opened.
+pub fn init_logging(level: &str, access_log_file: Option<&std::path::Path>) -> std::io::Result<LogGuard> {
+    let lossy = |w| {
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(64 * 1024)
+            .lossy(true)
+            .thread_name("portcullis-log")
+            .finish(w)
+    };
+    let (stdout, guard) = lossy(Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>);
+    let (file, file_guard) = match access_log_file {
+        Some(path) => {
+            let (w, g) = lossy(Box::new(logfile::AccessLogFile::open(path)?));
+            (Some(w), Some(g))
+        }
+        None => (None, None),
+    };
+    let writer = logfile::Split { access: file, rest: stdout };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
@@ -35,7 +51,13 @@ pub fn init_logging(level: &str) -> WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .try_init();
-    guard
+    Ok(LogGuard { _stdout: guard, _file: file_guard })
+}
+
+/// Flushes the log queues when dropped (at exit).
+pub struct LogGuard {
+    _stdout: WorkerGuard,
+    _file: Option<WorkerGuard>,
 }
 
 /// What is known about one request when its response has been sent. Dropping it writes the access log

@@ -105,14 +105,7 @@ pub fn truncate(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub use crate::fleet::hex;
 
 #[cfg(test)]
 mod tests {

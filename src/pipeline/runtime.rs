@@ -37,6 +37,8 @@ pub struct Runtime {
     pub security_headers: crate::respond::protect::SecurityHeaders,
     /// Where security events go (`events:`, `audit:`); the pipeline emits what stages noted.
     pub events: crate::events::Emitter,
+    /// Puts this configuration's event outputs in force (at `Runtime::start`).
+    pub events_activation: crate::observe::events::Activation,
     /// `logging.client_ip` and the log key.
     pub privacy: Arc<crate::observe::privacy::Privacy>,
     /// `traces:`: OpenTelemetry spans and W3C trace context; `None` when off.

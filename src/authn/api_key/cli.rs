@@ -2,6 +2,7 @@
 
 use super::store::{KeyInfo, Store};
 use super::{generate, hash, hmac_key, now, ApiKeyConfig};
+use crate::events::{Emitter, Event, Kind};
 use crate::units::parse_duration;
 use clap::Subcommand;
 use std::io::Read;
@@ -37,8 +38,20 @@ pub enum KeysCommand {
     Hash,
 }
 
-/// Runs `cmd` against the api_key authenticator `name` (found in the config by `cli`).
-pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String> {
+/// A `key.lifecycle` event for the audit trail: the key's id (as `rule`) and principal, by the OS user
+/// who ran the command (`principal`); never the key.
+fn lifecycle(authenticator: &str, action: &'static str, id: &str, principal: &str) -> Event {
+    Event::new(Kind::KeyLifecycle, action)
+        .rule(id.to_owned())
+        .principal(crate::events::actor())
+        .attr("authenticator", authenticator.to_owned())
+        .attr("key_principal", principal.to_owned())
+        .attr("via", "cli")
+}
+
+/// Runs `cmd` against the api_key authenticator `name` (found in the config by `cli`); changes are
+/// emitted to `audit` (the config's audit trail, or nothing).
+pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> Result<(), String> {
     let secret = hmac_key(&c.hmac_secret)?;
     if let KeysCommand::Hash = cmd {
         let mut key = String::new();
@@ -76,6 +89,7 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String>
                 rotated_to: None,
             };
             let (id, key) = create(&store, &secret, &info)?;
+            audit.emit(lifecycle(name, "created", &id, &info.principal));
             eprintln!("created key {id} for {} (shown once: store it now)", info.principal);
             println!("{key}");
         }
@@ -115,13 +129,16 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand) -> Result<(), String>
             let info = KeyInfo { created_at: now(), allowed_cidrs, ..old };
             let (new_id, key) = create(&store, &secret, &info)?;
             store.mark_rotated(&id, &new_id, now() + grace.as_secs() as i64)?;
+            audit.emit(lifecycle(name, "rotated", &id, &info.principal).attr("new_key_id", new_id.clone()));
             eprintln!("key {id} rotated to {new_id}; the old key stays valid for {grace:?}");
             println!("{key}");
         }
         KeysCommand::Revoke { id } => {
+            let principal = store.get(&id)?.map(|k| k.principal).unwrap_or_default();
             if !store.revoke(&id, now())? {
                 return Err(format!("no active key `{id}`"));
             }
+            audit.emit(lifecycle(name, "revoked", &id, &principal));
             eprintln!("key {id} revoked");
         }
         KeysCommand::Hash => {}

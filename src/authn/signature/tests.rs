@@ -1,5 +1,6 @@
 use super::*;
 use crate::exchange::ConnInfo;
+use base64::Engine;
 
 /// RFC 9421 Appendix B.1.5.
 const RFC_SHARED_SECRET: &str =

@@ -2,6 +2,19 @@
 //! HTTP collectors), and the audit trail. [`Hub`] is the [`Sink`] behind every [`Emitter`]: it counts
 //! each event, writes client addresses as `logging.client_ip` says, and offers the event to each output's
 //! bounded queue. A full queue drops the event and counts the drop; emitting never blocks.
+//!
+//! Exporters (`events.exporters`): [`exporter`] compiles each into an outlet (filters and a bounded queue
+//! the hub offers to) and a worker that [`queue`] runs on the `events-export` thread, sending in
+//! [`format`] (JSON, CEF, [`ocsf`]) over [`syslog`] or [`http`]. Compiling sends nothing: exporters
+//! connect when they first have events. When a reload replaces the outputs, the old exporters drain
+//! their queues (for a bounded time) and stop.
+
+pub mod exporter;
+pub mod format;
+pub mod http;
+pub mod ocsf;
+pub mod queue;
+pub mod syslog;
 
 use crate::events::{Emitter, Event, Kind, Sink};
 use crate::observe::metrics::Metrics;
@@ -18,6 +31,9 @@ pub struct EventsConfig {
     /// Every event as one JSON line on stdout (beside the logs).
     #[serde(default)]
     pub stdout: bool,
+    /// SIEM exporters: syslog (UDP, TCP, TLS) and HTTP collectors (webhook, Splunk HEC, `_bulk`).
+    #[serde(default)]
+    pub exporters: Vec<exporter::ExporterConfig>,
 }
 
 /// Events to stdout: a bounded queue and one writer thread.
@@ -50,16 +66,20 @@ impl Stdout {
 /// The outputs an `events:` section configures; kept across reloads that leave it unchanged.
 struct Outputs {
     stdout: Option<Stdout>,
+    exporters: Vec<exporter::Outlet>,
 }
 
 impl Outputs {
     fn is_empty(&self) -> bool {
-        self.stdout.is_none()
+        self.stdout.is_none() && self.exporters.is_empty()
     }
 
     fn offer(&self, event: &Arc<Event>) {
         if let Some(s) = &self.stdout {
             s.offer(event);
+        }
+        for x in &self.exporters {
+            x.offer(event);
         }
     }
 }
@@ -86,7 +106,9 @@ impl Sink for Hub {
                 audit.emit(event.clone());
             }
         }
-        self.outputs.offer(&Arc::new(event));
+        if !self.outputs.is_empty() {
+            self.outputs.offer(&Arc::new(event));
+        }
     }
 }
 
@@ -129,18 +151,20 @@ impl Kept {
         audit_security: bool,
         privacy: &Privacy,
         metrics: &Metrics,
-    ) -> Result<Emitter, String> {
+    ) -> Result<(Emitter, Activation), exporter::Fault> {
         let cfg = cfg.cloned().unwrap_or_default();
         let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = match cur.as_ref() {
             Some((old, outputs)) if *old == cfg => outputs.clone(),
             _ => {
+                let (exporters, workers) = compile_exporters(&cfg.exporters, metrics)?;
                 let stdout = if cfg.stdout {
-                    Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| format!("events: {e}"))?)
+                    Some(Stdout::spawn(metrics.exporter_dropped("stdout")).map_err(|e| thread_fault(&e))?)
                 } else {
                     None
                 };
-                Arc::new(Outputs { stdout })
+                queue::spawn(workers).map_err(|e| thread_fault(&e))?;
+                Arc::new(Outputs { stdout, exporters })
             }
         };
         let hub = if outputs.is_empty() && audit.is_none() {
@@ -149,10 +173,52 @@ impl Kept {
             let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
             Some(Arc::new(Hub { privacy: privacy.clone(), by_kind, outputs: outputs.clone(), audit, audit_security }))
         };
-        self.switch.0.store(hub);
         *cur = Some((cfg, outputs));
-        Ok(Emitter::new(self.switch.clone()))
+        let activation = Activation { switch: self.switch.clone(), hub: Mutex::new(Some(hub)) };
+        Ok((Emitter::new(self.switch.clone()), activation))
     }
+}
+
+/// A compiled configuration's hub, put in force when its runtime starts (`Runtime::start`): a reload
+/// refused after compiling leaves the running configuration's outputs in force.
+pub struct Activation {
+    switch: Arc<Switch>,
+    hub: Mutex<Option<Option<Arc<Hub>>>>,
+}
+
+impl Activation {
+    /// Sends the process's events to this configuration's outputs (once; later calls do nothing).
+    pub fn activate(&self) {
+        if let Some(hub) = self.hub.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            self.switch.0.store(hub);
+        }
+    }
+}
+
+fn thread_fault(e: &std::io::Error) -> exporter::Fault {
+    exporter::Fault::new("events", "", format!("events: cannot start a thread: {e}"))
+}
+
+/// Every exporter, or the first mistake. Names must be unique (they label the metrics).
+fn compile_exporters(
+    list: &[exporter::ExporterConfig],
+    metrics: &Metrics,
+) -> Result<(Vec<exporter::Outlet>, Vec<queue::Worker>), exporter::Fault> {
+    let mut names = std::collections::HashSet::new();
+    let (mut outlets, mut workers) = (Vec::new(), Vec::new());
+    for c in list {
+        if !names.insert(c.name.as_str()) || c.name == "stdout" {
+            return Err(exporter::Fault::new(
+                "name",
+                c.name.clone(),
+                format!("events.exporters: the name `{}` is used twice (or is `stdout`, which is taken)", c.name),
+            ));
+        }
+        let (outlet, worker) = exporter::compile(c, metrics)?;
+        outlets.push(outlet);
+        workers.push(worker);
+    }
+    Ok((outlets, workers))
 }
 
 /// Lets one event a second through, and says how many it held back since the last.
