@@ -482,3 +482,17 @@ fn an_access_log_file_that_cannot_be_opened_refuses_to_start() {
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("logging.access_log_file"), "{stderr}");
 }
+
+/// A stray SIGUSR1 (a logrotate rule left behind after the access log went back to stdout) is
+/// ignored: the gateway keeps serving and logging.
+#[test]
+fn sigusr1_without_an_access_log_file_is_ignored() {
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&basic_config(up.addr, ""));
+    let url = format!("http://{}/a", gw.addr("main"));
+    assert_eq!(curl(&[&url]).0, 200);
+    gw.signal("USR1");
+    gw.signal("USR1");
+    assert_eq!(curl(&[&url]).0, 200, "still serving after SIGUSR1");
+    assert_eq!(gw.wait_access_log(2, std::time::Duration::from_secs(5)).len(), 2);
+}

@@ -39,7 +39,15 @@ pub fn init_logging(level: &str, access_log_file: Option<&std::path::Path>) -> s
             let (w, g) = lossy(Box::new(logfile::AccessLogFile::open(path)?));
             (Some(w), Some(g))
         }
-        None => (None, None),
+        None => {
+            // Nothing to reopen, but a stray SIGUSR1 (a logrotate rule left behind) must not end the
+            // process, which is the signal's default action.
+            signal_hook::flag::register(
+                signal_hook::consts::SIGUSR1,
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            )?;
+            (None, None)
+        }
     };
     let writer = logfile::Split { access: file, rest: stdout };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
