@@ -9,6 +9,7 @@
 #   direct      wrk -> upstream NGINX
 #   nginx       wrk -> NGINX reverse proxy (1 worker, keepalive upstream pool) -> upstream
 #   portcullis  wrk -> Portcullis (workers: 1, bench/configs/plain.yaml) -> upstream
+#   portcullis-traced      the same with `traces:` on, every request sampled, spans exported to the upstream
 #   portcullis-apikey      the same with an API key (X-API-Key, declared by hash in bench/configs/apikey.yaml)
 #   portcullis-jwt-es256   the same with a JWT bearer token, ES256, keys from a JWKS file (bench/mint.py)
 #   portcullis-jwt-rs256   the same with RS256
@@ -28,7 +29,7 @@
 #                           syslog collector and the audit trail recording them (bench/configs/events*.yaml)
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
 # HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one;
-# EVENTS_SCENARIO=0 the two events ones.) More are one `add_portcullis` line each.
+# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
@@ -407,6 +408,11 @@ make_cert() {
 # Scenarios. Each Portcullis variant is one add_portcullis line; authenticated ones send their credential.
 add_nginx nginx
 add_portcullis portcullis "$ROOT/bench/configs/plain.yaml" http
+# portcullis-traced: the same with `traces:` on and every request sampled, spans exported to the upstream
+# NGINX (TRACE_SCENARIO=0 leaves it out)
+if [ "${TRACE_SCENARIO:-1}" = 1 ]; then
+  add_portcullis portcullis-traced "$ROOT/bench/configs/traced.yaml" http
+fi
 if [ "${AUTH_SCENARIOS:-1}" = 1 ]; then
   python3 "$ROOT/bench/mint.py" "$WORK" || die "could not mint the JWT bench keys"
   # The quickstart's demo key, declared by its keyed hash in apikey.yaml.

@@ -22,6 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo clippy, the otel feature off"
+cargo clippy --no-default-features --lib --quiet -- -D warnings
 echo "== OpenID Provider for the OIDC tests (tests/idp: oidc-provider on Node.js)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq

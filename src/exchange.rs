@@ -162,6 +162,8 @@ pub struct Exchange<'a> {
     /// Security events stages noted (`Exchange::event`); the pipeline adds the request's context and
     /// emits them when the request is recorded. Empty (unallocated) for most requests.
     pub events: Vec<crate::events::Noted>,
+    /// The request's trace (`traces:`); `None` when tracing is off, so it costs nothing then.
+    pub trace: Option<Box<dyn Trace>>,
 }
 
 impl<'a> Exchange<'a> {
@@ -193,6 +195,7 @@ impl<'a> Exchange<'a> {
             limit_headers: None,
             held: Vec::new(),
             events: Vec::new(),
+            trace: None,
             started,
             upstream_duration: None,
         }
@@ -213,6 +216,22 @@ impl<'a> Exchange<'a> {
     pub fn set_normalized(&mut self, path: Option<String>) {
         self.normalized = path;
     }
+}
+
+/// A request's trace (OpenTelemetry, `observe::trace`) as the pipeline reports to it. A trait here so
+/// this leaf names nothing of the gateway; the exchange holds one only when tracing is on.
+pub trait Trace: Send + Sync {
+    /// True when the request's spans are recorded (callers read the clock for them only then).
+    fn recording(&self) -> bool;
+    /// A stage of the route's chain ran from `began` to now; `refused` when it ended the request.
+    fn stage(&mut self, place: Place, began: Instant, refused: bool);
+    /// The upstream call begins; `headers` are the outgoing request's (trace context is set in them).
+    fn upstream_start(&mut self, headers: &mut http::HeaderMap);
+    /// The upstream call ended: the upstream's name, the target that answered (`host:port`, when
+    /// known), and its status or why the call failed.
+    fn upstream_end(&mut self, upstream: &Arc<str>, address: Option<&str>, outcome: Result<u16, &'static str>);
+    /// The answer is known: its status, and the refusal's slug if the gateway refused the request.
+    fn finish(self: Box<Self>, ex: &Exchange<'_>, status: u16, problem: Option<&'static str>);
 }
 
 /// What the gateway knows about the client connection.

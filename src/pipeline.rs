@@ -127,6 +127,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
     }
     let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
+    if let Some(tracer) = &rt.tracer {
+        let trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
+        ex.trace = Some(tracer.start(trusted, &ex.parts, started));
+    }
     // Boxed: the stages' future is large, and this one is moved whole into hyper's connection; one
     // allocation costs less than copying kilobytes of state on the way.
     let result = Box::pin(run(&rt, listener, &mut ex, &request_id_header, &mut out)).await;
@@ -142,6 +146,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             (reject.into_response(request_id), Some(kind))
         }
     };
+    if let Some(trace) = ex.trace.take() {
+        trace.finish(&ex, resp.status().as_u16(), problem.map(|p| p.0));
+    }
     if !ex.events.is_empty() {
         emit_events(&rt.events, &mut ex, resp.status().as_u16());
     }
@@ -326,8 +333,16 @@ async fn run(
         headers::Underscores { allowed: listener.underscores_in_headers, protected: &listener.credentials.headers };
     headers::clean_request(&mut ex.parts.headers, found, underscores)?;
     route.protect.prepare_request(&mut ex.parts.headers);
-    let (outgoing, body) = upstream_request(rt, ex, found, target, request_id, out.tap.clone());
-    let (mut resp, took) = crate::proxy::forward(&route.upstream, &outgoing, body).await?;
+    let (mut outgoing, body) = upstream_request(rt, ex, found, target, request_id, out.tap.clone());
+    if let Some(trace) = ex.trace.as_deref_mut() {
+        trace.upstream_start(&mut outgoing.headers);
+    }
+    let forwarded = crate::proxy::forward(&route.upstream, &outgoing, body).await;
+    if let Some(trace) = ex.trace.as_deref_mut() {
+        let (address, outcome) = crate::proxy::outcome(&route.upstream, &forwarded);
+        trace.upstream_end(&route.upstream.name, address, outcome);
+    }
+    let (mut resp, took) = forwarded?;
     ex.upstream_duration = Some(took);
     ex.refused_at = None;
     headers::clean_response(resp.headers_mut());

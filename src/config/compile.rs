@@ -588,6 +588,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .events
         .emitter(cfg.events.as_ref(), audit, audit_security, &privacy, metrics)
         .map_err(|f| CompileError::new(f.key, f.value, f.message))?;
+    let tracer = lasting
+        .traces
+        .tracer(cfg.traces.as_ref(), &privacy, metrics)
+        .map_err(|e| CompileError::new("traces", "", e))?;
     Ok(Runtime {
         listeners,
         limits,
@@ -611,6 +615,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         events,
         events_activation,
         privacy: Arc::new(privacy),
+        tracer,
     })
 }
 

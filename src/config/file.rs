@@ -75,6 +75,9 @@ pub struct FileConfig {
     /// The tamper-evident audit trail.
     #[serde(default)]
     pub audit: Option<crate::observe::audit::AuditConfig>,
+    /// OpenTelemetry traces over OTLP/HTTP (cargo feature `otel`).
+    #[serde(default)]
+    pub traces: Option<crate::observe::trace::TracesConfig>,
     #[serde(default)]
     pub admin: Option<Admin>,
     /// Threat inspection for every route (a route's own `inspect` replaces it, `inspect: off` removes it).

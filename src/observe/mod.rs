@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod payload;
 pub mod privacy;
 pub mod redact;
+pub mod trace;
 
 use http::Method;
 use metrics::{Metrics, RouteMetrics};

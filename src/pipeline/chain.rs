@@ -188,7 +188,13 @@ impl Chain {
     /// Runs the stages in order; the first refusal ends the request (and is recorded on the exchange).
     pub async fn run(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         for stage in self.stages.iter() {
-            if let Err(reject) = stage.run(ex).await {
+            // The clock is read for a stage's span only when the request's trace is recorded.
+            let began = ex.trace.as_ref().filter(|t| t.recording()).map(|_| std::time::Instant::now());
+            let result = stage.run(ex).await;
+            if let (Some(began), Some(trace)) = (began, ex.trace.as_deref_mut()) {
+                trace.stage(stage.place(), began, result.is_err());
+            }
+            if let Err(reject) = result {
                 ex.refused_at = Some(stage.place());
                 return Err(reject);
             }

@@ -41,6 +41,8 @@ pub struct Runtime {
     pub events_activation: crate::observe::events::Activation,
     /// `logging.client_ip` and the log key.
     pub privacy: Arc<crate::observe::privacy::Privacy>,
+    /// `traces:`: OpenTelemetry spans and W3C trace context; `None` when off.
+    pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
 
 pub struct ListenerRt {
@@ -114,4 +116,5 @@ pub struct Lasting {
     pub tls_sampler: crate::observe::events::Sampler,
     pub log_key: crate::observe::privacy::ProcessKey,
     pub audit: crate::observe::audit::Kept,
+    pub traces: crate::observe::trace::Kept,
 }

@@ -201,6 +201,24 @@ pub struct UpstreamBody {
     _outstanding: Outstanding,
 }
 
+/// What a trace records of a [`forward`]: the target that answered (or the only one, when the call
+/// failed) and its status, or why the call failed.
+pub fn outcome<'a>(
+    upstream: &'a Upstream,
+    forwarded: &'a Result<(Response<UpstreamBody>, Duration), Reject>,
+) -> (Option<&'a str>, Result<u16, &'static str>) {
+    match forwarded {
+        Ok((resp, _)) => (Some(resp.body()._outstanding.0.address.as_str()), Ok(resp.status().as_u16())),
+        Err(reject) => {
+            let only = match upstream.targets.as_slice() {
+                [one] => Some(one.address.as_str()),
+                _ => None,
+            };
+            (only, Err(reject.kind().0))
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = crate::exchange::BoxError;
