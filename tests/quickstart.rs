@@ -10,8 +10,31 @@ use std::time::Duration;
 const DEMO_KEY: &str = "pcs_vukq26u5_67m2su4ux6jqs7q4fnbjkz6tyifqqjz2cotjxva";
 const ADMIN_KEY: &str = "pcs_lkxqo2sd_dxpgsvs7zhxelocag2yx37sgxjglhgmpp6il2sa";
 
+/// A free port below the kernel's ephemeral range (`ip_local_port_range`, 32768 up by default), so the
+/// gateway's own `:0` listeners, bound a moment later, cannot be given the same one (they come from
+/// that range; found as a rare "address already in use" in CI).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    for _ in 0..1000 {
+        let port = 10_000 + random_below(span);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
+}
+
+/// A pseudo-random number below `n` (the clock's nanoseconds and the process id; enough to spread
+/// parallel tests over the range).
+fn random_below(n: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    (h.finish() % u64::from(n)) as u16
 }
 
 fn start_quickstart() -> Gateway {
