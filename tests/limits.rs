@@ -115,6 +115,9 @@ fn twice_the_rate_admits_the_configured_amount() {
     let start = Instant::now();
     let (mut allowed, mut sent) = (0u64, 0u64);
     let (mut last, mut longest_gap) = (start, Duration::ZERO);
+    // Time the client spent beyond its 2.5 ms pace between requests (a loaded machine stalls it): while
+    // the bucket is full (it starts full) such a pause refills nothing, so it lowers what may be admitted.
+    let mut stalled = Duration::ZERO;
     while sent < 1200 {
         let due = start + Duration::from_micros(sent * 2500);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -122,6 +125,9 @@ fn twice_the_rate_admits_the_configured_amount() {
         }
         let now = Instant::now();
         longest_gap = longest_gap.max(now - last);
+        if sent > 0 {
+            stalled += (now - last).saturating_sub(Duration::from_micros(2500));
+        }
         last = now;
         if status_of(&conn.get("/limited/x", T)) == 200 {
             allowed += 1;
@@ -136,10 +142,10 @@ fn twice_the_rate_admits_the_configured_amount() {
     // takes to refill (1 s; a busy machine can stall a client, and a limiter only counts what comes).
     // What was offered bounds it too: a slowed client may not have drained the bucket at all.
     if longest_gap < Duration::from_millis(900) {
-        let expected = want.min(sent as f64);
+        let expected = (want - 200.0 * stalled.as_secs_f64()).min(sent as f64);
         assert!(
             allowed as f64 >= expected * 0.98,
-            "{allowed} admitted, {expected:.0} expected over {elapsed:.2}s ({sent} sent)"
+            "{allowed} admitted, {expected:.0} expected over {elapsed:.2}s ({sent} sent, client stalled {stalled:?})"
         );
     }
     assert_eq!(up.hits() as u64, allowed);
