@@ -122,7 +122,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 .and_then(|v| v.to_str().ok())
                 .and_then(crate::content::media_type);
             let json = media.as_ref().is_some_and(crate::content::MediaType::is_json);
-            content_type = media.map(|m| log_text(m.essence.as_bytes(), 128));
+            content_type = media.map(|m| crate::observe::log_text(m.essence.as_bytes(), 128));
             out.tap = Some(crate::observe::payload::Tap::shared(&rt.privacy, json));
         }
     }
@@ -268,12 +268,6 @@ struct Outcome {
     cors_origin: Option<HeaderValue>,
     /// The access log's payload summary of the request body.
     tap: Option<crate::observe::payload::SharedTap>,
-}
-
-/// Bytes a client sent, fit for a log field: at most `max` bytes, lossy UTF-8, control characters as `?`.
-fn log_text(bytes: &[u8], max: usize) -> Box<str> {
-    let cut = &bytes[..bytes.len().min(max)];
-    String::from_utf8_lossy(cut).chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn host_of_str<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {

@@ -161,6 +161,11 @@ impl std::fmt::Display for ClientIp<'_> {
     }
 }
 
+/// Bytes a client sent, fit for a log field (see [`LogText`]), as an owned string.
+pub fn log_text(bytes: &[u8], max: usize) -> Box<str> {
+    LogText(bytes, max).to_string().into()
+}
+
 /// Bytes a client sent, fit for a log field: at most `.1` bytes, lossy UTF-8, control characters as `?`.
 struct LogText<'a>(&'a [u8], usize);
 

@@ -101,13 +101,15 @@ impl Sink for Hub {
         if let Some(ip) = event.client_ip.take() {
             (event.client_ip, event.client_ip_hash) = self.privacy.client_ip(ip);
         }
-        if let Some(audit) = &self.audit {
-            if self.audit_security || event.kind.is_audited() {
+        let audit = self.audit.as_ref().filter(|_| self.audit_security || event.kind.is_audited());
+        match (audit, self.outputs.is_empty()) {
+            (Some(audit), true) => audit.emit(event),
+            (Some(audit), false) => {
                 audit.emit(event.clone());
+                self.outputs.offer(&Arc::new(event));
             }
-        }
-        if !self.outputs.is_empty() {
-            self.outputs.offer(&Arc::new(event));
+            (None, false) => self.outputs.offer(&Arc::new(event)),
+            (None, true) => {}
         }
     }
 }
