@@ -1,4 +1,4 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `audit`, `openapi import`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `secrets`, `audit`, `openapi import`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
@@ -52,6 +52,14 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: crate::guard::cli::BansCommand,
+    },
+    /// Secrets encrypted at rest: encrypt config values, keep secrets in the config's `store:`, rotate keys.
+    Secrets {
+        /// The config file (its `secrets:` and `store:` sections); not needed by `keygen`.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: crate::secret::cli::SecretsCommand,
     },
     /// Verify an audit trail, or make its signing key.
     Audit {
@@ -123,6 +131,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Secrets { config, command } => match secrets(config.as_deref(), command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis secrets: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Audit { command } => crate::observe::audit::cli::run(command),
         Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
             let text = match std::fs::read_to_string(&file) {
@@ -187,6 +202,28 @@ fn command_trail(cfg: &config::file::FileConfig) -> Result<CommandTrail, String>
     crate::observe::audit::CliTrail::open(audit, privacy)
         .map(|t| CommandTrail(Some(Arc::new(t))))
         .map_err(|e| format!("audit: {e}"))
+}
+
+/// `secrets`: only the config's `secrets:` and `store:` sections are needed (a secret can be put before
+/// the config that refers to it loads); the audit trail is used when the whole config loads.
+fn secrets(path: Option<&Path>, command: crate::secret::cli::SecretsCommand) -> Result<(), String> {
+    if !command.needs_config() {
+        return crate::secret::cli::run(None, None, command, &crate::events::Emitter::none());
+    }
+    let path = path.ok_or("give the config file with -c")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file `{}`: {}", path.display(), e.kind()))?;
+    let (secrets, store) = config::secret_sections(&text);
+    if secrets.is_none() && text.lines().any(|l| l.starts_with("secrets:")) {
+        // Malformed: let the full parse say where.
+        config::parse(&text, path).map_err(|e| e.to_string())?;
+    }
+    let trail = match config::parse(&text, path) {
+        Ok(cfg) => command_trail(&cfg)?,
+        Err(_) => CommandTrail(None),
+    };
+    crate::secret::cli::run(secrets.as_ref(), store.as_ref().map(|s| s.sqlite.as_path()), command, &trail.emitter())?;
+    trail.check()
 }
 
 /// The api_key authenticator `keys` works on: the one named, or the only one.

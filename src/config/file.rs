@@ -49,6 +49,9 @@ pub struct FileConfig {
     /// The node's persistent state (an SQLite file): bans. Without it, bans live in memory only.
     #[serde(default)]
     pub store: Option<crate::store::StoreConfig>,
+    /// The key-encryption key for `${enc:v1:...}` values and `${store:NAME}` secrets (`docs/secrets.md`).
+    #[serde(default)]
+    pub secrets: Option<crate::secret::vault::SecretsConfig>,
     /// IP allow and deny lists for every route (CIDRs, and list files re-read when they change).
     #[serde(default)]
     pub ip_filter: Option<crate::guard::filter::IpFilterConfig>,

@@ -28,17 +28,40 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+fn yaml_error(e: &serde_yaml_ng::Error, file: &Path) -> ConfigError {
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let mut message = e.to_string();
+    // serde_yaml appends " at line X column Y"; we already say where.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    ConfigError { file: file.to_owned(), line, column, message }
+}
+
+/// The `secrets:` and `store:` sections alone, read before the rest (they resolve `${enc:...}` and
+/// `${store:...}` references elsewhere in the file). A malformed section is `None` here; the main
+/// parse reports it with its line.
+pub fn secret_sections(text: &str) -> (Option<crate::secret::vault::SecretsConfig>, Option<crate::store::StoreConfig>) {
+    let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return (None, None);
+    };
+    let section = |name: &str| value.get(name).cloned().filter(|v| !v.is_null());
+    let secrets = section("secrets").and_then(|v| serde_yaml_ng::from_value(v).ok());
+    let store = section("store").and_then(|v| serde_yaml_ng::from_value(v).ok());
+    (secrets, store)
+}
+
 /// Parses config text. `file` is only used in error messages.
 pub fn parse(text: &str, file: &Path) -> Result<file::FileConfig, ConfigError> {
-    serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let mut message = e.to_string();
-        // serde_yaml appends " at line X column Y"; we already say where.
-        if let Some(i) = message.find(" at line ") {
-            message.truncate(i);
-        }
-        ConfigError { file: file.to_owned(), line, column, message }
-    })
+    let (secrets, store) = secret_sections(text);
+    let (parsed, kek_error) =
+        crate::secret::scoped(secrets, store.map(|s| s.sqlite), || serde_yaml_ng::from_str::<file::FileConfig>(text));
+    let cfg = parsed.map_err(|e| yaml_error(&e, file))?;
+    if let Some(message) = kek_error {
+        let line = text.lines().position(|l| l.starts_with("secrets:")).map_or(1, |i| i + 1);
+        return Err(ConfigError { file: file.to_owned(), line, column: 1, message });
+    }
+    Ok(cfg)
 }
 
 /// Reads and parses the config file.

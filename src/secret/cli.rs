@@ -1,0 +1,150 @@
+//! `portcullis secrets -c CONFIG ...`: encrypt config values, and keep secrets encrypted in the config's
+//! `store:` (put, list, delete, rotate the data key, re-wrap under a new KEK). Only the config's
+//! `secrets:` and `store:` sections are used, so a secret can be put before the config that refers to
+//! it loads. Values are read on stdin and never printed.
+
+use super::clock::utc;
+use super::envelope;
+use super::kek::Kek;
+use super::vault::{KeyTable, Keyring, Keys, SecretsConfig, SqliteSecrets};
+use crate::events::{Emitter, Event, Kind};
+use clap::Subcommand;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Encrypt a value read on stdin with the config's KEK; prints `${enc:v1:...}` for the config.
+    Encrypt,
+    /// Store a secret (value on stdin) encrypted in the config's `store:`; `${store:NAME}` refers to it.
+    Put { name: String },
+    /// The stored secrets' names, data keys and dates (never values).
+    List,
+    /// Delete a stored secret.
+    Delete { name: String },
+    /// Make a new data key; new writes use it, existing values stay readable.
+    RotateDek,
+    /// Re-wrap every data key under the config's `kek` (the old KEK must be its `previous_kek`).
+    RotateKek,
+    /// Print a new random KEK (64 hex digits) for a KEK file, variable or KMS.
+    Keygen,
+}
+
+impl SecretsCommand {
+    /// Whether the command needs a config file.
+    pub fn needs_config(&self) -> bool {
+        !matches!(self, SecretsCommand::Keygen)
+    }
+}
+
+/// Reads stdin; one trailing newline (`echo`) is dropped. Empty is refused.
+fn read_value() -> Result<Vec<u8>, String> {
+    let mut value = Vec::new();
+    std::io::stdin().take(1 << 20).read_to_end(&mut value).map_err(|e| format!("stdin: {}", e.kind()))?;
+    if value.ends_with(b"\n") {
+        value.pop();
+        if value.ends_with(b"\r") {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        return Err("the value on stdin is empty".into());
+    }
+    Ok(value)
+}
+
+fn event(action: &'static str, name: &str) -> Event {
+    Event::new(Kind::AdminAction, action)
+        .rule(name.to_owned())
+        .principal(crate::events::actor())
+        .attr("via", "cli")
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err("a secret name is 1 to 128 of A-Z a-z 0-9 _ - . /".into())
+    }
+}
+
+/// Runs `cmd` with the config's `secrets:` and `store:` (`store` is the SQLite file); writes are
+/// emitted to `audit` (the config's audit trail, or nothing).
+pub fn run(
+    secrets: Option<&SecretsConfig>,
+    store: Option<&Path>,
+    cmd: SecretsCommand,
+    audit: &Emitter,
+) -> Result<(), String> {
+    if let SecretsCommand::Keygen = cmd {
+        println!("{}", Kek::generate()?.to_hex());
+        return Ok(());
+    }
+    let secrets = secrets.ok_or("the config has no `secrets:` section: add `secrets: { kek: { file: PATH } }`")?;
+    let rotating = matches!(cmd, SecretsCommand::RotateKek);
+    let keys = Keys::load(secrets, rotating)?;
+    if let SecretsCommand::Encrypt = cmd {
+        let value = read_value()?;
+        println!("{}", envelope::encrypt_config(&keys.current, &value)?);
+        return Ok(());
+    }
+    let path = store.ok_or("the config has no `store:` section: add `store: { sqlite: PATH }`")?;
+    let mut table = SqliteSecrets::open(path, true)?;
+    let mut ring = Keyring::load(keys, &mut table)?;
+    match cmd {
+        SecretsCommand::Put { name } => {
+            valid_name(&name)?;
+            let value = read_value()?;
+            table.put(&mut ring, &name, &value)?;
+            audit.emit(event("secret.put", &name));
+            eprintln!("secret `{name}` stored");
+        }
+        SecretsCommand::List => {
+            println!("{:<32} {:<16} {:<21} updated (UTC)", "name", "data key", "created (UTC)");
+            for s in table.list()? {
+                println!("{:<32} {:<16} {:<21} {}", s.name, s.dek_id, utc(s.created_at), utc(s.updated_at));
+            }
+        }
+        SecretsCommand::Delete { name } => {
+            if !table.delete(&name)? {
+                return Err(format!("no secret `{name}`"));
+            }
+            audit.emit(event("secret.delete", &name));
+            eprintln!("secret `{name}` deleted");
+        }
+        SecretsCommand::RotateDek => {
+            let dek = ring.rotate(&mut table)?;
+            audit.emit(
+                Event::new(Kind::KeyLifecycle, "data_key.rotated")
+                    .rule(dek.id().to_owned())
+                    .principal(crate::events::actor())
+                    .attr("via", "cli"),
+            );
+            println!("{}", dek.id());
+        }
+        SecretsCommand::RotateKek => {
+            let before = table.data_keys()?;
+            let current = ring.keys.current.id().to_owned();
+            if !before.is_empty() && before.iter().all(|w| w.kek_id == current) {
+                return Err(format!(
+                    "every data key is already wrapped under KEK {current}: set the new key as `kek` and the old \
+                     one as `previous_kek`"
+                ));
+            }
+            let n = ring.rotate_kek(&mut table)?;
+            audit.emit(
+                Event::new(Kind::KeyLifecycle, "kek.rotated")
+                    .rule(current.clone())
+                    .principal(crate::events::actor())
+                    .attr("via", "cli")
+                    .attr("rewrapped", n.to_string()),
+            );
+            println!("{n} data keys re-wrapped under KEK {current}");
+        }
+        SecretsCommand::Encrypt | SecretsCommand::Keygen => {}
+    }
+    Ok(())
+}

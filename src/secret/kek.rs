@@ -1,0 +1,227 @@
+//! The key-encryption key (KEK): 32 random bytes written as text (64 hex digits or base64), read from
+//! a file, an environment variable or the standard output of a command (a KMS or Vault client). It is
+//! never stored beside the data; its id (the first 8 bytes of its SHA-256, hex) is, so a wrapped value
+//! says which KEK wrapped it.
+
+use serde::Deserialize;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a `command:` KEK source may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a KEK comes from: exactly one of `file`, `env`, `command`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KekSource {
+    /// A file holding the key as text.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// An environment variable holding the key as text.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A program and its arguments (run without a shell) that prints the key on its standard output.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+impl KekSource {
+    /// What the source is, for messages (never the key).
+    pub fn describe(&self) -> String {
+        match (&self.file, &self.env, &self.command) {
+            (Some(p), None, None) => format!("file `{}`", p.display()),
+            (None, Some(n), None) => format!("environment variable `{n}`"),
+            (None, None, Some(c)) => format!("command `{}`", c.first().map_or("", String::as_str)),
+            _ => "an invalid source".into(),
+        }
+    }
+
+    /// Reads and parses the key.
+    pub fn load(&self) -> Result<Kek, String> {
+        let text = match (&self.file, &self.env, &self.command) {
+            (Some(path), None, None) => std::fs::read(path)
+                .map_err(|e| format!("the KEK file `{}` cannot be read: {}", path.display(), e.kind()))?,
+            (None, Some(name), None) => std::env::var(name)
+                .map_err(|_| format!("the KEK environment variable `{name}` is not set"))?
+                .into_bytes(),
+            (None, None, Some(argv)) => run_command(argv, COMMAND_TIMEOUT)?,
+            _ => return Err("a KEK source is exactly one of `file`, `env` or `command`".into()),
+        };
+        Kek::parse(&text).map_err(|e| format!("the KEK from the {}: {e}", self.describe()))
+    }
+}
+
+/// Runs `argv` without a shell; its stdout is the key. Its stderr is counted, never shown (it may echo
+/// credentials of the KMS client).
+fn run_command(argv: &[String], timeout: Duration) -> Result<Vec<u8>, String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the KEK `command` is empty".into());
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("the KEK command `{program}` cannot be started: {}", e.kind()))?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.take(64 * 1024).read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut n = 0u64;
+        if let Some(e) = err.as_mut() {
+            n = std::io::copy(&mut e.take(1 << 20), &mut std::io::sink()).unwrap_or(0);
+        }
+        n
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the KEK command `{program}` did not finish within {}s", timeout.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("the KEK command `{program}`: {}", e.kind())),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr_len = err_reader.join().unwrap_or(0);
+    if !status.success() {
+        return Err(format!(
+            "the KEK command `{program}` failed ({status}); its stderr ({stderr_len} bytes) is not shown"
+        ));
+    }
+    Ok(stdout)
+}
+
+/// A loaded KEK. `Debug` shows the id only.
+#[derive(Clone)]
+pub struct Kek {
+    key: [u8; 32],
+    id: String,
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kek({})", self.id)
+    }
+}
+
+impl Kek {
+    /// From text: 64 hex digits, or base64 (standard or URL-safe, padded or not) of 32 bytes;
+    /// surrounding whitespace is ignored.
+    pub fn parse(text: &[u8]) -> Result<Kek, String> {
+        use base64::Engine;
+        let text = text.trim_ascii();
+        let bytes = if text.len() == 64 && text.iter().all(u8::is_ascii_hexdigit) {
+            hex_decode(text)
+        } else {
+            let engines = [
+                &base64::engine::general_purpose::STANDARD,
+                &base64::engine::general_purpose::STANDARD_NO_PAD,
+                &base64::engine::general_purpose::URL_SAFE,
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ];
+            engines.iter().find_map(|e| e.decode(text).ok())
+        };
+        let key: [u8; 32] = bytes
+            .ok_or("not 64 hex digits or base64")?
+            .try_into()
+            .map_err(|_| "a KEK is 32 bytes (64 hex digits or 44 base64 characters)".to_string())?;
+        Ok(Kek::from_bytes(key))
+    }
+
+    pub fn from_bytes(key: [u8; 32]) -> Kek {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key);
+        Kek { key, id: hex(&digest.as_ref()[..8]) }
+    }
+
+    /// 32 new random bytes.
+    pub fn generate() -> Result<Kek, String> {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| "no randomness available".to_string())?;
+        Ok(Kek::from_bytes(key))
+    }
+
+    /// The key as 64 hex digits (for `secrets keygen`).
+    pub fn to_hex(&self) -> String {
+        hex(&self.key)
+    }
+
+    /// First 8 bytes of the key's SHA-256, 16 hex digits.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) fn bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.chunks(2)
+        .map(|p| std::str::from_utf8(p).ok().and_then(|s| u8::from_str_radix(s, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn hex_and_base64_give_the_same_key() {
+        let k = Kek::generate().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k.bytes());
+        let a = Kek::parse(k.to_hex().as_bytes()).unwrap();
+        let b = Kek::parse(format!("  {b64}\n").as_bytes()).unwrap();
+        assert_eq!(a.id(), k.id());
+        assert_eq!(b.id(), k.id());
+        assert_eq!(k.id().len(), 16);
+        assert!(Kek::parse(b"short").is_err());
+        assert!(Kek::parse(&[b'a'; 63]).is_err());
+        assert!(format!("{k:?}").contains(k.id()));
+        assert!(!format!("{k:?}").contains(&k.to_hex()));
+    }
+
+    #[test]
+    fn command_source_reads_stdout_and_hides_stderr() {
+        let k = Kek::generate().unwrap();
+        let src = KekSource { command: Some(vec!["printf".into(), k.to_hex()]), ..KekSource::default() };
+        assert_eq!(src.load().unwrap().id(), k.id());
+        let failing = KekSource {
+            command: Some(vec!["sh".into(), "-c".into(), "echo topsecret >&2; exit 3".into()]),
+            ..KekSource::default()
+        };
+        let err = failing.load().unwrap_err();
+        assert!(!err.contains("topsecret"), "{err}");
+        assert!(err.contains("failed"), "{err}");
+        let slow = run_command(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
+        assert!(slow.contains("did not finish"), "{slow}");
+        let none = KekSource::default().load().unwrap_err();
+        assert!(none.contains("exactly one"), "{none}");
+    }
+}
