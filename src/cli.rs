@@ -55,8 +55,9 @@ enum Command {
     },
     /// Secrets encrypted at rest: encrypt config values, keep secrets in the config's `store:`, rotate keys.
     Secrets {
-        /// The config file (its `secrets:` and `store:` sections); not needed by `keygen`.
-        #[arg(short, long)]
+        /// The config file (its `secrets:` and `store:` sections); not needed by `keygen`. Before or
+        /// after the subcommand.
+        #[arg(short, long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: crate::secret::cli::SecretsCommand,
@@ -214,10 +215,7 @@ fn secrets(path: Option<&Path>, command: crate::secret::cli::SecretsCommand) -> 
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the config file `{}`: {}", path.display(), e.kind()))?;
     let (secrets, store) = config::secret_sections(&text);
-    if secrets.is_none() && text.lines().any(|l| l.starts_with("secrets:")) {
-        // Malformed: let the full parse say where.
-        config::parse(&text, path).map_err(|e| e.to_string())?;
-    }
+    let (secrets, store) = (secrets?, store?);
     let trail = match config::parse(&text, path) {
         Ok(cfg) => command_trail(&cfg)?,
         Err(_) => CommandTrail(None),

@@ -39,23 +39,27 @@ fn yaml_error(e: &serde_yaml_ng::Error, file: &Path) -> ConfigError {
 }
 
 /// The `secrets:` and `store:` sections alone, read before the rest (they resolve `${enc:...}` and
-/// `${store:...}` references elsewhere in the file). A malformed section is `None` here; the main
-/// parse reports it with its line.
-pub fn secret_sections(text: &str) -> (Option<crate::secret::vault::SecretsConfig>, Option<crate::store::StoreConfig>) {
+/// `${store:...}` references elsewhere in the file). `Err`: the section is there but malformed (the
+/// main parse also reports it, with its line).
+pub type SecretSections =
+    (Result<Option<crate::secret::vault::SecretsConfig>, String>, Result<Option<crate::store::StoreConfig>, String>);
+
+pub fn secret_sections(text: &str) -> SecretSections {
     let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
-        return (None, None);
+        return (Ok(None), Ok(None));
     };
     let section = |name: &str| value.get(name).cloned().filter(|v| !v.is_null());
-    let secrets = section("secrets").and_then(|v| serde_yaml_ng::from_value(v).ok());
-    let store = section("store").and_then(|v| serde_yaml_ng::from_value(v).ok());
+    let secrets = section("secrets").map(serde_yaml_ng::from_value).transpose().map_err(|e| format!("secrets: {e}"));
+    let store = section("store").map(serde_yaml_ng::from_value).transpose().map_err(|e| format!("store: {e}"));
     (secrets, store)
 }
 
 /// Parses config text. `file` is only used in error messages.
 pub fn parse(text: &str, file: &Path) -> Result<file::FileConfig, ConfigError> {
     let (secrets, store) = secret_sections(text);
+    let store = store.map(|s| s.map(|s| s.sqlite));
     let (parsed, kek_error) =
-        crate::secret::scoped(secrets, store.map(|s| s.sqlite), || serde_yaml_ng::from_str::<file::FileConfig>(text));
+        crate::secret::scoped(secrets, store, || serde_yaml_ng::from_str::<file::FileConfig>(text));
     let cfg = parsed.map_err(|e| yaml_error(&e, file))?;
     if let Some(message) = kek_error {
         let line = text.lines().position(|l| l.starts_with("secrets:")).map_or(1, |i| i + 1);

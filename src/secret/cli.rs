@@ -54,10 +54,7 @@ fn read_value() -> Result<Vec<u8>, String> {
 }
 
 fn event(action: &'static str, name: &str) -> Event {
-    Event::new(Kind::AdminAction, action)
-        .rule(name.to_owned())
-        .principal(crate::events::actor())
-        .attr("via", "cli")
+    Event::new(Kind::AdminAction, action).rule(name.to_owned()).principal(crate::events::actor()).attr("via", "cli")
 }
 
 fn valid_name(name: &str) -> Result<(), String> {

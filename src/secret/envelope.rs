@@ -138,11 +138,7 @@ fn enc_aad(kek_id: &str) -> Vec<u8> {
 pub fn encrypt_config(kek: &Kek, plaintext: &[u8]) -> Result<String, String> {
     let k = config_key(kek).map_err(|_| "bad KEK".to_string())?;
     let blob = seal_with(&k, &enc_aad(kek.id()), plaintext)?;
-    Ok(format!(
-        "${{{ENC_PREFIX}{}:{}}}",
-        kek.id(),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)
-    ))
+    Ok(format!("${{{ENC_PREFIX}{}:{}}}", kek.id(), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)))
 }
 
 /// The KEK id an `enc:v1:` body (without `${`, `}`) names, and its blob.

@@ -23,8 +23,8 @@ use vault::{Keyring, Keys, SecretsConfig, SqliteSecrets};
 
 /// What `${enc:...}` and `${store:...}` resolve against during one config load.
 struct Context {
-    secrets: Option<SecretsConfig>,
-    store: Option<PathBuf>,
+    secrets: Result<Option<SecretsConfig>, String>,
+    store: Result<Option<PathBuf>, String>,
     keys: Option<Result<Keys, String>>,
     vault: Option<Result<(SqliteSecrets, Keyring), String>>,
 }
@@ -37,7 +37,13 @@ thread_local! {
 /// for `${enc:...}` and `${store:...}`; the context ends with `f`. After `f`, when `secrets:` is set,
 /// the KEK must load (so a config with an unusable KEK is refused even if nothing refers to it yet):
 /// that error is the second element.
-pub fn scoped<R>(secrets: Option<SecretsConfig>, store: Option<PathBuf>, f: impl FnOnce() -> R) -> (R, Option<String>) {
+///
+/// Each section is `Err` when it is present but malformed (the references then say so).
+pub fn scoped<R>(
+    secrets: Result<Option<SecretsConfig>, String>,
+    store: Result<Option<PathBuf>, String>,
+    f: impl FnOnce() -> R,
+) -> (R, Option<String>) {
     struct Reset(Option<Context>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -45,7 +51,7 @@ pub fn scoped<R>(secrets: Option<SecretsConfig>, store: Option<PathBuf>, f: impl
             CONTEXT.with(|c| *c.borrow_mut() = previous);
         }
     }
-    let has_secrets = secrets.is_some();
+    let has_secrets = matches!(secrets, Ok(Some(_)));
     let previous = CONTEXT.with(|c| c.borrow_mut().replace(Context { secrets, store, keys: None, vault: None }));
     let _reset = Reset(previous);
     let out = f();
@@ -57,7 +63,11 @@ fn with_keys<R>(f: impl FnOnce(&Keys) -> Result<R, String>) -> Result<R, String>
     CONTEXT.with(|c| {
         let mut c = c.borrow_mut();
         let ctx = c.as_mut().ok_or("no `secrets:` section (the KEK) in this config")?;
-        let secrets = ctx.secrets.as_ref().ok_or("the config has no `secrets:` section (the KEK)")?;
+        let secrets = match &ctx.secrets {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err("the config has no `secrets:` section (the KEK)".into()),
+            Err(e) => return Err(format!("the `secrets:` section is invalid: {e}")),
+        };
         let keys = ctx.keys.get_or_insert_with(|| Keys::load(secrets, false));
         f(keys.as_ref().map_err(Clone::clone)?)
     })
@@ -78,7 +88,11 @@ fn resolve_store(name: &str) -> Result<String, String> {
     CONTEXT.with(|c| {
         let mut c = c.borrow_mut();
         let ctx = c.as_mut().ok_or("no resolution context")?;
-        let path = ctx.store.clone().ok_or("the config has no `store:` section (the state store holds the secret)")?;
+        let path = match &ctx.store {
+            Ok(Some(p)) => p.clone(),
+            Ok(None) => return Err("the config has no `store:` section (the state store holds the secret)".into()),
+            Err(e) => return Err(format!("the `store:` section is invalid: {e}")),
+        };
         let vault = ctx.vault.get_or_insert_with(|| {
             let mut s = SqliteSecrets::open(&path, false)?;
             let ring = Keyring::load(keys, &mut s)?;

@@ -91,6 +91,9 @@ pub struct WrappedDek {
     pub active: bool,
 }
 
+/// What [`KeyTable::rewrap_all`] calls per data key: its new `(kek_id, wrapped)`, or `None` to keep it.
+pub type Rewrap<'a> = dyn FnMut(&WrappedDek) -> Result<Option<(String, Vec<u8>)>, String> + 'a;
+
 /// Where data keys are kept (SQLite today; PostgreSQL implements the same).
 pub trait KeyTable {
     fn data_keys(&mut self) -> Result<Vec<WrappedDek>, String>;
@@ -98,10 +101,7 @@ pub trait KeyTable {
     fn add_active(&mut self, dek: &WrappedDek) -> Result<(), String>;
     /// In one transaction, replaces each data key's wrapping with what `rewrap` returns (`None`: keep
     /// it); any error rolls everything back. Returns how many were replaced.
-    fn rewrap_all(
-        &mut self,
-        rewrap: &mut dyn FnMut(&WrappedDek) -> Result<Option<(String, Vec<u8>)>, String>,
-    ) -> Result<usize, String>;
+    fn rewrap_all(&mut self, rewrap: &mut Rewrap<'_>) -> Result<usize, String>;
 }
 
 /// The KEKs and the data keys unwrapped so far (each DEK is unwrapped once, on first use).
@@ -283,14 +283,14 @@ impl SqliteSecrets {
 
     pub fn list(&mut self) -> Result<Vec<Listed>, String> {
         let conn = self.store.conn();
-        let result = conn
-            .prepare("SELECT name, dek_id, created_at, updated_at FROM secrets ORDER BY name")
-            .and_then(|mut st| {
+        let result = conn.prepare("SELECT name, dek_id, created_at, updated_at FROM secrets ORDER BY name").and_then(
+            |mut st| {
                 st.query_map([], |r| {
                     Ok(Listed { name: r.get(0)?, dek_id: r.get(1)?, created_at: r.get(2)?, updated_at: r.get(3)? })
                 })?
                 .collect::<Result<Vec<_>, _>>()
-            });
+            },
+        );
         result.map_err(|e| self.err(e))
     }
 
@@ -333,10 +333,7 @@ impl KeyTable for SqliteSecrets {
         result.map_err(|e| self.err(e))
     }
 
-    fn rewrap_all(
-        &mut self,
-        rewrap: &mut dyn FnMut(&WrappedDek) -> Result<Option<(String, Vec<u8>)>, String>,
-    ) -> Result<usize, String> {
+    fn rewrap_all(&mut self, rewrap: &mut Rewrap<'_>) -> Result<usize, String> {
         let path = self.store.path().to_owned();
         let sql = |e: rusqlite::Error| format!("state store {path}: {e}");
         // Read inside the write transaction, so no DEK added meanwhile is missed.
@@ -359,8 +356,11 @@ impl KeyTable for SqliteSecrets {
         let mut n = 0;
         for w in &keys {
             if let Some((kek_id, wrapped)) = rewrap(w)? {
-                tx.execute("UPDATE data_keys SET kek_id = ?1, wrapped = ?2 WHERE id = ?3", params![kek_id, wrapped, w.id])
-                    .map_err(sql)?;
+                tx.execute(
+                    "UPDATE data_keys SET kek_id = ?1, wrapped = ?2 WHERE id = ?3",
+                    params![kek_id, wrapped, w.id],
+                )
+                .map_err(sql)?;
                 n += 1;
             }
         }
@@ -411,10 +411,8 @@ mod tests {
 
         // Swap a and b's values: both refused.
         let conn = s.store.conn();
-        conn.execute_batch(
-            "UPDATE secrets SET value = (SELECT value FROM secrets WHERE name = 'b') WHERE name = 'a';",
-        )
-        .unwrap();
+        conn.execute_batch("UPDATE secrets SET value = (SELECT value FROM secrets WHERE name = 'b') WHERE name = 'a';")
+            .unwrap();
         let err = s.get(&mut fresh, "a").unwrap_err();
         assert!(err.contains("does not decrypt"), "{err}");
         // Copy b's row to a new name: refused.
