@@ -218,7 +218,14 @@ fn secrets(path: Option<&Path>, command: crate::secret::cli::SecretsCommand) -> 
     let (secrets, store) = (secrets?, store?);
     let trail = match config::parse(&text, path) {
         Ok(cfg) => command_trail(&cfg)?,
-        Err(_) => CommandTrail(None),
+        Err(e) => {
+            // Typically a `${store:NAME}` not stored yet: the change is made, but the trail the config
+            // names cannot be opened without loading the whole config.
+            if text.lines().any(|l| l.starts_with("audit:")) {
+                eprintln!("note: not recorded in the audit trail: the config does not load yet ({e})");
+            }
+            CommandTrail(None)
+        }
     };
     crate::secret::cli::run(secrets.as_ref(), store.as_ref().map(|s| s.sqlite.as_path()), command, &trail.emitter())?;
     trail.check()

@@ -28,6 +28,24 @@ pub struct SecretsConfig {
     pub previous_kek_until: Option<String>,
 }
 
+/// `portcullis check` warnings for `secrets:`: a previous KEK without an end, or past its end.
+pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
+    let Some(cfg) = cfg else { return Vec::new() };
+    let mut out = Vec::new();
+    match (&cfg.previous_kek, cfg.previous_kek_until.as_deref().map(parse_rfc3339)) {
+        (Some(_), None) => out.push(
+            "secrets.previous_kek has no `previous_kek_until`: it is accepted for as long as it stays in the config;              run `portcullis secrets rotate-kek`, then remove it"
+                .into(),
+        ),
+        (Some(_), Some(Ok(until))) if until <= now_ms() => out.push(format!(
+            "secrets.previous_kek_until ({}) has passed: `previous_kek` is no longer used; remove it",
+            utc(until)
+        )),
+        _ => {}
+    }
+    out
+}
+
 /// The KEKs a config gives: the current one, and the previous one while its grace lasts.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -482,8 +500,11 @@ mod tests {
         assert_eq!(Keys::load(&cfg, false).unwrap().find(k1.id()).unwrap().id(), k1.id());
         cfg.previous_kek_until = Some("tomorrow".into());
         assert!(Keys::load(&cfg, false).unwrap_err().contains("previous_kek_until"));
+        cfg.previous_kek_until = Some("2000-01-01T00:00:00Z".into());
+        assert!(lints(Some(&cfg))[0].contains("has passed"));
         cfg.previous_kek = Some(file("k2"));
         cfg.previous_kek_until = None;
+        assert!(lints(Some(&cfg))[0].contains("no `previous_kek_until`"));
         assert!(Keys::load(&cfg, false).unwrap_err().contains("same key"));
         let _ = std::fs::remove_dir_all(dir);
     }
