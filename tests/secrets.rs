@@ -230,6 +230,13 @@ fn kek_from_env_file_and_command() {
         let r = check(&cfg, &[("PORTCULLIS_TEST_KEK", &b64)]);
         assert_eq!(r.0, 0, "{src}: {r:?}");
     }
+    // A KEK file others can read is valid but warned about.
+    std::fs::write(&cfg, config(up.addr, &enc, &secrets_section(&by_file, ""))).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(ok(check(&cfg, &[])).contains("warning: secrets.kek: "));
+    std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!ok(check(&cfg, &[])).contains("warning: secrets.kek"));
     // A gateway on the env KEK serves with the decrypted secret.
     let yaml = config(up.addr, &enc, &secrets_section("{ env: PORTCULLIS_TEST_KEK }", ""));
     let gw = Gateway::start_with_env(&yaml, &[("PORTCULLIS_TEST_KEK", &b64)]);
@@ -523,8 +530,9 @@ fn kek_rotation_under_load_loses_no_request() {
 
     // Requests in a bounded loop (count and time) on another thread.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
-        let stop = stop.clone();
+        let (stop, sent) = (stop.clone(), sent.clone());
         let bearer = token(JWT_SECRET);
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -537,12 +545,15 @@ fn kek_rotation_under_load_loses_no_request() {
                     "GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
                 );
                 statuses.push(status_of(&raw(addr, req.as_bytes(), Duration::from_secs(10))));
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             statuses
         })
     };
 
     // Rotate: new KEK in the config, the old one as previous; re-wrap; reload.
+    assert!(eventually(|| sent.load(std::sync::atomic::Ordering::Relaxed) >= 5), "the load runs");
+    let before_rotation = sent.load(std::sync::atomic::Ordering::Relaxed);
     let new_file = s.dir.write("kek2", &keygen());
     let new_src = format!("{{ file: {} }}", path_str(&new_file));
     let yaml_grace = config(
@@ -572,6 +583,8 @@ fn kek_rotation_under_load_loses_no_request() {
     let r = check(&s.cfg, &[]);
     assert!(r.0 == 1 && r.2.contains("neither `kek` nor `previous_kek`"), "{}", r.2);
 
+    let after_reloads = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after_reloads > before_rotation, "requests ran while the KEK rotated and the gateway reloaded");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.join().unwrap();
     assert!(statuses.len() >= 50, "{}", statuses.len());

@@ -43,6 +43,16 @@ pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
         )),
         _ => {}
     }
+    for (key, src) in [("kek", Some(&cfg.kek)), ("previous_kek", cfg.previous_kek.as_ref())] {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(path) = src.and_then(|s| s.file.as_ref()) else { continue };
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            out.push(format!(
+                "secrets.{key}: `{}` is readable or writable by group or others; `chmod 600` it",
+                path.display()
+            ));
+        }
+    }
     out
 }
 
@@ -502,6 +512,12 @@ mod tests {
         assert!(Keys::load(&cfg, false).unwrap_err().contains("previous_kek_until"));
         cfg.previous_kek_until = Some("2000-01-01T00:00:00Z".into());
         assert!(lints(Some(&cfg))[0].contains("has passed"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("k1"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(lints(Some(&cfg)).iter().any(|l| l.contains("secrets.previous_kek: ") && l.contains("chmod 600")));
+        std::fs::set_permissions(dir.join("k1"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.join("k2"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(lints(Some(&cfg)).len(), 1);
         cfg.previous_kek = Some(file("k2"));
         cfg.previous_kek_until = None;
         assert!(lints(Some(&cfg))[0].contains("no `previous_kek_until`"));
