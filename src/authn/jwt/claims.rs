@@ -120,10 +120,13 @@ pub fn numeric_date(v: Option<&Value>) -> Result<Option<i64>, &'static str> {
     }
 }
 
+/// What a token is bound to: (RFC 8705 `x5t#S256`, RFC 9449 `jkt`).
+pub type Bindings = (Option<Arc<str>>, Option<Arc<str>>);
+
 /// `cnf`: the certificate thumbprint the token is bound to (RFC 8705 `x5t#S256`) and the key it is bound
 /// to (RFC 9449 `jkt`). A confirmation method we cannot enforce refuses the token rather than ignoring
 /// its binding.
-pub fn cnf(claims: &Claims) -> Result<(Option<Arc<str>>, Option<Arc<str>>), &'static str> {
+pub fn cnf(claims: &Claims) -> Result<Bindings, &'static str> {
     let Some(cnf) = claims.get("cnf") else { return Ok((None, None)) };
     let Some(cnf) = cnf.as_object() else { return Err("malformed_cnf") };
     let (mut x5t, mut jkt) = (None, None);
