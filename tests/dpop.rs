@@ -496,3 +496,108 @@ fn introspected_tokens_carry_their_binding() {
     assert_eq!(a.code, 401, "replayed");
     assert_eq!(s.up.hits(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Across a fleet: proof ids shared through Redis. Tokens minted here (ES256, `jwks_file`), no provider.
+
+/// An ES256 access token for `jkt`, signed by `issuer`, and the JWKS to verify it.
+fn minted_token(issuer: &Key, jkt: &str) -> (String, String) {
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1"});
+    let claims = json!({
+        "iss": "https://idp.test", "aud": "orders-api", "sub": "alice", "iat": now(), "exp": now() + 600,
+        "cnf": {"jkt": jkt}
+    });
+    let mut jwk = issuer.jwk();
+    jwk["kid"] = json!("k1");
+    (issuer.sign(&header, &claims), json!({"keys": [jwk]}).to_string())
+}
+
+fn fleet_config(up: std::net::SocketAddr, redis: &RedisServer, jwks: &str, extra: &str) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {up}
+redis:
+  url: {url}
+  command_timeout: 250ms
+  connect_timeout: 200ms
+authenticators:
+  sso:
+    jwt:
+      issuer: https://idp.test
+      audiences: [orders-api]
+      algorithms: [ES256]
+      jwks_file: {jwks}
+      dpop: {{ mode: required{extra} }}
+routes:
+  - name: api
+    match:
+      path: {{ prefix: / }}
+    upstream: app
+    auth: sso
+    authorize: authenticated
+logging:
+  level: info
+admin:
+  address: 127.0.0.1:0
+"#,
+        url = redis.url()
+    )
+}
+
+#[test]
+fn a_proof_used_on_one_node_is_a_replay_on_every_other() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start("app");
+    let (issuer, client) = (Key::new(), Key::new());
+    let (token, jwks) = minted_token(&issuer, &client.thumbprint());
+    let dir = TempDir::new();
+    let jwks = path_str(&dir.write("jwks.json", &jwks));
+    let a = Gateway::start(&fleet_config(up.addr, &redis, &jwks, ""));
+    let b = Gateway::start(&fleet_config(up.addr, &redis, &jwks, ""));
+    let open = Gateway::start(&fleet_config(up.addr, &redis, &jwks, ", on_replay_store_failure: fail_open"));
+    let send = |gw: &Gateway, proof: &str| {
+        let url = format!("http://{}/orders", gw.addr("main"));
+        curl(&[&url, "-H", &format!("Authorization: DPoP {token}"), "-H", &format!("DPoP: {proof}")]).0
+    };
+    // Every node is reached at its own port, so one proof names one node's URL: replay it to the same
+    // node after the other accepted a proof of its own, and check Redis holds both.
+    let (url_a, url_b) = (format!("http://{}/orders", a.addr("main")), format!("http://{}/orders", b.addr("main")));
+    let pa = client.proof("GET", &url_a, Some(&token), None);
+    let pb = client.proof("GET", &url_b, Some(&token), None);
+    assert_eq!(send(&a, &pa), 200);
+    assert_eq!(send(&b, &pb), 200);
+    assert_eq!(redis.keys("portcullis:dpop:sso:*").len(), 2, "both proofs recorded in Redis");
+    assert_eq!(send(&a, &pa), 401);
+    assert_eq!(send(&b, &pb), 401);
+    assert_eq!(up.hits(), 2);
+    // The same jti from the same key is one proof wherever it is sent: signed for b's URL with a's jti.
+    let mut claims = client.claims("GET", &url_b, Some(&token), None);
+    let pa_claims: Value = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(pa.split('.').nth(1).unwrap()).unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    claims["jti"] = pa_claims["jti"].clone();
+    assert_eq!(send(&b, &client.sign(&client.header(), &claims)), 401, "a jti already used on another node");
+    assert!(b.wait_log("\"reason\":\"dpop_replayed\"", Duration::from_secs(5)));
+    assert_eq!(up.hits(), 2);
+
+    // Redis gone: fail closed (503, nothing forwarded) unless configured open.
+    redis.kill();
+    let fresh = client.proof("GET", &url_a, Some(&token), None);
+    let url = format!("http://{}/orders", a.addr("main"));
+    let (code, _, body) = curl(&[&url, "-H", &format!("Authorization: DPoP {token}"), "-H", &format!("DPoP: {fresh}")]);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(problem_type(&body), problem("store-unavailable"));
+    assert_eq!(up.hits(), 2);
+    let url_open = format!("http://{}/orders", open.addr("main"));
+    let p = client.proof("GET", &url_open, Some(&token), None);
+    assert_eq!(send(&open, &p), 200, "fail_open: this node's store decides");
+    assert_eq!(send(&open, &p), 401, "and still refuses a replay to it");
+    assert_eq!(up.hits(), 3);
+}
