@@ -513,6 +513,16 @@ fn minted_token(issuer: &Key, jkt: &str) -> (String, String) {
 }
 
 fn fleet_config(up: std::net::SocketAddr, redis: &RedisServer, jwks: &str, extra: &str) -> String {
+    local_config(
+        up,
+        &format!("redis:\n  url: {}\n  command_timeout: 250ms\n  connect_timeout: 200ms\n", redis.url()),
+        jwks,
+        extra,
+        "",
+    )
+}
+
+fn local_config(up: std::net::SocketAddr, redis: &str, jwks: &str, extra: &str, jwt_extra: &str) -> String {
     format!(
         r#"listeners:
   - name: main
@@ -521,11 +531,7 @@ upstreams:
   app:
     targets:
       - address: {up}
-redis:
-  url: {url}
-  command_timeout: 250ms
-  connect_timeout: 200ms
-authenticators:
+{redis}authenticators:
   sso:
     jwt:
       issuer: https://idp.test
@@ -533,6 +539,7 @@ authenticators:
       algorithms: [ES256]
       jwks_file: {jwks}
       dpop: {{ mode: required{extra} }}
+{jwt_extra}
 routes:
   - name: api
     match:
@@ -544,8 +551,7 @@ logging:
   level: info
 admin:
   address: 127.0.0.1:0
-"#,
-        url = redis.url()
+"#
     )
 }
 
@@ -600,4 +606,33 @@ fn a_proof_used_on_one_node_is_a_replay_on_every_other() {
     assert_eq!(send(&open, &p), 200, "fail_open: this node's store decides");
     assert_eq!(send(&open, &p), 401, "and still refuses a replay to it");
     assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn forward_credential_keeps_the_proof_and_ambiguous_headers_are_refused() {
+    let up = Upstream::start("app");
+    let (issuer, client) = (Key::new(), Key::new());
+    let (token, jwks) = minted_token(&issuer, &client.thumbprint());
+    let dir = TempDir::new();
+    let jwks = path_str(&dir.write("jwks.json", &jwks));
+    let gw = Gateway::start(&local_config(up.addr, "", &jwks, "", "      forward_credential: true\n"));
+    let url = format!("http://{}/orders", gw.addr("main"));
+    let send = |extra: &[&str]| {
+        let proof = client.proof("GET", &url, Some(&token), None);
+        let mut args = vec![url.as_str()];
+        let (auth, dpop) = (format!("Authorization: DPoP {token}"), format!("DPoP: {proof}"));
+        args.extend(["-H", auth.as_str(), "-H", dpop.as_str()]);
+        args.extend(extra);
+        curl(&args)
+    };
+    // Two `Authorization` fields: which one counts is ambiguous, so neither does.
+    let (code, headers, _) = send(&["-H", &format!("Authorization: Bearer {token}")]);
+    assert_eq!(code, 401);
+    assert!(header_of(&headers, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+    assert_eq!(up.hits(), 0);
+    let (code, _, body) = send(&[]);
+    assert_eq!(code, 200, "{body}");
+    let seen = up.last().unwrap();
+    assert_eq!(seen.header("authorization"), Some(format!("DPoP {token}").as_str()));
+    assert!(seen.header("dpop").is_some(), "forward_credential keeps the proof with the token");
 }

@@ -616,7 +616,7 @@ impl Authn {
         }
         let challenge = HeaderValue::try_from(challenges.join(", ")).unwrap_or(HeaderValue::from_static("Bearer"));
         // RFC 9449 §8: a proof without a (current) server nonce is answered with one to use.
-        match method.dpop().and_then(|d| d.nonce()).filter(|_| reason == dpop::USE_NONCE) {
+        match method.dpop().filter(|_| reason == dpop::USE_NONCE).and_then(dpop::Dpop::nonce) {
             Some(nonce) => Reject::DpopNonce { challenge, nonce },
             None => Reject::Unauthorized { challenge },
         }

@@ -47,6 +47,13 @@ fn credentials(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConf
         }
         c.query_params.extend(k.query_param.iter().cloned());
     }
+    // A DPoP proof is a credential too (RFC 9449): never quoted, its `_` spellings never forwarded.
+    let dpop = |a: &crate::authn::AuthenticatorConfig| {
+        a.jwt.as_ref().is_some_and(|j| j.dpop.is_some()) || a.introspection.as_ref().is_some_and(|i| i.dpop.is_some())
+    };
+    if authenticators.values().any(dpop) {
+        c.headers.push(http::HeaderName::from_static("dpop"));
+    }
     c
 }
 
