@@ -87,6 +87,8 @@ pub struct DpopConfig {
     pub nonce: bool,
     /// How long one nonce window lasts (a nonce is valid in its window and the next).
     pub nonce_window: Dur,
+    /// The nonce key shared by the nodes of a fleet (at least 32 bytes); default: a random key per process.
+    pub nonce_secret: Option<crate::secret::Secret>,
     /// Most proof ids remembered at once in this node's memory.
     pub replay_capacity: usize,
     /// With `redis:`, when Redis cannot record a proof id in time (default `fail_closed`: 503).
@@ -107,6 +109,8 @@ struct LongForm {
     nonce: bool,
     #[serde(default = "default_nonce_window")]
     nonce_window: Dur,
+    #[serde(default)]
+    nonce_secret: Option<crate::secret::Secret>,
     #[serde(default = "default_capacity")]
     replay_capacity: usize,
     #[serde(default)]
@@ -145,6 +149,7 @@ impl From<LongForm> for DpopConfig {
             future_skew: l.future_skew,
             nonce: l.nonce,
             nonce_window: l.nonce_window,
+            nonce_secret: l.nonce_secret,
             replay_capacity: l.replay_capacity,
             on_replay_store_failure: l.on_replay_store_failure,
         }
@@ -172,6 +177,7 @@ impl<'de> Deserialize<'de> for DpopConfig {
                     future_skew: default_skew(),
                     nonce: false,
                     nonce_window: default_nonce_window(),
+                    nonce_secret: None,
                     replay_capacity: default_capacity(),
                     on_replay_store_failure: None,
                 };
@@ -438,6 +444,12 @@ impl Dpop {
         if c.nonce && !(10..=86_400).contains(&window) {
             return Err("dpop.nonce_window must be between 10s and 24h".into());
         }
+        let key = match &c.nonce_secret {
+            Some(_) if !c.nonce => return Err("dpop.nonce_secret is set but dpop.nonce is off".into()),
+            Some(s) if s.expose().len() < 32 => return Err("dpop.nonce_secret must be at least 32 bytes".into()),
+            Some(s) => hmac::Key::new(hmac::HMAC_SHA256, s.expose().as_bytes()),
+            None => hmac::Key::new(hmac::HMAC_SHA256, nonce_key()),
+        };
         if c.replay_capacity == 0 {
             return Err("dpop.replay_capacity must be at least 1".into());
         }
@@ -448,7 +460,7 @@ impl Dpop {
             algs,
             max_age,
             skew: c.future_skew.0.as_secs() as i64,
-            nonces: c.nonce.then(|| Nonces { key: hmac::Key::new(hmac::HMAC_SHA256, nonce_key()), window }),
+            nonces: c.nonce.then_some(Nonces { key, window }),
             replay,
             shared,
             normalize,

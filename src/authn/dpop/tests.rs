@@ -259,6 +259,12 @@ fn server_nonces() {
     let mut forged = URL_SAFE_NO_PAD.decode(&n).unwrap();
     forged[..8].copy_from_slice(&(now / 60 + 1).to_be_bytes());
     assert!(!nonces.valid(&b64(&forged), now + 60), "the window is covered by the tag");
+    // Nodes sharing `nonce_secret` accept each other's nonces; others do not.
+    let secret = "{ mode: required, nonce: true, nonce_secret: 0123456789abcdef0123456789abcdef }";
+    let (a, b) = (dpop(secret), dpop(secret));
+    let n = a.nonce().unwrap();
+    assert!(b.nonces.as_ref().unwrap().valid(n.to_str().unwrap(), super::super::jwt::unix_now()));
+    assert!(!d.nonces.as_ref().unwrap().valid(n.to_str().unwrap(), super::super::jwt::unix_now()));
     let c = d.challenge(Some(USE_NONCE));
     assert!(c.contains("error=\"use_dpop_nonce\""), "{c}");
 }
@@ -294,6 +300,8 @@ fn config_forms() {
     assert!(build("{ mode: required, max_age: 2h }").is_some());
     assert!(build("{ mode: required, nonce: true, nonce_window: 1s }").is_some());
     assert!(build("{ mode: required, replay_capacity: 0 }").is_some());
+    assert!(build("{ mode: required, nonce: true, nonce_secret: short }").is_some());
+    assert!(build("{ mode: required, nonce_secret: 0123456789abcdef0123456789abcdef }").is_some(), "nonce off");
     assert!(build("{ mode: required, algorithms: [ES256, RS256, PS256, EdDSA, ES384] }").is_none());
 }
 
