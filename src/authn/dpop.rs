@@ -666,34 +666,10 @@ impl Dpop {
         let Some(shared) = &self.shared else {
             return self.replay.remember(thumbprint, jti, until, now).map_err(replayed);
         };
-        let mut h = digest::Context::new(&digest::SHA256);
-        for part in [thumbprint, jti] {
-            h.update(&(part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        let key = format!("{}{}", shared.prefix, crate::fleet::hex(h.finish().as_ref()));
-        let ttl_ms = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1).saturating_mul(1000);
-        let set = |mut conn: redis::aio::ConnectionManager| async move {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(1u8)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-        };
-        match shared.fleet.call("dpop_replay", set).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err("dpop_replayed"),
-            Err(_) => {
-                shared.failures.inc();
-                match shared.on_failure {
-                    OnFailure::FailClosed => Err(STORE_UNAVAILABLE),
-                    OnFailure::FailOpen => self.replay.remember(thumbprint, jti, until, now).map_err(replayed),
-                }
-            }
-        }
+        shared
+            .record(&self.replay, thumbprint, jti, until, now)
+            .await
+            .map_err(|r| r.map_or(STORE_UNAVAILABLE, replayed))
     }
 }
 
