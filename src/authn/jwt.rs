@@ -159,7 +159,8 @@ pub fn bearer_challenge(invalid: bool) -> String {
     }
 }
 
-/// Refuses a certificate-bound token presented without that certificate.
+/// Refuses a certificate-bound token presented without that certificate. (The methods go through
+/// [`super::dpop::bind`], which also holds a key-bound token to its DPoP proof.)
 pub fn bind(v: Verified, req: &AuthRequest<'_>) -> Verdict {
     if claims::binding_holds(v.x5t.as_deref(), req.conn) {
         Verdict::Valid(v.principal)

@@ -204,13 +204,13 @@ impl Method {
             None => Sources { read: Box::new([bearer.clone()]), also: None, forward },
         };
         // DPoP: the token under its own scheme, and the proof beside it.
-        let dpop = |s: Sources, on: bool| match on {
-            true => {
-                let mut read = s.read.into_vec();
-                read.extend([Credential::scheme("DPoP"), Credential::Header(dpop::DPOP)]);
-                Sources { read: read.into_boxed_slice(), ..s }
+        let dpop = |s: Sources, on: bool| {
+            if !on {
+                return s;
             }
-            false => s,
+            let mut read = s.read.into_vec();
+            read.extend([Credential::scheme("DPoP"), Credential::Header(dpop::DPOP)]);
+            Sources { read: read.into_boxed_slice(), ..s }
         };
         match self {
             Method::ApiKey(m) => {
