@@ -673,6 +673,20 @@ impl Dpop {
     }
 }
 
+/// `portcullis check` warnings about the `dpop:` sections (authenticator name, section), given whether
+/// the `redis:` section makes the gateways a fleet.
+pub fn lints<'a>(sections: impl Iterator<Item = (&'a str, &'a DpopConfig)>, fleet: bool) -> Vec<String> {
+    sections
+        .filter(|(_, c)| fleet && c.nonce && c.nonce_secret.is_none())
+        .map(|(name, _)| {
+            format!(
+                "authenticator `{name}`: DPoP nonces without `dpop.nonce_secret` are issued per node; in a fleet a \
+                 client moving to another node is asked for a nonce again"
+            )
+        })
+        .collect()
+}
+
 fn alg_name(a: &Algorithm) -> &'static str {
     match a {
         Algorithm::RS256 => "RS256",

@@ -343,3 +343,17 @@ fn rfc7638_thumbprints() {
     let (_, t) = proof_key(okp.as_object().unwrap(), Algorithm::EdDSA).unwrap();
     assert_eq!(t, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
 }
+
+#[test]
+fn lints_per_node_nonces_in_a_fleet() {
+    let parse = |y: &str| serde_yaml_ng::from_str::<DpopConfig>(y).unwrap();
+    let (per_node, shared) = (
+        parse("{ mode: required, nonce: true }"),
+        parse("{ mode: required, nonce: true, nonce_secret: 0123456789abcdef0123456789abcdef }"),
+    );
+    let sections = || [("a", &per_node), ("b", &shared)].into_iter();
+    let l = lints(sections(), true);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].starts_with("authenticator `a`"), "{l:?}");
+    assert!(lints(sections(), false).is_empty(), "one node: nothing to say");
+}
