@@ -357,3 +357,41 @@ fn lints_per_node_nonces_in_a_fleet() {
     assert!(l[0].starts_with("authenticator `a`"), "{l:?}");
     assert!(lints(sections(), false).is_empty(), "one node: nothing to say");
 }
+
+#[test]
+fn rsa_proofs() {
+    use aws_lc_rs::signature::{RsaKeyPair, RsaPublicKeyComponents};
+    let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let comps = RsaPublicKeyComponents::<Vec<u8>>::from(key.public_key());
+    let jwk = json!({"kty": "RSA", "n": b64(&comps.n), "e": b64(&comps.e)});
+    let (_, jkt) = proof_key(jwk.as_object().unwrap(), Algorithm::RS256).unwrap();
+    let d = dpop("{ mode: required, algorithms: [RS256, PS256] }");
+    for (alg, padding) in
+        [("RS256", &aws_lc_rs::signature::RSA_PKCS1_SHA256), ("PS256", &aws_lc_rs::signature::RSA_PSS_SHA256)]
+    {
+        let sign = |header: &Value| {
+            let claims = claims_for("GET", URL);
+            let input =
+                format!("{}.{}", b64(&serde_json::to_vec(header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
+            let mut sig = vec![0u8; key.public_modulus_len()];
+            key.sign(padding, &SystemRandom::new(), input.as_bytes(), &mut sig).unwrap();
+            format!("{input}.{}", b64(&sig))
+        };
+        let p = parts("GET", "/orders/1", "api.example", &[&sign(&json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk}))]);
+        assert_eq!(run(&d, &p, Scheme::Dpop, Some(&jkt)), Ok(()), "{alg}");
+        let mut private = jwk.clone();
+        private["p"] = json!("AQAB");
+        let p =
+            parts("GET", "/orders/1", "api.example", &[&sign(&json!({"typ": "dpop+jwt", "alg": alg, "jwk": private}))]);
+        assert_eq!(run(&d, &p, Scheme::Dpop, Some(&jkt)), Err("dpop_private_key"), "{alg}");
+    }
+    // An RS256 signature presented as PS256 does not verify.
+    let claims = claims_for("GET", URL);
+    let header = json!({"typ": "dpop+jwt", "alg": "PS256", "jwk": jwk});
+    let input =
+        format!("{}.{}", b64(&serde_json::to_vec(&header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
+    let mut sig = vec![0u8; key.public_modulus_len()];
+    key.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig).unwrap();
+    let p = parts("GET", "/orders/1", "api.example", &[&format!("{input}.{}", b64(&sig))]);
+    assert_eq!(run(&d, &p, Scheme::Dpop, Some(&jkt)), Err("dpop_bad_signature"));
+}
