@@ -122,5 +122,77 @@ fn bench_jwt(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, bench_jwt);
+/// DPoP (RFC 9449) with a cached ES256 access token bound to the proof key (`cnf.jkt`): the token's cache
+/// hit plus the whole proof check (header and `jwk`, the ES256 signature, `htm`/`htu`/`iat`/`ath`, the
+/// thumbprint, the local replay store). A fresh proof per iteration is signed outside the measurement.
+fn bench_dpop(c: &mut Criterion) {
+    use portcullis::authn::dpop::{Dpop, DpopConfig};
+    use portcullis::authn::signature::replay::ReplayStore;
+    let rng = SystemRandom::new();
+    let issuer = sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let issuer_pub = issuer.public_key().as_ref().to_vec();
+    let client = sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let cp = client.public_key().as_ref().to_vec();
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&cp[1..33]), "y": b64(&cp[33..])});
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, b64(&cp[1..33]), b64(&cp[33..]));
+    let jkt = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "ec-1"});
+    let claims = json!({
+        "iss": "https://idp.bench", "aud": "orders-api", "sub": "user-42", "client_id": "app",
+        "iat": now, "exp": now + 3600, "scope": "orders:read", "jti": "b3f1c0de", "cnf": {"jkt": jkt}
+    });
+    let input =
+        format!("{}.{}", b64(&serde_json::to_vec(&header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
+    let token = format!("{input}.{}", b64(issuer.sign(&rng, input.as_bytes()).unwrap().as_ref()));
+    let ath = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-dpop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.json");
+    let jwks = json!({"keys": [{"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64(&issuer_pub[1..33]), "y": b64(&issuer_pub[33..])}]});
+    std::fs::write(&file, jwks.to_string()).unwrap();
+    let yaml = format!(
+        "issuer: https://idp.bench\naudiences: [orders-api]\nalgorithms: [ES256]\njwks_file: {}\n",
+        file.to_string_lossy()
+    );
+    let cfg: JwtConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let dpop_cfg: DpopConfig = serde_yaml_ng::from_str("{ mode: required, replay_capacity: 10000000 }").unwrap();
+    let dpop = Dpop::new(&dpop_cfg, std::sync::Arc::new(ReplayStore::new(10_000_000)), None, |p| {
+        portcullis::validate::path::normalize(p).ok()
+    })
+    .unwrap();
+    let auth = JwtAuth::new("bench", &cfg).unwrap().with_dpop(Some(dpop));
+    let conn = ConnInfo::new(0, "127.0.0.1:40000".parse().unwrap(), None);
+    let proof_header = b64(&serde_json::to_vec(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})).unwrap());
+    let mut n = 0u64;
+    let mut request = || {
+        n += 1;
+        let claims = json!({"jti": format!("bench-{n}"), "htm": "GET", "htu": "http://api.bench/orders/42", "iat": now, "ath": ath});
+        let input = format!("{proof_header}.{}", b64(&serde_json::to_vec(&claims).unwrap()));
+        let proof = format!("{input}.{}", b64(client.sign(&rng, input.as_bytes()).unwrap().as_ref()));
+        http::Request::get("/orders/42")
+            .header("host", "api.bench")
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let first = request();
+    assert!(check(&auth, &AuthRequest { parts: &first, conn: &conn, client_ip: conn.peer.ip() }), "token cached");
+    let mut g = c.benchmark_group("jwt");
+    g.bench_function("dpop_es256_cached_token", |b| {
+        b.iter_batched(
+            &mut request,
+            |parts| check(&auth, black_box(&AuthRequest { parts: &parts, conn: &conn, client_ip: conn.peer.ip() })),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench_jwt, bench_dpop);
 criterion_main!(benches);

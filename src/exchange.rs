@@ -412,6 +412,11 @@ pub enum Reject {
     Unauthorized {
         challenge: HeaderValue,
     },
+    /// 401 asking for a DPoP proof with this server nonce (RFC 9449 §8: `DPoP-Nonce`).
+    DpopNonce {
+        challenge: HeaderValue,
+        nonce: HeaderValue,
+    },
     CorsForbidden,
     /// Authorization refused the principal (which rule did is in the exchange's decision, never in the
     /// answer).
@@ -482,7 +487,7 @@ impl Reject {
             Reject::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Reject::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } => StatusCode::UNAUTHORIZED,
             Reject::CorsForbidden
             | Reject::InsecureTransport
             | Reject::Forbidden
@@ -514,7 +519,7 @@ impl Reject {
             Reject::PayloadTooLarge => ("payload-too-large", "The request body is too large"),
             Reject::UriTooLong => ("uri-too-long", "The request URI is too long"),
             Reject::HeadersTooLarge => ("headers-too-large", "The request headers are too large"),
-            Reject::Unauthorized { .. } => ("unauthorized", "Authentication is required"),
+            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } => ("unauthorized", "Authentication is required"),
             Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
             Reject::Forbidden => ("forbidden", "The request is not allowed"),
             Reject::ForbiddenProperty(_) => ("forbidden-property", "The request sets a field it may not set"),
@@ -541,7 +546,7 @@ impl Reject {
     pub fn event(&self) -> Option<crate::events::Noted> {
         use crate::events::{Kind, Noted};
         let kind = match self {
-            Reject::Unauthorized { .. } | Reject::InsecureTransport => Kind::AuthnFailure,
+            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } | Reject::InsecureTransport => Kind::AuthnFailure,
             Reject::Forbidden | Reject::ForbiddenProperty(_) | Reject::CorsForbidden => Kind::AuthzDenied,
             Reject::TooManyRequests | Reject::RateLimited => Kind::RateLimited,
             Reject::IpDenied | Reject::Banned => Kind::GuardBlocked,

@@ -15,7 +15,7 @@ pub mod budget;
 
 use super::jwt::cache::{self, TokenCache};
 use super::jwt::claims::{self, Claims, Mapping, Presented, Verified};
-use super::jwt::{bearer_challenge, bind, check_token_source, presented, unix_now};
+use super::jwt::{bearer_challenge, check_token_source, unix_now};
 use super::{AuthRequest, PrincipalKind, Verdict};
 use crate::client::{form_encode, Client, Url};
 use crate::secret::Secret;
@@ -74,6 +74,9 @@ pub struct IntrospectionConfig {
     /// Send the accepted token upstream (off: it is removed, like every other credential).
     #[serde(default)]
     pub forward_credential: bool,
+    /// DPoP (RFC 9449): `required`, `optional` or the long form (see [`super::dpop`]).
+    #[serde(default)]
+    pub dpop: Option<super::dpop::DpopConfig>,
 }
 
 /// How the gateway authenticates to the introspection endpoint.
@@ -116,6 +119,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub struct IntrospectionAuth {
     pub forward_credential: bool,
     inner: Box<Inner>,
+    /// DPoP proofs, when `dpop:` is configured.
+    pub dpop: Option<super::dpop::Dpop>,
 }
 
 struct Inner {
@@ -156,6 +161,9 @@ impl IntrospectionAuth {
             return Err("per_ip_concurrent and per_ip_per_minute must be positive".into());
         }
         let max_token = check_token_source(c.cookie.as_deref(), c.max_token_bytes)?;
+        if c.dpop.is_some() && c.cookie.is_some() {
+            return Err("dpop needs the token in `Authorization: DPoP`, not in a cookie".into());
+        }
         let (authorization, form_credentials) = match c.auth_method {
             ClientAuth::Basic => {
                 // RFC 6749 §2.3.1: each part form-encoded before Basic encoding.
@@ -195,15 +203,26 @@ impl IntrospectionAuth {
                 cookie: c.cookie.clone(),
                 max_token,
             }),
+            dpop: None,
         })
     }
 
-    pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
-        self.inner.check(req).await
+    /// Checks DPoP proofs (and honours `cnf.jkt`) with this compiled `dpop:` section.
+    pub fn with_dpop(mut self, dpop: Option<super::dpop::Dpop>) -> IntrospectionAuth {
+        self.dpop = dpop;
+        self
     }
 
-    pub fn challenge(&self, invalid: bool) -> String {
-        bearer_challenge(invalid)
+    pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
+        self.inner.check(req, self.dpop.as_ref()).await
+    }
+
+    /// The challenge; `reason` is this method's refusal, when it refused.
+    pub fn challenge(&self, reason: Option<&str>) -> String {
+        match &self.dpop {
+            Some(d) => d.challenge(reason),
+            None => bearer_challenge(reason.is_some()),
+        }
     }
 
     pub fn start(&self) {}
@@ -215,11 +234,11 @@ impl IntrospectionAuth {
 }
 
 impl Inner {
-    async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
-        let token = match presented(req.parts, self.cookie.as_deref()) {
-            Presented::Absent => return Verdict::Absent,
-            Presented::Malformed => return Verdict::Invalid("malformed_token"),
-            Presented::Token(t) => t,
+    async fn check(&self, req: &AuthRequest<'_>, dpop: Option<&super::dpop::Dpop>) -> Verdict {
+        let (token, scheme) = match super::dpop::presented(req.parts, self.cookie.as_deref(), dpop.is_some()) {
+            (Presented::Absent, _) => return Verdict::Absent,
+            (Presented::Malformed, _) => return Verdict::Invalid("malformed_token"),
+            (Presented::Token(t), scheme) => (t, scheme),
         };
         if token.len() > self.max_token {
             return Verdict::Invalid("token_too_large");
@@ -227,7 +246,7 @@ impl Inner {
         let now = unix_now();
         let digest = cache::digest(token);
         match self.lookup(&digest, now) {
-            Some(Some(v)) => return bind(v, req),
+            Some(Some(v)) => return super::dpop::bind(dpop, v, req, token, scheme).await,
             Some(None) => return Verdict::Invalid("inactive_token"),
             None => {}
         }
@@ -240,12 +259,12 @@ impl Inner {
         let answer = Box::pin(self.introspect(token, now)).await;
         match answer {
             Ok(answer) => {
-                let verdict = match &answer {
-                    Some((v, _)) => bind(v.clone(), req),
-                    None => Verdict::Invalid("inactive_token"),
-                };
+                let verified = answer.as_ref().map(|(v, _)| v.clone());
                 self.remember(digest, answer, now);
-                verdict
+                match verified {
+                    Some(v) => super::dpop::bind(dpop, v, req, token, scheme).await,
+                    None => Verdict::Invalid("inactive_token"),
+                }
             }
             // Not cached: the next request asks again.
             Err(reason) => Verdict::Invalid(reason),
@@ -319,13 +338,13 @@ impl Inner {
                 return Err("wrong_audience");
             }
         }
-        let x5t = claims::cnf_thumbprint(&answer)?;
+        let (x5t, jkt) = claims::cnf(&answer)?;
         let principal = self.mapping.principal(PrincipalKind::Introspection, answer)?;
         let mut until = now.saturating_add(self.ttl);
         if let Some(exp) = exp {
             until = until.min(exp);
         }
-        Ok(Some((Verified { principal: Arc::new(principal), x5t }, until)))
+        Ok(Some((Verified { principal: Arc::new(principal), x5t, jkt }, until)))
     }
 }
 

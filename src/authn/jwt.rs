@@ -81,6 +81,9 @@ pub struct JwtConfig {
     /// Send the accepted token upstream (off: it is removed, like every other credential).
     #[serde(default)]
     pub forward_credential: bool,
+    /// DPoP (RFC 9449): `required`, `optional` or the long form (see [`super::dpop`]).
+    #[serde(default)]
+    pub dpop: Option<super::dpop::DpopConfig>,
 }
 
 /// A pinned algorithm, checked while the file is read.
@@ -156,7 +159,8 @@ pub fn bearer_challenge(invalid: bool) -> String {
     }
 }
 
-/// Refuses a certificate-bound token presented without that certificate.
+/// Refuses a certificate-bound token presented without that certificate. (The methods go through
+/// [`super::dpop::bind`], which also holds a key-bound token to its DPoP proof.)
 pub fn bind(v: Verified, req: &AuthRequest<'_>) -> Verdict {
     if claims::binding_holds(v.x5t.as_deref(), req.conn) {
         Verdict::Valid(v.principal)
@@ -180,6 +184,8 @@ pub struct JwtAuth {
     pub forward_credential: bool,
     inner: Arc<Inner>,
     started: AtomicBool,
+    /// DPoP proofs, when `dpop:` is configured ([`JwtAuth::with_dpop`]).
+    pub dpop: Option<super::dpop::Dpop>,
 }
 
 fn key_source(c: &JwtConfig) -> Result<Source, String> {
@@ -269,19 +275,30 @@ impl JwtAuth {
             max_token,
             cache: cache::TokenCache::new(c.cache_size),
         };
+        if c.dpop.is_some() && c.cookie.is_some() {
+            return Err("dpop needs the token in `Authorization: DPoP`, not in a cookie".into());
+        }
         Ok(JwtAuth {
             forward_credential: c.forward_credential,
             inner: Arc::new(inner),
             started: AtomicBool::new(false),
+            dpop: None,
         })
+    }
+
+    /// Checks DPoP proofs (and honours `cnf.jkt`) with this compiled `dpop:` section.
+    pub fn with_dpop(mut self, dpop: Option<super::dpop::Dpop>) -> JwtAuth {
+        self.dpop = dpop;
+        self
     }
 
     pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
         let inner = &*self.inner;
-        let token = match presented(req.parts, inner.cookie.as_deref()) {
-            Presented::Absent => return Verdict::Absent,
-            Presented::Malformed => return Verdict::Invalid("malformed_token"),
-            Presented::Token(t) => t,
+        let dpop = self.dpop.as_ref();
+        let (token, scheme) = match super::dpop::presented(req.parts, inner.cookie.as_deref(), dpop.is_some()) {
+            (Presented::Absent, _) => return Verdict::Absent,
+            (Presented::Malformed, _) => return Verdict::Invalid("malformed_token"),
+            (Presented::Token(t), scheme) => (t, scheme),
         };
         if token.len() > inner.max_token {
             return Verdict::Invalid("token_too_large");
@@ -295,20 +312,24 @@ impl JwtAuth {
         let generation = inner.jwks.generation();
         if let Some((v, g)) = inner.cache.get(&digest, now) {
             if g == generation {
-                return bind(v, req);
+                return super::dpop::bind(dpop, v, req, token, scheme).await;
             }
         }
         match inner.verify(token, now).await {
             Ok((v, until)) => {
                 inner.cache.insert(digest, (v.clone(), generation), until, now);
-                bind(v, req)
+                super::dpop::bind(dpop, v, req, token, scheme).await
             }
             Err(reason) => Verdict::Invalid(reason),
         }
     }
 
-    pub fn challenge(&self, invalid: bool) -> String {
-        bearer_challenge(invalid)
+    /// The challenge; `reason` is this method's refusal, when it refused.
+    pub fn challenge(&self, reason: Option<&str>) -> String {
+        match &self.dpop {
+            Some(d) => d.challenge(reason),
+            None => bearer_challenge(reason.is_some()),
+        }
     }
 
     /// Starts the background key refresh (once, however many reloads reuse this authenticator). The
@@ -370,8 +391,8 @@ impl Inner {
             Outcome::Refused(reason) => return Err(reason),
         }
         let until = self.rules.check(&claims, now)?;
-        let x5t = claims::cnf_thumbprint(&claims)?;
+        let (x5t, jkt) = claims::cnf(&claims)?;
         let principal = self.mapping.principal(PrincipalKind::Jwt, claims)?;
-        Ok((Verified { principal: Arc::new(principal), x5t }, until))
+        Ok((Verified { principal: Arc::new(principal), x5t, jkt }, until))
     }
 }

@@ -22,6 +22,7 @@
 //! accepted one whose method is configured to forward it.
 
 pub mod api_key;
+pub mod dpop;
 pub mod introspection;
 pub mod jwt;
 pub mod mtls;
@@ -160,11 +161,14 @@ impl Method {
         if let Some(m) = &c.api_key {
             return api_key::ApiKeyAuth::new(name, m).map(|a| Method::ApiKey(Box::new(a)));
         }
+        let dpop = |d: &Option<dpop::DpopConfig>| d.as_ref().map(|d| dpop::Dpop::compile(name, d, cx)).transpose();
         if let Some(m) = &c.jwt {
-            return jwt::JwtAuth::with_metrics(name, m, Some(metrics)).map(Method::Jwt);
+            let d = dpop(&m.dpop)?;
+            return jwt::JwtAuth::with_metrics(name, m, Some(metrics)).map(|a| Method::Jwt(a.with_dpop(d)));
         }
         if let Some(m) = &c.introspection {
-            return introspection::IntrospectionAuth::new(name, m).map(Method::Introspection);
+            let d = dpop(&m.dpop)?;
+            return introspection::IntrospectionAuth::new(name, m).map(|a| Method::Introspection(a.with_dpop(d)));
         }
         if let Some(m) = &c.mtls {
             return mtls::MtlsAuth::new(name, m).map(Method::Mtls);
@@ -199,14 +203,23 @@ impl Method {
             }
             None => Sources { read: Box::new([bearer.clone()]), also: None, forward },
         };
+        // DPoP: the token under its own scheme, and the proof beside it.
+        let dpop = |s: Sources, on: bool| {
+            if !on {
+                return s;
+            }
+            let mut read = s.read.into_vec();
+            read.extend([Credential::scheme("DPoP"), Credential::Header(dpop::DPOP)]);
+            Sources { read: read.into_boxed_slice(), ..s }
+        };
         match self {
             Method::ApiKey(m) => {
                 let (header, scheme) = m.sources();
                 let read = Box::new([Credential::Header(header.clone()), Credential::scheme(scheme)]);
                 Sources { read, also: None, forward: false }
             }
-            Method::Jwt(m) => token(m.cookie(), m.forward_credential),
-            Method::Introspection(m) => token(m.cookie(), m.forward_credential),
+            Method::Jwt(m) => dpop(token(m.cookie(), m.forward_credential), m.dpop.is_some()),
+            Method::Introspection(m) => dpop(token(m.cookie(), m.forward_credential), m.dpop.is_some()),
             Method::Mtls(_) => Sources { read: Box::new([]), also: None, forward: false },
             Method::Signature(m) => {
                 let fields = ["signature", "signature-input"].map(|n| Credential::Header(HeaderName::from_static(n)));
@@ -226,14 +239,25 @@ impl Method {
         }
     }
 
-    /// The `WWW-Authenticate` challenge for this method; `invalid` adds RFC 6750's error code.
-    fn challenge(&self, invalid: bool) -> String {
+    /// The `WWW-Authenticate` challenge for this method; `reason` (this method refused the credential)
+    /// adds RFC 6750's (or RFC 9449's) error code.
+    fn challenge(&self, reason: Option<&str>) -> String {
+        let invalid = reason.is_some();
         match self {
             Method::ApiKey(m) => m.challenge(invalid),
-            Method::Jwt(m) => m.challenge(invalid),
-            Method::Introspection(m) => m.challenge(invalid),
+            Method::Jwt(m) => m.challenge(reason),
+            Method::Introspection(m) => m.challenge(reason),
             Method::Mtls(m) => m.challenge(invalid),
             Method::Signature(m) => m.challenge(invalid),
+        }
+    }
+
+    /// The method's DPoP section, when it has one.
+    fn dpop(&self) -> Option<&dpop::Dpop> {
+        match self {
+            Method::Jwt(m) => m.dpop.as_ref(),
+            Method::Introspection(m) => m.dpop.as_ref(),
+            _ => None,
         }
     }
 
@@ -262,6 +286,8 @@ pub struct Context<'a> {
     /// The `redis:` section's connection: signature replay stores are then shared through it.
     pub fleet: Option<&'a Arc<crate::fleet::Fleet>>,
     pub metrics: &'a Metrics,
+    /// The path normalisation routing applies (DPoP compares a proof's `htu` path through it).
+    pub normalize_path: dpop::NormalizePath,
 }
 
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
@@ -578,7 +604,7 @@ impl Authn {
         };
         let mut challenges: Vec<String> = Vec::with_capacity(methods.len());
         for (_, m) in methods {
-            let c = m.challenge(invalid && std::ptr::eq(&**m, method));
+            let c = m.challenge((invalid && std::ptr::eq(&**m, method)).then_some(reason));
             // Two bearer methods (JWT and introspection) would otherwise repeat the same challenge;
             // keep the one that carries the error code.
             let scheme = c.split(' ').next().unwrap_or_default().to_owned();
@@ -588,9 +614,11 @@ impl Authn {
                 None => challenges.push(c),
             }
         }
-        let challenge = challenges.join(", ");
-        Reject::Unauthorized {
-            challenge: HeaderValue::try_from(challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+        let challenge = HeaderValue::try_from(challenges.join(", ")).unwrap_or(HeaderValue::from_static("Bearer"));
+        // RFC 9449 §8: a proof without a (current) server nonce is answered with one to use.
+        match method.dpop().filter(|_| reason == dpop::USE_NONCE).and_then(dpop::Dpop::nonce) {
+            Some(nonce) => Reject::DpopNonce { challenge, nonce },
+            None => Reject::Unauthorized { challenge },
         }
     }
 }

@@ -215,6 +215,48 @@ pub struct SharedReplay {
     pub failures: prometheus_client::metrics::counter::Counter,
 }
 
+impl SharedReplay {
+    /// Records `(keyid, nonce)` until `until` (unix seconds) with `SET NX PX`, or refuses a replay. When
+    /// Redis cannot answer in time, `on_failure` decides: `Err(None)` (fail closed) or `local` decides.
+    pub async fn record(
+        &self,
+        local: &ReplayStore,
+        keyid: &str,
+        nonce: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), Option<Refused>> {
+        let mut h = digest::Context::new(&digest::SHA256);
+        for part in [keyid, nonce] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let key = format!("{}{}", self.prefix, crate::fleet::hex(h.finish().as_ref()));
+        let ttl_ms = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1).saturating_mul(1000);
+        let set = |mut conn: redis::aio::ConnectionManager| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1u8)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        match self.fleet.call("replay", set).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Some(Refused::Replayed)),
+            Err(_) => {
+                self.failures.inc();
+                match self.on_failure {
+                    OnFailure::FailClosed => Err(None),
+                    OnFailure::FailOpen => local.remember(keyid, nonce, until, now).map_err(Some),
+                }
+            }
+        }
+    }
+}
+
 /// The refusal reason when the shared replay store cannot answer and fails closed (503, not 401).
 pub const STORE_UNAVAILABLE: &str = "replay_store_unavailable";
 
@@ -356,34 +398,10 @@ impl SignatureAuth {
         let Some(shared) = &self.shared else {
             return self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason());
         };
-        let mut h = digest::Context::new(&digest::SHA256);
-        for part in [keyid, nonce] {
-            h.update(&(part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        let key = format!("{}{}", shared.prefix, crate::fleet::hex(h.finish().as_ref()));
-        let ttl_ms = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1).saturating_mul(1000);
-        let set = |mut conn: redis::aio::ConnectionManager| async move {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(1u8)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-        };
-        match shared.fleet.call("replay", set).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(Refused::Replayed.reason()),
-            Err(_) => {
-                shared.failures.inc();
-                match shared.on_failure {
-                    OnFailure::FailClosed => Err(STORE_UNAVAILABLE),
-                    OnFailure::FailOpen => self.replay.remember(keyid, nonce, until, now).map_err(|r| r.reason()),
-                }
-            }
-        }
+        shared
+            .record(&self.replay, keyid, nonce, until, now)
+            .await
+            .map_err(|refused| refused.map_or(STORE_UNAVAILABLE, Refused::reason))
     }
 
     /// The first signature meant for us: label and tag as configured, keyid known.

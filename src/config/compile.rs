@@ -47,6 +47,13 @@ fn credentials(authenticators: &BTreeMap<String, crate::authn::AuthenticatorConf
         }
         c.query_params.extend(k.query_param.iter().cloned());
     }
+    // A DPoP proof is a credential too (RFC 9449): never quoted, its `_` spellings never forwarded.
+    let dpop = |a: &crate::authn::AuthenticatorConfig| {
+        a.jwt.as_ref().is_some_and(|j| j.dpop.is_some()) || a.introspection.as_ref().is_some_and(|i| i.dpop.is_some())
+    };
+    if authenticators.values().any(dpop) {
+        c.headers.push(http::HeaderName::from_static("dpop"));
+    }
     c
 }
 
@@ -488,7 +495,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .as_ref()
         .map(|r| lasting.fleet.fleet(r).map_err(|m| CompileError::new("redis", "", m)))
         .transpose()?;
-    let shared = crate::authn::Context { kept: &lasting.authn, fleet: fleet.as_ref(), metrics };
+    let shared = crate::authn::Context { kept: &lasting.authn, fleet: fleet.as_ref(), metrics, normalize_path };
     let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), &shared)
         .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let roles = Arc::new(
@@ -744,4 +751,9 @@ impl crate::respond::protect::ResponseSchema for OpenApiResponses {
     fn filter(&self, operation: usize, status: u16, body: &mut serde_json::Value) -> bool {
         self.0.filter_response(operation, status, body)
     }
+}
+
+/// Routing's path normalisation, for DPoP's `htu` comparison (authentication does not import validation).
+fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    crate::validate::path::normalize(path).ok()
 }

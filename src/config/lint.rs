@@ -36,6 +36,11 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
     ));
     out.extend(crate::observe::events::exporter::lints(cfg.events.as_ref().map_or(&[][..], |e| &e.exporters)));
     out.extend(crate::secret::vault::lints(cfg.secrets.as_ref()));
+    let dpop = cfg.authenticators.iter().filter_map(|(n, a)| {
+        let d = a.jwt.as_ref().and_then(|j| j.dpop.as_ref());
+        Some((n.as_str(), d.or(a.introspection.as_ref().and_then(|i| i.dpop.as_ref()))?))
+    });
+    out.extend(crate::authn::dpop::lints(dpop, cfg.redis.is_some()));
     let shared_bans = cfg.redis.as_ref().is_some_and(|r| r.share_bans);
     if cfg.store.is_none() && !shared_bans && cfg.auto_ban.is_some() {
         out.push(

@@ -71,6 +71,10 @@ impl Reject {
             Reject::Unauthorized { challenge } => {
                 h.insert(WWW_AUTHENTICATE, challenge);
             }
+            Reject::DpopNonce { challenge, nonce } => {
+                h.insert(WWW_AUTHENTICATE, challenge);
+                h.insert(http::header::HeaderName::from_static("dpop-nonce"), nonce);
+            }
             _ => {}
         }
         resp

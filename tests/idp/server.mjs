@@ -62,6 +62,9 @@ function build() {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // DPoP (RFC 9449): a token request with a `DPoP` proof gets a token bound to its key (`cnf.jkt`);
+      // on by default in oidc-provider 9, said here because tests/dpop.rs depends on it.
+      dPoP: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => 'urn:portcullis:orders',

@@ -27,7 +27,7 @@ fn b64token_char(b: u8) -> bool {
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`. This runs
 /// over every byte of every token on the hot path: the check folds without an early exit, so the compiler
 /// turns it into vector comparisons (a token is hundreds of bytes, and nearly always valid).
-fn is_b64token(t: &[u8]) -> bool {
+pub fn is_b64token(t: &[u8]) -> bool {
     let pad = t.iter().rev().take_while(|&&b| b == b'=').count();
     let body = &t[..t.len() - pad];
     !body.is_empty() && body.iter().fold(true, |ok, &b| ok & b64token_char(b))
@@ -120,19 +120,24 @@ pub fn numeric_date(v: Option<&Value>) -> Result<Option<i64>, &'static str> {
     }
 }
 
-/// RFC 8705 `cnf`: the certificate thumbprint the token is bound to. A confirmation method we cannot
-/// enforce (for example DPoP's `jkt`) refuses the token rather than ignoring its binding.
-pub fn cnf_thumbprint(claims: &Claims) -> Result<Option<Arc<str>>, &'static str> {
-    let Some(cnf) = claims.get("cnf") else { return Ok(None) };
+/// What a token is bound to: (RFC 8705 `x5t#S256`, RFC 9449 `jkt`).
+pub type Bindings = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// `cnf`: the certificate thumbprint the token is bound to (RFC 8705 `x5t#S256`) and the key it is bound
+/// to (RFC 9449 `jkt`). A confirmation method we cannot enforce refuses the token rather than ignoring
+/// its binding.
+pub fn cnf(claims: &Claims) -> Result<Bindings, &'static str> {
+    let Some(cnf) = claims.get("cnf") else { return Ok((None, None)) };
     let Some(cnf) = cnf.as_object() else { return Err("malformed_cnf") };
-    let mut thumbprint = None;
+    let (mut x5t, mut jkt) = (None, None);
     for (k, v) in cnf {
         match (k.as_str(), v) {
-            ("x5t#S256", Value::String(t)) => thumbprint = Some(Arc::from(t.as_str())),
+            ("x5t#S256", Value::String(t)) => x5t = Some(Arc::from(t.as_str())),
+            ("jkt", Value::String(t)) if !t.is_empty() => jkt = Some(Arc::from(t.as_str())),
             _ => return Err("unsupported_cnf"),
         }
     }
-    Ok(thumbprint)
+    Ok((x5t, jkt))
 }
 
 /// True when the token is not certificate-bound, or bound to the certificate this connection presented.
@@ -177,6 +182,8 @@ impl Mapping {
 pub struct Verified {
     pub principal: Arc<Principal>,
     pub x5t: Option<Arc<str>>,
+    /// RFC 9449 `cnf.jkt`: the thumbprint of the key a DPoP proof must be signed with.
+    pub jkt: Option<Arc<str>>,
 }
 
 #[cfg(test)]
@@ -271,10 +278,12 @@ mod tests {
 
     #[test]
     fn cnf_forms() {
-        let c = |v: Value| cnf_thumbprint(v.as_object().unwrap());
-        assert_eq!(c(json!({})), Ok(None));
-        assert_eq!(c(json!({"cnf": {"x5t#S256": "abc"}})), Ok(Some(Arc::from("abc"))));
-        assert_eq!(c(json!({"cnf": {"jkt": "abc"}})), Err("unsupported_cnf"));
+        let c = |v: Value| cnf(v.as_object().unwrap());
+        assert_eq!(c(json!({})), Ok((None, None)));
+        assert_eq!(c(json!({"cnf": {"x5t#S256": "abc"}})), Ok((Some(Arc::from("abc")), None)));
+        assert_eq!(c(json!({"cnf": {"jkt": "abc"}})), Ok((None, Some(Arc::from("abc")))));
+        assert_eq!(c(json!({"cnf": {"jkt": 5}})), Err("unsupported_cnf"));
+        assert_eq!(c(json!({"cnf": {"other": "x"}})), Err("unsupported_cnf"));
         assert_eq!(c(json!({"cnf": "x"})), Err("malformed_cnf"));
     }
 }
