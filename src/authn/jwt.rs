@@ -15,6 +15,8 @@
 pub mod cache;
 pub mod claims;
 pub mod jwks;
+pub mod lifetime;
+pub mod revoked;
 pub mod token;
 
 use super::{AuthRequest, PrincipalKind, Verdict};
@@ -56,6 +58,9 @@ pub struct JwtConfig {
     pub leeway: Dur,
     #[serde(default)]
     pub max_token_age: Option<Dur>,
+    /// Refuse tokens minted to live longer than this (`exp - iat`), e.g. `1h`.
+    #[serde(default)]
+    pub max_lifetime: Option<Dur>,
     #[serde(default)]
     pub required_claims: Vec<String>,
     /// Dotted path of the roles claim, e.g. `realm_access.roles`.
@@ -174,12 +179,16 @@ struct Inner {
     max_token: usize,
     /// Verified tokens with the key generation they were verified under.
     cache: cache::TokenCache<(Verified, u64)>,
+    /// `max_lifetime` in seconds.
+    max_lifetime: Option<i64>,
 }
 
 pub struct JwtAuth {
     pub forward_credential: bool,
     inner: Arc<Inner>,
     started: AtomicBool,
+    /// The node's revoked token ids (with `store:` or `redis:`).
+    revoked: Option<Arc<revoked::Revoked>>,
 }
 
 fn key_source(c: &JwtConfig) -> Result<Source, String> {
@@ -260,6 +269,10 @@ impl JwtAuth {
             required: c.required_claims.clone(),
         };
         let mapping = Mapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() };
+        let max_lifetime = match c.max_lifetime {
+            Some(d) if d.0.as_secs() == 0 => return Err("max_lifetime must be at least 1s".into()),
+            d => d.map(|d| d.0.as_secs().min(i64::MAX as u64) as i64),
+        };
         let inner = Inner {
             jwks,
             pinned,
@@ -268,12 +281,30 @@ impl JwtAuth {
             cookie: c.cookie.clone(),
             max_token,
             cache: cache::TokenCache::new(c.cache_size),
+            max_lifetime,
         };
         Ok(JwtAuth {
             forward_credential: c.forward_credential,
             inner: Arc::new(inner),
             started: AtomicBool::new(false),
+            revoked: None,
         })
+    }
+
+    /// Refuses tokens whose `jti` is on this deny list (checked after the cache, on every request).
+    pub fn revocations(mut self, list: Option<Arc<revoked::Revoked>>) -> JwtAuth {
+        self.revoked = list;
+        self
+    }
+
+    /// The last checks of a verified (or cached) token: not revoked, and bound as it says.
+    fn admit(&self, v: Verified, req: &AuthRequest<'_>, now: i64) -> Verdict {
+        if let Some(list) = &self.revoked {
+            if list.principal_revoked(&self.inner.rules.issuer, &v.principal, now) {
+                return Verdict::Invalid("revoked");
+            }
+        }
+        bind(v, req)
     }
 
     pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
@@ -295,13 +326,13 @@ impl JwtAuth {
         let generation = inner.jwks.generation();
         if let Some((v, g)) = inner.cache.get(&digest, now) {
             if g == generation {
-                return bind(v, req);
+                return self.admit(v, req, now);
             }
         }
         match inner.verify(token, now).await {
             Ok((v, until)) => {
                 inner.cache.insert(digest, (v.clone(), generation), until, now);
-                bind(v, req)
+                self.admit(v, req, now)
             }
             Err(reason) => Verdict::Invalid(reason),
         }
@@ -314,6 +345,9 @@ impl JwtAuth {
     /// Starts the background key refresh (once, however many reloads reuse this authenticator). The
     /// task holds only a weak reference and ends when the authenticator is dropped.
     pub fn start(&self) {
+        if let Some(list) = &self.revoked {
+            list.start();
+        }
         if !self.inner.jwks.refreshes() || self.started.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -370,6 +404,9 @@ impl Inner {
             Outcome::Refused(reason) => return Err(reason),
         }
         let until = self.rules.check(&claims, now)?;
+        if let Some(max) = self.max_lifetime {
+            lifetime::check(&claims, max)?;
+        }
         let x5t = claims::cnf_thumbprint(&claims)?;
         let principal = self.mapping.principal(PrincipalKind::Jwt, claims)?;
         Ok((Verified { principal: Arc::new(principal), x5t }, until))

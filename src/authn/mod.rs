@@ -158,10 +158,14 @@ impl Method {
             ));
         }
         if let Some(m) = &c.api_key {
-            return api_key::ApiKeyAuth::new(name, m).map(|a| Method::ApiKey(Box::new(a)));
+            return api_key::ApiKeyAuth::new(name, m)
+                .map(|a| a.lifecycle(cx.events.clone(), metrics.api_keys_nearing_max_age(name)))
+                .map(|a| Method::ApiKey(Box::new(a)));
         }
         if let Some(m) = &c.jwt {
-            return jwt::JwtAuth::with_metrics(name, m, Some(metrics)).map(Method::Jwt);
+            return jwt::JwtAuth::with_metrics(name, m, Some(metrics))
+                .map(|a| a.revocations(cx.revoked.clone()))
+                .map(Method::Jwt);
         }
         if let Some(m) = &c.introspection {
             return introspection::IntrospectionAuth::new(name, m).map(Method::Introspection);
@@ -254,6 +258,8 @@ impl Method {
 #[derive(Default)]
 pub struct Kept {
     pub replay: crate::exchange::Registry<signature::replay::ReplayStore>,
+    /// The node's revoked JWT ids, by where they live.
+    pub revoked: jwt::revoked::Kept,
 }
 
 /// What compiling the methods needs besides their section.
@@ -262,6 +268,10 @@ pub struct Context<'a> {
     /// The `redis:` section's connection: signature replay stores are then shared through it.
     pub fleet: Option<&'a Arc<crate::fleet::Fleet>>,
     pub metrics: &'a Metrics,
+    /// The node's revoked JWT ids (from `kept.revoked`, for the config's `redis:` or `store:`).
+    pub revoked: Option<Arc<jwt::revoked::Revoked>>,
+    /// Where events outside a request go (API keys nearing their `max_age`).
+    pub events: crate::events::Emitter,
 }
 
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
@@ -269,6 +279,8 @@ pub struct Authenticators {
     methods: BTreeMap<String, (AuthenticatorConfig, Arc<Method>)>,
     /// The fleet they were compiled with (a method is reused only with the same one).
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The deny list they were compiled with (likewise).
+    revoked: Option<Arc<jwt::revoked::Revoked>>,
 }
 
 impl Authenticators {
@@ -277,10 +289,18 @@ impl Authenticators {
         previous: Option<&Authenticators>,
         cx: &Context<'_>,
     ) -> Result<Authenticators, (String, String)> {
-        let same_fleet = |p: &&Authenticators| match (&p.fleet, cx.fleet) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+        let same_fleet = |p: &&Authenticators| {
+            let fleet = match (&p.fleet, cx.fleet) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            let revoked = match (&p.revoked, &cx.revoked) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            fleet && revoked
         };
         let previous = previous.filter(same_fleet);
         let mut methods = BTreeMap::new();
@@ -292,7 +312,7 @@ impl Authenticators {
             };
             methods.insert(name.clone(), (c.clone(), method));
         }
-        Ok(Authenticators { methods, fleet: cx.fleet.cloned() })
+        Ok(Authenticators { methods, fleet: cx.fleet.cloned(), revoked: cx.revoked.clone() })
     }
 
     pub fn start(&self) {
