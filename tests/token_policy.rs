@@ -296,6 +296,40 @@ fn a_fleet_refuses_a_revoked_token_on_every_node_within_a_second() {
     until_status(&gw2, &t, 200, Duration::from_secs(1));
 }
 
+#[test]
+fn revocations_are_recorded_in_the_audit_trail() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let (private, public) = (dir.path("audit.key"), dir.path("audit.pub"));
+    let (code, _, err) =
+        portcullis(&["audit", "keygen", "--out", &path_str(&private), "--public-out", &path_str(&public)], &[]);
+    assert_eq!(code, 0, "{err}");
+    let trail = dir.path("audit.log");
+    let state = format!(
+        "store:\n  sqlite: {}\naudit:\n  file: {}\n  signing_key: ${{file:{}}}",
+        path_str(&dir.path("state.db")),
+        path_str(&trail),
+        path_str(&private)
+    );
+    let config = dir.write("portcullis.yaml", &jwt_config(up.addr, &state));
+    tokens_ok(&config, &["revoke", "--jti", "audited-1", "--issuer", ISSUER_A, "--reason", "laptop stolen"]);
+    tokens_ok(&config, &["unrevoke", "--jti", "audited-1", "--issuer", ISSUER_A]);
+    let records: Vec<Value> = std::fs::read_to_string(&trail)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["event"].clone())
+        .filter(|v| v["type"] == "admin.action")
+        .collect();
+    let revoked = records.iter().find(|r| r["reason"] == "token_revoked").expect("no token_revoked record");
+    assert_eq!(revoked["rule"], "audited-1", "{revoked}");
+    assert_eq!(revoked["attrs"]["issuer"], ISSUER_A, "{revoked}");
+    assert_eq!(revoked["attrs"]["revoke_reason"], "laptop stolen", "{revoked}");
+    assert!(records.iter().any(|r| r["reason"] == "token_unrevoked" && r["rule"] == "audited-1"), "{records:?}");
+    let (code, out, err) = portcullis(&["audit", "verify", &path_str(&trail), "--key", &path_str(&public)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // API keys: max_age
 // ---------------------------------------------------------------------------------------------------

@@ -304,14 +304,11 @@ impl Revoked {
         Ok(r)
     }
 
-    /// The fleet's list in Redis, read at once (a node starts while Redis is down with an empty list,
-    /// and polls).
+    /// The fleet's list in Redis, read by the poll loop's first turn as soon as it starts (so compiling
+    /// a config, `portcullis check` included, never waits for Redis; a node starts while Redis is down
+    /// with an empty list, and polls).
     pub fn redis(fleet: &crate::fleet::Fleet) -> Revoked {
-        let r = Revoked::with(Backend::Redis(Box::new(Mutex::new(RedisRevoked::new(fleet)))));
-        if let Err(e) = r.poll() {
-            tracing::error!(error = %e, "revoked token ids cannot be read from redis yet; polling");
-        }
-        r
+        Revoked::with(Backend::Redis(Box::new(Mutex::new(RedisRevoked::new(fleet)))))
     }
 
     /// True when the token `jti` of `issuer` is revoked now.
@@ -413,8 +410,11 @@ impl Revoked {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut failing = false;
+            let mut first = true;
             loop {
-                tokio::time::sleep(POLL).await;
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(POLL).await;
+                }
                 let Some(list) = weak.upgrade() else { return };
                 match tokio::task::spawn_blocking(move || list.poll()).await {
                     Ok(Ok(changed)) => {
