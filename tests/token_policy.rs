@@ -228,6 +228,35 @@ fn revoked_jti_is_refused_within_a_second_even_when_cached() {
 }
 
 #[test]
+fn revocations_apply_from_start_and_survive_reloads() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let store = format!("store:\n  sqlite: {}", path_str(&dir.path("state.db")));
+    let yaml = jwt_config(up.addr, &store);
+    // Revoked before any gateway runs.
+    let config = dir.write("pre.yaml", &yaml);
+    tokens_ok(&config, &["revoke", "--jti", "early", "--issuer", ISSUER_A]);
+    let gw = Gateway::start(&yaml);
+    let t = fresh(ISSUER_A, "early");
+    refused(&gw, &up, &t, "revoked");
+    // A reload (signal, and a changed file) keeps the list and its poll.
+    gw.signal("HUP");
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(10)));
+    refused(&gw, &up, &t, "revoked");
+    gw.rewrite_config(&yaml.replace("level: info", "level: debug"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.count_log("configuration reloaded") < 2 {
+        assert!(Instant::now() < deadline, "no second reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    refused(&gw, &up, &t, "revoked");
+    let later = fresh(ISSUER_A, "later");
+    accepted(&gw, &up, &later);
+    tokens_ok(&gw.config, &["revoke", "--jti", "later"]);
+    until_status(&gw, &later, 401, Duration::from_secs(1));
+}
+
+#[test]
 fn the_cli_refuses_hostile_ids_and_changes_nothing() {
     let up = Upstream::start("app");
     let dir = TempDir::new();
@@ -290,6 +319,12 @@ fn a_fleet_refuses_a_revoked_token_on_every_node_within_a_second() {
     assert!(redis.keys("portcullis:revoked*").len() == 2, "{:?}", redis.keys("*"));
     let listed = tokens_ok(&gw2.config, &["list"]);
     assert!(listed.contains("fleet-1"), "{listed}");
+
+    // A node that starts now reads the list before its first request.
+    let up3 = Upstream::start("three");
+    let gw3 = Gateway::start(&jwt_config(up3.addr, &state));
+    until_status(&gw3, &t, 401, Duration::from_secs(1));
+    refused(&gw3, &up3, &t, "revoked");
 
     tokens_ok(&gw2.config, &["unrevoke", "--jti", "fleet-1", "--issuer", ISSUER_A]);
     until_status(&gw1, &t, 200, Duration::from_secs(1));
