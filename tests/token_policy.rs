@@ -472,6 +472,16 @@ fn api_keys_age_out_with_warnings_beforehand() {
     assert_eq!(warnings, 1, "{:#?}", events(&gw));
     let m = gw.metrics();
     assert_eq!(metric(&m, r#"portcullis_api_keys_nearing_max_age{authenticator="keys"}"#), Some(1.0), "{m}");
+    // The admin API lists them: ids and principals, never keys.
+    let (code, _, body) = curl(&[&format!("http://{}/keys/nearing-max-age", gw.addr("admin"))]);
+    assert_eq!(code, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let near_list = listed["authenticators"]["keys"].as_array().unwrap();
+    assert_eq!(near_list.len(), 1, "{body}");
+    assert_eq!(near_list[0]["id"], key_id(&near).as_str(), "{body}");
+    assert_eq!(near_list[0]["principal"], "near", "{body}");
+    assert!(near_list[0]["seconds_left"].as_i64().unwrap() <= 5 * 86_400, "{body}");
+    assert!(!body.contains(&near) && !body.contains(HMAC), "{body}");
 
     // `keys list` shows the effective expiry and flags; `--expiring` keeps only the keys concerned.
     let list = keys(&gw.config, &["list"]);
@@ -525,4 +535,23 @@ routes:
     let (code, _, err) = portcullis(&["check", "-c", &path_str(&bad)], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("warn_before must be shorter than max_age"), "{err}");
+}
+
+#[test]
+fn the_admin_listing_needs_the_admin_token() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let yaml = keys_config(up.addr, &dir.path("keys.db")).replace(
+        "admin:\n  address: 127.0.0.1:0\n",
+        "admin:\n  address: 127.0.0.1:0\n  token: admin-token-0123456789abcdef\n",
+    );
+    let gw = Gateway::start_with_env(&yaml, &[(HMAC_ENV, HMAC)]);
+    let url = format!("http://{}/keys/nearing-max-age", gw.addr("admin"));
+    let (code, headers, _) = curl(&[&url]);
+    assert_eq!(code, 401, "{headers}");
+    let (code, _, _) = curl(&[&url, "-H", "Authorization: Bearer wrong-token-0123456789abcdef"]);
+    assert_eq!(code, 401);
+    let (code, _, body) = curl(&[&url, "-H", "Authorization: Bearer admin-token-0123456789abcdef"]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"authenticators": {"keys": []}}));
 }

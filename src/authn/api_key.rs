@@ -289,6 +289,14 @@ impl ApiKeyAuth {
         })
     }
 
+    /// The stored keys nearing `max_age` now (none without `max_age`), for the admin API.
+    pub fn nearing_max_age(&self) -> Vec<lifecycle::Nearing> {
+        match &self.aging {
+            Some(aging) => lifecycle::nearing(aging, &self.keys.load(), now()),
+            None => Vec::new(),
+        }
+    }
+
     /// Sends warnings of keys nearing `max_age` to `events`, and counts them in `gauge`.
     pub fn lifecycle(self, events: crate::events::Emitter, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
         self.warnings.connect(events, gauge);

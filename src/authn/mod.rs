@@ -321,6 +321,18 @@ impl Authenticators {
         }
     }
 
+    /// Per API key authenticator with `max_age`: its stored keys nearing it (the admin API's
+    /// `GET /keys/nearing-max-age`).
+    pub fn keys_nearing_max_age(&self) -> BTreeMap<String, Vec<api_key::lifecycle::Nearing>> {
+        self.methods
+            .iter()
+            .filter_map(|(name, (c, m))| match (&**m, c.api_key.as_ref().and_then(|k| k.max_age)) {
+                (Method::ApiKey(k), Some(_)) => Some((name.clone(), k.nearing_max_age())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Method>> {
         self.methods.get(name).map(|(_, m)| m.clone())
     }

@@ -67,6 +67,35 @@ pub fn effective_expiry(expires_at: Option<i64>, created_at: Option<i64>, aging:
     }
 }
 
+/// A key nearing its `max_age`, as the admin API lists it (never the key or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Nearing {
+    pub id: String,
+    pub principal: String,
+    /// Unix seconds at which the key reaches `max_age`.
+    pub max_age_at: i64,
+    pub seconds_left: i64,
+}
+
+/// The usable keys of `keys` nearing `max_age` at `now`, soonest first.
+pub fn nearing(aging: &Aging, keys: &KeyMap, now: i64) -> Vec<Nearing> {
+    let mut out: Vec<Nearing> = keys
+        .values()
+        .filter(|k| !k.revoked && k.expires_at.is_none_or(|t| now < t) && k.grace_until.is_none_or(|t| now < t))
+        .filter_map(|k| {
+            let created = k.created_at?;
+            aging.nearing(created, now).then(|| Nearing {
+                id: k.id.clone(),
+                principal: k.principal.id.clone(),
+                max_age_at: aging.end(created),
+                seconds_left: aging.end(created) - now,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.max_age_at.cmp(&b.max_age_at).then_with(|| a.id.cmp(&b.id)));
+    out
+}
+
 /// The warnings of one authenticator.
 pub struct Warnings {
     name: String,
@@ -88,27 +117,18 @@ impl Warnings {
     /// Looks at every stored key at `now`: counts those nearing `max_age`, and emits an event for each
     /// not warned about in the last day. Returns how many are nearing.
     pub fn scan(&self, aging: &Aging, keys: &KeyMap, now: i64) -> usize {
+        let list = nearing(aging, keys, now);
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        let mut nearing = 0;
-        let mut seen = Vec::new();
-        for k in keys.values() {
-            let Some(created) = k.created_at else { continue };
-            let expired = k.expires_at.is_some_and(|t| now >= t) || k.grace_until.is_some_and(|t| now >= t);
-            if k.revoked || expired || !aging.nearing(created, now) {
-                continue;
-            }
-            nearing += 1;
-            seen.push(k.id.clone());
+        for k in &list {
             if warned.get(&k.id).is_some_and(|last| now - last < WARN_EVERY) {
                 continue;
             }
             warned.insert(k.id.clone(), now);
-            let end = aging.end(created);
             tracing::warn!(
                 target: "security",
                 authenticator = self.name.as_str(),
                 key = k.id.as_str(),
-                max_age_at = end,
+                max_age_at = k.max_age_at,
                 "API key nearing its max_age; rotate it"
             );
             if let Some((events, _)) = self.out.get() {
@@ -117,18 +137,18 @@ impl Warnings {
                         .rule(k.id.clone())
                         .severity(Severity::Low)
                         .attr("authenticator", self.name.clone())
-                        .attr("key_principal", k.principal.id.clone())
-                        .attr("max_age_at", end)
-                        .attr("seconds_left", end - now),
+                        .attr("key_principal", k.principal.clone())
+                        .attr("max_age_at", k.max_age_at)
+                        .attr("seconds_left", k.seconds_left),
                 );
             }
         }
         // Forget keys no longer nearing (rotated, revoked, past max_age), so the map stays small.
-        warned.retain(|id, _| seen.contains(id));
+        warned.retain(|id, _| list.iter().any(|k| k.id == *id));
         if let Some((_, gauge)) = self.out.get() {
-            gauge.set(nearing as i64);
+            gauge.set(list.len() as i64);
         }
-        nearing
+        list.len()
     }
 }
 
