@@ -219,6 +219,27 @@ fn revoked_jti_is_refused_within_a_second_even_when_cached() {
     let listed = tokens_ok(&gw.config, &["list"]);
     assert!(!listed.contains("short-lived"), "an ended entry is listed: {listed}");
 
+    // The stolen token itself names the entry (jti, issuer, and until its exp plus leeway).
+    let exp = now() + 300;
+    let d = token(ISSUER_A, "from-stdin", now() - 5, exp);
+    accepted(&gw, &up, &d);
+    let mut child = std::process::Command::new(bin())
+        .args(["tokens", "-c", gw.config.to_str().unwrap(), "revoke", "--token-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), d.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(&d), "the command printed the token: {err}");
+    until_status(&gw, &d, 401, Duration::from_secs(1));
+    let listed = tokens_ok(&gw.config, &["list"]);
+    let line = listed.lines().find(|l| l.contains("from-stdin")).unwrap();
+    assert!(line.starts_with(ISSUER_A) && line.contains(&(exp + 30).to_string()), "{listed}");
+
     // An id with characters beyond ASCII is matched exactly.
     let odd = fresh(ISSUER_A, "jti-ünï-😀");
     accepted(&gw, &up, &odd);

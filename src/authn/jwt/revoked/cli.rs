@@ -7,7 +7,8 @@ use crate::events::{Emitter, Event, Kind};
 use crate::fleet::{Fleet, RedisConfig};
 use crate::store::StoreConfig;
 use crate::units::parse_duration;
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
+use std::io::Read;
 
 /// How long a revocation lasts when neither `--until` nor `--for` is given and the issuer has no
 /// `max_lifetime` to go by.
@@ -16,10 +17,15 @@ const DEFAULT_FOR: i64 = 24 * 3600;
 #[derive(Subcommand)]
 pub enum TokensCommand {
     /// Revoke the JWT with this `jti` (of one issuer, or of any); gateways refuse it within a second.
+    #[command(group(ArgGroup::new("which").required(true).args(["jti", "token_stdin"])))]
     Revoke {
         /// The token's `jti` claim.
         #[arg(long)]
-        jti: String,
+        jti: Option<String>,
+        /// Read the token itself on stdin and take its `jti`, `iss` and `exp` (until `exp` plus leeway).
+        /// Its signature is not checked: it only names what to refuse.
+        #[arg(long, conflicts_with_all = ["jti", "issuer", "until", "duration"])]
+        token_stdin: bool,
         /// The token's issuer (`iss`), as a jwt authenticator of the config has it; default: any issuer.
         #[arg(long)]
         issuer: Option<String>,
@@ -158,9 +164,31 @@ pub fn run(
             _ => Ok(()),
         }
     };
+    // A presented token names the entry (read before anything is opened).
+    let cmd = match cmd {
+        TokensCommand::Revoke { token_stdin: true, reason, .. } => {
+            let mut text = String::new();
+            std::io::stdin().take(1 << 20).read_to_string(&mut text).map_err(|e| e.to_string())?;
+            let (jti, issuer, exp) = named_by(text.trim())?;
+            let leeway = jwts.iter().find(|(_, c)| c.issuer == issuer).map_or(0, |(_, c)| c.leeway.0.as_secs() as i64);
+            TokensCommand::Revoke {
+                jti: Some(jti),
+                token_stdin: false,
+                issuer: Some(issuer),
+                until: Some(exp.saturating_add(leeway).to_string()),
+                duration: None,
+                reason,
+            }
+        }
+        other => other,
+    };
     // Checked before anything is opened: a bad argument changes nothing.
     match &cmd {
-        TokensCommand::Revoke { jti, issuer, .. } | TokensCommand::Unrevoke { jti, issuer } => {
+        TokensCommand::Revoke { jti, issuer, .. } => {
+            check_text("--jti", jti.as_deref().unwrap_or_default())?;
+            check_issuer(issuer.as_deref())?;
+        }
+        TokensCommand::Unrevoke { jti, issuer } => {
             check_text("--jti", jti)?;
             check_issuer(issuer.as_deref())?;
         }
@@ -177,7 +205,8 @@ pub fn run(
         }
     };
     match cmd {
-        TokensCommand::Revoke { jti, issuer, until, duration, reason } => {
+        TokensCommand::Revoke { jti, issuer, until, duration, reason, .. } => {
+            let jti = jti.unwrap_or_default();
             let until = match (until, duration) {
                 (Some(t), _) => parse_time(&t)?,
                 (None, Some(d)) => {
@@ -227,6 +256,27 @@ pub fn run(
     Ok(())
 }
 
+/// The `jti`, `iss` and `exp` a JWT names (its signature unchecked: it only says what to refuse).
+fn named_by(token: &str) -> Result<(String, String, i64), String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).ok_or("that is not a JWT (three dot-separated parts)")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| "the token's payload is not base64url")?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| "the token's payload is not a JSON object")?;
+    let text = |name: &str| match claims.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        _ => Err(format!("the token has no `{name}` string; give --jti and --issuer instead")),
+    };
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|e| e.is_finite() && e.abs() < 1e15)
+        .ok_or("the token has no numeric `exp`; give --jti and --until instead")?;
+    Ok((text("jti")?, text("iss")?, exp as i64))
+}
+
 /// The `admin.action` record of a change, by the OS user who ran the command.
 fn event(action: &'static str, e: &Entry, why: &str) -> Event {
     let ev = Event::new(Kind::AdminAction, action)
@@ -245,6 +295,24 @@ fn event(action: &'static str, e: &Entry, why: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_name_their_entry() {
+        use base64::Engine;
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let t = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({"alg": "HS256"})),
+            enc(serde_json::json!({"jti": "j", "iss": "i", "exp": 5}))
+        );
+        assert_eq!(named_by(&t), Ok(("j".into(), "i".into(), 5)));
+        let no_jti = format!("h.{}.s", enc(serde_json::json!({"iss": "i", "exp": 5})));
+        assert!(named_by(&no_jti).unwrap_err().contains("`jti`"));
+        let no_exp = format!("h.{}.s", enc(serde_json::json!({"jti": "j", "iss": "i"})));
+        assert!(named_by(&no_exp).unwrap_err().contains("`exp`"));
+        assert!(named_by("opaque").is_err());
+        assert!(named_by("a.%%%.c").is_err());
+    }
 
     #[test]
     fn times_parse() {
