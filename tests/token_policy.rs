@@ -350,6 +350,19 @@ fn a_fleet_refuses_a_revoked_token_on_every_node_within_a_second() {
     tokens_ok(&gw2.config, &["unrevoke", "--jti", "fleet-1", "--issuer", ISSUER_A]);
     until_status(&gw1, &t, 200, Duration::from_secs(1));
     until_status(&gw2, &t, 200, Duration::from_secs(1));
+
+    // Redis goes away: the list in force stays (polls fail, nothing is forgotten).
+    tokens_ok(&gw1.config, &["revoke", "--jti", "fleet-1"]);
+    until_status(&gw1, &t, 401, Duration::from_secs(1));
+    until_status(&gw2, &t, 401, Duration::from_secs(1));
+    let mut redis = redis;
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    refused(&gw1, &up1, &t, "revoked");
+    refused(&gw2, &up2, &t, "revoked");
+    let (code, _, err) = tokens(&gw1.config, &["revoke", "--jti", "other"]);
+    assert_eq!(code, 1, "revoked without redis: {err}");
+    assert!(err.contains("redis"), "{err}");
 }
 
 #[test]
