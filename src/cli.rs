@@ -1,4 +1,5 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `secrets`, `audit`, `openapi import`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `tokens`, `secrets`, `audit`,
+//! `openapi import`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
@@ -61,6 +62,14 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: crate::secret::cli::SecretsCommand,
+    },
+    /// Revoke JWTs by their `jti`, in the config's `redis:` or `store:` (running gateways refuse them
+    /// within a second).
+    Tokens {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::authn::jwt::revoked::cli::TokensCommand,
     },
     /// Verify an audit trail, or make its signing key.
     Audit {
@@ -139,6 +148,31 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Tokens { config, command } => {
+            let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
+                let trail = command_trail(&cfg)?;
+                let jwts: Vec<_> = cfg
+                    .authenticators
+                    .iter()
+                    .filter_map(|(n, a)| a.jwt.as_ref().map(|j| (n.clone(), j.clone())))
+                    .collect();
+                crate::authn::jwt::revoked::cli::run(
+                    cfg.store.as_ref(),
+                    cfg.redis.as_ref(),
+                    &jwts,
+                    command,
+                    &trail.emitter(),
+                )?;
+                trail.check()
+            });
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis tokens: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Audit { command } => crate::observe::audit::cli::run(command),
         Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
             let text = match std::fs::read_to_string(&file) {

@@ -1,5 +1,7 @@
-//! The admin API (served on its own listener by `server::admin`, loopback by default): `GET /healthz`
-//! and Prometheus `GET /metrics`, the latter behind a bearer token when `admin.token` is set.
+//! The admin API (served on its own listener by `server::admin`, loopback by default): `GET /healthz`,
+//! Prometheus `GET /metrics`, and `GET /keys/nearing-max-age` (stored API keys nearing their
+//! authenticator's `max_age`: ids and principals, never keys); all but the first behind a bearer token
+//! when `admin.token` is set.
 //! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
 //! do not need axum yet.
 
@@ -27,20 +29,20 @@ pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBod
     }
     match req.uri().path() {
         "/healthz" => json("{\"status\":\"ok\"}"),
+        "/keys/nearing-max-age" => {
+            let rt = shared.runtime.load();
+            if let Some(refused) = refuse(&rt, req) {
+                return refused;
+            }
+            let body = serde_json::json!({ "authenticators": rt.authenticators.keys_nearing_max_age() });
+            let mut resp = Response::new(ResponseBody::full(body.to_string().into()));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         "/metrics" => {
             let rt = shared.runtime.load();
-            if let Some(token) = rt.admin.as_ref().and_then(|a| a.token.as_ref()) {
-                let given = req
-                    .headers()
-                    .get(AUTHORIZATION)
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                    .unwrap_or_default();
-                if !same(given, token.expose().as_bytes()) {
-                    return Reject::Unauthorized {
-                        challenge: HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-                    }
-                    .into_response("admin");
-                }
+            if let Some(refused) = refuse(&rt, req) {
+                return refused;
             }
             let openmetrics = shared.lasting.metrics.encode();
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -56,6 +58,20 @@ pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBod
         }
         _ => Reject::NotFound.into_response("admin"),
     }
+}
+
+/// The 401 for a request without the admin token, when `admin.token` is set.
+fn refuse(rt: &crate::pipeline::runtime::Runtime, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let token = rt.admin.as_ref().and_then(|a| a.token.as_ref())?;
+    let given =
+        req.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
+    if same(given, token.expose().as_bytes()) {
+        return None;
+    }
+    Some(
+        Reject::Unauthorized { challenge: HeaderValue::from_static("Bearer realm=\"portcullis-admin\"") }
+            .into_response("admin"),
+    )
 }
 
 fn json(body: &'static str) -> Response<ResponseBody> {

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod cli;
+pub mod lifecycle;
 pub mod store;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -53,6 +54,14 @@ pub struct ApiKeyConfig {
     /// Keys declared in the config file, by hash (`portcullis keys hash` prints one).
     #[serde(default)]
     pub keys: Vec<DeclaredKey>,
+    /// Stored keys older than this (since `created_at`) are refused (`too_old`), e.g. `90d`. Keys
+    /// declared in the config file have no creation time and are exempt (`portcullis check` says so).
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+    /// How long before `max_age` a key counts as nearing it (events, gauge, `keys list`); default the
+    /// smaller of 14 days and a tenth of `max_age`.
+    #[serde(default)]
+    pub warn_before: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -87,6 +96,8 @@ fn default_scheme() -> String {
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub id: String,
+    /// When a stored key was made (unix seconds); `None` for keys declared in the config file.
+    pub created_at: Option<i64>,
     pub principal: Arc<Principal>,
     pub expires_at: Option<i64>,
     /// End of the grace period of a rotated key.
@@ -197,6 +208,10 @@ pub struct ApiKeyAuth {
     refresh: Duration,
     /// Keys already found: keyed hash of the key → its HMAC digest (see the module doc).
     hashed: TokenCache<Digest>,
+    /// `max_age` and `warn_before` in seconds.
+    aging: Option<lifecycle::Aging>,
+    /// Warnings of keys nearing `max_age` (events and the gauge).
+    warnings: Arc<lifecycle::Warnings>,
 }
 
 /// How many presented keys [`ApiKeyAuth`] remembers the digests of.
@@ -242,6 +257,7 @@ impl ApiKeyAuth {
             let digest = decode_hex(&k.hash).ok_or_else(|| format!("key `{}`: hash must be 64 hex digits", k.id))?;
             let record = KeyRecord {
                 id: k.id.clone(),
+                created_at: None,
                 principal: principal(&k.principal, k.roles.clone(), k.scopes.clone()),
                 expires_at: k.expires_at,
                 grace_until: None,
@@ -268,7 +284,23 @@ impl ApiKeyAuth {
             store: c.store.clone(),
             refresh: c.refresh_interval.0,
             hashed: TokenCache::new(HASHED_CACHE),
+            aging: lifecycle::Aging::new(c.max_age, c.warn_before)?,
+            warnings: Arc::new(lifecycle::Warnings::new(name)),
         })
+    }
+
+    /// The stored keys nearing `max_age` now (none without `max_age`), for the admin API.
+    pub fn nearing_max_age(&self) -> Vec<lifecycle::Nearing> {
+        match &self.aging {
+            Some(aging) => lifecycle::nearing(aging, &self.keys.load(), now()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Sends warnings of keys nearing `max_age` to `events`, and counts them in `gauge`.
+    pub fn lifecycle(self, events: crate::events::Emitter, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        self.warnings.connect(events, gauge);
+        self
     }
 
     /// The key the request presents: in the header, an `Authorization` line with the scheme, or the query
@@ -340,6 +372,11 @@ impl ApiKeyAuth {
         if record.grace_until.is_some_and(|t| now >= t) {
             return Verdict::Invalid("rotated_key");
         }
+        if let (Some(aging), Some(created)) = (&self.aging, record.created_at) {
+            if aging.too_old(created, now) {
+                return Verdict::Invalid("too_old");
+            }
+        }
         // An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`: judged as the IPv4 address.
         let ip = req.client_ip.to_canonical();
         if !record.allowed.is_empty() && !record.allowed.iter().any(|n| n.contains(&ip)) {
@@ -369,6 +406,8 @@ impl ApiKeyAuth {
         let declared = self.declared.clone();
         let every = self.refresh;
         let name = self.name.clone();
+        let aging = self.aging;
+        let warnings = self.warnings.clone();
         let weak = Arc::downgrade(&keys);
         drop(keys);
         tokio::spawn(async move {
@@ -392,6 +431,9 @@ impl ApiKeyAuth {
                         tracing::warn!(authenticator = name.as_str(), error = %e, "API key store unreadable; keeping the keys in memory")
                     }
                     Err(_) => {}
+                }
+                if let Some(aging) = &aging {
+                    warnings.scan(aging, &keys.load(), now());
                 }
             }
         });

@@ -15,6 +15,8 @@
 pub mod cache;
 pub mod claims;
 pub mod jwks;
+pub mod lifetime;
+pub mod revoked;
 pub mod token;
 
 use super::{AuthRequest, PrincipalKind, Verdict};
@@ -56,6 +58,9 @@ pub struct JwtConfig {
     pub leeway: Dur,
     #[serde(default)]
     pub max_token_age: Option<Dur>,
+    /// Refuse tokens minted to live longer than this (`exp - iat`), e.g. `1h`.
+    #[serde(default)]
+    pub max_lifetime: Option<Dur>,
     #[serde(default)]
     pub required_claims: Vec<String>,
     /// Dotted path of the roles claim, e.g. `realm_access.roles`.
@@ -178,6 +183,8 @@ struct Inner {
     max_token: usize,
     /// Verified tokens with the key generation they were verified under.
     cache: cache::TokenCache<(Verified, u64)>,
+    /// `max_lifetime` in seconds.
+    max_lifetime: Option<i64>,
 }
 
 pub struct JwtAuth {
@@ -186,6 +193,8 @@ pub struct JwtAuth {
     started: AtomicBool,
     /// DPoP proofs, when `dpop:` is configured ([`JwtAuth::with_dpop`]).
     pub dpop: Option<super::dpop::Dpop>,
+    /// The node's revoked token ids (with `store:` or `redis:`).
+    revoked: Option<Arc<revoked::Revoked>>,
 }
 
 fn key_source(c: &JwtConfig) -> Result<Source, String> {
@@ -266,6 +275,10 @@ impl JwtAuth {
             required: c.required_claims.clone(),
         };
         let mapping = Mapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() };
+        let max_lifetime = match c.max_lifetime {
+            Some(d) if d.0.as_secs() == 0 => return Err("max_lifetime must be at least 1s".into()),
+            d => d.map(|d| d.0.as_secs().min(i64::MAX as u64) as i64),
+        };
         let inner = Inner {
             jwks,
             pinned,
@@ -274,6 +287,7 @@ impl JwtAuth {
             cookie: c.cookie.clone(),
             max_token,
             cache: cache::TokenCache::new(c.cache_size),
+            max_lifetime,
         };
         if c.dpop.is_some() && c.cookie.is_some() {
             return Err("dpop needs the token in `Authorization: DPoP`, not in a cookie".into());
@@ -283,6 +297,7 @@ impl JwtAuth {
             inner: Arc::new(inner),
             started: AtomicBool::new(false),
             dpop: None,
+            revoked: None,
         })
     }
 
@@ -290,6 +305,30 @@ impl JwtAuth {
     pub fn with_dpop(mut self, dpop: Option<super::dpop::Dpop>) -> JwtAuth {
         self.dpop = dpop;
         self
+    }
+
+    /// Refuses tokens whose `jti` is on this deny list (checked after the cache, on every request).
+    pub fn revocations(mut self, list: Option<Arc<revoked::Revoked>>) -> JwtAuth {
+        self.revoked = list;
+        self
+    }
+
+    /// The last checks of a verified (or cached) token: not revoked, and bound as it says (to the
+    /// client certificate, or to the DPoP proof's key).
+    async fn admit(
+        &self,
+        v: Verified,
+        req: &AuthRequest<'_>,
+        token: &str,
+        scheme: super::dpop::Scheme,
+        now: i64,
+    ) -> Verdict {
+        if let Some(list) = &self.revoked {
+            if list.principal_revoked(&self.inner.rules.issuer, &v.principal, now) {
+                return Verdict::Invalid("revoked");
+            }
+        }
+        super::dpop::bind(self.dpop.as_ref(), v, req, token, scheme).await
     }
 
     pub async fn check(&self, req: &AuthRequest<'_>) -> Verdict {
@@ -312,13 +351,13 @@ impl JwtAuth {
         let generation = inner.jwks.generation();
         if let Some((v, g)) = inner.cache.get(&digest, now) {
             if g == generation {
-                return super::dpop::bind(dpop, v, req, token, scheme).await;
+                return self.admit(v, req, token, scheme, now).await;
             }
         }
         match inner.verify(token, now).await {
             Ok((v, until)) => {
                 inner.cache.insert(digest, (v.clone(), generation), until, now);
-                super::dpop::bind(dpop, v, req, token, scheme).await
+                self.admit(v, req, token, scheme, now).await
             }
             Err(reason) => Verdict::Invalid(reason),
         }
@@ -335,6 +374,9 @@ impl JwtAuth {
     /// Starts the background key refresh (once, however many reloads reuse this authenticator). The
     /// task holds only a weak reference and ends when the authenticator is dropped.
     pub fn start(&self) {
+        if let Some(list) = &self.revoked {
+            list.start();
+        }
         if !self.inner.jwks.refreshes() || self.started.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -391,6 +433,9 @@ impl Inner {
             Outcome::Refused(reason) => return Err(reason),
         }
         let until = self.rules.check(&claims, now)?;
+        if let Some(max) = self.max_lifetime {
+            lifetime::check(&claims, max)?;
+        }
         let (x5t, jkt) = claims::cnf(&claims)?;
         let principal = self.mapping.principal(PrincipalKind::Jwt, claims)?;
         Ok((Verified { principal: Arc::new(principal), x5t, jkt }, until))

@@ -159,12 +159,15 @@ impl Method {
             ));
         }
         if let Some(m) = &c.api_key {
-            return api_key::ApiKeyAuth::new(name, m).map(|a| Method::ApiKey(Box::new(a)));
+            return api_key::ApiKeyAuth::new(name, m)
+                .map(|a| a.lifecycle(cx.events.clone(), metrics.api_keys_nearing_max_age(name)))
+                .map(|a| Method::ApiKey(Box::new(a)));
         }
         let dpop = |d: &Option<dpop::DpopConfig>| d.as_ref().map(|d| dpop::Dpop::compile(name, d, cx)).transpose();
         if let Some(m) = &c.jwt {
             let d = dpop(&m.dpop)?;
-            return jwt::JwtAuth::with_metrics(name, m, Some(metrics)).map(|a| Method::Jwt(a.with_dpop(d)));
+            return jwt::JwtAuth::with_metrics(name, m, Some(metrics))
+                .map(|a| Method::Jwt(a.with_dpop(d).revocations(cx.revoked.clone())));
         }
         if let Some(m) = &c.introspection {
             let d = dpop(&m.dpop)?;
@@ -278,6 +281,8 @@ impl Method {
 #[derive(Default)]
 pub struct Kept {
     pub replay: crate::exchange::Registry<signature::replay::ReplayStore>,
+    /// The node's revoked JWT ids, by where they live.
+    pub revoked: jwt::revoked::Kept,
 }
 
 /// What compiling the methods needs besides their section.
@@ -288,6 +293,10 @@ pub struct Context<'a> {
     pub metrics: &'a Metrics,
     /// The path normalisation routing applies (DPoP compares a proof's `htu` path through it).
     pub normalize_path: dpop::NormalizePath,
+    /// The node's revoked JWT ids (from `kept.revoked`, for the config's `redis:` or `store:`).
+    pub revoked: Option<Arc<jwt::revoked::Revoked>>,
+    /// Where events outside a request go (API keys nearing their `max_age`).
+    pub events: crate::events::Emitter,
 }
 
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
@@ -295,6 +304,8 @@ pub struct Authenticators {
     methods: BTreeMap<String, (AuthenticatorConfig, Arc<Method>)>,
     /// The fleet they were compiled with (a method is reused only with the same one).
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The deny list they were compiled with (likewise).
+    revoked: Option<Arc<jwt::revoked::Revoked>>,
 }
 
 impl Authenticators {
@@ -303,10 +314,18 @@ impl Authenticators {
         previous: Option<&Authenticators>,
         cx: &Context<'_>,
     ) -> Result<Authenticators, (String, String)> {
-        let same_fleet = |p: &&Authenticators| match (&p.fleet, cx.fleet) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+        let same_fleet = |p: &&Authenticators| {
+            let fleet = match (&p.fleet, cx.fleet) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            let revoked = match (&p.revoked, &cx.revoked) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            fleet && revoked
         };
         let previous = previous.filter(same_fleet);
         let mut methods = BTreeMap::new();
@@ -318,13 +337,25 @@ impl Authenticators {
             };
             methods.insert(name.clone(), (c.clone(), method));
         }
-        Ok(Authenticators { methods, fleet: cx.fleet.cloned() })
+        Ok(Authenticators { methods, fleet: cx.fleet.cloned(), revoked: cx.revoked.clone() })
     }
 
     pub fn start(&self) {
         for (_, m) in self.methods.values() {
             m.start();
         }
+    }
+
+    /// Per API key authenticator with `max_age`: its stored keys nearing it (the admin API's
+    /// `GET /keys/nearing-max-age`).
+    pub fn keys_nearing_max_age(&self) -> BTreeMap<String, Vec<api_key::lifecycle::Nearing>> {
+        self.methods
+            .iter()
+            .filter_map(|(name, (c, m))| match (&**m, c.api_key.as_ref().and_then(|k| k.max_age)) {
+                (Method::ApiKey(k), Some(_)) => Some((name.clone(), k.nearing_max_age())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn get(&self, name: &str) -> Option<Arc<Method>> {

@@ -495,7 +495,19 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .as_ref()
         .map(|r| lasting.fleet.fleet(r).map_err(|m| CompileError::new("redis", "", m)))
         .transpose()?;
-    let shared = crate::authn::Context { kept: &lasting.authn, fleet: fleet.as_ref(), metrics, normalize_path };
+    let revoked = lasting
+        .authn
+        .revoked
+        .list(cfg.store.as_ref().map(|s| s.sqlite.as_path()), fleet.as_ref())
+        .map_err(|m| CompileError::new("sqlite", "", m))?;
+    let shared = crate::authn::Context {
+        kept: &lasting.authn,
+        fleet: fleet.as_ref(),
+        metrics,
+        revoked,
+        events: lasting.events.handle(),
+        normalize_path,
+    };
     let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), &shared)
         .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;
     let roles = Arc::new(

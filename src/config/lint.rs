@@ -49,6 +49,7 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
                 .into(),
         );
     }
+    out.extend(token_policy_lints(cfg));
     if cfg.roles.is_empty() {
         return out;
     }
@@ -123,4 +124,20 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
 /// A requirement whose own `roles` list (all its conditions must hold) names only roles nobody has.
 fn unreachable(r: &RuleConfig, had: &BTreeSet<String>) -> bool {
     r.roles.as_ref().is_some_and(|roles| !roles.is_empty() && roles.iter().all(|role| !had.contains(role)))
+}
+
+/// Token lifetime policy (issue 18): keys declared in the config file have no creation time, so an
+/// authenticator's `max_age` does not apply to them.
+fn token_policy_lints(cfg: &FileConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, a) in &cfg.authenticators {
+        if let Some(k) = a.api_key.as_ref().filter(|k| k.max_age.is_some() && !k.keys.is_empty()) {
+            out.push(format!(
+                "authenticator `{name}`: max_age applies to stored keys only; the {} key(s) declared in the config \
+                 file have no creation time and never age out (give them expires_at, or move them to the store)",
+                k.keys.len()
+            ));
+        }
+    }
+    out
 }

@@ -39,6 +39,7 @@ pub struct Metrics {
     tls_handshake_failures: Family<Labels, Counter>,
     exporter_events: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
+    api_keys_nearing: Family<Labels, Gauge>,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -149,6 +150,12 @@ impl Metrics {
             "Events waiting in each event output's queue",
             exporter_queue.clone(),
         );
+        let api_keys_nearing = Family::<Labels, Gauge>::default();
+        registry.register(
+            "api_keys_nearing_max_age",
+            "Stored API keys of each authenticator within warn_before of their max_age",
+            api_keys_nearing.clone(),
+        );
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -185,6 +192,7 @@ impl Metrics {
             tls_handshake_failures,
             exporter_events,
             exporter_queue,
+            api_keys_nearing,
         }
     }
 
@@ -247,6 +255,11 @@ impl Metrics {
 
     pub fn exporter_dropped(&self, exporter: &str) -> Counter {
         self.exporter_events(exporter, "dropped")
+    }
+
+    /// `portcullis_api_keys_nearing_max_age{authenticator}`.
+    pub fn api_keys_nearing_max_age(&self, authenticator: &str) -> Gauge {
+        self.api_keys_nearing.get_or_create(&vec![("authenticator".into(), authenticator.into())]).clone()
     }
 
     /// `portcullis_exporter_queue_depth{exporter}`.

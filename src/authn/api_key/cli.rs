@@ -24,8 +24,13 @@ pub enum KeysCommand {
         #[arg(long = "cidr")]
         cidrs: Vec<String>,
     },
-    /// List keys (ids and attributes, never secrets).
-    List,
+    /// List keys (ids and attributes, never secrets), with each key's effective expiry (the sooner of
+    /// `expires_at` and `created_at + max_age`); `nearing` flags keys within `warn_before` of `max_age`.
+    List {
+        /// Only keys that are still usable and expire within this long, e.g. 7d.
+        #[arg(long, value_name = "DURATION")]
+        expiring: Option<String>,
+    },
     /// Issue a replacement key; the old one stays valid for the grace period.
     Rotate {
         id: String,
@@ -93,14 +98,22 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
             eprintln!("created key {id} for {} (shown once: store it now)", info.principal);
             println!("{key}");
         }
-        KeysCommand::List => {
-            println!("{:<10} {:<20} {:<20} {:<20} {:<10} expires", "id", "principal", "roles", "scopes", "status");
+        KeysCommand::List { expiring } => {
+            let aging = super::lifecycle::Aging::new(c.max_age, c.warn_before)?;
+            let within = expiring.map(|e| parse_duration(&e).map(|d| d.as_secs() as i64)).transpose()?;
+            println!(
+                "{:<10} {:<20} {:<20} {:<20} {:<10} {:<12} {:<12} flag",
+                "id", "principal", "roles", "scopes", "status", "expires", "effective"
+            );
             let t = now();
             for k in store.list()? {
+                let effective = super::lifecycle::effective_expiry(k.expires_at, Some(k.created_at), aging.as_ref());
                 let status = if k.revoked_at.is_some() {
                     "revoked"
                 } else if k.expires_at.is_some_and(|e| t >= e) {
                     "expired"
+                } else if aging.is_some_and(|a| a.too_old(k.created_at, t)) {
+                    "too_old"
                 } else if k.grace_until.is_some_and(|g| t >= g) {
                     "rotated"
                 } else if k.grace_until.is_some() {
@@ -108,14 +121,23 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
                 } else {
                     "active"
                 };
+                let usable = matches!(status, "active" | "grace");
+                if let Some(w) = within {
+                    if !usable || effective.is_none_or(|e| e > t.saturating_add(w)) {
+                        continue;
+                    }
+                }
+                let flag = if usable && aging.is_some_and(|a| a.nearing(k.created_at, t)) { "nearing" } else { "" };
                 println!(
-                    "{:<10} {:<20} {:<20} {:<20} {:<10} {}",
+                    "{:<10} {:<20} {:<20} {:<20} {:<10} {:<12} {:<12} {}",
                     k.id,
                     k.principal,
                     k.roles.join(","),
                     k.scopes.join(","),
                     status,
-                    k.expires_at.map_or("never".to_string(), |e| e.to_string())
+                    k.expires_at.map_or("never".to_string(), |e| e.to_string()),
+                    effective.map_or("never".to_string(), |e| e.to_string()),
+                    flag
                 );
             }
         }

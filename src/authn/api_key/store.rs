@@ -81,7 +81,7 @@ impl Store {
     pub fn load(&self) -> Result<KeyMap, String> {
         let mut stmt = self
             .conn
-            .prepare("SELECT hash, id, principal, roles, scopes, allowed_cidrs, expires_at, revoked_at, grace_until FROM api_keys")
+            .prepare("SELECT hash, id, principal, roles, scopes, allowed_cidrs, expires_at, revoked_at, grace_until, created_at FROM api_keys")
             .map_err(err)?;
         let rows = stmt
             .query_map([], |r| {
@@ -95,12 +95,14 @@ impl Store {
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, i64>(9)?,
                 ))
             })
             .map_err(err)?;
         let mut map = KeyMap::new();
         for row in rows {
-            let (hash, id, who, roles, scopes, cidrs, expires_at, revoked_at, grace_until) = row.map_err(err)?;
+            let (hash, id, who, roles, scopes, cidrs, expires_at, revoked_at, grace_until, created_at) =
+                row.map_err(err)?;
             let Ok(digest) = <Digest>::try_from(hash.as_slice()) else { continue };
             let (allowed, unusable) = match restriction(&cidrs) {
                 Ok(nets) => (nets, false),
@@ -117,6 +119,7 @@ impl Store {
                 digest,
                 Arc::new(KeyRecord {
                     id,
+                    created_at: Some(created_at),
                     principal: principal(&who, json_to_list(&roles), json_to_list(&scopes)),
                     expires_at,
                     grace_until,
