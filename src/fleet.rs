@@ -180,6 +180,12 @@ impl Fleet {
         b
     }
 
+    /// A blocking connection to this Redis, for calls off the request path (the ban and revocation
+    /// polls, the CLI).
+    pub fn blocking(&self) -> Blocking {
+        Blocking { client: self.client.clone(), timeout: self.timeout.max(Duration::from_secs(1)), conn: None }
+    }
+
     /// A client of this Redis (for blocking calls off the request path, such as the ban poll).
     pub fn client(&self) -> redis::Client {
         self.client.clone()
@@ -354,6 +360,31 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
+}
+
+/// A blocking Redis connection (off the request path), opened on first use and after an error, with
+/// the command timeout (at least 1 s) on connect, read and write. Errors are `redis: ...` strings.
+pub struct Blocking {
+    client: redis::Client,
+    timeout: Duration,
+    conn: Option<redis::Connection>,
+}
+
+impl Blocking {
+    /// Runs `f` on the connection; an error drops the connection, so the next call reconnects.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
+        if self.conn.is_none() {
+            let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| format!("redis: {e}"))?;
+            c.set_read_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
+            c.set_write_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
+            self.conn = Some(c);
+        }
+        let Some(c) = self.conn.as_mut() else { return Err("redis: no connection".into()) };
+        f(c).map_err(|e| {
+            self.conn = None;
+            format!("redis: {e}")
+        })
+    }
 }
 
 #[cfg(test)]

@@ -198,9 +198,7 @@ impl BanStore {
 /// `kind \t target \t expires_at \t created_at \t source \t reason`), ids from `portcullis:bans:id`,
 /// and `portcullis:bans:version`, bumped on every change and polled by every node. Blocking calls.
 pub struct RedisBans {
-    client: redis::Client,
-    timeout: Duration,
-    conn: Option<redis::Connection>,
+    conn: crate::fleet::Blocking,
 }
 
 const HASH: &str = "portcullis:bans";
@@ -209,21 +207,11 @@ const VERSION: &str = "portcullis:bans:version";
 
 impl RedisBans {
     pub fn new(fleet: &crate::fleet::Fleet) -> RedisBans {
-        RedisBans { client: fleet.client(), timeout: fleet.timeout().max(Duration::from_secs(1)), conn: None }
+        RedisBans { conn: fleet.blocking() }
     }
 
     fn with<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
-        if self.conn.is_none() {
-            let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| format!("redis: {e}"))?;
-            c.set_read_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
-            c.set_write_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
-            self.conn = Some(c);
-        }
-        let Some(c) = self.conn.as_mut() else { return Err("redis: no connection".into()) };
-        f(c).map_err(|e| {
-            self.conn = None;
-            format!("redis: {e}")
-        })
+        self.conn.with(f)
     }
 
     /// The change counter (0 before any change).

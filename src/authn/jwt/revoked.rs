@@ -189,9 +189,7 @@ impl SqliteRevoked {
 
 /// The fleet's revocations in Redis (see the module doc). Blocking calls, on their own connection.
 pub struct RedisRevoked {
-    client: redis::Client,
-    timeout: Duration,
-    conn: Option<redis::Connection>,
+    conn: crate::fleet::Blocking,
 }
 
 fn member(issuer: Option<&str>, jti: &str) -> String {
@@ -200,21 +198,11 @@ fn member(issuer: Option<&str>, jti: &str) -> String {
 
 impl RedisRevoked {
     pub fn new(fleet: &crate::fleet::Fleet) -> RedisRevoked {
-        RedisRevoked { client: fleet.client(), timeout: fleet.timeout().max(Duration::from_secs(1)), conn: None }
+        RedisRevoked { conn: fleet.blocking() }
     }
 
     fn with<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
-        if self.conn.is_none() {
-            let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| format!("redis: {e}"))?;
-            c.set_read_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
-            c.set_write_timeout(Some(self.timeout)).map_err(|e| format!("redis: {e}"))?;
-            self.conn = Some(c);
-        }
-        let Some(c) = self.conn.as_mut() else { return Err("redis: no connection".into()) };
-        f(c).map_err(|e| {
-            self.conn = None;
-            format!("redis: {e}")
-        })
+        self.conn.with(f)
     }
 
     pub fn version(&mut self) -> Result<i64, String> {
