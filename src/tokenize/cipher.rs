@@ -266,7 +266,7 @@ impl FpShape {
 
 /// The Luhn (mod 10) check over ASCII digits.
 pub fn luhn_valid(digits: &[u8]) -> bool {
-    luhn_sum(digits) % 10 == 0
+    luhn_sum(digits).is_multiple_of(10)
 }
 
 fn luhn_sum(digits: &[u8]) -> u32 {
@@ -294,7 +294,7 @@ fn fix_luhn(b: &mut [u8], slot: usize) {
     let rest = luhn_sum(b);
     let doubled = (b.len() - 1 - slot) % 2 == 1;
     for d in 0..10u8 {
-        if (rest + luhn_weight(d, doubled)) % 10 == 0 {
+        if (rest + luhn_weight(d, doubled)).is_multiple_of(10) {
             b[slot] = b'0' + d;
             return;
         }

@@ -16,8 +16,10 @@
 //!   `card_number`).
 //! - A form field named twice, a case variant of it, a PHP-style `card_number[]`, and a raw `;` anywhere
 //!   in the body (old parsers split on it) are refused with 400.
-//! - A value that already carries the mark is left alone (`tok_` and `enc_` ones only if they open under
-//!   the field's key: a forged one is 400 `invalid-token`).
+//! - A value that already is a token is left alone: `tok_` and `enc_` ones only if they open under the
+//!   field's key (a forged one is 400 `invalid-token`); format-preserving ones only if the vault knows
+//!   them (a value that merely starts with the mark is tokenized like any other, so a real number that
+//!   happens to carry the mark never goes upstream).
 //! - A malformed value is 400 `invalid-request` whose `errors` name the pointer (or form field) and a
 //!   code: `type` (not a string), `digits`, `length`, `luhn`, `too-long` (over 4096 bytes),
 //!   `invalid-token`. Never forwarded.
@@ -268,10 +270,12 @@ impl Tokenizer {
             Mode::Encrypt => f.cipher.encrypt(value).map(Some),
             Mode::FormatPreserving => {
                 let Some(shape) = &f.shape else { return Err("internal") };
-                shape.check(value)?;
-                if value.starts_with(&shape.mark) {
+                // A token this gateway issued is left alone; a value that only looks like one (it
+                // carries the mark but the vault does not know it) is protected like any other.
+                if value.starts_with(&shape.mark) && self.vault.get(f.cipher.name(), value).is_some() {
                     return Ok(None);
                 }
+                shape.check(value)?;
                 self.format_preserving(f, shape, value).map(Some)
             }
         }

@@ -111,6 +111,9 @@ fn format_preserving_cards() {
     // Already a token: left alone.
     let again = format!(r#"{{"card": "{tok}"}}"#);
     assert_eq!(json(&t, &again).unwrap(), again);
+    // A number that only carries the mark is not a token: it is protected too.
+    let lookalike = json(&t, r#"{"card": "9900000000000002"}"#).unwrap();
+    assert!(!lookalike.contains("9900000000000002"), "{lookalike}");
     // Distinct cards with the same tail get distinct tokens.
     let other = json(&t, r#"{"card": "5555555555554444"}"#).unwrap();
     assert_ne!(other, out);
