@@ -513,6 +513,16 @@ fn check_shows_the_stages_and_refuses_mistakes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("request-transforms[/card/number format_preserving, /ssn tokenize"), "{out}");
     assert!(out.contains("detokenization[/card/number, /ssn, /items/*/iban]"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    // Warnings: an answer that is not JSON would pass; a vault in memory only.
+    let store = format!("store:\n  sqlite: {}\n", path_str(&state.path("state.db")));
+    assert!(yaml.contains(&store));
+    let lax = yaml.replace(&store, "").replace("json: true, ", "");
+    let path = dir.write("lax.yaml", &lax);
+    let (code, out, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("route `pay` tokenizes JSON fields but does not say `respond: { json: true }`"), "{out}");
+    assert!(out.contains("no `store:`: the token vault of format-preserving fields is kept in memory only"), "{out}");
     for (bad, want) in [
         (yaml.replace(&format!("key: {KEY}"), "key: too-short"), "at least 32 bytes"),
         (yaml.replace("detokenize_roles: [payments] }", "detokenize_roles: [nobody] }"), "`nobody` is not declared"),
