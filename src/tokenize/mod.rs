@@ -388,7 +388,7 @@ impl Tokenizer {
                     let Some(field) = f.form.as_deref() else { continue };
                     if name != field {
                         let base = name.split('[').next().unwrap_or(&name);
-                        if base.eq_ignore_ascii_case(field) {
+                        if base == field || case_variant(base, field) {
                             return Err(invalid("body", field, "case-variant"));
                         }
                         continue;
@@ -480,6 +480,19 @@ fn visit(v: &mut serde_json::Value, segs: &[Seg], f: &mut dyn FnMut(&mut serde_j
         }
         _ => {}
     }
+}
+
+/// True if `a` and `b` differ but a case-insensitive reader could take one for the other: ASCII case,
+/// and Unicode case mappings (`ſ` upper-cases to `S`, the Kelvin sign lower-cases to `k`), as Java's
+/// `equalsIgnoreCase` and .NET's case-insensitive binders do.
+fn case_variant(a: &str, b: &str) -> bool {
+    if a == b {
+        return false;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.to_lowercase() == b.to_lowercase() || a.to_uppercase() == b.to_uppercase()
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding; `None` if the
@@ -599,7 +612,7 @@ impl Walker<'_> {
                     (Seg::Name(n), Step::Key(s)) => {
                         if **n == **s {
                             true
-                        } else if k + 1 == self.path.len() && n.eq_ignore_ascii_case(s) {
+                        } else if k + 1 == self.path.len() && case_variant(n, s) {
                             rel = Rel::CaseVariant(fi);
                             true
                         } else {
@@ -645,16 +658,25 @@ impl Walker<'_> {
             self.i += 1;
             return Ok(());
         }
-        let mut seen: Vec<String> = Vec::new();
+        // A few keys are compared in a list, more hashed (an object of a million keys stays linear).
+        let mut few: Vec<String> = Vec::new();
+        let mut many: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             self.ws();
             let at = self.i;
             let (s, e, esc) = self.string()?;
             let key = self.text(s, e, esc)?;
-            if seen.contains(&key) {
+            let repeated = if many.is_empty() && few.len() < 16 {
+                let r = few.contains(&key);
+                few.push(key.clone());
+                r
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(key.clone())
+            };
+            if repeated {
                 return Err(malformed(at, "duplicate key"));
             }
-            seen.push(key.clone());
             self.path.push(Step::Key(key));
             self.expect(b':')?;
             self.value()?;

@@ -78,6 +78,10 @@ fn hostile_json_is_refused() {
     assert!(matches!(json(&t, &dup), Err(Reject::MalformedJson { .. })));
     let case = format!(r#"{{"Card_Number": "{CARD}"}}"#);
     assert_eq!(code(json(&t, &case).unwrap_err()), ("/Card_Number".into(), "case-variant"));
+    // Unicode case mappings that case-insensitive binders follow: long s upper-cases to S.
+    let ssn = tokenizer("[{ pointer: /ssn, mode: tokenize }, { form: ssn, mode: tokenize }]");
+    assert_eq!(code(json(&ssn, r#"{"\u017fsn": "123-45-6789"}"#).unwrap_err()), ("/\u{17f}sn".into(), "case-variant"));
+    assert_eq!(code(form(&ssn, "%C5%BFsn=123-45-6789").unwrap_err()).1, "case-variant");
     let escaped = format!(r#"{{"card\u005fnumber": "{CARD}"}}"#);
     let out = json(&t, &escaped).unwrap();
     assert!(!out.contains(CARD) && out.contains("tok_"), "{out}");
@@ -92,6 +96,22 @@ fn hostile_json_is_refused() {
     let a = json(&t, r#"{"card_number": "4111\u0031"}"#).unwrap();
     let b = json(&t, r#"{"card_number": "41111"}"#).unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn many_keys_stay_linear() {
+    let t = tokenizer("[{ pointer: /card_number, mode: tokenize }]");
+    let mut body = String::from("{");
+    for i in 0..200_000 {
+        body.push_str(&format!("\"k{i}\":{i},"));
+    }
+    body.push_str(&format!("\"card_number\":\"{CARD}\"}}"));
+    let began = std::time::Instant::now();
+    let out = json(&t, &body).unwrap();
+    assert!(!out.contains(CARD));
+    assert!(began.elapsed() < std::time::Duration::from_secs(20), "{:?}", began.elapsed());
+    let dup = body.replacen("\"k199999\"", "\"k5\"", 1);
+    assert!(matches!(json(&t, &dup), Err(Reject::MalformedJson { .. })));
 }
 
 #[test]
