@@ -536,3 +536,34 @@ fn check_shows_the_stages_and_refuses_mistakes() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+/// A reload keeps the vault (and its tokens) of the running config.
+#[test]
+fn a_reload_keeps_the_vault() {
+    let state = TempDir::new();
+    let echo = Echo::start();
+    let (yaml, keys) = config(echo.addr, &state.path("state.db"));
+    // In memory only: what survives is what the reload kept.
+    let store = format!("store:\n  sqlite: {}\n", path_str(&state.path("state.db")));
+    let yaml = yaml.replace(&store, "");
+    let gw = Gateway::start(&yaml);
+    let s = Setup { echo, gw, keys, yaml: yaml.clone() };
+    assert_eq!(post_json(&s, "clerk", &record()).0, 200);
+    let before: serde_json::Value = serde_json::from_str(&s.echo.last().body).unwrap();
+    s.gw.rewrite_config(&yaml.replace("mask: \"***-**-****\"", "mask: \"[ssn]\""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = send(&s, "clerk", "GET", "/pay/stored", &[], "");
+        if body.contains("[ssn]") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never took effect: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = send(&s, "auditor", "GET", "/pay/stored", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["card"]["number"], CARD, "{body}");
+    assert_eq!(post_json(&s, "clerk", &record()).0, 200);
+    let after: serde_json::Value = serde_json::from_str(&s.echo.last().body).unwrap();
+    assert_eq!(after["card"], before["card"]);
+}

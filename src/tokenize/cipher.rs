@@ -26,6 +26,8 @@ pub struct FieldCipher {
     siv: LessSafeKey,
     siv_nonce: [u8; NONCE_LEN],
     gcm: LessSafeKey,
+    /// `encrypt\0<name>`: the associated data of `encrypt`.
+    encrypt_aad: Box<[u8]>,
     digits: hmac::Key,
     vault: LessSafeKey,
 }
@@ -66,6 +68,7 @@ impl FieldCipher {
             siv: aead(&AES_256_GCM_SIV, &siv)?,
             siv_nonce,
             gcm: aead(&AES_256_GCM, &derive(key, "encrypt", name)?)?,
+            encrypt_aad: [b"encrypt\0".as_slice(), name.as_bytes()].concat().into(),
             digits: hmac::Key::new(hmac::HMAC_SHA256, &derive(key, "format-preserving", name)?),
             vault: aead(&AES_256_GCM, &derive(key, "vault", name)?)?,
         })
@@ -95,10 +98,6 @@ impl FieldCipher {
         String::from_utf8(plain.to_vec()).ok()
     }
 
-    fn encrypt_aad(&self) -> Vec<u8> {
-        [b"encrypt\0".as_slice(), self.name.as_bytes()].concat()
-    }
-
     /// `enc_<base64url(nonce || AES-256-GCM(value))>`, a fresh random nonce each time.
     pub fn encrypt(&self, value: &str) -> Result<String, Refusal> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -109,7 +108,7 @@ impl FieldCipher {
         let (head, body) = buf.split_at_mut(NONCE_LEN);
         let tag = self
             .gcm
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(self.encrypt_aad()), body)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&self.encrypt_aad[..]), body)
             .map_err(|_| "seal")?;
         let _ = head;
         buf.extend_from_slice(tag.as_ref());
@@ -128,7 +127,7 @@ impl FieldCipher {
         let (nonce, rest) = buf.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut rest = rest.to_vec();
-        let plain = self.gcm.open_in_place(nonce, Aad::from(self.encrypt_aad()), &mut rest).ok()?;
+        let plain = self.gcm.open_in_place(nonce, Aad::from(&self.encrypt_aad[..]), &mut rest).ok()?;
         String::from_utf8(plain.to_vec()).ok()
     }
 

@@ -21,7 +21,7 @@
 //!   them (a value that merely starts with the mark is tokenized like any other, so a real number that
 //!   happens to carry the mark never goes upstream).
 //! - A malformed value is 400 `invalid-request` whose `errors` name the pointer (or form field) and a
-//!   code: `type` (not a string), `digits`, `length`, `luhn`, `too-long` (over 4096 bytes),
+//!   code: `type` (not a string; `null` passes), `digits`, `length`, `luhn`, `too-long` (over 4096 bytes),
 //!   `invalid-token`. Never forwarded.
 
 pub mod cipher;
@@ -762,6 +762,10 @@ impl Walker<'_> {
 
     /// The value of field `fi`: a string, replaced by what the field sends upstream.
     fn field(&mut self, fi: usize) -> Result<(), Reject> {
+        if self.b[self.i..].starts_with(b"null") {
+            // No value: nothing to protect.
+            return self.skip();
+        }
         if self.peek() != Some(b'"') {
             return Err(invalid("body", &self.pointer(), "type"));
         }

@@ -87,6 +87,8 @@ fn hostile_json_is_refused() {
     assert!(!out.contains(CARD) && out.contains("tok_"), "{out}");
     assert_eq!(code(json(&t, r#"{"card_number": 4111111111111111}"#).unwrap_err()).1, "type");
     assert_eq!(code(json(&t, r#"{"card_number": {"x": 1}}"#).unwrap_err()).1, "type");
+    assert_eq!(code(json(&t, r#"{"card_number": true}"#).unwrap_err()).1, "type");
+    assert_eq!(json(&t, r#"{"card_number": null}"#).unwrap(), r#"{"card_number": null}"#);
     assert_eq!(code(json(&t, r#"{"card_number": "tok_AAAA"}"#).unwrap_err()).1, "invalid-token");
     let huge = format!(r#"{{"card_number": "{}"}}"#, "1".repeat(5000));
     assert_eq!(code(json(&t, &huge).unwrap_err()).1, "too-long");
