@@ -497,6 +497,14 @@ fn other_spellings_are_tokenized_too() {
     assert_eq!(s.echo.last().body, body);
     assert_eq!(s.echo.last().path, "/pay");
 
+    // A chunked body: read whole, rewritten, sent with its own length.
+    let (code, _) = send(&s, "clerk", "POST", "/pay", &[JSON, "Transfer-Encoding: chunked"], &record());
+    assert_eq!(code, 200);
+    let got = s.echo.last();
+    assert!(!got.body.contains(CARD) && got.body.contains(&card_token), "{}", got.body);
+    assert!(got.headers.contains(&format!("content-length: {}\r\n", got.body.len())), "{}", got.headers);
+    assert!(!got.headers.contains("transfer-encoding"), "{}", got.headers);
+
     // A request without a body passes.
     let (code, _) = send(&s, "clerk", "GET", "/pay/stored", &[], "");
     assert_eq!(code, 200);
