@@ -211,3 +211,69 @@ fn answers_are_detokenized_for_allowed_roles_only() {
     assert!(t.detokenize(&mut v, |_| false));
     assert_eq!(v, serde_json::json!({"card": "[withheld]", "items": [{"n": "[withheld]"}]}));
 }
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values over a few keys near the fields' names (and case variants), strings that are cards,
+    /// tokens-to-be or anything.
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            prop_oneof![Just(CARD.to_owned()), Just("5555555555554444".to_owned()), "[0-9]{8,20}", "\\PC{0,12}"]
+                .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            let key = prop_oneof![Just("card"), Just("a"), Just("b"), Just("s"), Just("Card"), Just("x")];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(key.prop_map(str::to_owned), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn rewriting_is_stable_and_leaves_no_original(v in value()) {
+            let t = tokenizer(
+                "[{ pointer: /card, mode: format_preserving, mark: '99' }, { pointer: /a/*/b, mode: tokenize }, \
+                 { pointer: /s, mode: encrypt }]",
+            );
+            let body = serde_json::to_vec(&v).unwrap();
+            if let Ok(out) = t.rewrite(BodyKind::Json, &body) {
+                let out = out.unwrap_or(body);
+                prop_assert_eq!(t.rewrite(BodyKind::Json, &out).ok(), Some(None));
+                let after: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                let marked = |x: &serde_json::Value| match x {
+                    serde_json::Value::Null => true,
+                    serde_json::Value::String(s) => s.starts_with("tok_") || s.starts_with("enc_") || s.starts_with("99"),
+                    _ => false,
+                };
+                for p in ["/card", "/s"] {
+                    if let Some(x) = after.pointer(p) {
+                        prop_assert!(marked(x), "{} = {}", p, x);
+                    }
+                }
+                if let Some(serde_json::Value::Array(items)) = after.pointer("/a") {
+                    for b in items.iter().filter_map(|i| i.get("b")) {
+                        prop_assert!(marked(b), "{}", b);
+                    }
+                }
+                // Outside the fields, nothing changed.
+                let mut a = v.clone();
+                let mut b = after.clone();
+                for x in [&mut a, &mut b] {
+                    if let Some(o) = x.as_object_mut() {
+                        o.remove("card");
+                        o.remove("s");
+                        o.remove("a");
+                    }
+                }
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}
