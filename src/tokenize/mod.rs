@@ -203,6 +203,12 @@ impl Tokenizer {
                     None
                 }
             };
+            if form.is_some() && (!f.detokenize_roles.is_empty() || f.mask.is_some()) {
+                return Err(format!(
+                    "tokenize `{shown}`: detokenize_roles and mask apply to answers, which are JSON: give the field a \
+                     `pointer` entry with the same `name` for them"
+                ));
+            }
             if f.mask.as_deref().is_some_and(str::is_empty) {
                 return Err(format!("tokenize `{shown}`: an empty mask"));
             }

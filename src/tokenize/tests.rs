@@ -42,6 +42,9 @@ fn config_is_checked() {
         "[{ pointer: /a, mode: format_preserving, mark: x9 }]",
         "[{ pointer: /a, mode: tokenize, mark: '99' }]",
         "[{ pointer: /a, mode: tokenize }, { pointer: /a, mode: encrypt }]",
+        "[{ form: a, mode: tokenize, detokenize_roles: [r] }]",
+        "[{ form: a, mode: tokenize, mask: x }]",
+        "[{ pointer: /a, mode: tokenize, mask: '' }]",
     ] {
         let f: Vec<FieldConfig> = serde_yaml_ng::from_str(bad).unwrap();
         assert!(Tokenizer::compile(&f, Some(&top), v()).is_err(), "{bad}");
