@@ -25,6 +25,7 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod tokenize;
 pub mod units;
 pub mod validate;
 

@@ -295,6 +295,16 @@ impl Roles {
         }
     }
 
+    /// The mask of any of `names` (each declared under `roles:`), for stages outside authorization that
+    /// ask whether a principal holds one of them (with [`Roles::of`]).
+    pub fn mask_of_any(&self, names: &[String]) -> Result<u128, String> {
+        let mut m = 0;
+        for n in names {
+            m |= self.mask_of(n).ok_or_else(|| format!("role `{n}` is not declared under `roles`"))?;
+        }
+        Ok(m)
+    }
+
     fn mask_of(&self, role: &str) -> Option<u128> {
         let i = self.names.iter().position(|n| n == role)?;
         Some(1u128 << i)

@@ -230,6 +230,8 @@ struct Named<'a> {
     respond: &'a crate::respond::protect::Defaults,
     inspect: Option<&'a crate::inspect::InspectConfig>,
     redactor: &'a Arc<crate::observe::redact::Redactor>,
+    /// The `tokenization:` section and the token vault, when the config has one.
+    tokenization: Option<(&'a crate::tokenize::TokenizationConfig, Arc<crate::tokenize::vault::Vault>)>,
 }
 
 fn route(
@@ -239,8 +241,19 @@ fn route(
     metrics: &Metrics,
     guards: &mut crate::guard::RouteGuards,
 ) -> Result<(Matcher, Arc<Route>)> {
-    let Named { upstreams, authenticators, roles, policies, limiters, quotas, openapi, respond, inspect, redactor } =
-        *named;
+    let Named {
+        upstreams,
+        authenticators,
+        roles,
+        policies,
+        limiters,
+        quotas,
+        openapi,
+        respond,
+        inspect,
+        redactor,
+        ref tokenization,
+    } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
     let upstream = upstreams
@@ -385,6 +398,22 @@ fn route(
         crate::respond::protect::Protect::compile(respond, r.respond.as_ref()).map_err(|m| err("respond", "", m))?;
     if let Some(doc) = r.validate.as_ref().and(validation_document.as_ref()) {
         protect.set_response_schema(Arc::new(OpenApiResponses(doc.clone())));
+    }
+    if let Some(fields) = &r.tokenize {
+        let (top, vault) = match tokenization {
+            Some((top, vault)) => (Some(*top), vault.clone()),
+            None => (None, Arc::new(crate::tokenize::vault::Vault::memory(0))),
+        };
+        let t = Arc::new(crate::tokenize::Tokenizer::compile(fields, top, vault).map_err(|m| err("tokenize", "", m))?);
+        let mut masks = Vec::with_capacity(t.fields().len());
+        for f in t.fields() {
+            let m = roles.mask_of_any(&f.detokenize_roles).map_err(|m| err("detokenize_roles", "", m))?;
+            masks.push(m);
+        }
+        if t.rewrites_answers() {
+            protect.set_detokenizer(Arc::new(Detokenizer { tokenizer: t.clone(), roles: roles.clone(), masks }));
+        }
+        stages.push(Stage::Tokenization(t));
     }
     let compiled = Route {
         name: r.name.as_str().into(),
@@ -538,6 +567,17 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
     let respond = crate::respond::protect::Defaults::compile(cfg.respond.as_ref())
         .map_err(|m| CompileError::new("respond", "", format!("respond: {m}")))?;
     let redactor = Arc::new(redactor(cfg));
+    let tokenization = match &cfg.tokenization {
+        Some(t) => {
+            let path = cfg.store.as_ref().map(|s| s.sqlite.as_path());
+            let vault = lasting
+                .tokenize
+                .vault(path, t.vault_max_entries)
+                .map_err(|m| CompileError::new("tokenization", "", m))?;
+            Some((t, vault))
+        }
+        None => None,
+    };
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -549,6 +589,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         respond: &respond,
         inspect: cfg.inspect.as_ref(),
         redactor: &redactor,
+        tokenization,
     };
     let bans = lasting
         .guard
@@ -768,4 +809,29 @@ impl crate::respond::protect::ResponseSchema for OpenApiResponses {
 /// Routing's path normalisation, for DPoP's `htu` comparison (authentication does not import validation).
 fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     crate::validate::path::normalize(path).ok()
+}
+
+/// Detokenization (place `detokenization`) of a route's answers: the fields' originals for principals
+/// holding one of their `detokenize_roles` (with what those roles include).
+#[derive(Debug)]
+struct Detokenizer {
+    tokenizer: Arc<crate::tokenize::Tokenizer>,
+    roles: Arc<crate::authz::Roles>,
+    /// Per field, the mask of its `detokenize_roles`.
+    masks: Vec<u128>,
+}
+
+impl crate::respond::protect::Detokenize for Detokenizer {
+    fn detokenize(&self, principal: Option<&crate::exchange::Principal>, body: &mut serde_json::Value) -> bool {
+        let held = principal.map_or(0, |p| self.roles.of(p));
+        self.tokenizer.detokenize(body, |i| self.masks.get(i).is_some_and(|m| held & m != 0))
+    }
+
+    fn pointers(&self) -> Vec<String> {
+        self.tokenizer.pointers()
+    }
+
+    fn describe(&self) -> String {
+        self.tokenizer.pointers().join(", ")
+    }
 }

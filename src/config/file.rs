@@ -86,6 +86,9 @@ pub struct FileConfig {
     /// Threat inspection for every route (a route's own `inspect` replaces it, `inspect: off` removes it).
     #[serde(default)]
     pub inspect: Option<crate::inspect::InspectConfig>,
+    /// Field tokenization: the key every route's `tokenize:` fields derive their keys from.
+    #[serde(default)]
+    pub tokenization: Option<crate::tokenize::TokenizationConfig>,
     /// A built-in echo JSON API on loopback, for the quickstart and demos.
     #[serde(default)]
     pub demo_upstream: Option<DemoUpstream>,
@@ -208,6 +211,9 @@ pub struct Route {
     /// Threat inspection: `off`, or a section replacing the top-level `inspect` whole.
     #[serde(default)]
     pub inspect: Option<crate::inspect::RouteInspect>,
+    /// Fields replaced before the request goes upstream (and turned back in answers for some roles).
+    #[serde(default)]
+    pub tokenize: Option<Vec<crate::tokenize::FieldConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -25,6 +25,33 @@ fn policy_lints(cfg: &FileConfig) -> Vec<String> {
     out
 }
 
+/// Tokenizing routes whose answers could pass unread, and format-preserving tokens whose vault is lost
+/// on restart.
+fn tokenize_lints(cfg: &FileConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fp_without_store = false;
+    for r in &cfg.routes {
+        let Some(fields) = &r.tokenize else { continue };
+        let json = r.respond.as_ref().and_then(|x| x.json).or(cfg.respond.as_ref().and_then(|x| x.json));
+        if fields.iter().any(|f| f.pointer.is_some()) && json != Some(true) {
+            out.push(format!(
+                "route `{}` tokenizes JSON fields but does not say `respond: {{ json: true }}`: an answer of another \
+                 media type would pass without detokenization or withholding",
+                r.name
+            ));
+        }
+        fp_without_store |= fields.iter().any(|f| f.mode == crate::tokenize::Mode::FormatPreserving);
+    }
+    if fp_without_store && cfg.store.is_none() {
+        out.push(
+            "no `store:`: the token vault of format-preserving fields is kept in memory only (after a restart, \
+             earlier tokens cannot be detokenized and resent ones are tokenized again); add `store: { sqlite: PATH }`"
+                .into(),
+        );
+    }
+    out
+}
+
 /// Roles no principal can get, and routes (or methods of routes) whose requirement asks for roles no
 /// principal can have. Silent when roles can come from somewhere `check` cannot see (a JWT or
 /// introspection `roles_claim`, an API key store).
@@ -41,6 +68,7 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
         Some((n.as_str(), d.or(a.introspection.as_ref().and_then(|i| i.dpop.as_ref()))?))
     });
     out.extend(crate::authn::dpop::lints(dpop, cfg.redis.is_some()));
+    out.extend(tokenize_lints(cfg));
     let shared_bans = cfg.redis.as_ref().is_some_and(|r| r.share_bans);
     if cfg.store.is_none() && !shared_bans && cfg.auto_ban.is_some() {
         out.push(

@@ -40,6 +40,8 @@ pub enum Stage {
     Validation(Box<crate::validate::shape::Validate>),
     /// Threat inspection of the head and body (403 `request-blocked`).
     Inspection(Box<crate::inspect::Inspection>),
+    /// The route's `tokenize:` fields replaced before the request leaves (400/415/503).
+    Tokenization(Arc<crate::tokenize::Tokenizer>),
 }
 
 impl Stage {
@@ -54,6 +56,7 @@ impl Stage {
             Stage::PrincipalBans(_) => Place::Authentication,
             Stage::Validation(_) => Place::Validation,
             Stage::Inspection(_) => Place::Inspection,
+            Stage::Tokenization(_) => Place::RequestTransforms,
         }
     }
 
@@ -69,6 +72,7 @@ impl Stage {
             Stage::PrincipalBans(_) => "banned principals".into(),
             Stage::Validation(v) => v.describe(),
             Stage::Inspection(i) => i.describe(),
+            Stage::Tokenization(t) => t.describe(),
         }
     }
 
@@ -81,6 +85,7 @@ impl Stage {
             Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
             Stage::Validation(_) => true,
             Stage::Inspection(_) => true,
+            Stage::Tokenization(_) => true,
         }
     }
 
@@ -139,6 +144,19 @@ impl Stage {
             Stage::Inspection(i) => {
                 let body = if has_body(ex) { Some(read_body(ex).await?) } else { None };
                 i.check(ex, body.as_deref())
+            }
+            Stage::Tokenization(t) => {
+                if !has_body(ex) {
+                    return Ok(());
+                }
+                // The head first: a body that cannot be read is refused before any byte of it is read.
+                let kind = t.check_head(&ex.parts.headers)?;
+                let body = read_body(ex).await?;
+                if let Some(new) = t.rewrite(kind, &body)? {
+                    ex.parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(new.len()));
+                    ex.body = RequestBody::Buffered(new.into());
+                }
+                Ok(())
             }
         }
     }

@@ -117,4 +117,6 @@ pub struct Lasting {
     pub log_key: crate::observe::privacy::ProcessKey,
     pub audit: crate::observe::audit::Kept,
     pub traces: crate::observe::trace::Kept,
+    /// The token vault of format-preserving fields.
+    pub tokenize: crate::tokenize::Kept,
 }

@@ -243,6 +243,19 @@ pub struct Protect {
     max_body_bytes: u64,
     /// Response schema filtering (place 14), from the route's OpenAPI document.
     schema: Option<Arc<dyn ResponseSchema>>,
+    /// Detokenization of the route's tokenized fields (place 13).
+    detokenize: Option<Arc<dyn Detokenize>>,
+}
+
+/// Detokenization (place 13): the route's tokenized fields turned back (or masked) in JSON answers,
+/// by who the principal is. Implemented over the route's tokenization stage by `config`.
+pub trait Detokenize: Send + Sync + fmt::Debug {
+    /// Rewrites the fields of `body` for `principal`; true if anything changed.
+    fn detokenize(&self, principal: Option<&crate::exchange::Principal>, body: &mut serde_json::Value) -> bool;
+    /// The JSON pointers it owns: data-loss masking leaves them to it.
+    fn pointers(&self) -> Vec<String>;
+    /// What `check` prints.
+    fn describe(&self) -> String;
 }
 
 /// Response schema filtering (place 14): what the answer to an operation may carry. Implemented over
@@ -263,6 +276,7 @@ impl Default for Protect {
             mask: None,
             max_body_bytes: DEFAULT_MAX_BODY,
             schema: None,
+            detokenize: None,
         }
     }
 }
@@ -301,12 +315,16 @@ impl Protect {
             mask,
             max_body_bytes,
             schema: None,
+            detokenize: None,
         })
     }
 
     /// What `check` prints for the response side.
     pub fn describe(&self) -> Vec<String> {
         let mut out = vec![];
+        if let Some(d) = &self.detokenize {
+            out.push(format!("{}[{}]", Place::Detokenization.as_str(), d.describe()));
+        }
         if let Some(m) = &self.mask {
             out.push(format!("{}[{}]", Place::DataLossMasking.as_str(), m.kinds.names().join(", ")));
         }
@@ -331,11 +349,26 @@ impl Protect {
     /// The request side's part: a route whose answers are rewritten asks for them uncompressed and
     /// whole.
     pub fn prepare_request(&self, h: &mut HeaderMap) {
-        if self.mask.is_some() {
+        if self.mask.is_some() || self.detokenize.is_some() {
             h.remove(header::ACCEPT_ENCODING);
             h.remove(header::RANGE);
             h.remove(header::IF_RANGE);
         }
+    }
+
+    /// Detokenizes this route's JSON answers; data-loss masking leaves the tokenized fields to it (they
+    /// hold tokens, which carry their mark, or originals the principal may see, or masks).
+    pub fn set_detokenizer(&mut self, d: Arc<dyn Detokenize>) {
+        if let Some(m) = &mut self.mask {
+            for p in d.pointers() {
+                if let Some(rest) = p.strip_prefix('/') {
+                    m.allow.push(
+                        rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect(),
+                    );
+                }
+            }
+        }
+        self.detokenize = Some(d);
     }
 
     /// Filters this route's JSON answers by the response schemas of its OpenAPI document.
@@ -352,7 +385,7 @@ impl Protect {
     /// True when the answer must be read whole before any of it is released: it is JSON and is
     /// masked, or filtered by a response schema.
     pub fn needs_body(&self, method: &Method, status: StatusCode, h: &HeaderMap, operation: Option<usize>) -> bool {
-        (self.mask.is_some() || self.schema_for(operation, status).is_some())
+        (self.mask.is_some() || self.detokenize.is_some() || self.schema_for(operation, status).is_some())
             && has_body(method, status, h)
             && is_json(h)
     }
@@ -445,7 +478,7 @@ impl Protect {
             Err(_) => return Err(Reject::GatewayTimeout("the upstream's answer did not arrive whole in time")),
         };
         let filter = self.schema_for(ex.operation, head.status).map(|op| (op, head.status.as_u16()));
-        let masked = match self.rewrite_json(&bytes, filter) {
+        let masked = match self.rewrite_json(&bytes, filter, ex.principal.as_deref()) {
             Ok(masked) => masked,
             Err(reason) => return refuse(ex, reason),
         };
@@ -490,32 +523,43 @@ impl Protect {
     /// Response schema filtering (place 14) plugs in here, before masking: when the route has a
     /// filter, parse `body` into a `serde_json::Value`, call `filter_response(&mut value)`, serialize
     /// it, and mask those bytes instead (and make [`Protect::needs_body`] true for such a route).
-    fn rewrite_json(&self, body: &[u8], filter: Option<(usize, u16)>) -> Result<Option<Rewritten>, &'static str> {
+    fn rewrite_json(
+        &self,
+        body: &[u8],
+        filter: Option<(usize, u16)>,
+        principal: Option<&crate::exchange::Principal>,
+    ) -> Result<Option<Rewritten>, &'static str> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        // Filtered first (a removed property is not masked, it is gone), then masked.
-        let filtered = match (filter, &self.schema) {
-            (Some((op, status)), Some(schema)) => {
-                let mut value: serde_json::Value =
-                    serde_json::from_slice(body).map_err(|_| "the answer is not well-formed JSON")?;
-                if schema.filter(op, status, &mut value) {
-                    Some(serde_json::to_vec(&value).map_err(|_| "the answer cannot be written back")?)
-                } else {
-                    None
-                }
-            }
+        // Detokenized first, then filtered (a removed property is not masked, it is gone), then masked.
+        let schema = match (filter, &self.schema) {
+            (Some((op, status)), Some(schema)) => Some((op, status, schema)),
             _ => None,
+        };
+        let mut schema_filtered = false;
+        let filtered = if schema.is_some() || self.detokenize.is_some() {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| "the answer is not well-formed JSON")?;
+            let detokenized = self.detokenize.as_ref().is_some_and(|d| d.detokenize(principal, &mut value));
+            schema_filtered = schema.is_some_and(|(op, status, schema)| schema.filter(op, status, &mut value));
+            if detokenized || schema_filtered {
+                Some(serde_json::to_vec(&value).map_err(|_| "the answer cannot be written back")?)
+            } else {
+                None
+            }
+        } else {
+            None
         };
         let masked = match (&self.mask, &filtered) {
             (Some(m), Some(f)) => m.apply(f).map_err(|_| "the answer is not well-formed JSON")?,
             (Some(m), None) => m.apply(body).map_err(|_| "the answer is not well-formed JSON")?,
             (None, _) => None,
         };
-        let was_filtered = filtered.is_some();
+        let was_filtered = schema_filtered;
         Ok(match (masked, filtered) {
             (Some(m), _) => Some(Rewritten { body: m.body, found: m.found, filtered: was_filtered }),
-            (None, Some(f)) => Some(Rewritten { body: f, found: 0, filtered: true }),
+            (None, Some(f)) => Some(Rewritten { body: f, found: 0, filtered: was_filtered }),
             (None, None) => None,
         })
     }
