@@ -11,6 +11,7 @@ use crate::events::{Emitter, Event, Kind};
 use clap::Subcommand;
 use std::io::Read;
 use std::path::Path;
+use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
 pub enum SecretsCommand {
@@ -37,10 +38,22 @@ impl SecretsCommand {
     }
 }
 
-/// Reads stdin; one trailing newline (`echo`) is dropped. Empty is refused.
-fn read_value() -> Result<Vec<u8>, String> {
-    let mut value = Vec::new();
-    std::io::stdin().take(1 << 20).read_to_end(&mut value).map_err(|e| format!("stdin: {}", e.kind()))?;
+/// The largest value `encrypt` and `put` accept.
+const MAX_VALUE: usize = 1 << 20;
+
+/// Reads stdin; one trailing newline (`echo`) is dropped. Empty, larger than 1 MiB (refused, never cut
+/// short) or not UTF-8 (every secret field is text) is refused.
+fn read_value() -> Result<Zeroizing<Vec<u8>>, String> {
+    read_value_from(std::io::stdin().lock())
+}
+
+fn read_value_from(input: impl Read) -> Result<Zeroizing<Vec<u8>>, String> {
+    // Reserved up front, so growing does not leave copies of the value behind in freed memory.
+    let mut value = Zeroizing::new(Vec::with_capacity(MAX_VALUE + 1));
+    input.take(MAX_VALUE as u64 + 1).read_to_end(&mut value).map_err(|e| format!("stdin: {}", e.kind()))?;
+    if value.len() > MAX_VALUE {
+        return Err("the value on stdin is larger than 1 MiB".into());
+    }
     if value.ends_with(b"\n") {
         value.pop();
         if value.ends_with(b"\r") {
@@ -49,6 +62,9 @@ fn read_value() -> Result<Vec<u8>, String> {
     }
     if value.is_empty() {
         return Err("the value on stdin is empty".into());
+    }
+    if std::str::from_utf8(&value).is_err() {
+        return Err("the value on stdin is not UTF-8 text (secrets are text; base64 binary keys)".into());
     }
     Ok(value)
 }
@@ -143,5 +159,48 @@ pub fn run(
         }
         SecretsCommand::Encrypt | SecretsCommand::Keygen => {}
     }
+    if !table.scrub_wal() {
+        eprintln!(
+            "note: the state store's WAL could not be truncated now (a reader holds it); SQLite recycles it at its next checkpoint"
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn stdin_values_are_taken_whole_or_refused() {
+        let read = |b: &[u8]| read_value_from(b).map(|v| v.to_vec());
+        assert_eq!(read(b"s3cret\n").unwrap(), b"s3cret");
+        assert_eq!(read(b"s3cret\r\n").unwrap(), b"s3cret");
+        // Only one newline is dropped; inner and leading whitespace stays.
+        assert_eq!(read(b" a b\n\n").unwrap(), b" a b\n");
+        assert!(read(b"").unwrap_err().contains("empty"));
+        assert!(read(b"\n").unwrap_err().contains("empty"));
+        // Exactly 1 MiB is accepted; one byte more is refused, never cut short.
+        let mut big = vec![b'x'; MAX_VALUE];
+        assert_eq!(read(&big).unwrap().len(), MAX_VALUE);
+        big.push(b'y');
+        assert!(read(&big).unwrap_err().contains("larger than 1 MiB"));
+        // 1 MiB plus the newline `echo` adds is also refused (the limit counts what was sent).
+        let mut with_newline = vec![b'x'; MAX_VALUE];
+        with_newline.push(b'\n');
+        assert!(read(&with_newline).is_err());
+        // Binary is refused (every secret field is text), and the error does not quote it.
+        let err = read(b"\xff\xfeabc").unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
+        assert!(read("pässwörd ✓".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        assert!(valid_name("db/primary.password-1_x").is_ok());
+        for bad in ["", "a b", "a\0b", "${env:X}", "a}", "é", &"a".repeat(129)] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use zeroize::{Zeroize, Zeroizing};
 
 /// How long a `command:` KEK source may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,15 +16,64 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a KEK comes from: exactly one of `file`, `env`, `command`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+struct KekSourceFields {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+}
+
+/// Deserialized through a visitor so that a key written in place of the source (`kek: 3f9a...`) is
+/// refused without the value in the message (serde's "invalid type: string ..." would quote it).
+impl<'de> Deserialize<'de> for KekSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const NOT_A_MAPPING: &str =
+            "a KEK source is a mapping `{ file: PATH }`, `{ env: NAME }` or `{ command: [...] }`, never the key itself";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = KekSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a KEK source: { file: PATH }, { env: NAME } or { command: [...] }")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<KekSource, A::Error> {
+                let f = KekSourceFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(KekSource { file: f.file, env: f.env, command: f.command })
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<KekSource, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<KekSource, A::Error> {
+                Err(serde::de::Error::custom(NOT_A_MAPPING))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KekSource {
     /// A file holding the key as text.
-    #[serde(default)]
     pub file: Option<PathBuf>,
     /// An environment variable holding the key as text.
-    #[serde(default)]
     pub env: Option<String>,
     /// A program and its arguments (run without a shell) that prints the key on its standard output.
-    #[serde(default)]
     pub command: Option<Vec<String>>,
 }
 
@@ -40,7 +90,7 @@ impl KekSource {
 
     /// Reads and parses the key.
     pub fn load(&self) -> Result<Kek, String> {
-        let text = match (&self.file, &self.env, &self.command) {
+        let text = Zeroizing::new(match (&self.file, &self.env, &self.command) {
             (Some(path), None, None) => std::fs::read(path)
                 .map_err(|e| format!("the KEK file `{}` cannot be read: {}", path.display(), e.kind()))?,
             (None, Some(name), None) => std::env::var(name)
@@ -48,7 +98,7 @@ impl KekSource {
                 .into_bytes(),
             (None, None, Some(argv)) => run_command(argv, COMMAND_TIMEOUT)?,
             _ => return Err("a KEK source is exactly one of `file`, `env` or `command`".into()),
-        };
+        });
         Kek::parse(&text).map_err(|e| format!("the KEK from the {}: {e}", self.describe()))
     }
 }
@@ -112,6 +162,12 @@ pub struct Kek {
     id: String,
 }
 
+impl Drop for Kek {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Kek({})", self.id)
@@ -135,11 +191,14 @@ impl Kek {
             ];
             engines.iter().find_map(|e| e.decode(text).ok())
         };
-        let key: [u8; 32] = bytes
-            .ok_or("not 64 hex digits or base64")?
+        let bytes = Zeroizing::new(bytes.ok_or("not 64 hex digits or base64")?);
+        let mut key: [u8; 32] = bytes
+            .as_slice()
             .try_into()
             .map_err(|_| "a KEK is 32 bytes (64 hex digits or 44 base64 characters)".to_string())?;
-        Ok(Kek::from_bytes(key))
+        let kek = Kek::from_bytes(key);
+        key.zeroize();
+        Ok(kek)
     }
 
     pub fn from_bytes(key: [u8; 32]) -> Kek {
@@ -151,7 +210,9 @@ impl Kek {
     pub fn generate() -> Result<Kek, String> {
         let mut key = [0u8; 32];
         aws_lc_rs::rand::fill(&mut key).map_err(|_| "no randomness available".to_string())?;
-        Ok(Kek::from_bytes(key))
+        let kek = Kek::from_bytes(key);
+        key.zeroize();
+        Ok(kek)
     }
 
     /// The key as 64 hex digits (for `secrets keygen`).
