@@ -381,8 +381,10 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
     assert!(!pem_lines.is_empty());
 
     ok(s.secrets(&["put", "jwt"], JWT_SECRET));
-    // Hold a reader open so the WAL is not checkpointed away when each command exits.
+    // Hold a read transaction open so the WAL is neither checkpointed nor truncated when each command
+    // exits (the CLI truncates it after its writes when no reader holds it): every write stays in it.
     let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN").unwrap();
     let _: i64 = holder.query_row("SELECT count(*) FROM secrets", [], |r| r.get(0)).unwrap();
     let planted = [
         ("jwt", JWT_SECRET.to_owned()),
@@ -390,7 +392,9 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
         ("after-dek-rotation", "planted-after-dek-rotation-4b1e7d".to_owned()),
         ("after-kek-rotation", "planted-after-kek-rotation-93c0aa".to_owned()),
     ];
-    ok(s.secrets(&["put", planted[1].0], &planted[1].1));
+    let put = s.secrets(&["put", planted[1].0], &planted[1].1);
+    assert!(put.2.contains("WAL could not be truncated"), "{}", put.2);
+    ok(put);
     let dek = ok(s.secrets(&["rotate-dek"], ""));
     assert_eq!(dek.trim().len(), 16, "{dek}");
     ok(s.secrets(&["put", planted[2].0], &planted[2].1));
@@ -416,8 +420,16 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
     let wal_bytes = std::fs::read(&wal).unwrap_or_default();
     assert!(!wal_bytes.is_empty(), "the WAL holds the recent writes");
     let main = std::fs::read(&db).unwrap();
+    // Once the reader is gone, the next command copies the WAL into the file and truncates it.
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let list = s.secrets(&["list"], "");
+    assert!(!list.2.contains("WAL could not be truncated"), "{}", list.2);
+    ok(list);
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL is truncated");
+    let checkpointed = std::fs::read(&db).unwrap();
     let old_kek = std::fs::read_to_string(s.dir.path("kek")).unwrap();
-    for (file, bytes) in [("state.db", &main), ("state.db-wal", &wal_bytes)] {
+    for (file, bytes) in [("state.db", &main), ("state.db-wal", &wal_bytes), ("state.db after", &checkpointed)] {
         for (name, value) in &planted {
             let mut needles = vec![value.as_bytes().to_vec()];
             needles.extend(b64_forms(value.as_bytes()).into_iter().map(String::into_bytes));
@@ -434,7 +446,7 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
         }
     }
     assert!(contains(&wal_bytes, b"after-kek-rotation"));
-    drop(holder);
+    assert!(contains(&checkpointed, b"after-kek-rotation"), "the checkpoint moved the rows into the file");
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -330,11 +330,13 @@ impl SqliteSecrets {
     /// rows (a data key still wrapped under the KEK just rotated away, a deleted secret's ciphertext)
     /// do not linger in the `-wal` file; `secure_delete` already zeroes them in the database itself.
     /// Best effort: a reader holding the WAL (a gateway mid-query) makes it a no-op, reported as false.
+    /// Waits at most 250 ms for readers, not the store's 5 s busy timeout (restored after).
     pub fn scrub_wal(&mut self) -> bool {
+        let conn = self.store.conn();
+        let _ = conn.busy_timeout(std::time::Duration::from_millis(250));
         let result: rusqlite::Result<(i64, i64, i64)> =
-            self.store
-                .conn()
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
         matches!(result, Ok((0, _, _)))
     }
 }
