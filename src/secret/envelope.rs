@@ -208,6 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn every_seal_has_a_fresh_96_bit_nonce() {
+        let dek = Dek::generate().unwrap();
+        let kek = Kek::generate().unwrap();
+        let mut nonces = std::collections::HashSet::new();
+        for i in 0..2000 {
+            // The same plaintext and place every time: only the nonce makes the blobs differ.
+            let blob = dek.seal("secrets", "a", "value", b"same").unwrap();
+            assert_eq!(blob.len(), NONCE_LEN + 4 + TAG_LEN);
+            assert!(nonces.insert(blob[..NONCE_LEN].to_vec()), "nonce reused at seal {i}");
+            let wrapped = dek.wrap(&kek).unwrap();
+            assert!(nonces.insert(wrapped[..NONCE_LEN].to_vec()), "nonce reused at wrap {i}");
+        }
+        assert_eq!(NONCE_LEN, 12);
+    }
+
+    #[test]
     fn deks_unwrap_only_under_their_kek_and_id() {
         let kek = Kek::generate().unwrap();
         let dek = Dek::generate().unwrap();

@@ -91,8 +91,9 @@ impl KekSource {
     /// Reads and parses the key.
     pub fn load(&self) -> Result<Kek, String> {
         let text = Zeroizing::new(match (&self.file, &self.env, &self.command) {
-            (Some(path), None, None) => std::fs::read(path)
-                .map_err(|e| format!("the KEK file `{}` cannot be read: {}", path.display(), e.kind()))?,
+            (Some(path), None, None) => {
+                read_key_file(path).map_err(|e| format!("the KEK file `{}` cannot be read: {e}", path.display()))?
+            }
             (None, Some(name), None) => std::env::var(name)
                 .map_err(|_| format!("the KEK environment variable `{name}` is not set"))?
                 .into_bytes(),
@@ -101,6 +102,20 @@ impl KekSource {
         });
         Kek::parse(&text).map_err(|e| format!("the KEK from the {}: {e}", self.describe()))
     }
+}
+
+/// The most a KEK source may give: a key is 64 hex digits, so anything near this is a mistake.
+const MAX_KEY_TEXT: u64 = 64 * 1024;
+
+/// Reads a KEK file, refusing one larger than [`MAX_KEY_TEXT`] (`/dev/zero`, a log) rather than reading it whole.
+fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
+    let mut text = Zeroizing::new(Vec::with_capacity(128));
+    file.take(MAX_KEY_TEXT + 1).read_to_end(&mut text).map_err(|e| e.kind().to_string())?;
+    if text.len() as u64 > MAX_KEY_TEXT {
+        return Err("it is larger than 64 KiB, so it is not a key".into());
+    }
+    Ok(std::mem::take(&mut *text))
 }
 
 /// Runs `argv` without a shell; its stdout is the key. Its stderr is counted, never shown (it may echo
@@ -119,9 +134,11 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Vec<u8>, String> {
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
+        let mut buf = Zeroizing::new(Vec::new());
         if let Some(o) = out.as_mut() {
-            let _ = o.take(64 * 1024).read_to_end(&mut buf);
+            let _ = o.take(MAX_KEY_TEXT + 1).read_to_end(&mut buf);
+            // Drained, so a command that prints too much exits rather than blocks until the timeout.
+            let _ = std::io::copy(o, &mut std::io::sink());
         }
         buf
     });
@@ -145,14 +162,17 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Vec<u8>, String> {
             Err(e) => return Err(format!("the KEK command `{program}`: {}", e.kind())),
         }
     };
-    let stdout = reader.join().unwrap_or_default();
+    let mut stdout = reader.join().unwrap_or_default();
     let stderr_len = err_reader.join().unwrap_or(0);
     if !status.success() {
         return Err(format!(
             "the KEK command `{program}` failed ({status}); its stderr ({stderr_len} bytes) is not shown"
         ));
     }
-    Ok(stdout)
+    if stdout.len() as u64 > MAX_KEY_TEXT {
+        return Err(format!("the KEK command `{program}` printed more than 64 KiB, so not a key"));
+    }
+    Ok(std::mem::take(&mut *stdout))
 }
 
 /// A loaded KEK. `Debug` shows the id only.
@@ -282,5 +302,26 @@ mod tests {
         assert!(slow.contains("did not finish"), "{slow}");
         let none = KekSource::default().load().unwrap_err();
         assert!(none.contains("exactly one"), "{none}");
+        // Too much output: refused at once (drained, so the command is not left blocked until the timeout).
+        let chatty = ["sh".into(), "-c".into(), "head -c 200000 /dev/zero; exit 0".into()];
+        let err = run_command(&chatty, Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("more than 64 KiB"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_a_key_is_not_read_whole() {
+        let zero = KekSource { file: Some("/dev/zero".into()), ..KekSource::default() };
+        let err = zero.load().unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        let missing = KekSource { file: Some("/nonexistent/kek".into()), ..KekSource::default() };
+        assert!(missing.load().unwrap_err().contains("/nonexistent/kek"));
+        // A key file with a wrong length says so without the length or the text.
+        let dir = std::env::temp_dir().join(format!("portcullis-kek-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("short"), "00112233445566778899aabbccddeeff").unwrap();
+        let short = KekSource { file: Some(dir.join("short")), ..KekSource::default() };
+        let err = short.load().unwrap_err();
+        assert!(!err.contains("00112233") && !err.contains("16") && !err.contains("32 hex"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

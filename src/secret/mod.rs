@@ -18,7 +18,7 @@ pub mod vault;
 use serde::{de, Deserialize, Deserializer};
 use std::cell::RefCell;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vault::{Keyring, Keys, SecretsConfig, SqliteSecrets};
 
 /// What `${enc:...}` and `${store:...}` resolve against during one config load.
@@ -186,18 +186,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The largest `${file:...}` secret: a mistaken `/dev/zero` or log file is refused, never read whole.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Reads at most `max` bytes of text from `path` (more is an error); the buffer is wiped on drop.
+fn read_capped(path: &Path, max: u64) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(4096));
+    file.take(max + 1).read_to_string(&mut text).map_err(|e| e.kind().to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("it is larger than {} KiB", max / 1024));
+    }
+    Ok(text)
+}
+
 /// Resolves one value: `${env:NAME}`, `${file:PATH}` (trailing newline trimmed), or a literal.
 pub fn resolve(text: &str) -> Result<String, String> {
     let Some(inner) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
         return Ok(text.to_owned());
     };
     if let Some(name) = inner.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"));
+        return std::env::var(name).map_err(|e| match e {
+            std::env::VarError::NotPresent => format!("environment variable `{name}` is not set"),
+            std::env::VarError::NotUnicode(_) => format!("environment variable `{name}` is not UTF-8"),
+        });
     }
     if let Some(path) = inner.strip_prefix("file:") {
-        return std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("secret file `{path}` cannot be read: {}", e.kind()));
+        let text =
+            read_capped(Path::new(path), MAX_FILE).map_err(|e| format!("secret file `{path}` cannot be read: {e}"))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
     }
     if is_sealed_reference(text) {
         CONTEXT.with(|c| {
@@ -286,6 +304,12 @@ mod tests {
         assert!(err.contains("PORTCULLIS_SURELY_MISSING"));
         assert!(resolve("${file:/nonexistent/x}").is_err());
         assert!(resolve("${vault:x}").is_err());
+        // A file that is not a secret (a device, a log) is refused rather than read whole.
+        assert!(resolve("${file:/dev/zero}").unwrap_err().contains("larger than 1024 KiB"));
+        // A variable that is set but not UTF-8 is not reported as unset.
+        use std::os::unix::ffi::OsStrExt;
+        std::env::set_var("PORTCULLIS_TEST_BINARY", std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        assert!(resolve("${env:PORTCULLIS_TEST_BINARY}").unwrap_err().contains("not UTF-8"));
         let s = Secret("hidden".into());
         assert_eq!(format!("{s:?}"), "Secret(***)");
     }

@@ -45,6 +45,13 @@ pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
     }
     for (key, src) in [("kek", Some(&cfg.kek)), ("previous_kek", cfg.previous_kek.as_ref())] {
         use std::os::unix::fs::PermissionsExt;
+        let program = src.and_then(|s| s.command.as_ref()).and_then(|c| c.first());
+        if let Some(program) = program.filter(|p| !p.starts_with('/')) {
+            out.push(format!(
+                "secrets.{key}.command: `{program}` is not an absolute path, so it is looked up in PATH (or the \
+                 working directory) of whichever process loads the config; write its absolute path"
+            ));
+        }
         let Some(path) = src.and_then(|s| s.file.as_ref()) else { continue };
         if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
             out.push(format!(
@@ -565,6 +572,13 @@ mod tests {
         std::fs::set_permissions(dir.join("k1"), std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(dir.join("k2"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(lints(Some(&cfg)).len(), 1);
+        // A KEK command looked up in PATH is named; an absolute one is not.
+        cfg.kek = KekSource { command: Some(vec!["kms-get".into(), "kek".into()]), ..KekSource::default() };
+        let l = lints(Some(&cfg));
+        assert!(l.iter().any(|l| l.starts_with("secrets.kek.command: `kms-get` is not an absolute path")), "{l:?}");
+        cfg.kek = KekSource { command: Some(vec!["/usr/bin/kms-get".into()]), ..KekSource::default() };
+        assert_eq!(lints(Some(&cfg)).len(), 1);
+        cfg.kek = file("k2");
         cfg.previous_kek = Some(file("k2"));
         cfg.previous_kek_until = None;
         assert!(lints(Some(&cfg))[0].contains("no `previous_kek_until`"));
