@@ -5,7 +5,8 @@
 //! exact value the provider knows. A third authenticator holds a well-formed encrypted value of the wrong
 //! secret: the provider refuses the gateway, and the request never reaches the upstream.
 //!
-//! Needs `node` and `tests/idp/node_modules` (scripts/test.sh runs `npm ci --prefix tests/idp`).
+//! Needs `node` and `tests/idp/node_modules` (scripts/test.sh runs `npm ci --prefix tests/idp`; when the
+//! modules are missing, the test runs it).
 #[allow(unreachable_pub)]
 mod common;
 
@@ -25,7 +26,30 @@ fn idp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
 }
 
-/// A running provider (stopped on drop). Its packages are installed by scripts/test.sh or tests/oidc.rs.
+/// Installs the provider's packages once when missing (as tests/oidc.rs does: a lock file decides which
+/// test process runs `npm ci`).
+fn ensure_installed() {
+    let dir = idp_dir();
+    let ready = || dir.join("node_modules/oidc-provider/package.json").exists();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !ready() {
+        let lock = dir.join(".npm-ci.lock");
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("run npm (Node.js and npm are needed for the OIDC tests)");
+            let _ = std::fs::remove_file(&lock);
+            assert!(status.success(), "npm ci in tests/idp failed");
+        } else {
+            assert!(std::time::Instant::now() < deadline, "waited too long for another test's npm ci");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A running provider (stopped on drop).
 struct Idp {
     child: Child,
     _stdin: ChildStdin,
@@ -34,10 +58,7 @@ struct Idp {
 
 impl Idp {
     fn start() -> Idp {
-        assert!(
-            idp_dir().join("node_modules/oidc-provider/package.json").exists(),
-            "tests/idp/node_modules is missing: run `npm ci --prefix tests/idp`"
-        );
+        ensure_installed();
         let mut child = Command::new("node")
             .arg("server.mjs")
             .current_dir(idp_dir())

@@ -41,24 +41,25 @@ impl SecretsCommand {
 /// The largest value `encrypt` and `put` accept.
 const MAX_VALUE: usize = 1 << 20;
 
-/// Reads stdin; one trailing newline (`echo`) is dropped. Empty, larger than 1 MiB (refused, never cut
-/// short) or not UTF-8 (every secret field is text) is refused.
+/// Reads stdin; one trailing newline (`echo`) is dropped. Empty, larger than 1 MiB after that (refused,
+/// never cut short) or not UTF-8 (every secret field is text) is refused.
 fn read_value() -> Result<Zeroizing<Vec<u8>>, String> {
     read_value_from(std::io::stdin().lock())
 }
 
 fn read_value_from(input: impl Read) -> Result<Zeroizing<Vec<u8>>, String> {
     // Reserved up front, so growing does not leave copies of the value behind in freed memory.
-    let mut value = Zeroizing::new(Vec::with_capacity(MAX_VALUE + 1));
-    input.take(MAX_VALUE as u64 + 1).read_to_end(&mut value).map_err(|e| format!("stdin: {}", e.kind()))?;
-    if value.len() > MAX_VALUE {
-        return Err("the value on stdin is larger than 1 MiB".into());
-    }
+    let mut value = Zeroizing::new(Vec::with_capacity(MAX_VALUE + 3));
+    // One byte more than a value with its `\r\n` may have, so a longer one is seen as such.
+    input.take(MAX_VALUE as u64 + 3).read_to_end(&mut value).map_err(|e| format!("stdin: {}", e.kind()))?;
     if value.ends_with(b"\n") {
         value.pop();
         if value.ends_with(b"\r") {
             value.pop();
         }
+    }
+    if value.len() > MAX_VALUE {
+        return Err("the value on stdin is larger than 1 MiB".into());
     }
     if value.is_empty() {
         return Err("the value on stdin is empty".into());
@@ -186,10 +187,15 @@ mod tests {
         assert_eq!(read(&big).unwrap().len(), MAX_VALUE);
         big.push(b'y');
         assert!(read(&big).unwrap_err().contains("larger than 1 MiB"));
-        // 1 MiB plus the newline `echo` adds is also refused (the limit counts what was sent).
+        // The limit does not count the one trailing newline `echo` adds; a second one counts.
         let mut with_newline = vec![b'x'; MAX_VALUE];
+        with_newline.extend_from_slice(b"\r\n");
+        assert_eq!(read(&with_newline).unwrap().len(), MAX_VALUE);
         with_newline.push(b'\n');
-        assert!(read(&with_newline).is_err());
+        assert!(read(&with_newline).unwrap_err().contains("larger than 1 MiB"));
+        let mut two = vec![b'x'; MAX_VALUE - 1];
+        two.extend_from_slice(b"\n\n");
+        assert!(read(&two).is_ok(), "1 MiB once the last newline is dropped");
         // Binary is refused (every secret field is text), and the error does not quote it.
         let err = read(b"\xff\xfeabc").unwrap_err();
         assert!(err.contains("not UTF-8"), "{err}");
