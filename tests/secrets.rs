@@ -407,6 +407,17 @@ fn odd_stdin_is_refused_whole_and_the_store_is_private() {
     if s.dir.path("state.db-wal").exists() {
         assert_eq!(mode(&s.dir.path("state.db-wal")), 0o600);
     }
+    // `keygen --out`: a new file, mode 0600, never over an existing one.
+    let out = s.dir.path("kek-new");
+    let r = portcullis(&["secrets", "keygen", "--out", &path_str(&out)], &[]);
+    assert_eq!(r.0, 0, "{}", r.2);
+    assert!(r.1.is_empty(), "the key is not printed");
+    assert_eq!(mode(&out), 0o600);
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.trim().len(), 64);
+    let r = portcullis(&["secrets", "keygen", "--out", &path_str(&out)], &[]);
+    assert!(r.0 == 1 && r.2.contains("exists"), "{}", r.2);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "not overwritten");
     // A value holding a reference is stored and read back as that text, never resolved again.
     let literal = format!("${{file:{}}}", path_str(&s.dir.path("kek")));
     ok(s.secrets(&["put", "jwt"], &literal));

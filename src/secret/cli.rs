@@ -28,13 +28,17 @@ pub enum SecretsCommand {
     /// Re-wrap every data key under the config's `kek` (the old KEK must be its `previous_kek`).
     RotateKek,
     /// Print a new random KEK (64 hex digits) for a KEK file, variable or KMS.
-    Keygen,
+    Keygen {
+        /// Write it to this new file (mode 0600; an existing file is never overwritten) instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 impl SecretsCommand {
     /// Whether the command needs a config file.
     pub fn needs_config(&self) -> bool {
-        !matches!(self, SecretsCommand::Keygen)
+        !matches!(self, SecretsCommand::Keygen { .. })
     }
 }
 
@@ -93,8 +97,24 @@ pub fn run(
     cmd: SecretsCommand,
     audit: &Emitter,
 ) -> Result<(), String> {
-    if let SecretsCommand::Keygen = cmd {
-        println!("{}", Kek::generate()?.to_hex());
+    if let SecretsCommand::Keygen { out } = cmd {
+        let key = Zeroizing::new(Kek::generate()?.to_hex());
+        let Some(path) = out else {
+            println!("{}", *key);
+            return Ok(());
+        };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("`{}`: {}", path.display(), e.kind()))?;
+        file.write_all(key.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .map_err(|e| format!("`{}`: {}", path.display(), e.kind()))?;
+        eprintln!("a new KEK written to `{}` (mode 0600)", path.display());
         return Ok(());
     }
     let secrets = secrets.ok_or("the config has no `secrets:` section: add `secrets: { kek: { file: PATH } }`")?;
@@ -158,7 +178,7 @@ pub fn run(
             );
             println!("{n} data keys re-wrapped under KEK {current}");
         }
-        SecretsCommand::Encrypt | SecretsCommand::Keygen => {}
+        SecretsCommand::Encrypt | SecretsCommand::Keygen { .. } => {}
     }
     if !table.scrub_wal() {
         eprintln!(
