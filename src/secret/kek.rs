@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for KekSource {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KekSource {
     /// A file holding the key as text.
     pub file: Option<PathBuf>,
@@ -75,6 +75,21 @@ pub struct KekSource {
     pub env: Option<String>,
     /// A program and its arguments (run without a shell) that prints the key on its standard output.
     pub command: Option<Vec<String>>,
+}
+
+/// The command's arguments are not shown (one may carry a KMS token), only their number.
+impl std::fmt::Debug for KekSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let command = self
+            .command
+            .as_ref()
+            .map(|c| format!("{} (+{} arguments)", c.first().map_or("", String::as_str), c.len().saturating_sub(1)));
+        f.debug_struct("KekSource")
+            .field("file", &self.file)
+            .field("env", &self.env)
+            .field("command", &command)
+            .finish()
+    }
 }
 
 impl KekSource {
@@ -291,6 +306,9 @@ mod tests {
         let k = Kek::generate().unwrap();
         let src = KekSource { command: Some(vec!["printf".into(), k.to_hex()]), ..KekSource::default() };
         assert_eq!(src.load().unwrap().id(), k.id());
+        // Debug (a config printed for diagnosis) names the program, never its arguments.
+        let shown = format!("{src:?}");
+        assert!(shown.contains("printf (+1 arguments)") && !shown.contains(&k.to_hex()[..16]), "{shown}");
         let failing = KekSource {
             command: Some(vec!["sh".into(), "-c".into(), "echo topsecret >&2; exit 3".into()]),
             ..KekSource::default()

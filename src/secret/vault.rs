@@ -388,7 +388,9 @@ impl KeyTable for SqliteSecrets {
         // Read inside the write transaction, so no DEK added meanwhile is missed.
         let tx = self.store.conn().transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         let keys = {
-            let mut st = tx.prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys").map_err(sql)?;
+            let mut st = tx
+                .prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys ORDER BY rowid")
+                .map_err(sql)?;
             let rows = st
                 .query_map([], |r| {
                     Ok(WrappedDek {
@@ -507,6 +509,31 @@ mod tests {
         let mut only_new = Keyring::load(keys(&k2, None), &mut s).unwrap();
         assert_eq!(s.get(&mut only_new, "a").unwrap().unwrap(), b"alpha");
         assert_eq!(s.get(&mut only_new, "b").unwrap().unwrap(), b"bravo");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_rotate_kek_that_fails_midway_changes_nothing() {
+        let path = temp("midway");
+        let (k1, k2, k3) = (Kek::generate().unwrap(), Kek::generate().unwrap(), Kek::generate().unwrap());
+        let mut s = SqliteSecrets::open(&path, true).unwrap();
+        let mut ring = Keyring::load(keys(&k1, None), &mut s).unwrap();
+        s.put(&mut ring, "a", b"alpha").unwrap();
+        // A second data key under a KEK the rotation will not be given.
+        let mut other = Keyring::load(keys(&k3, None), &mut s).unwrap();
+        other.rotate(&mut s).unwrap();
+        s.put(&mut other, "b", b"bravo").unwrap();
+        let before = s.data_keys().unwrap();
+        assert_eq!(before.len(), 2);
+        let counter = s.store.counter(COUNTER).unwrap();
+        // The first data key (in insertion order) is re-wrapped, the second fails: both are rolled back.
+        let mut ring = Keyring::load(keys(&k2, Some(&k1)), &mut s).unwrap();
+        let err = ring.rotate_kek(&mut s).unwrap_err();
+        assert!(err.contains("neither"), "{err}");
+        assert_eq!(s.data_keys().unwrap(), before, "nothing re-wrapped");
+        assert_eq!(s.store.counter(COUNTER).unwrap(), counter, "no change announced");
+        let mut old = Keyring::load(keys(&k1, None), &mut s).unwrap();
+        assert_eq!(s.get(&mut old, "a").unwrap().unwrap(), b"alpha");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
