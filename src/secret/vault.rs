@@ -63,6 +63,20 @@ pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
     out
 }
 
+/// A `portcullis check` warning when secrets are kept in a state store file that group or others can
+/// read or write (a new file is 0600; one made by an older build, or copied, may not be).
+pub fn store_lint(cfg: Option<&SecretsConfig>, store: Option<&Path>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = store.filter(|_| cfg.is_some())?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "store.sqlite: `{}` (wrapped data keys, sealed secrets) is readable or writable by group or others; `chmod 600` it",
+            path.display()
+        )
+    })
+}
+
 /// The KEKs a config gives: the current one, and the previous one while its grace lasts.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -606,6 +620,14 @@ mod tests {
         cfg.kek = KekSource { command: Some(vec!["/usr/bin/kms-get".into()]), ..KekSource::default() };
         assert_eq!(lints(Some(&cfg)).len(), 1);
         cfg.kek = file("k2");
+        // The state store's mode.
+        let db = dir.join("state.db");
+        drop(SqliteSecrets::open(&db, true).unwrap());
+        assert_eq!(store_lint(Some(&cfg), Some(&db)), None, "created 0600");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(store_lint(Some(&cfg), Some(&db)).unwrap().contains("chmod 600"));
+        assert_eq!(store_lint(None, Some(&db)), None, "no `secrets:`: not this lint's business");
+        assert_eq!(store_lint(Some(&cfg), Some(&dir.join("missing.db"))), None);
         cfg.previous_kek = Some(file("k2"));
         cfg.previous_kek_until = None;
         assert!(lints(Some(&cfg))[0].contains("no `previous_kek_until`"));
