@@ -351,6 +351,92 @@ fn store_reference_without_store_or_file_is_refused() {
     assert!(r.0 == 1 && r.2.contains("empty"), "{r:?}");
 }
 
+/// `portcullis secrets ARGS` with raw bytes on stdin.
+fn secrets_bytes(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .arg("secrets")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    // Written from a thread: the command may refuse and exit before reading it all.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn odd_stdin_is_refused_whole_and_the_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::start("ok");
+    let s = store_setup();
+    std::fs::write(&s.cfg, config(up.addr, "${store:jwt}", &s.sections(&s.kek_src, ""))).unwrap();
+    let cfg = path_str(&s.cfg);
+    // More than 1 MiB: refused, never stored cut short.
+    let mut big = vec![b'x'; 1 << 20];
+    big.extend_from_slice(b"y\n");
+    for cmd in [&["put", "big", "-c", &cfg][..], &["encrypt", "-c", &cfg][..]] {
+        let r = secrets_bytes(cmd, &big);
+        assert!(r.0 == 1 && r.2.contains("larger than 1 MiB"), "{cmd:?}: {}", r.2);
+        assert!(r.1.is_empty(), "nothing printed");
+    }
+    // Not UTF-8 (every secret field is text): refused, and the bytes are not echoed.
+    let r = secrets_bytes(&["put", "binary", "-c", &cfg], b"\xff\xfe\x00secret-bytes");
+    assert!(r.0 == 1 && r.2.contains("not UTF-8") && !r.2.contains("secret-bytes"), "{}", r.2);
+    // Exactly 1 MiB (and one newline) is accepted.
+    let mut max = vec![b'z'; 1 << 20];
+    max.push(b'\n');
+    let r = secrets_bytes(&["put", "max", "-c", &cfg], &max);
+    assert_eq!(r.0, 0, "{}", r.2);
+    let list = ok(s.secrets(&["list"], ""));
+    assert!(list.contains("max") && !list.contains("big") && !list.contains("binary"), "{list}");
+    // The store the CLI created, and its WAL, are private to the owner.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.dir.path("state.db")), 0o600);
+    if s.dir.path("state.db-wal").exists() {
+        assert_eq!(mode(&s.dir.path("state.db-wal")), 0o600);
+    }
+    // `keygen --out`: a new file, mode 0600, never over an existing one.
+    let out = s.dir.path("kek-new");
+    let r = portcullis(&["secrets", "keygen", "--out", &path_str(&out)], &[]);
+    assert_eq!(r.0, 0, "{}", r.2);
+    assert!(r.1.is_empty(), "the key is not printed");
+    assert_eq!(mode(&out), 0o600);
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.trim().len(), 64);
+    let r = portcullis(&["secrets", "keygen", "--out", &path_str(&out)], &[]);
+    assert!(r.0 == 1 && r.2.contains("exists"), "{}", r.2);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "not overwritten");
+    // A value holding a reference is stored and read back as that text, never resolved again.
+    let literal = format!("${{file:{}}}", path_str(&s.dir.path("kek")));
+    ok(s.secrets(&["put", "jwt"], &literal));
+    ok(check(&s.cfg, &[]));
+    let gw = Gateway::start_in(TempDir::new(), &std::fs::read_to_string(&s.cfg).unwrap());
+    let kek_text = std::fs::read_to_string(s.dir.path("kek")).unwrap();
+    assert_eq!(get(&gw, &token(kek_text.trim())), 401, "the file it names was not read");
+    assert_eq!(up.hits(), 0);
+    assert_eq!(get(&gw, &token(&literal)), 200, "the stored text is the secret");
+    assert_eq!(up.hits(), 1);
+    drop(gw);
+    // A sealed reference in a field that is not a secret: refused, naming it, not used as text.
+    let yaml =
+        config(up.addr, "${store:jwt}", &s.sections(&s.kek_src, "")).replace("- name: app", "- name: ${store:route}");
+    std::fs::write(&s.cfg, yaml).unwrap();
+    let r = check(&s.cfg, &[]);
+    assert!(r.0 == 1 && r.2.contains("`${store:route}` is in a field that is not a secret"), "{}", r.2);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Proof: no plaintext in the SQLite file or its WAL
 // ---------------------------------------------------------------------------------------------------
@@ -381,8 +467,10 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
     assert!(!pem_lines.is_empty());
 
     ok(s.secrets(&["put", "jwt"], JWT_SECRET));
-    // Hold a reader open so the WAL is not checkpointed away when each command exits.
+    // Hold a read transaction open so the WAL is neither checkpointed nor truncated when each command
+    // exits (the CLI truncates it after its writes when no reader holds it): every write stays in it.
     let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN").unwrap();
     let _: i64 = holder.query_row("SELECT count(*) FROM secrets", [], |r| r.get(0)).unwrap();
     let planted = [
         ("jwt", JWT_SECRET.to_owned()),
@@ -390,7 +478,9 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
         ("after-dek-rotation", "planted-after-dek-rotation-4b1e7d".to_owned()),
         ("after-kek-rotation", "planted-after-kek-rotation-93c0aa".to_owned()),
     ];
-    ok(s.secrets(&["put", planted[1].0], &planted[1].1));
+    let put = s.secrets(&["put", planted[1].0], &planted[1].1);
+    assert!(put.2.contains("WAL could not be truncated"), "{}", put.2);
+    ok(put);
     let dek = ok(s.secrets(&["rotate-dek"], ""));
     assert_eq!(dek.trim().len(), 16, "{dek}");
     ok(s.secrets(&["put", planted[2].0], &planted[2].1));
@@ -416,8 +506,16 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
     let wal_bytes = std::fs::read(&wal).unwrap_or_default();
     assert!(!wal_bytes.is_empty(), "the WAL holds the recent writes");
     let main = std::fs::read(&db).unwrap();
+    // Once the reader is gone, the next command copies the WAL into the file and truncates it.
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let list = s.secrets(&["list"], "");
+    assert!(!list.2.contains("WAL could not be truncated"), "{}", list.2);
+    ok(list);
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL is truncated");
+    let checkpointed = std::fs::read(&db).unwrap();
     let old_kek = std::fs::read_to_string(s.dir.path("kek")).unwrap();
-    for (file, bytes) in [("state.db", &main), ("state.db-wal", &wal_bytes)] {
+    for (file, bytes) in [("state.db", &main), ("state.db-wal", &wal_bytes), ("state.db after", &checkpointed)] {
         for (name, value) in &planted {
             let mut needles = vec![value.as_bytes().to_vec()];
             needles.extend(b64_forms(value.as_bytes()).into_iter().map(String::into_bytes));
@@ -434,7 +532,7 @@ fn no_plaintext_in_the_sqlite_file_or_its_wal() {
         }
     }
     assert!(contains(&wal_bytes, b"after-kek-rotation"));
-    drop(holder);
+    assert!(contains(&checkpointed, b"after-kek-rotation"), "the checkpoint moved the rows into the file");
 }
 
 // ---------------------------------------------------------------------------------------------------

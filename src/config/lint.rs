@@ -69,6 +69,7 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
     });
     out.extend(crate::authn::dpop::lints(dpop, cfg.redis.is_some()));
     out.extend(tokenize_lints(cfg));
+    out.extend(crate::secret::vault::store_lint(cfg.secrets.as_ref(), cfg.store.as_ref().map(|s| s.sqlite.as_path())));
     let shared_bans = cfg.redis.as_ref().is_some_and(|r| r.share_bans);
     if cfg.store.is_none() && !shared_bans && cfg.auto_ban.is_some() {
         out.push(

@@ -58,12 +58,23 @@ pub fn secret_sections(text: &str) -> SecretSections {
 pub fn parse(text: &str, file: &Path) -> Result<file::FileConfig, ConfigError> {
     let (secrets, store) = secret_sections(text);
     let store = store.map(|s| s.map(|s| s.sqlite));
-    let (parsed, kek_error) =
+    let (parsed, resolved) =
         crate::secret::scoped(secrets, store, || serde_yaml_ng::from_str::<file::FileConfig>(text));
     let cfg = parsed.map_err(|e| yaml_error(&e, file))?;
-    if let Some(message) = kek_error {
+    if let Some(message) = resolved.kek_error {
         let line = text.lines().position(|l| l.starts_with("secrets:")).map_or(1, |i| i + 1);
         return Err(ConfigError { file: file.to_owned(), line, column: 1, message });
+    }
+    // A sealed reference in a field that is not a secret would be used as its literal text: refused.
+    let doc = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).unwrap_or_default();
+    if let Some((raw, shown)) = crate::secret::misplaced(&doc, &resolved.seen) {
+        let line = text.lines().position(|l| l.contains(raw.as_str())).map_or(1, |i| i + 1);
+        let column = text.lines().nth(line - 1).and_then(|l| l.find(raw.as_str())).map_or(1, |c| c + 1);
+        let message = format!(
+            "`{shown}` is in a field that is not a secret, where it would be used as its literal text; \
+             `${{enc:...}}` and `${{store:...}}` are resolved only in secret fields (client_secret, hmac_secret, token, ...)"
+        );
+        return Err(ConfigError { file: file.to_owned(), line, column, message });
     }
     Ok(cfg)
 }
@@ -91,6 +102,7 @@ pub fn load_and_compile(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -108,6 +120,45 @@ mod tests {
         let err = parse(text, Path::new("c.yaml")).unwrap_err();
         assert_eq!(err.line, 4);
         assert!(err.message.contains("unit"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_key_written_in_place_of_its_source_is_not_quoted() {
+        let key = "3f9a1c0e5b7d2468ace013579bdf2468ace013579bdf2468ace013579bdf2468";
+        for kek in [key.to_owned(), format!("[{key}]"), format!("\"{key}\"")] {
+            let text = format!("listeners: []\nroutes: []\nsecrets:\n  kek: {kek}\n");
+            let err = parse(&text, Path::new("c.yaml")).unwrap_err();
+            assert!(!err.message.contains(&key[..16]), "{}", err.message);
+            assert!(err.message.contains("never the key itself"), "{}", err.message);
+            assert_eq!(err.line, 4);
+            let (secrets, _) = secret_sections(&text);
+            assert!(!secrets.unwrap_err().contains(&key[..16]));
+        }
+        // The same for `previous_kek`, and a KEK source that names an unknown key.
+        let text = format!("listeners: []\nroutes: []\nsecrets:\n  kek: {{ env: K }}\n  previous_kek: {key}\n");
+        let err = parse(&text, Path::new("c.yaml")).unwrap_err();
+        assert!(!err.message.contains(&key[..16]), "{}", err.message);
+        let text = "listeners: []\nroutes: []\nsecrets:\n  kek: { path: /k }\n";
+        assert!(parse(text, Path::new("c.yaml")).unwrap_err().message.contains("path"));
+    }
+
+    #[test]
+    fn a_sealed_reference_in_a_field_that_is_not_a_secret_is_refused() {
+        let text = "listeners:\n  - name: main\n    address: 127.0.0.1:0\nroutes: []\nheaders_note: x\n";
+        assert!(parse(text, Path::new("c.yaml")).is_err(), "unknown key: the fixture itself is checked");
+        for (name, shown) in
+            [("${store:db-password}", "`${store:db-password}`"), ("${enc:v1:0123456789abcdef:QUJD}", "`${enc:...}`")]
+        {
+            let text = format!("listeners:\n  - name: {name}\n    address: 127.0.0.1:0\nroutes: []\n");
+            let err = parse(&text, Path::new("c.yaml")).unwrap_err();
+            assert_eq!((err.line, err.column), (2, 11), "{}", err.message);
+            assert!(err.message.contains(shown), "{}", err.message);
+            assert!(err.message.contains("not a secret"), "{}", err.message);
+            assert!(!err.message.contains("QUJD"), "{}", err.message);
+        }
+        // Other text is left alone.
+        let text = "listeners:\n  - name: ${store\n    address: 127.0.0.1:0\nroutes: []\n";
+        assert!(parse(text, Path::new("c.yaml")).is_ok());
     }
 
     #[test]

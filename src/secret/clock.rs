@@ -53,7 +53,15 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         s.parse::<i64>().map_err(|_| bad())
     };
     let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    // 2026-02-31 is refused rather than read as March 3rd.
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return Err(bad());
     }
     let mut rest = &text[19..];
@@ -70,8 +78,18 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let offset_min = match rest {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
-            let oh = o[1..3].parse::<i64>().map_err(|_| bad())?;
-            let om = o[4..6].parse::<i64>().map_err(|_| bad())?;
+            // Two digits each: `parse` alone would take `+5` or `-1` as an hour.
+            let two = |t: &str| -> Result<i64, String> {
+                if t.len() == 2 && t.bytes().all(|c| c.is_ascii_digit()) {
+                    t.parse::<i64>().map_err(|_| bad())
+                } else {
+                    Err(bad())
+                }
+            };
+            let (oh, om) = (two(&o[1..3])?, two(&o[4..6])?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
             let sign = if o.starts_with('-') { -1 } else { 1 };
             sign * (oh * 60 + om)
         }
@@ -96,5 +114,17 @@ mod tests {
         assert!(parse_rfc3339("2026-13-29T14:20:05Z").is_err());
         assert!(parse_rfc3339("2026-11-29T14:20:05").is_err());
         assert!(parse_rfc3339("2026-11-29T14:20:05+1").is_err());
+        // Days that do not exist in their month, and offsets that are not two digits each.
+        assert!(parse_rfc3339("2026-02-29T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2026-02-31T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2026-04-31T00:00:00Z").is_err());
+        assert_eq!(parse_rfc3339("2028-02-29T00:00:00Z").map(utc).as_deref(), Ok("2028-02-29T00:00:00Z"));
+        assert!(parse_rfc3339("2100-02-29T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2000-02-29T00:00:00Z").is_ok());
+        assert!(parse_rfc3339("2026-11-29T14:20:05++5:00").is_err());
+        assert!(parse_rfc3339("2026-11-29T14:20:05+-1:00").is_err());
+        assert!(parse_rfc3339("2026-11-29T14:20:05+01:+5").is_err());
+        assert!(parse_rfc3339("2026-11-29T14:20:05+24:00").is_err());
+        assert!(parse_rfc3339("2026-11-29T14:20:05+é:00").is_err());
     }
 }

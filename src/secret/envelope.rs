@@ -13,6 +13,7 @@
 use super::kek::{hex, Kek};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use base64::Engine;
+use zeroize::{Zeroize, Zeroizing};
 
 const TAG_LEN: usize = 16;
 
@@ -45,7 +46,10 @@ fn open_with(key: &LessSafeKey, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, Tamp
     let (nonce, sealed) = blob.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| Tampered)?;
     let mut buf = sealed.to_vec();
-    let plain = key.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| Tampered)?;
+    let Ok(plain) = key.open_in_place(nonce, Aad::from(aad), &mut buf) else {
+        buf.zeroize();
+        return Err(Tampered);
+    };
     let n = plain.len();
     buf.truncate(n);
     Ok(buf)
@@ -56,6 +60,12 @@ fn open_with(key: &LessSafeKey, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, Tamp
 pub struct Dek {
     id: String,
     key: [u8; 32],
+}
+
+impl Drop for Dek {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 impl std::fmt::Debug for Dek {
@@ -86,7 +96,9 @@ impl Dek {
         let mut id = [0u8; 8];
         aws_lc_rs::rand::fill(&mut key).map_err(|_| "no randomness available".to_string())?;
         aws_lc_rs::rand::fill(&mut id).map_err(|_| "no randomness available".to_string())?;
-        Ok(Dek { id: hex(&id), key })
+        let dek = Dek { id: hex(&id), key };
+        key.zeroize();
+        Ok(dek)
     }
 
     pub fn id(&self) -> &str {
@@ -102,9 +114,11 @@ impl Dek {
     /// The DEK `id` from `wrapped` under `kek`.
     pub fn unwrap(id: &str, wrapped: &[u8], kek: &Kek) -> Result<Dek, Tampered> {
         let k = key(kek.bytes())?;
-        let bytes = open_with(&k, &dek_aad(id, kek.id()), wrapped)?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| Tampered)?;
-        Ok(Dek { id: id.to_owned(), key })
+        let bytes = Zeroizing::new(open_with(&k, &dek_aad(id, kek.id()), wrapped)?);
+        let mut key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Tampered)?;
+        let dek = Dek { id: id.to_owned(), key };
+        key.zeroize();
+        Ok(dek)
     }
 
     /// Seals a value for (table, row, column).
@@ -191,6 +205,22 @@ mod tests {
         assert_eq!(dek.open("secrets", "b", "value", &blob), Err(Tampered));
         // The same tuple spelled with the separator moved does not collide.
         assert_ne!(value_aad("t", "a\0b", "c", "d"), value_aad("t", "a", "b\0c", "d"));
+    }
+
+    #[test]
+    fn every_seal_has_a_fresh_96_bit_nonce() {
+        let dek = Dek::generate().unwrap();
+        let kek = Kek::generate().unwrap();
+        let mut nonces = std::collections::HashSet::new();
+        for i in 0..2000 {
+            // The same plaintext and place every time: only the nonce makes the blobs differ.
+            let blob = dek.seal("secrets", "a", "value", b"same").unwrap();
+            assert_eq!(blob.len(), NONCE_LEN + 4 + TAG_LEN);
+            assert!(nonces.insert(blob[..NONCE_LEN].to_vec()), "nonce reused at seal {i}");
+            let wrapped = dek.wrap(&kek).unwrap();
+            assert!(nonces.insert(wrapped[..NONCE_LEN].to_vec()), "nonce reused at wrap {i}");
+        }
+        assert_eq!(NONCE_LEN, 12);
     }
 
     #[test]

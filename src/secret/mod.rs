@@ -18,7 +18,7 @@ pub mod vault;
 use serde::{de, Deserialize, Deserializer};
 use std::cell::RefCell;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vault::{Keyring, Keys, SecretsConfig, SqliteSecrets};
 
 /// What `${enc:...}` and `${store:...}` resolve against during one config load.
@@ -27,23 +27,34 @@ struct Context {
     store: Result<Option<PathBuf>, String>,
     keys: Option<Result<Keys, String>>,
     vault: Option<Result<(SqliteSecrets, Keyring), String>>,
+    /// The `${enc:...}` and `${store:...}` references deserialized as secrets (see [`misplaced`]).
+    seen: Vec<String>,
 }
 
 thread_local! {
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
+/// What [`scoped`] gives back besides `f`'s result.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// When `secrets:` is set, the KEK must load (so a config with an unusable KEK is refused even if
+    /// nothing refers to it yet): why it did not.
+    pub kek_error: Option<String>,
+    /// The `${enc:...}` and `${store:...}` references that were read as secrets (for [`misplaced`]).
+    pub seen: Vec<String>,
+}
+
 /// Runs `f` (a deserialization) with `secrets` and the store file `store` as the resolution context
-/// for `${enc:...}` and `${store:...}`; the context ends with `f`. After `f`, when `secrets:` is set,
-/// the KEK must load (so a config with an unusable KEK is refused even if nothing refers to it yet):
-/// that error is the second element.
+/// for `${enc:...}` and `${store:...}`; the context ends with `f`, on this thread only (a reload on
+/// another thread, or a CLI command, has its own).
 ///
 /// Each section is `Err` when it is present but malformed (the references then say so).
 pub fn scoped<R>(
     secrets: Result<Option<SecretsConfig>, String>,
     store: Result<Option<PathBuf>, String>,
     f: impl FnOnce() -> R,
-) -> (R, Option<String>) {
+) -> (R, Resolved) {
     struct Reset(Option<Context>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -52,11 +63,51 @@ pub fn scoped<R>(
         }
     }
     let has_secrets = matches!(secrets, Ok(Some(_)));
-    let previous = CONTEXT.with(|c| c.borrow_mut().replace(Context { secrets, store, keys: None, vault: None }));
+    let context = Context { secrets, store, keys: None, vault: None, seen: Vec::new() };
+    let previous = CONTEXT.with(|c| c.borrow_mut().replace(context));
     let _reset = Reset(previous);
     let out = f();
     let kek_error = if has_secrets { with_keys(|_| Ok(())).err() } else { None };
-    (out, kek_error)
+    let seen = CONTEXT.with(|c| c.borrow_mut().as_mut().map(|ctx| std::mem::take(&mut ctx.seen))).unwrap_or_default();
+    (out, Resolved { kek_error, seen })
+}
+
+/// The first `${enc:...}` or `${store:...}` reference in `doc` (the whole config as YAML) that was not
+/// read as a secret (`seen`, from [`scoped`]): it sits in a field that is not a secret and would be used
+/// as its literal text (a header value, a URL). Described without its data.
+pub fn misplaced(doc: &serde_yaml_ng::Value, seen: &[String]) -> Option<(String, String)> {
+    fn walk<'a>(v: &'a serde_yaml_ng::Value, out: &mut Vec<&'a str>) {
+        use serde_yaml_ng::Value;
+        match v {
+            Value::String(s) if is_sealed_reference(s) => out.push(s),
+            Value::Sequence(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Mapping(m) => m.iter().for_each(|(k, v)| {
+                walk(k, out);
+                walk(v, out);
+            }),
+            Value::Tagged(t) => walk(&t.value, out),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(doc, &mut found);
+    let mut seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+    for raw in found {
+        if let Some(i) = seen.iter().position(|s| *s == raw) {
+            seen.swap_remove(i);
+            continue;
+        }
+        let shown = match raw.strip_prefix("${store:") {
+            Some(name) => format!("${{store:{}", name),
+            None => "${enc:...}".to_owned(),
+        };
+        return Some((raw.to_owned(), shown));
+    }
+    None
+}
+
+fn is_sealed_reference(s: &str) -> bool {
+    (s.starts_with("${enc:") || s.starts_with("${store:")) && s.ends_with('}')
 }
 
 fn with_keys<R>(f: impl FnOnce(&Keys) -> Result<R, String>) -> Result<R, String> {
@@ -80,7 +131,15 @@ fn resolve_enc(body: &str) -> Result<String, String> {
         envelope::decrypt_config(kek, &blob)
             .map_err(|_| format!("it does not decrypt under KEK {kek_id}: the value was changed or the KEK is wrong"))
     })?;
-    String::from_utf8(plain).map_err(|_| "the decrypted value is not UTF-8".into())
+    utf8(plain, "the decrypted value is not UTF-8")
+}
+
+/// The plaintext as text; when it is not UTF-8 the bytes are wiped before the error is returned.
+fn utf8(plain: Vec<u8>, error: &str) -> Result<String, String> {
+    String::from_utf8(plain).map_err(|e| {
+        zeroize::Zeroize::zeroize(&mut e.into_bytes());
+        error.to_owned()
+    })
 }
 
 fn resolve_store(name: &str) -> Result<String, String> {
@@ -100,7 +159,7 @@ fn resolve_store(name: &str) -> Result<String, String> {
         });
         let (s, ring) = vault.as_mut().map_err(|e| e.clone())?;
         let plain = s.get(ring, name)?.ok_or_else(|| format!("no secret `{name}` in the state store {}", s.path()))?;
-        String::from_utf8(plain).map_err(|_| "the stored value is not UTF-8".into())
+        utf8(plain, "the stored value is not UTF-8")
     })
 }
 
@@ -114,10 +173,32 @@ impl Secret {
     }
 }
 
+/// The value is wiped from memory when the secret is dropped (a reload drops the previous config's).
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+/// The largest `${file:...}` secret: a mistaken `/dev/zero` or log file is refused, never read whole.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Reads at most `max` bytes of text from `path` (more is an error); the buffer is wiped on drop.
+fn read_capped(path: &Path, max: u64) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(4096));
+    file.take(max + 1).read_to_string(&mut text).map_err(|e| e.kind().to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("it is larger than {} KiB", max / 1024));
+    }
+    Ok(text)
 }
 
 /// Resolves one value: `${env:NAME}`, `${file:PATH}` (trailing newline trimmed), or a literal.
@@ -126,12 +207,22 @@ pub fn resolve(text: &str) -> Result<String, String> {
         return Ok(text.to_owned());
     };
     if let Some(name) = inner.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"));
+        return std::env::var(name).map_err(|e| match e {
+            std::env::VarError::NotPresent => format!("environment variable `{name}` is not set"),
+            std::env::VarError::NotUnicode(_) => format!("environment variable `{name}` is not UTF-8"),
+        });
     }
     if let Some(path) = inner.strip_prefix("file:") {
-        return std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("secret file `{path}` cannot be read: {}", e.kind()));
+        let text =
+            read_capped(Path::new(path), MAX_FILE).map_err(|e| format!("secret file `{path}` cannot be read: {e}"))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if is_sealed_reference(text) {
+        CONTEXT.with(|c| {
+            if let Some(ctx) = c.borrow_mut().as_mut() {
+                ctx.seen.push(text.to_owned());
+            }
+        });
     }
     if inner.starts_with("enc:") {
         return resolve_enc(inner).map_err(|e| format!("`${{enc:...}}`: {e}"));
@@ -142,9 +233,17 @@ pub fn resolve(text: &str) -> Result<String, String> {
         }
         return resolve_store(name).map_err(|e| format!("`${{store:{name}}}`: {e}"));
     }
-    Err(format!(
-        "`${{{inner}}}` is not a secret reference; use ${{env:NAME}}, ${{file:/path}}, ${{enc:v1:...}} or ${{store:NAME}}"
-    ))
+    // The text is not quoted: a literal secret that happens to look like `${...}` must not leak.
+    let scheme =
+        inner.split_once(':').map(|(s, _)| s).filter(|s| s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()));
+    Err(match scheme {
+        Some(scheme) => format!(
+            "`${{{scheme}:...}}` is not a secret reference; use ${{env:NAME}}, ${{file:/path}}, ${{enc:v1:...}} or ${{store:NAME}}"
+        ),
+        None => "a value of the form `${...}` is not a secret reference; use ${env:NAME}, ${file:/path}, ${enc:v1:...} \
+                 or ${store:NAME}"
+            .into(),
+    })
 }
 
 impl<'de> Deserialize<'de> for Secret {
@@ -205,7 +304,104 @@ mod tests {
         assert!(err.contains("PORTCULLIS_SURELY_MISSING"));
         assert!(resolve("${file:/nonexistent/x}").is_err());
         assert!(resolve("${vault:x}").is_err());
+        // A file that is not a secret (a device, a log) is refused rather than read whole.
+        assert!(resolve("${file:/dev/zero}").unwrap_err().contains("larger than 1024 KiB"));
+        // A variable that is set but not UTF-8 is not reported as unset.
+        use std::os::unix::ffi::OsStrExt;
+        std::env::set_var("PORTCULLIS_TEST_BINARY", std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        assert!(resolve("${env:PORTCULLIS_TEST_BINARY}").unwrap_err().contains("not UTF-8"));
         let s = Secret("hidden".into());
         assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    /// A KEK in a fresh environment variable, its `secrets:` section, and `value` encrypted under it.
+    fn kek_env(name: &str, value: &str) -> (SecretsConfig, String) {
+        let kek = kek::Kek::generate().unwrap();
+        std::env::set_var(name, kek.to_hex());
+        let cfg = SecretsConfig {
+            kek: kek::KekSource { env: Some(name.into()), ..kek::KekSource::default() },
+            previous_kek: None,
+            previous_kek_until: None,
+        };
+        (cfg, envelope::encrypt_config(&kek, value.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_resolved_value_is_never_resolved_again() {
+        // A variable, file or encrypted value that holds a reference gives that text, not what it names.
+        std::env::set_var("PORTCULLIS_TEST_NESTED", "${file:/etc/hostname}");
+        assert_eq!(resolve("${env:PORTCULLIS_TEST_NESTED}").as_deref(), Ok("${file:/etc/hostname}"));
+        let dir = std::env::temp_dir().join(format!("portcullis-secret-nested-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "${env:PORTCULLIS_TEST_NESTED}\n").unwrap();
+        let file_ref = format!("${{file:{}}}", dir.join("s").display());
+        assert_eq!(resolve(&file_ref).as_deref(), Ok("${env:PORTCULLIS_TEST_NESTED}"));
+        let (cfg, enc) = kek_env("PORTCULLIS_TEST_KEK_NESTED", "${env:PORTCULLIS_TEST_NESTED}");
+        let (got, _) = scoped(Ok(Some(cfg)), Ok(None), || resolve(&enc));
+        assert_eq!(got.as_deref(), Ok("${env:PORTCULLIS_TEST_NESTED}"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn errors_never_quote_a_value_that_looks_like_a_reference() {
+        for (text, shown) in [
+            ("${vault:hunter2-secret}", "${vault:...}"),
+            ("${hunter2-secret}", "${...}"),
+            ("${p4ss:w0rd:hunter2}", "${p4ss:...}"),
+            ("${a very long: hunter2-secret}", "${...}"),
+        ] {
+            let err = resolve(text).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains(shown), "{err}");
+        }
+        // A malformed `${enc:...}` names neither its data nor its length.
+        let err = resolve("${enc:v1:0123456789abcdef:hunter2***}").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_resolution_context_is_per_load_and_per_thread() {
+        let (cfg, enc) = kek_env("PORTCULLIS_TEST_KEK_SCOPE", "scoped-value");
+        // Outside a load: refused.
+        assert!(resolve(&enc).unwrap_err().contains("no `secrets:` section"));
+        let (inside, resolved) = scoped(Ok(Some(cfg.clone())), Ok(None), || {
+            let here = resolve(&enc);
+            // Another thread (a reload, a CLI command) does not see this load's KEK.
+            let other = std::thread::scope(|s| s.spawn(|| resolve(&enc)).join().unwrap());
+            // A nested load without `secrets:` does not see the outer one's; the outer one comes back after it.
+            let (nested, _) = scoped(Ok(None), Ok(None), || resolve(&enc));
+            let again = resolve(&enc);
+            (here, other, nested, again)
+        });
+        assert_eq!(inside.0.as_deref(), Ok("scoped-value"));
+        assert!(inside.1.unwrap_err().contains("no `secrets:` section"));
+        assert!(inside.2.unwrap_err().contains("no `secrets:` section"));
+        assert_eq!(inside.3.as_deref(), Ok("scoped-value"));
+        assert_eq!(resolved.seen.len(), 2, "the nested load's reference is its own");
+        assert!(resolved.kek_error.is_none());
+        // After the load (even one that panicked), nothing is left behind on this thread.
+        assert!(resolve(&enc).unwrap_err().contains("no `secrets:` section"));
+        let panicked = std::panic::catch_unwind(|| scoped(Ok(Some(cfg)), Ok(None), || panic!("in the middle")));
+        assert!(panicked.is_err());
+        assert!(resolve(&enc).unwrap_err().contains("no `secrets:` section"));
+    }
+
+    #[test]
+    fn sealed_references_outside_secret_fields_are_found() {
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            "a: ${store:db}\nb:\n  - ${store:db}\n  - ${enc:v1:0123456789abcdef:AAAA}\nc:\n  ${store:key}: x\nd: plain\n",
+        )
+        .unwrap();
+        let seen = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let all = seen(&["${store:db}", "${store:db}", "${enc:v1:0123456789abcdef:AAAA}", "${store:key}"]);
+        assert_eq!(misplaced(&doc, &all), None);
+        // One of the two `${store:db}` was not read as a secret.
+        let (raw, shown) = misplaced(&doc, &all[1..]).unwrap();
+        assert_eq!((raw.as_str(), shown.as_str()), ("${store:db}", "${store:db}"));
+        // The encrypted one is described without its data.
+        let (_, shown) = misplaced(&doc, &seen(&["${store:db}", "${store:db}", "${store:key}"])).unwrap();
+        assert_eq!(shown, "${enc:...}");
+        // A key of a mapping counts too.
+        assert!(misplaced(&doc, &all[..3]).is_some());
     }
 }

@@ -45,6 +45,13 @@ pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
     }
     for (key, src) in [("kek", Some(&cfg.kek)), ("previous_kek", cfg.previous_kek.as_ref())] {
         use std::os::unix::fs::PermissionsExt;
+        let program = src.and_then(|s| s.command.as_ref()).and_then(|c| c.first());
+        if let Some(program) = program.filter(|p| !p.starts_with('/')) {
+            out.push(format!(
+                "secrets.{key}.command: `{program}` is not an absolute path, so it is looked up in PATH (or the \
+                 working directory) of whichever process loads the config; write its absolute path"
+            ));
+        }
         let Some(path) = src.and_then(|s| s.file.as_ref()) else { continue };
         if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
             out.push(format!(
@@ -54,6 +61,20 @@ pub fn lints(cfg: Option<&SecretsConfig>) -> Vec<String> {
         }
     }
     out
+}
+
+/// A `portcullis check` warning when secrets are kept in a state store file that group or others can
+/// read or write (a new file is 0600; one made by an older build, or copied, may not be).
+pub fn store_lint(cfg: Option<&SecretsConfig>, store: Option<&Path>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = store.filter(|_| cfg.is_some())?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "store.sqlite: `{}` (wrapped data keys, sealed secrets) is readable or writable by group or others; `chmod 600` it",
+            path.display()
+        )
+    })
 }
 
 /// The KEKs a config gives: the current one, and the previous one while its grace lasts.
@@ -325,6 +346,20 @@ impl SqliteSecrets {
     pub fn path(&self) -> &str {
         self.store.path()
     }
+
+    /// Copies the WAL into the database and truncates it to zero bytes, so the page images of replaced
+    /// rows (a data key still wrapped under the KEK just rotated away, a deleted secret's ciphertext)
+    /// do not linger in the `-wal` file; `secure_delete` already zeroes them in the database itself.
+    /// Best effort: a reader holding the WAL (a gateway mid-query) makes it a no-op, reported as false.
+    /// Waits at most 250 ms for readers, not the store's 5 s busy timeout (restored after).
+    pub fn scrub_wal(&mut self) -> bool {
+        let conn = self.store.conn();
+        let _ = conn.busy_timeout(std::time::Duration::from_millis(250));
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        matches!(result, Ok((0, _, _)))
+    }
 }
 
 impl KeyTable for SqliteSecrets {
@@ -367,7 +402,9 @@ impl KeyTable for SqliteSecrets {
         // Read inside the write transaction, so no DEK added meanwhile is missed.
         let tx = self.store.conn().transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         let keys = {
-            let mut st = tx.prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys").map_err(sql)?;
+            let mut st = tx
+                .prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys ORDER BY rowid")
+                .map_err(sql)?;
             let rows = st
                 .query_map([], |r| {
                     Ok(WrappedDek {
@@ -490,6 +527,64 @@ mod tests {
     }
 
     #[test]
+    fn a_rotate_kek_that_fails_midway_changes_nothing() {
+        let path = temp("midway");
+        let (k1, k2, k3) = (Kek::generate().unwrap(), Kek::generate().unwrap(), Kek::generate().unwrap());
+        let mut s = SqliteSecrets::open(&path, true).unwrap();
+        let mut ring = Keyring::load(keys(&k1, None), &mut s).unwrap();
+        s.put(&mut ring, "a", b"alpha").unwrap();
+        // A second data key under a KEK the rotation will not be given.
+        let mut other = Keyring::load(keys(&k3, None), &mut s).unwrap();
+        other.rotate(&mut s).unwrap();
+        s.put(&mut other, "b", b"bravo").unwrap();
+        let before = s.data_keys().unwrap();
+        assert_eq!(before.len(), 2);
+        let counter = s.store.counter(COUNTER).unwrap();
+        // The first data key (in insertion order) is re-wrapped, the second fails: both are rolled back.
+        let mut ring = Keyring::load(keys(&k2, Some(&k1)), &mut s).unwrap();
+        let err = ring.rotate_kek(&mut s).unwrap_err();
+        assert!(err.contains("neither"), "{err}");
+        assert_eq!(s.data_keys().unwrap(), before, "nothing re-wrapped");
+        assert_eq!(s.store.counter(COUNTER).unwrap(), counter, "no change announced");
+        let mut old = Keyring::load(keys(&k1, None), &mut s).unwrap();
+        assert_eq!(s.get(&mut old, "a").unwrap().unwrap(), b"alpha");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn after_rotate_kek_the_old_wrapping_is_in_neither_the_file_nor_the_wal() {
+        let path = temp("scrub");
+        let wal = path.with_extension("db-wal");
+        let (k1, k2) = (Kek::generate().unwrap(), Kek::generate().unwrap());
+        let mut s = SqliteSecrets::open(&path, true).unwrap();
+        let mut ring = Keyring::load(keys(&k1, None), &mut s).unwrap();
+        s.put(&mut ring, "a", b"alpha").unwrap();
+        s.put(&mut ring, "gone", b"deleted-value").unwrap();
+        let old = s.data_keys().unwrap()[0].wrapped.clone();
+        let gone: Vec<u8> =
+            s.store.conn().query_row("SELECT value FROM secrets WHERE name = 'gone'", [], |r| r.get(0)).unwrap();
+        let raw = || [std::fs::read(&path).unwrap(), std::fs::read(&wal).unwrap_or_default()].concat();
+        assert!(contains(&raw(), &old), "the fixture: the wrapped key is on disk before the rotation");
+        let mut ring = Keyring::load(keys(&k2, Some(&k1)), &mut s).unwrap();
+        assert_eq!(ring.rotate_kek(&mut s).unwrap(), 1);
+        assert!(s.delete("gone").unwrap());
+        // Without the scrub, the WAL still holds the page images written before.
+        assert!(contains(&raw(), &old), "the fixture: the WAL keeps old page images");
+        assert!(s.scrub_wal());
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        let bytes = raw();
+        assert!(!contains(&bytes, &old), "the data key wrapped under the old KEK");
+        assert!(!contains(&bytes, &gone), "the deleted secret's ciphertext");
+        let mut only_new = Keyring::load(keys(&k2, None), &mut s).unwrap();
+        assert_eq!(s.get(&mut only_new, "a").unwrap().unwrap(), b"alpha");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn grace_ends_the_previous_kek() {
         let dir = temp("grace");
         let dir = dir.parent().unwrap();
@@ -518,6 +613,21 @@ mod tests {
         std::fs::set_permissions(dir.join("k1"), std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(dir.join("k2"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(lints(Some(&cfg)).len(), 1);
+        // A KEK command looked up in PATH is named; an absolute one is not.
+        cfg.kek = KekSource { command: Some(vec!["kms-get".into(), "kek".into()]), ..KekSource::default() };
+        let l = lints(Some(&cfg));
+        assert!(l.iter().any(|l| l.starts_with("secrets.kek.command: `kms-get` is not an absolute path")), "{l:?}");
+        cfg.kek = KekSource { command: Some(vec!["/usr/bin/kms-get".into()]), ..KekSource::default() };
+        assert_eq!(lints(Some(&cfg)).len(), 1);
+        cfg.kek = file("k2");
+        // The state store's mode.
+        let db = dir.join("state.db");
+        drop(SqliteSecrets::open(&db, true).unwrap());
+        assert_eq!(store_lint(Some(&cfg), Some(&db)), None, "created 0600");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(store_lint(Some(&cfg), Some(&db)).unwrap().contains("chmod 600"));
+        assert_eq!(store_lint(None, Some(&db)), None, "no `secrets:`: not this lint's business");
+        assert_eq!(store_lint(Some(&cfg), Some(&dir.join("missing.db"))), None);
         cfg.previous_kek = Some(file("k2"));
         cfg.previous_kek_until = None;
         assert!(lints(Some(&cfg))[0].contains("no `previous_kek_until`"));

@@ -27,6 +27,8 @@ pub struct StoreConfig {
 pub enum StoreError {
     #[error("state store {path}: {source}")]
     Sqlite { path: String, source: rusqlite::Error },
+    #[error("state store {path}: the file cannot be created: {kind}")]
+    Create { path: String, kind: std::io::ErrorKind },
     #[error("state store {path}: component `{component}` is at schema version {found}, newer than this build knows ({known}); upgrade portcullis")]
     TooNew { path: String, component: String, found: i64, known: i64 },
 }
@@ -49,6 +51,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let wrap = |source| StoreError::Sqlite { path: shown.clone(), source };
+        // A new file is private to the owner (it holds bans, wrapped data keys, sealed secrets); SQLite
+        // gives its `-wal` and `-shm` files the same mode. An existing file keeps its mode.
+        create_private(path).map_err(|e| StoreError::Create { path: shown.clone(), kind: e.kind() })?;
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(wrap)?;
         conn.execute_batch(
@@ -122,6 +127,15 @@ impl Store {
     }
 }
 
+/// Creates `path` with mode 0600 when it does not exist yet.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -149,6 +163,25 @@ mod tests {
         // An older build (fewer steps) refuses the newer file.
         let err = s.migrate("demo", &["CREATE TABLE a (x INTEGER);"]).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { found: 2, known: 1, .. }), "{err}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_new_file_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp("mode");
+        let mut s = Store::open(&path).unwrap();
+        s.migrate("demo", &["CREATE TABLE a (x INTEGER);"]).unwrap();
+        s.conn().execute("INSERT INTO a VALUES (1)", []).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        let wal = path.with_extension("db-wal");
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600, "SQLite gives the WAL the database's mode");
+        drop(s);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let _s = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o640);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -1,0 +1,250 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Encrypted secrets end to end against a real OAuth server: panva's `oidc-provider` (tests/idp/) checks
+//! the gateway's introspection client credentials, so a token passes only when the gateway decrypted
+//! `client_secret: ${enc:v1:...}` (HTTP Basic) and `client_secret: ${store:NAME}` (form body) to the
+//! exact value the provider knows. A third authenticator holds a well-formed encrypted value of the wrong
+//! secret: the provider refuses the gateway, and the request never reaches the upstream.
+//!
+//! Needs `node` and `tests/idp/node_modules` (scripts/test.sh runs `npm ci --prefix tests/idp`; when the
+//! modules are missing, the test runs it).
+#[allow(unreachable_pub)]
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+/// The provider's clients (tests/idp/server.mjs).
+const APP: (&str, &str) = ("app", "app-secret-0123456789");
+const BASIC_SECRET: &str = "gateway-secret-0123456789";
+const POST_SECRET: &str = "gateway-post-secret-0123";
+
+fn idp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
+}
+
+/// Installs the provider's packages once when missing (as tests/oidc.rs does: a lock file decides which
+/// test process runs `npm ci`).
+fn ensure_installed() {
+    let dir = idp_dir();
+    let ready = || dir.join("node_modules/oidc-provider/package.json").exists();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !ready() {
+        let lock = dir.join(".npm-ci.lock");
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("run npm (Node.js and npm are needed for the OIDC tests)");
+            let _ = std::fs::remove_file(&lock);
+            assert!(status.success(), "npm ci in tests/idp failed");
+        } else {
+            assert!(std::time::Instant::now() < deadline, "waited too long for another test's npm ci");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A running provider (stopped on drop).
+struct Idp {
+    child: Child,
+    _stdin: ChildStdin,
+    issuer: String,
+}
+
+impl Idp {
+    fn start() -> Idp {
+        ensure_installed();
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(idp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (Node.js is needed for the OIDC tests)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("ready ") {
+                    let _ = tx.send(issuer.to_owned());
+                }
+            }
+        });
+        let issuer = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID Provider did not start");
+        Idp { child, _stdin: stdin, issuer }
+    }
+
+    /// An opaque access token (client credentials grant), which only introspection can check.
+    fn opaque(&self) -> String {
+        let (code, _, body) = curl(&[
+            &format!("{}/token", self.issuer),
+            "-X",
+            "POST",
+            "-u",
+            &format!("{}:{}", APP.0, APP.1),
+            "--data-urlencode",
+            "grant_type=client_credentials",
+            "--data-urlencode",
+            "scope=orders:read",
+            "--data-urlencode",
+            "resource=urn:portcullis:opaque",
+        ]);
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let token = v["access_token"].as_str().unwrap().to_owned();
+        assert!(!token.contains('.'), "an opaque token");
+        token
+    }
+
+    fn introspections(&self) -> u64 {
+        let (_, _, body) = curl(&[&format!("{}/__admin/stats", self.issuer)]);
+        serde_json::from_str::<Value>(&body).unwrap()["introspection"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `portcullis secrets ARGS -c CONFIG` with `stdin`: its stdout; fails the test unless it exits 0.
+fn secrets(args: &[&str], config: &str, stdin: &str) -> String {
+    let mut child = Command::new(bin())
+        .arg("secrets")
+        .args(args)
+        .args(["-c", config])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "secrets {args:?}: {stdout}{stderr}");
+    stdout.trim().to_owned()
+}
+
+fn config(up: std::net::SocketAddr, issuer: &str, sections: &str, basic: &str, post: &str, wrong: &str) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: {up}
+authenticators:
+  basic:
+    introspection:
+      endpoint: {issuer}/token/introspection
+      client_id: gateway
+      client_secret: {basic}
+      auth_method: basic
+      issuer: {issuer}
+      audiences: [opaque-api]
+  post:
+    introspection:
+      endpoint: {issuer}/token/introspection
+      client_id: gateway-post
+      client_secret: {post}
+      auth_method: post
+  wrong:
+    introspection:
+      endpoint: {issuer}/token/introspection
+      client_id: gateway
+      client_secret: {wrong}
+      auth_method: basic
+routes:
+  - name: basic
+    match:
+      path: {{ prefix: /basic }}
+    upstream: app
+    auth: basic
+    authorize: authenticated
+  - name: post
+    match:
+      path: {{ prefix: /post }}
+    upstream: app
+    auth: post
+    authorize: authenticated
+  - name: wrong
+    match:
+      path: {{ prefix: /wrong }}
+    upstream: app
+    auth: wrong
+    authorize: authenticated
+{sections}logging:
+  level: info
+"#
+    )
+}
+
+fn status(gw: &Gateway, path: &str, token: &str) -> u16 {
+    curl(&[&format!("http://{}{path}", gw.addr("main")), "-H", &format!("Authorization: Bearer {token}")]).0
+}
+
+#[test]
+fn introspection_client_secrets_from_enc_and_store_authenticate_to_a_real_provider() {
+    let idp = Idp::start();
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let (code, kek, err) = portcullis(&["secrets", "keygen"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let kek_file = dir.write("kek", kek.trim());
+    let sections = format!(
+        "secrets:\n  kek: {{ file: {} }}\nstore:\n  sqlite: {}\n",
+        path_str(&kek_file),
+        path_str(&dir.path("state.db"))
+    );
+    // The CLI needs only `secrets:` and `store:`: a first config with placeholders.
+    let cfg = dir.path("portcullis.yaml");
+    let cfg_s = path_str(&cfg);
+    std::fs::write(&cfg, config(up.addr, &idp.issuer, &sections, "x", "x", "x")).unwrap();
+    let basic = secrets(&["encrypt"], &cfg_s, &format!("{BASIC_SECRET}\n"));
+    let wrong = secrets(&["encrypt"], &cfg_s, "gateway-secret-9876543210\n");
+    assert!(basic.starts_with("${enc:v1:") && wrong.starts_with("${enc:v1:"), "{basic} {wrong}");
+    secrets(&["put", "idp/gateway-post"], &cfg_s, POST_SECRET);
+    let yaml = config(up.addr, &idp.issuer, &sections, &basic, "${store:idp/gateway-post}", &wrong);
+    assert!(!yaml.contains(BASIC_SECRET) && !yaml.contains(POST_SECRET), "no plaintext in the config");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let (code, out, err) = portcullis(&["check", "-c", &cfg_s], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let gw = Gateway::start_in(dir, &yaml);
+
+    let token = idp.opaque();
+    // HTTP Basic with the secret decrypted from `${enc:...}`.
+    let asked = idp.introspections();
+    assert_eq!(status(&gw, "/basic/a", &token), 200);
+    assert!(idp.introspections() > asked, "the provider was asked");
+    assert_eq!(up.hits(), 1);
+    let seen = up.last().unwrap();
+    assert_eq!(seen.header("x-portcullis-auth-method"), Some("introspection"));
+    assert_eq!(seen.header("x-portcullis-principal"), Some("app"));
+    // Form body with the secret decrypted from the state store.
+    assert_eq!(status(&gw, "/post/a", &token), 200);
+    assert_eq!(up.hits(), 2);
+    // A well-formed encrypted value of the wrong secret: the provider refuses the gateway's credentials,
+    // so the active token is refused, and nothing reaches the upstream.
+    let asked = idp.introspections();
+    assert_eq!(status(&gw, "/wrong/a", &token), 401);
+    assert!(idp.introspections() > asked, "the provider was asked, and said no");
+    assert_eq!(up.hits(), 2, "nothing reached the upstream");
+    // A made-up token through a route whose credentials are right: 401, nothing upstream.
+    assert_eq!(status(&gw, "/basic/b", "made-up-token-0123456789abcdef"), 401);
+    assert_eq!(up.hits(), 2);
+
+    let logs = gw.logs().join("\n");
+    for secret in [BASIC_SECRET, POST_SECRET, "gateway-secret-9876543210", token.as_str()] {
+        assert!(!logs.contains(secret), "a secret or token appeared in the logs");
+    }
+}
