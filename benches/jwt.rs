@@ -183,6 +183,17 @@ fn bench_dpop(c: &mut Criterion) {
     let first = request();
     assert!(check(&auth, &AuthRequest { parts: &first, conn: &conn, client_ip: conn.peer.ip() }), "token cached");
     let mut g = c.benchmark_group("jwt");
+    // The floor: the proof's ES256 signature alone (aws-lc-rs), to read the DPoP check as "signature
+    // plus the rest".
+    let floor_msg = b"eyJ0eXAiOiJkcG9wK2p3dCJ9.eyJqdGkiOiJiZW5jaCJ9";
+    let floor_sig = client.sign(&rng, floor_msg).unwrap();
+    g.bench_function("p256_verify_floor", |b| {
+        b.iter(|| {
+            sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, black_box(&cp))
+                .verify(black_box(floor_msg), floor_sig.as_ref())
+                .is_ok()
+        })
+    });
     g.bench_function("dpop_es256_cached_token", |b| {
         b.iter_batched(
             &mut request,

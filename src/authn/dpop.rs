@@ -335,7 +335,20 @@ struct ProofHeader {
     typ: Option<Value>,
     alg: Option<Value>,
     jwk: Option<Value>,
-    crit: Option<Value>,
+    /// Present at all (even `null`): refused.
+    #[serde(default)]
+    crit: Present,
+}
+
+/// A member that is there, whatever its value (`null` included, which `Option` would read as absent).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
 }
 
 /// The proof claims we read. Serde refuses a repeated one.
@@ -560,15 +573,10 @@ impl Dpop {
             return Err("dpop_malformed");
         };
         let raw_header = URL_SAFE_NO_PAD.decode(h).map_err(|_| "dpop_malformed")?;
-        // As a whole object first (members we do not name must still be valid JSON), then by name, which
-        // refuses a repeated member.
-        let object: serde_json::Map<String, Value> =
-            serde_json::from_slice(&raw_header).map_err(|_| "dpop_malformed")?;
-        if object.contains_key("crit") {
-            return Err("dpop_unsupported_crit");
-        }
+        // One parse: the members we name (serde refuses a repeated one); the others are still read as
+        // JSON (IgnoredAny), so a malformed header is refused.
         let header: ProofHeader = serde_json::from_slice(&raw_header).map_err(|_| "dpop_malformed")?;
-        if header.crit.is_some() {
+        if header.crit.0 {
             return Err("dpop_unsupported_crit");
         }
         if header.typ != Some(Value::String("dpop+jwt".into())) {

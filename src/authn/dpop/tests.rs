@@ -195,6 +195,10 @@ fn headers_and_keys_are_checked() {
     let mut h = s.header();
     h["crit"] = json!(["x"]);
     assert_eq!(with(h), Err("dpop_unsupported_crit"));
+    // `crit` present at all, even `null`, is refused.
+    let mut h = s.header();
+    h["crit"] = Value::Null;
+    assert_eq!(with(h), Err("dpop_unsupported_crit"));
     // Another key's signature under this jwk.
     let other = Signer::es256();
     assert_eq!(send(&d, &s, &other.sign(&s.header(), &claims())), Err("dpop_bad_signature"));
