@@ -13,108 +13,17 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const APP: (&str, &str) = ("app", "app-secret-0123456789");
-const INTROSPECTION_SECRET: &str = "gateway-secret-0123456789";
+use common::idp::{Idp, INTROSPECTION_SECRET};
 
-fn idp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
-}
-
-/// Installs the provider's packages once when missing (a lock file decides which test process runs
-/// `npm ci`).
-fn ensure_installed() {
-    let dir = idp_dir();
-    let ready = || dir.join("node_modules/oidc-provider/package.json").exists();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !ready() {
-        let lock = dir.join(".npm-ci.lock");
-        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("run npm (Node.js and npm are needed for the DPoP tests)");
-            let _ = std::fs::remove_file(&lock);
-            assert!(status.success(), "npm ci in tests/idp failed");
-        } else {
-            assert!(Instant::now() < deadline, "waited too long for another test's npm ci");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// A running provider; stopped on drop.
-struct Idp {
-    child: Child,
-    _stdin: ChildStdin,
-    issuer: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Idp {
-    fn start() -> Idp {
-        ensure_installed();
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .current_dir(idp_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start node (Node.js is needed for the DPoP tests)");
-        let stdin = child.stdin.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(issuer) = line.strip_prefix("ready ") {
-                    let _ = tx.send(issuer.to_owned());
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (err_lines, err) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                err_lines.lock().unwrap().push(line);
-            }
-        });
-        let Ok(issuer) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("the OpenID Provider did not start:\n{}", stderr.lock().unwrap().join("\n"));
-        };
-        Idp { child, _stdin: stdin, issuer, stderr }
-    }
-
-    /// An access token for `resource` by the client credentials grant, bound to `key` when given.
-    fn token(&self, resource: &str, key: Option<&Key>) -> (String, Value) {
-        let url = format!("{}/token", self.issuer);
-        let mut args: Vec<String> = vec![url.clone(), "-u".into(), format!("{}:{}", APP.0, APP.1)];
-        for (k, v) in [("grant_type", "client_credentials"), ("scope", "orders:read"), ("resource", resource)] {
-            args.extend(["--data-urlencode".into(), format!("{k}={v}")]);
-        }
-        if let Some(key) = key {
-            args.extend(["-H".into(), format!("DPoP: {}", key.proof("POST", &url, None, None))]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, _, body) = curl(&refs);
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert_eq!(code, 200, "token: {body}\n{}", self.stderr.lock().unwrap().join("\n"));
-        (body["access_token"].as_str().unwrap().to_owned(), body)
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A token from the provider, bound to `key` (a DPoP proof on the token request) when given.
+fn token(idp: &Idp, resource: &str, key: Option<&Key>) -> (String, Value) {
+    let url = format!("{}/token", idp.issuer);
+    let headers: Vec<String> =
+        key.map(|k| format!("DPoP: {}", k.proof("POST", &url, None, None))).into_iter().collect();
+    let body = idp.token_response(resource, &headers);
+    (body["access_token"].as_str().unwrap().to_owned(), body)
 }
 
 fn now() -> i64 {
@@ -320,7 +229,7 @@ fn claims_of(jwt: &str) -> Value {
 fn dpop_bound_tokens_need_their_proof() {
     let s = setup();
     let key = Key::new();
-    let (token, body) = s.idp.token("urn:portcullis:orders", Some(&key));
+    let (token, body) = token(&s.idp, "urn:portcullis:orders", Some(&key));
     assert_eq!(body["token_type"], "DPoP", "{body}");
     assert_eq!(claims_of(&token)["cnf"]["jkt"], key.thumbprint(), "the provider bound the token to our key");
     let auth = format!("DPoP {token}");
@@ -422,7 +331,7 @@ fn dpop_bound_tokens_need_their_proof() {
 #[test]
 fn required_optional_and_unbound_tokens() {
     let s = setup();
-    let (bearer, body) = s.idp.token("urn:portcullis:orders", None);
+    let (bearer, body) = token(&s.idp, "urn:portcullis:orders", None);
     assert_eq!(body["token_type"], "Bearer");
     // `required`: a token without cnf.jkt is refused, as Bearer or as DPoP.
     let a = s.send("GET", "/dpop/x", &format!("Bearer {bearer}"), &[], &[]);
@@ -441,7 +350,7 @@ fn required_optional_and_unbound_tokens() {
     assert_eq!(code, 401);
     assert_eq!(header_of(&headers, "www-authenticate").unwrap(), "DPoP algs=\"ES256 ES384 EdDSA PS256 RS256\"");
     // A bound token on an authenticator without `dpop:`: its binding cannot be enforced, so refused.
-    let (bound, _) = s.idp.token("urn:portcullis:orders", Some(&key));
+    let (bound, _) = token(&s.idp, "urn:portcullis:orders", Some(&key));
     let a = s.send("GET", "/plain/x", &format!("Bearer {bound}"), &[], &[]);
     assert_eq!(a.code, 401);
     assert_eq!(s.up.hits(), 0);
@@ -462,7 +371,7 @@ fn required_optional_and_unbound_tokens() {
 fn server_nonces() {
     let s = setup();
     let key = Key::new();
-    let (token, _) = s.idp.token("urn:portcullis:orders", Some(&key));
+    let (token, _) = token(&s.idp, "urn:portcullis:orders", Some(&key));
     let auth = format!("DPoP {token}");
     let url = s.url("/nonce/a");
     let a = s.send("GET", "/nonce/a", &auth, &[&key.proof("GET", &url, Some(&token), None)], &[]);
@@ -480,7 +389,7 @@ fn server_nonces() {
 fn introspected_tokens_carry_their_binding() {
     let s = setup();
     let key = Key::new();
-    let (token, body) = s.idp.token("urn:portcullis:opaque", Some(&key));
+    let (token, body) = token(&s.idp, "urn:portcullis:opaque", Some(&key));
     assert_eq!(body["token_type"], "DPoP");
     assert!(!token.contains('.'), "an opaque token");
     let url = s.url("/opaque/a");

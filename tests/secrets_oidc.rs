@@ -11,110 +11,10 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-/// The provider's clients (tests/idp/server.mjs).
-const APP: (&str, &str) = ("app", "app-secret-0123456789");
-const BASIC_SECRET: &str = "gateway-secret-0123456789";
-const POST_SECRET: &str = "gateway-post-secret-0123";
-
-fn idp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
-}
-
-/// Installs the provider's packages once when missing (as tests/oidc.rs does: a lock file decides which
-/// test process runs `npm ci`).
-fn ensure_installed() {
-    let dir = idp_dir();
-    let ready = || dir.join("node_modules/oidc-provider/package.json").exists();
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while !ready() {
-        let lock = dir.join(".npm-ci.lock");
-        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("run npm (Node.js and npm are needed for the OIDC tests)");
-            let _ = std::fs::remove_file(&lock);
-            assert!(status.success(), "npm ci in tests/idp failed");
-        } else {
-            assert!(std::time::Instant::now() < deadline, "waited too long for another test's npm ci");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// A running provider (stopped on drop).
-struct Idp {
-    child: Child,
-    _stdin: ChildStdin,
-    issuer: String,
-}
-
-impl Idp {
-    fn start() -> Idp {
-        ensure_installed();
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .current_dir(idp_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node (Node.js is needed for the OIDC tests)");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(issuer) = line.strip_prefix("ready ") {
-                    let _ = tx.send(issuer.to_owned());
-                }
-            }
-        });
-        let issuer = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID Provider did not start");
-        Idp { child, _stdin: stdin, issuer }
-    }
-
-    /// An opaque access token (client credentials grant), which only introspection can check.
-    fn opaque(&self) -> String {
-        let (code, _, body) = curl(&[
-            &format!("{}/token", self.issuer),
-            "-X",
-            "POST",
-            "-u",
-            &format!("{}:{}", APP.0, APP.1),
-            "--data-urlencode",
-            "grant_type=client_credentials",
-            "--data-urlencode",
-            "scope=orders:read",
-            "--data-urlencode",
-            "resource=urn:portcullis:opaque",
-        ]);
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let token = v["access_token"].as_str().unwrap().to_owned();
-        assert!(!token.contains('.'), "an opaque token");
-        token
-    }
-
-    fn introspections(&self) -> u64 {
-        let (_, _, body) = curl(&[&format!("{}/__admin/stats", self.issuer)]);
-        serde_json::from_str::<Value>(&body).unwrap()["introspection"].as_u64().unwrap()
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::idp::{Idp, INTROSPECTION_SECRET as BASIC_SECRET, POST_SECRET};
 
 /// `portcullis secrets ARGS -c CONFIG` with `stdin`: its stdout; fails the test unless it exits 0.
 fn secrets(args: &[&str], config: &str, stdin: &str) -> String {
@@ -223,9 +123,9 @@ fn introspection_client_secrets_from_enc_and_store_authenticate_to_a_real_provid
 
     let token = idp.opaque();
     // HTTP Basic with the secret decrypted from `${enc:...}`.
-    let asked = idp.introspections();
+    let asked = idp.count("introspection");
     assert_eq!(status(&gw, "/basic/a", &token), 200);
-    assert!(idp.introspections() > asked, "the provider was asked");
+    assert!(idp.count("introspection") > asked, "the provider was asked");
     assert_eq!(up.hits(), 1);
     let seen = up.last().unwrap();
     assert_eq!(seen.header("x-portcullis-auth-method"), Some("introspection"));
@@ -235,9 +135,9 @@ fn introspection_client_secrets_from_enc_and_store_authenticate_to_a_real_provid
     assert_eq!(up.hits(), 2);
     // A well-formed encrypted value of the wrong secret: the provider refuses the gateway's credentials,
     // so the active token is refused, and nothing reaches the upstream.
-    let asked = idp.introspections();
+    let asked = idp.count("introspection");
     assert_eq!(status(&gw, "/wrong/a", &token), 401);
-    assert!(idp.introspections() > asked, "the provider was asked, and said no");
+    assert!(idp.count("introspection") > asked, "the provider was asked, and said no");
     assert_eq!(up.hits(), 2, "nothing reached the upstream");
     // A made-up token through a route whose credentials are right: 401, nothing upstream.
     assert_eq!(status(&gw, "/basic/b", "made-up-token-0123456789abcdef"), 401);

@@ -3,6 +3,8 @@
 //! real test upstreams on free loopback ports, and cleans everything up on drop.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod idp;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
