@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "events-test-hmac-secret-0123456789abcdef";
 
@@ -75,26 +75,6 @@ fn token(claims: Value) -> String {
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// The security events the gateway printed so far.
-fn events(gw: &Gateway) -> Vec<Value> {
-    gw.logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("v").is_some() && v.get("type").is_some())
-        .collect()
-}
-
-fn wait_event(gw: &Gateway, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(e) = events(gw).into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "no such event; events: {:#?}", events(gw));
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn url(gw: &Gateway, path: &str) -> String {

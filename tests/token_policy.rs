@@ -80,26 +80,6 @@ fn call(gw: &Gateway, token: &str) -> (u16, String, String) {
     curl(&[&url, "-H", &format!("Authorization: Bearer {token}")])
 }
 
-fn events(gw: &Gateway) -> Vec<Value> {
-    gw.logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("v").is_some() && v.get("type").is_some())
-        .collect()
-}
-
-/// Waits (at most 10 s) for an event matching `pred`.
-fn wait_event(gw: &Gateway, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(e) = events(gw).into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "no such event; events: {:#?}", events(gw));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The request is refused with 401, the bearer challenge and problem+json, with an `authn.failure`
 /// event of `reason`, and the upstream saw nothing.
 fn refused(gw: &Gateway, up: &Upstream, token: &str, reason: &str) {

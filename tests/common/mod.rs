@@ -798,3 +798,24 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// The security events (schema v1 JSON lines) the gateway printed so far.
+pub fn events(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("v").is_some() && v.get("type").is_some())
+        .collect()
+}
+
+/// Waits (at most 10 s) for a security event matching `pred`.
+pub fn wait_event(gw: &Gateway, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(e) = events(gw).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no such event; events: {:#?}", events(gw));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
