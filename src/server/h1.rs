@@ -41,10 +41,11 @@ pub(super) struct Parkable<I, S: ConnService> {
     sweeper: Arc<Sweeper>,
     enlisted: Option<(u64, u64)>,
     gate: Arc<Gate>,
-    /// The timer has been polled since it was last reset (its waker is registered): until it fires,
-    /// a wake needs only `is_elapsed`, a load, not a poll.
+    /// The timer has been polled since it was last reset (its waker is registered: polled outside the
+    /// task's budget, see [`poll_unbudgeted`]): until it fires, a wake needs only `is_elapsed`, a load,
+    /// not a poll.
     timer_polled: bool,
-    /// `stopping` has been polled once (its waker then stays registered): after that only `signal`
+    /// `stopping` has been polled once (unbudgeted; its waker then stays registered): after that only `signal`
     /// is looked at (a load), not the channel's waiter list (a lock) on every wake.
     stop_polled: bool,
     signal: tokio::sync::watch::Receiver<bool>,
@@ -172,7 +173,7 @@ where
         if self.timer_polled && !self.timer.is_elapsed() {
             return None;
         }
-        while self.timer.as_mut().poll(cx).is_ready() {
+        while poll_unbudgeted(self.timer.as_mut(), cx).is_ready() {
             let served = self.gate.served() > 0;
             if let Some(expired) = self.deadlines.fired(Instant::now(), &self.activity, served) {
                 return Some(expired);
@@ -189,8 +190,19 @@ where
             return false;
         }
         self.stop_polled = true;
-        self.stopping.as_mut().poll(cx).is_ready()
+        poll_unbudgeted(self.stopping.as_mut(), cx).is_ready()
     }
+}
+
+/// Polls `f` outside the task's cooperative budget (tokio's `coop`). A budgeted future (a timer, a
+/// watch channel) polled when the task's budget is spent returns `Pending` without registering the
+/// waker (tokio wakes the task at once instead, to be polled again later). [`Parkable`] remembers a
+/// `Pending` timer or shutdown signal as registered and from then on only loads a flag, never polls it
+/// again: a refused poll would leave the connection with no timer at all, so a client that sends
+/// nothing more was never closed (`tests/scale.rs` under load). tokio's own `timeout` polls its timer
+/// unbudgeted for the same reason.
+fn poll_unbudgeted<F: Future + ?Sized>(f: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    Pin::new(&mut tokio::task::unconstrained(f)).poll(cx)
 }
 
 impl<I, S> Future for Parkable<I, S>
@@ -270,5 +282,157 @@ where
                 State::Done => return Poll::Ready(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::ResponseBody;
+    use crate::server::conn::TrackedIo;
+    use crate::validate::head::HeadLimits;
+    use std::convert::Infallible;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    type Io = TrackedIo<TcpStream>;
+
+    /// A connection served by [`Parkable`] on loopback, and its client.
+    async fn connection(
+        idle: Duration,
+        head: Duration,
+    ) -> (Parkable<Io, impl ConnService>, TcpStream, tokio::sync::watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let activity = Arc::new(Activity::default());
+        let io = GatedIo::new(
+            TrackedIo::new(server, activity.clone()),
+            Some(HeadLimits::new(2048, 20, 512)),
+            false,
+            activity.clone(),
+        );
+        // As `server::prepare`'s: each request is counted by the gate (a served connection's deadlines
+        // are `idle_timeout`'s, no longer the first head's).
+        let gate = io.gate();
+        let service = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+            let _ = gate.take_refusal();
+            async { Ok::<_, Infallible>(http::Response::new(ResponseBody::empty())) }
+        });
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let sweeper = Arc::new(Sweeper::default());
+        tokio::spawn(sweeper.clone().run());
+        let stop = Stop { stop, _drain: tokio::sync::mpsc::channel(1).0, sweeper };
+        let conn = Parkable::new(io, service, Builder::new(), activity, idle, head, stop);
+        (conn, client, stop_tx)
+    }
+
+    /// Polls `conn` once with the task's cooperative budget spent, as a connection task is when the
+    /// tasks before it in the worker's LIFO slot (an accept loop taking a burst of connections) used it
+    /// up: every budgeted poll in it (socket readiness, the timer, the shutdown signal) is refused.
+    /// Then yields, so the task goes on with a new budget. `conn` is polled by this task only, as a
+    /// connection is by its own task: the wakers it registered stay this task's.
+    async fn poll_out_of_budget<F: Future + Unpin>(conn: &mut F) {
+        std::future::poll_fn(|cx| {
+            for _ in 0..10_000 {
+                if !tokio::task::coop::has_budget_remaining() {
+                    break;
+                }
+                let _ = std::pin::pin!(tokio::task::consume_budget()).poll(cx);
+            }
+            assert!(!tokio::task::coop::has_budget_remaining(), "the test task's budget is spent");
+            assert!(Pin::new(&mut *conn).poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+
+    /// In a task of its own: spawned tasks run with a budget.
+    async fn in_task<F: Future<Output = ()> + Send + 'static>(f: F) {
+        tokio::spawn(f).await.unwrap();
+    }
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_silent_connection_polled_out_of_budget_still_closes_at_its_head_deadline() {
+        in_task(async {
+            let (mut conn, _client, _stop) = connection(Duration::from_secs(60), Duration::from_millis(100)).await;
+            poll_out_of_budget(&mut conn).await;
+            let closed = tokio::time::timeout(LONG, &mut conn).await;
+            assert!(closed.is_ok(), "still open 10 s after a header_read_timeout of 100 ms");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_served_connection_polled_out_of_budget_still_closes_when_idle() {
+        in_task(async {
+            // header_read_timeout below idle_timeout, as in `tests/scale.rs`: parking does not re-arm
+            // the timer, the first head's deadline wakes the connection and re-arms it for idleness.
+            let (mut conn, mut client, _stop) =
+                connection(Duration::from_millis(300), Duration::from_millis(200)).await;
+            // The request is there when the connection is first polled, out of budget.
+            client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+            poll_out_of_budget(&mut conn).await;
+            let client_side = async {
+                let mut buf = [0u8; 512];
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+                // Then idle: closed by idle_timeout (300 ms after it parks), not left open.
+                let closed = tokio::time::timeout(LONG, client.read(&mut buf)).await;
+                assert!(matches!(closed, Ok(Ok(0) | Err(_))), "still open 10 s after an idle_timeout of 300 ms");
+            };
+            // Taken by value: the socket closes when the finished connection is dropped, as its task's.
+            let (served, ()) = tokio::join!(tokio::time::timeout(LONG, conn), client_side);
+            assert!(served.is_ok(), "the connection did not end");
+        })
+        .await;
+    }
+
+    /// A waker that notes it was woken.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Woken {
+        fn take(&self) -> bool {
+            self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Polls `conn` once with `waker` (its budget spent first if `out_of_budget`): whether it is pending.
+    async fn poll_with<F: Future + Unpin>(conn: &mut F, waker: &std::task::Waker, out_of_budget: bool) -> bool {
+        std::future::poll_fn(|cx| {
+            while out_of_budget && tokio::task::coop::has_budget_remaining() {
+                let _ = std::pin::pin!(tokio::task::consume_budget()).poll(cx);
+            }
+            Poll::Ready(Pin::new(&mut *conn).poll(&mut Context::from_waker(waker)).is_pending())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_polled_out_of_budget_still_hears_the_shutdown() {
+        in_task(async {
+            let (mut conn, _client, stop) = connection(Duration::from_secs(600), Duration::from_secs(600)).await;
+            // Polled with a waker of its own, to see what wakes it.
+            let woken = Arc::new(Woken::default());
+            let waker = std::task::Waker::from(woken.clone());
+            assert!(poll_with(&mut conn, &waker, true).await);
+            tokio::task::yield_now().await;
+            assert!(poll_with(&mut conn, &waker, false).await);
+            woken.take();
+            stop.send(true).unwrap();
+            assert!(woken.take(), "the shutdown signal did not wake the parked connection");
+            assert!(!poll_with(&mut conn, &waker, false).await, "closed at shutdown");
+        })
+        .await;
     }
 }
