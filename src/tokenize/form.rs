@@ -1,5 +1,7 @@
 //! The request side over `application/x-www-form-urlencoded` bodies: names and values decoded, the
-//! fields' values replaced; a field named twice, a case variant (or `name[]`) and a raw `;` refused.
+//! fields' values replaced; a field named twice, a case variant (or `name[]`), a name an upstream
+//! framework would rename to the field's (PHP: ` card`, `card.number`, `card[number`), a control
+//! character in a name, a NUL anywhere and a raw `;` refused.
 
 use super::json::case_variant;
 use super::{invalid, Tokenizer};
@@ -8,6 +10,10 @@ use crate::exchange::Reject;
 pub(super) fn rewrite(t: &Tokenizer, body: &[u8]) -> Result<Option<Vec<u8>>, Reject> {
     if body.contains(&b';') {
         return Err(invalid("body", "", "separator"));
+    }
+    // A NUL ends a name or value early in C-string parsers (PHP) and is how UTF-16 looks in ASCII.
+    if body.contains(&0) || memchr::memmem::find(body, b"%00").is_some() {
+        return Err(invalid("body", "", "nul"));
     }
     let mut seen = vec![false; t.fields.len()];
     let mut out: Option<Vec<u8>> = None;
@@ -20,12 +26,20 @@ pub(super) fn rewrite(t: &Tokenizer, body: &[u8]) -> Result<Option<Vec<u8>>, Rej
             let eq = memchr::memchr(b'=', pair);
             let raw_name = &pair[..eq.unwrap_or(pair.len())];
             let name = form_decode(raw_name).ok_or_else(|| invalid("body", "", "encoding"))?;
+            if name.chars().any(char::is_control) {
+                return Err(invalid("body", "", "control-character"));
+            }
+            let base = name.split('[').next().unwrap_or(&name);
+            let (norm, norm_base) = (normalise(&name), normalise(base));
             for (fi, f) in t.fields.iter().enumerate() {
                 let Some(field) = f.form.as_deref() else { continue };
                 if name != field {
-                    let base = name.split('[').next().unwrap_or(&name);
                     if base == field || case_variant(base, field) {
                         return Err(invalid("body", field, "case-variant"));
+                    }
+                    let nf = normalise(field);
+                    if [&norm, &norm_base].into_iter().any(|n| *n == nf || case_variant(n, &nf)) {
+                        return Err(invalid("body", field, "renamed"));
                     }
                     continue;
                 }
@@ -50,6 +64,17 @@ pub(super) fn rewrite(t: &Tokenizer, body: &[u8]) -> Result<Option<Vec<u8>>, Rej
         o.extend_from_slice(&body[copied..]);
         o
     }))
+}
+
+/// A decoded name as PHP files it: leading spaces dropped, ` `, `.` and `[` (an unclosed one; a closed
+/// one is caught through the name's base) made `_`. Compared case-insensitively after this.
+fn normalise(name: &str) -> std::borrow::Cow<'_, str> {
+    let name = name.trim_start_matches(' ');
+    if name.contains([' ', '.', '[']) {
+        name.replace([' ', '.', '['], "_").into()
+    } else {
+        name.into()
+    }
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding; `None` if the

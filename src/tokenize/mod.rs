@@ -331,15 +331,22 @@ impl Tokenizer {
         }
     }
 
-    /// Refuses what the stage cannot read, on the head: a body with a `Content-Encoding` or of a media
-    /// type with no field of this route.
+    /// Refuses what the stage cannot read, on the head: a body with a `Content-Encoding`, of a media
+    /// type with no field of this route, or in a charset other than UTF-8 or US-ASCII (an upstream
+    /// would decode `%00c%00a%00r%00d` in UTF-16 as `card`, which this stage never saw).
     pub fn check_head(&self, headers: &HeaderMap) -> Result<BodyKind, Reject> {
         for v in headers.get_all(http::header::CONTENT_ENCODING) {
             if !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity") {
                 return Err(Reject::UnsupportedMediaType);
             }
         }
-        match crate::content::request_media_type(headers)? {
+        let media = crate::content::request_media_type(headers)?;
+        if let Some(m) = &media {
+            if !matches!(m.charset.as_deref(), None | Some("utf-8" | "us-ascii")) {
+                return Err(Reject::UnsupportedMediaType);
+            }
+        }
+        match media {
             Some(m) if m.is_json() && self.has_pointers => Ok(BodyKind::Json),
             Some(m) if m.is_form() && self.has_forms => Ok(BodyKind::Form),
             _ => Err(Reject::UnsupportedMediaType),

@@ -172,6 +172,45 @@ fn form_fields() {
     assert_eq!(plus, space);
 }
 
+/// Names PHP files under the field (leading spaces dropped; ` `, `.`, an unclosed `[` made `_`), control
+/// characters and NULs (a C-string end, or UTF-16 in disguise): refused, never passed on untokenized.
+#[test]
+fn form_names_an_upstream_would_rename_are_refused() {
+    let t = tokenizer("[{ form: card_number, mode: tokenize }, { form: card, mode: tokenize }]");
+    for name in [
+        "+card",
+        "%20card",
+        "++card",
+        "card.number",
+        "card+number",
+        "card%20number",
+        "card[number",
+        "Card.Number",
+        "+card_number",
+        "%20card_number[]",
+        "+Card",
+    ] {
+        let err = code(form(&t, &format!("a=1&{name}={CARD}")).unwrap_err());
+        assert_eq!(err.1, "renamed", "{name}");
+        assert!(err.0 == "card" || err.0 == "card_number", "{name}: {err:?}");
+    }
+    assert_eq!(code(form(&t, &format!("card.number={CARD}")).unwrap_err()), ("card_number".into(), "renamed"));
+    assert_eq!(code(form(&t, &format!("+card={CARD}")).unwrap_err()), ("card".into(), "renamed"));
+    for name in ["card%00", "card_number%00x", "%00card", "card%09", "card%0Anumber", "card%7F", "card%C2%85"] {
+        let err = code(form(&t, &format!("{name}={CARD}")).unwrap_err()).1;
+        assert!(err == "nul" || err == "control-character", "{name}: {err}");
+    }
+    assert_eq!(code(form(&t, "card%7F=1").unwrap_err()).1, "control-character");
+    assert_eq!(code(form(&t, &format!("card={CARD}%00")).unwrap_err()).1, "nul");
+    assert_eq!(code(form(&t, &format!("a=%00&card={CARD}")).unwrap_err()).1, "nul");
+    assert_eq!(code(t.rewrite(BodyKind::Form, b"a=\0&card=1").unwrap_err()).1, "nul");
+    // The UTF-16BE spelling of `card=`, were the charset let through.
+    assert_eq!(code(form(&t, &format!("%00c%00a%00r%00d%00={CARD}")).unwrap_err()).1, "nul");
+    // Names that only look alike stay other fields, and the exact names are still tokenized.
+    let out = form(&t, &format!("card_=1&xcard=2&card_number_x=3&card.=4&card={CARD}")).unwrap();
+    assert!(!out.contains(CARD) && out.starts_with("card_=1&xcard=2&card_number_x=3&card.=4&card=tok_"), "{out}");
+}
+
 #[test]
 fn heads_that_cannot_be_read_are_415() {
     let t = tokenizer("[{ pointer: /a, mode: tokenize }]");
@@ -184,10 +223,31 @@ fn heads_that_cannot_be_read_are_415() {
     };
     assert_eq!(t.check_head(&h(&[("content-type", "application/json")])), Ok(BodyKind::Json));
     assert_eq!(t.check_head(&h(&[("content-type", "application/merge-patch+json")])), Ok(BodyKind::Json));
+    for fine in
+        ["application/json; charset=utf-8", "application/json;charset=\"UTF-8\"", "application/json; CharSet=US-ASCII"]
+    {
+        assert_eq!(t.check_head(&h(&[("content-type", fine)])), Ok(BodyKind::Json), "{fine}");
+    }
+    let f = tokenizer("[{ form: card, mode: tokenize }]");
+    let form_type = "application/x-www-form-urlencoded";
+    assert_eq!(f.check_head(&h(&[("content-type", form_type)])), Ok(BodyKind::Form));
+    for bad in [
+        "application/x-www-form-urlencoded; charset=utf-16be",
+        "application/x-www-form-urlencoded; charset=UTF-16LE",
+        "application/x-www-form-urlencoded; charset=\"utf-32\"",
+        "application/x-www-form-urlencoded; charset=ibm037",
+    ] {
+        assert_eq!(f.check_head(&h(&[("content-type", bad)])), Err(Reject::UnsupportedMediaType), "{bad}");
+    }
     for bad in [
         h(&[("content-type", "application/json"), ("content-encoding", "gzip")]),
         h(&[("content-type", "application/x-www-form-urlencoded")]),
         h(&[("content-type", "text/plain")]),
+        h(&[("content-type", "application/json; charset=utf-16be")]),
+        h(&[("content-type", "application/json; charset=\"UTF-16\"")]),
+        h(&[("content-type", "application/json; charset=latin1")]),
+        h(&[("content-type", "application/json; charset=\"\"")]),
+        h(&[("content-type", "application/json; charset=utf-8; charset=utf-8")]),
         h(&[]),
     ] {
         assert_eq!(t.check_head(&bad), Err(Reject::UnsupportedMediaType), "{bad:?}");
