@@ -426,6 +426,29 @@ fn hostile_bodies_are_refused_before_the_upstream() {
         ),
         ("form case", format!("Card_Number={CARD}"), &[FORM], 400, Some(("card_number", "case-variant"))),
         ("form php array", format!("card_number[]={CARD}"), &[FORM], 400, Some(("card_number", "case-variant"))),
+        ("form plus", format!("+card_number={CARD}"), &[FORM], 400, Some(("card_number", "renamed"))),
+        ("form space", format!("%20card_number={CARD}"), &[FORM], 400, Some(("card_number", "renamed"))),
+        ("form dot", format!("card.number={CARD}"), &[FORM], 400, Some(("card_number", "renamed"))),
+        ("form inner plus", format!("card+number={CARD}"), &[FORM], 400, Some(("card_number", "renamed"))),
+        ("form bracket", format!("card[number={CARD}"), &[FORM], 400, Some(("card_number", "renamed"))),
+        ("form nul name", format!("card_number%00x={CARD}"), &[FORM], 400, Some(("", "nul"))),
+        ("form control name", format!("card_number%0D={CARD}"), &[FORM], 400, Some(("", "control-character"))),
+        (
+            "form utf-16be",
+            "%00c%00a%00r%00d%00_%00n%00u%00m%00b%00e%00r=4111111111111111".into(),
+            &["Content-Type: application/x-www-form-urlencoded; charset=utf-16be"],
+            415,
+            None,
+        ),
+        (
+            "form nul",
+            "%00c%00a%00r%00d%00_%00n%00u%00m%00b%00e%00r=4111111111111111".into(),
+            &[FORM],
+            400,
+            Some(("", "nul")),
+        ),
+        ("json utf-16", record(), &["Content-Type: application/json; charset=\"UTF-16\""], 415, None),
+        ("json latin1", record(), &["Content-Type: application/json; charset=iso-8859-1"], 415, None),
         ("form semicolon", format!("a=1;card_number={CARD}"), &[FORM], 400, Some(("", "separator"))),
         ("form luhn", "card_number=4111111111111112".into(), &[FORM], 400, Some(("card_number", "luhn"))),
         ("text", format!("card_number={CARD}"), &["Content-Type: text/plain"], 415, None),
@@ -478,6 +501,19 @@ fn other_spellings_are_tokenized_too() {
     let got = s.echo.last();
     assert!(!got.body.contains(CARD) && !got.body.contains("6789"), "{}", got.body);
     assert!(got.body.contains(&card_token) && got.body.contains(&ssn_token), "{}", got.body);
+
+    // The charsets the stage reads: UTF-8 and US-ASCII, however spelled.
+    for ct in [
+        "Content-Type: application/x-www-form-urlencoded; charset=\"UTF-8\"",
+        "Content-Type: application/x-www-form-urlencoded; charset=us-ascii",
+    ] {
+        let (code, _) = send(&s, "clerk", "POST", "/pay", &[ct], &format!("card_number={CARD}"));
+        assert_eq!(code, 200, "{ct}");
+        assert!(s.echo.last().body.contains(&card_token), "{ct}: {}", s.echo.last().body);
+    }
+    let (code, _) = send(&s, "clerk", "POST", "/pay", &["Content-Type: application/json; Charset=UTF-8"], &record());
+    assert_eq!(code, 200);
+    assert!(!s.echo.last().body.contains(CARD));
 
     // A number that only carries the mark is not one of the gateway's tokens: protected all the same.
     let (code, _) = post_json(&s, "clerk", r#"{"card":{"number":"5900000000000000"}}"#);
