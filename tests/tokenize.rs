@@ -172,8 +172,8 @@ routes:
     max_body_bytes: 64KiB
     respond: {{ json: true, mask: {{ cards: true }} }}
     tokenize:
-      - {{ pointer: /card/number, mode: format_preserving, mark: "59", detokenize_roles: [payments] }}
-      - {{ pointer: /ssn, mode: tokenize, detokenize_roles: [payments], mask: "***-**-****" }}
+      - {{ pointer: /card/number, name: /card/number, mode: format_preserving, mark: "59", detokenize_roles: [payments] }}
+      - {{ pointer: /ssn, name: /ssn, mode: tokenize, detokenize_roles: [payments], mask: "***-**-****" }}
       - {{ pointer: /items/*/iban, mode: encrypt, detokenize_roles: [payments] }}
       - {{ form: card_number, name: /card/number, mode: format_preserving, mark: "59" }}
       - {{ form: ssn, name: /ssn, mode: tokenize }}
