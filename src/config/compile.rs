@@ -404,7 +404,9 @@ fn route(
             Some((top, vault)) => (Some(*top), vault.clone()),
             None => (None, Arc::new(crate::tokenize::vault::Vault::memory(0))),
         };
-        let t = Arc::new(crate::tokenize::Tokenizer::compile(&r.name, fields, top, vault).map_err(|m| err("tokenize", "", m))?);
+        let t = Arc::new(
+            crate::tokenize::Tokenizer::compile(&r.name, fields, top, vault).map_err(|m| err("tokenize", "", m))?,
+        );
         let mut masks = Vec::with_capacity(t.fields().len());
         for f in t.fields() {
             let m = roles.mask_of_any(&f.detokenize_roles).map_err(|m| err("detokenize_roles", "", m))?;

@@ -182,7 +182,9 @@ impl Tokenizer {
             };
             let shown = f.pointer.clone().or_else(|| f.form.as_ref().map(|n| format!("form:{n}"))).unwrap_or_default();
             if f.name.as_deref().is_some_and(|n| n.starts_with("route:")) {
-                return Err(format!("tokenize `{shown}`: a `name` starting with `route:` is reserved for the defaults"));
+                return Err(format!(
+                    "tokenize `{shown}`: a `name` starting with `route:` is reserved for the defaults"
+                ));
             }
             // The default is the route's own: a token copied from another route's answer is not one here.
             let name = f.name.clone().unwrap_or_else(|| format!("route:{route}:{shown}"));

@@ -269,7 +269,9 @@ fn routes_do_not_share_tokens_by_default() {
     // The default labels are reserved.
     let f: Vec<FieldConfig> =
         serde_yaml_ng::from_str("[{ pointer: /number, name: 'route:payments:/number', mode: tokenize }]").unwrap();
-    assert!(Tokenizer::compile("tickets", &f, Some(&top), Arc::new(Vault::memory(1))).unwrap_err().contains("reserved"));
+    assert!(Tokenizer::compile("tickets", &f, Some(&top), Arc::new(Vault::memory(1)))
+        .unwrap_err()
+        .contains("reserved"));
 }
 
 /// One explicit name with different roles or masks anywhere is refused, naming both routes.
