@@ -14,7 +14,7 @@ fn tokenizer(fields: &str) -> Tokenizer {
     let fields: Vec<FieldConfig> = serde_yaml_ng::from_str(fields).unwrap();
     let top: TokenizationConfig =
         serde_yaml_ng::from_str("{ key: bench-master-key-0123456789abcdef0123456789 }").unwrap();
-    Tokenizer::compile(&fields, Some(&top), Arc::new(Vault::memory(1_000_000))).unwrap()
+    Tokenizer::compile("bench", &fields, Some(&top), Arc::new(Vault::memory(1_000_000))).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

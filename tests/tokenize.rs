@@ -27,7 +27,7 @@ struct Got {
 
 /// An upstream that keeps what it is sent: a POST or PUT is stored and echoed back; `GET .../stored`
 /// answers the last stored body; `GET .../leak` answers a record holding originals (an upstream that
-/// leaks).
+/// leaks); `GET .../leak-nested` holds them in an array and an object at the fields' pointers.
 struct Echo {
     addr: std::net::SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
@@ -96,6 +96,8 @@ fn serve(stream: std::net::TcpStream, got: &Mutex<Vec<Got>>, stored: &Mutex<Stri
                 *stored.lock().unwrap() = body.clone();
                 body
             }
+        } else if path.ends_with("/leak-nested") {
+            format!(r#"{{"card":{{"number":["{CARD}"]}},"ssn":{{"value":"{SSN}","pan":"{CARD}"}}}}"#)
         } else if path.ends_with("/leak") {
             format!(r#"{{"card":{{"number":"{CARD}"}},"ssn":"{SSN}","note":"paid with {CARD}"}}"#)
         } else {
@@ -172,8 +174,8 @@ routes:
     max_body_bytes: 64KiB
     respond: {{ json: true, mask: {{ cards: true }} }}
     tokenize:
-      - {{ pointer: /card/number, mode: format_preserving, mark: "59", detokenize_roles: [payments] }}
-      - {{ pointer: /ssn, mode: tokenize, detokenize_roles: [payments], mask: "***-**-****" }}
+      - {{ pointer: /card/number, name: /card/number, mode: format_preserving, mark: "59", detokenize_roles: [payments] }}
+      - {{ pointer: /ssn, name: /ssn, mode: tokenize, detokenize_roles: [payments], mask: "***-**-****" }}
       - {{ pointer: /items/*/iban, mode: encrypt, detokenize_roles: [payments] }}
       - {{ form: card_number, name: /card/number, mode: format_preserving, mark: "59" }}
       - {{ form: ssn, name: /ssn, mode: tokenize }}
@@ -359,6 +361,25 @@ fn answers_are_detokenized_for_the_allowed_role_only() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["card"]["number"], CARD, "{body}");
     assert!(!v["note"].as_str().unwrap().contains(CARD), "DLP masks the card elsewhere: {body}");
+}
+
+/// Originals in an array or object at a field's pointer: withheld whole (or masked) from a principal
+/// without the role; for one with it, data-loss masking still judges what is under the pointer.
+#[test]
+fn arrays_and_objects_at_a_field_are_withheld() {
+    let state = TempDir::new();
+    let s = setup(&state);
+    let (code, body) = send(&s, "clerk", "GET", "/pay/leak-nested", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["card"]["number"], "[withheld]", "{body}");
+    assert_eq!(v["ssn"], "***-**-****", "{body}");
+    assert!(!body.contains(CARD) && !body.contains(SSN) && !body.contains("1111"), "{body}");
+    let (code, body) = send(&s, "auditor", "GET", "/pay/leak-nested", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["card"]["number"], serde_json::json!(["************1111"]), "{body}");
+    assert!(!body.contains(CARD), "{body}");
 }
 
 fn errors(body: &str) -> (String, String) {
@@ -573,6 +594,10 @@ fn check_shows_the_stages_and_refuses_mistakes() {
         (yaml.replace("mark: \"59\", detokenize", "detokenize"), "needs a `mark`"),
         (yaml.replace("mode: tokenize, detokenize", "mode: hash, detokenize"), "unknown variant"),
         (yaml.replace("form: ssn, name", "form: ssn, nme"), "unknown field"),
+        (
+            yaml.replace("pointer: /ssn, name: /ssn,", "pointer: /ssn, name: /card/number,"),
+            "different detokenize_roles or mask",
+        ),
     ] {
         let path = dir.write("bad.yaml", &bad);
         let (code, _, err) = portcullis(&["check", "--config", &path_str(&path)], &[]);

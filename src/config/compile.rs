@@ -404,7 +404,9 @@ fn route(
             Some((top, vault)) => (Some(*top), vault.clone()),
             None => (None, Arc::new(crate::tokenize::vault::Vault::memory(0))),
         };
-        let t = Arc::new(crate::tokenize::Tokenizer::compile(fields, top, vault).map_err(|m| err("tokenize", "", m))?);
+        let t = Arc::new(
+            crate::tokenize::Tokenizer::compile(&r.name, fields, top, vault).map_err(|m| err("tokenize", "", m))?,
+        );
         let mut masks = Vec::with_capacity(t.fields().len());
         for f in t.fields() {
             let m = roles.mask_of_any(&f.detokenize_roles).map_err(|m| err("detokenize_roles", "", m))?;
@@ -597,6 +599,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .map_err(|m| CompileError::new("sqlite", "", m))?;
     bans.set_events(lasting.events.handle());
     let mut guards = crate::guard::RouteGuards { bans, watched: Vec::new() };
+    crate::tokenize::check_names(cfg.routes.iter().filter_map(|r| Some((r.name.as_str(), r.tokenize.as_deref()?))))
+        .map_err(|m| CompileError::new("tokenize", "", m))?;
     let mut route_names = std::collections::HashSet::new();
     let mut entries = Vec::new();
     for r in &cfg.routes {

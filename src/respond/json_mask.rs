@@ -18,6 +18,9 @@ pub struct JsonMask {
     pub kinds: Kinds,
     /// JSON pointers, unescaped into segments, whose values (and everything under them) stay.
     pub allow: Vec<Vec<Box<str>>>,
+    /// JSON pointers whose values stay only at the place itself (an array or object there is masked
+    /// as usual): the tokenized fields, which detokenization already judged.
+    pub exact: Vec<Vec<Box<str>>>,
 }
 
 /// A masked document, with how many findings were masked.
@@ -44,7 +47,7 @@ impl JsonMask {
             };
             pointers.push(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect());
         }
-        Ok(JsonMask { kinds, allow: pointers })
+        Ok(JsonMask { kinds, allow: pointers, exact: Vec::new() })
     }
 
     /// The document with its findings masked; `Ok(None)` when nothing was found (nothing is copied);
@@ -257,12 +260,11 @@ impl Walker<'_> {
         }
     }
 
-    /// True when an allowlisted pointer is the path or one of its ancestors.
+    /// True when an allowlisted pointer is the path or one of its ancestors, or an exact one is the path.
     fn allowed(&self, path: &[Seg]) -> bool {
-        self.m
-            .allow
-            .iter()
-            .any(|p| p.len() <= path.len() && p.iter().zip(path).all(|(want, seg)| self.seg_is(want, *seg)))
+        let at = |p: &Vec<Box<str>>| p.iter().zip(path).all(|(want, seg)| self.seg_is(want, *seg));
+        self.m.allow.iter().any(|p| p.len() <= path.len() && at(p))
+            || self.m.exact.iter().any(|p| p.len() == path.len() && at(p))
     }
 
     fn seg_is(&self, want: &str, seg: Seg) -> bool {
@@ -338,6 +340,22 @@ mod tests {
         );
         let out = run(r#"[["4111111111111111"],["4111111111111111"]]"#, &["/1"]);
         assert_eq!(out, r#"[["************1111"],["4111111111111111"]]"#);
+    }
+
+    /// The tokenized fields' places keep their values, not what is under them.
+    #[test]
+    fn exact_places_keep_only_themselves() {
+        let mut m = JsonMask::new(ALL, &[]).unwrap();
+        m.exact.push(vec!["card".into()]);
+        m.exact.push(vec!["items".into(), "*".into(), "n".into()]);
+        let doc = r#"{"card":"4111111111111111","items":[{"n":"4111111111111111"},{"n":["4111111111111111"]},{"n":{"pan":"4111111111111111"}}]}"#;
+        let out = String::from_utf8(m.apply(doc.as_bytes()).unwrap().unwrap().body).unwrap();
+        assert_eq!(
+            out,
+            r#"{"card":"4111111111111111","items":[{"n":"4111111111111111"},{"n":["************1111"]},{"n":{"pan":"************1111"}}]}"#
+        );
+        let arr = String::from_utf8(m.apply(br#"{"card":["4111111111111111"]}"#).unwrap().unwrap().body).unwrap();
+        assert_eq!(arr, r#"{"card":["************1111"]}"#);
     }
 
     #[test]

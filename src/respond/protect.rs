@@ -356,13 +356,14 @@ impl Protect {
         }
     }
 
-    /// Detokenizes this route's JSON answers; data-loss masking leaves the tokenized fields to it (they
-    /// hold tokens, which carry their mark, or originals the principal may see, or masks).
+    /// Detokenizes this route's JSON answers; data-loss masking leaves the values at the tokenized
+    /// pointers (only: not what is under an array or object there) to it (they hold tokens, originals
+    /// the principal may see, masks, or `[withheld]`).
     pub fn set_detokenizer(&mut self, d: Arc<dyn Detokenize>) {
         if let Some(m) = &mut self.mask {
             for p in d.pointers() {
                 if let Some(rest) = p.strip_prefix('/') {
-                    m.allow.push(
+                    m.exact.push(
                         rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect(),
                     );
                 }

@@ -66,8 +66,9 @@ pub struct FieldConfig {
     /// A field of `application/x-www-form-urlencoded` bodies.
     #[serde(default)]
     pub form: Option<String>,
-    /// The name keys are derived from (default: the pointer, or `form:` and the field name). Fields of
-    /// two routes with the same name share tokens, so upstreams can join on them.
+    /// The name keys are derived from (default: `route:`, the route's name, `:` and the pointer, or
+    /// `form:` and the field name). Fields with the same name share tokens, so upstreams can join on
+    /// them; by default no two routes share any.
     #[serde(default)]
     pub name: Option<String>,
     pub mode: Mode,
@@ -155,8 +156,9 @@ fn parse_pointer(p: &str) -> Result<Vec<Seg>, String> {
 }
 
 impl Tokenizer {
-    /// Compiles a route's `tokenize:` list under the top-level section's key.
+    /// Compiles route `route`'s `tokenize:` list under the top-level section's key.
     pub fn compile(
+        route: &str,
         fields: &[FieldConfig],
         top: Option<&TokenizationConfig>,
         vault: Arc<Vault>,
@@ -179,7 +181,13 @@ impl Tokenizer {
                 _ => return Err("tokenize: each field has exactly one of `pointer` or `form`".into()),
             };
             let shown = f.pointer.clone().or_else(|| f.form.as_ref().map(|n| format!("form:{n}"))).unwrap_or_default();
-            let name = f.name.clone().unwrap_or_else(|| shown.clone());
+            if f.name.as_deref().is_some_and(|n| n.starts_with("route:")) {
+                return Err(format!(
+                    "tokenize `{shown}`: a `name` starting with `route:` is reserved for the defaults"
+                ));
+            }
+            // The default is the route's own: a token copied from another route's answer is not one here.
+            let name = f.name.clone().unwrap_or_else(|| format!("route:{route}:{shown}"));
             let shape = match f.mode {
                 Mode::FormatPreserving => {
                     let mark = f.mark.clone().ok_or_else(|| {
@@ -372,9 +380,10 @@ impl Tokenizer {
     /// Detokenizes (or masks) the fields of a JSON answer; `allowed(i)`: the principal holds one of the
     /// `detokenize_roles` of field `i`. True if anything changed.
     ///
-    /// For a principal without the roles, a value at a field's pointer that does not carry the mark
-    /// (the upstream answered an original) is replaced by the field's mask, or `[withheld]`: data-loss
-    /// masking leaves these places to this stage.
+    /// For a principal without the roles, any non-null value at a field's pointer that is not one of
+    /// the field's tokens (an original, a forged token, an array, an object) is replaced by the field's
+    /// mask, or `[withheld]`; a token is replaced by the mask when the field has one. Data-loss masking
+    /// leaves the value at the pointer (only) to this stage.
     pub fn detokenize(&self, body: &mut serde_json::Value, allowed: impl Fn(usize) -> bool) -> bool {
         let mut changed = false;
         for (i, f) in self.fields.iter().enumerate() {
@@ -382,18 +391,19 @@ impl Tokenizer {
             let may = allowed(i);
             visit(body, segs, &mut |v| {
                 let replacement = match v {
-                    serde_json::Value::String(s) if Self::carries_mark(f, s) => {
-                        if may {
-                            self.reveal(f, s)
-                        } else {
-                            f.mask.as_deref().map(str::to_owned)
-                        }
-                    }
+                    serde_json::Value::String(s) if may && Self::carries_mark(f, s) => self.reveal(f, s),
+                    _ if may => None,
+                    serde_json::Value::Null => None,
                     serde_json::Value::String(s) if s.is_empty() => None,
-                    serde_json::Value::String(_) | serde_json::Value::Number(_) if !may => {
-                        Some(f.mask.as_deref().unwrap_or("[withheld]").to_owned())
+                    // One of this field's tokens stays a token (unless the field has a mask).
+                    serde_json::Value::String(s)
+                        if f.mask.is_none() && Self::carries_mark(f, s) && self.reveal(f, s).is_some() =>
+                    {
+                        None
                     }
-                    _ => None,
+                    // Anything else (an original, a forged token, an array or object holding who knows
+                    // what) is withheld whole: data-loss masking leaves this place to this stage.
+                    _ => Some(f.mask.as_deref().unwrap_or("[withheld]").to_owned()),
                 };
                 if let Some(r) = replacement {
                     *v = serde_json::Value::String(r);
@@ -403,6 +413,36 @@ impl Tokenizer {
         }
         changed
     }
+}
+
+/// Refuses an explicit `name` given with different `detokenize_roles` or `mask` on two JSON fields
+/// (of any routes): fields of one name share tokens, so one could reveal what the other withholds.
+/// `routes`: each route's name and `tokenize:` list.
+pub fn check_names<'a>(routes: impl IntoIterator<Item = (&'a str, &'a [FieldConfig])>) -> Result<(), String> {
+    type Answer<'a> = (Vec<&'a str>, Option<&'a str>);
+    let mut seen: std::collections::HashMap<&str, (&str, &str, Answer<'a>)> = std::collections::HashMap::new();
+    for (route, fields) in routes {
+        for f in fields {
+            // Form fields carry no answer side (their roles and mask are refused).
+            let (Some(name), Some(pointer)) = (f.name.as_deref(), f.pointer.as_deref()) else { continue };
+            let mut roles: Vec<&str> = f.detokenize_roles.iter().map(String::as_str).collect();
+            roles.sort_unstable();
+            roles.dedup();
+            let answer = (roles, f.mask.as_deref());
+            match seen.get(name) {
+                Some((r, p, a)) if *a != answer => {
+                    return Err(format!(
+                        "tokenize: the name `{name}` is given to `{p}` of route `{r}` and `{pointer}` of route                          `{route}` with different detokenize_roles or mask; fields of one name share tokens, so                          give them the same roles and mask, or different names"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(name, (route, pointer, answer));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The media type of a body the stage rewrites.

@@ -4,7 +4,7 @@ use super::*;
 fn tokenizer(yaml: &str) -> Tokenizer {
     let fields: Vec<FieldConfig> = serde_yaml_ng::from_str(yaml).unwrap();
     let top: TokenizationConfig = serde_yaml_ng::from_str("{ key: 0123456789abcdef0123456789abcdef-test }").unwrap();
-    Tokenizer::compile(&fields, Some(&top), Arc::new(Vault::memory(1000))).unwrap()
+    Tokenizer::compile("r", &fields, Some(&top), Arc::new(Vault::memory(1000))).unwrap()
 }
 
 fn json(t: &Tokenizer, body: &str) -> Result<String, Reject> {
@@ -31,8 +31,8 @@ fn config_is_checked() {
     let top: TokenizationConfig = serde_yaml_ng::from_str("{ key: short }").unwrap();
     let f: Vec<FieldConfig> = serde_yaml_ng::from_str("[{ pointer: /a, mode: tokenize }]").unwrap();
     let v = || Arc::new(Vault::memory(1));
-    assert!(Tokenizer::compile(&f, Some(&top), v()).unwrap_err().contains("32 bytes"));
-    assert!(Tokenizer::compile(&f, None, v()).is_err());
+    assert!(Tokenizer::compile("r", &f, Some(&top), v()).unwrap_err().contains("32 bytes"));
+    assert!(Tokenizer::compile("r", &f, None, v()).is_err());
     let top: TokenizationConfig = serde_yaml_ng::from_str("{ key: 0123456789abcdef0123456789abcdef }").unwrap();
     for bad in [
         "[{ pointer: a, mode: tokenize }]",
@@ -47,7 +47,7 @@ fn config_is_checked() {
         "[{ pointer: /a, mode: tokenize, mask: '' }]",
     ] {
         let f: Vec<FieldConfig> = serde_yaml_ng::from_str(bad).unwrap();
-        assert!(Tokenizer::compile(&f, Some(&top), v()).is_err(), "{bad}");
+        assert!(Tokenizer::compile("r", &f, Some(&top), v()).is_err(), "{bad}");
     }
     assert!(serde_yaml_ng::from_str::<Vec<FieldConfig>>("[{ pointer: /a, mode: tokenize, extra: 1 }]").is_err());
     assert!(serde_yaml_ng::from_str::<Vec<FieldConfig>>("[{ pointer: /a, mode: hash }]").is_err());
@@ -149,7 +149,7 @@ fn full_vault_is_503() {
     let fields: Vec<FieldConfig> =
         serde_yaml_ng::from_str("[{ pointer: /c, mode: format_preserving, mark: '99' }]").unwrap();
     let top: TokenizationConfig = serde_yaml_ng::from_str("{ key: 0123456789abcdef0123456789abcdef }").unwrap();
-    let t = Tokenizer::compile(&fields, Some(&top), Arc::new(Vault::memory(1))).unwrap();
+    let t = Tokenizer::compile("r", &fields, Some(&top), Arc::new(Vault::memory(1))).unwrap();
     json(&t, &format!(r#"{{"c": "{CARD}"}}"#)).unwrap();
     assert_eq!(json(&t, r#"{"c": "5500000000000004"}"#).unwrap_err(), Reject::StoreUnavailable);
 }
@@ -273,6 +273,90 @@ fn answers_are_detokenized_for_allowed_roles_only() {
     let mut v = serde_json::json!({"card": CARD, "items": [{"n": 5}]});
     assert!(t.detokenize(&mut v, |_| false));
     assert_eq!(v, serde_json::json!({"card": "[withheld]", "items": [{"n": "[withheld]"}]}));
+}
+
+/// An array or object at a field's pointer (what it holds is anyone's guess), a forged token and a
+/// boolean are withheld whole from a principal without the roles, masked where the field has a mask.
+#[test]
+fn arrays_and_objects_at_a_pointer_are_withheld() {
+    let t = tokenizer(
+        "[{ pointer: /card, mode: tokenize }, { pointer: /ssn, mode: tokenize, mask: '***' }, { pointer: /items/*/n, mode: encrypt }]",
+    );
+    let mut v = serde_json::json!({
+        "card": [CARD],
+        "ssn": {"pan": CARD, "x": [CARD]},
+        "items": [{"n": {"pan": CARD}}, {"n": "enc_forged"}, {"n": true}, {"n": null}, {"n": ""}],
+    });
+    let upstream = v.clone();
+    assert!(t.detokenize(&mut v, |_| false));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "card": "[withheld]",
+            "ssn": "***",
+            "items": [{"n": "[withheld]"}, {"n": "[withheld]"}, {"n": "[withheld]"}, {"n": null}, {"n": ""}],
+        })
+    );
+    // A principal with the roles sees what the upstream answered.
+    let mut v = upstream.clone();
+    assert!(!t.detokenize(&mut v, |_| true));
+    assert_eq!(v, upstream);
+}
+
+/// The same pointer on two routes gets different keys (so different tokens, and a token of one is
+/// not one of the other) unless both give the same explicit `name`.
+#[test]
+fn routes_do_not_share_tokens_by_default() {
+    let top: TokenizationConfig = serde_yaml_ng::from_str("{ key: 0123456789abcdef0123456789abcdef }").unwrap();
+    let on = |route: &str, yaml: &str| {
+        let f: Vec<FieldConfig> = serde_yaml_ng::from_str(yaml).unwrap();
+        Tokenizer::compile(route, &f, Some(&top), Arc::new(Vault::memory(10))).unwrap()
+    };
+    let body = format!(r#"{{"number": "{CARD}"}}"#);
+    let pay = on("payments", "[{ pointer: /number, mode: tokenize }]");
+    let tickets = on("tickets", "[{ pointer: /number, mode: tokenize }]");
+    let (a, b) = (json(&pay, &body).unwrap(), json(&tickets, &body).unwrap());
+    assert_ne!(a, b);
+    // A token copied from /payments is forged on /tickets: refused, never revealed there.
+    assert_eq!(code(json(&tickets, &a).unwrap_err()), ("/number".to_owned(), "invalid-token"));
+    let mut v: serde_json::Value = serde_json::from_str(&a).unwrap();
+    assert!(!tickets.detokenize(&mut v, |_| true));
+    assert!(!v.to_string().contains(CARD), "{v}");
+    // Same explicit name: same tokens (joins).
+    let pay = on("payments", "[{ pointer: /number, name: card, mode: tokenize }]");
+    let tickets = on("tickets", "[{ pointer: /number, name: card, mode: tokenize }]");
+    assert_eq!(json(&pay, &body).unwrap(), json(&tickets, &body).unwrap());
+    // The default labels are reserved.
+    let f: Vec<FieldConfig> =
+        serde_yaml_ng::from_str("[{ pointer: /number, name: 'route:payments:/number', mode: tokenize }]").unwrap();
+    assert!(Tokenizer::compile("tickets", &f, Some(&top), Arc::new(Vault::memory(1)))
+        .unwrap_err()
+        .contains("reserved"));
+}
+
+/// One explicit name with different roles or masks anywhere is refused, naming both routes.
+#[test]
+fn one_name_with_different_roles_is_refused() {
+    let list = |yaml: &str| serde_yaml_ng::from_str::<Vec<FieldConfig>>(yaml).unwrap();
+    let pay = list("[{ pointer: /number, name: card, mode: tokenize, detokenize_roles: [billing, ops] }]");
+    let same = list("[{ pointer: /n, name: card, mode: tokenize, detokenize_roles: [ops, billing, ops] }, { form: n, name: card, mode: tokenize }]");
+    assert_eq!(check_names([("payments", &pay[..]), ("tickets", &same[..])]), Ok(()));
+    for bad in [
+        "[{ pointer: /number, name: card, mode: tokenize, detokenize_roles: [support] }]",
+        "[{ pointer: /number, name: card, mode: tokenize }]",
+        "[{ pointer: /number, name: card, mode: tokenize, detokenize_roles: [billing, ops], mask: '***' }]",
+    ] {
+        let other = list(bad);
+        let e = check_names([("payments", &pay[..]), ("tickets", &other[..])]).unwrap_err();
+        assert!(e.contains("`card`") && e.contains("`payments`") && e.contains("`tickets`"), "{e}");
+    }
+    // Within one route too.
+    let two = list("[{ pointer: /a, name: card, mode: tokenize, detokenize_roles: [x] }, { pointer: /b, name: card, mode: tokenize }]");
+    assert!(check_names([("r", &two[..])]).is_err());
+    // Default names are per route: no clash.
+    let plain = list("[{ pointer: /number, mode: tokenize, detokenize_roles: [support] }]");
+    let plain2 = list("[{ pointer: /number, mode: tokenize, detokenize_roles: [billing] }]");
+    assert_eq!(check_names([("payments", &plain[..]), ("tickets", &plain2[..])]), Ok(()));
 }
 
 mod generated {
