@@ -20,13 +20,18 @@ pub struct JsonMask {
     pub allow: Vec<Vec<Box<str>>>,
     /// JSON pointers whose values stay only at the place itself (an array or object there is masked
     /// as usual): the tokenized fields, which detokenization already judged.
-    pub exact: Vec<Vec<Box<str>>>,
+    exact: Vec<Vec<Box<str>>>,
 }
 
 /// A masked document, with how many findings were masked.
 pub struct Masked {
     pub body: Vec<u8>,
     pub found: usize,
+}
+
+/// A JSON pointer's segments after its leading `/`, RFC 6901 escapes (`~1`, `~0`) undone.
+fn segments(rest: &str) -> Vec<Box<str>> {
+    rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect()
 }
 
 /// One step of the path to the value being read.
@@ -45,9 +50,17 @@ impl JsonMask {
             let Some(rest) = p.strip_prefix('/') else {
                 return Err(format!("mask.allow: `{p}` is not a JSON pointer (it starts with /)"));
             };
-            pointers.push(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect());
+            pointers.push(segments(rest));
         }
         Ok(JsonMask { kinds, allow: pointers, exact: Vec::new() })
+    }
+
+    /// Leaves the value at `pointer` (only: not what is under it) unmasked; a pointer that does not start
+    /// with `/` is ignored.
+    pub fn keep_exact(&mut self, pointer: &str) {
+        if let Some(rest) = pointer.strip_prefix('/') {
+            self.exact.push(segments(rest));
+        }
     }
 
     /// The document with its findings masked; `Ok(None)` when nothing was found (nothing is copied);

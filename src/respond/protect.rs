@@ -362,11 +362,7 @@ impl Protect {
     pub fn set_detokenizer(&mut self, d: Arc<dyn Detokenize>) {
         if let Some(m) = &mut self.mask {
             for p in d.pointers() {
-                if let Some(rest) = p.strip_prefix('/') {
-                    m.exact.push(
-                        rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~").into_boxed_str()).collect(),
-                    );
-                }
+                m.keep_exact(&p);
             }
         }
         self.detokenize = Some(d);
