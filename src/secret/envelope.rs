@@ -25,8 +25,9 @@ fn key(bytes: &[u8]) -> Result<LessSafeKey, Tampered> {
     UnboundKey::new(&AES_256_GCM, bytes).map(LessSafeKey::new).map_err(|_| Tampered)
 }
 
-/// Seals `plaintext` under `key` with `aad`: `nonce || ciphertext || tag`.
-fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
+/// Seals `plaintext` under `key` with `aad` and a fresh random nonce: `nonce || ciphertext || tag`.
+/// (Also the tokenization stage's `encrypt` mode and token vault.)
+pub fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness available".to_string())?;
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
@@ -39,7 +40,8 @@ fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>,
     Ok(out)
 }
 
-fn open_with(key: &LessSafeKey, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, Tampered> {
+/// Opens what [`seal_with`] sealed under `key` with `aad`.
+pub fn open_with(key: &LessSafeKey, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, Tampered> {
     if blob.len() < NONCE_LEN + TAG_LEN {
         return Err(Tampered);
     }

@@ -8,6 +8,7 @@
 //! - `encrypt`: AES-256-GCM with a random 96-bit nonce; the associated data binds the field.
 //! - `format_preserving`: see [`FieldCipher::format_preserving`] and `vault.rs`.
 
+use crate::secret::envelope::{open_with, seal_with};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV, NONCE_LEN};
 use aws_lc_rs::{hkdf, hmac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -100,18 +101,7 @@ impl FieldCipher {
 
     /// `enc_<base64url(nonce || AES-256-GCM(value))>`, a fresh random nonce each time.
     pub fn encrypt(&self, value: &str) -> Result<String, Refusal> {
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "random")?;
-        let mut buf = Vec::with_capacity(NONCE_LEN + value.len() + 16);
-        buf.extend_from_slice(&nonce);
-        buf.extend_from_slice(value.as_bytes());
-        let (head, body) = buf.split_at_mut(NONCE_LEN);
-        let tag = self
-            .gcm
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&self.encrypt_aad[..]), body)
-            .map_err(|_| "seal")?;
-        let _ = head;
-        buf.extend_from_slice(tag.as_ref());
+        let buf = seal_with(&self.gcm, &self.encrypt_aad, value.as_bytes()).map_err(|_| "seal")?;
         let mut out = String::with_capacity(ENCRYPTED_MARK.len() + buf.len().div_ceil(3) * 4);
         out.push_str(ENCRYPTED_MARK);
         URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
@@ -121,14 +111,7 @@ impl FieldCipher {
     /// The value of an `enc_` value of this field; `None` for anything else.
     pub fn decrypt(&self, text: &str) -> Option<String> {
         let buf = URL_SAFE_NO_PAD.decode(text.strip_prefix(ENCRYPTED_MARK)?).ok()?;
-        if buf.len() < NONCE_LEN + 16 {
-            return None;
-        }
-        let (nonce, rest) = buf.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut rest = rest.to_vec();
-        let plain = self.gcm.open_in_place(nonce, Aad::from(&self.encrypt_aad[..]), &mut rest).ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        String::from_utf8(open_with(&self.gcm, &self.encrypt_aad, &buf).ok()?).ok()
     }
 
     /// The keyed digest of `counter` and a value: the fingerprint the vault compares and the source of
@@ -192,30 +175,12 @@ impl FieldCipher {
 
     /// The original sealed for the vault: `nonce || AES-256-GCM(value)`, bound to the field and token.
     pub fn seal_original(&self, token: &str, value: &str) -> Result<Vec<u8>, Refusal> {
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "random")?;
-        let mut body = value.as_bytes().to_vec();
-        let tag = self
-            .vault
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.vault_aad(token)),
-                &mut body,
-            )
-            .map_err(|_| "seal")?;
-        Ok([&nonce[..], &body, tag.as_ref()].concat())
+        seal_with(&self.vault, &self.vault_aad(token), value.as_bytes()).map_err(|_| "seal")
     }
 
     /// The original of a vault entry; `None` if it was not sealed for this field and token.
     pub fn open_original(&self, token: &str, sealed: &[u8]) -> Option<String> {
-        if sealed.len() < NONCE_LEN + 16 {
-            return None;
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut rest = rest.to_vec();
-        let plain = self.vault.open_in_place(nonce, Aad::from(self.vault_aad(token)), &mut rest).ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        String::from_utf8(open_with(&self.vault, &self.vault_aad(token), sealed).ok()?).ok()
     }
 }
 
