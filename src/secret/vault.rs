@@ -367,18 +367,7 @@ impl KeyTable for SqliteSecrets {
         let conn = self.store.conn();
         let result = conn
             .prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys ORDER BY created_at")
-            .and_then(|mut st| {
-                st.query_map([], |r| {
-                    Ok(WrappedDek {
-                        id: r.get(0)?,
-                        kek_id: r.get(1)?,
-                        wrapped: r.get(2)?,
-                        created_at: r.get(3)?,
-                        active: r.get::<_, i64>(4)? != 0,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-            });
+            .and_then(|mut st| st.query_map([], wrapped_dek)?.collect::<Result<Vec<_>, _>>());
         result.map_err(|e| self.err(e))
     }
 
@@ -405,17 +394,7 @@ impl KeyTable for SqliteSecrets {
             let mut st = tx
                 .prepare("SELECT id, kek_id, wrapped, created_at, active FROM data_keys ORDER BY rowid")
                 .map_err(sql)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(WrappedDek {
-                        id: r.get(0)?,
-                        kek_id: r.get(1)?,
-                        wrapped: r.get(2)?,
-                        created_at: r.get(3)?,
-                        active: r.get::<_, i64>(4)? != 0,
-                    })
-                })
-                .map_err(sql)?;
+            let rows = st.query_map([], wrapped_dek).map_err(sql)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(sql)?
         };
         let mut n = 0;
@@ -435,6 +414,17 @@ impl KeyTable for SqliteSecrets {
         tx.commit().map_err(sql)?;
         Ok(n)
     }
+}
+
+/// A `data_keys` row read as `SELECT id, kek_id, wrapped, created_at, active`.
+fn wrapped_dek(r: &rusqlite::Row<'_>) -> rusqlite::Result<WrappedDek> {
+    Ok(WrappedDek {
+        id: r.get(0)?,
+        kek_id: r.get(1)?,
+        wrapped: r.get(2)?,
+        created_at: r.get(3)?,
+        active: r.get::<_, i64>(4)? != 0,
+    })
 }
 
 #[cfg(test)]
