@@ -12,6 +12,10 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # the SIEM export tests (tests/events_export.rs) start their own rsyslogd with UDP, TCP and TLS (gtls) inputs
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need_apt+=(rsyslog-gnutls)
+# the PostgreSQL store and fleet tests (tests/store_pg.rs, tests/fleet.rs) make a throwaway cluster with
+# Debian's initdb (/usr/lib/postgresql/<version>/bin), run as an unprivileged user they create (runuser)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 # the real `portcullis quickstart` test (tests/quickstart.rs) runs it in its own network namespace:
 # unshare and nsenter (util-linux) and ip (iproute2) to bring its loopback up
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)

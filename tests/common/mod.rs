@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod idp;
+pub mod pg;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
