@@ -1,8 +1,10 @@
-//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `tokens`, `secrets`, `audit`,
-//! `openapi import`.
+//! The `portcullis` command: `run`, `check`, `quickstart`, `keys`, `bans`, `tokens`, `secrets`, `store`,
+//! `audit`, `openapi import`.
 //!
 //! Exit codes: 0 success; 1 `check` found an error; 64 (EX_USAGE) `run` was given an invalid config;
 //! 70 the server failed while running.
+
+pub mod store;
 
 use crate::config::{self, ConfigError};
 use crate::observe::metrics::Metrics;
@@ -71,6 +73,14 @@ enum Command {
         #[command(subcommand)]
         command: crate::authn::jwt::revoked::cli::TokensCommand,
     },
+    /// The fleet's PostgreSQL (`store.postgres`): migrate its schema; export and import keys and bans
+    /// between a node's stores and a fleet's.
+    Store {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Verify an audit trail, or make its signing key.
     Audit {
         #[command(subcommand)]
@@ -113,10 +123,11 @@ pub fn main() -> ExitCode {
         Command::Keys { config, authenticator, command } => {
             let found = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
                 let trail = command_trail(&cfg)?;
-                find_api_key(&cfg, authenticator.as_deref()).map(|k| (k, trail))
+                let pg = cfg.store.as_ref().and_then(|s| s.postgres.clone());
+                find_api_key(&cfg, authenticator.as_deref()).map(|k| (k, trail, pg))
             });
-            let done = found.and_then(|((name, c), trail)| {
-                crate::authn::api_key::cli::run(&name, &c, command, &trail.emitter())?;
+            let done = found.and_then(|((name, c), trail, pg)| {
+                crate::authn::api_key::cli::run(&name, &c, pg.as_ref(), command, &trail.emitter())?;
                 trail.check()
             });
             match done {
@@ -169,6 +180,15 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis tokens: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Store { config, command } => {
+            match config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| store::run(&cfg, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis store: {e}");
                     ExitCode::from(1)
                 }
             }

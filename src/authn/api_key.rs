@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod cli;
 pub mod lifecycle;
+pub mod pg;
 pub mod store;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -37,7 +38,8 @@ pub mod store;
 pub struct ApiKeyConfig {
     /// Server secret for the keyed hashes (at least 32 bytes); use `${env:NAME}` or `${file:PATH}`.
     pub hmac_secret: Secret,
-    /// SQLite file managed by `portcullis keys`; created if missing.
+    /// SQLite file managed by `portcullis keys`; created if missing. The word `postgres`: the keys
+    /// live in the top-level `store.postgres`, shared by a fleet.
     #[serde(default)]
     pub store: Option<String>,
     #[serde(default = "default_refresh")]
@@ -212,6 +214,10 @@ pub struct ApiKeyAuth {
     aging: Option<lifecycle::Aging>,
     /// Warnings of keys nearing `max_age` (events and the gauge).
     warnings: Arc<lifecycle::Warnings>,
+    /// `store: postgres`: the store and the generation the keys were read at.
+    postgres: Option<(Arc<crate::store::Postgres>, i64)>,
+    /// The store is followed (once, however often a reload starts a reused authenticator).
+    following: std::sync::atomic::AtomicBool,
 }
 
 /// How many presented keys [`ApiKeyAuth`] remembers the digests of.
@@ -242,6 +248,15 @@ fn decode_hex(s: &str) -> Option<Digest> {
 
 impl ApiKeyAuth {
     pub fn new(name: &str, c: &ApiKeyConfig) -> Result<ApiKeyAuth, String> {
+        Self::with_store(name, c, None)
+    }
+
+    /// As [`ApiKeyAuth::new`], with the fleet's PostgreSQL for `store: postgres`.
+    pub fn with_store(
+        name: &str,
+        c: &ApiKeyConfig,
+        postgres: Option<&Arc<crate::store::Postgres>>,
+    ) -> Result<ApiKeyAuth, String> {
         let secret = hmac_key(&c.hmac_secret)?;
         let header =
             HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| format!("`{}` is not a header name", c.header))?;
@@ -268,7 +283,14 @@ impl ApiKeyAuth {
             declared.insert(digest, Arc::new(record));
         }
         let mut initial = declared.clone();
-        if let Some(path) = &c.store {
+        let mut pg_state = None;
+        if c.store.as_deref() == Some(pg::WORD) {
+            let pg_store = postgres
+                .ok_or("`store: postgres` needs the top-level `store.postgres` section (the fleet's PostgreSQL)")?;
+            let (generation, loaded) = pg::load_now(pg_store, name)?;
+            initial.extend(loaded);
+            pg_state = Some((pg_store.clone(), generation));
+        } else if let Some(path) = &c.store {
             let loaded =
                 store::Store::open(path).and_then(|s| s.load()).map_err(|e| format!("key store `{path}`: {e}"))?;
             initial.extend(loaded);
@@ -286,6 +308,8 @@ impl ApiKeyAuth {
             hashed: TokenCache::new(HASHED_CACHE),
             aging: lifecycle::Aging::new(c.max_age, c.warn_before)?,
             warnings: Arc::new(lifecycle::Warnings::new(name)),
+            postgres: pg_state,
+            following: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -401,6 +425,20 @@ impl ApiKeyAuth {
 
     /// Polls the store and swaps in its keys when another process changed it.
     pub fn start(&self) {
+        if let Some((pg, generation)) = &self.postgres {
+            if !self.following.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tokio::spawn(pg::follow(pg::Follow {
+                    pg: pg.clone(),
+                    name: self.name.clone(),
+                    declared: self.declared.clone(),
+                    keys: Arc::downgrade(&self.keys),
+                    generation: *generation,
+                    aging: self.aging,
+                    warnings: self.warnings.clone(),
+                }));
+            }
+            return;
+        }
         let Some(path) = self.store.clone() else { return };
         let keys = self.keys.clone();
         let declared = self.declared.clone();

@@ -159,7 +159,7 @@ impl Method {
             ));
         }
         if let Some(m) = &c.api_key {
-            return api_key::ApiKeyAuth::new(name, m)
+            return api_key::ApiKeyAuth::with_store(name, m, cx.postgres)
                 .map(|a| a.lifecycle(cx.events.clone(), metrics.api_keys_nearing_max_age(name)))
                 .map(|a| Method::ApiKey(Box::new(a)));
         }
@@ -297,6 +297,8 @@ pub struct Context<'a> {
     pub revoked: Option<Arc<jwt::revoked::Revoked>>,
     /// Where events outside a request go (API keys nearing their `max_age`).
     pub events: crate::events::Emitter,
+    /// `store.postgres`: where API keys with `store: postgres` live.
+    pub postgres: Option<&'a Arc<crate::store::Postgres>>,
 }
 
 /// The named methods of a runtime, compiled once and reused by a reload when unchanged.
@@ -306,6 +308,8 @@ pub struct Authenticators {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The deny list they were compiled with (likewise).
     revoked: Option<Arc<jwt::revoked::Revoked>>,
+    /// The PostgreSQL store they were compiled with (likewise).
+    postgres: Option<Arc<crate::store::Postgres>>,
 }
 
 impl Authenticators {
@@ -325,7 +329,12 @@ impl Authenticators {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
             };
-            fleet && revoked
+            let postgres = match (&p.postgres, cx.postgres) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            fleet && revoked && postgres
         };
         let previous = previous.filter(same_fleet);
         let mut methods = BTreeMap::new();
@@ -337,7 +346,12 @@ impl Authenticators {
             };
             methods.insert(name.clone(), (c.clone(), method));
         }
-        Ok(Authenticators { methods, fleet: cx.fleet.cloned(), revoked: cx.revoked.clone() })
+        Ok(Authenticators {
+            methods,
+            fleet: cx.fleet.cloned(),
+            revoked: cx.revoked.clone(),
+            postgres: cx.postgres.cloned(),
+        })
     }
 
     pub fn start(&self) {

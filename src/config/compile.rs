@@ -526,6 +526,12 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .as_ref()
         .map(|r| lasting.fleet.fleet(r).map_err(|m| CompileError::new("redis", "", m)))
         .transpose()?;
+    let postgres = cfg
+        .store
+        .as_ref()
+        .and_then(|s| s.postgres.as_ref())
+        .map(|p| lasting.postgres.get(p, metrics.store()).map_err(|m| CompileError::new("postgres", "", m)))
+        .transpose()?;
     let revoked = lasting
         .authn
         .revoked
@@ -538,6 +544,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         revoked,
         events: lasting.events.handle(),
         normalize_path,
+        postgres: postgres.as_ref(),
     };
     let authenticators = Authenticators::compile(&cfg.authenticators, previous.map(|p| &p.authenticators), &shared)
         .map_err(|(name, m)| CompileError::new("", name.clone(), format!("authenticator `{name}`: {m}")))?;

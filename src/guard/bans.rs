@@ -59,7 +59,8 @@ pub enum Target {
 }
 
 impl Target {
-    fn kind(&self) -> &'static str {
+    /// `ip`, `prefix` or `principal`.
+    pub fn kind(&self) -> &'static str {
         match self {
             Target::Ip(_) => "ip",
             Target::Prefix(_) => "prefix",
@@ -67,7 +68,8 @@ impl Target {
         }
     }
 
-    fn text(&self) -> String {
+    /// The target as stored (canonical address or prefix, or `<method>:<id>`).
+    pub fn text(&self) -> String {
         match self {
             Target::Ip(ip) => ip.to_canonical().to_string(),
             Target::Prefix(n) => n.to_string(),

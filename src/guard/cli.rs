@@ -39,20 +39,40 @@ pub enum BansCommand {
 }
 
 /// Where the CLI writes: the fleet's Redis (`redis.share_bans: true`) or the `store:` file.
-enum Backend {
+pub enum Backend {
     Sqlite(BanStore),
     Redis(Box<RedisBans>),
 }
 
 impl Backend {
+    /// The config's ban store: Redis with `redis.share_bans: true`, else the `store:` file.
+    pub fn open(store: Option<&StoreConfig>, redis: Option<&RedisConfig>) -> Result<Backend, String> {
+        Ok(match redis.filter(|r| r.share_bans) {
+            Some(r) => Backend::Redis(Box::new(RedisBans::new(&Fleet::new(r)?))),
+            None => {
+                let store = store.ok_or(
+                    "the config has no `store:`, so bans live in the gateway's memory only; add `store: { sqlite: PATH }` \
+                     (or `redis:` with `share_bans: true`)",
+                )?;
+                Backend::Sqlite(BanStore::open(&store.sqlite).map_err(|e| e.to_string())?)
+            }
+        })
+    }
+
     fn add(&mut self, target: &Target, until: i64, reason: &str) -> Result<i64, String> {
+        self.add_from(target, until, reason, "manual")
+    }
+
+    /// Adds a ban with its `source` (`manual`, `auto`; kept by an import).
+    pub fn add_from(&mut self, target: &Target, until: i64, reason: &str, source: &str) -> Result<i64, String> {
         match self {
-            Backend::Sqlite(s) => s.add(target, until, reason, "manual").map_err(|e| e.to_string()),
-            Backend::Redis(r) => r.add(target, until, reason, "manual"),
+            Backend::Sqlite(s) => s.add(target, until, reason, source).map_err(|e| e.to_string()),
+            Backend::Redis(r) => r.add(target, until, reason, source),
         }
     }
 
-    fn list(&mut self, now: Option<i64>) -> Result<Vec<super::bans::Ban>, String> {
+    /// Bans not expired at `now` (or all kept ones).
+    pub fn list(&mut self, now: Option<i64>) -> Result<Vec<super::bans::Ban>, String> {
         match self {
             Backend::Sqlite(s) => s.list(now).map_err(|e| e.to_string()),
             Backend::Redis(r) => r.list(now),
@@ -85,16 +105,7 @@ pub fn run(
     cmd: BansCommand,
     audit: &Emitter,
 ) -> Result<(), String> {
-    let mut bans = match redis.filter(|r| r.share_bans) {
-        Some(r) => Backend::Redis(Box::new(RedisBans::new(&Fleet::new(r)?))),
-        None => {
-            let store = store.ok_or(
-                "the config has no `store:`, so bans live in the gateway's memory only; add `store: { sqlite: PATH }` \
-                 (or `redis:` with `share_bans: true`)",
-            )?;
-            Backend::Sqlite(BanStore::open(&store.sqlite).map_err(|e| e.to_string())?)
-        }
-    };
+    let mut bans = Backend::open(store, redis)?;
     match cmd {
         BansCommand::Add { ip, prefix, principal, duration, reason } => {
             let target = match (ip, prefix, principal) {

@@ -40,6 +40,8 @@ pub struct Metrics {
     exporter_events: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
     api_keys_nearing: Family<Labels, Gauge>,
+    /// `store_errors_total{backend,op}` and `store_up{backend}` (PostgreSQL, `store.postgres`).
+    store: crate::store::postgres::StoreMetrics,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -156,6 +158,13 @@ impl Metrics {
             "Stored API keys of each authenticator within warn_before of their max_age",
             api_keys_nearing.clone(),
         );
+        let store = crate::store::postgres::StoreMetrics::default();
+        registry.register(
+            "store_errors",
+            "Failed exchanges with the shared store, by backend and operation",
+            store.errors.clone(),
+        );
+        registry.register("store_up", "1 while the shared store answers, 0 during an outage", store.up.clone());
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register("request_duration_seconds", "Request latency by route", duration.clone());
         registry.register("rejections", "Requests refused by the gateway, by problem type", rejections.clone());
@@ -193,7 +202,13 @@ impl Metrics {
             exporter_events,
             exporter_queue,
             api_keys_nearing,
+            store,
         }
+    }
+
+    /// The shared store's counters and gauge (handed to `store.postgres` when it is made).
+    pub fn store(&self) -> &crate::store::postgres::StoreMetrics {
+        &self.store
     }
 
     /// `portcullis_authz_decisions_total{route,decision,rule}`: each route's counters are made when it

@@ -110,6 +110,8 @@ pub struct Lasting {
     pub limits: crate::limit::Kept,
     pub guard: crate::guard::Kept,
     pub fleet: crate::fleet::Kept,
+    /// `store.postgres`: the pool and change watcher, kept while the section is unchanged.
+    pub postgres: crate::store::postgres::Kept,
     pub self_signed: crate::tls::server::SelfSignedCache,
     pub events: crate::observe::events::Kept,
     /// TLS handshake failures are counted always and sampled into events (one a second).

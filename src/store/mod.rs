@@ -10,6 +10,10 @@
 //!
 //! This module never imports a stage; stages (and the CLI) open the store through it.
 
+pub mod postgres;
+
+pub use postgres::{PgError, Postgres, PostgresConfig};
+
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite file (created if missing; its directory must exist).
+    /// The SQLite file (created if missing; its directory must exist): this node's own state.
     pub sqlite: PathBuf,
+    /// PostgreSQL, the state a fleet shares: API keys of authenticators with `store: postgres`, admin
+    /// tokens (see [`postgres`]).
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
 }
 
 /// What can go wrong with the store (the path is named, never any stored value).

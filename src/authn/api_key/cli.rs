@@ -3,6 +3,8 @@
 use super::store::{KeyInfo, Store};
 use super::{generate, hash, hmac_key, now, ApiKeyConfig};
 use crate::events::{Emitter, Event, Kind};
+use crate::store::postgres::keys as pg_keys;
+use crate::store::{Postgres, PostgresConfig};
 use crate::units::parse_duration;
 use clap::Subcommand;
 use std::io::Read;
@@ -54,9 +56,126 @@ fn lifecycle(authenticator: &str, action: &'static str, id: &str, principal: &st
         .attr("via", "cli")
 }
 
+/// Where the keys of the authenticator live: its SQLite file, or the fleet's PostgreSQL.
+enum KeyStore {
+    Sqlite(Store),
+    Postgres(Box<Postgres>, String),
+}
+
+impl KeyStore {
+    fn open(name: &str, c: &ApiKeyConfig, pg: Option<&PostgresConfig>) -> Result<KeyStore, String> {
+        let path = c.store.as_deref().ok_or_else(|| format!("authenticator `{name}` has no `store`"))?;
+        if path != super::pg::WORD {
+            return Store::open(path).map(KeyStore::Sqlite);
+        }
+        let pg = pg.ok_or_else(|| {
+            format!("authenticator `{name}` has `store: postgres` but the config has no top-level `store.postgres`")
+        })?;
+        let pg = Postgres::new(pg, Default::default())?;
+        pg.connect_and_migrate().map_err(|e| e.to_string())?;
+        Ok(KeyStore::Postgres(Box::new(pg), name.to_owned()))
+    }
+
+    /// Runs one exchange with PostgreSQL (`fut` connects on its own) to completion.
+    fn pg<T: Send>(
+        fut: impl std::future::Future<Output = Result<T, crate::store::PgError>> + Send,
+    ) -> Result<T, String> {
+        crate::store::postgres::block_on(fut)?.map_err(|e| e.to_string())
+    }
+
+    fn list(&self) -> Result<Vec<KeyInfo>, String> {
+        match self {
+            KeyStore::Sqlite(s) => s.list(),
+            KeyStore::Postgres(pg, name) => {
+                let (_, rows) = Self::pg(async {
+                    let mut c = pg.connect().await?;
+                    pg_keys::load(&mut c, name).await.map_err(|e| pg.error(e))
+                })?;
+                Ok(rows.iter().map(super::pg::info_of).collect())
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<KeyInfo>, String> {
+        match self {
+            KeyStore::Sqlite(s) => s.get(id),
+            KeyStore::Postgres(pg, name) => {
+                let row = Self::pg(async {
+                    let c = pg.connect().await?;
+                    pg_keys::get(&c, name, id).await.map_err(|e| pg.error(e))
+                })?;
+                Ok(row.as_ref().map(super::pg::info_of))
+            }
+        }
+    }
+
+    fn restriction_of(&self, id: &str) -> Result<Vec<String>, String> {
+        match self {
+            KeyStore::Sqlite(s) => s.restriction_of(id),
+            KeyStore::Postgres(pg, name) => {
+                let row = Self::pg(async {
+                    let c = pg.connect().await?;
+                    pg_keys::get(&c, name, id).await.map_err(|e| pg.error(e))
+                })?
+                .ok_or_else(|| format!("no key `{id}`"))?;
+                let nets = super::store::restriction(&row.allowed_cidrs).map_err(|entry| {
+                    format!("key `{id}`: its address restriction cannot be read (`{entry}`); fix or revoke the key")
+                })?;
+                Ok(nets.iter().map(ToString::to_string).collect())
+            }
+        }
+    }
+
+    /// Stores a new key; false when its id is taken.
+    fn insert(&self, id: &str, digest: &super::Digest, info: &KeyInfo) -> Result<bool, String> {
+        match self {
+            KeyStore::Sqlite(s) => {
+                if s.exists(id)? {
+                    return Ok(false);
+                }
+                s.insert(id, digest, info).map(|()| true)
+            }
+            KeyStore::Postgres(pg, name) => {
+                let row = super::pg::row_of(id, digest, info);
+                Self::pg(async {
+                    let mut c = pg.connect().await?;
+                    pg_keys::insert(&mut c, name, &row).await.map_err(|e| pg.error(e))
+                })
+            }
+        }
+    }
+
+    fn revoke(&self, id: &str, now: i64) -> Result<bool, String> {
+        match self {
+            KeyStore::Sqlite(s) => s.revoke(id, now),
+            KeyStore::Postgres(pg, name) => Self::pg(async {
+                let mut c = pg.connect().await?;
+                pg_keys::revoke(&mut c, name, id, now).await.map_err(|e| pg.error(e))
+            }),
+        }
+    }
+
+    fn mark_rotated(&self, old: &str, new: &str, grace_until: i64) -> Result<(), String> {
+        match self {
+            KeyStore::Sqlite(s) => s.mark_rotated(old, new, grace_until),
+            KeyStore::Postgres(pg, name) => Self::pg(async {
+                let mut c = pg.connect().await?;
+                pg_keys::mark_rotated(&mut c, name, old, new, grace_until).await.map_err(|e| pg.error(e))
+            })
+            .map(|_| ()),
+        }
+    }
+}
+
 /// Runs `cmd` against the api_key authenticator `name` (found in the config by `cli`); changes are
-/// emitted to `audit` (the config's audit trail, or nothing).
-pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> Result<(), String> {
+/// emitted to `audit` (the config's audit trail, or nothing). `pg`: the config's `store.postgres`.
+pub fn run(
+    name: &str,
+    c: &ApiKeyConfig,
+    pg: Option<&PostgresConfig>,
+    cmd: KeysCommand,
+    audit: &Emitter,
+) -> Result<(), String> {
     let secret = hmac_key(&c.hmac_secret)?;
     if let KeysCommand::Hash = cmd {
         let mut key = String::new();
@@ -67,8 +186,7 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
         println!("{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
         return Ok(());
     }
-    let path = c.store.as_deref().ok_or_else(|| format!("authenticator `{name}` has no `store`"))?;
-    let store = Store::open(path)?;
+    let store = KeyStore::open(name, c, pg)?;
     match cmd {
         KeysCommand::Create { principal, roles, scopes, expires, cidrs } => {
             // Stored in canonical form: a bare address becomes `/32` or `/128`.
@@ -168,12 +286,11 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
     Ok(())
 }
 
-fn create(store: &Store, secret: &aws_lc_rs::hmac::Key, info: &KeyInfo) -> Result<(String, String), String> {
+fn create(store: &KeyStore, secret: &aws_lc_rs::hmac::Key, info: &KeyInfo) -> Result<(String, String), String> {
     // Ids are 40 random bits; retry the (unlikely) collision.
     for _ in 0..5 {
         let (id, key) = generate()?;
-        if !store.exists(&id)? {
-            store.insert(&id, &hash(secret, &key), info)?;
+        if store.insert(&id, &hash(secret, &key), info)? {
             return Ok((id, key));
         }
     }

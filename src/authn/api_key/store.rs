@@ -28,19 +28,65 @@ fn err(e: rusqlite::Error) -> String {
     e.to_string()
 }
 
-fn list_to_json(v: &[String]) -> String {
+pub(super) fn list_to_json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-fn json_to_list(s: &str) -> Vec<String> {
+pub(super) fn json_to_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
 /// A stored `allowed_cidrs` column: every entry parsed, or the first one that cannot be (the whole
 /// column when it is not a JSON list of strings).
-fn restriction(column: &str) -> Result<Vec<ipnet::IpNet>, String> {
+pub(super) fn restriction(column: &str) -> Result<Vec<ipnet::IpNet>, String> {
     let entries: Vec<String> = serde_json::from_str(column).map_err(|_| column.chars().take(64).collect::<String>())?;
     entries.iter().map(|e| super::parse_cidr(e).ok_or_else(|| e.chars().take(64).collect())).collect()
+}
+
+/// One stored row's columns, as either store (SQLite or PostgreSQL) holds them.
+pub(super) struct Stored<'a> {
+    pub hash: &'a [u8],
+    pub id: String,
+    pub principal: &'a str,
+    pub roles: &'a str,
+    pub scopes: &'a str,
+    pub cidrs: &'a str,
+}
+
+impl Stored<'_> {
+    /// The record the gateway holds, by digest; `None` for a hash of the wrong length. An address
+    /// restriction that cannot be read makes the key unusable (never unrestricted).
+    pub(super) fn record(
+        self,
+        created_at: i64,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        grace_until: Option<i64>,
+    ) -> Option<(Digest, KeyRecord)> {
+        let digest = <Digest>::try_from(self.hash).ok()?;
+        let (allowed, unusable) = match restriction(self.cidrs) {
+            Ok(nets) => (nets, false),
+            Err(entry) => {
+                tracing::warn!(
+                    key = self.id.as_str(),
+                    entry = entry.as_str(),
+                    "API key refused: its address restriction cannot be read"
+                );
+                (Vec::new(), true)
+            }
+        };
+        let record = KeyRecord {
+            id: self.id,
+            created_at: Some(created_at),
+            principal: principal(self.principal, json_to_list(self.roles), json_to_list(self.scopes)),
+            expires_at,
+            grace_until,
+            revoked: revoked_at.is_some(),
+            allowed,
+            unusable,
+        };
+        Some((digest, record))
+    }
 }
 
 impl Store {
@@ -103,31 +149,10 @@ impl Store {
         for row in rows {
             let (hash, id, who, roles, scopes, cidrs, expires_at, revoked_at, grace_until, created_at) =
                 row.map_err(err)?;
-            let Ok(digest) = <Digest>::try_from(hash.as_slice()) else { continue };
-            let (allowed, unusable) = match restriction(&cidrs) {
-                Ok(nets) => (nets, false),
-                Err(entry) => {
-                    tracing::warn!(
-                        key = id.as_str(),
-                        entry = entry.as_str(),
-                        "API key refused: its address restriction cannot be read"
-                    );
-                    (Vec::new(), true)
-                }
-            };
-            map.insert(
-                digest,
-                Arc::new(KeyRecord {
-                    id,
-                    created_at: Some(created_at),
-                    principal: principal(&who, json_to_list(&roles), json_to_list(&scopes)),
-                    expires_at,
-                    grace_until,
-                    revoked: revoked_at.is_some(),
-                    allowed,
-                    unusable,
-                }),
-            );
+            let stored = Stored { hash: &hash, id, principal: &who, roles: &roles, scopes: &scopes, cidrs: &cidrs };
+            if let Some((digest, record)) = stored.record(created_at, expires_at, revoked_at, grace_until) {
+                map.insert(digest, Arc::new(record));
+            }
         }
         Ok(map)
     }
@@ -222,6 +247,51 @@ impl Store {
             )
             .map_err(err)?;
         self.bump()
+    }
+
+    /// Every key with its stored hash (for `portcullis store export`).
+    pub fn rows(&self) -> Result<Vec<(Vec<u8>, KeyInfo)>, String> {
+        let hashes: std::collections::HashMap<String, Vec<u8>> = {
+            let mut stmt = self.conn.prepare("SELECT id, hash FROM api_keys").map_err(err)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))).map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)?
+        };
+        Ok(self.list()?.into_iter().filter_map(|k| Some((hashes.get(&k.id)?.clone(), k))).collect())
+    }
+
+    /// Writes a key as given (`portcullis store import`): inserted, or its attributes replaced when
+    /// the id exists with the same hash. False when the id exists with another hash (left alone).
+    pub fn upsert(&self, hash: &[u8], info: &KeyInfo) -> Result<bool, String> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO api_keys (id, hash, principal, roles, scopes, allowed_cidrs, created_at, expires_at,
+                                       revoked_at, grace_until, rotated_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, roles = excluded.roles,
+                   scopes = excluded.scopes, allowed_cidrs = excluded.allowed_cidrs, created_at = excluded.created_at,
+                   expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
+                   grace_until = excluded.grace_until, rotated_to = excluded.rotated_to
+                 WHERE api_keys.hash = excluded.hash",
+                params![
+                    info.id,
+                    hash,
+                    info.principal,
+                    list_to_json(&info.roles),
+                    list_to_json(&info.scopes),
+                    list_to_json(&info.allowed_cidrs),
+                    info.created_at,
+                    info.expires_at,
+                    info.revoked_at,
+                    info.grace_until,
+                    info.rotated_to
+                ],
+            )
+            .map_err(err)?;
+        if n > 0 {
+            self.bump()?;
+        }
+        Ok(n > 0)
     }
 
     pub fn exists(&self, id: &str) -> Result<bool, String> {
