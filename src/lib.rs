@@ -23,6 +23,7 @@ pub mod respond;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod sqlite;
 pub mod store;
 pub mod tls;
 pub mod tokenize;

@@ -8,7 +8,7 @@
 use super::clock::{now_ms, parse_rfc3339, utc};
 use super::envelope::{Dek, Tampered};
 use super::kek::{Kek, KekSource};
-use crate::store::Store;
+use crate::sqlite::Store;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Deserialize;
 use std::collections::HashMap;
