@@ -81,6 +81,14 @@ enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// The admin API's tokens, in the config's `store:`.
+    Admin {
+        /// The config file (its `store:`); before or after the subcommand.
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: crate::admin::cli::AdminCommand,
+    },
     /// Verify an audit trail, or make its signing key.
     Audit {
         #[command(subcommand)]
@@ -189,6 +197,28 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis store: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Admin { config, command } => {
+            let Some(config) = config else {
+                eprintln!("portcullis admin: give the config file with -c");
+                return ExitCode::from(64);
+            };
+            let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
+                let trail = command_trail(&cfg)?;
+                crate::admin::cli::run(
+                    crate::admin::tokens::TokenStore::of(cfg.store.as_ref()),
+                    command,
+                    &trail.emitter(),
+                )?;
+                trail.check()
+            });
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis admin: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -418,7 +448,7 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
         }
     }
     let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), lasting });
-    match tokio_rt.block_on(crate::server::run(shared, path)) {
+    match tokio_rt.block_on(crate::server::run(shared, path, quickstart)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
@@ -452,7 +482,7 @@ fn print_quickstart() {
         "\nPortcullis quickstart\n\
          \n  HTTPS  https://127.0.0.1:8443   (self-signed certificate, generated now)\
          \n  HTTP   http://127.0.0.1:8080    (redirects to HTTPS)\
-         \n  admin  http://127.0.0.1:9901    (/metrics, /healthz)\
+         \n  admin  http://127.0.0.1:9901    (/metrics, /healthz, /admin/v1, /admin/ui: token below)\
          \n\nTry:\
          \n  curl -k https://127.0.0.1:8443/echo/hello\
          \n  curl -k --http2 -X POST -H 'content-type: application/json' -d '{{\"hi\":1}}' https://127.0.0.1:8443/echo/post\

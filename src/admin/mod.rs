@@ -1,18 +1,135 @@
-//! The admin API (served on its own listener by `server::admin`, loopback by default): `GET /healthz`,
-//! Prometheus `GET /metrics`, and `GET /keys/nearing-max-age` (stored API keys nearing their
-//! authenticator's `max_age`: ids and principals, never keys); all but the first behind a bearer token
-//! when `admin.token` is set.
-//! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
-//! do not need axum yet.
+//! The admin listener's answers (served by `server::admin`, loopback by default):
+//! - `GET /healthz`; Prometheus `GET /metrics` and `GET /keys/nearing-max-age`, behind `admin.token`
+//!   when it is set (their rule is unchanged);
+//! - the admin API under `/admin/v1` ([`api`]): admin tokens ([`tokens`]) or a client certificate,
+//!   with roles ([`auth`]);
+//! - the dashboard under `/admin/ui`.
+//!
+//! [`State`] lives as long as the listener (across reloads): the accepted tokens, the idempotency
+//! cache, and the router with its OpenAPI document.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
 mod exposition;
+pub mod tokens;
 
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
 use crate::pipeline::Shared;
+use auth::{Authn, Caller};
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, VARY};
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
+use std::sync::{Arc, OnceLock};
+
+/// Reloads the config file (the server's reload, handed in: this module does not import the server).
+pub type Reloader = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The admin listener's state, kept across reloads.
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub tokens: tokens::Tokens,
+    pub idempotency: api::idempotency::Cache,
+    /// One write of a key at a time on this node (the `If-Match` check and the write together).
+    pub writes: tokio::sync::Mutex<()>,
+    pub reload: Option<Reloader>,
+    pub openapi: OnceLock<String>,
+    router: OnceLock<axum::Router>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+impl State {
+    pub fn new(shared: Arc<Shared>, reload: Option<Reloader>) -> Arc<State> {
+        let state = Arc::new(State {
+            shared,
+            tokens: tokens::Tokens::default(),
+            idempotency: api::idempotency::Cache::default(),
+            writes: tokio::sync::Mutex::new(()),
+            reload,
+            openapi: OnceLock::new(),
+            router: OnceLock::new(),
+        });
+        let (router, doc) = api::router(state.clone());
+        let _ = state.openapi.set(doc.to_pretty_json().unwrap_or_default());
+        let _ = state.router.set(router);
+        state
+    }
+
+    /// Where stored admin tokens live (the config's `store:`), if anywhere.
+    pub fn token_store(&self) -> Option<tokens::TokenStore> {
+        let rt = self.shared.runtime.load();
+        tokens::TokenStore::of(rt.admin.as_ref().and_then(|a| a.store.as_ref()))
+    }
+
+    /// Reads the stored tokens now, then every second (a token made or revoked elsewhere is in force
+    /// here within about a second). The task ends with the state.
+    pub async fn start(self: &Arc<Self>) {
+        if let Err(e) = self.tokens.refresh(self.token_store().as_ref()).await {
+            tracing::warn!(error = %e, "admin tokens cannot be read from the store yet");
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let Some(state) = weak.upgrade() else { return };
+                match state.tokens.refresh(state.token_store().as_ref()).await {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "admin tokens cannot be read from the store; keeping the last ones");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// What the listener knows about the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The caller a verified client certificate maps to (`admin.tls.client_roles`).
+    pub certificate: Option<Caller>,
+}
+
+/// Answers one admin request.
+pub async fn respond<B>(state: &Arc<State>, mut req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path();
+    if path == "/admin/v1" || path.starts_with("/admin/v1/") {
+        let authn = match auth::bearer(req.headers()) {
+            Some(t) => auth::authenticate_bearer(state, t).map_or(Authn::Missing, Authn::Caller),
+            None => peer.certificate.clone().map_or(Authn::Missing, Authn::Caller),
+        };
+        req.extensions_mut().insert(authn);
+        let Some(router) = state.router.get() else {
+            return Reject::StoreUnavailable.into_response("admin").map(axum::body::Body::new);
+        };
+        let mut router = router.clone();
+        let req = req.map(axum::body::Body::new);
+        return match tower_service::Service::call(&mut router, req).await {
+            Ok(resp) => no_store(resp),
+            Err(never) => match never {},
+        };
+    }
+    legacy(&state.shared, &req).map(axum::body::Body::new)
+}
+
+/// Admin answers are never cached.
+fn no_store(mut resp: Response<axum::body::Body>) -> Response<axum::body::Body> {
+    resp.headers_mut().entry(http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -22,8 +139,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Answers one admin request (the listener, its limits and timeouts are `server::admin`'s).
-pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
+/// `/healthz`, `/metrics`, `/keys/nearing-max-age`.
+fn legacy<B>(shared: &Shared, req: &Request<B>) -> Response<ResponseBody> {
     if req.method() != Method::GET {
         return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin");
     }
@@ -61,7 +178,7 @@ pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBod
 }
 
 /// The 401 for a request without the admin token, when `admin.token` is set.
-fn refuse(rt: &crate::pipeline::runtime::Runtime, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+fn refuse<B>(rt: &crate::pipeline::runtime::Runtime, req: &Request<B>) -> Option<Response<ResponseBody>> {
     let token = rt.admin.as_ref().and_then(|a| a.token.as_ref())?;
     let given =
         req.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();

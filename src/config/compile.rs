@@ -638,7 +638,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                     "admin: a non-loopback admin address needs a `token`",
                 ));
             }
-            Some(AdminRt { address, token: a.token.clone() })
+            Some(AdminRt { address, token: a.token.clone(), store: cfg.store.clone() })
         }
     };
     let demo_upstream = cfg.demo_upstream.as_ref().map(|d| addr("address", &d.address)).transpose()?;
@@ -755,19 +755,35 @@ impl Runtime {
 
     fn describe_order(&self, host: Option<&str>) -> String {
         let mut out = String::from("order  route                 hosts                 path                           methods        upstream     auth\n");
+        for r in self.route_rows(host) {
+            out.push_str(&format!(
+                "{:<6} {:<21} {:<21} {:<30} {:<14} {:<12} {}\n",
+                r.order,
+                r.name,
+                if r.hosts.is_empty() { "*".to_string() } else { r.hosts.join(",") },
+                r.path,
+                if r.methods.is_empty() { "any".to_string() } else { r.methods.join(",") },
+                r.upstream,
+                r.auth
+            ));
+        }
+        out
+    }
+
+    /// The routes in the order they are tried for `host` (`None`: a host no route names), with each
+    /// route's effective chain: what `check` prints and the admin API's `GET /admin/v1/routes` shows.
+    pub fn route_rows(&self, host: Option<&str>) -> Vec<RouteRow> {
+        let hsts = self.listeners.iter().any(|l| l.hsts.is_some());
+        let mut rows = Vec::new();
         for (i, (m, r)) in self.routes.order_for(host).into_iter().enumerate() {
-            let hosts = if m.hosts.is_empty() {
-                "*".to_string()
-            } else {
-                m.hosts
-                    .iter()
-                    .map(|h| match h {
-                        HostPattern::Exact(e) => e.clone(),
-                        HostPattern::Suffix(s) => format!("*{s}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+            let hosts = m
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    HostPattern::Exact(e) => e.clone(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                })
+                .collect();
             let path = match &m.path {
                 PathPattern::Exact(p) => format!("= {p}"),
                 PathPattern::Prefix(p) => format!("{p}*"),
@@ -779,28 +795,42 @@ impl Runtime {
                     })
                     .collect(),
             };
-            let methods = if m.methods.is_empty() {
-                "any".into()
-            } else {
-                m.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
-            };
-            out.push_str(&format!(
-                "{:<6} {:<21} {:<21} {:<30} {:<14} {:<12} {}\n",
-                i + 1,
-                &*r.name,
+            rows.push(RouteRow {
+                order: i + 1,
+                name: r.name.to_string(),
                 hosts,
                 path,
-                methods,
-                &*r.upstream.name,
-                r.chain
+                methods: m.methods.iter().map(|m| m.as_str().to_owned()).collect(),
+                upstream: r.upstream.name.to_string(),
+                auth: r
+                    .chain
                     .stages()
                     .iter()
                     .find(|s| s.place() == crate::exchange::Place::Authentication)
-                    .map_or_else(|| "none".into(), |s| s.describe())
-            ));
+                    .map_or_else(|| "none".into(), |s| s.describe()),
+                chain: r.describe_chain(hsts),
+            });
         }
-        out
+        rows
     }
+}
+
+/// One route as `check` and the admin API show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RouteRow {
+    /// Its place in the matching order (1 is tried first).
+    pub order: usize,
+    pub name: String,
+    /// Host patterns (empty: any host).
+    pub hosts: Vec<String>,
+    /// `= /exact`, `/prefix*` or a template such as `/users/{id}`.
+    pub path: String,
+    /// Empty: any method.
+    pub methods: Vec<String>,
+    pub upstream: String,
+    pub auth: String,
+    /// The effective chain: request side, proxy, response side.
+    pub chain: String,
 }
 
 /// Response schema filtering (place 14) over a route's OpenAPI document: the response side asks by the

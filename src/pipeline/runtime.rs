@@ -98,6 +98,8 @@ pub struct ServerLimits {
 pub struct AdminRt {
     pub address: SocketAddr,
     pub token: Option<crate::secret::Secret>,
+    /// The config's `store:` (where admin tokens live).
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 /// State that must outlive a reload, owned once by the process and handed to every compile (never in a

@@ -2,7 +2,6 @@
 //! back-off on accept errors. What it answers is `crate::admin`'s.
 
 use super::conn::{Activity, ConnLimits, TrackedIo};
-use crate::pipeline::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -17,7 +16,8 @@ const MAX_CONNECTIONS_PER_IP: usize = 16;
 /// Serves the admin listener: HTTP/1.1 only, with its own connection limits, the traffic listeners'
 /// `header_read_timeout` (hyper's, which also bounds the wait for a kept-alive connection's next
 /// request: fine for scrapes) and `idle_timeout`, and a back-off on accept errors.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
+    let shared = state.shared.clone();
     let limits = Arc::new(ConnLimits::default());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -39,13 +39,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let activity = Arc::new(Activity::default());
             let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+            let peer = Arc::new(crate::admin::Peer::default());
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(crate::admin::respond(&shared, &req)) }
+                let (state, peer) = (state.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(crate::admin::respond(&state, req, &peer).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);

@@ -3,6 +3,7 @@
 //! real test upstreams on free loopback ports, and cleans everything up on drop.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod idp;
 pub mod pg;
 

@@ -226,19 +226,7 @@ pub fn run(
             let t = now();
             for k in store.list()? {
                 let effective = super::lifecycle::effective_expiry(k.expires_at, Some(k.created_at), aging.as_ref());
-                let status = if k.revoked_at.is_some() {
-                    "revoked"
-                } else if k.expires_at.is_some_and(|e| t >= e) {
-                    "expired"
-                } else if aging.is_some_and(|a| a.too_old(k.created_at, t)) {
-                    "too_old"
-                } else if k.grace_until.is_some_and(|g| t >= g) {
-                    "rotated"
-                } else if k.grace_until.is_some() {
-                    "grace"
-                } else {
-                    "active"
-                };
+                let status = super::lifecycle::status(&k, aging.as_ref(), t);
                 let usable = matches!(status, "active" | "grace");
                 if let Some(w) = within {
                     if !usable || effective.is_none_or(|e| e > t.saturating_add(w)) {
