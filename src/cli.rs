@@ -209,7 +209,7 @@ pub fn main() -> ExitCode {
             let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
                 let trail = command_trail(&cfg)?;
                 crate::admin::cli::run(
-                    crate::admin::tokens::TokenStore::of(cfg.store.as_ref()),
+                    crate::admin::tokens::TokenStore::open(cfg.store.as_ref())?,
                     command,
                     &trail.emitter(),
                 )?;

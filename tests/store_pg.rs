@@ -104,8 +104,12 @@ fn migrations_are_idempotent_and_never_print_the_password() {
     let (code, out2, err2) = cli(&cfg, &pg, &["store", "migrate"]);
     assert_eq!(code, 0, "{err2}");
     assert!(out2.contains("schema up to date"), "{out2}");
-    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "1");
-    assert_eq!(pg.sql("SELECT version, name FROM schema_migrations"), "1|api_keys and generations");
+    assert!(out.contains("applied 2 admin_tokens"), "{out}");
+    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "2");
+    assert_eq!(
+        pg.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
+        "1|api_keys and generations\n2|admin_tokens"
+    );
     for text in [&out, &err, &out2, &err2] {
         assert!(!text.contains(&pg.password), "password printed: {text}");
     }
@@ -122,12 +126,12 @@ fn a_newer_schema_is_refused() {
     pg.sql("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)");
     let (code, _, err) = cli(&cfg, &pg, &["store", "migrate"]);
     assert_eq!(code, 1);
-    assert!(err.contains("schema version 99, newer than this build knows (1)"), "{err}");
+    assert!(err.contains("schema version 99, newer than this build knows (2)"), "{err}");
     let (code, _, err) = cli(&cfg, &pg, &["run"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("newer than this build knows"), "{err}");
     assert!(!err.contains(&pg.password));
-    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "2");
+    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "3");
 }
 
 /// Nodes starting together: four migrations at once apply each step once, and all succeed.
@@ -145,7 +149,7 @@ fn concurrent_migrations_apply_each_step_once() {
     }
     let applied = results.iter().filter(|(_, out, _)| out.contains("applied")).count();
     assert_eq!(applied, 1, "{results:?}");
-    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "1");
+    assert_eq!(pg.sql("SELECT count(*) FROM schema_migrations"), "2");
 }
 
 /// PostgreSQL must answer at start: the error says so and names host:port/db, never the password; a

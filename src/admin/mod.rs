@@ -60,10 +60,15 @@ impl State {
         state
     }
 
-    /// Where stored admin tokens live (the config's `store:`), if anywhere.
+    /// Where stored admin tokens live (the config's `store.postgres`, else its `store.sqlite`), if
+    /// anywhere.
     pub fn token_store(&self) -> Option<tokens::TokenStore> {
         let rt = self.shared.runtime.load();
-        tokens::TokenStore::of(rt.admin.as_ref().and_then(|a| a.store.as_ref()))
+        let admin = rt.admin.as_ref()?;
+        match &admin.postgres {
+            Some(pg) => Some(tokens::TokenStore::Postgres(pg.clone())),
+            None => tokens::TokenStore::of(admin.store.as_ref()),
+        }
     }
 
     /// Reads the stored tokens now, then every second (a token made or revoked elsewhere is in force

@@ -9,6 +9,7 @@
 //! exit.
 
 use super::auth::{Caller, Role};
+use crate::store::postgres::tokens as pg_tokens;
 use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
@@ -72,10 +73,66 @@ fn now() -> i64 {
 }
 
 /// Where stored tokens live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TokenStore {
     /// The SQLite state store (`store.sqlite`).
     Sqlite(PathBuf),
+    /// The fleet's PostgreSQL (`store.postgres`, when the config has it): every node sees the same
+    /// tokens.
+    Postgres(Arc<crate::store::Postgres>),
+}
+
+impl PartialEq for TokenStore {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TokenStore::Sqlite(a), TokenStore::Sqlite(b)) => a == b,
+            (TokenStore::Postgres(a), TokenStore::Postgres(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for TokenStore {}
+
+/// A stored PostgreSQL row as the admin module holds it; `None` for a digest of the wrong length.
+fn from_pg(r: pg_tokens::TokenRow) -> Option<(Digest, TokenInfo)> {
+    let d = Digest::try_from(r.hash.as_slice()).ok()?;
+    Some((
+        d,
+        TokenInfo {
+            id: r.id,
+            name: r.name,
+            // An unknown role (a newer build's) reads as the lowest.
+            role: Role::parse(&r.role).unwrap_or(Role::Viewer),
+            created_at: r.created_at,
+            created_by: r.created_by,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        },
+    ))
+}
+
+/// Runs one exchange with PostgreSQL on a pooled connection, counting the outcome in the store's
+/// health (`portcullis_store_up`, `portcullis_store_errors_total{op="admin_tokens"}`).
+async fn on_pg<T>(
+    pg: &crate::store::Postgres,
+    f: impl for<'c> AsyncFnOnce(&'c mut crate::store::postgres::Client) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, String> {
+    let result = async {
+        let mut client = pg.client().await?;
+        f(&mut client).await.map_err(|e| pg.error(e))
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            pg.succeeded();
+            Ok(v)
+        }
+        Err(e) => {
+            pg.failed("admin_tokens", &e);
+            Err(e.to_string())
+        }
+    }
 }
 
 fn sqlite_error(e: StoreError) -> String {
@@ -118,6 +175,19 @@ impl TokenStore {
         store.map(|s| TokenStore::Sqlite(s.sqlite.clone()))
     }
 
+    /// The token store of a config for the CLI: PostgreSQL when `store.postgres` is set (connected and
+    /// migrated now), else the SQLite file. Blocks.
+    pub fn open(store: Option<&crate::store::StoreConfig>) -> Result<Option<TokenStore>, String> {
+        match store.and_then(|s| s.postgres.as_ref()) {
+            Some(c) => {
+                let pg = crate::store::Postgres::new(c, Default::default())?;
+                pg.connect_and_migrate().map_err(|e| e.to_string())?;
+                Ok(Some(TokenStore::Postgres(Arc::new(pg))))
+            }
+            None => Ok(Self::of(store)),
+        }
+    }
+
     /// The store's change counter (moves on every write).
     pub async fn generation(&self) -> Result<i64, String> {
         match self {
@@ -125,6 +195,7 @@ impl TokenStore {
                 let p = p.clone();
                 blocking(move || open(&p)?.counter("admin_tokens").map_err(sqlite_error)).await
             }
+            TokenStore::Postgres(pg) => on_pg(pg, async |c| pg_tokens::generation(c).await).await,
         }
     }
 
@@ -153,6 +224,10 @@ impl TokenStore {
                     Ok(out)
                 })
                 .await
+            }
+            TokenStore::Postgres(pg) => {
+                let rows = on_pg(pg, async |c| pg_tokens::load(c).await).await?;
+                Ok(rows.into_iter().filter_map(from_pg).collect())
             }
         }
     }
@@ -201,6 +276,21 @@ impl TokenStore {
                 })
                 .await?;
             }
+            TokenStore::Postgres(pg) => {
+                let row = pg_tokens::TokenRow {
+                    id: info.id.clone(),
+                    hash: digest.to_vec(),
+                    name: info.name.clone(),
+                    role: info.role.as_str().to_owned(),
+                    created_at: info.created_at,
+                    created_by: info.created_by.clone(),
+                    expires_at: info.expires_at,
+                    revoked_at: None,
+                };
+                if !on_pg(pg, async |c| pg_tokens::insert(c, &row).await).await? {
+                    return Err("a token with this id exists; try again".into());
+                }
+            }
         }
         Ok((info, token))
     }
@@ -236,6 +326,10 @@ impl TokenStore {
                     Ok(found)
                 })
                 .await
+            }
+            TokenStore::Postgres(pg) => {
+                let found = on_pg(pg, async |c| pg_tokens::revoke(c, id, now()).await).await?;
+                Ok(found.and_then(from_pg).map(|(_, info)| info))
             }
         }
     }

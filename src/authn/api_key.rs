@@ -322,7 +322,10 @@ impl ApiKeyAuth {
 
     /// Where this authenticator's managed keys live (`None` without a store).
     pub fn backend(&self) -> Option<backend::Backend> {
-        backend::Backend::of(&self.config)
+        match &self.postgres {
+            Some((pg, _)) => Some(backend::Backend::Postgres(pg.clone(), self.name.clone())),
+            None => backend::Backend::of(&self.config),
+        }
     }
 
     /// The keyed-hash secret new keys are stored under.
@@ -455,6 +458,7 @@ impl ApiKeyAuth {
         if let Some((pg, generation)) = &self.postgres {
             if !self.following.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 tokio::spawn(pg::follow(pg::Follow {
+                    kick: Arc::downgrade(&self.kick),
                     pg: pg.clone(),
                     name: self.name.clone(),
                     declared: self.declared.clone(),

@@ -638,7 +638,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                     "admin: a non-loopback admin address needs a `token`",
                 ));
             }
-            Some(AdminRt { address, token: a.token.clone(), store: cfg.store.clone() })
+            Some(AdminRt { address, token: a.token.clone(), store: cfg.store.clone(), postgres: postgres.clone() })
         }
     };
     let demo_upstream = cfg.demo_upstream.as_ref().map(|d| addr("address", &d.address)).transpose()?;

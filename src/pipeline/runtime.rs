@@ -100,6 +100,8 @@ pub struct AdminRt {
     pub token: Option<crate::secret::Secret>,
     /// The config's `store:` (where admin tokens live).
     pub store: Option<crate::store::StoreConfig>,
+    /// `store.postgres`, when set: admin tokens live there instead, shared by the fleet.
+    pub postgres: Option<Arc<crate::store::Postgres>>,
 }
 
 /// State that must outlive a reload, owned once by the process and handed to every compile (never in a

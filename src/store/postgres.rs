@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use tokio_postgres::config::{Host, SslMode};
 
 pub mod keys;
+pub mod tokens;
 
 pub use tokio_postgres::Client;
 
@@ -131,9 +132,10 @@ pub enum PgError {
 }
 
 /// The schema, one step per entry, applied in order and never edited once released (append a step).
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "api_keys and generations",
-    "CREATE TABLE api_keys (
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "api_keys and generations",
+        "CREATE TABLE api_keys (
            authenticator TEXT NOT NULL,
            id TEXT NOT NULL,
            hash BYTEA NOT NULL UNIQUE,
@@ -149,7 +151,21 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
            PRIMARY KEY (authenticator, id)
          );
          CREATE TABLE generations (name TEXT PRIMARY KEY, value BIGINT NOT NULL);",
-)];
+    ),
+    (
+        "admin_tokens",
+        "CREATE TABLE admin_tokens (
+           id TEXT PRIMARY KEY,
+           hash BYTEA NOT NULL UNIQUE,
+           name TEXT NOT NULL,
+           role TEXT NOT NULL,
+           created_at BIGINT NOT NULL,
+           created_by TEXT NOT NULL,
+           expires_at BIGINT,
+           revoked_at BIGINT
+         );",
+    ),
+];
 
 /// The advisory lock migrations hold (any constant shared by every build: "portcul" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_6f72_7463_756c;

@@ -6,13 +6,71 @@
 
 use super::store::{KeyChange, KeyInfo, Store};
 use super::{generate, hash, now};
+use crate::store::postgres::keys as pg_keys;
+use crate::store::Postgres;
 use aws_lc_rs::hmac;
+use std::sync::Arc;
 
 /// The store of one authenticator's managed keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Backend {
     /// The SQLite file of `store: PATH`.
     Sqlite(String),
+    /// `store: postgres`: the fleet's PostgreSQL and the authenticator's name (its rows' key).
+    Postgres(Arc<Postgres>, String),
+}
+
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Backend::Sqlite(a), Backend::Sqlite(b)) => a == b,
+            (Backend::Postgres(a, x), Backend::Postgres(b, y)) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Backend {}
+
+/// Runs one exchange with PostgreSQL on a pooled connection, counting the outcome in the store's
+/// health (`portcullis_store_up`, `portcullis_store_errors_total{op="keys"}`).
+async fn on_pg<T>(
+    pg: &Postgres,
+    f: impl for<'c> AsyncFnOnce(&'c mut crate::store::postgres::Client) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, String> {
+    let result = async {
+        let mut client = pg.client().await?;
+        f(&mut client).await.map_err(|e| pg.error(e))
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            pg.succeeded();
+            Ok(v)
+        }
+        Err(e) => {
+            pg.failed("keys", &e);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Makes a key in PostgreSQL (a taken id is retried).
+async fn create_pg(pg: &Postgres, name: &str, secret: &hmac::Key, info: KeyInfo) -> Result<Made, String> {
+    for _ in 0..5 {
+        let (id, key) = generate()?;
+        let info = KeyInfo { id: id.clone(), created_at: now(), ..info.clone() };
+        let row = super::pg::row_of(&id, &hash(secret, &key), &info);
+        if on_pg(pg, async |c| pg_keys::insert(c, name, &row).await).await? {
+            return Ok(Made { info, key });
+        }
+    }
+    Err("could not allocate a key id".into())
+}
+
+async fn get_pg(pg: &Postgres, name: &str, id: &str) -> Result<Option<KeyInfo>, String> {
+    let row = on_pg(pg, async |c| pg_keys::get(c, name, id).await).await?;
+    Ok(row.as_ref().map(super::pg::info_of))
 }
 
 /// A key just made: its attributes and the key itself (shown once).
@@ -37,8 +95,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Sen
 
 impl Backend {
     /// The backend of an authenticator's config (`None` when it keeps no managed keys).
+    /// (`store: postgres` has no file: [`super::ApiKeyAuth::backend`] gives its PostgreSQL arm.)
     pub fn of(c: &super::ApiKeyConfig) -> Option<Backend> {
-        c.store.clone().map(Backend::Sqlite)
+        c.store.clone().filter(|s| s != super::pg::WORD).map(Backend::Sqlite)
     }
 
     pub async fn list(&self) -> Result<Vec<KeyInfo>, String> {
@@ -46,6 +105,10 @@ impl Backend {
             Backend::Sqlite(path) => {
                 let path = path.clone();
                 blocking(move || Store::open(&path)?.list()).await
+            }
+            Backend::Postgres(pg, name) => {
+                let (_, rows) = on_pg(pg, async |c| pg_keys::load(c, name).await).await?;
+                Ok(rows.iter().map(super::pg::info_of).collect())
             }
         }
     }
@@ -56,6 +119,7 @@ impl Backend {
                 let (path, id) = (path.clone(), id.to_owned());
                 blocking(move || Store::open(&path)?.get(&id)).await
             }
+            Backend::Postgres(pg, name) => get_pg(pg, name, id).await,
         }
     }
 
@@ -66,6 +130,7 @@ impl Backend {
                 let (path, secret) = (path.clone(), secret.clone());
                 blocking(move || create_in(&Store::open(&path)?, &secret, info)).await
             }
+            Backend::Postgres(pg, name) => create_pg(pg, name, secret, info).await,
         }
     }
 
@@ -89,6 +154,23 @@ impl Backend {
                 })
                 .await
             }
+            Backend::Postgres(pg, name) => {
+                let Some(row) = on_pg(pg, async |c| pg_keys::get(c, name, id).await).await? else { return Ok(None) };
+                if row.revoked_at.is_some() {
+                    return Err(format!("key `{id}` is revoked"));
+                }
+                // The restriction is copied only when it reads: never turned into "anywhere".
+                let nets = super::store::restriction(&row.allowed_cidrs).map_err(|entry| {
+                    format!("key `{id}`: its address restriction cannot be read (`{entry}`); fix or revoke the key")
+                })?;
+                let allowed_cidrs = nets.iter().map(ToString::to_string).collect();
+                let old = super::pg::info_of(&row);
+                let made = create_pg(pg, name, secret, KeyInfo { allowed_cidrs, ..old }).await?;
+                let until = now().saturating_add(grace);
+                on_pg(pg, async |c| pg_keys::mark_rotated(c, name, id, &made.info.id, until).await).await?;
+                let old = get_pg(pg, name, id).await?.ok_or_else(|| format!("key `{id}` vanished"))?;
+                Ok(Some((made, old)))
+            }
         }
     }
 
@@ -104,6 +186,10 @@ impl Backend {
                     store.get(&id)
                 })
                 .await
+            }
+            Backend::Postgres(pg, name) => {
+                on_pg(pg, async |c| pg_keys::revoke(c, name, id, now()).await).await?;
+                get_pg(pg, name, id).await
             }
         }
     }
@@ -121,6 +207,19 @@ impl Backend {
                     store.get(&id)
                 })
                 .await
+            }
+            Backend::Postgres(pg, name) => {
+                let list = |v: &Option<Vec<String>>| v.as_deref().map(super::store::list_to_json);
+                let update = pg_keys::Update {
+                    roles: list(&change.roles),
+                    scopes: list(&change.scopes),
+                    allowed_cidrs: list(&change.allowed_cidrs),
+                    expires_at: change.expires_at,
+                };
+                if !on_pg(pg, async |c| pg_keys::update(c, name, id, &update).await).await? {
+                    return Ok(None);
+                }
+                get_pg(pg, name, id).await
             }
         }
     }

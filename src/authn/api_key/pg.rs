@@ -59,23 +59,28 @@ pub struct Follow {
     pub generation: i64,
     pub aging: Option<super::lifecycle::Aging>,
     pub warnings: Arc<super::lifecycle::Warnings>,
+    /// Wakes the task at once (the admin API after a change it made).
+    pub kick: std::sync::Weak<tokio::sync::Notify>,
 }
 
 /// Follows the store: reloads the keys when their generation moves (or after a failed read), until the
 /// authenticator is dropped.
 pub async fn follow(f: Follow) {
-    let Follow { pg, name, declared, keys, mut generation, aging, warnings } = f;
+    let Follow { pg, name, declared, keys, mut generation, aging, warnings, kick } = f;
     let mut changes = pg.subscribe();
     let counter = crate::store::postgres::keys_generation(&name);
     let mut stale = false;
     loop {
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(pg.poll_interval()) => {}
-        }
+        let Some(woken) = kick.upgrade() else { return };
+        let kicked = tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return } else { false },
+            _ = woken.notified() => true,
+            _ = tokio::time::sleep(pg.poll_interval()) => false,
+        };
+        drop(woken);
         let Some(current) = keys.upgrade() else { return };
         let published = changes.borrow().get(&counter).copied();
-        if stale || published.is_some_and(|g| g != generation) {
+        if kicked || stale || published.is_some_and(|g| g != generation) {
             match load(&pg, &name).await {
                 Ok((g, loaded)) => {
                     let mut map = declared.clone();

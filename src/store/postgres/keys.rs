@@ -182,3 +182,44 @@ pub async fn mark_rotated(
     tx.commit().await?;
     Ok(n > 0)
 }
+
+/// A change of a key's attributes (lists as JSON text); `None` keeps a field, `expires_at: Some(None)`
+/// removes the expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    pub roles: Option<String>,
+    pub scopes: Option<String>,
+    pub allowed_cidrs: Option<String>,
+    pub expires_at: Option<Option<i64>>,
+}
+
+/// Applies `u` to a key. False when there is no such key.
+pub async fn update(client: &mut Client, authenticator: &str, id: &str, u: &Update) -> Result<bool, Error> {
+    let tx = client.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE api_keys SET
+               roles = COALESCE($3, roles),
+               scopes = COALESCE($4, scopes),
+               allowed_cidrs = COALESCE($5, allowed_cidrs),
+               expires_at = CASE WHEN $6 THEN $7 ELSE expires_at END
+             WHERE authenticator = $1 AND id = $2",
+            &[
+                &authenticator,
+                &id,
+                &u.roles,
+                &u.scopes,
+                &u.allowed_cidrs,
+                &u.expires_at.is_some(),
+                &u.expires_at.flatten(),
+            ],
+        )
+        .await?;
+    if n == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    bump(&tx, &keys_generation(authenticator)).await?;
+    tx.commit().await?;
+    Ok(true)
+}
