@@ -260,3 +260,71 @@ fn keys_made_and_revoked_with_the_cli_reach_a_running_gateway() {
     assert_eq!(cli(&gw.config, &pg, &["keys", "revoke", id]).0, 1);
     assert_eq!(cli(&gw.config, &pg, &["keys", "rotate", id]).0, 1);
 }
+
+/// A single node moves to a fleet: its SQLite keys and bans are exported (hashes only, file 0600),
+/// imported into PostgreSQL (twice: nothing doubles), and a gateway on PostgreSQL accepts the old key.
+#[test]
+fn export_from_sqlite_import_into_postgres_and_the_old_key_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = PgServer::start();
+    let up = Upstream::start("pg-import");
+    let dir = TempDir::new();
+    let fleet_yaml = config(&dir, up.addr, "");
+    let single_yaml = fleet_yaml
+        .replace(
+            &format!("  postgres:\n    url: ${{env:{URL_ENV}}}\n    poll_interval: 500ms\n    connect_timeout: 2s\n"),
+            "",
+        )
+        .replace("      store: postgres", &format!("      store: {}", path_str(&dir.path("keys.db"))))
+        .replace(&path_str(&dir.path("state.db")), &path_str(&dir.path("single-state.db")));
+    assert!(!single_yaml.contains("postgres"), "{single_yaml}");
+    let single = dir.write("single.yaml", &single_yaml);
+    let fleet = dir.write("fleet.yaml", &fleet_yaml);
+    let (code, key, err) = cli(&single, &pg, &["keys", "create", "--principal", "erin", "--role", "reader"]);
+    assert_eq!(code, 0, "{err}");
+    let key = key.trim().to_owned();
+    let (code, _, err) = cli(&single, &pg, &["bans", "add", "--principal", "api_key:eve", "--for", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, admin_token, err) = cli(&single, &pg, &["admin", "token", "create", "--role", "viewer"]);
+    assert_eq!(code, 0, "{err}");
+    let admin_token = admin_token.trim().to_owned();
+    let out = dir.path("export.json");
+    let out_s = path_str(&out);
+    let (code, _, err) = cli(&single, &pg, &["store", "export", "--out", &out_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exported 1 API keys, 1 admin tokens and 1 bans"), "{err}");
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains(&key) && !text.contains(&key[13..45]), "the key itself was exported");
+    assert!(!text.contains(&admin_token) && !text.contains(&admin_token[4..]), "the admin token was exported");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["api_keys"][0]["authenticator"], "keys");
+    assert_eq!(v["api_keys"][0]["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(v["bans"][0]["target"], "api_key:eve");
+    for round in 0..2 {
+        let (code, _, err) = cli(&fleet, &pg, &["store", "import", "--in", &out_s]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        let bans = if round == 0 { "1 new bans" } else { "0 new bans" };
+        assert!(err.contains("imported 1 API keys, 1 admin tokens") && err.contains(bans), "round {round}: {err}");
+    }
+    assert_eq!(pg.sql("SELECT count(*) FROM api_keys WHERE authenticator = 'keys'"), "1");
+    assert_eq!(pg.sql("SELECT count(*) FROM admin_tokens"), "1");
+    let (_, list, _) = cli(&fleet, &pg, &["bans", "list"]);
+    assert_eq!(list.matches("api_key:eve").count(), 1, "{list}");
+    // A file that is not an export is refused, and changes nothing.
+    let junk = dir.write("junk.json", r#"{"format":"x","version":1,"exported_at":0,"api_keys":[],"bans":[]}"#);
+    let (code, _, err) = cli(&fleet, &pg, &["store", "import", "--in", &path_str(&junk)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a portcullis store export"), "{err}");
+    // A gateway on PostgreSQL accepts the key made on the single node.
+    let e = env(&pg);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::start_with_env(&fleet_yaml, &e);
+    assert_eq!(get(&gw, &key), 200);
+    let (code, list, _) = cli(&gw.config, &pg, &["keys", "list"]);
+    assert_eq!(code, 0);
+    assert!(list.contains("erin") && list.contains(&key[4..12]), "{list}");
+    // And the admin token made on the single node.
+    let listed = common::admin::call(gw.addr("admin"), Some(&admin_token), "GET", "/admin/v1/keys", None, &[]);
+    assert_eq!(listed.status, 200, "{listed:?}");
+}

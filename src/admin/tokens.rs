@@ -295,6 +295,58 @@ impl TokenStore {
         Ok((info, token))
     }
 
+    /// Writes a token exported from another store (`portcullis store import`): added when its id is
+    /// new; `Ok(true)` also when the same token (id and digest) is already there, `Ok(false)` when the
+    /// id is taken by another token (left alone).
+    pub async fn import(&self, digest: Digest, info: TokenInfo) -> Result<bool, String> {
+        if let Some((d, _)) = self.load().await?.into_iter().find(|(_, t)| t.id == info.id) {
+            return Ok(d == digest);
+        }
+        match self {
+            TokenStore::Sqlite(p) => {
+                let p = p.clone();
+                blocking(move || {
+                    let mut s = open(&p)?;
+                    let tx = s.conn().transaction().map_err(|e| e.to_string())?;
+                    let n = tx
+                        .execute(
+                            "INSERT OR IGNORE INTO admin_tokens
+                               (id, hash, name, role, created_at, created_by, expires_at, revoked_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            rusqlite::params![
+                                info.id,
+                                digest.as_slice(),
+                                info.name,
+                                info.role.as_str(),
+                                info.created_at,
+                                info.created_by,
+                                info.expires_at,
+                                info.revoked_at
+                            ],
+                        )
+                        .map_err(|e| e.to_string())?;
+                    Store::bump(&tx, "admin_tokens").map_err(|e| e.to_string())?;
+                    tx.commit().map_err(|e| e.to_string())?;
+                    Ok(n > 0)
+                })
+                .await
+            }
+            TokenStore::Postgres(pg) => {
+                let row = pg_tokens::TokenRow {
+                    id: info.id.clone(),
+                    hash: digest.to_vec(),
+                    name: info.name.clone(),
+                    role: info.role.as_str().to_owned(),
+                    created_at: info.created_at,
+                    created_by: info.created_by.clone(),
+                    expires_at: info.expires_at,
+                    revoked_at: info.revoked_at,
+                };
+                on_pg(pg, async |c| pg_tokens::insert(c, &row).await).await
+            }
+        }
+    }
+
     /// Revokes a token at once: its new state, `None` when there is no such token.
     pub async fn revoke(&self, id: &str) -> Result<Option<TokenInfo>, String> {
         match self {

@@ -3,7 +3,9 @@
 //! the fleet's Redis).
 //!
 //! The export file is JSON, written with mode 0600: key *hashes* and attributes (keys themselves cannot
-//! be exported: they were never stored), bans. An import writes each key under its authenticator's
+//! be exported: they were never stored), admin token digests, bans. Admin tokens and keys of
+//! authenticators with `store: postgres` come from (and go to) `store.postgres` when the config has
+//! it; `--from`/`--to sqlite` name the SQLite files instead. An import writes each key under its authenticator's
 //! name; a key already there with the same hash is updated in place, one with another hash is left
 //! alone and reported, so importing the same file twice changes nothing. A ban already present (same
 //! target and end) is skipped, and bans already over are not imported.
@@ -56,7 +58,24 @@ pub struct Export {
     pub version: u32,
     pub exported_at: i64,
     pub api_keys: Vec<ExportedKey>,
+    /// Admin tokens (SHA-256 digests, never tokens).
+    #[serde(default)]
+    pub admin_tokens: Vec<ExportedToken>,
     pub bans: Vec<ExportedBan>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedToken {
+    pub id: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
 
 const FORMAT: &str = "portcullis-store-export";
@@ -156,6 +175,16 @@ fn exported(authenticator: &str, hash: &[u8], k: KeyInfo) -> ExportedKey {
     }
 }
 
+/// The admin token store `backend` names (default: PostgreSQL when the config has it).
+fn token_store(cfg: &FileConfig, backend: Option<Backend>) -> Result<Option<crate::admin::tokens::TokenStore>, String> {
+    let Some(store) = cfg.store.as_ref() else { return Ok(None) };
+    match backend {
+        Some(Backend::Sqlite) => Ok(Some(crate::admin::tokens::TokenStore::Sqlite(store.sqlite.clone()))),
+        Some(Backend::Postgres) if store.postgres.is_none() => Err("the config has no `store.postgres` section".into()),
+        _ => crate::admin::tokens::TokenStore::open(Some(store)),
+    }
+}
+
 fn export(cfg: &FileConfig, out: &Path, from: Option<Backend>) -> Result<(), String> {
     let mut api_keys = Vec::new();
     let mut pg = None;
@@ -188,6 +217,22 @@ fn export(cfg: &FileConfig, out: &Path, from: Option<Backend>) -> Result<(), Str
             (_, false, None) => {}
         }
     }
+    let admin_tokens = match token_store(cfg, from)? {
+        Some(store) => crate::store::postgres::block_on(store.load())??
+            .into_iter()
+            .map(|(d, t)| ExportedToken {
+                id: t.id,
+                hash: hex(&d),
+                name: t.name,
+                role: t.role.as_str().to_owned(),
+                created_at: t.created_at,
+                created_by: t.created_by,
+                expires_at: t.expires_at,
+                revoked_at: t.revoked_at,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let bans = match crate::guard::cli::Backend::open(cfg.store.as_ref(), cfg.redis.as_ref()) {
         Ok(mut b) => b
             .list(Some(crate::guard::bans::now_ms()))?
@@ -203,10 +248,23 @@ fn export(cfg: &FileConfig, out: &Path, from: Option<Backend>) -> Result<(), Str
             .collect(),
         Err(_) => Vec::new(),
     };
-    let file = Export { format: FORMAT.into(), version: 1, exported_at: crate::store::postgres::now(), api_keys, bans };
+    let file = Export {
+        format: FORMAT.into(),
+        version: 1,
+        exported_at: crate::store::postgres::now(),
+        api_keys,
+        admin_tokens,
+        bans,
+    };
     let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
     write_private(out, text.as_bytes())?;
-    eprintln!("exported {} API keys and {} bans to {}", file.api_keys.len(), file.bans.len(), out.display());
+    eprintln!(
+        "exported {} API keys, {} admin tokens and {} bans to {}",
+        file.api_keys.len(),
+        file.admin_tokens.len(),
+        file.bans.len(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -286,6 +344,31 @@ fn import(cfg: &FileConfig, input: &Path, to: Option<Backend>) -> Result<(), Str
             refused.push(format!("{}/{}", k.authenticator, k.id));
         }
     }
+    let mut tokens_written = 0usize;
+    if !file.admin_tokens.is_empty() {
+        let store = token_store(cfg, Some(to))?.ok_or("admin tokens need a `store:` in the config")?;
+        for t in &file.admin_tokens {
+            let digest: crate::admin::tokens::Digest = unhex(&t.hash)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| format!("admin token `{}`: bad hash", t.id))?;
+            let role = crate::admin::auth::Role::parse(&t.role)
+                .ok_or_else(|| format!("admin token `{}`: unknown role `{}`", t.id, t.role))?;
+            let info = crate::admin::tokens::TokenInfo {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                role,
+                created_at: t.created_at,
+                created_by: t.created_by.clone(),
+                expires_at: t.expires_at,
+                revoked_at: t.revoked_at,
+            };
+            if crate::store::postgres::block_on(store.import(digest, info))?? {
+                tokens_written += 1;
+            } else {
+                refused.push(format!("admin token {}", t.id));
+            }
+        }
+    }
     let mut bans_added = 0usize;
     if !file.bans.is_empty() {
         let mut bans = crate::guard::cli::Backend::open(cfg.store.as_ref(), cfg.redis.as_ref())?;
@@ -300,7 +383,10 @@ fn import(cfg: &FileConfig, input: &Path, to: Option<Backend>) -> Result<(), Str
             bans_added += 1;
         }
     }
-    eprintln!("imported {written} API keys and {bans_added} new bans from {}", input.display());
+    eprintln!(
+        "imported {written} API keys, {tokens_written} admin tokens and {bans_added} new bans from {}",
+        input.display()
+    );
     if !refused.is_empty() {
         return Err(format!("these keys exist with another hash and were left alone: {}", refused.join(", ")));
     }
