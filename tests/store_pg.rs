@@ -328,3 +328,46 @@ fn export_from_sqlite_import_into_postgres_and_the_old_key_works() {
     let listed = common::admin::call(gw.addr("admin"), Some(&admin_token), "GET", "/admin/v1/keys", None, &[]);
     assert_eq!(listed.status, 200, "{listed:?}");
 }
+
+/// `tls: { ca: PATH }` verifies the server against that CA (a server that takes TLS logins only), and a
+/// server whose certificate another CA issued is refused.
+#[test]
+fn tls_verifies_the_server_against_the_configured_ca() {
+    let mut pg = PgServer::start();
+    let ca = pg.enable_tls();
+    let dir = TempDir::new();
+    let with_ca = |ca: &Path| {
+        config(&dir, closed_port(), "").replace(
+            "    connect_timeout: 2s\n",
+            &format!("    connect_timeout: 2s\n    tls: {{ ca: {} }}\n", path_str(ca)),
+        )
+    };
+    // Plain TCP is refused by the server now (hostssl only).
+    let plain = dir.write("plain.yaml", &config(&dir, closed_port(), ""));
+    let (code, _, err) = cli(&plain, &pg, &["store", "migrate"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no pg_hba.conf entry") || err.contains("SSL off"), "{err}");
+    // Over TLS, verified against the CA: works.
+    let good = dir.write("tls.yaml", &with_ca(&ca));
+    let (code, out, err) = cli(&good, &pg, &["store", "migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied 2 admin_tokens"), "{out}");
+    // Another CA: the handshake fails, and nothing is written.
+    let other_dir = TempDir::new();
+    let other = other_dir.path("other-ca.pem");
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+        .arg(other_dir.path("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .args(["-days", "2", "-subj", "/CN=someone else"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bad = dir.write("bad.yaml", &with_ca(&other));
+    let (code, _, err) = cli(&bad, &pg, &["keys", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains(&pg.password));
+}

@@ -189,6 +189,69 @@ impl PgServer {
         );
     }
 
+    /// Turns TLS on with a certificate for `IP:127.0.0.1` issued by a CA made now, and makes TCP logins
+    /// TLS-only (`hostssl`; the Unix socket stays for `sql`). Restarts the server. Returns the CA's PEM
+    /// file (for `tls: { ca: ... }`).
+    pub fn enable_tls(&mut self) -> PathBuf {
+        let dir = self.dir.path("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=portcullis pg test CA"]);
+        ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+        openssl(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(user) = &self.run_as {
+            let status = Command::new("chown").args(["-R", &format!("{user}:")]).arg(&dir).status().unwrap();
+            assert!(status.success());
+        }
+        let data = self.dir.path("data");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        let hba = "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        self.stop();
+        self.start_again();
+        dir.join("ca.pem")
+    }
+
     /// Stops the server (fast shutdown): an outage. The data stays.
     pub fn stop(&mut self) {
         let out = self.run("pg_ctl", &["-D", &super::path_str(&self.dir.path("data")), "-m", "fast", "-w", "stop"]);
