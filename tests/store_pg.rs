@@ -371,3 +371,31 @@ fn tls_verifies_the_server_against_the_configured_ca() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert!(!err.contains(&pg.password));
 }
+
+/// With PostgreSQL away, a reload that leaves the keys' authenticator as it is goes through (its keys
+/// stay in memory), and one that changes it (so its keys must be read) is refused: the running config
+/// keeps serving.
+#[test]
+fn a_reload_during_an_outage_keeps_what_it_cannot_read() {
+    let mut pg = PgServer::start();
+    let up = Upstream::start("pg-reload");
+    let (gw, dir) = start_gateway(&pg, &up);
+    let (code, key, err) = cli(&gw.config, &pg, &["keys", "create", "--principal", "frank"]);
+    assert_eq!(code, 0, "{err}");
+    let key = key.trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get(&gw, &key) != 200 {
+        assert!(Instant::now() < deadline, "the key was not accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pg.stop();
+    let yaml = config(&dir, up.addr, "");
+    gw.rewrite_config(&yaml.replace("level: info", "level: debug"));
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(10)), "{}", gw.logs().join("\n"));
+    assert_eq!(get(&gw, &key), 200);
+    gw.rewrite_config(&yaml.replace("      store: postgres", "      store: postgres\n      header: x-other-key"));
+    assert!(gw.wait_log("configuration reload refused", Duration::from_secs(10)), "{}", gw.logs().join("\n"));
+    assert!(gw.logs().iter().any(|l| l.contains("reload refused") && l.contains("cannot")), "{}", gw.logs().join("\n"));
+    assert_eq!(get(&gw, &key), 200, "the running config still serves");
+    assert!(!gw.logs().join("\n").contains(&pg.password));
+}
