@@ -113,6 +113,18 @@ fn migrations_are_idempotent_and_never_print_the_password() {
     for text in [&out, &err, &out2, &err2] {
         assert!(!text.contains(&pg.password), "password printed: {text}");
     }
+    // `check` warns when the fleet store shares less than it seems to.
+    let keys_db = path_str(&dir.path("keys.db"));
+    let local = config(&dir, closed_port(), "").replace("      store: postgres", &format!("      store: {keys_db}"));
+    let local = dir.write("local.yaml", &local);
+    let (code, out, err) = cli(&local, &pg, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("warning: authenticator `keys` keeps its keys in the SQLite file `{keys_db}`")),
+        "{out}"
+    );
+    assert!(out.contains("warning: store.postgres is set but bans stay on each node"), "{out}");
+    assert!(!out.contains(&pg.password) && !err.contains(&pg.password));
 }
 
 /// A database migrated by a newer build (a step this one does not know) is refused, by the CLI and at

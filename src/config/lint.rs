@@ -25,6 +25,34 @@ fn policy_lints(cfg: &FileConfig) -> Vec<String> {
     out
 }
 
+/// A fleet store that shares less than it seems to: `store.postgres` while API keys stay in each node's
+/// SQLite file, or while bans stay node-local.
+fn store_lints(cfg: &FileConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.store.as_ref().is_none_or(|s| s.postgres.is_none()) {
+        return out;
+    }
+    for (name, a) in &cfg.authenticators {
+        if let Some(path) = a.api_key.as_ref().and_then(|k| k.store.as_deref()) {
+            if path != crate::authn::api_key::pg::WORD {
+                out.push(format!(
+                    "authenticator `{name}` keeps its keys in the SQLite file `{path}`, not in store.postgres: \
+                     other nodes of the fleet do not see them (write `store: postgres`; \
+                     `portcullis store export`/`import` moves them)"
+                ));
+            }
+        }
+    }
+    if !cfg.redis.as_ref().is_some_and(|r| r.share_bans) {
+        out.push(
+            "store.postgres is set but bans stay on each node (PostgreSQL does not hold bans): \
+             share them with `redis:` and `share_bans: true`"
+                .into(),
+        );
+    }
+    out
+}
+
 /// Tokenizing routes whose answers could pass unread, and format-preserving tokens whose vault is lost
 /// on restart.
 fn tokenize_lints(cfg: &FileConfig) -> Vec<String> {
@@ -78,6 +106,7 @@ pub fn lints(cfg: &FileConfig) -> Vec<String> {
                 .into(),
         );
     }
+    out.extend(store_lints(cfg));
     out.extend(token_policy_lints(cfg));
     if cfg.roles.is_empty() {
         return out;
