@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod idp;
+pub mod pki;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
