@@ -488,3 +488,41 @@ fn real_answers_match_the_openapi_document() {
         assert!(errors.is_empty(), "{method} {path} {status}: {errors:?}\n{instance}");
     }
 }
+
+/// `portcullis keys` and `portcullis bans` against a running gateway's admin API.
+#[test]
+fn the_cli_manages_keys_and_bans_through_the_admin_api() {
+    let s = setup();
+    let url = format!("http://{}", s.gw.addr("admin"));
+    let env = [("PORTCULLIS_ADMIN_TOKEN", s.operator.as_str())];
+    let (code, out, err) =
+        common::portcullis(&["keys", "--admin", &url, "create", "--principal", "cli-bot", "--role", "r1"], &env);
+    assert_eq!(code, 0, "{err}");
+    let key = out.trim().to_owned();
+    assert!(key.starts_with("pcs_"), "{out}");
+    assert_eq!(s.with_key(&key), 200);
+    let (code, out, _) = common::portcullis(&["keys", "--admin", &url, "list"], &env);
+    assert_eq!(code, 0);
+    assert!(out.contains("cli-bot") && !out.contains(&key), "{out}");
+    let id = key.split('_').nth(1).unwrap();
+    let (code, _, err) = common::portcullis(&["keys", "--admin", &url, "revoke", id], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(within(Duration::from_secs(1), || s.with_key(&key) == 401));
+    let (code, out, err) =
+        common::portcullis(&["bans", "--admin", &url, "add", "--principal", "api_key:cli-bot", "--for", "1h"], &env);
+    assert_eq!(code, 0, "{err}");
+    let ban = out.trim().to_owned();
+    let (_, out, _) = common::portcullis(&["bans", "--admin", &url, "list"], &env);
+    assert!(out.contains("api_key:cli-bot"), "{out}");
+    let (code, _, err) = common::portcullis(&["bans", "--admin", &url, "remove", &ban], &env);
+    assert_eq!(code, 0, "{err}");
+    // A viewer's token cannot write; no token at all is a usage error; the token is never echoed.
+    let viewer = [("PORTCULLIS_ADMIN_TOKEN", s.viewer.as_str())];
+    let (code, _, err) = common::portcullis(&["keys", "--admin", &url, "create", "--principal", "x"], &viewer);
+    assert_eq!(code, 1);
+    assert!(err.contains("403") && !err.contains(&s.viewer), "{err}");
+    let (code, _, err) = common::portcullis(&["bans", "--admin", &url, "list"], &[]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = common::portcullis(&["keys", "--admin", "http://192.0.2.1:9901", "list"], &env);
+    assert_eq!(code, 64, "plain http off loopback: {err}");
+}

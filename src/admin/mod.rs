@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 mod exposition;
+pub mod remote;
 pub mod tokens;
 
 use crate::body::ResponseBody;
