@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 mod exposition;
+pub mod remote;
 pub mod tokens;
 
 use crate::body::ResponseBody;
@@ -99,8 +100,10 @@ impl State {
 /// What the listener knows about the connection.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
-    /// The caller a verified client certificate maps to (`admin.tls.client_roles`).
+    /// The caller a verified client certificate maps to (`admin.client_certificates`).
     pub certificate: Option<Caller>,
+    /// The connection is TLS (cookies get `Secure`).
+    pub tls: bool,
 }
 
 /// Answers one admin request.

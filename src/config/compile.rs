@@ -631,14 +631,67 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         None => None,
         Some(a) => {
             let address = addr("address", &a.address)?;
-            if !address.ip().is_loopback() && a.token.is_none() {
+            if !address.ip().is_loopback() && (a.token.is_none() || a.tls.is_none()) {
                 return Err(CompileError::new(
                     "address",
                     a.address.clone(),
-                    "admin: a non-loopback admin address needs a `token`",
+                    "admin: a non-loopback admin address needs `tls` (the admin API's tokens and sessions \
+                     must not cross the network in clear) and a `token` (for /metrics)",
                 ));
             }
-            Some(AdminRt { address, token: a.token.clone(), store: cfg.store.clone(), postgres: postgres.clone() })
+            let tls = a
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::server::server_config(t, false, &lasting.self_signed))
+                .transpose()
+                .map_err(|m| CompileError::new("tls", "", format!("admin: {m}")))?;
+            let certificates = match &a.client_certificates {
+                None => None,
+                Some(c) => {
+                    if a.tls.as_ref().is_none_or(|t| t.client_auth.is_none()) {
+                        return Err(CompileError::new(
+                            "client_certificates",
+                            "",
+                            "admin: `client_certificates` needs `tls.client_auth` (a CA to verify them)",
+                        ));
+                    }
+                    if let Some((id, role)) =
+                        c.roles.iter().find(|(_, r)| !matches!(r.as_str(), "viewer" | "operator" | "admin"))
+                    {
+                        return Err(CompileError::new(
+                            "roles",
+                            role.clone(),
+                            format!("admin: `{id}`: `{role}` is not a role (viewer, operator or admin)"),
+                        ));
+                    }
+                    let mtls = crate::authn::mtls::MtlsConfig {
+                        principal_from: c.principal_from,
+                        roles: BTreeMap::new(),
+                        default_roles: Vec::new(),
+                        allowed_ids: Some(c.roles.keys().cloned().collect()),
+                    };
+                    let auth = crate::authn::mtls::MtlsAuth::new("admin", &mtls)
+                        .map_err(|m| CompileError::new("client_certificates", "", m))?;
+                    // Identities compare as `identity()` gives them: DNS names in lowercase.
+                    let roles = c
+                        .roles
+                        .iter()
+                        .map(|(k, v)| match c.principal_from {
+                            crate::authn::mtls::PrincipalFrom::SanDns => (k.to_ascii_lowercase(), v.clone()),
+                            _ => (k.clone(), v.clone()),
+                        })
+                        .collect();
+                    Some((Arc::new(auth), roles))
+                }
+            };
+            Some(AdminRt {
+                address,
+                token: a.token.clone(),
+                store: cfg.store.clone(),
+                postgres: postgres.clone(),
+                tls,
+                certificates,
+            })
         }
     };
     let demo_upstream = cfg.demo_upstream.as_ref().map(|d| addr("address", &d.address)).transpose()?;

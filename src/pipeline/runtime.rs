@@ -102,6 +102,10 @@ pub struct AdminRt {
     pub store: Option<crate::store::StoreConfig>,
     /// `store.postgres`, when set: admin tokens live there instead, shared by the fleet.
     pub postgres: Option<Arc<crate::store::Postgres>>,
+    /// TLS on the admin listener (HTTP/1.1 only).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Client certificate identities and the admin role each has (`viewer`, `operator`, `admin`).
+    pub certificates: Option<(Arc<crate::authn::mtls::MtlsAuth>, BTreeMap<String, String>)>,
 }
 
 /// State that must outlive a reload, owned once by the process and handed to every compile (never in a

@@ -27,9 +27,16 @@ pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
                 continue;
             }
         };
-        let (header_timeout, idle, v6_prefix) = {
+        let (header_timeout, idle, v6_prefix, tls, certs) = {
             let rt = shared.runtime.load();
-            (rt.limits.header_read_timeout, rt.limits.idle_timeout, rt.limits.connection_ipv6_prefix)
+            let admin = rt.admin.as_ref();
+            (
+                rt.limits.header_read_timeout,
+                rt.limits.idle_timeout,
+                rt.limits.connection_ipv6_prefix,
+                admin.and_then(|a| a.tls.clone()),
+                admin.and_then(|a| a.certificates.clone()),
+            )
         };
         let guard = match limits.try_acquire(peer.ip(), v6_prefix, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP) {
             Ok(g) => g,
@@ -42,20 +49,66 @@ pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
         let state = state.clone();
         tokio::spawn(async move {
             let activity = Arc::new(Activity::default());
-            let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
-            let peer = Arc::new(crate::admin::Peer::default());
-            let service = service_fn(move |req| {
-                let (state, peer) = (state.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(crate::admin::respond(&state, req, &peer).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(io, service);
-            tokio::select! {
-                _ = conn => {}
-                _ = activity.watch(idle, None) => tracing::debug!(listener = "admin", "idle connection closed"),
-            }
+            let io = TrackedIo::new(stream, activity.clone());
+            let Some(tls) = tls else {
+                serve_connection(io, state, crate::admin::Peer::default(), header_timeout, idle, activity).await;
+                drop(guard);
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client_ip = %peer.ip(), error = %e, listener = "admin", "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client_ip = %peer.ip(), listener = "admin", "TLS handshake timed out");
+                    return;
+                }
+            };
+            let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+            let certificate = match (leaf, certs) {
+                (Some(der), Some((auth, roles))) => match auth.identity(&der) {
+                    Ok(id) => roles
+                        .get(&id)
+                        .and_then(|r| crate::admin::auth::Role::parse(r))
+                        .map(|role| crate::admin::auth::Caller { id: format!("mtls:{id}"), role }),
+                    Err(reason) => {
+                        tracing::debug!(client_ip = %peer.ip(), reason, listener = "admin", "client certificate names no admin");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let peer = crate::admin::Peer { certificate, tls: true };
+            serve_connection(stream, state, peer, header_timeout, idle, activity).await;
             drop(guard);
         });
+    }
+}
+
+/// Serves one admin connection (plain or TLS) until it closes or idles out.
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<crate::admin::State>,
+    peer: crate::admin::Peer,
+    header_timeout: std::time::Duration,
+    idle: std::time::Duration,
+    activity: Arc<Activity>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let service = service_fn(move |req| {
+        let (state, peer) = (state.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(crate::admin::respond(&state, req, &peer).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = activity.watch(idle, None) => tracing::debug!(listener = "admin", "idle connection closed"),
     }
 }

@@ -56,7 +56,7 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
     if let Some(admin) = &rt.admin {
         let listener = listen(admin.address).map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(listener = "admin", address = %local, tls = false, "listening");
+        tracing::info!(listener = "admin", address = %local, tls = admin.tls.is_some(), "listening");
         let reloader: Option<crate::admin::Reloader> = config_path.clone().map(|path| {
             let shared = shared.clone();
             Arc::new(move || reload::reload(&shared, &path)) as crate::admin::Reloader

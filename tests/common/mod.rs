@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod idp;
 pub mod pg;
+pub mod pki;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
