@@ -141,8 +141,8 @@ fn a_fleet_shares_keys_tokens_bans_and_limits_and_rides_out_a_postgres_outage() 
     // The admin token is made once, in PostgreSQL: both nodes accept it.
     let token = cli(&a.gw.config, &pg, &["admin", "token", "create", "--role", "admin", "--name", "fleet-admin"]);
     let t = Instant::now() + Duration::from_secs(5);
-    within(t, "node B never accepted the admin token", || {
-        b.admin(&token, "GET", "/admin/v1/keys", None, "list").status == 200
+    within(t, "a node never accepted the admin token", || {
+        [&a, &b].iter().all(|n| n.admin(&token, "GET", "/admin/v1/keys", None, "list").status == 200)
     });
 
     // A key made through A's admin API works on B.
@@ -152,13 +152,14 @@ fn a_fleet_shares_keys_tokens_bans_and_limits_and_rides_out_a_postgres_outage() 
     assert_eq!(a.get("/x", &alice), 200);
     let (_, bob) = create_key(&a, &token, "bob");
 
-    // Revoked on A: refused on B within 1 s of the revoke call's answer.
+    // Revoked on A: refused on B (and on A) within 1 s of the revoke call's answer.
     let revoked = a.admin(&token, "POST", &format!("/admin/v1/keys/{alice_id}/revoke"), None, "revoke-alice");
     assert_eq!(revoked.status, 200, "{revoked:?}");
     let deadline = Instant::now() + Duration::from_secs(1);
     let attempts =
         within(deadline, "B still accepted the revoked key 1 s after the revocation", || b.get("/x", &alice) == 401);
     eprintln!("revocation reached B after {attempts} attempts");
+    within(deadline, "A still accepted the revoked key 1 s after the revocation", || a.get("/x", &alice) == 401);
     let hits = up.hits();
     assert_eq!(b.get("/x", &alice), 401);
     assert_eq!(a.get("/x", &alice), 401);
@@ -192,6 +193,38 @@ fn a_fleet_shares_keys_tokens_bans_and_limits_and_rides_out_a_postgres_outage() 
     let statuses: Vec<u16> =
         (0..8).map(|i| if i % 2 == 0 { a.get("/limited", &dave) } else { b.get("/limited", &dave) }).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429], "one budget for the fleet");
+
+    // Rotated on B: the new key works on A, the old one through its grace period.
+    let dave_id = dave[4..12].to_owned();
+    let rotated =
+        b.admin(&token, "POST", &format!("/admin/v1/keys/{dave_id}/rotate"), Some(r#"{"grace": "1h"}"#), "rot-dave");
+    assert_eq!(rotated.status, 201, "{rotated:?}");
+    let dave2 = rotated.json()["secret"].as_str().unwrap().to_owned();
+    let dave2_id = dave2[4..12].to_owned();
+    let t = Instant::now() + Duration::from_secs(2);
+    within(t, "B's rotated key was not accepted by A", || a.get("/x", &dave2) == 200);
+    assert_eq!(a.get("/x", &dave), 200, "the old key during its grace period");
+    // Changed on A (conditionally, with the ETag B gave): B applies the new address restriction.
+    let shown = b.admin(&token, "GET", &format!("/admin/v1/keys/{dave2_id}"), None, "get-dave2");
+    assert_eq!(shown.status, 200, "{shown:?}");
+    let etag = shown.header("etag").unwrap();
+    let patched = call(
+        a.gw.addr("admin"),
+        Some(&token),
+        "PATCH",
+        &format!("/admin/v1/keys/{dave2_id}"),
+        Some(r#"{"cidrs": ["203.0.113.0/24"]}"#),
+        &["Idempotency-Key: patch-dave2", &format!("If-Match: {etag}")],
+    );
+    assert_eq!(patched.status, 200, "{patched:?}");
+    let t = Instant::now() + Duration::from_secs(1);
+    within(t, "B still accepted the key from an address it no longer allows", || b.get("/x", &dave2) == 401);
+    // B lists the keys made on A.
+    let listed = b.admin(&token, "GET", "/admin/v1/keys?limit=100", None, "list-b");
+    assert_eq!(listed.status, 200, "{listed:?}");
+    for id in [&alice_id, &dave_id, &dave2_id] {
+        assert!(listed.body.contains(id.as_str()), "{id} not listed on B: {}", listed.body);
+    }
 
     // PostgreSQL stops: both nodes keep their last state; their metrics show the outage.
     assert_eq!(a.metric("portcullis_store_up{backend=\"postgres\"}"), Some(1.0));
@@ -232,4 +265,14 @@ fn a_fleet_shares_keys_tokens_bans_and_limits_and_rides_out_a_postgres_outage() 
         assert!(!node.gw.logs().join("\n").contains(&token), "the admin token was logged");
     }
     assert_eq!(a.get("/x", &dave), 200, "dave's key still works");
+
+    // An admin token revoked with the CLI is refused by both nodes within a second.
+    let listed = a.admin(&token, "GET", "/admin/v1/tokens", None, "tokens");
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let id = listed.json()["items"][0]["id"].as_str().unwrap().to_owned();
+    cli(&a.gw.config, &pg, &["admin", "token", "revoke", &id]);
+    let t = Instant::now() + Duration::from_secs(1);
+    within(t, "a node still accepted the revoked admin token 1 s later", || {
+        [&a, &b].iter().all(|n| n.admin(&token, "GET", "/admin/v1/keys", None, "list").status == 401)
+    });
 }

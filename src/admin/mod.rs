@@ -72,8 +72,9 @@ impl State {
         }
     }
 
-    /// Reads the stored tokens now, then every second (a token made or revoked elsewhere is in force
-    /// here within about a second). The task ends with the state.
+    /// Reads the stored tokens now, then every second, and at once when the fleet's PostgreSQL notifies
+    /// a change (a token made or revoked elsewhere is in force here within about a second). The task
+    /// ends with the state.
     pub async fn start(self: &Arc<Self>) {
         if let Err(e) = self.tokens.refresh(self.token_store().as_ref()).await {
             tracing::warn!(error = %e, "admin tokens cannot be read from the store yet");
@@ -82,7 +83,22 @@ impl State {
         tokio::spawn(async move {
             let mut failing = false;
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                // With the fleet's PostgreSQL, a change notified by any node wakes the refresh at once;
+                // the one-second poll stays the fallback.
+                let changes = weak.upgrade().and_then(|s| match s.token_store() {
+                    Some(tokens::TokenStore::Postgres(pg)) => Some(pg.subscribe()),
+                    _ => None,
+                });
+                let tick = tokio::time::sleep(std::time::Duration::from_secs(1));
+                match changes {
+                    Some(mut changes) => {
+                        tokio::select! {
+                            _ = tick => {}
+                            _ = changes.changed() => {}
+                        }
+                    }
+                    None => tick.await,
+                }
                 let Some(state) = weak.upgrade() else { return };
                 match state.tokens.refresh(state.token_store().as_ref()).await {
                     Ok(_) => failing = false,
