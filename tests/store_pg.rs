@@ -214,6 +214,12 @@ routes:
 "#,
         path_str(&dir.path("s.db"))
     );
+    let unknown =
+        no_pg.replace("store:\n", "store:\n  postgres:\n    url: postgres://gw:pw@127.0.0.1/fleet\n    pool: 3\n");
+    let p = dir.write("unknown.yaml", &unknown);
+    let (code, _, err) = portcullis(&["check", "-c", p.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field `pool`"), "{err}");
     let p = dir.write("nopg.yaml", &no_pg);
     let (code, _, err) = portcullis(&["check", "-c", p.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
@@ -328,6 +334,31 @@ fn export_from_sqlite_import_into_postgres_and_the_old_key_works() {
     let (code, _, err) = cli(&fleet, &pg, &["store", "import", "--in", &path_str(&junk)]);
     assert_eq!(code, 1);
     assert!(err.contains("not a portcullis store export"), "{err}");
+    // Hostile files: malformed JSON, an unknown field, a bad hash, a wrong type: refused, nothing written.
+    let good: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut bad_hash = good.clone();
+    // (the first key is good and new: it must not be written either)
+    let mut first = good["api_keys"][0].clone();
+    first["id"] = "newid001".into();
+    first["hash"] = "ab".repeat(32).into();
+    bad_hash["api_keys"][0]["hash"] = "zz".into();
+    bad_hash["api_keys"].as_array_mut().unwrap().insert(0, first);
+    let mut unknown = good.clone();
+    unknown["api_keys"][0]["secret"] = "x".into();
+    let mut wrong_type = good.clone();
+    wrong_type["api_keys"][0]["created_at"] = "yesterday".into();
+    for (name, body) in [
+        ("malformed", "{\"format\": ".to_owned()),
+        ("bad-hash", bad_hash.to_string()),
+        ("unknown", unknown.to_string()),
+        ("wrong-type", wrong_type.to_string()),
+    ] {
+        let f = dir.write(&format!("{name}.json"), &body);
+        let (code, _, err) = cli(&fleet, &pg, &["store", "import", "--in", &path_str(&f)]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(!err.contains(&pg.password), "{name}: {err}");
+    }
+    assert_eq!(pg.sql("SELECT count(*) FROM api_keys"), "1", "a refused import wrote something");
     // A gateway on PostgreSQL accepts the key made on the single node.
     let e = env(&pg);
     let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -285,12 +285,47 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| format!("`{shown}`: {e}"))
 }
 
+/// Checks every entry of an export before anything is written: hashes, ids, roles, address
+/// restrictions and ban targets.
+fn validate(file: &Export) -> Result<(), String> {
+    let id_ok =
+        |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    for k in &file.api_keys {
+        if !id_ok(&k.id) || k.authenticator.is_empty() {
+            return Err(format!("key `{}`: bad id or authenticator", k.id.chars().take(64).collect::<String>()));
+        }
+        if unhex(&k.hash).is_none_or(|h| h.len() != 32) {
+            return Err(format!("key `{}`: bad hash", k.id));
+        }
+        if let Some(c) = k.allowed_cidrs.iter().find(|c| crate::authn::api_key::parse_cidr(c).is_none()) {
+            return Err(format!(
+                "key `{}`: `{}` is not a CIDR or an address",
+                k.id,
+                c.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    for t in &file.admin_tokens {
+        if !id_ok(&t.id) || unhex(&t.hash).is_none_or(|h| h.len() != 32) {
+            return Err(format!("admin token `{}`: bad id or hash", t.id.chars().take(64).collect::<String>()));
+        }
+        if crate::admin::auth::Role::parse(&t.role).is_none() {
+            return Err(format!("admin token `{}`: unknown role", t.id));
+        }
+    }
+    for b in &file.bans {
+        crate::guard::bans::Target::parse(&b.kind, &b.target)?;
+    }
+    Ok(())
+}
+
 fn import(cfg: &FileConfig, input: &Path, to: Option<Backend>) -> Result<(), String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("`{}`: {}", input.display(), e.kind()))?;
     let file: Export = serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", input.display()))?;
     if file.format != FORMAT || file.version != 1 {
         return Err(format!("`{}` is not a portcullis store export (version 1)", input.display()));
     }
+    validate(&file).map_err(|e| format!("`{}`: {e}; nothing was imported", input.display()))?;
     let has_pg = cfg.store.as_ref().is_some_and(|s| s.postgres.is_some());
     let to = to.unwrap_or(if has_pg { Backend::Postgres } else { Backend::Sqlite });
     let configured = authenticators(cfg);
