@@ -5,7 +5,10 @@
 //! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
 //! do not need axum yet.
 
+pub mod auth;
 mod exposition;
+pub mod stats;
+pub mod ui;
 
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
@@ -13,6 +16,77 @@ use crate::pipeline::Shared;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, VARY};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// What the admin listener answers with: its own bodies, the dashboard's, and event streams.
+pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::body::BoxError>;
+
+fn boxed<B>(body: B) -> AdminBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    body.map_err(|e| match e {}).boxed_unsync()
+}
+
+/// Answers one admin request: the dashboard under `/admin/ui/`, the live statistics under
+/// `/admin/v1/stats`, and [`respond`]'s endpoints.
+pub async fn handle(
+    shared: Arc<Shared>,
+    ui: &ui::Ui,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<AdminBody> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let path = req.uri().path();
+    if path == "/admin/ui" || path.starts_with("/admin/ui/") {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = Limited::new(body, ui::MAX_FORM).collect().await.map(http_body_util::Collected::to_bytes) else {
+            return Reject::PayloadTooLarge.into_response("admin").map(BodyExt::boxed_unsync);
+        };
+        let r = ui::respond(
+            ui,
+            &ui::UiRequest {
+                method: &parts.method,
+                path: parts.uri.path(),
+                headers: &parts.headers,
+                body: &body,
+                client_ip: peer.ip(),
+                tls: false,
+            },
+            &|token| auth::authenticate_bearer(&shared, token),
+        );
+        return r.map(|b| boxed(Full::new(b)));
+    }
+    if path == "/admin/v1/stats" || path == "/admin/v1/stats/stream" {
+        if req.method() != Method::GET {
+            return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin").map(BodyExt::boxed_unsync);
+        }
+        let bearer = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
+        let caller = match bearer {
+            Some(t) => auth::authenticate_bearer(&shared, t),
+            None => match ui::session_caller(&ui.sessions, req.headers(), req.method()) {
+                Ok(c) => c,
+                Err(_) => return Reject::Forbidden.into_response("admin").map(BodyExt::boxed_unsync),
+            },
+        };
+        if caller.is_none() {
+            let challenge = HeaderValue::from_static("Bearer realm=\"portcullis-admin\"");
+            return Reject::Unauthorized { challenge }.into_response("admin").map(BodyExt::boxed_unsync);
+        }
+        if path.ends_with("/stream") {
+            let mut resp = Response::new(boxed(stats::stream(shared.clone())));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return resp;
+        }
+        let mut resp = Response::new(boxed(Full::new(bytes::Bytes::from(stats::json(&shared)))));
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
+    respond(&shared, &req).map(BodyExt::boxed_unsync)
+}
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn same(a: &[u8], b: &[u8]) -> bool {

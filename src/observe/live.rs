@@ -533,7 +533,7 @@ fn bucket(d: Duration) -> usize {
 fn bucket_upper_ms(i: usize) -> f64 {
     let k = i / 2;
     let base = (1u64 << k.min(62)) as f64;
-    let upper = if i % 2 == 0 { base * 1.5 } else { base * 2.0 };
+    let upper = if i.is_multiple_of(2) { base * 1.5 } else { base * 2.0 };
     upper / 1000.0
 }
 

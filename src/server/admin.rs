@@ -19,6 +19,7 @@ const MAX_CONNECTIONS_PER_IP: usize = 16;
 /// request: fine for scrapes) and `idle_timeout`, and a back-off on accept errors.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let limits = Arc::new(ConnLimits::default());
+    let ui = Arc::new(crate::admin::ui::Ui::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -40,12 +41,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        let ui = ui.clone();
         tokio::spawn(async move {
             let activity = Arc::new(Activity::default());
             let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(crate::admin::respond(&shared, &req)) }
+                let (shared, ui) = (shared.clone(), ui.clone());
+                async move { Ok::<_, Infallible>(crate::admin::handle(shared, &ui, req, peer).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
