@@ -158,14 +158,20 @@ fn logout(ui: &Ui, req: &UiRequest<'_>, now: Instant) -> Response<Bytes> {
     redirect("/admin/ui/login", Some(&expired))
 }
 
-/// A cross-site form post is refused: `Sec-Fetch-Site` must not say `cross-site`, and an `Origin`, when
-/// sent, must be this listener's (scheme and `Host`).
+/// A cross-site form post is refused: `Sec-Fetch-Site`, when sent, must say `same-origin` (or `none`:
+/// typed by the user), and an `Origin`, when sent, must be this listener's (scheme and `Host`). Browsers
+/// send `Origin: null` on a form post from a page with `Referrer-Policy: no-referrer` (ours): that is
+/// taken only with `Sec-Fetch-Site: same-origin`. The double-submit cookie is checked besides.
 fn same_origin(req: &UiRequest<'_>) -> bool {
     let h = req.headers;
-    if h.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site" || v.as_bytes() == b"same-site") {
+    let site = h.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if site.is_some_and(|v| v != b"same-origin" && v != b"none") {
         return false;
     }
     let Some(origin) = h.get(ORIGIN) else { return true };
+    if origin.as_bytes() == b"null" {
+        return site == Some(b"same-origin");
+    }
     let Some(host) = h.get(HOST).and_then(|v| v.to_str().ok()) else { return false };
     let scheme = if req.tls { "https" } else { "http" };
     origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&format!("{scheme}://{host}")))

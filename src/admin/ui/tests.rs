@@ -95,7 +95,15 @@ fn login_needs_the_forms_token_and_same_origin() {
     h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
     let r = respond(&ui, &req(&Method::POST, "/admin/ui/login", &h, body.as_bytes()), &auth);
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+    let r = respond(&ui, &req(&Method::POST, "/admin/ui/login", &h, body.as_bytes()), &auth);
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // `Origin: null` (a sandboxed frame, or our own no-referrer page) only with same-origin.
+    h.insert(ORIGIN, HeaderValue::from_static("null"));
     h.remove("sec-fetch-site");
+    let r = respond(&ui, &req(&Method::POST, "/admin/ui/login", &h, body.as_bytes()), &auth);
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
     // A wrong token: the form again, the token never echoed, counted.
     let bad = format!("csrf={token}&token=%3Cscript%3Esecret-guess");
     let r = respond(&ui, &req(&Method::POST, "/admin/ui/login", &h, bad.as_bytes()), &auth);
