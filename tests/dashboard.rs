@@ -63,8 +63,12 @@ admin:
 }
 
 fn start() -> (Upstream, Gateway, String) {
+    start_as("alice")
+}
+
+fn start_as(principal: &str) -> (Upstream, Gateway, String) {
     let up = Upstream::start("app");
-    let (k, entry) = key("alice");
+    let (k, entry) = key(principal);
     let gw = Gateway::start_with_env(&config(up.addr, &entry), &[(ADMIN_ENV, ADMIN_TOKEN)]);
     (up, gw, k)
 }
@@ -494,7 +498,9 @@ fn load(addr: std::net::SocketAddr, n: usize) -> usize {
 
 #[test]
 fn browser_login_redirect_and_live_counters_moving() {
-    let (up, gw, _) = start();
+    // The key's principal is markup: it must show as text in the top list.
+    let hostile = "<img src=x id=pwned onerror=alert(1)>";
+    let (up, gw, k) = start_as(&format!("'{hostile}'"));
     let mut b = Browser::start("live");
     // A page without a session lands on the login form.
     b.get(&admin_url(&gw, "/admin/ui/keys"));
@@ -524,7 +530,17 @@ fn browser_login_redirect_and_live_counters_moving() {
     assert!(ips.contains("127.0.0.1"), "{ips}");
     assert_eq!(b.js("return window.__marker;"), json!(1), "the page reloaded");
     b.shot("live-counters-moved");
+    // Requests as the hostile principal: listed as text, no element made, no script run.
+    let mut conn = RawConn::connect(gw.addr("main"));
+    for _ in 0..64 {
+        let req = format!("GET /private/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {k}\r\n\r\n");
+        assert_eq!(status_of(&conn.send(req.as_bytes(), Duration::from_secs(5))), 200);
+    }
+    let listed = b.wait_text("#top-principals tbody", "api_key:<img");
+    assert!(listed.contains(&format!("api_key:{hostile}")), "{listed}");
+    assert_eq!(b.js("return document.getElementById('pwned') === null && document.images.length === 0;"), json!(true));
     assert_eq!(b.alert(), None);
+    b.shot("hostile-principal-as-text");
     // Logging out ends the session: the pages send back to the form.
     b.click("#logout button");
     b.wait_text("#login-submit", "Log in");
