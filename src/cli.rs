@@ -36,10 +36,13 @@ enum Command {
     },
     /// Run on the built-in quickstart config: HTTPS :8443, HTTP :8080 (redirect), admin :9901, demo API.
     Quickstart,
-    /// Manage API keys in the store of an `api_key` authenticator of the config.
+    /// Manage API keys in the store of an `api_key` authenticator of the config, or through a running
+    /// gateway's admin API (`--admin URL`).
     Keys {
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminApi,
         /// The authenticator's name, when the config has several api_key authenticators.
         #[arg(long)]
         authenticator: Option<String>,
@@ -49,8 +52,10 @@ enum Command {
     /// Ban addresses, prefixes and principals for a while, in the config's `store:` (a running gateway
     /// sees changes within about a second).
     Bans {
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminApi,
         #[command(subcommand)]
         command: crate::guard::cli::BansCommand,
     },
@@ -71,6 +76,14 @@ enum Command {
         #[command(subcommand)]
         command: crate::authn::jwt::revoked::cli::TokensCommand,
     },
+    /// The admin API's tokens, in the config's `store:`.
+    Admin {
+        /// The config file (its `store:`); before or after the subcommand.
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: crate::admin::cli::AdminCommand,
+    },
     /// Verify an audit trail, or make its signing key.
     Audit {
         #[command(subcommand)]
@@ -81,6 +94,29 @@ enum Command {
         #[command(subcommand)]
         command: OpenapiCommand,
     },
+}
+
+/// A running gateway's admin API, instead of the config's local store.
+#[derive(clap::Args)]
+struct AdminApi {
+    /// The admin API's base URL, e.g. https://gw1.internal:9901 (http:// on loopback only).
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
+    /// The admin token (better: the PORTCULLIS_ADMIN_TOKEN environment variable).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// A PEM file of CAs trusted for the admin URL.
+    #[arg(long, global = true, value_name = "FILE")]
+    admin_ca: Option<String>,
+}
+
+/// `--admin` when given, else `-c`: which one a command talks to.
+fn target(config: Option<PathBuf>, admin: AdminApi) -> Result<Result<PathBuf, crate::admin::remote::Remote>, String> {
+    match (config, admin.admin) {
+        (_, Some(url)) => crate::admin::remote::Remote::new(&url, admin.token, admin.admin_ca.as_deref()).map(Err),
+        (Some(c), None) => Ok(Ok(c)),
+        (None, None) => Err("give the config file with -c, or a running gateway with --admin URL".into()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,7 +146,23 @@ pub fn main() -> ExitCode {
             Ok((cfg, _)) => serve(cfg, Some(config), false),
             Err(e) => usage(&e),
         },
-        Command::Keys { config, authenticator, command } => {
+        Command::Keys { config, admin, authenticator, command } => {
+            let config = match target(config, admin) {
+                Ok(Ok(c)) => c,
+                Ok(Err(remote)) => {
+                    return match crate::admin::remote::keys(&remote, authenticator.as_deref(), command) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("portcullis keys: {e}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis keys: {e}");
+                    return ExitCode::from(64);
+                }
+            };
             let found = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
                 let trail = command_trail(&cfg)?;
                 find_api_key(&cfg, authenticator.as_deref()).map(|k| (k, trail))
@@ -127,7 +179,23 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bans { config, command } => {
+        Command::Bans { config, admin, command } => {
+            let config = match target(config, admin) {
+                Ok(Ok(c)) => c,
+                Ok(Err(remote)) => {
+                    return match crate::admin::remote::bans(&remote, command) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("portcullis bans: {e}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis bans: {e}");
+                    return ExitCode::from(64);
+                }
+            };
             let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
                 let trail = command_trail(&cfg)?;
                 crate::guard::cli::run(cfg.store.as_ref(), cfg.redis.as_ref(), command, &trail.emitter())?;
@@ -169,6 +237,28 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis tokens: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Admin { config, command } => {
+            let Some(config) = config else {
+                eprintln!("portcullis admin: give the config file with -c");
+                return ExitCode::from(64);
+            };
+            let done = config::load(&config).map_err(|e| e.to_string()).and_then(|(cfg, _)| {
+                let trail = command_trail(&cfg)?;
+                crate::admin::cli::run(
+                    crate::admin::tokens::TokenStore::of(cfg.store.as_ref()),
+                    command,
+                    &trail.emitter(),
+                )?;
+                trail.check()
+            });
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis admin: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -401,7 +491,7 @@ fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool)
         }
     }
     let shared = Arc::new(Shared { runtime: arc_swap::ArcSwap::from_pointee(runtime), lasting });
-    match tokio_rt.block_on(crate::server::run(shared, path)) {
+    match tokio_rt.block_on(crate::server::run(shared, path, quickstart)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
@@ -435,7 +525,7 @@ fn print_quickstart() {
         "\nPortcullis quickstart\n\
          \n  HTTPS  https://127.0.0.1:8443   (self-signed certificate, generated now)\
          \n  HTTP   http://127.0.0.1:8080    (redirects to HTTPS)\
-         \n  admin  http://127.0.0.1:9901    (/metrics, /healthz)\
+         \n  admin  http://127.0.0.1:9901    (/metrics, /healthz, /admin/v1, /admin/ui: token below)\
          \n\nTry:\
          \n  curl -k https://127.0.0.1:8443/echo/hello\
          \n  curl -k --http2 -X POST -H 'content-type: application/json' -d '{{\"hi\":1}}' https://127.0.0.1:8443/echo/post\

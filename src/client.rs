@@ -173,6 +173,17 @@ impl Client {
         self.send(Method::POST, url, headers, body).await
     }
 
+    /// Any method, with the given headers and body; the answer whatever its status.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, FetchError> {
+        self.send(method, url, headers, body).await
+    }
+
     async fn send(&self, method: Method, url: &Url, headers: HeaderMap, body: Bytes) -> Result<Response, FetchError> {
         tokio::time::timeout(self.timeout, self.exchange(method, url, headers, body))
             .await

@@ -13,8 +13,6 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ADMIN_ENV: &str = "PORTCULLIS_TEST_ADMIN_TOKEN";
-const ADMIN_TOKEN: &str = "dashboard-test-admin-token-5b1f0e7c9d";
 const SECRET: &str = "dashboard-test-server-secret-0123456789";
 
 /// A real API key for `principal` and its config entry.
@@ -27,7 +25,7 @@ fn key(principal: &str) -> (String, String) {
 }
 
 /// `/public` open, `/private` behind an API key; clients through the trusted proxy 127.0.0.1.
-fn config(up: std::net::SocketAddr, key_entry: &str) -> String {
+fn config(up: std::net::SocketAddr, dir: &TempDir, key_entry: &str) -> String {
     format!(
         r#"listeners:
   - name: main
@@ -37,6 +35,8 @@ upstreams:
     targets:
       - address: {up}
 trusted_proxies: [127.0.0.1/32]
+store:
+  sqlite: {state}
 authenticators:
   keys:
     api_key:
@@ -57,20 +57,40 @@ logging:
   level: info
 admin:
   address: 127.0.0.1:0
-  token: ${{env:{ADMIN_ENV}}}
-"#
+"#,
+        state = path_str(&dir.path("state.db")),
     )
 }
 
-fn start() -> (Upstream, Gateway, String) {
+/// A running gateway, its upstream, an API key of its principal, and admin tokens made with
+/// `portcullis admin token create`.
+struct Setup {
+    up: Upstream,
+    gw: Gateway,
+    key: String,
+    admin: String,
+    viewer: String,
+}
+
+fn start() -> Setup {
     start_as("alice")
 }
 
-fn start_as(principal: &str) -> (Upstream, Gateway, String) {
+fn start_as(principal: &str) -> Setup {
     let up = Upstream::start("app");
-    let (k, entry) = key(principal);
-    let gw = Gateway::start_with_env(&config(up.addr, &entry), &[(ADMIN_ENV, ADMIN_TOKEN)]);
-    (up, gw, k)
+    let (key, entry) = key(principal);
+    let dir = TempDir::new();
+    launch(up, dir, |up, dir| config(up, dir, &entry), key)
+}
+
+/// Writes the config `yaml` makes, makes an admin and a viewer token in its store, starts the gateway.
+fn launch(up: Upstream, dir: TempDir, yaml: impl Fn(std::net::SocketAddr, &TempDir) -> String, key: String) -> Setup {
+    let yaml = yaml(up.addr, &dir);
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let (admin, _) = common::admin::token(&cfg, "admin");
+    let (viewer, _) = common::admin::token(&cfg, "viewer");
+    let gw = Gateway::start_in(dir, &yaml);
+    Setup { up, gw, key, admin, viewer }
 }
 
 fn admin_url(gw: &Gateway, path: &str) -> String {
@@ -119,9 +139,9 @@ fn post_login(gw: &Gateway, login_cookie: Option<&str>, csrf: &str, token: &str)
 }
 
 /// Logs in with curl: the session cookie's value.
-fn log_in(gw: &Gateway) -> String {
+fn log_in(gw: &Gateway, token: &str) -> String {
     let (c, csrf) = login_form(gw);
-    let (code, headers, body) = post_login(gw, Some(&c), &csrf, ADMIN_TOKEN);
+    let (code, headers, body) = post_login(gw, Some(&c), &csrf, token);
     assert_eq!(code, 303, "{body}");
     let cookie = set_cookie(&headers, "portcullis_admin").unwrap();
     cookie.split(';').next().unwrap().to_owned()
@@ -144,7 +164,7 @@ fn page_csrf(page: &str) -> String {
 
 #[test]
 fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
-    let (up, gw, _) = start();
+    let Setup { up, gw, admin, viewer, .. } = start();
     // Any page without a session: 303 to the login form, with the dashboard's headers.
     for path in ["/admin/ui/", "/admin/ui/keys", "/admin/ui/bans", "/admin/ui/whatever"] {
         let (code, headers, _) = curl(&[&admin_url(&gw, path)]);
@@ -180,21 +200,21 @@ fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
     assert!(body.contains("Login failed.") && !body.contains("WRONGtoken"), "{body}");
     assert!(set_cookie(&headers, "portcullis_admin").is_none());
     // Without the form's cookie (a cross-site post cannot read it): refused even with the right token.
-    let (code, headers, _) = post_login(&gw, None, &csrf, ADMIN_TOKEN);
+    let (code, headers, _) = post_login(&gw, None, &csrf, &admin);
     assert_eq!(code, 403);
     assert!(set_cookie(&headers, "portcullis_admin").is_none());
-    let (code, _, _) = post_login(&gw, Some(&c), "another-value", ADMIN_TOKEN);
+    let (code, _, _) = post_login(&gw, Some(&c), "another-value", &admin);
     assert_eq!(code, 403);
     // From another origin: refused.
     let url = admin_url(&gw, "/admin/ui/login");
-    let form = format!("csrf={csrf}&token={ADMIN_TOKEN}");
+    let form = format!("csrf={csrf}&token={admin}");
     let cookie = format!("portcullis_login={c}");
     let (code, _, _) =
         curl(&["-X", "POST", "--data-raw", &form, "-b", &cookie, "-H", "Origin: http://evil.example", &url]);
     assert_eq!(code, 403);
 
     // The right token: a session cookie with the flags, 256 random bits.
-    let (code, headers, _) = post_login(&gw, Some(&c), &csrf, ADMIN_TOKEN);
+    let (code, headers, _) = post_login(&gw, Some(&c), &csrf, &admin);
     assert_eq!(code, 303);
     assert_eq!(header(&headers, "location").as_deref(), Some("/admin/ui/"));
     let cookie = set_cookie(&headers, "portcullis_admin").unwrap();
@@ -203,8 +223,8 @@ fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
     use base64::Engine;
     assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(session).unwrap().len(), 32);
     let session = session.to_owned();
-    assert_ne!(session, log_in(&gw));
-    assert!(!gw.logs().join("\n").contains(ADMIN_TOKEN), "the admin token was logged");
+    assert_ne!(session, log_in(&gw, &admin));
+    assert!(!gw.logs().join("\n").contains(&admin), "the admin token was logged");
     assert!(!gw.logs().join("\n").contains(&session), "a session id was logged");
 
     // The pages and the admin API take the cookie.
@@ -215,6 +235,11 @@ fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
     let (code, _, stats) = with_session(&gw, &session, "/admin/v1/stats", &[]);
     assert_eq!(code, 200, "{stats}");
     let _: Value = serde_json::from_str(&stats).unwrap();
+    let (code, _, me) = with_session(&gw, &session, "/admin/v1/whoami", &[]);
+    assert_eq!(code, 200, "{me}");
+    let me: Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["role"], "admin");
+    assert!(me["id"].as_str().unwrap().starts_with("session:"), "{me}");
     // A forged or unknown cookie is no session.
     let (code, _, body) = with_session(&gw, "forged", "/admin/v1/stats", &[]);
     assert_eq!(code, 401);
@@ -242,17 +267,18 @@ fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
     for _ in 0..4 {
         assert_eq!(post_login(&gw, Some(&c), &csrf, "wrong").0, 401);
     }
-    let (code, headers, body) = post_login(&gw, Some(&c), &csrf, ADMIN_TOKEN);
+    let (code, headers, body) = post_login(&gw, Some(&c), &csrf, &admin);
     assert_eq!(code, 429, "{body}");
     assert!(set_cookie(&headers, "portcullis_admin").is_none());
     // None of this reached the upstream.
     assert_eq!(up.hits(), 0);
+    let _ = viewer;
 }
 
 /// Polls the stats (bearer token) until `f` holds.
-fn stats_until(gw: &Gateway, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+fn stats_until(gw: &Gateway, token: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let auth = format!("Authorization: Bearer {token}");
     loop {
         let (code, _, body) = curl(&["-H", &auth, &admin_url(gw, "/admin/v1/stats")]);
         assert_eq!(code, 200, "{body}");
@@ -276,7 +302,7 @@ fn type_total(v: &Value, kind: &str) -> u64 {
 
 #[test]
 fn live_stats_count_requests_refusals_methods_and_clients() {
-    let (up, gw, k) = start();
+    let Setup { up, gw, key: k, viewer, .. } = start();
     let main = gw.addr("main");
     // Without a credential, or with a wrong one: 401.
     for auth in [None, Some("Authorization: Bearer wrong"), Some("Authorization: Basic YTpi")] {
@@ -316,7 +342,7 @@ fn live_stats_count_requests_refusals_methods_and_clients() {
         assert_eq!(code, 404);
     }
     assert_eq!(up.hits(), before);
-    let v = stats_until(&gw, 10, |v| {
+    let v = stats_until(&gw, &viewer, 10, |v| {
         v["requests"]["total"].as_u64().unwrap() >= 51
             && type_total(v, "unauthorized") == 3
             && type_total(v, "not-found") == 2
@@ -339,7 +365,7 @@ fn live_stats_count_requests_refusals_methods_and_clients() {
     assert!(v["time"].as_str().unwrap().ends_with('Z'));
 
     // The stream: `event: stats` once a second, each with the newest point.
-    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let auth = format!("Authorization: Bearer {viewer}");
     let out = Command::new("curl")
         .args(["-sS", "-N", "--max-time", "3", "-H", &auth, &admin_url(&gw, "/admin/v1/stats/stream")])
         .output()
@@ -500,7 +526,7 @@ fn load(addr: std::net::SocketAddr, n: usize) -> usize {
 fn browser_login_redirect_and_live_counters_moving() {
     // The key's principal is markup: it must show as text in the top list.
     let hostile = "<img src=x id=pwned onerror=alert(1)>";
-    let (up, gw, k) = start_as(&format!("'{hostile}'"));
+    let Setup { up, gw, key: k, admin, .. } = start_as(&format!("'{hostile}'"));
     let mut b = Browser::start("live");
     // A page without a session lands on the login form.
     b.get(&admin_url(&gw, "/admin/ui/keys"));
@@ -513,7 +539,7 @@ fn browser_login_redirect_and_live_counters_moving() {
     b.wait_text("#login-error", "Login failed");
     assert!(b.url().ends_with("/admin/ui/login"));
     b.shot("login-failed");
-    b.log_in(&gw, ADMIN_TOKEN);
+    b.log_in(&gw, &admin);
     assert!(b.url().ends_with("/admin/ui/"), "{}", b.url());
     // The session cookie is HttpOnly: the page's script cannot read it.
     assert_eq!(b.js("return document.cookie;"), json!(""));
@@ -579,11 +605,12 @@ routes:
     upstream: app
     auth: keys
     authorize: authenticated
+events:
+  stdout: true
 logging:
   level: info
 admin:
   address: 127.0.0.1:0
-  token: ${{env:{ADMIN_ENV}}}
 "#,
         state = path_str(&dir.path("state.db")),
         keys = path_str(&dir.path("keys.db")),
@@ -616,19 +643,16 @@ fn poll(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
-#[ignore = "needs the admin API's keys, bans and events endpoints (/admin/v1, the coordinator's)"]
 fn csrf_on_admin_api_writes_with_a_session() {
-    let up = Upstream::start("app");
-    let dir = TempDir::new();
-    let gw = Gateway::start_with_env(&store_config(up.addr, &dir), &[(ADMIN_ENV, ADMIN_TOKEN)]);
-    let session = log_in(&gw);
+    let Setup { up, gw, admin, .. } = launch(Upstream::start("app"), TempDir::new(), store_config, String::new());
+    let session = log_in(&gw, &admin);
     let (_, _, page) = with_session(&gw, &session, "/admin/ui/bans", &[]);
     let csrf = page_csrf(&page);
     let ban = r#"{"kind":"ip","target":"203.0.113.7","duration":"1h"}"#;
     let json_ct = "Content-Type: application/json";
     // Missing, wrong, another session's: 403 problem+json, and no ban.
     let other = {
-        let s = log_in(&gw);
+        let s = log_in(&gw, &admin);
         page_csrf(&with_session(&gw, &s, "/admin/ui/", &[]).2)
     };
     for token in [None, Some("wrong".to_owned()), Some(other)] {
@@ -650,16 +674,17 @@ fn csrf_on_admin_api_writes_with_a_session() {
         with_session(&gw, &session, "/admin/v1/bans", &["-X", "POST", "-H", json_ct, "-H", &h, "--data-raw", ban]);
     assert_eq!(code, 201, "{body}");
     assert!(poll(5, || through(&gw, "/public/a", "203.0.113.7", None).0 == 403));
+    let before = up.hits();
+    let (code, body) = through(&gw, "/public/a", "203.0.113.7", None);
+    assert_eq!((code, problem_type(&body)), (403, problem("banned")));
+    assert_eq!(up.hits(), before);
 }
 
 #[test]
-#[ignore = "needs the admin API's keys, bans and events endpoints (/admin/v1, the coordinator's)"]
 fn browser_keys_bans_health_and_hostile_events() {
-    let up = Upstream::start("app");
-    let dir = TempDir::new();
-    let gw = Gateway::start_with_env(&store_config(up.addr, &dir), &[(ADMIN_ENV, ADMIN_TOKEN)]);
+    let Setup { up, gw, admin, .. } = launch(Upstream::start("app"), TempDir::new(), store_config, String::new());
     let mut b = Browser::start("manage");
-    b.log_in(&gw, ADMIN_TOKEN);
+    b.log_in(&gw, &admin);
 
     // Create a key: shown once, read from the page, works through the gateway.
     b.get(&admin_url(&gw, "/admin/ui/keys"));

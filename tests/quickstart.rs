@@ -274,6 +274,19 @@ fn quickstart_prints_its_audit_trail_and_the_command_that_verifies_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_for(&|l| l.contains(r#""type":"authn.failure""#) && l.contains("qs-audit-401"));
+    // The admin token printed with the dashboard's address opens the admin API (in memory only).
+    let dashboard = wait_for(&|l| l.starts_with("Dashboard: http://127.0.0.1:9901/admin/ui/"));
+    assert!(dashboard.contains("valid until exit"), "{dashboard}");
+    let token = wait_for(&|l| l.trim_start().starts_with("pca_")).trim().to_owned();
+    let who = Command::new("nsenter")
+        .args([ns.as_str(), "curl", "-s", "-H", &format!("Authorization: Bearer {token}")])
+        .arg("http://127.0.0.1:9901/admin/v1/whoami")
+        .output()
+        .unwrap();
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["role"], "admin", "{who}");
+    let printed = lines.iter().filter(|l| l.contains(&token)).count();
+    assert_eq!(printed, 2, "the token is printed twice (the line and the curl example) and logged nowhere: {lines:#?}");
     // A graceful stop signs the tail; the printed command then verifies the whole trail.
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

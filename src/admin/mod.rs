@@ -1,91 +1,176 @@
-//! The admin API (served on its own listener by `server::admin`, loopback by default): `GET /healthz`,
-//! Prometheus `GET /metrics`, and `GET /keys/nearing-max-age` (stored API keys nearing their
-//! authenticator's `max_age`: ids and principals, never keys); all but the first behind a bearer token
-//! when `admin.token` is set.
-//! The authenticated admin API with its store arrives in its own module later; two read-only endpoints
-//! do not need axum yet.
+//! The admin listener's answers (served by `server::admin`, loopback by default):
+//! - `GET /healthz`; Prometheus `GET /metrics` and `GET /keys/nearing-max-age`, behind `admin.token`
+//!   when it is set (their rule is unchanged);
+//! - the admin API under `/admin/v1` ([`api`]): admin tokens ([`tokens`]) or a client certificate,
+//!   with roles ([`auth`]);
+//! - the dashboard under `/admin/ui` ([`ui`]), whose session cookie the API also takes.
+//!
+//! [`State`] lives as long as the listener (across reloads): the accepted tokens, the idempotency
+//! cache, and the router with its OpenAPI document.
 
+pub mod api;
 pub mod auth;
+pub mod cli;
 mod exposition;
-pub mod stats;
+pub mod remote;
+pub mod tokens;
 pub mod ui;
 
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
 use crate::pipeline::Shared;
+use auth::{Authn, Caller};
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, VARY};
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// What the admin listener answers with: its own bodies, the dashboard's, and event streams.
-pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::body::BoxError>;
+/// Reloads the config file (the server's reload, handed in: this module does not import the server).
+pub type Reloader = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-fn boxed<B>(body: B) -> AdminBody
-where
-    B: http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Send + 'static,
-{
-    use http_body_util::BodyExt;
-    body.map_err(|e| match e {}).boxed_unsync()
+/// The admin listener's state, kept across reloads.
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub tokens: tokens::Tokens,
+    pub idempotency: api::idempotency::Cache,
+    /// One write of a key at a time on this node (the `If-Match` check and the write together).
+    pub writes: tokio::sync::Mutex<()>,
+    pub reload: Option<Reloader>,
+    pub openapi: OnceLock<String>,
+    router: OnceLock<axum::Router>,
+    /// The dashboard's sessions and login limits.
+    pub ui: ui::Ui,
 }
 
-/// Answers one admin request: the dashboard under `/admin/ui/`, the live statistics under
-/// `/admin/v1/stats`, and [`respond`]'s endpoints.
-pub async fn handle(
-    shared: Arc<Shared>,
-    ui: &ui::Ui,
-    req: Request<Incoming>,
-    peer: std::net::SocketAddr,
-) -> Response<AdminBody> {
-    use http_body_util::{BodyExt, Full, Limited};
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+impl State {
+    pub fn new(shared: Arc<Shared>, reload: Option<Reloader>) -> Arc<State> {
+        let state = Arc::new(State {
+            shared,
+            tokens: tokens::Tokens::default(),
+            idempotency: api::idempotency::Cache::default(),
+            writes: tokio::sync::Mutex::new(()),
+            reload,
+            openapi: OnceLock::new(),
+            router: OnceLock::new(),
+            ui: ui::Ui::default(),
+        });
+        let (router, doc) = api::router(state.clone());
+        let _ = state.openapi.set(doc.to_pretty_json().unwrap_or_default());
+        let _ = state.router.set(router);
+        state
+    }
+
+    /// Where stored admin tokens live (the config's `store:`), if anywhere.
+    pub fn token_store(&self) -> Option<tokens::TokenStore> {
+        let rt = self.shared.runtime.load();
+        tokens::TokenStore::of(rt.admin.as_ref().and_then(|a| a.store.as_ref()))
+    }
+
+    /// Reads the stored tokens now, then every second (a token made or revoked elsewhere is in force
+    /// here within about a second). The task ends with the state.
+    pub async fn start(self: &Arc<Self>) {
+        if let Err(e) = self.tokens.refresh(self.token_store().as_ref()).await {
+            tracing::warn!(error = %e, "admin tokens cannot be read from the store yet");
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let Some(state) = weak.upgrade() else { return };
+                match state.tokens.refresh(state.token_store().as_ref()).await {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "admin tokens cannot be read from the store; keeping the last ones");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// What the listener knows about the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The caller a verified client certificate maps to (`admin.client_certificates`).
+    pub certificate: Option<Caller>,
+    /// The connection is TLS (cookies get `Secure`).
+    pub tls: bool,
+    /// The client's address (the dashboard limits failed logins per address).
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Answers one admin request.
+pub async fn respond<B>(state: &Arc<State>, mut req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req.uri().path();
     if path == "/admin/ui" || path.starts_with("/admin/ui/") {
-        let (parts, body) = req.into_parts();
-        let Ok(body) = Limited::new(body, ui::MAX_FORM).collect().await.map(http_body_util::Collected::to_bytes) else {
-            return Reject::PayloadTooLarge.into_response("admin").map(BodyExt::boxed_unsync);
-        };
-        let r = ui::respond(
-            ui,
-            &ui::UiRequest {
-                method: &parts.method,
-                path: parts.uri.path(),
-                headers: &parts.headers,
-                body: &body,
-                client_ip: peer.ip(),
-                tls: false,
-            },
-            &|token| auth::authenticate_bearer(&shared, token),
-        );
-        return r.map(|b| boxed(Full::new(b)));
+        return dashboard(state, req, peer).await;
     }
-    if path == "/admin/v1/stats" || path == "/admin/v1/stats/stream" {
-        if req.method() != Method::GET {
-            return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin").map(BodyExt::boxed_unsync);
-        }
-        let bearer = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
-        let caller = match bearer {
-            Some(t) => auth::authenticate_bearer(&shared, t),
-            None => match ui::session_caller(&ui.sessions, req.headers(), req.method()) {
-                Ok(c) => c,
-                Err(_) => return Reject::Forbidden.into_response("admin").map(BodyExt::boxed_unsync),
+    if path == "/admin/v1" || path.starts_with("/admin/v1/") {
+        let authn = match auth::bearer(req.headers()) {
+            Some(t) => auth::authenticate_bearer(state, t).map_or(Authn::Missing, Authn::Caller),
+            None => match peer.certificate.clone() {
+                Some(c) => Authn::Caller(c),
+                None => match ui::session_caller(&state.ui, req.headers(), req.method(), &state.tokens) {
+                    Ok(Some(c)) => Authn::Caller(c),
+                    Ok(None) => Authn::Missing,
+                    Err(_) => Authn::Csrf,
+                },
             },
         };
-        if caller.is_none() {
-            let challenge = HeaderValue::from_static("Bearer realm=\"portcullis-admin\"");
-            return Reject::Unauthorized { challenge }.into_response("admin").map(BodyExt::boxed_unsync);
-        }
-        if path.ends_with("/stream") {
-            let mut resp = Response::new(boxed(stats::stream(shared.clone())));
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return resp;
-        }
-        let mut resp = Response::new(boxed(Full::new(bytes::Bytes::from(stats::json(&shared)))));
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return resp;
+        req.extensions_mut().insert(authn);
+        let Some(router) = state.router.get() else {
+            return Reject::StoreUnavailable.into_response("admin").map(axum::body::Body::new);
+        };
+        let mut router = router.clone();
+        let req = req.map(axum::body::Body::new);
+        return match tower_service::Service::call(&mut router, req).await {
+            Ok(resp) => no_store(resp),
+            Err(never) => match never {},
+        };
     }
-    respond(&shared, &req).map(BodyExt::boxed_unsync)
+    legacy(&state.shared, &req).map(axum::body::Body::new)
+}
+
+/// `/admin/ui/...`: the dashboard's forms are small, read whole (at most [`ui::MAX_FORM`]).
+async fn dashboard<B>(state: &Arc<State>, req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = http_body_util::Limited::new(body, ui::MAX_FORM).collect().await.map(|c| c.to_bytes()) else {
+        return Reject::PayloadTooLarge.into_response("admin").map(axum::body::Body::new);
+    };
+    let client_ip = peer.client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let request = ui::UiRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        body: &body,
+        client_ip,
+        tls: peer.tls,
+    };
+    ui::respond(&state.ui, &request, &state.tokens).map(axum::body::Body::from)
+}
+
+/// Admin answers are never cached.
+fn no_store(mut resp: Response<axum::body::Body>) -> Response<axum::body::Body> {
+    resp.headers_mut().entry(http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -96,8 +181,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Answers one admin request (the listener, its limits and timeouts are `server::admin`'s).
-pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
+/// `/healthz`, `/metrics`, `/keys/nearing-max-age`.
+fn legacy<B>(shared: &Shared, req: &Request<B>) -> Response<ResponseBody> {
     if req.method() != Method::GET {
         return Reject::MethodNotAllowed(vec![Method::GET]).into_response("admin");
     }
@@ -135,7 +220,7 @@ pub fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBod
 }
 
 /// The 401 for a request without the admin token, when `admin.token` is set.
-fn refuse(rt: &crate::pipeline::runtime::Runtime, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+fn refuse<B>(rt: &crate::pipeline::runtime::Runtime, req: &Request<B>) -> Option<Response<ResponseBody>> {
     let token = rt.admin.as_ref().and_then(|a| a.token.as_ref())?;
     let given =
         req.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();

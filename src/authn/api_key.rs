@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod backend;
 pub mod cli;
 pub mod lifecycle;
 pub mod store;
@@ -212,6 +213,10 @@ pub struct ApiKeyAuth {
     aging: Option<lifecycle::Aging>,
     /// Warnings of keys nearing `max_age` (events and the gauge).
     warnings: Arc<lifecycle::Warnings>,
+    /// Wakes the store poller at once (the admin API after a change it made).
+    kick: Arc<tokio::sync::Notify>,
+    /// The config it was compiled from, for the admin API's key management.
+    config: ApiKeyConfig,
 }
 
 /// How many presented keys [`ApiKeyAuth`] remembers the digests of.
@@ -286,7 +291,29 @@ impl ApiKeyAuth {
             hashed: TokenCache::new(HASHED_CACHE),
             aging: lifecycle::Aging::new(c.max_age, c.warn_before)?,
             warnings: Arc::new(lifecycle::Warnings::new(name)),
+            kick: Arc::new(tokio::sync::Notify::new()),
+            config: c.clone(),
         })
+    }
+
+    /// Where this authenticator's managed keys live (`None` without a store).
+    pub fn backend(&self) -> Option<backend::Backend> {
+        backend::Backend::of(&self.config)
+    }
+
+    /// The keyed-hash secret new keys are stored under.
+    pub fn secret(&self) -> &hmac::Key {
+        &self.secret
+    }
+
+    /// `max_age` and `warn_before`, for showing a key's status.
+    pub fn aging(&self) -> Option<lifecycle::Aging> {
+        self.aging
+    }
+
+    /// Reloads the store now rather than at the next poll (after a change made through the admin API).
+    pub fn refresh_now(&self) {
+        self.kick.notify_one();
     }
 
     /// The stored keys nearing `max_age` now (none without `max_age`), for the admin API.
@@ -410,10 +437,16 @@ impl ApiKeyAuth {
         let warnings = self.warnings.clone();
         let weak = Arc::downgrade(&keys);
         drop(keys);
+        let kick = Arc::downgrade(&self.kick);
         tokio::spawn(async move {
             let mut version = None;
             loop {
-                tokio::time::sleep(every).await;
+                let Some(woken) = kick.upgrade() else { return };
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = woken.notified() => {}
+                }
+                drop(woken);
                 let Some(keys) = weak.upgrade() else { return };
                 let p = path.clone();
                 let last = version;

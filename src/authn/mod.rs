@@ -358,6 +358,17 @@ impl Authenticators {
             .collect()
     }
 
+    /// The `api_key` authenticators by name, for the admin API's key management.
+    pub fn api_key_authenticators(&self) -> Vec<(&str, &api_key::ApiKeyAuth)> {
+        self.methods
+            .iter()
+            .filter_map(|(n, (_, m))| match &**m {
+                Method::ApiKey(k) => Some((n.as_str(), &**k)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Method>> {
         self.methods.get(name).map(|(_, m)| m.clone())
     }

@@ -110,6 +110,12 @@ impl MtlsAuth {
         }
     }
 
+    /// The identity a verified leaf certificate (DER) names, or why it names none (the admin
+    /// listener's client certificates).
+    pub fn identity(&self, der: &[u8]) -> Result<String, &'static str> {
+        self.identify(der)
+    }
+
     /// The principal id named by the leaf certificate (DER), or the reason code for refusing it.
     fn identify(&self, der: &[u8]) -> Result<String, &'static str> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "unparsable_certificate")?;

@@ -624,14 +624,60 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         None => None,
         Some(a) => {
             let address = addr("address", &a.address)?;
-            if !address.ip().is_loopback() && a.token.is_none() {
+            if !address.ip().is_loopback() && (a.token.is_none() || a.tls.is_none()) {
                 return Err(CompileError::new(
                     "address",
                     a.address.clone(),
-                    "admin: a non-loopback admin address needs a `token`",
+                    "admin: a non-loopback admin address needs `tls` (the admin API's tokens and sessions \
+                     must not cross the network in clear) and a `token` (for /metrics)",
                 ));
             }
-            Some(AdminRt { address, token: a.token.clone() })
+            let tls = a
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::server::server_config(t, false, &lasting.self_signed))
+                .transpose()
+                .map_err(|m| CompileError::new("tls", "", format!("admin: {m}")))?;
+            let certificates = match &a.client_certificates {
+                None => None,
+                Some(c) => {
+                    if a.tls.as_ref().is_none_or(|t| t.client_auth.is_none()) {
+                        return Err(CompileError::new(
+                            "client_certificates",
+                            "",
+                            "admin: `client_certificates` needs `tls.client_auth` (a CA to verify them)",
+                        ));
+                    }
+                    if let Some((id, role)) =
+                        c.roles.iter().find(|(_, r)| !matches!(r.as_str(), "viewer" | "operator" | "admin"))
+                    {
+                        return Err(CompileError::new(
+                            "roles",
+                            role.clone(),
+                            format!("admin: `{id}`: `{role}` is not a role (viewer, operator or admin)"),
+                        ));
+                    }
+                    let mtls = crate::authn::mtls::MtlsConfig {
+                        principal_from: c.principal_from,
+                        roles: BTreeMap::new(),
+                        default_roles: Vec::new(),
+                        allowed_ids: Some(c.roles.keys().cloned().collect()),
+                    };
+                    let auth = crate::authn::mtls::MtlsAuth::new("admin", &mtls)
+                        .map_err(|m| CompileError::new("client_certificates", "", m))?;
+                    // Identities compare as `identity()` gives them: DNS names in lowercase.
+                    let roles = c
+                        .roles
+                        .iter()
+                        .map(|(k, v)| match c.principal_from {
+                            crate::authn::mtls::PrincipalFrom::SanDns => (k.to_ascii_lowercase(), v.clone()),
+                            _ => (k.clone(), v.clone()),
+                        })
+                        .collect();
+                    Some((Arc::new(auth), roles))
+                }
+            };
+            Some(AdminRt { address, token: a.token.clone(), store: cfg.store.clone(), tls, certificates })
         }
     };
     let demo_upstream = cfg.demo_upstream.as_ref().map(|d| addr("address", &d.address)).transpose()?;
@@ -748,19 +794,35 @@ impl Runtime {
 
     fn describe_order(&self, host: Option<&str>) -> String {
         let mut out = String::from("order  route                 hosts                 path                           methods        upstream     auth\n");
+        for r in self.route_rows(host) {
+            out.push_str(&format!(
+                "{:<6} {:<21} {:<21} {:<30} {:<14} {:<12} {}\n",
+                r.order,
+                r.name,
+                if r.hosts.is_empty() { "*".to_string() } else { r.hosts.join(",") },
+                r.path,
+                if r.methods.is_empty() { "any".to_string() } else { r.methods.join(",") },
+                r.upstream,
+                r.auth
+            ));
+        }
+        out
+    }
+
+    /// The routes in the order they are tried for `host` (`None`: a host no route names), with each
+    /// route's effective chain: what `check` prints and the admin API's `GET /admin/v1/routes` shows.
+    pub fn route_rows(&self, host: Option<&str>) -> Vec<RouteRow> {
+        let hsts = self.listeners.iter().any(|l| l.hsts.is_some());
+        let mut rows = Vec::new();
         for (i, (m, r)) in self.routes.order_for(host).into_iter().enumerate() {
-            let hosts = if m.hosts.is_empty() {
-                "*".to_string()
-            } else {
-                m.hosts
-                    .iter()
-                    .map(|h| match h {
-                        HostPattern::Exact(e) => e.clone(),
-                        HostPattern::Suffix(s) => format!("*{s}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+            let hosts = m
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    HostPattern::Exact(e) => e.clone(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                })
+                .collect();
             let path = match &m.path {
                 PathPattern::Exact(p) => format!("= {p}"),
                 PathPattern::Prefix(p) => format!("{p}*"),
@@ -772,28 +834,42 @@ impl Runtime {
                     })
                     .collect(),
             };
-            let methods = if m.methods.is_empty() {
-                "any".into()
-            } else {
-                m.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
-            };
-            out.push_str(&format!(
-                "{:<6} {:<21} {:<21} {:<30} {:<14} {:<12} {}\n",
-                i + 1,
-                &*r.name,
+            rows.push(RouteRow {
+                order: i + 1,
+                name: r.name.to_string(),
                 hosts,
                 path,
-                methods,
-                &*r.upstream.name,
-                r.chain
+                methods: m.methods.iter().map(|m| m.as_str().to_owned()).collect(),
+                upstream: r.upstream.name.to_string(),
+                auth: r
+                    .chain
                     .stages()
                     .iter()
                     .find(|s| s.place() == crate::exchange::Place::Authentication)
-                    .map_or_else(|| "none".into(), |s| s.describe())
-            ));
+                    .map_or_else(|| "none".into(), |s| s.describe()),
+                chain: r.describe_chain(hsts),
+            });
         }
-        out
+        rows
     }
+}
+
+/// One route as `check` and the admin API show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RouteRow {
+    /// Its place in the matching order (1 is tried first).
+    pub order: usize,
+    pub name: String,
+    /// Host patterns (empty: any host).
+    pub hosts: Vec<String>,
+    /// `= /exact`, `/prefix*` or a template such as `/users/{id}`.
+    pub path: String,
+    /// Empty: any method.
+    pub methods: Vec<String>,
+    pub upstream: String,
+    pub auth: String,
+    /// The effective chain: request side, proxy, response side.
+    pub chain: String,
 }
 
 /// Response schema filtering (place 14) over a route's OpenAPI document: the response side asks by the

@@ -298,6 +298,26 @@ pub struct Admin {
     /// Bearer token required for `/metrics` (recommended with `${env:NAME}`); `/healthz` stays open.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// TLS on the admin listener (HTTP/1.1); required off loopback. `client_auth` asks for client
+    /// certificates, which `client_certificates` maps to admin roles.
+    #[serde(default)]
+    pub tls: Option<crate::tls::server::ListenerTls>,
+    /// Admin callers by client certificate: the identity (as `principal_from` names it) to a role
+    /// (`viewer`, `operator`, `admin`). An identity not listed is no admin caller.
+    #[serde(default)]
+    pub client_certificates: Option<AdminCertificates>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCertificates {
+    #[serde(default = "default_admin_principal_from")]
+    pub principal_from: crate::authn::mtls::PrincipalFrom,
+    pub roles: BTreeMap<String, String>,
+}
+
+fn default_admin_principal_from() -> crate::authn::mtls::PrincipalFrom {
+    crate::authn::mtls::PrincipalFrom::SubjectCn
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -59,7 +59,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Target::Ip(_) => "ip",
             Target::Prefix(_) => "prefix",
@@ -67,7 +67,7 @@ impl Target {
         }
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Target::Ip(ip) => ip.to_canonical().to_string(),
             Target::Prefix(n) => n.to_string(),
@@ -624,6 +624,73 @@ impl Bans {
             Err(_) => write(),
         }
         true
+    }
+
+    /// Bans `target` until `until` (ms) on an operator's word (the admin API): written to the fleet's
+    /// Redis or the store and read back (so it is in force here at once), or kept in memory without
+    /// either. Blocking (SQLite, Redis): call it off the runtime's threads.
+    pub fn add_manual(&self, target: Target, until: i64, reason: &str, source: &str) -> Result<Ban, String> {
+        let now = now_ms();
+        let ban = Ban {
+            id: 0,
+            target,
+            reason: reason.to_owned(),
+            source: source.to_owned(),
+            created_at: now,
+            expires_at: until,
+        };
+        let id = if let Some(r) = &self.redis {
+            r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, until, reason, source)?
+        } else if let Some((path, conn)) = &self.store {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            if conn.is_none() {
+                *conn = Some(BanStore::open(path).map_err(|e| e.to_string())?);
+            }
+            let written = match conn.as_mut() {
+                Some(s) => s.add(&ban.target, until, reason, source).map_err(|e| e.to_string()),
+                None => Err("the ban store is not open".into()),
+            };
+            if written.is_err() {
+                *conn = None;
+            }
+            written?
+        } else {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.bans.retain(|b| b.expires_at > now);
+            state.next_id += 1;
+            let ban = Ban { id: state.next_id, ..ban };
+            state.bans.push(ban.clone());
+            self.rebuild(&state);
+            return Ok(ban);
+        };
+        self.poll()?;
+        Ok(Ban { id, ..ban })
+    }
+
+    /// Lifts ban `id` now: the ban lifted, `None` when there is no such ban in force. Blocking.
+    pub fn lift(&self, id: i64) -> Result<Option<Ban>, String> {
+        let Some(ban) = self.active().into_iter().find(|b| b.id == id) else { return Ok(None) };
+        let removed = if let Some(r) = &self.redis {
+            r.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?
+        } else if let Some((path, conn)) = &self.store {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            if conn.is_none() {
+                *conn = Some(BanStore::open(path).map_err(|e| e.to_string())?);
+            }
+            match conn.as_mut() {
+                Some(s) => s.remove(id).map_err(|e| e.to_string())?,
+                None => false,
+            }
+        } else {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let before = state.bans.len();
+            state.bans.retain(|b| b.id != id);
+            let removed = state.bans.len() != before;
+            self.rebuild(&state);
+            return Ok(removed.then_some(ban));
+        };
+        self.poll()?;
+        Ok(removed.then_some(ban))
     }
 
     /// The bans in force in this process (for tests and the memory-only case).

@@ -249,6 +249,75 @@ impl Kept {
     }
 }
 
+/// One caller's count in a quota's running period (the admin API's view; the key is the hex digest of
+/// the quota's key parts, never the parts themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub quota: String,
+    pub key: String,
+    pub used: u64,
+    /// The running period's start (Unix seconds).
+    pub period_start: i64,
+}
+
+impl Kept {
+    /// The counts of every quota of this node in its running period (quotas counted in Redis show
+    /// only what this node counted while Redis could not answer).
+    pub fn usage(&self) -> Vec<Usage> {
+        let now = unix_now();
+        let mut out = Vec::new();
+        for state in self.states.live() {
+            let (current, start, _) = state.period.at(now);
+            for shard in state.shards.iter() {
+                for (k, c) in lock(shard).iter().filter(|(_, c)| c.period == current && c.count > 0) {
+                    out.push(Usage {
+                        quota: state.name.clone(),
+                        key: crate::fleet::hex(k),
+                        used: c.count,
+                        period_start: start,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.quota, &a.key).cmp(&(&b.quota, &b.key)));
+        out
+    }
+
+    /// Resets quota `name`'s counts (of one key, given as its hex digest, or of every key) in memory and
+    /// in the store: how many counts were reset, `None` when no quota has that name. Blocking (SQLite).
+    pub fn reset(&self, name: &str, key: Option<&str>) -> Result<Option<usize>, String> {
+        let mut found = None;
+        for state in self.states.live().into_iter().filter(|s| s.name == name) {
+            let mut n = 0;
+            for shard in state.shards.iter() {
+                for (k, c) in lock(shard).iter_mut() {
+                    if key.is_none_or(|want| crate::fleet::hex(k) == want) && c.count > 0 {
+                        *c = Count { period: c.period, count: 0, unwritten: 0 };
+                        n += 1;
+                    }
+                }
+            }
+            if let Some(store) = &state.store {
+                let mut store = lock(store);
+                let conn = store.conn();
+                let deleted = match key {
+                    None => conn.execute("DELETE FROM quotas WHERE name = ?1", [name]),
+                    Some(k) => {
+                        let bytes: Vec<u8> = (0..k.len() / 2)
+                            .filter_map(|i| u8::from_str_radix(k.get(2 * i..2 * i + 2)?, 16).ok())
+                            .collect();
+                        conn.execute("DELETE FROM quotas WHERE name = ?1 AND key = ?2", params![name, bytes])
+                    }
+                };
+                let deleted = deleted.map_err(|e| e.to_string())?;
+                n = n.max(deleted);
+            }
+            found = Some(found.unwrap_or(0) + n);
+        }
+        Ok(found)
+    }
+}
+
 /// The count of each `KEYS[i]` (`ARGV`, two per key: the limit, the Unix second the period ends):
 /// INCR, EXPIREAT the period's end on first use, and over the limit the INCR is undone. Returns two
 /// integers per key: allowed (1 or 0), used (after).

@@ -183,7 +183,7 @@ struct State {
 }
 
 /// One second of traffic, as charted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Point {
     /// The second's end, Unix seconds.
     pub t: i64,
@@ -203,7 +203,7 @@ pub struct Point {
 }
 
 /// A problem type's rejections.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TypeCount {
     /// The problem type's slug (`https://portcullis.dev/problems/<type>`).
     #[serde(rename = "type")]
@@ -216,7 +216,7 @@ pub struct TypeCount {
 }
 
 /// Authentication failures of one method.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MethodCount {
     pub method: &'static str,
     pub total: u64,
@@ -224,14 +224,14 @@ pub struct MethodCount {
 }
 
 /// A total and its rate over the last [`WINDOW`] seconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rate {
     pub total: u64,
     pub per_second: f64,
 }
 
 /// Latency percentiles in milliseconds (`null` without traffic in the window).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Latency {
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
@@ -239,7 +239,7 @@ pub struct Latency {
 }
 
 /// One entry of a top list: estimated requests (sampled) and counted refusals, both decaying.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Top {
     /// The principal (`kind:id`) or client address (as `logging.client_ip` writes it).
     pub name: String,
@@ -248,7 +248,7 @@ pub struct Top {
 }
 
 /// `GET /admin/v1/stats`, and each `event: stats` of `/admin/v1/stats/stream`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// RFC 3339.
     pub time: String,

@@ -98,6 +98,12 @@ pub struct ServerLimits {
 pub struct AdminRt {
     pub address: SocketAddr,
     pub token: Option<crate::secret::Secret>,
+    /// The config's `store:` (where admin tokens live).
+    pub store: Option<crate::store::StoreConfig>,
+    /// TLS on the admin listener (HTTP/1.1 only).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Client certificate identities and the admin role each has (`viewer`, `operator`, `admin`).
+    pub certificates: Option<(Arc<crate::authn::mtls::MtlsAuth>, BTreeMap<String, String>)>,
 }
 
 /// State that must outlive a reload, owned once by the process and handed to every compile (never in a

@@ -40,7 +40,9 @@ enum Protocol {
 }
 
 /// Runs the gateway until SIGTERM or SIGINT. `config_path` enables reloads (SIGHUP, file changes).
-pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<(), String> {
+/// `ephemeral_admin` (the quickstart) makes an admin token that lives in memory only and prints it
+/// with the dashboard's address.
+pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_admin: bool) -> Result<(), String> {
     let rt = shared.runtime.load_full();
     rt.start();
     let mut bound = Vec::new();
@@ -54,8 +56,22 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>) -> Result<()
     if let Some(admin) = &rt.admin {
         let listener = listen(admin.address).map_err(|e| format!("admin cannot bind {}: {e}", admin.address))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(listener = "admin", address = %local, tls = false, "listening");
-        tokio::spawn(admin::serve(listener, shared.clone()));
+        tracing::info!(listener = "admin", address = %local, tls = admin.tls.is_some(), "listening");
+        let reloader: Option<crate::admin::Reloader> = config_path.clone().map(|path| {
+            let shared = shared.clone();
+            Arc::new(move || reload::reload(&shared, &path)) as crate::admin::Reloader
+        });
+        let state = crate::admin::State::new(shared.clone(), reloader);
+        state.start().await;
+        if ephemeral_admin {
+            let token = state.tokens.ephemeral("quickstart", crate::admin::auth::Role::Admin)?;
+            // Printed once for the person who started the quickstart; never logged.
+            println!(
+                "Dashboard: http://{local}/admin/ui/  (log in with this admin token, valid until exit)\n  {token}\n\
+                 Admin API: curl -H 'Authorization: Bearer {token}' http://{local}/admin/v1/whoami\n"
+            );
+        }
+        tokio::spawn(admin::serve(listener, state));
     }
     if let Some(addr) = rt.demo_upstream {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("demo upstream cannot bind {addr}: {e}"))?;

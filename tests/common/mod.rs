@@ -3,7 +3,9 @@
 //! real test upstreams on free loopback ports, and cleans everything up on drop.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod idp;
+pub mod pki;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

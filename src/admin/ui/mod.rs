@@ -50,11 +50,66 @@ pub struct UiRequest<'a> {
     pub tls: bool,
 }
 
+/// How the dashboard checks admin tokens: implemented by the admin API's [`Tokens`].
+///
+/// [`Tokens`]: crate::admin::tokens::Tokens
+pub trait TokenCheck {
+    /// The caller a presented token stands for, if it is usable.
+    fn token(&self, token: &str) -> Option<Caller>;
+    /// The caller the token of this digest (`tokens::digest_of`) stands for now: a session checks its
+    /// token on every use, so it ends when the token is revoked or expires, and follows its role.
+    fn digest(&self, digest: &[u8; 32]) -> Option<Caller>;
+}
+
+impl TokenCheck for crate::admin::tokens::Tokens {
+    fn token(&self, token: &str) -> Option<Caller> {
+        self.authenticate(token)
+    }
+    fn digest(&self, digest: &[u8; 32]) -> Option<Caller> {
+        self.by_digest(digest)
+    }
+}
+
+/// A session's caller: `session:<token id>`, with the token's role now.
+fn session_of(token: Caller) -> Caller {
+    let id = token.id.strip_prefix("token:").unwrap_or(&token.id);
+    Caller { id: format!("session:{id}"), role: token.role }
+}
+
+/// The live session a request's cookie names and its caller now, or `None` (no cookie, an unknown or
+/// ended session, or its token revoked: then the session ends too).
+fn live_session(ui: &Ui, headers: &HeaderMap, tokens: &dyn TokenCheck, now: Instant) -> Option<(Caller, String)> {
+    let id = cookie(headers, COOKIE_NAME)?;
+    let active = ui.sessions.get(id, now)?;
+    match tokens.digest(&active.token) {
+        Some(c) => Some((session_of(c), active.csrf)),
+        None => {
+            ui.sessions.remove(id);
+            None
+        }
+    }
+}
+
 /// The session a request's cookie names, for `/admin/v1`: `Ok(None)` without one (the caller then
 /// needs a bearer token), `Err` on an unsafe method without the session's `X-CSRF-Token` (answer 403
 /// and change nothing).
-pub fn session_caller(sessions: &Sessions, headers: &HeaderMap, method: &Method) -> Result<Option<Caller>, CsrfError> {
-    Ok(sessions.caller(headers, method, Instant::now())?.map(|a| a.caller))
+pub fn session_caller(
+    ui: &Ui,
+    headers: &HeaderMap,
+    method: &Method,
+    tokens: &dyn TokenCheck,
+) -> Result<Option<Caller>, CsrfError> {
+    let now = Instant::now();
+    let Some(active) = ui.sessions.caller(headers, method, now)? else { return Ok(None) };
+    match tokens.digest(&active.token) {
+        Some(c) => Ok(Some(session_of(c))),
+        None => {
+            if let Some(id) = cookie(headers, COOKIE_NAME) {
+                ui.sessions.remove(id);
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// The pages, by path under `/admin/ui/`, and their titles.
@@ -66,8 +121,8 @@ const PAGES: [(&str, &str, &str); 5] = [
     ("health", "health", "Health"),
 ];
 
-/// Answers one `/admin/ui/...` request. `authenticate` checks an admin token.
-pub fn respond(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Option<Caller>) -> Response<Bytes> {
+/// Answers one `/admin/ui/...` request; `tokens` checks admin tokens.
+pub fn respond(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck) -> Response<Bytes> {
     let now = Instant::now();
     let Some(rest) = req.path.strip_prefix("/admin/ui/") else {
         return redirect("/admin/ui/", None);
@@ -76,21 +131,19 @@ pub fn respond(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Opti
         (&Method::GET | &Method::HEAD, "app.js") => ok("text/javascript; charset=utf-8", APP_JS.into(), None),
         (&Method::GET | &Method::HEAD, "app.css") => ok("text/css; charset=utf-8", APP_CSS.into(), None),
         (&Method::GET | &Method::HEAD, "login") => login_form(StatusCode::OK, None),
-        (&Method::POST, "login") => login(ui, req, authenticate, now),
-        (&Method::POST, "logout") => logout(ui, req, now),
+        (&Method::POST, "login") => login(ui, req, tokens, now),
+        (&Method::POST, "logout") => logout(ui, req, tokens, now),
         (m, _) if *m != Method::GET && *m != Method::HEAD => {
             let mut r = page_response(StatusCode::METHOD_NOT_ALLOWED, error_page("Method not allowed"), None);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             r
         }
         _ => {
-            let Some(active) = cookie(req.headers, COOKIE_NAME).and_then(|id| ui.sessions.get(id, now)) else {
+            let Some((caller, csrf)) = live_session(ui, req.headers, tokens, now) else {
                 return redirect("/admin/ui/login", None);
             };
             match PAGES.iter().find(|(p, _, _)| *p == rest) {
-                Some((_, page, title)) => {
-                    page_response(StatusCode::OK, render_page(page, title, &active.caller, &active.csrf), None)
-                }
+                Some((_, page, title)) => page_response(StatusCode::OK, render_page(page, title, &caller, &csrf), None),
                 None => page_response(StatusCode::NOT_FOUND, error_page("No such page"), None),
             }
         }
@@ -100,7 +153,7 @@ pub fn respond(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Opti
 /// `POST /admin/ui/login`: the login form's double-submit token and (when sent) `Origin` must match,
 /// then the token is checked; failures are counted per address and answered with the form again and a
 /// message that says nothing of why.
-fn login(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Option<Caller>, now: Instant) -> Response<Bytes> {
+fn login(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck, now: Instant) -> Response<Bytes> {
     if !same_origin(req) {
         return login_form(StatusCode::FORBIDDEN, Some("The login form must be sent from this page."));
     }
@@ -117,14 +170,15 @@ fn login(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Option<Cal
         return login_form(StatusCode::TOO_MANY_REQUESTS, Some("Too many failed logins. Wait a minute."));
     }
     let token = field("token").unwrap_or_default().trim();
-    let caller = if token.is_empty() || token.len() > 4096 { None } else { authenticate(token) };
+    let caller = if token.is_empty() || token.len() > 4096 { None } else { tokens.token(token) };
     let Some(caller) = caller else {
         ui.logins.failed(req.client_ip, now);
         tracing::info!(client_ip = %req.client_ip, "dashboard login refused");
         return login_form(StatusCode::UNAUTHORIZED, Some("Login failed."));
     };
     tracing::info!(admin = caller.id, role = caller.role.as_str(), "dashboard login");
-    let Some((id, _csrf)) = ui.sessions.create(caller, now) else {
+    let digest = crate::admin::tokens::digest_of(token);
+    let Some((id, _csrf)) = ui.sessions.create(session_of(caller), digest, now) else {
         return page_response(StatusCode::INTERNAL_SERVER_ERROR, error_page("No randomness for a session"), None);
     };
     let secure = if req.tls { "; Secure" } else { "" };
@@ -139,22 +193,24 @@ fn login(ui: &Ui, req: &UiRequest<'_>, authenticate: &dyn Fn(&str) -> Option<Cal
 }
 
 /// `POST /admin/ui/logout`, with the session's CSRF token in the form (or `X-CSRF-Token`).
-fn logout(ui: &Ui, req: &UiRequest<'_>, now: Instant) -> Response<Bytes> {
+fn logout(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck, now: Instant) -> Response<Bytes> {
     let secure = if req.tls { "; Secure" } else { "" };
     let expired = format!("{COOKIE_NAME}=; Path=/admin; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
     let Some(id) = cookie(req.headers, COOKIE_NAME) else { return redirect("/admin/ui/login", Some(&expired)) };
-    let Some(active) = ui.sessions.get(id, now) else { return redirect("/admin/ui/login", Some(&expired)) };
+    let Some((caller, csrf)) = live_session(ui, req.headers, tokens, now) else {
+        return redirect("/admin/ui/login", Some(&expired));
+    };
     let form = parse_form(req.body);
     let given = form
         .iter()
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.as_str())
         .or_else(|| req.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
-    if !given.is_some_and(|g| same(g, &active.csrf)) {
+    if !given.is_some_and(|g| same(g, &csrf)) {
         return page_response(StatusCode::FORBIDDEN, error_page("The logout form is not this session's"), None);
     }
     ui.sessions.remove(id);
-    tracing::info!(admin = active.caller.id, "dashboard logout");
+    tracing::info!(admin = caller.id, "dashboard logout");
     redirect("/admin/ui/login", Some(&expired))
 }
 

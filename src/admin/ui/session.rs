@@ -42,6 +42,8 @@ pub enum CsrfError {
 
 struct Session {
     caller: Caller,
+    /// The SHA-256 of the admin token the session was opened with (checked again on every use).
+    token: [u8; 32],
     csrf: String,
     created: Instant,
     last: Instant,
@@ -51,6 +53,7 @@ struct Session {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Active {
     pub caller: Caller,
+    pub token: [u8; 32],
     pub csrf: String,
 }
 
@@ -94,7 +97,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 impl Sessions {
     /// A new session for `caller`: its id (for the cookie) and CSRF token. `None` only when the system
     /// has no randomness to give.
-    pub fn create(&self, caller: Caller, now: Instant) -> Option<(String, String)> {
+    pub fn create(&self, caller: Caller, token: [u8; 32], now: Instant) -> Option<(String, String)> {
         let id = random_token()?;
         let csrf = random_token()?;
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -104,7 +107,7 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        map.insert(key(&id), Session { caller, csrf: csrf.clone(), created: now, last: now });
+        map.insert(key(&id), Session { caller, token, csrf: csrf.clone(), created: now, last: now });
         Some((id, csrf))
     }
 
@@ -118,7 +121,7 @@ impl Sessions {
             return None;
         }
         s.last = now;
-        Some(Active { caller: s.caller.clone(), csrf: s.csrf.clone() })
+        Some(Active { caller: s.caller.clone(), token: s.token, csrf: s.csrf.clone() })
     }
 
     /// Ends the session of cookie value `id`.
@@ -213,8 +216,8 @@ mod tests {
     fn idle_and_absolute_expiry() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let (id, csrf) = s.create(admin(), t0).unwrap();
-        assert_eq!(s.get(&id, t0).unwrap(), Active { caller: admin(), csrf });
+        let (id, csrf) = s.create(admin(), [7; 32], t0).unwrap();
+        assert_eq!(s.get(&id, t0).unwrap(), Active { caller: admin(), token: [7; 32], csrf });
         assert!(s.get("nope", t0).is_none());
         // Used every 20 minutes: alive until 8 h.
         let mut t = t0;
@@ -225,11 +228,11 @@ mod tests {
         assert!(s.get(&id, t0 + ABSOLUTE).is_none());
         assert!(s.is_empty());
         // Idle for 30 minutes: gone.
-        let (id, _) = s.create(admin(), t0).unwrap();
+        let (id, _) = s.create(admin(), [7; 32], t0).unwrap();
         assert!(s.get(&id, t0 + IDLE - Duration::from_secs(1)).is_some());
         assert!(s.get(&id, t0 + IDLE * 2).is_none());
         // Logged out: gone.
-        let (id, _) = s.create(admin(), t0).unwrap();
+        let (id, _) = s.create(admin(), [7; 32], t0).unwrap();
         s.remove(&id);
         assert!(s.get(&id, t0).is_none());
     }
@@ -238,16 +241,16 @@ mod tests {
     fn bounded_evicting_the_longest_idle() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let (first, _) = s.create(admin(), t0).unwrap();
+        let (first, _) = s.create(admin(), [7; 32], t0).unwrap();
         let mut ids = vec![];
         for i in 1..MAX_SESSIONS {
-            ids.push(s.create(admin(), t0 + Duration::from_millis(i as u64)).unwrap().0);
+            ids.push(s.create(admin(), [7; 32], t0 + Duration::from_millis(i as u64)).unwrap().0);
         }
         assert_eq!(s.len(), MAX_SESSIONS);
         // The first one is used again; the second is now the longest idle.
         let t = t0 + Duration::from_secs(1);
         assert!(s.get(&first, t).is_some());
-        s.create(admin(), t).unwrap();
+        s.create(admin(), [7; 32], t).unwrap();
         assert_eq!(s.len(), MAX_SESSIONS);
         assert!(s.get(&first, t).is_some());
         assert!(s.get(&ids[0], t).is_none());
@@ -258,14 +261,14 @@ mod tests {
     fn csrf_on_unsafe_methods() {
         let s = Sessions::default();
         let now = Instant::now();
-        let (id, csrf) = s.create(admin(), now).unwrap();
+        let (id, csrf) = s.create(admin(), [7; 32], now).unwrap();
         let mut h = with_cookie(&id);
         assert_eq!(s.caller(&h, &Method::GET, now).unwrap().unwrap().caller, admin());
         assert_eq!(s.caller(&h, &Method::POST, now), Err(CsrfError::Missing));
         h.insert("x-csrf-token", HeaderValue::from_static("wrong"));
         assert_eq!(s.caller(&h, &Method::DELETE, now), Err(CsrfError::Wrong));
         // Another session's token is wrong too.
-        let (_, other) = s.create(admin(), now).unwrap();
+        let (_, other) = s.create(admin(), [7; 32], now).unwrap();
         h.insert("x-csrf-token", HeaderValue::from_str(&other).unwrap());
         assert_eq!(s.caller(&h, &Method::POST, now), Err(CsrfError::Wrong));
         h.insert("x-csrf-token", HeaderValue::from_str(&csrf).unwrap());

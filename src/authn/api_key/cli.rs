@@ -1,7 +1,7 @@
 //! `portcullis keys ...`: create, list, rotate and revoke API keys in the store named by the config.
 
 use super::store::{KeyInfo, Store};
-use super::{generate, hash, hmac_key, now, ApiKeyConfig};
+use super::{hash, hmac_key, now, ApiKeyConfig};
 use crate::events::{Emitter, Event, Kind};
 use crate::units::parse_duration;
 use clap::Subcommand;
@@ -108,19 +108,7 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
             let t = now();
             for k in store.list()? {
                 let effective = super::lifecycle::effective_expiry(k.expires_at, Some(k.created_at), aging.as_ref());
-                let status = if k.revoked_at.is_some() {
-                    "revoked"
-                } else if k.expires_at.is_some_and(|e| t >= e) {
-                    "expired"
-                } else if aging.is_some_and(|a| a.too_old(k.created_at, t)) {
-                    "too_old"
-                } else if k.grace_until.is_some_and(|g| t >= g) {
-                    "rotated"
-                } else if k.grace_until.is_some() {
-                    "grace"
-                } else {
-                    "active"
-                };
+                let status = super::lifecycle::status(&k, aging.as_ref(), t);
                 let usable = matches!(status, "active" | "grace");
                 if let Some(w) = within {
                     if !usable || effective.is_none_or(|e| e > t.saturating_add(w)) {
@@ -169,13 +157,6 @@ pub fn run(name: &str, c: &ApiKeyConfig, cmd: KeysCommand, audit: &Emitter) -> R
 }
 
 fn create(store: &Store, secret: &aws_lc_rs::hmac::Key, info: &KeyInfo) -> Result<(String, String), String> {
-    // Ids are 40 random bits; retry the (unlikely) collision.
-    for _ in 0..5 {
-        let (id, key) = generate()?;
-        if !store.exists(&id)? {
-            store.insert(&id, &hash(secret, &key), info)?;
-            return Ok((id, key));
-        }
-    }
-    Err("could not allocate a key id".into())
+    let made = super::backend::create_in(store, secret, info.clone())?;
+    Ok((made.info.id, made.key))
 }

@@ -152,6 +152,24 @@ impl Warnings {
     }
 }
 
+/// A stored key's state at `t`: `revoked`, `expired`, `too_old` (past `max_age`), `rotated` (its grace
+/// is over), `grace` (rotated, still valid) or `active`.
+pub fn status(k: &super::store::KeyInfo, aging: Option<&Aging>, t: i64) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|e| t >= e) {
+        "expired"
+    } else if aging.is_some_and(|a| a.too_old(k.created_at, t)) {
+        "too_old"
+    } else if k.grace_until.is_some_and(|g| t >= g) {
+        "rotated"
+    } else if k.grace_until.is_some() {
+        "grace"
+    } else {
+        "active"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -24,6 +24,16 @@ pub struct KeyInfo {
     pub rotated_to: Option<String>,
 }
 
+/// A change to a stored key's attributes (the admin API's `PATCH`): `None` keeps a field; for
+/// `expires_at`, `Some(None)` removes the expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChange {
+    pub roles: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub allowed_cidrs: Option<Vec<String>>,
+    pub expires_at: Option<Option<i64>>,
+}
+
 fn err(e: rusqlite::Error) -> String {
     e.to_string()
 }
@@ -222,6 +232,32 @@ impl Store {
             )
             .map_err(err)?;
         self.bump()
+    }
+
+    /// Replaces a key's roles, scopes, address restriction and expiry (each `None` keeps the stored
+    /// value). False if there is no such key.
+    pub fn update(&self, id: &str, change: &KeyChange) -> Result<bool, String> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE api_keys SET
+                   roles = COALESCE(?2, roles),
+                   scopes = COALESCE(?3, scopes),
+                   allowed_cidrs = COALESCE(?4, allowed_cidrs),
+                   expires_at = CASE WHEN ?5 THEN ?6 ELSE expires_at END
+                 WHERE id = ?1",
+                params![
+                    id,
+                    change.roles.as_deref().map(list_to_json),
+                    change.scopes.as_deref().map(list_to_json),
+                    change.allowed_cidrs.as_deref().map(list_to_json),
+                    change.expires_at.is_some(),
+                    change.expires_at.flatten()
+                ],
+            )
+            .map_err(err)?;
+        self.bump()?;
+        Ok(n > 0)
     }
 
     pub fn exists(&self, id: &str) -> Result<bool, String> {

@@ -14,6 +14,7 @@ pub mod format;
 pub mod http;
 pub mod ocsf;
 pub mod queue;
+pub mod recent;
 pub mod syslog;
 
 use crate::events::{Emitter, Event, Kind, Sink};
@@ -91,6 +92,7 @@ pub struct Hub {
     outputs: Arc<Outputs>,
     audit: Option<Arc<dyn Sink>>,
     audit_security: bool,
+    recent: Arc<recent::Recent>,
 }
 
 impl Sink for Hub {
@@ -102,15 +104,14 @@ impl Sink for Hub {
             (event.client_ip, event.client_ip_hash) = self.privacy.client_ip(ip);
         }
         let audit = self.audit.as_ref().filter(|_| self.audit_security || event.kind.is_audited());
-        match (audit, self.outputs.is_empty()) {
-            (Some(audit), true) => audit.emit(event),
-            (Some(audit), false) => {
-                audit.emit(event.clone());
-                self.outputs.offer(&Arc::new(event));
-            }
-            (None, false) => self.outputs.offer(&Arc::new(event)),
-            (None, true) => {}
+        if let Some(audit) = audit {
+            audit.emit(event.clone());
         }
+        let event = Arc::new(event);
+        if !self.outputs.is_empty() {
+            self.outputs.offer(&event);
+        }
+        self.recent.push(event);
     }
 }
 
@@ -136,9 +137,16 @@ impl Sink for Switch {
 pub struct Kept {
     current: Mutex<Option<(EventsConfig, Arc<Outputs>)>>,
     switch: Arc<Switch>,
+    /// The last events, for the admin API (kept across reloads).
+    recent: Arc<recent::Recent>,
 }
 
 impl Kept {
+    /// The process's last events and their live stream.
+    pub fn recent(&self) -> &Arc<recent::Recent> {
+        &self.recent
+    }
+
     /// The process's emitter (whatever configuration is in force), for parts that outlive reloads.
     pub fn handle(&self) -> Emitter {
         Emitter::new(self.switch.clone())
@@ -169,12 +177,16 @@ impl Kept {
                 Arc::new(Outputs { stdout, exporters })
             }
         };
-        let hub = if outputs.is_empty() && audit.is_none() {
-            None
-        } else {
-            let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
-            Some(Arc::new(Hub { privacy: privacy.clone(), by_kind, outputs: outputs.clone(), audit, audit_security }))
-        };
+        // Always a hub: the admin API's recent events are kept even without outputs.
+        let by_kind = Kind::ALL.iter().map(|k| metrics.events(k.as_str())).collect();
+        let hub = Some(Arc::new(Hub {
+            privacy: privacy.clone(),
+            by_kind,
+            outputs: outputs.clone(),
+            audit,
+            audit_security,
+            recent: self.recent.clone(),
+        }));
         *cur = Some((cfg, outputs));
         let activation = Activation { switch: self.switch.clone(), hub: Mutex::new(Some(hub)) };
         Ok((Emitter::new(self.switch.clone()), activation))

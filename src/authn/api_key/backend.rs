@@ -1,0 +1,191 @@
+//! Where an `api_key` authenticator's managed keys live, as one interface for the admin API and the
+//! CLI: the embedded SQLite file today (`store: PATH`), PostgreSQL for fleets. Every method is async;
+//! the SQLite arm runs its (short) queries on the blocking pool, never on a runtime thread.
+//!
+//! Creating and rotating make the key here (shown once to the caller, never stored: only its keyed hash).
+
+use super::store::{KeyChange, KeyInfo, Store};
+use super::{generate, hash, now};
+use aws_lc_rs::hmac;
+
+/// The store of one authenticator's managed keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The SQLite file of `store: PATH`.
+    Sqlite(String),
+}
+
+/// A key just made: its attributes and the key itself (shown once).
+pub struct Made {
+    pub info: KeyInfo,
+    pub key: String,
+}
+
+impl std::fmt::Debug for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Made").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// Runs a blocking store call off the runtime's threads (or inline when there is no runtime: the CLI).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::spawn_blocking(f).await.map_err(|_| "the key store task failed".to_string())?,
+        Err(_) => f(),
+    }
+}
+
+impl Backend {
+    /// The backend of an authenticator's config (`None` when it keeps no managed keys).
+    pub fn of(c: &super::ApiKeyConfig) -> Option<Backend> {
+        c.store.clone().map(Backend::Sqlite)
+    }
+
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || Store::open(&path)?.list()).await
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<KeyInfo>, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let (path, id) = (path.clone(), id.to_owned());
+                blocking(move || Store::open(&path)?.get(&id)).await
+            }
+        }
+    }
+
+    /// Makes a key with `info`'s attributes (its `id` and `created_at` are set here).
+    pub async fn create(&self, secret: &hmac::Key, info: KeyInfo) -> Result<Made, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let (path, secret) = (path.clone(), secret.clone());
+                blocking(move || create_in(&Store::open(&path)?, &secret, info)).await
+            }
+        }
+    }
+
+    /// Issues a replacement for `id` with the same attributes; `id` stays valid for `grace` seconds.
+    /// `Ok(None)` when there is no such key; an error when it is revoked.
+    pub async fn rotate(&self, secret: &hmac::Key, id: &str, grace: i64) -> Result<Option<(Made, KeyInfo)>, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let (path, secret, id) = (path.clone(), secret.clone(), id.to_owned());
+                blocking(move || {
+                    let store = Store::open(&path)?;
+                    let Some(old) = store.get(&id)? else { return Ok(None) };
+                    if old.revoked_at.is_some() {
+                        return Err(format!("key `{id}` is revoked"));
+                    }
+                    let allowed_cidrs = store.restriction_of(&id)?;
+                    let made = create_in(&store, &secret, KeyInfo { allowed_cidrs, ..old })?;
+                    store.mark_rotated(&id, &made.info.id, now().saturating_add(grace))?;
+                    let old = store.get(&id)?.ok_or_else(|| format!("key `{id}` vanished"))?;
+                    Ok(Some((made, old)))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Revokes at once: the key's new state, `None` when there is no such key (a revoked key stays
+    /// revoked at its first time).
+    pub async fn revoke(&self, id: &str) -> Result<Option<KeyInfo>, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let (path, id) = (path.clone(), id.to_owned());
+                blocking(move || {
+                    let store = Store::open(&path)?;
+                    store.revoke(&id, now())?;
+                    store.get(&id)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Changes a key's attributes: its new state, `None` when there is no such key.
+    pub async fn update(&self, id: &str, change: KeyChange) -> Result<Option<KeyInfo>, String> {
+        match self {
+            Backend::Sqlite(path) => {
+                let (path, id) = (path.clone(), id.to_owned());
+                blocking(move || {
+                    let store = Store::open(&path)?;
+                    if !store.update(&id, &change)? {
+                        return Ok(None);
+                    }
+                    store.get(&id)
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Makes a key in `store` (ids are 40 random bits; a collision is retried).
+pub fn create_in(store: &Store, secret: &hmac::Key, info: KeyInfo) -> Result<Made, String> {
+    for _ in 0..5 {
+        let (id, key) = generate()?;
+        if !store.exists(&id)? {
+            let info = KeyInfo { id: id.clone(), created_at: now(), ..info };
+            store.insert(&id, &hash(secret, &key), &info)?;
+            return Ok(Made { info, key });
+        }
+    }
+    Err("could not allocate a key id".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn info(principal: &str) -> KeyInfo {
+        KeyInfo {
+            id: String::new(),
+            principal: principal.into(),
+            roles: vec!["reader".into()],
+            scopes: vec![],
+            allowed_cidrs: vec!["10.0.0.0/8".into()],
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            grace_until: None,
+            rotated_to: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_rotate_update_revoke_round_trip() {
+        let dir = std::env::temp_dir().join(format!("portcullis-keys-backend-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let b = Backend::Sqlite(dir.join("keys.db").display().to_string());
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]);
+        let made = b.create(&secret, info("alice")).await.unwrap();
+        assert!(made.key.contains(&made.info.id), "the key carries its id");
+        assert!(!format!("{made:?}").contains(&made.key), "Debug never shows the key");
+        let (new, old) = b.rotate(&secret, &made.info.id, 60).await.unwrap().unwrap();
+        assert_eq!(new.info.allowed_cidrs, vec!["10.0.0.0/8".to_string()]);
+        assert_eq!(old.rotated_to.as_deref(), Some(new.info.id.as_str()));
+        let change = KeyChange { roles: Some(vec!["writer".into()]), expires_at: Some(Some(99)), ..Default::default() };
+        let changed = b.update(&new.info.id, change).await.unwrap().unwrap();
+        assert_eq!((changed.roles.clone(), changed.expires_at), (vec!["writer".to_string()], Some(99)));
+        assert_eq!(changed.scopes, new.info.scopes);
+        let cleared = b.update(&new.info.id, KeyChange { expires_at: Some(None), ..Default::default() }).await;
+        assert_eq!(cleared.unwrap().unwrap().expires_at, None);
+        assert!(b.update("nope", KeyChange::default()).await.unwrap().is_none());
+        let revoked = b.revoke(&new.info.id).await.unwrap().unwrap();
+        let first = revoked.revoked_at;
+        assert!(first.is_some());
+        assert_eq!(b.revoke(&new.info.id).await.unwrap().unwrap().revoked_at, first);
+        assert!(b.rotate(&secret, &new.info.id, 60).await.unwrap_err().contains("revoked"));
+        assert!(b.rotate(&secret, "nope", 60).await.unwrap().is_none());
+        assert_eq!(b.list().await.unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
