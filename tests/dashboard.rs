@@ -512,7 +512,7 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // chromedriver (and the browser under it) if quitting did not end it.
-        let _ = Command::new("kill").args(["-9", &self.chromedriver.to_string()]).status();
+        let _ = Command::new("kill").args(["-9", &self.chromedriver.to_string()]).stderr(Stdio::null()).status();
     }
 }
 
@@ -605,6 +605,11 @@ routes:
     upstream: app
     auth: keys
     authorize: authenticated
+  - name: shop
+    match: {{ path: {{ prefix: /shop }} }}
+    upstream: app
+    auth: none
+    inspect: {{ mode: block }}
 events:
   stdout: true
 logging:
@@ -738,32 +743,51 @@ fn browser_keys_bans_health_and_hostile_events() {
     b.wait_text("#health tbody", "healthy");
     b.shot("health");
 
-    // A hostile event: markup in the path of a refused request shows as text, runs nothing.
+    // A hostile event: inspection blocks a JSON body whose field name is markup; the event's target
+    // names that field, literally. Shown as text: no element made, no script run.
     b.get(&admin_url(&gw, "/admin/ui/events"));
     b.wait_text("#stream-state", "live");
-    let hostile = "/private/%3Cimg%20src=x%20id=pwned%20onerror=alert(1)%3E%3Cscript%3Ealert(2)%3C/script%3E";
-    let ua = "User-Agent: <script>alert(3)</script><img src=x id=pwned2 onerror=alert(4)>";
-    let url = format!("http://{}{hostile}", gw.addr("main"));
+    let field = "<img src=x id=pwned onerror=alert(1)>";
+    let body = json!({ field: "<script>alert(2)</script><svg onload=alert(3)>" }).to_string();
+    let url = format!("http://{}/shop/order", gw.addr("main"));
     let before = up.hits();
-    let (code, _, _) = curl(&["-H", ua, "-H", "X-Forwarded-For: 198.51.100.99", &url]);
-    assert_eq!(code, 401);
+    let (code, _, answer) = curl(&[
+        "-H",
+        "X-Forwarded-For: 198.51.100.99",
+        "-H",
+        "Content-Type: application/json",
+        "--data-raw",
+        &body,
+        &url,
+    ]);
+    assert_eq!((code, problem_type(&answer)), (403, problem("request-blocked")), "{answer}");
     assert_eq!(up.hits(), before);
-    let text = b.wait_text("#events tbody", "198\\.51\\.100\\.99");
-    assert!(text.contains("authn.failure"), "{text}");
+    let text = b.wait_text("#events tbody", "inspect\\.detection");
+    assert!(text.contains("198.51.100.99"), "{text}");
     b.click("#events tbody tr");
-    b.wait_text("#event-fields", "reason");
+    let detail = b.wait_text("#event-fields", "attrs\\.target");
+    assert!(detail.contains(&format!(":/{field}")), "{detail}");
     b.shot("hostile-event-as-text");
     assert_eq!(
-        b.js("return document.getElementById('pwned') === null && document.getElementById('pwned2') === null \
-              && document.images.length === 0 && document.scripts.length === 1;"),
+        b.js("return document.getElementById('pwned') === null \
+              && document.images.length === 0 && document.querySelectorAll('svg').length === 0 \
+              && document.scripts.length === 1;"),
         json!(true)
     );
     assert_eq!(b.alert(), None);
+    // The live view counted the inspection hit.
+    b.get(&admin_url(&gw, "/admin/ui/"));
+    b.until(15, "return document.querySelector('#by-type tbody').textContent;", |v| {
+        v.as_str().unwrap().contains("request-blocked")
+    });
+    b.shot("live-view-after-the-attack");
+    b.get(&admin_url(&gw, "/admin/ui/events"));
+    b.wait_text("#events tbody", "inspect\\.detection");
     // Filters: by type and by text.
     b.must(json!({"op": "select", "css": "#f-kind", "text": "ban.set"}));
     assert_eq!(b.must(json!({"op": "count", "css": "#events tbody tr"})), json!(0));
     b.must(json!({"op": "select", "css": "#f-kind", "text": "any"}));
-    b.type_in("#f-text", "198.51.100.99");
+    b.type_in("#f-text", "pwned");
     assert!(b.must(json!({"op": "count", "css": "#events tbody tr"})).as_u64().unwrap() >= 1);
     b.shot("events-filtered");
 }
