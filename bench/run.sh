@@ -27,9 +27,13 @@
 #   portcullis-events-off, portcullis-events   the API key route with 10% of requests refused (401, no key;
 #                           bench/events.lua): without, then with security events exported to an unreachable
 #                           syslog collector and the audit trail recording them (bench/configs/events*.yaml)
+#   portcullis-admin-off, portcullis-admin-load   the plain route with the admin API on (bench/configs/admin.yaml):
+#                           without, then with a bounded loop calling the admin API (ADMIN_RATE, 20/s) during
+#                           the measured run
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
 # HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one;
-# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one.) More are one `add_portcullis` line each.
+# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one; ADMIN_SCENARIO=0 the two admin
+# ones.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
 # prints the medians over rounds of requests/s, p50 and p99 latency, CPU microseconds per request of the
@@ -60,6 +64,9 @@ H2=${H2:-1}
 HANDSHAKE=${HANDSHAKE:-1}
 C1000=${C1000:-1}
 LIMIT_SCENARIOS=${LIMIT_SCENARIOS:-1}
+ADMIN_SCENARIO=${ADMIN_SCENARIO:-1}
+# Admin API calls a second during portcullis-admin-load.
+ADMIN_RATE=${ADMIN_RATE:-20}
 FULL_SCENARIO=${FULL_SCENARIO:-1}
 EVENTS_SCENARIO=${EVENTS_SCENARIO:-1}
 if [ "$TLS_SCENARIOS" != 1 ]; then HTTPS=0 H2=0 HANDSHAKE=0; fi
@@ -239,6 +246,8 @@ declare -A S_URL S_CPU_PIDS S_RSS_PID S_HEADERS S_KIND S_IDLE_KIB S_GROUP S_TOOL
 declare -A S_EXTRA_PIDS
 # S_BODY: for a scenario that POSTs, a file whose first line is the body its 200 check sends.
 declare -A S_BODY
+# S_DURING: a command run in the background during a scenario's measured run (and stopped after it).
+declare -A S_DURING S_ADMIN_PORT
 
 # alias_scenario NEW EXISTING GROUP TOOL CONNS [SCHEME]: another load on a server already started (the same
 # process, so the same CPU and memory bookkeeping), e.g. h2 and handshakes on the TLS listener.
@@ -368,7 +377,9 @@ add_portcullis() {
   local port conf pid
   port=$(free_port)
   conf="$WORK/$name.yaml"
+  S_ADMIN_PORT[$name]=$(free_port)
   sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@UPSTREAM@|127.0.0.1:$UPSTREAM_PORT|g" -e "s|@WORK@|$WORK|g" \
+    -e "s|@ADMIN@|127.0.0.1:${S_ADMIN_PORT[$name]}|g" -e "s|@NAME@|$name|g" \
     -e "s|@REDIS@|127.0.0.1:${REDIS_PORT:-0}|g" -e "s|@ROOT@|$ROOT|g" -e "s|@CLOSED@|127.0.0.1:${CLOSED_PORT:-0}|g" \
     "$template" >"$conf"
   taskset -c "$PROXY_CPU" "${BIN:-$PORTCULLIS}" run -c "$conf" >"$WORK/$name.log" 2>&1 &
@@ -473,6 +484,25 @@ if [ "$LIMIT_SCENARIOS" = 1 ]; then
   wait_port "$REDIS_PORT" || die "redis-server did not listen: $(tail -5 "$WORK/redis.log")"
   add_portcullis portcullis-limit-redis "$ROOT/bench/configs/limit-redis.yaml" http
   S_EXTRA_PIDS[portcullis-limit-redis]=$REDIS_PID
+fi
+# The admin API under load (issue 15): the plain route on a gateway with its admin API on, measured without
+# and with a bounded loop of admin calls (one curl process on the load CPU, keep-alive, --rate ADMIN_RATE/s,
+# reads of routes, health, events, bans, quotas, keys and the OpenAPI document). Target: the loaded scenario
+# keeps at least 0.97x the throughput of the other, in the same run.
+if [ "$ADMIN_SCENARIO" = 1 ]; then
+  for s in portcullis-admin-off portcullis-admin-load; do
+    add_portcullis "$s" "$ROOT/bench/configs/admin.yaml" http
+  done
+  ADMIN_TOKEN=$("${BIN:-$PORTCULLIS}" admin token create --role viewer -c "$WORK/portcullis-admin-load.yaml" 2>>"$WORK/admin-token.log") ||
+    die "portcullis admin token create failed: $(tail -3 "$WORK/admin-token.log")"
+  admin_base="http://127.0.0.1:${S_ADMIN_PORT[portcullis-admin-load]}/admin/v1"
+  admin_urls=""
+  for _ in $(seq 1 $(( (DURATION + 2) * ADMIN_RATE / 7 + 1 ))); do
+    for p in routes health "events?limit=50" bans quotas keys openapi.json; do admin_urls+=" $admin_base/$p"; done
+  done
+  printf 'header = "Authorization: Bearer %s"\n' "$ADMIN_TOKEN" >"$WORK/admin-curlrc"
+  chmod 600 "$WORK/admin-curlrc"
+  S_DURING[portcullis-admin-load]="exec timeout $((DURATION + 5)) taskset -c $LOAD_CPU curl -sS -K $WORK/admin-curlrc --rate $ADMIN_RATE/s -o /dev/null -w '%{http_code}\\n' $admin_urls"
 fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
@@ -607,9 +637,18 @@ measure() { # scenario round
   # shellcheck disable=SC2086
   extra0=$(cpu_ticks ${S_EXTRA_PIDS[$s]:-})
   drops0=$(listen_drops)
+  local during_pid=""
+  if [ -n "${S_DURING[$s]:-}" ]; then
+    bash -c "${S_DURING[$s]}" >>"$WORK/during-$s.log" 2>&1 &
+    during_pid=$!
+  fi
   t0=$(date +%s%N)
   "$run" "$s" "$DURATION" "$out"
   t1=$(date +%s%N)
+  if [ -n "$during_pid" ]; then
+    kill "$during_pid" 2>/dev/null
+    wait "$during_pid" 2>/dev/null
+  fi
   drops1=$(listen_drops)
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${S_CPU_PIDS[$s]})
@@ -855,6 +894,14 @@ if "portcullis-limit-redis" in sc and "portcullis-limit-local" in sc:
           "redis-server's own cpu per request: %s us" % (
           f(ratio("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"),
           f(paired("portcullis-limit-redis", "portcullis-limit-local", "cpu_us_per_req"), "%.2f"), f(extra, "%.2f")))
+# The admin API under a bounded loop of calls, against the same gateway nobody calls (target: at least 0.97x).
+if "portcullis-admin-load" in sc and "portcullis-admin-off" in sc:
+    print("portcullis-admin-load/portcullis-admin-off throughput ratio: %s (paired by round %s; target >= 0.97), "
+          "cpu-per-request ratio: %s (paired by round %s)" % (
+          f(ratio("portcullis-admin-load", "portcullis-admin-off", "rps"), "%.2f"),
+          f(paired("portcullis-admin-load", "portcullis-admin-off", "rps"), "%.2f"),
+          f(ratio("portcullis-admin-load", "portcullis-admin-off", "cpu_us_per_req"), "%.2f"),
+          f(paired("portcullis-admin-load", "portcullis-admin-off", "cpu_us_per_req"), "%.2f")))
 # Security events, the audit trail and an unreachable exporter, against the same 401 mix without them (target:
 # at least 0.97x the throughput). 10% of each run's requests are 401s by design (wrk's "non-2xx" count).
 if "portcullis-events" in sc and "portcullis-events-off" in sc:

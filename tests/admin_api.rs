@@ -526,3 +526,84 @@ fn the_cli_manages_keys_and_bans_through_the_admin_api() {
     let (code, _, err) = common::portcullis(&["keys", "--admin", "http://192.0.2.1:9901", "list"], &env);
     assert_eq!(code, 64, "plain http off loopback: {err}");
 }
+
+/// Other spellings of admin paths never skip authentication, and an unknown path says nothing to a
+/// caller without a credential.
+#[test]
+fn other_spellings_of_admin_paths_need_a_credential_too() {
+    let s = setup();
+    let addr = s.gw.addr("admin");
+    for path in [
+        "/admin/v1/nope",
+        "/admin/v1/keys/",
+        "/admin/v1//keys",
+        "/admin/v1/%6beys",
+        "/admin/v1/keys/..%2f..%2ftokens",
+        "/admin/v1/./keys",
+        "/admin/v1",
+        "/admin/v1/",
+        "/admin/v1/keys?authenticator=keys&authenticator=other",
+    ] {
+        let a = call(addr, None, "GET", path, None, &[]);
+        assert_eq!(a.status, 401, "{path}: {a:?}");
+        let raw = common::raw(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        );
+        assert_eq!(common::status_of(&raw), 401, "{path} (raw): {raw}");
+    }
+    for path in ["/ADMIN/v1/keys", "/admin/V1/keys", "/admin/v1/../v1/keys"] {
+        let raw = common::raw(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        );
+        let status = common::status_of(&raw);
+        assert!(status == 401 || status == 404 || status == 400, "{path}: {raw}");
+        assert!(!raw.contains("\"items\""), "{path} listed something: {raw}");
+    }
+    // With a credential, an unknown resource is 404 and a known one with a trailing slash too.
+    assert_eq!(s.call(Some(&s.viewer), "GET", "/admin/v1/keys/", None, &[]).status, 404);
+    assert_eq!(s.call(Some(&s.viewer), "GET", "/admin/v1/%6beys", None, &[]).status, 404);
+}
+
+/// The live event stream over Server-Sent Events carries a refusal as it happens.
+#[test]
+fn the_event_stream_carries_refusals_live() {
+    use std::io::{BufRead, BufReader};
+    let s = setup();
+    let url = format!("http://{}/admin/v1/events/stream?kind=authn.failure", s.gw.addr("admin"));
+    let mut child = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "20", "-H", &format!("Authorization: Bearer {}", s.viewer), &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The stream is open once its first comment arrives; then a refused request.
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().starts_with(':'));
+    let main = format!("http://{}/data", s.gw.addr("main"));
+    assert_eq!(curl(&["-H", "X-API-Key: pcs_wrong", &main]).0, 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let data = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no event in the stream: {seen:?}"));
+        if let Some(d) = line.strip_prefix("data: ") {
+            break d.to_owned();
+        }
+        seen.push(line);
+    };
+    assert!(seen.iter().any(|l| l == "event: security"), "{seen:?}");
+    let e: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(e["type"], "authn.failure");
+    assert!(!data.contains("pcs_wrong"), "the presented key is not in the event");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -355,9 +355,11 @@ pub fn router(state: St) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .split_for_parts();
+    // Unknown resources and methods answer 401 to a caller without a credential, like known ones: the
+    // API's shape is not shown to anyone who has not authenticated.
     let router = router
-        .fallback(|| async { Problem::not_found("no such admin API resource") })
-        .method_not_allowed_fallback(|| async {
+        .fallback(|_: Viewer| async { Problem::not_found("no such admin API resource") })
+        .method_not_allowed_fallback(|_: Viewer| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed")
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
