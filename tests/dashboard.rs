@@ -164,7 +164,7 @@ fn page_csrf(page: &str) -> String {
 
 #[test]
 fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
-    let Setup { up, gw, admin, viewer, .. } = start();
+    let Setup { up, gw, admin, .. } = start();
     // Any page without a session: 303 to the login form, with the dashboard's headers.
     for path in ["/admin/ui/", "/admin/ui/keys", "/admin/ui/bans", "/admin/ui/whatever"] {
         let (code, headers, _) = curl(&[&admin_url(&gw, path)]);
@@ -272,7 +272,33 @@ fn sessions_cookie_flags_login_csrf_logout_and_redirects() {
     assert!(set_cookie(&headers, "portcullis_admin").is_none());
     // None of this reached the upstream.
     assert_eq!(up.hits(), 0);
-    let _ = viewer;
+}
+
+#[test]
+fn a_viewers_session_reads_and_gets_no_write_controls() {
+    let Setup { gw, viewer, .. } = start();
+    let session = log_in(&gw, &viewer);
+    for (page, form) in [("/admin/ui/keys", "key-create"), ("/admin/ui/bans", "ban-add")] {
+        let (code, _, html) = with_session(&gw, &session, page, &[]);
+        assert_eq!(code, 200, "{html}");
+        assert!(!html.contains(form) && !html.contains("data-write"), "{html}");
+    }
+    let (_, _, html) = with_session(&gw, &session, "/admin/ui/", &[]);
+    assert!(html.contains("(viewer)"), "{html}");
+    let csrf = page_csrf(&html);
+    let (code, _, _) = with_session(&gw, &session, "/admin/v1/stats", &[]);
+    assert_eq!(code, 200);
+    // A write with the right CSRF token is still refused for the role.
+    let h = format!("X-CSRF-Token: {csrf}");
+    let ban = r#"{"kind":"ip","target":"203.0.113.7","duration":"1h"}"#;
+    let (code, _, body) = with_session(
+        &gw,
+        &session,
+        "/admin/v1/bans",
+        &["-X", "POST", "-H", "Content-Type: application/json", "-H", &h, "--data-raw", ban],
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(problem_type(&body), problem("forbidden"));
 }
 
 /// Polls the stats (bearer token) until `f` holds.
@@ -790,4 +816,71 @@ fn browser_keys_bans_health_and_hostile_events() {
     b.type_in("#f-text", "pwned");
     assert!(b.must(json!({"op": "count", "css": "#events tbody tr"})).as_u64().unwrap() >= 1);
     b.shot("events-filtered");
+}
+
+#[test]
+fn over_tls_the_cookies_are_secure_and_a_revoked_token_ends_its_sessions() {
+    let dir = TempDir::new();
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - address: 127.0.0.1:9
+store:
+  sqlite: {state}
+routes:
+  - name: app
+    match: {{ path: {{ prefix: / }} }}
+    upstream: app
+    auth: none
+logging:
+  level: info
+admin:
+  address: 127.0.0.1:0
+  tls:
+    certificates:
+      - self_signed: [localhost]
+"#,
+        state = path_str(&dir.path("state.db"))
+    );
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let (ops, ops_id) = common::admin::token(&cfg, "operator");
+    let (admin, _) = common::admin::token(&cfg, "admin");
+    let gw = Gateway::start_in(dir, &yaml);
+    let port = gw.addr("admin").port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let tls = |extra: &[&str], path: &str| {
+        let mut args = vec!["-k", "--resolve", resolve.as_str()];
+        args.extend(extra);
+        let u = url(path);
+        args.push(&u);
+        curl(&args)
+    };
+    let (code, headers, _) = tls(&[], "/admin/ui/login");
+    assert_eq!(code, 200);
+    let login = set_cookie(&headers, "portcullis_login").unwrap();
+    assert!(login.ends_with("; Path=/admin/ui; HttpOnly; SameSite=Strict; Secure"), "{login}");
+    let value = login.split(';').next().unwrap();
+    let form = format!("csrf={value}&token={ops}");
+    let cookie = format!("portcullis_login={value}");
+    let (code, headers, body) = tls(&["-X", "POST", "--data-raw", &form, "-b", &cookie], "/admin/ui/login");
+    assert_eq!(code, 303, "{body}");
+    let session = set_cookie(&headers, "portcullis_admin").unwrap();
+    let (id, flags) = session.split_once(';').unwrap();
+    assert_eq!(flags.trim(), "Path=/admin; HttpOnly; SameSite=Strict; Secure");
+    let cookie = format!("portcullis_admin={id}");
+    let (code, _, me) = tls(&["-b", &cookie], "/admin/v1/whoami");
+    assert_eq!(code, 200, "{me}");
+    assert!(me.contains("\"operator\""), "{me}");
+    // The token behind the session is revoked: the session ends with it (tokens are re-read each second).
+    let auth = format!("Authorization: Bearer {admin}");
+    let (code, _, body) = tls(&["-X", "DELETE", "-H", &auth], &format!("/admin/v1/tokens/{ops_id}"));
+    assert!(code == 200 || code == 204, "{code} {body}");
+    assert!(poll(5, || tls(&["-b", &cookie], "/admin/v1/whoami").0 == 401), "the session outlived its token");
+    let (code, headers, _) = tls(&["-b", &cookie], "/admin/ui/");
+    assert_eq!((code, header(&headers, "location").as_deref()), (303, Some("/admin/ui/login")));
 }

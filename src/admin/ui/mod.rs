@@ -130,7 +130,7 @@ pub fn respond(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck) -> Respons
     match (req.method, rest) {
         (&Method::GET | &Method::HEAD, "app.js") => ok("text/javascript; charset=utf-8", APP_JS.into(), None),
         (&Method::GET | &Method::HEAD, "app.css") => ok("text/css; charset=utf-8", APP_CSS.into(), None),
-        (&Method::GET | &Method::HEAD, "login") => login_form(StatusCode::OK, None),
+        (&Method::GET | &Method::HEAD, "login") => login_form(req.tls, StatusCode::OK, None),
         (&Method::POST, "login") => login(ui, req, tokens, now),
         (&Method::POST, "logout") => logout(ui, req, tokens, now),
         (m, _) if *m != Method::GET && *m != Method::HEAD => {
@@ -155,7 +155,7 @@ pub fn respond(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck) -> Respons
 /// message that says nothing of why.
 fn login(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck, now: Instant) -> Response<Bytes> {
     if !same_origin(req) {
-        return login_form(StatusCode::FORBIDDEN, Some("The login form must be sent from this page."));
+        return login_form(req.tls, StatusCode::FORBIDDEN, Some("The login form must be sent from this page."));
     }
     let form = parse_form(req.body);
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -164,17 +164,17 @@ fn login(ui: &Ui, req: &UiRequest<'_>, tokens: &dyn TokenCheck, now: Instant) ->
         _ => false,
     };
     if !double_submit {
-        return login_form(StatusCode::FORBIDDEN, Some("The login form expired. Please try again."));
+        return login_form(req.tls, StatusCode::FORBIDDEN, Some("The login form expired. Please try again."));
     }
     if !ui.logins.allowed(req.client_ip, now) {
-        return login_form(StatusCode::TOO_MANY_REQUESTS, Some("Too many failed logins. Wait a minute."));
+        return login_form(req.tls, StatusCode::TOO_MANY_REQUESTS, Some("Too many failed logins. Wait a minute."));
     }
     let token = field("token").unwrap_or_default().trim();
     let caller = if token.is_empty() || token.len() > 4096 { None } else { tokens.token(token) };
     let Some(caller) = caller else {
         ui.logins.failed(req.client_ip, now);
         tracing::info!(client_ip = %req.client_ip, "dashboard login refused");
-        return login_form(StatusCode::UNAUTHORIZED, Some("Login failed."));
+        return login_form(req.tls, StatusCode::UNAUTHORIZED, Some("Login failed."));
     };
     tracing::info!(admin = caller.id, role = caller.role.as_str(), "dashboard login");
     let digest = crate::admin::tokens::digest_of(token);
@@ -281,7 +281,7 @@ fn head(title: &str, csrf: Option<&str>, script: bool) -> String {
 }
 
 /// The login form, with a fresh double-submit token in a cookie and a hidden field.
-fn login_form(status: StatusCode, error: Option<&str>) -> Response<Bytes> {
+fn login_form(tls: bool, status: StatusCode, error: Option<&str>) -> Response<Bytes> {
     let Some(token) = session::random_token() else {
         return page_response(StatusCode::INTERNAL_SERVER_ERROR, error_page("No randomness for a form"), None);
     };
@@ -301,7 +301,8 @@ fn login_form(status: StatusCode, error: Option<&str>) -> Response<Bytes> {
          </main></body></html>",
         escape(&token)
     );
-    let cookie = format!("{LOGIN_COOKIE}={token}; Path=/admin/ui; HttpOnly; SameSite=Strict");
+    let secure = if tls { "; Secure" } else { "" };
+    let cookie = format!("{LOGIN_COOKIE}={token}; Path=/admin/ui; HttpOnly; SameSite=Strict{secure}");
     page_response(status, h, Some(&cookie))
 }
 
