@@ -147,7 +147,11 @@
         render(s2);
         status('');
       });
-      es.onerror = function () { status('Live stream interrupted; retrying…', true); };
+      es.onerror = function () {
+        status('Live stream interrupted; retrying…', true);
+        // An ended session: back to the login form (api() goes there on 401).
+        api('GET', '/whoami').catch(function (err) { if (err.message === 'logged out') es.close(); });
+      };
     }).catch(function (e) { status(e.message, true); });
   }
 
@@ -166,6 +170,8 @@
       return true;
     }
     function detail(e) {
+      const hint = document.querySelector('#event-detail p');
+      if (hint) hint.hidden = true;
       const dl = document.getElementById('event-fields');
       while (dl.firstChild) dl.removeChild(dl.firstChild);
       const flat = [];
@@ -212,7 +218,10 @@
         add(e, true);
         if (matches(e)) tbody.insertBefore(row(e), tbody.firstChild);
       });
-      es.onerror = function () { st.textContent = 'reconnecting…'; };
+      es.onerror = function () {
+        st.textContent = 'reconnecting…';
+        api('GET', '/whoami').catch(function (err) { if (err.message === 'logged out') es.close(); });
+      };
     }).catch(function (e) { status(e.message, true); });
   }
 
