@@ -744,6 +744,27 @@ fn browser_keys_bans_health_and_hostile_events() {
     assert_eq!(problem_type(&body), problem("unauthorized"));
     assert_eq!(up.hits(), before);
 
+    // Rotate a key in the UI: the new key is shown once and works; the old one works through its grace.
+    b.type_in("#key-principal", "dave");
+    b.click("#key-create-submit");
+    let old = b.wait_text("#key-secret-value", "^pcs_");
+    assert_ne!(old, key);
+    b.click("#key-secret-hide");
+    b.wait_text("#keys tbody", "dave");
+    b.click("#keys tbody tr[data-status='active'] button.rotate");
+    let new = b.until(10, "return document.getElementById('key-secret-value').textContent;", |v| {
+        v.as_str().is_some_and(|s| s.starts_with("pcs_") && s != old)
+    });
+    let new = new.as_str().unwrap().to_owned();
+    b.wait_text("#status", "Rotated");
+    b.shot("key-rotated");
+    assert!(
+        poll(5, || through(&gw, "/private/a", "198.51.100.4", Some(&new)).0 == 200),
+        "the rotated key never worked"
+    );
+    assert_eq!(through(&gw, "/private/a", "198.51.100.4", Some(&old)).0, 200, "the old key is in its grace");
+    b.click("#key-secret-hide");
+
     // Add a ban in the UI: a request from that address is refused.
     b.get(&admin_url(&gw, "/admin/ui/bans"));
     b.type_in("#ban-target", "203.0.113.7");
