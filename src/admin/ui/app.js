@@ -84,16 +84,22 @@
       ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w, y); ctx.stroke();
       ctx.fillText(fmt(max * (4 - i) / 4), 0, y + 4);
     }
+    // x is time: the newest point at the right edge, five minutes across; a missing second breaks the line.
     const n = 300;
+    const tEnd = points.length ? points[points.length - 1].t : 0;
     lines.forEach(function (l, li) {
       ctx.strokeStyle = l.color;
       ctx.lineWidth = 2;
       ctx.beginPath();
       let started = false;
-      points.forEach(function (p, i) {
+      let lastT = null;
+      points.forEach(function (p) {
         const v = l.get(p);
-        if (v === null || v === undefined) { started = false; return; }
-        const x = pad + (w - pad) * (i + n - points.length) / (n - 1);
+        const age = tEnd - p.t;
+        if (v === null || v === undefined || age >= n) { started = false; return; }
+        if (lastT !== null && p.t - lastT > 1) started = false;
+        lastT = p.t;
+        const x = pad + (w - pad) * (n - 1 - age) / (n - 1);
         const y = pad / 2 + (h - pad) * (1 - v / max);
         if (started) ctx.lineTo(x, y); else { ctx.moveTo(x, y); started = true; }
       });
