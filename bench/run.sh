@@ -498,11 +498,11 @@ if [ "$ADMIN_SCENARIO" = 1 ]; then
   admin_base="http://127.0.0.1:${S_ADMIN_PORT[portcullis-admin-load]}/admin/v1"
   admin_urls=""
   for _ in $(seq 1 $(( (DURATION + 2) * ADMIN_RATE / 7 + 1 ))); do
-    for p in routes health "events?limit=50" bans quotas keys openapi.json; do admin_urls+=" $admin_base/$p"; done
+    for p in routes health "events?limit=50" bans quotas keys openapi.json; do admin_urls+=" -o /dev/null $admin_base/$p"; done
   done
   printf 'header = "Authorization: Bearer %s"\n' "$ADMIN_TOKEN" >"$WORK/admin-curlrc"
   chmod 600 "$WORK/admin-curlrc"
-  S_DURING[portcullis-admin-load]="exec timeout $((DURATION + 5)) taskset -c $LOAD_CPU curl -sS -K $WORK/admin-curlrc --rate $ADMIN_RATE/s -o /dev/null -w '%{http_code}\\n' $admin_urls"
+  S_DURING[portcullis-admin-load]="exec timeout $((DURATION + 5)) taskset -c $LOAD_CPU curl -sS -K $WORK/admin-curlrc --rate $ADMIN_RATE/s -w '%{http_code}\\n' $admin_urls"
 fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
@@ -646,8 +646,8 @@ measure() { # scenario round
   "$run" "$s" "$DURATION" "$out"
   t1=$(date +%s%N)
   if [ -n "$during_pid" ]; then
-    kill "$during_pid" 2>/dev/null
-    wait "$during_pid" 2>/dev/null
+    kill "$during_pid" 2>/dev/null || true
+    wait "$during_pid" 2>/dev/null || true
   fi
   drops1=$(listen_drops)
   # shellcheck disable=SC2086

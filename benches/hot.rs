@@ -173,5 +173,22 @@ fn bench_headers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_normalize, bench_route, bench_headers, bench_framer);
+/// What every request pays the dashboard's live statistics (`observe::live::Live::record`): a success
+/// (two relaxed increments and a sampling counter), and a refusal (also queued for the top lists, with
+/// the ticker thread draining).
+fn bench_live(c: &mut Criterion) {
+    use portcullis::observe::live::Live;
+    use std::time::Duration;
+    let live = std::sync::Arc::new(Live::default());
+    let _ = live.start();
+    let ip: std::net::IpAddr = "192.0.2.10".parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    c.bench_function("live_record_success", |b| {
+        b.iter(|| live.record(200, std::hint::black_box(Duration::from_micros(850)), None, None, ip))
+    });
+    c.bench_function("live_record_refusal", |b| {
+        b.iter(|| live.record(401, Duration::from_micros(120), std::hint::black_box(Some("unauthorized")), None, ip))
+    });
+}
+
+criterion_group!(benches, bench_normalize, bench_route, bench_headers, bench_framer, bench_live);
 criterion_main!(benches);

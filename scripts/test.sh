@@ -20,6 +20,11 @@ command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 # unshare and nsenter (util-linux) and ip (iproute2) to bring its loopback up
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+# the dashboard's real-browser test (tests/dashboard.rs) drives headless Chromium through chromedriver
+# from Python's selenium (tests/ui/driver.py, run with the system /usr/bin/python3)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need_apt+=(python3-selenium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   apt-get update -qq

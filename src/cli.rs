@@ -455,6 +455,9 @@ fn raise_open_file_limit(max_connections: usize) {
 
 fn serve(cfg: config::file::FileConfig, path: Option<PathBuf>, quickstart: bool) -> ExitCode {
     let lasting = Lasting { metrics: Arc::new(Metrics::new()), ..Lasting::default() };
+    if let Err(e) = lasting.live.start() {
+        tracing::warn!(error = %e, "live statistics cannot start a thread; the dashboard's figures stay still");
+    }
     let text_path = path.clone().unwrap_or_else(|| PathBuf::from("examples/quickstart.yaml (built in)"));
     let runtime = match config::compile::compile(&cfg, &lasting, None) {
         Ok(rt) => rt,

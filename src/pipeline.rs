@@ -150,6 +150,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         trace.finish(&ex, resp.status().as_u16(), problem.map(|p| p.0));
     }
     if !ex.events.is_empty() {
+        shared.lasting.live.noted(&ex.events);
         emit_events(&rt.events, &mut ex, resp.status().as_u16());
     }
     // A body a stage read whole and that was refused never passed the upstream's tap.
@@ -202,6 +203,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         access_log: rt.access_log,
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
         metrics: shared.lasting.metrics.clone(),
+        live: shared.lasting.live.clone(),
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp

@@ -3,7 +3,7 @@
 //!   when it is set (their rule is unchanged);
 //! - the admin API under `/admin/v1` ([`api`]): admin tokens ([`tokens`]) or a client certificate,
 //!   with roles ([`auth`]);
-//! - the dashboard under `/admin/ui`.
+//! - the dashboard under `/admin/ui` ([`ui`]), whose session cookie the API also takes.
 //!
 //! [`State`] lives as long as the listener (across reloads): the accepted tokens, the idempotency
 //! cache, and the router with its OpenAPI document.
@@ -14,6 +14,7 @@ pub mod cli;
 mod exposition;
 pub mod remote;
 pub mod tokens;
+pub mod ui;
 
 use crate::body::ResponseBody;
 use crate::exchange::Reject;
@@ -36,6 +37,8 @@ pub struct State {
     pub reload: Option<Reloader>,
     pub openapi: OnceLock<String>,
     router: OnceLock<axum::Router>,
+    /// The dashboard's sessions and login limits.
+    pub ui: ui::Ui,
 }
 
 impl std::fmt::Debug for State {
@@ -54,6 +57,7 @@ impl State {
             reload,
             openapi: OnceLock::new(),
             router: OnceLock::new(),
+            ui: ui::Ui::default(),
         });
         let (router, doc) = api::router(state.clone());
         let _ = state.openapi.set(doc.to_pretty_json().unwrap_or_default());
@@ -120,6 +124,8 @@ pub struct Peer {
     pub certificate: Option<Caller>,
     /// The connection is TLS (cookies get `Secure`).
     pub tls: bool,
+    /// The client's address (the dashboard limits failed logins per address).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// Answers one admin request.
@@ -129,10 +135,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path();
+    if path == "/admin/ui" || path.starts_with("/admin/ui/") {
+        return dashboard(state, req, peer).await;
+    }
     if path == "/admin/v1" || path.starts_with("/admin/v1/") {
         let authn = match auth::bearer(req.headers()) {
             Some(t) => auth::authenticate_bearer(state, t).map_or(Authn::Missing, Authn::Caller),
-            None => peer.certificate.clone().map_or(Authn::Missing, Authn::Caller),
+            None => match peer.certificate.clone() {
+                Some(c) => Authn::Caller(c),
+                None => match ui::session_caller(&state.ui, req.headers(), req.method(), &state.tokens) {
+                    Ok(Some(c)) => Authn::Caller(c),
+                    Ok(None) => Authn::Missing,
+                    Err(_) => Authn::Csrf,
+                },
+            },
         };
         req.extensions_mut().insert(authn);
         let Some(router) = state.router.get() else {
@@ -146,6 +162,29 @@ where
         };
     }
     legacy(&state.shared, &req).map(axum::body::Body::new)
+}
+
+/// `/admin/ui/...`: the dashboard's forms are small, read whole (at most [`ui::MAX_FORM`]).
+async fn dashboard<B>(state: &Arc<State>, req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = http_body_util::Limited::new(body, ui::MAX_FORM).collect().await.map(|c| c.to_bytes()) else {
+        return Reject::PayloadTooLarge.into_response("admin").map(axum::body::Body::new);
+    };
+    let client_ip = peer.client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let request = ui::UiRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        body: &body,
+        client_ip,
+        tls: peer.tls,
+    };
+    ui::respond(&state.ui, &request, &state.tokens).map(axum::body::Body::from)
 }
 
 /// Admin answers are never cached.

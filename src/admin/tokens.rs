@@ -409,12 +409,19 @@ impl Tokens {
         if !token.starts_with("pca_") || token.len() != 47 {
             return None;
         }
-        let d = digest_of(token);
+        self.by_digest(&digest_of(token))
+    }
+
+    /// The caller the token of digest `d` stands for now, if it is still usable (a dashboard session
+    /// keeps its token's digest and checks it on every use, so it ends when the token is revoked).
+    pub fn by_digest(&self, d: &Digest) -> Option<Caller> {
         let t = now();
-        let found =
-            self.stored.load().get(&d).cloned().or_else(|| {
-                self.ephemeral.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&d).cloned()
-            })?;
+        let found = self
+            .stored
+            .load()
+            .get(d)
+            .cloned()
+            .or_else(|| self.ephemeral.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(d).cloned())?;
         found.usable(t).then(|| Caller { id: format!("token:{}", found.id), role: found.role })
     }
 

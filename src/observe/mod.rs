@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod live;
 pub mod logfile;
 pub mod metrics;
 pub mod payload;
@@ -103,12 +104,15 @@ pub struct Completion {
     pub access_log: bool,
     pub route_metrics: Arc<RouteMetrics>,
     pub metrics: Arc<Metrics>,
+    /// The dashboard's live statistics.
+    pub live: Arc<live::Live>,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         self.route_metrics.observe(self.status, elapsed.as_secs_f64(), self.upstream_duration);
+        self.live.record(self.status, elapsed, self.problem.map(|p| p.0), self.principal.as_ref(), self.client_ip);
         if let Some((slug, _)) = self.problem {
             self.metrics.rejection(slug).inc();
         }

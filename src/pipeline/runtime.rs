@@ -129,4 +129,6 @@ pub struct Lasting {
     pub traces: crate::observe::trace::Kept,
     /// The token vault of format-preserving fields.
     pub tokenize: crate::tokenize::Kept,
+    /// The dashboard's live statistics (`observe::live`), fed by every request's completion.
+    pub live: Arc<crate::observe::live::Live>,
 }

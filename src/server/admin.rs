@@ -51,7 +51,8 @@ pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
             let activity = Arc::new(Activity::default());
             let io = TrackedIo::new(stream, activity.clone());
             let Some(tls) = tls else {
-                serve_connection(io, state, crate::admin::Peer::default(), header_timeout, idle, activity).await;
+                let peer = crate::admin::Peer { client_ip: Some(peer.ip()), ..crate::admin::Peer::default() };
+                serve_connection(io, state, peer, header_timeout, idle, activity).await;
                 drop(guard);
                 return;
             };
@@ -81,7 +82,7 @@ pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
                 },
                 _ => None,
             };
-            let peer = crate::admin::Peer { certificate, tls: true };
+            let peer = crate::admin::Peer { certificate, tls: true, client_ip: Some(peer.ip()) };
             serve_connection(stream, state, peer, header_timeout, idle, activity).await;
             drop(guard);
         });

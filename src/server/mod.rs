@@ -396,6 +396,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
         access_log: rt.access_log,
         route_metrics: rt.unmatched.clone(),
         metrics: shared.lasting.metrics.clone(),
+        live: shared.lasting.live.clone(),
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp

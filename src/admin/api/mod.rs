@@ -20,6 +20,7 @@ pub mod bans;
 pub mod events;
 pub mod idempotency;
 pub mod keys;
+pub mod stats;
 pub mod system;
 pub mod tokens;
 
@@ -349,6 +350,8 @@ pub fn router(state: St) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(system::reload))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
+        .routes(routes!(stats::show))
+        .routes(routes!(stats::stream))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .split_for_parts();
