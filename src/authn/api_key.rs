@@ -343,6 +343,27 @@ impl ApiKeyAuth {
         self.kick.notify_one();
     }
 
+    /// Reads the store and puts its keys in force before returning: the admin API calls this after a
+    /// change it made, so its answer means the change holds on this node. The poller (or PostgreSQL
+    /// follower) is also woken, so its next read starts from the store's state.
+    pub async fn reload(&self) -> Result<(), String> {
+        let loaded = if let Some((pg, _)) = &self.postgres {
+            pg::load(pg, &self.name).await.map(|(_, m)| m).map_err(|e| e.to_string())?
+        } else if let Some(path) = &self.store {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || store::Store::open(&p)?.load())
+                .await
+                .map_err(|_| "the key store task failed".to_string())??
+        } else {
+            return Ok(());
+        };
+        let mut map = self.declared.clone();
+        map.extend(loaded);
+        self.keys.store(Arc::new(map));
+        self.kick.notify_one();
+        Ok(())
+    }
+
     /// The stored keys nearing `max_age` now (none without `max_age`), for the admin API.
     pub fn nearing_max_age(&self) -> Vec<lifecycle::Nearing> {
         match &self.aging {

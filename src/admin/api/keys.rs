@@ -134,11 +134,15 @@ fn target(state: &St, name: Option<&str>) -> Result<Target, Problem> {
     Ok(Target { name: found.0, backend: found.1, secret: found.2, aging: found.3 })
 }
 
-/// Makes the running authenticator read its store now (the change is in force on return).
-fn kick(state: &St, name: &str) {
-    let rt = state.shared.runtime.load();
+/// Makes the running authenticator read its store now: the change is in force on this node when the
+/// answer is sent (other nodes follow within their poll or notification).
+async fn kick(state: &St, name: &str) {
+    let rt = state.shared.runtime.load_full();
     if let Some((_, a)) = rt.authenticators.api_key_authenticators().into_iter().find(|(n, _)| *n == name) {
-        a.refresh_now();
+        if let Err(e) = a.reload().await {
+            tracing::warn!(authenticator = name, error = %e, "API keys not reloaded after an admin change; the poll will");
+            a.refresh_now();
+        }
     }
 }
 
@@ -276,7 +280,7 @@ pub async fn create(
         rotated_to: None,
     };
     let made = t.backend.create(&t.secret, info).await.map_err(|e| Problem::store(&e))?;
-    kick(&state, &t.name);
+    kick(&state, &t.name).await;
     let key = view(&t, &made.info);
     audit(
         &state,
@@ -338,7 +342,7 @@ pub async fn update(
     let change = KeyChange { roles: b.roles.clone(), scopes: b.scopes.clone(), allowed_cidrs: cidrs, expires_at };
     let after = t.backend.update(&id, change).await.map_err(|e| Problem::store(&e))?;
     let after = after.map(|k| view(&t, &k)).ok_or_else(|| Problem::not_found(format!("no key `{id}`")))?;
-    kick(&state, &t.name);
+    kick(&state, &t.name).await;
     audit(
         &state,
         &caller,
@@ -378,7 +382,7 @@ pub async fn rotate(
         .await
         .map_err(|e| Problem::store(&e))?
         .ok_or_else(|| Problem::not_found(format!("no key `{id}`")))?;
-    kick(&state, &t.name);
+    kick(&state, &t.name).await;
     let (key, old) = (view(&t, &made.info), view(&t, &old));
     audit(
         &state,
@@ -408,7 +412,7 @@ pub async fn revoke(
     precondition(&headers, &before, false)?;
     let after = t.backend.revoke(&id).await.map_err(|e| Problem::store(&e))?;
     let after = after.map(|k| view(&t, &k)).ok_or_else(|| Problem::not_found(format!("no key `{id}`")))?;
-    kick(&state, &t.name);
+    kick(&state, &t.name).await;
     if before.revoked_at.is_none() {
         audit(
             &state,
