@@ -36,7 +36,6 @@ pub struct State {
     pub writes: tokio::sync::Mutex<()>,
     pub reload: Option<Reloader>,
     pub openapi: OnceLock<String>,
-    router: OnceLock<axum::Router>,
     /// The dashboard's sessions and login limits.
     pub ui: ui::Ui,
 }
@@ -48,7 +47,10 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    pub fn new(shared: Arc<Shared>, reload: Option<Reloader>) -> Arc<State> {
+    /// The state and the router that serves it. The router holds the state, so the state never holds
+    /// the router (a cycle would keep the whole gateway, and its audit trail's last checkpoint, from
+    /// ever being dropped at shutdown).
+    pub fn new(shared: Arc<Shared>, reload: Option<Reloader>) -> Listener {
         let state = Arc::new(State {
             shared,
             tokens: tokens::Tokens::default(),
@@ -56,13 +58,11 @@ impl State {
             writes: tokio::sync::Mutex::new(()),
             reload,
             openapi: OnceLock::new(),
-            router: OnceLock::new(),
             ui: ui::Ui::default(),
         });
         let (router, doc) = api::router(state.clone());
         let _ = state.openapi.set(doc.to_pretty_json().unwrap_or_default());
-        let _ = state.router.set(router);
-        state
+        Listener { state, router }
     }
 
     /// Where stored admin tokens live (the config's `store.postgres`, else its `store.sqlite`), if
@@ -117,6 +117,13 @@ impl State {
     }
 }
 
+/// The admin listener's state and router.
+#[derive(Clone)]
+pub struct Listener {
+    pub state: Arc<State>,
+    router: axum::Router,
+}
+
 /// What the listener knows about the connection.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
@@ -129,11 +136,12 @@ pub struct Peer {
 }
 
 /// Answers one admin request.
-pub async fn respond<B>(state: &Arc<State>, mut req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
+pub async fn respond<B>(listener: &Listener, mut req: Request<B>, peer: &Peer) -> Response<axum::body::Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let state = &listener.state;
     let path = req.uri().path();
     if path == "/admin/ui" || path.starts_with("/admin/ui/") {
         return dashboard(state, req, peer).await;
@@ -151,10 +159,7 @@ where
             },
         };
         req.extensions_mut().insert(authn);
-        let Some(router) = state.router.get() else {
-            return Reject::StoreUnavailable.into_response("admin").map(axum::body::Body::new);
-        };
-        let mut router = router.clone();
+        let mut router = listener.router.clone();
         let req = req.map(axum::body::Body::new);
         return match tower_service::Service::call(&mut router, req).await {
             Ok(resp) => no_store(resp),

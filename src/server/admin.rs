@@ -16,8 +16,8 @@ const MAX_CONNECTIONS_PER_IP: usize = 16;
 /// Serves the admin listener: HTTP/1.1 only, with its own connection limits, the traffic listeners'
 /// `header_read_timeout` (hyper's, which also bounds the wait for a kept-alive connection's next
 /// request: fine for scrapes) and `idle_timeout`, and a back-off on accept errors.
-pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
-    let shared = state.shared.clone();
+pub async fn serve(listener: TcpListener, state: crate::admin::Listener) {
+    let shared = state.state.shared.clone();
     let limits = Arc::new(ConnLimits::default());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, state: Arc<crate::admin::State>) {
 /// Serves one admin connection (plain or TLS) until it closes or idles out.
 async fn serve_connection<I>(
     io: I,
-    state: Arc<crate::admin::State>,
+    state: crate::admin::Listener,
     peer: crate::admin::Peer,
     header_timeout: std::time::Duration,
     idle: std::time::Duration,

@@ -61,7 +61,8 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
             let shared = shared.clone();
             Arc::new(move || reload::reload(&shared, &path)) as crate::admin::Reloader
         });
-        let state = crate::admin::State::new(shared.clone(), reloader);
+        let admin_listener = crate::admin::State::new(shared.clone(), reloader);
+        let state = admin_listener.state.clone();
         state.start().await;
         if ephemeral_admin {
             let token = state.tokens.ephemeral("quickstart", crate::admin::auth::Role::Admin)?;
@@ -71,7 +72,8 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
                  Admin API: curl -H 'Authorization: Bearer {token}' http://{local}/admin/v1/whoami\n"
             );
         }
-        tokio::spawn(admin::serve(listener, state));
+        drop(state);
+        tokio::spawn(admin::serve(listener, admin_listener));
     }
     if let Some(addr) = rt.demo_upstream {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("demo upstream cannot bind {addr}: {e}"))?;
