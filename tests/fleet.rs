@@ -217,6 +217,16 @@ fn a_fleet_shares_keys_tokens_bans_and_limits_and_rides_out_a_postgres_outage() 
         &["Idempotency-Key: patch-dave2", &format!("If-Match: {etag}")],
     );
     assert_eq!(patched.status, 200, "{patched:?}");
+    // A second operator, on B, with the ETag from before A's change: refused, nothing overwritten.
+    let late = call(
+        b.gw.addr("admin"),
+        Some(&token),
+        "PATCH",
+        &format!("/admin/v1/keys/{dave2_id}"),
+        Some(r#"{"cidrs": []}"#),
+        &[&format!("If-Match: {etag}")],
+    );
+    assert_eq!(late.status, 412, "{late:?}");
     let t = Instant::now() + Duration::from_secs(1);
     within(t, "B still accepted the key from an address it no longer allows", || b.get("/x", &dave2) == 401);
     // B lists the keys made on A.

@@ -2,8 +2,8 @@
 //! once, in the answer that made it (create, rotate); never listed, logged or audited.
 
 use super::{audit, json, page, Body, Operator, PageParams, Path, Problem, Query, St, Viewer};
-use crate::authn::api_key::backend::Backend;
-use crate::authn::api_key::store::{KeyChange, KeyInfo};
+use crate::authn::api_key::backend::{Backend, Update};
+use crate::authn::api_key::store::{Expected, KeyChange, KeyInfo};
 use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -203,8 +203,7 @@ fn precondition(headers: &HeaderMap, current: &Key, required: bool) -> Result<()
     if v.trim() == "*" || v.split(',').any(|t| t.trim() == want) {
         return Ok(());
     }
-    Err(Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition Failed")
-        .detail("the key changed since that ETag; GET it again"))
+    Err(stale())
 }
 
 fn canonical_cidrs(list: &[String]) -> Result<Vec<String>, Problem> {
@@ -227,10 +226,19 @@ fn names(list: &[String], what: &str) -> Result<(), Problem> {
 }
 
 async fn current(t: &Target, id: &str) -> Result<Key, Problem> {
+    stored(t, id).await.map(|k| view(t, &k))
+}
+
+async fn stored(t: &Target, id: &str) -> Result<KeyInfo, Problem> {
     match t.backend.get(id).await.map_err(|e| Problem::store(&e))? {
-        Some(k) => Ok(view(t, &k)),
+        Some(k) => Ok(k),
         None => Err(Problem::not_found(format!("no key `{id}`"))),
     }
+}
+
+fn stale() -> Problem {
+    Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition Failed")
+        .detail("the key changed since that ETag; GET it again")
 }
 
 /// List the keys (attributes only).
@@ -325,7 +333,8 @@ pub async fn update(
 ) -> Result<Response, Problem> {
     let t = target(&state, w.authenticator.as_deref())?;
     let _one = state.writes.lock().await;
-    let before = current(&t, &id).await?;
+    let raw = stored(&t, &id).await?;
+    let before = view(&t, &raw);
     precondition(&headers, &before, true)?;
     if let Some(r) = &b.roles {
         names(r, "role")?;
@@ -339,9 +348,20 @@ pub async fn update(
         Some(None) => Some(None),
         Some(Some(t)) => Some(Some(crate::units::parse_rfc3339(t).map_err(Problem::invalid)?.div_euclid(1000))),
     };
-    let change = KeyChange { roles: b.roles.clone(), scopes: b.scopes.clone(), allowed_cidrs: cidrs, expires_at };
-    let after = t.backend.update(&id, change).await.map_err(|e| Problem::store(&e))?;
-    let after = after.map(|k| view(&t, &k)).ok_or_else(|| Problem::not_found(format!("no key `{id}`")))?;
+    // Written only if the key is still what the ETag was made from: another node's operator may have
+    // changed it after our read (the lock above covers this node only).
+    let change = KeyChange {
+        roles: b.roles.clone(),
+        scopes: b.scopes.clone(),
+        allowed_cidrs: cidrs,
+        expires_at,
+        expected: Some(Expected::of(&raw)),
+    };
+    let after = match t.backend.update(&id, change).await.map_err(|e| Problem::store(&e))? {
+        Update::Done(k) => view(&t, &k),
+        Update::NotFound => return Err(Problem::not_found(format!("no key `{id}`"))),
+        Update::Stale => return Err(stale()),
+    };
     kick(&state, &t.name).await;
     audit(
         &state,

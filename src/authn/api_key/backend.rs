@@ -4,7 +4,7 @@
 //!
 //! Creating and rotating make the key here (shown once to the caller, never stored: only its keyed hash).
 
-use super::store::{KeyChange, KeyInfo, Store};
+use super::store::{Changed, KeyChange, KeyInfo, Store};
 use super::{generate, hash, now};
 use crate::store::postgres::keys as pg_keys;
 use crate::store::Postgres;
@@ -195,18 +195,11 @@ impl Backend {
     }
 
     /// Changes a key's attributes: its new state, `None` when there is no such key.
-    pub async fn update(&self, id: &str, change: KeyChange) -> Result<Option<KeyInfo>, String> {
-        match self {
+    pub async fn update(&self, id: &str, change: KeyChange) -> Result<Update, String> {
+        let changed = match self {
             Backend::Sqlite(path) => {
                 let (path, id) = (path.clone(), id.to_owned());
-                blocking(move || {
-                    let store = Store::open(&path)?;
-                    if !store.update(&id, &change)? {
-                        return Ok(None);
-                    }
-                    store.get(&id)
-                })
-                .await
+                blocking(move || Store::open(&path)?.update(&id, &change)).await?
             }
             Backend::Postgres(pg, name) => {
                 let list = |v: &Option<Vec<String>>| v.as_deref().map(super::store::list_to_json);
@@ -215,14 +208,29 @@ impl Backend {
                     scopes: list(&change.scopes),
                     allowed_cidrs: list(&change.allowed_cidrs),
                     expires_at: change.expires_at,
+                    expected: change.expected.clone(),
                 };
-                if !on_pg(pg, async |c| pg_keys::update(c, name, id, &update).await).await? {
-                    return Ok(None);
-                }
-                get_pg(pg, name, id).await
+                on_pg(pg, async |c| pg_keys::update(c, name, id, &update).await).await?
             }
-        }
+        };
+        Ok(match changed {
+            Changed::NotFound => Update::NotFound,
+            Changed::Stale => Update::Stale,
+            Changed::Done => match self.get(id).await? {
+                Some(k) => Update::Done(k),
+                None => Update::NotFound,
+            },
+        })
     }
+}
+
+/// What [`Backend::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    Done(KeyInfo),
+    NotFound,
+    /// The key changed since the caller read it (its `If-Match` is stale): nothing was written.
+    Stale,
 }
 
 /// Makes a key in `store` (ids are 40 random bits; a collision is retried).
@@ -272,12 +280,32 @@ mod tests {
         assert_eq!(new.info.allowed_cidrs, vec!["10.0.0.0/8".to_string()]);
         assert_eq!(old.rotated_to.as_deref(), Some(new.info.id.as_str()));
         let change = KeyChange { roles: Some(vec!["writer".into()]), expires_at: Some(Some(99)), ..Default::default() };
-        let changed = b.update(&new.info.id, change).await.unwrap().unwrap();
+        let done = |u: Update| match u {
+            Update::Done(k) => k,
+            other => panic!("{other:?}"),
+        };
+        let seen = new.info.clone();
+        let changed = done(b.update(&new.info.id, change).await.unwrap());
         assert_eq!((changed.roles.clone(), changed.expires_at), (vec!["writer".to_string()], Some(99)));
         assert_eq!(changed.scopes, new.info.scopes);
+        // A change conditional on what was read before the last one is refused and writes nothing.
+        let late = KeyChange {
+            roles: Some(vec![]),
+            expected: Some(super::super::store::Expected::of(&seen)),
+            ..Default::default()
+        };
+        assert_eq!(b.update(&new.info.id, late).await.unwrap(), Update::Stale);
+        let now_seen = b.get(&new.info.id).await.unwrap().unwrap();
+        assert_eq!(now_seen.roles, vec!["writer".to_string()]);
+        let ok = KeyChange {
+            scopes: Some(vec!["s".into()]),
+            expected: Some(super::super::store::Expected::of(&now_seen)),
+            ..Default::default()
+        };
+        assert_eq!(done(b.update(&new.info.id, ok).await.unwrap()).scopes, vec!["s".to_string()]);
         let cleared = b.update(&new.info.id, KeyChange { expires_at: Some(None), ..Default::default() }).await;
-        assert_eq!(cleared.unwrap().unwrap().expires_at, None);
-        assert!(b.update("nope", KeyChange::default()).await.unwrap().is_none());
+        assert_eq!(done(cleared.unwrap()).expires_at, None);
+        assert_eq!(b.update("nope", KeyChange::default()).await.unwrap(), Update::NotFound);
         let revoked = b.revoke(&new.info.id).await.unwrap().unwrap();
         let first = revoked.revoked_at;
         assert!(first.is_some());

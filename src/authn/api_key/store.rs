@@ -32,13 +32,49 @@ pub struct KeyChange {
     pub scopes: Option<Vec<String>>,
     pub allowed_cidrs: Option<Vec<String>>,
     pub expires_at: Option<Option<i64>>,
+    /// Apply only if the key still has these attributes (compare-and-set in the store, so two
+    /// operators on two nodes cannot overwrite each other: the admin API's `If-Match`).
+    pub expected: Option<Expected>,
+}
+
+/// A key's attributes as stored, for a conditional change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub roles: String,
+    pub scopes: String,
+    pub allowed_cidrs: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub grace_until: Option<i64>,
+}
+
+impl Expected {
+    pub fn of(k: &KeyInfo) -> Expected {
+        Expected {
+            roles: list_to_json(&k.roles),
+            scopes: list_to_json(&k.scopes),
+            allowed_cidrs: list_to_json(&k.allowed_cidrs),
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            grace_until: k.grace_until,
+        }
+    }
+}
+
+/// What a conditional change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Done,
+    NotFound,
+    /// The key changed since `expected` was read: nothing was written.
+    Stale,
 }
 
 fn err(e: rusqlite::Error) -> String {
     e.to_string()
 }
 
-pub(super) fn list_to_json(v: &[String]) -> String {
+pub fn list_to_json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
@@ -306,7 +342,8 @@ impl Store {
 
     /// Replaces a key's roles, scopes, address restriction and expiry (each `None` keeps the stored
     /// value). False if there is no such key.
-    pub fn update(&self, id: &str, change: &KeyChange) -> Result<bool, String> {
+    pub fn update(&self, id: &str, change: &KeyChange) -> Result<Changed, String> {
+        let e = change.expected.as_ref();
         let n = self
             .conn
             .execute(
@@ -315,19 +352,30 @@ impl Store {
                    scopes = COALESCE(?3, scopes),
                    allowed_cidrs = COALESCE(?4, allowed_cidrs),
                    expires_at = CASE WHEN ?5 THEN ?6 ELSE expires_at END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND (NOT ?7 OR (roles = ?8 AND scopes = ?9 AND allowed_cidrs = ?10
+                   AND expires_at IS ?11 AND revoked_at IS ?12 AND grace_until IS ?13))",
                 params![
                     id,
                     change.roles.as_deref().map(list_to_json),
                     change.scopes.as_deref().map(list_to_json),
                     change.allowed_cidrs.as_deref().map(list_to_json),
                     change.expires_at.is_some(),
-                    change.expires_at.flatten()
+                    change.expires_at.flatten(),
+                    e.is_some(),
+                    e.map(|e| e.roles.as_str()),
+                    e.map(|e| e.scopes.as_str()),
+                    e.map(|e| e.allowed_cidrs.as_str()),
+                    e.and_then(|e| e.expires_at),
+                    e.and_then(|e| e.revoked_at),
+                    e.and_then(|e| e.grace_until),
                 ],
             )
             .map_err(err)?;
-        self.bump()?;
-        Ok(n > 0)
+        if n > 0 {
+            self.bump()?;
+            return Ok(Changed::Done);
+        }
+        Ok(if self.exists(id)? { Changed::Stale } else { Changed::NotFound })
     }
 
     pub fn exists(&self, id: &str) -> Result<bool, String> {

@@ -191,11 +191,20 @@ pub struct Update {
     pub scopes: Option<String>,
     pub allowed_cidrs: Option<String>,
     pub expires_at: Option<Option<i64>>,
+    /// Apply only if the row still has these attributes (compare-and-set).
+    pub expected: Option<crate::authn::api_key::store::Expected>,
 }
 
-/// Applies `u` to a key. False when there is no such key.
-pub async fn update(client: &mut Client, authenticator: &str, id: &str, u: &Update) -> Result<bool, Error> {
+/// Applies `u` to a key (only if it still has `u.expected`, when given).
+pub async fn update(
+    client: &mut Client,
+    authenticator: &str,
+    id: &str,
+    u: &Update,
+) -> Result<crate::authn::api_key::store::Changed, Error> {
+    use crate::authn::api_key::store::Changed;
     let tx = client.transaction().await?;
+    let e = u.expected.as_ref();
     let n = tx
         .execute(
             "UPDATE api_keys SET
@@ -203,7 +212,9 @@ pub async fn update(client: &mut Client, authenticator: &str, id: &str, u: &Upda
                scopes = COALESCE($4, scopes),
                allowed_cidrs = COALESCE($5, allowed_cidrs),
                expires_at = CASE WHEN $6 THEN $7 ELSE expires_at END
-             WHERE authenticator = $1 AND id = $2",
+             WHERE authenticator = $1 AND id = $2 AND (NOT $8 OR (roles = $9 AND scopes = $10
+               AND allowed_cidrs = $11 AND expires_at IS NOT DISTINCT FROM $12
+               AND revoked_at IS NOT DISTINCT FROM $13 AND grace_until IS NOT DISTINCT FROM $14))",
             &[
                 &authenticator,
                 &id,
@@ -212,14 +223,23 @@ pub async fn update(client: &mut Client, authenticator: &str, id: &str, u: &Upda
                 &u.allowed_cidrs,
                 &u.expires_at.is_some(),
                 &u.expires_at.flatten(),
+                &e.is_some(),
+                &e.map(|e| e.roles.as_str()).unwrap_or(""),
+                &e.map(|e| e.scopes.as_str()).unwrap_or(""),
+                &e.map(|e| e.allowed_cidrs.as_str()).unwrap_or(""),
+                &e.and_then(|e| e.expires_at),
+                &e.and_then(|e| e.revoked_at),
+                &e.and_then(|e| e.grace_until),
             ],
         )
         .await?;
     if n == 0 {
+        let found =
+            tx.query_opt("SELECT 1 FROM api_keys WHERE authenticator = $1 AND id = $2", &[&authenticator, &id]).await?;
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(if found.is_some() { Changed::Stale } else { Changed::NotFound });
     }
     bump(&tx, &keys_generation(authenticator)).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Changed::Done)
 }
