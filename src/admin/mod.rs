@@ -50,7 +50,7 @@ impl State {
     /// The state and the router that serves it. The router holds the state, so the state never holds
     /// the router (a cycle would keep the whole gateway, and its audit trail's last checkpoint, from
     /// ever being dropped at shutdown).
-    pub fn new(shared: Arc<Shared>, reload: Option<Reloader>) -> Listener {
+    pub fn listener(shared: Arc<Shared>, reload: Option<Reloader>) -> Listener {
         let state = Arc::new(State {
             shared,
             tokens: tokens::Tokens::default(),

@@ -61,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
             let shared = shared.clone();
             Arc::new(move || reload::reload(&shared, &path)) as crate::admin::Reloader
         });
-        let admin_listener = crate::admin::State::new(shared.clone(), reloader);
+        let admin_listener = crate::admin::State::listener(shared.clone(), reloader);
         let state = admin_listener.state.clone();
         state.start().await;
         if ephemeral_admin {
