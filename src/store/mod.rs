@@ -25,3 +25,24 @@ pub struct StoreConfig {
     #[serde(default)]
     pub postgres: Option<PostgresConfig>,
 }
+
+/// A stored API key's attributes (roles, scopes and networks as JSON lists), for a compare-and-set
+/// change in either store: the admin API's `If-Match`, held by the store itself across nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub roles: String,
+    pub scopes: String,
+    pub allowed_cidrs: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub grace_until: Option<i64>,
+}
+
+/// What a conditional change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Done,
+    NotFound,
+    /// The key changed since `expected` was read: nothing was written.
+    Stale,
+}

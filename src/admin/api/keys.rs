@@ -3,7 +3,7 @@
 
 use super::{audit, json, page, Body, Operator, PageParams, Path, Problem, Query, St, Viewer};
 use crate::authn::api_key::backend::{Backend, Update};
-use crate::authn::api_key::store::{Expected, KeyChange, KeyInfo};
+use crate::authn::api_key::store::{expected_of, KeyChange, KeyInfo};
 use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -355,7 +355,7 @@ pub async fn update(
         scopes: b.scopes.clone(),
         allowed_cidrs: cidrs,
         expires_at,
-        expected: Some(Expected::of(&raw)),
+        expected: Some(expected_of(&raw)),
     };
     let after = match t.backend.update(&id, change).await.map_err(|e| Problem::store(&e))? {
         Update::Done(k) => view(&t, &k),

@@ -291,7 +291,7 @@ mod tests {
         // A change conditional on what was read before the last one is refused and writes nothing.
         let late = KeyChange {
             roles: Some(vec![]),
-            expected: Some(super::super::store::Expected::of(&seen)),
+            expected: Some(super::super::store::expected_of(&seen)),
             ..Default::default()
         };
         assert_eq!(b.update(&new.info.id, late).await.unwrap(), Update::Stale);
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(now_seen.roles, vec!["writer".to_string()]);
         let ok = KeyChange {
             scopes: Some(vec!["s".into()]),
-            expected: Some(super::super::store::Expected::of(&now_seen)),
+            expected: Some(super::super::store::expected_of(&now_seen)),
             ..Default::default()
         };
         assert_eq!(done(b.update(&new.info.id, ok).await.unwrap()).scopes, vec!["s".to_string()]);

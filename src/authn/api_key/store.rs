@@ -37,37 +37,18 @@ pub struct KeyChange {
     pub expected: Option<Expected>,
 }
 
-/// A key's attributes as stored, for a conditional change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub roles: String,
-    pub scopes: String,
-    pub allowed_cidrs: String,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub grace_until: Option<i64>,
-}
+pub use crate::store::{Changed, Expected};
 
-impl Expected {
-    pub fn of(k: &KeyInfo) -> Expected {
-        Expected {
-            roles: list_to_json(&k.roles),
-            scopes: list_to_json(&k.scopes),
-            allowed_cidrs: list_to_json(&k.allowed_cidrs),
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
-            grace_until: k.grace_until,
-        }
+/// What a key must still be for a conditional change to apply (the admin API's `If-Match`).
+pub fn expected_of(k: &KeyInfo) -> Expected {
+    Expected {
+        roles: list_to_json(&k.roles),
+        scopes: list_to_json(&k.scopes),
+        allowed_cidrs: list_to_json(&k.allowed_cidrs),
+        expires_at: k.expires_at,
+        revoked_at: k.revoked_at,
+        grace_until: k.grace_until,
     }
-}
-
-/// What a conditional change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Changed {
-    Done,
-    NotFound,
-    /// The key changed since `expected` was read: nothing was written.
-    Stale,
 }
 
 fn err(e: rusqlite::Error) -> String {

@@ -73,31 +73,39 @@ pub async fn get(client: &Client, authenticator: &str, id: &str) -> Result<Optio
     Ok(r.as_ref().map(row))
 }
 
+/// Inserts one row of `authenticator` (`tail`: an `ON CONFLICT` clause or nothing): rows inserted.
+async fn insert_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    authenticator: &str,
+    k: &KeyRow,
+    tail: &str,
+) -> Result<u64, Error> {
+    tx.execute(
+        &format!(
+            "INSERT INTO api_keys (authenticator, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) {tail}"
+        ),
+        &[
+            &authenticator,
+            &k.id,
+            &k.hash,
+            &k.principal,
+            &k.roles,
+            &k.scopes,
+            &k.allowed_cidrs,
+            &k.created_at,
+            &k.expires_at,
+            &k.revoked_at,
+            &k.grace_until,
+            &k.rotated_to,
+        ],
+    )
+    .await
+}
+
 /// Adds a key. `Ok(false)` when the id (or the hash) is taken: the caller draws another.
 pub async fn insert(client: &mut Client, authenticator: &str, k: &KeyRow) -> Result<bool, Error> {
     let tx = client.transaction().await?;
-    let n = tx
-        .execute(
-            &format!(
-                "INSERT INTO api_keys (authenticator, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT DO NOTHING"
-            ),
-            &[
-                &authenticator,
-                &k.id,
-                &k.hash,
-                &k.principal,
-                &k.roles,
-                &k.scopes,
-                &k.allowed_cidrs,
-                &k.created_at,
-                &k.expires_at,
-                &k.revoked_at,
-                &k.grace_until,
-                &k.rotated_to,
-            ],
-        )
-        .await?;
+    let n = insert_row(&tx, authenticator, k, "ON CONFLICT DO NOTHING").await?;
     if n == 0 {
         tx.rollback().await?;
         return Ok(false);
@@ -120,26 +128,7 @@ pub async fn upsert(client: &mut Client, authenticator: &str, k: &KeyRow) -> Res
         return Ok(false);
     }
     tx.execute("DELETE FROM api_keys WHERE authenticator = $1 AND id = $2", &[&authenticator, &k.id]).await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO api_keys (authenticator, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ),
-        &[
-            &authenticator,
-            &k.id,
-            &k.hash,
-            &k.principal,
-            &k.roles,
-            &k.scopes,
-            &k.allowed_cidrs,
-            &k.created_at,
-            &k.expires_at,
-            &k.revoked_at,
-            &k.grace_until,
-            &k.rotated_to,
-        ],
-    )
-    .await?;
+    insert_row(&tx, authenticator, k, "").await?;
     bump(&tx, &keys_generation(authenticator)).await?;
     tx.commit().await?;
     Ok(true)
@@ -192,7 +181,7 @@ pub struct Update {
     pub allowed_cidrs: Option<String>,
     pub expires_at: Option<Option<i64>>,
     /// Apply only if the row still has these attributes (compare-and-set).
-    pub expected: Option<crate::authn::api_key::store::Expected>,
+    pub expected: Option<crate::store::Expected>,
 }
 
 /// Applies `u` to a key (only if it still has `u.expected`, when given).
@@ -201,8 +190,8 @@ pub async fn update(
     authenticator: &str,
     id: &str,
     u: &Update,
-) -> Result<crate::authn::api_key::store::Changed, Error> {
-    use crate::authn::api_key::store::Changed;
+) -> Result<crate::store::Changed, Error> {
+    use crate::store::Changed;
     let tx = client.transaction().await?;
     let e = u.expected.as_ref();
     let n = tx
