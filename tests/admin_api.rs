@@ -563,6 +563,23 @@ fn other_spellings_of_admin_paths_need_a_credential_too() {
         assert!(status == 401 || status == 404 || status == 400, "{path}: {raw}");
         assert!(!raw.contains("\"items\""), "{path} listed something: {raw}");
     }
+    // HEAD is GET without a body: the same credential rule.
+    for path in ["/admin/v1/keys", "/admin/v1/tokens", "/admin/v1/openapi.json"] {
+        let raw = common::raw(
+            addr,
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        );
+        assert_eq!(common::status_of(&raw), 401, "HEAD {path}: {raw}");
+    }
+    // A token in another scheme, or in a header of another name, is no credential.
+    for h in [
+        format!("Authorization: Basic {}", s.admin),
+        format!("X-Admin-Token: {}", s.admin),
+        format!("Authorization: Bearer  {}", s.admin),
+    ] {
+        assert_eq!(call(addr, None, "GET", "/admin/v1/whoami", None, &[&h]).status, 401, "{h}");
+    }
     // With a credential, an unknown resource is 404 and a known one with a trailing slash too.
     assert_eq!(s.call(Some(&s.viewer), "GET", "/admin/v1/keys/", None, &[]).status, 404);
     assert_eq!(s.call(Some(&s.viewer), "GET", "/admin/v1/%6beys", None, &[]).status, 404);

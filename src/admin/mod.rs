@@ -199,14 +199,6 @@ fn no_store(mut resp: Response<axum::body::Body>) -> Response<axum::body::Body> 
     resp
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `/healthz`, `/metrics`, `/keys/nearing-max-age`.
 fn legacy<B>(shared: &Shared, req: &Request<B>) -> Response<ResponseBody> {
     if req.method() != Method::GET {
@@ -250,7 +242,8 @@ fn refuse<B>(rt: &crate::pipeline::runtime::Runtime, req: &Request<B>) -> Option
     let token = rt.admin.as_ref().and_then(|a| a.token.as_ref())?;
     let given =
         req.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
-    if same(given, token.expose().as_bytes()) {
+    // Constant time (aws-lc-rs), so the token cannot be guessed byte by byte from timings.
+    if aws_lc_rs::constant_time::verify_slices_are_equal(given, token.expose().as_bytes()).is_ok() {
         return None;
     }
     Some(

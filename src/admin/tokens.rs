@@ -9,6 +9,7 @@
 //! exit.
 
 use super::auth::{Caller, Role};
+use crate::store::blocking;
 use crate::store::postgres::tokens as pg_tokens;
 use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
@@ -160,13 +161,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, TokenInfo)> {
             revoked_at: r.get(7)?,
         },
     ))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => tokio::task::spawn_blocking(f).await.map_err(|_| "the token store task failed".to_string())?,
-        Err(_) => f(),
-    }
 }
 
 impl TokenStore {

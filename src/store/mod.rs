@@ -46,3 +46,12 @@ pub enum Changed {
     /// The key changed since `expected` was read: nothing was written.
     Stale,
 }
+
+/// Runs a short blocking store call (SQLite) off the runtime's threads, or inline when there is no
+/// runtime (the CLI).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::spawn_blocking(f).await.map_err(|_| "the store task failed".to_string())?,
+        Err(_) => f(),
+    }
+}

@@ -6,6 +6,7 @@
 
 use super::store::{Changed, KeyChange, KeyInfo, Store};
 use super::{generate, hash, now};
+use crate::store::blocking;
 use crate::store::postgres::keys as pg_keys;
 use crate::store::Postgres;
 use aws_lc_rs::hmac;
@@ -82,14 +83,6 @@ pub struct Made {
 impl std::fmt::Debug for Made {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Made").field("info", &self.info).finish_non_exhaustive()
-    }
-}
-
-/// Runs a blocking store call off the runtime's threads (or inline when there is no runtime: the CLI).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => tokio::task::spawn_blocking(f).await.map_err(|_| "the key store task failed".to_string())?,
-        Err(_) => f(),
     }
 }
 
