@@ -99,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::observe::audit::cli::AuditCommand,
     },
+    /// Security testing: audit a config (`scan config`) or probe a live API (`scan api`).
+    Scan {
+        #[command(subcommand)]
+        command: crate::scan::Command,
+    },
     /// Work with OpenAPI documents.
     Openapi {
         #[command(subcommand)]
@@ -284,6 +289,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Audit { command } => crate::observe::audit::cli::run(command),
+        Command::Scan { command } => crate::scan::run(command),
         Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,

@@ -2,6 +2,7 @@
 //! `docs/pipeline.md`; see the README for the user's manual.
 
 pub mod admin;
+pub mod anomaly;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -21,6 +22,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod respond;
 pub mod route;
+pub mod scan;
 pub mod secret;
 pub mod server;
 pub mod sqlite;

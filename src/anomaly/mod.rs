@@ -1,0 +1,181 @@
+//! Behavioural anomaly detection (issue 16).
+//!
+//! The data path pays one thing: building a compact [`Record`] of a finished request and offering it to
+//! a bounded queue (`runtime`). Everything else happens on the detector thread: per-entity online
+//! features, baselines (EWMA mean and variance, streaming quantiles, half-space trees), the detectors
+//! ([`Detector`]), and the [`Alert`]s they raise, each with its explanation. The `runtime` module turns
+//! alerts into the configured responses (log, alert, throttle, ban, challenge).
+//!
+//! This file holds the contract every part codes against: the record, the signals, the alert.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// `Record::route` when no route matched.
+pub const NO_ROUTE: u16 = u16::MAX;
+
+/// One finished request, as the detectors see it. Built on the data path: no allocation beyond the
+/// reference counts it takes.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// When the request finished: milliseconds since the Unix epoch (or of simulated time, under the
+    /// `sim-clock` feature with `anomaly.clock: simulated`).
+    pub at_ms: u64,
+    /// The client address (after `trusted_proxies`). IPv6 entities are grouped by prefix by the engine.
+    pub ip: IpAddr,
+    /// The authenticated principal (its `id`, `kind`, `roles`), when authentication succeeded.
+    pub principal: Option<Arc<crate::exchange::Principal>>,
+    /// The identity a refused credential claimed, when it names one without being verified: the public id
+    /// of an API key (`pcs_<id>_...`) whose secret did not match, or a malformed/unknown key's id part.
+    /// `None` when nothing was presented or the request was authenticated.
+    pub claimed: Option<Arc<str>>,
+    /// Index of the matched route in the route table, or [`NO_ROUTE`].
+    pub route: u16,
+    /// The status sent.
+    pub status: u16,
+    pub bytes_in: u32,
+    pub bytes_out: u32,
+    /// The value of the last templated path parameter (`/users/{id}`) when it is a decimal integer.
+    pub id_param: Option<u64>,
+    /// A hash of all path parameter values (0 when the route has none): distinct objects touched.
+    pub params_hash: u64,
+    /// A hash of the `User-Agent` value (0 when absent).
+    pub user_agent: u64,
+    /// Automation signals taken from the request head.
+    pub signals: Signals,
+}
+
+/// What the request head says about automation, computed on the data path by [`signals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// A hash of the request's header names, lower-cased, in the order sent.
+    pub header_order: u32,
+    /// `Signals::*` flag bits.
+    pub flags: u16,
+}
+
+impl Signals {
+    pub const HAS_ACCEPT: u16 = 1;
+    pub const HAS_ACCEPT_LANGUAGE: u16 = 1 << 1;
+    pub const HAS_ACCEPT_ENCODING: u16 = 1 << 2;
+    /// `Sec-Fetch-*` or `Sec-CH-UA*` present.
+    pub const HAS_FETCH_METADATA: u16 = 1 << 3;
+    /// The user agent claims to be a browser (Mozilla/..., Chrome, Safari, Firefox, Edge).
+    pub const CLAIMS_BROWSER: u16 = 1 << 4;
+    /// The user agent or a header names a known scanner (sqlmap, nikto, nuclei, zgrab, masscan, ...).
+    pub const SCANNER: u16 = 1 << 5;
+    /// No `User-Agent` at all.
+    pub const NO_USER_AGENT: u16 = 1 << 6;
+}
+
+/// The detectors, each with a stable id (config key, event field, metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detector {
+    /// One IP, many failing principals or keys.
+    CredentialStuffing,
+    /// One principal or key, failing from many IPs (password spraying, distributed stuffing).
+    PasswordSpraying,
+    /// High 403/404 rates with sequential ids (OWASP API1, object-level probing).
+    Enumeration,
+    /// Request rate far above the entity's own baseline (scraping, volumetric abuse).
+    Volumetric,
+    /// One principal or token from many networks or user agents at once.
+    TokenSharing,
+    /// Response bytes drifting far above the baseline (slow exfiltration).
+    Exfiltration,
+    /// Activity at hours the entity is never active.
+    UnusualHours,
+    /// Automation: header order and consistency against the claimed agent, missing browser headers,
+    /// timing regularity, scanner signatures.
+    Automation,
+    /// The online multivariate model (half-space trees) scored as its own detector.
+    Model,
+}
+
+impl Detector {
+    pub const ALL: [Detector; 9] = [
+        Detector::CredentialStuffing,
+        Detector::PasswordSpraying,
+        Detector::Enumeration,
+        Detector::Volumetric,
+        Detector::TokenSharing,
+        Detector::Exfiltration,
+        Detector::UnusualHours,
+        Detector::Automation,
+        Detector::Model,
+    ];
+
+    /// The id used in config (`anomaly.detectors.<id>`), events and metrics.
+    pub fn id(self) -> &'static str {
+        match self {
+            Detector::CredentialStuffing => "credential_stuffing",
+            Detector::PasswordSpraying => "password_spraying",
+            Detector::Enumeration => "enumeration",
+            Detector::Volumetric => "volumetric",
+            Detector::TokenSharing => "token_sharing",
+            Detector::Exfiltration => "exfiltration",
+            Detector::UnusualHours => "unusual_hours",
+            Detector::Automation => "automation",
+            Detector::Model => "model",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.id() == id)
+    }
+}
+
+/// What kind of thing an entity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    Principal,
+    ApiKey,
+    /// A client address; IPv6 addresses by their prefix.
+    Ip,
+    Route,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Principal => "principal",
+            EntityKind::ApiKey => "api_key",
+            EntityKind::Ip => "ip",
+            EntityKind::Route => "route",
+        }
+    }
+}
+
+/// The entity an alert is about, readable: an address or prefix (`203.0.113.7`, `2001:db8:1:2::/64`),
+/// a principal id, a key id, a route index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entity {
+    pub kind: EntityKind,
+    pub label: Arc<str>,
+}
+
+/// One alert with its explanation: which detector, on which feature, against what baseline, what was
+/// observed, how anomalous (score) and over which window. Never "anomalous" alone.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub detector: Detector,
+    pub entity: Entity,
+    /// The client address the alert can act on (a ban), when the entity is or has one.
+    pub ip: Option<IpAddr>,
+    /// The principal id the alert can act on (throttle, challenge), when the entity is or has one.
+    pub principal: Option<Arc<str>>,
+    /// The feature that crossed its threshold, e.g. `distinct_failing_identities`.
+    pub feature: &'static str,
+    /// The baseline the observation was compared with (the entity's own, or its peers' while cold).
+    pub baseline: f64,
+    /// What was observed in the window.
+    pub observed: f64,
+    /// How anomalous, 0.0 to 1.0; the detector fires at or above its threshold for the sensitivity.
+    pub score: f64,
+    /// The window the observation covers, in seconds.
+    pub window_s: u32,
+    /// Record time of the observation that raised it.
+    pub at_ms: u64,
+    /// One sentence a person reads in the event and the dashboard.
+    pub explanation: String,
+}
