@@ -104,6 +104,14 @@ enum Command {
         #[command(subcommand)]
         command: crate::scan::Command,
     },
+    /// Rate limits from observed behaviour: `limits suggest --admin URL` asks a running gateway's
+    /// anomaly detector for per-route, per-principal limits, printed as config to paste.
+    Limits {
+        #[command(flatten)]
+        admin: AdminApi,
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
     /// Work with OpenAPI documents.
     Openapi {
         #[command(subcommand)]
@@ -132,6 +140,22 @@ fn target(config: Option<PathBuf>, admin: AdminApi) -> Result<Result<PathBuf, cr
         (Some(c), None) => Ok(Ok(c)),
         (None, None) => Err("give the config file with -c, or a running gateway with --admin URL".into()),
     }
+}
+
+#[derive(Subcommand)]
+enum LimitsCommand {
+    /// Print `rate_limits:` suggested from each route's observed per-principal rates.
+    Suggest {
+        /// The quantile of observed per-principal rates (default 0.999).
+        #[arg(long, default_value_t = 0.999)]
+        quantile: f64,
+        /// Multiplied into the observed rate (default 2).
+        #[arg(long, default_value_t = 2.0)]
+        margin: f64,
+        /// Print the JSON answer instead of the config fragment.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +314,34 @@ pub fn main() -> ExitCode {
         }
         Command::Audit { command } => crate::observe::audit::cli::run(command),
         Command::Scan { command } => crate::scan::run(command),
+        Command::Limits { admin, command: LimitsCommand::Suggest { quantile, margin, json } } => {
+            let done = match target(None, admin) {
+                Ok(Err(remote)) => remote
+                    .call(
+                        http::Method::GET,
+                        &format!("/admin/v1/anomaly/suggest?quantile={quantile}&margin={margin}"),
+                        None,
+                    )
+                    .map(|v| {
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                        } else {
+                            print!("{}", v["yaml"].as_str().unwrap_or_default());
+                        }
+                    }),
+                Ok(Ok(_)) => Err("give a running gateway with --admin URL".into()),
+                Err(_) => {
+                    Err("give a running gateway with --admin URL (its anomaly detector has the observations)".into())
+                }
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis limits suggest: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Openapi { command: OpenapiCommand::Import { file, name, upstream } } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,

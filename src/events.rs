@@ -59,10 +59,15 @@ pub enum Kind {
     UpstreamHealth,
     /// A TLS handshake failed (counted always; sampled into events).
     TlsHandshakeFailure,
+    /// The anomaly detector raised an alert, with its explanation (detector, feature, baseline,
+    /// observed value, score, window).
+    AnomalyAlert,
+    /// An anomaly response (throttle, ban, challenge) was put in force, expired or was lifted.
+    AnomalyAction,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::AuthnFailure,
         Kind::AuthzDenied,
         Kind::RateLimited,
@@ -78,6 +83,8 @@ impl Kind {
         Kind::AdminAction,
         Kind::UpstreamHealth,
         Kind::TlsHandshakeFailure,
+        Kind::AnomalyAlert,
+        Kind::AnomalyAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +104,8 @@ impl Kind {
             Kind::AdminAction => "admin.action",
             Kind::UpstreamHealth => "upstream.health",
             Kind::TlsHandshakeFailure => "tls.handshake_failure",
+            Kind::AnomalyAlert => "anomaly.alert",
+            Kind::AnomalyAction => "anomaly.action",
         }
     }
 
@@ -108,6 +117,7 @@ impl Kind {
     pub fn default_severity(self) -> Severity {
         match self {
             Kind::InspectDetection | Kind::BanSet => Severity::High,
+            Kind::AnomalyAlert | Kind::AnomalyAction => Severity::Medium,
             Kind::AuthzDenied | Kind::GuardBlocked | Kind::ConfigReloadFailed | Kind::UpstreamHealth => {
                 Severity::Medium
             }
@@ -127,6 +137,7 @@ impl Kind {
                 | Kind::ConfigReloadFailed
                 | Kind::KeyLifecycle
                 | Kind::AdminAction
+                | Kind::AnomalyAction
         )
     }
 }

@@ -418,6 +418,9 @@ pub enum Reject {
         nonce: HeaderValue,
     },
     CorsForbidden,
+    /// The anomaly detector challenged this principal: a credential issued after the alert is needed
+    /// (401 `reauthenticate`).
+    Reauthenticate,
     /// Authorization refused the principal (which rule did is in the exchange's decision, never in the
     /// answer).
     Forbidden,
@@ -487,7 +490,7 @@ impl Reject {
             Reject::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UriTooLong => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } => StatusCode::UNAUTHORIZED,
+            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } | Reject::Reauthenticate => StatusCode::UNAUTHORIZED,
             Reject::CorsForbidden
             | Reject::InsecureTransport
             | Reject::Forbidden
@@ -521,6 +524,7 @@ impl Reject {
             Reject::HeadersTooLarge => ("headers-too-large", "The request headers are too large"),
             Reject::Unauthorized { .. } | Reject::DpopNonce { .. } => ("unauthorized", "Authentication is required"),
             Reject::CorsForbidden => ("cors-forbidden", "The cross-origin request is not allowed"),
+            Reject::Reauthenticate => ("reauthenticate", "Fresh credentials are required"),
             Reject::Forbidden => ("forbidden", "The request is not allowed"),
             Reject::ForbiddenProperty(_) => ("forbidden-property", "The request sets a field it may not set"),
             Reject::MalformedJson { .. } => ("malformed-json", "The request body is not valid JSON"),
@@ -546,7 +550,10 @@ impl Reject {
     pub fn event(&self) -> Option<crate::events::Noted> {
         use crate::events::{Kind, Noted};
         let kind = match self {
-            Reject::Unauthorized { .. } | Reject::DpopNonce { .. } | Reject::InsecureTransport => Kind::AuthnFailure,
+            Reject::Unauthorized { .. }
+            | Reject::DpopNonce { .. }
+            | Reject::InsecureTransport
+            | Reject::Reauthenticate => Kind::AuthnFailure,
             Reject::Forbidden | Reject::ForbiddenProperty(_) | Reject::CorsForbidden => Kind::AuthzDenied,
             Reject::TooManyRequests | Reject::RateLimited => Kind::RateLimited,
             Reject::IpDenied | Reject::Banned => Kind::GuardBlocked,

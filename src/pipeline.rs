@@ -35,6 +35,8 @@ use crate::exchange::{ConnInfo, Exchange};
 /// A compiled route: what a matched request goes through.
 pub struct Route {
     pub name: Arc<str>,
+    /// The route's id in the anomaly detector's records (stable across reloads).
+    pub anomaly_id: u16,
     pub upstream: Arc<Upstream>,
     /// The route's own stages (authentication, and later authorization, limits, inspection).
     pub chain: Chain,
@@ -177,6 +179,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
+    let anomaly = rt.anomaly.as_ref().and_then(crate::anomaly::runtime::AnomalyRt::current).map(|a| {
+        let route_id = route.as_ref().map_or(crate::anomaly::NO_ROUTE, |r| r.anomaly_id);
+        let record =
+            a.record(&ex.parts.headers, &ex.params, client_ip, principal.clone(), route_id, resp.status().as_u16());
+        (a, record)
+    });
     let completion = Completion {
         started,
         request_id: request_id_header,
@@ -204,6 +212,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         route_metrics: route.map_or_else(|| rt.unmatched.clone(), |r| r.metrics.clone()),
         metrics: shared.lasting.metrics.clone(),
         live: shared.lasting.live.clone(),
+        anomaly,
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp

@@ -138,7 +138,7 @@ fn exchange_is_a_leaf() {
 #[test]
 fn stages_never_import_the_server_the_proxy_or_the_pipeline() {
     let g = graph();
-    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect", "tokenize"] {
+    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect", "tokenize", "anomaly"] {
         for forbidden in ["server", "proxy", "pipeline", "config", "admin", "cli"] {
             assert!(!g[stage].contains(forbidden), "{stage} imports {forbidden}: {:?}", g[stage]);
         }
@@ -158,7 +158,7 @@ fn no_import_circle_across_top_level_modules() {
 #[test]
 fn stages_never_name_the_event_outputs() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect", "tokenize"] {
+    for stage in ["authn", "authz", "limit", "guard", "validate", "route", "inspect", "tokenize", "anomaly"] {
         let mut stack = vec![src.join(stage)];
         if src.join(format!("{stage}.rs")).exists() {
             stack.push(src.join(format!("{stage}.rs")));

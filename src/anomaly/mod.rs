@@ -8,6 +8,10 @@
 //!
 //! This file holds the contract every part codes against: the record, the signals, the alert.
 
+pub mod runtime;
+mod stub;
+pub use stub::{signals, Engine, Settings, Suggestion};
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

@@ -232,6 +232,10 @@ struct Named<'a> {
     redactor: &'a Arc<crate::observe::redact::Redactor>,
     /// The `tokenization:` section and the token vault, when the config has one.
     tokenization: Option<(&'a crate::tokenize::TokenizationConfig, Arc<crate::tokenize::vault::Vault>)>,
+    /// The anomaly detector's slot, when it enforces (its stage goes into every route).
+    anomaly: Option<&'a crate::anomaly::runtime::Slot>,
+    /// Route ids in the anomaly detector's records.
+    route_ids: &'a std::collections::HashMap<&'a str, u16>,
 }
 
 fn route(
@@ -253,6 +257,8 @@ fn route(
         inspect,
         redactor,
         ref tokenization,
+        anomaly,
+        route_ids: _,
     } = *named;
     let err =
         |key: &'static str, value: &str, m: String| CompileError::new(key, value, format!("route `{}`: {m}", r.name));
@@ -305,6 +311,10 @@ fn route(
         stages.push(Stage::Authentication(authn));
         // Right after authentication (a stable sort keeps it behind): banned principals.
         stages.push(Stage::PrincipalBans(guards.bans.clone()));
+    }
+    if let Some(slot) = anomaly {
+        // Behind the bans: throttles and challenges the anomaly detector put in force.
+        stages.push(Stage::Anomaly(slot.clone()));
     }
     if r.sensitive && api_key_alone {
         return Err(err(
@@ -419,6 +429,7 @@ fn route(
     }
     let compiled = Route {
         name: r.name.as_str().into(),
+        anomaly_id: named.route_ids.get(r.name.as_str()).copied().unwrap_or(crate::anomaly::NO_ROUTE),
         upstream,
         chain: Chain::new(stages),
         cors,
@@ -587,6 +598,22 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         }
         None => None,
     };
+    let anomaly = cfg
+        .anomaly
+        .as_ref()
+        .map(|c| {
+            let policy = crate::anomaly::runtime::Policy::compile(c, cfg.store.as_ref().map(|s| s.sqlite.as_path()))
+                .map_err(|m| CompileError::new("anomaly", "", format!("anomaly: {m}")))?;
+            let routes = cfg
+                .routes
+                .iter()
+                .map(|r| (lasting.anomaly.route_id(&r.name), Arc::<str>::from(r.name.as_str())))
+                .collect();
+            Ok::<_, CompileError>(crate::anomaly::runtime::AnomalyRt::new(policy, routes))
+        })
+        .transpose()?;
+    let route_ids: std::collections::HashMap<&str, u16> =
+        cfg.routes.iter().map(|r| (r.name.as_str(), lasting.anomaly.route_id(&r.name))).collect();
     let named = Named {
         upstreams: &upstreams,
         authenticators: &authenticators,
@@ -599,6 +626,8 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         inspect: cfg.inspect.as_ref(),
         redactor: &redactor,
         tokenization,
+        anomaly: anomaly.as_ref().filter(|a| a.policy.enforces()).map(|a| &a.slot),
+        route_ids: &route_ids,
     };
     let bans = lasting
         .guard
@@ -740,12 +769,16 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         events_activation,
         privacy: Arc::new(privacy),
         tracer,
+        anomaly,
     })
 }
 
 impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
-    pub fn start(&self) {
+    pub fn start(&self, lasting: &Lasting) {
+        if let Some(a) = &self.anomaly {
+            a.activate(&lasting.anomaly, self.guard.bans().clone(), self.events.clone());
+        }
         self.events_activation.activate();
         self.authenticators.start();
         self.guard.start();

@@ -92,6 +92,9 @@ pub struct FileConfig {
     /// A built-in echo JSON API on loopback, for the quickstart and demos.
     #[serde(default)]
     pub demo_upstream: Option<DemoUpstream>,
+    /// Behavioural anomaly detection and its responses (`docs/anomaly.md`).
+    #[serde(default)]
+    pub anomaly: Option<crate::anomaly::runtime::AnomalyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -106,6 +106,8 @@ pub struct Completion {
     pub metrics: Arc<Metrics>,
     /// The dashboard's live statistics.
     pub live: Arc<live::Live>,
+    /// The anomaly detector and this request's record (status and sizes filled in at the end).
+    pub anomaly: Option<(Arc<crate::anomaly::runtime::Anomaly>, crate::anomaly::Record)>,
 }
 
 impl Drop for Completion {
@@ -113,6 +115,12 @@ impl Drop for Completion {
         let elapsed = self.started.elapsed();
         self.route_metrics.observe(self.status, elapsed.as_secs_f64(), self.upstream_duration);
         self.live.record(self.status, elapsed, self.problem.map(|p| p.0), self.principal.as_ref(), self.client_ip);
+        if let Some((detector, mut record)) = self.anomaly.take() {
+            record.status = self.status;
+            record.bytes_in = u32::try_from(self.bytes_in).unwrap_or(u32::MAX);
+            record.bytes_out = u32::try_from(self.bytes_out).unwrap_or(u32::MAX);
+            detector.offer(record);
+        }
         if let Some((slug, _)) = self.problem {
             self.metrics.rejection(slug).inc();
         }

@@ -42,6 +42,9 @@ pub enum Stage {
     Inspection(Box<crate::inspect::Inspection>),
     /// The route's `tokenize:` fields replaced before the request leaves (400/415/503).
     Tokenization(Arc<crate::tokenize::Tokenizer>),
+    /// Anomaly responses in force (`anomaly.mode: enforce`): throttles (429) and challenges (401
+    /// `reauthenticate`), right after authentication.
+    Anomaly(crate::anomaly::runtime::Slot),
 }
 
 impl Stage {
@@ -54,6 +57,7 @@ impl Stage {
             Stage::Quotas(q) => q.place(),
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
+            Stage::Anomaly(_) => Place::Authentication,
             Stage::Validation(_) => Place::Validation,
             Stage::Inspection(_) => Place::Inspection,
             Stage::Tokenization(_) => Place::RequestTransforms,
@@ -70,6 +74,7 @@ impl Stage {
             Stage::Quotas(q) => q.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
+            Stage::Anomaly(_) => "anomaly responses".into(),
             Stage::Validation(v) => v.describe(),
             Stage::Inspection(i) => i.describe(),
             Stage::Tokenization(t) => t.describe(),
@@ -82,7 +87,11 @@ impl Stage {
             Stage::Authentication(a) => a.may_read_body(),
             Stage::Authorization(a) => a.may_read_body(),
             Stage::Limits(l) => l.needs_body(),
-            Stage::Concurrency(_) | Stage::Quotas(_) | Stage::IpFilter(_) | Stage::PrincipalBans(_) => false,
+            Stage::Concurrency(_)
+            | Stage::Quotas(_)
+            | Stage::IpFilter(_)
+            | Stage::PrincipalBans(_)
+            | Stage::Anomaly(_) => false,
             Stage::Validation(_) => true,
             Stage::Inspection(_) => true,
             Stage::Tokenization(_) => true,
@@ -133,6 +142,10 @@ impl Stage {
             Stage::Quotas(q) => q.check(ex).await,
             Stage::IpFilter(f) => crate::guard::check_route(f, ex),
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
+            Stage::Anomaly(slot) => match slot.load().as_ref() {
+                Some(a) => a.check(ex),
+                None => Ok(()),
+            },
             Stage::Validation(v) => {
                 // The head first: a request refused on it is refused before any body byte is read.
                 let operation = v.check_head(ex)?;

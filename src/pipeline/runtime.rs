@@ -43,6 +43,8 @@ pub struct Runtime {
     pub privacy: Arc<crate::observe::privacy::Privacy>,
     /// `traces:`: OpenTelemetry spans and W3C trace context; `None` when off.
     pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
+    /// `anomaly:`: the detector's policy and the slot its stage and the records reach it through.
+    pub anomaly: Option<crate::anomaly::runtime::AnomalyRt>,
 }
 
 pub struct ListenerRt {
@@ -131,4 +133,6 @@ pub struct Lasting {
     pub tokenize: crate::tokenize::Kept,
     /// The dashboard's live statistics (`observe::live`), fed by every request's completion.
     pub live: Arc<crate::observe::live::Live>,
+    /// The anomaly detector (engine, recent alerts, actions in force), once configured.
+    pub anomaly: crate::anomaly::runtime::Kept,
 }

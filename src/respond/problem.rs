@@ -71,6 +71,14 @@ impl Reject {
             Reject::Unauthorized { challenge } => {
                 h.insert(WWW_AUTHENTICATE, challenge);
             }
+            Reject::Reauthenticate => {
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer error=\"invalid_token\", error_description=\"a credential issued after the alert is required\"",
+                    ),
+                );
+            }
             Reject::DpopNonce { challenge, nonce } => {
                 h.insert(WWW_AUTHENTICATE, challenge);
                 h.insert(http::header::HeaderName::from_static("dpop-nonce"), nonce);

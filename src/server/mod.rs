@@ -44,7 +44,7 @@ enum Protocol {
 /// with the dashboard's address.
 pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_admin: bool) -> Result<(), String> {
     let rt = shared.runtime.load_full();
-    rt.start();
+    rt.start(&shared.lasting);
     let mut bound = Vec::new();
     for (i, l) in rt.listeners.iter().enumerate() {
         let listener =
@@ -399,6 +399,7 @@ fn head_refusal(shared: &Shared, info: &ConnInfo, reject: Reject) -> http::Respo
         route_metrics: rt.unmatched.clone(),
         metrics: shared.lasting.metrics.clone(),
         live: shared.lasting.live.clone(),
+        anomaly: None,
     };
     resp.body_mut().set_completion(Box::new(completion));
     resp

@@ -24,7 +24,7 @@ pub fn reload(shared: &Shared, path: &Path) -> Result<(), String> {
     });
     match result {
         Ok(new) => {
-            new.start();
+            new.start(&shared.lasting);
             let events = new.events.clone();
             shared.runtime.store(Arc::new(new));
             shared.lasting.metrics.reloads.inc();

@@ -16,6 +16,7 @@
 //! - Every write is an `admin.action` event in the audit trail: who, what, and the change (secrets never).
 //! - Roles: reads need `viewer`; keys, bans and quotas `operator`; tokens, config and reload `admin`.
 
+pub mod anomaly;
 pub mod bans;
 pub mod events;
 pub mod idempotency;
@@ -354,6 +355,11 @@ pub fn router(state: St) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(stats::stream))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(anomaly::alerts))
+        .routes(routes!(anomaly::actions))
+        .routes(routes!(anomaly::lift))
+        .routes(routes!(anomaly::status))
+        .routes(routes!(anomaly::suggest))
         .split_for_parts();
     // Unknown resources and methods answer 401 to a caller without a credential, like known ones: the
     // API's shape is not shown to anyone who has not authenticated.

@@ -396,6 +396,50 @@
     setInterval(load, 5000);
   }
 
-  const pages = { live: live, events: events, keys: keys, bans: bans, health: health };
+  // ---- anomalies ----
+  function anomalies() {
+    const actions = document.getElementById('anomaly-actions');
+    const write = actions.dataset.write === '1';
+    const alertRows = document.querySelector('#anomaly-alerts tbody');
+    function when(ms) { return ms ? new Date(ms).toISOString().replace('.000Z', 'Z') : ''; }
+    function num(x) { return typeof x === 'number' ? (Math.round(x * 1000) / 1000) : ''; }
+    function load() {
+      api('GET', '/anomaly/status').then(function (s) {
+        document.getElementById('anomaly-status').textContent =
+          'Mode ' + s.mode + ' · ' + s.entities + ' entities · ' + s.alerts + ' alerts · ' + s.dropped + ' records dropped';
+      }).catch(function (e) { status(e.message, true); });
+      api('GET', '/anomaly/actions').then(function (d) {
+        const items = (d && d.items) || [];
+        fillRows(actions.querySelector('tbody'), items, function (a) {
+          let lift = el('span');
+          if (write) {
+            lift = el('button', 'Lift', 'lift');
+            lift.type = 'button';
+            lift.addEventListener('click', function () {
+              api('DELETE', '/anomaly/actions/' + encodeURIComponent(a.id)).then(function () {
+                status('Lifted the ' + a.kind + ' on ' + a.target + '.');
+                load();
+              }).catch(function (e) { status(e.message, true); });
+            });
+          }
+          return [a.kind, a.target, a.detector, a.alert, when(a.expires_ms), a.rate, lift];
+        });
+        Array.prototype.forEach.call(actions.querySelector('tbody').rows, function (tr, i) { tr.dataset.target = items[i].target; });
+      }).catch(function (e) { status(e.message, true); });
+      api('GET', '/anomaly/alerts?limit=100').then(function (d) {
+        const items = (d && d.items) || [];
+        fillRows(alertRows, items, function (a) {
+          return [a.id, when(a.at_ms), a.detector, a.entity.kind + ' ' + a.entity.label, a.feature, num(a.observed),
+            num(a.baseline), num(a.score), a.window_s + ' s', a.actions.join(', ') + (a.enforced ? '' : ' (monitor)'),
+            a.explanation];
+        });
+        Array.prototype.forEach.call(alertRows.rows, function (tr, i) { tr.dataset.detector = items[i].detector; });
+      }).catch(function (e) { status(e.message, true); });
+    }
+    load();
+    setInterval(load, 5000);
+  }
+
+  const pages = { live: live, events: events, keys: keys, bans: bans, anomalies: anomalies, health: health };
   if (pages[page]) pages[page]();
 })();

@@ -113,11 +113,12 @@ pub fn session_caller(
 }
 
 /// The pages, by path under `/admin/ui/`, and their titles.
-const PAGES: [(&str, &str, &str); 5] = [
+const PAGES: [(&str, &str, &str); 6] = [
     ("", "live", "Live"),
     ("events", "events", "Events"),
     ("keys", "keys", "Keys"),
     ("bans", "bans", "Bans"),
+    ("anomalies", "anomalies", "Anomalies"),
     ("health", "health", "Health"),
 ];
 
@@ -343,6 +344,8 @@ fn render_page(page: &str, title: &str, caller: &Caller, csrf: &str) -> String {
         "keys" => KEYS_READ,
         "bans" if operator => BANS_WRITE,
         "bans" => BANS_READ,
+        "anomalies" if operator => ANOMALIES_WRITE,
+        "anomalies" => ANOMALIES_READ,
         _ => HEALTH,
     });
     h.push_str("</main></body></html>\n");
@@ -415,6 +418,20 @@ const BANS_WRITE: &str = "<section><h2>Add a ban</h2><form id=\"ban-add\" class=
 const BANS_READ: &str =
     "<section><h2>Bans</h2><table id=\"bans\"><thead><tr><th>Kind</th><th>Target</th><th>Until</th>\
 <th>Reason</th><th>Source</th><th></th></tr></thead><tbody></tbody></table></section>";
+
+const ANOMALIES_WRITE: &str = "<section><h2>Responses in force</h2><table id=\"anomaly-actions\" data-write=\"1\">\
+<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th></th></tr>\
+</thead><tbody></tbody></table></section>\
+<section><h2>Alerts</h2><p id=\"anomaly-status\"></p><table id=\"anomaly-alerts\"><thead><tr><th>#</th><th>Time</th>\
+<th>Detector</th><th>Entity</th><th>Feature</th><th>Observed</th><th>Baseline</th><th>Score</th><th>Window</th>\
+<th>Responses</th><th>Explanation</th></tr></thead><tbody></tbody></table></section>";
+
+const ANOMALIES_READ: &str = "<section><h2>Responses in force</h2><table id=\"anomaly-actions\">\
+<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th></th></tr>\
+</thead><tbody></tbody></table></section>\
+<section><h2>Alerts</h2><p id=\"anomaly-status\"></p><table id=\"anomaly-alerts\"><thead><tr><th>#</th><th>Time</th>\
+<th>Detector</th><th>Entity</th><th>Feature</th><th>Observed</th><th>Baseline</th><th>Score</th><th>Window</th>\
+<th>Responses</th><th>Explanation</th></tr></thead><tbody></tbody></table></section>";
 
 const HEALTH: &str = "<section><h2>Upstream health</h2><table id=\"health\"><thead><tr><th>Upstream</th>\
 <th>Target</th><th>State</th></tr></thead><tbody></tbody></table></section>";

@@ -45,6 +45,8 @@ pub fn title(kind: Kind) -> &'static str {
         Kind::AdminAction => "Administrative action",
         Kind::UpstreamHealth => "Upstream health changed",
         Kind::TlsHandshakeFailure => "TLS handshake failure",
+        Kind::AnomalyAlert => "Anomalous behaviour detected",
+        Kind::AnomalyAction => "Anomaly response",
     }
 }
 

@@ -1,0 +1,1139 @@
+//! The anomaly detector in the gateway: the `anomaly:` config section, the hot-path queue, the detector
+//! thread, and the responses (issue 16).
+//!
+//! - **Hot path.** A finished request's [`Record`] is offered to a bounded queue ([`Anomaly::offer`]):
+//!   a `try_send`, nothing else. A full queue drops the record and counts it
+//!   (`portcullis_anomaly_dropped_total`); the request never waits for the detector.
+//! - **Detector thread.** One per process. It drains the queue in batches into the [`Engine`] (features,
+//!   baselines, detectors), ticks it once a second of record time, and turns each [`Alert`] into the
+//!   configured responses. The engine, the recent alerts and the active actions live in `Lasting`, so
+//!   they survive a reload; with `snapshot: true` and a `store:`, the engine's state is also written to
+//!   the store every minute and read back at start, so it survives a restart.
+//! - **Responses**, per detector: `log` (an `anomaly.alert` security event, always), `alert` (the same
+//!   event at high severity, so SIEM exporters filtering on severity see it), `throttle` (that principal
+//!   or address gets a rate of its own for a time: 429), `ban` (a temporary ban through the guard's
+//!   bans: 403 `banned`, shared through Redis or the store like every ban), `challenge` (that principal
+//!   is refused with 401 `reauthenticate` until it presents a credential issued after the alert: a JWT
+//!   whose `iat` is newer; other credentials until the challenge expires or is lifted). In `monitor`
+//!   mode (the default) only `log` and `alert` happen; the event says what `enforce` would have done.
+//! - Every action expires, is listed by the admin API (`/admin/v1/anomaly/actions`) and can be lifted.
+//!
+//! Clocks: detectors and action expiry use wall time, or, in test builds with the `sim-clock` feature
+//! and `clock: simulated`, the request's `Portcullis-Sim-Time` header (milliseconds since the epoch),
+//! so the traffic simulator can replay days in minutes. Bans are the guard's and always use wall time.
+
+use super::{Alert, Detector, Engine, EntityKind, Record, Settings};
+use crate::events::{Emitter, Event, Kind, Severity};
+use crate::exchange::{Exchange, Principal, Reject};
+use crate::guard::bans::{Bans, Target};
+use crate::limit::gcra::{self, Clock as _};
+use crate::limit::RateSpec;
+use crate::units::Dur;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The request header carrying simulated time (`sim-clock` builds with `clock: simulated` only).
+pub const SIM_TIME_HEADER: &str = "portcullis-sim-time";
+/// Alerts kept for the admin API and the dashboard.
+pub const RECENT_ALERTS: usize = 4096;
+/// How often the engine's state is written to the store (`snapshot: true`).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// `anomaly:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// `monitor` (default: log and alert only) or `enforce` (also throttle, ban, challenge).
+    #[serde(default)]
+    pub mode: Mode,
+    /// 1.0 by default; higher fires at lower scores, lower only on the clearest cases.
+    #[serde(default = "default_sensitivity")]
+    pub sensitivity: f64,
+    /// Entities tracked (principals, keys, addresses, routes); the least recently seen go first.
+    #[serde(default = "default_max_entities")]
+    pub max_entities: usize,
+    /// IPv6 clients are one entity per prefix of this length.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// One alert per detector and entity per this long.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+    /// Records waiting for the detector thread; beyond it they are dropped (and counted).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Keep the engine's state in the `store:` (SQLite) so it survives a restart.
+    #[serde(default)]
+    pub snapshot: bool,
+    /// `wall` (default). `simulated` exists only in builds with the `sim-clock` feature (tests).
+    #[serde(default)]
+    pub clock: ClockKind,
+    /// Per detector (`credential_stuffing`, `password_spraying`, `enumeration`, `volumetric`,
+    /// `token_sharing`, `exfiltration`, `unusual_hours`, `automation`, `model`): `enabled`, `actions`,
+    /// `duration`, `throttle`.
+    #[serde(default)]
+    pub detectors: BTreeMap<String, DetectorConfig>,
+}
+
+fn default_sensitivity() -> f64 {
+    1.0
+}
+fn default_max_entities() -> usize {
+    1_000_000
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn default_cooldown() -> Dur {
+    Dur::secs(600)
+}
+fn default_queue() -> usize {
+    65_536
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Monitor,
+    Enforce,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockKind {
+    #[default]
+    Wall,
+    #[cfg(feature = "sim-clock")]
+    Simulated,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// What happens on an alert; default per detector (see `docs/anomaly.md`).
+    #[serde(default)]
+    pub actions: Option<Vec<Action>>,
+    /// How long a throttle, ban or challenge lasts (default 15m).
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    /// The rate a throttled entity gets (default 1/s).
+    #[serde(default)]
+    pub throttle: Option<RateSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Log,
+    Alert,
+    Throttle,
+    Ban,
+    Challenge,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Log => "log",
+            Action::Alert => "alert",
+            Action::Throttle => "throttle",
+            Action::Ban => "ban",
+            Action::Challenge => "challenge",
+        }
+    }
+}
+
+/// A detector's actions when the config does not say.
+pub fn default_actions(d: Detector) -> &'static [Action] {
+    match d {
+        Detector::CredentialStuffing => &[Action::Log, Action::Alert, Action::Ban],
+        Detector::PasswordSpraying => &[Action::Log, Action::Alert, Action::Throttle],
+        Detector::Enumeration => &[Action::Log, Action::Alert, Action::Throttle],
+        Detector::Volumetric => &[Action::Log, Action::Throttle],
+        Detector::TokenSharing => &[Action::Log, Action::Alert, Action::Challenge],
+        Detector::Exfiltration => &[Action::Log, Action::Alert],
+        Detector::UnusualHours | Detector::Automation | Detector::Model => &[Action::Log],
+    }
+}
+
+/// One detector's compiled policy.
+#[derive(Debug, Clone)]
+struct DetectorPolicy {
+    enabled: bool,
+    actions: Vec<Action>,
+    duration_ms: u64,
+    throttle: gcra::Rate,
+}
+
+/// The compiled `anomaly:` section.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub mode: Mode,
+    simulated: bool,
+    settings: SettingsKey,
+    detectors: HashMap<Detector, DetectorPolicy>,
+    snapshot: Option<PathBuf>,
+    queue: usize,
+}
+
+/// The settings the engine is built with; a reload that changes them rebuilds it from its snapshot.
+#[derive(Debug, Clone, PartialEq)]
+struct SettingsKey {
+    sensitivity: f64,
+    max_entities: usize,
+    ipv6_prefix: u8,
+    cooldown_ms: u64,
+    enabled: Vec<Detector>,
+}
+
+impl SettingsKey {
+    fn settings(&self) -> Settings {
+        Settings {
+            sensitivity: self.sensitivity,
+            max_entities: self.max_entities,
+            ipv6_prefix: self.ipv6_prefix,
+            cooldown_ms: self.cooldown_ms,
+            enabled: self.enabled.clone(),
+        }
+    }
+}
+
+impl Policy {
+    /// Checks and compiles the section; `store` is the top-level `store.sqlite` path, if any.
+    pub fn compile(c: &AnomalyConfig, store: Option<&std::path::Path>) -> Result<Policy, String> {
+        if !(c.sensitivity.is_finite() && (0.1..=10.0).contains(&c.sensitivity)) {
+            return Err(format!("sensitivity {} must be between 0.1 and 10", c.sensitivity));
+        }
+        if !(1_000..=10_000_000).contains(&c.max_entities) {
+            return Err(format!("max_entities {} must be between 1000 and 10000000", c.max_entities));
+        }
+        if !(32..=128).contains(&c.ipv6_prefix) {
+            return Err(format!("ipv6_prefix {} must be between 32 and 128", c.ipv6_prefix));
+        }
+        if !(1_024..=4_194_304).contains(&c.queue) {
+            return Err(format!("queue {} must be between 1024 and 4194304", c.queue));
+        }
+        for name in c.detectors.keys() {
+            if Detector::from_id(name).is_none() {
+                let known: Vec<_> = Detector::ALL.iter().map(|d| d.id()).collect();
+                return Err(format!("`{name}` is not a detector; the detectors are {}", known.join(", ")));
+            }
+        }
+        let mut detectors = HashMap::new();
+        let mut enabled = Vec::new();
+        for d in Detector::ALL {
+            let cfg = c.detectors.get(d.id());
+            let on = cfg.is_none_or(|c| c.enabled);
+            if on {
+                enabled.push(d);
+            }
+            let mut actions: Vec<Action> =
+                cfg.and_then(|c| c.actions.clone()).unwrap_or_else(|| default_actions(d).to_vec());
+            if !actions.contains(&Action::Log) {
+                // Every alert is a security event: `log` is implied.
+                actions.insert(0, Action::Log);
+            }
+            actions.sort();
+            actions.dedup();
+            let duration = cfg.and_then(|c| c.duration).map_or(Duration::from_secs(900), |d| d.0);
+            if duration < Duration::from_secs(1) || duration > Duration::from_secs(30 * 86_400) {
+                return Err(format!("detectors.{}.duration must be between 1s and 30d", d.id()));
+            }
+            let throttle = cfg.and_then(|c| c.throttle).unwrap_or(RateSpec { count: 1, per_secs: 1 });
+            let per = throttle.per_secs.saturating_mul(1_000_000_000);
+            detectors.insert(
+                d,
+                DetectorPolicy {
+                    enabled: on,
+                    actions,
+                    duration_ms: duration.as_millis() as u64,
+                    throttle: gcra::Rate::new(throttle.count, per, u32::try_from(throttle.count).unwrap_or(u32::MAX)),
+                },
+            );
+        }
+        if c.snapshot && store.is_none() {
+            return Err("snapshot: true needs a top-level `store:` to keep the state in".into());
+        }
+        #[cfg(feature = "sim-clock")]
+        let simulated = c.clock == ClockKind::Simulated;
+        #[cfg(not(feature = "sim-clock"))]
+        let simulated = false;
+        Ok(Policy {
+            mode: c.mode,
+            simulated,
+            settings: SettingsKey {
+                sensitivity: c.sensitivity,
+                max_entities: c.max_entities,
+                ipv6_prefix: c.ipv6_prefix,
+                cooldown_ms: c.cooldown.0.as_millis() as u64,
+                enabled,
+            },
+            detectors,
+            snapshot: if c.snapshot { store.map(std::path::Path::to_path_buf) } else { None },
+            queue: c.queue,
+        })
+    }
+
+    /// True when requests must pass the anomaly stage (enforce mode: throttles and challenges).
+    pub fn enforces(&self) -> bool {
+        self.mode == Mode::Enforce
+    }
+
+    /// What `check` prints.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        };
+        format!("anomaly {mode}")
+    }
+}
+
+/// Where the running detector is found: by the anomaly stage and the request records.
+pub type Slot = Arc<ArcSwapOption<Anomaly>>;
+
+/// The `anomaly:` section of one compiled config.
+pub struct AnomalyRt {
+    pub policy: Policy,
+    pub slot: Slot,
+    /// Route ids to names, for explanations and suggestions.
+    routes: HashMap<u16, Arc<str>>,
+}
+
+impl AnomalyRt {
+    pub fn new(policy: Policy, routes: HashMap<u16, Arc<str>>) -> AnomalyRt {
+        AnomalyRt { policy, slot: Arc::new(ArcSwapOption::empty()), routes }
+    }
+
+    /// Puts this config's policy in force on the process's detector (made on first use).
+    pub fn activate(&self, kept: &Kept, bans: Arc<Bans>, events: Emitter) {
+        let a = kept.get(self.policy.clone());
+        a.attach(bans, events, self.routes.clone());
+        self.slot.store(Some(a));
+    }
+
+    /// The detector, once this config is in force.
+    #[inline]
+    pub fn current(&self) -> Option<Arc<Anomaly>> {
+        self.slot.load_full()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An alert as kept for the admin API: the engine's alert, its id and what was done.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stored {
+    pub id: u64,
+    pub detector: &'static str,
+    pub entity: EntityView,
+    pub ip: Option<String>,
+    pub principal: Option<String>,
+    pub feature: &'static str,
+    pub baseline: f64,
+    pub observed: f64,
+    pub score: f64,
+    pub window_s: u32,
+    pub at_ms: u64,
+    pub explanation: String,
+    /// The responses configured for this detector.
+    pub actions: Vec<&'static str>,
+    /// True when the throttle/ban/challenge among them were put in force (`enforce` mode).
+    pub enforced: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityView {
+    pub kind: &'static str,
+    pub label: String,
+}
+
+/// An action in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveAction {
+    pub id: u64,
+    /// `throttle`, `ban` or `challenge`.
+    pub kind: &'static str,
+    /// `ip` (an address or prefix) or `principal` (`<method>:<id>`).
+    pub target_kind: &'static str,
+    pub target: String,
+    pub detector: &'static str,
+    pub alert: u64,
+    /// Record time the action started (ms since the epoch; simulated time under the simulated clock).
+    pub since_ms: u64,
+    pub expires_ms: u64,
+    /// A throttle's rate, e.g. `1/s`.
+    pub rate: Option<String>,
+}
+
+/// The per-request view of the active throttles and challenges, swapped whole on change.
+#[derive(Default)]
+struct View {
+    principals: HashMap<Box<str>, Entry>,
+    ips: HashMap<IpAddr, Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    throttle: Option<gcra::Rate>,
+    challenge_since_ms: Option<u64>,
+    expires_ms: u64,
+}
+
+struct Actions {
+    list: Mutex<Vec<ActiveAction>>,
+    view: ArcSwap<View>,
+    /// False while nothing is in force: the stage's whole cost then.
+    any: AtomicBool,
+    next_id: AtomicU64,
+    throttles: gcra::LocalStore,
+    clock: gcra::Monotonic,
+}
+
+/// The detector of one process: kept in `Lasting`, so its state survives reloads.
+pub struct Anomaly {
+    tx: SyncSender<Record>,
+    dropped: AtomicU64,
+    policy: ArcSwap<Policy>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Mutex<Engine>,
+    alerts: Mutex<VecDeque<Stored>>,
+    next_alert: AtomicU64,
+    actions: Actions,
+    bans: ArcSwapOption<Bans>,
+    emitter: ArcSwap<Emitter>,
+    policy: ArcSwap<Policy>,
+    /// Route ids to names, for explanations and suggestions.
+    routes: ArcSwap<HashMap<u16, Arc<str>>>,
+    alerts_total: AtomicU64,
+    entities: AtomicU64,
+    memory: AtomicU64,
+    /// The newest record time seen (the simulated clock's "now").
+    last_record: AtomicU64,
+}
+
+/// What outlives a reload: the one detector of the process, and the route ids.
+#[derive(Default)]
+pub struct Kept {
+    detector: Mutex<Option<Arc<Anomaly>>>,
+    route_ids: Mutex<HashMap<Box<str>, u16>>,
+}
+
+impl Kept {
+    /// A route's id in records: the same name gets the same id for the life of the process, so a
+    /// reload that reorders routes does not mix their baselines. Ids run out after 65,534 names (then
+    /// 65,534 is shared, which only blurs those routes' baselines).
+    pub fn route_id(&self, name: &str) -> u16 {
+        let mut ids = self.route_ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = ids.get(name) {
+            return *id;
+        }
+        let id = u16::try_from(ids.len()).unwrap_or(u16::MAX - 1).min(u16::MAX - 1);
+        ids.insert(name.into(), id);
+        id
+    }
+
+    /// The process's detector with this policy in force: made (and started) on first use, else given
+    /// the new policy (a change of engine settings rebuilds the engine from its own snapshot).
+    pub fn get(&self, policy: Policy) -> Arc<Anomaly> {
+        let mut slot = self.detector.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = slot.as_ref() {
+            a.set_policy(policy);
+            return a.clone();
+        }
+        let a = Anomaly::start(policy);
+        *slot = Some(a.clone());
+        a
+    }
+
+    /// The detector, when one was ever configured.
+    pub fn current(&self) -> Option<Arc<Anomaly>> {
+        self.detector.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Anomaly {
+    fn start(policy: Policy) -> Arc<Anomaly> {
+        let settings = policy.settings.settings();
+        let engine = match policy.snapshot.as_deref().and_then(|p| snapshot::load(p).transpose()) {
+            Some(Ok(bytes)) => match Engine::restore(settings.clone(), &bytes) {
+                Ok(e) => {
+                    tracing::info!("anomaly: state restored from the store");
+                    e
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh");
+                    Engine::new(settings)
+                }
+            },
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh");
+                Engine::new(settings)
+            }
+            None => Engine::new(settings),
+        };
+        let (tx, rx) = sync_channel(policy.queue);
+        let policy = Arc::new(policy);
+        let inner = Arc::new(Inner {
+            engine: Mutex::new(engine),
+            alerts: Mutex::new(VecDeque::new()),
+            next_alert: AtomicU64::new(1),
+            actions: Actions {
+                list: Mutex::new(Vec::new()),
+                view: ArcSwap::from_pointee(View::default()),
+                any: AtomicBool::new(false),
+                next_id: AtomicU64::new(1),
+                throttles: gcra::LocalStore::new(100_000),
+                clock: gcra::Monotonic::default(),
+            },
+            bans: ArcSwapOption::empty(),
+            emitter: ArcSwap::from_pointee(Emitter::default()),
+            policy: ArcSwap::new(policy.clone()),
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            alerts_total: AtomicU64::new(0),
+            entities: AtomicU64::new(0),
+            memory: AtomicU64::new(0),
+            last_record: AtomicU64::new(0),
+        });
+        let worker = inner.clone();
+        let spawned = std::thread::Builder::new().name("anomaly".into()).spawn(move || worker.run(&rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "anomaly: the detector thread could not start; records are dropped");
+        }
+        Arc::new(Anomaly { tx, dropped: AtomicU64::new(0), policy: ArcSwap::new(policy), inner })
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        let old = self.policy.load_full();
+        if old.settings != policy.settings {
+            let mut engine = self.inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
+            let bytes = engine.snapshot();
+            match Engine::restore(policy.settings.settings(), &bytes) {
+                Ok(e) => *engine = e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "anomaly: state not carried over to the new settings");
+                    *engine = Engine::new(policy.settings.settings());
+                }
+            }
+        }
+        let policy = Arc::new(policy);
+        self.inner.policy.store(policy.clone());
+        self.policy.store(policy);
+    }
+
+    /// Where bans go and events are emitted (this configuration's).
+    pub fn attach(&self, bans: Arc<Bans>, emitter: Emitter, routes: HashMap<u16, Arc<str>>) {
+        self.inner.bans.store(Some(bans));
+        self.inner.emitter.store(Arc::new(emitter));
+        self.inner.routes.store(Arc::new(routes));
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The hot path's whole cost: offer the record; a full queue drops it.
+    #[inline]
+    pub fn offer(&self, record: Record) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The record of a finished request, but for its status and sizes (filled in when its answer is done,
+    /// see `observe::Completion`).
+    pub fn record(
+        &self,
+        headers: &http::HeaderMap,
+        params: &crate::exchange::Params,
+        ip: IpAddr,
+        principal: Option<Arc<Principal>>,
+        route: u16,
+        status: u16,
+    ) -> Record {
+        let mut id_param = None;
+        let mut params_hash = 0u64;
+        if !params.is_empty() {
+            let mut h = siphasher::sip::SipHasher13::new();
+            for (_, v) in params.iter() {
+                std::hash::Hasher::write(&mut h, v.as_bytes());
+                std::hash::Hasher::write_u8(&mut h, 0xff);
+                id_param = v.parse::<u64>().ok();
+            }
+            params_hash = std::hash::Hasher::finish(&h).max(1);
+        }
+        let user_agent = headers.get(http::header::USER_AGENT).map_or(0, |v| {
+            let mut h = siphasher::sip::SipHasher13::new();
+            std::hash::Hasher::write(&mut h, v.as_bytes());
+            std::hash::Hasher::finish(&h).max(1)
+        });
+        // Only a refused credential claims an identity.
+        let claimed = if status == 401 && principal.is_none() { claimed_key_id(headers) } else { None };
+        Record {
+            at_ms: self.now_ms(headers),
+            ip,
+            principal,
+            claimed,
+            route,
+            status,
+            bytes_in: 0,
+            bytes_out: 0,
+            id_param,
+            params_hash,
+            user_agent,
+            signals: super::signals(headers),
+        }
+    }
+
+    /// The record time of a request: wall time, or its `Portcullis-Sim-Time` under the simulated clock.
+    #[inline]
+    pub fn now_ms(&self, headers: &http::HeaderMap) -> u64 {
+        if self.policy.load().simulated {
+            if let Some(t) = headers.get(SIM_TIME_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+                return t;
+            }
+        }
+        wall_ms()
+    }
+
+    /// The anomaly stage (enforce mode): throttles and challenges in force for this principal or
+    /// address. Bans are the guard's.
+    pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        let actions = &self.inner.actions;
+        if !actions.any.load(Relaxed) {
+            return Ok(());
+        }
+        let view = actions.view.load();
+        let now = self.now_ms(&ex.parts.headers);
+        if let Some(p) = &ex.principal {
+            let key = principal_key(p);
+            if let Some(e) = view.principals.get(key.as_str()).filter(|e| e.expires_ms > now) {
+                if let Some(since) = e.challenge_since_ms {
+                    if !issued_after(p, since) {
+                        ex.event(
+                            crate::events::Noted::new(Kind::AuthnFailure, "reauthenticate").attr("source", "anomaly"),
+                        );
+                        return Err(Reject::Reauthenticate);
+                    }
+                }
+                if let Some(rate) = e.throttle {
+                    if !actions.throttles.check(hash_key(key.as_bytes()), actions.clock.now(), rate, None).allowed {
+                        ex.event(
+                            crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
+                        );
+                        return Err(Reject::TooManyRequests);
+                    }
+                }
+            }
+        }
+        let ip = self.prefix_of(ex.client_ip);
+        if let Some(rate) = view.ips.get(&ip).filter(|e| e.expires_ms > now).and_then(|e| e.throttle) {
+            let key = hash_key(ip.to_string().as_bytes());
+            if !actions.throttles.check(key, actions.clock.now(), rate, None).allowed {
+                ex.event(crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"));
+                return Err(Reject::TooManyRequests);
+            }
+        }
+        Ok(())
+    }
+
+    /// An address as the engine groups it: IPv6 by `ipv6_prefix` (the network address).
+    fn prefix_of(&self, ip: IpAddr) -> IpAddr {
+        prefix_of(ip.to_canonical(), self.policy.load().settings.ipv6_prefix)
+    }
+
+    /// The recent alerts, newest first, after `before` (an id), filtered.
+    pub fn alerts(
+        &self,
+        before: Option<u64>,
+        detector: Option<&str>,
+        entity: Option<&str>,
+        limit: usize,
+    ) -> Vec<Stored> {
+        let alerts = self.inner.alerts.lock().unwrap_or_else(PoisonError::into_inner);
+        alerts
+            .iter()
+            .rev()
+            .filter(|a| before.is_none_or(|b| a.id < b))
+            .filter(|a| detector.is_none_or(|d| a.detector == d))
+            .filter(|a| entity.is_none_or(|e| a.entity.label == e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The actions in force (expired ones are dropped first).
+    pub fn actions(&self) -> Vec<ActiveAction> {
+        let now = self.inner.clock_now();
+        self.inner.expire(now);
+        self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Lifts an action; its ban too. Returns the action lifted, `None` when there is none with that id.
+    pub fn lift(&self, id: u64) -> Option<ActiveAction> {
+        let lifted = {
+            let mut list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            let i = list.iter().position(|a| a.id == id)?;
+            list.remove(i)
+        };
+        if lifted.kind == "ban" {
+            if let Some(bans) = self.inner.bans.load_full() {
+                for b in bans.active() {
+                    if b.target.text() == lifted.target && b.reason.starts_with("anomaly ") {
+                        if let Err(e) = bans.lift(b.id) {
+                            tracing::warn!(error = %e, "anomaly: the ban of a lifted action was not lifted");
+                        }
+                    }
+                }
+            }
+        }
+        self.inner.rebuild_view();
+        let event = Event::new(Kind::AnomalyAction, "lifted")
+            .attr("action", lifted.kind)
+            .attr("target", lifted.target.clone())
+            .attr("detector", lifted.detector);
+        self.inner.emitter.load().emit(event);
+        Some(lifted)
+    }
+
+    /// `portcullis limits suggest`: per route, from observed per-principal rates.
+    pub fn suggest(&self, quantile: f64, margin: f64) -> Vec<RouteSuggestion> {
+        let list = self.inner.engine.lock().unwrap_or_else(PoisonError::into_inner).suggest(quantile, margin);
+        let routes = self.inner.routes.load();
+        list.into_iter()
+            .map(|s| RouteSuggestion {
+                route: routes.get(&s.route).map_or_else(|| format!("#{}", s.route), |n| n.to_string()),
+                principals: s.principals,
+                samples: s.samples,
+                per_minute: s.per_minute,
+                per_second: s.per_second,
+                rate: s.rate,
+                burst: s.burst,
+            })
+            .collect()
+    }
+
+    /// Figures for the admin API and metrics.
+    pub fn status(&self) -> Status {
+        Status {
+            mode: self.policy.load().mode,
+            entities: self.inner.entities.load(Relaxed),
+            memory_bytes: self.inner.memory.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            alerts: self.inner.alerts_total.load(Relaxed),
+            actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub mode: Mode,
+    pub entities: u64,
+    pub memory_bytes: u64,
+    pub dropped: u64,
+    pub alerts: u64,
+    pub actions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteSuggestion {
+    pub route: String,
+    pub principals: usize,
+    pub samples: u64,
+    pub per_minute: f64,
+    pub per_second: f64,
+    pub rate: String,
+    pub burst: u32,
+}
+
+impl Inner {
+    fn clock_now(&self) -> u64 {
+        // Under the simulated clock, "now" is the newest record time the engine saw.
+        if self.policy.load().simulated {
+            return self.last_record.load(Relaxed);
+        }
+        wall_ms()
+    }
+
+    /// The detector thread: batches of records into the engine, a tick a second, alerts to responses.
+    fn run(&self, rx: &Receiver<Record>) {
+        let mut batch: Vec<Record> = Vec::with_capacity(1024);
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut next_tick = 0u64;
+        let mut last_snapshot = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(r) => {
+                    batch.push(r);
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let simulated = self.policy.load().simulated;
+            {
+                let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+                for r in batch.drain(..) {
+                    self.last_record.fetch_max(r.at_ms, Relaxed);
+                    engine.observe(&r, &mut alerts);
+                }
+                let now = if simulated { self.last_record.load(Relaxed) } else { wall_ms() };
+                if now >= next_tick && now > 0 {
+                    engine.tick(now, &mut alerts);
+                    next_tick = now + 1000;
+                    self.entities.store(engine.entities() as u64, Relaxed);
+                    self.memory.store(engine.memory_bytes() as u64, Relaxed);
+                }
+            }
+            for a in alerts.drain(..) {
+                self.raise(a);
+            }
+            let now = self.clock_now();
+            self.expire(now);
+            if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+                last_snapshot = Instant::now();
+                self.save_snapshot();
+            }
+        }
+    }
+
+    fn save_snapshot(&self) {
+        let Some(path) = self.policy.load().snapshot.clone() else { return };
+        let bytes = self.engine.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
+        if let Err(e) = snapshot::save(&path, &bytes) {
+            tracing::warn!(error = %e, "anomaly: the state was not written to the store");
+        }
+    }
+
+    /// One alert: kept, emitted as an event, and answered as the detector's policy says.
+    fn raise(&self, a: Alert) {
+        let policy = self.policy.load_full();
+        let Some(dp) = policy.detectors.get(&a.detector) else { return };
+        if !dp.enabled {
+            return;
+        }
+        let id = self.next_alert.fetch_add(1, Relaxed);
+        self.alerts_total.fetch_add(1, Relaxed);
+        let enforced = policy.mode == Mode::Enforce;
+        let routes = self.routes.load();
+        let label = match a.entity.kind {
+            EntityKind::Route => a
+                .entity
+                .label
+                .parse::<u16>()
+                .ok()
+                .and_then(|r| routes.get(&r))
+                .map_or_else(|| a.entity.label.to_string(), |n| n.to_string()),
+            _ => a.entity.label.to_string(),
+        };
+        let stored = Stored {
+            id,
+            detector: a.detector.id(),
+            entity: EntityView { kind: a.entity.kind.as_str(), label },
+            ip: a.ip.map(|i| i.to_string()),
+            principal: a.principal.as_deref().map(str::to_owned),
+            feature: a.feature,
+            baseline: finite(a.baseline),
+            observed: finite(a.observed),
+            score: finite(a.score),
+            window_s: a.window_s,
+            at_ms: a.at_ms,
+            explanation: a.explanation.clone(),
+            actions: dp.actions.iter().map(|x| x.as_str()).collect(),
+            enforced,
+        };
+        let severity = if dp.actions.contains(&Action::Alert) { Severity::High } else { Severity::Medium };
+        let mut event = Event::new(Kind::AnomalyAlert, a.detector.id())
+            .severity(severity)
+            .rule(a.detector.id())
+            .attr("alert", id)
+            .attr("entity_kind", stored.entity.kind)
+            .attr("entity", stored.entity.label.clone())
+            .attr("feature", a.feature)
+            .attr("baseline", format!("{:.3}", stored.baseline))
+            .attr("observed", format!("{:.3}", stored.observed))
+            .attr("score", format!("{:.3}", stored.score))
+            .attr("window_s", u64::from(a.window_s))
+            .attr("explanation", a.explanation.clone())
+            .attr("actions", stored.actions.join(","))
+            .attr("mode", if enforced { "enforce" } else { "monitor" });
+        event.client_ip = a.ip;
+        event.principal = a.principal.as_deref().map(Into::into);
+        self.emitter.load().emit(event);
+        tracing::warn!(
+            alert = id,
+            detector = a.detector.id(),
+            entity = %stored.entity.label,
+            score = stored.score,
+            "anomaly: {}",
+            a.explanation
+        );
+        if enforced {
+            for action in &dp.actions {
+                match action {
+                    Action::Throttle | Action::Challenge | Action::Ban => self.act(*action, &a, dp, id),
+                    Action::Log | Action::Alert => {}
+                }
+            }
+        }
+        let mut alerts = self.alerts.lock().unwrap_or_else(PoisonError::into_inner);
+        if alerts.len() >= RECENT_ALERTS {
+            alerts.pop_front();
+        }
+        alerts.push_back(stored);
+    }
+
+    /// Puts one action in force against the alert's entity.
+    fn act(&self, action: Action, a: &Alert, dp: &DetectorPolicy, alert: u64) {
+        let prefix = self.policy.load().settings.ipv6_prefix;
+        // A principal when the alert names one and the action is about a principal; else the address.
+        let (target_kind, target) = match (action, &a.principal, a.ip) {
+            (Action::Challenge, Some(p), _) => ("principal", p.to_string()),
+            (Action::Challenge, None, _) => return,
+            (Action::Throttle, Some(p), _) if a.entity.kind != EntityKind::Ip => ("principal", p.to_string()),
+            (_, _, Some(ip)) => ("ip", ip_target(ip, prefix)),
+            (Action::Ban, Some(p), None) => ("principal", p.to_string()),
+            _ => return,
+        };
+        let since = a.at_ms.max(self.clock_now().min(a.at_ms.saturating_add(60_000)));
+        let since = if self.policy.load().simulated { a.at_ms } else { since.min(wall_ms()) };
+        let expires_ms = since.saturating_add(dp.duration_ms);
+        let rate = (action == Action::Throttle).then(|| {
+            let per_s = 1e9 / dp.throttle.interval as f64;
+            if per_s >= 1.0 {
+                format!("{per_s:.0}/s")
+            } else {
+                format!("{:.0}/m", per_s * 60.0)
+            }
+        });
+        if action == Action::Ban {
+            let Some(bans) = self.bans.load_full() else { return };
+            let ban_target = match (target_kind, a.ip) {
+                ("ip", Some(ip)) => match prefix_net(ip, prefix) {
+                    Some(net) if net.prefix_len() < net.max_prefix_len() => Target::Prefix(net),
+                    _ => Target::Ip(ip.to_canonical()),
+                },
+                _ => Target::Principal(target.clone()),
+            };
+            let until = crate::guard::bans::now_ms().saturating_add(i64::try_from(dp.duration_ms).unwrap_or(i64::MAX));
+            bans.add_here(ban_target, until, format!("anomaly {} (alert {alert})", a.detector.id()));
+        }
+        let id = self.actions.next_id.fetch_add(1, Relaxed);
+        let kind = action.as_str();
+        {
+            let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            // One action of a kind per target: a new alert extends it.
+            list.retain(|x| !(x.kind == kind && x.target == target));
+            list.push(ActiveAction {
+                id,
+                kind,
+                target_kind,
+                target: target.clone(),
+                detector: a.detector.id(),
+                alert,
+                since_ms: since,
+                expires_ms,
+                rate: rate.clone(),
+            });
+        }
+        self.rebuild_view();
+        let event = Event::new(Kind::AnomalyAction, "set")
+            .rule(a.detector.id())
+            .attr("action", kind)
+            .attr("target", target)
+            .attr("alert", alert)
+            .attr("expires_ms", expires_ms);
+        self.emitter.load().emit(event);
+    }
+
+    /// Drops expired actions (and says so).
+    fn expire(&self, now: u64) {
+        let expired: Vec<ActiveAction> = {
+            let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            if list.iter().all(|a| a.expires_ms > now) {
+                return;
+            }
+            let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|a| a.expires_ms <= now);
+            *list = kept;
+            gone
+        };
+        self.rebuild_view();
+        for a in expired {
+            let event = Event::new(Kind::AnomalyAction, "expired")
+                .rule(a.detector)
+                .attr("action", a.kind)
+                .attr("target", a.target);
+            self.emitter.load().emit(event);
+        }
+    }
+
+    fn rebuild_view(&self) {
+        let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut view = View::default();
+        for a in list.iter() {
+            let throttle = a.rate.as_ref().and_then(|_| {
+                let policy = self.policy.load();
+                Detector::from_id(a.detector).and_then(|d| policy.detectors.get(&d)).map(|p| p.throttle)
+            });
+            let entry = Entry {
+                throttle: if a.kind == "throttle" { throttle } else { None },
+                challenge_since_ms: (a.kind == "challenge").then_some(a.since_ms),
+                expires_ms: a.expires_ms,
+            };
+            let merge = |old: Option<&Entry>| match old {
+                Some(o) => Entry {
+                    throttle: o.throttle.or(entry.throttle),
+                    challenge_since_ms: o.challenge_since_ms.max(entry.challenge_since_ms),
+                    expires_ms: o.expires_ms.max(entry.expires_ms),
+                },
+                None => entry,
+            };
+            match a.target_kind {
+                "principal" => {
+                    let e = merge(view.principals.get(a.target.as_str()));
+                    view.principals.insert(a.target.as_str().into(), e);
+                }
+                _ => {
+                    // Bans are enforced by the guard; only throttles are looked up by address here.
+                    if a.kind == "throttle" {
+                        if let Some(ip) = a.target.split('/').next().and_then(|t| t.parse::<IpAddr>().ok()) {
+                            let e = merge(view.ips.get(&ip));
+                            view.ips.insert(ip, e);
+                        }
+                    }
+                }
+            }
+        }
+        self.actions.any.store(!list.is_empty(), Relaxed);
+        self.actions.view.store(Arc::new(view));
+    }
+}
+
+/// The public id of an API key (`pcs_<id>_...`) presented in any header, when one is: what a refused
+/// key claimed to be. The id part is public (safe to log); the rest of the key is never kept.
+pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<Arc<str>> {
+    const PREFIX: &str = "pcs_";
+    for v in headers.values() {
+        let Ok(text) = v.to_str() else { continue };
+        let text = text.trim();
+        let key =
+            text.strip_prefix(PREFIX).or_else(|| text.split_once(' ').and_then(|(_, k)| k.trim().strip_prefix(PREFIX)));
+        let Some(rest) = key else { continue };
+        let id: String = rest.chars().take_while(char::is_ascii_alphanumeric).take(16).collect();
+        if !id.is_empty() {
+            return Some(id.into());
+        }
+    }
+    None
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// `<method>:<id>`, as bans name principals.
+pub fn principal_key(p: &Principal) -> String {
+    format!("{}:{}", p.kind.as_str(), p.id)
+}
+
+/// True when the principal's credential was issued after `since_ms` (a JWT's `iat`).
+fn issued_after(p: &Principal, since_ms: u64) -> bool {
+    let iat = p.claims.as_ref().and_then(|c| c.get("iat")).and_then(serde_json::Value::as_f64);
+    iat.is_some_and(|iat| iat * 1000.0 > since_ms as f64)
+}
+
+fn hash_key(bytes: &[u8]) -> u128 {
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0x616e_6f6d, 0x616c_79);
+    std::hash::Hasher::write(&mut h, bytes);
+    siphasher::sip128::Hasher128::finish128(&h).as_u128()
+}
+
+/// The address an IPv6 client is grouped by: its network address at `prefix`.
+pub fn prefix_of(ip: IpAddr, prefix: u8) -> IpAddr {
+    prefix_net(ip, prefix).map_or(ip, |n| n.network())
+}
+
+fn prefix_net(ip: IpAddr, prefix: u8) -> Option<ipnet::IpNet> {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, prefix).ok().map(|n| ipnet::IpNet::V6(n.trunc())),
+        IpAddr::V4(v4) => ipnet::Ipv4Net::new(v4, 32).ok().map(ipnet::IpNet::V4),
+    }
+}
+
+fn ip_target(ip: IpAddr, prefix: u8) -> String {
+    match prefix_net(ip, prefix) {
+        Some(net) if net.prefix_len() < net.max_prefix_len() => net.to_string(),
+        _ => ip.to_canonical().to_string(),
+    }
+}
+
+/// The engine's state in the store (SQLite, table `anomaly_state`).
+mod snapshot {
+    use std::path::Path;
+
+    const MIGRATION: &str = "CREATE TABLE IF NOT EXISTS anomaly_state (id INTEGER PRIMARY KEY CHECK (id = 1), \
+                             saved_at INTEGER NOT NULL, state BLOB NOT NULL);";
+
+    fn open(path: &Path) -> Result<rusqlite::Connection, String> {
+        let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        conn.execute_batch(MIGRATION).map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    pub(super) fn load(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = open(path)?;
+        let mut stmt = conn.prepare("SELECT state FROM anomaly_state WHERE id = 1").map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        match rows.next().map_err(|e| e.to_string())? {
+            Some(row) => row.get::<_, Vec<u8>>(0).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn save(path: &Path, state: &[u8]) -> Result<(), String> {
+        let conn = open(path)?;
+        conn.execute(
+            "INSERT INTO anomaly_state (id, saved_at, state) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
+            rusqlite::params![super::wall_ms() as i64, state],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
