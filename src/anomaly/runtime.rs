@@ -1075,7 +1075,7 @@ fn issued_after(p: &Principal, since_ms: u64) -> bool {
 }
 
 fn hash_key(bytes: &[u8]) -> u128 {
-    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0x616e_6f6d, 0x616c_79);
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0x616e_6f6d, 0x0061_6c79);
     std::hash::Hasher::write(&mut h, bytes);
     siphasher::sip128::Hasher128::finish128(&h).as_u128()
 }

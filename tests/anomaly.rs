@@ -1,0 +1,327 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The anomaly detector in a running gateway (issue 16): alerts with explanations through the admin API
+//! and the event stream; `enforce` mode bans a stuffing address and lifts it at expiry; a `challenge`
+//! on a JWT route needs a token issued after the alert; `monitor` mode only logs; lifting an action.
+//! Clients are real (raw HTTP/1.1 on keep-alive connections, curl for the admin API); client addresses
+//! come from `X-Forwarded-For` through a trusted proxy (the test), so one loopback client can be many.
+
+#[allow(unreachable_pub)]
+mod common;
+
+use common::admin::{call, token, Answer};
+use common::{hs256, Gateway, RawConn, TempDir, Upstream};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const HMAC: &str = "anomaly-test-hmac-secret-0123456789abcdef";
+const JWT_SECRET: &str = "anomaly-test-jwt-secret-0123456789abcdef!";
+const T: Duration = Duration::from_secs(10);
+
+fn config(dir: &TempDir, up: SocketAddr, anomaly: &str) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+trusted_proxies: [127.0.0.1]
+upstreams:
+  app:
+    targets:
+      - address: {up}
+store:
+  sqlite: {state}
+authenticators:
+  keys:
+    api_key:
+      hmac_secret: {HMAC}
+  tokens:
+    jwt:
+      issuer: https://idp.test
+      audiences: [api]
+      algorithms: [HS256]
+      hmac_secret: {JWT_SECRET}
+routes:
+  - name: keyed
+    match:
+      path: {{ prefix: /k }}
+    upstream: app
+    auth: keys
+    authorize: authenticated
+  - name: tokened
+    match:
+      path: {{ prefix: /j }}
+    upstream: app
+    auth: tokens
+    authorize: authenticated
+events:
+  stdout: true
+logging:
+  level: info
+admin:
+  address: 127.0.0.1:0
+{anomaly}
+"#,
+        state = dir.path("state.db").display(),
+    )
+}
+
+struct Setup {
+    gw: Gateway,
+    up: Upstream,
+    viewer: String,
+    operator: String,
+}
+
+fn setup(anomaly: &str) -> Setup {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let yaml = config(&dir, up.addr, anomaly);
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    let (operator, _) = token(&cfg, "operator");
+    let gw = Gateway::start_in(dir, &yaml);
+    Setup { gw, up, viewer, operator }
+}
+
+impl Setup {
+    fn admin(&self, token: &str, method: &str, path: &str) -> Answer {
+        call(self.gw.addr("admin"), Some(token), method, path, None, &[])
+    }
+
+    fn alerts(&self, detector: &str) -> Vec<Value> {
+        let a = self.admin(&self.viewer, "GET", &format!("/admin/v1/anomaly/alerts?detector={detector}"));
+        assert_eq!(a.status, 200, "{a:?}");
+        a.json()["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn actions(&self) -> Vec<Value> {
+        let a = self.admin(&self.viewer, "GET", "/admin/v1/anomaly/actions");
+        assert_eq!(a.status, 200, "{a:?}");
+        a.json()["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// One request on `conn` from client address `ip` (through the trusted proxy) with extra header lines.
+fn get(conn: &mut RawConn, path: &str, ip: &str, headers: &str) -> (u16, String) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: {ip}\r\nUser-Agent: okhttp/4.12.0\r\nAccept: application/json\r\n{headers}\r\n"
+    );
+    let resp = conn.send(req.as_bytes(), T);
+    let status = common::status_of(&resp);
+    (status, resp)
+}
+
+/// A well-formed-looking API key with public id `id` that no store knows.
+fn bogus_key(id: &str) -> String {
+    format!("pcs_{id}_{}", "A".repeat(32) + "abcdefg")
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn jwt(sub: &str, iat: u64) -> String {
+    hs256(JWT_SECRET, &json!({"iss": "https://idp.test", "aud": "api", "sub": sub, "iat": iat, "exp": iat + 3600}))
+}
+
+fn problem_of(resp: &str) -> String {
+    common::problem_type(common::body_of(resp))
+}
+
+/// Credential stuffing from one address: many different key ids refused. Returns the status that ended
+/// the run (403 once banned) and the number of attempts.
+fn stuff(conn: &mut RawConn, ip: &str, max: usize, stop_on_ban: bool) -> (u16, usize) {
+    let mut last = 0;
+    for i in 0..max {
+        let key = bogus_key(&format!("{i:08x}"));
+        let (status, resp) = get(conn, "/k/orders", ip, &format!("X-API-Key: {key}\r\n"));
+        last = status;
+        if status == 403 {
+            assert_eq!(problem_of(&resp), "urn:portcullis:problem:banned", "{resp}");
+            if stop_on_ban {
+                return (status, i + 1);
+            }
+        } else {
+            assert_eq!(status, 401, "{resp}");
+        }
+    }
+    (last, max)
+}
+
+#[test]
+fn enforce_bans_a_stuffing_address_and_lifts_it_at_expiry() {
+    let s = setup("anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 3s }\n");
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let attacker = "203.0.113.7";
+    let (status, attempts) = stuff(&mut conn, attacker, 600, true);
+    assert_eq!(status, 403, "not banned after {attempts} distinct failing keys");
+    assert_eq!(s.up.hits(), 0, "nothing reaches the upstream");
+    // The alert, explained.
+    let alerts = s.alerts("credential_stuffing");
+    let a = alerts.iter().find(|a| a["entity"]["label"] == attacker).unwrap_or_else(|| panic!("{alerts:?}"));
+    assert_eq!(a["entity"]["kind"], "ip", "{a}");
+    assert!(a["feature"].as_str().is_some_and(|f| !f.is_empty()), "{a}");
+    assert!(a["observed"].as_f64().unwrap() > a["baseline"].as_f64().unwrap(), "{a}");
+    assert!(a["score"].as_f64().unwrap() > 0.0 && a["window_s"].as_u64().unwrap() > 0, "{a}");
+    assert!(a["explanation"].as_str().unwrap().len() > 20, "{a}");
+    assert_eq!(a["enforced"], true);
+    // The ban is an action in force, and a guard ban.
+    let actions = s.actions();
+    assert!(actions.iter().any(|x| x["kind"] == "ban" && x["target"] == attacker), "{actions:?}");
+    let bans = s.admin(&s.viewer, "GET", "/admin/v1/bans").json();
+    assert!(bans["items"].as_array().unwrap().iter().any(|b| b["target"] == attacker), "{bans}");
+    // Another client is not touched.
+    let (other, _) = get(&mut conn, "/k/orders", "198.51.100.9", &format!("X-API-Key: {}\r\n", bogus_key("feedbeef")));
+    assert_eq!(other, 401);
+    // The security event carries the explanation.
+    let events = s.admin(&s.viewer, "GET", "/admin/v1/events?kind=anomaly.alert").json();
+    let e = events["items"].as_array().unwrap().iter().find(|e| e["rule"] == "credential_stuffing").cloned();
+    let e = e.unwrap_or_else(|| panic!("no anomaly.alert event: {events}"));
+    assert!(e["explanation"].as_str().is_some_and(|x| !x.is_empty()), "{e}");
+    assert_eq!(e["severity"], "high", "`alert` is among the default actions: {e}");
+    // The ban runs out by itself: the address is answered 401 again (polled, no sleep asserted).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lifted = false;
+    while Instant::now() < deadline {
+        let (st, _) = get(&mut conn, "/k/orders", attacker, "");
+        if st == 401 {
+            lifted = true;
+            break;
+        }
+        assert_eq!(st, 403);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lifted, "the ban did not expire");
+    assert_eq!(s.up.hits(), 0);
+}
+
+#[test]
+fn monitor_mode_alerts_but_never_refuses() {
+    let s = setup("anomaly:\n  detectors:\n    credential_stuffing: { duration: 1m }\n");
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let attacker = "203.0.113.8";
+    let (last, _) = stuff(&mut conn, attacker, 300, false);
+    assert_eq!(last, 401, "monitor mode must not ban");
+    // The alert arrives (the detector thread is asynchronous: poll).
+    let deadline = Instant::now() + T;
+    let alert = loop {
+        let alerts = s.alerts("credential_stuffing");
+        if let Some(a) = alerts.into_iter().find(|a| a["entity"]["label"] == attacker) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert in monitor mode");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(alert["enforced"], false);
+    assert!(s.actions().is_empty());
+    let status = s.admin(&s.viewer, "GET", "/admin/v1/anomaly/status").json();
+    assert_eq!(status["mode"], "monitor");
+    assert!(status["entities"].as_u64().unwrap() >= 1, "{status}");
+}
+
+#[test]
+fn challenge_on_a_jwt_route_needs_a_fresh_token_and_can_be_lifted() {
+    let s = setup(
+        "anomaly:\n  mode: enforce\n  detectors:\n    token_sharing: { actions: [log, alert, challenge], duration: 10m }\n",
+    );
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let stolen = jwt("carol", now_s() - 30);
+    let auth = format!("Authorization: Bearer {stolen}\r\n");
+    // The owner, then the same token from many networks and agents at once.
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &auth);
+    assert_eq!(st, 200);
+    let mut challenged = None;
+    'outer: for round in 0..30 {
+        for net in 0..40u32 {
+            let ip = format!("{}.{}.{}.{}", 11 + net, 20 + round, 3, 4);
+            let agent = format!("User-Agent: client-{net}/1.{round}\r\n");
+            let req =
+                format!("GET /j/profile HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: {ip}\r\n{agent}{auth}\r\n");
+            let resp = conn.send(req.as_bytes(), T);
+            let status = common::status_of(&resp);
+            if status == 401 {
+                assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+                assert!(common::header_of(&resp, "www-authenticate").is_some(), "{resp}");
+                challenged = Some(resp);
+                break 'outer;
+            }
+            assert_eq!(status, 200, "{resp}");
+        }
+    }
+    assert!(challenged.is_some(), "the shared token was never challenged");
+    let alert = s.alerts("token_sharing").into_iter().next().expect("a token_sharing alert");
+    assert!(alert["explanation"].as_str().unwrap().len() > 20, "{alert}");
+    // Refused requests never reach the upstream.
+    let hits = s.up.hits();
+    let (st, resp) = get(&mut conn, "/j/profile", "192.0.2.10", &auth);
+    assert_eq!((st, problem_of(&resp)), (401, "urn:portcullis:problem:reauthenticate".to_owned()), "{resp}");
+    assert_eq!(s.up.hits(), hits);
+    // A token issued after the alert passes (iat is in seconds: poll until one is newer than the alert).
+    let deadline = Instant::now() + T;
+    loop {
+        let fresh = jwt("carol", now_s());
+        let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &format!("Authorization: Bearer {fresh}\r\n"));
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 401);
+        assert!(Instant::now() < deadline, "a fresh token was never accepted");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Other principals are not challenged.
+    let (st, _) =
+        get(&mut conn, "/j/profile", "192.0.2.11", &format!("Authorization: Bearer {}\r\n", jwt("dave", now_s() - 30)));
+    assert_eq!(st, 200);
+    // Lifting: a viewer may not, an operator may; then the old token works again.
+    let action = s.actions().into_iter().find(|a| a["kind"] == "challenge").expect("a challenge in force");
+    assert_eq!(action["target"], "jwt:carol", "{action}");
+    let id = action["id"].as_u64().unwrap();
+    assert_eq!(s.admin(&s.viewer, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 403);
+    assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);
+    assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 404);
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &auth);
+    assert_eq!(st, 200);
+}
+
+#[test]
+fn the_anomaly_section_is_checked() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    for (section, needle) in [
+        ("anomaly:\n  detectors:\n    credential_stufing: {}\n", "not a detector"),
+        ("anomaly:\n  sensitivity: 0\n", "sensitivity"),
+        ("anomaly:\n  mode: block\n", "mode"),
+        ("anomaly:\n  ipv6_prefix: 8\n", "ipv6_prefix"),
+        ("anomaly:\n  detectors:\n    volumetric: { actions: [shout] }\n", "shout"),
+        ("anomaly:\n  detectors:\n    volumetric: { duration: 0s }\n", "duration"),
+        ("anomaly:\n  unknown_key: 1\n", "unknown_key"),
+    ] {
+        let cfg = dir.write("bad.yaml", &config(&dir, up.addr, section));
+        let (code, out, err) = common::portcullis(&["check", "-c", cfg.to_str().unwrap()], &[]);
+        assert_ne!(code, 0, "{section}: {out}");
+        assert!(err.contains(needle) || out.contains(needle), "{section}: {err}{out}");
+    }
+}
+
+#[test]
+fn a_client_cannot_move_the_detectors_clock() {
+    // With the wall clock, `Portcullis-Sim-Time` is an ordinary header: alerts carry wall time.
+    let s = setup("anomaly:\n  detectors:\n    credential_stuffing: { duration: 1m }\n");
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    for i in 0..300 {
+        let key = bogus_key(&format!("{i:08x}"));
+        let (st, _) =
+            get(&mut conn, "/k/x", "203.0.113.9", &format!("X-API-Key: {key}\r\nPortcullis-Sim-Time: 1000\r\n"));
+        assert_eq!(st, 401);
+    }
+    let deadline = Instant::now() + T;
+    let alert = loop {
+        if let Some(a) = s.alerts("credential_stuffing").into_iter().next() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(alert["at_ms"].as_u64().unwrap() >= before, "{alert}");
+}
