@@ -177,7 +177,7 @@ fn enforce_bans_a_stuffing_address_and_lifts_it_at_expiry() {
     let events = s.admin(&s.viewer, "GET", "/admin/v1/events?kind=anomaly.alert").json();
     let e = events["items"].as_array().unwrap().iter().find(|e| e["rule"] == "credential_stuffing").cloned();
     let e = e.unwrap_or_else(|| panic!("no anomaly.alert event: {events}"));
-    assert!(e["explanation"].as_str().is_some_and(|x| !x.is_empty()), "{e}");
+    assert!(e["attrs"]["explanation"].as_str().is_some_and(|x| !x.is_empty()), "{e}");
     assert_eq!(e["severity"], "high", "`alert` is among the default actions: {e}");
     // The ban runs out by itself: the address is answered 401 again (polled, no sleep asserted).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -274,7 +274,7 @@ fn challenge_on_a_jwt_route_needs_a_fresh_token_and_can_be_lifted() {
     assert_eq!(st, 200);
     // Lifting: a viewer may not, an operator may; then the old token works again.
     let action = s.actions().into_iter().find(|a| a["kind"] == "challenge").expect("a challenge in force");
-    assert_eq!(action["target"], "jwt:carol", "{action}");
+    assert_eq!(action["target"], "carol", "{action}");
     let id = action["id"].as_u64().unwrap();
     assert_eq!(s.admin(&s.viewer, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 403);
     assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);

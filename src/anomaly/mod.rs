@@ -9,8 +9,6 @@
 //! This file holds the contract every part codes against: the record, the signals, the alert.
 
 pub mod runtime;
-mod stub;
-pub use stub::{signals, Engine, Settings, Suggestion};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -183,3 +181,14 @@ pub struct Alert {
     /// One sentence a person reads in the event and the dashboard.
     pub explanation: String,
 }
+
+mod detectors;
+mod engine;
+mod hst;
+mod signals;
+mod sketch;
+mod state;
+mod table;
+
+pub use engine::{Engine, Settings, Suggestion};
+pub use signals::signals;

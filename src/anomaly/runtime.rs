@@ -160,7 +160,8 @@ impl Action {
 pub fn default_actions(d: Detector) -> &'static [Action] {
     match d {
         Detector::CredentialStuffing => &[Action::Log, Action::Alert, Action::Ban],
-        Detector::PasswordSpraying => &[Action::Log, Action::Alert, Action::Throttle],
+        // The attempts come from many addresses and never authenticate: nothing to throttle or ban.
+        Detector::PasswordSpraying => &[Action::Log, Action::Alert],
         Detector::Enumeration => &[Action::Log, Action::Alert, Action::Throttle],
         Detector::Volumetric => &[Action::Log, Action::Throttle],
         Detector::TokenSharing => &[Action::Log, Action::Alert, Action::Challenge],
@@ -207,6 +208,7 @@ impl SettingsKey {
             ipv6_prefix: self.ipv6_prefix,
             cooldown_ms: self.cooldown_ms,
             enabled: self.enabled.clone(),
+            seed: None,
         }
     }
 }
@@ -628,8 +630,9 @@ impl Anomaly {
         let view = actions.view.load();
         let now = self.now_ms(&ex.parts.headers);
         if let Some(p) = &ex.principal {
-            let key = principal_key(p);
-            if let Some(e) = view.principals.get(key.as_str()).filter(|e| e.expires_ms > now) {
+            // Alerts name principals as the engine labels them.
+            let key = super::state::short_label(&p.id);
+            if let Some(e) = view.principals.get(&key).filter(|e| e.expires_ms > now) {
                 if let Some(since) = e.challenge_since_ms {
                     if !issued_after(p, since) {
                         ex.event(
@@ -920,7 +923,10 @@ impl Inner {
             (Action::Challenge, None, _) => return,
             (Action::Throttle, Some(p), _) if a.entity.kind != EntityKind::Ip => ("principal", p.to_string()),
             (_, _, Some(ip)) => ("ip", ip_target(ip, prefix)),
-            (Action::Ban, Some(p), None) => ("principal", p.to_string()),
+            // A principal ban needs its method (`api_key:<id>`): only API keys are named with it.
+            (Action::Ban, Some(p), None) if a.entity.kind == EntityKind::ApiKey => {
+                ("principal", format!("api_key:{p}"))
+            }
             _ => return,
         };
         let since = a.at_ms.max(self.clock_now().min(a.at_ms.saturating_add(60_000)));
@@ -1061,11 +1067,6 @@ fn finite(x: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// `<method>:<id>`, as bans name principals.
-pub fn principal_key(p: &Principal) -> String {
-    format!("{}:{}", p.kind.as_str(), p.id)
 }
 
 /// True when the principal's credential was issued after `since_ms` (a JWT's `iat`).
