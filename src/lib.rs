@@ -1,6 +1,7 @@
 //! Portcullis: a security-first API gateway. The module layout follows the request pipeline of
 //! `docs/pipeline.md`; see the README for the user's manual.
 
+pub mod activity;
 pub mod admin;
 pub mod anomaly;
 pub mod authn;

@@ -183,7 +183,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         let route_id = route.as_ref().map_or(crate::anomaly::NO_ROUTE, |r| r.anomaly_id);
         let record =
             a.record(&ex.parts.headers, &ex.params, client_ip, principal.clone(), route_id, resp.status().as_u16());
-        (a, record)
+        (a as Arc<dyn crate::activity::Sink>, record)
     });
     let completion = Completion {
         started,

@@ -473,6 +473,19 @@ impl Kept {
     }
 }
 
+impl crate::activity::Sink for Anomaly {
+    /// The hot path's whole cost: offer the record; a full queue drops it.
+    #[inline]
+    fn offer(&self, record: Record) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
 impl Anomaly {
     fn start(policy: Policy) -> Arc<Anomaly> {
         let settings = policy.settings.settings();
@@ -551,17 +564,6 @@ impl Anomaly {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
-    }
-
-    /// The hot path's whole cost: offer the record; a full queue drops it.
-    #[inline]
-    pub fn offer(&self, record: Record) {
-        match self.tx.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Relaxed);
-            }
-        }
     }
 
     /// The record of a finished request, but for its status and sizes (filled in when its answer is done,

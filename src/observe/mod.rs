@@ -107,7 +107,7 @@ pub struct Completion {
     /// The dashboard's live statistics.
     pub live: Arc<live::Live>,
     /// The anomaly detector and this request's record (status and sizes filled in at the end).
-    pub anomaly: Option<(Arc<crate::anomaly::runtime::Anomaly>, crate::anomaly::Record)>,
+    pub anomaly: Option<(Arc<dyn crate::activity::Sink>, crate::activity::Record)>,
 }
 
 impl Drop for Completion {
