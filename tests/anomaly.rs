@@ -325,3 +325,50 @@ fn a_client_cannot_move_the_detectors_clock() {
     };
     assert!(alert["at_ms"].as_u64().unwrap() >= before, "{alert}");
 }
+
+fn status(gw: &Gateway, viewer: &str) -> Value {
+    let a = call(gw.addr("admin"), Some(viewer), "GET", "/admin/v1/anomaly/status", None, &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    a.json()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_detectors_state_survives_a_reload_and_with_snapshot_a_restart() {
+    let up = Upstream::start("app");
+    // The store lives beside the gateways, so the second process finds the first one's state.
+    let state = TempDir::new();
+    let yaml = config(&state, up.addr, "anomaly:\n  snapshot: true\n");
+    let cfg = state.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    let mut gw = Gateway::start(&yaml);
+    let mut conn = RawConn::connect(gw.addr("main"));
+    for i in 0..40 {
+        let (st, _) = get(&mut conn, "/k/x", &format!("198.51.100.{i}"), "");
+        assert_eq!(st, 401);
+    }
+    stuff(&mut conn, "203.0.113.20", 100, false);
+    wait_for("40 entities and an alert", || {
+        let s = status(&gw, &viewer);
+        s["entities"].as_u64().unwrap() >= 40 && s["alerts"].as_u64().unwrap() >= 1
+    });
+    // A reload that changes the engine's settings carries its state over, and the alerts stay listed.
+    gw.rewrite_config(&config(&state, up.addr, "anomaly:\n  snapshot: true\n  sensitivity: 1.5\n"));
+    assert!(gw.wait_log("configuration reloaded", T), "{:?}", gw.logs());
+    wait_for("the state after the reload", || status(&gw, &viewer)["entities"].as_u64().unwrap() >= 40);
+    let alerts = call(gw.addr("admin"), Some(&viewer), "GET", "/admin/v1/anomaly/alerts", None, &[]).json();
+    assert!(!alerts["items"].as_array().unwrap().is_empty(), "{alerts}");
+    // A graceful restart writes the state; the next process reads it before any request.
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    let gw = Gateway::start(&yaml);
+    assert!(gw.wait_log("anomaly: state restored from the store", T), "{:?}", gw.logs());
+    wait_for("the restored entities", || status(&gw, &viewer)["entities"].as_u64().unwrap() >= 40);
+}

@@ -562,6 +562,11 @@ impl Anomaly {
         self.inner.routes.store(Arc::new(routes));
     }
 
+    /// Writes the engine's state to the store now (`snapshot: true`; at shutdown).
+    pub fn save_snapshot(&self) {
+        self.inner.save_snapshot();
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
     }

@@ -114,6 +114,10 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
     }
     // What was counted since the last write, so a restart does not reset a quota.
     shared.lasting.limits.quotas.flush();
+    // The anomaly detector's state, when it is kept in the store (`anomaly.snapshot`).
+    if let Some(a) = shared.lasting.anomaly.current() {
+        let _ = tokio::task::spawn_blocking(move || a.save_snapshot()).await;
+    }
     Ok(())
 }
 
