@@ -217,6 +217,9 @@ fn monitor_mode_alerts_but_never_refuses() {
     let status = s.admin(&s.viewer, "GET", "/admin/v1/anomaly/status").json();
     assert_eq!(status["mode"], "monitor");
     assert!(status["entities"].as_u64().unwrap() >= 1, "{status}");
+    let metrics = s.gw.metrics();
+    let alerts = common::metric(&metrics, "portcullis_anomaly_alerts_total{detector=\"credential_stuffing\"}");
+    assert!(alerts.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 #[test]

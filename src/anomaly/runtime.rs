@@ -28,6 +28,7 @@ use crate::exchange::{Exchange, Principal, Reject};
 use crate::guard::bans::{Bans, Target};
 use crate::limit::gcra::{self, Clock as _};
 use crate::limit::RateSpec;
+use crate::observe::metrics::AnomalyMetrics;
 use crate::units::Dur;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
@@ -321,8 +322,8 @@ impl AnomalyRt {
     }
 
     /// Puts this config's policy in force on the process's detector (made on first use).
-    pub fn activate(&self, kept: &Kept, bans: Arc<Bans>, events: Emitter) {
-        let a = kept.get(self.policy.clone());
+    pub fn activate(&self, kept: &Kept, bans: Arc<Bans>, events: Emitter, metrics: &AnomalyMetrics) {
+        let a = kept.get(self.policy.clone(), metrics);
         a.attach(bans, events, self.routes.clone());
         self.slot.store(Some(a));
     }
@@ -412,6 +413,7 @@ struct Actions {
 pub struct Anomaly {
     tx: SyncSender<Record>,
     dropped: AtomicU64,
+    metrics: AnomalyMetrics,
     policy: ArcSwap<Policy>,
     inner: Arc<Inner>,
 }
@@ -431,6 +433,7 @@ struct Inner {
     memory: AtomicU64,
     /// The newest record time seen (the simulated clock's "now").
     last_record: AtomicU64,
+    metrics: AnomalyMetrics,
 }
 
 /// What outlives a reload: the one detector of the process, and the route ids.
@@ -456,13 +459,13 @@ impl Kept {
 
     /// The process's detector with this policy in force: made (and started) on first use, else given
     /// the new policy (a change of engine settings rebuilds the engine from its own snapshot).
-    pub fn get(&self, policy: Policy) -> Arc<Anomaly> {
+    pub fn get(&self, policy: Policy, metrics: &AnomalyMetrics) -> Arc<Anomaly> {
         let mut slot = self.detector.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(a) = slot.as_ref() {
             a.set_policy(policy);
             return a.clone();
         }
-        let a = Anomaly::start(policy);
+        let a = Anomaly::start(policy, metrics.clone());
         *slot = Some(a.clone());
         a
     }
@@ -481,13 +484,14 @@ impl crate::activity::Sink for Anomaly {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Relaxed);
+                self.metrics.dropped.inc();
             }
         }
     }
 }
 
 impl Anomaly {
-    fn start(policy: Policy) -> Arc<Anomaly> {
+    fn start(policy: Policy, metrics: AnomalyMetrics) -> Arc<Anomaly> {
         let settings = policy.settings.settings();
         let engine = match policy.snapshot.as_deref().and_then(|p| snapshot::load(p).transpose()) {
             Some(Ok(bytes)) => match Engine::restore(settings.clone(), &bytes) {
@@ -528,13 +532,14 @@ impl Anomaly {
             entities: AtomicU64::new(0),
             memory: AtomicU64::new(0),
             last_record: AtomicU64::new(0),
+            metrics: metrics.clone(),
         });
         let worker = inner.clone();
         let spawned = std::thread::Builder::new().name("anomaly".into()).spawn(move || worker.run(&rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "anomaly: the detector thread could not start; records are dropped");
         }
-        Arc::new(Anomaly { tx, dropped: AtomicU64::new(0), policy: ArcSwap::new(policy), inner })
+        Arc::new(Anomaly { tx, dropped: AtomicU64::new(0), policy: ArcSwap::new(policy), inner, metrics })
     }
 
     fn set_policy(&self, policy: Policy) {
@@ -820,6 +825,7 @@ impl Inner {
                     engine.tick(now, &mut alerts);
                     next_tick = now + 1000;
                     self.entities.store(engine.entities() as u64, Relaxed);
+                    self.metrics.entities.set(i64::try_from(engine.entities()).unwrap_or(i64::MAX));
                     self.memory.store(engine.memory_bytes() as u64, Relaxed);
                 }
             }
@@ -852,6 +858,7 @@ impl Inner {
         }
         let id = self.next_alert.fetch_add(1, Relaxed);
         self.alerts_total.fetch_add(1, Relaxed);
+        self.metrics.alerts.get_or_create(&vec![("detector".to_owned(), a.detector.id().to_owned())]).inc();
         let enforced = policy.mode == Mode::Enforce;
         let routes = self.routes.load();
         let label = match a.entity.kind {
@@ -1046,6 +1053,7 @@ impl Inner {
             }
         }
         self.actions.any.store(!list.is_empty(), Relaxed);
+        self.metrics.actions.set(i64::try_from(list.len()).unwrap_or(i64::MAX));
         self.actions.view.store(Arc::new(view));
     }
 }

@@ -777,7 +777,7 @@ impl Runtime {
     /// Starts what runs beside the runtime (health checks of new upstreams). Needs a tokio runtime.
     pub fn start(&self, lasting: &Lasting) {
         if let Some(a) = &self.anomaly {
-            a.activate(&lasting.anomaly, self.guard.bans().clone(), self.events.clone());
+            a.activate(&lasting.anomaly, self.guard.bans().clone(), self.events.clone(), &lasting.metrics.anomaly);
         }
         self.events_activation.activate();
         self.authenticators.start();

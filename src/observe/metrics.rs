@@ -42,6 +42,18 @@ pub struct Metrics {
     api_keys_nearing: Family<Labels, Gauge>,
     /// `store_errors_total{backend,op}` and `store_up{backend}` (PostgreSQL, `store.postgres`).
     store: crate::store::postgres::StoreMetrics,
+    /// The anomaly detector's alerts by detector, dropped records, tracked entities, actions in force.
+    pub anomaly: AnomalyMetrics,
+}
+
+/// `anomaly_alerts_total{detector}`, `anomaly_dropped_records_total`, `anomaly_entities`,
+/// `anomaly_actions`.
+#[derive(Clone, Debug, Default)]
+pub struct AnomalyMetrics {
+    pub alerts: Family<Labels, Counter>,
+    pub dropped: Counter,
+    pub entities: Gauge,
+    pub actions: Gauge,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -125,6 +137,15 @@ impl Metrics {
             "Inspection rule matches by category and action (block, detect, log)",
             inspect_detections.clone(),
         );
+        let anomaly = AnomalyMetrics::default();
+        registry.register("anomaly_alerts", "Anomaly detector alerts by detector", anomaly.alerts.clone());
+        registry.register(
+            "anomaly_dropped_records",
+            "Request records dropped because the anomaly detector's queue was full",
+            anomaly.dropped.clone(),
+        );
+        registry.register("anomaly_entities", "Entities the anomaly detector tracks", anomaly.entities.clone());
+        registry.register("anomaly_actions", "Anomaly responses in force", anomaly.actions.clone());
         let (auto_bans, ip_list_failures) = (Counter::default(), Counter::default());
         registry.register("auto_bans", "Client addresses banned by auto_ban", auto_bans.clone());
         registry.register(
@@ -197,6 +218,7 @@ impl Metrics {
             inspect_detections,
             auto_bans,
             ip_list_failures,
+            anomaly,
             events,
             tls_handshake_failures,
             exporter_events,
