@@ -34,7 +34,7 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --features sim-clock --quiet -- -D warnings
 echo "== cargo clippy, the otel feature off"
 cargo clippy --no-default-features --lib --quiet -- -D warnings
 echo "== OpenID Provider for the OIDC tests (tests/idp: oidc-provider on Node.js)"
@@ -53,7 +53,7 @@ fi
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast --test-threads 4
+  cargo nextest run --features sim-clock --no-fail-fast --test-threads 4
 else
-  cargo test --no-fail-fast
+  cargo test --features sim-clock --no-fail-fast
 fi
