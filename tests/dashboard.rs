@@ -905,3 +905,41 @@ admin:
     let (code, headers, _) = tls(&["-b", &cookie], "/admin/ui/");
     assert_eq!((code, header(&headers, "location").as_deref()), (303, Some("/admin/ui/login")));
 }
+
+#[test]
+fn browser_anomaly_alerts_explained_and_a_ban_lifted() {
+    let yaml = |up, dir: &TempDir| {
+        store_config(up, dir) + "anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 10m }\n"
+    };
+    let Setup { up, gw, admin, .. } = launch(Upstream::start("app"), TempDir::new(), yaml, String::new());
+    // Credential stuffing from one address: distinct key ids refused until the address is banned.
+    let attacker = "203.0.113.66";
+    let mut banned = false;
+    for i in 0..200 {
+        let key = format!("pcs_{i:08x}_{}abcdefg", "A".repeat(32));
+        let (code, body) = through(&gw, "/private/a", attacker, Some(&key));
+        if code == 403 {
+            assert_eq!(problem_type(&body), problem("banned"));
+            banned = true;
+            break;
+        }
+        assert_eq!(code, 401, "{body}");
+    }
+    assert!(banned, "the stuffing address was never banned");
+    assert_eq!(up.hits(), 0);
+    let mut b = Browser::start("anomaly");
+    b.log_in(&gw, &admin);
+    b.get(&admin_url(&gw, "/admin/ui/anomalies"));
+    // The alert with its explanation, and the ban in force.
+    let alerts = b.wait_text("#anomaly-alerts tbody", "credential_stuffing");
+    assert!(alerts.contains(attacker) && alerts.contains("distinct_failing_identities"), "{alerts}");
+    assert!(alerts.contains("against"), "the explanation is shown: {alerts}");
+    b.wait_text("#anomaly-actions tbody", "203\\.0\\.113\\.66");
+    b.shot("anomaly-alert-and-ban");
+    // Lift it in the UI: the address is answered again (401 for its bogus key, not 403).
+    b.click("#anomaly-actions tbody tr[data-target='203.0.113.66'] button.lift");
+    b.wait_text("#status", "Lifted");
+    let key = format!("pcs_ffffffff_{}abcdefg", "A".repeat(32));
+    assert!(poll(5, || through(&gw, "/private/a", attacker, Some(&key)).0 == 401), "the ban was never lifted");
+    b.shot("anomaly-ban-lifted");
+}

@@ -378,7 +378,7 @@ const EVENTS: &str = "<section class=\"filters\">\
 <option>quota.exceeded</option><option>inspect.detection</option><option>validation.failed</option>\
 <option>guard.blocked</option><option>ban.set</option><option>ban.expired</option><option>config.reload</option>\
 <option>config.reload_failed</option><option>key.lifecycle</option><option>admin.action</option>\
-<option>upstream.health</option><option>tls.handshake_failure</option></select></label>\
+<option>upstream.health</option><option>tls.handshake_failure</option><option>anomaly.alert</option><option>anomaly.action</option></select></label>\
 <label>Severity <select id=\"f-severity\"><option value=\"\">any</option><option>info</option><option>low</option>\
 <option>medium</option><option>high</option><option>critical</option></select></label>\
 <label>Text <input id=\"f-text\" type=\"search\" placeholder=\"principal, path, rule…\"></label>\
