@@ -32,7 +32,8 @@
 #                           the measured run
 # (AUTH_SCENARIOS=0 leaves the authenticated ones out; TLS_SCENARIOS=0 all TLS ones; HTTPS=0, H2=0,
 # HANDSHAKE=0, C1000=0 one group each; LIMIT_SCENARIOS=0 the two rate-limit ones; FULL_SCENARIO=0 the full one;
-# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one; ADMIN_SCENARIO=0 the two admin
+# EVENTS_SCENARIO=0 the two events ones; TRACE_SCENARIO=0 the traced one; ANOMALY_SCENARIO=0 the anomaly
+# one; ADMIN_SCENARIO=0 the two admin
 # ones.) More are one `add_portcullis` line each.
 #
 # The proxy under test runs on CPU $PROXY_CPU, wrk/h2load and the upstream on CPU $LOAD_CPU. Per scenario it
@@ -503,6 +504,11 @@ if [ "$ADMIN_SCENARIO" = 1 ]; then
   printf 'header = "Authorization: Bearer %s"\n' "$ADMIN_TOKEN" >"$WORK/admin-curlrc"
   chmod 600 "$WORK/admin-curlrc"
   S_DURING[portcullis-admin-load]="exec timeout $((DURATION + 5)) taskset -c $LOAD_CPU curl -sS -K $WORK/admin-curlrc --rate $ADMIN_RATE/s -w '%{http_code}\\n' $admin_urls"
+fi
+# The anomaly detector on (issue 16): the plain route with `anomaly:` (monitor mode); its detector thread
+# shares the proxy's CPU. Target: at least 0.97x the throughput of portcullis (plain) in the same run.
+if [ "${ANOMALY_SCENARIO:-1}" = 1 ]; then
+  add_portcullis portcullis-anomaly "$ROOT/bench/configs/anomaly.yaml" http
 fi
 # A/B: COMPARE_BIN=/path/to/other/portcullis adds the same scenario run by another build.
 if [ -n "${COMPARE_BIN:-}" ]; then
