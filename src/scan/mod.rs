@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 pub mod audit;
+pub mod finding;
 pub mod live;
+pub mod sarif;
 
 /// `portcullis scan ...`
 #[derive(clap::Subcommand, Debug)]
