@@ -231,8 +231,13 @@ impl Api {
         if depth > 8 {
             return Value::Null;
         }
+        let fmt = s.get("format").and_then(Value::as_str);
+        let url_like = |v: &Value| v.as_str().is_some_and(|t| t.contains("://"));
+        if matches!(fmt, Some("uri" | "url" | "uri-reference" | "iri")) {
+            return json!(PLACEHOLDER_URL);
+        }
         if let Some(v) = s.get("example").or_else(|| s.get("default")) {
-            return v.clone();
+            return if url_like(v) { json!(PLACEHOLDER_URL) } else { v.clone() };
         }
         if let Some(v) = s.get("examples").and_then(Value::as_array).and_then(|a| a.first()) {
             return v.clone();
@@ -313,7 +318,7 @@ fn sample_string(s: &Value) -> String {
         "email" => "scan@example.com".to_owned(),
         "date-time" => "2026-01-01T00:00:00Z".to_owned(),
         "date" => "2026-01-01".to_owned(),
-        "uri" | "url" => "https://example.com/".to_owned(),
+        "uri" | "url" | "uri-reference" => PLACEHOLDER_URL.to_owned(),
         "ipv4" => "192.0.2.1".to_owned(),
         "ipv6" => "2001:db8::1".to_owned(),
         "hostname" => "example.com".to_owned(),
@@ -349,9 +354,19 @@ pub fn sample_path(op: &Op, value: &dyn Fn(&Param) -> Option<String>) -> String 
 pub const SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// The URL put in URL-valued parameters and properties outside the SSRF probe: a reserved name
+/// (RFC 2606 `.invalid`) that never resolves. A document's own examples are never used for these: they
+/// may name hosts outside the scan's scope.
+pub const PLACEHOLDER_URL: &str = "https://pcs-scan.invalid/";
+
 /// A parameter's text when nothing better is known: its example, else a sample of its schema.
+/// URL-valued parameters get [`PLACEHOLDER_URL`].
 pub fn default_text(p: &Param) -> String {
+    if p.takes_url() {
+        return PLACEHOLDER_URL.to_owned();
+    }
     let v = match &p.example {
+        Some(Value::String(e)) if e.contains("://") => return PLACEHOLDER_URL.to_owned(),
         Some(e) => e.clone(),
         None => match p.schema.get("type").and_then(Value::as_str) {
             Some("integer" | "number") => json!(1),
