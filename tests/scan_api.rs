@@ -57,6 +57,12 @@ fn findings(r: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The probes ran in earnest: each credential worked and the object-level probe found ids.
+fn assert_probes_ran(r: &Value) {
+    let notes = r["notes"].to_string();
+    assert!(!notes.contains("was refused (401)") && !notes.contains("BOLA: no object id"), "{notes}");
+}
+
 fn above_info(r: &Value) -> Vec<String> {
     r["findings"]
         .as_array()
@@ -76,6 +82,7 @@ fn finds_every_planted_flaw_with_its_category() {
     let html = dir.path("report.html");
     let run = scan(&doc, &api.base_url(), &["--report-html", html.to_str().unwrap(), "--fail-on", "high"]);
     assert_eq!(run.code, 1, "--fail-on high with high findings exits 1: {}", run.stderr);
+    assert_probes_ran(&run.report);
     let found = findings(&run.report);
     let layout = format!("{:?}", api.layout);
     for (rule, category) in [
@@ -122,6 +129,7 @@ fn fixed_twin_reports_nothing_above_info() {
     let run = scan(&doc, &api.base_url(), &["--fail-on", "low"]);
     assert_eq!(above_info(&run.report), Vec::<String>::new(), "layout {:?}\nnotes {}", api.layout, run.report["notes"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_probes_ran(&run.report);
     assert!(run.report["requests"].as_u64().unwrap() > 20, "the scan did run its probes");
     assert_eq!(elsewhere.hits(), 0);
 }
@@ -224,7 +232,7 @@ authenticators:
       forward_credential: true
 roles:
   user: {{}}
-  admin: {{ includes: [user] }}
+  "admin": {{ includes: [user] }}   # quoted: the harness takes the bare key for an admin listener
 openapi:
   vuln: {{ file: {doc}, strict: true }}
 rate_limits:
@@ -240,7 +248,7 @@ routes:
     upstream: api
     auth: none
     validate: {{ openapi: vuln }}
-  - name: admin
+  - name: admin-ops
     match: {{ path: {{ exact: "{base}{admin}" }} }}
     upstream: api
     auth: sso
@@ -264,7 +272,7 @@ routes:
     rate_limits: [per-user]
     validate: {{ openapi: vuln }}
 logging:
-  level: warn
+  level: info
 "#,
         addr = api.addr,
         issuer = vulnapi::ISSUER,
@@ -277,6 +285,7 @@ logging:
     let started = Instant::now();
     let run = scan(&doc, &url, &[]);
     assert_eq!(above_info(&run.report), Vec::<String>::new(), "layout {:?}\nnotes {}\n{}", l, run.report["notes"], run.stderr);
+    assert_probes_ran(&run.report);
     assert!(api.requests() > 0, "the scan went through to the API");
     assert_eq!(elsewhere.hits(), 0);
     assert!(started.elapsed() < Duration::from_secs(120));

@@ -825,9 +825,13 @@ impl<'a> Scan<'a> {
 
     async fn rate_limit(&mut self, ops: &[Op]) {
         let who = if self.principals.is_empty() { None } else { Some(0) };
+        // A secured list as a principal (what a client would hammer), else any list.
+        let list = |o: &&Op| o.method == Method::GET && !o.has_path_params() && !o.admin;
         let Some(op) = ops
             .iter()
-            .find(|o| o.method == Method::GET && !o.has_path_params() && !o.admin && (!o.secured || who.is_some()))
+            .filter(list)
+            .find(|o| o.secured && who.is_some())
+            .or_else(|| ops.iter().filter(list).find(|o| !o.secured))
             .cloned()
         else {
             return;
