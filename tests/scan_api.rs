@@ -31,7 +31,8 @@ fn scan(doc: &std::path::Path, base_url: &str, extra: &[&str]) -> Run {
     let alice = token("alice", &["user"], 3600);
     let bob = token("bob", &["user"], 3600);
     let doc = doc.to_string_lossy().into_owned();
-    let mut args: Vec<String> = vec!["scan".into(), "api".into(), "--openapi".into(), doc, "--base-url".into(), base_url.into()];
+    let mut args: Vec<String> =
+        vec!["scan".into(), "api".into(), "--openapi".into(), doc, "--base-url".into(), base_url.into()];
     args.extend(["--as".into(), "alice=bearer:env:SCAN_ALICE".into(), "--as".into(), "bob=bearer:env:SCAN_BOB".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     if !extra.contains(&"--format") {
@@ -52,7 +53,11 @@ fn findings(r: &Value) -> Vec<(String, String, String)> {
         .into_iter()
         .flatten()
         .map(|f| {
-            (f["rule"].as_str().unwrap().to_owned(), f["owasp"].as_str().unwrap().to_owned(), f["severity"].as_str().unwrap().to_owned())
+            (
+                f["rule"].as_str().unwrap().to_owned(),
+                f["owasp"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -163,7 +168,11 @@ fn dry_run_sends_nothing_and_lists_requests() {
     assert_eq!(elsewhere.hits(), 0);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines.len() > 20, "{}", run.stdout);
-    assert!(lines.iter().all(|l| l.contains(&format!("http://{}", api.addr)) || l.starts_with("TLS")), "{}", run.stdout);
+    assert!(
+        lines.iter().all(|l| l.contains(&format!("http://{}", api.addr)) || l.starts_with("TLS")),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("(rate-limit)") && run.stdout.contains("(no-credentials)"));
     assert!(!run.stdout.contains("Bearer"), "no credential in the listing");
 }
@@ -284,7 +293,14 @@ logging:
     let url = format!("http://{}{}", gw.addr("main"), base);
     let started = Instant::now();
     let run = scan(&doc, &url, &[]);
-    assert_eq!(above_info(&run.report), Vec::<String>::new(), "layout {:?}\nnotes {}\n{}", l, run.report["notes"], run.stderr);
+    assert_eq!(
+        above_info(&run.report),
+        Vec::<String>::new(),
+        "layout {:?}\nnotes {}\n{}",
+        l,
+        run.report["notes"],
+        run.stderr
+    );
     assert_probes_ran(&run.report);
     assert!(api.requests() > 0, "the scan went through to the API");
     assert_eq!(elsewhere.hits(), 0);
@@ -314,6 +330,9 @@ fn schemathesis_runs_against_the_vulnerable_api() {
         return;
     }
     println!("schemathesis exit {:?}\n{stdout}\n{stderr}", out.status.code());
-    assert!(stdout.contains("schemathesis") || stderr.contains("schemathesis") || stdout.contains("Schemathesis"), "it ran");
+    assert!(
+        stdout.contains("schemathesis") || stderr.contains("schemathesis") || stdout.contains("Schemathesis"),
+        "it ran"
+    );
     assert!(api.requests() > 0, "schemathesis sent requests");
 }

@@ -108,7 +108,8 @@ impl Rng {
 impl Layout {
     pub fn from_seed(seed: u64) -> Layout {
         let mut r = Rng(seed);
-        let resource = r.pick(&["orders", "invoices", "notes", "tickets", "projects", "shipments", "documents"]).to_string();
+        let resource =
+            r.pick(&["orders", "invoices", "notes", "tickets", "projects", "shipments", "documents"]).to_string();
         let singular = resource.trim_end_matches('s').to_owned();
         let id_kind = *r.pick(&[IdKind::Int, IdKind::Uuid, IdKind::Slug]);
         let id_param = match r.next() % 3 {
@@ -124,11 +125,15 @@ impl Layout {
             id_param,
             name_field: r.pick(&["title", "name", "label", "subject"]).to_string(),
             note_field: r.pick(&["memo", "description", "comment", "details"]).to_string(),
-            leak_field: r.pick(&["password_hash", "internal_cost", "ssn_last4", "api_secret_ref", "margin"]).to_string(),
+            leak_field: r
+                .pick(&["password_hash", "internal_cost", "ssn_last4", "api_secret_ref", "margin"])
+                .to_string(),
             admin_path: r.pick(&["/admin/users", "/internal/metrics", "/manage/accounts", "/admin/config"]).to_string(),
             fetch_path: r.pick(&["/preview", "/webhooks/test", "/import", "/link-check"]).to_string(),
             url_param: r.pick(&["url", "target", "callback_url", "source", "feed"]).to_string(),
-            debug_path: r.pick(&["/debug", "/debug/vars", "/actuator/env", "/_debug", "/server-status", "/console"]).to_string(),
+            debug_path: r
+                .pick(&["/debug", "/debug/vars", "/actuator/env", "/_debug", "/server-status", "/console"])
+                .to_string(),
             missing_header: *r.pick(&[Header::Nosniff, Header::CacheControl, Header::Csp]),
             auth_flaw: *r.pick(&[AuthFlaw::AlgNone, AuthFlaw::NoSignatureCheck]),
             leak_on: *r.pick(&[Where::List, Where::Item]),
@@ -213,9 +218,18 @@ impl Layout {
             IdKind::Int => json!(1000 + n),
             IdKind::Uuid => {
                 let h = Rng(self.seed ^ (n * 7919)).next();
-                json!(format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 20) & 0xfff, n * 104_729 + 17))
+                json!(format!(
+                    "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                    h >> 32,
+                    (h >> 16) & 0xffff,
+                    h & 0xfff,
+                    (h >> 20) & 0xfff,
+                    n * 104_729 + 17
+                ))
             }
-            IdKind::Slug => json!(format!("{}-{}-{n}", ["alpha", "beta", "gamma", "delta"][(n % 4) as usize], self.resource)),
+            IdKind::Slug => {
+                json!(format!("{}-{}-{n}", ["alpha", "beta", "gamma", "delta"][(n % 4) as usize], self.resource))
+            }
         }
     }
 
@@ -231,7 +245,11 @@ impl Layout {
 pub fn token(sub: &str, roles: &[&str], exp_in: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "roles": roles, "iat": now, "exp": now + exp_in});
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
 }
@@ -296,7 +314,9 @@ impl VulnApi {
                             let (state, log) = (state.clone(), log.clone());
                             async move { Ok::<_, std::convert::Infallible>(handle(&state, &log, req).await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                 }
             });
@@ -405,7 +425,11 @@ fn authenticate(mode: Mode, flaw: AuthFlaw, auth: Option<&str>) -> Option<Value>
     claims["sub"].is_string().then_some(claims)
 }
 
-async fn handle(state: &Mutex<State>, log: &Mutex<Vec<(Instant, String, String)>>, req: hyper::Request<hyper::body::Incoming>) -> Resp {
+async fn handle(
+    state: &Mutex<State>,
+    log: &Mutex<Vec<(Instant, String, String)>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Resp {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -457,7 +481,9 @@ async fn fetch(url: &str) -> (u16, Vec<u8>) {
     let result = tokio::time::timeout(Duration::from_secs(2), async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;
         Some(out.len())
@@ -473,14 +499,25 @@ fn percent_decode(s: &str) -> String {
 
 type Answer = (u16, Vec<u8>, Vec<(String, String)>);
 
-fn route(st: &mut State, method: &hyper::Method, full_path: &str, query: &str, claims: Option<Value>, body: &[u8]) -> Answer {
+fn route(
+    st: &mut State,
+    method: &hyper::Method,
+    full_path: &str,
+    query: &str,
+    claims: Option<Value>,
+    body: &[u8],
+) -> Answer {
     let l = st.layout.clone();
     let vulnerable = st.mode == Mode::Vulnerable;
     let Some(path) = full_path.strip_prefix(l.base.as_str()).filter(|p| p.starts_with('/')) else {
         return problem(404, "Not Found");
     };
     if vulnerable && path == l.debug_path && method == hyper::Method::GET {
-        return respond(200, json!({"debug": true, "env": {"DATABASE_URL": "postgres://app@db/app", "BUILD": "1.4.2-dev"}, "goroutines": 17, "last_error": "<script>alert('pcs')</script><img src=x onerror=alert(1)>"}), &[]);
+        return respond(
+            200,
+            json!({"debug": true, "env": {"DATABASE_URL": "postgres://app@db/app", "BUILD": "1.4.2-dev"}, "goroutines": 17, "last_error": "<script>alert('pcs')</script><img src=x onerror=alert(1)>"}),
+            &[],
+        );
     }
     if method != hyper::Method::GET && method != hyper::Method::POST {
         return problem(405, "Method Not Allowed");
@@ -489,12 +526,17 @@ fn route(st: &mut State, method: &hyper::Method, full_path: &str, query: &str, c
         return respond(200, json!({"status": "ok"}), &[]);
     }
     let res_path = format!("/{}", l.resource);
-    let known = path == res_path || path.starts_with(&format!("{res_path}/")) || path == l.admin_path || path == l.fetch_path;
+    let known =
+        path == res_path || path.starts_with(&format!("{res_path}/")) || path == l.admin_path || path == l.fetch_path;
     if !known {
         return problem(404, "Not Found");
     }
     let Some(claims) = claims else {
-        return (401, br#"{"title":"Unauthorized","status":401}"#.to_vec(), vec![("www-authenticate".into(), "Bearer".into())]);
+        return (
+            401,
+            br#"{"title":"Unauthorized","status":401}"#.to_vec(),
+            vec![("www-authenticate".into(), "Bearer".into())],
+        );
     };
     let sub = claims["sub"].as_str().unwrap_or("").to_owned();
     // The twin's rate limit: 20 requests per principal and path per 10 seconds.
@@ -503,11 +545,16 @@ fn route(st: &mut State, method: &hyper::Method, full_path: &str, query: &str, c
         let hits = st.hits.entry((sub.clone(), path.to_owned())).or_default();
         hits.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
         if hits.len() >= 20 {
-            return (429, br#"{"title":"Too Many Requests","status":429}"#.to_vec(), vec![("retry-after".into(), "10".into())]);
+            return (
+                429,
+                br#"{"title":"Too Many Requests","status":429}"#.to_vec(),
+                vec![("retry-after".into(), "10".into())],
+            );
         }
         hits.push(now);
     }
-    let roles: Vec<&str> = claims["roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let roles: Vec<&str> =
+        claims["roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     if path == l.admin_path {
         if !vulnerable && !roles.contains(&"admin") {
             return problem(403, "Forbidden");
@@ -534,7 +581,12 @@ fn route(st: &mut State, method: &hyper::Method, full_path: &str, query: &str, c
     };
     if path == res_path {
         if method == hyper::Method::GET {
-            let mine: Vec<Value> = st.objects.iter().filter(|o| o["owner"] == sub.as_str()).map(|o| public(o, l.leak_on == Where::List)).collect();
+            let mine: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|o| o["owner"] == sub.as_str())
+                .map(|o| public(o, l.leak_on == Where::List))
+                .collect();
             return respond(200, Value::Array(mine), &[]);
         }
         let parsed: Result<Value, _> = serde_json::from_slice(body);
@@ -574,7 +626,16 @@ fn route(st: &mut State, method: &hyper::Method, full_path: &str, query: &str, c
     };
     if !well_formed {
         if vulnerable && l.verbose_on == Where::Item {
-            return (500, format!("ERROR: syntax error at or near \"{}\"\nSQLSTATE[42601] in SELECT * FROM {} WHERE id = {id}", id.chars().take(8).collect::<String>(), l.resource).into_bytes(), vec![("content-type".into(), "text/plain".into())]);
+            return (
+                500,
+                format!(
+                    "ERROR: syntax error at or near \"{}\"\nSQLSTATE[42601] in SELECT * FROM {} WHERE id = {id}",
+                    id.chars().take(8).collect::<String>(),
+                    l.resource
+                )
+                .into_bytes(),
+                vec![("content-type".into(), "text/plain".into())],
+            );
         }
         return problem(400, "Bad Request");
     }

@@ -152,13 +152,7 @@ pub struct Client {
 const MAX_BODY: usize = 1 << 20;
 
 impl Client {
-    pub fn new(
-        target: Target,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        rate: f64,
-        max: u64,
-        dry_run: bool,
-    ) -> Client {
+    pub fn new(target: Target, tls: Option<Arc<rustls::ClientConfig>>, rate: f64, max: u64, dry_run: bool) -> Client {
         Client {
             target,
             tls: tls.map(tokio_rustls::TlsConnector::from),
@@ -197,7 +191,13 @@ impl Client {
         self.next = Instant::now().max(self.next) + self.interval;
         if self.progress {
             let filled = ((self.sent * 30) / self.max.max(1)) as usize;
-            eprint!("\r[{}{}] {} requests ({})        ", "#".repeat(filled), " ".repeat(30 - filled.min(30)), self.sent, req.probe);
+            eprint!(
+                "\r[{}{}] {} requests ({})        ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled.min(30)),
+                self.sent,
+                req.probe
+            );
         }
         match tokio::time::timeout(self.timeout, self.exchange(req)).await {
             Ok(r) => r,
@@ -213,7 +213,8 @@ impl Client {
 
     async fn exchange(&self, req: &Req) -> Result<Resp, Miss> {
         let fail = |e: &dyn std::fmt::Display| Miss::Failed(e.to_string());
-        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port)).await.map_err(|e| fail(&e.kind()))?;
+        let tcp =
+            TcpStream::connect((self.target.host.as_str(), self.target.port)).await.map_err(|e| fail(&e.kind()))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match (&self.tls, self.target.https) {
             (Some(tls), true) => {
@@ -223,14 +224,20 @@ impl Client {
             (None, true) => return Err(Miss::Failed("no TLS configuration".into())),
             _ => Box::new(tcp),
         };
-        let (mut sender, conn) =
-            hyper::client::conn::http1::Builder::new().handshake::<_, Full<Bytes>>(TokioIo::new(io)).await.map_err(|e| fail(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Full<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| fail(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
         let body = req.body.clone().unwrap_or_default();
         let uri = format!("{}{}", self.target.base_path, req.path);
-        let mut request = Request::builder().method(req.method.clone()).uri(uri).body(Full::new(body.clone())).map_err(|e| fail(&e))?;
+        let mut request = Request::builder()
+            .method(req.method.clone())
+            .uri(uri)
+            .body(Full::new(body.clone()))
+            .map_err(|e| fail(&e))?;
         let h = request.headers_mut();
         h.insert(HOST, HeaderValue::from_str(&self.target.authority).map_err(|e| fail(&e))?);
         h.insert(USER_AGENT, HeaderValue::from_static("portcullis-scan"));
@@ -293,7 +300,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &crate::tls::provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &crate::tls::provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -302,7 +314,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &crate::tls::provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &crate::tls::provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -332,6 +349,9 @@ mod tests {
         assert_eq!(c.send(&r).await.unwrap_err(), Miss::DryRun);
         assert_eq!(c.send(&r).await.unwrap_err(), Miss::Budget);
         assert!(c.exhausted);
-        assert_eq!(c.listed, vec!["GET http://127.0.0.1:9/a (test)".to_owned(), "GET http://127.0.0.1:9/a (test)".to_owned()]);
+        assert_eq!(
+            c.listed,
+            vec!["GET http://127.0.0.1:9/a (test)".to_owned(), "GET http://127.0.0.1:9/a (test)".to_owned()]
+        );
     }
 }

@@ -71,23 +71,73 @@ pub struct Args {
 
 /// The live scan's rules (for SARIF's rule table).
 pub const RULES: &[Rule] = &[
-    rule("live.bola", "object-level-authorization", Severity::High, "A principal reads another principal's object (OWASP API1:2023)."),
-    rule("live.no-auth", "missing-authentication", Severity::High, "A secured operation answers without credentials (API2:2023)."),
+    rule(
+        "live.bola",
+        "object-level-authorization",
+        Severity::High,
+        "A principal reads another principal's object (OWASP API1:2023).",
+    ),
+    rule(
+        "live.no-auth",
+        "missing-authentication",
+        Severity::High,
+        "A secured operation answers without credentials (API2:2023).",
+    ),
     rule("live.jwt", "forged-jwt-accepted", Severity::Critical, "A forged JWT is accepted (API2:2023)."),
-    rule("live.excessive-data", "excessive-data-exposure", Severity::Medium, "Answers carry undeclared properties (API3:2023)."),
-    rule("live.mass-assignment", "mass-assignment", Severity::High, "Writes accept read-only or undeclared properties (API3:2023)."),
-    rule("live.no-rate-limit", "no-rate-limit", Severity::Medium, "A burst of requests is answered without 429 (API4:2023)."),
-    rule("live.function-level", "function-level-authorization", Severity::High, "An administrative operation is reachable by an ordinary principal (API5:2023)."),
+    rule(
+        "live.excessive-data",
+        "excessive-data-exposure",
+        Severity::Medium,
+        "Answers carry undeclared properties (API3:2023).",
+    ),
+    rule(
+        "live.mass-assignment",
+        "mass-assignment",
+        Severity::High,
+        "Writes accept read-only or undeclared properties (API3:2023).",
+    ),
+    rule(
+        "live.no-rate-limit",
+        "no-rate-limit",
+        Severity::Medium,
+        "A burst of requests is answered without 429 (API4:2023).",
+    ),
+    rule(
+        "live.function-level",
+        "function-level-authorization",
+        Severity::High,
+        "An administrative operation is reachable by an ordinary principal (API5:2023).",
+    ),
     rule("live.ssrf", "server-side-request-forgery", Severity::High, "The API fetches a URL it is given (API7:2023)."),
     rule("live.security-header", "missing-security-header", Severity::Low, "A security header is missing (API8:2023)."),
     rule("live.cors", "permissive-cors", Severity::High, "CORS allows any origin (API8:2023)."),
     rule("live.trace", "trace-enabled", Severity::Low, "TRACE is echoed (API8:2023)."),
-    rule("live.verbose-error", "verbose-error", Severity::Medium, "Errors reveal stack traces or SQL errors (API8:2023)."),
-    rule("live.reflected-input", "reflected-input", Severity::Medium, "Input is reflected unescaped in HTML (API8:2023)."),
-    rule("live.version-disclosure", "version-disclosure", Severity::Info, "A header names software and version (API8:2023)."),
+    rule(
+        "live.verbose-error",
+        "verbose-error",
+        Severity::Medium,
+        "Errors reveal stack traces or SQL errors (API8:2023).",
+    ),
+    rule(
+        "live.reflected-input",
+        "reflected-input",
+        Severity::Medium,
+        "Input is reflected unescaped in HTML (API8:2023).",
+    ),
+    rule(
+        "live.version-disclosure",
+        "version-disclosure",
+        Severity::Info,
+        "A header names software and version (API8:2023).",
+    ),
     rule("live.tls-legacy", "legacy-tls", Severity::Medium, "TLS 1.0 or 1.1 is accepted (API8:2023)."),
     rule("live.tls-weak-suite", "weak-tls-suite", Severity::Low, "A non-AEAD TLS suite is accepted (API8:2023)."),
-    rule("live.debug-endpoint", "debug-endpoint", Severity::High, "An undeclared debug endpoint answers without credentials (API9:2023)."),
+    rule(
+        "live.debug-endpoint",
+        "debug-endpoint",
+        Severity::High,
+        "An undeclared debug endpoint answers without credentials (API9:2023).",
+    ),
 ];
 
 const fn rule(id: &'static str, name: &'static str, severity: Severity, help: &'static str) -> Rule {
@@ -165,7 +215,10 @@ fn scan(args: &Args) -> Result<Report, String> {
         for l in &listed {
             println!("{l}");
         }
-        eprintln!("dry run: {} requests listed, none sent (ids the scan would discover are placeholders)", listed.len());
+        eprintln!(
+            "dry run: {} requests listed, none sent (ids the scan would discover are placeholders)",
+            listed.len()
+        );
     }
     Ok(Report {
         base_url: args.base_url.clone(),
@@ -181,8 +234,7 @@ fn scan(args: &Args) -> Result<Report, String> {
 /// The shared finding type (for SARIF): the OWASP category as its taxonomy entry, the URL it was seen at.
 fn shared(base: &str, f: &Finding) -> SharedFinding {
     let rule = RULES.iter().find(|r| r.id == f.rule).cloned().unwrap_or(rule(f.rule, f.rule, f.severity, ""));
-    let evidence: Vec<String> =
-        f.evidence.iter().map(|e| format!("{}\n--\n{}", e.request, e.response)).collect();
+    let evidence: Vec<String> = f.evidence.iter().map(|e| format!("{}\n--\n{}", e.request, e.response)).collect();
     let mut out = SharedFinding::new(&rule, f.title.clone(), f.detail.clone())
         .severity(f.severity)
         .fix(f.fix)

@@ -37,14 +37,17 @@ impl Principal {
     /// `KIND:VALUE` with KIND `bearer`, `apikey`, `header` (`header:NAME:VALUE`) or `cookie`
     /// (`cookie:NAME=VALUE`); a VALUE `env:VAR` is read from the environment variable VAR.
     pub fn parse(spec: &str, api: &Api, admins: &[String]) -> Result<Principal, String> {
-        let (name, cred) = spec.split_once('=').ok_or("--as takes NAME=KIND:VALUE (bearer:, apikey:, header:, cookie:)")?;
+        let (name, cred) =
+            spec.split_once('=').ok_or("--as takes NAME=KIND:VALUE (bearer:, apikey:, header:, cookie:)")?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(format!("--as: `{name}` is not a principal name (letters, digits, - and _)"));
         }
         let (kind, value) = cred.split_once(':').ok_or_else(|| format!("--as {name}: give KIND:VALUE"))?;
         let read = |v: &str| -> Result<String, String> {
             match v.strip_prefix("env:") {
-                Some(var) => std::env::var(var).map_err(|_| format!("--as {name}: environment variable {var} is not set")),
+                Some(var) => {
+                    std::env::var(var).map_err(|_| format!("--as {name}: environment variable {var} is not set"))
+                }
                 None => Ok(v.to_owned()),
             }
         };
@@ -79,7 +82,9 @@ impl Principal {
                 p.secret = c.split_once('=').map_or(c.clone(), |(_, v)| v.to_owned());
                 p.headers.push(("cookie".into(), c));
             }
-            other => return Err(format!("--as {name}: unknown credential kind `{other}` (bearer, apikey, header, cookie)")),
+            other => {
+                return Err(format!("--as {name}: unknown credential kind `{other}` (bearer, apikey, header, cookie)"))
+            }
         }
         if p.secret.is_empty() {
             return Err(format!("--as {name}: empty credential"));
@@ -89,7 +94,8 @@ impl Principal {
 
     /// The secret's bearer token when it is a JWT.
     pub fn jwt(&self) -> Option<&str> {
-        let bearer = self.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Bearer "));
+        let bearer =
+            self.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Bearer "));
         (bearer && jwt::decode(&self.secret).is_some()).then_some(self.secret.as_str())
     }
 }
@@ -119,7 +125,11 @@ impl Canary {
                 let (h, t) = (h.clone(), t.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
-                    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
+                    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(0);
                     if String::from_utf8_lossy(&buf[..n]).contains(&format!("/pcs-ssrf-{t}")) {
                         h.fetch_add(1, Ordering::SeqCst);
                     }
@@ -180,7 +190,18 @@ impl<'a> Scan<'a> {
     pub fn new(api: &'a Api, client: Client, principals: Vec<Principal>, opts: Options) -> Scan<'a> {
         let redactor = Redactor::new(principals.iter().map(|p| p.secret.clone()).collect());
         let ids = vec![BTreeSet::new(); principals.len()];
-        Scan { api, client, principals, findings: Vec::new(), notes: Vec::new(), redactor, ids, seen: Vec::new(), opts, reported: BTreeSet::new() }
+        Scan {
+            api,
+            client,
+            principals,
+            findings: Vec::new(),
+            notes: Vec::new(),
+            redactor,
+            ids,
+            seen: Vec::new(),
+            opts,
+            reported: BTreeSet::new(),
+        }
     }
 
     fn evidence(&self, req: &Req, resp: Option<&Resp>) -> Evidence {
@@ -226,7 +247,16 @@ impl<'a> Scan<'a> {
         if !self.reported.insert((rule.to_owned(), target.clone())) {
             return;
         }
-        self.findings.push(Finding { rule, owasp, severity, target, title, detail: self.redactor.text(&detail), fix, evidence });
+        self.findings.push(Finding {
+            rule,
+            owasp,
+            severity,
+            target,
+            title,
+            detail: self.redactor.text(&detail),
+            fix,
+            evidence,
+        });
     }
 
     async fn send(&mut self, req: &Req) -> Option<Resp> {
@@ -243,7 +273,13 @@ impl<'a> Scan<'a> {
     }
 
     /// The request for `op` as `who` (None: no credentials), path parameters from `ids`.
-    fn request(&self, op: &Op, who: Option<usize>, path_value: &dyn Fn(&Param) -> Option<String>, probe: &'static str) -> Req {
+    fn request(
+        &self,
+        op: &Op,
+        who: Option<usize>,
+        path_value: &dyn Fn(&Param) -> Option<String>,
+        probe: &'static str,
+    ) -> Req {
         let mut path = sample_path(op, path_value);
         let mut query: Vec<(String, String)> = op
             .params
@@ -310,7 +346,8 @@ impl<'a> Scan<'a> {
                 let Some(resp) = self.send(&req).await else { continue };
                 self.remember(who, i, &req, &resp);
                 if op.secured && matches!(resp.status.as_u16(), 401) {
-                    let note = format!("the credential of `{}` was refused (401) on {}", self.principals[who].name, op.name());
+                    let note =
+                        format!("the credential of `{}` was refused (401) on {}", self.principals[who].name, op.name());
                     self.notes.push(note);
                 }
             }
@@ -333,7 +370,9 @@ impl<'a> Scan<'a> {
         let param = op.path_params().last()?;
         let name = param.name.to_ascii_lowercase();
         let ids = &self.ids[who];
-        let pick = |pred: &dyn Fn(&str) -> bool| ids.iter().find(|(k, _)| pred(&k.to_ascii_lowercase())).map(|(_, v)| v.clone());
+        let pick = |pred: &dyn Fn(&str) -> bool| {
+            ids.iter().find(|(k, _)| pred(&k.to_ascii_lowercase())).map(|(_, v)| v.clone())
+        };
         pick(&|k| k == name)
             .or_else(|| pick(&|k| k == "id"))
             .or_else(|| pick(&|k| k == "slug" || k == "uuid"))
@@ -363,13 +402,18 @@ impl<'a> Scan<'a> {
 
     async fn bola(&mut self, ops: &[Op]) {
         if self.principals.len() < 2 {
-            self.notes.push("object-level authorization (BOLA) needs two principals (--as alice=... --as bob=...)".into());
+            self.notes
+                .push("object-level authorization (BOLA) needs two principals (--as alice=... --as bob=...)".into());
             return;
         }
         let (owner, other) = (0usize, 1usize);
         for op in ops.iter().filter(|o| o.method == Method::GET && o.has_path_params() && !o.admin) {
             let Some(id) = self.id_for(owner, op) else {
-                self.notes.push(format!("BOLA: no object id of `{}` found for {}", self.principals[owner].name, op.name()));
+                self.notes.push(format!(
+                    "BOLA: no object id of `{}` found for {}",
+                    self.principals[owner].name,
+                    op.name()
+                ));
                 continue;
             };
             // The other principal owning the same id (a shared or public object) proves nothing.
@@ -445,7 +489,12 @@ impl<'a> Scan<'a> {
             let who = if self.principals.is_empty() { None } else { Some(0) };
             let id = who.and_then(|w| self.id_for(w, op));
             let mut req = self.request(op, who, &|_| id.clone(), "mass-assignment");
-            req = Req { body: None, headers: req.headers.into_iter().filter(|(k, _)| k != "content-type").collect(), ..req }.json(&body);
+            req = Req {
+                body: None,
+                headers: req.headers.into_iter().filter(|(k, _)| k != "content-type").collect(),
+                ..req
+            }
+            .json(&body);
             let Some(resp) = self.send(&req).await else { continue };
             if !resp.ok() {
                 continue;
@@ -505,7 +554,12 @@ impl<'a> Scan<'a> {
                 let mut req = if p.location == In::Path {
                     let name = p.name.clone();
                     let id = who.and_then(|w| self.id_for(w, op));
-                    self.request(op, who, &move |q: &Param| if q.name == name { Some(CANARY.to_owned()) } else { id.clone() }, "injection")
+                    self.request(
+                        op,
+                        who,
+                        &move |q: &Param| if q.name == name { Some(CANARY.to_owned()) } else { id.clone() },
+                        "injection",
+                    )
                 } else {
                     self.request(op, who, &|_| None, "injection")
                 };
@@ -546,7 +600,11 @@ impl<'a> Scan<'a> {
                         Severity::Medium,
                         op.name(),
                         "Input reflected unescaped in HTML".into(),
-                        format!("{} echoed the canary markup unescaped in a {} answer.", op.name(), resp.header("content-type").unwrap_or("")),
+                        format!(
+                            "{} echoed the canary markup unescaped in a {} answer.",
+                            op.name(),
+                            resp.header("content-type").unwrap_or("")
+                        ),
                         "Escape output, answer JSON with its content type and `X-Content-Type-Options: nosniff`.",
                         vec![ev],
                     );
@@ -560,11 +618,33 @@ impl<'a> Scan<'a> {
             .iter()
             .filter(|o| o.method != Method::DELETE)
             .flat_map(|o| {
-                let mut v: Vec<(Op, Option<String>)> =
-                    o.params.iter().filter(|p| p.location == In::Query && p.takes_url()).map(|p| (o.clone(), Some(p.name.clone()))).collect();
-                let body_url = o.body.as_ref().map(|b| self.api.resolve(b)).and_then(|b| b.get("properties")).and_then(Value::as_object).and_then(|props| {
-                    props.iter().find(|(k, s)| Param { name: (*k).clone(), location: In::Query, required: false, schema: (*s).clone(), example: None }.takes_url()).map(|(k, _)| k.clone())
-                });
+                let mut v: Vec<(Op, Option<String>)> = o
+                    .params
+                    .iter()
+                    .filter(|p| p.location == In::Query && p.takes_url())
+                    .map(|p| (o.clone(), Some(p.name.clone())))
+                    .collect();
+                let body_url = o
+                    .body
+                    .as_ref()
+                    .map(|b| self.api.resolve(b))
+                    .and_then(|b| b.get("properties"))
+                    .and_then(Value::as_object)
+                    .and_then(|props| {
+                        props
+                            .iter()
+                            .find(|(k, s)| {
+                                Param {
+                                    name: (*k).clone(),
+                                    location: In::Query,
+                                    required: false,
+                                    schema: (*s).clone(),
+                                    example: None,
+                                }
+                                .takes_url()
+                            })
+                            .map(|(k, _)| k.clone())
+                    });
                 if let Some(k) = body_url {
                     v.push((o.clone(), Some(format!("body:{k}"))));
                 }
@@ -601,7 +681,12 @@ impl<'a> Scan<'a> {
                 Some(field) => {
                     let mut body = op.body.as_ref().map(|b| self.api.sample(b, true)).unwrap_or(json!({}));
                     body[field] = json!(canary.url());
-                    req = Req { body: None, headers: req.headers.into_iter().filter(|(k, _)| k != "content-type").collect(), ..req }.json(&body);
+                    req = Req {
+                        body: None,
+                        headers: req.headers.into_iter().filter(|(k, _)| k != "content-type").collect(),
+                        ..req
+                    }
+                    .json(&body);
                 }
                 None => {
                     req.path = strip_query_param(&req.path, &param);
@@ -614,7 +699,8 @@ impl<'a> Scan<'a> {
             while canary.hits() == before && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            let reflected = resp.as_ref().is_some_and(|r| r.text().contains(&format!("pcs-ssrf-canary-{}", canary.token)));
+            let reflected =
+                resp.as_ref().is_some_and(|r| r.text().contains(&format!("pcs-ssrf-canary-{}", canary.token)));
             if canary.hits() > before || reflected {
                 let ev = self.evidence(&req, resp.as_ref());
                 let field = param.trim_start_matches("body:");
@@ -648,19 +734,42 @@ impl<'a> Scan<'a> {
         let ev = self.evidence(&req, Some(&resp));
         if resp.ok() {
             if !resp.header("x-content-type-options").is_some_and(|v| v.trim().eq_ignore_ascii_case("nosniff")) {
-                self.header_finding(&op, "X-Content-Type-Options: nosniff", "browsers may sniff an answer as HTML", ev.clone());
+                self.header_finding(
+                    &op,
+                    "X-Content-Type-Options: nosniff",
+                    "browsers may sniff an answer as HTML",
+                    ev.clone(),
+                );
             }
             if as_who.is_some() {
                 let cc = resp.header("cache-control").unwrap_or("").to_ascii_lowercase();
                 if !(cc.contains("no-store") || cc.contains("private")) {
-                    self.header_finding(&op, "Cache-Control: no-store", "an authenticated answer may be stored by shared caches", ev.clone());
+                    self.header_finding(
+                        &op,
+                        "Cache-Control: no-store",
+                        "an authenticated answer may be stored by shared caches",
+                        ev.clone(),
+                    );
                 }
             }
-            if !resp.header("content-security-policy").is_some_and(|v| v.contains("frame-ancestors") || v.contains("default-src")) {
-                self.header_finding(&op, "Content-Security-Policy", "an answer rendered by a browser has no policy (frame-ancestors 'none' for APIs)", ev.clone());
+            if !resp
+                .header("content-security-policy")
+                .is_some_and(|v| v.contains("frame-ancestors") || v.contains("default-src"))
+            {
+                self.header_finding(
+                    &op,
+                    "Content-Security-Policy",
+                    "an answer rendered by a browser has no policy (frame-ancestors 'none' for APIs)",
+                    ev.clone(),
+                );
             }
             if self.client.target.https && resp.header("strict-transport-security").is_none() {
-                self.header_finding(&op, "Strict-Transport-Security", "browsers may reach the API over plain HTTP", ev.clone());
+                self.header_finding(
+                    &op,
+                    "Strict-Transport-Security",
+                    "browsers may reach the API over plain HTTP",
+                    ev.clone(),
+                );
             }
         }
         let acao = resp.header("access-control-allow-origin").unwrap_or("");
@@ -672,7 +781,10 @@ impl<'a> Scan<'a> {
                 if acac { Severity::High } else { Severity::Low },
                 op.name(),
                 "CORS trusts any origin".into(),
-                format!("The answer allows the origin `{acao}` sent by the scanner{}.", if acac { " with credentials" } else { "" }),
+                format!(
+                    "The answer allows the origin `{acao}` sent by the scanner{}.",
+                    if acac { " with credentials" } else { "" }
+                ),
                 "Allow-list CORS origins; never reflect Origin together with Access-Control-Allow-Credentials.",
                 vec![ev],
             );
@@ -681,7 +793,16 @@ impl<'a> Scan<'a> {
             if let Some(v) = resp.header(server).filter(|v| v.chars().any(|c| c.is_ascii_digit())) {
                 let detail = format!("`{server}: {v}` names software and version.");
                 let ev = self.evidence(&req, Some(&resp));
-                self.find("live.version-disclosure", Owasp::API8, Severity::Info, server.to_owned(), "Software version disclosed".into(), detail, "Drop or genericise the header.", vec![ev]);
+                self.find(
+                    "live.version-disclosure",
+                    Owasp::API8,
+                    Severity::Info,
+                    server.to_owned(),
+                    "Software version disclosed".into(),
+                    detail,
+                    "Drop or genericise the header.",
+                    vec![ev],
+                );
             }
         }
         let mut trace = Req::new(Method::TRACE, sample_path(&op, &|_| None), "methods");
@@ -748,7 +869,9 @@ impl<'a> Scan<'a> {
     async fn jwt_catalogue(&mut self, ops: &[Op]) {
         let Some(who) = (0..self.principals.len()).find(|&i| self.principals[i].jwt().is_some()) else { return };
         let Some(token) = self.principals[who].jwt().map(str::to_owned) else { return };
-        let Some(op) = ops.iter().find(|o| o.secured && o.method == Method::GET && !o.has_path_params() && !o.admin).cloned() else {
+        let Some(op) =
+            ops.iter().find(|o| o.secured && o.method == Method::GET && !o.has_path_params() && !o.admin).cloned()
+        else {
             self.notes.push("JWT catalogue: no secured GET operation without path parameters to try tokens on".into());
             return;
         };
@@ -787,7 +910,10 @@ impl<'a> Scan<'a> {
             return;
         }
         if self.client.dry_run {
-            self.client.listed.push(format!("TLS handshakes to {}:{} (versions, suites, legacy ClientHello)", self.client.target.host, self.client.target.port));
+            self.client.listed.push(format!(
+                "TLS handshakes to {}:{} (versions, suites, legacy ClientHello)",
+                self.client.target.host, self.client.target.port
+            ));
             return;
         }
         let (host, port) = (self.client.target.host.clone(), self.client.target.port);
@@ -816,9 +942,19 @@ impl<'a> Scan<'a> {
                 Vec::new(),
             );
         }
-        let weak: Vec<&String> = result.suites.iter().filter(|s| s.contains("CBC") || s.contains("_SHA,") || s.ends_with("_SHA")).collect();
+        let weak: Vec<&String> =
+            result.suites.iter().filter(|s| s.contains("CBC") || s.contains("_SHA,") || s.ends_with("_SHA")).collect();
         if !weak.is_empty() {
-            self.find("live.tls-weak-suite", Owasp::API8, Severity::Low, "TLS".into(), "Weak TLS suites accepted".into(), format!("{weak:?}"), "Offer AEAD suites only.", Vec::new());
+            self.find(
+                "live.tls-weak-suite",
+                Owasp::API8,
+                Severity::Low,
+                "TLS".into(),
+                "Weak TLS suites accepted".into(),
+                format!("{weak:?}"),
+                "Offer AEAD suites only.",
+                Vec::new(),
+            );
         }
         self.notes.push(format!("TLS: {detail}"));
     }

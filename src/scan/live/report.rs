@@ -119,7 +119,15 @@ impl Report {
         let mut sorted: Vec<&Finding> = self.findings.iter().collect();
         sorted.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.owasp.cmp(&b.owasp)));
         for f in sorted {
-            let _ = writeln!(out, "{:<9} {:<11} {:<24} {:<34} {}", f.severity.as_str(), f.owasp.code(), f.rule, f.target, f.title);
+            let _ = writeln!(
+                out,
+                "{:<9} {:<11} {:<24} {:<34} {}",
+                f.severity.as_str(),
+                f.owasp.code(),
+                f.rule,
+                f.target,
+                f.title
+            );
         }
         let _ = writeln!(
             out,
@@ -170,7 +178,12 @@ impl Report {
         );
         out.push_str("<h2>Summary</h2>\n<table><tr><th>severity</th><th>findings</th></tr>\n");
         for s in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info] {
-            let _ = writeln!(out, "<tr><td><span class=\"sev {0}\">{0}</span></td><td>{1}</td></tr>", s.as_str(), self.count(s));
+            let _ = writeln!(
+                out,
+                "<tr><td><span class=\"sev {0}\">{0}</span></td><td>{1}</td></tr>",
+                s.as_str(),
+                self.count(s)
+            );
         }
         out.push_str("</table>\n<table><tr><th>OWASP API Top 10 2023</th><th>findings</th></tr>\n");
         for c in Owasp::ALL {
@@ -183,7 +196,7 @@ impl Report {
             if here.is_empty() {
                 continue;
             }
-            here.sort_by(|a, b| b.severity.cmp(&a.severity));
+            here.sort_by_key(|f| std::cmp::Reverse(f.severity));
             let _ = writeln!(out, "<section><h2>{} {}</h2>", c.code(), esc(c.title()));
             for f in here {
                 let _ = writeln!(
@@ -255,7 +268,9 @@ pub fn secret_header(name: &str) -> bool {
 fn jwt_shape() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     #[allow(clippy::expect_used)]
-    RE.get_or_init(|| regex::Regex::new(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*").expect("constant pattern"))
+    RE.get_or_init(|| {
+        regex::Regex::new(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*").expect("constant pattern")
+    })
 }
 
 fn secret_field() -> &'static regex::Regex {
@@ -306,7 +321,9 @@ mod tests {
         let r = Redactor::new(vec!["pcs_supersecretvalue".into()]);
         assert_eq!(r.header("Authorization", "Bearer abc"), "Authorization: [redacted]");
         assert_eq!(r.header("X-Api-Key", "k"), "X-Api-Key: [redacted]");
-        let t = r.text(r#"{"key":"pcs_supersecretvalue","password":"hunter2","t":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.sig"}"#);
+        let t = r.text(
+            r#"{"key":"pcs_supersecretvalue","password":"hunter2","t":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.sig"}"#,
+        );
         assert!(!t.contains("pcs_supersecretvalue") && !t.contains("hunter2") && !t.contains("eyJhbGci"), "{t}");
     }
 

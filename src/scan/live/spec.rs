@@ -121,7 +121,9 @@ impl Api {
         for (_, s) in root.pointer("/components/securitySchemes").and_then(Value::as_object).into_iter().flatten() {
             let s = resolve(&root, s);
             match s.get("type").and_then(Value::as_str) {
-                Some("http") if s.get("scheme").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case("bearer")) => {
+                Some("http")
+                    if s.get("scheme").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case("bearer")) =>
+                {
                     schemes.bearer = true
                 }
                 Some("oauth2" | "openIdConnect") => schemes.bearer = true,
@@ -185,7 +187,13 @@ impl Api {
                         scopes.as_array().into_iter().flatten().filter_map(Value::as_str).any(admin_word)
                     })
                 });
-                let tags_admin = op.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).any(admin_word);
+                let tags_admin = op
+                    .get("tags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(admin_word);
                 let admin = op.get("x-admin").and_then(Value::as_bool).unwrap_or(false)
                     || scopes_admin
                     || tags_admin
@@ -307,7 +315,10 @@ impl Api {
 fn admin_word(w: &str) -> bool {
     let w = w.to_ascii_lowercase();
     ["admin", "internal", "manage", "superuser", "root", "staff", "ops"].iter().any(|a| {
-        w == *a || w.starts_with(&format!("{a}:")) || w.ends_with(&format!(":{a}")) || w.starts_with(a) && w.len() <= a.len() + 6
+        w == *a
+            || w.starts_with(&format!("{a}:"))
+            || w.ends_with(&format!(":{a}"))
+            || w.starts_with(a) && w.len() <= a.len() + 6
     })
 }
 
@@ -371,7 +382,13 @@ pub fn default_text(p: &Param) -> String {
         None => match p.schema.get("type").and_then(Value::as_str) {
             Some("integer" | "number") => json!(1),
             Some("boolean") => json!(true),
-            _ => p.schema.get("enum").and_then(Value::as_array).and_then(|a| a.first()).cloned().unwrap_or_else(|| json!(sample_string(&p.schema))),
+            _ => p
+                .schema
+                .get("enum")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .cloned()
+                .unwrap_or_else(|| json!(sample_string(&p.schema))),
         },
     };
     match v {

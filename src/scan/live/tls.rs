@@ -35,10 +35,12 @@ async fn handshake(
     if let Some(s) = suite {
         provider.cipher_suites = vec![s];
     }
-    let Ok(builder) = rustls::ClientConfig::builder_with_provider(Arc::new(provider)).with_protocol_versions(versions) else {
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(Arc::new(provider)).with_protocol_versions(versions)
+    else {
         return false;
     };
-    let config = builder.dangerous().with_custom_certificate_verifier(Arc::new(super::http::NoVerify)).with_no_client_auth();
+    let config =
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(super::http::NoVerify)).with_no_client_auth();
     let Ok(name) = ServerName::try_from(host.to_owned()) else { return false };
     let attempt = async {
         let tcp = TcpStream::connect((host, port)).await.ok()?;
@@ -139,7 +141,7 @@ pub fn server_hello_version(record: &[u8]) -> Option<u16> {
 async fn legacy_hello(host: &str, port: u16, version: u16) -> Option<u16> {
     let mut tcp = TcpStream::connect((host, port)).await.ok()?;
     tcp.write_all(&client_hello(version, host)).await.ok()?;
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut got = 0;
     while got < 11 {
         let n = tcp.read(&mut buf[got..]).await.ok()?;
