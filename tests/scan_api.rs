@@ -115,6 +115,8 @@ fn finds_every_planted_flaw_with_its_category() {
     // Nothing reached another host: not the document's servers URL, not the parameter's example, not
     // the export redirect's Location.
     assert_eq!(elsewhere.hits(), 0, "the scanner (or the API on its behalf) reached another host");
+    let redirects = api.log.lock().unwrap().iter().filter(|(_, _, p)| p.ends_with("/export")).count();
+    assert!(redirects > 0, "the redirecting operation was requested (and its Location not followed)");
     // Evidence never carries the principals' tokens.
     let alice = token("alice", &["user"], 3600);
     let html = std::fs::read_to_string(&html).unwrap();
@@ -226,6 +228,9 @@ fn through_the_gateway_the_scan_is_clean() {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    tls:
+      certificates:
+        - self_signed: [localhost]
 upstreams:
   api:
     targets:
@@ -290,9 +295,9 @@ logging:
         admin = l.admin_path,
     );
     let gw = Gateway::start_with_env(&yaml, &[("VULNAPI_SECRET", vulnapi::SECRET)]);
-    let url = format!("http://{}{}", gw.addr("main"), base);
+    let url = format!("https://{}{}", gw.addr("main"), base);
     let started = Instant::now();
-    let run = scan(&doc, &url, &[]);
+    let run = scan(&doc, &url, &["--insecure-skip-verify"]);
     assert_eq!(
         above_info(&run.report),
         Vec::<String>::new(),
@@ -303,6 +308,9 @@ logging:
     );
     assert_probes_ran(&run.report);
     assert!(api.requests() > 0, "the scan went through to the API");
+    // The TLS probe ran: both modern versions accepted, legacy ones refused (no finding).
+    let notes = run.report["notes"].to_string();
+    assert!(notes.contains("TLS: accepted: TLSv1.3, TLSv1.2"), "{notes}");
     assert_eq!(elsewhere.hits(), 0);
     assert!(started.elapsed() < Duration::from_secs(120));
 }
