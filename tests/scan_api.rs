@@ -344,3 +344,46 @@ fn schemathesis_runs_against_the_vulnerable_api() {
     );
     assert!(api.requests() > 0, "schemathesis sent requests");
 }
+
+/// Refused before anything is sent: a base URL with user information, a query or another scheme, a
+/// malformed or empty credential, a credential from an unset variable, two principals of one name, an
+/// unknown severity, a rate of zero. Exit 2, and the API sees no request.
+#[test]
+fn bad_arguments_are_refused_before_sending() {
+    let elsewhere = Elsewhere::start();
+    let api = VulnApi::start(seed(), Mode::Vulnerable, &elsewhere.url());
+    let dir = TempDir::new();
+    let doc = dir.write("openapi.json", &api.layout.openapi(&elsewhere.url()));
+    let doc = doc.to_str().unwrap();
+    let base = api.base_url();
+    let with_user = base.replacen("http://", "http://user:pw@", 1);
+    let with_query = format!("{base}?x=1");
+    let ftp = base.replacen("http://", "ftp://", 1);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--base-url", &with_user],
+        vec!["--base-url", &with_query],
+        vec!["--base-url", &ftp],
+        vec!["--base-url", &base, "--as", "alice"],
+        vec!["--base-url", &base, "--as", "alice=bearer:"],
+        vec!["--base-url", &base, "--as", "alice=magic:x"],
+        vec!["--base-url", &base, "--as", "alice=bearer:env:PCS_SCAN_UNSET_VARIABLE"],
+        vec!["--base-url", &base, "--as", "a=bearer:x1234", "--as", "a=bearer:y1234"],
+        vec!["--base-url", &base, "--fail-on", "severe"],
+        vec!["--base-url", &base, "--rate", "0"],
+    ];
+    for extra in cases {
+        let mut args = vec!["scan", "api", "--openapi", doc];
+        args.extend(extra.iter().copied());
+        let (code, _, stderr) = portcullis(&args, &[]);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains("portcullis scan api:"), "{extra:?}: {stderr}");
+    }
+    let missing = dir.path("missing.yaml");
+    let (code, _, _) = portcullis(&["scan", "api", "--openapi", missing.to_str().unwrap(), "--base-url", &base], &[]);
+    assert_eq!(code, 2);
+    let not_openapi = dir.write("x.yaml", "hello: world\n");
+    let (code, _, _) = portcullis(&["scan", "api", "--openapi", not_openapi.to_str().unwrap(), "--base-url", &base], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(api.requests(), 0, "nothing was sent");
+    assert_eq!(elsewhere.hits(), 0);
+}
