@@ -194,6 +194,7 @@ fn sarif_and_table_outputs() {
     assert!(results.iter().any(|r| r["ruleId"] == "live.bola"), "{sarif:#}");
     assert!(!sarif.to_string().contains("Bearer ey"));
     let table = scan(&doc, &api.base_url(), &["--format", "table"]);
+    println!("{}", table.stdout);
     assert!(table.stdout.contains("API1:2023") && table.stdout.contains("live.bola"), "{}", table.stdout);
 }
 
@@ -382,7 +383,8 @@ fn bad_arguments_are_refused_before_sending() {
     let (code, _, _) = portcullis(&["scan", "api", "--openapi", missing.to_str().unwrap(), "--base-url", &base], &[]);
     assert_eq!(code, 2);
     let not_openapi = dir.write("x.yaml", "hello: world\n");
-    let (code, _, _) = portcullis(&["scan", "api", "--openapi", not_openapi.to_str().unwrap(), "--base-url", &base], &[]);
+    let (code, _, _) =
+        portcullis(&["scan", "api", "--openapi", not_openapi.to_str().unwrap(), "--base-url", &base], &[]);
     assert_eq!(code, 2);
     assert_eq!(api.requests(), 0, "nothing was sent");
     assert_eq!(elsewhere.hits(), 0);
