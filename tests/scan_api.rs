@@ -190,6 +190,14 @@ fn sarif_and_table_outputs() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let sarif: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
+    // Valid against the SARIF 2.1.0 JSON schema (vendored: no schema is fetched at test time).
+    let schema: Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sarif-2.1.0.json")))
+            .unwrap();
+    let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert!(results.iter().any(|r| r["ruleId"] == "live.bola"), "{sarif:#}");
     assert!(!sarif.to_string().contains("Bearer ey"));
