@@ -397,3 +397,30 @@ fn bad_arguments_are_refused_before_sending() {
     assert_eq!(api.requests(), 0, "nothing was sent");
     assert_eq!(elsewhere.hits(), 0);
 }
+
+/// A catch-all server (the harness's upstream: 200 and a body naming the path for every method and
+/// path, `Server` and `X-Powered-By` headers) with a permissive CORS policy: CORS and the missing headers
+/// are reported, and its catch-all answers are not mistaken for debug endpoints.
+#[test]
+fn catch_all_server_cors_headers_and_no_false_debug_endpoints() {
+    let up = common::Upstream::start_with(
+        "catchall",
+        common::UpstreamOptions {
+            headers: vec![("access-control-allow-origin", "*"), ("access-control-allow-credentials", "true")],
+            ..Default::default()
+        },
+    );
+    let dir = TempDir::new();
+    let doc = dir.write(
+        "openapi.yaml",
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /items:\n    get:\n      responses: {'200': {description: ok}}\n",
+    );
+    let run = scan(&doc, &format!("http://{}", up.addr), &["--burst", "5"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let found = findings(&run.report);
+    assert!(found.iter().any(|(r, c, s)| r == "live.cors" && c == "API8" && s == "high"), "{found:?}");
+    assert!(found.iter().any(|(r, _, _)| r == "live.security-header"), "{found:?}");
+    assert!(found.iter().any(|(r, _, s)| r == "live.version-disclosure" && s == "info"), "{found:?}");
+    assert!(!found.iter().any(|(r, _, _)| r == "live.debug-endpoint"), "{found:?}");
+    assert!(up.hits() > 10);
+}
