@@ -424,3 +424,51 @@ fn catch_all_server_cors_headers_and_no_false_debug_endpoints() {
     assert!(!found.iter().any(|(r, _, _)| r == "live.debug-endpoint"), "{found:?}");
     assert!(up.hits() > 10);
 }
+
+/// TLS: a server (`openssl s_server`) that still accepts TLS 1.0 and 1.1 is reported (the hand-written
+/// ClientHello reads its ServerHello's version); the modern versions are listed in the notes.
+#[test]
+fn legacy_tls_versions_are_reported() {
+    let dir = TempDir::new();
+    let (cert, key) = (dir.path("c.pem"), dir.path("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(made.status.success());
+    let port = common::closed_port().port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-min_protocol", "TLSv1", "-www"])
+        .args(["-cipher", "DEFAULT:@SECLEVEL=0", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s_server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let doc = dir.write(
+        "openapi.yaml",
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /:\n    get:\n      responses: {'200': {description: ok}}\n",
+    );
+    let run = scan(&doc, &format!("https://127.0.0.1:{port}"), &["--insecure-skip-verify", "--burst", "2"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let found = findings(&run.report);
+    assert!(
+        found.iter().any(|(r, c, s)| r == "live.tls-legacy" && c == "API8" && s == "medium"),
+        "{found:?} {}",
+        run.stderr
+    );
+    let legacy = run.report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "live.tls-legacy").unwrap();
+    assert!(legacy["title"].as_str().unwrap().contains("TLSv1.0, TLSv1.1"), "{legacy}");
+    assert!(run.report["notes"].to_string().contains("TLSv1.3, TLSv1.2"), "{}", run.report["notes"]);
+}
