@@ -19,7 +19,7 @@ if [ $# -ne 2 ]; then
   echo "usage: $0 OPENAPI_FILE BASE_URL" >&2
   exit 64
 fi
-doc="$1"
+doc="$(realpath "$1")"
 base="$2"
 
 if [ ! -x "$VENV/bin/schemathesis" ] || ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
@@ -40,4 +40,8 @@ if [ -n "${SCHEMATHESIS_TOKEN:-}" ]; then
   args+=(-H "Authorization: Bearer $SCHEMATHESIS_TOKEN")
 fi
 echo "schemathesis $VERSION: seed $SEED, max examples $MAX_EXAMPLES, base $base"
-"$VENV/bin/schemathesis" "${args[@]}"
+# Run in a fresh directory: Schemathesis keeps a crash cache (.schemathesis/) in its working directory,
+# which would leave files in the repository and replay earlier failures (a run would not be reproducible).
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && "$VENV/bin/schemathesis" "${args[@]}")

@@ -94,9 +94,11 @@ impl Principal {
 
     /// The secret's bearer token when it is a JWT.
     pub fn jwt(&self) -> Option<&str> {
-        let bearer =
-            self.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Bearer "));
-        (bearer && jwt::decode(&self.secret).is_some()).then_some(self.secret.as_str())
+        let token = self.headers.iter().find_map(|(k, v)| {
+            let scheme = v.get(..7)?;
+            (k.eq_ignore_ascii_case("authorization") && scheme.eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
+        })?;
+        jwt::decode(token).is_some().then_some(token)
     }
 }
 
@@ -1168,6 +1170,11 @@ mod tests {
         assert!(p.admin && p.headers[0] == ("X-Token".to_owned(), "t0k3n".to_owned()));
         assert!(!format!("{p:?}").contains("t0k3n"));
         assert!(Principal::parse("carol=magic:x", &api, &[]).is_err());
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
+        let p = Principal::parse(&format!("dave=header:Authorization:Bearer {jwt}"), &api, &[]).unwrap();
+        assert_eq!(p.jwt(), Some(jwt));
+        assert_eq!(Principal::parse(&format!("erin=bearer:{jwt}"), &api, &[]).unwrap().jwt(), Some(jwt));
+        assert_eq!(Principal::parse("frank=bearer:opaque", &api, &[]).unwrap().jwt(), None);
         assert!(Principal::parse("=bearer:x", &api, &[]).is_err());
     }
 }
