@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 pub mod audit;
+pub mod finding;
 pub mod live;
+pub mod sarif;
 
 /// `portcullis scan ...`
 #[derive(clap::Subcommand, Debug)]
@@ -13,12 +15,12 @@ pub enum Command {
     /// Audit a gateway config: findings with rule id, severity, file:line:column and a fix.
     Config(audit::Args),
     /// Probe a running API described by an OpenAPI document (bounded, single host).
-    Api(live::Args),
+    Api(Box<live::Args>),
 }
 
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Config(args) => audit::run(args),
-        Command::Api(args) => live::run(args),
+        Command::Api(args) => live::run(*args),
     }
 }
