@@ -190,3 +190,6 @@ pub fn privileged_segment(route: &Route) -> Option<String> {
             || s == "actuator"
     })
 }
+
+#[cfg(test)]
+mod tests;
