@@ -490,6 +490,18 @@ fn hostile_configs_exit_2_with_the_loaders_message() {
     }
     let (code, _, err) = scan(&dir, &format!("{HEAD}routes: []\n{laughs}"), &[]);
     assert_eq!(code, 2, "{err}");
+    // A huge file is refused before it is read (the scan would hold it twice).
+    let huge = dir.0.join("huge.yaml");
+    let mut text = format!("{HEAD}routes: []\n");
+    let pad = format!("# {}\n", "x".repeat(1022));
+    while text.len() <= 16 * 1024 * 1024 {
+        text.push_str(&pad);
+    }
+    std::fs::write(&huge, text).unwrap();
+    let (code, _, err) = portcullis(&["scan", "config", "-c", huge.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("larger than 16 MiB"), "{err}");
+    std::fs::remove_file(&huge).unwrap();
     // A file that is not there.
     let (code, _, err) = portcullis(&["scan", "config", "-c", dir.0.join("nope.yaml").to_str().unwrap()], &[]);
     assert_eq!(code, 2);

@@ -78,7 +78,21 @@ pub fn audit(
     Audit { file: file.to_owned(), findings, compliance }
 }
 
+/// The largest config file the scan reads: far above any real config, and a bound on what a hostile
+/// file (one in a pull request under review) can make the scan hold, twice (typed, and positions).
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 pub fn run(args: Args) -> ExitCode {
+    if let Ok(meta) = std::fs::metadata(&args.config) {
+        if meta.len() > MAX_CONFIG_BYTES {
+            eprintln!(
+                "portcullis scan config: the config does not load: {}:1:1: the file is larger than {} MiB",
+                args.config.display(),
+                MAX_CONFIG_BYTES >> 20
+            );
+            return ExitCode::from(2);
+        }
+    }
     let (cfg, text) = match crate::config::load(&args.config) {
         Ok(loaded) => loaded,
         Err(e) => {

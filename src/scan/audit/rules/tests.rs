@@ -122,3 +122,12 @@ fn per_method_and_any_of_authenticated_are_permissive() {
     let r = route("r", "{ path: { prefix: /orders } }", "jwt-a", "    authorize: { roles: [clerk] }\n");
     assert!(rules_of(&format!("{HEAD}{JWT}routes:\n{r}"), "PC-AUTHZ-001").is_empty());
 }
+
+#[test]
+fn json_configs_are_located_too() {
+    let json = "{\n  \"listeners\": [{\"name\": \"m\", \"address\": \"127.0.0.1:0\"}],\n  \"authenticators\": {\n    \"k\": {\"api_key\": {\"hmac_secret\": \"literal-secret-literal-secret-0123\"}}\n  },\n  \"routes\": []\n}\n";
+    let f = rules_of(json, "PC-SECRET-001");
+    assert_eq!(f.len(), 1, "{f:?}");
+    let at = f[0].location.as_ref().unwrap();
+    assert_eq!((at.line, at.column), (4, 23), "the key's opening quote");
+}
