@@ -59,8 +59,8 @@ pub fn table(a: &Audit, fail_on: Severity) -> String {
         for f in &open {
             let at = f.location.as_ref().map_or_else(String::new, ToString::to_string);
             let _ = writeln!(out, "{:<9} {:<16} {:<28} {}", f.severity.as_str().to_uppercase(), f.rule, at, f.title);
-            let _ = writeln!(out, "{:55}{}", "", f.message);
-            let _ = writeln!(out, "{:55}fix: {}", "", f.fix);
+            let _ = writeln!(out, "{:56}{}", "", f.message);
+            let _ = writeln!(out, "{:56}fix: {}", "", f.fix);
         }
     }
     if !suppressed.is_empty() {
