@@ -40,7 +40,6 @@ pub fn sarif(tool: &str, version: &str, rules: &[Rule], findings: &[Finding]) ->
             "tool": { "driver": {
                 "name": tool,
                 "version": version,
-                "informationUri": "https://github.com/portcullis-gateway/portcullis",
                 "rules": rules.iter().map(rule).collect::<Vec<_>>(),
             }},
             "columnKind": "unicodeCodePoints",
