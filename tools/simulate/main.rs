@@ -131,7 +131,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             anomaly.push('\n');
         }
         std::fs::write(path, gateway::config(&pop, world, &state, &anomaly)).map_err(|e| format!("{path}: {e}"))?;
-        eprintln!("wrote {path}: {} keys, world at {world}", pop.accounts.len());
+        // The simulated keys themselves, for a person (or a test) to send requests as a client.
+        let keys: serde_json::Map<String, serde_json::Value> =
+            pop.accounts.iter().map(|a| (a.principal.clone(), a.key.clone().into())).collect();
+        let keys_path = format!("{path}.keys.json");
+        std::fs::write(&keys_path, serde_json::Value::Object(keys).to_string()).map_err(|e| format!("{keys_path}: {e}"))?;
+        eprintln!("wrote {path} ({} keys declared by hash; the keys in {keys_path}), world at {world}", pop.accounts.len());
         return Ok(ExitCode::SUCCESS);
     }
     let mut out: Option<std::fs::File> = match &args.alerts_out {
