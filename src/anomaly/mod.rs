@@ -179,3 +179,14 @@ pub struct Alert {
     /// One sentence a person reads in the event and the dashboard.
     pub explanation: String,
 }
+
+mod detectors;
+mod engine;
+mod hst;
+mod signals;
+mod sketch;
+mod state;
+mod table;
+
+pub use engine::{Engine, Settings, Suggestion};
+pub use signals::signals;

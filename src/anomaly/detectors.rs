@@ -1,0 +1,392 @@
+//! The detectors: each a documented rule over an entity's features that gives `x`, the observation
+//! over its limit (1.0 = at the limit at sensitivity 1). The score is `x / (1 + x)`; a detector fires
+//! when `x * sensitivity >= 1`, that is at score `1 / (1 + sensitivity)` (0.5 by default). Limits
+//! come from the entity's own baseline once it has [`WARM`] active minutes of history, from its peers
+//! (same role) before, and from fixed floors when peers are few. See docs/anomaly.md.
+
+use super::engine::{emit, Ctx, Shared};
+use super::hst::DIMS;
+use super::sketch::{distinct32, LogHistogram};
+use super::state::{Kind, State};
+use super::{Alert, Detector};
+use serde::{Deserialize, Serialize};
+
+/// Active minutes of its own history before an entity is judged against its own baseline.
+pub(crate) const WARM: u32 = 30;
+/// Active minutes and days of history before the time-of-day profile is trusted.
+const HOURS_WARM_MINUTES: u32 = 600;
+const HOURS_WARM_DAYS: u32 = 3;
+/// Peer samples (entity-minutes) before a peer baseline is trusted.
+const PEERS_WARM: u64 = 200;
+/// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
+const CUSUM_K: f64 = 1.0;
+const CUSUM_H: f64 = 8.0;
+/// The model fires below this normalised mass (typical windows are near 1).
+const MODEL_MASS: f64 = 0.01;
+
+/// What a detector found: its `x` (observed over limit) and the words of the explanation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Finding {
+    pub(crate) detector: Detector,
+    pub(crate) feature: &'static str,
+    pub(crate) basis: &'static str,
+    pub(crate) baseline: f64,
+    pub(crate) observed: f64,
+    pub(crate) x: f64,
+    pub(crate) window_s: u32,
+}
+
+/// A peer group's distributions of per-entity active-minute features (the cold-start baseline).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Peer {
+    pub(crate) rate: LogHistogram,
+    pub(crate) rate10: LogHistogram,
+    /// Response KiB per active minute.
+    pub(crate) kib: LogHistogram,
+}
+
+impl Peer {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.rate.heap_bytes() + self.rate10.heap_bytes() + self.kib.heap_bytes()
+    }
+}
+
+const OWN: &str = "its own baseline";
+const PEERS: &str = "its peers' baseline (99.9th percentile)";
+const FIXED: &str = "the fixed limit";
+
+fn larger(a: Finding, b: Finding) -> Finding {
+    if b.x > a.x {
+        b
+    } else {
+        a
+    }
+}
+
+/// Detectors that look at an address as each record arrives.
+pub(crate) fn on_ip(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &mut Vec<Alert>) {
+    let at = ctx.record.at_ms;
+    emit(st, stuffing(st), ctx, at, alerts);
+    emit(st, enumeration(st), ctx, at, alerts);
+    let peer = sh.peers.first();
+    emit(st, volumetric(st, peer), ctx, at, alerts);
+    emit(st, automation(st), ctx, at, alerts);
+}
+
+/// Detectors that look at a principal or key as each record arrives.
+pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &mut Vec<Alert>) {
+    let at = ctx.record.at_ms;
+    let peer = sh.peers.get(st.peer as usize);
+    emit(st, volumetric(st, peer), ctx, at, alerts);
+    emit(st, token_sharing(st), ctx, at, alerts);
+    emit(st, exfiltration(st, peer), ctx, at, alerts);
+    emit(st, enumeration(st), ctx, at, alerts);
+    emit(st, unusual_hours(st, at), ctx, at, alerts);
+}
+
+/// Detectors that look at a claimed (refused) identity.
+pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &mut Vec<Alert>) {
+    emit(st, spraying(st), ctx, ctx.record.at_ms, alerts);
+}
+
+/// Credential stuffing: distinct identities whose credentials failed (401/403) from one address, over
+/// a minute (limit 5) or ten minutes (limit 8).
+pub(crate) fn stuffing(st: &State) -> Finding {
+    let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
+    let f = |observed: f64, limit: f64, window_s| Finding {
+        detector: Detector::CredentialStuffing,
+        feature: "distinct_failing_identities",
+        basis: FIXED,
+        baseline: limit,
+        observed,
+        x: observed / limit,
+        window_s,
+    };
+    larger(f(m1, 5.0, 60), f(m10, 8.0, 600))
+}
+
+/// Password spraying: distinct addresses (IPv6 by prefix) failing with one claimed identity, over a
+/// minute (limit 4) or ten minutes (limit 6).
+pub(crate) fn spraying(st: &State) -> Finding {
+    let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
+    let f = |observed: f64, limit: f64, window_s| Finding {
+        detector: Detector::PasswordSpraying,
+        feature: "distinct_failing_addresses",
+        basis: FIXED,
+        baseline: limit,
+        observed,
+        x: observed / limit,
+        window_s,
+    };
+    larger(f(m1, 4.0, 60), f(m10, 6.0, 600))
+}
+
+/// Enumeration: a monotonic run of ids (steps of at most 16) of 10 or more together with 8 or more
+/// 403/404 in ten minutes; or, in any order, 30 or more 403/404 that are half the requests or more.
+pub(crate) fn enumeration(st: &State) -> Finding {
+    let errs = st.err10.ten();
+    let reqs = st.req10.ten().max(1.0);
+    let run = f64::from(st.run);
+    let seq = Finding {
+        detector: Detector::Enumeration,
+        feature: "sequential_id_run",
+        basis: FIXED,
+        baseline: 10.0,
+        observed: run,
+        x: (run / 10.0).min(errs / 8.0),
+        window_s: 600,
+    };
+    let probe = Finding {
+        detector: Detector::Enumeration,
+        feature: "forbidden_or_not_found",
+        basis: FIXED,
+        baseline: 30.0,
+        observed: errs,
+        x: (errs / 30.0).min(errs / reqs / 0.5),
+        window_s: 600,
+    };
+    larger(seq, probe)
+}
+
+/// Volumetric abuse and scraping: requests in the current minute, or in ten minutes, over the
+/// entity's own baseline (mean + 8 sd, at least 4 x mean and mean + 30 per minute; mean + 6 sd, at
+/// least 3 x mean and mean + 100 per ten minutes); while cold, over twice (1.5 times for ten minutes)
+/// its peers' 99.9th percentile (at least 60 and 300); with too few peers, 300 and 1,500.
+pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
+    let r1 = f64::from(st.req);
+    let r10 = st.req10.ten();
+    let (lim1, lim10, base1, base10, basis) = if st.active >= WARM {
+        let (m, sd) = (st.rate.mean(), st.rate.sd());
+        let (m10, sd10) = (st.rate10.mean(), st.rate10.sd());
+        let lim1 = (m + 8.0 * sd).max(4.0 * m).max(m + 30.0);
+        let lim10 = (m10 + 6.0 * sd10).max(3.0 * m10).max(m10 + 100.0);
+        (lim1, lim10, m, m10, OWN)
+    } else if let Some(p) = peer.filter(|p| p.rate.total() >= PEERS_WARM) {
+        let (q1, q10) = (p.rate.quantile(0.999), p.rate10.quantile(0.999));
+        ((2.0 * q1).max(60.0), (1.5 * q10).max(300.0), q1, q10, PEERS)
+    } else {
+        (300.0, 1500.0, 300.0, 1500.0, FIXED)
+    };
+    let f = |observed: f64, limit: f64, baseline, window_s| Finding {
+        detector: Detector::Volumetric,
+        feature: "requests",
+        basis,
+        baseline,
+        observed,
+        x: observed / limit,
+        window_s,
+    };
+    larger(f(r1, lim1, base1, 60), f(r10, lim10, base10, 600))
+}
+
+/// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
+/// once warm its own usual count (mean + 4 sd + 2) when higher.
+pub(crate) fn token_sharing(st: &State) -> Finding {
+    let warm = st.active >= WARM;
+    let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
+    let (la, lb) = (lim(&st.spread_a), lim(&st.spread_b));
+    let basis = if warm { OWN } else { FIXED };
+    let (a, b) = (st.ring_a.ten(), st.ring_b.ten());
+    let f = |feature, observed: f64, limit: f64| Finding {
+        detector: Detector::TokenSharing,
+        feature,
+        basis,
+        baseline: limit,
+        observed,
+        x: observed / limit,
+        window_s: 600,
+    };
+    larger(f("distinct_addresses", a, la), f("distinct_user_agents", b, lb))
+}
+
+/// Exfiltration, sudden: response bytes in the current minute at least 6 sd (in log space) and ten
+/// times above the entity's own baseline; while cold, over four times its peers' 99.9th percentile.
+pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
+    let bytes = st.bytes_out as f64;
+    let mut f = Finding {
+        detector: Detector::Exfiltration,
+        feature: "response_bytes",
+        basis: OWN,
+        baseline: 0.0,
+        observed: bytes,
+        x: 0.0,
+        window_s: 60,
+    };
+    if st.active >= WARM {
+        let y = bytes.ln_1p();
+        let (m, sd) = (st.bytes.mean(), st.bytes.sd().max(0.25));
+        f.baseline = m.exp_m1();
+        f.x = ((y - m) / sd / 6.0).min((y - m) / 10f64.ln());
+    } else if let Some(p) = peer.filter(|p| p.kib.total() >= PEERS_WARM) {
+        let q = p.kib.quantile(0.999).max(64.0);
+        f.basis = PEERS;
+        f.baseline = q * 1024.0;
+        f.x = bytes / 1024.0 / (4.0 * q);
+    }
+    f
+}
+
+/// Exfiltration, slow: the upper CUSUM of standardised ln(response bytes) per active minute, with
+/// slack 1 sd, reaching 8 (a drift of 2 sd is caught in about 8 active minutes, 3 sd in 4).
+fn exfiltration_cusum(st: &State) -> Finding {
+    Finding {
+        detector: Detector::Exfiltration,
+        feature: "response_bytes_cusum",
+        basis: OWN,
+        baseline: CUSUM_H,
+        observed: f64::from(st.cusum),
+        x: f64::from(st.cusum) / CUSUM_H,
+        window_s: 600,
+    }
+}
+
+/// Unusual hours: active minutes in the current clock hour (limit 5) when the entity's time-of-day
+/// profile (after 600 active minutes over 3 days) puts under 0.2% of its activity in this hour and the
+/// hours beside it.
+pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
+    let mut f = Finding {
+        detector: Detector::UnusualHours,
+        feature: "active_minutes_in_hour",
+        basis: OWN,
+        baseline: 0.0,
+        observed: f64::from(st.hour_minutes),
+        x: 0.0,
+        window_s: 3600,
+    };
+    let days = ((at_ms / 1000) as u32).saturating_sub(st.first_s) / 86_400;
+    if st.active < HOURS_WARM_MINUTES || days < HOURS_WARM_DAYS {
+        return f;
+    }
+    let total: f64 = st.hours.iter().map(|&h| f64::from(h)).sum();
+    let h = (st.hour % 24) as usize;
+    let near = [(h + 23) % 24, h, (h + 1) % 24].iter().map(|&i| f64::from(st.hours[i])).sum::<f64>();
+    if total <= 0.0 || near / total >= 0.002 {
+        return f;
+    }
+    f.baseline = f64::from(st.hours[h]) / f64::from(days.max(1));
+    f.x = f.observed / 5.0;
+    f
+}
+
+/// The bot score of an address and its main reason: scanner signature (0.97), the share of requests
+/// claiming a browser without the headers browsers always send (x 0.8), the share whose header order
+/// is not the usual one for their user agent (x 0.8), and clockwork timing (0.4: 20 gaps or more,
+/// mean under 30 s, coefficient of variation under 0.15). Combined as independent evidence; needs 10
+/// requests unless a scanner is named.
+pub(crate) fn bot_score(st: &State) -> (f64, &'static str, f64) {
+    if st.bot_req < 10 && st.bot_scanner == 0 {
+        return (0.0, "requests", f64::from(st.bot_req));
+    }
+    let n = f64::from(st.bot_req.max(1));
+    let cv = if st.gap.mean() > 0.0 { st.gap.sd() / st.gap.mean() } else { 1.0 };
+    let regular = st.gaps >= 20 && st.gap.mean() < 30_000.0 && cv < 0.15;
+    let parts = [
+        ("scanner_signature", if st.bot_scanner > 0 { 0.97 } else { 0.0 }, f64::from(st.bot_scanner)),
+        ("missing_browser_headers", 0.8 * f64::from(st.bot_missing) / n, f64::from(st.bot_missing) / n),
+        ("header_order_mismatch", 0.8 * f64::from(st.bot_order) / n, f64::from(st.bot_order) / n),
+        ("timing_regularity", if regular { 0.4 } else { 0.0 }, cv),
+    ];
+    let keep = parts.iter().fold(1.0, |k, (_, p, _)| k * (1.0 - p));
+    let main = parts.iter().fold(parts[0], |a, b| if b.1 > a.1 { *b } else { a });
+    ((1.0 - keep).clamp(0.0, 1.0), main.0, main.2)
+}
+
+/// Automation: the bot score, fired at 0.5 (sensitivity 1).
+pub(crate) fn automation(st: &State) -> Finding {
+    let (b, feature, observed) = bot_score(st);
+    Finding {
+        detector: Detector::Automation,
+        feature,
+        basis: "what browsers and people do",
+        baseline: 0.0,
+        observed,
+        x: if b >= 1.0 { 1e6 } else { b / (1.0 - b) },
+        window_s: 600,
+    }
+}
+
+/// The model's point for an entity-minute: each feature scaled into [0, 1].
+pub(crate) fn features(st: &State) -> [f64; DIMS] {
+    let n = f64::from(st.req.max(1));
+    let unit = |x: f64| x.clamp(0.0, 1.0);
+    [
+        unit(n.ln_1p() / 1000f64.ln_1p()),
+        unit(f64::from(st.s401) / n),
+        unit(f64::from(st.s403 + st.s404) / n),
+        unit(f64::from(st.s429) / n),
+        unit(distinct32(st.routes) / 32.0),
+        unit(distinct32(st.params) / 32.0),
+        unit((st.bytes_out as f64 / n).ln_1p() / 1e7f64.ln_1p()),
+        unit(f64::from(st.new_routes) / n),
+    ]
+}
+
+/// Runs when an entity's active minute closes: the model, slow exfiltration, then the baselines learn
+/// the minute unless a detector fired on it.
+pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mut Vec<Alert>) {
+    let at = ctx.record.at_ms.max(st.last_ms);
+    let tracked = matches!(st.kind, Kind::Ip | Kind::Principal | Kind::ApiKey);
+    let person = matches!(st.kind, Kind::Principal | Kind::ApiKey);
+    if tracked && st.req >= 5 {
+        let x = features(st);
+        let forest = if st.kind == Kind::Ip { &mut sh.ip_model } else { &mut sh.id_model };
+        if forest.ready() {
+            let mass = forest.mass(&x);
+            let f = Finding {
+                detector: Detector::Model,
+                feature: "model_mass",
+                basis: "the mass of typical windows (about 1; fires under 0.01)",
+                baseline: 1.0,
+                observed: mass,
+                x: MODEL_MASS / mass.max(1e-9),
+                window_s: 60,
+            };
+            emit(st, f, ctx, at, alerts);
+        }
+        if st.alerted == 0 {
+            forest.update(&x);
+        }
+    }
+    let y = (st.bytes_out as f64).ln_1p();
+    if person && st.active >= WARM {
+        let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(6.0);
+        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).max(0.0) as f32;
+        emit(st, exfiltration_cusum(st), ctx, at, alerts);
+    }
+    learn(st, sh, y);
+}
+
+fn learn(st: &mut State, sh: &mut Shared, y: f64) {
+    let alpha = (1.0 / f64::from(st.active + 1)).max(1.0 / 240.0);
+    let quiet = |d: Detector| st.alerted & (1 << (d as u16)) == 0;
+    let peer_group = match st.kind {
+        Kind::Ip => Some(0usize),
+        Kind::Principal | Kind::ApiKey => Some(st.peer as usize),
+        Kind::Claimed => None,
+    };
+    let (r1, r10) = (f64::from(st.req), st.req10.ten());
+    if quiet(Detector::Volumetric) {
+        st.rate.update(r1, alpha, st.active);
+        st.rate10.update(r10, alpha, st.active);
+        if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
+            p.rate.add(r1);
+            p.rate10.add(r10);
+        }
+    }
+    if quiet(Detector::Exfiltration) && f64::from(st.cusum) < CUSUM_H / 2.0 {
+        st.bytes.update(y, alpha, st.active);
+        if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
+            p.kib.add(st.bytes_out as f64 / 1024.0);
+        }
+    }
+    if quiet(Detector::TokenSharing) {
+        st.spread_a.update(st.ring_a.ten(), alpha, st.active);
+        st.spread_b.update(st.ring_b.ten(), alpha, st.active);
+    }
+    let h = ((st.minute / 60) % 24) as usize;
+    st.hours[h] = st.hours[h].saturating_add(1);
+    if st.hours[h] >= 60_000 {
+        st.hours.iter_mut().for_each(|c| *c /= 2);
+    }
+    st.active = st.active.saturating_add(1);
+}

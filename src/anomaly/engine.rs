@@ -1,0 +1,696 @@
+//! The detection engine: takes [`Record`]s, keeps per-entity features and baselines in a bounded table,
+//! runs the detectors and pushes [`Alert`]s. It runs on the detector thread (never on the data path)
+//! and owns no I/O: the runtime feeds it, snapshots it and acts on its alerts.
+
+use super::detectors::{self, Finding, Peer};
+use super::hst::Forest;
+use super::sketch::{bit32, LogHistogram};
+use super::state::{short_label, Kind, Pair, State};
+use super::table::Table;
+use super::{Alert, Detector, Entity, Record, Signals};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The engine's settings. `Default` is the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// 1.0 by default; 2.0 fires at lower scores, 0.5 only on the clearest cases.
+    pub sensitivity: f64,
+    /// Tracked entities (principals, keys, addresses, claimed identities); least recently seen evicted.
+    pub max_entities: usize,
+    /// IPv6 clients are one entity per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// One alert per (detector, entity) per cooldown.
+    pub cooldown_ms: u64,
+    /// The detectors that run.
+    pub enabled: Vec<Detector>,
+    /// Key of the entity hash (SipHash); `None`: a random one. A snapshot keeps its own.
+    pub seed: Option<u64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sensitivity: 1.0,
+            max_entities: 1_000_000,
+            ipv6_prefix: 64,
+            cooldown_ms: 10 * 60 * 1000,
+            enabled: Detector::ALL.to_vec(),
+            seed: None,
+        }
+    }
+}
+
+/// One route's suggested limit (`portcullis limits suggest`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suggestion {
+    pub route: u16,
+    /// Distinct clients (principals, or addresses when unauthenticated) seen on the route (estimate).
+    pub principals: usize,
+    /// Client-minutes observed.
+    pub samples: u64,
+    /// The quantile of per-client requests per minute, times the margin.
+    pub per_minute: f64,
+    /// The quantile of per-client busiest second in a minute, times the margin.
+    pub per_second: f64,
+    /// Ready to paste: `120/m`.
+    pub rate: String,
+    pub burst: u32,
+}
+
+/// Routes past this index are not tracked for suggestions (route tables are far smaller).
+const MAX_ROUTES: usize = 4096;
+/// Peer groups (distinct first roles) tracked; the rest share one group.
+const MAX_PEERS: usize = 256;
+/// User agents whose usual header order is tracked.
+const MAX_AGENTS: usize = 4096;
+/// Records up to this late still count in the minute they belong to when the engine closes windows.
+const LATE_MS: u64 = 5_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RouteStats {
+    per_minute: LogHistogram,
+    per_second: LogHistogram,
+    /// Linear counting over 1024 bits: distinct clients.
+    clients: Vec<u64>,
+}
+
+/// The usual header order of one user agent (a majority vote).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AgentOrder {
+    order: u32,
+    votes: u32,
+    seen: u32,
+}
+
+/// Everything except the entity table, so that detectors can borrow it beside an entity's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Shared {
+    pub(crate) seed: u64,
+    pub(crate) now_ms: u64,
+    tick_minute: u32,
+    pub(crate) peers: Vec<Peer>,
+    peer_index: HashMap<u64, u32>,
+    routes: Vec<RouteStats>,
+    agents: HashMap<u64, AgentOrder>,
+    pub(crate) ip_model: Forest,
+    pub(crate) id_model: Forest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    shared: Shared,
+    /// Oldest first.
+    entities: Vec<(u64, State)>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+pub struct Engine {
+    settings: Settings,
+    enabled: u16,
+    table: Table<State>,
+    pairs: Table<Pair>,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("entities", &self.table.len()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(settings: Settings) -> Engine {
+        let seed = settings.seed.unwrap_or_else(random_seed);
+        let shared = Shared {
+            seed,
+            now_ms: 0,
+            tick_minute: 0,
+            // Group 0: addresses; group 1: principals beyond MAX_PEERS roles.
+            peers: vec![Peer::default(), Peer::default()],
+            peer_index: HashMap::new(),
+            routes: Vec::new(),
+            agents: HashMap::new(),
+            ip_model: Forest::new(seed ^ 0x1111),
+            id_model: Forest::new(seed ^ 0x2222),
+        };
+        Engine::with_shared(settings, shared)
+    }
+
+    fn with_shared(settings: Settings, shared: Shared) -> Engine {
+        let enabled = settings.enabled.iter().fold(0u16, |m, d| m | 1 << (*d as u16));
+        let max = settings.max_entities.max(1);
+        Engine { enabled, table: Table::new(max), pairs: Table::new((max / 2).max(1)), shared, settings }
+    }
+
+    /// Updates features and baselines with one record and pushes the alerts it raises. Records a few
+    /// seconds out of order count in their entity's current window.
+    pub fn observe(&mut self, record: &Record, alerts: &mut Vec<Alert>) {
+        let sh = &mut self.shared;
+        sh.now_ms = sh.now_ms.max(record.at_ms);
+        let minute = (record.at_ms / 60_000) as u32;
+        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record };
+
+        let (ip_key, ip_bytes) = ip_key(&self.settings, sh.seed, record.ip);
+        let failing = matches!(record.status, 401 | 403);
+        let claimed_key = record.claimed.as_deref().map(|c| hash(sh.seed, Kind::Claimed, c.as_bytes()));
+        let principal = record.principal.as_deref();
+        let principal_key = principal.map(|p| hash(sh.seed, principal_kind(p), p.id.as_bytes()));
+        let order_odd = agent_vote(&mut sh.agents, record);
+
+        // The address.
+        {
+            let (st, fresh) = self.table.touch(ip_key);
+            if fresh {
+                init(st, Kind::Ip, ip_label(&self.settings, record.ip, &ip_bytes), 0, record.at_ms);
+            }
+            roll(st, minute, &ctx, sh, alerts);
+            automation_counts(st, record, order_odd);
+            count(st, record, minute);
+            if let (true, Some(c)) = (failing, claimed_key) {
+                st.ring_a.insert(minute, c);
+            }
+            if let Some(p) = principal_key {
+                st.ring_b.insert(minute, p);
+            }
+            detectors::on_ip(st, &ctx, sh, alerts);
+        }
+        // The principal or API key.
+        if let (Some(p), Some(pk)) = (principal, principal_key) {
+            let peer = peer_of(sh, p);
+            let (st, fresh) = self.table.touch(pk);
+            if fresh {
+                init(st, principal_kind(p), short_label(&p.id), peer, record.at_ms);
+            }
+            roll(st, minute, &ctx, sh, alerts);
+            count(st, record, minute);
+            st.ring_a.insert(minute, ip_key);
+            if record.user_agent != 0 {
+                st.ring_b.insert(minute, record.user_agent);
+            }
+            detectors::on_principal(st, &ctx, sh, alerts);
+        }
+        // The identity a refused credential claimed.
+        if let (Some(c), Some(ck), true) = (record.claimed.as_deref(), claimed_key, failing) {
+            let (st, fresh) = self.table.touch(ck);
+            if fresh {
+                init(st, Kind::Claimed, short_label(c), 0, record.at_ms);
+            }
+            roll(st, minute, &ctx, sh, alerts);
+            count(st, record, minute);
+            st.ring_a.insert(minute, ip_key);
+            detectors::on_claimed(st, &ctx, sh, alerts);
+        }
+        // Per (client, route), for suggestions.
+        if usize::from(record.route) < MAX_ROUTES {
+            let client = principal_key.unwrap_or(ip_key);
+            self.pair(client, record);
+        }
+    }
+
+    fn pair(&mut self, client: u64, record: &Record) {
+        let key =
+            hash(self.shared.seed, Kind::Ip, &[client.to_le_bytes().as_slice(), &record.route.to_le_bytes()].concat());
+        let minute = (record.at_ms / 60_000) as u32;
+        let second = record.at_ms / 1000;
+        let (p, fresh) = self.pairs.touch(key);
+        if fresh {
+            *p = Pair { route: record.route, minute, ..Pair::default() };
+            if let Some(r) = route_stats(&mut self.shared.routes, record.route) {
+                let bit = super::sketch::mix(client) % 1024;
+                if let Some(w) = r.clients.get_mut((bit / 64) as usize) {
+                    *w |= 1 << (bit % 64);
+                }
+            }
+        }
+        if minute > p.minute {
+            flush_pair(&mut self.shared.routes, p);
+            *p = Pair { route: record.route, minute, ..Pair::default() };
+        }
+        p.count = p.count.saturating_add(1);
+        if second != p.second {
+            p.second = second;
+            p.sec_count = 0;
+        }
+        p.sec_count += 1;
+        p.sec_max = p.sec_max.max(p.sec_count);
+    }
+
+    /// Called about once per second of record time: closes the windows of entities that went quiet (so
+    /// their window-end detectors run) once a minute, and flushes the suggestion samples.
+    pub fn tick(&mut self, now_ms: u64, alerts: &mut Vec<Alert>) {
+        let sh = &mut self.shared;
+        sh.now_ms = sh.now_ms.max(now_ms);
+        let target = (sh.now_ms.saturating_sub(LATE_MS) / 60_000) as u32;
+        if target <= sh.tick_minute {
+            return;
+        }
+        sh.tick_minute = target;
+        let dummy = tick_record(sh.now_ms);
+        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record: &dummy };
+        for st in self.table.values_mut() {
+            if st.minute < target {
+                roll(st, target, &ctx, sh, alerts);
+            }
+        }
+        for p in self.pairs.values_mut() {
+            if p.minute < target && p.count > 0 {
+                flush_pair(&mut sh.routes, p);
+                p.count = 0;
+                p.sec_max = 0;
+                p.minute = target;
+            }
+        }
+    }
+
+    pub fn entities(&self) -> usize {
+        self.table.len()
+    }
+
+    /// An estimate of the heap the engine holds: the tables (index and slabs), the labels, and the
+    /// fixed parts (models, peer groups, route statistics, agent orders).
+    pub fn memory_bytes(&self) -> usize {
+        let labels: usize = self.table.values().map(State::heap_bytes).sum();
+        self.table.heap_bytes() + self.pairs.heap_bytes() + labels + self.fixed_bytes()
+    }
+
+    /// The part of [`Engine::memory_bytes`] that does not grow with the entities.
+    pub fn fixed_bytes(&self) -> usize {
+        let sh = &self.shared;
+        let peers: usize =
+            sh.peers.iter().map(Peer::heap_bytes).sum::<usize>() + sh.peers.capacity() * std::mem::size_of::<Peer>();
+        let routes: usize = sh
+            .routes
+            .iter()
+            .map(|r| r.per_minute.heap_bytes() + r.per_second.heap_bytes() + r.clients.capacity() * 8)
+            .sum::<usize>()
+            + sh.routes.capacity() * std::mem::size_of::<RouteStats>();
+        let maps = (sh.peer_index.capacity() * 8 / 7 + 1) * 13
+            + (sh.agents.capacity() * 8 / 7 + 1) * (8 + std::mem::size_of::<AgentOrder>() + 1);
+        peers + routes + maps + sh.ip_model.heap_bytes() + sh.id_model.heap_bytes()
+    }
+
+    /// The bot score of an address (its entity), 0.0 to 1.0; 0.0 when not tracked.
+    pub fn bot_score(&self, ip: IpAddr) -> f64 {
+        let (key, _) = ip_key(&self.settings, self.shared.seed, ip);
+        self.table.get(key).map_or(0.0, |st| detectors::bot_score(st).0)
+    }
+
+    /// Per route: the per-client request rate at `quantile` of the observed per-client per-minute
+    /// rates (and per-second bursts), times `margin`.
+    pub fn suggest(&self, quantile: f64, margin: f64) -> Vec<Suggestion> {
+        let margin = if margin.is_finite() && margin > 0.0 { margin } else { 1.0 };
+        let mut out = Vec::new();
+        for (i, r) in self.shared.routes.iter().enumerate() {
+            let samples = r.per_minute.total();
+            if samples == 0 {
+                continue;
+            }
+            let per_minute = (r.per_minute.quantile(quantile) * margin).ceil().max(1.0);
+            let per_second = (r.per_second.quantile(quantile) * margin).ceil().max(1.0);
+            let ones: u32 = r.clients.iter().map(|w| w.count_ones()).sum();
+            out.push(Suggestion {
+                route: i as u16,
+                principals: super::sketch::linear_count(ones, 1024).round() as usize,
+                samples,
+                per_minute,
+                per_second,
+                rate: format!("{}/m", per_minute as u64),
+                burst: per_second.min(f64::from(u32::MAX)) as u32,
+            });
+        }
+        out
+    }
+
+    /// The model's state as versioned bytes (JSON): entities oldest first, baselines, models.
+    pub fn snapshot(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            version: u32,
+            shared: &'a Shared,
+            entities: Vec<(u64, &'a State)>,
+        }
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            shared: &self.shared,
+            entities: self.table.oldest_first().map(|s| (s.key, &s.value)).collect(),
+        };
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    /// An engine from a [`Engine::snapshot`]; with a smaller `max_entities`, the most recently seen
+    /// entities are kept.
+    pub fn restore(settings: Settings, bytes: &[u8]) -> Result<Engine, String> {
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(format!("anomaly snapshot: version {} (this build reads {SNAPSHOT_VERSION})", snap.version));
+        }
+        if snap.shared.peers.len() < 2 {
+            return Err("anomaly snapshot: peer groups missing".into());
+        }
+        let mut engine = Engine::with_shared(settings, snap.shared);
+        for (key, state) in snap.entities {
+            *engine.table.touch(key).0 = state;
+        }
+        Ok(engine)
+    }
+}
+
+/// What the detectors need about the record in hand.
+pub(crate) struct Ctx<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) enabled: u16,
+    pub(crate) record: &'a Record,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn on(&self, d: Detector) -> bool {
+        self.enabled & (1 << (d as u16)) != 0
+    }
+}
+
+fn init(st: &mut State, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
+    st.kind = kind;
+    st.label = label;
+    st.peer = peer;
+    st.first_s = (at_ms / 1000) as u32;
+    st.minute = (at_ms / 60_000) as u32;
+    st.hour = (at_ms / 3_600_000) as u32;
+    st.last_ms = at_ms;
+}
+
+/// Closes the entity's window when `minute` is past it: window-end detectors, baselines, rings.
+fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mut Vec<Alert>) {
+    if minute <= st.minute {
+        return;
+    }
+    if st.req > 0 {
+        detectors::close_window(st, ctx, sh, alerts);
+    }
+    st.req10.advance(st.minute, minute);
+    st.err10.advance(st.minute, minute);
+    st.ring_a.advance(st.minute, minute);
+    st.ring_b.advance(st.minute, minute);
+    st.minute = minute;
+    st.req = 0;
+    st.s401 = 0;
+    st.s403 = 0;
+    st.s404 = 0;
+    st.s429 = 0;
+    st.new_routes = 0;
+    st.alerted = 0;
+    st.bytes_in = 0;
+    st.bytes_out = 0;
+    st.routes = 0;
+    st.params = 0;
+}
+
+/// The per-record counters every entity keeps.
+fn count(st: &mut State, r: &Record, minute: u32) {
+    let minute = minute.max(st.minute);
+    if st.req == 0 {
+        // The first request of an active minute: the time-of-day profile.
+        let hour = minute / 60;
+        if hour != st.hour {
+            st.hour = hour;
+            st.hour_minutes = 0;
+        }
+        st.hour_minutes = st.hour_minutes.saturating_add(1);
+    }
+    st.last_ms = st.last_ms.max(r.at_ms);
+    st.req = st.req.saturating_add(1);
+    match r.status {
+        401 => st.s401 = st.s401.saturating_add(1),
+        403 => st.s403 = st.s403.saturating_add(1),
+        404 => st.s404 = st.s404.saturating_add(1),
+        429 => st.s429 = st.s429.saturating_add(1),
+        _ => {}
+    }
+    st.bytes_in += u64::from(r.bytes_in);
+    st.bytes_out += u64::from(r.bytes_out);
+    st.req10.add(minute, 1);
+    if matches!(r.status, 403 | 404) {
+        st.err10.add(minute, 1);
+    }
+    if r.route != super::NO_ROUTE {
+        st.routes |= bit32(u64::from(r.route));
+        let bit = 1u128 << (r.route % 128);
+        if st.known_routes & bit == 0 {
+            st.known_routes |= bit;
+            st.new_routes = st.new_routes.saturating_add(1);
+        }
+    }
+    if r.params_hash != 0 {
+        st.params |= bit32(r.params_hash);
+    }
+    if let Some(id) = r.id_param {
+        let dir: i8 = match id.cmp(&st.last_id) {
+            std::cmp::Ordering::Greater if id - st.last_id <= 16 => 1,
+            std::cmp::Ordering::Less if st.last_id - id <= 16 => -1,
+            std::cmp::Ordering::Equal => 0,
+            _ => 2,
+        };
+        match dir {
+            0 => {}
+            1 | -1 if st.run > 0 && (dir == st.run_dir || st.run == 1) => {
+                st.run = st.run.saturating_add(1);
+                st.run_dir = dir;
+            }
+            1 | -1 => {
+                st.run = 2;
+                st.run_dir = dir;
+            }
+            _ => {
+                st.run = 1;
+                st.run_dir = 0;
+            }
+        }
+        st.last_id = id;
+    }
+}
+
+fn automation_counts(st: &mut State, r: &Record, order_odd: bool) {
+    let gap = r.at_ms.saturating_sub(st.last_ms.min(r.at_ms)) as f64;
+    if st.bot_req > 0 {
+        st.gap.update(gap, 0.1, u32::from(st.gaps));
+        st.gaps = st.gaps.saturating_add(1);
+    }
+    let f = r.signals.flags;
+    st.bot_req = st.bot_req.saturating_add(1);
+    let browser_headers = Signals::HAS_ACCEPT_LANGUAGE | Signals::HAS_ACCEPT_ENCODING | Signals::HAS_ACCEPT;
+    if f & Signals::CLAIMS_BROWSER != 0 && (f & browser_headers != browser_headers) {
+        st.bot_missing = st.bot_missing.saturating_add(1);
+    }
+    if order_odd {
+        st.bot_order = st.bot_order.saturating_add(1);
+    }
+    if f & Signals::SCANNER != 0 {
+        st.bot_scanner = st.bot_scanner.saturating_add(1);
+    }
+    // Age the evidence: the last few hundred requests count.
+    if st.bot_req >= 400 {
+        st.bot_req /= 2;
+        st.bot_missing /= 2;
+        st.bot_order /= 2;
+        st.bot_scanner /= 2;
+    }
+}
+
+/// Votes the record's header order for its user agent; `true` when the agent is well known and the
+/// order is not its usual one.
+fn agent_vote(agents: &mut HashMap<u64, AgentOrder>, r: &Record) -> bool {
+    if r.user_agent == 0 {
+        return false;
+    }
+    let full = agents.len() >= MAX_AGENTS;
+    let a = match agents.get_mut(&r.user_agent) {
+        Some(a) => a,
+        None if full => return false,
+        None => agents.entry(r.user_agent).or_default(),
+    };
+    let order = r.signals.header_order;
+    let odd = a.seen >= 50 && a.votes >= 10 && a.order != order;
+    // Boyer-Moore majority vote.
+    if a.votes == 0 {
+        a.order = order;
+        a.votes = 1;
+    } else if a.order == order {
+        a.votes = a.votes.saturating_add(1).min(1000);
+    } else {
+        a.votes -= 1;
+    }
+    a.seen = a.seen.saturating_add(1);
+    odd
+}
+
+fn peer_of(sh: &mut Shared, p: &crate::exchange::Principal) -> u32 {
+    let role = p.roles.first().map_or("", String::as_str);
+    let key = hash(sh.seed, principal_kind(p), role.as_bytes());
+    if let Some(&g) = sh.peer_index.get(&key) {
+        return g;
+    }
+    if sh.peers.len() >= MAX_PEERS {
+        return 1;
+    }
+    let g = sh.peers.len() as u32;
+    sh.peers.push(Peer::default());
+    sh.peer_index.insert(key, g);
+    g
+}
+
+fn route_stats(routes: &mut Vec<RouteStats>, route: u16) -> Option<&mut RouteStats> {
+    let i = usize::from(route);
+    if i >= MAX_ROUTES {
+        return None;
+    }
+    if routes.len() <= i {
+        routes.resize_with(i + 1, || RouteStats { clients: vec![0; 16], ..RouteStats::default() });
+    }
+    routes.get_mut(i)
+}
+
+fn flush_pair(routes: &mut Vec<RouteStats>, p: &Pair) {
+    if p.count == 0 {
+        return;
+    }
+    if let Some(r) = route_stats(routes, p.route) {
+        r.per_minute.add(f64::from(p.count));
+        r.per_second.add(f64::from(p.sec_max));
+    }
+}
+
+fn principal_kind(p: &crate::exchange::Principal) -> Kind {
+    match p.kind {
+        crate::exchange::PrincipalKind::ApiKey => Kind::ApiKey,
+        _ => Kind::Principal,
+    }
+}
+
+/// SipHash-1-3 keyed by the engine's seed (std's `DefaultHasher` has fixed keys; `SipHasher` takes
+/// them): entity keys an attacker cannot aim at another entity's.
+pub(crate) fn hash(seed: u64, kind: Kind, bytes: &[u8]) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(seed, seed.rotate_left(32) ^ 0x5bd1_e995_7f4a_7c15);
+    h.write_u8(kind.tag());
+    h.write(bytes);
+    h.finish()
+}
+
+/// The address's entity key and its bytes (IPv6 masked to the prefix; IPv4-mapped as IPv4).
+fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
+    let bytes = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => {
+                let bits = u32::from(settings.ipv6_prefix.min(128));
+                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                (u128::from(v6) & mask).to_be_bytes().to_vec()
+            }
+        },
+    };
+    (hash(seed, Kind::Ip, &bytes), bytes)
+}
+
+fn ip_label(settings: &Settings, ip: IpAddr, bytes: &[u8]) -> Box<str> {
+    match <[u8; 16]>::try_from(bytes) {
+        Ok(b) if settings.ipv6_prefix < 128 => {
+            format!("{}/{}", std::net::Ipv6Addr::from(b), settings.ipv6_prefix).into()
+        }
+        Ok(b) => std::net::Ipv6Addr::from(b).to_string().into(),
+        Err(_) => match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()).into(),
+            IpAddr::V4(v4) => v4.to_string().into(),
+        },
+    }
+}
+
+fn tick_record(at_ms: u64) -> Record {
+    Record {
+        at_ms,
+        ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        principal: None,
+        claimed: None,
+        route: super::NO_ROUTE,
+        status: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        id_param: None,
+        params_hash: 0,
+        user_agent: 0,
+        signals: Signals::default(),
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    match aws_lc_rs::rand::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        // No system randomness: a per-process random hasher key is the next best.
+        Err(_) => std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+    }
+}
+
+/// Builds an [`Alert`] from a finding when its score reaches the threshold for the sensitivity and the
+/// detector's cooldown on the entity has passed.
+pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts: &mut Vec<Alert>) {
+    let d = f.detector;
+    if !(ctx.on(d) && f.x.is_finite() && f.x > 0.0) {
+        return;
+    }
+    let s = ctx.settings.sensitivity;
+    let s = if s.is_finite() && s > 0.0 { s } else { 1.0 };
+    if f.x * s < 1.0 {
+        return;
+    }
+    st.alerted |= 1 << (d as u16);
+    let now_s = (at_ms / 1000) as u32;
+    let last = st.last_alert[d as usize];
+    let cool = (ctx.settings.cooldown_ms / 1000) as u32;
+    if last != 0 && now_s.saturating_sub(last) < cool.max(1) {
+        return;
+    }
+    st.last_alert[d as usize] = now_s.max(1);
+    let score = f.x / (1.0 + f.x);
+    let kind = st.kind.public();
+    let label: Arc<str> = Arc::from(&*st.label);
+    let ip = match st.kind {
+        Kind::Ip => label.split('/').next().and_then(|a| a.parse().ok()),
+        _ => None,
+    };
+    let principal = (st.kind != Kind::Ip).then(|| label.clone());
+    let explanation = format!(
+        "{}: {} {} had {} = {} over {} s, against {} of {}: score {:.2}",
+        d.id(),
+        kind.as_str(),
+        label,
+        f.feature,
+        round(f.observed),
+        f.window_s,
+        f.basis,
+        round(f.baseline),
+        score
+    );
+    alerts.push(Alert {
+        detector: d,
+        entity: Entity { kind, label },
+        ip,
+        principal,
+        feature: f.feature,
+        baseline: f.baseline,
+        observed: f.observed,
+        score,
+        window_s: f.window_s,
+        at_ms,
+        explanation,
+    });
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

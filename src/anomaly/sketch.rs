@@ -1,0 +1,240 @@
+//! Fixed-size streaming statistics the engine keeps per entity and per peer group: exponentially
+//! weighted mean and variance, small linear-counting bitmaps for distinct counts, a ring of per-minute
+//! bitmaps for sliding distinct counts, and a log-bucket histogram for streaming quantiles. None of
+//! them grows with the traffic.
+
+use serde::{Deserialize, Serialize};
+
+/// Exponentially weighted mean and variance (West's incremental form), in `f32`: 8 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ewma {
+    pub(crate) mean: f32,
+    pub(crate) var: f32,
+}
+
+impl Ewma {
+    /// Adds `x` with weight `alpha` (0 < alpha <= 1); the first sample (`n == 0`) sets the mean.
+    pub(crate) fn update(&mut self, x: f64, alpha: f64, n: u32) {
+        if n == 0 {
+            self.mean = x as f32;
+            self.var = 0.0;
+            return;
+        }
+        let mean = f64::from(self.mean);
+        let diff = x - mean;
+        let incr = alpha * diff;
+        let var = (1.0 - alpha) * (f64::from(self.var) + diff * incr);
+        self.mean = (mean + incr) as f32;
+        self.var = var.max(0.0) as f32;
+    }
+
+    pub(crate) fn mean(&self) -> f64 {
+        f64::from(self.mean)
+    }
+
+    pub(crate) fn sd(&self) -> f64 {
+        f64::from(self.var).max(0.0).sqrt()
+    }
+}
+
+/// The bit a hashed element sets in a 32-bit linear-counting bitmap.
+pub(crate) fn bit32(hash: u64) -> u32 {
+    // The top bits: the low bits of some hashes (a `u64` id) are not well mixed.
+    1u32 << (mix(hash) >> 59)
+}
+
+/// A 64-bit finaliser (splitmix64) so that nearby inputs land on unrelated bits.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Linear counting: the estimated number of distinct elements behind a bitmap of `bits` bits with
+/// `ones` set. Exact enough below about 20 elements in 32 bits; saturates near 110.
+pub(crate) fn linear_count(ones: u32, bits: u32) -> f64 {
+    let m = f64::from(bits);
+    let zeros = f64::from(bits.saturating_sub(ones)).max(0.5);
+    m * (m / zeros).ln()
+}
+
+pub(crate) fn distinct32(map: u32) -> f64 {
+    linear_count(map.count_ones(), 32)
+}
+
+/// Ten one-minute 32-bit bitmaps: distinct elements over the last minute and the last ten minutes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ring10 {
+    maps: [u32; 10],
+}
+
+impl Ring10 {
+    /// Moves the ring from minute `from` to minute `to` (clearing the minutes in between).
+    pub(crate) fn advance(&mut self, from: u32, to: u32) {
+        let steps = to.saturating_sub(from).min(10);
+        for k in 1..=steps {
+            self.maps[((from + k) % 10) as usize] = 0;
+        }
+    }
+
+    pub(crate) fn insert(&mut self, minute: u32, hash: u64) {
+        self.maps[(minute % 10) as usize] |= bit32(hash);
+    }
+
+    pub(crate) fn minute(&self, minute: u32) -> f64 {
+        distinct32(self.maps[(minute % 10) as usize])
+    }
+
+    pub(crate) fn ten(&self) -> f64 {
+        distinct32(self.maps.iter().fold(0, |a, m| a | m))
+    }
+}
+
+/// Ten one-minute counters (saturating `u16`): the sum over the last ten minutes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Counts10 {
+    counts: [u16; 10],
+}
+
+impl Counts10 {
+    pub(crate) fn advance(&mut self, from: u32, to: u32) {
+        let steps = to.saturating_sub(from).min(10);
+        for k in 1..=steps {
+            self.counts[((from + k) % 10) as usize] = 0;
+        }
+    }
+
+    pub(crate) fn add(&mut self, minute: u32, n: u16) {
+        let c = &mut self.counts[(minute % 10) as usize];
+        *c = c.saturating_add(n);
+    }
+
+    pub(crate) fn ten(&self) -> f64 {
+        self.counts.iter().map(|&c| f64::from(c)).sum()
+    }
+}
+
+/// Number of buckets of [`LogHistogram`]: bucket 0 holds 0, bucket `i` holds values in
+/// `[GROWTH^(i-1), GROWTH^i)`; the last bucket holds everything above.
+const BUCKETS: usize = 96;
+const GROWTH: f64 = 1.15;
+
+/// A streaming quantile sketch with 15% relative accuracy and a fixed 384 bytes: a log-bucket
+/// histogram (the idea of DDSketch, with a fixed range of 0 to about 600,000).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LogHistogram {
+    counts: Vec<u32>,
+    total: u64,
+}
+
+impl Default for LogHistogram {
+    fn default() -> Self {
+        LogHistogram { counts: vec![0; BUCKETS], total: 0 }
+    }
+}
+
+impl LogHistogram {
+    fn bucket(x: f64) -> usize {
+        if x.is_nan() || x < 1.0 {
+            return usize::from(x > 0.0);
+        }
+        let i = 1 + (x.ln() / GROWTH.ln()).floor() as usize;
+        i.min(BUCKETS - 1)
+    }
+
+    pub(crate) fn add(&mut self, x: f64) {
+        let i = Self::bucket(x);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.saturating_add(1);
+        }
+        self.total += 1;
+        // Halve when a count nears saturation: the sketch ages instead of overflowing.
+        if self.counts.get(i).is_some_and(|&c| c >= u32::MAX / 2) {
+            self.counts.iter_mut().for_each(|c| *c /= 2);
+            self.total = self.counts.iter().map(|&c| u64::from(c)).sum();
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The upper edge of the bucket holding the `q` quantile (0 when empty).
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return if i == 0 { 0.0 } else { GROWTH.powi(i as i32) };
+            }
+        }
+        GROWTH.powi(BUCKETS as i32 - 1)
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_tracks_mean_and_spread() {
+        let mut e = Ewma::default();
+        for n in 0..2000u32 {
+            e.update(if n % 2 == 0 { 8.0 } else { 12.0 }, 0.05, n);
+        }
+        assert!((e.mean() - 10.0).abs() < 0.3, "{e:?}");
+        assert!((e.sd() - 2.0).abs() < 0.3, "{e:?}");
+    }
+
+    #[test]
+    fn linear_counting_is_close_for_small_sets() {
+        for n in [1u64, 3, 5, 8, 12] {
+            let map = (0..n).fold(0u32, |m, i| m | bit32(i * 7919 + 13));
+            let est = distinct32(map);
+            assert!((est - n as f64).abs() <= n as f64 * 0.35 + 1.0, "{n}: {est}");
+        }
+        assert_eq!(distinct32(0), 0.0);
+        assert!(distinct32(u32::MAX) > 100.0);
+    }
+
+    #[test]
+    fn ring_slides() {
+        let mut r = Ring10::default();
+        for m in 0..10u32 {
+            r.insert(m, u64::from(m));
+        }
+        assert!(r.ten() >= 7.0);
+        r.advance(9, 30);
+        assert_eq!(r.ten(), 0.0);
+        let mut c = Counts10::default();
+        c.add(3, 5);
+        c.add(4, 5);
+        assert_eq!(c.ten(), 10.0);
+        c.advance(4, 13);
+        assert_eq!(c.ten(), 5.0);
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = LogHistogram::default();
+        for i in 1..=1000 {
+            h.add(f64::from(i));
+        }
+        let q = h.quantile(0.999);
+        assert!((900.0..1200.0).contains(&q), "{q}");
+        let q = h.quantile(0.5);
+        assert!((430.0..600.0).contains(&q), "{q}");
+        h.add(f64::NAN);
+        h.add(-3.0);
+        assert_eq!(LogHistogram::default().quantile(0.5), 0.0);
+    }
+}

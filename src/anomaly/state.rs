@@ -1,0 +1,151 @@
+//! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
+//! its label), and the small state per (client, route) pair behind `limits suggest`.
+
+use super::sketch::{Counts10, Ewma, Ring10};
+use super::EntityKind;
+use serde::{Deserialize, Serialize};
+
+/// The longest label kept (a principal id or key id is cut, on a character boundary, beyond it).
+pub(crate) const MAX_LABEL: usize = 40;
+
+/// Which entity a state belongs to. `Claimed` is an identity a refused credential named (an API key id),
+/// reported as [`EntityKind::ApiKey`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    #[default]
+    Ip,
+    Principal,
+    ApiKey,
+    Claimed,
+}
+
+impl Kind {
+    pub(crate) fn public(self) -> EntityKind {
+        match self {
+            Kind::Ip => EntityKind::Ip,
+            Kind::Principal => EntityKind::Principal,
+            Kind::ApiKey | Kind::Claimed => EntityKind::ApiKey,
+        }
+    }
+
+    pub(crate) fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One entity's features and baselines. Windows are minutes of record time; `minute` is the one the
+/// `cur_*` counters describe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) kind: Kind,
+    pub(crate) label: Box<str>,
+    /// Peer group (role) for the cold start.
+    pub(crate) peer: u32,
+    pub(crate) first_s: u32,
+    pub(crate) last_ms: u64,
+    pub(crate) minute: u32,
+    /// Closed windows with activity: the entity's own history.
+    pub(crate) active: u32,
+
+    // The current minute.
+    pub(crate) req: u32,
+    pub(crate) s401: u16,
+    pub(crate) s403: u16,
+    pub(crate) s404: u16,
+    pub(crate) s429: u16,
+    pub(crate) new_routes: u16,
+    /// Detectors that alerted in this window (bits by `Detector as u16`): their windows do not teach
+    /// the baselines.
+    pub(crate) alerted: u16,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) routes: u32,
+    pub(crate) params: u32,
+    /// Every route the entity ever used (route index mod 128): the new-route ratio.
+    pub(crate) known_routes: u128,
+
+    // Sliding ten minutes.
+    pub(crate) req10: Counts10,
+    pub(crate) err10: Counts10,
+    /// IP: failing claimed identities; principal/key: client addresses; claimed: failing addresses.
+    pub(crate) ring_a: Ring10,
+    /// IP: authenticated principals; principal/key: user agents.
+    pub(crate) ring_b: Ring10,
+
+    // Baselines (over active minutes).
+    pub(crate) rate: Ewma,
+    pub(crate) rate10: Ewma,
+    /// ln(1 + response bytes per active minute).
+    pub(crate) bytes: Ewma,
+    /// Upper CUSUM of the standardised response bytes (slow exfiltration).
+    pub(crate) cusum: f32,
+    /// Distinct addresses (ring_a) and agents (ring_b) over ten minutes.
+    pub(crate) spread_a: Ewma,
+    pub(crate) spread_b: Ewma,
+
+    // Enumeration: the monotonic run of `id_param`.
+    pub(crate) last_id: u64,
+    pub(crate) run: u16,
+    pub(crate) run_dir: i8,
+
+    // Automation.
+    pub(crate) gap: Ewma,
+    pub(crate) gaps: u16,
+    pub(crate) bot_req: u16,
+    pub(crate) bot_missing: u16,
+    pub(crate) bot_order: u16,
+    pub(crate) bot_scanner: u16,
+
+    // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
+    pub(crate) hours: [u16; 24],
+    pub(crate) hour: u32,
+    pub(crate) hour_minutes: u16,
+
+    /// Per detector: record time (seconds) of its last alert on this entity.
+    pub(crate) last_alert: [u32; 9],
+}
+
+impl State {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.label.len()
+    }
+}
+
+/// Cuts a label to [`MAX_LABEL`] bytes on a character boundary.
+pub(crate) fn short_label(s: &str) -> Box<str> {
+    let mut end = s.len().min(MAX_LABEL);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].into()
+}
+
+/// Per (client, route): requests in the current minute and the busiest second in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Pair {
+    pub(crate) route: u16,
+    pub(crate) minute: u32,
+    pub(crate) count: u32,
+    pub(crate) second: u64,
+    pub(crate) sec_count: u32,
+    pub(crate) sec_max: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_fits_its_budget() {
+        // 512 bytes per entity: the state, its label, its share of the index and of the pair table.
+        let size = std::mem::size_of::<State>();
+        assert!(size + MAX_LABEL <= 440, "State is {size} bytes");
+    }
+
+    #[test]
+    fn labels_are_cut_on_char_boundaries() {
+        let l = short_label(&"é".repeat(40));
+        assert!(l.len() <= MAX_LABEL);
+        assert_eq!(&*short_label("alice"), "alice");
+    }
+}
