@@ -5,8 +5,8 @@
 use crate::model::{self, HeadStyle};
 use crate::score::{Scorer, Seen};
 use crate::traffic::{Cred, Population, Req};
-use crate::shim::{Engine, Settings};
-use portcullis::anomaly::{Alert, Record, Signals, NO_ROUTE};
+
+use portcullis::anomaly::{Alert, Engine, Record, Settings, Signals, NO_ROUTE};
 use portcullis::exchange::Principal;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn signals_of(pop: &Population, req: &Req) -> Signals {
             map.append(n, v);
         }
     }
-    crate::shim::signals(&map)
+    portcullis::anomaly::signals(&map)
 }
 
 /// Builds records for requests: principals built once per account, signals once per head shape.

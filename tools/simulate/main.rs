@@ -10,7 +10,6 @@ mod gateway;
 mod inproc;
 mod model;
 mod score;
-mod shim;
 mod traffic;
 
 use clap::Parser;
@@ -85,6 +84,9 @@ struct Args {
     /// Write every alert as a JSON line to FILE.
     #[arg(long)]
     alerts_out: Option<String>,
+    /// Write the population (each client's role, time zone, devices, daily life) as JSON to FILE.
+    #[arg(long)]
+    population_out: Option<String>,
 }
 
 fn parse_list<T: Copy>(names: &[String], all: &[T], id: impl Fn(T) -> String) -> Result<Vec<T>, String> {
@@ -139,6 +141,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         eprintln!("wrote {path} ({} keys declared by hash; the keys in {keys_path}), world at {world}", pop.accounts.len());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(p) = &args.population_out {
+        std::fs::write(p, pop.describe().to_string()).map_err(|e| format!("{p}: {e}"))?;
+    }
     let mut out: Option<std::fs::File> = match &args.alerts_out {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{p}: {e}"))?),
         None => None,
@@ -150,7 +155,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
     };
     let (report, enforce) = if args.in_process {
-        let settings = shim::Settings { sensitivity: args.sensitivity, ..Default::default() };
+        let settings = portcullis::anomaly::Settings { sensitivity: args.sensitivity, seed: Some(args.seed), ..Default::default() };
         let scorer = inproc::run(&pop, settings, &mut write_alert);
         (scorer.report(&pop, "in-process"), false)
     } else if let Some(gw) = &args.gateway {

@@ -75,7 +75,6 @@ pub(crate) enum Family {
 pub(crate) struct Profile {
     pub(crate) family: Family,
     /// A short name, for reports.
-    #[allow(dead_code)]
     pub(crate) name: &'static str,
     pub(crate) user_agent: &'static str,
     pub(crate) headers: &'static [(&'static str, &'static str)],

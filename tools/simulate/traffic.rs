@@ -299,6 +299,30 @@ impl Population {
         pop
     }
 
+    /// The population as JSON: who each client is and how it lives (for reading false alarms).
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let clients: Vec<serde_json::Value> = self
+            .clients
+            .iter()
+            .map(|c| {
+                let a = self.account(c.user);
+                serde_json::json!({
+                    "principal": a.principal,
+                    "key_id": a.key_id,
+                    "role": model::ROLES[a.role as usize].0,
+                    "tz": c.tz,
+                    "life": format!("{:?}", c.life),
+                    "devices": c.devices.iter().map(|d| serde_json::json!({
+                        "agent": model::PROFILES[d.profile as usize].name,
+                        "net": d.net,
+                        "addr": d.addr.to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "clients": clients, "attacks": self.attacks })
+    }
+
     pub(crate) fn account(&self, user: u32) -> &Account {
         &self.accounts[(user as usize).saturating_sub(1).min(self.accounts.len() - 1)]
     }
