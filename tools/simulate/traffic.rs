@@ -223,6 +223,8 @@ pub(crate) struct Population {
     pub(crate) attacks: Vec<Attack>,
     pub(crate) world: World,
     plans: Vec<Plan>,
+    /// Accounts already victim or rogue of an attack.
+    involved: std::collections::HashSet<u32>,
 }
 
 /// An attack's behaviour.
@@ -292,6 +294,7 @@ impl Population {
             clients,
             attacks: Vec::new(),
             plans: Vec::new(),
+            involved: Default::default(),
         };
         pop.inject_attacks(&mut rng, &offices);
         // The world knows the fresh accounts too.
@@ -351,7 +354,10 @@ impl Population {
                         // At the account's local 01:00-04:00 (hours it is never active).
                         let Plan::Hours { user, .. } = &plan else { unreachable!() };
                         let c = &self.clients[*user as usize - 1];
-                        let mut t = start - start % HOUR_MS;
+                        // After a day of the account's own history when the run is long enough.
+                        let day = EPOCH_MS + 24 * HOUR_MS;
+                        let from = if s.hours >= 36 && start < day { day + rng.u64(..(u64::from(s.hours) - 34) * HOUR_MS) } else { start };
+                        let mut t = from - from % HOUR_MS;
                         loop {
                             let h = local_hour(t, c.tz);
                             if (1.0..4.0).contains(&h) && !c.usual_hour(t) && t >= warm {
@@ -384,11 +390,17 @@ impl Population {
     }
 
     /// A normal client to act as an attack's rogue or victim account (humans only when `human`).
-    fn pick_client(&self, rng: &mut fastrand::Rng, pred: impl Fn(&Client, &Account) -> bool) -> u32 {
-        for _ in 0..10_000 {
-            let c = &self.clients[rng.usize(..self.clients.len())];
-            if pred(c, self.account(c.user)) {
-                return c.user;
+    /// Each account is the victim or rogue of at most one attack while there are enough to go round,
+    /// so one attack's alerts are never credited to another's label.
+    fn pick_client(&mut self, rng: &mut fastrand::Rng, pred: impl Fn(&Client, &Account) -> bool) -> u32 {
+        for round in 0..2 {
+            for _ in 0..10_000 {
+                let c = &self.clients[rng.usize(..self.clients.len())];
+                if pred(c, self.account(c.user)) && (round == 1 || !self.involved.contains(&c.user)) {
+                    let user = c.user;
+                    self.involved.insert(user);
+                    return user;
+                }
             }
         }
         self.clients[0].user
