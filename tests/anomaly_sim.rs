@@ -22,7 +22,7 @@ fn simulate(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The CI-sized run: 200 clients for 30 simulated hours (6,000 client-hours), every attack class at
+/// The CI-sized run: 84 clients for three simulated days (6,048 client-hours), every attack class at
 /// three intensities, fixed seed; every target of the issue, scaled to the run (at most one false alarm).
 #[test]
 fn the_ci_run_meets_the_targets() {
@@ -31,9 +31,9 @@ fn the_ci_run_meets_the_targets() {
         "--seed",
         "16",
         "--clients",
-        "200",
+        "84",
         "--hours",
-        "30",
+        "72",
         "--attacks",
         "1",
         "--json",
@@ -45,9 +45,11 @@ fn the_ci_run_meets_the_targets() {
     let detectors: Vec<&str> = report["detectors"].as_array().unwrap().iter().map(|d| d["detector"].as_str().unwrap()).collect();
     assert!(detectors.contains(&"model"), "the model has its own row: {detectors:?}");
     assert_eq!(report["classes"].as_array().unwrap().len(), 8);
-    // The table, for a person reading the failure.
-    let (_, table, _) = simulate(&["--in-process", "--seed", "16", "--clients", "200", "--hours", "30"]);
-    assert_eq!(code, 0, "targets missed:\n{stderr}\n{table}");
+    if code != 0 {
+        // The table, for a person reading the failure.
+        let (_, table, _) = simulate(&["--in-process", "--seed", "16", "--clients", "84", "--hours", "72"]);
+        panic!("targets missed:\n{stderr}\n{table}");
+    }
 }
 
 /// The same seed gives the same report; the binary refuses nonsense.

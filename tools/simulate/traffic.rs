@@ -641,7 +641,7 @@ impl Actor {
     fn normal(pop: &Population, c: &Client) -> Actor {
         let mut rng = fastrand::Rng::with_seed(model::mix(pop.scenario.seed, 1_000_000 + u64::from(c.user)));
         let ip = c.devices[0].addr;
-        let next_job = EPOCH_MS + rng.u64(..HOUR_MS);
+        let next_job = EPOCH_MS + MIN_MS + rng.u64(..HOUR_MS);
         let mut a = Actor {
             rng,
             kind: ActorKind::Normal { client: c.clone(), left: 0, dev: 0, ip, mean_ms: 4_000.0, mistakes: 0, day: u64::MAX, next_job },
@@ -728,7 +728,7 @@ impl Actor {
                     *dev = 0;
                 }
             }
-            let d = (self.t - EPOCH_MS) / (24 * HOUR_MS);
+            let d = self.t.saturating_sub(EPOCH_MS) / (24 * HOUR_MS);
             *ip = session_addr(rng, &mut client.devices[*dev], d, day);
         } else {
             self.t += think(rng, *mean_ms);
@@ -790,7 +790,7 @@ impl Actor {
             return;
         }
         let world = &pop.world;
-        let day = (self.t - EPOCH_MS) / (24 * HOUR_MS);
+        let day = self.t.saturating_sub(EPOCH_MS) / (24 * HOUR_MS);
         let (ip, profile, style, cred, target) = match plan {
             Plan::Stuffing { ip, profile, .. } => {
                 let (_, key) = model::random_key(rng);
