@@ -144,7 +144,12 @@ pub(crate) fn seen(a: &Alert) -> Seen {
 }
 
 /// Runs the whole stream through a fresh engine; returns the scorer.
-pub(crate) fn run(pop: &Population, settings: Settings, mut each_alert: impl FnMut(&Seen)) -> Scorer {
+pub(crate) fn run(
+    pop: &Population,
+    settings: Settings,
+    mut each_alert: impl FnMut(&Seen),
+    mut records_out: Option<&mut dyn std::io::Write>,
+) -> Scorer {
     let mut engine = Engine::new(settings);
     let mut scorer = Scorer::new(pop);
     let mut rec = Recorder::new(pop);
@@ -169,6 +174,20 @@ pub(crate) fn run(pop: &Population, settings: Settings, mut each_alert: impl FnM
         }
         scorer.on_request(pop, &req);
         let record = rec.record(pop, &req);
+        if let Some(w) = records_out.as_mut() {
+            let line = serde_json::json!({
+                "at_ms": record.at_ms,
+                "ip": record.ip.to_string(),
+                "principal": record.principal.as_ref().map(|p| p.id.as_str()),
+                "claimed": record.claimed.as_deref(),
+                "route": record.route,
+                "status": record.status,
+                "bytes_out": record.bytes_out,
+                "id_param": record.id_param,
+                "attack": req.attack,
+            });
+            let _ = writeln!(w, "{line}");
+        }
         engine.observe(&record, &mut alerts);
         for a in alerts.drain(..) {
             let s = seen(&a);

@@ -84,6 +84,10 @@ struct Args {
     /// Write every alert as a JSON line to FILE.
     #[arg(long)]
     alerts_out: Option<String>,
+    /// In process: write every record (address, principal, route, status, bytes, attack label) as a
+    /// JSON line to FILE.
+    #[arg(long)]
+    records_out: Option<String>,
     /// Write the population (each client's role, time zone, devices, daily life) as JSON to FILE.
     #[arg(long)]
     population_out: Option<String>,
@@ -156,7 +160,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     };
     let (report, enforce) = if args.in_process {
         let settings = portcullis::anomaly::Settings { sensitivity: args.sensitivity, seed: Some(args.seed), ..Default::default() };
-        let scorer = inproc::run(&pop, settings, &mut write_alert);
+        let mut records = match &args.records_out {
+            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("{p}: {e}"))?)),
+            None => None,
+        };
+        let scorer =
+            inproc::run(&pop, settings, &mut write_alert, records.as_mut().map(|w| w as &mut dyn std::io::Write));
         (scorer.report(&pop, "in-process"), false)
     } else if let Some(gw) = &args.gateway {
         let gw = gateway::addr_of(gw)?;

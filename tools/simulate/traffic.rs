@@ -584,7 +584,10 @@ fn device(rng: &mut fastrand::Rng, profile: u16, offices: &[IpAddr]) -> Device {
 /// The address a device uses for a session starting now.
 fn session_addr(rng: &mut fastrand::Rng, dev: &mut Device, day: u64, last_day: &mut u64) -> IpAddr {
     match dev.net {
-        NetKind::Mobile4 | NetKind::Mobile6 => model::draw_addr(rng, dev.net),
+        NetKind::Mobile4 | NetKind::Mobile6 => {
+            dev.addr = model::draw_addr(rng, dev.net);
+            dev.addr
+        }
         NetKind::Home6 => {
             if day != *last_day {
                 *last_day = day;
@@ -804,8 +807,8 @@ impl Actor {
                 (ip, profile, HeadStyle::Native, Cred::Guess(key.into()), normal_target(rng, world, user))
             }
             Plan::Enumeration { user, dev, by_user, next, .. } => {
-                let mut last = u64::MAX;
-                let ip = session_addr(rng, dev, day, &mut last);
+                let mut last = day;
+                let ip = if *step % 50 == 1 { session_addr(rng, dev, day, &mut last) } else { dev.addr };
                 *next += 1;
                 let target = if *by_user { Target::User { user: *next } } else { Target::Order { user: *user, oid: *next } };
                 (ip, dev.profile, HeadStyle::Native, Cred::Valid(*user), target)
