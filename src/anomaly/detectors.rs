@@ -21,8 +21,9 @@ const PEERS_WARM: u64 = 200;
 /// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
 const CUSUM_K: f64 = 1.0;
 const CUSUM_H: f64 = 8.0;
-/// The model fires below this normalised mass (typical windows are near 1).
-const MODEL_MASS: f64 = 0.01;
+/// The model fires when two consecutive windows of an entity fall below this normalised mass (typical
+/// windows are near 1).
+const MODEL_MASS: f64 = 0.02;
 
 /// What a detector found: its `x` (observed over limit) and the words of the explanation.
 #[derive(Debug, Clone, Copy)]
@@ -332,25 +333,30 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         let forest = if st.kind == Kind::Ip { &mut sh.ip_model } else { &mut sh.id_model };
         if forest.ready() {
             let mass = forest.mass(&x);
+            // Two low windows in a row: one odd minute is not enough (a burst, a retry storm).
+            let pair = mass.max(f64::from(st.model_mass));
+            st.model_mass = mass as f32;
             let f = Finding {
                 detector: Detector::Model,
                 feature: "model_mass",
-                basis: "the mass of typical windows (about 1; fires under 0.01)",
+                basis: "the mass of typical windows (about 1; fires under 0.02 twice in a row)",
                 baseline: 1.0,
-                observed: mass,
-                x: MODEL_MASS / mass.max(1e-9),
-                window_s: 60,
+                observed: pair,
+                x: MODEL_MASS / pair.max(1e-9),
+                window_s: 120,
             };
             emit(st, f, ctx, at, alerts);
         }
         if st.alerted == 0 {
             forest.update(&x);
         }
+    } else {
+        st.model_mass = 1.0;
     }
     let y = (st.bytes_out as f64).ln_1p();
     if person && st.active >= WARM {
         let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(6.0);
-        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).max(0.0) as f32;
+        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).clamp(0.0, 10.0 * CUSUM_H) as f32;
         emit(st, exfiltration_cusum(st), ctx, at, alerts);
     }
     learn(st, sh, y);

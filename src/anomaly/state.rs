@@ -96,6 +96,9 @@ pub(crate) struct State {
     pub(crate) bot_order: u16,
     pub(crate) bot_scanner: u16,
 
+    /// The model's mass for the entity's previous active window (1.0: none or typical).
+    pub(crate) model_mass: f32,
+
     // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
@@ -121,12 +124,12 @@ pub(crate) fn short_label(s: &str) -> Box<str> {
 }
 
 /// Per (client, route): requests in the current minute and the busiest second in it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pair {
     pub(crate) route: u16,
     pub(crate) minute: u32,
     pub(crate) count: u32,
-    pub(crate) second: u64,
+    pub(crate) second: u32,
     pub(crate) sec_count: u32,
     pub(crate) sec_max: u32,
 }
@@ -139,6 +142,7 @@ mod tests {
     fn state_fits_its_budget() {
         // 512 bytes per entity: the state, its label, its share of the index and of the pair table.
         let size = std::mem::size_of::<State>();
+        eprintln!("State: {size} bytes");
         assert!(size + MAX_LABEL <= 440, "State is {size} bytes");
     }
 
