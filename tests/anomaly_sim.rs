@@ -96,6 +96,57 @@ fn runs_replay_and_bad_arguments_are_refused() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// Through the real gateway (no `anomaly:` section, so nothing refuses on behaviour): every attack class
+/// at medium intensity among 12 clients for 8 simulated hours, keys declared by hash, clients behind a
+/// trusted proxy. Every request is answered, and the answers are exactly those the in-process world
+/// gives: the gateway's own 401s for bad keys, 404s for scanners' paths, and the world's 200/201/403/404.
+#[test]
+fn through_the_gateway_every_answer_is_the_one_the_world_gives_in_process() {
+    let dir = TempDir::new();
+    let world = closed_port();
+    let cfg = dir.path("portcullis.yaml");
+    let scenario = ["--seed", "3", "--clients", "12", "--hours", "8", "--intensities", "medium", "--json"];
+    let (world_s, cfg_s) = (world.to_string(), path_str(&cfg));
+    let mut args = vec!["--write-config", &cfg_s, "--world", &world_s, "--anomaly-yaml", ""];
+    args.extend_from_slice(&scenario);
+    let (code, _, err) = simulate(&args);
+    assert_eq!(code, 0, "{err}");
+    let yaml = std::fs::read_to_string(&cfg).unwrap();
+    let gw = Gateway::start_in(dir, &yaml);
+    let (gw_url, admin_url) = (format!("http://{}", gw.addr("main")), format!("http://{}", gw.addr("admin")));
+    let mut args = vec![
+        "--gateway",
+        &gw_url,
+        "--admin",
+        &admin_url,
+        "--admin-token",
+        "unused",
+        "--skip-alerts",
+        "--world",
+        &world_s,
+    ];
+    args.extend_from_slice(&scenario);
+    let (code, through, err) = simulate(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no answer"), "{err}");
+    let mut args = vec!["--in-process"];
+    args.extend_from_slice(&scenario);
+    let (code, direct, err) = simulate(&args);
+    assert_eq!(code, 0, "{err}");
+    let (through, direct): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&through).unwrap(), serde_json::from_str(&direct).unwrap());
+    let total = direct["legit_requests"].as_u64().unwrap() + direct["attack_requests"].as_u64().unwrap();
+    assert!(total > 3_000, "{total}");
+    let answered: u64 = through["statuses"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(answered, total);
+    assert_eq!(through["statuses"], direct["statuses"]);
+    for status in ["200", "201", "401", "403", "404"] {
+        assert!(direct["statuses"][status].as_u64().unwrap_or(0) > 0, "no {status}: {}", direct["statuses"]);
+    }
+    assert_eq!(through["legit_refused_measured"], 0);
+    drop(gw);
+}
+
 /// A loopback upstream on a given port answering 200 to everything; counts what reaches it.
 fn stand_in_world(port: u16) -> Arc<AtomicUsize> {
     let hits = Arc::new(AtomicUsize::new(0));

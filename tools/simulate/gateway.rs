@@ -142,6 +142,7 @@ pub(crate) async fn send(
 ) -> Result<(Scorer, u64), String> {
     let mut scorer = Scorer::new(&pop);
     let refused = Arc::new(AtomicU64::new(0));
+    let statuses: Arc<Vec<AtomicU64>> = Arc::new((0..600).map(|_| AtomicU64::new(0)).collect());
     let errors = Arc::new(AtomicU64::new(0));
     let (tx, rx) = async_channel(concurrency * 4);
     let mut workers = Vec::new();
@@ -149,6 +150,7 @@ pub(crate) async fn send(
         let rx = rx.clone();
         let refused = refused.clone();
         let errors = errors.clone();
+        let statuses = statuses.clone();
         let pop = pop.clone();
         workers.push(tokio::spawn(async move {
             let mut sender: Option<Sender> = None;
@@ -193,6 +195,9 @@ pub(crate) async fn send(
                 }
                 match outcome {
                     Some((status, body)) => {
+                        if let Some(n) = statuses.get(usize::from(status)) {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
                         if req.attack.is_none() && is_action(status, &body) {
                             refused.fetch_add(1, Ordering::Relaxed);
                         }
@@ -215,6 +220,12 @@ pub(crate) async fn send(
         let _ = w.await;
     }
     scorer.legit_refused = refused.load(Ordering::Relaxed);
+    for (status, n) in statuses.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if n > 0 {
+            scorer.statuses.insert(status as u16, n);
+        }
+    }
     Ok((scorer, errors.load(Ordering::Relaxed)))
 }
 

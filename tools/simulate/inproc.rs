@@ -174,6 +174,7 @@ pub(crate) fn run(
         }
         scorer.on_request(pop, &req);
         let record = rec.record(pop, &req);
+        *scorer.statuses.entry(record.status).or_default() += 1;
         if let Some(w) = records_out.as_mut() {
             let line = serde_json::json!({
                 "at_ms": record.at_ms,

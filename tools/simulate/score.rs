@@ -72,6 +72,8 @@ pub(crate) struct Scorer {
     modelled_refused: u64,
     refused_clients: BTreeSet<String>,
     pub(crate) alerts_total: u64,
+    /// Every answer's status, how often (legitimate and attack requests).
+    pub(crate) statuses: BTreeMap<u16, u64>,
 }
 
 impl Scorer {
@@ -93,6 +95,7 @@ impl Scorer {
             modelled_refused: 0,
             refused_clients: BTreeSet::new(),
             alerts_total: 0,
+            statuses: BTreeMap::new(),
         }
     }
 
@@ -267,6 +270,7 @@ impl Scorer {
             classes,
             detectors,
             false_alarm_examples: self.false_alarms.iter().take(25).cloned().collect(),
+            statuses: self.statuses.clone(),
             labels: self
                 .attacks
                 .iter()
@@ -337,6 +341,8 @@ pub(crate) struct Report {
     pub(crate) classes: Vec<ClassRow>,
     pub(crate) detectors: Vec<DetectorRow>,
     pub(crate) false_alarm_examples: Vec<Seen>,
+    /// Every answer's status, how often: the same in process and through the gateway (in monitor mode).
+    pub(crate) statuses: BTreeMap<u16, u64>,
     /// The labels: every injected attack (with every address or /64 it sent from).
     pub(crate) labels: Vec<Attack>,
 }
