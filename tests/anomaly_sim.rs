@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn simulate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis-simulate")).args(args).output().expect("run portcullis-simulate");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_portcullis-simulate")).args(args).output().expect("run portcullis-simulate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -42,7 +43,8 @@ fn the_ci_run_meets_the_targets() {
     let report: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
     assert!(report["client_hours"].as_f64().unwrap() >= 5_000.0);
-    let detectors: Vec<&str> = report["detectors"].as_array().unwrap().iter().map(|d| d["detector"].as_str().unwrap()).collect();
+    let detectors: Vec<&str> =
+        report["detectors"].as_array().unwrap().iter().map(|d| d["detector"].as_str().unwrap()).collect();
     assert!(detectors.contains(&"model"), "the model has its own row: {detectors:?}");
     assert_eq!(report["classes"].as_array().unwrap().len(), 8);
     if code != 0 {
@@ -55,7 +57,18 @@ fn the_ci_run_meets_the_targets() {
 /// The same seed gives the same report; the binary refuses nonsense.
 #[test]
 fn runs_replay_and_bad_arguments_are_refused() {
-    let args = ["--in-process", "--seed", "5", "--clients", "30", "--hours", "8", "--classes", "credential_stuffing", "--json"];
+    let args = [
+        "--in-process",
+        "--seed",
+        "5",
+        "--clients",
+        "30",
+        "--hours",
+        "8",
+        "--classes",
+        "credential_stuffing",
+        "--json",
+    ];
     let (c1, a, e1) = simulate(&args);
     let (c2, b, _) = simulate(&args);
     assert_eq!((c1, c2), (0, 0), "{e1}");
@@ -130,7 +143,8 @@ fn enforce_mode_bans_a_stuffing_address_and_lifts_the_ban_at_expiry() {
     let (code, _, err) = simulate(&args);
     assert_eq!(code, 0, "{err}");
     let yaml = std::fs::read_to_string(&cfg).unwrap();
-    let keys: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("portcullis.yaml.keys.json")).unwrap()).unwrap();
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("portcullis.yaml.keys.json")).unwrap()).unwrap();
     let (token, _) = common::admin::token(&cfg, "viewer");
     let gw = Gateway::start_in(dir, &yaml);
     let gw_url = format!("http://{}", gw.addr("main"));

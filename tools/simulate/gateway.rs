@@ -135,7 +135,11 @@ fn is_action(status: u16, body: &[u8]) -> bool {
 
 /// Sends the whole stream through the gateway with `concurrency` connections. Returns the scorer with
 /// the measured refusals; alerts are read afterwards with [`alerts`].
-pub(crate) async fn send(pop: Arc<Population>, gateway: SocketAddr, concurrency: usize) -> Result<(Scorer, u64), String> {
+pub(crate) async fn send(
+    pop: Arc<Population>,
+    gateway: SocketAddr,
+    concurrency: usize,
+) -> Result<(Scorer, u64), String> {
     let mut scorer = Scorer::new(&pop);
     let refused = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));

@@ -126,11 +126,13 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<ExitCode, String> {
     let pop = Arc::new(Population::new(scenario(args)?));
-    let world: std::net::SocketAddr = args.world.parse().map_err(|_| format!("--world {}: expected IP:PORT", args.world))?;
+    let world: std::net::SocketAddr =
+        args.world.parse().map_err(|_| format!("--world {}: expected IP:PORT", args.world))?;
     if let Some(path) = &args.write_config {
-        let state = args.state_db.clone().unwrap_or_else(|| {
-            std::path::Path::new(path).with_file_name("state.db").to_string_lossy().into_owned()
-        });
+        let state = args
+            .state_db
+            .clone()
+            .unwrap_or_else(|| std::path::Path::new(path).with_file_name("state.db").to_string_lossy().into_owned());
         let anomaly = args.anomaly_yaml.clone().unwrap_or_else(|| gateway::anomaly_section(&args.mode));
         let mut anomaly = anomaly;
         if !anomaly.is_empty() && !anomaly.ends_with('\n') {
@@ -141,8 +143,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let keys: serde_json::Map<String, serde_json::Value> =
             pop.accounts.iter().map(|a| (a.principal.clone(), a.key.clone().into())).collect();
         let keys_path = format!("{path}.keys.json");
-        std::fs::write(&keys_path, serde_json::Value::Object(keys).to_string()).map_err(|e| format!("{keys_path}: {e}"))?;
-        eprintln!("wrote {path} ({} keys declared by hash; the keys in {keys_path}), world at {world}", pop.accounts.len());
+        std::fs::write(&keys_path, serde_json::Value::Object(keys).to_string())
+            .map_err(|e| format!("{keys_path}: {e}"))?;
+        eprintln!(
+            "wrote {path} ({} keys declared by hash; the keys in {keys_path}), world at {world}",
+            pop.accounts.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(p) = &args.population_out {
@@ -159,7 +165,11 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
     };
     let (report, enforce) = if args.in_process {
-        let settings = portcullis::anomaly::Settings { sensitivity: args.sensitivity, seed: Some(args.seed), ..Default::default() };
+        let settings = portcullis::anomaly::Settings {
+            sensitivity: args.sensitivity,
+            seed: Some(args.seed),
+            ..Default::default()
+        };
         let mut records = match &args.records_out {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("{p}: {e}"))?)),
             None => None,
@@ -179,10 +189,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let concurrency = args.concurrency;
         let pop2 = pop.clone();
         let (mut scorer, errors, alerts) = rt.block_on(async move {
-            let listener =
-                tokio::net::TcpListener::bind(world).await.map_err(|e| format!("world on {world}: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(world).await.map_err(|e| format!("world on {world}: {e}"))?;
             eprintln!("world listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-            let world_data = Arc::new(model::World::new(pop2.scenario.seed, pop2.accounts.iter().map(|a| a.role).collect()));
+            let world_data =
+                Arc::new(model::World::new(pop2.scenario.seed, pop2.accounts.iter().map(|a| a.role).collect()));
             tokio::spawn(gateway::serve_world(listener, world_data));
             let (scorer, errors) = gateway::send(pop2, gw, concurrency).await?;
             // The detector thread works off the request path: give it a moment to drain.

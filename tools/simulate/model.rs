@@ -326,7 +326,8 @@ pub(crate) static PROFILES: &[Profile] = &[
 ];
 
 /// How often each family appears among clients (and attackers, who draw from the same table).
-pub(crate) const FAMILY_WEIGHTS: [(Family, f64); 3] = [(Family::Browser, 0.55), (Family::Mobile, 0.25), (Family::Sdk, 0.20)];
+pub(crate) const FAMILY_WEIGHTS: [(Family, f64); 3] =
+    [(Family::Browser, 0.55), (Family::Mobile, 0.25), (Family::Sdk, 0.20)];
 
 /// The header set a scripted client sends whatever agent it claims: no `accept-language`, no fetch
 /// metadata, its library's order (used by the headless-impersonation bot).
@@ -414,8 +415,12 @@ const MOBILE6: &[u16] = &[0x2a00, 0x2607, 0x2405];
 /// The kinds a family's devices connect from, with weights (shared by clients and attackers).
 pub(crate) fn net_weights(fam: Family) -> &'static [(NetKind, f64)] {
     match fam {
-        Family::Browser => &[(NetKind::Home4, 0.45), (NetKind::Home6, 0.2), (NetKind::Office, 0.25), (NetKind::Mobile4, 0.1)],
-        Family::Mobile => &[(NetKind::Mobile4, 0.5), (NetKind::Mobile6, 0.25), (NetKind::Home4, 0.15), (NetKind::Home6, 0.1)],
+        Family::Browser => {
+            &[(NetKind::Home4, 0.45), (NetKind::Home6, 0.2), (NetKind::Office, 0.25), (NetKind::Mobile4, 0.1)]
+        }
+        Family::Mobile => {
+            &[(NetKind::Mobile4, 0.5), (NetKind::Mobile6, 0.25), (NetKind::Home4, 0.15), (NetKind::Home6, 0.1)]
+        }
         Family::Sdk => &[(NetKind::Cloud, 0.7), (NetKind::Office, 0.2), (NetKind::Home4, 0.1)],
     }
 }

@@ -139,11 +139,16 @@ impl Scorer {
                 s.ip.is_some_and(|ip| model::network_of(ip) == model::network_of(*aip))
                     || label_net.is_some_and(|n| n.contains(aip))
             });
-            let who_hit = a.principals.iter().chain(&a.key_ids).any(|p| {
-                s.principal.as_deref() == Some(p.as_str()) || (s.kind != "route" && s.label == *p)
-            });
+            let who_hit = a
+                .principals
+                .iter()
+                .chain(&a.key_ids)
+                .any(|p| s.principal.as_deref() == Some(p.as_str()) || (s.kind != "route" && s.label == *p));
             let route_hit = s.kind == "route"
-                && s.label.parse::<u16>().ok().or_else(|| model::ROUTES.iter().position(|r| r.0 == s.label).map(|x| x as u16))
+                && s.label
+                    .parse::<u16>()
+                    .ok()
+                    .or_else(|| model::ROUTES.iter().position(|r| r.0 == s.label).map(|x| x as u16))
                     .is_some_and(|r| self.routes[i].contains(&r));
             if ip_hit || who_hit || route_hit {
                 out.push(i);
@@ -196,7 +201,9 @@ impl Scorer {
                             }
                         }
                     }
-                    None => missed.push(format!("#{} {:?}/{} ({} requests)", a.id, a.intensity, a.variant, self.sent[i])),
+                    None => {
+                        missed.push(format!("#{} {:?}/{} ({} requests)", a.id, a.intensity, a.variant, self.sent[i]))
+                    }
                 }
             }
             ttd.sort_unstable();
@@ -341,7 +348,9 @@ impl Report {
             self.attack_requests,
             self.classes.iter().map(|c| c.attacks).sum::<usize>()
         ));
-        o.push_str("| attack class | attacks | detected | recall | TTD median | TTD max | late | first detected by |\n");
+        o.push_str(
+            "| attack class | attacks | detected | recall | TTD median | TTD max | late | first detected by |\n",
+        );
         o.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
         for c in &self.classes {
             let by: Vec<String> = c.first_by.iter().map(|(d, n)| format!("{d} {n}")).collect();

@@ -254,11 +254,12 @@ impl Population {
         let mut rng = fastrand::Rng::with_seed(model::mix(seed, 1));
         let n = scenario.clients.max(1);
         // Offices: shared NAT addresses (about five clients behind each).
-        let offices: Vec<IpAddr> =
-            (0..(n / 30).max(2)).map(|_| model::draw_addr(&mut rng, NetKind::Office)).collect();
+        let offices: Vec<IpAddr> = (0..(n / 30).max(2)).map(|_| model::draw_addr(&mut rng, NetKind::Office)).collect();
         let mut accounts = Vec::new();
         let mut clients = Vec::new();
-        let draw_role = |rng: &mut fastrand::Rng| model::weighted(rng, &model::ROLES.iter().map(|(_, w)| *w).collect::<Vec<_>>()) as u8;
+        let draw_role = |rng: &mut fastrand::Rng| {
+            model::weighted(rng, &model::ROLES.iter().map(|(_, w)| *w).collect::<Vec<_>>()) as u8
+        };
         for i in 0..n {
             let user = i + 1;
             let role = draw_role(&mut rng);
@@ -346,8 +347,7 @@ impl Population {
             for &intensity in &s.intensities {
                 for _ in 0..s.attacks {
                     let id = self.attacks.len() as u32;
-                    let (dur_ms, plan, variant): (u64, Plan, &'static str) =
-                        self.plan(rng, class, intensity, offices);
+                    let (dur_ms, plan, variant): (u64, Plan, &'static str) = self.plan(rng, class, intensity, offices);
                     let latest = end.saturating_sub(dur_ms + 15 * MIN_MS).max(warm + 1);
                     let mut start = warm + rng.u64(..latest - warm);
                     if class == Class::UnusualHours {
@@ -356,7 +356,11 @@ impl Population {
                         let c = &self.clients[*user as usize - 1];
                         // After a day of the account's own history when the run is long enough.
                         let day = EPOCH_MS + 24 * HOUR_MS;
-                        let from = if s.hours >= 36 && start < day { day + rng.u64(..(u64::from(s.hours) - 34) * HOUR_MS) } else { start };
+                        let from = if s.hours >= 36 && start < day {
+                            day + rng.u64(..(u64::from(s.hours) - 34) * HOUR_MS)
+                        } else {
+                            start
+                        };
                         let mut t = from - from % HOUR_MS;
                         loop {
                             let h = local_hour(t, c.tz);
@@ -478,7 +482,8 @@ impl Population {
             Class::Scraping => {
                 let user = self.pick_client(rng, |_, _| true);
                 let dev = self.clients[user as usize - 1].devices[0].clone();
-                let plan = Plan::Scraping { user, dev, next_pid: rng.u32(1..5000), mean_ms: pickf(200.0, 1_000.0, 5_000.0) };
+                let plan =
+                    Plan::Scraping { user, dev, next_pid: rng.u32(1..5000), mean_ms: pickf(200.0, 1_000.0, 5_000.0) };
                 (pick(20, 60, 720) * MIN_MS, plan, "never_stops")
             }
             Class::TokenSharing => {
@@ -533,9 +538,10 @@ impl Population {
                 let victim = self.accounts.iter().find(|a| &a.key_id == id).map(|a| a.principal.clone());
                 (sources.iter().map(|s| s.0).collect(), victim.into_iter().collect(), vec![id.clone()])
             }
-            Plan::Enumeration { user, dev, .. } | Plan::Scraping { user, dev, .. } | Plan::Exfiltration { user, dev, .. } | Plan::Hours { user, dev, .. } => {
-                (stable_ips(dev), p(*user), vec![self.account(*user).key_id.clone()])
-            }
+            Plan::Enumeration { user, dev, .. }
+            | Plan::Scraping { user, dev, .. }
+            | Plan::Exfiltration { user, dev, .. }
+            | Plan::Hours { user, dev, .. } => (stable_ips(dev), p(*user), vec![self.account(*user).key_id.clone()]),
             Plan::Sharing { user, thieves, .. } => {
                 (thieves.iter().map(|s| s.0).collect(), p(*user), vec![self.account(*user).key_id.clone()])
             }
@@ -647,7 +653,16 @@ impl Actor {
         let next_job = EPOCH_MS + MIN_MS + rng.u64(..HOUR_MS);
         let mut a = Actor {
             rng,
-            kind: ActorKind::Normal { client: c.clone(), left: 0, dev: 0, ip, mean_ms: 4_000.0, mistakes: 0, day: u64::MAX, next_job },
+            kind: ActorKind::Normal {
+                client: c.clone(),
+                left: 0,
+                dev: 0,
+                ip,
+                mean_ms: 4_000.0,
+                mistakes: 0,
+                day: u64::MAX,
+                next_job,
+            },
             t: EPOCH_MS,
             pending: None,
         };
@@ -657,7 +672,12 @@ impl Actor {
 
     fn attack(pop: &Population, at: &Attack, plan: Plan) -> Actor {
         let rng = fastrand::Rng::with_seed(model::mix(pop.scenario.seed, 2_000_000 + u64::from(at.id)));
-        let mut a = Actor { rng, kind: ActorKind::Attack { id: at.id, plan, end: at.end_ms, step: 0 }, t: at.start_ms, pending: None };
+        let mut a = Actor {
+            rng,
+            kind: ActorKind::Attack { id: at.id, plan, end: at.end_ms, step: 0 },
+            t: at.start_ms,
+            pending: None,
+        };
         a.emit_attack(pop);
         a
     }
@@ -810,7 +830,8 @@ impl Actor {
                 let mut last = day;
                 let ip = if *step % 50 == 1 { session_addr(rng, dev, day, &mut last) } else { dev.addr };
                 *next += 1;
-                let target = if *by_user { Target::User { user: *next } } else { Target::Order { user: *user, oid: *next } };
+                let target =
+                    if *by_user { Target::User { user: *next } } else { Target::Order { user: *user, oid: *next } };
                 (ip, dev.profile, HeadStyle::Native, Cred::Valid(*user), target)
             }
             Plan::Scraping { user, dev, next_pid, .. } => {
@@ -844,7 +865,11 @@ impl Actor {
             Plan::Bot { user, ip, profile, style, next, .. } => match user {
                 Some(u) => {
                     *next = *next % 5000 + 1;
-                    let target = if rng.u32(..4) == 0 { Target::Search { q: rng.u32(..2000) } } else { Target::Product { pid: *next } };
+                    let target = if rng.u32(..4) == 0 {
+                        Target::Search { q: rng.u32(..2000) }
+                    } else {
+                        Target::Product { pid: *next }
+                    };
                     (*ip, *profile, *style, Cred::Valid(*u), target)
                 }
                 None => {
@@ -900,7 +925,10 @@ mod tests {
             let mut h = 0u64;
             for r in p.stream().take(20_000) {
                 n += 1;
-                h = model::mix(h, r.at_ms ^ model::hash64(&format!("{:?}{:?}{:?}{:?}", r.ip, r.cred, r.target, r.attack)));
+                h = model::mix(
+                    h,
+                    r.at_ms ^ model::hash64(&format!("{:?}{:?}{:?}{:?}", r.ip, r.cred, r.target, r.attack)),
+                );
             }
             (n, h)
         };
@@ -947,7 +975,8 @@ mod tests {
     fn attackers_draw_agents_and_addresses_from_the_normal_distribution() {
         let p = Population::new(Scenario::new(3, 1500, 8, 40));
         let share = |profiles: &[u16], fam: Family| {
-            profiles.iter().filter(|x| model::PROFILES[**x as usize].family == fam).count() as f64 / profiles.len() as f64
+            profiles.iter().filter(|x| model::PROFILES[**x as usize].family == fam).count() as f64
+                / profiles.len() as f64
         };
         let normal: Vec<u16> = p.clients.iter().map(|c| c.devices[0].profile).collect();
         let mut attack = Vec::new();
@@ -978,7 +1007,8 @@ mod tests {
         let got = ip6.0 as f64 / ip6.1 as f64;
         assert!((got - expect).abs() < 0.03, "ipv6 share {got:.3} vs {expect:.3}");
         // Same for the normal clients' primary devices.
-        let v6n = p.clients.iter().filter(|c| matches!(c.devices[0].net, NetKind::Home6 | NetKind::Mobile6)).count() as f64
+        let v6n = p.clients.iter().filter(|c| matches!(c.devices[0].net, NetKind::Home6 | NetKind::Mobile6)).count()
+            as f64
             / p.clients.len() as f64;
         assert!((v6n - expect).abs() < 0.04, "normal ipv6 share {v6n:.3} vs {expect:.3}");
     }
@@ -989,7 +1019,8 @@ mod tests {
         for (fam, w) in model::FAMILY_WEIGHTS {
             let nets = model::net_weights(fam);
             let sum: f64 = nets.iter().map(|(_, x)| x).sum();
-            let v6: f64 = nets.iter().filter(|(k, _)| matches!(k, NetKind::Home6 | NetKind::Mobile6)).map(|(_, x)| x).sum();
+            let v6: f64 =
+                nets.iter().filter(|(k, _)| matches!(k, NetKind::Home6 | NetKind::Mobile6)).map(|(_, x)| x).sum();
             total += w * v6 / sum;
         }
         total
