@@ -56,7 +56,7 @@ authenticators:\n  keys:\n    api_key:\n      hmac_secret: {secret}\n      keys:
 routes:\n{routes}\
 {anomaly}\
 events:\n  stdout: true\n\
-logging:\n  level: warn\n\
+logging:\n  level: info\n\
 admin:\n  address: 127.0.0.1:0\n",
         seed = pop.scenario.seed,
         clients = pop.scenario.clients,
@@ -283,6 +283,40 @@ mod tests {
         for a in &pop.accounts {
             assert!(!yaml.contains(&a.key), "a key in the config");
         }
+    }
+
+    /// The world answers the same through HTTP as in process.
+    #[test]
+    fn the_world_upstream_answers_like_the_world_in_process() {
+        let pop = Population::new(crate::traffic::Scenario::new(6, 12, 8, 1));
+        let world = Arc::new(World::new(6, pop.accounts.iter().map(|a| a.role).collect()));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve_world(listener, world.clone()));
+            let mut s = connect(addr).await.unwrap();
+            let mine = world.orders_of[2].first().copied().unwrap_or(1);
+            for (caller, target) in [
+                (Some(2), Target::Order { user: 2, oid: mine }),
+                (Some(3), Target::Order { user: 2, oid: mine }),
+                (Some(2), Target::User { user: 999 }),
+                (Some(2), Target::Orders { user: 2, limit: 20, page: 0 }),
+                (Some(2), Target::Export { page: 1 }),
+                (Some(2), Target::CreateOrder),
+                (None, Target::Product { pid: 3 }),
+            ] {
+                let mut b = hyper::Request::builder().method(target.method()).uri(target.path()).header("host", "w");
+                if let Some(u) = caller {
+                    b = b.header("x-portcullis-principal", format!("user-{u}"));
+                }
+                s.ready().await.unwrap();
+                let resp = s.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!((status, body.len() as u32), world.answer(caller, target), "{target:?}");
+            }
+        });
     }
 
     #[test]

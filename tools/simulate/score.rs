@@ -55,6 +55,8 @@ pub(crate) struct Scorer {
     /// Per attack: requests sent, routes touched, detections (detector -> first alert time).
     sent: Vec<u64>,
     routes: Vec<BTreeSet<u16>>,
+    /// Per attack: the networks it sent from (a mobile attacker changes address between sessions).
+    used: Vec<BTreeSet<IpAddr>>,
     found: Vec<BTreeMap<String, u64>>,
     /// Per detector: (true, false) alerts.
     by_detector: BTreeMap<String, (u64, u64)>,
@@ -79,6 +81,7 @@ impl Scorer {
             attacks: pop.attacks.clone(),
             sent: vec![0; n],
             routes: vec![BTreeSet::new(); n],
+            used: vec![BTreeSet::new(); n],
             found: vec![BTreeMap::new(); n],
             by_detector: portcullis::anomaly::Detector::ALL.iter().map(|d| (d.id().to_owned(), (0, 0))).collect(),
             false_alarms: Vec::new(),
@@ -98,6 +101,7 @@ impl Scorer {
         match req.attack {
             Some(a) => {
                 self.sent[a as usize] += 1;
+                self.used[a as usize].insert(model::network_of(req.ip));
                 if let Some(r) = req.target.route() {
                     self.routes[a as usize].insert(r);
                 }
@@ -135,7 +139,7 @@ impl Scorer {
             if s.at_ms < a.start_ms || s.at_ms > a.end_ms + GRACE_MS {
                 continue;
             }
-            let ip_hit = a.ips.iter().any(|aip| {
+            let ip_hit = a.ips.iter().chain(&self.used[i]).any(|aip| {
                 s.ip.is_some_and(|ip| model::network_of(ip) == model::network_of(*aip))
                     || label_net.is_some_and(|n| n.contains(aip))
             });
@@ -263,7 +267,20 @@ impl Scorer {
             classes,
             detectors,
             false_alarm_examples: self.false_alarms.iter().take(25).cloned().collect(),
-            labels: self.attacks.clone(),
+            labels: self
+                .attacks
+                .iter()
+                .zip(&self.used)
+                .map(|(a, used)| {
+                    let mut a = a.clone();
+                    for ip in used {
+                        if !a.ips.iter().any(|x| model::network_of(*x) == *ip) {
+                            a.ips.push(*ip);
+                        }
+                    }
+                    a
+                })
+                .collect(),
         }
     }
 }
@@ -320,7 +337,7 @@ pub(crate) struct Report {
     pub(crate) classes: Vec<ClassRow>,
     pub(crate) detectors: Vec<DetectorRow>,
     pub(crate) false_alarm_examples: Vec<Seen>,
-    /// The labels: every injected attack.
+    /// The labels: every injected attack (with every address or /64 it sent from).
     pub(crate) labels: Vec<Attack>,
 }
 
