@@ -2,7 +2,7 @@
 //! runs the detectors and pushes [`Alert`]s. It runs on the detector thread (never on the data path)
 //! and owns no I/O: the runtime feeds it, snapshots it and acts on its alerts.
 
-use super::detectors::{self, Finding, Peer};
+use super::detectors::{self, Finding, Peer, HEAVY, LIGHT};
 use super::hst::Forest;
 use super::sketch::{bit32, LogHistogram};
 use super::state::{short_label, Kind, Pair, State};
@@ -399,6 +399,10 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     if st.req > 0 {
         detectors::close_window(st, ctx, sh, alerts);
     }
+    // Streaks continue only into the very next minute.
+    let next = minute == st.minute + 1;
+    st.streak_light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
+    st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
     st.err10.advance(st.minute, minute);
     st.ring_a.advance(st.minute, minute);

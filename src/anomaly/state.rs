@@ -103,6 +103,10 @@ pub(crate) struct State {
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
     pub(crate) hour_minutes: u16,
+    /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
+    /// stops.
+    pub(crate) streak_light: u16,
+    pub(crate) streak_heavy: u16,
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],
