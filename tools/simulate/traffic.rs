@@ -275,7 +275,8 @@ impl Population {
             }
             let tz = ZONES[model::weighted(&mut rng, &ZONES.iter().map(|(_, w)| *w).collect::<Vec<_>>())].0;
             let life = if fam == Family::Sdk && rng.f64() < 0.7 {
-                let period_ms = [300_000, 600_000, 900_000, 1_800_000, 3_600_000][rng.usize(..5)];
+                // Pollers every 30 s or a minute are active every minute of the day.
+                let period_ms = [30_000, 60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000][rng.usize(..7)];
                 Life::Service { period_ms, jitter_ms: [200, 2_000, 30_000][rng.usize(..3)] }
             } else {
                 Life::Human {
@@ -727,10 +728,17 @@ impl Actor {
                     }
                     *dev = if client.devices.len() > 1 && rng.f64() < 0.35 { 1 } else { 0 };
                     let fam = model::PROFILES[client.devices[*dev].profile as usize].family;
-                    let burst = rng.f64() < 0.05;
+                    let kind = rng.f64();
                     let mean_len = if fam == Family::Mobile { 6.0 } else { 9.0 };
-                    *left = if burst { rng.u32(30..120) } else { 1 + model::exponential(rng, mean_len) as u32 };
-                    *mean_ms = if burst { 700.0 } else { 5_000.0 };
+                    // 5% bursts (a page loading many items), 8% long working sessions (someone working
+                    // through orders for 10 to 60 minutes), the rest short visits.
+                    (*left, *mean_ms) = if kind < 0.05 {
+                        (rng.u32(30..120), 700.0)
+                    } else if kind < 0.13 {
+                        (rng.u32(20..120), 25_000.0)
+                    } else {
+                        (1 + model::exponential(rng, mean_len) as u32, 5_000.0)
+                    };
                     *mistakes = u32::from(rng.f64() < 0.004) * rng.u32(1..3);
                 }
                 Life::Service { period_ms, jitter_ms } => {
