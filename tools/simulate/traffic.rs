@@ -743,10 +743,10 @@ impl Actor {
                 }
                 Life::Service { period_ms, jitter_ms } => {
                     // The periodic job, or now and then a batch burst.
-                    self.t = (*next_job).max(self.t + 1);
-                    *next_job += period_ms;
+                    // The job's time with its jitter; never before the previous request (time order).
                     let j = rng.u64(..=2 * jitter_ms);
-                    self.t = (self.t + j).saturating_sub(jitter_ms).max(self.t.saturating_sub(jitter_ms));
+                    self.t = (*next_job + j).saturating_sub(jitter_ms).max(self.t + 1);
+                    *next_job += period_ms;
                     if self.t >= end {
                         self.pending = None;
                         return;
