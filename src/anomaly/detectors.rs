@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 /// Active minutes of its own history before an entity is judged against its own baseline.
 pub(crate) const WARM: u32 = 30;
 /// Active minutes and hours of history before the time-of-day profile is trusted.
-const HOURS_WARM_MINUTES: u32 = 30;
-const HOURS_WARM_HOURS: u32 = 20;
+const HOURS_WARM_MINUTES: u32 = 20;
+const HOURS_WARM_HOURS: u32 = 24;
 /// Peer samples (entity-minutes) before a peer baseline is trusted.
 const PEERS_WARM: u64 = 200;
 /// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
@@ -23,6 +23,8 @@ const CUSUM_K: f64 = 2.0;
 const CUSUM_H: f64 = 12.0;
 /// A minute's standardised value adds at most this much to the CUSUM.
 const CUSUM_CAP: f64 = 4.0;
+/// The floor of the hourly response-bytes limit.
+const HOURLY_FLOOR: f64 = 3.0 * 1024.0 * 1024.0;
 /// Minutes with fewer response bytes never add to the CUSUM.
 const CUSUM_MIN_BYTES: u64 = 128 * 1024;
 /// The model fires when two consecutive windows of an entity fall below this normalised mass (typical
@@ -84,7 +86,13 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     let peer = sh.peers.get(st.peer as usize);
     emit(st, volumetric(st, peer), ctx, at, alerts);
     emit(st, token_sharing(st), ctx, at, alerts);
-    emit(st, exfiltration(st, peer), ctx, at, alerts);
+    let f = exfiltration(st, peer);
+    let fired = st.alerted;
+    emit(st, f, ctx, at, alerts);
+    if f.feature == "response_bytes_per_hour" && st.alerted != fired {
+        // Restart the hour after an alarm: a lasting drain fires again, its memory does not.
+        st.hour_bytes = 0.0;
+    }
     emit(st, enumeration(st), ctx, at, alerts);
     emit(st, unusual_hours(st, at), ctx, at, alerts);
 }
@@ -205,7 +213,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
 /// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 80% of the sum
-/// of their limits (8 by default).
+/// of their limits (8 by default); or 3 addresses and 3 agents at once for 6 active minutes in a row.
 pub(crate) fn token_sharing(st: &State) -> Finding {
     let warm = st.active >= WARM;
     let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
@@ -222,11 +230,32 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         window_s: 600,
     };
     let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.8);
-    larger(larger(f("distinct_addresses", a, la), f("distinct_user_agents", b, lb)), both)
+    let lasting = Finding {
+        feature: "minutes_shared",
+        basis: FIXED,
+        baseline: SHARED_MINUTES,
+        observed: f64::from(st.shared_minutes),
+        x: f64::from(st.shared_minutes) / SHARED_MINUTES,
+        ..both
+    };
+    [f("distinct_addresses", a, la), f("distinct_user_agents", b, lb), both, lasting]
+        .into_iter()
+        .reduce(larger)
+        .unwrap_or(both)
+}
+
+/// Active minutes in a row that closed with 3 or more addresses and 3 or more user agents over ten
+/// minutes: a few thieves at once, minute after minute.
+const SHARED_MINUTES: f64 = 6.0;
+
+/// Updates the shared-minutes streak when an active minute closes.
+fn shared_streak(st: &mut State) {
+    let shared = st.ring_a.ten() >= 3.0 && st.ring_b.ten() >= 3.0;
+    st.shared_minutes = if shared { st.shared_minutes.saturating_add(1) } else { 0 };
 }
 
 /// Exfiltration, sudden: response bytes in the current minute at least 6 sd (in log space), twenty
-/// times above the entity's own baseline, and 1 MiB or more; while cold, over four times its peers'
+/// times above the entity's own baseline, and 8 MiB or more; while cold, over four times its peers'
 /// 99.9th percentile.
 pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
     let bytes = st.bytes_out as f64;
@@ -239,18 +268,36 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
         x: 0.0,
         window_s: 60,
     };
+    let hourly = hourly_bytes(st);
     if st.active >= WARM {
         let y = bytes.ln_1p();
         let (m, sd) = (st.bytes.mean(), st.bytes.sd().max(0.25));
         f.baseline = m.exp_m1();
-        f.x = ((y - m) / sd / 6.0).min((y - m) / 20f64.ln()).min(bytes / f64::from(1u32 << 20));
+        f.x = ((y - m) / sd / 6.0).min((y - m) / 20f64.ln()).min(bytes / f64::from(8u32 << 20));
     } else if let Some(p) = peer.filter(|p| p.kib.total() >= PEERS_WARM) {
         let q = p.kib.quantile(0.999).max(64.0);
         f.basis = PEERS;
         f.baseline = q * 1024.0;
         f.x = bytes / 1024.0 / (4.0 * q);
     }
-    f
+    larger(f, hourly)
+}
+
+/// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
+/// 3 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm.
+fn hourly_bytes(st: &State) -> Finding {
+    let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
+    let own = if st.active >= WARM { (m + 6.0 * sd).max(4.0 * m) } else { 0.0 };
+    let limit = own.max(HOURLY_FLOOR);
+    Finding {
+        detector: Detector::Exfiltration,
+        feature: "response_bytes_per_hour",
+        basis: if own > HOURLY_FLOOR { OWN } else { FIXED },
+        baseline: if own > HOURLY_FLOOR { m } else { HOURLY_FLOOR },
+        observed: f64::from(st.hour_bytes),
+        x: f64::from(st.hour_bytes) / limit,
+        window_s: 3600,
+    }
 }
 
 /// Exfiltration, slow: the upper CUSUM of standardised ln(response bytes) per active minute (each
@@ -270,8 +317,8 @@ fn exfiltration_cusum(st: &State) -> Finding {
 }
 
 /// Unusual hours: in the current clock hour, 5 active minutes, when the entity's
-/// time-of-day profile (after 30 active minutes over 20 hours or more) has under 0.3% of its activity
-/// in this hour of the day.
+/// time-of-day profile before this hour (after 20 active minutes over a day or more) has under 0.3%
+/// of its activity in this hour of the day and the hours beside it.
 pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -288,10 +335,14 @@ pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
     }
     let total: f64 = st.hours.iter().map(|&h| f64::from(h)).sum();
     let h = (st.hour % 24) as usize;
-    if total <= 0.0 || f64::from(st.hours[h]) / total >= 0.003 {
+    // The profile before this clock hour (its own closed minutes are already in `hours[h]`), with
+    // the hours beside it: a day that starts or ends an hour off is not unusual.
+    let before = st.hours[h].saturating_sub(st.hour_minutes);
+    let near = f64::from(before) + f64::from(st.hours[(h + 23) % 24]) + f64::from(st.hours[(h + 1) % 24]);
+    if total <= 0.0 || near / total >= 0.003 {
         return f;
     }
-    f.baseline = f64::from(st.hours[h]) / f64::from((span_h / 24).max(1));
+    f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
     // Active minutes, not requests: a burst at night is one or two minutes; a session is many.
     f.x = f64::from(st.hour_minutes) / 5.0;
     f
@@ -382,6 +433,9 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         st.model_mass = 1.0;
     }
     let y = (st.bytes_out as f64).ln_1p();
+    if person {
+        shared_streak(st);
+    }
     if person && st.active >= WARM {
         let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(CUSUM_CAP);
         // Exfiltration is volume: a light minute never adds, however unusual for the entity.
@@ -419,6 +473,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         // before it is caught, and a lasting change of habit is adopted in the end.
         let slow = if f64::from(st.cusum) < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
         st.bytes.update(y, alpha * slow, st.active);
+        st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(st.bytes_out as f64 / 1024.0);
         }

@@ -433,6 +433,8 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
     }
+    let dt = r.at_ms.saturating_sub(st.last_ms) as f64;
+    st.hour_bytes = (f64::from(st.hour_bytes) * (-dt / 3_600_000.0).exp() + f64::from(r.bytes_out)) as f32;
     st.last_ms = st.last_ms.max(r.at_ms);
     st.req = st.req.saturating_add(1);
     match r.status {
@@ -442,7 +444,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         429 => st.s429 = st.s429.saturating_add(1),
         _ => {}
     }
-    st.bytes_in += u64::from(r.bytes_in);
+    st.bytes_in = st.bytes_in.saturating_add(r.bytes_in);
     st.bytes_out += u64::from(r.bytes_out);
     st.req10.add(minute, 1);
     if matches!(r.status, 403 | 404) {

@@ -57,7 +57,7 @@ pub(crate) struct State {
     /// Detectors that alerted in this window (bits by `Detector as u16`): their windows do not teach
     /// the baselines.
     pub(crate) alerted: u16,
-    pub(crate) bytes_in: u64,
+    pub(crate) bytes_in: u32,
     pub(crate) bytes_out: u64,
     pub(crate) routes: u32,
     pub(crate) params: u32,
@@ -82,6 +82,13 @@ pub(crate) struct State {
     /// Distinct addresses (ring_a) and agents (ring_b) over ten minutes.
     pub(crate) spread_a: Ewma,
     pub(crate) spread_b: Ewma,
+    /// Response bytes over about the last hour (an exponentially decayed sum, time constant 1 h), and
+    /// its baseline (sampled at active-minute closes).
+    pub(crate) hour_bytes: f32,
+    pub(crate) hour_bytes_base: Ewma,
+    /// Consecutive active minutes that closed with 3 or more addresses and 3 or more agents in ten
+    /// minutes.
+    pub(crate) shared_minutes: u16,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
