@@ -292,11 +292,16 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
 }
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
-/// 4 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm.
-fn hourly_bytes(st: &State) -> Finding {
+/// 4 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm;
+/// the baseline does not learn hours above half the limit.
+fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
     let own = if st.active >= WARM { (m + 6.0 * sd).max(4.0 * m) } else { 0.0 };
-    let limit = own.max(HOURLY_FLOOR);
+    (own.max(HOURLY_FLOOR), own, m)
+}
+
+fn hourly_bytes(st: &State) -> Finding {
+    let (limit, own, m) = hourly_limit(st);
     Finding {
         detector: Detector::Exfiltration,
         feature: "response_bytes_per_hour",
@@ -481,7 +486,10 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         // before it is caught, and a lasting change of habit is adopted in the end.
         let slow = if f64::from(st.cusum) < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
         st.bytes.update(y, alpha * slow, st.active);
-        st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        // Not while the hour climbs towards its limit: an attack must not raise its own bar.
+        if f64::from(st.hour_bytes) < hourly_limit(st).0 / 2.0 {
+            st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(st.bytes_out as f64 / 1024.0);
         }
