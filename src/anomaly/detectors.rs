@@ -16,6 +16,8 @@ pub(crate) const WARM: u32 = 30;
 /// Active minutes and hours of history before the time-of-day profile is trusted.
 const HOURS_WARM_MINUTES: u32 = 20;
 const HOURS_WARM_HOURS: u32 = 24;
+/// Active minutes in an unusual clock hour that fire (a night burst is one or two).
+const HOUR_MINUTES: f64 = 8.0;
 /// Peer samples (entity-minutes) before a peer baseline is trusted.
 const PEERS_WARM: u64 = 200;
 /// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
@@ -24,7 +26,7 @@ const CUSUM_H: f64 = 12.0;
 /// A minute's standardised value adds at most this much to the CUSUM.
 const CUSUM_CAP: f64 = 4.0;
 /// The floor of the hourly response-bytes limit.
-const HOURLY_FLOOR: f64 = 3.0 * 1024.0 * 1024.0;
+const HOURLY_FLOOR: f64 = 4.0 * 1024.0 * 1024.0;
 /// Minutes with fewer response bytes never add to the CUSUM.
 const CUSUM_MIN_BYTES: u64 = 128 * 1024;
 /// The model fires when two consecutive windows of an entity fall below this normalised mass (typical
@@ -85,7 +87,13 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     let at = ctx.record.at_ms;
     let peer = sh.peers.get(st.peer as usize);
     emit(st, volumetric(st, peer), ctx, at, alerts);
-    emit(st, token_sharing(st), ctx, at, alerts);
+    let f = token_sharing(st);
+    let fired = st.alerted;
+    emit(st, f, ctx, at, alerts);
+    if f.feature == "minutes_shared" && st.alerted != fired {
+        // Restart the streak after an alarm: the ten-minute window still holds the same networks.
+        st.shared_minutes = 0;
+    }
     let f = exfiltration(st, peer);
     let fired = st.alerted;
     emit(st, f, ctx, at, alerts);
@@ -245,7 +253,7 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
 }
 
 /// Active minutes in a row that closed with 3 or more addresses and 3 or more user agents over ten
-/// minutes: a few thieves at once, minute after minute.
+/// minutes: a few thieves at once, minute after minute. The streak restarts after an alarm.
 const SHARED_MINUTES: f64 = 6.0;
 
 /// Updates the shared-minutes streak when an active minute closes.
@@ -284,11 +292,16 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
 }
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
-/// 3 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm.
-fn hourly_bytes(st: &State) -> Finding {
+/// 4 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm;
+/// the baseline does not learn hours above half the limit.
+fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
     let own = if st.active >= WARM { (m + 6.0 * sd).max(4.0 * m) } else { 0.0 };
-    let limit = own.max(HOURLY_FLOOR);
+    (own.max(HOURLY_FLOOR), own, m)
+}
+
+fn hourly_bytes(st: &State) -> Finding {
+    let (limit, own, m) = hourly_limit(st);
     Finding {
         detector: Detector::Exfiltration,
         feature: "response_bytes_per_hour",
@@ -316,7 +329,7 @@ fn exfiltration_cusum(st: &State) -> Finding {
     }
 }
 
-/// Unusual hours: in the current clock hour, 5 active minutes, when the entity's
+/// Unusual hours: in the current clock hour, 8 active minutes, when the entity's
 /// time-of-day profile before this hour (after 20 active minutes over a day or more) has under 0.3%
 /// of its activity in this hour of the day and the hours beside it.
 pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
@@ -344,7 +357,7 @@ pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
     }
     f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
     // Active minutes, not requests: a burst at night is one or two minutes; a session is many.
-    f.x = f64::from(st.hour_minutes) / 5.0;
+    f.x = f64::from(st.hour_minutes) / HOUR_MINUTES;
     f
 }
 
@@ -473,7 +486,10 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         // before it is caught, and a lasting change of habit is adopted in the end.
         let slow = if f64::from(st.cusum) < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
         st.bytes.update(y, alpha * slow, st.active);
-        st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        // Not while the hour climbs towards its limit: an attack must not raise its own bar.
+        if f64::from(st.hour_bytes) < hourly_limit(st).0 / 2.0 {
+            st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(st.bytes_out as f64 / 1024.0);
         }
