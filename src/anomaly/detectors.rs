@@ -13,16 +13,25 @@ use serde::{Deserialize, Serialize};
 
 /// Active minutes of its own history before an entity is judged against its own baseline.
 pub(crate) const WARM: u32 = 30;
-/// Active minutes and days of history before the time-of-day profile is trusted.
-const HOURS_WARM_MINUTES: u32 = 600;
-const HOURS_WARM_DAYS: u32 = 3;
+/// Active minutes and hours of history before the time-of-day profile is trusted.
+const HOURS_WARM_MINUTES: u32 = 20;
+const HOURS_WARM_HOURS: u32 = 24;
+/// Active minutes in an unusual clock hour that fire (a night burst is one or two).
+const HOUR_MINUTES: f64 = 8.0;
 /// Peer samples (entity-minutes) before a peer baseline is trusted.
 const PEERS_WARM: u64 = 200;
 /// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
-const CUSUM_K: f64 = 1.0;
-const CUSUM_H: f64 = 8.0;
-/// The model fires below this normalised mass (typical windows are near 1).
-const MODEL_MASS: f64 = 0.01;
+const CUSUM_K: f64 = 2.0;
+const CUSUM_H: f64 = 12.0;
+/// A minute's standardised value adds at most this much to the CUSUM.
+const CUSUM_CAP: f64 = 4.0;
+/// The floor of the hourly response-bytes limit.
+const HOURLY_FLOOR: f64 = 4.0 * 1024.0 * 1024.0;
+/// Minutes with fewer response bytes never add to the CUSUM.
+const CUSUM_MIN_BYTES: u64 = 128 * 1024;
+/// The model fires when two consecutive windows of an entity fall below this normalised mass (typical
+/// windows are near 1).
+const MODEL_MASS: f64 = 0.02;
 
 /// What a detector found: its `x` (observed over limit) and the words of the explanation.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +87,20 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     let at = ctx.record.at_ms;
     let peer = sh.peers.get(st.peer as usize);
     emit(st, volumetric(st, peer), ctx, at, alerts);
-    emit(st, token_sharing(st), ctx, at, alerts);
-    emit(st, exfiltration(st, peer), ctx, at, alerts);
+    let f = token_sharing(st);
+    let fired = st.alerted;
+    emit(st, f, ctx, at, alerts);
+    if f.feature == "minutes_shared" && st.alerted != fired {
+        // Restart the streak after an alarm: the ten-minute window still holds the same networks.
+        st.shared_minutes = 0;
+    }
+    let f = exfiltration(st, peer);
+    let fired = st.alerted;
+    emit(st, f, ctx, at, alerts);
+    if f.feature == "response_bytes_per_hour" && st.alerted != fired {
+        // Restart the hour after an alarm: a lasting drain fires again, its memory does not.
+        st.hour_bytes = 0.0;
+    }
     emit(st, enumeration(st), ctx, at, alerts);
     emit(st, unusual_hours(st, at), ctx, at, alerts);
 }
@@ -148,39 +169,59 @@ pub(crate) fn enumeration(st: &State) -> Finding {
     larger(seq, probe)
 }
 
-/// Volumetric abuse and scraping: requests in the current minute, or in ten minutes, over the
-/// entity's own baseline (mean + 8 sd, at least 4 x mean and mean + 30 per minute; mean + 6 sd, at
-/// least 3 x mean and mean + 100 per ten minutes); while cold, over twice (1.5 times for ten minutes)
-/// its peers' 99.9th percentile (at least 60 and 300); with too few peers, 300 and 1,500.
+/// Requests a minute that make a minute part of a light or heavy streak.
+pub(crate) const LIGHT: u32 = 4;
+pub(crate) const HEAVY: u32 = 30;
+/// Streak lengths (consecutive minutes, the current one included) that fire.
+const LIGHT_STREAK: f64 = 9.0;
+const HEAVY_STREAK: f64 = 4.0;
+
+/// Volumetric abuse and scraping, three ways:
+/// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
+///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
+///   requests in ten minutes over the larger of 450 and mean + 6 sd, 3 x mean (own) or 1.5 x the
+///   peers' 99.9th percentile;
+/// - heavy streak: 4 consecutive minutes with 30 requests or more (bursts and batches end sooner);
+/// - light streak: 9 consecutive minutes with 4 requests or more (a person's session ends sooner; a
+///   scraper never stops).
 pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let r1 = f64::from(st.req);
     let r10 = st.req10.ten();
-    let (lim1, lim10, base1, base10, basis) = if st.active >= WARM {
+    let (own1, own10, base1, base10, basis) = if st.active >= WARM {
         let (m, sd) = (st.rate.mean(), st.rate.sd());
         let (m10, sd10) = (st.rate10.mean(), st.rate10.sd());
-        let lim1 = (m + 8.0 * sd).max(4.0 * m).max(m + 30.0);
-        let lim10 = (m10 + 6.0 * sd10).max(3.0 * m10).max(m10 + 100.0);
-        (lim1, lim10, m, m10, OWN)
+        ((m + 8.0 * sd).max(4.0 * m), (m10 + 6.0 * sd10).max(3.0 * m10), m, m10, OWN)
     } else if let Some(p) = peer.filter(|p| p.rate.total() >= PEERS_WARM) {
         let (q1, q10) = (p.rate.quantile(0.999), p.rate10.quantile(0.999));
-        ((2.0 * q1).max(60.0), (1.5 * q10).max(300.0), q1, q10, PEERS)
+        (2.0 * q1, 1.5 * q10, q1, q10, PEERS)
     } else {
-        (300.0, 1500.0, 300.0, 1500.0, FIXED)
+        (0.0, 0.0, 250.0, 450.0, FIXED)
     };
-    let f = |observed: f64, limit: f64, baseline, window_s| Finding {
+    let f = |feature, observed: f64, limit: f64, baseline, basis, window_s| Finding {
         detector: Detector::Volumetric,
-        feature: "requests",
+        feature,
         basis,
         baseline,
         observed,
         x: observed / limit,
         window_s,
     };
-    larger(f(r1, lim1, base1, 60), f(r10, lim10, base10, 600))
+    let light = f64::from(st.streak_light) + if st.req >= LIGHT { 1.0 } else { 0.0 };
+    let heavy = f64::from(st.streak_heavy) + if st.req >= HEAVY { 1.0 } else { 0.0 };
+    let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
+    [
+        f("requests", r1, own1.max(250.0), base1, basis, 60),
+        f("requests", r10, own10.max(450.0), base10, basis, 600),
+        streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
+        streak("active_minutes_in_a_row", light, LIGHT_STREAK),
+    ]
+    .into_iter()
+    .fold(f("requests", 0.0, 1.0, 0.0, basis, 60), larger)
 }
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
-/// once warm its own usual count (mean + 4 sd + 2) when higher.
+/// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 80% of the sum
+/// of their limits (8 by default); or 3 addresses and 3 agents at once for 6 active minutes in a row.
 pub(crate) fn token_sharing(st: &State) -> Finding {
     let warm = st.active >= WARM;
     let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
@@ -196,11 +237,34 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         x: observed / limit,
         window_s: 600,
     };
-    larger(f("distinct_addresses", a, la), f("distinct_user_agents", b, lb))
+    let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.8);
+    let lasting = Finding {
+        feature: "minutes_shared",
+        basis: FIXED,
+        baseline: SHARED_MINUTES,
+        observed: f64::from(st.shared_minutes),
+        x: f64::from(st.shared_minutes) / SHARED_MINUTES,
+        ..both
+    };
+    [f("distinct_addresses", a, la), f("distinct_user_agents", b, lb), both, lasting]
+        .into_iter()
+        .reduce(larger)
+        .unwrap_or(both)
 }
 
-/// Exfiltration, sudden: response bytes in the current minute at least 6 sd (in log space) and ten
-/// times above the entity's own baseline; while cold, over four times its peers' 99.9th percentile.
+/// Active minutes in a row that closed with 3 or more addresses and 3 or more user agents over ten
+/// minutes: a few thieves at once, minute after minute. The streak restarts after an alarm.
+const SHARED_MINUTES: f64 = 6.0;
+
+/// Updates the shared-minutes streak when an active minute closes.
+fn shared_streak(st: &mut State) {
+    let shared = st.ring_a.ten() >= 3.0 && st.ring_b.ten() >= 3.0;
+    st.shared_minutes = if shared { st.shared_minutes.saturating_add(1) } else { 0 };
+}
+
+/// Exfiltration, sudden: response bytes in the current minute at least 6 sd (in log space), twenty
+/// times above the entity's own baseline, and 8 MiB or more; while cold, over four times its peers'
+/// 99.9th percentile.
 pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
     let bytes = st.bytes_out as f64;
     let mut f = Finding {
@@ -212,22 +276,47 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
         x: 0.0,
         window_s: 60,
     };
+    let hourly = hourly_bytes(st);
     if st.active >= WARM {
         let y = bytes.ln_1p();
         let (m, sd) = (st.bytes.mean(), st.bytes.sd().max(0.25));
         f.baseline = m.exp_m1();
-        f.x = ((y - m) / sd / 6.0).min((y - m) / 10f64.ln());
+        f.x = ((y - m) / sd / 6.0).min((y - m) / 20f64.ln()).min(bytes / f64::from(8u32 << 20));
     } else if let Some(p) = peer.filter(|p| p.kib.total() >= PEERS_WARM) {
         let q = p.kib.quantile(0.999).max(64.0);
         f.basis = PEERS;
         f.baseline = q * 1024.0;
         f.x = bytes / 1024.0 / (4.0 * q);
     }
-    f
+    larger(f, hourly)
 }
 
-/// Exfiltration, slow: the upper CUSUM of standardised ln(response bytes) per active minute, with
-/// slack 1 sd, reaching 8 (a drift of 2 sd is caught in about 8 active minutes, 3 sd in 4).
+/// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
+/// 4 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm;
+/// the baseline does not learn hours above half the limit.
+fn hourly_limit(st: &State) -> (f64, f64, f64) {
+    let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
+    let own = if st.active >= WARM { (m + 6.0 * sd).max(4.0 * m) } else { 0.0 };
+    (own.max(HOURLY_FLOOR), own, m)
+}
+
+fn hourly_bytes(st: &State) -> Finding {
+    let (limit, own, m) = hourly_limit(st);
+    Finding {
+        detector: Detector::Exfiltration,
+        feature: "response_bytes_per_hour",
+        basis: if own > HOURLY_FLOOR { OWN } else { FIXED },
+        baseline: if own > HOURLY_FLOOR { m } else { HOURLY_FLOOR },
+        observed: f64::from(st.hour_bytes),
+        x: f64::from(st.hour_bytes) / limit,
+        window_s: 3600,
+    }
+}
+
+/// Exfiltration, slow: the upper CUSUM of standardised ln(response bytes) per active minute (each
+/// minute adding at most 4, minutes under 128 KiB nothing), with slack 2 sd, reaching 12: one heavy
+/// minute never fires it; minutes 4 sd above the baseline fire in 6, 3 sd in 12. It restarts after
+/// an alarm.
 fn exfiltration_cusum(st: &State) -> Finding {
     Finding {
         detector: Detector::Exfiltration,
@@ -240,9 +329,9 @@ fn exfiltration_cusum(st: &State) -> Finding {
     }
 }
 
-/// Unusual hours: active minutes in the current clock hour (limit 5) when the entity's time-of-day
-/// profile (after 600 active minutes over 3 days) puts under 0.2% of its activity in this hour and the
-/// hours beside it.
+/// Unusual hours: in the current clock hour, 8 active minutes, when the entity's
+/// time-of-day profile before this hour (after 20 active minutes over a day or more) has under 0.3%
+/// of its activity in this hour of the day and the hours beside it.
 pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -253,18 +342,22 @@ pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
         x: 0.0,
         window_s: 3600,
     };
-    let days = ((at_ms / 1000) as u32).saturating_sub(st.first_s) / 86_400;
-    if st.active < HOURS_WARM_MINUTES || days < HOURS_WARM_DAYS {
+    let span_h = ((at_ms / 1000) as u32).saturating_sub(st.first_s) / 3600;
+    if st.active < HOURS_WARM_MINUTES || span_h < HOURS_WARM_HOURS {
         return f;
     }
     let total: f64 = st.hours.iter().map(|&h| f64::from(h)).sum();
     let h = (st.hour % 24) as usize;
-    let near = [(h + 23) % 24, h, (h + 1) % 24].iter().map(|&i| f64::from(st.hours[i])).sum::<f64>();
-    if total <= 0.0 || near / total >= 0.002 {
+    // The profile before this clock hour (its own closed minutes are already in `hours[h]`), with
+    // the hours beside it: a day that starts or ends an hour off is not unusual.
+    let before = st.hours[h].saturating_sub(st.hour_minutes);
+    let near = f64::from(before) + f64::from(st.hours[(h + 23) % 24]) + f64::from(st.hours[(h + 1) % 24]);
+    if total <= 0.0 || near / total >= 0.003 {
         return f;
     }
-    f.baseline = f64::from(st.hours[h]) / f64::from(days.max(1));
-    f.x = f.observed / 5.0;
+    f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
+    // Active minutes, not requests: a burst at night is one or two minutes; a session is many.
+    f.x = f64::from(st.hour_minutes) / HOUR_MINUTES;
     f
 }
 
@@ -332,26 +425,41 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         let forest = if st.kind == Kind::Ip { &mut sh.ip_model } else { &mut sh.id_model };
         if forest.ready() {
             let mass = forest.mass(&x);
+            // Two low windows in a row: one odd minute is not enough (a burst, a retry storm).
+            let pair = mass.max(f64::from(st.model_mass));
+            st.model_mass = mass as f32;
             let f = Finding {
                 detector: Detector::Model,
                 feature: "model_mass",
-                basis: "the mass of typical windows (about 1; fires under 0.01)",
+                basis: "the mass of typical windows (about 1; fires under 0.02 twice in a row)",
                 baseline: 1.0,
-                observed: mass,
-                x: MODEL_MASS / mass.max(1e-9),
-                window_s: 60,
+                observed: pair,
+                x: MODEL_MASS / pair.max(1e-9),
+                window_s: 120,
             };
             emit(st, f, ctx, at, alerts);
         }
         if st.alerted == 0 {
             forest.update(&x);
         }
+    } else {
+        st.model_mass = 1.0;
     }
     let y = (st.bytes_out as f64).ln_1p();
+    if person {
+        shared_streak(st);
+    }
     if person && st.active >= WARM {
-        let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(6.0);
-        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).max(0.0) as f32;
+        let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(CUSUM_CAP);
+        // Exfiltration is volume: a light minute never adds, however unusual for the entity.
+        let z = if st.bytes_out < CUSUM_MIN_BYTES { z.min(0.0) } else { z };
+        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).clamp(0.0, 2.0 * CUSUM_H) as f32;
+        let fired = st.alerted & (1 << (Detector::Exfiltration as u16));
         emit(st, exfiltration_cusum(st), ctx, at, alerts);
+        if st.alerted & (1 << (Detector::Exfiltration as u16)) != fired {
+            // Restart after an alarm (the usual CUSUM rule): a lasting drift fires again.
+            st.cusum = 0.0;
+        }
     }
     learn(st, sh, y);
 }
@@ -373,8 +481,15 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
             p.rate10.add(r10);
         }
     }
-    if quiet(Detector::Exfiltration) && f64::from(st.cusum) < CUSUM_H / 2.0 {
-        st.bytes.update(y, alpha, st.active);
+    if quiet(Detector::Exfiltration) {
+        // While the CUSUM climbs the baseline learns four times slower: a drift is not absorbed
+        // before it is caught, and a lasting change of habit is adopted in the end.
+        let slow = if f64::from(st.cusum) < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
+        st.bytes.update(y, alpha * slow, st.active);
+        // Not while the hour climbs towards its limit: an attack must not raise its own bar.
+        if f64::from(st.hour_bytes) < hourly_limit(st).0 / 2.0 {
+            st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(st.bytes_out as f64 / 1024.0);
         }

@@ -2,14 +2,14 @@
 //! runs the detectors and pushes [`Alert`]s. It runs on the detector thread (never on the data path)
 //! and owns no I/O: the runtime feeds it, snapshots it and acts on its alerts.
 
-use super::detectors::{self, Finding, Peer};
+use super::detectors::{self, Finding, Peer, HEAVY, LIGHT};
 use super::hst::Forest;
 use super::sketch::{bit32, LogHistogram};
 use super::state::{short_label, Kind, Pair, State};
 use super::table::Table;
 use super::{Alert, Detector, Entity, Record, Signals};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -93,9 +93,9 @@ pub(crate) struct Shared {
     pub(crate) now_ms: u64,
     tick_minute: u32,
     pub(crate) peers: Vec<Peer>,
-    peer_index: HashMap<u64, u32>,
+    peer_index: BTreeMap<u64, u32>,
     routes: Vec<RouteStats>,
-    agents: HashMap<u64, AgentOrder>,
+    agents: BTreeMap<u64, AgentOrder>,
     pub(crate) ip_model: Forest,
     pub(crate) id_model: Forest,
 }
@@ -106,6 +106,7 @@ struct Snapshot {
     shared: Shared,
     /// Oldest first.
     entities: Vec<(u64, State)>,
+    pairs: Vec<(u64, Pair)>,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -133,9 +134,9 @@ impl Engine {
             tick_minute: 0,
             // Group 0: addresses; group 1: principals beyond MAX_PEERS roles.
             peers: vec![Peer::default(), Peer::default()],
-            peer_index: HashMap::new(),
+            peer_index: BTreeMap::new(),
             routes: Vec::new(),
-            agents: HashMap::new(),
+            agents: BTreeMap::new(),
             ip_model: Forest::new(seed ^ 0x1111),
             id_model: Forest::new(seed ^ 0x2222),
         };
@@ -145,7 +146,7 @@ impl Engine {
     fn with_shared(settings: Settings, shared: Shared) -> Engine {
         let enabled = settings.enabled.iter().fold(0u16, |m, d| m | 1 << (*d as u16));
         let max = settings.max_entities.max(1);
-        Engine { enabled, table: Table::new(max), pairs: Table::new((max / 2).max(1)), shared, settings }
+        Engine { enabled, table: Table::new(max), pairs: Table::new((max / 4).max(1)), shared, settings }
     }
 
     /// Updates features and baselines with one record and pushes the alerts it raises. Records a few
@@ -217,7 +218,7 @@ impl Engine {
         let key =
             hash(self.shared.seed, Kind::Ip, &[client.to_le_bytes().as_slice(), &record.route.to_le_bytes()].concat());
         let minute = (record.at_ms / 60_000) as u32;
-        let second = record.at_ms / 1000;
+        let second = (record.at_ms / 1000) as u32;
         let (p, fresh) = self.pairs.touch(key);
         if fresh {
             *p = Pair { route: record.route, minute, ..Pair::default() };
@@ -290,8 +291,8 @@ impl Engine {
             .map(|r| r.per_minute.heap_bytes() + r.per_second.heap_bytes() + r.clients.capacity() * 8)
             .sum::<usize>()
             + sh.routes.capacity() * std::mem::size_of::<RouteStats>();
-        let maps = (sh.peer_index.capacity() * 8 / 7 + 1) * 13
-            + (sh.agents.capacity() * 8 / 7 + 1) * (8 + std::mem::size_of::<AgentOrder>() + 1);
+        // B-tree nodes hold up to 11 entries; count them a third empty.
+        let maps = sh.peer_index.len() * 3 / 2 * 12 + sh.agents.len() * 3 / 2 * (8 + std::mem::size_of::<AgentOrder>());
         peers + routes + maps + sh.ip_model.heap_bytes() + sh.id_model.heap_bytes()
     }
 
@@ -334,11 +335,13 @@ impl Engine {
             version: u32,
             shared: &'a Shared,
             entities: Vec<(u64, &'a State)>,
+            pairs: Vec<(u64, &'a Pair)>,
         }
         let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             shared: &self.shared,
             entities: self.table.oldest_first().map(|s| (s.key, &s.value)).collect(),
+            pairs: self.pairs.oldest_first().map(|s| (s.key, &s.value)).collect(),
         };
         serde_json::to_vec(&snap).unwrap_or_default()
     }
@@ -356,6 +359,9 @@ impl Engine {
         let mut engine = Engine::with_shared(settings, snap.shared);
         for (key, state) in snap.entities {
             *engine.table.touch(key).0 = state;
+        }
+        for (key, pair) in snap.pairs {
+            *engine.pairs.touch(key).0 = pair;
         }
         Ok(engine)
     }
@@ -382,6 +388,7 @@ fn init(st: &mut State, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
     st.minute = (at_ms / 60_000) as u32;
     st.hour = (at_ms / 3_600_000) as u32;
     st.last_ms = at_ms;
+    st.model_mass = 1.0;
 }
 
 /// Closes the entity's window when `minute` is past it: window-end detectors, baselines, rings.
@@ -392,6 +399,10 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     if st.req > 0 {
         detectors::close_window(st, ctx, sh, alerts);
     }
+    // Streaks continue only into the very next minute.
+    let next = minute == st.minute + 1;
+    st.streak_light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
+    st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
     st.err10.advance(st.minute, minute);
     st.ring_a.advance(st.minute, minute);
@@ -422,6 +433,8 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
     }
+    let dt = r.at_ms.saturating_sub(st.last_ms) as f64;
+    st.hour_bytes = (f64::from(st.hour_bytes) * (-dt / 3_600_000.0).exp() + f64::from(r.bytes_out)) as f32;
     st.last_ms = st.last_ms.max(r.at_ms);
     st.req = st.req.saturating_add(1);
     match r.status {
@@ -431,7 +444,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         429 => st.s429 = st.s429.saturating_add(1),
         _ => {}
     }
-    st.bytes_in += u64::from(r.bytes_in);
+    st.bytes_in = st.bytes_in.saturating_add(r.bytes_in);
     st.bytes_out += u64::from(r.bytes_out);
     st.req10.add(minute, 1);
     if matches!(r.status, 403 | 404) {
@@ -503,7 +516,7 @@ fn automation_counts(st: &mut State, r: &Record, order_odd: bool) {
 
 /// Votes the record's header order for its user agent; `true` when the agent is well known and the
 /// order is not its usual one.
-fn agent_vote(agents: &mut HashMap<u64, AgentOrder>, r: &Record) -> bool {
+fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, r: &Record) -> bool {
     if r.user_agent == 0 {
         return false;
     }

@@ -60,25 +60,28 @@ impl Forest {
         self.windows >= 2
     }
 
-    /// The normalised mass of `x`: about 1 in the bulk of the reference window, near 0 where it was
-    /// empty. Low is anomalous.
+    /// The normalised mass of `x`: the median over the trees of the depth-scaled reference mass of the
+    /// node where its walk stops, over the window size. About 1 in the bulk of the reference window,
+    /// near 0 where it was empty. Low is anomalous. The median, not the mean: a tree that never splits
+    /// on the dimension where a point is odd says nothing about it, and should not outvote the others.
     pub(crate) fn mass(&self, x: &[f64; DIMS]) -> f64 {
-        let mut s = 0.0;
-        for t in 0..TREES {
+        let mut per_tree = [0f64; TREES];
+        for (t, m) in per_tree.iter_mut().enumerate() {
             let base = t * NODES;
             let mut k = 0usize;
             let mut depth = 0usize;
             loop {
                 let r = self.r.get(base + k).copied().unwrap_or(0);
                 if r < SIZE_LIMIT || depth == DEPTH {
-                    s += f64::from(r) * (1u64 << depth) as f64;
+                    *m = f64::from(r) * (1u64 << depth) as f64;
                     break;
                 }
                 k = self.child(base, k, x);
                 depth += 1;
             }
         }
-        s / (TREES as f64 * f64::from(WINDOW))
+        per_tree.sort_by(f64::total_cmp);
+        (per_tree[TREES / 2 - 1] + per_tree[TREES / 2]) / 2.0 / f64::from(WINDOW)
     }
 
     pub(crate) fn update(&mut self, x: &[f64; DIMS]) {

@@ -134,6 +134,8 @@ mod signals;
 mod sketch;
 mod state;
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub use engine::{Engine, Settings, Suggestion};
 pub use signals::signals;

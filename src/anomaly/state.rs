@@ -57,7 +57,7 @@ pub(crate) struct State {
     /// Detectors that alerted in this window (bits by `Detector as u16`): their windows do not teach
     /// the baselines.
     pub(crate) alerted: u16,
-    pub(crate) bytes_in: u64,
+    pub(crate) bytes_in: u32,
     pub(crate) bytes_out: u64,
     pub(crate) routes: u32,
     pub(crate) params: u32,
@@ -82,6 +82,13 @@ pub(crate) struct State {
     /// Distinct addresses (ring_a) and agents (ring_b) over ten minutes.
     pub(crate) spread_a: Ewma,
     pub(crate) spread_b: Ewma,
+    /// Response bytes over about the last hour (an exponentially decayed sum, time constant 1 h), and
+    /// its baseline (sampled at active-minute closes).
+    pub(crate) hour_bytes: f32,
+    pub(crate) hour_bytes_base: Ewma,
+    /// Consecutive active minutes that closed with 3 or more addresses and 3 or more agents in ten
+    /// minutes.
+    pub(crate) shared_minutes: u16,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
@@ -96,10 +103,17 @@ pub(crate) struct State {
     pub(crate) bot_order: u16,
     pub(crate) bot_scanner: u16,
 
+    /// The model's mass for the entity's previous active window (1.0: none or typical).
+    pub(crate) model_mass: f32,
+
     // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
     pub(crate) hour_minutes: u16,
+    /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
+    /// stops.
+    pub(crate) streak_light: u16,
+    pub(crate) streak_heavy: u16,
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],
@@ -121,12 +135,12 @@ pub(crate) fn short_label(s: &str) -> Box<str> {
 }
 
 /// Per (client, route): requests in the current minute and the busiest second in it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pair {
     pub(crate) route: u16,
     pub(crate) minute: u32,
     pub(crate) count: u32,
-    pub(crate) second: u64,
+    pub(crate) second: u32,
     pub(crate) sec_count: u32,
     pub(crate) sec_max: u32,
 }
@@ -139,6 +153,7 @@ mod tests {
     fn state_fits_its_budget() {
         // 512 bytes per entity: the state, its label, its share of the index and of the pair table.
         let size = std::mem::size_of::<State>();
+        eprintln!("State: {size} bytes");
         assert!(size + MAX_LABEL <= 440, "State is {size} bytes");
     }
 

@@ -1,0 +1,110 @@
+//! Criterion benchmarks of anomaly detection (issue 16): the data path's part (`signals()` on a typical
+//! browser head, building a `Record`), which must stay under 1 µs, and `Engine::observe` throughput on
+//! the detector thread. Run briefly with `cargo bench --bench anomaly -- --warm-up-time 1 --measurement-time 2`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use portcullis::anomaly::{signals, Engine, Record, Settings, Signals};
+use portcullis::exchange::{Principal, PrincipalKind};
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+fn head() -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("authorization", "Bearer eyJhbGciOiJFUzI1NiJ9.e30.sig"),
+        ("origin", "https://app.example.com"),
+        ("referer", "https://app.example.com/orders"),
+        ("sec-ch-ua", "\"Chromium\";v=\"131\""),
+        ("sec-ch-ua-mobile", "?0"),
+        ("sec-fetch-dest", "empty"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-site", "same-site"),
+        ("priority", "u=1, i"),
+    ] {
+        h.append(k, http::HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn principal(i: u64) -> Arc<Principal> {
+    Arc::new(Principal {
+        id: format!("client-{i}"),
+        kind: PrincipalKind::Jwt,
+        roles: vec!["reader".into()],
+        scopes: vec![],
+        claims: None,
+        tenant: None,
+        identity: Default::default(),
+    })
+}
+
+fn record(at_ms: u64, ip: IpAddr, principal: Option<Arc<Principal>>, s: Signals, ua: u64, id: u64) -> Record {
+    Record {
+        at_ms,
+        ip,
+        principal,
+        claimed: None,
+        route: 3,
+        status: 200,
+        bytes_in: 120,
+        bytes_out: 2_400,
+        id_param: Some(id),
+        params_hash: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        user_agent: ua,
+        signals: s,
+    }
+}
+
+fn bench_hot_path(c: &mut Criterion) {
+    let h = head();
+    let p = principal(7);
+    let ip: IpAddr = "198.51.100.23".parse().unwrap();
+    let mut g = c.benchmark_group("anomaly_hot_path");
+    g.bench_function("signals_browser_head", |b| b.iter(|| signals(black_box(&h))));
+    g.bench_function("build_record", |b| {
+        b.iter(|| {
+            let s = signals(black_box(&h));
+            let ua = h
+                .get("user-agent")
+                .map_or(0, |v| v.as_bytes().iter().fold(0u64, |a, &x| a.rotate_left(5) ^ u64::from(x)));
+            record(black_box(1_800_000_000_000), ip, Some(p.clone()), s, ua, 42)
+        })
+    });
+    g.finish();
+}
+
+fn bench_observe(c: &mut Criterion) {
+    let h = head();
+    let s = signals(&h);
+    let principals: Vec<_> = (0..10_000).map(principal).collect();
+    let records: Vec<Record> = (0..100_000u64)
+        .map(|i| {
+            let who = (i * 7919) % 10_000;
+            let ip = IpAddr::from([10, (who >> 8) as u8, who as u8, 1]);
+            record(1_800_000_000_000 + i * 10, ip, Some(principals[who as usize].clone()), s, 99, i % 500)
+        })
+        .collect();
+    let mut engine = Engine::new(Settings { seed: Some(1), ..Settings::default() });
+    let mut alerts = Vec::new();
+    let mut i = 0usize;
+    let mut g = c.benchmark_group("anomaly_engine");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("observe_10k_principals", |b| {
+        b.iter(|| {
+            engine.observe(black_box(&records[i % records.len()]), &mut alerts);
+            i += 1;
+            alerts.clear();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_hot_path, bench_observe);
+criterion_main!(benches);

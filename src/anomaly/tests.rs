@@ -1,0 +1,559 @@
+//! The engine on crafted streams: each detector fires on its attack with an explanation that names the
+//! feature, baseline, observed value and window, and stays silent on a normal population; bounded
+//! memory under churn; a restored snapshot behaves the same.
+
+use super::*;
+use crate::exchange::{Principal, PrincipalKind};
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+const T0: u64 = 1_800_000_000_000; // a Tuesday, 08:00 UTC
+
+fn person(id: &str, kind: PrincipalKind) -> Arc<Principal> {
+    Arc::new(Principal {
+        id: id.into(),
+        kind,
+        roles: vec!["reader".into()],
+        scopes: vec![],
+        claims: None,
+        tenant: None,
+        identity: Default::default(),
+    })
+}
+
+fn browser() -> Signals {
+    Signals {
+        header_order: 7,
+        flags: Signals::HAS_ACCEPT
+            | Signals::HAS_ACCEPT_LANGUAGE
+            | Signals::HAS_ACCEPT_ENCODING
+            | Signals::HAS_FETCH_METADATA
+            | Signals::CLAIMS_BROWSER,
+    }
+}
+
+fn rec(at_ms: u64, ip: [u8; 4], status: u16) -> Record {
+    Record {
+        at_ms,
+        ip: IpAddr::V4(Ipv4Addr::from(ip)),
+        principal: None,
+        claimed: None,
+        route: 1,
+        status,
+        bytes_in: 200,
+        bytes_out: 2_000,
+        id_param: None,
+        params_hash: 0,
+        user_agent: 42,
+        signals: browser(),
+    }
+}
+
+fn settings() -> Settings {
+    Settings { seed: Some(1), ..Settings::default() }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = sketch::mix(self.0);
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Feeds records in time order with a tick every second of record time.
+fn run(engine: &mut Engine, records: &mut [Record]) -> Vec<Alert> {
+    records.sort_by_key(|r| r.at_ms);
+    let mut alerts = Vec::new();
+    let mut next_tick = records.first().map_or(0, |r| r.at_ms);
+    for r in records.iter() {
+        while next_tick <= r.at_ms {
+            engine.tick(next_tick, &mut alerts);
+            next_tick += 1000;
+        }
+        engine.observe(r, &mut alerts);
+    }
+    alerts
+}
+
+/// A normal population: `clients` principals with their own address and agent, active in working
+/// hours (08:00 to 18:00 UTC) with sessions of bursts, mixed routes, reading their own objects, and the
+/// occasional 401 (a mistyped key) or 404.
+fn normal(clients: u32, hours: u64, seed: u64) -> Vec<Record> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for c in 0..clients {
+        let p = person(&format!("client-{c}"), if c % 2 == 0 { PrincipalKind::ApiKey } else { PrincipalKind::Jwt });
+        let ip = [10, 1, (c / 200) as u8, (c % 200) as u8 + 1];
+        let ua = 100 + u64::from(c % 5);
+        let heavy = 1 + rng.below(4);
+        let mut t = T0 + rng.below(3_600_000);
+        let end = T0 + hours * 3_600_000;
+        while t < end {
+            let hour = (t / 3_600_000) % 24;
+            if !(8..18).contains(&hour) {
+                t += 3_600_000;
+                continue;
+            }
+            // A session: a burst of requests, then a pause.
+            let n = 1 + rng.below(10 * heavy);
+            for _ in 0..n {
+                let mut r = rec(t, ip, 200);
+                r.user_agent = ua;
+                r.route = rng.below(6) as u16;
+                let obj = rng.below(50);
+                r.id_param = Some(1000 * u64::from(c) + obj);
+                r.params_hash = obj + 1;
+                r.bytes_out = 500 + rng.below(20_000) as u32;
+                match rng.below(200) {
+                    0 => {
+                        r.status = 401;
+                        r.claimed = Some(format!("key-{c}").into());
+                    }
+                    1 | 2 => {
+                        r.status = 404;
+                        r.principal = Some(p.clone());
+                    }
+                    _ => r.principal = Some(p.clone()),
+                }
+                out.push(r);
+                t += 500 + rng.below(8_000);
+            }
+            t += 60_000 + rng.below(20 * 60_000);
+        }
+    }
+    out
+}
+
+fn only(alerts: &[Alert], d: Detector) -> Vec<&Alert> {
+    alerts.iter().filter(|a| a.detector == d).collect()
+}
+
+fn explained(a: &Alert) {
+    let e = &a.explanation;
+    assert!(e.contains(a.detector.id()) && e.contains(a.feature) && e.contains(&*a.entity.label), "{e}");
+    assert!(e.contains(&format!("over {} s", a.window_s)), "{e}");
+    assert!(a.score > 0.0 && a.score <= 1.0, "{a:?}");
+}
+
+#[test]
+fn a_normal_population_raises_no_alert() {
+    let mut engine = Engine::new(settings());
+    let alerts = run(&mut engine, &mut normal(120, 30, 5));
+    let shown: Vec<&str> = alerts.iter().take(5).map(|a| a.explanation.as_str()).collect();
+    assert!(alerts.is_empty(), "{} alerts: {shown:#?}", alerts.len());
+}
+
+#[test]
+fn credential_stuffing_one_address_many_identities() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 2, 1);
+    for i in 0..12u64 {
+        let mut r = rec(T0 + 3_600_000 + i * 3_000, [203, 0, 113, 7], 401);
+        r.claimed = Some(format!("victim-{i}").into());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    let a = hits[0];
+    assert_eq!(a.entity.kind, EntityKind::Ip);
+    assert_eq!(a.ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(a.feature, "distinct_failing_identities");
+    assert!(a.at_ms <= T0 + 3_600_000 + 60_000);
+    explained(a);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+}
+
+#[test]
+fn low_and_slow_stuffing_within_ten_minutes() {
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for i in 0..30u64 {
+        let mut r = rec(T0 + i * 40_000, [198, 51, 100, 9], 401);
+        r.claimed = Some(format!("user-{i}").into());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    // Once per cooldown (10 minutes) while it lasts (20 minutes).
+    assert_eq!(hits.len(), 2, "{alerts:#?}");
+    assert_eq!(hits[0].window_s, 600);
+    assert!(hits[0].at_ms <= T0 + 600_000);
+}
+
+#[test]
+fn password_spraying_one_identity_many_addresses() {
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for i in 0..10u8 {
+        let mut r = rec(T0 + u64::from(i) * 4_000, [192, 0, 2, 10 + i], 401);
+        r.claimed = Some("admin-key".into());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::PasswordSpraying);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(hits[0].entity.kind, EntityKind::ApiKey);
+    assert_eq!(hits[0].principal.as_deref(), Some("admin-key"));
+    assert_eq!(hits[0].feature, "distinct_failing_addresses");
+    explained(hits[0]);
+    // No address failed with more than one identity: no stuffing.
+    assert!(only(&alerts, Detector::CredentialStuffing).is_empty());
+}
+
+#[test]
+fn enumeration_sequential_ids_refused() {
+    let mut engine = Engine::new(settings());
+    let p = person("mallory", PrincipalKind::Jwt);
+    let mut rs = normal(10, 1, 2);
+    for i in 0..40u64 {
+        let mut r = rec(T0 + 600_000 + i * 1_000, [10, 9, 9, 9], if i % 5 == 0 { 200 } else { 403 });
+        r.principal = Some(p.clone());
+        r.id_param = Some(5_000 + i);
+        r.params_hash = 5_000 + i;
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Enumeration);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert!(hits.iter().any(|a| a.feature == "sequential_id_run" && a.principal.as_deref() == Some("mallory")));
+    hits.iter().for_each(|a| explained(a));
+}
+
+#[test]
+fn volumetric_against_own_baseline() {
+    let mut engine = Engine::new(settings());
+    let p = person("scraper", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    // Two hours at 3 requests a minute, then 1,000 in a minute.
+    for m in 0..120u64 {
+        for k in 0..3 {
+            let mut r = rec(T0 + m * 60_000 + k * 13_000, [10, 2, 0, 1], 200);
+            r.principal = Some(p.clone());
+            rs.push(r);
+        }
+    }
+    for k in 0..1000u64 {
+        let mut r = rec(T0 + 120 * 60_000 + k * 60, [10, 2, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    let a = hits.iter().find(|a| a.entity.kind == EntityKind::ApiKey).expect("the key alerted");
+    assert_eq!(a.feature, "requests");
+    assert!(a.explanation.contains("its own baseline"), "{}", a.explanation);
+    assert!((a.baseline - 3.0).abs() < 0.5, "{a:?}");
+    assert!(a.at_ms <= T0 + 121 * 60_000);
+    explained(a);
+    assert_eq!(hits.len(), 2, "the key and its address: {hits:#?}");
+}
+
+#[test]
+fn volumetric_a_client_that_never_stops() {
+    let mut engine = Engine::new(settings());
+    let p = person("slow-scraper", PrincipalKind::Jwt);
+    let mut rs = normal(30, 2, 3);
+    // 12 requests a minute, every minute, for 20 minutes: never a burst.
+    for k in 0..240u64 {
+        let mut r = rec(T0 + 3_600_000 + k * 5_000, [10, 2, 0, 9], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    let a = hits.iter().find(|a| a.principal.as_deref() == Some("slow-scraper")).expect("the principal");
+    assert_eq!(a.feature, "active_minutes_in_a_row");
+    assert!(a.at_ms <= T0 + 3_600_000 + 10 * 60_000, "{a:?}");
+    explained(a);
+    assert!(hits
+        .iter()
+        .all(|a| a.principal.as_deref() == Some("slow-scraper") || a.ip == Some("10.2.0.9".parse().unwrap())));
+}
+
+#[test]
+fn token_sharing_many_addresses_at_once() {
+    let mut engine = Engine::new(settings());
+    let p = person("shared", PrincipalKind::Jwt);
+    let mut rs = Vec::new();
+    for i in 0..30u64 {
+        let mut r = rec(T0 + i * 10_000, [100, 64, (i % 8) as u8, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(hits[0].feature, "distinct_addresses");
+    assert_eq!(hits[0].principal.as_deref(), Some("shared"));
+    explained(hits[0]);
+}
+
+fn steady(p: &Arc<Principal>, minutes: u64, bytes: impl Fn(u64) -> u32) -> Vec<Record> {
+    let mut rs = Vec::new();
+    for m in 0..minutes {
+        for k in 0..3 {
+            let mut r = rec(T0 + m * 60_000 + k * 15_000, [10, 3, 0, 1], 200);
+            r.principal = Some(p.clone());
+            r.bytes_out = bytes(m * 3 + k);
+            rs.push(r);
+        }
+    }
+    rs
+}
+
+#[test]
+fn exfiltration_sudden_and_slow() {
+    let p = person("exfil", PrincipalKind::Jwt);
+    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
+    // Sudden: one minute of 50 MB.
+    let mut rs = steady(&p, 90, noise);
+    let mut big = rec(T0 + 90 * 60_000, [10, 3, 0, 1], 200);
+    big.principal = Some(p.clone());
+    big.bytes_out = 50_000_000;
+    rs.push(big);
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::Exfiltration);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    // The minute's bytes, and the hour's: the larger excess names the alert.
+    assert!(["response_bytes", "response_bytes_per_hour"].contains(&hits[0].feature), "{:?}", hits[0]);
+    explained(hits[0]);
+
+    // Slow: after 90 minutes, each response 150 KB, at the same rate.
+    let mut rs = steady(&p, 130, |i| if i < 270 { noise(i) } else { 150_000 + noise(i) });
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::Exfiltration);
+    // Once per cooldown (10 minutes) while the drift lasts (40 minutes).
+    assert!((2..=4).contains(&hits.len()), "{alerts:#?}");
+    assert!(["response_bytes_cusum", "response_bytes_per_hour"].contains(&hits[0].feature), "{:?}", hits[0]);
+    assert!(hits[0].at_ms <= T0 + 100 * 60_000, "{:?}", hits[0]);
+    assert!(only(&alerts, Detector::Volumetric).is_empty());
+}
+
+#[test]
+fn unusual_hours_after_a_profile() {
+    let mut engine = Engine::new(settings());
+    let p = person("nine-to-five", PrincipalKind::Jwt);
+    let mut rs = Vec::new();
+    let day0 = T0 - 8 * 3_600_000; // midnight
+    for d in 0..5u64 {
+        for m in (9 * 60)..(17 * 60) {
+            let mut r = rec(day0 + d * 86_400_000 + m * 60_000, [10, 4, 0, 1], 200);
+            r.principal = Some(p.clone());
+            rs.push(r);
+        }
+    }
+    let mut quiet = run(&mut engine, &mut rs);
+    assert!(quiet.is_empty(), "{quiet:#?}");
+    let mut rs = Vec::new();
+    for m in 0..10u64 {
+        let mut r = rec(day0 + 5 * 86_400_000 + 3 * 3_600_000 + m * 60_000, [10, 4, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    quiet.extend(run(&mut engine, &mut rs));
+    let hits = only(&quiet, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{quiet:#?}");
+    explained(hits[0]);
+}
+
+#[test]
+fn automation_scanner_and_headless_claims() {
+    let mut engine = Engine::new(settings());
+    let mut r = rec(T0, [192, 0, 2, 99], 404);
+    r.signals.flags |= Signals::SCANNER;
+    let mut alerts = Vec::new();
+    engine.observe(&r, &mut alerts);
+    let hits = only(&alerts, Detector::Automation);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(hits[0].feature, "scanner_signature");
+    assert!(engine.bot_score("192.0.2.99".parse().unwrap()) > 0.9);
+
+    // A browser agent without the headers browsers send.
+    let mut alerts = Vec::new();
+    for i in 0..15u64 {
+        let mut r = rec(T0 + i * 2_345, [192, 0, 2, 100], 200);
+        r.signals.flags = Signals::CLAIMS_BROWSER | Signals::HAS_ACCEPT;
+        engine.observe(&r, &mut alerts);
+    }
+    let hits = only(&alerts, Detector::Automation);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(hits[0].feature, "missing_browser_headers");
+    explained(hits[0]);
+    assert_eq!(engine.bot_score("192.0.2.1".parse().unwrap()), 0.0);
+}
+
+#[test]
+fn the_model_scores_an_unseen_kind_of_window() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(60, 10, 9);
+    let p = person("odd", PrincipalKind::Jwt);
+    // Busy minutes of nothing but 429s and 403s on routes the principal never used, and huge bodies.
+    for i in 0..240u64 {
+        let mut r = rec(T0 + 9 * 3_600_000 + i * 900, [10, 8, 0, 1], if i % 2 == 0 { 429 } else { 403 });
+        r.principal = Some(p.clone());
+        r.route = 20 + (i % 30) as u16;
+        r.params_hash = i + 1;
+        r.bytes_out = 3_000_000;
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Model);
+    assert!(hits.iter().any(|a| a.principal.as_deref() == Some("odd")), "{alerts:#?}");
+    assert!(hits.iter().all(|a| a.principal.as_deref() == Some("odd") || a.ip.is_some()), "{hits:#?}");
+    hits.iter().for_each(|a| explained(a));
+}
+
+#[test]
+fn sensitivity_and_disabled_detectors() {
+    let stuffing = |n: u64| {
+        (0..n)
+            .map(|i| {
+                let mut r = rec(T0 + i * 1_000, [203, 0, 113, 8], 401);
+                r.claimed = Some(format!("v{i}").into());
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    let count = |s: Settings, n| only(&run(&mut Engine::new(s), &mut stuffing(n)), Detector::CredentialStuffing).len();
+    assert_eq!(count(settings(), 4), 0);
+    assert_eq!(count(Settings { sensitivity: 2.0, ..settings() }, 4), 1);
+    assert_eq!(count(Settings { sensitivity: 0.5, ..settings() }, 8), 0);
+    assert_eq!(count(Settings { sensitivity: 0.5, ..settings() }, 12), 1);
+    assert_eq!(count(Settings { enabled: vec![Detector::Model], ..settings() }, 20), 0);
+}
+
+#[test]
+fn cooldown_one_alert_per_entity_and_detector() {
+    let mut engine = Engine::new(Settings { cooldown_ms: 5 * 60_000, ..settings() });
+    let mut rs = Vec::new();
+    for i in 0..(15 * 60u64) {
+        let mut r = rec(T0 + i * 1_000, [203, 0, 113, 9], 401);
+        r.claimed = Some(format!("v{i}").into());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    assert_eq!(only(&alerts, Detector::CredentialStuffing).len(), 3, "{alerts:#?}");
+}
+
+#[test]
+fn out_of_order_and_hostile_values_never_panic() {
+    let mut engine = Engine::new(Settings { max_entities: 4, ipv6_prefix: 200, sensitivity: f64::NAN, ..settings() });
+    let mut alerts = Vec::new();
+    for (i, at) in [T0, T0 - 3_000, 0, u64::MAX, T0 + 1, 5].into_iter().enumerate() {
+        let mut r = rec(at, [1, 2, 3, i as u8], 401);
+        r.ip = if i % 2 == 0 { "2001:db8::1".parse().unwrap() } else { r.ip };
+        r.id_param = Some(u64::MAX - i as u64);
+        r.bytes_out = u32::MAX;
+        r.claimed = Some("é".repeat(100).into());
+        r.principal = Some(person(&"x".repeat(10_000), PrincipalKind::ApiKey));
+        r.route = if i == 3 { NO_ROUTE } else { u16::MAX - 1 };
+        engine.observe(&r, &mut alerts);
+        engine.tick(at, &mut alerts);
+    }
+    assert!(engine.entities() <= 4);
+    let _ = engine.suggest(f64::NAN, -1.0);
+    assert!(Engine::restore(settings(), b"{not json").is_err());
+    assert!(Engine::restore(settings(), b"{\"version\":99}").is_err());
+}
+
+#[test]
+fn ipv6_clients_are_grouped_by_prefix() {
+    let mut engine = Engine::new(settings());
+    let mut alerts = Vec::new();
+    for i in 0..12u64 {
+        let mut r = rec(T0 + i * 1_000, [0; 4], 401);
+        r.ip = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+        r.claimed = Some(format!("v{i}").into());
+        engine.observe(&r, &mut alerts);
+    }
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(&*hits[0].entity.label, "2001:db8:1:2::/64");
+    assert_eq!(hits[0].ip, Some("2001:db8:1:2::".parse().unwrap()));
+}
+
+#[test]
+fn suggest_limits_from_per_client_rates() {
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for c in 0..50u64 {
+        let p = person(&format!("c{c}"), PrincipalKind::Jwt);
+        for m in 0..30u64 {
+            // 10 requests a minute, two of them in the same second.
+            for k in 0..10u64 {
+                let mut r = rec(T0 + m * 60_000 + k * 5_000 + if k == 1 { 0 } else { 500 }, [10, 5, 0, c as u8], 200);
+                r.principal = Some(p.clone());
+                r.route = 3;
+                rs.push(r);
+            }
+        }
+    }
+    run(&mut engine, &mut rs);
+    engine.tick(T0 + 40 * 60_000, &mut Vec::new());
+    let s = engine.suggest(0.999, 1.5);
+    assert_eq!(s.len(), 1, "{s:?}");
+    let s = &s[0];
+    assert_eq!(s.route, 3);
+    assert!((40..=60).contains(&s.principals), "{s:?}");
+    assert_eq!(s.samples, 50 * 30);
+    assert!((15.0..=20.0).contains(&s.per_minute), "{s:?}");
+    assert_eq!(s.rate, format!("{}/m", s.per_minute));
+    assert!((2..=4).contains(&s.burst), "{s:?}");
+}
+
+fn churn_record(ip: u32, who: u16, claimed: u16, at: u64, status: u16) -> Record {
+    let mut r = rec(at, ip.to_be_bytes(), status);
+    if who.is_multiple_of(3) {
+        r.principal = Some(person(&format!("p{who}"), PrincipalKind::Jwt));
+    }
+    if claimed.is_multiple_of(4) {
+        r.claimed = Some(format!("k{claimed}").into());
+    }
+    r.route = who % 7;
+    r.id_param = Some(u64::from(claimed));
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn memory_stays_within_its_bound(max in 1usize..200, recs in proptest::collection::vec((any::<u32>(), any::<u16>(), any::<u16>(), 0u64..7_200_000, prop_oneof![Just(200u16), Just(401), Just(404)]), 1..1500)) {
+        let mut engine = Engine::new(Settings { max_entities: max, ..settings() });
+        let mut alerts = Vec::new();
+        for (ip, who, claimed, at, status) in recs {
+            engine.observe(&churn_record(ip, who, claimed, T0 + at, status), &mut alerts);
+            prop_assert!(engine.entities() <= max);
+        }
+        prop_assert!(engine.memory_bytes() <= max * 512 + engine.fixed_bytes() + 4096, "{} > {} * 512 + {}", engine.memory_bytes(), max, engine.fixed_bytes());
+    }
+
+    #[test]
+    fn a_restored_snapshot_behaves_the_same(split in 1usize..400, recs in proptest::collection::vec((0u32..40, any::<u16>(), any::<u16>(), 0u64..3_600_000, prop_oneof![Just(200u16), Just(401), Just(403)]), 2..600)) {
+        let mut recs: Vec<Record> = recs.into_iter().map(|(ip, who, claimed, at, status)| churn_record(ip, who, claimed, T0 + at, status)).collect();
+        recs.sort_by_key(|r| r.at_ms);
+        let split = split.min(recs.len() - 1);
+        let s = || Settings { max_entities: 50, ..settings() };
+        let mut a = Engine::new(s());
+        let mut sink = Vec::new();
+        for r in &recs[..split] {
+            a.observe(r, &mut sink);
+        }
+        let mut b = Engine::restore(s(), &a.snapshot()).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(a.entities(), b.entities());
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for r in &recs[split..] {
+            a.observe(r, &mut x);
+            b.observe(r, &mut y);
+        }
+        let key = |v: &Vec<Alert>| v.iter().map(|a| (a.detector, a.entity.clone(), a.feature, a.at_ms, a.observed.to_bits(), a.explanation.clone())).collect::<Vec<_>>();
+        prop_assert_eq!(key(&x), key(&y));
+        prop_assert_eq!(a.snapshot(), b.snapshot());
+    }
+}
