@@ -579,3 +579,21 @@ proptest! {
         prop_assert_eq!(a.snapshot(), b.snapshot());
     }
 }
+
+#[test]
+fn a_full_table_stays_under_512_bytes_an_entity() {
+    let max = 50_000;
+    let mut engine = Engine::new(Settings { max_entities: max, ..settings() });
+    let mut alerts = Vec::new();
+    for i in 0..(2 * max as u64) {
+        // Every record a new address and a new principal with a long id: the worst case for labels.
+        let mut r = rec(T0 + i, (i as u32 + 1).to_be_bytes(), 200);
+        r.principal = Some(person(&format!("principal-with-a-long-identifier-{i:012}"), PrincipalKind::Jwt));
+        r.route = (i % 50) as u16;
+        engine.observe(&r, &mut alerts);
+    }
+    assert_eq!(engine.entities(), max);
+    let per_entity = (engine.memory_bytes() - engine.fixed_bytes()) / max;
+    eprintln!("{per_entity} bytes an entity, fixed {}", engine.fixed_bytes());
+    assert!(per_entity <= 512, "{per_entity} bytes an entity");
+}
