@@ -146,7 +146,7 @@ impl Engine {
     fn with_shared(settings: Settings, shared: Shared) -> Engine {
         let enabled = settings.enabled.iter().fold(0u16, |m, d| m | 1 << (*d as u16));
         let max = settings.max_entities.max(1);
-        Engine { enabled, table: Table::new(max), pairs: Table::new((max / 4).max(1)), shared, settings }
+        Engine { enabled, table: Table::new(max), pairs: Table::new((max / 8).max(1)), shared, settings }
     }
 
     /// Updates features and baselines with one record and pushes the alerts it raises. Records a few

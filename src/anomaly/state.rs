@@ -6,7 +6,7 @@ use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
 /// The longest label kept (a principal id or key id is cut, on a character boundary, beyond it).
-pub(crate) const MAX_LABEL: usize = 40;
+pub(crate) const MAX_LABEL: usize = 32;
 
 /// Which entity a state belongs to. `Claimed` is an identity a refused credential named (an API key id),
 /// reported as [`EntityKind::ApiKey`].

@@ -294,6 +294,28 @@ fn token_sharing_many_addresses_at_once() {
     explained(hits[0]);
 }
 
+#[test]
+fn token_sharing_three_thieves_hour_after_hour() {
+    let mut engine = Engine::new(settings());
+    let p = person("stolen", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    // Three networks with their own agents, a request every 20 s between them, for an hour: never
+    // five of either at once.
+    for i in 0..180u64 {
+        let thief = i % 3;
+        let mut r = rec(T0 + i * 20_000, [100, 70 + thief as u8, 0, 1], 200);
+        r.user_agent = 500 + thief;
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert_eq!(hits[0].feature, "minutes_shared");
+    assert!(hits[0].at_ms <= T0 + 10 * 60_000, "{:?}", hits[0]);
+    explained(hits[0]);
+}
+
 fn steady(p: &Arc<Principal>, minutes: u64, bytes: impl Fn(u64) -> u32) -> Vec<Record> {
     let mut rs = Vec::new();
     for m in 0..minutes {
@@ -556,4 +578,22 @@ proptest! {
         prop_assert_eq!(key(&x), key(&y));
         prop_assert_eq!(a.snapshot(), b.snapshot());
     }
+}
+
+#[test]
+fn a_full_table_stays_under_512_bytes_an_entity() {
+    let max = 50_000;
+    let mut engine = Engine::new(Settings { max_entities: max, ..settings() });
+    let mut alerts = Vec::new();
+    for i in 0..(2 * max as u64) {
+        // Every record a new address and a new principal with a long id: the worst case for labels.
+        let mut r = rec(T0 + i, (i as u32 + 1).to_be_bytes(), 200);
+        r.principal = Some(person(&format!("principal-with-a-long-identifier-{i:012}"), PrincipalKind::Jwt));
+        r.route = (i % 50) as u16;
+        engine.observe(&r, &mut alerts);
+    }
+    assert_eq!(engine.entities(), max);
+    let per_entity = (engine.memory_bytes() - engine.fixed_bytes()) / max;
+    eprintln!("{per_entity} bytes an entity, fixed {}", engine.fixed_bytes());
+    assert!(per_entity <= 512, "{per_entity} bytes an entity");
 }
