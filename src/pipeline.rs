@@ -128,6 +128,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             out.tap = Some(crate::observe::payload::Tap::shared(&rt.privacy, json));
         }
     }
+    // The anomaly record's view of the head, taken before the head is forwarded.
+    let anomaly = rt.anomaly.as_ref().and_then(crate::anomaly::runtime::AnomalyRt::current);
+    let anomaly_head = anomaly.as_ref().map(|a| a.head(&parts.headers));
     let mut ex = Exchange::new(request_id, client_ip, conn, parts, body, started);
     if let Some(tracer) = &rt.tracer {
         let trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
@@ -179,10 +182,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
-    let anomaly = rt.anomaly.as_ref().and_then(crate::anomaly::runtime::AnomalyRt::current).map(|a| {
+    let anomaly = anomaly.zip(anomaly_head).map(|(a, head)| {
         let route_id = route.as_ref().map_or(crate::anomaly::NO_ROUTE, |r| r.anomaly_id);
-        let record =
-            a.record(&ex.parts.headers, &ex.params, client_ip, principal.clone(), route_id, resp.status().as_u16());
+        let status = resp.status().as_u16();
+        let record = a.record(head, &ex.parts.headers, &ex.params, client_ip, principal.clone(), route_id, status);
         (a as Arc<dyn crate::activity::Sink>, record)
     });
     let completion = Completion {

@@ -173,7 +173,7 @@ pub(crate) fn enumeration(st: &State) -> Finding {
 pub(crate) const LIGHT: u32 = 4;
 pub(crate) const HEAVY: u32 = 30;
 /// Streak lengths (consecutive minutes, the current one included) that fire.
-const LIGHT_STREAK: f64 = 9.0;
+const LIGHT_STREAK_COLD: f64 = 30.0;
 const HEAVY_STREAK: f64 = 4.0;
 
 /// Volumetric abuse and scraping, three ways:
@@ -207,13 +207,21 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         window_s,
     };
     let light = f64::from(st.streak_light) + if st.req >= LIGHT { 1.0 } else { 0.0 };
+    // The light streak is judged against the entity's own longest ended streak (a working session, a
+    // shared office address) once it is warm; a new entity gets a generous fixed limit, so a person's
+    // first long session is not a scraper. A scraper never stops: it passes either limit.
+    let light_limit = if st.active >= WARM {
+        (1.5 * f64::from(st.streak_light_max) + 10.0).max(LIGHT_STREAK_COLD)
+    } else {
+        LIGHT_STREAK_COLD
+    };
     let heavy = f64::from(st.streak_heavy) + if st.req >= HEAVY { 1.0 } else { 0.0 };
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
         f("requests", r1, own1.max(250.0), base1, basis, 60),
         f("requests", r10, own10.max(450.0), base10, basis, 600),
         streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
-        streak("active_minutes_in_a_row", light, LIGHT_STREAK),
+        streak("active_minutes_in_a_row", light, light_limit),
     ]
     .into_iter()
     .fold(f("requests", 0.0, 1.0, 0.0, basis, 60), larger)

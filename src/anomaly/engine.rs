@@ -401,7 +401,12 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     }
     // Streaks continue only into the very next minute.
     let next = minute == st.minute + 1;
-    st.streak_light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
+    let light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
+    if light == 0 && st.alerted & (1 << (super::Detector::Volumetric as u16)) == 0 {
+        // A streak that ended without a volumetric alert was this entity's normal.
+        st.streak_light_max = st.streak_light_max.max(st.streak_light);
+    }
+    st.streak_light = light;
     st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
     st.err10.advance(st.minute, minute);

@@ -578,8 +578,22 @@ impl Anomaly {
 
     /// The record of a finished request, but for its status and sizes (filled in when its answer is done,
     /// see `observe::Completion`).
+    /// What the record takes from the request head, read before the head is forwarded (the proxy
+    /// moves the headers into the upstream request).
+    #[inline]
+    pub fn head(&self, headers: &http::HeaderMap) -> Head {
+        let user_agent = headers.get(http::header::USER_AGENT).map_or(0, |v| {
+            let mut h = siphasher::sip::SipHasher13::new();
+            std::hash::Hasher::write(&mut h, v.as_bytes());
+            std::hash::Hasher::finish(&h).max(1)
+        });
+        let simulated = self.policy.load().simulated.then(|| self.now_ms(headers));
+        Head { at_ms: simulated, user_agent, signals: super::signals(headers) }
+    }
+
     pub fn record(
         &self,
+        head: Head,
         headers: &http::HeaderMap,
         params: &crate::exchange::Params,
         ip: IpAddr,
@@ -598,15 +612,11 @@ impl Anomaly {
             }
             params_hash = std::hash::Hasher::finish(&h).max(1);
         }
-        let user_agent = headers.get(http::header::USER_AGENT).map_or(0, |v| {
-            let mut h = siphasher::sip::SipHasher13::new();
-            std::hash::Hasher::write(&mut h, v.as_bytes());
-            std::hash::Hasher::finish(&h).max(1)
-        });
-        // Only a refused credential claims an identity.
+        // Only a refused credential claims an identity (a refused request was never forwarded: its
+        // headers are still here).
         let claimed = if status == 401 && principal.is_none() { claimed_key_id(headers) } else { None };
         Record {
-            at_ms: self.now_ms(headers),
+            at_ms: head.at_ms.unwrap_or_else(wall_ms),
             ip,
             principal,
             claimed,
@@ -616,8 +626,8 @@ impl Anomaly {
             bytes_out: 0,
             id_param,
             params_hash,
-            user_agent,
-            signals: super::signals(headers),
+            user_agent: head.user_agent,
+            signals: head.signals,
         }
     }
 
@@ -761,6 +771,15 @@ impl Anomaly {
             actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
         }
     }
+}
+
+/// What a record takes from the request head ([`Anomaly::head`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    /// The simulated clock's time of the request, under `clock: simulated`.
+    at_ms: Option<u64>,
+    user_agent: u64,
+    signals: super::Signals,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -114,6 +114,9 @@ pub(crate) struct State {
     /// stops.
     pub(crate) streak_light: u16,
     pub(crate) streak_heavy: u16,
+    /// The longest light streak this entity has ended without an alert: its own normal.
+    #[serde(default)]
+    pub(crate) streak_light_max: u16,
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],
