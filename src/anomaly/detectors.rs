@@ -210,7 +210,12 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     // The light streak is judged against the entity's own longest ended streak (a working session, a
     // shared office address) once it is warm; a new entity gets a generous fixed limit, so a person's
     // first long session is not a scraper. A scraper never stops: it passes either limit.
-    let light_limit = if st.active >= WARM {
+    // An entity that has been busy every minute since it appeared (an integration, an office address)
+    // shows its nature, not a change: only a streak that breaks with its own past counts.
+    let always = f64::from(st.active) <= light * 1.1 + 1.0;
+    let light_limit = if always {
+        f64::INFINITY
+    } else if st.active >= WARM {
         (1.5 * f64::from(st.streak_light_max) + 10.0).max(LIGHT_STREAK_COLD)
     } else {
         LIGHT_STREAK_COLD

@@ -258,8 +258,14 @@ fn volumetric_a_client_that_never_stops() {
     let mut engine = Engine::new(settings());
     let p = person("slow-scraper", PrincipalKind::Jwt);
     let mut rs = normal(30, 2, 3);
-    // 12 requests a minute, every minute, for 40 minutes: never a burst. A new entity's light streak
-    // limit is 30 minutes (a person's first long session is not a scraper).
+    // A person first: a request now and then for an hour.
+    for k in 0..6u64 {
+        let mut r = rec(T0 + k * 600_000, [10, 2, 0, 9], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    // Then 12 requests a minute, every minute, for 40 minutes: never a burst. A new entity's light
+    // streak limit is 30 minutes (a person's first long session is not a scraper).
     for k in 0..480u64 {
         let mut r = rec(T0 + 3_600_000 + k * 5_000, [10, 2, 0, 9], 200);
         r.principal = Some(p.clone());
