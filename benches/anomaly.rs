@@ -106,5 +106,38 @@ fn bench_observe(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_hot_path, bench_observe);
+/// The data path's whole cost as the gateway pays it: the head's part of the record (taken before the
+/// head is forwarded), the record at completion, and the offer to the detector's bounded queue (whose
+/// thread runs meanwhile, as it does in the gateway).
+fn bench_gateway_path(c: &mut Criterion) {
+    use portcullis::activity::Sink as _;
+    let cfg: portcullis::anomaly::runtime::AnomalyConfig = serde_yaml_ng::from_str("mode: monitor\n").unwrap();
+    let policy = portcullis::anomaly::runtime::Policy::compile(&cfg, None).unwrap();
+    let kept = portcullis::anomaly::runtime::Kept::default();
+    let detector = kept.get(policy, &portcullis::observe::metrics::AnomalyMetrics::default());
+    let h = head();
+    let p = principal(7);
+    let ip: IpAddr = "198.51.100.23".parse().unwrap();
+    let mut params = portcullis::exchange::Params::new();
+    params.push(Arc::from("id"), "4242");
+    let mut g = c.benchmark_group("anomaly_gateway_path");
+    g.bench_function("head_record_offer", |b| {
+        b.iter(|| {
+            let head = detector.head(black_box(&h));
+            let done = portcullis::anomaly::runtime::Done {
+                headers: &h,
+                params: &params,
+                ip,
+                principal: Some(p.clone()),
+                route: 3,
+                status: 200,
+            };
+            let r = detector.record(head, done);
+            detector.offer(r);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_hot_path, bench_observe, bench_gateway_path);
 criterion_main!(benches);

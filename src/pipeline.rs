@@ -185,7 +185,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let anomaly = anomaly.zip(anomaly_head).map(|(a, head)| {
         let route_id = route.as_ref().map_or(crate::anomaly::NO_ROUTE, |r| r.anomaly_id);
         let status = resp.status().as_u16();
-        let record = a.record(head, &ex.parts.headers, &ex.params, client_ip, principal.clone(), route_id, status);
+        let done = crate::anomaly::runtime::Done {
+            headers: &ex.parts.headers,
+            params: &ex.params,
+            ip: client_ip,
+            principal: principal.clone(),
+            route: route_id,
+            status,
+        };
+        let record = a.record(head, done);
         (a as Arc<dyn crate::activity::Sink>, record)
     });
     let completion = Completion {

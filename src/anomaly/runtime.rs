@@ -592,16 +592,8 @@ impl Anomaly {
         Head { at_ms: simulated, user_agent, signals: super::signals(headers) }
     }
 
-    pub fn record(
-        &self,
-        head: Head,
-        headers: &http::HeaderMap,
-        params: &crate::exchange::Params,
-        ip: IpAddr,
-        principal: Option<Arc<Principal>>,
-        route: u16,
-        status: u16,
-    ) -> Record {
+    pub fn record(&self, head: Head, done: Done<'_>) -> Record {
+        let Done { headers, params, ip, principal, route, status } = done;
         let mut id_param = None;
         let mut params_hash = 0u64;
         if !params.is_empty() {
@@ -772,6 +764,17 @@ impl Anomaly {
             actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
         }
     }
+}
+
+/// What a record takes from the finished request ([`Anomaly::record`]).
+pub struct Done<'a> {
+    /// The request's headers as they are at the end (those of a refused request are all there).
+    pub headers: &'a http::HeaderMap,
+    pub params: &'a crate::exchange::Params,
+    pub ip: IpAddr,
+    pub principal: Option<Arc<Principal>>,
+    pub route: u16,
+    pub status: u16,
 }
 
 /// What a record takes from the request head ([`Anomaly::head`]).
