@@ -150,9 +150,16 @@ pub fn generate() -> Result<(String, String), String> {
     rand::SecureRandom::fill(&rng, &mut raw).map_err(|_| "the system random generator failed".to_string())?;
     let id = base32(&raw[..5], ID_LEN);
     let secret = base32(&raw[5..], SECRET_LEN);
-    let body = format!("{PREFIX}{id}_{secret}");
-    let key = format!("{body}{}", checksum(&body));
+    let key = assemble(&id, &secret);
     Ok((id, key))
+}
+
+/// The key of this id and secret (base32 text), with its checksum. The checksum is public: it only
+/// catches mistyped keys. Used by `generate` and by the traffic simulator's clients.
+pub fn assemble(id: &str, secret: &str) -> String {
+    let body = format!("{PREFIX}{id}_{secret}");
+    let check = checksum(&body);
+    body + &check
 }
 
 /// Checks the shape and checksum of a presented key; returns its id.

@@ -491,29 +491,10 @@ fn b32_random(rng: &mut fastrand::Rng, len: usize) -> String {
     (0..len).map(|_| B32[rng.usize(..32)] as char).collect()
 }
 
-fn b32(bytes: &[u8], len: usize) -> String {
-    let mut out = String::with_capacity(len);
-    let (mut acc, mut bits) = (0u64, 0u32);
-    for &b in bytes {
-        acc = (acc << 8) | u64::from(b);
-        bits += 8;
-        while bits >= 5 && out.len() < len {
-            bits -= 5;
-            out.push(B32[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 && out.len() < len {
-        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
 /// A well-formed key with this id and secret (its checksum computed as the gateway does: the first
 /// bytes of SHA-256 of the body, in base32). The checksum is public: attackers compute it too.
 pub(crate) fn key_with(id: &str, secret: &str) -> String {
-    let body = format!("pcs_{id}_{secret}");
-    let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
-    format!("{body}{}", b32(&sum.as_ref()[..4], 7))
+    portcullis::authn::api_key::assemble(id, secret)
 }
 
 /// A random well-formed key: `(id, key)`.
