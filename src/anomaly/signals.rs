@@ -58,22 +58,32 @@ pub fn signals(headers: &HeaderMap) -> Signals {
     Signals { header_order: order, flags }
 }
 
+/// One automaton over every browser and scanner token, ASCII case-insensitive: one pass over the agent
+/// (the aho-corasick crate already serves the inspection detectors).
+fn tokens() -> Option<&'static aho_corasick::AhoCorasick> {
+    static TOKENS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> = std::sync::OnceLock::new();
+    TOKENS
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(BROWSERS.iter().chain(SCANNERS.iter()))
+                .ok()
+        })
+        .as_ref()
+}
+
 fn agent_flags(ua: &[u8]) -> u16 {
     let mut flags = 0;
     // Only the first 256 bytes: enough for every real agent, and bounded work for a hostile one.
     let ua = &ua[..ua.len().min(256)];
-    if BROWSERS.iter().any(|t| contains_ci(ua, t)) {
-        flags |= Signals::CLAIMS_BROWSER;
-    }
-    if SCANNERS.iter().any(|t| contains_ci(ua, t)) {
-        flags |= Signals::SCANNER;
+    let Some(ac) = tokens() else { return 0 };
+    for m in ac.find_overlapping_iter(ua) {
+        flags |= if m.pattern().as_usize() < BROWSERS.len() { Signals::CLAIMS_BROWSER } else { Signals::SCANNER };
+        if flags == Signals::CLAIMS_BROWSER | Signals::SCANNER {
+            break;
+        }
     }
     flags
-}
-
-/// Whether `hay` contains `needle` (lower-case ASCII), ignoring ASCII case.
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.iter().zip(needle).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
 #[cfg(test)]
