@@ -45,6 +45,8 @@ enum Protocol {
 pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_admin: bool) -> Result<(), String> {
     let rt = shared.runtime.load_full();
     rt.start(&shared.lasting);
+    // Reloads (SIGHUP, file changes) are handled before anything reports that it listens.
+    reload::spawn(shared.clone(), config_path.clone());
     let mut bound = Vec::new();
     for (i, l) in rt.listeners.iter().enumerate() {
         let listener =
@@ -80,7 +82,6 @@ pub async fn run(shared: Arc<Shared>, config_path: Option<PathBuf>, ephemeral_ad
         tokio::spawn(demo::serve(listener));
     }
     drop(rt);
-    reload::spawn(shared.clone(), config_path);
 
     let limits = Arc::new(ConnLimits::default());
     let sweeper = Arc::new(conn::Sweeper::default());

@@ -58,9 +58,15 @@ pub fn spawn(shared: Arc<Shared>, path: Option<PathBuf>) {
     // `true` = SIGHUP (always reload: certificate files may have changed), `false` = file event.
     let (tx, mut rx) = mpsc::unbounded_channel::<bool>();
     let sighup_tx = tx.clone();
+    // Installed here, before the listeners report their addresses: a SIGHUP that comes early must
+    // reload, not end the process (the default action of SIGHUP).
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
+    if let Err(e) = &hup {
+        tracing::warn!(error = %e, "cannot install the SIGHUP handler; file changes still reload");
+    }
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        let Ok(mut hup) = hup else { return };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received");
             let _ = sighup_tx.send(true);
