@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const SIM_TIME_HEADER: &str = "portcullis-sim-time";
 /// Alerts kept for the admin API and the dashboard.
 pub const RECENT_ALERTS: usize = 4096;
+/// How often the detector thread drains the queue when it is idle.
+const POLL: Duration = Duration::from_millis(50);
 /// How often the engine's state is written to the store (`snapshot: true`).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
@@ -822,19 +824,27 @@ impl Inner {
         let mut alerts: Vec<Alert> = Vec::new();
         let mut next_tick = 0u64;
         let mut last_snapshot = Instant::now();
+        let mut more = false;
         loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(r) => {
-                    batch.push(r);
-                    while batch.len() < 1024 {
-                        match rx.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(_) => break,
+            // Polled, never blocked on: a receiver waiting in `recv` makes every sender wake it (a
+            // futex call and a context switch per request, measured as a third of the proxy's
+            // throughput). Woken by time instead, it drains what came meanwhile.
+            if !more {
+                std::thread::sleep(POLL);
+            }
+            more = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        batch.push(r);
+                        if batch.len() >= 4096 {
+                            more = true;
+                            break;
                         }
                     }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
             }
             let simulated = self.policy.load().simulated;
             {
