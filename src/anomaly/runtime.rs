@@ -976,8 +976,8 @@ impl Inner {
             }
             _ => return,
         };
-        let since = a.at_ms.max(self.clock_now().min(a.at_ms.saturating_add(60_000)));
-        let since = if self.policy.load().simulated { a.at_ms } else { since.min(wall_ms()) };
+        // The simulated clock's "now" is the alert's record time; on the wall clock, now (never before it).
+        let since = if self.policy.load().simulated { a.at_ms } else { wall_ms().max(a.at_ms) };
         let expires_ms = since.saturating_add(dp.duration_ms);
         let rate = (action == Action::Throttle).then(|| {
             let per_s = 1e9 / dp.throttle.interval as f64;
