@@ -6,7 +6,7 @@
 
 use super::engine::{emit, Ctx, Shared};
 use super::hst::DIMS;
-use super::sketch::{distinct32, LogHistogram};
+use super::sketch::{distinct32, LogHistogram, Q16};
 use super::state::{Kind, State};
 use super::{Alert, Detector};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ const CUSUM_CAP: f64 = 4.0;
 const HOURLY_FLOOR: f64 = 4.0 * 1024.0 * 1024.0;
 /// Minutes with fewer response bytes never add to the CUSUM.
 const CUSUM_MIN_BYTES: u64 = 128 * 1024;
-/// The model fires when two consecutive windows of an entity fall below this normalised mass (typical
+/// The model fires when three consecutive windows of an entity fall below this normalised mass (typical
 /// windows are near 1).
 const MODEL_MASS: f64 = 0.02;
 
@@ -102,7 +102,7 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
         st.hour_bytes = 0.0;
     }
     emit(st, enumeration(st), ctx, at, alerts);
-    emit(st, unusual_hours(st, at), ctx, at, alerts);
+    emit(st, unusual_hours(st, sh, at), ctx, at, alerts);
 }
 
 /// Detectors that look at a claimed (refused) identity.
@@ -176,6 +176,17 @@ pub(crate) const HEAVY: u32 = 30;
 const LIGHT_STREAK_COLD: f64 = 30.0;
 const HEAVY_STREAK: f64 = 4.0;
 
+/// The share of its life's minutes at which an entity counts as always on.
+const ALWAYS_ON: f64 = 0.5;
+
+/// The share of the minutes since the entity appeared in which it was active (the current one
+/// included).
+pub(crate) fn duty(st: &State) -> f64 {
+    let first = st.first_s / 60;
+    let span = st.minute.saturating_sub(first) + 1;
+    (f64::from(st.active) + 1.0) / f64::from(span)
+}
+
 /// Volumetric abuse and scraping, three ways:
 /// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
 ///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
@@ -210,9 +221,9 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     // The light streak is judged against the entity's own longest ended streak (a working session, a
     // shared office address) once it is warm; a new entity gets a generous fixed limit, so a person's
     // first long session is not a scraper. A scraper never stops: it passes either limit.
-    // An entity that has been busy every minute since it appeared (an integration, an office address)
-    // shows its nature, not a change: only a streak that breaks with its own past counts.
-    let always = f64::from(st.active) <= light * 1.1 + 1.0;
+    // An entity active in most minutes of its life (a poller, an office address many people share)
+    // shows its nature in a long streak, not a change: the light streak is not judged there.
+    let always = duty(st) >= ALWAYS_ON;
     let light_limit = if always {
         f64::INFINITY
     } else if st.active >= WARM {
@@ -230,6 +241,29 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     ]
     .into_iter()
     .fold(f("requests", 0.0, 1.0, 0.0, basis, 60), larger)
+}
+
+/// Sustained rate: CUSUM slack (standard deviations of ln(1 + requests a minute)) and decision level.
+/// Each active minute adds at most [`CUSUM_CAP`]; a skipped minute restarts it.
+const RATE_CUSUM_K: f64 = 1.5;
+const RATE_CUSUM_H: f64 = 15.0;
+
+/// Volumetric, sustained (principals and keys, once warm): the upper CUSUM of the standardised
+/// ln(1 + requests) of consecutive active minutes against the entity's own baseline (sd at least
+/// 0.25), with slack 1.5 sd, reaching 15. A burst or a batch (a few minutes) never fires it; a client
+/// that keeps going at several times its usual pace (a poller's key scraping) fires in 6 minutes or
+/// more. It restarts
+/// after an alarm and whenever a minute passes without a request.
+fn rate_cusum(st: &State) -> Finding {
+    Finding {
+        detector: Detector::Volumetric,
+        feature: "requests_sustained_cusum",
+        basis: OWN,
+        baseline: RATE_CUSUM_H,
+        observed: st.rate_cusum.get(),
+        x: st.rate_cusum.get() / RATE_CUSUM_H,
+        window_s: 600,
+    }
 }
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
@@ -336,20 +370,61 @@ fn exfiltration_cusum(st: &State) -> Finding {
         feature: "response_bytes_cusum",
         basis: OWN,
         baseline: CUSUM_H,
-        observed: f64::from(st.cusum),
-        x: f64::from(st.cusum) / CUSUM_H,
+        observed: st.cusum.get(),
+        x: st.cusum.get() / CUSUM_H,
         window_s: 600,
     }
 }
 
-/// Unusual hours: in the current clock hour, 8 active minutes, when the entity's
-/// time-of-day profile before this hour (after 20 active minutes over a day or more) has under 0.3%
-/// of its activity in this hour of the day and the hours beside it.
-pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
+/// Entities whose activity is at least this concentrated around one hour of the day have a daily
+/// rhythm (1: every active minute in one hour; 0: spread evenly over the day).
+const RHYTHM: f64 = 0.3;
+/// People's active minutes in the population's day before it is trusted.
+const DAY_WARM: u64 = 2_000;
+/// The share of the population's activity per hour under which an hour of its day is night.
+const NIGHT: f64 = 0.005;
+
+/// The hour of day (UTC, fractional) at the centre of an entity's activity and how concentrated its
+/// activity is around it (the length of the mean resultant vector of its hours on the clock face).
+pub(crate) fn day_centre(hours: &[u16; 24]) -> (f64, f64) {
+    use std::f64::consts::TAU;
+    let (mut s, mut c, mut n) = (0.0, 0.0, 0.0);
+    for (h, &k) in hours.iter().enumerate() {
+        let a = TAU * h as f64 / 24.0;
+        let k = f64::from(k);
+        s += k * a.sin();
+        c += k * a.cos();
+        n += k;
+    }
+    if n <= 0.0 {
+        return (0.0, 0.0);
+    }
+    (s.atan2(c).rem_euclid(TAU) * 24.0 / TAU, s.hypot(c) / n)
+}
+
+/// Hour `h` (UTC) relative to an entity's centre of day, as a bin of the population's day.
+fn day_bin(h: usize, centre: f64) -> usize {
+    ((h as f64 - centre).round() as i64).rem_euclid(24) as usize
+}
+
+/// The population's share of activity per hour around bin `b` (itself and its neighbours).
+fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
+    let total: u64 = day.iter().sum();
+    (total >= DAY_WARM).then(|| (day[(b + 23) % 24] + day[b] + day[(b + 1) % 24]) as f64 / 3.0 / total as f64)
+}
+
+/// Unusual hours: in the current clock hour, 8 active minutes, when
+/// - the entity's time-of-day profile before this hour (after 20 active minutes over a day or more)
+///   has under 0.3% of its activity in this hour of the day and the hours beside it, and
+/// - the entity has a daily rhythm (concentration 0.3 or more) and this hour, relative to the centre
+///   of its day, is night for the population: people are active in it (with the hours beside it)
+///   under 0.5% of their time. An evening or an early start that an entity's short history has not
+///   shown yet is not a night.
+pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
         feature: "active_minutes_in_hour",
-        basis: OWN,
+        basis: "its own time-of-day profile, at its night",
         baseline: 0.0,
         observed: f64::from(st.hour_minutes),
         x: 0.0,
@@ -364,8 +439,14 @@ pub(crate) fn unusual_hours(st: &State, at_ms: u64) -> Finding {
     // The profile before this clock hour (its own closed minutes are already in `hours[h]`), with
     // the hours beside it: a day that starts or ends an hour off is not unusual.
     let before = st.hours[h].saturating_sub(st.hour_minutes);
-    let near = f64::from(before) + f64::from(st.hours[(h + 23) % 24]) + f64::from(st.hours[(h + 1) % 24]);
+    let near = f64::from(before) + [1, 2, 22, 23].iter().map(|d| f64::from(st.hours[(h + d) % 24])).sum::<f64>();
     if total <= 0.0 || near / total >= 0.003 {
+        return f;
+    }
+    let mut profile = st.hours;
+    profile[h] = before;
+    let (centre, rhythm) = day_centre(&profile);
+    if rhythm < RHYTHM || day_share(&sh.day, day_bin(h, centre)).is_none_or(|d| d >= NIGHT) {
         return f;
     }
     f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
@@ -438,17 +519,19 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         let forest = if st.kind == Kind::Ip { &mut sh.ip_model } else { &mut sh.id_model };
         if forest.ready() {
             let mass = forest.mass(&x);
-            // Two low windows in a row: one odd minute is not enough (a burst, a retry storm).
-            let pair = mass.max(f64::from(st.model_mass));
-            st.model_mass = mass as f32;
+            // Three low windows in a row: one or two odd minutes are not enough (a burst, a retry
+            // storm, a batch).
+            let pair = mass.max(st.model_mass.get()).max(st.model_mass2.get());
+            st.model_mass2 = st.model_mass;
+            st.model_mass = Q16::new(mass);
             let f = Finding {
                 detector: Detector::Model,
                 feature: "model_mass",
-                basis: "the mass of typical windows (about 1; fires under 0.02 twice in a row)",
+                basis: "the mass of typical windows (about 1; fires under 0.02 three times in a row)",
                 baseline: 1.0,
                 observed: pair,
                 x: MODEL_MASS / pair.max(1e-9),
-                window_s: 120,
+                window_s: 180,
             };
             emit(st, f, ctx, at, alerts);
         }
@@ -456,22 +539,33 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
             forest.update(&x);
         }
     } else {
-        st.model_mass = 1.0;
+        st.model_mass = Q16::ONE;
+        st.model_mass2 = Q16::ONE;
     }
     let y = (st.bytes_out as f64).ln_1p();
     if person {
         shared_streak(st);
     }
     if person && st.active >= WARM {
+        let lr = f64::from(st.req).ln_1p();
+        let z = ((lr - st.lrate.mean()) / st.lrate.sd().max(0.25)).min(CUSUM_CAP);
+        st.rate_cusum = Q16::new((st.rate_cusum.get() + z - RATE_CUSUM_K).clamp(0.0, 2.0 * RATE_CUSUM_H));
+        let fired = st.alerted & (1 << (Detector::Volumetric as u16));
+        emit(st, rate_cusum(st), ctx, at, alerts);
+        if st.alerted & (1 << (Detector::Volumetric as u16)) != fired {
+            st.rate_cusum = Q16::default();
+        }
+    }
+    if person && st.active >= WARM {
         let z = ((y - st.bytes.mean()) / st.bytes.sd().max(0.25)).min(CUSUM_CAP);
         // Exfiltration is volume: a light minute never adds, however unusual for the entity.
         let z = if st.bytes_out < CUSUM_MIN_BYTES { z.min(0.0) } else { z };
-        st.cusum = (f64::from(st.cusum) + z - CUSUM_K).clamp(0.0, 2.0 * CUSUM_H) as f32;
+        st.cusum = Q16::new((st.cusum.get() + z - CUSUM_K).clamp(0.0, 2.0 * CUSUM_H));
         let fired = st.alerted & (1 << (Detector::Exfiltration as u16));
         emit(st, exfiltration_cusum(st), ctx, at, alerts);
         if st.alerted & (1 << (Detector::Exfiltration as u16)) != fired {
             // Restart after an alarm (the usual CUSUM rule): a lasting drift fires again.
-            st.cusum = 0.0;
+            st.cusum = Q16::default();
         }
     }
     learn(st, sh, y);
@@ -487,6 +581,10 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
     };
     let (r1, r10) = (f64::from(st.req), st.req10.ten());
     if quiet(Detector::Volumetric) {
+        // Not while the sustained rate climbs: a scraper must not raise its own bar.
+        if st.rate_cusum.get() < RATE_CUSUM_H / 2.0 {
+            st.lrate.update(r1.ln_1p(), alpha, st.active);
+        }
         st.rate.update(r1, alpha, st.active);
         st.rate10.update(r10, alpha, st.active);
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
@@ -497,7 +595,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
     if quiet(Detector::Exfiltration) {
         // While the CUSUM climbs the baseline learns four times slower: a drift is not absorbed
         // before it is caught, and a lasting change of habit is adopted in the end.
-        let slow = if f64::from(st.cusum) < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
+        let slow = if st.cusum.get() < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
         st.bytes.update(y, alpha * slow, st.active);
         // Not while the hour climbs towards its limit: an attack must not raise its own bar.
         if f64::from(st.hour_bytes) < hourly_limit(st).0 / 2.0 {
@@ -512,6 +610,12 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         st.spread_b.update(st.ring_b.ten(), alpha, st.active);
     }
     let h = ((st.minute / 60) % 24) as usize;
+    if matches!(st.kind, Kind::Principal | Kind::ApiKey) && st.active >= HOURS_WARM_MINUTES {
+        let (centre, rhythm) = day_centre(&st.hours);
+        if rhythm >= RHYTHM {
+            sh.day[day_bin(h, centre)] += 1;
+        }
+    }
     st.hours[h] = st.hours[h].saturating_add(1);
     if st.hours[h] >= 60_000 {
         st.hours.iter_mut().for_each(|c| *c /= 2);

@@ -4,7 +4,7 @@
 
 use super::detectors::{self, Finding, Peer, HEAVY, LIGHT};
 use super::hst::Forest;
-use super::sketch::{bit32, LogHistogram};
+use super::sketch::{bit32, LogHistogram, Q16};
 use super::state::{short_label, Kind, Pair, State};
 use super::table::Table;
 use super::{Alert, Detector, Entity, Record, Signals};
@@ -98,6 +98,10 @@ pub(crate) struct Shared {
     agents: BTreeMap<u64, AgentOrder>,
     pub(crate) ip_model: Forest,
     pub(crate) id_model: Forest,
+    /// People's (principals' and keys') active minutes by hour relative to the centre of their own
+    /// day: the population's daily rhythm, which tells a night from an evening.
+    #[serde(default)]
+    pub(crate) day: [u64; 24],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,7 +113,8 @@ struct Snapshot {
     pairs: Vec<(u64, Pair)>,
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+/// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
+const SNAPSHOT_VERSION: u32 = 2;
 
 pub struct Engine {
     settings: Settings,
@@ -138,6 +143,7 @@ impl Engine {
             routes: Vec::new(),
             agents: BTreeMap::new(),
             ip_model: Forest::new(seed ^ 0x1111),
+            day: [0; 24],
             id_model: Forest::new(seed ^ 0x2222),
         };
         Engine::with_shared(settings, shared)
@@ -388,7 +394,8 @@ fn init(st: &mut State, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
     st.minute = (at_ms / 60_000) as u32;
     st.hour = (at_ms / 3_600_000) as u32;
     st.last_ms = at_ms;
-    st.model_mass = 1.0;
+    st.model_mass = Q16::ONE;
+    st.model_mass2 = Q16::ONE;
 }
 
 /// Closes the entity's window when `minute` is past it: window-end detectors, baselines, rings.
@@ -401,6 +408,10 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     }
     // Streaks continue only into the very next minute.
     let next = minute == st.minute + 1;
+    if !next || st.req == 0 {
+        // A minute without a request ends a sustained rate.
+        st.rate_cusum = Q16::default();
+    }
     let light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
     if light == 0 && st.alerted & (1 << (super::Detector::Volumetric as u16)) == 0 {
         // A streak that ended without a volumetric alert was this entity's normal.
@@ -457,9 +468,9 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     }
     if r.route != super::NO_ROUTE {
         st.routes |= bit32(u64::from(r.route));
-        let bit = 1u128 << (r.route % 128);
-        if st.known_routes & bit == 0 {
-            st.known_routes |= bit;
+        let (word, bit) = (usize::from(r.route / 64 % 2), 1u64 << (r.route % 64));
+        if st.known_routes[word] & bit == 0 {
+            st.known_routes[word] |= bit;
             st.new_routes = st.new_routes.saturating_add(1);
         }
     }

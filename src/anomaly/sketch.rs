@@ -6,6 +6,40 @@
 use serde::{Deserialize, Serialize};
 
 /// Exponentially weighted mean and variance (West's incremental form), in `f32`: 8 bytes.
+/// A non-negative number up to 65.535 in two bytes (steps of 0.001): the CUSUMs and the model's
+/// masses, which the entity state keeps within its budget. Serialized as `f32`, as it once was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "f32", into = "f32")]
+pub(crate) struct Q16(u16);
+
+impl Q16 {
+    pub(crate) const ONE: Q16 = Q16(1000);
+
+    pub(crate) fn new(x: f64) -> Q16 {
+        Q16((x * 1000.0).round().clamp(0.0, f64::from(u16::MAX)) as u16)
+    }
+
+    pub(crate) fn get(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+
+    pub(crate) fn one() -> Q16 {
+        Q16::ONE
+    }
+}
+
+impl From<f32> for Q16 {
+    fn from(x: f32) -> Q16 {
+        Q16::new(f64::from(x))
+    }
+}
+
+impl From<Q16> for f32 {
+    fn from(q: Q16) -> f32 {
+        q.get() as f32
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Ewma {
     pub(crate) mean: f32,

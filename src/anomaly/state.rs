@@ -1,7 +1,7 @@
 //! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
 //! its label), and the small state per (client, route) pair behind `limits suggest`.
 
-use super::sketch::{Counts10, Ewma, Ring10};
+use super::sketch::{Counts10, Ewma, Q16, Ring10};
 use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,8 @@ pub(crate) struct State {
     pub(crate) routes: u32,
     pub(crate) params: u32,
     /// Every route the entity ever used (route index mod 128): the new-route ratio.
-    pub(crate) known_routes: u128,
+    /// Two words, not a `u128`: its 16-byte alignment would pad the state past its budget.
+    pub(crate) known_routes: [u64; 2],
 
     // Sliding ten minutes.
     pub(crate) req10: Counts10,
@@ -78,7 +79,13 @@ pub(crate) struct State {
     /// ln(1 + response bytes per active minute).
     pub(crate) bytes: Ewma,
     /// Upper CUSUM of the standardised response bytes (slow exfiltration).
-    pub(crate) cusum: f32,
+    pub(crate) cusum: Q16,
+    /// ln(1 + requests per active minute), and the upper CUSUM of its standardised value over
+    /// consecutive active minutes (a client that keeps going faster than it does).
+    #[serde(default)]
+    pub(crate) lrate: Ewma,
+    #[serde(default)]
+    pub(crate) rate_cusum: Q16,
     /// Distinct addresses (ring_a) and agents (ring_b) over ten minutes.
     pub(crate) spread_a: Ewma,
     pub(crate) spread_b: Ewma,
@@ -104,7 +111,10 @@ pub(crate) struct State {
     pub(crate) bot_scanner: u16,
 
     /// The model's mass for the entity's previous active window (1.0: none or typical).
-    pub(crate) model_mass: f32,
+    pub(crate) model_mass: Q16,
+    /// ... and for the one before it.
+    #[serde(default = "Q16::one")]
+    pub(crate) model_mass2: Q16,
 
     // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
     pub(crate) hours: [u16; 24],

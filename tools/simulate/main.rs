@@ -87,6 +87,9 @@ struct Args {
     /// Write every alert as a JSON line to FILE.
     #[arg(long)]
     alerts_out: Option<String>,
+    /// Write every false alarm (an alert that matches no attack) as a JSON line to FILE.
+    #[arg(long)]
+    false_alarms_out: Option<String>,
     /// In process: write every record (address, principal, route, status, bytes, attack label) as a
     /// JSON line to FILE.
     #[arg(long)]
@@ -125,6 +128,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn write_false(args: &Args, scorer: &score::Scorer) -> Result<(), String> {
+    let Some(p) = &args.false_alarms_out else { return Ok(()) };
+    let lines: String = scorer.false_alarms().map(|s| serde_json::to_string(s).unwrap_or_default() + "\n").collect();
+    std::fs::write(p, lines).map_err(|e| format!("{p}: {e}"))
 }
 
 fn run(args: &Args) -> Result<ExitCode, String> {
@@ -179,6 +188,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         };
         let scorer =
             inproc::run(&pop, settings, &mut write_alert, records.as_mut().map(|w| w as &mut dyn std::io::Write));
+        write_false(args, &scorer)?;
         (scorer.report(&pop, "in-process"), false)
     } else if let Some(gw) = &args.gateway {
         let gw = gateway::addr_of(gw)?;
@@ -211,6 +221,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             write_alert(&s);
             scorer.on_alert(s);
         }
+        write_false(args, &scorer)?;
         (scorer.report(&pop, "gateway"), args.mode == "enforce")
     } else {
         return Err("say --in-process, --gateway URL, or --write-config FILE".into());

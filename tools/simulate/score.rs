@@ -164,6 +164,11 @@ impl Scorer {
         out
     }
 
+    /// The alerts that matched no attack.
+    pub(crate) fn false_alarms(&self) -> impl Iterator<Item = &Seen> {
+        self.false_alarms.iter()
+    }
+
     pub(crate) fn on_alert(&mut self, s: Seen) {
         self.alerts_total += 1;
         let hits = self.matches(&s);
