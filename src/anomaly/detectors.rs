@@ -174,7 +174,7 @@ pub(crate) const LIGHT: u32 = 4;
 pub(crate) const HEAVY: u32 = 30;
 /// Streak lengths (consecutive minutes, the current one included) that fire.
 const LIGHT_STREAK_COLD: f64 = 30.0;
-const HEAVY_STREAK: f64 = 4.0;
+const HEAVY_STREAK: f64 = 5.0;
 
 /// The share of its life's minutes at which an entity counts as always on.
 const ALWAYS_ON: f64 = 0.5;
@@ -190,9 +190,9 @@ pub(crate) fn duty(st: &State) -> f64 {
 /// Volumetric abuse and scraping, three ways:
 /// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
 ///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
-///   requests in ten minutes over the larger of 450 and mean + 6 sd, 3 x mean (own) or 1.5 x the
+///   requests in ten minutes over the larger of 600 and mean + 6 sd, 3 x mean (own) or 1.5 x the
 ///   peers' 99.9th percentile;
-/// - heavy streak: 4 consecutive minutes with 30 requests or more (bursts and batches end sooner);
+/// - heavy streak: 5 consecutive minutes with 30 requests or more (bursts and batches end sooner);
 /// - light streak: 9 consecutive minutes with 4 requests or more (a person's session ends sooner; a
 ///   scraper never stops).
 pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
@@ -206,7 +206,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         let (q1, q10) = (p.rate.quantile(0.999), p.rate10.quantile(0.999));
         (2.0 * q1, 1.5 * q10, q1, q10, PEERS)
     } else {
-        (0.0, 0.0, 250.0, 450.0, FIXED)
+        (0.0, 0.0, 250.0, 600.0, FIXED)
     };
     let f = |feature, observed: f64, limit: f64, baseline, basis, window_s| Finding {
         detector: Detector::Volumetric,
@@ -235,7 +235,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
         f("requests", r1, own1.max(250.0), base1, basis, 60),
-        f("requests", r10, own10.max(450.0), base10, basis, 600),
+        f("requests", r10, own10.max(600.0), base10, basis, 600),
         streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
         streak("active_minutes_in_a_row", light, light_limit),
     ]
@@ -413,7 +413,7 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
     (total >= DAY_WARM).then(|| (day[(b + 23) % 24] + day[b] + day[(b + 1) % 24]) as f64 / 3.0 / total as f64)
 }
 
-/// Unusual hours: in the current clock hour, 8 active minutes, when
+/// Unusual hours: in the current clock hour, 8 active minutes (one alert an hour), when
 /// - the entity's time-of-day profile before this hour (after 20 active minutes over a day or more)
 ///   has under 0.3% of its activity in this hour of the day and the hours beside it, and
 /// - the entity has a daily rhythm (concentration 0.3 or more) and this hour, relative to the centre
@@ -434,12 +434,16 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     if st.active < HOURS_WARM_MINUTES || span_h < HOURS_WARM_HOURS {
         return f;
     }
+    // Once per clock hour (the window): a session that goes on is the same finding.
+    if st.last_alert[Detector::UnusualHours as usize] / 3600 == st.hour {
+        return f;
+    }
     let total: f64 = st.hours.iter().map(|&h| f64::from(h)).sum();
     let h = (st.hour % 24) as usize;
     // The profile before this clock hour (its own closed minutes are already in `hours[h]`), with
     // the hours beside it: a day that starts or ends an hour off is not unusual.
     let before = st.hours[h].saturating_sub(st.hour_minutes);
-    let near = f64::from(before) + [1, 2, 22, 23].iter().map(|d| f64::from(st.hours[(h + d) % 24])).sum::<f64>();
+    let near = f64::from(before) + f64::from(st.hours[(h + 23) % 24]) + f64::from(st.hours[(h + 1) % 24]);
     if total <= 0.0 || near / total >= 0.003 {
         return f;
     }
