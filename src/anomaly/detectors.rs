@@ -172,6 +172,8 @@ pub(crate) fn enumeration(st: &State) -> Finding {
 /// Requests a minute that make a minute part of a light or heavy streak.
 pub(crate) const LIGHT: u32 = 4;
 pub(crate) const HEAVY: u32 = 30;
+/// A monotonic run of ids this long on one route (steps of at most 16) is a copy of its objects.
+const SEQUENTIAL_READS: f64 = 20.0;
 /// Streak lengths (consecutive minutes, the current one included) that fire.
 const LIGHT_STREAK_COLD: f64 = 30.0;
 const HEAVY_STREAK: f64 = 5.0;
@@ -187,14 +189,17 @@ pub(crate) fn duty(st: &State) -> f64 {
     (f64::from(st.active) + 1.0) / f64::from(span)
 }
 
-/// Volumetric abuse and scraping, three ways:
+/// Volumetric abuse and scraping, five ways:
 /// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
 ///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
 ///   requests in ten minutes over the larger of 600 and mean + 6 sd, 3 x mean (own) or 1.5 x the
 ///   peers' 99.9th percentile;
 /// - heavy streak: 5 consecutive minutes with 30 requests or more (bursts and batches end sooner);
-/// - light streak: 9 consecutive minutes with 4 requests or more (a person's session ends sooner; a
-///   scraper never stops).
+/// - light streak: 30 consecutive minutes with 4 requests or more (a person's session ends sooner; a
+///   scraper never stops), once warm 1.5 x its own longest streak + 10 when higher; never judged on
+///   an entity active in most minutes of its life;
+/// - sequential reads: a monotonic run of 20 ids on one route (steps of at most 16), whatever the
+///   answers: a copy of the catalogue in id order.
 pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let r1 = f64::from(st.req);
     let r10 = st.req10.ten();
@@ -231,6 +236,9 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     } else {
         LIGHT_STREAK_COLD
     };
+    // A client that reads one route's objects in id order (the catalogue, page after page) is
+    // copying it, whatever its pace; enumeration is the same walk that mostly fails.
+    let walk = f64::from(st.run);
     let heavy = f64::from(st.streak_heavy) + if st.req >= HEAVY { 1.0 } else { 0.0 };
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
@@ -238,6 +246,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         f("requests", r10, own10.max(600.0), base10, basis, 600),
         streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
         streak("active_minutes_in_a_row", light, light_limit),
+        f("sequential_ids_read", walk, SEQUENTIAL_READS, SEQUENTIAL_READS, FIXED, 600),
     ]
     .into_iter()
     .fold(f("requests", 0.0, 1.0, 0.0, basis, 60), larger)
@@ -442,7 +451,7 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let h = (st.hour % 24) as usize;
     // The profile before this clock hour (its own closed minutes are already in `hours[h]`), with
     // the hours beside it: a day that starts or ends an hour off is not unusual.
-    let before = st.hours[h].saturating_sub(st.hour_minutes);
+    let before = st.hours[h].saturating_sub(u16::from(st.hour_minutes));
     let near = f64::from(before) + f64::from(st.hours[(h + 23) % 24]) + f64::from(st.hours[(h + 1) % 24]);
     if total <= 0.0 || near / total >= 0.003 {
         return f;

@@ -387,6 +387,8 @@ impl Ctx<'_> {
 }
 
 fn init(st: &mut State, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
+    // Peer groups are capped (MAX_PEERS), far below u16::MAX.
+    let peer = u16::try_from(peer).unwrap_or(u16::MAX);
     st.kind = kind;
     st.label = label;
     st.peer = peer;
@@ -411,6 +413,13 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     if !next || st.req == 0 {
         // A minute without a request ends a sustained rate.
         st.rate_cusum = Q16::default();
+    }
+    // Ten minutes without growing end a run of ids.
+    let idle = (minute - st.minute).min(255) as u8;
+    st.run_idle = st.run_idle.saturating_add(idle);
+    if st.run_idle >= 10 {
+        st.run = 0;
+        st.run_idle = 0;
     }
     let light = if next && st.req >= LIGHT { st.streak_light.saturating_add(1) } else { 0 };
     if light == 0 && st.alerted & (1 << (super::Detector::Volumetric as u16)) == 0 {
@@ -477,7 +486,12 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     if r.params_hash != 0 {
         st.params |= bit32(r.params_hash);
     }
-    if let Some(id) = r.id_param {
+    if let Some(id) = r.id_param.filter(|_| r.route == st.run_route || st.run < 3) {
+        if r.route != st.run_route {
+            // A run of under three follows the route of the newest id.
+            st.run_route = r.route;
+            st.run = 0;
+        }
         let dir: i8 = match id.cmp(&st.last_id) {
             std::cmp::Ordering::Greater if id - st.last_id <= 16 => 1,
             std::cmp::Ordering::Less if st.last_id - id <= 16 => -1,
@@ -489,6 +503,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
             1 | -1 if st.run > 0 && (dir == st.run_dir || st.run == 1) => {
                 st.run = st.run.saturating_add(1);
                 st.run_dir = dir;
+                st.run_idle = 0;
             }
             1 | -1 => {
                 st.run = 2;

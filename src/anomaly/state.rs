@@ -40,7 +40,7 @@ pub(crate) struct State {
     pub(crate) kind: Kind,
     pub(crate) label: Box<str>,
     /// Peer group (role) for the cold start.
-    pub(crate) peer: u32,
+    pub(crate) peer: u16,
     pub(crate) first_s: u32,
     pub(crate) last_ms: u64,
     pub(crate) minute: u32,
@@ -101,6 +101,12 @@ pub(crate) struct State {
     pub(crate) last_id: u64,
     pub(crate) run: u16,
     pub(crate) run_dir: i8,
+    /// The route the run follows: ids on other routes (a search between two reads) do not break it.
+    #[serde(default)]
+    pub(crate) run_route: u16,
+    /// Minutes since the run last grew: it ends after ten.
+    #[serde(default)]
+    pub(crate) run_idle: u8,
 
     // Automation.
     pub(crate) gap: Ewma,
@@ -119,7 +125,7 @@ pub(crate) struct State {
     // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
-    pub(crate) hour_minutes: u16,
+    pub(crate) hour_minutes: u8,
     /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
     /// stops.
     pub(crate) streak_light: u16,

@@ -198,6 +198,7 @@ impl Scorer {
             let mut late = 0;
             let mut by = BTreeMap::<String, u32>::new();
             let mut missed = Vec::new();
+            let mut late_attacks = Vec::new();
             for &i in &idx {
                 let a = &self.attacks[i];
                 match self.found[i].values().min() {
@@ -205,6 +206,7 @@ impl Scorer {
                         let d = t - a.start_ms;
                         if d > a.intensity.target_ms() {
                             late += 1;
+                            late_attacks.push(format!("#{} {:?} {}", a.id, a.intensity, secs(Some(d as f64 / 1000.0))));
                         }
                         ttd.push(d);
                         for (det, at) in &self.found[i] {
@@ -230,6 +232,7 @@ impl Scorer {
                 late,
                 first_by: by,
                 missed,
+                late_attacks,
             });
         }
         let mut detectors = Vec::new();
@@ -307,6 +310,8 @@ pub(crate) struct ClassRow {
     /// Which detectors raised the first alert, how often.
     pub(crate) first_by: BTreeMap<String, u32>,
     pub(crate) missed: Vec<String>,
+    /// The attacks found later than the target, with their time to detection.
+    pub(crate) late_attacks: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
