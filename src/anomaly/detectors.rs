@@ -111,7 +111,7 @@ pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &m
 }
 
 /// Credential stuffing: distinct identities whose credentials failed (401/403) from one address, over
-/// a minute (limit 5) or ten minutes (limit 8).
+/// a minute (limit 5) or ten minutes (limit 6).
 pub(crate) fn stuffing(st: &State) -> Finding {
     let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
     let f = |observed: f64, limit: f64, window_s| Finding {
@@ -123,7 +123,7 @@ pub(crate) fn stuffing(st: &State) -> Finding {
         x: observed / limit,
         window_s,
     };
-    larger(f(m1, 5.0, 60), f(m10, 8.0, 600))
+    larger(f(m1, 5.0, 60), f(m10, 6.0, 600))
 }
 
 /// Password spraying: distinct addresses (IPv6 by prefix) failing with one claimed identity, over a
@@ -142,7 +142,7 @@ pub(crate) fn spraying(st: &State) -> Finding {
     larger(f(m1, 4.0, 60), f(m10, 6.0, 600))
 }
 
-/// Enumeration: a monotonic run of ids (steps of at most 16) of 10 or more together with 8 or more
+/// Enumeration: a monotonic run of ids (steps of at most 16) of 8 or more together with 6 or more
 /// 403/404 in ten minutes; or, in any order, 30 or more 403/404 that are half the requests or more.
 pub(crate) fn enumeration(st: &State) -> Finding {
     let errs = st.err10.ten();
@@ -152,9 +152,9 @@ pub(crate) fn enumeration(st: &State) -> Finding {
         detector: Detector::Enumeration,
         feature: "sequential_id_run",
         basis: FIXED,
-        baseline: 10.0,
+        baseline: 8.0,
         observed: run,
-        x: (run / 10.0).min(errs / 8.0),
+        x: (run / 8.0).min(errs / 6.0),
         window_s: 600,
     };
     let probe = Finding {
@@ -277,7 +277,7 @@ fn rate_cusum(st: &State) -> Finding {
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
 /// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 80% of the sum
-/// of their limits (8 by default); or 3 addresses and 3 agents at once for 6 active minutes in a row.
+/// of their limits (8 by default); or 3 addresses and 2 agents at once for 6 active minutes in a row.
 pub(crate) fn token_sharing(st: &State) -> Finding {
     let warm = st.active >= WARM;
     let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
@@ -294,12 +294,15 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         window_s: 600,
     };
     let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.8);
+    // Only while the ten minutes still hold the networks: a streak from an attack that ended hours
+    // ago says nothing about the request at hand.
+    let now = if shared_now(st) { f64::from(st.shared_minutes) } else { 0.0 };
     let lasting = Finding {
         feature: "minutes_shared",
         basis: FIXED,
         baseline: SHARED_MINUTES,
-        observed: f64::from(st.shared_minutes),
-        x: f64::from(st.shared_minutes) / SHARED_MINUTES,
+        observed: now,
+        x: now / SHARED_MINUTES,
         ..both
     };
     [f("distinct_addresses", a, la), f("distinct_user_agents", b, lb), both, lasting]
@@ -308,14 +311,19 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         .unwrap_or(both)
 }
 
-/// Active minutes in a row that closed with 3 or more addresses and 3 or more user agents over ten
-/// minutes: a few thieves at once, minute after minute. The streak restarts after an alarm.
+/// Active minutes in a row that closed with 3 or more addresses and 2 or more user agents over ten
+/// minutes: a few thieves at once, minute after minute. It counts only while the ten minutes still
+/// hold them, and restarts after an alarm.
 const SHARED_MINUTES: f64 = 6.0;
 
 /// Updates the shared-minutes streak when an active minute closes.
 fn shared_streak(st: &mut State) {
-    let shared = st.ring_a.ten() >= 3.0 && st.ring_b.ten() >= 3.0;
-    st.shared_minutes = if shared { st.shared_minutes.saturating_add(1) } else { 0 };
+    st.shared_minutes = if shared_now(st) { st.shared_minutes.saturating_add(1) } else { 0 };
+}
+
+/// Three addresses or more and two user agents or more in the last ten minutes.
+fn shared_now(st: &State) -> bool {
+    st.ring_a.ten() >= 3.0 && st.ring_b.ten() >= 2.0
 }
 
 /// Exfiltration, sudden: response bytes in the current minute at least 6 sd (in log space), twenty
