@@ -293,7 +293,7 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         x: observed / limit,
         window_s: 600,
     };
-    let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.8);
+    let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.7);
     // Only while the ten minutes still hold the networks: a streak from an attack that ended hours
     // ago says nothing about the request at hand.
     let now = if shared_now(st) { f64::from(st.shared_minutes) } else { 0.0 };
@@ -314,7 +314,7 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
 /// Active minutes in a row that closed with 3 or more addresses and 2 or more user agents over ten
 /// minutes: a few thieves at once, minute after minute. It counts only while the ten minutes still
 /// hold them, and restarts after an alarm.
-const SHARED_MINUTES: f64 = 6.0;
+const SHARED_MINUTES: f64 = 4.0;
 
 /// Updates the shared-minutes streak when an active minute closes.
 fn shared_streak(st: &mut State) {
