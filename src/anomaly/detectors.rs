@@ -347,7 +347,7 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
         f.baseline = m.exp_m1();
         f.x = ((y - m) / sd / 6.0).min((y - m) / 20f64.ln()).min(bytes / f64::from(8u32 << 20));
     } else if let Some(p) = peer.filter(|p| p.kib.total() >= PEERS_WARM) {
-        let q = p.kib.quantile(0.999).max(64.0);
+        let q = p.kib.quantile(0.999).max(128.0);
         f.basis = PEERS;
         f.baseline = q * 1024.0;
         f.x = bytes / 1024.0 / (4.0 * q);
