@@ -28,8 +28,8 @@ const CI: [&str; 10] = ["--in-process", "--seed", "16", "--clients", "84", "--ho
 /// The CI-sized run: 84 clients for three simulated days (6,048 client-hours), every attack class at
 /// three intensities, fixed seed; every target of the issue, scaled to the run (at most one false alarm).
 #[test]
-#[ignore = "waits for the engine to meet the targets: tools/simulate/FINDINGS.md lists what it misses \
-            (run with --run-ignored to see the table)"]
+#[ignore = "waits for the engine to meet the time-to-detection targets of exfiltration and unusual hours: \
+            tools/simulate/FINDINGS.md says why (run with --run-ignored to see the table)"]
 fn the_ci_run_meets_the_targets() {
     let mut args = CI.to_vec();
     args.push("--assert-targets");
@@ -43,8 +43,9 @@ fn the_ci_run_meets_the_targets() {
 }
 
 /// The CI-sized run's report: its size, every class with its three intensities labelled, all nine
-/// detectors with a row (the model's included), every attack's requests sent, and the classes the
-/// engine's rule-based detectors already catch (stuffing, spraying, enumeration, automation) caught.
+/// detectors with a row (the model's included), every attack caught, at most one false alarm (the
+/// target scaled to 6,048 client-hours), and every attack of six classes caught in time (60 s, 10 min
+/// low-and-slow). Exfiltration and unusual hours are caught, but not all in time (FINDINGS.md).
 #[test]
 fn the_ci_run_reports_every_class_and_detector() {
     let (code, stdout, stderr) = simulate(&CI);
@@ -64,6 +65,16 @@ fn the_ci_run_reports_every_class_and_detector() {
     for c in classes {
         assert_eq!(c["attacks"], 3, "{c}");
         assert_eq!(c["detected"], 3, "{c}");
+    }
+    assert!(
+        report["false_alarms"].as_u64().unwrap() <= report["false_alarm_bound"].as_u64().unwrap(),
+        "false alarms: {:#}",
+        report["false_alarm_examples"]
+    );
+    for c in classes {
+        if !["exfiltration", "unusual_hours"].contains(&c["class"].as_str().unwrap()) {
+            assert_eq!(c["late"], 0, "{c}");
+        }
     }
     // The detectors whose default responses refuse (ban, throttle) raise no false alarm.
     for d in report["detectors"].as_array().unwrap() {

@@ -323,6 +323,132 @@ fn token_sharing_three_thieves_hour_after_hour() {
     explained(hits[0]);
 }
 
+#[test]
+fn token_sharing_a_streak_ends_with_its_networks() {
+    let mut engine = Engine::new(settings());
+    let p = person("was-stolen", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    // Three thieves for eight minutes (the streak fires once), then only the owner, hours later.
+    for i in 0..24u64 {
+        let thief = i % 3;
+        let mut r = rec(T0 + i * 20_000, [100, 80 + thief as u8, 0, 1], 200);
+        r.user_agent = 700 + thief;
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    for k in 0..5u64 {
+        let mut r = rec(T0 + 3 * 3_600_000 + k * 30_000, [100, 80, 0, 1], 200);
+        r.user_agent = 700;
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert!(hits.iter().all(|a| a.at_ms < T0 + 3_600_000), "the owner alone raised an alert: {hits:#?}");
+}
+
+#[test]
+fn scraping_a_walk_through_the_ids() {
+    let mut engine = Engine::new(settings());
+    let p = person("copier", PrincipalKind::ApiKey);
+    let mut rs = normal(20, 2, 4);
+    // Product ids in order, a search (no id) and the client's own order list (another route, another
+    // id) in between: the walk follows the product route.
+    for i in 0..40u64 {
+        let mut r = rec(T0 + 3_600_000 + i * 2_000, [10, 4, 0, 1], 200);
+        r.principal = Some(p.clone());
+        match i % 5 {
+            3 => r.route = 4,
+            4 => {
+                r.route = 2;
+                r.id_param = Some(77);
+            }
+            _ => {
+                r.route = 3;
+                r.id_param = Some(300 + i);
+            }
+        }
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    let a = hits.iter().find(|a| a.principal.as_deref() == Some("copier")).expect("the copier alerted");
+    assert_eq!(a.feature, "sequential_ids_read");
+    // The 20th product id arrives at the 33rd request.
+    assert!(a.at_ms <= T0 + 3_600_000 + 33 * 2_000, "{a:?}");
+    explained(a);
+}
+
+#[test]
+fn scraping_walks_end_and_random_reads_never_start() {
+    let mut engine = Engine::new(settings());
+    let p = person("reader", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    let mut rng = Rng(9);
+    // Ids in order but 15 at a time, with 20 quiet minutes between: each walk ends before the next.
+    for w in 0..4u64 {
+        for i in 0..15u64 {
+            let mut r = rec(T0 + w * 20 * 60_000 + i * 3_000, [10, 4, 0, 2], 200);
+            r.principal = Some(p.clone());
+            r.route = 3;
+            r.id_param = Some(1_000 + w * 15 + i);
+            rs.push(r);
+        }
+    }
+    // And 300 reads in random order.
+    for i in 0..300u64 {
+        let mut r = rec(T0 + 2 * 3_600_000 + i * 3_000, [10, 4, 0, 2], 200);
+        r.principal = Some(p.clone());
+        r.route = 3;
+        r.id_param = Some(rng.below(5_000));
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let walks: Vec<_> = alerts.iter().filter(|a| a.feature == "sequential_ids_read").collect();
+    assert!(walks.is_empty(), "{walks:#?}");
+}
+
+#[test]
+fn volumetric_a_pollers_key_that_speeds_up() {
+    let mut engine = Engine::new(settings());
+    let p = person("poller", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    // A poller: a request every 30 s for three hours, every minute of its life (its light streak is
+    // its nature), with a three-minute batch of 40 a minute after two hours.
+    for k in 0..360u64 {
+        let mut r = rec(T0 + k * 30_000, [10, 5, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    for k in 0..120u64 {
+        let mut r = rec(T0 + 2 * 3_600_000 + k * 1_500, [10, 5, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let quiet = run(&mut engine, &mut rs);
+    assert!(only(&quiet, Detector::Volumetric).is_empty(), "{quiet:#?}");
+    // Then someone uses its key for 14 requests a minute beside the polling: found within ten minutes.
+    let start = T0 + 3 * 3_600_000;
+    let mut rs = Vec::new();
+    for k in 0..60u64 {
+        let mut r = rec(start + k * 30_000, [10, 5, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    for k in 0..360u64 {
+        let mut r = rec(start + k * 5_000 + 700, [10, 5, 0, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    let a = hits.iter().find(|a| a.entity.kind == EntityKind::ApiKey).expect("the key alerted");
+    assert_eq!(a.feature, "requests_sustained_cusum");
+    assert!(a.at_ms <= start + 10 * 60_000, "{a:?}");
+    explained(a);
+}
+
 fn steady(p: &Arc<Principal>, minutes: u64, bytes: impl Fn(u64) -> u32) -> Vec<Record> {
     let mut rs = Vec::new();
     for m in 0..minutes {
