@@ -1,7 +1,7 @@
 //! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
 //! its label), and the small state per (client, route) pair behind `limits suggest`.
 
-use super::sketch::{Counts10, Ewma, Q16, Ring10};
+use super::sketch::{Counts10, Ewma, Ring10, Q16};
 use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
