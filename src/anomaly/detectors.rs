@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) const WARM: u32 = 30;
 /// Active minutes and hours of history before the time-of-day profile is trusted.
 const HOURS_WARM_MINUTES: u32 = 20;
-const HOURS_WARM_HOURS: u32 = 24;
+const HOURS_WARM_HOURS: u32 = 36;
 /// Active minutes in an unusual clock hour that fire (a night burst is one or two).
 const HOUR_MINUTES: f64 = 8.0;
 /// Peer samples (entity-minutes) before a peer baseline is trusted.
@@ -431,7 +431,7 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 }
 
 /// Unusual hours: in the current clock hour, 8 active minutes (one alert an hour), when
-/// - the entity's time-of-day profile before this hour (after 20 active minutes over a day or more)
+/// - the entity's time-of-day profile before this hour (after 20 active minutes over 36 hours or more: a day and a half shows a morning and an evening)
 ///   has under 0.3% of its activity in this hour of the day and the hours beside it, and
 /// - the entity has a daily rhythm (concentration 0.3 or more) and this hour, relative to the centre
 ///   of its day, is night for the population: people are active in it (with the hours beside it)
