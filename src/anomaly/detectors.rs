@@ -356,11 +356,11 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
 }
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
-/// 4 MiB and the entity's own usual hour (mean + 6 sd, 4 x mean). The sum restarts after an alarm;
+/// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean). The sum restarts after an alarm;
 /// the baseline does not learn hours above half the limit.
 fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
-    let own = if st.active >= WARM { (m + 6.0 * sd).max(4.0 * m) } else { 0.0 };
+    let own = if st.active >= WARM { (m + 6.0 * sd).max(6.0 * m) } else { 0.0 };
     (own.max(HOURLY_FLOOR), own, m)
 }
 
