@@ -16,8 +16,9 @@ pub(crate) const WARM: u32 = 30;
 /// Active minutes and hours of history before the time-of-day profile is trusted.
 const HOURS_WARM_MINUTES: u32 = 20;
 const HOURS_WARM_HOURS: u32 = 36;
-/// Active minutes in an unusual clock hour that fire (a night burst is one or two).
-const HOUR_MINUTES: f64 = 8.0;
+/// Active minutes in an unusual clock hour that fire (a night burst is one or two; a person's rare
+/// evening at the desk is often under twelve).
+const HOUR_MINUTES: f64 = 12.0;
 /// Peer samples (entity-minutes) before a peer baseline is trusted.
 const PEERS_WARM: u64 = 200;
 /// CUSUM slack (in standard deviations) and decision level for slow exfiltration.
@@ -430,7 +431,7 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
     (total >= DAY_WARM).then(|| (day[(b + 23) % 24] + day[b] + day[(b + 1) % 24]) as f64 / 3.0 / total as f64)
 }
 
-/// Unusual hours: in the current clock hour, 8 active minutes (one alert an hour), when
+/// Unusual hours: in the current clock hour, 12 active minutes (one alert an hour), when
 /// - the entity's time-of-day profile before this hour (after 20 active minutes over 36 hours or more: a day and a half shows a morning and an evening)
 ///   has under 0.3% of its activity in this hour of the day and the hours beside it, and
 /// - the entity has a daily rhythm (concentration 0.3 or more) and this hour, relative to the centre

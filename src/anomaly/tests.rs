@@ -506,7 +506,7 @@ fn unusual_hours_after_a_profile() {
     let mut quiet = run(&mut engine, &mut rs);
     assert!(quiet.is_empty(), "{quiet:#?}");
     let mut rs = Vec::new();
-    for m in 0..10u64 {
+    for m in 0..15u64 {
         let mut r = rec(day0 + 5 * 86_400_000 + 3 * 3_600_000 + m * 60_000, [10, 4, 0, 1], 200);
         r.principal = Some(p.clone());
         rs.push(r);
