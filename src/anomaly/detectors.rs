@@ -277,8 +277,8 @@ fn rate_cusum(st: &State) -> Finding {
 }
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
-/// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 80% of the sum
-/// of their limits (8 by default); or 3 addresses and 2 agents at once for 6 active minutes in a row.
+/// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 70% of the sum
+/// of their limits (7 by default); or 3 addresses and 2 agents at once for 4 active minutes in a row.
 pub(crate) fn token_sharing(st: &State) -> Finding {
     let warm = st.active >= WARM;
     let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
