@@ -142,8 +142,9 @@ impl Kind {
     }
 }
 
-/// How much an event matters. Ordered: `Info < Low < Medium < High < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+/// How much an event (or a `portcullis scan` finding) matters. Ordered:
+/// `Info < Low < Medium < High < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -154,6 +155,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -189,6 +193,24 @@ impl Severity {
     /// OCSF `severity_id` (1 informational .. 5 critical).
     pub fn ocsf(self) -> u8 {
         self as u8 + 1
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+
+    /// Case-insensitive, surrounding space ignored (`--fail-on High`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown severity `{s}`: one of info, low, medium, high, critical"))
     }
 }
 

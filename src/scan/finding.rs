@@ -5,70 +5,9 @@
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 
-/// How bad a finding is; ordered `info < low < medium < high < critical` (`--fail-on` compares).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 5] =
-        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// SARIF's `level`: `error` for high and critical, `warning` for medium, `note` below.
-    pub fn sarif_level(self) -> &'static str {
-        match self {
-            Severity::Critical | Severity::High => "error",
-            Severity::Medium => "warning",
-            Severity::Low | Severity::Info => "note",
-        }
-    }
-
-    /// GitHub code scanning's `security-severity` (a CVSS-like score) for this severity.
-    pub fn security_severity(self) -> &'static str {
-        match self {
-            Severity::Critical => "9.5",
-            Severity::High => "8.0",
-            Severity::Medium => "5.5",
-            Severity::Low => "3.0",
-            Severity::Info => "0.0",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Severity::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown severity `{s}`: one of info, low, medium, high, critical"))
-    }
-}
+/// How bad a finding is: the security events' severity (`--fail-on` compares its order).
+pub use crate::events::Severity;
 
 /// A place in a file, 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

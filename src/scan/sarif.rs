@@ -4,7 +4,7 @@
 //! Suppressed findings keep their place with a `suppressions` entry of kind `inSource`, carrying the
 //! reason as the justification, so viewers show them as dismissed rather than hiding them.
 
-use super::finding::{Finding, Location, Rule};
+use super::finding::{Finding, Location, Rule, Severity};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{json, Map, Value};
 
@@ -55,16 +55,36 @@ pub fn set_run_properties(log: &mut Value, properties: Map<String, Value>) {
     }
 }
 
+/// SARIF's `level`: `error` for high and critical, `warning` for medium, `note` below.
+fn level(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical | Severity::High => "error",
+        Severity::Medium => "warning",
+        Severity::Low | Severity::Info => "note",
+    }
+}
+
+/// GitHub code scanning's `security-severity` (a CVSS-like score) for a severity.
+fn security_severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "9.5",
+        Severity::High => "8.0",
+        Severity::Medium => "5.5",
+        Severity::Low => "3.0",
+        Severity::Info => "0.0",
+    }
+}
+
 fn rule(r: &Rule) -> Value {
     json!({
         "id": r.id,
         "name": r.name,
         "shortDescription": { "text": r.name },
         "help": { "text": r.help },
-        "defaultConfiguration": { "level": r.severity.sarif_level() },
+        "defaultConfiguration": { "level": level(r.severity) },
         "properties": {
             "severity": r.severity.as_str(),
-            "security-severity": r.severity.security_severity(),
+            "security-severity": security_severity(r.severity),
             "tags": ["security"],
         },
     })
@@ -76,7 +96,7 @@ fn result(rules: &[Rule], f: &Finding) -> Value {
     if let Some(i) = rules.iter().position(|r| r.id == f.rule) {
         out.insert("ruleIndex".into(), Value::from(i));
     }
-    out.insert("level".into(), Value::from(f.severity.sarif_level()));
+    out.insert("level".into(), Value::from(level(f.severity)));
     let text = if f.message.is_empty() { f.title.clone() } else { format!("{}: {}", f.title, f.message) };
     out.insert("message".into(), json!({ "text": text }));
     let location = match (&f.location, &f.uri) {
@@ -92,7 +112,7 @@ fn result(rules: &[Rule], f: &Finding) -> Value {
     }
     let mut properties = Map::new();
     properties.insert("severity".into(), Value::from(f.severity.as_str()));
-    properties.insert("security-severity".into(), Value::from(f.severity.security_severity()));
+    properties.insert("security-severity".into(), Value::from(security_severity(f.severity)));
     properties.insert("fix".into(), Value::from(f.fix.as_str()));
     if let Some(c) = &f.category {
         properties.insert("category".into(), Value::from(c.as_str()));
