@@ -221,8 +221,7 @@ impl Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 impl Upstream {
@@ -239,7 +238,53 @@ impl Upstream {
     }
 }
 
-impl Drop for Upstream {
+/// An HTTP/1.1 server on a loopback port, on its own thread and runtime, stopped and joined on drop:
+/// the body of every test server ([`Upstream`], the scan tests' vulnerable API).
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Serves `handler` (given the connection's peer and the request) on a free loopback port; `peers`, when
+/// given, gets the peer of every accepted connection.
+pub fn serve<H, F>(peers: Option<Arc<Mutex<Vec<SocketAddr>>>>, handler: H) -> Served
+where
+    H: Fn(SocketAddr, hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, peer) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stop_rx => return,
+                };
+                if let Some(peers) = &peers {
+                    peers.lock().unwrap().push(peer);
+                }
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let answer = handler(peer, req);
+                        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    Served { addr, stop: Some(stop_tx), thread: Some(thread) }
+}
+
+impl Drop for Served {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -609,49 +654,21 @@ impl Upstream {
     /// Like [`Upstream::start`], with a fixed answer delay and a record of accepted connections.
     pub fn start_with(name: &'static str, opts: UpstreamOptions) -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let seen2 = seen.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, peer) = tokio::select! {
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                        _ = &mut stop_rx => return,
-                    };
-                    if let Some(peers) = &opts.peers {
-                        peers.lock().unwrap().push(peer);
-                    }
-                    let seen = seen2.clone();
-                    let delay = opts.delay;
-                    let extra = opts.headers.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let seen = seen.clone();
-                            let extra = extra.clone();
-                            async move {
-                                if !delay.is_zero() {
-                                    tokio::time::sleep(delay).await;
-                                }
-                                let mut resp = answer(name, &seen, req).await;
-                                for (k, v) in extra.iter() {
-                                    resp.headers_mut().append(*k, hyper::header::HeaderValue::from_static(v));
-                                }
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
+        let (seen2, delay, extra) = (seen.clone(), opts.delay, Arc::new(opts.headers));
+        let server = serve(opts.peers, move |_, req| {
+            let (seen, extra) = (seen2.clone(), extra.clone());
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
-            });
+                let mut resp = answer(name, &seen, req).await;
+                for (k, v) in extra.iter() {
+                    resp.headers_mut().append(*k, hyper::header::HeaderValue::from_static(v));
+                }
+                resp
+            }
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Upstream { addr, seen, stop: Some(stop_tx), thread: Some(thread) }
+        Upstream { addr: server.addr, seen, _server: server }
     }
 
     /// Every request this upstream has seen.

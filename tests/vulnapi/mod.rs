@@ -24,8 +24,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -269,8 +267,7 @@ pub struct VulnApi {
     pub layout: Layout,
     /// Arrival time, method and path of every request.
     pub log: Arc<Mutex<Vec<(Instant, String, String)>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::common::Served,
 }
 
 impl VulnApi {
@@ -295,34 +292,12 @@ impl VulnApi {
             hits: HashMap::new(),
         }));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let log2 = log.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                        _ = &mut stop_rx => return,
-                    };
-                    let (state, log) = (state.clone(), log2.clone());
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (state, log) = (state.clone(), log.clone());
-                            async move { Ok::<_, std::convert::Infallible>(handle(&state, &log, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let server = crate::common::serve(None, move |_, req| {
+            let (state, log) = (state.clone(), log2.clone());
+            async move { handle(&state, &log, req).await }
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        VulnApi { addr, layout, log, stop: Some(stop_tx), thread: Some(thread) }
+        VulnApi { addr: server.addr, layout, log, _server: server }
     }
 
     pub fn base_url(&self) -> String {
@@ -331,17 +306,6 @@ impl VulnApi {
 
     pub fn requests(&self) -> usize {
         self.log.lock().unwrap().len()
-    }
-}
-
-impl Drop for VulnApi {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -381,7 +345,6 @@ impl Elsewhere {
 type Resp = hyper::Response<Full<Bytes>>;
 
 fn respond(status: u16, body: Value, headers: &[(&str, String)]) -> (u16, Vec<u8>, Vec<(String, String)>) {
-    let _ = headers;
     (status, body.to_string().into_bytes(), headers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
 }
 
