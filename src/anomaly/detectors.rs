@@ -401,21 +401,6 @@ const RHYTHM: f64 = 0.3;
 const DAY_WARM: u64 = 2_000;
 /// The share of the population's activity per hour under which an hour of its day is night.
 const NIGHT: f64 = 0.005;
-/// The population's day is learned apart for people of a loose, a middling and a tight rhythm: an
-/// evening person's night and a nine-to-five person's late evening are the same hours from their
-/// centres.
-pub(crate) const DAY_BANDS: usize = 3;
-
-/// The band of the population's day for a rhythm (concentration) at or above [`RHYTHM`].
-fn day_band(rhythm: f64) -> usize {
-    if rhythm < 0.45 {
-        0
-    } else if rhythm < 0.6 {
-        1
-    } else {
-        2
-    }
-}
 
 /// The hour of day (UTC, fractional) at the centre of an entity's activity and how concentrated its
 /// activity is around it (the length of the mean resultant vector of its hours on the clock face).
@@ -483,7 +468,7 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut profile = st.hours;
     profile[h] = before;
     let (centre, rhythm) = day_centre(&profile);
-    if rhythm < RHYTHM || day_share(&sh.day[day_band(rhythm)], day_bin(h, centre)).is_none_or(|d| d >= NIGHT) {
+    if rhythm < RHYTHM || day_share(&sh.day, day_bin(h, centre)).is_none_or(|d| d >= NIGHT) {
         return f;
     }
     f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
@@ -650,7 +635,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
     if matches!(st.kind, Kind::Principal | Kind::ApiKey) && st.active >= HOURS_WARM_MINUTES {
         let (centre, rhythm) = day_centre(&st.hours);
         if rhythm >= RHYTHM {
-            sh.day[day_band(rhythm)][day_bin(h, centre)] += 1;
+            sh.day[day_bin(h, centre)] += 1;
         }
     }
     st.hours[h] = st.hours[h].saturating_add(1);

@@ -2,7 +2,7 @@
 //! runs the detectors and pushes [`Alert`]s. It runs on the detector thread (never on the data path)
 //! and owns no I/O: the runtime feeds it, snapshots it and acts on its alerts.
 
-use super::detectors::{self, Finding, Peer, DAY_BANDS, HEAVY, LIGHT};
+use super::detectors::{self, Finding, Peer, HEAVY, LIGHT};
 use super::hst::Forest;
 use super::sketch::{bit32, LogHistogram, Q16};
 use super::state::{short_label, Kind, Pair, State};
@@ -101,7 +101,7 @@ pub(crate) struct Shared {
     /// People's (principals' and keys') active minutes by hour relative to the centre of their own
     /// day: the population's daily rhythm, which tells a night from an evening.
     #[serde(default)]
-    pub(crate) day: [[u64; 24]; DAY_BANDS],
+    pub(crate) day: [u64; 24],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,7 +114,7 @@ struct Snapshot {
 }
 
 /// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 2;
 
 pub struct Engine {
     settings: Settings,
@@ -143,7 +143,7 @@ impl Engine {
             routes: Vec::new(),
             agents: BTreeMap::new(),
             ip_model: Forest::new(seed ^ 0x1111),
-            day: [[0; 24]; DAY_BANDS],
+            day: [0; 24],
             id_model: Forest::new(seed ^ 0x2222),
         };
         Engine::with_shared(settings, shared)
