@@ -29,7 +29,7 @@ const CUSUM_CAP: f64 = 4.0;
 /// The floor of the hourly response-bytes limit.
 const HOURLY_FLOOR: f64 = 4.0 * 1024.0 * 1024.0;
 /// Minutes with fewer response bytes never add to the CUSUM.
-const CUSUM_MIN_BYTES: u64 = 128 * 1024;
+const CUSUM_MIN_BYTES: u32 = 128 * 1024;
 /// The model fires when three consecutive windows of an entity fall below this normalised mass (typical
 /// windows are near 1).
 const MODEL_MASS: f64 = 0.02;
@@ -331,7 +331,7 @@ fn shared_now(st: &State) -> bool {
 /// times above the entity's own baseline, and 8 MiB or more; while cold, over four times its peers'
 /// 99.9th percentile.
 pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
-    let bytes = st.bytes_out as f64;
+    let bytes = f64::from(st.bytes_out);
     let mut f = Finding {
         detector: Detector::Exfiltration,
         feature: "response_bytes",
@@ -431,13 +431,17 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
     (total >= DAY_WARM).then(|| (day[(b + 23) % 24] + day[b] + day[(b + 1) % 24]) as f64 / 3.0 / total as f64)
 }
 
-/// Unusual hours: in the current clock hour, 12 active minutes (one alert an hour), when
-/// - the entity's time-of-day profile before this hour (after 20 active minutes over 36 hours or more: a day and a half shows a morning and an evening)
-///   has under 0.3% of its activity in this hour of the day and the hours beside it, and
-/// - the entity has a daily rhythm (concentration 0.3 or more) and this hour, relative to the centre
-///   of its day, is night for the population: people are active in it (with the hours beside it)
-///   under 0.5% of their time. An evening or an early start that an entity's short history has not
-///   shown yet is not a night.
+/// Unusual hours: activity in a clock hour the entity never uses (one alert an hour). Its
+/// time-of-day profile before this hour (after 20 active minutes over 36 hours or more: a day and a
+/// half shows a morning and an evening) must have under 0.3% of its activity in this hour of the day
+/// and the hours beside it. Then it fires on
+/// - 12 active minutes in the hour, when the entity has a daily rhythm (concentration 0.3 or more)
+///   and this hour, relative to the centre of its day, is night for the population: people are
+///   active in it (with the hours beside it) under 0.5% of their time. An evening or an early start
+///   that an entity's short history has not shown yet is not a night;
+/// - 24 active minutes, when the entity has no daily rhythm to place the hour with (two shifts, say);
+/// - 200 requests in the hour, whatever the population does at that hour: more than a person's
+///   longest session, at an hour this entity has never used.
 pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -468,14 +472,32 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut profile = st.hours;
     profile[h] = before;
     let (centre, rhythm) = day_centre(&profile);
-    if rhythm < RHYTHM || day_share(&sh.day, day_bin(h, centre)).is_none_or(|d| d >= NIGHT) {
+    f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
+    // Active minutes, not requests: a burst at night is one or two minutes; a session is many. At an
+    // hour the population calls night, 12; without a daily rhythm to place the hour, twice as many.
+    let minutes = match (rhythm >= RHYTHM).then(|| day_share(&sh.day, day_bin(h, centre))) {
+        Some(Some(d)) if d < NIGHT => Some(HOUR_MINUTES),
+        Some(Some(_)) => None,
+        _ => Some(2.0 * HOUR_MINUTES),
+    };
+    let by_minutes = minutes.map_or(0.0, |m| f64::from(st.hour_minutes) / m);
+    // Otherwise (an hour the population is often awake at), only heavy use: more requests than a
+    // person's longest session, at an hour the entity never uses.
+    let by_requests = f64::from(st.hour_requests) / HOUR_REQUESTS;
+    let never = "its own time-of-day profile, at an hour it never uses";
+    if by_minutes >= by_requests {
+        f.x = by_minutes;
+        if minutes != Some(HOUR_MINUTES) {
+            f.basis = never;
+        }
         return f;
     }
-    f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
-    // Active minutes, not requests: a burst at night is one or two minutes; a session is many.
-    f.x = f64::from(st.hour_minutes) / HOUR_MINUTES;
-    f
+    Finding { feature: "requests_in_hour", basis: never, observed: f64::from(st.hour_requests), x: by_requests, ..f }
 }
+
+/// Requests in a clock hour the entity never uses that are unusual even when the population is
+/// often awake at that hour: more than a person's longest working session.
+const HOUR_REQUESTS: f64 = 200.0;
 
 /// The bot score of an address and its main reason: scanner signature (0.97), the share of requests
 /// claiming a browser without the headers browsers always send (x 0.8), the share whose header order
@@ -525,7 +547,7 @@ pub(crate) fn features(st: &State) -> [f64; DIMS] {
         unit(f64::from(st.s429) / n),
         unit(distinct32(st.routes) / 32.0),
         unit(distinct32(st.params) / 32.0),
-        unit((st.bytes_out as f64 / n).ln_1p() / 1e7f64.ln_1p()),
+        unit((f64::from(st.bytes_out) / n).ln_1p() / 1e7f64.ln_1p()),
         unit(f64::from(st.new_routes) / n),
     ]
 }
@@ -564,7 +586,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         st.model_mass = Q16::ONE;
         st.model_mass2 = Q16::ONE;
     }
-    let y = (st.bytes_out as f64).ln_1p();
+    let y = (f64::from(st.bytes_out)).ln_1p();
     if person {
         shared_streak(st);
     }
@@ -624,7 +646,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
             st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
         }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
-            p.kib.add(st.bytes_out as f64 / 1024.0);
+            p.kib.add(f64::from(st.bytes_out) / 1024.0);
         }
     }
     if quiet(Detector::TokenSharing) {

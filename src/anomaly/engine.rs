@@ -455,6 +455,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         if hour != st.hour {
             st.hour = hour;
             st.hour_minutes = 0;
+            st.hour_requests = 0;
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
     }
@@ -462,6 +463,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     st.hour_bytes = (f64::from(st.hour_bytes) * (-dt / 3_600_000.0).exp() + f64::from(r.bytes_out)) as f32;
     st.last_ms = st.last_ms.max(r.at_ms);
     st.req = st.req.saturating_add(1);
+    st.hour_requests = st.hour_requests.saturating_add(1);
     match r.status {
         401 => st.s401 = st.s401.saturating_add(1),
         403 => st.s403 = st.s403.saturating_add(1),
@@ -470,7 +472,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
         _ => {}
     }
     st.bytes_in = st.bytes_in.saturating_add(r.bytes_in);
-    st.bytes_out += u64::from(r.bytes_out);
+    st.bytes_out = st.bytes_out.saturating_add(r.bytes_out);
     st.req10.add(minute, 1);
     if matches!(r.status, 403 | 404) {
         st.err10.add(minute, 1);

@@ -58,7 +58,8 @@ pub(crate) struct State {
     /// the baselines.
     pub(crate) alerted: u16,
     pub(crate) bytes_in: u32,
-    pub(crate) bytes_out: u64,
+    /// Response bytes in the current minute (saturating at 4 GiB).
+    pub(crate) bytes_out: u32,
     pub(crate) routes: u32,
     pub(crate) params: u32,
     /// Every route the entity ever used (route index mod 128): the new-route ratio.
@@ -126,6 +127,9 @@ pub(crate) struct State {
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
     pub(crate) hour_minutes: u8,
+    /// Requests in the current clock hour (saturating at 255, above what the detector needs).
+    #[serde(default)]
+    pub(crate) hour_requests: u8,
     /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
     /// stops.
     pub(crate) streak_light: u16,

@@ -518,6 +518,51 @@ fn unusual_hours_after_a_profile() {
 }
 
 #[test]
+fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
+    // Mornings and evenings, 08:00-10:00 and 20:00-22:00: no single centre of day, so the
+    // population's night cannot place an hour for this person.
+    let mut engine = Engine::new(settings());
+    let p = person("two-shifts", PrincipalKind::Jwt);
+    let day0 = T0 - 8 * 3_600_000; // midnight
+    let at = |d: u64, h: u64, m: u64, s: u64| day0 + d * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000;
+    let mine = |t: u64| {
+        let mut r = rec(t, [10, 4, 0, 2], 200);
+        r.principal = Some(p.clone());
+        r
+    };
+    let mut rs = Vec::new();
+    for d in 0..5u64 {
+        for h in [8u64, 9, 20, 21] {
+            for m in 0..60 {
+                rs.push(mine(at(d, h, m, 0)));
+            }
+        }
+    }
+    let mut seen = run(&mut engine, &mut rs);
+    assert!(seen.is_empty(), "{seen:#?}");
+    // A short session at 02:00: quiet.
+    let mut rs: Vec<Record> = (0..15).map(|m| mine(at(5, 2, m, 0))).collect();
+    seen.extend(run(&mut engine, &mut rs));
+    assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
+    // Ten busy minutes at 15:00, 25 requests each: more than a person's longest session.
+    let mut rs: Vec<Record> =
+        (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| mine(at(5, 15, m, s))).collect();
+    let heavy = run(&mut engine, &mut rs);
+    let hits = only(&heavy, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{heavy:#?}");
+    assert_eq!(hits[0].feature, "requests_in_hour");
+    explained(hits[0]);
+    assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
+    // Half an hour at 06:00, a request a minute: twice the active minutes a night needs.
+    let mut rs: Vec<Record> = (0..30).map(|m| mine(at(6, 6, m, 0))).collect();
+    let long = run(&mut engine, &mut rs);
+    let hits = only(&long, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{long:#?}");
+    assert_eq!(hits[0].feature, "active_minutes_in_hour");
+    assert_eq!(hits[0].observed, 24.0);
+}
+
+#[test]
 fn automation_scanner_and_headless_claims() {
     let mut engine = Engine::new(settings());
     let mut r = rec(T0, [192, 0, 2, 99], 404);
