@@ -184,8 +184,8 @@ fn stages_never_name_the_event_outputs() {
 
 /// The threads fed once per request (the live statistics' top lists and the anomaly detector) are
 /// woken by time and drain their queues, never parked in a blocking receive: a parked receiver makes
-/// every sender wake it, a futex call and a context switch on the proxy's core per request (measured
-/// at a fifth of the plain proxy's throughput when the live-stats thread did).
+/// every sender wake it, a futex call and a context switch on the proxy's core per request (the plain
+/// bench went from 0.81 to 0.98 of NGINX's throughput, paired, when the live-stats thread stopped).
 #[test]
 fn per_request_queues_are_polled_not_waited_on() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

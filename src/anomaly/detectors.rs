@@ -440,8 +440,8 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 ///   active in it (with the hours beside it) under 0.5% of their time. An evening or an early start
 ///   that an entity's short history has not shown yet is not a night;
 /// - 24 active minutes, when the entity has no daily rhythm to place the hour with (two shifts, say);
-/// - 200 requests in the hour, whatever the population does at that hour: more than a person's
-///   longest session, at an hour this entity has never used.
+/// - 200 requests in the hour, whatever the population does at that hour (and before its day is
+///   learned): more than a person's long working session, at an hour this entity has never used.
 pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -475,10 +475,11 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     f.baseline = f64::from(before) / f64::from((span_h / 24).max(1));
     // Active minutes, not requests: a burst at night is one or two minutes; a session is many. At an
     // hour the population calls night, 12; without a daily rhythm to place the hour, twice as many.
+    // (A population whose day is not learned yet cannot call an hour night: requests only.)
     let minutes = match (rhythm >= RHYTHM).then(|| day_share(&sh.day, day_bin(h, centre))) {
         Some(Some(d)) if d < NIGHT => Some(HOUR_MINUTES),
-        Some(Some(_)) => None,
-        _ => Some(2.0 * HOUR_MINUTES),
+        Some(_) => None,
+        None => Some(2.0 * HOUR_MINUTES),
     };
     let by_minutes = minutes.map_or(0.0, |m| f64::from(st.hour_minutes) / m);
     // Otherwise (an hour the population is often awake at), only heavy use: more requests than a

@@ -58,7 +58,9 @@ pub(crate) struct State {
     /// the baselines.
     pub(crate) alerted: u16,
     pub(crate) bytes_in: u32,
-    /// Response bytes in the current minute (saturating at 4 GiB).
+    /// Response bytes in the current minute (saturating at 4 GiB; a snapshot from before it was a
+    /// `u32` is read the same way).
+    #[serde(deserialize_with = "saturating_u32")]
     pub(crate) bytes_out: u32,
     pub(crate) routes: u32,
     pub(crate) params: u32,
@@ -127,9 +129,9 @@ pub(crate) struct State {
     pub(crate) hours: [u16; 24],
     pub(crate) hour: u32,
     pub(crate) hour_minutes: u8,
-    /// Requests in the current clock hour (saturating at 255, above what the detector needs).
+    /// Requests in the current clock hour.
     #[serde(default)]
-    pub(crate) hour_requests: u8,
+    pub(crate) hour_requests: u16,
     /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
     /// stops.
     pub(crate) streak_light: u16,
@@ -146,6 +148,12 @@ impl State {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.label.len()
     }
+}
+
+/// A `u64` in a snapshot read as a `u32`, capped at `u32::MAX`.
+fn saturating_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = <u64 as Deserialize>::deserialize(d)?;
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
 }
 
 /// Cuts a label to [`MAX_LABEL`] bytes on a character boundary.
@@ -178,6 +186,20 @@ mod tests {
         let size = std::mem::size_of::<State>();
         eprintln!("State: {size} bytes");
         assert!(size + MAX_LABEL <= 440, "State is {size} bytes");
+    }
+
+    #[test]
+    fn minute_bytes_from_an_older_snapshot_saturate() {
+        #[derive(Deserialize)]
+        struct W {
+            #[serde(deserialize_with = "saturating_u32")]
+            v: u32,
+        }
+        let w: W = serde_json::from_str(r#"{"v": 5000000000}"#).unwrap();
+        assert_eq!(w.v, u32::MAX);
+        let w: W = serde_json::from_str(r#"{"v": 1234}"#).unwrap();
+        assert_eq!(w.v, 1234);
+        assert!(serde_json::from_str::<W>(r#"{"v": -1}"#).is_err());
     }
 
     #[test]

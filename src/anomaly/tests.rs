@@ -560,6 +560,36 @@ fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     assert_eq!(hits.len(), 1, "{long:#?}");
     assert_eq!(hits[0].feature, "active_minutes_in_hour");
     assert_eq!(hits[0].observed, 24.0);
+    assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
+}
+
+#[test]
+fn unusual_hours_before_the_population_day_is_learned() {
+    // Three nine-to-five days: 1,440 active minutes, under the 2,000 the population's day needs.
+    let mut engine = Engine::new(settings());
+    let p = person("new-deployment", PrincipalKind::Jwt);
+    let day0 = T0 - 8 * 3_600_000; // midnight
+    let at = |d: u64, h: u64, m: u64, s: u64| day0 + d * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000;
+    let mine = |t: u64| {
+        let mut r = rec(t, [10, 4, 0, 3], 200);
+        r.principal = Some(p.clone());
+        r
+    };
+    let mut rs: Vec<Record> =
+        (0..3u64).flat_map(|d| (9 * 60..17 * 60).map(move |m| at(d, 0, m, 0))).map(mine).collect();
+    let mut seen = run(&mut engine, &mut rs);
+    // Half an hour at 03:00 cannot be called night yet: quiet.
+    let mut rs: Vec<Record> = (0..30).map(|m| mine(at(3, 3, m, 0))).collect();
+    seen.extend(run(&mut engine, &mut rs));
+    assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
+    // 250 requests at 20:00, an hour it never uses: heavy use needs no population.
+    let mut rs: Vec<Record> =
+        (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| mine(at(3, 20, m, s))).collect();
+    let heavy = run(&mut engine, &mut rs);
+    let hits = only(&heavy, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{heavy:#?}");
+    assert_eq!(hits[0].feature, "requests_in_hour");
+    assert_eq!(hits[0].observed, 200.0);
 }
 
 #[test]

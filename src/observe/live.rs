@@ -341,19 +341,21 @@ impl Live {
         self.running.store(true, Relaxed);
         std::thread::Builder::new().name("live-stats".into()).spawn(move || {
             let mut next = Instant::now() + Duration::from_secs(1);
+            let mut more = false;
             loop {
                 // Polled, never blocked on: a receiver waiting in `recv` makes every sender wake it,
-                // a futex call and a context switch for every eighth request (measured at about a
-                // sixth of the proxy's throughput). Woken by time instead, it drains what came
-                // meanwhile; the queue holds POLL's worth of samples at well over 100,000 requests a
-                // second.
-                std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
-                let Some(live) = live.upgrade() else { return };
-                match rx.try_recv() {
-                    Ok(sample) => live.take(sample, &rx),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                // a futex call and a context switch for every sampled request. Woken by time
+                // instead, it drains what came meanwhile, and at once again when it found a full
+                // queue (a flood of refusals, each of which is offered).
+                if !more {
+                    std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
                 }
+                let Some(live) = live.upgrade() else { return };
+                more = match rx.try_recv() {
+                    Ok(sample) => live.take(sample, &rx) >= QUEUE,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => false,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                };
                 if Instant::now() >= next {
                     live.tick_now(unix_now());
                     next += Duration::from_secs(1);
@@ -367,8 +369,9 @@ impl Live {
         Ok(())
     }
 
-    /// Puts one sample and whatever else is queued into the top lists.
-    fn take(&self, first: Sample, rx: &Receiver<Sample>) {
+    /// Puts one sample and whatever else is queued (up to [`QUEUE`] in all) into the top lists; returns
+    /// how many.
+    fn take(&self, first: Sample, rx: &Receiver<Sample>) -> usize {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut add = |s: Sample| {
             let refusals = u64::from(s.refused);
@@ -379,9 +382,12 @@ impl Live {
             st.client_ips.add(s.client_ip, u64::from(s.weight), refusals);
         };
         add(first);
-        for s in rx.try_iter().take(QUEUE) {
+        let mut n = 1;
+        for s in rx.try_iter().take(QUEUE - 1) {
             add(s);
+            n += 1;
         }
+        n
     }
 
     /// The ticks so far, changed once a second (`stats/stream` waits on it).
