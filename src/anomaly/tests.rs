@@ -517,36 +517,46 @@ fn unusual_hours_after_a_profile() {
     explained(hits[0]);
 }
 
+/// Record time of day `d` (from the midnight before `T0`), hour, minute and second.
+fn day_at(d: u64, h: u64, m: u64, s: u64) -> u64 {
+    T0 - 8 * 3_600_000 + d * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000
+}
+
+/// A request of principal `p` at `t`, from one address.
+fn of(p: &Arc<Principal>, t: u64) -> Record {
+    let mut r = rec(t, [10, 4, 0, 2], 200);
+    r.principal = Some(p.clone());
+    r
+}
+
+/// Ten minutes of 25 requests each (250), from hour `h` of day `d`.
+fn busy_ten_minutes(p: &Arc<Principal>, d: u64, h: u64) -> Vec<Record> {
+    (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| of(p, day_at(d, h, m, s))).collect()
+}
+
 #[test]
 fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     // Mornings and evenings, 08:00-10:00 and 20:00-22:00: no single centre of day, so the
     // population's night cannot place an hour for this person.
     let mut engine = Engine::new(settings());
     let p = person("two-shifts", PrincipalKind::Jwt);
-    let day0 = T0 - 8 * 3_600_000; // midnight
-    let at = |d: u64, h: u64, m: u64, s: u64| day0 + d * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000;
-    let mine = |t: u64| {
-        let mut r = rec(t, [10, 4, 0, 2], 200);
-        r.principal = Some(p.clone());
-        r
-    };
+    let mine = |t: u64| of(&p, t);
     let mut rs = Vec::new();
     for d in 0..5u64 {
         for h in [8u64, 9, 20, 21] {
             for m in 0..60 {
-                rs.push(mine(at(d, h, m, 0)));
+                rs.push(mine(day_at(d, h, m, 0)));
             }
         }
     }
     let mut seen = run(&mut engine, &mut rs);
     assert!(seen.is_empty(), "{seen:#?}");
     // A short session at 02:00: quiet.
-    let mut rs: Vec<Record> = (0..15).map(|m| mine(at(5, 2, m, 0))).collect();
+    let mut rs: Vec<Record> = (0..15).map(|m| mine(day_at(5, 2, m, 0))).collect();
     seen.extend(run(&mut engine, &mut rs));
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
     // Ten busy minutes at 15:00, 25 requests each: more than a person's longest session.
-    let mut rs: Vec<Record> =
-        (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| mine(at(5, 15, m, s))).collect();
+    let mut rs: Vec<Record> = busy_ten_minutes(&p, 5, 15);
     let heavy = run(&mut engine, &mut rs);
     let hits = only(&heavy, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{heavy:#?}");
@@ -554,7 +564,7 @@ fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     explained(hits[0]);
     assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
     // Half an hour at 06:00, a request a minute: twice the active minutes a night needs.
-    let mut rs: Vec<Record> = (0..30).map(|m| mine(at(6, 6, m, 0))).collect();
+    let mut rs: Vec<Record> = (0..30).map(|m| mine(day_at(6, 6, m, 0))).collect();
     let long = run(&mut engine, &mut rs);
     let hits = only(&long, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{long:#?}");
@@ -568,23 +578,16 @@ fn unusual_hours_before_the_population_day_is_learned() {
     // Three nine-to-five days: 1,440 active minutes, under the 2,000 the population's day needs.
     let mut engine = Engine::new(settings());
     let p = person("new-deployment", PrincipalKind::Jwt);
-    let day0 = T0 - 8 * 3_600_000; // midnight
-    let at = |d: u64, h: u64, m: u64, s: u64| day0 + d * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000;
-    let mine = |t: u64| {
-        let mut r = rec(t, [10, 4, 0, 3], 200);
-        r.principal = Some(p.clone());
-        r
-    };
+    let mine = |t: u64| of(&p, t);
     let mut rs: Vec<Record> =
-        (0..3u64).flat_map(|d| (9 * 60..17 * 60).map(move |m| at(d, 0, m, 0))).map(mine).collect();
+        (0..3u64).flat_map(|d| (9 * 60..17 * 60).map(move |m| day_at(d, 0, m, 0))).map(mine).collect();
     let mut seen = run(&mut engine, &mut rs);
     // Half an hour at 03:00 cannot be called night yet: quiet.
-    let mut rs: Vec<Record> = (0..30).map(|m| mine(at(3, 3, m, 0))).collect();
+    let mut rs: Vec<Record> = (0..30).map(|m| mine(day_at(3, 3, m, 0))).collect();
     seen.extend(run(&mut engine, &mut rs));
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
     // 250 requests at 20:00, an hour it never uses: heavy use needs no population.
-    let mut rs: Vec<Record> =
-        (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| mine(at(3, 20, m, s))).collect();
+    let mut rs: Vec<Record> = busy_ten_minutes(&p, 3, 20);
     let heavy = run(&mut engine, &mut rs);
     let hits = only(&heavy, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{heavy:#?}");
