@@ -4,7 +4,7 @@
 //! come from the entity's own baseline once it has [`WARM`] active minutes of history, from its peers
 //! (same role) before, and from fixed floors when peers are few. See docs/anomaly.md.
 
-use super::engine::{emit, Ctx, Shared};
+use super::engine::{emit, emit_reached, Ctx, Shared};
 use super::hst::DIMS;
 use super::sketch::{distinct32, LogHistogram, Q16};
 use super::state::{Kind, State};
@@ -89,16 +89,12 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     let peer = sh.peers.get(st.peer as usize);
     emit(st, volumetric(st, peer), ctx, at, alerts);
     let f = token_sharing(st);
-    let fired = st.alerted;
-    emit(st, f, ctx, at, alerts);
-    if f.feature == "minutes_shared" && st.alerted != fired {
+    if emit_reached(st, f, ctx, at, alerts) && f.feature == "minutes_shared" {
         // Restart the streak after an alarm: the ten-minute window still holds the same networks.
         st.shared_minutes = 0;
     }
     let f = exfiltration(st, peer);
-    let fired = st.alerted;
-    emit(st, f, ctx, at, alerts);
-    if f.feature == "response_bytes_per_hour" && st.alerted != fired {
+    if emit_reached(st, f, ctx, at, alerts) && f.feature == "response_bytes_per_hour" {
         // Restart the hour after an alarm: a lasting drain fires again, its memory does not.
         st.hour_bytes = 0.0;
     }
@@ -353,7 +349,50 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
         f.baseline = q * 1024.0;
         f.x = bytes / 1024.0 / (4.0 * q);
     }
-    larger(f, hourly)
+    larger(larger(f, hourly), bulk_downloads(st))
+}
+
+/// A response this large is a bulk download (an export, a dump, a page of thousands of rows); the
+/// pages, objects and searches of an application are a few KiB.
+pub(crate) const LARGE_RESPONSE: u32 = 100 * 1024;
+/// Large responses over about ten minutes that fire ...
+const BULK_COUNT: f64 = 4.0;
+/// ... when they are at least this share of the entity's requests in the same ten minutes.
+const BULK_SHARE: f64 = 0.5;
+
+/// The large responses in the window and their share of the entity's requests in it.
+fn bulk_now(st: &State) -> (f64, f64) {
+    let n = f64::from(st.bulk.count());
+    (n, n / st.req10.ten().max(1.0))
+}
+
+/// Called when a large response is counted: while the entity is still learning (under [`WARM`] active
+/// minutes), a window that would fire marks bulk downloads as its own normal, and the bulk tier never
+/// fires for it (an export integration, a reporting job). Its hourly and CUSUM tiers still watch it.
+pub(crate) fn learn_bulk(st: &mut State) {
+    let (n, share) = bulk_now(st);
+    if st.active < WARM && n >= BULK_COUNT && share >= BULK_SHARE {
+        st.bulk.set_flag();
+    }
+}
+
+/// Exfiltration, bulk: four or more responses of 100 KiB or more over about ten minutes (five spans
+/// of two minutes), making half or more of the entity's requests in those minutes: a client that
+/// does little but pull bulk data. A person's busy session holds a few exports among many pages; an
+/// export integration shows the pattern while it learns, which exempts it (see [`learn_bulk`]).
+/// Judged on every response, so a fast drain is found within seconds of its fourth download.
+fn bulk_downloads(st: &State) -> Finding {
+    let (n, share) = bulk_now(st);
+    let own = st.active >= WARM && !st.bulk.flag();
+    Finding {
+        detector: Detector::Exfiltration,
+        feature: "large_responses",
+        basis: "the fixed limit, when they are half its requests or more,",
+        baseline: BULK_COUNT,
+        observed: n,
+        x: if own { (n / BULK_COUNT).min(share / BULK_SHARE) } else { 0.0 },
+        window_s: 600,
+    }
 }
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
@@ -441,7 +480,9 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 ///   that an entity's short history has not shown yet is not a night;
 /// - 24 active minutes, when the entity has no daily rhythm to place the hour with (two shifts, say);
 /// - 200 requests in the hour, whatever the population does at that hour (and before its day is
-///   learned): more than a person's long working session, at an hour this entity has never used.
+///   learned): more than a person's long working session, at an hour this entity has never used;
+/// - 6 minutes in a row with 4 requests or more each, in the hour, whatever the population does:
+///   sustained use, found in about six minutes where the other tiers take twelve or more.
 pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -485,16 +526,35 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     // Otherwise (an hour the population is often awake at), only heavy use: more requests than a
     // person's longest session, at an hour the entity never uses.
     let by_requests = f64::from(st.hour_requests) / HOUR_REQUESTS;
+    // Or sustained use: minutes in a row in this hour, each with 4 requests or more (the current one
+    // counts once it has them).
+    let busy = (u32::from(st.streak_light) + u32::from(st.req >= LIGHT)).min(u32::from(st.hour_minutes));
+    let by_streak = f64::from(busy) / HOUR_BUSY_MINUTES;
     let never = "its own time-of-day profile, at an hour it never uses";
-    if by_minutes >= by_requests {
+    if by_minutes >= by_requests && by_minutes >= by_streak {
         f.x = by_minutes;
         if minutes != Some(HOUR_MINUTES) {
             f.basis = never;
         }
         return f;
     }
+    if by_streak > by_requests {
+        return Finding {
+            feature: "busy_minutes_in_a_row",
+            basis: never,
+            observed: f64::from(busy),
+            x: by_streak,
+            window_s: busy * 60,
+            ..f
+        };
+    }
     Finding { feature: "requests_in_hour", basis: never, observed: f64::from(st.hour_requests), x: by_requests, ..f }
 }
+
+/// Minutes in a row, each with 4 requests or more, in a clock hour the entity never uses: a session
+/// that keeps going. A person's long working session averages two or three requests a minute, and a
+/// burst (a page loading many items) fills one or two minutes.
+const HOUR_BUSY_MINUTES: f64 = 8.0;
 
 /// Requests in a clock hour the entity never uses that are unusual even when the population is
 /// often awake at that hour: more than a person's longest working session.
@@ -595,9 +655,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         let lr = f64::from(st.req).ln_1p();
         let z = ((lr - st.lrate.mean()) / st.lrate.sd().max(0.25)).min(CUSUM_CAP);
         st.rate_cusum = Q16::new((st.rate_cusum.get() + z - RATE_CUSUM_K).clamp(0.0, 2.0 * RATE_CUSUM_H));
-        let fired = st.alerted & (1 << (Detector::Volumetric as u16));
-        emit(st, rate_cusum(st), ctx, at, alerts);
-        if st.alerted & (1 << (Detector::Volumetric as u16)) != fired {
+        if emit_reached(st, rate_cusum(st), ctx, at, alerts) {
             st.rate_cusum = Q16::default();
         }
     }
@@ -606,9 +664,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         // Exfiltration is volume: a light minute never adds, however unusual for the entity.
         let z = if st.bytes_out < CUSUM_MIN_BYTES { z.min(0.0) } else { z };
         st.cusum = Q16::new((st.cusum.get() + z - CUSUM_K).clamp(0.0, 2.0 * CUSUM_H));
-        let fired = st.alerted & (1 << (Detector::Exfiltration as u16));
-        emit(st, exfiltration_cusum(st), ctx, at, alerts);
-        if st.alerted & (1 << (Detector::Exfiltration as u16)) != fired {
+        if emit_reached(st, exfiltration_cusum(st), ctx, at, alerts) {
             // Restart after an alarm (the usual CUSUM rule): a lasting drift fires again.
             st.cusum = Q16::default();
         }

@@ -429,6 +429,7 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     st.streak_light = light;
     st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
+    st.bulk.advance(st.minute, minute);
     st.err10.advance(st.minute, minute);
     st.ring_a.advance(st.minute, minute);
     st.ring_b.advance(st.minute, minute);
@@ -474,6 +475,10 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     st.bytes_in = st.bytes_in.saturating_add(r.bytes_in);
     st.bytes_out = st.bytes_out.saturating_add(r.bytes_out);
     st.req10.add(minute, 1);
+    if r.bytes_out >= detectors::LARGE_RESPONSE {
+        st.bulk.add(minute);
+        detectors::learn_bulk(st);
+    }
     if matches!(r.status, 403 | 404) {
         st.err10.add(minute, 1);
     }
@@ -684,6 +689,20 @@ fn random_seed() -> u64 {
 
 /// Builds an [`Alert`] from a finding when its score reaches the threshold for the sensitivity and the
 /// detector's cooldown on the entity has passed.
+/// [`emit`], and whether this finding reached its level (alerted, or would have but for the
+/// cooldown). A detector that restarts a sum after its alarm asks this: the detector's bit for the
+/// minute may already have been set by another of its features, and the sum must restart all the same
+/// (else it stays at its cap and fires again after every cooldown).
+pub(crate) fn emit_reached(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts: &mut Vec<Alert>) -> bool {
+    let bit = 1 << (f.detector as u16);
+    let before = st.alerted & bit;
+    st.alerted &= !bit;
+    emit(st, f, ctx, at_ms, alerts);
+    let reached = st.alerted & bit != 0;
+    st.alerted |= before;
+    reached
+}
+
 pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts: &mut Vec<Alert>) {
     let d = f.detector;
     if !(ctx.on(d) && f.x.is_finite() && f.x > 0.0) {

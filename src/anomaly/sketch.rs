@@ -149,6 +149,49 @@ impl Counts10 {
     }
 }
 
+/// Large responses over about the last ten minutes, in one `u16`: five 3-bit counts of two minutes
+/// each (saturating at 7, so the sum reaches 35), and in the top bit a flag the owner keeps (for the
+/// exfiltration detector: pulling many large responses is this entity's own normal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Bulk(u16);
+
+impl Bulk {
+    const FLAG: u16 = 1 << 15;
+
+    fn slot(minute: u32) -> u32 {
+        3 * (minute / 2 % 5)
+    }
+
+    /// Moves the window from minute `from` to minute `to` (clearing the two-minute spans between).
+    pub(crate) fn advance(&mut self, from: u32, to: u32) {
+        let steps = (to / 2).saturating_sub(from / 2).min(5);
+        for k in 1..=steps {
+            self.0 &= !(0b111 << Bulk::slot(from + 2 * k));
+        }
+    }
+
+    pub(crate) fn add(&mut self, minute: u32) {
+        let at = Bulk::slot(minute);
+        if (self.0 >> at) & 0b111 < 7 {
+            self.0 += 1 << at;
+        }
+    }
+
+    /// Large responses in the window (the current two minutes and the four spans before).
+    pub(crate) fn count(self) -> u32 {
+        (0..5).map(|i| u32::from((self.0 >> (3 * i)) & 0b111)).sum()
+    }
+
+    pub(crate) fn flag(self) -> bool {
+        self.0 & Bulk::FLAG != 0
+    }
+
+    pub(crate) fn set_flag(&mut self) {
+        self.0 |= Bulk::FLAG;
+    }
+}
+
 /// Number of buckets of [`LogHistogram`]: bucket 0 holds 0, bucket `i` holds values in
 /// `[GROWTH^(i-1), GROWTH^i)`; the last bucket holds everything above.
 const BUCKETS: usize = 96;
@@ -270,5 +313,37 @@ mod tests {
         h.add(f64::NAN);
         h.add(-3.0);
         assert_eq!(LogHistogram::default().quantile(0.5), 0.0);
+    }
+
+    #[test]
+    fn bulk_counts_ten_minutes_in_two_minute_spans() {
+        let mut b = Bulk::default();
+        let mut minute = 1000;
+        for _ in 0..3 {
+            b.add(minute);
+        }
+        b.advance(minute, minute + 1);
+        minute += 1;
+        b.add(minute);
+        assert_eq!(b.count(), 4);
+        // Each span saturates at 7 and never carries into the next.
+        for _ in 0..20 {
+            b.add(minute);
+        }
+        assert_eq!(b.count(), 7);
+        b.set_flag();
+        b.advance(minute, minute + 2);
+        minute += 2;
+        b.add(minute);
+        assert_eq!(b.count(), 8);
+        // Ten minutes on, the first span is gone; the flag stays.
+        b.advance(minute, minute + 8);
+        assert_eq!(b.count(), 1);
+        assert!(b.flag());
+        b.advance(minute + 8, minute + 1000);
+        assert_eq!(b.count(), 0);
+        assert!(b.flag());
+        // Its snapshot form is a plain number.
+        assert_eq!(serde_json::to_string(&b).unwrap(), "32768");
     }
 }

@@ -1,7 +1,7 @@
 //! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
 //! its label), and the small state per (client, route) pair behind `limits suggest`.
 
-use super::sketch::{Counts10, Ewma, Ring10, Q16};
+use super::sketch::{Bulk, Counts10, Ewma, Ring10, Q16};
 use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,10 @@ pub(crate) struct State {
     /// The longest light streak this entity has ended without an alert: its own normal.
     #[serde(default)]
     pub(crate) streak_light_max: u16,
+    /// Large responses over about the last ten minutes; its flag: pulling many of them is this
+    /// entity's own normal (seen while it was still learning). Two bytes, in what was padding.
+    #[serde(default)]
+    pub(crate) bulk: Bulk,
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],

@@ -479,8 +479,8 @@ fn exfiltration_sudden_and_slow() {
     assert!(["response_bytes", "response_bytes_per_hour"].contains(&hits[0].feature), "{:?}", hits[0]);
     explained(hits[0]);
 
-    // Slow: after 90 minutes, each response 150 KB, at the same rate.
-    let mut rs = steady(&p, 130, |i| if i < 270 { noise(i) } else { 150_000 + noise(i) });
+    // Slow: after 90 minutes, each response 90 KB (under the bulk tier's 100 KiB), at the same rate.
+    let mut rs = steady(&p, 130, |i| if i < 270 { noise(i) } else { 90_000 + noise(i) });
     let alerts = run(&mut Engine::new(settings()), &mut rs);
     let hits = only(&alerts, Detector::Exfiltration);
     // Once per cooldown (10 minutes) while the drift lasts (40 minutes).
@@ -488,6 +488,57 @@ fn exfiltration_sudden_and_slow() {
     assert!(["response_bytes_cusum", "response_bytes_per_hour"].contains(&hits[0].feature), "{:?}", hits[0]);
     assert!(hits[0].at_ms <= T0 + 100 * 60_000, "{:?}", hits[0]);
     assert!(only(&alerts, Detector::Volumetric).is_empty());
+}
+
+/// A record of `p` at `t` with `bytes` in its response.
+fn sized(p: &Arc<Principal>, t: u64, bytes: u32) -> Record {
+    let mut r = rec(t, [10, 3, 0, 1], 200);
+    r.principal = Some(p.clone());
+    r.bytes_out = bytes;
+    r
+}
+
+#[test]
+fn exfiltration_bulk_downloads() {
+    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
+    let min = 60_000;
+    // Forty minutes of pages (its history), a quarter of an hour away, then exports only.
+    let p = person("bulk", PrincipalKind::Jwt);
+    let mut rs = steady(&p, 40, noise);
+    let start = T0 + 55 * min;
+    rs.extend((0..6).map(|k| sized(&p, start + k * 12_000, 300_000)));
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::Exfiltration);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert_eq!(hits[0].feature, "large_responses");
+    assert_eq!(hits[0].observed, 4.0);
+    // Found on the fourth download, not at the end of its minute.
+    assert_eq!(hits[0].at_ms, start + 3 * 12_000);
+    explained(hits[0]);
+
+    // The same four downloads inside a busy session (ten pages between each): half its requests are
+    // not downloads, so the bulk tier stays quiet; three downloads alone are quiet too.
+    let p = person("busy", PrincipalKind::Jwt);
+    let mut rs = steady(&p, 40, noise);
+    for k in 0..4u64 {
+        rs.extend((0..10).map(|j| sized(&p, start + k * 20_000 + j * 1_000, noise(j))));
+        rs.push(sized(&p, start + k * 20_000 + 15_000, 300_000));
+    }
+    rs.extend((0..3).map(|k| sized(&p, start + 30 * min + k * 10_000, 300_000)));
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    assert!(only(&alerts, Detector::Exfiltration).is_empty(), "{alerts:#?}");
+
+    // An export job that pulls five files every quarter of an hour from its first day: it showed the
+    // pattern while it learned, so the pattern is its normal.
+    let p = person("export-job", PrincipalKind::Jwt);
+    let mut rs = Vec::new();
+    for run in 0..12u64 {
+        rs.extend((0..5).map(|k| sized(&p, T0 + run * 15 * min + k * 5_000, 300_000)));
+        rs.extend((0..10).map(|m| sized(&p, T0 + run * 15 * min + (m + 1) * min, noise(m))));
+    }
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let bulk: Vec<_> = alerts.iter().filter(|a| a.feature == "large_responses").collect();
+    assert!(bulk.is_empty(), "{bulk:#?}");
 }
 
 #[test]
@@ -529,6 +580,11 @@ fn of(p: &Arc<Principal>, t: u64) -> Record {
     r
 }
 
+/// Four bursts of 50 requests, at minutes 0, 15, 30 and 45 of hour `h` of day `d`.
+fn bursts(p: &Arc<Principal>, d: u64, h: u64) -> Vec<Record> {
+    (0..4).flat_map(|b| (0..50).map(move |s| (b * 15, s))).map(|(m, s)| of(p, day_at(d, h, m, s))).collect()
+}
+
 /// Ten minutes of 25 requests each (250), from hour `h` of day `d`.
 fn busy_ten_minutes(p: &Arc<Principal>, d: u64, h: u64) -> Vec<Record> {
     (0..10).flat_map(|m| (0..25).map(move |s| (m, s * 2))).map(|(m, s)| of(p, day_at(d, h, m, s))).collect()
@@ -555,14 +611,25 @@ fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     let mut rs: Vec<Record> = (0..15).map(|m| mine(day_at(5, 2, m, 0))).collect();
     seen.extend(run(&mut engine, &mut rs));
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
-    // Ten busy minutes at 15:00, 25 requests each: more than a person's longest session.
+    // Ten busy minutes at 15:00, 25 requests each: a session that keeps going. Quiet for seven
+    // minutes in a row; the eighth fires, on its fourth request.
     let mut rs: Vec<Record> = busy_ten_minutes(&p, 5, 15);
     let heavy = run(&mut engine, &mut rs);
     let hits = only(&heavy, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{heavy:#?}");
-    assert_eq!(hits[0].feature, "requests_in_hour");
+    assert_eq!(hits[0].feature, "busy_minutes_in_a_row");
+    assert_eq!(hits[0].observed, 8.0);
+    assert_eq!(hits[0].at_ms, day_at(5, 15, 7, 6));
     explained(hits[0]);
     assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
+    // Four bursts of 50 at 17:00, a quarter of an hour apart: more requests than a person's longest
+    // session, though never two busy minutes in a row.
+    let mut rs: Vec<Record> = bursts(&p, 5, 17);
+    let heavy = run(&mut engine, &mut rs);
+    let hits = only(&heavy, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{heavy:#?}");
+    assert_eq!(hits[0].feature, "requests_in_hour");
+    assert_eq!(hits[0].observed, 200.0);
     // Half an hour at 06:00, a request a minute: twice the active minutes a night needs.
     let mut rs: Vec<Record> = (0..30).map(|m| mine(day_at(6, 6, m, 0))).collect();
     let long = run(&mut engine, &mut rs);
@@ -586,8 +653,8 @@ fn unusual_hours_before_the_population_day_is_learned() {
     let mut rs: Vec<Record> = (0..30).map(|m| mine(day_at(3, 3, m, 0))).collect();
     seen.extend(run(&mut engine, &mut rs));
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
-    // 250 requests at 20:00, an hour it never uses: heavy use needs no population.
-    let mut rs: Vec<Record> = busy_ten_minutes(&p, 3, 20);
+    // 200 requests at 20:00, an hour it never uses: heavy use needs no population.
+    let mut rs: Vec<Record> = bursts(&p, 3, 20);
     let heavy = run(&mut engine, &mut rs);
     let hits = only(&heavy, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{heavy:#?}");
