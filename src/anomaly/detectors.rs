@@ -89,9 +89,10 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     let peer = sh.peers.get(st.peer as usize);
     emit(st, volumetric(st, peer), ctx, at, alerts);
     let f = token_sharing(st);
-    if emit_reached(st, f, ctx, at, alerts) && f.feature == "minutes_shared" {
-        // Restart the streak after an alarm: the ten-minute window still holds the same networks.
+    if emit_reached(st, f, ctx, at, alerts) && matches!(f.feature, "minutes_shared" | "minutes_on_three_networks") {
+        // Restart the streaks after an alarm: the ten-minute window still holds the same networks.
         st.shared_minutes = 0;
+        st.network_minutes = 0;
     }
     let f = exfiltration(st, peer);
     if emit_reached(st, f, ctx, at, alerts) && f.feature == "response_bytes_per_hour" {
@@ -302,7 +303,19 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         x: now / SHARED_MINUTES,
         ..both
     };
-    [f("distinct_addresses", a, la), f("distinct_user_agents", b, lb), both, lasting]
+    // The same with addresses alone, for an entity whose own ten minutes hold under two networks: a
+    // thief who replays the owner's user agent (or thieves on one browser) shows no second agent.
+    let usual = warm && st.spread_a.mean() < 2.0;
+    let networks = if usual && a >= 3.0 { f64::from(st.network_minutes) } else { 0.0 };
+    let on_networks = Finding {
+        feature: "minutes_on_three_networks",
+        basis: "the fixed limit, for an entity on under two networks in its usual ten minutes,",
+        baseline: NETWORK_MINUTES,
+        observed: networks,
+        x: networks / NETWORK_MINUTES,
+        ..both
+    };
+    [f("distinct_addresses", a, la), f("distinct_user_agents", b, lb), both, lasting, on_networks]
         .into_iter()
         .reduce(larger)
         .unwrap_or(both)
@@ -313,9 +326,14 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
 /// hold them, and restarts after an alarm.
 const SHARED_MINUTES: f64 = 4.0;
 
-/// Updates the shared-minutes streak when an active minute closes.
+/// Active minutes in a row that closed with 3 or more addresses over ten minutes, whatever the agents,
+/// for an entity that usually holds under two: thieves who all send one agent.
+const NETWORK_MINUTES: f64 = 10.0;
+
+/// Updates the shared-minutes streaks when an active minute closes.
 fn shared_streak(st: &mut State) {
     st.shared_minutes = if shared_now(st) { st.shared_minutes.saturating_add(1) } else { 0 };
+    st.network_minutes = if st.ring_a.ten() >= 3.0 { st.network_minutes.saturating_add(1) } else { 0 };
 }
 
 /// Three addresses or more and two user agents or more in the last ten minutes.

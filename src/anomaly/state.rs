@@ -96,9 +96,13 @@ pub(crate) struct State {
     /// its baseline (sampled at active-minute closes).
     pub(crate) hour_bytes: f32,
     pub(crate) hour_bytes_base: Ewma,
-    /// Consecutive active minutes that closed with 3 or more addresses and 3 or more agents in ten
-    /// minutes.
-    pub(crate) shared_minutes: u16,
+    /// Consecutive active minutes that closed with 3 or more addresses and 2 or more agents in ten
+    /// minutes (saturating; a snapshot from when it was a `u16` is read the same way) ...
+    #[serde(deserialize_with = "saturating_u8")]
+    pub(crate) shared_minutes: u8,
+    /// ... and with 3 or more addresses, whatever the agents (a thief who replays the owner's agent).
+    #[serde(default)]
+    pub(crate) network_minutes: u8,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
@@ -160,6 +164,12 @@ fn saturating_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Erro
     Ok(u32::try_from(v).unwrap_or(u32::MAX))
 }
 
+/// A `u64` in a snapshot read as a `u8`, capped at `u8::MAX`.
+fn saturating_u8<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = <u64 as Deserialize>::deserialize(d)?;
+    Ok(u8::try_from(v).unwrap_or(u8::MAX))
+}
+
 /// Cuts a label to [`MAX_LABEL`] bytes on a character boundary.
 pub(crate) fn short_label(s: &str) -> Box<str> {
     let mut end = s.len().min(MAX_LABEL);
@@ -204,6 +214,13 @@ mod tests {
         let w: W = serde_json::from_str(r#"{"v": 1234}"#).unwrap();
         assert_eq!(w.v, 1234);
         assert!(serde_json::from_str::<W>(r#"{"v": -1}"#).is_err());
+        #[derive(Deserialize)]
+        struct B {
+            #[serde(deserialize_with = "saturating_u8")]
+            v: u8,
+        }
+        assert_eq!(serde_json::from_str::<B>(r#"{"v": 300}"#).unwrap().v, u8::MAX);
+        assert_eq!(serde_json::from_str::<B>(r#"{"v": 7}"#).unwrap().v, 7);
     }
 
     #[test]
