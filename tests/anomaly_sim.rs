@@ -45,7 +45,8 @@ fn the_ci_run_meets_the_targets() {
 /// The CI-sized run's report: its size, every class with its three intensities labelled, all nine
 /// detectors with a row (the model's included), every attack caught, at most one false alarm (the
 /// target scaled to 6,048 client-hours), and every attack of six classes caught in time (60 s, 10 min
-/// low-and-slow). Exfiltration and unusual hours are caught, but not all in time (FINDINGS.md).
+/// low-and-slow). Exfiltration and unusual hours are caught, but not all in time (FINDINGS.md); the
+/// high exfiltration attack is.
 #[test]
 fn the_ci_run_reports_every_class_and_detector() {
     let (code, stdout, stderr) = simulate(&CI);
@@ -74,6 +75,11 @@ fn the_ci_run_reports_every_class_and_detector() {
     for c in classes {
         if !["exfiltration", "unusual_hours"].contains(&c["class"].as_str().unwrap()) {
             assert_eq!(c["late"], 0, "{c}");
+        }
+        // The bulk tier finds a fast drain in time; medium and low exfiltration may still be late.
+        if c["class"] == "exfiltration" {
+            let late = c["late_attacks"].as_array().unwrap();
+            assert!(late.iter().all(|a| !a.as_str().unwrap().contains("High")), "{c}");
         }
     }
     // The detectors whose default responses refuse (ban, throttle) raise no false alarm.
