@@ -573,6 +573,30 @@ fn exfiltration_bulk_downloads() {
 }
 
 #[test]
+fn exfiltration_that_dodges_the_bulk_tier_is_found_by_volume() {
+    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
+    let min = 60_000;
+    let start = T0 + 55 * min;
+    // Downloads just under the bulk size (99 KiB), six a minute; and full-size downloads, each hidden
+    // behind two small pages so that they are a third of the requests. Neither is bulk; both are
+    // volume, and the hourly sum or the CUSUM finds them within ten minutes.
+    let under = |k: u64| vec![(start + k * 10_000, 99 * 1024u32)];
+    let hidden = |k: u64| {
+        vec![(start + k * 10_000, 300_000u32), (start + k * 10_000 + 1_000, 9_000), (start + k * 10_000 + 2_000, 9_000)]
+    };
+    for (name, shape) in [("just-under", &under as &dyn Fn(u64) -> Vec<(u64, u32)>), ("hidden", &hidden)] {
+        let p = person(name, PrincipalKind::Jwt);
+        let mut rs = steady(&p, 40, noise);
+        rs.extend((0..90).flat_map(shape).map(|(t, b)| sized(&p, t, b)));
+        let alerts = run(&mut Engine::new(settings()), &mut rs);
+        let hits = only(&alerts, Detector::Exfiltration);
+        assert!(!hits.is_empty(), "{name}: {alerts:#?}");
+        assert_ne!(hits[0].feature, "large_responses", "{name}: {:?}", hits[0]);
+        assert!(hits[0].at_ms <= start + 10 * min, "{name}: {:?}", hits[0]);
+    }
+}
+
+#[test]
 fn unusual_hours_after_a_profile() {
     let mut engine = Engine::new(settings());
     let p = person("nine-to-five", PrincipalKind::Jwt);
