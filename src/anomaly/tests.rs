@@ -668,31 +668,26 @@ fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
     // Ten busy minutes at 15:00, 25 requests each: a session that keeps going. Quiet for seven
     // minutes in a row; the eighth fires, on its fourth request.
-    let mut rs: Vec<Record> = busy_ten_minutes(&p, 5, 15);
-    let heavy = run(&mut engine, &mut rs);
-    let hits = only(&heavy, Detector::UnusualHours);
-    assert_eq!(hits.len(), 1, "{heavy:#?}");
-    assert_eq!(hits[0].feature, "busy_minutes_in_a_row");
-    assert_eq!(hits[0].observed, 8.0);
-    assert_eq!(hits[0].at_ms, day_at(5, 15, 7, 6));
-    explained(hits[0]);
-    assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
+    let hit = one_unusual_hour(&mut engine, busy_ten_minutes(&p, 5, 15), "busy_minutes_in_a_row", 8.0);
+    assert_eq!(hit.at_ms, day_at(5, 15, 7, 6));
     // Four bursts of 50 at 17:00, a quarter of an hour apart: more requests than a person's longest
     // session, though never two busy minutes in a row.
-    let mut rs: Vec<Record> = bursts(&p, 5, 17);
-    let heavy = run(&mut engine, &mut rs);
-    let hits = only(&heavy, Detector::UnusualHours);
-    assert_eq!(hits.len(), 1, "{heavy:#?}");
-    assert_eq!(hits[0].feature, "requests_in_hour");
-    assert_eq!(hits[0].observed, 200.0);
+    one_unusual_hour(&mut engine, bursts(&p, 5, 17), "requests_in_hour", 200.0);
     // Half an hour at 06:00, a request a minute: twice the active minutes a night needs.
-    let mut rs: Vec<Record> = (0..30).map(|m| mine(day_at(6, 6, m, 0))).collect();
-    let long = run(&mut engine, &mut rs);
-    let hits = only(&long, Detector::UnusualHours);
-    assert_eq!(hits.len(), 1, "{long:#?}");
-    assert_eq!(hits[0].feature, "active_minutes_in_hour");
-    assert_eq!(hits[0].observed, 24.0);
+    let half_hour = (0..30).map(|m| mine(day_at(6, 6, m, 0))).collect();
+    one_unusual_hour(&mut engine, half_hour, "active_minutes_in_hour", 24.0);
+}
+
+/// Runs `rs` and checks that it raised exactly one unusual-hours alert, on `feature` at `observed`,
+/// explained as an hour the entity never uses.
+fn one_unusual_hour(engine: &mut Engine, mut rs: Vec<Record>, feature: &str, observed: f64) -> Alert {
+    let seen = run(engine, &mut rs);
+    let hits = only(&seen, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{seen:#?}");
+    assert_eq!((hits[0].feature, hits[0].observed), (feature, observed), "{:?}", hits[0]);
+    explained(hits[0]);
     assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
+    hits[0].clone()
 }
 
 #[test]
@@ -709,12 +704,7 @@ fn unusual_hours_before_the_population_day_is_learned() {
     seen.extend(run(&mut engine, &mut rs));
     assert!(only(&seen, Detector::UnusualHours).is_empty(), "{seen:#?}");
     // 200 requests at 20:00, an hour it never uses: heavy use needs no population.
-    let mut rs: Vec<Record> = bursts(&p, 3, 20);
-    let heavy = run(&mut engine, &mut rs);
-    let hits = only(&heavy, Detector::UnusualHours);
-    assert_eq!(hits.len(), 1, "{heavy:#?}");
-    assert_eq!(hits[0].feature, "requests_in_hour");
-    assert_eq!(hits[0].observed, 200.0);
+    one_unusual_hour(&mut engine, bursts(&p, 3, 20), "requests_in_hour", 200.0);
 }
 
 #[test]
