@@ -275,7 +275,9 @@ fn rate_cusum(st: &State) -> Finding {
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
 /// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 70% of the sum
-/// of their limits (7 by default); or 3 addresses and 2 agents at once for 4 active minutes in a row.
+/// of their limits (7 by default); or 3 addresses and 2 agents at once for 4 active minutes in a row;
+/// or, for an entity usually on under two networks, 3 addresses whatever the agents for 10 active
+/// minutes in a row (thieves who replay the owner's agent).
 pub(crate) fn token_sharing(st: &State) -> Finding {
     let warm = st.active >= WARM;
     let lim = |e: &super::sketch::Ewma| if warm { (e.mean() + 4.0 * e.sd() + 2.0).max(5.0) } else { 5.0 };
@@ -305,8 +307,7 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
     };
     // The same with addresses alone, for an entity whose own ten minutes hold under two networks: a
     // thief who replays the owner's user agent (or thieves on one browser) shows no second agent.
-    let usual = warm && st.spread_a.mean() < 2.0;
-    let networks = if usual && a >= 3.0 { f64::from(st.network_minutes) } else { 0.0 };
+    let networks = if networks_armed(st) { f64::from(st.network_minutes) } else { 0.0 };
     let on_networks = Finding {
         feature: "minutes_on_three_networks",
         basis: "the fixed limit, for an entity on under two networks in its usual ten minutes,",
@@ -329,6 +330,12 @@ const SHARED_MINUTES: f64 = 4.0;
 /// Active minutes in a row that closed with 3 or more addresses over ten minutes, whatever the agents,
 /// for an entity that usually holds under two: thieves who all send one agent.
 const NETWORK_MINUTES: f64 = 10.0;
+
+/// The three-networks tier applies: a warm entity whose own ten minutes hold under two networks on
+/// average has three or more in its last ten minutes.
+fn networks_armed(st: &State) -> bool {
+    st.active >= WARM && st.spread_a.mean() < 2.0 && st.ring_a.ten() >= 3.0
+}
 
 /// Updates the shared-minutes streaks when an active minute closes.
 fn shared_streak(st: &mut State) {
@@ -384,12 +391,17 @@ fn bulk_now(st: &State) -> (f64, f64) {
     (n, n / st.req10.ten().max(1.0))
 }
 
-/// Called when a large response is counted: while the entity is still learning (under [`WARM`] active
-/// minutes), a window that would fire marks bulk downloads as its own normal, and the bulk tier never
-/// fires for it (an export integration, a reporting job). Its hourly and CUSUM tiers still watch it.
-pub(crate) fn learn_bulk(st: &mut State) {
+/// Called when an active minute of a principal or key closes, while the bulk tier is still learning
+/// the entity (its first [`WARM`] active minutes). When the bulk pattern comes back after a break,
+/// a second episode, pulling bulk data is a habit of the entity (an export job, a reporting
+/// integration) and the bulk tier never fires for it; its hourly and CUSUM tiers still watch it. One
+/// drain on a new credential, however long, is one episode and buys no exemption.
+fn learn_bulk(st: &mut State) {
+    if st.bulk_learning.minutes() >= WARM {
+        return;
+    }
     let (n, share) = bulk_now(st);
-    if st.active < WARM && n >= BULK_COUNT && share >= BULK_SHARE {
+    if st.bulk_learning.watch(n >= BULK_COUNT && share >= BULK_SHARE) {
         st.bulk.set_flag();
     }
 }
@@ -397,11 +409,12 @@ pub(crate) fn learn_bulk(st: &mut State) {
 /// Exfiltration, bulk: four or more responses of 100 KiB or more over about ten minutes (five spans
 /// of two minutes), making half or more of the entity's requests in those minutes: a client that
 /// does little but pull bulk data. A person's busy session holds a few exports among many pages; an
-/// export integration shows the pattern while it learns, which exempts it (see [`learn_bulk`]).
-/// Judged on every response, so a fast drain is found within seconds of its fourth download.
+/// export job shows the pattern again and again while the tier learns it (its first 30 active
+/// minutes), which exempts it (see [`learn_bulk`]). Judged on every response, so a fast drain is found within seconds
+/// of its fourth download.
 fn bulk_downloads(st: &State) -> Finding {
     let (n, share) = bulk_now(st);
-    let own = st.active >= WARM && !st.bulk.flag();
+    let own = st.bulk_learning.minutes() >= WARM && !st.bulk.flag();
     Finding {
         detector: Detector::Exfiltration,
         feature: "large_responses",
@@ -499,8 +512,8 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 /// - 24 active minutes, when the entity has no daily rhythm to place the hour with (two shifts, say);
 /// - 200 requests in the hour, whatever the population does at that hour (and before its day is
 ///   learned): more than a person's long working session, at an hour this entity has never used;
-/// - 6 minutes in a row with 4 requests or more each, in the hour, whatever the population does:
-///   sustained use, found in about six minutes where the other tiers take twelve or more.
+/// - 8 minutes in a row with 4 requests or more each, in the hour, whatever the population does:
+///   sustained use, found in about eight minutes where the other tiers take twelve or more.
 pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -725,8 +738,15 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         }
     }
     if quiet(Detector::TokenSharing) {
+        // (Learning four times slower while the three-networks streak runs would keep thieves from
+        // teaching a recently warmed entity that three networks are its normal; measured, it lowers
+        // the address limits of people whose networks change and raised 2 false alarms in the long
+        // run, so the baseline learns at its usual pace.)
         st.spread_a.update(st.ring_a.ten(), alpha, st.active);
         st.spread_b.update(st.ring_b.ten(), alpha, st.active);
+    }
+    if matches!(st.kind, Kind::Principal | Kind::ApiKey) {
+        learn_bulk(st);
     }
     let h = ((st.minute / 60) % 24) as usize;
     if matches!(st.kind, Kind::Principal | Kind::ApiKey) && st.active >= HOURS_WARM_MINUTES {

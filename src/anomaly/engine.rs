@@ -430,6 +430,9 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
     st.bulk.advance(st.minute, minute);
+    if st.bulk.count() == 0 {
+        st.bulk_learning.window_emptied();
+    }
     st.err10.advance(st.minute, minute);
     st.ring_a.advance(st.minute, minute);
     st.ring_b.advance(st.minute, minute);
@@ -477,7 +480,6 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     st.req10.add(minute, 1);
     if r.bytes_out >= detectors::LARGE_RESPONSE {
         st.bulk.add(minute);
-        detectors::learn_bulk(st);
     }
     if matches!(r.status, 403 | 404) {
         st.err10.add(minute, 1);
@@ -687,8 +689,6 @@ fn random_seed() -> u64 {
     }
 }
 
-/// Builds an [`Alert`] from a finding when its score reaches the threshold for the sensitivity and the
-/// detector's cooldown on the entity has passed.
 /// [`emit`], and whether this finding reached its level (alerted, or would have but for the
 /// cooldown). A detector that restarts a sum after its alarm asks this: the detector's bit for the
 /// minute may already have been set by another of its features, and the sum must restart all the same
@@ -703,6 +703,8 @@ pub(crate) fn emit_reached(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64
     reached
 }
 
+/// Builds an [`Alert`] from a finding when its score reaches the threshold for the sensitivity and the
+/// detector's cooldown on the entity has passed.
 pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts: &mut Vec<Alert>) {
     let d = f.detector;
     if !(ctx.on(d) && f.x.is_finite() && f.x > 0.0) {

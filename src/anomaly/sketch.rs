@@ -192,6 +192,47 @@ impl Bulk {
     }
 }
 
+/// How far the bulk tier has learned an entity, in one byte: the active minutes it has watched
+/// (saturating at 63), whether the bulk pattern held when the last one closed, and whether one
+/// episode of it (a run of minutes it held in) has been seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct BulkLearning(u8);
+
+impl BulkLearning {
+    const HELD: u8 = 1 << 6;
+    const EPISODE: u8 = 1 << 7;
+    const MINUTES: u8 = 0b11_1111;
+
+    pub(crate) fn minutes(self) -> u32 {
+        u32::from(self.0 & BulkLearning::MINUTES)
+    }
+
+    /// The window holds no large response any more: whatever held at the last close has ended.
+    pub(crate) fn window_emptied(&mut self) {
+        self.0 &= !BulkLearning::HELD;
+    }
+
+    /// Counts a closed minute in which the pattern held or not; true when this minute starts the
+    /// second episode or a later one (an episode is a run of minutes the pattern held in).
+    pub(crate) fn watch(&mut self, held: bool) -> bool {
+        if self.0 & BulkLearning::MINUTES < BulkLearning::MINUTES {
+            self.0 += 1;
+        }
+        let starts = held && self.0 & BulkLearning::HELD == 0;
+        let again = starts && self.0 & BulkLearning::EPISODE != 0;
+        if starts {
+            self.0 |= BulkLearning::EPISODE;
+        }
+        if held {
+            self.0 |= BulkLearning::HELD;
+        } else {
+            self.0 &= !BulkLearning::HELD;
+        }
+        again
+    }
+}
+
 /// Number of buckets of [`LogHistogram`]: bucket 0 holds 0, bucket `i` holds values in
 /// `[GROWTH^(i-1), GROWTH^i)`; the last bucket holds everything above.
 const BUCKETS: usize = 96;
@@ -345,5 +386,27 @@ mod tests {
         assert!(b.flag());
         // Its snapshot form is a plain number.
         assert_eq!(serde_json::to_string(&b).unwrap(), "32768");
+    }
+
+    #[test]
+    fn bulk_learning_counts_minutes_and_episodes() {
+        let mut l = BulkLearning::default();
+        // One long episode is one episode.
+        assert!(!l.watch(true));
+        assert!(!l.watch(true));
+        assert!(!l.watch(false));
+        // The pattern again after a break: the second episode.
+        assert!(l.watch(true));
+        assert!(!l.watch(true));
+        assert_eq!(l.minutes(), 5);
+        // An emptied window ends an episode as well.
+        l.window_emptied();
+        assert!(l.watch(true));
+        for _ in 0..100 {
+            l.watch(false);
+        }
+        assert_eq!(l.minutes(), 63);
+        assert!(l.watch(true), "the minute count never carries into the flags");
+        assert_eq!(l.minutes(), 63);
     }
 }

@@ -1,7 +1,7 @@
 //! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
 //! its label), and the small state per (client, route) pair behind `limits suggest`.
 
-use super::sketch::{Bulk, Counts10, Ewma, Ring10, Q16};
+use super::sketch::{Bulk, BulkLearning, Counts10, Ewma, Ring10, Q16};
 use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +139,9 @@ pub(crate) struct State {
     /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
     /// stops.
     pub(crate) streak_light: u16,
-    pub(crate) streak_heavy: u16,
+    /// (Saturating; a snapshot from when it was a `u16` is read the same way.)
+    #[serde(deserialize_with = "saturating_u8")]
+    pub(crate) streak_heavy: u8,
     /// The longest light streak this entity has ended without an alert: its own normal.
     #[serde(default)]
     pub(crate) streak_light_max: u16,
@@ -147,6 +149,13 @@ pub(crate) struct State {
     /// entity's own normal (seen while it was still learning). Two bytes, in what was padding.
     #[serde(default)]
     pub(crate) bulk: Bulk,
+    /// How far the bulk tier has learned this entity: it judges only after [`WARM`] active minutes
+    /// of its own, counted apart from `active` so that an entity restored from a snapshot written
+    /// before the tier existed (nothing here) learns its habit too, instead of being judged at once.
+    ///
+    /// [`WARM`]: super::detectors::WARM
+    #[serde(default)]
+    pub(crate) bulk_learning: BulkLearning,
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],

@@ -559,17 +559,86 @@ fn exfiltration_bulk_downloads() {
     let alerts = run(&mut Engine::new(settings()), &mut rs);
     assert!(only(&alerts, Detector::Exfiltration).is_empty(), "{alerts:#?}");
 
-    // An export job that pulls five files every quarter of an hour from its first day: it showed the
-    // pattern while it learned, so the pattern is its normal.
+    // An export job that pulls eight files every quarter of an hour, and nothing else, from its first
+    // day: the pattern came back again and again while the tier learned it, so it is its normal.
     let p = person("export-job", PrincipalKind::Jwt);
-    let mut rs = Vec::new();
-    for run in 0..12u64 {
-        rs.extend((0..5).map(|k| sized(&p, T0 + run * 15 * min + k * 5_000, 300_000)));
-        rs.extend((0..10).map(|m| sized(&p, T0 + run * 15 * min + (m + 1) * min, noise(m))));
-    }
+    let alerts = run(&mut Engine::new(settings()), &mut export_runs(&p, T0, 40));
+    assert!(large_responses(&alerts).is_empty(), "{alerts:#?}");
+
+    // One drain on a new credential, then its owner's ordinary use: the drain was one episode, not a
+    // habit, and the same drain later is found.
+    let p = person("new-and-drained", PrincipalKind::Jwt);
+    let mut rs = export_runs(&p, T0, 1);
+    rs.extend(steady(&p, 40, noise).into_iter().map(|mut r| {
+        r.at_ms += 20 * min;
+        r
+    }));
+    rs.extend(export_runs(&p, T0 + 75 * min, 1));
     let alerts = run(&mut Engine::new(settings()), &mut rs);
-    let bulk: Vec<_> = alerts.iter().filter(|a| a.feature == "large_responses").collect();
-    assert!(bulk.is_empty(), "{bulk:#?}");
+    let hits = large_responses(&alerts);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    assert!(hits[0].at_ms >= T0 + 75 * min, "{:?}", hits[0]);
+}
+
+/// `runs` runs of an export job from `from`, a quarter of an hour apart: eight 300 KB files each.
+fn export_runs(p: &Arc<Principal>, from: u64, runs: u64) -> Vec<Record> {
+    (0..runs)
+        .flat_map(|run| (0..8).map(move |k| from + run * 15 * 60_000 + k * 5_000))
+        .map(|t| sized(p, t, 300_000))
+        .collect()
+}
+
+fn large_responses(alerts: &[Alert]) -> Vec<&Alert> {
+    alerts.iter().filter(|a| a.feature == "large_responses").collect()
+}
+
+#[test]
+fn exfiltration_bulk_tier_learns_entities_from_an_older_snapshot() {
+    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
+    let min = 60_000;
+    // Two hours of ordinary use: the entity is warm, for the bulk tier too.
+    let p = person("upgraded", PrincipalKind::Jwt);
+    let mut engine = Engine::new(settings());
+    run(&mut engine, &mut steady(&p, 120, noise));
+    let snapshot = engine.snapshot();
+    // The same snapshot as a build from before the bulk tier wrote it: no `bulk_learning`.
+    let mut old: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+    let mut stripped = 0;
+    for e in old["entities"].as_array_mut().unwrap() {
+        stripped += usize::from(e[1].as_object_mut().unwrap().remove("bulk_learning").is_some());
+    }
+    assert!(stripped > 0);
+    let old = serde_json::to_vec(&old).unwrap();
+    // Then the entity starts an export job. Restored from the new snapshot, it is judged at once
+    // (the job is a new pattern for a warm entity); from the old one, the tier learns it first and
+    // the job is its habit.
+    let job = || export_runs(&p, T0 + 180 * min, 40);
+    let alerts = run(&mut Engine::restore(settings(), &snapshot).unwrap(), &mut job());
+    assert!(!large_responses(&alerts).is_empty(), "{alerts:#?}");
+    let alerts = run(&mut Engine::restore(settings(), &old).unwrap(), &mut job());
+    assert!(large_responses(&alerts).is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn exfiltration_sums_restart_after_an_alarm_raised_with_another_feature() {
+    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
+    let min = 60_000;
+    // History, then ten minutes of downloads, six a minute: the bulk tier fires first and keeps the
+    // detector's bit set in every minute of the drain, while the CUSUM climbs to its level under it.
+    let p = person("drained", PrincipalKind::Jwt);
+    let mut rs = steady(&p, 40, noise);
+    let start = T0 + 55 * min;
+    rs.extend((0..60).map(|k| sized(&p, start + k * 10_000, 300_000)));
+    // Three hours later (past every cooldown), the owner's ordinary use again.
+    rs.extend(steady(&p, 10, noise).into_iter().map(|mut r| {
+        r.at_ms += 4 * 60 * min;
+        r
+    }));
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::Exfiltration);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    // A sum left at its cap by the drain would fire on the owner's first minute.
+    assert!(hits.iter().all(|a| a.at_ms < start + 60 * min), "{hits:#?}");
 }
 
 #[test]
