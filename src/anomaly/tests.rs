@@ -480,6 +480,17 @@ fn volumetric_a_pollers_key_that_speeds_up() {
     explained(a);
 }
 
+/// A page's response: 8 to 12 KB.
+fn noise(i: u64) -> u32 {
+    8_000 + (sketch::mix(i) % 4_000) as u32
+}
+
+/// Forty minutes of pages (three a minute) from `T0`: an entity's history. What follows it starts at
+/// the returned time, a quarter of an hour after it ends.
+fn history(p: &Arc<Principal>) -> (Vec<Record>, u64) {
+    (steady(p, 40, noise), T0 + 55 * 60_000)
+}
+
 fn steady(p: &Arc<Principal>, minutes: u64, bytes: impl Fn(u64) -> u32) -> Vec<Record> {
     let mut rs = Vec::new();
     for m in 0..minutes {
@@ -496,7 +507,6 @@ fn steady(p: &Arc<Principal>, minutes: u64, bytes: impl Fn(u64) -> u32) -> Vec<R
 #[test]
 fn exfiltration_sudden_and_slow() {
     let p = person("exfil", PrincipalKind::Jwt);
-    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
     // Sudden: one minute of 50 MB.
     let mut rs = steady(&p, 90, noise);
     let mut big = rec(T0 + 90 * 60_000, [10, 3, 0, 1], 200);
@@ -531,12 +541,10 @@ fn sized(p: &Arc<Principal>, t: u64, bytes: u32) -> Record {
 
 #[test]
 fn exfiltration_bulk_downloads() {
-    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
     let min = 60_000;
-    // Forty minutes of pages (its history), a quarter of an hour away, then exports only.
+    // Its history, then exports only.
     let p = person("bulk", PrincipalKind::Jwt);
-    let mut rs = steady(&p, 40, noise);
-    let start = T0 + 55 * min;
+    let (mut rs, start) = history(&p);
     rs.extend((0..6).map(|k| sized(&p, start + k * 12_000, 300_000)));
     let alerts = run(&mut Engine::new(settings()), &mut rs);
     let hits = only(&alerts, Detector::Exfiltration);
@@ -550,7 +558,7 @@ fn exfiltration_bulk_downloads() {
     // The same four downloads inside a busy session (ten pages between each): half its requests are
     // not downloads, so the bulk tier stays quiet; three downloads alone are quiet too.
     let p = person("busy", PrincipalKind::Jwt);
-    let mut rs = steady(&p, 40, noise);
+    let (mut rs, start) = history(&p);
     for k in 0..4u64 {
         rs.extend((0..10).map(|j| sized(&p, start + k * 20_000 + j * 1_000, noise(j))));
         rs.push(sized(&p, start + k * 20_000 + 15_000, 300_000));
@@ -594,7 +602,6 @@ fn large_responses(alerts: &[Alert]) -> Vec<&Alert> {
 
 #[test]
 fn exfiltration_bulk_tier_learns_entities_from_an_older_snapshot() {
-    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
     let min = 60_000;
     // Two hours of ordinary use: the entity is warm, for the bulk tier too.
     let p = person("upgraded", PrincipalKind::Jwt);
@@ -621,13 +628,11 @@ fn exfiltration_bulk_tier_learns_entities_from_an_older_snapshot() {
 
 #[test]
 fn exfiltration_sums_restart_after_an_alarm_raised_with_another_feature() {
-    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
     let min = 60_000;
     // History, then ten minutes of downloads, six a minute: the bulk tier fires first and keeps the
     // detector's bit set in every minute of the drain, while the CUSUM climbs to its level under it.
     let p = person("drained", PrincipalKind::Jwt);
-    let mut rs = steady(&p, 40, noise);
-    let start = T0 + 55 * min;
+    let (mut rs, start) = history(&p);
     rs.extend((0..60).map(|k| sized(&p, start + k * 10_000, 300_000)));
     // Three hours later (past every cooldown), the owner's ordinary use again.
     rs.extend(steady(&p, 10, noise).into_iter().map(|mut r| {
@@ -643,7 +648,6 @@ fn exfiltration_sums_restart_after_an_alarm_raised_with_another_feature() {
 
 #[test]
 fn exfiltration_that_dodges_the_bulk_tier_is_found_by_volume() {
-    let noise = |i: u64| 8_000 + (sketch::mix(i) % 4_000) as u32;
     let min = 60_000;
     let start = T0 + 55 * min;
     // Downloads just under the bulk size (99 KiB), six a minute; and full-size downloads, each hidden
@@ -655,7 +659,7 @@ fn exfiltration_that_dodges_the_bulk_tier_is_found_by_volume() {
     };
     for (name, shape) in [("just-under", &under as &dyn Fn(u64) -> Vec<(u64, u32)>), ("hidden", &hidden)] {
         let p = person(name, PrincipalKind::Jwt);
-        let mut rs = steady(&p, 40, noise);
+        let (mut rs, _) = history(&p);
         rs.extend((0..90).flat_map(shape).map(|(t, b)| sized(&p, t, b)));
         let alerts = run(&mut Engine::new(settings()), &mut rs);
         let hits = only(&alerts, Detector::Exfiltration);
