@@ -307,7 +307,8 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
     };
     // The same with addresses alone, for an entity whose own ten minutes hold under two networks: a
     // thief who replays the owner's user agent (or thieves on one browser) shows no second agent.
-    let networks = if networks_armed(st) { f64::from(st.network_minutes) } else { 0.0 };
+    let armed = warm && st.spread_a.mean() < 2.0 && a >= 3.0;
+    let networks = if armed { f64::from(st.network_minutes) } else { 0.0 };
     let on_networks = Finding {
         feature: "minutes_on_three_networks",
         basis: "the fixed limit, for an entity on under two networks in its usual ten minutes,",
@@ -330,12 +331,6 @@ const SHARED_MINUTES: f64 = 4.0;
 /// Active minutes in a row that closed with 3 or more addresses over ten minutes, whatever the agents,
 /// for an entity that usually holds under two: thieves who all send one agent.
 const NETWORK_MINUTES: f64 = 10.0;
-
-/// The three-networks tier applies: a warm entity whose own ten minutes hold under two networks on
-/// average has three or more in its last ten minutes.
-fn networks_armed(st: &State) -> bool {
-    st.active >= WARM && st.spread_a.mean() < 2.0 && st.ring_a.ten() >= 3.0
-}
 
 /// Updates the shared-minutes streaks when an active minute closes.
 fn shared_streak(st: &mut State) {
@@ -410,8 +405,8 @@ fn learn_bulk(st: &mut State) {
 /// of two minutes), making half or more of the entity's requests in those minutes: a client that
 /// does little but pull bulk data. A person's busy session holds a few exports among many pages; an
 /// export job shows the pattern again and again while the tier learns it (its first 30 active
-/// minutes), which exempts it (see [`learn_bulk`]). Judged on every response, so a fast drain is found within seconds
-/// of its fourth download.
+/// minutes), which exempts it (see [`learn_bulk`]). Judged on every response, so a fast drain is found
+/// within seconds of its fourth download.
 fn bulk_downloads(st: &State) -> Finding {
     let (n, share) = bulk_now(st);
     let own = st.bulk_learning.minutes() >= WARM && !st.bulk.flag();
@@ -562,24 +557,26 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let busy = (u32::from(st.streak_light) + u32::from(st.req >= LIGHT)).min(u32::from(st.hour_minutes));
     let by_streak = f64::from(busy) / HOUR_BUSY_MINUTES;
     let never = "its own time-of-day profile, at an hour it never uses";
-    if by_minutes >= by_requests && by_minutes >= by_streak {
-        f.x = by_minutes;
-        if minutes != Some(HOUR_MINUTES) {
-            f.basis = never;
-        }
-        return f;
+    f.x = by_minutes;
+    if minutes != Some(HOUR_MINUTES) {
+        f.basis = never;
     }
-    if by_streak > by_requests {
-        return Finding {
-            feature: "busy_minutes_in_a_row",
-            basis: never,
-            observed: f64::from(busy),
-            x: by_streak,
-            window_s: busy * 60,
-            ..f
-        };
-    }
-    Finding { feature: "requests_in_hour", basis: never, observed: f64::from(st.hour_requests), x: by_requests, ..f }
+    let requests = Finding {
+        feature: "requests_in_hour",
+        basis: never,
+        observed: f64::from(st.hour_requests),
+        x: by_requests,
+        ..f
+    };
+    let streak = Finding {
+        feature: "busy_minutes_in_a_row",
+        basis: never,
+        observed: f64::from(busy),
+        x: by_streak,
+        window_s: busy * 60,
+        ..f
+    };
+    larger(larger(f, requests), streak)
 }
 
 /// Minutes in a row, each with 4 requests or more, in a clock hour the entity never uses: a session
@@ -678,7 +675,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
         st.model_mass = Q16::ONE;
         st.model_mass2 = Q16::ONE;
     }
-    let y = (f64::from(st.bytes_out)).ln_1p();
+    let y = f64::from(st.bytes_out).ln_1p();
     if person {
         shared_streak(st);
     }

@@ -60,7 +60,7 @@ pub(crate) struct State {
     pub(crate) bytes_in: u32,
     /// Response bytes in the current minute (saturating at 4 GiB; a snapshot from before it was a
     /// `u32` is read the same way).
-    #[serde(deserialize_with = "saturating_u32")]
+    #[serde(deserialize_with = "saturating")]
     pub(crate) bytes_out: u32,
     pub(crate) routes: u32,
     pub(crate) params: u32,
@@ -98,7 +98,7 @@ pub(crate) struct State {
     pub(crate) hour_bytes_base: Ewma,
     /// Consecutive active minutes that closed with 3 or more addresses and 2 or more agents in ten
     /// minutes (saturating; a snapshot from when it was a `u16` is read the same way) ...
-    #[serde(deserialize_with = "saturating_u8")]
+    #[serde(deserialize_with = "saturating")]
     pub(crate) shared_minutes: u8,
     /// ... and with 3 or more addresses, whatever the agents (a thief who replays the owner's agent).
     #[serde(default)]
@@ -140,7 +140,7 @@ pub(crate) struct State {
     /// stops.
     pub(crate) streak_light: u16,
     /// (Saturating; a snapshot from when it was a `u16` is read the same way.)
-    #[serde(deserialize_with = "saturating_u8")]
+    #[serde(deserialize_with = "saturating")]
     pub(crate) streak_heavy: u8,
     /// The longest light streak this entity has ended without an alert: its own normal.
     #[serde(default)]
@@ -167,16 +167,23 @@ impl State {
     }
 }
 
-/// A `u64` in a snapshot read as a `u32`, capped at `u32::MAX`.
-fn saturating_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = <u64 as Deserialize>::deserialize(d)?;
-    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+/// A counter narrowed since older snapshots were written.
+trait Narrowed: TryFrom<u64> {
+    const MAX: Self;
 }
 
-/// A `u64` in a snapshot read as a `u8`, capped at `u8::MAX`.
-fn saturating_u8<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+impl Narrowed for u8 {
+    const MAX: u8 = u8::MAX;
+}
+
+impl Narrowed for u32 {
+    const MAX: u32 = u32::MAX;
+}
+
+/// A `u64` in a snapshot read as a narrower counter, capped at its maximum.
+fn saturating<'de, D: serde::Deserializer<'de>, T: Narrowed>(d: D) -> Result<T, D::Error> {
     let v = <u64 as Deserialize>::deserialize(d)?;
-    Ok(u8::try_from(v).unwrap_or(u8::MAX))
+    Ok(T::try_from(v).unwrap_or(T::MAX))
 }
 
 /// Cuts a label to [`MAX_LABEL`] bytes on a character boundary.
@@ -215,7 +222,7 @@ mod tests {
     fn minute_bytes_from_an_older_snapshot_saturate() {
         #[derive(Deserialize)]
         struct W {
-            #[serde(deserialize_with = "saturating_u32")]
+            #[serde(deserialize_with = "saturating")]
             v: u32,
         }
         let w: W = serde_json::from_str(r#"{"v": 5000000000}"#).unwrap();
@@ -225,7 +232,7 @@ mod tests {
         assert!(serde_json::from_str::<W>(r#"{"v": -1}"#).is_err());
         #[derive(Deserialize)]
         struct B {
-            #[serde(deserialize_with = "saturating_u8")]
+            #[serde(deserialize_with = "saturating")]
             v: u8,
         }
         assert_eq!(serde_json::from_str::<B>(r#"{"v": 300}"#).unwrap().v, u8::MAX);
