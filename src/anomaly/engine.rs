@@ -180,10 +180,10 @@ impl Engine {
             automation_counts(st, record, order_odd);
             count(st, record, minute);
             if let (true, Some(c)) = (failing, claimed_key) {
-                st.ring_a.insert(minute, c);
+                st.ring_a.insert(st.minute, c);
             }
             if let Some(p) = principal_key {
-                st.ring_b.insert(minute, p);
+                st.ring_b.insert(st.minute, p);
             }
             detectors::on_ip(st, &ctx, sh, alerts);
         }
@@ -196,9 +196,9 @@ impl Engine {
             }
             roll(st, minute, &ctx, sh, alerts);
             count(st, record, minute);
-            st.ring_a.insert(minute, ip_key);
+            st.ring_a.insert(st.minute, ip_key);
             if record.user_agent != 0 {
-                st.ring_b.insert(minute, record.user_agent);
+                st.ring_b.insert(st.minute, record.user_agent);
             }
             detectors::on_principal(st, &ctx, sh, alerts);
         }
@@ -210,7 +210,7 @@ impl Engine {
             }
             roll(st, minute, &ctx, sh, alerts);
             count(st, record, minute);
-            st.ring_a.insert(minute, ip_key);
+            st.ring_a.insert(st.minute, ip_key);
             detectors::on_claimed(st, &ctx, sh, alerts);
         }
         // Per (client, route), for suggestions.
