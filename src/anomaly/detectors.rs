@@ -275,7 +275,7 @@ fn rate_cusum(st: &State) -> Finding {
 
 /// Token sharing: distinct addresses, or user agents, using one principal in ten minutes: limit 5, or
 /// once warm its own usual count (mean + 4 sd + 2) when higher; or both together over 70% of the sum
-/// of their limits (7 by default); or 3 addresses and 2 agents at once for 3 active minutes in a row;
+/// of their limits (7 by default); or 3 addresses and 2 agents at once for 4 active minutes in a row;
 /// or, for an entity usually on under two networks, 3 addresses whatever the agents for 10 active
 /// minutes in a row (thieves who replay the owner's agent).
 pub(crate) fn token_sharing(st: &State) -> Finding {
@@ -326,7 +326,7 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
 /// Active minutes in a row that closed with 3 or more addresses and 2 or more user agents over ten
 /// minutes: a few thieves at once, minute after minute. It counts only while the ten minutes still
 /// hold them, and restarts after an alarm.
-const SHARED_MINUTES: f64 = 3.0;
+const SHARED_MINUTES: f64 = 4.0;
 
 /// Active minutes in a row that closed with 3 or more addresses over ten minutes, whatever the agents,
 /// for an entity that usually holds under two: thieves who all send one agent.

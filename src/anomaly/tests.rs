@@ -319,9 +319,9 @@ fn token_sharing_three_thieves_hour_after_hour() {
     let hits = only(&alerts, Detector::TokenSharing);
     assert!(!hits.is_empty(), "{alerts:#?}");
     assert_eq!(hits[0].feature, "minutes_shared");
-    // Three minutes in a row that closed with the three of them: found early in the fourth.
-    assert_eq!(hits[0].observed, 3.0, "{:?}", hits[0]);
-    assert!(hits[0].at_ms < T0 + 4 * 60_000, "{:?}", hits[0]);
+    // Four minutes in a row that closed with the three of them: found early in the fifth.
+    assert_eq!(hits[0].observed, 4.0, "{:?}", hits[0]);
+    assert!(hits[0].at_ms < T0 + 5 * 60_000, "{:?}", hits[0]);
     explained(hits[0]);
 }
 
