@@ -16,6 +16,8 @@ pub(crate) const WARM: u32 = 30;
 /// Active minutes and hours of history before the time-of-day profile is trusted.
 const HOURS_WARM_MINUTES: u32 = 20;
 const HOURS_WARM_HOURS: u32 = 36;
+/// ... and for sustained heavy use alone (the busy-minutes tier of [`unusual_hours`]), a day.
+const HOURS_HEAVY_WARM_HOURS: u32 = 24;
 /// Active minutes in an unusual clock hour that fire (a night burst is one or two; a person's rare
 /// evening at the desk is often under twelve).
 const HOUR_MINUTES: f64 = 12.0;
@@ -423,7 +425,7 @@ fn bulk_downloads(st: &State) -> Finding {
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
 /// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean). The sum restarts after an alarm;
-/// the baseline does not learn hours above half the limit.
+/// the baseline learns hours between half the limit and the limit four times slower, and none above.
 fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
     let own = if st.active >= WARM { (m + 6.0 * sd).max(6.0 * m) } else { 0.0 };
@@ -508,7 +510,8 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 /// - 200 requests in the hour, whatever the population does at that hour (and before its day is
 ///   learned): more than a person's long working session, at an hour this entity has never used;
 /// - 8 minutes in a row with 4 requests or more each, in the hour, whatever the population does:
-///   sustained use, found in about eight minutes where the other tiers take twelve or more.
+///   sustained use, found in about eight minutes where the other tiers take twelve or more. This tier
+///   alone judges from 24 hours of history on.
 pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let mut f = Finding {
         detector: Detector::UnusualHours,
@@ -520,9 +523,12 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
         window_s: 3600,
     };
     let span_h = ((at_ms / 1000) as u32).saturating_sub(st.first_s) / 3600;
-    if st.active < HOURS_WARM_MINUTES || span_h < HOURS_WARM_HOURS {
+    if st.active < HOURS_WARM_MINUTES || span_h < HOURS_HEAVY_WARM_HOURS {
         return f;
     }
+    // Under a day and a half of history, only sustained heavy use is judged (the busy-minutes tier):
+    // a day shows where the entity's day is, not yet every hour it uses.
+    let seasoned = span_h >= HOURS_WARM_HOURS;
     // Once per clock hour (the window): a session that goes on is the same finding.
     if st.last_alert[Detector::UnusualHours as usize] / 3600 == st.hour {
         return f;
@@ -548,10 +554,10 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
         Some(_) => None,
         None => Some(2.0 * HOUR_MINUTES),
     };
-    let by_minutes = minutes.map_or(0.0, |m| f64::from(st.hour_minutes) / m);
+    let by_minutes = minutes.filter(|_| seasoned).map_or(0.0, |m| f64::from(st.hour_minutes) / m);
     // Otherwise (an hour the population is often awake at), only heavy use: more requests than a
     // person's longest session, at an hour the entity never uses.
-    let by_requests = f64::from(st.hour_requests) / HOUR_REQUESTS;
+    let by_requests = if seasoned { f64::from(st.hour_requests) / HOUR_REQUESTS } else { 0.0 };
     // Or sustained use: minutes in a row in this hour, each with 4 requests or more (the current one
     // counts once it has them).
     let busy = (u32::from(st.streak_light) + u32::from(st.req >= LIGHT)).min(u32::from(st.hour_minutes));
@@ -726,9 +732,14 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         // before it is caught, and a lasting change of habit is adopted in the end.
         let slow = if st.cusum.get() < CUSUM_H / 2.0 { 1.0 } else { 0.25 };
         st.bytes.update(y, alpha * slow, st.active);
-        // Not while the hour climbs towards its limit: an attack must not raise its own bar.
-        if f64::from(st.hour_bytes) < hourly_limit(st).0 / 2.0 {
-            st.hour_bytes_base.update(f64::from(st.hour_bytes), alpha, st.active);
+        // Four times slower while the hour climbs towards its limit, and never above it: an attack
+        // must not raise its own bar, but a client whose ordinary hour sits above half the limit
+        // (an integration near the floor) must learn it, or its ordinary hours alarm.
+        let hour = f64::from(st.hour_bytes);
+        let limit = hourly_limit(st).0;
+        if hour < limit {
+            let slow = if hour < limit / 2.0 { 1.0 } else { 0.25 };
+            st.hour_bytes_base.update(hour, alpha * slow, st.active);
         }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(f64::from(st.bytes_out) / 1024.0);

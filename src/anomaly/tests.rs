@@ -542,6 +542,32 @@ fn sized(p: &Arc<Principal>, t: u64, bytes: u32) -> Record {
 }
 
 #[test]
+fn exfiltration_learns_an_integration_whose_usual_hour_is_above_half_the_floor() {
+    // An integration, a response a minute: six quiet hours (5 KiB a minute, 0.3 MiB an hour), then
+    // twenty ordinary ones (50 KiB, 2.9 MiB an hour: above half the 4 MiB floor).
+    let min = 60_000;
+    let p = person("integration", PrincipalKind::ApiKey);
+    let kib = |k: u32| k * 1024;
+    let mut rs: Vec<Record> = (0..6 * 60).map(|m| sized(&p, T0 + m * min, kib(5))).collect();
+    rs.extend((6 * 60..26 * 60).map(|m| sized(&p, T0 + m * min, kib(50))));
+    // Then a busier hour than usual (90 KiB a minute, 5.3 MiB): its own, learned, and quiet. Learning
+    // only hours under half the floor, the baseline stayed near the quiet hours and this one alarmed.
+    let busier = T0 + 26 * 60 * min;
+    rs.extend((0..60).map(|m| sized(&p, busier + m * min, kib(90))));
+    let mut engine = Engine::new(settings());
+    let seen = run(&mut engine, &mut rs);
+    assert!(only(&seen, Detector::Exfiltration).is_empty(), "{seen:#?}");
+    // A drain after it (400 KiB a minute, 23 MiB an hour) is still found within the hour.
+    let drain = busier + 60 * min;
+    let mut rs: Vec<Record> = (0..60).map(|m| sized(&p, drain + m * min, kib(400))).collect();
+    let seen = run(&mut engine, &mut rs);
+    let hits = only(&seen, Detector::Exfiltration);
+    assert!(!hits.is_empty(), "{seen:#?}");
+    assert!(hits[0].at_ms < drain + 60 * min, "{:?}", hits[0]);
+    explained(hits[0]);
+}
+
+#[test]
 fn exfiltration_bulk_downloads() {
     let min = 60_000;
     // Its history, then exports only.
@@ -763,6 +789,31 @@ fn one_unusual_hour(engine: &mut Engine, mut rs: Vec<Record>, feature: &str, obs
     explained(hits[0]);
     assert!(hits[0].explanation.contains("at an hour it never uses"), "{}", hits[0].explanation);
     hits[0].clone()
+}
+
+#[test]
+fn unusual_hours_after_a_single_day_judges_sustained_heavy_use_alone() {
+    // One working day, 12:00-20:00 (480 active minutes), then 22:00 the next day: 34 hours of
+    // history, under the day and a half the other tiers need.
+    let history =
+        |p: &Arc<Principal>| -> Vec<Record> { (12 * 60..20 * 60).map(|m| of(p, day_at(0, 0, m, 0))).collect() };
+    let quiet = |name: &str, session: &dyn Fn(&Arc<Principal>) -> Vec<Record>| {
+        let p = person(name, PrincipalKind::Jwt);
+        let mut rs = history(&p);
+        rs.extend(session(&p));
+        let seen = run(&mut Engine::new(settings()), &mut rs);
+        assert!(only(&seen, Detector::UnusualHours).is_empty(), "{name}: {seen:#?}");
+    };
+    // Half an hour at a request a minute, and 200 requests in four bursts: not yet.
+    quiet("half-hour", &|p| (0..30).map(|m| of(p, day_at(1, 22, m, 0))).collect());
+    quiet("bursts", &|p| bursts(p, 1, 22));
+    // Ten busy minutes, 25 requests each: the eighth fires, as it would with more history.
+    let p = person("busy", PrincipalKind::Jwt);
+    let mut engine = Engine::new(settings());
+    let mut rs = history(&p);
+    assert!(run(&mut engine, &mut rs).is_empty());
+    let hit = one_unusual_hour(&mut engine, busy_ten_minutes(&p, 1, 22), "busy_minutes_in_a_row", 8.0);
+    assert_eq!(hit.at_ms, day_at(1, 22, 7, 6));
 }
 
 #[test]
