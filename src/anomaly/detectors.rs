@@ -55,6 +55,13 @@ pub(crate) struct Peer {
     pub(crate) rate10: LogHistogram,
     /// Response KiB per active minute.
     pub(crate) kib: LogHistogram,
+    /// Members the bulk tier has finished learning: without the habit of pulling bulk data, and with
+    /// it (exempt). While one of the group is new, the group's habit decides whether the tier judges
+    /// it (see [`bulk_downloads`]).
+    #[serde(default)]
+    pub(crate) bulk_learned: u32,
+    #[serde(default)]
+    pub(crate) bulk_habits: u32,
 }
 
 impl Peer {
@@ -371,7 +378,7 @@ pub(crate) fn exfiltration(st: &State, peer: Option<&Peer>) -> Finding {
         f.baseline = q * 1024.0;
         f.x = bytes / 1024.0 / (4.0 * q);
     }
-    larger(larger(f, hourly), bulk_downloads(st))
+    larger(larger(f, hourly), bulk_downloads(st, peer))
 }
 
 /// A response this large is a bulk download (an export, a dump, a page of thousands of rows); the
@@ -393,25 +400,58 @@ fn bulk_now(st: &State) -> (f64, f64) {
 /// a second episode, pulling bulk data is a habit of the entity (an export job, a reporting
 /// integration) and the bulk tier never fires for it; its hourly and CUSUM tiers still watch it. One
 /// drain on a new credential, however long, is one episode and buys no exemption.
-fn learn_bulk(st: &mut State) {
+fn learn_bulk(st: &mut State, peer: Option<&mut Peer>) {
     if st.bulk_learning.minutes() >= WARM {
         return;
     }
     let (n, share) = bulk_now(st);
-    if st.bulk_learning.watch(n >= BULK_COUNT && share >= BULK_SHARE) {
+    let habit = st.bulk_learning.watch(n >= BULK_COUNT && share >= BULK_SHARE);
+    let Some(peer) = peer else {
+        if habit {
+            st.bulk.set_flag();
+        }
+        return;
+    };
+    if habit && !st.bulk.flag() {
         st.bulk.set_flag();
+        peer.bulk_habits = peer.bulk_habits.saturating_add(1);
+    } else if st.bulk_learning.minutes() >= WARM && !st.bulk.flag() {
+        peer.bulk_learned = peer.bulk_learned.saturating_add(1);
     }
+}
+
+/// Members of a peer group the bulk tier must have learned before the group's habit speaks for a
+/// new member ...
+const PEERS_BULK_WARM: u32 = 20;
+/// ... and the share of them with the habit under which a new member is judged while it is learned.
+const PEERS_BULK_HABIT: f64 = 0.02;
+
+/// Whether the bulk tier judges a member its peer group: learned (its first [`WARM`] active
+/// minutes watched) without the habit, or new in a group that has shown it pulls bulk data rarely
+/// (a credential stolen before its owner used it much is judged from its first download).
+fn bulk_judged(st: &State, peer: Option<&Peer>) -> bool {
+    if st.bulk.flag() {
+        return false;
+    }
+    if st.bulk_learning.minutes() >= WARM {
+        return true;
+    }
+    peer.is_some_and(|p| {
+        let learned = p.bulk_learned + p.bulk_habits;
+        learned >= PEERS_BULK_WARM && f64::from(p.bulk_habits) < PEERS_BULK_HABIT * f64::from(learned)
+    })
 }
 
 /// Exfiltration, bulk: four or more responses of 100 KiB or more over about ten minutes (five spans
 /// of two minutes), making half or more of the entity's requests in those minutes: a client that
 /// does little but pull bulk data. A person's busy session holds a few exports among many pages; an
 /// export job shows the pattern again and again while the tier learns it (its first 30 active
-/// minutes), which exempts it (see [`learn_bulk`]). Judged on every response, so a fast drain is found
-/// within seconds of its fourth download.
-fn bulk_downloads(st: &State) -> Finding {
+/// minutes), which exempts it (see [`learn_bulk`]). While it learns, it is judged if its peers
+/// rarely pull bulk data: a new export job in such a group alerts on its first run, once. Judged on
+/// every response, so a fast drain is found within seconds of its fourth download.
+fn bulk_downloads(st: &State, peer: Option<&Peer>) -> Finding {
     let (n, share) = bulk_now(st);
-    let own = st.bulk_learning.minutes() >= WARM && !st.bulk.flag();
+    let own = bulk_judged(st, peer);
     Finding {
         detector: Detector::Exfiltration,
         feature: "large_responses",
@@ -754,7 +794,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         st.spread_b.update(st.ring_b.ten(), alpha, st.active);
     }
     if matches!(st.kind, Kind::Principal | Kind::ApiKey) {
-        learn_bulk(st);
+        learn_bulk(st, sh.peers.get_mut(st.peer as usize));
     }
     let h = ((st.minute / 60) % 24) as usize;
     if matches!(st.kind, Kind::Principal | Kind::ApiKey) && st.active >= HOURS_WARM_MINUTES {

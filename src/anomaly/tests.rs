@@ -568,6 +568,47 @@ fn exfiltration_learns_an_integration_whose_usual_hour_is_above_half_the_floor()
 }
 
 #[test]
+fn exfiltration_bulk_judges_a_new_credential_when_its_peers_rarely_pull_bulk_data() {
+    let min = 60_000;
+    // A new reader: ten minutes of pages (under the thirty the bulk tier watches), a quarter of an
+    // hour away, then four exports of 120 KB 5 s apart (under what the peers' sudden tier needs).
+    let newcomer = |engine: &mut Engine| {
+        let p = person("new-reader", PrincipalKind::Jwt);
+        let start = T0 + 60 * min;
+        let mut rs: Vec<Record> = (0..30u64).map(|i| sized(&p, start + i * 20_000, noise(i))).collect();
+        let drain = start + 25 * min;
+        rs.extend((0..4u64).map(|i| sized(&p, drain + i * 5_000, 120_000)));
+        let seen = run(engine, &mut rs);
+        (only(&seen, Detector::Exfiltration).into_iter().cloned().collect::<Vec<_>>(), drain)
+    };
+    // Alone, it is still being learned: the tier does not judge it.
+    let (hits, _) = newcomer(&mut Engine::new(settings()));
+    assert!(hits.iter().all(|a| a.feature != "large_responses"), "{hits:#?}");
+    // Among twenty readers the tier has learned, none of them pulling bulk data, it is judged from its
+    // first download: found on the fourth.
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for k in 0..20 {
+        rs.extend(steady(&person(&format!("reader-{k}"), PrincipalKind::Jwt), 40, noise));
+    }
+    let seen = run(&mut engine, &mut rs);
+    assert!(only(&seen, Detector::Exfiltration).is_empty(), "{seen:#?}");
+    // The same group where one member in ten turned out an export job (as restored from a snapshot
+    // saying so): a new member's downloads may be its job, and it is learned before it is judged.
+    let mut snap: serde_json::Value = serde_json::from_slice(&engine.snapshot()).unwrap();
+    let group = snap["shared"]["peers"].as_array_mut().unwrap().iter_mut().find(|g| g["bulk_learned"] == 20).unwrap();
+    group["bulk_learned"] = 18.into();
+    group["bulk_habits"] = 2.into();
+    let mut exporters = Engine::restore(settings(), &serde_json::to_vec(&snap).unwrap()).unwrap();
+    let (hits, _) = newcomer(&mut exporters);
+    assert!(hits.iter().all(|a| a.feature != "large_responses"), "{hits:#?}");
+    let (hits, drain) = newcomer(&mut engine);
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    assert_eq!((hits[0].feature, hits[0].at_ms), ("large_responses", drain + 15_000), "{:?}", hits[0]);
+    explained(&hits[0]);
+}
+
+#[test]
 fn exfiltration_bulk_downloads() {
     let min = 60_000;
     // Its history, then exports only.
