@@ -436,6 +436,11 @@ fn bulk_judged(st: &State, peer: Option<&Peer>) -> bool {
     if st.bulk_learning.minutes() >= WARM {
         return true;
     }
+    // Only an entity new to the engine, not one new to the tier: an entity restored from a snapshot
+    // written before the tier existed (an export job among them) is learned first.
+    if st.active >= WARM {
+        return false;
+    }
     peer.is_some_and(|p| {
         let learned = p.bulk_learned + p.bulk_habits;
         learned >= PEERS_BULK_WARM && f64::from(p.bulk_habits) < PEERS_BULK_HABIT * f64::from(learned)
