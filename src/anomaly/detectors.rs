@@ -457,7 +457,7 @@ fn bulk_judged(st: &State, peer: Option<&Peer>) -> bool {
 fn bulk_downloads(st: &State, peer: Option<&Peer>) -> Finding {
     let (n, share) = bulk_now(st);
     let own = bulk_judged(st, peer);
-    Finding {
+    let f = Finding {
         detector: Detector::Exfiltration,
         feature: "large_responses",
         basis: "the fixed limit, when they are half its requests or more,",
@@ -465,8 +465,22 @@ fn bulk_downloads(st: &State, peer: Option<&Peer>) -> Finding {
         observed: n,
         x: if own { (n / BULK_COUNT).min(share / BULK_SHARE) } else { 0.0 },
         window_s: 600,
-    }
+    };
+    // However many other requests come with them: a drain on a busy integration's credential is a
+    // small share of that client's own traffic.
+    let alone = Finding {
+        basis: "the fixed limit, whatever its other requests,",
+        baseline: BULK_ALONE,
+        x: if own { n / BULK_ALONE } else { 0.0 },
+        ..f
+    };
+    larger(f, alone)
 }
+
+/// Large responses over about ten minutes that fire whatever their share of the entity's requests:
+/// well above what a busy integration of the simulated population pulls in ten minutes (6 at most
+/// for one that makes 80 requests every ten minutes, 1.5% of them exports).
+const BULK_ALONE: f64 = 16.0;
 
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
 /// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean). The sum restarts after an alarm;

@@ -609,6 +609,29 @@ fn exfiltration_bulk_judges_a_new_credential_when_its_peers_rarely_pull_bulk_dat
 }
 
 #[test]
+fn exfiltration_bulk_downloads_on_a_busy_integration() {
+    let min = 60_000;
+    // An integration: a page of about 60 KB every 6 s for forty minutes (learned by the bulk tier),
+    // going on. (Pages this size keep a few downloads from standing out in bytes.)
+    let p = person("busy-integration", PrincipalKind::ApiKey);
+    let pages = |from: u64, minutes: u64| (0..minutes * 10).map(move |i| (from + i * 6_000, 50_000 + noise(i)));
+    let drain = T0 + 40 * min;
+    let rs = |large: u64| -> Vec<Record> {
+        let mut rs: Vec<Record> = pages(T0, 50).map(|(t, b)| sized(&p, t, b)).collect();
+        // Among its pages, `large` downloads of 120 KB 30 s apart: never half its requests.
+        rs.extend((0..large).map(|i| sized(&p, drain + 3_000 + i * 30_000, 120_000)));
+        rs
+    };
+    let seen = run(&mut Engine::new(settings()), &mut rs(15));
+    assert!(large_responses(&seen).is_empty(), "{seen:#?}");
+    let seen = run(&mut Engine::new(settings()), &mut rs(16));
+    let hits = large_responses(&seen);
+    assert_eq!(hits.len(), 1, "{seen:#?}");
+    assert_eq!((hits[0].observed, hits[0].at_ms), (16.0, drain + 3_000 + 15 * 30_000), "{:?}", hits[0]);
+    explained(hits[0]);
+}
+
+#[test]
 fn exfiltration_bulk_downloads() {
     let min = 60_000;
     // Its history, then exports only.
