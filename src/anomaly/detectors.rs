@@ -406,17 +406,19 @@ fn learn_bulk(st: &mut State, peer: Option<&mut Peer>) {
     }
     let (n, share) = bulk_now(st);
     let habit = st.bulk_learning.watch(n >= BULK_COUNT && share >= BULK_SHARE);
-    let Some(peer) = peer else {
-        if habit {
-            st.bulk.set_flag();
-        }
-        return;
-    };
-    if habit && !st.bulk.flag() {
+    // The group counts each member once: when it shows the habit, or when it is learned without it.
+    let counter = if st.bulk.flag() {
+        None
+    } else if habit {
         st.bulk.set_flag();
-        peer.bulk_habits = peer.bulk_habits.saturating_add(1);
-    } else if st.bulk_learning.minutes() >= WARM && !st.bulk.flag() {
-        peer.bulk_learned = peer.bulk_learned.saturating_add(1);
+        peer.map(|p| &mut p.bulk_habits)
+    } else if st.bulk_learning.minutes() >= WARM {
+        peer.map(|p| &mut p.bulk_learned)
+    } else {
+        None
+    };
+    if let Some(c) = counter {
+        *c = c.saturating_add(1);
     }
 }
 
@@ -426,7 +428,7 @@ const PEERS_BULK_WARM: u32 = 20;
 /// ... and the share of them with the habit under which a new member is judged while it is learned.
 const PEERS_BULK_HABIT: f64 = 0.02;
 
-/// Whether the bulk tier judges a member its peer group: learned (its first [`WARM`] active
+/// Whether the bulk tier judges a member of its peer group: learned (its first [`WARM`] active
 /// minutes watched) without the habit, or new in a group that has shown it pulls bulk data rarely
 /// (a credential stolen before its owner used it much is judged from its first download).
 fn bulk_judged(st: &State, peer: Option<&Peer>) -> bool {

@@ -115,6 +115,11 @@ pub(crate) struct Ring10 {
 /// The low bit of every 4-bit slot of a word.
 const NIBBLE_LOW: u64 = 0x1111_1111_1111_1111;
 
+/// The slot of a hashed element in a 64-slot map (the top bits, as [`bit32`]).
+fn slot64(hash: u64) -> usize {
+    (mix(hash) >> 58) as usize
+}
+
 /// The 4-bit stamp of a minute: 1 to 15 (ages up to 9 minutes, the ring's reach, never alias).
 fn stamp(minute: u32) -> u64 {
     u64::from(minute % 15) + 1
@@ -150,7 +155,7 @@ impl Ring10 {
 
     /// Records `hash` at `minute` (the ring's current minute).
     pub(crate) fn insert(&mut self, minute: u32, hash: u64) {
-        let slot = (mix(hash) >> 58) as usize;
+        let slot = slot64(hash);
         let (word, shift) = (slot / 16, (slot % 16) * 4);
         let w = &mut self.stamps[word];
         *w = (*w & !(0xF << shift)) | (stamp(minute) << shift);
@@ -430,7 +435,7 @@ mod tests {
                 now += gap;
                 let hash = item.wrapping_mul(0x9E37_79B9);
                 r.insert(now, hash);
-                last[(mix(hash) >> 58) as usize] = Some(now);
+                last[slot64(hash)] = Some(now);
                 let ten = last.iter().filter(|m| m.is_some_and(|m| now - m < 10)).count() as u32;
                 let one = last.iter().filter(|m| *m == &Some(now)).count() as u32;
                 proptest::prop_assert_eq!(r.ten(), linear_count(ten, 64));
