@@ -131,6 +131,7 @@ fn bench_gateway_path(c: &mut Criterion) {
                 principal: Some(p.clone()),
                 route: 3,
                 status: 200,
+                refused_in_force: false,
             };
             let r = detector.record(head, done);
             detector.offer(r);

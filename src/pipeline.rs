@@ -178,7 +178,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let (route_name, principal, bytes_in) = (ex.route.take(), ex.principal.take(), ex.bytes_in.take());
     let authz = ex.authz.take();
     let held = std::mem::take(&mut ex.held);
-    let (method, upstream_duration) = (ex.parts.method.clone(), ex.upstream_duration);
+    let (method, upstream_duration, refused_at) = (ex.parts.method.clone(), ex.upstream_duration, ex.refused_at);
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
@@ -192,6 +192,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             principal: principal.clone(),
             route: route_id,
             status,
+            // Authentication's place refuses a verified principal only for a response in force
+            // (principal bans, anomaly throttles and challenges).
+            refused_in_force: principal.is_some() && refused_at == Some(Place::Authentication),
         };
         let record = a.record(head, done);
         (a as Arc<dyn crate::activity::Sink>, record)
@@ -273,7 +276,10 @@ fn emit_events(emitter: &crate::events::Emitter, ex: &mut Exchange<'_>, status: 
 
 /// `RateLimit-Policy`, `RateLimit` and, on a refusal, `Retry-After`.
 fn limit_headers(h: &mut http::HeaderMap, l: &crate::exchange::LimitHeaders) {
-    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&l.policy), HeaderValue::from_str(&l.state)) {
+    // (An anomaly throttle's refusal carries `Retry-After` alone.)
+    if let (false, Ok(policy), Ok(state)) =
+        (l.policy.is_empty(), HeaderValue::from_str(&l.policy), HeaderValue::from_str(&l.state))
+    {
         h.insert(http::HeaderName::from_static("ratelimit-policy"), policy);
         h.insert(http::HeaderName::from_static("ratelimit"), state);
     }

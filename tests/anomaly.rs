@@ -277,13 +277,127 @@ fn challenge_on_a_jwt_route_needs_a_fresh_token_and_can_be_lifted() {
     assert_eq!(st, 200);
     // Lifting: a viewer may not, an operator may; then the old token works again.
     let action = s.actions().into_iter().find(|a| a["kind"] == "challenge").expect("a challenge in force");
-    assert_eq!(action["target"], "carol", "{action}");
+    assert_eq!(action["target"], "jwt:carol", "{action}");
     let id = action["id"].as_u64().unwrap();
     assert_eq!(s.admin(&s.viewer, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 403);
     assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);
     assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 404);
     let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &auth);
     assert_eq!(st, 200);
+}
+
+/// The same token from many networks and agents at once, until the gateway answers something other
+/// than 200: that answer.
+fn share_until_refused(conn: &mut RawConn, auth: &str, tag: u32) -> String {
+    for round in 0..30 {
+        for net in 0..40u32 {
+            let ip = format!("{}.{}.{}.{}", 11 + net, 20 + round, tag, 4);
+            let agent = format!("User-Agent: client-{net}/{tag}.{round}\r\n");
+            let req =
+                format!("GET /j/profile HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: {ip}\r\n{agent}{auth}\r\n");
+            let resp = conn.send(req.as_bytes(), T);
+            if common::status_of(&resp) != 200 {
+                return resp;
+            }
+        }
+    }
+    panic!("the shared token was never refused");
+}
+
+/// Two workloads whose ids share their first 32 bytes (an alert's label is cut there).
+const WORKLOAD_A: &str = "urn:example:payments:workload:00001";
+const WORKLOAD_B: &str = "urn:example:payments:workload:00002";
+
+/// Whoever an action lands on is the exact credential it was raised on: not another id with the same
+/// first 32 bytes. And a thief replaying the challenged token neither renews the challenge nor moves
+/// it past the owner's fresh token.
+#[test]
+fn a_challenge_lands_on_the_exact_principal_and_replaying_the_old_token_does_not_renew_it() {
+    let s = setup(
+        "anomaly:\n  mode: enforce\n  cooldown: 1s\n  detectors:\n    token_sharing: { actions: [log, alert, challenge], duration: 10m }\n",
+    );
+    assert!(WORKLOAD_A.len() > 32 && WORKLOAD_A[..32] == WORKLOAD_B[..32]);
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let stolen = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_A, now_s() - 30));
+    let resp = share_until_refused(&mut conn, &stolen, 3);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    // The neighbour is not challenged, though an alert's label cannot tell the two apart.
+    let neighbour = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_B, now_s() - 30));
+    let (st, resp) = get(&mut conn, "/j/profile", "192.0.2.20", &neighbour);
+    assert_eq!(st, 200, "{resp}");
+    let actions = s.actions();
+    let action = actions.iter().find(|a| a["kind"] == "challenge").unwrap_or_else(|| panic!("{actions:?}"));
+    assert_eq!(action["target"], format!("jwt:{}", &WORKLOAD_A[..32]), "{action}");
+    // The owner's fresh token passes (iat is in seconds: poll until one is newer than the alert).
+    let deadline = Instant::now() + T;
+    let fresh = loop {
+        let fresh = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_A, now_s()));
+        let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
+        if st == 200 {
+            break fresh;
+        }
+        assert_eq!(st, 401);
+        assert!(Instant::now() < deadline, "a fresh token was never accepted");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The owner's requests still alert now and then (the ten-minute window holds the thief's networks),
+    // but the challenge keeps the time it began: the fresh token stays good. A ban of a stuffing address
+    // marks a point the detector has reached (one queue, in order).
+    let (st, _) = stuff(&mut conn, "203.0.113.98", 600, true);
+    assert_eq!(st, 403);
+    let alerted = s.alerts("token_sharing");
+    let last_ms = alerted.iter().filter_map(|a| a["at_ms"].as_u64()).max().unwrap();
+    // Past the one-second cooldown of the latest (polled on the wall clock, nothing asserted on it),
+    // the thief replays the old token from eighty more networks: all refused, none reaches the upstream.
+    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 <= last_ms + 1_500 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hits = s.up.hits();
+    let resp = share_until_refused(&mut conn, &stolen, 4);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    for net in 0..80u32 {
+        let (st, _) = get(&mut conn, "/j/profile", &format!("{}.9.9.9", 100 + net), &stolen);
+        assert_eq!(st, 401);
+    }
+    assert_eq!(s.up.hits(), hits, "a refused replay reached the upstream");
+    let (st, _) = stuff(&mut conn, "203.0.113.99", 600, true);
+    assert_eq!(st, 403);
+    // The replays were not the principal's use: no alert since, and the fresh token still passes.
+    let after = s.alerts("token_sharing");
+    assert_eq!(after.len(), alerted.len(), "refused replays raised an alert: {after:?}");
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
+    assert_eq!(st, 200);
+}
+
+/// `throttle` on a principal: its own rate, 429 with `Retry-After`, nothing past it reaches the
+/// upstream, and only the exact principal is slowed.
+#[test]
+fn a_throttle_answers_429_with_retry_after_to_the_exact_principal() {
+    let s = setup(
+        "anomaly:\n  mode: enforce\n  detectors:\n    token_sharing: { actions: [log, throttle], duration: 10m, throttle: 1/m }\n",
+    );
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let shared = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_A, now_s() - 30));
+    let resp = share_until_refused(&mut conn, &shared, 5);
+    assert_eq!(common::status_of(&resp), 429, "{resp}");
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:too-many-requests", "{resp}");
+    let retry: u64 = common::header_of(&resp, "retry-after").expect("Retry-After").trim().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{resp}");
+    // Refused again at once, even with a fresh token (a throttle is not a challenge), from anywhere.
+    let hits = s.up.hits();
+    let fresh = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_A, now_s() + 1));
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
+    assert_eq!(st, 429);
+    assert_eq!(s.up.hits(), hits);
+    // The neighbour with the same first 32 bytes, and the address the throttled client used, pass.
+    let neighbour = format!("Authorization: Bearer {}\r\n", jwt(WORKLOAD_B, now_s() - 30));
+    for _ in 0..3 {
+        let (st, resp) = get(&mut conn, "/j/profile", "192.0.2.10", &neighbour);
+        assert_eq!(st, 200, "{resp}");
+    }
+    let actions = s.actions();
+    let action = actions.iter().find(|a| a["kind"] == "throttle").unwrap_or_else(|| panic!("{actions:?}"));
+    assert_eq!((action["target_kind"].as_str(), action["rate"].as_str()), (Some("principal"), Some("1/m")));
 }
 
 #[test]
@@ -298,6 +412,9 @@ fn the_anomaly_section_is_checked() {
         ("anomaly:\n  detectors:\n    volumetric: { actions: [shout] }\n", "shout"),
         ("anomaly:\n  detectors:\n    volumetric: { duration: 0s }\n", "duration"),
         ("anomaly:\n  unknown_key: 1\n", "unknown_key"),
+        // A claimed identity is anyone's to name: nothing may land on it.
+        ("anomaly:\n  detectors:\n    password_spraying: { actions: [log, ban] }\n", "password_spraying"),
+        ("anomaly:\n  detectors:\n    password_spraying: { actions: [throttle] }\n", "password_spraying"),
     ] {
         let cfg = dir.write("bad.yaml", &config(&dir, up.addr, section));
         let (code, out, err) = common::portcullis(&["check", "-c", cfg.to_str().unwrap()], &[]);

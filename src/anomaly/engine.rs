@@ -7,7 +7,8 @@ use super::hst::Forest;
 use super::sketch::{bit32, LogHistogram, Q16};
 use super::state::{short_label, Kind, Pair, State};
 use super::table::Table;
-use super::{Alert, Detector, Entity, Record, Signals};
+use super::{Alert, Detector, Entity, PrincipalTarget, Record, Signals};
+use crate::exchange::PrincipalKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hasher;
@@ -167,14 +168,14 @@ impl Engine {
         let failing = matches!(record.status, 401 | 403);
         let claimed_key = record.claimed.as_deref().map(|c| hash(sh.seed, Kind::Claimed, c.as_bytes()));
         let principal = record.principal.as_deref();
-        let principal_key = principal.map(|p| hash(sh.seed, principal_kind(p), p.id.as_bytes()));
+        let principal_key = principal.map(|p| principal_key(sh.seed, p));
         let order_odd = agent_vote(&mut sh.agents, record);
 
         // The address.
         {
             let (st, fresh) = self.table.touch(ip_key);
             if fresh {
-                init(st, Kind::Ip, ip_label(&self.settings, record.ip, &ip_bytes), 0, record.at_ms);
+                init(st, ip_key, Kind::Ip, ip_label(&self.settings, record.ip, &ip_bytes), 0, record.at_ms);
             }
             roll(st, minute, &ctx, sh, alerts);
             automation_counts(st, record, order_odd);
@@ -192,7 +193,12 @@ impl Engine {
             let peer = peer_of(sh, p);
             let (st, fresh) = self.table.touch(pk);
             if fresh {
-                init(st, principal_kind(p), short_label(&p.id), peer, record.at_ms);
+                init(st, pk, principal_kind(p), short_label(&p.id), peer, record.at_ms);
+            }
+            if st.method == 0 {
+                // New, or restored from a snapshot written before methods were kept.
+                st.method = METHODS.iter().position(|&m| m == p.kind).map_or(0, |i| i as u8 + 1);
+                st.whole = st.label.len() == p.id.len();
             }
             roll(st, minute, &ctx, sh, alerts);
             count(st, record, minute);
@@ -206,7 +212,7 @@ impl Engine {
         if let (Some(c), Some(ck), true) = (record.claimed.as_deref(), claimed_key, failing) {
             let (st, fresh) = self.table.touch(ck);
             if fresh {
-                init(st, Kind::Claimed, short_label(c), 0, record.at_ms);
+                init(st, ck, Kind::Claimed, short_label(c), 0, record.at_ms);
             }
             roll(st, minute, &ctx, sh, alerts);
             count(st, record, minute);
@@ -334,6 +340,17 @@ impl Engine {
         out
     }
 
+    /// The key of the entity hashes (kept in snapshots, so it survives a restore).
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
+    }
+
+    /// A principal's entity key under `seed` ([`PrincipalTarget::key`]): what an action in force
+    /// matches a request's principal with.
+    pub fn principal_key(seed: u64, p: &crate::exchange::Principal) -> u64 {
+        principal_key(seed, p)
+    }
+
     /// The model's state as versioned bytes (JSON): entities oldest first, baselines, models.
     pub fn snapshot(&self) -> Vec<u8> {
         #[derive(Serialize)]
@@ -363,7 +380,8 @@ impl Engine {
             return Err("anomaly snapshot: peer groups missing".into());
         }
         let mut engine = Engine::with_shared(settings, snap.shared);
-        for (key, state) in snap.entities {
+        for (key, mut state) in snap.entities {
+            state.key = key;
             *engine.table.touch(key).0 = state;
         }
         for (key, pair) in snap.pairs {
@@ -386,9 +404,10 @@ impl Ctx<'_> {
     }
 }
 
-fn init(st: &mut State, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
+fn init(st: &mut State, key: u64, kind: Kind, label: Box<str>, peer: u32, at_ms: u64) {
     // Peer groups are capped (MAX_PEERS), far below u16::MAX.
     let peer = u16::try_from(peer).unwrap_or(u16::MAX);
+    st.key = key;
     st.kind = kind;
     st.label = label;
     st.peer = peer;
@@ -617,9 +636,31 @@ fn flush_pair(routes: &mut Vec<RouteStats>, p: &Pair) {
     }
 }
 
+/// The login methods a principal entity records (`State::method` is the index plus one).
+pub(crate) const METHODS: [PrincipalKind; 5] = [
+    PrincipalKind::ApiKey,
+    PrincipalKind::Jwt,
+    PrincipalKind::Introspection,
+    PrincipalKind::ClientCertificate,
+    PrincipalKind::Signature,
+];
+
+/// A principal's entity key: its method and whole id, hashed with the engine's seed. The same id under
+/// two methods is two entities. (API keys and JWTs hash as they always did, so older snapshots keep
+/// them; the other methods add a byte that no UTF-8 id can start with.)
+pub(crate) fn principal_key(seed: u64, p: &crate::exchange::Principal) -> u64 {
+    match p.kind {
+        PrincipalKind::ApiKey | PrincipalKind::Jwt => hash(seed, principal_kind(p), p.id.as_bytes()),
+        other => {
+            let tag = 0xf8 + METHODS.iter().position(|&m| m == other).unwrap_or(0) as u8;
+            hash(seed, Kind::Principal, &[&[tag], p.id.as_bytes()].concat())
+        }
+    }
+}
+
 fn principal_kind(p: &crate::exchange::Principal) -> Kind {
     match p.kind {
-        crate::exchange::PrincipalKind::ApiKey => Kind::ApiKey,
+        PrincipalKind::ApiKey => Kind::ApiKey,
         _ => Kind::Principal,
     }
 }
@@ -730,7 +771,13 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
         Kind::Ip => label.split('/').next().and_then(|a| a.parse().ok()),
         _ => None,
     };
-    let principal = (st.kind != Kind::Ip).then(|| label.clone());
+    // A claimed identity is what a refused credential said it was: anyone can name anyone, so it is
+    // never a principal an action could land on.
+    let principal = matches!(st.kind, Kind::Principal | Kind::ApiKey).then(|| label.clone());
+    let target = principal.as_ref().and_then(|_| {
+        let method = METHODS.get(usize::from(st.method).checked_sub(1)?)?;
+        Some(PrincipalTarget { key: st.key, method: method.as_str(), whole: st.whole })
+    });
     let explanation = format!(
         "{}: {} {} had {} = {} over {} s, against {} of {}: score {:.2}",
         d.id(),
@@ -748,6 +795,7 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
         entity: Entity { kind, label },
         ip,
         principal,
+        target,
         feature: f.feature,
         baseline: f.baseline,
         observed: f.observed,

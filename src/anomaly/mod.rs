@@ -109,8 +109,11 @@ pub struct Alert {
     pub entity: Entity,
     /// The client address the alert can act on (a ban), when the entity is or has one.
     pub ip: Option<IpAddr>,
-    /// The principal id the alert can act on (throttle, challenge), when the entity is or has one.
+    /// The principal the alert names (its label: ids over 32 bytes are cut), when the entity is an
+    /// authenticated principal or key. An identity a refused credential only claimed is not one.
     pub principal: Option<Arc<str>>,
+    /// What a throttle, challenge or ban on that principal matches: the exact credential.
+    pub target: Option<PrincipalTarget>,
     /// The feature that crossed its threshold, e.g. `distinct_failing_identities`.
     pub feature: &'static str,
     /// The baseline the observation was compared with (the entity's own, or its peers' while cold).
@@ -125,6 +128,21 @@ pub struct Alert {
     pub at_ms: u64,
     /// One sentence a person reads in the event and the dashboard.
     pub explanation: String,
+}
+
+/// The exact principal an alert can act on. Labels are cut at 32 bytes and do not carry the login
+/// method, so actions match this instead: two ids that share their first 32 bytes, or the same id
+/// under two methods (a JWT `sub` and an API key's principal), are two targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrincipalTarget {
+    /// The engine's key of the principal: its method and whole id, hashed with the engine's seed
+    /// ([`Engine::principal_key`]).
+    pub key: u64,
+    /// The login method (`api_key`, `jwt`, `introspection`, `mtls`, `signature`).
+    pub method: &'static str,
+    /// True when the alert's label is the whole id: a ban shared with the fleet names it
+    /// (`<method>:<id>`); a cut id is banned on this node only, by key.
+    pub whole: bool,
 }
 
 mod detectors;

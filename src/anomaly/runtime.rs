@@ -255,6 +255,15 @@ impl Policy {
             }
             actions.sort();
             actions.dedup();
+            if d == Detector::PasswordSpraying
+                && actions.iter().any(|a| matches!(a, Action::Throttle | Action::Ban | Action::Challenge))
+            {
+                // Its entity is the identity refused credentials named: anyone can name anyone, so a
+                // response there would land on whoever an attacker chose.
+                return Err("detectors.password_spraying can only `log` and `alert`: its entity is the identity \
+                     that failing credentials claimed, which any client can name"
+                    .into());
+            }
             let duration = cfg.and_then(|c| c.duration).map_or(Duration::from_secs(900), |d| d.0);
             if duration < Duration::from_secs(1) || duration > Duration::from_secs(30 * 86_400) {
                 return Err(format!("detectors.{}.duration must be between 1s and 30d", d.id()));
@@ -377,9 +386,13 @@ pub struct ActiveAction {
     pub id: u64,
     /// `throttle`, `ban` or `challenge`.
     pub kind: &'static str,
-    /// `ip` (an address or prefix) or `principal` (`<method>:<id>`).
+    /// `ip` (an address or prefix) or `principal` (`<method>:<id>`; an id over 32 bytes is cut there,
+    /// and the action still matches only the whole id it was raised on).
     pub target_kind: &'static str,
     pub target: String,
+    /// A principal target's engine key: what requests are matched with.
+    #[serde(skip)]
+    pub key: Option<u64>,
     pub detector: &'static str,
     pub alert: u64,
     /// Record time the action started (ms since the epoch; simulated time under the simulated clock).
@@ -392,7 +405,8 @@ pub struct ActiveAction {
 /// The per-request view of the active throttles and challenges, swapped whole on change.
 #[derive(Default)]
 struct View {
-    principals: HashMap<Box<str>, Entry>,
+    /// By the principal's engine key (its method and whole id).
+    principals: HashMap<u64, Entry>,
     ips: HashMap<IpAddr, Entry>,
 }
 
@@ -400,6 +414,9 @@ struct View {
 struct Entry {
     throttle: Option<gcra::Rate>,
     challenge_since_ms: Option<u64>,
+    /// A principal banned on this node (by key): an id cut in its label cannot be named to the
+    /// fleet's ban list; whole ids are banned there too.
+    ban: bool,
     expires_ms: u64,
 }
 
@@ -411,6 +428,8 @@ struct Actions {
     next_id: AtomicU64,
     throttles: gcra::LocalStore,
     clock: gcra::Monotonic,
+    /// The engine's key seed (fixed for the detector's life): principals' keys are computed with it.
+    seed: u64,
 }
 
 /// The detector of one process: kept in `Lasting`, so its state survives reloads.
@@ -516,6 +535,7 @@ impl Anomaly {
         };
         let (tx, rx) = sync_channel(policy.queue);
         let policy = Arc::new(policy);
+        let seed = engine.seed();
         let inner = Arc::new(Inner {
             engine: Mutex::new(engine),
             alerts: Mutex::new(VecDeque::new()),
@@ -527,6 +547,7 @@ impl Anomaly {
                 next_id: AtomicU64::new(1),
                 throttles: gcra::LocalStore::new(100_000),
                 clock: gcra::Monotonic::default(),
+                seed,
             },
             bans: ArcSwapOption::empty(),
             emitter: ArcSwap::from_pointee(Emitter::default()),
@@ -555,7 +576,9 @@ impl Anomaly {
                 Ok(e) => *engine = e,
                 Err(e) => {
                     tracing::warn!(error = %e, "anomaly: state not carried over to the new settings");
-                    *engine = Engine::new(policy.settings.settings());
+                    // The same seed: the actions in force keep matching their principals.
+                    let settings = Settings { seed: Some(self.inner.actions.seed), ..policy.settings.settings() };
+                    *engine = Engine::new(settings);
                 }
             }
         }
@@ -596,7 +619,8 @@ impl Anomaly {
     }
 
     pub fn record(&self, head: Head, done: Done<'_>) -> Record {
-        let Done { headers, params, ip, principal, route, status } = done;
+        let Done { headers, params, ip, principal, route, status, refused_in_force } = done;
+        let principal = principal.filter(|_| !refused_in_force);
         let mut id_param = None;
         let mut params_hash = 0u64;
         if !params.is_empty() {
@@ -610,7 +634,8 @@ impl Anomaly {
         }
         // Only a refused credential claims an identity (a refused request was never forwarded: its
         // headers are still here).
-        let claimed = if status == 401 && principal.is_none() { claimed_key_id(headers) } else { None };
+        let claimed =
+            if status == 401 && principal.is_none() && !refused_in_force { claimed_key_id(headers) } else { None };
         Record {
             at_ms: head.at_ms.unwrap_or_else(wall_ms),
             ip,
@@ -647,10 +672,14 @@ impl Anomaly {
         }
         let view = actions.view.load();
         let now = self.now_ms(&ex.parts.headers);
-        if let Some(p) = &ex.principal {
-            // Alerts name principals as the engine labels them.
-            let key = super::state::short_label(&p.id);
+        if let Some(p) = ex.principal.as_deref().filter(|_| !view.principals.is_empty()) {
+            // The exact principal: its method and whole id, as the engine keyed it.
+            let key = Engine::principal_key(actions.seed, p);
             if let Some(e) = view.principals.get(&key).filter(|e| e.expires_ms > now) {
+                if e.ban {
+                    ex.event(crate::events::Noted::new(Kind::GuardBlocked, "banned").attr("source", "anomaly"));
+                    return Err(Reject::Banned);
+                }
                 if let Some(since) = e.challenge_since_ms {
                     if !issued_after(p, since) {
                         ex.event(
@@ -660,7 +689,10 @@ impl Anomaly {
                     }
                 }
                 if let Some(rate) = e.throttle {
-                    if !actions.throttles.check(hash_key(key.as_bytes()), actions.clock.now(), rate, None).allowed {
+                    let bucket = hash_key(&[b"principal:".as_slice(), &key.to_le_bytes()].concat());
+                    let out = actions.throttles.check(bucket, actions.clock.now(), rate, None);
+                    if !out.allowed {
+                        retry_after(ex, out.retry_after);
                         ex.event(
                             crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
                         );
@@ -672,7 +704,9 @@ impl Anomaly {
         let ip = self.prefix_of(ex.client_ip);
         if let Some(rate) = view.ips.get(&ip).filter(|e| e.expires_ms > now).and_then(|e| e.throttle) {
             let key = hash_key(ip.to_string().as_bytes());
-            if !actions.throttles.check(key, actions.clock.now(), rate, None).allowed {
+            let out = actions.throttles.check(key, actions.clock.now(), rate, None);
+            if !out.allowed {
+                retry_after(ex, out.retry_after);
                 ex.event(crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"));
                 return Err(Reject::TooManyRequests);
             }
@@ -778,6 +812,10 @@ pub struct Done<'a> {
     pub principal: Option<Arc<Principal>>,
     pub route: u16,
     pub status: u16,
+    /// Refused after its credential was verified, by a response in force against its principal (a
+    /// ban, an anomaly throttle or challenge): recorded without the principal, so that a thief
+    /// replaying a challenged token does not keep the challenge going against the owner's fresh one.
+    pub refused_in_force: bool,
 }
 
 /// What a record takes from the request head ([`Anomaly::head`]).
@@ -965,16 +1003,12 @@ impl Inner {
     /// Puts one action in force against the alert's entity.
     fn act(&self, action: Action, a: &Alert, dp: &DetectorPolicy, alert: u64) {
         let prefix = self.policy.load().settings.ipv6_prefix;
-        // A principal when the alert names one and the action is about a principal; else the address.
-        let (target_kind, target) = match (action, &a.principal, a.ip) {
-            (Action::Challenge, Some(p), _) => ("principal", p.to_string()),
+        // The principal when the alert's entity is one (its exact credential); else the address.
+        let principal = a.target.zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip);
+        let (target_kind, target, key) = match (action, principal, a.ip) {
+            (_, Some((t, label)), _) => ("principal", format!("{}:{label}", t.method), Some(t)),
             (Action::Challenge, None, _) => return,
-            (Action::Throttle, Some(p), _) if a.entity.kind != EntityKind::Ip => ("principal", p.to_string()),
-            (_, _, Some(ip)) => ("ip", ip_target(ip, prefix)),
-            // A principal ban needs its method (`api_key:<id>`): only API keys are named with it.
-            (Action::Ban, Some(p), None) if a.entity.kind == EntityKind::ApiKey => {
-                ("principal", format!("api_key:{p}"))
-            }
+            (_, None, Some(ip)) => ("ip", ip_target(ip, prefix), None),
             _ => return,
         };
         // The simulated clock's "now" is the alert's record time; on the wall clock, now (never before it).
@@ -988,43 +1022,78 @@ impl Inner {
                 format!("{:.0}/m", per_s * 60.0)
             }
         });
+        // The fleet's ban list, for an address or a principal whose whole id the alert knows; a
+        // principal whose id was cut is banned on this node (the stage matches it by key).
+        let mut shared = false;
         if action == Action::Ban {
-            let Some(bans) = self.bans.load_full() else { return };
-            let ban_target = match (target_kind, a.ip) {
-                ("ip", Some(ip)) => match prefix_net(ip, prefix) {
+            let ban_target = match (key, a.ip) {
+                (None, Some(ip)) => Some(match prefix_net(ip, prefix) {
                     Some(net) if net.prefix_len() < net.max_prefix_len() => Target::Prefix(net),
                     _ => Target::Ip(ip.to_canonical()),
-                },
-                _ => Target::Principal(target.clone()),
+                }),
+                (Some(t), _) if t.whole => Some(Target::Principal(target.clone())),
+                _ => None,
             };
-            let until = crate::guard::bans::now_ms().saturating_add(i64::try_from(dp.duration_ms).unwrap_or(i64::MAX));
-            bans.add_here(ban_target, until, format!("anomaly {} (alert {alert})", a.detector.id()));
+            if let (Some(ban_target), Some(bans)) = (ban_target, self.bans.load_full()) {
+                let until =
+                    crate::guard::bans::now_ms().saturating_add(i64::try_from(dp.duration_ms).unwrap_or(i64::MAX));
+                bans.add_here(ban_target, until, format!("anomaly {} (alert {alert})", a.detector.id()));
+                shared = true;
+            } else if key.is_none() {
+                return;
+            }
         }
-        let id = self.actions.next_id.fetch_add(1, Relaxed);
         let kind = action.as_str();
-        {
+        let key = key.map(|t| t.key);
+        let (id, expires_ms) = {
             let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-            // One action of a kind per target: a new alert extends it.
-            list.retain(|x| !(x.kind == kind && x.target == target));
+            // One action of a kind per target: a new alert extends it (never shortens it, and a
+            // throttle keeps the stricter of the two rates).
+            let same = |x: &ActiveAction| {
+                x.kind == kind && x.target_kind == target_kind && x.key == key && (key.is_some() || x.target == target)
+            };
+            let old = list.iter().position(same).map(|i| list.swap_remove(i));
+            let policy = self.policy.load();
+            let interval = |d: &str| {
+                Detector::from_id(d).and_then(|d| policy.detectors.get(&d)).map_or(0, |p| p.throttle.interval)
+            };
+            let (mut detector, mut rate) = (a.detector.id(), rate);
+            if let Some(o) = old.as_ref().filter(|o| o.kind == "throttle" && interval(o.detector) > dp.throttle.interval) {
+                (detector, rate) = (o.detector, o.rate.clone());
+            }
+            let id = old.as_ref().map_or_else(|| self.actions.next_id.fetch_add(1, Relaxed), |o| o.id);
+            let expires_ms = old.as_ref().map_or(expires_ms, |o| o.expires_ms.max(expires_ms));
+            // A challenge keeps the time it began: the owner's token issued after the first alert
+            // stays good. (Moving it would lock the owner out again at every alert the window still
+            // holding the thief's networks raises; a thief who steals the fresh token too has the
+            // owner's device, which no challenge helps with.)
+            let since = match &old {
+                Some(o) if kind == "challenge" => o.since_ms,
+                _ => since,
+            };
             list.push(ActiveAction {
                 id,
                 kind,
                 target_kind,
                 target: target.clone(),
-                detector: a.detector.id(),
+                key,
+                detector,
                 alert,
                 since_ms: since,
                 expires_ms,
-                rate: rate.clone(),
+                rate,
             });
-        }
+            (id, expires_ms)
+        };
         self.rebuild_view();
         let event = Event::new(Kind::AnomalyAction, "set")
             .rule(a.detector.id())
             .attr("action", kind)
             .attr("target", target)
+            .attr("id", id)
             .attr("alert", alert)
-            .attr("expires_ms", expires_ms);
+            .attr("expires_ms", expires_ms)
+            .attr("shared", shared);
         self.emitter.load().emit(event);
     }
 
@@ -1060,21 +1129,24 @@ impl Inner {
             let entry = Entry {
                 throttle: if a.kind == "throttle" { throttle } else { None },
                 challenge_since_ms: (a.kind == "challenge").then_some(a.since_ms),
+                ban: a.kind == "ban",
                 expires_ms: a.expires_ms,
             };
             let merge = |old: Option<&Entry>| match old {
                 Some(o) => Entry {
                     throttle: o.throttle.or(entry.throttle),
                     challenge_since_ms: o.challenge_since_ms.max(entry.challenge_since_ms),
+                    ban: o.ban || entry.ban,
                     expires_ms: o.expires_ms.max(entry.expires_ms),
                 },
                 None => entry,
             };
-            match a.target_kind {
-                "principal" => {
-                    let e = merge(view.principals.get(a.target.as_str()));
-                    view.principals.insert(a.target.as_str().into(), e);
+            match (a.target_kind, a.key) {
+                ("principal", Some(key)) => {
+                    let e = merge(view.principals.get(&key));
+                    view.principals.insert(key, e);
                 }
+                ("principal", None) => {}
                 _ => {
                     // Bans are enforced by the guard; only throttles are looked up by address here.
                     if a.kind == "throttle" {
@@ -1102,8 +1174,9 @@ pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<Arc<str>> {
         let key =
             text.strip_prefix(PREFIX).or_else(|| text.split_once(' ').and_then(|(_, k)| k.trim().strip_prefix(PREFIX)));
         let Some(rest) = key else { continue };
-        let id: String = rest.chars().take_while(char::is_ascii_alphanumeric).take(16).collect();
-        if !id.is_empty() {
+        // Exactly the id's length, then `_`: a malformed key never gives any of its secret part.
+        let id = rest.get(..crate::authn::api_key::ID_LEN).filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if let (Some(id), Some(b'_')) = (id, rest.as_bytes().get(crate::authn::api_key::ID_LEN)) {
             return Some(id.into());
         }
     }
@@ -1116,6 +1189,11 @@ fn finite(x: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// `Retry-After` on a throttle's 429: whole seconds until a request would pass, at least one.
+fn retry_after(ex: &mut Exchange<'_>, nanos: u64) {
+    ex.limit_headers.get_or_insert_with(Box::default).retry_after = Some(nanos.div_ceil(1_000_000_000).max(1));
 }
 
 /// True when the principal's credential was issued after `since_ms` (a JWT's `iat`).
@@ -1185,5 +1263,45 @@ mod snapshot {
         )
         .map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in lines {
+            h.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_refused_key_claims_its_public_id_and_never_more() {
+        let key = format!("pcs_abcd2345_{}", "s".repeat(39));
+        assert_eq!(claimed_key_id(&headers(&[("x-api-key", &key)])).as_deref(), Some("abcd2345"));
+        let bearer = format!("Bearer {key}");
+        assert_eq!(claimed_key_id(&headers(&[("authorization", &bearer)])).as_deref(), Some("abcd2345"));
+        // Malformed: no `_` after eight characters (a key with its `_` lost would otherwise hand over
+        // the start of its secret), too short, not alphanumeric, or no key at all.
+        for bad in ["pcs_abcd2345secretsecret", "pcs_abcd234_secret", "pcs_abc-2345_x", "pcs_", "pcs_abcd2345", "abcd2345_x"] {
+            assert_eq!(claimed_key_id(&headers(&[("x-api-key", bad)])), None, "{bad}");
+        }
+        // Multi-byte text where the id would be: no panic, no id.
+        assert_eq!(claimed_key_id(&headers(&[("x-api-key", "pcs_ééééé_x")])), None);
+    }
+
+    #[test]
+    fn password_spraying_can_only_log_and_alert() {
+        for actions in ["[log, ban]", "[throttle]", "[alert, challenge]"] {
+            let yaml = format!("detectors:\n  password_spraying: {{ actions: {actions} }}\n");
+            let c: AnomalyConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+            let e = Policy::compile(&c, None).unwrap_err();
+            assert!(e.contains("password_spraying"), "{e}");
+        }
+        let c: AnomalyConfig = serde_yaml_ng::from_str("detectors:\n  password_spraying: { actions: [log, alert] }\n").unwrap();
+        assert!(Policy::compile(&c, None).is_ok());
     }
 }

@@ -39,6 +39,15 @@ impl Kind {
 pub(crate) struct State {
     pub(crate) kind: Kind,
     pub(crate) label: Box<str>,
+    /// The entity's key in the table (a snapshot from before it was kept gets it back on restore).
+    #[serde(default)]
+    pub(crate) key: u64,
+    /// A principal's login method ([`super::engine::METHODS`] index plus one; 0 for other entities).
+    #[serde(default)]
+    pub(crate) method: u8,
+    /// True when `label` is the whole id (not cut at [`MAX_LABEL`]).
+    #[serde(default)]
+    pub(crate) whole: bool,
     /// Peer group (role) for the cold start.
     pub(crate) peer: u16,
     pub(crate) first_s: u32,

@@ -198,7 +198,9 @@ fn password_spraying_one_identity_many_addresses() {
     let hits = only(&alerts, Detector::PasswordSpraying);
     assert_eq!(hits.len(), 1, "{alerts:#?}");
     assert_eq!(hits[0].entity.kind, EntityKind::ApiKey);
-    assert_eq!(hits[0].principal.as_deref(), Some("admin-key"));
+    assert_eq!(&*hits[0].entity.label, "admin-key");
+    // A claimed identity is whatever the failing clients wrote: no principal an action could land on.
+    assert_eq!((hits[0].principal.as_deref(), hits[0].target), (None, None));
     assert_eq!(hits[0].feature, "distinct_failing_addresses");
     explained(hits[0]);
     // No address failed with more than one identity: no stuffing.
@@ -299,6 +301,67 @@ fn token_sharing_many_addresses_at_once() {
     assert_eq!(hits[0].feature, "distinct_addresses");
     assert_eq!(hits[0].principal.as_deref(), Some("shared"));
     explained(hits[0]);
+}
+
+/// An alert's target is the exact credential: the same label under two methods, or two ids that share
+/// their first 32 bytes (where labels are cut), are different targets; the key is the one the runtime
+/// computes for a request's principal, and it survives a snapshot.
+#[test]
+fn alerts_target_the_exact_principal_not_its_label() {
+    let long_a = "urn:example:payments:workload:00001";
+    let long_b = "urn:example:payments:workload:00002";
+    let mut engine = Engine::new(settings());
+    let mut targets = Vec::new();
+    for (n, (id, kind)) in [
+        ("shared", PrincipalKind::Jwt),
+        ("shared", PrincipalKind::ApiKey),
+        ("shared", PrincipalKind::ClientCertificate),
+        (long_a, PrincipalKind::Jwt),
+        (long_b, PrincipalKind::Jwt),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = person(id, kind);
+        let mut rs = Vec::new();
+        for i in 0..30u64 {
+            let mut r = rec(T0 + n as u64 * 3_600_000 + i * 10_000, [100, 64 + n as u8, (i % 8) as u8, 1], 200);
+            r.principal = Some(p.clone());
+            rs.push(r);
+        }
+        let alerts = run(&mut engine, &mut rs);
+        let hit = *only(&alerts, Detector::TokenSharing).first().unwrap_or_else(|| panic!("{id} {kind:?}: {alerts:#?}"));
+        let t = hit.target.expect("a principal target");
+        assert_eq!(t.key, Engine::principal_key(engine.seed(), &p), "{id} {kind:?}");
+        assert_eq!((t.method, t.whole), (kind.as_str(), id.len() <= 32), "{id}");
+        targets.push(t.key);
+    }
+    let mut distinct = targets.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), targets.len(), "{targets:?}");
+    // The labels of the two long ids are the same 32 bytes; their keys differ (above).
+    assert_eq!(&*state::short_label(long_a), &*state::short_label(long_b));
+    // After a restore (even of a snapshot that did not keep keys and methods), alerts carry the same.
+    let bytes = engine.snapshot();
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    for e in json["entities"].as_array_mut().unwrap() {
+        let st = e[1].as_object_mut().unwrap();
+        for field in ["key", "method", "whole"] {
+            st.remove(field);
+        }
+    }
+    let mut engine = Engine::restore(settings(), &serde_json::to_vec(&json).unwrap()).unwrap();
+    let p = person(long_a, PrincipalKind::Jwt);
+    let mut rs = Vec::new();
+    for i in 0..30u64 {
+        let mut r = rec(T0 + 30 * 3_600_000 + i * 10_000, [100, 90, (i % 8) as u8, 1], 200);
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hit = only(&alerts, Detector::TokenSharing)[0];
+    assert_eq!(hit.target.map(|t| (t.key, t.method, t.whole)), Some((targets[3], "jwt", false)));
 }
 
 #[test]

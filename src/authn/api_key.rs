@@ -116,7 +116,8 @@ pub type Digest = [u8; 32];
 pub type KeyMap = HashMap<Digest, Arc<KeyRecord>>;
 
 pub const PREFIX: &str = "pcs_";
-const ID_LEN: usize = 8;
+/// The public id's length (`pcs_<id>_...`).
+pub const ID_LEN: usize = 8;
 const SECRET_LEN: usize = 32;
 const CHECK_LEN: usize = 7;
 const KEY_LEN: usize = PREFIX.len() + ID_LEN + 1 + SECRET_LEN + CHECK_LEN;
