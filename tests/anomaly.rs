@@ -400,6 +400,47 @@ fn a_throttle_answers_429_with_retry_after_to_the_exact_principal() {
     assert_eq!((action["target_kind"].as_str(), action["rate"].as_str()), (Some("principal"), Some("1/m")));
 }
 
+/// An address throttle applies before credentials are checked: a throttled stuffing address gets 429
+/// (with `Retry-After`) instead of another 401, so it cannot go on trying keys at full speed, whatever
+/// it presents; its neighbours are untouched.
+#[test]
+fn an_address_throttle_comes_before_authentication() {
+    let s = setup(
+        "anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { actions: [log, throttle], duration: 10m, throttle: 1/m }\n",
+    );
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let attacker = "203.0.113.50";
+    let mut throttled = None;
+    for i in 0..600 {
+        let key = bogus_key(&format!("{i:08x}"));
+        let (st, resp) = get(&mut conn, "/k/orders", attacker, &format!("X-API-Key: {key}\r\n"));
+        if st == 429 {
+            throttled = Some(resp);
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+    }
+    let resp = throttled.expect("the stuffing address was never throttled");
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:too-many-requests", "{resp}");
+    assert!(common::header_of(&resp, "retry-after").is_some_and(|v| v.trim().parse::<u64>().is_ok_and(|s| s >= 1)));
+    // Whatever it presents next (another key, a valid-looking JWT, nothing), and on a public or a
+    // token route alike: 429, and nothing reaches the upstream.
+    for (path, header) in [
+        ("/k/orders", format!("X-API-Key: {}\r\n", bogus_key("0badc0de"))),
+        ("/j/profile", format!("Authorization: Bearer {}\r\n", jwt("mallory", now_s() - 5))),
+        ("/k/orders", String::new()),
+    ] {
+        let (st, resp) = get(&mut conn, path, attacker, &header);
+        assert_eq!(st, 429, "{path}: {resp}");
+    }
+    assert_eq!(s.up.hits(), 0);
+    // The address next door still gets its ordinary 401.
+    let (st, _) = get(&mut conn, "/k/orders", "203.0.113.51", &format!("X-API-Key: {}\r\n", bogus_key("feedbeef")));
+    assert_eq!(st, 401);
+    let actions = s.actions();
+    assert!(actions.iter().any(|a| a["kind"] == "throttle" && a["target"] == attacker), "{actions:?}");
+}
+
 #[test]
 fn the_anomaly_section_is_checked() {
     let up = Upstream::start("app");

@@ -529,6 +529,16 @@ const RHYTHM: f64 = 0.3;
 const DAY_WARM: u64 = 2_000;
 /// The share of the population's activity per hour under which an hour of its day is night.
 const NIGHT: f64 = 0.005;
+/// Deep night: under this share, 12 active minutes suffice; between it and `NIGHT` the minutes needed
+/// grow linearly to 24 (an hour people use a little is weaker evidence than one nobody uses).
+const DEEP_NIGHT: f64 = 0.0015;
+
+/// Active minutes in an hour the entity never uses that make it unusual, when the population uses
+/// that hour of its day (relative to its centre) `share` of the time: 12 at deep night, growing
+/// linearly to 24 at the edge of night, and `None` (not night: heavy use only) from `NIGHT` on.
+pub(crate) fn night_minutes(share: f64) -> Option<f64> {
+    (share < NIGHT).then(|| HOUR_MINUTES * (1.0 + ((share - DEEP_NIGHT) / (NIGHT - DEEP_NIGHT)).clamp(0.0, 1.0)))
+}
 
 /// The hour of day (UTC, fractional) at the centre of an entity's activity and how concentrated its
 /// activity is around it (the length of the mean resultant vector of its hours on the clock face).
@@ -564,9 +574,11 @@ fn day_share(day: &[u64; 24], b: usize) -> Option<f64> {
 /// half shows a morning and an evening) must have under 0.3% of its activity in this hour of the day
 /// and the hours beside it. Then it fires on
 /// - 12 active minutes in the hour, when the entity has a daily rhythm (concentration 0.3 or more)
-///   and this hour, relative to the centre of its day, is night for the population: people are
-///   active in it (with the hours beside it) under 0.5% of their time. An evening or an early start
-///   that an entity's short history has not shown yet is not a night;
+///   and this hour, relative to the centre of its day, is deep night for the population: people are
+///   active in it (with the hours beside it) under 0.15% of their time. Towards the edge of night
+///   (0.5%) the minutes needed grow to 24: a late evening or an early start that an entity's short
+///   history has not shown yet is the commonest false alarm, and an hour nobody uses is stronger
+///   evidence than one a few people do. From 0.5% on it is not night;
 /// - 24 active minutes, when the entity has no daily rhythm to place the hour with (two shifts, say);
 /// - 200 requests in the hour, whatever the population does at that hour (and before its day is
 ///   learned): more than a person's long working session, at an hour this entity has never used;
@@ -611,8 +623,8 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     // hour the population calls night, 12; without a daily rhythm to place the hour, twice as many.
     // (A population whose day is not learned yet cannot call an hour night: requests only.)
     let minutes = match (rhythm >= RHYTHM).then(|| day_share(&sh.day, day_bin(h, centre))) {
-        Some(Some(d)) if d < NIGHT => Some(HOUR_MINUTES),
-        Some(_) => None,
+        Some(Some(d)) => night_minutes(d),
+        Some(None) => None,
         None => Some(2.0 * HOUR_MINUTES),
     };
     let by_minutes = minutes.filter(|_| seasoned).map_or(0.0, |m| f64::from(st.hour_minutes) / m);
@@ -625,7 +637,7 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     let by_streak = f64::from(busy) / HOUR_BUSY_MINUTES;
     let never = "its own time-of-day profile, at an hour it never uses";
     f.x = by_minutes;
-    if minutes != Some(HOUR_MINUTES) {
+    if minutes.is_none_or(|m| m >= 2.0 * HOUR_MINUTES) {
         f.basis = never;
     }
     let requests = Finding {

@@ -420,8 +420,17 @@ struct Entry {
     expires_ms: u64,
 }
 
+/// What one action in force is about: its kind, and a principal's key or an address (or prefix).
+type ActionKey = (&'static str, Option<u64>, String);
+
 struct Actions {
-    list: Mutex<Vec<ActiveAction>>,
+    /// By kind and target: a repeated alert finds its action in O(1), however many are in force (an
+    /// attacker with many /64s raises thousands).
+    list: Mutex<HashMap<ActionKey, ActiveAction>>,
+    /// The earliest expiry in `list` (or later): nothing to scan before it.
+    next_expiry: AtomicU64,
+    /// Actions changed since the view was last built: the detector thread rebuilds it once a batch.
+    dirty: AtomicBool,
     view: ArcSwap<View>,
     /// False while nothing is in force: the stage's whole cost then.
     any: AtomicBool,
@@ -541,7 +550,9 @@ impl Anomaly {
             alerts: Mutex::new(VecDeque::new()),
             next_alert: AtomicU64::new(1),
             actions: Actions {
-                list: Mutex::new(Vec::new()),
+                list: Mutex::new(HashMap::new()),
+                next_expiry: AtomicU64::new(u64::MAX),
+                dirty: AtomicBool::new(false),
                 view: ArcSwap::from_pointee(View::default()),
                 any: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
@@ -663,8 +674,9 @@ impl Anomaly {
         wall_ms()
     }
 
-    /// The anomaly stage (enforce mode): throttles and challenges in force for this principal or
-    /// address. Bans are the guard's.
+    /// The anomaly stage on principals (enforce mode): the bans, throttles and challenges in force for
+    /// this exact principal. Address bans are the guard's; address throttles are
+    /// [`Anomaly::check_address`]'s, before authentication.
     pub fn check(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
         let actions = &self.inner.actions;
         if !actions.any.load(Relaxed) {
@@ -701,6 +713,21 @@ impl Anomaly {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The anomaly stage on addresses (enforce mode), before credentials are checked: the throttle in
+    /// force for this client address (IPv6 by its prefix).
+    pub fn check_address(&self, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+        let actions = &self.inner.actions;
+        if !actions.any.load(Relaxed) {
+            return Ok(());
+        }
+        let view = actions.view.load();
+        if view.ips.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms(&ex.parts.headers);
         let ip = self.prefix_of(ex.client_ip);
         if let Some(rate) = view.ips.get(&ip).filter(|e| e.expires_ms > now).and_then(|e| e.throttle) {
             let key = hash_key(ip.to_string().as_bytes());
@@ -743,15 +770,18 @@ impl Anomaly {
     pub fn actions(&self) -> Vec<ActiveAction> {
         let now = self.inner.clock_now();
         self.inner.expire(now);
-        self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        let mut list: Vec<ActiveAction> =
+            self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        list.sort_unstable_by_key(|a| a.id);
+        list
     }
 
     /// Lifts an action; its ban too. Returns the action lifted, `None` when there is none with that id.
     pub fn lift(&self, id: u64) -> Option<ActiveAction> {
         let lifted = {
             let mut list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-            let i = list.iter().position(|a| a.id == id)?;
-            list.remove(i)
+            let key = list.iter().find(|(_, a)| a.id == id)?.0.clone();
+            list.remove(&key)?
         };
         if lifted.kind == "ban" {
             if let Some(bans) = self.inner.bans.load_full() {
@@ -904,6 +934,9 @@ impl Inner {
             for a in alerts.drain(..) {
                 self.raise(a);
             }
+            if self.actions.dirty.swap(false, Relaxed) {
+                self.rebuild_view();
+            }
             let now = self.clock_now();
             self.expire(now);
             if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
@@ -1049,16 +1082,16 @@ impl Inner {
             let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             // One action of a kind per target: a new alert extends it (never shortens it, and a
             // throttle keeps the stricter of the two rates).
-            let same = |x: &ActiveAction| {
-                x.kind == kind && x.target_kind == target_kind && x.key == key && (key.is_some() || x.target == target)
-            };
-            let old = list.iter().position(same).map(|i| list.swap_remove(i));
+            let slot: ActionKey = (kind, key, if key.is_some() { String::new() } else { target.clone() });
+            let old = list.remove(&slot);
             let policy = self.policy.load();
             let interval = |d: &str| {
                 Detector::from_id(d).and_then(|d| policy.detectors.get(&d)).map_or(0, |p| p.throttle.interval)
             };
             let (mut detector, mut rate) = (a.detector.id(), rate);
-            if let Some(o) = old.as_ref().filter(|o| o.kind == "throttle" && interval(o.detector) > dp.throttle.interval) {
+            if let Some(o) =
+                old.as_ref().filter(|o| o.kind == "throttle" && interval(o.detector) > dp.throttle.interval)
+            {
                 (detector, rate) = (o.detector, o.rate.clone());
             }
             let id = old.as_ref().map_or_else(|| self.actions.next_id.fetch_add(1, Relaxed), |o| o.id);
@@ -1071,21 +1104,26 @@ impl Inner {
                 Some(o) if kind == "challenge" => o.since_ms,
                 _ => since,
             };
-            list.push(ActiveAction {
-                id,
-                kind,
-                target_kind,
-                target: target.clone(),
-                key,
-                detector,
-                alert,
-                since_ms: since,
-                expires_ms,
-                rate,
-            });
+            list.insert(
+                slot,
+                ActiveAction {
+                    id,
+                    kind,
+                    target_kind,
+                    target: target.clone(),
+                    key,
+                    detector,
+                    alert,
+                    since_ms: since,
+                    expires_ms,
+                    rate,
+                },
+            );
+            self.actions.next_expiry.fetch_min(expires_ms, Relaxed);
             (id, expires_ms)
         };
-        self.rebuild_view();
+        // In force once the batch's alerts are all handled (one rebuild, not one an alert).
+        self.actions.dirty.store(true, Relaxed);
         let event = Event::new(Kind::AnomalyAction, "set")
             .rule(a.detector.id())
             .attr("action", kind)
@@ -1099,13 +1137,21 @@ impl Inner {
 
     /// Drops expired actions (and says so).
     fn expire(&self, now: u64) {
+        if now < self.actions.next_expiry.load(Relaxed) {
+            return;
+        }
         let expired: Vec<ActiveAction> = {
             let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-            if list.iter().all(|a| a.expires_ms > now) {
-                return;
-            }
-            let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|a| a.expires_ms <= now);
-            *list = kept;
+            let mut gone = Vec::new();
+            list.retain(|_, a| {
+                let keep = a.expires_ms > now;
+                if !keep {
+                    gone.push(a.clone());
+                }
+                keep
+            });
+            let next = list.values().map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
+            self.actions.next_expiry.store(next, Relaxed);
             gone
         };
         self.rebuild_view();
@@ -1121,7 +1167,7 @@ impl Inner {
     fn rebuild_view(&self) {
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         let mut view = View::default();
-        for a in list.iter() {
+        for a in list.values() {
             let throttle = a.rate.as_ref().and_then(|_| {
                 let policy = self.policy.load();
                 Detector::from_id(a.detector).and_then(|d| policy.detectors.get(&d)).map(|p| p.throttle)
@@ -1286,11 +1332,63 @@ mod tests {
         assert_eq!(claimed_key_id(&headers(&[("authorization", &bearer)])).as_deref(), Some("abcd2345"));
         // Malformed: no `_` after eight characters (a key with its `_` lost would otherwise hand over
         // the start of its secret), too short, not alphanumeric, or no key at all.
-        for bad in ["pcs_abcd2345secretsecret", "pcs_abcd234_secret", "pcs_abc-2345_x", "pcs_", "pcs_abcd2345", "abcd2345_x"] {
+        for bad in
+            ["pcs_abcd2345secretsecret", "pcs_abcd234_secret", "pcs_abc-2345_x", "pcs_", "pcs_abcd2345", "abcd2345_x"]
+        {
             assert_eq!(claimed_key_id(&headers(&[("x-api-key", bad)])), None, "{bad}");
         }
         // Multi-byte text where the id would be: no panic, no id.
         assert_eq!(claimed_key_id(&headers(&[("x-api-key", "pcs_ééééé_x")])), None);
+    }
+
+    fn enumeration_alert(ip: IpAddr, at_ms: u64) -> Alert {
+        Alert {
+            detector: Detector::Enumeration,
+            entity: super::super::Entity { kind: EntityKind::Ip, label: ip.to_string().into() },
+            ip: Some(ip),
+            principal: None,
+            target: None,
+            feature: "sequential_id_run",
+            baseline: 20.0,
+            observed: 40.0,
+            score: 0.67,
+            window_s: 600,
+            at_ms,
+            explanation: "test".into(),
+        }
+    }
+
+    /// Thousands of actions (an attacker with many /64s): each alert finds its own in O(1), and a
+    /// repeated alert extends its action.
+    #[test]
+    fn many_actions_in_one_batch_and_a_repeat_extends() {
+        let c: AnomalyConfig = serde_yaml_ng::from_str("mode: enforce\n").unwrap();
+        let policy = Policy::compile(&c, None).unwrap();
+        let a = Kept::default().get(policy, &AnomalyMetrics::default());
+        let inner = &a.inner;
+        let now = wall_ms();
+        let ip = |i: u32| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, i as u16, 0, 0, 0, 1));
+        for i in 0..5_000u32 {
+            inner.raise(enumeration_alert(ip(i), now));
+        }
+        // (The detector thread rebuilds the view after a batch; here, the test does.)
+        inner.rebuild_view();
+        assert_eq!(inner.actions.view.load().ips.len(), 5_000);
+        let listed = a.actions();
+        assert_eq!(listed.len(), 5_000);
+        assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "listed in id order");
+        // The same address again, later: the same action (same id), its expiry moved on.
+        let first = listed.iter().find(|x| x.target == ip_target(ip(7), 64)).unwrap().clone();
+        inner.raise(enumeration_alert(ip(7), now + 60_000));
+        let again = a.actions();
+        assert_eq!(again.len(), 5_000);
+        let second = again.iter().find(|x| x.target == first.target).unwrap();
+        assert_eq!(second.id, first.id);
+        assert!(second.expires_ms > first.expires_ms);
+        // Lifted by id, it is gone from the list and the view.
+        assert!(a.lift(first.id).is_some());
+        assert_eq!(a.actions().len(), 4_999);
+        assert_eq!(inner.actions.view.load().ips.len(), 4_999);
     }
 
     #[test]
@@ -1301,7 +1399,8 @@ mod tests {
             let e = Policy::compile(&c, None).unwrap_err();
             assert!(e.contains("password_spraying"), "{e}");
         }
-        let c: AnomalyConfig = serde_yaml_ng::from_str("detectors:\n  password_spraying: { actions: [log, alert] }\n").unwrap();
+        let c: AnomalyConfig =
+            serde_yaml_ng::from_str("detectors:\n  password_spraying: { actions: [log, alert] }\n").unwrap();
         assert!(Policy::compile(&c, None).is_ok());
     }
 }

@@ -330,7 +330,8 @@ fn alerts_target_the_exact_principal_not_its_label() {
             rs.push(r);
         }
         let alerts = run(&mut engine, &mut rs);
-        let hit = *only(&alerts, Detector::TokenSharing).first().unwrap_or_else(|| panic!("{id} {kind:?}: {alerts:#?}"));
+        let hit =
+            *only(&alerts, Detector::TokenSharing).first().unwrap_or_else(|| panic!("{id} {kind:?}: {alerts:#?}"));
         let t = hit.target.expect("a principal target");
         assert_eq!(t.key, Engine::principal_key(engine.seed(), &p), "{id} {kind:?}");
         assert_eq!((t.method, t.whole), (kind.as_str(), id.len() <= 32), "{id}");
@@ -362,6 +363,28 @@ fn alerts_target_the_exact_principal_not_its_label() {
     let alerts = run(&mut engine, &mut rs);
     let hit = only(&alerts, Detector::TokenSharing)[0];
     assert_eq!(hit.target.map(|t| (t.key, t.method, t.whole)), Some((targets[3], "jwt", false)));
+}
+
+/// Unusual hours asks for more active minutes the less the hour is night for the population.
+#[test]
+fn unusual_hours_needs_more_minutes_towards_the_edge_of_night() {
+    let m = |share: f64| detectors::night_minutes(share).map(|m| (m * 100.0).round() / 100.0);
+    // Deep night: 12.
+    assert_eq!(m(0.0), Some(12.0));
+    assert_eq!(m(0.0015), Some(12.0));
+    // Halfway to the edge: 18; just under it: almost 24.
+    assert_eq!(m(0.00325), Some(18.0));
+    assert!(m(0.004_99).is_some_and(|x| x > 23.9 && x < 24.0));
+    // Not night: only heavy use is judged.
+    assert_eq!(m(0.005), None);
+    assert_eq!(m(0.2), None);
+    // Monotonic over the whole range.
+    let mut last = 0.0;
+    for i in 0..500 {
+        let x = m(f64::from(i) * 0.00001).unwrap();
+        assert!(x >= last);
+        last = x;
+    }
 }
 
 #[test]

@@ -313,8 +313,12 @@ fn route(
         stages.push(Stage::PrincipalBans(guards.bans.clone()));
     }
     if let Some(slot) = anomaly {
-        // Behind the bans: throttles and challenges the anomaly detector put in force.
-        stages.push(Stage::Anomaly(slot.clone()));
+        // Address throttles before credentials are tried; behind the bans, the principal's bans,
+        // throttles and challenges the anomaly detector put in force.
+        stages.push(Stage::AnomalyAddresses(slot.clone()));
+        if !public {
+            stages.push(Stage::Anomaly(slot.clone()));
+        }
     }
     if r.sensitive && api_key_alone {
         return Err(err(

@@ -42,9 +42,12 @@ pub enum Stage {
     Inspection(Box<crate::inspect::Inspection>),
     /// The route's `tokenize:` fields replaced before the request leaves (400/415/503).
     Tokenization(Arc<crate::tokenize::Tokenizer>),
-    /// Anomaly responses in force (`anomaly.mode: enforce`): throttles (429) and challenges (401
-    /// `reauthenticate`), right after authentication.
+    /// Anomaly responses in force on principals (`anomaly.mode: enforce`): bans (403), throttles
+    /// (429) and challenges (401 `reauthenticate`), right after authentication.
     Anomaly(crate::anomaly::runtime::Slot),
+    /// Anomaly throttles in force on client addresses (429), before credentials are checked: a
+    /// throttled address does not get to try credentials at full speed.
+    AnomalyAddresses(crate::anomaly::runtime::Slot),
 }
 
 impl Stage {
@@ -58,6 +61,7 @@ impl Stage {
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
             Stage::Anomaly(_) => Place::Authentication,
+            Stage::AnomalyAddresses(_) => Place::PreAuthLimits,
             Stage::Validation(_) => Place::Validation,
             Stage::Inspection(_) => Place::Inspection,
             Stage::Tokenization(_) => Place::RequestTransforms,
@@ -74,7 +78,8 @@ impl Stage {
             Stage::Quotas(q) => q.describe(),
             Stage::IpFilter(f) => f.describe(),
             Stage::PrincipalBans(_) => "banned principals".into(),
-            Stage::Anomaly(_) => "anomaly responses".into(),
+            Stage::Anomaly(_) => "anomaly responses (principals)".into(),
+            Stage::AnomalyAddresses(_) => "anomaly responses (addresses)".into(),
             Stage::Validation(v) => v.describe(),
             Stage::Inspection(i) => i.describe(),
             Stage::Tokenization(t) => t.describe(),
@@ -91,7 +96,8 @@ impl Stage {
             | Stage::Quotas(_)
             | Stage::IpFilter(_)
             | Stage::PrincipalBans(_)
-            | Stage::Anomaly(_) => false,
+            | Stage::Anomaly(_)
+            | Stage::AnomalyAddresses(_) => false,
             Stage::Validation(_) => true,
             Stage::Inspection(_) => true,
             Stage::Tokenization(_) => true,
@@ -144,6 +150,10 @@ impl Stage {
             Stage::PrincipalBans(b) => crate::guard::check_principal(b, ex),
             Stage::Anomaly(slot) => match slot.load().as_ref() {
                 Some(a) => a.check(ex),
+                None => Ok(()),
+            },
+            Stage::AnomalyAddresses(slot) => match slot.load().as_ref() {
+                Some(a) => a.check_address(ex),
                 None => Ok(()),
             },
             Stage::Validation(v) => {
