@@ -172,6 +172,15 @@ fn ipv6_clients_are_counted_by_prefix_and_headers_and_mapped_addresses_by_what_t
     assert_eq!(from("/a", "::ffff:192.0.2.7"), 429, "a mapped address is the IPv4 client");
     assert_eq!(from("/b", "2001:db8:1:2::1"), 200);
     assert_eq!(from("/b", "2001:db8:1:ffff::1"), 429, "the same /48");
+    // Behind a NAT64 (64:ff9b::/96, 64:ff9b:1::/48) one /64 holds every IPv4 client of the
+    // translator: each address is its own client, however the prefix is set.
+    for route in ["/a", "/b"] {
+        assert_eq!(from(route, "64:ff9b::192.0.2.10"), 200);
+        assert_eq!(from(route, "64:ff9b::192.0.2.11"), 200, "{route}: another client behind the NAT64");
+        assert_eq!(from(route, "64:ff9b::c000:20a"), 429, "{route}: the first one, spelled in hex");
+        assert_eq!(from(route, "64:ff9b:1:7::c000:20a"), 200);
+        assert_eq!(from(route, "64:ff9b:1:7::c000:20b"), 200, "{route}: local-use NAT64 prefix");
+    }
     // Keyed by a header and the route: the client address does not matter.
     let tenant = |t: &str, ip: &str| {
         get(&gw, "/c", &["-H", &format!("X-Tenant: {t}"), "-H", &format!("X-Forwarded-For: {ip}")]).0

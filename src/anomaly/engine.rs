@@ -682,7 +682,7 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.octets().to_vec(),
             None => {
-                let bits = u32::from(settings.ipv6_prefix.min(128));
+                let bits = u32::from(crate::server::conn::v6_client_bits(&v6, settings.ipv6_prefix));
                 let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
                 (u128::from(v6) & mask).to_be_bytes().to_vec()
             }
@@ -693,7 +693,7 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
 
 fn ip_label(settings: &Settings, ip: IpAddr, bytes: &[u8]) -> Box<str> {
     match <[u8; 16]>::try_from(bytes) {
-        Ok(b) if settings.ipv6_prefix < 128 => {
+        Ok(b) if crate::server::conn::v6_client_bits(&b.into(), settings.ipv6_prefix) < 128 => {
             format!("{}/{}", std::net::Ipv6Addr::from(b), settings.ipv6_prefix).into()
         }
         Ok(b) => std::net::Ipv6Addr::from(b).to_string().into(),

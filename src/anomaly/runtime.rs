@@ -1261,7 +1261,9 @@ pub fn prefix_of(ip: IpAddr, prefix: u8) -> IpAddr {
 
 fn prefix_net(ip: IpAddr, prefix: u8) -> Option<ipnet::IpNet> {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, prefix).ok().map(|n| ipnet::IpNet::V6(n.trunc())),
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, crate::server::conn::v6_client_bits(&v6, prefix))
+            .ok()
+            .map(|n| ipnet::IpNet::V6(n.trunc())),
         IpAddr::V4(v4) => ipnet::Ipv4Net::new(v4, 32).ok().map(ipnet::IpNet::V4),
     }
 }
@@ -1389,6 +1391,18 @@ mod tests {
         assert!(a.lift(first.id).is_some());
         assert_eq!(a.actions().len(), 4_999);
         assert_eq!(inner.actions.view.load().ips.len(), 4_999);
+    }
+
+    #[test]
+    fn ban_and_throttle_targets_group_ipv6_by_prefix_except_nat64() {
+        let t = |ip: &str| ip_target(ip.parse().unwrap(), 64);
+        assert_eq!(t("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(t("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(t("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
+        assert_eq!(t("64:ff9b:1:2::cb00:7107"), "64:ff9b:1:2::cb00:7107");
+        let p = |ip: &str| prefix_of(ip.parse().unwrap(), 64).to_string();
+        assert_eq!(p("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(p("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
     }
 
     #[test]

@@ -168,6 +168,43 @@ fn credential_stuffing_one_address_many_identities() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
 
+/// IPv6 clients are grouped by their /64, except behind a NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`),
+/// where the /64 holds every IPv4 client of the translator: each address there is its own client.
+#[test]
+fn ipv6_clients_by_prefix_but_nat64_clients_each_alone() {
+    let stuff = |addr: &dyn Fn(u16) -> IpAddr| {
+        let mut engine = Engine::new(settings());
+        let mut rs = Vec::new();
+        for i in 0..12u16 {
+            let mut r = rec(T0 + u64::from(i) * 3_000, [0, 0, 0, 0], 401);
+            r.ip = addr(i);
+            r.claimed = Some(format!("victim-{i}").into());
+            rs.push(r);
+        }
+        let alerts = run(&mut engine, &mut rs);
+        only(&alerts, Detector::CredentialStuffing).into_iter().cloned().collect::<Vec<_>>()
+    };
+    // Twelve addresses of one /64, one failing identity each: one client stuffing.
+    let hits = stuff(&|i| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i + 1)));
+    assert_eq!(hits.len(), 1);
+    assert_eq!(&*hits[0].entity.label, "2001:db8:1:2::/64");
+    // Twelve IPv4 clients behind a NAT64, one failing identity each: twelve clients, none stuffing.
+    for prefix in [[0x64, 0xff9b, 0], [0x64, 0xff9b, 1]] {
+        let hits = stuff(&|i| {
+            IpAddr::V6(std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0xc633, 0x6400 + i))
+        });
+        assert!(hits.is_empty(), "{prefix:x?}: {hits:#?}");
+    }
+    // One client behind it, stuffing: its own address, whole.
+    let hits = stuff(&|_| "64:ff9b::198.51.100.7".parse().unwrap());
+    assert_eq!(hits.len(), 1);
+    assert_eq!(&*hits[0].entity.label, "64:ff9b::c633:6407");
+    assert_eq!(hits[0].ip, Some("64:ff9b::c633:6407".parse().unwrap()));
+    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9b::1:2".parse().unwrap(), 64), 128);
+    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9c::1".parse().unwrap(), 64), 64);
+    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9b:0:0:1::1".parse().unwrap(), 56), 56);
+}
+
 #[test]
 fn low_and_slow_stuffing_within_ten_minutes() {
     let mut engine = Engine::new(settings());
