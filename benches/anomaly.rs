@@ -125,13 +125,13 @@ fn bench_gateway_path(c: &mut Criterion) {
         b.iter(|| {
             let head = detector.head(black_box(&h));
             let done = portcullis::anomaly::runtime::Done {
-                headers: &h,
                 params: &params,
                 ip,
                 principal: Some(p.clone()),
                 route: 3,
                 status: 200,
                 refused_in_force: false,
+                claimed: None,
             };
             let r = detector.record(head, done);
             detector.offer(r);

@@ -150,6 +150,11 @@ pub struct Exchange<'a> {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// The place of the stage that refused the request, if one did (logs and events).
     pub refused_at: Option<Place>,
+    /// Refused by a response in force against its verified principal (a principal ban; an anomaly
+    /// ban, throttle or challenge): its anomaly record leaves the principal out.
+    pub refused_in_force: bool,
+    /// The public id of the API key authentication refused (`pcs_<id>_...`): the identity it claimed.
+    pub claimed: Option<Arc<str>>,
     /// The authorization decision and the rule that made it (access log).
     pub authz: Option<Decision>,
     /// The rate-limit headers of the route's limits, for the answer (whatever it is).
@@ -191,6 +196,8 @@ impl<'a> Exchange<'a> {
             body_timeout: Duration::ZERO,
             bytes_in: None,
             refused_at: None,
+            refused_in_force: false,
+            claimed: None,
             authz: None,
             limit_headers: None,
             held: Vec::new(),
@@ -605,5 +612,20 @@ impl Reject {
             Reject::Invalid(i) => i.reason,
             _ => self.kind().0,
         }
+    }
+}
+
+/// The prefix length an IPv6 client is counted under (connection limits, rate limits, automatic bans,
+/// the anomaly detector): `v6_prefix`, except for addresses a NAT64 translated from IPv4 (the
+/// well-known prefix `64:ff9b::/96` of RFC 6052 and the local-use `64:ff9b:1::/48` of RFC 8215). There
+/// one /64 holds every IPv4 client of the translator, so each address is its own client (/128): one
+/// abusive client behind a NAT64 must not use up, or get banned, the share of all the others.
+pub fn v6_client_bits(v6: &std::net::Ipv6Addr, v6_prefix: u8) -> u8 {
+    let s = v6.segments();
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && (s[2] == 1 || s[2..6] == [0, 0, 0, 0]);
+    if nat64 {
+        128
+    } else {
+        v6_prefix.min(128)
     }
 }

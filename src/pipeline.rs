@@ -178,7 +178,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let (route_name, principal, bytes_in) = (ex.route.take(), ex.principal.take(), ex.bytes_in.take());
     let authz = ex.authz.take();
     let held = std::mem::take(&mut ex.held);
-    let (method, upstream_duration, refused_at) = (ex.parts.method.clone(), ex.upstream_duration, ex.refused_at);
+    let (method, upstream_duration, refused_in_force) =
+        (ex.parts.method.clone(), ex.upstream_duration, ex.refused_in_force);
     if let (Some(origin), Some(cors)) = (&out.cors_origin, route.as_ref().and_then(|r| r.cors.as_ref())) {
         cors.origin_headers(origin, h);
     }
@@ -186,15 +187,13 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         let route_id = route.as_ref().map_or(crate::anomaly::NO_ROUTE, |r| r.anomaly_id);
         let status = resp.status().as_u16();
         let done = crate::anomaly::runtime::Done {
-            headers: &ex.parts.headers,
             params: &ex.params,
             ip: client_ip,
             principal: principal.clone(),
             route: route_id,
             status,
-            // Authentication's place refuses a verified principal only for a response in force
-            // (principal bans, anomaly throttles and challenges).
-            refused_in_force: principal.is_some() && refused_at == Some(Place::Authentication),
+            refused_in_force,
+            claimed: ex.claimed.take(),
         };
         let record = a.record(head, done);
         (a as Arc<dyn crate::activity::Sink>, record)

@@ -53,6 +53,11 @@ routes:
     upstream: app
     auth: tokens
     authorize: authenticated
+  - name: open
+    match:
+      path: {{ prefix: /p }}
+    upstream: app
+    auth: none
 events:
   stdout: true
 logging:
@@ -340,13 +345,25 @@ fn a_challenge_lands_on_the_exact_principal_and_replaying_the_old_token_does_not
         assert!(Instant::now() < deadline, "a fresh token was never accepted");
         std::thread::sleep(Duration::from_millis(250));
     };
-    // The owner's requests still alert now and then (the ten-minute window holds the thief's networks),
-    // but the challenge keeps the time it began: the fresh token stays good. A ban of a stuffing address
-    // marks a point the detector has reached (one queue, in order).
+    let challenge = |s: &Setup| s.actions().into_iter().find(|a| a["kind"] == "challenge").expect("a challenge");
+    let began = challenge(&s)["since_ms"].as_u64().unwrap();
+    // Past the cooldown, the owner's own requests alert again (the ten-minute window still holds the
+    // thief's networks), but the challenge keeps the time it began: the fresh token stays good. A ban
+    // of a stuffing address marks a point the detector has reached (one queue, in order).
+    let first_ms = s.alerts("token_sharing").iter().filter_map(|a| a["at_ms"].as_u64()).max().unwrap();
+    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 <= first_ms + 1_500 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
+    assert_eq!(st, 200);
     let (st, _) = stuff(&mut conn, "203.0.113.98", 600, true);
     assert_eq!(st, 403);
     let alerted = s.alerts("token_sharing");
     let last_ms = alerted.iter().filter_map(|a| a["at_ms"].as_u64()).max().unwrap();
+    assert!(alerted.len() >= 2 && last_ms > first_ms, "the owner's request raised no second alert: {alerted:?}");
+    assert_eq!(challenge(&s)["since_ms"].as_u64(), Some(began), "the challenge's start moved");
+    let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
+    assert_eq!(st, 200, "the owner's fresh token is refused after the second alert");
     // Past the one-second cooldown of the latest (polled on the wall clock, nothing asserted on it),
     // the thief replays the old token from eighty more networks: all refused, none reaches the upstream.
     while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 <= last_ms + 1_500 {
@@ -423,15 +440,18 @@ fn an_address_throttle_comes_before_authentication() {
     let resp = throttled.expect("the stuffing address was never throttled");
     assert_eq!(problem_of(&resp), "urn:portcullis:problem:too-many-requests", "{resp}");
     assert!(common::header_of(&resp, "retry-after").is_some_and(|v| v.trim().parse::<u64>().is_ok_and(|s| s >= 1)));
-    // Whatever it presents next (another key, a valid-looking JWT, nothing), and on a public or a
-    // token route alike: 429, and nothing reaches the upstream.
-    for (path, header) in [
-        ("/k/orders", format!("X-API-Key: {}\r\n", bogus_key("0badc0de"))),
-        ("/j/profile", format!("Authorization: Bearer {}\r\n", jwt("mallory", now_s() - 5))),
-        ("/k/orders", String::new()),
-    ] {
-        let (st, resp) = get(&mut conn, path, attacker, &header);
-        assert_eq!(st, 429, "{path}: {resp}");
+    // Whatever it presents next (another key, a valid-looking JWT, nothing), on a key, token or public
+    // route, and however its address is spelled: 429, and nothing reaches the upstream.
+    for ip in [attacker, "::ffff:203.0.113.50", "::ffff:cb00:7132"] {
+        for (path, header) in [
+            ("/k/orders", format!("X-API-Key: {}\r\n", bogus_key("0badc0de"))),
+            ("/j/profile", format!("Authorization: Bearer {}\r\n", jwt("mallory", now_s() - 5))),
+            ("/k/orders", String::new()),
+            ("/p/catalogue", String::new()),
+        ] {
+            let (st, resp) = get(&mut conn, path, ip, &header);
+            assert_eq!(st, 429, "{ip} {path}: {resp}");
+        }
     }
     assert_eq!(s.up.hits(), 0);
     // The address next door still gets its ordinary 401.
@@ -439,6 +459,47 @@ fn an_address_throttle_comes_before_authentication() {
     assert_eq!(st, 401);
     let actions = s.actions();
     assert!(actions.iter().any(|a| a["kind"] == "throttle" && a["target"] == attacker), "{actions:?}");
+    // An IPv6 client is its /64: another address in it is the same client.
+    let v6 = "2001:db8:77:1::10";
+    let mut throttled = false;
+    for i in 0..600 {
+        let key = bogus_key(&format!("{:08x}", 0x1000 + i));
+        let (st, resp) = get(&mut conn, "/k/orders", v6, &format!("X-API-Key: {key}\r\n"));
+        if st == 429 {
+            throttled = true;
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+    }
+    assert!(throttled, "the IPv6 stuffing client was never throttled");
+    let (st, _) = get(&mut conn, "/p/catalogue", "2001:db8:77:1:ffff:1:2:3", "");
+    assert_eq!(st, 429, "the same /64");
+    let (st, _) = get(&mut conn, "/p/catalogue", "2001:db8:77:2::10", "");
+    assert_eq!(st, 200, "the next /64");
+}
+
+/// A stuffing client that puts a decoy key in another header ahead of the keys it tries still claims
+/// the key it tried: only the places the API-key method reads keys from count.
+#[test]
+fn a_decoy_key_does_not_hide_credential_stuffing() {
+    let s = setup("anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 10m }\n");
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let decoy = format!("X-Decoy: {}\r\nX-Forwarded-Key: pcs_aaaaaaaa_\r\n", bogus_key("aaaaaaaa"));
+    let mut banned = false;
+    for i in 0..600 {
+        let key = bogus_key(&format!("{i:08x}"));
+        let (st, resp) = get(&mut conn, "/k/orders", "203.0.113.60", &format!("{decoy}X-API-Key: {key}\r\n"));
+        if st == 403 {
+            assert_eq!(problem_of(&resp), "urn:portcullis:problem:banned", "{resp}");
+            banned = true;
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+    }
+    assert!(banned, "the decoy hid the stuffing");
+    assert_eq!(s.up.hits(), 0);
+    let alerts = s.alerts("credential_stuffing");
+    assert!(alerts.iter().any(|a| a["entity"]["label"] == "203.0.113.60"), "{alerts:?}");
 }
 
 #[test]

@@ -645,15 +645,23 @@ pub(crate) const METHODS: [PrincipalKind; 5] = [
     PrincipalKind::Signature,
 ];
 
-/// A principal's entity key: its method and whole id, hashed with the engine's seed. The same id under
-/// two methods is two entities. (API keys and JWTs hash as they always did, so older snapshots keep
-/// them; the other methods add a byte that no UTF-8 id can start with.)
+/// A principal's entity key: its method, its issuer when its credential names one (a JWT's or an
+/// introspected token's `iss`: two identity providers may both have an `alice`), and its whole id,
+/// hashed with the engine's seed. The same id under two methods or two issuers is two entities. (API
+/// keys hash as they always did, so older snapshots keep them; the others add bytes no UTF-8 text can
+/// hold: a method tag no id can start with, and 0xff after the issuer.)
 pub(crate) fn principal_key(seed: u64, p: &crate::exchange::Principal) -> u64 {
     match p.kind {
-        PrincipalKind::ApiKey | PrincipalKind::Jwt => hash(seed, principal_kind(p), p.id.as_bytes()),
+        PrincipalKind::ApiKey => hash(seed, Kind::ApiKey, p.id.as_bytes()),
         other => {
             let tag = 0xf8 + METHODS.iter().position(|&m| m == other).unwrap_or(0) as u8;
-            hash(seed, Kind::Principal, &[&[tag], p.id.as_bytes()].concat())
+            let iss = p.claims.as_ref().and_then(|c| c.get("iss")).and_then(serde_json::Value::as_str).unwrap_or("");
+            let mut bytes = Vec::with_capacity(2 + iss.len() + p.id.len());
+            bytes.push(tag);
+            bytes.extend_from_slice(iss.as_bytes());
+            bytes.push(0xff);
+            bytes.extend_from_slice(p.id.as_bytes());
+            hash(seed, Kind::Principal, &bytes)
         }
     }
 }
@@ -682,7 +690,7 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.octets().to_vec(),
             None => {
-                let bits = u32::from(crate::server::conn::v6_client_bits(&v6, settings.ipv6_prefix));
+                let bits = u32::from(crate::exchange::v6_client_bits(&v6, settings.ipv6_prefix));
                 let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
                 (u128::from(v6) & mask).to_be_bytes().to_vec()
             }
@@ -693,7 +701,7 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
 
 fn ip_label(settings: &Settings, ip: IpAddr, bytes: &[u8]) -> Box<str> {
     match <[u8; 16]>::try_from(bytes) {
-        Ok(b) if crate::server::conn::v6_client_bits(&b.into(), settings.ipv6_prefix) < 128 => {
+        Ok(b) if crate::exchange::v6_client_bits(&b.into(), settings.ipv6_prefix) < 128 => {
             format!("{}/{}", std::net::Ipv6Addr::from(b), settings.ipv6_prefix).into()
         }
         Ok(b) => std::net::Ipv6Addr::from(b).to_string().into(),

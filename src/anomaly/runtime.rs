@@ -24,7 +24,7 @@
 
 use super::{Alert, Detector, Engine, EntityKind, Record, Settings};
 use crate::events::{Emitter, Event, Kind, Severity};
-use crate::exchange::{Exchange, Principal, Reject};
+use crate::exchange::{Exchange, Principal, PrincipalKind, Reject};
 use crate::guard::bans::{Bans, Target};
 use crate::limit::gcra::{self, Clock as _};
 use crate::limit::RateSpec;
@@ -393,6 +393,9 @@ pub struct ActiveAction {
     /// A principal target's engine key: what requests are matched with.
     #[serde(skip)]
     pub key: Option<u64>,
+    /// A ban that went to the fleet's ban list (shared through Redis or the store); otherwise it holds
+    /// on this node only.
+    pub shared: bool,
     pub detector: &'static str,
     pub alert: u64,
     /// Record time the action started (ms since the epoch; simulated time under the simulated clock).
@@ -410,14 +413,29 @@ struct View {
     ips: HashMap<IpAddr, Entry>,
 }
 
-#[derive(Clone, Copy)]
+/// What is in force for one principal or address, each kind with its own expiry.
+#[derive(Clone, Copy, Default)]
 struct Entry {
-    throttle: Option<gcra::Rate>,
-    challenge_since_ms: Option<u64>,
-    /// A principal banned on this node (by key): an id cut in its label cannot be named to the
-    /// fleet's ban list; whole ids are banned there too.
-    ban: bool,
-    expires_ms: u64,
+    /// A throttle's rate, until.
+    throttle: Option<(gcra::Rate, u64)>,
+    /// A challenge's start, until.
+    challenge: Option<(u64, u64)>,
+    /// A principal ban held by the stage (by key), until: the ones the fleet's ban list cannot name.
+    ban: Option<u64>,
+}
+
+impl Entry {
+    fn throttle(&self, now: u64) -> Option<gcra::Rate> {
+        self.throttle.filter(|&(_, until)| until > now).map(|(rate, _)| rate)
+    }
+
+    fn challenge_since(&self, now: u64) -> Option<u64> {
+        self.challenge.filter(|&(_, until)| until > now).map(|(since, _)| since)
+    }
+
+    fn banned(&self, now: u64) -> bool {
+        self.ban.is_some_and(|until| until > now)
+    }
 }
 
 /// What one action in force is about: its kind, and a principal's key or an address (or prefix).
@@ -630,7 +648,7 @@ impl Anomaly {
     }
 
     pub fn record(&self, head: Head, done: Done<'_>) -> Record {
-        let Done { headers, params, ip, principal, route, status, refused_in_force } = done;
+        let Done { params, ip, principal, route, status, refused_in_force, claimed } = done;
         let principal = principal.filter(|_| !refused_in_force);
         let mut id_param = None;
         let mut params_hash = 0u64;
@@ -643,10 +661,8 @@ impl Anomaly {
             }
             params_hash = std::hash::Hasher::finish(&h).max(1);
         }
-        // Only a refused credential claims an identity (a refused request was never forwarded: its
-        // headers are still here).
-        let claimed =
-            if status == 401 && principal.is_none() && !refused_in_force { claimed_key_id(headers) } else { None };
+        // Only a refused credential claims an identity: the key id authentication refused.
+        let claimed = claimed.filter(|_| status == 401 && principal.is_none() && !refused_in_force);
         Record {
             at_ms: head.at_ms.unwrap_or_else(wall_ms),
             ip,
@@ -687,20 +703,22 @@ impl Anomaly {
         if let Some(p) = ex.principal.as_deref().filter(|_| !view.principals.is_empty()) {
             // The exact principal: its method and whole id, as the engine keyed it.
             let key = Engine::principal_key(actions.seed, p);
-            if let Some(e) = view.principals.get(&key).filter(|e| e.expires_ms > now) {
-                if e.ban {
+            if let Some(e) = view.principals.get(&key) {
+                if e.banned(now) {
                     ex.event(crate::events::Noted::new(Kind::GuardBlocked, "banned").attr("source", "anomaly"));
+                    ex.refused_in_force = true;
                     return Err(Reject::Banned);
                 }
-                if let Some(since) = e.challenge_since_ms {
+                if let Some(since) = e.challenge_since(now) {
                     if !issued_after(p, since) {
                         ex.event(
                             crate::events::Noted::new(Kind::AuthnFailure, "reauthenticate").attr("source", "anomaly"),
                         );
+                        ex.refused_in_force = true;
                         return Err(Reject::Reauthenticate);
                     }
                 }
-                if let Some(rate) = e.throttle {
+                if let Some(rate) = e.throttle(now) {
                     let bucket = hash_key(&[b"principal:".as_slice(), &key.to_le_bytes()].concat());
                     let out = actions.throttles.check(bucket, actions.clock.now(), rate, None);
                     if !out.allowed {
@@ -708,6 +726,7 @@ impl Anomaly {
                         ex.event(
                             crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
                         );
+                        ex.refused_in_force = true;
                         return Err(Reject::TooManyRequests);
                     }
                 }
@@ -729,7 +748,7 @@ impl Anomaly {
         }
         let now = self.now_ms(&ex.parts.headers);
         let ip = self.prefix_of(ex.client_ip);
-        if let Some(rate) = view.ips.get(&ip).filter(|e| e.expires_ms > now).and_then(|e| e.throttle) {
+        if let Some(rate) = view.ips.get(&ip).and_then(|e| e.throttle(now)) {
             let key = hash_key(ip.to_string().as_bytes());
             let out = actions.throttles.check(key, actions.clock.now(), rate, None);
             if !out.allowed {
@@ -783,7 +802,7 @@ impl Anomaly {
             let key = list.iter().find(|(_, a)| a.id == id)?.0.clone();
             list.remove(&key)?
         };
-        if lifted.kind == "ban" {
+        if lifted.kind == "ban" && lifted.shared {
             if let Some(bans) = self.inner.bans.load_full() {
                 for b in bans.active() {
                     if b.target.text() == lifted.target && b.reason.starts_with("anomaly ") {
@@ -835,8 +854,6 @@ impl Anomaly {
 
 /// What a record takes from the finished request ([`Anomaly::record`]).
 pub struct Done<'a> {
-    /// The request's headers as they are at the end (those of a refused request are all there).
-    pub headers: &'a http::HeaderMap,
     pub params: &'a crate::exchange::Params,
     pub ip: IpAddr,
     pub principal: Option<Arc<Principal>>,
@@ -846,6 +863,8 @@ pub struct Done<'a> {
     /// ban, an anomaly throttle or challenge): recorded without the principal, so that a thief
     /// replaying a challenged token does not keep the challenge going against the owner's fresh one.
     pub refused_in_force: bool,
+    /// The public id of the API key authentication refused, if it did ([`Exchange::claimed`]).
+    pub claimed: Option<Arc<str>>,
 }
 
 /// What a record takes from the request head ([`Anomaly::head`]).
@@ -1055,8 +1074,10 @@ impl Inner {
                 format!("{:.0}/m", per_s * 60.0)
             }
         });
-        // The fleet's ban list, for an address or a principal whose whole id the alert knows; a
-        // principal whose id was cut is banned on this node (the stage matches it by key).
+        // The fleet's ban list, for an address, or an API key whose whole id the alert knows (the
+        // gateway issued it: the id means one credential). Any other principal is banned on this
+        // node, where the stage matches it by key: `jwt:alice` in the ban list would ban every
+        // issuer's alice, and an id cut at 32 bytes names whoever shares those bytes.
         let mut shared = false;
         if action == Action::Ban {
             let ban_target = match (key, a.ip) {
@@ -1064,7 +1085,9 @@ impl Inner {
                     Some(net) if net.prefix_len() < net.max_prefix_len() => Target::Prefix(net),
                     _ => Target::Ip(ip.to_canonical()),
                 }),
-                (Some(t), _) if t.whole => Some(Target::Principal(target.clone())),
+                (Some(t), _) if t.whole && t.method == PrincipalKind::ApiKey.as_str() => {
+                    Some(Target::Principal(target.clone()))
+                }
                 _ => None,
             };
             if let (Some(ban_target), Some(bans)) = (ban_target, self.bans.load_full()) {
@@ -1096,12 +1119,12 @@ impl Inner {
             }
             let id = old.as_ref().map_or_else(|| self.actions.next_id.fetch_add(1, Relaxed), |o| o.id);
             let expires_ms = old.as_ref().map_or(expires_ms, |o| o.expires_ms.max(expires_ms));
-            // A challenge keeps the time it began: the owner's token issued after the first alert
-            // stays good. (Moving it would lock the owner out again at every alert the window still
-            // holding the thief's networks raises; a thief who steals the fresh token too has the
-            // owner's device, which no challenge helps with.)
+            // A challenge raised again while the alert's window still holds the evidence from before
+            // it began keeps the time it began: that evidence is the thief's old requests, and moving
+            // the start would lock out the owner's token issued after the first alert. Once the window
+            // has moved past it, a new alert is about tokens issued since, and the start moves.
             let since = match &old {
-                Some(o) if kind == "challenge" => o.since_ms,
+                Some(o) if kind == "challenge" && a.at_ms < o.since_ms + u64::from(a.window_s) * 1000 => o.since_ms,
                 _ => since,
             };
             list.insert(
@@ -1112,6 +1135,7 @@ impl Inner {
                     target_kind,
                     target: target.clone(),
                     key,
+                    shared: shared || old.as_ref().is_some_and(|o| o.shared),
                     detector,
                     alert,
                     since_ms: since,
@@ -1172,20 +1196,16 @@ impl Inner {
                 let policy = self.policy.load();
                 Detector::from_id(a.detector).and_then(|d| policy.detectors.get(&d)).map(|p| p.throttle)
             });
-            let entry = Entry {
-                throttle: if a.kind == "throttle" { throttle } else { None },
-                challenge_since_ms: (a.kind == "challenge").then_some(a.since_ms),
-                ban: a.kind == "ban",
-                expires_ms: a.expires_ms,
-            };
-            let merge = |old: Option<&Entry>| match old {
-                Some(o) => Entry {
-                    throttle: o.throttle.or(entry.throttle),
-                    challenge_since_ms: o.challenge_since_ms.max(entry.challenge_since_ms),
-                    ban: o.ban || entry.ban,
-                    expires_ms: o.expires_ms.max(entry.expires_ms),
-                },
-                None => entry,
+            // One action of a kind per target (the list's key): each kind fills its own slot.
+            let merge = |old: Option<&Entry>| {
+                let mut e = old.copied().unwrap_or_default();
+                match a.kind {
+                    "throttle" => e.throttle = throttle.map(|rate| (rate, a.expires_ms)),
+                    "challenge" => e.challenge = Some((a.since_ms, a.expires_ms)),
+                    _ if a.key.is_some() && !a.shared => e.ban = Some(a.expires_ms),
+                    _ => {}
+                }
+                e
             };
             match (a.target_kind, a.key) {
                 ("principal", Some(key)) => {
@@ -1208,25 +1228,6 @@ impl Inner {
         self.metrics.actions.set(i64::try_from(list.len()).unwrap_or(i64::MAX));
         self.actions.view.store(Arc::new(view));
     }
-}
-
-/// The public id of an API key (`pcs_<id>_...`) presented in any header, when one is: what a refused
-/// key claimed to be. The id part is public (safe to log); the rest of the key is never kept.
-pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<Arc<str>> {
-    const PREFIX: &str = "pcs_";
-    for v in headers.values() {
-        let Ok(text) = v.to_str() else { continue };
-        let text = text.trim();
-        let key =
-            text.strip_prefix(PREFIX).or_else(|| text.split_once(' ').and_then(|(_, k)| k.trim().strip_prefix(PREFIX)));
-        let Some(rest) = key else { continue };
-        // Exactly the id's length, then `_`: a malformed key never gives any of its secret part.
-        let id = rest.get(..crate::authn::api_key::ID_LEN).filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()));
-        if let (Some(id), Some(b'_')) = (id, rest.as_bytes().get(crate::authn::api_key::ID_LEN)) {
-            return Some(id.into());
-        }
-    }
-    None
 }
 
 fn finite(x: f64) -> f64 {
@@ -1261,7 +1262,7 @@ pub fn prefix_of(ip: IpAddr, prefix: u8) -> IpAddr {
 
 fn prefix_net(ip: IpAddr, prefix: u8) -> Option<ipnet::IpNet> {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, crate::server::conn::v6_client_bits(&v6, prefix))
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, crate::exchange::v6_client_bits(&v6, prefix))
             .ok()
             .map(|n| ipnet::IpNet::V6(n.trunc())),
         IpAddr::V4(v4) => ipnet::Ipv4Net::new(v4, 32).ok().map(ipnet::IpNet::V4),
@@ -1318,34 +1319,9 @@ mod snapshot {
 mod tests {
     use super::*;
 
-    fn headers(lines: &[(&str, &str)]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for (name, value) in lines {
-            h.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn a_refused_key_claims_its_public_id_and_never_more() {
-        let key = format!("pcs_abcd2345_{}", "s".repeat(39));
-        assert_eq!(claimed_key_id(&headers(&[("x-api-key", &key)])).as_deref(), Some("abcd2345"));
-        let bearer = format!("Bearer {key}");
-        assert_eq!(claimed_key_id(&headers(&[("authorization", &bearer)])).as_deref(), Some("abcd2345"));
-        // Malformed: no `_` after eight characters (a key with its `_` lost would otherwise hand over
-        // the start of its secret), too short, not alphanumeric, or no key at all.
-        for bad in
-            ["pcs_abcd2345secretsecret", "pcs_abcd234_secret", "pcs_abc-2345_x", "pcs_", "pcs_abcd2345", "abcd2345_x"]
-        {
-            assert_eq!(claimed_key_id(&headers(&[("x-api-key", bad)])), None, "{bad}");
-        }
-        // Multi-byte text where the id would be: no panic, no id.
-        assert_eq!(claimed_key_id(&headers(&[("x-api-key", "pcs_ééééé_x")])), None);
-    }
-
-    fn enumeration_alert(ip: IpAddr, at_ms: u64) -> Alert {
+    fn alert(detector: Detector, ip: IpAddr, at_ms: u64) -> Alert {
         Alert {
-            detector: Detector::Enumeration,
+            detector,
             entity: super::super::Entity { kind: EntityKind::Ip, label: ip.to_string().into() },
             ip: Some(ip),
             principal: None,
@@ -1360,37 +1336,97 @@ mod tests {
         }
     }
 
-    /// Thousands of actions (an attacker with many /64s): each alert finds its own in O(1), and a
-    /// repeated alert extends its action.
+    /// Polls (to a deadline) until `f` holds: the detector thread rebuilds the view after a batch.
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Thousands of actions (an attacker with many /64s): each alert finds its own, the detector
+    /// thread puts them in force, a repeated alert extends (never shortens) its action and keeps the
+    /// stricter throttle, and expiry and lifting take them out of the list and the view.
     #[test]
-    fn many_actions_in_one_batch_and_a_repeat_extends() {
-        let c: AnomalyConfig = serde_yaml_ng::from_str("mode: enforce\n").unwrap();
-        let policy = Policy::compile(&c, None).unwrap();
-        let a = Kept::default().get(policy, &AnomalyMetrics::default());
+    fn many_actions_extend_never_shorten_keep_the_stricter_rate_and_expire() {
+        let yaml = "mode: enforce\ndetectors:\n  enumeration: { duration: 10m }\n  volumetric: { actions: [log, throttle], duration: 1m, throttle: 2/m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
         let inner = &a.inner;
         let now = wall_ms();
         let ip = |i: u32| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, i as u16, 0, 0, 0, 1));
         for i in 0..5_000u32 {
-            inner.raise(enumeration_alert(ip(i), now));
+            inner.raise(alert(Detector::Enumeration, ip(i), now));
         }
-        // (The detector thread rebuilds the view after a batch; here, the test does.)
-        inner.rebuild_view();
-        assert_eq!(inner.actions.view.load().ips.len(), 5_000);
+        // Set by `raise`, put in force by the detector thread at the end of its batch.
+        eventually("the view never held the 5,000 throttles", || inner.actions.view.load().ips.len() == 5_000);
         let listed = a.actions();
         assert_eq!(listed.len(), 5_000);
         assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "listed in id order");
-        // The same address again, later: the same action (same id), its expiry moved on.
         let first = listed.iter().find(|x| x.target == ip_target(ip(7), 64)).unwrap().clone();
-        inner.raise(enumeration_alert(ip(7), now + 60_000));
-        let again = a.actions();
-        assert_eq!(again.len(), 5_000);
-        let second = again.iter().find(|x| x.target == first.target).unwrap();
-        assert_eq!(second.id, first.id);
-        assert!(second.expires_ms > first.expires_ms);
-        // Lifted by id, it is gone from the list and the view.
+        assert_eq!(first.rate.as_deref(), Some("1/s"));
+        // A stricter detector on the same address: its rate, the later expiry kept (its own is 1m).
+        inner.raise(alert(Detector::Volumetric, ip(7), now + 1_000));
+        let find = |id: u64| a.actions().into_iter().find(|x| x.id == id).unwrap();
+        let second = find(first.id);
+        assert_eq!((second.rate.as_deref(), second.detector), (Some("2/m"), "volumetric"));
+        assert_eq!(second.expires_ms, first.expires_ms, "a shorter action shortened it");
+        // The looser one again, later: the expiry moves on, the stricter rate stays.
+        inner.raise(alert(Detector::Enumeration, ip(7), now + 60_000));
+        let third = find(first.id);
+        assert_eq!(third.rate.as_deref(), Some("2/m"));
+        assert!(third.expires_ms > first.expires_ms);
+        assert_eq!(a.actions().len(), 5_000);
+        // Lifted by id: gone from the list and, with the next rebuild, the view.
         assert!(a.lift(first.id).is_some());
         assert_eq!(a.actions().len(), 4_999);
         assert_eq!(inner.actions.view.load().ips.len(), 4_999);
+        // Expiry: everything has run out ten minutes and a second on.
+        inner.expire(now + 11 * 60_000);
+        assert!(a.actions().is_empty());
+        assert!(inner.actions.view.load().ips.is_empty());
+        assert_eq!(inner.actions.next_expiry.load(Relaxed), u64::MAX);
+    }
+
+    /// A challenge raised again while its window still holds the evidence from before it began keeps
+    /// its start (the owner's fresh token stays good); once the window has moved past, it moves. A
+    /// principal ban that the fleet's list cannot name exactly (a JWT) is held by the stage.
+    #[test]
+    fn a_challenge_keeps_its_start_within_the_window_and_bans_of_jwt_principals_stay_here() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge, ban], duration: 1h }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        let sharing = |at_ms: u64| Alert {
+            detector: Detector::TokenSharing,
+            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
+            ip: None,
+            principal: Some("alice".into()),
+            target: Some(super::super::PrincipalTarget { key: 42, method: "jwt", whole: true }),
+            feature: "distinct_addresses",
+            baseline: 5.0,
+            observed: 9.0,
+            score: 0.6,
+            window_s: 600,
+            at_ms,
+            explanation: "test".into(),
+        };
+        let t0 = wall_ms();
+        a.inner.raise(sharing(t0));
+        let since = |a: &Anomaly| a.actions().into_iter().find(|x| x.kind == "challenge").unwrap().since_ms;
+        let began = since(&a);
+        a.inner.raise(sharing(t0 + 5 * 60_000));
+        assert_eq!(since(&a), began, "moved within the window");
+        a.inner.raise(sharing(t0 + 11 * 60_000));
+        assert!(since(&a) >= t0 + 11 * 60_000, "kept past the window");
+        let ban = a.actions().into_iter().find(|x| x.kind == "ban").unwrap();
+        assert_eq!((ban.target.as_str(), ban.shared, ban.key), ("jwt:alice", false, Some(42)));
+        a.inner.rebuild_view();
+        let view = a.inner.actions.view.load();
+        let e = view.principals.get(&42).unwrap();
+        assert!(e.banned(t0) && e.challenge_since(t0).is_some());
+        // Each kind runs out on its own.
+        assert!(!e.banned(ban.expires_ms) && e.challenge_since(ban.expires_ms).is_none());
     }
 
     #[test]

@@ -200,9 +200,9 @@ fn ipv6_clients_by_prefix_but_nat64_clients_each_alone() {
     assert_eq!(hits.len(), 1);
     assert_eq!(&*hits[0].entity.label, "64:ff9b::c633:6407");
     assert_eq!(hits[0].ip, Some("64:ff9b::c633:6407".parse().unwrap()));
-    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9b::1:2".parse().unwrap(), 64), 128);
-    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9c::1".parse().unwrap(), 64), 64);
-    assert_eq!(crate::server::conn::v6_client_bits(&"64:ff9b:0:0:1::1".parse().unwrap(), 56), 56);
+    assert_eq!(crate::exchange::v6_client_bits(&"64:ff9b::1:2".parse().unwrap(), 64), 128);
+    assert_eq!(crate::exchange::v6_client_bits(&"64:ff9c::1".parse().unwrap(), 64), 64);
+    assert_eq!(crate::exchange::v6_client_bits(&"64:ff9b:0:0:1::1".parse().unwrap(), 56), 56);
 }
 
 #[test]
@@ -378,6 +378,14 @@ fn alerts_target_the_exact_principal_not_its_label() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), targets.len(), "{targets:?}");
+    // Two identity providers' `alice` are two principals.
+    let issued = |iss: &str| {
+        let mut p = (*person("alice", PrincipalKind::Jwt)).clone();
+        p.claims = Some(Arc::new(serde_json::json!({ "iss": iss, "sub": "alice" }).as_object().unwrap().clone()));
+        Engine::principal_key(engine.seed(), &p)
+    };
+    assert_ne!(issued("https://idp.example"), issued("https://partner.example"));
+    assert_eq!(issued("https://idp.example"), issued("https://idp.example"));
     // The labels of the two long ids are the same 32 bytes; their keys differ (above).
     assert_eq!(&*state::short_label(long_a), &*state::short_label(long_b));
     // After a restore (even of a snapshot that did not keep keys and methods), alerts carry the same.

@@ -176,6 +176,15 @@ pub fn parse(key: &str) -> Option<&str> {
     (checksum(body) == check).then_some(id)
 }
 
+/// The public id of a key-shaped text (`pcs_<id>_...`, the id exactly [`ID_LEN`] ASCII letters and
+/// digits, then `_`), whatever its checksum: what a refused key claimed to be. Nothing of the secret
+/// part is ever taken.
+pub fn public_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX)?;
+    let id = rest.get(..ID_LEN).filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()))?;
+    (rest.as_bytes().get(ID_LEN) == Some(&b'_')).then_some(id)
+}
+
 /// The keyed hash a key is stored and looked up by.
 pub fn hash(secret: &hmac::Key, key: &str) -> Digest {
     let tag = hmac::sign(secret, key.as_bytes());
@@ -415,6 +424,13 @@ impl ApiKeyAuth {
         Ok(found)
     }
 
+    /// The public id of the one key the request presents where this method reads keys, when it has a
+    /// key's shape: the identity a refused key claimed (credential stuffing and spraying count it).
+    /// Only this method's own places count: a decoy key in another header claims nothing.
+    pub fn claimed(&self, parts: &http::request::Parts) -> Option<Arc<str>> {
+        self.presented(parts).ok().flatten().and_then(public_id).map(Arc::from)
+    }
+
     pub fn check(&self, req: &AuthRequest<'_>) -> Verdict {
         let key = match self.presented(req.parts) {
             Ok(Some(key)) => key,
@@ -547,6 +563,26 @@ impl ApiKeyAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_key_claims_its_public_id_and_never_more() {
+        let key = format!("pcs_abcd2345_{}", "s".repeat(39));
+        assert_eq!(public_id(&key), Some("abcd2345"));
+        // Malformed: no `_` after eight characters (a key with its `_` lost would otherwise hand over
+        // the start of its secret), too short, not alphanumeric, multi-byte, or no key at all.
+        for bad in [
+            "pcs_abcd2345secretsecret",
+            "pcs_abcd234_secret",
+            "pcs_abc-2345_x",
+            "pcs_",
+            "pcs_abcd2345",
+            "abcd2345_x",
+            "pcs_aéééé_x",
+            "pcs_ééééé_x",
+        ] {
+            assert_eq!(public_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn generated_keys_parse_and_typos_do_not() {

@@ -654,6 +654,9 @@ impl Authn {
         invalid: bool,
     ) -> Reject {
         self.count(ex, name, method, reason);
+        if let (true, Method::ApiKey(k)) = (invalid, method) {
+            ex.claimed = k.claimed(&ex.parts);
+        }
         let methods = match &self.mode {
             Mode::None => return Reject::Unauthorized { challenge: HeaderValue::from_static("none") },
             Mode::AnyOf(m) | Mode::AllOf(m) => m,

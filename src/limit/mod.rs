@@ -422,7 +422,7 @@ fn write_ip(h: &mut impl KeySink, ip: IpAddr, prefix: u8) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => h.part(b'4', &v4.octets()),
         IpAddr::V6(v6) => {
-            let prefix = crate::server::conn::v6_client_bits(&v6, prefix);
+            let prefix = crate::exchange::v6_client_bits(&v6, prefix);
             let bits = u128::from(v6);
             let masked = if prefix >= 128 { bits } else { bits & !(u128::MAX >> prefix) };
             h.part(b'6', &masked.to_be_bytes());

@@ -27,29 +27,14 @@ pub struct ConnGuard {
     ip: IpAddr,
 }
 
-/// The prefix length an IPv6 client is counted under (connection limits, rate limits, automatic bans,
-/// the anomaly detector): `v6_prefix`, except for addresses a NAT64 translated from IPv4 (the
-/// well-known prefix `64:ff9b::/96` of RFC 6052 and the local-use `64:ff9b:1::/48` of RFC 8215). There
-/// one /64 holds every IPv4 client of the translator, so each address is its own client (/128): one
-/// abusive client behind a NAT64 must not use up, or get banned, the share of all the others.
-pub fn v6_client_bits(v6: &std::net::Ipv6Addr, v6_prefix: u8) -> u8 {
-    let s = v6.segments();
-    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && (s[2] == 1 || s[2..6] == [0, 0, 0, 0]);
-    if nat64 {
-        128
-    } else {
-        v6_prefix.min(128)
-    }
-}
-
 /// The key a client is counted under: an IPv4 address (also when written as IPv4-mapped IPv6) as it is,
-/// an IPv6 address cut to its first `v6_prefix` bits ([`v6_client_bits`]). One IPv6 host usually holds
+/// an IPv6 address cut to its first `v6_prefix` bits ([`crate::exchange::v6_client_bits`]). One IPv6 host usually holds
 /// a whole /64, so counting single addresses would let it open 2^64 times the limit.
 pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
-            let bits = u32::from(v6_client_bits(&v6, v6_prefix));
+            let bits = u32::from(crate::exchange::v6_client_bits(&v6, v6_prefix));
             let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
             IpAddr::V6((u128::from(v6) & mask).into())
         }
