@@ -310,6 +310,10 @@ struct State {
     bans: Vec<Ban>,
     /// Automatic bans not yet written to the store.
     pending: Vec<Ban>,
+    /// Automatic bans the store or Redis failed to take: in force on this node until they expire
+    /// (a new read of the store replaces `bans`, never these), and written again at every poll until
+    /// one write succeeds and the fleet has them too.
+    local: Vec<Ban>,
     /// The store's counter when `bans` was read.
     version: Option<i64>,
     /// Ids of in-memory bans (no store).
@@ -428,15 +432,22 @@ impl Bans {
         let now = now_ms();
         let from = self.expired_upto.swap(now, Ordering::Relaxed);
         if self.events.get().is_some_and(Emitter::is_enabled) {
-            for b in state.bans.iter().chain(&state.pending).filter(|b| b.expires_at > from && b.expires_at <= now) {
+            for b in state
+                .bans
+                .iter()
+                .chain(&state.pending)
+                .chain(&state.local)
+                .filter(|b| b.expires_at > from && b.expires_at <= now)
+            {
                 self.emit(Bans::ban_event(Kind::BanExpired, "expired", b));
             }
         }
-        self.set.store(Arc::new(BanSet::build(state.bans.iter().chain(&state.pending), now)));
+        self.set.store(Arc::new(BanSet::build(state.bans.iter().chain(&state.pending).chain(&state.local), now)));
     }
 
     /// Reads the store if its counter moved, and drops expired bans; blocking (SQLite).
     pub fn poll(&self) -> Result<bool, String> {
+        self.retry_local();
         if let Some(r) = &self.redis {
             let read = {
                 let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,6 +460,53 @@ impl Bans {
             return Ok(self.apply(read));
         }
         self.poll_store().map_err(|e| e.to_string())
+    }
+
+    /// Writes again the automatic bans the store or Redis failed to take (in order, stopping at the
+    /// first failure: the store is still down), dropping expired ones. A written ban comes back with
+    /// the next read.
+    fn retry_local(&self) {
+        let local = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            state.local.retain(|b| b.expires_at > now);
+            std::mem::take(&mut state.local)
+        };
+        let mut left = local.into_iter();
+        let mut failed = Vec::new();
+        for ban in left.by_ref() {
+            let written = if let Some(r) = &self.redis {
+                r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto")
+            } else if let Some((path, conn)) = &self.store {
+                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let written = (|| {
+                    if conn.is_none() {
+                        *conn = Some(BanStore::open(path)?);
+                    }
+                    match conn.as_mut() {
+                        Some(s) => s.add(&ban.target, ban.expires_at, &ban.reason, "auto"),
+                        // (Opened just above.)
+                        None => Ok(0),
+                    }
+                })();
+                if written.is_err() {
+                    *conn = None;
+                }
+                written.map_err(|e| e.to_string())
+            } else {
+                Ok(0)
+            };
+            if written.is_err() {
+                failed.push(ban);
+                break;
+            }
+        }
+        failed.extend(left);
+        if !failed.is_empty() {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            failed.append(&mut state.local);
+            state.local = failed;
+        }
     }
 
     fn apply(&self, read: Option<(i64, Vec<Ban>)>) -> bool {
@@ -583,8 +641,11 @@ impl Bans {
                     // The next poll reads it back with the others.
                     Ok(id) => Ban { id, ..ban },
                     Err(e) => {
-                        tracing::error!(error = %e, "automatic ban not stored in redis; it applies in this process only");
-                        ban
+                        tracing::error!(error = %e, "automatic ban not stored in redis yet; it applies in this process until written");
+                        this.emit_set(&ban);
+                        state.local.push(ban);
+                        this.rebuild(&state);
+                        return;
                     }
                 };
                 this.emit_set(&ban);
@@ -610,9 +671,12 @@ impl Bans {
                 // Kept in memory: it still applies here, though the store does not know it.
                 Ok(None) => ban,
                 Err(e) => {
-                    tracing::error!(error = %e, "automatic ban not stored; it applies in this process only");
+                    tracing::error!(error = %e, "automatic ban not stored yet; it applies in this process until written");
                     *conn = None;
-                    ban
+                    this.emit_set(&ban);
+                    state.local.push(ban);
+                    this.rebuild(&state);
+                    return;
                 }
             };
             this.emit_set(&ban);
@@ -672,6 +736,16 @@ impl Bans {
     /// Lifts ban `id` now: the ban lifted, `None` when there is no such ban in force. Blocking.
     pub fn lift(&self, id: i64) -> Result<Option<Ban>, String> {
         let Some(ban) = self.active().into_iter().find(|b| b.id == id) else { return Ok(None) };
+        {
+            // One held here only (never written): lifted here.
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let before = state.local.len();
+            state.local.retain(|b| b.id != id);
+            if state.local.len() != before {
+                self.rebuild(&state);
+                return Ok(Some(ban));
+            }
+        }
         let removed = if let Some(r) = &self.redis {
             r.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?
         } else if let Some((path, conn)) = &self.store {
@@ -699,7 +773,7 @@ impl Bans {
     pub fn active(&self) -> Vec<Ban> {
         let now = now_ms();
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.bans.iter().chain(&state.pending).filter(|b| b.expires_at > now).cloned().collect()
+        state.bans.iter().chain(&state.pending).chain(&state.local).filter(|b| b.expires_at > now).cloned().collect()
     }
 }
 
@@ -753,6 +827,33 @@ mod tests {
         assert!(!s.remove(a).unwrap());
         assert!(bans.poll().unwrap());
         assert_eq!(bans.ip_banned(ip("192.0.2.1")), None);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// An automatic ban the store could not take stays in force here when the store comes back with
+    /// other bans (a new read used to replace it), and is written then, so the fleet has it too.
+    #[test]
+    fn an_automatic_ban_the_store_refused_survives_the_next_read_and_is_written_later() {
+        let path = temp("local");
+        // The store's path is a directory for now: every write fails.
+        std::fs::create_dir_all(&path).unwrap();
+        let bans = Arc::new(Bans::empty(Some(&path)));
+        let until = now_ms() + 60_000;
+        assert!(bans.add_here(Target::Ip(ip("203.0.113.9")), until, "anomaly test".into()));
+        assert_eq!(bans.ip_banned(ip("203.0.113.9")), Some(until), "in force at once");
+        assert!(bans.poll().is_err(), "the store is still down");
+        assert_eq!(bans.ip_banned(ip("203.0.113.9")), Some(until), "still in force");
+        // The store comes back, and someone else bans another address through it.
+        std::fs::remove_dir_all(&path).unwrap();
+        let mut s = BanStore::open(&path).unwrap();
+        s.add(&Target::Ip(ip("198.51.100.4")), until, "manual", "manual").unwrap();
+        assert!(bans.poll().unwrap());
+        assert_eq!(bans.ip_banned(ip("198.51.100.4")), Some(until));
+        assert_eq!(bans.ip_banned(ip("203.0.113.9")), Some(until), "the read dropped the local ban");
+        // And the store now has it: the rest of the fleet sees it.
+        let listed = s.list(Some(now_ms())).unwrap();
+        assert!(listed.iter().any(|b| b.target == Target::Ip(ip("203.0.113.9"))), "{listed:?}");
+        assert_eq!(bans.active().len(), 2, "held once, not twice");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
