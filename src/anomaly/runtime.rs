@@ -449,6 +449,8 @@ struct Actions {
     next_expiry: AtomicU64,
     /// Actions changed since the view was last built: the detector thread rebuilds it once a batch.
     dirty: AtomicBool,
+    /// Bans for the fleet's list raised in this batch: given to the guard's bans at once at its end.
+    bans_due: Mutex<Vec<(Target, i64, String)>>,
     view: ArcSwap<View>,
     /// False while nothing is in force: the stage's whole cost then.
     any: AtomicBool,
@@ -571,6 +573,7 @@ impl Anomaly {
                 list: Mutex::new(HashMap::new()),
                 next_expiry: AtomicU64::new(u64::MAX),
                 dirty: AtomicBool::new(false),
+                bans_due: Mutex::new(Vec::new()),
                 view: ArcSwap::from_pointee(View::default()),
                 any: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
@@ -954,6 +957,7 @@ impl Inner {
                 self.raise(a);
             }
             if self.actions.dirty.swap(false, Relaxed) {
+                self.flush_bans();
                 self.rebuild_view();
             }
             let now = self.clock_now();
@@ -1090,10 +1094,11 @@ impl Inner {
                 }
                 _ => None,
             };
-            if let (Some(ban_target), Some(bans)) = (ban_target, self.bans.load_full()) {
+            if let (Some(ban_target), true) = (ban_target, self.bans.load().is_some()) {
                 let until =
                     crate::guard::bans::now_ms().saturating_add(i64::try_from(dp.duration_ms).unwrap_or(i64::MAX));
-                bans.add_here(ban_target, until, format!("anomaly {} (alert {alert})", a.detector.id()));
+                let reason = format!("anomaly {} (alert {alert})", a.detector.id());
+                self.actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner).push((ban_target, until, reason));
                 shared = true;
             } else if key.is_none() {
                 return;
@@ -1157,6 +1162,14 @@ impl Inner {
             .attr("expires_ms", expires_ms)
             .attr("shared", shared);
         self.emitter.load().emit(event);
+    }
+
+    /// Gives the batch's bans to the guard's bans at once (one rebuild of the set requests read).
+    fn flush_bans(&self) {
+        let due = std::mem::take(&mut *self.actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner));
+        if let (false, Some(bans)) = (due.is_empty(), self.bans.load_full()) {
+            bans.add_many_here(due);
+        }
     }
 
     /// Drops expired actions (and says so).

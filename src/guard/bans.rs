@@ -475,28 +475,7 @@ impl Bans {
         let mut left = local.into_iter();
         let mut failed = Vec::new();
         for ban in left.by_ref() {
-            let written = if let Some(r) = &self.redis {
-                r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto")
-            } else if let Some((path, conn)) = &self.store {
-                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                let written = (|| {
-                    if conn.is_none() {
-                        *conn = Some(BanStore::open(path)?);
-                    }
-                    match conn.as_mut() {
-                        Some(s) => s.add(&ban.target, ban.expires_at, &ban.reason, "auto"),
-                        // (Opened just above.)
-                        None => Ok(0),
-                    }
-                })();
-                if written.is_err() {
-                    *conn = None;
-                }
-                written.map_err(|e| e.to_string())
-            } else {
-                Ok(0)
-            };
-            if written.is_err() {
+            if self.write_one(&ban).is_err() {
                 failed.push(ban);
                 break;
             }
@@ -606,81 +585,80 @@ impl Bans {
     /// Bans `target` until `until` from this process (an automatic ban): in force at once, and written
     /// to the store in the background when there is one. Returns false when it was already banned.
     pub fn add_here(self: &Arc<Self>, target: Target, until: i64, reason: String) -> bool {
+        self.add_many_here(vec![(target, until, reason)]) > 0
+    }
+
+    /// [`Bans::add_here`] for many at once (the anomaly detector's batch): one rebuild of the set the
+    /// requests read, and one background write of them all, however many there are: bans added one by
+    /// one rebuild it each time, which thousands of bans (an attacker with many /64s) make quadratic.
+    /// Returns how many were new.
+    pub fn add_many_here(self: &Arc<Self>, bans: Vec<(Target, i64, String)>) -> usize {
         let now = now_ms();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let already = match &target {
-            Target::Principal(p) => self.set.load().principals.get(p).is_some_and(|u| *u >= until),
-            t => t.net().is_some_and(|n| self.set.load().nets.get(n.network()).is_some_and(|u| u >= until)),
-        };
-        if already {
-            return false;
-        }
-        state.next_id += 1;
-        let ban = Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
-        if self.store.is_none() && self.redis.is_none() {
+        let set = self.set.load();
+        let memory_only = self.store.is_none() && self.redis.is_none();
+        if memory_only {
             // Expired bans go here (nothing else prunes memory-only bans).
             state.bans.retain(|b| b.expires_at > now);
-            let id = state.next_id;
-            let ban = Ban { id, ..ban };
-            self.emit_set(&ban);
-            state.bans.push(ban);
-            self.rebuild(&state);
-            return true;
         }
-        state.pending.push(ban.clone());
+        let mut to_write = Vec::new();
+        let mut fresh = 0;
+        for (target, until, reason) in bans {
+            let already = match &target {
+                Target::Principal(p) => set.principals.get(p).is_some_and(|u| *u >= until),
+                t => t.net().is_some_and(|n| set.nets.get(n.network()).is_some_and(|u| u >= until)),
+            };
+            if already {
+                continue;
+            }
+            fresh += 1;
+            state.next_id += 1;
+            let ban =
+                Ban { id: -state.next_id, target, reason, source: "auto".into(), created_at: now, expires_at: until };
+            if memory_only {
+                let ban = Ban { id: state.next_id, ..ban };
+                self.emit_set(&ban);
+                state.bans.push(ban);
+            } else {
+                state.pending.push(ban.clone());
+                to_write.push(ban);
+            }
+        }
+        if fresh == 0 {
+            return 0;
+        }
         self.rebuild(&state);
         drop(state);
+        if memory_only {
+            return fresh;
+        }
         let this = self.clone();
         let write = move || {
-            if let Some(r) = &this.redis {
-                let written =
-                    r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto");
-                let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Written in order, outside the state lock; then taken in at once.
+            let written: Vec<(Ban, Result<i64, String>)> = to_write
+                .into_iter()
+                .map(|ban| {
+                    let r = this.write_one(&ban);
+                    (ban, r)
+                })
+                .collect();
+            let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (ban, result) in written {
                 state.pending.retain(|p| p.id != ban.id);
-                let ban = match written {
+                match result {
                     // The next poll reads it back with the others.
-                    Ok(id) => Ban { id, ..ban },
+                    Ok(id) => {
+                        let ban = Ban { id, ..ban };
+                        this.emit_set(&ban);
+                        state.bans.push(ban);
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "automatic ban not stored in redis yet; it applies in this process until written");
+                        tracing::error!(error = %e, "automatic ban not stored yet; it applies in this process until written");
                         this.emit_set(&ban);
                         state.local.push(ban);
-                        this.rebuild(&state);
-                        return;
                     }
-                };
-                this.emit_set(&ban);
-                state.bans.push(ban);
-                this.rebuild(&state);
-                return;
+                }
             }
-            let Some((path, conn)) = &this.store else { return };
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            let written = (|| {
-                if conn.is_none() {
-                    *conn = Some(BanStore::open(path)?);
-                }
-                match conn.as_mut() {
-                    Some(s) => s.add(&ban.target, ban.expires_at, &ban.reason, "auto").map(Some),
-                    None => Ok(None),
-                }
-            })();
-            let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.pending.retain(|p| p.id != ban.id);
-            let ban = match written {
-                Ok(Some(id)) => Ban { id, ..ban },
-                // Kept in memory: it still applies here, though the store does not know it.
-                Ok(None) => ban,
-                Err(e) => {
-                    tracing::error!(error = %e, "automatic ban not stored yet; it applies in this process until written");
-                    *conn = None;
-                    this.emit_set(&ban);
-                    state.local.push(ban);
-                    this.rebuild(&state);
-                    return;
-                }
-            };
-            this.emit_set(&ban);
-            state.bans.push(ban);
             this.rebuild(&state);
         };
         match tokio::runtime::Handle::try_current() {
@@ -689,7 +667,31 @@ impl Bans {
             }
             Err(_) => write(),
         }
-        true
+        fresh
+    }
+
+    /// Writes one automatic ban to Redis or the store: its id there.
+    fn write_one(&self, ban: &Ban) -> Result<i64, String> {
+        if let Some(r) = &self.redis {
+            return r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto");
+        }
+        let Some((path, conn)) = &self.store else { return Ok(ban.id) };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let written = (|| {
+            if conn.is_none() {
+                *conn = Some(BanStore::open(path)?);
+            }
+            match conn.as_mut() {
+                Some(s) => s.add(&ban.target, ban.expires_at, &ban.reason, "auto"),
+                // (Opened just above.)
+                None => Ok(ban.id),
+            }
+        })();
+        if written.is_err() {
+            // Reopened next time: the file may have been replaced.
+            *conn = None;
+        }
+        written.map_err(|e| e.to_string())
     }
 
     /// Bans `target` until `until` (ms) on an operator's word (the admin API): written to the fleet's
@@ -854,6 +856,33 @@ mod tests {
         let listed = s.list(Some(now_ms())).unwrap();
         assert!(listed.iter().any(|b| b.target == Target::Ip(ip("203.0.113.9"))), "{listed:?}");
         assert_eq!(bans.active().len(), 2, "held once, not twice");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Thousands of automatic bans at once (the anomaly detector's batch): all in force at once, all
+    /// written, none twice.
+    #[test]
+    fn many_automatic_bans_at_once_in_memory_and_through_the_store() {
+        let until = now_ms() + 60_000;
+        let batch = || {
+            (0..3_000u16)
+                .map(|i| {
+                    let net: IpNet = format!("2001:db8:{i:x}:1::/64").parse().unwrap();
+                    (Target::Prefix(net), until, "anomaly test".to_owned())
+                })
+                .collect::<Vec<_>>()
+        };
+        let path = temp("many");
+        for store in [None, Some(path.as_path())] {
+            let bans = Arc::new(Bans::empty(store));
+            assert_eq!(bans.add_many_here(batch()), 3_000);
+            assert_eq!(bans.add_many_here(batch()), 0, "already banned");
+            assert!(bans.ip_banned(ip("2001:db8:0:1::7")).is_some());
+            assert!(bans.ip_banned(ip("2001:db8:bb7:1:ffff::1")).is_some());
+            assert!(bans.ip_banned(ip("2001:db8:bb8:1::1")).is_none());
+            assert_eq!(bans.active().len(), 3_000);
+        }
+        assert_eq!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().len(), 3_000);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
