@@ -643,8 +643,9 @@ impl Bans {
                 })
                 .collect();
             let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+            let done: std::collections::HashSet<i64> = written.iter().map(|(b, _)| b.id).collect();
+            state.pending.retain(|p| !done.contains(&p.id));
             for (ban, result) in written {
-                state.pending.retain(|p| p.id != ban.id);
                 match result {
                     // The next poll reads it back with the others.
                     Ok(id) => {
