@@ -410,7 +410,24 @@ pub struct ActiveAction {
 struct View {
     /// By the principal's engine key (its method and whole id).
     principals: HashMap<u64, Entry>,
+    /// By the address, or an IPv6 prefix's network address ...
     ips: HashMap<IpAddr, Entry>,
+    /// ... with the prefix lengths the IPv6 ones use: an action keeps the prefix it was raised with,
+    /// so a reload that changes `ipv6_prefix` does not orphan the throttles in force.
+    v6_lens: Vec<u8>,
+}
+
+impl View {
+    /// What is in force for a client address (IPv4, or IPv6 by any prefix an action uses).
+    fn address(&self, ip: IpAddr) -> Option<(IpAddr, &Entry)> {
+        match ip.to_canonical() {
+            ip @ IpAddr::V4(_) => self.ips.get(&ip).map(|e| (ip, e)),
+            ip @ IpAddr::V6(_) => self.v6_lens.iter().find_map(|&len| {
+                let net = prefix_of(ip, len);
+                self.ips.get(&net).map(|e| (net, e))
+            }),
+        }
+    }
 }
 
 /// What is in force for one principal or address, each kind with its own expiry.
@@ -750,8 +767,7 @@ impl Anomaly {
             return Ok(());
         }
         let now = self.now_ms(&ex.parts.headers);
-        let ip = self.prefix_of(ex.client_ip);
-        if let Some(rate) = view.ips.get(&ip).and_then(|e| e.throttle(now)) {
+        if let Some((ip, rate)) = view.address(ex.client_ip).and_then(|(ip, e)| Some((ip, e.throttle(now)?))) {
             let key = hash_key(ip.to_string().as_bytes());
             let out = actions.throttles.check(key, actions.clock.now(), rate, None);
             if !out.allowed {
@@ -761,11 +777,6 @@ impl Anomaly {
             }
         }
         Ok(())
-    }
-
-    /// An address as the engine groups it: IPv6 by `ipv6_prefix` (the network address).
-    fn prefix_of(&self, ip: IpAddr) -> IpAddr {
-        prefix_of(ip.to_canonical(), self.policy.load().settings.ipv6_prefix)
     }
 
     /// The recent alerts, newest first, after `before` (an id), filtered.
@@ -1229,7 +1240,14 @@ impl Inner {
                 _ => {
                     // Bans are enforced by the guard; only throttles are looked up by address here.
                     if a.kind == "throttle" {
-                        if let Some(ip) = a.target.split('/').next().and_then(|t| t.parse::<IpAddr>().ok()) {
+                        let (addr, len) = a.target.split_once('/').unwrap_or((a.target.as_str(), "128"));
+                        if let Ok(ip) = addr.parse::<IpAddr>() {
+                            if ip.is_ipv6() {
+                                let len = len.parse().unwrap_or(128);
+                                if !view.v6_lens.contains(&len) {
+                                    view.v6_lens.push(len);
+                                }
+                            }
                             let e = merge(view.ips.get(&ip));
                             view.ips.insert(ip, e);
                         }
@@ -1395,6 +1413,26 @@ mod tests {
         assert!(a.lift(first.id).is_some());
         assert_eq!(a.actions().len(), 4_999);
         assert_eq!(inner.actions.view.load().ips.len(), 4_999);
+        // Any address of a throttled /64 finds it, also after a reload moves `ipv6_prefix` to /48
+        // (the action keeps the prefix it was raised with); the next /64 does not.
+        let other = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, 0xa, 0xb, 0xc, n));
+        assert!(inner.actions.view.load().address(other(9)).is_none(), "lifted above");
+        assert!(inner
+            .actions
+            .view
+            .load()
+            .address(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 8, 1, 2, 3, 4)))
+            .is_some());
+        let c48: AnomalyConfig = serde_yaml_ng::from_str(&format!("{yaml}ipv6_prefix: 48\n")).unwrap();
+        a.set_policy(Policy::compile(&c48, None).unwrap());
+        inner.rebuild_view();
+        let view = inner.actions.view.load();
+        assert_eq!(
+            view.address(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 8, 1, 2, 3, 4)))
+                .map(|(net, _)| net.to_string()),
+            Some("2001:db8:7:8::".to_owned())
+        );
+        assert!(view.address("2001:db8:7:1388::1".parse().unwrap()).is_none());
         // Expiry: everything has run out ten minutes and a second on.
         inner.expire(now + 11 * 60_000);
         assert!(a.actions().is_empty());

@@ -49,7 +49,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Who a ban is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// One address (stored as its /32 or /128).
     Ip(IpAddr),
@@ -466,26 +466,35 @@ impl Bans {
     /// first failure: the store is still down), dropping expired ones. A written ban comes back with
     /// the next read.
     fn retry_local(&self) {
-        let local = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Copies: the bans stay in force (in `local`) while they are written.
+        let due: Vec<Ban> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let now = now_ms();
-            state.local.retain(|b| b.expires_at > now);
-            std::mem::take(&mut state.local)
+            state.local.iter().filter(|b| b.expires_at > now).cloned().collect()
         };
-        let mut left = local.into_iter();
-        let mut failed = Vec::new();
-        for ban in left.by_ref() {
-            if self.write_one(&ban).is_err() {
-                failed.push(ban);
-                break;
+        let mut written = Vec::new();
+        for ban in due {
+            match self.write_one(&ban) {
+                Ok(id) => written.push((ban.id, id)),
+                Err(_) => break,
             }
         }
-        failed.extend(left);
-        if !failed.is_empty() {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            failed.append(&mut state.local);
-            state.local = failed;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let written: HashMap<i64, i64> = written.into_iter().collect();
+        let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
+        let (moved, kept): (Vec<Ban>, Vec<Ban>) =
+            std::mem::take(&mut state.local).into_iter().partition(|b| written.contains_key(&b.id));
+        state.local = kept;
+        for ban in moved {
+            let id = written[&ban.id];
+            if known.insert(id) {
+                state.bans.push(Ban { id, ..ban });
+            }
         }
+        // Expired ones leave after the rebuild has announced them.
+        self.rebuild(&state);
+        let now = now_ms();
+        state.local.retain(|b| b.expires_at > now);
     }
 
     fn apply(&self, read: Option<(i64, Vec<Ban>)>) -> bool {
@@ -601,9 +610,23 @@ impl Bans {
             // Expired bans go here (nothing else prunes memory-only bans).
             state.bans.retain(|b| b.expires_at > now);
         }
+        // One ban a target (the latest expiry): two detectors on one address, or several addresses
+        // of one /64, are one ban.
+        let mut merged: Vec<(Target, i64, String)> = Vec::with_capacity(bans.len());
+        let mut at: HashMap<Target, usize> = HashMap::with_capacity(bans.len());
+        for (target, until, reason) in bans {
+            match at.get(&target) {
+                Some(&i) if merged[i].1 >= until => {}
+                Some(&i) => merged[i] = (target, until, reason),
+                None => {
+                    at.insert(target.clone(), merged.len());
+                    merged.push((target, until, reason));
+                }
+            }
+        }
         let mut to_write = Vec::new();
         let mut fresh = 0;
-        for (target, until, reason) in bans {
+        for (target, until, reason) in merged {
             let already = match &target {
                 Target::Principal(p) => set.principals.get(p).is_some_and(|u| *u >= until),
                 t => t.net().is_some_and(|n| set.nets.get(n.network()).is_some_and(|u| u >= until)),
@@ -634,24 +657,34 @@ impl Bans {
         }
         let this = self.clone();
         let write = move || {
-            // Written in order, outside the state lock; then taken in at once.
+            // Written in order, outside the state lock, stopping at the first failure (the store is
+            // down: the rest wait for the poll's retry); then taken in at once.
+            let mut failing = false;
             let written: Vec<(Ban, Result<i64, String>)> = to_write
                 .into_iter()
                 .map(|ban| {
-                    let r = this.write_one(&ban);
+                    let r = if failing {
+                        Err("not tried: an earlier write failed".to_owned())
+                    } else {
+                        this.write_one(&ban)
+                    };
+                    failing |= r.is_err();
                     (ban, r)
                 })
                 .collect();
             let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
             let done: std::collections::HashSet<i64> = written.iter().map(|(b, _)| b.id).collect();
             state.pending.retain(|p| !done.contains(&p.id));
+            let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
             for (ban, result) in written {
                 match result {
-                    // The next poll reads it back with the others.
+                    // The next poll reads it back with the others (one may already have).
                     Ok(id) => {
                         let ban = Ban { id, ..ban };
                         this.emit_set(&ban);
-                        state.bans.push(ban);
+                        if known.insert(id) {
+                            state.bans.push(ban);
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "automatic ban not stored yet; it applies in this process until written");
@@ -882,8 +915,16 @@ mod tests {
             assert!(bans.ip_banned(ip("2001:db8:bb7:1:ffff::1")).is_some());
             assert!(bans.ip_banned(ip("2001:db8:bb8:1::1")).is_none());
             assert_eq!(bans.active().len(), 3_000);
+            // One target twice in a batch (two detectors on one address): one ban, the later expiry.
+            let twice = vec![
+                (Target::Ip(ip("198.51.100.77")), until, "first".to_owned()),
+                (Target::Ip(ip("198.51.100.77")), until + 5_000, "second".to_owned()),
+            ];
+            assert_eq!(bans.add_many_here(twice), 1);
+            assert_eq!(bans.ip_banned(ip("198.51.100.77")), Some(until + 5_000));
+            assert_eq!(bans.active().len(), 3_001);
         }
-        assert_eq!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().len(), 3_000);
+        assert_eq!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().len(), 3_001);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
