@@ -393,8 +393,9 @@ pub struct ActiveAction {
     /// A principal target's engine key: what requests are matched with.
     #[serde(skip)]
     pub key: Option<u64>,
-    /// A ban that went to the fleet's ban list (shared through Redis or the store); otherwise it holds
-    /// on this node only.
+    /// A ban given to the guard's ban list, which shares it through Redis or the store once written
+    /// (until then, and while they are down, it holds on this node); otherwise it holds on this node
+    /// only, in the anomaly stage.
     pub shared: bool,
     pub detector: &'static str,
     pub alert: u64,
@@ -817,6 +818,13 @@ impl Anomaly {
             list.remove(&key)?
         };
         if lifted.kind == "ban" && lifted.shared {
+            // Not yet given to the guard (the batch it came in is still being handled): it never will be.
+            self.inner
+                .actions
+                .bans_due
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(t, _, _)| t.text() != lifted.target);
             if let Some(bans) = self.inner.bans.load_full() {
                 for b in bans.active() {
                     if b.target.text() == lifted.target && b.reason.starts_with("anomaly ") {
