@@ -117,7 +117,22 @@ struct Rsyslog {
 }
 
 impl Rsyslog {
+    /// Starts rsyslogd on three free ports, and makes sure it is rsyslogd that listens there: a port
+    /// found free can be taken by another test's server before rsyslogd binds it (rsyslogd then runs
+    /// on without that input, and the probe connects to the other server). Then it starts again on
+    /// other ports.
     fn start() -> Rsyslog {
+        for _ in 0..5 {
+            let r = Rsyslog::start_once();
+            let pid = r.child.id();
+            if owns(pid, "tcp", r.tcp) && owns(pid, "tcp", r.tls) && owns(pid, "udp", r.udp) {
+                return r;
+            }
+        }
+        panic!("rsyslogd never got its own three ports in five tries");
+    }
+
+    fn start_once() -> Rsyslog {
         let dir = TempDir::new();
         certificates(&dir);
         std::fs::create_dir_all(dir.path("work")).unwrap();
@@ -183,6 +198,28 @@ impl Drop for Rsyslog {
     }
 }
 
+/// True when process `pid` holds the socket listening on 127.0.0.1:`port` (`/proc/net/tcp` or
+/// `/proc/net/udp`, matched by inode against the process's descriptors).
+fn owns(pid: u32, proto: &str, port: u16) -> bool {
+    let table = std::fs::read_to_string(format!("/proc/net/{proto}")).unwrap_or_default();
+    // Listening TCP sockets are in state 0A; an unconnected UDP socket is in state 07.
+    let state = if proto == "tcp" { "0A" } else { "07" };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f.get(3) == Some(&state)).then(|| f.get(9).map(|i| (*i).to_owned()))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(Result::ok).filter_map(|e| std::fs::read_link(e.path()).ok()).any(|link| {
+        let link = link.to_string_lossy().into_owned();
+        inodes.iter().any(|i| link == format!("socket:[{i}]"))
+    })
+}
+
 /// RFC 5424 fields of one message: (pri, version, app-name, msgid, msg).
 fn rfc5424(line: &str) -> (u16, String, String, String, String) {
     let f: Vec<&str> = line.splitn(8, ' ').collect();
@@ -191,6 +228,19 @@ fn rfc5424(line: &str) -> (u16, String, String, String, String) {
     assert_eq!(f[6], "-", "no structured data: {line}");
     assert!(f[1].ends_with('Z') && f[1].contains('T'), "RFC 3339 time: {line}");
     (pri.parse().unwrap(), version.to_owned(), f[3].to_owned(), f[5].to_owned(), f[7].to_owned())
+}
+
+#[test]
+fn the_harness_tells_whose_port_it_is() {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (tp, up) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+    let me = std::process::id();
+    assert!(owns(me, "tcp", tp) && owns(me, "udp", up));
+    // Another process (pid 1) does not hold them; a port nobody listens on is nobody's.
+    assert!(!owns(1, "tcp", tp) && !owns(1, "udp", up));
+    drop(tcp);
+    assert!(!owns(me, "tcp", tp));
 }
 
 #[test]
