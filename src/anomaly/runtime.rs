@@ -1097,8 +1097,8 @@ impl Inner {
                 format!("{:.0}/m", per_s * 60.0)
             }
         });
-        // The fleet's ban list, for an address, or an API key whose whole id the alert knows (the
-        // gateway issued it: the id means one credential). Any other principal is banned on this
+        // The fleet's ban list, for an address, or an API-key principal whose whole id the alert
+        // knows (the gateway's own key store names it: one principal). Any other principal is banned on this
         // node, where the stage matches it by key: `jwt:alice` in the ban list would ban every
         // issuer's alice, and an id cut at 32 bytes names whoever shares those bytes.
         let mut shared = false;
