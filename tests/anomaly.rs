@@ -23,6 +23,7 @@ fn config(dir: &TempDir, up: SocketAddr, anomaly: &str) -> String {
         r#"listeners:
   - name: main
     address: 127.0.0.1:0
+    http2: true
 trusted_proxies: [127.0.0.1]
 upstreams:
   app:
@@ -448,10 +449,28 @@ fn an_address_throttle_comes_before_authentication() {
             ("/j/profile", format!("Authorization: Bearer {}\r\n", jwt("mallory", now_s() - 5))),
             ("/k/orders", String::new()),
             ("/p/catalogue", String::new()),
+            // A credential next to another credential.
+            (
+                "/k/orders",
+                format!(
+                    "X-API-Key: {}\r\nAuthorization: Bearer {}\r\n",
+                    bogus_key("0badc0df"),
+                    jwt("mallory", now_s() - 5)
+                ),
+            ),
         ] {
             let (st, resp) = get(&mut conn, path, ip, &header);
             assert_eq!(st, 429, "{ip} {path}: {resp}");
         }
+    }
+    // HEAD, and HTTP/2 (curl, prior knowledge over cleartext), on a connection of their own.
+    let url = format!("http://{}/p/catalogue", s.gw.addr("main"));
+    let xff = format!("X-Forwarded-For: {attacker}");
+    for extra in [&["-I"][..], &["--http2-prior-knowledge"][..]] {
+        let mut args = extra.to_vec();
+        args.extend(["-H", xff.as_str(), url.as_str()]);
+        let (st, _, _) = common::curl(&args);
+        assert_eq!(st, 429, "{extra:?}");
     }
     assert_eq!(s.up.hits(), 0);
     // The address next door still gets its ordinary 401.
