@@ -151,7 +151,8 @@ pub struct Exchange<'a> {
     /// The place of the stage that refused the request, if one did (logs and events).
     pub refused_at: Option<Place>,
     /// Refused by a response in force against its verified principal (a principal ban; an anomaly
-    /// ban, throttle or challenge): its anomaly record leaves the principal out.
+    /// ban, throttle or challenge; set by the chain for those stages): its anomaly record leaves the
+    /// principal out.
     pub refused_in_force: bool,
     /// The public id of the API key authentication refused (`pcs_<id>_...`): the identity it claimed.
     pub claimed: Option<Arc<str>>,

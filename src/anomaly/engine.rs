@@ -656,12 +656,7 @@ pub(crate) fn principal_key(seed: u64, p: &crate::exchange::Principal) -> u64 {
         other => {
             let tag = 0xf8 + METHODS.iter().position(|&m| m == other).unwrap_or(0) as u8;
             let iss = p.claims.as_ref().and_then(|c| c.get("iss")).and_then(serde_json::Value::as_str).unwrap_or("");
-            let mut bytes = Vec::with_capacity(2 + iss.len() + p.id.len());
-            bytes.push(tag);
-            bytes.extend_from_slice(iss.as_bytes());
-            bytes.push(0xff);
-            bytes.extend_from_slice(p.id.as_bytes());
-            hash(seed, Kind::Principal, &bytes)
+            hash_parts(seed, Kind::Principal, &[&[tag], iss.as_bytes(), &[0xff], p.id.as_bytes()])
         }
     }
 }
@@ -676,10 +671,17 @@ fn principal_kind(p: &crate::exchange::Principal) -> Kind {
 /// SipHash-1-3 keyed by the engine's seed (std's `DefaultHasher` has fixed keys; `SipHasher` takes
 /// them): entity keys an attacker cannot aim at another entity's.
 pub(crate) fn hash(seed: u64, kind: Kind, bytes: &[u8]) -> u64 {
+    hash_parts(seed, kind, &[bytes])
+}
+
+/// [`hash`] of the parts one after the other (the same as of their concatenation), without joining them.
+fn hash_parts(seed: u64, kind: Kind, parts: &[&[u8]]) -> u64 {
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new_with_keys(seed, seed.rotate_left(32) ^ 0x5bd1_e995_7f4a_7c15);
     h.write_u8(kind.tag());
-    h.write(bytes);
+    for part in parts {
+        h.write(part);
+    }
     h.finish()
 }
 

@@ -720,14 +720,13 @@ impl Anomaly {
             return Ok(());
         }
         let view = actions.view.load();
-        let now = self.now_ms(&ex.parts.headers);
         if let Some(p) = ex.principal.as_deref().filter(|_| !view.principals.is_empty()) {
             // The exact principal: its method and whole id, as the engine keyed it.
             let key = Engine::principal_key(actions.seed, p);
             if let Some(e) = view.principals.get(&key) {
+                let now = self.now_ms(&ex.parts.headers);
                 if e.banned(now) {
                     ex.event(crate::events::Noted::new(Kind::GuardBlocked, "banned").attr("source", "anomaly"));
-                    ex.refused_in_force = true;
                     return Err(Reject::Banned);
                 }
                 if let Some(since) = e.challenge_since(now) {
@@ -735,19 +734,20 @@ impl Anomaly {
                         ex.event(
                             crate::events::Noted::new(Kind::AuthnFailure, "reauthenticate").attr("source", "anomaly"),
                         );
-                        ex.refused_in_force = true;
                         return Err(Reject::Reauthenticate);
                     }
                 }
                 if let Some(rate) = e.throttle(now) {
-                    let bucket = hash_key(&[b"principal:".as_slice(), &key.to_le_bytes()].concat());
+                    let mut bucket = [0u8; 18];
+                    bucket[..10].copy_from_slice(b"principal:");
+                    bucket[10..].copy_from_slice(&key.to_le_bytes());
+                    let bucket = hash_key(&bucket);
                     let out = actions.throttles.check(bucket, actions.clock.now(), rate, None);
                     if !out.allowed {
                         retry_after(ex, out.retry_after);
                         ex.event(
                             crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
                         );
-                        ex.refused_in_force = true;
                         return Err(Reject::TooManyRequests);
                     }
                 }
@@ -767,9 +767,12 @@ impl Anomaly {
         if view.ips.is_empty() {
             return Ok(());
         }
-        let now = self.now_ms(&ex.parts.headers);
-        if let Some((ip, rate)) = view.address(ex.client_ip).and_then(|(ip, e)| Some((ip, e.throttle(now)?))) {
-            let key = hash_key(ip.to_string().as_bytes());
+        let Some((ip, entry)) = view.address(ex.client_ip) else { return Ok(()) };
+        if let Some(rate) = entry.throttle(self.now_ms(&ex.parts.headers)) {
+            let key = match ip {
+                IpAddr::V4(v4) => hash_key(&v4.octets()),
+                IpAddr::V6(v6) => hash_key(&v6.octets()),
+            };
             let out = actions.throttles.check(key, actions.clock.now(), rate, None);
             if !out.allowed {
                 retry_after(ex, out.retry_after);
@@ -1210,6 +1213,10 @@ impl Inner {
             self.actions.next_expiry.store(next, Relaxed);
             gone
         };
+        if expired.is_empty() {
+            // (The earliest expiry was stale: extended or lifted since.)
+            return;
+        }
         self.rebuild_view();
         for a in expired {
             let event = Event::new(Kind::AnomalyAction, "expired")
@@ -1277,9 +1284,11 @@ fn finite(x: f64) -> f64 {
     }
 }
 
-/// `Retry-After` on a throttle's 429: whole seconds until a request would pass, at least one.
+/// `Retry-After` on a throttle's 429: whole seconds until a request would pass, at least one (the
+/// longest any limit asks for, as the route's limits do).
 fn retry_after(ex: &mut Exchange<'_>, nanos: u64) {
-    ex.limit_headers.get_or_insert_with(Box::default).retry_after = Some(nanos.div_ceil(1_000_000_000).max(1));
+    let h = ex.limit_headers.get_or_insert_with(Box::default);
+    h.retry_after = Some(h.retry_after.unwrap_or(0).max(crate::limit::secs_up(nanos).max(1)));
 }
 
 /// True when the principal's credential was issued after `since_ms` (a JWT's `iat`).

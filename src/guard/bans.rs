@@ -469,6 +469,10 @@ impl Bans {
         // Copies: the bans stay in force (in `local`) while they are written.
         let due: Vec<Ban> = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.local.is_empty() {
+                // Nearly always: nothing to write, nothing to rebuild.
+                return;
+            }
             let now = now_ms();
             state.local.iter().filter(|b| b.expires_at > now).cloned().collect()
         };

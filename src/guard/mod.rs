@@ -269,7 +269,7 @@ pub fn check_route(filter: &IpFilter, ex: &Exchange<'_>) -> Result<(), Reject> {
 }
 
 /// Right after authentication: a banned principal is refused (403 `banned`).
-pub fn check_principal(bans: &Bans, ex: &mut Exchange<'_>) -> Result<(), Reject> {
+pub fn check_principal(bans: &Bans, ex: &Exchange<'_>) -> Result<(), Reject> {
     match ex.principal.as_deref() {
         Some(p) if bans.principal_banned(p.kind.as_str(), &p.id).is_some() => {
             tracing::info!(
@@ -280,7 +280,6 @@ pub fn check_principal(bans: &Bans, ex: &mut Exchange<'_>) -> Result<(), Reject>
                 method = p.kind.as_str(),
                 "banned principal refused"
             );
-            ex.refused_in_force = true;
             Err(Reject::Banned)
         }
         _ => Ok(()),

@@ -593,6 +593,6 @@ impl Limits {
     }
 }
 
-fn secs_up(nanos: u64) -> u64 {
+pub(crate) fn secs_up(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }

@@ -237,6 +237,8 @@ impl Chain {
             }
             if let Err(reject) = result {
                 ex.refused_at = Some(stage.place());
+                // These stages refuse only for a response in force against the principal.
+                ex.refused_in_force = matches!(stage, Stage::PrincipalBans(_) | Stage::Anomaly(_));
                 return Err(reject);
             }
         }
