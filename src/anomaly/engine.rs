@@ -162,13 +162,13 @@ impl Engine {
         let sh = &mut self.shared;
         sh.now_ms = sh.now_ms.max(record.at_ms);
         let minute = (record.at_ms / 60_000) as u32;
-        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record };
 
         let (ip_key, ip_bytes) = ip_key(&self.settings, sh.seed, record.ip);
         let failing = matches!(record.status, 401 | 403);
         let claimed_key = record.claimed.as_deref().map(|c| hash(sh.seed, Kind::Claimed, c.as_bytes()));
         let principal = record.principal.as_deref();
         let principal_key = principal.map(|p| principal_key(sh.seed, p));
+        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record, principal_key };
         let order_odd = agent_vote(&mut sh.agents, record);
 
         // The address.
@@ -265,7 +265,7 @@ impl Engine {
         }
         sh.tick_minute = target;
         let dummy = tick_record(sh.now_ms);
-        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record: &dummy };
+        let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record: &dummy, principal_key: None };
         for st in self.table.values_mut() {
             if st.minute < target {
                 roll(st, target, &ctx, sh, alerts);
@@ -351,6 +351,12 @@ impl Engine {
         principal_key(seed, p)
     }
 
+    /// [`Engine::principal_key`] of the principal another node names by its login method, issuer
+    /// (a token's `iss`, or "") and whole id.
+    pub fn key_of(seed: u64, kind: PrincipalKind, iss: &str, id: &str) -> u64 {
+        key_of(seed, kind, iss, id)
+    }
+
     /// The model's state as versioned bytes (JSON): entities oldest first, baselines, models.
     pub fn snapshot(&self) -> Vec<u8> {
         #[derive(Serialize)]
@@ -396,6 +402,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) settings: &'a Settings,
     pub(crate) enabled: u16,
     pub(crate) record: &'a Record,
+    /// The key of the record's principal: an alert on that entity names the principal itself.
+    pub(crate) principal_key: Option<u64>,
 }
 
 impl Ctx<'_> {
@@ -651,12 +659,22 @@ pub(crate) const METHODS: [PrincipalKind; 5] = [
 /// keys hash as they always did, so older snapshots keep them; the others add bytes no UTF-8 text can
 /// hold: a method tag no id can start with, and 0xff after the issuer.)
 pub(crate) fn principal_key(seed: u64, p: &crate::exchange::Principal) -> u64 {
-    match p.kind {
-        PrincipalKind::ApiKey => hash(seed, Kind::ApiKey, p.id.as_bytes()),
+    key_of(seed, p.kind, issuer(p), &p.id)
+}
+
+/// A token's `iss`, as [`principal_key`] reads it ("" when the credential names none).
+pub(crate) fn issuer(p: &crate::exchange::Principal) -> &str {
+    p.claims.as_ref().and_then(|c| c.get("iss")).and_then(serde_json::Value::as_str).unwrap_or("")
+}
+
+/// [`principal_key`] from its parts: what another node of the fleet names (method, issuer, whole id)
+/// keyed with this engine's seed.
+pub(crate) fn key_of(seed: u64, kind: PrincipalKind, iss: &str, id: &str) -> u64 {
+    match kind {
+        PrincipalKind::ApiKey => hash(seed, Kind::ApiKey, id.as_bytes()),
         other => {
             let tag = 0xf8 + METHODS.iter().position(|&m| m == other).unwrap_or(0) as u8;
-            let iss = p.claims.as_ref().and_then(|c| c.get("iss")).and_then(serde_json::Value::as_str).unwrap_or("");
-            hash_parts(seed, Kind::Principal, &[&[tag], iss.as_bytes(), &[0xff], p.id.as_bytes()])
+            hash_parts(seed, Kind::Principal, &[&[tag], iss.as_bytes(), &[0xff], id.as_bytes()])
         }
     }
 }
@@ -786,7 +804,10 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
     let principal = matches!(st.kind, Kind::Principal | Kind::ApiKey).then(|| label.clone());
     let target = principal.as_ref().and_then(|_| {
         let method = METHODS.get(usize::from(st.method).checked_sub(1)?)?;
-        Some(PrincipalTarget { key: st.key, method: method.as_str(), whole: st.whole })
+        // Raised on the principal's own request: the principal itself (its whole id and issuer), which
+        // the fleet's other nodes key it by. Raised when a window closed on a tick: the key only.
+        let exact = ctx.record.principal.clone().filter(|_| ctx.principal_key == Some(st.key));
+        Some(PrincipalTarget { key: st.key, method: method.as_str(), whole: st.whole, principal: exact })
     });
     let explanation = format!(
         "{}: {} {} had {} = {} over {} s, against {} of {}: score {:.2}",

@@ -133,7 +133,7 @@ pub struct Alert {
 /// The exact principal an alert can act on. Labels are cut at 32 bytes and do not carry the login
 /// method, so actions match this instead: two ids that share their first 32 bytes, or the same id
 /// under two methods (a JWT `sub` and an API key's principal), are two targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PrincipalTarget {
     /// The engine's key of the principal: its method and whole id, hashed with the engine's seed
     /// ([`Engine::principal_key`]).
@@ -143,10 +143,15 @@ pub struct PrincipalTarget {
     /// True when the alert's label is the whole id: a ban shared with the fleet names it
     /// (`<method>:<id>`); a cut id is banned on this node only, by key.
     pub whole: bool,
+    /// The principal itself, when the alert was raised on one of its own requests (most are; those
+    /// raised when a quiet entity's window closes are not): its whole id and issuer, by which the
+    /// fleet's other nodes, each with its own seed, key it.
+    pub principal: Option<Arc<crate::exchange::Principal>>,
 }
 
 mod detectors;
 mod engine;
+mod fleet;
 mod hst;
 mod signals;
 mod sketch;

@@ -22,6 +22,7 @@
 //! and `clock: simulated`, the request's `Portcullis-Sim-Time` header (milliseconds since the epoch),
 //! so the traffic simulator can replay days in minutes. Bans are the guard's and always use wall time.
 
+use super::fleet::{self, Op, Shared, SharedTarget};
 use super::{Alert, Detector, Engine, EntityKind, Record, Settings};
 use crate::events::{Emitter, Event, Kind, Severity};
 use crate::exchange::{Exchange, Principal, PrincipalKind, Reject};
@@ -46,6 +47,11 @@ pub const SIM_TIME_HEADER: &str = "portcullis-sim-time";
 pub const RECENT_ALERTS: usize = 4096;
 /// How often the detector thread drains the queue when it is idle.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the fleet's shared actions are written and read (`redis.share_bans: true`), as the
+/// fleet's ban list is.
+const FLEET_POLL: Duration = crate::guard::bans::POLL;
+/// [`ActiveAction::origin`] of this node's own actions.
+const HERE: &str = "here";
 /// How often the engine's state is written to the store (`snapshot: true`).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
@@ -327,17 +333,19 @@ pub struct AnomalyRt {
     pub slot: Slot,
     /// Route ids to names, for explanations and suggestions.
     routes: HashMap<u16, Arc<str>>,
+    /// The fleet's Redis, when actions are shared with it (`redis.share_bans: true`).
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl AnomalyRt {
-    pub fn new(policy: Policy, routes: HashMap<u16, Arc<str>>) -> AnomalyRt {
-        AnomalyRt { policy, slot: Arc::new(ArcSwapOption::empty()), routes }
+    pub fn new(policy: Policy, routes: HashMap<u16, Arc<str>>, fleet: Option<Arc<crate::fleet::Fleet>>) -> AnomalyRt {
+        AnomalyRt { policy, slot: Arc::new(ArcSwapOption::empty()), routes, fleet }
     }
 
     /// Puts this config's policy in force on the process's detector (made on first use).
     pub fn activate(&self, kept: &Kept, bans: Arc<Bans>, events: Emitter, metrics: &AnomalyMetrics) {
         let a = kept.get(self.policy.clone(), metrics);
-        a.attach(bans, events, self.routes.clone());
+        a.attach(bans, events, self.routes.clone(), self.fleet.clone());
         self.slot.store(Some(a));
     }
 
@@ -393,10 +401,13 @@ pub struct ActiveAction {
     /// A principal target's engine key: what requests are matched with.
     #[serde(skip)]
     pub key: Option<u64>,
-    /// A ban given to the guard's ban list, which shares it through Redis or the store once written
-    /// (until then, and while they are down, it holds on this node); otherwise it holds on this node
-    /// only, in the anomaly stage.
+    /// True when it holds on every node of the fleet: a ban given to the guard's ban list (shared
+    /// through Redis or the store once written; until then, and while they are down, it holds on
+    /// this node), or an action in the fleet's shared actions (`redis.share_bans: true`, see
+    /// `anomaly::fleet`). Otherwise it holds on this node only.
     pub shared: bool,
+    /// `here` when this node raised it; else the node of the fleet that did.
+    pub origin: String,
     pub detector: &'static str,
     pub alert: u64,
     /// Record time the action started (ms since the epoch; simulated time under the simulated clock).
@@ -404,6 +415,44 @@ pub struct ActiveAction {
     pub expires_ms: u64,
     /// A throttle's rate, e.g. `1/s`.
     pub rate: Option<String>,
+    /// A throttle's rate as enforced.
+    #[serde(skip)]
+    throttle: Option<gcra::Rate>,
+    /// A ban the guard's ban list enforces (by address, or `api_key:<id>`); the stage holds the rest.
+    #[serde(skip)]
+    in_bans: bool,
+    /// What this node wrote it to the fleet's shared actions as (its own actions only).
+    #[serde(skip)]
+    fleet: Option<SharedTarget>,
+}
+
+impl ActiveAction {
+    /// What a lift matches on every node: the kind, and the principal's key or the address.
+    fn same_target(&self, other: &ActiveAction) -> bool {
+        self.kind == other.kind
+            && self.target_kind == other.target_kind
+            && match (self.key, other.key) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => self.target == other.target,
+                _ => false,
+            }
+    }
+
+    fn shared_form(&self, fleet: &SharedTarget, node: &str) -> Shared {
+        Shared {
+            kind: self.kind.to_owned(),
+            target: fleet.clone(),
+            label: self.target.clone(),
+            detector: self.detector.to_owned(),
+            alert: self.alert,
+            since_ms: self.since_ms,
+            expires_ms: self.expires_ms,
+            interval_ns: self.throttle.map(|r| r.interval),
+            burst: self.throttle.map(|r| r.burst),
+            rate: self.rate.clone(),
+            node: node.to_owned(),
+        }
+    }
 }
 
 /// The per-request view of the active throttles and challenges, swapped whole on change.
@@ -477,6 +526,12 @@ struct Actions {
     clock: gcra::Monotonic,
     /// The engine's key seed (fixed for the detector's life): principals' keys are computed with it.
     seed: u64,
+    /// The other nodes' actions (`redis.share_bans: true`), by their field in the fleet's hash.
+    remote: Mutex<HashMap<String, ActiveAction>>,
+    /// Changes for the fleet's hash, written by the fleet thread.
+    outbox: Mutex<Vec<Op>>,
+    /// This node's name in the fleet's hash.
+    node: String,
 }
 
 /// The detector of one process: kept in `Lasting`, so its state survives reloads.
@@ -494,6 +549,9 @@ struct Inner {
     next_alert: AtomicU64,
     actions: Actions,
     bans: ArcSwapOption<Bans>,
+    /// The fleet's Redis, when actions are shared (`redis.share_bans: true`).
+    fleet: ArcSwapOption<crate::fleet::Fleet>,
+    fleet_started: AtomicBool,
     emitter: ArcSwap<Emitter>,
     policy: ArcSwap<Policy>,
     /// Route ids to names, for explanations and suggestions.
@@ -598,8 +656,13 @@ impl Anomaly {
                 throttles: gcra::LocalStore::new(100_000),
                 clock: gcra::Monotonic::default(),
                 seed,
+                remote: Mutex::new(HashMap::new()),
+                outbox: Mutex::new(Vec::new()),
+                node: fleet::node_name(),
             },
             bans: ArcSwapOption::empty(),
+            fleet: ArcSwapOption::empty(),
+            fleet_started: AtomicBool::new(false),
             emitter: ArcSwap::from_pointee(Emitter::default()),
             policy: ArcSwap::new(policy.clone()),
             routes: ArcSwap::from_pointee(HashMap::new()),
@@ -637,11 +700,36 @@ impl Anomaly {
         self.policy.store(policy);
     }
 
-    /// Where bans go and events are emitted (this configuration's).
-    pub fn attach(&self, bans: Arc<Bans>, emitter: Emitter, routes: HashMap<u16, Arc<str>>) {
+    /// Where bans go, events are emitted and (with `redis.share_bans: true`) actions are shared: this
+    /// configuration's.
+    pub fn attach(
+        &self,
+        bans: Arc<Bans>,
+        emitter: Emitter,
+        routes: HashMap<u16, Arc<str>>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+    ) {
         self.inner.bans.store(Some(bans));
         self.inner.emitter.store(Arc::new(emitter));
         self.inner.routes.store(Arc::new(routes));
+        let old = self.inner.fleet.swap(fleet.clone());
+        if fleet.is_some() && !old.as_ref().zip(fleet.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
+            // Newly shared (or another Redis): what is in force here goes there too.
+            let list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut outbox = self.inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            for a in list.values() {
+                if let Some(op) = self.inner.put(a) {
+                    outbox.push(op);
+                }
+            }
+        }
+        if fleet.is_some() && !self.inner.fleet_started.swap(true, Relaxed) {
+            let weak = Arc::downgrade(&self.inner);
+            let spawned = std::thread::Builder::new().name("anomaly-fleet".into()).spawn(move || fleet_loop(&weak));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "anomaly: the fleet thread could not start; actions stay on this node");
+            }
+        }
     }
 
     /// Writes the engine's state to the store now (`snapshot: true`; at shutdown).
@@ -809,28 +897,51 @@ impl Anomaly {
         self.inner.expire(now);
         let mut list: Vec<ActiveAction> =
             self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        list.extend(self.inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).values().cloned());
         list.sort_unstable_by_key(|a| a.id);
         list
     }
 
-    /// Lifts an action; its ban too. Returns the action lifted, `None` when there is none with that id.
+    /// Lifts an action; its ban too. With shared actions, it is lifted on the fleet: every node's
+    /// action of that kind on that target. Returns the action lifted, `None` when there is none with
+    /// that id.
     pub fn lift(&self, id: u64) -> Option<ActiveAction> {
-        let lifted = {
-            let mut list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = list.iter().find(|(_, a)| a.id == id)?.0.clone();
-            list.remove(&key)?
+        let actions = &self.inner.actions;
+        let sharing = self.inner.fleet.load().is_some();
+        let (lifted, mut gone, fields) = {
+            let mut list = actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut remote = actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let lifted = list.values().chain(remote.values()).find(|a| a.id == id)?.clone();
+            let mut gone = Vec::new();
+            list.retain(|_, a| {
+                let keep = !a.same_target(&lifted);
+                if !keep {
+                    gone.push(a.clone());
+                }
+                keep
+            });
+            let mut fields = Vec::new();
+            remote.retain(|field, a| {
+                let keep = !a.same_target(&lifted);
+                if !keep {
+                    fields.push(field.clone());
+                }
+                keep
+            });
+            (lifted, gone, fields)
         };
-        if lifted.kind == "ban" && lifted.shared {
+        if sharing {
+            let mut outbox = actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            outbox.extend(gone.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Del(self.inner.field(a))));
+            outbox.extend(fields.into_iter().map(Op::Del));
+        }
+        if let Some(ban) = gone.iter().position(|a| a.kind == "ban" && a.in_bans) {
+            let ban = gone.swap_remove(ban);
             // Not yet given to the guard (the batch it came in is still being handled): it never will be.
-            self.inner
-                .actions
-                .bans_due
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|(t, _, _)| t.text() != lifted.target);
+            actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner).retain(|(t, _, _)| t.text() != ban.target);
             if let Some(bans) = self.inner.bans.load_full() {
                 for b in bans.active() {
-                    if b.target.text() == lifted.target && b.reason.starts_with("anomaly ") {
+                    if b.target.text() == ban.target && b.reason.starts_with("anomaly ") {
                         if let Err(e) = bans.lift(b.id) {
                             tracing::warn!(error = %e, "anomaly: the ban of a lifted action was not lifted");
                         }
@@ -842,7 +953,8 @@ impl Anomaly {
         let event = Event::new(Kind::AnomalyAction, "lifted")
             .attr("action", lifted.kind)
             .attr("target", lifted.target.clone())
-            .attr("detector", lifted.detector);
+            .attr("detector", lifted.detector)
+            .attr("origin", lifted.origin.clone());
         self.inner.emitter.load().emit(event);
         Some(lifted)
     }
@@ -872,7 +984,8 @@ impl Anomaly {
             memory_bytes: self.inner.memory.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             alerts: self.inner.alerts_total.load(Relaxed),
-            actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len()
+                + self.inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len(),
         }
     }
 }
@@ -1082,7 +1195,7 @@ impl Inner {
     fn act(&self, action: Action, a: &Alert, dp: &DetectorPolicy, alert: u64) {
         let prefix = self.policy.load().settings.ipv6_prefix;
         // The principal when the alert's entity is one (its exact credential); else the address.
-        let principal = a.target.zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip);
+        let principal = a.target.as_ref().zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip);
         let (target_kind, target, key) = match (action, principal, a.ip) {
             (_, Some((t, label)), _) => ("principal", format!("{}:{label}", t.method), Some(t)),
             (Action::Challenge, None, _) => return,
@@ -1104,7 +1217,7 @@ impl Inner {
         // knows (the gateway's own key store names it: one principal). Any other principal is banned on this
         // node, where the stage matches it by key: `jwt:alice` in the ban list would ban every
         // issuer's alice, and an id cut at 32 bytes names whoever shares those bytes.
-        let mut shared = false;
+        let mut in_bans = false;
         if action == Action::Ban {
             let ban_target = match (key, a.ip) {
                 (None, Some(ip)) => Some(match prefix_net(ip, prefix) {
@@ -1121,28 +1234,38 @@ impl Inner {
                     crate::guard::bans::now_ms().saturating_add(i64::try_from(dp.duration_ms).unwrap_or(i64::MAX));
                 let reason = format!("anomaly {} (alert {alert})", a.detector.id());
                 self.actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner).push((ban_target, until, reason));
-                shared = true;
+                in_bans = true;
             } else if key.is_none() {
                 return;
             }
         }
+        // The rest holds on the fleet when actions are shared and every node can name the target: an
+        // address, or the principal itself (its method, issuer and whole id).
+        let fleet = match (in_bans, key) {
+            (true, _) => None,
+            (false, Some(t)) => t.principal.as_deref().map(|p| SharedTarget::Principal {
+                method: t.method.to_owned(),
+                iss: super::engine::issuer(p).to_owned(),
+                id: p.id.clone(),
+            }),
+            (false, None) => Some(SharedTarget::Ip { address: target.clone() }),
+        }
+        .filter(|_| self.fleet.load().is_some());
+        let shared = in_bans || fleet.is_some();
         let kind = action.as_str();
         let key = key.map(|t| t.key);
+        let throttle = (action == Action::Throttle).then_some(dp.throttle);
         let (id, expires_ms) = {
             let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             // One action of a kind per target: a new alert extends it (never shortens it, and a
             // throttle keeps the stricter of the two rates).
             let slot: ActionKey = (kind, key, if key.is_some() { String::new() } else { target.clone() });
             let old = list.remove(&slot);
-            let policy = self.policy.load();
-            let interval = |d: &str| {
-                Detector::from_id(d).and_then(|d| policy.detectors.get(&d)).map_or(0, |p| p.throttle.interval)
-            };
-            let (mut detector, mut rate) = (a.detector.id(), rate);
+            let (mut detector, mut rate, mut throttle) = (a.detector.id(), rate, throttle);
             if let Some(o) =
-                old.as_ref().filter(|o| o.kind == "throttle" && interval(o.detector) > dp.throttle.interval)
+                old.as_ref().filter(|o| o.throttle.zip(throttle).is_some_and(|(was, now)| was.interval > now.interval))
             {
-                (detector, rate) = (o.detector, o.rate.clone());
+                (detector, rate, throttle) = (o.detector, o.rate.clone(), o.throttle);
             }
             let id = old.as_ref().map_or_else(|| self.actions.next_id.fetch_add(1, Relaxed), |o| o.id);
             let expires_ms = old.as_ref().map_or(expires_ms, |o| o.expires_ms.max(expires_ms));
@@ -1154,22 +1277,27 @@ impl Inner {
                 Some(o) if kind == "challenge" && a.at_ms < o.since_ms + u64::from(a.window_s) * 1000 => o.since_ms,
                 _ => since,
             };
-            list.insert(
-                slot,
-                ActiveAction {
-                    id,
-                    kind,
-                    target_kind,
-                    target: target.clone(),
-                    key,
-                    shared: shared || old.as_ref().is_some_and(|o| o.shared),
-                    detector,
-                    alert,
-                    since_ms: since,
-                    expires_ms,
-                    rate,
-                },
-            );
+            let action = ActiveAction {
+                id,
+                kind,
+                target_kind,
+                target: target.clone(),
+                key,
+                shared: shared || old.as_ref().is_some_and(|o| o.shared),
+                origin: HERE.to_owned(),
+                detector,
+                alert,
+                since_ms: since,
+                expires_ms,
+                rate,
+                throttle,
+                in_bans: in_bans || old.as_ref().is_some_and(|o| o.in_bans),
+                fleet: fleet.or_else(|| old.as_ref().and_then(|o| o.fleet.clone())),
+            };
+            if let Some(op) = self.put(&action) {
+                self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).push(op);
+            }
+            list.insert(slot, action);
             self.actions.next_expiry.fetch_min(expires_ms, Relaxed);
             (id, expires_ms)
         };
@@ -1209,13 +1337,25 @@ impl Inner {
                 }
                 keep
             });
-            let next = list.values().map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
+            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let next = list.values().chain(remote.values()).map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
             self.actions.next_expiry.store(next, Relaxed);
             gone
         };
-        if expired.is_empty() {
+        // The other nodes' expire by themselves (the readers of the fleet's hash drop them there).
+        let remote_gone = {
+            let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = remote.len();
+            remote.retain(|_, a| a.expires_ms > now);
+            before != remote.len()
+        };
+        if expired.is_empty() && !remote_gone {
             // (The earliest expiry was stale: extended or lifted since.)
             return;
+        }
+        if self.fleet.load().is_some() {
+            let mut outbox = self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            outbox.extend(expired.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Del(self.field(a))));
         }
         self.rebuild_view();
         for a in expired {
@@ -1227,21 +1367,131 @@ impl Inner {
         }
     }
 
+    /// This node's field in the fleet's hash for one of its actions.
+    fn field(&self, a: &ActiveAction) -> String {
+        format!("{}:{}", self.actions.node, a.id)
+    }
+
+    /// The write that shares one of this node's actions, when it is shared and actions are.
+    fn put(&self, a: &ActiveAction) -> Option<Op> {
+        let target = a.fleet.as_ref().filter(|_| self.fleet.load().is_some())?;
+        let value = serde_json::to_string(&a.shared_form(target, &self.actions.node)).ok()?;
+        Some(Op::Put(self.field(a), value))
+    }
+
+    /// The other nodes' actions as last read from the fleet's hash (fields this node wrote are its
+    /// own and skipped). An action keeps its id while its field stays.
+    fn set_remote(&self, read: Vec<(String, Shared)>) {
+        let own = format!("{}:", self.actions.node);
+        let changed = {
+            let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut next = HashMap::with_capacity(read.len());
+            for (field, s) in read {
+                if field.starts_with(&own) {
+                    continue;
+                }
+                let id = remote.get(&field).map(|a| a.id);
+                let Some(mut a) = self.remote_action(&s) else {
+                    tracing::warn!(field = %field, "anomaly: a shared action this node cannot apply was skipped");
+                    continue;
+                };
+                a.id = id.unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                next.insert(field, a);
+            }
+            let changed = next.len() != remote.len()
+                || next.iter().any(|(f, a)| {
+                    remote.get(f).is_none_or(|o| {
+                        (o.expires_ms, o.since_ms, o.throttle) != (a.expires_ms, a.since_ms, a.throttle)
+                    })
+                });
+            if let Some(next_expiry) = next.values().map(|a| a.expires_ms).min() {
+                self.actions.next_expiry.fetch_min(next_expiry, Relaxed);
+            }
+            *remote = next;
+            changed
+        };
+        if changed {
+            self.rebuild_view();
+        }
+    }
+
+    /// Another node's action as this node holds it: a principal keyed with this engine's seed.
+    fn remote_action(&self, s: &Shared) -> Option<ActiveAction> {
+        let kind = ["throttle", "ban", "challenge"].into_iter().find(|k| *k == s.kind)?;
+        let detector = Detector::from_id(&s.detector)?.id();
+        let (target_kind, key) = match &s.target {
+            SharedTarget::Principal { method, iss, id } => {
+                let method = SharedTarget::method(method)?;
+                ("principal", Some(Engine::key_of(self.actions.seed, method, iss, id)))
+            }
+            SharedTarget::Ip { address } => {
+                let (addr, len) = address.split_once('/').map_or((address.as_str(), None), |(a, l)| (a, Some(l)));
+                let ip = addr.parse::<IpAddr>().ok()?;
+                if len.is_some_and(|l| l.parse::<u8>().ok().filter(|l| ip.is_ipv6() && *l <= 128).is_none()) {
+                    return None;
+                }
+                ("ip", None)
+            }
+        };
+        let throttle = match (kind, s.interval_ns, s.burst) {
+            ("throttle", Some(interval), Some(burst)) => {
+                Some(gcra::Rate { interval: interval.max(1), burst: burst.max(1) })
+            }
+            ("throttle", _, _) => return None,
+            _ => None,
+        };
+        let target = match &s.target {
+            SharedTarget::Ip { address } => address.clone(),
+            SharedTarget::Principal { .. } => s.label.clone(),
+        };
+        Some(ActiveAction {
+            id: 0,
+            kind,
+            target_kind,
+            target,
+            key,
+            shared: true,
+            origin: s.node.clone(),
+            detector,
+            alert: s.alert,
+            since_ms: s.since_ms,
+            expires_ms: s.expires_ms,
+            rate: s.rate.clone(),
+            throttle,
+            in_bans: false,
+            fleet: None,
+        })
+    }
+
     fn rebuild_view(&self) {
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+        let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
         let mut view = View::default();
-        for a in list.values() {
-            let throttle = a.rate.as_ref().and_then(|_| {
-                let policy = self.policy.load();
-                Detector::from_id(a.detector).and_then(|d| policy.detectors.get(&d)).map(|p| p.throttle)
-            });
-            // One action of a kind per target (the list's key): each kind fills its own slot.
+        for a in list.values().chain(remote.values()) {
+            // One action of a kind per target on each node; the fleet's nodes may each hold one. Then
+            // the stricter rate and the later expiry hold; a challenge keeps the earliest start (a
+            // later one raised from the same evidence would lock out the owner's fresh credential).
             let merge = |old: Option<&Entry>| {
                 let mut e = old.copied().unwrap_or_default();
                 match a.kind {
-                    "throttle" => e.throttle = throttle.map(|rate| (rate, a.expires_ms)),
-                    "challenge" => e.challenge = Some((a.since_ms, a.expires_ms)),
-                    _ if a.key.is_some() && !a.shared => e.ban = Some(a.expires_ms),
+                    "throttle" => {
+                        if let Some(rate) = a.throttle {
+                            e.throttle = Some(match e.throttle {
+                                Some((r, until)) if r.interval > rate.interval => (r, until.max(a.expires_ms)),
+                                Some((_, until)) => (rate, until.max(a.expires_ms)),
+                                None => (rate, a.expires_ms),
+                            });
+                        }
+                    }
+                    "challenge" => {
+                        e.challenge = Some(match e.challenge {
+                            Some((since, until)) => (since.min(a.since_ms), until.max(a.expires_ms)),
+                            None => (a.since_ms, a.expires_ms),
+                        });
+                    }
+                    _ if a.key.is_some() && !a.in_bans => {
+                        e.ban = Some(e.ban.map_or(a.expires_ms, |u| u.max(a.expires_ms)));
+                    }
                     _ => {}
                 }
                 e
@@ -1270,9 +1520,111 @@ impl Inner {
                 }
             }
         }
-        self.actions.any.store(!list.is_empty(), Relaxed);
-        self.metrics.actions.set(i64::try_from(list.len()).unwrap_or(i64::MAX));
+        self.actions.any.store(!list.is_empty() || !remote.is_empty(), Relaxed);
+        self.metrics.actions.set(i64::try_from(list.len() + remote.len()).unwrap_or(i64::MAX));
         self.actions.view.store(Arc::new(view));
+    }
+}
+
+/// The fleet thread (`redis.share_bans: true`): every [`FLEET_POLL`], writes this node's changes to
+/// the fleet's shared actions and reads the others' when the version moved. It ends with the detector.
+fn fleet_loop(weak: &std::sync::Weak<Inner>) {
+    let mut conn: Option<(Arc<crate::fleet::Fleet>, crate::fleet::Blocking)> = None;
+    let mut seen: Option<i64> = None;
+    // This node's fields known to be in the hash: one gone from it was lifted by another node.
+    let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut failing = false;
+    loop {
+        std::thread::sleep(FLEET_POLL);
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(fleet) = inner.fleet.load_full() else {
+            // No longer shared (a reload): the fleet's actions no longer hold here.
+            if !std::mem::take(&mut *inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner)).is_empty() {
+                inner.rebuild_view();
+            }
+            (conn, seen) = (None, None);
+            written.clear();
+            inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            continue;
+        };
+        if conn.as_ref().is_none_or(|(f, _)| !Arc::ptr_eq(f, &fleet)) {
+            conn = Some((fleet.clone(), fleet.blocking()));
+            (seen, failing) = (None, false);
+        }
+        let Some((_, c)) = conn.as_mut() else { continue };
+        let ops = std::mem::take(&mut *inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner));
+        let result = match fleet::write(c, &ops) {
+            Ok(()) => {
+                for op in &ops {
+                    match op {
+                        Op::Put(f, _) => written.insert(f.clone()),
+                        Op::Del(f) => written.remove(f),
+                    };
+                }
+                fleet::read(c, seen, inner.clock_now())
+            }
+            Err(e) => {
+                // Kept for the next poll, before what came since (bounded: the oldest go first).
+                let mut outbox = inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+                let later = std::mem::replace(&mut *outbox, ops);
+                outbox.extend(later);
+                if outbox.len() > fleet::MAX_OUTBOX {
+                    let over = outbox.len() - fleet::MAX_OUTBOX;
+                    outbox.drain(..over);
+                    tracing::warn!(dropped = over, "anomaly: shared-action writes dropped while redis is down");
+                }
+                Err(e)
+            }
+        };
+        match result {
+            Ok(Some((version, read))) => {
+                seen = Some(version);
+                failing = false;
+                let fields: std::collections::HashSet<&str> = read.iter().map(|(f, _)| f.as_str()).collect();
+                let lifted: Vec<String> = written.iter().filter(|f| !fields.contains(f.as_str())).cloned().collect();
+                for f in lifted {
+                    written.remove(&f);
+                    inner.lifted_elsewhere(&f);
+                }
+                inner.set_remote(read);
+            }
+            Ok(None) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "anomaly: the fleet's shared actions cannot be reached; those in force stay");
+                }
+                failing = true;
+                seen = None;
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// One of this node's actions whose field another node deleted: lifted on the fleet (or expired
+    /// and dropped there, when it has expired here too).
+    fn lifted_elsewhere(&self, field: &str) {
+        let Some(id) = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let now = self.clock_now();
+        let lifted = {
+            let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(key) = list.iter().find(|(_, a)| a.id == id && a.fleet.is_some()).map(|(k, _)| k.clone()) else {
+                return;
+            };
+            list.remove(&key)
+        };
+        if let Some(a) = lifted.filter(|a| a.expires_ms > now) {
+            self.rebuild_view();
+            let event = Event::new(Kind::AnomalyAction, "lifted")
+                .attr("action", a.kind)
+                .attr("target", a.target.clone())
+                .attr("detector", a.detector)
+                .attr("origin", "fleet");
+            self.emitter.load().emit(event);
+        }
     }
 }
 
@@ -1470,7 +1822,7 @@ mod tests {
             entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
             ip: None,
             principal: Some("alice".into()),
-            target: Some(super::super::PrincipalTarget { key: 42, method: "jwt", whole: true }),
+            target: Some(super::super::PrincipalTarget { key: 42, method: "jwt", whole: true, principal: None }),
             feature: "distinct_addresses",
             baseline: 5.0,
             observed: 9.0,
@@ -1495,6 +1847,144 @@ mod tests {
         assert!(e.banned(t0) && e.challenge_since(t0).is_some());
         // Each kind runs out on its own.
         assert!(!e.banned(ban.expires_ms) && e.challenge_since(ban.expires_ms).is_none());
+    }
+
+    /// Another node's actions (`redis.share_bans: true`) as written to the fleet's hash and read back
+    /// here: a principal is keyed with this node's own seed, an address as written; each node holds
+    /// the strictest; lifting here lifts the other node's too, and that node drops its own when its
+    /// field is gone.
+    #[test]
+    fn shared_actions_apply_on_another_node_and_a_lift_anywhere_lifts_them_all() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge, ban], duration: 1h }\n  enumeration: { actions: [log, throttle], duration: 1h, throttle: 2/m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let node = || {
+            let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+            // Shared, with no fleet thread: the test moves the writes between the nodes itself.
+            let cfg = crate::fleet::RedisConfig {
+                url: "redis://127.0.0.1:9/0".into(),
+                username: None,
+                password: None,
+                command_timeout: crate::units::Dur(Duration::from_millis(50)),
+                connect_timeout: crate::units::Dur(Duration::from_millis(50)),
+                share_bans: true,
+            };
+            a.inner.fleet.store(Some(Arc::new(crate::fleet::Fleet::new(&cfg).unwrap())));
+            a
+        };
+        let (a, b) = (node(), node());
+        assert_ne!(a.inner.actions.seed, b.inner.actions.seed);
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(serde_json::json!({"iss": "https://idp.test", "sub": "alice"})).unwrap();
+        let alice = Arc::new(Principal {
+            id: "alice".into(),
+            kind: PrincipalKind::Jwt,
+            roles: vec![],
+            scopes: vec![],
+            claims: Some(Arc::new(claims)),
+            tenant: None,
+            identity: Default::default(),
+        });
+        let key_a = Engine::principal_key(a.inner.actions.seed, &alice);
+        let t0 = wall_ms();
+        a.inner.raise(Alert {
+            detector: Detector::TokenSharing,
+            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
+            ip: None,
+            principal: Some("alice".into()),
+            target: Some(super::super::PrincipalTarget {
+                key: key_a,
+                method: "jwt",
+                whole: true,
+                principal: Some(alice.clone()),
+            }),
+            feature: "distinct_addresses",
+            baseline: 5.0,
+            observed: 9.0,
+            score: 0.6,
+            window_s: 600,
+            at_ms: t0,
+            explanation: "test".into(),
+        });
+        let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
+        a.inner.raise(alert(Detector::Enumeration, ip, t0));
+        let listed = a.actions();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        let began = listed.iter().find(|x| x.kind == "challenge").unwrap().since_ms;
+        assert!(listed.iter().all(|x| x.shared && x.origin == HERE), "{listed:?}");
+        // What node A writes, node B reads.
+        let ops = std::mem::take(&mut *a.inner.actions.outbox.lock().unwrap());
+        let read: Vec<(String, Shared)> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(f, v) => (f.clone(), serde_json::from_str(v).unwrap()),
+                Op::Del(f) => panic!("deleted {f}"),
+            })
+            .collect();
+        assert_eq!(read.len(), 3);
+        b.inner.set_remote(read.clone());
+        // Its own writes read back are not another node's.
+        a.inner.set_remote(read.clone());
+        assert_eq!(a.actions().len(), 3);
+        let on_b = b.actions();
+        assert_eq!(on_b.len(), 3, "{on_b:?}");
+        assert!(on_b.iter().all(|x| x.shared && x.origin == a.inner.actions.node), "{on_b:?}");
+        let view = b.inner.actions.view.load();
+        let key_b = Engine::principal_key(b.inner.actions.seed, &alice);
+        assert_ne!(key_a, key_b);
+        let e = view.principals.get(&key_b).expect("alice, keyed with B's seed");
+        assert!(e.banned(t0) && e.challenge_since(t0) == Some(began));
+        let (_, e) = view.address("2001:db8:7:7:aaaa::9".parse().unwrap()).expect("the /64, as written");
+        assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
+        // Another issuer's alice is someone else.
+        let other = Principal { claims: None, ..(*alice).clone() };
+        assert!(view.principals.get(&Engine::principal_key(b.inner.actions.seed, &other)).is_none());
+        drop(view);
+        // B's own challenge of alice, later: the earliest start holds (the owner's fresh token).
+        b.inner.raise(Alert {
+            detector: Detector::TokenSharing,
+            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
+            ip: None,
+            principal: Some("alice".into()),
+            target: Some(super::super::PrincipalTarget {
+                key: key_b,
+                method: "jwt",
+                whole: true,
+                principal: Some(alice.clone()),
+            }),
+            feature: "distinct_addresses",
+            baseline: 5.0,
+            observed: 9.0,
+            score: 0.6,
+            window_s: 600,
+            at_ms: t0 + 60_000,
+            explanation: "test".into(),
+        });
+        b.inner.rebuild_view();
+        assert_eq!(b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0), Some(began));
+        // Lifting A's challenge on B lifts B's own too, and deletes A's field.
+        let challenge = b.actions().into_iter().find(|x| x.kind == "challenge" && x.origin != HERE).unwrap();
+        b.inner.actions.outbox.lock().unwrap().clear();
+        b.lift(challenge.id).unwrap();
+        assert!(b.actions().iter().all(|x| x.kind != "challenge"), "{:?}", b.actions());
+        let dels: Vec<Op> = std::mem::take(&mut *b.inner.actions.outbox.lock().unwrap());
+        let a_field = read.iter().find(|(_, s)| s.kind == "challenge").unwrap().0.clone();
+        assert!(dels.contains(&Op::Del(a_field.clone())), "{dels:?}");
+        assert_eq!(dels.len(), 2, "B's own challenge and A's: {dels:?}");
+        assert!(b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0).is_none());
+        // A sees its field gone: lifted there too.
+        a.inner.lifted_elsewhere(&a_field);
+        assert!(a.actions().iter().all(|x| x.kind != "challenge"), "{:?}", a.actions());
+        assert_eq!(a.actions().len(), 2);
+        // What another node cannot apply is skipped: an unknown method, a throttle without its rate.
+        let mut bad = read.clone();
+        for (_, s) in &mut bad {
+            match &mut s.target {
+                SharedTarget::Principal { method, .. } => *method = "smoke_signal".into(),
+                SharedTarget::Ip { .. } => s.interval_ns = None,
+            }
+        }
+        b.inner.set_remote(bad);
+        assert!(b.actions().iter().all(|x| x.origin == HERE), "{:?}", b.actions());
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn password_spraying_one_identity_many_addresses() {
     assert_eq!(hits[0].entity.kind, EntityKind::ApiKey);
     assert_eq!(&*hits[0].entity.label, "admin-key");
     // A claimed identity is whatever the failing clients wrote: no principal an action could land on.
-    assert_eq!((hits[0].principal.as_deref(), hits[0].target), (None, None));
+    assert_eq!((hits[0].principal.as_deref(), hits[0].target.clone()), (None, None));
     assert_eq!(hits[0].feature, "distinct_failing_addresses");
     explained(hits[0]);
     // No address failed with more than one identity: no stuffing.
@@ -369,7 +369,7 @@ fn alerts_target_the_exact_principal_not_its_label() {
         let alerts = run(&mut engine, &mut rs);
         let hit =
             *only(&alerts, Detector::TokenSharing).first().unwrap_or_else(|| panic!("{id} {kind:?}: {alerts:#?}"));
-        let t = hit.target.expect("a principal target");
+        let t = hit.target.clone().expect("a principal target");
         assert_eq!(t.key, Engine::principal_key(engine.seed(), &p), "{id} {kind:?}");
         assert_eq!((t.method, t.whole), (kind.as_str(), id.len() <= 32), "{id}");
         targets.push(t.key);
@@ -407,7 +407,7 @@ fn alerts_target_the_exact_principal_not_its_label() {
     }
     let alerts = run(&mut engine, &mut rs);
     let hit = only(&alerts, Detector::TokenSharing)[0];
-    assert_eq!(hit.target.map(|t| (t.key, t.method, t.whole)), Some((targets[3], "jwt", false)));
+    assert_eq!(hit.target.as_ref().map(|t| (t.key, t.method, t.whole)), Some((targets[3], "jwt", false)));
 }
 
 /// Unusual hours asks for more active minutes the less the hour is night for the population.

@@ -613,7 +613,10 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
                 .iter()
                 .map(|r| (lasting.anomaly.route_id(&r.name), Arc::<str>::from(r.name.as_str())))
                 .collect();
-            Ok::<_, CompileError>(crate::anomaly::runtime::AnomalyRt::new(policy, routes))
+            // With `share_bans`, the detector's throttles, challenges and principal bans are the
+            // fleet's too (`anomaly::fleet`).
+            let shared = fleet.clone().filter(|_| cfg.redis.as_ref().is_some_and(|r| r.share_bans));
+            Ok::<_, CompileError>(crate::anomaly::runtime::AnomalyRt::new(policy, routes, shared))
         })
         .transpose()?;
     let route_ids: std::collections::HashMap<&str, u16> =

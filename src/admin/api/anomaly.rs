@@ -60,6 +60,11 @@ pub struct Action {
     /// `ip` or `principal`.
     pub target_kind: String,
     pub target: String,
+    /// True when it holds on every node of the fleet (the fleet's ban list, or its shared actions
+    /// with `redis.share_bans: true`); false: on this node only.
+    pub shared: bool,
+    /// `here` when this node raised it, else the node of the fleet that did.
+    pub origin: String,
     pub detector: String,
     /// The alert that put it in force.
     pub alert: u64,
@@ -166,6 +171,8 @@ fn action_view(a: ActiveAction) -> Action {
         kind: a.kind.to_owned(),
         target_kind: a.target_kind.to_owned(),
         target: a.target,
+        shared: a.shared,
+        origin: a.origin,
         detector: a.detector.to_owned(),
         alert: a.alert,
         since_ms: a.since_ms,

@@ -422,7 +422,8 @@
               }).catch(function (e) { status(e.message, true); });
             });
           }
-          return [a.kind, a.target, a.detector, a.alert, when(a.expires_ms), a.rate, lift];
+          const holds = !a.shared ? 'this node' : (a.origin === 'here' ? 'fleet' : 'fleet (from ' + a.origin + ')');
+          return [a.kind, a.target, a.detector, a.alert, when(a.expires_ms), a.rate, holds, lift];
         });
         Array.prototype.forEach.call(actions.querySelector('tbody').rows, function (tr, i) { tr.dataset.target = items[i].target; });
       }).catch(function (e) { status(e.message, true); });

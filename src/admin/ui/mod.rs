@@ -420,14 +420,14 @@ const BANS_READ: &str =
 <th>Reason</th><th>Source</th><th></th></tr></thead><tbody></tbody></table></section>";
 
 const ANOMALIES_WRITE: &str = "<section><h2>Responses in force</h2><table id=\"anomaly-actions\" data-write=\"1\">\
-<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th></th></tr>\
+<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th>Holds on</th><th></th></tr>\
 </thead><tbody></tbody></table></section>\
 <section><h2>Alerts</h2><p id=\"anomaly-status\"></p><table id=\"anomaly-alerts\"><thead><tr><th>#</th><th>Time</th>\
 <th>Detector</th><th>Entity</th><th>Feature</th><th>Observed</th><th>Baseline</th><th>Score</th><th>Window</th>\
 <th>Responses</th><th>Explanation</th></tr></thead><tbody></tbody></table></section>";
 
 const ANOMALIES_READ: &str = "<section><h2>Responses in force</h2><table id=\"anomaly-actions\">\
-<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th></th></tr>\
+<thead><tr><th>Kind</th><th>Target</th><th>Detector</th><th>Alert</th><th>Expires</th><th>Rate</th><th>Holds on</th><th></th></tr>\
 </thead><tbody></tbody></table></section>\
 <section><h2>Alerts</h2><p id=\"anomaly-status\"></p><table id=\"anomaly-alerts\"><thead><tr><th>#</th><th>Time</th>\
 <th>Detector</th><th>Entity</th><th>Feature</th><th>Observed</th><th>Baseline</th><th>Score</th><th>Window</th>\

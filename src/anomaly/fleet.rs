@@ -1,0 +1,192 @@
+//! The anomaly detector's responses shared by a fleet (with `redis:` and `redis.share_bans: true`).
+//!
+//! Each node detects on the traffic it sees, so a thief spread over the fleet's nodes by the load
+//! balancer is found by one of them; the response must then hold on all of them, or the thief's next
+//! request simply lands on another node. Address bans and API-key principal bans already go to the
+//! guard's ban list, which the fleet shares. The rest goes here: throttles (of a principal or an
+//! address), challenges, and bans of the principals the ban list cannot name exactly (a token's
+//! subject is only one person together with its issuer).
+//!
+//! - **What is written.** Each action a node puts in force, as JSON in the hash
+//!   `portcullis:anomaly:actions`, under the field `<node>:<action id>`; every write bumps
+//!   `portcullis:anomaly:actions:version`. A principal is written as its login method, issuer (a
+//!   token's `iss`, or "") and whole id: each node keys it with its own engine's seed, so no secret
+//!   crosses the fleet and no node's entity keys can be aimed at. An action raised where the alert
+//!   knows only the engine's key (a window that closed on a tick, not on the principal's own request)
+//!   holds on its node only, and says so (`shared: false`).
+//! - **What is read.** A thread per process polls the version every half second (as the ban list
+//!   does) and, when it moved, reads the hash whole; the other nodes' actions are held beside this
+//!   node's own, listed with the node they came from, and enforced by the same stages.
+//! - **Lifting** an action lifts it on the fleet: every node's action of that kind on that target.
+//!   Expired entries are dropped from the hash by whichever node reads them first.
+//! - **Redis down**: writes wait (bounded) and are retried every poll; the actions read last stay in
+//!   force until they expire. Writes never happen on a request's path.
+
+use crate::exchange::PrincipalKind;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The hash of shared actions: field `<node>:<action id>`, value [`Shared`] as JSON.
+pub(crate) const HASH: &str = "portcullis:anomaly:actions";
+/// Bumped by every write.
+pub(crate) const VERSION: &str = "portcullis:anomaly:actions:version";
+/// Writes held while Redis is down; beyond it the oldest are dropped (and logged).
+pub(crate) const MAX_OUTBOX: usize = 100_000;
+/// Shared actions read at most (an attacker with many networks raises many): the rest are skipped.
+pub(crate) const MAX_READ: usize = 200_000;
+
+/// One shared action, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Shared {
+    /// `throttle`, `ban` or `challenge`.
+    pub(crate) kind: String,
+    pub(crate) target: SharedTarget,
+    /// The target as the raising node lists it (`jwt:alice`, `203.0.113.7`, `2001:db8::/64`).
+    pub(crate) label: String,
+    pub(crate) detector: String,
+    pub(crate) alert: u64,
+    pub(crate) since_ms: u64,
+    pub(crate) expires_ms: u64,
+    /// A throttle's rate: nanoseconds between requests, and the burst.
+    #[serde(default)]
+    pub(crate) interval_ns: Option<u64>,
+    #[serde(default)]
+    pub(crate) burst: Option<u32>,
+    /// A throttle's rate as listed (`1/s`).
+    #[serde(default)]
+    pub(crate) rate: Option<String>,
+    /// The node that raised it.
+    pub(crate) node: String,
+}
+
+/// The version read, and the shared actions by field.
+pub(crate) type Read = (i64, Vec<(String, Shared)>);
+
+/// Who a shared action is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum SharedTarget {
+    /// An address, or an IPv6 prefix (`2001:db8:1:2::/64`).
+    Ip { address: String },
+    /// A principal by its login method, issuer ("" when its credential names none) and whole id.
+    Principal { method: String, iss: String, id: String },
+}
+
+impl SharedTarget {
+    /// The login method of a principal target, when it is one this build knows.
+    pub(crate) fn method(method: &str) -> Option<PrincipalKind> {
+        super::engine::METHODS.into_iter().find(|m| m.as_str() == method)
+    }
+}
+
+/// A change for the fleet's hash.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    Put(String, String),
+    Del(String),
+}
+
+/// This node's name in the fleet's hash: the host name and a random suffix (two gateways on one host
+/// are two nodes).
+pub(crate) fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let mut b = [0u8; 3];
+    let suffix = match aws_lc_rs::rand::fill(&mut b) {
+        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
+        Err(_) => format!("{:06x}", std::process::id() & 0xff_ffff),
+    };
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).take(48).collect();
+    if host.is_empty() {
+        format!("node-{suffix}")
+    } else {
+        format!("{host}-{suffix}")
+    }
+}
+
+/// Writes `ops` (in order) and bumps the version once. All or none: an error leaves them to retry.
+pub(crate) fn write(conn: &mut crate::fleet::Blocking, ops: &[Op]) -> Result<(), String> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    conn.with(|c| {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for op in ops {
+            match op {
+                Op::Put(field, value) => pipe.hset(HASH, field, value).ignore(),
+                Op::Del(field) => pipe.hdel(HASH, field).ignore(),
+            };
+        }
+        pipe.incr(VERSION, 1).ignore().query::<()>(c)
+    })
+}
+
+/// The version, and the shared actions when it is not `seen` (unreadable entries are skipped and
+/// logged). Entries whose expiry is over a minute before `now` (when known) are dropped from the hash.
+pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u64) -> Result<Option<Read>, String> {
+    let version = conn.with(|c| redis::cmd("GET").arg(VERSION).query::<Option<i64>>(c))?.unwrap_or(0);
+    if seen == Some(version) {
+        return Ok(None);
+    }
+    let all: HashMap<String, String> = conn.with(|c| redis::cmd("HGETALL").arg(HASH).query(c))?;
+    let mut out = Vec::with_capacity(all.len().min(MAX_READ));
+    let mut stale = Vec::new();
+    for (field, value) in all {
+        match serde_json::from_str::<Shared>(&value) {
+            Ok(s) if now > 0 && s.expires_ms.saturating_add(60_000) < now => stale.push(field),
+            Ok(s) if out.len() < MAX_READ => out.push((field, s)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(field = %field, error = %e, "anomaly: unreadable shared action in redis skipped"),
+        }
+    }
+    if !stale.is_empty() {
+        conn.with(|c| redis::cmd("HDEL").arg(HASH).arg(&stale).query::<()>(c))?;
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some((version, out)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_shared_action_reads_back_as_written_and_unknown_fields_are_refused() {
+        let s = Shared {
+            kind: "challenge".into(),
+            target: SharedTarget::Principal {
+                method: "jwt".into(),
+                iss: "https://idp.test".into(),
+                id: "alice".into(),
+            },
+            label: "jwt:alice".into(),
+            detector: "token_sharing".into(),
+            alert: 7,
+            since_ms: 1,
+            expires_ms: 2,
+            interval_ns: None,
+            burst: None,
+            rate: None,
+            node: "a-010203".into(),
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Shared>(&text).unwrap(), s);
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["target"]["extra"] = "x".into();
+        assert!(serde_json::from_value::<Shared>(v).is_err());
+        let ip: SharedTarget = serde_json::from_str(r#"{"kind":"ip","address":"2001:db8::/64"}"#).unwrap();
+        assert_eq!(ip, SharedTarget::Ip { address: "2001:db8::/64".into() });
+    }
+
+    #[test]
+    fn node_names_are_distinct_and_tidy() {
+        let (a, b) = (node_name(), node_name());
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')), "{a}");
+        assert_eq!(SharedTarget::method("jwt"), Some(PrincipalKind::Jwt));
+        assert_eq!(SharedTarget::method("mtls"), Some(PrincipalKind::ClientCertificate));
+        assert_eq!(SharedTarget::method("nope"), None);
+    }
+}
