@@ -613,3 +613,124 @@ fn the_detectors_state_survives_a_reload_and_with_snapshot_a_restart() {
     assert!(gw.wait_log("anomaly: state restored from the store", T), "{:?}", gw.logs());
     wait_for("the restored entities", || status(&gw, &viewer)["entities"].as_u64().unwrap() >= 40);
 }
+
+/// Polls `f` to a deadline (the fleet's nodes read each other's actions every half second).
+fn within(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With `redis.share_bans: true`, a response one node puts in force holds on the other: a thief
+/// challenged on node A is challenged on node B (the owner's fresh token and another principal
+/// pass there), a throttled stuffing address is throttled on B before authentication, and lifting the
+/// challenge on B lifts it on A too. Each node keys the principal with its own seed.
+#[test]
+fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_everywhere() {
+    let redis = common::RedisServer::start();
+    let anomaly = format!(
+        "redis:\n  url: {}\n  share_bans: true\nanomaly:\n  mode: enforce\n  detectors:\n    \
+         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n    \
+         credential_stuffing: {{ actions: [log, throttle], duration: 10m, throttle: 1/m }}\n",
+        redis.url()
+    );
+    let (a, b) = (setup(&anomaly), setup(&anomaly));
+    let (mut on_a, mut on_b) = (RawConn::connect(a.gw.addr("main")), RawConn::connect(b.gw.addr("main")));
+    let stolen = format!("Authorization: Bearer {}\r\n", jwt("carol", now_s() - 30));
+    let (st, _) = get(&mut on_b, "/j/profile", "192.0.2.10", &stolen);
+    assert_eq!(st, 200, "the owner on node B before");
+    // The thief's spread is seen by node A, which challenges the token.
+    let resp = share_until_refused(&mut on_a, &stolen, 6);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    // Node B refuses it too, within about a second, and nothing it refuses reaches its upstream.
+    within("node B never challenged the token node A challenged", || {
+        get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0 == 401
+    });
+    let hits = b.up.hits();
+    let (st, resp) = get(&mut on_b, "/j/profile", "198.51.100.7", &stolen);
+    assert_eq!((st, problem_of(&resp)), (401, "urn:portcullis:problem:reauthenticate".to_owned()), "{resp}");
+    assert_eq!(b.up.hits(), hits);
+    // Another principal, and another issuer's nothing: dave passes on B.
+    let dave = format!("Authorization: Bearer {}\r\n", jwt("dave", now_s() - 30));
+    assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.11", &dave).0, 200);
+    // The owner's fresh token passes on B (iat is in seconds: poll until one is newer than the alert).
+    within("a fresh token was never accepted on node B", || {
+        get(&mut on_b, "/j/profile", "192.0.2.10", &format!("Authorization: Bearer {}\r\n", jwt("carol", now_s()))).0
+            == 200
+    });
+    // Listed on both: here on A, from A on B; shared on both.
+    let mine = a.actions().into_iter().find(|x| x["kind"] == "challenge").expect("A's challenge");
+    assert_eq!((mine["origin"].as_str(), mine["shared"].as_bool()), (Some("here"), Some(true)), "{mine}");
+    let theirs = b.actions().into_iter().find(|x| x["kind"] == "challenge").expect("B holds A's challenge");
+    assert_eq!(theirs["target"], "jwt:carol", "{theirs}");
+    assert_eq!(theirs["shared"], true, "{theirs}");
+    assert!(theirs["origin"].as_str().is_some_and(|o| o != "here" && !o.is_empty()), "{theirs}");
+    // A stuffing address throttled on A is throttled on B before credentials are read, on any route.
+    let attacker = "203.0.113.77";
+    let mut throttled = false;
+    for i in 0..600 {
+        let (st, resp) =
+            get(&mut on_a, "/k/orders", attacker, &format!("X-API-Key: {}\r\n", bogus_key(&format!("{i:08x}"))));
+        if st == 429 {
+            throttled = true;
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+    }
+    assert!(throttled, "node A never throttled the stuffing address");
+    // One request a minute passes a fresh throttle: spend it, then the next is refused.
+    within("node B never throttled the address node A throttled", || {
+        get(&mut on_b, "/p/catalogue", attacker, "").0 == 429
+    });
+    let hits = b.up.hits();
+    for (path, header) in
+        [("/p/catalogue", String::new()), ("/k/orders", format!("X-API-Key: {}\r\n", bogus_key("0badc0de")))]
+    {
+        let (st, resp) = get(&mut on_b, path, attacker, &header);
+        assert_eq!(st, 429, "{path}: {resp}");
+    }
+    assert_eq!(b.up.hits(), hits);
+    assert_eq!(get(&mut on_b, "/p/catalogue", "203.0.113.78", "").0, 200, "the address next door");
+    // Lifted on B (by its operator): gone on both, and the old token passes on A again.
+    let id = theirs["id"].as_u64().unwrap();
+    assert_eq!(b.admin(&b.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);
+    assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 200, "still challenged on B");
+    within("the lift on node B never reached node A", || a.actions().iter().all(|x| x["kind"] != "challenge"));
+    assert_eq!(get(&mut on_a, "/j/profile", "192.0.2.10", &stolen).0, 200, "still challenged on A");
+    // The throttle was not lifted with it.
+    assert_eq!(get(&mut on_a, "/p/catalogue", attacker, "").0, 429);
+}
+
+/// Redis down while node A challenges a token: A enforces it at once and writes it once Redis is
+/// back, then node B holds it. Redis restarted empty (its data lost) is not a lift: A writes its
+/// action again.
+#[test]
+fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back() {
+    let mut redis = common::RedisServer::start();
+    let anomaly = format!(
+        "redis:\n  url: {}\n  share_bans: true\nanomaly:\n  mode: enforce\n  detectors:\n    \
+         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n",
+        redis.url()
+    );
+    let (a, b) = (setup(&anomaly), setup(&anomaly));
+    let (mut on_a, mut on_b) = (RawConn::connect(a.gw.addr("main")), RawConn::connect(b.gw.addr("main")));
+    let stolen = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() - 30));
+    redis.kill();
+    let resp = share_until_refused(&mut on_a, &stolen, 7);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 200, "B cannot know yet");
+    redis.restart();
+    within("node B never held the challenge written after the outage", || {
+        get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0 == 401
+    });
+    // Redis comes back empty again: A writes its action again, and B keeps holding it.
+    redis.kill();
+    redis.restart();
+    within("node A never wrote its action again", || {
+        redis.command(&["HLEN", "portcullis:anomaly:actions"]).contains(":1")
+    });
+    assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 401);
+    assert!(a.actions().iter().any(|x| x["kind"] == "challenge"), "a lost write lifted the action on A");
+}

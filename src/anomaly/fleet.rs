@@ -30,6 +30,13 @@ use std::collections::HashMap;
 pub(crate) const HASH: &str = "portcullis:anomaly:actions";
 /// Bumped by every write.
 pub(crate) const VERSION: &str = "portcullis:anomaly:actions:version";
+/// Actions lifted by a node other than the one that raised them: field to the action's expiry. The
+/// raising node reads it to tell a lift from a Redis that lost its data (then it writes its actions
+/// again).
+pub(crate) const LIFTED: &str = "portcullis:anomaly:actions:lifted";
+/// Every this many polls the hash is read whole whatever the version says (a Redis restarted between
+/// two polls can come back with the version a node last saw).
+pub(crate) const FULL_READ_EVERY: u32 = 20;
 /// Writes held while Redis is down; beyond it the oldest are dropped (and logged).
 pub(crate) const MAX_OUTBOX: usize = 100_000;
 /// Shared actions read at most (an attacker with many networks raises many): the rest are skipped.
@@ -60,8 +67,14 @@ pub(crate) struct Shared {
     pub(crate) node: String,
 }
 
-/// The version read, and the shared actions by field.
-pub(crate) type Read = (i64, Vec<(String, Shared)>);
+/// What a read found.
+pub(crate) struct Read {
+    pub(crate) version: i64,
+    /// The shared actions, by field.
+    pub(crate) actions: Vec<(String, Shared)>,
+    /// The fields lifted by a node other than the one that raised them.
+    pub(crate) lifted: std::collections::HashSet<String>,
+}
 
 /// Who a shared action is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,7 +97,10 @@ impl SharedTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
     Put(String, String),
+    /// This node's own action, gone (expired or lifted here).
     Del(String),
+    /// Another node's action, lifted here: deleted, and marked lifted until its expiry.
+    Lift(String, u64),
 }
 
 /// This node's name in the fleet's hash: the host name and a random suffix (two gateways on one host
@@ -116,6 +132,7 @@ pub(crate) fn write(conn: &mut crate::fleet::Blocking, ops: &[Op]) -> Result<(),
             match op {
                 Op::Put(field, value) => pipe.hset(HASH, field, value).ignore(),
                 Op::Del(field) => pipe.hdel(HASH, field).ignore(),
+                Op::Lift(field, until) => pipe.hdel(HASH, field).ignore().hset(LIFTED, field, until).ignore(),
             };
         }
         pipe.incr(VERSION, 1).ignore().query::<()>(c)
@@ -144,7 +161,14 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
         conn.with(|c| redis::cmd("HDEL").arg(HASH).arg(&stale).query::<()>(c))?;
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Some((version, out)))
+    let marks: HashMap<String, u64> = conn.with(|c| redis::cmd("HGETALL").arg(LIFTED).query(c))?;
+    let (old, lifted): (Vec<_>, Vec<_>) =
+        marks.into_iter().partition(|(_, until)| now > 0 && until.saturating_add(60_000) < now);
+    if !old.is_empty() {
+        let old: Vec<String> = old.into_iter().map(|(f, _)| f).collect();
+        conn.with(|c| redis::cmd("HDEL").arg(LIFTED).arg(&old).query::<()>(c))?;
+    }
+    Ok(Some(Read { version, actions: out, lifted: lifted.into_iter().map(|(f, _)| f).collect() }))
 }
 
 #[cfg(test)]

@@ -924,7 +924,7 @@ impl Anomaly {
             remote.retain(|field, a| {
                 let keep = !a.same_target(&lifted);
                 if !keep {
-                    fields.push(field.clone());
+                    fields.push((field.clone(), a.expires_ms));
                 }
                 keep
             });
@@ -932,8 +932,10 @@ impl Anomaly {
         };
         if sharing {
             let mut outbox = actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-            outbox.extend(gone.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Del(self.inner.field(a))));
-            outbox.extend(fields.into_iter().map(Op::Del));
+            // Marked lifted, so that no node takes a field gone from the hash for data Redis lost.
+            outbox
+                .extend(gone.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Lift(self.inner.field(a), a.expires_ms)));
+            outbox.extend(fields.into_iter().map(|(f, until)| Op::Lift(f, until)));
         }
         if let Some(ban) = gone.iter().position(|a| a.kind == "ban" && a.in_bans) {
             let ban = gone.swap_remove(ban);
@@ -1380,19 +1382,41 @@ impl Inner {
     }
 
     /// The other nodes' actions as last read from the fleet's hash (fields this node wrote are its
-    /// own and skipped). An action keeps its id while its field stays.
-    fn set_remote(&self, read: Vec<(String, Shared)>) {
+    /// own and skipped). An action keeps its id while its field stays. One gone from the hash but
+    /// neither marked lifted nor expired is kept: Redis lost its data (a restart without
+    /// persistence), and the node that raised it writes it again.
+    fn set_remote(&self, read: Vec<(String, Shared)>, lifted: &std::collections::HashSet<String>) {
         let own = format!("{}:", self.actions.node);
+        let now = self.clock_now();
+        // Lifted here since this read began: not yet marked in the hash.
+        let lifting: std::collections::HashSet<String> = self
+            .actions
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|op| match op {
+                Op::Lift(f, _) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
         let changed = {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let mut next = HashMap::with_capacity(read.len());
+            for (field, a) in remote.iter() {
+                if !lifted.contains(field) && a.expires_ms > now {
+                    next.insert(field.clone(), a.clone());
+                }
+            }
             for (field, s) in read {
-                if field.starts_with(&own) {
+                if field.starts_with(&own) || lifting.contains(&field) {
+                    next.remove(&field);
                     continue;
                 }
                 let id = remote.get(&field).map(|a| a.id);
                 let Some(mut a) = self.remote_action(&s) else {
                     tracing::warn!(field = %field, "anomaly: a shared action this node cannot apply was skipped");
+                    next.remove(&field);
                     continue;
                 };
                 a.id = id.unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
@@ -1534,8 +1558,13 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
     // This node's fields known to be in the hash: one gone from it was lifted by another node.
     let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut failing = false;
+    let mut polls = 0u32;
     loop {
         std::thread::sleep(FLEET_POLL);
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(fleet::FULL_READ_EVERY) {
+            seen = None;
+        }
         let Some(inner) = weak.upgrade() else { return };
         let Some(fleet) = inner.fleet.load_full() else {
             // No longer shared (a reload): the fleet's actions no longer hold here.
@@ -1558,7 +1587,7 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                 for op in &ops {
                     match op {
                         Op::Put(f, _) => written.insert(f.clone()),
-                        Op::Del(f) => written.remove(f),
+                        Op::Del(f) | Op::Lift(f, _) => written.remove(f),
                     };
                 }
                 fleet::read(c, seen, inner.clock_now())
@@ -1577,16 +1606,22 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
             }
         };
         match result {
-            Ok(Some((version, read))) => {
-                seen = Some(version);
+            Ok(Some(read)) => {
+                seen = Some(read.version);
                 failing = false;
-                let fields: std::collections::HashSet<&str> = read.iter().map(|(f, _)| f.as_str()).collect();
-                let lifted: Vec<String> = written.iter().filter(|f| !fields.contains(f.as_str())).cloned().collect();
-                for f in lifted {
+                // This node's actions missing from the hash: lifted by another node (marked so), or lost
+                // with Redis's data (written again).
+                let fields: std::collections::HashSet<&str> = read.actions.iter().map(|(f, _)| f.as_str()).collect();
+                let missing: Vec<String> = written.iter().filter(|f| !fields.contains(f.as_str())).cloned().collect();
+                for f in missing {
                     written.remove(&f);
-                    inner.lifted_elsewhere(&f);
+                    if read.lifted.contains(&f) {
+                        inner.lifted_elsewhere(&f);
+                    } else if let Some(op) = inner.rewrite(&f) {
+                        inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).push(op);
+                    }
                 }
-                inner.set_remote(read);
+                inner.set_remote(read.actions, &read.lifted);
             }
             Ok(None) => failing = false,
             Err(e) => {
@@ -1601,8 +1636,16 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
 }
 
 impl Inner {
-    /// One of this node's actions whose field another node deleted: lifted on the fleet (or expired
-    /// and dropped there, when it has expired here too).
+    /// The write of this node's action at `field` again (Redis lost it), while it is in force.
+    fn rewrite(&self, field: &str) -> Option<Op> {
+        let id = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())?;
+        let now = self.clock_now();
+        let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+        let a = list.values().find(|a| a.id == id && a.expires_ms > now)?;
+        self.put(a)
+    }
+
+    /// One of this node's actions another node lifted: lifted here too.
     fn lifted_elsewhere(&self, field: &str) {
         let Some(id) = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())
         else {
@@ -1917,13 +1960,13 @@ mod tests {
             .iter()
             .map(|op| match op {
                 Op::Put(f, v) => (f.clone(), serde_json::from_str(v).unwrap()),
-                Op::Del(f) => panic!("deleted {f}"),
+                Op::Del(f) | Op::Lift(f, _) => panic!("deleted {f}"),
             })
             .collect();
         assert_eq!(read.len(), 3);
-        b.inner.set_remote(read.clone());
+        b.inner.set_remote(read.clone(), &Default::default());
         // Its own writes read back are not another node's.
-        a.inner.set_remote(read.clone());
+        a.inner.set_remote(read.clone(), &Default::default());
         assert_eq!(a.actions().len(), 3);
         let on_b = b.actions();
         assert_eq!(on_b.len(), 3, "{on_b:?}");
@@ -1937,7 +1980,7 @@ mod tests {
         assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
         // Another issuer's alice is someone else.
         let other = Principal { claims: None, ..(*alice).clone() };
-        assert!(view.principals.get(&Engine::principal_key(b.inner.actions.seed, &other)).is_none());
+        assert!(!view.principals.contains_key(&Engine::principal_key(b.inner.actions.seed, &other)));
         drop(view);
         // B's own challenge of alice, later: the earliest start holds (the owner's fresh token).
         b.inner.raise(Alert {
@@ -1968,7 +2011,8 @@ mod tests {
         assert!(b.actions().iter().all(|x| x.kind != "challenge"), "{:?}", b.actions());
         let dels: Vec<Op> = std::mem::take(&mut *b.inner.actions.outbox.lock().unwrap());
         let a_field = read.iter().find(|(_, s)| s.kind == "challenge").unwrap().0.clone();
-        assert!(dels.contains(&Op::Del(a_field.clone())), "{dels:?}");
+        assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if *f == a_field)), "{dels:?}");
+        assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if f.starts_with(&b.inner.actions.node))), "{dels:?}");
         assert_eq!(dels.len(), 2, "B's own challenge and A's: {dels:?}");
         assert!(b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0).is_none());
         // A sees its field gone: lifted there too.
@@ -1983,7 +2027,7 @@ mod tests {
                 SharedTarget::Ip { .. } => s.interval_ns = None,
             }
         }
-        b.inner.set_remote(bad);
+        b.inner.set_remote(bad, &Default::default());
         assert!(b.actions().iter().all(|x| x.origin == HERE), "{:?}", b.actions());
     }
 
