@@ -614,15 +614,6 @@ fn the_detectors_state_survives_a_reload_and_with_snapshot_a_restart() {
     wait_for("the restored entities", || status(&gw, &viewer)["entities"].as_u64().unwrap() >= 40);
 }
 
-/// Polls `f` to a deadline (the fleet's nodes read each other's actions every half second).
-fn within(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// With `redis.share_bans: true`, a response one node puts in force holds on the other: a thief
 /// challenged on node A is challenged on node B (the owner's fresh token and another principal
 /// pass there), a throttled stuffing address is throttled on B before authentication, and lifting the
@@ -645,7 +636,7 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     let resp = share_until_refused(&mut on_a, &stolen, 6);
     assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
     // Node B refuses it too, within about a second, and nothing it refuses reaches its upstream.
-    within("node B never challenged the token node A challenged", || {
+    wait_for("node B to challenge the token node A challenged", || {
         get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0 == 401
     });
     let hits = b.up.hits();
@@ -656,7 +647,7 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     let dave = format!("Authorization: Bearer {}\r\n", jwt("dave", now_s() - 30));
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.11", &dave).0, 200);
     // The owner's fresh token passes on B (iat is in seconds: poll until one is newer than the alert).
-    within("a fresh token was never accepted on node B", || {
+    wait_for("a fresh token was never accepted on node B", || {
         get(&mut on_b, "/j/profile", "192.0.2.10", &format!("Authorization: Bearer {}\r\n", jwt("carol", now_s()))).0
             == 200
     });
@@ -681,7 +672,7 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     }
     assert!(throttled, "node A never throttled the stuffing address");
     // One request a minute passes a fresh throttle: spend it, then the next is refused.
-    within("node B never throttled the address node A throttled", || {
+    wait_for("node B never throttled the address node A throttled", || {
         get(&mut on_b, "/p/catalogue", attacker, "").0 == 429
     });
     let hits = b.up.hits();
@@ -697,7 +688,7 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     let id = theirs["id"].as_u64().unwrap();
     assert_eq!(b.admin(&b.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 200, "still challenged on B");
-    within("the lift on node B never reached node A", || a.actions().iter().all(|x| x["kind"] != "challenge"));
+    wait_for("the lift on node B never reached node A", || a.actions().iter().all(|x| x["kind"] != "challenge"));
     assert_eq!(get(&mut on_a, "/j/profile", "192.0.2.10", &stolen).0, 200, "still challenged on A");
     // The throttle was not lifted with it.
     assert_eq!(get(&mut on_a, "/p/catalogue", attacker, "").0, 429);
@@ -722,13 +713,13 @@ fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back(
     assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 200, "B cannot know yet");
     redis.restart();
-    within("node B never held the challenge written after the outage", || {
+    wait_for("node B never held the challenge written after the outage", || {
         get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0 == 401
     });
     // Redis comes back empty again: A writes its action again, and B keeps holding it.
     redis.kill();
     redis.restart();
-    within("node A never wrote its action again", || {
+    wait_for("node A never wrote its action again", || {
         redis.command(&["HLEN", "portcullis:anomaly:actions"]).contains(":1")
     });
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 401);

@@ -1929,13 +1929,13 @@ mod tests {
         });
         let key_a = Engine::principal_key(a.inner.actions.seed, &alice);
         let t0 = wall_ms();
-        a.inner.raise(Alert {
+        let sharing = |key: u64, at_ms: u64| Alert {
             detector: Detector::TokenSharing,
             entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
             ip: None,
             principal: Some("alice".into()),
             target: Some(super::super::PrincipalTarget {
-                key: key_a,
+                key,
                 method: "jwt",
                 whole: true,
                 principal: Some(alice.clone()),
@@ -1945,9 +1945,10 @@ mod tests {
             observed: 9.0,
             score: 0.6,
             window_s: 600,
-            at_ms: t0,
+            at_ms,
             explanation: "test".into(),
-        });
+        };
+        a.inner.raise(sharing(key_a, t0));
         let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
         a.inner.raise(alert(Detector::Enumeration, ip, t0));
         let listed = a.actions();
@@ -1983,25 +1984,7 @@ mod tests {
         assert!(!view.principals.contains_key(&Engine::principal_key(b.inner.actions.seed, &other)));
         drop(view);
         // B's own challenge of alice, later: the earliest start holds (the owner's fresh token).
-        b.inner.raise(Alert {
-            detector: Detector::TokenSharing,
-            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
-            ip: None,
-            principal: Some("alice".into()),
-            target: Some(super::super::PrincipalTarget {
-                key: key_b,
-                method: "jwt",
-                whole: true,
-                principal: Some(alice.clone()),
-            }),
-            feature: "distinct_addresses",
-            baseline: 5.0,
-            observed: 9.0,
-            score: 0.6,
-            window_s: 600,
-            at_ms: t0 + 60_000,
-            explanation: "test".into(),
-        });
+        b.inner.raise(sharing(key_b, t0 + 60_000));
         b.inner.rebuild_view();
         assert_eq!(b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0), Some(began));
         // Lifting A's challenge on B lifts B's own too, and deletes A's field.
