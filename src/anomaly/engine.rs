@@ -749,7 +749,7 @@ fn tick_record(at_ms: u64) -> Record {
     }
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     match aws_lc_rs::rand::fill(&mut b) {
         Ok(()) => u64::from_le_bytes(b),

@@ -37,8 +37,8 @@ pub(crate) const LIFTED: &str = "portcullis:anomaly:actions:lifted";
 /// Every this many polls the hash is read whole whatever the version says (a Redis restarted between
 /// two polls can come back with the version a node last saw).
 pub(crate) const FULL_READ_EVERY: u32 = 20;
-/// Writes held while Redis is down; beyond it the oldest are dropped (and logged).
-pub(crate) const MAX_OUTBOX: usize = 100_000;
+/// Above this many shared actions the hash is read every five seconds instead of every poll.
+pub(crate) const LARGE: usize = 10_000;
 /// Shared actions read at most (an attacker with many networks raises many): the rest are skipped.
 pub(crate) const MAX_READ: usize = 200_000;
 
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) rate: Option<String>,
     /// The node that raised it.
     pub(crate) node: String,
+    /// Its id, the same on every node (the admin API lifts it by this id on any node).
+    #[serde(default)]
+    pub(crate) id: u64,
 }
 
 /// What a read found.
@@ -103,16 +106,55 @@ pub(crate) enum Op {
     Lift(String, u64),
 }
 
+impl Op {
+    pub(crate) fn field(&self) -> &str {
+        match self {
+            Op::Put(f, _) | Op::Del(f) | Op::Lift(f, _) => f,
+        }
+    }
+}
+
+/// The changes waiting for the fleet's hash: the latest per field (an action re-raised a thousand
+/// times while Redis is down is one write), so nothing this node holds is dropped to bound it.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox(HashMap<String, Op>);
+
+impl Outbox {
+    pub(crate) fn push(&mut self, op: Op) {
+        self.0.insert(op.field().to_owned(), op);
+    }
+
+    /// Everything waiting, in no order (each field is written once).
+    pub(crate) fn take(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.0).into_values().collect()
+    }
+
+    /// Puts back writes that failed, under what came since.
+    pub(crate) fn restore(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            self.0.entry(op.field().to_owned()).or_insert(op);
+        }
+    }
+
+    /// The fields lifted here and not yet written.
+    pub(crate) fn lifting(&self) -> impl Iterator<Item = &str> {
+        self.0.values().filter(|op| matches!(op, Op::Lift(..))).map(Op::field)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// This node's name in the fleet's hash: the host name and a random suffix (two gateways on one host
 /// are two nodes).
 pub(crate) fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    let mut b = [0u8; 3];
-    let suffix = match aws_lc_rs::rand::fill(&mut b) {
-        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
-        Err(_) => format!("{:06x}", std::process::id() & 0xff_ffff),
-    };
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).take(48).collect();
+    // 64 random bits: two nodes never share a name (they would take each other's actions for their own).
+    let suffix = format!("{:016x}", super::engine::random_seed());
+    // The tail of a long name is what tells pods apart.
+    let host: Vec<char> = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).collect();
+    let host: String = host[host.len().saturating_sub(48)..].iter().collect();
     if host.is_empty() {
         format!("node-{suffix}")
     } else {
@@ -152,18 +194,27 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
     for (field, value) in all {
         match serde_json::from_str::<Shared>(&value) {
             Ok(s) if now > 0 && s.expires_ms.saturating_add(60_000) < now => stale.push(field),
-            Ok(s) if out.len() < MAX_READ => out.push((field, s)),
-            Ok(_) => {}
+            Ok(s) => out.push((field, s)),
             Err(e) => tracing::warn!(field = %field, error = %e, "anomaly: unreadable shared action in redis skipped"),
         }
+    }
+    if out.len() > MAX_READ {
+        // Principals first (a challenge or ban of a stolen credential), then the addresses that
+        // expire last: an attacker with many networks must not push those out.
+        out.sort_by_key(|(_, s)| (matches!(s.target, SharedTarget::Ip { .. }), std::cmp::Reverse(s.expires_ms)));
+        tracing::warn!(skipped = out.len() - MAX_READ, "anomaly: more shared actions than a node holds; some skipped");
+        out.truncate(MAX_READ);
     }
     if !stale.is_empty() {
         conn.with(|c| redis::cmd("HDEL").arg(HASH).arg(&stale).query::<()>(c))?;
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    let marks: HashMap<String, u64> = conn.with(|c| redis::cmd("HGETALL").arg(LIFTED).query(c))?;
-    let (old, lifted): (Vec<_>, Vec<_>) =
-        marks.into_iter().partition(|(_, until)| now > 0 && until.saturating_add(60_000) < now);
+    let marks: HashMap<String, String> = conn.with(|c| redis::cmd("HGETALL").arg(LIFTED).query(c))?;
+    // An unreadable mark still marks its field lifted (until it is removed by hand).
+    let (old, lifted): (Vec<_>, Vec<_>) = marks
+        .into_iter()
+        .map(|(f, until)| (f, until.parse::<u64>().unwrap_or(u64::MAX)))
+        .partition(|(_, until)| now > 0 && until.saturating_add(60_000) < now);
     if !old.is_empty() {
         let old: Vec<String> = old.into_iter().map(|(f, _)| f).collect();
         conn.with(|c| redis::cmd("HDEL").arg(LIFTED).arg(&old).query::<()>(c))?;
@@ -194,6 +245,7 @@ mod tests {
             burst: None,
             rate: None,
             node: "a-010203".into(),
+            id: 9,
         };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Shared>(&text).unwrap(), s);

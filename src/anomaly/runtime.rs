@@ -22,7 +22,7 @@
 //! and `clock: simulated`, the request's `Portcullis-Sim-Time` header (milliseconds since the epoch),
 //! so the traffic simulator can replay days in minutes. Bans are the guard's and always use wall time.
 
-use super::fleet::{self, Op, Shared, SharedTarget};
+use super::fleet::{self, Op, Outbox, Shared, SharedTarget};
 use super::{Alert, Detector, Engine, EntityKind, Record, Settings};
 use crate::events::{Emitter, Event, Kind, Severity};
 use crate::exchange::{Exchange, Principal, PrincipalKind, Reject};
@@ -451,6 +451,7 @@ impl ActiveAction {
             burst: self.throttle.map(|r| r.burst),
             rate: self.rate.clone(),
             node: node.to_owned(),
+            id: self.id,
         }
     }
 }
@@ -460,23 +461,23 @@ impl ActiveAction {
 struct View {
     /// By the principal's engine key (its method and whole id).
     principals: HashMap<u64, Entry>,
-    /// By the address, or an IPv6 prefix's network address ...
-    ips: HashMap<IpAddr, Entry>,
+    /// By the address (length 32 or 128), or an IPv6 prefix's network address and length ...
+    ips: HashMap<(IpAddr, u8), Entry>,
     /// ... with the prefix lengths the IPv6 ones use: an action keeps the prefix it was raised with,
     /// so a reload that changes `ipv6_prefix` does not orphan the throttles in force.
     v6_lens: Vec<u8>,
 }
 
 impl View {
-    /// What is in force for a client address (IPv4, or IPv6 by any prefix an action uses).
-    fn address(&self, ip: IpAddr) -> Option<(IpAddr, &Entry)> {
-        match ip.to_canonical() {
-            ip @ IpAddr::V4(_) => self.ips.get(&ip).map(|e| (ip, e)),
-            ip @ IpAddr::V6(_) => self.v6_lens.iter().find_map(|&len| {
-                let net = prefix_of(ip, len);
-                self.ips.get(&net).map(|e| (net, e))
-            }),
-        }
+    /// What is in force for a client address (IPv4, or IPv6 by every prefix an action uses: the
+    /// fleet's nodes, or one node across a reload, may use more than one).
+    fn address(&self, ip: IpAddr) -> impl Iterator<Item = ((IpAddr, u8), &Entry)> {
+        let ip = ip.to_canonical();
+        let lens: &[u8] = if ip.is_ipv4() { &[32] } else { &self.v6_lens };
+        lens.iter().filter_map(move |&len| {
+            let key = (if ip.is_ipv4() { ip } else { prefix_of(ip, len) }, len);
+            self.ips.get(&key).map(|e| (key, e))
+        })
     }
 }
 
@@ -521,6 +522,8 @@ struct Actions {
     view: ArcSwap<View>,
     /// False while nothing is in force: the stage's whole cost then.
     any: AtomicBool,
+    /// Action ids are this node's tag (20 random bits) and a count (32 bits): unique in the fleet,
+    /// so an id lifts the same action on any node, and under 2^53 (the dashboard's numbers).
     next_id: AtomicU64,
     throttles: gcra::LocalStore,
     clock: gcra::Monotonic,
@@ -529,7 +532,7 @@ struct Actions {
     /// The other nodes' actions (`redis.share_bans: true`), by their field in the fleet's hash.
     remote: Mutex<HashMap<String, ActiveAction>>,
     /// Changes for the fleet's hash, written by the fleet thread.
-    outbox: Mutex<Vec<Op>>,
+    outbox: Mutex<Outbox>,
     /// This node's name in the fleet's hash.
     node: String,
 }
@@ -652,12 +655,12 @@ impl Anomaly {
                 bans_due: Mutex::new(Vec::new()),
                 view: ArcSwap::from_pointee(View::default()),
                 any: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
+                next_id: AtomicU64::new((super::engine::random_seed() % ((1 << 20) - 1) + 1) << 32 | 1),
                 throttles: gcra::LocalStore::new(100_000),
                 clock: gcra::Monotonic::default(),
                 seed,
                 remote: Mutex::new(HashMap::new()),
-                outbox: Mutex::new(Vec::new()),
+                outbox: Mutex::new(Outbox::default()),
                 node: fleet::node_name(),
             },
             bans: ArcSwapOption::empty(),
@@ -715,10 +718,11 @@ impl Anomaly {
         let old = self.inner.fleet.swap(fleet.clone());
         if fleet.is_some() && !old.as_ref().zip(fleet.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
             // Newly shared (or another Redis): what is in force here goes there too.
-            let list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut list = self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             let mut outbox = self.inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-            for a in list.values() {
+            for a in list.values_mut() {
                 if let Some(op) = self.inner.put(a) {
+                    a.shared = true;
                     outbox.push(op);
                 }
             }
@@ -855,17 +859,24 @@ impl Anomaly {
         if view.ips.is_empty() {
             return Ok(());
         }
-        let Some((ip, entry)) = view.address(ex.client_ip) else { return Ok(()) };
-        if let Some(rate) = entry.throttle(self.now_ms(&ex.parts.headers)) {
-            let key = match ip {
-                IpAddr::V4(v4) => hash_key(&v4.octets()),
-                IpAddr::V6(v6) => hash_key(&v6.octets()),
-            };
-            let out = actions.throttles.check(key, actions.clock.now(), rate, None);
-            if !out.allowed {
-                retry_after(ex, out.retry_after);
-                ex.event(crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"));
-                return Err(Reject::TooManyRequests);
+        let mut now = None;
+        for ((ip, len), entry) in view.address(ex.client_ip) {
+            let now = *now.get_or_insert_with(|| self.now_ms(&ex.parts.headers));
+            if let Some(rate) = entry.throttle(now) {
+                let mut bucket = [0u8; 17];
+                match ip {
+                    IpAddr::V4(v4) => bucket[..4].copy_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => bucket[..16].copy_from_slice(&v6.octets()),
+                }
+                bucket[16] = len;
+                let out = actions.throttles.check(hash_key(&bucket), actions.clock.now(), rate, None);
+                if !out.allowed {
+                    retry_after(ex, out.retry_after);
+                    ex.event(
+                        crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
+                    );
+                    return Err(Reject::TooManyRequests);
+                }
             }
         }
         Ok(())
@@ -908,7 +919,7 @@ impl Anomaly {
     pub fn lift(&self, id: u64) -> Option<ActiveAction> {
         let actions = &self.inner.actions;
         let sharing = self.inner.fleet.load().is_some();
-        let (lifted, mut gone, fields) = {
+        let (lifted, mut gone) = {
             let mut list = actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             let mut remote = actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let lifted = list.values().chain(remote.values()).find(|a| a.id == id)?.clone();
@@ -928,15 +939,20 @@ impl Anomaly {
                 }
                 keep
             });
-            (lifted, gone, fields)
+            if sharing {
+                // Queued before the remote list is let go, so that a read of the hash under way cannot
+                // put them back; marked lifted, so that no node takes a field gone from the hash for
+                // data Redis lost.
+                let mut outbox = actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+                for a in gone.iter().filter(|a| a.shared && a.fleet.is_some()) {
+                    outbox.push(Op::Lift(self.inner.field(a), a.expires_ms));
+                }
+                for (f, until) in fields {
+                    outbox.push(Op::Lift(f, until));
+                }
+            }
+            (lifted, gone)
         };
-        if sharing {
-            let mut outbox = actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-            // Marked lifted, so that no node takes a field gone from the hash for data Redis lost.
-            outbox
-                .extend(gone.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Lift(self.inner.field(a), a.expires_ms)));
-            outbox.extend(fields.into_iter().map(|(f, until)| Op::Lift(f, until)));
-        }
         if let Some(ban) = gone.iter().position(|a| a.kind == "ban" && a.in_bans) {
             let ban = gone.swap_remove(ban);
             // Not yet given to the guard (the batch it came in is still being handled): it never will be.
@@ -1251,9 +1267,9 @@ impl Inner {
                 id: p.id.clone(),
             }),
             (false, None) => Some(SharedTarget::Ip { address: target.clone() }),
-        }
-        .filter(|_| self.fleet.load().is_some());
-        let shared = in_bans || fleet.is_some();
+        };
+        // (Kept whether or not actions are shared now: a reload that shares them writes it then.)
+        let shared = in_bans || (fleet.is_some() && self.fleet.load().is_some());
         let kind = action.as_str();
         let key = key.map(|t| t.key);
         let throttle = (action == Action::Throttle).then_some(dp.throttle);
@@ -1275,9 +1291,14 @@ impl Inner {
             // it began keeps the time it began: that evidence is the thief's old requests, and moving
             // the start would lock out the owner's token issued after the first alert. Once the window
             // has moved past it, a new alert is about tokens issued since, and the start moves.
-            let since = match &old {
-                Some(o) if kind == "challenge" && a.at_ms < o.since_ms + u64::from(a.window_s) * 1000 => o.since_ms,
-                _ => since,
+            // The same holds for the fleet's other nodes' challenges of this principal.
+            let within = |o: &ActiveAction| a.at_ms < o.since_ms.saturating_add(u64::from(a.window_s) * 1000);
+            let since = if kind == "challenge" {
+                let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+                let others = remote.values().filter(|o| o.kind == "challenge" && o.key.is_some() && o.key == key);
+                old.iter().chain(others).filter(|o| within(o)).map(|o| o.since_ms).min().unwrap_or(since)
+            } else {
+                since
             };
             let action = ActiveAction {
                 id,
@@ -1357,7 +1378,9 @@ impl Inner {
         }
         if self.fleet.load().is_some() {
             let mut outbox = self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-            outbox.extend(expired.iter().filter(|a| a.fleet.is_some()).map(|a| Op::Del(self.field(a))));
+            for a in expired.iter().filter(|a| a.shared && a.fleet.is_some()) {
+                outbox.push(Op::Del(self.field(a)));
+            }
         }
         self.rebuild_view();
         for a in expired {
@@ -1388,20 +1411,18 @@ impl Inner {
     fn set_remote(&self, read: Vec<(String, Shared)>, lifted: &std::collections::HashSet<String>) {
         let own = format!("{}:", self.actions.node);
         let now = self.clock_now();
-        // Lifted here since this read began: not yet marked in the hash.
-        let lifting: std::collections::HashSet<String> = self
-            .actions
-            .outbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter_map(|op| match op {
-                Op::Lift(f, _) => Some(f.clone()),
-                _ => None,
-            })
-            .collect();
         let changed = {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            // Lifted here since this read began: not yet marked in the hash. (Taken under the remote
+            // list's lock, which `lift` holds while it queues them.)
+            let lifting: std::collections::HashSet<String> = self
+                .actions
+                .outbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .lifting()
+                .map(str::to_owned)
+                .collect();
             let mut next = HashMap::with_capacity(read.len());
             for (field, a) in remote.iter() {
                 if !lifted.contains(field) && a.expires_ms > now {
@@ -1419,7 +1440,9 @@ impl Inner {
                     next.remove(&field);
                     continue;
                 };
-                a.id = id.unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                // The raising node's id (one id for the action on every node); from an older node, one of ours.
+                a.id =
+                    Some(s.id).filter(|&i| i != 0).or(id).unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
                 next.insert(field, a);
             }
             let changed = next.len() != remote.len()
@@ -1493,15 +1516,18 @@ impl Inner {
         let mut view = View::default();
         for a in list.values().chain(remote.values()) {
             // One action of a kind per target on each node; the fleet's nodes may each hold one. Then
-            // the stricter rate and the later expiry hold; a challenge keeps the earliest start (a
-            // later one raised from the same evidence would lock out the owner's fresh credential).
+            // the stricter rate (the longer interval, then the smaller burst) and the later expiry
+            // hold, as on one node; a challenge takes the latest start: each node's start already
+            // kept the one before it while the alert's window held that evidence (see `act`).
             let merge = |old: Option<&Entry>| {
                 let mut e = old.copied().unwrap_or_default();
                 match a.kind {
                     "throttle" => {
                         if let Some(rate) = a.throttle {
                             e.throttle = Some(match e.throttle {
-                                Some((r, until)) if r.interval > rate.interval => (r, until.max(a.expires_ms)),
+                                Some((r, until)) if (r.interval, rate.burst) >= (rate.interval, r.burst) => {
+                                    (r, until.max(a.expires_ms))
+                                }
                                 Some((_, until)) => (rate, until.max(a.expires_ms)),
                                 None => (rate, a.expires_ms),
                             });
@@ -1509,7 +1535,7 @@ impl Inner {
                     }
                     "challenge" => {
                         e.challenge = Some(match e.challenge {
-                            Some((since, until)) => (since.min(a.since_ms), until.max(a.expires_ms)),
+                            Some((since, until)) => (since.max(a.since_ms), until.max(a.expires_ms)),
                             None => (a.since_ms, a.expires_ms),
                         });
                     }
@@ -1529,16 +1555,15 @@ impl Inner {
                 _ => {
                     // Bans are enforced by the guard; only throttles are looked up by address here.
                     if a.kind == "throttle" {
-                        let (addr, len) = a.target.split_once('/').unwrap_or((a.target.as_str(), "128"));
+                        let (addr, len) = a.target.split_once('/').unwrap_or((a.target.as_str(), ""));
                         if let Ok(ip) = addr.parse::<IpAddr>() {
-                            if ip.is_ipv6() {
-                                let len = len.parse().unwrap_or(128);
-                                if !view.v6_lens.contains(&len) {
-                                    view.v6_lens.push(len);
-                                }
+                            let ip = ip.to_canonical();
+                            let len = if ip.is_ipv4() { 32 } else { len.parse().unwrap_or(128).min(128) };
+                            if ip.is_ipv6() && !view.v6_lens.contains(&len) {
+                                view.v6_lens.push(len);
                             }
-                            let e = merge(view.ips.get(&ip));
-                            view.ips.insert(ip, e);
+                            let e = merge(view.ips.get(&(ip, len)));
+                            view.ips.insert((ip, len), e);
                         }
                     }
                 }
@@ -1559,6 +1584,7 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
     let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut failing = false;
     let mut polls = 0u32;
+    let mut held = 0usize;
     loop {
         std::thread::sleep(FLEET_POLL);
         polls = polls.wrapping_add(1);
@@ -1581,7 +1607,11 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
             (seen, failing) = (None, false);
         }
         let Some((_, c)) = conn.as_mut() else { continue };
-        let ops = std::mem::take(&mut *inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner));
+        let ops = inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).take();
+        // Simulated time is whatever clients sent: never prune the fleet's hash by it.
+        let now = if inner.policy.load().simulated { 0 } else { inner.clock_now() };
+        // A hash this large (an attacker with many networks) is read every five seconds, not every poll.
+        let due = held < fleet::LARGE || polls.is_multiple_of(10);
         let result = match fleet::write(c, &ops) {
             Ok(()) => {
                 for op in &ops {
@@ -1590,24 +1620,22 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                         Op::Del(f) | Op::Lift(f, _) => written.remove(f),
                     };
                 }
-                fleet::read(c, seen, inner.clock_now())
+                if due {
+                    fleet::read(c, seen, now)
+                } else {
+                    Ok(None)
+                }
             }
             Err(e) => {
-                // Kept for the next poll, before what came since (bounded: the oldest go first).
-                let mut outbox = inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-                let later = std::mem::replace(&mut *outbox, ops);
-                outbox.extend(later);
-                if outbox.len() > fleet::MAX_OUTBOX {
-                    let over = outbox.len() - fleet::MAX_OUTBOX;
-                    outbox.drain(..over);
-                    tracing::warn!(dropped = over, "anomaly: shared-action writes dropped while redis is down");
-                }
+                // Kept for the next poll, under what came since (the latest write per field).
+                inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).restore(ops);
                 Err(e)
             }
         };
         match result {
             Ok(Some(read)) => {
                 seen = Some(read.version);
+                held = read.actions.len();
                 failing = false;
                 // This node's actions missing from the hash: lifted by another node (marked so), or lost
                 // with Redis's data (written again).
@@ -1828,12 +1856,13 @@ mod tests {
         // Any address of a throttled /64 finds it, also after a reload moves `ipv6_prefix` to /48
         // (the action keeps the prefix it was raised with); the next /64 does not.
         let other = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, 0xa, 0xb, 0xc, n));
-        assert!(inner.actions.view.load().address(other(9)).is_none(), "lifted above");
+        assert!(inner.actions.view.load().address(other(9)).next().is_none(), "lifted above");
         assert!(inner
             .actions
             .view
             .load()
             .address(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 8, 1, 2, 3, 4)))
+            .next()
             .is_some());
         let c48: AnomalyConfig = serde_yaml_ng::from_str(&format!("{yaml}ipv6_prefix: 48\n")).unwrap();
         a.set_policy(Policy::compile(&c48, None).unwrap());
@@ -1841,10 +1870,11 @@ mod tests {
         let view = inner.actions.view.load();
         assert_eq!(
             view.address(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 8, 1, 2, 3, 4)))
-                .map(|(net, _)| net.to_string()),
-            Some("2001:db8:7:8::".to_owned())
+                .map(|((net, len), _)| format!("{net}/{len}"))
+                .collect::<Vec<_>>(),
+            ["2001:db8:7:8::/64"]
         );
-        assert!(view.address("2001:db8:7:1388::1".parse().unwrap()).is_none());
+        assert!(view.address("2001:db8:7:1388::1".parse().unwrap()).next().is_none());
         // Expiry: everything has run out ten minutes and a second on.
         inner.expire(now + 11 * 60_000);
         assert!(a.actions().is_empty());
@@ -1956,7 +1986,7 @@ mod tests {
         let began = listed.iter().find(|x| x.kind == "challenge").unwrap().since_ms;
         assert!(listed.iter().all(|x| x.shared && x.origin == HERE), "{listed:?}");
         // What node A writes, node B reads.
-        let ops = std::mem::take(&mut *a.inner.actions.outbox.lock().unwrap());
+        let ops = a.inner.actions.outbox.lock().unwrap().take();
         let read: Vec<(String, Shared)> = ops
             .iter()
             .map(|op| match op {
@@ -1971,19 +2001,23 @@ mod tests {
         assert_eq!(a.actions().len(), 3);
         let on_b = b.actions();
         assert_eq!(on_b.len(), 3, "{on_b:?}");
+        // One id for each action on every node: an id lifts the same action wherever it is sent.
+        let ids = |l: &[ActiveAction]| l.iter().map(|x| x.id).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(ids(&on_b), ids(&listed));
         assert!(on_b.iter().all(|x| x.shared && x.origin == a.inner.actions.node), "{on_b:?}");
         let view = b.inner.actions.view.load();
         let key_b = Engine::principal_key(b.inner.actions.seed, &alice);
         assert_ne!(key_a, key_b);
         let e = view.principals.get(&key_b).expect("alice, keyed with B's seed");
         assert!(e.banned(t0) && e.challenge_since(t0) == Some(began));
-        let (_, e) = view.address("2001:db8:7:7:aaaa::9".parse().unwrap()).expect("the /64, as written");
+        let (_, e) = view.address("2001:db8:7:7:aaaa::9".parse().unwrap()).next().expect("the /64, as written");
         assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
         // Another issuer's alice is someone else.
         let other = Principal { claims: None, ..(*alice).clone() };
         assert!(!view.principals.contains_key(&Engine::principal_key(b.inner.actions.seed, &other)));
         drop(view);
-        // B's own challenge of alice, later: the earliest start holds (the owner's fresh token).
+        // B's own challenge of alice, within the alert's window of A's: it keeps A's start (the
+        // owner's token issued since stays good on every node).
         b.inner.raise(sharing(key_b, t0 + 60_000));
         b.inner.rebuild_view();
         assert_eq!(b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0), Some(began));
@@ -1992,7 +2026,7 @@ mod tests {
         b.inner.actions.outbox.lock().unwrap().clear();
         b.lift(challenge.id).unwrap();
         assert!(b.actions().iter().all(|x| x.kind != "challenge"), "{:?}", b.actions());
-        let dels: Vec<Op> = std::mem::take(&mut *b.inner.actions.outbox.lock().unwrap());
+        let dels: Vec<Op> = b.inner.actions.outbox.lock().unwrap().take();
         let a_field = read.iter().find(|(_, s)| s.kind == "challenge").unwrap().0.clone();
         assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if *f == a_field)), "{dels:?}");
         assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if f.starts_with(&b.inner.actions.node))), "{dels:?}");
@@ -2012,6 +2046,48 @@ mod tests {
         }
         b.inner.set_remote(bad, &Default::default());
         assert!(b.actions().iter().all(|x| x.origin == HERE), "{:?}", b.actions());
+        // Gone from the hash unmarked (Redis lost its data): kept. Marked lifted: dropped.
+        b.inner.set_remote(read.clone(), &Default::default());
+        assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 3);
+        b.inner.set_remote(vec![], &Default::default());
+        assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 3, "lost data taken for a lift");
+        let marks = read.iter().map(|(f, _)| f.clone()).collect();
+        b.inner.set_remote(vec![], &marks);
+        assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 0);
+        // Past the window of A's challenge, B's new one starts at its own alert: a token stolen again
+        // after the first challenge is refused on every node.
+        b.inner.set_remote(read.clone(), &Default::default());
+        b.inner.raise(sharing(key_b, t0 + 11 * 60_000));
+        b.inner.rebuild_view();
+        let since = b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0).unwrap();
+        assert!(since >= t0 + 11 * 60_000 && since > began, "{since}");
+        // Throttles of two prefix lengths (nodes with different `ipv6_prefix`) never stand for each other.
+        let throttle = |address: &str, node: &str| {
+            (
+                format!("{node}:1"),
+                Shared {
+                    kind: "throttle".into(),
+                    target: SharedTarget::Ip { address: address.into() },
+                    label: address.into(),
+                    detector: "enumeration".into(),
+                    alert: 1,
+                    since_ms: t0,
+                    expires_ms: t0 + 3_600_000,
+                    interval_ns: Some(1_000_000_000),
+                    burst: Some(1),
+                    rate: Some("1/s".into()),
+                    node: node.into(),
+                    id: 0,
+                },
+            )
+        };
+        b.inner.set_remote(vec![throttle("2001:db8::/64", "c"), throttle("2001:db9::/48", "d")], &Default::default());
+        let view = b.inner.actions.view.load();
+        let found =
+            |ip: &str| view.address(ip.parse().unwrap()).map(|((n, l), _)| format!("{n}/{l}")).collect::<Vec<_>>();
+        assert_eq!(found("2001:db8::77"), ["2001:db8::/64"]);
+        assert!(found("2001:db8:0:5::1").is_empty(), "a /64's network taken for a /48");
+        assert_eq!(found("2001:db9:0:1::1"), ["2001:db9::/48"]);
     }
 
     #[test]
