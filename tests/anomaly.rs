@@ -690,8 +690,9 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 200, "still challenged on B");
     wait_for("the lift on node B never reached node A", || a.actions().iter().all(|x| x["kind"] != "challenge"));
     wait_for("node A to let the token through", || get(&mut on_a, "/j/profile", "192.0.2.10", &stolen).0 == 200);
-    // The throttle was not lifted with it.
-    assert_eq!(get(&mut on_a, "/p/catalogue", attacker, "").0, 429);
+    // The throttle was not lifted with it (listed, not probed: its one request a minute may be due).
+    assert!(a.actions().iter().any(|x| x["kind"] == "throttle" && x["target"] == attacker), "{:?}", a.actions());
+    assert!(b.actions().iter().any(|x| x["kind"] == "throttle" && x["target"] == attacker), "{:?}", b.actions());
 }
 
 /// Redis down while node A challenges a token: A enforces it at once and writes it once Redis is

@@ -77,6 +77,8 @@ pub(crate) struct Read {
     pub(crate) actions: Vec<(String, Shared)>,
     /// The fields lifted by a node other than the one that raised them.
     pub(crate) lifted: std::collections::HashSet<String>,
+    /// Every field in the hash, including those past [`MAX_READ`] (present, only not held here).
+    pub(crate) present: std::collections::HashSet<String>,
 }
 
 /// Who a shared action is for.
@@ -191,11 +193,18 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
     let all: HashMap<String, String> = conn.with(|c| redis::cmd("HGETALL").arg(HASH).query(c))?;
     let mut out = Vec::with_capacity(all.len().min(MAX_READ));
     let mut stale = Vec::new();
+    let mut present = std::collections::HashSet::with_capacity(all.len());
     for (field, value) in all {
         match serde_json::from_str::<Shared>(&value) {
             Ok(s) if now > 0 && s.expires_ms.saturating_add(60_000) < now => stale.push(field),
-            Ok(s) => out.push((field, s)),
-            Err(e) => tracing::warn!(field = %field, error = %e, "anomaly: unreadable shared action in redis skipped"),
+            Ok(s) => {
+                present.insert(field.clone());
+                out.push((field, s));
+            }
+            Err(e) => {
+                present.insert(field.clone());
+                tracing::warn!(field = %field, error = %e, "anomaly: unreadable shared action in redis skipped");
+            }
         }
     }
     if out.len() > MAX_READ {
@@ -219,7 +228,7 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
         let old: Vec<String> = old.into_iter().map(|(f, _)| f).collect();
         conn.with(|c| redis::cmd("HDEL").arg(LIFTED).arg(&old).query::<()>(c))?;
     }
-    Ok(Some(Read { version, actions: out, lifted: lifted.into_iter().map(|(f, _)| f).collect() }))
+    Ok(Some(Read { version, actions: out, lifted: lifted.into_iter().map(|(f, _)| f).collect(), present }))
 }
 
 #[cfg(test)]

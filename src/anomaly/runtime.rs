@@ -863,12 +863,15 @@ impl Anomaly {
         for ((ip, len), entry) in view.address(ex.client_ip) {
             let now = *now.get_or_insert_with(|| self.now_ms(&ex.parts.headers));
             if let Some(rate) = entry.throttle(now) {
-                let mut bucket = [0u8; 17];
+                // The address, its prefix length and its family: an IPv4 address and an IPv6 /32
+                // never share a bucket.
+                let mut bucket = [0u8; 18];
                 match ip {
                     IpAddr::V4(v4) => bucket[..4].copy_from_slice(&v4.octets()),
                     IpAddr::V6(v6) => bucket[..16].copy_from_slice(&v6.octets()),
                 }
                 bucket[16] = len;
+                bucket[17] = if ip.is_ipv4() { 4 } else { 6 };
                 let out = actions.throttles.check(hash_key(&bucket), actions.clock.now(), rate, None);
                 if !out.allowed {
                     retry_after(ex, out.retry_after);
@@ -1408,7 +1411,13 @@ impl Inner {
     /// own and skipped). An action keeps its id while its field stays. One gone from the hash but
     /// neither marked lifted nor expired is kept: Redis lost its data (a restart without
     /// persistence), and the node that raised it writes it again.
-    fn set_remote(&self, read: Vec<(String, Shared)>, lifted: &std::collections::HashSet<String>) {
+    /// `present`: every field in the hash (by default, those read).
+    fn set_remote(
+        &self,
+        read: Vec<(String, Shared)>,
+        lifted: &std::collections::HashSet<String>,
+        present: Option<&std::collections::HashSet<String>>,
+    ) {
         let own = format!("{}:", self.actions.node);
         let now = self.clock_now();
         let changed = {
@@ -1424,8 +1433,10 @@ impl Inner {
                 .map(str::to_owned)
                 .collect();
             let mut next = HashMap::with_capacity(read.len());
+            let read_fields: std::collections::HashSet<&str> = read.iter().map(|(f, _)| f.as_str()).collect();
             for (field, a) in remote.iter() {
-                if !lifted.contains(field) && a.expires_ms > now {
+                let absent = present.map_or(!read_fields.contains(field.as_str()), |p| !p.contains(field));
+                if absent && !lifted.contains(field) && a.expires_ms > now && next.len() < fleet::MAX_READ {
                     next.insert(field.clone(), a.clone());
                 }
             }
@@ -1440,9 +1451,17 @@ impl Inner {
                     next.remove(&field);
                     continue;
                 };
-                // The raising node's id (one id for the action on every node); from an older node, one of ours.
-                a.id =
-                    Some(s.id).filter(|&i| i != 0).or(id).unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                // The raising node's id (one id for the action on every node). One of ours instead when
+                // it has none (an older node), or it has our tag or another field's id (two nodes drew
+                // one tag).
+                let tag = self.actions.next_id.load(Relaxed) >> 32;
+                let taken = |i: u64| {
+                    i >> 32 == tag || next.iter().any(|(f, o): (&String, &ActiveAction)| *f != field && o.id == i)
+                };
+                a.id = Some(s.id)
+                    .filter(|&i| i != 0 && !taken(i))
+                    .or(id.filter(|&i| !taken(i)))
+                    .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
                 next.insert(field, a);
             }
             let changed = next.len() != remote.len()
@@ -1559,6 +1578,9 @@ impl Inner {
                         if let Ok(ip) = addr.parse::<IpAddr>() {
                             let ip = ip.to_canonical();
                             let len = if ip.is_ipv4() { 32 } else { len.parse().unwrap_or(128).min(128) };
+                            // Its network address, as `View::address` looks it up (another node
+                            // may have written host bits).
+                            let ip = if ip.is_ipv6() { prefix_of(ip, len) } else { ip };
                             if ip.is_ipv6() && !view.v6_lens.contains(&len) {
                                 view.v6_lens.push(len);
                             }
@@ -1639,17 +1661,17 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                 failing = false;
                 // This node's actions missing from the hash: lifted by another node (marked so), or lost
                 // with Redis's data (written again).
-                let fields: std::collections::HashSet<&str> = read.actions.iter().map(|(f, _)| f.as_str()).collect();
-                let missing: Vec<String> = written.iter().filter(|f| !fields.contains(f.as_str())).cloned().collect();
+                let missing: Vec<String> =
+                    written.iter().filter(|f| !read.present.contains(f.as_str())).cloned().collect();
                 for f in missing {
                     written.remove(&f);
                     if read.lifted.contains(&f) {
                         inner.lifted_elsewhere(&f);
-                    } else if let Some(op) = inner.rewrite(&f) {
-                        inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).push(op);
+                    } else {
+                        inner.rewrite(&f);
                     }
                 }
-                inner.set_remote(read.actions, &read.lifted);
+                inner.set_remote(read.actions, &read.lifted, Some(&read.present));
             }
             Ok(None) => failing = false,
             Err(e) => {
@@ -1664,13 +1686,18 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
 }
 
 impl Inner {
-    /// The write of this node's action at `field` again (Redis lost it), while it is in force.
-    fn rewrite(&self, field: &str) -> Option<Op> {
-        let id = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())?;
+    /// Writes this node's action at `field` again (Redis lost it), while it is in force.
+    /// Queued under the list's lock, so that a lift in between cannot be overwritten by it.
+    fn rewrite(&self, field: &str) {
+        let Some(id) = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())
+        else {
+            return;
+        };
         let now = self.clock_now();
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-        let a = list.values().find(|a| a.id == id && a.expires_ms > now)?;
-        self.put(a)
+        if let Some(op) = list.values().find(|a| a.id == id && a.expires_ms > now).and_then(|a| self.put(a)) {
+            self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).push(op);
+        }
     }
 
     /// One of this node's actions another node lifted: lifted here too.
@@ -1995,9 +2022,9 @@ mod tests {
             })
             .collect();
         assert_eq!(read.len(), 3);
-        b.inner.set_remote(read.clone(), &Default::default());
+        b.inner.set_remote(read.clone(), &Default::default(), None);
         // Its own writes read back are not another node's.
-        a.inner.set_remote(read.clone(), &Default::default());
+        a.inner.set_remote(read.clone(), &Default::default(), None);
         assert_eq!(a.actions().len(), 3);
         let on_b = b.actions();
         assert_eq!(on_b.len(), 3, "{on_b:?}");
@@ -2044,19 +2071,19 @@ mod tests {
                 SharedTarget::Ip { .. } => s.interval_ns = None,
             }
         }
-        b.inner.set_remote(bad, &Default::default());
+        b.inner.set_remote(bad, &Default::default(), None);
         assert!(b.actions().iter().all(|x| x.origin == HERE), "{:?}", b.actions());
         // Gone from the hash unmarked (Redis lost its data): kept. Marked lifted: dropped.
-        b.inner.set_remote(read.clone(), &Default::default());
+        b.inner.set_remote(read.clone(), &Default::default(), None);
         assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 3);
-        b.inner.set_remote(vec![], &Default::default());
+        b.inner.set_remote(vec![], &Default::default(), None);
         assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 3, "lost data taken for a lift");
         let marks = read.iter().map(|(f, _)| f.clone()).collect();
-        b.inner.set_remote(vec![], &marks);
+        b.inner.set_remote(vec![], &marks, None);
         assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 0);
         // Past the window of A's challenge, B's new one starts at its own alert: a token stolen again
         // after the first challenge is refused on every node.
-        b.inner.set_remote(read.clone(), &Default::default());
+        b.inner.set_remote(read.clone(), &Default::default(), None);
         b.inner.raise(sharing(key_b, t0 + 11 * 60_000));
         b.inner.rebuild_view();
         let since = b.inner.actions.view.load().principals.get(&key_b).unwrap().challenge_since(t0).unwrap();
@@ -2081,13 +2108,29 @@ mod tests {
                 },
             )
         };
-        b.inner.set_remote(vec![throttle("2001:db8::/64", "c"), throttle("2001:db9::/48", "d")], &Default::default());
+        b.inner.set_remote(
+            vec![throttle("2001:db8::/64", "c"), throttle("2001:db9::/48", "d")],
+            &Default::default(),
+            None,
+        );
         let view = b.inner.actions.view.load();
         let found =
             |ip: &str| view.address(ip.parse().unwrap()).map(|((n, l), _)| format!("{n}/{l}")).collect::<Vec<_>>();
         assert_eq!(found("2001:db8::77"), ["2001:db8::/64"]);
         assert!(found("2001:db8:0:5::1").is_empty(), "a /64's network taken for a /48");
         assert_eq!(found("2001:db9:0:1::1"), ["2001:db9::/48"]);
+        drop(view);
+        // Host bits another node wrote are its network's; an id with this node's tag (two nodes drew
+        // one) gets one of this node's instead, so an id never names two actions here.
+        let tag = b.inner.actions.next_id.load(Relaxed) >> 32;
+        let (field, mut clash) = throttle("2001:dba::9/64", "e");
+        clash.id = tag << 32 | 1;
+        b.inner.set_remote(vec![(field, clash)], &Default::default(), None);
+        assert_eq!(b.inner.actions.view.load().address("2001:dba::1".parse().unwrap()).count(), 1);
+        let held = b.actions().into_iter().find(|x| x.target == "2001:dba::9/64").unwrap();
+        assert_ne!(held.id, tag << 32 | 1);
+        let ids: Vec<u64> = b.actions().iter().map(|x| x.id).collect();
+        assert_eq!(ids.len(), ids.iter().collect::<std::collections::BTreeSet<_>>().len(), "{ids:?}");
     }
 
     #[test]
