@@ -1834,6 +1834,24 @@ mod tests {
         }
     }
 
+    /// A token-sharing alert on the JWT principal `alice` with engine key `key`.
+    fn alice_sharing(key: u64, principal: Option<Arc<Principal>>, at_ms: u64) -> Alert {
+        Alert {
+            detector: Detector::TokenSharing,
+            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
+            ip: None,
+            principal: Some("alice".into()),
+            target: Some(super::super::PrincipalTarget { key, method: "jwt", whole: true, principal }),
+            feature: "distinct_addresses",
+            baseline: 5.0,
+            observed: 9.0,
+            score: 0.6,
+            window_s: 600,
+            at_ms,
+            explanation: "test".into(),
+        }
+    }
+
     /// Polls (to a deadline) until `f` holds: the detector thread rebuilds the view after a batch.
     fn eventually(what: &str, f: impl Fn() -> bool) {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
@@ -1917,20 +1935,7 @@ mod tests {
         let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge, ban], duration: 1h }\n";
         let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
-        let sharing = |at_ms: u64| Alert {
-            detector: Detector::TokenSharing,
-            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
-            ip: None,
-            principal: Some("alice".into()),
-            target: Some(super::super::PrincipalTarget { key: 42, method: "jwt", whole: true, principal: None }),
-            feature: "distinct_addresses",
-            baseline: 5.0,
-            observed: 9.0,
-            score: 0.6,
-            window_s: 600,
-            at_ms,
-            explanation: "test".into(),
-        };
+        let sharing = |at_ms: u64| alice_sharing(42, None, at_ms);
         let t0 = wall_ms();
         a.inner.raise(sharing(t0));
         let since = |a: &Anomaly| a.actions().into_iter().find(|x| x.kind == "challenge").unwrap().since_ms;
@@ -1986,25 +1991,7 @@ mod tests {
         });
         let key_a = Engine::principal_key(a.inner.actions.seed, &alice);
         let t0 = wall_ms();
-        let sharing = |key: u64, at_ms: u64| Alert {
-            detector: Detector::TokenSharing,
-            entity: super::super::Entity { kind: EntityKind::Principal, label: "alice".into() },
-            ip: None,
-            principal: Some("alice".into()),
-            target: Some(super::super::PrincipalTarget {
-                key,
-                method: "jwt",
-                whole: true,
-                principal: Some(alice.clone()),
-            }),
-            feature: "distinct_addresses",
-            baseline: 5.0,
-            observed: 9.0,
-            score: 0.6,
-            window_s: 600,
-            at_ms,
-            explanation: "test".into(),
-        };
+        let sharing = |key: u64, at_ms: u64| alice_sharing(key, Some(alice.clone()), at_ms);
         a.inner.raise(sharing(key_a, t0));
         let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
         a.inner.raise(alert(Detector::Enumeration, ip, t0));
