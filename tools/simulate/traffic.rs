@@ -301,7 +301,74 @@ impl Population {
         pop.inject_attacks(&mut rng, &offices);
         // The world knows the fresh accounts too.
         pop.world = World::new(seed, pop.accounts.iter().map(|a| a.role).collect());
+        pop.place_night_sessions();
         pop
+    }
+
+    /// Puts each unusual-hours attack where its label is true of the account's own traffic: after a
+    /// day of the account's own history (from its first request, not from the start of the run), at a
+    /// local 01:00-04:00 hour that neither it nor the hours beside it has held a request of the
+    /// account on any day before. The victim's legitimate stream is replayed here to know (its actor
+    /// has its own seed, so this is the stream the run will send). A victim with no such hour before
+    /// the run's end gives way to another person who has one (the first, from a seeded place, not yet
+    /// in an attack); with none anywhere, the attack keeps the place `inject_attacks` gave it.
+    fn place_night_sessions(&mut self) {
+        for i in 0..self.attacks.len() {
+            let Plan::Hours { user, mean_ms, .. } = self.plans[i] else { continue };
+            let dur = self.attacks[i].end_ms - self.attacks[i].start_ms;
+            let mut rng =
+                fastrand::Rng::with_seed(model::mix(self.scenario.seed, 3_000_000 + u64::from(self.attacks[i].id)));
+            let found = self.night_hour(user, dur).map(|t| (user, t)).or_else(|| {
+                let n = self.clients.len();
+                let from = rng.usize(..n);
+                (0..n).map(|k| &self.clients[(from + k) % n]).find_map(|c| {
+                    let free = matches!(c.life, Life::Human { .. }) && !self.involved.contains(&c.user);
+                    free.then(|| self.night_hour(c.user, dur)).flatten().map(|t| (c.user, t))
+                })
+            });
+            let Some((victim, t)) = found else { continue };
+            let start = t + rng.u64(..HOUR_MS / 2);
+            if victim != user {
+                self.involved.insert(victim);
+                let dev = self.clients[victim as usize - 1].devices[0].clone();
+                self.plans[i] = Plan::Hours { user: victim, dev, mean_ms };
+                let (ips, principals, key_ids) = self.entities(&self.plans[i]);
+                let a = &mut self.attacks[i];
+                (a.ips, a.principals, a.key_ids) = (ips, principals, key_ids);
+            }
+            self.attacks[i].start_ms = start;
+            self.attacks[i].end_ms = start + dur;
+        }
+    }
+
+    /// The first hour (its start) at which a night session of `dur` on `user`'s account is unusual
+    /// by the account's own traffic (see [`Population::place_night_sessions`]).
+    fn night_hour(&self, user: u32, dur: u64) -> Option<u64> {
+        let end = self.scenario.end_ms();
+        let hours = u64::from(self.scenario.hours);
+        let warm = EPOCH_MS + (hours * HOUR_MS / 4).max(6 * HOUR_MS).min(hours * HOUR_MS / 2);
+        let c = &self.clients[user as usize - 1];
+        let mut actor = Actor::normal(self, c);
+        let mut times = Vec::new();
+        while let Some(t) = actor.pending.take().map(|r| r.at_ms).filter(|&t| t < end) {
+            times.push(t);
+            actor.advance(self);
+        }
+        let from = (times.first()? + 24 * HOUR_MS).max(warm);
+        let mut t = from - from % HOUR_MS + HOUR_MS;
+        while t + dur + 15 * MIN_MS <= end {
+            let h = local_hour(t, c.tz).floor();
+            // The account's requests before this hour: none in it or beside it (local time).
+            let used = times.iter().take_while(|&&x| x < t).any(|&x| {
+                let d = (local_hour(x, c.tz).floor() - h).rem_euclid(24.0);
+                d < 2.0 || d > 22.0
+            });
+            if (1.0..4.0).contains(&h) && !c.usual_hour(t) && !used {
+                return Some(t);
+            }
+            t += HOUR_MS;
+        }
+        None
     }
 
     /// The population as JSON: who each client is and how it lives (for reading false alarms).
@@ -975,6 +1042,43 @@ mod tests {
             let c = &p.clients[user as usize - 1];
             assert!(!c.usual_hour(a.start_ms), "starts at a usual hour");
         }
+    }
+
+    /// An unusual-hours attack comes after a day of the victim's own history, at an hour that neither
+    /// it nor the hours beside it has held a legitimate request of the victim before (read from the
+    /// run's own stream).
+    #[test]
+    fn unusual_hours_attacks_come_at_hours_the_victim_has_not_used() {
+        for seed in [11, 13, 2027] {
+            night_sessions_hold(&Population::new(Scenario::new(seed, 300, 72, 5)));
+        }
+    }
+
+    fn night_sessions_hold(p: &Population) {
+        let mut seen: std::collections::HashMap<u32, Vec<u64>> = Default::default();
+        for r in p.stream().filter(|r| r.attack.is_none()) {
+            if let Cred::Valid(user) = r.cred {
+                seen.entry(user).or_default().push(r.at_ms);
+            }
+        }
+        let mut checked = 0;
+        for a in p.attacks.iter().filter(|a| a.class == Class::UnusualHours) {
+            let user: u32 = a.principals[0].trim_start_matches("user-").parse().unwrap();
+            let c = &p.clients[user as usize - 1];
+            let before: Vec<u64> = seen.get(&user).into_iter().flatten().copied().filter(|&t| t < a.start_ms).collect();
+            assert!(
+                before.first().is_some_and(|&f| a.start_ms >= f + 24 * HOUR_MS),
+                "attack {} before a day of history",
+                a.id
+            );
+            let h = local_hour(a.start_ms, c.tz).floor();
+            for t in before {
+                let d = (local_hour(t, c.tz).floor() - h).rem_euclid(24.0);
+                assert!((2.0..=22.0).contains(&d), "attack {}: the victim used that hour before", a.id);
+            }
+            checked += 1;
+        }
+        assert!(checked >= 15, "{checked}");
     }
 
     /// No giveaway field: attackers draw their agents and address kinds from the very distribution
