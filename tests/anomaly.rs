@@ -371,6 +371,7 @@ fn a_challenge_lands_on_the_exact_principal_and_replaying_the_old_token_does_not
         std::thread::sleep(Duration::from_millis(100));
     }
     let hits = s.up.hits();
+    let replay_from = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let resp = share_until_refused(&mut conn, &stolen, 4);
     assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
     for net in 0..80u32 {
@@ -380,9 +381,13 @@ fn a_challenge_lands_on_the_exact_principal_and_replaying_the_old_token_does_not
     assert_eq!(s.up.hits(), hits, "a refused replay reached the upstream");
     let (st, _) = stuff(&mut conn, "203.0.113.99", 600, true);
     assert_eq!(st, 403);
-    // The replays were not the principal's use: no alert since, and the fresh token still passes.
+    // The replays were not the principal's use: no alert on a request since they began (the owner's
+    // request just before may still have raised one: the window holds the thief's networks), and the
+    // fresh token still passes.
     let after = s.alerts("token_sharing");
-    assert_eq!(after.len(), alerted.len(), "refused replays raised an alert: {after:?}");
+    assert!(after.len() >= alerted.len());
+    let raised: Vec<&Value> = after.iter().filter(|a| a["at_ms"].as_u64().unwrap() >= replay_from).collect();
+    assert!(raised.is_empty(), "refused replays raised an alert: {raised:?}");
     let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &fresh);
     assert_eq!(st, 200);
 }

@@ -313,20 +313,33 @@ impl Population {
     /// the run's end gives way to another person who has one (the first, from a seeded place, not yet
     /// in an attack); with none anywhere, the attack keeps the place `inject_attacks` gave it.
     fn place_night_sessions(&mut self) {
+        // A day of history and a session: nothing to place in a shorter run.
+        if u64::from(self.scenario.hours) < 26 {
+            return;
+        }
         for i in 0..self.attacks.len() {
             let Plan::Hours { user, mean_ms, .. } = self.plans[i] else { continue };
             let dur = self.attacks[i].end_ms - self.attacks[i].start_ms;
+            // From where `inject_attacks` drew it (its random place in the run), else from the start.
+            let drawn = self.attacks[i].start_ms;
             let mut rng =
                 fastrand::Rng::with_seed(model::mix(self.scenario.seed, 3_000_000 + u64::from(self.attacks[i].id)));
-            let found = self.night_hour(user, dur).map(|t| (user, t)).or_else(|| {
+            let own = self.night_hour(user, dur, drawn).or_else(|| self.night_hour(user, dur, 0));
+            let found = own.map(|t| (user, t)).or_else(|| {
                 let n = self.clients.len();
                 let from = rng.usize(..n);
                 (0..n).map(|k| &self.clients[(from + k) % n]).find_map(|c| {
                     let free = matches!(c.life, Life::Human { .. }) && !self.involved.contains(&c.user);
-                    free.then(|| self.night_hour(c.user, dur)).flatten().map(|t| (c.user, t))
+                    free.then(|| self.night_hour(c.user, dur, 0)).flatten().map(|t| (c.user, t))
                 })
             });
-            let Some((victim, t)) = found else { continue };
+            let Some((victim, t)) = found else {
+                eprintln!(
+                    "simulate: unusual-hours attack #{} keeps its place: no person has an unused night hour",
+                    self.attacks[i].id
+                );
+                continue;
+            };
             let start = t + rng.u64(..HOUR_MS / 2);
             if victim != user {
                 self.involved.insert(victim);
@@ -341,9 +354,10 @@ impl Population {
         }
     }
 
-    /// The first hour (its start) at which a night session of `dur` on `user`'s account is unusual
-    /// by the account's own traffic (see [`Population::place_night_sessions`]).
-    fn night_hour(&self, user: u32, dur: u64) -> Option<u64> {
+    /// The first hour (its start), from `not_before` on, at which a night session of `dur` on
+    /// `user`'s account is unusual by the account's own traffic (see
+    /// [`Population::place_night_sessions`]).
+    fn night_hour(&self, user: u32, dur: u64, not_before: u64) -> Option<u64> {
         let end = self.scenario.end_ms();
         let hours = u64::from(self.scenario.hours);
         let warm = EPOCH_MS + (hours * HOUR_MS / 4).max(6 * HOUR_MS).min(hours * HOUR_MS / 2);
@@ -354,14 +368,16 @@ impl Population {
             times.push(t);
             actor.advance(self);
         }
-        let from = (times.first()? + 24 * HOUR_MS).max(warm);
-        let mut t = from - from % HOUR_MS + HOUR_MS;
-        while t + dur + 15 * MIN_MS <= end {
+        // The first whole hour after a day of history (and the warm-up), not before `not_before`'s hour.
+        let mut t = ((times.first()? + 24 * HOUR_MS).max(warm).div_ceil(HOUR_MS) * HOUR_MS)
+            .max(not_before - not_before % HOUR_MS);
+        // The session may start half an hour into it, and must end a quarter of an hour before the run.
+        while t + HOUR_MS / 2 + dur + 15 * MIN_MS <= end {
             let h = local_hour(t, c.tz).floor();
             // The account's requests before this hour: none in it or beside it (local time).
             let used = times.iter().take_while(|&&x| x < t).any(|&x| {
                 let d = (local_hour(x, c.tz).floor() - h).rem_euclid(24.0);
-                d < 2.0 || d > 22.0
+                !(2.0..=22.0).contains(&d)
             });
             if (1.0..4.0).contains(&h) && !c.usual_hour(t) && !used {
                 return Some(t);
