@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const HMAC: &str = "anomaly-test-hmac-secret-0123456789abcdef";
 const JWT_SECRET: &str = "anomaly-test-jwt-secret-0123456789abcdef!";
+const JWT_SECRET_2: &str = "anomaly-test-jwt-secret-of-another-idp-0123!";
 const T: Duration = Duration::from_secs(10);
 
 fn config(dir: &TempDir, up: SocketAddr, anomaly: &str) -> String {
@@ -41,6 +42,12 @@ authenticators:
       audiences: [api]
       algorithms: [HS256]
       hmac_secret: {JWT_SECRET}
+  other_idp:
+    jwt:
+      issuer: https://idp2.test
+      audiences: [api]
+      algorithms: [HS256]
+      hmac_secret: {JWT_SECRET_2}
 routes:
   - name: keyed
     match:
@@ -53,6 +60,12 @@ routes:
       path: {{ prefix: /j }}
     upstream: app
     auth: tokens
+    authorize: authenticated
+  - name: other_idp
+    match:
+      path: {{ prefix: /i }}
+    upstream: app
+    auth: other_idp
     authorize: authenticated
   - name: open
     match:
@@ -648,9 +661,17 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     let (st, resp) = get(&mut on_b, "/j/profile", "198.51.100.7", &stolen);
     assert_eq!((st, problem_of(&resp)), (401, "urn:portcullis:problem:reauthenticate".to_owned()), "{resp}");
     assert_eq!(b.up.hits(), hits);
-    // Another principal, and another issuer's nothing: dave passes on B.
+    // Another principal passes on B, and so does another identity provider's carol (the same `sub`,
+    // another `iss`: someone else).
     let dave = format!("Authorization: Bearer {}\r\n", jwt("dave", now_s() - 30));
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.11", &dave).0, 200);
+    let iat = now_s() - 30;
+    let other_carol = hs256(
+        JWT_SECRET_2,
+        &json!({"iss": "https://idp2.test", "aud": "api", "sub": "carol", "iat": iat, "exp": iat + 3600}),
+    );
+    let (st, resp) = get(&mut on_b, "/i/profile", "192.0.2.12", &format!("Authorization: Bearer {other_carol}\r\n"));
+    assert_eq!(st, 200, "{resp}");
     // The owner's fresh token passes on B (iat is in seconds: poll until one is newer than the alert).
     wait_for("a fresh token was never accepted on node B", || {
         get(&mut on_b, "/j/profile", "192.0.2.10", &format!("Authorization: Bearer {}\r\n", jwt("carol", now_s()))).0
