@@ -833,15 +833,7 @@ impl Anomaly {
                     let mut bucket = [0u8; 18];
                     bucket[..10].copy_from_slice(b"principal:");
                     bucket[10..].copy_from_slice(&key.to_le_bytes());
-                    let bucket = hash_key(&bucket);
-                    let out = actions.throttles.check(bucket, actions.clock.now(), rate, None);
-                    if !out.allowed {
-                        retry_after(ex, out.retry_after);
-                        ex.event(
-                            crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
-                        );
-                        return Err(Reject::TooManyRequests);
-                    }
+                    self.throttle(ex, &bucket, rate)?;
                 }
             }
         }
@@ -872,17 +864,22 @@ impl Anomaly {
                 }
                 bucket[16] = len;
                 bucket[17] = if ip.is_ipv4() { 4 } else { 6 };
-                let out = actions.throttles.check(hash_key(&bucket), actions.clock.now(), rate, None);
-                if !out.allowed {
-                    retry_after(ex, out.retry_after);
-                    ex.event(
-                        crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"),
-                    );
-                    return Err(Reject::TooManyRequests);
-                }
+                self.throttle(ex, &bucket, rate)?;
             }
         }
         Ok(())
+    }
+
+    /// One request against a throttle's bucket: 429 with `Retry-After` once it is spent.
+    fn throttle(&self, ex: &mut Exchange<'_>, bucket: &[u8], rate: gcra::Rate) -> Result<(), Reject> {
+        let actions = &self.inner.actions;
+        let out = actions.throttles.check(hash_key(bucket), actions.clock.now(), rate, None);
+        if out.allowed {
+            return Ok(());
+        }
+        retry_after(ex, out.retry_after);
+        ex.event(crate::events::Noted::new(Kind::RateLimited, "anomaly_throttle").attr("source", "anomaly"));
+        Err(Reject::TooManyRequests)
     }
 
     /// The recent alerts, newest first, after `before` (an id), filtered.
@@ -1418,7 +1415,6 @@ impl Inner {
         lifted: &std::collections::HashSet<String>,
         present: Option<&std::collections::HashSet<String>>,
     ) {
-        let own = format!("{}:", self.actions.node);
         let now = self.clock_now();
         let changed = {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1441,7 +1437,7 @@ impl Inner {
                 }
             }
             for (field, s) in read {
-                if field.starts_with(&own) || lifting.contains(&field) {
+                if self.own_id(&field).is_some() || lifting.contains(&field) {
                     next.remove(&field);
                     continue;
                 }
@@ -1491,11 +1487,7 @@ impl Inner {
                 ("principal", Some(Engine::key_of(self.actions.seed, method, iss, id)))
             }
             SharedTarget::Ip { address } => {
-                let (addr, len) = address.split_once('/').map_or((address.as_str(), None), |(a, l)| (a, Some(l)));
-                let ip = addr.parse::<IpAddr>().ok()?;
-                if len.is_some_and(|l| l.parse::<u8>().ok().filter(|l| ip.is_ipv6() && *l <= 128).is_none()) {
-                    return None;
-                }
+                address_target(address)?;
                 ("ip", None)
             }
         };
@@ -1574,13 +1566,7 @@ impl Inner {
                 _ => {
                     // Bans are enforced by the guard; only throttles are looked up by address here.
                     if a.kind == "throttle" {
-                        let (addr, len) = a.target.split_once('/').unwrap_or((a.target.as_str(), ""));
-                        if let Ok(ip) = addr.parse::<IpAddr>() {
-                            let ip = ip.to_canonical();
-                            let len = if ip.is_ipv4() { 32 } else { len.parse().unwrap_or(128).min(128) };
-                            // Its network address, as `View::address` looks it up (another node
-                            // may have written host bits).
-                            let ip = if ip.is_ipv6() { prefix_of(ip, len) } else { ip };
+                        if let Some((ip, len)) = address_target(&a.target) {
                             if ip.is_ipv6() && !view.v6_lens.contains(&len) {
                                 view.v6_lens.push(len);
                             }
@@ -1686,13 +1672,15 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
 }
 
 impl Inner {
+    /// The id of this node's action at `field` in the fleet's hash (`None`: another node's).
+    fn own_id(&self, field: &str) -> Option<u64> {
+        field.strip_prefix(self.actions.node.as_str())?.strip_prefix(':')?.parse().ok()
+    }
+
     /// Writes this node's action at `field` again (Redis lost it), while it is in force.
     /// Queued under the list's lock, so that a lift in between cannot be overwritten by it.
     fn rewrite(&self, field: &str) {
-        let Some(id) = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())
-        else {
-            return;
-        };
+        let Some(id) = self.own_id(field) else { return };
         let now = self.clock_now();
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(op) = list.values().find(|a| a.id == id && a.expires_ms > now).and_then(|a| self.put(a)) {
@@ -1702,10 +1690,7 @@ impl Inner {
 
     /// One of this node's actions another node lifted: lifted here too.
     fn lifted_elsewhere(&self, field: &str) {
-        let Some(id) = field.strip_prefix(&format!("{}:", self.actions.node)).and_then(|i| i.parse::<u64>().ok())
-        else {
-            return;
-        };
+        let Some(id) = self.own_id(field) else { return };
         let now = self.clock_now();
         let lifted = {
             let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1764,6 +1749,23 @@ fn prefix_net(ip: IpAddr, prefix: u8) -> Option<ipnet::IpNet> {
             .ok()
             .map(|n| ipnet::IpNet::V6(n.trunc())),
         IpAddr::V4(v4) => ipnet::Ipv4Net::new(v4, 32).ok().map(ipnet::IpNet::V4),
+    }
+}
+
+/// An address action's target (`203.0.113.7`, `2001:db8:1:2::/64`) as `View::address` looks it up:
+/// its network address (another node may have written host bits) and prefix length. `None` for
+/// anything else (a prefix on an IPv4 address, a length over 128).
+fn address_target(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
+    let ip = addr.parse::<IpAddr>().ok()?.to_canonical();
+    match (ip, len) {
+        (IpAddr::V4(_), None) => Some((ip, 32)),
+        (IpAddr::V4(_), Some(_)) => None,
+        (IpAddr::V6(_), None) => Some((ip, 128)),
+        (IpAddr::V6(_), Some(l)) => {
+            let len = l.parse::<u8>().ok().filter(|l| *l <= 128)?;
+            Some((prefix_of(ip, len), len))
+        }
     }
 }
 

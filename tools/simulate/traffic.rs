@@ -42,6 +42,12 @@ impl Scenario {
     pub(crate) fn end_ms(&self) -> u64 {
         EPOCH_MS + u64::from(self.hours) * HOUR_MS
     }
+    /// When attacks may start: after a warm-up (a quarter of the run, at least six hours, at most
+    /// half of it) so baselines exist.
+    pub(crate) fn warm_ms(&self) -> u64 {
+        let run = u64::from(self.hours) * HOUR_MS;
+        EPOCH_MS + (run / 4).max(6 * HOUR_MS).min(run / 2)
+    }
 }
 
 /// The attack classes of the issue.
@@ -359,8 +365,7 @@ impl Population {
     /// [`Population::place_night_sessions`]).
     fn night_hour(&self, user: u32, dur: u64, not_before: u64) -> Option<u64> {
         let end = self.scenario.end_ms();
-        let hours = u64::from(self.scenario.hours);
-        let warm = EPOCH_MS + (hours * HOUR_MS / 4).max(6 * HOUR_MS).min(hours * HOUR_MS / 2);
+        let warm = self.scenario.warm_ms();
         let c = &self.clients[user as usize - 1];
         let mut actor = Actor::normal(self, c);
         let mut times = Vec::new();
@@ -424,8 +429,7 @@ impl Population {
     fn inject_attacks(&mut self, rng: &mut fastrand::Rng, offices: &[IpAddr]) {
         let s = self.scenario.clone();
         let end = s.end_ms();
-        // Attacks start after a warm-up (a quarter of the run, at least six hours) so baselines exist.
-        let warm = EPOCH_MS + (u64::from(s.hours) * HOUR_MS / 4).max(6 * HOUR_MS).min(u64::from(s.hours) * HOUR_MS / 2);
+        let warm = s.warm_ms();
         let n = self.clients.len() as u32;
         for &class in &s.classes {
             for &intensity in &s.intensities {
