@@ -202,6 +202,7 @@ impl Engine {
             }
             roll(st, minute, &ctx, sh, alerts);
             count(st, record, minute);
+            st.returns.see(&st.ring_a, st.minute, ip_key);
             st.ring_a.insert(st.minute, ip_key);
             if record.user_agent != 0 {
                 st.ring_b.insert(st.minute, record.user_agent);
@@ -463,6 +464,7 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     st.err10.advance(st.minute, minute);
     st.ring_a.advance(st.minute, minute);
     st.ring_b.advance(st.minute, minute);
+    st.returns.advance(st.minute, minute);
     st.minute = minute;
     st.req = 0;
     st.s401 = 0;

@@ -167,9 +167,59 @@ impl Ring10 {
         linear_count(self.stamps.iter().map(|&w| holding(w, s).count_ones()).sum(), 64)
     }
 
+    /// Whether slot `slot` holds an element of the last ten minutes.
+    fn holds_slot(&self, slot: usize) -> bool {
+        self.stamps[slot / 16] >> ((slot % 16) * 4) & 0xF != 0
+    }
+
     /// Distinct elements over the last ten minutes.
     pub(crate) fn ten(&self) -> f64 {
         linear_count(self.stamps.iter().map(|&w| occupied(w).count_ones()).sum(), 64)
+    }
+}
+
+/// Returns to an address over the last five to ten minutes, in three bytes: requests that came from an
+/// address the ten-minute [`Ring10`] already holds, other than the previous request's. One credential
+/// used by several parties at once interleaves their networks (A B A C B ...); a person who moves from
+/// one network to the next (home, then the phone's carrier, then the office) returns rarely. Counted
+/// in two five-minute halves (saturating at 255 each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Returns {
+    /// The previous request's slot in the ring, plus one (0: none yet).
+    last: u8,
+    halves: [u8; 2],
+}
+
+impl Returns {
+    fn half(minute: u32) -> usize {
+        (minute / 5 % 2) as usize
+    }
+
+    /// Moves the window from minute `from` to minute `to`: the halves that begin after `from` empty.
+    pub(crate) fn advance(&mut self, from: u32, to: u32) {
+        let (a, b) = (from / 5, to / 5);
+        if b > a {
+            self.halves[Self::half(to)] = 0;
+        }
+        if b > a + 1 {
+            self.halves[Self::half(to) ^ 1] = 0;
+        }
+    }
+
+    /// Counts a request from the address hashed as `hash` in `minute`, against `ring` before the
+    /// request is inserted in it.
+    pub(crate) fn see(&mut self, ring: &Ring10, minute: u32, hash: u64) {
+        let slot = slot64(hash);
+        if usize::from(self.last) != slot + 1 && ring.holds_slot(slot) {
+            let h = &mut self.halves[Self::half(minute)];
+            *h = h.saturating_add(1);
+        }
+        self.last = slot as u8 + 1;
+    }
+
+    /// Returns over the last five to ten minutes.
+    pub(crate) fn count(&self) -> u32 {
+        u32::from(self.halves[0]) + u32::from(self.halves[1])
     }
 }
 
@@ -410,6 +460,60 @@ mod tests {
         assert!((r.ten() - 1.0).abs() < 0.1, "{r:?}");
         r.advance(114, 115);
         assert_eq!(r.ten(), 0.0);
+    }
+
+    /// Addresses on distinct slots of the ring.
+    fn addresses(n: usize) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        let mut h = 1u64;
+        while out.len() < n {
+            h += 1;
+            if out.iter().all(|&o| slot64(o) != slot64(h)) {
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn returns_count_going_back_not_staying_or_moving_on() {
+        let a = addresses(4);
+        let mut ring = Ring10::default();
+        let mut r = Returns::default();
+        let mut minute = 100;
+        let mut step = |ring: &mut Ring10, r: &mut Returns, m: &mut u32, h: u64| {
+            r.advance(*m, *m + 1);
+            ring.advance(*m, *m + 1);
+            *m += 1;
+            r.see(ring, *m, h);
+            ring.insert(*m, h);
+        };
+        // Staying on one network, then moving on to the next, and the next: no return.
+        for &h in &[a[0], a[0], a[0], a[1], a[1], a[2], a[2], a[2]] {
+            step(&mut ring, &mut r, &mut minute, h);
+        }
+        assert_eq!(r.count(), 0);
+        // Back to the first, and then back and forth.
+        for &h in &[a[0], a[1], a[0], a[3]] {
+            step(&mut ring, &mut r, &mut minute, h);
+        }
+        assert_eq!(r.count(), 3);
+        // Ten quiet minutes forget them (two five-minute halves).
+        r.advance(minute, minute + 10);
+        assert_eq!(r.count(), 0);
+        // Five minutes on: the older half goes, the newer stays.
+        let mut r = Returns::default();
+        let mut ring = Ring10::default();
+        ring.insert(200, a[0]);
+        ring.insert(200, a[1]);
+        r.see(&ring, 200, a[0]);
+        r.see(&ring, 200, a[1]);
+        r.advance(200, 206);
+        ring.advance(200, 206);
+        r.see(&ring, 206, a[0]);
+        assert_eq!(r.count(), 3);
+        r.advance(206, 211);
+        assert_eq!(r.count(), 1);
     }
 
     #[test]

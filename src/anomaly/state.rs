@@ -1,7 +1,7 @@
 //! The fixed-size state the engine keeps per entity (at most 512 bytes with its share of the index and
 //! its label), and the small state per (client, route) pair behind `limits suggest`.
 
-use super::sketch::{Bulk, BulkLearning, Counts10, Ewma, Ring10, Q16};
+use super::sketch::{Bulk, BulkLearning, Counts10, Ewma, Returns, Ring10, Q16};
 use super::EntityKind;
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +112,11 @@ pub(crate) struct State {
     /// ... and with 3 or more addresses, whatever the agents (a thief who replays the owner's agent).
     #[serde(default)]
     pub(crate) network_minutes: u8,
+
+    /// Requests that went back to an address of the last ten minutes (principal/key): sharing is
+    /// judged only when networks interleave.
+    #[serde(default)]
+    pub(crate) returns: Returns,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
