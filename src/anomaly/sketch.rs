@@ -481,7 +481,7 @@ mod tests {
         let mut ring = Ring10::default();
         let mut r = Returns::default();
         let mut minute = 100;
-        let mut step = |ring: &mut Ring10, r: &mut Returns, m: &mut u32, h: u64| {
+        let step = |ring: &mut Ring10, r: &mut Returns, m: &mut u32, h: u64| {
             r.advance(*m, *m + 1);
             ring.advance(*m, *m + 1);
             *m += 1;
