@@ -373,13 +373,16 @@ fn interleaved(st: &State) -> bool {
 /// interleave add to them).
 fn shared_streak(st: &mut State) {
     let mixed = interleaved(st);
-    let step = |held: bool, n: u8| match (held, mixed) {
+    let step = |held: bool, mixed: bool, n: u8| match (held, mixed) {
         (false, _) => 0,
         (true, true) => n.saturating_add(1),
         (true, false) => n.saturating_sub(1),
     };
-    st.shared_minutes = step(shared_now(st), st.shared_minutes);
-    st.network_minutes = step(st.ring_a.ten() >= 3.0, st.network_minutes);
+    // Three networks and three agents need no interleaving: parties who take turns on a stolen
+    // credential, each on its own network and device, are not one person moving.
+    let many = st.ring_a.ten() >= 3.0 && st.ring_b.ten() >= 3.0;
+    st.shared_minutes = step(shared_now(st), mixed || many, st.shared_minutes);
+    st.network_minutes = step(st.ring_a.ten() >= 3.0, mixed, st.network_minutes);
 }
 
 /// Three addresses or more and two user agents or more in the last ten minutes, or two and three (a
@@ -525,6 +528,11 @@ const BULK_ALONE: f64 = 16.0;
 /// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
 /// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean). The sum restarts after an alarm;
 /// the baseline learns hours between half the limit and the limit four times slower, and none above.
+/// Under this, an hour is learned at the full rate however far above the usual one it is ...
+const HOURLY_CLIMB: f64 = 1024.0 * 1024.0;
+/// ... and so is every hour of an entity's first three (its decayed hour is 95% settled then).
+const HOURLY_SETTLED_S: u32 = 3 * 3600;
+
 fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
     let own = if st.active >= WARM { (m + 6.0 * sd).max(6.0 * m) } else { 0.0 };
@@ -857,12 +865,20 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         st.bytes.update(y, alpha * slow, st.active);
         // Four times slower while the hour climbs towards its limit, and never above it: an attack
         // must not raise its own bar, but a client whose ordinary hour sits above half the limit
-        // (an integration near the floor) must learn it, or its ordinary hours alarm.
+        // (an integration near the floor) must learn it, or its ordinary hours alarm. An hour over
+        // twice the usual one (and over 1 MiB) is learned four times slower and as twice the usual
+        // one: a quiet client drained slowly would otherwise lift its own limit (its usual hour plus
+        // six deviations) above the climbing hour as it climbs. A lasting change of habit is still
+        // adopted, doubling at most at that pace.
         let hour = f64::from(st.hour_bytes);
         let limit = hourly_limit(st).0;
         if hour < limit {
-            let slow = if hour < limit / 2.0 { 1.0 } else { 0.25 };
-            st.hour_bytes_base.update(hour, alpha * slow, st.active);
+            // (Not in the entity's first hours, while its decayed hour rises from nothing to its
+            // level.)
+            let settled = (st.minute * 60).saturating_sub(st.first_s) >= HOURLY_SETTLED_S;
+            let usual = if settled { (2.0 * st.hour_bytes_base.mean()).max(HOURLY_CLIMB) } else { f64::INFINITY };
+            let slow = if hour < limit / 2.0 && hour < usual { 1.0 } else { 0.25 };
+            st.hour_bytes_base.update(hour.min(usual), alpha * slow, st.active);
         }
         if let Some(p) = peer_group.and_then(|g| sh.peers.get_mut(g)) {
             p.kib.add(f64::from(st.bytes_out) / 1024.0);

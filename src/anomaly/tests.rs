@@ -473,6 +473,24 @@ fn token_sharing_three_thieves_hour_after_hour() {
     assert!(!hits.is_empty(), "{alerts:#?}");
     assert_eq!(hits[0].feature, "minutes_shared");
     assert!(hits[0].at_ms <= T0 + 6 * 60_000, "{:?}", hits[0]);
+
+    // Three taking turns, three minutes each, each on its own network and agent: they never go back
+    // and forth, but three networks and three agents in ten minutes are not one person moving.
+    let mut engine = Engine::new(settings());
+    let p = person("stolen-turns", PrincipalKind::ApiKey);
+    let mut rs = Vec::new();
+    for i in 0..180u64 {
+        let thief = i / 9 % 3;
+        let mut r = rec(T0 + i * 20_000, [100, 70 + thief as u8, 0, 1], 200);
+        r.user_agent = 500 + thief;
+        r.principal = Some(p.clone());
+        rs.push(r);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert_eq!(hits[0].feature, "minutes_shared");
+    assert!(hits[0].at_ms <= T0 + 11 * 60_000, "{:?}", hits[0]);
 }
 
 /// A person on the move: a phone whose carrier gives every session a new address, and a laptop at
@@ -782,6 +800,18 @@ fn exfiltration_a_batch_that_takes_a_quiet_hour_past_the_floor_is_not_a_drain() 
     assert_eq!(hits[0].feature, "response_bytes_per_hour", "{:?}", hits[0]);
     assert!(hits[0].at_ms < drain + 30 * min, "{:?}", hits[0]);
     explained(hits[0]);
+
+    // The batch job's own key, warm, drained the same way but slower (95 KiB a minute, under what
+    // the CUSUM counts: 5.6 MiB an hour). Its quiet hours (0.3 MiB) must not learn the climbing hour
+    // fast enough to lift their limit (6 x their mean) above it: found once the decayed hour passes
+    // 4 MiB (about 76 minutes at that pace).
+    let drain = drain + 60 * min;
+    let mut rs: Vec<Record> = (0..100).map(|m| sized(&p, drain + m * min, kib(95))).collect();
+    let seen = run(&mut engine, &mut rs);
+    let hits = only(&seen, Detector::Exfiltration);
+    assert!(!hits.is_empty(), "{seen:#?}");
+    assert_eq!(hits[0].feature, "response_bytes_per_hour", "{:?}", hits[0]);
+    assert!(hits[0].at_ms < drain + 80 * min, "{:?}", hits[0]);
 }
 
 #[test]
