@@ -434,63 +434,39 @@ fn unusual_hours_needs_more_minutes_towards_the_edge_of_night() {
 
 #[test]
 fn token_sharing_three_thieves_hour_after_hour() {
-    let mut engine = Engine::new(settings());
-    let p = person("stolen", PrincipalKind::ApiKey);
-    let mut rs = Vec::new();
-    // Three networks with their own agents, a request every 20 s between them, for an hour: never
-    // five of either at once.
-    for i in 0..180u64 {
-        let thief = i % 3;
-        let mut r = rec(T0 + i * 20_000, [100, 70 + thief as u8, 0, 1], 200);
-        r.user_agent = 500 + thief;
-        r.principal = Some(p.clone());
-        rs.push(r);
-    }
-    let alerts = run(&mut engine, &mut rs);
-    let hits = only(&alerts, Detector::TokenSharing);
-    assert!(!hits.is_empty(), "{alerts:#?}");
-    assert_eq!(hits[0].feature, "minutes_shared");
-    // Four minutes in a row that closed with the three of them interleaved (the first minute holds
-    // no return to a network yet): found at the start of the sixth.
-    assert_eq!(hits[0].observed, 4.0, "{:?}", hits[0]);
-    assert!(hits[0].at_ms <= T0 + 5 * 60_000, "{:?}", hits[0]);
-    explained(hits[0]);
-
+    // Three thieves with their own agents, a request every 20 s between them, for an hour: never five
+    // networks or agents at once. `thief_of` picks each request's thief, `net_of` that thief's network.
+    let first_alert = |label: &str, thief_of: &dyn Fn(u64) -> u64, net_of: &dyn Fn(u64) -> u64| {
+        let p = person(label, PrincipalKind::ApiKey);
+        let mut rs: Vec<Record> = (0..180u64)
+            .map(|i| {
+                let thief = thief_of(i);
+                let mut r = rec(T0 + i * 20_000, [100, 70 + net_of(thief) as u8, 0, 1], 200);
+                r.user_agent = 500 + thief;
+                r.principal = Some(p.clone());
+                r
+            })
+            .collect();
+        let alerts = run(&mut Engine::new(settings()), &mut rs);
+        let hits = only(&alerts, Detector::TokenSharing);
+        assert!(!hits.is_empty(), "{alerts:#?}");
+        assert_eq!(hits[0].feature, "minutes_shared", "{:?}", hits[0]);
+        hits[0].clone()
+    };
+    // Interleaved: four minutes in a row that closed with the three of them going back and forth (the
+    // first minute holds no return to a network yet): found at the start of the sixth.
+    let hit = first_alert("stolen", &|i| i % 3, &|t| t);
+    assert_eq!(hit.observed, 4.0, "{hit:?}");
+    assert!(hit.at_ms <= T0 + 5 * 60_000, "{hit:?}");
+    explained(&hit);
     // Two of the three behind one address (or on one slot of the sketch): two networks, three agents,
     // back and forth. Found the same way.
-    let mut engine = Engine::new(settings());
-    let p = person("stolen-nat", PrincipalKind::ApiKey);
-    let mut rs = Vec::new();
-    for i in 0..180u64 {
-        let thief = i % 3;
-        let mut r = rec(T0 + i * 20_000, [100, 70 + thief.min(1) as u8, 0, 1], 200);
-        r.user_agent = 500 + thief;
-        r.principal = Some(p.clone());
-        rs.push(r);
-    }
-    let alerts = run(&mut engine, &mut rs);
-    let hits = only(&alerts, Detector::TokenSharing);
-    assert!(!hits.is_empty(), "{alerts:#?}");
-    assert_eq!(hits[0].feature, "minutes_shared");
-    assert!(hits[0].at_ms <= T0 + 6 * 60_000, "{:?}", hits[0]);
-
-    // Three taking turns, three minutes each, each on its own network and agent: they never go back
-    // and forth, but three networks and three agents in ten minutes are not one person moving.
-    let mut engine = Engine::new(settings());
-    let p = person("stolen-turns", PrincipalKind::ApiKey);
-    let mut rs = Vec::new();
-    for i in 0..180u64 {
-        let thief = i / 9 % 3;
-        let mut r = rec(T0 + i * 20_000, [100, 70 + thief as u8, 0, 1], 200);
-        r.user_agent = 500 + thief;
-        r.principal = Some(p.clone());
-        rs.push(r);
-    }
-    let alerts = run(&mut engine, &mut rs);
-    let hits = only(&alerts, Detector::TokenSharing);
-    assert!(!hits.is_empty(), "{alerts:#?}");
-    assert_eq!(hits[0].feature, "minutes_shared");
-    assert!(hits[0].at_ms <= T0 + 11 * 60_000, "{:?}", hits[0]);
+    let hit = first_alert("stolen-nat", &|i| i % 3, &|t| t.min(1));
+    assert!(hit.at_ms <= T0 + 6 * 60_000, "{hit:?}");
+    // Taking turns, three minutes each, each on its own network and agent: they never go back and
+    // forth, but three networks and three agents in ten minutes are not one person moving.
+    let hit = first_alert("stolen-turns", &|i| i / 9 % 3, &|t| t);
+    assert!(hit.at_ms <= T0 + 11 * 60_000, "{hit:?}");
 }
 
 /// A person on the move: a phone whose carrier gives every session a new address, and a laptop at
