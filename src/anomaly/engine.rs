@@ -439,6 +439,13 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     // Streaks continue only into the very next minute.
     let next = minute == st.minute + 1;
     if !next || st.req == 0 {
+        // The model's three low windows in a row are three minutes in a row (a tick moves an idle
+        // entity a minute at a time, through empty ones): a periodic job's runs, hours apart, are
+        // not one odd stretch.
+        st.model_mass = Q16::ONE;
+        st.model_mass2 = Q16::ONE;
+    }
+    if !next || st.req == 0 {
         // A minute without a request ends a sustained rate.
         st.rate_cusum = Q16::default();
     }

@@ -1169,10 +1169,24 @@ fn the_model_scores_an_unseen_kind_of_window() {
         r.bytes_out = 3_000_000;
         rs.push(r);
     }
+    // The same odd minute as a periodic job's run, every half hour: three low windows, but never
+    // three minutes in a row.
+    let job = person("odd-job", PrincipalKind::Jwt);
+    for run in 0..8u64 {
+        for i in 0..10u64 {
+            let mut r = rec(T0 + 9 * 3_600_000 + run * 1_800_000 + i * 5_000, [10, 9, 0, 1], 429 - (i % 2) as u16 * 26);
+            r.principal = Some(job.clone());
+            r.route = 20 + (i % 30) as u16;
+            r.params_hash = i + 1;
+            r.bytes_out = 3_000_000;
+            rs.push(r);
+        }
+    }
     let alerts = run(&mut engine, &mut rs);
     let hits = only(&alerts, Detector::Model);
     assert!(hits.iter().any(|a| a.principal.as_deref() == Some("odd")), "{alerts:#?}");
     assert!(hits.iter().all(|a| a.principal.as_deref() == Some("odd") || a.ip.is_some()), "{hits:#?}");
+    assert!(hits.iter().all(|a| a.ip != Some([10, 9, 0, 1].into())), "{hits:#?}");
     hits.iter().for_each(|a| explained(a));
 }
 
