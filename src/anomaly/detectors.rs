@@ -312,7 +312,10 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         x: observed / limit,
         window_s: 600,
     };
-    let on_addresses = |f: Finding| if mixed { f } else { Finding { x: 0.0, ..f } };
+    // Three over the addresses limit (8 while cold) is more than a person moving reaches in ten
+    // minutes (about five): one party that rotates addresses and never goes back is judged without
+    // interleaving.
+    let on_addresses = |f: Finding| if mixed || a >= la + 3.0 { f } else { Finding { x: 0.0, ..f } };
     // Three agents or more are several parties already, whether or not their networks interleave.
     let both = f("distinct_addresses_and_agents", a + b, (la + lb) * 0.7);
     let both = if b >= 3.0 { both } else { on_addresses(both) };
@@ -548,15 +551,25 @@ const HOURLY_SHARE: f64 = 0.1;
 /// alarms of this tier over twelve seeds went with this condition (16 with the share alone; this
 /// branch closes the way around it), and no detection came later.
 const HOURLY_MEAN_BYTES: u32 = 64 * 1024;
+/// From this many times the floor the hour is judged whatever its responses: small pieces, or large
+/// ones padded with small requests, keep the draining conditions false but pay twice the floor.
+const HOURLY_CEILING: f64 = 2.0;
 
 fn hourly_bytes(st: &State) -> Finding {
     let (limit, own, m) = hourly_limit(st);
     let fixed = own <= HOURLY_FLOOR;
-    let draining = !fixed || bulk_now(st).1 >= HOURLY_SHARE || st.bytes_out / st.req.max(1) >= HOURLY_MEAN_BYTES;
+    let draining = !fixed
+        || bulk_now(st).1 >= HOURLY_SHARE
+        || st.bytes_out / st.req.max(1) >= HOURLY_MEAN_BYTES
+        || f64::from(st.hour_bytes) >= HOURLY_CEILING * HOURLY_FLOOR;
     Finding {
         detector: Detector::Exfiltration,
         feature: "response_bytes_per_hour",
-        basis: if fixed { "the fixed limit, while it is draining (large responses)," } else { OWN },
+        basis: if fixed {
+            "the fixed limit, while it is draining (large or many bytes a response) or at twice it,"
+        } else {
+            OWN
+        },
         baseline: if fixed { HOURLY_FLOOR } else { m },
         observed: f64::from(st.hour_bytes),
         x: if draining { f64::from(st.hour_bytes) / limit } else { 0.0 },
@@ -875,7 +888,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
         if hour < limit {
             // (Not in the entity's first hours, while its decayed hour rises from nothing to its
             // level.)
-            let settled = (st.minute * 60).saturating_sub(st.first_s) >= HOURLY_SETTLED_S;
+            let settled = st.minute.saturating_sub(st.first_s / 60) >= HOURLY_SETTLED_S / 60;
             let usual = if settled { (2.0 * st.hour_bytes_base.mean()).max(HOURLY_CLIMB) } else { f64::INFINITY };
             let slow = if hour < limit / 2.0 && hour < usual { 1.0 } else { 0.25 };
             st.hour_bytes_base.update(hour.min(usual), alpha * slow, st.active);

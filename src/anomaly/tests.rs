@@ -493,6 +493,15 @@ fn token_sharing_networks_one_after_another_are_not_sharing() {
     let alerts = run(&mut Engine::new(settings()), &mut rs);
     assert!(only(&alerts, Detector::TokenSharing).is_empty(), "{alerts:#?}");
 
+    // One party on a new address every minute, never going back: no return, but ten addresses in
+    // ten minutes are more than a person moving reaches.
+    let p = person("rotating", PrincipalKind::ApiKey);
+    let mut rs: Vec<Record> = (0..120u64).map(|i| at(T0 + i * 15_000, 100 + (i / 4) as u8, 703, &p)).collect();
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert!(hits[0].at_ms <= T0 + 12 * min, "{:?}", hits[0]);
+
     // The same rate and networks, but three parties at once.
     let p = person("shared", PrincipalKind::ApiKey);
     let mut rs: Vec<Record> = (0..240u64)
@@ -788,6 +797,17 @@ fn exfiltration_a_batch_that_takes_a_quiet_hour_past_the_floor_is_not_a_drain() 
     assert!(!hits.is_empty(), "{seen:#?}");
     assert_eq!(hits[0].feature, "response_bytes_per_hour", "{:?}", hits[0]);
     assert!(hits[0].at_ms < drain + 80 * min, "{:?}", hits[0]);
+
+    // Three hours on, the same key drains 95 KiB pieces, each after a 1 KiB request (the average
+    // stays under the draining size): found once its hour reaches twice the floor.
+    let start = drain + 180 * min;
+    let mut rs: Vec<Record> =
+        (0..480u64).map(|i| sized(&p, start + i * 15_000, if i % 2 == 0 { kib(1) } else { kib(95) })).collect();
+    let seen = run(&mut engine, &mut rs);
+    let hits = only(&seen, Detector::Exfiltration);
+    assert!(!hits.is_empty(), "{seen:#?}");
+    assert_eq!(hits[0].feature, "response_bytes_per_hour", "{:?}", hits[0]);
+    assert!(hits[0].observed >= 8.0 * 1024.0 * 1024.0, "{:?}", hits[0]);
 }
 
 #[test]
