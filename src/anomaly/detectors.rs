@@ -348,13 +348,14 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         .unwrap_or(both)
 }
 
-/// Active minutes in a row that closed with 3 or more addresses and 2 or more user agents over ten
-/// minutes: a few thieves at once, minute after minute. It counts only while the ten minutes still
-/// hold them, and restarts after an alarm.
+/// Active minutes that closed with 3 or more addresses and 2 or more user agents (or 2 and 3) over ten
+/// minutes, interleaved: a few thieves at once, minute after minute. A minute that holds them without
+/// interleaving takes one off (see [`shared_streak`]). It counts only while the ten minutes still hold
+/// them, and restarts after an alarm.
 const SHARED_MINUTES: f64 = 4.0;
 
-/// Active minutes in a row that closed with 3 or more addresses over ten minutes, whatever the agents,
-/// for an entity that usually holds under two: thieves who all send one agent.
+/// Active minutes that closed with 3 or more addresses over ten minutes, interleaved, whatever the
+/// agents, for an entity that usually holds under two: thieves who all send one agent.
 const NETWORK_MINUTES: f64 = 10.0;
 
 /// Requests that went back to an address of the last ten minutes (other than the previous request's),
@@ -528,14 +529,16 @@ fn bulk_downloads(st: &State, peer: Option<&Peer>) -> Finding {
 /// for one that makes 80 requests every ten minutes, 1.5% of them exports).
 const BULK_ALONE: f64 = 16.0;
 
-/// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
-/// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean). The sum restarts after an alarm;
-/// the baseline learns hours between half the limit and the limit four times slower, and none above.
 /// Under this, an hour is learned at the full rate however far above the usual one it is ...
 const HOURLY_CLIMB: f64 = 1024.0 * 1024.0;
 /// ... and so is every hour of an entity's first three (its decayed hour is 95% settled then).
 const HOURLY_SETTLED_S: u32 = 3 * 3600;
 
+/// Exfiltration, sustained: response bytes over about the last hour (decayed sum) over the larger of
+/// 4 MiB and the entity's own usual hour (mean + 6 sd, 6 x mean); at the 4 MiB floor only while the
+/// entity is draining, or from twice the floor (see [`hourly_bytes`]). The sum restarts after an
+/// alarm; the baseline learns hours between half the limit and the limit four times slower, a
+/// settled entity's climbing hour slowly and as twice its usual one, and none above the limit.
 fn hourly_limit(st: &State) -> (f64, f64, f64) {
     let (m, sd) = (st.hour_bytes_base.mean(), st.hour_bytes_base.sd());
     let own = if st.active >= WARM { (m + 6.0 * sd).max(6.0 * m) } else { 0.0 };

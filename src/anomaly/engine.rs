@@ -444,9 +444,7 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
         // not one odd stretch.
         st.model_mass = Q16::ONE;
         st.model_mass2 = Q16::ONE;
-    }
-    if !next || st.req == 0 {
-        // A minute without a request ends a sustained rate.
+        // And a minute without a request ends a sustained rate.
         st.rate_cusum = Q16::default();
     }
     // Ten minutes without growing end a run of ids.
