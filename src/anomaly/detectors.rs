@@ -188,6 +188,37 @@ const HEAVY_STREAK: f64 = 5.0;
 /// The share of its life's minutes at which an entity counts as always on.
 const ALWAYS_ON: f64 = 0.5;
 
+/// The rate's fixed floors: requests in a minute, and in ten minutes, per principal ([`sharers`]). A
+/// batch job (a few hundred requests in a minute or two) stays under the first; two of them back to
+/// back (an integration's daily batch comes now and then right after the one before) under the
+/// second, which was 600 until two such pairs, each alerting on the key and its address, made four
+/// false alarms over twelve seeds of the long run.
+const MINUTE_FLOOR: f64 = 250.0;
+const TEN_MINUTE_FLOOR: f64 = 800.0;
+
+/// At most this many principals share an address's fixed volumetric floors.
+const SHARERS: f64 = 4.0;
+
+/// How many principals an address's fixed volumetric floors are for: the distinct principals it
+/// served in the current minute (`ten`: in the last ten minutes), from 1 to [`SHARERS`]; 1 for
+/// every other entity. An office or a cloud NAT serves several clients, whose bursts and batch jobs
+/// can land in the same minutes; each principal is still judged against the floors on its own
+/// entity, so a party with several credentials behind one address gains no more than it would by
+/// spreading them over addresses.
+pub(crate) fn sharers(st: &State, ten: bool) -> f64 {
+    if st.kind != Kind::Ip {
+        return 1.0;
+    }
+    let n = if ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+    n.round().clamp(1.0, SHARERS)
+}
+
+/// Whether the current minute is busy enough to extend a heavy streak: [`HEAVY`] requests per
+/// principal ([`sharers`]).
+pub(crate) fn busy(st: &State) -> bool {
+    f64::from(st.req) >= f64::from(HEAVY) * sharers(st, false)
+}
+
 /// The share of the minutes since the entity appeared in which it was active (the current one
 /// included).
 pub(crate) fn duty(st: &State) -> f64 {
@@ -199,9 +230,11 @@ pub(crate) fn duty(st: &State) -> f64 {
 /// Volumetric abuse and scraping, five ways:
 /// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
 ///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
-///   requests in ten minutes over the larger of 600 and mean + 6 sd, 3 x mean (own) or 1.5 x the
-///   peers' 99.9th percentile;
-/// - heavy streak: 5 consecutive minutes with 30 requests or more (bursts and batches end sooner);
+///   requests in ten minutes over the larger of 800 (two batch jobs back to back) and mean + 6 sd,
+///   3 x mean (own) or 1.5 x the peers' 99.9th percentile; an address's floors are per principal it
+///   serves ([`sharers`]);
+/// - heavy streak: 5 consecutive minutes with 30 requests or more (bursts and batches end sooner),
+///   per principal on an address;
 /// - light streak: 30 consecutive minutes with 4 requests or more (a person's session ends sooner; a
 ///   scraper never stops), once warm 1.5 x its own longest streak + 10 when higher; never judged on
 ///   an entity active in most minutes of its life;
@@ -218,7 +251,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         let (q1, q10) = (p.rate.quantile(0.999), p.rate10.quantile(0.999));
         (2.0 * q1, 1.5 * q10, q1, q10, PEERS)
     } else {
-        (0.0, 0.0, 250.0, 600.0, FIXED)
+        (0.0, 0.0, MINUTE_FLOOR, TEN_MINUTE_FLOOR, FIXED)
     };
     let f = |feature, observed: f64, limit: f64, baseline, basis, window_s| Finding {
         detector: Detector::Volumetric,
@@ -246,11 +279,11 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     // A client that reads one route's objects in id order (the catalogue, page after page) is
     // copying it, whatever its pace; enumeration is the same walk that mostly fails.
     let walk = f64::from(st.run);
-    let heavy = f64::from(st.streak_heavy) + if st.req >= HEAVY { 1.0 } else { 0.0 };
+    let heavy = f64::from(st.streak_heavy) + if busy(st) { 1.0 } else { 0.0 };
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
-        f("requests", r1, own1.max(250.0), base1, basis, 60),
-        f("requests", r10, own10.max(600.0), base10, basis, 600),
+        f("requests", r1, own1.max(MINUTE_FLOOR * sharers(st, false)), base1, basis, 60),
+        f("requests", r10, own10.max(TEN_MINUTE_FLOOR * sharers(st, true)), base10, basis, 600),
         streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
         streak("active_minutes_in_a_row", light, light_limit),
         f("sequential_ids_read", walk, SEQUENTIAL_READS, SEQUENTIAL_READS, FIXED, 600),

@@ -2,7 +2,7 @@
 //! runs the detectors and pushes [`Alert`]s. It runs on the detector thread (never on the data path)
 //! and owns no I/O: the runtime feeds it, snapshots it and acts on its alerts.
 
-use super::detectors::{self, Finding, Peer, HEAVY, LIGHT};
+use super::detectors::{self, Finding, Peer, LIGHT};
 use super::hst::Forest;
 use super::sketch::{bit32, LogHistogram, Q16};
 use super::state::{short_label, Kind, Pair, State};
@@ -460,7 +460,7 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
         st.streak_light_max = st.streak_light_max.max(st.streak_light);
     }
     st.streak_light = light;
-    st.streak_heavy = if next && st.req >= HEAVY { st.streak_heavy.saturating_add(1) } else { 0 };
+    st.streak_heavy = if next && detectors::busy(st) { st.streak_heavy.saturating_add(1) } else { 0 };
     st.req10.advance(st.minute, minute);
     st.bulk.advance(st.minute, minute);
     if st.bulk.count() == 0 {

@@ -674,6 +674,122 @@ fn volumetric_a_pollers_key_that_speeds_up() {
     explained(a);
 }
 
+/// `per_minute` requests a minute from each of `who` (none: anonymous) at `ip`, for `minutes` minutes
+/// from `start`, spread over the minute.
+fn crowd(ip: [u8; 4], who: &[Option<Arc<Principal>>], start: u64, minutes: u64, per_minute: u64) -> Vec<Record> {
+    let mut rs = Vec::new();
+    for m in 0..minutes {
+        for (i, p) in who.iter().enumerate() {
+            for k in 0..per_minute {
+                let mut r = rec(start + m * 60_000 + k * (59_000 / per_minute) + i as u64 * 7, ip, 200);
+                r.principal = p.clone();
+                rs.push(r);
+            }
+        }
+    }
+    rs
+}
+
+/// An address's fixed floors (250 a minute, 600 in ten minutes, 30 a minute for a busy minute) are per
+/// principal it serves, up to four: an office's people bursting together, or two integrations whose
+/// batch jobs land in the same minute, are not a scraper. Anonymous traffic gets one share, and every
+/// principal is still judged on its own entity.
+#[test]
+fn volumetric_an_address_is_judged_per_principal_it_serves() {
+    let office = [10, 7, 0, 1];
+    let who: Vec<_> = ["desk-a", "desk-b", "desk-c"].iter().map(|id| Some(person(id, PrincipalKind::ApiKey))).collect();
+    let quiet = |engine: &mut Engine, who: &[Option<Arc<Principal>>]| {
+        // Three hours at 8 requests a minute each: the address and the keys are warm.
+        let mut rs = crowd(office, who, T0, 180, 8);
+        run(engine, &mut rs)
+    };
+    let ip_hits = |alerts: &[Alert]| -> Vec<Alert> {
+        only(alerts, Detector::Volumetric).into_iter().filter(|a| a.entity.kind == EntityKind::Ip).cloned().collect()
+    };
+
+    // Three people busy together for five minutes, 25 a minute each (75 at the address): no
+    // principal is busy, and the address is not either. Before, its heavy streak fired.
+    let mut engine = Engine::new(settings());
+    assert!(only(&quiet(&mut engine, &who), Detector::Volumetric).is_empty());
+    let mut rs = crowd(office, &who, T0 + 190 * 60_000, 5, 25);
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::Volumetric).is_empty(), "{alerts:#?}");
+
+    // Two integrations' batches in the same minute, 150 each (300 at the address, over 250).
+    let mut rs = crowd(office, &who[..2], T0 + 230 * 60_000, 1, 150);
+    let alerts = run(&mut engine, &mut rs);
+    assert!(ip_hits(&alerts).is_empty(), "{alerts:#?}");
+
+    // The same address, anonymous, at 75 a minute: its busy minutes are one share's, found at the
+    // fifth minute.
+    let mut engine = Engine::new(settings());
+    quiet(&mut engine, &who);
+    let start = T0 + 190 * 60_000;
+    let mut rs = crowd(office, &[None], start, 6, 75);
+    let hits = ip_hits(&run(&mut engine, &mut rs));
+    let a = hits.first().expect("the address alerted");
+    assert_eq!(a.feature, "busy_minutes_in_a_row");
+    assert!(a.at_ms < start + 5 * 60_000, "{a:?}");
+    explained(a);
+
+    // And 300 anonymous requests in a minute pass the one-share floor of 250.
+    let mut engine = Engine::new(settings());
+    quiet(&mut engine, &who);
+    let mut rs = crowd(office, &[None], start, 1, 300);
+    let hits = ip_hits(&run(&mut engine, &mut rs));
+    assert_eq!(hits.first().map(|a| a.feature), Some("requests"), "{hits:#?}");
+
+    // Three credentials behind the address, 40 a minute each: each key is busy on its own, and each
+    // is found by its own heavy streak.
+    let mut engine = Engine::new(settings());
+    quiet(&mut engine, &who);
+    let mut rs = crowd(office, &who, start, 6, 40);
+    let alerts = run(&mut engine, &mut rs);
+    for id in ["desk-a", "desk-b", "desk-c"] {
+        assert!(
+            only(&alerts, Detector::Volumetric).iter().any(|a| a.principal.as_deref() == Some(id)),
+            "{id}: {alerts:#?}"
+        );
+    }
+}
+
+/// An integration's two batch jobs back to back (about 600 requests in ten minutes, never 250 in a
+/// minute or five busy minutes in a row) stay under the ten-minute floor of 800; a client that pulls
+/// 220 every other minute passes it.
+#[test]
+fn volumetric_two_batch_jobs_back_to_back() {
+    let key = [Some(person("nightly-sync", PrincipalKind::ApiKey))];
+    let ip = [10, 8, 0, 1];
+    let warm = |engine: &mut Engine| {
+        // Three hours polling, 4 requests a minute.
+        let mut rs = crowd(ip, &key, T0, 180, 4);
+        assert!(run(engine, &mut rs).is_empty());
+    };
+    let start = T0 + 180 * 60_000;
+    let mut engine = Engine::new(settings());
+    warm(&mut engine);
+    // The poll goes on; two batches of 290, each over two minutes.
+    let mut rs = crowd(ip, &key, start, 10, 4);
+    rs.extend(crowd(ip, &key, start + 60_000, 2, 145));
+    rs.extend(crowd(ip, &key, start + 3 * 60_000 + 500, 2, 145));
+    assert!(rs.len() > 600, "{}", rs.len());
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::Volumetric).is_empty(), "{alerts:#?}");
+
+    let mut engine = Engine::new(settings());
+    warm(&mut engine);
+    let mut rs = crowd(ip, &key, start, 10, 4);
+    for m in [0, 2, 4, 6, 8] {
+        rs.extend(crowd(ip, &key, start + m * 60_000 + 500, 1, 220));
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    let a = hits.iter().find(|a| a.entity.kind == EntityKind::ApiKey).expect("the key alerted");
+    assert_eq!((a.feature, a.window_s), ("requests", 600), "{a:?}");
+    assert!(a.at_ms < start + 7 * 60_000, "{a:?}");
+    explained(a);
+}
+
 /// A page's response: 8 to 12 KB.
 fn noise(i: u64) -> u32 {
     8_000 + (sketch::mix(i) % 4_000) as u32

@@ -72,6 +72,8 @@ pub(crate) struct Scorer {
     modelled_refused: u64,
     refused_clients: BTreeSet<String>,
     pub(crate) alerts_total: u64,
+    /// Alerts after an attack's grace whose window still reached into it, on one of its entities.
+    after_attacks: u64,
     /// Every answer's status, how often (legitimate and attack requests).
     pub(crate) statuses: BTreeMap<u16, u64>,
 }
@@ -95,6 +97,7 @@ impl Scorer {
             modelled_refused: 0,
             refused_clients: BTreeSet::new(),
             alerts_total: 0,
+            after_attacks: 0,
             statuses: BTreeMap::new(),
         }
     }
@@ -133,13 +136,13 @@ impl Scorer {
         }
     }
 
-    /// The attacks an alert is about: its time inside the window (plus grace) and one of its entities
-    /// among the attack's.
-    fn matches(&self, s: &Seen) -> Vec<usize> {
+    /// The attacks an alert is about: its time inside the attack (plus `grace_ms`) and one of its
+    /// entities among the attack's.
+    fn matches(&self, s: &Seen, grace_ms: u64) -> Vec<usize> {
         let label_net: Option<IpNet> = s.label.parse().ok().or_else(|| s.label.parse::<IpAddr>().ok().map(IpNet::from));
         let mut out = Vec::new();
         for (i, a) in self.attacks.iter().enumerate() {
-            if s.at_ms < a.start_ms || s.at_ms > a.end_ms + GRACE_MS {
+            if s.at_ms < a.start_ms || s.at_ms > a.end_ms + grace_ms {
                 continue;
             }
             let ip_hit = a.ips.iter().chain(&self.used[i]).any(|aip| {
@@ -171,9 +174,16 @@ impl Scorer {
 
     pub(crate) fn on_alert(&mut self, s: Seen) {
         self.alerts_total += 1;
-        let hits = self.matches(&s);
+        let hits = self.matches(&s, GRACE_MS);
+        let after = hits.is_empty() && !self.matches(&s, s.window_s.saturating_mul(1000)).is_empty();
         let entry = self.by_detector.entry(s.detector.clone()).or_insert((0, 0));
-        if hits.is_empty() {
+        if after {
+            // Past the grace, but the alert's own window (an hour's bytes or minutes) still reaches
+            // into an attack on its entity: what it measured is the attack's. Not a false alarm, and
+            // not a detection either (too late to count as one).
+            entry.0 += 1;
+            self.after_attacks += 1;
+        } else if hits.is_empty() {
             entry.1 += 1;
             self.false_alarms.push(s.clone());
         } else {
@@ -268,6 +278,7 @@ impl Scorer {
             legit_requests: self.legit_requests,
             attack_requests: self.sent.iter().sum(),
             alerts: self.alerts_total,
+            after_attacks: self.after_attacks,
             false_alarms: fp_total,
             false_per_10k_h: per10k(fp_total),
             false_alarm_bound: (hours / 10_000.0).ceil() as u64,
@@ -336,6 +347,10 @@ pub(crate) struct Report {
     pub(crate) legit_requests: u64,
     pub(crate) attack_requests: u64,
     pub(crate) alerts: u64,
+    /// Alerts past an attack's grace (10 min) whose own window still reached into the attack, on one
+    /// of its entities (an hour's response bytes, most of them the attack's): neither false alarms
+    /// nor detections.
+    pub(crate) after_attacks: u64,
     pub(crate) false_alarms: u64,
     pub(crate) false_per_10k_h: f64,
     /// At most this many false alarms: ceil(client-hours / 10,000).
@@ -420,6 +435,12 @@ impl Report {
             "\nfalse alarms: {} ({:.2} per 10,000 client-hours; bound for this run {}), normal principals named: {}\n",
             self.false_alarms, self.false_per_10k_h, self.false_alarm_bound, self.principals_falsely_alerted
         ));
+        if self.after_attacks > 0 {
+            o.push_str(&format!(
+                "alerts after an attack's grace whose window reached into it (neither false alarms nor detections): {}\n",
+                self.after_attacks
+            ));
+        }
         o.push_str(&format!(
             "legitimate requests refused: {} measured (gateway, enforce), {} modelled ({} clients; every alert blocking its address and principal for 15 min)\n",
             self.legit_refused_measured, self.legit_refused_modelled, self.clients_refused_modelled
@@ -513,6 +534,29 @@ mod tests {
         assert_eq!(r.detectors.iter().find(|d| d.detector == "credential_stuffing").unwrap().precision, Some(0.5));
         assert!(r.detectors.iter().any(|d| d.detector == "model"));
         assert!(!r.misses(false).is_empty());
+    }
+
+    /// An alert past an attack's grace whose own window still reaches into the attack, on one of its
+    /// entities, measured the attack: neither a false alarm nor a detection. A short window there, or
+    /// a long one that ends before the attack, is a false alarm.
+    #[test]
+    fn an_alert_whose_window_reaches_into_an_attack_is_its_aftermath() {
+        let pop = Population::new(Scenario::new(2, 40, 24, 1));
+        let a = pop.attacks.iter().find(|a| a.class == Class::Exfiltration).unwrap().clone();
+        let who = a.principals[0].as_str();
+        let hour = |at_ms| Seen { window_s: 3600, ..seen("exfiltration", "api_key", who, None, Some(who), at_ms) };
+        let mut s = Scorer::new(&pop);
+        s.on_alert(hour(a.end_ms + 15 * MIN_MS));
+        let r = s.report(&pop, "test");
+        assert_eq!((r.false_alarms, r.after_attacks), (0, 1));
+        let row = r.classes.iter().find(|c| c.class == "exfiltration").unwrap();
+        assert_eq!(row.detected, 0, "too late to count as a detection");
+
+        let mut s = Scorer::new(&pop);
+        s.on_alert(seen("exfiltration", "api_key", who, None, Some(who), a.end_ms + 15 * MIN_MS));
+        s.on_alert(hour(a.end_ms + 61 * MIN_MS));
+        let r = s.report(&pop, "test");
+        assert_eq!((r.false_alarms, r.after_attacks), (2, 0));
     }
 
     #[test]
