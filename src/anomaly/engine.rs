@@ -426,6 +426,7 @@ fn init(st: &mut State, key: u64, kind: Kind, label: Box<str>, peer: u32, at_ms:
     st.last_ms = at_ms;
     st.model_mass = Q16::ONE;
     st.model_mass2 = Q16::ONE;
+    st.model_mass3 = Q16::ONE;
 }
 
 /// Closes the entity's window when `minute` is past it: window-end detectors, baselines, rings.
@@ -439,11 +440,12 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     // Streaks continue only into the very next minute.
     let next = minute == st.minute + 1;
     if !next || st.req == 0 {
-        // The model's three low windows in a row are three minutes in a row (a tick moves an idle
+        // The model's four low windows in a row are four minutes in a row (a tick moves an idle
         // entity a minute at a time, through empty ones): a periodic job's runs, hours apart, are
         // not one odd stretch.
         st.model_mass = Q16::ONE;
         st.model_mass2 = Q16::ONE;
+        st.model_mass3 = Q16::ONE;
         // And a minute without a request ends a sustained rate.
         st.rate_cusum = Q16::default();
     }

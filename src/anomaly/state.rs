@@ -142,6 +142,9 @@ pub(crate) struct State {
     /// ... and for the one before it.
     #[serde(default = "Q16::one")]
     pub(crate) model_mass2: Q16,
+    /// ... and for the one before that: four low minutes in a row fire.
+    #[serde(default = "Q16::one")]
+    pub(crate) model_mass3: Q16,
 
     // Time of day: active minutes per hour of the day (UTC), and in the current clock hour.
     pub(crate) hours: [u16; 24],
