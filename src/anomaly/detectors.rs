@@ -853,7 +853,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
                 baseline: 1.0,
                 observed: pair,
                 x: MODEL_MASS / pair.max(1e-9),
-                window_s: 180,
+                window_s: 240,
             };
             emit(st, f, ctx, at, alerts);
         }
