@@ -630,3 +630,16 @@ pub fn v6_client_bits(v6: &std::net::Ipv6Addr, v6_prefix: u8) -> u8 {
         v6_prefix.min(128)
     }
 }
+
+/// The network a client is counted, limited, watched and banned as, everywhere: an IPv4 address (also
+/// when written as IPv4-mapped IPv6) whole, an IPv6 address cut to its first [`v6_client_bits`].
+pub fn client_net(ip: IpAddr, v6_prefix: u8) -> ipnet::IpNet {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => ipnet::IpNet::V4(v4.into()),
+        IpAddr::V6(v6) => {
+            // At most 128 bits, so the network always exists.
+            let bits = v6_client_bits(&v6, v6_prefix);
+            ipnet::IpNet::V6(ipnet::Ipv6Net::new(v6, bits).map_or(v6.into(), |n| n.trunc()))
+        }
+    }
+}

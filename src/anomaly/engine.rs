@@ -714,16 +714,9 @@ fn hash_parts(seed: u64, kind: Kind, parts: &[&[u8]]) -> u64 {
 
 /// The address's entity key and its bytes (IPv6 masked to the prefix; IPv4-mapped as IPv4).
 fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
-    let bytes = match ip {
+    let bytes = match crate::exchange::client_net(ip, settings.ipv6_prefix).network() {
         IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => {
-                let bits = u32::from(crate::exchange::v6_client_bits(&v6, settings.ipv6_prefix));
-                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-                (u128::from(v6) & mask).to_be_bytes().to_vec()
-            }
-        },
+        IpAddr::V6(v6) => v6.octets().to_vec(),
     };
     (hash(seed, Kind::Ip, &bytes), bytes)
 }

@@ -1238,8 +1238,8 @@ impl Inner {
         let mut in_bans = false;
         if action == Action::Ban {
             let ban_target = match (key, a.ip) {
-                (None, Some(ip)) => Some(match prefix_net(ip, prefix) {
-                    Some(net) if net.prefix_len() < net.max_prefix_len() => Target::Prefix(net),
+                (None, Some(ip)) => Some(match crate::exchange::client_net(ip, prefix) {
+                    net if net.prefix_len() < net.max_prefix_len() => Target::Prefix(net),
                     _ => Target::Ip(ip.to_canonical()),
                 }),
                 (Some(t), _) if t.whole && t.method == PrincipalKind::ApiKey.as_str() => {
@@ -1740,16 +1740,7 @@ fn hash_key(bytes: &[u8]) -> u128 {
 
 /// The address an IPv6 client is grouped by: its network address at `prefix`.
 pub fn prefix_of(ip: IpAddr, prefix: u8) -> IpAddr {
-    prefix_net(ip, prefix).map_or(ip, |n| n.network())
-}
-
-fn prefix_net(ip: IpAddr, prefix: u8) -> Option<ipnet::IpNet> {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, crate::exchange::v6_client_bits(&v6, prefix))
-            .ok()
-            .map(|n| ipnet::IpNet::V6(n.trunc())),
-        IpAddr::V4(v4) => ipnet::Ipv4Net::new(v4, 32).ok().map(ipnet::IpNet::V4),
-    }
+    crate::exchange::client_net(ip, prefix).network()
 }
 
 /// An address action's target (`203.0.113.7`, `2001:db8:1:2::/64`) as `View::address` looks it up:
@@ -1770,8 +1761,8 @@ fn address_target(text: &str) -> Option<(IpAddr, u8)> {
 }
 
 fn ip_target(ip: IpAddr, prefix: u8) -> String {
-    match prefix_net(ip, prefix) {
-        Some(net) if net.prefix_len() < net.max_prefix_len() => net.to_string(),
+    match crate::exchange::client_net(ip, prefix) {
+        net if net.prefix_len() < net.max_prefix_len() => net.to_string(),
         _ => ip.to_canonical().to_string(),
     }
 }

@@ -8,7 +8,7 @@
 //! distinct active addresses) one address of its choosing, so rotating source addresses cannot grow it.
 
 use crate::units::Dur;
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -113,14 +113,12 @@ impl Tracker {
 /// The block an address is counted and banned as: IPv4 whole, IPv6 by `prefix` (each address behind a
 /// NAT64: [`crate::exchange::v6_client_bits`]).
 pub fn block_of(ip: IpAddr, ipv6_prefix: u8) -> (u128, IpNet) {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), IpNet::V4(Ipv4Net::from(a))),
-        IpAddr::V6(a) => {
-            let bits = crate::exchange::v6_client_bits(&a, ipv6_prefix);
-            let net = Ipv6Net::new(a, bits).map_or(Ipv6Net::from(a), |n| n.trunc());
-            (u128::from(net.network()), IpNet::V6(net))
-        }
-    }
+    let net = crate::exchange::client_net(ip, ipv6_prefix);
+    let key = match net.network() {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    (key, net)
 }
 
 #[cfg(test)]

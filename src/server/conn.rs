@@ -28,17 +28,10 @@ pub struct ConnGuard {
 }
 
 /// The key a client is counted under: an IPv4 address (also when written as IPv4-mapped IPv6) as it is,
-/// an IPv6 address cut to its first `v6_prefix` bits ([`crate::exchange::v6_client_bits`]). One IPv6 host usually holds
+/// an IPv6 address cut to its first `v6_prefix` bits ([`crate::exchange::client_net`]). One IPv6 host usually holds
 /// a whole /64, so counting single addresses would let it open 2^64 times the limit.
 pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let bits = u32::from(crate::exchange::v6_client_bits(&v6, v6_prefix));
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
+    crate::exchange::client_net(ip, v6_prefix).network()
 }
 
 impl ConnLimits {
