@@ -111,7 +111,7 @@ impl Tracker {
 }
 
 /// The block an address is counted and banned as: IPv4 whole, IPv6 by `prefix` (each address behind a
-/// NAT64: [`crate::exchange::v6_client_bits`]).
+/// NAT64: [`crate::exchange::client_net`]).
 pub fn block_of(ip: IpAddr, ipv6_prefix: u8) -> (u128, IpNet) {
     let net = crate::exchange::client_net(ip, ipv6_prefix);
     let key = match net.network() {

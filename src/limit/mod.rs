@@ -419,14 +419,9 @@ impl KeySink for aws_lc_rs::digest::Context {
 
 /// An IPv4 address whole (an IPv4-mapped IPv6 address is its IPv4 address); IPv6 by its prefix.
 fn write_ip(h: &mut impl KeySink, ip: IpAddr, prefix: u8) {
-    match ip.to_canonical() {
+    match crate::exchange::client_net(ip, prefix).network() {
         IpAddr::V4(v4) => h.part(b'4', &v4.octets()),
-        IpAddr::V6(v6) => {
-            let prefix = crate::exchange::v6_client_bits(&v6, prefix);
-            let bits = u128::from(v6);
-            let masked = if prefix >= 128 { bits } else { bits & !(u128::MAX >> prefix) };
-            h.part(b'6', &masked.to_be_bytes());
-        }
+        IpAddr::V6(v6) => h.part(b'6', &v6.octets()),
     }
 }
 
