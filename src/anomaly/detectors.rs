@@ -199,14 +199,24 @@ const TEN_MINUTE_FLOOR: f64 = 800.0;
 /// At most this many principals share an address's fixed volumetric floors.
 const SHARERS: f64 = 4.0;
 
-/// How many principals an address's fixed volumetric floors are for: the distinct principals it
-/// served in the current minute (`ten`: in the last ten minutes), from 1 to [`SHARERS`]; 1 for
-/// every other entity. An office or a cloud NAT serves several clients, whose bursts and batch jobs
-/// can land in the same minutes; each principal is still judged against the floors on its own
-/// entity, so a party with several credentials behind one address gains no more than it would by
-/// spreading them over addresses.
+/// How many principals an address's fixed volumetric floors are for: the distinct authenticated
+/// principals it served in the current minute (`ten`: in the last ten minutes), whatever their
+/// answers, from 1 to [`SHARERS`]; 1 for every other entity. An office or a cloud NAT serves several
+/// clients, whose bursts and batch jobs can land in the same minutes; each principal is still judged
+/// against the floors on its own entity, so a party with several credentials behind one address
+/// gains no more than it would by spreading them over addresses.
+///
+/// Only while every request of the window carried a principal: one request without (anonymous, or
+/// a refused credential) and the floors are one share's. Otherwise a few cheap accounts, each
+/// sending a request a minute, would lend their shares to an anonymous flood from the same address,
+/// which no principal's own entity ever sees.
 pub(crate) fn sharers(st: &State, ten: bool) -> f64 {
     if st.kind != Kind::Ip {
+        return 1.0;
+    }
+    let since = (st.minute + 1).saturating_sub(st.anon_minute);
+    let anonymous = st.anon_minute != 0 && if ten { since < 10 } else { since == 0 };
+    if anonymous {
         return 1.0;
     }
     let n = if ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
@@ -842,7 +852,7 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
             // storm, an integration's batch job of a few hundred requests). With three, 8 false
             // alarms over twelve seeds of the long run were such batches; four ended them, and the
             // model still finds 264 of the 1,440 attacks there (297 with three), never first.
-            let pair = mass.max(st.model_mass.get()).max(st.model_mass2.get()).max(st.model_mass3.get());
+            let highest = mass.max(st.model_mass.get()).max(st.model_mass2.get()).max(st.model_mass3.get());
             st.model_mass3 = st.model_mass2;
             st.model_mass2 = st.model_mass;
             st.model_mass = Q16::new(mass);
@@ -851,8 +861,8 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
                 feature: "model_mass",
                 basis: "the mass of typical windows (about 1; fires under 0.02 four times in a row)",
                 baseline: 1.0,
-                observed: pair,
-                x: MODEL_MASS / pair.max(1e-9),
+                observed: highest,
+                x: MODEL_MASS / highest.max(1e-9),
                 window_s: 240,
             };
             emit(st, f, ctx, at, alerts);

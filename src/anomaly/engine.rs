@@ -183,8 +183,9 @@ impl Engine {
             if let (true, Some(c)) = (failing, claimed_key) {
                 st.ring_a.insert(st.minute, c);
             }
-            if let Some(p) = principal_key {
-                st.ring_b.insert(st.minute, p);
+            match principal_key {
+                Some(p) => st.ring_b.insert(st.minute, p),
+                None => st.anon_minute = st.minute + 1,
             }
             detectors::on_ip(st, &ctx, sh, alerts);
         }

@@ -117,6 +117,11 @@ pub(crate) struct State {
     /// judged only when networks interleave.
     #[serde(default)]
     pub(crate) returns: Returns,
+    /// An address: the last minute (plus one; 0: never) it served a request without a principal
+    /// (anonymous, or a refused credential). Its fixed volumetric floors are shared by principals
+    /// only while it serves none.
+    #[serde(default)]
+    pub(crate) anon_minute: u32,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,

@@ -690,7 +690,7 @@ fn crowd(ip: [u8; 4], who: &[Option<Arc<Principal>>], start: u64, minutes: u64, 
     rs
 }
 
-/// An address's fixed floors (250 a minute, 600 in ten minutes, 30 a minute for a busy minute) are per
+/// An address's fixed floors (250 a minute, 800 in ten minutes, 30 a minute for a busy minute) are per
 /// principal it serves, up to four: an office's people bursting together, or two integrations whose
 /// batch jobs land in the same minute, are not a scraper. Anonymous traffic gets one share, and every
 /// principal is still judged on its own entity.
@@ -751,6 +751,46 @@ fn volumetric_an_address_is_judged_per_principal_it_serves() {
             "{id}: {alerts:#?}"
         );
     }
+}
+
+/// A few cheap accounts (each sending one request a minute, even a refused one) lend no shares to an
+/// anonymous flood from the same address: a window with a request without a principal is one share's.
+#[test]
+fn volumetric_an_anonymous_flood_does_not_ride_on_principals_shares() {
+    let ip = [10, 66, 0, 1];
+    let keys: Vec<_> = (0..4).map(|i| person(&format!("cheap-{i}"), PrincipalKind::ApiKey)).collect();
+    // Each key once every `every` minutes (a 403), and `anon(m)` anonymous requests in minute m.
+    let ride = |anon: &dyn Fn(u64) -> u64, minutes: u64, every: u64| {
+        let mut engine = Engine::new(settings());
+        let mut rs = normal(60, 6, 7);
+        let start = T0 + 3 * 3_600_000;
+        for m in 0..minutes {
+            if m % every == 0 {
+                for (i, p) in keys.iter().enumerate() {
+                    let mut r = rec(start + m * 60_000 + i as u64 * 10, ip, 403);
+                    r.principal = Some(p.clone());
+                    rs.push(r);
+                }
+            }
+            let n = anon(m);
+            for k in 0..n {
+                rs.push(rec(start + m * 60_000 + 100 + k * (59_000 / n.max(1)), ip, 200));
+            }
+        }
+        let alerts = run(&mut engine, &mut rs);
+        only(&alerts, Detector::Volumetric)
+            .into_iter()
+            .filter(|a| a.ip == Some(IpAddr::V4(Ipv4Addr::from(ip))))
+            .map(|a| a.feature)
+            .collect::<Vec<_>>()
+    };
+    // 990 in one minute: over one share's 250.
+    assert!(ride(&|m| if m == 5 { 990 } else { 0 }, 10, 1).contains(&"requests"));
+    // 115 a minute for an hour: busy minutes of one share (30), five in a row.
+    assert!(ride(&|_| 115, 60, 1).contains(&"busy_minutes_in_a_row"));
+    // Four minutes of 240 and one of 20, over and over (1,960 in ten minutes), the keys once every
+    // ten minutes: over one share's 800 in ten minutes.
+    assert!(ride(&|m| if m % 5 == 4 { 20 } else { 240 }, 60, 10).contains(&"requests"));
 }
 
 /// An integration's two batch jobs back to back (about 600 requests in ten minutes, never 250 in a

@@ -72,7 +72,7 @@ pub(crate) struct Scorer {
     modelled_refused: u64,
     refused_clients: BTreeSet<String>,
     pub(crate) alerts_total: u64,
-    /// Alerts after an attack's grace whose window still reached into it, on one of its entities.
+    /// Alerts after an attack's grace whose window still reached into it ([`Scorer::aftermath`]).
     after_attacks: u64,
     /// Every answer's status, how often (legitimate and attack requests).
     pub(crate) statuses: BTreeMap<u16, u64>,
@@ -167,6 +167,15 @@ impl Scorer {
         out
     }
 
+    /// Whether an alert past every attack's grace is an attack's aftermath: the detector that finds
+    /// the attack's class, on one of its entities, with a window (at most an hour: the hourly
+    /// exfiltration sum decays over one) that still reaches into the attack. What it measured was
+    /// the attack's: an hour's response bytes, most of them drained by the attacker.
+    fn aftermath(&self, s: &Seen) -> bool {
+        let reach = s.window_s.min(3600).saturating_mul(1000);
+        self.matches(s, reach).into_iter().any(|i| detector_of(self.attacks[i].class) == s.detector)
+    }
+
     /// The alerts that matched no attack.
     pub(crate) fn false_alarms(&self) -> impl Iterator<Item = &Seen> {
         self.false_alarms.iter()
@@ -175,13 +184,10 @@ impl Scorer {
     pub(crate) fn on_alert(&mut self, s: Seen) {
         self.alerts_total += 1;
         let hits = self.matches(&s, GRACE_MS);
-        let after = hits.is_empty() && !self.matches(&s, s.window_s.saturating_mul(1000)).is_empty();
+        let after = hits.is_empty() && self.aftermath(&s);
         let entry = self.by_detector.entry(s.detector.clone()).or_insert((0, 0));
         if after {
-            // Past the grace, but the alert's own window (an hour's bytes or minutes) still reaches
-            // into an attack on its entity: what it measured is the attack's. Not a false alarm, and
-            // not a detection either (too late to count as one).
-            entry.0 += 1;
+            // Not a false alarm, not a true alert, and not a detection either (too late to count).
             self.after_attacks += 1;
         } else if hits.is_empty() {
             entry.1 += 1;
@@ -339,6 +345,14 @@ pub(crate) struct DetectorRow {
     pub(crate) classes: BTreeMap<&'static str, u32>,
 }
 
+/// The detector whose job an attack class is.
+fn detector_of(class: Class) -> &'static str {
+    match class {
+        Class::Scraping => "volumetric",
+        c => c.id(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     pub(crate) mode: String,
@@ -347,9 +361,9 @@ pub(crate) struct Report {
     pub(crate) legit_requests: u64,
     pub(crate) attack_requests: u64,
     pub(crate) alerts: u64,
-    /// Alerts past an attack's grace (10 min) whose own window still reached into the attack, on one
-    /// of its entities (an hour's response bytes, most of them the attack's): neither false alarms
-    /// nor detections.
+    /// Alerts past an attack's grace (10 min) by the detector of its class, on one of its entities,
+    /// whose own window (at most an hour) still reached into the attack (an hour's response bytes,
+    /// most of them the attack's): neither false alarms, true alerts nor detections.
     pub(crate) after_attacks: u64,
     pub(crate) false_alarms: u64,
     pub(crate) false_per_10k_h: f64,
@@ -552,11 +566,21 @@ mod tests {
         let row = r.classes.iter().find(|c| c.class == "exfiltration").unwrap();
         assert_eq!(row.detected, 0, "too late to count as a detection");
 
+        let ex = r.detectors.iter().find(|d| d.detector == "exfiltration").unwrap();
+        assert_eq!((ex.true_alerts, ex.false_alarms), (0, 0), "nor a true alert");
+
+        // A short window there, a long one that ends before the attack, another detector's alert
+        // (whatever its window), or a window past an hour: false alarms.
         let mut s = Scorer::new(&pop);
         s.on_alert(seen("exfiltration", "api_key", who, None, Some(who), a.end_ms + 15 * MIN_MS));
         s.on_alert(hour(a.end_ms + 61 * MIN_MS));
+        s.on_alert(Seen {
+            window_s: 3600,
+            ..seen("unusual_hours", "api_key", who, None, Some(who), a.end_ms + 30 * MIN_MS)
+        });
+        s.on_alert(Seen { window_s: 200_000, ..hour(a.end_ms + 24 * 60 * MIN_MS) });
         let r = s.report(&pop, "test");
-        assert_eq!((r.false_alarms, r.after_attacks), (2, 0));
+        assert_eq!((r.false_alarms, r.after_attacks), (4, 0));
     }
 
     #[test]
