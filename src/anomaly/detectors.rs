@@ -214,8 +214,7 @@ pub(crate) fn sharers(st: &State, ten: bool) -> f64 {
     if st.kind != Kind::Ip {
         return 1.0;
     }
-    let since = (st.minute + 1).saturating_sub(st.anon_minute);
-    let anonymous = st.anon_minute != 0 && if ten { since < 10 } else { since == 0 };
+    let anonymous = if ten { st.anon_age < 10 } else { st.anon_age == 0 };
     if anonymous {
         return 1.0;
     }

@@ -185,7 +185,7 @@ impl Engine {
             }
             match principal_key {
                 Some(p) => st.ring_b.insert(st.minute, p),
-                None => st.anon_minute = st.minute + 1,
+                None => st.anon_age = 0,
             }
             detectors::on_ip(st, &ctx, sh, alerts);
         }
@@ -428,6 +428,7 @@ fn init(st: &mut State, key: u64, kind: Kind, label: Box<str>, peer: u32, at_ms:
     st.model_mass = Q16::ONE;
     st.model_mass2 = Q16::ONE;
     st.model_mass3 = Q16::ONE;
+    st.anon_age = u8::MAX;
 }
 
 /// Closes the entity's window when `minute` is past it: window-end detectors, baselines, rings.
@@ -473,6 +474,8 @@ fn roll(st: &mut State, minute: u32, ctx: &Ctx<'_>, sh: &mut Shared, alerts: &mu
     st.ring_a.advance(st.minute, minute);
     st.ring_b.advance(st.minute, minute);
     st.returns.advance(st.minute, minute);
+    // After the streaks: the closing minute was judged with its own requests.
+    st.anon_age = st.anon_age.saturating_add(idle);
     st.minute = minute;
     st.req = 0;
     st.s401 = 0;

@@ -117,11 +117,11 @@ pub(crate) struct State {
     /// judged only when networks interleave.
     #[serde(default)]
     pub(crate) returns: Returns,
-    /// An address: the last minute (plus one; 0: never) it served a request without a principal
-    /// (anonymous, or a refused credential). Its fixed volumetric floors are shared by principals
-    /// only while it serves none.
-    #[serde(default)]
-    pub(crate) anon_minute: u32,
+    /// An address: minutes since it last served a request without a principal (anonymous, or a
+    /// refused credential), saturating (255: long ago, or never). Its fixed volumetric floors are
+    /// shared by principals only while it serves none.
+    #[serde(default = "never")]
+    pub(crate) anon_age: u8,
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
@@ -181,6 +181,10 @@ pub(crate) struct State {
 
     /// Per detector: record time (seconds) of its last alert on this entity.
     pub(crate) last_alert: [u32; 9],
+}
+
+fn never() -> u8 {
+    u8::MAX
 }
 
 impl State {
