@@ -211,21 +211,30 @@ const SHARERS: f64 = 4.0;
 /// sending a request a minute, would lend their shares to an anonymous flood from the same address,
 /// which no principal's own entity ever sees.
 pub(crate) fn sharers(st: &State, ten: bool) -> f64 {
+    shares(st, ten, ten)
+}
+
+/// [`sharers`], with the principals counted over the ten minutes or the minute, and the requests
+/// without one looked for over the ten minutes or the minute.
+fn shares(st: &State, principals_ten: bool, anonymous_ten: bool) -> f64 {
     if st.kind != Kind::Ip {
         return 1.0;
     }
-    let anonymous = if ten { st.anon_age < 10 } else { st.anon_age == 0 };
+    let anonymous = if anonymous_ten { st.anon_age < 10 } else { st.anon_age == 0 };
     if anonymous {
         return 1.0;
     }
-    let n = if ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+    let n = if principals_ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
     n.round().clamp(1.0, SHARERS)
 }
 
 /// Whether the current minute is busy enough to extend a heavy streak: [`HEAVY`] requests per
-/// principal ([`sharers`]).
+/// principal the address served over the ten minutes, unless the minute holds a request without
+/// one ([`sharers`]). People behind one office address take turns being busy (one for two minutes,
+/// another for the next three), and each of them is judged on its own entity; an anonymous flood
+/// fills every minute it is in.
 pub(crate) fn busy(st: &State) -> bool {
-    f64::from(st.req) >= f64::from(HEAVY) * sharers(st, false)
+    f64::from(st.req) >= f64::from(HEAVY) * shares(st, true, false)
 }
 
 /// The share of the minutes since the entity appeared in which it was active (the current one

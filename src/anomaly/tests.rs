@@ -715,6 +715,13 @@ fn volumetric_an_address_is_judged_per_principal_it_serves() {
     let alerts = run(&mut engine, &mut rs);
     assert!(only(&alerts, Detector::Volumetric).is_empty(), "{alerts:#?}");
 
+    // Two of them taking turns: one busy for two minutes, the other for the next three (40 a
+    // minute each: busy minutes of one share, five in a row at the address).
+    let mut rs = crowd(office, &who[..1], T0 + 210 * 60_000, 2, 40);
+    rs.extend(crowd(office, &who[1..2], T0 + 212 * 60_000, 3, 40));
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::Volumetric).is_empty(), "{alerts:#?}");
+
     // Two integrations' batches in the same minute, 150 each (300 at the address, over 250).
     let mut rs = crowd(office, &who[..2], T0 + 230 * 60_000, 1, 150);
     let alerts = run(&mut engine, &mut rs);
