@@ -718,7 +718,8 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
         baseline: 0.0,
         observed: f64::from(st.hour_minutes),
         x: 0.0,
-        window_s: 3600,
+        // The clock hour so far, in whole minutes: what `hour_minutes` and `hour_requests` count.
+        window_s: ((at_ms / 1000 % 3600) / 60 + 1) as u32 * 60,
     };
     let span_h = ((at_ms / 1000) as u32).saturating_sub(st.first_s) / 3600;
     if st.active < HOURS_WARM_MINUTES || span_h < HOURS_HEAVY_WARM_HOURS {

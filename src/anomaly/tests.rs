@@ -1200,6 +1200,10 @@ fn unusual_hours_after_a_profile() {
     quiet.extend(run(&mut engine, &mut rs));
     let hits = only(&quiet, Detector::UnusualHours);
     assert_eq!(hits.len(), 1, "{quiet:#?}");
+    // A request every minute from 03:00: the window is the clock hour so far, as many minutes as
+    // were active.
+    assert_eq!(hits[0].window_s, 60 * hits[0].observed as u32, "{:?}", hits[0]);
+    assert!(hits[0].window_s < 3600);
     explained(hits[0]);
 }
 
