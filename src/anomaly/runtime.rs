@@ -475,7 +475,7 @@ impl View {
         let ip = ip.to_canonical();
         let lens: &[u8] = if ip.is_ipv4() { &[32] } else { &self.v6_lens };
         lens.iter().filter_map(move |&len| {
-            let key = (if ip.is_ipv4() { ip } else { prefix_of(ip, len) }, len);
+            let key = (if ip.is_ipv4() { ip } else { crate::server::conn::client_key(ip, len) }, len);
             self.ips.get(&key).map(|e| (key, e))
         })
     }
@@ -1738,11 +1738,6 @@ fn hash_key(bytes: &[u8]) -> u128 {
     siphasher::sip128::Hasher128::finish128(&h).as_u128()
 }
 
-/// The address an IPv6 client is grouped by: its network address at `prefix`.
-pub fn prefix_of(ip: IpAddr, prefix: u8) -> IpAddr {
-    crate::exchange::client_net(ip, prefix).network()
-}
-
 /// An address action's target (`203.0.113.7`, `2001:db8:1:2::/64`) as `View::address` looks it up:
 /// its network address (another node may have written host bits) and prefix length. `None` for
 /// anything else (a prefix on an IPv4 address, a length over 128).
@@ -1755,7 +1750,7 @@ fn address_target(text: &str) -> Option<(IpAddr, u8)> {
         (IpAddr::V6(_), None) => Some((ip, 128)),
         (IpAddr::V6(_), Some(l)) => {
             let len = l.parse::<u8>().ok().filter(|l| *l <= 128)?;
-            Some((prefix_of(ip, len), len))
+            Some((crate::server::conn::client_key(ip, len), len))
         }
     }
 }
@@ -2120,7 +2115,7 @@ mod tests {
         assert_eq!(t("::ffff:203.0.113.7"), "203.0.113.7");
         assert_eq!(t("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
         assert_eq!(t("64:ff9b:1:2::cb00:7107"), "64:ff9b:1:2::cb00:7107");
-        let p = |ip: &str| prefix_of(ip.parse().unwrap(), 64).to_string();
+        let p = |ip: &str| crate::server::conn::client_key(ip.parse().unwrap(), 64).to_string();
         assert_eq!(p("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
         assert_eq!(p("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
     }

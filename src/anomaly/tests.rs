@@ -1348,38 +1348,26 @@ fn the_model_scores_an_unseen_kind_of_window() {
     let mut rs = normal(60, 10, 9);
     let p = person("odd", PrincipalKind::Jwt);
     // Busy minutes of nothing but 429s and 403s on routes the principal never used, and huge bodies.
-    for i in 0..240u64 {
-        let mut r = rec(T0 + 9 * 3_600_000 + i * 900, [10, 8, 0, 1], if i % 2 == 0 { 429 } else { 403 });
+    // The `i`th such request at `at` from `ip`: alternately 429 and 403, on route 20 + i % 30.
+    let odd = |p: &Arc<Principal>, at: u64, ip: [u8; 4], i: u64| {
+        let mut r = rec(at, ip, 429 - (i % 2) as u16 * 26);
         r.principal = Some(p.clone());
         r.route = 20 + (i % 30) as u16;
         r.params_hash = i + 1;
         r.bytes_out = 3_000_000;
-        rs.push(r);
-    }
+        r
+    };
+    rs.extend((0..240u64).map(|i| odd(&p, T0 + 9 * 3_600_000 + i * 900, [10, 8, 0, 1], i)));
     // The same odd minute as a periodic job's run, every half hour: four low windows, but never
     // four minutes in a row.
     let job = person("odd-job", PrincipalKind::Jwt);
     for run in 0..8u64 {
-        for i in 0..10u64 {
-            let mut r = rec(T0 + 9 * 3_600_000 + run * 1_800_000 + i * 5_000, [10, 9, 0, 1], 429 - (i % 2) as u16 * 26);
-            r.principal = Some(job.clone());
-            r.route = 20 + (i % 30) as u16;
-            r.params_hash = i + 1;
-            r.bytes_out = 3_000_000;
-            rs.push(r);
-        }
+        rs.extend((0..10u64).map(|i| odd(&job, T0 + 9 * 3_600_000 + run * 1_800_000 + i * 5_000, [10, 9, 0, 1], i)));
     }
     // The same odd minutes three in a row, as a batch job's run: an integration's batch (a few
     // hundred requests over two or three minutes) is rare enough to score low. Four in a row fire.
     let batch = person("odd-batch", PrincipalKind::Jwt);
-    for i in 0..30u64 {
-        let mut r = rec(T0 + 10 * 3_600_000 + i * 6_000, [10, 9, 0, 2], 429 - (i % 2) as u16 * 26);
-        r.principal = Some(batch.clone());
-        r.route = 20 + (i % 30) as u16;
-        r.params_hash = i + 1;
-        r.bytes_out = 3_000_000;
-        rs.push(r);
-    }
+    rs.extend((0..30u64).map(|i| odd(&batch, T0 + 10 * 3_600_000 + i * 6_000, [10, 9, 0, 2], i)));
     let alerts = run(&mut engine, &mut rs);
     let hits = only(&alerts, Detector::Model);
     assert!(hits.iter().all(|a| a.principal.as_deref() != Some("odd-batch")), "{hits:#?}");
