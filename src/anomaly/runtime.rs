@@ -475,7 +475,7 @@ impl View {
         let ip = ip.to_canonical();
         let lens: &[u8] = if ip.is_ipv4() { &[32] } else { &self.v6_lens };
         lens.iter().filter_map(move |&len| {
-            let key = (if ip.is_ipv4() { ip } else { crate::server::conn::client_key(ip, len) }, len);
+            let key = (if ip.is_ipv4() { ip } else { crate::exchange::client_net(ip, len).network() }, len);
             self.ips.get(&key).map(|e| (key, e))
         })
     }
@@ -1750,7 +1750,7 @@ fn address_target(text: &str) -> Option<(IpAddr, u8)> {
         (IpAddr::V6(_), None) => Some((ip, 128)),
         (IpAddr::V6(_), Some(l)) => {
             let len = l.parse::<u8>().ok().filter(|l| *l <= 128)?;
-            Some((crate::server::conn::client_key(ip, len), len))
+            Some((crate::exchange::client_net(ip, len).network(), len))
         }
     }
 }
@@ -2115,7 +2115,7 @@ mod tests {
         assert_eq!(t("::ffff:203.0.113.7"), "203.0.113.7");
         assert_eq!(t("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
         assert_eq!(t("64:ff9b:1:2::cb00:7107"), "64:ff9b:1:2::cb00:7107");
-        let p = |ip: &str| crate::server::conn::client_key(ip.parse().unwrap(), 64).to_string();
+        let p = |ip: &str| crate::exchange::client_net(ip.parse().unwrap(), 64).network().to_string();
         assert_eq!(p("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
         assert_eq!(p("64:ff9b::203.0.113.7"), "64:ff9b::cb00:7107");
     }
