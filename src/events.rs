@@ -41,7 +41,8 @@ pub enum Kind {
     /// The request broke its route's shape limits, content rules or OpenAPI document (400/413/415/422),
     /// or the protocol rules every request is held to (head limits, framing, path spellings).
     ValidationFailed,
-    /// The client address is on a deny list (or off an allow list), or banned (403).
+    /// The client address is on a deny list (or off an allow list), or banned (403); or its bot score
+    /// reached the route's `bot.refuse_at` (403, or noted only in `monitor` mode).
     GuardBlocked,
     /// A ban was set (by `auto_ban`, a command, or the admin API).
     BanSet,

@@ -459,6 +459,8 @@ pub enum Reject {
     IpDenied,
     /// The client address, its prefix or the principal is banned (`portcullis bans`, `auto_ban`).
     Banned,
+    /// The anomaly detector's bot score of the client address reached the route's `bot.refuse_at`.
+    Bot,
     /// Shared state (Redis) could not be reached and the limit or replay store fails closed.
     StoreUnavailable,
     /// The request breaks the route's declared shape or its OpenAPI document (400 or 422): each error
@@ -504,7 +506,8 @@ impl Reject {
             | Reject::Forbidden
             | Reject::ForbiddenProperty(_)
             | Reject::IpDenied
-            | Reject::Banned => StatusCode::FORBIDDEN,
+            | Reject::Banned
+            | Reject::Bot => StatusCode::FORBIDDEN,
             Reject::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
@@ -548,6 +551,7 @@ impl Reject {
             Reject::Internal(_) => ("internal-error", "The gateway failed to handle the request"),
             Reject::IpDenied => ("ip-denied", "The client address is not allowed"),
             Reject::Banned => ("banned", "The client is banned"),
+            Reject::Bot => ("bot", "The client is judged to be automated"),
             Reject::Invalid(_) => ("invalid-request", "The request does not match what the API accepts"),
             Reject::RequestBlocked => ("request-blocked", "The request was blocked by inspection"),
         }
@@ -564,7 +568,7 @@ impl Reject {
             | Reject::Reauthenticate => Kind::AuthnFailure,
             Reject::Forbidden | Reject::ForbiddenProperty(_) | Reject::CorsForbidden => Kind::AuthzDenied,
             Reject::TooManyRequests | Reject::RateLimited => Kind::RateLimited,
-            Reject::IpDenied | Reject::Banned => Kind::GuardBlocked,
+            Reject::IpDenied | Reject::Banned | Reject::Bot => Kind::GuardBlocked,
             Reject::RequestBlocked => Kind::InspectDetection,
             Reject::BadRequest(_)
             | Reject::AmbiguousFraming(_)

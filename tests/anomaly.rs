@@ -554,6 +554,9 @@ fn the_anomaly_section_is_checked() {
         // A claimed identity is anyone's to name: nothing may land on it.
         ("anomaly:\n  detectors:\n    password_spraying: { actions: [log, ban] }\n", "password_spraying"),
         ("anomaly:\n  detectors:\n    password_spraying: { actions: [throttle] }\n", "password_spraying"),
+        // A challenge needs a principal; these two judge addresses only: it would never happen.
+        ("anomaly:\n  detectors:\n    credential_stuffing: { actions: [log, challenge] }\n", "challenge"),
+        ("anomaly:\n  detectors:\n    automation: { actions: [challenge] }\n", "challenge"),
     ] {
         let cfg = dir.write("bad.yaml", &config(&dir, up.addr, section));
         let (code, out, err) = common::portcullis(&["check", "-c", cfg.to_str().unwrap()], &[]);
@@ -751,4 +754,125 @@ fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back(
     });
     assert_eq!(get(&mut on_b, "/j/profile", "192.0.2.10", &stolen).0, 401);
     assert!(a.actions().iter().any(|x| x["kind"] == "challenge"), "a lost write lifted the action on A");
+}
+
+/// The config with one more route, `/g`, public and refusing addresses whose bot score is 0.9 or more.
+fn with_bot_route(dir: &TempDir, up: SocketAddr, anomaly: &str) -> String {
+    config(dir, up, anomaly).replace(
+        "events:\n",
+        "  - name: guarded\n    match:\n      path: { prefix: /g }\n    upstream: app\n    auth: none\n    bot: { refuse_at: 0.9 }\nevents:\n",
+    )
+}
+
+/// One request from `ip` with user agent `agent`.
+fn get_as(conn: &mut RawConn, path: &str, ip: &str, agent: &str) -> (u16, String) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: {ip}\r\nUser-Agent: {agent}\r\nAccept: application/json\r\n\r\n"
+    );
+    let resp = conn.send(req.as_bytes(), T);
+    (common::status_of(&resp), resp)
+}
+
+/// A gateway on `with_bot_route` in `mode`, its upstream and a viewer's admin token.
+fn bot_gateway(mode: &str) -> (Upstream, Gateway, String) {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let yaml = with_bot_route(&dir, up.addr, &format!("anomaly:\n  mode: {mode}\n"));
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    (up, Gateway::start_in(dir, &yaml), viewer)
+}
+
+/// The newest `guard.blocked` event for a bot score, if any.
+fn bot_event(gw: &Gateway, viewer: &str) -> Option<Value> {
+    let events = call(gw.addr("admin"), Some(viewer), "GET", "/admin/v1/events?kind=guard.blocked", None, &[]).json();
+    events["items"].as_array()?.iter().find(|e| e["reason"] == "bot").cloned()
+}
+
+#[test]
+fn a_route_refuses_an_address_the_detector_judges_a_bot() {
+    let (up, gw, viewer) = bot_gateway("enforce");
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let scanner = "2001:db8:7:1::5";
+    // A scanner's signature scores 0.97 on its first request; the route without `bot:` serves it.
+    let (st, _) = get_as(&mut conn, "/p/x", scanner, "sqlmap/1.8.2#stable (https://sqlmap.org)");
+    assert_eq!(st, 200);
+    // The detector thread scores it off the request path: polled until the guarded route refuses.
+    let deadline = Instant::now() + T;
+    let resp = loop {
+        let (st, resp) = get_as(&mut conn, "/g/x", scanner, "sqlmap/1.8.2#stable (https://sqlmap.org)");
+        if st == 403 {
+            break resp;
+        }
+        assert_eq!(st, 200, "{resp}");
+        assert!(Instant::now() < deadline, "the guarded route never refused the scanner");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:bot", "{resp}");
+    let hits = up.hits();
+    // Another agent from the same address, or from its /64, is the same client: refused, unseen upstream.
+    for (ip, agent) in [
+        (scanner, "okhttp/4.12.0"),
+        ("2001:db8:7:1:aaaa::99", "okhttp/4.12.0"),
+        ("2001:DB8:7:1:0:0:0:5", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"),
+    ] {
+        let (st, resp) = get_as(&mut conn, "/g/y", ip, agent);
+        assert_eq!(st, 403, "{ip} {agent}: {resp}");
+        assert_eq!(problem_of(&resp), "urn:portcullis:problem:bot", "{resp}");
+    }
+    assert_eq!(up.hits(), hits, "a refused request reached the upstream");
+    // The route without `bot:` still serves it (the detector's own default for `automation` is `log`),
+    // and other clients, the next /64 among them, pass the guarded route.
+    assert_eq!(get_as(&mut conn, "/p/x", scanner, "okhttp/4.12.0").0, 200);
+    for ip in ["2001:db8:7:2::5", "198.51.100.20"] {
+        let (st, resp) = get_as(&mut conn, "/g/x", ip, "okhttp/4.12.0");
+        assert_eq!(st, 200, "{ip}: {resp}");
+    }
+    // The refusal is a security event with the score and the threshold.
+    let e = bot_event(&gw, &viewer).expect("no bot event");
+    assert_eq!(e["attrs"]["enforced"], true, "{e}");
+    assert!(e["attrs"]["score"].as_str().unwrap().parse::<f64>().unwrap() >= 0.9, "{e}");
+    assert_eq!(e["attrs"]["refuse_at"], "0.900", "{e}");
+}
+
+#[test]
+fn a_bot_route_in_monitor_mode_notes_and_serves() {
+    let (_up, gw, viewer) = bot_gateway("monitor");
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let deadline = Instant::now() + T;
+    let e = loop {
+        let (st, resp) = get_as(&mut conn, "/g/x", "203.0.113.60", "Nikto/2.5.0");
+        assert_eq!(st, 200, "monitor mode refuses nothing: {resp}");
+        if let Some(e) = bot_event(&gw, &viewer) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no bot event in monitor mode");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(e["attrs"]["enforced"], false, "{e}");
+}
+
+#[test]
+fn a_bot_route_is_checked() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    for (anomaly, refuse_at, needle) in [
+        ("", "0.9", "anomaly"),
+        ("anomaly: {}\n", "1.5", "refuse_at"),
+        ("anomaly: {}\n", "0", "refuse_at"),
+        ("anomaly: {}\n", ".nan", "refuse_at"),
+        ("anomaly:\n  detectors:\n    automation: { enabled: false }\n", "0.9", "automation"),
+    ] {
+        let yaml = with_bot_route(&dir, up.addr, anomaly).replace("refuse_at: 0.9", &format!("refuse_at: {refuse_at}"));
+        let cfg = dir.write("bad.yaml", &yaml);
+        let (code, out, err) = common::portcullis(&["check", "-c", cfg.to_str().unwrap()], &[]);
+        assert_ne!(code, 0, "{anomaly} {refuse_at}: {out}");
+        assert!(err.contains(needle) || out.contains(needle), "{anomaly} {refuse_at}: {err}{out}");
+    }
+    // Unknown keys in it are errors too.
+    let yaml = with_bot_route(&dir, up.addr, "anomaly: {}\n").replace("refuse_at: 0.9", "refuse_at: 0.9, score: 1");
+    let cfg = dir.write("bad.yaml", &yaml);
+    let (code, _, err) = common::portcullis(&["check", "-c", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("score"), "{err}");
 }

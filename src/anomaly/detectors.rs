@@ -665,6 +665,18 @@ pub(crate) fn night_minutes(share: f64) -> Option<f64> {
     (share < NIGHT).then(|| HOUR_MINUTES * (1.0 + ((share - DEEP_NIGHT) / (NIGHT - DEEP_NIGHT)).clamp(0.0, 1.0)))
 }
 
+/// Active minutes added, in an hour within two of one the entity has used, to what the hour needs.
+const EDGE_MINUTES: f64 = 6.0;
+/// Active minutes that make an hour unusual when the population is often awake at it, but the entity
+/// has used no hour within three of it.
+const FAR_MINUTES: f64 = 25.0;
+
+/// Hours from `h` to the nearest hour of the day holding activity in `profile` (either way round the
+/// clock; 24 when none does).
+pub(crate) fn hours_from_used(profile: &[u16; 24], h: usize) -> usize {
+    (0..=12).find(|&k| profile[(h + k) % 24] > 0 || profile[(h + 24 - k) % 24] > 0).unwrap_or(24)
+}
+
 /// The hour of day (UTC, fractional) at the centre of an entity's activity and how concentrated its
 /// activity is around it (the length of the mean resultant vector of its hours on the clock face).
 pub(crate) fn day_centre(hours: &[u16; 24]) -> (f64, f64) {
@@ -748,10 +760,21 @@ pub(crate) fn unusual_hours(st: &State, sh: &Shared, at_ms: u64) -> Finding {
     // Active minutes, not requests: a burst at night is one or two minutes; a session is many. At an
     // hour the population calls night, 12; without a daily rhythm to place the hour, twice as many.
     // (A population whose day is not learned yet cannot call an hour night: requests only.)
-    let minutes = match (rhythm >= RHYTHM).then(|| day_share(&sh.day, day_bin(h, centre))) {
+    let share = (rhythm >= RHYTHM).then(|| day_share(&sh.day, day_bin(h, centre)));
+    let minutes = match share {
         Some(Some(d)) => night_minutes(d),
         Some(None) => None,
         None => Some(2.0 * HOUR_MINUTES),
+    };
+    // Where the hour lies against the entity's own day: within two hours of an hour it has used, a
+    // day that ran late or started early (the commonest false alarm) needs `EDGE_MINUTES` more; three
+    // or more hours from any, an hour the population is awake at is judged too, at `FAR_MINUTES`
+    // (a person whose day sits early or late against the population's is still asleep then).
+    let away = hours_from_used(&profile, h);
+    let minutes = match minutes {
+        Some(m) if away <= 2 => Some(m + EDGE_MINUTES),
+        None if matches!(share, Some(Some(_))) && away >= 3 => Some(FAR_MINUTES),
+        m => m,
     };
     let by_minutes = minutes.filter(|_| seasoned).map_or(0.0, |m| f64::from(st.hour_minutes) / m);
     // Otherwise (an hour the population is often awake at), only heavy use: more requests than a

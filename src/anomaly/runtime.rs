@@ -90,6 +90,15 @@ pub struct AnomalyConfig {
     pub detectors: BTreeMap<String, DetectorConfig>,
 }
 
+/// A route's `bot:`: refuse a client address whose bot score (0 to 1, from the `automation`
+/// detector's evidence) is at least `refuse_at`: 403 `bot` in `enforce` mode; in `monitor` mode the
+/// request goes on and a `guard.blocked` event says it would have been refused.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    pub refuse_at: f64,
+}
+
 fn default_sensitivity() -> f64 {
     1.0
 }
@@ -199,6 +208,8 @@ pub struct Policy {
     detectors: HashMap<Detector, DetectorPolicy>,
     snapshot: Option<PathBuf>,
     queue: usize,
+    /// The lowest `refuse_at` of the routes' `bot:`, when any route has one.
+    bot_floor: Option<f32>,
 }
 
 /// The settings the engine is built with; a reload that changes them rebuilds it from its snapshot.
@@ -270,6 +281,16 @@ impl Policy {
                      that failing credentials claimed, which any client can name"
                     .into());
             }
+            if matches!(d, Detector::CredentialStuffing | Detector::Automation) && actions.contains(&Action::Challenge)
+            {
+                // A challenge lands on a principal; these judge client addresses only, so it would
+                // never be put in force.
+                return Err(format!(
+                    "detectors.{}: `challenge` needs a principal, and this detector judges client addresses \
+                     only: use `throttle` or `ban`",
+                    d.id()
+                ));
+            }
             let duration = cfg.and_then(|c| c.duration).map_or(Duration::from_secs(900), |d| d.0);
             if duration < Duration::from_secs(1) || duration > Duration::from_secs(30 * 86_400) {
                 return Err(format!("detectors.{}.duration must be between 1s and 30d", d.id()));
@@ -306,7 +327,23 @@ impl Policy {
             detectors,
             snapshot: if c.snapshot { store.map(std::path::Path::to_path_buf) } else { None },
             queue: c.queue,
+            bot_floor: None,
         })
+    }
+
+    /// The routes' `bot:` thresholds (by route name): the detector publishes the addresses whose bot
+    /// score reaches the lowest. Each must be over 0 and at most 1, and needs the `automation` detector.
+    pub fn with_bots<'a>(mut self, refuse_at: impl IntoIterator<Item = (&'a str, f64)>) -> Result<Policy, String> {
+        for (route, t) in refuse_at {
+            if t.is_nan() || t <= 0.0 || t > 1.0 {
+                return Err(format!("route `{route}` bot: refuse_at {t} must be over 0 and at most 1"));
+            }
+            if !self.detectors.get(&Detector::Automation).is_some_and(|d| d.enabled) {
+                return Err(format!("route `{route}` bot: needs the `automation` detector enabled in `anomaly:`"));
+            }
+            self.bot_floor = Some(self.bot_floor.map_or(t as f32, |f: f32| f.min(t as f32)));
+        }
+        Ok(self)
     }
 
     /// True when requests must pass the anomaly stage (enforce mode: throttles and challenges).
@@ -565,6 +602,22 @@ struct Inner {
     /// The newest record time seen (the simulated clock's "now").
     last_record: AtomicU64,
     metrics: AnomalyMetrics,
+    bots: Bots,
+}
+
+/// The addresses whose bot score reached the lowest route's `bot.refuse_at`, for the `Bot` stage.
+/// The detector thread scores each record's address after the engine has seen it; a mark holds for
+/// the `automation` detector's `duration` after the address's last request so scored, and goes at
+/// once when a request brings its score under the floor.
+#[derive(Default)]
+struct Bots {
+    /// By the address's network (IPv6 by the engine's prefix): its score, and until when (ms).
+    marks: Mutex<HashMap<IpAddr, (f32, u64)>>,
+    /// The scores the stage reads, rebuilt when a mark comes, goes or changes its score.
+    view: ArcSwap<HashMap<IpAddr, f32>>,
+    /// False while no address is marked: the stage's whole cost then.
+    any: AtomicBool,
+    dirty: AtomicBool,
 }
 
 /// What outlives a reload: the one detector of the process, and the route ids.
@@ -673,6 +726,7 @@ impl Anomaly {
             entities: AtomicU64::new(0),
             memory: AtomicU64::new(0),
             last_record: AtomicU64::new(0),
+            bots: Bots::default(),
             metrics: metrics.clone(),
         });
         let worker = inner.clone();
@@ -868,6 +922,33 @@ impl Anomaly {
             }
         }
         Ok(())
+    }
+
+    /// A route's `bot:`: refuses the client address when its bot score is at least `refuse_at` (403
+    /// `bot`; in `monitor` mode the request goes on, and the event says it would have been refused).
+    pub fn check_bot(&self, ex: &mut Exchange<'_>, refuse_at: f32) -> Result<(), Reject> {
+        let bots = &self.inner.bots;
+        if !bots.any.load(Relaxed) {
+            return Ok(());
+        }
+        let policy = self.policy.load();
+        let net = crate::exchange::client_net(ex.client_ip, policy.settings.ipv6_prefix).network();
+        let Some(&score) = bots.view.load().get(&net) else { return Ok(()) };
+        if score < refuse_at {
+            return Ok(());
+        }
+        let enforced = policy.mode == Mode::Enforce;
+        ex.event(
+            crate::events::Noted::new(Kind::GuardBlocked, "bot")
+                .attr("score", format!("{score:.3}"))
+                .attr("refuse_at", format!("{refuse_at:.3}"))
+                .attr("enforced", enforced),
+        );
+        if enforced {
+            Err(Reject::Bot)
+        } else {
+            Ok(())
+        }
     }
 
     /// One request against a throttle's bucket: 429 with `Retry-After` once it is spent.
@@ -1090,12 +1171,16 @@ impl Inner {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
-            let simulated = self.policy.load().simulated;
+            let policy = self.policy.load_full();
+            let simulated = policy.simulated;
             {
                 let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
                 for r in batch.drain(..) {
                     self.last_record.fetch_max(r.at_ms, Relaxed);
                     engine.observe(&r, &mut alerts);
+                    if let Some(floor) = policy.bot_floor {
+                        self.mark_bot(&engine, &r, floor, &policy);
+                    }
                 }
                 let now = if simulated { self.last_record.load(Relaxed) } else { wall_ms() };
                 if now >= next_tick && now > 0 {
@@ -1115,6 +1200,7 @@ impl Inner {
             }
             let now = self.clock_now();
             self.expire(now);
+            self.publish_bots(now, policy.bot_floor.is_some());
             if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                 last_snapshot = Instant::now();
                 self.save_snapshot();
@@ -1127,6 +1213,37 @@ impl Inner {
         let bytes = self.engine.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
         if let Err(e) = snapshot::save(&path, &bytes) {
             tracing::warn!(error = %e, "anomaly: the state was not written to the store");
+        }
+    }
+
+    /// Scores the record's address for the routes' `bot:` (after the engine has seen the record).
+    fn mark_bot(&self, engine: &Engine, r: &Record, floor: f32, policy: &Policy) {
+        let score = engine.bot_score(r.ip) as f32;
+        let net = crate::exchange::client_net(r.ip, policy.settings.ipv6_prefix).network();
+        let mut marks = self.bots.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if score >= floor {
+            let hold = policy.detectors.get(&Detector::Automation).map_or(900_000, |d| d.duration_ms);
+            let now = if policy.simulated { r.at_ms } else { wall_ms().max(r.at_ms) };
+            if marks.insert(net, (score, now.saturating_add(hold))).is_none_or(|(was, _)| was != score) {
+                self.bots.dirty.store(true, Relaxed);
+            }
+        } else if marks.remove(&net).is_some() {
+            self.bots.dirty.store(true, Relaxed);
+        }
+    }
+
+    /// Drops the marks whose hold ran out (and all of them once no route has `bot:`), and gives the
+    /// stage the new scores when they changed.
+    fn publish_bots(&self, now: u64, wanted: bool) {
+        let mut marks = self.bots.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = marks.len();
+        marks.retain(|_, &mut (_, until)| wanted && until > now);
+        if marks.len() != before {
+            self.bots.dirty.store(true, Relaxed);
+        }
+        if self.bots.dirty.swap(false, Relaxed) {
+            self.bots.view.store(Arc::new(marks.iter().map(|(net, &(score, _))| (*net, score)).collect()));
+            self.bots.any.store(!marks.is_empty(), Relaxed);
         }
     }
 

@@ -1257,9 +1257,86 @@ fn unusual_hours_without_a_daily_rhythm_and_heavy_use() {
     // Four bursts of 50 at 17:00, a quarter of an hour apart: more requests than a person's longest
     // session, though never two busy minutes in a row.
     one_unusual_hour(&mut engine, bursts(&p, 5, 17), "requests_in_hour", 200.0);
-    // Half an hour at 06:00, a request a minute: twice the active minutes a night needs.
-    let half_hour = (0..30).map(|m| mine(day_at(6, 6, m, 0))).collect();
+    // Half an hour at 12:00 (three hours from 09:00 and 15:00, the nearest it used), a request a
+    // minute: twice the active minutes a night needs.
+    let half_hour = (0..30).map(|m| mine(day_at(6, 12, m, 0))).collect();
     one_unusual_hour(&mut engine, half_hour, "active_minutes_in_hour", 24.0);
+}
+
+/// Five days of 09:00-17:00 for each of `people`: the population's day and their own.
+fn office_days(people: &[&Arc<Principal>], evenings: bool) -> Vec<Record> {
+    let mut rs = Vec::new();
+    for p in people {
+        for d in 0..5u64 {
+            let hours = if evenings { [9..17, 20..23] } else { [9..17, 0..0] };
+            for h in hours.into_iter().flatten() {
+                rs.extend((0..60).map(|m| of(p, day_at(d, h, m, 0))));
+            }
+        }
+    }
+    rs
+}
+
+/// `minutes` minutes from `h`:00 on day 5, a request a minute.
+fn session(p: &Arc<Principal>, h: u64, minutes: u64) -> Vec<Record> {
+    (0..minutes).map(|m| of(p, day_at(5, h, m, 0))).collect()
+}
+
+#[test]
+fn unusual_hours_weighs_the_hour_against_the_entitys_own_day() {
+    // Nine-to-five people: the population's night begins at 18:00.
+    let who: Vec<Arc<Principal>> =
+        ["late-a", "late-b", "later"].iter().map(|n| person(n, PrincipalKind::Jwt)).collect();
+    let mut engine = Engine::new(settings());
+    let mut rs = office_days(&who.iter().collect::<Vec<_>>(), false);
+    assert!(run(&mut engine, &mut rs).is_empty());
+    // 18:00 is two hours from 16:00, the last hour they used: a day that ran late. Fifteen minutes
+    // there are quiet (the night's 12 are not enough so near their day); eighteen fire. 19:00 is three
+    // hours from it: the night's 12. (One run: the engine's clock only goes forward.)
+    let mut rs = session(&who[0], 18, 15);
+    rs.extend(session(&who[1], 18, 20));
+    rs.extend(session(&who[2], 19, 15));
+    let seen = run(&mut engine, &mut rs);
+    let hit = |name: &str| -> Vec<&Alert> {
+        only(&seen, Detector::UnusualHours).into_iter().filter(|a| &*a.entity.label == name).collect()
+    };
+    assert!(hit("late-a").is_empty(), "{seen:#?}");
+    let hits = hit("late-b");
+    assert_eq!(hits.len(), 1, "{seen:#?}");
+    assert_eq!((hits[0].feature, hits[0].observed), ("active_minutes_in_hour", 18.0), "{:?}", hits[0]);
+    let hits = hit("later");
+    assert_eq!(hits.len(), 1, "{seen:#?}");
+    assert_eq!(hits[0].observed, 12.0, "{:?}", hits[0]);
+
+    // Office people who also work 20:00-23:00 make 21:00 an hour the population is awake at, for a
+    // nine-to-five person too (its day centred earlier). It is five hours from any hour that person
+    // used: 25 active minutes fire there; 20 are quiet.
+    let evening: Vec<Arc<Principal>> = (0..3).map(|i| person(&format!("evening-{i}"), PrincipalKind::Jwt)).collect();
+    let office: Vec<Arc<Principal>> = ["nine-a", "nine-b"].iter().map(|n| person(n, PrincipalKind::Jwt)).collect();
+    let mut engine = Engine::new(settings());
+    let mut rs = office_days(&evening.iter().collect::<Vec<_>>(), true);
+    rs.extend(office_days(&office.iter().collect::<Vec<_>>(), false));
+    assert!(run(&mut engine, &mut rs).is_empty());
+    let mut rs = session(&office[0], 21, 20);
+    rs.extend(session(&office[1], 21, 30));
+    let seen = run(&mut engine, &mut rs);
+    let hits = only(&seen, Detector::UnusualHours);
+    assert_eq!(hits.len(), 1, "{seen:#?}");
+    assert_eq!(&*hits[0].entity.label, "nine-b");
+    assert_eq!((hits[0].feature, hits[0].observed), ("active_minutes_in_hour", 25.0), "{:?}", hits[0]);
+    explained(hits[0]);
+}
+
+#[test]
+fn hours_from_used_counts_both_ways_round_the_clock() {
+    let mut p = [0u16; 24];
+    assert_eq!(detectors::hours_from_used(&p, 3), 24);
+    p[22] = 1;
+    assert_eq!(detectors::hours_from_used(&p, 3), 5);
+    assert_eq!(detectors::hours_from_used(&p, 22), 0);
+    p[6] = 4;
+    assert_eq!(detectors::hours_from_used(&p, 3), 3);
+    assert_eq!(detectors::hours_from_used(&p, 10), 4);
 }
 
 /// Runs `rs` and checks that it raised exactly one unusual-hours alert, on `feature` at `observed`,

@@ -234,6 +234,8 @@ struct Named<'a> {
     tokenization: Option<(&'a crate::tokenize::TokenizationConfig, Arc<crate::tokenize::vault::Vault>)>,
     /// The anomaly detector's slot, when it enforces (its stage goes into every route).
     anomaly: Option<&'a crate::anomaly::runtime::Slot>,
+    /// The same slot in either mode: a route's `bot:` refuses in `enforce` and notes in `monitor`.
+    bots: Option<&'a crate::anomaly::runtime::Slot>,
     /// Route ids in the anomaly detector's records.
     route_ids: &'a std::collections::HashMap<&'a str, u16>,
 }
@@ -258,6 +260,7 @@ fn route(
         redactor,
         ref tokenization,
         anomaly,
+        bots,
         route_ids: _,
     } = *named;
     let err =
@@ -319,6 +322,13 @@ fn route(
         if !public {
             stages.push(Stage::Anomaly(slot.clone()));
         }
+    }
+    if let Some(b) = r.bot {
+        // (Its range and the `automation` detector are checked with the `anomaly:` section.)
+        let Some(slot) = bots else {
+            return Err(err("bot", "", "needs an `anomaly:` section: the bot score is the anomaly detector's".into()));
+        };
+        stages.push(Stage::Bot(slot.clone(), b.refuse_at as f32));
     }
     if r.sensitive && api_key_alone {
         return Err(err(
@@ -607,7 +617,9 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         .as_ref()
         .map(|c| {
             let policy = crate::anomaly::runtime::Policy::compile(c, cfg.store.as_ref().map(|s| s.sqlite.as_path()))
-                .map_err(|m| CompileError::new("anomaly", "", format!("anomaly: {m}")))?;
+                .map_err(|m| CompileError::new("anomaly", "", format!("anomaly: {m}")))?
+                .with_bots(cfg.routes.iter().filter_map(|r| r.bot.map(|b| (r.name.as_str(), b.refuse_at))))
+                .map_err(|m| CompileError::new("bot", "", m))?;
             let routes = cfg
                 .routes
                 .iter()
@@ -634,6 +646,7 @@ pub fn compile(cfg: &FileConfig, lasting: &Lasting, previous: Option<&Runtime>) 
         redactor: &redactor,
         tokenization,
         anomaly: anomaly.as_ref().filter(|a| a.policy.enforces()).map(|a| &a.slot),
+        bots: anomaly.as_ref().map(|a| &a.slot),
         route_ids: &route_ids,
     };
     let bans = lasting

@@ -217,6 +217,10 @@ pub struct Route {
     /// Fields replaced before the request goes upstream (and turned back in answers for some roles).
     #[serde(default)]
     pub tokenize: Option<Vec<crate::tokenize::FieldConfig>>,
+    /// Clients the anomaly detector judges automated: `bot: { refuse_at: 0.8 }` refuses an address
+    /// whose bot score is at least that (403 `bot`). Needs `anomaly:` with `automation` enabled.
+    #[serde(default)]
+    pub bot: Option<crate::anomaly::runtime::BotConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -48,6 +48,9 @@ pub enum Stage {
     /// Anomaly throttles in force on client addresses (429), before credentials are checked: a
     /// throttled address does not get to try credentials at full speed.
     AnomalyAddresses(crate::anomaly::runtime::Slot),
+    /// The route's `bot:`: a client address whose bot score is at least this is refused (403 `bot`),
+    /// before credentials are checked; in `monitor` mode, noted only.
+    Bot(crate::anomaly::runtime::Slot, f32),
 }
 
 impl Stage {
@@ -61,7 +64,7 @@ impl Stage {
             Stage::IpFilter(_) => Place::ConnectionGuards,
             Stage::PrincipalBans(_) => Place::Authentication,
             Stage::Anomaly(_) => Place::Authentication,
-            Stage::AnomalyAddresses(_) => Place::PreAuthLimits,
+            Stage::AnomalyAddresses(_) | Stage::Bot(..) => Place::PreAuthLimits,
             Stage::Validation(_) => Place::Validation,
             Stage::Inspection(_) => Place::Inspection,
             Stage::Tokenization(_) => Place::RequestTransforms,
@@ -80,6 +83,7 @@ impl Stage {
             Stage::PrincipalBans(_) => "banned principals".into(),
             Stage::Anomaly(_) => "anomaly responses (principals)".into(),
             Stage::AnomalyAddresses(_) => "anomaly responses (addresses)".into(),
+            Stage::Bot(_, at) => format!("bot score: refused at {at}"),
             Stage::Validation(v) => v.describe(),
             Stage::Inspection(i) => i.describe(),
             Stage::Tokenization(t) => t.describe(),
@@ -97,7 +101,8 @@ impl Stage {
             | Stage::IpFilter(_)
             | Stage::PrincipalBans(_)
             | Stage::Anomaly(_)
-            | Stage::AnomalyAddresses(_) => false,
+            | Stage::AnomalyAddresses(_)
+            | Stage::Bot(..) => false,
             Stage::Validation(_) => true,
             Stage::Inspection(_) => true,
             Stage::Tokenization(_) => true,
@@ -154,6 +159,10 @@ impl Stage {
             },
             Stage::AnomalyAddresses(slot) => match slot.load().as_ref() {
                 Some(a) => a.check_address(ex),
+                None => Ok(()),
+            },
+            Stage::Bot(slot, refuse_at) => match slot.load().as_ref() {
+                Some(a) => a.check_bot(ex, *refuse_at),
                 None => Ok(()),
             },
             Stage::Validation(v) => {
