@@ -20,7 +20,8 @@ use std::sync::Arc;
 pub struct Settings {
     /// 1.0 by default; 2.0 fires at lower scores, 0.5 only on the clearest cases.
     pub sensitivity: f64,
-    /// Tracked entities (principals, keys, addresses, claimed identities); least recently seen evicted.
+    /// Tracked entities (principals, keys, addresses, claimed identities); least recently seen evicted,
+    /// newcomers before entities with history.
     pub max_entities: usize,
     /// IPv6 clients are one entity per prefix of this length.
     pub ipv6_prefix: u8,
@@ -340,6 +341,12 @@ impl Engine {
             });
         }
         out
+    }
+
+    /// A principal's active minutes of history, when the engine still tracks it (for tests).
+    #[cfg(test)]
+    pub(crate) fn active_minutes(&self, p: &crate::exchange::Principal) -> Option<u32> {
+        self.table.get(principal_key(self.shared.seed, p)).map(|st| st.active)
     }
 
     /// The key of the entity hashes (kept in snapshots, so it survives a restore).

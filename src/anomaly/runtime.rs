@@ -65,7 +65,8 @@ pub struct AnomalyConfig {
     /// 1.0 by default; higher fires at lower scores, lower only on the clearest cases.
     #[serde(default = "default_sensitivity")]
     pub sensitivity: f64,
-    /// Entities tracked (principals, keys, addresses, routes); the least recently seen go first.
+    /// Entities tracked (principals, keys, addresses, routes); the least recently seen go first,
+    /// newcomers before entities with history (`anomaly::table`).
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
     /// IPv6 clients are one entity per prefix of this length.

@@ -187,6 +187,18 @@ fn never() -> u8 {
     u8::MAX
 }
 
+/// Active minutes of history that make an entity worth keeping over a newcomer when the table is
+/// full (`table::Keep`): ten minutes of requests, which a flood of made-up ids does not have.
+const KEEP_MINUTES: u32 = 10;
+
+impl super::table::Keep for State {
+    fn keep(&self) -> bool {
+        self.active >= KEEP_MINUTES
+    }
+}
+
+impl super::table::Keep for Pair {}
+
 impl State {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.label.len()

@@ -1,11 +1,29 @@
-//! A bounded map from a 64-bit entity key to fixed-size state, with least-recently-seen eviction: a
-//! hash index into a slab of slots threaded on a doubly linked recency list. At capacity the least
-//! recently seen slot is reused in place; nothing grows past the capacity.
+//! A bounded map from a 64-bit entity key to fixed-size state, evicting the least recently seen: a
+//! hash index into a slab of slots threaded on doubly linked recency lists. At capacity a slot is
+//! reused in place; nothing grows past the capacity.
+//!
+//! Two lists, so that a flood of new keys cannot flush what the engine has learned (an attacker
+//! sending a million refused keys with made-up ids makes a million entities): new entities enter
+//! *probation*; the ones whose value says it is worth keeping ([`Keep`]: an entity with some history)
+//! move to the *protected* list when eviction reaches them, and eviction takes from probation first.
+//! The protected list holds at most three quarters of the capacity (its least recently seen goes back
+//! to probation beyond that), so newcomers always have room to build a history.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 const NIL: u32 = u32::MAX;
+/// Swaps (a promotion that pushes the protected list's least recently seen back) one eviction may
+/// make before it evicts probation's tail anyway: all of probation worth keeping, the protected list
+/// full.
+const PROMOTIONS: usize = 8;
+
+/// Whether a value is worth keeping over a newcomer when the table is full.
+pub(crate) trait Keep {
+    fn keep(&self) -> bool {
+        false
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Slot<T> {
@@ -15,19 +33,36 @@ pub(crate) struct Slot<T> {
     pub(crate) value: T,
 }
 
+/// One recency list: its most and least recently seen slots, and its length.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
+
 #[derive(Debug, Clone)]
 pub(crate) struct Table<T> {
     index: HashMap<u64, u32>,
     slots: Vec<Slot<T>>,
-    /// Most and least recently seen slots.
-    head: u32,
-    tail: u32,
+    /// [probation, protected].
+    lists: [List; 2],
+    /// One bit a slot: set when it is on the protected list.
+    protected: Vec<u64>,
     cap: usize,
 }
 
-impl<T: Default> Table<T> {
+impl<T: Default + Keep> Table<T> {
     pub(crate) fn new(cap: usize) -> Table<T> {
-        Table { index: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, cap: cap.clamp(1, NIL as usize - 1) }
+        Table {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            lists: [EMPTY; 2],
+            protected: Vec::new(),
+            cap: cap.clamp(1, NIL as usize - 1),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -39,11 +74,12 @@ impl<T: Default> Table<T> {
     }
 
     /// The state of `key`, marked most recently seen; `true` when it was created (fresh or by evicting
-    /// the least recently seen entity).
+    /// another entity).
     pub(crate) fn touch(&mut self, key: u64) -> (&mut T, bool) {
         if let Some(&i) = self.index.get(&key) {
-            self.unlink(i);
-            self.push_front(i);
+            let l = self.list_of(i);
+            self.unlink(i, l);
+            self.push_front(i, l);
             return (&mut self.slots[i as usize].value, false);
         }
         let i = if self.slots.len() < self.cap {
@@ -53,10 +89,13 @@ impl<T: Default> Table<T> {
                 self.slots.reserve_exact(more);
             }
             self.slots.push(Slot { key, prev: NIL, next: NIL, value: T::default() });
-            (self.slots.len() - 1) as u32
+            let i = self.slots.len() - 1;
+            if i / 64 >= self.protected.len() {
+                self.protected.push(0);
+            }
+            i as u32
         } else {
-            let i = self.tail;
-            self.unlink(i);
+            let i = self.victim();
             let slot = &mut self.slots[i as usize];
             self.index.remove(&slot.key);
             slot.key = key;
@@ -64,44 +103,85 @@ impl<T: Default> Table<T> {
             i
         };
         self.index.insert(key, i);
-        self.push_front(i);
+        self.push_front(i, 0);
         (&mut self.slots[i as usize].value, true)
     }
 
-    fn unlink(&mut self, i: u32) {
+    /// The slot to reuse, unlinked: probation's least recently seen, once the ones at its tail worth
+    /// keeping have moved to the protected list; the protected list's when probation is empty. A move
+    /// that pushes the protected list's least recently seen back to probation is a swap, not progress:
+    /// after [`PROMOTIONS`] of those, the tail goes whatever it is.
+    fn victim(&mut self) -> u32 {
+        let mut swaps = 0;
+        while swaps < PROMOTIONS {
+            let i = self.lists[0].tail;
+            if i == NIL || !self.slots[i as usize].value.keep() {
+                break;
+            }
+            self.unlink(i, 0);
+            self.push_front(i, 1);
+            if self.lists[1].len > self.cap / 4 * 3 {
+                let old = self.lists[1].tail;
+                self.unlink(old, 1);
+                self.push_front(old, 0);
+                swaps += 1;
+            }
+        }
+        let l = if self.lists[0].tail != NIL { 0 } else { 1 };
+        let i = self.lists[l].tail;
+        self.unlink(i, l);
+        i
+    }
+
+    fn list_of(&self, i: u32) -> usize {
+        usize::from(self.protected[i as usize / 64] & (1 << (i % 64)) != 0)
+    }
+
+    fn unlink(&mut self, i: u32, l: usize) {
         let (prev, next) = (self.slots[i as usize].prev, self.slots[i as usize].next);
         match prev {
-            NIL => self.head = next,
+            NIL => self.lists[l].head = next,
             p => self.slots[p as usize].next = next,
         }
         match next {
-            NIL => self.tail = prev,
+            NIL => self.lists[l].tail = prev,
             n => self.slots[n as usize].prev = prev,
         }
+        self.lists[l].len -= 1;
     }
 
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
+    fn push_front(&mut self, i: u32, l: usize) {
+        let old = self.lists[l].head;
         {
             let s = &mut self.slots[i as usize];
             s.prev = NIL;
             s.next = old;
         }
         match old {
-            NIL => self.tail = i,
+            NIL => self.lists[l].tail = i,
             o => self.slots[o as usize].prev = i,
         }
-        self.head = i;
+        self.lists[l].head = i;
+        self.lists[l].len += 1;
+        let (word, bit) = (i as usize / 64, 1u64 << (i % 64));
+        if l == 1 {
+            self.protected[word] |= bit;
+        } else {
+            self.protected[word] &= !bit;
+        }
     }
 
-    /// Slots from the least to the most recently seen (the order a restore re-inserts them in).
+    /// Slots from the least to the most recently seen, probation's first (the order a restore
+    /// re-inserts them in: the protected ones come last, so a smaller table keeps them).
     pub(crate) fn oldest_first(&self) -> impl Iterator<Item = &Slot<T>> {
-        let mut i = self.tail;
-        std::iter::from_fn(move || {
-            let s = self.slots.get(i as usize)?;
-            i = s.prev;
-            Some(s)
-        })
+        let walk = |mut i: u32| {
+            std::iter::from_fn(move || {
+                let s = self.slots.get(i as usize)?;
+                i = s.prev;
+                Some(s)
+            })
+        };
+        walk(self.lists[0].tail).chain(walk(self.lists[1].tail))
     }
 
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
@@ -112,17 +192,33 @@ impl<T: Default> Table<T> {
         self.slots.iter().map(|s| &s.value)
     }
 
-    /// Heap bytes of the index and the slab (not what the values themselves point to).
+    /// Heap bytes of the index, the slab and the protected bits (not what the values themselves
+    /// point to).
     pub(crate) fn heap_bytes(&self) -> usize {
         // hashbrown: one control byte per bucket plus the entry, buckets = capacity * 8 / 7.
         let buckets = self.index.capacity() * 8 / 7 + 1;
-        buckets * (std::mem::size_of::<(u64, u32)>() + 1) + self.slots.capacity() * std::mem::size_of::<Slot<T>>()
+        buckets * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<Slot<T>>()
+            + self.protected.capacity() * 8
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Keep for u32 {}
+    impl Keep for u8 {}
+
+    /// A value the table keeps when it is at least 10 (an entity with some history).
+    #[derive(Debug, Default, Clone, Copy, PartialEq)]
+    struct Aged(u32);
+
+    impl Keep for Aged {
+        fn keep(&self) -> bool {
+            self.0 >= 10
+        }
+    }
 
     #[test]
     fn evicts_the_least_recently_seen() {
@@ -152,5 +248,54 @@ mod tests {
             assert_eq!(t.len(), 1);
         }
         assert!(t.get(9).is_some());
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_does_not_flush_what_has_history() {
+        // 100 slots: 60 entities with history, then 100,000 keys seen once each (an attacker's
+        // made-up ids). Every one of the 60 is still there, and the table never grows.
+        let mut t: Table<Aged> = Table::new(100);
+        for k in 0..60u64 {
+            *t.touch(k).0 = Aged(10 + k as u32);
+        }
+        for k in 1_000..101_000u64 {
+            t.touch(k);
+            assert!(t.len() <= 100);
+        }
+        for k in 0..60u64 {
+            assert_eq!(t.get(k), Some(&Aged(10 + k as u32)), "{k}");
+        }
+        // Newcomers still get a quarter of the table: the last 25 of the flood are there.
+        assert!((100_975..101_000u64).all(|k| t.get(k).is_some()));
+        // With more history than three quarters of the table holds, the least recently seen of it go
+        // first: the table still takes every newcomer.
+        let mut t: Table<Aged> = Table::new(100);
+        for k in 0..100u64 {
+            *t.touch(k).0 = Aged(10);
+        }
+        for k in 1_000..1_100u64 {
+            assert!(t.touch(k).1);
+            assert!(t.get(k).is_some());
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.oldest_first().count(), 100);
+    }
+
+    #[test]
+    fn a_key_keeps_its_list_when_seen_again() {
+        let mut t: Table<Aged> = Table::new(4);
+        for k in 0..4u64 {
+            *t.touch(k).0 = Aged(if k == 0 { 10 } else { 0 });
+        }
+        // Key 0, kept, moves to the protected list when eviction reaches it; 1 goes.
+        t.touch(10);
+        assert!(t.get(0).is_some() && t.get(1).is_none());
+        assert_eq!(t.list_of(*t.index.get(&0).unwrap()), 1);
+        // Seen again, it stays protected; the newest newcomers push out the cold ones.
+        t.touch(0);
+        t.touch(11);
+        t.touch(12);
+        assert!(t.get(0).is_some());
+        assert_eq!(t.oldest_first().map(|s| s.key).collect::<Vec<_>>(), vec![10, 11, 12, 0]);
     }
 }

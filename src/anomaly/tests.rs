@@ -1620,3 +1620,38 @@ fn a_full_table_stays_under_512_bytes_an_entity() {
     eprintln!("{per_entity} bytes an entity, fixed {}", engine.fixed_bytes());
     assert!(per_entity <= 512, "{per_entity} bytes an entity");
 }
+
+/// An attacker who sends refused keys with made-up ids makes an entity of each. Twice the table's
+/// size of them does not flush the people it has learned: each has an hour of history, and keeps it.
+#[test]
+fn a_flood_of_made_up_key_ids_does_not_flush_learned_entities() {
+    let mut engine = Engine::new(Settings { max_entities: 1_000, ..settings() });
+    let people: Vec<Arc<Principal>> = (0..100).map(|i| person(&format!("p{i}"), PrincipalKind::Jwt)).collect();
+    let mut rs = Vec::new();
+    for m in 0..60u64 {
+        for (i, p) in people.iter().enumerate() {
+            let mut r = rec(T0 + m * 60_000 + i as u64 * 100, [10, 9, (i / 200) as u8, (i % 200) as u8 + 1], 200);
+            r.principal = Some(p.clone());
+            rs.push(r);
+        }
+    }
+    run(&mut engine, &mut rs);
+    let before: Vec<u32> = people.iter().map(|p| engine.active_minutes(p).unwrap()).collect();
+    assert!(before.iter().all(|&a| a >= 59), "{before:?}");
+    // 2,000 refused keys, each a new id, from 20 addresses in ten minutes.
+    let start = T0 + 61 * 60_000;
+    let mut rs: Vec<Record> = (0..2_000u64)
+        .map(|k| {
+            let mut r = rec(start + k * 300, [203, 0, 113, (k % 20) as u8], 401);
+            r.claimed = Some(format!("made-up-{k:05}").into());
+            r
+        })
+        .collect();
+    let alerts = run(&mut engine, &mut rs);
+    assert!(!only(&alerts, Detector::CredentialStuffing).is_empty(), "the flood itself is found");
+    assert!(engine.entities() <= 1_000);
+    for (p, was) in people.iter().zip(&before) {
+        // (Its last minute closes during the flood: one more active minute, never fewer.)
+        assert!(engine.active_minutes(p).is_some_and(|a| a >= *was), "{} lost its history", p.id);
+    }
+}
