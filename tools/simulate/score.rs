@@ -49,6 +49,24 @@ impl Seen {
     }
 }
 
+/// A modelled block: until when, on what, and whether the detector's default actions refuse.
+struct Block {
+    until: u64,
+    ip: Option<IpAddr>,
+    principal: Option<String>,
+    /// The strongest refusing action among the detector's defaults, if any.
+    action: Option<&'static str>,
+    /// The alert's entity is an address (else its principal): where a default action lands.
+    on_address: bool,
+}
+
+/// Legitimate requests one kind of default action refused, and from how many clients.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RefusedBy {
+    pub(crate) requests: u64,
+    pub(crate) clients: usize,
+}
+
 /// The scorer: fed every request (for counts and the modelled action cost) and every alert.
 pub(crate) struct Scorer {
     attacks: Vec<Attack>,
@@ -66,11 +84,16 @@ pub(crate) struct Scorer {
     legit_requests: u64,
     /// Legitimate requests the gateway refused for an action (measured through the gateway).
     pub(crate) legit_refused: u64,
-    /// Modelled in process: every alert blocks its address and principal for `block_ms`.
-    blocks: Vec<(u64, Option<IpAddr>, Option<String>)>,
+    /// Modelled in process: every alert blocks its address and principal for `block_ms`; the flag says
+    /// whether the detector's default actions refuse (a ban, throttle or challenge), and then the
+    /// block is on its entity alone (its address, or its principal).
+    blocks: Vec<Block>,
     pub(crate) block_ms: u64,
     modelled_refused: u64,
     refused_clients: BTreeSet<String>,
+    /// Under the default actions, by action (`ban`, `challenge`, `throttle`): legitimate requests
+    /// refused, and the clients (principal, or the network of an anonymous request) they came from.
+    default_refused: BTreeMap<&'static str, (u64, BTreeSet<String>)>,
     pub(crate) alerts_total: u64,
     /// Alerts after an attack's grace whose window still reached into it ([`Scorer::aftermath`]).
     after_attacks: u64,
@@ -96,6 +119,7 @@ impl Scorer {
             block_ms: 15 * MIN_MS,
             modelled_refused: 0,
             refused_clients: BTreeSet::new(),
+            default_refused: BTreeMap::new(),
             alerts_total: 0,
             after_attacks: 0,
             statuses: BTreeMap::new(),
@@ -117,20 +141,33 @@ impl Scorer {
                 if self.blocks.is_empty() {
                     return;
                 }
-                self.blocks.retain(|(until, _, _)| *until > req.at_ms);
+                self.blocks.retain(|b| b.until > req.at_ms);
                 let principal = match &req.cred {
                     crate::traffic::Cred::Valid(u) => Some(pop.account(*u).principal.as_str()),
                     _ => None,
                 };
-                let hit = self.blocks.iter().any(|(_, ip, p)| {
-                    ip.is_some_and(|ip| model::network_of(ip) == model::network_of(req.ip))
-                        || (p.is_some() && p.as_deref() == principal)
-                });
-                if hit {
+                let net = model::network_of(req.ip);
+                let on_ip = |b: &Block| b.ip.is_some_and(|ip| model::network_of(ip) == net);
+                let on_principal = |b: &Block| b.principal.is_some() && b.principal.as_deref() == principal;
+                if self.blocks.iter().any(|b| on_ip(b) || on_principal(b)) {
                     self.modelled_refused += 1;
                     if let Some(p) = principal {
                         self.refused_clients.insert(p.to_owned());
                     }
+                }
+                let by_default = |b: &&Block| if b.on_address { on_ip(b) } else { on_principal(b) };
+                // The strongest default action in force on this request (a ban before a challenge
+                // before a throttle).
+                if let Some(action) = self
+                    .blocks
+                    .iter()
+                    .filter(by_default)
+                    .filter_map(|b| b.action)
+                    .min_by_key(|a| ["ban", "challenge", "throttle"].iter().position(|x| x == a))
+                {
+                    let (n, who) = self.default_refused.entry(action).or_default();
+                    *n += 1;
+                    who.insert(principal.map_or_else(|| net.to_string(), str::to_owned));
                 }
             }
         }
@@ -198,7 +235,20 @@ impl Scorer {
                 self.found[i].entry(s.detector.clone()).or_insert(s.at_ms);
             }
         }
-        self.blocks.push((s.at_ms + self.block_ms, s.ip, s.principal.clone()));
+        use portcullis::anomaly::runtime::{default_actions, Action};
+        let defaults = portcullis::anomaly::Detector::from_id(&s.detector).map_or(&[][..], default_actions);
+        let action = [(Action::Ban, "ban"), (Action::Challenge, "challenge"), (Action::Throttle, "throttle")]
+            .into_iter()
+            .find(|(a, _)| defaults.contains(a))
+            .map(|(_, name)| name);
+        let on_address = s.kind == "ip" || s.principal.is_none();
+        self.blocks.push(Block {
+            until: s.at_ms + self.block_ms,
+            ip: s.ip,
+            principal: s.principal.clone(),
+            action,
+            on_address,
+        });
     }
 
     pub(crate) fn report(&self, pop: &Population, mode: &str) -> Report {
@@ -292,6 +342,11 @@ impl Scorer {
             legit_refused_measured: self.legit_refused,
             legit_refused_modelled: self.modelled_refused,
             clients_refused_modelled: self.refused_clients.len(),
+            refused_default: self
+                .default_refused
+                .iter()
+                .map(|(a, (n, who))| ((*a).to_owned(), RefusedBy { requests: *n, clients: who.len() }))
+                .collect(),
             classes,
             detectors,
             false_alarm_examples: self.false_alarms.iter().take(25).cloned().collect(),
@@ -377,6 +432,11 @@ pub(crate) struct Report {
     /// would have refused (an upper bound of the actions' cost).
     pub(crate) legit_refused_modelled: u64,
     pub(crate) clients_refused_modelled: usize,
+    /// In process, under each detector's default actions in `enforce` (stuffing bans its address,
+    /// enumeration throttles, token sharing challenges; the others only log and alert), by action:
+    /// legitimate requests an alert's action would refuse for 15 min, and the clients they came from
+    /// (a true alert's too: the owner of a shared token is challenged with the thieves).
+    pub(crate) refused_default: BTreeMap<String, RefusedBy>,
     pub(crate) classes: Vec<ClassRow>,
     pub(crate) detectors: Vec<DetectorRow>,
     pub(crate) false_alarm_examples: Vec<Seen>,
@@ -459,6 +519,11 @@ impl Report {
             "legitimate requests refused: {} measured (gateway, enforce), {} modelled ({} clients; every alert blocking its address and principal for 15 min)\n",
             self.legit_refused_measured, self.legit_refused_modelled, self.clients_refused_modelled
         ));
+        let by = |a: &str| self.refused_default.get(a).map_or((0, 0), |r| (r.clients, r.requests));
+        let ((bc, br), (cc, cr), (tc, tr)) = (by("ban"), by("challenge"), by("throttle"));
+        o.push_str(&format!(
+            "legitimate clients under the default actions (enforce, modelled): {bc} banned ({br} requests), {cc} challenged ({cr}), {tc} throttled ({tr})\n"
+        ));
         for c in self.classes.iter().filter(|c| !c.missed.is_empty()) {
             o.push_str(&format!("missed {}: {}\n", c.class, c.missed.join("; ")));
         }
@@ -499,6 +564,9 @@ impl Report {
         if !self.detectors.iter().any(|d| d.detector == "model") {
             out.push("the model detector has no row".into());
         }
+        if let Some(b) = self.refused_default.get("ban") {
+            out.push(format!("{} legitimate clients banned under the default actions (modelled)", b.clients));
+        }
         if enforce && self.legit_refused_measured > 0 {
             out.push(format!("{} legitimate requests refused in enforce mode", self.legit_refused_measured));
         }
@@ -526,6 +594,41 @@ mod tests {
             at_ms,
             explanation: "x".into(),
         }
+    }
+
+    #[test]
+    fn default_actions_refuse_only_where_they_land() {
+        use crate::model::{HeadStyle, Target};
+        use crate::traffic::Cred;
+        let pop = Population::new(Scenario::new(2, 40, 24, 1));
+        let mut s = Scorer::new(&pop);
+        let (banned, other): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "192.0.2.9".parse().unwrap());
+        let owner = pop.account(1).principal.clone();
+        let t = pop.scenario.warm_ms() + 60_000;
+        // A stuffing alert on an address bans it (its default); an unusual-hours alert on a principal
+        // only logs.
+        s.on_alert(seen("credential_stuffing", "ip", "198.51.100.7", Some(banned), None, t));
+        s.on_alert(seen("unusual_hours", "principal", &owner, Some(other), Some(&owner), t));
+        let req = |ip: IpAddr, cred: Cred, at_ms: u64| Req {
+            at_ms,
+            ip,
+            profile: 0,
+            style: HeadStyle::Native,
+            cred,
+            target: Target::Orders { user: 1, limit: 20, page: 0 },
+            attack: None,
+        };
+        s.on_request(&pop, &req(banned, Cred::None, t + 1_000));
+        s.on_request(&pop, &req(other, Cred::Valid(1), t + 1_000));
+        // After the ban's 15 minutes, nothing.
+        s.on_request(&pop, &req(banned, Cred::None, t + 16 * MIN_MS));
+        let r = s.report(&pop, "in-process");
+        assert_eq!(r.refused_default.len(), 1, "{:?}", r.refused_default);
+        let ban = r.refused_default["ban"];
+        assert_eq!((ban.requests, ban.clients), (1, 1));
+        // The pessimistic model blocks both alerts' entities.
+        assert_eq!(r.legit_refused_modelled, 2);
+        assert!(r.misses(false).iter().any(|m| m.contains("1 legitimate clients banned")), "{:?}", r.misses(false));
     }
 
     #[test]
