@@ -113,6 +113,13 @@ impl Setup {
         a.json()["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The newest `anomaly.action` event with this reason (`set`, `expired`, `lifted`) and action.
+    fn action_event(&self, reason: &str, action: &str) -> Option<Value> {
+        let a = self.admin(&self.viewer, "GET", "/admin/v1/events?kind=anomaly.action");
+        assert_eq!(a.status, 200, "{a:?}");
+        a.json()["items"].as_array()?.iter().find(|e| e["reason"] == reason && e["attrs"]["action"] == action).cloned()
+    }
+
     fn actions(&self) -> Vec<Value> {
         let a = self.admin(&self.viewer, "GET", "/admin/v1/anomaly/actions");
         assert_eq!(a.status, 200, "{a:?}");
@@ -212,6 +219,11 @@ fn enforce_bans_a_stuffing_address_and_lifts_it_at_expiry() {
     }
     assert!(lifted, "the ban did not expire");
     assert_eq!(s.up.hits(), 0);
+    // The action's life is in the event stream: set, then expired (the detector notices on its own
+    // clock: polled).
+    let set = s.action_event("set", "ban").unwrap_or_else(|| panic!("no anomaly.action set event"));
+    assert_eq!((set["rule"].as_str(), set["attrs"]["target"].as_str()), (Some("credential_stuffing"), Some(attacker)));
+    wait_for("the anomaly.action expired event", || s.action_event("expired", "ban").is_some());
 }
 
 #[test]
@@ -301,6 +313,10 @@ fn challenge_on_a_jwt_route_needs_a_fresh_token_and_can_be_lifted() {
     assert_eq!(s.admin(&s.viewer, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 403);
     assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 204);
     assert_eq!(s.admin(&s.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{id}")).status, 404);
+    // Set, then lifted: both are security events.
+    let set = s.action_event("set", "challenge").unwrap_or_else(|| panic!("no anomaly.action set event"));
+    assert_eq!(set["rule"], "token_sharing", "{set}");
+    assert!(s.action_event("lifted", "challenge").is_some(), "no anomaly.action lifted event");
     let (st, _) = get(&mut conn, "/j/profile", "192.0.2.10", &auth);
     assert_eq!(st, 200);
 }
