@@ -892,3 +892,65 @@ fn a_bot_route_is_checked() {
     assert_ne!(code, 0);
     assert!(err.contains("score"), "{err}");
 }
+
+/// Stuffing a login form the upstream checks (a route without `auth:`): the gateway cannot name the
+/// identities tried, but 30 refusals in a minute from one address ban it in `enforce` mode (stuffing's
+/// default actions), and nothing more reaches the upstream from it. A person who mistypes a few times
+/// is not touched. Spread over many addresses, it is found on the route.
+#[test]
+fn stuffing_a_login_form_behind_the_gateway_is_banned() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let yaml = config(
+        &dir,
+        up.addr,
+        "anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 1m }\n",
+    )
+    .replace(
+        "events:\n",
+        "  - name: login\n    match:\n      path: { prefix: /status }\n    upstream: app\n    auth: none\nevents:\n",
+    );
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    let gw = Gateway::start_in(dir, &yaml);
+    let mut conn = RawConn::connect(gw.addr("main"));
+    for _ in 0..4 {
+        assert_eq!(get(&mut conn, "/status/401", "198.51.100.40", "").0, 401);
+    }
+    let attacker = "203.0.113.70";
+    let mut banned_after = None;
+    for i in 0..200 {
+        let (st, resp) = get(&mut conn, "/status/401", attacker, "");
+        if st == 403 {
+            assert_eq!(problem_of(&resp), "urn:portcullis:problem:banned", "{resp}");
+            banned_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+        // The detector thread sees the answers a little after they are sent: paced, not timed.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = banned_after.expect("the stuffing address was never banned");
+    assert!(n >= 30, "banned after {n} refusals: fewer than the rule's 30");
+    let hits = up.hits();
+    assert_eq!(get(&mut conn, "/status/200", attacker, "").0, 403);
+    assert_eq!(up.hits(), hits, "a banned address reached the upstream");
+    // The person is still served.
+    assert_eq!(get(&mut conn, "/status/200", "198.51.100.40", "").0, 200);
+    // Spread over 60 addresses, two tries each, under every address tier: found on the route (an
+    // alert: a route cannot be banned), and no address is refused.
+    for i in 0..120 {
+        let ip = format!("198.18.{}.{}", i % 60 / 20, i % 60 % 20 + 1);
+        assert_eq!(get(&mut conn, "/status/401", &ip, "").0, 401, "{ip}");
+    }
+    let admin = |path: &str| call(gw.addr("admin"), Some(&viewer), "GET", path, None, &[]).json();
+    wait_for("a route alert", || {
+        let alerts = admin("/admin/v1/anomaly/alerts?detector=credential_stuffing");
+        alerts["items"].as_array().unwrap().iter().any(|a| {
+            a["entity"]["kind"] == "route"
+                && a["entity"]["label"] == "login"
+                && a["feature"] == "failed_authentications_on_route"
+        })
+    });
+    assert!(admin("/admin/v1/anomaly/actions")["items"].as_array().unwrap().iter().all(|a| a["target"] != "login"));
+}

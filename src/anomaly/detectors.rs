@@ -117,8 +117,10 @@ pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &m
     emit(st, spraying(st), ctx, ctx.record.at_ms, alerts);
 }
 
-/// Credential stuffing: distinct identities whose credentials failed (401/403) from one address, over
-/// a minute (limit 5) or ten minutes (limit 6).
+/// Credential stuffing: distinct identities whose credentials failed (the key ids the API-key method
+/// refused) from one address, over a minute (limit 5) or ten minutes (limit 6); or, whatever the
+/// gateway can name, 401 answers in a minute: 30 or more, half its requests or more (a login form the
+/// upstream checks, on a route without `auth:`, or tokens the gateway refuses: no identity to count).
 pub(crate) fn stuffing(st: &State) -> Finding {
     let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
     let f = |observed: f64, limit: f64, window_s| Finding {
@@ -130,8 +132,19 @@ pub(crate) fn stuffing(st: &State) -> Finding {
         x: observed / limit,
         window_s,
     };
-    larger(f(m1, 5.0, 60), f(m10, 6.0, 600))
+    let failed = f64::from(st.s401);
+    let refused = Finding {
+        feature: "failed_authentications",
+        x: if failed * 2.0 >= f64::from(st.req) { failed / FAILED_AUTHENTICATIONS } else { 0.0 },
+        ..f(failed, FAILED_AUTHENTICATIONS, 60)
+    };
+    larger(larger(f(m1, 5.0, 60), f(m10, 6.0, 600)), refused)
 }
+
+/// 401 answers to one address in a minute that make it credential stuffing when they are half its
+/// requests or more: a person who mistypes a password, or a client whose token expired and retries a
+/// few times, stays far under it.
+const FAILED_AUTHENTICATIONS: f64 = 30.0;
 
 /// Password spraying: distinct addresses (IPv6 by prefix) failing with one claimed identity, over a
 /// minute (limit 4) or ten minutes (limit 6).

@@ -78,7 +78,25 @@ struct RouteStats {
     per_second: LogHistogram,
     /// Linear counting over 1024 bits: distinct clients.
     clients: Vec<u64>,
+    /// Distributed stuffing: the current minute's answers, its 401s, and the client networks that got
+    /// them (linear counting over 64 bits), with the record time (s) of the route's last alert.
+    #[serde(default)]
+    minute: u32,
+    #[serde(default)]
+    answers: u32,
+    #[serde(default)]
+    failed: u32,
+    #[serde(default)]
+    failing_nets: u64,
+    #[serde(default)]
+    last_alert_s: u32,
 }
+
+/// Distributed credential stuffing on one route (a login many addresses try, each under the address
+/// tiers): 401 answers in a minute that fire when they are half the route's answers or more and come
+/// from 10 client networks or more.
+const ROUTE_FAILED: f64 = 100.0;
+const ROUTE_FAILING_NETS: f64 = 10.0;
 
 /// The usual header order of one user agent (a majority vote).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -110,8 +128,11 @@ pub(crate) struct Shared {
 struct Snapshot {
     version: u32,
     shared: Shared,
-    /// Oldest first.
+    /// Oldest first, probation's then the protected list's ...
     entities: Vec<(u64, State)>,
+    /// ... the last this many (`table::Table`; none in snapshots written before it had two lists).
+    #[serde(default)]
+    protected: usize,
     pairs: Vec<(u64, Pair)>,
 }
 
@@ -226,7 +247,66 @@ impl Engine {
         if usize::from(record.route) < MAX_ROUTES {
             let client = principal_key.unwrap_or(ip_key);
             self.pair(client, record);
+            if self.enabled & (1 << (Detector::CredentialStuffing as u16)) != 0 {
+                self.route_failures(record, ip_key, alerts);
+            }
         }
+    }
+
+    /// Distributed credential stuffing, judged on the route: 401 answers in the minute against
+    /// [`ROUTE_FAILED`], when they are half its answers or more and come from [`ROUTE_FAILING_NETS`]
+    /// client networks or more. The route can be alerted on, not banned (nothing to act on).
+    fn route_failures(&mut self, record: &Record, ip_key: u64, alerts: &mut Vec<Alert>) {
+        let settings = &self.settings;
+        let Some(r) = route_stats(&mut self.shared.routes, record.route) else { return };
+        let minute = (record.at_ms / 60_000) as u32;
+        if minute > r.minute {
+            (r.minute, r.answers, r.failed, r.failing_nets) = (minute, 0, 0, 0);
+        }
+        r.answers = r.answers.saturating_add(1);
+        if record.status != 401 {
+            return;
+        }
+        r.failed = r.failed.saturating_add(1);
+        r.failing_nets |= 1 << (super::sketch::mix(ip_key) % 64);
+        let nets = super::sketch::linear_count(r.failing_nets.count_ones(), 64);
+        let failed = f64::from(r.failed);
+        if failed * 2.0 < f64::from(r.answers) || nets < ROUTE_FAILING_NETS {
+            return;
+        }
+        let x = failed / ROUTE_FAILED;
+        let s = if settings.sensitivity.is_finite() && settings.sensitivity > 0.0 { settings.sensitivity } else { 1.0 };
+        let now_s = ((record.at_ms / 1000) as u32).max(1);
+        let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
+        if x * s < 1.0 || (r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool) {
+            return;
+        }
+        r.last_alert_s = now_s;
+        let score = x / (1.0 + x);
+        let d = Detector::CredentialStuffing;
+        let label: Arc<str> = Arc::from(record.route.to_string());
+        let explanation = format!(
+            "{}: route {label} had failed_authentications_on_route = {} over 60 s, from about {} client networks, \
+             against the fixed limit of {}: score {score:.2}",
+            d.id(),
+            r.failed,
+            nets.round(),
+            ROUTE_FAILED
+        );
+        alerts.push(Alert {
+            detector: d,
+            entity: super::Entity { kind: super::EntityKind::Route, label },
+            ip: None,
+            principal: None,
+            target: None,
+            feature: "failed_authentications_on_route",
+            baseline: ROUTE_FAILED,
+            observed: failed,
+            score,
+            window_s: 60,
+            at_ms: record.at_ms,
+            explanation,
+        });
     }
 
     fn pair(&mut self, client: u64, record: &Record) {
@@ -373,12 +453,14 @@ impl Engine {
             version: u32,
             shared: &'a Shared,
             entities: Vec<(u64, &'a State)>,
+            protected: usize,
             pairs: Vec<(u64, &'a Pair)>,
         }
         let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             shared: &self.shared,
             entities: self.table.oldest_first().map(|s| (s.key, &s.value)).collect(),
+            protected: self.table.protected_len(),
             pairs: self.pairs.oldest_first().map(|s| (s.key, &s.value)).collect(),
         };
         serde_json::to_vec(&snap).unwrap_or_default()
@@ -395,10 +477,12 @@ impl Engine {
             return Err("anomaly snapshot: peer groups missing".into());
         }
         let mut engine = Engine::with_shared(settings, snap.shared);
+        let protected: Vec<u64> = snap.entities.iter().rev().take(snap.protected).rev().map(|(key, _)| *key).collect();
         for (key, mut state) in snap.entities {
             state.key = key;
             *engine.table.touch(key).0 = state;
         }
+        engine.table.protect(protected);
         for (key, pair) in snap.pairs {
             *engine.pairs.touch(key).0 = pair;
         }

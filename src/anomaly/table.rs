@@ -171,6 +171,22 @@ impl<T: Default + Keep> Table<T> {
         }
     }
 
+    /// How many entities the protected list holds.
+    pub(crate) fn protected_len(&self) -> usize {
+        self.lists[1].len
+    }
+
+    /// Puts `keys` (least recently seen first) on the protected list, as a snapshot listed them.
+    pub(crate) fn protect(&mut self, keys: impl IntoIterator<Item = u64>) {
+        for key in keys {
+            if let Some(&i) = self.index.get(&key) {
+                let l = self.list_of(i);
+                self.unlink(i, l);
+                self.push_front(i, 1);
+            }
+        }
+    }
+
     /// Slots from the least to the most recently seen, probation's first (the order a restore
     /// re-inserts them in: the protected ones come last, so a smaller table keeps them).
     pub(crate) fn oldest_first(&self) -> impl Iterator<Item = &Slot<T>> {

@@ -168,6 +168,74 @@ fn credential_stuffing_one_address_many_identities() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
 
+/// A login form the upstream checks (a route without `auth:`): the gateway cannot name the identities
+/// tried, only count the 401s. 30 in a minute, most of the address's requests, are stuffing; a person
+/// mistyping a few times, or a busy address with some refusals among many answers, are not.
+#[test]
+fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 2, 1);
+    let start = T0 + 3_600_000;
+    // An attacker: a failed login every 1.5 s, no identity the gateway could name.
+    rs.extend((0..40u64).map(|i| rec(start + i * 1_500, [203, 0, 113, 8], 401)));
+    // A person: four wrong passwords, then in.
+    rs.extend((0..4u64).map(|i| rec(start + i * 5_000, [198, 51, 100, 4], 401)));
+    rs.push(rec(start + 25_000, [198, 51, 100, 4], 200));
+    // An office address: 40 refusals among 100 requests in a minute (under half).
+    rs.extend((0..100u64).map(|i| rec(start + i * 500, [198, 51, 100, 5], if i % 5 < 2 { 401 } else { 200 })));
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    let a = hits[0];
+    assert_eq!(a.ip, Some("203.0.113.8".parse().unwrap()));
+    assert_eq!((a.feature, a.observed, a.window_s), ("failed_authentications", 30.0, 60));
+    // The 30th failure, 43.5 s in.
+    assert_eq!(a.at_ms, start + 29 * 1_500);
+    explained(a);
+}
+
+/// Distributed stuffing: a login tried from 60 addresses, each under every address tier (three
+/// failures a minute, no identity the gateway can name), is found on the route: 100 failures in a
+/// minute, most of its answers, from many networks. The same failures from a few addresses, or a route
+/// where they are a third of the answers, are not this tier's.
+#[test]
+fn credential_stuffing_spread_over_many_addresses_is_found_on_the_route() {
+    let start = T0 + 3_600_000;
+    let spread = |route: u16, addresses: u64, each: u64, ok_per_fail: u64| -> Vec<Record> {
+        let mut rs = Vec::new();
+        for k in 0..addresses * each {
+            let a = k % addresses;
+            let mut r =
+                rec(start + k * 50_000 / (addresses * each), [203, 0, (a / 200) as u8 + 1, (a % 200) as u8 + 1], 401);
+            r.route = route;
+            rs.push(r);
+            for j in 0..ok_per_fail {
+                let mut ok =
+                    rec(start + k * 50_000 / (addresses * each) + j + 1, [198, 51, 100, (k % 50) as u8 + 1], 200);
+                ok.route = route;
+                rs.push(ok);
+            }
+        }
+        rs
+    };
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 2, 1);
+    rs.extend(spread(7, 60, 3, 0));
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    let a = hits[0];
+    assert_eq!((a.entity.kind, &*a.entity.label), (EntityKind::Route, "7"));
+    assert_eq!((a.feature, a.observed, a.ip), ("failed_authentications_on_route", 100.0, None));
+    explained(a);
+    // A third of the answers: quiet; 5 addresses, 36 each: the address tier's, not the route's.
+    let mut engine = Engine::new(settings());
+    let mut rs = spread(8, 60, 3, 2);
+    rs.extend(spread(9, 5, 36, 0));
+    let alerts = run(&mut engine, &mut rs);
+    assert!(alerts.iter().all(|a| a.entity.kind != EntityKind::Route), "{alerts:#?}");
+}
+
 /// IPv6 clients are grouped by their /64, except behind a NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`),
 /// where the /64 holds every IPv4 client of the translator: each address there is its own client.
 #[test]
