@@ -954,3 +954,60 @@ fn stuffing_a_login_form_behind_the_gateway_is_banned() {
     });
     assert!(admin("/admin/v1/anomaly/actions")["items"].as_array().unwrap().iter().all(|a| a["target"] != "login"));
 }
+
+/// With `snapshot: true`, the actions in force outlive a restart: a challenged thief's token is still
+/// refused by the next process, the action is still listed (and can be lifted there), and the owner's
+/// fresh token passes. A lifted action stays lifted across the next restart.
+#[test]
+fn actions_in_force_survive_a_restart_with_snapshot() {
+    let up = Upstream::start("app");
+    let state = TempDir::new();
+    let yaml = config(
+        &state,
+        up.addr,
+        "anomaly:\n  mode: enforce\n  snapshot: true\n  detectors:\n    token_sharing: { duration: 30m }\n",
+    );
+    let cfg = state.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    let (operator, _) = token(&cfg, "operator");
+    let actions = |gw: &Gateway| -> Vec<Value> {
+        let a = call(gw.addr("admin"), Some(&viewer), "GET", "/admin/v1/anomaly/actions", None, &[]);
+        a.json()["items"].as_array().cloned().unwrap_or_default()
+    };
+    let old = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() - 60));
+    let mut gw = Gateway::start(&yaml);
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let resp = share_until_refused(&mut conn, &old, 7);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    let before = actions(&gw).into_iter().find(|a| a["kind"] == "challenge").expect("a challenge in force");
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+
+    let mut gw = Gateway::start(&yaml);
+    assert!(gw.wait_log("anomaly: actions in force restored from the store", T), "{:?}", gw.logs());
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let hits = up.hits();
+    let (st, resp) = get(&mut conn, "/j/profile", "192.0.2.30", &old);
+    assert_eq!(st, 401, "the restart freed the challenged token: {resp}");
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate");
+    assert_eq!(up.hits(), hits);
+    let after = actions(&gw).into_iter().find(|a| a["kind"] == "challenge").expect("the challenge is listed");
+    assert_eq!(
+        (&after["id"], &after["target"], &after["expires_ms"]),
+        (&before["id"], &before["target"], &before["expires_ms"])
+    );
+    // The owner's token issued after the alert passes.
+    let fresh = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() + 1));
+    wait_for("the fresh token", || get(&mut conn, "/j/profile", "192.0.2.30", &fresh).0 == 200);
+    // Lifted here, it stays lifted across the next restart.
+    let id = after["id"].as_u64().unwrap();
+    let lift = call(gw.addr("admin"), Some(&operator), "DELETE", &format!("/admin/v1/anomaly/actions/{id}"), None, &[]);
+    assert_eq!(lift.status, 204);
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    let gw = Gateway::start(&yaml);
+    assert!(gw.wait_log("anomaly: state restored from the store", T), "{:?}", gw.logs());
+    let mut conn = RawConn::connect(gw.addr("main"));
+    assert_eq!(get(&mut conn, "/j/profile", "192.0.2.30", &old).0, 200);
+    assert!(actions(&gw).is_empty());
+}

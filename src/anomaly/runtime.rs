@@ -464,6 +464,75 @@ pub struct ActiveAction {
     fleet: Option<SharedTarget>,
 }
 
+/// An action in force as the store keeps it across a restart (`snapshot: true`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptAction {
+    id: u64,
+    kind: String,
+    target_kind: String,
+    target: String,
+    key: Option<u64>,
+    shared: bool,
+    detector: String,
+    alert: u64,
+    since_ms: u64,
+    expires_ms: u64,
+    rate: Option<String>,
+    /// A throttle's interval (ns) and burst.
+    throttle: Option<(u64, u32)>,
+    in_bans: bool,
+    fleet: Option<SharedTarget>,
+}
+
+impl From<&ActiveAction> for KeptAction {
+    fn from(a: &ActiveAction) -> KeptAction {
+        KeptAction {
+            id: a.id,
+            kind: a.kind.to_owned(),
+            target_kind: a.target_kind.to_owned(),
+            target: a.target.clone(),
+            key: a.key,
+            shared: a.shared,
+            detector: a.detector.to_owned(),
+            alert: a.alert,
+            since_ms: a.since_ms,
+            expires_ms: a.expires_ms,
+            rate: a.rate.clone(),
+            throttle: a.throttle.map(|r| (r.interval, r.burst)),
+            in_bans: a.in_bans,
+            fleet: a.fleet.clone(),
+        }
+    }
+}
+
+impl KeptAction {
+    /// The action again, or `None` when a name in it is not one this build knows.
+    fn into_action(self) -> Option<ActiveAction> {
+        let kind = [Action::Throttle, Action::Ban, Action::Challenge].into_iter().find(|a| a.as_str() == self.kind)?;
+        let target_kind = ["ip", "principal"].into_iter().find(|t| *t == self.target_kind)?;
+        let detector = Detector::from_id(&self.detector)?.id();
+        Some(ActiveAction {
+            id: self.id,
+            kind: kind.as_str(),
+            target_kind,
+            target: self.target,
+            key: self.key,
+            shared: self.shared,
+            origin: HERE.to_owned(),
+            detector,
+            alert: self.alert,
+            since_ms: self.since_ms,
+            expires_ms: self.expires_ms,
+            rate: self.rate,
+            throttle: self
+                .throttle
+                .map(|(interval, burst)| gcra::Rate { interval: interval.max(1), burst: burst.max(1) }),
+            in_bans: self.in_bans,
+            fleet: self.fleet,
+        })
+    }
+}
+
 impl ActiveAction {
     /// What a lift matches on every node: the kind, and the principal's key or the address.
     fn same_target(&self, other: &ActiveAction) -> bool {
@@ -678,10 +747,12 @@ impl crate::activity::Sink for Anomaly {
 impl Anomaly {
     fn start(policy: Policy, metrics: AnomalyMetrics) -> Arc<Anomaly> {
         let settings = policy.settings.settings();
+        let mut restored = false;
         let engine = match policy.snapshot.as_deref().and_then(|p| snapshot::load(p).transpose()) {
             Some(Ok(bytes)) => match Engine::restore(settings.clone(), &bytes) {
                 Ok(e) => {
                     tracing::info!("anomaly: state restored from the store");
+                    restored = true;
                     e
                 }
                 Err(e) => {
@@ -730,6 +801,10 @@ impl Anomaly {
             bots: Bots::default(),
             metrics: metrics.clone(),
         });
+        // The actions this node had in force, when the engine they were keyed with came back too.
+        if let (true, Some(path)) = (restored, policy.snapshot.as_deref()) {
+            inner.restore_actions(path);
+        }
         let worker = inner.clone();
         let spawned = std::thread::Builder::new().name("anomaly".into()).spawn(move || worker.run(&rx));
         if let Err(e) = spawned {
@@ -1050,6 +1125,8 @@ impl Anomaly {
             }
         }
         self.inner.rebuild_view();
+        // A restart must not bring it back.
+        self.inner.save_actions();
         let event = Event::new(Kind::AnomalyAction, "lifted")
             .attr("action", lifted.kind)
             .attr("target", lifted.target.clone())
@@ -1198,6 +1275,7 @@ impl Inner {
             if self.actions.dirty.swap(false, Relaxed) {
                 self.flush_bans();
                 self.rebuild_view();
+                self.save_actions();
             }
             let now = self.clock_now();
             self.expire(now);
@@ -1214,6 +1292,58 @@ impl Inner {
         let bytes = self.engine.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
         if let Err(e) = snapshot::save(&path, &bytes) {
             tracing::warn!(error = %e, "anomaly: the state was not written to the store");
+        }
+        self.save_actions();
+    }
+
+    /// Writes the actions this node put in force to the store (`snapshot: true`): each time they
+    /// change, so that a restart does not free a challenged thief or a throttled client.
+    fn save_actions(&self) {
+        let Some(path) = self.policy.load().snapshot.clone() else { return };
+        let kept: Vec<KeptAction> = {
+            let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+            list.values().map(KeptAction::from).collect()
+        };
+        let bytes = serde_json::to_vec(&kept).unwrap_or_default();
+        if let Err(e) = snapshot::save_actions(&path, &bytes) {
+            tracing::warn!(error = %e, "anomaly: the actions in force were not written to the store");
+        }
+    }
+
+    /// Puts back the actions a previous process left in the store, but those that have run out (they
+    /// are not announced again: their `set` event was).
+    fn restore_actions(&self, path: &std::path::Path) {
+        let bytes = match snapshot::load_actions(path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "anomaly: the stored actions could not be read");
+                return;
+            }
+        };
+        let kept: Vec<KeptAction> = match serde_json::from_slice(&bytes) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "anomaly: the stored actions were not usable");
+                return;
+            }
+        };
+        let now = if self.policy.load().simulated { 0 } else { wall_ms() };
+        let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
+        for k in kept.into_iter().filter(|k| k.expires_ms > now) {
+            let Some(a) = k.into_action() else { continue };
+            let slot: ActionKey = (a.kind, a.key, if a.key.is_some() { String::new() } else { a.target.clone() });
+            self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
+            // (An id from the previous process: its node tag is still this node's name's.)
+            self.actions.next_id.fetch_max(a.id.saturating_add(1), Relaxed);
+            list.insert(slot, a);
+        }
+        let n = list.len();
+        drop(list);
+        if n > 0 {
+            // In force before the first request is served.
+            self.rebuild_view();
+            tracing::info!(actions = n, "anomaly: actions in force restored from the store");
         }
     }
 
@@ -1501,6 +1631,7 @@ impl Inner {
             }
         }
         self.rebuild_view();
+        self.save_actions();
         for a in expired {
             let event = Event::new(Kind::AnomalyAction, "expired")
                 .rule(a.detector)
@@ -1905,6 +2036,35 @@ mod snapshot {
             Some(row) => row.get::<_, Vec<u8>>(0).map(Some).map_err(|e| e.to_string()),
             None => Ok(None),
         }
+    }
+
+    const ACTIONS: &str = "CREATE TABLE IF NOT EXISTS anomaly_actions (id INTEGER PRIMARY KEY CHECK (id = 1), \
+                           saved_at INTEGER NOT NULL, actions BLOB NOT NULL);";
+
+    pub(super) fn load_actions(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = open(path)?;
+        conn.execute_batch(ACTIONS).map_err(|e| e.to_string())?;
+        let mut stmt = conn.prepare("SELECT actions FROM anomaly_actions WHERE id = 1").map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        match rows.next().map_err(|e| e.to_string())? {
+            Some(row) => row.get::<_, Vec<u8>>(0).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn save_actions(path: &Path, actions: &[u8]) -> Result<(), String> {
+        let conn = open(path)?;
+        conn.execute_batch(ACTIONS).map_err(|e| e.to_string())?;
+        conn.execute(
+            "INSERT INTO anomaly_actions (id, saved_at, actions) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, actions = excluded.actions",
+            rusqlite::params![super::wall_ms() as i64, actions],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     pub(super) fn save(path: &Path, state: &[u8]) -> Result<(), String> {
