@@ -640,6 +640,9 @@ struct Actions {
     remote: Mutex<HashMap<String, ActiveAction>>,
     /// Changes for the fleet's hash, written by the fleet thread.
     outbox: Mutex<Outbox>,
+    /// Held while the list is copied and written to the store, so that writes land in the order the
+    /// list changed (a lift on the admin thread and a batch on the detector thread).
+    saving: Mutex<()>,
     /// This node's name in the fleet's hash.
     node: String,
 }
@@ -688,7 +691,13 @@ struct Bots {
     /// False while no address is marked: the stage's whole cost then.
     any: AtomicBool,
     dirty: AtomicBool,
+    /// Marks refused because the map was full ([`MAX_BOT_MARKS`]).
+    full: AtomicU64,
 }
+
+/// Addresses (networks) marked for the routes' `bot:` at most: beyond it, new ones wait for marks to
+/// expire (about 4 MiB, and one rebuild of the stage's map per batch that changes a mark).
+const MAX_BOT_MARKS: usize = 65_536;
 
 /// What outlives a reload: the one detector of the process, and the route ids.
 #[derive(Default)]
@@ -786,6 +795,7 @@ impl Anomaly {
                 seed,
                 remote: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::default()),
+                saving: Mutex::new(()),
                 node: fleet::node_name(),
             },
             bans: ArcSwapOption::empty(),
@@ -1300,6 +1310,7 @@ impl Inner {
     /// change, so that a restart does not free a challenged thief or a throttled client.
     fn save_actions(&self) {
         let Some(path) = self.policy.load().snapshot.clone() else { return };
+        let _saving = self.actions.saving.lock().unwrap_or_else(PoisonError::into_inner);
         let kept: Vec<KeptAction> = {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
@@ -1330,12 +1341,13 @@ impl Inner {
         };
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
         let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-        for k in kept.into_iter().filter(|k| k.expires_ms > now) {
+        // Not the fleet's: those come back from its shared list (where a lift made while this node
+        // was down has already taken them out) and the guard's bans.
+        for k in kept.into_iter().filter(|k| k.expires_ms > now && !k.shared) {
             let Some(a) = k.into_action() else { continue };
             let slot: ActionKey = (a.kind, a.key, if a.key.is_some() { String::new() } else { a.target.clone() });
             self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
-            // (An id from the previous process: its node tag is still this node's name's.)
-            self.actions.next_id.fetch_max(a.id.saturating_add(1), Relaxed);
+            // (Its id keeps the previous process's node tag: unique still, as tags are random.)
             list.insert(slot, a);
         }
         let n = list.len();
@@ -1353,9 +1365,17 @@ impl Inner {
         let net = crate::exchange::client_net(r.ip, policy.settings.ipv6_prefix).network();
         let mut marks = self.bots.marks.lock().unwrap_or_else(PoisonError::into_inner);
         if score >= floor {
+            if marks.len() >= MAX_BOT_MARKS && !marks.contains_key(&net) {
+                // Full (an attacker marking one network after another): no new mark until some
+                // expire; the automation detector still alerts on them.
+                self.bots.full.fetch_add(1, Relaxed);
+                return;
+            }
             let hold = policy.detectors.get(&Detector::Automation).map_or(900_000, |d| d.duration_ms);
             let now = if policy.simulated { r.at_ms } else { wall_ms().max(r.at_ms) };
-            if marks.insert(net, (score, now.saturating_add(hold))).is_none_or(|(was, _)| was != score) {
+            // The stage's view changes only when the score moves by a hundredth or more.
+            let step = |x: f32| (x * 100.0).round() as i32;
+            if marks.insert(net, (score, now.saturating_add(hold))).is_none_or(|(was, _)| step(was) != step(score)) {
                 self.bots.dirty.store(true, Relaxed);
             }
         } else if marks.remove(&net).is_some() {
@@ -1950,6 +1970,7 @@ impl Inner {
         };
         if let Some(a) = lifted.filter(|a| a.expires_ms > now) {
             self.rebuild_view();
+            self.save_actions();
             let event = Event::new(Kind::AnomalyAction, "lifted")
                 .attr("action", a.kind)
                 .attr("target", a.target.clone())
