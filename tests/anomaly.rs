@@ -772,12 +772,17 @@ fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back(
     assert!(a.actions().iter().any(|x| x["kind"] == "challenge"), "a lost write lifted the action on A");
 }
 
+/// `yaml` (from [`config`]) with one more route, public, on `prefix`, with `extra` lines.
+fn with_route(yaml: &str, name: &str, prefix: &str, extra: &str) -> String {
+    yaml.replace(
+        "events:\n",
+        &format!("  - name: {name}\n    match:\n      path: {{ prefix: {prefix} }}\n    upstream: app\n    auth: none\n{extra}events:\n"),
+    )
+}
+
 /// The config with one more route, `/g`, public and refusing addresses whose bot score is 0.9 or more.
 fn with_bot_route(dir: &TempDir, up: SocketAddr, anomaly: &str) -> String {
-    config(dir, up, anomaly).replace(
-        "events:\n",
-        "  - name: guarded\n    match:\n      path: { prefix: /g }\n    upstream: app\n    auth: none\n    bot: { refuse_at: 0.9 }\nevents:\n",
-    )
+    with_route(&config(dir, up, anomaly), "guarded", "/g", "    bot: { refuse_at: 0.9 }\n")
 }
 
 /// One request from `ip` with user agent `agent`.
@@ -836,6 +841,11 @@ fn a_route_refuses_an_address_the_detector_judges_a_bot() {
         assert_eq!(st, 403, "{ip} {agent}: {resp}");
         assert_eq!(problem_of(&resp), "urn:portcullis:problem:bot", "{resp}");
     }
+    // HEAD is refused the same way.
+    let head = format!(
+        "HEAD /g/y HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: {scanner}\r\nUser-Agent: okhttp/4.12.0\r\n\r\n"
+    );
+    assert_eq!(common::status_of(&conn.send(head.as_bytes(), T)), 403);
     assert_eq!(up.hits(), hits, "a refused request reached the upstream");
     // The route without `bot:` still serves it (the detector's own default for `automation` is `log`),
     // and other clients, the next /64 among them, pass the guarded route.
@@ -901,15 +911,9 @@ fn a_bot_route_is_checked() {
 fn stuffing_a_login_form_behind_the_gateway_is_banned() {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let yaml = config(
-        &dir,
-        up.addr,
-        "anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 1m }\n",
-    )
-    .replace(
-        "events:\n",
-        "  - name: login\n    match:\n      path: { prefix: /status }\n    upstream: app\n    auth: none\nevents:\n",
-    );
+    let yaml =
+        config(&dir, up.addr, "anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 1m }\n");
+    let yaml = with_route(&yaml, "login", "/status", "");
     let cfg = dir.write("portcullis.yaml", &yaml);
     let (viewer, _) = token(&cfg, "viewer");
     let gw = Gateway::start_in(dir, &yaml);

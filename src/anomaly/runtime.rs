@@ -691,8 +691,6 @@ struct Bots {
     /// False while no address is marked: the stage's whole cost then.
     any: AtomicBool,
     dirty: AtomicBool,
-    /// Marks refused because the map was full ([`MAX_BOT_MARKS`]).
-    full: AtomicU64,
 }
 
 /// Addresses (networks) marked for the routes' `bot:` at most: beyond it, new ones wait for marks to
@@ -1368,7 +1366,6 @@ impl Inner {
             if marks.len() >= MAX_BOT_MARKS && !marks.contains_key(&net) {
                 // Full (an attacker marking one network after another): no new mark until some
                 // expire; the automation detector still alerts on them.
-                self.bots.full.fetch_add(1, Relaxed);
                 return;
             }
             let hold = policy.detectors.get(&Detector::Automation).map_or(900_000, |d| d.duration_ms);
@@ -2037,7 +2034,9 @@ mod snapshot {
     use std::path::Path;
 
     const MIGRATION: &str = "CREATE TABLE IF NOT EXISTS anomaly_state (id INTEGER PRIMARY KEY CHECK (id = 1), \
-                             saved_at INTEGER NOT NULL, state BLOB NOT NULL);";
+                             saved_at INTEGER NOT NULL, state BLOB NOT NULL); \
+                             CREATE TABLE IF NOT EXISTS anomaly_actions (id INTEGER PRIMARY KEY CHECK (id = 1), \
+                             saved_at INTEGER NOT NULL, actions BLOB NOT NULL);";
 
     fn open(path: &Path) -> Result<rusqlite::Connection, String> {
         let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
@@ -2046,12 +2045,14 @@ mod snapshot {
         Ok(conn)
     }
 
-    pub(super) fn load(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    /// The one row of `table`'s `column` (the engine's state, or the actions in force).
+    fn load_row(path: &Path, table: &str, column: &str) -> Result<Option<Vec<u8>>, String> {
         if !path.exists() {
             return Ok(None);
         }
         let conn = open(path)?;
-        let mut stmt = conn.prepare("SELECT state FROM anomaly_state WHERE id = 1").map_err(|e| e.to_string())?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {column} FROM {table} WHERE id = 1")).map_err(|e| e.to_string())?;
         let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
         match rows.next().map_err(|e| e.to_string())? {
             Some(row) => row.get::<_, Vec<u8>>(0).map(Some).map_err(|e| e.to_string()),
@@ -2059,44 +2060,33 @@ mod snapshot {
         }
     }
 
-    const ACTIONS: &str = "CREATE TABLE IF NOT EXISTS anomaly_actions (id INTEGER PRIMARY KEY CHECK (id = 1), \
-                           saved_at INTEGER NOT NULL, actions BLOB NOT NULL);";
-
-    pub(super) fn load_actions(path: &Path) -> Result<Option<Vec<u8>>, String> {
-        if !path.exists() {
-            return Ok(None);
-        }
+    fn save_row(path: &Path, table: &str, column: &str, bytes: &[u8]) -> Result<(), String> {
         let conn = open(path)?;
-        conn.execute_batch(ACTIONS).map_err(|e| e.to_string())?;
-        let mut stmt = conn.prepare("SELECT actions FROM anomaly_actions WHERE id = 1").map_err(|e| e.to_string())?;
-        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
-        match rows.next().map_err(|e| e.to_string())? {
-            Some(row) => row.get::<_, Vec<u8>>(0).map(Some).map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) fn save_actions(path: &Path, actions: &[u8]) -> Result<(), String> {
-        let conn = open(path)?;
-        conn.execute_batch(ACTIONS).map_err(|e| e.to_string())?;
         conn.execute(
-            "INSERT INTO anomaly_actions (id, saved_at, actions) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, actions = excluded.actions",
-            rusqlite::params![super::wall_ms() as i64, actions],
+            &format!(
+                "INSERT INTO {table} (id, saved_at, {column}) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, {column} = excluded.{column}"
+            ),
+            rusqlite::params![super::wall_ms() as i64, bytes],
         )
         .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    pub(super) fn load(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        load_row(path, "anomaly_state", "state")
     }
 
     pub(super) fn save(path: &Path, state: &[u8]) -> Result<(), String> {
-        let conn = open(path)?;
-        conn.execute(
-            "INSERT INTO anomaly_state (id, saved_at, state) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
-            rusqlite::params![super::wall_ms() as i64, state],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(())
+        save_row(path, "anomaly_state", "state", state)
+    }
+
+    pub(super) fn load_actions(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        load_row(path, "anomaly_actions", "actions")
+    }
+
+    pub(super) fn save_actions(path: &Path, actions: &[u8]) -> Result<(), String> {
+        save_row(path, "anomaly_actions", "actions", actions)
     }
 }
 
