@@ -140,5 +140,40 @@ fn bench_gateway_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_hot_path, bench_observe, bench_gateway_path);
+/// The periodic snapshot holds the engine's lock (records wait in the queue meanwhile): 100,000
+/// entities, each with an hour of minutes behind it; a million take about ten times as long.
+fn bench_snapshot(c: &mut Criterion) {
+    let h = head();
+    let s = signals(&h);
+    let n = 50_000u64;
+    let principals: Vec<_> = (0..n).map(principal).collect();
+    let mut engine = Engine::new(Settings { seed: Some(1), max_entities: 2 * n as usize, ..Settings::default() });
+    let mut alerts = Vec::new();
+    for minute in 0..60u64 {
+        for who in (0..n).filter(|w| (w + minute) % 12 == 0) {
+            let ip = IpAddr::from([10, (who >> 16) as u8, (who >> 8) as u8, who as u8]);
+            let at = 1_800_000_000_000 + minute * 60_000 + who % 60_000;
+            engine.observe(&record(at, ip, Some(principals[who as usize].clone()), s, 99, who % 500), &mut alerts);
+            alerts.clear();
+        }
+    }
+    let bytes = engine.snapshot();
+    eprintln!(
+        "{} entities: {} bytes in memory, a snapshot of {} bytes ({} an entity)",
+        engine.entities(),
+        engine.memory_bytes(),
+        bytes.len(),
+        bytes.len() / engine.entities()
+    );
+    let settings = Settings { seed: Some(1), max_entities: 2 * n as usize, ..Settings::default() };
+    let mut g = c.benchmark_group("anomaly_snapshot");
+    g.sample_size(10);
+    g.bench_function("snapshot_100k_entities", |b| b.iter(|| black_box(engine.snapshot())));
+    g.bench_function("restore_100k_entities", |b| {
+        b.iter(|| Engine::restore(settings.clone(), black_box(&bytes)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_hot_path, bench_observe, bench_gateway_path, bench_snapshot);
 criterion_main!(benches);

@@ -861,6 +861,34 @@ fn a_route_refuses_an_address_the_detector_judges_a_bot() {
     assert_eq!(e["attrs"]["refuse_at"], "0.900", "{e}");
 }
 
+/// A mark holds for the `automation` detector's `duration` after the address's last request so
+/// scored, then goes: the address is served again (here with a browser's agent), without a restart.
+#[test]
+fn a_bot_mark_ends_after_its_hold() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let yaml =
+        with_bot_route(&dir, up.addr, "anomaly:\n  mode: enforce\n  detectors:\n    automation: { duration: 2s }\n");
+    let gw = Gateway::start_in(dir, &yaml);
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let scanner = "203.0.113.77";
+    let marked = |gw: &Gateway| common::metric(&gw.metrics(), "portcullis_anomaly_bot_marked");
+    assert_eq!(marked(&gw), Some(0.0));
+    let deadline = Instant::now() + T;
+    while get_as(&mut conn, "/g/x", scanner, "Nikto/2.5.0").0 != 403 {
+        assert!(Instant::now() < deadline, "the guarded route never refused the scanner");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(marked(&gw), Some(1.0));
+    // Quiet for the hold: the mark goes (polled; nothing is sent from the address meanwhile).
+    wait_for("the mark to go", || marked(&gw) == Some(0.0));
+    let hits = up.hits();
+    let browser = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let (st, resp) = get_as(&mut conn, "/g/x", scanner, browser);
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(up.hits(), hits + 1);
+}
+
 #[test]
 fn a_bot_route_in_monitor_mode_notes_and_serves() {
     let (_up, gw, viewer) = bot_gateway("monitor");
@@ -974,8 +1002,9 @@ fn stuffing_a_login_form_behind_the_gateway_is_banned() {
 }
 
 /// With `snapshot: true`, the actions in force outlive a restart: a challenged thief's token is still
-/// refused by the next process, the action is still listed (and can be lifted there), and the owner's
-/// fresh token passes. A lifted action stays lifted across the next restart.
+/// refused by the next process, and a throttled stuffing address still throttled; both are still
+/// listed (and can be lifted there), and the owner's fresh token passes. Lifted actions stay lifted
+/// across the next restart.
 #[test]
 fn actions_in_force_survive_a_restart_with_snapshot() {
     let up = Upstream::start("app");
@@ -983,7 +1012,8 @@ fn actions_in_force_survive_a_restart_with_snapshot() {
     let yaml = config(
         &state,
         up.addr,
-        "anomaly:\n  mode: enforce\n  snapshot: true\n  detectors:\n    token_sharing: { duration: 30m }\n",
+        "anomaly:\n  mode: enforce\n  snapshot: true\n  detectors:\n    token_sharing: { duration: 30m }\n    \
+         credential_stuffing: { actions: [log, throttle], duration: 30m, throttle: 1/m }\n",
     );
     let cfg = state.write("portcullis.yaml", &yaml);
     let (viewer, _) = token(&cfg, "viewer");
@@ -998,6 +1028,13 @@ fn actions_in_force_survive_a_restart_with_snapshot() {
     let resp = share_until_refused(&mut conn, &old, 7);
     assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
     let before = actions(&gw).into_iter().find(|a| a["kind"] == "challenge").expect("a challenge in force");
+    let stuffer = "203.0.113.90";
+    let throttled = (0..600).any(|i| {
+        let key = bogus_key(&format!("{i:08x}"));
+        get(&mut conn, "/k/orders", stuffer, &format!("X-API-Key: {key}\r\n")).0 == 429
+    });
+    assert!(throttled, "the stuffing address was never throttled");
+    let throttle = actions(&gw).into_iter().find(|a| a["kind"] == "throttle").expect("a throttle in force");
     assert!(gw.terminate(T).is_some());
     drop(gw);
 
@@ -1014,18 +1051,32 @@ fn actions_in_force_survive_a_restart_with_snapshot() {
         (&after["id"], &after["target"], &after["expires_ms"]),
         (&before["id"], &before["target"], &before["expires_ms"])
     );
+    // The stuffing address is still held to one request a minute, whatever it sends (the next
+    // process's rate starts afresh: one request may pass), and it is listed as before.
+    let hits = up.hits();
+    let statuses: Vec<u16> = (0..3).map(|_| get(&mut conn, "/p/catalogue", stuffer, "").0).collect();
+    assert_eq!(statuses[1..], [429, 429], "the restart freed the throttled address: {statuses:?}");
+    assert!(up.hits() <= hits + 1);
+    let kept = actions(&gw).into_iter().find(|a| a["kind"] == "throttle").expect("the throttle is listed");
+    assert_eq!(
+        (&kept["id"], &kept["target"], &kept["expires_ms"]),
+        (&throttle["id"], &throttle["target"], &throttle["expires_ms"])
+    );
     // The owner's token issued after the alert passes.
     let fresh = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() + 1));
     wait_for("the fresh token", || get(&mut conn, "/j/profile", "192.0.2.30", &fresh).0 == 200);
-    // Lifted here, it stays lifted across the next restart.
-    let id = after["id"].as_u64().unwrap();
-    let lift = call(gw.addr("admin"), Some(&operator), "DELETE", &format!("/admin/v1/anomaly/actions/{id}"), None, &[]);
-    assert_eq!(lift.status, 204);
+    // Lifted here, they stay lifted across the next restart.
+    for id in [&after["id"], &kept["id"]] {
+        let path = format!("/admin/v1/anomaly/actions/{}", id.as_u64().unwrap());
+        assert_eq!(call(gw.addr("admin"), Some(&operator), "DELETE", &path, None, &[]).status, 204);
+    }
     assert!(gw.terminate(T).is_some());
     drop(gw);
     let gw = Gateway::start(&yaml);
     assert!(gw.wait_log("anomaly: state restored from the store", T), "{:?}", gw.logs());
     let mut conn = RawConn::connect(gw.addr("main"));
     assert_eq!(get(&mut conn, "/j/profile", "192.0.2.30", &old).0, 200);
+    assert_eq!(get(&mut conn, "/p/catalogue", stuffer, "").0, 200);
+    assert_eq!(get(&mut conn, "/p/catalogue", stuffer, "").0, 200);
     assert!(actions(&gw).is_empty());
 }

@@ -136,8 +136,22 @@ struct Snapshot {
     pairs: Vec<(u64, Pair)>,
 }
 
+/// What [`Engine::snapshot`] writes: [`Snapshot`]'s fields, borrowed.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    shared: &'a Shared,
+    entities: Vec<(u64, &'a State)>,
+    protected: usize,
+    pairs: Vec<(u64, &'a Pair)>,
+}
+
 /// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
 const SNAPSHOT_VERSION: u32 = 2;
+
+/// What a snapshot's bytes begin with: the postcard encoding follows. Earlier builds wrote JSON (it
+/// begins with `{`), which is still read: the state it holds is the same.
+const SNAPSHOT_MAGIC: &[u8] = b"PCA\x01";
 
 pub struct Engine {
     settings: Settings,
@@ -173,9 +187,20 @@ impl Engine {
     }
 
     fn with_shared(settings: Settings, shared: Shared) -> Engine {
-        let enabled = settings.enabled.iter().fold(0u16, |m, d| m | 1 << (*d as u16));
+        let enabled = enabled_mask(&settings);
         let max = settings.max_entities.max(1);
         Engine { enabled, table: Table::new(max), pairs: Table::new((max / 8).max(1)), shared, settings }
+    }
+
+    /// Takes new settings in place, keeping everything learnt, when the table's size is unchanged;
+    /// false (and nothing changed) when it is not, for [`Engine::restore`] from a snapshot to resize.
+    pub fn reconfigure(&mut self, settings: Settings) -> bool {
+        if settings.max_entities.max(1) != self.settings.max_entities.max(1) {
+            return false;
+        }
+        self.enabled = enabled_mask(&settings);
+        self.settings = settings;
+        true
     }
 
     /// Updates features and baselines with one record and pushes the alerts it raises. Records a few
@@ -446,30 +471,37 @@ impl Engine {
         key_of(seed, kind, iss, id)
     }
 
-    /// The model's state as versioned bytes (JSON): entities oldest first, baselines, models.
+    /// The model's state as versioned bytes: [`SNAPSHOT_MAGIC`], then the postcard encoding of the
+    /// entities oldest first, the pairs, baselines and models.
     pub fn snapshot(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct SnapshotRef<'a> {
-            version: u32,
-            shared: &'a Shared,
-            entities: Vec<(u64, &'a State)>,
-            protected: usize,
-            pairs: Vec<(u64, &'a Pair)>,
-        }
-        let snap = SnapshotRef {
+        // Writing to a Vec cannot fail but for memory, and nothing in the state needs a
+        // self-describing format.
+        postcard::to_extend(&self.snapshot_ref(), SNAPSHOT_MAGIC.to_vec()).unwrap_or_default()
+    }
+
+    /// The same state as the JSON earlier builds wrote (tests edit it to stand for those builds).
+    #[cfg(test)]
+    pub(crate) fn snapshot_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.snapshot_ref()).unwrap_or_default()
+    }
+
+    fn snapshot_ref(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
             version: SNAPSHOT_VERSION,
             shared: &self.shared,
             entities: self.table.oldest_first().map(|s| (s.key, &s.value)).collect(),
             protected: self.table.protected_len(),
             pairs: self.pairs.oldest_first().map(|s| (s.key, &s.value)).collect(),
-        };
-        serde_json::to_vec(&snap).unwrap_or_default()
+        }
     }
 
-    /// An engine from a [`Engine::snapshot`]; with a smaller `max_entities`, the most recently seen
-    /// entities are kept.
+    /// An engine from a [`Engine::snapshot`] (or from the JSON snapshots earlier builds wrote); with a
+    /// smaller `max_entities`, the most recently seen entities are kept.
     pub fn restore(settings: Settings, bytes: &[u8]) -> Result<Engine, String> {
-        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?;
+        let snap: Snapshot = match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(rest) => postcard::from_bytes(rest).map_err(|e| format!("anomaly snapshot: {e}"))?,
+            None => serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?,
+        };
         if snap.version != SNAPSHOT_VERSION {
             return Err(format!("anomaly snapshot: version {} (this build reads {SNAPSHOT_VERSION})", snap.version));
         }
@@ -488,6 +520,10 @@ impl Engine {
         }
         Ok(engine)
     }
+}
+
+fn enabled_mask(settings: &Settings) -> u16 {
+    settings.enabled.iter().fold(0u16, |m, d| m | 1 << (*d as u16))
 }
 
 /// What the detectors need about the record in hand.

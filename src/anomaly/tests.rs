@@ -457,7 +457,7 @@ fn alerts_target_the_exact_principal_not_its_label() {
     // The labels of the two long ids are the same 32 bytes; their keys differ (above).
     assert_eq!(&*state::short_label(long_a), &*state::short_label(long_b));
     // After a restore (even of a snapshot that did not keep keys and methods), alerts carry the same.
-    let bytes = engine.snapshot();
+    let bytes = engine.snapshot_json();
     let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     for e in json["entities"].as_array_mut().unwrap() {
         let st = e[1].as_object_mut().unwrap();
@@ -1069,7 +1069,7 @@ fn exfiltration_bulk_judges_a_new_credential_when_its_peers_rarely_pull_bulk_dat
     assert!(only(&seen, Detector::Exfiltration).is_empty(), "{seen:#?}");
     // The same group where one member in ten turned out an export job (as restored from a snapshot
     // saying so): a new member's downloads may be its job, and it is learned before it is judged.
-    let mut snap: serde_json::Value = serde_json::from_slice(&engine.snapshot()).unwrap();
+    let mut snap: serde_json::Value = serde_json::from_slice(&engine.snapshot_json()).unwrap();
     let group = snap["shared"]["peers"].as_array_mut().unwrap().iter_mut().find(|g| g["bulk_learned"] == 20).unwrap();
     group["bulk_learned"] = 18.into();
     group["bulk_habits"] = 2.into();
@@ -1174,8 +1174,8 @@ fn exfiltration_bulk_tier_learns_entities_from_an_older_snapshot() {
     let mut engine = Engine::new(settings());
     run(&mut engine, &mut steady(&p, 120, noise));
     let snapshot = engine.snapshot();
-    // The same snapshot as a build from before the bulk tier wrote it: no `bulk_learning`.
-    let mut old: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+    // The same snapshot as a build from before the bulk tier wrote it: JSON, and no `bulk_learning`.
+    let mut old: serde_json::Value = serde_json::from_slice(&engine.snapshot_json()).unwrap();
     let mut stripped = 0;
     for e in old["entities"].as_array_mut().unwrap() {
         stripped += usize::from(e[1].as_object_mut().unwrap().remove("bulk_learning").is_some());
@@ -1687,6 +1687,9 @@ fn a_full_table_stays_under_512_bytes_an_entity() {
     let per_entity = (engine.memory_bytes() - engine.fixed_bytes()) / max;
     eprintln!("{per_entity} bytes an entity, fixed {}", engine.fixed_bytes());
     assert!(per_entity <= 512, "{per_entity} bytes an entity");
+    // Its snapshot takes no more (the JSON earlier builds wrote took about 1,400 bytes an entity).
+    let snapshot = engine.snapshot().len() / max;
+    assert!(snapshot <= 512, "a snapshot of {snapshot} bytes an entity");
 }
 
 /// An attacker who sends refused keys with made-up ids makes an entity of each. Twice the table's
@@ -1722,4 +1725,69 @@ fn a_flood_of_made_up_key_ids_does_not_flush_learned_entities() {
         // (Its last minute closes during the flood: one more active minute, never fewer.)
         assert!(engine.active_minutes(p).is_some_and(|a| a >= *was), "{} lost its history", p.id);
     }
+}
+
+/// Snapshots are postcard behind a magic prefix, several times smaller than the JSON earlier builds
+/// wrote, which is still read to the same engine; damaged bytes are refused, never panicked on.
+#[test]
+fn snapshots_are_compact_and_the_json_of_earlier_builds_is_still_read() {
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for k in 0..40 {
+        let mut s = steady(&person(&format!("reader-{k}"), PrincipalKind::Jwt), 30, noise);
+        for r in &mut s {
+            r.ip = IpAddr::V4(Ipv4Addr::from([10, 4, (k / 200) as u8, (k % 200) as u8 + 1]));
+        }
+        rs.extend(s);
+    }
+    run(&mut engine, &mut rs);
+    let bin = engine.snapshot();
+    let json = engine.snapshot_json();
+    assert!(bin.starts_with(b"PCA\x01"));
+    // The entities' part (the models' is fixed, about 2 MB):
+    let empty = Engine::new(settings());
+    let (b, j) = (bin.len() - empty.snapshot().len(), json.len() - empty.snapshot_json().len());
+    assert!(b * 3 < j, "{b} bytes for the entities, JSON {j}");
+    for bytes in [&bin, &json] {
+        let back = Engine::restore(settings(), bytes).unwrap();
+        assert_eq!(back.entities(), engine.entities());
+        assert_eq!(back.snapshot(), bin);
+    }
+    for cut in [0, 3, 4, 5, bin.len() / 2, bin.len() - 1] {
+        assert!(Engine::restore(settings(), &bin[..cut]).is_err(), "cut at {cut}");
+    }
+    // Another build's magic is not taken for this one's.
+    let mut other = bin.clone();
+    other[3] = 2;
+    assert!(Engine::restore(settings(), &other).is_err());
+}
+
+/// A reload that keeps the table's size takes the new settings in place: what was learnt stays, and
+/// a detector switched off is off. Another size is left to a restore from a snapshot.
+#[test]
+fn new_settings_of_the_same_size_are_taken_in_place() {
+    let mut engine = Engine::new(settings());
+    let mut rs: Vec<Record> = (0..40u64).map(|k| rec(T0 + k * 1_000, [203, 0, 113, 9], 401)).collect();
+    for (k, r) in rs.iter_mut().enumerate() {
+        r.claimed = Some(format!("guess-{k}").into());
+    }
+    let before = run(&mut engine, &mut rs);
+    assert!(!only(&before, Detector::CredentialStuffing).is_empty(), "{before:#?}");
+    let entities = engine.entities();
+    let off = Settings {
+        enabled: Detector::ALL.into_iter().filter(|d| *d != Detector::CredentialStuffing).collect(),
+        sensitivity: 1.5,
+        ..settings()
+    };
+    assert!(engine.reconfigure(off.clone()));
+    assert_eq!(engine.entities(), entities);
+    let mut rs: Vec<Record> = (0..40u64).map(|k| rec(T0 + 600_000 + k * 1_000, [203, 0, 113, 10], 401)).collect();
+    for (k, r) in rs.iter_mut().enumerate() {
+        r.claimed = Some(format!("more-{k}").into());
+    }
+    let after = run(&mut engine, &mut rs);
+    assert!(only(&after, Detector::CredentialStuffing).is_empty(), "{after:#?}");
+    let n = engine.entities();
+    assert!(!engine.reconfigure(Settings { max_entities: 10, ..off }));
+    assert_eq!(engine.entities(), n);
 }

@@ -47,13 +47,15 @@ pub struct Metrics {
 }
 
 /// `anomaly_alerts_total{detector}`, `anomaly_dropped_records_total`, `anomaly_entities`,
-/// `anomaly_actions`.
+/// `anomaly_actions`, `anomaly_bot_marked`.
 #[derive(Clone, Debug, Default)]
 pub struct AnomalyMetrics {
     pub alerts: Family<Labels, Counter>,
     pub dropped: Counter,
     pub entities: Gauge,
     pub actions: Gauge,
+    /// Client networks whose bot score the routes' `bot.refuse_at` refuses now.
+    pub bot_marked: Gauge,
 }
 
 /// Handles for one route: counters per status class and a latency histogram.
@@ -146,6 +148,11 @@ impl Metrics {
         );
         registry.register("anomaly_entities", "Entities the anomaly detector tracks", anomaly.entities.clone());
         registry.register("anomaly_actions", "Anomaly responses in force", anomaly.actions.clone());
+        registry.register(
+            "anomaly_bot_marked",
+            "Client networks marked for the routes' bot.refuse_at (scored at or over the lowest)",
+            anomaly.bot_marked.clone(),
+        );
         let (auto_bans, ip_list_failures) = (Counter::default(), Counter::default());
         registry.register("auto_bans", "Client addresses banned by auto_ban", auto_bans.clone());
         registry.register(

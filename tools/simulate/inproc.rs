@@ -198,6 +198,15 @@ pub(crate) fn run(
     }
     let end = pop.scenario.end_ms();
     engine.tick(end, &mut alerts);
+    let t = std::time::Instant::now();
+    let snapshot = engine.snapshot().len();
+    eprintln!(
+        "engine: {} entities, {} bytes in memory, a snapshot of {snapshot} bytes ({} an entity) in {:?}",
+        engine.entities(),
+        engine.memory_bytes(),
+        snapshot / engine.entities().max(1),
+        t.elapsed()
+    );
     for a in alerts.drain(..) {
         let s = seen(&a);
         each_alert(&s);
