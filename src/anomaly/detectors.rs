@@ -406,10 +406,31 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
         x: networks / NETWORK_MINUTES,
         ..both
     };
-    [on_addresses(f("distinct_addresses", a, la)), f("distinct_user_agents", b, lb), both, lasting, on_networks]
-        .into_iter()
-        .reduce(larger)
-        .unwrap_or(both)
+    // Three networks and three agents used at once, on an entity known to be one party: three parties
+    // from their first minutes, where the streak waits for four minutes in a row. (Not on a new
+    // entity: a key that serves three machines would alarm from its first minutes, and an alarming
+    // entity does not learn that this is its normal.)
+    let one_party = warm && st.spread_a.mean() < 2.0 && st.spread_b.mean() < 2.0;
+    let parties = if one_party && mixed { a.min(b) } else { 0.0 };
+    let at_once = Finding {
+        feature: "parties_at_once",
+        basis: "the fixed limit, for an entity whose ten minutes hold under two networks and agents,",
+        baseline: PARTIES,
+        observed: parties,
+        x: parties / PARTIES,
+        ..both
+    };
+    [
+        on_addresses(f("distinct_addresses", a, la)),
+        f("distinct_user_agents", b, lb),
+        both,
+        lasting,
+        on_networks,
+        at_once,
+    ]
+    .into_iter()
+    .reduce(larger)
+    .unwrap_or(both)
 }
 
 /// Active minutes that closed with 3 or more addresses and 2 or more user agents (or 2 and 3) over ten
@@ -417,6 +438,9 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
 /// interleaving takes one off (see [`shared_streak`]). It counts only while the ten minutes still hold
 /// them, and restarts after an alarm.
 const SHARED_MINUTES: f64 = 4.0;
+
+/// Addresses and agents, each, in ten minutes and used at once, on an entity usually one party.
+const PARTIES: f64 = 3.0;
 
 /// Active minutes that closed with 3 or more addresses over ten minutes, interleaved, whatever the
 /// agents, for an entity that usually holds under two: thieves who all send one agent.

@@ -518,22 +518,26 @@ fn token_sharing_three_thieves_hour_after_hour() {
         let alerts = run(&mut Engine::new(settings()), &mut rs);
         let hits = only(&alerts, Detector::TokenSharing);
         assert!(!hits.is_empty(), "{alerts:#?}");
-        assert_eq!(hits[0].feature, "minutes_shared", "{:?}", hits[0]);
         hits[0].clone()
     };
     // Interleaved: four minutes in a row that closed with the three of them going back and forth (the
-    // first minute holds no return to a network yet): found at the start of the sixth.
+    // first minute holds no return to a network yet): found at the start of the sixth. (A new key:
+    // `parties_at_once` judges entities known to be one party.)
     let hit = first_alert("stolen", &|i| i % 3, &|t| t);
-    assert_eq!(hit.observed, 4.0, "{hit:?}");
+    assert_eq!((hit.feature, hit.observed), ("minutes_shared", 4.0), "{hit:?}");
     assert!(hit.at_ms <= T0 + 5 * 60_000, "{hit:?}");
     explained(&hit);
     // Two of the three behind one address (or on one slot of the sketch): two networks, three agents,
-    // back and forth. Found the same way.
+    // back and forth. Four minutes in a row that closed so (the first holds no return to a network
+    // yet): found at the start of the sixth.
     let hit = first_alert("stolen-nat", &|i| i % 3, &|t| t.min(1));
+    assert_eq!((hit.feature, hit.observed), ("minutes_shared", 4.0), "{hit:?}");
     assert!(hit.at_ms <= T0 + 6 * 60_000, "{hit:?}");
+    explained(&hit);
     // Taking turns, three minutes each, each on its own network and agent: they never go back and
     // forth, but three networks and three agents in ten minutes are not one person moving.
     let hit = first_alert("stolen-turns", &|i| i / 9 % 3, &|t| t);
+    assert_eq!(hit.feature, "minutes_shared", "{hit:?}");
     assert!(hit.at_ms <= T0 + 11 * 60_000, "{hit:?}");
 }
 
@@ -583,6 +587,50 @@ fn token_sharing_networks_one_after_another_are_not_sharing() {
     assert!(!hits.is_empty(), "{alerts:#?}");
     assert!(hits[0].at_ms <= T0 + 6 * min, "{:?}", hits[0]);
     explained(hits[0]);
+}
+
+/// Three parties on one credential, each on its own network and device, a request every 30 s between
+/// them: found within a few minutes (`parties_at_once`), where the streak of shared minutes asked for
+/// four active minutes in a row. A key that has always served three machines with three agents is
+/// not judged by it (its ten minutes hold three parties from the start).
+#[test]
+fn token_sharing_three_parties_at_once_are_found_in_minutes() {
+    let min = 60_000;
+    let at = |t: u64, party: u64, p: &Arc<Principal>| {
+        let mut r = rec(t, [100, 80 + party as u8, 0, 1], 200);
+        r.user_agent = 800 + party;
+        r.principal = Some(p.clone());
+        r
+    };
+    // Forty minutes of the owner on one network and one agent, then, once the owner's network has left
+    // the ten minutes (with it, four networks and agents would be found by their sum), three thieves
+    // in a shuffled order.
+    let p = person("stolen", PrincipalKind::Jwt);
+    let mut rs: Vec<Record> = (0..120u64).map(|i| at(T0 + i * 20_000, 0, &p)).collect();
+    let start = T0 + 55 * min;
+    let mut rng = Rng(7);
+    rs.extend((0..60u64).map(|i| at(start + i * 30_000, 1 + rng.below(3), &p)));
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    let hits = only(&alerts, Detector::TokenSharing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert_eq!(hits[0].feature, "parties_at_once", "{:?}", hits[0]);
+    assert!(hits[0].at_ms <= start + 4 * min, "{:?}", hits[0]);
+    explained(hits[0]);
+    // Two agents (a person's phone and laptop) on three networks are not three parties.
+    let p = person("two-devices", PrincipalKind::Jwt);
+    let mut rs: Vec<Record> = (0..120u64).map(|i| at(T0 + i * 20_000, 0, &p)).collect();
+    rs.extend((0..60u64).map(|i| {
+        let mut r = at(start + i * 30_000, 1 + rng.below(3), &p);
+        r.user_agent = 800 + r.user_agent % 2;
+        r
+    }));
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    assert!(only(&alerts, Detector::TokenSharing).iter().all(|a| a.feature != "parties_at_once"), "{alerts:#?}");
+    // A key that has always served three machines.
+    let p = person("three-machines", PrincipalKind::ApiKey);
+    let mut rs: Vec<Record> = (0..720u64).map(|i| at(T0 + i * 20_000, 1 + i % 3, &p)).collect();
+    let alerts = run(&mut Engine::new(settings()), &mut rs);
+    assert!(only(&alerts, Detector::TokenSharing).iter().all(|a| a.feature != "parties_at_once"), "{alerts:#?}");
 }
 
 #[test]
