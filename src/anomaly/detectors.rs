@@ -411,7 +411,9 @@ pub(crate) fn token_sharing(st: &State) -> Finding {
     // entity: a key that serves three machines would alarm from its first minutes, and an alarming
     // entity does not learn that this is its normal.)
     let one_party = warm && st.spread_a.mean() < 2.0 && st.spread_b.mean() < 2.0;
-    let parties = if one_party && mixed { a.min(b) } else { 0.0 };
+    // (Both counted first: the score scales with the sensitivity, and two devices must never reach
+    // it, whatever the sensitivity.)
+    let parties = if one_party && mixed && a >= PARTIES && b >= PARTIES { a.min(b) } else { 0.0 };
     let at_once = Finding {
         feature: "parties_at_once",
         basis: "the fixed limit, for an entity whose ten minutes hold under two networks and agents,",

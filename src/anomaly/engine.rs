@@ -90,13 +90,57 @@ struct RouteStats {
     failing_nets: u64,
     #[serde(default)]
     last_alert_s: u32,
+    /// The route's usual 401 answers a minute (over the minutes it answered, but those it alerted in
+    /// or was over its limit), and how many minutes taught it.
+    #[serde(default)]
+    failed_base: super::sketch::Ewma,
+    #[serde(default)]
+    failed_minutes: u32,
+    /// The current minute went over the limit (whether it alerted or the cooldown held it back).
+    #[serde(default)]
+    over: bool,
 }
 
 /// Distributed credential stuffing on one route (a login many addresses try, each under the address
 /// tiers): 401 answers in a minute that fire when they are half the route's answers or more and come
-/// from 10 client networks or more.
+/// from 10 client networks or more. On a route whose usual failures are known (60 minutes learnt),
+/// also when they are a small share of a busy route's answers but over its own usual count (mean +
+/// 6 sd, and 4 × the mean): many successful logins no longer hide the stuffing among them.
 const ROUTE_FAILED: f64 = 100.0;
 const ROUTE_FAILING_NETS: f64 = 10.0;
+const ROUTE_FAILED_WARM: u32 = 60;
+
+/// The minute that ends teaches the route's usual failures, so that stuffing cannot raise its own
+/// bar: never a minute over the limit; while the route is learnt, only minutes under the fixed limit
+/// with under half the answers failing; once warm, each minute counted at most twice the usual (or
+/// 10), so that its usual count, and with it the limit, climbs by at most about 0.4% a minute however
+/// an attacker paces it (doubling in about three hours), where a route that grows for good is learnt.
+fn learn_route_failures(r: &mut RouteStats) {
+    let failed = f64::from(r.failed);
+    if r.answers == 0 || r.over {
+        return;
+    }
+    let sample = if r.failed_minutes < ROUTE_FAILED_WARM {
+        if failed >= ROUTE_FAILED || failed * 2.0 >= f64::from(r.answers) {
+            return;
+        }
+        failed
+    } else {
+        failed.min((2.0 * r.failed_base.mean()).max(10.0))
+    };
+    let alpha = (1.0 / (f64::from(r.failed_minutes) + 1.0)).max(1.0 / 240.0);
+    r.failed_base.update(sample, alpha, r.failed_minutes);
+    r.failed_minutes = r.failed_minutes.saturating_add(1);
+}
+
+/// The route's own limit on 401 answers a minute, once warm.
+fn route_failed_limit(r: &RouteStats) -> f64 {
+    if r.failed_minutes < ROUTE_FAILED_WARM {
+        return f64::INFINITY;
+    }
+    let (m, sd) = (r.failed_base.mean(), r.failed_base.sd());
+    (m + 6.0 * sd).max(4.0 * m).max(ROUTE_FAILED)
+}
 
 /// The usual header order of one user agent (a majority vote).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -147,11 +191,18 @@ struct SnapshotRef<'a> {
 }
 
 /// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
-const SNAPSHOT_VERSION: u32 = 2;
+/// 3: postcard; the routes' usual 401 answers a minute.
+/// Bump it with any change to the state's layout: postcard is not self-describing, so a snapshot of
+/// another version is not read (the engine starts afresh with its seed, [`Engine::seed_of`]); JSON
+/// from version 2 on is read whatever it lacks.
+const SNAPSHOT_VERSION: u32 = 3;
 
 /// What a snapshot's bytes begin with: the postcard encoding follows. Earlier builds wrote JSON (it
 /// begins with `{`), which is still read: the state it holds is the same.
 const SNAPSHOT_MAGIC: &[u8] = b"PCA\x01";
+
+/// About what a snapshot holds beside its entities and pairs (both forests, mostly).
+const SNAPSHOT_FIXED: usize = 2_400_000;
 
 pub struct Engine {
     settings: Settings,
@@ -286,7 +337,8 @@ impl Engine {
         let Some(r) = route_stats(&mut self.shared.routes, record.route) else { return };
         let minute = (record.at_ms / 60_000) as u32;
         if minute > r.minute {
-            (r.minute, r.answers, r.failed, r.failing_nets) = (minute, 0, 0, 0);
+            learn_route_failures(r);
+            (r.minute, r.answers, r.failed, r.failing_nets, r.over) = (minute, 0, 0, 0, false);
         }
         r.answers = r.answers.saturating_add(1);
         if record.status != 401 {
@@ -296,27 +348,36 @@ impl Engine {
         r.failing_nets |= 1 << (super::sketch::mix(ip_key) % 64);
         let nets = super::sketch::linear_count(r.failing_nets.count_ones(), 64);
         let failed = f64::from(r.failed);
-        if failed * 2.0 < f64::from(r.answers) || nets < ROUTE_FAILING_NETS {
+        if nets < ROUTE_FAILING_NETS {
             return;
         }
-        let x = failed / ROUTE_FAILED;
+        // Half the route's answers against the fixed limit; else, once warm, its own.
+        let (limit, own) =
+            if failed * 2.0 >= f64::from(r.answers) { (ROUTE_FAILED, false) } else { (route_failed_limit(r), true) };
+        let x = failed / limit;
         let s = if settings.sensitivity.is_finite() && settings.sensitivity > 0.0 { settings.sensitivity } else { 1.0 };
         let now_s = ((record.at_ms / 1000) as u32).max(1);
         let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
-        if x * s < 1.0 || (r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool) {
+        if x * s < 1.0 {
+            return;
+        }
+        // Over the limit, alerted or not (the cooldown): this minute teaches the baseline nothing.
+        r.over = true;
+        if r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool {
             return;
         }
         r.last_alert_s = now_s;
         let score = x / (1.0 + x);
         let d = Detector::CredentialStuffing;
         let label: Arc<str> = Arc::from(record.route.to_string());
+        let against = if own { "its own usual 401s a minute" } else { "the fixed limit, at half its answers or more," };
         let explanation = format!(
-            "{}: route {label} had failed_authentications_on_route = {} over 60 s, from about {} client networks, \
-             against the fixed limit of {}: score {score:.2}",
+            "{}: route {label} had failed_authentications_on_route = {} over 60 s (of {} answers), from about {} \
+             client networks, against {against} of {limit:.0}: score {score:.2}",
             d.id(),
             r.failed,
+            r.answers,
             nets.round(),
-            ROUTE_FAILED
         );
         alerts.push(Alert {
             detector: d,
@@ -325,7 +386,7 @@ impl Engine {
             principal: None,
             target: None,
             feature: "failed_authentications_on_route",
-            baseline: ROUTE_FAILED,
+            baseline: limit,
             observed: failed,
             score,
             window_s: 60,
@@ -476,7 +537,11 @@ impl Engine {
     pub fn snapshot(&self) -> Vec<u8> {
         // Writing to a Vec cannot fail but for memory, and nothing in the state needs a
         // self-describing format.
-        postcard::to_extend(&self.snapshot_ref(), SNAPSHOT_MAGIC.to_vec()).unwrap_or_default()
+        // Sized for what it takes (about 300 bytes an entity beside 2.3 MB of models), so a million
+        // entities are not copied through doubling buffers.
+        let mut out = Vec::with_capacity(SNAPSHOT_FIXED + 320 * self.table.len() + 24 * self.pairs.len());
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        postcard::to_extend(&self.snapshot_ref(), out).unwrap_or_default()
     }
 
     /// The same state as the JSON earlier builds wrote (tests edit it to stand for those builds).
@@ -495,14 +560,55 @@ impl Engine {
         }
     }
 
+    /// The seed a snapshot was keyed with, when its version or layout is not this build's: it leads
+    /// every snapshot (after the version), so an engine that starts afresh can keep it, and with it
+    /// the actions in force keyed by it.
+    pub fn seed_of(bytes: &[u8]) -> Option<u64> {
+        match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(rest) => postcard::take_from_bytes::<(u32, u64)>(rest).ok().map(|((_, seed), _)| seed),
+            None => {
+                // Only the seed is kept: the rest is skipped, not built (a JSON snapshot of a million
+                // entities is over a gigabyte).
+                #[derive(Deserialize)]
+                struct Seed {
+                    seed: u64,
+                }
+                #[derive(Deserialize)]
+                struct Front {
+                    shared: Seed,
+                }
+                serde_json::from_slice::<Front>(bytes).ok().map(|f| f.shared.seed)
+            }
+        }
+    }
+
     /// An engine from a [`Engine::snapshot`] (or from the JSON snapshots earlier builds wrote); with a
     /// smaller `max_entities`, the most recently seen entities are kept.
     pub fn restore(settings: Settings, bytes: &[u8]) -> Result<Engine, String> {
         let snap: Snapshot = match bytes.strip_prefix(SNAPSHOT_MAGIC) {
-            Some(rest) => postcard::from_bytes(rest).map_err(|e| format!("anomaly snapshot: {e}"))?,
+            Some(rest) => {
+                // The version first: another layout is not decoded (it might decode to nonsense).
+                let (version, _) =
+                    postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("anomaly snapshot: {e}"))?;
+                if version != SNAPSHOT_VERSION {
+                    return Err(format!("anomaly snapshot: version {version} (this build reads {SNAPSHOT_VERSION})"));
+                }
+                match postcard::take_from_bytes(rest) {
+                    Ok((snap, [])) => snap,
+                    Ok(_) => return Err("anomaly snapshot: bytes left over".into()),
+                    Err(e) => return Err(format!("anomaly snapshot: {e}")),
+                }
+            }
             None => serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?,
         };
-        if snap.version != SNAPSHOT_VERSION {
+        // JSON names its fields, and those a version added since take their defaults; postcard's
+        // layout is the version's own.
+        let readable = if bytes.starts_with(SNAPSHOT_MAGIC) {
+            snap.version == SNAPSHOT_VERSION
+        } else {
+            (2..=SNAPSHOT_VERSION).contains(&snap.version)
+        };
+        if !readable {
             return Err(format!("anomaly snapshot: version {} (this build reads {SNAPSHOT_VERSION})", snap.version));
         }
         if snap.shared.peers.len() < 2 {
@@ -972,4 +1078,39 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+
+    /// The snapshot's layout, pinned to its version: postcard is not self-describing, so a change to
+    /// any field of what a snapshot holds must bump [`SNAPSHOT_VERSION`]. When this fails, bump it
+    /// (older snapshots are then not read, and the engine starts afresh with their seed) and paste the
+    /// new bytes.
+    #[test]
+    fn the_snapshot_layout_is_pinned_to_its_version() {
+        let shapes = (
+            SNAPSHOT_VERSION,
+            State::default(),
+            Pair::default(),
+            RouteStats::default(),
+            Peer::default(),
+            AgentOrder::default(),
+            Forest::new(1),
+        );
+        let bytes = postcard::to_allocvec(&shapes).unwrap();
+        let hash = {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+            h.write(&bytes);
+            h.finish()
+        };
+        // (A forest seeded differently changes the figures without changing the layout: pin them then
+        // without a bump.)
+        assert_eq!(
+            (bytes.len(), hash),
+            (1_147_468, 15_915_688_657_368_480_469),
+            "the layout changed: bump SNAPSHOT_VERSION and pin the new figures"
+        );
+    }
 }

@@ -216,7 +216,8 @@ pub struct Policy {
     bot_floor: Option<f32>,
 }
 
-/// The settings the engine is built with; a reload that changes them rebuilds it from its snapshot.
+/// The settings the engine is built with; a reload that changes them gives them to the engine in
+/// place (a new `max_entities` rebuilds it from its own snapshot).
 #[derive(Debug, Clone, PartialEq)]
 struct SettingsKey {
     sensitivity: f64,
@@ -683,28 +684,94 @@ struct Inner {
     saver: Arc<Saver>,
 }
 
-/// Writes the engine's snapshots to the store off the detector thread: a million entities take a few
-/// hundred megabytes and seconds to compress and write, and records would wait meanwhile. At most one
-/// write is under way; the periodic snapshot is skipped while one is (the next comes a minute later),
-/// so at most one snapshot's bytes are held beside the engine.
+/// Writes to the store (the engine's snapshot, the actions in force) off the detector thread, in the
+/// order the writes were asked for: a million entities take a few hundred megabytes and seconds to
+/// compress and write, and records would wait meanwhile (so would an action's write behind them, on
+/// the same SQLite file). At most one snapshot is queued or being written: the periodic one is
+/// skipped while one is (the next comes a minute later).
 #[derive(Default)]
 struct Saver {
     busy: AtomicBool,
-    /// Snapshots are numbered as taken, and the store keeps the newest: the one taken at shutdown
-    /// is not overwritten by a periodic one still being written.
-    taken: AtomicU64,
-    written: Mutex<u64>,
+    /// Writes are numbered as asked for, per row (`STATE`, `ACTIONS`), and the store keeps the
+    /// newest of each: the ones written at shutdown are not replaced by older ones still queued.
+    taken: [AtomicU64; 2],
+    written: Mutex<[u64; 2]>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
+
+const STATE: usize = 0;
+const ACTIONS: usize = 1;
+
+struct Job {
+    row: usize,
+    n: u64,
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// Clears the saver's `busy` when a snapshot's write ends, however it ends.
+struct Written<'a>(&'a AtomicBool);
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
 }
 
 impl Saver {
-    fn write(&self, path: &std::path::Path, n: u64, bytes: &[u8]) {
+    fn next(&self, row: usize) -> u64 {
+        self.taken[row].fetch_add(1, Relaxed) + 1
+    }
+
+    fn write(&self, job: &Job) {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        if n <= *written {
+        if job.n <= written[job.row] {
             return;
         }
-        match snapshot::save(path, bytes) {
-            Ok(()) => *written = n,
-            Err(e) => tracing::warn!(error = %e, "anomaly: the state was not written to the store"),
+        let saved = if job.row == STATE {
+            snapshot::save(&job.path, &job.bytes)
+        } else {
+            snapshot::save_actions(&job.path, &job.bytes)
+        };
+        match saved {
+            Ok(()) => written[job.row] = job.n,
+            Err(e) if job.row == STATE => tracing::warn!(error = %e, "anomaly: the state was not written to the store"),
+            Err(e) => tracing::warn!(error = %e, "anomaly: the actions in force were not written to the store"),
+        }
+    }
+
+    /// Hands `job` to the writer thread (started on first use, and again if it died); written here
+    /// when no thread can be started.
+    fn behind(self: &Arc<Self>, job: Job) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = match queue.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let saver = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("anomaly-store".into()).spawn(move || {
+            for job in rx {
+                let Some(saver) = saver.upgrade() else { return };
+                let _done = (job.row == STATE).then(|| Written(&saver.busy));
+                saver.write(&job);
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                // (The thread owns the receiver, so this send cannot fail.)
+                let _ = tx.send(job);
+                *queue = Some(tx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "anomaly: no thread to write to the store; writing here");
+                drop(queue);
+                let _done = (job.row == STATE).then(|| Written(&self.busy));
+                self.write(&job);
+            }
         }
     }
 }
@@ -794,10 +861,19 @@ impl Anomaly {
                     restored = true;
                     e
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh");
-                    Engine::new(settings)
-                }
+                Err(e) => match Engine::seed_of(&bytes) {
+                    // Another build's layout: what it learnt is lost, but the keys stay the same, so
+                    // the actions in force (keyed with the seed) still match their principals.
+                    Some(seed) => {
+                        tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh with its seed");
+                        restored = true;
+                        Engine::new(Settings { seed: Some(seed), ..settings })
+                    }
+                    None => {
+                        tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh");
+                        Engine::new(settings)
+                    }
+                },
             },
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh");
@@ -1336,53 +1412,49 @@ impl Inner {
         }
     }
 
-    /// Writes the engine's state to the store now, and waits for it (at shutdown).
+    /// Writes the engine's state and the actions in force to the store now, and waits for it (at
+    /// shutdown).
     fn save_snapshot(&self) {
         let Some(path) = self.policy.load().snapshot.clone() else { return };
         let (n, bytes) = self.take_snapshot();
-        self.saver.write(&path, n, &bytes);
-        self.save_actions();
+        self.saver.write(&Job { row: STATE, n, path: path.clone(), bytes });
+        let _saving = self.actions.saving.lock().unwrap_or_else(PoisonError::into_inner);
+        let (n, bytes) = (self.saver.next(ACTIONS), self.kept_actions());
+        self.saver.write(&Job { row: ACTIONS, n, path, bytes });
     }
 
     /// The periodic snapshot: taken here, under the engine's lock (about a third of a second a million
-    /// entities in a release build), and written by a thread of its own.
+    /// entities in a release build), and written by the store's thread.
     fn save_snapshot_behind(&self) {
         let Some(path) = self.policy.load().snapshot.clone() else { return };
         if self.saver.busy.swap(true, Acquire) {
             return;
         }
         let (n, bytes) = self.take_snapshot();
-        let saver = self.saver.clone();
-        let spawned = std::thread::Builder::new().name("anomaly-store".into()).spawn(move || {
-            saver.write(&path, n, &bytes);
-            drop(bytes);
-            saver.busy.store(false, Release);
-        });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "anomaly: no thread to write the state to the store");
-            self.saver.busy.store(false, Release);
-        }
-        self.save_actions();
+        self.saver.behind(Job { row: STATE, n, path, bytes });
     }
 
     fn take_snapshot(&self) -> (u64, Vec<u8>) {
         let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        (self.saver.taken.fetch_add(1, Relaxed) + 1, engine.snapshot())
+        (self.saver.next(STATE), engine.snapshot())
     }
 
     /// Writes the actions this node put in force to the store (`snapshot: true`): each time they
-    /// change, so that a restart does not free a challenged thief or a throttled client.
+    /// change, so that a restart does not free a challenged thief or a throttled client. Queued for the
+    /// store's thread in the order the list changed.
     fn save_actions(&self) {
         let Some(path) = self.policy.load().snapshot.clone() else { return };
         let _saving = self.actions.saving.lock().unwrap_or_else(PoisonError::into_inner);
+        let (n, bytes) = (self.saver.next(ACTIONS), self.kept_actions());
+        self.saver.behind(Job { row: ACTIONS, n, path, bytes });
+    }
+
+    fn kept_actions(&self) -> Vec<u8> {
         let kept: Vec<KeptAction> = {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
         };
-        let bytes = serde_json::to_vec(&kept).unwrap_or_default();
-        if let Err(e) = snapshot::save_actions(&path, &bytes) {
-            tracing::warn!(error = %e, "anomaly: the actions in force were not written to the store");
-        }
+        serde_json::to_vec(&kept).unwrap_or_default()
     }
 
     /// Puts back the actions a previous process left in the store, but those that have run out (they
@@ -1456,9 +1528,10 @@ impl Inner {
             self.bots.dirty.store(true, Relaxed);
         }
         if self.bots.dirty.swap(false, Relaxed) {
+            // (The gauge first: once the stage refuses a network, the gauge counts it.)
+            self.metrics.bot_marked.set(i64::try_from(marks.len()).unwrap_or(i64::MAX));
             self.bots.view.store(Arc::new(marks.iter().map(|(net, &(score, _))| (*net, score)).collect()));
             self.bots.any.store(!marks.is_empty(), Relaxed);
-            self.metrics.bot_marked.set(i64::try_from(marks.len()).unwrap_or(i64::MAX));
         }
     }
 
@@ -2193,8 +2266,9 @@ mod tests {
         let path = dir.join("state.db");
         let saver = Saver::default();
         let state = |n: u8| [b"PCA\x01".as_slice(), &[n; 4096]].concat();
-        saver.write(&path, 2, &state(2));
-        saver.write(&path, 1, &state(1));
+        let job = |n: u8| Job { row: STATE, n: u64::from(n), path: path.clone(), bytes: state(n) };
+        saver.write(&job(2));
+        saver.write(&job(1));
         assert_eq!(snapshot::load(&path).unwrap(), Some(state(2)));
         let stored = snapshot::load_row(&path, "anomaly_state", "state").unwrap().unwrap();
         assert!(stored.starts_with(&[0x1f, 0x8b]) && stored.len() < 200, "{} bytes stored", stored.len());

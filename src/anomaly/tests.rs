@@ -236,6 +236,84 @@ fn credential_stuffing_spread_over_many_addresses_is_found_on_the_route() {
     assert!(alerts.iter().all(|a| a.entity.kind != EntityKind::Route), "{alerts:#?}");
 }
 
+/// A busy login route, where the stuffing's 401s are a small share of many successful logins: once the
+/// route's usual failures are known, 180 failures in a minute from 60 addresses are found against them.
+/// A route whose usual failures are already that many (a flow that answers 401 first) stays quiet.
+#[test]
+fn credential_stuffing_on_a_busy_route_is_found_against_its_usual_failures() {
+    let min = 60_000;
+    // `ok` answers and `fail` 401s a minute on route 7, from many addresses, for `minutes` minutes.
+    let busy = |minutes: u64, ok: u64, fail: u64| -> Vec<Record> {
+        let mut rs = Vec::new();
+        for m in 0..minutes {
+            for k in 0..ok + fail {
+                // The failures spread evenly over the minute's answers.
+                let n = ok + fail;
+                let status = if k * fail / n != (k + 1) * fail / n { 401 } else { 200 };
+                let a = (m * 7 + k) % 400;
+                let mut r =
+                    rec(T0 + m * min + k * min / (ok + fail), [198, 18, (a / 200) as u8, (a % 200) as u8 + 1], status);
+                r.route = 7;
+                rs.push(r);
+            }
+        }
+        rs
+    };
+    let stuffing = |at: u64| -> Vec<Record> {
+        (0..180u64)
+            .map(|k| {
+                let a = k % 60;
+                let mut r = rec(at + k * 300, [203, 0, 113, a as u8 + 1], 401);
+                r.route = 7;
+                r
+            })
+            .collect()
+    };
+    let route_alerts = |alerts: &[Alert]| -> Vec<Alert> {
+        alerts.iter().filter(|a| a.entity.kind == EntityKind::Route).cloned().collect()
+    };
+    // 600 logins a minute, 8 of them failing, for 90 minutes; then the stuffing beside them.
+    let mut rs = busy(91, 592, 8);
+    rs.extend(stuffing(T0 + 90 * min));
+    let hits = route_alerts(&run(&mut Engine::new(settings()), &mut rs));
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    assert_eq!(hits[0].feature, "failed_authentications_on_route");
+    assert!(hits[0].baseline >= 100.0 && hits[0].observed >= 100.0, "{:?}", hits[0]);
+    assert!(hits[0].explanation.contains("its own usual"), "{}", hits[0].explanation);
+    explained(&hits[0]);
+    // Stuffing that goes on for half an hour is found again after each cooldown: its minutes, over
+    // the limit whether they alerted or not, never teach the route's usual failures.
+    let mut rs = busy(121, 592, 8);
+    for m in 90..120 {
+        rs.extend(stuffing(T0 + m * min));
+    }
+    let hits = route_alerts(&run(&mut Engine::new(settings()), &mut rs));
+    assert_eq!(hits.len(), 3, "{hits:#?}");
+    assert!(hits.iter().all(|a| a.baseline == hits[0].baseline), "{hits:#?}");
+    // While the route is learnt, minutes of 100 failures or more teach nothing, even from too few
+    // networks to be judged (5 addresses, 92 more failures a minute for the first hour): the usual
+    // stays 8, and the stuffing is found once 60 ordinary minutes have taught it.
+    let mut rs = busy(151, 592, 8);
+    for m in 0..60u64 {
+        rs.extend((0..92u64).map(|k| {
+            let mut r = rec(T0 + m * min + k * 600 + 7, [192, 0, 2, (k % 5) as u8 + 1], 401);
+            r.route = 7;
+            r
+        }));
+    }
+    rs.extend(stuffing(T0 + 150 * min));
+    let hits = route_alerts(&run(&mut Engine::new(settings()), &mut rs));
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    // The same stuffing before the route's failures are known (30 minutes): the share rule only.
+    let mut rs = busy(31, 592, 8);
+    rs.extend(stuffing(T0 + 30 * min));
+    assert!(route_alerts(&run(&mut Engine::new(settings()), &mut rs)).is_empty());
+    // A route that usually answers 150 401s a minute.
+    let mut rs = busy(91, 450, 150);
+    rs.extend(stuffing(T0 + 90 * min));
+    assert!(route_alerts(&run(&mut Engine::new(settings()), &mut rs)).is_empty());
+}
+
 /// IPv6 clients are grouped by their /64, except behind a NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`),
 /// where the /64 holds every IPv4 client of the translator: each address there is its own client.
 #[test]
@@ -624,8 +702,12 @@ fn token_sharing_three_parties_at_once_are_found_in_minutes() {
         r.user_agent = 800 + r.user_agent % 2;
         r
     }));
-    let alerts = run(&mut Engine::new(settings()), &mut rs);
-    assert!(only(&alerts, Detector::TokenSharing).iter().all(|a| a.feature != "parties_at_once"), "{alerts:#?}");
+    // (Even at twice the sensitivity: two of each are never three parties.)
+    for sensitivity in [1.0, 2.0] {
+        let mut engine = Engine::new(Settings { sensitivity, ..settings() });
+        let alerts = run(&mut engine, &mut rs.clone());
+        assert!(only(&alerts, Detector::TokenSharing).iter().all(|a| a.feature != "parties_at_once"), "{alerts:#?}");
+    }
     // A key that has always served three machines.
     let p = person("three-machines", PrincipalKind::ApiKey);
     let mut rs: Vec<Record> = (0..720u64).map(|i| at(T0 + i * 20_000, 1 + i % 3, &p)).collect();
@@ -1808,6 +1890,15 @@ fn snapshots_are_compact_and_the_json_of_earlier_builds_is_still_read() {
     let mut other = bin.clone();
     other[3] = 2;
     assert!(Engine::restore(settings(), &other).is_err());
+    // Another version (another layout) is not read, but its seed is: the engine that starts afresh
+    // keeps the keys the actions in force were set with.
+    let mut later = bin.clone();
+    assert_eq!(later[4], 3, "the version leads the encoding");
+    later[4] = 4;
+    assert!(Engine::restore(settings(), &later).is_err());
+    assert_eq!(Engine::seed_of(&later), Some(engine.seed()));
+    assert_eq!(Engine::seed_of(&json), Some(engine.seed()));
+    assert_eq!(Engine::seed_of(&bin[..4]), None);
 }
 
 /// A reload that keeps the table's size takes the new settings in place: what was learnt stays, and

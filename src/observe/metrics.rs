@@ -54,7 +54,8 @@ pub struct AnomalyMetrics {
     pub dropped: Counter,
     pub entities: Gauge,
     pub actions: Gauge,
-    /// Client networks whose bot score the routes' `bot.refuse_at` refuses now.
+    /// Client networks whose bot score is at or over the lowest of the routes' `bot.refuse_at` (in
+    /// `monitor` mode too, where they are noted, not refused).
     pub bot_marked: Gauge,
 }
 
