@@ -1777,6 +1777,35 @@ proptest! {
         prop_assert!(engine.memory_bytes() <= max * 512 + engine.fixed_bytes() + 4096, "{} > {} * 512 + {}", engine.memory_bytes(), max, engine.fixed_bytes());
     }
 
+    /// A damaged snapshot (bytes flipped, mostly among the entities at its end) is refused or
+    /// restored, and a restored one goes on observing, never a panic.
+    #[test]
+    fn a_damaged_snapshot_never_panics(recs in proptest::collection::vec((0u32..40, any::<u16>(), any::<u16>(), 0u64..3_600_000, prop_oneof![Just(200u16), Just(401), Just(403)]), 50..300), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<bool>(), 1u8..=255), 1..8)) {
+        let mut recs: Vec<Record> = recs.into_iter().map(|(ip, who, claimed, at, status)| churn_record(ip, who, claimed, T0 + at, status)).collect();
+        recs.sort_by_key(|r| r.at_ms);
+        let s = || Settings { max_entities: 50, ..settings() };
+        let mut a = Engine::new(s());
+        let mut sink = Vec::new();
+        let half = recs.len() / 2;
+        for r in &recs[..half] {
+            a.observe(r, &mut sink);
+        }
+        let mut bytes = a.snapshot();
+        let len = bytes.len();
+        for (at, tail, x) in flips {
+            // The models lead and take most of the bytes; the entities and pairs are the last part.
+            let i = if tail { len - 1 - at.index(len / 5) } else { 4 + at.index(len - 4) };
+            bytes[i] ^= x;
+        }
+        if let Ok(mut b) = Engine::restore(s(), &bytes) {
+            for r in &recs[half..] {
+                b.observe(r, &mut sink);
+            }
+            b.tick(recs[recs.len() - 1].at_ms + 3_600_000, &mut sink);
+            let _ = b.snapshot();
+        }
+    }
+
     #[test]
     fn a_restored_snapshot_behaves_the_same(split in 1usize..400, recs in proptest::collection::vec((0u32..40, any::<u16>(), any::<u16>(), 0u64..3_600_000, prop_oneof![Just(200u16), Just(401), Just(403)]), 2..600)) {
         let mut recs: Vec<Record> = recs.into_iter().map(|(ip, who, claimed, at, status)| churn_record(ip, who, claimed, T0 + at, status)).collect();
