@@ -119,7 +119,8 @@ pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &m
 
 /// Credential stuffing: distinct identities whose credentials failed (the key ids the API-key method
 /// refused) from one address, over a minute (limit 5) or ten minutes (limit 6); or, whatever the
-/// gateway can name, 401 answers in a minute: 30 or more, half its requests or more (a login form the
+/// gateway can name, 401 answers in a minute: 30 or more, half its requests or more, or any share from
+/// an address that served at most one authenticated principal in ten minutes (a login form the
 /// upstream checks, on a route without `auth:`, or tokens the gateway refuses: no identity to count).
 pub(crate) fn stuffing(st: &State) -> Finding {
     let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
@@ -133,9 +134,13 @@ pub(crate) fn stuffing(st: &State) -> Finding {
         window_s,
     };
     let failed = f64::from(st.s401);
+    // Half its requests, or whatever their share when the address served at most one authenticated
+    // principal in ten minutes: padding the refusals with anonymous requests (a public page) hides
+    // nothing, and an office whose refusals are few among many people's requests is still spared.
+    let judged = failed * 2.0 >= f64::from(st.req) || st.ring_b.ten() < 1.5;
     let refused = Finding {
         feature: "failed_authentications",
-        x: if failed * 2.0 >= f64::from(st.req) { failed / FAILED_AUTHENTICATIONS } else { 0.0 },
+        x: if judged { failed / FAILED_AUTHENTICATIONS } else { 0.0 },
         ..f(failed, FAILED_AUTHENTICATIONS, 60)
     };
     larger(larger(f(m1, 5.0, 60), f(m10, 6.0, 600)), refused)

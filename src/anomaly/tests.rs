@@ -169,8 +169,9 @@ fn credential_stuffing_one_address_many_identities() {
 }
 
 /// A login form the upstream checks (a route without `auth:`): the gateway cannot name the identities
-/// tried, only count the 401s. 30 in a minute, most of the address's requests, are stuffing; a person
-/// mistyping a few times, or a busy address with some refusals among many answers, are not.
+/// tried, only count the 401s. 30 in a minute, most of the address's requests (or any share, from an
+/// address that served at most one principal: padding does not hide it), are stuffing; a person
+/// mistyping a few times, or a busy office with some refusals among many people's answers, are not.
 #[test]
 fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
     let mut engine = Engine::new(settings());
@@ -181,8 +182,16 @@ fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
     // A person: four wrong passwords, then in.
     rs.extend((0..4u64).map(|i| rec(start + i * 5_000, [198, 51, 100, 4], 401)));
     rs.push(rec(start + 25_000, [198, 51, 100, 4], 200));
-    // An office address: 40 refusals among 100 requests in a minute (under half).
-    rs.extend((0..100u64).map(|i| rec(start + i * 500, [198, 51, 100, 5], if i % 5 < 2 { 401 } else { 200 })));
+    // An office address: 40 refusals among 100 requests in a minute (under half), the others ten
+    // people's.
+    let people: Vec<_> = (0..10).map(|k| person(&format!("office-{k}"), PrincipalKind::Jwt)).collect();
+    rs.extend((0..100u64).map(|i| {
+        let mut r = rec(start + i * 500, [198, 51, 100, 5], if i % 5 < 2 { 401 } else { 200 });
+        if r.status == 200 {
+            r.principal = Some(people[(i % 10) as usize].clone());
+        }
+        r
+    }));
     let alerts = run(&mut engine, &mut rs);
     let hits = only(&alerts, Detector::CredentialStuffing);
     assert_eq!(hits.len(), 1, "{alerts:#?}");
@@ -192,6 +201,24 @@ fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
     // The 30th failure, 43.5 s in.
     assert_eq!(a.at_ms, start + 29 * 1_500);
     explained(a);
+
+    // The attacker pads its refusals with twice as many requests for a public page, or with its
+    // one account's: at most one principal behind the address, so the share does not spare it.
+    for padding in [None, Some(person("mallory", PrincipalKind::Jwt))] {
+        let mut engine = Engine::new(settings());
+        let mut rs = normal(20, 2, 1);
+        rs.extend((0..120u64).map(|i| {
+            let mut r = rec(start + i * 500, [203, 0, 113, 9], if i % 3 == 0 { 401 } else { 200 });
+            if r.status == 200 {
+                r.principal = padding.clone();
+            }
+            r
+        }));
+        let alerts = run(&mut engine, &mut rs);
+        let hits = only(&alerts, Detector::CredentialStuffing);
+        assert_eq!(hits.len(), 1, "{padding:?}: {alerts:#?}");
+        assert_eq!((hits[0].feature, hits[0].observed), ("failed_authentications", 30.0));
+    }
 }
 
 /// Distributed stuffing: a login tried from 60 addresses, each under every address tier (three
