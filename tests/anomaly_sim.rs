@@ -139,7 +139,7 @@ fn runs_replay_and_bad_arguments_are_refused() {
 #[test]
 fn through_the_gateway_every_answer_is_the_one_the_world_gives_in_process() {
     let dir = TempDir::new();
-    let world = closed_port();
+    let world = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let cfg = dir.path("portcullis.yaml");
     let scenario = ["--seed", "3", "--clients", "12", "--hours", "8", "--intensities", "medium", "--json"];
     let (world_s, cfg_s) = (world.to_string(), path_str(&cfg));
@@ -221,7 +221,7 @@ fn stand_in_world(port: u16) -> Arc<AtomicUsize> {
 #[test]
 fn enforce_mode_bans_a_stuffing_address_and_lifts_the_ban_at_expiry() {
     let dir = TempDir::new();
-    let world = closed_port();
+    let world = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let cfg = dir.path("portcullis.yaml");
     let scenario = [
         "--seed",

@@ -439,7 +439,7 @@ fn legacy_tls_versions_are_reported() {
         .output()
         .expect("openssl (scripts/test.sh installs it)");
     assert!(made.status.success());
-    let port = common::closed_port().port();
+    let port = common::free_port();
     let mut server = std::process::Command::new("openssl")
         .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-min_protocol", "TLSv1", "-www"])
         .args(["-cipher", "DEFAULT:@SECLEVEL=0", "-cert"])

@@ -8,7 +8,9 @@
 //!   baselines, detectors), ticks it once a second of record time, and turns each [`Alert`] into the
 //!   configured responses. The engine, the recent alerts and the active actions live in `Lasting`, so
 //!   they survive a reload; with `snapshot: true` and a `store:`, the engine's state is also written to
-//!   the store every minute and read back at start, so it survives a restart.
+//!   the store every minute and read back at start, so it survives a restart. The store's writes (the
+//!   state, gzipped, and the actions in force) go through a thread of their own (`Saver`), so the
+//!   detector thread never waits on compression or the disk.
 //! - **Responses**, per detector: `log` (an `anomaly.alert` security event, always), `alert` (the same
 //!   event at high severity, so SIEM exporters filtering on severity see it), `throttle` (that principal
 //!   or address gets a rate of its own for a time: 429), `ban` (a temporary ban through the guard's

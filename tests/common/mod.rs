@@ -677,10 +677,24 @@ impl Upstream {
     }
 }
 
-/// A loopback port that nothing listens on (bound, then released).
-pub fn closed_port() -> SocketAddr {
+/// A loopback port free now, for a server this test starts on it (bound, then released: another test's
+/// server may take it meanwhile, so callers retry on another when theirs cannot bind).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    l.local_addr().unwrap().port()
+}
+
+/// A loopback port that nothing listens on, and nothing else can: a socket bound to it and never
+/// listening, kept for the life of the test process. Connections to it are refused. (A port found free
+/// and let go could be taken meanwhile by another test's server, and then answered: seen once in a
+/// fresh-clone CI run, an "unreachable" exporter sending its events.)
+pub fn closed_port() -> SocketAddr {
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(s);
+    addr
 }
 
 /// Runs the `portcullis` binary with `args` and extra environment; returns (exit code, stdout, stderr).
@@ -725,7 +739,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
-        let port = closed_port().port();
+        let port = free_port();
         let mut r = RedisServer { port, child: None };
         r.spawn(false);
         r
@@ -752,7 +766,7 @@ impl RedisServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     // The port was taken (by another test, or not yet free after a kill): try again.
                     if !same_port {
-                        self.port = closed_port().port();
+                        self.port = free_port();
                     }
                     break;
                 }

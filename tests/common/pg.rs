@@ -4,7 +4,7 @@
 //! root), listening on 127.0.0.1 only on a free port, its Unix socket inside the directory, password
 //! (SCRAM) authentication for everything. Stopped (`-m immediate`) and removed on drop.
 
-use super::{closed_port, TempDir};
+use super::{free_port, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ impl PgServer {
 
     fn start_on_free_port(&mut self) {
         for _ in 0..5 {
-            self.port = closed_port().port();
+            self.port = free_port();
             if self.pg_ctl_start() {
                 self.running = true;
                 return;
