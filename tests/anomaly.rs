@@ -796,9 +796,14 @@ fn get_as(conn: &mut RawConn, path: &str, ip: &str, agent: &str) -> (u16, String
 
 /// A gateway on `with_bot_route` in `mode`, its upstream and a viewer's admin token.
 fn bot_gateway(mode: &str) -> (Upstream, Gateway, String) {
+    bot_gateway_with(&format!("anomaly:\n  mode: {mode}\n"))
+}
+
+/// The same with this `anomaly:` section.
+fn bot_gateway_with(anomaly: &str) -> (Upstream, Gateway, String) {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let yaml = with_bot_route(&dir, up.addr, &format!("anomaly:\n  mode: {mode}\n"));
+    let yaml = with_bot_route(&dir, up.addr, anomaly);
     let cfg = dir.write("portcullis.yaml", &yaml);
     let (viewer, _) = token(&cfg, "viewer");
     (up, Gateway::start_in(dir, &yaml), viewer)
@@ -865,11 +870,7 @@ fn a_route_refuses_an_address_the_detector_judges_a_bot() {
 /// scored, then goes: the address is served again (here with a browser's agent), without a restart.
 #[test]
 fn a_bot_mark_ends_after_its_hold() {
-    let up = Upstream::start("app");
-    let dir = TempDir::new();
-    let yaml =
-        with_bot_route(&dir, up.addr, "anomaly:\n  mode: enforce\n  detectors:\n    automation: { duration: 2s }\n");
-    let gw = Gateway::start_in(dir, &yaml);
+    let (up, gw, _) = bot_gateway_with("anomaly:\n  mode: enforce\n  detectors:\n    automation: { duration: 2s }\n");
     let mut conn = RawConn::connect(gw.addr("main"));
     let scanner = "203.0.113.77";
     let marked = |gw: &Gateway| common::metric(&gw.metrics(), "portcullis_anomaly_bot_marked");

@@ -976,8 +976,14 @@ pub(crate) fn close_window(st: &mut State, ctx: &Ctx<'_>, sh: &mut Shared, alert
     learn(st, sh, y);
 }
 
+/// The weight of the next of `n` samples a baseline has learnt: their mean while it is young, then a
+/// window of about 240.
+pub(crate) fn learning_rate(n: u32) -> f64 {
+    (1.0 / (f64::from(n) + 1.0)).max(1.0 / 240.0)
+}
+
 fn learn(st: &mut State, sh: &mut Shared, y: f64) {
-    let alpha = (1.0 / f64::from(st.active + 1)).max(1.0 / 240.0);
+    let alpha = learning_rate(st.active);
     let quiet = |d: Detector| st.alerted & (1 << (d as u16)) == 0;
     let peer_group = match st.kind {
         Kind::Ip => Some(0usize),

@@ -128,8 +128,7 @@ fn learn_route_failures(r: &mut RouteStats) {
     } else {
         failed.min((2.0 * r.failed_base.mean()).max(10.0))
     };
-    let alpha = (1.0 / (f64::from(r.failed_minutes) + 1.0)).max(1.0 / 240.0);
-    r.failed_base.update(sample, alpha, r.failed_minutes);
+    r.failed_base.update(sample, detectors::learning_rate(r.failed_minutes), r.failed_minutes);
     r.failed_minutes = r.failed_minutes.saturating_add(1);
 }
 
@@ -535,10 +534,8 @@ impl Engine {
     /// The model's state as versioned bytes: [`SNAPSHOT_MAGIC`], then the postcard encoding of the
     /// entities oldest first, the pairs, baselines and models.
     pub fn snapshot(&self) -> Vec<u8> {
-        // Writing to a Vec cannot fail but for memory, and nothing in the state needs a
-        // self-describing format.
         // Sized for what it takes (about 300 bytes an entity beside 2.3 MB of models), so a million
-        // entities are not copied through doubling buffers.
+        // entities are not copied through doubling buffers. Writing to a Vec fails only for memory.
         let mut out = Vec::with_capacity(SNAPSHOT_FIXED + 320 * self.table.len() + 24 * self.pairs.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
         postcard::to_extend(&self.snapshot_ref(), out).unwrap_or_default()
@@ -599,18 +596,16 @@ impl Engine {
                     Err(e) => return Err(format!("anomaly snapshot: {e}")),
                 }
             }
-            None => serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?,
+            None => {
+                // JSON names its fields: those a version added since take their defaults.
+                let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("anomaly snapshot: {e}"))?;
+                if !(2..=SNAPSHOT_VERSION).contains(&snap.version) {
+                    let v = snap.version;
+                    return Err(format!("anomaly snapshot: version {v} (this build reads {SNAPSHOT_VERSION})"));
+                }
+                snap
+            }
         };
-        // JSON names its fields, and those a version added since take their defaults; postcard's
-        // layout is the version's own.
-        let readable = if bytes.starts_with(SNAPSHOT_MAGIC) {
-            snap.version == SNAPSHOT_VERSION
-        } else {
-            (2..=SNAPSHOT_VERSION).contains(&snap.version)
-        };
-        if !readable {
-            return Err(format!("anomaly snapshot: version {} (this build reads {SNAPSHOT_VERSION})", snap.version));
-        }
         if snap.shared.peers.len() < 2 {
             return Err("anomaly snapshot: peer groups missing".into());
         }

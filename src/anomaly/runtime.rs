@@ -936,22 +936,17 @@ impl Anomaly {
         let old = self.policy.load_full();
         if old.settings != policy.settings {
             let mut engine = self.inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
-            if engine.reconfigure(policy.settings.settings()) {
-                drop(engine);
-                let policy = Arc::new(policy);
-                self.inner.policy.store(policy.clone());
-                self.policy.store(policy);
-                return;
-            }
             // Another table size: the state goes through a snapshot into the new one.
-            let bytes = engine.snapshot();
-            match Engine::restore(policy.settings.settings(), &bytes) {
-                Ok(e) => *engine = e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "anomaly: state not carried over to the new settings");
-                    // The same seed: the actions in force keep matching their principals.
-                    let settings = Settings { seed: Some(self.inner.actions.seed), ..policy.settings.settings() };
-                    *engine = Engine::new(settings);
+            if !engine.reconfigure(policy.settings.settings()) {
+                let bytes = engine.snapshot();
+                match Engine::restore(policy.settings.settings(), &bytes) {
+                    Ok(e) => *engine = e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "anomaly: state not carried over to the new settings");
+                        // The same seed: the actions in force keep matching their principals.
+                        let settings = Settings { seed: Some(self.inner.actions.seed), ..policy.settings.settings() };
+                        *engine = Engine::new(settings);
+                    }
                 }
             }
         }
