@@ -531,6 +531,49 @@ fn an_address_throttle_comes_before_authentication() {
     assert_eq!(st, 200, "the next /64");
 }
 
+/// Stuffing spread over an IPv6 site: each attempt from another /64 of one /56, so that no /64 comes
+/// near the address tiers. The site is found and banned whole: another /64 of it is refused before
+/// its credentials are read, the next /56 (of the same /48) is not, and no /64 was banned on its own.
+#[test]
+fn enforce_bans_a_site_that_stuffs_from_many_of_its_networks() {
+    let s = setup("anomaly:\n  mode: enforce\n  detectors:\n    credential_stuffing: { duration: 10m }\n");
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let mut banned = None;
+    for i in 0..200u32 {
+        let ip = format!("2001:db8:7:{:x}::{:x}", i % 64, i + 1);
+        let (st, resp) =
+            get(&mut conn, "/k/orders", &ip, &format!("X-API-Key: {}\r\n", bogus_key(&format!("{i:08x}"))));
+        if st == 403 {
+            assert_eq!(problem_of(&resp), "urn:portcullis:problem:banned", "{resp}");
+            banned = Some(i);
+            break;
+        }
+        assert_eq!(st, 401, "{resp}");
+    }
+    // Ten keys in a minute from the site; the ban lands within the detector's reach of that.
+    let at = banned.unwrap_or_else(|| panic!("the site was not banned"));
+    assert!(at >= 10, "banned after {at} attempts: before the site's limit");
+    assert_eq!(s.up.hits(), 0);
+    let alerts = s.alerts("credential_stuffing");
+    let a = alerts.iter().find(|a| a["entity"]["label"] == "2001:db8:7::/56").unwrap_or_else(|| panic!("{alerts:?}"));
+    assert_eq!(a["entity"]["kind"], "ip", "{a}");
+    assert_eq!(a["feature"], "distinct_failing_identities", "{a}");
+    assert!(a["explanation"].as_str().unwrap().contains("of its networks"), "{a}");
+    let actions = s.actions();
+    assert!(actions.iter().any(|x| x["kind"] == "ban" && x["target"] == "2001:db8:7::/56"), "{actions:?}");
+    assert!(actions.iter().all(|x| x["target"].as_str().is_some_and(|t| !t.ends_with("/64"))), "{actions:?}");
+    // Another /64 of the site, with a key the store would know or not: refused before the key is read.
+    let (st, resp) = get(&mut conn, "/p/catalogue", "2001:db8:7:ef::5", "");
+    assert_eq!((st, problem_of(&resp).as_str()), (403, "urn:portcullis:problem:banned"), "{resp}");
+    let (st, _) = get(&mut conn, "/p/catalogue", "2001:DB8:7:0:0:0:0:9", "");
+    assert_eq!(st, 403, "another spelling of an address in the site");
+    assert_eq!(s.up.hits(), 0);
+    // The next site is served.
+    let (st, _) = get(&mut conn, "/p/catalogue", "2001:db8:7:100::5", "");
+    assert_eq!(st, 200, "the next /56");
+    assert_eq!(s.up.hits(), 1);
+}
+
 /// A stuffing client that puts a decoy key in another header ahead of the keys it tries still claims
 /// the key it tried: only the places the API-key method reads keys from count.
 #[test]

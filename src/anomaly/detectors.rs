@@ -112,6 +112,37 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     emit(st, unusual_hours(st, sh, at), ctx, at, alerts);
 }
 
+/// Detectors that look at an IPv6 site (a /56 of longer client prefixes) as each record arrives:
+/// credential stuffing spread over its networks ([`site_stuffing`]).
+pub(crate) fn on_site(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &mut Vec<Alert>) {
+    emit(st, site_stuffing(st), ctx, ctx.record.at_ms, alerts);
+}
+
+/// Credential stuffing from one IPv6 site, spread over its networks so that each stays under the
+/// address tiers of [`stuffing`] (a /56 holds 256 /64s): the same tiers over the whole site, with
+/// a site's limits for failing identities ([`SITE_IDENTITIES`]: its people's stale keys add up), only
+/// when the failures came from [`SITE_FAILING_NETWORKS`] of its networks or more, and the 401s a
+/// minute only at half the site's requests or more. One network's failures are that network's
+/// finding (it is banned, not its site; the engine feeds the site nothing from a network over its own
+/// limit); two could be a site's own two hosts with a stale key each.
+pub(crate) fn site_stuffing(st: &State) -> Finding {
+    let spread = |f: Finding| {
+        let nets = if f.window_s == 600 { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+        let x = if nets >= SITE_FAILING_NETWORKS - 0.5 { f.x } else { 0.0 };
+        Finding { basis: SITE, x, ..f }
+    };
+    let [a, b, c] = stuffing_tiers(st, SITE_IDENTITIES, false).map(spread);
+    larger(larger(a, b), c)
+}
+
+const SITE: &str = "the site's fixed limit, over three or more of its networks,";
+
+/// Distinct failing identities from one site in a minute, and in ten minutes, that make it stuffing.
+const SITE_IDENTITIES: (f64, f64) = (10.0, 20.0);
+
+/// Networks of a site that failed in a [`site_stuffing`] window before the site is judged.
+const SITE_FAILING_NETWORKS: f64 = 3.0;
+
 /// Detectors that look at a claimed (refused) identity.
 pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &mut Vec<Alert>) {
     emit(st, spraying(st), ctx, ctx.record.at_ms, alerts);
@@ -119,10 +150,19 @@ pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &m
 
 /// Credential stuffing: distinct identities whose credentials failed (the key ids the API-key method
 /// refused) from one address, over a minute (limit 5) or ten minutes (limit 6); or, whatever the
-/// gateway can name, 401 answers in a minute: 30 or more, half its requests or more, or any share from
-/// an address that served at most one authenticated principal in ten minutes (a login form the
-/// upstream checks, on a route without `auth:`, or tokens the gateway refuses: no identity to count).
+/// gateway can name, 401 answers in a minute: 30 or more, half its requests or more, or any share
+/// when they are [`REFUSALS_PER_PRINCIPAL`] or more for each authenticated principal the address
+/// served in ten minutes (a login form the upstream checks, on a route without `auth:`, or tokens the
+/// gateway refuses: no identity to count).
 pub(crate) fn stuffing(st: &State) -> Finding {
+    let [a, b, c] = stuffing_tiers(st, (5.0, 6.0), true);
+    larger(larger(a, b), c)
+}
+
+/// [`stuffing`]'s three tiers: failing identities in a minute and in ten (against `limits`), 401s in a
+/// minute; `padded`: the 401s are judged at any share when they are many for the principals the
+/// entity served (else at half its requests only).
+fn stuffing_tiers(st: &State, limits: (f64, f64), padded: bool) -> [Finding; 3] {
     let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
     let f = |observed: f64, limit: f64, window_s| Finding {
         detector: Detector::CredentialStuffing,
@@ -134,22 +174,31 @@ pub(crate) fn stuffing(st: &State) -> Finding {
         window_s,
     };
     let failed = f64::from(st.s401);
-    // Half its requests, or whatever their share when the address served at most one authenticated
-    // principal in ten minutes: padding the refusals with anonymous requests (a public page) hides
-    // nothing, and an office whose refusals are few among many people's requests is still spared.
-    let judged = failed * 2.0 >= f64::from(st.req) || st.ring_b.ten() < 1.5;
+    // Half its requests, or whatever their share when they are many for the principals the address
+    // served: padding the refusals with anonymous requests (a public page), or with the requests of
+    // a few accounts of the attacker's own, hides nothing (to hide 40 refusals a minute takes five
+    // accounts, 400 forty-one), and an office whose refusals are few among many people's requests is
+    // still spared.
+    let judged = failed * 2.0 >= f64::from(st.req)
+        || (padded && failed >= REFUSALS_PER_PRINCIPAL * st.ring_b.ten().round().max(1.0));
     let refused = Finding {
         feature: "failed_authentications",
         x: if judged { failed / FAILED_AUTHENTICATIONS } else { 0.0 },
         ..f(failed, FAILED_AUTHENTICATIONS, 60)
     };
-    larger(larger(f(m1, 5.0, 60), f(m10, 6.0, 600)), refused)
+    [f(m1, limits.0, 60), f(m10, limits.1, 600), refused]
 }
 
 /// 401 answers to one address in a minute that make it credential stuffing when they are half its
 /// requests or more: a person who mistypes a password, or a client whose token expired and retries a
 /// few times, stays far under it.
 const FAILED_AUTHENTICATIONS: f64 = 30.0;
+
+/// 401 answers in a minute, for each authenticated principal an address served in ten minutes, that
+/// are judged whatever their share of its requests: a person, or a client whose token expired, gets
+/// a few; an attacker who pads a stuffing run with its own accounts' requests needs one account for
+/// each ten refusals a minute.
+const REFUSALS_PER_PRINCIPAL: f64 = 10.0;
 
 /// Password spraying: distinct addresses (IPv6 by prefix) failing with one claimed identity, over a
 /// minute (limit 4) or ten minutes (limit 6).
@@ -988,7 +1037,7 @@ fn learn(st: &mut State, sh: &mut Shared, y: f64) {
     let peer_group = match st.kind {
         Kind::Ip => Some(0usize),
         Kind::Principal | Kind::ApiKey => Some(st.peer as usize),
-        Kind::Claimed => None,
+        Kind::Claimed | Kind::Site => None,
     };
     let (r1, r10) = (f64::from(st.req), st.req10.ten());
     if quiet(Detector::Volumetric) {

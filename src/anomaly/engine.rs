@@ -46,6 +46,17 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The sensitivity a score is judged at: 1 when the setting is not a positive number.
+    pub(crate) fn effective_sensitivity(&self) -> f64 {
+        if self.sensitivity.is_finite() && self.sensitivity > 0.0 {
+            self.sensitivity
+        } else {
+            1.0
+        }
+    }
+}
+
 /// One route's suggested limit (`portcullis limits suggest`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suggestion {
@@ -267,6 +278,9 @@ impl Engine {
         let principal_key = principal.map(|p| principal_key(sh.seed, p));
         let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record, principal_key };
         let order_odd = agent_vote(&mut sh.agents, record);
+        let site = site_key(&self.settings, sh.seed, record.ip);
+        // Whether the address is over its own stuffing limit: its failures are its own finding then.
+        let mut address_stuffing = false;
 
         // The address.
         {
@@ -285,6 +299,36 @@ impl Engine {
                 None => st.anon_age = 0,
             }
             detectors::on_ip(st, &ctx, sh, alerts);
+            if site.is_some() {
+                address_stuffing = detectors::stuffing(st).x * ctx.settings.effective_sensitivity() >= 1.0;
+            }
+        }
+        // The address's site, when it is a network of its own (an IPv6 /56 of longer prefixes): made by
+        // a failure its stuffing tiers count (a failing claimed identity, or a 401), and fed none from
+        // a network over its own limit (that network is found and banned on its own).
+        if let (Some((site_key, site_label)), false) = (site, address_stuffing) {
+            let claimed = claimed_key.filter(|_| failing);
+            let feeds = claimed.is_some() || record.status == 401;
+            let st = if feeds {
+                let (st, fresh) = self.table.touch(site_key);
+                if fresh {
+                    init(st, site_key, Kind::Site, site_label, 0, record.at_ms);
+                }
+                Some(st)
+            } else {
+                self.table.touch_existing(site_key)
+            };
+            if let Some(st) = st {
+                roll(st, minute, &ctx, sh, alerts);
+                count(st, record, minute);
+                if let Some(c) = claimed {
+                    st.ring_a.insert(st.minute, c);
+                }
+                if feeds {
+                    st.ring_b.insert(st.minute, ip_key);
+                }
+                detectors::on_site(st, &ctx, sh, alerts);
+            }
         }
         // The principal or API key.
         if let (Some(p), Some(pk)) = (principal, principal_key) {
@@ -354,7 +398,7 @@ impl Engine {
         let (limit, own) =
             if failed * 2.0 >= f64::from(r.answers) { (ROUTE_FAILED, false) } else { (route_failed_limit(r), true) };
         let x = failed / limit;
-        let s = if settings.sensitivity.is_finite() && settings.sensitivity > 0.0 { settings.sensitivity } else { 1.0 };
+        let s = settings.effective_sensitivity();
         let now_s = ((record.at_ms / 1000) as u32).max(1);
         let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
         if x * s < 1.0 {
@@ -953,6 +997,25 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
     (hash(seed, Kind::Ip, &bytes), bytes)
 }
 
+/// The prefix length of an IPv6 site: what an ISP usually gives one customer (a home, a small
+/// business), and a cloud one virtual network. Not the /48 of the old end-site rule: ISPs carve a /48
+/// into 256 customers' /56s, and one of them must not be able to get its neighbours banned.
+pub(crate) const SITE_PREFIX: u8 = 56;
+
+/// The entity key and label of the site an IPv6 address is in (its /56), when the engine counts
+/// IPv6 clients by a longer prefix: `None` for IPv4 (and IPv4-mapped) addresses, NAT64 ones (an IPv4
+/// host each), and when each client is already a /56 or wider.
+fn site_key(settings: &Settings, seed: u64, ip: IpAddr) -> Option<(u64, Box<str>)> {
+    let IpAddr::V6(v6) = ip.to_canonical() else { return None };
+    let nat64 = crate::exchange::v6_client_bits(&v6, 0) == 128;
+    let bits = crate::exchange::v6_client_bits(&v6, settings.ipv6_prefix);
+    if nat64 || bits <= SITE_PREFIX {
+        return None;
+    }
+    let net = ipnet::Ipv6Net::new(v6, SITE_PREFIX).ok()?.trunc();
+    Some((hash(seed, Kind::Site, &net.network().octets()), net.to_string().into()))
+}
+
 fn ip_label(settings: &Settings, ip: IpAddr, bytes: &[u8]) -> Box<str> {
     match <[u8; 16]>::try_from(bytes) {
         Ok(b) if crate::exchange::v6_client_bits(&b.into(), settings.ipv6_prefix) < 128 => {
@@ -1013,9 +1076,7 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
     if !(ctx.on(d) && f.x.is_finite() && f.x > 0.0) {
         return;
     }
-    let s = ctx.settings.sensitivity;
-    let s = if s.is_finite() && s > 0.0 { s } else { 1.0 };
-    if f.x * s < 1.0 {
+    if f.x * ctx.settings.effective_sensitivity() < 1.0 {
         return;
     }
     st.alerted |= 1 << (d as u16);
@@ -1030,7 +1091,7 @@ pub(crate) fn emit(st: &mut State, f: Finding, ctx: &Ctx<'_>, at_ms: u64, alerts
     let kind = st.kind.public();
     let label: Arc<str> = Arc::from(&*st.label);
     let ip = match st.kind {
-        Kind::Ip => label.split('/').next().and_then(|a| a.parse().ok()),
+        Kind::Ip | Kind::Site => label.split('/').next().and_then(|a| a.parse().ok()),
         _ => None,
     };
     // A claimed identity is what a refused credential said it was: anyone can name anyone, so it is

@@ -1613,7 +1613,12 @@ impl Inner {
 
     /// Puts one action in force against the alert's entity.
     fn act(&self, action: Action, a: &Alert, dp: &DetectorPolicy, alert: u64) {
-        let prefix = self.policy.load().settings.ipv6_prefix;
+        // An address by the engine's prefix; a site by its own (the length its label names).
+        let prefix = match a.entity.label.split_once('/') {
+            Some((_, len)) if a.entity.kind == EntityKind::Ip => len.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(self.policy.load().settings.ipv6_prefix);
         // The principal when the alert's entity is one (its exact credential); else the address.
         let principal = a.target.as_ref().zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip);
         let (target_kind, target, key) = match (action, principal, a.ip) {

@@ -17,12 +17,15 @@ pub(crate) enum Kind {
     Principal,
     ApiKey,
     Claimed,
+    /// An IPv6 site (the /56 an address's prefix is in, when that prefix is longer): judged for
+    /// credential stuffing spread over its networks only, reported as [`EntityKind::Ip`].
+    Site,
 }
 
 impl Kind {
     pub(crate) fn public(self) -> EntityKind {
         match self {
-            Kind::Ip => EntityKind::Ip,
+            Kind::Ip | Kind::Site => EntityKind::Ip,
             Kind::Principal => EntityKind::Principal,
             Kind::ApiKey | Kind::Claimed => EntityKind::ApiKey,
         }
@@ -80,9 +83,11 @@ pub(crate) struct State {
     // Sliding ten minutes.
     pub(crate) req10: Counts10,
     pub(crate) err10: Counts10,
-    /// IP: failing claimed identities; principal/key: client addresses; claimed: failing addresses.
+    /// IP and site: failing claimed identities; principal/key: client addresses; claimed: failing
+    /// addresses.
     pub(crate) ring_a: Ring10,
-    /// IP: authenticated principals; principal/key: user agents.
+    /// IP: authenticated principals; principal/key: user agents; site: its networks (by the
+    /// engine's prefix) with a 401 or 403.
     pub(crate) ring_b: Ring10,
 
     // Baselines (over active minutes).

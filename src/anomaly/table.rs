@@ -77,9 +77,7 @@ impl<T: Default + Keep> Table<T> {
     /// another entity).
     pub(crate) fn touch(&mut self, key: u64) -> (&mut T, bool) {
         if let Some(&i) = self.index.get(&key) {
-            let l = self.list_of(i);
-            self.unlink(i, l);
-            self.push_front(i, l);
+            self.bump(i);
             return (&mut self.slots[i as usize].value, false);
         }
         let i = if self.slots.len() < self.cap {
@@ -105,6 +103,20 @@ impl<T: Default + Keep> Table<T> {
         self.index.insert(key, i);
         self.push_front(i, 0);
         (&mut self.slots[i as usize].value, true)
+    }
+
+    /// The state of `key` when it is tracked, marked most recently seen; never creates one.
+    pub(crate) fn touch_existing(&mut self, key: u64) -> Option<&mut T> {
+        let i = *self.index.get(&key)?;
+        self.bump(i);
+        self.slots.get_mut(i as usize).map(|s| &mut s.value)
+    }
+
+    /// Moves slot `i` to the front of its list.
+    fn bump(&mut self, i: u32) {
+        let l = self.list_of(i);
+        self.unlink(i, l);
+        self.push_front(i, l);
     }
 
     /// The slot to reuse, unlinked: probation's least recently seen, once the ones at its tail worth
@@ -258,6 +270,22 @@ mod tests {
         assert!(!t.touch(3).1);
         let order: Vec<u64> = t.oldest_first().map(|s| s.key).collect();
         assert_eq!(order, vec![1, 4, 3]);
+    }
+
+    #[test]
+    fn touching_an_existing_key_never_creates_one() {
+        let mut t: Table<u32> = Table::new(3);
+        assert!(t.touch_existing(7).is_none());
+        assert_eq!(t.len(), 0);
+        for k in 1..=3u64 {
+            *t.touch(k).0 = k as u32;
+        }
+        *t.touch_existing(1).unwrap() += 10; // 1 is now the newest, 2 the oldest
+        t.touch(4);
+        assert!(t.get(2).is_none());
+        assert_eq!(t.get(1), Some(&11));
+        assert!(t.touch_existing(2).is_none());
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

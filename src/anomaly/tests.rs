@@ -202,23 +202,138 @@ fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
     assert_eq!(a.at_ms, start + 29 * 1_500);
     explained(a);
 
-    // The attacker pads its refusals with twice as many requests for a public page, or with its
-    // one account's: at most one principal behind the address, so the share does not spare it.
-    for padding in [None, Some(person("mallory", PrincipalKind::Jwt))] {
+    // The attacker pads its refusals with twice as many requests for a public page, or with the
+    // requests of one, two or three accounts of its own: 30 refusals are ten for each principal
+    // behind the address, so the share does not spare it.
+    for accounts in 0..=3u64 {
+        let own: Vec<_> = (0..accounts).map(|k| person(&format!("mallory-{k}"), PrincipalKind::Jwt)).collect();
         let mut engine = Engine::new(settings());
         let mut rs = normal(20, 2, 1);
         rs.extend((0..120u64).map(|i| {
             let mut r = rec(start + i * 500, [203, 0, 113, 9], if i % 3 == 0 { 401 } else { 200 });
-            if r.status == 200 {
-                r.principal = padding.clone();
+            if r.status == 200 && accounts > 0 {
+                r.principal = Some(own[(i % accounts) as usize].clone());
             }
             r
         }));
         let alerts = run(&mut engine, &mut rs);
         let hits = only(&alerts, Detector::CredentialStuffing);
-        assert_eq!(hits.len(), 1, "{padding:?}: {alerts:#?}");
+        assert_eq!(hits.len(), 1, "{accounts} accounts: {alerts:#?}");
         assert_eq!((hits[0].feature, hits[0].observed), ("failed_authentications", 30.0));
     }
+}
+
+/// Stuffing spread over one IPv6 site's networks: 40 /64s of a /56, each trying three key ids in ten
+/// minutes (under every address tier), or failing one login a minute, are found on the site, which a
+/// ban then covers whole. The same from one /64 is that network's finding only, also when two other
+/// /64s of its site fail beside it; a site of people with the odd stale key, engines that count
+/// clients by /56 already, and NAT64 addresses (an IPv4 host each) have no site to judge; engines that
+/// count them by /128 do.
+#[test]
+fn credential_stuffing_spread_over_a_sites_networks_is_found_on_the_site() {
+    let start = T0 + 3_600_000;
+    let at = |net: u16, host: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, net, 0, 0, 0, host));
+    // `attempts` failures, round-robin over `nets` /64s of 2001:db8:7::/56, one every `gap_ms`,
+    // naming a fresh key id each (`keys`) or none (a login form).
+    let spread = |nets: u16, attempts: u64, gap_ms: u64, keys: bool| -> Vec<Record> {
+        (0..attempts)
+            .map(|i| {
+                let mut r = rec(start + i * gap_ms, [0; 4], 401);
+                r.ip = at((i % u64::from(nets)) as u16, 1);
+                r.claimed = keys.then(|| format!("stolen-{i}").into());
+                r
+            })
+            .collect()
+    };
+    for keys in [true, false] {
+        let mut engine = Engine::new(settings());
+        let mut rs = normal(20, 2, 1);
+        // Keys: 120 in ten minutes (three a /64); a login form: 40 a minute (one a /64).
+        rs.extend(if keys { spread(40, 120, 5_000, true) } else { spread(40, 200, 1_500, false) });
+        let alerts = run(&mut engine, &mut rs);
+        let hits = only(&alerts, Detector::CredentialStuffing);
+        assert!(!hits.is_empty(), "keys {keys}: {alerts:#?}");
+        for a in &hits {
+            assert_eq!((a.entity.kind, &*a.entity.label), (EntityKind::Ip, "2001:db8:7::/56"), "{a:#?}");
+            assert_eq!(a.ip, Some("2001:db8:7::".parse().unwrap()));
+            explained(a);
+            assert!(a.explanation.contains("of its networks"), "{}", a.explanation);
+        }
+        let feature = if keys { "distinct_failing_identities" } else { "failed_authentications" };
+        assert_eq!(hits[0].feature, feature, "{:#?}", hits[0]);
+        // Found on its thirtieth failure in a minute (counted exactly), or within two minutes of
+        // keys: ten in a minute or twenty in ten, as the distinct-count sketch estimates them.
+        if keys {
+            assert!(hits[0].at_ms <= start + 120_000, "{:#?}", hits[0]);
+        } else {
+            assert_eq!(hits[0].at_ms, start + 29 * 1_500, "{:#?}", hits[0]);
+        }
+    }
+    // One /64 stuffing: its own finding, not its site's.
+    let mut engine = Engine::new(settings());
+    let mut rs = spread(1, 40, 1_500, true);
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert!(!hits.is_empty() && hits.iter().all(|a| &*a.entity.label == "2001:db8:7::/64"), "{alerts:#?}");
+    // Nor when two other /64s of the site fail beside it (a stale key and a refused request each):
+    // the stuffing network feeds its site nothing once over its own limit.
+    let mut engine = Engine::new(settings());
+    let mut rs = spread(1, 40, 1_500, true);
+    for (net, k) in [(1u16, 0u64), (2, 1)] {
+        let mut stale = rec(start + 2_000 + k * 3_000, [0; 4], 401);
+        stale.ip = at(net, 9);
+        stale.claimed = Some(format!("old-{net}").into());
+        let mut refused = rec(start + 4_000 + k * 3_000, [0; 4], 403);
+        refused.ip = at(net, 9);
+        rs.extend([stale, refused]);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert!(!hits.is_empty() && hits.iter().all(|a| &*a.entity.label == "2001:db8:7::/64"), "{alerts:#?}");
+    // A site of 30 people on their own /64s, 15 of them with a stale key they retry now and then
+    // among their requests (each at its own times: 15 stale keys in ten minutes, at most six in a
+    // minute): quiet. (Ten people's keys revoked together, all failing in one minute, are judged as
+    // an office address with five would be.)
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for p in 0..30u16 {
+        let who = person(&format!("staff-{p}"), PrincipalKind::ApiKey);
+        for k in 0..40u64 {
+            let mut r = rec(start + k * 15_000 + u64::from(p) * 97, [0; 4], 200);
+            r.ip = at(p, 3);
+            if p % 2 == 0 && k % 13 == u64::from(p / 2) % 13 {
+                r.status = 401;
+                r.claimed = Some(format!("staff-{p}-old").into());
+            } else {
+                r.principal = Some(who.clone());
+            }
+            rs.push(r);
+        }
+    }
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "{alerts:#?}");
+    // Clients counted by /56 already: the address is the site, judged by the address tiers.
+    let mut engine = Engine::new(Settings { ipv6_prefix: 56, ..settings() });
+    let mut rs = spread(40, 120, 5_000, true);
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert!(hits.iter().all(|a| !a.explanation.contains("of its networks")), "{hits:#?}");
+    // Clients counted by /128: each address under every tier, their /56 found.
+    let mut engine = Engine::new(Settings { ipv6_prefix: 128, ..settings() });
+    let mut rs = spread(40, 120, 5_000, true);
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert!(!hits.is_empty() && hits.iter().all(|a| &*a.entity.label == "2001:db8:7::/56"), "{alerts:#?}");
+    // 40 IPv4 hosts behind a NAT64 (one /56 of 64:ff9b::/96), three keys each: 40 clients, no site.
+    let mut engine = Engine::new(settings());
+    let mut rs = spread(40, 120, 5_000, true);
+    for r in &mut rs {
+        let IpAddr::V6(v6) = r.ip else { unreachable!() };
+        r.ip = IpAddr::V6(std::net::Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xc000, 0x200 + v6.segments()[3]));
+    }
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "{alerts:#?}");
 }
 
 /// Distributed stuffing: a login tried from 60 addresses, each under every address tier (three
@@ -1982,6 +2097,18 @@ fn new_settings_of_the_same_size_are_taken_in_place() {
     }
     let after = run(&mut engine, &mut rs);
     assert!(only(&after, Detector::CredentialStuffing).is_empty(), "{after:#?}");
+    // The sensitivity is taken too: three failing keys, under the limit of five at 1, reach it at 2.
+    let three = |engine: &mut Engine, at: u64, last: u8| {
+        let mut rs: Vec<Record> = (0..3u64).map(|k| rec(at + k * 1_000, [203, 0, 113, last], 401)).collect();
+        for (k, r) in rs.iter_mut().enumerate() {
+            r.claimed = Some(format!("three-{last}-{k}").into());
+        }
+        only(&run(engine, &mut rs), Detector::CredentialStuffing).len()
+    };
+    assert!(engine.reconfigure(settings()));
+    assert_eq!(three(&mut engine, T0 + 1_200_000, 11), 0);
+    assert!(engine.reconfigure(Settings { sensitivity: 2.0, ..settings() }));
+    assert_eq!(three(&mut engine, T0 + 1_800_000, 12), 1);
     let n = engine.entities();
     assert!(!engine.reconfigure(Settings { max_entities: 10, ..off }));
     assert_eq!(engine.entities(), n);
