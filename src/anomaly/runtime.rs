@@ -877,10 +877,18 @@ impl Anomaly {
                     }
                 },
             },
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh");
-                Engine::new(settings)
-            }
+            Some(Err(e)) => match policy.snapshot.as_deref().and_then(snapshot::salvage_seed) {
+                // A row cut short or damaged past its head: its seed still keys the actions in force.
+                Some(seed) => {
+                    tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh with its seed");
+                    restored = true;
+                    Engine::new(Settings { seed: Some(seed), ..settings })
+                }
+                None => {
+                    tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh");
+                    Engine::new(settings)
+                }
+            },
             None => Engine::new(settings),
         };
         let (tx, rx) = sync_channel(policy.queue);
@@ -2234,6 +2242,21 @@ mod snapshot {
             return Err(format!("the stored state inflates past {MAX_STATE} bytes"));
         }
         Ok(Some(bytes))
+    }
+
+    /// The seed at the head of a stored state that does not load whole (a row cut short, or damaged
+    /// past its first bytes), inflated as far as it goes: the engine starts afresh with it, and the
+    /// actions in force, keyed with it, still match their principals.
+    pub(super) fn salvage_seed(path: &Path) -> Option<u64> {
+        use std::io::Read;
+        let stored = load_row(path, "anomaly_state", "state").ok()??;
+        if !stored.starts_with(&[0x1f, 0x8b]) {
+            return super::Engine::seed_of(&stored);
+        }
+        let mut head = Vec::new();
+        // On an error, what was inflated before it is kept.
+        let _ = flate2::read::GzDecoder::new(stored.as_slice()).take(64).read_to_end(&mut head);
+        super::Engine::seed_of(&head)
     }
 
     /// Stores the state gzipped at the fastest level: about a quarter of its size, at a few hundred
