@@ -84,25 +84,50 @@ fn bench_observe(c: &mut Criterion) {
     let h = head();
     let s = signals(&h);
     let principals: Vec<_> = (0..10_000).map(principal).collect();
-    let records: Vec<Record> = (0..100_000u64)
-        .map(|i| {
-            let who = (i * 7919) % 10_000;
-            let ip = IpAddr::from([10, (who >> 8) as u8, who as u8, 1]);
-            record(1_800_000_000_000 + i * 10, ip, Some(principals[who as usize].clone()), s, 99, i % 500)
-        })
-        .collect();
-    let mut engine = Engine::new(Settings { seed: Some(1), ..Settings::default() });
-    let mut alerts = Vec::new();
-    let mut i = 0usize;
+    // The same traffic from IPv4 addresses, and from IPv6 /64s (one in eight failing with a claimed
+    // key, so that their sites (/56) are tracked too).
+    let records = |v6: bool| -> Vec<Record> {
+        (0..100_000u64)
+            .map(|i| {
+                let who = (i * 7919) % 10_000;
+                let ip = if v6 {
+                    IpAddr::from(std::net::Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        (who >> 4) as u16,
+                        (who & 15) as u16,
+                        0,
+                        0,
+                        0,
+                        1,
+                    ))
+                } else {
+                    IpAddr::from([10, (who >> 8) as u8, who as u8, 1])
+                };
+                let mut r =
+                    record(1_800_000_000_000 + i * 10, ip, Some(principals[who as usize].clone()), s, 99, i % 500);
+                if v6 && i % 8 == 0 {
+                    (r.status, r.principal, r.claimed) = (401, None, Some(format!("key-{who}").into()));
+                }
+                r
+            })
+            .collect()
+    };
     let mut g = c.benchmark_group("anomaly_engine");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("observe_10k_principals", |b| {
-        b.iter(|| {
-            engine.observe(black_box(&records[i % records.len()]), &mut alerts);
-            i += 1;
-            alerts.clear();
-        })
-    });
+    for (name, v6) in [("observe_10k_principals", false), ("observe_10k_principals_v6", true)] {
+        let records = records(v6);
+        let mut engine = Engine::new(Settings { seed: Some(1), ..Settings::default() });
+        let mut alerts = Vec::new();
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                engine.observe(black_box(&records[i % records.len()]), &mut alerts);
+                i += 1;
+                alerts.clear();
+            })
+        });
+    }
     g.finish();
 }
 

@@ -306,13 +306,13 @@ impl Engine {
         // The address's site, when it is a network of its own (an IPv6 /56 of longer prefixes): made by
         // a failure its stuffing tiers count (a failing claimed identity, or a 401), and fed none from
         // a network over its own limit (that network is found and banned on its own).
-        if let (Some((site_key, site_label)), false) = (site, address_stuffing) {
+        if let (Some((site_key, site_net)), false) = (site, address_stuffing) {
             let claimed = claimed_key.filter(|_| failing);
             let feeds = claimed.is_some() || record.status == 401;
             let st = if feeds {
                 let (st, fresh) = self.table.touch(site_key);
                 if fresh {
-                    init(st, site_key, Kind::Site, site_label, 0, record.at_ms);
+                    init(st, site_key, Kind::Site, site_net.to_string().into(), 0, record.at_ms);
                 }
                 Some(st)
             } else {
@@ -1002,10 +1002,11 @@ fn ip_key(settings: &Settings, seed: u64, ip: IpAddr) -> (u64, Vec<u8>) {
 /// into 256 customers' /56s, and one of them must not be able to get its neighbours banned.
 pub(crate) const SITE_PREFIX: u8 = 56;
 
-/// The entity key and label of the site an IPv6 address is in (its /56), when the engine counts
+/// The entity key and network of the site an IPv6 address is in (its /56), when the engine counts
 /// IPv6 clients by a longer prefix: `None` for IPv4 (and IPv4-mapped) addresses, NAT64 ones (an IPv4
-/// host each), and when each client is already a /56 or wider.
-fn site_key(settings: &Settings, seed: u64, ip: IpAddr) -> Option<(u64, Box<str>)> {
+/// host each), and when each client is already a /56 or wider. (Its label is written only when the
+/// site is made: most records only look it up.)
+fn site_key(settings: &Settings, seed: u64, ip: IpAddr) -> Option<(u64, ipnet::Ipv6Net)> {
     let IpAddr::V6(v6) = ip.to_canonical() else { return None };
     let nat64 = crate::exchange::v6_client_bits(&v6, 0) == 128;
     let bits = crate::exchange::v6_client_bits(&v6, settings.ipv6_prefix);
@@ -1013,7 +1014,7 @@ fn site_key(settings: &Settings, seed: u64, ip: IpAddr) -> Option<(u64, Box<str>
         return None;
     }
     let net = ipnet::Ipv6Net::new(v6, SITE_PREFIX).ok()?.trunc();
-    Some((hash(seed, Kind::Site, &net.network().octets()), net.to_string().into()))
+    Some((hash(seed, Kind::Site, &net.network().octets()), net))
 }
 
 fn ip_label(settings: &Settings, ip: IpAddr, bytes: &[u8]) -> Box<str> {
