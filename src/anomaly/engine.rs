@@ -279,11 +279,10 @@ impl Engine {
         let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record, principal_key };
         let order_odd = agent_vote(&mut sh.agents, record);
         let site = site_key(&self.settings, sh.seed, record.ip);
-        // Whether the address is over its own stuffing limit: its failures are its own finding then.
-        let mut address_stuffing = false;
 
-        // The address.
-        {
+        // The address; and whether it went over its own stuffing limit this minute (`on_ip` judged it,
+        // whether the cooldown let the alert out or not): its failures are its own finding then.
+        let address_stuffing = {
             let (st, fresh) = self.table.touch(ip_key);
             if fresh {
                 init(st, ip_key, Kind::Ip, ip_label(&self.settings, record.ip, &ip_bytes), 0, record.at_ms);
@@ -299,10 +298,8 @@ impl Engine {
                 None => st.anon_age = 0,
             }
             detectors::on_ip(st, &ctx, sh, alerts);
-            if site.is_some() {
-                address_stuffing = detectors::stuffing(st).x * ctx.settings.effective_sensitivity() >= 1.0;
-            }
-        }
+            st.alerted & (1 << (Detector::CredentialStuffing as u16)) != 0
+        };
         // The address's site, when it is a network of its own (an IPv6 /56 of longer prefixes): made by
         // a failure its stuffing tiers count (a failing claimed identity, or a 401), and fed none from
         // a network over its own limit (that network is found and banned on its own).

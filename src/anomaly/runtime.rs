@@ -856,6 +856,20 @@ impl Anomaly {
     fn start(policy: Policy, metrics: AnomalyMetrics) -> Arc<Anomaly> {
         let settings = policy.settings.settings();
         let mut restored = false;
+        // A stored state that cannot be used: what it learnt is lost, but with its seed (when it can be
+        // read) the keys stay the same, so the actions in force (keyed with it) still match their
+        // principals.
+        let mut afresh = |seed: Option<u64>, what: &str, e: &str| match seed {
+            Some(seed) => {
+                tracing::warn!(error = %e, "anomaly: the stored state {what}; starting afresh with its seed");
+                restored = true;
+                Engine::new(Settings { seed: Some(seed), ..settings.clone() })
+            }
+            None => {
+                tracing::warn!(error = %e, "anomaly: the stored state {what}; starting afresh");
+                Engine::new(settings.clone())
+            }
+        };
         let engine = match policy.snapshot.as_deref().and_then(|p| snapshot::load(p).transpose()) {
             Some(Ok(bytes)) => match Engine::restore(settings.clone(), &bytes) {
                 Ok(e) => {
@@ -863,33 +877,14 @@ impl Anomaly {
                     restored = true;
                     e
                 }
-                Err(e) => match Engine::seed_of(&bytes) {
-                    // Another build's layout: what it learnt is lost, but the keys stay the same, so
-                    // the actions in force (keyed with the seed) still match their principals.
-                    Some(seed) => {
-                        tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh with its seed");
-                        restored = true;
-                        Engine::new(Settings { seed: Some(seed), ..settings })
-                    }
-                    None => {
-                        tracing::warn!(error = %e, "anomaly: the stored state was not usable; starting afresh");
-                        Engine::new(settings)
-                    }
-                },
+                // Another build's layout.
+                Err(e) => afresh(Engine::seed_of(&bytes), "was not usable", &e),
             },
-            Some(Err(e)) => match policy.snapshot.as_deref().and_then(snapshot::salvage_seed) {
-                // A row cut short or damaged past its head: its seed still keys the actions in force.
-                Some(seed) => {
-                    tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh with its seed");
-                    restored = true;
-                    Engine::new(Settings { seed: Some(seed), ..settings })
-                }
-                None => {
-                    tracing::warn!(error = %e, "anomaly: the stored state could not be read; starting afresh");
-                    Engine::new(settings)
-                }
-            },
-            None => Engine::new(settings),
+            // A row cut short or damaged past its head.
+            Some(Err(e)) => {
+                afresh(policy.snapshot.as_deref().and_then(snapshot::salvage_seed), "could not be read", &e)
+            }
+            None => Engine::new(settings.clone()),
         };
         let (tx, rx) = sync_channel(policy.queue);
         let policy = Arc::new(policy);

@@ -87,7 +87,7 @@ pub(crate) struct State {
     /// addresses.
     pub(crate) ring_a: Ring10,
     /// IP: authenticated principals; principal/key: user agents; site: its networks (by the
-    /// engine's prefix) with a 401 or 403.
+    /// engine's prefix) with a failure its stuffing tiers count (a failing claimed identity, or a 401).
     pub(crate) ring_b: Ring10,
 
     // Baselines (over active minutes).
