@@ -1045,6 +1045,40 @@ fn stuffing_a_login_form_behind_the_gateway_is_banned() {
     assert!(admin("/admin/v1/anomaly/actions")["items"].as_array().unwrap().iter().all(|a| a["target"] != "login"));
 }
 
+/// A process killed before its first state row (written a minute in, and at shutdown) left only its
+/// actions row: that row carries the seed the principals' keys were made with, so the next process
+/// still refuses the challenged thief's token (it started with a new seed, and put back no principal's
+/// action, before).
+#[test]
+fn actions_in_force_survive_a_restart_before_the_first_state_row() {
+    let up = Upstream::start("app");
+    let state = TempDir::new();
+    let yaml = config(
+        &state,
+        up.addr,
+        "anomaly:\n  mode: enforce\n  snapshot: true\n  detectors:\n    token_sharing: { duration: 30m }\n",
+    );
+    let old = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() - 60));
+    let mut gw = Gateway::start(&yaml);
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let resp = share_until_refused(&mut conn, &old, 7);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    // As if it had been killed before writing its state: the actions row alone.
+    let db = rusqlite::Connection::open(state.path("state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM anomaly_state", []).unwrap(), 1);
+    drop(db);
+    let gw = Gateway::start(&yaml);
+    assert!(gw.wait_log("anomaly: actions in force restored from the store", T), "{:?}", gw.logs());
+    let mut conn = RawConn::connect(gw.addr("main"));
+    let hits = up.hits();
+    let (st, resp) = get(&mut conn, "/j/profile", "192.0.2.30", &old);
+    assert_eq!(st, 401, "the restart freed the challenged token: {resp}");
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate");
+    assert_eq!(up.hits(), hits);
+}
+
 /// With `snapshot: true`, the actions in force outlive a restart: a challenged thief's token is still
 /// refused by the next process, and a throttled stuffing address still throttled; both are still
 /// listed (and can be lifted there), and the owner's fresh token passes. Lifted actions stay lifted

@@ -127,12 +127,12 @@ pub(crate) fn on_site(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &mut 
 /// limit); two could be a site's own two hosts with a stale key each.
 pub(crate) fn site_stuffing(st: &State) -> Finding {
     let spread = |f: Finding| {
-        let nets = if f.window_s == 600 { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+        let nets = if f.window_s >= 600 { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
         let x = if nets >= SITE_FAILING_NETWORKS - 0.5 { f.x } else { 0.0 };
         Finding { basis: SITE, x, ..f }
     };
-    let [a, b, c] = stuffing_tiers(st, SITE_IDENTITIES, false).map(spread);
-    larger(larger(a, b), c)
+    let [a, b, c, d] = stuffing_tiers(st, SITE_IDENTITIES, false).map(spread);
+    larger(larger(a, b), larger(c, d))
 }
 
 const SITE: &str = "the site's fixed limit, over three or more of its networks,";
@@ -153,16 +153,18 @@ pub(crate) fn on_claimed(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &m
 /// gateway can name, 401 answers in a minute: 30 or more, half its requests or more, or any share
 /// when they are [`REFUSALS_PER_PRINCIPAL`] or more for each authenticated principal the address
 /// served in ten minutes (a login form the upstream checks, on a route without `auth:`, or tokens the
-/// gateway refuses: no identity to count).
+/// gateway refuses: no identity to count); or 401 answers in the clock hour: [`HOUR_FAILED`] or more,
+/// on the same conditions (ten times the minute's for each principal), so that keeping every minute
+/// under 30 all day does not hide a stuffing run.
 pub(crate) fn stuffing(st: &State) -> Finding {
-    let [a, b, c] = stuffing_tiers(st, (5.0, 6.0), true);
-    larger(larger(a, b), c)
+    let [a, b, c, d] = stuffing_tiers(st, (5.0, 6.0), true);
+    larger(larger(a, b), larger(c, d))
 }
 
-/// [`stuffing`]'s three tiers: failing identities in a minute and in ten (against `limits`), 401s in a
-/// minute; `padded`: the 401s are judged at any share when they are many for the principals the
-/// entity served (else at half its requests only).
-fn stuffing_tiers(st: &State, limits: (f64, f64), padded: bool) -> [Finding; 3] {
+/// [`stuffing`]'s four tiers: failing identities in a minute and in ten (against `limits`), 401s in a
+/// minute and in the clock hour; `padded`: the 401s are judged at any share when they are many for
+/// the principals the entity served (else at half its requests only).
+fn stuffing_tiers(st: &State, limits: (f64, f64), padded: bool) -> [Finding; 4] {
     let (m1, m10) = (st.ring_a.minute(st.minute), st.ring_a.ten());
     let f = |observed: f64, limit: f64, window_s| Finding {
         detector: Detector::CredentialStuffing,
@@ -173,21 +175,44 @@ fn stuffing_tiers(st: &State, limits: (f64, f64), padded: bool) -> [Finding; 3] 
         x: observed / limit,
         window_s,
     };
-    let failed = f64::from(st.s401);
     // Half its requests, or whatever their share when they are many for the principals the address
     // served: padding the refusals with anonymous requests (a public page), or with the requests of
     // a few accounts of the attacker's own, hides nothing (to hide 40 refusals a minute takes five
     // accounts, 400 forty-one), and an office whose refusals are few among many people's requests is
-    // still spared.
-    let judged = failed * 2.0 >= f64::from(st.req)
-        || (padded && failed >= REFUSALS_PER_PRINCIPAL * st.ring_b.ten().round().max(1.0));
-    let refused = Finding {
-        feature: "failed_authentications",
-        x: if judged { failed / FAILED_AUTHENTICATIONS } else { 0.0 },
-        ..f(failed, FAILED_AUTHENTICATIONS, 60)
+    // still spared. `per`: the refusals each principal accounts for in the window.
+    let principals = st.ring_b.ten().round().max(1.0);
+    let judged = |failed: f64, requests: u32, per: f64| {
+        failed * 2.0 >= f64::from(requests) || (padded && failed >= per * principals)
     };
-    [f(m1, limits.0, 60), f(m10, limits.1, 600), refused]
+    let refused = |feature, failed: u16, requests, per, limit, window_s| {
+        let failed = f64::from(failed);
+        Finding {
+            feature,
+            x: if judged(failed, requests, per) { failed / limit } else { 0.0 },
+            ..f(failed, limit, window_s)
+        }
+    };
+    [
+        f(m1, limits.0, 60),
+        f(m10, limits.1, 600),
+        refused("failed_authentications", st.s401, st.req, REFUSALS_PER_PRINCIPAL, FAILED_AUTHENTICATIONS, 60),
+        refused(
+            "failed_authentications_in_hour",
+            st.hour_401,
+            u32::from(st.hour_requests),
+            REFUSALS_PER_PRINCIPAL * 10.0,
+            HOUR_FAILED,
+            3600,
+        ),
+    ]
 }
+
+/// 401 answers to one address in the clock hour that make it credential stuffing (at half its
+/// requests or more, or many for the principals it served, as the minute's tier): about 5 a minute
+/// all hour. A client retrying with a revoked key every 30 s makes 120; an attacker who keeps under
+/// the minute's 30 made 1,740 an hour, all day, before this tier, and is now found by the eleventh
+/// minute of every clock hour it works through.
+const HOUR_FAILED: f64 = 300.0;
 
 /// 401 answers to one address in a minute that make it credential stuffing when they are half its
 /// requests or more: a person who mistypes a password, or a client whose token expired and retries a
@@ -263,6 +288,14 @@ const ALWAYS_ON: f64 = 0.5;
 const MINUTE_FLOOR: f64 = 250.0;
 const TEN_MINUTE_FLOOR: f64 = 800.0;
 
+/// Requests in the clock hour, per principal ([`sharers`]): two batch jobs and a person's busy hour
+/// stay under it; a client that keeps each minute and each ten minutes under their floors and never
+/// stops (29 a minute from its first minute: the light streak never judges an entity active in
+/// every minute of its life) reaches it in about 41 minutes.
+const HOUR_FLOOR: f64 = 1200.0;
+/// Active minutes in the clock hour before [`HOUR_FLOOR`] judges it.
+const HOUR_ACTIVE_MINUTES: u8 = 30;
+
 /// At most this many principals share an address's fixed volumetric floors.
 const SHARERS: f64 = 4.0;
 
@@ -312,7 +345,7 @@ pub(crate) fn duty(st: &State) -> f64 {
     (f64::from(st.active) + 1.0) / f64::from(span)
 }
 
-/// Volumetric abuse and scraping, five ways:
+/// Volumetric abuse and scraping, six ways:
 /// - rate: requests in the current minute over the larger of 250 (above a normal batch job) and the
 ///   entity's own baseline (mean + 8 sd, 4 x mean) or, while cold, twice its peers' 99.9th percentile;
 ///   requests in ten minutes over the larger of 800 (two batch jobs back to back) and mean + 6 sd,
@@ -324,7 +357,10 @@ pub(crate) fn duty(st: &State) -> f64 {
 ///   scraper never stops), once warm 1.5 x its own longest streak + 10 when higher; never judged on
 ///   an entity active in most minutes of its life;
 /// - sequential reads: a monotonic run of 20 ids on one route (steps of at most 16), whatever the
-///   answers: a copy of the catalogue in id order.
+///   answers: a copy of the catalogue in id order;
+/// - the clock hour: requests over 1,200 per principal (an address's [`sharers`]) or, with a day of
+///   the entity's own history, over six times its usual hour, once the entity has been active in 30
+///   minutes of it.
 pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let r1 = f64::from(st.req);
     let r10 = st.req10.ten();
@@ -365,6 +401,15 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     // copying it, whatever its pace; enumeration is the same walk that mostly fails.
     let walk = f64::from(st.run);
     let heavy = f64::from(st.streak_heavy) + if busy(st) { 1.0 } else { 0.0 };
+    // The clock hour: a fixed floor per principal, and for an entity with a day of its own history
+    // six times its usual hour (ten minutes' worth at its active minutes, six times over), so that a
+    // client that has always polled fast keeps its pace. Not the light streak's exemption: an entity
+    // born scraping (active every minute of its life) has no other limit under the rate's floors.
+    let day_old = st.minute.saturating_sub(st.first_s / 60) >= 24 * 60;
+    let own_hour = if st.active >= WARM && day_old { 36.0 * st.rate10.mean() } else { 0.0 };
+    // Only a client busy most of the hour: a batch or a burst that fills a few minutes of an hour
+    // (1,275 requests by a key whose usual hour is 112, on the simulator) is the rate floors' to judge.
+    let hour = if st.hour_minutes >= HOUR_ACTIVE_MINUTES { f64::from(st.hour_requests) } else { 0.0 };
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
         f("requests", r1, own1.max(MINUTE_FLOOR * sharers(st, false)), base1, basis, 60),
@@ -372,6 +417,14 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         streak("busy_minutes_in_a_row", heavy, HEAVY_STREAK),
         streak("active_minutes_in_a_row", light, light_limit),
         f("sequential_ids_read", walk, SEQUENTIAL_READS, SEQUENTIAL_READS, FIXED, 600),
+        f(
+            "requests_in_hour",
+            hour,
+            own_hour.max(HOUR_FLOOR * sharers(st, true)),
+            if own_hour > 0.0 { own_hour / 6.0 } else { HOUR_FLOOR },
+            if own_hour > 0.0 { OWN } else { FIXED },
+            3600,
+        ),
     ]
     .into_iter()
     .fold(f("requests", 0.0, 1.0, 0.0, basis, 60), larger)

@@ -152,6 +152,92 @@ fn route_failed_limit(r: &RouteStats) -> f64 {
     (m + 6.0 * sd).max(4.0 * m).max(ROUTE_FAILED)
 }
 
+/// The label of the alert on all routes together.
+const ALL_ROUTES: &str = "*";
+
+/// Counts one answer of the minute in `r` (a route's, or all routes'), a failure when `failed`, and
+/// judges the failures: against [`ROUTE_FAILED`] when they are half its answers or more (`half`: that
+/// floor applies), else once warm against its own usual count, when they came from
+/// [`ROUTE_FAILING_NETS`] client networks or more (`net`: the client's bit of the 64). Pushes an alert
+/// (unless the cooldown holds it, or `alert` is `None`: judged, and kept from learning, but not
+/// alerted) naming `alert`'s label and feature. Returns whether the minute is over the limit. The
+/// route can be alerted on, not banned (nothing to act on).
+#[allow(clippy::too_many_arguments)]
+fn failures_in_minute<L: FnOnce() -> Arc<str>>(
+    r: &mut RouteStats,
+    failed: bool,
+    half: bool,
+    record: &Record,
+    minute: u32,
+    net: u64,
+    settings: &Settings,
+    alert: Option<(L, &'static str)>,
+    alerts: &mut Vec<Alert>,
+) -> bool {
+    if minute > r.minute {
+        learn_route_failures(r);
+        (r.minute, r.answers, r.failed, r.failing_nets, r.over) = (minute, 0, 0, 0, false);
+    }
+    r.answers = r.answers.saturating_add(1);
+    if !failed {
+        return r.over;
+    }
+    r.failed = r.failed.saturating_add(1);
+    r.failing_nets |= net;
+    let nets = super::sketch::linear_count(r.failing_nets.count_ones(), 64);
+    let failed = f64::from(r.failed);
+    if nets < ROUTE_FAILING_NETS {
+        return r.over;
+    }
+    // Half the answers against the fixed limit; else, once warm, its own.
+    let (limit, own) = if half && failed * 2.0 >= f64::from(r.answers) {
+        (ROUTE_FAILED, false)
+    } else {
+        (route_failed_limit(r), true)
+    };
+    let x = failed / limit;
+    let s = settings.effective_sensitivity();
+    if x * s < 1.0 {
+        return r.over;
+    }
+    // Over the limit, alerted or not (the cooldown): this minute teaches the baseline nothing.
+    r.over = true;
+    let Some((label, feature)) = alert else { return true };
+    let now_s = ((record.at_ms / 1000) as u32).max(1);
+    let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
+    if r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool {
+        return true;
+    }
+    r.last_alert_s = now_s;
+    let score = x / (1.0 + x);
+    let d = Detector::CredentialStuffing;
+    let label = label();
+    let against = if own { "its own usual 401s a minute" } else { "the fixed limit, at half its answers or more," };
+    let explanation = format!(
+        "{}: route {label} had {feature} = {} over 60 s (of {} answers), from about {} client networks, against \
+         {against} of {limit:.0}: score {score:.2}",
+        d.id(),
+        r.failed,
+        r.answers,
+        nets.round(),
+    );
+    alerts.push(Alert {
+        detector: d,
+        entity: super::Entity { kind: super::EntityKind::Route, label },
+        ip: None,
+        principal: None,
+        target: None,
+        feature,
+        baseline: limit,
+        observed: failed,
+        score,
+        window_s: 60,
+        at_ms: record.at_ms,
+        explanation,
+    });
+    true
+}
+
 /// The usual header order of one user agent (a majority vote).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AgentOrder {
@@ -176,6 +262,12 @@ pub(crate) struct Shared {
     /// day: the population's daily rhythm, which tells a night from an evening.
     #[serde(default)]
     pub(crate) day: [u64; 24],
+    /// All routes' 401 answers together, judged as one route's ([`Engine::route_failures`]) ...
+    #[serde(default)]
+    all_routes: RouteStats,
+    /// ... except in a minute (plus one; 0: none yet) in which a route went over its own limit.
+    #[serde(default)]
+    route_over_minute: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -202,10 +294,11 @@ struct SnapshotRef<'a> {
 
 /// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
 /// 3: postcard; the routes' usual 401 answers a minute.
+/// 4: the clock hour's 401 answers per entity (`hour_401`); all routes' 401s together.
 /// Bump it with any change to the state's layout: postcard is not self-describing, so a snapshot of
 /// another version is not read (the engine starts afresh with its seed, [`Engine::seed_of`]); JSON
 /// from version 2 on is read whatever it lacks.
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 
 /// What a snapshot's bytes begin with: the postcard encoding follows. Earlier builds wrote JSON (it
 /// begins with `{`), which is still read: the state it holds is the same.
@@ -243,6 +336,8 @@ impl Engine {
             ip_model: Forest::new(seed ^ 0x1111),
             day: [0; 24],
             id_model: Forest::new(seed ^ 0x2222),
+            all_routes: RouteStats::default(),
+            route_over_minute: 0,
         };
         Engine::with_shared(settings, shared)
     }
@@ -277,7 +372,7 @@ impl Engine {
         let principal = record.principal.as_deref();
         let principal_key = principal.map(|p| principal_key(sh.seed, p));
         let ctx = Ctx { settings: &self.settings, enabled: self.enabled, record, principal_key };
-        let order_odd = agent_vote(&mut sh.agents, record);
+        let order_odd = agent_vote(&mut sh.agents, sh.seed, record);
         let site = site_key(&self.settings, sh.seed, record.ip);
 
         // The address; and whether it went over its own stuffing limit this minute (`on_ip` judged it,
@@ -364,75 +459,33 @@ impl Engine {
             let client = principal_key.unwrap_or(ip_key);
             self.pair(client, record);
             if self.enabled & (1 << (Detector::CredentialStuffing as u16)) != 0 {
-                self.route_failures(record, ip_key, alerts);
+                self.route_failures(record, ip_key, address_stuffing, alerts);
             }
         }
     }
 
-    /// Distributed credential stuffing, judged on the route: 401 answers in the minute against
-    /// [`ROUTE_FAILED`], when they are half its answers or more and come from [`ROUTE_FAILING_NETS`]
-    /// client networks or more. The route can be alerted on, not banned (nothing to act on).
-    fn route_failures(&mut self, record: &Record, ip_key: u64, alerts: &mut Vec<Alert>) {
+    /// Distributed credential stuffing, judged on the route and on all routes together
+    /// ([`failures_in_minute`]). All routes: stuffing spread over several routes (a credential the
+    /// gateway checks works on any of them), each under its route's tier. Judged only against their
+    /// usual 401s (once 60 minutes are learnt), never at the half-share floor: unrelated routes' answers
+    /// do not make a share. Not alerted in a minute in which a route is over its own limit (that
+    /// route's alert says it), and not fed by an address over its own stuffing limit
+    /// (`address_stuffing`: its alert says it).
+    fn route_failures(&mut self, record: &Record, ip_key: u64, address_stuffing: bool, alerts: &mut Vec<Alert>) {
         let settings = &self.settings;
-        let Some(r) = route_stats(&mut self.shared.routes, record.route) else { return };
+        let sh = &mut self.shared;
+        let Some(r) = route_stats(&mut sh.routes, record.route) else { return };
         let minute = (record.at_ms / 60_000) as u32;
-        if minute > r.minute {
-            learn_route_failures(r);
-            (r.minute, r.answers, r.failed, r.failing_nets, r.over) = (minute, 0, 0, 0, false);
+        let net = 1u64 << (super::sketch::mix(ip_key) % 64);
+        let label = || Arc::from(record.route.to_string());
+        let on_route = Some((label, "failed_authentications_on_route"));
+        if failures_in_minute(r, record.status == 401, true, record, minute, net, settings, on_route, alerts) {
+            sh.route_over_minute = minute.saturating_add(1);
         }
-        r.answers = r.answers.saturating_add(1);
-        if record.status != 401 {
-            return;
-        }
-        r.failed = r.failed.saturating_add(1);
-        r.failing_nets |= 1 << (super::sketch::mix(ip_key) % 64);
-        let nets = super::sketch::linear_count(r.failing_nets.count_ones(), 64);
-        let failed = f64::from(r.failed);
-        if nets < ROUTE_FAILING_NETS {
-            return;
-        }
-        // Half the route's answers against the fixed limit; else, once warm, its own.
-        let (limit, own) =
-            if failed * 2.0 >= f64::from(r.answers) { (ROUTE_FAILED, false) } else { (route_failed_limit(r), true) };
-        let x = failed / limit;
-        let s = settings.effective_sensitivity();
-        let now_s = ((record.at_ms / 1000) as u32).max(1);
-        let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
-        if x * s < 1.0 {
-            return;
-        }
-        // Over the limit, alerted or not (the cooldown): this minute teaches the baseline nothing.
-        r.over = true;
-        if r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool {
-            return;
-        }
-        r.last_alert_s = now_s;
-        let score = x / (1.0 + x);
-        let d = Detector::CredentialStuffing;
-        let label: Arc<str> = Arc::from(record.route.to_string());
-        let against = if own { "its own usual 401s a minute" } else { "the fixed limit, at half its answers or more," };
-        let explanation = format!(
-            "{}: route {label} had failed_authentications_on_route = {} over 60 s (of {} answers), from about {} \
-             client networks, against {against} of {limit:.0}: score {score:.2}",
-            d.id(),
-            r.failed,
-            r.answers,
-            nets.round(),
-        );
-        alerts.push(Alert {
-            detector: d,
-            entity: super::Entity { kind: super::EntityKind::Route, label },
-            ip: None,
-            principal: None,
-            target: None,
-            feature: "failed_authentications_on_route",
-            baseline: limit,
-            observed: failed,
-            score,
-            window_s: 60,
-            at_ms: record.at_ms,
-            explanation,
-        });
+        let quiet = sh.route_over_minute != minute.saturating_add(1);
+        let all = quiet.then_some((|| Arc::from(ALL_ROUTES), "failed_authentications_on_all_routes"));
+        let failed = record.status == 401 && !address_stuffing;
+        failures_in_minute(&mut sh.all_routes, failed, false, record, minute, net, settings, all, alerts);
     }
 
     fn pair(&mut self, client: u64, record: &Record) {
@@ -769,6 +822,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
             st.hour = hour;
             st.hour_minutes = 0;
             st.hour_requests = 0;
+            st.hour_401 = 0;
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
     }
@@ -778,7 +832,10 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     st.req = st.req.saturating_add(1);
     st.hour_requests = st.hour_requests.saturating_add(1);
     match r.status {
-        401 => st.s401 = st.s401.saturating_add(1),
+        401 => {
+            st.s401 = st.s401.saturating_add(1);
+            st.hour_401 = st.hour_401.saturating_add(1);
+        }
         403 => st.s403 = st.s403.saturating_add(1),
         404 => st.s404 = st.s404.saturating_add(1),
         429 => st.s429 = st.s429.saturating_add(1),
@@ -865,16 +922,14 @@ fn automation_counts(st: &mut State, r: &Record, order_odd: bool) {
 
 /// Votes the record's header order for its user agent; `true` when the agent is well known and the
 /// order is not its usual one.
-fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, r: &Record) -> bool {
+fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, seed: u64, r: &Record) -> bool {
     if r.user_agent == 0 {
         return false;
     }
-    let full = agents.len() >= MAX_AGENTS;
-    let a = match agents.get_mut(&r.user_agent) {
-        Some(a) => a,
-        None if full => return false,
-        None => agents.entry(r.user_agent).or_default(),
-    };
+    if agents.len() >= MAX_AGENTS && !agents.contains_key(&r.user_agent) {
+        evict_agent(agents, seed ^ r.user_agent);
+    }
+    let a = agents.entry(r.user_agent).or_default();
     let order = r.signals.header_order;
     let odd = a.seen >= 50 && a.votes >= 10 && a.order != order;
     // Boyer-Moore majority vote.
@@ -889,6 +944,33 @@ fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, r: &Record) -> bool {
     a.seen = a.seen.saturating_add(1);
     odd
 }
+
+/// Makes room in the full table of agents for a new one: of [`AGENT_SAMPLES`] entries drawn at
+/// places `probe` picks (the agent's hash keyed with the engine's seed, so a replay evicts the same),
+/// the one seen least goes. A flood of made-up agents (each seen once) therefore evicts its own
+/// entries, not the established ones a browser's header order is judged against; before, a full
+/// table took no new agent ever again, and 4,096 made-up agents switched the header-order vote off
+/// for every browser released after them.
+fn evict_agent(agents: &mut BTreeMap<u64, AgentOrder>, probe: u64) {
+    let mut at = probe;
+    let mut victim: Option<(u32, u64)> = None;
+    for _ in 0..AGENT_SAMPLES {
+        at = super::sketch::mix(at);
+        let drawn = agents.range(at..).next().or_else(|| agents.iter().next());
+        if let Some((&k, a)) = drawn {
+            if victim.is_none_or(|(seen, _)| a.seen < seen) {
+                victim = Some((a.seen, k));
+            }
+        }
+    }
+    if let Some((_, k)) = victim {
+        agents.remove(&k);
+    }
+}
+
+/// Entries [`evict_agent`] compares: with a table half full of made-up agents, an established one goes
+/// only when all of them land on established ones (one time in 256).
+const AGENT_SAMPLES: usize = 8;
 
 fn peer_of(sh: &mut Shared, p: &crate::exchange::Principal) -> u32 {
     let role = p.roles.first().map_or("", String::as_str);
@@ -1135,6 +1217,50 @@ fn round(x: f64) -> f64 {
 }
 
 #[cfg(test)]
+mod agents {
+    use super::*;
+
+    fn seen(agents: &mut BTreeMap<u64, AgentOrder>, ua: u64, order: u32) -> bool {
+        let r = Record {
+            at_ms: 0,
+            ip: IpAddr::from([192, 0, 2, 1]),
+            principal: None,
+            claimed: None,
+            route: 0,
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            id_param: None,
+            params_hash: 0,
+            user_agent: ua,
+            signals: crate::activity::Signals { header_order: order, flags: 0 },
+        };
+        agent_vote(agents, 7, &r)
+    }
+
+    /// A flood of made-up agents fills the table; an agent established before it keeps its vote, and one
+    /// that appears after it is still taken and judged (before, a full table took no agent ever again).
+    #[test]
+    fn a_flood_of_made_up_agents_does_not_switch_the_header_order_vote_off() {
+        let mut agents = BTreeMap::new();
+        for _ in 0..100 {
+            assert!(!seen(&mut agents, 1, 7));
+        }
+        for k in 0..3 * MAX_AGENTS as u64 {
+            seen(&mut agents, super::super::sketch::mix(k + 1_000_000), 5);
+            assert!(agents.len() <= MAX_AGENTS);
+        }
+        assert!(seen(&mut agents, 1, 9), "the established agent lost its vote");
+        for _ in 0..60 {
+            assert!(!seen(&mut agents, 2, 7));
+        }
+        assert!(agents.contains_key(&2), "a new agent was not taken");
+        assert!(seen(&mut agents, 2, 9), "the new agent is not judged");
+        assert!(agents.contains_key(&1), "the established agent was evicted");
+    }
+}
+
+#[cfg(test)]
 mod layout {
     use super::*;
 
@@ -1163,7 +1289,7 @@ mod layout {
         // without a bump.)
         assert_eq!(
             (bytes.len(), hash),
-            (1_147_468, 15_915_688_657_368_480_469),
+            (1_147_469, 1_269_266_312_266_244_760),
             "the layout changed: bump SNAPSHOT_VERSION and pin the new figures"
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! - **Hot path.** A finished request's [`Record`] is offered to a bounded queue ([`Anomaly::offer`]):
 //!   a `try_send`, nothing else. A full queue drops the record and counts it
-//!   (`portcullis_anomaly_dropped_total`); the request never waits for the detector.
+//!   (`portcullis_anomaly_dropped_records_total`); the request never waits for the detector.
 //! - **Detector thread.** One per process. It drains the queue in batches into the [`Engine`] (features,
 //!   baselines, detectors), ticks it once a second of record time, and turns each [`Alert`] into the
 //!   configured responses. The engine, the recent alerts and the active actions live in `Lasting`, so
@@ -490,6 +490,26 @@ struct KeptAction {
     fleet: Option<SharedTarget>,
 }
 
+/// The actions row: the actions, and the seed their principals' keys were made with. The state row
+/// is written once a minute and at shutdown; the actions row at every change. So a process killed
+/// before its first state row (or whose state row is lost with its seed) still finds the seed here,
+/// and its principals' actions match again. An earlier build's row is the bare list.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum KeptActions {
+    Seeded { seed: u64, actions: Vec<KeptAction> },
+    Bare(Vec<KeptAction>),
+}
+
+impl KeptActions {
+    fn seed(&self) -> Option<u64> {
+        match self {
+            KeptActions::Seeded { seed, .. } => Some(*seed),
+            KeptActions::Bare(_) => None,
+        }
+    }
+}
+
 impl From<&ActiveAction> for KeptAction {
     fn from(a: &ActiveAction) -> KeptAction {
         KeptAction {
@@ -870,6 +890,18 @@ impl Anomaly {
                 Engine::new(settings.clone())
             }
         };
+        // The actions row, read first: its seed serves when the state row has none to give.
+        let kept_actions = policy.snapshot.as_deref().and_then(|p| match snapshot::load_actions(p) {
+            Ok(Some(bytes)) => serde_json::from_slice::<KeptActions>(&bytes)
+                .inspect_err(|e| tracing::warn!(error = %e, "anomaly: the stored actions were not usable"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "anomaly: the stored actions could not be read");
+                None
+            }
+        });
+        let kept_seed = kept_actions.as_ref().and_then(KeptActions::seed);
         let engine = match policy.snapshot.as_deref().and_then(|p| snapshot::load(p).transpose()) {
             Some(Ok(bytes)) => match Engine::restore(settings.clone(), &bytes) {
                 Ok(e) => {
@@ -878,13 +910,16 @@ impl Anomaly {
                     e
                 }
                 // Another build's layout.
-                Err(e) => afresh(Engine::seed_of(&bytes), "was not usable", &e),
+                Err(e) => afresh(Engine::seed_of(&bytes).or(kept_seed), "was not usable", &e),
             },
             // A row cut short or damaged past its head.
-            Some(Err(e)) => {
-                afresh(policy.snapshot.as_deref().and_then(snapshot::salvage_seed), "could not be read", &e)
-            }
-            None => Engine::new(settings.clone()),
+            Some(Err(e)) => afresh(
+                policy.snapshot.as_deref().and_then(snapshot::salvage_seed).or(kept_seed),
+                "could not be read",
+                &e,
+            ),
+            // None yet (the process before stopped before its first, a minute in): the actions' seed.
+            None => Engine::new(Settings { seed: kept_seed.or(settings.seed), ..settings.clone() }),
         };
         let (tx, rx) = sync_channel(policy.queue);
         let policy = Arc::new(policy);
@@ -923,10 +958,9 @@ impl Anomaly {
             saver: Arc::default(),
             metrics: metrics.clone(),
         });
-        // The actions this node had in force, when the engine they were keyed with came back too.
-        if let (true, Some(path)) = (restored, policy.snapshot.as_deref()) {
-            inner.restore_actions(path);
-        }
+        // The actions this node had in force: a principal's when the engine they were keyed with came
+        // back too.
+        inner.restore_actions(kept_actions, restored);
         let worker = inner.clone();
         let spawned = std::thread::Builder::new().name("anomaly".into()).spawn(move || worker.run(&rx));
         if let Err(e) = spawned {
@@ -1454,32 +1488,26 @@ impl Inner {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
         };
-        serde_json::to_vec(&kept).unwrap_or_default()
+        serde_json::to_vec(&KeptActions::Seeded { seed: self.actions.seed, actions: kept }).unwrap_or_default()
     }
 
     /// Puts back the actions a previous process left in the store, but those that have run out (they
     /// are not announced again: their `set` event was).
-    fn restore_actions(&self, path: &std::path::Path) {
-        let bytes = match snapshot::load_actions(path) {
-            Ok(Some(b)) => b,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "anomaly: the stored actions could not be read");
-                return;
-            }
+    /// An address's action is put back whatever the engine; a principal's only when the engine's seed
+    /// is the one its key was made with (the row's, or for an earlier build's row, `same_seed`: the
+    /// engine came back from the state row with its seed).
+    fn restore_actions(&self, stored: Option<KeptActions>, same_seed: bool) {
+        let Some(stored) = stored else { return };
+        let same_seed = stored.seed().map_or(same_seed, |s| s == self.actions.seed);
+        let kept = match stored {
+            KeptActions::Seeded { actions, .. } | KeptActions::Bare(actions) => actions,
         };
-        let kept: Vec<KeptAction> = match serde_json::from_slice(&bytes) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "anomaly: the stored actions were not usable");
-                return;
-            }
-        };
+        let kept = kept.into_iter().filter(|k| same_seed || k.key.is_none());
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
         let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         // Not the fleet's: those come back from its shared list (where a lift made while this node
         // was down has already taken them out) and the guard's bans.
-        for k in kept.into_iter().filter(|k| k.expires_ms > now && !k.shared) {
+        for k in kept.filter(|k| k.expires_ms > now && !k.shared) {
             let Some(a) = k.into_action() else { continue };
             let slot: ActionKey = (a.kind, a.key, if a.key.is_some() { String::new() } else { a.target.clone() });
             self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
@@ -1691,7 +1719,7 @@ impl Inner {
             let old = list.remove(&slot);
             let (mut detector, mut rate, mut throttle) = (a.detector.id(), rate, throttle);
             if let Some(o) =
-                old.as_ref().filter(|o| o.throttle.zip(throttle).is_some_and(|(was, now)| was.interval > now.interval))
+                old.as_ref().filter(|o| o.throttle.zip(throttle).is_some_and(|(was, now)| stricter(was, now)))
             {
                 (detector, rate, throttle) = (o.detector, o.rate.clone(), o.throttle);
             }
@@ -1947,9 +1975,7 @@ impl Inner {
                     "throttle" => {
                         if let Some(rate) = a.throttle {
                             e.throttle = Some(match e.throttle {
-                                Some((r, until)) if (r.interval, rate.burst) >= (rate.interval, r.burst) => {
-                                    (r, until.max(a.expires_ms))
-                                }
+                                Some((r, until)) if !stricter(rate, r) => (r, until.max(a.expires_ms)),
                                 Some((_, until)) => (rate, until.max(a.expires_ms)),
                                 None => (rate, a.expires_ms),
                             });
@@ -2273,6 +2299,13 @@ mod snapshot {
     }
 }
 
+/// Whether throttle rate `a` is stricter than `b`: the longer interval, or the same interval and the
+/// smaller burst (a 1/s throttle with a burst of 60 lets sixty requests through at once where one
+/// with a burst of 1 lets one).
+fn stricter(a: gcra::Rate, b: gcra::Rate) -> bool {
+    (a.interval, b.burst) > (b.interval, a.burst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2407,6 +2440,31 @@ mod tests {
         assert!(a.actions().is_empty());
         assert!(inner.actions.view.load().ips.is_empty());
         assert_eq!(inner.actions.next_expiry.load(Relaxed), u64::MAX);
+    }
+
+    /// Two throttles of one interval (1/s with a burst of 1, 60/m with a burst of 60): the smaller burst
+    /// is the stricter and holds, whichever came first (the interval alone was compared, and the later
+    /// alert's burst of 60 replaced the burst of 1).
+    #[test]
+    fn a_throttle_of_the_same_interval_with_a_smaller_burst_is_the_stricter() {
+        let yaml = "mode: enforce\ndetectors:\n  enumeration: { actions: [log, throttle], throttle: 1/s }\n  volumetric: { actions: [log, throttle], throttle: 60/m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let now = wall_ms();
+        for order in [[Detector::Enumeration, Detector::Volumetric], [Detector::Volumetric, Detector::Enumeration]] {
+            let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+            let inner = &a.inner;
+            let ip: IpAddr = "198.51.100.7".parse().unwrap();
+            inner.raise(alert(order[0], ip, now));
+            inner.raise(alert(order[1], ip, now + 1_000));
+            let listed = a.actions();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].detector, "enumeration", "{order:?}");
+            inner.rebuild_view();
+            let view = inner.actions.view.load();
+            let (_, entry) = view.address(ip).next().expect("in force");
+            let (rate, _) = entry.throttle.expect("a throttle");
+            assert_eq!((rate.interval, rate.burst), (1_000_000_000, 1), "{order:?}");
+        }
     }
 
     /// A challenge raised again while its window still holds the evidence from before it began keeps

@@ -65,7 +65,10 @@ pub(crate) struct State {
     pub(crate) s403: u16,
     pub(crate) s404: u16,
     pub(crate) s429: u16,
-    pub(crate) new_routes: u16,
+    /// Routes new to the entity this minute: at most 128 in its life (`known_routes`), so a byte (a
+    /// snapshot from when it was a `u16` is read the same way).
+    #[serde(deserialize_with = "saturating")]
+    pub(crate) new_routes: u8,
     /// Detectors that alerted in this window (bits by `Detector as u16`): their windows do not teach
     /// the baselines.
     pub(crate) alerted: u16,
@@ -130,7 +133,10 @@ pub(crate) struct State {
 
     // Enumeration: the monotonic run of `id_param`.
     pub(crate) last_id: u64,
-    pub(crate) run: u16,
+    /// (Saturating at 255, far past the 20 that fires; a snapshot from when it was a `u16` is read
+    /// the same way.)
+    #[serde(deserialize_with = "saturating")]
+    pub(crate) run: u8,
     pub(crate) run_dir: i8,
     /// The route the run follows: ids on other routes (a search between two reads) do not break it.
     #[serde(default)]
@@ -163,6 +169,10 @@ pub(crate) struct State {
     /// Requests in the current clock hour.
     #[serde(default)]
     pub(crate) hour_requests: u16,
+    /// 401 answers in the current clock hour (credential stuffing that keeps each minute under its
+    /// limit, all day).
+    #[serde(default)]
+    pub(crate) hour_401: u16,
     /// Consecutive closed minutes with at least 4 requests (light) and 30 (heavy): a client that never
     /// stops.
     pub(crate) streak_light: u16,

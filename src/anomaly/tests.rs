@@ -223,6 +223,55 @@ fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
     }
 }
 
+/// A stuffing run that keeps every minute under the 401 tier's 30, all day (29 failed logins a minute,
+/// 1,740 an hour, on a form the gateway cannot read): found on the clock hour's tier, 300, by the
+/// eleventh minute of every hour it works through, also when padded with twice as many requests for a
+/// public page. A client that retries a revoked key every 30 s for hours (120 an hour) stays quiet,
+/// and so does an office whose ten people mistype now and then.
+#[test]
+fn credential_stuffing_under_the_minutes_limit_all_day_is_found_on_the_hour() {
+    let start = T0 + 3_600_000; // 09:00: a clock hour begins
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 5, 1);
+    let (plain, padded) = ([203, 0, 113, 10], [203, 0, 113, 11]);
+    for i in 0..3 * 60 * 29u64 {
+        let at = start + i * 60_000 / 29;
+        rs.push(rec(at, plain, 401));
+        rs.push(rec(at, padded, 401));
+        rs.push(rec(at + 1, padded, 200));
+        rs.push(rec(at + 2, padded, 200));
+    }
+    rs.extend((0..3 * 120u64).map(|i| {
+        let mut r = rec(start + i * 30_000, [198, 51, 100, 6], 401);
+        r.claimed = Some("revoked-key".into());
+        r
+    }));
+    let people: Vec<_> = (0..10).map(|k| person(&format!("office-{k}"), PrincipalKind::Jwt)).collect();
+    rs.extend((0..3 * 600u64).map(|i| {
+        let mut r = rec(start + i * 6_000, [198, 51, 100, 7], if i % 20 == 0 { 401 } else { 200 });
+        if r.status == 200 {
+            r.principal = Some(people[(i % 10) as usize].clone());
+        }
+        r
+    }));
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    for ip in [plain, padded] {
+        let ip = IpAddr::from(ip);
+        let mine: Vec<_> = hits.iter().filter(|a| a.ip == Some(ip)).collect();
+        let first = mine.first().unwrap_or_else(|| panic!("{ip} not found: {alerts:#?}"));
+        assert_eq!((first.feature, first.observed, first.window_s), ("failed_authentications_in_hour", 300.0, 3600));
+        // The 300th refusal: 299 / 29 minutes after the hour began.
+        assert_eq!(first.at_ms, start + 299 * 60_000 / 29);
+        explained(first);
+        for h in 0..3 {
+            let hour = start + h * 3_600_000;
+            assert!(mine.iter().any(|a| (hour..hour + 11 * 60_000).contains(&a.at_ms)), "{ip}, hour {h}: {mine:#?}");
+        }
+    }
+    assert!(hits.iter().all(|a| a.ip == Some(IpAddr::from(plain)) || a.ip == Some(IpAddr::from(padded))), "{hits:#?}");
+}
+
 /// Stuffing spread over one IPv6 site's networks: 40 /64s of a /56, each trying three key ids in ten
 /// minutes (under every address tier), or failing one login a minute, are found on the site, which a
 /// ban then covers whole. The same from one /64 is that network's finding only, also when two other
@@ -370,6 +419,40 @@ fn credential_stuffing_spread_over_many_addresses_is_found_on_the_route() {
     assert_eq!((a.entity.kind, &*a.entity.label), (EntityKind::Route, "7"));
     assert_eq!((a.feature, a.observed, a.ip), ("failed_authentications_on_route", 100.0, None));
     explained(a);
+    // Spread over four routes as well (a credential the gateway checks works on any): 60 addresses,
+    // one failure on each route a minute, each route at 60 and each address at 4, under every tier of
+    // its own: found on all routes together ("*") once their usual 401s are known (an hour learnt),
+    // and not while they are not (all routes' answers make no share). The first case above (one
+    // route over its limit) stays that route's alert alone.
+    let spread_wide = |start: u64, minutes: u64| -> Vec<Record> {
+        let mut rs = Vec::new();
+        for m in 0..minutes {
+            for k in 0..240u64 {
+                let a = k % 60;
+                let mut r = rec(start + m * 60_000 + k * 200, [203, 0, 2, a as u8 + 1], 401);
+                r.route = 20 + (k / 60) as u16;
+                rs.push(r);
+            }
+        }
+        rs
+    };
+    let late = T0 + 150 * 60_000;
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 3, 1);
+    rs.extend(spread_wide(late, 2));
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert_eq!(hits.len(), 1, "{alerts:#?}");
+    let a = hits[0];
+    assert_eq!((a.entity.kind, &*a.entity.label), (EntityKind::Route, "*"));
+    assert_eq!((a.feature, a.observed, a.ip), ("failed_authentications_on_all_routes", 100.0, None));
+    assert!(a.at_ms < late + 60_000);
+    explained(a);
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 3, 1);
+    rs.extend(spread_wide(T0 + 10 * 60_000, 2));
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "not learnt yet: {alerts:#?}");
     // A third of the answers: quiet; 5 addresses, 36 each: the address tier's, not the route's.
     let mut engine = Engine::new(settings());
     let mut rs = spread(8, 60, 3, 2);
@@ -608,6 +691,48 @@ fn volumetric_a_client_that_never_stops() {
     assert!(hits
         .iter()
         .all(|a| a.principal.as_deref() == Some("slow-scraper") || a.ip == Some("10.2.0.9".parse().unwrap())));
+}
+
+/// A client that scrapes from its first minute, 29 requests a minute in no order, keeps under both
+/// rate floors and every streak (it is active in every minute of its life, so the light streak never
+/// judges it): found on the clock hour's 1,200. A poller every 3 s (1,200 an hour) reaches the floor
+/// while it is new, and keeps its pace unjudged once a day of its own history sets its limit.
+#[test]
+fn volumetric_a_client_born_scraping_is_found_on_the_hour() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 2, 3);
+    let scraper = [203, 0, 113, 20];
+    rs.extend((0..2 * 60 * 29u64).map(|i| {
+        let mut r = rec(T0 + i * 60_000 / 29, scraper, 200);
+        let id = sketch::mix(i) % 1_000_000;
+        (r.id_param, r.params_hash) = (Some(id), id + 1);
+        r
+    }));
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Volumetric);
+    let first = hits.first().unwrap_or_else(|| panic!("not found: {alerts:#?}"));
+    assert_eq!(first.ip, Some(IpAddr::from(scraper)));
+    assert_eq!((first.feature, first.observed, first.window_s), ("requests_in_hour", 1200.0, 3600));
+    assert_eq!(first.at_ms, T0 + 1199 * 60_000 / 29);
+    explained(first);
+    assert!(hits.iter().all(|a| a.ip == Some(IpAddr::from(scraper))), "{hits:#?}");
+
+    let mut engine = Engine::new(settings());
+    let poller = person("fast-poller", PrincipalKind::ApiKey);
+    let mut rs: Vec<Record> = (0..30 * 1200u64)
+        .map(|i| {
+            let mut r = rec(T0 + i * 3_000, [198, 51, 100, 30], 200);
+            r.principal = Some(poller.clone());
+            (r.id_param, r.params_hash) = (Some(7), 8);
+            r
+        })
+        .collect();
+    let alerts = run(&mut engine, &mut rs);
+    let day = T0 + 24 * 3_600_000 + 60_000;
+    let hits = only(&alerts, Detector::Volumetric);
+    assert!(hits.iter().any(|a| a.feature == "requests_in_hour"), "a new client at the floor: {hits:#?}");
+    let late: Vec<_> = hits.iter().filter(|a| a.at_ms >= day).collect();
+    assert!(late.is_empty(), "{late:#?}");
 }
 
 #[test]
@@ -2064,8 +2189,8 @@ fn snapshots_are_compact_and_the_json_of_earlier_builds_is_still_read() {
     // Another version (another layout) is not read, but its seed is: the engine that starts afresh
     // keeps the keys the actions in force were set with.
     let mut later = bin.clone();
-    assert_eq!(later[4], 3, "the version leads the encoding");
-    later[4] = 4;
+    assert_eq!(later[4], 4, "the version leads the encoding");
+    later[4] = 5;
     assert!(Engine::restore(settings(), &later).is_err());
     assert_eq!(Engine::seed_of(&later), Some(engine.seed()));
     assert_eq!(Engine::seed_of(&json), Some(engine.seed()));

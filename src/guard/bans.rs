@@ -633,7 +633,9 @@ impl Bans {
         for (target, until, reason) in merged {
             let already = match &target {
                 Target::Principal(p) => set.principals.get(p).is_some_and(|u| *u >= until),
-                t => t.net().is_some_and(|n| set.nets.get(n.network()).is_some_and(|u| u >= until)),
+                // The whole block, not its first address: a longer ban on one /64 of a /56 leaves
+                // the other 255 open.
+                t => t.net().is_some_and(|n| set.nets.covered_until(n).is_some_and(|u| u >= until)),
             };
             if already {
                 continue;
@@ -930,6 +932,22 @@ mod tests {
         }
         assert_eq!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().len(), 3_001);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A ban on a /56 while a longer ban holds its first /64: the /56 is banned, not taken for banned
+    /// already (the first address alone was looked up, and the other 255 /64s stayed open).
+    #[test]
+    fn a_wider_ban_is_added_while_a_longer_one_holds_its_first_address() {
+        let bans = Arc::new(Bans::empty(None));
+        let now = now_ms();
+        let net = |s: &str| Target::Prefix(s.parse().unwrap());
+        assert_eq!(bans.add_many_here(vec![(net("2001:db8:1:200::/64"), now + 3_600_000, "first".into())]), 1);
+        assert_eq!(bans.add_many_here(vec![(net("2001:db8:1:200::/56"), now + 900_000, "site".into())]), 1);
+        assert_eq!(bans.ip_banned(ip("2001:db8:1:2ff::1")), Some(now + 900_000));
+        assert_eq!(bans.ip_banned(ip("2001:db8:1:200::1")), Some(now + 3_600_000));
+        // Within a block banned for longer, a ban adds nothing.
+        assert_eq!(bans.add_many_here(vec![(net("2001:db8:1:2aa::/64"), now + 600_000, "inside".into())]), 0);
+        assert_eq!(bans.add_many_here(vec![(Target::Ip(ip("2001:db8:1:2aa::9")), now + 600_000, "x".into())]), 0);
     }
 
     #[test]

@@ -182,6 +182,30 @@ impl<K: Key, V: Copy + PartialEq> Ranges<K, V> {
         (key <= self.bounds[i].1).then(|| self.values[i])
     }
 
+    /// The smallest value over `[start, end]` when the ranges hold every key of it; `None` when any
+    /// key of it is held by none. Walks the ranges inside the span.
+    pub fn min_covering(&self, start: K, end: K) -> Option<V>
+    where
+        V: Ord,
+    {
+        let mut i = self.bounds.partition_point(|(s, _)| *s <= start).checked_sub(1)?;
+        let mut at = start;
+        let mut min: Option<V> = None;
+        loop {
+            let (s, e) = *self.bounds.get(i)?;
+            if s > at || e < at {
+                return None;
+            }
+            let v = self.values[i];
+            min = Some(min.map_or(v, |m| m.min(v)));
+            if e >= end {
+                return min;
+            }
+            at = e.succ()?;
+            i += 1;
+        }
+    }
+
     /// The number of disjoint ranges.
     pub fn len(&self) -> usize {
         self.bounds.len()
@@ -255,6 +279,31 @@ impl<V: Copy + PartialEq> IpSet<V> {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.get(ip).is_some()
+    }
+
+    /// The smallest combined value over every address of `net` when blocks hold all of them (for ban
+    /// expiries: until when the whole block is banned already); `None` when any address of it is held
+    /// by none. Looking up the block's first address alone would take a ban on one /64 for a ban on
+    /// its whole /56. (Many blocks longer than /64 that together cover a /64 or a wider block are not
+    /// counted: `None`, the safe answer for a caller deciding whether a new block adds anything.)
+    pub fn covered_until(&self, net: IpNet) -> Option<V>
+    where
+        V: Ord,
+    {
+        match canonical(net) {
+            IpNet::V4(n) => self.v4.min_covering(u32::from(n.network()), u32::from(n.broadcast())),
+            IpNet::V6(n) => {
+                let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+                if n.prefix_len() <= 64 {
+                    return self.v6.min_covering((lo >> 64) as u64, (hi >> 64) as u64);
+                }
+                // Within one /64: a block of /64 or shorter holds all of it, or the longer blocks do.
+                match (self.v6.get((lo >> 64) as u64), self.v6_long.min_covering(lo, hi)) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                }
+            }
+        }
     }
 
     /// Disjoint ranges held (after merging).

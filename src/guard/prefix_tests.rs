@@ -163,3 +163,53 @@ fn an_indexed_table_matches_a_scan_also_when_clustered() {
         assert_eq!(set.get(p), naive(&nets, p), "{p}");
     }
 }
+
+/// Whether a block is banned whole: a ban on the first /64 of a /56 is not a ban on the /56 (the other
+/// 255 stay open); nested blocks give the smallest value over the block; IPv4-mapped blocks are IPv4.
+#[test]
+fn a_block_is_covered_only_when_all_of_it_is() {
+    let e = |s: &str| parse_entry(s).unwrap();
+    let s = IpSet::build(vec![(e("2001:db8:1:200::/64"), 9u64)], u64::max);
+    assert_eq!(s.get(ip("2001:db8:1:200::")), Some(9), "the /56's first address");
+    assert_eq!(s.covered_until(e("2001:db8:1:200::/56")), None);
+    assert_eq!(s.covered_until(e("2001:db8:1:200::/64")), Some(9));
+    assert_eq!(s.covered_until(e("2001:db8:1:200::7/128")), Some(9));
+    let s = IpSet::build(vec![(e("2001:db8:1:200::/56"), 5u64), (e("2001:db8:1:2ff::/64"), 9)], u64::max);
+    assert_eq!(s.covered_until(e("2001:db8:1:200::/56")), Some(5));
+    assert_eq!(s.covered_until(e("2001:db8:1:2ff::/64")), Some(9));
+    assert_eq!(s.covered_until(e("2001:db8:1::/48")), None);
+    // Longer than /64: the /64 holds it, or the longer blocks do, all of it.
+    let s = IpSet::build(vec![(e("2001:db8::/97"), 3u64), (e("2001:db8::8000:0/97"), 4)], u64::max);
+    assert_eq!(s.covered_until(e("2001:db8::/96")), Some(3));
+    assert_eq!(s.covered_until(e("2001:db8::/95")), None);
+    let s =
+        IpSet::build(vec![(e("10.0.0.0/25"), 7u64), (e("10.0.0.128/25"), 2), (e("::ffff:10.0.1.0/120"), 1)], u64::max);
+    assert_eq!(s.covered_until(e("10.0.0.0/24")), Some(2));
+    assert_eq!(s.covered_until(e("10.0.0.0/23")), Some(1));
+    assert_eq!(s.covered_until(e("10.0.0.0/22")), None);
+    assert_eq!(s.covered_until(e("::ffff:10.0.0.128/121")), Some(2));
+    assert_eq!(s.covered_until(e("10.0.0.5/32")), Some(7));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `covered_until` against every address of small IPv4 blocks: the smallest value, or none when
+    /// one address is held by no block.
+    #[test]
+    fn covered_until_matches_every_address(
+        nets in proptest::collection::vec(((0u32..65_536), 16u8..=32, any::<u16>()), 0..24),
+        probes in proptest::collection::vec(((0u32..65_536), 20u8..=32), 1..8),
+    ) {
+        let net = |a: u32, len: u8| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | a), len).unwrap().trunc());
+        let nets: Vec<(IpNet, u16)> = nets.into_iter().map(|(a, len, v)| (net(a, len), v)).collect();
+        let set = IpSet::build(nets.iter().copied(), u16::max);
+        for (a, len) in probes {
+            let block = net(a, len);
+            let IpNet::V4(b) = block else { unreachable!() };
+            let each: Option<Vec<u16>> =
+                (u32::from(b.network())..=u32::from(b.broadcast())).map(|x| naive(&nets, IpAddr::V4(Ipv4Addr::from(x)))).collect();
+            prop_assert_eq!(set.covered_until(block), each.and_then(|v| v.into_iter().min()), "{}", block);
+        }
+    }
+}

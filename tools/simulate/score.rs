@@ -197,6 +197,11 @@ impl Scorer {
                     .ok()
                     .or_else(|| model::ROUTES.iter().position(|r| r.0 == s.label).map(|x| x as u16))
                     .is_some_and(|r| self.routes[i].contains(&r));
+            // All routes together ("*"): about any login attack under way.
+            let all_routes = s.kind == "route"
+                && s.label == "*"
+                && matches!(a.class, Class::CredentialStuffing | Class::PasswordSpraying);
+            let route_hit = route_hit || all_routes;
             if ip_hit || who_hit || route_hit {
                 out.push(i);
             }
