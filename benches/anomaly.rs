@@ -59,6 +59,7 @@ fn record(at_ms: u64, ip: IpAddr, principal: Option<Arc<Principal>>, s: Signals,
         params_hash: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         user_agent: ua,
         signals: s,
+        in_force: false,
     }
 }
 

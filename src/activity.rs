@@ -43,6 +43,10 @@ pub struct Record {
     pub user_agent: u64,
     /// Automation signals taken from the request head.
     pub signals: Signals,
+    /// Refused by an anomaly action in force (a ban, a throttle, a challenge): the stage's own answer,
+    /// not evidence of a failed credential. A challenged owner whose app keeps polling with its old
+    /// token must not turn the challenge into a stuffing ban of its address.
+    pub in_force: bool,
 }
 
 /// What the request head says about automation, computed on the data path by [`signals`].

@@ -208,11 +208,13 @@ fn stuffing_tiers(st: &State, limits: (f64, f64), padded: bool) -> [Finding; 4] 
 }
 
 /// 401 answers to one address in the clock hour that make it credential stuffing (at half its
-/// requests or more, or many for the principals it served, as the minute's tier): about 5 a minute
-/// all hour. A client retrying with a revoked key every 30 s makes 120; an attacker who keeps under
-/// the minute's 30 made 1,740 an hour, all day, before this tier, and is now found by the eleventh
-/// minute of every clock hour it works through.
-const HOUR_FAILED: f64 = 300.0;
+/// requests or more, or many for the principals it served, as the minute's tier): 10 a minute all
+/// hour. A client that polls with a dead credential every 10 s (a dashboard whose session expired,
+/// an integration with a revoked key) makes 360, under it; 300 would have banned it (a review's
+/// finding). An attacker who keeps under the minute's 30 made 1,740 an hour, all day, before this
+/// tier, and is now found by the 21st minute of every clock hour it works through. Refusals by an
+/// action in force (a challenge) are not counted (`Record::in_force`).
+const HOUR_FAILED: f64 = 600.0;
 
 /// 401 answers to one address in a minute that make it credential stuffing when they are half its
 /// requests or more: a person who mistypes a password, or a client whose token expired and retries a
@@ -293,8 +295,12 @@ const TEN_MINUTE_FLOOR: f64 = 800.0;
 /// stops (29 a minute from its first minute: the light streak never judges an entity active in
 /// every minute of its life) reaches it in about 41 minutes.
 const HOUR_FLOOR: f64 = 1200.0;
-/// Active minutes in the clock hour before [`HOUR_FLOOR`] judges it.
+/// Active minutes in the clock hour from which [`HOUR_FLOOR`] judges it (one and a half times the
+/// floor before).
 const HOUR_ACTIVE_MINUTES: u8 = 30;
+/// Distinct objects (path parameters) in the minute up to which an entity's own usual hour can raise
+/// the floor.
+const HOUR_OWN_OBJECTS: f64 = 4.0;
 
 /// At most this many principals share an address's fixed volumetric floors.
 const SHARERS: f64 = 4.0;
@@ -358,9 +364,9 @@ pub(crate) fn duty(st: &State) -> f64 {
 ///   an entity active in most minutes of its life;
 /// - sequential reads: a monotonic run of 20 ids on one route (steps of at most 16), whatever the
 ///   answers: a copy of the catalogue in id order;
-/// - the clock hour: requests over 1,200 per principal (an address's [`sharers`]) or, with a day of
-///   the entity's own history, over six times its usual hour, once the entity has been active in 30
-///   minutes of it.
+/// - the clock hour: 1,200 requests or more per principal an address served (up to four), 1,800
+///   while the entity has been active in under 30 minutes of the hour; or, with a day of the entity's
+///   own history and a few objects a minute, six times its usual hour when higher.
 pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let r1 = f64::from(st.req);
     let r10 = st.req10.ten();
@@ -403,13 +409,22 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     let heavy = f64::from(st.streak_heavy) + if busy(st) { 1.0 } else { 0.0 };
     // The clock hour: a fixed floor per principal, and for an entity with a day of its own history
     // six times its usual hour (ten minutes' worth at its active minutes, six times over), so that a
-    // client that has always polled fast keeps its pace. Not the light streak's exemption: an entity
-    // born scraping (active every minute of its life) has no other limit under the rate's floors.
+    // client that has always polled fast keeps its pace; but only while it reads a few objects a
+    // minute (a poller re-reads its own), or a client born scraping would learn its scraping as its
+    // usual hour in a day and go unjudged after it. Not the light streak's exemption: an entity born
+    // scraping (active every minute of its life) has no other limit under the rate's floors.
     let day_old = st.minute.saturating_sub(st.first_s / 60) >= 24 * 60;
-    let own_hour = if st.active >= WARM && day_old { 36.0 * st.rate10.mean() } else { 0.0 };
-    // Only a client busy most of the hour: a batch or a burst that fills a few minutes of an hour
-    // (1,275 requests by a key whose usual hour is 112, on the simulator) is the rate floors' to judge.
-    let hour = if st.hour_minutes >= HOUR_ACTIVE_MINUTES { f64::from(st.hour_requests) } else { 0.0 };
+    let few_objects = super::sketch::distinct32(st.params) <= HOUR_OWN_OBJECTS;
+    let own_hour = if st.active >= WARM && day_old && few_objects { 36.0 * st.rate10.mean() } else { 0.0 };
+    // One and a half times the floor for a client active in under half the hour: a batch or a burst
+    // that fills a few minutes of an hour (1,275 requests by a key whose usual hour is 112, on the
+    // simulator) is the rate floors' to judge; 199 a minute in 12 minutes of every hour is not.
+    let gate = if st.hour_minutes >= HOUR_ACTIVE_MINUTES { 1.0 } else { 1.5 };
+    // An address's principals over ten minutes, up to four, whether or not it also served anonymous
+    // requests: an office whose tokens expire now and then is not held to one share an hour (a flood
+    // riding four cheap keys' shares is still held by the minute's and ten minutes' floors).
+    let hour_shares = if st.kind == Kind::Ip { st.ring_b.ten().round().clamp(1.0, SHARERS) } else { 1.0 };
+    let hour = f64::from(st.hour_requests);
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [
         f("requests", r1, own1.max(MINUTE_FLOOR * sharers(st, false)), base1, basis, 60),
@@ -418,9 +433,9 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
         streak("active_minutes_in_a_row", light, light_limit),
         f("sequential_ids_read", walk, SEQUENTIAL_READS, SEQUENTIAL_READS, FIXED, 600),
         f(
-            "requests_in_hour",
+            "requests_in_clock_hour",
             hour,
-            own_hour.max(HOUR_FLOOR * sharers(st, true)),
+            own_hour.max(gate * HOUR_FLOOR * hour_shares),
             if own_hour > 0.0 { own_hour / 6.0 } else { HOUR_FLOOR },
             if own_hour > 0.0 { OWN } else { FIXED },
             3600,

@@ -152,6 +152,12 @@ fn route_failed_limit(r: &RouteStats) -> f64 {
     (m + 6.0 * sd).max(4.0 * m).max(ROUTE_FAILED)
 }
 
+/// A 401 that authentication (or the upstream) answered: one the stage answered for an action in force
+/// (a challenge) is not a failed credential.
+fn refused(r: &Record) -> bool {
+    r.status == 401 && !r.in_force
+}
+
 /// The label of the alert on all routes together.
 const ALL_ROUTES: &str = "*";
 
@@ -262,12 +268,9 @@ pub(crate) struct Shared {
     /// day: the population's daily rhythm, which tells a night from an evening.
     #[serde(default)]
     pub(crate) day: [u64; 24],
-    /// All routes' 401 answers together, judged as one route's ([`Engine::route_failures`]) ...
+    /// All routes' 401 answers together, judged as one route's ([`Engine::route_failures`]).
     #[serde(default)]
     all_routes: RouteStats,
-    /// ... except in a minute (plus one; 0: none yet) in which a route went over its own limit.
-    #[serde(default)]
-    route_over_minute: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,7 +340,6 @@ impl Engine {
             day: [0; 24],
             id_model: Forest::new(seed ^ 0x2222),
             all_routes: RouteStats::default(),
-            route_over_minute: 0,
         };
         Engine::with_shared(settings, shared)
     }
@@ -400,7 +402,7 @@ impl Engine {
         // a network over its own limit (that network is found and banned on its own).
         if let (Some((site_key, site_net)), false) = (site, address_stuffing) {
             let claimed = claimed_key.filter(|_| failing);
-            let feeds = claimed.is_some() || record.status == 401;
+            let feeds = claimed.is_some() || refused(record);
             let st = if feeds {
                 let (st, fresh) = self.table.touch(site_key);
                 if fresh {
@@ -468,9 +470,9 @@ impl Engine {
     /// ([`failures_in_minute`]). All routes: stuffing spread over several routes (a credential the
     /// gateway checks works on any of them), each under its route's tier. Judged only against their
     /// usual 401s (once 60 minutes are learnt), never at the half-share floor: unrelated routes' answers
-    /// do not make a share. Not alerted in a minute in which a route is over its own limit (that
-    /// route's alert says it), and not fed by an address over its own stuffing limit
-    /// (`address_stuffing`: its alert says it).
+    /// do not make a share. Not fed by a route over its own limit in the minute, nor by an address over
+    /// its own stuffing limit (`address_stuffing`): their alerts say it, and a decoy route kept over its
+    /// limit hides nothing of the others.
     fn route_failures(&mut self, record: &Record, ip_key: u64, address_stuffing: bool, alerts: &mut Vec<Alert>) {
         let settings = &self.settings;
         let sh = &mut self.shared;
@@ -479,12 +481,9 @@ impl Engine {
         let net = 1u64 << (super::sketch::mix(ip_key) % 64);
         let label = || Arc::from(record.route.to_string());
         let on_route = Some((label, "failed_authentications_on_route"));
-        if failures_in_minute(r, record.status == 401, true, record, minute, net, settings, on_route, alerts) {
-            sh.route_over_minute = minute.saturating_add(1);
-        }
-        let quiet = sh.route_over_minute != minute.saturating_add(1);
-        let all = quiet.then_some((|| Arc::from(ALL_ROUTES), "failed_authentications_on_all_routes"));
-        let failed = record.status == 401 && !address_stuffing;
+        let route_over = failures_in_minute(r, refused(record), true, record, minute, net, settings, on_route, alerts);
+        let all = Some((|| Arc::from(ALL_ROUTES), "failed_authentications_on_all_routes"));
+        let failed = refused(record) && !address_stuffing && !route_over;
         failures_in_minute(&mut sh.all_routes, failed, false, record, minute, net, settings, all, alerts);
     }
 
@@ -832,7 +831,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     st.req = st.req.saturating_add(1);
     st.hour_requests = st.hour_requests.saturating_add(1);
     match r.status {
-        401 => {
+        401 if !r.in_force => {
             st.s401 = st.s401.saturating_add(1);
             st.hour_401 = st.hour_401.saturating_add(1);
         }
@@ -926,10 +925,13 @@ fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, seed: u64, r: &Record) -> 
     if r.user_agent == 0 {
         return false;
     }
-    if agents.len() >= MAX_AGENTS && !agents.contains_key(&r.user_agent) {
-        evict_agent(agents, seed ^ r.user_agent);
+    // Keyed with the seed: an attacker who reads the (unkeyed) agent hash cannot place its made-up
+    // agents right after established ones, where the eviction's samples would pass them by.
+    let key = super::sketch::mix(seed ^ r.user_agent);
+    if agents.len() >= MAX_AGENTS && !agents.contains_key(&key) {
+        evict_agent(agents, key);
     }
-    let a = agents.entry(r.user_agent).or_default();
+    let a = agents.entry(key).or_default();
     let order = r.signals.header_order;
     let odd = a.seen >= 50 && a.votes >= 10 && a.order != order;
     // Boyer-Moore majority vote.
@@ -946,7 +948,7 @@ fn agent_vote(agents: &mut BTreeMap<u64, AgentOrder>, seed: u64, r: &Record) -> 
 }
 
 /// Makes room in the full table of agents for a new one: of [`AGENT_SAMPLES`] entries drawn at
-/// places `probe` picks (the agent's hash keyed with the engine's seed, so a replay evicts the same),
+/// places `probe` picks (the agent's key, its hash mixed with the engine's seed: a replay evicts the same),
 /// the one seen least goes. A flood of made-up agents (each seen once) therefore evicts its own
 /// entries, not the established ones a browser's header order is judged against; before, a full
 /// table took no new agent ever again, and 4,096 made-up agents switched the header-order vote off
@@ -1123,6 +1125,7 @@ fn tick_record(at_ms: u64) -> Record {
         params_hash: 0,
         user_agent: 0,
         signals: Signals::default(),
+        in_force: false,
     }
 }
 
@@ -1234,6 +1237,7 @@ mod agents {
             params_hash: 0,
             user_agent: ua,
             signals: crate::activity::Signals { header_order: order, flags: 0 },
+            in_force: false,
         };
         agent_vote(agents, 7, &r)
     }
@@ -1254,9 +1258,10 @@ mod agents {
         for _ in 0..60 {
             assert!(!seen(&mut agents, 2, 7));
         }
-        assert!(agents.contains_key(&2), "a new agent was not taken");
+        let key = |ua: u64| super::super::sketch::mix(7 ^ ua);
+        assert!(agents.contains_key(&key(2)), "a new agent was not taken");
         assert!(seen(&mut agents, 2, 9), "the new agent is not judged");
-        assert!(agents.contains_key(&1), "the established agent was evicted");
+        assert!(agents.contains_key(&key(1)), "the established agent was evicted");
     }
 }
 

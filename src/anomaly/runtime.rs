@@ -910,11 +910,12 @@ impl Anomaly {
                     e
                 }
                 // Another build's layout.
-                Err(e) => afresh(Engine::seed_of(&bytes).or(kept_seed), "was not usable", &e),
+                // The actions row's seed first: the actions are what is left to keep.
+                Err(e) => afresh(kept_seed.or(Engine::seed_of(&bytes)), "was not usable", &e),
             },
             // A row cut short or damaged past its head.
             Some(Err(e)) => afresh(
-                policy.snapshot.as_deref().and_then(snapshot::salvage_seed).or(kept_seed),
+                kept_seed.or_else(|| policy.snapshot.as_deref().and_then(snapshot::salvage_seed)),
                 "could not be read",
                 &e,
             ),
@@ -1078,6 +1079,7 @@ impl Anomaly {
             params_hash,
             user_agent: head.user_agent,
             signals: head.signals,
+            in_force: refused_in_force,
         }
     }
 

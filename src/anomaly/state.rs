@@ -233,8 +233,16 @@ impl Narrowed for u32 {
     const MAX: u32 = u32::MAX;
 }
 
-/// A `u64` in a snapshot read as a narrower counter, capped at its maximum.
-fn saturating<'de, D: serde::Deserializer<'de>, T: Narrowed>(d: D) -> Result<T, D::Error> {
+/// A counter narrowed since older snapshots were written: from JSON (earlier builds' snapshots), a
+/// `u64` capped at its maximum; from postcard (this layout's, versioned), the type itself. Postcard
+/// writes a `u8` as one raw byte and reads a `u64` as a varint, so reading a `u8` of 128 or more as a
+/// `u64` took the next field's byte too, and the whole snapshot failed to decode: one id walk of 128
+/// (`run`) or a client busy 128 minutes in a row (`streak_heavy`) cost the engine everything it had
+/// learnt at the next restart.
+fn saturating<'de, D: serde::Deserializer<'de>, T: Narrowed + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    if !d.is_human_readable() {
+        return T::deserialize(d);
+    }
     let v = <u64 as Deserialize>::deserialize(d)?;
     Ok(T::try_from(v).unwrap_or(T::MAX))
 }
@@ -290,6 +298,22 @@ mod tests {
         }
         assert_eq!(serde_json::from_str::<B>(r#"{"v": 300}"#).unwrap().v, u8::MAX);
         assert_eq!(serde_json::from_str::<B>(r#"{"v": 7}"#).unwrap().v, 7);
+    }
+
+    /// The narrowed counters at 128 and over survive postcard (a raw byte, not a varint).
+    #[test]
+    fn narrowed_counters_round_trip_through_postcard() {
+        let st = State {
+            run: 200,
+            new_routes: 129,
+            streak_heavy: 255,
+            shared_minutes: 128,
+            bytes_out: u32::MAX,
+            label: "x".into(),
+            ..State::default()
+        };
+        let bytes = postcard::to_allocvec(&st).unwrap();
+        assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), st);
     }
 
     #[test]

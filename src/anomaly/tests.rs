@@ -46,6 +46,7 @@ fn rec(at_ms: u64, ip: [u8; 4], status: u16) -> Record {
         params_hash: 0,
         user_agent: 42,
         signals: browser(),
+        in_force: false,
     }
 }
 
@@ -224,10 +225,12 @@ fn credential_stuffing_on_a_login_form_the_gateway_cannot_read() {
 }
 
 /// A stuffing run that keeps every minute under the 401 tier's 30, all day (29 failed logins a minute,
-/// 1,740 an hour, on a form the gateway cannot read): found on the clock hour's tier, 300, by the
-/// eleventh minute of every hour it works through, also when padded with twice as many requests for a
-/// public page. A client that retries a revoked key every 30 s for hours (120 an hour) stays quiet,
-/// and so does an office whose ten people mistype now and then.
+/// 1,740 an hour, on a form the gateway cannot read): found on the clock hour's tier, 600, by the
+/// 21st minute of every hour it works through, also when padded with twice as many requests for a
+/// public page. A client that retries a revoked key every 30 s for hours (120 an hour), a dashboard
+/// polling with an expired token every 10 s (360), a challenged owner's app polling every 2 s with
+/// its old token (refused by the action in force, not by authentication), and an office whose ten
+/// people mistype now and then stay quiet.
 #[test]
 fn credential_stuffing_under_the_minutes_limit_all_day_is_found_on_the_hour() {
     let start = T0 + 3_600_000; // 09:00: a clock hour begins
@@ -241,6 +244,12 @@ fn credential_stuffing_under_the_minutes_limit_all_day_is_found_on_the_hour() {
         rs.push(rec(at + 1, padded, 200));
         rs.push(rec(at + 2, padded, 200));
     }
+    rs.extend((0..3 * 360u64).map(|i| rec(start + i * 10_000, [198, 51, 100, 8], 401)));
+    rs.extend((0..3 * 1800u64).map(|i| {
+        let mut r = rec(start + i * 2_000, [198, 51, 100, 9], 401);
+        r.in_force = true;
+        r
+    }));
     rs.extend((0..3 * 120u64).map(|i| {
         let mut r = rec(start + i * 30_000, [198, 51, 100, 6], 401);
         r.claimed = Some("revoked-key".into());
@@ -260,13 +269,13 @@ fn credential_stuffing_under_the_minutes_limit_all_day_is_found_on_the_hour() {
         let ip = IpAddr::from(ip);
         let mine: Vec<_> = hits.iter().filter(|a| a.ip == Some(ip)).collect();
         let first = mine.first().unwrap_or_else(|| panic!("{ip} not found: {alerts:#?}"));
-        assert_eq!((first.feature, first.observed, first.window_s), ("failed_authentications_in_hour", 300.0, 3600));
-        // The 300th refusal: 299 / 29 minutes after the hour began.
-        assert_eq!(first.at_ms, start + 299 * 60_000 / 29);
+        assert_eq!((first.feature, first.observed, first.window_s), ("failed_authentications_in_hour", 600.0, 3600));
+        // The 600th refusal: 599 / 29 minutes after the hour began.
+        assert_eq!(first.at_ms, start + 599 * 60_000 / 29);
         explained(first);
         for h in 0..3 {
             let hour = start + h * 3_600_000;
-            assert!(mine.iter().any(|a| (hour..hour + 11 * 60_000).contains(&a.at_ms)), "{ip}, hour {h}: {mine:#?}");
+            assert!(mine.iter().any(|a| (hour..hour + 21 * 60_000).contains(&a.at_ms)), "{ip}, hour {h}: {mine:#?}");
         }
     }
     assert!(hits.iter().all(|a| a.ip == Some(IpAddr::from(plain)) || a.ip == Some(IpAddr::from(padded))), "{hits:#?}");
@@ -453,6 +462,21 @@ fn credential_stuffing_spread_over_many_addresses_is_found_on_the_route() {
     rs.extend(spread_wide(T0 + 10 * 60_000, 2));
     let alerts = run(&mut engine, &mut rs);
     assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "not learnt yet: {alerts:#?}");
+    // A decoy route kept over its own limit (120 failures a minute from 12 addresses, 10 each) hides
+    // nothing of the spread beside it: the decoy's failures are its own alert's, the rest all routes'.
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 3, 1);
+    rs.extend(spread_wide(late, 2));
+    for m in 0..2u64 {
+        rs.extend((0..120u64).map(|k| {
+            let mut r = rec(late + m * 60_000 + k * 400 + 7, [203, 0, 3, (k % 12) as u8 + 1], 401);
+            r.route = 30;
+            r
+        }));
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let labels: Vec<&str> = only(&alerts, Detector::CredentialStuffing).iter().map(|a| &*a.entity.label).collect();
+    assert!(labels.contains(&"30") && labels.contains(&"*"), "{alerts:#?}");
     // A third of the answers: quiet; 5 addresses, 36 each: the address tier's, not the route's.
     let mut engine = Engine::new(settings());
     let mut rs = spread(8, 60, 3, 2);
@@ -695,27 +719,43 @@ fn volumetric_a_client_that_never_stops() {
 
 /// A client that scrapes from its first minute, 29 requests a minute in no order, keeps under both
 /// rate floors and every streak (it is active in every minute of its life, so the light streak never
-/// judges it): found on the clock hour's 1,200. A poller every 3 s (1,200 an hour) reaches the floor
-/// while it is new, and keeps its pace unjudged once a day of its own history sets its limit.
+/// judges it): found on the clock hour's 1,200, and still after a day (reading many objects a
+/// minute, its own hours never raise its limit). One that bursts 199 a minute in 12 minutes of each
+/// hour (2,388 an hour, under every other floor) is found at one and a half times the floor. A poller every 3 s
+/// (1,200 an hour, one object) reaches the floor while it is new, and keeps its pace unjudged once a
+/// day of its own history sets its limit.
 #[test]
 fn volumetric_a_client_born_scraping_is_found_on_the_hour() {
     let mut engine = Engine::new(settings());
     let mut rs = normal(20, 2, 3);
-    let scraper = [203, 0, 113, 20];
-    rs.extend((0..2 * 60 * 29u64).map(|i| {
-        let mut r = rec(T0 + i * 60_000 / 29, scraper, 200);
+    let (scraper, bursty) = ([203, 0, 113, 20], [203, 0, 113, 21]);
+    let object = |mut r: Record, i: u64| {
         let id = sketch::mix(i) % 1_000_000;
         (r.id_param, r.params_hash) = (Some(id), id + 1);
         r
-    }));
+    };
+    rs.extend((0..26 * 60 * 29u64).map(|i| object(rec(T0 + i * 60_000 / 29, scraper, 200), i)));
+    for h in 0..2u64 {
+        for m in [0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23] {
+            let at = T0 + h * 3_600_000 + m * 60_000;
+            rs.extend((0..199u64).map(|k| object(rec(at + k * 300, bursty, 200), h * 100_000 + m * 1000 + k)));
+        }
+    }
     let alerts = run(&mut engine, &mut rs);
     let hits = only(&alerts, Detector::Volumetric);
-    let first = hits.first().unwrap_or_else(|| panic!("not found: {alerts:#?}"));
-    assert_eq!(first.ip, Some(IpAddr::from(scraper)));
-    assert_eq!((first.feature, first.observed, first.window_s), ("requests_in_hour", 1200.0, 3600));
+    let mine = |ip: [u8; 4]| hits.iter().filter(move |a| a.ip == Some(IpAddr::from(ip))).collect::<Vec<_>>();
+    let first = *mine(scraper).first().unwrap_or_else(|| panic!("not found: {alerts:#?}"));
+    assert_eq!((first.feature, first.observed, first.window_s), ("requests_in_clock_hour", 1200.0, 3600));
     assert_eq!(first.at_ms, T0 + 1199 * 60_000 / 29);
     explained(first);
-    assert!(hits.iter().all(|a| a.ip == Some(IpAddr::from(scraper))), "{hits:#?}");
+    let day = T0 + 24 * 3_600_000 + 60_000;
+    assert!(mine(scraper).iter().any(|a| a.at_ms > day && a.feature == "requests_in_clock_hour"), "exempt after a day");
+    let b = *mine(bursty).first().unwrap_or_else(|| panic!("the bursts not found: {alerts:#?}"));
+    assert_eq!((b.feature, b.observed), ("requests_in_clock_hour", 1800.0));
+    assert!(
+        hits.iter().all(|a| a.ip == Some(IpAddr::from(scraper)) || a.ip == Some(IpAddr::from(bursty))),
+        "{hits:#?}"
+    );
 
     let mut engine = Engine::new(settings());
     let poller = person("fast-poller", PrincipalKind::ApiKey);
@@ -728,9 +768,8 @@ fn volumetric_a_client_born_scraping_is_found_on_the_hour() {
         })
         .collect();
     let alerts = run(&mut engine, &mut rs);
-    let day = T0 + 24 * 3_600_000 + 60_000;
     let hits = only(&alerts, Detector::Volumetric);
-    assert!(hits.iter().any(|a| a.feature == "requests_in_hour"), "a new client at the floor: {hits:#?}");
+    assert!(hits.iter().any(|a| a.feature == "requests_in_clock_hour"), "a new client at the floor: {hits:#?}");
     let late: Vec<_> = hits.iter().filter(|a| a.at_ms >= day).collect();
     assert!(late.is_empty(), "{late:#?}");
 }

@@ -121,6 +121,8 @@ impl Recorder {
             params_hash,
             user_agent: model::hash64(ua),
             signals,
+            // The in-process run has no stage: nothing is refused by an action in force.
+            in_force: false,
         }
     }
 }
