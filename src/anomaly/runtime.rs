@@ -59,6 +59,11 @@ const FLEET_POLL: Duration = crate::guard::bans::POLL;
 const HERE: &str = "here";
 /// How often the engine's state is written to the store (`snapshot: true`).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// The actions row is written at most this often (when they changed): every batch that set, extended
+/// or expired an action wrote the whole list, and with tens of thousands in force (an attacker whose
+/// many /64s each trip their own limit) serialising it took the detector thread over a second each
+/// time (a review's measurement, debug build: 1.5 s at 65,536 actions), so records queued and dropped.
+const ACTIONS_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// `anomaly:`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -650,6 +655,9 @@ struct Actions {
     next_expiry: AtomicU64,
     /// Actions changed since the view was last built: the detector thread rebuilds it once a batch.
     dirty: AtomicBool,
+    /// Actions changed since the store's row was last written: the detector thread writes it at most
+    /// once every [`ACTIONS_SAVE_EVERY`].
+    unsaved: AtomicBool,
     /// Bans for the fleet's list raised in this batch: given to the guard's bans at once at its end.
     bans_due: Mutex<Vec<(Target, i64, String)>>,
     view: ArcSwap<View>,
@@ -933,6 +941,7 @@ impl Anomaly {
                 list: Mutex::new(HashMap::new()),
                 next_expiry: AtomicU64::new(u64::MAX),
                 dirty: AtomicBool::new(false),
+                unsaved: AtomicBool::new(false),
                 bans_due: Mutex::new(Vec::new()),
                 view: ArcSwap::from_pointee(View::default()),
                 any: AtomicBool::new(false),
@@ -1388,6 +1397,7 @@ impl Inner {
         let mut alerts: Vec<Alert> = Vec::new();
         let mut next_tick = 0u64;
         let mut last_snapshot = Instant::now();
+        let mut last_actions = Instant::now();
         let mut more = false;
         loop {
             // Polled, never blocked on: a receiver waiting in `recv` makes every sender wake it (a
@@ -1441,6 +1451,10 @@ impl Inner {
             let now = self.clock_now();
             self.expire(now);
             self.publish_bots(now, policy.bot_floor.is_some());
+            if last_actions.elapsed() >= ACTIONS_SAVE_EVERY && self.actions.unsaved.swap(false, Acquire) {
+                last_actions = Instant::now();
+                self.write_actions();
+            }
             if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                 last_snapshot = Instant::now();
                 self.save_snapshot_behind();
@@ -1455,6 +1469,7 @@ impl Inner {
         let (n, bytes) = self.take_snapshot();
         self.saver.write(&Job { row: STATE, n, path: path.clone(), bytes });
         let _saving = self.actions.saving.lock().unwrap_or_else(PoisonError::into_inner);
+        self.actions.unsaved.store(false, Release);
         let (n, bytes) = (self.saver.next(ACTIONS), self.kept_actions());
         self.saver.write(&Job { row: ACTIONS, n, path, bytes });
     }
@@ -1475,10 +1490,16 @@ impl Inner {
         (self.saver.next(STATE), engine.snapshot())
     }
 
-    /// Writes the actions this node put in force to the store (`snapshot: true`): each time they
-    /// change, so that a restart does not free a challenged thief or a throttled client. Queued for the
-    /// store's thread in the order the list changed.
+    /// Marks the actions this node put in force for the store (`snapshot: true`), so that a restart
+    /// does not free a challenged thief or a throttled client: the detector thread writes them within
+    /// [`ACTIONS_SAVE_EVERY`] ([`Inner::write_actions`]), and a shutdown at once.
     fn save_actions(&self) {
+        self.actions.unsaved.store(true, Release);
+    }
+
+    /// Writes the actions in force to the store now: queued for the store's thread in the order they
+    /// were asked for.
+    fn write_actions(&self) {
         let Some(path) = self.policy.load().snapshot.clone() else { return };
         let _saving = self.actions.saving.lock().unwrap_or_else(PoisonError::into_inner);
         let (n, bytes) = (self.saver.next(ACTIONS), self.kept_actions());
@@ -2442,6 +2463,33 @@ mod tests {
         assert!(a.actions().is_empty());
         assert!(inner.actions.view.load().ips.is_empty());
         assert_eq!(inner.actions.next_expiry.load(Relaxed), u64::MAX);
+    }
+
+    /// The actions row is written by the detector thread after a change, without a shutdown (at most
+    /// once a second: a batch that changes actions no longer serialises the whole list each time), and
+    /// holds the seed the principals' keys were made with.
+    #[test]
+    fn the_actions_row_follows_a_change_without_a_shutdown() {
+        let dir = std::env::temp_dir().join(format!("portcullis-anomaly-actions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let yaml =
+            "mode: enforce\nsnapshot: true\ndetectors:\n  enumeration: { actions: [log, throttle], throttle: 1/s }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = Kept::default().get(Policy::compile(&c, Some(&path)).unwrap(), &AnomalyMetrics::default());
+        let now = wall_ms();
+        for i in 0..3u8 {
+            a.inner.raise(alert(Detector::Enumeration, IpAddr::from([198, 51, 100, i]), now));
+        }
+        let stored = || {
+            snapshot::load_actions(&path).ok().flatten().and_then(|b| serde_json::from_slice::<KeptActions>(&b).ok())
+        };
+        eventually("the actions row never held the three throttles", || {
+            stored().is_some_and(|k| matches!(&k, KeptActions::Seeded { actions, .. } if actions.len() == 3))
+        });
+        assert_eq!(stored().and_then(|k| k.seed()), Some(a.inner.actions.seed));
+        drop(a);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Two throttles of one interval (1/s with a burst of 1, 60/m with a burst of 60): the smaller burst
