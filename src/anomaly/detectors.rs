@@ -330,7 +330,13 @@ fn shares(st: &State, principals_ten: bool, anonymous_ten: bool) -> f64 {
     if anonymous {
         return 1.0;
     }
-    let n = if principals_ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+    principals(st, principals_ten)
+}
+
+/// The distinct authenticated principals an address served in the last ten minutes (`ten`) or the
+/// current minute, from 1 to [`SHARERS`].
+fn principals(st: &State, ten: bool) -> f64 {
+    let n = if ten { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
     n.round().clamp(1.0, SHARERS)
 }
 
@@ -423,7 +429,7 @@ pub(crate) fn volumetric(st: &State, peer: Option<&Peer>) -> Finding {
     // An address's principals over ten minutes, up to four, whether or not it also served anonymous
     // requests: an office whose tokens expire now and then is not held to one share an hour (a flood
     // riding four cheap keys' shares is still held by the minute's and ten minutes' floors).
-    let hour_shares = if st.kind == Kind::Ip { st.ring_b.ten().round().clamp(1.0, SHARERS) } else { 1.0 };
+    let hour_shares = if st.kind == Kind::Ip { principals(st, true) } else { 1.0 };
     let hour = f64::from(st.hour_requests);
     let streak = |feature, n: f64, limit: f64| f(feature, n, limit, limit, FIXED, (n as u32).max(1) * 60);
     [

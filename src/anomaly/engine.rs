@@ -165,9 +165,8 @@ const ALL_ROUTES: &str = "*";
 /// judges the failures: against [`ROUTE_FAILED`] when they are half its answers or more (`half`: that
 /// floor applies), else once warm against its own usual count, when they came from
 /// [`ROUTE_FAILING_NETS`] client networks or more (`net`: the client's bit of the 64). Pushes an alert
-/// (unless the cooldown holds it, or `alert` is `None`: judged, and kept from learning, but not
-/// alerted) naming `alert`'s label and feature. Returns whether the minute is over the limit. The
-/// route can be alerted on, not banned (nothing to act on).
+/// naming `label` and `feature` unless the cooldown holds it. Returns whether the minute is over the
+/// limit. The route can be alerted on, not banned (nothing to act on).
 #[allow(clippy::too_many_arguments)]
 fn failures_in_minute<L: FnOnce() -> Arc<str>>(
     r: &mut RouteStats,
@@ -177,7 +176,7 @@ fn failures_in_minute<L: FnOnce() -> Arc<str>>(
     minute: u32,
     net: u64,
     settings: &Settings,
-    alert: Option<(L, &'static str)>,
+    (label, feature): (L, &'static str),
     alerts: &mut Vec<Alert>,
 ) -> bool {
     if minute > r.minute {
@@ -208,7 +207,6 @@ fn failures_in_minute<L: FnOnce() -> Arc<str>>(
     }
     // Over the limit, alerted or not (the cooldown): this minute teaches the baseline nothing.
     r.over = true;
-    let Some((label, feature)) = alert else { return true };
     let now_s = ((record.at_ms / 1000) as u32).max(1);
     let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
     if r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool {
@@ -479,10 +477,9 @@ impl Engine {
         let Some(r) = route_stats(&mut sh.routes, record.route) else { return };
         let minute = (record.at_ms / 60_000) as u32;
         let net = 1u64 << (super::sketch::mix(ip_key) % 64);
-        let label = || Arc::from(record.route.to_string());
-        let on_route = Some((label, "failed_authentications_on_route"));
+        let on_route = (|| Arc::from(record.route.to_string()), "failed_authentications_on_route");
         let route_over = failures_in_minute(r, refused(record), true, record, minute, net, settings, on_route, alerts);
-        let all = Some((|| Arc::from(ALL_ROUTES), "failed_authentications_on_all_routes"));
+        let all = (|| Arc::from(ALL_ROUTES), "failed_authentications_on_all_routes");
         let failed = refused(record) && !address_stuffing && !route_over;
         failures_in_minute(&mut sh.all_routes, failed, false, record, minute, net, settings, all, alerts);
     }
