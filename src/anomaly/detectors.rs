@@ -127,7 +127,14 @@ pub(crate) fn on_site(st: &mut State, ctx: &Ctx<'_>, _sh: &Shared, alerts: &mut 
 /// limit); two could be a site's own two hosts with a stale key each.
 pub(crate) fn site_stuffing(st: &State) -> Finding {
     let spread = |f: Finding| {
-        let nets = if f.window_s >= 600 { st.ring_b.ten() } else { st.ring_b.minute(st.minute) };
+        let nets = match f.window_s {
+            // The clock hour's tier: its networks over the hour (or the last ten minutes, which may
+            // reach into the hour before). Over the ten minutes only, two /64s at a time, each under
+            // its own 600, then two more after a pause, kept a /56 under it (a review's finding).
+            3600.. => st.ring_b.ten().max(f64::from(st.site_hour_networks())),
+            600.. => st.ring_b.ten(),
+            _ => st.ring_b.minute(st.minute),
+        };
         let x = if nets >= SITE_FAILING_NETWORKS - 0.5 { f.x } else { 0.0 };
         Finding { basis: SITE, x, ..f }
     };

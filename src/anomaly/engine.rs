@@ -418,6 +418,7 @@ impl Engine {
                 }
                 if feeds {
                     st.ring_b.insert(st.minute, ip_key);
+                    st.site_network_failed(ip_key);
                 }
                 detectors::on_site(st, &ctx, sh, alerts);
             }
@@ -819,6 +820,9 @@ fn count(st: &mut State, r: &Record, minute: u32) {
             st.hour_minutes = 0;
             st.hour_requests = 0;
             st.hour_401 = 0;
+            if st.kind == Kind::Site {
+                st.bot_order = 0;
+            }
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
     }

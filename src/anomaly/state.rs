@@ -150,6 +150,9 @@ pub(crate) struct State {
     pub(crate) gaps: u16,
     pub(crate) bot_req: u16,
     pub(crate) bot_missing: u16,
+    /// An address: requests whose header order is not the usual one for their agent. A site (which
+    /// counts no automation): its networks that fed it a failure in the current clock hour, one bit
+    /// of 16 each by their keyed hash ([`State::site_hour_networks`]).
     pub(crate) bot_order: u16,
     pub(crate) bot_scanner: u16,
 
@@ -265,6 +268,23 @@ pub(crate) struct Pair {
     pub(crate) second: u32,
     pub(crate) sec_count: u32,
     pub(crate) sec_max: u32,
+}
+
+impl State {
+    /// A site's networks that fed it a failure in the current clock hour (a count of distinct bits of
+    /// 16: three networks set three bits nine times in ten, and an attacker cannot choose the bits,
+    /// the hash being keyed). Kept in `bot_order`, which only addresses use: the state has no spare
+    /// bytes, and a new field would change the snapshot's layout.
+    pub(crate) fn site_hour_networks(&self) -> u32 {
+        debug_assert_eq!(self.kind, Kind::Site);
+        self.bot_order.count_ones()
+    }
+
+    /// Notes a site's network (its entity key) that fed it a failure in the current clock hour.
+    pub(crate) fn site_network_failed(&mut self, network: u64) {
+        debug_assert_eq!(self.kind, Kind::Site);
+        self.bot_order |= 1 << (network >> 60);
+    }
 }
 
 #[cfg(test)]

@@ -394,6 +394,51 @@ fn credential_stuffing_spread_over_a_sites_networks_is_found_on_the_site() {
     assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "{alerts:#?}");
 }
 
+/// Stuffing from an IPv6 site two /64s at a time: each pair at 29 failures a minute for 20 minutes
+/// (580 each, under every address tier), then a pause of ten minutes (the site's ten-minute ring of
+/// networks forgets the pair), then the next pair: 2,320 guesses an hour, with never more than two of
+/// its networks in any ten minutes. The site's hour tier counts its networks over the clock hour:
+/// found as the second pair begins. What is left to a site is two networks a clock hour, each under
+/// its own 600 (about 1,200 an hour): two hosts of a site that fail all hour (dashboards polling with
+/// a dead token every 10 s, 360 an hour each) stay quiet.
+#[test]
+fn credential_stuffing_from_a_site_two_networks_at_a_time_is_found_on_the_hour() {
+    let start = T0 + 3_600_000;
+    let at = |net: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, net, 0, 0, 0, 1));
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for pair in 0..4u64 {
+        let begin = start + pair * 30 * 60_000;
+        for net in 0..2u64 {
+            // 29 in each minute (the i-th in minute i / 29).
+            for i in 0..20 * 29u64 {
+                let mut r = rec(begin + i * 60_000 / 29 + net * 700, [0; 4], 401);
+                r.ip = at((pair * 2 + net) as u16);
+                rs.push(r);
+            }
+        }
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::CredentialStuffing);
+    assert!(!hits.is_empty(), "{alerts:#?}");
+    assert!(hits.iter().all(|a| &*a.entity.label == "2001:db8:7::/56"), "{hits:#?}");
+    assert_eq!(hits[0].feature, "failed_authentications_in_hour", "{:#?}", hits[0]);
+    assert!(hits[0].at_ms >= start + 30 * 60_000 && hits[0].at_ms <= start + 31 * 60_000, "{:#?}", hits[0]);
+    explained(hits[0]);
+    // Two hosts failing all hour, for three hours: two networks, whatever the hour.
+    let mut engine = Engine::new(settings());
+    let mut rs = Vec::new();
+    for host in 0..2u16 {
+        for i in 0..3 * 360u64 {
+            let mut r = rec(start + i * 10_000 + u64::from(host) * 3_000, [0; 4], 401);
+            r.ip = at(host);
+            rs.push(r);
+        }
+    }
+    let alerts = run(&mut engine, &mut rs);
+    assert!(only(&alerts, Detector::CredentialStuffing).is_empty(), "{alerts:#?}");
+}
+
 /// Distributed stuffing: a login tried from 60 addresses, each under every address tier (three
 /// failures a minute, no identity the gateway can name), is found on the route: 100 failures in a
 /// minute, most of its answers, from many networks. The same failures from a few addresses, or a route
