@@ -502,7 +502,14 @@ struct KeptAction {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum KeptActions {
-    Seeded { seed: u64, actions: Vec<KeptAction> },
+    Seeded {
+        seed: u64,
+        actions: Vec<KeptAction>,
+        /// The node's name in the fleet's hash (none in an earlier build's row): the fields of its
+        /// shared actions there.
+        #[serde(default)]
+        node: Option<String>,
+    },
     Bare(Vec<KeptAction>),
 }
 
@@ -820,6 +827,9 @@ struct Actions {
     remote: Mutex<HashMap<String, ActiveAction>>,
     /// Changes for the fleet's hash, written by the fleet thread.
     outbox: Mutex<Outbox>,
+    /// The previous process's shared actions, by their fields in the fleet's hash, until `attach`
+    /// (see `restore_actions`).
+    kept_shared: Mutex<Vec<(String, Shared)>>,
     /// Held while the list is copied and written to the store, so that writes land in the order the
     /// list changed (a lift on the admin thread and a batch on the detector thread).
     saving: Mutex<()>,
@@ -1103,6 +1113,7 @@ impl Anomaly {
                 seed,
                 remote: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::default()),
+                kept_shared: Mutex::new(Vec::new()),
                 saving: Mutex::new(()),
                 node: fleet::node_name(),
             },
@@ -1177,6 +1188,10 @@ impl Anomaly {
                     outbox.push(op);
                 }
             }
+        }
+        let kept = std::mem::take(&mut *self.inner.actions.kept_shared.lock().unwrap_or_else(PoisonError::into_inner));
+        if fleet.is_some() && !kept.is_empty() {
+            self.inner.adopt_kept(kept);
         }
         if fleet.is_some() && !self.inner.fleet_started.swap(true, Relaxed) {
             let weak = Arc::downgrade(&self.inner);
@@ -1666,7 +1681,8 @@ impl Inner {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
         };
-        serde_json::to_vec(&KeptActions::Seeded { seed: self.actions.seed, actions: kept }).unwrap_or_default()
+        let node = Some(self.actions.node.clone());
+        serde_json::to_vec(&KeptActions::Seeded { seed: self.actions.seed, actions: kept, node }).unwrap_or_default()
     }
 
     /// Puts back the actions a previous process left in the store, but those that have run out (they
@@ -1674,18 +1690,33 @@ impl Inner {
     /// An address's action is put back whatever the engine; a principal's only when the engine's seed
     /// is the one its key was made with (the row's, or for an earlier build's row, `same_seed`: the
     /// engine came back from the state row with its seed).
+    ///
+    /// The fleet's (`shared`) are not this process's: the guard's bans bring back those in its list,
+    /// and the others are the previous process's actions in the fleet's hash, which this process reads
+    /// as another node's. They are kept aside as that node's until `attach` says whether actions are
+    /// shared here, so that they hold while Redis is down at the start (they lapsed until Redis was
+    /// back, before); the first read of the hash drops those lifted meanwhile.
     fn restore_actions(&self, stored: Option<KeptActions>, same_seed: bool) {
         let Some(stored) = stored else { return };
         let same_seed = stored.seed().map_or(same_seed, |s| s == self.actions.seed);
-        let kept = match stored {
-            KeptActions::Seeded { actions, .. } | KeptActions::Bare(actions) => actions,
+        let (kept, node) = match stored {
+            KeptActions::Seeded { actions, node, .. } => (actions, node),
+            KeptActions::Bare(actions) => (actions, None),
         };
-        let kept = kept.into_iter().filter(|k| same_seed || k.key.is_none());
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
+        let (shared, kept): (Vec<KeptAction>, Vec<KeptAction>) =
+            kept.into_iter().filter(|k| k.expires_ms > now).partition(|k| k.shared);
+        if let Some(node) = node {
+            // (Named in the hash by method, issuer and id: keyed with this engine's seed when applied.)
+            let aside = shared.into_iter().filter(|k| !k.in_bans).filter_map(KeptAction::into_action).filter_map(|a| {
+                let s = a.shared_form(a.fleet.as_ref()?, &node);
+                Some((format!("{node}:{}", a.id), s))
+            });
+            self.actions.kept_shared.lock().unwrap_or_else(PoisonError::into_inner).extend(aside);
+        }
+        let kept = kept.into_iter().filter(|k| same_seed || k.key.is_none());
         let mut list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-        // Not the fleet's: those come back from its shared list (where a lift made while this node
-        // was down has already taken them out) and the guard's bans.
-        for k in kept.filter(|k| k.expires_ms > now && !k.shared) {
+        for k in kept {
             let Some(a) = k.into_action() else { continue };
             let slot: ActionKey = (a.kind, a.key, if a.key.is_some() { String::new() } else { a.target.clone() });
             self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
@@ -2368,6 +2399,30 @@ impl Inner {
         }
     }
 
+    /// The previous process's shared actions (`restore_actions`), in force as another node's until the
+    /// fleet's hash says otherwise: a field found lifted there is dropped, one gone unmarked is kept
+    /// to its expiry, as any node's.
+    fn adopt_kept(&self, kept: Vec<(String, Shared)>) {
+        let now = self.clock_now();
+        {
+            let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let tag = self.actions.next_id.load(Relaxed) >> 32;
+            for (field, s) in kept {
+                if s.expires_ms <= now || remote.contains_key(&field) {
+                    continue;
+                }
+                let Some(mut a) = self.remote_action(&s) else { continue };
+                // Its id, unless it has this process's tag (two processes drew one).
+                a.id = Some(s.id)
+                    .filter(|&i| i >> 32 != tag && remote.values().all(|o| o.id != i))
+                    .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
+                remote.insert(field, a);
+            }
+        }
+        self.rebuild_remote();
+    }
+
     /// One of this node's actions another node lifted: lifted here too.
     fn lifted_elsewhere(&self, field: &str) {
         let Some(id) = self.own_id(field) else { return };
@@ -2933,6 +2988,73 @@ mod tests {
         assert_ne!(held.id, tag << 32 | 1);
         let ids: Vec<u64> = b.actions().iter().map(|x| x.id).collect();
         assert_eq!(ids.len(), ids.iter().collect::<std::collections::BTreeSet<_>>().len(), "{ids:?}");
+    }
+
+    /// Restarted while Redis is down: the previous process's shared actions (a throttle of an address,
+    /// a challenge of alice) hold from the start, as that process's (another node's, keyed with this
+    /// engine's seed); before, they lapsed until Redis was back. The first read of the fleet's hash then
+    /// drops the one lifted meanwhile and keeps the one gone unmarked (Redis lost its data). Without
+    /// sharing they are not put back (a reload that stops sharing drops the fleet's actions too).
+    #[test]
+    fn shared_actions_hold_across_a_restart_while_redis_is_down() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n  enumeration: { actions: [log, throttle], duration: 1h, throttle: 2/m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let redis = || {
+            let cfg = crate::fleet::RedisConfig {
+                url: "redis://127.0.0.1:9/0".into(),
+                username: None,
+                password: None,
+                command_timeout: crate::units::Dur(Duration::from_millis(50)),
+                connect_timeout: crate::units::Dur(Duration::from_millis(50)),
+                share_bans: true,
+            };
+            Arc::new(crate::fleet::Fleet::new(&cfg).unwrap())
+        };
+        let before = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        before.inner.fleet.store(Some(redis()));
+        let alice = Arc::new(alice());
+        let t0 = wall_ms();
+        let key = Engine::principal_key(before.inner.actions.seed, &alice);
+        before.inner.raise(alice_sharing(key, Some(alice.clone()), t0));
+        let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
+        before.inner.raise(alert(Detector::Enumeration, ip, t0));
+        let raised = before.actions();
+        assert!(raised.len() == 2 && raised.iter().all(|x| x.shared), "{raised:?}");
+        let row = before.inner.kept_actions();
+        let node = before.inner.actions.node.clone();
+        drop(before);
+        let restart = |sharing: bool| {
+            let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+            a.inner.restore_actions(Some(serde_json::from_slice(&row).unwrap()), false);
+            let bans = Arc::new(crate::guard::bans::Bans::empty(None));
+            a.attach(bans, Emitter::default(), HashMap::new(), sharing.then(redis));
+            a
+        };
+        let after = restart(true);
+        let listed = after.actions();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed.iter().all(|x| x.origin == node && x.shared), "{listed:?}");
+        assert_eq!(
+            listed.iter().map(|x| x.id).collect::<std::collections::BTreeSet<_>>(),
+            raised.iter().map(|x| x.id).collect()
+        );
+        let view = after.inner.actions.view.load();
+        let (_, e) = view.address("2001:db8:7:7:9::9".parse().unwrap(), t0).next().expect("the /64's throttle");
+        assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
+        let key_after = Engine::principal_key(after.inner.actions.seed, &alice);
+        assert_ne!(key, key_after);
+        assert!(view.principal(key_after, || t0).and_then(|e| e.challenge_since(t0)).is_some());
+        drop(view);
+        // Redis is back: the challenge was lifted meanwhile (its field marked), the throttle's field is
+        // gone unmarked.
+        let challenge = raised.iter().find(|x| x.kind == "challenge").unwrap();
+        let marks = [format!("{node}:{}", challenge.id)].into_iter().collect();
+        after.inner.set_remote(vec![], &marks, None);
+        let left = after.actions();
+        assert!(left.len() == 1 && left[0].kind == "throttle", "{left:?}");
+        assert!(after.inner.actions.view.load().principal(key_after, || t0).is_none_or(|e| e.is_none()));
+        // Not shared after the restart: not put back.
+        assert!(restart(false).actions().is_empty());
     }
 
     #[test]
