@@ -318,6 +318,26 @@ struct State {
     version: Option<i64>,
     /// Ids of in-memory bans (no store).
     next_id: i64,
+    /// Automatic bans lifted before they were in the store (pending, or held here after a failed
+    /// write), by their own id, until they expire: a write in flight (the batch's, or `retry_local`'s)
+    /// that takes one is undone, and a write not yet begun skips it. Without this, a lift racing the
+    /// write left the ban in force for its whole duration.
+    cancelled: HashMap<i64, i64>,
+    /// The store's id of an automatic ban written since it was listed under its own (negative) id,
+    /// and its expiry: a lift by the id it was listed under still finds it.
+    renamed: HashMap<i64, (i64, i64)>,
+}
+
+impl State {
+    /// Forgets cancellations and renamings of bans that have expired.
+    fn prune(&mut self, now: i64) {
+        self.cancelled.retain(|_, until| *until > now);
+        self.renamed.retain(|_, (_, until)| *until > now);
+    }
+
+    fn is_cancelled(&self, id: i64) -> bool {
+        self.cancelled.contains_key(&id)
+    }
 }
 
 /// The node's bans: shared by the global guard and every route, kept across reloads.
@@ -332,7 +352,14 @@ pub struct Bans {
     events: std::sync::OnceLock<Emitter>,
     /// Bans expiring up to this time (ms) have had their `ban.expired` event.
     expired_upto: std::sync::atomic::AtomicI64,
+    /// Called before an automatic ban is written (tests: a lift in that moment).
+    #[cfg(test)]
+    before_write: std::sync::OnceLock<WriteHook>,
 }
+
+/// A test's hook into `write_one`.
+#[cfg(test)]
+type WriteHook = Box<dyn Fn(&Ban) + Send + Sync>;
 
 impl Bans {
     /// Opens the store (creating its table) and reads the active bans, or starts empty in memory.
@@ -354,6 +381,8 @@ impl Bans {
             started: AtomicBool::new(false),
             events: std::sync::OnceLock::new(),
             expired_upto: std::sync::atomic::AtomicI64::new(now_ms()),
+            #[cfg(test)]
+            before_write: std::sync::OnceLock::new(),
         }
     }
 
@@ -468,23 +497,36 @@ impl Bans {
     fn retry_local(&self) {
         // Copies: the bans stay in force (in `local`) while they are written.
         let due: Vec<Ban> = {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            state.prune(now);
             if state.local.is_empty() {
                 // Nearly always: nothing to write, nothing to rebuild.
                 return;
             }
-            let now = now_ms();
             state.local.iter().filter(|b| b.expires_at > now).cloned().collect()
         };
         let mut written = Vec::new();
         for ban in due {
+            if self.state.lock().unwrap_or_else(|e| e.into_inner()).is_cancelled(ban.id) {
+                continue;
+            }
             match self.write_one(&ban) {
-                Ok(id) => written.push((ban.id, id)),
+                Ok(id) => written.push((ban.id, id, ban.expires_at)),
                 Err(_) => break,
             }
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let written: HashMap<i64, i64> = written.into_iter().collect();
+        // Lifted while it was being written: out of the store again.
+        let (undo, written): (Vec<_>, Vec<_>) = written.into_iter().partition(|(old, _, _)| state.is_cancelled(*old));
+        let undo: Vec<i64> = undo.into_iter().map(|(_, id, _)| id).collect();
+        let written: HashMap<i64, i64> = written
+            .into_iter()
+            .map(|(old, id, until)| {
+                state.renamed.insert(old, (id, until));
+                (old, id)
+            })
+            .collect();
         let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
         let (moved, kept): (Vec<Ban>, Vec<Ban>) =
             std::mem::take(&mut state.local).into_iter().partition(|b| written.contains_key(&b.id));
@@ -499,6 +541,21 @@ impl Bans {
         self.rebuild(&state);
         let now = now_ms();
         state.local.retain(|b| b.expires_at > now);
+        drop(state);
+        self.undo(undo);
+    }
+
+    /// Takes out of the store (or Redis) automatic bans written after they were lifted.
+    fn undo(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Err(e) = self.remove_stored(id) {
+                tracing::error!(error = %e, ban = id, "a ban lifted while it was written is still in the store");
+            }
+        }
+        let _ = self.poll();
     }
 
     fn apply(&self, read: Option<(i64, Vec<Ban>)>) -> bool {
@@ -668,6 +725,7 @@ impl Bans {
             let mut failing = false;
             let written: Vec<(Ban, Result<i64, String>)> = to_write
                 .into_iter()
+                .filter(|ban| !this.state.lock().unwrap_or_else(|e| e.into_inner()).is_cancelled(ban.id))
                 .map(|ban| {
                     let r = if failing {
                         Err("not tried: an earlier write failed".to_owned())
@@ -682,10 +740,17 @@ impl Bans {
             let done: std::collections::HashSet<i64> = written.iter().map(|(b, _)| b.id).collect();
             state.pending.retain(|p| !done.contains(&p.id));
             let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
+            let mut undo = Vec::new();
             for (ban, result) in written {
+                if state.is_cancelled(ban.id) {
+                    // Lifted while it was being written.
+                    undo.extend(result.ok());
+                    continue;
+                }
                 match result {
                     // The next poll reads it back with the others (one may already have).
                     Ok(id) => {
+                        state.renamed.insert(ban.id, (id, ban.expires_at));
                         let ban = Ban { id, ..ban };
                         this.emit_set(&ban);
                         if known.insert(id) {
@@ -700,6 +765,8 @@ impl Bans {
                 }
             }
             this.rebuild(&state);
+            drop(state);
+            this.undo(undo);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
@@ -712,6 +779,10 @@ impl Bans {
 
     /// Writes one automatic ban to Redis or the store: its id there.
     fn write_one(&self, ban: &Ban) -> Result<i64, String> {
+        #[cfg(test)]
+        if let Some(hook) = self.before_write.get() {
+            hook(ban);
+        }
         if let Some(r) = &self.redis {
             return r.lock().unwrap_or_else(|e| e.into_inner()).add(&ban.target, ban.expires_at, &ban.reason, "auto");
         }
@@ -777,17 +848,38 @@ impl Bans {
 
     /// Lifts ban `id` now: the ban lifted, `None` when there is no such ban in force. Blocking.
     pub fn lift(&self, id: i64) -> Result<Option<Ban>, String> {
+        // An automatic ban listed before it was written: by its id in the store now.
+        let id = self.state.lock().unwrap_or_else(|e| e.into_inner()).renamed.get(&id).map_or(id, |r| r.0);
         let Some(ban) = self.active().into_iter().find(|b| b.id == id) else { return Ok(None) };
         {
-            // One held here only (never written): lifted here.
+            // One not in the store (being written, or held here after a failed write): lifted here,
+            // and a write of it in flight is undone.
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let before = state.local.len();
+            let before = state.local.len() + state.pending.len();
             state.local.retain(|b| b.id != id);
-            if state.local.len() != before {
+            state.pending.retain(|b| b.id != id);
+            if state.local.len() + state.pending.len() != before {
+                state.cancelled.insert(id, ban.expires_at);
                 self.rebuild(&state);
                 return Ok(Some(ban));
             }
         }
+        let removed = self.remove_stored(id)?;
+        if removed.is_none() {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let before = state.bans.len();
+            state.bans.retain(|b| b.id != id);
+            let removed = state.bans.len() != before;
+            self.rebuild(&state);
+            return Ok(removed.then_some(ban));
+        }
+        self.poll()?;
+        Ok(removed.unwrap_or(false).then_some(ban))
+    }
+
+    /// Removes a ban from Redis or the store by its id there: whether it was there (`None` without
+    /// either: the bans are this process's memory).
+    fn remove_stored(&self, id: i64) -> Result<Option<bool>, String> {
         let removed = if let Some(r) = &self.redis {
             r.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?
         } else if let Some((path, conn)) = &self.store {
@@ -800,15 +892,9 @@ impl Bans {
                 None => false,
             }
         } else {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let before = state.bans.len();
-            state.bans.retain(|b| b.id != id);
-            let removed = state.bans.len() != before;
-            self.rebuild(&state);
-            return Ok(removed.then_some(ban));
+            return Ok(None);
         };
-        self.poll()?;
-        Ok(removed.then_some(ban))
+        Ok(Some(removed))
     }
 
     /// The bans in force in this process (for tests and the memory-only case).
@@ -896,6 +982,67 @@ mod tests {
         let listed = s.list(Some(now_ms())).unwrap();
         assert!(listed.iter().any(|b| b.target == Target::Ip(ip("203.0.113.9"))), "{listed:?}");
         assert_eq!(bans.active().len(), 2, "held once, not twice");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// An automatic ban lifted while it is being written to the store (the batch's write runs outside
+    /// the lock, on a blocking thread) stays lifted: the write is undone, here and in the store, where
+    /// it used to land after the lift and hold for its whole duration. Lifted by the id it was listed
+    /// under after it was written (the store's id replaced it), it is found still. And one the store
+    /// refused, lifted while `retry_local` writes it again, stays lifted too.
+    #[test]
+    fn an_automatic_ban_lifted_while_it_is_written_stays_lifted() {
+        let path = temp("lift-race");
+        let until = now_ms() + 60_000;
+        let bans = Arc::new(Bans::empty(Some(&path)));
+        let weak = Arc::downgrade(&bans);
+        let lifted = Arc::new(Mutex::new(Vec::new()));
+        let seen = lifted.clone();
+        let _ = bans.before_write.set(Box::new(move |ban: &Ban| {
+            // The lift comes while the write is under way (and a ban is lifted once).
+            if ban.reason == "lift me" && !seen.lock().unwrap().contains(&ban.id) {
+                seen.lock().unwrap().push(ban.id);
+                let bans = weak.upgrade().unwrap();
+                assert!(bans.lift(ban.id).unwrap().is_some(), "listed under its own id");
+            }
+        }));
+        assert_eq!(
+            bans.add_many_here(vec![
+                (Target::Ip(ip("203.0.113.1")), until, "lift me".into()),
+                (Target::Ip(ip("203.0.113.2")), until, "keep me".into()),
+            ]),
+            2
+        );
+        assert_eq!(bans.ip_banned(ip("203.0.113.1")), None, "the lift lost to the write");
+        assert_eq!(bans.ip_banned(ip("203.0.113.2")), Some(until));
+        let stored = BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap();
+        assert_eq!(stored.iter().map(|b| b.reason.as_str()).collect::<Vec<_>>(), ["keep me"], "{stored:?}");
+        assert!(bans.poll().is_ok());
+        assert_eq!(bans.ip_banned(ip("203.0.113.1")), None, "read back from the store");
+        // Lifted by the id it had while it was being written: found by its store id.
+        let old = bans.state.lock().unwrap().renamed.keys().copied().next().expect("renamed");
+        assert!(old < 0);
+        assert!(bans.lift(old).unwrap().is_some());
+        assert_eq!(bans.ip_banned(ip("203.0.113.2")), None);
+        assert!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        // The store refuses it first (its path a directory), then comes back: lifted as
+        // `retry_local` writes it again.
+        let path = temp("lift-race-local");
+        std::fs::create_dir_all(&path).unwrap();
+        let bans = Arc::new(Bans::empty(Some(&path)));
+        assert!(bans.add_here(Target::Ip(ip("198.51.100.9")), until, "first refused".into()));
+        assert_eq!(bans.ip_banned(ip("198.51.100.9")), Some(until), "held here");
+        std::fs::remove_dir_all(&path).unwrap();
+        let weak = Arc::downgrade(&bans);
+        let _ = bans.before_write.set(Box::new(move |ban: &Ban| {
+            let bans = weak.upgrade().unwrap();
+            let _ = bans.lift(ban.id);
+        }));
+        let _ = bans.poll();
+        assert_eq!(bans.ip_banned(ip("198.51.100.9")), None);
+        assert!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().is_empty());
+        assert!(bans.active().is_empty());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
