@@ -1218,12 +1218,21 @@ impl Anomaly {
     #[inline]
     pub fn head(&self, headers: &http::HeaderMap) -> Head {
         let user_agent = headers.get(http::header::USER_AGENT).map_or(0, |v| {
-            let mut h = siphasher::sip::SipHasher13::new();
+            let mut h = self.hasher();
             std::hash::Hasher::write(&mut h, v.as_bytes());
             std::hash::Hasher::finish(&h).max(1)
         });
         let simulated = self.policy.load().simulated.then(|| self.now_ms(headers));
         Head { at_ms: simulated, user_agent, signals: super::signals(headers) }
+    }
+
+    /// The hash of a record's user agent and path parameters, keyed with the engine's seed: with a
+    /// known key, a client could choose agents or object ids whose hashes share the sketches' slots
+    /// (and look like one agent, or few objects, while it uses many).
+    #[inline]
+    fn hasher(&self) -> siphasher::sip::SipHasher13 {
+        let seed = self.inner.actions.seed;
+        siphasher::sip::SipHasher13::new_with_keys(seed, seed.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15)
     }
 
     pub fn record(&self, head: Head, done: Done<'_>) -> Record {
@@ -1232,7 +1241,7 @@ impl Anomaly {
         let mut id_param = None;
         let mut params_hash = 0u64;
         if !params.is_empty() {
-            let mut h = siphasher::sip::SipHasher13::new();
+            let mut h = self.hasher();
             for (_, v) in params.iter() {
                 std::hash::Hasher::write(&mut h, v.as_bytes());
                 std::hash::Hasher::write_u8(&mut h, 0xff);
@@ -3055,6 +3064,28 @@ mod tests {
         assert!(after.inner.actions.view.load().principal(key_after, || t0).is_none_or(|e| e.is_none()));
         // Not shared after the restart: not put back.
         assert!(restart(false).actions().is_empty());
+    }
+
+    /// The user agent's hash is keyed with the engine's seed (as the path parameters' is, by the same
+    /// hasher): stable in one engine, another in an engine of another seed, so no client can choose
+    /// agents or ids whose hashes share the sketches' slots.
+    #[test]
+    fn record_hashes_are_keyed_with_the_engines_seed() {
+        let c: AnomalyConfig = serde_yaml_ng::from_str("mode: monitor\n").unwrap();
+        let node = || Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        let (a, b) = (node(), node());
+        assert_ne!(a.inner.actions.seed, b.inner.actions.seed);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("curl/8.5.0"));
+        let ua = |x: &Anomaly| x.head(&headers).user_agent;
+        assert_eq!(ua(&a), ua(&a));
+        assert_ne!(ua(&a), ua(&b));
+        let unkeyed = {
+            let mut h = siphasher::sip::SipHasher13::new();
+            std::hash::Hasher::write(&mut h, b"curl/8.5.0");
+            std::hash::Hasher::finish(&h).max(1)
+        };
+        assert_ne!(ua(&a), unkeyed);
     }
 
     #[test]
