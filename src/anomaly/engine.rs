@@ -821,7 +821,7 @@ fn count(st: &mut State, r: &Record, minute: u32) {
             st.hour_requests = 0;
             st.hour_401 = 0;
             if st.kind == Kind::Site {
-                st.bot_order = 0;
+                st.site_hour_begins();
             }
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
