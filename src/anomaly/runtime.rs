@@ -805,9 +805,16 @@ struct Actions {
     stale: AtomicUsize,
     /// Held while the view is built and swapped (the detector, admin and fleet threads all do).
     building: Mutex<()>,
-    /// Whole builds of the local layer (for tests: a change must not cost one).
+    /// Held while the other nodes' layer is built (before `building`), so that builds swap in order.
+    remote_building: Mutex<()>,
+    /// One of the other nodes' actions expired: the fleet thread builds their layer again.
+    remote_stale: AtomicBool,
+    /// Whole builds of the local layer, and builds of the other nodes' (for tests: a change, or an
+    /// expiry on the detector thread, must not cost one).
     #[cfg(test)]
     builds: AtomicUsize,
+    #[cfg(test)]
+    remote_builds: AtomicUsize,
     /// Actions changed since the store's row was last written: the detector thread writes it at most
     /// once every [`ACTIONS_SAVE_EVERY`].
     unsaved: AtomicBool,
@@ -1101,8 +1108,12 @@ impl Anomaly {
                 whole: AtomicBool::new(false),
                 stale: AtomicUsize::new(0),
                 building: Mutex::new(()),
+                remote_building: Mutex::new(()),
+                remote_stale: AtomicBool::new(false),
                 #[cfg(test)]
                 builds: AtomicUsize::new(0),
+                #[cfg(test)]
+                remote_builds: AtomicUsize::new(0),
                 unsaved: AtomicBool::new(false),
                 bans_due: Mutex::new(Vec::new()),
                 view: ArcSwap::from_pointee(View::default()),
@@ -1982,7 +1993,9 @@ impl Inner {
             if old.as_ref().is_some_and(|o| action.since_ms < o.since_ms || action.in_bans != o.in_bans) {
                 self.actions.whole.store(true, Relaxed);
             }
-            self.actions.changed.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+            if !Entry::of(&action).is_none() {
+                self.actions.changed.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+            }
             list.insert(slot, action);
             self.actions.next_expiry.fetch_min(expires_ms, Relaxed);
             (id, expires_ms)
@@ -2047,21 +2060,27 @@ impl Inner {
                 outbox.push(Op::Del(self.field(a)));
             }
         }
-        // The view: empty when nothing is left; the other nodes' layer built again when one of theirs
-        // went (two nodes' throttles of one target are one entry there); this node's expired ones
-        // are no longer live in it, and it is built whole once they are half of it.
+        // The view: empty when nothing is left. The other nodes' layer is built again by the fleet
+        // thread at its next poll when one of theirs went (two nodes' throttles of one target are one
+        // entry there, the stricter rate with the later expiry, so that rate holds up to a poll, half
+        // a second, past its own expiry): the detector thread does not pay for the fleet's list,
+        // which an attacker whose /64s each trip a limit on another node makes as long as it likes.
+        // This node's expired ones are no longer live in its layers, which are built whole once they
+        // are half of them.
         if left == 0 {
             self.rebuild_view();
         } else {
             if remote_gone {
-                self.rebuild_remote();
+                self.actions.remote_stale.store(true, Relaxed);
             }
-            let stale = self.actions.stale.fetch_add(expired.len(), Relaxed) + expired.len();
+            // (Only actions with a part in the view: an address ban is the guard's.)
+            let gone = expired.iter().filter(|a| !Entry::of(a).is_none()).count();
+            let stale = self.actions.stale.fetch_add(gone, Relaxed) + gone;
             let held = {
                 let view = self.actions.view.load();
                 view.local.len() + view.delta.len()
             };
-            if !expired.is_empty() && 2 * stale > held {
+            if gone > 0 && 2 * stale > held {
                 self.actions.whole.store(true, Relaxed);
                 self.update_view();
             }
@@ -2112,36 +2131,47 @@ impl Inner {
                 .lifting()
                 .map(str::to_owned)
                 .collect();
-            let mut next = HashMap::with_capacity(read.len());
+            let mut next: HashMap<String, ActiveAction> = HashMap::with_capacity(read.len());
+            // Each id in `next` and its field: whether an id is taken, at once (a scan of `next` for
+            // each field read made a read of 20,000 fields take 30 s under this lock: a review's finding).
+            let mut ids: HashMap<u64, String> = HashMap::with_capacity(read.len());
             let read_fields: std::collections::HashSet<&str> = read.iter().map(|(f, _)| f.as_str()).collect();
             for (field, a) in remote.iter() {
                 let absent = present.map_or(!read_fields.contains(field.as_str()), |p| !p.contains(field));
                 if absent && !lifted.contains(field) && a.expires_ms > now && next.len() < fleet::MAX_READ {
                     next.insert(field.clone(), a.clone());
+                    ids.insert(a.id, field.clone());
                 }
             }
             for (field, s) in read {
+                let drop_field = |next: &mut HashMap<String, ActiveAction>, ids: &mut HashMap<u64, String>| {
+                    if let Some(o) = next.remove(&field) {
+                        ids.remove(&o.id);
+                    }
+                };
                 if self.own_id(&field).is_some() || lifting.contains(&field) {
-                    next.remove(&field);
+                    drop_field(&mut next, &mut ids);
                     continue;
                 }
                 let id = remote.get(&field).map(|a| a.id);
                 let Some(mut a) = self.remote_action(&s) else {
                     tracing::warn!(field = %field, "anomaly: a shared action this node cannot apply was skipped");
-                    next.remove(&field);
+                    drop_field(&mut next, &mut ids);
                     continue;
                 };
                 // The raising node's id (one id for the action on every node). One of ours instead when
                 // it has none (an older node), or it has our tag or another field's id (two nodes drew
                 // one tag).
                 let tag = self.actions.next_id.load(Relaxed) >> 32;
-                let taken = |i: u64| {
-                    i >> 32 == tag || next.iter().any(|(f, o): (&String, &ActiveAction)| *f != field && o.id == i)
-                };
+                let taken = |i: u64| i >> 32 == tag || ids.get(&i).is_some_and(|f| *f != field);
                 a.id = Some(s.id)
                     .filter(|&i| i != 0 && !taken(i))
                     .or(id.filter(|&i| !taken(i)))
                     .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                if let Some(o) = next.get(&field) {
+                    ids.remove(&o.id);
+                }
+                ids.insert(a.id, field.clone());
                 next.insert(field, a);
             }
             let changed = next.len() != remote.len()
@@ -2207,6 +2237,8 @@ impl Inner {
 
     /// Builds the whole view: this node's actions and the other nodes'.
     fn rebuild_view(&self) {
+        let _remote_building = self.actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
+        self.actions.remote_stale.store(false, Relaxed);
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
@@ -2267,17 +2299,31 @@ impl Inner {
     }
 
     /// The view with the other nodes' layer built again (their list moved); this node's kept.
+    ///
+    /// Built holding the fleet's list only (the detector thread's `act` and `expire` take this node's
+    /// list meanwhile), then swapped under `building`: remote builds are serialised apart
+    /// (`remote_building`), so a later one always swaps in the later list.
     fn rebuild_remote(&self) {
+        let _remote_building = self.actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
+        self.actions.remote_stale.store(false, Relaxed);
+        #[cfg(test)]
+        self.actions.remote_builds.fetch_add(1, Relaxed);
+        let (remote_layer, mut lens) = {
+            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mut layer, mut lens) = (Layer::default(), Vec::new());
+            for a in remote.values() {
+                layer.add(a, &mut lens, false);
+            }
+            (layer, lens)
+        };
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let view = self.actions.view.load();
-        let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-        let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut lens = view.v6_lens.clone();
-        let mut remote_layer = Layer::default();
-        for a in remote.values() {
-            remote_layer.add(a, &mut lens, false);
+        for len in &view.v6_lens {
+            if !lens.contains(len) {
+                lens.push(*len);
+            }
         }
-        self.counted(&list, &remote);
+        self.recount();
         self.actions.view.store(Arc::new(View {
             local: view.local.clone(),
             delta: view.delta.clone(),
@@ -2294,6 +2340,22 @@ impl Inner {
         #[cfg(test)]
         self.actions.builds.fetch_add(1, Relaxed);
         self.counted(list, remote);
+    }
+
+    /// [`Inner::counted`], taking the lists in turn.
+    fn recount(&self) {
+        let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len();
+        self.actions.any.store(list + remote > 0, Relaxed);
+        self.metrics.actions.set(i64::try_from(list + remote).unwrap_or(i64::MAX));
+    }
+
+    /// The fleet thread's part of the view: the other nodes' layer built again when one of theirs
+    /// expired (see `expire`).
+    fn tend_remote(&self) {
+        if self.actions.remote_stale.load(Relaxed) {
+            self.rebuild_remote();
+        }
     }
 
     /// Whether anything is in force (the stage's whole cost when nothing is), and the gauge.
@@ -2320,6 +2382,7 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
             seen = None;
         }
         let Some(inner) = weak.upgrade() else { return };
+        inner.tend_remote();
         let Some(fleet) = inner.fleet.load_full() else {
             // No longer shared (a reload): the fleet's actions no longer hold here.
             if !std::mem::take(&mut *inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner)).is_empty() {
@@ -2416,6 +2479,7 @@ impl Inner {
         {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let tag = self.actions.next_id.load(Relaxed) >> 32;
+            let mut ids: std::collections::HashSet<u64> = remote.values().map(|o| o.id).collect();
             for (field, s) in kept {
                 if s.expires_ms <= now || remote.contains_key(&field) {
                     continue;
@@ -2423,8 +2487,9 @@ impl Inner {
                 let Some(mut a) = self.remote_action(&s) else { continue };
                 // Its id, unless it has this process's tag (two processes drew one).
                 a.id = Some(s.id)
-                    .filter(|&i| i >> 32 != tag && remote.values().all(|o| o.id != i))
+                    .filter(|&i| i >> 32 != tag && !ids.contains(&i))
                     .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
+                ids.insert(a.id);
                 self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
                 remote.insert(field, a);
             }
@@ -3227,6 +3292,8 @@ mod tests {
                     }
                 }
                 inner.update_view();
+                // (The fleet thread's poll.)
+                inner.tend_remote();
                 let kept = in_force(&inner.actions.view.load(), &ips, &keys, t);
                 let whole = in_force(&built_whole(inner), &ips, &keys, t);
                 proptest::prop_assert_eq!(kept, whole);
@@ -3269,5 +3336,47 @@ mod tests {
         let builds = inner.actions.builds.load(Relaxed) - before;
         assert!(builds <= 2, "{builds} whole builds");
         assert_eq!(view.ips_len(), 1_000, "the expired ones are dropped by the whole build");
+        drop(view);
+        // The fleet's 5,000 (another node's /64s), running out five at a time: the detector thread's
+        // expiry builds none of their layer; the fleet thread's next poll builds it once.
+        let t = now + 11 * 60_000;
+        let theirs = (0..5_000u64)
+            .map(|i| {
+                let address = format!("2001:db8:ffff:{i:x}::/64");
+                let s = Shared {
+                    kind: "throttle".into(),
+                    target: SharedTarget::Ip { address: address.clone() },
+                    label: address,
+                    detector: "enumeration".into(),
+                    alert: 1,
+                    since_ms: t,
+                    expires_ms: t + 60_000 + i / 5 * 1_000,
+                    interval_ns: Some(1_000_000_000),
+                    burst: Some(1),
+                    rate: Some("1/s".into()),
+                    node: "other".into(),
+                    id: 0,
+                };
+                (format!("other:{i}"), s)
+            })
+            .collect();
+        inner.set_remote(theirs, &Default::default(), None);
+        let remote_before = inner.actions.remote_builds.load(Relaxed);
+        for k in 0..100u64 {
+            inner.expire(t + 60_000 + k * 1_000);
+        }
+        assert_eq!(
+            inner.actions.remote_builds.load(Relaxed),
+            remote_before,
+            "the detector thread built the fleet's layer"
+        );
+        assert_eq!(inner.actions.remote.lock().unwrap().len(), 4_500);
+        inner.tend_remote();
+        inner.tend_remote();
+        assert_eq!(inner.actions.remote_builds.load(Relaxed), remote_before + 1);
+        let view = inner.actions.view.load();
+        assert_eq!(view.remote.ips.len(), 4_500);
+        assert!(view.address("2001:db8:ffff:0::1".parse().unwrap(), t + 200_000).next().is_none());
+        assert!(view.address("2001:db8:ffff:1387::1".parse().unwrap(), t + 200_000).next().is_some());
     }
 }
