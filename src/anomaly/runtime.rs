@@ -2014,10 +2014,17 @@ impl Inner {
     }
 
     /// Gives the batch's bans to the guard's bans at once (one rebuild of the set requests read).
+    ///
+    /// The batch's list stays locked until the guard's bans hold them (as pending, then written): a
+    /// lift looks in the one, then in the other, and must not find a ban in neither.
     fn flush_bans(&self) {
-        let due = std::mem::take(&mut *self.actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner));
-        if let (false, Some(bans)) = (due.is_empty(), self.bans.load_full()) {
-            bans.add_many_here(due);
+        let mut due = self.actions.bans_due.lock().unwrap_or_else(PoisonError::into_inner);
+        if due.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut *due);
+        if let Some(bans) = self.bans.load_full() {
+            bans.add_many_here(batch);
         }
     }
 

@@ -326,6 +326,10 @@ struct State {
     /// The store's id of an automatic ban written since it was listed under its own (negative) id,
     /// and its expiry: a lift by the id it was listed under still finds it.
     renamed: HashMap<i64, (i64, i64)>,
+    /// Store ids of bans lifted here whose removal from the store failed (the undo of a write that
+    /// took a lifted ban, while the store was busy or Redis timed out), and their expiry: removed
+    /// again at every poll, and never taken in from a read meanwhile.
+    unlift: HashMap<i64, i64>,
 }
 
 impl State {
@@ -333,6 +337,16 @@ impl State {
     fn prune(&mut self, now: i64) {
         self.cancelled.retain(|_, until| *until > now);
         self.renamed.retain(|_, (_, until)| *until > now);
+        self.unlift.retain(|_, until| *until > now);
+    }
+
+    /// The bans read from the store, but those lifted here whose removal has not gone through yet.
+    fn take_read(&mut self, bans: Vec<Ban>) {
+        self.bans = bans;
+        if !self.unlift.is_empty() {
+            let unlift = &self.unlift;
+            self.bans.retain(|b| !unlift.contains_key(&b.id));
+        }
     }
 
     fn is_cancelled(&self, id: i64) -> bool {
@@ -352,9 +366,14 @@ pub struct Bans {
     events: std::sync::OnceLock<Emitter>,
     /// Bans expiring up to this time (ms) have had their `ban.expired` event.
     expired_upto: std::sync::atomic::AtomicI64,
+    /// Held while `retry_local` writes: one at a time.
+    retrying: Mutex<()>,
     /// Called before an automatic ban is written (tests: a lift in that moment).
     #[cfg(test)]
     before_write: std::sync::OnceLock<WriteHook>,
+    /// Removals from the store fail while set (tests: a store that is busy just then).
+    #[cfg(test)]
+    fail_removals: AtomicBool,
 }
 
 /// A test's hook into `write_one`.
@@ -381,8 +400,11 @@ impl Bans {
             started: AtomicBool::new(false),
             events: std::sync::OnceLock::new(),
             expired_upto: std::sync::atomic::AtomicI64::new(now_ms()),
+            retrying: Mutex::new(()),
             #[cfg(test)]
             before_write: std::sync::OnceLock::new(),
+            #[cfg(test)]
+            fail_removals: AtomicBool::new(false),
         }
     }
 
@@ -477,6 +499,7 @@ impl Bans {
     /// Reads the store if its counter moved, and drops expired bans; blocking (SQLite).
     pub fn poll(&self) -> Result<bool, String> {
         self.retry_local();
+        self.retry_unlift();
         if let Some(r) = &self.redis {
             let read = {
                 let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,6 +518,9 @@ impl Bans {
     /// first failure: the store is still down), dropping expired ones. A written ban comes back with
     /// the next read.
     fn retry_local(&self) {
+        // One at a time (the poll loop, and a lift's or a manual ban's poll): two would write a ban
+        // twice, and lifting one of the two rows would leave the other in force.
+        let Ok(_retrying) = self.retrying.try_lock() else { return };
         // Copies: the bans stay in force (in `local`) while they are written.
         let due: Vec<Ban> = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -519,7 +545,7 @@ impl Bans {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Lifted while it was being written: out of the store again.
         let (undo, written): (Vec<_>, Vec<_>) = written.into_iter().partition(|(old, _, _)| state.is_cancelled(*old));
-        let undo: Vec<i64> = undo.into_iter().map(|(_, id, _)| id).collect();
+        let undo: Vec<(i64, i64)> = undo.into_iter().map(|(_, id, until)| (id, until)).collect();
         let written: HashMap<i64, i64> = written
             .into_iter()
             .map(|(old, id, until)| {
@@ -527,6 +553,11 @@ impl Bans {
                 (old, id)
             })
             .collect();
+        // Read the store again at the next poll: one of these may have been removed there (by the
+        // CLI, or another node) between its write and now, and must not come back from here.
+        if !written.is_empty() {
+            state.version = None;
+        }
         let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
         let (moved, kept): (Vec<Ban>, Vec<Ban>) =
             std::mem::take(&mut state.local).into_iter().partition(|b| written.contains_key(&b.id));
@@ -545,24 +576,44 @@ impl Bans {
         self.undo(undo);
     }
 
-    /// Takes out of the store (or Redis) automatic bans written after they were lifted.
-    fn undo(&self, ids: Vec<i64>) {
+    /// Takes out of the store (or Redis) automatic bans written after they were lifted (store id,
+    /// expiry). One whose removal fails is kept in `unlift`: out of force here at once, and removed
+    /// again at every poll until it goes through.
+    fn undo(&self, ids: Vec<(i64, i64)>) {
         if ids.is_empty() {
             return;
         }
-        for id in ids {
-            if let Err(e) = self.remove_stored(id) {
-                tracing::error!(error = %e, ban = id, "a ban lifted while it was written is still in the store");
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).unlift.extend(ids);
+        let _ = self.poll();
+    }
+
+    /// Removes again the bans lifted here whose removal from the store failed.
+    fn retry_unlift(&self) {
+        let due: Vec<i64> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.unlift.is_empty() {
+                return;
+            }
+            state.unlift.keys().copied().collect()
+        };
+        for id in due {
+            match self.remove_stored(id) {
+                Ok(_) => {
+                    self.state.lock().unwrap_or_else(|e| e.into_inner()).unlift.remove(&id);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ban = id, "a ban lifted while it was written is still in the store; removed again at the next poll");
+                    break;
+                }
             }
         }
-        let _ = self.poll();
     }
 
     fn apply(&self, read: Option<(i64, Vec<Ban>)>) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match read {
             Some((version, bans)) => {
-                state.bans = bans;
+                state.take_read(bans);
                 state.version = Some(version);
                 self.rebuild(&state);
                 true
@@ -608,7 +659,7 @@ impl Bans {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match read {
             Some((version, bans)) => {
-                state.bans = bans;
+                state.take_read(bans);
                 state.version = Some(version);
                 self.rebuild(&state);
                 Ok(true)
@@ -739,12 +790,16 @@ impl Bans {
             let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
             let done: std::collections::HashSet<i64> = written.iter().map(|(b, _)| b.id).collect();
             state.pending.retain(|p| !done.contains(&p.id));
+            // Read the store again at the next poll (see `retry_local`).
+            if written.iter().any(|(_, r)| r.is_ok()) {
+                state.version = None;
+            }
             let mut known: std::collections::HashSet<i64> = state.bans.iter().map(|b| b.id).collect();
             let mut undo = Vec::new();
             for (ban, result) in written {
                 if state.is_cancelled(ban.id) {
                     // Lifted while it was being written.
-                    undo.extend(result.ok());
+                    undo.extend(result.ok().map(|id| (id, ban.expires_at)));
                     continue;
                 }
                 match result {
@@ -848,22 +903,29 @@ impl Bans {
 
     /// Lifts ban `id` now: the ban lifted, `None` when there is no such ban in force. Blocking.
     pub fn lift(&self, id: i64) -> Result<Option<Ban>, String> {
-        // An automatic ban listed before it was written: by its id in the store now.
-        let id = self.state.lock().unwrap_or_else(|e| e.into_inner()).renamed.get(&id).map_or(id, |r| r.0);
-        let Some(ban) = self.active().into_iter().find(|b| b.id == id) else { return Ok(None) };
-        {
+        let now = now_ms();
+        // Looked up and, when not in the store yet, lifted in one hold of the lock: the batch's writer
+        // takes a written ban in (and renames it) under it too, so a lift never falls between.
+        let (ban, id) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // An automatic ban listed before it was written: by its id in the store now.
+            let id = state.renamed.get(&id).map_or(id, |r| r.0);
+            let live = |b: &Ban| b.id == id && b.expires_at > now;
             // One not in the store (being written, or held here after a failed write): lifted here,
             // and a write of it in flight is undone.
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let before = state.local.len() + state.pending.len();
-            state.local.retain(|b| b.id != id);
-            state.pending.retain(|b| b.id != id);
-            if state.local.len() + state.pending.len() != before {
+            let held = state.pending.iter().chain(&state.local).find(|b| live(b)).cloned();
+            if let Some(ban) = held {
+                state.local.retain(|b| b.id != id);
+                state.pending.retain(|b| b.id != id);
                 state.cancelled.insert(id, ban.expires_at);
                 self.rebuild(&state);
                 return Ok(Some(ban));
             }
-        }
+            match state.bans.iter().find(|b| live(b)) {
+                Some(ban) => (ban.clone(), id),
+                None => return Ok(None),
+            }
+        };
         let removed = self.remove_stored(id)?;
         if removed.is_none() {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -880,6 +942,10 @@ impl Bans {
     /// Removes a ban from Redis or the store by its id there: whether it was there (`None` without
     /// either: the bans are this process's memory).
     fn remove_stored(&self, id: i64) -> Result<Option<bool>, String> {
+        #[cfg(test)]
+        if self.fail_removals.load(Ordering::Relaxed) {
+            return Err("the store is busy (test)".into());
+        }
         let removed = if let Some(r) = &self.redis {
             r.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?
         } else if let Some((path, conn)) = &self.store {
@@ -1043,6 +1109,40 @@ mod tests {
         assert_eq!(bans.ip_banned(ip("198.51.100.9")), None);
         assert!(BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap().is_empty());
         assert!(bans.active().is_empty());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// The undo of a write that took a lifted ban fails (the store busy just then): the ban stays
+    /// out of force here, also when the store is read meanwhile, and is removed from the store at a
+    /// later poll (a review found it back in force for its whole duration).
+    #[test]
+    fn a_lifted_ban_whose_undo_fails_stays_lifted_and_is_removed_later() {
+        let path = temp("undo-fails");
+        let until = now_ms() + 60_000;
+        let bans = Arc::new(Bans::empty(Some(&path)));
+        let weak = Arc::downgrade(&bans);
+        let _ = bans.before_write.set(Box::new(move |ban: &Ban| {
+            let bans = weak.upgrade().unwrap();
+            if ban.reason == "lift me" {
+                assert!(bans.lift(ban.id).unwrap().is_some());
+                bans.fail_removals.store(true, Ordering::Relaxed);
+            }
+        }));
+        bans.add_many_here(vec![(Target::Ip(ip("203.0.113.1")), until, "lift me".into())]);
+        assert_eq!(bans.ip_banned(ip("203.0.113.1")), None);
+        let stored = || BanStore::open(&path).unwrap().list(Some(now_ms())).unwrap();
+        assert_eq!(stored().len(), 1, "the undo failed: still in the store");
+        // Read again (another ban comes through the store): not taken in.
+        BanStore::open(&path).unwrap().add(&Target::Ip(ip("198.51.100.4")), until, "manual", "manual").unwrap();
+        assert!(bans.poll().unwrap());
+        assert_eq!(bans.ip_banned(ip("198.51.100.4")), Some(until));
+        assert_eq!(bans.ip_banned(ip("203.0.113.1")), None, "taken in from the read");
+        // The store takes removals again: the next poll removes it.
+        bans.fail_removals.store(false, Ordering::Relaxed);
+        let _ = bans.poll();
+        assert_eq!(stored().iter().map(|b| b.reason.as_str()).collect::<Vec<_>>(), ["manual"]);
+        assert!(bans.state.lock().unwrap().unlift.is_empty());
+        assert_eq!(bans.ip_banned(ip("203.0.113.1")), None);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
