@@ -473,6 +473,10 @@ pub struct ActiveAction {
     /// What this node wrote it to the fleet's shared actions as (its own actions only).
     #[serde(skip)]
     fleet: Option<SharedTarget>,
+    /// An address target as the view looks it up (network and prefix length), parsed once: the
+    /// view's builds take many at a time (the fleet's, under their list's lock).
+    #[serde(skip)]
+    net: Option<(IpAddr, u8)>,
 }
 
 /// An action in force as the store keeps it across a restart (`snapshot: true`).
@@ -553,7 +557,6 @@ impl KeptAction {
             id: self.id,
             kind: kind.as_str(),
             target_kind,
-            target: self.target,
             key: self.key,
             shared: self.shared,
             origin: HERE.to_owned(),
@@ -567,6 +570,8 @@ impl KeptAction {
                 .map(|(interval, burst)| gcra::Rate { interval: interval.max(1), burst: burst.max(1) }),
             in_bans: self.in_bans,
             fleet: self.fleet,
+            net: (target_kind != "principal").then(|| address_target(&self.target)).flatten(),
+            target: self.target,
         })
     }
 }
@@ -651,7 +656,7 @@ impl Layer {
             ("principal", Some(key)) => self.principals.entry(key).or_default(),
             ("principal", None) => return,
             _ => {
-                let Some((ip, len)) = address_target(&a.target) else { return };
+                let Some((ip, len)) = a.net else { return };
                 if ip.is_ipv6() && !lens.contains(&len) {
                     lens.push(len);
                 }
@@ -1971,6 +1976,7 @@ impl Inner {
                 id,
                 kind,
                 target_kind,
+                net: (key.is_none()).then(|| address_target(&target)).flatten(),
                 target: target.clone(),
                 key,
                 shared: shared || old.as_ref().is_some_and(|o| o.shared),
@@ -2223,6 +2229,7 @@ impl Inner {
             SharedTarget::Ip { address } => address.clone(),
             SharedTarget::Principal { .. } => s.label.clone(),
         };
+        let net = (target_kind != "principal").then(|| address_target(&target)).flatten();
         Some(ActiveAction {
             id: 0,
             kind,
@@ -2239,6 +2246,7 @@ impl Inner {
             throttle,
             in_bans: false,
             fleet: None,
+            net,
         })
     }
 
