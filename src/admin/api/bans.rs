@@ -53,12 +53,19 @@ fn bans(state: &St) -> std::sync::Arc<crate::guard::bans::Bans> {
     state.shared.runtime.load().guard.bans().clone()
 }
 
+/// A ban's place in the listing: the automatic bans not yet in the store (negative ids) first, then
+/// the store's, each by id. (By the id's magnitude alone, -5 and 5 had one key, and a page boundary
+/// between them skipped one.)
+fn cursor_key(b: &Ban) -> String {
+    format!("{}{:020}", if b.id < 0 { 'p' } else { 's' }, b.id.unsigned_abs())
+}
+
 /// The bans in force.
 #[utoipa::path(get, path = "/admin/v1/bans", tag = "bans", params(PageParams),
     responses((status = 200, body = BanPage), (status = 401, body = Problem)))]
 pub async fn list(State(state): State<St>, _: Viewer, Query(p): Query<PageParams>) -> Result<Response, Problem> {
     let all: Vec<Ban> = bans(&state).active().iter().map(view).collect();
-    let (items, next_cursor) = page(all, |b| format!("{:020}", b.id.unsigned_abs()), &p)?;
+    let (items, next_cursor) = page(all, cursor_key, &p)?;
     Ok(json(StatusCode::OK, &BanPage { items, next_cursor }))
 }
 
@@ -121,4 +128,25 @@ pub async fn lift(
         serde_json::json!({"kind": ban.kind, "target": ban.target}),
     );
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_ban_and_a_stored_one_of_the_same_magnitude_have_their_own_places() {
+        let ban = |id: i64| Ban {
+            id,
+            kind: "ip".into(),
+            target: "192.0.2.1".into(),
+            until: String::new(),
+            reason: String::new(),
+            source: String::new(),
+        };
+        assert_ne!(cursor_key(&ban(-5)), cursor_key(&ban(5)));
+        let mut keys: Vec<String> = [7, -5, 5, -12, 40].map(|i| cursor_key(&ban(i))).to_vec();
+        keys.sort();
+        assert_eq!(keys, [-5, -12, 5, 7, 40].map(|i| cursor_key(&ban(i))).to_vec());
+    }
 }
