@@ -633,6 +633,32 @@ struct View {
     v6_lens: Vec<u8>,
 }
 
+/// Where an action's part sits in a layer: a principal's key, or an address and prefix length.
+#[derive(Clone, Copy)]
+enum Spot {
+    Principal(u64),
+    Address(IpAddr, u8),
+}
+
+impl Spot {
+    /// An action's place and part, when it has one in the view.
+    fn of(a: &ActiveAction) -> Option<(Spot, Entry)> {
+        let part = Entry::of(a);
+        if part.is_none() {
+            return None;
+        }
+        let spot = match (a.target_kind, a.key) {
+            ("principal", Some(key)) => Spot::Principal(key),
+            ("principal", None) => return None,
+            _ => {
+                let (ip, len) = a.net?;
+                Spot::Address(ip, len)
+            }
+        };
+        Some((spot, part))
+    }
+}
+
 /// One layer of the view: each target's entry, merged from its actions.
 #[derive(Default, Clone)]
 struct Layer {
@@ -648,15 +674,15 @@ impl Layer {
     /// kind a target), in its place: the part there is the same slot's, an earlier version or one
     /// since expired, and an expired strict throttle must not hold on through its successor.
     fn add(&mut self, a: &ActiveAction, lens: &mut Vec<u8>, own: bool) {
-        let part = Entry::of(a);
-        if part.is_none() {
-            return;
+        if let Some((spot, part)) = Spot::of(a) {
+            self.put(spot, part, lens, own);
         }
-        let e = match (a.target_kind, a.key) {
-            ("principal", Some(key)) => self.principals.entry(key).or_default(),
-            ("principal", None) => return,
-            _ => {
-                let Some((ip, len)) = a.net else { return };
+    }
+
+    fn put(&mut self, spot: Spot, part: Entry, lens: &mut Vec<u8>, own: bool) {
+        let e = match spot {
+            Spot::Principal(key) => self.principals.entry(key).or_default(),
+            Spot::Address(ip, len) => {
                 if ip.is_ipv6() && !lens.contains(&len) {
                     lens.push(len);
                 }
@@ -2323,14 +2349,16 @@ impl Inner {
         self.actions.remote_stale.store(false, Relaxed);
         #[cfg(test)]
         self.actions.remote_builds.fetch_add(1, Relaxed);
-        let (remote_layer, mut lens) = {
+        // The parts are copied out under the lock (a few words each), and the layer built after it:
+        // the detector thread's `act` and `expire` take that lock.
+        let parts: Vec<(Spot, Entry)> = {
             let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            let (mut layer, mut lens) = (Layer::default(), Vec::new());
-            for a in remote.values() {
-                layer.add(a, &mut lens, false);
-            }
-            (layer, lens)
+            remote.values().filter_map(Spot::of).collect()
         };
+        let (mut remote_layer, mut lens) = (Layer::default(), Vec::new());
+        for (spot, part) in parts {
+            remote_layer.put(spot, part, &mut lens, false);
+        }
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let view = self.actions.view.load();
         for len in &view.v6_lens {
