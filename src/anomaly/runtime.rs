@@ -669,6 +669,13 @@ struct Layer {
 }
 
 impl Layer {
+    /// A layer of `actions` (see [`Layer::add`]).
+    fn of<'a>(actions: impl Iterator<Item = &'a ActiveAction>, lens: &mut Vec<u8>, own: bool) -> Layer {
+        let mut layer = Layer::default();
+        actions.for_each(|a| layer.add(a, lens, own));
+        layer
+    }
+
     /// Adds one action's part (noting an IPv6 prefix length it uses in `lens`): joined with what the
     /// target holds (the fleet's nodes each hold one of a kind), or, for this node's own (one of a
     /// kind a target), in its place: the part there is the same slot's, an earlier version or one
@@ -710,33 +717,52 @@ impl View {
         self.layers().iter().any(|l| !l.ips.is_empty())
     }
 
-    /// What is in force at `now` for a principal's key (`now` is asked for only when a layer holds it).
-    fn principal(&self, key: u64, now: impl FnOnce() -> u64) -> Option<Entry> {
-        let mut found = self.layers().map(|l| l.principals.get(&key).copied());
-        if found.iter().all(Option::is_none) {
-            return None;
-        }
-        let now = now();
-        Some(found.iter_mut().flatten().fold(Entry::default(), |e, f| e.join(f.live(now))))
+    /// What the layers hold for a principal's key.
+    fn held_principal(&self, key: u64) -> Option<Held> {
+        Held::of(self.layers().map(|l| l.principals.get(&key).copied()))
     }
 
-    /// What is in force at `now` for a client address (IPv4, or IPv6 by every prefix an action uses:
-    /// the fleet's nodes, or one node across a reload, may use more than one).
-    fn address(&self, ip: IpAddr, now: u64) -> impl Iterator<Item = ((IpAddr, u8), Entry)> + '_ {
+    /// What the layers hold for a client address (IPv4, or IPv6 by every prefix an action uses: the
+    /// fleet's nodes, or one node across a reload, may use more than one).
+    fn held_address(&self, ip: IpAddr) -> impl Iterator<Item = ((IpAddr, u8), Held)> + '_ {
         let ip = ip.to_canonical();
         let lens: &[u8] = if ip.is_ipv4() { &[32] } else { &self.v6_lens };
         lens.iter().filter_map(move |&len| {
             let key = (if ip.is_ipv4() { ip } else { crate::exchange::client_net(ip, len).network() }, len);
-            let found = self.layers().map(|l| l.ips.get(&key).copied());
-            (!found.iter().all(Option::is_none))
-                .then(|| (key, found.iter().flatten().fold(Entry::default(), |e, f| e.join(f.live(now)))))
+            Held::of(self.layers().map(|l| l.ips.get(&key).copied())).map(|h| (key, h))
         })
+    }
+
+    /// What is in force at `now` for a principal's key (for tests).
+    #[cfg(test)]
+    fn principal(&self, key: u64, now: u64) -> Option<Entry> {
+        self.held_principal(key).map(|h| h.at(now))
+    }
+
+    /// What is in force at `now` for a client address (for tests).
+    #[cfg(test)]
+    fn address(&self, ip: IpAddr, now: u64) -> impl Iterator<Item = ((IpAddr, u8), Entry)> + '_ {
+        self.held_address(ip).map(move |(key, h)| (key, h.at(now)))
     }
 
     /// Targets held, counting one held by two layers once (for tests).
     #[cfg(test)]
     fn ips_len(&self) -> usize {
         self.layers().iter().flat_map(|l| l.ips.keys()).collect::<std::collections::HashSet<_>>().len()
+    }
+}
+
+/// One target's entries in the three layers, as found (the request's time is read only then).
+struct Held([Option<Entry>; 3]);
+
+impl Held {
+    fn of(found: [Option<Entry>; 3]) -> Option<Held> {
+        found.iter().any(Option::is_some).then_some(Held(found))
+    }
+
+    /// The layers' parts in force at `now`, joined.
+    fn at(&self, now: u64) -> Entry {
+        self.0.iter().flatten().fold(Entry::default(), |e, f| e.join(f.live(now)))
     }
 }
 
@@ -1333,12 +1359,9 @@ impl Anomaly {
         if let Some(p) = ex.principal.as_deref().filter(|_| view.has_principals()) {
             // The exact principal: its method and whole id, as the engine keyed it.
             let key = Engine::principal_key(actions.seed, p);
-            let mut at = 0;
-            if let Some(e) = view.principal(key, || {
-                at = self.now_ms(&ex.parts.headers);
-                at
-            }) {
-                let now = at;
+            if let Some(held) = view.held_principal(key) {
+                let now = self.now_ms(&ex.parts.headers);
+                let e = held.at(now);
                 if e.banned(now) {
                     ex.event(crate::events::Noted::new(Kind::GuardBlocked, "banned").attr("source", "anomaly"));
                     return Err(Reject::Banned);
@@ -1373,9 +1396,10 @@ impl Anomaly {
         if !view.has_ips() {
             return Ok(());
         }
-        let now = self.now_ms(&ex.parts.headers);
-        for ((ip, len), entry) in view.address(ex.client_ip, now) {
-            if let Some(rate) = entry.throttle(now) {
+        let mut now = None;
+        for ((ip, len), held) in view.held_address(ex.client_ip) {
+            let now = *now.get_or_insert_with(|| self.now_ms(&ex.parts.headers));
+            if let Some(rate) = held.at(now).throttle(now) {
                 // The address, its prefix length and its family: an IPv4 address and an IPv6 /32
                 // never share a bucket.
                 let mut bucket = [0u8; 18];
@@ -2086,7 +2110,7 @@ impl Inner {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let before = remote.len();
             remote.retain(|_, a| a.expires_ms > now);
-            self.counted(&list, &remote);
+            self.counted(list.len(), remote.len());
             (before != remote.len(), list.len() + remote.len())
         };
         if expired.is_empty() && !remote_gone {
@@ -2283,16 +2307,12 @@ impl Inner {
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut local_layer, mut remote_layer, mut lens) = (Layer::default(), Layer::default(), Vec::new());
-        for a in list.values() {
-            local_layer.add(a, &mut lens, true);
-        }
-        for a in remote.values() {
-            remote_layer.add(a, &mut lens, false);
-        }
-        self.built(&list, &remote);
+        let mut lens = Vec::new();
+        let local = Layer::of(list.values(), &mut lens, true);
+        let remote_layer = Layer::of(remote.values(), &mut lens, false);
+        self.built(list.len(), remote.len());
         self.actions.view.store(Arc::new(View {
-            local: Arc::new(local_layer),
+            local: Arc::new(local),
             delta: Layer::default(),
             remote: Arc::new(remote_layer),
             v6_lens: lens,
@@ -2311,14 +2331,10 @@ impl Inner {
         let limit = (view.local.len().isqrt() * 8).max(256);
         let mut lens = view.v6_lens.clone();
         if self.actions.whole.swap(false, Relaxed) || view.delta.len() + changed.len() > limit {
-            let mut local_layer = Layer::default();
-            for a in list.values() {
-                local_layer.add(a, &mut lens, true);
-            }
-            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            self.built(&list, &remote);
+            let local = Layer::of(list.values(), &mut lens, true);
+            self.built(list.len(), self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len());
             self.actions.view.store(Arc::new(View {
-                local: Arc::new(local_layer),
+                local: Arc::new(local),
                 delta: Layer::default(),
                 remote: view.remote.clone(),
                 v6_lens: lens,
@@ -2330,7 +2346,7 @@ impl Inner {
         for a in changed.iter().filter_map(|slot| list.get(slot)) {
             delta.add(a, &mut lens, true);
         }
-        self.counted(&list, &self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner));
+        self.counted(list.len(), self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len());
         self.actions.view.store(Arc::new(View {
             local: view.local.clone(),
             delta,
@@ -2341,9 +2357,9 @@ impl Inner {
 
     /// The view with the other nodes' layer built again (their list moved); this node's kept.
     ///
-    /// Built holding the fleet's list only (the detector thread's `act` and `expire` take this node's
-    /// list meanwhile), then swapped under `building`: remote builds are serialised apart
-    /// (`remote_building`), so a later one always swaps in the later list.
+    /// Built from the fleet list's parts copied out under its lock, then swapped under `building`:
+    /// remote builds are serialised apart (`remote_building`), so a later one always swaps in the
+    /// later list.
     fn rebuild_remote(&self) {
         let _remote_building = self.actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
         self.actions.remote_stale.store(false, Relaxed);
@@ -2366,7 +2382,10 @@ impl Inner {
                 lens.push(*len);
             }
         }
-        self.recount();
+        self.counted(
+            self.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len(),
+        );
         self.actions.view.store(Arc::new(View {
             local: view.local.clone(),
             delta: view.delta.clone(),
@@ -2376,21 +2395,13 @@ impl Inner {
     }
 
     /// After the local layer is built whole from `list`: nothing is pending or stale.
-    fn built(&self, list: &HashMap<ActionKey, ActiveAction>, remote: &HashMap<String, ActiveAction>) {
+    fn built(&self, list: usize, remote: usize) {
         self.actions.changed.lock().unwrap_or_else(PoisonError::into_inner).clear();
         self.actions.whole.store(false, Relaxed);
         self.actions.stale.store(0, Relaxed);
         #[cfg(test)]
         self.actions.builds.fetch_add(1, Relaxed);
         self.counted(list, remote);
-    }
-
-    /// [`Inner::counted`], taking the lists in turn.
-    fn recount(&self) {
-        let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len();
-        let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len();
-        self.actions.any.store(list + remote > 0, Relaxed);
-        self.metrics.actions.set(i64::try_from(list + remote).unwrap_or(i64::MAX));
     }
 
     /// The fleet thread's part of the view: the other nodes' layer built again when one of theirs
@@ -2401,10 +2412,11 @@ impl Inner {
         }
     }
 
-    /// Whether anything is in force (the stage's whole cost when nothing is), and the gauge.
-    fn counted(&self, list: &HashMap<ActionKey, ActiveAction>, remote: &HashMap<String, ActiveAction>) {
-        self.actions.any.store(!list.is_empty() || !remote.is_empty(), Relaxed);
-        self.metrics.actions.set(i64::try_from(list.len() + remote.len()).unwrap_or(i64::MAX));
+    /// Whether anything is in force (the stage's whole cost when nothing is), and the gauge, from the
+    /// lengths of this node's list and the fleet's.
+    fn counted(&self, list: usize, remote: usize) {
+        self.actions.any.store(list + remote > 0, Relaxed);
+        self.metrics.actions.set(i64::try_from(list + remote).unwrap_or(i64::MAX));
     }
 }
 
@@ -2782,6 +2794,19 @@ mod tests {
         }
     }
 
+    /// A fleet whose Redis nothing answers (actions shared, every call failing fast).
+    fn unreachable_redis() -> Arc<crate::fleet::Fleet> {
+        let cfg = crate::fleet::RedisConfig {
+            url: "redis://127.0.0.1:9/0".into(),
+            username: None,
+            password: None,
+            command_timeout: crate::units::Dur(Duration::from_millis(50)),
+            connect_timeout: crate::units::Dur(Duration::from_millis(50)),
+            share_bans: true,
+        };
+        Arc::new(crate::fleet::Fleet::new(&cfg).unwrap())
+    }
+
     /// The JWT principal `alice` of `https://idp.test`.
     fn alice() -> Principal {
         let claims: serde_json::Map<String, serde_json::Value> =
@@ -2945,7 +2970,7 @@ mod tests {
         assert_eq!((ban.target.as_str(), ban.shared, ban.key), ("jwt:alice", false, Some(42)));
         a.inner.rebuild_view();
         let view = a.inner.actions.view.load();
-        let e = view.principal(42, || t0).unwrap();
+        let e = view.principal(42, t0).unwrap();
         assert!(e.banned(t0) && e.challenge_since(t0).is_some());
         // Each kind runs out on its own.
         assert!(!e.banned(ban.expires_ms) && e.challenge_since(ban.expires_ms).is_none());
@@ -2962,15 +2987,7 @@ mod tests {
         let node = || {
             let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
             // Shared, with no fleet thread: the test moves the writes between the nodes itself.
-            let cfg = crate::fleet::RedisConfig {
-                url: "redis://127.0.0.1:9/0".into(),
-                username: None,
-                password: None,
-                command_timeout: crate::units::Dur(Duration::from_millis(50)),
-                connect_timeout: crate::units::Dur(Duration::from_millis(50)),
-                share_bans: true,
-            };
-            a.inner.fleet.store(Some(Arc::new(crate::fleet::Fleet::new(&cfg).unwrap())));
+            a.inner.fleet.store(Some(unreachable_redis()));
             a
         };
         let (a, b) = (node(), node());
@@ -3009,19 +3026,19 @@ mod tests {
         let view = b.inner.actions.view.load();
         let key_b = Engine::principal_key(b.inner.actions.seed, &alice);
         assert_ne!(key_a, key_b);
-        let e = view.principal(key_b, || t0).expect("alice, keyed with B's seed");
+        let e = view.principal(key_b, t0).expect("alice, keyed with B's seed");
         assert!(e.banned(t0) && e.challenge_since(t0) == Some(began));
         let (_, e) = view.address("2001:db8:7:7:aaaa::9".parse().unwrap(), t0).next().expect("the /64, as written");
         assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
         // Another issuer's alice is someone else.
         let other = Principal { claims: None, ..(*alice).clone() };
-        assert!(view.principal(Engine::principal_key(b.inner.actions.seed, &other), || t0).is_none());
+        assert!(view.principal(Engine::principal_key(b.inner.actions.seed, &other), t0).is_none());
         drop(view);
         // B's own challenge of alice, within the alert's window of A's: it keeps A's start (the
         // owner's token issued since stays good on every node).
         b.inner.raise(sharing(key_b, t0 + 60_000));
         b.inner.rebuild_view();
-        assert_eq!(b.inner.actions.view.load().principal(key_b, || t0).unwrap().challenge_since(t0), Some(began));
+        assert_eq!(b.inner.actions.view.load().principal(key_b, t0).unwrap().challenge_since(t0), Some(began));
         // Lifting A's challenge on B lifts B's own too, and deletes A's field.
         let challenge = b.actions().into_iter().find(|x| x.kind == "challenge" && x.origin != HERE).unwrap();
         b.inner.actions.outbox.lock().unwrap().clear();
@@ -3032,7 +3049,7 @@ mod tests {
         assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if *f == a_field)), "{dels:?}");
         assert!(dels.iter().any(|op| matches!(op, Op::Lift(f, _) if f.starts_with(&b.inner.actions.node))), "{dels:?}");
         assert_eq!(dels.len(), 2, "B's own challenge and A's: {dels:?}");
-        assert!(b.inner.actions.view.load().principal(key_b, || t0).unwrap().challenge_since(t0).is_none());
+        assert!(b.inner.actions.view.load().principal(key_b, t0).unwrap().challenge_since(t0).is_none());
         // A sees its field gone: lifted there too.
         a.inner.lifted_elsewhere(&a_field);
         assert!(a.actions().iter().all(|x| x.kind != "challenge"), "{:?}", a.actions());
@@ -3060,7 +3077,7 @@ mod tests {
         b.inner.set_remote(read.clone(), &Default::default(), None);
         b.inner.raise(sharing(key_b, t0 + 11 * 60_000));
         b.inner.rebuild_view();
-        let since = b.inner.actions.view.load().principal(key_b, || t0).unwrap().challenge_since(t0).unwrap();
+        let since = b.inner.actions.view.load().principal(key_b, t0).unwrap().challenge_since(t0).unwrap();
         assert!(since >= t0 + 11 * 60_000 && since > began, "{since}");
         // Throttles of two prefix lengths (nodes with different `ipv6_prefix`) never stand for each other.
         let throttle = |address: &str, node: &str| {
@@ -3116,19 +3133,8 @@ mod tests {
     fn shared_actions_hold_across_a_restart_while_redis_is_down() {
         let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n  enumeration: { actions: [log, throttle], duration: 1h, throttle: 2/m }\n";
         let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
-        let redis = || {
-            let cfg = crate::fleet::RedisConfig {
-                url: "redis://127.0.0.1:9/0".into(),
-                username: None,
-                password: None,
-                command_timeout: crate::units::Dur(Duration::from_millis(50)),
-                connect_timeout: crate::units::Dur(Duration::from_millis(50)),
-                share_bans: true,
-            };
-            Arc::new(crate::fleet::Fleet::new(&cfg).unwrap())
-        };
         let before = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
-        before.inner.fleet.store(Some(redis()));
+        before.inner.fleet.store(Some(unreachable_redis()));
         let alice = Arc::new(alice());
         let t0 = wall_ms();
         let key = Engine::principal_key(before.inner.actions.seed, &alice);
@@ -3144,7 +3150,7 @@ mod tests {
             let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
             a.inner.restore_actions(Some(serde_json::from_slice(&row).unwrap()), false);
             let bans = Arc::new(crate::guard::bans::Bans::empty(None));
-            a.attach(bans, Emitter::default(), HashMap::new(), sharing.then(redis));
+            a.attach(bans, Emitter::default(), HashMap::new(), sharing.then(unreachable_redis));
             a
         };
         let after = restart(true);
@@ -3160,7 +3166,7 @@ mod tests {
         assert_eq!(e.throttle(t0).map(|r| r.interval), Some(30_000_000_000));
         let key_after = Engine::principal_key(after.inner.actions.seed, &alice);
         assert_ne!(key, key_after);
-        assert!(view.principal(key_after, || t0).and_then(|e| e.challenge_since(t0)).is_some());
+        assert!(view.principal(key_after, t0).and_then(|e| e.challenge_since(t0)).is_some());
         drop(view);
         // Redis is back: the challenge was lifted meanwhile (its field marked), the throttle's field is
         // gone unmarked.
@@ -3169,7 +3175,7 @@ mod tests {
         after.inner.set_remote(vec![], &marks, None);
         let left = after.actions();
         assert!(left.len() == 1 && left[0].kind == "throttle", "{left:?}");
-        assert!(after.inner.actions.view.load().principal(key_after, || t0).is_none_or(|e| e.is_none()));
+        assert!(after.inner.actions.view.load().principal(key_after, t0).is_none_or(|e| e.is_none()));
         // Not shared after the restart: not put back.
         assert!(restart(false).actions().is_empty());
     }
@@ -3231,7 +3237,7 @@ mod tests {
             }
         }
         for &k in keys {
-            out.extend(view.principal(k, || now).map(|e| (format!("key {k}"), e)));
+            out.extend(view.principal(k, now).map(|e| (format!("key {k}"), e)));
         }
         out.retain(|(_, e)| !e.is_none());
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -3242,9 +3248,9 @@ mod tests {
     fn built_whole(inner: &Inner) -> View {
         let list = inner.actions.list.lock().unwrap();
         let remote = inner.actions.remote.lock().unwrap();
-        let (mut local, mut other, mut lens) = (Layer::default(), Layer::default(), Vec::new());
-        list.values().for_each(|a| local.add(a, &mut lens, true));
-        remote.values().for_each(|a| other.add(a, &mut lens, false));
+        let mut lens = Vec::new();
+        let local = Layer::of(list.values(), &mut lens, true);
+        let other = Layer::of(remote.values(), &mut lens, false);
         View { local: Arc::new(local), delta: Layer::default(), remote: Arc::new(other), v6_lens: lens }
     }
 
