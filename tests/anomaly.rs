@@ -815,6 +815,111 @@ fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back(
     assert!(a.actions().iter().any(|x| x["kind"] == "challenge"), "a lost write lifted the action on A");
 }
 
+/// A node restarted twice while Redis is down still refuses the token its first process challenged
+/// (the first restart adopts it from the store's row; the second finds it in the row the first wrote,
+/// where it was lost before). Redis back, empty: the node writes it to the fleet's hash for the
+/// process that raised it, so node B, which never saw it, refuses the token too. Lifted on B, it is
+/// gone on A and out of A's row, so a restart of A does not bring it back.
+#[test]
+fn an_adopted_action_outlives_two_restarts_while_redis_is_down_and_then_reaches_the_fleet() {
+    let mut redis = common::RedisServer::start();
+    let url = redis.url();
+    let anomaly = |snapshot: bool| {
+        format!(
+            "redis:\n  url: {url}\n  share_bans: true\nanomaly:\n  mode: enforce\n  snapshot: {snapshot}\n  detectors:\n    \
+             token_sharing: {{ actions: [log, alert, challenge], duration: 30m }}\n"
+        )
+    };
+    let up = Upstream::start("app");
+    let state = TempDir::new();
+    let yaml = config(&state, up.addr, &anomaly(true));
+    let cfg = state.write("portcullis.yaml", &yaml);
+    let (viewer, _) = token(&cfg, "viewer");
+    let stolen = format!("Authorization: Bearer {}\r\n", jwt("frank", now_s() - 60));
+    redis.kill();
+    let mut gw = Gateway::start(&yaml);
+    let resp = share_until_refused(&mut RawConn::connect(gw.addr("main")), &stolen, 8);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    let listed = |gw: &Gateway| -> Vec<Value> {
+        let a = call(gw.addr("admin"), Some(&viewer), "GET", "/admin/v1/anomaly/actions", None, &[]);
+        a.json()["items"].as_array().cloned().unwrap_or_default()
+    };
+    let first = listed(&gw).into_iter().find(|x| x["kind"] == "challenge").expect("the challenge");
+    for restart in 1..=2 {
+        assert!(gw.terminate(T).is_some());
+        drop(gw);
+        gw = Gateway::start(&yaml);
+        let hits = up.hits();
+        let (st, resp) = get(&mut RawConn::connect(gw.addr("main")), "/j/profile", "192.0.2.40", &stolen);
+        assert_eq!(st, 401, "restart {restart} freed the challenged token: {resp}");
+        assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate");
+        assert_eq!(up.hits(), hits);
+        let held = listed(&gw).into_iter().find(|x| x["kind"] == "challenge").expect("listed after the restart");
+        assert_eq!(held["id"], first["id"], "{held}");
+        assert!(held["origin"].as_str().is_some_and(|o| o != "here"), "{held}");
+    }
+    // Redis back, with none of it: A writes it there, and B (started now) holds it.
+    redis.restart();
+    wait_for("node A to write the adopted challenge to the fleet's hash", || {
+        redis.command(&["HLEN", "portcullis:anomaly:actions"]).trim() == ":1"
+    });
+    let b = setup(&anomaly(false));
+    let mut on_b = RawConn::connect(b.gw.addr("main"));
+    wait_for("node B to hold the challenge node A wrote for its predecessor", || {
+        get(&mut on_b, "/j/profile", "192.0.2.41", &stolen).0 == 401
+    });
+    let theirs = b.actions().into_iter().find(|x| x["kind"] == "challenge").expect("listed on B");
+    assert_eq!(theirs["id"], first["id"], "{theirs}");
+    // Lifted on B: gone on A, and not brought back by A's next restart (Redis down again).
+    assert_eq!(b.admin(&b.operator, "DELETE", &format!("/admin/v1/anomaly/actions/{}", first["id"])).status, 204);
+    let mut on_a = RawConn::connect(gw.addr("main"));
+    wait_for("node A to let the token through", || get(&mut on_a, "/j/profile", "192.0.2.40", &stolen).0 == 200);
+    // (The row is written at most once a second after a change: wait for it.)
+    let row = || -> String {
+        let db = rusqlite::Connection::open(state.path("state.db")).unwrap();
+        db.query_row("SELECT CAST(actions AS TEXT) FROM anomaly_actions WHERE id = 1", [], |r| r.get(0))
+            .unwrap_or_default()
+    };
+    wait_for("node A's row to drop the lifted challenge", || !row().contains("frank"));
+    assert!(gw.terminate(T).is_some());
+    drop(gw);
+    redis.kill();
+    let gw = Gateway::start(&yaml);
+    assert_eq!(get(&mut RawConn::connect(gw.addr("main")), "/j/profile", "192.0.2.40", &stolen).0, 200);
+}
+
+/// A field both in the fleet's hash and marked lifted there (a node wrote its action again just as
+/// another lifted it) is a lifted action: the node that raised it drops it, and no other node holds it.
+#[test]
+fn a_shared_action_marked_lifted_is_lifted_even_if_written_again() {
+    let redis = common::RedisServer::start();
+    let anomaly = format!(
+        "redis:\n  url: {}\n  share_bans: true\nanomaly:\n  mode: enforce\n  detectors:\n    \
+         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n",
+        redis.url()
+    );
+    let (a, b) = (setup(&anomaly), setup(&anomaly));
+    let (mut on_a, mut on_b) = (RawConn::connect(a.gw.addr("main")), RawConn::connect(b.gw.addr("main")));
+    let stolen = format!("Authorization: Bearer {}\r\n", jwt("grace", now_s() - 30));
+    let resp = share_until_refused(&mut on_a, &stolen, 9);
+    assert_eq!(problem_of(&resp), "urn:portcullis:problem:reauthenticate", "{resp}");
+    wait_for("node B to hold A's challenge", || get(&mut on_b, "/j/profile", "192.0.2.50", &stolen).0 == 401);
+    let keys = redis.command(&["HKEYS", "portcullis:anomaly:actions"]);
+    let field = keys.lines().find(|l| l.contains(':') && !l.starts_with('*')).expect("A's field").trim().to_owned();
+    // The mark alone, the field left in place (and the version moved, as every write does).
+    let until = (now_s() + 600) * 1000;
+    redis.command(&["HSET", "portcullis:anomaly:actions:lifted", &field, &until.to_string()]);
+    redis.command(&["INCR", "portcullis:anomaly:actions:version"]);
+    wait_for("node B to drop the action marked lifted", || {
+        get(&mut on_b, "/j/profile", "192.0.2.50", &stolen).0 == 200
+    });
+    wait_for("node A to drop its own action marked lifted", || {
+        get(&mut on_a, "/j/profile", "192.0.2.50", &stolen).0 == 200
+    });
+    assert!(a.actions().iter().all(|x| x["kind"] != "challenge"), "{:?}", a.actions());
+    assert!(b.actions().iter().all(|x| x["kind"] != "challenge"), "{:?}", b.actions());
+}
+
 /// `yaml` (from [`config`]) with one more route, public, on `prefix`, with `extra` lines.
 fn with_route(yaml: &str, name: &str, prefix: &str, extra: &str) -> String {
     yaml.replace(

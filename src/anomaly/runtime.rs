@@ -513,6 +513,11 @@ enum KeptActions {
         /// shared actions there.
         #[serde(default)]
         node: Option<String>,
+        /// Earlier processes' shared actions this one adopted (`adopt_kept`) and still holds, by
+        /// their fields in the fleet's hash: so that they also hold across a second restart while
+        /// Redis is down (an earlier build ignores them, as it would any unknown field here).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adopted: Vec<(String, Shared)>,
     },
     Bare(Vec<KeptAction>),
 }
@@ -894,6 +899,9 @@ struct Actions {
     /// The previous process's shared actions, by their fields in the fleet's hash, until `attach`
     /// (see `restore_actions`).
     kept_shared: Mutex<Vec<(String, Shared)>>,
+    /// Those of them adopted, as read from the store's row: written back to this process's row while
+    /// they are still in `remote` (locked after it).
+    adopted: Mutex<HashMap<String, Shared>>,
     /// Held while the list is copied and written to the store, so that writes land in the order the
     /// list changed (a lift on the admin thread and a batch on the detector thread).
     saving: Mutex<()>,
@@ -1182,6 +1190,7 @@ impl Anomaly {
                 remote: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::default()),
                 kept_shared: Mutex::new(Vec::new()),
+                adopted: Mutex::new(HashMap::new()),
                 saving: Mutex::new(()),
                 node: fleet::node_name(),
             },
@@ -1756,8 +1765,16 @@ impl Inner {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
         };
+        let adopted: Vec<(String, Shared)> = {
+            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+            // (Lifted, expired or gone from the fleet's hash marked lifted: no longer held.)
+            adopted.retain(|field, _| remote.contains_key(field));
+            adopted.iter().map(|(f, s)| (f.clone(), s.clone())).collect()
+        };
         let node = Some(self.actions.node.clone());
-        serde_json::to_vec(&KeptActions::Seeded { seed: self.actions.seed, actions: kept, node }).unwrap_or_default()
+        let row = KeptActions::Seeded { seed: self.actions.seed, actions: kept, node, adopted };
+        serde_json::to_vec(&row).unwrap_or_default()
     }
 
     /// Puts back the actions a previous process left in the store, but those that have run out (they
@@ -1774,11 +1791,15 @@ impl Inner {
     fn restore_actions(&self, stored: Option<KeptActions>, same_seed: bool) {
         let Some(stored) = stored else { return };
         let same_seed = stored.seed().map_or(same_seed, |s| s == self.actions.seed);
-        let (kept, node) = match stored {
-            KeptActions::Seeded { actions, node, .. } => (actions, node),
-            KeptActions::Bare(actions) => (actions, None),
+        let (kept, node, adopted) = match stored {
+            KeptActions::Seeded { actions, node, adopted, .. } => (actions, node, adopted),
+            KeptActions::Bare(actions) => (actions, None, Vec::new()),
         };
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
+        // What the previous process had itself adopted (a restart before Redis was back): its fields
+        // name the process that raised them.
+        let adopted = adopted.into_iter().filter(|(_, s)| s.expires_ms > now);
+        self.actions.kept_shared.lock().unwrap_or_else(PoisonError::into_inner).extend(adopted);
         let (shared, kept): (Vec<KeptAction>, Vec<KeptAction>) =
             kept.into_iter().filter(|k| k.expires_ms > now).partition(|k| k.shared);
         if let Some(node) = node {
@@ -2212,7 +2233,9 @@ impl Inner {
                         ids.remove(&o.id);
                     }
                 };
-                if self.own_id(&field).is_some() || lifting.contains(&field) {
+                // (A field marked lifted is dead for good, as ids are never reused: one written again
+                // after its lift, by a node that had not yet seen the lift, is not put back in force.)
+                if self.own_id(&field).is_some() || lifting.contains(&field) || lifted.contains(&field) {
                     drop_field(&mut next, &mut ids);
                     continue;
                 }
@@ -2247,6 +2270,14 @@ impl Inner {
                 self.actions.next_expiry.fetch_min(next_expiry, Relaxed);
             }
             *remote = next;
+            // An adopted action lifted elsewhere meanwhile: out of this process's row too, or a restart
+            // before the next write would bring it back until the hash is read.
+            let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+            let held = adopted.len();
+            adopted.retain(|field, _| remote.contains_key(field));
+            if adopted.len() != held {
+                self.save_actions();
+            }
             changed
         };
         if changed {
@@ -2483,10 +2514,14 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                 seen = Some(read.version);
                 held = read.actions.len();
                 failing = false;
-                // This node's actions missing from the hash: lifted by another node (marked so), or lost
-                // with Redis's data (written again).
-                let missing: Vec<String> =
-                    written.iter().filter(|f| !read.present.contains(f.as_str())).cloned().collect();
+                // This node's actions missing from the hash, or marked lifted there: lifted by another
+                // node, or lost with Redis's data (written again). (Marked but present: written again
+                // by this node as another lifted it, a race the mark settles.)
+                let missing: Vec<String> = written
+                    .iter()
+                    .filter(|f| !read.present.contains(f.as_str()) || read.lifted.contains(f.as_str()))
+                    .cloned()
+                    .collect();
                 for f in missing {
                     written.remove(&f);
                     if read.lifted.contains(&f) {
@@ -2496,6 +2531,7 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                     }
                 }
                 inner.set_remote(read.actions, &read.lifted, Some(&read.present));
+                inner.republish_adopted(&read.present, &read.lifted);
             }
             Ok(None) => failing = false,
             Err(e) => {
@@ -2526,6 +2562,33 @@ impl Inner {
         }
     }
 
+    /// The adopted actions (`adopt_kept`) the fleet's hash lacks, neither lifted nor expired: Redis
+    /// lost them, or the previous process never got them there. Written again under their fields, so
+    /// that they hold on every node, as the node that raised them would have. Queued under the remote
+    /// list's lock, which `lift` holds while it queues a lift, so that a lift here is not overwritten;
+    /// a lift elsewhere racing this write marks the field, and a marked field is not read back.
+    fn republish_adopted(
+        &self,
+        present: &std::collections::HashSet<String>,
+        lifted: &std::collections::HashSet<String>,
+    ) {
+        let now = self.clock_now();
+        let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        let adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+        let due: Vec<Op> = adopted
+            .iter()
+            .filter(|(f, _)| !present.contains(f.as_str()) && !lifted.contains(f.as_str()))
+            .filter(|(f, _)| remote.get(f.as_str()).is_some_and(|a| a.expires_ms > now))
+            .filter_map(|(f, s)| Some(Op::Put(f.clone(), serde_json::to_string(s).ok()?)))
+            .collect();
+        if !due.is_empty() {
+            let mut outbox = self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            for op in due {
+                outbox.push(op);
+            }
+        }
+    }
+
     /// The previous process's shared actions (`restore_actions`), in force as another node's until the
     /// fleet's hash says otherwise: a field found lifted there is dropped, one gone unmarked is kept
     /// to its expiry, as any node's.
@@ -2546,10 +2609,13 @@ impl Inner {
                     .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
                 ids.insert(a.id);
                 self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
+                self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner).insert(field.clone(), s);
                 remote.insert(field, a);
             }
         }
         self.rebuild_remote();
+        // In this process's row too, while this process holds them.
+        self.save_actions();
     }
 
     /// One of this node's actions another node lifted: lifted here too.
@@ -3072,6 +3138,9 @@ mod tests {
         let marks = read.iter().map(|(f, _)| f.clone()).collect();
         b.inner.set_remote(vec![], &marks, None);
         assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 0);
+        // Written again after its mark (a node that had not seen the lift yet): still lifted.
+        b.inner.set_remote(read.clone(), &marks, None);
+        assert_eq!(b.actions().iter().filter(|x| x.origin != HERE).count(), 0, "a lift undone by a late write");
         // Past the window of A's challenge, B's new one starts at its own alert: a token stolen again
         // after the first challenge is refused on every node.
         b.inner.set_remote(read.clone(), &Default::default(), None);
@@ -3146,14 +3215,17 @@ mod tests {
         let row = before.inner.kept_actions();
         let node = before.inner.actions.node.clone();
         drop(before);
-        let restart = |sharing: bool| {
+        let restart_from = |row: &[u8], sharing: bool| {
             let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
-            a.inner.restore_actions(Some(serde_json::from_slice(&row).unwrap()), false);
+            a.inner.restore_actions(Some(serde_json::from_slice(row).unwrap()), false);
             let bans = Arc::new(crate::guard::bans::Bans::empty(None));
             a.attach(bans, Emitter::default(), HashMap::new(), sharing.then(unreachable_redis));
             a
         };
-        let after = restart(true);
+        let restart = |sharing: bool| restart_from(&row, sharing);
+        // Restarted a second time, Redis still down: what the first restart adopted is in its row,
+        // and holds again (it was lost here before).
+        let after = restart_from(&restart(true).inner.kept_actions(), true);
         let listed = after.actions();
         assert_eq!(listed.len(), 2, "{listed:?}");
         assert!(listed.iter().all(|x| x.origin == node && x.shared), "{listed:?}");
@@ -3176,6 +3248,9 @@ mod tests {
         let left = after.actions();
         assert!(left.len() == 1 && left[0].kind == "throttle", "{left:?}");
         assert!(after.inner.actions.view.load().principal(key_after, t0).is_none_or(|e| e.is_none()));
+        // The lifted one has left the row; the other is still carried by it.
+        let third = restart_from(&after.inner.kept_actions(), true).actions();
+        assert!(third.len() == 1 && third[0].kind == "throttle" && third[0].origin == node, "{third:?}");
         // Not shared after the restart: not put back.
         assert!(restart(false).actions().is_empty());
     }
