@@ -783,17 +783,22 @@ fn a_fleet_shares_challenges_and_throttles_and_a_lift_on_one_node_lifts_them_eve
     assert!(b.actions().iter().any(|x| x["kind"] == "throttle" && x["target"] == attacker), "{:?}", b.actions());
 }
 
+/// A gateway sharing its actions through the Redis at `url`, challenging shared tokens (`extra`: more
+/// lines of the `anomaly:` section).
+fn challenges_shared(url: &str, extra: &str) -> String {
+    format!(
+        "redis:\n  url: {url}\n  share_bans: true\nanomaly:\n  mode: enforce\n{extra}  detectors:\n    \
+         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n"
+    )
+}
+
 /// Redis down while node A challenges a token: A enforces it at once and writes it once Redis is
 /// back, then node B holds it. Redis restarted empty (its data lost) is not a lift: A writes its
 /// action again.
 #[test]
 fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back() {
     let mut redis = common::RedisServer::start();
-    let anomaly = format!(
-        "redis:\n  url: {}\n  share_bans: true\nanomaly:\n  mode: enforce\n  detectors:\n    \
-         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n",
-        redis.url()
-    );
+    let anomaly = challenges_shared(&redis.url(), "");
     let (a, b) = (setup(&anomaly), setup(&anomaly));
     let (mut on_a, mut on_b) = (RawConn::connect(a.gw.addr("main")), RawConn::connect(b.gw.addr("main")));
     let stolen = format!("Authorization: Bearer {}\r\n", jwt("erin", now_s() - 30));
@@ -824,12 +829,7 @@ fn a_shared_action_raised_while_redis_is_down_reaches_the_fleet_when_it_is_back(
 fn an_adopted_action_outlives_two_restarts_while_redis_is_down_and_then_reaches_the_fleet() {
     let mut redis = common::RedisServer::start();
     let url = redis.url();
-    let anomaly = |snapshot: bool| {
-        format!(
-            "redis:\n  url: {url}\n  share_bans: true\nanomaly:\n  mode: enforce\n  snapshot: {snapshot}\n  detectors:\n    \
-             token_sharing: {{ actions: [log, alert, challenge], duration: 30m }}\n"
-        )
-    };
+    let anomaly = |snapshot: bool| challenges_shared(&url, &format!("  snapshot: {snapshot}\n"));
     let up = Upstream::start("app");
     let state = TempDir::new();
     let yaml = config(&state, up.addr, &anomaly(true));
@@ -893,11 +893,7 @@ fn an_adopted_action_outlives_two_restarts_while_redis_is_down_and_then_reaches_
 #[test]
 fn a_shared_action_marked_lifted_is_lifted_even_if_written_again() {
     let redis = common::RedisServer::start();
-    let anomaly = format!(
-        "redis:\n  url: {}\n  share_bans: true\nanomaly:\n  mode: enforce\n  detectors:\n    \
-         token_sharing: {{ actions: [log, alert, challenge], duration: 10m }}\n",
-        redis.url()
-    );
+    let anomaly = challenges_shared(&redis.url(), "");
     let (a, b) = (setup(&anomaly), setup(&anomaly));
     let (mut on_a, mut on_b) = (RawConn::connect(a.gw.addr("main")), RawConn::connect(b.gw.addr("main")));
     let stolen = format!("Authorization: Bearer {}\r\n", jwt("grace", now_s() - 30));
