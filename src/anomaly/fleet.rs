@@ -30,9 +30,11 @@ use std::collections::HashMap;
 pub(crate) const HASH: &str = "portcullis:anomaly:actions";
 /// Bumped by every write.
 pub(crate) const VERSION: &str = "portcullis:anomaly:actions:version";
-/// Actions lifted by a node other than the one that raised them: field to the action's expiry. The
-/// raising node reads it to tell a lift from a Redis that lost its data (then it writes its actions
-/// again).
+/// Actions lifted (by any node, the raising one included): field to the action's expiry, as the
+/// lifting node knew it, or later (a read that finds a marked field written again makes the mark
+/// last as long as that write). Every reader drops a marked field; the raising node reads the marks
+/// to tell a lift from a Redis that lost its data (then it writes its actions again), and a node
+/// that adopted a previous process's actions to tell whether to write them back.
 pub(crate) const LIFTED: &str = "portcullis:anomaly:actions:lifted";
 /// Every this many polls the hash is read whole whatever the version says (a Redis restarted between
 /// two polls can come back with the version a node last saw).
@@ -143,6 +145,14 @@ impl Outbox {
         self.0.values().filter(|op| matches!(op, Op::Lift(..))).map(Op::field)
     }
 
+    /// The lifts not yet written, with the expiry each is marked until.
+    pub(crate) fn lifts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.values().filter_map(|op| match op {
+            Op::Lift(field, until) => Some((field.as_str(), *until)),
+            _ => None,
+        })
+    }
+
     pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
@@ -220,15 +230,64 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
     out.sort_by(|a, b| a.0.cmp(&b.0));
     let marks: HashMap<String, String> = conn.with(|c| redis::cmd("HGETALL").arg(LIFTED).query(c))?;
     // An unreadable mark still marks its field lifted (until it is removed by hand).
-    let (old, lifted): (Vec<_>, Vec<_>) = marks
-        .into_iter()
-        .map(|(f, until)| (f, until.parse::<u64>().unwrap_or(u64::MAX)))
-        .partition(|(_, until)| now > 0 && until.saturating_add(60_000) < now);
+    let mut marks: HashMap<String, u64> =
+        marks.into_iter().map(|(f, until)| (f, until.parse::<u64>().unwrap_or(u64::MAX))).collect();
+    // A field in the hash and marked was written again after its lift, by a node that had not seen
+    // the lift yet (or wrote from an outbox Redis was down for): lifted. It is deleted, and its mark
+    // kept as long as that write would have held, so that the write does not outlive the mark and
+    // come back in force once the mark is collected.
+    let mut relift = Vec::new();
+    out.retain(|(field, s)| {
+        let Some(until) = marks.get_mut(field) else { return true };
+        *until = (*until).max(s.expires_ms);
+        relift.push((field.clone(), *until));
+        false
+    });
+    if !relift.is_empty() {
+        conn.with(|c| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (field, until) in &relift {
+                pipe.hset(LIFTED, field, until).ignore().hdel(HASH, field).ignore();
+            }
+            pipe.query::<()>(c)
+        })?;
+        for (field, _) in &relift {
+            present.remove(field);
+        }
+    }
+    let (old, lifted): (Vec<_>, Vec<_>) =
+        marks.into_iter().partition(|(_, until)| now > 0 && until.saturating_add(60_000) < now);
     if !old.is_empty() {
         let old: Vec<String> = old.into_iter().map(|(f, _)| f).collect();
         conn.with(|c| redis::cmd("HDEL").arg(LIFTED).arg(&old).query::<()>(c))?;
     }
     Ok(Some(Read { version, actions: out, lifted: lifted.into_iter().map(|(f, _)| f).collect(), present }))
+}
+
+/// For tests: `node`'s challenge of the JWT principal `alice` of `https://idp.test`.
+#[cfg(test)]
+impl Shared {
+    pub(crate) fn alices_challenge(since_ms: u64, expires_ms: u64, node: &str) -> Shared {
+        Shared {
+            kind: "challenge".into(),
+            target: SharedTarget::Principal {
+                method: "jwt".into(),
+                iss: "https://idp.test".into(),
+                id: "alice".into(),
+            },
+            label: "jwt:alice".into(),
+            detector: "token_sharing".into(),
+            alert: 1,
+            since_ms,
+            expires_ms,
+            interval_ns: None,
+            burst: None,
+            rate: None,
+            node: node.into(),
+            id: 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,24 +297,7 @@ mod tests {
 
     #[test]
     fn a_shared_action_reads_back_as_written_and_unknown_fields_are_refused() {
-        let s = Shared {
-            kind: "challenge".into(),
-            target: SharedTarget::Principal {
-                method: "jwt".into(),
-                iss: "https://idp.test".into(),
-                id: "alice".into(),
-            },
-            label: "jwt:alice".into(),
-            detector: "token_sharing".into(),
-            alert: 7,
-            since_ms: 1,
-            expires_ms: 2,
-            interval_ns: None,
-            burst: None,
-            rate: None,
-            node: "a-010203".into(),
-            id: 9,
-        };
+        let s = Shared { alert: 7, id: 9, ..Shared::alices_challenge(1, 2, "a-010203") };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Shared>(&text).unwrap(), s);
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();

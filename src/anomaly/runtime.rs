@@ -516,10 +516,21 @@ enum KeptActions {
         /// Earlier processes' shared actions this one adopted (`adopt_kept`) and still holds, by
         /// their fields in the fleet's hash: so that they also hold across a second restart while
         /// Redis is down (an earlier build ignores them, as it would any unknown field here).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        /// (Each read alone: one this build cannot read, a later build's, is skipped, not the row.)
+        #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "readable_adopted")]
         adopted: Vec<(String, Shared)>,
+        /// Lifts of the fleet's actions not yet written to Redis (down): written at the next start
+        /// that shares actions, so that a restart before Redis is back does not undo them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lifting: Vec<(String, u64)>,
     },
     Bare(Vec<KeptAction>),
+}
+
+/// The row's adopted actions, those this build can read.
+fn readable_adopted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Shared)>, D::Error> {
+    let all: Vec<serde_json::Value> = Deserialize::deserialize(d)?;
+    Ok(all.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
 }
 
 impl KeptActions {
@@ -671,6 +682,11 @@ struct Layer {
     principals: HashMap<u64, Entry>,
     /// By the address (length 32 or 128), or an IPv6 prefix's network address and length.
     ips: HashMap<(IpAddr, u8), Entry>,
+    /// The other nodes' layer only: each of their challenges of a principal, its start and until, by
+    /// the principal's key (the entry joined keeps only the latest start). `act` finds the fleet's
+    /// challenges of one principal here at once, where it scanned the fleet's whole list under its
+    /// lock for each challenge it raised.
+    challenges: HashMap<u64, Vec<(u64, u64)>>,
 }
 
 impl Layer {
@@ -693,7 +709,12 @@ impl Layer {
 
     fn put(&mut self, spot: Spot, part: Entry, lens: &mut Vec<u8>, own: bool) {
         let e = match spot {
-            Spot::Principal(key) => self.principals.entry(key).or_default(),
+            Spot::Principal(key) => {
+                if let Some(c) = part.challenge.filter(|_| !own) {
+                    self.challenges.entry(key).or_default().push(c);
+                }
+                self.principals.entry(key).or_default()
+            }
             Spot::Address(ip, len) => {
                 if ip.is_ipv6() && !lens.contains(&len) {
                     lens.push(len);
@@ -869,8 +890,10 @@ struct Actions {
     building: Mutex<()>,
     /// Held while the other nodes' layer is built (before `building`), so that builds swap in order.
     remote_building: Mutex<()>,
-    /// One of the other nodes' actions expired: the fleet thread builds their layer again.
-    remote_stale: AtomicBool,
+    /// The earliest expiry in `remote` (or later), and its length: the fleet thread drops the other
+    /// nodes' expired actions at its polls, and no other thread needs that list's lock to know them.
+    remote_next_expiry: AtomicU64,
+    remote_len: AtomicUsize,
     /// Whole builds of the local layer, and builds of the other nodes' (for tests: a change, or an
     /// expiry on the detector thread, must not cost one).
     #[cfg(test)]
@@ -902,6 +925,8 @@ struct Actions {
     /// Those of them adopted, as read from the store's row: written back to this process's row while
     /// they are still in `remote` (locked after it).
     adopted: Mutex<HashMap<String, Shared>>,
+    /// The previous process's lifts not yet written to the fleet's hash, until `attach`.
+    kept_lifts: Mutex<Vec<(String, u64)>>,
     /// Held while the list is copied and written to the store, so that writes land in the order the
     /// list changed (a lift on the admin thread and a batch on the detector thread).
     saving: Mutex<()>,
@@ -1174,7 +1199,8 @@ impl Anomaly {
                 stale: AtomicUsize::new(0),
                 building: Mutex::new(()),
                 remote_building: Mutex::new(()),
-                remote_stale: AtomicBool::new(false),
+                remote_next_expiry: AtomicU64::new(u64::MAX),
+                remote_len: AtomicUsize::new(0),
                 #[cfg(test)]
                 builds: AtomicUsize::new(0),
                 #[cfg(test)]
@@ -1191,6 +1217,7 @@ impl Anomaly {
                 outbox: Mutex::new(Outbox::default()),
                 kept_shared: Mutex::new(Vec::new()),
                 adopted: Mutex::new(HashMap::new()),
+                kept_lifts: Mutex::new(Vec::new()),
                 saving: Mutex::new(()),
                 node: fleet::node_name(),
             },
@@ -1266,7 +1293,18 @@ impl Anomaly {
                 }
             }
         }
-        let kept = std::mem::take(&mut *self.inner.actions.kept_shared.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut kept =
+            std::mem::take(&mut *self.inner.actions.kept_shared.lock().unwrap_or_else(PoisonError::into_inner));
+        let lifts = std::mem::take(&mut *self.inner.actions.kept_lifts.lock().unwrap_or_else(PoisonError::into_inner));
+        if fleet.is_some() && !lifts.is_empty() {
+            // The previous process's lifts Redis never saw: written first, and not adopted.
+            let lifted: std::collections::HashSet<&str> = lifts.iter().map(|(f, _)| f.as_str()).collect();
+            kept.retain(|(f, _)| !lifted.contains(f.as_str()));
+            let mut outbox = self.inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            for (field, until) in lifts {
+                outbox.push(Op::Lift(field, until));
+            }
+        }
         if fleet.is_some() && !kept.is_empty() {
             self.inner.adopt_kept(kept);
         }
@@ -1489,7 +1527,10 @@ impl Anomaly {
         self.inner.expire(now);
         let mut list: Vec<ActiveAction> =
             self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        list.extend(self.inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).values().cloned());
+        // (The other nodes' expired ones are the fleet thread's to drop, at its next poll.)
+        let remote = self.inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        list.extend(remote.values().filter(|a| a.expires_ms > now).cloned());
+        drop(remote);
         list.sort_unstable_by_key(|a| a.id);
         list
     }
@@ -1520,6 +1561,9 @@ impl Anomaly {
                 }
                 keep
             });
+            if !fields.is_empty() {
+                self.inner.remote_changed(&remote);
+            }
             if sharing {
                 // Queued before the remote list is let go, so that a read of the hash under way cannot
                 // put them back; marked lifted, so that no node takes a field gone from the hash for
@@ -1549,8 +1593,9 @@ impl Anomaly {
             }
         }
         self.inner.rebuild_view();
-        // A restart must not bring it back.
-        self.inner.save_actions();
+        // A restart must not bring it back: written at once (with the fleet's lift, when Redis is
+        // down: `lifting`), not within the second.
+        self.inner.write_actions();
         let event = Event::new(Kind::AnomalyAction, "lifted")
             .attr("action", lifted.kind)
             .attr("target", lifted.target.clone())
@@ -1586,7 +1631,7 @@ impl Anomaly {
             dropped: self.dropped.load(Relaxed),
             alerts: self.inner.alerts_total.load(Relaxed),
             actions: self.inner.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len()
-                + self.inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len(),
+                + self.inner.actions.remote_len.load(Relaxed),
         }
     }
 }
@@ -1765,15 +1810,17 @@ impl Inner {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             list.values().map(KeptAction::from).collect()
         };
+        // (Those no longer held, lifted or expired, are out of it: `remote_changed`.)
         let adopted: Vec<(String, Shared)> = {
-            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
-            // (Lifted, expired or gone from the fleet's hash marked lifted: no longer held.)
-            adopted.retain(|field, _| remote.contains_key(field));
+            let adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
             adopted.iter().map(|(f, s)| (f.clone(), s.clone())).collect()
         };
+        let lifting: Vec<(String, u64)> = {
+            let outbox = self.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            outbox.lifts().map(|(f, until)| (f.to_owned(), until)).collect()
+        };
         let node = Some(self.actions.node.clone());
-        let row = KeptActions::Seeded { seed: self.actions.seed, actions: kept, node, adopted };
+        let row = KeptActions::Seeded { seed: self.actions.seed, actions: kept, node, adopted, lifting };
         serde_json::to_vec(&row).unwrap_or_default()
     }
 
@@ -1791,11 +1838,13 @@ impl Inner {
     fn restore_actions(&self, stored: Option<KeptActions>, same_seed: bool) {
         let Some(stored) = stored else { return };
         let same_seed = stored.seed().map_or(same_seed, |s| s == self.actions.seed);
-        let (kept, node, adopted) = match stored {
-            KeptActions::Seeded { actions, node, adopted, .. } => (actions, node, adopted),
-            KeptActions::Bare(actions) => (actions, None, Vec::new()),
+        let (kept, node, adopted, lifting) = match stored {
+            KeptActions::Seeded { actions, node, adopted, lifting, .. } => (actions, node, adopted, lifting),
+            KeptActions::Bare(actions) => (actions, None, Vec::new(), Vec::new()),
         };
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
+        let lifting = lifting.into_iter().filter(|&(_, until)| until > now);
+        self.actions.kept_lifts.lock().unwrap_or_else(PoisonError::into_inner).extend(lifting);
         // What the previous process had itself adopted (a restart before Redis was back): its fields
         // name the process that raised them.
         let adopted = adopted.into_iter().filter(|(_, s)| s.expires_ms > now);
@@ -2035,11 +2084,12 @@ impl Inner {
             // the start would lock out the owner's token issued after the first alert. Once the window
             // has moved past it, a new alert is about tokens issued since, and the start moves.
             // The same holds for the fleet's other nodes' challenges of this principal.
-            let within = |o: &ActiveAction| a.at_ms < o.since_ms.saturating_add(u64::from(a.window_s) * 1000);
             let since = if kind == "challenge" {
-                let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-                let others = remote.values().filter(|o| o.kind == "challenge" && o.key.is_some() && o.key == key);
-                old.iter().chain(others).filter(|o| within(o)).map(|o| o.since_ms).min().unwrap_or(since)
+                let view = self.actions.view.load();
+                let others = key.and_then(|k| view.remote.challenges.get(&k)).into_iter().flatten();
+                let others = others.filter(|&&(_, until)| until > a.at_ms).map(|&(since, _)| since);
+                let starts = old.iter().map(|o| o.since_ms).chain(others);
+                starts.filter(|&s| a.at_ms < s.saturating_add(u64::from(a.window_s) * 1000)).min().unwrap_or(since)
             } else {
                 since
             };
@@ -2120,21 +2170,19 @@ impl Inner {
                 }
                 keep
             });
-            let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            let next = list.values().chain(remote.values()).map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
+            let next = list.values().map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
             self.actions.next_expiry.store(next, Relaxed);
             gone
         };
-        // The other nodes' expire by themselves (the readers of the fleet's hash drop them there).
-        let (remote_gone, left) = {
+        // The other nodes' are the fleet thread's to drop (`tend_remote`): this thread never takes
+        // their list's lock, which the fleet thread holds while it reads or copies that list.
+        let left = {
             let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = remote.len();
-            remote.retain(|_, a| a.expires_ms > now);
-            self.counted(list.len(), remote.len());
-            (before != remote.len(), list.len() + remote.len())
+            let remote = self.actions.remote_len.load(Relaxed);
+            self.counted(list.len(), remote);
+            list.len() + remote
         };
-        if expired.is_empty() && !remote_gone {
+        if expired.is_empty() {
             // (The earliest expiry was stale: extended or lifted since.)
             return;
         }
@@ -2144,19 +2192,11 @@ impl Inner {
                 outbox.push(Op::Del(self.field(a)));
             }
         }
-        // The view: empty when nothing is left. The other nodes' layer is built again by the fleet
-        // thread at its next poll when one of theirs went (two nodes' throttles of one target are one
-        // entry there, the stricter rate with the later expiry, so that rate holds up to a poll, half
-        // a second, past its own expiry): the detector thread does not pay for the fleet's list,
-        // which an attacker whose /64s each trip a limit on another node makes as long as it likes.
-        // This node's expired ones are no longer live in its layers, which are built whole once they
-        // are half of them.
+        // The view: empty when nothing is left. This node's expired ones are no longer live in its
+        // layers, which are built whole once they are half of them.
         if left == 0 {
             self.rebuild_view();
         } else {
-            if remote_gone {
-                self.actions.remote_stale.store(true, Relaxed);
-            }
             // (Only actions with a part in the view: an address ban is the guard's.)
             let gone = expired.iter().filter(|a| !Entry::of(a).is_none()).count();
             let stale = self.actions.stale.fetch_add(gone, Relaxed) + gone;
@@ -2220,6 +2260,18 @@ impl Inner {
             // each field read made a read of 20,000 fields take 30 s under this lock: a review's finding).
             let mut ids: HashMap<u64, String> = HashMap::with_capacity(read.len());
             let read_fields: std::collections::HashSet<&str> = read.iter().map(|(f, _)| f.as_str()).collect();
+            {
+                // An adopted action as the fleet's hash has it now (extended since the row was
+                // written): what the row carries and what is written back if Redis loses it.
+                let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+                if !adopted.is_empty() {
+                    for (field, s) in &read {
+                        if let Some(copy) = adopted.get_mut(field) {
+                            copy.clone_from(s);
+                        }
+                    }
+                }
+            }
             for (field, a) in remote.iter() {
                 let absent = present.map_or(!read_fields.contains(field.as_str()), |p| !p.contains(field));
                 if absent && !lifted.contains(field) && a.expires_ms > now && next.len() < fleet::MAX_READ {
@@ -2266,18 +2318,8 @@ impl Inner {
                         (o.expires_ms, o.since_ms, o.throttle) != (a.expires_ms, a.since_ms, a.throttle)
                     })
                 });
-            if let Some(next_expiry) = next.values().map(|a| a.expires_ms).min() {
-                self.actions.next_expiry.fetch_min(next_expiry, Relaxed);
-            }
             *remote = next;
-            // An adopted action lifted elsewhere meanwhile: out of this process's row too, or a restart
-            // before the next write would bring it back until the hash is read.
-            let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
-            let held = adopted.len();
-            adopted.retain(|field, _| remote.contains_key(field));
-            if adopted.len() != held {
-                self.save_actions();
-            }
+            self.remote_changed(&remote);
             changed
         };
         if changed {
@@ -2334,7 +2376,6 @@ impl Inner {
     /// Builds the whole view: this node's actions and the other nodes'.
     fn rebuild_view(&self) {
         let _remote_building = self.actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
-        self.actions.remote_stale.store(false, Relaxed);
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
@@ -2363,7 +2404,7 @@ impl Inner {
         let mut lens = view.v6_lens.clone();
         if self.actions.whole.swap(false, Relaxed) || view.delta.len() + changed.len() > limit {
             let local = Layer::of(list.values(), &mut lens, true);
-            self.built(list.len(), self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len());
+            self.built(list.len(), self.actions.remote_len.load(Relaxed));
             self.actions.view.store(Arc::new(View {
                 local: Arc::new(local),
                 delta: Layer::default(),
@@ -2377,7 +2418,7 @@ impl Inner {
         for a in changed.iter().filter_map(|slot| list.get(slot)) {
             delta.add(a, &mut lens, true);
         }
-        self.counted(list.len(), self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len());
+        self.counted(list.len(), self.actions.remote_len.load(Relaxed));
         self.actions.view.store(Arc::new(View {
             local: view.local.clone(),
             delta,
@@ -2393,7 +2434,6 @@ impl Inner {
     /// later list.
     fn rebuild_remote(&self) {
         let _remote_building = self.actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
-        self.actions.remote_stale.store(false, Relaxed);
         #[cfg(test)]
         self.actions.remote_builds.fetch_add(1, Relaxed);
         // The parts are copied out under the lock (a few words each), and the layer built after it:
@@ -2415,7 +2455,7 @@ impl Inner {
         }
         self.counted(
             self.actions.list.lock().unwrap_or_else(PoisonError::into_inner).len(),
-            self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            self.actions.remote_len.load(Relaxed),
         );
         self.actions.view.store(Arc::new(View {
             local: view.local.clone(),
@@ -2435,11 +2475,43 @@ impl Inner {
         self.counted(list, remote);
     }
 
-    /// The fleet thread's part of the view: the other nodes' layer built again when one of theirs
-    /// expired (see `expire`).
-    fn tend_remote(&self) {
-        if self.actions.remote_stale.load(Relaxed) {
+    /// The fleet thread's part of the view: the other nodes' actions expired by `now` dropped, and
+    /// their layer built again. Until then an expired one is no longer live in the layer (each part
+    /// counts only while in force), but two nodes' throttles of one target are one entry there, the
+    /// stricter rate with the later expiry, so that rate can hold up to a poll, half a second, past
+    /// its own expiry. The detector thread does not pay for the fleet's list, which an attacker whose
+    /// /64s each trip a limit on another node makes as long as it likes.
+    fn tend_remote(&self, now: u64) {
+        if now < self.actions.remote_next_expiry.load(Relaxed) {
+            return;
+        }
+        let gone = {
+            let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = remote.len();
+            remote.retain(|_, a| a.expires_ms > now);
+            self.remote_changed(&remote);
+            remote.len() != before
+        };
+        if gone {
             self.rebuild_remote();
+        }
+    }
+
+    /// After a change to the fleet's list, under its lock: its length and earliest expiry, for the
+    /// threads that do not take that lock, and the adopted actions it no longer holds out of this
+    /// process's row (an adopted action lifted elsewhere meanwhile must not come back at a restart
+    /// before the next read of the hash).
+    fn remote_changed(&self, remote: &HashMap<String, ActiveAction>) {
+        self.actions.remote_len.store(remote.len(), Relaxed);
+        let next = remote.values().map(|a| a.expires_ms).min().unwrap_or(u64::MAX);
+        self.actions.remote_next_expiry.store(next, Relaxed);
+        let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+        if !adopted.is_empty() {
+            let held = adopted.len();
+            adopted.retain(|field, _| remote.contains_key(field));
+            if adopted.len() != held {
+                self.save_actions();
+            }
         }
     }
 
@@ -2468,10 +2540,16 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
             seen = None;
         }
         let Some(inner) = weak.upgrade() else { return };
-        inner.tend_remote();
+        inner.tend_remote(inner.clock_now());
         let Some(fleet) = inner.fleet.load_full() else {
             // No longer shared (a reload): the fleet's actions no longer hold here.
-            if !std::mem::take(&mut *inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner)).is_empty() {
+            let held = {
+                let mut remote = inner.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = std::mem::take(&mut *remote);
+                inner.remote_changed(&remote);
+                held
+            };
+            if !held.is_empty() {
                 inner.rebuild_remote();
             }
             (conn, seen) = (None, None);
@@ -2608,10 +2686,10 @@ impl Inner {
                     .filter(|&i| i >> 32 != tag && !ids.contains(&i))
                     .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
                 ids.insert(a.id);
-                self.actions.next_expiry.fetch_min(a.expires_ms, Relaxed);
                 self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner).insert(field.clone(), s);
                 remote.insert(field, a);
             }
+            self.remote_changed(&remote);
         }
         self.rebuild_remote();
         // In this process's row too, while this process holds them.
@@ -2861,6 +2939,42 @@ mod tests {
     }
 
     /// A fleet whose Redis nothing answers (actions shared, every call failing fast).
+    /// A node sharing its actions with an unreachable Redis (down), under `c`, that challenged alice
+    /// (the node, alice, her key there, and when).
+    fn challenged_alice(c: &AnomalyConfig) -> (Arc<Anomaly>, Arc<Principal>, u64, u64) {
+        let node = Kept::default().get(Policy::compile(c, None).unwrap(), &AnomalyMetrics::default());
+        node.inner.fleet.store(Some(unreachable_redis()));
+        let alice = Arc::new(alice());
+        let t0 = wall_ms();
+        let key = Engine::principal_key(node.inner.actions.seed, &alice);
+        node.inner.raise(alice_sharing(key, Some(alice.clone()), t0));
+        (node, alice, key, t0)
+    }
+
+    /// Another node's throttle of an address, as read from the fleet's hash.
+    fn throttle_of_another_node(t0: u64) -> (String, Shared) {
+        throttle_from("203.0.113.44", "other", t0)
+    }
+
+    /// `node`'s throttle of `address` (1/s for an hour from `t0`), under its field `<node>:1`.
+    fn throttle_from(address: &str, node: &str, t0: u64) -> (String, Shared) {
+        let s = Shared {
+            kind: "throttle".into(),
+            target: SharedTarget::Ip { address: address.into() },
+            label: address.into(),
+            detector: "enumeration".into(),
+            alert: 1,
+            since_ms: t0,
+            expires_ms: t0 + 3_600_000,
+            interval_ns: Some(1_000_000_000),
+            burst: Some(1),
+            rate: Some("1/s".into()),
+            node: node.into(),
+            id: 0,
+        };
+        (format!("{node}:1"), s)
+    }
+
     fn unreachable_redis() -> Arc<crate::fleet::Fleet> {
         let cfg = crate::fleet::RedisConfig {
             url: "redis://127.0.0.1:9/0".into(),
@@ -3149,25 +3263,7 @@ mod tests {
         let since = b.inner.actions.view.load().principal(key_b, t0).unwrap().challenge_since(t0).unwrap();
         assert!(since >= t0 + 11 * 60_000 && since > began, "{since}");
         // Throttles of two prefix lengths (nodes with different `ipv6_prefix`) never stand for each other.
-        let throttle = |address: &str, node: &str| {
-            (
-                format!("{node}:1"),
-                Shared {
-                    kind: "throttle".into(),
-                    target: SharedTarget::Ip { address: address.into() },
-                    label: address.into(),
-                    detector: "enumeration".into(),
-                    alert: 1,
-                    since_ms: t0,
-                    expires_ms: t0 + 3_600_000,
-                    interval_ns: Some(1_000_000_000),
-                    burst: Some(1),
-                    rate: Some("1/s".into()),
-                    node: node.into(),
-                    id: 0,
-                },
-            )
-        };
+        let throttle = |address: &str, node: &str| throttle_from(address, node, t0);
         b.inner.set_remote(
             vec![throttle("2001:db8::/64", "c"), throttle("2001:db9::/48", "d")],
             &Default::default(),
@@ -3202,12 +3298,7 @@ mod tests {
     fn shared_actions_hold_across_a_restart_while_redis_is_down() {
         let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n  enumeration: { actions: [log, throttle], duration: 1h, throttle: 2/m }\n";
         let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
-        let before = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
-        before.inner.fleet.store(Some(unreachable_redis()));
-        let alice = Arc::new(alice());
-        let t0 = wall_ms();
-        let key = Engine::principal_key(before.inner.actions.seed, &alice);
-        before.inner.raise(alice_sharing(key, Some(alice.clone()), t0));
+        let (before, alice, key, t0) = challenged_alice(&c);
         let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
         before.inner.raise(alert(Detector::Enumeration, ip, t0));
         let raised = before.actions();
@@ -3253,6 +3344,113 @@ mod tests {
         assert!(third.len() == 1 && third[0].kind == "throttle" && third[0].origin == node, "{third:?}");
         // Not shared after the restart: not put back.
         assert!(restart(false).actions().is_empty());
+    }
+
+    /// The adopted copy follows the fleet's hash: the raising process extended its action there and
+    /// died before its row write; Redis then loses its data, and this node writes back the hash's
+    /// later copy, not the row's (which would end the action an hour early on every node). (From a
+    /// review.)
+    #[test]
+    fn an_adopted_action_is_written_back_as_the_fleet_last_had_it() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let (before, _, _, _) = challenged_alice(&c);
+        let row = before.inner.kept_actions();
+        let ops = before.inner.actions.outbox.lock().unwrap().take();
+        let (field, mut latest) = match &ops[0] {
+            Op::Put(f, v) => (f.clone(), serde_json::from_str::<Shared>(v).unwrap()),
+            op => panic!("{op:?}"),
+        };
+        latest.expires_ms += 3_600_000;
+        drop(before);
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        a.inner.restore_actions(Some(serde_json::from_slice(&row).unwrap()), false);
+        let bans = Arc::new(crate::guard::bans::Bans::empty(None));
+        a.attach(bans, Emitter::default(), HashMap::new(), Some(unreachable_redis()));
+        let present: std::collections::HashSet<String> = [field.clone()].into_iter().collect();
+        a.inner.set_remote(vec![(field.clone(), latest.clone())], &Default::default(), Some(&present));
+        assert_eq!(a.actions()[0].expires_ms, latest.expires_ms);
+        let empty = std::collections::HashSet::new();
+        a.inner.set_remote(vec![], &Default::default(), Some(&empty));
+        a.inner.actions.outbox.lock().unwrap().clear();
+        a.inner.republish_adopted(&empty, &empty);
+        let put = a.inner.actions.outbox.lock().unwrap().take();
+        let Some(Op::Put(f, v)) = put.first() else { panic!("{put:?}") };
+        assert_eq!(*f, field);
+        assert_eq!(serde_json::from_str::<Shared>(v).unwrap(), latest);
+        // And the row carries that copy.
+        let row: serde_json::Value = serde_json::from_slice(&a.inner.kept_actions()).unwrap();
+        assert_eq!(row["adopted"][0][1]["expires_ms"], latest.expires_ms, "{row}");
+    }
+
+    /// An adopted entry this build cannot read (a later build's, with one more field: `Shared` denies
+    /// unknown fields) is skipped; the row, with this node's own actions and the seed, is not lost.
+    /// (From a review.)
+    #[test]
+    fn an_unreadable_adopted_entry_is_skipped_not_the_row() {
+        let yaml =
+            "mode: enforce\ndetectors:\n  enumeration: { actions: [log, throttle], duration: 1h, throttle: 2/m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        let t0 = wall_ms();
+        a.inner.raise(alert(Detector::Enumeration, "198.51.100.9".parse().unwrap(), t0));
+        let mut row: serde_json::Value = serde_json::from_slice(&a.inner.kept_actions()).unwrap();
+        let entry = |extra: bool| {
+            let mut v = serde_json::json!(["old-node:1", {
+                "kind": "throttle", "target": {"kind": "ip", "address": "203.0.113.1"}, "label": "203.0.113.1",
+                "detector": "enumeration", "alert": 1, "since_ms": t0, "expires_ms": t0 + 3_600_000,
+                "interval_ns": 30_000_000_000u64, "burst": 1, "rate": "2/m", "node": "old-node", "id": 1
+            }]);
+            if extra {
+                v[0] = "old-node:2".into();
+                v[1]["scope"] = "a later build's field".into();
+            }
+            v
+        };
+        row["adopted"] = serde_json::json!([entry(true), entry(false)]);
+        let parsed: KeptActions = serde_json::from_slice(&serde_json::to_vec(&row).unwrap()).unwrap();
+        let KeptActions::Seeded { seed, actions, adopted, .. } = parsed else { panic!("not the seeded row") };
+        assert_eq!((seed, actions.len()), (a.inner.actions.seed, 1));
+        assert_eq!(adopted.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["old-node:1"]);
+    }
+
+    /// A lift of the fleet's action made while Redis is down waits in the outbox: the row carries it,
+    /// so the next process writes it (it is not adopted meanwhile). Before, a restart before Redis was
+    /// back lost it, and the action came back on every node. (From a review.)
+    #[test]
+    fn a_lift_made_while_redis_is_down_outlives_a_restart() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let (before, _, _, t0) = challenged_alice(&c);
+        let theirs = throttle_of_another_node(t0);
+        before.inner.set_remote(vec![theirs.clone()], &Default::default(), None);
+        assert_eq!(before.actions().len(), 2);
+        for x in before.actions() {
+            before.lift(x.id).unwrap();
+        }
+        let row = before.inner.kept_actions();
+        drop(before);
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        a.inner.restore_actions(Some(serde_json::from_slice(&row).unwrap()), false);
+        let bans = Arc::new(crate::guard::bans::Bans::empty(None));
+        a.attach(bans, Emitter::default(), HashMap::new(), Some(unreachable_redis()));
+        assert!(a.actions().is_empty(), "{:?}", a.actions());
+        let mut lifts: Vec<String> = a
+            .inner
+            .actions
+            .outbox
+            .lock()
+            .unwrap()
+            .take()
+            .into_iter()
+            .map(|op| match op {
+                Op::Lift(f, until) if until > t0 => f,
+                op => panic!("{op:?}"),
+            })
+            .collect();
+        lifts.sort();
+        assert_eq!(lifts.len(), 2, "{lifts:?}");
+        assert!(lifts.contains(&theirs.0), "{lifts:?}");
     }
 
     /// The user agent's hash is keyed with the engine's seed (as the path parameters' is, by the same
@@ -3417,12 +3615,50 @@ mod tests {
                 }
                 inner.update_view();
                 // (The fleet thread's poll.)
-                inner.tend_remote();
+                inner.tend_remote(t);
                 let kept = in_force(&inner.actions.view.load(), &ips, &keys, t);
                 let whole = in_force(&built_whole(inner), &ips, &keys, t);
                 proptest::prop_assert_eq!(kept, whole);
             }
         }
+    }
+
+    /// The detector thread never takes the fleet's list's lock, which the fleet thread holds while it
+    /// reads the hash or copies the list out: with that lock held elsewhere, a batch that raises a
+    /// challenge (which looks up the fleet's challenges of that principal), a throttle, an expiry and
+    /// the store's row all complete. Before, `act`, `expire` and the view's counts took it (and `act`
+    /// scanned the whole list for each challenge). Polled to a deadline, not timed.
+    #[test]
+    fn the_detector_thread_never_waits_on_the_fleets_list() {
+        let yaml = "mode: enforce\ndetectors:\n  token_sharing: { actions: [log, challenge], duration: 1h }\n  \
+                    enumeration: { actions: [log, throttle], duration: 1m }\n";
+        let c: AnomalyConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = Kept::default().get(Policy::compile(&c, None).unwrap(), &AnomalyMetrics::default());
+        let inner = &a.inner;
+        let t = wall_ms();
+        let alice = Arc::new(alice());
+        let key = Engine::principal_key(inner.actions.seed, &alice);
+        // Another node's challenge of alice from ten minutes before (within the window: its start holds).
+        let theirs = Shared::alices_challenge(t - 60_000, t + 3_600_000, "other");
+        inner.set_remote(vec![("other:1".into(), theirs)], &Default::default(), None);
+        let held = inner.actions.remote.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                inner.raise(alice_sharing(key, Some(alice.clone()), t));
+                inner.raise(alert(Detector::Enumeration, "192.0.2.9".parse().unwrap(), t));
+                inner.update_view();
+                inner.expire(t + 120_000);
+                let _ = inner.kept_actions();
+                tx.send(()).unwrap();
+            });
+            let done = rx.recv_timeout(Duration::from_secs(60));
+            drop(held);
+            assert!(done.is_ok(), "the detector thread waited on the fleet's list");
+        });
+        // The challenge kept the other node's earlier start, as before.
+        let mine = a.actions().into_iter().find(|x| x.kind == "challenge" && x.origin == HERE).unwrap();
+        assert_eq!(mine.since_ms, t - 60_000);
     }
 
     /// A batch that sets one action among many in force does not build the view whole: 20,000
@@ -3494,9 +3730,11 @@ mod tests {
             remote_before,
             "the detector thread built the fleet's layer"
         );
+        assert_eq!(inner.actions.remote.lock().unwrap().len(), 5_000, "the detector thread took the fleet's list");
+        let end = t + 60_000 + 99_000;
+        inner.tend_remote(end);
+        inner.tend_remote(end);
         assert_eq!(inner.actions.remote.lock().unwrap().len(), 4_500);
-        inner.tend_remote();
-        inner.tend_remote();
         assert_eq!(inner.actions.remote_builds.load(Relaxed), remote_before + 1);
         let view = inner.actions.view.load();
         assert_eq!(view.remote.ips.len(), 4_500);
