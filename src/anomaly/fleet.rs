@@ -129,14 +129,23 @@ impl Outbox {
     }
 
     /// Everything waiting, in no order (each field is written once).
+    #[cfg(test)]
     pub(crate) fn take(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.0).into_values().collect()
     }
 
-    /// Puts back writes that failed, under what came since.
-    pub(crate) fn restore(&mut self, ops: Vec<Op>) {
+    /// A copy of everything waiting, to write: it stays here until written ([`Outbox::written`]), so
+    /// that the store's row, which carries the lifts not yet written, never misses one in flight.
+    pub(crate) fn pending(&self) -> Vec<Op> {
+        self.0.values().cloned().collect()
+    }
+
+    /// `ops` are in Redis: each leaves, unless a later change of its field came meanwhile.
+    pub(crate) fn written(&mut self, ops: &[Op]) {
         for op in ops {
-            self.0.entry(op.field().to_owned()).or_insert(op);
+            if self.0.get(op.field()) == Some(op) {
+                self.0.remove(op.field());
+            }
         }
     }
 
@@ -174,8 +183,24 @@ pub(crate) fn node_name() -> String {
     }
 }
 
+/// Deletes a lifted field and marks it lifted until ARGV[2] (ms), or later if it is marked later
+/// already: a mark only ever moves later (a lift replayed from an old row, or written late, must not
+/// shorten one a reader extended).
+const LIFT: &str = "redis.call('HDEL', KEYS[1], ARGV[1]) \
+    local was = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) \
+    if not was or was < tonumber(ARGV[2]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end";
+
+/// Marks `field` lifted until `until`, or at least a minute past `now` (when known): a lift written
+/// late (Redis was down) after the action's expiry as the lifter knew it is still seen by every
+/// node before it is collected, the raising node included (which may have extended the action).
+fn lift(pipe: &mut redis::Pipeline, field: &str, until: u64, now: u64) {
+    let until = until.max(now.saturating_add(60_000));
+    pipe.cmd("EVAL").arg(LIFT).arg(2).arg(HASH).arg(LIFTED).arg(field).arg(until).ignore();
+}
+
 /// Writes `ops` (in order) and bumps the version once. All or none: an error leaves them to retry.
-pub(crate) fn write(conn: &mut crate::fleet::Blocking, ops: &[Op]) -> Result<(), String> {
+/// `now`: wall time (ms), 0 under the simulated clock.
+pub(crate) fn write(conn: &mut crate::fleet::Blocking, ops: &[Op], now: u64) -> Result<(), String> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -184,10 +209,14 @@ pub(crate) fn write(conn: &mut crate::fleet::Blocking, ops: &[Op]) -> Result<(),
         pipe.atomic();
         for op in ops {
             match op {
-                Op::Put(field, value) => pipe.hset(HASH, field, value).ignore(),
-                Op::Del(field) => pipe.hdel(HASH, field).ignore(),
-                Op::Lift(field, until) => pipe.hdel(HASH, field).ignore().hset(LIFTED, field, until).ignore(),
-            };
+                Op::Put(field, value) => {
+                    pipe.hset(HASH, field, value).ignore();
+                }
+                Op::Del(field) => {
+                    pipe.hdel(HASH, field).ignore();
+                }
+                Op::Lift(field, until) => lift(&mut pipe, field, *until, now),
+            }
         }
         pipe.incr(VERSION, 1).ignore().query::<()>(c)
     })
@@ -248,7 +277,7 @@ pub(crate) fn read(conn: &mut crate::fleet::Blocking, seen: Option<i64>, now: u6
             let mut pipe = redis::pipe();
             pipe.atomic();
             for (field, until) in &relift {
-                pipe.hset(LIFTED, field, until).ignore().hdel(HASH, field).ignore();
+                lift(&mut pipe, field, *until, 0);
             }
             pipe.query::<()>(c)
         })?;
@@ -305,6 +334,86 @@ mod tests {
         assert!(serde_json::from_value::<Shared>(v).is_err());
         let ip: SharedTarget = serde_json::from_str(r#"{"kind":"ip","address":"2001:db8::/64"}"#).unwrap();
         assert_eq!(ip, SharedTarget::Ip { address: "2001:db8::/64".into() });
+    }
+
+    /// What waits stays in the outbox while it is written, and leaves once written unless its field
+    /// changed meanwhile (a lift while a put was in flight is not lost).
+    #[test]
+    fn the_outbox_keeps_what_is_in_flight() {
+        let mut o = Outbox::default();
+        o.push(Op::Put("a:1".into(), "v1".into()));
+        o.push(Op::Lift("b:1".into(), 5));
+        let ops = o.pending();
+        assert_eq!(o.lifts().collect::<Vec<_>>(), [("b:1", 5)]);
+        o.push(Op::Lift("a:1".into(), 7));
+        o.written(&ops);
+        assert_eq!(o.take(), [Op::Lift("a:1".into(), 7)]);
+    }
+
+    /// A redis-server of this test's own on a free loopback port, killed when dropped.
+    struct OwnRedis(std::process::Child, u16);
+
+    impl OwnRedis {
+        fn start() -> Option<OwnRedis> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let r = OwnRedis(child, port);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Some(r)
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A lift's mark only ever moves later: a lift written late or replayed from an old row (an
+    /// earlier expiry) does not shorten a mark a reader extended; a late lift past its expiry is
+    /// marked for a minute at least. A field written again after its mark is deleted by the next
+    /// read, and its mark made to last as long as it. Against a real redis-server.
+    #[test]
+    fn a_lifts_mark_only_moves_later_and_outlasts_a_late_write() {
+        let server = OwnRedis::start().expect("redis-server (scripts/test.sh installs it)");
+        let cfg = crate::fleet::RedisConfig {
+            url: format!("redis://127.0.0.1:{}/0", server.1),
+            username: None,
+            password: None,
+            command_timeout: crate::units::Dur(std::time::Duration::from_secs(2)),
+            connect_timeout: crate::units::Dur(std::time::Duration::from_secs(2)),
+            share_bans: true,
+        };
+        let fleet = crate::fleet::Fleet::new(&cfg).unwrap();
+        let mut c = fleet.blocking();
+        let now = 1_000_000_000_000u64;
+        let mark = |c: &mut crate::fleet::Blocking, f: &str| -> Option<u64> {
+            c.with(|c| redis::cmd("HGET").arg(LIFTED).arg(f).query::<Option<u64>>(c)).unwrap()
+        };
+        write(&mut c, &[Op::Lift("a:1".into(), now + 3_600_000)], now).unwrap();
+        write(&mut c, &[Op::Lift("a:1".into(), now + 600_000)], now).unwrap();
+        assert_eq!(mark(&mut c, "a:1"), Some(now + 3_600_000), "a later lift shortened the mark");
+        write(&mut c, &[Op::Lift("a:2".into(), now - 600_000)], now).unwrap();
+        assert_eq!(mark(&mut c, "a:2"), Some(now + 60_000));
+        // The raising node's extension lands after the lift: the next read deletes it and extends
+        // the mark to its expiry.
+        let late = Shared::alices_challenge(now, now + 7_200_000, "a");
+        write(&mut c, &[Op::Put("a:1".into(), serde_json::to_string(&late).unwrap())], now).unwrap();
+        let read = read(&mut c, None, now).unwrap().unwrap();
+        assert!(read.actions.is_empty() && !read.present.contains("a:1") && read.lifted.contains("a:1"));
+        assert_eq!(mark(&mut c, "a:1"), Some(now + 7_200_000));
+        let left: bool = c.with(|c| redis::cmd("HEXISTS").arg(HASH).arg("a:1").query(c)).unwrap();
+        assert!(!left, "the late write is still in the hash");
     }
 
     #[test]

@@ -1542,6 +1542,10 @@ impl Anomaly {
         let actions = &self.inner.actions;
         let sharing = self.inner.fleet.load().is_some();
         let (lifted, mut gone) = {
+            // The view is built whole before the lists are let go (the order `rebuild_view` takes
+            // them in): a challenge raised meanwhile must not find a lifted one's start in it.
+            let _remote_building = actions.remote_building.lock().unwrap_or_else(PoisonError::into_inner);
+            let _building = actions.building.lock().unwrap_or_else(PoisonError::into_inner);
             let mut list = actions.list.lock().unwrap_or_else(PoisonError::into_inner);
             let mut remote = actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let lifted = list.values().chain(remote.values()).find(|a| a.id == id)?.clone();
@@ -1576,6 +1580,7 @@ impl Anomaly {
                     outbox.push(Op::Lift(f, until));
                 }
             }
+            self.inner.store_whole(&list, &remote);
             (lifted, gone)
         };
         if let Some(ban) = gone.iter().position(|a| a.kind == "ban" && a.in_bans) {
@@ -1592,7 +1597,6 @@ impl Anomaly {
                 }
             }
         }
-        self.inner.rebuild_view();
         // A restart must not bring it back: written at once (with the fleet's lift, when Redis is
         // down: `lifting`), not within the second.
         self.inner.write_actions();
@@ -1843,7 +1847,8 @@ impl Inner {
             KeptActions::Bare(actions) => (actions, None, Vec::new(), Vec::new()),
         };
         let now = if self.policy.load().simulated { 0 } else { wall_ms() };
-        let lifting = lifting.into_iter().filter(|&(_, until)| until > now);
+        // (Whatever their expiry: the action may have been extended since, and a mark is written to
+        // last a minute past its write at least.)
         self.actions.kept_lifts.lock().unwrap_or_else(PoisonError::into_inner).extend(lifting);
         // What the previous process had itself adopted (a restart before Redis was back): its fields
         // name the process that raised them.
@@ -2266,8 +2271,9 @@ impl Inner {
                 let mut adopted = self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner);
                 if !adopted.is_empty() {
                     for (field, s) in &read {
-                        if let Some(copy) = adopted.get_mut(field) {
+                        if let Some(copy) = adopted.get_mut(field).filter(|copy| *copy != s) {
                             copy.clone_from(s);
+                            self.save_actions();
                         }
                     }
                 }
@@ -2287,7 +2293,12 @@ impl Inner {
                 };
                 // (A field marked lifted is dead for good, as ids are never reused: one written again
                 // after its lift, by a node that had not yet seen the lift, is not put back in force.)
-                if self.own_id(&field).is_some() || lifting.contains(&field) || lifted.contains(&field) {
+                // (Expired: dropped by its readers within a minute; not taken in only to be dropped.)
+                if self.own_id(&field).is_some()
+                    || lifting.contains(&field)
+                    || lifted.contains(&field)
+                    || s.expires_ms <= now
+                {
                     drop_field(&mut next, &mut ids);
                     continue;
                 }
@@ -2379,6 +2390,12 @@ impl Inner {
         let _building = self.actions.building.lock().unwrap_or_else(PoisonError::into_inner);
         let list = self.actions.list.lock().unwrap_or_else(PoisonError::into_inner);
         let remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        self.store_whole(&list, &remote);
+    }
+
+    /// The whole view of `list` and `remote`, swapped in: the caller holds `remote_building`,
+    /// `building` and both lists' locks.
+    fn store_whole(&self, list: &HashMap<ActionKey, ActiveAction>, remote: &HashMap<String, ActiveAction>) {
         let mut lens = Vec::new();
         let local = Layer::of(list.values(), &mut lens, true);
         let remote_layer = Layer::of(remote.values(), &mut lens, false);
@@ -2562,13 +2579,20 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
             (seen, failing) = (None, false);
         }
         let Some((_, c)) = conn.as_mut() else { continue };
-        let ops = inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).take();
+        // (Left in the outbox until written: a failed write is retried at the next poll, under what
+        // came since, and the store's row sees the lifts in flight.)
+        let ops = inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).pending();
         // Simulated time is whatever clients sent: never prune the fleet's hash by it.
         let now = if inner.policy.load().simulated { 0 } else { inner.clock_now() };
         // A hash this large (an attacker with many networks) is read every five seconds, not every poll.
         let due = held < fleet::LARGE || polls.is_multiple_of(10);
-        let result = match fleet::write(c, &ops) {
+        let result = match fleet::write(c, &ops, now) {
             Ok(()) => {
+                inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).written(&ops);
+                if ops.iter().any(|op| matches!(op, Op::Lift(..))) {
+                    // Out of the row now that Redis has them.
+                    inner.save_actions();
+                }
                 for op in &ops {
                     match op {
                         Op::Put(f, _) => written.insert(f.clone()),
@@ -2581,11 +2605,7 @@ fn fleet_loop(weak: &std::sync::Weak<Inner>) {
                     Ok(None)
                 }
             }
-            Err(e) => {
-                // Kept for the next poll, under what came since (the latest write per field).
-                inner.actions.outbox.lock().unwrap_or_else(PoisonError::into_inner).restore(ops);
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
         match result {
             Ok(Some(read)) => {
@@ -2938,7 +2958,6 @@ mod tests {
         }
     }
 
-    /// A fleet whose Redis nothing answers (actions shared, every call failing fast).
     /// A node sharing its actions with an unreachable Redis (down), under `c`, that challenged alice
     /// (the node, alice, her key there, and when).
     fn challenged_alice(c: &AnomalyConfig) -> (Arc<Anomaly>, Arc<Principal>, u64, u64) {
@@ -2975,6 +2994,7 @@ mod tests {
         (format!("{node}:1"), s)
     }
 
+    /// A fleet whose Redis nothing answers (actions shared, every call failing fast).
     fn unreachable_redis() -> Arc<crate::fleet::Fleet> {
         let cfg = crate::fleet::RedisConfig {
             url: "redis://127.0.0.1:9/0".into(),
