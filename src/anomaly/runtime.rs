@@ -922,8 +922,8 @@ struct Actions {
     /// The previous process's shared actions, by their fields in the fleet's hash, until `attach`
     /// (see `restore_actions`).
     kept_shared: Mutex<Vec<(String, Shared)>>,
-    /// Those of them adopted, as read from the store's row: written back to this process's row while
-    /// they are still in `remote` (locked after it).
+    /// Those of them adopted, as the fleet's hash last had them (or the store's row, until it is
+    /// read): written to this process's row while they are in `remote` (locked after it).
     adopted: Mutex<HashMap<String, Shared>>,
     /// The previous process's lifts not yet written to the fleet's hash, until `attach`.
     kept_lifts: Mutex<Vec<(String, u64)>>,
@@ -3662,7 +3662,7 @@ mod tests {
         let theirs = Shared::alices_challenge(t - 60_000, t + 3_600_000, "other");
         inner.set_remote(vec![("other:1".into(), theirs)], &Default::default(), None);
         let held = inner.actions.remote.lock().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (sent, finished) = std::sync::mpsc::channel();
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 inner.raise(alice_sharing(key, Some(alice.clone()), t));
@@ -3670,9 +3670,9 @@ mod tests {
                 inner.update_view();
                 inner.expire(t + 120_000);
                 let _ = inner.kept_actions();
-                tx.send(()).unwrap();
+                sent.send(()).unwrap();
             });
-            let done = rx.recv_timeout(Duration::from_secs(60));
+            let done = finished.recv_timeout(Duration::from_secs(60));
             drop(held);
             assert!(done.is_ok(), "the detector thread waited on the fleet's list");
         });
