@@ -151,7 +151,7 @@ impl Outbox {
 
     /// The fields lifted here and not yet written.
     pub(crate) fn lifting(&self) -> impl Iterator<Item = &str> {
-        self.0.values().filter(|op| matches!(op, Op::Lift(..))).map(Op::field)
+        self.lifts().map(|(field, _)| field)
     }
 
     /// The lifts not yet written, with the expiry each is marked until.

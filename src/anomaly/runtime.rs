@@ -2696,6 +2696,7 @@ impl Inner {
             let mut remote = self.actions.remote.lock().unwrap_or_else(PoisonError::into_inner);
             let tag = self.actions.next_id.load(Relaxed) >> 32;
             let mut ids: std::collections::HashSet<u64> = remote.values().map(|o| o.id).collect();
+            let mut adopted = Vec::new();
             for (field, s) in kept {
                 if s.expires_ms <= now || remote.contains_key(&field) {
                     continue;
@@ -2706,9 +2707,10 @@ impl Inner {
                     .filter(|&i| i >> 32 != tag && !ids.contains(&i))
                     .unwrap_or_else(|| self.actions.next_id.fetch_add(1, Relaxed));
                 ids.insert(a.id);
-                self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner).insert(field.clone(), s);
-                remote.insert(field, a);
+                remote.insert(field.clone(), a);
+                adopted.push((field, s));
             }
+            self.actions.adopted.lock().unwrap_or_else(PoisonError::into_inner).extend(adopted);
             self.remote_changed(&remote);
         }
         self.rebuild_remote();
