@@ -245,7 +245,15 @@ fn monitor_mode_alerts_but_never_refuses() {
     };
     assert_eq!(alert["enforced"], false);
     assert!(s.actions().is_empty());
-    let status = s.admin(&s.viewer, "GET", "/admin/v1/anomaly/status").json();
+    // (The entity count is taken at the detector's tick, once a second: it can trail the alert.)
+    let deadline = Instant::now() + T;
+    let status = loop {
+        let status = s.admin(&s.viewer, "GET", "/admin/v1/anomaly/status").json();
+        if status["entities"].as_u64().is_some_and(|n| n >= 1) || Instant::now() >= deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(status["mode"], "monitor");
     assert!(status["entities"].as_u64().unwrap() >= 1, "{status}");
     let metrics = s.gw.metrics();
