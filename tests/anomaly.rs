@@ -92,9 +92,14 @@ struct Setup {
 }
 
 fn setup(anomaly: &str) -> Setup {
+    setup_with(anomaly, |yaml| yaml)
+}
+
+/// [`setup`] with the config edited first.
+fn setup_with(anomaly: &str, edit: impl FnOnce(String) -> String) -> Setup {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let yaml = config(&dir, up.addr, anomaly);
+    let yaml = edit(config(&dir, up.addr, anomaly));
     let cfg = dir.write("portcullis.yaml", &yaml);
     let (viewer, _) = token(&cfg, "viewer");
     let (operator, _) = token(&cfg, "operator");
@@ -604,6 +609,88 @@ fn a_decoy_key_does_not_hide_credential_stuffing() {
     assert_eq!(s.up.hits(), 0);
     let alerts = s.alerts("credential_stuffing");
     assert!(alerts.iter().any(|a| a["entity"]["label"] == "203.0.113.60"), "{alerts:?}");
+}
+
+/// Object-level probing padded with requests that succeed (API1): a principal guesses other people's
+/// ids, each refused by the route's owner rule, and asks for its own orders in between, two guesses a
+/// minute (simulated), in no order, so that no ten minutes hold 30 refusals or half its requests
+/// refused and no run of ids forms. The clock hour's distinct refused objects find it on the
+/// principal, and in `enforce` the principal is throttled: 429, and neither its guesses nor its own
+/// requests reach the upstream past it. Another principal is untouched.
+#[cfg(feature = "sim-clock")]
+#[test]
+fn enumeration_padded_with_successes_is_throttled_on_the_hour() {
+    let route = "  - name: user_orders\n    match:\n      path: { template: \"/j/users/{id}/orders\" }\n    upstream: app\n    auth: tokens\n    authorize:\n      owner: { param: id, claim: sub }\nevents:\n";
+    let s = setup_with(
+        "anomaly:\n  mode: enforce\n  clock: simulated\n  detectors:\n    enumeration: { actions: [log, throttle], duration: 2h, throttle: 1/m }\n",
+        |yaml| yaml.replacen("events:\n", route, 1),
+    );
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let auth = |sub: &str| format!("Authorization: Bearer {}\r\n", jwt(sub, now_s() - 30));
+    let (mallory, alice) = (auth("mallory"), auth("alice"));
+    // 08:01 UTC on a simulated day: the whole probe within one clock hour.
+    let base: u64 = 1_800_000_000_000 + 60_000;
+    let at = |k: u64| format!("Portcullis-Sim-Time: {}\r\n", base + k * 15_000);
+    let mut served = 0;
+    let mut probe = |conn: &mut RawConn, k: u64| {
+        let path = if k.is_multiple_of(2) {
+            format!("/j/users/victim-{:x}/orders", k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
+        } else {
+            "/j/users/mallory/orders".to_owned()
+        };
+        let (status, resp) = get(conn, &path, "198.51.100.7", &format!("{mallory}{}", at(k)));
+        match status {
+            429 => assert_eq!(problem_of(&resp), "urn:portcullis:problem:too-many-requests", "{resp}"),
+            403 if k.is_multiple_of(2) => assert_eq!(problem_of(&resp), "urn:portcullis:problem:forbidden", "{resp}"),
+            200 if !k.is_multiple_of(2) => served += 1,
+            _ => panic!("request {k}: {resp}"),
+        }
+        status
+    };
+    // Up to 58 simulated minutes: 116 guesses. 60 objects set 39 bits of 64 on average (the 30th
+    // minute); 116 set fewer over six standard deviations below their mean (the key is random).
+    let mut k = 0;
+    while k < 232 && probe(&mut conn, k) != 429 {
+        k += 1;
+    }
+    let mut alerts = Vec::new();
+    wait_for("the enumeration alert", || {
+        alerts = s.alerts("enumeration");
+        !alerts.is_empty()
+    });
+    let alert =
+        alerts.iter().find(|a| a["feature"] == "refused_objects_in_hour").unwrap_or_else(|| panic!("{alerts:#?}"));
+    assert_eq!(
+        (alert["entity"]["label"].as_str(), alert["window_s"].as_u64()),
+        (Some("mallory"), Some(3600)),
+        "{alert}"
+    );
+    assert!(alerts.iter().all(|a| a["feature"] == "refused_objects_in_hour"), "no ten-minute tier saw it: {alerts:#?}");
+    let found = alert["at_ms"].as_u64().unwrap() - base;
+    assert!((15 * 60_000..58 * 60_000).contains(&found), "found at {found} ms");
+    // The throttle follows the alert: the prober asks for its own orders (at one simulated moment:
+    // the action's expiry is on the detectors' clock, which the loop above may have taken many
+    // simulated minutes past the alert before the action was in force) until it answers.
+    k |= 1;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe(&mut conn, k) != 429 {
+        assert!(Instant::now() < deadline, "no throttle at request {k}: {alert:#}\n{:#?}", s.actions());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No guess reached the upstream (the owner rule refused each), and nothing past the throttle.
+    let hits = s.up.hits();
+    assert_eq!(hits, served, "only the requests for its own orders reached the upstream");
+    for j in 0..3 {
+        let at = at(k + j);
+        let (status, _) = get(&mut conn, "/j/users/mallory/orders", "198.51.100.7", &format!("{mallory}{at}"));
+        assert_eq!(status, 429);
+    }
+    assert_eq!(s.up.hits(), hits);
+    let (status, resp) = get(&mut conn, "/j/users/alice/orders", "198.51.100.7", &format!("{alice}{}", at(k + 5)));
+    assert_eq!(status, 200, "{resp}");
+    let actions = s.actions();
+    let action = actions.iter().find(|a| a["kind"] == "throttle").unwrap_or_else(|| panic!("{actions:?}"));
+    assert_eq!(action["target_kind"], "principal", "{action}");
 }
 
 #[test]

@@ -820,8 +820,8 @@ fn count(st: &mut State, r: &Record, minute: u32) {
             st.hour_minutes = 0;
             st.hour_requests = 0;
             st.hour_401 = 0;
-            if st.kind == Kind::Site {
-                st.site_hour_begins();
+            if st.keeps_hour_map() {
+                st.hour_map_clear();
             }
         }
         st.hour_minutes = st.hour_minutes.saturating_add(1);
@@ -849,6 +849,9 @@ fn count(st: &mut State, r: &Record, minute: u32) {
     }
     if matches!(r.status, 403 | 404) {
         st.err10.add(minute, 1);
+        if r.params_hash != 0 && matches!(st.kind, Kind::Principal | Kind::ApiKey) {
+            st.object_refused(r.params_hash ^ u64::from(r.route).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
     }
     if r.route != super::NO_ROUTE {
         st.routes |= bit32(u64::from(r.route));

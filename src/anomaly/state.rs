@@ -149,7 +149,9 @@ pub(crate) struct State {
     pub(crate) gap: Ewma,
     pub(crate) gaps: u16,
     /// (The four `bot_*` counters are an address's. A site, which counts no automation, keeps in
-    /// them the networks that fed it a failure in the current clock hour: [`State::site_hour_networks`].)
+    /// them the networks that fed it a failure in the current clock hour
+    /// ([`State::site_hour_networks`]); a principal or key, the objects refused to it in the current
+    /// clock hour ([`State::refused_objects_map`]).)
     pub(crate) bot_req: u16,
     pub(crate) bot_missing: u16,
     pub(crate) bot_order: u16,
@@ -277,29 +279,53 @@ impl State {
     /// change the snapshot's layout. (16 bits, a first cut, missed three networks one time in five.)
     pub(crate) fn site_hour_networks(&self) -> u32 {
         debug_assert_eq!(self.kind, Kind::Site);
-        self.site_networks().count_ones()
+        self.hour_map().count_ones()
     }
 
     /// Notes a site's network (its entity key) that fed it a failure in the current clock hour.
     pub(crate) fn site_network_failed(&mut self, network: u64) {
         debug_assert_eq!(self.kind, Kind::Site);
-        let bits = self.site_networks() | 1 << (network >> 58);
-        self.set_site_networks(bits);
+        self.hour_map_insert(network);
     }
 
-    /// A new clock hour for a site: no networks yet.
-    pub(crate) fn site_hour_begins(&mut self) {
-        self.set_site_networks(0);
+    /// A principal's or key's objects (a route's path parameters) refused with 403 or 404 in the
+    /// current clock hour: one bit of 64 an object, by its keyed hash with the route (the distinct
+    /// objects: [`super::detectors::refused_objects`]). Kept as a site keeps its networks.
+    pub(crate) fn refused_objects_map(&self) -> u64 {
+        debug_assert!(matches!(self.kind, Kind::Principal | Kind::ApiKey));
+        self.hour_map()
     }
 
-    fn site_networks(&self) -> u64 {
+    /// Notes an object refused to a principal or key: `object` is its keyed hash.
+    pub(crate) fn object_refused(&mut self, object: u64) {
+        debug_assert!(matches!(self.kind, Kind::Principal | Kind::ApiKey));
+        self.hour_map_insert(object);
+    }
+
+    /// Whether the entity keeps a map of the clock hour in the `bot_*` counters.
+    pub(crate) fn keeps_hour_map(&self) -> bool {
+        matches!(self.kind, Kind::Site | Kind::Principal | Kind::ApiKey)
+    }
+
+    /// A new clock hour (or an alarm that restarts it) for an entity that keeps a map of it.
+    pub(crate) fn hour_map_clear(&mut self) {
+        debug_assert!(self.keeps_hour_map());
+        self.set_hour_map(0);
+    }
+
+    fn hour_map_insert(&mut self, hash: u64) {
+        let bits = self.hour_map() | 1 << (hash >> 58);
+        self.set_hour_map(bits);
+    }
+
+    fn hour_map(&self) -> u64 {
         [self.bot_req, self.bot_missing, self.bot_order, self.bot_scanner]
             .iter()
             .enumerate()
             .fold(0, |m, (i, &w)| m | u64::from(w) << (16 * i))
     }
 
-    fn set_site_networks(&mut self, bits: u64) {
+    fn set_hour_map(&mut self, bits: u64) {
         let w = |i: u32| (bits >> (16 * i)) as u16;
         (self.bot_req, self.bot_missing, self.bot_order, self.bot_scanner) = (w(0), w(1), w(2), w(3));
     }
@@ -368,7 +394,7 @@ mod tests {
         };
         let mut three = 0;
         for _ in 0..1_000 {
-            st.site_hour_begins();
+            st.hour_map_clear();
             assert_eq!(st.site_hour_networks(), 0);
             let n = next();
             st.site_network_failed(n);
@@ -379,7 +405,7 @@ mod tests {
             three += usize::from(st.site_hour_networks() == 3);
         }
         assert!(three >= 900, "{three} of 1,000");
-        st.set_site_networks(u64::MAX);
+        st.set_hour_map(u64::MAX);
         assert_eq!(
             (st.bot_req, st.bot_missing, st.bot_order, st.bot_scanner),
             (u16::MAX, u16::MAX, u16::MAX, u16::MAX)

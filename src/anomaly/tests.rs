@@ -716,6 +716,92 @@ fn enumeration_sequential_ids_refused() {
     hits.iter().for_each(|a| explained(a));
 }
 
+/// A prober that pads each guess at other people's objects with a request that succeeds stays under
+/// the ten-minute tier (refusals half its requests, 30 of them) and never walks ids in order: found
+/// by the clock hour's distinct refused objects, on the principal, and again once it has refused as
+/// many more. A client stuck on ten deleted objects (a third of its requests refused, all hour) and a
+/// busy client whose stale links are 1.5% of 2,400 requests an hour are not.
+#[test]
+fn enumeration_padded_with_successes_is_found_on_the_hour() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 3, 5);
+    let mut rng = Rng(99);
+    let add = |rs: &mut Vec<Record>, who: &Arc<Principal>, ip: [u8; 4], at: u64, status: u16, id: u64| {
+        let mut r = rec(at, ip, status);
+        r.principal = Some(who.clone());
+        r.route = 3;
+        (r.id_param, r.params_hash) = (Some(id), sketch::mix(id) | 1);
+        rs.push(r);
+    };
+    // Two guesses and two of its own orders a minute, in no order, for three hours.
+    let prober = person("prober", PrincipalKind::Jwt);
+    for k in 0..3 * 60 * 4u64 {
+        let at = T0 + 60_000 + k * 15_000;
+        if k % 2 == 0 {
+            let guess = 1_000_000 + rng.below(1_000_000);
+            add(&mut rs, &prober, [10, 9, 9, 1], at, if guess.is_multiple_of(3) { 404 } else { 403 }, guess);
+        } else {
+            add(&mut rs, &prober, [10, 9, 9, 1], at, 200, 500 + k % 7);
+        }
+    }
+    let stuck = person("stuck-integration", PrincipalKind::ApiKey);
+    for k in 0..3 * 60 * 10u64 {
+        let status = if k % 3 == 0 { 404 } else { 200 };
+        add(&mut rs, &stuck, [10, 9, 9, 2], T0 + k * 6_000, status, sketch::mix(k % 30 / 3) % 100_000);
+    }
+    let busy = person("busy-analyst", PrincipalKind::Jwt);
+    for k in 0..3 * 60 * 40u64 {
+        let id = rng.below(100_000);
+        let status = if rng.below(1000) < 15 { 404 } else { 200 };
+        add(&mut rs, &busy, [10, 9, 9, 3], T0 + k * 1_500, status, id);
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Enumeration);
+    let hourly: Vec<_> = hits.iter().filter(|a| a.feature == "refused_objects_in_hour").collect();
+    assert!(!hourly.is_empty(), "{hits:#?}");
+    assert!(hourly.iter().all(|a| a.principal.as_deref() == Some("prober")), "{hourly:#?}");
+    let first = hourly[0];
+    assert_eq!((first.window_s, first.baseline), (3600, 60.0));
+    assert!(first.observed >= 60.0, "{first:?}");
+    // About 60 guesses at two a minute: half an hour, give or take the bits two guesses share.
+    assert!((T0 + 20 * 60_000..T0 + 45 * 60_000).contains(&first.at_ms), "{first:?}");
+    explained(first);
+    assert!(hourly.len() >= 3, "found again as the probe goes on: {hourly:#?}");
+    // Nothing else found it: the ten-minute tiers did not see it.
+    assert!(hits.iter().all(|a| a.feature == "refused_objects_in_hour"), "{hits:#?}");
+}
+
+/// The hour's refused objects are counted by the distinct bits their keyed hashes set: sixty random
+/// objects read as about sixty, the same object any number of times as one, and a full map as more
+/// than any limit.
+#[test]
+fn refused_objects_are_counted_once_each() {
+    let mut rng = Rng(7);
+    let mut low = 0;
+    let key = || state::State { kind: state::Kind::ApiKey, ..state::State::default() };
+    for _ in 0..200 {
+        let mut st = key();
+        for _ in 0..60 {
+            st.object_refused(rng.next());
+        }
+        let n = detectors::refused_objects(&st);
+        assert!((35.0..110.0).contains(&n), "{n}");
+        low += usize::from(n < 60.0);
+    }
+    assert!((40..160).contains(&low), "{low} of 200 under 60");
+    let mut st = key();
+    for _ in 0..1000 {
+        st.object_refused(9);
+    }
+    assert!((detectors::refused_objects(&st) - 1.0).abs() < 0.01);
+    for _ in 0..2000 {
+        st.object_refused(rng.next());
+    }
+    assert!(detectors::refused_objects(&st) > 200.0);
+    st.hour_map_clear();
+    assert_eq!(detectors::refused_objects(&st), 0.0);
+}
+
 #[test]
 fn volumetric_against_own_baseline() {
     let mut engine = Engine::new(settings());

@@ -4,13 +4,20 @@
 # with a debug build. Not part of CI: run it before and after changing a threshold.
 #
 #   cargo build --features sim-clock --bin portcullis-simulate
-#   tools/simulate/held-out.sh [SEED...]
+#   [KEEP=DIR] tools/simulate/held-out.sh [SEED...]
 set -euo pipefail
 bin=${SIM:-target/debug/portcullis-simulate}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(2026 7 11 99 3 42 123 500)
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# KEEP=DIR keeps each seed's whole report there (DIR/SEED.txt).
+if [ -n "${KEEP:-}" ]; then
+    out=$KEEP
+    mkdir -p "$out"
+    rm -f "$out/all.classes"
+else
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+fi
 run() { "$bin" --in-process --seed "$1" --clients 1400 --hours 72 --attacks 5 >"$out/$1.txt"; }
 for ((i = 0; i < ${#seeds[@]}; i += 2)); do
     run "${seeds[i]}" &
