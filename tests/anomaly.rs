@@ -611,6 +611,13 @@ fn a_decoy_key_does_not_hide_credential_stuffing() {
     assert!(alerts.iter().any(|a| a["entity"]["label"] == "203.0.113.60"), "{alerts:?}");
 }
 
+/// The config with one more route: `/j/users/{id}/orders`, each principal's own (a JWT's `sub`).
+#[cfg(feature = "sim-clock")]
+fn with_owner_route(yaml: String) -> String {
+    let route = "  - name: user_orders\n    match:\n      path: { template: \"/j/users/{id}/orders\" }\n    upstream: app\n    auth: tokens\n    authorize:\n      owner: { param: id, claim: sub }\nevents:\n";
+    yaml.replacen("events:\n", route, 1)
+}
+
 /// Object-level probing padded with requests that succeed (API1): a principal guesses other people's
 /// ids, each refused by the route's owner rule, and asks for its own orders in between, two guesses a
 /// minute (simulated), in no order, so that no ten minutes hold 30 refusals or half its requests
@@ -620,10 +627,9 @@ fn a_decoy_key_does_not_hide_credential_stuffing() {
 #[cfg(feature = "sim-clock")]
 #[test]
 fn enumeration_padded_with_successes_is_throttled_on_the_hour() {
-    let route = "  - name: user_orders\n    match:\n      path: { template: \"/j/users/{id}/orders\" }\n    upstream: app\n    auth: tokens\n    authorize:\n      owner: { param: id, claim: sub }\nevents:\n";
     let s = setup_with(
         "anomaly:\n  mode: enforce\n  clock: simulated\n  detectors:\n    enumeration: { actions: [log, throttle], duration: 2h, throttle: 1/m }\n",
-        |yaml| yaml.replacen("events:\n", route, 1),
+        with_owner_route,
     );
     let mut conn = RawConn::connect(s.gw.addr("main"));
     let auth = |sub: &str| format!("Authorization: Bearer {}\r\n", jwt(sub, now_s() - 30));
@@ -691,6 +697,42 @@ fn enumeration_padded_with_successes_is_throttled_on_the_hour() {
     let actions = s.actions();
     let action = actions.iter().find(|a| a["kind"] == "throttle").unwrap_or_else(|| panic!("{actions:?}"));
     assert_eq!(action["target_kind"], "principal", "{action}");
+}
+
+/// The same probe spread over five accounts, 45 guesses each in the hour (under each principal's
+/// tier), in `monitor` mode: found on the route, by name, and nothing refused.
+#[cfg(feature = "sim-clock")]
+#[test]
+fn enumeration_spread_over_accounts_alerts_on_the_route() {
+    let s = setup_with("anomaly:\n  clock: simulated\n", with_owner_route);
+    let mut conn = RawConn::connect(s.gw.addr("main"));
+    let tokens: Vec<_> = (0..5).map(|i| (format!("prober{i}"), jwt(&format!("prober{i}"), now_s() - 30))).collect();
+    let base: u64 = 1_800_000_000_000 + 60_000;
+    for k in 0..450u64 {
+        let (sub, token) = &tokens[(k % 5) as usize];
+        let path = if (k / 5).is_multiple_of(2) {
+            format!("/j/users/victim-{:x}/orders", k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
+        } else {
+            format!("/j/users/{sub}/orders")
+        };
+        let headers = format!("Authorization: Bearer {token}\r\nPortcullis-Sim-Time: {}\r\n", base + k * 7_700);
+        let (status, resp) = get(&mut conn, &path, &format!("198.51.100.{}", k % 5 + 1), &headers);
+        let want = if (k / 5).is_multiple_of(2) { 403 } else { 200 };
+        assert_eq!(status, want, "request {k}: {resp}");
+    }
+    let mut alerts = Vec::new();
+    wait_for("the route's enumeration alert", || {
+        alerts = s.alerts("enumeration");
+        alerts.iter().any(|a| a["entity"]["kind"] == "route")
+    });
+    let a = alerts.iter().find(|a| a["entity"]["kind"] == "route").unwrap();
+    assert_eq!(
+        (a["entity"]["label"].as_str(), a["feature"].as_str(), a["window_s"].as_u64()),
+        (Some("user_orders"), Some("refused_objects_on_route"), Some(3600)),
+        "{a}"
+    );
+    assert!(a["observed"].as_f64().unwrap() >= 200.0, "{a}");
+    assert!(s.actions().is_empty(), "monitor mode and a route: nothing to refuse");
 }
 
 #[test]

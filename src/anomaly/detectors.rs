@@ -282,28 +282,37 @@ pub(crate) fn enumeration(st: &State) -> Finding {
         window_s: 600,
     };
     let objects = if matches!(st.kind, Kind::Principal | Kind::ApiKey) { refused_objects(st) } else { 0.0 };
+    let limit = HOUR_REFUSED_OBJECTS.max(f64::from(st.hour_requests) * HOUR_REFUSED_SHARE);
     let hourly = Finding {
         detector: Detector::Enumeration,
         feature: "refused_objects_in_hour",
-        basis: FIXED,
-        baseline: HOUR_REFUSED_OBJECTS,
+        basis: "the fixed limit (or a twentieth of the hour's requests),",
+        baseline: limit,
         observed: objects,
-        x: objects / HOUR_REFUSED_OBJECTS,
+        x: objects / limit,
         window_s: 3600,
     };
     larger(larger(seq, probe), hourly)
 }
 
-/// Distinct objects refused to a principal or key in a clock hour that make it enumeration, whatever
-/// their share of its requests. The ten-minute tier asks that refusals be half the requests, so a
-/// prober that pads each guess with a request that succeeds (its own orders, a product page) was
-/// bounded there, not found: 29 guesses in ten minutes, all day. Now it is found by the hour's 60th
-/// distinct object; straddling the turn of the hour buys it at most twice that in an hour. A
-/// person or integration refuses a few (a stale link, a product withdrawn: about 1% of requests, 15
-/// in the busiest simulated hours); a client stuck on the same few deleted objects counts them once.
-/// (Addresses are not judged on it: a carrier's NAT serves many people's stale links, and a prober
-/// with a credential is judged on the credential.)
+/// Distinct objects refused to a principal or key in a clock hour that make it enumeration, at any
+/// share of its requests up to a twentieth ([`HOUR_REFUSED_SHARE`]). The ten-minute tier asks that
+/// refusals be half the requests, so a prober that pads each guess with a request that succeeds (its
+/// own orders, a product page) was bounded there, not found: 29 guesses in ten minutes, all day. Now
+/// it is found by about the hour's 60th distinct object; straddling the turn of the hour buys it
+/// about twice that in an hour. A person or integration refuses a few (a stale link, a product
+/// withdrawn: about 1% of requests, 15 in the busiest simulated hours); a client stuck on the same
+/// few deleted objects counts them once. (Addresses are not judged on it: a carrier's NAT serves
+/// many people's stale links, and a prober with a credential is judged on the credential.)
 pub(crate) const HOUR_REFUSED_OBJECTS: f64 = 60.0;
+
+/// The share of the hour's requests over which refused objects are judged when that is more than
+/// [`HOUR_REFUSED_OBJECTS`]: a busy integration's key (6,000 requests an hour, 1 to 2% of them for
+/// objects since deleted) refuses 60 to 120 in an hour, and enumeration throttles by default; a
+/// prober padding each guess with 19 requests that succeed needs 1,200 requests an hour for 60
+/// guesses, the volumetric hour's floor. The map counts up to about 300 objects (64 bits), so a
+/// credential busier than about 6,000 requests an hour is judged by the ten-minute tiers only.
+const HOUR_REFUSED_SHARE: f64 = 0.05;
 
 /// The distinct objects refused in the clock hour, estimated from the bits of
 /// [`State::refused_objects_map`] (linear counting: 39 bits of 64 are about 60 objects).

@@ -110,6 +110,185 @@ struct RouteStats {
     /// The current minute went over the limit (whether it alerted or the cooldown held it back).
     #[serde(default)]
     over: bool,
+    /// Object-level probing on the route in the clock hour, by principals ([`refusals_in_hour`]).
+    #[serde(default)]
+    objects: RouteObjects,
+}
+
+/// One route's objects refused to principals in the current clock hour, and its usual count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RouteObjects {
+    hour: u32,
+    /// The route's answers to principals in the hour, and its 403/404 among them naming an object.
+    answers: u32,
+    refused: u32,
+    /// Distinct objects refused (linear counting over 1024 bits, by keyed hash) and the principals
+    /// they were refused to (over 64).
+    map: [u64; 16],
+    principals: u64,
+    /// The route's usual distinct objects refused an hour, and how many hours taught it.
+    base: super::sketch::Ewma,
+    hours: u32,
+    /// The hour went over the limit (alerted or held back by the cooldown): it teaches nothing.
+    over: bool,
+    last_alert_s: u32,
+}
+
+/// Object-level probing spread over credentials on one route (several accounts each under the
+/// principal's hourly tier, [`detectors::HOUR_REFUSED_OBJECTS`]): distinct objects refused to
+/// principals in the clock hour, from 3 principals or more, at [`ROUTE_OBJECTS`] when they are half
+/// the route's answers to principals or more; else, once [`ROUTE_OBJECTS_WARM`] hours are learnt,
+/// over the route's own usual count (mean + 6 sd, and 4 × the mean, and never under the floor): a
+/// busy route's stale links are its normal.
+const ROUTE_OBJECTS: f64 = 200.0;
+const ROUTE_OBJECT_PRINCIPALS: f64 = 3.0;
+const ROUTE_OBJECTS_WARM: u32 = 24;
+
+/// The hour that ends teaches the route's usual count, as a minute teaches its usual 401s
+/// ([`learn_usual`]; an hour counts at most twice the usual, or 20).
+fn learn_route_objects(o: &mut RouteObjects) {
+    if o.answers == 0 || o.over {
+        return;
+    }
+    let half = f64::from(o.refused) * 2.0 >= f64::from(o.answers);
+    let distinct = route_objects(o);
+    learn_usual(&mut o.base, &mut o.hours, distinct, half, (ROUTE_OBJECTS, ROUTE_OBJECTS_WARM, 20.0));
+}
+
+fn route_objects(o: &RouteObjects) -> f64 {
+    super::sketch::linear_count(o.map.iter().map(|w| w.count_ones()).sum(), 1024)
+}
+
+/// Counts a principal's answer on the route (`principal`: its entity key) and judges the route's
+/// refused objects in the hour. The map restarts after an alarm, as a principal's does.
+fn refusals_in_hour(
+    o: &mut RouteObjects,
+    record: &Record,
+    principal: u64,
+    settings: &Settings,
+    alerts: &mut Vec<Alert>,
+) {
+    let hour = (record.at_ms / 3_600_000) as u32;
+    if hour > o.hour {
+        learn_route_objects(o);
+        *o = RouteObjects {
+            hour,
+            base: o.base,
+            hours: o.hours,
+            last_alert_s: o.last_alert_s,
+            ..RouteObjects::default()
+        };
+    }
+    o.answers = o.answers.saturating_add(1);
+    if !(matches!(record.status, 403 | 404) && record.params_hash != 0) {
+        return;
+    }
+    o.refused = o.refused.saturating_add(1);
+    let bit = super::sketch::mix(record.params_hash) % 1024;
+    if let Some(w) = o.map.get_mut((bit / 64) as usize) {
+        *w |= 1 << (bit % 64);
+    }
+    o.principals |= 1 << (super::sketch::mix(principal) % 64);
+    let principals = super::sketch::linear_count(o.principals.count_ones(), 64);
+    if principals < ROUTE_OBJECT_PRINCIPALS {
+        return;
+    }
+    let distinct = route_objects(o);
+    let half = f64::from(o.refused) * 2.0 >= f64::from(o.answers);
+    let limit = if half { ROUTE_OBJECTS } else { usual_limit(&o.base, o.hours, ROUTE_OBJECTS, ROUTE_OBJECTS_WARM) };
+    let x = distinct / limit;
+    if x * settings.effective_sensitivity() < 1.0 {
+        return;
+    }
+    o.over = true;
+    if route_cooling(&mut o.last_alert_s, record.at_ms, settings) {
+        return;
+    }
+    let score = x / (1.0 + x);
+    let d = Detector::Enumeration;
+    let label: Arc<str> = Arc::from(record.route.to_string());
+    let against = if half { "the fixed limit, at half its answers or more," } else { "its own usual count an hour" };
+    let explanation = format!(
+        "{}: route {label} had refused_objects_on_route = {distinct:.0} over 3600 s ({} refusals of {} answers to \
+         principals), to about {} principals, against {against} of {limit:.0}: score {score:.2}",
+        d.id(),
+        o.refused,
+        o.answers,
+        principals.round(),
+    );
+    let found = (d, "refused_objects_on_route", limit, distinct, score, 3600);
+    alerts.push(route_alert(label, found, record.at_ms, explanation));
+    // Restart the map: a probe that goes on fires again once it has refused as many again.
+    (o.map, o.principals, o.refused) = ([0; 16], 0, 0);
+}
+
+/// A route's usual count per window (its 401s a minute, its objects refused an hour), learnt so that
+/// an attack cannot raise its own bar: never a window over the limit (the caller's `over`); while
+/// learnt (`warm` windows), only windows under the fixed `floor` and under half refused (`half`);
+/// once warm, each window counted at most twice the usual (or `least`), so that the usual count, and
+/// with it the limit, climbs slowly however an attacker paces it, where a route that grows for good
+/// is learnt.
+fn learn_usual(
+    base: &mut super::sketch::Ewma,
+    n: &mut u32,
+    observed: f64,
+    half: bool,
+    (floor, warm, least): (f64, u32, f64),
+) {
+    let sample = if *n < warm {
+        if observed >= floor || half {
+            return;
+        }
+        observed
+    } else {
+        observed.min((2.0 * base.mean()).max(least))
+    };
+    base.update(sample, detectors::learning_rate(*n), *n);
+    *n = n.saturating_add(1);
+}
+
+/// A route's own limit once `warm` windows are learnt (mean + 6 sd, 4 × the mean, never under the
+/// `floor`); none before.
+fn usual_limit(base: &super::sketch::Ewma, n: u32, floor: f64, warm: u32) -> f64 {
+    if n < warm {
+        return f64::INFINITY;
+    }
+    let (m, sd) = (base.mean(), base.sd());
+    (m + 6.0 * sd).max(4.0 * m).max(floor)
+}
+
+/// Whether a route's tier is within its cooldown at `at_ms`; else notes the alert's time.
+fn route_cooling(last_alert_s: &mut u32, at_ms: u64, settings: &Settings) -> bool {
+    let now_s = ((at_ms / 1000) as u32).max(1);
+    let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
+    if *last_alert_s != 0 && now_s.saturating_sub(*last_alert_s) < cool {
+        return true;
+    }
+    *last_alert_s = now_s;
+    false
+}
+
+/// An alert on a route: (detector, feature, limit, observed, score, window in seconds).
+fn route_alert(
+    label: Arc<str>,
+    (detector, feature, limit, observed, score, window_s): (Detector, &'static str, f64, f64, f64, u32),
+    at_ms: u64,
+    explanation: String,
+) -> Alert {
+    Alert {
+        detector,
+        entity: super::Entity { kind: super::EntityKind::Route, label },
+        ip: None,
+        principal: None,
+        target: None,
+        feature,
+        baseline: limit,
+        observed,
+        score,
+        window_s,
+        at_ms,
+        explanation,
+    }
 }
 
 /// Distributed credential stuffing on one route (a login many addresses try, each under the address
@@ -121,35 +300,21 @@ const ROUTE_FAILED: f64 = 100.0;
 const ROUTE_FAILING_NETS: f64 = 10.0;
 const ROUTE_FAILED_WARM: u32 = 60;
 
-/// The minute that ends teaches the route's usual failures, so that stuffing cannot raise its own
-/// bar: never a minute over the limit; while the route is learnt, only minutes under the fixed limit
-/// with under half the answers failing; once warm, each minute counted at most twice the usual (or
-/// 10), so that its usual count, and with it the limit, climbs by at most about 0.4% a minute however
-/// an attacker paces it (doubling in about three hours), where a route that grows for good is learnt.
+/// The minute that ends teaches the route's usual failures ([`learn_usual`]: a minute counts at most
+/// twice the usual, or 10, so the limit climbs by at most about 0.4% a minute however an attacker
+/// paces it, doubling in about three hours).
 fn learn_route_failures(r: &mut RouteStats) {
-    let failed = f64::from(r.failed);
     if r.answers == 0 || r.over {
         return;
     }
-    let sample = if r.failed_minutes < ROUTE_FAILED_WARM {
-        if failed >= ROUTE_FAILED || failed * 2.0 >= f64::from(r.answers) {
-            return;
-        }
-        failed
-    } else {
-        failed.min((2.0 * r.failed_base.mean()).max(10.0))
-    };
-    r.failed_base.update(sample, detectors::learning_rate(r.failed_minutes), r.failed_minutes);
-    r.failed_minutes = r.failed_minutes.saturating_add(1);
+    let failed = f64::from(r.failed);
+    let half = failed * 2.0 >= f64::from(r.answers);
+    learn_usual(&mut r.failed_base, &mut r.failed_minutes, failed, half, (ROUTE_FAILED, ROUTE_FAILED_WARM, 10.0));
 }
 
 /// The route's own limit on 401 answers a minute, once warm.
 fn route_failed_limit(r: &RouteStats) -> f64 {
-    if r.failed_minutes < ROUTE_FAILED_WARM {
-        return f64::INFINITY;
-    }
-    let (m, sd) = (r.failed_base.mean(), r.failed_base.sd());
-    (m + 6.0 * sd).max(4.0 * m).max(ROUTE_FAILED)
+    usual_limit(&r.failed_base, r.failed_minutes, ROUTE_FAILED, ROUTE_FAILED_WARM)
 }
 
 /// A 401 that authentication (or the upstream) answered: one the stage answered for an action in force
@@ -207,12 +372,9 @@ fn failures_in_minute<L: FnOnce() -> Arc<str>>(
     }
     // Over the limit, alerted or not (the cooldown): this minute teaches the baseline nothing.
     r.over = true;
-    let now_s = ((record.at_ms / 1000) as u32).max(1);
-    let cool = ((settings.cooldown_ms / 1000) as u32).max(1);
-    if r.last_alert_s != 0 && now_s.saturating_sub(r.last_alert_s) < cool {
+    if route_cooling(&mut r.last_alert_s, record.at_ms, settings) {
         return true;
     }
-    r.last_alert_s = now_s;
     let score = x / (1.0 + x);
     let d = Detector::CredentialStuffing;
     let label = label();
@@ -225,20 +387,7 @@ fn failures_in_minute<L: FnOnce() -> Arc<str>>(
         r.answers,
         nets.round(),
     );
-    alerts.push(Alert {
-        detector: d,
-        entity: super::Entity { kind: super::EntityKind::Route, label },
-        ip: None,
-        principal: None,
-        target: None,
-        feature,
-        baseline: limit,
-        observed: failed,
-        score,
-        window_s: 60,
-        at_ms: record.at_ms,
-        explanation,
-    });
+    alerts.push(route_alert(label, (d, feature, limit, failed, score, 60), record.at_ms, explanation));
     true
 }
 
@@ -296,10 +445,11 @@ struct SnapshotRef<'a> {
 /// 2: entity state with the sustained-rate CUSUM and the route words (version 1 states are not read).
 /// 3: postcard; the routes' usual 401 answers a minute.
 /// 4: the clock hour's 401 answers per entity (`hour_401`); all routes' 401s together.
+/// 5: each route's objects refused to principals in the clock hour (`RouteObjects`).
 /// Bump it with any change to the state's layout: postcard is not self-describing, so a snapshot of
 /// another version is not read (the engine starts afresh with its seed, [`Engine::seed_of`]); JSON
 /// from version 2 on is read whatever it lacks.
-const SNAPSHOT_VERSION: u32 = 4;
+const SNAPSHOT_VERSION: u32 = 5;
 
 /// What a snapshot's bytes begin with: the postcard encoding follows. Earlier builds wrote JSON (it
 /// begins with `{`), which is still read: the state it holds is the same.
@@ -461,6 +611,11 @@ impl Engine {
             self.pair(client, record);
             if self.enabled & (1 << (Detector::CredentialStuffing as u16)) != 0 {
                 self.route_failures(record, ip_key, address_stuffing, alerts);
+            }
+            if let (Some(pk), true) = (principal_key, self.enabled & (1 << (Detector::Enumeration as u16)) != 0) {
+                if let Some(r) = route_stats(&mut self.shared.routes, record.route) {
+                    refusals_in_hour(&mut r.objects, record, pk, &self.settings, alerts);
+                }
             }
         }
     }
@@ -1298,7 +1453,7 @@ mod layout {
         // without a bump.)
         assert_eq!(
             (bytes.len(), hash),
-            (1_147_469, 1_269_266_312_266_244_760),
+            (1_147_500, 608_678_888_147_166_939),
             "the layout changed: bump SNAPSHOT_VERSION and pin the new figures"
         );
     }

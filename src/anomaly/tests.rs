@@ -719,8 +719,10 @@ fn enumeration_sequential_ids_refused() {
 /// A prober that pads each guess at other people's objects with a request that succeeds stays under
 /// the ten-minute tier (refusals half its requests, 30 of them) and never walks ids in order: found
 /// by the clock hour's distinct refused objects, on the principal, and again once it has refused as
-/// many more. A client stuck on ten deleted objects (a third of its requests refused, all hour) and a
-/// busy client whose stale links are 1.5% of 2,400 requests an hour are not.
+/// many more. A client stuck on ten deleted objects (a third of its requests refused, all hour), a
+/// busy client whose stale links are 1.5% of 2,400 requests an hour, and an integration whose 6,000
+/// requests an hour ask for 120 objects since deleted (over 60, under a twentieth of its hour) are
+/// not.
 #[test]
 fn enumeration_padded_with_successes_is_found_on_the_hour() {
     let mut engine = Engine::new(settings());
@@ -755,6 +757,13 @@ fn enumeration_padded_with_successes_is_found_on_the_hour() {
         let status = if rng.below(1000) < 15 { 404 } else { 200 };
         add(&mut rs, &busy, [10, 9, 9, 3], T0 + k * 1_500, status, id);
     }
+    // A busy integration: 100 requests a minute, 2% for objects since deleted (120 an hour).
+    let integration = person("busy-integration", PrincipalKind::ApiKey);
+    for k in 0..3 * 60 * 100u64 {
+        let id = rng.below(1_000_000);
+        let status = if rng.below(1000) < 20 { 404 } else { 200 };
+        add(&mut rs, &integration, [10, 9, 9, 4], T0 + k * 600, status, id);
+    }
     let alerts = run(&mut engine, &mut rs);
     let hits = only(&alerts, Detector::Enumeration);
     let hourly: Vec<_> = hits.iter().filter(|a| a.feature == "refused_objects_in_hour").collect();
@@ -767,8 +776,66 @@ fn enumeration_padded_with_successes_is_found_on_the_hour() {
     assert!((T0 + 20 * 60_000..T0 + 45 * 60_000).contains(&first.at_ms), "{first:?}");
     explained(first);
     assert!(hourly.len() >= 3, "found again as the probe goes on: {hourly:#?}");
+    // Again once it has refused as many more (the map restarts), not once a cooldown has passed.
+    for w in hourly.windows(2) {
+        let (a, b) = (w[0].at_ms, w[1].at_ms);
+        assert!(a / 3_600_000 != b / 3_600_000 || b - a >= 19 * 60_000, "{hourly:#?}");
+    }
     // Nothing else found it: the ten-minute tiers did not see it.
     assert!(hits.iter().all(|a| a.feature == "refused_objects_in_hour"), "{hits:#?}");
+}
+
+/// Probing spread over accounts: six principals, each guessing 40 other people's ids an hour (under
+/// its own hourly tier) beside requests for its own. On a route only they use (half its answers
+/// refused) the route's tier finds them while it is still learning; on a route a population uses
+/// every day, once it has learnt its usual hour, also padded three to one. Never the principals, and
+/// nothing on the population's three days.
+#[test]
+fn enumeration_spread_over_accounts_is_found_on_the_route() {
+    let mut engine = Engine::new(settings());
+    let mut rs = normal(20, 56, 11);
+    let mut rng = Rng(5);
+    let probers: Vec<_> = (0..6).map(|i| person(&format!("prober-{i}"), PrincipalKind::ApiKey)).collect();
+    // (route, start, own requests per guess)
+    for (route, start, pad) in [(9u16, T0 + 2 * 3_600_000, 1u64), (3, T0 + 50 * 3_600_000, 3)] {
+        for (i, p) in probers.iter().enumerate() {
+            for g in 0..80u64 {
+                let at = start + g * 90_000 + i as u64 * 7_000;
+                let guess = 5_000_000 + rng.below(5_000_000);
+                let mut r = rec(at, [10, 8, 0, i as u8 + 1], if guess.is_multiple_of(2) { 404 } else { 403 });
+                r.principal = Some(p.clone());
+                r.route = route;
+                (r.id_param, r.params_hash) = (Some(guess), sketch::mix(guess) | 1);
+                rs.push(r);
+                for j in 0..pad {
+                    let mut r = rec(at + 1_000 + j * 1_000, [10, 8, 0, i as u8 + 1], 200);
+                    r.principal = Some(p.clone());
+                    r.route = route;
+                    let own = 900 + i as u64;
+                    (r.id_param, r.params_hash) = (Some(own), own);
+                    rs.push(r);
+                }
+            }
+        }
+    }
+    let alerts = run(&mut engine, &mut rs);
+    let hits = only(&alerts, Detector::Enumeration);
+    assert!(
+        hits.iter().all(|a| a.entity.kind == EntityKind::Route),
+        "no principal's own tier, nor anyone else: {hits:#?}"
+    );
+    let on = |route: &str| hits.iter().filter(|a| &*a.entity.label == route).collect::<Vec<_>>();
+    let cold = on("9");
+    let a = cold.first().unwrap_or_else(|| panic!("route 9: {hits:#?}"));
+    assert_eq!((a.feature, a.window_s, a.baseline), ("refused_objects_on_route", 3600, 200.0));
+    assert!(a.observed >= 200.0 && a.explanation.contains("the fixed limit"), "{a:?}");
+    assert!(a.at_ms < T0 + 3 * 3_600_000, "{a:?}");
+    explained(a);
+    let warm = on("3");
+    let b = warm.first().unwrap_or_else(|| panic!("route 3: {hits:#?}"));
+    assert!(b.explanation.contains("its own usual count"), "{b:?}");
+    assert!(b.at_ms >= T0 + 50 * 3_600_000 && b.at_ms < T0 + 52 * 3_600_000, "{b:?}");
+    assert!(on("9").len() + on("3").len() == hits.len(), "{hits:#?}");
 }
 
 /// The hour's refused objects are counted by the distinct bits their keyed hashes set: sixty random
@@ -2372,8 +2439,8 @@ fn snapshots_are_compact_and_the_json_of_earlier_builds_is_still_read() {
     // Another version (another layout) is not read, but its seed is: the engine that starts afresh
     // keeps the keys the actions in force were set with.
     let mut later = bin.clone();
-    assert_eq!(later[4], 4, "the version leads the encoding");
-    later[4] = 5;
+    assert_eq!(later[4], 5, "the version leads the encoding");
+    later[4] = 6;
     assert!(Engine::restore(settings(), &later).is_err());
     assert_eq!(Engine::seed_of(&later), Some(engine.seed()));
     assert_eq!(Engine::seed_of(&json), Some(engine.seed()));

@@ -191,16 +191,20 @@ impl Scorer {
                 .iter()
                 .chain(&a.key_ids)
                 .any(|p| s.principal.as_deref() == Some(p.as_str()) || (s.kind != "route" && s.label == *p));
+            // A route's alert is about the attacks of its own detector's class on the route (the
+            // stuffing tiers': spraying too): a route enumeration alert, raised while an enumeration
+            // attack and a token-sharing one both used the route, found the enumeration only.
+            let logins = matches!(a.class, Class::CredentialStuffing | Class::PasswordSpraying);
+            let of_class = detector_of(a.class) == s.detector || (s.detector == "credential_stuffing" && logins);
             let route_hit = s.kind == "route"
+                && of_class
                 && s.label
                     .parse::<u16>()
                     .ok()
                     .or_else(|| model::ROUTES.iter().position(|r| r.0 == s.label).map(|x| x as u16))
                     .is_some_and(|r| self.routes[i].contains(&r));
             // All routes together ("*"): about any login attack under way.
-            let all_routes = s.kind == "route"
-                && s.label == "*"
-                && matches!(a.class, Class::CredentialStuffing | Class::PasswordSpraying);
+            let all_routes = s.kind == "route" && s.label == "*" && logins;
             let route_hit = route_hit || all_routes;
             if ip_hit || who_hit || route_hit {
                 out.push(i);
