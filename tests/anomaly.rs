@@ -699,26 +699,34 @@ fn enumeration_padded_with_successes_is_throttled_on_the_hour() {
     assert_eq!(action["target_kind"], "principal", "{action}");
 }
 
-/// The same probe spread over five accounts, 45 guesses each in the hour (under each principal's
-/// tier), in `monitor` mode: found on the route, by name, and nothing refused.
+/// The same probe spread over six accounts, 40 guesses each in the hour (under each principal's own
+/// tier), in `enforce` mode: found on the route, by name, and no one is refused for it (a route's
+/// alert has no principal or address for an action to land on).
 #[cfg(feature = "sim-clock")]
 #[test]
 fn enumeration_spread_over_accounts_alerts_on_the_route() {
-    let s = setup_with("anomaly:\n  clock: simulated\n", with_owner_route);
+    let s = setup_with(
+        "anomaly:\n  mode: enforce\n  clock: simulated\n  detectors:\n    enumeration: { actions: [log, alert, throttle] }\n",
+        with_owner_route,
+    );
     let mut conn = RawConn::connect(s.gw.addr("main"));
-    let tokens: Vec<_> = (0..5).map(|i| (format!("prober{i}"), jwt(&format!("prober{i}"), now_s() - 30))).collect();
+    let tokens: Vec<_> = (0..6).map(|i| (format!("prober{i}"), jwt(&format!("prober{i}"), now_s() - 30))).collect();
     let base: u64 = 1_800_000_000_000 + 60_000;
-    for k in 0..450u64 {
-        let (sub, token) = &tokens[(k % 5) as usize];
-        let path = if (k / 5).is_multiple_of(2) {
+    let send = |conn: &mut RawConn, k: u64| {
+        let (sub, token) = &tokens[(k % 6) as usize];
+        let guess = (k / 6).is_multiple_of(2);
+        let path = if guess {
             format!("/j/users/victim-{:x}/orders", k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
         } else {
             format!("/j/users/{sub}/orders")
         };
-        let headers = format!("Authorization: Bearer {token}\r\nPortcullis-Sim-Time: {}\r\n", base + k * 7_700);
-        let (status, resp) = get(&mut conn, &path, &format!("198.51.100.{}", k % 5 + 1), &headers);
-        let want = if (k / 5).is_multiple_of(2) { 403 } else { 200 };
-        assert_eq!(status, want, "request {k}: {resp}");
+        let headers = format!("Authorization: Bearer {token}\r\nPortcullis-Sim-Time: {}\r\n", base + k * 7_200);
+        let (status, resp) = get(conn, &path, &format!("198.51.100.{}", k % 6 + 1), &headers);
+        assert_eq!(status, if guess { 403 } else { 200 }, "request {k}: {resp}");
+    };
+    // 240 guesses in 58 simulated minutes.
+    for k in 0..480u64 {
+        send(&mut conn, k);
     }
     let mut alerts = Vec::new();
     wait_for("the route's enumeration alert", || {
@@ -731,8 +739,12 @@ fn enumeration_spread_over_accounts_alerts_on_the_route() {
         (Some("user_orders"), Some("refused_objects_on_route"), Some(3600)),
         "{a}"
     );
-    assert!(a["observed"].as_f64().unwrap() >= 200.0, "{a}");
-    assert!(s.actions().is_empty(), "monitor mode and a route: nothing to refuse");
+    assert!(a["observed"].as_f64().unwrap() >= 200.0 && a["enforced"] == true, "{a}");
+    assert!(s.actions().is_empty(), "an alert on a route refuses no one: {:?}", s.actions());
+    // Every prober is still served, guesses still refused by the owner rule alone.
+    for k in 480..492u64 {
+        send(&mut conn, k);
+    }
 }
 
 #[test]
