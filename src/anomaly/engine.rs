@@ -218,8 +218,9 @@ fn refusals_in_hour(
     );
     let found = (d, "refused_objects_on_route", limit, distinct, score, 3600);
     alerts.push(route_alert(label, found, record.at_ms, explanation));
-    // Restart the map: a probe that goes on fires again once it has refused as many again.
-    (o.map, o.principals, o.refused) = ([0; 16], 0, 0);
+    // Restart the map and its share: a probe that goes on fires again once it has refused as many
+    // again (the hour stays `over`: it teaches nothing).
+    (o.map, o.principals, o.refused, o.answers) = ([0; 16], 0, 0, 0);
 }
 
 /// A route's usual count per window (its 401s a minute, its objects refused an hour), learnt so that
