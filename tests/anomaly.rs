@@ -672,6 +672,7 @@ fn enumeration_padded_with_successes_is_throttled_on_the_hour() {
         "{alert}"
     );
     assert!(alerts.iter().all(|a| a["feature"] == "refused_objects_in_hour"), "no ten-minute tier saw it: {alerts:#?}");
+    assert_eq!(alert["actions"], json!(["log", "throttle"]), "{alert}");
     let found = alert["at_ms"].as_u64().unwrap() - base;
     assert!((15 * 60_000..58 * 60_000).contains(&found), "found at {found} ms");
     // The throttle follows the alert: the prober asks for its own orders (at one simulated moment:
@@ -740,6 +741,8 @@ fn enumeration_spread_over_accounts_alerts_on_the_route() {
         "{a}"
     );
     assert!(a["observed"].as_f64().unwrap() >= 200.0 && a["enforced"] == true, "{a}");
+    // The detector's throttle cannot land on a route: the alert lists what it did.
+    assert_eq!(a["actions"], json!(["log", "alert"]), "{a}");
     assert!(s.actions().is_empty(), "an alert on a route refuses no one: {:?}", s.actions());
     // Every prober is still served, guesses still refused by the owner rule alone.
     for k in 480..492u64 {

@@ -1957,7 +1957,9 @@ impl Inner {
             window_s: a.window_s,
             at_ms: a.at_ms,
             explanation: a.explanation.clone(),
-            actions: dp.actions.iter().map(|x| x.as_str()).collect(),
+            // What the alert did (or in `monitor` mode would do): a route's alert has no one to
+            // refuse, so its detector's throttle or ban is not listed for it.
+            actions: dp.actions.iter().filter(|x| lands(**x, &a)).map(|x| x.as_str()).collect(),
             enforced,
         };
         let severity = if dp.actions.contains(&Action::Alert) { Severity::High } else { Severity::Medium };
@@ -2001,7 +2003,7 @@ impl Inner {
         alerts.push_back(stored);
     }
 
-    /// Puts one action in force against the alert's entity.
+    /// Puts one action in force against the alert's entity (nothing where it cannot land: [`lands`]).
     fn act(&self, action: Action, a: &Alert, dp: &DetectorPolicy, alert: u64) {
         // An address by the engine's prefix; a site by its own (the length its label names).
         let prefix = match a.entity.label.split_once('/') {
@@ -2009,9 +2011,7 @@ impl Inner {
             _ => None,
         }
         .unwrap_or(self.policy.load().settings.ipv6_prefix);
-        // The principal when the alert's entity is one (its exact credential); else the address.
-        let principal = a.target.as_ref().zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip);
-        let (target_kind, target, key) = match (action, principal, a.ip) {
+        let (target_kind, target, key) = match (action, principal_of(a), a.ip) {
             (_, Some((t, label)), _) => ("principal", format!("{}:{label}", t.method), Some(t)),
             (Action::Challenge, None, _) => return,
             (_, None, Some(ip)) => ("ip", ip_target(ip, prefix), None),
@@ -2889,6 +2889,23 @@ mod snapshot {
 
     pub(super) fn save_actions(path: &Path, actions: &[u8]) -> Result<(), String> {
         save_row(path, "anomaly_actions", "actions", actions)
+    }
+}
+
+/// The principal an alert's action lands on, when the alert's entity is one: its exact credential
+/// (the target) and its label. An address's alert lands on the address.
+fn principal_of(a: &Alert) -> Option<(&super::PrincipalTarget, &str)> {
+    a.target.as_ref().zip(a.principal.as_deref()).filter(|_| a.entity.kind != EntityKind::Ip)
+}
+
+/// Whether `action` can land on the alert's entity (`Inner::act`): log and alert always; a
+/// throttle or a ban on a principal or an address; a challenge on a principal only. A route's alert
+/// lands none of the three.
+fn lands(action: Action, a: &Alert) -> bool {
+    match action {
+        Action::Log | Action::Alert => true,
+        Action::Challenge => principal_of(a).is_some(),
+        Action::Throttle | Action::Ban => principal_of(a).is_some() || a.ip.is_some(),
     }
 }
 

@@ -32,7 +32,8 @@ pub struct Alert {
     /// When (ms since the epoch; record time).
     pub at_ms: u64,
     pub explanation: String,
-    /// The detector's configured responses.
+    /// The detector's configured responses that can land on the alert's entity (a route's alert:
+    /// `log` and `alert` only; a challenge needs a principal).
     pub actions: Vec<String>,
     /// True when throttle, ban or challenge were put in force (`mode: enforce`).
     pub enforced: bool,
