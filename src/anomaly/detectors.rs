@@ -110,8 +110,9 @@ pub(crate) fn on_principal(st: &mut State, ctx: &Ctx<'_>, sh: &Shared, alerts: &
     }
     let f = enumeration(st);
     if emit_reached(st, f, ctx, at, alerts) && f.feature == "refused_objects_in_hour" {
-        // Restart the hour's objects after an alarm: a probe that goes on fires again once it has
-        // refused as many again, not after every cooldown on what it already did.
+        // Restart the hour's objects once the tier reaches its limit (alerted, or held back by the
+        // cooldown): a probe that goes on fires again once it has refused as many again, not after
+        // every cooldown on what it already did.
         st.hour_map_clear();
     }
     emit(st, unusual_hours(st, sh, at), ctx, at, alerts);
@@ -257,8 +258,8 @@ pub(crate) fn spraying(st: &State) -> Finding {
 
 /// Enumeration: a monotonic run of ids (steps of at most 16) of 8 or more together with 6 or more
 /// 403/404 in ten minutes; or, in any order, 30 or more 403/404 that are half the requests or more;
-/// or, for a principal or key, [`HOUR_REFUSED_OBJECTS`] distinct objects refused in the clock hour,
-/// whatever the share.
+/// or, for a principal or key, [`HOUR_REFUSED_OBJECTS`] distinct objects refused in the clock hour
+/// (or a twentieth of the hour's requests when that is more), whatever their share.
 pub(crate) fn enumeration(st: &State) -> Finding {
     let errs = st.err10.ten();
     let reqs = st.req10.ten().max(1.0);

@@ -289,8 +289,8 @@ impl State {
     }
 
     /// A principal's or key's objects (a route's path parameters) refused with 403 or 404 in the
-    /// current clock hour: one bit of 64 an object, by its keyed hash with the route (the distinct
-    /// objects: [`super::detectors::refused_objects`]). Kept as a site keeps its networks.
+    /// current clock hour: one bit of 64 an object, by its keyed hash mixed with the route (the
+    /// distinct objects: [`super::detectors::refused_objects`]). Kept as a site keeps its networks.
     pub(crate) fn refused_objects_map(&self) -> u64 {
         debug_assert!(matches!(self.kind, Kind::Principal | Kind::ApiKey));
         self.hour_map()
